@@ -1,0 +1,59 @@
+/*
+ * cli/cli.h - shared pieces of the dynrag command-line tool.
+ *
+ * The CLI uses only the public API in include/dynrag/. Every subcommand is
+ * one row of the commands[] table in main.c and one cmd_<name>() function
+ * in a cmd_<name>.c file. A command returns its exit code: 0 success,
+ * 1 failure of the work (bad input file, failed query), 2 usage error.
+ */
+#ifndef DYNRAG_CLI_H
+#define DYNRAG_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dynrag/dynrag.h"
+
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+typedef struct cli_command {
+    const char *name;
+    const char *summary; /* one line for `dynrag help` */
+    const char *usage;   /* full text for `dynrag <cmd> --help` */
+    int (*run)(int argc, char **argv);
+} cli_command;
+
+/* Looks a command up by name; NULL if unknown. */
+const cli_command *cli_find_command(const char *name);
+
+/* Prints "dynrag <cmd>: message" on stderr. */
+void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints the usage error and a hint to use --help; returns CLI_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints a command's --help text to stdout. */
+void cli_print_usage(const char *cmd);
+/* True when argv contains -h or --help before "--". */
+bool cli_wants_help(int argc, char **argv);
+
+/* Checked number parsing for flags: on failure prints which flag is wrong. */
+bool cli_parse_int(const char *cmd, const char *flag, const char *value, long long min,
+                   long long max, long long *out);
+bool cli_parse_double(const char *cmd, const char *flag, const char *value, double min,
+                      double max, double *out);
+
+/* A terminal progress bar (only drawn when stderr is a TTY and CI is unset).
+ * Suitable as a dynrag_progress_fn: user is a cli_progress. */
+typedef struct cli_progress {
+    const char *label;
+    int64_t start_us;
+    int64_t last_draw_us;
+    bool enabled;
+    bool drawn;
+} cli_progress;
+
+void cli_progress_init(cli_progress *p, const char *label);
+void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *unit);
+void cli_progress_done(cli_progress *p);
+
+#endif

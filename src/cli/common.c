@@ -1,0 +1,133 @@
+/* common.c - error printing, flag parsing and the progress bar of the CLI. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void cli_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "dynrag %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "dynrag %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nRun `dynrag %s --help` for usage.\n", cmd);
+    return CLI_USAGE;
+}
+
+void cli_print_usage(const char *cmd)
+{
+    const cli_command *c = cli_find_command(cmd);
+    if (c)
+        fputs(c->usage, stdout);
+}
+
+bool cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            return false;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return true;
+    }
+    return false;
+}
+
+bool cli_parse_int(const char *cmd, const char *flag, const char *value, long long min,
+                   long long max, long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = value ? strtoll(value, &end, 10) : 0;
+    if (value == NULL || *value == '\0' || errno != 0 || *end != '\0' || v < min || v > max) {
+        cli_error(cmd, "%s: expected an integer from %lld to %lld, got '%s'", flag, min, max,
+                  value ? value : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cli_parse_double(const char *cmd, const char *flag, const char *value, double min,
+                      double max, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = value ? strtod(value, &end) : 0;
+    if (value == NULL || *value == '\0' || errno != 0 || *end != '\0' || !isfinite(v) ||
+        v < min || v > max) {
+        cli_error(cmd, "%s: expected a number from %g to %g, got '%s'", flag, min, max,
+                  value ? value : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void cli_progress_init(cli_progress *p, const char *label)
+{
+    memset(p, 0, sizeof(*p));
+    p->label = label;
+    p->start_us = now_us();
+    const char *ci = getenv("CI");
+    p->enabled = isatty(STDERR_FILENO) && !(ci && *ci);
+}
+
+void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *unit)
+{
+    cli_progress *p = user;
+    if (!p->enabled)
+        return;
+    int64_t t = now_us();
+    if (p->drawn && t - p->last_draw_us < 100000 && done != total)
+        return;
+    p->last_draw_us = t;
+    p->drawn = true;
+    double secs = (double)(t - p->start_us) / 1e6;
+    double rate = secs > 0 ? (double)done / secs : 0;
+    if (total > 0) {
+        int width = 30;
+        int fill = (int)((double)width * (double)done / (double)total);
+        if (fill > width)
+            fill = width;
+        double eta = rate > 0 ? (double)(total - (done < total ? done : total)) / rate : 0;
+        fprintf(stderr, "\r%s [%.*s%*s] %llu/%llu %s  %.0f %s/s  eta %.0fs  ", p->label, fill,
+                "##############################", width - fill, "", (unsigned long long)done,
+                (unsigned long long)total, unit, rate, unit, eta);
+    } else {
+        fprintf(stderr, "\r%s %llu %s  %.0f %s/s  ", p->label, (unsigned long long)done, unit,
+                rate, unit);
+    }
+    fflush(stderr);
+}
+
+void cli_progress_done(cli_progress *p)
+{
+    if (p->enabled && p->drawn)
+        fputc('\n', stderr);
+    p->drawn = false;
+}

@@ -1,0 +1,124 @@
+/* main.c - the dynrag command-line tool: one table of subcommands. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+
+/* Every subcommand, in the order `dynrag help` lists them. */
+static const cli_command commands[] = {
+    {"help", "show help for dynrag or one command",
+     "usage: dynrag help [COMMAND]\n"
+     "\n"
+     "Without COMMAND, lists every command. With it, prints that command's help\n"
+     "(the same as `dynrag COMMAND --help`).\n",
+     cmd_help},
+    {"version", "print the version",
+     "usage: dynrag version\n\nPrints the version of the dynrag tool and library.\n",
+     cmd_version},
+};
+
+const cli_command *cli_find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void print_overview(FILE *out)
+{
+    fprintf(out, "usage: dynrag COMMAND [OPTIONS] [ARGS]\n\n"
+                 "DynamicRAG: a routed retrieval-augmented generation engine.\n\n"
+                 "Commands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun `dynrag COMMAND --help` for a command's options.\n");
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc <= 1) {
+        print_overview(stdout);
+        return CLI_OK;
+    }
+    if (argc > 2)
+        return cli_usage_error("help", "expected at most one command name");
+    if (cli_find_command(argv[1]) == NULL)
+        return cli_usage_error("help", "unknown command '%s'", argv[1]);
+    cli_print_usage(argv[1]);
+    return CLI_OK;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 1)
+        return cli_usage_error("version", "takes no arguments");
+    printf("dynrag %s\n", dynrag_version());
+    return CLI_OK;
+}
+
+static void log_to_stderr(void *user, dynrag_log_level level, const char *module, const char *msg)
+{
+    (void)user;
+    fprintf(stderr, "dynrag: %s: %s: %s\n", dynrag_log_level_name(level), module, msg);
+}
+
+int main(int argc, char **argv)
+{
+    const char *lvl = getenv("DYNRAG_LOG");
+    dynrag_log_level min = DYNRAG_LOG_WARN;
+    if (lvl && strcmp(lvl, "debug") == 0)
+        min = DYNRAG_LOG_DEBUG;
+    else if (lvl && strcmp(lvl, "info") == 0)
+        min = DYNRAG_LOG_INFO;
+    else if (lvl && strcmp(lvl, "error") == 0)
+        min = DYNRAG_LOG_ERROR;
+    dynrag_log_set(log_to_stderr, NULL, min);
+
+    if (argc < 2) {
+        print_overview(stderr);
+        return CLI_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        print_overview(stdout);
+        return CLI_OK;
+    }
+    if (strcmp(name, "--version") == 0)
+        return cmd_version(1, argv + 1);
+    const cli_command *cmd = cli_find_command(name);
+    if (cmd == NULL) {
+        const char *best = NULL;
+        size_t best_d = 3;
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+            size_t d = 0;
+            const char *a = name, *b = commands[i].name;
+            /* cheap prefix/edit heuristic: common prefix length */
+            while (*a && *b && *a == *b) {
+                a++;
+                b++;
+            }
+            d = strlen(a) + strlen(b);
+            if (d < best_d) {
+                best_d = d;
+                best = commands[i].name;
+            }
+        }
+        if (best)
+            fprintf(stderr, "dynrag: unknown command '%s' (did you mean '%s'?)\n", name, best);
+        else
+            fprintf(stderr, "dynrag: unknown command '%s'; run `dynrag help`\n", name);
+        return CLI_USAGE;
+    }
+    if (cli_wants_help(argc - 1, argv + 1)) {
+        cli_print_usage(cmd->name);
+        return CLI_OK;
+    }
+    return cmd->run(argc - 1, argv + 1);
+}

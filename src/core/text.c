@@ -1,0 +1,193 @@
+/* text.c - word tokenizer and sentence splitter. */
+#include "core/text.h"
+#include "core/util.h"
+
+#include <ctype.h>
+#include <string.h>
+
+static bool is_word_cp(uint32_t cp)
+{
+    if (cp < 0x80)
+        return isalnum((int)cp) != 0;
+    /* General punctuation, symbols and spaces in the BMP that are not letters. */
+    if (cp == 0xA0 || (cp >= 0x2000 && cp <= 0x206F) || (cp >= 0x3000 && cp <= 0x303F) ||
+        (cp >= 0xA1 && cp <= 0xBF) || cp == 0xD7 || cp == 0xF7 || cp == 0xFEFF || cp == 0xFFFD ||
+        (cp >= 0x2190 && cp <= 0x2BFF) || (cp >= 0xFF00 && cp <= 0xFF0F))
+        return false;
+    return true;
+}
+
+static uint32_t fold_cp(uint32_t cp)
+{
+    if (cp >= 'A' && cp <= 'Z')
+        return cp + 32;
+    if ((cp >= 0xC0 && cp <= 0xDE && cp != 0xD7))
+        return cp + 32;
+    if (cp >= 0x100 && cp <= 0x17F && (cp % 2) == 0 && cp != 0x130 && cp != 0x138)
+        return cp + 1;
+    if (cp >= 0x391 && cp <= 0x3AB && cp != 0x3A2) /* Greek capitals */
+        return cp + 32;
+    if (cp >= 0x410 && cp <= 0x42F) /* Cyrillic capitals */
+        return cp + 32;
+    return cp;
+}
+
+#define WORD_MAX 64
+
+int dr_text_words(const char *text, size_t n, dr_word_fn fn, void *user)
+{
+    char word[WORD_MAX + 4];
+    size_t wlen = 0, wstart = 0;
+    bool in_word = false;
+    size_t i = 0;
+    while (i <= n) {
+        uint32_t cp = 0;
+        size_t k = 1;
+        if (i < n)
+            k = dr_utf8_decode(text + i, n - i, &cp);
+        bool word_cp = i < n && is_word_cp(cp);
+        /* apostrophe inside a word: skip it, stay in the word */
+        if (in_word && i < n && (cp == '\'' || cp == 0x2019) && i + k < n) {
+            uint32_t next;
+            dr_utf8_decode(text + i + k, n - i - k, &next);
+            if (is_word_cp(next)) {
+                i += k;
+                continue;
+            }
+        }
+        if (word_cp) {
+            if (!in_word) {
+                in_word = true;
+                wstart = i;
+                wlen = 0;
+            }
+            char enc[4];
+            size_t e = dr_utf8_encode(fold_cp(cp), enc);
+            if (wlen + e <= WORD_MAX) {
+                memcpy(word + wlen, enc, e);
+                wlen += e;
+            }
+        } else if (in_word) {
+            in_word = false;
+            int rc = fn(user, word, wlen, wstart, i);
+            if (rc != 0)
+                return rc;
+        }
+        i += k;
+    }
+    return 0;
+}
+
+static int count_cb(void *user, const char *w, size_t len, size_t s, size_t e)
+{
+    (void)w;
+    (void)len;
+    (void)s;
+    (void)e;
+    (*(size_t *)user)++;
+    return 0;
+}
+
+size_t dr_text_word_count(const char *text, size_t n)
+{
+    size_t c = 0;
+    dr_text_words(text, n, count_cb, &c);
+    return c;
+}
+
+static const char *const stopwords[] = {
+    "a",       "about", "above", "after", "again",   "against", "all",   "am",    "an",
+    "and",     "any",   "are",   "as",    "at",      "be",      "because", "been", "before",
+    "being",   "below", "between", "both", "but",    "by",      "can",   "could", "did",
+    "do",      "does",  "doing", "down",  "during",  "each",    "few",   "for",   "from",
+    "further", "had",   "has",   "have",  "having",  "he",      "her",   "here",  "hers",
+    "herself", "him",   "himself", "his", "how",     "i",       "if",    "in",    "into",
+    "is",      "it",    "its",   "itself", "just",   "me",      "more",  "most",  "my",
+    "myself",  "no",    "nor",   "not",   "now",     "of",      "off",   "on",    "once",
+    "only",    "or",    "other", "our",   "ours",    "ourselves", "out", "over",  "own",
+    "same",    "she",   "should", "so",   "some",    "such",    "than",  "that",  "the",
+    "their",   "theirs", "them", "themselves", "then", "there", "these", "they",  "this",
+    "those",   "through", "to",  "too",   "under",   "until",   "up",    "very",  "was",
+    "we",      "were",  "what",  "when",  "where",   "which",   "while", "who",   "whom",
+    "why",     "will",  "with",  "would", "you",     "your",    "yours", "yourself",
+    "yourselves",
+};
+
+bool dr_text_is_stopword(const char *word)
+{
+    size_t lo = 0, hi = DR_ARRAY_LEN(stopwords);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(word, stopwords[mid]);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return false;
+}
+
+static bool is_abbrev_before(const char *text, size_t dot)
+{
+    /* The token ending at `dot` (exclusive of the dot). */
+    size_t s = dot;
+    while (s > 0 && !isspace((unsigned char)text[s - 1]) && text[s - 1] != '(')
+        s--;
+    size_t len = dot - s;
+    if (len == 1 && isupper((unsigned char)text[s]))
+        return true; /* initial: "J. Smith" */
+    static const char *const abbr[] = {"e.g", "i.e", "etc", "vs", "Dr", "Mr", "Mrs", "Ms",
+                                       "Prof", "St", "Jr", "Sr", "No", "Fig", "al", "approx",
+                                       "cf", "Inc", "Ltd", "Co", "U.S", "Vol", "pp"};
+    for (size_t i = 0; i < DR_ARRAY_LEN(abbr); i++)
+        if (strlen(abbr[i]) == len && strncmp(text + s, abbr[i], len) == 0)
+            return true;
+    return false;
+}
+
+static int emit_sentence(const char *text, size_t s, size_t e, dr_sentence_fn fn, void *user)
+{
+    while (s < e && isspace((unsigned char)text[s]))
+        s++;
+    while (e > s && isspace((unsigned char)text[e - 1]))
+        e--;
+    if (e > s)
+        return fn(user, s, e);
+    return 0;
+}
+
+int dr_text_sentences(const char *text, size_t n, dr_sentence_fn fn, void *user)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        size_t cut = 0;
+        if (c == '\n' && i + 1 < n && text[i + 1] == '\n') {
+            cut = i;
+        } else if (c == '.' || c == '!' || c == '?') {
+            size_t j = i + 1;
+            while (j < n && (text[j] == '"' || text[j] == '\'' || text[j] == ')'))
+                j++;
+            if (j < n && isspace((unsigned char)text[j])) {
+                size_t k = j;
+                while (k < n && isspace((unsigned char)text[k]))
+                    k++;
+                bool next_ok = k >= n || isupper((unsigned char)text[k]) ||
+                               isdigit((unsigned char)text[k]) || text[k] == '"' ||
+                               text[k] == '(' || (unsigned char)text[k] >= 0x80;
+                if (next_ok && !(c == '.' && is_abbrev_before(text, i)))
+                    cut = j;
+            }
+        }
+        if (cut) {
+            int rc = emit_sentence(text, start, cut, fn, user);
+            if (rc != 0)
+                return rc;
+            start = cut;
+            i = cut;
+        }
+    }
+    return emit_sentence(text, start, n, fn, user);
+}

@@ -1,0 +1,555 @@
+/* util.c - buffers, strings, number parsing, files, time, PRNG, UTF-8. */
+#define _GNU_SOURCE
+#include "core/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- buffers ------------------------------------------------------------ */
+
+#define DR_BUF_DEFAULT_CAP ((size_t)1 << 30)
+
+static int buf_reserve(dr_buf *b, size_t extra)
+{
+    size_t limit = b->cap_limit ? b->cap_limit : DR_BUF_DEFAULT_CAP;
+    if (extra > limit || b->len > limit - extra)
+        return DYNRAG_ERR_LIMIT;
+    size_t need = b->len + extra + 1;
+    if (need <= b->alloc)
+        return DYNRAG_OK;
+    size_t alloc = b->alloc ? b->alloc : 64;
+    while (alloc < need)
+        alloc = alloc > SIZE_MAX / 2 ? need : alloc * 2;
+    char *p = realloc(b->data, alloc);
+    if (p == NULL)
+        return DYNRAG_ERR_NOMEM;
+    b->data = p;
+    b->alloc = alloc;
+    return DYNRAG_OK;
+}
+
+int dr_buf_append(dr_buf *b, const void *data, size_t n)
+{
+    int rc = buf_reserve(b, n);
+    if (rc != DYNRAG_OK)
+        return rc;
+    if (n > 0)
+        memcpy(b->data + b->len, data, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return DYNRAG_OK;
+}
+
+int dr_buf_puts(dr_buf *b, const char *s)
+{
+    return dr_buf_append(b, s, strlen(s));
+}
+
+int dr_buf_putc(dr_buf *b, char c)
+{
+    return dr_buf_append(b, &c, 1);
+}
+
+int dr_buf_printf(dr_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return DYNRAG_ERR_INVALID;
+    int rc = buf_reserve(b, (size_t)n);
+    if (rc != DYNRAG_OK)
+        return rc;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return DYNRAG_OK;
+}
+
+int dr_buf_json_str(dr_buf *b, const char *s)
+{
+    int rc = dr_buf_putc(b, '"');
+    for (const unsigned char *p = (const unsigned char *)s; rc == DYNRAG_OK && *p; p++) {
+        switch (*p) {
+        case '"':
+            rc = dr_buf_puts(b, "\\\"");
+            break;
+        case '\\':
+            rc = dr_buf_puts(b, "\\\\");
+            break;
+        case '\n':
+            rc = dr_buf_puts(b, "\\n");
+            break;
+        case '\r':
+            rc = dr_buf_puts(b, "\\r");
+            break;
+        case '\t':
+            rc = dr_buf_puts(b, "\\t");
+            break;
+        default:
+            if (*p < 0x20)
+                rc = dr_buf_printf(b, "\\u%04x", *p);
+            else
+                rc = dr_buf_putc(b, (char)*p);
+        }
+    }
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_putc(b, '"');
+    return rc;
+}
+
+void dr_buf_reset(dr_buf *b)
+{
+    b->len = 0;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
+char *dr_buf_take(dr_buf *b)
+{
+    char *p = b->data;
+    if (p == NULL)
+        p = calloc(1, 1);
+    b->data = NULL;
+    b->len = b->alloc = 0;
+    return p;
+}
+
+void dr_buf_free(dr_buf *b)
+{
+    if (b == NULL)
+        return;
+    free(b->data);
+    b->data = NULL;
+    b->len = b->alloc = 0;
+}
+
+/* ---- strings ------------------------------------------------------------ */
+
+char *dr_strdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+char *dr_strndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *dr_asprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *p = malloc((size_t)n + 1);
+    if (p == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+size_t dr_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+    if (size > 0) {
+        size_t c = n < size - 1 ? n : size - 1;
+        memcpy(dst, src, c);
+        dst[c] = '\0';
+    }
+    return n;
+}
+
+size_t dr_edit_distance(const char *a, const char *b, size_t cap)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return cap;
+    size_t row[65];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t prev = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cur = row[j];
+            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            size_t v = prev + cost;
+            if (row[j] + 1 < v)
+                v = row[j] + 1;
+            if (row[j - 1] + 1 < v)
+                v = row[j - 1] + 1;
+            row[j] = v;
+            prev = cur;
+        }
+    }
+    return row[lb] < cap ? row[lb] : cap;
+}
+
+/* ---- number parsing ----------------------------------------------------- */
+
+int dr_parse_ll(const char *s, long long min, long long max, long long *out)
+{
+    if (s == NULL || *s == '\0')
+        return DYNRAG_ERR_INVALID;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+        return DYNRAG_ERR_INVALID;
+    *out = v;
+    return DYNRAG_OK;
+}
+
+int dr_parse_double(const char *s, double min, double max, double *out)
+{
+    if (s == NULL || *s == '\0')
+        return DYNRAG_ERR_INVALID;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno == ERANGE || end == s || *end != '\0' || !isfinite(v) || v < min || v > max)
+        return DYNRAG_ERR_INVALID;
+    *out = v;
+    return DYNRAG_OK;
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+int dr_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len,
+                 dynrag_error *err)
+{
+    *out = NULL;
+    if (out_len)
+        *out_len = 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return dr_err_set(err, errno == ENOENT ? DYNRAG_ERR_NOTFOUND : DYNRAG_ERR_IO,
+                          "%s: %s", path, strerror(errno));
+    dr_buf b = {0};
+    b.cap_limit = max_bytes;
+    char chunk[65536];
+    int rc = DYNRAG_OK;
+    for (;;) {
+        size_t n = fread(chunk, 1, sizeof(chunk), f);
+        if (n > 0) {
+            rc = dr_buf_append(&b, chunk, n);
+            if (rc == DYNRAG_ERR_LIMIT) {
+                dr_err_set(err, rc, "%s: file is larger than the limit of %zu bytes", path,
+                           max_bytes);
+                goto cleanup;
+            }
+            if (rc != DYNRAG_OK) {
+                dr_err_set(err, rc, "%s: out of memory", path);
+                goto cleanup;
+            }
+        }
+        if (n < sizeof(chunk)) {
+            if (ferror(f)) {
+                rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: read error", path);
+                goto cleanup;
+            }
+            break;
+        }
+    }
+    if (out_len)
+        *out_len = b.len;
+    *out = dr_buf_take(&b);
+    if (*out == NULL)
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "%s: out of memory", path);
+cleanup:
+    dr_buf_free(&b);
+    fclose(f);
+    return rc;
+}
+
+int dr_write_file_atomic(const char *path, const void *data, size_t len, dynrag_error *err)
+{
+    char *tmp = dr_asprintf("%s.tmp.%ld", path, (long)getpid());
+    if (tmp == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    int rc = DYNRAG_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", tmp, strerror(errno));
+        goto cleanup;
+    }
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: write: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            goto cleanup;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        goto cleanup;
+    }
+    if (rename(tmp, path) != 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+    }
+cleanup:
+    free(tmp);
+    return rc;
+}
+
+int dr_mkdirs(const char *path, dynrag_error *err)
+{
+    char *p = dr_strdup(path);
+    if (p == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    int rc = DYNRAG_OK;
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+                rc = dr_err_set(err, DYNRAG_ERR_IO, "mkdir %s: %s", p, strerror(errno));
+                break;
+            }
+            *s = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    if (rc == DYNRAG_OK && !dr_is_dir(path))
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: not a directory", path);
+    free(p);
+    return rc;
+}
+
+bool dr_path_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+bool dr_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* ---- time --------------------------------------------------------------- */
+
+int64_t dr_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void dr_time_rfc3339(char *buf, size_t size)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char base[32];
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, size, "%s.%03ldZ", base, ts.tv_nsec / 1000000);
+}
+
+/* ---- PRNG --------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void dr_rng_seed(dr_rng *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t dr_rng_next(dr_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double dr_rng_uniform(dr_rng *r)
+{
+    return (double)(dr_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+uint64_t dr_rng_below(dr_rng *r, uint64_t n)
+{
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t v;
+    do
+        v = dr_rng_next(r);
+    while (v >= limit);
+    return v % n;
+}
+
+double dr_rng_normal(dr_rng *r)
+{
+    double u1 = dr_rng_uniform(r);
+    double u2 = dr_rng_uniform(r);
+    if (u1 < 1e-300)
+        u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* ---- hashing ------------------------------------------------------------ */
+
+uint64_t dr_hash64(const void *data, size_t n, uint64_t seed)
+{
+    const unsigned char *p = data;
+    uint64_t h = 0xcbf29ce484222325ULL ^ (seed * 0x9e3779b97f4a7c15ULL);
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+/* ---- UTF-8 -------------------------------------------------------------- */
+
+size_t dr_utf8_decode(const char *s, size_t n, uint32_t *cp)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    if (n == 0) {
+        *cp = 0xFFFD;
+        return 1;
+    }
+    unsigned char c = u[0];
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    size_t len;
+    uint32_t v, min;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2;
+        v = c & 0x1F;
+        min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3;
+        v = c & 0x0F;
+        min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4;
+        v = c & 0x07;
+        min = 0x10000;
+    } else {
+        *cp = 0xFFFD;
+        return 1;
+    }
+    if (n < len) {
+        *cp = 0xFFFD;
+        return 1;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((u[i] & 0xC0) != 0x80) {
+            *cp = 0xFFFD;
+            return 1;
+        }
+        v = (v << 6) | (u[i] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) {
+        *cp = 0xFFFD;
+        return 1;
+    }
+    *cp = v;
+    return len;
+}
+
+bool dr_utf8_valid(const char *s, size_t n, size_t *bad_offset)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = dr_utf8_decode(s + i, n - i, &cp);
+        if (cp == 0xFFFD && k == 1) {
+            /* U+FFFD itself is 3 bytes, so a 1-byte decode of it is an error. */
+            if (bad_offset)
+                *bad_offset = i;
+            return false;
+        }
+        i += k;
+    }
+    return true;
+}
+
+size_t dr_utf8_encode(uint32_t cp, char *out)
+{
+    unsigned char *o = (unsigned char *)out;
+    if (cp < 0x80) {
+        o[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (unsigned char)(0xC0 | (cp >> 6));
+        o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (cp >> 12));
+        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (cp >> 18));
+    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}

@@ -1,0 +1,142 @@
+/*
+ * core/util.h - internal helpers shared by every module (not public API).
+ *
+ * Growable buffers with a size cap, error detail, checked number parsing,
+ * whole-file reads with a cap, atomic file replacement, monotonic time, a
+ * seeded PRNG and UTF-8 validation. No function here prints or exits.
+ */
+#ifndef DYNRAG_CORE_UTIL_H
+#define DYNRAG_CORE_UTIL_H
+
+#include "dynrag/log.h"
+#include "dynrag/status.h"
+#include "dynrag/version.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define DR_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define DR_PRINTF(a, b)
+#endif
+
+#define DR_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define DR_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define DR_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- errors and logging ---------------------------------------------- */
+
+/* Records status and a formatted message in err (which may be NULL) and
+ * returns status, so callers can write `return dr_err_set(err, ...)`. */
+int dr_err_set(dynrag_error *err, int status, const char *fmt, ...) DR_PRINTF(3, 4);
+
+/* Prepends "prefix: " to err's message, keeping its status; returns it. */
+int dr_err_prefix(dynrag_error *err, const char *fmt, ...) DR_PRINTF(2, 3);
+
+/* Sends a message to the application's log callback, if any. */
+void dr_log(dynrag_log_level level, const char *module, const char *fmt, ...) DR_PRINTF(3, 4);
+bool dr_log_enabled(dynrag_log_level level);
+
+/* ---- growable byte buffer with a cap ---------------------------------- */
+
+/*
+ * A NUL-terminated growable buffer. `cap_limit` bounds its length (0 means
+ * the default of 1 GiB); an append that would pass it fails with
+ * DYNRAG_ERR_LIMIT and leaves the buffer unchanged. Zero-initialise
+ * (`dr_buf b = {0};`) and release with dr_buf_free().
+ */
+typedef struct dr_buf {
+    char *data;       /* NULL until the first append; always NUL-terminated after */
+    size_t len;
+    size_t alloc;
+    size_t cap_limit;
+} dr_buf;
+
+int dr_buf_append(dr_buf *b, const void *data, size_t n);
+int dr_buf_puts(dr_buf *b, const char *s);
+int dr_buf_putc(dr_buf *b, char c);
+int dr_buf_printf(dr_buf *b, const char *fmt, ...) DR_PRINTF(2, 3);
+/* Appends s as a JSON string literal, quotes included. */
+int dr_buf_json_str(dr_buf *b, const char *s);
+void dr_buf_reset(dr_buf *b);
+/* Hands the data to the caller (free() it) and resets the buffer. Returns
+ * an empty allocated string when the buffer was never written, NULL only on
+ * allocation failure. */
+char *dr_buf_take(dr_buf *b);
+void dr_buf_free(dr_buf *b);
+
+/* ---- strings ---------------------------------------------------------- */
+
+/* strdup that returns NULL for NULL. */
+char *dr_strdup(const char *s);
+char *dr_strndup(const char *s, size_t n);
+/* Formatted allocation; NULL on failure. Caller frees. */
+char *dr_asprintf(const char *fmt, ...) DR_PRINTF(1, 2);
+/* Copies at most size-1 bytes and always terminates; returns strlen(src). */
+size_t dr_strlcpy(char *dst, const char *src, size_t size);
+/* Levenshtein distance, capped at `cap` (returns cap when larger). */
+size_t dr_edit_distance(const char *a, const char *b, size_t cap);
+
+/* ---- checked number parsing (no atoi) --------------------------------- */
+
+/* Parses a whole string as a base-10 integer within [min, max]. Leading or
+ * trailing garbage, overflow and empty input fail with DYNRAG_ERR_INVALID. */
+int dr_parse_ll(const char *s, long long min, long long max, long long *out);
+/* Parses a whole string as a finite double within [min, max]. */
+int dr_parse_double(const char *s, double min, double max, double *out);
+
+/* ---- files ------------------------------------------------------------ */
+
+/* Reads a whole file into a NUL-terminated buffer the caller frees. Fails
+ * with DYNRAG_ERR_LIMIT when the file is larger than max_bytes. */
+int dr_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len,
+                 dynrag_error *err);
+/* Writes data to path atomically: a temporary file in the same folder,
+ * fsync, rename. A failure leaves the old file as it was. */
+int dr_write_file_atomic(const char *path, const void *data, size_t len, dynrag_error *err);
+/* mkdir -p. */
+int dr_mkdirs(const char *path, dynrag_error *err);
+bool dr_path_exists(const char *path);
+bool dr_is_dir(const char *path);
+
+/* ---- time ------------------------------------------------------------- */
+
+/* Monotonic microseconds. */
+int64_t dr_now_us(void);
+/* Wall-clock time as an RFC 3339 UTC string into buf (at least 32 bytes). */
+void dr_time_rfc3339(char *buf, size_t size);
+
+/* ---- PRNG (xoshiro256**, seeded by splitmix64) ------------------------- */
+
+typedef struct dr_rng {
+    uint64_t s[4];
+} dr_rng;
+
+void dr_rng_seed(dr_rng *r, uint64_t seed);
+uint64_t dr_rng_next(dr_rng *r);
+/* Uniform in [0, 1). */
+double dr_rng_uniform(dr_rng *r);
+/* Uniform integer in [0, n). n > 0. */
+uint64_t dr_rng_below(dr_rng *r, uint64_t n);
+/* Standard normal (Box-Muller). */
+double dr_rng_normal(dr_rng *r);
+
+/* ---- hashing ---------------------------------------------------------- */
+
+/* 64-bit FNV-1a over bytes, then a murmur-style finaliser. */
+uint64_t dr_hash64(const void *data, size_t n, uint64_t seed);
+
+/* ---- UTF-8 ------------------------------------------------------------ */
+
+/* True when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates). On
+ * failure *bad_offset (if non-NULL) gets the byte offset of the first error. */
+bool dr_utf8_valid(const char *s, size_t n, size_t *bad_offset);
+/* Decodes one code point at s (n bytes available). Returns the number of
+ * bytes consumed (>= 1); invalid bytes decode as U+FFFD consuming one byte. */
+size_t dr_utf8_decode(const char *s, size_t n, uint32_t *cp);
+/* Encodes cp into out (at least 4 bytes); returns bytes written. */
+size_t dr_utf8_encode(uint32_t cp, char *out);
+
+#endif
