@@ -1,0 +1,154 @@
+/*
+ * dynrag/index.h - building and searching a DynamicRAG index.
+ *
+ * An index is a folder: index.db (SQLite: documents, chunks, an FTS5 table
+ * with external content and the porter unicode61 tokenizer, metadata) and
+ * dense.faiss (a FAISS index of chunk vectors, chunk ids as labels), plus
+ * any sidecar files the BM25 engine keeps. Writers take an exclusive lock;
+ * every write is atomic (a failure or kill leaves the last good state).
+ *
+ * A dynrag_index opened for reading is shared by any number of threads:
+ * dynrag_index_search() is thread-safe (a SQLite connection per thread, one
+ * read-only FAISS index).
+ */
+#ifndef DYNRAG_INDEX_H
+#define DYNRAG_INDEX_H
+
+#include "dynrag/dynrag.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The embedder an index is built with and queried with. */
+typedef struct dynrag_embedder_config {
+    const char *kind;     /* "builtin" (default when NULL) or "openai" */
+    int dim;              /* builtin: dimension (0 = 256); openai: expected (0 = any) */
+    const char *base_url; /* openai: e.g. "http://127.0.0.1:8000/v1" */
+    const char *model;    /* openai: model name */
+    const char *api_key;  /* openai: bearer token, may be NULL */
+    double timeout_s;     /* openai: per request (0 = 60) */
+    int max_retries;      /* openai: (0 = 3; negative = none) */
+    int batch_size;       /* openai: texts per request (0 = 64) */
+} dynrag_embedder_config;
+
+typedef struct dynrag_build_options {
+    dynrag_embedder_config embedder;
+    const char *faiss_factory; /* FAISS index_factory string; NULL = "Flat" */
+    int chunk_tokens;          /* target words per chunk (0 = 200) */
+    int chunk_overlap;         /* words of overlap (0 = 40; must be < chunk_tokens) */
+    bool skip_bad;             /* skip and count malformed input instead of failing */
+    bool no_dense;             /* BM25 only: no embedder, no FAISS index */
+    dynrag_progress_fn progress;
+    void *progress_user;
+} dynrag_build_options;
+
+typedef struct dynrag_build_stats {
+    uint64_t docs_added;    /* new document ids */
+    uint64_t docs_replaced; /* ids that existed and were re-indexed */
+    uint64_t docs_deleted;
+    uint64_t chunks;        /* chunks written by this call */
+    uint64_t bad_inputs;    /* skipped with skip_bad */
+    uint64_t total_docs;    /* in the index afterwards */
+    uint64_t total_chunks;
+    double seconds;
+} dynrag_build_stats;
+
+/* Adds (or replaces, by document id) the documents of each input to the
+ * index in `dir`, creating it when absent. Inputs are JSONL files (BEIR
+ * {"_id","title","text"}, {"id","contents"}, {"id","title","text"}) or
+ * folders walked recursively for .txt, .md and .html files. Malformed input
+ * fails with the file and line in err and leaves the index unchanged (unless
+ * opt->skip_bad). opt may be NULL for defaults; stats may be NULL. */
+int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs,
+                     const dynrag_build_options *opt, dynrag_build_stats *stats,
+                     dynrag_error *err);
+
+/* Deletes documents by id (unknown ids are counted in *n_missing, which may
+ * be NULL). Atomic. */
+int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
+                        size_t *n_missing, dynrag_error *err);
+
+typedef struct dynrag_index dynrag_index;
+
+/* Opens an index for reading. embedder may be NULL: the index's own
+ * recorded embedder is used when it is "builtin"; an "openai" index needs
+ * the endpoint given here, and a config whose identity differs from the
+ * index's fails with DYNRAG_ERR_MISMATCH. *out is closed with
+ * dynrag_index_close(). */
+int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
+                      dynrag_index **out, dynrag_error *err);
+void dynrag_index_close(dynrag_index *idx);
+
+typedef enum dynrag_search_mode {
+    DYNRAG_SEARCH_BM25 = 0,
+    DYNRAG_SEARCH_DENSE = 1,
+    DYNRAG_SEARCH_HYBRID = 2
+} dynrag_search_mode;
+
+/* Parses "bm25" | "dense" | "hybrid"; -1 when unknown. */
+int dynrag_search_mode_parse(const char *s);
+const char *dynrag_search_mode_name(dynrag_search_mode m);
+
+typedef struct dynrag_search_options {
+    dynrag_search_mode mode;
+    int k;             /* hits wanted (0 = 10) */
+    double k1, b;      /* BM25 (0 = 0.9 and 0.4) */
+    double rrf_k;      /* hybrid: reciprocal rank fusion constant (0 = 60) */
+    double w_bm25;     /* hybrid weights (both 0 = 1 and 1) */
+    double w_dense;
+    int depth;         /* hybrid: candidates taken from each side (0 = max(k, 100)) */
+    int nprobe;        /* IVF indexes: lists probed (0 = FAISS default) */
+} dynrag_search_options;
+
+typedef struct dynrag_hit {
+    int64_t chunk_id;
+    char *doc_id;
+    char *title;
+    char *text;        /* the chunk's text */
+    double score;      /* mode's score (hybrid: fused RRF score) */
+    int64_t start, end;/* byte offsets of the chunk in the document text */
+} dynrag_hit;
+
+typedef struct dynrag_hits {
+    dynrag_hit *hits;  /* best first */
+    size_t n;
+    double bm25_us, dense_us, total_us; /* time spent in each part */
+} dynrag_hits;
+
+/* Searches the index. The query is plain user text: it is never read as
+ * FTS5 syntax; an empty or stopword-only query gives zero hits, not an
+ * error. *out is filled (caller frees with dynrag_hits_free). */
+int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
+                        dynrag_hits *out, dynrag_error *err);
+void dynrag_hits_free(dynrag_hits *hits);
+
+/* The full text of a document (for long-context escalation). Caller frees
+ * *text and *title (either out-pointer may be NULL). */
+int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title, char **text,
+                          dynrag_error *err);
+
+/* Embeds a text with the index's embedder (for knn routers): out gets
+ * dynrag_index_dim() floats. Fails when the index has no dense part. */
+int dynrag_index_embed(dynrag_index *idx, const char *text, float *out, dynrag_error *err);
+int dynrag_index_dim(const dynrag_index *idx);
+
+typedef struct dynrag_index_info {
+    uint64_t docs, chunks;
+    int format_version;
+    int dim;                      /* 0 when no dense part */
+    char embedder[256];           /* identity string */
+    char faiss_factory[128];
+    double avg_chunk_tokens;
+} dynrag_index_info;
+
+int dynrag_index_get_info(const dynrag_index *idx, dynrag_index_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
