@@ -4,6 +4,7 @@
 
 #include "core/util.h"
 #include "data/labelled.h"
+#include "data/logreg.h"
 #include "dynrag/dataset.h"
 
 /* Writes a small synthetic data folder under the test's tmpdir and returns
@@ -422,4 +423,97 @@ TEST(dataset_labelled_reader_errors)
     snprintf(missing, sizeof(missing), "%s/none.jsonl", test_tmpdir());
     ASSERT_EQ(dr_labelled_load(missing, &s, &err), DYNRAG_ERR_NOTFOUND);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "none.jsonl");
+}
+
+/* Three classes with disjoint vocabularies, random word order and length:
+ * separable, so held-out accuracy must be (near) perfect. */
+static void toy_text(dr_rng *r, int cls, char *out, size_t size)
+{
+    static const char *const vocab[3][6] = {
+        {"apple", "banana", "cherry", "grape", "melon", "peach"},
+        {"piston", "gasket", "valve", "crank", "rotor", "sprocket"},
+        {"sonnet", "stanza", "verse", "rhyme", "meter", "ballad"},
+    };
+    static const char *const shared[4] = {"the", "a", "with", "and"};
+    size_t k = 0;
+    out[0] = '\0';
+    int nw = 2 + (int)dr_rng_below(r, 5);
+    for (int w = 0; w < nw; w++) {
+        const char *word = dr_rng_below(r, 3) == 0 ? shared[dr_rng_below(r, 4)]
+                                                   : vocab[cls][dr_rng_below(r, 6)];
+        k += (size_t)snprintf(out + k, size - k, "%s%s", w ? " " : "", word);
+    }
+    /* guarantee one class word */
+    snprintf(out + k, size - k, " %s", vocab[cls][dr_rng_below(r, 6)]);
+}
+
+TEST(dataset_logreg_separable)
+{
+    enum { N = 300, NT = 90 };
+    static char buf[N + NT][128];
+    const char *text[N];
+    int label[N];
+    dr_rng r;
+    dr_rng_seed(&r, 99);
+    for (int i = 0; i < N + NT; i++) {
+        toy_text(&r, i % 3, buf[i], sizeof(buf[i]));
+        if (i < N) {
+            text[i] = buf[i];
+            label[i] = i % 3;
+        }
+    }
+    const bool tfidf[2] = {true, false};
+    for (int v = 0; v < 2; v++) {
+        dr_logreg_options opt;
+        dr_logreg_options_init(&opt);
+        opt.bits = 14;
+        opt.tfidf = tfidf[v];
+        opt.balanced = v == 1;
+        dr_logreg *m = NULL, *m2 = NULL;
+        dynrag_error err;
+        ASSERT_OK(dr_logreg_train(&opt, N, text, label, 3, &m, &err), &err);
+        ASSERT_OK(dr_logreg_train(&opt, N, text, label, 3, &m2, &err), &err);
+        ASSERT_EQ(dr_logreg_n_classes(m), 3);
+        int correct = 0;
+        for (int i = N; i < N + NT; i++) {
+            float p[3], p2[3];
+            ASSERT_OK(dr_logreg_predict(m, buf[i], p, &err), &err);
+            ASSERT_OK(dr_logreg_predict(m2, buf[i], p2, &err), &err);
+            ASSERT_NEAR(p[0] + p[1] + p[2], 1.0, 1e-5);
+            for (int k = 0; k < 3; k++)
+                ASSERT(p[k] == p2[k]); /* deterministic training */
+            int best = p[1] > p[0] ? 1 : 0;
+            best = p[2] > p[best] ? 2 : best;
+            correct += best == i % 3;
+        }
+        ASSERT_EQ(correct, NT);
+        float p[3];
+        ASSERT_OK(dr_logreg_predict(m, "", p, &err), &err);
+        ASSERT_NEAR(p[0] + p[1] + p[2], 1.0, 1e-5);
+        dr_logreg_free(m);
+        dr_logreg_free(m2);
+    }
+}
+
+TEST(dataset_logreg_invalid)
+{
+    const char *text[2] = {"a b", "c d"};
+    int label[2] = {0, 3};
+    dr_logreg_options opt;
+    dr_logreg_options_init(&opt);
+    opt.bits = 12;
+    dr_logreg *m = (dr_logreg *)1;
+    dynrag_error err;
+    ASSERT_EQ(dr_logreg_train(&opt, 2, text, label, 3, &m, &err), DYNRAG_ERR_INVALID);
+    ASSERT(m == NULL);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "example 1");
+    label[1] = 1;
+    ASSERT_EQ(dr_logreg_train(&opt, 2, text, label, 1, &m, &err), DYNRAG_ERR_INVALID);
+    opt.bits = 30;
+    ASSERT_EQ(dr_logreg_train(&opt, 2, text, label, 2, &m, &err), DYNRAG_ERR_INVALID);
+    opt.bits = 12;
+    opt.words = false;
+    opt.char_min = 0;
+    ASSERT_EQ(dr_logreg_train(&opt, 2, text, label, 2, &m, &err), DYNRAG_ERR_INVALID);
+    dr_logreg_free(NULL);
 }
