@@ -20,7 +20,7 @@
 #define W_COVERAGE 0.75
 #define W_BIGRAM 0.15
 #define W_TYPE 0.10
-#define TITLE_WEIGHT 0.5  /* a question term found only in the title */
+#define TITLE_WEIGHT 0.8
 #define RANK_PENALTY 0.15 /* support *= 1 - RANK_PENALTY * r / (r + 1) */
 #define NO_NEW_WORD 0.5   /* support *= this when the sentence adds nothing */
 
