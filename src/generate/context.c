@@ -76,7 +76,8 @@ static int make_shingles(const char *text, shingles *out)
         free(c.h);
         return c.status;
     }
-    qsort(c.h, c.n, sizeof(uint64_t), cmp_u64);
+    if (c.n > 0)
+        qsort(c.h, c.n, sizeof(uint64_t), cmp_u64);
     size_t m = 0;
     for (size_t i = 0; i < c.n; i++)
         if (m == 0 || c.h[m - 1] != c.h[i])

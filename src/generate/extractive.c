@@ -477,7 +477,8 @@ int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_t
         dr_log(DYNRAG_LOG_DEBUG, "generate", "extractive: only the first %d sentences scored",
                SENTENCES_MAX);
     score_sentences(q, sc.sents, sc.n_sents, tmask);
-    qsort(sc.sents, sc.n_sents, sizeof(sentence), cmp_support);
+    if (sc.n_sents > 0)
+        qsort(sc.sents, sc.n_sents, sizeof(sentence), cmp_support);
     double best = sc.n_sents ? sc.sents[0].support : 0.0;
     if (sc.n_sents == 0 || best <= 0.0 || best < threshold) {
         rc = set_unanswerable(out, best);

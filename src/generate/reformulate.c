@@ -279,7 +279,8 @@ int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *p
         rc = cx.status;
         goto cleanup;
     }
-    qsort(cx.c, cx.n, sizeof(cand), cmp_cand);
+    if (cx.n > 0)
+        qsort(cx.c, cx.n, sizeof(cand), cmp_cand);
     rc = dr_gen_put_flat(&b, question, strlen(question));
     for (size_t i = 0; i < cx.n && n_terms < DR_REFORM_MAX_TERMS && rc == DYNRAG_OK; i++) {
         const cand *c = &cx.c[i];
