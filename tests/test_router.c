@@ -21,6 +21,32 @@ typedef struct tfix {
     cJSON *empty;
 } tfix;
 
+/* Parses router params JSON with every "$TMP" replaced by the test's tmpdir
+ * (paths reach routers resolved by the loader). */
+static cJSON *parse_params(const char *json)
+{
+    dr_buf b = {0};
+    for (const char *s = json; *s;) {
+        const char *m = strstr(s, "$TMP");
+        size_t n = m != NULL ? (size_t)(m - s) : strlen(s);
+        dr_buf_append(&b, s, n);
+        s += n;
+        if (m != NULL) {
+            dr_buf_puts(&b, test_tmpdir());
+            s += 4;
+        }
+    }
+    cJSON *j = cJSON_Parse(b.data != NULL ? b.data : "");
+    dr_buf_free(&b);
+    return j;
+}
+
+static void set_params(tfix *t, const char *json)
+{
+    cJSON_Delete(t->st.router.params);
+    t->st.router.params = parse_params(json);
+}
+
 /* Options from a comma-separated list of names; router params from JSON. */
 static bool tfix_init(tfix *t, const char *names, const char *type, const char *params_json)
 {
@@ -44,7 +70,7 @@ static bool tfix_init(tfix *t, const char *names, const char *type, const char *
     t->st.options = t->opt;
     t->st.fallback = -1;
     t->st.router.type = (char *)type;
-    t->st.router.params = cJSON_Parse(params_json);
+    t->st.router.params = parse_params(params_json);
     return t->st.router.params != NULL;
 }
 
@@ -117,8 +143,7 @@ TEST(router_fixed_and_dispatch)
     dr_router_free(NULL);
 
     /* Unknown option and unknown type fail with the field named. */
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse("{\"option\": \"huge\"}");
+    set_params(&t, "{\"option\": \"huge\"}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "stages.generator.router.option");
     ASSERT_CONTAINS(dynrag_errmsg(&err), "huge");
@@ -180,14 +205,10 @@ TEST(router_rules_conditions)
     dr_router_free(r);
 
     /* Bad regex and bad option names are reported with their field. */
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params =
-        cJSON_Parse("{\"rules\": [{\"when\": {\"regex\": \"(unclosed\"}, \"option\": \"bm25\"}]}");
+    set_params(&t, "{\"rules\": [{\"when\": {\"regex\": \"(unclosed\"}, \"option\": \"bm25\"}]}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "rules[0].when.regex");
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse(
-        "{\"rules\": [{\"when\": {}, \"option\": \"bm25\"}, {\"option\": \"nope\"}]}");
+    set_params(&t, "{\"rules\": [{\"when\": {}, \"option\": \"bm25\"}, {\"option\": \"nope\"}]}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "rules[1].option");
     tfix_free(&t);
@@ -248,7 +269,7 @@ TEST(router_knn_votes_and_default)
                      "\"option\": \"deep\"},"
                      " {\"query\": \"director of the film starring the actor\", "
                      "\"option\": \"deep\"}],"
-                     " \"examples_file\": \"ex.jsonl\", \"k\": 3, \"min_similarity\": 0.3,"
+                     " \"examples_file\": \"$TMP/ex.jsonl\", \"k\": 3, \"min_similarity\": 0.3,"
                      " \"default\": \"deep\"}"));
     dr_router *r = NULL;
     dynrag_error err;
@@ -284,12 +305,10 @@ TEST(router_knn_votes_and_default)
 
     /* A bad examples file line is named by file:line. */
     test_write_file("bad.jsonl", "{\"query\": \"a\", \"option\": \"fast\"}\n{\"query\": 3}\n");
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse("{\"examples_file\": \"bad.jsonl\"}");
+    set_params(&t, "{\"examples_file\": \"$TMP/bad.jsonl\"}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "bad.jsonl:2");
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse("{\"examples_file\": \"missing.jsonl\"}");
+    set_params(&t, "{\"examples_file\": \"$TMP/missing.jsonl\"}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_NOTFOUND);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "missing.jsonl");
     tfix_free(&t);
@@ -344,16 +363,14 @@ TEST(router_cost_objectives)
     dr_router_free(r);
 
     /* min_cost with a floor of 0.6: mid; a floor nothing reaches: highest quality. */
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse("{\"objective\": \"min_cost\", \"quality_floor\": 0.6}");
+    set_params(&t, "{\"objective\": \"min_cost\", \"quality_floor\": 0.6}");
     ASSERT_OK(dr_router_create(&t.p, &t.st, &r, &err), &err);
     ASSERT_OK(r->vt->route(r, &c, &d, &err), &err);
     ASSERT_EQ(d.option, 1);
     ASSERT_CONTAINS(d.reason, "cheapest reaching the quality floor");
     ASSERT(d.scores[0] > d.scores[1]); /* score = -combined cost */
     dr_router_free(r);
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse("{\"objective\": \"min_cost\", \"quality_floor\": 0.95}");
+    set_params(&t, "{\"objective\": \"min_cost\", \"quality_floor\": 0.95}");
     ASSERT_OK(dr_router_create(&t.p, &t.st, &r, &err), &err);
     ASSERT_OK(r->vt->route(r, &c, &d, &err), &err);
     ASSERT_EQ(d.option, 2);
@@ -363,8 +380,7 @@ TEST(router_cost_objectives)
     ASSERT_OK(r->vt->route(r, &c, &d, &err), &err);
     ASSERT_EQ(d.option, 1);
     dr_router_free(r);
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse("{\"objective\": \"cheapest\"}");
+    set_params(&t, "{\"objective\": \"cheapest\"}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "router.objective");
     tfix_free(&t);
@@ -481,7 +497,7 @@ TEST(router_bandit_state_persists)
 {
     tfix t;
     ASSERT(tfix_init(&t, "a,b,c", "bandit",
-                     "{\"algorithm\": \"linucb\", \"state\": \"sub/bandit.json\"}"));
+                     "{\"algorithm\": \"linucb\", \"state\": \"$TMP/sub/bandit.json\"}"));
     dynrag_error err;
     char *dir = dr_asprintf("%s/sub", test_tmpdir());
     ASSERT_OK(dr_mkdirs(dir, &err), &err);
@@ -561,7 +577,7 @@ TEST(router_bandit_concurrent)
 {
     tfix t;
     ASSERT(tfix_init(&t, "a,b,c,d", "bandit",
-                     "{\"algorithm\": \"ucb1\", \"state\": \"state.json\"}"));
+                     "{\"algorithm\": \"ucb1\", \"state\": \"$TMP/state.json\"}"));
     dr_router *r = NULL;
     dynrag_error err;
     ASSERT_OK(dr_router_create(&t.p, &t.st, &r, &err), &err);
@@ -624,8 +640,7 @@ TEST(router_cascade_route_and_judges)
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, NULL, 0), 0.0, 0);
     ASSERT_NEAR(dr_cascade_judge(NULL, &a, why, sizeof why), 0.0, 0);
 
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse("{\"judge\": \"logprob_margin\"}");
+    set_params(&t, "{\"judge\": \"logprob_margin\"}");
     a.text = "Paris";
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
     ASSERT_STR_EQ(why, "no logprobs");
@@ -634,8 +649,7 @@ TEST(router_cascade_route_and_judges)
     a.first_token_margin = -1;
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
 
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse("{\"judge\": \"agreement\", \"samples\": 4}");
+    set_params(&t, "{\"judge\": \"agreement\", \"samples\": 4}");
     const char *s4[] = {"The Eiffel Tower!", "eiffel tower", "Louvre", "an Eiffel  tower"};
     a.samples = s4;
     a.n_samples = 4;
@@ -646,8 +660,7 @@ TEST(router_cascade_route_and_judges)
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
     ASSERT_CONTAINS(why, "fewer than 2 samples");
 
-    cJSON_Delete(t.st.router.params);
-    t.st.router.params = cJSON_Parse("{\"judge\": \"vibes\"}");
+    set_params(&t, "{\"judge\": \"vibes\"}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "vibes");
     tfix_free(&t);

@@ -1,10 +1,10 @@
 /*
  * bandit_router.c - learns from rewards which option to pick.
  *
- * params: {algorithm: epsilon_greedy|ucb1|linucb (epsilon_greedy),
- * epsilon (0.1), alpha (1.0), lambda (0: read by the caller, which computes
- * reward = quality - lambda * cost), state (path, relative to the pipeline
- * file; no persistence when absent), seed (42)}.
+ * params: {algorithm: epsilon_greedy|ucb1|linucb (ucb1), epsilon (0.1),
+ * alpha (1.0), lambda (0: read by the caller, which computes
+ * reward = quality - lambda * cost), state (path, resolved by the loader;
+ * no persistence when absent), seed (42)}.
  *
  *   epsilon_greedy: arms with no feedback yet are tried first (fewest picks
  *     first); then with probability epsilon a uniformly random available
@@ -486,7 +486,7 @@ int dr_router_create_bandit(const dynrag_pipeline *p, const dr_stage *stage, dr_
 {
     const cJSON *params = stage->router.params;
     const char *sn = dr_router_stage_label(stage);
-    const char *algo = dr_rparam_str(params, "algorithm", "epsilon_greedy");
+    const char *algo = dr_rparam_str(params, "algorithm", "ucb1");
     int a = -1;
     for (size_t i = 0; i < DR_ARRAY_LEN(algo_names); i++)
         if (strcmp(algo, algo_names[i]) == 0)
@@ -524,7 +524,7 @@ int dr_router_create_bandit(const dynrag_pipeline *p, const dr_stage *stage, dr_
     int rc = DYNRAG_OK;
     const char *state = dr_rparam_str(params, "state", NULL);
     if (state != NULL) {
-        br->state_path = dr_router_resolve_path(p, state);
+        br->state_path = dr_strdup(state);
         if (br->state_path == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;

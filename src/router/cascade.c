@@ -164,9 +164,9 @@ int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr
                           "logprob_margin or agreement)",
                           dr_router_stage_label(stage), judge);
     double th = dr_rparam_num(params, "threshold", 0.5);
-    if (!(th >= 0 && th <= 1))
+    if (!isfinite(th))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "stages.%s.router.threshold: expected a number in [0, 1]",
+                          "stages.%s.router.threshold: expected a number",
                           dr_router_stage_label(stage));
     dr_router *r = calloc(1, sizeof *r);
     if (r == NULL)

@@ -1,9 +1,11 @@
 /*
  * knn_router.c - nearest labelled example queries vote for an option.
  *
- * params: {examples: [{query, option}], examples_file: JSONL path (relative
- * to the pipeline file; one {"query": ..., "option": ...} object per line,
- * blank lines skipped), k (5), min_similarity (0), default (first option)}.
+ * params: {examples: [{query, option}], examples_file: JSONL path (one
+ * {"query": ..., "option": ...} object per line, blank lines skipped), k (5),
+ * min_similarity (0.2), default (first option)}. Paths in params arrive
+ * resolved by the pipeline loader (relative to the pipeline file's folder)
+ * and are used as they are.
  *
  * The examples are embedded once, on the first route() call, with the
  * pipeline's embedder (ctx->embed): a router is created before any
@@ -275,7 +277,6 @@ int dr_router_create_knn(const dynrag_pipeline *p, const dr_stage *stage, dr_rou
 {
     const cJSON *params = stage->router.params;
     const char *sn = dr_router_stage_label(stage);
-    char *path = NULL;
     knn_router *kr = calloc(1, sizeof *kr);
     if (kr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -283,7 +284,7 @@ int dr_router_create_knn(const dynrag_pipeline *p, const dr_stage *stage, dr_rou
     kr->base.vt = &knn_vt;
     kr->base.stage = stage;
     kr->k = dr_rparam_int(params, "k", 5);
-    kr->min_sim = dr_rparam_num(params, "min_similarity", 0.0);
+    kr->min_sim = dr_rparam_num(params, "min_similarity", 0.2);
     int rc = DYNRAG_OK;
     if (kr->k < 1 || kr->k > 1000) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.k: expected 1 to 1000", sn);
@@ -313,21 +314,14 @@ int dr_router_create_knn(const dynrag_pipeline *p, const dr_stage *stage, dr_rou
     }
     const char *file = dr_rparam_str(params, "examples_file", NULL);
     if (file != NULL) {
-        path = dr_router_resolve_path(p, file);
-        if (path == NULL) {
-            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-            goto cleanup;
-        }
-        if ((rc = load_examples_file(kr, path, err)) != DYNRAG_OK) {
+        if ((rc = load_examples_file(kr, file, err)) != DYNRAG_OK) {
             dr_err_prefix(err, "stages.%s.router", sn);
             goto cleanup;
         }
     }
-    free(path);
     *out = &kr->base;
     return DYNRAG_OK;
 cleanup:
-    free(path);
     knn_free(&kr->base);
     return rc;
 }

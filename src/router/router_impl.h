@@ -140,14 +140,4 @@ static inline int dr_router_option_param(const dr_stage *stage, const char *key,
     return DYNRAG_OK;
 }
 
-/* Resolves a path against the pipeline file's folder (absolute paths and a
- * NULL pipeline or base_dir leave it as it is). Caller frees; NULL on
- * allocation failure. */
-static inline char *dr_router_resolve_path(const dynrag_pipeline *p, const char *path)
-{
-    if (path[0] == '/' || p == NULL || p->base_dir == NULL || p->base_dir[0] == '\0')
-        return dr_strdup(path);
-    return dr_asprintf("%s/%s", p->base_dir, path);
-}
-
 #endif
