@@ -234,7 +234,7 @@ static int fake_word(void *user, const char *w, size_t len, size_t s, size_t e)
 static int fake_embed(void *user, const char *text, float *out, int dim, dynrag_error *err)
 {
     fake_embedder *fe = user;
-    fe->calls++;
+    __atomic_fetch_add(&fe->calls, 1, __ATOMIC_RELAXED);
     if (fe->fail)
         return dr_err_set(err, DYNRAG_ERR_HTTP, "fake embedder is down");
     memset(out, 0, (size_t)dim * sizeof *out);
@@ -311,6 +311,52 @@ TEST(router_knn_votes_and_default)
     set_params(&t, "{\"examples_file\": \"$TMP/missing.jsonl\"}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_NOTFOUND);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "missing.jsonl");
+    tfix_free(&t);
+}
+
+typedef struct knn_thread {
+    dr_router *r;
+    const tfix *t;
+    fake_embedder *fe;
+    int n, wrong;
+} knn_thread;
+
+static void *knn_worker(void *arg)
+{
+    knn_thread *kt = arg;
+    for (int i = 0; i < kt->n; i++) {
+        dr_route_decision d;
+        dynrag_error err;
+        if (knn_route(kt->r, kt->t, kt->fe, "capital city of peru", &d, &err) != 0)
+            kt->wrong++;
+    }
+    return NULL;
+}
+
+TEST(router_knn_concurrent_lazy_init)
+{
+    tfix t;
+    ASSERT(tfix_init(&t, "fast,deep", "knn",
+                     "{\"examples\": [{\"query\": \"capital city of chile\", \"option\": \"fast\"},"
+                     " {\"query\": \"director of the film\", \"option\": \"deep\"},"
+                     " {\"query\": \"capital city of bolivia\", \"option\": \"fast\"}],"
+                     " \"default\": \"deep\"}"));
+    dr_router *r = NULL;
+    dynrag_error err;
+    ASSERT_OK(dr_router_create(&t.p, &t.st, &r, &err), &err);
+    fake_embedder fe = {0};
+    pthread_t th[4];
+    knn_thread kt[4];
+    for (int i = 0; i < 4; i++) {
+        kt[i] = (knn_thread){r, &t, &fe, 50, 0};
+        ASSERT_EQ(pthread_create(&th[i], NULL, knn_worker, &kt[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ASSERT_EQ(kt[i].wrong, 0);
+    }
+    ASSERT_EQ(fe.calls, 3 + 4 * 50); /* the examples were embedded exactly once */
+    dr_router_free(r);
     tfix_free(&t);
 }
 
