@@ -19,6 +19,7 @@ int test_double_start(test_double *d)
 {
     memset(d, 0, sizeof(*d));
     d->out_fd = -1;
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread uses curl; ref-counted */
     char script[4096];
     snprintf(script, sizeof(script), "%s/tests/openai_double.py", test_source_dir());
     int fds[2];

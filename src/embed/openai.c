@@ -164,9 +164,9 @@ static int embed_request(const openai_embedder *o, const char *const *texts, siz
             }
             *dim = d;
         } else if (d != *dim) {
-            rc = dr_err_set(err, DYNRAG_ERR_MISMATCH, "POST %s: data[%zu].embedding has %d "
-                            "components, expected %d (model '%s')", url, pos, d, *dim,
-                            o->model);
+            rc = dr_err_set(err, DYNRAG_ERR_MISMATCH, "POST %s: data[%zu].embedding (index %zu) "
+                            "has %d components, expected %d (model '%s')", url, pos, row, d,
+                            *dim, o->model);
             goto cleanup;
         }
         float *dst = out + row * (size_t)*dim;

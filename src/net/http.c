@@ -445,8 +445,9 @@ int dr_http_post_json(const dr_http_request *req, dr_http_response *resp, dynrag
                 rc = dr_err_set(err, fail_status, "POST %s: %s (gave up after %d attempts: "
                                 "retries exhausted)", req->url, what, attempt);
             else
-                rc = dr_err_set(err, fail_status, "POST %s: %s (attempt %d, not retried)",
-                                req->url, what, attempt);
+                rc = dr_err_set(err, fail_status, "POST %s: %s (attempt %d, %s)", req->url,
+                                what, attempt,
+                                kind == ATTEMPT_RETRY ? "retries disabled" : "not retried");
             goto cleanup;
         }
         double delay;
