@@ -70,7 +70,8 @@ typedef struct dr_llm_result {
 int dr_llm_chat(const dr_llm_config *cfg, const dr_llm_message *msgs, size_t n_msgs,
                 dr_llm_result *out, dynrag_error *err);
 
-/* Frees the members of *r and zeroes it; accepts NULL. */
+/* Frees the members of *r and resets it (counts 0, logprob fields NAN);
+ * accepts NULL. */
 void dr_llm_result_free(dr_llm_result *r);
 
 #endif
