@@ -182,6 +182,10 @@ static void key_pass(dr_ynode *n, char *path, size_t size, size_t len, dynrag_di
             n->value = n->raw;
             return;
         }
+        /* A value built by ${VAR} is typed by its expanded text even when
+         * quoted (flow style needs quotes around ${...}): "${K:-5}" is 5. */
+        if (strstr(n->raw, "${") != NULL && !n->force_str)
+            n->plain = true;
         char msg[256];
         n->value = dr_env_expand(n->raw, msg, sizeof(msg));
         if (n->value == NULL) {

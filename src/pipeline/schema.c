@@ -162,7 +162,7 @@ const dr_router_row *dr_schema_router(const char *type)
 }
 
 /* The closest candidate within a small edit distance (at most 2 edits and
- * at most a third of the longer word), or NULL. */
+ * at most half the longer word), or NULL. */
 const char *dr_suggest(const char *word, const char *const *candidates, size_t n)
 {
     const char *best = NULL;
@@ -172,7 +172,7 @@ const char *dr_suggest(const char *word, const char *const *candidates, size_t n
         size_t d = dr_edit_distance(word, candidates[i], 3);
         size_t lc = strlen(candidates[i]);
         size_t longer = lw > lc ? lw : lc;
-        if (d > 0 && d < best_d && d * 3 <= longer) {
+        if (d > 0 && d < best_d && d * 2 <= longer) {
             best_d = d;
             best = candidates[i];
         }
@@ -783,7 +783,8 @@ cJSON *dr_schema_validate(dr_vctx *v, const char *owner, const dr_ynode *node, i
 
 /* The prompt `template` kind: exactly one of template/file; a file is read
  * (< 1 MiB, UTF-8), checked, and its text stored as params.template. */
-static void check_prompt_template(dr_vctx *v, dr_option *o, const char *opath)
+static void check_prompt_template(dr_vctx *v, dr_option *o, const char *opath,
+                                  const dr_ynode *params_node)
 {
     cJSON *t = cJSON_GetObjectItemCaseSensitive(o->params, "template");
     cJSON *f = cJSON_GetObjectItemCaseSensitive(o->params, "file");
@@ -795,7 +796,9 @@ static void check_prompt_template(dr_vctx *v, dr_option *o, const char *opath)
         return;
     }
     if (f == NULL) {
-        if (t == NULL)
+        /* Silent when one was given but invalid (already reported). */
+        if (t == NULL && dr_ymap_get(params_node, "template") == NULL &&
+            dr_ymap_get(params_node, "file") == NULL)
             dr_diags_add(v->diags, o->line, o->col, ppath,
                          "missing 'template' or 'file' (exactly one is required)");
         return;
@@ -846,8 +849,13 @@ void dr_schema_check_stage(dr_vctx *v, const dr_stage *stage, const char *path,
                 dr_diags_add(v->diags, o->line, o->col, opath,
                              "kind '%s' requires an 'endpoint'", o->kind);
         }
-        if (stage->id == DR_STAGE_PROMPT && strcmp(o->kind, "template") == 0)
-            check_prompt_template(v, o, opath);
+        if (stage->id == DR_STAGE_PROMPT && strcmp(o->kind, "template") == 0) {
+            const dr_ynode *opts = dr_ymap_get(stage_node, "options");
+            const dr_ynode *pn = NULL;
+            if (opts && opts->type == DR_YN_SEQ && i < opts->n)
+                pn = dr_ymap_get(opts->kids[i], "params");
+            check_prompt_template(v, o, opath, pn);
+        }
     }
     const dr_router_spec *r = &stage->router;
     if (r->type == NULL || r->params == NULL)
