@@ -389,6 +389,15 @@ TEST(pipeline_errors_structure)
                 "t.yaml:5:15: stages.index.options[0]: missing required key 'name'");
     ASSERT_DIAG(HDR "stages:\n  generator:\n", "t.yaml:4:13: stages.generator: expected a "
                                                  "mapping, got null");
+    /* A quoted key cut at 64 bytes inside a 2-byte character stays UTF-8. */
+    char yaml[256];
+    snprintf(yaml, sizeof(yaml), HDR "%s\xc3\xa9: 1\n",
+             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    char *out = diags_of(yaml, NULL);
+    ASSERT(out != NULL);
+    ASSERT(dr_utf8_valid(out, strlen(out), NULL));
+    ASSERT_CONTAINS(out, "aaa?'");
+    free(out);
 }
 
 TEST(pipeline_errors_values)

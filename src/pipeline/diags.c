@@ -26,6 +26,26 @@ dynrag_diags *dr_diags_new(const char *file)
     return d;
 }
 
+/* A copy of s with every byte that is not part of valid UTF-8 replaced by
+ * '?' (messages quote user text cut at a byte limit, which may split a
+ * character). Caller frees; NULL on allocation failure. */
+static char *utf8_clean(const char *s)
+{
+    size_t n = strlen(s);
+    char *c = dr_strndup(s, n);
+    if (c == NULL || dr_utf8_valid(c, n, NULL))
+        return c;
+    for (size_t i = 0; i < n;) {
+        size_t bad = 0;
+        if (dr_utf8_valid(c + i, n - i, &bad))
+            break;
+        i += bad;
+        /* Replace the first byte of the bad sequence and go on after it. */
+        c[i++] = '?';
+    }
+    return c;
+}
+
 /* Adds a diagnostic with an already formatted message (copied). */
 static void diags_push(dynrag_diags *d, int line, int col, const char *path, const char *msg)
 {
@@ -37,8 +57,8 @@ static void diags_push(dynrag_diags *d, int line, int col, const char *path, con
         d->items = ni;
         d->cap = ncap;
     }
-    char *p = dr_strdup(path ? path : "");
-    char *m = dr_strdup(msg);
+    char *p = utf8_clean(path ? path : "");
+    char *m = utf8_clean(msg);
     if (p == NULL || m == NULL) {
         free(p);
         free(m);
