@@ -69,7 +69,7 @@ const dr_param_row dr_param_rows[] = {
     {"router.classifier",      "labels",             DR_PT_OPTION_MAP,    1,     0,           NULL,           R, NULL},
     {"router.classifier",      "threshold",          DR_PT_NUM,           0,     1,           "0",            0, NULL},
     {"router.classifier",      "escalate",           DR_PT_OPTION,        0,     0,           NULL,           0, NULL},
-    {"router.knn",             "examples",           DR_PT_OBJECT_LIST,   1,     100000,      NULL,           0, "knn.example"},
+    {"router.knn",             "examples",           DR_PT_OBJECT_LIST,   1,     20000,       NULL,           0, "knn.example"},
     {"router.knn",             "examples_file",      DR_PT_EXAMPLES_FILE, 0,     0,           NULL,           0, NULL},
     {"router.knn",             "k",                  DR_PT_INT,           1,     100,         "5",            0, NULL},
     {"router.knn",             "min_similarity",     DR_PT_NUM,           -1,    1,           "0.2",          0, NULL},
