@@ -148,7 +148,7 @@ TEST(bm25_pruned_equals_exact)
     int64_t ids_a[5000], ids_b[5000];
     double sc_a[5000], sc_b[5000];
     int nonempty = 0;
-    for (int qi = 0; qi < 300; qi++) {
+    for (int qi = 0; qi < 600; qi++) {
         char q[512];
         size_t n = 0;
         int len = 1 + (int)dr_rng_below(&r, 8);
@@ -160,13 +160,15 @@ TEST(bm25_pruned_equals_exact)
         int k = ks[qi % 5];
         double k1 = params[(qi / 5) % 5][0], b = params[(qi / 5) % 5][1];
         int na = -1, nb = -2;
-        ASSERT_OK(dr_bm25_search(e, q, k, k1, b, ids_a, sc_a, &na, &err), &err);
+        dr_bm25_strategy strat = (dr_bm25_strategy)(qi % 3);
+        ASSERT_OK(dr_bm25_search_with(e, q, k, k1, b, strat, ids_a, sc_a, &na, &err), &err);
         ASSERT_OK(dr_bm25_search_exact(e, q, k, k1, b, ids_b, sc_b, &nb, &err), &err);
         ASSERT_EQ(na, nb);
         nonempty += na > 0;
         for (int i = 0; i < na; i++) {
             if (ids_a[i] != ids_b[i] || sc_a[i] != sc_b[i])
-                printf("query '%s' k=%d k1=%g b=%g rank %d\n", q, k, k1, b, i);
+                printf("query '%s' k=%d k1=%g b=%g strategy %d rank %d\n", q, k, k1, b,
+                       (int)strat, i);
             ASSERT_EQ(ids_a[i], ids_b[i]);
             ASSERT(sc_a[i] == sc_b[i]);
             if (i > 0) {
@@ -176,7 +178,7 @@ TEST(bm25_pruned_equals_exact)
             }
         }
     }
-    ASSERT_GT(nonempty, 250);
+    ASSERT_GT(nonempty, 500);
     dr_bm25_free(e);
     sqlite3_close(db);
 }
@@ -581,7 +583,8 @@ static void *thr_main(void *p)
         int64_t x[10], y[10];
         double sx[10], sy[10];
         int nx = 0, ny = 0;
-        if (dr_bm25_search(a->e, q, 10, 0.9, 0.4, x, sx, &nx, NULL) != 0 ||
+        if (dr_bm25_search_with(a->e, q, 10, 0.9, 0.4, (dr_bm25_strategy)(i % 3), x, sx, &nx,
+                                NULL) != 0 ||
             dr_bm25_search_exact(a->e, q, 10, 0.9, 0.4, y, sy, &ny, NULL) != 0 || nx != ny) {
             a->failures++;
             continue;

@@ -1230,16 +1230,13 @@ static inline uint64_t gallop(const uint32_t *d, uint64_t pos, uint64_t n, uint3
     return hi;
 }
 
-int dr_bm25_search(const dr_bm25 *e, const char *text, int k, double k1, double b,
-                   int64_t *chunk_ids, double *scores, int *n_out, dynrag_error *err)
+/* MaxScore document-at-a-time top-k over a prepared query. */
+static int search_maxscore(const dr_bm25 *e, query q, int k, int64_t *chunk_ids, double *scores,
+                           int *n_out, dynrag_error *err)
 {
-    query q;
     hit *heap = NULL;
     double *bound = NULL, *contrib = NULL;
-    *n_out = 0;
-    int rc = prepare_query(e, text, k, k1, b, &q, err);
-    if (rc != DYNRAG_OK || q.n == 0)
-        goto cleanup;
+    int rc = DYNRAG_OK;
     int n = q.n;
     int cap = k < (int)e->n_docs ? k : (int)e->n_docs;
     heap = malloc((size_t)(cap > 0 ? cap : 1) * sizeof(hit));
@@ -1292,26 +1289,102 @@ int dr_bm25_search(const dr_bm25 *e, const char *text, int k, double k1, double 
         }
         if (!pruned) {
             double s = 0;
-            for (int i = 0; i < n; i++)
+            for (int i = 0; i < n; i++) {
                 s += contrib[i];
+                contrib[i] = 0;
+            }
             hit h = {s, cur};
             if (heap_offer(heap, &nh, cap, h) && nh == cap) {
                 theta = heap[0].score;
                 while (ess < n && bound[ess + 1] <= theta)
                     ess++;
             }
+        } else {
+            memset(contrib, 0, (size_t)n * sizeof(double));
         }
-        memset(contrib, 0, (size_t)n * sizeof(double));
         if (ess >= n)
             break;
     }
     emit(e, heap, nh, chunk_ids, scores, n_out);
 cleanup:
-    free(q.t);
     free(heap);
     free(bound);
     free(contrib);
     return rc;
+}
+
+/* Term-at-a-time into a per-call accumulator, then a heap over the touched
+ * chunks. Contributions are > 0, so acc[d] == 0 means "not touched". */
+static int search_taat(const dr_bm25 *e, query q, int k, int64_t *chunk_ids, double *scores,
+                       int *n_out, dynrag_error *err)
+{
+    int rc = DYNRAG_OK;
+    uint64_t sum_df = 0;
+    for (int i = 0; i < q.n; i++)
+        sum_df += q.t[i].n;
+    size_t max_touched = (size_t)DR_MIN(sum_df, (uint64_t)e->n_docs);
+    int cap = k < (int)e->n_docs ? k : (int)e->n_docs;
+    double *acc = calloc(e->n_docs, sizeof(double));
+    uint32_t *touched = malloc((max_touched ? max_touched : 1) * sizeof(uint32_t));
+    hit *heap = malloc((size_t)(cap > 0 ? cap : 1) * sizeof(hit));
+    if (acc == NULL || touched == NULL || heap == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "bm25: out of memory");
+        goto cleanup;
+    }
+    size_t nt = 0;
+    const uint32_t *dl = e->doc_len;
+    for (int i = 0; i < q.n; i++) {
+        const qterm *t = &q.t[i];
+        for (uint64_t p = 0; p < t->n; p++) {
+            uint32_t d = t->docs[p];
+            if (acc[d] == 0)
+                touched[nt++] = d;
+            acc[d] += bm25_part(t->w, (double)t->tfs[p], q.c0 + q.c1 * (double)dl[d]);
+        }
+    }
+    int nh = 0;
+    for (size_t i = 0; i < nt; i++)
+        heap_offer(heap, &nh, cap, (hit){acc[touched[i]], touched[i]});
+    emit(e, heap, nh, chunk_ids, scores, n_out);
+cleanup:
+    free(acc);
+    free(touched);
+    free(heap);
+    return rc;
+}
+
+int dr_bm25_search_with(const dr_bm25 *e, const char *text, int k, double k1, double b,
+                        dr_bm25_strategy strategy, int64_t *chunk_ids, double *scores, int *n_out,
+                        dynrag_error *err)
+{
+    query q;
+    *n_out = 0;
+    int rc = prepare_query(e, text, k, k1, b, &q, err);
+    if (rc != DYNRAG_OK || q.n == 0)
+        goto cleanup;
+    if (strategy == DR_BM25_AUTO) {
+        /* The accumulator wins when the query's postings cover a good part
+         * of a collection small enough for it to stay in cache. */
+        uint64_t sum_df = 0;
+        for (int i = 0; i < q.n; i++)
+            sum_df += q.t[i].n;
+        strategy = e->n_docs <= DR_BM25_TAAT_MAX_DOCS && 2 * sum_df >= e->n_docs
+                       ? DR_BM25_TAAT
+                       : DR_BM25_MAXSCORE;
+    }
+    if (strategy == DR_BM25_TAAT)
+        rc = search_taat(e, q, k, chunk_ids, scores, n_out, err);
+    else
+        rc = search_maxscore(e, q, k, chunk_ids, scores, n_out, err);
+cleanup:
+    free(q.t);
+    return rc;
+}
+
+int dr_bm25_search(const dr_bm25 *e, const char *text, int k, double k1, double b,
+                   int64_t *chunk_ids, double *scores, int *n_out, dynrag_error *err)
+{
+    return dr_bm25_search_with(e, text, k, k1, b, DR_BM25_AUTO, chunk_ids, scores, n_out, err);
 }
 
 int dr_bm25_search_exact(const dr_bm25 *e, const char *text, int k, double k1, double b,

@@ -38,8 +38,10 @@
  * Search. MaxScore (Turtle & Flood) document-at-a-time over the docid-ordered
  * postings with a min-heap of k hits: terms whose upper bounds together
  * cannot lift a document into the heap are only probed (galloping search)
- * for documents found through the others. Exact: it returns the same hits
- * and scores as dr_bm25_search_exact().
+ * for documents found through the others. When the query's postings cover
+ * much of a small collection, a term-at-a-time accumulator is cheaper and
+ * is used instead (see dr_bm25_strategy). Both are exact: they return the
+ * same hits and bit-identical scores as dr_bm25_search_exact().
  *
  * Threads. After dr_bm25_open() the engine is read-only; any number of
  * threads may call dr_bm25_search*() and dr_bm25_tokenize() concurrently
@@ -144,6 +146,21 @@ void dr_bm25_get_info(const dr_bm25 *e, dr_bm25_info *info);
  */
 int dr_bm25_search(const dr_bm25 *e, const char *query, int k, double k1, double b,
                    int64_t *chunk_ids, double *scores, int *n_out, dynrag_error *err);
+
+/* How dr_bm25_search_with() finds the top k; all give identical results. */
+typedef enum dr_bm25_strategy {
+    DR_BM25_AUTO = 0,     /* TAAT when n_docs <= DR_BM25_TAAT_MAX_DOCS and the
+                             query's postings number at least n_docs/2, else MaxScore */
+    DR_BM25_MAXSCORE = 1, /* MaxScore document-at-a-time with a min-heap */
+    DR_BM25_TAAT = 2      /* term-at-a-time into a per-call accumulator */
+} dr_bm25_strategy;
+
+#define DR_BM25_TAAT_MAX_DOCS 262144
+
+/* dr_bm25_search() with a chosen strategy (tests and benchmarks). */
+int dr_bm25_search_with(const dr_bm25 *e, const char *query, int k, double k1, double b,
+                        dr_bm25_strategy strategy, int64_t *chunk_ids, double *scores, int *n_out,
+                        dynrag_error *err);
 
 /*
  * Reference scorer with the same contract and results as dr_bm25_search():
