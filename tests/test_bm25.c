@@ -558,6 +558,14 @@ TEST(bm25_out_of_sync_fts_fails_cleanly)
     sqlite3 *db2 = NULL;
     ASSERT_EQ(sqlite3_open(":memory:", &db2), SQLITE_OK);
     ASSERT_EQ(dr_bm25_open(db2, NULL, &e, &err), DYNRAG_ERR_DB);
+    /* Another tokenizer: query tokens would not match the index's. */
+    ASSERT_EQ(sqlite3_exec(db2, "CREATE TABLE chunks(id INTEGER PRIMARY KEY, body TEXT);"
+                                "CREATE VIRTUAL TABLE chunk_fts USING fts5(body, content='chunks', "
+                                "content_rowid='id', tokenize='unicode61')",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    ASSERT_EQ(dr_bm25_open(db2, NULL, &e, &err), DYNRAG_ERR_MISMATCH);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "porter");
     sqlite3_close(db2);
 }
 

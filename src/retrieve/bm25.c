@@ -644,12 +644,37 @@ static int assemble(dr_bm25 *e, builder *B, int64_t generation, dynrag_error *er
     return DYNRAG_OK;
 }
 
+/* Checks that chunk_fts uses the tokenizer the engine queries with. */
+static int check_tokenizer(sqlite3 *db, dynrag_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = DYNRAG_OK;
+    if (sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_master WHERE name = 'chunk_fts'", -1, &st,
+                           NULL) != SQLITE_OK) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "bm25: %s", sqlite3_errmsg(db));
+    } else if (sqlite3_step(st) != SQLITE_ROW) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "bm25: the index has no chunk_fts table");
+    } else {
+        const char *sql = (const char *)sqlite3_column_text(st, 0);
+        if (sql == NULL || strstr(sql, "porter unicode61 remove_diacritics 2") == NULL)
+            rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
+                            "bm25: chunk_fts must use tokenize='porter unicode61 "
+                            "remove_diacritics 2' (found: %s)",
+                            sql ? sql : "?");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static int build_from_fts(dr_bm25 *e, sqlite3 *db, dynrag_error *err)
 {
     builder B = {0};
     int rc = DYNRAG_OK;
     bool began = false, created = false;
     char *msg = NULL;
+    rc = check_tokenizer(db, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
     if (sqlite3_exec(db,
                      "CREATE VIRTUAL TABLE IF NOT EXISTS temp.dr_bm25_instance USING "
                      "fts5vocab(main, chunk_fts, instance)",

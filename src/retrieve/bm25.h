@@ -121,7 +121,8 @@ typedef struct dr_bm25_info {
  * On success *out owns the engine (free with dr_bm25_free()). Fails with
  * DYNRAG_ERR_DB (SQLite error, e.g. no chunk_fts table), DYNRAG_ERR_FORMAT
  * (FTS5 postings referring to a chunk id missing from `chunks`),
- * DYNRAG_ERR_LIMIT (over 2^32-1 chunks) or DYNRAG_ERR_NOMEM, with detail in
+ * DYNRAG_ERR_MISMATCH (chunk_fts declared with another tokenizer),
+ * DYNRAG_ERR_LIMIT (over 2^32-2 chunks) or DYNRAG_ERR_NOMEM, with detail in
  * err; *out is then NULL.
  */
 int dr_bm25_open(sqlite3 *db, const char *dir, dr_bm25 **out, dynrag_error *err);
