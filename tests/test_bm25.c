@@ -213,12 +213,23 @@ TEST(bm25_scores_by_hand_and_params)
         ASSERT_NEAR(sc[0], s2 > s1 ? s2 : s1, 1e-12);
         ASSERT_NEAR(sc[1], s2 > s1 ? s1 : s2, 1e-12);
     }
-    /* b changes the order: a long chunk with tf 3 vs a short one with tf 1. */
-    ASSERT_OK(dr_bm25_search(e, "apple", 10, 1.2, 1.0, ids, sc, &n, &err), &err);
-    int64_t first_b1 = ids[0];
+    /* k1 and b change the order: the long chunk 2 (tf 3, dl 6) against the
+     * short chunk 1 (tf 1, dl 2). */
+    double p2[][2] = {{1.2, 0.75}, {1.2, 0.0}, {0.0, 1.0}};
+    for (int p = 0; p < 3; p++) {
+        double k1 = p2[p][0], b = p2[p][1], avgdl = 11.0 / 4.0;
+        double s1 = 1 * (k1 + 1) / (1 + k1 * (1 - b + b * 2 / avgdl));
+        double s2 = 3 * (k1 + 1) / (3 + k1 * (1 - b + b * 6 / avgdl));
+        ASSERT_OK(dr_bm25_search(e, "apple", 10, k1, b, ids, sc, &n, &err), &err);
+        ASSERT_EQ(n, 2);
+        ASSERT_EQ(ids[0], s2 > s1 ? 2 : 1);
+        ASSERT_NEAR(sc[0] / sc[1], (s2 > s1 ? s2 / s1 : s1 / s2), 1e-12);
+    }
+    ASSERT_OK(dr_bm25_search(e, "apple", 10, 0.0, 1.0, ids, sc, &n, &err), &err);
+    ASSERT(sc[0] == sc[1]); /* k1 = 0: tf and length ignored */
+    ASSERT_EQ(ids[0], 1);
     ASSERT_OK(dr_bm25_search(e, "apple", 10, 1.2, 0.0, ids, sc, &n, &err), &err);
     ASSERT_EQ(ids[0], 2);
-    (void)first_b1;
     /* A repeated query word counts twice; ties go to the lower chunk id. */
     ASSERT_OK(dr_bm25_search(e, "banana", 10, 0.9, 0.4, ids, sc, &n, &err), &err);
     ASSERT_EQ(n, 2);
