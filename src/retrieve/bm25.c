@@ -851,7 +851,7 @@ static int load_sidecar(dr_bm25 *e, const char *path, int64_t generation, dynrag
     }
     const uint8_t *b = e->blob;
     if (memcmp(b, MAGIC, 8) != 0 || get_u32(b + 8) != DR_BM25_VERSION ||
-        get_u32(b + 12) != HEADER_SIZE) {
+        get_u32(b + 12) != HEADER_SIZE || get_u64(b + 80) != 0 || get_u64(b + 88) != 0) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: not a version %d BM25 sidecar", path,
                         DR_BM25_VERSION);
         goto cleanup;

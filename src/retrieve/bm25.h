@@ -63,7 +63,7 @@
  *   56     8     u64 total_len  (sum of chunk lengths)
  *   64     8     u64 checksum of bytes [96, file size)
  *   72     8     u64 file size
- *   80     16    reserved, zero
+ *   80     16    reserved, zero (checked)
  *   then these arrays, each starting at a multiple of 8 bytes (zero padding):
  *     i64 chunk_id[n_docs]           ascending chunk ids (chunks.id)
  *     u32 doc_len[n_docs]            tokens per chunk
