@@ -14,10 +14,11 @@
 #define IDF_MASK (IDF_BUCKETS - 1u)
 #define STATE_VERSION 1u
 
-/* Feature groups and their weights. Character n-grams are many per word,
- * so each weighs less; the weights keep the groups' energy comparable. */
+/* Feature groups and their weights, tuned on SciFact train queries at dim
+ * 256 (dense nDCG@10 0.53; character n-grams carry most of the signal and
+ * bigrams collide more than they help at small dims). */
 enum { G_UNI = 0, G_BI = 1, G_CHAR = 2 };
-static const float group_weight[3] = {1.0f, 0.7f, 0.25f};
+static const float group_weight[3] = {0.5f, 0.15f, 1.0f};
 
 typedef struct builtin_embedder {
     dr_embedder base;
@@ -68,6 +69,9 @@ typedef struct feat_table {
     size_t cap;     /* power of two */
     size_t n_used;
     uint32_t stamp;
+    /* direct-mapped cache of stopword tests, keyed by the word's hash */
+    uint64_t stop_key[512];
+    uint8_t stop_val[512];
 } feat_table;
 
 static int table_init(feat_table *t, size_t cap)
@@ -84,6 +88,8 @@ static int table_init(feat_table *t, size_t cap)
     t->cap = cap;
     t->n_used = 0;
     t->stamp = 1;
+    memset(t->stop_key, 0, sizeof(t->stop_key));
+    memset(t->stop_val, 2, sizeof(t->stop_val)); /* 2 = empty */
     return DYNRAG_OK;
 }
 
@@ -112,6 +118,8 @@ static int table_grow(feat_table *t)
         return DYNRAG_ERR_LIMIT;
     if (table_init(&n, t->cap * 2) != DYNRAG_OK)
         return DYNRAG_ERR_NOMEM;
+    memcpy(n.stop_key, t->stop_key, sizeof(n.stop_key));
+    memcpy(n.stop_val, t->stop_val, sizeof(n.stop_val));
     for (size_t i = 0; i < t->n_used; i++) {
         const feat_entry *e = &t->slots[t->used[i]];
         size_t j = (size_t)e->key & (n.cap - 1);
@@ -171,10 +179,15 @@ static int on_word(void *user, const char *w, size_t len, size_t start, size_t e
     int rc = table_add(c->t, fmix64(uni ^ 0x1111), G_UNI);
     if (rc != DYNRAG_OK)
         goto fail;
-    char word[72];
-    memcpy(word, w, len);
-    word[len] = '\0';
-    if (dr_text_is_stopword(word))
+    size_t slot = (size_t)(uni & 511);
+    if (c->t->stop_val[slot] == 2 || c->t->stop_key[slot] != uni) {
+        char word[72];
+        memcpy(word, w, len);
+        word[len] = '\0';
+        c->t->stop_key[slot] = uni;
+        c->t->stop_val[slot] = dr_text_is_stopword(word) ? 1 : 0;
+    }
+    if (c->t->stop_val[slot])
         return 0;
     if (c->have_prev) {
         rc = table_add(c->t, fmix64(c->prev_content * 31 + uni + 0x2222), G_BI);

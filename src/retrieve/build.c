@@ -122,7 +122,7 @@ typedef struct build_ctx {
     int ct, ov;
     dynrag_build_stats *st;
     const dynrag_build_options *opt;
-    uint64_t docs_seen;
+    uint64_t docs_seen, chunks_seen;
     int64_t last_progress_us;
     dr_buf body;
 } build_ctx;
@@ -138,8 +138,22 @@ static void progress(build_ctx *c, bool final)
     c->opt->progress(c->opt->progress_user, c->docs_seen, 0, "docs");
 }
 
-static int add_chunk(build_ctx *c, int64_t doc, int ord, const char *title, const char *text,
-                     size_t s, size_t e, dynrag_error *err)
+/* IDF is learned from every chunk of the first 2048, then from every 4th
+ * up to 16384, every 8th up to 32768, and so on (the stride doubles with
+ * the count): a sample spread over the whole first build that keeps
+ * learning cheap on large corpora. */
+static bool idf_sample(uint64_t i)
+{
+    if (i < 2048)
+        return true;
+    uint64_t stride = 4;
+    for (uint64_t limit = 16384; i >= limit && stride < ((uint64_t)1 << 40); limit *= 2)
+        stride *= 2;
+    return i % stride == 0;
+}
+
+static int add_chunk(build_ctx *c, int64_t doc, int ord, const char *title, size_t title_words,
+                     const char *text, size_t s, size_t e, size_t words, dynrag_error *err)
 {
     dr_buf_reset(&c->body);
     int rc = dr_buf_puts(&c->body, title);
@@ -149,11 +163,12 @@ static int add_chunk(build_ctx *c, int64_t doc, int ord, const char *title, cons
         rc = dr_buf_append(&c->body, text + s, e - s);
     if (rc != DYNRAG_OK)
         return dr_err_set(err, rc, "chunk body: %s", dynrag_strerror(rc));
-    size_t words = dr_text_word_count(c->body.data, c->body.len);
     int64_t id = 0;
-    rc = dr_store_add_chunk(&c->w, doc, ord, s, e, c->body.data, c->body.len, words, &id, err);
-    if (rc == DYNRAG_OK && c->learn_idf)
+    rc = dr_store_add_chunk(&c->w, doc, ord, s, e, c->body.data, c->body.len,
+                            title_words + words, &id, err);
+    if (rc == DYNRAG_OK && c->learn_idf && idf_sample(c->chunks_seen))
         rc = dr_builtin_observe(c->emb, c->body.data, c->body.len, err);
+    c->chunks_seen++;
     if (rc == DYNRAG_OK)
         c->st->chunks++;
     return rc;
@@ -170,10 +185,12 @@ static int on_doc(void *user, const dr_doc *d, dynrag_error *err)
                               err);
     if (rc == DYNRAG_OK)
         rc = dr_chunk_text(d->text, strlen(d->text), c->ct, c->ov, &spans, &n, err);
+    size_t tw = dr_text_word_count(d->title, strlen(d->title));
     if (rc == DYNRAG_OK && n == 0 && d->title[0] != '\0')
-        rc = add_chunk(c, rowid, 0, d->title, d->text, 0, 0, err); /* title-only document */
+        rc = add_chunk(c, rowid, 0, d->title, tw, d->text, 0, 0, 0, err); /* title only */
     for (size_t i = 0; rc == DYNRAG_OK && i < n; i++)
-        rc = add_chunk(c, rowid, (int)i, d->title, d->text, spans[i].start, spans[i].end, err);
+        rc = add_chunk(c, rowid, (int)i, d->title, tw, d->text, spans[i].start, spans[i].end,
+                       spans[i].words, err);
     free(spans);
     if (rc != DYNRAG_OK) {
         if (d->line > 0)

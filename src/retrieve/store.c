@@ -33,6 +33,9 @@ int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *
         rc = dr_store_exec(db, "PRAGMA journal_mode=WAL", err);
         if (rc == DYNRAG_OK)
             rc = dr_store_exec(db, "PRAGMA synchronous=FULL", err);
+        /* a large page cache keeps a big transaction from spilling early */
+        if (rc == DYNRAG_OK)
+            rc = dr_store_exec(db, "PRAGMA cache_size=-131072", err);
     } else {
         rc = dr_store_exec(db, "PRAGMA query_only=1", err);
     }
