@@ -24,6 +24,10 @@ typedef struct cli_command {
     int (*run)(int argc, char **argv);
 } cli_command;
 
+/* Command handlers (one cmd_<name>.c each). */
+int cmd_index(int argc, char **argv);
+int cmd_retrieve(int argc, char **argv);
+
 /* Looks a command up by name; NULL if unknown. */
 const cli_command *cli_find_command(const char *name);
 
