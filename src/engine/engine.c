@@ -707,12 +707,16 @@ static int render_prompt(qstate *s, int pi, dynrag_error *err)
     if (tmpl == NULL)
         tmpl = dr_prompt_default_template;
     dr_buf steps = {0};
-    for (int i = 0; i < cJSON_GetArraySize(s->steps); i++) {
+    /* {steps} lists the retrieval queries of a multi-step run (empty for one step). */
+    int n_steps = cJSON_GetArraySize(s->steps);
+    for (int i = 0; n_steps > 1 && i < n_steps; i++) {
         cJSON *st = cJSON_GetArrayItem(s->steps, i);
         cJSON *q = cJSON_GetObjectItem(st, "query");
         if (cJSON_IsString(q))
             dr_buf_printf(&steps, "%d. %s\n", i + 1, q->valuestring);
     }
+    if (steps.len > 0)
+        dr_buf_putc(&steps, '\n'); /* the default template wants a blank line after */
     free(s->prompt_text);
     s->prompt_text = NULL;
     int rc = dr_prompt_render(tmpl, s->q, s->context_text ? s->context_text : "",
