@@ -28,6 +28,9 @@ typedef struct cli_command {
 int cmd_query(int argc, char **argv);
 int cmd_feedback(int argc, char **argv);
 int cmd_log(int argc, char **argv);
+/* Command handlers (one cmd_<name>.c each). */
+int cmd_index(int argc, char **argv);
+int cmd_retrieve(int argc, char **argv);
 
 /* Looks a command up by name; NULL if unknown. */
 const cli_command *cli_find_command(const char *name);

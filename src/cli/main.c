@@ -91,6 +91,47 @@ static const cli_command commands[] = {
      "folder. API keys are never printed, only the name of their variable.\n"
      "Exit status: 0 on success, 1 when the file is invalid, 2 on usage errors.\n",
      cmd_show},
+    {"index", "build, extend or prune an index",
+     "usage: dynrag index --index DIR [OPTIONS] INPUT...\n"
+     "       dynrag index --index DIR --delete ID [--delete ID ...]\n"
+     "\n"
+     "Adds documents to the index in DIR (created when absent). A document whose id\n"
+     "is already indexed is replaced. INPUT is a JSONL file (BEIR {\"_id\",\"title\",\"text\"},\n"
+     "{\"id\",\"contents\"} or {\"id\",\"title\",\"text\"}), a .txt/.md/.html file, or a\n"
+     "folder walked for those. Every call is atomic: on error the index is unchanged.\n"
+     "\n"
+     "Options:\n"
+     "  --index DIR          the index folder (required)\n"
+     "  --dim N              built-in embedder dimension (default 256; new index only)\n"
+     "  --faiss FACTORY      FAISS index_factory string (default Flat), e.g. IVF64,Flat\n"
+     "  --chunk-tokens N     target words per chunk (default 200)\n"
+     "  --chunk-overlap N    words of overlap between chunks (default 40)\n"
+     "  --skip-bad           skip and count malformed lines/files instead of failing\n"
+     "  --no-dense           BM25 only: no embeddings, no FAISS index\n"
+     "  --delete ID          delete a document (repeatable; runs before any INPUT)\n",
+     cmd_index},
+    {"retrieve", "search an index (one query, or a batch to a TREC run)",
+     "usage: dynrag retrieve --index DIR [--mode bm25|dense|hybrid] [-k K] [--json] QUERY\n"
+     "       dynrag retrieve --index DIR --queries FILE.jsonl --trec OUT [--tag NAME] ...\n"
+     "\n"
+     "Searches the index with a plain-text query (never read as FTS5 syntax) and\n"
+     "prints the best chunks. With --queries (JSONL {\"_id\",\"text\"}), writes a TREC\n"
+     "run file `qid Q0 docid rank score tag` at document level (a document scores as\n"
+     "its best chunk) and prints latency statistics on stderr.\n"
+     "\n"
+     "Options:\n"
+     "  --index DIR      the index folder (required)\n"
+     "  --mode MODE      bm25 (default), dense or hybrid (reciprocal rank fusion)\n"
+     "  -k K             hits (documents in a run file) per query, default 10\n"
+     "  --k1 X, --b Y    BM25 parameters (default 0.9 and 0.4)\n"
+     "  --rrf-k X        hybrid fusion constant (default 60)\n"
+     "  --depth N        hybrid: candidates from each side (default max(k, 100))\n"
+     "  --nprobe N       IVF indexes: inverted lists probed per query\n"
+     "  --json           print hits as JSON\n"
+     "  --queries FILE   batch mode: one JSON query per line\n"
+     "  --trec OUT       batch mode: the run file to write (- for stdout)\n"
+     "  --tag NAME       run tag in the run file (default dynrag)\n",
+     cmd_retrieve},
 };
 
 const cli_command *cli_find_command(const char *name)

@@ -1,0 +1,614 @@
+/* build.c - dynrag_index_add() and dynrag_index_delete(): atomic writes.
+ *
+ * Write protocol (a kill at any point leaves the last good state usable):
+ *   1. flock(DIR/lock, LOCK_EX); finish an earlier interrupted rename (if
+ *      DIR/dense.faiss.<G> exists for the committed generation G, it becomes
+ *      dense.faiss) and remove stray dense.faiss.* files.
+ *   2. BEGIN IMMEDIATE; all document, chunk, FTS and vector writes; meta with
+ *      generation G+1.
+ *   3. Rebuild the FAISS index from the vectors table, write it to
+ *      DIR/dense.faiss.<G+1> (temporary file, fsync, rename) and record the
+ *      hash of its bytes in meta dense_hash.
+ *   4. COMMIT.
+ *   5. rename dense.faiss.<G+1> -> dense.faiss; fsync the folder.
+ * Readers take dense.faiss.<G> when present, else dense.faiss, and check
+ * its hash against meta, so a reader never pairs files of two generations.
+ */
+#define _GNU_SOURCE
+#include "dynrag/index.h"
+
+#include "core/text.h"
+#include "core/util.h"
+#include "embed/builtin.h"
+#include "retrieve/chunk.h"
+#include "retrieve/embedders.h"
+#include "retrieve/ingest.h"
+#include "retrieve/store.h"
+#include "retrieve/vec.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#define EMBED_BATCH 256
+
+/* Test hook: DYNRAG_TEST_KILL_AT=<point> kills the process there (SIGKILL),
+ * to test that every point of the protocol leaves a usable index. */
+static void test_kill_point(const char *point)
+{
+    const char *at = getenv("DYNRAG_TEST_KILL_AT");
+    if (at && strcmp(at, point) == 0)
+        raise(SIGKILL);
+}
+
+static int lock_dir(const char *dir, int *fd, dynrag_error *err)
+{
+    char *path = dr_asprintf("%s/lock", dir);
+    if (path == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int rc = DYNRAG_OK;
+    if (*fd < 0)
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", path, strerror(errno));
+    else if (flock(*fd, LOCK_EX) != 0)
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: cannot lock: %s", path, strerror(errno));
+    if (rc != DYNRAG_OK && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    free(path);
+    return rc;
+}
+
+static void fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
+/* Step 1's recovery, under the lock, before the transaction. */
+static int recover_dense(const char *dir, sqlite3 *db, dynrag_error *err)
+{
+    long long gen = 0;
+    int rc = dr_meta_get_ll(db, "generation", 0, &gen, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    char keep[64];
+    snprintf(keep, sizeof(keep), "dense.faiss.%lld", gen);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    while (rc == DYNRAG_OK && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "dense.faiss.", 12) != 0 && strncmp(e->d_name, ".dense.faiss", 12) != 0)
+            continue;
+        char *path = dr_asprintf("%s/%s", dir, e->d_name);
+        char *final = dr_asprintf("%s/dense.faiss", dir);
+        if (path == NULL || final == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        } else if (strcmp(e->d_name, keep) == 0) {
+            if (rename(path, final) != 0)
+                rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", path, strerror(errno));
+            else
+                dr_log(DYNRAG_LOG_INFO, "index", "finished an interrupted write: %s", keep);
+        } else {
+            (void)unlink(path);
+        }
+        free(path);
+        free(final);
+    }
+    closedir(d);
+    if (rc == DYNRAG_OK)
+        fsync_dir(dir);
+    return rc;
+}
+
+/* ---- adding documents ----------------------------------------------------- */
+
+typedef struct build_ctx {
+    dr_store_writer w;
+    dr_embedder *emb;   /* NULL without a dense part */
+    bool learn_idf;
+    int ct, ov;
+    dynrag_build_stats *st;
+    const dynrag_build_options *opt;
+    uint64_t docs_seen, chunks_seen;
+    int64_t last_progress_us;
+    dr_buf body;
+} build_ctx;
+
+static void progress(build_ctx *c, bool final)
+{
+    if (c->opt == NULL || c->opt->progress == NULL)
+        return;
+    int64_t now = dr_now_us();
+    if (!final && now - c->last_progress_us < 100000)
+        return;
+    c->last_progress_us = now;
+    c->opt->progress(c->opt->progress_user, c->docs_seen, 0, "docs");
+}
+
+/* IDF is learned from every chunk of the first 2048, then from every 4th
+ * up to 16384, every 8th up to 32768, and so on (the stride doubles with
+ * the count): a sample spread over the whole first build that keeps
+ * learning cheap on large corpora. */
+static bool idf_sample(uint64_t i)
+{
+    if (i < 2048)
+        return true;
+    uint64_t stride = 4;
+    for (uint64_t limit = 16384; i >= limit && stride < ((uint64_t)1 << 40); limit *= 2)
+        stride *= 2;
+    return i % stride == 0;
+}
+
+static int add_chunk(build_ctx *c, int64_t doc, int ord, const char *title, size_t title_words,
+                     const char *text, size_t s, size_t e, size_t words, dynrag_error *err)
+{
+    dr_buf_reset(&c->body);
+    int rc = dr_buf_puts(&c->body, title);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_putc(&c->body, '\n');
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_append(&c->body, text + s, e - s);
+    if (rc != DYNRAG_OK)
+        return dr_err_set(err, rc, "chunk body: %s", dynrag_strerror(rc));
+    int64_t id = 0;
+    rc = dr_store_add_chunk(&c->w, doc, ord, s, e, c->body.data, c->body.len,
+                            title_words + words, &id, err);
+    if (rc == DYNRAG_OK && c->learn_idf && idf_sample(c->chunks_seen))
+        rc = dr_builtin_observe(c->emb, c->body.data, c->body.len, err);
+    c->chunks_seen++;
+    if (rc == DYNRAG_OK)
+        c->st->chunks++;
+    return rc;
+}
+
+static int on_doc(void *user, const dr_doc *d, dynrag_error *err)
+{
+    build_ctx *c = user;
+    int64_t rowid = 0;
+    bool replaced = false;
+    dr_chunk_span *spans = NULL;
+    size_t n = 0;
+    int rc = dr_store_put_doc(&c->w, d->doc_id, d->title, d->text, d->source, &rowid, &replaced,
+                              err);
+    if (rc == DYNRAG_OK)
+        rc = dr_chunk_text(d->text, strlen(d->text), c->ct, c->ov, &spans, &n, err);
+    size_t tw = dr_text_word_count(d->title, strlen(d->title));
+    if (rc == DYNRAG_OK && n == 0 && d->title[0] != '\0')
+        rc = add_chunk(c, rowid, 0, d->title, tw, d->text, 0, 0, 0, err); /* title only */
+    for (size_t i = 0; rc == DYNRAG_OK && i < n; i++)
+        rc = add_chunk(c, rowid, (int)i, d->title, tw, d->text, spans[i].start, spans[i].end,
+                       spans[i].words, err);
+    free(spans);
+    if (rc != DYNRAG_OK) {
+        if (d->line > 0)
+            return dr_err_prefix(err, "%s:%ld", d->source, d->line);
+        return dr_err_prefix(err, "%s", d->source);
+    }
+    if (replaced)
+        c->st->docs_replaced++;
+    else
+        c->st->docs_added++;
+    c->docs_seen++;
+    progress(c, false);
+    return DYNRAG_OK;
+}
+
+/* Embeds every chunk that has no vector yet, in id order and batches. */
+static int embed_missing(build_ctx *c, dynrag_error *err)
+{
+    sqlite3 *db = c->w.db;
+    sqlite3_stmt *st = NULL;
+    int dim = c->emb->dim;
+    char *texts[EMBED_BATCH];
+    int64_t ids[EMBED_BATCH];
+    size_t n = 0;
+    float *vecs = malloc((size_t)EMBED_BATCH * (size_t)dim * sizeof(float));
+    int rc = DYNRAG_OK;
+    if (vecs == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    if (sqlite3_prepare_v2(db,
+                           "SELECT c.id, c.body FROM chunks c WHERE c.id > ?1 AND NOT EXISTS"
+                           " (SELECT 1 FROM vectors v WHERE v.chunk = c.id) ORDER BY c.id LIMIT ?2",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: selecting chunks to embed: %s",
+                        sqlite3_errmsg(db));
+        goto cleanup;
+    }
+    int64_t last = 0;
+    for (;;) {
+        n = 0;
+        sqlite3_bind_int64(st, 1, last);
+        sqlite3_bind_int(st, 2, EMBED_BATCH);
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+            ids[n] = sqlite3_column_int64(st, 0);
+            const char *b = (const char *)sqlite3_column_text(st, 1);
+            texts[n] = dr_strdup(b ? b : "");
+            if (texts[n] == NULL) {
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                break;
+            }
+            n++;
+        }
+        sqlite3_reset(st);
+        if (rc == DYNRAG_OK && s != SQLITE_DONE && s != SQLITE_ROW)
+            rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading chunks: %s",
+                            sqlite3_errmsg(db));
+        if (rc == DYNRAG_OK && n > 0)
+            rc = dr_embed(c->emb, (const char *const *)texts, n, vecs, err);
+        for (size_t i = 0; rc == DYNRAG_OK && i < n; i++)
+            rc = dr_store_put_vector(&c->w, ids[i], vecs + i * (size_t)dim, dim, err);
+        for (size_t i = 0; i < n; i++)
+            free(texts[i]);
+        if (rc != DYNRAG_OK || n == 0)
+            break;
+        last = ids[n - 1];
+    }
+cleanup:
+    sqlite3_finalize(st);
+    free(vecs);
+    return rc;
+}
+
+/* Builds the FAISS index from every stored vector and writes it to path. */
+static int rebuild_dense(sqlite3 *db, const char *factory, int dim, const char *path,
+                         uint64_t *hash, dynrag_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    float *x = NULL;
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    dr_vec *v = NULL;
+    int rc = DYNRAG_OK;
+    if (sqlite3_prepare_v2(db, "SELECT chunk, v FROM vectors ORDER BY chunk", -1, &st, NULL) !=
+        SQLITE_OK) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading vectors: %s", sqlite3_errmsg(db));
+        goto cleanup;
+    }
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 1) != dim * (int)sizeof(float)) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "index.db: vector of chunk %lld has %d bytes, "
+                            "expected %d", (long long)sqlite3_column_int64(st, 0),
+                            sqlite3_column_bytes(st, 1), dim * (int)sizeof(float));
+            goto cleanup;
+        }
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 1024;
+            float *nx = realloc(x, nc * (size_t)dim * sizeof(float));
+            if (nx == NULL) {
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+            x = nx;
+            int64_t *ni = realloc(ids, nc * sizeof(*ids));
+            if (ni == NULL) {
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+            ids = ni;
+            cap = nc;
+        }
+        ids[n] = sqlite3_column_int64(st, 0);
+        memcpy(x + n * (size_t)dim, sqlite3_column_blob(st, 1), (size_t)dim * sizeof(float));
+        n++;
+    }
+    if (s != SQLITE_DONE) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading vectors: %s", sqlite3_errmsg(db));
+        goto cleanup;
+    }
+    rc = dr_vec_build(factory, dim, x, ids, n, &v, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    if (getenv("DYNRAG_TEST_FAIL_FAISS_WRITE")) {
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: injected failure (DYNRAG_TEST_FAIL_FAISS_WRITE)",
+                        path);
+        goto cleanup;
+    }
+    rc = dr_vec_save(v, path, hash, err);
+cleanup:
+    sqlite3_finalize(st);
+    free(x);
+    free(ids);
+    dr_vec_free(v);
+    return rc;
+}
+
+/* The state shared by add and delete: lock, connection, transaction. */
+typedef struct write_session {
+    const char *dir;
+    int lock_fd;
+    sqlite3 *db;
+    bool in_tx;
+    long long gen;
+    char *new_dense; /* DIR/dense.faiss.<gen+1> once written */
+} write_session;
+
+static int session_begin(write_session *ws, const char *dir, bool create, dynrag_error *err)
+{
+    memset(ws, 0, sizeof(*ws));
+    ws->dir = dir;
+    ws->lock_fd = -1;
+    int rc = DYNRAG_OK;
+    char *dbpath = dr_asprintf("%s/index.db", dir);
+    if (dbpath == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    if (!create && !dr_path_exists(dbpath)) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOTFOUND, "%s: no index here", dir);
+        goto cleanup;
+    }
+    if (create)
+        rc = dr_mkdirs(dir, err);
+    if (rc == DYNRAG_OK)
+        rc = lock_dir(dir, &ws->lock_fd, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_store_open(dbpath, true, &ws->db, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_store_create_schema(ws->db, err);
+    if (rc == DYNRAG_OK)
+        rc = recover_dense(dir, ws->db, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_store_exec(ws->db, "BEGIN IMMEDIATE", err);
+    if (rc == DYNRAG_OK) {
+        ws->in_tx = true;
+        long long fmt = 0;
+        rc = dr_meta_get_ll(ws->db, "format_version", 0, &fmt, err);
+        if (rc == DYNRAG_OK && fmt != DR_INDEX_FORMAT_VERSION)
+            rc = dr_err_set(err, DYNRAG_ERR_MISMATCH, "%s: index format %lld, this version reads %d",
+                            dir, fmt, DR_INDEX_FORMAT_VERSION);
+    }
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(ws->db, "generation", 0, &ws->gen, err);
+cleanup:
+    free(dbpath);
+    return rc;
+}
+
+/* Steps 2 (generation) to 5 of the protocol. dim 0: no dense part. */
+static int session_commit(write_session *ws, const char *factory, int dim, dynrag_error *err)
+{
+    long long gen = ws->gen + 1;
+    int rc = dr_meta_set_ll(ws->db, "generation", gen, err);
+    if (rc == DYNRAG_OK && dim > 0) {
+        ws->new_dense = dr_asprintf("%s/dense.faiss.%lld", ws->dir, gen);
+        if (ws->new_dense == NULL)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        uint64_t hash = 0;
+        rc = rebuild_dense(ws->db, factory, dim, ws->new_dense, &hash, err);
+        if (rc == DYNRAG_OK) {
+            char hex[32];
+            snprintf(hex, sizeof(hex), "%016" PRIx64, hash);
+            rc = dr_meta_set(ws->db, "dense_hash", hex, err);
+        }
+    }
+    if (rc != DYNRAG_OK)
+        return rc;
+    test_kill_point("before_commit");
+    rc = dr_store_exec(ws->db, "COMMIT", err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    ws->in_tx = false;
+    test_kill_point("after_commit");
+    if (ws->new_dense) {
+        char *final = dr_asprintf("%s/dense.faiss", ws->dir);
+        if (final == NULL || rename(ws->new_dense, final) != 0)
+            /* Committed: readers use dense.faiss.<gen> until the next writer
+             * finishes the rename. */
+            dr_log(DYNRAG_LOG_WARN, "index", "%s: rename failed: %s", ws->new_dense,
+                   strerror(errno));
+        else
+            fsync_dir(ws->dir);
+        free(final);
+        free(ws->new_dense);
+        ws->new_dense = NULL;
+    }
+    return DYNRAG_OK;
+}
+
+static void session_end(write_session *ws)
+{
+    if (ws->in_tx)
+        (void)dr_store_exec(ws->db, "ROLLBACK", NULL);
+    if (ws->new_dense) {
+        (void)unlink(ws->new_dense);
+        free(ws->new_dense);
+    }
+    sqlite3_close(ws->db);
+    if (ws->lock_fd >= 0)
+        close(ws->lock_fd); /* releases the flock */
+    memset(ws, 0, sizeof(*ws));
+    ws->lock_fd = -1;
+}
+
+/* Reads a meta text value into buf ("" when absent). */
+static int meta_str(sqlite3 *db, const char *key, char *buf, size_t size, bool *present,
+                    dynrag_error *err)
+{
+    char *v = NULL;
+    int rc = dr_meta_get(db, key, &v, err);
+    if (present)
+        *present = v != NULL;
+    dr_strlcpy(buf, v ? v : "", size);
+    free(v);
+    return rc;
+}
+
+int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs,
+                     const dynrag_build_options *opt, dynrag_build_stats *stats,
+                     dynrag_error *err)
+{
+    static const dynrag_build_options defaults = {0};
+    dynrag_build_stats local_stats;
+    dynrag_build_stats *st = stats ? stats : &local_stats;
+    memset(st, 0, sizeof(*st));
+    if (opt == NULL)
+        opt = &defaults;
+    if (dir == NULL || dir[0] == '\0' || (n_inputs > 0 && inputs == NULL))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "index: missing folder or inputs");
+    int64_t t0 = dr_now_us();
+    build_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.st = st;
+    c.opt = opt;
+    write_session ws;
+    int rc = session_begin(&ws, dir, true, err);
+    char rec_emb[256] = "", rec_factory[128] = "";
+    bool have_emb = false;
+    long long rec_dim = 0, rec_ct = 0, rec_ov = 0;
+    if (rc == DYNRAG_OK)
+        rc = meta_str(ws.db, "embedder", rec_emb, sizeof(rec_emb), &have_emb, err);
+    if (rc == DYNRAG_OK)
+        rc = meta_str(ws.db, "faiss_factory", rec_factory, sizeof(rec_factory), NULL, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(ws.db, "dim", 0, &rec_dim, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(ws.db, "chunk_tokens", 200, &rec_ct, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(ws.db, "chunk_overlap", 40, &rec_ov, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    c.ct = opt->chunk_tokens ? opt->chunk_tokens : (int)rec_ct;
+    c.ov = opt->chunk_overlap ? opt->chunk_overlap : (int)DR_MIN(rec_ov, (long long)c.ct - 1);
+    if (c.ct < 1 || c.ct > 100000 || c.ov < 0 || c.ov >= c.ct) {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "chunk tokens must be 1 to 100000 and overlap 0 to tokens - 1 "
+                        "(got %d and %d)", c.ct, c.ov);
+        goto cleanup;
+    }
+    bool dense = !opt->no_dense;
+    if (have_emb && (rec_emb[0] != '\0') != dense) {
+        rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
+                        dense ? "%s was built without a dense part (--no-dense); add with "
+                                "--no-dense or build a new index"
+                              : "%s has a dense part; adding without embedding (--no-dense) "
+                                "would leave chunks without vectors",
+                        dir);
+        goto cleanup;
+    }
+    const char *factory = opt->faiss_factory ? opt->faiss_factory
+                          : rec_factory[0]   ? rec_factory
+                                             : "Flat";
+    if (dense) {
+        rc = dr_index_embedder_create(&opt->embedder, (int)rec_dim, &c.emb, err);
+        if (rc != DYNRAG_OK)
+            goto cleanup;
+        if (have_emb && strcmp(rec_emb, c.emb->identity) != 0) {
+            rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
+                            "%s was built with embedder '%s', not '%s'", dir, rec_emb,
+                            c.emb->identity);
+            goto cleanup;
+        }
+        if (dr_embedder_is_builtin(c.emb)) {
+            sqlite3_stmt *q = NULL;
+            if (sqlite3_prepare_v2(ws.db, "SELECT blob FROM embedder_state WHERE id = 1", -1, &q,
+                                   NULL) != SQLITE_OK) {
+                rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(ws.db));
+                goto cleanup;
+            }
+            if (sqlite3_step(q) == SQLITE_ROW)
+                rc = dr_builtin_state_load(c.emb, sqlite3_column_blob(q, 0),
+                                           (size_t)sqlite3_column_bytes(q, 0), err);
+            else
+                c.learn_idf = true;
+            sqlite3_finalize(q);
+            if (rc != DYNRAG_OK)
+                goto cleanup;
+        }
+    }
+    rc = dr_store_writer_init(&c.w, ws.db, err);
+    for (size_t i = 0; rc == DYNRAG_OK && i < n_inputs; i++)
+        rc = dr_ingest_input(inputs[i], opt->skip_bad, on_doc, &c, &st->bad_inputs, err);
+    progress(&c, true);
+    if (rc == DYNRAG_OK && c.learn_idf) {
+        void *blob = NULL;
+        size_t len = 0;
+        rc = dr_builtin_finish_idf(c.emb, err);
+        if (rc == DYNRAG_OK)
+            rc = dr_builtin_state_save(c.emb, &blob, &len, err);
+        if (rc == DYNRAG_OK) {
+            sqlite3_stmt *q = NULL;
+            if (sqlite3_prepare_v2(ws.db, "INSERT OR REPLACE INTO embedder_state(id, blob)"
+                                          " VALUES(1, ?1)", -1, &q, NULL) != SQLITE_OK ||
+                sqlite3_bind_blob(q, 1, blob, (int)len, SQLITE_STATIC) != SQLITE_OK ||
+                sqlite3_step(q) != SQLITE_DONE)
+                rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: saving embedder state: %s",
+                                sqlite3_errmsg(ws.db));
+            sqlite3_finalize(q);
+        }
+        free(blob);
+    }
+    if (rc == DYNRAG_OK && dense)
+        rc = embed_missing(&c, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_store_writer_save_totals(&c.w, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set(ws.db, "embedder", dense ? c.emb->identity : "", err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set_ll(ws.db, "dim", dense ? c.emb->dim : 0, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set(ws.db, "faiss_factory", dense ? factory : "", err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set_ll(ws.db, "chunk_tokens", c.ct, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set_ll(ws.db, "chunk_overlap", c.ov, err);
+    if (rc == DYNRAG_OK) {
+        st->total_docs = (uint64_t)c.w.docs;
+        st->total_chunks = (uint64_t)c.w.chunks;
+        dr_store_writer_fini(&c.w); /* statements must be finished before COMMIT */
+        rc = session_commit(&ws, factory, dense ? c.emb->dim : 0, err);
+    }
+cleanup:
+    dr_store_writer_fini(&c.w);
+    dr_buf_free(&c.body);
+    dr_embedder_free(c.emb);
+    session_end(&ws);
+    st->seconds = (double)(dr_now_us() - t0) / 1e6;
+    return rc;
+}
+
+int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
+                        size_t *n_missing, dynrag_error *err)
+{
+    if (n_missing)
+        *n_missing = 0;
+    if (dir == NULL || (n > 0 && doc_ids == NULL))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "index delete: missing folder or ids");
+    write_session ws;
+    dr_store_writer w;
+    memset(&w, 0, sizeof(w));
+    char factory[128] = "";
+    long long dim = 0;
+    int rc = session_begin(&ws, dir, false, err);
+    if (rc == DYNRAG_OK)
+        rc = meta_str(ws.db, "faiss_factory", factory, sizeof(factory), NULL, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(ws.db, "dim", 0, &dim, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_store_writer_init(&w, ws.db, err);
+    for (size_t i = 0; rc == DYNRAG_OK && i < n; i++) {
+        bool found = false;
+        rc = dr_store_delete_doc(&w, doc_ids[i], &found, err);
+        if (rc == DYNRAG_OK && !found && n_missing)
+            (*n_missing)++;
+    }
+    if (rc == DYNRAG_OK)
+        rc = dr_store_writer_save_totals(&w, err);
+    dr_store_writer_fini(&w);
+    if (rc == DYNRAG_OK)
+        rc = session_commit(&ws, factory[0] ? factory : "Flat", (int)dim, err);
+    session_end(&ws);
+    return rc;
+}

@@ -1,0 +1,584 @@
+/* search.c - opening an index and searching it: BM25, dense and hybrid. */
+#define _GNU_SOURCE
+#include "dynrag/index.h"
+
+#include "core/util.h"
+#include "embed/builtin.h"
+#include "retrieve/embedders.h"
+#include "retrieve/fts.h"
+#include "retrieve/store.h"
+#include "retrieve/vec.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_K 10000
+
+struct dynrag_index {
+    char *dir;
+    char *db_path;
+    dr_embedder *emb; /* NULL without a dense part */
+    dr_vec *vec;      /* NULL without a dense part */
+    dynrag_index_info info;
+    /* SQLite connections: one per concurrent search, reused. */
+    pthread_mutex_t pool_lock;
+    sqlite3 **all;
+    size_t n_all, cap_all;
+    sqlite3 **idle;
+    size_t n_idle;
+};
+
+int dynrag_search_mode_parse(const char *s)
+{
+    if (s == NULL)
+        return -1;
+    if (strcmp(s, "bm25") == 0)
+        return DYNRAG_SEARCH_BM25;
+    if (strcmp(s, "dense") == 0)
+        return DYNRAG_SEARCH_DENSE;
+    if (strcmp(s, "hybrid") == 0)
+        return DYNRAG_SEARCH_HYBRID;
+    return -1;
+}
+
+const char *dynrag_search_mode_name(dynrag_search_mode m)
+{
+    switch (m) {
+    case DYNRAG_SEARCH_BM25:
+        return "bm25";
+    case DYNRAG_SEARCH_DENSE:
+        return "dense";
+    case DYNRAG_SEARCH_HYBRID:
+        return "hybrid";
+    }
+    return "unknown";
+}
+
+/* ---- the connection pool ------------------------------------------------------ */
+
+static int conn_acquire(dynrag_index *idx, sqlite3 **out, dynrag_error *err)
+{
+    pthread_mutex_lock(&idx->pool_lock);
+    if (idx->n_idle > 0) {
+        *out = idx->idle[--idx->n_idle];
+        pthread_mutex_unlock(&idx->pool_lock);
+        return DYNRAG_OK;
+    }
+    pthread_mutex_unlock(&idx->pool_lock);
+    sqlite3 *db = NULL;
+    int rc = dr_store_open(idx->db_path, false, &db, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    pthread_mutex_lock(&idx->pool_lock);
+    if (idx->n_all == idx->cap_all) {
+        size_t cap = idx->cap_all ? idx->cap_all * 2 : 8;
+        sqlite3 **a = realloc(idx->all, cap * sizeof(*a));
+        sqlite3 **i = a ? realloc(idx->idle, cap * sizeof(*i)) : NULL;
+        if (a)
+            idx->all = a;
+        if (i)
+            idx->idle = i;
+        if (a == NULL || i == NULL) {
+            pthread_mutex_unlock(&idx->pool_lock);
+            sqlite3_close(db);
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        }
+        idx->cap_all = cap;
+    }
+    idx->all[idx->n_all++] = db;
+    pthread_mutex_unlock(&idx->pool_lock);
+    *out = db;
+    return DYNRAG_OK;
+}
+
+static void conn_release(dynrag_index *idx, sqlite3 *db)
+{
+    pthread_mutex_lock(&idx->pool_lock);
+    idx->idle[idx->n_idle++] = db; /* idle has the capacity of all */
+    pthread_mutex_unlock(&idx->pool_lock);
+}
+
+/* ---- open and close ------------------------------------------------------------- */
+
+void dynrag_index_close(dynrag_index *idx)
+{
+    if (idx == NULL)
+        return;
+    for (size_t i = 0; i < idx->n_all; i++)
+        sqlite3_close(idx->all[i]);
+    free(idx->all);
+    free(idx->idle);
+    pthread_mutex_destroy(&idx->pool_lock);
+    dr_vec_free(idx->vec);
+    dr_embedder_free(idx->emb);
+    free(idx->dir);
+    free(idx->db_path);
+    free(idx);
+}
+
+/* The metadata of one consistent snapshot, read in one transaction. */
+typedef struct snapshot {
+    long long fmt, gen, dim, docs, chunks, tokens;
+    char embedder[256], factory[128], hash[32];
+    void *state;
+    size_t state_len;
+} snapshot;
+
+static int read_str(sqlite3 *db, const char *key, char *buf, size_t size, dynrag_error *err)
+{
+    char *v = NULL;
+    int rc = dr_meta_get(db, key, &v, err);
+    dr_strlcpy(buf, v ? v : "", size);
+    free(v);
+    return rc;
+}
+
+static int read_snapshot(sqlite3 *db, snapshot *s, dynrag_error *err)
+{
+    memset(s, 0, sizeof(*s));
+    int rc = dr_store_exec(db, "BEGIN", err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    rc = dr_meta_get_ll(db, "format_version", 0, &s->fmt, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(db, "generation", 0, &s->gen, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(db, "dim", 0, &s->dim, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(db, "docs", 0, &s->docs, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(db, "chunks", 0, &s->chunks, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(db, "chunk_tokens_total", 0, &s->tokens, err);
+    if (rc == DYNRAG_OK)
+        rc = read_str(db, "embedder", s->embedder, sizeof(s->embedder), err);
+    if (rc == DYNRAG_OK)
+        rc = read_str(db, "faiss_factory", s->factory, sizeof(s->factory), err);
+    if (rc == DYNRAG_OK)
+        rc = read_str(db, "dense_hash", s->hash, sizeof(s->hash), err);
+    if (rc == DYNRAG_OK) {
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(db, "SELECT blob FROM embedder_state WHERE id = 1", -1, &q,
+                               NULL) != SQLITE_OK) {
+            rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(db));
+        } else if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_bytes(q, 0) > 0) {
+            s->state_len = (size_t)sqlite3_column_bytes(q, 0);
+            s->state = malloc(s->state_len);
+            if (s->state == NULL)
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            else
+                memcpy(s->state, sqlite3_column_blob(q, 0), s->state_len);
+        }
+        sqlite3_finalize(q);
+    }
+    (void)dr_store_exec(db, "COMMIT", NULL);
+    return rc;
+}
+
+/* Loads the dense.faiss that matches the snapshot's generation. */
+static int load_dense(const char *dir, const snapshot *s, dr_vec **out, dynrag_error *err)
+{
+    uint64_t hash = 0;
+    if (sscanf(s->hash, "%" SCNx64, &hash) != 1)
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "index.db: meta dense_hash is missing");
+    char *pending = dr_asprintf("%s/dense.faiss.%lld", dir, s->gen);
+    char *final = dr_asprintf("%s/dense.faiss", dir);
+    int rc;
+    if (pending == NULL || final == NULL)
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    else if (dr_path_exists(pending))
+        rc = dr_vec_load(pending, (int)s->dim, hash, out, err);
+    else
+        rc = dr_vec_load(final, (int)s->dim, hash, out, err);
+    free(pending);
+    free(final);
+    return rc;
+}
+
+int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
+                      dynrag_index **out, dynrag_error *err)
+{
+    *out = NULL;
+    if (dir == NULL || dir[0] == '\0')
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "index: no folder given");
+    dynrag_index *idx = calloc(1, sizeof(*idx));
+    snapshot s;
+    memset(&s, 0, sizeof(s));
+    if (idx == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&idx->pool_lock, NULL);
+    int rc = DYNRAG_OK;
+    idx->dir = dr_strdup(dir);
+    idx->db_path = dr_asprintf("%s/index.db", dir);
+    if (idx->dir == NULL || idx->db_path == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    if (!dr_path_exists(idx->db_path)) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOTFOUND, "%s: no index here (no index.db)", dir);
+        goto cleanup;
+    }
+    sqlite3 *db = NULL;
+    rc = conn_acquire(idx, &db, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    /* A writer may commit between reading meta and loading dense.faiss:
+     * then the hash does not match and we read the new snapshot again. */
+    for (int attempt = 0;; attempt++) {
+        free(s.state);
+        rc = read_snapshot(db, &s, err);
+        if (rc != DYNRAG_OK || s.dim == 0 || s.embedder[0] == '\0')
+            break;
+        rc = load_dense(dir, &s, &idx->vec, err);
+        if (rc != DYNRAG_ERR_STATE || attempt >= 5)
+            break;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    conn_release(idx, db);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    if (s.fmt != DR_INDEX_FORMAT_VERSION) {
+        rc = dr_err_set(err, DYNRAG_ERR_MISMATCH, "%s: index format %lld, this version reads %d",
+                        dir, s.fmt, DR_INDEX_FORMAT_VERSION);
+        goto cleanup;
+    }
+    if (idx->vec) {
+        if (embedder == NULL && strncmp(s.embedder, "builtin:", 8) != 0) {
+            rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
+                            "%s was built with embedder '%s': give its configuration to open it",
+                            dir, s.embedder);
+            goto cleanup;
+        }
+        rc = dr_index_embedder_create(embedder, (int)s.dim, &idx->emb, err);
+        if (rc != DYNRAG_OK)
+            goto cleanup;
+        if (strcmp(idx->emb->identity, s.embedder) != 0) {
+            rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
+                            "%s was built with embedder '%s', asked to query with '%s'", dir,
+                            s.embedder, idx->emb->identity);
+            goto cleanup;
+        }
+        if (dr_embedder_is_builtin(idx->emb) && s.state) {
+            rc = dr_builtin_state_load(idx->emb, s.state, s.state_len, err);
+            if (rc != DYNRAG_OK)
+                goto cleanup;
+        }
+    }
+    idx->info.docs = (uint64_t)s.docs;
+    idx->info.chunks = (uint64_t)s.chunks;
+    idx->info.format_version = (int)s.fmt;
+    idx->info.dim = idx->vec ? (int)s.dim : 0;
+    dr_strlcpy(idx->info.embedder, s.embedder, sizeof(idx->info.embedder));
+    dr_strlcpy(idx->info.faiss_factory, s.factory, sizeof(idx->info.faiss_factory));
+    idx->info.avg_chunk_tokens = s.chunks > 0 ? (double)s.tokens / (double)s.chunks : 0;
+    *out = idx;
+    idx = NULL;
+cleanup:
+    free(s.state);
+    dynrag_index_close(idx);
+    return rc;
+}
+
+/* ---- searching -------------------------------------------------------------------- */
+
+static int cmp_scored(const void *a, const void *b)
+{
+    const dr_scored *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int dense_search(dynrag_index *idx, const char *query, size_t k, int nprobe,
+                        dr_scored *out, size_t *n_out, dynrag_error *err)
+{
+    int dim = idx->emb->dim;
+    *n_out = 0;
+    float *q = malloc((size_t)dim * sizeof(float));
+    int64_t *labels = malloc(k * sizeof(*labels));
+    float *scores = malloc(k * sizeof(*scores));
+    int rc = DYNRAG_OK;
+    if (q == NULL || labels == NULL || scores == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    const char *texts[1] = {query};
+    rc = dr_embed(idx->emb, texts, 1, q, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    bool zero = true;
+    for (int d = 0; d < dim && zero; d++)
+        zero = q[d] == 0.0f;
+    if (zero) /* no features: no hits, as for BM25 */
+        goto cleanup;
+    rc = dr_vec_search(idx->vec, q, k, nprobe, labels, scores, err);
+    for (size_t i = 0; rc == DYNRAG_OK && i < k; i++) {
+        if (labels[i] < 0)
+            continue;
+        out[*n_out].id = labels[i];
+        out[*n_out].score = scores[i];
+        (*n_out)++;
+    }
+cleanup:
+    free(q);
+    free(labels);
+    free(scores);
+    return rc;
+}
+
+/* Reciprocal rank fusion of two ranked lists into out (capacity na + nb). */
+static size_t rrf_fuse(const dr_scored *a, size_t na, double wa, const dr_scored *b, size_t nb,
+                       double wb, double rrf_k, dr_scored *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < na; i++) {
+        out[n].id = a[i].id;
+        out[n].score = wa / (rrf_k + (double)(i + 1));
+        n++;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        double s = wb / (rrf_k + (double)(i + 1));
+        size_t j = 0;
+        while (j < na && out[j].id != b[i].id)
+            j++;
+        if (j < na) {
+            out[j].score += s;
+        } else {
+            out[n].id = b[i].id;
+            out[n].score = s;
+            n++;
+        }
+    }
+    qsort(out, n, sizeof(*out), cmp_scored);
+    return n;
+}
+
+/* Fills hit h from chunk id; *found false when the chunk is gone (a stale
+ * dense label after a concurrent write). */
+static int fill_hit(sqlite3 *db, sqlite3_stmt *st, int64_t id, double score, dynrag_hit *h,
+                    bool *found, dynrag_error *err)
+{
+    sqlite3_bind_int64(st, 1, id);
+    int s = sqlite3_step(st);
+    int rc = DYNRAG_OK;
+    *found = s == SQLITE_ROW;
+    if (s == SQLITE_ROW) {
+        const char *doc = (const char *)sqlite3_column_text(st, 0);
+        const char *title = (const char *)sqlite3_column_text(st, 1);
+        const char *body = (const char *)sqlite3_column_text(st, 2);
+        const char *nl = body ? strchr(body, '\n') : NULL;
+        h->chunk_id = id;
+        h->score = score;
+        h->doc_id = dr_strdup(doc ? doc : "");
+        h->title = dr_strdup(title ? title : "");
+        h->text = dr_strdup(nl ? nl + 1 : (body ? body : ""));
+        h->start = sqlite3_column_int64(st, 3);
+        h->end = sqlite3_column_int64(st, 4);
+        if (h->doc_id == NULL || h->title == NULL || h->text == NULL)
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    } else if (s != SQLITE_DONE) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading a chunk: %s", sqlite3_errmsg(db));
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+void dynrag_hits_free(dynrag_hits *hits)
+{
+    if (hits == NULL)
+        return;
+    for (size_t i = 0; i < hits->n; i++) {
+        free(hits->hits[i].doc_id);
+        free(hits->hits[i].title);
+        free(hits->hits[i].text);
+    }
+    free(hits->hits);
+    memset(hits, 0, sizeof(*hits));
+}
+
+int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
+                        dynrag_hits *out, dynrag_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (idx == NULL || query == NULL || opt == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "search: missing index, query or options");
+    int64_t t0 = dr_now_us();
+    int k = opt->k ? opt->k : 10;
+    double k1 = opt->k1 ? opt->k1 : 0.9, b = opt->b ? opt->b : 0.4;
+    double rrf_k = opt->rrf_k ? opt->rrf_k : 60;
+    double wb = opt->w_bm25, wd = opt->w_dense;
+    if (wb == 0 && wd == 0)
+        wb = wd = 1;
+    if (k < 1 || k > MAX_K)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "search: k must be 1 to %d, got %d", MAX_K, k);
+    if (!(k1 >= 0 && k1 <= 100) || !(b >= 0 && b <= 1) || !(rrf_k > 0) || !(wb >= 0) ||
+        !(wd >= 0) || opt->depth < 0 || opt->depth > MAX_K || opt->nprobe < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "search: bad option (k1 %g, b %g, rrf_k %g, weights %g/%g, depth %d, "
+                          "nprobe %d)", k1, b, rrf_k, wb, wd, opt->depth, opt->nprobe);
+    if (opt->mode != DYNRAG_SEARCH_BM25 && opt->mode != DYNRAG_SEARCH_DENSE &&
+        opt->mode != DYNRAG_SEARCH_HYBRID)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "search: unknown mode %d", (int)opt->mode);
+    bool use_bm25 = opt->mode != DYNRAG_SEARCH_DENSE;
+    bool use_dense = opt->mode != DYNRAG_SEARCH_BM25;
+    if (use_dense && idx->vec == NULL)
+        return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED,
+                          "search: mode %s needs a dense part; this index was built with "
+                          "--no-dense",
+                          dynrag_search_mode_name(opt->mode));
+    size_t depth = (size_t)k;
+    if (opt->mode == DYNRAG_SEARCH_HYBRID)
+        depth = (size_t)DR_MAX(DR_MAX(opt->depth ? opt->depth : 100, k), 1);
+    dr_scored *lb = calloc(depth, sizeof(*lb));
+    dr_scored *ld = calloc(depth, sizeof(*ld));
+    dr_scored *fused = calloc(2 * depth, sizeof(*fused));
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t nb = 0, nd = 0, nf = 0;
+    int rc = DYNRAG_OK;
+    if (lb == NULL || ld == NULL || fused == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = conn_acquire(idx, &db, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    if (use_bm25) {
+        int64_t t = dr_now_us();
+        /* SEAM: the fast MaxScore engine replaces this call at merge. */
+        rc = dr_bm25_fallback_search(db, query, k1, b, depth, lb, &nb, err);
+        out->bm25_us = (double)(dr_now_us() - t);
+        if (rc != DYNRAG_OK)
+            goto cleanup;
+    }
+    if (use_dense) {
+        int64_t t = dr_now_us();
+        rc = dense_search(idx, query, depth, opt->nprobe, ld, &nd, err);
+        out->dense_us = (double)(dr_now_us() - t);
+        if (rc != DYNRAG_OK)
+            goto cleanup;
+    }
+    const dr_scored *ranked = fused;
+    if (opt->mode == DYNRAG_SEARCH_HYBRID) {
+        nf = rrf_fuse(lb, nb, wb, ld, nd, wd, rrf_k, fused);
+    } else if (use_bm25) {
+        ranked = lb;
+        nf = nb;
+    } else {
+        ranked = ld;
+        nf = nd;
+    }
+    if (nf > 0) {
+        if (sqlite3_prepare_v2(db,
+                               "SELECT d.doc_id, d.title, c.body, c.start, c.\"end\" FROM chunks c"
+                               " JOIN docs d ON d.id = c.doc WHERE c.id = ?1",
+                               -1, &st, NULL) != SQLITE_OK) {
+            rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(db));
+            goto cleanup;
+        }
+        out->hits = calloc(DR_MIN(nf, (size_t)k), sizeof(*out->hits));
+        if (out->hits == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        for (size_t i = 0; i < nf && out->n < (size_t)k; i++) {
+            bool found = false;
+            rc = fill_hit(db, st, ranked[i].id, ranked[i].score, &out->hits[out->n], &found, err);
+            if (found)
+                out->n++;
+            if (rc != DYNRAG_OK)
+                goto cleanup;
+        }
+    }
+cleanup:
+    sqlite3_finalize(st);
+    if (db)
+        conn_release(idx, db);
+    free(lb);
+    free(ld);
+    free(fused);
+    if (rc != DYNRAG_OK)
+        dynrag_hits_free(out);
+    out->total_us = (double)(dr_now_us() - t0);
+    return rc;
+}
+
+/* ---- documents, embeddings, info ---------------------------------------------------- */
+
+int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title, char **text,
+                          dynrag_error *err)
+{
+    if (title)
+        *title = NULL;
+    if (text)
+        *text = NULL;
+    if (idx == NULL || doc_id == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "document: missing index or id");
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = conn_acquire(idx, &db, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    if (sqlite3_prepare_v2(db, "SELECT title, text FROM docs WHERE doc_id = ?1", -1, &st, NULL) !=
+        SQLITE_OK) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(db));
+        goto cleanup;
+    }
+    sqlite3_bind_text(st, 1, doc_id, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_DONE) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOTFOUND, "no document '%s' in the index", doc_id);
+    } else if (s != SQLITE_ROW) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(db));
+    } else {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        const char *x = (const char *)sqlite3_column_text(st, 1);
+        if (title && (*title = dr_strdup(t ? t : "")) == NULL)
+            rc = DYNRAG_ERR_NOMEM;
+        if (text && (*text = dr_strdup(x ? x : "")) == NULL)
+            rc = DYNRAG_ERR_NOMEM;
+        if (rc != DYNRAG_OK) {
+            dr_err_set(err, rc, "out of memory");
+            if (title) {
+                free(*title);
+                *title = NULL;
+            }
+            if (text) {
+                free(*text);
+                *text = NULL;
+            }
+        }
+    }
+cleanup:
+    sqlite3_finalize(st);
+    conn_release(idx, db);
+    return rc;
+}
+
+int dynrag_index_embed(dynrag_index *idx, const char *text, float *out, dynrag_error *err)
+{
+    if (idx == NULL || text == NULL || out == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "embed: missing argument");
+    if (idx->emb == NULL)
+        return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED, "embed: the index has no dense part");
+    const char *texts[1] = {text};
+    return dr_embed(idx->emb, texts, 1, out, err);
+}
+
+int dynrag_index_dim(const dynrag_index *idx)
+{
+    return idx && idx->emb ? idx->emb->dim : 0;
+}
+
+int dynrag_index_get_info(const dynrag_index *idx, dynrag_index_info *info)
+{
+    if (idx == NULL || info == NULL)
+        return DYNRAG_ERR_INVALID;
+    *info = idx->info;
+    return DYNRAG_OK;
+}
