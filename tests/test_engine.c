@@ -244,10 +244,16 @@ TEST(engine_adaptive_none_single_multi)
     cJSON *st2 = cJSON_GetArrayItem(cJSON_GetObjectItem(rec, "steps"), 1);
     ASSERT(st2 != NULL);
     ASSERT_CONTAINS(cJSON_GetObjectItem(st2, "query")->valuestring, "France");
+    /* the bridge document was retrieved by one of the steps */
     bool found_france = false;
-    for (size_t i = 0; i < dynrag_result_n_citations(r); i++)
-        found_france |= strcmp(dynrag_result_citation(r, i)->doc_id, "france") == 0;
-    ASSERT(found_france || strstr(dynrag_result_answer(r), "Paris") != NULL);
+    cJSON *step;
+    cJSON_ArrayForEach(step, cJSON_GetObjectItem(rec, "steps"))
+    {
+        cJSON *id;
+        cJSON_ArrayForEach(id, cJSON_GetObjectItem(step, "doc_ids"))
+            found_france |= cJSON_IsString(id) && strcmp(id->valuestring, "france") == 0;
+    }
+    ASSERT(found_france);
     cJSON_Delete(rec);
     dynrag_result_free(r);
     dynrag_engine_free(e);
@@ -598,7 +604,7 @@ TEST(engine_bandit_feedback_persists)
     char state[4300];
     snprintf(state, sizeof(state), "%s/bandit-state.json", test_tmpdir());
     char *text = NULL;
-    char cmd[4400];
+    char cmd[9000];
     snprintf(cmd, sizeof(cmd), "cat '%s'", state);
     ASSERT_EQ(test_run(cmd, &text), 0);
     ASSERT_CONTAINS(text, "bm25");
