@@ -164,7 +164,8 @@ TEST(engine_naive_answer_and_log)
     ASSERT_EQ(dynrag_engine_query(e, "   ", NULL, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_EQ(dynrag_engine_query(e, "bad \xff utf8", NULL, &r, &err), DYNRAG_ERR_INVALID);
     /* route-only runs nothing and logs nothing */
-    dynrag_query_options qo = {NULL, true};
+    dynrag_query_options qo = {0};
+    qo.route_only = true;
     ASSERT_OK(dynrag_engine_query(e, "capital of France", &qo, &r, &err), &err);
     ASSERT_EQ(dynrag_result_totals(r)->retrieval_steps, 0);
     ASSERT_EQ(dynrag_result_n_decisions(r), 6);
@@ -720,4 +721,43 @@ TEST(engine_cli_query_and_log_summary)
     ASSERT_CONTAINS(out, "5 queries");
     ASSERT_CONTAINS(out, "1 malformed lines (first at line 6)");
     free(out);
+}
+
+TEST(engine_force_retrieve_only_and_k)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(bandit_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_result *r = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    dynrag_force f = {"index", "dense"};
+    dynrag_query_options qo;
+    memset(&qo, 0, sizeof(qo));
+    qo.retrieve_only = true;
+    qo.k = 4;
+    qo.no_log = true;
+    qo.force = &f;
+    qo.n_force = 1;
+    ASSERT_OK(dynrag_engine_query(e, "capital of France", &qo, &r, &err), &err);
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    ASSERT_STR_EQ(choice_of(rec, "index"), "dense");
+    ASSERT_CONTAINS(cJSON_GetObjectItem(stage_entry(rec, "index"), "reason")->valuestring,
+                    "forced");
+    ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(stage_entry(rec, "generator"), "skipped")));
+    ASSERT_EQ(dynrag_result_totals(r)->generator_calls, 0);
+    ASSERT_EQ(dynrag_result_n_retrieved(r), 4);
+    ASSERT_STR_EQ(dynrag_result_context(r), "");
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+    /* an unknown forced option is an error naming it */
+    f.option = "nope";
+    ASSERT_EQ(dynrag_engine_query(e, "capital of France", &qo, &r, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "no option 'nope'");
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+    ASSERT_EQ(count_lines(log_path), 0);
 }

@@ -49,9 +49,22 @@ const char *dynrag_engine_log_path(const dynrag_engine *e);
 /* Persists router state now (atomic writes). */
 int dynrag_engine_save(dynrag_engine *e, dynrag_error *err);
 
+/* Forces a stage's option for one query, bypassing its router and the
+ * budget check (the decision's reason says "forced"). For evaluation
+ * baselines (always-X, random, oracle). */
+typedef struct dynrag_force {
+    const char *stage;  /* e.g. "index" */
+    const char *option; /* an option name of that stage */
+} dynrag_force;
+
 typedef struct dynrag_query_options {
-    const char *query_id; /* NULL = generated ("q-<time>-<counter>") */
-    bool route_only;      /* decide every stage from the query alone; run nothing */
+    const char *query_id;  /* NULL = generated ("q-<time>-<pid>-<counter>") */
+    bool route_only;       /* decide every stage from the query alone; run nothing */
+    bool retrieve_only;    /* run retrieval_mode, embedder and index only */
+    int k;                 /* > 0: retrieval depth for this query (else the option's k) */
+    bool no_log;           /* do not append this query to the route log */
+    const dynrag_force *force;
+    size_t n_force;
 } dynrag_query_options;
 
 typedef struct dynrag_result dynrag_result;
@@ -98,6 +111,14 @@ typedef struct dynrag_decision {
     double latency_us;   /* routing + running the option */
     bool skipped;        /* stage not needed (e.g. index when retrieval_mode is none) */
 } dynrag_decision;
+
+/* Every passage retrieved (all steps, de-duplicated by chunk, in order of
+ * retrieval); `title` may be "". Owned by r. */
+size_t dynrag_result_n_retrieved(const dynrag_result *r);
+const dynrag_citation *dynrag_result_retrieved(const dynrag_result *r, size_t i);
+
+/* The packed context text the generator saw ("" without retrieval). */
+const char *dynrag_result_context(const dynrag_result *r);
 
 size_t dynrag_result_n_decisions(const dynrag_result *r);
 const dynrag_decision *dynrag_result_decision(const dynrag_result *r, size_t i);

@@ -130,7 +130,8 @@ static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path
             rc = CLI_FAIL;
             break;
         }
-        dynrag_query_options qo = {id, false};
+        dynrag_query_options qo = {0};
+        qo.query_id = id;
         dynrag_result *r = NULL;
         dynrag_error err;
         dynrag_error_clear(&err);
@@ -221,7 +222,8 @@ int cmd_query(int argc, char **argv)
         rc = run_batch(e, questions, out);
         goto cleanup;
     }
-    dynrag_query_options qo = {NULL, route_only};
+    dynrag_query_options qo = {0};
+    qo.route_only = route_only;
     dynrag_result *r = NULL;
     if (dynrag_engine_query(e, argv[optind], &qo, &r, &err) != DYNRAG_OK) {
         cli_error("query", "%s", dynrag_errmsg(&err));

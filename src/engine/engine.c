@@ -57,6 +57,7 @@ typedef struct own_passage {
 
 typedef struct qstate {
     dynrag_engine *e;
+    const dynrag_query_options *opt; /* never NULL */
     const dynrag_pipeline *p;
     const char *q;
     dr_query_features f;
@@ -233,6 +234,27 @@ static int route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_
         ctx.embed = embed_cb;
         ctx.embed_user = ei;
         ctx.embed_dim = dynrag_index_dim(ei);
+    }
+    for (size_t i = 0; i < s->opt->n_force; i++) {
+        const dynrag_force *f = &s->opt->force[i];
+        if (f->stage == NULL || strcmp(f->stage, dr_stage_name(sid)) != 0)
+            continue;
+        int oi = f->option ? dr_stage_find_option(st, f->option) : -1;
+        if (oi < 0)
+            return dr_err_set(err, DYNRAG_ERR_INVALID, "force: stage %s has no option '%s'",
+                              dr_stage_name(sid), f->option ? f->option : "(null)");
+        if (!st->options[oi].available)
+            return dr_err_set(err, DYNRAG_ERR_STATE,
+                              "force: option '%s' of stage %s is unavailable (endpoint not "
+                              "configured)",
+                              f->option, dr_stage_name(sid));
+        for (size_t j = 0; j < DR_MAX_OPTIONS; j++)
+            rec->scores[j] = NAN;
+        rec->scores[oi] = 1;
+        snprintf(rec->reason, sizeof(rec->reason), "forced by caller: %s", f->option);
+        rec->routed = true;
+        rec->option = oi;
+        return oi;
     }
     dr_route_decision d;
     memset(&d, 0, sizeof(d));
@@ -878,9 +900,10 @@ static int generate(qstate *s, bool retrieved, dynrag_error *err)
 
 /* ---- the query ---------------------------------------------------------------- */
 
-static int run_stages(qstate *s, bool route_only, dynrag_error *err)
+static int run_stages(qstate *s, dynrag_error *err)
 {
     const dynrag_pipeline *p = s->p;
+    bool route_only = s->opt->route_only;
     int64_t t0 = dr_now_us();
     int est_in = dr_estimate_tokens(s->q);
 
@@ -924,7 +947,7 @@ static int run_stages(qstate *s, bool route_only, dynrag_error *err)
         s->search.depth = dr_param_int(io->params, "depth", 100);
         s->search.nprobe = dr_param_int(io->params, "nprobe", 0);
         if (!route_only) {
-            int k = dr_param_int(rmo->params, "k", 10);
+            int k = s->opt->k > 0 ? s->opt->k : dr_param_int(rmo->params, "k", 10);
             int rc;
             if (strcmp(rmo->kind, "multi") == 0)
                 rc = retrieve_multi(s, k, dr_param_int(rmo->params, "max_steps", 3), err);
@@ -944,6 +967,13 @@ static int run_stages(qstate *s, bool route_only, dynrag_error *err)
             return ci;
         charge(s, DR_STAGE_CONTEXT, 0, 0, p->stages[DR_STAGE_CONTEXT].options[ci].cost.energy_wh);
         s->st[DR_STAGE_CONTEXT].latency_us = dr_now_us() - t0;
+    }
+    if (s->opt->retrieve_only) {
+        if (retrieve)
+            skip_stage(s, DR_STAGE_CONTEXT, "retrieve only");
+        skip_stage(s, DR_STAGE_PROMPT, "retrieve only");
+        skip_stage(s, DR_STAGE_GENERATOR, "retrieve only");
+        return DYNRAG_OK;
     }
     if (route_only) {
         int rc = route_stage(s, DR_STAGE_PROMPT, est_in, 0, err);
@@ -1095,6 +1125,19 @@ static int fill_result(dynrag_result *res, const qstate *s, cJSON *rec)
     res->totals = s->tot;
     if (res->json == NULL || res->answer == NULL)
         return DYNRAG_ERR_NOMEM;
+    res->context = dr_strdup(s->context_text ? s->context_text : "");
+    res->ret = calloc(s->n_pass ? s->n_pass : 1, sizeof(*res->ret));
+    if (res->context == NULL || res->ret == NULL)
+        return DYNRAG_ERR_NOMEM;
+    for (size_t i = 0; i < s->n_pass; i++) {
+        res->ret[i].doc_id = dr_strdup(s->pass[i].doc_id);
+        res->ret[i].title = dr_strdup(s->pass[i].title);
+        res->ret[i].chunk_id = s->pass[i].chunk_id;
+        res->ret[i].score = s->pass[i].score;
+        res->n_ret++;
+        if (!res->ret[i].doc_id || !res->ret[i].title)
+            return DYNRAG_ERR_NOMEM;
+    }
     res->cits = calloc(s->n_cited ? s->n_cited : 1, sizeof(*res->cits));
     if (res->cits == NULL)
         return DYNRAG_ERR_NOMEM;
@@ -1148,9 +1191,14 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     if (!dr_utf8_valid(question, qlen, &bad))
         return dr_err_set(err, DYNRAG_ERR_INVALID, "the question is not valid UTF-8 (byte %zu)",
                           bad);
-    bool route_only = opt && opt->route_only;
+    dynrag_query_options defaults;
+    memset(&defaults, 0, sizeof(defaults));
+    if (opt == NULL)
+        opt = &defaults;
+    bool route_only = opt->route_only;
+    bool log_it = !route_only && !opt->no_log;
     char id[80];
-    if (opt && opt->query_id && *opt->query_id)
+    if (opt->query_id && *opt->query_id)
         dr_strlcpy(id, opt->query_id, sizeof(id));
     else {
         char now[40];
@@ -1165,6 +1213,7 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     qstate s;
     memset(&s, 0, sizeof(s));
     s.e = e;
+    s.opt = opt;
     s.p = e->p;
     s.q = question;
     s.start_us = dr_now_us();
@@ -1185,12 +1234,12 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
 
     dynrag_error qerr;
     dynrag_error_clear(&qerr);
-    int rc = run_stages(&s, route_only, &qerr);
+    int rc = run_stages(&s, &qerr);
     s.tot.latency_ms = elapsed_ms(&s);
     cJSON *rec = build_record(&s, id, rc == DYNRAG_OK ? NULL : dynrag_errmsg(&qerr));
     res->id = dr_strdup(id);
     int frc = rec && res->id ? fill_result(res, &s, rec) : DYNRAG_ERR_NOMEM;
-    if (!route_only && rec) {
+    if (log_it && rec) {
         /* Failed queries are logged too, with their error. */
         char *line = res->json ? NULL : cJSON_PrintUnformatted(rec);
         const char *l = res->json ? res->json : line;
@@ -1496,6 +1545,21 @@ const dynrag_citation *dynrag_result_citation(const dynrag_result *r, size_t i)
     return i < r->n_cits ? &r->cits[i] : NULL;
 }
 
+size_t dynrag_result_n_retrieved(const dynrag_result *r)
+{
+    return r->n_ret;
+}
+
+const dynrag_citation *dynrag_result_retrieved(const dynrag_result *r, size_t i)
+{
+    return i < r->n_ret ? &r->ret[i] : NULL;
+}
+
+const char *dynrag_result_context(const dynrag_result *r)
+{
+    return r->context ? r->context : "";
+}
+
 size_t dynrag_result_n_decisions(const dynrag_result *r)
 {
     return r->n_dec;
@@ -1527,6 +1591,12 @@ void dynrag_result_free(dynrag_result *r)
         free((char *)r->cits[i].title);
     }
     free(r->cits);
+    for (size_t i = 0; i < r->n_ret; i++) {
+        free((char *)r->ret[i].doc_id);
+        free((char *)r->ret[i].title);
+    }
+    free(r->ret);
+    free(r->context);
     for (size_t i = 0; i < r->n_dec; i++)
         free((char *)r->dec[i].reason);
     free(r->json);

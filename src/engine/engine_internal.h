@@ -45,6 +45,9 @@ struct dynrag_result {
     bool unanswerable;
     dynrag_citation *cits;
     size_t n_cits;
+    dynrag_citation *ret; /* retrieved passages */
+    size_t n_ret;
+    char *context;
     dynrag_decision dec[DR_STAGE_COUNT];
     size_t n_dec;
     dynrag_totals totals;
