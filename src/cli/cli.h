@@ -24,6 +24,10 @@ typedef struct cli_command {
     int (*run)(int argc, char **argv);
 } cli_command;
 
+/* Command handlers (one per cmd_*.c file). */
+int cmd_query(int argc, char **argv);
+int cmd_feedback(int argc, char **argv);
+int cmd_log(int argc, char **argv);
 /* Command handlers (one cmd_<name>.c each). */
 int cmd_index(int argc, char **argv);
 int cmd_retrieve(int argc, char **argv);

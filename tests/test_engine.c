@@ -1,0 +1,763 @@
+/* test_engine.c - the pipeline engine: stages, routers, budget, cascades, route log. */
+#include "test.h"
+#include "test_net_util.h"
+
+#include "dynrag/engine.h"
+#include "dynrag/index.h"
+#include "dynrag/pipeline.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+
+static const char *const corpus_jsonl =
+    "{\"_id\":\"france\",\"title\":\"France\",\"text\":\"France is a country in Western Europe. "
+    "The capital of France is Paris, which is also its largest city. France has a population "
+    "of about 68 million people.\"}\n"
+    "{\"_id\":\"eiffel\",\"title\":\"Eiffel Tower\",\"text\":\"The Eiffel Tower is a wrought-iron "
+    "lattice tower on the Champ de Mars. It was designed by the engineering company of Gustave "
+    "Eiffel and completed in 1889. The tower is located in France.\"}\n"
+    "{\"_id\":\"sqlite\",\"title\":\"SQLite\",\"text\":\"SQLite is a C library that implements a "
+    "small, fast, self-contained SQL database engine. Write-ahead logging is enabled with "
+    "PRAGMA journal_mode=WAL.\"}\n"
+    "{\"_id\":\"python\",\"title\":\"Python\",\"text\":\"Python is a programming language created "
+    "by Guido van Rossum. It was first released in 1991.\"}\n"
+    "{\"_id\":\"moon\",\"title\":\"Moon\",\"text\":\"The Moon is the only natural satellite of the "
+    "Earth. Neil Armstrong was the first person to walk on the Moon in 1969.\"}\n";
+
+static char index_dir[4200];
+static char log_path[4200];
+
+/* Builds the tiny index under the test's tmpdir; returns 0 on success. */
+static int build_index(void)
+{
+    char corpus[4200];
+    snprintf(corpus, sizeof(corpus), "%s", test_write_file("corpus.jsonl", corpus_jsonl));
+    snprintf(index_dir, sizeof(index_dir), "%s/index", test_tmpdir());
+    snprintf(log_path, sizeof(log_path), "%s/route.jsonl", test_tmpdir());
+    const char *inputs[] = {corpus};
+    dynrag_build_options bo;
+    memset(&bo, 0, sizeof(bo));
+    bo.embedder.kind = "builtin";
+    bo.chunk_tokens = 60;
+    bo.chunk_overlap = 10;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_index_add(index_dir, inputs, 1, &bo, NULL, &err);
+    if (rc != DYNRAG_OK)
+        fprintf(stderr, "index: %s\n", dynrag_errmsg(&err));
+    return rc;
+}
+
+/* Loads a pipeline from YAML text in which "@INDEX@" and "@LOG@" are
+ * replaced with the test's paths. */
+static dynrag_pipeline *load_yaml(const char *yaml_tmpl)
+{
+    char yaml[16384];
+    size_t o = 0;
+    for (const char *p = yaml_tmpl; *p && o + 4300 < sizeof(yaml);) {
+        if (strncmp(p, "@INDEX@", 7) == 0) {
+            o += (size_t)snprintf(yaml + o, sizeof(yaml) - o, "%s", index_dir);
+            p += 7;
+        } else if (strncmp(p, "@LOG@", 5) == 0) {
+            o += (size_t)snprintf(yaml + o, sizeof(yaml) - o, "%s", log_path);
+            p += 5;
+        } else {
+            yaml[o++] = *p++;
+        }
+    }
+    yaml[o] = '\0';
+    dynrag_pipeline *pl = NULL;
+    dynrag_diags *d = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dynrag_pipeline_load_string(yaml, strlen(yaml), "test.yaml", test_tmpdir(), &pl, &d,
+                                    &err) != DYNRAG_OK) {
+        char *t = d ? dynrag_diags_format(d) : NULL;
+        fprintf(stderr, "pipeline: %s\n%s\n", dynrag_errmsg(&err), t ? t : "");
+        free(t);
+    }
+    dynrag_diags_free(d);
+    return pl;
+}
+
+static cJSON *stage_entry(cJSON *rec, const char *stage)
+{
+    cJSON *st;
+    cJSON_ArrayForEach(st, cJSON_GetObjectItem(rec, "stages"))
+    {
+        cJSON *n = cJSON_GetObjectItem(st, "stage");
+        if (cJSON_IsString(n) && strcmp(n->valuestring, stage) == 0)
+            return st;
+    }
+    return NULL;
+}
+
+static const char *choice_of(cJSON *rec, const char *stage)
+{
+    cJSON *c = cJSON_GetObjectItem(stage_entry(rec, stage), "choice");
+    return cJSON_IsString(c) ? c->valuestring : "(null)";
+}
+
+static int count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    int n = 0, c;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static const char *const naive_yaml =
+    "version: 1\n"
+    "name: naive\n"
+    "index: @INDEX@\n"
+    "log: @LOG@\n"
+    "stages:\n"
+    "  index:\n"
+    "    options:\n"
+    "      - {name: bm25, kind: bm25}\n"
+    "  context:\n"
+    "    options:\n"
+    "      - {name: top3, kind: topk, params: {k: 3}}\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: extractive, kind: extractive, params: {threshold: 0.1, max_sentences: 1}}\n";
+
+TEST(engine_naive_answer_and_log)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(naive_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    dynrag_result *r = NULL;
+    ASSERT_OK(dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err), &err);
+    ASSERT_CONTAINS(dynrag_result_answer(r), "Paris");
+    ASSERT(!dynrag_result_unanswerable(r));
+    ASSERT_GE(dynrag_result_n_citations(r), 1);
+    ASSERT_STR_EQ(dynrag_result_citation(r, 0)->doc_id, "france");
+    ASSERT_EQ(dynrag_result_n_decisions(r), 6);
+    ASSERT_STR_EQ(dynrag_result_decision(r, 0)->stage, "retrieval_mode");
+    ASSERT_STR_EQ(dynrag_result_decision(r, 5)->stage, "generator");
+    ASSERT_EQ(dynrag_result_totals(r)->retrieval_steps, 1);
+    ASSERT_EQ(dynrag_result_totals(r)->generator_calls, 1);
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    ASSERT(rec != NULL);
+    ASSERT_STR_EQ(choice_of(rec, "index"), "bm25");
+    ASSERT_STR_EQ(choice_of(rec, "generator"), "extractive");
+    cJSON *ent = stage_entry(rec, "index");
+    ASSERT(cJSON_IsObject(cJSON_GetObjectItem(ent, "features")));
+    ASSERT(cJSON_IsObject(cJSON_GetObjectItem(ent, "cost")));
+    ASSERT(cJSON_IsNumber(cJSON_GetObjectItem(ent, "latency_us")));
+    ASSERT(cJSON_IsNumber(cJSON_GetObjectItem(cJSON_GetObjectItem(ent, "scores"), "bm25")));
+    cJSON_Delete(rec);
+    char id[128];
+    snprintf(id, sizeof(id), "%s", dynrag_result_id(r));
+    dynrag_result_free(r);
+    /* empty and invalid questions fail cleanly and are not logged */
+    ASSERT_EQ(dynrag_engine_query(e, "   ", NULL, &r, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dynrag_engine_query(e, "bad \xff utf8", NULL, &r, &err), DYNRAG_ERR_INVALID);
+    /* route-only runs nothing and logs nothing */
+    dynrag_query_options qo = {0};
+    qo.route_only = true;
+    ASSERT_OK(dynrag_engine_query(e, "capital of France", &qo, &r, &err), &err);
+    ASSERT_EQ(dynrag_result_totals(r)->retrieval_steps, 0);
+    ASSERT_EQ(dynrag_result_n_decisions(r), 6);
+    dynrag_result_free(r);
+    /* feedback on a non-bandit pipeline is accepted; unknown ids are not */
+    ASSERT_OK(dynrag_engine_feedback(e, id, 1.0, &err), &err);
+    ASSERT_EQ(dynrag_engine_feedback(e, "nope", 1.0, &err), DYNRAG_ERR_NOTFOUND);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+    ASSERT_EQ(count_lines(log_path), 1);
+    char *report = NULL, *json = NULL;
+    ASSERT_OK(dynrag_log_summary(log_path, &report, &json, &err), &err);
+    ASSERT_CONTAINS(report, "1 queries");
+    ASSERT_CONTAINS(report, "bm25 1 (100.0%)");
+    free(report);
+    free(json);
+}
+
+static const char *const rules_yaml =
+    "version: 1\n"
+    "name: rules\n"
+    "index: @INDEX@\n"
+    "stages:\n"
+    "  retrieval_mode:\n"
+    "    options:\n"
+    "      - {name: none, kind: none}\n"
+    "      - {name: single, kind: single, params: {k: 5}}\n"
+    "      - {name: multi, kind: multi, params: {k: 3, max_steps: 3}}\n"
+    "    router:\n"
+    "      type: rules\n"
+    "      params:\n"
+    "        rules:\n"
+    "          - {when: {regex: '^(hi|hello|thanks)'}, option: none}\n"
+    "          - {when: {regex: 'country where'}, option: multi}\n"
+    "        default: single\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: extractive, kind: extractive, params: {threshold: 0.1, max_sentences: 1}}\n";
+
+TEST(engine_adaptive_none_single_multi)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(rules_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+
+    dynrag_result *r = NULL;
+    ASSERT_OK(dynrag_engine_query(e, "hello, how are you?", NULL, &r, &err), &err);
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    ASSERT_STR_EQ(choice_of(rec, "retrieval_mode"), "none");
+    ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(stage_entry(rec, "index"), "skipped")));
+    ASSERT_EQ(dynrag_result_totals(r)->retrieval_steps, 0);
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+
+    ASSERT_OK(dynrag_engine_query(e, "Who created Python?", NULL, &r, &err), &err);
+    ASSERT_EQ(dynrag_result_totals(r)->retrieval_steps, 1);
+    ASSERT_CONTAINS(dynrag_result_answer(r), "Guido");
+    dynrag_result_free(r);
+
+    /* Multi-step with the embedded answerer: reformulation follows the bridge
+     * entity (France) from the Eiffel Tower passage, then stops when no new
+     * evidence appears, within max_steps. */
+    ASSERT_OK(dynrag_engine_query(e, "What is the capital of the country where the Eiffel Tower "
+                                     "is located?",
+                                  NULL, &r, &err),
+              &err);
+    rec = cJSON_Parse(dynrag_result_json(r));
+    ASSERT_STR_EQ(choice_of(rec, "retrieval_mode"), "multi");
+    int steps = dynrag_result_totals(r)->retrieval_steps;
+    ASSERT_GE(steps, 2);
+    ASSERT_LE(steps, 3);
+    cJSON *st2 = cJSON_GetArrayItem(cJSON_GetObjectItem(rec, "steps"), 1);
+    ASSERT(st2 != NULL);
+    ASSERT_CONTAINS(cJSON_GetObjectItem(st2, "query")->valuestring, "France");
+    /* the bridge document was retrieved by one of the steps */
+    bool found_france = false;
+    cJSON *step;
+    cJSON_ArrayForEach(step, cJSON_GetObjectItem(rec, "steps"))
+    {
+        cJSON *id;
+        cJSON_ArrayForEach(id, cJSON_GetObjectItem(step, "doc_ids"))
+            found_france |= cJSON_IsString(id) && strcmp(id->valuestring, "france") == 0;
+    }
+    ASSERT(found_france);
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+}
+
+/* A generator stage with a cheap extractive option and an expensive LLM. */
+static const char *const budget_yaml_tmpl =
+    "version: 1\n"
+    "name: budget\n"
+    "index: @INDEX@\n"
+    "budget: {usd: %s}\n"
+    "endpoints:\n"
+    "  llm: {base_url: '%s', model: big-model, max_retries: 0, timeout_s: 5}\n"
+    "stages:\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - name: big\n"
+    "        kind: openai\n"
+    "        endpoint: llm\n"
+    "        cost: {usd_per_1k_input: 10, usd_per_1k_output: 30}\n"
+    "      - name: small\n"
+    "        kind: extractive\n"
+    "        params: {threshold: 0.1}\n"
+    "    router: {type: fixed, params: {option: big}}\n";
+
+TEST(engine_budget_enforced)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    char yaml[4096];
+    /* The LLM would cost far more than $0.001: the engine must not run it. */
+    snprintf(yaml, sizeof(yaml), budget_yaml_tmpl, "0.001", "http://127.0.0.1:9/v1");
+    dynrag_pipeline *p = load_yaml(yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    dynrag_result *r = NULL;
+    ASSERT_OK(dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err), &err);
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    ASSERT_STR_EQ(choice_of(rec, "generator"), "small");
+    ASSERT_CONTAINS(cJSON_GetObjectItem(stage_entry(rec, "generator"), "reason")->valuestring,
+                    "budget");
+    ASSERT(!dynrag_result_totals(r)->over_budget);
+    ASSERT_EQ(dynrag_result_totals(r)->usd, 0);
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+
+    /* A budget of zero with a non-free retrieval option: nothing fits, the
+     * cheapest runs and the record says so. */
+    const char *zero =
+        "version: 1\nname: zero\nindex: @INDEX@\nbudget: {latency_ms: 0}\n"
+        "stages:\n  index:\n    options:\n"
+        "      - {name: dense, kind: dense, cost: {latency_ms: 50}}\n"
+        "      - {name: bm25, kind: bm25, cost: {latency_ms: 5}}\n"
+        "    router: {type: fixed, params: {option: dense}}\n";
+    p = load_yaml(zero);
+    ASSERT(p != NULL);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_query(e, "capital of France", NULL, &r, &err), &err);
+    rec = cJSON_Parse(dynrag_result_json(r));
+    ASSERT_STR_EQ(choice_of(rec, "index"), "bm25");
+    ASSERT(dynrag_result_totals(r)->over_budget);
+    ASSERT_CONTAINS(cJSON_GetObjectItem(stage_entry(rec, "index"), "reason")->valuestring,
+                    "ran the cheapest");
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+}
+
+static const char *const llm_yaml_tmpl =
+    "version: 1\n"
+    "name: llm\n"
+    "index: @INDEX@\n"
+    "log: @LOG@\n"
+    "endpoints:\n"
+    "  llm: {base_url: '%s', model: m1, max_retries: 1, timeout_s: 5}\n"
+    "stages:\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - name: llm\n"
+    "        kind: openai\n"
+    "        endpoint: llm\n"
+    "        cost: {usd_per_1k_input: 1, usd_per_1k_output: 2}\n"
+    "      - {name: extractive, kind: extractive, params: {threshold: 0.1}}\n"
+    "    router: {type: fixed, params: {option: llm}}\n"
+    "    fallback: extractive\n";
+
+TEST(engine_openai_generator_and_fallback)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    test_double d;
+    if (test_double_start(&d) != 0)
+        SKIP("python3 test double unavailable");
+    char yaml[4096];
+    snprintf(yaml, sizeof(yaml), llm_yaml_tmpl, d.base_url);
+    dynrag_pipeline *p = load_yaml(yaml);
+    dynrag_engine *e = NULL;
+    dynrag_result *r = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (p == NULL || dynrag_engine_create(p, NULL, &e, &err) != DYNRAG_OK) {
+        test_double_stop(&d);
+        ASSERT(0);
+    }
+    int rc = dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err);
+    if (rc != DYNRAG_OK)
+        test_double_stop(&d);
+    ASSERT_OK(rc, &err);
+    ASSERT_CONTAINS(dynrag_result_answer(r), "Test double answer");
+    const dynrag_totals *t = dynrag_result_totals(r);
+    ASSERT_GT(t->input_tokens, 0);
+    ASSERT_GT(t->output_tokens, 0);
+    ASSERT_NEAR(t->usd, (double)t->input_tokens / 1000.0 + 2.0 * (double)t->output_tokens / 1000.0,
+                1e-9);
+    dynrag_result_free(r);
+
+    /* 5xx until the retries run out: the fallback answers, and says so. */
+    test_double_script(&d, "{\"script\": [\"500\", \"500\", \"500\"]}");
+    rc = dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err);
+    test_double_stop(&d);
+    ASSERT_OK(rc, &err);
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    ASSERT_STR_EQ(choice_of(rec, "generator"), "extractive");
+    ASSERT_CONTAINS(cJSON_GetObjectItem(stage_entry(rec, "generator"), "reason")->valuestring,
+                    "fallback to 'extractive'");
+    ASSERT_CONTAINS(dynrag_result_answer(r), "Paris");
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+    ASSERT_EQ(count_lines(log_path), 2);
+}
+
+TEST(engine_unconfigured_endpoint_runs_offline)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    char yaml[4096];
+    snprintf(yaml, sizeof(yaml), llm_yaml_tmpl, "${DYNRAG_TEST_SURELY_UNSET_URL:-}");
+    dynrag_pipeline *p = load_yaml(yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_result *r = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_query(e, "Who walked on the Moon first?", NULL, &r, &err), &err);
+    ASSERT_CONTAINS(dynrag_result_answer(r), "Armstrong");
+    ASSERT_STR_EQ(dynrag_result_decision(r, 5)->choice, "extractive");
+    dynrag_result_free(r);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+}
+
+static const char *const cascade_yaml =
+    "version: 1\n"
+    "name: cascade\n"
+    "index: @INDEX@\n"
+    "stages:\n"
+    "  context:\n"
+    "    options:\n"
+    "      - {name: one, kind: topk, params: {k: 1}}\n"
+    "      - {name: docs, kind: documents, params: {max_tokens: 4000}}\n"
+    "    router: {type: cascade, params: {judge: self_route, threshold: 0.5}}\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: strict, kind: extractive, params: {threshold: 1.0}}\n"
+    "      - {name: lenient, kind: extractive, params: {threshold: 0.0}}\n"
+    "    router: {type: cascade, params: {judge: self_route, threshold: 0.5}}\n";
+
+TEST(engine_cascades_escalate)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(cascade_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_result *r = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_query(e, "When was the Eiffel Tower completed by the zebra committee?", NULL,
+                                  &r, &err),
+              &err);
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    cJSON *cas = cJSON_GetObjectItem(rec, "cascade");
+    ASSERT(cJSON_IsArray(cas));
+    /* strict says unanswerable -> escalate to lenient, which answers */
+    cJSON *a0 = cJSON_GetArrayItem(cas, 0);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(a0, "option")->valuestring, "strict");
+    ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(a0, "escalated")));
+    ASSERT_STR_EQ(choice_of(rec, "generator"), "lenient");
+    ASSERT(!dynrag_result_unanswerable(r));
+    ASSERT_CONTAINS(dynrag_result_answer(r), "1889");
+    ASSERT_CONTAINS(cJSON_GetObjectItem(stage_entry(rec, "generator"), "reason")->valuestring,
+                    "escalated 'strict' -> 'lenient'");
+    ASSERT_EQ(dynrag_result_totals(r)->generator_calls, 2);
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+}
+
+static const char *const selfroute_yaml =
+    "version: 1\n"
+    "name: selfroute\n"
+    "index: @INDEX@\n"
+    "stages:\n"
+    "  context:\n"
+    "    options:\n"
+    "      - {name: one, kind: topk, params: {k: 1}}\n"
+    "      - {name: docs, kind: documents, params: {max_tokens: 4000}}\n"
+    "    router: {type: cascade, params: {judge: self_route, threshold: 0.5}}\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: strict, kind: extractive, params: {threshold: 1.0}}\n";
+
+TEST(engine_self_route_context_escalation)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(selfroute_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_result *r = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_query(e, "Tell me about zebras", NULL, &r, &err), &err);
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    cJSON *cas = cJSON_GetObjectItem(rec, "cascade");
+    /* unanswerable with one chunk -> escalate to whole documents; still
+     * unanswerable there, and nothing is left to escalate to */
+    ASSERT_EQ(cJSON_GetArraySize(cas), 2);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(cas, 0), "option")->valuestring, "one");
+    ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(cas, 0), "escalated")));
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(cas, 1), "option")->valuestring, "docs");
+    ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetArrayItem(cas, 1), "escalated")));
+    ASSERT_STR_EQ(choice_of(rec, "context"), "docs");
+    ASSERT(dynrag_result_unanswerable(r));
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+}
+
+typedef struct worker {
+    dynrag_engine *e;
+    int n;
+    int failures;
+} worker;
+
+static void *query_worker(void *arg)
+{
+    worker *w = arg;
+    static const char *const qs[] = {"What is the capital of France?", "Who created Python?",
+                                     "When was the Eiffel Tower completed?",
+                                     "How do I enable write-ahead logging?"};
+    for (int i = 0; i < w->n; i++) {
+        dynrag_result *r = NULL;
+        dynrag_error err;
+        if (dynrag_engine_query(w->e, qs[i % 4], NULL, &r, &err) != DYNRAG_OK)
+            w->failures++;
+        dynrag_result_free(r);
+    }
+    return NULL;
+}
+
+TEST(engine_route_log_whole_lines_concurrent)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(naive_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    pthread_t th[4];
+    worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker){e, 25, 0};
+        pthread_create(&th[i], NULL, query_worker, &w[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(w[i].failures, 0);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+    FILE *f = fopen(log_path, "r");
+    ASSERT(f != NULL);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0, ok = 0;
+    while (getline(&line, &cap, f) > 0) {
+        n++;
+        cJSON *o = cJSON_Parse(line);
+        ok += cJSON_IsObject(o) && cJSON_IsString(cJSON_GetObjectItem(o, "answer"));
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    ASSERT_EQ(n, 100);
+    ASSERT_EQ(ok, 100);
+}
+
+static const char *const bandit_yaml =
+    "version: 1\n"
+    "name: bandit\n"
+    "index: @INDEX@\n"
+    "log: @LOG@\n"
+    "stages:\n"
+    "  index:\n"
+    "    options:\n"
+    "      - {name: bm25, kind: bm25}\n"
+    "      - {name: dense, kind: dense}\n"
+    "    router: {type: bandit, params: {algorithm: ucb1, state: bandit-state.json}}\n";
+
+TEST(engine_bandit_feedback_persists)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(bandit_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_result *r = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    char ids[4][128];
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err), &err);
+        snprintf(ids[i], sizeof(ids[i]), "%s", dynrag_result_id(r));
+        dynrag_result_free(r);
+    }
+    for (int i = 0; i < 4; i++)
+        ASSERT_OK(dynrag_engine_feedback(e, ids[i], 1.0, &err), &err);
+    ASSERT_EQ(dynrag_engine_feedback(e, ids[0], NAN, &err), DYNRAG_ERR_INVALID);
+    dynrag_engine_free(e); /* saves the state */
+    char state[4300];
+    snprintf(state, sizeof(state), "%s/bandit-state.json", test_tmpdir());
+    char *text = NULL;
+    char cmd[9000];
+    snprintf(cmd, sizeof(cmd), "cat '%s'", state);
+    ASSERT_EQ(test_run(cmd, &text), 0);
+    ASSERT_CONTAINS(text, "bm25");
+    ASSERT_CONTAINS(text, "dense");
+    free(text);
+    /* reload: the state is read back and routing continues */
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_query(e, "Who created Python?", NULL, &r, &err), &err);
+    dynrag_result_free(r);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+    /* and feedback from the CLI, by query id, through the route log */
+    char yaml_path[4300];
+    snprintf(yaml_path, sizeof(yaml_path), "%s/bandit.yaml", test_tmpdir());
+    FILE *f = fopen(yaml_path, "w");
+    ASSERT(f != NULL);
+    for (const char *c = bandit_yaml; *c; c++) {
+        if (strncmp(c, "@INDEX@", 7) == 0) {
+            fputs(index_dir, f);
+            c += 6;
+        } else if (strncmp(c, "@LOG@", 5) == 0) {
+            fputs(log_path, f);
+            c += 4;
+        } else {
+            fputc(*c, f);
+        }
+    }
+    fclose(f);
+    char *out = NULL;
+    snprintf(cmd, sizeof(cmd), "%s feedback --pipeline '%s' --query-id '%s' --reward 0.5",
+             test_cli_path(), yaml_path, ids[1]);
+    ASSERT_EQ(test_run(cmd, &out), 0);
+    ASSERT_CONTAINS(out, "recorded");
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s feedback --pipeline '%s' --query-id nope --reward 0.5",
+             test_cli_path(), yaml_path);
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "not found");
+    free(out);
+}
+
+TEST(engine_cli_query_and_log_summary)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    char yaml_path[4300];
+    snprintf(yaml_path, sizeof(yaml_path), "%s/naive.yaml", test_tmpdir());
+    FILE *f = fopen(yaml_path, "w");
+    ASSERT(f != NULL);
+    for (const char *c = naive_yaml; *c; c++) {
+        if (strncmp(c, "@INDEX@", 7) == 0) {
+            fputs(index_dir, f);
+            c += 6;
+        } else if (strncmp(c, "@LOG@", 5) == 0) {
+            fputs(log_path, f);
+            c += 4;
+        } else {
+            fputc(*c, f);
+        }
+    }
+    fclose(f);
+    char cmd[9000];
+    char *out = NULL;
+    snprintf(cmd, sizeof(cmd), "%s query --pipeline '%s' 'What is the capital of France?'",
+             test_cli_path(), yaml_path);
+    ASSERT_EQ(test_run(cmd, &out), 0);
+    ASSERT_CONTAINS(out, "Paris");
+    ASSERT_CONTAINS(out, "Sources:");
+    ASSERT_CONTAINS(out, "Route:");
+    ASSERT_CONTAINS(out, "retrieval_mode");
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s query --pipeline '%s' --json 'Who created Python?'",
+             test_cli_path(), yaml_path);
+    ASSERT_EQ(test_run(cmd, &out), 0);
+    cJSON *o = cJSON_Parse(out);
+    ASSERT(cJSON_IsObject(o));
+    cJSON_Delete(o);
+    free(out);
+    const char *qs = test_write_file("q.jsonl", "{\"id\":\"a\",\"question\":\"Who created Python?\"}\n"
+                                                "{\"id\":\"b\",\"query\":\"capital of France\"}\n");
+    char qpath[4300];
+    snprintf(qpath, sizeof(qpath), "%s", qs);
+    snprintf(cmd, sizeof(cmd), "%s query --pipeline '%s' --questions '%s' --out '%s/out.jsonl'",
+             test_cli_path(), yaml_path, qpath, test_tmpdir());
+    ASSERT_EQ(test_run(cmd, &out), 0);
+    free(out);
+    snprintf(cmd, sizeof(cmd), "grep -c '\"id\":\"[ab]\"' '%s/out.jsonl'", test_tmpdir());
+    ASSERT_EQ(test_run(cmd, &out), 0);
+    ASSERT_CONTAINS(out, "2");
+    free(out);
+    /* usage errors */
+    snprintf(cmd, sizeof(cmd), "%s query 'x'", test_cli_path());
+    ASSERT_EQ(test_run(cmd, &out), 2);
+    ASSERT_CONTAINS(out, "--pipeline");
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s query --pipeline /nonexistent.yaml 'x'", test_cli_path());
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    free(out);
+    /* a malformed batch line names the file and line */
+    qs = test_write_file("bad.jsonl", "{\"question\":\"ok?\"}\nnot json\n");
+    snprintf(qpath, sizeof(qpath), "%s", qs);
+    snprintf(cmd, sizeof(cmd), "%s query --pipeline '%s' --questions '%s' --out '%s/o2.jsonl'",
+             test_cli_path(), yaml_path, qpath, test_tmpdir());
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "bad.jsonl:2:");
+    free(out);
+    /* log summary over 4 good records and one malformed line */
+    f = fopen(log_path, "a");
+    fputs("garbage\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "%s log summary '%s'", test_cli_path(), log_path);
+    ASSERT_EQ(test_run(cmd, &out), 0);
+    ASSERT_CONTAINS(out, "5 queries");
+    ASSERT_CONTAINS(out, "1 malformed lines (first at line 6)");
+    free(out);
+}
+
+TEST(engine_force_retrieve_only_and_k)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(bandit_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_result *r = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    dynrag_force f = {"index", "dense"};
+    dynrag_query_options qo;
+    memset(&qo, 0, sizeof(qo));
+    qo.retrieve_only = true;
+    qo.k = 4;
+    qo.no_log = true;
+    qo.force = &f;
+    qo.n_force = 1;
+    ASSERT_OK(dynrag_engine_query(e, "capital of France", &qo, &r, &err), &err);
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    ASSERT_STR_EQ(choice_of(rec, "index"), "dense");
+    ASSERT_CONTAINS(cJSON_GetObjectItem(stage_entry(rec, "index"), "reason")->valuestring,
+                    "forced");
+    ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(stage_entry(rec, "generator"), "skipped")));
+    ASSERT_EQ(dynrag_result_totals(r)->generator_calls, 0);
+    ASSERT_EQ(dynrag_result_n_retrieved(r), 4);
+    ASSERT_STR_EQ(dynrag_result_context(r), "");
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+    /* an unknown forced option is an error naming it */
+    f.option = "nope";
+    ASSERT_EQ(dynrag_engine_query(e, "capital of France", &qo, &r, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "no option 'nope'");
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+    ASSERT_EQ(count_lines(log_path), 0);
+}
