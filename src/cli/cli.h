@@ -24,6 +24,11 @@ typedef struct cli_command {
     int (*run)(int argc, char **argv);
 } cli_command;
 
+/* Command handlers (one per cmd_*.c file). */
+int cmd_query(int argc, char **argv);
+int cmd_feedback(int argc, char **argv);
+int cmd_log(int argc, char **argv);
+
 /* Looks a command up by name; NULL if unknown. */
 const cli_command *cli_find_command(const char *name);
 

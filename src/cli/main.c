@@ -42,6 +42,39 @@ static const cli_command commands[] = {
     {"version", "print the version",
      "usage: dynrag version\n\nPrints the version of the dynrag tool and library.\n",
      cmd_version},
+    {"query", "answer questions through a routed pipeline",
+     "usage: dynrag query --pipeline FILE [--index DIR] [--log FILE | --no-log] [--json]\n"
+     "                    [--route-only] \"question\"\n"
+     "       dynrag query --pipeline FILE --questions FILE.jsonl --out FILE.jsonl\n"
+     "\n"
+     "Runs the question through the pipeline's stages; each stage's router picks an\n"
+     "option, within the pipeline's per-query budget. Prints the answer, its sources\n"
+     "and the route decision of every stage (--json: the route-log record).\n"
+     "\n"
+     "  --pipeline FILE     pipeline YAML (required)\n"
+     "  --index DIR         index folder (default: the pipeline's `index:`)\n"
+     "  --log FILE          append route-log records here (default: the pipeline's `log:`)\n"
+     "  --no-log            write no route log\n"
+     "  --json              print the route-log record instead of the human summary\n"
+     "  --route-only        decide every stage from the query alone; run nothing\n"
+     "  --questions FILE    batch: JSONL with \"question\" (or \"query\"/\"text\") and an\n"
+     "                      optional \"id\"; writes one record per line to --out\n"
+     "\n"
+     "Exit status: 0 answered, 1 failed (bad pipeline, index or endpoint), 2 usage.\n",
+     cmd_query},
+    {"feedback", "give a reward to a past query (bandit routers learn from it)",
+     "usage: dynrag feedback --pipeline FILE --query-id ID --reward R [--log FILE]\n"
+     "\n"
+     "Finds the query's record in the route log and updates every bandit router of\n"
+     "the pipeline with reward R (minus the router's lambda times the query's $ cost),\n"
+     "then saves the bandit state files.\n",
+     cmd_feedback},
+    {"log", "summarise a route log",
+     "usage: dynrag log summary [--json] FILE\n"
+     "\n"
+     "Prints the route mix per stage and option, cost, latency and energy totals,\n"
+     "and counts failed queries and malformed lines (docs/route-log.md).\n",
+     cmd_log},
 };
 
 const cli_command *cli_find_command(const char *name)

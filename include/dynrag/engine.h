@@ -1,0 +1,131 @@
+/*
+ * dynrag/engine.h - running queries through a routed pipeline.
+ *
+ * An engine binds a loaded pipeline to its index, routers and generators.
+ * For each query it runs the stages in their fixed order (retrieval_mode,
+ * embedder, index, context, prompt, generator); at each stage the stage's
+ * router picks an option, the engine enforces the per-query budget, runs
+ * the option and records the decision. The result of a query is also its
+ * route-log record (docs/route-log.md), appended to the pipeline's log.
+ *
+ * An engine is shared by concurrent queries (server threads):
+ * dynrag_engine_query() and dynrag_engine_feedback() are thread-safe.
+ */
+#ifndef DYNRAG_ENGINE_H
+#define DYNRAG_ENGINE_H
+
+#include "dynrag/dynrag.h"
+#include "dynrag/pipeline.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dynrag_engine dynrag_engine;
+
+typedef struct dynrag_engine_options {
+    const char *index_dir; /* overrides the pipeline's `index:`; NULL = the pipeline's */
+    const char *log_path;  /* overrides the pipeline's `log:`; NULL = the pipeline's */
+    bool no_log;           /* write no route log */
+} dynrag_engine_options;
+
+/* Creates an engine for a pipeline (which must outlive it): opens the index
+ * (when a stage needs one), creates every router and loads router state.
+ * opt may be NULL. Fails with a message naming the stage or file. */
+int dynrag_engine_create(const dynrag_pipeline *p, const dynrag_engine_options *opt,
+                         dynrag_engine **out, dynrag_error *err);
+
+/* Saves router state (bandits), flushes the log and frees the engine.
+ * Accepts NULL. */
+void dynrag_engine_free(dynrag_engine *e);
+
+/* The route-log path the engine appends to, or NULL when not logging.
+ * Owned by the engine. */
+const char *dynrag_engine_log_path(const dynrag_engine *e);
+
+/* Persists router state now (atomic writes). */
+int dynrag_engine_save(dynrag_engine *e, dynrag_error *err);
+
+typedef struct dynrag_query_options {
+    const char *query_id; /* NULL = generated ("q-<time>-<counter>") */
+    bool route_only;      /* decide every stage from the query alone; run nothing */
+} dynrag_query_options;
+
+typedef struct dynrag_result dynrag_result;
+
+/* Runs one query. On success *out holds the result (free with
+ * dynrag_result_free) and the record was appended to the route log. An
+ * empty or whitespace-only question fails with DYNRAG_ERR_INVALID. A failing
+ * endpoint with no fallback fails the query; the failed record is still
+ * logged with its error. */
+int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_query_options *opt,
+                        dynrag_result **out, dynrag_error *err);
+
+/* Reward feedback in [-1e6, 1e6] for a past query of this engine (bandit
+ * routers learn from it). DYNRAG_ERR_NOTFOUND when the id is unknown (the
+ * engine remembers the last 65,536 queries). */
+int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward,
+                           dynrag_error *err);
+
+/* Feedback for a query known only from a route-log record (a JSON line). */
+int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, double reward,
+                                  dynrag_error *err);
+
+/* ---- results ---------------------------------------------------------- */
+
+const char *dynrag_result_id(const dynrag_result *r);
+const char *dynrag_result_answer(const dynrag_result *r);
+bool dynrag_result_unanswerable(const dynrag_result *r);
+
+typedef struct dynrag_citation {
+    const char *doc_id;
+    const char *title;
+    long long chunk_id;
+    double score;
+} dynrag_citation;
+
+size_t dynrag_result_n_citations(const dynrag_result *r);
+const dynrag_citation *dynrag_result_citation(const dynrag_result *r, size_t i);
+
+typedef struct dynrag_decision {
+    const char *stage;   /* e.g. "index" */
+    const char *router;  /* router type, e.g. "rules" */
+    const char *choice;  /* chosen option name, or "" when the stage was skipped */
+    const char *reason;
+    double latency_us;   /* routing + running the option */
+    bool skipped;        /* stage not needed (e.g. index when retrieval_mode is none) */
+} dynrag_decision;
+
+size_t dynrag_result_n_decisions(const dynrag_result *r);
+const dynrag_decision *dynrag_result_decision(const dynrag_result *r, size_t i);
+
+typedef struct dynrag_totals {
+    long long input_tokens, output_tokens;
+    double usd, latency_ms, energy_wh;
+    int generator_calls, retrieval_steps;
+    bool over_budget;    /* the cheapest option had to run past the budget */
+} dynrag_totals;
+
+const dynrag_totals *dynrag_result_totals(const dynrag_result *r);
+
+/* The result's route-log record as one line of compact JSON (no newline).
+ * Owned by r. */
+const char *dynrag_result_json(const dynrag_result *r);
+
+void dynrag_result_free(dynrag_result *r);
+
+/* ---- route logs --------------------------------------------------------- */
+
+/* Summarises a route-log file: route mix per stage and option, cost and
+ * latency totals, errors. *report is a human-readable table (caller frees);
+ * *json (may be NULL) the same as JSON. Malformed lines are counted and
+ * reported with their line numbers, not fatal. */
+int dynrag_log_summary(const char *path, char **report, char **json, dynrag_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

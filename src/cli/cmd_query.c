@@ -1,0 +1,359 @@
+/* cmd_query.c - `dynrag query`, `dynrag feedback` and `dynrag log`. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include "dynrag/engine.h"
+#include "dynrag/pipeline.h"
+
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Loads a pipeline, printing every diagnostic on failure. */
+static dynrag_pipeline *load_pipeline(const char *cmd, const char *path)
+{
+    dynrag_pipeline *p = NULL;
+    dynrag_diags *d = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_pipeline_load(path, &p, &d, &err);
+    if (rc != DYNRAG_OK) {
+        char *text = d ? dynrag_diags_format(d) : NULL;
+        if (text && *text)
+            fputs(text, stderr);
+        else
+            cli_error(cmd, "%s", dynrag_errmsg(&err));
+        free(text);
+    }
+    dynrag_diags_free(d);
+    return p;
+}
+
+static void print_human(const dynrag_result *r)
+{
+    printf("%s\n", dynrag_result_answer(r));
+    size_t nc = dynrag_result_n_citations(r);
+    if (nc > 0) {
+        printf("\nSources:\n");
+        for (size_t i = 0; i < nc; i++) {
+            const dynrag_citation *c = dynrag_result_citation(r, i);
+            printf("  [%zu] %s  (%s)\n", i + 1, c->title && *c->title ? c->title : c->doc_id,
+                   c->doc_id);
+        }
+    }
+    printf("\nRoute:\n");
+    for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
+        const dynrag_decision *d = dynrag_result_decision(r, i);
+        if (d->skipped)
+            printf("  %-15s (skipped: %s)\n", d->stage, d->reason);
+        else
+            printf("  %-15s %-12s %-10s %8.0f us  %s\n", d->stage, d->choice, d->router,
+                   d->latency_us, d->reason);
+    }
+    const dynrag_totals *t = dynrag_result_totals(r);
+    printf("\nTotals: %.1f ms, $%.6f, %.4f Wh, tokens in %lld out %lld, %d retrieval step(s), "
+           "%d generator call(s)%s\n",
+           t->latency_ms, t->usd, t->energy_wh, t->input_tokens, t->output_tokens,
+           t->retrieval_steps, t->generator_calls, t->over_budget ? ", OVER BUDGET" : "");
+    printf("Query id: %s\n", dynrag_result_id(r));
+}
+
+/* Reads a question from one JSONL line: {"question"|"query"|"text", "id"|"_id"?}. */
+static int parse_question(const char *line, char **q, char **id)
+{
+    *q = *id = NULL;
+    cJSON *o = cJSON_Parse(line);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return -1;
+    }
+    const char *keys[] = {"question", "query", "text", "question_text"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) && *q == NULL; i++) {
+        cJSON *v = cJSON_GetObjectItemCaseSensitive(o, keys[i]);
+        if (cJSON_IsString(v))
+            *q = strdup(v->valuestring);
+    }
+    const char *idkeys[] = {"id", "_id", "question_id", "qid"};
+    for (size_t i = 0; i < sizeof(idkeys) / sizeof(idkeys[0]) && *id == NULL; i++) {
+        cJSON *v = cJSON_GetObjectItemCaseSensitive(o, idkeys[i]);
+        if (cJSON_IsString(v))
+            *id = strdup(v->valuestring);
+        else if (cJSON_IsNumber(v) && asprintf(id, "%.0f", v->valuedouble) < 0)
+            *id = NULL;
+    }
+    cJSON_Delete(o);
+    return *q ? 0 : -1;
+}
+
+static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path)
+{
+    FILE *in = fopen(in_path, "rb");
+    if (in == NULL) {
+        cli_error("query", "%s: cannot open", in_path);
+        return CLI_FAIL;
+    }
+    FILE *out = strcmp(out_path, "-") == 0 ? stdout : fopen(out_path, "wb");
+    if (out == NULL) {
+        cli_error("query", "%s: cannot create", out_path);
+        fclose(in);
+        return CLI_FAIL;
+    }
+    /* Count lines first for the progress bar. */
+    unsigned long long total = 0;
+    int ch, last = '\n';
+    while ((ch = fgetc(in)) != EOF) {
+        if (ch == '\n')
+            total++;
+        last = ch;
+    }
+    if (last != '\n')
+        total++;
+    rewind(in);
+    cli_progress prog;
+    cli_progress_init(&prog, "query");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    unsigned long long lineno = 0, done = 0, failed = 0;
+    int rc = CLI_OK;
+    while ((len = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        if (len <= 1)
+            continue;
+        char *q, *id;
+        if (parse_question(line, &q, &id) != 0) {
+            cli_error("query", "%s:%llu: expected a JSON object with \"question\" (or \"query\", "
+                               "\"text\")",
+                      in_path, lineno);
+            rc = CLI_FAIL;
+            break;
+        }
+        dynrag_query_options qo = {id, false};
+        dynrag_result *r = NULL;
+        dynrag_error err;
+        dynrag_error_clear(&err);
+        if (dynrag_engine_query(e, q, &qo, &r, &err) == DYNRAG_OK) {
+            fprintf(out, "%s\n", dynrag_result_json(r));
+        } else {
+            failed++;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "id", id ? id : "");
+            cJSON_AddStringToObject(o, "query", q);
+            cJSON_AddStringToObject(o, "error", dynrag_errmsg(&err));
+            char *s = cJSON_PrintUnformatted(o);
+            if (s)
+                fprintf(out, "%s\n", s);
+            free(s);
+            cJSON_Delete(o);
+            cli_error("query", "%s:%llu: %s", in_path, lineno, dynrag_errmsg(&err));
+        }
+        dynrag_result_free(r);
+        free(q);
+        free(id);
+        cli_progress_cb(&prog, ++done, total, "queries");
+    }
+    cli_progress_done(&prog);
+    free(line);
+    fclose(in);
+    if (out != stdout && fclose(out) != 0) {
+        cli_error("query", "%s: write error", out_path);
+        rc = CLI_FAIL;
+    }
+    fprintf(stderr, "dynrag query: %llu queries, %llu failed\n", done, failed);
+    if (failed > 0)
+        rc = CLI_FAIL;
+    return rc;
+}
+
+int cmd_query(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"pipeline", required_argument, NULL, 'p'}, {"index", required_argument, NULL, 'i'},
+        {"log", required_argument, NULL, 'l'},      {"no-log", no_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},           {"route-only", no_argument, NULL, 'r'},
+        {"questions", required_argument, NULL, 'q'}, {"out", required_argument, NULL, 'o'},
+        {NULL, 0, NULL, 0}};
+    const char *pipeline = NULL, *questions = NULL, *out = NULL;
+    dynrag_engine_options eo = {0};
+    bool json = false, route_only = false;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+p:i:l:njrq:o:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'p': pipeline = optarg; break;
+        case 'i': eo.index_dir = optarg; break;
+        case 'l': eo.log_path = optarg; break;
+        case 'n': eo.no_log = true; break;
+        case 'j': json = true; break;
+        case 'r': route_only = true; break;
+        case 'q': questions = optarg; break;
+        case 'o': out = optarg; break;
+        default:
+            return cli_usage_error("query", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (pipeline == NULL)
+        return cli_usage_error("query", "--pipeline FILE is required");
+    int n_pos = argc - optind;
+    if (questions == NULL && n_pos != 1)
+        return cli_usage_error("query", "expected one question (or --questions FILE.jsonl)");
+    if (questions != NULL && (n_pos != 0 || out == NULL))
+        return cli_usage_error("query", "--questions needs --out FILE.jsonl and no question argument");
+    if (questions == NULL && out != NULL)
+        return cli_usage_error("query", "--out goes with --questions");
+
+    dynrag_pipeline *p = load_pipeline("query", pipeline);
+    if (p == NULL)
+        return CLI_FAIL;
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = CLI_OK;
+    if (dynrag_engine_create(p, &eo, &e, &err) != DYNRAG_OK) {
+        cli_error("query", "%s", dynrag_errmsg(&err));
+        rc = CLI_FAIL;
+        goto cleanup;
+    }
+    if (questions) {
+        rc = run_batch(e, questions, out);
+        goto cleanup;
+    }
+    dynrag_query_options qo = {NULL, route_only};
+    dynrag_result *r = NULL;
+    if (dynrag_engine_query(e, argv[optind], &qo, &r, &err) != DYNRAG_OK) {
+        cli_error("query", "%s", dynrag_errmsg(&err));
+        rc = CLI_FAIL;
+        goto cleanup;
+    }
+    if (json)
+        printf("%s\n", dynrag_result_json(r));
+    else
+        print_human(r);
+    dynrag_result_free(r);
+cleanup:
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+    return rc;
+}
+
+/* Finds the route-log record with this id; returns a malloc'ed line or NULL. */
+static char *find_record(const char *log_path, const char *id)
+{
+    FILE *f = fopen(log_path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *line = NULL, *found = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) >= 0) {
+        cJSON *o = cJSON_Parse(line);
+        cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "id");
+        if (cJSON_IsString(v) && strcmp(v->valuestring, id) == 0) {
+            free(found);
+            found = strdup(line); /* the last record with this id wins */
+        }
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+int cmd_feedback(int argc, char **argv)
+{
+    static const struct option opts[] = {{"pipeline", required_argument, NULL, 'p'},
+                                         {"log", required_argument, NULL, 'l'},
+                                         {"query-id", required_argument, NULL, 'q'},
+                                         {"reward", required_argument, NULL, 'r'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pipeline = NULL, *log = NULL, *qid = NULL, *reward_s = NULL;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+p:l:q:r:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'p': pipeline = optarg; break;
+        case 'l': log = optarg; break;
+        case 'q': qid = optarg; break;
+        case 'r': reward_s = optarg; break;
+        default:
+            return cli_usage_error("feedback", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (!pipeline || !qid || !reward_s || optind != argc)
+        return cli_usage_error("feedback", "--pipeline, --query-id and --reward are required");
+    double reward;
+    if (!cli_parse_double("feedback", "--reward", reward_s, -1e6, 1e6, &reward))
+        return CLI_USAGE;
+    dynrag_pipeline *p = load_pipeline("feedback", pipeline);
+    if (p == NULL)
+        return CLI_FAIL;
+    dynrag_engine_options eo = {0};
+    eo.log_path = log;
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = CLI_FAIL;
+    char *rec = NULL;
+    if (dynrag_engine_create(p, &eo, &e, &err) != DYNRAG_OK) {
+        cli_error("feedback", "%s", dynrag_errmsg(&err));
+        goto cleanup;
+    }
+    const char *log_path = dynrag_engine_log_path(e);
+    if (log_path == NULL) {
+        cli_error("feedback", "the pipeline has no `log:`; pass --log FILE");
+        goto cleanup;
+    }
+    rec = find_record(log_path, qid);
+    if (rec == NULL) {
+        cli_error("feedback", "query id '%s' not found in %s", qid, log_path);
+        goto cleanup;
+    }
+    if (dynrag_engine_feedback_record(e, rec, reward, &err) != DYNRAG_OK ||
+        dynrag_engine_save(e, &err) != DYNRAG_OK) {
+        cli_error("feedback", "%s", dynrag_errmsg(&err));
+        goto cleanup;
+    }
+    printf("feedback %.6g recorded for %s\n", reward, qid);
+    rc = CLI_OK;
+cleanup:
+    free(rec);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+    return rc;
+}
+
+int cmd_log(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "summary") != 0)
+        return cli_usage_error("log", "expected `dynrag log summary [--json] FILE`");
+    bool json = false;
+    const char *path = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else if (argv[i][0] == '-')
+            return cli_usage_error("log", "unknown option '%s'", argv[i]);
+        else if (path == NULL)
+            path = argv[i];
+        else
+            return cli_usage_error("log", "expected one FILE");
+    }
+    if (path == NULL)
+        return cli_usage_error("log", "expected a route-log FILE");
+    char *report = NULL, *js = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dynrag_log_summary(path, &report, json ? &js : NULL, &err) != DYNRAG_OK) {
+        cli_error("log", "%s", dynrag_errmsg(&err));
+        return CLI_FAIL;
+    }
+    fputs(json ? js : report, stdout);
+    if (json)
+        fputc('\n', stdout);
+    free(report);
+    free(js);
+    return CLI_OK;
+}

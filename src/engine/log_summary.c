@@ -1,0 +1,212 @@
+/* log_summary.c - `dynrag log summary`: route mix and cost totals of a route log. */
+#include "core/util.h"
+#include "dynrag/engine.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#define MAX_STAGES 16
+#define MAX_CHOICES 32
+#define LINE_MAX_BYTES (16u << 20)
+
+typedef struct choice_count {
+    char name[64];
+    long long n;
+} choice_count;
+
+typedef struct stage_count {
+    char name[32];
+    choice_count c[MAX_CHOICES];
+    size_t n_c;
+    long long skipped;
+    double latency_us;
+} stage_count;
+
+typedef struct summary {
+    long long records, errors, bad_lines, over_budget, unanswerable;
+    long long first_bad_line;
+    double usd, latency_ms, energy_wh, in_tok, out_tok, gen_calls, steps;
+    stage_count st[MAX_STAGES];
+    size_t n_st;
+} summary;
+
+static stage_count *stage_slot(summary *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_st; i++)
+        if (strcmp(s->st[i].name, name) == 0)
+            return &s->st[i];
+    if (s->n_st == MAX_STAGES)
+        return NULL;
+    stage_count *c = &s->st[s->n_st++];
+    memset(c, 0, sizeof(*c));
+    dr_strlcpy(c->name, name, sizeof(c->name));
+    return c;
+}
+
+static void count_choice(stage_count *sc, const char *choice)
+{
+    for (size_t i = 0; i < sc->n_c; i++) {
+        if (strcmp(sc->c[i].name, choice) == 0) {
+            sc->c[i].n++;
+            return;
+        }
+    }
+    if (sc->n_c == MAX_CHOICES)
+        return;
+    dr_strlcpy(sc->c[sc->n_c].name, choice, sizeof(sc->c[0].name));
+    sc->c[sc->n_c++].n = 1;
+}
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static void add_record(summary *s, const cJSON *r)
+{
+    s->records++;
+    if (cJSON_GetObjectItemCaseSensitive(r, "error"))
+        s->errors++;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "unanswerable")))
+        s->unanswerable++;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(r, "totals");
+    if (cJSON_IsObject(t)) {
+        s->usd += num(t, "usd");
+        s->latency_ms += num(t, "latency_ms");
+        s->energy_wh += num(t, "energy_wh");
+        s->in_tok += num(t, "input_tokens");
+        s->out_tok += num(t, "output_tokens");
+        s->gen_calls += num(t, "generator_calls");
+        s->steps += num(t, "retrieval_steps");
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "over_budget")))
+            s->over_budget++;
+    }
+    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(r, "stages");
+    const cJSON *d;
+    cJSON_ArrayForEach(d, stages)
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(d, "stage");
+        if (!cJSON_IsString(name))
+            continue;
+        stage_count *sc = stage_slot(s, name->valuestring);
+        if (sc == NULL)
+            continue;
+        const cJSON *choice = cJSON_GetObjectItemCaseSensitive(d, "choice");
+        if (cJSON_IsString(choice))
+            count_choice(sc, choice->valuestring);
+        else
+            sc->skipped++;
+        sc->latency_us += num(d, "latency_us");
+    }
+}
+
+static int render(const summary *s, const char *path, char **report, char **json)
+{
+    dr_buf b = {0};
+    double n = s->records ? (double)s->records : 1;
+    dr_buf_printf(&b, "route log %s: %lld queries, %lld failed, %lld unanswerable, %lld over budget",
+                  path, s->records, s->errors, s->unanswerable, s->over_budget);
+    if (s->bad_lines)
+        dr_buf_printf(&b, ", %lld malformed lines (first at line %lld)", s->bad_lines,
+                      s->first_bad_line);
+    dr_buf_puts(&b, "\n\nroute mix per stage:\n");
+    cJSON *js = cJSON_CreateObject();
+    cJSON *jst = cJSON_AddObjectToObject(js, "stages");
+    for (size_t i = 0; i < s->n_st; i++) {
+        const stage_count *sc = &s->st[i];
+        dr_buf_printf(&b, "  %-15s", sc->name);
+        cJSON *o = cJSON_AddObjectToObject(jst, sc->name);
+        long long tot = sc->skipped;
+        for (size_t j = 0; j < sc->n_c; j++)
+            tot += sc->c[j].n;
+        for (size_t j = 0; j < sc->n_c; j++) {
+            dr_buf_printf(&b, " %s %lld (%.1f%%)", sc->c[j].name, sc->c[j].n,
+                          tot ? 100.0 * (double)sc->c[j].n / (double)tot : 0.0);
+            cJSON_AddNumberToObject(o, sc->c[j].name, (double)sc->c[j].n);
+        }
+        if (sc->skipped) {
+            dr_buf_printf(&b, " skipped %lld", sc->skipped);
+            cJSON_AddNumberToObject(o, "(skipped)", (double)sc->skipped);
+        }
+        dr_buf_printf(&b, "   mean %.0f us\n", sc->latency_us / n);
+    }
+    dr_buf_printf(&b,
+                  "\ntotals: $%.6f (mean $%.6f/query), latency %.1f ms (mean %.2f ms), energy %.4f "
+                  "Wh, tokens in %.0f out %.0f, generator calls %.0f, retrieval steps %.0f (mean "
+                  "%.2f)\n",
+                  s->usd, s->usd / n, s->latency_ms, s->latency_ms / n, s->energy_wh, s->in_tok,
+                  s->out_tok, s->gen_calls, s->steps, s->steps / n);
+    cJSON_AddNumberToObject(js, "queries", (double)s->records);
+    cJSON_AddNumberToObject(js, "failed", (double)s->errors);
+    cJSON_AddNumberToObject(js, "unanswerable", (double)s->unanswerable);
+    cJSON_AddNumberToObject(js, "over_budget", (double)s->over_budget);
+    cJSON_AddNumberToObject(js, "malformed_lines", (double)s->bad_lines);
+    cJSON_AddNumberToObject(js, "usd", s->usd);
+    cJSON_AddNumberToObject(js, "latency_ms", s->latency_ms);
+    cJSON_AddNumberToObject(js, "energy_wh", s->energy_wh);
+    cJSON_AddNumberToObject(js, "input_tokens", s->in_tok);
+    cJSON_AddNumberToObject(js, "output_tokens", s->out_tok);
+    cJSON_AddNumberToObject(js, "generator_calls", s->gen_calls);
+    cJSON_AddNumberToObject(js, "retrieval_steps", s->steps);
+    int rc = DYNRAG_OK;
+    *report = dr_buf_take(&b);
+    if (*report == NULL)
+        rc = DYNRAG_ERR_NOMEM;
+    if (json) {
+        *json = cJSON_Print(js);
+        if (*json == NULL)
+            rc = DYNRAG_ERR_NOMEM;
+    }
+    cJSON_Delete(js);
+    return rc;
+}
+
+int dynrag_log_summary(const char *path, char **report, char **json, dynrag_error *err)
+{
+    *report = NULL;
+    if (json)
+        *json = NULL;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOTFOUND, "%s: cannot open", path);
+    summary *s = calloc(1, sizeof(*s));
+    char *line = NULL;
+    size_t cap = 0;
+    long long lineno = 0;
+    int rc = DYNRAG_OK;
+    if (s == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (len == 0 || line[0] == '\n')
+            continue;
+        cJSON *r = (size_t)len < LINE_MAX_BYTES ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
+        if (!cJSON_IsObject(r)) {
+            if (s->bad_lines++ == 0)
+                s->first_bad_line = lineno;
+            dr_log(DYNRAG_LOG_WARN, "log", "%s:%lld: not a route-log record", path, lineno);
+        } else {
+            add_record(s, r);
+        }
+        cJSON_Delete(r);
+    }
+    if (ferror(f)) {
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: read error", path);
+        goto cleanup;
+    }
+    rc = render(s, path, report, json);
+    if (rc != DYNRAG_OK)
+        dr_err_set(err, rc, "out of memory");
+cleanup:
+    free(line);
+    free(s);
+    fclose(f);
+    return rc;
+}
