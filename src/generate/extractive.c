@@ -1,0 +1,559 @@
+/* extractive.c - the embedded, offline answerer (sentence selection). */
+#include "generate/extractive.h"
+
+#include "core/text.h"
+#include "core/util.h"
+#include "generate/gen_text.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QWORDS_MAX 128      /* question words looked at */
+#define QTERMS_MAX 64       /* distinct content terms (one bit each) */
+#define QBIGRAMS_MAX 64     /* distinct question bigrams (one bit each) */
+#define SENTENCES_MAX 1000000 /* sentences scored per call; the rest are ignored */
+#define ANSWER_SENTENCE_BYTES 1000
+
+/* Weights of the support score's parts (normalised over the parts that
+ * apply to the question). */
+#define W_COVERAGE 0.75
+#define W_BIGRAM 0.15
+#define W_TYPE 0.10
+#define TITLE_WEIGHT 0.8
+#define RANK_PENALTY 0.15 /* support *= 1 - RANK_PENALTY * r / (r + 1) */
+#define NO_NEW_WORD 0.5   /* support *= this when the sentence adds nothing */
+
+typedef enum qtype { QT_NONE, QT_PERSON, QT_TIME, QT_NUMBER, QT_PLACE } qtype;
+
+typedef struct keyed {
+    uint64_t hash;
+    int bit;
+} keyed;
+
+typedef struct question {
+    keyed terms[QTERMS_MAX]; /* sorted by hash */
+    size_t n_terms;
+    keyed bigrams[QBIGRAMS_MAX];
+    size_t n_bigrams;
+    qtype type;
+} question;
+
+typedef struct sentence {
+    size_t p;            /* passage index */
+    size_t start, end;   /* byte span in the passage text */
+    uint64_t terms;      /* question terms present */
+    uint64_t bigrams;    /* question bigrams present */
+    size_t novel;        /* content words not in the question */
+    bool cue;            /* answer-type cue present */
+    double support;
+} sentence;
+
+typedef struct scan {
+    const question *q;
+    const char *text; /* the passage (or title) being scanned */
+    size_t base;      /* offset of the current sentence in text */
+    sentence cur;
+    uint64_t prev_hash;
+    bool have_prev;
+    sentence *sents;
+    size_t n_sents, cap_sents;
+    bool full;
+    int status;
+} scan;
+
+/* ---- question analysis --------------------------------------------------- */
+
+typedef struct qword {
+    char w[72];
+    size_t len;
+    uint64_t hash; /* of the stem */
+    bool stop;
+} qword;
+
+typedef struct qcollect {
+    qword words[QWORDS_MAX];
+    size_t n;
+} qcollect;
+
+static uint64_t pair_hash(uint64_t a, uint64_t b)
+{
+    uint64_t v[2] = {a, b};
+    return dr_hash64(v, sizeof(v), 0x5bd1e995u);
+}
+
+static int cmp_keyed(const void *a, const void *b)
+{
+    uint64_t x = ((const keyed *)a)->hash, y = ((const keyed *)b)->hash;
+    return x < y ? -1 : x > y;
+}
+
+static int find_keyed(const keyed *k, size_t n, uint64_t hash)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (k[mid].hash == hash)
+            return k[mid].bit;
+        if (k[mid].hash < hash)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+static uint64_t stem_hash(const char *word, size_t len, char *out, size_t *out_len)
+{
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    dr_gen_stem(w, &n);
+    if (out != NULL) {
+        memcpy(out, w, n);
+        *out_len = n;
+    }
+    return dr_hash64(w, n, 0);
+}
+
+static int qword_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)s;
+    (void)e;
+    qcollect *c = user;
+    if (c->n >= QWORDS_MAX)
+        return 1;
+    qword *q = &c->words[c->n++];
+    q->len = len < 64 ? len : 64;
+    memcpy(q->w, word, q->len);
+    q->w[q->len] = '\0';
+    q->stop = dr_text_is_stopword(q->w);
+    q->hash = stem_hash(q->w, q->len, NULL, NULL);
+    return 0;
+}
+
+static bool word_is(const qword *w, const char *s)
+{
+    return strcmp(w->w, s) == 0;
+}
+
+static bool word_in(const qword *w, const char *const *list)
+{
+    for (size_t i = 0; list[i] != NULL; i++)
+        if (word_is(w, list[i]))
+            return true;
+    return false;
+}
+
+/* The expected answer type from the first wh-cue in the question. */
+static qtype question_type(const qcollect *c)
+{
+    static const char *const num_after_how[] = {"many", "much", "long", "old", "far", "tall",
+                                                "big", "large", "high", "often", NULL};
+    static const char *const time_nouns[] = {"year", "century", "decade", "date", "month",
+                                             "day", NULL};
+    static const char *const place_nouns[] = {"city", "country", "state", "town", "county",
+                                              "place", "region", "province", "island", NULL};
+    for (size_t i = 0; i < c->n; i++) {
+        const qword *w = &c->words[i];
+        const qword *next = i + 1 < c->n ? &c->words[i + 1] : NULL;
+        if (word_is(w, "how") && next != NULL && word_in(next, num_after_how))
+            return QT_NUMBER;
+        if (word_is(w, "when"))
+            return QT_TIME;
+        if (word_is(w, "who") || word_is(w, "whom") || word_is(w, "whose"))
+            return QT_PERSON;
+        if (word_is(w, "where"))
+            return QT_PLACE;
+        if ((word_is(w, "what") || word_is(w, "which")) && next != NULL) {
+            if (word_in(next, time_nouns))
+                return QT_TIME;
+            if (word_in(next, place_nouns))
+                return QT_PLACE;
+            if (word_is(next, "number") || word_is(next, "percentage"))
+                return QT_NUMBER;
+        }
+    }
+    return QT_NONE;
+}
+
+static void analyse_question(const char *text, question *q)
+{
+    qcollect c;
+    c.n = 0;
+    memset(q, 0, sizeof(*q));
+    dr_text_words(text, strlen(text), qword_cb, &c);
+    for (size_t i = 0; i < c.n; i++) {
+        const qword *w = &c.words[i];
+        if (!w->stop && q->n_terms < QTERMS_MAX &&
+            !(w->len == 1 && !(w->w[0] >= '0' && w->w[0] <= '9'))) {
+            bool seen = false;
+            for (size_t j = 0; j < q->n_terms; j++)
+                seen = seen || q->terms[j].hash == w->hash;
+            if (!seen) {
+                q->terms[q->n_terms].hash = w->hash;
+                q->terms[q->n_terms].bit = (int)q->n_terms;
+                q->n_terms++;
+            }
+        }
+        if (i > 0 && !(w->stop && c.words[i - 1].stop) && q->n_bigrams < QBIGRAMS_MAX) {
+            uint64_t h = pair_hash(c.words[i - 1].hash, w->hash);
+            bool seen = false;
+            for (size_t j = 0; j < q->n_bigrams; j++)
+                seen = seen || q->bigrams[j].hash == h;
+            if (!seen) {
+                q->bigrams[q->n_bigrams].hash = h;
+                q->bigrams[q->n_bigrams].bit = (int)q->n_bigrams;
+                q->n_bigrams++;
+            }
+        }
+    }
+    q->type = question_type(&c);
+    qsort(q->terms, q->n_terms, sizeof(keyed), cmp_keyed);
+    qsort(q->bigrams, q->n_bigrams, sizeof(keyed), cmp_keyed);
+}
+
+/* ---- sentence scanning --------------------------------------------------- */
+
+static bool is_number_word(const char *w, size_t len)
+{
+    static const char *const nums[] = {"one", "two", "three", "four", "five", "six", "seven",
+                                       "eight", "nine", "ten", "eleven", "twelve", "twenty",
+                                       "thirty", "forty", "fifty", "hundred", "thousand",
+                                       "million", "billion", "dozen"};
+    for (size_t i = 0; i < DR_ARRAY_LEN(nums); i++)
+        if (strlen(nums[i]) == len && memcmp(nums[i], w, len) == 0)
+            return true;
+    return false;
+}
+
+static bool is_year(const char *w, size_t len)
+{
+    if (len != 4)
+        return false;
+    int v = 0;
+    for (size_t i = 0; i < 4; i++) {
+        if (w[i] < '0' || w[i] > '9')
+            return false;
+        v = v * 10 + (w[i] - '0');
+    }
+    return v >= 1000 && v <= 2099;
+}
+
+static int word_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)e;
+    scan *sc = user;
+    const question *q = sc->q;
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    bool stop = dr_text_is_stopword(w);
+    uint64_t h = stem_hash(w, n, NULL, NULL);
+    int bit = find_keyed(q->terms, q->n_terms, h);
+    if (bit >= 0)
+        sc->cur.terms |= (uint64_t)1 << bit;
+    else if (!stop)
+        sc->cur.novel++;
+    if (sc->have_prev) {
+        int b = find_keyed(q->bigrams, q->n_bigrams, pair_hash(sc->prev_hash, h));
+        if (b >= 0)
+            sc->cur.bigrams |= (uint64_t)1 << b;
+    }
+    sc->prev_hash = h;
+    sc->have_prev = true;
+    if (!sc->cur.cue && bit < 0) {
+        const char *raw = sc->text + sc->base + s;
+        bool digit = false;
+        for (size_t i = 0; i < n; i++)
+            digit = digit || (w[i] >= '0' && w[i] <= '9');
+        switch (q->type) {
+        case QT_PERSON:
+        case QT_PLACE:
+            sc->cur.cue = !stop && !digit && dr_gen_is_upper_at(raw, e - s);
+            break;
+        case QT_TIME:
+            sc->cur.cue = is_year(w, n) || dr_gen_is_month(w, n);
+            break;
+        case QT_NUMBER:
+            sc->cur.cue = digit || is_number_word(w, n);
+            break;
+        case QT_NONE:
+            break;
+        }
+    }
+    return 0;
+}
+
+static int sentence_cb(void *user, size_t start, size_t end)
+{
+    scan *sc = user;
+    if (sc->n_sents >= SENTENCES_MAX) {
+        sc->full = true;
+        return 1;
+    }
+    size_t p = sc->cur.p;
+    memset(&sc->cur, 0, sizeof(sc->cur));
+    sc->cur.p = p;
+    sc->cur.start = start;
+    sc->cur.end = end;
+    sc->base = start;
+    sc->have_prev = false;
+    dr_text_words(sc->text + start, end - start, word_cb, sc);
+    if (sc->n_sents == sc->cap_sents) {
+        size_t cap = sc->cap_sents ? sc->cap_sents * 2 : 64;
+        sentence *ns = realloc(sc->sents, cap * sizeof(*ns));
+        if (ns == NULL) {
+            sc->status = DYNRAG_ERR_NOMEM;
+            return 1;
+        }
+        sc->sents = ns;
+        sc->cap_sents = cap;
+    }
+    sc->sents[sc->n_sents++] = sc->cur;
+    return 0;
+}
+
+/* Question terms present in a title, as a bit mask. */
+static uint64_t title_terms(const question *q, const char *title)
+{
+    scan sc;
+    memset(&sc, 0, sizeof(sc));
+    sc.q = q;
+    sc.text = title;
+    dr_text_words(title, strlen(title), word_cb, &sc);
+    return sc.cur.terms;
+}
+
+/* ---- scoring and selection ----------------------------------------------- */
+
+static double mask_weight(uint64_t mask, const double *idf, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mask & ((uint64_t)1 << i))
+            s += idf[i];
+    return s;
+}
+
+static int popcount64(uint64_t v)
+{
+    int c = 0;
+    while (v) {
+        v &= v - 1;
+        c++;
+    }
+    return c;
+}
+
+static void score_sentences(const question *q, sentence *s, size_t n_s, const uint64_t *tmask)
+{
+    double idf[QTERMS_MAX];
+    double total = 0;
+    for (size_t t = 0; t < q->n_terms; t++) {
+        size_t df = 0;
+        for (size_t i = 0; i < n_s; i++)
+            df += (s[i].terms >> t) & 1;
+        idf[t] = log(1.0 + ((double)n_s - (double)df + 0.5) / ((double)df + 0.5));
+        total += idf[t];
+    }
+    double w_sum = W_COVERAGE + (q->n_bigrams ? W_BIGRAM : 0) + (q->type != QT_NONE ? W_TYPE : 0);
+    for (size_t i = 0; i < n_s; i++) {
+        sentence *x = &s[i];
+        uint64_t title_only = tmask[x->p] & ~x->terms;
+        double cov = total > 0 ? (mask_weight(x->terms, idf, q->n_terms) +
+                                  TITLE_WEIGHT * mask_weight(title_only, idf, q->n_terms)) /
+                                     total
+                               : 0;
+        if (cov <= 0) {
+            x->support = 0;
+            continue;
+        }
+        double raw = W_COVERAGE * cov;
+        if (q->n_bigrams)
+            raw += W_BIGRAM * (double)popcount64(x->bigrams) / (double)q->n_bigrams;
+        if (q->type != QT_NONE && x->cue)
+            raw += W_TYPE;
+        raw /= w_sum;
+        double r = (double)x->p;
+        raw *= 1.0 - RANK_PENALTY * r / (r + 1.0);
+        if (x->novel == 0)
+            raw *= NO_NEW_WORD;
+        x->support = raw < 0 ? 0 : raw > 1 ? 1 : raw;
+    }
+}
+
+static int cmp_support(const void *a, const void *b)
+{
+    const sentence *x = a, *y = b;
+    if (x->support != y->support)
+        return x->support > y->support ? -1 : 1;
+    if (x->p != y->p)
+        return x->p < y->p ? -1 : 1;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Appends one sentence, flattened and cut at a word boundary. */
+static int put_sentence(dr_buf *b, const char *text, const sentence *s)
+{
+    size_t len = s->end - s->start;
+    const char *p = text + s->start;
+    bool cut = false;
+    if (len > ANSWER_SENTENCE_BYTES) {
+        size_t c = ANSWER_SENTENCE_BYTES;
+        while (c > ANSWER_SENTENCE_BYTES / 2 && p[c] != ' ')
+            c--;
+        while (c > 0 && ((unsigned char)p[c] & 0xC0) == 0x80)
+            c--;
+        len = c;
+        cut = true;
+    }
+    int rc = dr_gen_put_flat(b, p, len);
+    if (rc == DYNRAG_OK && cut) {
+        dr_gen_rstrip(b);
+        rc = dr_buf_puts(b, " ...");
+    }
+    return rc;
+}
+
+static int set_unanswerable(dr_answer *out, double support)
+{
+    out->text = dr_strdup("unanswerable");
+    out->unanswerable = true;
+    out->support = support;
+    return out->text ? DYNRAG_OK : DYNRAG_ERR_NOMEM;
+}
+
+int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_text,
+                         const dr_passage *passages, size_t n, dr_answer *out,
+                         dynrag_error *err)
+{
+    if (out == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "extractive answer: no output given");
+    memset(out, 0, sizeof(*out));
+    if (passages == NULL && n > 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "extractive answer: %zu passages but NULL",
+                          n);
+    double threshold = cfg ? cfg->threshold : DR_EXTRACTIVE_DEFAULT_THRESHOLD;
+    int max_sent = cfg && cfg->max_sentences > 0 ? cfg->max_sentences
+                                                 : DR_EXTRACTIVE_DEFAULT_SENTENCES;
+    if (!(threshold >= 0.0 && threshold <= 1.0))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "extractive answer: threshold %g is outside [0, 1]", threshold);
+    if (max_sent > DR_EXTRACTIVE_MAX_SENTENCES)
+        max_sent = DR_EXTRACTIVE_MAX_SENTENCES;
+
+    int rc = DYNRAG_OK;
+    question *q = malloc(sizeof(*q));
+    uint64_t *tmask = calloc(n ? n : 1, sizeof(*tmask));
+    scan sc;
+    memset(&sc, 0, sizeof(sc));
+    dr_buf b = {0};
+    sentence pick[DR_EXTRACTIVE_MAX_SENTENCES];
+    size_t n_pick = 0;
+    if (q == NULL || tmask == NULL) {
+        rc = DYNRAG_ERR_NOMEM;
+        goto cleanup;
+    }
+    analyse_question(question_text ? question_text : "", q);
+    if (q->n_terms == 0 || n == 0) {
+        rc = set_unanswerable(out, 0.0);
+        goto cleanup;
+    }
+    sc.q = q;
+    for (size_t p = 0; p < n && !sc.full && sc.status == DYNRAG_OK; p++) {
+        const char *title = passages[p].title ? passages[p].title : "";
+        tmask[p] = title_terms(q, title);
+        sc.text = passages[p].text ? passages[p].text : "";
+        sc.cur.p = p;
+        dr_text_sentences(sc.text, strlen(sc.text), sentence_cb, &sc);
+    }
+    if (sc.status != DYNRAG_OK) {
+        rc = sc.status;
+        goto cleanup;
+    }
+    if (sc.full)
+        dr_log(DYNRAG_LOG_DEBUG, "generate", "extractive: only the first %d sentences scored",
+               SENTENCES_MAX);
+    score_sentences(q, sc.sents, sc.n_sents, tmask);
+    if (sc.n_sents > 0)
+        qsort(sc.sents, sc.n_sents, sizeof(sentence), cmp_support);
+    double best = sc.n_sents ? sc.sents[0].support : 0.0;
+    if (sc.n_sents == 0 || best <= 0.0 || best < threshold) {
+        rc = set_unanswerable(out, best);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < sc.n_sents && n_pick < (size_t)max_sent; i++) {
+        if (i > 0 && (sc.sents[i].support < threshold || sc.sents[i].support <= 0))
+            break;
+        pick[n_pick++] = sc.sents[i];
+    }
+    /* Order: passages by their best picked sentence, document order inside. */
+    size_t group[DR_EXTRACTIVE_MAX_SENTENCES];
+    for (size_t i = 0; i < n_pick; i++) {
+        group[i] = i;
+        for (size_t j = 0; j < i; j++)
+            if (pick[j].p == pick[i].p) {
+                group[i] = group[j];
+                break;
+            }
+    }
+    for (size_t i = 1; i < n_pick; i++) {
+        for (size_t j = i; j > 0; j--) {
+            bool swap = group[j] < group[j - 1] ||
+                        (group[j] == group[j - 1] && pick[j].start < pick[j - 1].start);
+            if (!swap)
+                break;
+            sentence ts = pick[j];
+            pick[j] = pick[j - 1];
+            pick[j - 1] = ts;
+            size_t tg = group[j];
+            group[j] = group[j - 1];
+            group[j - 1] = tg;
+        }
+    }
+    out->citations = malloc(n_pick * sizeof(size_t));
+    if (out->citations == NULL) {
+        rc = DYNRAG_ERR_NOMEM;
+        goto cleanup;
+    }
+    for (size_t i = 0; i < n_pick && rc == DYNRAG_OK; i++) {
+        if (i > 0)
+            rc = dr_buf_putc(&b, ' ');
+        if (rc == DYNRAG_OK)
+            rc = put_sentence(&b, passages[pick[i].p].text, &pick[i]);
+        if (i == 0 || pick[i].p != pick[i - 1].p)
+            out->citations[out->n_citations++] = pick[i].p;
+    }
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    dr_gen_rstrip(&b);
+    out->text = dr_buf_take(&b);
+    if (out->text == NULL) {
+        rc = DYNRAG_ERR_NOMEM;
+        goto cleanup;
+    }
+    out->support = best;
+    out->unanswerable = false;
+
+cleanup:
+    free(q);
+    free(tmask);
+    free(sc.sents);
+    dr_buf_free(&b);
+    if (rc != DYNRAG_OK) {
+        dr_answer_free(out);
+        return dr_err_set(err, rc, "extractive answer: %s", dynrag_strerror(rc));
+    }
+    return DYNRAG_OK;
+}
+
+void dr_answer_free(dr_answer *a)
+{
+    if (a == NULL)
+        return;
+    free(a->text);
+    free(a->citations);
+    memset(a, 0, sizeof(*a));
+}

@@ -1,0 +1,330 @@
+/* reformulate.c - next-query construction for multi-step retrieval. */
+#include "generate/reformulate.h"
+
+#include "core/text.h"
+#include "core/util.h"
+#include "generate/gen_text.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CAND_WORDS_MAX 12    /* content words remembered per candidate */
+#define CANDS_MAX 4096       /* candidates per call */
+#define SENT_WORDS_MAX 256   /* words of a sentence looked at for entities */
+#define QSET_MAX 128
+
+struct dr_reform_state {
+    uint64_t *used; /* stem hashes of content words added by earlier steps */
+    size_t n_used, cap_used;
+};
+
+typedef struct wordset {
+    uint64_t h[QSET_MAX];
+    size_t n;
+} wordset;
+
+typedef struct cand {
+    const char *s; /* span in a passage's title or text */
+    size_t len;
+    uint64_t words[CAND_WORDS_MAX];
+    size_t n_words;
+    double score;
+    size_t order;
+} cand;
+
+typedef struct sword {
+    size_t start, end;  /* byte span in the sentence's text */
+    uint64_t hash;      /* stem hash */
+    bool stop, upper, content, connector;
+} sword;
+
+typedef struct collect {
+    const char *text;
+    size_t base;
+    sword w[SENT_WORDS_MAX];
+    size_t n;
+} collect;
+
+typedef struct ctx {
+    const wordset *q;
+    cand *c;
+    size_t n, cap;
+    int status;
+} ctx;
+
+int dr_reform_create(dr_reform_state **out)
+{
+    if (out == NULL)
+        return DYNRAG_ERR_INVALID;
+    *out = calloc(1, sizeof(**out));
+    return *out ? DYNRAG_OK : DYNRAG_ERR_NOMEM;
+}
+
+void dr_reform_free(dr_reform_state *s)
+{
+    if (s == NULL)
+        return;
+    free(s->used);
+    free(s);
+}
+
+static bool has_hash(const uint64_t *h, size_t n, uint64_t v)
+{
+    for (size_t i = 0; i < n; i++)
+        if (h[i] == v)
+            return true;
+    return false;
+}
+
+static bool is_connector(const char *w, size_t len)
+{
+    static const char *const conn[] = {"of", "and", "the", "de", "von", "van", "da", "du",
+                                       "la", "le", "del", "di", "der", "for"};
+    for (size_t i = 0; i < DR_ARRAY_LEN(conn); i++)
+        if (strlen(conn[i]) == len && memcmp(conn[i], w, len) == 0)
+            return true;
+    return false;
+}
+
+static bool is_weekday(const char *w, size_t len)
+{
+    static const char *const days[] = {"monday", "tuesday", "wednesday", "thursday",
+                                       "friday", "saturday", "sunday"};
+    for (size_t i = 0; i < DR_ARRAY_LEN(days); i++)
+        if (strlen(days[i]) == len && memcmp(days[i], w, len) == 0)
+            return true;
+    return false;
+}
+
+static int collect_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    collect *c = user;
+    if (c->n >= SENT_WORDS_MAX)
+        return 1;
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    sword *x = &c->w[c->n++];
+    x->start = s;
+    x->end = e;
+    x->stop = dr_text_is_stopword(w);
+    x->upper = dr_gen_is_upper_at(c->text + c->base + s, e - s);
+    x->connector = is_connector(w, n);
+    x->content = !x->stop && !(n == 1 && !(w[0] >= '0' && w[0] <= '9')) &&
+                 !dr_gen_is_month(w, n) && !is_weekday(w, n);
+    dr_gen_stem(w, &n);
+    x->hash = dr_hash64(w, n, 0);
+    return 0;
+}
+
+static int add_cand(ctx *cx, const char *s, size_t len, const sword *w, size_t n_w,
+                    double score)
+{
+    if (cx->n >= CANDS_MAX)
+        return 0;
+    if (cx->n == cx->cap) {
+        size_t cap = cx->cap ? cx->cap * 2 : 32;
+        cand *nc = realloc(cx->c, cap * sizeof(*nc));
+        if (nc == NULL)
+            return DYNRAG_ERR_NOMEM;
+        cx->c = nc;
+        cx->cap = cap;
+    }
+    cand *c = &cx->c[cx->n];
+    memset(c, 0, sizeof(*c));
+    c->s = s;
+    c->len = len;
+    for (size_t i = 0; i < n_w && c->n_words < CAND_WORDS_MAX; i++)
+        if (w[i].content && !has_hash(c->words, c->n_words, w[i].hash))
+            c->words[c->n_words++] = w[i].hash;
+    if (c->n_words == 0)
+        return 0;
+    c->score = score;
+    c->order = cx->n;
+    cx->n++;
+    return 0;
+}
+
+typedef struct sent_ctx {
+    ctx *cx;
+    const char *text;
+    size_t rank;
+} sent_ctx;
+
+/* Only white space between two words of a name. */
+static bool plain_gap(const char *text, size_t a, size_t b)
+{
+    for (size_t i = a; i < b; i++)
+        if (text[i] != ' ')
+            return false;
+    return true;
+}
+
+static int entity_sentence_cb(void *user, size_t start, size_t end)
+{
+    sent_ctx *sx = user;
+    ctx *cx = sx->cx;
+    collect c;
+    c.text = sx->text;
+    c.base = start;
+    c.n = 0;
+    dr_text_words(sx->text + start, end - start, collect_cb, &c);
+    const char *st = sx->text + start;
+    size_t overlap = 0;
+    uint64_t seen[SENT_WORDS_MAX];
+    for (size_t i = 0; i < c.n; i++)
+        if (c.w[i].content && has_hash(cx->q->h, cx->q->n, c.w[i].hash) &&
+            !has_hash(seen, overlap, c.w[i].hash))
+            seen[overlap++] = c.w[i].hash;
+    if (overlap == 0)
+        return 0;
+    size_t i = 0;
+    while (i < c.n) {
+        if (!c.w[i].upper || c.w[i].stop) {
+            i++;
+            continue;
+        }
+        size_t j = i + 1; /* run is [i, last] */
+        size_t last = i;
+        while (j < c.n && plain_gap(st, c.w[j - 1].end, c.w[j].start)) {
+            if (c.w[j].upper && !c.w[j].stop) {
+                last = j++;
+            } else if (c.w[j].connector && j + 1 < c.n && c.w[j + 1].upper &&
+                       plain_gap(st, c.w[j].end, c.w[j + 1].start)) {
+                j++;
+            } else {
+                break;
+            }
+        }
+        size_t n_w = last - i + 1;
+        if (!(n_w == 1 && i == 0)) { /* a lone capitalised first word is just a sentence start */
+            double score = (double)overlap + 0.5 * (double)DR_MIN(n_w - 1, 2) +
+                           0.5 / (1.0 + (double)sx->rank);
+            int rc = add_cand(cx, st + c.w[i].start, c.w[last].end - c.w[i].start, &c.w[i], n_w,
+                              score);
+            if (rc != DYNRAG_OK) {
+                cx->status = rc;
+                return 1;
+            }
+        }
+        i = last + 1;
+    }
+    return 0;
+}
+
+static int qset_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)s;
+    (void)e;
+    wordset *q = user;
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    if (dr_text_is_stopword(w) || q->n >= QSET_MAX)
+        return 0;
+    dr_gen_stem(w, &n);
+    uint64_t h = dr_hash64(w, n, 0);
+    if (!has_hash(q->h, q->n, h))
+        q->h[q->n++] = h;
+    return 0;
+}
+
+static int cmp_cand(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *passages,
+                   size_t n, char **next, dynrag_error *err)
+{
+    if (next != NULL)
+        *next = NULL;
+    if (s == NULL || question == NULL || next == NULL || (passages == NULL && n > 0))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "reformulate: missing argument");
+    int rc = DYNRAG_OK;
+    wordset q;
+    q.n = 0;
+    dr_text_words(question, strlen(question), qset_cb, &q);
+    ctx cx;
+    memset(&cx, 0, sizeof(cx));
+    cx.q = &q;
+    dr_buf b = {0};
+    uint64_t chosen[DR_REFORM_MAX_TERMS * CAND_WORDS_MAX];
+    size_t n_chosen = 0, n_terms = 0;
+
+    size_t top = DR_MIN(n, (size_t)DR_REFORM_TOP_PASSAGES);
+    for (size_t p = 0; p < top && cx.status == DYNRAG_OK; p++) {
+        const char *title = passages[p].title ? passages[p].title : "";
+        size_t tlen = strlen(title);
+        const char *paren = strstr(title, " (");
+        if (paren != NULL)
+            tlen = (size_t)(paren - title);
+        collect tc;
+        tc.text = title;
+        tc.base = 0;
+        tc.n = 0;
+        dr_text_words(title, tlen, collect_cb, &tc);
+        rc = add_cand(&cx, title, tlen, tc.w, tc.n, 1.0 + 1.0 / (1.0 + (double)p));
+        if (rc != DYNRAG_OK)
+            goto cleanup;
+        sent_ctx sx = {&cx, passages[p].text ? passages[p].text : "", p};
+        dr_text_sentences(sx.text, strlen(sx.text), entity_sentence_cb, &sx);
+    }
+    if (cx.status != DYNRAG_OK) {
+        rc = cx.status;
+        goto cleanup;
+    }
+    if (cx.n > 0)
+        qsort(cx.c, cx.n, sizeof(cand), cmp_cand);
+    rc = dr_gen_put_flat(&b, question, strlen(question));
+    for (size_t i = 0; i < cx.n && n_terms < DR_REFORM_MAX_TERMS && rc == DYNRAG_OK; i++) {
+        const cand *c = &cx.c[i];
+        bool fresh = false;
+        for (size_t k = 0; k < c->n_words && !fresh; k++)
+            fresh = !has_hash(q.h, q.n, c->words[k]) &&
+                    !has_hash(s->used, s->n_used, c->words[k]) &&
+                    !has_hash(chosen, n_chosen, c->words[k]);
+        if (!fresh)
+            continue;
+        for (size_t k = 0; k < c->n_words; k++)
+            if (!has_hash(chosen, n_chosen, c->words[k]))
+                chosen[n_chosen++] = c->words[k];
+        n_terms++;
+        dr_gen_rstrip(&b);
+        rc = dr_buf_putc(&b, ' ');
+        if (rc == DYNRAG_OK)
+            rc = dr_gen_put_flat(&b, c->s, c->len);
+    }
+    if (rc != DYNRAG_OK || n_terms == 0)
+        goto cleanup;
+    dr_gen_rstrip(&b);
+    if (s->n_used + n_chosen > s->cap_used) {
+        size_t cap = (s->n_used + n_chosen) * 2;
+        uint64_t *nu = realloc(s->used, cap * sizeof(*nu));
+        if (nu == NULL) {
+            rc = DYNRAG_ERR_NOMEM;
+            goto cleanup;
+        }
+        s->used = nu;
+        s->cap_used = cap;
+    }
+    *next = dr_buf_take(&b);
+    if (*next == NULL) {
+        rc = DYNRAG_ERR_NOMEM;
+        goto cleanup;
+    }
+    memcpy(s->used + s->n_used, chosen, n_chosen * sizeof(uint64_t));
+    s->n_used += n_chosen;
+
+cleanup:
+    free(cx.c);
+    dr_buf_free(&b);
+    if (rc != DYNRAG_OK)
+        return dr_err_set(err, rc, "reformulate: %s", dynrag_strerror(rc));
+    return DYNRAG_OK;
+}

@@ -1,0 +1,24 @@
+/*
+ * router/bandit.h - inspecting a bandit router's learned state (internal).
+ *
+ * State file format (JSON, written atomically by save()):
+ *   {"version": 1, "algorithm": "epsilon_greedy"|"ucb1"|"linucb", "dim": 8,
+ *    "rng": ["<16 hex digits>" x 4],
+ *    "arms": [{"option": name, "pulls": n, "n": n, "sum_reward": x,
+ *              "A": [dim*dim numbers, row-major], "b": [dim numbers]}, ...]}
+ * "pulls" counts route() picks, "n" and "sum_reward" count feedback; "A"
+ * and "b" are LinUCB's per-arm statistics (A = I + sum x x^T, b = sum r x),
+ * present for every algorithm so that switching algorithm keeps them.
+ * Arms are matched to options by name on load: an option missing from the
+ * file starts fresh, an arm naming no option is ignored.
+ */
+#ifndef DYNRAG_ROUTER_BANDIT_H
+#define DYNRAG_ROUTER_BANDIT_H
+
+#include "router/router.h"
+
+/* The state of a bandit router as the JSON text save() writes. Caller
+ * frees. NULL when r is not a bandit router or out of memory. */
+char *dr_bandit_state_json(dr_router *r);
+
+#endif

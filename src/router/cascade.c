@@ -1,0 +1,177 @@
+/*
+ * cascade.c - the cascade router (cheapest option first) and its judges.
+ *
+ * params: {judge: self_route|logprob_margin|agreement, threshold (0.5),
+ * samples (3)}. route() picks the first available option in listed order;
+ * the engine calls dr_cascade_judge() after generation and escalates.
+ */
+#include "router/cascade.h"
+
+#include "router/normalize.h"
+#include "router/router_impl.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdio.h>
+
+static void set_why(char *why, size_t why_len, const char *fmt, ...) DR_PRINTF(3, 4);
+static void set_why(char *why, size_t why_len, const char *fmt, ...)
+{
+    if (why == NULL || why_len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, why_len, fmt, ap);
+    va_end(ap);
+}
+
+/* Case-insensitive (ASCII) substring search. */
+static bool contains_ci(const char *hay, const char *needle)
+{
+    size_t nl = strlen(needle);
+    for (const char *h = hay; *h; h++) {
+        size_t i = 0;
+        while (i < nl && h[i] && tolower((unsigned char)h[i]) == needle[i])
+            i++;
+        if (i == nl)
+            return true;
+    }
+    return false;
+}
+
+static double judge_self_route(const dr_answer_view *a, char *why, size_t why_len)
+{
+    static const char *const refusals[] = {"unanswerable", "cannot be answered",
+                                           "not enough information"};
+    const char *t = a->text != NULL ? a->text : "";
+    if (a->unanswerable) {
+        set_why(why, why_len, "self_route: flagged unanswerable");
+        return 0.0;
+    }
+    bool blank = true;
+    for (const char *c = t; *c && blank; c++)
+        blank = isspace((unsigned char)*c) != 0;
+    if (blank) {
+        set_why(why, why_len, "self_route: empty answer");
+        return 0.0;
+    }
+    for (size_t i = 0; i < DR_ARRAY_LEN(refusals); i++)
+        if (contains_ci(t, refusals[i])) {
+            set_why(why, why_len, "self_route: answer says \"%s\"", refusals[i]);
+            return 0.0;
+        }
+    set_why(why, why_len, "self_route: answered");
+    return 1.0;
+}
+
+static double judge_margin(const dr_answer_view *a, char *why, size_t why_len)
+{
+    double m = a->first_token_margin;
+    if (isnan(m)) {
+        set_why(why, why_len, "no logprobs");
+        return 1.0;
+    }
+    double c = m <= 0 ? 0.0 : 1.0 - exp(-m);
+    c = DR_MIN(DR_MAX(c, 0.0), 1.0);
+    set_why(why, why_len, "logprob_margin: margin %.3f -> %.3f", m, c);
+    return c;
+}
+
+static double judge_agreement(const dr_answer_view *a, char *why, size_t why_len)
+{
+    size_t n = a->n_samples;
+    if (n < 2 || a->samples == NULL) {
+        set_why(why, why_len, "agreement: fewer than 2 samples");
+        return 1.0;
+    }
+    double conf = 1.0;
+    char **norm = calloc(n, sizeof *norm);
+    if (norm == NULL)
+        goto oom;
+    for (size_t i = 0; i < n; i++)
+        if ((norm[i] = dr_squad_normalize(a->samples[i])) == NULL)
+            goto oom;
+    size_t best = 0, best_count = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t c = 0;
+        for (size_t j = 0; j < n; j++)
+            c += strcmp(norm[i], norm[j]) == 0;
+        if (c > best_count) {
+            best_count = c;
+            best = i;
+        }
+    }
+    conf = (double)best_count / (double)n;
+    set_why(why, why_len, "agreement: %zu/%zu samples agree on \"%.60s\"", best_count, n,
+            norm[best]);
+    goto cleanup;
+oom:
+    set_why(why, why_len, "agreement: out of memory");
+    conf = 1.0;
+cleanup:
+    for (size_t i = 0; norm != NULL && i < n; i++)
+        free(norm[i]);
+    free(norm);
+    return conf;
+}
+
+double dr_cascade_judge(const dr_router_spec *spec, const dr_answer_view *a, char *why,
+                        size_t why_len)
+{
+    const char *judge = spec != NULL ? dr_rparam_str(spec->params, "judge", "self_route")
+                                     : "self_route";
+    if (strcmp(judge, "logprob_margin") == 0)
+        return judge_margin(a, why, why_len);
+    if (strcmp(judge, "agreement") == 0)
+        return judge_agreement(a, why, why_len);
+    return judge_self_route(a, why, why_len);
+}
+
+/* ---- the router: the first available option ------------------------------- */
+
+static int cascade_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *out,
+                         dynrag_error *err)
+{
+    const dr_stage *st = r->stage;
+    dr_route_decision_reset(out);
+    /* Score: earlier options rank higher (1, 1/2, 1/3, ...). */
+    for (size_t i = 0; i < st->n_options; i++)
+        out->scores[i] = 1.0 / (double)(i + 1);
+    out->option = 0;
+    snprintf(out->reason, sizeof out->reason, "cascade: start with %s (judge %s)",
+             st->options[0].name, dr_rparam_str(st->router.params, "judge", "self_route"));
+    return dr_route_ensure_available(st, out, err);
+}
+
+static void cascade_free(dr_router *r)
+{
+    free(r);
+}
+
+static const dr_router_vtable cascade_vt = {cascade_route, dr_router_feedback_none,
+                                            dr_router_save_none, cascade_free};
+
+int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr_router **out,
+                             dynrag_error *err)
+{
+    const cJSON *params = stage->router.params;
+    const char *judge = dr_rparam_str(params, "judge", "self_route");
+    if (strcmp(judge, "self_route") != 0 && strcmp(judge, "logprob_margin") != 0 &&
+        strcmp(judge, "agreement") != 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.judge: unknown judge '%s' (self_route, "
+                          "logprob_margin or agreement)",
+                          dr_router_stage_label(stage), judge);
+    double th = dr_rparam_num(params, "threshold", 0.5);
+    if (!isfinite(th))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.threshold: expected a number",
+                          dr_router_stage_label(stage));
+    dr_router *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    r->vt = &cascade_vt;
+    *out = r;
+    return DYNRAG_OK;
+}

@@ -1,0 +1,42 @@
+/*
+ * router/cascade.h - the cascade router's answer judges (internal).
+ *
+ * A cascade runs the first available option, judges its answer, and the
+ * engine escalates to the next option in listed order while the judge's
+ * confidence is below the router's `threshold`.
+ */
+#ifndef DYNRAG_ROUTER_CASCADE_H
+#define DYNRAG_ROUTER_CASCADE_H
+
+#include "pipeline/spec.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* What a judge sees of an answer. All pointers are borrowed. */
+typedef struct dr_answer_view {
+    const char *text;             /* the answer (NULL counts as "") */
+    bool unanswerable;            /* the generator flagged it unanswerable */
+    double first_token_margin;    /* logprob(top1) - logprob(top2) of the first token; NAN: none */
+    const char *const *samples;   /* extra sampled answers for `agreement` */
+    size_t n_samples;
+} dr_answer_view;
+
+/*
+ * Judges an answer with the spec's `judge` (self_route by default) and
+ * returns a confidence in [0, 1]; `why` (may be NULL) gets a short reason.
+ * The caller escalates to the next option when confidence < threshold.
+ *   self_route: 0 when the answer is flagged unanswerable, is empty, or says
+ *     "unanswerable" / "cannot be answered" / "not enough information"
+ *     (case-insensitive); else 1.
+ *   logprob_margin: 1 - exp(-margin), clamped to [0, 1]; a NAN margin gives
+ *     1 with reason "no logprobs".
+ *   agreement: the share of samples whose SQuAD-normalised text equals the
+ *     most common one (ties: the first seen); fewer than 2 samples give 1
+ *     with reason "fewer than 2 samples".
+ * Never fails (out of memory in `agreement` gives 1, "out of memory").
+ */
+double dr_cascade_judge(const dr_router_spec *spec, const dr_answer_view *a, char *why,
+                        size_t why_len);
+
+#endif

@@ -1,0 +1,395 @@
+/* test_generate.c - extractive answerer, context packing, prompts, reformulation. */
+#include "test.h"
+
+#include "core/util.h"
+#include <cjson/cJSON.h>
+#include "generate/context.h"
+#include "generate/extractive.h"
+#include "generate/prompt.h"
+#include "generate/reformulate.h"
+
+static const dr_passage k_passages[] = {
+    {"d1", "Eiffel Tower",
+     "The Eiffel Tower is a wrought-iron lattice tower in Paris. It was designed by the "
+     "engineering company of Gustave Eiffel. The tower was completed in 1889 for the World's "
+     "Fair.",
+     3.0, 11},
+    {"d2", "Statue of Liberty",
+     "The Statue of Liberty stands on Liberty Island in New York Harbor. It was a gift from "
+     "France, dedicated in 1886.",
+     2.0, 12},
+    {"d3", "Paris",
+     "Paris is the capital of France. It has about 2.1 million inhabitants.", 1.0, 13},
+};
+
+TEST(gen_extractive_answers_with_citation)
+{
+    dynrag_error err;
+    dr_answer a;
+    dr_extractive_config cfg = {0.2, 1};
+    ASSERT_OK(dr_extractive_answer(&cfg, "When was the Eiffel Tower completed?", k_passages, 3, &a,
+                                   &err),
+              &err);
+    ASSERT(!a.unanswerable);
+    ASSERT_CONTAINS(a.text, "1889");
+    ASSERT_EQ(a.n_citations, 1);
+    ASSERT_EQ(a.citations[0], 0);
+    ASSERT(a.support > 0.2 && a.support <= 1.0);
+    dr_answer_free(&a);
+
+    /* The answer-type cue finds the number; the citation is the third passage. */
+    ASSERT_OK(dr_extractive_answer(&cfg, "How many inhabitants does Paris have?", k_passages, 3,
+                                   &a, &err),
+              &err);
+    ASSERT_CONTAINS(a.text, "2.1 million");
+    ASSERT_EQ(a.n_citations, 1);
+    ASSERT_EQ(a.citations[0], 2);
+    dr_answer_free(&a);
+
+    /* Two sentences from two passages: both cited, passages in score order. */
+    dr_extractive_config two = {0.1, 2};
+    ASSERT_OK(dr_extractive_answer(&two, "Who designed the Eiffel Tower, a gift from France?",
+                                   k_passages, 3, &a, &err),
+              &err);
+    ASSERT_CONTAINS(a.text, "Gustave Eiffel");
+    ASSERT_GE(a.n_citations, 1);
+    ASSERT_EQ(a.citations[0], 0);
+    dr_answer_free(&a);
+    dr_answer_free(NULL);
+}
+
+TEST(gen_extractive_unanswerable_and_empty)
+{
+    dynrag_error err;
+    dr_answer a;
+    dr_extractive_config strict = {0.9, 1};
+    ASSERT_OK(dr_extractive_answer(&strict, "Who painted the Mona Lisa?", k_passages, 3, &a, &err),
+              &err);
+    ASSERT(a.unanswerable);
+    ASSERT_STR_EQ(a.text, "unanswerable");
+    ASSERT_EQ(a.n_citations, 0);
+    ASSERT(a.support < 0.9);
+    dr_answer_free(&a);
+    /* The same question with a low threshold gives some answer. */
+    dr_extractive_config lax = {0.0, 1};
+    ASSERT_OK(dr_extractive_answer(&lax, "When was the tower completed?", k_passages, 3, &a, &err),
+              &err);
+    ASSERT(!a.unanswerable);
+    dr_answer_free(&a);
+    /* No passages, empty question, stopword-only question. */
+    ASSERT_OK(dr_extractive_answer(&lax, "Where is it?", NULL, 0, &a, &err), &err);
+    ASSERT(a.unanswerable);
+    ASSERT_NEAR(a.support, 0, 0);
+    dr_answer_free(&a);
+    ASSERT_OK(dr_extractive_answer(&lax, "", k_passages, 3, &a, &err), &err);
+    ASSERT(a.unanswerable);
+    dr_answer_free(&a);
+    ASSERT_OK(dr_extractive_answer(NULL, "what is it", k_passages, 3, &a, &err), &err);
+    ASSERT(a.unanswerable);
+    dr_answer_free(&a);
+    dr_passage empty[2] = {{NULL, NULL, NULL, 0, -1}, {"x", "", "", 0, -1}};
+    ASSERT_OK(dr_extractive_answer(&lax, "Eiffel tower height", empty, 2, &a, &err), &err);
+    ASSERT(a.unanswerable);
+    dr_answer_free(&a);
+    /* Bad arguments. */
+    dr_extractive_config bad = {1.5, 1};
+    ASSERT_EQ(dr_extractive_answer(&bad, "q", k_passages, 3, &a, &err), DYNRAG_ERR_INVALID);
+    ASSERT(a.text == NULL);
+    ASSERT_EQ(dr_extractive_answer(&lax, "q", NULL, 2, &a, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_extractive_answer(&lax, "q", k_passages, 3, NULL, &err), DYNRAG_ERR_INVALID);
+}
+
+TEST(gen_extractive_bad_utf8_and_huge_input)
+{
+    dynrag_error err;
+    dr_answer a;
+    dr_extractive_config cfg = {0.0, 1};
+    dr_passage bad[1] = {{"b", "T\xff", "The zorblax \xc0\xaf reactor\x01 was built in 1971.\xfe",
+                          1, 1}};
+    ASSERT_OK(dr_extractive_answer(&cfg, "When was the zorblax reactor built?", bad, 1, &a, &err),
+              &err);
+    ASSERT(!a.unanswerable);
+    ASSERT(dr_utf8_valid(a.text, strlen(a.text), NULL));
+    ASSERT_CONTAINS(a.text, "1971");
+    ASSERT_NOT_CONTAINS(a.text, "\x01");
+    dr_answer_free(&a);
+
+    /* 4 MB with no sentence end: the answer is cut to about 1000 bytes. */
+    size_t n = 4u << 20;
+    char *big = malloc(n + 1);
+    ASSERT(big != NULL);
+    for (size_t i = 0; i < n; i++)
+        big[i] = "zorblax reactor "[i % 16];
+    big[n] = '\0';
+    dr_passage huge[1] = {{"h", "Huge", big, 1, 1}};
+    int rc = dr_extractive_answer(&cfg, "zorblax reactor", huge, 1, &a, &err);
+    free(big);
+    ASSERT_OK(rc, &err);
+    ASSERT(!a.unanswerable);
+    ASSERT_LE(strlen(a.text), 1100);
+    ASSERT_GT(strlen(a.text), 400);
+    dr_answer_free(&a);
+}
+
+TEST(gen_extractive_deterministic)
+{
+    dynrag_error err;
+    dr_answer a, b;
+    dr_extractive_config cfg = {0.0, 3};
+    ASSERT_OK(dr_extractive_answer(&cfg, "France Liberty 1886 Paris", k_passages, 3, &a, &err),
+              &err);
+    ASSERT_OK(dr_extractive_answer(&cfg, "France Liberty 1886 Paris", k_passages, 3, &b, &err),
+              &err);
+    ASSERT_STR_EQ(a.text, b.text);
+    ASSERT_EQ(a.n_citations, b.n_citations);
+    ASSERT_NEAR(a.support, b.support, 0);
+    dr_answer_free(&a);
+    dr_answer_free(&b);
+}
+
+TEST(gen_context_dedupe_k_and_numbering)
+{
+    dynrag_error err;
+    dr_passage in[] = {
+        {"a", "Alpha", "Alpha is the first letter. It opens the alphabet.", 3, 1},
+        {"a", "Alpha", "a different text with the same chunk id", 2.9, 1},
+        {"b", "Alpha copy", "Alpha is the first letter. It opens the alphabet!", 2.8, 2},
+        {"c", "Gamma", "Gamma is the third letter.", 2, 3},
+        {"d", "Delta", "Delta is the fourth letter.", 1, 4},
+    };
+    dr_context_config cfg = {"topk", 2, 0};
+    size_t *kept = NULL, n_kept = 0;
+    char *text = NULL;
+    int tokens = -1;
+    ASSERT_OK(dr_context_pack(&cfg, in, 5, &kept, &n_kept, &text, &tokens, &err), &err);
+    ASSERT_EQ(n_kept, 2);
+    ASSERT_EQ(kept[0], 0);
+    ASSERT_EQ(kept[1], 3);
+    ASSERT_STR_EQ(text, "[1] Alpha\nAlpha is the first letter. It opens the alphabet.\n\n"
+                        "[2] Gamma\nGamma is the third letter.");
+    ASSERT_EQ(tokens, dr_estimate_tokens(text));
+    free(kept);
+    free(text);
+
+    /* Documents: duplicates by document id. */
+    dr_context_config docs = {"documents", 0, 1000};
+    ASSERT_OK(dr_context_pack(&docs, in, 5, &kept, &n_kept, &text, &tokens, &err), &err);
+    ASSERT_EQ(n_kept, 3); /* a, c, d (b is near-identical text) */
+    ASSERT_CONTAINS(text, "[3] Delta\n");
+    free(kept);
+    free(text);
+
+    /* Empty input and bad configs. */
+    ASSERT_OK(dr_context_pack(&cfg, NULL, 0, &kept, &n_kept, &text, &tokens, &err), &err);
+    ASSERT_EQ(n_kept, 0);
+    ASSERT(kept == NULL);
+    ASSERT_STR_EQ(text, "");
+    ASSERT_EQ(tokens, 0);
+    free(text);
+    dr_context_config bad_kind = {"sentences", 3, 0};
+    ASSERT_EQ(dr_context_pack(&bad_kind, in, 5, &kept, &n_kept, &text, &tokens, &err),
+              DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "sentences");
+    ASSERT(text == NULL);
+    dr_context_config bad_k = {"topk", 0, 0};
+    ASSERT_EQ(dr_context_pack(&bad_k, in, 5, &kept, &n_kept, &text, &tokens, &err),
+              DYNRAG_ERR_INVALID);
+    dr_context_config bad_t = {"tokens", 0, 0};
+    ASSERT_EQ(dr_context_pack(&bad_t, in, 5, &kept, &n_kept, &text, &tokens, &err),
+              DYNRAG_ERR_INVALID);
+}
+
+TEST(gen_context_token_budget_sentence_cut)
+{
+    dynrag_error err;
+    dr_passage in[] = {
+        {"a", "One", "Alpha beta gamma delta.", 2, 1},                          /* 2+4 words */
+        {"b", "Two", "First short sentence here. Second sentence is longer than that. Third.",
+         1, 2},
+        {"c", "Three", "Never reached.", 0.5, 3},
+    };
+    /* Budget 16 tokens = 12 words: block 1 has 6 words ("[1]" "One" + 4), block 2's
+     * header 2 words, leaving 4: "First short sentence here." fits, the rest does not. */
+    dr_context_config cfg = {"tokens", 0, 16};
+    size_t *kept = NULL, n_kept = 0;
+    char *text = NULL;
+    int tokens = 0;
+    ASSERT_OK(dr_context_pack(&cfg, in, 3, &kept, &n_kept, &text, &tokens, &err), &err);
+    ASSERT_EQ(n_kept, 2);
+    ASSERT_STR_EQ(text, "[1] One\nAlpha beta gamma delta.\n\n[2] Two\nFirst short sentence here.");
+    ASSERT_EQ(tokens, 16);
+    ASSERT_EQ(tokens, dr_estimate_tokens(text));
+    free(kept);
+    free(text);
+    /* Too small for the first sentence of the first passage: empty context. */
+    dr_context_config tiny = {"tokens", 0, 3};
+    ASSERT_OK(dr_context_pack(&tiny, in, 3, &kept, &n_kept, &text, &tokens, &err), &err);
+    ASSERT_EQ(n_kept, 0);
+    ASSERT_STR_EQ(text, "");
+    free(text);
+    /* Invalid UTF-8 and control characters come out cleaned. */
+    dr_passage dirty[] = {{"x", "Bad\xff title", "Line one.\n\nLine\ttwo \xc3.", 1, 9}};
+    dr_context_config topk = {"topk", 5, 0};
+    ASSERT_OK(dr_context_pack(&topk, dirty, 1, &kept, &n_kept, &text, &tokens, &err), &err);
+    ASSERT(dr_utf8_valid(text, strlen(text), NULL));
+    ASSERT_STR_EQ(text, "[1] Bad\xef\xbf\xbd title\nLine one. Line two \xef\xbf\xbd.");
+    free(kept);
+    free(text);
+    ASSERT_EQ(dr_estimate_tokens("one two three"), 4);
+    ASSERT_EQ(dr_estimate_tokens(""), 0);
+    ASSERT_EQ(dr_estimate_tokens(NULL), 0);
+}
+
+TEST(gen_prompt_render_and_errors)
+{
+    dynrag_error err;
+    char *out = NULL;
+    ASSERT_OK(dr_prompt_render("Q: {question} {{literal}} C: {context}{steps}!", "why?", "ctx",
+                               NULL, &out, &err),
+              &err);
+    ASSERT_STR_EQ(out, "Q: why? {literal} C: ctx!");
+    free(out);
+    /* Values are not re-read as templates. */
+    ASSERT_OK(dr_prompt_render("{question}", "{context}", "x", "", &out, &err), &err);
+    ASSERT_STR_EQ(out, "{context}");
+    free(out);
+    ASSERT_EQ(dr_prompt_render("Hello {answer} there", "q", "c", "s", &out, &err),
+              DYNRAG_ERR_PARSE);
+    ASSERT(out == NULL);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "{answer}");
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "offset 6");
+    ASSERT_EQ(dr_prompt_check("abc {question", &err), DYNRAG_ERR_PARSE);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "unbalanced '{' at offset 4");
+    ASSERT_EQ(dr_prompt_check("a } b", &err), DYNRAG_ERR_PARSE);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "unbalanced '}' at offset 2");
+    ASSERT_EQ(dr_prompt_check("{ {question}", &err), DYNRAG_ERR_PARSE);
+    ASSERT_EQ(dr_prompt_check("{{ }}", &err), DYNRAG_OK);
+    ASSERT_EQ(dr_prompt_check(NULL, &err), DYNRAG_ERR_INVALID);
+    /* The default template is valid and says what it must. */
+    ASSERT_OK(dr_prompt_check(dr_prompt_default_template, &err), &err);
+    ASSERT_OK(dr_prompt_render(dr_prompt_default_template, "Who?", "[1] T\ntext", "", &out, &err),
+              &err);
+    ASSERT_CONTAINS(out, "unanswerable");
+    ASSERT_CONTAINS(out, "[1] T\ntext");
+    ASSERT_CONTAINS(out, "Question: Who?\nAnswer:");
+    free(out);
+}
+
+TEST(gen_reformulate_bridge_and_stop)
+{
+    dynrag_error err;
+    dr_reform_state *st = NULL;
+    ASSERT_OK(dr_reform_create(&st), &err);
+    const char *q = "What government position was held by the woman who portrayed Corliss Archer "
+                    "in the film Kiss and Tell?";
+    dr_passage hop1[] = {
+        {"k", "Kiss and Tell (1945 film)",
+         "Kiss and Tell is a 1945 American comedy film starring then 17-year-old Shirley Temple "
+         "as Corliss Archer. In the film, two teenage girls cause their respective parents much "
+         "concern.",
+         1, 1},
+    };
+    char *next = NULL;
+    ASSERT_OK(dr_reformulate(st, q, hop1, 1, &next, &err), &err);
+    ASSERT(next != NULL);
+    ASSERT(strncmp(next, q, strlen(q)) == 0);
+    ASSERT_CONTAINS(next + strlen(q), "Shirley Temple");
+    free(next);
+    /* The same evidence again: nothing new, stop. */
+    ASSERT_OK(dr_reformulate(st, q, hop1, 1, &next, &err), &err);
+    ASSERT(next == NULL);
+    /* A new passage brings a new title. */
+    dr_passage hop2[] = {
+        {"s", "Shirley Temple",
+         "Shirley Temple Black was an American actress. She served as Chief of Protocol of the "
+         "United States.",
+         1, 2},
+        {"c", "Chief of Protocol of the United States",
+         "The Chief of Protocol advises the President on protocol.", 0.5, 3},
+    };
+    ASSERT_OK(dr_reformulate(st, q, hop2, 2, &next, &err), &err);
+    ASSERT(next != NULL);
+    ASSERT_CONTAINS(next, "Chief of Protocol");
+    free(next);
+    /* No passages: no evidence. Bad arguments. */
+    ASSERT_OK(dr_reformulate(st, q, NULL, 0, &next, &err), &err);
+    ASSERT(next == NULL);
+    ASSERT_EQ(dr_reformulate(NULL, q, hop1, 1, &next, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_reformulate(st, q, NULL, 3, &next, &err), DYNRAG_ERR_INVALID);
+    dr_reform_free(st);
+    dr_reform_free(NULL);
+
+    /* Title and passage text already covered by the question: nothing new. */
+    ASSERT_OK(dr_reform_create(&st), &err);
+    dr_passage same[] = {{"p", "Paris", "Paris is the capital of France.", 1, 1}};
+    ASSERT_OK(dr_reformulate(st, "Is Paris the capital of France?", same, 1, &next, &err), &err);
+    ASSERT(next == NULL);
+    /* Invalid UTF-8 in the evidence comes out valid. */
+    dr_passage bad[] = {{"b", "Zorb\xff Land", "Zorb land is where Big \xfe Zed lives.", 1, 1}};
+    ASSERT_OK(dr_reformulate(st, "Where is zorb land?", bad, 1, &next, &err), &err);
+    ASSERT(next != NULL);
+    ASSERT(dr_utf8_valid(next, strlen(next), NULL));
+    free(next);
+    dr_reform_free(st);
+}
+
+TEST(gen_extractive_hotpotqa_floor)
+{
+    /* A regression floor on real data: the first 100 HotpotQA dev questions
+     * with their ten paragraphs; two-sentence answers contained the gold
+     * answer for 42% of the 300 when this was written (docs/generation.md). */
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/hotpotqa/dev300.jsonl", test_data_dir());
+    if (!dr_path_exists(path))
+        SKIP("no HotpotQA data");
+    FILE *f = fopen(path, "r");
+    ASSERT(f != NULL);
+    char *line = NULL;
+    size_t cap = 0, n = 0, hits = 0, cited = 0;
+    while (n < 100 && getline(&line, &cap, f) > 0) {
+        cJSON *j = cJSON_Parse(line);
+        ASSERT(j != NULL);
+        cJSON *ctx = cJSON_GetObjectItem(j, "contexts");
+        cJSON *ans = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "answers_objects"), 0);
+        const char *gold = cJSON_GetArrayItem(cJSON_GetObjectItem(ans, "spans"), 0)->valuestring;
+        dr_passage p[32];
+        bool sup[32];
+        size_t np = 0;
+        cJSON *c;
+        cJSON_ArrayForEach(c, ctx)
+        {
+            if (np == 32)
+                break;
+            p[np].doc_id = p[np].title = cJSON_GetObjectItem(c, "title")->valuestring;
+            p[np].text = cJSON_GetObjectItem(c, "paragraph_text")->valuestring;
+            p[np].score = 0;
+            p[np].chunk_id = (int64_t)np;
+            sup[np] = cJSON_IsTrue(cJSON_GetObjectItem(c, "is_supporting"));
+            np++;
+        }
+        dynrag_error err;
+        dr_answer a;
+        dr_extractive_config cfg = {0.0, 2};
+        int rc = dr_extractive_answer(&cfg, cJSON_GetObjectItem(j, "question_text")->valuestring,
+                                      p, np, &a, &err);
+        if (rc != DYNRAG_OK) {
+            cJSON_Delete(j);
+            free(line);
+            fclose(f);
+            ASSERT_OK(rc, &err);
+        }
+        hits += strcasestr(a.text, gold) != NULL;
+        bool cs = false;
+        for (size_t k = 0; k < a.n_citations; k++)
+            cs = cs || sup[a.citations[k]];
+        cited += cs;
+        dr_answer_free(&a);
+        cJSON_Delete(j);
+        n++;
+    }
+    free(line);
+    fclose(f);
+    ASSERT_EQ(n, 100);
+    ASSERT_GE(hits, 30);
+    ASSERT_GE(cited, 80);
+}
