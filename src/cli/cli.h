@@ -61,6 +61,9 @@ void cli_progress_init(cli_progress *p, const char *label);
 void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *unit);
 void cli_progress_done(cli_progress *p);
 
+/* Subcommand handlers (one per cmd_<name>.c). */
+int cmd_validate(int argc, char **argv);
+int cmd_show(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 

@@ -100,6 +100,22 @@ static const cli_command commands[] = {
      "Prints the route mix per stage and option, cost, latency and energy totals,\n"
      "and counts failed queries and malformed lines (docs/route-log.md).\n",
      cmd_log},
+    {"validate", "check pipeline YAML files",
+     "usage: dynrag validate FILE...\n"
+     "\n"
+     "Loads and validates each pipeline file. Prints `FILE: OK` for a valid file;\n"
+     "for an invalid one prints every problem on stderr as\n"
+     "`FILE:LINE:COL: key.path: message`. Exit status: 0 when every file is valid,\n"
+     "1 otherwise, 2 on usage errors. See docs/pipeline-yaml.md for the format.\n",
+     cmd_validate},
+    {"show", "print a pipeline resolved as JSON",
+     "usage: dynrag show FILE\n"
+     "\n"
+     "Loads a pipeline file and prints it as JSON with every default filled in,\n"
+     "${VAR} references expanded and relative paths resolved against the file's\n"
+     "folder. API keys are never printed, only the name of their variable.\n"
+     "Exit status: 0 on success, 1 when the file is invalid, 2 on usage errors.\n",
+     cmd_show},
 };
 
 const cli_command *cli_find_command(const char *name)
