@@ -68,5 +68,6 @@ void cli_progress_done(cli_progress *p);
 int cmd_validate(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -1392,6 +1392,16 @@ const char *dynrag_engine_log_path(const dynrag_engine *e)
     return e->log_fd >= 0 ? e->log_path : NULL;
 }
 
+dynrag_index *dynrag_engine_index(const dynrag_engine *e, const char *embedder_option)
+{
+    if (e == NULL)
+        return NULL;
+    if (embedder_option == NULL)
+        return first_index(e);
+    int i = dr_stage_find_option(&e->p->stages[DR_STAGE_EMBEDDER], embedder_option);
+    return i >= 0 && i < DR_MAX_OPTIONS ? e->index[i] : NULL;
+}
+
 int dynrag_engine_save(dynrag_engine *e, dynrag_error *err)
 {
     int rc = DYNRAG_OK;
