@@ -127,7 +127,9 @@ static dynrag_result *run_query(dynrag_server *s, dr_http_exchange *x, const cha
 {
     if (past_deadline(x))
         return NULL;
-    dynrag_query_options qo = {id, route_only};
+    dynrag_query_options qo = {0};
+    qo.query_id = id;
+    qo.route_only = route_only;
     dynrag_result *r = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
