@@ -17,89 +17,9 @@ static const cli_command commands[] = {
      "Without COMMAND, lists every command. With it, prints that command's help\n"
      "(the same as `dynrag COMMAND --help`).\n",
      cmd_help},
-    {"dataset", "build labelled data sets (query complexity A/B/C)",
-     "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
-     "                                 [--holdout SOURCE] [--max-per-label N]\n"
-     "                                 [--balance-ratio R] [--augment]\n"
-     "\n"
-     "Builds the Adaptive-RAG-style query-complexity data set: A = no retrieval\n"
-     "(CLINC150 small_talk, meta and clock/calculator utility intents), B = one step\n"
-     "(NQ-open dev, EfficientQA dev), C = multi-step (MuSiQue dev, HotpotQA dev300).\n"
-     "Writes DIR/train.jsonl and DIR/valid.jsonl as {\"text\",\"label\",\"source\"} lines.\n"
-     "\n"
-     "  --data DIR           the data folder (clinc150/, nq-open/, musique/, hotpotqa/)\n"
-     "  --out DIR            output folder, created if missing\n"
-     "  --seed N             shuffle/subsample seed (default 13)\n"
-     "  --valid-frac F       share of each label in valid.jsonl, 0..0.9 (default 0.1)\n"
-     "  --holdout SOURCE     leave SOURCE (musique, hotpotqa, nq, efficientqa, clinc150)\n"
-     "                       out of train/valid and write it to DIR/holdout-SOURCE.jsonl\n"
-     "  --max-per-label N    at most N examples per label\n"
-     "  --balance-ratio R    at most R x the smallest label's count per label\n"
-     "                       (default 2; 0 = off)\n"
-     "  --augment            add self-contained MuSiQue sub-questions to train as B\n"
-     "                       (source musique-sub; skipped when musique is held out)\n",
-     cmd_dataset},
     {"version", "print the version",
      "usage: dynrag version\n\nPrints the version of the dynrag tool and library.\n",
      cmd_version},
-    {"query", "answer questions through a routed pipeline",
-     "usage: dynrag query --pipeline FILE [--index DIR] [--log FILE | --no-log] [--json]\n"
-     "                    [--route-only] \"question\"\n"
-     "       dynrag query --pipeline FILE --questions FILE.jsonl --out FILE.jsonl\n"
-     "\n"
-     "Runs the question through the pipeline's stages; each stage's router picks an\n"
-     "option, within the pipeline's per-query budget. Prints the answer, its sources\n"
-     "and the route decision of every stage (--json: the route-log record).\n"
-     "\n"
-     "  --pipeline FILE     pipeline YAML (required)\n"
-     "  --index DIR         index folder (default: the pipeline's `index:`)\n"
-     "  --log FILE          append route-log records here (default: the pipeline's `log:`)\n"
-     "  --no-log            write no route log\n"
-     "  --json              print the route-log record instead of the human summary\n"
-     "  --route-only        decide every stage from the query alone; run nothing\n"
-     "  --questions FILE    batch: JSONL with \"question\" (or \"query\"/\"text\") and an\n"
-     "                      optional \"id\"; writes one record per line to --out\n"
-     "\n"
-     "Exit status: 0 answered, 1 failed (bad pipeline, index or endpoint), 2 usage.\n",
-     cmd_query},
-    {"feedback", "give a reward to a past query (bandit routers learn from it)",
-     "usage: dynrag feedback --pipeline FILE --query-id ID --reward R [--log FILE]\n"
-     "\n"
-     "Finds the query's record in the route log and updates every bandit router of\n"
-     "the pipeline with reward R (minus the router's lambda times the query's $ cost),\n"
-     "then saves the bandit state files.\n",
-     cmd_feedback},
-    {"serve", "serve the pipeline over HTTP (retrieve, query, route, OpenAI chat)",
-     "usage: dynrag serve --pipeline FILE [--index DIR] [--host ADDR] [--port N]\n"
-     "                    [--threads N] [--api-key-env VAR] [--max-body BYTES]\n"
-     "                    [--timeout-ms MS] [--log FILE | --no-log]\n"
-     "\n"
-     "Serves the pipeline as a JSON API (docs/http-api.md): POST /v1/retrieve,\n"
-     "/v1/query, /v1/route, /v1/feedback, /v1/chat/completions (OpenAI-compatible,\n"
-     "streaming included), GET /healthz and /metrics (Prometheus). Prints\n"
-     "`listening on http://HOST:PORT` once bound. SIGTERM or SIGINT stop it\n"
-     "gracefully: no new connections, in-flight requests finish, router state is\n"
-     "saved and the route log flushed.\n"
-     "\n"
-     "  --pipeline FILE     pipeline YAML (required)\n"
-     "  --index DIR         index folder (default: the pipeline's `index:`)\n"
-     "  --host ADDR         numeric address to bind (default 127.0.0.1)\n"
-     "  --port N            port, 0 = any free port (default 8080)\n"
-     "  --threads N         worker threads, 1..1024 (default 4)\n"
-     "  --api-key-env VAR   require `Authorization: Bearer $VAR` on /v1/ endpoints\n"
-     "  --max-body BYTES    request body limit (default 1048576; larger: 413)\n"
-     "  --timeout-ms MS     per-request time limit (default 30000; past it: 504)\n"
-     "  --log FILE          route log (default: the pipeline's `log:`)\n"
-     "  --no-log            write no route log\n"
-     "\n"
-     "Exit status: 0 stopped cleanly, 1 failed (pipeline, index, bind), 2 usage.\n",
-     cmd_serve},
-    {"log", "summarise a route log",
-     "usage: dynrag log summary [--json] FILE\n"
-     "\n"
-     "Prints the route mix per stage and option, cost, latency and energy totals,\n"
-     "and counts failed queries and malformed lines (docs/route-log.md).\n",
-     cmd_log},
     {"validate", "check pipeline YAML files",
      "usage: dynrag validate FILE...\n"
      "\n"
@@ -118,6 +38,7 @@ static const cli_command commands[] = {
      cmd_show},
     {"index", "build, extend or prune an index",
      "usage: dynrag index --index DIR [OPTIONS] INPUT...\n"
+     "       dynrag index --pipeline FILE [OPTIONS] INPUT...\n"
      "       dynrag index --index DIR --delete ID [--delete ID ...]\n"
      "\n"
      "Adds documents to the index in DIR (created when absent). A document whose id\n"
@@ -126,7 +47,9 @@ static const cli_command commands[] = {
      "folder walked for those. Every call is atomic: on error the index is unchanged.\n"
      "\n"
      "Options:\n"
-     "  --index DIR          the index folder (required)\n"
+     "  --index DIR          the index folder (required unless --pipeline names one)\n"
+     "  --pipeline FILE      take the index folder (unless --index) and the embedder\n"
+     "                       (the first available embedder option) from a pipeline\n"
      "  --dim N              built-in embedder dimension (default 256; new index only)\n"
      "  --faiss FACTORY      FAISS index_factory string (default Flat), e.g. IVF64,Flat\n"
      "  --chunk-tokens N     target words per chunk (default 200)\n"
@@ -157,6 +80,86 @@ static const cli_command commands[] = {
      "  --trec OUT       batch mode: the run file to write (- for stdout)\n"
      "  --tag NAME       run tag in the run file (default dynrag)\n",
      cmd_retrieve},
+    {"query", "answer questions through a routed pipeline",
+     "usage: dynrag query --pipeline FILE [--index DIR] [--log FILE | --no-log] [--json]\n"
+     "                    [--route-only] \"question\"\n"
+     "       dynrag query --pipeline FILE --questions FILE.jsonl --out FILE.jsonl\n"
+     "\n"
+     "Runs the question through the pipeline's stages; each stage's router picks an\n"
+     "option, within the pipeline's per-query budget. Prints the answer, its sources\n"
+     "and the route decision of every stage (--json: the route-log record).\n"
+     "\n"
+     "  --pipeline FILE     pipeline YAML (required)\n"
+     "  --index DIR         index folder (default: the pipeline's `index:`)\n"
+     "  --log FILE          append route-log records here (default: the pipeline's `log:`)\n"
+     "  --no-log            write no route log\n"
+     "  --json              print the route-log record instead of the human summary\n"
+     "  --route-only        decide every stage from the query alone; run nothing\n"
+     "  --questions FILE    batch: JSONL with \"question\" (or \"query\"/\"text\") and an\n"
+     "                      optional \"id\"; writes one record per line to --out\n"
+     "\n"
+     "Exit status: 0 answered, 1 failed (bad pipeline, index or endpoint), 2 usage.\n",
+     cmd_query},
+    {"feedback", "give a reward to a past query (bandit routers learn from it)",
+     "usage: dynrag feedback --pipeline FILE --query-id ID --reward R [--log FILE]\n"
+     "\n"
+     "Finds the query's record in the route log and updates every bandit router of\n"
+     "the pipeline with reward R (minus the router's lambda times the query's $ cost),\n"
+     "then saves the bandit state files.\n",
+     cmd_feedback},
+    {"log", "summarise a route log",
+     "usage: dynrag log summary [--json] FILE\n"
+     "\n"
+     "Prints the route mix per stage and option, cost, latency and energy totals,\n"
+     "and counts failed queries and malformed lines (docs/route-log.md).\n",
+     cmd_log},
+    {"serve", "serve the pipeline over HTTP (retrieve, query, route, OpenAI chat)",
+     "usage: dynrag serve --pipeline FILE [--index DIR] [--host ADDR] [--port N]\n"
+     "                    [--threads N] [--api-key-env VAR] [--max-body BYTES]\n"
+     "                    [--timeout-ms MS] [--log FILE | --no-log]\n"
+     "\n"
+     "Serves the pipeline as a JSON API (docs/http-api.md): POST /v1/retrieve,\n"
+     "/v1/query, /v1/route, /v1/feedback, /v1/chat/completions (OpenAI-compatible,\n"
+     "streaming included), GET /healthz and /metrics (Prometheus). Prints\n"
+     "`listening on http://HOST:PORT` once bound. SIGTERM or SIGINT stop it\n"
+     "gracefully: no new connections, in-flight requests finish, router state is\n"
+     "saved and the route log flushed.\n"
+     "\n"
+     "  --pipeline FILE     pipeline YAML (required)\n"
+     "  --index DIR         index folder (default: the pipeline's `index:`)\n"
+     "  --host ADDR         numeric address to bind (default 127.0.0.1)\n"
+     "  --port N            port, 0 = any free port (default 8080)\n"
+     "  --threads N         worker threads, 1..1024 (default 4)\n"
+     "  --api-key-env VAR   require `Authorization: Bearer $VAR` on /v1/ endpoints\n"
+     "  --max-body BYTES    request body limit (default 1048576; larger: 413)\n"
+     "  --timeout-ms MS     per-request time limit (default 30000; past it: 504)\n"
+     "  --log FILE          route log (default: the pipeline's `log:`)\n"
+     "  --no-log            write no route log\n"
+     "\n"
+     "Exit status: 0 stopped cleanly, 1 failed (pipeline, index, bind), 2 usage.\n",
+     cmd_serve},
+    {"dataset", "build labelled data sets (query complexity A/B/C)",
+     "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
+     "                                 [--holdout SOURCE] [--max-per-label N]\n"
+     "                                 [--balance-ratio R] [--augment]\n"
+     "\n"
+     "Builds the Adaptive-RAG-style query-complexity data set: A = no retrieval\n"
+     "(CLINC150 small_talk, meta and clock/calculator utility intents), B = one step\n"
+     "(NQ-open dev, EfficientQA dev), C = multi-step (MuSiQue dev, HotpotQA dev300).\n"
+     "Writes DIR/train.jsonl and DIR/valid.jsonl as {\"text\",\"label\",\"source\"} lines.\n"
+     "\n"
+     "  --data DIR           the data folder (clinc150/, nq-open/, musique/, hotpotqa/)\n"
+     "  --out DIR            output folder, created if missing\n"
+     "  --seed N             shuffle/subsample seed (default 13)\n"
+     "  --valid-frac F       share of each label in valid.jsonl, 0..0.9 (default 0.1)\n"
+     "  --holdout SOURCE     leave SOURCE (musique, hotpotqa, nq, efficientqa, clinc150)\n"
+     "                       out of train/valid and write it to DIR/holdout-SOURCE.jsonl\n"
+     "  --max-per-label N    at most N examples per label\n"
+     "  --balance-ratio R    at most R x the smallest label's count per label\n"
+     "                       (default 2; 0 = off)\n"
+     "  --augment            add self-contained MuSiQue sub-questions to train as B\n"
+     "                       (source musique-sub; skipped when musique is held out)\n",
+     cmd_dataset},
 };
 
 const cli_command *cli_find_command(const char *name)
