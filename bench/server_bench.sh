@@ -12,7 +12,7 @@
 # package `wrk`) when missing.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${1:-$ROOT/build}
+BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 SECS=${2:-10}
 DATA=${DYNRAG_DATA_DIR:-$ROOT/../shared/data}
 CORPUS=$DATA/scifact/corpus.jsonl
