@@ -34,6 +34,18 @@ static uint32_t fold_cp(uint32_t cp)
 
 #define WORD_MAX 64
 
+/* ASCII fast path: 1 for [0-9A-Za-z]. */
+static const unsigned char ascii_word[128] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1,
+    ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
+    ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 int dr_text_words(const char *text, size_t n, dr_word_fn fn, void *user)
 {
     char word[WORD_MAX + 4];
@@ -43,9 +55,17 @@ int dr_text_words(const char *text, size_t n, dr_word_fn fn, void *user)
     while (i <= n) {
         uint32_t cp = 0;
         size_t k = 1;
-        if (i < n)
-            k = dr_utf8_decode(text + i, n - i, &cp);
-        bool word_cp = i < n && is_word_cp(cp);
+        bool word_cp = false;
+        if (i < n) {
+            unsigned char c = (unsigned char)text[i];
+            if (c < 0x80) {
+                cp = c;
+                word_cp = ascii_word[c] != 0;
+            } else {
+                k = dr_utf8_decode(text + i, n - i, &cp);
+                word_cp = is_word_cp(cp);
+            }
+        }
         /* apostrophe inside a word: skip it, stay in the word */
         if (in_word && i < n && (cp == '\'' || cp == 0x2019) && i + k < n) {
             uint32_t next;
@@ -61,11 +81,16 @@ int dr_text_words(const char *text, size_t n, dr_word_fn fn, void *user)
                 wstart = i;
                 wlen = 0;
             }
-            char enc[4];
-            size_t e = dr_utf8_encode(fold_cp(cp), enc);
-            if (wlen + e <= WORD_MAX) {
-                memcpy(word + wlen, enc, e);
-                wlen += e;
+            if (cp < 0x80) {
+                if (wlen < WORD_MAX)
+                    word[wlen++] = (char)(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
+            } else {
+                char enc[4];
+                size_t e = dr_utf8_encode(fold_cp(cp), enc);
+                if (wlen + e <= WORD_MAX) {
+                    memcpy(word + wlen, enc, e);
+                    wlen += e;
+                }
             }
         } else if (in_word) {
             in_word = false;
