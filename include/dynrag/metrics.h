@@ -1,0 +1,135 @@
+/*
+ * dynrag/metrics.h - retrieval metrics that match trec_eval.
+ *
+ * nDCG@k, Recall@k, MRR@k and P@k per query and their mean over queries,
+ * computed exactly as trec_eval 9.x computes ndcg_cut.k, recall.k,
+ * recip_rank (with a cutoff) and P.k:
+ *   - A run's documents for a query are ranked by score descending, ties
+ *     broken by document id in DEcreasing strcmp order (trec_eval's
+ *     comp_sim_docno); the rank column of a run file is ignored.
+ *   - A document is relevant when its judgement is >= relevance_level
+ *     (default 1). nDCG's gain is the judgement value itself (any value
+ *     > 0 counts), discounted by log2(rank + 1); the ideal DCG ranks all
+ *     positively judged documents of the query by judgement. Recall divides
+ *     by the number of relevant judged documents (0 when there are none);
+ *     P@k always divides by k; MRR@k is 1/rank of the first relevant
+ *     document within the first k, else 0.
+ *   - Queries evaluated: those with judgements AND results; with the
+ *     `complete` option (trec_eval -c), every judged query, a query without
+ *     results scoring 0. Run queries without judgements are ignored.
+ *   - A document listed twice for one query, in qrels or in a run, is an
+ *     error (trec_eval refuses such files too).
+ *
+ * Files. Qrels: TREC `qid iter docno rel` or BEIR TSV `query-id corpus-id
+ * score`, separated by tabs or spaces, an optional header line (a first line
+ * whose last field is not an integer), CRLF or LF line ends, blank lines
+ * ignored. Runs: TREC `qid Q0 docno rank score tag` (extra fields ignored;
+ * blank lines and lines starting with '#' skipped).
+ *
+ * A qrels object sorts itself lazily on first lookup, so calls on one qrels
+ * (including dynrag_metrics_compute) must not run concurrently. A run is
+ * only read by compute and write.
+ */
+#ifndef DYNRAG_METRICS_H
+#define DYNRAG_METRICS_H
+
+#include "dynrag/dynrag.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- relevance judgements ------------------------------------------------ */
+
+typedef struct dynrag_qrels dynrag_qrels;
+
+/* An empty set of judgements; free with dynrag_qrels_free(). */
+int dynrag_qrels_new(dynrag_qrels **out, dynrag_error *err);
+/* Adds a judgement (ids are copied). A second judgement of the same
+ * (query, document) fails with DYNRAG_ERR_INVALID. */
+int dynrag_qrels_add(dynrag_qrels *q, const char *query_id, const char *doc_id, int relevance,
+                     dynrag_error *err);
+/* Reads a qrels file (see above). Errors name the file and line:
+ * DYNRAG_ERR_NOTFOUND/IO, DYNRAG_ERR_PARSE (wrong field count, bad
+ * judgement), DYNRAG_ERR_INVALID (duplicate judgement). */
+int dynrag_qrels_load(const char *path, dynrag_qrels **out, dynrag_error *err);
+void dynrag_qrels_free(dynrag_qrels *q);
+/* Number of distinct judged queries, and the i-th in strcmp order (the
+ * string is owned by q; valid until the next add or free). */
+size_t dynrag_qrels_query_count(dynrag_qrels *q);
+const char *dynrag_qrels_query_id(dynrag_qrels *q, size_t i);
+/* The judgement of (query, document), or -1 when not judged. */
+int dynrag_qrels_get(dynrag_qrels *q, const char *query_id, const char *doc_id);
+
+/* ---- runs ------------------------------------------------------------------ */
+
+typedef struct dynrag_run dynrag_run;
+
+int dynrag_run_new(dynrag_run **out, dynrag_error *err);
+/* Adds a scored document for a query (ids are copied; score must be finite). */
+int dynrag_run_add(dynrag_run *r, const char *query_id, const char *doc_id, double score,
+                   dynrag_error *err);
+/* Reads a TREC run file. Errors name the file and line. */
+int dynrag_run_load(const char *path, dynrag_run **out, dynrag_error *err);
+/* Writes the run as a TREC run file (queries in strcmp order, documents in
+ * trec_eval's rank order, ranks from 1, scores with 17 significant digits),
+ * atomically. tag NULL means "dynrag". */
+int dynrag_run_write(const dynrag_run *r, const char *path, const char *tag, dynrag_error *err);
+void dynrag_run_free(dynrag_run *r);
+
+/* ---- metrics ---------------------------------------------------------------- */
+
+typedef enum dynrag_metric {
+    DYNRAG_METRIC_NDCG = 0,   /* trec_eval ndcg_cut.k */
+    DYNRAG_METRIC_RECALL = 1, /* trec_eval recall.k */
+    DYNRAG_METRIC_MRR = 2,    /* trec_eval recip_rank, counting the first k only */
+    DYNRAG_METRIC_P = 3       /* trec_eval P.k */
+} dynrag_metric;
+
+typedef struct dynrag_metric_spec {
+    dynrag_metric metric;
+    int k; /* cutoff >= 1; 0 = the whole ranking (not for P) */
+} dynrag_metric_spec;
+
+/* Parses "ndcg@10", "recall@100", "mrr@10", "p@5" (case-insensitive; "mrr"
+ * and "recall" alone mean no cutoff) and trec_eval names "ndcg_cut.10",
+ * "ndcg_cut_10", "recall_100", "recip_rank", "P_5", "P.5".
+ * DYNRAG_ERR_INVALID when unknown. */
+int dynrag_metric_parse(const char *s, dynrag_metric_spec *out, dynrag_error *err);
+/* Writes the display name, e.g. "nDCG@10", "Recall@100", "MRR@10", "P@5". */
+void dynrag_metric_name(dynrag_metric_spec m, char *buf, size_t size);
+
+typedef struct dynrag_metrics_options {
+    int relevance_level; /* judgement needed to count as relevant (0 = 1) */
+    bool complete;       /* trec_eval -c: judged queries without results score 0 */
+} dynrag_metrics_options;
+
+typedef struct dynrag_metrics_result {
+    size_t n_metrics;
+    dynrag_metric_spec *metrics; /* copy of the requested metrics */
+    size_t n_queries;
+    char **query_ids;            /* evaluated queries, strcmp order */
+    double *per_query;           /* [n_queries][n_metrics], row-major */
+    double *mean;                /* [n_metrics]: arithmetic mean over the queries */
+} dynrag_metrics_result;
+
+/*
+ * Evaluates run against qrels. opt may be NULL (defaults). On success *out
+ * is filled (free with dynrag_metrics_result_free()). Fails with
+ * DYNRAG_ERR_INVALID (bad spec, duplicate document in a query of the run)
+ * or DYNRAG_ERR_NOTFOUND when no query has both judgements and results
+ * (and complete is false).
+ */
+int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
+                           const dynrag_metric_spec *metrics, size_t n_metrics,
+                           const dynrag_metrics_options *opt, dynrag_metrics_result *out,
+                           dynrag_error *err);
+void dynrag_metrics_result_free(dynrag_metrics_result *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
