@@ -16,7 +16,9 @@
  * words; 20-80 words each) into WORK_DIR/index.db, reports build time and
  * sizes, and times Q generated queries (2-6 words of rank >= 20).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "core/util.h"
 #include "dynrag/metrics.h"
 #include "retrieve/bm25.h"
