@@ -220,8 +220,9 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
  * table, one line per (query, stage, option):
  *   {"stage":"index","query_id":"q1","query":"...","option":"bm25",
  *    "metrics":{"f1":0.5,"latency_ms":3.1,...},"confidence":0.7}
- * (the format of OUT/outcomes.jsonl; "quality" and "cost" keys are accepted
- * as the chosen metrics). log_path is a route log: each record's choice for
+ * (the format of OUT/outcomes.jsonl), or with top-level "quality" and "cost"
+ * numbers instead of "metrics". A classifier or cascade table (its lines'
+ * "router" field) gets the threshold sweep when opt->sweep is NONE. log_path is a route log: each record's choice for
  * the stage (matched by "id" = query_id, else by "query" text) is the
  * router's decision; its outcome is looked up in the table (for a cascade,
  * the costs of every attempted option add up). stage NULL = the table's
@@ -233,14 +234,17 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
                        const dynrag_eval_compare_options *opt, dynrag_eval_table **table,
                        dynrag_eval_comparison *out, dynrag_error *err);
 
-/* Reads an outcome table file (format above) for one stage (NULL = first). */
-int dynrag_eval_table_load(const char *outcomes_path, const char *stage, dynrag_eval_table **out,
+/* Reads an outcome table file (format above) for one stage (NULL = first).
+ * Top-level "quality" and "cost" numbers fill opt's quality and cost metrics
+ * (opt NULL: f1 and latency_ms). Errors name the file and line. */
+int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
+                           const dynrag_eval_compare_options *opt, dynrag_eval_table **out,
                            dynrag_error *err);
 
 /* ---- calibration ----------------------------------------------------------------------- */
 
 typedef struct dynrag_eval_calibration {
-    char param[32];       /* "threshold" or "min_similarity" */
+    char param[32];       /* "threshold" */
     double value;         /* the chosen value */
     double quality, cost; /* what the chosen value achieved on the data */
     double share;         /* share of the target option at that value */
@@ -257,8 +261,8 @@ typedef struct dynrag_eval_calibrate_options {
 
 /*
  * Sweeps the stage router's threshold (classifier `threshold`, cascade
- * `threshold`; knn `min_similarity` by re-routing every query with route_only)
- * over a grid using the cached per-query outcomes of a dynrag_eval_run with the
+ * `threshold`; other routers fail with DYNRAG_ERR_INVALID) over a grid of
+ * 101 values using the cached per-query outcomes of a dynrag_eval_run with the
  * same opt, and picks: with a target share, the value of best quality whose
  * share of target_option is <= the target (the closest share when none is);
  * with a target quality, the cheapest value reaching it (the best quality when
