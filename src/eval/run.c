@@ -12,6 +12,7 @@
  * format, the stage and option forced (or "@router"), the query id, text and
  * gold. Lines that do not parse are ignored (a half-written last line).
  */
+#define _DEFAULT_SOURCE /* realpath */
 #include "eval/eval_internal.h"
 
 #include "core/util.h"
@@ -150,13 +151,16 @@ static void make_key(const run_ctx *rc, const dr_eval_item *it, const char *stag
                      const char *option, char out[33])
 {
     dr_buf b = {0};
+    char *real = rc->opt->index_dir ? realpath(rc->opt->index_dir, NULL) : NULL;
     dr_buf_printf(&b, "v1\x1f%016llx\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
-                  (unsigned long long)rc->pipe_hash, rc->opt->index_dir ? rc->opt->index_dir : "",
+                  (unsigned long long)rc->pipe_hash,
+                  real ? real : rc->opt->index_dir ? rc->opt->index_dir : "",
                   (int)rc->opt->format, stage, option, it->id, it->question, it->gold_key,
                   rc->beir_mode ? rc->beir_mode : "");
     uint64_t h1 = dr_hash64(b.data, b.len, 0x51ed), h2 = dr_hash64(b.data, b.len, 0xabcdef);
     snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
     dr_buf_free(&b);
+    free(real);
 }
 
 static cJSON *metrics_json(const dynrag_eval_outcome *o)
@@ -466,7 +470,7 @@ static void md_num(dr_buf *b, double v)
 
 /* The Markdown table of one stage. */
 static void md_stage(dr_buf *b, const dynrag_eval_table *t, const dynrag_eval_comparison *c,
-                     const dynrag_eval_options *opt)
+                     const dynrag_eval_options *opt, const dynrag_eval_compare_options *co)
 {
     bool beir = opt->format == DYNRAG_EVAL_FORMAT_BEIR;
     static const int qa_cols[] = {DYNRAG_EVAL_EM, DYNRAG_EVAL_F1, DYNRAG_EVAL_CONTEXT,
@@ -477,8 +481,8 @@ static void md_stage(dr_buf *b, const dynrag_eval_table *t, const dynrag_eval_co
     const int *cols = beir ? ir_cols : qa_cols;
     size_t nc = beir ? DR_ARRAY_LEN(ir_cols) : DR_ARRAY_LEN(qa_cols);
     dr_buf_printf(b, "\n## Stage `%s` (router `%s`, %zu queries)\n\n| policy | quality (%s) | cost (%s) |",
-                  t->stage, t->router_type, t->n_queries, dynrag_eval_metric_name(opt->quality),
-                  dynrag_eval_metric_name(opt->cost));
+                  t->stage, t->router_type, t->n_queries, dynrag_eval_metric_name(co->quality),
+                  dynrag_eval_metric_name(co->cost));
     for (size_t i = 0; i < nc; i++)
         dr_buf_printf(b, " %s |", dynrag_eval_metric_name((dynrag_eval_metric)cols[i]));
     dr_buf_puts(b, " calls per option |\n|---|---:|---:|");
@@ -859,7 +863,7 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
             for (size_t o = 0; o < t->n_options; o++)
                 cJSON_AddItemToObject(cj, t->options[o], metrics_json(&t->cells[q * t->n_options + o]));
         }
-        md_stage(&md, t, c, opt);
+        md_stage(&md, t, c, opt, &s.co[i]);
         char name[96];
         char *svg = dynrag_eval_svg_scatter(t, c, dynrag_eval_metric_name(s.co[i].quality),
                                             dynrag_eval_metric_name(s.co[i].cost));
