@@ -194,3 +194,16 @@ TEST(cli_exit_codes)
     ASSERT_EQ(test_run(cmd, &out), 2);
     free(out);
 }
+
+TEST(cli_doc_is_current)
+{
+    char cmd[8800];
+    char *out = NULL;
+    snprintf(cmd, sizeof(cmd), "%s/scripts/gen-cli-doc.sh '%s' '%s/cli.md' && diff -u '%s/docs/cli.md' '%s/cli.md'",
+             test_source_dir(), test_cli_path(), test_tmpdir(), test_source_dir(), test_tmpdir());
+    int rc = test_run(cmd, &out);
+    if (rc != 0)
+        fprintf(stderr, "docs/cli.md is stale: run scripts/gen-cli-doc.sh\n%s\n", out ? out : "");
+    free(out);
+    ASSERT_EQ(rc, 0);
+}

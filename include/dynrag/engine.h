@@ -15,6 +15,7 @@
 #define DYNRAG_ENGINE_H
 
 #include "dynrag/dynrag.h"
+#include "dynrag/index.h"
 #include "dynrag/pipeline.h"
 
 #include <stdbool.h>
@@ -45,6 +46,13 @@ void dynrag_engine_free(dynrag_engine *e);
 /* The route-log path the engine appends to, or NULL when not logging.
  * Owned by the engine. */
 const char *dynrag_engine_log_path(const dynrag_engine *e);
+
+/* The index the engine opened for an embedder option, by option name (NULL
+ * = the first one opened), for direct searches (the server's
+ * /v1/retrieve). Owned by the engine; NULL when the name is unknown or the
+ * option has no index (the pipeline does not retrieve, or the option's
+ * embedder cannot serve the index). */
+dynrag_index *dynrag_engine_index(const dynrag_engine *e, const char *embedder_option);
 
 /* Persists router state now (atomic writes). */
 int dynrag_engine_save(dynrag_engine *e, dynrag_error *err);

@@ -10,6 +10,7 @@
 #define DYNRAG_PIPELINE_H
 
 #include "dynrag/dynrag.h"
+#include "dynrag/index.h"
 
 #include <stddef.h>
 
@@ -60,6 +61,14 @@ char *dynrag_pipeline_to_json(const dynrag_pipeline *p);
 const char *dynrag_pipeline_name(const dynrag_pipeline *p);
 /* The index folder the file names (resolved), or NULL. */
 const char *dynrag_pipeline_index_dir(const dynrag_pipeline *p);
+
+/* The embedder configuration of an embedder-stage option (`option` NULL:
+ * the first available one), for building or opening the pipeline's index.
+ * Strings point into the pipeline (and the environment, for the API key);
+ * they live as long as the pipeline. DYNRAG_ERR_NOTFOUND for an unknown
+ * option, DYNRAG_ERR_STATE when the option's endpoint is not configured. */
+int dynrag_pipeline_embedder(const dynrag_pipeline *p, const char *option,
+                             dynrag_embedder_config *out, dynrag_error *err);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "dynrag/index.h"
+#include "dynrag/pipeline.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,9 @@ int cmd_index(int argc, char **argv)
 {
     dynrag_build_options opt;
     memset(&opt, 0, sizeof(opt));
-    const char *dir = NULL;
+    const char *dir = NULL, *pipeline_path = NULL;
+    dynrag_pipeline *pipeline = NULL;
+    bool dim_given = false;
     const char **inputs = calloc((size_t)argc, sizeof(*inputs));
     const char **deletes = calloc((size_t)argc, sizeof(*deletes));
     size_t n_inputs = 0, n_deletes = 0;
@@ -34,10 +37,13 @@ int cmd_index(int argc, char **argv)
             break;
         } else if (strcmp(a, "--index") == 0 && has_val) {
             dir = argv[++i];
+        } else if (strcmp(a, "--pipeline") == 0 && has_val) {
+            pipeline_path = argv[++i];
         } else if (strcmp(a, "--dim") == 0 && has_val) {
             if (!cli_parse_int(CMD, a, argv[++i], 8, 8192, &v))
                 goto done;
             opt.embedder.dim = (int)v;
+            dim_given = true;
         } else if (strcmp(a, "--faiss") == 0 && has_val) {
             opt.faiss_factory = argv[++i];
         } else if (strcmp(a, "--chunk-tokens") == 0 && has_val) {
@@ -61,8 +67,41 @@ int cmd_index(int argc, char **argv)
             inputs[n_inputs++] = a;
         }
     }
+    if (pipeline_path) {
+        /* The pipeline names the index and the embedder queries will use. */
+        dynrag_diags *diags = NULL;
+        dynrag_error perr;
+        dynrag_error_clear(&perr);
+        if (dynrag_pipeline_load(pipeline_path, &pipeline, &diags, &perr) != DYNRAG_OK) {
+            char *text = diags ? dynrag_diags_format(diags) : NULL;
+            if (text && *text)
+                fputs(text, stderr);
+            else
+                cli_error(CMD, "%s", dynrag_errmsg(&perr));
+            free(text);
+            dynrag_diags_free(diags);
+            ret = CLI_FAIL;
+            goto done;
+        }
+        dynrag_diags_free(diags);
+        if (dir == NULL)
+            dir = dynrag_pipeline_index_dir(pipeline);
+        int dim = opt.embedder.dim;
+        if (dynrag_pipeline_embedder(pipeline, NULL, &opt.embedder, &perr) != DYNRAG_OK) {
+            cli_error(CMD, "%s", dynrag_errmsg(&perr));
+            ret = CLI_FAIL;
+            goto done;
+        }
+        if (dim_given && dim != opt.embedder.dim && opt.embedder.dim != 0) {
+            ret = cli_usage_error(CMD, "--dim %d contradicts the pipeline's embedder (dim %d)",
+                                  dim, opt.embedder.dim);
+            goto done;
+        }
+        if (dim_given)
+            opt.embedder.dim = dim;
+    }
     if (dir == NULL) {
-        ret = cli_usage_error(CMD, "--index DIR is required");
+        ret = cli_usage_error(CMD, "--index DIR is required (or a --pipeline that names one)");
         goto done;
     }
     if (n_inputs == 0 && n_deletes == 0) {
@@ -111,6 +150,7 @@ int cmd_index(int argc, char **argv)
                (unsigned long long)st.total_chunks);
     }
 done:
+    dynrag_pipeline_free(pipeline);
     free(inputs);
     free(deletes);
     return ret;

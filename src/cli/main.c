@@ -17,31 +17,69 @@ static const cli_command commands[] = {
      "Without COMMAND, lists every command. With it, prints that command's help\n"
      "(the same as `dynrag COMMAND --help`).\n",
      cmd_help},
-    {"dataset", "build labelled data sets (query complexity A/B/C)",
-     "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
-     "                                 [--holdout SOURCE] [--max-per-label N]\n"
-     "                                 [--balance-ratio R] [--augment]\n"
-     "\n"
-     "Builds the Adaptive-RAG-style query-complexity data set: A = no retrieval\n"
-     "(CLINC150 small_talk, meta and clock/calculator utility intents), B = one step\n"
-     "(NQ-open dev, EfficientQA dev), C = multi-step (MuSiQue dev, HotpotQA dev300).\n"
-     "Writes DIR/train.jsonl and DIR/valid.jsonl as {\"text\",\"label\",\"source\"} lines.\n"
-     "\n"
-     "  --data DIR           the data folder (clinc150/, nq-open/, musique/, hotpotqa/)\n"
-     "  --out DIR            output folder, created if missing\n"
-     "  --seed N             shuffle/subsample seed (default 13)\n"
-     "  --valid-frac F       share of each label in valid.jsonl, 0..0.9 (default 0.1)\n"
-     "  --holdout SOURCE     leave SOURCE (musique, hotpotqa, nq, efficientqa, clinc150)\n"
-     "                       out of train/valid and write it to DIR/holdout-SOURCE.jsonl\n"
-     "  --max-per-label N    at most N examples per label\n"
-     "  --balance-ratio R    at most R x the smallest label's count per label\n"
-     "                       (default 2; 0 = off)\n"
-     "  --augment            add self-contained MuSiQue sub-questions to train as B\n"
-     "                       (source musique-sub; skipped when musique is held out)\n",
-     cmd_dataset},
     {"version", "print the version",
      "usage: dynrag version\n\nPrints the version of the dynrag tool and library.\n",
      cmd_version},
+    {"validate", "check pipeline YAML files",
+     "usage: dynrag validate FILE...\n"
+     "\n"
+     "Loads and validates each pipeline file. Prints `FILE: OK` for a valid file;\n"
+     "for an invalid one prints every problem on stderr as\n"
+     "`FILE:LINE:COL: key.path: message`. Exit status: 0 when every file is valid,\n"
+     "1 otherwise, 2 on usage errors. See docs/pipeline-yaml.md for the format.\n",
+     cmd_validate},
+    {"show", "print a pipeline resolved as JSON",
+     "usage: dynrag show FILE\n"
+     "\n"
+     "Loads a pipeline file and prints it as JSON with every default filled in,\n"
+     "${VAR} references expanded and relative paths resolved against the file's\n"
+     "folder. API keys are never printed, only the name of their variable.\n"
+     "Exit status: 0 on success, 1 when the file is invalid, 2 on usage errors.\n",
+     cmd_show},
+    {"index", "build, extend or prune an index",
+     "usage: dynrag index --index DIR [OPTIONS] INPUT...\n"
+     "       dynrag index --pipeline FILE [OPTIONS] INPUT...\n"
+     "       dynrag index --index DIR --delete ID [--delete ID ...]\n"
+     "\n"
+     "Adds documents to the index in DIR (created when absent). A document whose id\n"
+     "is already indexed is replaced. INPUT is a JSONL file (BEIR {\"_id\",\"title\",\"text\"},\n"
+     "{\"id\",\"contents\"} or {\"id\",\"title\",\"text\"}), a .txt/.md/.html file, or a\n"
+     "folder walked for those. Every call is atomic: on error the index is unchanged.\n"
+     "\n"
+     "Options:\n"
+     "  --index DIR          the index folder (required unless --pipeline names one)\n"
+     "  --pipeline FILE      take the index folder (unless --index) and the embedder\n"
+     "                       (the first available embedder option) from a pipeline\n"
+     "  --dim N              built-in embedder dimension (default 256; new index only)\n"
+     "  --faiss FACTORY      FAISS index_factory string (default Flat), e.g. IVF64,Flat\n"
+     "  --chunk-tokens N     target words per chunk (default 200)\n"
+     "  --chunk-overlap N    words of overlap between chunks (default 40)\n"
+     "  --skip-bad           skip and count malformed lines/files instead of failing\n"
+     "  --no-dense           BM25 only: no embeddings, no FAISS index\n"
+     "  --delete ID          delete a document (repeatable; runs before any INPUT)\n",
+     cmd_index},
+    {"retrieve", "search an index (one query, or a batch to a TREC run)",
+     "usage: dynrag retrieve --index DIR [--mode bm25|dense|hybrid] [-k K] [--json] QUERY\n"
+     "       dynrag retrieve --index DIR --queries FILE.jsonl --trec OUT [--tag NAME] ...\n"
+     "\n"
+     "Searches the index with a plain-text query (never read as FTS5 syntax) and\n"
+     "prints the best chunks. With --queries (JSONL {\"_id\",\"text\"}), writes a TREC\n"
+     "run file `qid Q0 docid rank score tag` at document level (a document scores as\n"
+     "its best chunk) and prints latency statistics on stderr.\n"
+     "\n"
+     "Options:\n"
+     "  --index DIR      the index folder (required)\n"
+     "  --mode MODE      bm25 (default), dense or hybrid (reciprocal rank fusion)\n"
+     "  -k K             hits (documents in a run file) per query, default 10\n"
+     "  --k1 X, --b Y    BM25 parameters (default 0.9 and 0.4)\n"
+     "  --rrf-k X        hybrid fusion constant (default 60)\n"
+     "  --depth N        hybrid: candidates from each side (default max(k, 100))\n"
+     "  --nprobe N       IVF indexes: inverted lists probed per query\n"
+     "  --json           print hits as JSON\n"
+     "  --queries FILE   batch mode: one JSON query per line\n"
+     "  --trec OUT       batch mode: the run file to write (- for stdout)\n"
+     "  --tag NAME       run tag in the run file (default dynrag)\n",
+     cmd_retrieve},
     {"query", "answer questions through a routed pipeline",
      "usage: dynrag query --pipeline FILE [--index DIR] [--log FILE | --no-log] [--json]\n"
      "                    [--route-only] \"question\"\n"
@@ -116,63 +154,53 @@ static const cli_command commands[] = {
      "(comments kept), checked by loading it. Exit status 1 when no value meets the\n"
      "target (the closest is printed).\n",
      cmd_calibrate},
-    {"validate", "check pipeline YAML files",
-     "usage: dynrag validate FILE...\n"
+    {"serve", "serve the pipeline over HTTP (retrieve, query, route, OpenAI chat)",
+     "usage: dynrag serve --pipeline FILE [--index DIR] [--host ADDR] [--port N]\n"
+     "                    [--threads N] [--api-key-env VAR] [--max-body BYTES]\n"
+     "                    [--timeout-ms MS] [--log FILE | --no-log]\n"
      "\n"
-     "Loads and validates each pipeline file. Prints `FILE: OK` for a valid file;\n"
-     "for an invalid one prints every problem on stderr as\n"
-     "`FILE:LINE:COL: key.path: message`. Exit status: 0 when every file is valid,\n"
-     "1 otherwise, 2 on usage errors. See docs/pipeline-yaml.md for the format.\n",
-     cmd_validate},
-    {"show", "print a pipeline resolved as JSON",
-     "usage: dynrag show FILE\n"
+     "Serves the pipeline as a JSON API (docs/http-api.md): POST /v1/retrieve,\n"
+     "/v1/query, /v1/route, /v1/feedback, /v1/chat/completions (OpenAI-compatible,\n"
+     "streaming included), GET /healthz and /metrics (Prometheus). Prints\n"
+     "`listening on http://HOST:PORT` once bound. SIGTERM or SIGINT stop it\n"
+     "gracefully: no new connections, in-flight requests finish, router state is\n"
+     "saved and the route log flushed.\n"
      "\n"
-     "Loads a pipeline file and prints it as JSON with every default filled in,\n"
-     "${VAR} references expanded and relative paths resolved against the file's\n"
-     "folder. API keys are never printed, only the name of their variable.\n"
-     "Exit status: 0 on success, 1 when the file is invalid, 2 on usage errors.\n",
-     cmd_show},
-    {"index", "build, extend or prune an index",
-     "usage: dynrag index --index DIR [OPTIONS] INPUT...\n"
-     "       dynrag index --index DIR --delete ID [--delete ID ...]\n"
+     "  --pipeline FILE     pipeline YAML (required)\n"
+     "  --index DIR         index folder (default: the pipeline's `index:`)\n"
+     "  --host ADDR         numeric address to bind (default 127.0.0.1)\n"
+     "  --port N            port, 0 = any free port (default 8080)\n"
+     "  --threads N         worker threads, 1..1024 (default 4)\n"
+     "  --api-key-env VAR   require `Authorization: Bearer $VAR` on /v1/ endpoints\n"
+     "  --max-body BYTES    request body limit (default 1048576; larger: 413)\n"
+     "  --timeout-ms MS     per-request time limit (default 30000; past it: 504)\n"
+     "  --log FILE          route log (default: the pipeline's `log:`)\n"
+     "  --no-log            write no route log\n"
      "\n"
-     "Adds documents to the index in DIR (created when absent). A document whose id\n"
-     "is already indexed is replaced. INPUT is a JSONL file (BEIR {\"_id\",\"title\",\"text\"},\n"
-     "{\"id\",\"contents\"} or {\"id\",\"title\",\"text\"}), a .txt/.md/.html file, or a\n"
-     "folder walked for those. Every call is atomic: on error the index is unchanged.\n"
+     "Exit status: 0 stopped cleanly, 1 failed (pipeline, index, bind), 2 usage.\n",
+     cmd_serve},
+    {"dataset", "build labelled data sets (query complexity A/B/C)",
+     "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
+     "                                 [--holdout SOURCE] [--max-per-label N]\n"
+     "                                 [--balance-ratio R] [--augment]\n"
      "\n"
-     "Options:\n"
-     "  --index DIR          the index folder (required)\n"
-     "  --dim N              built-in embedder dimension (default 256; new index only)\n"
-     "  --faiss FACTORY      FAISS index_factory string (default Flat), e.g. IVF64,Flat\n"
-     "  --chunk-tokens N     target words per chunk (default 200)\n"
-     "  --chunk-overlap N    words of overlap between chunks (default 40)\n"
-     "  --skip-bad           skip and count malformed lines/files instead of failing\n"
-     "  --no-dense           BM25 only: no embeddings, no FAISS index\n"
-     "  --delete ID          delete a document (repeatable; runs before any INPUT)\n",
-     cmd_index},
-    {"retrieve", "search an index (one query, or a batch to a TREC run)",
-     "usage: dynrag retrieve --index DIR [--mode bm25|dense|hybrid] [-k K] [--json] QUERY\n"
-     "       dynrag retrieve --index DIR --queries FILE.jsonl --trec OUT [--tag NAME] ...\n"
+     "Builds the Adaptive-RAG-style query-complexity data set: A = no retrieval\n"
+     "(CLINC150 small_talk, meta and clock/calculator utility intents), B = one step\n"
+     "(NQ-open dev, EfficientQA dev), C = multi-step (MuSiQue dev, HotpotQA dev300).\n"
+     "Writes DIR/train.jsonl and DIR/valid.jsonl as {\"text\",\"label\",\"source\"} lines.\n"
      "\n"
-     "Searches the index with a plain-text query (never read as FTS5 syntax) and\n"
-     "prints the best chunks. With --queries (JSONL {\"_id\",\"text\"}), writes a TREC\n"
-     "run file `qid Q0 docid rank score tag` at document level (a document scores as\n"
-     "its best chunk) and prints latency statistics on stderr.\n"
-     "\n"
-     "Options:\n"
-     "  --index DIR      the index folder (required)\n"
-     "  --mode MODE      bm25 (default), dense or hybrid (reciprocal rank fusion)\n"
-     "  -k K             hits (documents in a run file) per query, default 10\n"
-     "  --k1 X, --b Y    BM25 parameters (default 0.9 and 0.4)\n"
-     "  --rrf-k X        hybrid fusion constant (default 60)\n"
-     "  --depth N        hybrid: candidates from each side (default max(k, 100))\n"
-     "  --nprobe N       IVF indexes: inverted lists probed per query\n"
-     "  --json           print hits as JSON\n"
-     "  --queries FILE   batch mode: one JSON query per line\n"
-     "  --trec OUT       batch mode: the run file to write (- for stdout)\n"
-     "  --tag NAME       run tag in the run file (default dynrag)\n",
-     cmd_retrieve},
+     "  --data DIR           the data folder (clinc150/, nq-open/, musique/, hotpotqa/)\n"
+     "  --out DIR            output folder, created if missing\n"
+     "  --seed N             shuffle/subsample seed (default 13)\n"
+     "  --valid-frac F       share of each label in valid.jsonl, 0..0.9 (default 0.1)\n"
+     "  --holdout SOURCE     leave SOURCE (musique, hotpotqa, nq, efficientqa, clinc150)\n"
+     "                       out of train/valid and write it to DIR/holdout-SOURCE.jsonl\n"
+     "  --max-per-label N    at most N examples per label\n"
+     "  --balance-ratio R    at most R x the smallest label's count per label\n"
+     "                       (default 2; 0 = off)\n"
+     "  --augment            add self-contained MuSiQue sub-questions to train as B\n"
+     "                       (source musique-sub; skipped when musique is held out)\n",
+     cmd_dataset},
 };
 
 const cli_command *cli_find_command(const char *name)

@@ -1308,24 +1308,17 @@ static int open_indexes(dynrag_engine *e, dynrag_error *err)
             continue;
         }
         dynrag_embedder_config ec;
-        memset(&ec, 0, sizeof(ec));
-        ec.kind = o->kind;
-        ec.dim = dr_param_int(o->params, "dim", 0);
-        if (o->endpoint) {
-            ec.base_url = o->endpoint->base_url;
-            ec.model = o->endpoint->model;
-            ec.api_key = o->endpoint->api_key_env ? getenv(o->endpoint->api_key_env) : NULL;
-            ec.timeout_s = o->endpoint->timeout_s;
-            ec.max_retries = o->endpoint->max_retries;
-            ec.batch_size = dr_param_int(o->params, "batch_size", 64);
-        }
+        int rc = dynrag_pipeline_embedder(e->p, o->name, &ec, err);
+        if (rc != DYNRAG_OK)
+            return rc;
         dynrag_error ierr;
         dynrag_error_clear(&ierr);
-        int rc = dynrag_index_open(e->index_dir, &ec, &e->index[i], &ierr);
+        rc = dynrag_index_open(e->index_dir, &ec, &e->index[i], &ierr);
         if (rc != DYNRAG_OK) {
             e->index_error[i] = dr_strdup(dynrag_errmsg(&ierr));
             if (rc != DYNRAG_ERR_MISMATCH || st->n_options == 1) {
-                *err = ierr;
+                if (err)
+                    *err = ierr;
                 return dr_err_prefix(err, "stages.embedder option '%s'", o->name);
             }
             dr_log(DYNRAG_LOG_WARN, MOD, "embedder option '%s' cannot serve index %s: %s",
@@ -1396,6 +1389,16 @@ fail:
 const char *dynrag_engine_log_path(const dynrag_engine *e)
 {
     return e->log_fd >= 0 ? e->log_path : NULL;
+}
+
+dynrag_index *dynrag_engine_index(const dynrag_engine *e, const char *embedder_option)
+{
+    if (e == NULL)
+        return NULL;
+    if (embedder_option == NULL)
+        return first_index(e);
+    int i = dr_stage_find_option(&e->p->stages[DR_STAGE_EMBEDDER], embedder_option);
+    return i >= 0 && i < DR_MAX_OPTIONS ? e->index[i] : NULL;
 }
 
 int dynrag_engine_save(dynrag_engine *e, dynrag_error *err)

@@ -14,12 +14,23 @@ int dr_index_embedder_create(const dynrag_embedder_config *cfg, int default_dim,
     int dim = cfg && cfg->dim ? cfg->dim : default_dim;
     if (strcmp(kind, "builtin") == 0)
         return dr_embedder_builtin_create(dim, out, err);
-    if (strcmp(kind, "openai") == 0)
-        /* MERGE: the openai embedder lives on the `net` branch; once merged
-         * this becomes dr_embedder_openai_create() with cfg copied into a
-         * dr_embedder_config. */
-        return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED,
-                          "embedder 'openai' is not built into this version");
+    if (strcmp(kind, "openai") == 0) {
+        dr_embedder_config ec;
+        memset(&ec, 0, sizeof(ec));
+        ec.kind = "openai";
+        ec.dim = dim;
+        ec.base_url = cfg->base_url;
+        ec.model = cfg->model;
+        ec.api_key = cfg->api_key;
+        ec.timeout_s = cfg->timeout_s;
+        ec.max_retries = cfg->max_retries;
+        ec.batch_size = cfg->batch_size;
+        if (ec.base_url == NULL || ec.base_url[0] == '\0' || ec.model == NULL ||
+            ec.model[0] == '\0')
+            return dr_err_set(err, DYNRAG_ERR_INVALID,
+                              "embedder 'openai' needs base_url and model");
+        return dr_embedder_openai_create(&ec, out, err);
+    }
     return dr_err_set(err, DYNRAG_ERR_INVALID, "unknown embedder kind '%s' (builtin or openai)",
                       kind);
 }

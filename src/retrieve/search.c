@@ -5,7 +5,7 @@
 #include "core/util.h"
 #include "embed/builtin.h"
 #include "retrieve/embedders.h"
-#include "retrieve/fts.h"
+#include "retrieve/bm25.h"
 #include "retrieve/store.h"
 #include "retrieve/vec.h"
 
@@ -18,11 +18,18 @@
 
 #define MAX_K 10000
 
+/* A ranked chunk. */
+typedef struct dr_scored {
+    int64_t id;   /* chunk id */
+    double score; /* higher is better */
+} dr_scored;
+
 struct dynrag_index {
     char *dir;
     char *db_path;
     dr_embedder *emb; /* NULL without a dense part */
     dr_vec *vec;      /* NULL without a dense part */
+    dr_bm25 *bm25;    /* the BM25 engine: postings loaded from FTS5 at open */
     dynrag_index_info info;
     /* SQLite connections: one per concurrent search, reused. */
     pthread_mutex_t pool_lock;
@@ -114,6 +121,7 @@ void dynrag_index_close(dynrag_index *idx)
     free(idx->idle);
     pthread_mutex_destroy(&idx->pool_lock);
     dr_vec_free(idx->vec);
+    dr_bm25_free(idx->bm25);
     dr_embedder_free(idx->emb);
     free(idx->dir);
     free(idx->db_path);
@@ -239,6 +247,17 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    /* The BM25 engine reads FTS5's postings once (or its sidecar bm25.idx,
+     * when that matches the index's generation). */
+    if (rc == DYNRAG_OK) {
+        /* bm25 reads through a TEMP fts5vocab table: lift query_only for it */
+        rc = sqlite3_exec(db, "PRAGMA query_only=0", NULL, NULL, NULL) == SQLITE_OK
+                 ? dr_bm25_open(db, dir, &idx->bm25, err)
+                 : dr_err_set(err, DYNRAG_ERR_DB, "%s: %s", idx->db_path, sqlite3_errmsg(db));
+        if (sqlite3_exec(db, "PRAGMA query_only=1", NULL, NULL, NULL) != SQLITE_OK &&
+            rc == DYNRAG_OK)
+            rc = dr_err_set(err, DYNRAG_ERR_DB, "%s: %s", idx->db_path, sqlite3_errmsg(db));
+    }
     conn_release(idx, db);
     if (rc != DYNRAG_OK)
         goto cleanup;
@@ -292,6 +311,30 @@ static int cmp_scored(const void *a, const void *b)
     if (x->score != y->score)
         return x->score > y->score ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* BM25 top-`depth` through the MaxScore engine (src/retrieve/bm25.c). */
+static int bm25_search(dynrag_index *idx, const char *query, double k1, double b, size_t depth,
+                       dr_scored *out, size_t *n_out, dynrag_error *err)
+{
+    int64_t *ids = malloc(depth * sizeof(*ids));
+    double *scores = malloc(depth * sizeof(*scores));
+    int n = 0;
+    int rc = DYNRAG_OK;
+    if (ids == NULL || scores == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = dr_bm25_search(idx->bm25, query, (int)depth, k1, b, ids, scores, &n, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    for (int i = 0; i < n; i++)
+        out[i] = (dr_scored){ids[i], scores[i]};
+    *n_out = (size_t)n;
+cleanup:
+    free(ids);
+    free(scores);
+    return rc;
 }
 
 static int dense_search(dynrag_index *idx, const char *query, size_t k, int nprobe,
@@ -450,8 +493,7 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         goto cleanup;
     if (use_bm25) {
         int64_t t = dr_now_us();
-        /* SEAM: the fast MaxScore engine replaces this call at merge. */
-        rc = dr_bm25_fallback_search(db, query, k1, b, depth, lb, &nb, err);
+        rc = bm25_search(idx, query, k1, b, depth, lb, &nb, err);
         out->bm25_us = (double)(dr_now_us() - t);
         if (rc != DYNRAG_OK)
             goto cleanup;

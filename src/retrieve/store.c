@@ -3,7 +3,6 @@
 
 #include "core/text.h"
 #include "core/util.h"
-#include "retrieve/fts.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +38,6 @@ int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *
     } else {
         rc = dr_store_exec(db, "PRAGMA query_only=1", err);
     }
-    if (rc == DYNRAG_OK)
-        rc = dr_fts_register(db, err);
     if (rc != DYNRAG_OK) {
         sqlite3_close(db);
         return rc;

@@ -1,0 +1,79 @@
+/*
+ * dynrag/server.h - the retrieval microservice (`dynrag serve`).
+ *
+ * A server binds a loaded pipeline's engine to an HTTP API (JSON in and
+ * out; docs/http-api.md): /v1/retrieve, /v1/query, /v1/route,
+ * /v1/feedback, an OpenAI-compatible /v1/chat/completions (streaming
+ * included), /healthz and Prometheus /metrics. Requests run on a pool of
+ * threads sharing one engine.
+ *
+ * Life cycle: dynrag_server_create() (opens the engine) ->
+ * dynrag_server_start() (binds and serves) -> dynrag_server_wait() (until
+ * dynrag_server_request_stop(), e.g. from a signal) -> dynrag_server_free()
+ * (stops accepting, lets in-flight requests finish, saves router state and
+ * flushes the route log).
+ */
+#ifndef DYNRAG_SERVER_H
+#define DYNRAG_SERVER_H
+
+#include "dynrag/dynrag.h"
+#include "dynrag/pipeline.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dynrag_server dynrag_server;
+
+typedef struct dynrag_server_options {
+    const char *host;      /* numeric address to bind; NULL = "127.0.0.1" */
+    int port;              /* 0 = any free port (see dynrag_server_port) */
+    int threads;           /* worker threads; 0 = 4 */
+    const char *api_key;   /* bearer token required on /v1/...; NULL or "" = none */
+    size_t max_body;       /* request body limit in bytes; 0 = 1 MiB */
+    int timeout_ms;        /* per-request time limit; 0 = 30000 */
+    const char *index_dir; /* overrides the pipeline's `index:`; NULL = the pipeline's */
+    const char *log_path;  /* route log; overrides the pipeline's `log:` */
+    bool no_log;           /* write no route log */
+} dynrag_server_options;
+
+/* Creates a server for a pipeline (which must outlive it) and its engine.
+ * opt may be NULL for defaults. Nothing is bound yet. Fails with a message
+ * naming the stage, file or option. */
+int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *opt,
+                         dynrag_server **out, dynrag_error *err);
+
+/* Binds the address and starts the worker threads. DYNRAG_ERR_IO when the
+ * address cannot be bound; DYNRAG_ERR_STATE when already started. */
+int dynrag_server_start(dynrag_server *s, dynrag_error *err);
+
+/* The bound port (after start), e.g. the one picked for port 0. */
+int dynrag_server_port(const dynrag_server *s);
+
+/* Blocks until dynrag_server_request_stop() is called. */
+void dynrag_server_wait(dynrag_server *s);
+
+/* Asks the server to stop: wakes dynrag_server_wait(). Async-signal-safe
+ * (it writes one byte to a pipe). */
+void dynrag_server_request_stop(dynrag_server *s);
+
+/* Installs SIGTERM and SIGINT handlers that call
+ * dynrag_server_request_stop(s) (one server per process), and ignores
+ * SIGPIPE. */
+int dynrag_server_stop_on_signals(dynrag_server *s, dynrag_error *err);
+
+/* Graceful stop: stops accepting, waits for in-flight requests (up to the
+ * request time limit plus a second), then saves router state (bandits) and
+ * flushes the route log. Idempotent; the server cannot be restarted. */
+int dynrag_server_stop(dynrag_server *s, dynrag_error *err);
+
+/* Stops (if needed) and frees the server and its engine. Accepts NULL. */
+void dynrag_server_free(dynrag_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,146 @@
+/* cmd_serve.c - `dynrag serve`: the pipeline as an HTTP microservice. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include "dynrag/pipeline.h"
+#include "dynrag/server.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Loads a pipeline, printing every diagnostic on failure. */
+static dynrag_pipeline *load_pipeline(const char *path)
+{
+    dynrag_pipeline *p = NULL;
+    dynrag_diags *d = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dynrag_pipeline_load(path, &p, &d, &err) != DYNRAG_OK) {
+        char *text = d ? dynrag_diags_format(d) : NULL;
+        if (text && *text)
+            fputs(text, stderr);
+        else
+            cli_error("serve", "%s", dynrag_errmsg(&err));
+        free(text);
+    }
+    dynrag_diags_free(d);
+    return p;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    enum {
+        O_PIPELINE = 1,
+        O_INDEX,
+        O_HOST,
+        O_PORT,
+        O_THREADS,
+        O_KEYENV,
+        O_MAXBODY,
+        O_TIMEOUT,
+        O_LOG,
+        O_NOLOG
+    };
+    static const struct option longopts[] = {
+        {"pipeline", required_argument, NULL, O_PIPELINE},
+        {"index", required_argument, NULL, O_INDEX},
+        {"host", required_argument, NULL, O_HOST},
+        {"port", required_argument, NULL, O_PORT},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"api-key-env", required_argument, NULL, O_KEYENV},
+        {"max-body", required_argument, NULL, O_MAXBODY},
+        {"timeout-ms", required_argument, NULL, O_TIMEOUT},
+        {"log", required_argument, NULL, O_LOG},
+        {"no-log", no_argument, NULL, O_NOLOG},
+        {NULL, 0, NULL, 0},
+    };
+    const char *pipeline = NULL, *key_env = NULL;
+    dynrag_server_options so;
+    memset(&so, 0, sizeof(so));
+    so.host = "127.0.0.1";
+    so.port = 8080;
+    so.threads = 4;
+    so.timeout_ms = 30000;
+    so.max_body = (size_t)1 << 20;
+    long long v;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_PIPELINE: pipeline = optarg; break;
+        case O_INDEX: so.index_dir = optarg; break;
+        case O_HOST: so.host = optarg; break;
+        case O_PORT:
+            if (!cli_parse_int("serve", "--port", optarg, 0, 65535, &v))
+                return CLI_USAGE;
+            so.port = (int)v;
+            break;
+        case O_THREADS:
+            if (!cli_parse_int("serve", "--threads", optarg, 1, 1024, &v))
+                return CLI_USAGE;
+            so.threads = (int)v;
+            break;
+        case O_KEYENV: key_env = optarg; break;
+        case O_MAXBODY:
+            if (!cli_parse_int("serve", "--max-body", optarg, 1024, (long long)1 << 30, &v))
+                return CLI_USAGE;
+            so.max_body = (size_t)v;
+            break;
+        case O_TIMEOUT:
+            if (!cli_parse_int("serve", "--timeout-ms", optarg, 1, 3600000, &v))
+                return CLI_USAGE;
+            so.timeout_ms = (int)v;
+            break;
+        case O_LOG: so.log_path = optarg; break;
+        case O_NOLOG: so.no_log = true; break;
+        default:
+            return cli_usage_error("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+    if (pipeline == NULL)
+        return cli_usage_error("serve", "--pipeline FILE is required");
+    if (so.log_path && so.no_log)
+        return cli_usage_error("serve", "--log and --no-log exclude each other");
+    if (key_env) {
+        so.api_key = getenv(key_env);
+        if (so.api_key == NULL || *so.api_key == '\0') {
+            cli_error("serve", "--api-key-env %s: the variable is not set or empty", key_env);
+            return CLI_FAIL;
+        }
+    }
+
+    dynrag_pipeline *p = load_pipeline(pipeline);
+    if (p == NULL)
+        return CLI_FAIL;
+    dynrag_server *s = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = CLI_OK;
+    if (dynrag_server_create(p, &so, &s, &err) != DYNRAG_OK ||
+        dynrag_server_stop_on_signals(s, &err) != DYNRAG_OK ||
+        dynrag_server_start(s, &err) != DYNRAG_OK) {
+        cli_error("serve", "%s", dynrag_errmsg(&err));
+        rc = CLI_FAIL;
+        goto cleanup;
+    }
+    if (strchr(so.host, ':'))
+        printf("listening on http://[%s]:%d\n", so.host, dynrag_server_port(s));
+    else
+        printf("listening on http://%s:%d\n", so.host, dynrag_server_port(s));
+    fflush(stdout);
+    dynrag_server_wait(s);
+    fprintf(stderr, "dynrag serve: stopping (finishing in-flight requests)\n");
+    if (dynrag_server_stop(s, &err) != DYNRAG_OK) {
+        cli_error("serve", "saving state: %s", dynrag_errmsg(&err));
+        rc = CLI_FAIL;
+    }
+cleanup:
+    dynrag_server_free(s);
+    dynrag_pipeline_free(p);
+    return rc;
+}

@@ -1,0 +1,44 @@
+/* embedder_config.c - a pipeline's embedder option as an index's embedder configuration. */
+#include "core/util.h"
+#include "pipeline/spec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int dynrag_pipeline_embedder(const dynrag_pipeline *p, const char *option,
+                             dynrag_embedder_config *out, dynrag_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    const dr_stage *st = &p->stages[DR_STAGE_EMBEDDER];
+    int oi = -1;
+    if (option) {
+        oi = dr_stage_find_option(st, option);
+        if (oi < 0)
+            return dr_err_set(err, DYNRAG_ERR_NOTFOUND, "%s: stages.embedder has no option '%s'",
+                              p->path, option);
+    } else {
+        for (size_t i = 0; i < st->n_options && oi < 0; i++)
+            if (st->options[i].available)
+                oi = (int)i;
+        if (oi < 0)
+            return dr_err_set(err, DYNRAG_ERR_STATE,
+                              "%s: no embedder option is available (endpoints not configured)",
+                              p->path);
+    }
+    const dr_option *o = &st->options[oi];
+    if (!o->available)
+        return dr_err_set(err, DYNRAG_ERR_STATE,
+                          "%s: stages.embedder option '%s': endpoint '%s' is not configured",
+                          p->path, o->name, o->endpoint ? o->endpoint->name : "?");
+    out->kind = o->kind;
+    out->dim = dr_param_int(o->params, "dim", 0);
+    if (o->endpoint) {
+        out->base_url = o->endpoint->base_url;
+        out->model = o->endpoint->model;
+        out->api_key = o->endpoint->api_key_env ? getenv(o->endpoint->api_key_env) : NULL;
+        out->timeout_s = o->endpoint->timeout_s;
+        out->max_retries = o->endpoint->max_retries;
+        out->batch_size = dr_param_int(o->params, "batch_size", 64);
+    }
+    return DYNRAG_OK;
+}

@@ -1,0 +1,371 @@
+/*
+ * httpd.c - libmicrohttpd glue: per-request state, limits, auth, routing,
+ * error responses, event streams, graceful stop.
+ *
+ * A request's life: the first access-handler call (headers only) creates
+ * its req_state, routes it and checks the token and Content-Length; an
+ * early error is answered at once (MHD then closes the connection without
+ * reading the body). Later calls append the body (past max_body it is
+ * drained and dropped: 413). The last call runs the handler and queues its
+ * response. MHD's completion callback records metrics and frees the state.
+ */
+#define _GNU_SOURCE
+#include "server/httpd.h"
+
+#include "core/util.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MOD "server"
+
+struct dr_httpd {
+    struct MHD_Daemon *d;
+    dr_httpd_config cfg;
+    char *api_key;
+    atomic_int in_flight;
+    int port;
+    MHD_socket listen_fd;
+};
+
+typedef struct req_state {
+    dr_httpd *h;
+    dr_endpoint_id ep;
+    int64_t start_us;
+    dr_buf body;
+    bool too_big;
+    bool answered;
+    int status; /* of the queued response */
+} req_state;
+
+/* An event stream being sent: the prepared body and how far it got. */
+typedef struct stream_state {
+    char *data;
+    size_t len;
+} stream_state;
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    dr_log(DYNRAG_LOG_WARN, MOD, "libmicrohttpd: %s", msg);
+}
+
+/* Serves one "\n\n"-terminated event (or what fits in max) per call, so
+ * that each event leaves in its own chunk. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    stream_state *s = cls;
+    if (pos >= s->len)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    size_t off = (size_t)pos;
+    const char *end = strstr(s->data + off, "\n\n");
+    size_t n = end ? (size_t)(end - (s->data + off)) + 2 : s->len - off;
+    if (n > max)
+        n = max;
+    memcpy(buf, s->data + off, n);
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    stream_state *s = cls;
+    if (s == NULL)
+        return;
+    free(s->data);
+    free(s);
+}
+
+/*
+ * Queues a response for the exchange (its body_out is consumed). Falls back
+ * to a plain 500 when memory runs out. Returns MHD's result.
+ */
+static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_exchange *x)
+{
+    int status = x->status ? x->status : 500;
+    char *body = x->body_out;
+    x->body_out = NULL;
+    const char *ctype = x->content_type ? x->content_type : "application/json";
+    if (body == NULL && status >= 400) {
+        if (x->err.message[0] == '\0')
+            dr_http_error_set(&x->err, status, "server_error", "internal_error", NULL,
+                              "internal error");
+        body = dr_http_error_json(&x->err);
+        ctype = "application/json";
+    }
+    struct MHD_Response *r = NULL;
+    if (body && x->stream && status < 400) {
+        stream_state *s = calloc(1, sizeof(*s));
+        if (s) {
+            s->data = body;
+            s->len = strlen(body);
+            body = NULL;
+            r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, s,
+                                                  stream_free);
+            if (r == NULL)
+                stream_free(s);
+        }
+    } else if (body) {
+        r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+        if (r != NULL)
+            body = NULL;
+    }
+    free(body);
+    if (r == NULL) {
+        static char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                            "\"code\":\"internal_error\",\"param\":null}}";
+        status = 500;
+        ctype = "application/json";
+        r = MHD_create_response_from_buffer(strlen(oom), oom, MHD_RESPMEM_PERSISTENT);
+        if (r == NULL)
+            return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (x->stream && status < 400) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    }
+    if (status == 405)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, dr_endpoint_method(x->ep));
+    if (status == 401)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    rs->answered = true;
+    rs->status = status;
+    return ret;
+}
+
+static enum MHD_Result respond_error(struct MHD_Connection *c, req_state *rs, int status,
+                                     const char *type, const char *code, const char *fmt,
+                                     const char *arg)
+{
+    dr_http_exchange x;
+    memset(&x, 0, sizeof(x));
+    x.ep = rs->ep;
+    x.status = status;
+    dr_http_error_set(&x.err, status, type, code, NULL, fmt, arg);
+    return respond(c, rs, &x);
+}
+
+/* The checks that need only the headers. Returns MHD_YES with the request
+ * answered (rs->answered) or not (continue reading). */
+static enum MHD_Result check_headers(struct MHD_Connection *c, req_state *rs, const char *url,
+                                     const char *method)
+{
+    dr_httpd *h = rs->h;
+    int route = dr_http_route(method, url, &rs->ep);
+    if (route == 404)
+        return respond_error(c, rs, 404, "invalid_request_error", "not_found",
+                             "no endpoint %s (see docs/http-api.md)", url);
+    if (route == 405) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "%s does not accept %.16s: use %s", dr_endpoint_path(rs->ep),
+                 method, dr_endpoint_method(rs->ep));
+        return respond_error(c, rs, 405, "invalid_request_error", "method_not_allowed", "%s", msg);
+    }
+    if (h->api_key && dr_endpoint_needs_auth(rs->ep)) {
+        const char *auth =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (auth == NULL)
+            return respond_error(c, rs, 401, "authentication_error", "missing_api_key", "%s",
+                                 "missing bearer token: send \"Authorization: Bearer <key>\"");
+        if (!dr_http_bearer_ok(auth, h->api_key))
+            return respond_error(c, rs, 401, "authentication_error", "invalid_api_key", "%s",
+                                 "invalid bearer token");
+    }
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    long long n = 0;
+    if (cl && dr_parse_ll(cl, 0, (long long)1 << 62, &n) == DYNRAG_OK &&
+        (unsigned long long)n > (unsigned long long)h->cfg.max_body) {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "%zu", h->cfg.max_body);
+        return respond_error(c, rs, 413, "invalid_request_error", "body_too_large",
+                             "the request body is larger than the limit of %s bytes", msg);
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    dr_httpd *h = cls;
+    req_state *rs = *con_cls;
+    if (rs == NULL) {
+        rs = calloc(1, sizeof(*rs));
+        if (rs == NULL)
+            return MHD_NO;
+        rs->h = h;
+        rs->ep = DR_EP_OTHER;
+        rs->start_us = dr_now_us();
+        rs->body.cap_limit = h->cfg.max_body;
+        *con_cls = rs;
+        atomic_fetch_add(&h->in_flight, 1);
+        dr_metrics_inflight(h->cfg.metrics, 1);
+        return check_headers(c, rs, url, method);
+    }
+    if (rs->answered) {
+        /* Answered early: drop whatever body still arrives. */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!rs->too_big && dr_buf_append(&rs->body, upload_data, *upload_data_size) != 0) {
+            rs->too_big = true;
+            dr_buf_free(&rs->body);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (rs->too_big) {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "%zu", h->cfg.max_body);
+        return respond_error(c, rs, 413, "invalid_request_error", "body_too_large",
+                             "the request body is larger than the limit of %s bytes", msg);
+    }
+    dr_http_exchange x;
+    memset(&x, 0, sizeof(x));
+    x.ep = rs->ep;
+    x.method = method;
+    x.body = rs->body.data ? rs->body.data : "";
+    x.body_len = rs->body.len;
+    x.start_us = rs->start_us;
+    x.deadline_us = rs->start_us + (int64_t)h->cfg.timeout_ms * 1000;
+    h->cfg.handler(h->cfg.user, &x);
+    enum MHD_Result ret = respond(c, rs, &x);
+    free(x.body_out);
+    dr_buf_free(&rs->body);
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    dr_httpd *h = cls;
+    req_state *rs = *con_cls;
+    if (rs == NULL)
+        return;
+    double secs = (double)(dr_now_us() - rs->start_us) / 1e6;
+    /* A request that never got a response (client gone, timeout) counts
+     * as 499, nginx's "client closed request". */
+    int status = rs->answered ? rs->status : 499;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !rs->answered)
+        dr_log(DYNRAG_LOG_INFO, MOD, "%s: connection ended before a response (code %d)",
+               dr_endpoint_path(rs->ep), (int)toe);
+    dr_metrics_request(h->cfg.metrics, rs->ep, status, secs);
+    dr_metrics_inflight(h->cfg.metrics, -1);
+    dr_log(DYNRAG_LOG_DEBUG, MOD, "%s %d %.3f ms", dr_endpoint_path(rs->ep), status, secs * 1000);
+    dr_buf_free(&rs->body);
+    free(rs);
+    *con_cls = NULL;
+    atomic_fetch_sub(&h->in_flight, 1);
+}
+
+int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err)
+{
+    *out = NULL;
+    if (cfg->handler == NULL || cfg->metrics == NULL || cfg->threads < 1 || cfg->threads > 1024 ||
+        cfg->port < 0 || cfg->port > 65535 || cfg->max_body == 0 || cfg->timeout_ms < 1)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "invalid server configuration");
+    const char *host = cfg->host ? cfg->host : "127.0.0.1";
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    memset(&a4, 0, sizeof(a4));
+    memset(&a6, 0, sizeof(a6));
+    const struct sockaddr *addr;
+    bool v6 = false;
+    if (inet_pton(AF_INET, host, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)cfg->port);
+        addr = (const struct sockaddr *)&a4;
+    } else if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)cfg->port);
+        addr = (const struct sockaddr *)&a6;
+        v6 = true;
+    } else {
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "--host '%s': expected a numeric IPv4 or IPv6 address", host);
+    }
+    dr_httpd *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    h->cfg = *cfg;
+    h->cfg.host = NULL;
+    h->cfg.api_key = NULL;
+    h->listen_fd = MHD_INVALID_SOCKET;
+    atomic_init(&h->in_flight, 0);
+    if (cfg->api_key && *cfg->api_key) {
+        h->api_key = dr_strdup(cfg->api_key);
+        if (h->api_key == NULL) {
+            free(h);
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        }
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+    unsigned timeout_s = (unsigned)((cfg->timeout_ms + 999) / 1000);
+    unsigned pool = cfg->threads > 1 ? (unsigned)cfg->threads : 0;
+    h->d = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        NULL, MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        (unsigned)1, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+        pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, pool, MHD_OPTION_END);
+    if (h->d == NULL) {
+        free(h->api_key);
+        free(h);
+        return dr_err_set(err, DYNRAG_ERR_IO, "cannot listen on %s port %d (in use?)", host,
+                          cfg->port);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? (int)info->port : cfg->port;
+    *out = h;
+    return DYNRAG_OK;
+}
+
+int dr_httpd_port(const dr_httpd *h)
+{
+    return h->port;
+}
+
+int dr_httpd_in_flight(const dr_httpd *h)
+{
+    return atomic_load(&((dr_httpd *)h)->in_flight);
+}
+
+void dr_httpd_stop(dr_httpd *h, int drain_ms)
+{
+    if (h == NULL)
+        return;
+    h->listen_fd = MHD_quiesce_daemon(h->d);
+    int64_t until = dr_now_us() + (int64_t)drain_ms * 1000;
+    while (atomic_load(&h->in_flight) > 0 && dr_now_us() < until) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&h->in_flight) > 0)
+        dr_log(DYNRAG_LOG_WARN, MOD, "stopping with %d request(s) still in flight",
+               atomic_load(&h->in_flight));
+    MHD_stop_daemon(h->d);
+    if (h->listen_fd != MHD_INVALID_SOCKET)
+        close(h->listen_fd);
+    free(h->api_key);
+    free(h);
+}

@@ -1,0 +1,618 @@
+/*
+ * server.c - `dynrag serve`: the endpoints of docs/http-api.md on top of
+ * the HTTP layer (httpd.c) and the engine.
+ *
+ * Each handler validates its body (request.c), runs the engine or the
+ * index, checks the request's deadline, records route and cost metrics,
+ * and renders JSON. Engine failures map to HTTP statuses in engine_error().
+ */
+#define _GNU_SOURCE
+#include "dynrag/server.h"
+
+#include "core/util.h"
+#include "dynrag/engine.h"
+#include "dynrag/index.h"
+#include "pipeline/spec.h"
+#include "server/httpd.h"
+#include "server/metrics.h"
+#include "server/openai.h"
+#include "server/request.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MOD "server"
+
+struct dynrag_server {
+    const dynrag_pipeline *p;
+    dynrag_engine *e;
+    dr_metrics *m;
+    dr_httpd *h;
+    char *host;
+    char *api_key;
+    int port;
+    int threads;
+    size_t max_body;
+    int timeout_ms;
+    int wake[2]; /* self-pipe: request_stop writes, wait reads */
+    bool started, stopped;
+    int64_t start_us;
+};
+
+/* ---- helpers ----------------------------------------------------------- */
+
+/* Maps an engine or index failure to an HTTP error. */
+static void engine_error(dr_http_exchange *x, int rc, const dynrag_error *err)
+{
+    const char *msg = dynrag_errmsg(err);
+    switch (rc) {
+    case DYNRAG_ERR_INVALID:
+    case DYNRAG_ERR_LIMIT:
+    case DYNRAG_ERR_PARSE:
+        dr_http_error_set(&x->err, 400, "invalid_request_error", "invalid_query", "query", "%s",
+                          msg);
+        break;
+    case DYNRAG_ERR_NOTFOUND:
+        dr_http_error_set(&x->err, 404, "invalid_request_error", "not_found", NULL, "%s", msg);
+        break;
+    case DYNRAG_ERR_TIMEOUT:
+        dr_http_error_set(&x->err, 504, "server_error", "timeout", NULL, "%s", msg);
+        break;
+    case DYNRAG_ERR_HTTP:
+        dr_http_error_set(&x->err, 502, "server_error", "upstream_error", NULL, "%s", msg);
+        break;
+    default:
+        dr_http_error_set(&x->err, 500, "server_error", "internal_error", NULL, "%s: %s",
+                          dynrag_status_name(rc), msg);
+        break;
+    }
+    x->status = x->err.status;
+}
+
+/* True (and a 504 in x) when the request ran past its deadline. */
+static bool past_deadline(dr_http_exchange *x)
+{
+    if (dr_now_us() <= x->deadline_us)
+        return false;
+    dr_http_error_set(&x->err, 504, "server_error", "timeout", NULL,
+                      "the request took longer than its time limit of %.0f ms",
+                      (double)(x->deadline_us - x->start_us) / 1000.0);
+    x->status = 504;
+    return true;
+}
+
+static void no_memory(dr_http_exchange *x)
+{
+    dr_http_error_set(&x->err, 500, "server_error", "internal_error", NULL, "out of memory");
+    x->status = 500;
+}
+
+/* Sets a JSON object as the response (consumed). */
+static void reply_json(dr_http_exchange *x, cJSON *o)
+{
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (s == NULL) {
+        no_memory(x);
+        return;
+    }
+    x->status = 200;
+    x->body_out = s;
+}
+
+/* Counts a result's routing decisions and, when it ran, its cost. */
+static void count_result(dynrag_server *s, const dynrag_result *r, bool ran)
+{
+    for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
+        const dynrag_decision *d = dynrag_result_decision(r, i);
+        if (!d->skipped)
+            dr_metrics_route(s->m, d->stage, d->choice);
+    }
+    if (ran) {
+        const dynrag_totals *t = dynrag_result_totals(r);
+        dr_metrics_cost(s->m, t->usd, t->energy_wh, t->input_tokens, t->output_tokens,
+                        t->generator_calls, t->retrieval_steps, t->over_budget);
+    }
+}
+
+/* Runs the engine; on failure fills the error response and returns NULL. */
+static dynrag_result *run_query(dynrag_server *s, dr_http_exchange *x, const char *q,
+                                const char *id, bool route_only)
+{
+    if (past_deadline(x))
+        return NULL;
+    dynrag_query_options qo = {0};
+    qo.query_id = id;
+    qo.route_only = route_only;
+    dynrag_result *r = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_engine_query(s->e, q, &qo, &r, &err);
+    if (rc != DYNRAG_OK) {
+        engine_error(x, rc, &err);
+        return NULL;
+    }
+    count_result(s, r, !route_only);
+    if (past_deadline(x)) {
+        dynrag_result_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* ---- endpoints ------------------------------------------------------------ */
+
+static void do_healthz(dynrag_server *s, dr_http_exchange *x)
+{
+    cJSON *o = cJSON_CreateObject();
+    dynrag_index *idx = dynrag_engine_index(s->e, NULL);
+    cJSON_AddStringToObject(o, "status", "ok");
+    cJSON_AddStringToObject(o, "pipeline", dynrag_pipeline_name(s->p));
+    cJSON_AddStringToObject(o, "version", dynrag_version());
+    cJSON_AddBoolToObject(o, "index_loaded", idx != NULL);
+    dynrag_index_info info;
+    if (idx && dynrag_index_get_info(idx, &info) == DYNRAG_OK) {
+        cJSON_AddNumberToObject(o, "docs", (double)info.docs);
+        cJSON_AddNumberToObject(o, "chunks", (double)info.chunks);
+        cJSON_AddBoolToObject(o, "dense", info.dim > 0);
+    }
+    cJSON_AddNumberToObject(o, "threads", s->threads);
+    cJSON_AddNumberToObject(o, "uptime_s", (double)(dr_now_us() - s->start_us) / 1e6);
+    reply_json(x, o);
+}
+
+static void do_metrics(dynrag_server *s, dr_http_exchange *x)
+{
+    x->body_out = dr_metrics_render(s->m);
+    if (x->body_out == NULL) {
+        no_memory(x);
+        return;
+    }
+    x->status = 200;
+    x->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+/* Search options of an index-stage option (its params over the defaults). */
+static void search_options_from(const dr_option *o, dynrag_search_options *so)
+{
+    so->k1 = dr_param_num(o->params, "k1", 0.9);
+    so->b = dr_param_num(o->params, "b", 0.4);
+    so->rrf_k = dr_param_num(o->params, "rrf_k", 60);
+    so->w_bm25 = dr_param_num(o->params, "w_bm25", 1);
+    so->w_dense = dr_param_num(o->params, "w_dense", 1);
+    so->depth = dr_param_int(o->params, "depth", 100);
+    so->nprobe = dr_param_int(o->params, "nprobe", 0);
+}
+
+/*
+ * POST /v1/retrieve. With a mode: search the engine's first index with it
+ * (using the params of the pipeline's first index option of that kind, if
+ * any). Without: route the query (route_only) and search with the index
+ * stage's choice on the embedder stage's index.
+ */
+static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
+{
+    dr_retrieve_req req;
+    if (dr_parse_retrieve(x->body, x->body_len, &req, &x->err) != 0) {
+        x->status = x->err.status;
+        return;
+    }
+    const dr_stage *ist = &s->p->stages[DR_STAGE_INDEX];
+    dynrag_search_options so;
+    memset(&so, 0, sizeof(so));
+    so.k = req.k;
+    dynrag_index *idx = NULL;
+    dynrag_result *route = NULL;
+    cJSON *route_json = NULL;
+    dynrag_hits hits;
+    memset(&hits, 0, sizeof(hits));
+    if (req.mode >= 0) {
+        so.mode = (dynrag_search_mode)req.mode;
+        for (size_t i = 0; i < ist->n_options; i++) {
+            if (dynrag_search_mode_parse(ist->options[i].kind) == req.mode) {
+                search_options_from(&ist->options[i], &so);
+                break;
+            }
+        }
+        idx = dynrag_engine_index(s->e, NULL);
+    } else {
+        route = run_query(s, x, req.query, NULL, true);
+        if (route == NULL)
+            goto cleanup;
+        const char *emb = NULL, *ichoice = NULL;
+        route_json = cJSON_CreateObject();
+        for (size_t i = 0; i < dynrag_result_n_decisions(route); i++) {
+            const dynrag_decision *d = dynrag_result_decision(route, i);
+            if (strcmp(d->stage, "embedder") == 0 && !d->skipped)
+                emb = d->choice;
+            if (strcmp(d->stage, "index") == 0 && !d->skipped)
+                ichoice = d->choice;
+            if (strcmp(d->stage, "index") == 0 || strcmp(d->stage, "embedder") == 0) {
+                cJSON *dj = cJSON_AddObjectToObject(route_json, d->stage);
+                cJSON_AddStringToObject(dj, "router", d->router);
+                if (d->skipped)
+                    cJSON_AddNullToObject(dj, "choice");
+                else
+                    cJSON_AddStringToObject(dj, "choice", d->choice);
+                cJSON_AddBoolToObject(dj, "skipped", d->skipped);
+                cJSON_AddStringToObject(dj, "reason", d->reason);
+            }
+        }
+        /* retrieval_mode "none" skips the index stage; the client asked to
+         * retrieve anyway, so the stage's first option is used. */
+        int oi = ichoice ? dr_stage_find_option(ist, ichoice) : 0;
+        if (oi < 0)
+            oi = 0;
+        const dr_option *io = &ist->options[oi];
+        int mode = dynrag_search_mode_parse(io->kind);
+        so.mode = mode >= 0 ? (dynrag_search_mode)mode : DYNRAG_SEARCH_BM25;
+        search_options_from(io, &so);
+        cJSON_AddStringToObject(route_json, "option", io->name);
+        idx = dynrag_engine_index(s->e, emb);
+        if (idx == NULL)
+            idx = dynrag_engine_index(s->e, NULL);
+    }
+    if (idx == NULL) {
+        dr_http_error_set(&x->err, 503, "server_error", "no_index", NULL,
+                          "the pipeline has no index open (it never retrieves, or no embedder "
+                          "option can open the index)");
+        x->status = 503;
+        goto cleanup;
+    }
+    if (so.mode != DYNRAG_SEARCH_BM25 && dynrag_index_dim(idx) <= 0) {
+        dr_http_error_set(&x->err, 400, "invalid_request_error", "mode_unavailable", "mode",
+                          "\"mode\": the index has no dense vectors, so only \"bm25\" works");
+        x->status = 400;
+        goto cleanup;
+    }
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_index_search(idx, req.query, &so, &hits, &err);
+    if (rc != DYNRAG_OK) {
+        engine_error(x, rc, &err);
+        goto cleanup;
+    }
+    if (past_deadline(x))
+        goto cleanup;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "query", req.query);
+    cJSON_AddStringToObject(o, "mode", dynrag_search_mode_name(so.mode));
+    cJSON_AddNumberToObject(o, "k", req.k);
+    cJSON_AddBoolToObject(o, "routed", req.mode < 0);
+    if (route_json) {
+        cJSON_AddItemToObject(o, "route", route_json);
+        route_json = NULL;
+    }
+    cJSON *arr = cJSON_AddArrayToObject(o, "hits");
+    for (size_t i = 0; i < hits.n; i++) {
+        const dynrag_hit *h = &hits.hits[i];
+        cJSON *hj = cJSON_CreateObject();
+        cJSON_AddNumberToObject(hj, "rank", (double)(i + 1));
+        cJSON_AddStringToObject(hj, "doc_id", h->doc_id ? h->doc_id : "");
+        cJSON_AddStringToObject(hj, "title", h->title ? h->title : "");
+        cJSON_AddStringToObject(hj, "text", h->text ? h->text : "");
+        cJSON_AddNumberToObject(hj, "score", h->score);
+        cJSON_AddNumberToObject(hj, "chunk_id", (double)h->chunk_id);
+        cJSON_AddItemToArray(arr, hj);
+    }
+    cJSON_AddNumberToObject(o, "search_us", hits.total_us);
+    reply_json(x, o);
+cleanup:
+    cJSON_Delete(route_json);
+    dynrag_hits_free(&hits);
+    dynrag_result_free(route);
+    dr_retrieve_req_free(&req);
+}
+
+/* The result's record (parsed) with "query_id" added. */
+static cJSON *record_of(const dynrag_result *r)
+{
+    cJSON *o = cJSON_Parse(dynrag_result_json(r));
+    if (o)
+        cJSON_AddStringToObject(o, "query_id", dynrag_result_id(r));
+    return o;
+}
+
+static void do_query(dynrag_server *s, dr_http_exchange *x, bool route_only)
+{
+    dr_query_req req;
+    int st = route_only ? dr_parse_route(x->body, x->body_len, &req, &x->err)
+                        : dr_parse_query(x->body, x->body_len, &req, &x->err);
+    if (st != 0) {
+        x->status = st;
+        return;
+    }
+    dynrag_result *r = run_query(s, x, req.query, req.id, route_only);
+    if (r)
+        reply_json(x, record_of(r));
+    dynrag_result_free(r);
+    dr_query_req_free(&req);
+}
+
+static void do_feedback(dynrag_server *s, dr_http_exchange *x)
+{
+    dr_feedback_req req;
+    if (dr_parse_feedback(x->body, x->body_len, &req, &x->err) != 0) {
+        x->status = x->err.status;
+        return;
+    }
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_engine_feedback(s->e, req.query_id, req.reward, &err);
+    if (rc == DYNRAG_ERR_NOTFOUND) {
+        dr_http_error_set(&x->err, 404, "invalid_request_error", "unknown_query_id", "query_id",
+                          "\"query_id\": %s", dynrag_errmsg(&err));
+        x->status = 404;
+    } else if (rc != DYNRAG_OK) {
+        engine_error(x, rc, &err);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "ok");
+        cJSON_AddStringToObject(o, "query_id", req.query_id);
+        cJSON_AddNumberToObject(o, "reward", req.reward);
+        reply_json(x, o);
+    }
+    dr_feedback_req_free(&req);
+}
+
+/* The "dynrag" extras of a chat reply: query id, citations, route, totals. */
+static cJSON *chat_extra(const dynrag_result *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "query_id", dynrag_result_id(r));
+    cJSON_AddBoolToObject(o, "unanswerable", dynrag_result_unanswerable(r));
+    cJSON *c = cJSON_AddArrayToObject(o, "citations");
+    for (size_t i = 0; i < dynrag_result_n_citations(r); i++) {
+        const dynrag_citation *ci = dynrag_result_citation(r, i);
+        cJSON *cj = cJSON_CreateObject();
+        cJSON_AddStringToObject(cj, "doc_id", ci->doc_id);
+        cJSON_AddStringToObject(cj, "title", ci->title);
+        cJSON_AddNumberToObject(cj, "chunk_id", (double)ci->chunk_id);
+        cJSON_AddNumberToObject(cj, "score", ci->score);
+        cJSON_AddItemToArray(c, cj);
+    }
+    cJSON *route = cJSON_AddObjectToObject(o, "route");
+    for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
+        const dynrag_decision *d = dynrag_result_decision(r, i);
+        if (d->skipped)
+            cJSON_AddNullToObject(route, d->stage);
+        else
+            cJSON_AddStringToObject(route, d->stage, d->choice);
+    }
+    const dynrag_totals *t = dynrag_result_totals(r);
+    cJSON *tj = cJSON_AddObjectToObject(o, "cost");
+    cJSON_AddNumberToObject(tj, "usd", t->usd);
+    cJSON_AddNumberToObject(tj, "latency_ms", t->latency_ms);
+    cJSON_AddNumberToObject(tj, "energy_wh", t->energy_wh);
+    return o;
+}
+
+static void do_chat(dynrag_server *s, dr_http_exchange *x)
+{
+    dr_chat_req req;
+    if (dr_parse_chat(x->body, x->body_len, &req, &x->err) != 0) {
+        x->status = x->err.status;
+        return;
+    }
+    dynrag_result *r = run_query(s, x, req.query, NULL, false);
+    if (r == NULL) {
+        dr_chat_req_free(&req);
+        return;
+    }
+    const dynrag_totals *t = dynrag_result_totals(r);
+    char *id = dr_asprintf("chatcmpl-%s", dynrag_result_id(r));
+    cJSON *extra = chat_extra(r);
+    dr_chat_reply rep;
+    memset(&rep, 0, sizeof(rep));
+    rep.id = id ? id : "chatcmpl";
+    rep.created = (int64_t)time(NULL);
+    rep.model = req.model && *req.model ? req.model : dynrag_pipeline_name(s->p);
+    rep.content = dynrag_result_answer(r);
+    /* LLM token counts when an LLM ran, else word-based estimates. */
+    rep.prompt_tokens = t->input_tokens > 0 ? t->input_tokens : dr_chat_estimate_tokens(req.query);
+    rep.completion_tokens =
+        t->output_tokens > 0 ? t->output_tokens : dr_chat_estimate_tokens(rep.content);
+    rep.extra = extra;
+    if (req.stream) {
+        x->body_out = dr_chat_sse(&rep, req.include_usage);
+        x->stream = true;
+        x->content_type = "text/event-stream";
+    } else {
+        x->body_out = dr_chat_completion_json(&rep);
+    }
+    if (x->body_out == NULL || extra == NULL || id == NULL) {
+        free(x->body_out);
+        x->body_out = NULL;
+        x->stream = false;
+        no_memory(x);
+    } else {
+        x->status = 200;
+    }
+    cJSON_Delete(extra);
+    free(id);
+    dynrag_result_free(r);
+    dr_chat_req_free(&req);
+}
+
+static void handle(void *user, dr_http_exchange *x)
+{
+    dynrag_server *s = user;
+    switch (x->ep) {
+    case DR_EP_HEALTHZ: do_healthz(s, x); break;
+    case DR_EP_METRICS: do_metrics(s, x); break;
+    case DR_EP_RETRIEVE: do_retrieve(s, x); break;
+    case DR_EP_QUERY: do_query(s, x, false); break;
+    case DR_EP_ROUTE: do_query(s, x, true); break;
+    case DR_EP_FEEDBACK: do_feedback(s, x); break;
+    case DR_EP_CHAT: do_chat(s, x); break;
+    default:
+        dr_http_error_set(&x->err, 404, "invalid_request_error", "not_found", NULL,
+                          "no such endpoint");
+        x->status = 404;
+        break;
+    }
+}
+
+/* ---- life cycle ------------------------------------------------------------- */
+
+int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *opt,
+                         dynrag_server **out, dynrag_error *err)
+{
+    *out = NULL;
+    dynrag_server_options o;
+    memset(&o, 0, sizeof(o));
+    if (opt)
+        o = *opt;
+    if (o.port < 0 || o.port > 65535)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "port %d: expected 0 to 65535", o.port);
+    if (o.threads < 0 || o.threads > 1024)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "threads %d: expected 1 to 1024", o.threads);
+    if (o.timeout_ms < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "timeout %d ms: must be positive", o.timeout_ms);
+    dynrag_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    s->p = p;
+    s->wake[0] = s->wake[1] = -1;
+    s->port = o.port;
+    s->threads = o.threads ? o.threads : 4;
+    s->max_body = o.max_body ? o.max_body : (size_t)1 << 20;
+    s->timeout_ms = o.timeout_ms ? o.timeout_ms : 30000;
+    s->host = dr_strdup(o.host ? o.host : "127.0.0.1");
+    s->api_key = o.api_key && *o.api_key ? dr_strdup(o.api_key) : NULL;
+    s->m = dr_metrics_create();
+    int rc = DYNRAG_OK;
+    if (s->host == NULL || s->m == NULL || (o.api_key && *o.api_key && s->api_key == NULL)) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (pipe(s->wake) != 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    fcntl(s->wake[0], F_SETFD, FD_CLOEXEC);
+    fcntl(s->wake[1], F_SETFD, FD_CLOEXEC);
+    fcntl(s->wake[1], F_SETFL, O_NONBLOCK);
+    dynrag_engine_options eo = {o.index_dir, o.log_path, o.no_log};
+    rc = dynrag_engine_create(p, &eo, &s->e, err);
+    if (rc != DYNRAG_OK)
+        goto fail;
+    *out = s;
+    return DYNRAG_OK;
+fail:
+    dynrag_server_free(s);
+    return rc;
+}
+
+int dynrag_server_start(dynrag_server *s, dynrag_error *err)
+{
+    if (s->started)
+        return dr_err_set(err, DYNRAG_ERR_STATE, "the server was already started");
+    dr_httpd_config c;
+    memset(&c, 0, sizeof(c));
+    c.host = s->host;
+    c.port = s->port;
+    c.threads = s->threads;
+    c.api_key = s->api_key;
+    c.max_body = s->max_body;
+    c.timeout_ms = s->timeout_ms;
+    c.handler = handle;
+    c.user = s;
+    c.metrics = s->m;
+    s->start_us = dr_now_us();
+    int rc = dr_httpd_start(&c, &s->h, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    s->started = true;
+    dr_log(DYNRAG_LOG_INFO, MOD, "serving pipeline '%s' on %s port %d with %d thread(s)",
+           dynrag_pipeline_name(s->p), s->host, dr_httpd_port(s->h), s->threads);
+    return DYNRAG_OK;
+}
+
+int dynrag_server_port(const dynrag_server *s)
+{
+    return s->h ? dr_httpd_port(s->h) : s->port;
+}
+
+void dynrag_server_wait(dynrag_server *s)
+{
+    char c;
+    for (;;) {
+        ssize_t n = read(s->wake[0], &c, 1);
+        if (n == 1 || (n < 0 && errno != EINTR) || n == 0)
+            return;
+    }
+}
+
+void dynrag_server_request_stop(dynrag_server *s)
+{
+    if (s == NULL || s->wake[1] < 0)
+        return;
+    char c = 1;
+    ssize_t n = write(s->wake[1], &c, 1);
+    (void)n;
+}
+
+static dynrag_server *volatile signal_server;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    dynrag_server_request_stop(signal_server);
+    errno = saved;
+}
+
+int dynrag_server_stop_on_signals(dynrag_server *s, dynrag_error *err)
+{
+    signal_server = s;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+        return dr_err_set(err, DYNRAG_ERR_IO, "sigaction: %s", strerror(errno));
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    return DYNRAG_OK;
+}
+
+int dynrag_server_stop(dynrag_server *s, dynrag_error *err)
+{
+    if (s->stopped)
+        return DYNRAG_OK;
+    s->stopped = true;
+    if (s->h) {
+        dr_httpd_stop(s->h, s->timeout_ms + 1000);
+        s->h = NULL;
+        dr_log(DYNRAG_LOG_INFO, MOD, "stopped; saving router state");
+    }
+    return s->e ? dynrag_engine_save(s->e, err) : DYNRAG_OK;
+}
+
+void dynrag_server_free(dynrag_server *s)
+{
+    if (s == NULL)
+        return;
+    if (signal_server == s)
+        signal_server = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dynrag_server_stop(s, &err) != DYNRAG_OK)
+        dr_log(DYNRAG_LOG_ERROR, MOD, "saving state: %s", dynrag_errmsg(&err));
+    dynrag_engine_free(s->e);
+    dr_metrics_free(s->m);
+    if (s->wake[0] >= 0)
+        close(s->wake[0]);
+    if (s->wake[1] >= 0)
+        close(s->wake[1]);
+    free(s->host);
+    free(s->api_key);
+    free(s);
+}

@@ -1,0 +1,690 @@
+/*
+ * test_server.c - `dynrag serve` end to end: a tiny index and pipeline, the
+ * real server on 127.0.0.1 (in-process through the public API, and once as
+ * the CLI binary), every endpoint and error class over libcurl, 8 parallel
+ * clients, the OpenAI SDK's request shape (streaming included), request
+ * deadlines and graceful shutdown.
+ */
+#include "test.h"
+
+#include "dynrag/engine.h"
+#include "dynrag/index.h"
+#include "dynrag/pipeline.h"
+#include "dynrag/server.h"
+#include "server_client.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static const char *const docs_jsonl =
+    "{\"_id\":\"d1\",\"title\":\"BM25\",\"text\":\"BM25 is a ranking function used by search "
+    "engines to rank documents by term frequency and inverse document frequency.\"}\n"
+    "{\"_id\":\"d2\",\"title\":\"Vector search\",\"text\":\"Dense vector search embeds queries "
+    "and documents and finds nearest neighbours by cosine similarity.\"}\n"
+    "{\"_id\":\"d3\",\"title\":\"Eiffel Tower\",\"text\":\"The Eiffel Tower is a wrought-iron "
+    "lattice tower in Paris, France. It was completed in 1889.\"}\n"
+    "{\"_id\":\"d4\",\"title\":\"Python\",\"text\":\"Python is a programming language created "
+    "by Guido van Rossum and first released in 1991.\"}\n"
+    "{\"_id\":\"d5\",\"title\":\"Photosynthesis\",\"text\":\"Photosynthesis converts light "
+    "energy into chemical energy in plants, producing oxygen.\"}\n"
+    "{\"_id\":\"d6\",\"title\":\"Mount Everest\",\"text\":\"Mount Everest is the highest "
+    "mountain above sea level, on the border of Nepal and China.\"}\n"
+    "{\"_id\":\"d7\",\"title\":\"Reciprocal rank fusion\",\"text\":\"Reciprocal rank fusion "
+    "combines the rankings of BM25 and vector search into one hybrid ranking.\"}\n"
+    "{\"_id\":\"d8\",\"title\":\"Moon landing\",\"text\":\"Apollo 11 landed the first humans "
+    "on the Moon in July 1969.\"}\n";
+
+typedef struct fixture {
+    char dir[1024];
+    char index[1100];
+    char log[1100];
+    char yaml[1100];
+    dynrag_pipeline *p;
+} fixture;
+
+/* Builds the index and pipeline under the test's tmpdir. */
+static int fixture_make(fixture *f)
+{
+    memset(f, 0, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "%s", test_tmpdir());
+    snprintf(f->index, sizeof(f->index), "%s/idx", f->dir);
+    snprintf(f->log, sizeof(f->log), "%s/route.jsonl", f->dir);
+    char docs[1100];
+    snprintf(docs, sizeof(docs), "%s", test_write_file("docs.jsonl", docs_jsonl));
+    const char *inputs[] = {docs};
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dynrag_index_add(f->index, inputs, 1, NULL, NULL, &err) != DYNRAG_OK) {
+        fprintf(stderr, "index: %s\n", dynrag_errmsg(&err));
+        return -1;
+    }
+    char *yaml = NULL;
+    if (asprintf(&yaml,
+                 "version: 1\n"
+                 "name: server-test\n"
+                 "index: %s\n"
+                 "log: %s\n"
+                 "stages:\n"
+                 "  index:\n"
+                 "    options:\n"
+                 "      - {name: lexical, kind: bm25, params: {k1: 0.9, b: 0.4}}\n"
+                 "      - {name: fused, kind: hybrid}\n"
+                 "    router:\n"
+                 "      type: rules\n"
+                 "      params:\n"
+                 "        rules:\n"
+                 "          - when: {regex: 'vector|embedding'}\n"
+                 "            option: fused\n"
+                 "        default: lexical\n"
+                 "  context:\n"
+                 "    options:\n"
+                 "      - {name: top3, kind: topk, params: {k: 3}}\n"
+                 "  generator:\n"
+                 "    options:\n"
+                 "      - {name: extractive, kind: extractive}\n",
+                 f->index, f->log) < 0)
+        return -1;
+    snprintf(f->yaml, sizeof(f->yaml), "%s", test_write_file("pipeline.yaml", yaml));
+    free(yaml);
+    dynrag_diags *d = NULL;
+    int rc = dynrag_pipeline_load(f->yaml, &f->p, &d, &err);
+    if (rc != DYNRAG_OK) {
+        char *t = d ? dynrag_diags_format(d) : NULL;
+        fprintf(stderr, "pipeline: %s %s\n", dynrag_errmsg(&err), t ? t : "");
+        free(t);
+    }
+    dynrag_diags_free(d);
+    return rc == DYNRAG_OK ? 0 : -1;
+}
+
+static dynrag_server *start_server(fixture *f, const char *key, int threads, int timeout_ms)
+{
+    dynrag_server_options o;
+    memset(&o, 0, sizeof(o));
+    o.port = 0;
+    o.threads = threads;
+    o.api_key = key;
+    o.max_body = 64 * 1024;
+    o.timeout_ms = timeout_ms;
+    dynrag_server *s = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dynrag_server_create(f->p, &o, &s, &err) != DYNRAG_OK ||
+        dynrag_server_start(s, &err) != DYNRAG_OK) {
+        fprintf(stderr, "server: %s\n", dynrag_errmsg(&err));
+        dynrag_server_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static cJSON *jget(const cJSON *o, const char *path)
+{
+    /* "a.b.0.c": object keys and array indices. */
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", path);
+    const cJSON *cur = o;
+    for (char *tok = strtok(buf, "."); tok && cur; tok = strtok(NULL, ".")) {
+        if (cJSON_IsArray(cur))
+            cur = cJSON_GetArrayItem(cur, (int)strtol(tok, NULL, 10));
+        else
+            cur = cJSON_GetObjectItemCaseSensitive(cur, tok);
+    }
+    return (cJSON *)cur;
+}
+
+static const char *jstr(const cJSON *o, const char *path)
+{
+    cJSON *v = jget(o, path);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static size_t count_lines(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL)
+        return 0;
+    size_t n = 0;
+    int c;
+    while ((c = fgetc(fp)) != EOF)
+        n += c == '\n';
+    fclose(fp);
+    return n;
+}
+
+TEST(server_api_every_endpoint)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_server *s = start_server(&f, "t0ken", 4, 10000);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    ASSERT_GT(port, 0);
+    http_reply r;
+    cJSON *o;
+
+    /* /healthz */
+    ASSERT_EQ(http_get(port, "/healthz", &r), 0);
+    ASSERT_EQ(r.status, 200);
+    o = cJSON_Parse(r.body);
+    ASSERT_STR_EQ(jstr(o, "status"), "ok");
+    ASSERT(cJSON_IsTrue(jget(o, "index_loaded")));
+    ASSERT_EQ(jget(o, "docs")->valueint, 8);
+    cJSON_Delete(o);
+    http_reply_free(&r);
+
+    /* /v1/retrieve with a mode equals a direct search of the same index. */
+    ASSERT_EQ(http_post_json(port, "/v1/retrieve",
+                             "{\"query\":\"ranking function of search engines\",\"k\":2,"
+                             "\"mode\":\"bm25\"}",
+                             "t0ken", &r),
+              0);
+    ASSERT_EQ(r.status, 200);
+    o = cJSON_Parse(r.body);
+    ASSERT(o != NULL);
+    ASSERT_STR_EQ(jstr(o, "mode"), "bm25");
+    ASSERT(cJSON_IsFalse(jget(o, "routed")));
+    ASSERT_EQ(cJSON_GetArraySize(jget(o, "hits")), 2);
+    ASSERT_STR_EQ(jstr(o, "hits.0.doc_id"), "d1");
+    ASSERT_STR_EQ(jstr(o, "hits.0.title"), "BM25");
+    ASSERT(jstr(o, "hits.0.text") != NULL);
+    {
+        dynrag_index *idx = NULL;
+        dynrag_error err;
+        ASSERT_OK(dynrag_index_open(f.index, NULL, &idx, &err), &err);
+        dynrag_search_options so;
+        memset(&so, 0, sizeof(so));
+        so.mode = DYNRAG_SEARCH_BM25;
+        so.k = 2;
+        so.k1 = 0.9;
+        so.b = 0.4;
+        dynrag_hits h;
+        ASSERT_OK(dynrag_index_search(idx, "ranking function of search engines", &so, &h, &err),
+                  &err);
+        ASSERT_EQ(h.n, 2);
+        for (size_t i = 0; i < h.n; i++) {
+            char p[64];
+            snprintf(p, sizeof(p), "hits.%zu.doc_id", i);
+            ASSERT_STR_EQ(jstr(o, p), h.hits[i].doc_id);
+            snprintf(p, sizeof(p), "hits.%zu.score", i);
+            ASSERT_NEAR(jget(o, p)->valuedouble, h.hits[i].score, 1e-9);
+        }
+        dynrag_hits_free(&h);
+        dynrag_index_close(idx);
+    }
+    cJSON_Delete(o);
+    http_reply_free(&r);
+
+    /* Routed retrieve: the rules router picks the index option. */
+    ASSERT_EQ(http_post_json(port, "/v1/retrieve", "{\"query\":\"how does vector search work\"}",
+                             "t0ken", &r),
+              0);
+    ASSERT_EQ(r.status, 200);
+    o = cJSON_Parse(r.body);
+    ASSERT(cJSON_IsTrue(jget(o, "routed")));
+    ASSERT_STR_EQ(jstr(o, "mode"), "hybrid");
+    ASSERT_STR_EQ(jstr(o, "route.index.choice"), "fused");
+    ASSERT_STR_EQ(jstr(o, "route.index.router"), "rules");
+    ASSERT_GT(cJSON_GetArraySize(jget(o, "hits")), 0);
+    cJSON_Delete(o);
+    http_reply_free(&r);
+    ASSERT_EQ(http_post_json(port, "/v1/retrieve", "{\"query\":\"Eiffel Tower Paris\",\"k\":2}",
+                             "t0ken", &r),
+              0);
+    o = cJSON_Parse(r.body);
+    ASSERT_STR_EQ(jstr(o, "mode"), "bm25");
+    ASSERT_STR_EQ(jstr(o, "route.index.choice"), "lexical");
+    ASSERT_STR_EQ(jstr(o, "hits.0.doc_id"), "d3");
+    ASSERT_EQ(cJSON_GetArraySize(jget(o, "hits")), 1);
+    cJSON_Delete(o);
+    http_reply_free(&r);
+
+    /* 400 naming the field. */
+    ASSERT_EQ(http_post_json(port, "/v1/retrieve", "{\"query\":\"x\",\"k\":5000}", "t0ken", &r), 0);
+    ASSERT_EQ(r.status, 400);
+    o = cJSON_Parse(r.body);
+    ASSERT_STR_EQ(jstr(o, "error.message"), "\"k\": expected an integer from 1 to 1000");
+    ASSERT_STR_EQ(jstr(o, "error.type"), "invalid_request_error");
+    ASSERT_STR_EQ(jstr(o, "error.code"), "invalid_field");
+    cJSON_Delete(o);
+    http_reply_free(&r);
+
+    /* /v1/query with an id, then feedback for it. */
+    ASSERT_EQ(http_post_json(port, "/v1/query",
+                             "{\"query\":\"When was the Eiffel Tower completed?\",\"id\":\"q-et\"}",
+                             "t0ken", &r),
+              0);
+    ASSERT_EQ(r.status, 200);
+    o = cJSON_Parse(r.body);
+    ASSERT(o != NULL);
+    ASSERT_STR_EQ(jstr(o, "query_id"), "q-et");
+    ASSERT_STR_EQ(jstr(o, "id"), "q-et");
+    ASSERT_CONTAINS(jstr(o, "answer"), "1889");
+    ASSERT_STR_EQ(jstr(o, "citations.0.doc_id"), "d3");
+    ASSERT(cJSON_IsArray(jget(o, "stages")));
+    ASSERT(cJSON_IsObject(jget(o, "totals")));
+    cJSON_Delete(o);
+    http_reply_free(&r);
+    ASSERT_EQ(
+        http_post_json(port, "/v1/feedback", "{\"query_id\":\"q-et\",\"reward\":1}", "t0ken", &r),
+        0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(r.body, "\"status\":\"ok\"");
+    http_reply_free(&r);
+    ASSERT_EQ(
+        http_post_json(port, "/v1/feedback", "{\"query_id\":\"nope\",\"reward\":1}", "t0ken", &r),
+        0);
+    ASSERT_EQ(r.status, 404);
+    ASSERT_CONTAINS(r.body, "\"code\":\"unknown_query_id\"");
+    http_reply_free(&r);
+
+    /* /v1/route: every stage's decision, nothing run. */
+    ASSERT_EQ(
+        http_post_json(port, "/v1/route", "{\"query\":\"embedding vector question\"}", "t0ken", &r),
+        0);
+    ASSERT_EQ(r.status, 200);
+    o = cJSON_Parse(r.body);
+    ASSERT_GE(cJSON_GetArraySize(jget(o, "stages")), 5);
+    bool saw_index = false;
+    const cJSON *st;
+    cJSON_ArrayForEach(st, jget(o, "stages"))
+    {
+        if (strcmp(jstr(st, "stage"), "index") == 0) {
+            saw_index = true;
+            ASSERT_STR_EQ(jstr(st, "choice"), "fused");
+        }
+    }
+    ASSERT(saw_index);
+    /* Nothing ran: no retrieval step, no generator call. */
+    ASSERT_EQ(cJSON_GetArraySize(jget(o, "steps")), 0);
+    ASSERT_EQ(jget(o, "totals.retrieval_steps")->valueint, 0);
+    ASSERT_EQ(jget(o, "totals.generator_calls")->valueint, 0);
+    cJSON_Delete(o);
+    http_reply_free(&r);
+
+    /* Error classes: 401, 404, 405 (+Allow), 413, invalid JSON. */
+    char hv[128];
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"x\"}", NULL, &r), 0);
+    ASSERT_EQ(r.status, 401);
+    http_reply_free(&r);
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"x\"}", "wrong", &r), 0);
+    ASSERT_EQ(r.status, 401);
+    ASSERT_CONTAINS(r.body, "\"type\":\"authentication_error\"");
+    http_reply_free(&r);
+    ASSERT_EQ(http_get(port, "/v2/nothing", &r), 0);
+    ASSERT_EQ(r.status, 404);
+    http_reply_free(&r);
+    ASSERT_EQ(http_get(port, "/v1/retrieve", &r), 0);
+    ASSERT_EQ(r.status, 405);
+    ASSERT_STR_EQ(http_header(&r, "Allow", hv, sizeof(hv)), "POST");
+    http_reply_free(&r);
+    char *big = malloc(100 * 1024);
+    ASSERT(big != NULL);
+    memset(big, 'a', 100 * 1024 - 1);
+    big[100 * 1024 - 1] = '\0';
+    ASSERT_EQ(http_post_json(port, "/v1/query", big, "t0ken", &r), 0);
+    free(big);
+    ASSERT_EQ(r.status, 413);
+    http_reply_free(&r);
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{query: 1}", "t0ken", &r), 0);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_CONTAINS(r.body, "\"code\":\"invalid_json\"");
+    http_reply_free(&r);
+
+    /* /metrics */
+    ASSERT_EQ(http_get(port, "/metrics", &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(http_header(&r, "Content-Type", hv, sizeof(hv)), "text/plain");
+    ASSERT_CONTAINS(r.body,
+                    "dynrag_http_requests_total{endpoint=\"/v1/retrieve\",status=\"200\"} 3");
+    ASSERT_CONTAINS(r.body, "dynrag_http_requests_total{endpoint=\"/v1/query\",status=\"401\"} 2");
+    ASSERT_CONTAINS(r.body, "dynrag_route_decisions_total{stage=\"index\",option=\"fused\"}");
+    ASSERT_CONTAINS(r.body, "dynrag_queries_total 1\n");
+    http_reply_free(&r);
+
+    /* Graceful stop flushes the route log: one line for the one query. */
+    dynrag_error err;
+    ASSERT_OK(dynrag_server_stop(s, &err), &err);
+    dynrag_server_free(s);
+    ASSERT_EQ(count_lines(f.log), 1);
+    dynrag_pipeline_free(f.p);
+}
+
+/* The exact request shape of the OpenAI Python SDK (v1): headers included. */
+static int sdk_chat(int port, const char *key, bool stream, http_reply *r)
+{
+    char auth[128];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    const char *hdrs[] = {"Content-Type: application/json",
+                          "Accept: application/json",
+                          "User-Agent: OpenAI/Python 1.51.0",
+                          "X-Stainless-Lang: python",
+                          "X-Stainless-Package-Version: 1.51.0",
+                          "X-Stainless-Runtime: CPython",
+                          "X-Stainless-Retry-Count: 0",
+                          auth,
+                          NULL};
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"messages\": [{\"role\": \"system\", \"content\": \"You are helpful.\"}, "
+             "{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"Who created "
+             "the Python programming language?\"}]}], \"model\": \"dynrag-test\", "
+             "\"max_tokens\": 128, \"temperature\": 0.0, \"n\": 1, \"user\": \"u-1\"%s}",
+             stream ? ", \"stream\": true, \"stream_options\": {\"include_usage\": true}" : "");
+    return http_request(port, "POST", "/v1/chat/completions", hdrs, body, strlen(body), 0, r);
+}
+
+TEST(server_openai_chat_completions)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_server *s = start_server(&f, "sk-test", 2, 10000);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    http_reply r;
+    ASSERT_EQ(sdk_chat(port, "sk-test", false, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    cJSON *o = cJSON_Parse(r.body);
+    ASSERT(o != NULL);
+    ASSERT_STR_EQ(jstr(o, "object"), "chat.completion");
+    ASSERT_STR_EQ(jstr(o, "model"), "dynrag-test");
+    ASSERT(strncmp(jstr(o, "id"), "chatcmpl-", 9) == 0);
+    ASSERT(cJSON_IsNumber(jget(o, "created")));
+    ASSERT_STR_EQ(jstr(o, "choices.0.message.role"), "assistant");
+    ASSERT_CONTAINS(jstr(o, "choices.0.message.content"), "Guido");
+    ASSERT_STR_EQ(jstr(o, "choices.0.finish_reason"), "stop");
+    int pt = jget(o, "usage.prompt_tokens")->valueint;
+    int ct = jget(o, "usage.completion_tokens")->valueint;
+    ASSERT_GT(pt, 0);
+    ASSERT_GT(ct, 0);
+    ASSERT_EQ(jget(o, "usage.total_tokens")->valueint, pt + ct);
+    ASSERT_STR_EQ(jstr(o, "dynrag.citations.0.doc_id"), "d4");
+    char *answer = strdup(jstr(o, "choices.0.message.content"));
+    cJSON_Delete(o);
+    http_reply_free(&r);
+
+    /* Streaming: role chunk, content chunks, stop chunk, usage chunk, [DONE]. */
+    ASSERT_EQ(sdk_chat(port, "sk-test", true, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    char hv[128];
+    ASSERT_STR_EQ(http_header(&r, "Content-Type", hv, sizeof(hv)), "text/event-stream");
+    ASSERT(strncmp(r.body, "data: {", 7) == 0);
+    size_t n = strlen(r.body);
+    ASSERT(n > 14 && strcmp(r.body + n - 14, "data: [DONE]\n\n") == 0);
+    char content[4096] = "";
+    int stops = 0, usage = 0;
+    for (char *p = r.body; (p = strstr(p, "data: {")) != NULL; p++) {
+        char *end = strstr(p, "\n\n");
+        ASSERT(end != NULL);
+        *end = '\0';
+        cJSON *c = cJSON_Parse(p + 6);
+        *end = '\n';
+        ASSERT(c != NULL);
+        ASSERT_STR_EQ(jstr(c, "object"), "chat.completion.chunk");
+        const char *piece = jstr(c, "choices.0.delta.content");
+        if (piece)
+            strncat(content, piece, sizeof(content) - strlen(content) - 1);
+        const char *fr = jstr(c, "choices.0.finish_reason");
+        if (fr && strcmp(fr, "stop") == 0)
+            stops++;
+        if (cJSON_IsObject(jget(c, "usage")))
+            usage++;
+        cJSON_Delete(c);
+    }
+    ASSERT_STR_EQ(content, answer);
+    ASSERT_EQ(stops, 1);
+    ASSERT_EQ(usage, 1);
+    free(answer);
+    http_reply_free(&r);
+
+    /* Wrong key, and a request without a user message. */
+    ASSERT_EQ(sdk_chat(port, "sk-wrong", false, &r), 0);
+    ASSERT_EQ(r.status, 401);
+    http_reply_free(&r);
+    ASSERT_EQ(http_post_json(port, "/v1/chat/completions",
+                             "{\"model\":\"m\",\"messages\":[{\"role\":\"system\","
+                             "\"content\":\"x\"}]}",
+                             "sk-test", &r),
+              0);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_CONTAINS(r.body, "\"param\":\"messages\"");
+    http_reply_free(&r);
+    dynrag_server_free(s);
+    dynrag_pipeline_free(f.p);
+}
+
+/* ---- concurrency ----------------------------------------------------------- */
+
+static const char *const cqueries[] = {
+    "ranking function", "Eiffel Tower",      "vector search cosine", "Python language",
+    "highest mountain", "Moon landing 1969", "light energy plants",  "hybrid ranking fusion",
+};
+#define N_CQ (sizeof(cqueries) / sizeof(cqueries[0]))
+
+/* The comparable part of a reply: retrieve hits, or query answer+citations. */
+static char *essence(const char *body, bool query)
+{
+    cJSON *o = cJSON_Parse(body);
+    if (o == NULL)
+        return NULL;
+    cJSON *keep = cJSON_CreateObject();
+    if (query) {
+        cJSON_AddItemToObject(keep, "answer", cJSON_Duplicate(jget(o, "answer"), 1));
+        cJSON_AddItemToObject(keep, "citations", cJSON_Duplicate(jget(o, "citations"), 1));
+    } else {
+        cJSON_AddItemToObject(keep, "hits", cJSON_Duplicate(jget(o, "hits"), 1));
+        cJSON_AddItemToObject(keep, "mode", cJSON_Duplicate(jget(o, "mode"), 1));
+    }
+    char *s = cJSON_PrintUnformatted(keep);
+    cJSON_Delete(keep);
+    cJSON_Delete(o);
+    return s;
+}
+
+static char *ask(int port, size_t qi, bool query)
+{
+    char body[256];
+    snprintf(body, sizeof(body), "{\"query\":\"%s\",\"k\":4}", cqueries[qi]);
+    http_reply r;
+    char *e = NULL;
+    if (http_post_json(port, query ? "/v1/query" : "/v1/retrieve", body, NULL, &r) == 0 &&
+        r.status == 200)
+        e = essence(r.body, query);
+    http_reply_free(&r);
+    return e;
+}
+
+typedef struct worker {
+    int port;
+    int rounds;
+    char **expect; /* [N_CQ * 2] */
+    int ok, bad;
+} worker;
+
+static void *worker_main(void *p)
+{
+    worker *w = p;
+    for (int r = 0; r < w->rounds; r++) {
+        for (size_t i = 0; i < N_CQ * 2; i++) {
+            size_t qi = (i + (size_t)r) % (N_CQ * 2);
+            char *e = ask(w->port, qi / 2, qi % 2 == 1);
+            if (e && w->expect[qi] && strcmp(e, w->expect[qi]) == 0)
+                w->ok++;
+            else
+                w->bad++;
+            free(e);
+        }
+    }
+    return NULL;
+}
+
+TEST(server_concurrent_clients_match_serial)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_server *s = start_server(&f, NULL, 4, 30000);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    char *expect[N_CQ * 2];
+    for (size_t i = 0; i < N_CQ * 2; i++) {
+        expect[i] = ask(port, i / 2, i % 2 == 1);
+        ASSERT(expect[i] != NULL);
+    }
+    pthread_t t[8];
+    worker w[8];
+    for (int i = 0; i < 8; i++) {
+        w[i] = (worker){port, 3, expect, 0, 0};
+        ASSERT_EQ(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 8; i++) {
+        ASSERT_EQ(w[i].bad, 0);
+        ASSERT_EQ(w[i].ok, 3 * (int)N_CQ * 2);
+    }
+    for (size_t i = 0; i < N_CQ * 2; i++)
+        free(expect[i]);
+    dynrag_server_free(s);
+    /* Every /v1/query was logged: N_CQ serial + 8 x 3 x N_CQ parallel. */
+    ASSERT_EQ(count_lines(f.log), N_CQ + 8 * 3 * N_CQ);
+    dynrag_pipeline_free(f.p);
+}
+
+/* ---- deadlines and idle connections ------------------------------------------ */
+
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+TEST(server_request_deadline_and_idle_timeout)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_server *s = start_server(&f, NULL, 2, 50);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    /* Headers now, body 200 ms later: past the 50 ms limit -> 504. */
+    int fd = raw_connect(port);
+    ASSERT(fd >= 0);
+    const char *body = "{\"query\":\"Eiffel Tower\"}";
+    char head[256];
+    snprintf(head, sizeof(head),
+             "POST /v1/query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n",
+             strlen(body));
+    ASSERT_EQ(write(fd, head, strlen(head)), (ssize_t)strlen(head));
+    sleep_ms(200);
+    ASSERT_EQ(write(fd, body, strlen(body)), (ssize_t)strlen(body));
+    char resp[4096];
+    ssize_t n = read(fd, resp, sizeof(resp) - 1);
+    ASSERT_GT(n, 0);
+    resp[n] = '\0';
+    close(fd);
+    ASSERT(strncmp(resp, "HTTP/1.1 504", 12) == 0);
+    ASSERT_CONTAINS(resp, "\"code\":\"timeout\"");
+    /* A connection that sends half a request is closed by the idle timeout
+     * (the limit rounded up to 1 s). */
+    fd = raw_connect(port);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(write(fd, "GET /healthz HT", 15), 15);
+    int64_t t0 = time(NULL);
+    n = read(fd, resp, sizeof(resp));
+    close(fd);
+    ASSERT_LE(n, 0);
+    ASSERT_LE(time(NULL) - t0, 5);
+    dynrag_server_free(s);
+    dynrag_pipeline_free(f.p);
+}
+
+/* ---- the CLI binary ------------------------------------------------------------ */
+
+TEST(server_cli_serve_and_sigterm)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_pipeline_free(f.p);
+    int out[2];
+    ASSERT_EQ(pipe(out), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    setenv("DYNRAG_TEST_SERVE_KEY", "cli-key", 1);
+    char *argv[] = {(char *)test_cli_path(),
+                    "serve",
+                    "--pipeline",
+                    f.yaml,
+                    "--port",
+                    "0",
+                    "--threads",
+                    "2",
+                    "--api-key-env",
+                    "DYNRAG_TEST_SERVE_KEY",
+                    NULL};
+    pid_t pid;
+    ASSERT_EQ(posix_spawn(&pid, test_cli_path(), &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+    FILE *so = fdopen(out[0], "r");
+    char line[256] = "";
+    ASSERT(fgets(line, sizeof(line), so) != NULL);
+    int port = 0;
+    ASSERT_EQ(sscanf(line, "listening on http://127.0.0.1:%d", &port), 1);
+    ASSERT_GT(port, 0);
+    http_reply r;
+    ASSERT_EQ(
+        http_post_json(port, "/v1/query", "{\"query\":\"Who landed on the Moon?\"}", "cli-key", &r),
+        0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(r.body, "\"answer\":");
+    http_reply_free(&r);
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"x\"}", NULL, &r), 0);
+    ASSERT_EQ(r.status, 401);
+    http_reply_free(&r);
+    ASSERT_EQ(kill(pid, SIGTERM), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    fclose(so);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    ASSERT_EQ(count_lines(f.log), 1);
+    /* Usage errors exit 2; an unset key variable exits 1. */
+    char *o = NULL;
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "%s serve --pipeline %s --port 70000", test_cli_path(), f.yaml);
+    ASSERT_EQ(test_run(cmd, &o), 2);
+    ASSERT_CONTAINS(o, "--port");
+    free(o);
+    snprintf(cmd, sizeof(cmd), "%s serve --pipeline %s --api-key-env DYNRAG_TEST_UNSET_VAR",
+             test_cli_path(), f.yaml);
+    ASSERT_EQ(test_run(cmd, &o), 1);
+    ASSERT_CONTAINS(o, "DYNRAG_TEST_UNSET_VAR");
+    free(o);
+}

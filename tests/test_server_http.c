@@ -1,0 +1,530 @@
+/*
+ * test_server_http.c - the server's HTTP layer on its own: routing,
+ * request validation, bearer tokens, metrics, the OpenAI bodies, and a live
+ * dr_httpd (libmicrohttpd on 127.0.0.1) with a handler that echoes.
+ */
+#include "test.h"
+
+#include "core/util.h"
+#include "server/httpd.h"
+#include "server/metrics.h"
+#include "server/openai.h"
+#include "server/request.h"
+#include "server_client.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+TEST(server_http_route_table)
+{
+    dr_endpoint_id ep;
+    ASSERT_EQ(dr_http_route("POST", "/v1/retrieve", &ep), 200);
+    ASSERT_EQ(ep, DR_EP_RETRIEVE);
+    ASSERT_EQ(dr_http_route("POST", "/v1/chat/completions?x=1", &ep), 200);
+    ASSERT_EQ(ep, DR_EP_CHAT);
+    ASSERT_EQ(dr_http_route("GET", "/v1/query", &ep), 405);
+    ASSERT_EQ(ep, DR_EP_QUERY);
+    ASSERT_STR_EQ(dr_endpoint_method(ep), "POST");
+    ASSERT_EQ(dr_http_route("HEAD", "/healthz", &ep), 200);
+    ASSERT_EQ(dr_http_route("POST", "/metrics", &ep), 405);
+    ASSERT_EQ(dr_http_route("GET", "/v1/retrieve/", &ep), 404);
+    ASSERT_EQ(ep, DR_EP_OTHER);
+    ASSERT_EQ(dr_http_route("GET", "/", &ep), 404);
+    ASSERT_EQ(dr_http_route(NULL, "/", &ep), 404);
+    ASSERT(dr_endpoint_needs_auth(DR_EP_CHAT));
+    ASSERT(!dr_endpoint_needs_auth(DR_EP_HEALTHZ));
+}
+
+static int parse_r(const char *json, dr_retrieve_req *r, dr_http_error *e)
+{
+    return dr_parse_retrieve(json, strlen(json), r, e);
+}
+
+TEST(server_http_parse_retrieve)
+{
+    dr_retrieve_req r;
+    dr_http_error e;
+    ASSERT_EQ(parse_r("{\"query\":\"what is bm25\"}", &r, &e), 0);
+    ASSERT_STR_EQ(r.query, "what is bm25");
+    ASSERT_EQ(r.k, 10);
+    ASSERT_EQ(r.mode, -1);
+    dr_retrieve_req_free(&r);
+    ASSERT_EQ(parse_r(" {\"query\":\"q\",\"k\":3,\"mode\":\"hybrid\"}\n", &r, &e), 0);
+    ASSERT_EQ(r.k, 3);
+    ASSERT_EQ(r.mode, 2);
+    dr_retrieve_req_free(&r);
+
+    ASSERT_EQ(parse_r("{\"query\":\"q\",\"k\":0}", &r, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"k\": expected an integer from 1 to 1000");
+    ASSERT_STR_EQ(e.param, "k");
+    ASSERT_STR_EQ(e.code, "invalid_field");
+    ASSERT(r.query == NULL);
+    ASSERT_EQ(parse_r("{\"query\":\"q\",\"k\":2.5}", &r, &e), 400);
+    ASSERT_EQ(parse_r("{\"query\":\"q\",\"k\":\"3\"}", &r, &e), 400);
+    ASSERT_EQ(parse_r("{\"query\":\"q\",\"k\":1e300}", &r, &e), 400);
+    ASSERT_EQ(parse_r("{\"query\":\"q\",\"mode\":\"fuzzy\"}", &r, &e), 400);
+    ASSERT_CONTAINS(e.message, "\"mode\": expected");
+    ASSERT_EQ(parse_r("{\"query\":\"q\",\"mode\":3}", &r, &e), 400);
+    ASSERT_EQ(parse_r("{\"k\":3}", &r, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"query\": required");
+    ASSERT_EQ(parse_r("{\"query\":\"   \"}", &r, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"query\": must not be empty");
+    ASSERT_EQ(parse_r("{\"query\":42}", &r, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"query\": expected a string");
+    ASSERT_EQ(parse_r("{\"query\":\"a\xff\"}", &r, &e), 400);
+    ASSERT_CONTAINS(e.message, "UTF-8");
+    ASSERT_EQ(parse_r("{\"query\":\"q\"", &r, &e), 400);
+    ASSERT_STR_EQ(e.code, "invalid_json");
+    ASSERT_EQ(parse_r("[1,2]", &r, &e), 400);
+    ASSERT_CONTAINS(e.message, "JSON object");
+    ASSERT_EQ(parse_r("{\"query\":\"q\"} {}", &r, &e), 400);
+    ASSERT_CONTAINS(e.message, "after the JSON value");
+    ASSERT_EQ(parse_r("", &r, &e), 400);
+    ASSERT_CONTAINS(e.message, "empty");
+    /* Not NUL-terminated: the parser must stop at len. */
+    char raw[] = {'{', '"', 'q', 'u', 'e', 'r', 'y', '"', ':', '"', 'x', '"', '}', 'Z'};
+    ASSERT_EQ(dr_parse_retrieve(raw, sizeof(raw) - 1, &r, &e), 0);
+    ASSERT_STR_EQ(r.query, "x");
+    dr_retrieve_req_free(&r);
+    /* Over-long query. */
+    size_t n = DR_REQ_MAX_QUERY + 100;
+    char *big = malloc(n + 32);
+    ASSERT(big != NULL);
+    memcpy(big, "{\"query\":\"", 10);
+    memset(big + 10, 'a', n);
+    memcpy(big + 10 + n, "\"}", 3);
+    int rc = parse_r(big, &r, &e);
+    free(big);
+    ASSERT_EQ(rc, 400);
+    ASSERT_CONTAINS(e.message, "longer than 65536 bytes");
+}
+
+TEST(server_http_parse_query_feedback)
+{
+    dr_query_req q;
+    dr_feedback_req f;
+    dr_http_error e;
+    const char *j = "{\"query\":\"who\",\"id\":\"q-1\"}";
+    ASSERT_EQ(dr_parse_query(j, strlen(j), &q, &e), 0);
+    ASSERT_STR_EQ(q.id, "q-1");
+    dr_query_req_free(&q);
+    j = "{\"query\":\"who\",\"id\":\"a\\nb\"}";
+    ASSERT_EQ(dr_parse_query(j, strlen(j), &q, &e), 400);
+    ASSERT_STR_EQ(e.param, "id");
+    j = "{\"query\":\"who\",\"id\":5}";
+    ASSERT_EQ(dr_parse_query(j, strlen(j), &q, &e), 400);
+    j = "{\"query\":\"who\"}";
+    ASSERT_EQ(dr_parse_route(j, strlen(j), &q, &e), 0);
+    ASSERT(q.id == NULL);
+    dr_query_req_free(&q);
+
+    j = "{\"query_id\":\"q-1\",\"reward\":0.5}";
+    ASSERT_EQ(dr_parse_feedback(j, strlen(j), &f, &e), 0);
+    ASSERT_STR_EQ(f.query_id, "q-1");
+    ASSERT_NEAR(f.reward, 0.5, 1e-12);
+    dr_feedback_req_free(&f);
+    j = "{\"query_id\":\"q-1\"}";
+    ASSERT_EQ(dr_parse_feedback(j, strlen(j), &f, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"reward\": required");
+    j = "{\"query_id\":\"q-1\",\"reward\":1e7}";
+    ASSERT_EQ(dr_parse_feedback(j, strlen(j), &f, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"reward\": expected a number from -1e6 to 1e6");
+    j = "{\"reward\":1}";
+    ASSERT_EQ(dr_parse_feedback(j, strlen(j), &f, &e), 400);
+    ASSERT_STR_EQ(e.param, "query_id");
+}
+
+TEST(server_http_parse_chat)
+{
+    dr_chat_req c;
+    dr_http_error e;
+    /* The shape the OpenAI Python SDK sends. */
+    const char *j = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                    "{\"role\":\"user\",\"content\":\"first\"},"
+                    "{\"role\":\"assistant\",\"content\":\"ok\"},"
+                    "{\"role\":\"user\",\"content\":\"What is BM25?\"}],"
+                    "\"model\":\"dynrag\",\"max_tokens\":64,\"n\":1,\"stream\":true,"
+                    "\"stream_options\":{\"include_usage\":true},\"temperature\":0.2,"
+                    "\"top_p\":1,\"user\":\"u1\",\"seed\":3,\"stop\":null,"
+                    "\"frequency_penalty\":0,\"presence_penalty\":0,\"logit_bias\":{}}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 0);
+    ASSERT_STR_EQ(c.query, "What is BM25?");
+    ASSERT_STR_EQ(c.model, "dynrag");
+    ASSERT(c.stream);
+    ASSERT(c.include_usage);
+    dr_chat_req_free(&c);
+    /* The array-of-parts form. */
+    j = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+        "{\"type\":\"text\",\"text\":\"part one\"},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"x\"}},"
+        "{\"type\":\"text\",\"text\":\"part two\"}]}]}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 0);
+    ASSERT_STR_EQ(c.query, "part one\npart two");
+    ASSERT(!c.stream);
+    dr_chat_req_free(&c);
+    /* Errors. */
+    j = "{\"model\":\"m\"}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"messages\": required");
+    j = "{\"messages\":[]}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    j = "{\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_CONTAINS(e.message, "no message has role \"user\"");
+    j = "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_STR_EQ(e.param, "messages[0].role");
+    j = "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"messages[0].content\": has no text part");
+    j = "{\"messages\":[{\"role\":\"user\",\"content\":7}]}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    j = "{\"messages\":[{\"role\":\"user\"}]}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"messages[0].content\": required");
+    j = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":\"yes\"}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"stream\": expected true or false");
+    j = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_STR_EQ(e.message, "\"n\": only 1 choice is supported");
+    j = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream_options\":"
+        "{\"include_usage\":1}}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_STR_EQ(e.param, "stream_options.include_usage");
+    j = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"model\":[]}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_STR_EQ(e.param, "model");
+}
+
+TEST(server_http_bearer_and_errors)
+{
+    ASSERT(dr_http_bearer_ok("Bearer s3cret", "s3cret"));
+    ASSERT(dr_http_bearer_ok("bearer   s3cret", "s3cret"));
+    ASSERT(!dr_http_bearer_ok("Bearer s3cre", "s3cret"));
+    ASSERT(!dr_http_bearer_ok("Bearer s3cretx", "s3cret"));
+    ASSERT(!dr_http_bearer_ok("Bearer S3cret", "s3cret"));
+    ASSERT(!dr_http_bearer_ok("Basic s3cret", "s3cret"));
+    ASSERT(!dr_http_bearer_ok("Bearers3cret", "s3cret"));
+    ASSERT(!dr_http_bearer_ok("Bearer ", "s3cret"));
+    ASSERT(!dr_http_bearer_ok(NULL, "s3cret"));
+    ASSERT(!dr_http_bearer_ok("Bearer ", ""));
+    dr_http_error e;
+    dr_http_error_set(&e, 400, "invalid_request_error", "invalid_field", "k", "\"%s\": bad", "k");
+    char *j = dr_http_error_json(&e);
+    ASSERT_STR_EQ(j, "{\"error\":{\"message\":\"\\\"k\\\": bad\",\"type\":"
+                     "\"invalid_request_error\",\"code\":\"invalid_field\",\"param\":\"k\"}}");
+    free(j);
+}
+
+TEST(server_http_metrics_text)
+{
+    dr_metrics *m = dr_metrics_create();
+    ASSERT(m != NULL);
+    dr_metrics_request(m, DR_EP_RETRIEVE, 200, 0.002);
+    dr_metrics_request(m, DR_EP_RETRIEVE, 200, 0.2);
+    dr_metrics_request(m, DR_EP_RETRIEVE, 400, 0.0001);
+    dr_metrics_route(m, "index", "bm25");
+    dr_metrics_route(m, "index", "bm25");
+    dr_metrics_route(m, "generator", "ex\"t");
+    dr_metrics_cost(m, 0.25, 0.5, 10, 20, 1, 2, 1);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_RETRIEVE, 200), 2);
+    ASSERT_EQ(dr_metrics_route_count(m, "index", "bm25"), 2);
+    char *t = dr_metrics_render(m);
+    ASSERT(t != NULL);
+    ASSERT_CONTAINS(t, "dynrag_http_requests_total{endpoint=\"/v1/retrieve\",status=\"200\"} 2\n");
+    ASSERT_CONTAINS(t, "dynrag_http_requests_total{endpoint=\"/v1/retrieve\",status=\"400\"} 1\n");
+    ASSERT_CONTAINS(t, "dynrag_http_request_duration_seconds_bucket{endpoint=\"/v1/retrieve\","
+                       "le=\"0.0025\"} 2\n");
+    ASSERT_CONTAINS(t, "dynrag_http_request_duration_seconds_bucket{endpoint=\"/v1/retrieve\","
+                       "le=\"+Inf\"} 3\n");
+    ASSERT_CONTAINS(t, "dynrag_http_request_duration_seconds_count{endpoint=\"/v1/retrieve\"} 3\n");
+    ASSERT_CONTAINS(t, "dynrag_route_decisions_total{stage=\"index\",option=\"bm25\"} 2\n");
+    ASSERT_CONTAINS(t, "option=\"ex\\\"t\"} 1\n");
+    ASSERT_CONTAINS(t, "dynrag_cost_usd_total 0.25\n");
+    ASSERT_CONTAINS(t, "dynrag_tokens_total{direction=\"output\"} 20\n");
+    ASSERT_CONTAINS(t, "dynrag_over_budget_total 1\n");
+    ASSERT_CONTAINS(t, "# TYPE dynrag_http_request_duration_seconds histogram\n");
+    free(t);
+    /* Past the cap, pairs fold into _other. */
+    for (int i = 0; i < 400; i++) {
+        char o[16];
+        snprintf(o, sizeof(o), "o%d", i);
+        dr_metrics_route(m, "s", o);
+    }
+    ASSERT_GT(dr_metrics_route_count(m, "_other", "_other"), 100);
+    dr_metrics_free(m);
+    dr_metrics_free(NULL);
+}
+
+TEST(server_http_openai_bodies)
+{
+    cJSON *extra = cJSON_CreateObject();
+    cJSON_AddStringToObject(extra, "query_id", "q-7");
+    dr_chat_reply r = {"chatcmpl-q-7", 1700000000, "naive", "BM25 ranks documents.", 5, 4, extra};
+    char *j = dr_chat_completion_json(&r);
+    cJSON *o = cJSON_Parse(j);
+    free(j);
+    ASSERT(o != NULL);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(o, "object")->valuestring, "chat.completion");
+    cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "message"), "content")->valuestring,
+                  "BM25 ranks documents.");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(ch, "finish_reason")->valuestring, "stop");
+    ASSERT_EQ(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "total_tokens")->valueint, 9);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "dynrag"), "query_id")->valuestring,
+                  "q-7");
+    cJSON_Delete(o);
+
+    char *s = dr_chat_sse(&r, true);
+    ASSERT(s != NULL);
+    /* Events: role, 3 words, final, usage, [DONE]. */
+    int events = 0;
+    for (const char *p = s; (p = strstr(p, "\n\n")) != NULL; p += 2)
+        events++;
+    ASSERT_EQ(events, 7);
+    ASSERT(strncmp(s, "data: {", 7) == 0);
+    ASSERT_CONTAINS(s, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"}");
+    ASSERT_CONTAINS(s, "\"delta\":{\"content\":\"ranks \"}");
+    ASSERT_CONTAINS(s, "\"finish_reason\":\"stop\"");
+    ASSERT_CONTAINS(s, "\"choices\":[],\"usage\":{\"prompt_tokens\":5");
+    size_t n = strlen(s);
+    ASSERT(n > 14 && strcmp(s + n - 14, "data: [DONE]\n\n") == 0);
+    /* Reassembled content equals the answer. */
+    dr_buf all = {0};
+    for (const char *p = s; (p = strstr(p, "data: {")) != NULL; p++) {
+        const char *end = strstr(p, "\n\n");
+        char *line = dr_strndup(p + 6, (size_t)(end - p - 6));
+        cJSON *c = cJSON_Parse(line);
+        free(line);
+        ASSERT(c != NULL);
+        cJSON *d =
+            cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(c, "choices"), 0), "delta");
+        cJSON *content = d ? cJSON_GetObjectItem(d, "content") : NULL;
+        if (cJSON_IsString(content))
+            dr_buf_puts(&all, content->valuestring);
+        cJSON_Delete(c);
+    }
+    ASSERT_STR_EQ(all.data, "BM25 ranks documents.");
+    dr_buf_free(&all);
+    free(s);
+    cJSON_Delete(extra);
+    ASSERT_EQ(dr_chat_estimate_tokens("one two three"), 4);
+}
+
+/* ---- a live dr_httpd with an echo handler ---------------------------------- */
+
+/* Echoes the parsed query; "sleep" sleeps 300 ms first; "stream" streams. */
+static void echo_handler(void *user, dr_http_exchange *x)
+{
+    (void)user;
+    if (x->ep == DR_EP_HEALTHZ) {
+        x->status = 200;
+        x->body_out = dr_strdup("{\"status\":\"ok\"}");
+        return;
+    }
+    dr_query_req q;
+    int st = dr_parse_query(x->body, x->body_len, &q, &x->err);
+    if (st != 0) {
+        x->status = st;
+        return;
+    }
+    if (strcmp(q.query, "sleep") == 0) {
+        struct timespec ts = {0, 300 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    x->status = 200;
+    if (strcmp(q.query, "stream") == 0) {
+        x->stream = true;
+        x->content_type = "text/event-stream";
+        x->body_out = dr_strdup("data: one\n\ndata: two\n\ndata: [DONE]\n\n");
+    } else {
+        x->body_out = dr_asprintf("{\"echo\":\"%s\",\"len\":%zu}", q.query, x->body_len);
+    }
+    dr_query_req_free(&q);
+}
+
+static int start_echo(dr_httpd **h, dr_metrics **m, const char *key, size_t max_body)
+{
+    *m = dr_metrics_create();
+    dr_httpd_config c;
+    memset(&c, 0, sizeof(c));
+    c.threads = 4;
+    c.api_key = key;
+    c.max_body = max_body;
+    c.timeout_ms = 5000;
+    c.handler = echo_handler;
+    c.metrics = *m;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dr_httpd_start(&c, h, &err);
+    if (rc != 0)
+        fprintf(stderr, "dr_httpd_start: %s\n", dynrag_errmsg(&err));
+    return rc;
+}
+
+TEST(server_http_live_errors)
+{
+    dr_httpd *h = NULL;
+    dr_metrics *m = NULL;
+    ASSERT_EQ(start_echo(&h, &m, "k3y", 4096), 0);
+    int port = dr_httpd_port(h);
+    ASSERT_GT(port, 0);
+    http_reply r;
+    char hv[256];
+
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"hello\"}", "k3y", &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "{\"echo\":\"hello\",\"len\":17}");
+    ASSERT_STR_EQ(http_header(&r, "Content-Type", hv, sizeof(hv)), "application/json");
+    http_reply_free(&r);
+
+    /* 401: missing, then wrong token; /healthz needs none. */
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"hello\"}", NULL, &r), 0);
+    ASSERT_EQ(r.status, 401);
+    ASSERT_CONTAINS(r.body, "\"code\":\"missing_api_key\"");
+    ASSERT_CONTAINS(r.body, "\"type\":\"authentication_error\"");
+    ASSERT_STR_EQ(http_header(&r, "WWW-Authenticate", hv, sizeof(hv)), "Bearer");
+    http_reply_free(&r);
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"hello\"}", "k3x", &r), 0);
+    ASSERT_EQ(r.status, 401);
+    ASSERT_CONTAINS(r.body, "\"code\":\"invalid_api_key\"");
+    http_reply_free(&r);
+    ASSERT_EQ(http_get(port, "/healthz", &r), 0);
+    ASSERT_EQ(r.status, 200);
+    http_reply_free(&r);
+
+    /* 404 and 405 with Allow. */
+    ASSERT_EQ(http_get(port, "/nope", &r), 0);
+    ASSERT_EQ(r.status, 404);
+    ASSERT_CONTAINS(r.body, "\"code\":\"not_found\"");
+    http_reply_free(&r);
+    ASSERT_EQ(http_get(port, "/v1/query", &r), 0);
+    ASSERT_EQ(r.status, 405);
+    ASSERT_STR_EQ(http_header(&r, "Allow", hv, sizeof(hv)), "POST");
+    ASSERT_CONTAINS(r.body, "\"code\":\"method_not_allowed\"");
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "DELETE", "/healthz", NULL, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 405);
+    ASSERT_STR_EQ(http_header(&r, "Allow", hv, sizeof(hv)), "GET");
+    http_reply_free(&r);
+
+    /* 400 from the handler's validation. */
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":", "k3y", &r), 0);
+    ASSERT_EQ(r.status, 400);
+    ASSERT_CONTAINS(r.body, "\"code\":\"invalid_json\"");
+    http_reply_free(&r);
+
+    /* 413: by Content-Length, and chunked (no length). */
+    size_t n = 10000;
+    char *big = malloc(n + 1);
+    ASSERT(big != NULL);
+    memset(big, ' ', n);
+    big[n] = '\0';
+    const char *hdrs[] = {"Authorization: Bearer k3y", "Content-Type: application/json", NULL};
+    ASSERT_EQ(http_request(port, "POST", "/v1/query", hdrs, big, n, 0, &r), 0);
+    ASSERT_EQ(r.status, 413);
+    ASSERT_CONTAINS(r.body, "\"code\":\"body_too_large\"");
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "POST", "/v1/query", hdrs, big, n, 1, &r), 0);
+    ASSERT_EQ(r.status, 413);
+    http_reply_free(&r);
+    free(big);
+    /* A chunked body under the limit is accepted. */
+    const char *small = "{\"query\":\"chunky\"}";
+    ASSERT_EQ(http_request(port, "POST", "/v1/query", hdrs, small, strlen(small), 1, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_CONTAINS(r.body, "chunky");
+    http_reply_free(&r);
+
+    /* Streaming arrives in several chunks. */
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"stream\"}", "k3y", &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(r.body, "data: one\n\ndata: two\n\ndata: [DONE]\n\n");
+    ASSERT_STR_EQ(http_header(&r, "Content-Type", hv, sizeof(hv)), "text/event-stream");
+    ASSERT_STR_EQ(http_header(&r, "Transfer-Encoding", hv, sizeof(hv)), "chunked");
+    http_reply_free(&r);
+
+    dr_httpd_stop(h, 1000);
+    /* Completed requests were counted. */
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 200), 3);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 401), 2);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 413), 2);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_OTHER, 404), 1);
+    dr_metrics_free(m);
+}
+
+typedef struct client_arg {
+    int port;
+    int n;
+    int ok;
+} client_arg;
+
+static void *client_main(void *p)
+{
+    client_arg *a = p;
+    for (int i = 0; i < a->n; i++) {
+        char body[64], want[96];
+        snprintf(body, sizeof(body), "{\"query\":\"c%d\"}", i);
+        snprintf(want, sizeof(want), "{\"echo\":\"c%d\",\"len\":%zu}", i, strlen(body));
+        http_reply r;
+        if (http_post_json(a->port, "/v1/route", body, NULL, &r) == 0 && r.status == 200 &&
+            strcmp(r.body, want) == 0)
+            a->ok++;
+        http_reply_free(&r);
+    }
+    return NULL;
+}
+
+typedef struct slow_arg {
+    int port;
+    http_reply r;
+} slow_arg;
+
+static void *slow_main(void *p)
+{
+    slow_arg *a = p;
+    http_post_json(a->port, "/v1/query", "{\"query\":\"sleep\"}", NULL, &a->r);
+    return NULL;
+}
+
+TEST(server_http_live_concurrency_and_drain)
+{
+    dr_httpd *h = NULL;
+    dr_metrics *m = NULL;
+    ASSERT_EQ(start_echo(&h, &m, NULL, 1 << 20), 0);
+    int port = dr_httpd_port(h);
+    pthread_t t[8];
+    client_arg a[8];
+    for (int i = 0; i < 8; i++) {
+        a[i] = (client_arg){port, 25, 0};
+        ASSERT_EQ(pthread_create(&t[i], NULL, client_main, &a[i]), 0);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 8; i++)
+        ASSERT_EQ(a[i].ok, 25);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_ROUTE, 200), 200);
+
+    /* A slow request in flight when the stop begins still completes, and
+     * the port stops accepting. */
+    slow_arg sa = {port, {0}};
+    pthread_t slow;
+    ASSERT_EQ(pthread_create(&slow, NULL, slow_main, &sa), 0);
+    for (int i = 0; i < 200 && dr_httpd_in_flight(h) == 0; i++) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    ASSERT_GT(dr_httpd_in_flight(h), 0);
+    dr_httpd_stop(h, 2000);
+    pthread_join(slow, NULL);
+    ASSERT_EQ(sa.r.status, 200);
+    ASSERT_CONTAINS(sa.r.body, "\"echo\":\"sleep\"");
+    http_reply_free(&sa.r);
+    http_reply r;
+    ASSERT_EQ(http_get(port, "/healthz", &r), -1);
+    http_reply_free(&r);
+    dr_metrics_free(m);
+}
