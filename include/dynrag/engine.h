@@ -59,7 +59,9 @@ int dynrag_engine_save(dynrag_engine *e, dynrag_error *err);
 
 /* Forces a stage's option for one query, bypassing its router and the
  * budget check (the decision's reason says "forced"). For evaluation
- * baselines (always-X, random, oracle). */
+ * baselines (always-X, random, oracle). A forced cascade stage runs only
+ * the pinned option: its answer is still judged (the record's `cascade[]`
+ * entry gives the confidence) but never escalated. */
 typedef struct dynrag_force {
     const char *stage;  /* e.g. "index" */
     const char *option; /* an option name of that stage */

@@ -113,6 +113,47 @@ static const cli_command commands[] = {
      "Prints the route mix per stage and option, cost, latency and energy totals,\n"
      "and counts failed queries and malformed lines (docs/route-log.md).\n",
      cmd_log},
+    {"eval", "evaluate a pipeline's routers against always-X, random and oracle baselines",
+     "usage: dynrag eval --pipeline FILE --data FILE --format beir|qa [--qrels FILE]\n"
+     "                   [--out DIR] [--index DIR] [--limit N] [--seed N] [--stages a,b]\n"
+     "                   [--quality METRIC] [--cost METRIC] [--no-baselines] [--no-cache]\n"
+     "       dynrag eval --replay LOG.jsonl --outcomes TABLE.jsonl [--stages S]\n"
+     "                   [--quality METRIC] [--cost METRIC] [--seed N]\n"
+     "\n"
+     "Runs every query through the pipeline's routers and, for each routed stage (more\n"
+     "than one available option and a non-fixed router, or those named by --stages),\n"
+     "with each option forced, then compares the router with always-X, uniform random,\n"
+     "random at the router's mix and the oracle (per query, the cheapest option with\n"
+     "the best quality). Runs are cached in DIR/cache.jsonl: a second run re-executes\n"
+     "nothing. Writes DIR/report.md, report.json, <stage>-cost-quality.svg,\n"
+     "<stage>-mix.svg, outcomes.jsonl and routes.jsonl (default DIR: eval-out).\n"
+     "\n"
+     "  --format beir    queries.jsonl + --qrels TSV; retrieval only (k 100): nDCG@10,\n"
+     "                   Recall@10/100, MRR@10 as trec_eval computes them\n"
+     "  --format qa      HotpotQA/IRCoT JSONL, NQ-open JSONL, MuSiQue JSON or\n"
+     "                   {question, answers} JSONL: EM, F1, answer-in-context,\n"
+     "                   supporting-paragraph recall, steps, calls, tokens, $, latency\n"
+     "  --quality M      oracle quality: em, f1, context, ndcg@10, ... (default f1 / ndcg@10)\n"
+     "  --cost M         cost axis: latency_ms, usd, steps, calls, tokens, energy_wh\n"
+     "                   (default usd when any run costs money, else latency_ms)\n"
+     "  --replay LOG     offline: score the router decisions in a route log against an\n"
+     "                   outcome table (--outcomes, e.g. DIR/outcomes.jsonl)\n"
+     "\n"
+     "Method and files: docs/evaluation.md.\n",
+     cmd_eval},
+    {"calibrate", "tune a router threshold for a target route share or quality",
+     "usage: dynrag calibrate --pipeline FILE --data FILE --format qa|beir [--qrels FILE]\n"
+     "                        --stage S (--target-share OPTION=SHARE | --target-quality Q)\n"
+     "                        [--out FILE.yaml] [--work DIR] [--quality M] [--cost M]\n"
+     "\n"
+     "Sweeps the stage router's threshold (classifier and cascade `threshold`) over a\n"
+     "grid of 101 values using the cached per-query outcomes of `dynrag eval` (DIR,\n"
+     "default eval-out; runs what is missing) and picks the best-quality value whose\n"
+     "share of OPTION is at most SHARE, or the cheapest value reaching quality Q.\n"
+     "--out writes a copy of the pipeline file with only that parameter changed\n"
+     "(comments kept), checked by loading it. Exit status 1 when no value meets the\n"
+     "target (the closest is printed).\n",
+     cmd_calibrate},
     {"serve", "serve the pipeline over HTTP (retrieve, query, route, OpenAI chat)",
      "usage: dynrag serve --pipeline FILE [--index DIR] [--host ADDR] [--port N]\n"
      "                    [--threads N] [--api-key-env VAR] [--max-body BYTES]\n"

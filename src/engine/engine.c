@@ -40,6 +40,7 @@ typedef struct stage_rec {
     int option;       /* chosen option, -1 when skipped */
     bool skipped;
     bool routed;
+    bool forced;      /* pinned by the caller: a cascade judges but never escalates */
     double scores[DR_MAX_OPTIONS];
     char reason[512];
     int64_t latency_us;
@@ -253,6 +254,7 @@ static int route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_
         rec->scores[oi] = 1;
         snprintf(rec->reason, sizeof(rec->reason), "forced by caller: %s", f->option);
         rec->routed = true;
+        rec->forced = true;
         rec->option = oi;
         return oi;
     }
@@ -856,7 +858,9 @@ static int generate(qstate *s, bool retrieved, dynrag_error *err)
             char why[256];
             double conf = judge(spec, s, &g, why, sizeof(why));
             double thr = dr_param_num(spec->params, "threshold", 0.5);
-            int next = conf < thr ? next_escalation(s, DR_STAGE_GENERATOR, gi, in_tok, 256) : -1;
+            int next = conf < thr && !s->st[DR_STAGE_GENERATOR].forced
+                           ? next_escalation(s, DR_STAGE_GENERATOR, gi, in_tok, 256)
+                           : -1;
             record_attempt(s, "generator", s->p->stages[DR_STAGE_GENERATOR].options[gi].name, conf,
                            thr, why, next >= 0);
             if (next < 0)
@@ -879,7 +883,9 @@ static int generate(qstate *s, bool retrieved, dynrag_error *err)
         char why[256];
         double conf = judge(spec, s, &g, why, sizeof(why));
         double thr = dr_param_num(spec->params, "threshold", 0.5);
-        int next = conf < thr ? next_escalation(s, DR_STAGE_CONTEXT, ci, in_tok, 256) : -1;
+        int next = conf < thr && !s->st[DR_STAGE_CONTEXT].forced
+                       ? next_escalation(s, DR_STAGE_CONTEXT, ci, in_tok, 256)
+                       : -1;
         record_attempt(s, "context", s->p->stages[DR_STAGE_CONTEXT].options[ci].name, conf, thr,
                        why, next >= 0);
         if (next < 0)

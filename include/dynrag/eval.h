@@ -1,0 +1,285 @@
+/*
+ * dynrag/eval.h - the evaluation harness: QA and retrieval metrics, routing
+ * baselines (always-X, random, random at the router's mix, oracle), threshold
+ * sweeps, calibration and offline replay of route logs.
+ *
+ * The unit of comparison is an outcome table for one routed stage: for each
+ * query and each option of the stage, the outcome of running the pipeline
+ * with that stage forced to that option (every other stage routed as usual),
+ * plus the router's own choice and outcome. Every baseline is computed from
+ * the table, so a live run (dynrag_eval_run) and an offline replay of a
+ * route log against a saved table (dynrag_eval_replay) give the same numbers
+ * for the same outcomes. docs/evaluation.md describes the method and files.
+ */
+#ifndef DYNRAG_EVAL_H
+#define DYNRAG_EVAL_H
+
+#include "dynrag/dynrag.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- QA answer metrics (SQuAD normalisation) -------------------------------- */
+
+/* Exact match: 1 when the normalised prediction equals a normalised gold
+ * answer, else 0 (max over the n gold answers; 0 when n == 0). */
+double dynrag_eval_em(const char *prediction, const char *const *golds, size_t n);
+/* SQuAD token F1 between normalised prediction and gold, max over golds. */
+double dynrag_eval_f1(const char *prediction, const char *const *golds, size_t n);
+/* 1 when some normalised gold answer occurs in the normalised text on word
+ * boundaries ("1969" does not match "19690"), else 0. Empty golds never
+ * match. */
+double dynrag_eval_contains(const char *text, const char *const *golds, size_t n);
+
+/* ---- per-query metrics --------------------------------------------------------- */
+
+typedef enum dynrag_eval_metric {
+    DYNRAG_EVAL_EM = 0,     /* "em" */
+    DYNRAG_EVAL_F1,         /* "f1" */
+    DYNRAG_EVAL_CONTEXT,    /* "context": a gold answer is in the retrieved context */
+    DYNRAG_EVAL_SUPPORT,    /* "support": share of supporting titles retrieved */
+    DYNRAG_EVAL_NDCG10,     /* "ndcg@10" */
+    DYNRAG_EVAL_RECALL10,   /* "recall@10" */
+    DYNRAG_EVAL_RECALL100,  /* "recall@100" */
+    DYNRAG_EVAL_MRR10,      /* "mrr@10" */
+    DYNRAG_EVAL_STEPS,      /* "steps": retrieval steps */
+    DYNRAG_EVAL_CALLS,      /* "calls": generator calls */
+    DYNRAG_EVAL_TOKENS,     /* "tokens": input + output tokens */
+    DYNRAG_EVAL_USD,        /* "usd" */
+    DYNRAG_EVAL_LATENCY,    /* "latency_ms" */
+    DYNRAG_EVAL_ENERGY,     /* "energy_wh" */
+    DYNRAG_EVAL_N_METRICS
+} dynrag_eval_metric;
+
+/* The metric's name as above (static string). */
+const char *dynrag_eval_metric_name(dynrag_eval_metric m);
+/* Parses a metric name; also "latency" and "energy". DYNRAG_ERR_INVALID when
+ * unknown. */
+int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err);
+/* True for cost metrics (steps .. energy): they add up along a cascade. */
+bool dynrag_eval_metric_is_cost(dynrag_eval_metric m);
+
+/* The outcome of one query under one option. m[i] is NAN when the metric does
+ * not apply (e.g. EM without gold answers, nDCG for QA). */
+typedef struct dynrag_eval_outcome {
+    double m[DYNRAG_EVAL_N_METRICS];
+    double confidence; /* cascade judge confidence of this answer, NAN if none */
+    bool ok;           /* false: the run failed (quality counts as 0) */
+} dynrag_eval_outcome;
+
+/* An outcome with every metric NAN, confidence NAN and ok false. */
+void dynrag_eval_outcome_init(dynrag_eval_outcome *o);
+
+/* ---- outcome tables -------------------------------------------------------------- */
+
+typedef struct dynrag_eval_table {
+    char *stage;               /* e.g. "retrieval_mode" */
+    char *router_type;         /* router type, e.g. "rules" */
+    size_t n_queries, n_options;
+    char **query_ids;          /* [n_queries] */
+    char **options;            /* [n_options], in the stage's listed order */
+    dynrag_eval_outcome *cells; /* [n_queries][n_options]: forced runs */
+    int *router_choice;        /* [n_queries]: the router's final option, -1 unknown */
+    int *router_first;         /* [n_queries]: a cascade's first option (else = choice) */
+    dynrag_eval_outcome *router_outcome; /* [n_queries]: the router's own run; !ok = use the cell */
+    double *router_scores;     /* [n_queries][n_options]: the router's scores (NAN) */
+    bool cascade;              /* the router escalates in listed order (costs add up) */
+} dynrag_eval_table;
+
+/* Allocates a table with every cell initialised (dynrag_eval_outcome_init),
+ * choices -1 and scores NAN; the caller fills ids, options and cells. Free
+ * with dynrag_eval_table_free. */
+int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_queries,
+                          size_t n_options, dynrag_eval_table **out, dynrag_error *err);
+void dynrag_eval_table_free(dynrag_eval_table *t);
+/* The index of an option name in t, or -1. */
+int dynrag_eval_table_option(const dynrag_eval_table *t, const char *name);
+
+/* ---- comparing a router with its baselines ------------------------------------------ */
+
+/* One row of a comparison: a routing policy and what it achieved. */
+typedef struct dynrag_eval_row {
+    char name[64];   /* "router", "always-<option>", "random", "random-mix", "oracle",
+                        or "sweep" for threshold sweep points */
+    double param;    /* the threshold of a sweep point; NAN otherwise */
+    double mean[DYNRAG_EVAL_N_METRICS]; /* over queries where the metric applies; NAN if none */
+    double quality;  /* mean of the quality metric (unscored queries excluded) */
+    double cost;     /* mean of the cost metric */
+    size_t n_scored; /* queries with a quality value */
+    size_t calls[16]; /* per option: queries that ran it (cascades count every attempt) */
+    double share[16]; /* per option: share of queries that ended on it */
+} dynrag_eval_row;
+
+typedef enum dynrag_eval_sweep_kind {
+    DYNRAG_EVAL_SWEEP_NONE = 0,
+    DYNRAG_EVAL_SWEEP_CLASSIFIER, /* argmax of router_scores unless < threshold: escalate */
+    DYNRAG_EVAL_SWEEP_CASCADE     /* first option whose confidence >= threshold */
+} dynrag_eval_sweep_kind;
+
+typedef struct dynrag_eval_compare_options {
+    dynrag_eval_metric quality; /* default DYNRAG_EVAL_F1 */
+    dynrag_eval_metric cost;    /* default DYNRAG_EVAL_LATENCY */
+    uint64_t seed;              /* random baselines */
+    dynrag_eval_sweep_kind sweep;
+    int escalate;               /* classifier sweep: the escalation option */
+    const double *grid;         /* sweep thresholds; NULL = 21 points over [lo, hi] */
+    size_t n_grid;
+    double grid_lo, grid_hi;    /* used when grid is NULL (default 0 and 1) */
+} dynrag_eval_compare_options;
+
+/* The comparison of one stage. rows: router (when the table has choices),
+ * always-X per option, random, random-mix (when the table has choices),
+ * oracle; sweep: the threshold sweep points. */
+typedef struct dynrag_eval_comparison {
+    size_t n_rows;
+    dynrag_eval_row *rows;
+    size_t n_sweep;
+    dynrag_eval_row *sweep;
+} dynrag_eval_comparison;
+
+/* Computes every baseline of a table. The oracle takes, per query, the
+ * option with the best quality and among those the cheapest (ties: fewer
+ * steps, then listed order); a query without a quality value goes to its
+ * cheapest option. Random picks options uniformly with dynrag's seeded PRNG;
+ * random-mix with the router's observed shares. A failed cell counts as
+ * quality 0. Fails with DYNRAG_ERR_INVALID for an empty table or more than
+ * 16 options. Free with dynrag_eval_comparison_free. */
+int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
+                        dynrag_eval_comparison *out, dynrag_error *err);
+void dynrag_eval_comparison_free(dynrag_eval_comparison *c);
+/* The row named `name`, or NULL. */
+const dynrag_eval_row *dynrag_eval_comparison_row(const dynrag_eval_comparison *c,
+                                                  const char *name);
+
+/* ---- SVG plots (no dependency) ---------------------------------------------------- */
+
+/* Cost (x) against quality (y): one labelled point per row, the sweep as a
+ * line. Returns a complete SVG document (caller frees) or NULL when out of
+ * memory. */
+char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
+                              const char *quality_name, const char *cost_name);
+/* Stacked bars of the option mix of router, random-mix and oracle. */
+char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
+
+/* ---- live evaluation ----------------------------------------------------------------- */
+
+typedef enum dynrag_eval_format { DYNRAG_EVAL_FORMAT_QA = 0, DYNRAG_EVAL_FORMAT_BEIR } dynrag_eval_format;
+
+typedef struct dynrag_eval_options {
+    const char *pipeline_path; /* required */
+    const char *data_path;     /* required: QA JSONL/JSON, or BEIR queries.jsonl */
+    dynrag_eval_format format;
+    const char *qrels_path;    /* BEIR: required */
+    const char *out_dir;       /* required: report.json, report.md, *.svg, cache.jsonl */
+    const char *index_dir;     /* NULL = the pipeline's */
+    size_t limit;              /* 0 = every query */
+    uint64_t seed;             /* default 0 */
+    const char *const *stages; /* stages to compare; NULL = every routed stage */
+    size_t n_stages;
+    bool no_baselines;         /* only the router run (no forced runs) */
+    bool no_cache;             /* neither read nor write OUT/cache.jsonl */
+    dynrag_eval_metric quality; /* oracle's quality; default ndcg@10 (BEIR) / f1 (QA) */
+    bool quality_set;
+    dynrag_eval_metric cost;    /* default latency_ms, or usd when any run costs money */
+    bool cost_set;
+    dynrag_progress_fn progress;
+    void *progress_user;
+} dynrag_eval_options;
+
+/* Counts of a finished run. */
+typedef struct dynrag_eval_summary {
+    size_t n_queries;
+    size_t n_runs;       /* pipeline runs needed (router + forced) */
+    size_t cache_hits;   /* of which answered from OUT/cache.jsonl */
+    size_t n_failed;     /* runs that failed (their error is in report.json) */
+    size_t n_stages;     /* stages compared */
+} dynrag_eval_summary;
+
+/*
+ * Runs the evaluation: loads the pipeline and the data (errors name file and
+ * line), runs the router over every query and, per compared stage, every
+ * option forced, reusing OUT/cache.jsonl (keyed by a hash of the pipeline
+ * file, index, stage, option, query and gold), then writes OUT/report.json,
+ * OUT/report.md, OUT/<stage>-cost-quality.svg, OUT/<stage>-mix.svg,
+ * OUT/outcomes.jsonl (the tables, for replay) and OUT/routes.jsonl (the
+ * router runs' route-log records). summary may be NULL. *report_md, when
+ * non-NULL, receives the Markdown report (caller frees).
+ */
+int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary,
+                    char **report_md, dynrag_error *err);
+
+/* ---- replay ----------------------------------------------------------------------------- */
+
+/*
+ * Offline evaluation of logged routing decisions. outcomes_path is a JSONL
+ * table, one line per (query, stage, option):
+ *   {"stage":"index","query_id":"q1","query":"...","option":"bm25",
+ *    "metrics":{"f1":0.5,"latency_ms":3.1,...},"confidence":0.7}
+ * (the format of OUT/outcomes.jsonl), or with top-level "quality" and "cost"
+ * numbers instead of "metrics". A classifier or cascade table (its lines'
+ * "router" field) gets the threshold sweep when opt->sweep is NONE. log_path is a route log: each record's choice for
+ * the stage (matched by "id" = query_id, else by "query" text) is the
+ * router's decision; its outcome is looked up in the table (for a cascade,
+ * the costs of every attempted option add up). stage NULL = the table's
+ * first stage. Writes the comparison to *out (free with
+ * dynrag_eval_comparison_free) and the table to *table (may be NULL; free
+ * with dynrag_eval_table_free).
+ */
+int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const char *stage,
+                       const dynrag_eval_compare_options *opt, dynrag_eval_table **table,
+                       dynrag_eval_comparison *out, dynrag_error *err);
+
+/* Reads an outcome table file (format above) for one stage (NULL = first).
+ * Top-level "quality" and "cost" numbers fill opt's quality and cost metrics
+ * (opt NULL: f1 and latency_ms). Errors name the file and line. */
+int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
+                           const dynrag_eval_compare_options *opt, dynrag_eval_table **out,
+                           dynrag_error *err);
+
+/* ---- calibration ----------------------------------------------------------------------- */
+
+typedef struct dynrag_eval_calibration {
+    char param[32];       /* "threshold" */
+    double value;         /* the chosen value */
+    double quality, cost; /* what the chosen value achieved on the data */
+    double share;         /* share of the target option at that value */
+    bool met;             /* false: no grid value met the target (closest chosen) */
+} dynrag_eval_calibration;
+
+typedef struct dynrag_eval_calibrate_options {
+    const char *stage;          /* required */
+    const char *target_option;  /* with target_share: the expensive option */
+    double target_share;        /* in [0, 1]; NAN when targeting quality */
+    double target_quality;      /* NAN when targeting a share */
+    const char *out_yaml;       /* NULL: do not write; else a full pipeline copy */
+} dynrag_eval_calibrate_options;
+
+/*
+ * Sweeps the stage router's threshold (classifier `threshold`, cascade
+ * `threshold`; other routers fail with DYNRAG_ERR_INVALID) over a grid of
+ * 101 values using the cached per-query outcomes of a dynrag_eval_run with the
+ * same opt, and picks: with a target share, the value of best quality whose
+ * share of target_option is <= the target (the closest share when none is);
+ * with a target quality, the cheapest value reaching it (the best quality when
+ * none does). When out_yaml is set, writes a copy of the pipeline file with
+ * only that router parameter changed (comments kept) and checks that the copy
+ * loads with the new value.
+ */
+int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_calibrate_options *copt,
+                          dynrag_eval_calibration *out, dynrag_error *err);
+
+/* Writes a copy of the pipeline YAML at in_path to out_path with
+ * stages.<stage>.router.params.<param> set to value (added when absent),
+ * keeping every other byte; the copy is validated by loading it. */
+int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, const char *stage,
+                                   const char *param, double value, dynrag_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

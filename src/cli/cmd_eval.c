@@ -1,0 +1,252 @@
+/* cmd_eval.c - `dynrag eval` (live evaluation and replay) and `dynrag calibrate`. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include "dynrag/eval.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Splits a comma list in place into at most max items. */
+static size_t split_list(char *s, const char **items, size_t max)
+{
+    size_t n = 0;
+    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ","))
+        if (*tok)
+            items[n++] = tok;
+    return n;
+}
+
+/* Flags shared by eval and calibrate; returns 1 when argv[*i] was consumed,
+ * 0 when unknown, -1 on a bad value (already reported). */
+static int common_flag(const char *cmd, int argc, char **argv, int *i, dynrag_eval_options *o,
+                       char *stages_buf, size_t stages_size, const char **stages)
+{
+    const char *a = argv[*i];
+    bool has_val = *i + 1 < argc;
+    const char *v = has_val ? argv[*i + 1] : NULL;
+    long long n;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (!has_val)
+        return 0;
+    if (strcmp(a, "--pipeline") == 0)
+        o->pipeline_path = v;
+    else if (strcmp(a, "--data") == 0)
+        o->data_path = v;
+    else if (strcmp(a, "--qrels") == 0)
+        o->qrels_path = v;
+    else if (strcmp(a, "--index") == 0)
+        o->index_dir = v;
+    else if (strcmp(a, "--format") == 0) {
+        if (strcmp(v, "qa") == 0)
+            o->format = DYNRAG_EVAL_FORMAT_QA;
+        else if (strcmp(v, "beir") == 0)
+            o->format = DYNRAG_EVAL_FORMAT_BEIR;
+        else
+            return cli_usage_error(cmd, "--format: expected beir or qa, got '%s'", v), -1;
+    } else if (strcmp(a, "--limit") == 0) {
+        if (!cli_parse_int(cmd, "--limit", v, 1, 100000000, &n))
+            return -1;
+        o->limit = (size_t)n;
+    } else if (strcmp(a, "--seed") == 0) {
+        if (!cli_parse_int(cmd, "--seed", v, 0, INT64_MAX, &n))
+            return -1;
+        o->seed = (uint64_t)n;
+    } else if (strcmp(a, "--stages") == 0) {
+        snprintf(stages_buf, stages_size, "%s", v);
+        o->n_stages = split_list(stages_buf, stages, 6);
+        o->stages = stages;
+    } else if (strcmp(a, "--quality") == 0) {
+        if (dynrag_eval_metric_parse(v, &o->quality, &err) != DYNRAG_OK)
+            return cli_usage_error(cmd, "--quality: %s", dynrag_errmsg(&err)), -1;
+        o->quality_set = true;
+    } else if (strcmp(a, "--cost") == 0) {
+        if (dynrag_eval_metric_parse(v, &o->cost, &err) != DYNRAG_OK)
+            return cli_usage_error(cmd, "--cost: %s", dynrag_errmsg(&err)), -1;
+        o->cost_set = true;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}
+
+static void print_comparison(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
+                             const char *qname, const char *cname)
+{
+    printf("stage %s (router %s), %zu queries\n%-22s %10s %12s  calls per option\n", t->stage,
+           t->router_type, t->n_queries, "policy", qname, cname);
+    for (size_t r = 0; r < c->n_rows; r++) {
+        printf("%-22s %10.4f %12.4g ", c->rows[r].name, c->rows[r].quality, c->rows[r].cost);
+        for (size_t o = 0; o < t->n_options; o++)
+            printf(" %s=%zu", t->options[o], c->rows[r].calls[o]);
+        printf("\n");
+    }
+    for (size_t s = 0; s < c->n_sweep; s++)
+        printf("sweep threshold %-6.3g %10.4f %12.4g\n", c->sweep[s].param, c->sweep[s].quality,
+               c->sweep[s].cost);
+}
+
+static int run_replay(const char *log, const char *outcomes, const dynrag_eval_options *o)
+{
+    dynrag_eval_compare_options co;
+    memset(&co, 0, sizeof(co));
+    co.quality = o->quality_set ? o->quality : DYNRAG_EVAL_F1;
+    co.cost = o->cost_set ? o->cost : DYNRAG_EVAL_LATENCY;
+    co.seed = o->seed;
+    co.escalate = -1;
+    dynrag_eval_table *t = NULL;
+    dynrag_eval_comparison c;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dynrag_eval_replay(log, outcomes, o->n_stages ? o->stages[0] : NULL, &co, &t, &c, &err) !=
+        DYNRAG_OK) {
+        cli_error("eval", "%s", dynrag_errmsg(&err));
+        return CLI_FAIL;
+    }
+    print_comparison(t, &c, dynrag_eval_metric_name(co.quality), dynrag_eval_metric_name(co.cost));
+    dynrag_eval_comparison_free(&c);
+    dynrag_eval_table_free(t);
+    return CLI_OK;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    dynrag_eval_options o;
+    memset(&o, 0, sizeof(o));
+    o.format = (dynrag_eval_format)-1;
+    char stages_buf[256];
+    const char *stages[6];
+    const char *replay = NULL, *outcomes = NULL;
+    bool format_set = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int r = common_flag("eval", argc, argv, &i, &o, stages_buf, sizeof stages_buf, stages);
+        if (r < 0)
+            return CLI_USAGE;
+        if (r > 0) {
+            format_set = format_set || strcmp(a, "--format") == 0;
+            continue;
+        }
+        if (strcmp(a, "--out") == 0 && i + 1 < argc)
+            o.out_dir = argv[++i];
+        else if (strcmp(a, "--replay") == 0 && i + 1 < argc)
+            replay = argv[++i];
+        else if (strcmp(a, "--outcomes") == 0 && i + 1 < argc)
+            outcomes = argv[++i];
+        else if (strcmp(a, "--no-baselines") == 0)
+            o.no_baselines = true;
+        else if (strcmp(a, "--no-cache") == 0)
+            o.no_cache = true;
+        else
+            return cli_usage_error("eval", "unknown or incomplete option '%s'", a);
+    }
+    if (replay || outcomes) {
+        if (!replay || !outcomes)
+            return cli_usage_error("eval", "--replay LOG needs --outcomes TABLE (and vice versa)");
+        return run_replay(replay, outcomes, &o);
+    }
+    if (!o.pipeline_path || !o.data_path || !format_set)
+        return cli_usage_error("eval", "--pipeline, --data and --format are required");
+    if (o.format == DYNRAG_EVAL_FORMAT_BEIR && !o.qrels_path)
+        return cli_usage_error("eval", "--format beir needs --qrels FILE");
+    if (!o.out_dir)
+        o.out_dir = "eval-out";
+    cli_progress prog;
+    cli_progress_init(&prog, "eval");
+    o.progress = cli_progress_cb;
+    o.progress_user = &prog;
+    dynrag_eval_summary sum;
+    char *md = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_eval_run(&o, &sum, &md, &err);
+    cli_progress_done(&prog);
+    if (rc != DYNRAG_OK) {
+        cli_error("eval", "%s", dynrag_errmsg(&err));
+        return CLI_FAIL;
+    }
+    fputs(md, stdout);
+    free(md);
+    fprintf(stderr, "eval: %zu queries, %zu runs (%zu cache hits), %zu failed; wrote %s/report.md, "
+                    "report.json\n",
+            sum.n_queries, sum.n_runs, sum.cache_hits, sum.n_failed, o.out_dir);
+    return CLI_OK;
+}
+
+int cmd_calibrate(int argc, char **argv)
+{
+    dynrag_eval_options o;
+    memset(&o, 0, sizeof(o));
+    char stages_buf[256];
+    const char *stages[6];
+    dynrag_eval_calibrate_options co;
+    memset(&co, 0, sizeof(co));
+    co.target_share = NAN;
+    co.target_quality = NAN;
+    char share_buf[256];
+    bool format_set = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int r = common_flag("calibrate", argc, argv, &i, &o, stages_buf, sizeof stages_buf, stages);
+        if (r < 0)
+            return CLI_USAGE;
+        if (r > 0) {
+            format_set = format_set || strcmp(a, "--format") == 0;
+            continue;
+        }
+        if (strcmp(a, "--stage") == 0 && i + 1 < argc) {
+            co.stage = argv[++i];
+        } else if (strcmp(a, "--out") == 0 && i + 1 < argc) {
+            co.out_yaml = argv[++i];
+        } else if (strcmp(a, "--work") == 0 && i + 1 < argc) {
+            o.out_dir = argv[++i];
+        } else if (strcmp(a, "--target-share") == 0 && i + 1 < argc) {
+            snprintf(share_buf, sizeof share_buf, "%s", argv[++i]);
+            char *eq = strrchr(share_buf, '=');
+            if (eq == NULL || eq == share_buf)
+                return cli_usage_error("calibrate", "--target-share: expected OPTION=SHARE");
+            *eq = '\0';
+            co.target_option = share_buf;
+            if (!cli_parse_double("calibrate", "--target-share", eq + 1, 0, 1, &co.target_share))
+                return CLI_USAGE;
+        } else if (strcmp(a, "--target-quality") == 0 && i + 1 < argc) {
+            if (!cli_parse_double("calibrate", "--target-quality", argv[++i], -1e9, 1e9,
+                                  &co.target_quality))
+                return CLI_USAGE;
+        } else {
+            return cli_usage_error("calibrate", "unknown or incomplete option '%s'", a);
+        }
+    }
+    if (!o.pipeline_path || !o.data_path || !format_set || !co.stage)
+        return cli_usage_error("calibrate", "--pipeline, --data, --format and --stage are required");
+    if (isnan(co.target_share) == isnan(co.target_quality))
+        return cli_usage_error("calibrate", "give exactly one of --target-share and --target-quality");
+    if (o.format == DYNRAG_EVAL_FORMAT_BEIR && !o.qrels_path)
+        return cli_usage_error("calibrate", "--format beir needs --qrels FILE");
+    if (!o.out_dir)
+        o.out_dir = "eval-out";
+    cli_progress prog;
+    cli_progress_init(&prog, "calibrate");
+    o.progress = cli_progress_cb;
+    o.progress_user = &prog;
+    dynrag_eval_calibration cal;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_eval_calibrate(&o, &co, &cal, &err);
+    cli_progress_done(&prog);
+    if (rc != DYNRAG_OK) {
+        cli_error("calibrate", "%s", dynrag_errmsg(&err));
+        return CLI_FAIL;
+    }
+    printf("stages.%s.router.params.%s = %g  (quality %.4f, cost %.4g, share %.3f%s)%s\n", co.stage,
+           cal.param, cal.value, cal.quality, cal.cost, cal.share,
+           cal.met ? "" : "; target NOT met: closest value", "");
+    if (co.out_yaml)
+        printf("wrote %s (a copy of %s with only that value changed); use it with --pipeline %s\n",
+               co.out_yaml, o.pipeline_path, co.out_yaml);
+    return cal.met ? CLI_OK : CLI_FAIL;
+}

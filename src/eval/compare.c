@@ -1,0 +1,343 @@
+/*
+ * compare.c - routing baselines from an outcome table: the router, always-X
+ * for each option, uniform random, random at the router's observed mix, the
+ * oracle, and threshold sweeps of classifier and cascade routers.
+ */
+#include "dynrag/eval.h"
+
+#include "core/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Running sums of one row. */
+typedef struct acc {
+    double sum[DYNRAG_EVAL_N_METRICS];
+    size_t cnt[DYNRAG_EVAL_N_METRICS];
+    size_t final_count[16];
+    size_t n;
+} acc;
+
+static const dynrag_eval_outcome *cell(const dynrag_eval_table *t, size_t q, size_t o)
+{
+    return &t->cells[q * t->n_options + o];
+}
+
+/* True when metric m has a value in some cell of query q: a failed run then
+ * scores 0 on it rather than being left out. */
+static bool query_has_metric(const dynrag_eval_table *t, size_t q, int m)
+{
+    for (size_t o = 0; o < t->n_options; o++)
+        if (!isnan(cell(t, q, o)->m[m]))
+            return true;
+    return !isnan(t->router_outcome[q].m[m]);
+}
+
+/* The value of metric m of outcome x for query q, with failures as 0. */
+static double value_of(const dynrag_eval_table *t, size_t q, const dynrag_eval_outcome *x, int m)
+{
+    if (!x->ok && !dynrag_eval_metric_is_cost((dynrag_eval_metric)m))
+        return query_has_metric(t, q, m) ? 0.0 : NAN;
+    return x->m[m];
+}
+
+static void acc_add(acc *a, const dynrag_eval_table *t, size_t q, const dynrag_eval_outcome *x,
+                    int final_opt)
+{
+    for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++) {
+        double v = value_of(t, q, x, m);
+        if (!isnan(v)) {
+            a->sum[m] += v;
+            a->cnt[m]++;
+        }
+    }
+    if (final_opt >= 0 && final_opt < 16)
+        a->final_count[final_opt]++;
+    a->n++;
+}
+
+static void acc_finish(const acc *a, const dynrag_eval_compare_options *opt, dynrag_eval_row *r)
+{
+    for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++)
+        r->mean[m] = a->cnt[m] ? a->sum[m] / (double)a->cnt[m] : NAN;
+    r->quality = r->mean[opt->quality];
+    r->cost = r->mean[opt->cost];
+    r->n_scored = a->cnt[opt->quality];
+    for (int o = 0; o < 16; o++)
+        r->share[o] = a->n ? (double)a->final_count[o] / (double)a->n : 0.0;
+}
+
+/* The outcome of a chain of attempts first..last (listed order): quality
+ * from `last`, cost metrics summed over every attempt. Counts calls. */
+static void chain_outcome(const dynrag_eval_table *t, size_t q, int first, int last,
+                          dynrag_eval_outcome *out, dynrag_eval_row *row)
+{
+    *out = *cell(t, q, (size_t)last);
+    if (first < 0 || first > last)
+        first = last;
+    for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++) {
+        if (!dynrag_eval_metric_is_cost((dynrag_eval_metric)m))
+            continue;
+        double s = 0;
+        bool any = false;
+        for (int o = first; o <= last; o++) {
+            double v = cell(t, q, (size_t)o)->m[m];
+            if (!isnan(v)) {
+                s += v;
+                any = true;
+            }
+        }
+        out->m[m] = any ? s : NAN;
+    }
+    for (int o = first; o <= last; o++)
+        row->calls[o]++;
+}
+
+/* Quality and cost used to rank options for the oracle. */
+static double qual(const dynrag_eval_table *t, size_t q, size_t o, int m)
+{
+    return value_of(t, q, cell(t, q, o), m);
+}
+
+static double cost0(const dynrag_eval_outcome *x, int m)
+{
+    return isnan(x->m[m]) ? 0.0 : x->m[m];
+}
+
+/* The oracle's option for query q. */
+static int oracle_pick(const dynrag_eval_table *t, size_t q, const dynrag_eval_compare_options *opt)
+{
+    double best_q = -INFINITY;
+    bool scored = false;
+    for (size_t o = 0; o < t->n_options; o++) {
+        double v = qual(t, q, o, opt->quality);
+        if (!isnan(v)) {
+            scored = true;
+            if (v > best_q)
+                best_q = v;
+        }
+    }
+    int pick = -1;
+    for (size_t o = 0; o < t->n_options; o++) {
+        if (scored) {
+            double v = qual(t, q, o, opt->quality);
+            if (isnan(v) || v < best_q - 1e-12)
+                continue;
+        }
+        if (pick < 0) {
+            pick = (int)o;
+            continue;
+        }
+        const dynrag_eval_outcome *a = cell(t, q, o), *b = cell(t, q, (size_t)pick);
+        double ca = cost0(a, opt->cost), cb = cost0(b, opt->cost);
+        double sa = cost0(a, DYNRAG_EVAL_STEPS), sb = cost0(b, DYNRAG_EVAL_STEPS);
+        if (ca < cb || (ca == cb && sa < sb))
+            pick = (int)o;
+    }
+    return pick < 0 ? 0 : pick;
+}
+
+/* The classifier router's choice at threshold thr from its logged scores. */
+static int classifier_pick(const dynrag_eval_table *t, size_t q, double thr, int escalate)
+{
+    int best = -1;
+    const double *s = &t->router_scores[q * t->n_options];
+    for (size_t o = 0; o < t->n_options; o++)
+        if (!isnan(s[o]) && (best < 0 || s[o] > s[best]))
+            best = (int)o;
+    if (best < 0 || s[best] < thr)
+        return escalate;
+    return best;
+}
+
+/* The cascade's final option at threshold thr: the first (listed order)
+ * whose judged confidence reaches thr; an unjudged answer stops the cascade. */
+static int cascade_pick(const dynrag_eval_table *t, size_t q, double thr)
+{
+    for (size_t o = 0; o + 1 < t->n_options; o++) {
+        double c = cell(t, q, o)->confidence;
+        if (isnan(c) || c >= thr)
+            return (int)o;
+    }
+    return (int)t->n_options - 1;
+}
+
+static bool has_choices(const dynrag_eval_table *t)
+{
+    for (size_t q = 0; q < t->n_queries; q++)
+        if (t->router_choice[q] >= 0)
+            return true;
+    return false;
+}
+
+int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt_in,
+                        dynrag_eval_comparison *out, dynrag_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    dynrag_eval_compare_options opt = *opt_in;
+    if (t == NULL || t->n_queries == 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: no queries to compare");
+    if (t->n_options == 0 || t->n_options > 16)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: stage %s has %zu options (1..16)",
+                          t->stage, t->n_options);
+    if ((unsigned)opt.quality >= DYNRAG_EVAL_N_METRICS || (unsigned)opt.cost >= DYNRAG_EVAL_N_METRICS)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: bad quality or cost metric");
+    size_t no = t->n_options, nq = t->n_queries;
+    bool choices = has_choices(t);
+    size_t cap = no + 4;
+    out->rows = calloc(cap, sizeof *out->rows);
+    if (out->rows == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    dynrag_eval_outcome tmp;
+    dr_rng rng;
+
+    /* The router. */
+    if (choices) {
+        dynrag_eval_row *r = &out->rows[out->n_rows++];
+        acc a = {0};
+        snprintf(r->name, sizeof r->name, "router");
+        r->param = NAN;
+        for (size_t q = 0; q < nq; q++) {
+            int c = t->router_choice[q];
+            const dynrag_eval_outcome *ro = &t->router_outcome[q];
+            if (ro->ok || c < 0) {
+                if (c >= 0) {
+                    int f = t->cascade && t->router_first[q] >= 0 ? t->router_first[q] : c;
+                    for (int o = f; o <= c; o++)
+                        r->calls[o]++;
+                }
+                acc_add(&a, t, q, ro, c);
+                continue;
+            }
+            int first = t->cascade ? t->router_first[q] : c;
+            chain_outcome(t, q, first, c, &tmp, r);
+            acc_add(&a, t, q, &tmp, c);
+        }
+        acc_finish(&a, &opt, r);
+    }
+    /* Always-X. */
+    for (size_t o = 0; o < no; o++) {
+        dynrag_eval_row *r = &out->rows[out->n_rows++];
+        acc a = {0};
+        snprintf(r->name, sizeof r->name, "always-%s", t->options[o] ? t->options[o] : "?");
+        r->param = NAN;
+        for (size_t q = 0; q < nq; q++) {
+            acc_add(&a, t, q, cell(t, q, o), (int)o);
+            r->calls[o]++;
+        }
+        acc_finish(&a, &opt, r);
+    }
+    /* Uniform random. */
+    {
+        dynrag_eval_row *r = &out->rows[out->n_rows++];
+        acc a = {0};
+        snprintf(r->name, sizeof r->name, "random");
+        r->param = NAN;
+        dr_rng_seed(&rng, opt.seed);
+        for (size_t q = 0; q < nq; q++) {
+            int o = (int)dr_rng_below(&rng, no);
+            acc_add(&a, t, q, cell(t, q, (size_t)o), o);
+            r->calls[o]++;
+        }
+        acc_finish(&a, &opt, r);
+    }
+    /* Random at the router's mix. */
+    if (choices) {
+        double mix[16] = {0};
+        size_t n_chosen = 0;
+        for (size_t q = 0; q < nq; q++)
+            if (t->router_choice[q] >= 0) {
+                mix[t->router_choice[q]] += 1;
+                n_chosen++;
+            }
+        dynrag_eval_row *r = &out->rows[out->n_rows++];
+        acc a = {0};
+        snprintf(r->name, sizeof r->name, "random-mix");
+        r->param = NAN;
+        dr_rng_seed(&rng, opt.seed ^ 0x9e3779b97f4a7c15ULL);
+        for (size_t q = 0; q < nq; q++) {
+            double u = dr_rng_uniform(&rng) * (double)n_chosen, c = 0;
+            int o = (int)no - 1;
+            for (size_t k = 0; k < no; k++) {
+                c += mix[k];
+                if (u < c) {
+                    o = (int)k;
+                    break;
+                }
+            }
+            while (o > 0 && mix[o] == 0)
+                o--;
+            acc_add(&a, t, q, cell(t, q, (size_t)o), o);
+            r->calls[o]++;
+        }
+        acc_finish(&a, &opt, r);
+    }
+    /* The oracle. */
+    {
+        dynrag_eval_row *r = &out->rows[out->n_rows++];
+        acc a = {0};
+        snprintf(r->name, sizeof r->name, "oracle");
+        r->param = NAN;
+        for (size_t q = 0; q < nq; q++) {
+            int o = oracle_pick(t, q, &opt);
+            acc_add(&a, t, q, cell(t, q, (size_t)o), o);
+            r->calls[o]++;
+        }
+        acc_finish(&a, &opt, r);
+    }
+    /* The threshold sweep. */
+    if (opt.sweep != DYNRAG_EVAL_SWEEP_NONE) {
+        double lo = opt.grid_lo, hi = opt.grid_hi;
+        if (!(hi > lo)) {
+            lo = 0;
+            hi = 1;
+        }
+        size_t ng = opt.grid ? opt.n_grid : 21;
+        out->sweep = calloc(ng ? ng : 1, sizeof *out->sweep);
+        if (out->sweep == NULL) {
+            dynrag_eval_comparison_free(out);
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        }
+        int esc = opt.escalate >= 0 && (size_t)opt.escalate < no ? opt.escalate : (int)no - 1;
+        for (size_t g = 0; g < ng; g++) {
+            double thr = opt.grid ? opt.grid[g] : lo + (hi - lo) * (double)g / (double)(ng - 1);
+            dynrag_eval_row *r = &out->sweep[out->n_sweep++];
+            acc a = {0};
+            snprintf(r->name, sizeof r->name, "sweep");
+            r->param = thr;
+            for (size_t q = 0; q < nq; q++) {
+                if (opt.sweep == DYNRAG_EVAL_SWEEP_CLASSIFIER) {
+                    int o = classifier_pick(t, q, thr, esc);
+                    acc_add(&a, t, q, cell(t, q, (size_t)o), o);
+                    r->calls[o]++;
+                } else {
+                    int o = cascade_pick(t, q, thr);
+                    chain_outcome(t, q, 0, o, &tmp, r);
+                    acc_add(&a, t, q, &tmp, o);
+                }
+            }
+            acc_finish(&a, &opt, r);
+        }
+    }
+    return DYNRAG_OK;
+}
+
+void dynrag_eval_comparison_free(dynrag_eval_comparison *c)
+{
+    if (c == NULL)
+        return;
+    free(c->rows);
+    free(c->sweep);
+    memset(c, 0, sizeof(*c));
+}
+
+const dynrag_eval_row *dynrag_eval_comparison_row(const dynrag_eval_comparison *c,
+                                                  const char *name)
+{
+    for (size_t i = 0; c && i < c->n_rows; i++)
+        if (strcmp(c->rows[i].name, name) == 0)
+            return &c->rows[i];
+    return NULL;
+}

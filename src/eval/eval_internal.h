@@ -1,0 +1,42 @@
+/*
+ * eval/eval_internal.h - the evaluation harness's data sets and runner
+ * (internal to src/eval/).
+ */
+#ifndef DYNRAG_EVAL_INTERNAL_H
+#define DYNRAG_EVAL_INTERNAL_H
+
+#include "dynrag/eval.h"
+#include "dynrag/metrics.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One evaluation question with its gold data. */
+typedef struct dr_eval_item {
+    char *id;
+    char *question;
+    char **answers;  /* QA gold answers (may be 0: unscored) */
+    size_t n_answers;
+    char **support;  /* titles of supporting paragraphs (HotpotQA) */
+    size_t n_support;
+    char *gold_key;  /* serialised gold, part of the cache key */
+} dr_eval_item;
+
+typedef struct dr_eval_data {
+    dr_eval_item *items;
+    size_t n;
+    dynrag_qrels *qrels; /* BEIR */
+    uint64_t qrels_hash;
+} dr_eval_data;
+
+/*
+ * Loads a QA file (HotpotQA/IRCoT JSONL, NQ-open JSONL, MuSiQue JSON array,
+ * generic {question, answers} JSONL; detected per record) or BEIR queries +
+ * qrels (only judged queries are kept, in file order). limit 0 = all.
+ * Errors name the file and line (or array element).
+ */
+int dr_eval_data_load(const char *path, dynrag_eval_format fmt, const char *qrels_path,
+                      size_t limit, dr_eval_data *out, dynrag_error *err);
+void dr_eval_data_free(dr_eval_data *d);
+
+#endif

@@ -1,0 +1,239 @@
+/*
+ * qa.c - answer metrics with SQuAD normalisation, metric names, and the
+ * outcome-table container of the evaluation harness.
+ */
+#include "dynrag/eval.h"
+
+#include "core/util.h"
+#include "router/normalize.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- answer metrics --------------------------------------------------------- */
+
+/* Splits a normalised string (single spaces, none at the ends) in place into
+ * tokens; returns the count (0 for ""). toks must have room for
+ * strlen(s)/2 + 1 pointers. */
+static size_t split_tokens(char *s, char **toks)
+{
+    size_t n = 0;
+    char *p = s;
+    while (*p) {
+        toks[n++] = p;
+        char *sp = strchr(p, ' ');
+        if (sp == NULL)
+            break;
+        *sp = '\0';
+        p = sp + 1;
+    }
+    return n;
+}
+
+double dynrag_eval_em(const char *prediction, const char *const *golds, size_t n)
+{
+    char *p = dr_squad_normalize(prediction);
+    double best = 0;
+    for (size_t i = 0; p && i < n && best < 1; i++) {
+        char *g = dr_squad_normalize(golds[i]);
+        if (g && strcmp(p, g) == 0)
+            best = 1;
+        free(g);
+    }
+    free(p);
+    return best;
+}
+
+/* Token F1 of one normalised pair (SQuAD: bag-of-tokens overlap; when either
+ * side has no token, 1 if both are empty, else 0). */
+static double f1_pair(const char *pn, const char *gn)
+{
+    char *a = dr_strdup(pn), *b = dr_strdup(gn);
+    char **ta = malloc((strlen(pn) / 2 + 1) * sizeof *ta);
+    char **tb = malloc((strlen(gn) / 2 + 1) * sizeof *tb);
+    bool *used = calloc(strlen(gn) / 2 + 1, sizeof *used);
+    double f1 = 0;
+    if (a == NULL || b == NULL || ta == NULL || tb == NULL || used == NULL)
+        goto cleanup;
+    size_t na = split_tokens(a, ta), nb = split_tokens(b, tb);
+    if (na == 0 || nb == 0) {
+        f1 = na == nb ? 1.0 : 0.0;
+        goto cleanup;
+    }
+    size_t common = 0;
+    for (size_t i = 0; i < na; i++)
+        for (size_t j = 0; j < nb; j++)
+            if (!used[j] && strcmp(ta[i], tb[j]) == 0) {
+                used[j] = true;
+                common++;
+                break;
+            }
+    if (common > 0) {
+        double prec = (double)common / (double)na, rec = (double)common / (double)nb;
+        f1 = 2 * prec * rec / (prec + rec);
+    }
+cleanup:
+    free(a);
+    free(b);
+    free(ta);
+    free(tb);
+    free(used);
+    return f1;
+}
+
+double dynrag_eval_f1(const char *prediction, const char *const *golds, size_t n)
+{
+    char *p = dr_squad_normalize(prediction);
+    double best = 0;
+    for (size_t i = 0; p && i < n; i++) {
+        char *g = dr_squad_normalize(golds[i]);
+        if (g) {
+            double f = f1_pair(p, g);
+            best = f > best ? f : best;
+        }
+        free(g);
+    }
+    free(p);
+    return best;
+}
+
+double dynrag_eval_contains(const char *text, const char *const *golds, size_t n)
+{
+    char *t = dr_squad_normalize(text);
+    double hit = 0;
+    if (t == NULL)
+        return 0;
+    size_t tl = strlen(t);
+    for (size_t i = 0; i < n && hit == 0; i++) {
+        char *g = dr_squad_normalize(golds[i]);
+        size_t gl = g ? strlen(g) : 0;
+        for (const char *p = gl ? strstr(t, g) : NULL; p; p = strstr(p + 1, g)) {
+            size_t off = (size_t)(p - t);
+            bool left = off == 0 || t[off - 1] == ' ';
+            bool right = off + gl == tl || t[off + gl] == ' ';
+            if (left && right) {
+                hit = 1;
+                break;
+            }
+        }
+        free(g);
+    }
+    free(t);
+    return hit;
+}
+
+/* ---- metric names ------------------------------------------------------------ */
+
+static const char *const metric_names[DYNRAG_EVAL_N_METRICS] = {
+    "em",    "f1",    "context", "support", "ndcg@10",    "recall@10", "recall@100",
+    "mrr@10", "steps", "calls",   "tokens",  "usd",        "latency_ms", "energy_wh"};
+
+const char *dynrag_eval_metric_name(dynrag_eval_metric m)
+{
+    return (unsigned)m < DYNRAG_EVAL_N_METRICS ? metric_names[m] : "?";
+}
+
+int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err)
+{
+    if (s == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "metric: missing name");
+    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++)
+        if (strcasecmp(s, metric_names[i]) == 0) {
+            *out = (dynrag_eval_metric)i;
+            return DYNRAG_OK;
+        }
+    if (strcasecmp(s, "latency") == 0) {
+        *out = DYNRAG_EVAL_LATENCY;
+        return DYNRAG_OK;
+    }
+    if (strcasecmp(s, "energy") == 0) {
+        *out = DYNRAG_EVAL_ENERGY;
+        return DYNRAG_OK;
+    }
+    return dr_err_set(err, DYNRAG_ERR_INVALID,
+                      "unknown metric '%s' (expected em, f1, context, support, ndcg@10, "
+                      "recall@10, recall@100, mrr@10, steps, calls, tokens, usd, latency_ms or "
+                      "energy_wh)",
+                      s);
+}
+
+bool dynrag_eval_metric_is_cost(dynrag_eval_metric m)
+{
+    return m >= DYNRAG_EVAL_STEPS && m < DYNRAG_EVAL_N_METRICS;
+}
+
+void dynrag_eval_outcome_init(dynrag_eval_outcome *o)
+{
+    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++)
+        o->m[i] = NAN;
+    o->confidence = NAN;
+    o->ok = false;
+}
+
+/* ---- tables ----------------------------------------------------------------------- */
+
+int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_queries,
+                          size_t n_options, dynrag_eval_table **out, dynrag_error *err)
+{
+    *out = NULL;
+    if (n_options == 0 || n_options > 16)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval table: %zu options (expected 1..16)",
+                          n_options);
+    if (n_queries > ((size_t)1 << 26))
+        return dr_err_set(err, DYNRAG_ERR_LIMIT, "eval table: too many queries (%zu)", n_queries);
+    dynrag_eval_table *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    size_t nq = n_queries ? n_queries : 1;
+    t->stage = dr_strdup(stage ? stage : "");
+    t->router_type = dr_strdup(router_type ? router_type : "");
+    t->n_queries = n_queries;
+    t->n_options = n_options;
+    t->query_ids = calloc(nq, sizeof *t->query_ids);
+    t->options = calloc(n_options, sizeof *t->options);
+    t->cells = malloc(nq * n_options * sizeof *t->cells);
+    t->router_choice = malloc(nq * sizeof *t->router_choice);
+    t->router_first = malloc(nq * sizeof *t->router_first);
+    t->router_outcome = malloc(nq * sizeof *t->router_outcome);
+    t->router_scores = malloc(nq * n_options * sizeof *t->router_scores);
+    if (!t->stage || !t->router_type || !t->query_ids || !t->options || !t->cells ||
+        !t->router_choice || !t->router_first || !t->router_outcome || !t->router_scores) {
+        dynrag_eval_table_free(t);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < nq * n_options; i++) {
+        dynrag_eval_outcome_init(&t->cells[i]);
+        t->router_scores[i] = NAN;
+    }
+    for (size_t i = 0; i < nq; i++) {
+        t->router_choice[i] = -1;
+        t->router_first[i] = -1;
+        dynrag_eval_outcome_init(&t->router_outcome[i]);
+    }
+    *out = t;
+    return DYNRAG_OK;
+}
+
+void dynrag_eval_table_free(dynrag_eval_table *t)
+{
+    if (t == NULL)
+        return;
+    if (t->query_ids)
+        for (size_t i = 0; i < t->n_queries; i++)
+            free(t->query_ids[i]);
+    if (t->options)
+        for (size_t i = 0; i < t->n_options; i++)
+            free(t->options[i]);
+    free(t->query_ids);
+    free(t->options);
+    free(t->cells);
+    free(t->router_choice);
+    free(t->router_first);
+    free(t->router_outcome);
+    free(t->router_scores);
+    free(t->stage);
+    free(t->router_type);
+    free(t);
+}

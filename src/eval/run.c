@@ -1,0 +1,1012 @@
+/*
+ * run.c - live evaluation: runs the router and every forced option of each
+ * compared stage over a data set (with an on-disk cache of run outcomes),
+ * builds the outcome tables and writes the reports.
+ *
+ * Cache: OUT/cache.jsonl, one JSON line per run:
+ *   {"key": "<32 hex>", "ok": true, "metrics": {...}, "choices": {stage: option},
+ *    "first": {stage: option}, "scores": {stage: {option: score}},
+ *    "confidence": {stage: c}, "docs": [[doc_id, score], ...] (BEIR),
+ *    "record": "<route-log record>" (router runs), "error": "..." (failures)}
+ * The key hashes the pipeline file's bytes, the index folder, the data
+ * format, the stage and option forced (or "@router"), the query id, text and
+ * gold. Lines that do not parse are ignored (a half-written last line).
+ */
+#define _DEFAULT_SOURCE /* realpath */
+#include "eval/eval_internal.h"
+
+#include "core/util.h"
+#include "dynrag/engine.h"
+#include "pipeline/spec.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROUTER_KEY "@router"
+
+/* ---- the cache ------------------------------------------------------------- */
+
+typedef struct cache_ent {
+    char key[33];
+    cJSON *val;
+} cache_ent;
+
+typedef struct cache {
+    cache_ent *ents; /* open addressing, power-of-two size */
+    size_t cap, n;
+    FILE *append; /* NULL when not writing */
+} cache;
+
+static size_t slot_of(const char *key, size_t cap)
+{
+    return (size_t)dr_hash64(key, 32, 1) & (cap - 1);
+}
+
+static int cache_put(cache *c, const char *key, cJSON *val)
+{
+    if ((c->n + 1) * 2 > c->cap) {
+        size_t ncap = c->cap ? c->cap * 2 : 1024;
+        cache_ent *ne = calloc(ncap, sizeof *ne);
+        if (ne == NULL)
+            return DYNRAG_ERR_NOMEM;
+        for (size_t i = 0; i < c->cap; i++) {
+            if (c->ents[i].val == NULL)
+                continue;
+            size_t s = slot_of(c->ents[i].key, ncap);
+            while (ne[s].val)
+                s = (s + 1) & (ncap - 1);
+            ne[s] = c->ents[i];
+        }
+        free(c->ents);
+        c->ents = ne;
+        c->cap = ncap;
+    }
+    size_t s = slot_of(key, c->cap);
+    while (c->ents[s].val && strcmp(c->ents[s].key, key) != 0)
+        s = (s + 1) & (c->cap - 1);
+    if (c->ents[s].val) {
+        cJSON_Delete(c->ents[s].val);
+    } else {
+        c->n++;
+    }
+    dr_strlcpy(c->ents[s].key, key, sizeof c->ents[s].key);
+    c->ents[s].val = val;
+    return DYNRAG_OK;
+}
+
+static cJSON *cache_get(const cache *c, const char *key)
+{
+    if (c->cap == 0)
+        return NULL;
+    size_t s = slot_of(key, c->cap);
+    while (c->ents[s].val) {
+        if (strcmp(c->ents[s].key, key) == 0)
+            return c->ents[s].val;
+        s = (s + 1) & (c->cap - 1);
+    }
+    return NULL;
+}
+
+static void cache_free(cache *c)
+{
+    for (size_t i = 0; i < c->cap; i++)
+        cJSON_Delete(c->ents[i].val);
+    free(c->ents);
+    if (c->append)
+        fclose(c->append);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Reads OUT/cache.jsonl (absent is fine) and opens it for appending. */
+static int cache_open(cache *c, const char *path, bool write, dynrag_error *err)
+{
+    memset(c, 0, sizeof(*c));
+    FILE *f = fopen(path, "r");
+    if (f) {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        while ((n = getline(&line, &cap, f)) > 0) {
+            cJSON *o = cJSON_ParseWithLength(line, (size_t)n);
+            const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "key");
+            if (!cJSON_IsString(k) || strlen(k->valuestring) != 32) {
+                cJSON_Delete(o);
+                continue;
+            }
+            char key[33];
+            dr_strlcpy(key, k->valuestring, sizeof key);
+            if (cache_put(c, key, o) != DYNRAG_OK) {
+                cJSON_Delete(o);
+                free(line);
+                fclose(f);
+                return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            }
+        }
+        free(line);
+        fclose(f);
+    }
+    if (write && (c->append = fopen(path, "a")) == NULL)
+        return dr_err_set(err, DYNRAG_ERR_IO, "%s: cannot open for appending", path);
+    return DYNRAG_OK;
+}
+
+/* ---- one run ------------------------------------------------------------------- */
+
+typedef struct run_ctx {
+    const dynrag_eval_options *opt;
+    const dynrag_pipeline *p;
+    dynrag_engine *e;
+    dr_eval_data *data;
+    uint64_t pipe_hash;
+    cache cache;
+    const char *beir_mode; /* BEIR: retrieval_mode option forced in every run, or NULL */
+    size_t runs, hits, failed;
+    cJSON *failures;
+} run_ctx;
+
+static void make_key(const run_ctx *rc, const dr_eval_item *it, const char *stage,
+                     const char *option, char out[33])
+{
+    dr_buf b = {0};
+    char *real = rc->opt->index_dir ? realpath(rc->opt->index_dir, NULL) : NULL;
+    dr_buf_printf(&b, "v1\x1f%016llx\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
+                  (unsigned long long)rc->pipe_hash,
+                  real ? real : rc->opt->index_dir ? rc->opt->index_dir : "",
+                  (int)rc->opt->format, stage, option, it->id, it->question, it->gold_key,
+                  rc->beir_mode ? rc->beir_mode : "");
+    uint64_t h1 = dr_hash64(b.data, b.len, 0x51ed), h2 = dr_hash64(b.data, b.len, 0xabcdef);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
+    dr_buf_free(&b);
+    free(real);
+}
+
+static cJSON *metrics_json(const dynrag_eval_outcome *o)
+{
+    cJSON *m = cJSON_CreateObject();
+    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++)
+        if (!isnan(o->m[i]))
+            cJSON_AddNumberToObject(m, dynrag_eval_metric_name((dynrag_eval_metric)i), o->m[i]);
+    return m;
+}
+
+static void metrics_from_json(const cJSON *m, dynrag_eval_outcome *o)
+{
+    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, dynrag_eval_metric_name((dynrag_eval_metric)i));
+        if (cJSON_IsNumber(v))
+            o->m[i] = v->valuedouble;
+    }
+}
+
+/* BEIR metrics of one query's retrieved passages (document level: a
+ * document scores as its best chunk). */
+static int beir_metrics(run_ctx *rc, const dr_eval_item *it, const dynrag_result *r,
+                        dynrag_eval_outcome *o, cJSON *docs, dynrag_error *err)
+{
+    dynrag_run *run = NULL;
+    dynrag_metrics_result mr;
+    memset(&mr, 0, sizeof(mr));
+    int st = dynrag_run_new(&run, err);
+    size_t n = dynrag_result_n_retrieved(r), added = 0;
+    for (size_t i = 0; st == DYNRAG_OK && i < n; i++) {
+        const dynrag_citation *c = dynrag_result_retrieved(r, i);
+        bool seen = false;
+        const cJSON *d;
+        cJSON_ArrayForEach(d, docs)
+        {
+            cJSON *id = cJSON_GetArrayItem(d, 0), *sc = cJSON_GetArrayItem(d, 1);
+            if (strcmp(id->valuestring, c->doc_id) == 0) {
+                seen = true;
+                if (c->score > sc->valuedouble)
+                    cJSON_SetNumberValue(sc, c->score);
+                break;
+            }
+        }
+        if (!seen) {
+            cJSON *pair = cJSON_CreateArray();
+            cJSON_AddItemToArray(pair, cJSON_CreateString(c->doc_id));
+            cJSON_AddItemToArray(pair, cJSON_CreateNumber(isfinite(c->score) ? c->score : 0));
+            cJSON_AddItemToArray(docs, pair);
+        }
+    }
+    const cJSON *d;
+    cJSON_ArrayForEach(d, docs)
+    {
+        if (st != DYNRAG_OK)
+            break;
+        st = dynrag_run_add(run, it->id, cJSON_GetArrayItem(d, 0)->valuestring,
+                            cJSON_GetArrayItem(d, 1)->valuedouble, err);
+        added++;
+    }
+    static const dynrag_metric_spec specs[4] = {
+        {DYNRAG_METRIC_NDCG, 10}, {DYNRAG_METRIC_RECALL, 10}, {DYNRAG_METRIC_RECALL, 100},
+        {DYNRAG_METRIC_MRR, 10}};
+    static const int slots[4] = {DYNRAG_EVAL_NDCG10, DYNRAG_EVAL_RECALL10, DYNRAG_EVAL_RECALL100,
+                                 DYNRAG_EVAL_MRR10};
+    for (int i = 0; i < 4; i++)
+        o->m[slots[i]] = 0;
+    if (st == DYNRAG_OK && added > 0) {
+        st = dynrag_metrics_compute(rc->data->qrels, run, specs, 4, NULL, &mr, err);
+        if (st == DYNRAG_OK && mr.n_queries == 1)
+            for (int i = 0; i < 4; i++)
+                o->m[slots[i]] = mr.per_query[i];
+        else if (st == DYNRAG_ERR_NOTFOUND)
+            st = DYNRAG_OK;
+    }
+    dynrag_metrics_result_free(&mr);
+    dynrag_run_free(run);
+    return st;
+}
+
+static const cJSON *record_stage(const cJSON *rec, const char *stage)
+{
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(rec, "stages"))
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(s, "stage");
+        if (cJSON_IsString(n) && strcmp(n->valuestring, stage) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+/* Runs one query (router or forced) and returns its cache entry (owned by
+ * the cache), from the cache when present. */
+static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *stage,
+                            const char *option, dynrag_error *err)
+{
+    char key[33];
+    make_key(rc, it, stage ? stage : ROUTER_KEY, option ? option : ROUTER_KEY, key);
+    rc->runs++;
+    const cJSON *hit = cache_get(&rc->cache, key);
+    if (hit) {
+        rc->hits++;
+        return hit;
+    }
+    dynrag_force force[2];
+    size_t nf = 0;
+    if (stage)
+        force[nf++] = (dynrag_force){stage, option};
+    if (rc->beir_mode && !(stage && strcmp(stage, "retrieval_mode") == 0))
+        force[nf++] = (dynrag_force){"retrieval_mode", rc->beir_mode};
+    dynrag_query_options qo;
+    memset(&qo, 0, sizeof(qo));
+    char qid[512];
+    snprintf(qid, sizeof qid, "%s%s%s%s%s", it->id, stage ? "#" : "", stage ? stage : "",
+             stage ? "=" : "", option ? option : "");
+    qo.query_id = qid;
+    qo.no_log = true;
+    qo.force = force;
+    qo.n_force = nf;
+    bool beir = rc->opt->format == DYNRAG_EVAL_FORMAT_BEIR;
+    if (beir) {
+        qo.retrieve_only = true;
+        qo.k = 100;
+    }
+    dynrag_result *r = NULL;
+    dynrag_error qerr;
+    dynrag_error_clear(&qerr);
+    dynrag_eval_outcome o;
+    dynrag_eval_outcome_init(&o);
+    cJSON *ent = cJSON_CreateObject();
+    cJSON_AddStringToObject(ent, "key", key);
+    int st = dynrag_engine_query(rc->e, it->question, &qo, &r, &qerr);
+    if (st != DYNRAG_OK) {
+        rc->failed++;
+        cJSON_AddBoolToObject(ent, "ok", false);
+        cJSON_AddStringToObject(ent, "error", dynrag_errmsg(&qerr));
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "query_id", it->id);
+        cJSON_AddStringToObject(f, "run", qid);
+        cJSON_AddStringToObject(f, "error", dynrag_errmsg(&qerr));
+        cJSON_AddItemToArray(rc->failures, f);
+    } else {
+        o.ok = true;
+        const dynrag_totals *t = dynrag_result_totals(r);
+        o.m[DYNRAG_EVAL_STEPS] = t->retrieval_steps;
+        o.m[DYNRAG_EVAL_CALLS] = t->generator_calls;
+        o.m[DYNRAG_EVAL_TOKENS] = (double)(t->input_tokens + t->output_tokens);
+        o.m[DYNRAG_EVAL_USD] = t->usd;
+        o.m[DYNRAG_EVAL_LATENCY] = t->latency_ms;
+        o.m[DYNRAG_EVAL_ENERGY] = t->energy_wh;
+        if (beir) {
+            cJSON *docs = cJSON_CreateArray();
+            if (beir_metrics(rc, it, r, &o, docs, err) != DYNRAG_OK) {
+                cJSON_Delete(docs);
+                cJSON_Delete(ent);
+                dynrag_result_free(r);
+                return NULL;
+            }
+            cJSON_AddItemToObject(ent, "docs", docs);
+        } else if (it->n_answers > 0 || it->n_support > 0) {
+            const char *const *g = (const char *const *)it->answers;
+            if (it->n_answers > 0) {
+                const char *ans = dynrag_result_unanswerable(r) ? "" : dynrag_result_answer(r);
+                o.m[DYNRAG_EVAL_EM] = dynrag_eval_em(ans, g, it->n_answers);
+                o.m[DYNRAG_EVAL_F1] = dynrag_eval_f1(ans, g, it->n_answers);
+                o.m[DYNRAG_EVAL_CONTEXT] = dynrag_eval_contains(dynrag_result_context(r), g,
+                                                                it->n_answers);
+            }
+            if (it->n_support > 0) {
+                size_t found = 0;
+                for (size_t s = 0; s < it->n_support; s++) {
+                    const char *sup[1] = {it->support[s]};
+                    for (size_t i = 0; i < dynrag_result_n_retrieved(r); i++) {
+                        const dynrag_citation *c = dynrag_result_retrieved(r, i);
+                        if (c->title && dynrag_eval_em(c->title, sup, 1) == 1) {
+                            found++;
+                            break;
+                        }
+                    }
+                }
+                o.m[DYNRAG_EVAL_SUPPORT] = (double)found / (double)it->n_support;
+            }
+            cJSON_AddStringToObject(ent, "answer", dynrag_result_answer(r));
+        }
+        cJSON_AddBoolToObject(ent, "ok", true);
+        cJSON_AddItemToObject(ent, "metrics", metrics_json(&o));
+        /* Choices, scores, cascade confidences from the record. */
+        cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+        cJSON *choices = cJSON_CreateObject(), *scores = cJSON_CreateObject();
+        cJSON *first = cJSON_CreateObject(), *conf = cJSON_CreateObject();
+        for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
+            const dynrag_decision *d = dynrag_result_decision(r, i);
+            if (!d->skipped && d->choice && *d->choice)
+                cJSON_AddStringToObject(choices, d->stage, d->choice);
+            const cJSON *rs = record_stage(rec, d->stage);
+            const cJSON *sc = cJSON_GetObjectItemCaseSensitive(rs, "scores");
+            if (cJSON_IsObject(sc))
+                cJSON_AddItemToObject(scores, d->stage, cJSON_Duplicate(sc, 1));
+        }
+        const cJSON *a;
+        cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(rec, "cascade"))
+        {
+            const cJSON *s = cJSON_GetObjectItemCaseSensitive(a, "stage");
+            const cJSON *op = cJSON_GetObjectItemCaseSensitive(a, "option");
+            const cJSON *cf = cJSON_GetObjectItemCaseSensitive(a, "confidence");
+            if (!cJSON_IsString(s) || !cJSON_IsString(op))
+                continue;
+            if (!cJSON_HasObjectItem(first, s->valuestring))
+                cJSON_AddStringToObject(first, s->valuestring, op->valuestring);
+            if (cJSON_IsNumber(cf) && !cJSON_HasObjectItem(conf, s->valuestring))
+                cJSON_AddNumberToObject(conf, s->valuestring, cf->valuedouble);
+        }
+        cJSON_AddItemToObject(ent, "choices", choices);
+        cJSON_AddItemToObject(ent, "scores", scores);
+        cJSON_AddItemToObject(ent, "first", first);
+        cJSON_AddItemToObject(ent, "confidence", conf);
+        if (stage == NULL)
+            cJSON_AddStringToObject(ent, "record", dynrag_result_json(r));
+        cJSON_Delete(rec);
+    }
+    dynrag_result_free(r);
+    if (rc->cache.append) {
+        char *line = cJSON_PrintUnformatted(ent);
+        if (line) {
+            fputs(line, rc->cache.append);
+            fputc('\n', rc->cache.append);
+            fflush(rc->cache.append);
+        }
+        free(line);
+    }
+    if (cache_put(&rc->cache, key, ent) != DYNRAG_OK) {
+        cJSON_Delete(ent);
+        dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    return ent;
+}
+
+/* Fills an outcome from a cache entry. */
+static void outcome_of(const cJSON *ent, const char *stage, dynrag_eval_outcome *o)
+{
+    dynrag_eval_outcome_init(o);
+    o->ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ent, "ok"));
+    metrics_from_json(cJSON_GetObjectItemCaseSensitive(ent, "metrics"), o);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ent, "confidence"), stage);
+    if (cJSON_IsNumber(c))
+        o->confidence = c->valuedouble;
+}
+
+static const char *entry_str(const cJSON *ent, const char *obj, const char *stage)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ent, obj), stage);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* ---- stages to compare ------------------------------------------------------------ */
+
+static bool stage_is_routed(const dr_stage *st)
+{
+    size_t avail = 0;
+    for (size_t i = 0; i < st->n_options; i++)
+        avail += st->options[i].available;
+    return avail > 1 && strcmp(st->router.type, "fixed") != 0;
+}
+
+static bool stage_runs_in_beir(int sid)
+{
+    return sid == DR_STAGE_RETRIEVAL_MODE || sid == DR_STAGE_EMBEDDER || sid == DR_STAGE_INDEX;
+}
+
+/* ---- reports ------------------------------------------------------------------------- */
+
+static cJSON *row_json(const dynrag_eval_table *t, const dynrag_eval_row *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", r->name);
+    if (!isnan(r->param))
+        cJSON_AddNumberToObject(o, "threshold", r->param);
+    if (!isnan(r->quality))
+        cJSON_AddNumberToObject(o, "quality", r->quality);
+    if (!isnan(r->cost))
+        cJSON_AddNumberToObject(o, "cost", r->cost);
+    cJSON_AddNumberToObject(o, "n_scored", (double)r->n_scored);
+    cJSON *m = cJSON_AddObjectToObject(o, "mean");
+    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++)
+        if (!isnan(r->mean[i]))
+            cJSON_AddNumberToObject(m, dynrag_eval_metric_name((dynrag_eval_metric)i), r->mean[i]);
+    cJSON *calls = cJSON_AddObjectToObject(o, "calls");
+    cJSON *share = cJSON_AddObjectToObject(o, "share");
+    for (size_t k = 0; k < t->n_options; k++) {
+        cJSON_AddNumberToObject(calls, t->options[k], (double)r->calls[k]);
+        cJSON_AddNumberToObject(share, t->options[k], r->share[k]);
+    }
+    return o;
+}
+
+static void md_num(dr_buf *b, double v)
+{
+    if (isnan(v))
+        dr_buf_puts(b, " – |");
+    else if (v != 0 && fabs(v) < 0.01)
+        dr_buf_printf(b, " %.2e |", v);
+    else
+        dr_buf_printf(b, " %.3f |", v);
+}
+
+/* The Markdown table of one stage. */
+static void md_stage(dr_buf *b, const dynrag_eval_table *t, const dynrag_eval_comparison *c,
+                     const dynrag_eval_options *opt, const dynrag_eval_compare_options *co)
+{
+    bool beir = opt->format == DYNRAG_EVAL_FORMAT_BEIR;
+    static const int qa_cols[] = {DYNRAG_EVAL_EM, DYNRAG_EVAL_F1, DYNRAG_EVAL_CONTEXT,
+                                  DYNRAG_EVAL_SUPPORT, DYNRAG_EVAL_STEPS, DYNRAG_EVAL_CALLS,
+                                  DYNRAG_EVAL_TOKENS, DYNRAG_EVAL_USD, DYNRAG_EVAL_LATENCY};
+    static const int ir_cols[] = {DYNRAG_EVAL_NDCG10, DYNRAG_EVAL_RECALL10, DYNRAG_EVAL_RECALL100,
+                                  DYNRAG_EVAL_MRR10, DYNRAG_EVAL_STEPS, DYNRAG_EVAL_LATENCY};
+    const int *cols = beir ? ir_cols : qa_cols;
+    size_t nc = beir ? DR_ARRAY_LEN(ir_cols) : DR_ARRAY_LEN(qa_cols);
+    dr_buf_printf(b, "\n## Stage `%s` (router `%s`, %zu queries)\n\n| policy | quality (%s) | cost (%s) |",
+                  t->stage, t->router_type, t->n_queries, dynrag_eval_metric_name(co->quality),
+                  dynrag_eval_metric_name(co->cost));
+    for (size_t i = 0; i < nc; i++)
+        dr_buf_printf(b, " %s |", dynrag_eval_metric_name((dynrag_eval_metric)cols[i]));
+    dr_buf_puts(b, " calls per option |\n|---|---:|---:|");
+    for (size_t i = 0; i < nc; i++)
+        dr_buf_puts(b, "---:|");
+    dr_buf_puts(b, "---|\n");
+    for (size_t r = 0; r < c->n_rows; r++) {
+        const dynrag_eval_row *row = &c->rows[r];
+        dr_buf_printf(b, "| %s |", row->name);
+        md_num(b, row->quality);
+        md_num(b, row->cost);
+        for (size_t i = 0; i < nc; i++)
+            md_num(b, row->mean[cols[i]]);
+        for (size_t k = 0; k < t->n_options; k++)
+            dr_buf_printf(b, "%s%s %zu", k ? ", " : " ", t->options[k], row->calls[k]);
+        dr_buf_puts(b, " |\n");
+    }
+    if (c->n_sweep > 0) {
+        dr_buf_printf(b, "\nThreshold sweep (%s router):\n\n| threshold | quality | cost |", t->router_type);
+        for (size_t k = 0; k < t->n_options; k++)
+            dr_buf_printf(b, " share %s |", t->options[k]);
+        dr_buf_puts(b, "\n|---:|---:|---:|");
+        for (size_t k = 0; k < t->n_options; k++)
+            dr_buf_puts(b, "---:|");
+        dr_buf_puts(b, "\n");
+        for (size_t s = 0; s < c->n_sweep; s++) {
+            dr_buf_printf(b, "| %.3g |", c->sweep[s].param);
+            md_num(b, c->sweep[s].quality);
+            md_num(b, c->sweep[s].cost);
+            for (size_t k = 0; k < t->n_options; k++)
+                md_num(b, c->sweep[s].share[k]);
+            dr_buf_puts(b, "\n");
+        }
+    }
+    dr_buf_printf(b, "\nPlots: `%s-cost-quality.svg`, `%s-mix.svg`.\n", t->stage, t->stage);
+}
+
+static int write_text(const char *dir, const char *name, const char *text, dynrag_error *err)
+{
+    char *path = dr_asprintf("%s/%s", dir, name);
+    if (path == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    int rc = dr_write_file_atomic(path, text, strlen(text), err);
+    free(path);
+    return rc;
+}
+
+/* Appends the table's lines to the outcomes file (replay format). */
+static void outcomes_lines(dr_buf *b, const dynrag_eval_table *t, const dr_eval_data *d)
+{
+    for (size_t q = 0; q < t->n_queries; q++)
+        for (size_t o = 0; o < t->n_options; o++) {
+            const dynrag_eval_outcome *x = &t->cells[q * t->n_options + o];
+            cJSON *l = cJSON_CreateObject();
+            cJSON_AddStringToObject(l, "stage", t->stage);
+            cJSON_AddStringToObject(l, "router", t->router_type);
+            cJSON_AddStringToObject(l, "query_id", t->query_ids[q]);
+            cJSON_AddStringToObject(l, "query", d->items[q].question);
+            cJSON_AddStringToObject(l, "option", t->options[o]);
+            cJSON_AddBoolToObject(l, "ok", x->ok);
+            cJSON_AddItemToObject(l, "metrics", metrics_json(x));
+            if (!isnan(x->confidence))
+                cJSON_AddNumberToObject(l, "confidence", x->confidence);
+            char *s = cJSON_PrintUnformatted(l);
+            if (s) {
+                dr_buf_puts(b, s);
+                dr_buf_putc(b, '\n');
+            }
+            free(s);
+            cJSON_Delete(l);
+        }
+}
+
+/* ---- the driver -------------------------------------------------------------------- */
+
+/* The sweep the stage's router supports from the table alone. */
+static void sweep_options(const dynrag_pipeline *p, int sid, dynrag_eval_compare_options *co)
+{
+    const dr_stage *st = &p->stages[sid];
+    const char *type = st->router.type;
+    if (strcmp(type, "classifier") == 0) {
+        co->sweep = DYNRAG_EVAL_SWEEP_CLASSIFIER;
+        const char *esc = dr_param_str(st->router.params, "escalate", NULL);
+        co->escalate = esc ? dr_stage_find_option(st, esc) : (int)st->n_options - 1;
+        co->grid_lo = 0;
+        co->grid_hi = 1;
+    } else if (strcmp(type, "cascade") == 0) {
+        co->sweep = DYNRAG_EVAL_SWEEP_CASCADE;
+        double thr = dr_param_num(st->router.params, "threshold", 0.5);
+        const char *judge = dr_param_str(st->router.params, "judge", "self_route");
+        co->grid_lo = 0;
+        co->grid_hi = strcmp(judge, "logprob_margin") == 0 ? fmax(2 * thr, 5) : 1;
+    }
+}
+
+typedef struct eval_state {
+    run_ctx rc;
+    dynrag_pipeline *p;
+    int sids[DR_STAGE_COUNT];
+    size_t n_sids;
+    dynrag_eval_table *tables[DR_STAGE_COUNT];
+    dynrag_eval_comparison cmp[DR_STAGE_COUNT];
+    dynrag_eval_compare_options co[DR_STAGE_COUNT];
+    const cJSON **router_ents; /* [n queries] */
+} eval_state;
+
+static void eval_state_free(eval_state *s)
+{
+    for (size_t i = 0; i < DR_STAGE_COUNT; i++) {
+        dynrag_eval_table_free(s->tables[i]);
+        dynrag_eval_comparison_free(&s->cmp[i]);
+    }
+    free(s->router_ents);
+    cache_free(&s->rc.cache);
+    cJSON_Delete(s->rc.failures);
+    dynrag_engine_free(s->rc.e);
+    dr_eval_data_free(s->rc.data);
+    free(s->rc.data);
+    dynrag_pipeline_free(s->p);
+}
+
+/*
+ * Runs everything and fills the tables; shared by dynrag_eval_run and
+ * dynrag_eval_calibrate. Leaves s ready for comparison.
+ */
+static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_error *err)
+{
+    memset(s, 0, sizeof(*s));
+    int rc;
+    char *ptext = NULL, *cache_path = NULL;
+    size_t plen = 0;
+    if (!opt->pipeline_path || !opt->data_path || !opt->out_dir)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: pipeline, data and out folder are required");
+    if ((rc = dr_read_file(opt->pipeline_path, (size_t)1 << 20, &ptext, &plen, err)) != DYNRAG_OK)
+        return rc;
+    s->rc.pipe_hash = dr_hash64(ptext, plen, 3);
+    free(ptext);
+    dynrag_diags *dg = NULL;
+    if ((rc = dynrag_pipeline_load(opt->pipeline_path, &s->p, &dg, err)) != DYNRAG_OK) {
+        char *t = dg ? dynrag_diags_format(dg) : NULL;
+        if (t && *t)
+            dr_err_set(err, rc, "%s", t);
+        free(t);
+        dynrag_diags_free(dg);
+        return rc;
+    }
+    dynrag_diags_free(dg);
+    s->rc.opt = opt;
+    s->rc.p = s->p;
+    s->rc.failures = cJSON_CreateArray();
+    s->rc.data = calloc(1, sizeof *s->rc.data);
+    if (s->rc.data == NULL || s->rc.failures == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    if ((rc = dr_eval_data_load(opt->data_path, opt->format, opt->qrels_path, opt->limit,
+                                s->rc.data, err)) != DYNRAG_OK)
+        return rc;
+    bool beir = opt->format == DYNRAG_EVAL_FORMAT_BEIR;
+    /* Stages to compare. */
+    for (size_t i = 0; i < opt->n_stages; i++) {
+        int sid = dr_stage_from_name(opt->stages[i]);
+        if (sid < 0)
+            return dr_err_set(err, DYNRAG_ERR_INVALID,
+                              "--stages: unknown stage '%s' (retrieval_mode, embedder, index, "
+                              "context, prompt, generator)",
+                              opt->stages[i]);
+        if (beir && !stage_is_routed(&s->p->stages[sid]) && !stage_runs_in_beir(sid))
+            return dr_err_set(err, DYNRAG_ERR_INVALID,
+                              "--stages: stage %s does not run in a retrieval-only (BEIR) "
+                              "evaluation", opt->stages[i]);
+        s->sids[s->n_sids++] = sid;
+    }
+    if (opt->n_stages == 0)
+        for (int sid = 0; sid < DR_STAGE_COUNT; sid++)
+            if (stage_is_routed(&s->p->stages[sid]) && (!beir || stage_runs_in_beir(sid)) &&
+                !(beir && sid == DR_STAGE_RETRIEVAL_MODE))
+                s->sids[s->n_sids++] = sid;
+    /* BEIR: retrieval must run; pin retrieval_mode to its first retrieving option. */
+    const dr_stage *rm = &s->p->stages[DR_STAGE_RETRIEVAL_MODE];
+    bool compare_rm = false;
+    for (size_t i = 0; i < s->n_sids; i++)
+        compare_rm = compare_rm || s->sids[i] == DR_STAGE_RETRIEVAL_MODE;
+    if (beir && !compare_rm)
+        for (size_t i = 0; i < rm->n_options && s->rc.beir_mode == NULL; i++)
+            if (strcmp(rm->options[i].kind, "none") != 0 && rm->options[i].available)
+                s->rc.beir_mode = rm->options[i].name;
+    dynrag_engine_options eo;
+    memset(&eo, 0, sizeof(eo));
+    eo.index_dir = opt->index_dir;
+    eo.no_log = true;
+    if ((rc = dynrag_engine_create(s->p, &eo, &s->rc.e, err)) != DYNRAG_OK)
+        return rc;
+    if ((rc = dr_mkdirs(opt->out_dir, err)) != DYNRAG_OK)
+        return rc;
+    if ((cache_path = dr_asprintf("%s/cache.jsonl", opt->out_dir)) == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    rc = opt->no_cache ? DYNRAG_OK : cache_open(&s->rc.cache, cache_path, true, err);
+    free(cache_path);
+    if (rc != DYNRAG_OK)
+        return rc;
+
+    /* Runs. */
+    size_t nq = s->rc.data->n;
+    size_t per_q = 1;
+    if (!opt->no_baselines)
+        for (size_t i = 0; i < s->n_sids; i++)
+            per_q += s->p->stages[s->sids[i]].n_options;
+    s->router_ents = calloc(nq, sizeof *s->router_ents);
+    if (s->router_ents == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < s->n_sids; i++) {
+        const dr_stage *st = &s->p->stages[s->sids[i]];
+        if ((rc = dynrag_eval_table_new(dr_stage_name((dr_stage_id)s->sids[i]), st->router.type, nq,
+                                        st->n_options, &s->tables[i], err)) != DYNRAG_OK)
+            return rc;
+        dynrag_eval_table *t = s->tables[i];
+        t->cascade = strcmp(st->router.type, "cascade") == 0;
+        for (size_t o = 0; o < st->n_options; o++)
+            if ((t->options[o] = dr_strdup(st->options[o].name)) == NULL)
+                return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    int64_t last = 0;
+    for (size_t q = 0; q < nq; q++) {
+        const dr_eval_item *it = &s->rc.data->items[q];
+        const cJSON *re = run_one(&s->rc, it, NULL, NULL, err);
+        if (re == NULL)
+            return DYNRAG_ERR_NOMEM;
+        s->router_ents[q] = re;
+        for (size_t i = 0; i < s->n_sids; i++) {
+            dynrag_eval_table *t = s->tables[i];
+            const dr_stage *st = &s->p->stages[s->sids[i]];
+            if ((t->query_ids[q] = dr_strdup(it->id)) == NULL)
+                return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            outcome_of(re, t->stage, &t->router_outcome[q]);
+            const char *ch = entry_str(re, "choices", t->stage);
+            const char *fi = entry_str(re, "first", t->stage);
+            t->router_choice[q] = ch ? dynrag_eval_table_option(t, ch) : -1;
+            t->router_first[q] = fi ? dynrag_eval_table_option(t, fi) : t->router_choice[q];
+            const cJSON *sc = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(re, "scores"), t->stage);
+            for (size_t o = 0; o < t->n_options; o++) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(sc, t->options[o]);
+                t->router_scores[q * t->n_options + o] = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+            }
+            if (opt->no_baselines)
+                continue;
+            for (size_t o = 0; o < st->n_options; o++) {
+                if (!st->options[o].available)
+                    continue;
+                const cJSON *fe = run_one(&s->rc, it, t->stage, t->options[o], err);
+                if (fe == NULL)
+                    return DYNRAG_ERR_NOMEM;
+                outcome_of(fe, t->stage, &t->cells[q * t->n_options + o]);
+            }
+        }
+        int64_t now = dr_now_us();
+        if (opt->progress && (now - last > 200000 || q + 1 == nq)) {
+            opt->progress(opt->progress_user, (q + 1) * per_q, nq * per_q, "runs");
+            last = now;
+        }
+    }
+    /* Comparison options. */
+    bool money = false;
+    for (size_t q = 0; q < nq; q++) {
+        dynrag_eval_outcome ro;
+        outcome_of(s->router_ents[q], "", &ro);
+        money = money || (ro.m[DYNRAG_EVAL_USD] > 0);
+        for (size_t i = 0; i < s->n_sids; i++)
+            for (size_t o = 0; o < s->tables[i]->n_options; o++)
+                money = money || s->tables[i]->cells[q * s->tables[i]->n_options + o].m[DYNRAG_EVAL_USD] > 0;
+    }
+    for (size_t i = 0; i < s->n_sids; i++) {
+        dynrag_eval_compare_options *co = &s->co[i];
+        memset(co, 0, sizeof(*co));
+        co->quality = opt->quality_set ? opt->quality : beir ? DYNRAG_EVAL_NDCG10 : DYNRAG_EVAL_F1;
+        co->cost = opt->cost_set ? opt->cost : money ? DYNRAG_EVAL_USD : DYNRAG_EVAL_LATENCY;
+        co->seed = opt->seed;
+        co->escalate = -1;
+        sweep_options(s->p, s->sids[i], co);
+    }
+    return DYNRAG_OK;
+}
+
+int dynrag_eval_table_option(const dynrag_eval_table *t, const char *name)
+{
+    for (size_t i = 0; t && name && i < t->n_options; i++)
+        if (t->options[i] && strcmp(t->options[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary,
+                    char **report_md, dynrag_error *err)
+{
+    eval_state s;
+    dr_buf md = {0}, outl = {0}, routes = {0};
+    cJSON *rep = NULL;
+    if (report_md)
+        *report_md = NULL;
+    int rc = eval_prepare(opt, &s, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    size_t nq = s.rc.data->n;
+    bool beir = opt->format == DYNRAG_EVAL_FORMAT_BEIR;
+    /* The router over every query, whatever the stages. */
+    dynrag_eval_outcome tot;
+    double sum[DYNRAG_EVAL_N_METRICS] = {0};
+    size_t cnt[DYNRAG_EVAL_N_METRICS] = {0};
+    for (size_t q = 0; q < nq; q++) {
+        outcome_of(s.router_ents[q], "", &tot);
+        for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++)
+            if (!isnan(tot.m[m]) || (!tot.ok && !dynrag_eval_metric_is_cost((dynrag_eval_metric)m))) {
+                sum[m] += isnan(tot.m[m]) ? 0 : tot.m[m];
+                cnt[m]++;
+            }
+        const cJSON *rec = cJSON_GetObjectItemCaseSensitive(s.router_ents[q], "record");
+        if (cJSON_IsString(rec)) {
+            dr_buf_puts(&routes, rec->valuestring);
+            dr_buf_putc(&routes, '\n');
+        }
+    }
+    rep = cJSON_CreateObject();
+    cJSON_AddStringToObject(rep, "pipeline", opt->pipeline_path);
+    cJSON_AddStringToObject(rep, "pipeline_name", dynrag_pipeline_name(s.p));
+    cJSON_AddStringToObject(rep, "data", opt->data_path);
+    cJSON_AddStringToObject(rep, "format", beir ? "beir" : "qa");
+    cJSON_AddNumberToObject(rep, "queries", (double)nq);
+    cJSON_AddNumberToObject(rep, "runs", (double)s.rc.runs);
+    cJSON_AddNumberToObject(rep, "cache_hits", (double)s.rc.hits);
+    cJSON_AddNumberToObject(rep, "seed", (double)opt->seed);
+    cJSON *rm = cJSON_AddObjectToObject(rep, "router_mean");
+    dr_buf_printf(&md, "# Evaluation of `%s`\n\nPipeline `%s`, data `%s` (%s), %zu queries; "
+                       "%zu runs, %zu from the cache, %zu failed.\n\n"
+                       "Router over all queries:",
+                  dynrag_pipeline_name(s.p), opt->pipeline_path, opt->data_path,
+                  beir ? "BEIR" : "QA", nq, s.rc.runs, s.rc.hits, s.rc.failed);
+    for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++)
+        if (cnt[m]) {
+            cJSON_AddNumberToObject(rm, dynrag_eval_metric_name((dynrag_eval_metric)m), sum[m] / (double)cnt[m]);
+            dr_buf_printf(&md, " %s %.4g;", dynrag_eval_metric_name((dynrag_eval_metric)m),
+                          sum[m] / (double)cnt[m]);
+        }
+    dr_buf_puts(&md, "\n");
+    if (s.n_sids == 0)
+        dr_buf_puts(&md, "\nNo routed stage (every stage has one available option or a `fixed` "
+                         "router): no baselines to compare.\n");
+    if (opt->no_baselines && s.n_sids > 0)
+        dr_buf_puts(&md, "\n`--no-baselines`: the router only.\n");
+    cJSON *stages = cJSON_AddArrayToObject(rep, "stages");
+    for (size_t i = 0; i < s.n_sids && !opt->no_baselines; i++) {
+        dynrag_eval_table *t = s.tables[i];
+        if ((rc = dynrag_eval_compare(t, &s.co[i], &s.cmp[i], err)) != DYNRAG_OK)
+            goto cleanup;
+        const dynrag_eval_comparison *c = &s.cmp[i];
+        cJSON *sj = cJSON_CreateObject();
+        cJSON_AddItemToArray(stages, sj);
+        cJSON_AddStringToObject(sj, "stage", t->stage);
+        cJSON_AddStringToObject(sj, "router", t->router_type);
+        cJSON_AddStringToObject(sj, "quality_metric", dynrag_eval_metric_name(s.co[i].quality));
+        cJSON_AddStringToObject(sj, "cost_metric", dynrag_eval_metric_name(s.co[i].cost));
+        cJSON *ops = cJSON_AddArrayToObject(sj, "options");
+        for (size_t o = 0; o < t->n_options; o++)
+            cJSON_AddItemToArray(ops, cJSON_CreateString(t->options[o]));
+        cJSON *rows = cJSON_AddArrayToObject(sj, "rows");
+        for (size_t r = 0; r < c->n_rows; r++)
+            cJSON_AddItemToArray(rows, row_json(t, &c->rows[r]));
+        cJSON *sw = cJSON_AddArrayToObject(sj, "sweep");
+        for (size_t r = 0; r < c->n_sweep; r++)
+            cJSON_AddItemToArray(sw, row_json(t, &c->sweep[r]));
+        cJSON *pq = cJSON_AddArrayToObject(sj, "per_query");
+        for (size_t q = 0; q < nq; q++) {
+            cJSON *qj = cJSON_CreateObject();
+            cJSON_AddItemToArray(pq, qj);
+            cJSON_AddStringToObject(qj, "id", t->query_ids[q]);
+            cJSON_AddStringToObject(qj, "query", s.rc.data->items[q].question);
+            if (t->router_choice[q] >= 0)
+                cJSON_AddStringToObject(qj, "router_choice", t->options[t->router_choice[q]]);
+            cJSON_AddItemToObject(qj, "router", metrics_json(&t->router_outcome[q]));
+            cJSON *cj = cJSON_AddObjectToObject(qj, "options");
+            for (size_t o = 0; o < t->n_options; o++)
+                cJSON_AddItemToObject(cj, t->options[o], metrics_json(&t->cells[q * t->n_options + o]));
+        }
+        md_stage(&md, t, c, opt, &s.co[i]);
+        char name[96];
+        char *svg = dynrag_eval_svg_scatter(t, c, dynrag_eval_metric_name(s.co[i].quality),
+                                            dynrag_eval_metric_name(s.co[i].cost));
+        snprintf(name, sizeof name, "%s-cost-quality.svg", t->stage);
+        rc = svg ? write_text(opt->out_dir, name, svg, err) : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        free(svg);
+        if (rc != DYNRAG_OK)
+            goto cleanup;
+        svg = dynrag_eval_svg_mix(t, c);
+        snprintf(name, sizeof name, "%s-mix.svg", t->stage);
+        rc = svg ? write_text(opt->out_dir, name, svg, err) : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        free(svg);
+        if (rc != DYNRAG_OK)
+            goto cleanup;
+        outcomes_lines(&outl, t, s.rc.data);
+    }
+    if (cJSON_GetArraySize(s.rc.failures) > 0) {
+        cJSON_AddItemToObject(rep, "failures", cJSON_Duplicate(s.rc.failures, 1));
+        const cJSON *f = cJSON_GetArrayItem(s.rc.failures, 0);
+        dr_buf_printf(&md, "\n%zu run(s) failed; first: %s: %s\n", s.rc.failed,
+                      cJSON_GetObjectItemCaseSensitive(f, "run")->valuestring,
+                      cJSON_GetObjectItemCaseSensitive(f, "error")->valuestring);
+    }
+    dr_buf_puts(&md, "\nQuality of a failed run counts as 0. Random baselines use seed ");
+    dr_buf_printf(&md, "%llu. Method: docs/evaluation.md.\n", (unsigned long long)opt->seed);
+    char *json = cJSON_Print(rep);
+    if (json == NULL || md.data == NULL) {
+        free(json);
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = write_text(opt->out_dir, "report.json", json, err);
+    free(json);
+    if (rc == DYNRAG_OK)
+        rc = write_text(opt->out_dir, "report.md", md.data, err);
+    if (rc == DYNRAG_OK)
+        rc = write_text(opt->out_dir, "outcomes.jsonl", outl.data ? outl.data : "", err);
+    if (rc == DYNRAG_OK)
+        rc = write_text(opt->out_dir, "routes.jsonl", routes.data ? routes.data : "", err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    if (summary) {
+        summary->n_queries = nq;
+        summary->n_runs = s.rc.runs;
+        summary->cache_hits = s.rc.hits;
+        summary->n_failed = s.rc.failed;
+        summary->n_stages = opt->no_baselines ? 0 : s.n_sids;
+    }
+    if (report_md)
+        *report_md = dr_buf_take(&md);
+cleanup:
+    cJSON_Delete(rep);
+    dr_buf_free(&md);
+    dr_buf_free(&outl);
+    dr_buf_free(&routes);
+    eval_state_free(&s);
+    return rc;
+}
+
+/* ---- calibration -------------------------------------------------------------------- */
+
+int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_calibrate_options *copt,
+                          dynrag_eval_calibration *out, dynrag_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    out->value = NAN;
+    int sid = dr_stage_from_name(copt->stage ? copt->stage : "");
+    if (sid < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "calibrate: unknown stage '%s'",
+                          copt->stage ? copt->stage : "(null)");
+    bool by_share = !isnan(copt->target_share);
+    if (by_share == !isnan(copt->target_quality))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "calibrate: give exactly one of a target share and a target quality");
+    dynrag_eval_options o = *opt;
+    const char *stage_list[1] = {copt->stage};
+    o.stages = stage_list;
+    o.n_stages = 1;
+    o.no_baselines = false;
+    eval_state s;
+    int rc = eval_prepare(&o, &s, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    dynrag_eval_table *t = s.tables[0];
+    dynrag_eval_compare_options co = s.co[0];
+    if (co.sweep == DYNRAG_EVAL_SWEEP_NONE) {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "calibrate: stage %s has a '%s' router; only classifier and cascade "
+                        "thresholds can be calibrated",
+                        copt->stage, t->router_type);
+        goto cleanup;
+    }
+    int target = -1;
+    if (by_share && (target = dynrag_eval_table_option(t, copt->target_option)) < 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID, "calibrate: stage %s has no option '%s'",
+                        copt->stage, copt->target_option ? copt->target_option : "(null)");
+        goto cleanup;
+    }
+    double grid[101];
+    for (int i = 0; i <= 100; i++)
+        grid[i] = co.grid_lo + (co.grid_hi - co.grid_lo) * i / 100.0;
+    co.grid = grid;
+    co.n_grid = 101;
+    if ((rc = dynrag_eval_compare(t, &co, &s.cmp[0], err)) != DYNRAG_OK)
+        goto cleanup;
+    const dynrag_eval_comparison *c = &s.cmp[0];
+    int best = -1;
+    bool met = false;
+    for (size_t g = 0; g < c->n_sweep; g++) {
+        const dynrag_eval_row *r = &c->sweep[g];
+        bool ok = by_share ? r->share[target] <= copt->target_share + 1e-12
+                           : r->quality >= copt->target_quality - 1e-12;
+        if (ok && !met) {
+            best = (int)g;
+            met = true;
+            continue;
+        }
+        if (ok != met)
+            continue;
+        const dynrag_eval_row *b = &c->sweep[best < 0 ? 0 : best];
+        bool better;
+        if (met)
+            better = by_share ? (r->quality > b->quality ||
+                                 (r->quality == b->quality && r->share[target] > b->share[target]))
+                              : (r->cost < b->cost || (r->cost == b->cost && r->quality > b->quality));
+        else
+            better = best < 0 || (by_share ? fabs(r->share[target] - copt->target_share) <
+                                                 fabs(b->share[target] - copt->target_share)
+                                           : r->quality > b->quality);
+        if (better)
+            best = (int)g;
+    }
+    const dynrag_eval_row *r = &c->sweep[best];
+    dr_strlcpy(out->param, "threshold", sizeof out->param);
+    out->value = r->param;
+    out->quality = r->quality;
+    out->cost = r->cost;
+    out->share = by_share ? r->share[target] : r->share[t->n_options - 1];
+    out->met = met;
+    if (copt->out_yaml)
+        rc = dynrag_eval_patch_router_param(opt->pipeline_path, copt->out_yaml, copt->stage,
+                                            "threshold", out->value, err);
+cleanup:
+    eval_state_free(&s);
+    return rc;
+}

@@ -1,0 +1,224 @@
+/*
+ * svg.c - hand-written SVG plots of a comparison: cost against quality (with
+ * the threshold sweep as a line) and the option mix as stacked bars.
+ */
+#include "dynrag/eval.h"
+
+#include "core/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define W 720
+#define H 440
+#define ML 70
+#define MR 170
+#define MT 40
+#define MB 60
+
+static const char *const palette[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
+                                      "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
+
+/* Appends s with XML special characters escaped. */
+static void put_xml(dr_buf *b, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '<': dr_buf_puts(b, "&lt;"); break;
+        case '>': dr_buf_puts(b, "&gt;"); break;
+        case '&': dr_buf_puts(b, "&amp;"); break;
+        case '"': dr_buf_puts(b, "&quot;"); break;
+        default: dr_buf_putc(b, *s);
+        }
+    }
+}
+
+static const char *row_color(const char *name)
+{
+    if (strcmp(name, "router") == 0)
+        return "#d62728";
+    if (strcmp(name, "oracle") == 0)
+        return "#2ca02c";
+    if (strcmp(name, "random") == 0)
+        return "#7f7f7f";
+    if (strcmp(name, "random-mix") == 0)
+        return "#ff7f0e";
+    return "#1f77b4";
+}
+
+/* A "nice" axis range covering [lo, hi]. */
+static void axis_range(double *lo, double *hi)
+{
+    if (!isfinite(*lo) || !isfinite(*hi)) {
+        *lo = 0;
+        *hi = 1;
+    }
+    if (*hi - *lo < 1e-12) {
+        double d = fabs(*hi) > 0 ? fabs(*hi) * 0.1 : 0.5;
+        *lo -= d;
+        *hi += d;
+    }
+    double pad = (*hi - *lo) * 0.08;
+    *lo -= pad;
+    *hi += pad;
+}
+
+char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
+                              const char *quality_name, const char *cost_name)
+{
+    double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
+    for (size_t pass = 0; pass < 2; pass++) {
+        const dynrag_eval_row *rows = pass ? c->sweep : c->rows;
+        size_t n = pass ? c->n_sweep : c->n_rows;
+        for (size_t i = 0; i < n; i++) {
+            if (isnan(rows[i].cost) || isnan(rows[i].quality))
+                continue;
+            xlo = fmin(xlo, rows[i].cost);
+            xhi = fmax(xhi, rows[i].cost);
+            ylo = fmin(ylo, rows[i].quality);
+            yhi = fmax(yhi, rows[i].quality);
+        }
+    }
+    axis_range(&xlo, &xhi);
+    axis_range(&ylo, &yhi);
+    double pw = W - ML - MR, ph = H - MT - MB;
+#define PX(v) (ML + ((v) - xlo) / (xhi - xlo) * pw)
+#define PY(v) (MT + ph - ((v) - ylo) / (yhi - ylo) * ph)
+    dr_buf b = {0};
+    dr_buf_printf(&b,
+                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                  "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
+                  "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+                  W, H, W, H);
+    dr_buf_puts(&b, "<text x=\"10\" y=\"22\" font-size=\"15\">stage ");
+    put_xml(&b, t->stage);
+    dr_buf_puts(&b, " (");
+    put_xml(&b, t->router_type);
+    dr_buf_printf(&b, " router): %s against %s, %zu queries</text>\n", quality_name, cost_name,
+                  t->n_queries);
+    /* Axes, grid and ticks. */
+    dr_buf_printf(&b,
+                  "<rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+                  "stroke=\"#333\"/>\n",
+                  ML, MT, pw, ph);
+    for (int i = 0; i <= 5; i++) {
+        double xv = xlo + (xhi - xlo) * i / 5.0, yv = ylo + (yhi - ylo) * i / 5.0;
+        dr_buf_printf(&b,
+                      "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#eee\"/>"
+                      "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.3g</text>\n",
+                      PX(xv), MT, PX(xv), MT + ph, PX(xv), MT + ph + 16, xv);
+        dr_buf_printf(&b,
+                      "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#eee\"/>"
+                      "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n",
+                      ML, PY(yv), ML + pw, PY(yv), ML - 6, PY(yv) + 4, yv);
+    }
+    dr_buf_printf(&b, "<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\">", ML + pw / 2, H - 18);
+    put_xml(&b, cost_name);
+    dr_buf_printf(&b, " (mean per query)</text>\n<text transform=\"translate(18,%.0f) rotate(-90)\" "
+                      "text-anchor=\"middle\">",
+                  MT + ph / 2);
+    put_xml(&b, quality_name);
+    dr_buf_puts(&b, " (mean)</text>\n");
+    /* The sweep. */
+    if (c->n_sweep > 0) {
+        dr_buf_puts(&b, "<polyline fill=\"none\" stroke=\"#9467bd\" stroke-width=\"1.5\" points=\"");
+        for (size_t i = 0; i < c->n_sweep; i++)
+            if (!isnan(c->sweep[i].cost) && !isnan(c->sweep[i].quality))
+                dr_buf_printf(&b, "%.1f,%.1f ", PX(c->sweep[i].cost), PY(c->sweep[i].quality));
+        dr_buf_puts(&b, "\"/>\n");
+        for (size_t i = 0; i < c->n_sweep; i++)
+            if (!isnan(c->sweep[i].cost) && !isnan(c->sweep[i].quality))
+                dr_buf_printf(&b,
+                              "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#9467bd\">"
+                              "<title>threshold %.3g: quality %.4f, cost %.4g</title></circle>\n",
+                              PX(c->sweep[i].cost), PY(c->sweep[i].quality), c->sweep[i].param,
+                              c->sweep[i].quality, c->sweep[i].cost);
+    }
+    /* The rows. */
+    for (size_t i = 0; i < c->n_rows; i++) {
+        const dynrag_eval_row *r = &c->rows[i];
+        if (isnan(r->cost) || isnan(r->quality))
+            continue;
+        double x = PX(r->cost), y = PY(r->quality);
+        dr_buf_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%d\" fill=\"%s\"><title>", x, y,
+                      strcmp(r->name, "router") == 0 ? 6 : 4, row_color(r->name));
+        put_xml(&b, r->name);
+        dr_buf_printf(&b, ": quality %.4f, cost %.4g</title></circle>\n<text x=\"%.1f\" y=\"%.1f\">",
+                      r->quality, r->cost, x + 7, y - 5 + 12.0 * (double)(i % 2));
+        put_xml(&b, r->name);
+        dr_buf_puts(&b, "</text>\n");
+    }
+    /* Legend. */
+    static const char *const legend[] = {"router", "always-X", "random", "random-mix", "oracle"};
+    for (size_t i = 0; i < DR_ARRAY_LEN(legend); i++) {
+        double y = MT + 14 + 18.0 * (double)i;
+        dr_buf_printf(&b,
+                      "<circle cx=\"%d\" cy=\"%.0f\" r=\"5\" fill=\"%s\"/><text x=\"%d\" "
+                      "y=\"%.0f\">%s</text>\n",
+                      W - MR + 20, y, row_color(legend[i]), W - MR + 30, y + 4, legend[i]);
+    }
+    if (c->n_sweep > 0)
+        dr_buf_printf(&b,
+                      "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#9467bd\" "
+                      "stroke-width=\"2\"/><text x=\"%d\" y=\"%d\">threshold sweep</text>\n",
+                      W - MR + 14, MT + 14 + 18 * 5, W - MR + 26, MT + 14 + 18 * 5, W - MR + 30,
+                      MT + 18 + 18 * 5);
+    dr_buf_puts(&b, "</svg>\n");
+#undef PX
+#undef PY
+    return dr_buf_take(&b);
+}
+
+char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparison *c)
+{
+    static const char *const which[] = {"router", "random-mix", "random", "oracle"};
+    int bar_h = 28, gap = 16, top = 50, left = 110, width = 440;
+    int height = top + (int)DR_ARRAY_LEN(which) * (bar_h + gap) + 30 + 18 * (int)t->n_options;
+    dr_buf b = {0};
+    dr_buf_printf(&b,
+                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                  "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
+                  "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+                  "<text x=\"10\" y=\"24\" font-size=\"15\">stage ",
+                  left + width + 40, height, left + width + 40, height);
+    put_xml(&b, t->stage);
+    dr_buf_printf(&b, ": option mix (share of %zu queries)</text>\n", t->n_queries);
+    int y = top;
+    for (size_t w = 0; w < DR_ARRAY_LEN(which); w++) {
+        const dynrag_eval_row *r = dynrag_eval_comparison_row(c, which[w]);
+        if (r == NULL)
+            continue;
+        dr_buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>\n", left - 8,
+                      y + bar_h / 2 + 4, which[w]);
+        double x = left;
+        for (size_t o = 0; o < t->n_options && o < 16; o++) {
+            double wd = r->share[o] * width;
+            if (wd <= 0)
+                continue;
+            dr_buf_printf(&b,
+                          "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\">"
+                          "<title>",
+                          x, y, wd, bar_h, palette[o % DR_ARRAY_LEN(palette)]);
+            put_xml(&b, t->options[o]);
+            dr_buf_printf(&b, ": %.1f%%</title></rect>\n", 100 * r->share[o]);
+            if (wd > 34)
+                dr_buf_printf(&b,
+                              "<text x=\"%.1f\" y=\"%d\" fill=\"white\" text-anchor=\"middle\">"
+                              "%.0f%%</text>\n",
+                              x + wd / 2, y + bar_h / 2 + 4, 100 * r->share[o]);
+            x += wd;
+        }
+        y += bar_h + gap;
+    }
+    for (size_t o = 0; o < t->n_options; o++) {
+        dr_buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/>"
+                          "<text x=\"%d\" y=\"%d\">",
+                      left, y + 18 * (int)o, palette[o % DR_ARRAY_LEN(palette)], left + 18,
+                      y + 18 * (int)o + 10);
+        put_xml(&b, t->options[o]);
+        dr_buf_puts(&b, "</text>\n");
+    }
+    dr_buf_puts(&b, "</svg>\n");
+    return dr_buf_take(&b);
+}
