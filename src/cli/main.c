@@ -113,6 +113,31 @@ static const cli_command commands[] = {
      "Prints the route mix per stage and option, cost, latency and energy totals,\n"
      "and counts failed queries and malformed lines (docs/route-log.md).\n",
      cmd_log},
+    {"serve", "serve the pipeline over HTTP (retrieve, query, route, OpenAI chat)",
+     "usage: dynrag serve --pipeline FILE [--index DIR] [--host ADDR] [--port N]\n"
+     "                    [--threads N] [--api-key-env VAR] [--max-body BYTES]\n"
+     "                    [--timeout-ms MS] [--log FILE | --no-log]\n"
+     "\n"
+     "Serves the pipeline as a JSON API (docs/http-api.md): POST /v1/retrieve,\n"
+     "/v1/query, /v1/route, /v1/feedback, /v1/chat/completions (OpenAI-compatible,\n"
+     "streaming included), GET /healthz and /metrics (Prometheus). Prints\n"
+     "`listening on http://HOST:PORT` once bound. SIGTERM or SIGINT stop it\n"
+     "gracefully: no new connections, in-flight requests finish, router state is\n"
+     "saved and the route log flushed.\n"
+     "\n"
+     "  --pipeline FILE     pipeline YAML (required)\n"
+     "  --index DIR         index folder (default: the pipeline's `index:`)\n"
+     "  --host ADDR         numeric address to bind (default 127.0.0.1)\n"
+     "  --port N            port, 0 = any free port (default 8080)\n"
+     "  --threads N         worker threads, 1..1024 (default 4)\n"
+     "  --api-key-env VAR   require `Authorization: Bearer $VAR` on /v1/ endpoints\n"
+     "  --max-body BYTES    request body limit (default 1048576; larger: 413)\n"
+     "  --timeout-ms MS     per-request time limit (default 30000; past it: 504)\n"
+     "  --log FILE          route log (default: the pipeline's `log:`)\n"
+     "  --no-log            write no route log\n"
+     "\n"
+     "Exit status: 0 stopped cleanly, 1 failed (pipeline, index, bind), 2 usage.\n",
+     cmd_serve},
     {"eval", "evaluate a pipeline's routers against always-X, random and oracle baselines",
      "usage: dynrag eval --pipeline FILE --data FILE --format beir|qa [--qrels FILE]\n"
      "                   [--out DIR] [--index DIR] [--limit N] [--seed N] [--stages a,b]\n"
@@ -154,31 +179,6 @@ static const cli_command commands[] = {
      "(comments kept), checked by loading it. Exit status 1 when no value meets the\n"
      "target (the closest is printed).\n",
      cmd_calibrate},
-    {"serve", "serve the pipeline over HTTP (retrieve, query, route, OpenAI chat)",
-     "usage: dynrag serve --pipeline FILE [--index DIR] [--host ADDR] [--port N]\n"
-     "                    [--threads N] [--api-key-env VAR] [--max-body BYTES]\n"
-     "                    [--timeout-ms MS] [--log FILE | --no-log]\n"
-     "\n"
-     "Serves the pipeline as a JSON API (docs/http-api.md): POST /v1/retrieve,\n"
-     "/v1/query, /v1/route, /v1/feedback, /v1/chat/completions (OpenAI-compatible,\n"
-     "streaming included), GET /healthz and /metrics (Prometheus). Prints\n"
-     "`listening on http://HOST:PORT` once bound. SIGTERM or SIGINT stop it\n"
-     "gracefully: no new connections, in-flight requests finish, router state is\n"
-     "saved and the route log flushed.\n"
-     "\n"
-     "  --pipeline FILE     pipeline YAML (required)\n"
-     "  --index DIR         index folder (default: the pipeline's `index:`)\n"
-     "  --host ADDR         numeric address to bind (default 127.0.0.1)\n"
-     "  --port N            port, 0 = any free port (default 8080)\n"
-     "  --threads N         worker threads, 1..1024 (default 4)\n"
-     "  --api-key-env VAR   require `Authorization: Bearer $VAR` on /v1/ endpoints\n"
-     "  --max-body BYTES    request body limit (default 1048576; larger: 413)\n"
-     "  --timeout-ms MS     per-request time limit (default 30000; past it: 504)\n"
-     "  --log FILE          route log (default: the pipeline's `log:`)\n"
-     "  --no-log            write no route log\n"
-     "\n"
-     "Exit status: 0 stopped cleanly, 1 failed (pipeline, index, bind), 2 usage.\n",
-     cmd_serve},
     {"dataset", "build labelled data sets (query complexity A/B/C)",
      "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
      "                                 [--holdout SOURCE] [--max-per-label N]\n"
