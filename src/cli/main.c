@@ -17,6 +17,28 @@ static const cli_command commands[] = {
      "Without COMMAND, lists every command. With it, prints that command's help\n"
      "(the same as `dynrag COMMAND --help`).\n",
      cmd_help},
+    {"dataset", "build labelled data sets (query complexity A/B/C)",
+     "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
+     "                                 [--holdout SOURCE] [--max-per-label N]\n"
+     "                                 [--balance-ratio R] [--augment]\n"
+     "\n"
+     "Builds the Adaptive-RAG-style query-complexity data set: A = no retrieval\n"
+     "(CLINC150 small_talk, meta and clock/calculator utility intents), B = one step\n"
+     "(NQ-open dev, EfficientQA dev), C = multi-step (MuSiQue dev, HotpotQA dev300).\n"
+     "Writes DIR/train.jsonl and DIR/valid.jsonl as {\"text\",\"label\",\"source\"} lines.\n"
+     "\n"
+     "  --data DIR           the data folder (clinc150/, nq-open/, musique/, hotpotqa/)\n"
+     "  --out DIR            output folder, created if missing\n"
+     "  --seed N             shuffle/subsample seed (default 13)\n"
+     "  --valid-frac F       share of each label in valid.jsonl, 0..0.9 (default 0.1)\n"
+     "  --holdout SOURCE     leave SOURCE (musique, hotpotqa, nq, efficientqa, clinc150)\n"
+     "                       out of train/valid and write it to DIR/holdout-SOURCE.jsonl\n"
+     "  --max-per-label N    at most N examples per label\n"
+     "  --balance-ratio R    at most R x the smallest label's count per label\n"
+     "                       (default 2; 0 = off)\n"
+     "  --augment            add self-contained MuSiQue sub-questions to train as B\n"
+     "                       (source musique-sub; skipped when musique is held out)\n",
+     cmd_dataset},
     {"version", "print the version",
      "usage: dynrag version\n\nPrints the version of the dynrag tool and library.\n",
      cmd_version},

@@ -1,0 +1,213 @@
+/* labelled.c - the labelled-example JSONL reader (see labelled.h). */
+#include "data/labelled.h"
+
+#include "core/util.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+void dr_labelled_free(dr_labelled_set *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->text[i]);
+        free(s->label[i]);
+        free(s->source[i]);
+    }
+    for (size_t i = 0; i < s->n_labels; i++)
+        free(s->label_names[i]);
+    free(s->text);
+    free(s->label);
+    free(s->source);
+    free(s->label_id);
+    free(s->label_names);
+    free(s);
+}
+
+int dr_labelled_find_label(const dr_labelled_set *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_labels; i++)
+        if (strcmp(s->label_names[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Grows the four per-example arrays of s to hold at least want items. */
+static int grow(dr_labelled_set *s, size_t *alloc, size_t want)
+{
+    if (want <= *alloc)
+        return DYNRAG_OK;
+    size_t na = *alloc ? *alloc * 2 : 1024;
+    char **t = realloc(s->text, na * sizeof(*t));
+    if (t == NULL)
+        return DYNRAG_ERR_NOMEM;
+    s->text = t;
+    char **l = realloc(s->label, na * sizeof(*l));
+    if (l == NULL)
+        return DYNRAG_ERR_NOMEM;
+    s->label = l;
+    char **src = realloc(s->source, na * sizeof(*src));
+    if (src == NULL)
+        return DYNRAG_ERR_NOMEM;
+    s->source = src;
+    int *id = realloc(s->label_id, na * sizeof(*id));
+    if (id == NULL)
+        return DYNRAG_ERR_NOMEM;
+    s->label_id = id;
+    *alloc = na;
+    return DYNRAG_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Reads a required (or optional) string field of one JSON line, checking
+ * UTF-8; *out is a malloc'ed copy. */
+static int get_field(const cJSON *obj, const char *name, int required, const char *path,
+                     size_t line, char **out, dynrag_error *err)
+{
+    *out = NULL;
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (f == NULL || cJSON_IsNull(f)) {
+        if (required)
+            return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: missing field \"%s\"", path, line,
+                              name);
+        *out = dr_strdup("");
+        return *out ? DYNRAG_OK : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    if (!cJSON_IsString(f) || f->valuestring == NULL)
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: field \"%s\" is not a string", path,
+                          line, name);
+    size_t len = strlen(f->valuestring);
+    if (required && len == 0)
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: field \"%s\" is empty", path, line,
+                          name);
+    if (!dr_utf8_valid(f->valuestring, len, NULL))
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: field \"%s\" is not valid UTF-8",
+                          path, line, name);
+    *out = dr_strdup(f->valuestring);
+    return *out ? DYNRAG_OK : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+}
+
+int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
+{
+    *out = NULL;
+    char *data = NULL;
+    size_t len = 0, alloc = 0;
+    cJSON *obj = NULL;
+    dr_labelled_set *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    int rc = dr_read_file(path, DR_LABELLED_MAX_FILE, &data, &len, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+
+    size_t line = 0;
+    for (size_t pos = 0; pos < len;) {
+        const char *p = data + pos;
+        const char *nl = memchr(p, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - p) : len - pos;
+        pos += n + (nl ? 1 : 0);
+        line++;
+        if (n > DR_LABELLED_MAX_LINE) {
+            rc = dr_err_set(err, DYNRAG_ERR_LIMIT, "%s:%zu: line longer than %d bytes", path,
+                            line, DR_LABELLED_MAX_LINE);
+            goto cleanup;
+        }
+        size_t k = 0;
+        while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r'))
+            k++;
+        if (k == n)
+            continue; /* blank line */
+        if (s->n >= DR_LABELLED_MAX_COUNT) {
+            rc = dr_err_set(err, DYNRAG_ERR_LIMIT, "%s:%zu: more than %d examples", path, line,
+                            DR_LABELLED_MAX_COUNT);
+            goto cleanup;
+        }
+        obj = cJSON_ParseWithLength(p, n);
+        if (obj == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_PARSE, "%s:%zu: malformed JSON", path, line);
+            goto cleanup;
+        }
+        if (!cJSON_IsObject(obj)) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: expected a JSON object", path, line);
+            goto cleanup;
+        }
+        if (grow(s, &alloc, s->n + 1) != DYNRAG_OK) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        char *t = NULL, *l = NULL, *src = NULL;
+        rc = get_field(obj, "text", 1, path, line, &t, err);
+        if (rc == DYNRAG_OK)
+            rc = get_field(obj, "label", 1, path, line, &l, err);
+        if (rc == DYNRAG_OK)
+            rc = get_field(obj, "source", 0, path, line, &src, err);
+        if (rc != DYNRAG_OK) {
+            free(t);
+            free(l);
+            free(src);
+            goto cleanup;
+        }
+        s->text[s->n] = t;
+        s->label[s->n] = l;
+        s->source[s->n] = src;
+        s->label_id[s->n] = -1;
+        s->n++;
+        cJSON_Delete(obj);
+        obj = NULL;
+    }
+
+    /* Distinct labels, sorted, then ids. */
+    if (s->n > 0) {
+        char **tmp = malloc(s->n * sizeof(*tmp));
+        if (tmp == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        memcpy(tmp, s->label, s->n * sizeof(*tmp));
+        qsort(tmp, s->n, sizeof(*tmp), cmp_str);
+        size_t nd = 0;
+        for (size_t i = 0; i < s->n; i++)
+            if (i == 0 || strcmp(tmp[i], tmp[i - 1]) != 0)
+                tmp[nd++] = tmp[i];
+        if (nd > DR_LABELLED_MAX_LABELS) {
+            free(tmp);
+            rc = dr_err_set(err, DYNRAG_ERR_LIMIT, "%s: more than %d distinct labels", path,
+                            DR_LABELLED_MAX_LABELS);
+            goto cleanup;
+        }
+        s->label_names = calloc(nd, sizeof(char *));
+        if (s->label_names == NULL) {
+            free(tmp);
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        for (size_t i = 0; i < nd; i++) {
+            s->label_names[i] = dr_strdup(tmp[i]);
+            if (s->label_names[i] == NULL) {
+                free(tmp);
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+            s->n_labels++;
+        }
+        free(tmp);
+        for (size_t i = 0; i < s->n; i++) {
+            char **hit = bsearch(&s->label[i], s->label_names, s->n_labels, sizeof(char *),
+                                 cmp_str);
+            s->label_id[i] = (int)(hit - s->label_names);
+        }
+    }
+    *out = s;
+    s = NULL;
+cleanup:
+    cJSON_Delete(obj);
+    free(data);
+    dr_labelled_free(s);
+    return rc;
+}
