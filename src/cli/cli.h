@@ -57,5 +57,6 @@ void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *unit
 void cli_progress_done(cli_progress *p);
 
 int cmd_dataset(int argc, char **argv);
+int cmd_router(int argc, char **argv);
 
 #endif

@@ -39,6 +39,25 @@ static const cli_command commands[] = {
      "  --augment            add self-contained MuSiQue sub-questions to train as B\n"
      "                       (source musique-sub; skipped when musique is held out)\n",
      cmd_dataset},
+    {"router", "train, run and evaluate the query-complexity classifier",
+     "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
+     "                           [--config k=v,...] [--seed N] [--threads N]\n"
+     "       dynrag router predict --model MODEL [--head NAME] [--json] QUERY\n"
+     "       dynrag router predict --model MODEL [--head NAME] [--json] --input FILE.jsonl\n"
+     "       dynrag router eval --model MODEL --data FILE.jsonl [--head NAME] [--json]\n"
+     "\n"
+     "A T5-style encoder classifier in a safetensors file (docs/classifier.md).\n"
+     "Data files are JSON Lines {\"text\", \"label\"} (`dynrag dataset complexity`).\n"
+     "\n"
+     "train    learns a BPE tokenizer and the model on --train, keeps the epoch with\n"
+     "         the best macro-F1 on --valid, writes --out. --config sets model and\n"
+     "         training settings, e.g. d_model=128,n_layers=2,epochs=20,lr=1e-3,\n"
+     "         dropout=0.1,batch_size=32,patience=4,head=complexity. Deterministic\n"
+     "         for a given --seed (default 1) and --threads (default 1).\n"
+     "predict  prints the label and the probability of every label (a JSON line each\n"
+     "         with --json); --input reads {\"text\"} lines (\"-\" = stdin).\n"
+     "eval     accuracy, macro-F1, per-label recall/precision/F1, confusion matrix.\n",
+     cmd_router},
     {"version", "print the version",
      "usage: dynrag version\n\nPrints the version of the dynrag tool and library.\n",
      cmd_version},
