@@ -29,7 +29,8 @@ static size_t st_make(uint8_t *out, size_t cap, const char *header, const void *
     for (int i = 0; i < 8; i++)
         out[i] = (uint8_t)((uint64_t)hl >> (8 * i));
     memcpy(out + 8, header, hl);
-    memcpy(out + 8 + hl, data, dlen);
+    if (dlen)
+        memcpy(out + 8 + hl, data, dlen);
     return 8 + hl + dlen;
 }
 

@@ -98,9 +98,10 @@ static int cfg_int(const cJSON *o, const char *key, int lo, int hi, int *out, dy
     return DYNRAG_OK;
 }
 
-int dr_classifier_load(const char *path, dr_classifier **out, dynrag_error *err)
+/* Builds a model from a parsed weight file (validating metadata, config,
+ * tensor names, dtypes and shapes). */
+static int load_from_st(const dr_st_file *f, dr_classifier **out, dynrag_error *err)
 {
-    dr_st_file *f = NULL;
     cJSON *cfgj = NULL, *headsj = NULL;
     dr_tokenizer *tok = NULL;
     dr_classifier *c = NULL;
@@ -109,8 +110,6 @@ int dr_classifier_load(const char *path, dr_classifier **out, dynrag_error *err)
     const char *const *labp[DR_T5_MAX_HEADS] = {0};
     int rc;
     *out = NULL;
-    if ((rc = dr_st_open(path, &f, err)) != DYNRAG_OK)
-        return rc;
     const char *fmt = dr_st_meta(f, "format"), *ver = dr_st_meta(f, "format_version");
     if (!fmt || strcmp(fmt, DR_CLS_FORMAT) != 0) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "metadata 'format' is %s%s%s, expected \"%s\"",
@@ -207,12 +206,35 @@ int dr_classifier_load(const char *path, dr_classifier **out, dynrag_error *err)
     *out = c;
     c = NULL;
 cleanup:
-    if (rc != DYNRAG_OK && strncmp(dynrag_errmsg(err), path, strlen(path)) != 0)
-        dr_err_prefix(err, "%s", path);
     dr_classifier_free(c);
     dr_tokenizer_free(tok);
     cJSON_Delete(cfgj);
     cJSON_Delete(headsj);
+    return rc;
+}
+
+int dr_classifier_load(const char *path, dr_classifier **out, dynrag_error *err)
+{
+    dr_st_file *f = NULL;
+    *out = NULL;
+    int rc = dr_st_open(path, &f, err); /* prefixes its errors with path */
+    if (rc != DYNRAG_OK)
+        return rc;
+    rc = load_from_st(f, out, err);
+    if (rc != DYNRAG_OK)
+        dr_err_prefix(err, "%s", path);
+    dr_st_close(f);
+    return rc;
+}
+
+int dr_classifier_load_buffer(const void *buf, size_t len, dr_classifier **out,
+                              dynrag_error *err)
+{
+    dr_st_file *f = NULL;
+    *out = NULL;
+    int rc = dr_st_parse(buf, len, &f, err);
+    if (rc == DYNRAG_OK)
+        rc = load_from_st(f, out, err);
     dr_st_close(f);
     return rc;
 }

@@ -41,6 +41,11 @@ int dr_classifier_create(const dr_t5_config *cfg, dr_tokenizer *tok,
                          const char *const *head_names, const char *const *const *labels,
                          dr_classifier **out, dynrag_error *err);
 
+/* Like dr_classifier_load() from an in-memory weight file (borrowed; the
+ * weights are copied, so buf may be freed afterwards). */
+int dr_classifier_load_buffer(const void *buf, size_t len, dr_classifier **out,
+                              dynrag_error *err);
+
 /* Writes the model with the given provenance JSON (may be NULL) to path
  * atomically. */
 int dr_classifier_save(const dr_classifier *c, const char *path, const char *provenance,
