@@ -158,7 +158,7 @@ TEST(nn_tokenizer_train_encode_json)
                            "What is the capital of France?", "where is the capital"};
     dr_tokenizer *t = NULL, *t2 = NULL;
     dynrag_error err;
-    ASSERT_OK(dr_tokenizer_train(texts, 5, 300, &t, &err), &err);
+    ASSERT_OK(dr_tokenizer_train(texts, 5, 300, NULL, &t, &err), &err);
     ASSERT(dr_tokenizer_vocab_size(t) > 257);
     ASSERT(dr_tokenizer_vocab_size(t) <= 300);
     int32_t ids[64];
@@ -194,6 +194,17 @@ TEST(nn_tokenizer_train_encode_json)
                                      &err), DYNRAG_ERR_UNSUPPORTED);
     ASSERT_EQ(dr_tokenizer_from_json("[", &t2, &err), DYNRAG_ERR_FORMAT);
     ASSERT(t2 == NULL);
+    /* a strip set deletes punctuation before tokenisation, and survives JSON */
+    ASSERT_EQ(dr_tokenizer_train(texts, 5, 300, "a", &t, &err), DYNRAG_ERR_INVALID);
+    ASSERT_OK(dr_tokenizer_train(texts, 5, 300, "?!", &t, &err), &err);
+    js = dr_tokenizer_to_json(t);
+    ASSERT_OK(dr_tokenizer_from_json(js, &t2, &err), &err);
+    n = dr_tokenizer_encode(t2, "Who wrote it?!", ids, 64);
+    ASSERT_EQ(dr_tokenizer_encode(t2, "who wrote it", ids2, 64), n);
+    ASSERT(memcmp(ids, ids2, (size_t)n * sizeof(int32_t)) == 0);
+    free(js);
+    dr_tokenizer_free(t2);
+    dr_tokenizer_free(t);
 }
 
 /* ---- forward pass against the NumPy golden -------------------------------- */
@@ -294,7 +305,7 @@ TEST(nn_gradient_check)
     dynrag_error err;
     const char *texts[] = {"abc abd", "abe"};
     dr_tokenizer *tok = NULL;
-    ASSERT_OK(dr_tokenizer_train(texts, 2, 260, &tok, &err), &err);
+    ASSERT_OK(dr_tokenizer_train(texts, 2, 260, NULL, &tok, &err), &err);
     dr_t5_config cfg = {.vocab_size = 270, .d_model = 8, .n_layers = 2, .n_heads = 2, .d_ff = 12,
                         .max_len = 6, .num_buckets = 8, .max_distance = 16, .n_cls = 2,
                         .n_labels = {3, 2}};

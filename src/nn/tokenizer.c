@@ -10,6 +10,7 @@
 #define MAX_PIECE 64 /* longer runs are split into 64-byte pieces */
 
 struct dr_tokenizer {
+    char strip[33];       /* ASCII punctuation deleted by normalisation */
     int n_merges;
     int32_t (*merges)[2]; /* [n_merges][2] */
     /* (a, b) -> rank: open addressing, keys a<<32|b, empty = UINT64_MAX */
@@ -102,8 +103,9 @@ static const char *const latin1[64] = {
 };
 
 /* Normalises text into a new buffer (caller frees): ASCII lower case,
- * Latin-1 letters folded to ASCII, all other bytes unchanged. */
-static char *normalise(const char *text, size_t *out_len)
+ * Latin-1 letters folded to ASCII, the ASCII characters in strip deleted,
+ * all other bytes unchanged. */
+static char *normalise(const char *text, const char *strip, size_t *out_len)
 {
     size_t n = strlen(text);
     char *out = malloc(2 * n + 1); /* a 2-byte char maps to at most 2 bytes */
@@ -113,7 +115,8 @@ static char *normalise(const char *text, size_t *out_len)
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)text[i];
         if (c < 0x80) {
-            out[o++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+            if (!(strip[0] && strchr(strip, c)))
+                out[o++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
             i++;
             continue;
         }
@@ -244,7 +247,7 @@ static int enc_piece(void *user, const char *p, size_t len, bool space)
 int dr_tokenizer_encode(const dr_tokenizer *t, const char *text, int32_t *ids, int max_ids)
 {
     size_t n = 0;
-    char *norm = normalise(text ? text : "", &n);
+    char *norm = normalise(text ? text : "", t->strip, &n);
     if (!norm || max_ids <= 0) {
         free(norm);
         return 0;
@@ -329,13 +332,27 @@ static void tok_index(dr_tokenizer *t)
     }
 }
 
+/* strip: printable ASCII punctuation only, at most 32 characters. */
+static bool strip_valid(const char *strip)
+{
+    if (strlen(strip) > 32)
+        return false;
+    for (const char *p = strip; *p; p++)
+        if (*p <= ' ' || *p >= 0x7f || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+            (*p >= '0' && *p <= '9'))
+            return false;
+    return true;
+}
+
 /* ---- JSON ------------------------------------------------------------- */
 
 char *dr_tokenizer_to_json(const dr_tokenizer *t)
 {
     dr_buf b = {0};
     int rc = dr_buf_puts(&b, "{\"type\":\"bpe-bytes\",\"version\":1,\"normalize\":\"lower+latin1\","
-                             "\"merges\":[");
+                             "\"strip\":");
+    rc = rc ? rc : dr_buf_json_str(&b, t->strip);
+    rc = rc ? rc : dr_buf_puts(&b, ",\"merges\":[");
     for (int i = 0; i < t->n_merges && rc == DYNRAG_OK; i++)
         rc = dr_buf_printf(&b, "%s[%d,%d]", i ? "," : "", (int)t->merges[i][0],
                            (int)t->merges[i][1]);
@@ -372,12 +389,20 @@ int dr_tokenizer_from_json(const char *json, dr_tokenizer **out, dynrag_error *e
                         "2^20 pairs");
         goto cleanup;
     }
+    const cJSON *strip = cJSON_GetObjectItemCaseSensitive(root, "strip");
+    if (strip && (!cJSON_IsString(strip) || !strip_valid(strip->valuestring))) {
+        rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "tokenizer: strip must be a string of at most 32 "
+                        "ASCII punctuation characters");
+        goto cleanup;
+    }
     int n = cJSON_GetArraySize(merges);
     t = tok_alloc(n);
     if (!t) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
+    if (strip)
+        dr_strlcpy(t->strip, strip->valuestring, sizeof(t->strip));
     int i = 0;
     for (const cJSON *m = merges->child; m; m = m->next, i++) {
         const cJSON *a = cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 ? m->child : NULL;
@@ -484,8 +509,8 @@ static int count_word(const word_set *ws, size_t w, int64_t sign, u64map *pairs)
     return DYNRAG_OK;
 }
 
-int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, dr_tokenizer **out,
-                       dynrag_error *err)
+int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, const char *strip,
+                       dr_tokenizer **out, dynrag_error *err)
 {
     word_set ws = {0};
     u64map pairs = {0};
@@ -493,6 +518,13 @@ int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, dr_to
     dr_tokenizer *t = NULL;
     int rc = DYNRAG_OK, n_merges = 0;
     *out = NULL;
+    if (strip == NULL)
+        strip = "";
+    if (!strip_valid(strip)) {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID, "strip '%s': only up to 32 ASCII punctuation "
+                        "characters", strip);
+        goto cleanup;
+    }
     if (vocab_size < DR_TOK_FIRST_MERGE || vocab_size > (1 << 20)) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID, "vocab_size %d outside [%d, %d]", vocab_size,
                         DR_TOK_FIRST_MERGE, 1 << 20);
@@ -502,7 +534,7 @@ int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, dr_to
         goto nomem;
     for (size_t i = 0; i < n; i++) {
         size_t len = 0;
-        char *norm = normalise(texts[i], &len);
+        char *norm = normalise(texts[i], strip, &len);
         if (!norm)
             goto nomem;
         for_each_piece(norm, len, add_piece, &ws);
@@ -559,6 +591,7 @@ int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, dr_to
     if (!t)
         goto nomem;
     memcpy(t->merges, merges, (size_t)n_merges * sizeof(*merges));
+    dr_strlcpy(t->strip, strip, sizeof(t->strip));
     tok_index(t);
     *out = t;
     t = NULL;

@@ -2,7 +2,9 @@
  * nn/tokenizer.h - byte-level BPE tokenizer of the classifier (internal).
  *
  * Normalisation: ASCII and Latin-1 letters are lower-cased and Latin-1
- * accented letters lose their accent ("É" -> "e"); every other byte is kept.
+ * accented letters lose their accent ("É" -> "e"); the ASCII punctuation
+ * characters of the tokenizer's `strip` set (e.g. "?") are deleted; every
+ * other byte is kept.
  * Pre-tokenisation splits the text into pieces: runs of letters (ASCII
  * letters and any non-ASCII code point), runs of digits, and single
  * punctuation characters; white space separates pieces and is dropped. A
@@ -14,7 +16,9 @@
  * 257 + i is the i-th merge (a, b) learned from the training text. Encoding
  * a piece starts from its bytes and applies the lowest-ranked applicable
  * merge until none applies (standard BPE). The tokenizer is stored as JSON
- * in the weight file: {"type":"bpe-bytes","version":1,"merges":[[a,b],...]}.
+ * in the weight file:
+ * {"type":"bpe-bytes","version":1,"strip":"?","merges":[[a,b],...]}
+ * ("strip" optional, default "").
  */
 #ifndef DYNRAG_NN_TOKENIZER_H
 #define DYNRAG_NN_TOKENIZER_H
@@ -32,9 +36,10 @@ typedef struct dr_tokenizer dr_tokenizer;
 
 /* Learns merges from texts until the vocabulary has vocab_size ids or no
  * pair occurs twice. Deterministic (ties break on the smaller pair ids).
- * vocab_size must be in [257, 1<<20]. */
-int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, dr_tokenizer **out,
-                       dynrag_error *err);
+ * vocab_size must be in [257, 1<<20]; strip (NULL = "") is the set of ASCII
+ * punctuation characters normalisation deletes. */
+int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, const char *strip,
+                       dr_tokenizer **out, dynrag_error *err);
 
 /* Builds a tokenizer from its JSON (validated: merge ids must refer to
  * earlier ids). */

@@ -101,6 +101,7 @@ void dr_train_config_defaults(dr_train_config *t)
     t->cosine = true;
     t->balanced = true;
     dr_strlcpy(t->head, "complexity", sizeof(t->head));
+    dr_strlcpy(t->strip, "?", sizeof(t->strip));
 }
 
 int dr_train_config_parse(dr_train_config *t, const char *spec, dynrag_error *err)
@@ -178,6 +179,8 @@ int dr_train_config_parse(dr_train_config *t, const char *spec, dynrag_error *er
             t->balanced = strcmp(v, "balanced") == 0;
         else if (strcmp(k, "head") == 0 && v[0] && strlen(v) < sizeof(t->head))
             dr_strlcpy(t->head, v, sizeof(t->head));
+        else if (strcmp(k, "strip") == 0 && strlen(v) < sizeof(t->strip))
+            dr_strlcpy(t->strip, v, sizeof(t->strip)); /* checked by the tokenizer */
         else {
             rc = dr_err_set(err, DYNRAG_ERR_INVALID, "config: unknown key or bad value '%s=%s' "
                             "(see docs/classifier.md)", k, v);
@@ -454,7 +457,7 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
                         train_path, DR_T5_MAX_LABELS, tr->n_labels);
         goto cleanup;
     }
-    if ((rc = dr_tokenizer_train((const char *const *)tr->text, tr->n, tc->model.vocab_size, &tok,
+    if ((rc = dr_tokenizer_train((const char *const *)tr->text, tr->n, tc->model.vocab_size, tc->strip, &tok,
                                  err)) != DYNRAG_OK)
         goto cleanup;
     dr_t5_config cfg = tc->model;

@@ -23,6 +23,7 @@ typedef struct dr_train_config {
     bool cosine;        /* schedule after warm-up: cosine (else linear) to 0 */
     bool balanced;      /* class weights n / (K n_k) */
     char head[64];      /* name of the trained head */
+    char strip[33];     /* punctuation the tokenizer deletes (default "?") */
 } dr_train_config;
 
 void dr_train_config_defaults(dr_train_config *t);

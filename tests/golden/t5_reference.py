@@ -66,10 +66,15 @@ LATIN1 = ["a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i",
           "d", "n", "o", "o", "o", "o", "o", None, "o", "u", "u", "u", "u", "y", "th", "y"]
 
 
+STRIP = "?"  # the tokenizer's "strip" set: ASCII punctuation deleted
+
+
 def normalise(text):
     out = bytearray()
     for ch in text:
         cp = ord(ch)
+        if cp < 0x80 and ch in STRIP:
+            continue
         if cp < 0x80:
             out += ch.lower().encode() if 'A' <= ch <= 'Z' else ch.encode()
         elif 0xC0 <= cp <= 0xFF and LATIN1[cp - 0xC0] is not None:
@@ -262,7 +267,8 @@ def main():
     for k, (name, shape) in enumerate(tensor_list(cfg, V)):
         W[name] = formula(k, shape)
         tensors.append((name, W[name]))
-    tok = {"type": "bpe-bytes", "version": 1, "normalize": "lower+latin1", "merges": merges}
+    tok = {"type": "bpe-bytes", "version": 1, "normalize": "lower+latin1", "strip": STRIP,
+           "merges": merges}
     meta = {"format": "dynrag-t5-classifier", "format_version": "1",
             "config": json.dumps(cfg), "heads": json.dumps(HEADS), "tokenizer": json.dumps(tok),
             "provenance": json.dumps({"trainer": "tests/golden/t5_reference.py (formula weights)"})}
