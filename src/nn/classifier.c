@@ -33,9 +33,10 @@ int dr_classifier_create(const dr_t5_config *cfg, dr_tokenizer *tok,
     *out = NULL;
     if ((rc = dr_t5_config_check(cfg, err)) != DYNRAG_OK)
         goto cleanup;
-    if (dr_tokenizer_vocab_size(tok) > cfg->vocab_size) {
-        rc = dr_err_set(err, DYNRAG_ERR_MISMATCH, "tokenizer has %d ids but vocab_size is %d",
-                        dr_tokenizer_vocab_size(tok), cfg->vocab_size);
+    if (dr_tokenizer_vocab_size(tok) > cfg->vocab_size - cfg->length_buckets) {
+        rc = dr_err_set(err, DYNRAG_ERR_MISMATCH, "tokenizer has %d ids but vocab_size is %d "
+                        "(with %d length tokens)", dr_tokenizer_vocab_size(tok), cfg->vocab_size,
+                        cfg->length_buckets);
         goto cleanup;
     }
     c = calloc(1, sizeof(*c));
@@ -143,6 +144,9 @@ static int load_from_st(const dr_st_file *f, dr_classifier **out, dynrag_error *
         (rc = cfg_int(cfgj, "max_len", 1, 4096, &cfg.max_len, err)) ||
         (rc = cfg_int(cfgj, "num_buckets", 2, 1024, &cfg.num_buckets, err)) ||
         (rc = cfg_int(cfgj, "max_distance", 2, 1 << 20, &cfg.max_distance, err)))
+        goto cleanup;
+    if (cJSON_GetObjectItemCaseSensitive(cfgj, "length_buckets") &&
+        (rc = cfg_int(cfgj, "length_buckets", 0, 256, &cfg.length_buckets, err)))
         goto cleanup;
     headsj = cJSON_Parse(hs);
     int nh = cJSON_IsArray(headsj) ? cJSON_GetArraySize(headsj) : 0;
@@ -252,9 +256,10 @@ int dr_classifier_save(const dr_classifier *c, const char *path, const char *pro
     }
     const dr_t5_config *k = &c->cfg;
     rc = dr_buf_printf(&cfg, "{\"vocab_size\":%d,\"d_model\":%d,\"n_layers\":%d,\"n_heads\":%d,"
-                       "\"d_ff\":%d,\"max_len\":%d,\"num_buckets\":%d,\"max_distance\":%d}",
+                       "\"d_ff\":%d,\"max_len\":%d,\"num_buckets\":%d,\"max_distance\":%d,"
+                       "\"length_buckets\":%d}",
                        k->vocab_size, k->d_model, k->n_layers, k->n_heads, k->d_ff, k->max_len,
-                       k->num_buckets, k->max_distance);
+                       k->num_buckets, k->max_distance, k->length_buckets);
     rc = rc ? rc : dr_buf_putc(&heads, '[');
     for (int h = 0; h < k->n_cls && rc == DYNRAG_OK; h++) {
         rc = dr_buf_puts(&heads, h ? ",{\"name\":" : "{\"name\":");
@@ -317,7 +322,12 @@ const char *dr_classifier_label(const dr_classifier *c, int head, size_t i)
 
 int dr_classifier_encode(const dr_classifier *c, const char *text, int32_t *ids)
 {
-    int n = dr_tokenizer_encode(c->tok, text, ids, c->cfg.max_len);
+    int LB = c->cfg.length_buckets, n = 0;
+    if (LB > 0) {
+        int b = dr_tokenizer_count_words(c->tok, text) / 2;
+        ids[n++] = c->cfg.vocab_size - LB + (b < LB - 1 ? b : LB - 1);
+    }
+    n += dr_tokenizer_encode(c->tok, text, ids + n, c->cfg.max_len - n);
     for (int i = 0; i < n; i++)
         if (ids[i] >= c->cfg.vocab_size)
             ids[i] = DR_TOK_PAD; /* unreachable for a consistent file; keeps us in bounds */

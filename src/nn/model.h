@@ -6,7 +6,15 @@
  *   format          "dynrag-t5-classifier"
  *   format_version  "1"
  *   config          JSON {"vocab_size","d_model","n_layers","n_heads","d_ff",
- *                         "max_len","num_buckets","max_distance"}
+ *                         "max_len","num_buckets","max_distance"[,"length_buckets"]}
+ *
+ * Input encoding: with length_buckets = LB > 0 the sequence starts with a
+ * length token, id vocab_size - LB + min(words / 2, LB - 1), where words
+ * is dr_tokenizer_count_words() of the text; the tokenizer's ids follow
+ * (at most max_len - 1 of them). The last LB rows of shared.weight are the
+ * length embeddings. Mean pooling cannot see the length of the input, and
+ * the number of words is the strongest structural cue of multi-hop
+ * questions (docs/classifier.md).
  *   heads           JSON [{"name": "...", "labels": ["A", ...]}, ...]
  *   tokenizer       JSON (nn/tokenizer.h)
  *   provenance      JSON, free-form (training data, hashes, seed, metrics)
@@ -52,7 +60,7 @@ int dr_classifier_save(const dr_classifier *c, const char *path, const char *pro
                        dynrag_error *err);
 
 /* Encodes text into ids (at most max_len, at least one: an empty text is
- * the single <pad> token). Returns the count. */
+ * the single <pad> token, or just the length token). Returns the count. */
 int dr_classifier_encode(const dr_classifier *c, const char *text, int32_t *ids);
 
 /* Runs the model on n pre-encoded sequences one at a time, writing the

@@ -25,6 +25,7 @@ int dr_t5_config_check(const dr_t5_config *c, dynrag_error *err)
     CHECK_RANGE(num_buckets, 2, 1024);
     CHECK_RANGE(max_distance, 2, 1 << 20);
     CHECK_RANGE(n_cls, 1, DR_T5_MAX_HEADS);
+    CHECK_RANGE(length_buckets, 0, 256);
 #undef CHECK_RANGE
     if (c->d_model % c->n_heads != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "model config: d_model %d is not a multiple of "

@@ -47,6 +47,7 @@ typedef struct dr_t5_config {
     int max_len;      /* longest input in tokens (T <= max_len) */
     int num_buckets;  /* NB, even */
     int max_distance; /* relative distances >= this share the last bucket */
+    int length_buckets; /* > 0: the input starts with a length token (see model.h) */
     int n_cls;        /* number of classification heads */
     int n_labels[DR_T5_MAX_HEADS];
 } dr_t5_config;

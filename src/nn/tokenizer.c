@@ -258,6 +258,27 @@ int dr_tokenizer_encode(const dr_tokenizer *t, const char *text, int32_t *ids, i
     return st.n;
 }
 
+static int count_piece(void *user, const char *p, size_t len, bool space)
+{
+    (void)len;
+    (void)space;
+    if (byte_class((unsigned char)p[0]) != CL_PUNCT)
+        (*(int *)user)++;
+    return 0;
+}
+
+int dr_tokenizer_count_words(const dr_tokenizer *t, const char *text)
+{
+    size_t n = 0;
+    int words = 0;
+    char *norm = normalise(text ? text : "", t->strip, &n);
+    if (!norm)
+        return 0;
+    for_each_piece(norm, n, count_piece, &words);
+    free(norm);
+    return words;
+}
+
 size_t dr_tokenizer_decode_token(const dr_tokenizer *t, int32_t id, char *buf, size_t size)
 {
     /* Expand iteratively with an explicit stack of ids. */

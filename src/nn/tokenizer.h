@@ -54,6 +54,10 @@ int dr_tokenizer_vocab_size(const dr_tokenizer *t);
  * the number written (the text is truncated past max_ids). Thread-safe. */
 int dr_tokenizer_encode(const dr_tokenizer *t, const char *text, int32_t *ids, int max_ids);
 
+/* Number of word pieces (runs of letters or digits; punctuation excluded)
+ * of the normalised text. */
+int dr_tokenizer_count_words(const dr_tokenizer *t, const char *text);
+
 /* Writes the bytes of token id into buf (NUL-terminated, truncated to
  * size); returns the full length. <pad> gives "". */
 size_t dr_tokenizer_decode_token(const dr_tokenizer *t, int32_t id, char *buf, size_t size);

@@ -90,6 +90,7 @@ void dr_train_config_defaults(dr_train_config *t)
     t->model.max_len = 64;
     t->model.num_buckets = 32;
     t->model.max_distance = 128;
+    t->model.length_buckets = 16;
     t->epochs = 20;
     t->batch_size = 32;
     t->lr = 1e-3;
@@ -134,6 +135,7 @@ int dr_train_config_parse(dr_train_config *t, const char *spec, dynrag_error *er
             {"max_len", offsetof(dr_train_config, model.max_len), 1, 4096},
             {"num_buckets", offsetof(dr_train_config, model.num_buckets), 2, 1024},
             {"max_distance", offsetof(dr_train_config, model.max_distance), 2, 1 << 20},
+            {"length_buckets", offsetof(dr_train_config, model.length_buckets), 0, 256},
             {"epochs", offsetof(dr_train_config, epochs), 1, 10000},
             {"batch_size", offsetof(dr_train_config, batch_size), 1, 65536},
             {"patience", offsetof(dr_train_config, patience), 0, 10000},
@@ -148,6 +150,7 @@ int dr_train_config_parse(dr_train_config *t, const char *spec, dynrag_error *er
             {"weight_decay", offsetof(dr_train_config, weight_decay), 0, 10},
             {"dropout", offsetof(dr_train_config, dropout), 0, 0.9},
             {"clip", offsetof(dr_train_config, clip), 0, 1e6},
+            {"token_dropout", offsetof(dr_train_config, token_dropout), 0, 0.9},
         };
         bool done = false;
         for (size_t i = 0; i < DR_ARRAY_LEN(ints) && !done; i++)
@@ -276,6 +279,7 @@ typedef struct worker {
     const size_t *pos;   /* global position of each example (dropout seed) */
     uint64_t seed_base;
     float dropout;
+    float token_dropout; /* share of input tokens replaced by <pad> in training */
     const float *class_w;
     float inv_wsum;      /* 1 / total class weight of the whole batch */
     dr_t5_acts acts;
@@ -313,6 +317,12 @@ static void *worker_run(void *arg)
         }
         dr_rng rng;
         dr_rng_seed(&rng, w->seed_base ^ (0x9E3779B97F4A7C15ULL * (w->pos[i] + 1)));
+        int32_t masked[4096];
+        if (w->token_dropout > 0 && len <= (int)DR_ARRAY_LEN(masked)) {
+            for (int t = 0; t < len; t++)
+                masked[t] = dr_rng_uniform(&rng) < (double)w->token_dropout ? DR_TOK_PAD : ids[t];
+            ids = masked;
+        }
         dr_t5_forward(&c->cfg, &c->p, c->rel_bucket, ids, &len, 1, len, true, w->dropout, &rng,
                       &w->acts);
         const float *lg = w->acts.logits;
@@ -457,7 +467,8 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
                         train_path, DR_T5_MAX_LABELS, tr->n_labels);
         goto cleanup;
     }
-    if ((rc = dr_tokenizer_train((const char *const *)tr->text, tr->n, tc->model.vocab_size, tc->strip, &tok,
+    if ((rc = dr_tokenizer_train((const char *const *)tr->text, tr->n,
+                                 tc->model.vocab_size - tc->model.length_buckets, tc->strip, &tok,
                                  err)) != DYNRAG_OK)
         goto cleanup;
     dr_t5_config cfg = tc->model;
@@ -497,6 +508,7 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
     for (int t = 0; t < nt; t++) {
         ws[t].c = c;
         ws[t].dropout = (float)tc->dropout;
+        ws[t].token_dropout = (float)tc->token_dropout;
         ws[t].class_w = class_w;
         ws[t].grad = calloc(P, sizeof(float));
         if (!ws[t].grad)
@@ -649,13 +661,13 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
     rc = rc ? rc : dr_buf_printf(&prov, ",\"bytes\":%zu,\"sha256\":\"%s\",\"examples\":%zu},"
                                  "\"seed\":%llu,\"threads\":%d,\"settings\":{\"epochs\":%d,"
                                  "\"batch_size\":%d,\"lr\":%g,\"warmup\":%g,\"weight_decay\":%g,"
-                                 "\"dropout\":%g,\"clip\":%g,\"patience\":%d,\"schedule\":\"%s\","
+                                 "\"dropout\":%g,\"token_dropout\":%g,\"clip\":%g,\"patience\":%d,\"schedule\":\"%s\","
                                  "\"class_weights\":\"%s\"},\"epochs_run\":%d,\"best_epoch\":%d,"
                                  "\"metrics\":{\"valid_macro_f1\":%.4f,\"valid_accuracy\":%.4f,"
                                  "\"valid_recall\":{",
                                  b_va, h_va, dva.n, (unsigned long long)seed, nt, tc->epochs,
                                  tc->batch_size, tc->lr, tc->warmup, tc->weight_decay, tc->dropout,
-                                 tc->clip, tc->patience, tc->cosine ? "cosine" : "linear",
+                                 tc->token_dropout, tc->clip, tc->patience, tc->cosine ? "cosine" : "linear",
                                  tc->balanced ? "balanced" : "none", res->epochs_run, best_epoch,
                                  best_f1, best_acc);
     for (int k = 0; k < K && rc == DYNRAG_OK; k++) {

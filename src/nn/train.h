@@ -20,6 +20,7 @@ typedef struct dr_train_config {
     dr_t5_config model; /* n_cls and n_labels come from the data */
     int epochs, batch_size, patience;
     double lr, warmup, weight_decay, dropout, clip;
+    double token_dropout; /* input tokens replaced by <pad> with this probability */
     bool cosine;        /* schedule after warm-up: cosine (else linear) to 0 */
     bool balanced;      /* class weights n / (K n_k) */
     char head[64];      /* name of the trained head */

@@ -23,7 +23,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CFG = dict(d_model=16, n_layers=2, n_heads=2, d_ff=24, max_len=16, num_buckets=8,
-           max_distance=20)
+           max_distance=20, length_buckets=4)
 HEADS = [{"name": "complexity", "labels": ["A", "B", "C"]},
          {"name": "other", "labels": ["x", "y"]}]
 
@@ -111,7 +111,16 @@ def pieces(s):
         i = j
 
 
-def encode(text, merges, max_len):
+def count_words(text):
+    return sum(1 for p, _ in pieces(normalise(text)) if byte_class(p[0]) != "punct")
+
+
+def encode(text, merges, max_len, vocab_size, length_buckets):
+    """Length token (model.h) then BPE ids."""
+    lead = []
+    if length_buckets > 0:
+        lead = [vocab_size - length_buckets + min(count_words(text) // 2, length_buckets - 1)]
+        max_len -= 1
     rank = {}
     for r, (a, b) in enumerate(merges):
         rank.setdefault((a, b), r)
@@ -131,7 +140,7 @@ def encode(text, merges, max_len):
         ids += sym
         if len(ids) >= max_len:
             break
-    ids = ids[:max_len]
+    ids = lead + ids[:max_len]
     return ids if ids else [0]
 
 
@@ -260,7 +269,8 @@ TEXTS = [
 
 def main():
     merges = make_merges()
-    V = 257 + len(merges) + 3  # a few unused ids: vocab may exceed the tokenizer
+    # a few unused ids (the vocabulary may exceed the tokenizer), then the length tokens
+    V = 257 + len(merges) + 3 + CFG["length_buckets"]
     cfg = dict(CFG, vocab_size=V)
     W = {}
     tensors = []
@@ -275,7 +285,7 @@ def main():
     write_safetensors(os.path.join(HERE, "tiny.safetensors"), tensors, meta)
     cases = []
     for t in TEXTS:
-        ids = encode(t, merges, cfg["max_len"])
+        ids = encode(t, merges, cfg["max_len"], V, cfg["length_buckets"])
         W64 = {n: a.astype(np.float64) for n, a in W.items()}
         cases.append({"text": t, "ids": ids, "logits": forward(W64, cfg, ids)})
     with open(os.path.join(HERE, "tiny_golden.json"), "w") as f:
