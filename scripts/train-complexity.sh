@@ -6,19 +6,21 @@
 #
 # usage: scripts/train-complexity.sh [DATA_DIR] [OUT]
 #   DATA_DIR  default ../shared/data      OUT  default models/complexity.safetensors
+#   (relative paths are taken from the repository root)
 # environment: BUILD (default build)
 #
 # With --loso as the first argument it instead reproduces the
 # leave-one-source-out figures (musique, hotpotqa held out; 1 thread each).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-B=${BUILD:-$root/build}
+cd "$root" # relative paths: they are recorded in the model's provenance
+B=${BUILD:-build}
 CONFIG="epochs=20,patience=5"
 SEED=1
 loso=0
 if [ "${1:-}" = "--loso" ]; then loso=1; shift; fi
-D=${1:-$root/../shared/data}
-OUT=${2:-$root/models/complexity.safetensors}
+D=${1:-../shared/data}
+OUT=${2:-models/complexity.safetensors}
 cmake --build "$B" -j2 --target dynrag >/dev/null
 
 if [ $loso = 0 ]; then

@@ -4,9 +4,10 @@
  *
  * A model is a small T5-style encoder with one or more classification heads
  * stored in a safetensors file (docs/weights-format.md, docs/classifier.md).
- * Training data is JSON Lines, one example per line:
+ * Training data is JSON Lines, one example per line (other fields ignored):
  *     {"text": "who wrote hamlet", "label": "B"}
- * with an optional "head" (default: the training head, "complexity").
+ * Training creates one head (named by the config's head=, default
+ * "complexity"); files may hold several heads, each with its own labels.
  */
 #ifndef DYNRAG_CLASSIFIER_H
 #define DYNRAG_CLASSIFIER_H
@@ -60,9 +61,10 @@ typedef struct dynrag_train_options {
     const char *valid_path;  /* JSONL */
     const char *out_path;    /* model file to write */
     /* "k=v,k=v": model (vocab_size, d_model, n_layers, n_heads, d_ff,
-     * max_len, num_buckets, max_distance) and training (epochs, batch_size,
-     * lr, warmup, weight_decay, dropout, patience, schedule=cosine|linear,
-     * class_weights=balanced|none, head) settings; see docs/classifier.md. */
+     * max_len, num_buckets, max_distance, length_buckets) and training
+     * (epochs, batch_size, lr, warmup, weight_decay, dropout, token_dropout,
+     * clip, patience, schedule=cosine|linear, class_weights=balanced|none,
+     * head, strip) settings; see docs/classifier.md. */
     const char *config;
     uint64_t seed;
     int threads;             /* >= 1 */
@@ -96,8 +98,8 @@ typedef struct dynrag_eval_report {
     uint64_t *confusion;      /* [n_labels * n_labels], row = true, column = predicted */
 } dynrag_eval_report;
 
-/* Evaluates head on a JSONL file ({"text","label"[, "head"]}). Lines whose
- * label the head does not know are counted in n_skipped. Free the report
+/* Evaluates head on a JSONL file ({"text","label"}). Lines whose label the
+ * head does not know are counted in n_skipped. Free the report
  * with dynrag_eval_report_free(). */
 int dynrag_classifier_eval(const dynrag_classifier *c, int head, const char *data_path,
                            dynrag_eval_report **out, dynrag_error *err);
