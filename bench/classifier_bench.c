@@ -4,8 +4,8 @@
  *
  * usage: dynrag_bench_classifier MODEL [--runs N]
  *
- * For 16, 32 and 64 tokens it builds a text that encodes to exactly that
- * many tokens (or the model's max_len, if smaller) and times
+ * For 16, 32 and 64 tokens (length token included) it builds a text that
+ * encodes to that many tokens (or the model's max_len, if smaller) and times
  * dr_classifier_predict() (tokenize + allocate + forward + softmax): p50,
  * p99 and mean over N runs after 50 warm-up runs. Then it times forward +
  * backward of one example (the training inner loop) at the same lengths.
@@ -22,8 +22,9 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Appends words from a fixed list until the text encodes to >= n tokens,
- * then trims words while it stays >= n. */
+/* Appends words from a fixed list while the text encodes to fewer than n
+ * tokens, then fills up with " a" (one token) to hit n exactly when the
+ * last word overshoots. */
 static void text_of_len(const dr_classifier *c, int n, char *out, size_t cap)
 {
     static const char *const words[] = {"who", "was", "the", "director", "of", "film", "that",
@@ -33,9 +34,20 @@ static void text_of_len(const dr_classifier *c, int n, char *out, size_t cap)
     out[0] = '\0';
     for (size_t i = 0;; i++) {
         size_t len = strlen(out);
+        if (strlen(out) + 32 > cap)
+            return;
         snprintf(out + len, cap - len, "%s%s", len ? " " : "", words[i % 19]);
-        if (dr_classifier_encode(c, out, ids) >= n || strlen(out) + 32 > cap)
+        int got = dr_classifier_encode(c, out, ids);
+        if (got == n)
+            return;
+        if (got > n) {
+            out[len] = '\0';
             break;
+        }
+    }
+    while (dr_classifier_encode(c, out, ids) < n && strlen(out) + 3 < cap) {
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, " a");
     }
 }
 
