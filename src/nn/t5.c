@@ -224,16 +224,18 @@ typedef float v8f __attribute__((vector_size(32)));
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
-static inline v8f load8(const float *p)
+#define DR_INLINE static inline __attribute__((always_inline))
+
+DR_INLINE v8f load8(const float *p)
 {
     v8f v;
     memcpy(&v, p, sizeof(v));
     return v;
 }
 
-static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof(v)); }
+DR_INLINE void store8(float *p, v8f v) { memcpy(p, &v, sizeof(v)); }
 
-static inline float dot(const float *a, const float *b, int n)
+DR_INLINE float dot(const float *a, const float *b, int n)
 {
     v8f acc0 = {0}, acc1 = {0};
     int i = 0;
@@ -251,7 +253,7 @@ static inline float dot(const float *a, const float *b, int n)
 }
 
 /* y[0..n) += alpha * x[0..n) */
-static inline void axpy(float *y, float alpha, const float *x, int n)
+DR_INLINE void axpy(float *y, float alpha, const float *x, int n)
 {
     int i = 0;
     v8f va = {alpha, alpha, alpha, alpha, alpha, alpha, alpha, alpha};
@@ -263,7 +265,12 @@ static inline void axpy(float *y, float alpha, const float *x, int n)
 
 /* Hot kernels get an AVX2 clone on x86-64 (picked at load time through an
  * ifunc); the arithmetic and its order are the same in every clone. */
-#if defined(__x86_64__) && defined(__has_attribute)
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DR_NO_CLONES /* clang + ASan */
+#endif
+#endif
+#if defined(__x86_64__) && defined(__has_attribute) && !defined(DR_NO_CLONES)
 #if __has_attribute(target_clones) && !defined(__SANITIZE_ADDRESS__)
 #define DR_MULTIVERSION __attribute__((target_clones("avx2", "default")))
 #endif
@@ -272,7 +279,7 @@ static inline void axpy(float *y, float alpha, const float *x, int n)
 #define DR_MULTIVERSION
 #endif
 
-static inline float hsum8(v8f v)
+DR_INLINE float hsum8(v8f v)
 {
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
