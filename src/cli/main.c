@@ -179,6 +179,25 @@ static const cli_command commands[] = {
      "(comments kept), checked by loading it. Exit status 1 when no value meets the\n"
      "target (the closest is printed).\n",
      cmd_calibrate},
+    {"router", "train, run and evaluate the query-complexity classifier",
+     "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
+     "                           [--config k=v,...] [--seed N] [--threads N]\n"
+     "       dynrag router predict --model MODEL [--head NAME] [--json] QUERY\n"
+     "       dynrag router predict --model MODEL [--head NAME] [--json] --input FILE.jsonl\n"
+     "       dynrag router eval --model MODEL --data FILE.jsonl [--head NAME] [--json]\n"
+     "\n"
+     "A T5-style encoder classifier in a safetensors file (docs/classifier.md).\n"
+     "Data files are JSON Lines {\"text\", \"label\"} (`dynrag dataset complexity`).\n"
+     "\n"
+     "train    learns a BPE tokenizer and the model on --train, keeps the epoch with\n"
+     "         the best macro-F1 on --valid, writes --out. --config sets model and\n"
+     "         training settings, e.g. d_model=128,n_layers=2,epochs=20,lr=1e-3,\n"
+     "         dropout=0.1,batch_size=32,patience=4,head=complexity. Deterministic\n"
+     "         for a given --seed (default 1) and --threads (default 1).\n"
+     "predict  prints the label and the probability of every label (a JSON line each\n"
+     "         with --json); --input reads {\"text\"} lines (\"-\" = stdin).\n"
+     "eval     accuracy, macro-F1, per-label recall/precision/F1, confusion matrix.\n",
+     cmd_router},
     {"dataset", "build labelled data sets (query complexity A/B/C)",
      "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
      "                                 [--holdout SOURCE] [--max-per-label N]\n"

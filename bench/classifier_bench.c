@@ -1,0 +1,138 @@
+/*
+ * classifier_bench.c - latency of the T5 classifier (one thread) and the
+ * single-thread cost of one training example (forward + backward).
+ *
+ * usage: dynrag_bench_classifier MODEL [--runs N]
+ *
+ * For 16, 32 and 64 tokens (length token included) it builds a text that
+ * encodes to that many tokens (or the model's max_len, if smaller) and times
+ * dr_classifier_predict() (tokenize + allocate + forward + softmax): p50,
+ * p99 and mean over N runs after 50 warm-up runs. Then it times forward +
+ * backward of one example (the training inner loop) at the same lengths.
+ */
+#include "nn/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Appends words from a fixed list while the text encodes to fewer than n
+ * tokens, then fills up with " a" (one token) to hit n exactly when the
+ * last word overshoots. */
+static void text_of_len(const dr_classifier *c, int n, char *out, size_t cap)
+{
+    static const char *const words[] = {"who", "was", "the", "director", "of", "film", "that",
+                                        "won", "best", "picture", "in", "year", "when",
+                                        "president", "born", "city", "where", "river", "flows"};
+    int32_t ids[4096];
+    out[0] = '\0';
+    for (size_t i = 0;; i++) {
+        size_t len = strlen(out);
+        if (strlen(out) + 32 > cap)
+            return;
+        snprintf(out + len, cap - len, "%s%s", len ? " " : "", words[i % 19]);
+        int got = dr_classifier_encode(c, out, ids);
+        if (got == n)
+            return;
+        if (got > n) {
+            out[len] = '\0';
+            break;
+        }
+    }
+    while (dr_classifier_encode(c, out, ids) < n && strlen(out) + 3 < cap) {
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, " a");
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL [--runs N]\n", argv[0]);
+        return 2;
+    }
+    int runs = 2000;
+    if (argc >= 4 && strcmp(argv[2], "--runs") == 0) {
+        long long v = 0;
+        if (dr_parse_ll(argv[3], 10, 10000000, &v) != DYNRAG_OK) {
+            fprintf(stderr, "--runs: expected an integer >= 10\n");
+            return 2;
+        }
+        runs = (int)v;
+    }
+    dr_classifier *c = NULL;
+    dynrag_error err;
+    if (dr_classifier_load(argv[1], &c, &err) != DYNRAG_OK) {
+        fprintf(stderr, "%s\n", dynrag_errmsg(&err));
+        return 1;
+    }
+    printf("model %s: d_model %d, layers %d, heads %d, d_ff %d, vocab %d, %zu parameters\n",
+           argv[1], c->cfg.d_model, c->cfg.n_layers, c->cfg.n_heads, c->cfg.d_ff,
+           c->cfg.vocab_size, c->n_params);
+    int64_t *t = malloc((size_t)runs * sizeof(*t));
+    float probs[DR_T5_MAX_LABELS];
+    int lens[] = {16, 32, 64};
+    printf("\ninference, one thread (tokenize + forward), %d runs:\n", runs);
+    printf("%8s %10s %10s %10s\n", "tokens", "p50 ms", "p99 ms", "mean ms");
+    char text[8192];
+    int32_t ids[4096];
+    for (size_t li = 0; li < 3; li++) {
+        int want = lens[li] < c->cfg.max_len ? lens[li] : c->cfg.max_len;
+        text_of_len(c, want, text, sizeof(text));
+        int got = dr_classifier_encode(c, text, ids);
+        for (int i = 0; i < 50; i++)
+            dr_classifier_predict(c, 0, text, probs, &err);
+        double sum = 0;
+        for (int i = 0; i < runs; i++) {
+            int64_t t0 = dr_now_us();
+            dr_classifier_predict(c, 0, text, probs, &err);
+            t[i] = dr_now_us() - t0;
+            sum += (double)t[i];
+        }
+        qsort(t, (size_t)runs, sizeof(*t), cmp_i64);
+        printf("%8d %10.3f %10.3f %10.3f\n", got, (double)t[runs / 2] / 1e3,
+               (double)t[(size_t)runs * 99 / 100] / 1e3, sum / runs / 1e3);
+    }
+    /* training inner loop: forward + backward of one example */
+    dr_t5_acts a;
+    float *grad = calloc(c->n_params, sizeof(float));
+    dr_t5_params g;
+    dr_t5_point(&c->cfg, grad, &g);
+    if (!grad || dr_t5_acts_alloc(&c->cfg, 1, c->cfg.max_len, true, &a, &err) != DYNRAG_OK) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    float dlogits[DR_T5_MAX_HEADS * DR_T5_MAX_LABELS] = {0.1f, -0.05f, -0.05f};
+    dr_rng rng;
+    dr_rng_seed(&rng, 1);
+    int train_runs = runs / 4 > 10 ? runs / 4 : 10;
+    printf("\ntraining step per example, one thread (forward + backward, dropout 0.1), %d runs:\n",
+           train_runs);
+    printf("%8s %10s %12s\n", "tokens", "p50 ms", "examples/s");
+    for (size_t li = 0; li < 3; li++) {
+        int n = lens[li] < c->cfg.max_len ? lens[li] : c->cfg.max_len;
+        text_of_len(c, n, text, sizeof(text));
+        n = dr_classifier_encode(c, text, ids);
+        double sum = 0;
+        for (int i = 0; i < train_runs; i++) {
+            int64_t t0 = dr_now_us();
+            dr_t5_forward(&c->cfg, &c->p, c->rel_bucket, ids, &n, 1, n, true, 0.1f, &rng, &a);
+            dr_t5_backward(&c->cfg, &c->p, c->rel_bucket, ids, &n, 1, n, dlogits, &a, &g);
+            t[i] = dr_now_us() - t0;
+            sum += (double)t[i];
+        }
+        qsort(t, (size_t)train_runs, sizeof(*t), cmp_i64);
+        printf("%8d %10.3f %12.0f\n", n, (double)t[train_runs / 2] / 1e3, train_runs / (sum / 1e6));
+    }
+    dr_t5_acts_free(&a);
+    free(grad);
+    free(t);
+    dr_classifier_free(c);
+    return 0;
+}
