@@ -63,11 +63,14 @@ extern int test_failed_;
         }                                                              \
     } while (0)
 
+/* Compares as long double, so integers up to 64 bits and floating values
+ * both compare exactly (no silent truncation of 0.9 to 0). */
 #define ASSERT_INT_OP_(a, op, b)                                                        \
     do {                                                                                \
-        long long a_ = (long long)(a), b_ = (long long)(b);                             \
+        long double a_ = (long double)(a), b_ = (long double)(b);                       \
         if (!(a_ op b_)) {                                                              \
-            test_fail_(__FILE__, __LINE__, "%s %s %s: %lld vs %lld", #a, #op, #b, a_, b_); \
+            test_fail_(__FILE__, __LINE__, "%s %s %s: %.17Lg vs %.17Lg", #a, #op, #b, a_, \
+                       b_);                                                             \
             return;                                                                     \
         }                                                                               \
     } while (0)

@@ -14,9 +14,7 @@ static const struct {
     {"fixed", dr_router_create_fixed},   {"rules", dr_router_create_rules},
     {"knn", dr_router_create_knn},       {"cost", dr_router_create_cost},
     {"bandit", dr_router_create_bandit}, {"cascade", dr_router_create_cascade},
-#ifdef DYNRAG_HAVE_CLASSIFIER_ROUTER
     {"classifier", dr_router_create_classifier},
-#endif
 };
 
 /*

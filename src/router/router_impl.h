@@ -35,8 +35,7 @@ int dr_router_create_bandit(const dynrag_pipeline *p, const dr_stage *stage, dr_
                             dynrag_error *err);
 int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr_router **out,
                              dynrag_error *err);
-/* router/classifier_router.c.pending: joins the build (and the table in
- * router.c, under DYNRAG_HAVE_CLASSIFIER_ROUTER) once nn/classifier.c exists. */
+/* router/classifier_router.c: the T5-style complexity classifier. */
 int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
                                 dr_router **out, dynrag_error *err);
 
