@@ -279,6 +279,42 @@ int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_cali
 int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, const char *stage,
                                    const char *param, double value, dynrag_error *err);
 
+/* ---- silver labels (Adaptive-RAG) ---------------------------------------------------- */
+
+typedef struct dynrag_label_options {
+    const char *pipeline_path; /* required: its retrieval_mode stage has none/single/multi options */
+    const char *data_path;     /* required: a QA file with gold answers (formats of dynrag_eval_run) */
+    const char *out_path;      /* required: JSONL {"text","label","source","option","quality"} */
+    const char *work_dir;      /* required: the evaluation's outputs and cache */
+    const char *index_dir;     /* NULL = the pipeline's */
+    size_t limit;              /* 0 = every question */
+    dynrag_eval_metric success; /* the success metric (default: context) */
+    bool success_set;
+    double min_quality;        /* success = metric >= min_quality (default 0.5) */
+    const char *fallback_label; /* label when no mode succeeds; NULL = leave the question out */
+    const char *source;        /* "source" of every line; NULL = "silver:<data file name>" */
+    dynrag_progress_fn progress;
+    void *progress_user;
+} dynrag_label_options;
+
+typedef struct dynrag_label_stats {
+    size_t n_queries;   /* questions evaluated */
+    size_t n_labelled;  /* lines written */
+    size_t n_fallback;  /* labelled with the fallback label */
+    size_t n_skipped;   /* no mode succeeded and no fallback */
+    size_t per_label[3]; /* A, B, C */
+} dynrag_label_stats;
+
+/*
+ * Silver labels the Adaptive-RAG way: runs every retrieval_mode option of the
+ * pipeline (forced, through dynrag_eval_run, with its cache) on each question
+ * and labels the question with the cheapest mode that succeeds: A (kind
+ * none) before B (single) before C (multi). The output file is written
+ * atomically. stats may be NULL.
+ */
+int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats,
+                      dynrag_error *err);
+
 #ifdef __cplusplus
 }
 #endif

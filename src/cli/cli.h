@@ -68,6 +68,7 @@ void cli_progress_done(cli_progress *p);
 int cmd_validate(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
+int cmd_label(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

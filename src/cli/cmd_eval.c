@@ -250,3 +250,68 @@ int cmd_calibrate(int argc, char **argv)
                co.out_yaml, o.pipeline_path, co.out_yaml);
     return cal.met ? CLI_OK : CLI_FAIL;
 }
+
+int cmd_label(int argc, char **argv)
+{
+    dynrag_label_options o;
+    memset(&o, 0, sizeof(o));
+    long long lim = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool val = i + 1 < argc;
+        if (strcmp(a, "--pipeline") == 0 && val) {
+            o.pipeline_path = argv[++i];
+        } else if (strcmp(a, "--data") == 0 && val) {
+            o.data_path = argv[++i];
+        } else if (strcmp(a, "--out") == 0 && val) {
+            o.out_path = argv[++i];
+        } else if (strcmp(a, "--work") == 0 && val) {
+            o.work_dir = argv[++i];
+        } else if (strcmp(a, "--index") == 0 && val) {
+            o.index_dir = argv[++i];
+        } else if (strcmp(a, "--limit") == 0 && val) {
+            if (!cli_parse_int("label", a, argv[++i], 1, 100000000, &lim))
+                return CLI_USAGE;
+            o.limit = (size_t)lim;
+        } else if (strcmp(a, "--success") == 0 && val) {
+            dynrag_error e;
+            if (dynrag_eval_metric_parse(argv[++i], &o.success, &e) != DYNRAG_OK)
+                return cli_usage_error("label", "--success: %s", dynrag_errmsg(&e));
+            o.success_set = true;
+        } else if (strcmp(a, "--min-quality") == 0 && val) {
+            if (!cli_parse_double("label", a, argv[++i], 0, 1e9, &o.min_quality))
+                return CLI_USAGE;
+        } else if (strcmp(a, "--fallback") == 0 && val) {
+            o.fallback_label = argv[++i];
+            if (strcmp(o.fallback_label, "A") && strcmp(o.fallback_label, "B") &&
+                strcmp(o.fallback_label, "C"))
+                return cli_usage_error("label", "--fallback: expected A, B or C");
+        } else if (strcmp(a, "--source") == 0 && val) {
+            o.source = argv[++i];
+        } else {
+            return cli_usage_error("label", "unknown or incomplete option '%s'", a);
+        }
+    }
+    if (!o.pipeline_path || !o.data_path || !o.out_path)
+        return cli_usage_error("label", "--pipeline, --data and --out are required");
+    if (!o.work_dir)
+        o.work_dir = "label-work";
+    cli_progress prog;
+    cli_progress_init(&prog, "label");
+    o.progress = cli_progress_cb;
+    o.progress_user = &prog;
+    dynrag_label_stats st;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_eval_label(&o, &st, &err);
+    cli_progress_done(&prog);
+    if (rc != DYNRAG_OK) {
+        cli_error("label", "%s", dynrag_errmsg(&err));
+        return CLI_FAIL;
+    }
+    printf("labelled %zu of %zu questions (A %zu, B %zu, C %zu; %zu by fallback, %zu left out) "
+           "-> %s\n",
+           st.n_labelled, st.n_queries, st.per_label[0], st.per_label[1], st.per_label[2],
+           st.n_fallback, st.n_skipped, o.out_path);
+    return CLI_OK;
+}

@@ -198,6 +198,21 @@ static const cli_command commands[] = {
      "         with --json); --input reads {\"text\"} lines (\"-\" = stdin).\n"
      "eval     accuracy, macro-F1, per-label recall/precision/F1, confusion matrix.\n",
      cmd_router},
+    {"label", "silver complexity labels: the cheapest retrieval mode that answers",
+     "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"
+     "                    [--index DIR] [--limit N] [--success context|em|f1]\n"
+     "                    [--min-quality Q] [--fallback A|B|C] [--source NAME]\n"
+     "\n"
+     "Adaptive-RAG's silver labels. Runs every retrieval_mode option of the pipeline\n"
+     "(kinds none, single and multi; forced, with the evaluation cache in --work,\n"
+     "default label-work/) on each question of a QA file with gold answers, and labels\n"
+     "the question with the cheapest mode that succeeds: A (none), B (single), C\n"
+     "(multi). Success is --success >= --min-quality (default: the gold answer is in\n"
+     "the retrieved context, `context` >= 0.5; with an LLM generator em or f1 fit).\n"
+     "Questions no mode answers get --fallback, or are left out. Output lines are\n"
+     "{\"text\",\"label\",\"source\",\"option\",\"quality\"}, ready for\n"
+     "`dynrag router train`.\n",
+     cmd_label},
     {"dataset", "build labelled data sets (query complexity A/B/C)",
      "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
      "                                 [--holdout SOURCE] [--max-per-label N]\n"

@@ -299,10 +299,11 @@ static void charge(qstate *s, dr_stage_id sid, double usd, double lat_ms, double
 
 /* ---- retrieval ---------------------------------------------------------------- */
 
-static int add_hits(qstate *s, const dynrag_hits *h, size_t *n_new)
+/* Adds up to max_new hits not retrieved before (by chunk id). */
+static int add_hits(qstate *s, const dynrag_hits *h, size_t max_new, size_t *n_new)
 {
     *n_new = 0;
-    for (size_t i = 0; i < h->n; i++) {
+    for (size_t i = 0; i < h->n && *n_new < max_new; i++) {
         bool seen = false;
         for (size_t j = 0; j < s->n_pass && !seen; j++)
             seen = s->pass[j].chunk_id == h->hits[i].chunk_id;
@@ -337,15 +338,17 @@ static int add_hits(qstate *s, const dynrag_hits *h, size_t *n_new)
 static int retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_new,
                          dynrag_error *err)
 {
+    /* Later steps look past what earlier steps found: ask for k more than
+     * already held, keep the first k new chunks. */
     dynrag_search_options so = s->search;
-    so.k = k;
+    so.k = (int)DR_MIN((size_t)k + s->n_pass, 10000);
     dynrag_hits h;
     memset(&h, 0, sizeof(h));
     int64_t t0 = dr_now_us();
     int rc = dynrag_index_search(s->idx, query, &so, &h, err);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "retrieval step %d", step);
-    rc = add_hits(s, &h, n_new);
+    rc = add_hits(s, &h, (size_t)k, n_new);
     int64_t dt = dr_now_us() - t0;
     cJSON *js = cJSON_CreateObject();
     cJSON_AddNumberToObject(js, "step", step);
