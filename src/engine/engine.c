@@ -123,10 +123,14 @@ static dr_budget remaining_budget(const qstate *s)
     return r;
 }
 
-/* Expected cost of running an option once, for in/out token estimates. */
+/* Expected cost of running an option once, for in/out token estimates
+ * (an option's own `max_tokens` bounds its output, so it is the estimate). */
 static void option_cost(const dr_option *o, double in_tokens, double out_tokens, double *usd,
                         double *lat, double *wh)
 {
+    if (out_tokens > 0 && cJSON_GetObjectItemCaseSensitive(o->params, "max_tokens") &&
+        strcmp(o->kind, "openai") == 0)
+        out_tokens = dr_param_int(o->params, "max_tokens", (int)out_tokens);
     *usd = o->cost.usd_per_1k_input * in_tokens / 1000.0 +
            o->cost.usd_per_1k_output * out_tokens / 1000.0;
     *lat = o->cost.latency_ms;
