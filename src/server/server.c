@@ -266,6 +266,7 @@ static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
         return;
     }
     x->status = 200;
+    x->body_out_len = b.len;
     x->body_out = dr_buf_take(&b);
 }
 
