@@ -7,7 +7,9 @@
  *   dynrag_bench_server search --index DIR --queries FILE.jsonl [--threads 2]
  *                              [--seconds 10] [--k 10]
  *
- * `search` prints one line: "inproc qps=Q p50_ms=A p99_ms=B threads=T k=K n=N".
+ * `search` prints one line: "inproc qps=Q p50_ms=A p99_ms=B threads=T k=K n=N
+ * failed=F cpu_us_per_q=C", C being the process's user+system CPU time over
+ * the timed searches divided by their number.
  */
 #include "core/util.h"
 #include "dynrag/index.h"
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 typedef struct shared {
     dynrag_index *idx;
@@ -60,6 +63,16 @@ static void *run(void *p)
         i++;
     }
     return NULL;
+}
+
+/* User plus system CPU time of the whole process so far, microseconds. */
+static int64_t cpu_us(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec +
+           ru.ru_stime.tv_usec;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -179,6 +192,7 @@ static int cmd_search(int argc, char **argv)
     pthread_t t[64];
     memset(w, 0, sizeof(w));
     int64_t t0 = dr_now_us();
+    int64_t cpu0 = cpu_us();
     sh.until_us = t0 + seconds * 1000000;
     for (long long i = 0; i < threads; i++) {
         w[i].sh = &sh;
@@ -193,6 +207,7 @@ static int cmd_search(int argc, char **argv)
         failed += w[i].failed;
     }
     double secs = (double)(dr_now_us() - t0) / 1e6;
+    double cpu = (double)(cpu_us() - cpu0);
     double *all = malloc((total ? total : 1) * sizeof(double));
     size_t n = 0;
     for (long long i = 0; i < threads && all; i++) {
@@ -202,9 +217,10 @@ static int cmd_search(int argc, char **argv)
     }
     if (all && n > 0) {
         qsort(all, n, sizeof(double), cmp_double);
-        printf("inproc qps=%.1f p50_ms=%.3f p99_ms=%.3f threads=%lld k=%lld n=%zu failed=%d\n",
+        printf("inproc qps=%.1f p50_ms=%.3f p99_ms=%.3f threads=%lld k=%lld n=%zu failed=%d "
+               "cpu_us_per_q=%.1f\n",
                (double)n / secs, all[n / 2], all[(size_t)((double)n * 0.99)], threads, k, n,
-               failed);
+               failed, cpu / (double)n);
     }
     free(all);
     rc = failed ? 1 : 0;

@@ -1,19 +1,34 @@
 #!/bin/sh
 # server_bench.sh - HTTP throughput of `dynrag serve` /v1/retrieve (BM25, k=10)
-# next to the in-process throughput of the same searches.
+# next to the in-process throughput of the same searches, on equal cores.
 #
-#   bench/server_bench.sh [BUILD_DIR] [SECONDS]
+#   bench/server_bench.sh [BUILD_DIR] [SECONDS] [RUNS]
 #
 # Builds a BM25 index of SciFact (/work/shared/data/scifact/corpus.jsonl, or
-# $DYNRAG_DATA_DIR/scifact), starts the server with 2 threads on 127.0.0.1,
-# runs wrk (1 thread, 4 connections) with a Lua script posting the SciFact
-# queries in turn, then dynrag_bench_server with 2 threads over the same
-# queries. Prints QPS and p99 of both and the ratio. Installs wrk (Debian
-# package `wrk`) when missing.
+# $DYNRAG_DATA_DIR/scifact) and drives /v1/retrieve with wrk (1 thread,
+# 4 connections, a Lua script posting the 1109 SciFact queries in turn),
+# then runs dynrag_bench_server over the same queries in process. Two
+# set-ups, RUNS times each (default 3, interleaved), medians reported:
+#
+#   pinned    the server (--threads 1) on CPU $SERVER_CPU (default 1), wrk on
+#             CPU $CLIENT_CPU (default 0); in process: 1 thread on
+#             $SERVER_CPU. Both sides get exactly one core: the fair ratio.
+#   unpinned  the server with --threads 2, wrk and the server sharing every
+#             core; in process: 2 threads with the machine to themselves
+#             (wrk's own CPU time is charged to the HTTP side).
+#
+# Besides QPS and latency it prints the CPU time per request: the server
+# process's user+system time (from /proc) over the requests wrk completed,
+# and the in-process CPU time per search. This is less sensitive to other
+# load on the machine than QPS. Installs wrk (Debian package `wrk`) when
+# missing; needs taskset (util-linux) for the pinned set-up.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 SECS=${2:-10}
+RUNS=${3:-3}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
 DATA=${DYNRAG_DATA_DIR:-$ROOT/../shared/data}
 CORPUS=$DATA/scifact/corpus.jsonl
 QUERIES=$DATA/scifact/queries.jsonl
@@ -63,35 +78,90 @@ with open(sys.argv[2], "w") as f:
             'summary.errors.timeout))\nend\n')
 PY
 
-# 3. The server (2 threads, port picked by the kernel).
-"$CLI" serve --pipeline "$WORK/pipeline.yaml" --port 0 --threads 2 --no-log \
-    > "$WORK/serve.out" 2> "$WORK/serve.err" &
-PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-    grep -q "listening on" "$WORK/serve.out" 2>/dev/null && break
-    sleep 0.1
+# 3. One HTTP run: serve_run MODE -> "qps p50_ms p99_ms cpu_us_per_req errors".
+ms() { # wrk latency ("850.00us", "1.20ms", "1.02s") in ms
+    awk -v v="$1" 'BEGIN { u = v; sub(/^[0-9.]+/, "", u); n = v + 0;
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; printf "%.3f", n }'
+}
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+serve_run() {
+    if [ "$1" = pinned ]; then
+        SPIN="taskset -c $SERVER_CPU"; CPIN="taskset -c $CLIENT_CPU"; THREADS=1
+    else
+        SPIN=; CPIN=; THREADS=2
+    fi
+    $SPIN "$CLI" serve --pipeline "$WORK/pipeline.yaml" --port 0 --threads $THREADS --no-log \
+        > "$WORK/serve.out" 2> "$WORK/serve.err" &
+    PID=$!
+    trap 'kill $PID 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do
+        grep -q "listening on" "$WORK/serve.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    URL=$(sed -n 's/^listening on //p' "$WORK/serve.out")
+    [ -n "$URL" ] || { cat "$WORK/serve.err" >&2; exit 1; }
+    curl -sf -X POST "$URL/v1/retrieve" -H 'Content-Type: application/json' \
+         -d '{"query":"warm up","k":10,"mode":"bm25"}' >/dev/null
+    $CPIN wrk -t1 -c4 -d2s -s "$WORK/retrieve.lua" "$URL" >/dev/null   # warm-up
+    T0=$(cpu_ticks $PID)
+    $CPIN wrk -t1 -c4 -d"${SECS}s" --latency -s "$WORK/retrieve.lua" "$URL" > "$WORK/wrk.out"
+    T1=$(cpu_ticks $PID)
+    kill -TERM $PID
+    wait $PID || true
+    trap - EXIT
+    N=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
+    echo "$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.out")" \
+         "$(ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk.out")")" \
+         "$(ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out")")" \
+         "$(awk -v d=$((T1 - T0)) -v n="$N" -v hz="$(getconf CLK_TCK)" \
+              'BEGIN { printf "%.1f", d * 1e6 / hz / n }')" \
+         "$(sed -n 's/^wrk_errors=//p' "$WORK/wrk.out")"
+}
+
+# 4. One in-process run: inproc_run MODE -> "qps p50_ms p99_ms cpu_us_per_q".
+inproc_run() {
+    if [ "$1" = pinned ]; then PIN="taskset -c $SERVER_CPU"; T=1; else PIN=; T=2; fi
+    $PIN "$TOOL" search --index "$WORK/index" --queries "$QUERIES" --threads $T \
+        --seconds "$SECS" --k 10 |
+        sed -n 's/.*qps=\([0-9.]*\) p50_ms=\([0-9.]*\) p99_ms=\([0-9.]*\).*cpu_us_per_q=\([0-9.]*\).*/\1 \2 \3 \4/p'
+}
+
+# 5. RUNS rounds, the set-ups interleaved so that drifting load hits both.
+MODES=unpinned
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+    MODES="unpinned pinned"
+else
+    echo "server_bench: no taskset or one CPU: skipping the pinned set-up" >&2
+fi
+: > "$WORK/runs.txt"
+r=1
+while [ $r -le "$RUNS" ]; do
+    for m in $MODES; do
+        echo "$m http $(serve_run $m)" >> "$WORK/runs.txt"
+        echo "$m inproc $(inproc_run $m)" >> "$WORK/runs.txt"
+    done
+    r=$((r + 1))
 done
-URL=$(sed -n 's/^listening on //p' "$WORK/serve.out")
-[ -n "$URL" ] || { cat "$WORK/serve.err" >&2; exit 1; }
-curl -sf -X POST "$URL/v1/retrieve" -H 'Content-Type: application/json' \
-     -d '{"query":"warm up","k":10,"mode":"bm25"}' >/dev/null
-wrk -t1 -c4 -d2s -s "$WORK/retrieve.lua" "$URL" >/dev/null   # warm-up
-wrk -t1 -c4 -d"${SECS}s" --latency -s "$WORK/retrieve.lua" "$URL" > "$WORK/wrk.out"
-kill -TERM $PID
-wait $PID || true
-trap - EXIT
 
-HTTP_QPS=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.out")
-HTTP_P99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out")
-HTTP_P50=$(awk '$1 == "50%" {print $2}' "$WORK/wrk.out")
-ERRS=$(sed -n 's/^wrk_errors=//p' "$WORK/wrk.out")
-
-# 4. In process: the same queries, 2 threads.
-IN=$("$TOOL" search --index "$WORK/index" --queries "$QUERIES" --threads 2 --seconds "$SECS" --k 10)
-IN_QPS=$(echo "$IN" | sed -n 's/.*qps=\([0-9.]*\).*/\1/p')
-IN_P99=$(echo "$IN" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')
-
-echo "http    /v1/retrieve bm25 k=10: qps=$HTTP_QPS p50=$HTTP_P50 p99=$HTTP_P99 errors=$ERRS (wrk -t1 -c4, server --threads 2)"
-echo "inproc  dynrag_index_search   : qps=$IN_QPS p99=${IN_P99}ms (2 threads)"
-awk -v h="$HTTP_QPS" -v i="$IN_QPS" 'BEGIN { printf "ratio   http/inproc = %.2f (target >= 0.70)\n", h / i }'
+# 6. Medians per set-up and column, and the ratios.
+med() { # med MODE KIND COLUMN
+    awk -v m="$1" -v k="$2" -v c="$3" '$1 == m && $2 == k { print $(c + 2) }' "$WORK/runs.txt" |
+        sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
+            else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+echo "server_bench: SciFact /v1/retrieve bm25 k=10, ${SECS}s x $RUNS runs, medians (all runs: $WORK/runs.txt)"
+for m in $MODES; do
+    if [ $m = pinned ]; then
+        DESC="server --threads 1 on cpu $SERVER_CPU, wrk -t1 -c4 on cpu $CLIENT_CPU; inproc 1 thread on cpu $SERVER_CPU"
+    else
+        DESC="server --threads 2, wrk -t1 -c4, no pinning; inproc 2 threads"
+    fi
+    HQ=$(med $m http 1); IQ=$(med $m inproc 1)
+    HC=$(med $m http 4); IC=$(med $m inproc 4)
+    echo "$m: $DESC"
+    echo "  http    qps=$HQ p50=$(med $m http 2)ms p99=$(med $m http 3)ms cpu/req=${HC}us errors=$(med $m http 5)"
+    echo "  inproc  qps=$IQ p50=$(med $m inproc 2)ms p99=$(med $m inproc 3)ms cpu/q=${IC}us"
+    awk -v h="$HQ" -v i="$IQ" -v hc="$HC" -v ic="$IC" 'BEGIN {
+        printf "  ratio   http/inproc qps = %.2f (target >= 0.70); inproc/http cpu = %.2f\n",
+               h / i, ic / hc }'
+done

@@ -7,12 +7,16 @@
 
 #include "core/util.h"
 #include "server/httpd.h"
+#include "server/jsonw.h"
 #include "server/metrics.h"
 #include "server/openai.h"
 #include "server/request.h"
 #include "server_client.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +39,66 @@ TEST(server_http_route_table)
     ASSERT_EQ(dr_http_route(NULL, "/", &ep), 404);
     ASSERT(dr_endpoint_needs_auth(DR_EP_CHAT));
     ASSERT(!dr_endpoint_needs_auth(DR_EP_HEALTHZ));
+}
+
+/* What cJSON_PrintUnformatted() prints for a value; caller frees. */
+static char *cjson_print_of(cJSON *v)
+{
+    char *s = cJSON_PrintUnformatted(v);
+    cJSON_Delete(v);
+    return s;
+}
+
+TEST(server_http_jsonw_matches_cjson)
+{
+    /* Strings: every escaped byte, UTF-8, DEL, empty, long runs. */
+    char all[256];
+    for (int i = 1; i < 256; i++)
+        all[i - 1] = (char)i;
+    all[255] = '\0';
+    const char *strs[] = {"",         "plain text",      "quote \" and \\ backslash",
+                          "\b\f\n\r\t", "\x01\x1f\x7f", "caf\xc3\xa9 \xe2\x82\xac",
+                          all,        "tail\\"};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        dr_buf b = {0};
+        ASSERT_EQ(dr_jsonw_str(&b, strs[i]), 0);
+        char *want = cjson_print_of(cJSON_CreateString(strs[i]));
+        ASSERT_STR_EQ(b.data, want);
+        free(want);
+        dr_buf_free(&b);
+    }
+    /* Numbers: integers, INT limits and beyond, fractions that need 15 or
+     * 17 digits, tiny and huge, non-finite, and pseudo-random bit patterns. */
+    double nums[64] = {0,        -0.0,        1,         -1,       10,       1e6,
+                       INT_MAX,  INT_MIN,     2147483648.0, -2147483649.0, 1e300, -1e-300,
+                       0.1,      1.0 / 3,     2.5,       -7.125,   123456.789, 5e-324,
+                       DBL_MAX,  NAN,         INFINITY,  -INFINITY, 18.402183532714844,
+                       4242.0 + 0.5, 1e15, 999999999999999.0, -123456789012345.0,
+                       1e15 + 1, 0.5e-6};
+    size_t n = 29;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    while (n < 64) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double d;
+        memcpy(&d, &x, sizeof(d));
+        nums[n] = n % 2 ? d : (double)(x % 100000000) / 4096.0;
+        n++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        dr_buf b = {0};
+        ASSERT_EQ(dr_jsonw_num(&b, nums[i]), 0);
+        char *want = cjson_print_of(cJSON_CreateNumber(nums[i]));
+        ASSERT_STR_EQ(b.data, want);
+        free(want);
+        dr_buf_free(&b);
+    }
+    /* NULL is the empty string. */
+    dr_buf b = {0};
+    ASSERT_EQ(dr_jsonw_str(&b, NULL), 0);
+    ASSERT_STR_EQ(b.data, "\"\"");
+    dr_buf_free(&b);
 }
 
 static int parse_r(const char *json, dr_retrieve_req *r, dr_http_error *e)

@@ -96,6 +96,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
 {
     int status = x->status ? x->status : 500;
     char *body = x->body_out;
+    size_t body_len = body && x->body_out_len ? x->body_out_len : body ? strlen(body) : 0;
     x->body_out = NULL;
     const char *ctype = x->content_type ? x->content_type : "application/json";
     if (body == NULL && status >= 400) {
@@ -103,6 +104,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
             dr_http_error_set(&x->err, status, "server_error", "internal_error", NULL,
                               "internal error");
         body = dr_http_error_json(&x->err);
+        body_len = body ? strlen(body) : 0;
         ctype = "application/json";
     }
     struct MHD_Response *r = NULL;
@@ -110,7 +112,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
         stream_state *s = calloc(1, sizeof(*s));
         if (s) {
             s->data = body;
-            s->len = strlen(body);
+            s->len = body_len;
             body = NULL;
             r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, s,
                                                   stream_free);
@@ -118,7 +120,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
                 stream_free(s);
         }
     } else if (body) {
-        r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+        r = MHD_create_response_from_buffer(body_len, body, MHD_RESPMEM_MUST_FREE);
         if (r != NULL)
             body = NULL;
     }

@@ -34,6 +34,7 @@ typedef struct dr_http_exchange {
     int status;               /* 0 = 500 */
     char *body_out;           /* malloc'ed; the httpd frees it. NULL with status >= 400
                                  means "render err" */
+    size_t body_out_len;      /* strlen(body_out) when known; 0 = measure it */
     const char *content_type; /* static; NULL = application/json */
     bool stream;              /* send body_out as a chunked event stream, one
                                  "\n\n"-terminated event per chunk */

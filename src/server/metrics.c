@@ -7,6 +7,7 @@
 #include "core/util.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,19 +24,36 @@ typedef struct route_count {
     uint64_t n;
 } route_count;
 
+/* The per-request counters, updated without a lock (every request touches
+ * them); the rarer route and cost updates share the mutex. */
 struct dr_metrics {
-    pthread_mutex_t mu;
-    uint64_t requests[DR_EP_COUNT][500];       /* by status - 100 */
-    uint64_t hist[DR_EP_COUNT][N_BUCKETS + 1]; /* non-cumulative; last = +Inf */
-    double latency_sum[DR_EP_COUNT];
-    uint64_t latency_count[DR_EP_COUNT];
+    _Atomic uint64_t requests[DR_EP_COUNT][500];       /* by status - 100 */
+    _Atomic uint64_t hist[DR_EP_COUNT][N_BUCKETS + 1]; /* non-cumulative; last = +Inf */
+    _Atomic double latency_sum[DR_EP_COUNT];
+    _Atomic uint64_t latency_count[DR_EP_COUNT];
+    atomic_long inflight;
+
+    pthread_mutex_t mu; /* guards the fields below */
     route_count routes[MAX_ROUTES];
     size_t n_routes;
     double usd, energy_wh;
     long long input_tokens, output_tokens;
     uint64_t generator_calls, retrieval_steps, over_budget, queries;
-    long inflight;
 };
+
+/* A plain copy of the metrics, rendered outside any lock. */
+typedef struct snapshot {
+    uint64_t requests[DR_EP_COUNT][500];
+    uint64_t hist[DR_EP_COUNT][N_BUCKETS + 1];
+    double latency_sum[DR_EP_COUNT];
+    uint64_t latency_count[DR_EP_COUNT];
+    long inflight;
+    route_count routes[MAX_ROUTES];
+    size_t n_routes;
+    double usd, energy_wh;
+    long long input_tokens, output_tokens;
+    uint64_t generator_calls, retrieval_steps, over_budget, queries;
+} snapshot;
 
 dr_metrics *dr_metrics_create(void)
 {
@@ -63,12 +81,13 @@ void dr_metrics_request(dr_metrics *m, dr_endpoint_id ep, int status, double sec
     size_t b = 0;
     while (b < N_BUCKETS && seconds > buckets[b])
         b++;
-    pthread_mutex_lock(&m->mu);
-    m->requests[ep][status - 100]++;
-    m->hist[ep][b]++;
-    m->latency_sum[ep] += seconds;
-    m->latency_count[ep]++;
-    pthread_mutex_unlock(&m->mu);
+    atomic_fetch_add_explicit(&m->requests[ep][status - 100], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->hist[ep][b], 1, memory_order_relaxed);
+    double old = atomic_load_explicit(&m->latency_sum[ep], memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&m->latency_sum[ep], &old, old + seconds,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+    atomic_fetch_add_explicit(&m->latency_count[ep], 1, memory_order_relaxed);
 }
 
 void dr_metrics_route(dr_metrics *m, const char *stage, const char *option)
@@ -117,19 +136,14 @@ void dr_metrics_cost(dr_metrics *m, double usd, double energy_wh, long long inpu
 
 void dr_metrics_inflight(dr_metrics *m, int delta)
 {
-    pthread_mutex_lock(&m->mu);
-    m->inflight += delta;
-    pthread_mutex_unlock(&m->mu);
+    atomic_fetch_add_explicit(&m->inflight, delta, memory_order_relaxed);
 }
 
 uint64_t dr_metrics_request_count(dr_metrics *m, dr_endpoint_id ep, int status)
 {
     if ((unsigned)ep >= DR_EP_COUNT || status < 100 || status > 599)
         return 0;
-    pthread_mutex_lock(&m->mu);
-    uint64_t n = m->requests[ep][status - 100];
-    pthread_mutex_unlock(&m->mu);
-    return n;
+    return atomic_load(&m->requests[ep][status - 100]);
 }
 
 uint64_t dr_metrics_route_count(dr_metrics *m, const char *stage, const char *option)
@@ -160,11 +174,31 @@ static int label(dr_buf *b, const char *v)
 
 char *dr_metrics_render(dr_metrics *m)
 {
-    dr_metrics *c = malloc(sizeof(*c)); /* a snapshot, to render outside the lock */
+    snapshot *c = malloc(sizeof(*c));
     if (c == NULL)
         return NULL;
+    /* Each counter is read atomically; the set is not one instant, as a
+     * scrape never is across a live server. */
+    for (int ep = 0; ep < DR_EP_COUNT; ep++) {
+        for (int st = 0; st < 500; st++)
+            c->requests[ep][st] = atomic_load_explicit(&m->requests[ep][st], memory_order_relaxed);
+        for (size_t i = 0; i <= N_BUCKETS; i++)
+            c->hist[ep][i] = atomic_load_explicit(&m->hist[ep][i], memory_order_relaxed);
+        c->latency_sum[ep] = atomic_load_explicit(&m->latency_sum[ep], memory_order_relaxed);
+        c->latency_count[ep] = atomic_load_explicit(&m->latency_count[ep], memory_order_relaxed);
+    }
+    c->inflight = atomic_load_explicit(&m->inflight, memory_order_relaxed);
     pthread_mutex_lock(&m->mu);
-    memcpy(c, m, sizeof(*c));
+    memcpy(c->routes, m->routes, sizeof(c->routes));
+    c->n_routes = m->n_routes;
+    c->usd = m->usd;
+    c->energy_wh = m->energy_wh;
+    c->input_tokens = m->input_tokens;
+    c->output_tokens = m->output_tokens;
+    c->generator_calls = m->generator_calls;
+    c->retrieval_steps = m->retrieval_steps;
+    c->over_budget = m->over_budget;
+    c->queries = m->queries;
     pthread_mutex_unlock(&m->mu);
 
     dr_buf b = {0};

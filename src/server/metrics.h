@@ -1,9 +1,9 @@
 /*
  * server/metrics.h - the server's Prometheus metrics (internal).
  *
- * One dr_metrics per server, updated from every worker thread under one
- * mutex (updates are a few additions; contention is negligible next to a
- * query). dr_metrics_render() writes the Prometheus text exposition format
+ * One dr_metrics per server, updated from every worker thread: the
+ * per-request counters (requests, latency histogram, in-flight gauge) with
+ * relaxed atomics, route and cost totals under one mutex. dr_metrics_render() writes the Prometheus text exposition format
  * (version 0.0.4).
  */
 #ifndef DYNRAG_SERVER_METRICS_H

@@ -14,6 +14,7 @@
 #include "dynrag/index.h"
 #include "pipeline/spec.h"
 #include "server/httpd.h"
+#include "server/jsonw.h"
 #include "server/metrics.h"
 #include "server/openai.h"
 #include "server/request.h"
@@ -191,6 +192,85 @@ static void search_options_from(const dr_option *o, dynrag_search_options *so)
 }
 
 /*
+ * Writes the /v1/retrieve body straight into a buffer (no cJSON tree: ten
+ * chunk texts made the tree's copies and printing the server's largest
+ * per-request cost). The bytes are those cJSON_PrintUnformatted() gave for
+ * the tree this replaced: {"query","mode","k","routed","route"?,"hits":[
+ * {"rank","doc_id","title","text","score","chunk_id"}...],"search_us"}.
+ * route_json is borrowed. Fills the response or a 500.
+ */
+static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
+                           const dynrag_search_options *so, const cJSON *route_json,
+                           const dynrag_hits *hits)
+{
+    dr_buf b = {0};
+    int rc = dr_buf_puts(&b, "{\"query\":");
+    if (rc == DYNRAG_OK)
+        rc = dr_jsonw_str(&b, req->query);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(&b, ",\"mode\":");
+    if (rc == DYNRAG_OK)
+        rc = dr_jsonw_str(&b, dynrag_search_mode_name(so->mode));
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(&b, ",\"k\":");
+    if (rc == DYNRAG_OK)
+        rc = dr_jsonw_num(&b, req->k);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(&b, req->mode < 0 ? ",\"routed\":true" : ",\"routed\":false");
+    if (rc == DYNRAG_OK && route_json) {
+        char *rj = cJSON_PrintUnformatted(route_json);
+        rc = rj ? dr_buf_puts(&b, ",\"route\":") : DYNRAG_ERR_NOMEM;
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_puts(&b, rj);
+        free(rj);
+    }
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(&b, ",\"hits\":[");
+    for (size_t i = 0; i < hits->n && rc == DYNRAG_OK; i++) {
+        const dynrag_hit *h = &hits->hits[i];
+        rc = dr_buf_puts(&b, i ? ",{\"rank\":" : "{\"rank\":");
+        if (rc == DYNRAG_OK)
+            rc = dr_jsonw_num(&b, (double)(i + 1));
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_puts(&b, ",\"doc_id\":");
+        if (rc == DYNRAG_OK)
+            rc = dr_jsonw_str(&b, h->doc_id);
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_puts(&b, ",\"title\":");
+        if (rc == DYNRAG_OK)
+            rc = dr_jsonw_str(&b, h->title);
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_puts(&b, ",\"text\":");
+        if (rc == DYNRAG_OK)
+            rc = dr_jsonw_str(&b, h->text);
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_puts(&b, ",\"score\":");
+        if (rc == DYNRAG_OK)
+            rc = dr_jsonw_num(&b, h->score);
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_puts(&b, ",\"chunk_id\":");
+        if (rc == DYNRAG_OK)
+            rc = dr_jsonw_num(&b, (double)h->chunk_id);
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_putc(&b, '}');
+    }
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(&b, "],\"search_us\":");
+    if (rc == DYNRAG_OK)
+        rc = dr_jsonw_num(&b, hits->total_us);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_putc(&b, '}');
+    if (rc != DYNRAG_OK) {
+        dr_buf_free(&b);
+        no_memory(x);
+        return;
+    }
+    x->status = 200;
+    x->body_out_len = b.len;
+    x->body_out = dr_buf_take(&b);
+}
+
+/*
  * POST /v1/retrieve. With a mode: search the engine's first index with it
  * (using the params of the pipeline's first index option of that kind, if
  * any). Without: route the query (route_only) and search with the index
@@ -280,29 +360,7 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
     }
     if (past_deadline(x))
         goto cleanup;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "query", req.query);
-    cJSON_AddStringToObject(o, "mode", dynrag_search_mode_name(so.mode));
-    cJSON_AddNumberToObject(o, "k", req.k);
-    cJSON_AddBoolToObject(o, "routed", req.mode < 0);
-    if (route_json) {
-        cJSON_AddItemToObject(o, "route", route_json);
-        route_json = NULL;
-    }
-    cJSON *arr = cJSON_AddArrayToObject(o, "hits");
-    for (size_t i = 0; i < hits.n; i++) {
-        const dynrag_hit *h = &hits.hits[i];
-        cJSON *hj = cJSON_CreateObject();
-        cJSON_AddNumberToObject(hj, "rank", (double)(i + 1));
-        cJSON_AddStringToObject(hj, "doc_id", h->doc_id ? h->doc_id : "");
-        cJSON_AddStringToObject(hj, "title", h->title ? h->title : "");
-        cJSON_AddStringToObject(hj, "text", h->text ? h->text : "");
-        cJSON_AddNumberToObject(hj, "score", h->score);
-        cJSON_AddNumberToObject(hj, "chunk_id", (double)h->chunk_id);
-        cJSON_AddItemToArray(arr, hj);
-    }
-    cJSON_AddNumberToObject(o, "search_us", hits.total_us);
-    reply_json(x, o);
+    reply_retrieve(x, &req, &so, route_json, &hits);
 cleanup:
     cJSON_Delete(route_json);
     dynrag_hits_free(&hits);
