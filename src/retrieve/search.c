@@ -528,14 +528,22 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
+        /* One read transaction for all the hits: one shared lock, not one
+         * per row (each lock is several fcntl/pread calls). */
+        bool in_txn = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
         for (size_t i = 0; i < nf && out->n < (size_t)k; i++) {
             bool found = false;
             rc = fill_hit(db, st, ranked[i].id, ranked[i].score, &out->hits[out->n], &found, err);
             if (found)
                 out->n++;
             if (rc != DYNRAG_OK)
-                goto cleanup;
+                break;
         }
+        sqlite3_reset(st);
+        if (in_txn)
+            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        if (rc != DYNRAG_OK)
+            goto cleanup;
     }
 cleanup:
     sqlite3_finalize(st);
