@@ -147,6 +147,61 @@ TEST(gen_extractive_deterministic)
     dr_answer_free(&b);
 }
 
+/* How-to questions: the sentence that says what to do beats the one that
+ * restates the question's words; a sentence ending in ':' answers with the
+ * block after it; an acronym (WAL) stands for the question's phrase. */
+TEST(gen_extractive_howto_prefers_instruction)
+{
+    static const dr_passage p[] = {
+        {"atomic", "Atomic Commit In SQLite",
+         "How do I enable write-ahead logging in SQLite? SQLite still supports atomic commit "
+         "when write-ahead logging is enabled in SQLite, but it accomplishes atomic commit by a "
+         "different mechanism. The rollback journal is the default.",
+         2.0, 1},
+        {"wal", "Write-Ahead Logging",
+         "WAL mode has several advantages for concurrency. The persistence of WAL mode means "
+         "that applications need no change. One has merely to run \"PRAGMA journal_mode=WAL;\" "
+         "on the database file, then restart the application.",
+         1.0, 2},
+    };
+    dynrag_error err;
+    dr_answer a;
+    dr_extractive_config one = {0.0, 1};
+    ASSERT_OK(dr_extractive_answer(&one, "How do I enable write-ahead logging in SQLite?", p, 2,
+                                   &a, &err),
+              &err);
+    ASSERT_CONTAINS(a.text, "journal_mode=WAL");
+    ASSERT_EQ(a.n_citations, 1);
+    ASSERT_EQ(a.citations[0], 1);
+    dr_answer_free(&a);
+
+    /* Not a how-to question: the descriptive sentence still wins. */
+    ASSERT_OK(dr_extractive_answer(&one, "Does SQLite support atomic commit with write-ahead "
+                                         "logging enabled?",
+                                   p, 2, &a, &err),
+              &err);
+    ASSERT_CONTAINS(a.text, "still supports atomic commit");
+    dr_answer_free(&a);
+
+    static const dr_passage block[] = {
+        {"wal", "Write-Ahead Logging",
+         "An SQLite database connection defaults to journal_mode=DELETE. To convert to WAL "
+         "mode, use the following pragma:\n\nPRAGMA journal_mode=WAL;\n\nThe journal_mode "
+         "pragma returns a string which is the new journal mode.",
+         1.0, 3},
+        {"other", "Locking",
+         "Write-ahead logging is enabled per database file in SQLite and readers do not block "
+         "writers.",
+         0.5, 4},
+    };
+    ASSERT_OK(dr_extractive_answer(&one, "How can I turn on write-ahead logging mode?", block, 2,
+                                   &a, &err),
+              &err);
+    ASSERT_CONTAINS(a.text, "use the following pragma: PRAGMA journal_mode=WAL;");
+    ASSERT_NOT_CONTAINS(a.text, "returns a string");
+    dr_answer_free(&a);
+}
+
 TEST(gen_context_dedupe_k_and_numbering)
 {
     dynrag_error err;
