@@ -64,6 +64,7 @@ typedef struct sentence {
     bool code;           /* a code-like token (x=y, f(), .cmd, snake_case, SQL) */
     bool asks;           /* ends with '?' */
     bool colon;          /* ends with ':' */
+    bool lead;           /* first sentence of its passage */
     size_t out_end;      /* end of the text to output (> end: with its block) */
     double support;
 } sentence;
@@ -511,6 +512,7 @@ static int sentence_cb(void *user, size_t start, size_t end)
     sc->prev_w[0][0] = sc->prev_w[1][0] = '\0';
     dr_text_words(sc->text + start, end - start, word_cb, sc);
     sc->cur.out_end = end;
+    sc->cur.lead = sc->n_sents == 0 || sc->sents[sc->n_sents - 1].p != p;
     sc->cur.asks = end > start && sc->text[end - 1] == '?';
     sc->cur.colon = end > start && sc->text[end - 1] == ':';
     if (sc->q->type == QT_HOWTO)
@@ -573,9 +575,10 @@ static int popcount64(uint64_t v)
     return c;
 }
 
-static void score_sentences(const question *q, sentence *s, size_t n_s, const uint64_t *tmask)
+/* Sets every sentence's support; idf[] gets each question term's IDF. */
+static void score_sentences(const question *q, sentence *s, size_t n_s, const uint64_t *tmask,
+                            double *idf)
 {
-    double idf[QTERMS_MAX];
     double total = 0;
     for (size_t t = 0; t < q->n_terms; t++) {
         size_t df = 0;
@@ -617,6 +620,118 @@ static void score_sentences(const question *q, sentence *s, size_t n_s, const ui
             raw *= ASKS;
         x->support = raw < 0 ? 0 : raw > 1 ? 1 : raw;
     }
+}
+
+/* ---- bridge pass ---------------------------------------------------------- */
+
+#define BRIDGE_WORDS_MAX 256
+#define W_BRIDGE_REST 0.6 /* question terms the first sentence left uncovered */
+#define W_BRIDGE_CUE 0.3  /* answer-type cue */
+#define W_BRIDGE_LEAD 0.1 /* first sentence of the bridged passage */
+
+typedef struct hashset {
+    uint64_t h[BRIDGE_WORDS_MAX];
+    size_t n;
+    bool stop_words; /* collect stopwords too */
+} hashset;
+
+static int hash_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)s;
+    (void)e;
+    hashset *hs = user;
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    if (hs->n >= BRIDGE_WORDS_MAX)
+        return 1;
+    if (!hs->stop_words && dr_text_is_stopword(w))
+        return 0;
+    hs->h[hs->n++] = stem_hash(w, n, NULL, NULL);
+    return 0;
+}
+
+static bool hs_has(const hashset *hs, uint64_t h)
+{
+    for (size_t i = 0; i < hs->n; i++)
+        if (hs->h[i] == h)
+            return true;
+    return false;
+}
+
+/* Whether passage title t names an entity the sentence mentions (every
+ * content word of the title before " (" is in the sentence's words w) that
+ * the question does not (one of those words is not a question term). */
+static bool title_bridged(const question *q, const char *t, const hashset *w)
+{
+    size_t len = strlen(t);
+    const char *paren = strstr(t, " (");
+    if (paren != NULL)
+        len = (size_t)(paren - t);
+    hashset tw;
+    tw.n = 0;
+    tw.stop_words = false;
+    dr_text_words(t, len, hash_cb, &tw);
+    bool novel = false;
+    for (size_t i = 0; i < tw.n; i++) {
+        if (!hs_has(w, tw.h[i]))
+            return false;
+        novel = novel || find_keyed(q->terms, q->n_terms, tw.h[i]) < 0;
+    }
+    return tw.n > 0 && novel;
+}
+
+/* Bridge questions ("the woman who portrayed Corliss Archer ... held what
+ * position?") have the answer in a second passage that the best sentence
+ * names ("... starring Shirley Temple as Corliss Archer" -> "Shirley
+ * Temple"). Given the sentences sorted by support, finds the passages whose
+ * title the best sentence mentions and returns the index of their best
+ * sentence by W_BRIDGE_REST * (share of the question's IDF weight the best
+ * sentence did not cover that this one covers) + W_BRIDGE_CUE * answer-type
+ * cue + W_BRIDGE_LEAD * (first sentence of its passage); SIZE_MAX when no
+ * passage is bridged. */
+static size_t bridge_pick(const question *q, const sentence *s, size_t n_s,
+                          const dr_passage *passages, size_t n_p, const double *idf)
+{
+    if (n_s < 2 || n_p < 2)
+        return SIZE_MAX;
+    const sentence *top = &s[0];
+    hashset w;
+    w.n = 0;
+    w.stop_words = false;
+    const char *text = passages[top->p].text ? passages[top->p].text : "";
+    dr_text_words(text + top->start, top->out_end - top->start, hash_cb, &w);
+    bool any = false;
+    bool *bridged = calloc(n_p, sizeof(bool));
+    if (bridged == NULL)
+        return SIZE_MAX;
+    for (size_t p = 0; p < n_p; p++) {
+        if (p == top->p || passages[p].title == NULL)
+            continue;
+        bridged[p] = title_bridged(q, passages[p].title, &w);
+        any = any || bridged[p];
+    }
+    size_t best = SIZE_MAX;
+    if (any) {
+        uint64_t rest = ~top->terms;
+        double rest_w = mask_weight(rest, idf, q->n_terms);
+        double best_score = -1;
+        for (size_t i = 1; i < n_s; i++) {
+            const sentence *x = &s[i];
+            if (!bridged[x->p])
+                continue;
+            double b = W_BRIDGE_CUE * (q->type != QT_NONE && x->cue) + W_BRIDGE_LEAD * x->lead;
+            if (rest_w > 0)
+                b += W_BRIDGE_REST * mask_weight(x->terms & rest, idf, q->n_terms) / rest_w;
+            if (b > best_score) {
+                best_score = b;
+                best = i;
+            }
+        }
+    }
+    free(bridged);
+    return best;
 }
 
 static int cmp_support(const void *a, const void *b)
@@ -711,9 +826,18 @@ int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_t
     if (sc.full)
         dr_log(DYNRAG_LOG_DEBUG, "generate", "extractive: only the first %d sentences scored",
                SENTENCES_MAX);
-    score_sentences(q, sc.sents, sc.n_sents, tmask);
+    double idf[QTERMS_MAX];
+    score_sentences(q, sc.sents, sc.n_sents, tmask, idf);
     if (sc.n_sents > 0)
         qsort(sc.sents, sc.n_sents, sizeof(sentence), cmp_support);
+    /* a bridged passage's sentence comes second (see bridge_pick) */
+    size_t bridge = max_sent >= 2 ? bridge_pick(q, sc.sents, sc.n_sents, passages, n, idf)
+                                  : SIZE_MAX;
+    if (bridge != SIZE_MAX && bridge > 1) {
+        sentence t = sc.sents[bridge];
+        memmove(&sc.sents[2], &sc.sents[1], (bridge - 1) * sizeof(sentence));
+        sc.sents[1] = t;
+    }
     double best = sc.n_sents ? sc.sents[0].support : 0.0;
     if (sc.n_sents == 0 || best <= 0.0 || best < threshold) {
         rc = set_unanswerable(out, best);
@@ -728,7 +852,8 @@ int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_t
                    passages[x->p].text + x->start);
         }
     for (size_t i = 0; i < sc.n_sents && n_pick < (size_t)max_sent; i++) {
-        if (i > 0 && (sc.sents[i].support < threshold || sc.sents[i].support <= 0))
+        bool bridged = i == 1 && bridge != SIZE_MAX;
+        if (i > 0 && !bridged && (sc.sents[i].support < threshold || sc.sents[i].support <= 0))
             break;
         bool inside = false; /* already output as a block after a ':' */
         for (size_t j = 0; j < n_pick && !inside; j++)
