@@ -830,15 +830,19 @@ int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_t
     score_sentences(q, sc.sents, sc.n_sents, tmask, idf);
     if (sc.n_sents > 0)
         qsort(sc.sents, sc.n_sents, sizeof(sentence), cmp_support);
-    /* a bridged passage's sentence comes second (see bridge_pick) */
-    size_t bridge = max_sent >= 2 ? bridge_pick(q, sc.sents, sc.n_sents, passages, n, idf)
-                                  : SIZE_MAX;
-    if (bridge != SIZE_MAX && bridge > 1) {
-        sentence t = sc.sents[bridge];
-        memmove(&sc.sents[2], &sc.sents[1], (bridge - 1) * sizeof(sentence));
-        sc.sents[1] = t;
-    }
     double best = sc.n_sents ? sc.sents[0].support : 0.0;
+    /* The best sentence of a passage the top sentence names (bridge_pick)
+     * answers when it holds the expected answer type and one sentence is
+     * wanted; otherwise it comes second. best stays the top support. */
+    size_t bridge = bridge_pick(q, sc.sents, sc.n_sents, passages, n, idf);
+    if (bridge != SIZE_MAX) {
+        size_t to = max_sent == 1 && q->type != QT_NONE && sc.sents[bridge].cue ? 0 : 1;
+        sentence t = sc.sents[bridge];
+        memmove(&sc.sents[to + 1], &sc.sents[to], (bridge - to) * sizeof(sentence));
+        sc.sents[to] = t;
+        if (max_sent == 1 || to == 0)
+            bridge = SIZE_MAX;
+    }
     if (sc.n_sents == 0 || best <= 0.0 || best < threshold) {
         rc = set_unanswerable(out, best);
         goto cleanup;
