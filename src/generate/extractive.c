@@ -515,8 +515,13 @@ static int sentence_cb(void *user, size_t start, size_t end)
     sc->cur.lead = sc->n_sents == 0 || sc->sents[sc->n_sents - 1].p != p;
     sc->cur.asks = end > start && sc->text[end - 1] == '?';
     sc->cur.colon = end > start && sc->text[end - 1] == ':';
-    if (sc->q->type == QT_HOWTO)
+    if (sc->q->type == QT_HOWTO) {
         sc->cur.code = has_code(sc->text + start, end - start);
+        /* a heading ("Change In Default Page Size") gives no instruction */
+        char last = end > start ? sc->text[end - 1] : ' ';
+        if (strchr(".:;!)\"'", last) == NULL || last == '\0')
+            sc->cur.instr = false;
+    }
     /* "... use the following pragma:" and its block answer together */
     if (sc->n_sents > 0 && sc->sents[sc->n_sents - 1].p == p &&
         sc->sents[sc->n_sents - 1].colon && sc->sents[sc->n_sents - 1].out_end <= start &&
