@@ -337,7 +337,7 @@ static bool imperative(const scan *sc, const char *w, size_t n, size_t s)
         "specify", "add", "enable", "disable", "turn", "compile", "install", "configure",
         "open", "create", "load", "append", "change", "edit", "put", "insert", "declare",
         "define", "register", "link", "build", "start", "restart", "remove", "delete",
-        "drop", "try", "make", "invoke", "write", "launch", "attach", "apply", NULL};
+        "drop", "try", "make", "write", "launch", "attach", "apply", NULL};
     static const char *const modals[] = {"can", "could", "should", "must", "may", NULL};
     static const char *const subjects[] = {"you", "one", "we", "i", "user", "users",
                                            "application", "applications", "developers", NULL};
