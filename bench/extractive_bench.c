@@ -3,7 +3,9 @@
  * HotpotQA (distractor setting: the gold paragraphs plus the distractors, in
  * the data set's order, given as the passages).
  *
- *   dynrag_bench_extractive FILE.jsonl [--threshold T] [--limit N]
+ *   dynrag_bench_extractive FILE.jsonl [--threshold T] [--skip N] [--limit N]
+ *
+ * --skip N drops the first N questions (--limit counts after it).
  *
  * For max_sentences 1, 2 and 3 it prints: the share of questions whose
  * answer contains the gold answer (SQuAD-normalised, whole words), the same
@@ -66,7 +68,7 @@ static char *squad_norm(const char *s)
     return o;
 }
 
-static int load(const char *path, item **out, size_t *n_out, size_t limit)
+static int load(const char *path, item **out, size_t *n_out, size_t skip, size_t limit)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL)
@@ -75,7 +77,10 @@ static int load(const char *path, item **out, size_t *n_out, size_t limit)
     size_t n = 0, cap = 0;
     char *line = NULL;
     size_t lcap = 0;
+    size_t seen = 0;
     while (getline(&line, &lcap, f) > 0 && n < limit) {
+        if (seen++ < skip)
+            continue;
         cJSON *j = cJSON_Parse(line);
         if (j == NULL)
             continue;
@@ -226,23 +231,26 @@ static void bridge(const item *items, size_t n)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s FILE.jsonl [--threshold T] [--limit N]\n", argv[0]);
+        fprintf(stderr, "usage: %s FILE.jsonl [--threshold T] [--skip N] [--limit N]\n",
+                argv[0]);
         return 2;
     }
     double threshold = 0.0;
-    long long limit = 1000000;
+    long long limit = 1000000, skip = 0;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threshold") &&
             dr_parse_double(argv[i + 1], 0, 1, &threshold) == DYNRAG_OK)
             continue;
         if (!strcmp(argv[i], "--limit") && dr_parse_ll(argv[i + 1], 1, 1000000, &limit) == 0)
             continue;
+        if (!strcmp(argv[i], "--skip") && dr_parse_ll(argv[i + 1], 0, 1000000, &skip) == 0)
+            continue;
         fprintf(stderr, "bad option %s %s\n", argv[i], argv[i + 1]);
         return 2;
     }
     item *items = NULL;
     size_t n = 0;
-    if (load(argv[1], &items, &n, (size_t)limit) != 0 || n == 0) {
+    if (load(argv[1], &items, &n, (size_t)skip, (size_t)limit) != 0 || n == 0) {
         fprintf(stderr, "cannot read questions from %s\n", argv[1]);
         return 1;
     }

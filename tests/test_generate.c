@@ -147,6 +147,106 @@ TEST(gen_extractive_deterministic)
     dr_answer_free(&b);
 }
 
+/* How-to questions: the sentence that says what to do beats the one that
+ * restates the question's words; a sentence ending in ':' answers with the
+ * block after it; an acronym (WAL) stands for the question's phrase. */
+TEST(gen_extractive_howto_prefers_instruction)
+{
+    static const dr_passage p[] = {
+        {"atomic", "Atomic Commit In SQLite",
+         "How do I enable write-ahead logging in SQLite? SQLite still supports atomic commit "
+         "when write-ahead logging is enabled in SQLite, but it accomplishes atomic commit by a "
+         "different mechanism. The rollback journal is the default.",
+         2.0, 1},
+        {"wal", "Write-Ahead Logging",
+         "WAL mode has several advantages for concurrency. The persistence of WAL mode means "
+         "that applications need no change. One has merely to run \"PRAGMA journal_mode=WAL;\" "
+         "on the database file, then restart the application.",
+         1.0, 2},
+    };
+    dynrag_error err;
+    dr_answer a;
+    dr_extractive_config one = {0.0, 1};
+    ASSERT_OK(dr_extractive_answer(&one, "How do I enable write-ahead logging in SQLite?", p, 2,
+                                   &a, &err),
+              &err);
+    ASSERT_CONTAINS(a.text, "journal_mode=WAL");
+    ASSERT_EQ(a.n_citations, 1);
+    ASSERT_EQ(a.citations[0], 1);
+    dr_answer_free(&a);
+
+    /* Not a how-to question: the descriptive sentence still wins. */
+    ASSERT_OK(dr_extractive_answer(&one, "Does SQLite support atomic commit with write-ahead "
+                                         "logging enabled?",
+                                   p, 2, &a, &err),
+              &err);
+    ASSERT_CONTAINS(a.text, "still supports atomic commit");
+    dr_answer_free(&a);
+
+    static const dr_passage block[] = {
+        {"wal", "Write-Ahead Logging",
+         "An SQLite database connection defaults to journal_mode=DELETE. To convert to WAL "
+         "mode, use the following pragma:\n\nPRAGMA journal_mode=WAL;\n\nThe journal_mode "
+         "pragma returns a string which is the new journal mode.",
+         1.0, 3},
+        {"other", "Locking",
+         "Write-ahead logging is enabled per database file in SQLite and readers do not block "
+         "writers.",
+         0.5, 4},
+    };
+    ASSERT_OK(dr_extractive_answer(&one, "How can I turn on write-ahead logging mode?", block, 2,
+                                   &a, &err),
+              &err);
+    ASSERT_CONTAINS(a.text, "use the following pragma: PRAGMA journal_mode=WAL;");
+    ASSERT_NOT_CONTAINS(a.text, "returns a string");
+    dr_answer_free(&a);
+}
+
+/* Bridge questions: the answer is in the passage the best sentence names. */
+TEST(gen_extractive_bridge_second_passage)
+{
+    static const dr_passage p[] = {
+        {"kiss", "Kiss and Tell (1945 film)",
+         "Kiss and Tell is a 1945 American comedy film starring then 17-year-old Shirley Temple "
+         "as Corliss Archer. In the film, two teenage girls cause their respective parents much "
+         "concern.",
+         3.0, 1},
+        {"meet", "Meet Corliss Archer",
+         "Meet Corliss Archer is an American radio sitcom. The program was broadcast from 1943 "
+         "to 1956 and portrayed the teenage girl.",
+         2.0, 2},
+        {"temple", "Shirley Temple",
+         "Shirley Temple Black was an American actress, singer and dancer. She became Chief of "
+         "Protocol of the United States in 1976.",
+         1.0, 3},
+    };
+    const char *q = "In what year did the woman who portrayed Corliss Archer in the film Kiss and "
+                    "Tell take up a diplomatic post?";
+    dynrag_error err;
+    dr_answer a;
+    dr_extractive_config two = {0.0, 2};
+    ASSERT_OK(dr_extractive_answer(&two, q, p, 3, &a, &err), &err);
+    ASSERT_CONTAINS(a.text, "starring then 17-year-old Shirley Temple");
+    ASSERT_CONTAINS(a.text, "in 1976");
+    ASSERT_EQ(a.n_citations, 2);
+    ASSERT_EQ(a.citations[0], 0);
+    ASSERT_EQ(a.citations[1], 2);
+    dr_answer_free(&a);
+
+    /* One sentence: the bridged one, as it has the answer type (a year). */
+    dr_extractive_config one = {0.0, 1};
+    ASSERT_OK(dr_extractive_answer(&one, q, p, 3, &a, &err), &err);
+    ASSERT_CONTAINS(a.text, "in 1976");
+    ASSERT_EQ(a.n_citations, 1);
+    ASSERT_EQ(a.citations[0], 2);
+    dr_answer_free(&a);
+
+    /* No passage named by the best sentence: plain support order. */
+    ASSERT_OK(dr_extractive_answer(&two, q, p, 2, &a, &err), &err);
+    ASSERT_NOT_CONTAINS(a.text, "1976");
+    dr_answer_free(&a);
+}
+
 TEST(gen_context_dedupe_k_and_numbering)
 {
     dynrag_error err;
@@ -280,8 +380,8 @@ TEST(gen_reformulate_bridge_and_stop)
     dynrag_error err;
     dr_reform_state *st = NULL;
     ASSERT_OK(dr_reform_create(&st), &err);
-    const char *q = "What government position was held by the woman who portrayed Corliss Archer "
-                    "in the film Kiss and Tell?";
+    const char *q = "In what year did the woman who portrayed Corliss Archer in the film Kiss and "
+                    "Tell take up a diplomatic post?";
     dr_passage hop1[] = {
         {"k", "Kiss and Tell (1945 film)",
          "Kiss and Tell is a 1945 American comedy film starring then 17-year-old Shirley Temple "
@@ -337,7 +437,8 @@ TEST(gen_extractive_hotpotqa_floor)
 {
     /* A regression floor on real data: the first 100 HotpotQA dev questions
      * with their ten paragraphs; two-sentence answers contained the gold
-     * answer for 42% of the 300 when this was written (docs/generation.md). */
+     * answer for 61 of them (50% of the 300) with the bridge pass
+     * (docs/generation.md). */
     char path[1024];
     snprintf(path, sizeof(path), "%s/hotpotqa/dev300.jsonl", test_data_dir());
     if (!dr_path_exists(path))
@@ -390,6 +491,6 @@ TEST(gen_extractive_hotpotqa_floor)
     free(line);
     fclose(f);
     ASSERT_EQ(n, 100);
-    ASSERT_GE(hits, 30);
+    ASSERT_GE(hits, 55);
     ASSERT_GE(cited, 80);
 }

@@ -157,6 +157,21 @@ TEST(index_html_edge_cases)
         {"<p>unclosed <a href=", "unclosed", ""},
         {"", "", ""},
         {"&#0; &#xD800; &#1114112;", "\xef\xbf\xbd \xef\xbf\xbd &#1114112;", ""},
+        /* navigation boilerplate */
+        {"<nav><a href=x>Home</a> <a>About</a></nav><p>Body</p>", "Body", ""},
+        {"<div class=\"menu mainmenu\"><ul><li>Home<li>About</ul></div>text", "text", ""},
+        {"<div class=x><div class='searchmenu'><form>Go</form></div>a</div>b", "a\n\nb", ""},
+        {"<DIV ID=toc_sub><div>1. Intro</div><div>2. Use</div></DIV>body", "body", ""},
+        {"<div class=sidebar><div>a</div><div>b</div></div>c", "c", ""},
+        {"<div role=\"navigation\">x</div>y<footer>(c) 2024</footer>", "y", ""},
+        {"<header>Site</header><article><header><h1>Post</h1></header>Body</article>",
+         "Post\n\nBody", "Post"},
+        {"<div class=header>Logo</div><main><div class=header>Intro</div></main>", "Intro", ""},
+        {"<div class=\"main-content canvas navigator\">kept</div>", "kept", ""},
+        {"<p class=nav>para</p><li class=menu>item", "para\n\nitem", ""},
+        {"<div class=nav>never closed<p>text", "never closed\n\ntext", ""},
+        {"<div class=nav><!-- </div> --><script>'</div>'</script>in</div>out", "out", ""},
+        {"<div class=nav><div>a</div>b", "a\n\nb", ""},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *text = NULL, *title = NULL;
@@ -168,6 +183,28 @@ TEST(index_html_edge_cases)
         free(text);
         free(title);
     }
+}
+
+/* Unclosed navigation elements are kept; the scans for their end share a
+ * budget, so many of them stay linear instead of rescanning the rest. */
+TEST(index_html_unclosed_nav_kept)
+{
+    const char *unit = "<div class=nav>x";
+    size_t reps = 100000, ul = strlen(unit);
+    char *html = malloc(reps * ul + 1);
+    ASSERT(html != NULL);
+    for (size_t i = 0; i < reps; i++)
+        memcpy(html + i * ul, unit, ul);
+    html[reps * ul] = '\0';
+    char *text = NULL;
+    dynrag_error err;
+    ASSERT_OK(dr_html_to_text(html, reps * ul, &text, NULL, &err), &err);
+    size_t xs = 0;
+    for (const char *p = text; *p; p++)
+        xs += *p == 'x';
+    ASSERT_EQ(xs, reps);
+    free(text);
+    free(html);
 }
 
 TEST(index_malformed_jsonl)

@@ -5,6 +5,7 @@
 #include "core/util.h"
 #include "generate/gen_text.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,18 @@
 #define TITLE_WEIGHT 0.8
 #define RANK_PENALTY 0.15 /* support *= 1 - RANK_PENALTY * r / (r + 1) */
 #define NO_NEW_WORD 0.5   /* support *= this when the sentence adds nothing */
+#define ACTION_CREDIT 0.5 /* share of the goal verb's weight an instruction earns */
+#define W_HOWTO 0.25      /* how-to questions: weight of the instruction cue */
+#define ASKS 0.5          /* support *= this when the sentence is itself a question */
+#define ACRONYMS_MAX 32
+#define CONTINUATION_BYTES 400 /* "...the following pragma:" + a block up to this */
 
-typedef enum qtype { QT_NONE, QT_PERSON, QT_TIME, QT_NUMBER, QT_PLACE } qtype;
+typedef enum qtype { QT_NONE, QT_PERSON, QT_TIME, QT_NUMBER, QT_PLACE, QT_HOWTO } qtype;
+
+typedef struct acronym {
+    char s[8];     /* initials, lower case, NUL-terminated */
+    uint64_t mask; /* the question terms they stand for */
+} acronym;
 
 typedef struct keyed {
     uint64_t hash;
@@ -37,6 +48,9 @@ typedef struct question {
     keyed bigrams[QBIGRAMS_MAX];
     size_t n_bigrams;
     qtype type;
+    uint64_t action; /* how-to: the goal verb ("enable" in "how do I enable X") */
+    acronym acr[ACRONYMS_MAX];
+    size_t n_acr;
 } question;
 
 typedef struct sentence {
@@ -46,6 +60,12 @@ typedef struct sentence {
     uint64_t bigrams;    /* question bigrams present */
     size_t novel;        /* content words not in the question */
     bool cue;            /* answer-type cue present */
+    bool instr;          /* an instruction verb in imperative position */
+    bool code;           /* a code-like token (x=y, f(), .cmd, snake_case, SQL) */
+    bool asks;           /* ends with '?' */
+    bool colon;          /* ends with ':' */
+    bool lead;           /* first sentence of its passage */
+    size_t out_end;      /* end of the text to output (> end: with its block) */
     double support;
 } sentence;
 
@@ -56,6 +76,10 @@ typedef struct scan {
     sentence cur;
     uint64_t prev_hash;
     bool have_prev;
+    size_t n_words;     /* words seen in the current sentence */
+    bool pending_instr; /* the last word may be an imperative verb */
+    size_t prev_end;    /* end of the previous word (sentence-relative) */
+    char prev_w[2][16]; /* the previous two words (prev_w[0] the last) */
     sentence *sents;
     size_t n_sents, cap_sents;
     bool full;
@@ -154,11 +178,18 @@ static qtype question_type(const qcollect *c)
                                              "day", NULL};
     static const char *const place_nouns[] = {"city", "country", "state", "town", "county",
                                               "place", "region", "province", "island", NULL};
+    static const char *const howto_after_how[] = {"do", "does", "can", "could", "should",
+                                                  "would", "to", "must", "might", NULL};
+    static const char *const code_nouns[] = {"command", "function", "pragma", "option",
+                                             "setting", "flag", "api", "method", "syntax",
+                                             "statement", "parameter", NULL};
     for (size_t i = 0; i < c->n; i++) {
         const qword *w = &c->words[i];
         const qword *next = i + 1 < c->n ? &c->words[i + 1] : NULL;
         if (word_is(w, "how") && next != NULL && word_in(next, num_after_how))
             return QT_NUMBER;
+        if (word_is(w, "how") && next != NULL && word_in(next, howto_after_how))
+            return QT_HOWTO;
         if (word_is(w, "when"))
             return QT_TIME;
         if (word_is(w, "who") || word_is(w, "whom") || word_is(w, "whose"))
@@ -172,6 +203,8 @@ static qtype question_type(const qcollect *c)
                 return QT_PLACE;
             if (word_is(next, "number") || word_is(next, "percentage"))
                 return QT_NUMBER;
+            if (word_in(next, code_nouns))
+                return QT_HOWTO;
         }
     }
     return QT_NONE;
@@ -209,6 +242,49 @@ static void analyse_question(const char *text, question *q)
         }
     }
     q->type = question_type(&c);
+    /* the bit of each content word, for the action verb and acronyms */
+    int bits[QWORDS_MAX];
+    for (size_t i = 0; i < c.n; i++) {
+        bits[i] = -1;
+        for (size_t j = 0; j < q->n_terms; j++)
+            if (q->terms[j].hash == c.words[i].hash)
+                bits[i] = q->terms[j].bit;
+    }
+    if (q->type == QT_HOWTO) {
+        for (size_t i = 0; i < c.n; i++)
+            if (word_is(&c.words[i], "how") || word_is(&c.words[i], "what") ||
+                word_is(&c.words[i], "which")) {
+                for (size_t j = i + 1; j < c.n; j++)
+                    if (bits[j] >= 0) {
+                        q->action = (uint64_t)1 << bits[j];
+                        break;
+                    }
+                break;
+            }
+    }
+    /* Acronyms: initials of 3-6 consecutive content words ("write-ahead
+     * logging" -> "wal"; stopwords between them are skipped). */
+    for (size_t i = 0; i < c.n && q->n_acr < ACRONYMS_MAX; i++) {
+        if (bits[i] < 0 || c.words[i].len < 2)
+            continue;
+        char ini[8];
+        size_t k = 0;
+        uint64_t mask = 0;
+        for (size_t j = i; j < c.n && k < 6 && q->n_acr < ACRONYMS_MAX; j++) {
+            if (c.words[j].stop)
+                continue;
+            if (bits[j] < 0 || c.words[j].len < 2 || !isalpha((unsigned char)c.words[j].w[0]))
+                break;
+            ini[k++] = c.words[j].w[0];
+            mask |= (uint64_t)1 << bits[j];
+            if (k >= 3) {
+                memcpy(q->acr[q->n_acr].s, ini, k);
+                q->acr[q->n_acr].s[k] = '\0';
+                q->acr[q->n_acr].mask = mask;
+                q->n_acr++;
+            }
+        }
+    }
     qsort(q->terms, q->n_terms, sizeof(keyed), cmp_keyed);
     qsort(q->bigrams, q->n_bigrams, sizeof(keyed), cmp_keyed);
 }
@@ -240,6 +316,108 @@ static bool is_year(const char *w, size_t len)
     return v >= 1000 && v <= 2099;
 }
 
+static bool in_words(const char *w, size_t len, const char *const *list)
+{
+    for (size_t i = 0; list[i] != NULL; i++)
+        if (strlen(list[i]) == len && memcmp(list[i], w, len) == 0)
+            return true;
+    return false;
+}
+
+/* Whether word w (case-folded, n bytes, at sentence offset s) is an
+ * instruction verb in imperative position: first in its sentence or clause
+ * (after , : ;), after a modal with a generic subject ("you can use", "one
+ * should run"), after "simply/just/then/first/please/instead", or after
+ * "has/need/merely ... to" ("one has merely to run"). The caller confirms a
+ * clause-initial verb with the next word (see word_cb). */
+static bool imperative(const scan *sc, const char *w, size_t n, size_t s)
+{
+    static const char *const verbs[] = {
+        "run", "use", "set", "call", "type", "enter", "execute", "invoke", "issue", "pass",
+        "specify", "add", "enable", "disable", "turn", "compile", "install", "configure",
+        "open", "create", "load", "append", "change", "edit", "put", "insert", "declare",
+        "define", "register", "link", "build", "start", "restart", "remove", "delete",
+        "drop", "try", "make", "write", "launch", "attach", "apply", NULL};
+    static const char *const modals[] = {"can", "could", "should", "must", "may", NULL};
+    static const char *const subjects[] = {"you", "one", "we", "i", "user", "users",
+                                           "application", "applications", "developers", NULL};
+    static const char *const adverbs[] = {"simply", "just", "then", "first", "please",
+                                          "instead", NULL};
+    static const char *const before_to[] = {"merely", "simply", "just", "need", "needs", "has",
+                                            "have", "only", NULL};
+    if (!in_words(w, n, verbs))
+        return false;
+    const char *raw = sc->text + sc->base + s;
+    if (n > 1 && raw[0] >= 'A' && raw[0] <= 'Z' && raw[1] >= 'A' && raw[1] <= 'Z')
+        return false; /* "CREATE TABLE": SQL, not an instruction in prose */
+    if (sc->n_words == 0)
+        return true;
+    const char *gap = sc->text + sc->base + sc->prev_end;
+    for (size_t i = 0; i < s - sc->prev_end; i++)
+        if (gap[i] == ',' || gap[i] == ':' || gap[i] == ';')
+            return true;
+    if (in_words(sc->prev_w[0], strlen(sc->prev_w[0]), adverbs))
+        return true;
+    if (in_words(sc->prev_w[0], strlen(sc->prev_w[0]), modals) &&
+        in_words(sc->prev_w[1], strlen(sc->prev_w[1]), subjects))
+        return true;
+    return strcmp(sc->prev_w[0], "to") == 0 &&
+           in_words(sc->prev_w[1], strlen(sc->prev_w[1]), before_to);
+}
+
+static bool ident_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_';
+}
+
+/* Whether t[0..n) holds a code-like token: name=value, name_with_underscore,
+ * call() or name_x(, a dot command (" .import"), a --flag, or two upper-case
+ * words in a row (SQL such as "PRAGMA", "CREATE TABLE": 3+ letters, one 4+). */
+static bool has_code(const char *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i];
+        if (c == '=' && i > 0 && i + 1 < n) {
+            size_t a = i - 1, b = i + 1;
+            if (t[a] == ' ' && a > 0)
+                a--;
+            if (t[b] == ' ' && b + 1 < n)
+                b++;
+            if (ident_char(t[a]) && (ident_char(t[b]) || t[b] == '\'' || t[b] == '"'))
+                return true;
+        }
+        if (c == '_' && i > 0 && i + 1 < n && isalnum((unsigned char)t[i - 1]) &&
+            isalpha((unsigned char)t[i + 1]))
+            return true;
+        if (c == '(' && i > 0 && i + 1 < n && t[i + 1] == ')' && ident_char(t[i - 1]))
+            return true;
+        if ((c == '.' || c == '-') && (i == 0 || t[i - 1] == ' ' || t[i - 1] == '"') &&
+            i + 2 < n && (c == '.' || t[i + 1] == '-')) {
+            size_t j = i + 1 + (c == '-');
+            size_t k = j;
+            while (k < n && t[k] >= 'a' && t[k] <= 'z')
+                k++;
+            if (k - j >= 2 && (k == n || t[k] == ' ' || t[k] == '"' || t[k] == '\''))
+                return true;
+        }
+        if (c >= 'A' && c <= 'Z' && (i == 0 || !ident_char(t[i - 1]))) {
+            size_t k = i;
+            while (k < n && t[k] >= 'A' && t[k] <= 'Z')
+                k++;
+            size_t l1 = k - i;
+            if (l1 >= 3 && k + 1 < n && t[k] == ' ') {
+                size_t m = k + 1;
+                while (m < n && t[m] >= 'A' && t[m] <= 'Z')
+                    m++;
+                size_t l2 = m - k - 1;
+                if (l2 >= 3 && (l1 >= 4 || l2 >= 4) && (m == n || !ident_char(t[m])))
+                    return true;
+            }
+        }
+    }
+    return false;
+}
+
 static int word_cb(void *user, const char *word, size_t len, size_t s, size_t e)
 {
     (void)e;
@@ -263,6 +441,33 @@ static int word_cb(void *user, const char *word, size_t len, size_t s, size_t e)
     }
     sc->prev_hash = h;
     sc->have_prev = true;
+    const char *raw0 = sc->text + sc->base + s;
+    if (bit < 0 && n >= 3 && n <= 6 && q->n_acr > 0) {
+        bool caps = true;
+        for (size_t i = 0; i < n && caps; i++)
+            caps = raw0[i] >= 'A' && raw0[i] <= 'Z';
+        for (size_t a = 0; caps && a < q->n_acr; a++)
+            if (strlen(q->acr[a].s) == n && memcmp(q->acr[a].s, w, n) == 0) {
+                sc->cur.terms |= q->acr[a].mask;
+                if (sc->cur.novel > 0)
+                    sc->cur.novel--;
+                break;
+            }
+    }
+    if (q->type == QT_HOWTO && !sc->cur.instr) {
+        /* a verb is confirmed by the next word: not "Use of", "Write-Ahead" */
+        static const char *const not_after[] = {"of", "and", "or", "is", "are", "was",
+                                                "were", "s", NULL};
+        const char *gap = sc->text + sc->base + sc->prev_end;
+        bool hyphen = sc->n_words > 0 && s > sc->prev_end && gap[0] == '-';
+        if (sc->pending_instr && !hyphen && !in_words(w, n, not_after))
+            sc->cur.instr = true;
+        sc->pending_instr = !sc->cur.instr && imperative(sc, w, n, s);
+    }
+    sc->n_words++;
+    sc->prev_end = e;
+    dr_strlcpy(sc->prev_w[1], sc->prev_w[0], sizeof(sc->prev_w[1]));
+    dr_strlcpy(sc->prev_w[0], w, sizeof(sc->prev_w[0]));
     if (!sc->cur.cue && bit < 0) {
         const char *raw = sc->text + sc->base + s;
         bool digit = false;
@@ -280,6 +485,7 @@ static int word_cb(void *user, const char *word, size_t len, size_t s, size_t e)
             sc->cur.cue = digit || is_number_word(w, n);
             break;
         case QT_NONE:
+        case QT_HOWTO:
             break;
         }
     }
@@ -300,7 +506,34 @@ static int sentence_cb(void *user, size_t start, size_t end)
     sc->cur.end = end;
     sc->base = start;
     sc->have_prev = false;
+    sc->n_words = 0;
+    sc->pending_instr = false;
+    sc->prev_end = 0;
+    sc->prev_w[0][0] = sc->prev_w[1][0] = '\0';
     dr_text_words(sc->text + start, end - start, word_cb, sc);
+    sc->cur.out_end = end;
+    sc->cur.lead = sc->n_sents == 0 || sc->sents[sc->n_sents - 1].p != p;
+    sc->cur.asks = end > start && sc->text[end - 1] == '?';
+    sc->cur.colon = end > start && sc->text[end - 1] == ':';
+    if (sc->q->type == QT_HOWTO) {
+        sc->cur.code = has_code(sc->text + start, end - start);
+        /* a heading ("Change In Default Page Size") gives no instruction */
+        char last = end > start ? sc->text[end - 1] : ' ';
+        if (strchr(".:;!)\"'", last) == NULL || last == '\0')
+            sc->cur.instr = false;
+    }
+    /* "... use the following pragma:" and its block answer together */
+    if (sc->n_sents > 0 && sc->sents[sc->n_sents - 1].p == p &&
+        sc->sents[sc->n_sents - 1].colon && sc->sents[sc->n_sents - 1].out_end <= start &&
+        end - start <= CONTINUATION_BYTES) {
+        sentence *prev = &sc->sents[sc->n_sents - 1];
+        prev->out_end = end;
+        prev->terms |= sc->cur.terms;
+        prev->bigrams |= sc->cur.bigrams;
+        prev->novel += sc->cur.novel;
+        prev->code = prev->code || sc->cur.code;
+        prev->cue = prev->cue || sc->cur.cue;
+    }
     if (sc->n_sents == sc->cap_sents) {
         size_t cap = sc->cap_sents ? sc->cap_sents * 2 : 64;
         sentence *ns = realloc(sc->sents, cap * sizeof(*ns));
@@ -347,9 +580,10 @@ static int popcount64(uint64_t v)
     return c;
 }
 
-static void score_sentences(const question *q, sentence *s, size_t n_s, const uint64_t *tmask)
+/* Sets every sentence's support; idf[] gets each question term's IDF. */
+static void score_sentences(const question *q, sentence *s, size_t n_s, const uint64_t *tmask,
+                            double *idf)
 {
-    double idf[QTERMS_MAX];
     double total = 0;
     for (size_t t = 0; t < q->n_terms; t++) {
         size_t df = 0;
@@ -358,7 +592,8 @@ static void score_sentences(const question *q, sentence *s, size_t n_s, const ui
         idf[t] = log(1.0 + ((double)n_s - (double)df + 0.5) / ((double)df + 0.5));
         total += idf[t];
     }
-    double w_sum = W_COVERAGE + (q->n_bigrams ? W_BIGRAM : 0) + (q->type != QT_NONE ? W_TYPE : 0);
+    double w_type = q->type == QT_HOWTO ? W_HOWTO : q->type != QT_NONE ? W_TYPE : 0;
+    double w_sum = W_COVERAGE + (q->n_bigrams ? W_BIGRAM : 0) + w_type;
     for (size_t i = 0; i < n_s; i++) {
         sentence *x = &s[i];
         uint64_t title_only = tmask[x->p] & ~x->terms;
@@ -366,6 +601,10 @@ static void score_sentences(const question *q, sentence *s, size_t n_s, const ui
                                   TITLE_WEIGHT * mask_weight(title_only, idf, q->n_terms)) /
                                      total
                                : 0;
+        /* an instruction half stands for the how-to goal verb ("run ..."
+         * answers "how do I enable ...") */
+        if (x->instr && total > 0 && !(x->terms & q->action))
+            cov += ACTION_CREDIT * mask_weight(q->action, idf, q->n_terms) / total;
         if (cov <= 0) {
             x->support = 0;
             continue;
@@ -373,15 +612,131 @@ static void score_sentences(const question *q, sentence *s, size_t n_s, const ui
         double raw = W_COVERAGE * cov;
         if (q->n_bigrams)
             raw += W_BIGRAM * (double)popcount64(x->bigrams) / (double)q->n_bigrams;
-        if (q->type != QT_NONE && x->cue)
+        if (q->type == QT_HOWTO)
+            raw += W_HOWTO * (0.5 * x->instr + 0.5 * x->code);
+        else if (q->type != QT_NONE && x->cue)
             raw += W_TYPE;
         raw /= w_sum;
         double r = (double)x->p;
         raw *= 1.0 - RANK_PENALTY * r / (r + 1.0);
         if (x->novel == 0)
             raw *= NO_NEW_WORD;
+        if (x->asks)
+            raw *= ASKS;
         x->support = raw < 0 ? 0 : raw > 1 ? 1 : raw;
     }
+}
+
+/* ---- bridge pass ---------------------------------------------------------- */
+
+#define BRIDGE_WORDS_MAX 256
+#define W_BRIDGE_REST 0.6 /* question terms the first sentence left uncovered */
+#define W_BRIDGE_CUE 0.3  /* answer-type cue */
+#define W_BRIDGE_LEAD 0.1 /* first sentence of the bridged passage */
+
+typedef struct hashset {
+    uint64_t h[BRIDGE_WORDS_MAX];
+    size_t n;
+    bool stop_words; /* collect stopwords too */
+} hashset;
+
+static int hash_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)s;
+    (void)e;
+    hashset *hs = user;
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    if (hs->n >= BRIDGE_WORDS_MAX)
+        return 1;
+    if (!hs->stop_words && dr_text_is_stopword(w))
+        return 0;
+    hs->h[hs->n++] = stem_hash(w, n, NULL, NULL);
+    return 0;
+}
+
+static bool hs_has(const hashset *hs, uint64_t h)
+{
+    for (size_t i = 0; i < hs->n; i++)
+        if (hs->h[i] == h)
+            return true;
+    return false;
+}
+
+/* Whether passage title t names an entity the sentence mentions (every
+ * content word of the title before " (" is in the sentence's words w) that
+ * the question does not (one of those words is not a question term). */
+static bool title_bridged(const question *q, const char *t, const hashset *w)
+{
+    size_t len = strlen(t);
+    const char *paren = strstr(t, " (");
+    if (paren != NULL)
+        len = (size_t)(paren - t);
+    hashset tw;
+    tw.n = 0;
+    tw.stop_words = false;
+    dr_text_words(t, len, hash_cb, &tw);
+    bool novel = false;
+    for (size_t i = 0; i < tw.n; i++) {
+        if (!hs_has(w, tw.h[i]))
+            return false;
+        novel = novel || find_keyed(q->terms, q->n_terms, tw.h[i]) < 0;
+    }
+    return tw.n > 0 && novel;
+}
+
+/* Bridge questions ("the woman who portrayed Corliss Archer ... held what
+ * position?") have the answer in a second passage that the best sentence
+ * names ("... starring Shirley Temple as Corliss Archer" -> "Shirley
+ * Temple"). Given the sentences sorted by support, finds the passages whose
+ * title the best sentence mentions and returns the index of their best
+ * sentence by W_BRIDGE_REST * (share of the question's IDF weight the best
+ * sentence did not cover that this one covers) + W_BRIDGE_CUE * answer-type
+ * cue + W_BRIDGE_LEAD * (first sentence of its passage); SIZE_MAX when no
+ * passage is bridged. */
+static size_t bridge_pick(const question *q, const sentence *s, size_t n_s,
+                          const dr_passage *passages, size_t n_p, const double *idf)
+{
+    if (n_s < 2 || n_p < 2)
+        return SIZE_MAX;
+    const sentence *top = &s[0];
+    hashset w;
+    w.n = 0;
+    w.stop_words = false;
+    const char *text = passages[top->p].text ? passages[top->p].text : "";
+    dr_text_words(text + top->start, top->out_end - top->start, hash_cb, &w);
+    bool any = false;
+    bool *bridged = calloc(n_p, sizeof(bool));
+    if (bridged == NULL)
+        return SIZE_MAX;
+    for (size_t p = 0; p < n_p; p++) {
+        if (p == top->p || passages[p].title == NULL)
+            continue;
+        bridged[p] = title_bridged(q, passages[p].title, &w);
+        any = any || bridged[p];
+    }
+    size_t best = SIZE_MAX;
+    if (any) {
+        uint64_t rest = ~top->terms;
+        double rest_w = mask_weight(rest, idf, q->n_terms);
+        double best_score = -1;
+        for (size_t i = 1; i < n_s; i++) {
+            const sentence *x = &s[i];
+            if (!bridged[x->p])
+                continue;
+            double b = W_BRIDGE_CUE * (q->type != QT_NONE && x->cue) + W_BRIDGE_LEAD * x->lead;
+            if (rest_w > 0)
+                b += W_BRIDGE_REST * mask_weight(x->terms & rest, idf, q->n_terms) / rest_w;
+            if (b > best_score) {
+                best_score = b;
+                best = i;
+            }
+        }
+    }
+    free(bridged);
+    return best;
 }
 
 static int cmp_support(const void *a, const void *b)
@@ -397,7 +752,7 @@ static int cmp_support(const void *a, const void *b)
 /* Appends one sentence, flattened and cut at a word boundary. */
 static int put_sentence(dr_buf *b, const char *text, const sentence *s)
 {
-    size_t len = s->end - s->start;
+    size_t len = s->out_end - s->start;
     const char *p = text + s->start;
     bool cut = false;
     if (len > ANSWER_SENTENCE_BYTES) {
@@ -476,18 +831,45 @@ int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_t
     if (sc.full)
         dr_log(DYNRAG_LOG_DEBUG, "generate", "extractive: only the first %d sentences scored",
                SENTENCES_MAX);
-    score_sentences(q, sc.sents, sc.n_sents, tmask);
+    double idf[QTERMS_MAX];
+    score_sentences(q, sc.sents, sc.n_sents, tmask, idf);
     if (sc.n_sents > 0)
         qsort(sc.sents, sc.n_sents, sizeof(sentence), cmp_support);
     double best = sc.n_sents ? sc.sents[0].support : 0.0;
+    /* The best sentence of a passage the top sentence names (bridge_pick)
+     * answers when it holds the expected answer type and one sentence is
+     * wanted; otherwise it comes second. best stays the top support. */
+    size_t bridge = bridge_pick(q, sc.sents, sc.n_sents, passages, n, idf);
+    if (bridge != SIZE_MAX) {
+        size_t to = max_sent == 1 && q->type != QT_NONE && sc.sents[bridge].cue ? 0 : 1;
+        sentence t = sc.sents[bridge];
+        memmove(&sc.sents[to + 1], &sc.sents[to], (bridge - to) * sizeof(sentence));
+        sc.sents[to] = t;
+        if (max_sent == 1 || to == 0)
+            bridge = SIZE_MAX;
+    }
     if (sc.n_sents == 0 || best <= 0.0 || best < threshold) {
         rc = set_unanswerable(out, best);
         goto cleanup;
     }
+    if (dr_log_enabled(DYNRAG_LOG_DEBUG))
+        for (size_t i = 0; i < sc.n_sents && i < 5; i++) {
+            const sentence *x = &sc.sents[i];
+            dr_log(DYNRAG_LOG_DEBUG, "generate", "extractive #%zu support %.3f [%zu]%s%s: %.*s",
+                   i + 1, x->support, x->p + 1, x->instr ? " instr" : "", x->code ? " code" : "",
+                   (int)(x->out_end - x->start < 160 ? x->out_end - x->start : 160),
+                   passages[x->p].text + x->start);
+        }
     for (size_t i = 0; i < sc.n_sents && n_pick < (size_t)max_sent; i++) {
-        if (i > 0 && (sc.sents[i].support < threshold || sc.sents[i].support <= 0))
+        bool bridged = i == 1 && bridge != SIZE_MAX;
+        if (i > 0 && !bridged && (sc.sents[i].support < threshold || sc.sents[i].support <= 0))
             break;
-        pick[n_pick++] = sc.sents[i];
+        bool inside = false; /* already output as a block after a ':' */
+        for (size_t j = 0; j < n_pick && !inside; j++)
+            inside = pick[j].p == sc.sents[i].p && sc.sents[i].start >= pick[j].start &&
+                     sc.sents[i].end <= pick[j].out_end;
+        if (!inside)
+            pick[n_pick++] = sc.sents[i];
     }
     /* Order: passages by their best picked sentence, document order inside. */
     size_t group[DR_EXTRACTIVE_MAX_SENTENCES];

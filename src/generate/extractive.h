@@ -4,12 +4,17 @@
  * No model: the answer is the passage sentence(s) that best support the
  * question. Each sentence is scored by the IDF-weighted share of the
  * question's content words it contains (words of its passage's title count
- * half), plus bonuses for question bigrams it repeats and for answer-type
+ * 0.8), plus bonuses for question bigrams it repeats and for answer-type
  * cues (who -> a new capitalised name, when -> a year or month, how many ->
- * a number), scaled down gently by the passage's retrieval rank and halved
- * when the sentence adds no word beyond the question. The result, in [0,1],
- * is the sentence's support. When the best support is below the threshold
+ * a number, how do I / how to -> an instruction and code-like tokens), scaled
+ * down gently by the passage's retrieval rank and halved when the sentence
+ * adds no word beyond the question or is itself a question. Acronyms stand
+ * for question phrases (WAL = write-ahead logging); a sentence ending in ':'
+ * goes with the block after it. The result, in [0,1], is the sentence's
+ * support. A bridge pass takes the next sentence from a passage whose title
+ * the best sentence names. When the best support is below the threshold
  * the answer is "unanswerable", which lets Self-Route work offline.
+ * Details and measurements: docs/generation.md.
  * Deterministic: the same input gives the same answer.
  */
 #ifndef DYNRAG_GENERATE_EXTRACTIVE_H
@@ -44,7 +49,7 @@ typedef struct dr_answer {
  * is the chosen sentences, white space flattened, invalid UTF-8 replaced,
  * each cut at a word boundary after ~1000 bytes, joined by spaces; further
  * sentences beyond the best one are kept only when their own support
- * reaches the threshold. An empty question, no passages or no sentence
+ * reaches the threshold, except the bridge sentence. An empty question, no passages or no sentence
  * above the threshold give an "unanswerable" answer, not an error.
  * Fails with DYNRAG_ERR_INVALID (out NULL, passages NULL with n > 0, a
  * threshold outside [0,1]) or DYNRAG_ERR_NOMEM; *out is then zeroed.

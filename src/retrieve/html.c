@@ -101,7 +101,7 @@ static int out_char_bytes(out_text *o, const char *p, size_t n)
     return rc;
 }
 
-static bool is_space(char c)
+static bool is_space_c(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
@@ -140,12 +140,186 @@ static size_t skip_raw_element(const char *s, size_t n, size_t i, const char *na
     return n;
 }
 
+/* ---- navigation boilerplate ------------------------------------------------
+ * Site chrome (menus, navigation bars, tables of contents, banners, footers)
+ * is the same on every page of a site: indexed, it fills chunks with words
+ * like "Home About Download Search" and wins retrieval for nothing. Dropped:
+ * - <nav> and <footer> elements, and <header> outside <article>/<main>;
+ * - container elements (div, section, aside, ul, ol, table, span, form,
+ *   menu) with role="navigation", "banner", "contentinfo", "menu", "menubar"
+ *   or "search", or whose class or id has a word (split at anything not a
+ *   letter or digit) that ends in "menu" or is one of nav_words below
+ *   ("header" too, but only outside <article>/<main>).
+ * An element is dropped only when its closing tag is found (same-name
+ * nesting counted); otherwise it is kept, so broken markup never loses the
+ * rest of the page. The scans share a budget proportional to the input. */
+
+static const char *const nav_words[] = {
+    "nav",     "navbar",     "navigation", "navpath", "breadcrumb", "breadcrumbs",
+    "sidebar", "footer",     "toc",        "tagline", "banner",     "masthead",
+    "skiplink", "skiplinks",
+};
+
+static const char *const nav_roles[] = {"navigation", "banner", "contentinfo",
+                                        "menu",       "menubar", "search"};
+
+static const char *const container_tags[] = {"div",   "section", "aside", "ul",  "ol",
+                                             "table", "span",    "form",  "menu"};
+
+static bool in_list(const char *w, size_t len, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strlen(list[i]) == len && strncasecmp(w, list[i], len) == 0)
+            return true;
+    return false;
+}
+
+/* True when the class/id value v[0..len) has a navigation word; "header" counts
+ * only when allow_header. */
+static bool nav_class(const char *v, size_t len, bool allow_header)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && !isalnum((unsigned char)v[i]))
+            i++;
+        size_t st = i;
+        while (i < len && isalnum((unsigned char)v[i]))
+            i++;
+        size_t wl = i - st;
+        if (wl == 0)
+            continue;
+        if (in_list(v + st, wl, nav_words, DR_ARRAY_LEN(nav_words)))
+            return true;
+        if (wl >= 4 && strncasecmp(v + st + wl - 4, "menu", 4) == 0)
+            return true;
+        if (allow_header && wl == 6 && strncasecmp(v + st, "header", 6) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Whether the start tag `name` with attribute text a[0..len) is navigation
+ * (see above). in_content: inside <article> or <main>. */
+static bool is_boilerplate(const char *name, const char *a, size_t len, bool in_content)
+{
+    if (strcmp(name, "nav") == 0 || strcmp(name, "footer") == 0)
+        return true;
+    if (strcmp(name, "header") == 0 && !in_content)
+        return true;
+    if (!in_list(name, strlen(name), container_tags, DR_ARRAY_LEN(container_tags)))
+        return false; /* void elements and those with optional end tags (li, p) */
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (is_space_c(a[i]) || a[i] == '/'))
+            i++;
+        size_t ns = i;
+        while (i < len && !is_space_c(a[i]) && a[i] != '=' && a[i] != '/')
+            i++;
+        size_t nlen = i - ns;
+        if (nlen == 0) {
+            i++;
+            continue;
+        }
+        while (i < len && is_space_c(a[i]))
+            i++;
+        const char *v = a + i;
+        size_t vlen = 0;
+        if (i < len && a[i] == '=') {
+            i++;
+            while (i < len && is_space_c(a[i]))
+                i++;
+            if (i < len && (a[i] == '"' || a[i] == '\'')) {
+                char q = a[i++];
+                v = a + i;
+                while (i < len && a[i] != q)
+                    i++;
+                vlen = (size_t)(a + i - v);
+                if (i < len)
+                    i++;
+            } else {
+                v = a + i;
+                while (i < len && !is_space_c(a[i]))
+                    i++;
+                vlen = (size_t)(a + i - v);
+            }
+        }
+        const char *an = a + ns;
+        if (nlen == 4 && strncasecmp(an, "role", 4) == 0 &&
+            in_list(v, vlen, nav_roles, DR_ARRAY_LEN(nav_roles)))
+            return true;
+        if (((nlen == 5 && strncasecmp(an, "class", 5) == 0) ||
+                          (nlen == 2 && strncasecmp(an, "id", 2) == 0)) &&
+            nav_class(v, vlen, !in_content))
+            return true;
+    }
+    return false;
+}
+
+/* Finds the end of the element `name` whose start tag ends at i: the index
+ * after the '>' of its matching closing tag, counting nested start tags of
+ * the same name and skipping comments, script and style. Returns 0 when there
+ * is none or when *budget (bytes still allowed to scan) runs out. */
+static size_t element_end(const char *s, size_t n, size_t i, const char *name, size_t *budget)
+{
+    size_t len = strlen(name);
+    size_t depth = 1;
+    size_t start = i;
+    for (; i < n; i++) {
+        if (i - start >= *budget) {
+            *budget = 0;
+            return 0;
+        }
+        if (s[i] != '<')
+            continue;
+        if (n - i >= 4 && memcmp(s + i, "<!--", 4) == 0) {
+            const char *e = NULL;
+            for (size_t j = i + 4; j + 3 <= n; j++)
+                if (memcmp(s + j, "-->", 3) == 0) {
+                    e = s + j;
+                    break;
+                }
+            if (e == NULL)
+                break;
+            i = (size_t)(e - s) + 2;
+            continue;
+        }
+        bool closing = i + 1 < n && s[i + 1] == '/';
+        size_t k = i + 1 + (closing ? 1 : 0);
+        if (!closing && (n - k >= 6 && strncasecmp(s + k, "script", 6) == 0)) {
+            i = skip_raw_element(s, n, k, "script") - 1;
+            continue;
+        }
+        if (!closing && (n - k >= 5 && strncasecmp(s + k, "style", 5) == 0)) {
+            i = skip_raw_element(s, n, k, "style") - 1;
+            continue;
+        }
+        if (n - k < len || strncasecmp(s + k, name, len) != 0)
+            continue;
+        if (k + len < n && (isalnum((unsigned char)s[k + len]) || s[k + len] == '-'))
+            continue;
+        if (!closing) {
+            depth++;
+            continue;
+        }
+        if (--depth == 0) {
+            const char *gt = memchr(s + i, '>', n - i);
+            size_t end = gt ? (size_t)(gt - s) + 1 : n;
+            *budget -= end - start < *budget ? end - start : *budget;
+            return end;
+        }
+    }
+    *budget -= (i - start) < *budget ? i - start : *budget;
+    return 0;
+}
+
 int dr_html_to_text(const char *s, size_t n, char **text, char **title, dynrag_error *err)
 {
     out_text o = {{0}, 0, false};
     dr_buf tbuf = {0};   /* <title> text */
     dr_buf hbuf = {0};   /* first heading text */
     bool in_title = false, in_heading = false, heading_done = false;
+    size_t content_depth = 0;   /* open <article>/<main> elements */
+    size_t skip_budget = 8 * n + 65536;
     int rc = DYNRAG_OK;
     *text = NULL;
     if (title)
@@ -191,6 +365,7 @@ int dr_html_to_text(const char *s, size_t n, char **text, char **title, dynrag_e
                 j++;
             }
             name[nl] = '\0';
+            size_t attr_start = j;
             /* the tag ends at the next '>' outside quotes */
             char q = 0;
             while (j < n && (q || s[j] != '>')) {
@@ -202,9 +377,26 @@ int dr_html_to_text(const char *s, size_t n, char **text, char **title, dynrag_e
                     break; /* broken tag: a new one starts */
                 j++;
             }
+            size_t attr_end = j;
             if (j < n && s[j] == '>')
                 j++;
             i = j;
+            if (strcmp(name, "article") == 0 || strcmp(name, "main") == 0) {
+                if (!closing)
+                    content_depth++;
+                else if (content_depth > 0)
+                    content_depth--;
+            }
+            if (!closing && skip_budget > 0 && (attr_end == attr_start || s[attr_end - 1] != '/') &&
+                is_boilerplate(name, s + attr_start, attr_end - attr_start, content_depth > 0)) {
+                size_t end = element_end(s, n, i, name, &skip_budget);
+                if (end > 0) {
+                    i = end;
+                    if (o.pending_nl < 2)
+                        o.pending_nl = 2;
+                    continue;
+                }
+            }
             if (!closing && (strcmp(name, "script") == 0 || strcmp(name, "style") == 0 ||
                              strcmp(name, "noscript") == 0 || strcmp(name, "template") == 0)) {
                 i = skip_raw_element(s, n, i, name);
@@ -248,7 +440,7 @@ int dr_html_to_text(const char *s, size_t n, char **text, char **title, dynrag_e
         } else {
             elen = 1;
         }
-        bool space = elen == 1 && is_space(p[0]);
+        bool space = elen == 1 && is_space_c(p[0]);
         if (elen == 2 && (unsigned char)p[0] == 0xC2 && (unsigned char)p[1] == 0xA0)
             space = true; /* nbsp */
         if (space) {

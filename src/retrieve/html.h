@@ -5,8 +5,12 @@
  * are dropped; block elements (p, div, br, li, h1-h6, tr, ...) become line
  * breaks; runs of white space collapse to one space and blank lines to one;
  * entities are decoded (common named ones, &#NNN; and &#xHH;; unknown ones
- * are kept as written). Broken markup (unclosed tags, a stray '<') never
- * fails: a '<' that does not start a tag is text.
+ * are kept as written). Navigation boilerplate is dropped: <nav>, <footer>,
+ * <header> outside <article>/<main>, and containers (div, ul, section, ...)
+ * with a navigation role or a class/id word such as menu, nav, toc, sidebar,
+ * breadcrumb, banner (rules in html.c); only when the element's closing tag
+ * is found. Broken markup (unclosed tags, a stray '<') never fails: a '<'
+ * that does not start a tag is text.
  */
 #ifndef DYNRAG_RETRIEVE_HTML_H
 #define DYNRAG_RETRIEVE_HTML_H
