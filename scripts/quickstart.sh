@@ -11,7 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 reindex=0
 if [ "${1:-}" = "--reindex" ]; then reindex=1; shift; fi
-question=${1:-"How do I enable write-ahead logging in SQLite?"}
+question=${1:-"What is the maximum size of a SQLite database?"}
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh"
 dynrag=$root/build/dynrag
