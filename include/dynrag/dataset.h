@@ -47,12 +47,15 @@ typedef enum dynrag_dataset_source {
     DYNRAG_DATASET_SRC_HOTPOTQA,
     DYNRAG_DATASET_SRC_MUSIQUE_SUB, /* --augment: MuSiQue sub-questions, label B */
     DYNRAG_DATASET_SRC_COMPARISON,  /* --augment-comparisons: synthetic, label C */
+    DYNRAG_DATASET_SRC_COMPARISON_SINGLE, /* --augment-comparisons: their one-entity
+                                             counterparts, label B */
     DYNRAG_DATASET_N_SOURCES
 } dynrag_dataset_source;
 
 #define DYNRAG_DATASET_N_LABELS 3 /* A, B, C */
 
-/* "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison";
+/* "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison",
+ * "comparison-single";
  * NULL when out of range. Static strings. */
 const char *dynrag_dataset_source_name(int source);
 /* "A", "B", "C"; NULL when out of range. */
@@ -69,8 +72,10 @@ typedef struct dynrag_dataset_options {
                                label's count; 0 disables (default 2) */
     bool augment;           /* add MuSiQue sub-questions as B to train.jsonl */
     size_t augment_comparisons; /* add this many synthetic comparison questions
-                                   ("Who is older, X or Y?") as C to train.jsonl,
-                                   from NQ/MuSiQue entities; 0 = off (default) */
+                                   ("Who is older, X or Y?") as C and as many
+                                   one-entity questions ("When was X born?") as B
+                                   to train.jsonl, from NQ/MuSiQue entities;
+                                   0 = off (default) */
 } dynrag_dataset_options;
 
 /* Counts of one build. Indices are dynrag_dataset_source / label values. */
@@ -102,7 +107,7 @@ void dynrag_dataset_options_init(dynrag_dataset_options *opt);
  * answer and not in the "entity >> relation" form) go to train only, after
  * balancing, and are left out when musique is the holdout. Synthetic
  * comparison questions (augment_comparisons) also go to train only, after
- * balancing; their entities come from the MuSiQue decompositions and the
+ * balancing, with as many one-entity counterparts (label B); their entities come from the MuSiQue decompositions and the
  * NQ-open/EfficientQA answers, never from HotpotQA or the holdout source,
  * and their generator is seeded by the seed alone (the real records'
  * train/valid split does not change with it).

@@ -237,8 +237,9 @@ static const cli_command commands[] = {
      "                       (source musique-sub; skipped when musique is held out)\n"
      "  --augment-comparisons N  add N synthetic comparison questions to train as C\n"
      "                       (source comparison: \"Who is older, X or Y?\", \"Are X and\n"
-     "                       Y both ...?\"; entities from MuSiQue decompositions and\n"
-     "                       NQ answers, never HotpotQA or the holdout; default 0)\n",
+     "                       Y both ...?\") and N one-entity ones as B (comparison-single:\n"
+     "                       \"When was X born?\"); entities from MuSiQue decompositions\n"
+     "                       and NQ answers, never HotpotQA or the holdout; default 0\n",
      cmd_dataset},
 };
 

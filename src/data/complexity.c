@@ -21,14 +21,16 @@ enum { LABEL_A = 0, LABEL_B = 1, LABEL_C = 2 };
 
 static const char *const source_names[DYNRAG_DATASET_N_SOURCES] = {
     "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison",
+    "comparison-single",
 };
 static const int source_label[DYNRAG_DATASET_N_SOURCES] = {
-    LABEL_A, LABEL_B, LABEL_B, LABEL_C, LABEL_C, LABEL_B, LABEL_C,
+    LABEL_A, LABEL_B, LABEL_B, LABEL_C, LABEL_C, LABEL_B, LABEL_C, LABEL_B,
 };
 /* Augmented sources go to train only, after balancing. */
 static bool is_augmented(int source)
 {
-    return source == DYNRAG_DATASET_SRC_MUSIQUE_SUB || source == DYNRAG_DATASET_SRC_COMPARISON;
+    return source == DYNRAG_DATASET_SRC_MUSIQUE_SUB || source == DYNRAG_DATASET_SRC_COMPARISON ||
+           source == DYNRAG_DATASET_SRC_COMPARISON_SINGLE;
 }
 
 static const char *const label_names[DYNRAG_DATASET_N_LABELS] = {"A", "B", "C"};
@@ -234,19 +236,56 @@ static const char *const attr_musician[] = {
     "pop acts", "British", "still active",
 };
 
+
+/* Single-entity counterparts (label B): the same entities and vocabulary
+ * ("born", "founded", "released") with one lookup, so that the model has
+ * to learn the two-entity structure rather than the words. */
+static const char *const one_person[] = {
+    "When was {X} born?",          "Where was {X} born?",
+    "What nationality is {X}?",    "What is {X}'s profession?",
+    "When did {X} die?",           "Where did {X} go to university?",
+    "How old is {X}?",             "What is {X} known for?",
+    "Who is {X} married to?",      "What year was {X} born?",
+};
+static const char *const one_work[] = {
+    "When did {X} come out?",      "When was {X} released?",
+    "Who directed {X}?",           "Who wrote {X}?",
+    "What year was {X} published?", "Who starred in {X}?",
+    "Who performed {X}?",          "What genre is {X}?",
+};
+static const char *const one_place[] = {
+    "Where is {X} located?",       "What is the population of {X}?",
+    "What country is {X} in?",     "How big is {X}?",
+    "When was {X} founded?",       "What state is {X} in?",
+};
+static const char *const one_org[] = {
+    "When was {X} founded?",       "Where is {X} headquartered?",
+    "Who founded {X}?",            "How many employees does {X} have?",
+    "Who owns {X}?",               "What does {X} do?",
+};
+static const char *const one_musician[] = {
+    "When did {X} form?",          "Where is {X} from?",
+    "What genre does {X} play?",   "How many albums has {X} released?",
+    "Who are the members of {X}?", "What record label is {X} signed to?",
+};
+
+#define KIND_TEMPLATES(tpl, attr, one) \
+    {tpl, DR_ARRAY_LEN(tpl), attr, DR_ARRAY_LEN(attr), one, DR_ARRAY_LEN(one)}
 static const struct {
-    const char *const *tpl;
+    const char *const *tpl; /* comparisons of two entities (C) */
     size_t ntpl;
     const char *const *attr;
     size_t nattr;
+    const char *const *one; /* one entity (B) */
+    size_t none;
 } kind_templates[N_ENT_KINDS] = {
-    [ENT_PERSON] = {tpl_person, DR_ARRAY_LEN(tpl_person), attr_person, DR_ARRAY_LEN(attr_person)},
-    [ENT_WORK] = {tpl_work, DR_ARRAY_LEN(tpl_work), attr_work, DR_ARRAY_LEN(attr_work)},
-    [ENT_PLACE] = {tpl_place, DR_ARRAY_LEN(tpl_place), attr_place, DR_ARRAY_LEN(attr_place)},
-    [ENT_ORG] = {tpl_org, DR_ARRAY_LEN(tpl_org), attr_org, DR_ARRAY_LEN(attr_org)},
-    [ENT_MUSICIAN] = {tpl_musician, DR_ARRAY_LEN(tpl_musician), attr_musician,
-                      DR_ARRAY_LEN(attr_musician)},
+    [ENT_PERSON] = KIND_TEMPLATES(tpl_person, attr_person, one_person),
+    [ENT_WORK] = KIND_TEMPLATES(tpl_work, attr_work, one_work),
+    [ENT_PLACE] = KIND_TEMPLATES(tpl_place, attr_place, one_place),
+    [ENT_ORG] = KIND_TEMPLATES(tpl_org, attr_org, one_org),
+    [ENT_MUSICIAN] = KIND_TEMPLATES(tpl_musician, attr_musician, one_musician),
 };
+#undef KIND_TEMPLATES
 
 typedef struct builder {
     const dynrag_dataset_options *opt;
@@ -782,21 +821,46 @@ static int fill_template(dr_buf *out, const char *tpl, const char *x, const char
     return rc;
 }
 
+/* Picks a template uniformly among the `single` (one-entity) or comparison
+ * templates of the kinds with at least two entities; sets *kind. total is
+ * their count (> 0). */
+static const char *pick_template(const builder *b, dr_rng *rng, bool single, size_t total,
+                                 int *kind)
+{
+    size_t t = (size_t)dr_rng_below(rng, total);
+    for (int k = 0; k < N_ENT_KINDS; k++) {
+        if (b->ents[k].n < 2)
+            continue;
+        size_t n = single ? kind_templates[k].none : kind_templates[k].ntpl;
+        if (t < n) {
+            *kind = k;
+            return single ? kind_templates[k].one[t] : kind_templates[k].tpl[t];
+        }
+        t -= n;
+    }
+    return NULL; /* not reached: total counts the same templates */
+}
+
 /*
  * Adds opt->augment_comparisons synthetic comparison questions (source
- * "comparison", label C) drawn from the harvested entity pools: each picks
- * a template uniformly among the templates of kinds with at least two
- * entities, then two different entities of that kind (and an attribute
- * for {A}), all from a generator seeded by opt->seed alone. Adds nothing
- * (with a warning) when no kind has two entities.
+ * "comparison", label C) and as many single-entity questions (source
+ * "comparison-single", label B) drawn from the harvested entity pools:
+ * each picks a template uniformly among the templates of kinds with at
+ * least two entities, then entities of that kind (two different ones for
+ * a comparison) and an attribute for {A}, all from a generator seeded by
+ * opt->seed alone. Adds nothing (with a warning) when no kind has two
+ * entities. Fails only on out of memory.
  */
 static int generate_comparisons(builder *b, dynrag_error *err)
 {
-    size_t total = 0;
-    for (int k = 0; k < N_ENT_KINDS; k++)
-        if (b->ents[k].n >= 2)
-            total += kind_templates[k].ntpl;
-    if (total == 0) {
+    size_t total[2] = {0, 0}; /* comparison, single */
+    for (int k = 0; k < N_ENT_KINDS; k++) {
+        if (b->ents[k].n >= 2) {
+            total[0] += kind_templates[k].ntpl;
+            total[1] += kind_templates[k].none;
+        }
+    }
+    if (total[0] == 0) {
         dr_log(DYNRAG_LOG_WARN, "dataset", "comparison augmentation: no entities harvested");
         return DYNRAG_OK;
     }
@@ -805,30 +869,28 @@ static int generate_comparisons(builder *b, dynrag_error *err)
     dr_buf text = {0};
     int rc = DYNRAG_OK;
     for (size_t i = 0; i < b->opt->augment_comparisons && rc == DYNRAG_OK; i++) {
-        size_t t = (size_t)dr_rng_below(&rng, total);
-        int k = 0;
-        for (;; k++) {
-            if (b->ents[k].n < 2)
-                continue;
-            if (t < kind_templates[k].ntpl)
-                break;
-            t -= kind_templates[k].ntpl;
+        for (int single = 0; single < 2 && rc == DYNRAG_OK; single++) {
+            int k = 0;
+            const char *tpl = pick_template(b, &rng, single, total[single], &k);
+            const ent_pool *p = &b->ents[k];
+            const char *x = p->v[dr_rng_below(&rng, p->n)];
+            const char *y = x;
+            for (int tries = 0; !single && tries < 32 && strcmp(x, y) == 0; tries++)
+                y = p->v[dr_rng_below(&rng, p->n)];
+            const char *a =
+                kind_templates[k].attr[dr_rng_below(&rng, kind_templates[k].nattr)];
+            if (!single && strcmp(x, y) == 0)
+                continue; /* a pool of one distinct name */
+            char where[64];
+            snprintf(where, sizeof(where), "comparison augmentation %zu", i);
+            rc = fill_template(&text, tpl, x, y, a);
+            if (rc != DYNRAG_OK)
+                rc = dr_err_set(err, rc, "%s: cannot format", where);
+            else
+                rc = add_record(b, text.data, single ? DYNRAG_DATASET_SRC_COMPARISON_SINGLE
+                                                     : DYNRAG_DATASET_SRC_COMPARISON,
+                                where, err);
         }
-        const ent_pool *p = &b->ents[k];
-        const char *x = p->v[dr_rng_below(&rng, p->n)];
-        const char *y = x;
-        for (int tries = 0; tries < 32 && strcmp(x, y) == 0; tries++)
-            y = p->v[dr_rng_below(&rng, p->n)];
-        const char *a = kind_templates[k].attr[dr_rng_below(&rng, kind_templates[k].nattr)];
-        if (strcmp(x, y) == 0)
-            continue; /* a pool of one distinct name */
-        char where[64];
-        snprintf(where, sizeof(where), "comparison augmentation %zu", i);
-        rc = fill_template(&text, kind_templates[k].tpl[t], x, y, a);
-        if (rc != DYNRAG_OK)
-            rc = dr_err_set(err, rc, "%s: cannot format", where);
-        else
-            rc = add_record(b, text.data, DYNRAG_DATASET_SRC_COMPARISON, where, err);
     }
     dr_buf_free(&text);
     return rc;
