@@ -109,8 +109,8 @@ void dynrag_dataset_options_init(dynrag_dataset_options *opt);
  * comparison questions (augment_comparisons) also go to train only, after
  * balancing, with as many one-entity counterparts (label B); their entities come from the MuSiQue decompositions and the
  * NQ-open/EfficientQA answers, never from HotpotQA or the holdout source,
- * and their generator is seeded by the seed alone (the real records'
- * train/valid split does not change with it).
+ * and their generator is seeded by the seed alone (which real records go
+ * to train and to valid does not change with it; their order does).
  * st (may be NULL) gets the counts. Fails with DYNRAG_ERR_INVALID for bad
  * options, DYNRAG_ERR_IO for a missing or unreadable file and
  * DYNRAG_ERR_PARSE / DYNRAG_ERR_FORMAT for malformed input, err naming the
