@@ -1,8 +1,8 @@
 #!/bin/sh
 # Reproduces models/complexity.safetensors, the shipped query-complexity
 # classifier (docs/classifier.md): builds the labelled data set with
-# `dynrag dataset complexity --augment`, trains with 2 threads (a few
-# minutes on 2 cores), and prints the validation report.
+# `dynrag dataset complexity --augment --augment-comparisons 600`, trains
+# with 2 threads (a few minutes on 2 cores), and prints the validation report.
 #
 # usage: scripts/train-complexity.sh [DATA_DIR] [OUT]
 #   DATA_DIR  default ../shared/data      OUT  default models/complexity.safetensors
@@ -10,13 +10,14 @@
 # environment: BUILD (default build)
 #
 # With --loso as the first argument it instead reproduces the
-# leave-one-source-out figures (musique, hotpotqa held out; 1 thread each).
+# leave-one-source-out figures (musique, hotpotqa held out; 2 threads each).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" # relative paths: they are recorded in the model's provenance
 B=${BUILD:-build}
 CONFIG="epochs=20,patience=5"
 SEED=1
+AUG="--augment --augment-comparisons 600"
 loso=0
 if [ "${1:-}" = "--loso" ]; then loso=1; shift; fi
 D=${1:-../shared/data}
@@ -24,7 +25,7 @@ OUT=${2:-models/complexity.safetensors}
 cmake --build "$B" -j2 --target dynrag >/dev/null
 
 if [ $loso = 0 ]; then
-    "$B/dynrag" dataset complexity --data "$D" --out "$B/complexity-aug" --seed 13 --augment
+    "$B/dynrag" dataset complexity --data "$D" --out "$B/complexity-aug" --seed 13 $AUG
     "$B/dynrag" router train --train "$B/complexity-aug/train.jsonl" \
         --valid "$B/complexity-aug/valid.jsonl" --out "$OUT" \
         --config "$CONFIG" --seed $SEED --threads 2
@@ -35,9 +36,9 @@ fi
 for h in musique hotpotqa; do
     dir="$B/complexity-ho-$h-aug"
     "$B/dynrag" dataset complexity --data "$D" --out "$dir" --seed 13 --holdout "$h" \
-        --augment >/dev/null
+        $AUG >/dev/null
     "$B/dynrag" router train --train "$dir/train.jsonl" --valid "$dir/valid.jsonl" \
-        --out "$dir/model.safetensors" --config "$CONFIG" --seed $SEED --threads 1
+        --out "$dir/model.safetensors" --config "$CONFIG" --seed $SEED --threads 2
     echo "## without $h: valid"
     "$B/dynrag" router eval --model "$dir/model.safetensors" --data "$dir/valid.jsonl"
     echo "## without $h: holdout $h (share labelled C = accuracy)"

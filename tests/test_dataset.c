@@ -328,6 +328,166 @@ TEST(dataset_builder_input_errors)
     ASSERT(!dr_path_exists(out));
 }
 
+/* Overwrites the fixture's NQ and MuSiQue files with entity-bearing ones
+ * for the comparison augmentation: MuSiQue "work >> director" steps whose
+ * answers are people, and "person >> place of birth" steps; NQ "who" and
+ * "where" questions with name-like answers, plus answers that must be
+ * rejected (lower case, "#1"). */
+static void write_entity_fixture(void)
+{
+    static const char *const mq_people[] = {"Ada Lovelace", "Alan Turing", "Grace Hopper",
+                                            "Edsger Dijkstra"};
+    dr_buf b = {0};
+    dr_buf_puts(&b, "[\n");
+    for (int i = 0; i < 4; i++)
+        dr_buf_printf(&b,
+                      "%s{\"id\": \"2hop__%d\", \"question\": \"Where was the director of "
+                      "Film Zeta %c born?\", \"question_decomposition\": ["
+                      "{\"question\": \"Film Zeta %c >> director\", \"answer\": \"%s\"}, "
+                      "{\"question\": \"#1 >> place of birth\", \"answer\": \"Town %c\"}, "
+                      "{\"question\": \"who is the spouse of #1\", \"answer\": \"#2 thing\"}]}\n",
+                      i ? "," : "", i, 'A' + i, 'A' + i, mq_people[i], 'K' + i);
+    dr_buf_puts(&b, "]\n");
+    test_write_file("data/musique/dev_train.json", b.data);
+    dr_buf_reset(&b);
+    static const char *const nq_people[] = {"Barbara Liskov", "Donald Knuth", "Niklaus Wirth"};
+    for (int i = 0; i < 3; i++)
+        dr_buf_printf(&b, "{\"question\": \"who wrote nq book %d\", \"answer\": [\"%s\"]}\n", i,
+                      nq_people[i]);
+    dr_buf_puts(&b, "{\"question\": \"who founded nq company\", \"answer\": [\"x\"]}\n"
+                    "{\"question\": \"where is nq lake\", \"answer\": [\"Lake Nqville\"]}\n"
+                    "{\"question\": \"when was nq dam built\", \"answer\": [\"Not A Name\"]}\n");
+    test_write_file("data/nq-open/NQ-open.dev.jsonl", b.data);
+    dr_buf_free(&b);
+}
+
+/* True when text names at least `want` different entities of list. */
+static bool names_entities(const char *text, const char *const *list, size_t n, size_t want)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += strstr(text, list[i]) != NULL;
+    return k >= want;
+}
+
+TEST(dataset_builder_comparisons)
+{
+    const char *data = write_fixture();
+    ASSERT(data != NULL);
+    write_entity_fixture();
+    static const char *const people[] = {"Ada Lovelace", "Alan Turing", "Grace Hopper",
+                                         "Edsger Dijkstra", "Barbara Liskov", "Donald Knuth",
+                                         "Niklaus Wirth"};
+    static const char *const others[] = {"Film Zeta A", "Film Zeta B", "Film Zeta C",
+                                         "Film Zeta D", "Town K", "Town L", "Town M", "Town N",
+                                         "Lake Nqville"};
+    char out0[1100], out1[1100], out2[1100], out3[1100], out4[1100];
+    snprintf(out0, sizeof(out0), "%s/o0", test_tmpdir());
+    snprintf(out1, sizeof(out1), "%s/o1", test_tmpdir());
+    snprintf(out2, sizeof(out2), "%s/o2", test_tmpdir());
+    snprintf(out3, sizeof(out3), "%s/o3", test_tmpdir());
+    snprintf(out4, sizeof(out4), "%s/o4", test_tmpdir());
+    dynrag_dataset_options opt;
+    dynrag_dataset_options_init(&opt);
+    opt.data_dir = data;
+    opt.holdout = "hotpotqa";
+    opt.augment = true;
+    dynrag_dataset_stats st;
+    dynrag_error err;
+    opt.out_dir = out0; /* without: the reference split */
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_COMPARISON], 0);
+    opt.augment_comparisons = 40;
+    opt.out_dir = out1;
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_COMPARISON], 40);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_COMPARISON_SINGLE], 40);
+    ASSERT_EQ(st.valid[DYNRAG_DATASET_SRC_COMPARISON], 0);
+    ASSERT_EQ(st.valid[DYNRAG_DATASET_SRC_COMPARISON_SINGLE], 0);
+    ASSERT_STR_EQ(dynrag_dataset_source_name(DYNRAG_DATASET_SRC_COMPARISON), "comparison");
+
+    dr_labelled_set *tr = load_out(out1, "train.jsonl");
+    ASSERT(tr != NULL);
+    size_t ncmp = 0, nsingle = 0;
+    for (size_t i = 0; i < tr->n; i++) {
+        const char *s = tr->text[i];
+        bool cmp = strcmp(tr->source[i], "comparison") == 0;
+        bool single = strcmp(tr->source[i], "comparison-single") == 0;
+        if (!cmp && !single)
+            continue;
+        ncmp += cmp;
+        nsingle += single;
+        ASSERT_STR_EQ(tr->label[i], cmp ? "C" : "B");
+        ASSERT_NOT_CONTAINS(s, "{");
+        ASSERT_NOT_CONTAINS(s, "#");
+        ASSERT_NOT_CONTAINS(s, "Not A Name"); /* a "when" answer: untyped */
+        ASSERT_NOT_CONTAINS(s, "hotpot");     /* never from HotpotQA */
+        /* Comparisons name two different entities of one kind, singles one. */
+        bool two = names_entities(s, people, DR_ARRAY_LEN(people), 2) ||
+                   names_entities(s, others, DR_ARRAY_LEN(others), 2);
+        bool one = names_entities(s, people, DR_ARRAY_LEN(people), 1) ||
+                   names_entities(s, others, DR_ARRAY_LEN(others), 1);
+        ASSERT(cmp ? two : (one && !two));
+    }
+    ASSERT_EQ(ncmp, st.train[DYNRAG_DATASET_SRC_COMPARISON]);
+    ASSERT_EQ(nsingle, st.train[DYNRAG_DATASET_SRC_COMPARISON_SINGLE]);
+    ASSERT_GT(nsingle, 0);
+    dr_labelled_free(tr);
+
+    /* The real records' valid split does not depend on the augmentation
+     * (the same questions; the order differs: the train shuffle before it
+     * is longer); the same seed gives the same files, another seed other
+     * questions. */
+    dr_labelled_set *va0 = load_out(out0, "valid.jsonl"), *va1 = load_out(out1, "valid.jsonl");
+    ASSERT(va0 && va1);
+    ASSERT_EQ(va0->n, va1->n);
+    for (size_t i = 0; i < va0->n; i++)
+        ASSERT(has_text(va1, va0->text[i]));
+    dr_labelled_free(va0);
+    dr_labelled_free(va1);
+    opt.out_dir = out2;
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    opt.seed = 99;
+    opt.out_dir = out3;
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    char *t1 = read_all(out1, "train.jsonl"), *t2 = read_all(out2, "train.jsonl");
+    char *t3 = read_all(out3, "train.jsonl");
+    bool ok = t1 && t2 && t3;
+    bool same = ok && strcmp(t1, t2) == 0;
+    bool differs = ok && strcmp(t1, t3) != 0;
+    free(t1);
+    free(t2);
+    free(t3);
+    ASSERT(ok);
+    ASSERT(same);
+    ASSERT(differs);
+
+    /* MuSiQue held out: its entities are not used, only NQ's. */
+    opt.seed = 13;
+    opt.holdout = "musique";
+    opt.out_dir = out4;
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    ASSERT_GT(st.train[DYNRAG_DATASET_SRC_COMPARISON], 0);
+    tr = load_out(out4, "train.jsonl");
+    ASSERT(tr != NULL);
+    for (size_t i = 0; i < tr->n; i++) {
+        if (strncmp(tr->source[i], "comparison", 10) != 0)
+            continue;
+        for (size_t k = 0; k < 4; k++)
+            ASSERT_NOT_CONTAINS(tr->text[i], people[k]);
+        ASSERT_NOT_CONTAINS(tr->text[i], "Film Zeta");
+        ASSERT_NOT_CONTAINS(tr->text[i], "Town");
+    }
+    dr_labelled_free(tr);
+
+    /* No usable entities (the plain fixture's NQ answers are "x"; its
+     * MuSiQue is held out): nothing added, no error. */
+    write_fixture();
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_COMPARISON], 0);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_COMPARISON_SINGLE], 0);
+}
+
 TEST(dataset_cli_complexity)
 {
     const char *data = write_fixture();
@@ -346,6 +506,12 @@ TEST(dataset_cli_complexity)
     rc = test_run(cmd, &out);
     ASSERT_EQ(rc, 2);
     ASSERT_CONTAINS(out, "--valid-frac");
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s dataset complexity --data %s --out %s/cli "
+             "--augment-comparisons -1 2>&1", test_cli_path(), data, test_tmpdir());
+    rc = test_run(cmd, &out);
+    ASSERT_EQ(rc, 2);
+    ASSERT_CONTAINS(out, "--augment-comparisons");
     free(out);
     snprintf(cmd, sizeof(cmd), "%s dataset complexity --data %s/nowhere --out %s/cli 2>&1",
              test_cli_path(), data, test_tmpdir());

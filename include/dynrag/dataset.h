@@ -46,12 +46,16 @@ typedef enum dynrag_dataset_source {
     DYNRAG_DATASET_SRC_MUSIQUE,
     DYNRAG_DATASET_SRC_HOTPOTQA,
     DYNRAG_DATASET_SRC_MUSIQUE_SUB, /* --augment: MuSiQue sub-questions, label B */
+    DYNRAG_DATASET_SRC_COMPARISON,  /* --augment-comparisons: synthetic, label C */
+    DYNRAG_DATASET_SRC_COMPARISON_SINGLE, /* --augment-comparisons: their one-entity
+                                             counterparts, label B */
     DYNRAG_DATASET_N_SOURCES
 } dynrag_dataset_source;
 
 #define DYNRAG_DATASET_N_LABELS 3 /* A, B, C */
 
-/* "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub";
+/* "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison",
+ * "comparison-single";
  * NULL when out of range. Static strings. */
 const char *dynrag_dataset_source_name(int source);
 /* "A", "B", "C"; NULL when out of range. */
@@ -67,6 +71,11 @@ typedef struct dynrag_dataset_options {
     double balance_ratio;   /* each label keeps at most ratio x the smallest
                                label's count; 0 disables (default 2) */
     bool augment;           /* add MuSiQue sub-questions as B to train.jsonl */
+    size_t augment_comparisons; /* add this many synthetic comparison questions
+                                   ("Who is older, X or Y?") as C and as many
+                                   one-entity questions ("When was X born?") as B
+                                   to train.jsonl, from NQ/MuSiQue entities;
+                                   0 = off (default) */
 } dynrag_dataset_options;
 
 /* Counts of one build. Indices are dynrag_dataset_source / label values. */
@@ -96,7 +105,12 @@ void dynrag_dataset_options_init(dynrag_dataset_options *opt);
  * then each label is split valid_frac / rest into valid / train. Augmented
  * sub-questions (only those with no "#1"-style reference to an earlier
  * answer and not in the "entity >> relation" form) go to train only, after
- * balancing, and are left out when musique is the holdout.
+ * balancing, and are left out when musique is the holdout. Synthetic
+ * comparison questions (augment_comparisons) also go to train only, after
+ * balancing, with as many one-entity counterparts (label B); their entities come from the MuSiQue decompositions and the
+ * NQ-open/EfficientQA answers, never from HotpotQA or the holdout source,
+ * and their generator is seeded by the seed alone (which real records go
+ * to train and to valid does not change with it; their order does).
  * st (may be NULL) gets the counts. Fails with DYNRAG_ERR_INVALID for bad
  * options, DYNRAG_ERR_IO for a missing or unreadable file and
  * DYNRAG_ERR_PARSE / DYNRAG_ERR_FORMAT for malformed input, err naming the

@@ -10,14 +10,16 @@
 
 static void print_stats(const dynrag_dataset_options *opt, const dynrag_dataset_stats *st)
 {
-    printf("%-12s %5s %6s %6s %6s %6s %8s\n", "source", "label", "read", "dups", "train",
+    printf("%-17s %5s %6s %6s %6s %6s %8s\n", "source", "label", "read", "dups", "train",
            "valid", "holdout");
     for (int s = 0; s < DYNRAG_DATASET_N_SOURCES; s++) {
         if (st->read[s] == 0)
             continue;
-        /* Label of each source: musique-sub is B, the rest follow the header. */
-        static const char *const lab[DYNRAG_DATASET_N_SOURCES] = {"A", "B", "B", "C", "C", "B"};
-        printf("%-12s %5s %6zu %6zu %6zu %6zu %8zu\n", dynrag_dataset_source_name(s), lab[s],
+        /* Label of each source: musique-sub and comparison-single are B,
+         * comparison C, the rest follow the header. */
+        static const char *const lab[DYNRAG_DATASET_N_SOURCES] = {"A", "B", "B", "C", "C", "B",
+                                                                     "C", "B"};
+        printf("%-17s %5s %6zu %6zu %6zu %6zu %8zu\n", dynrag_dataset_source_name(s), lab[s],
                st->read[s], st->duplicates[s], st->train[s], st->valid[s], st->holdout[s]);
     }
     for (int l = 0; l < DYNRAG_DATASET_N_LABELS; l++)
@@ -62,6 +64,10 @@ static int dataset_complexity(int argc, char **argv)
         } else if (strcmp(a, "--valid-frac") == 0) {
             if (!cli_parse_double(cmd, a, v, 0.0, 0.9, &opt.valid_frac))
                 return CLI_USAGE;
+        } else if (strcmp(a, "--augment-comparisons") == 0) {
+            if (!cli_parse_int(cmd, a, v, 0, 1000000, &n))
+                return CLI_USAGE;
+            opt.augment_comparisons = (size_t)n;
         } else if (strcmp(a, "--holdout") == 0) {
             opt.holdout = v;
         } else if (strcmp(a, "--max-per-label") == 0) {

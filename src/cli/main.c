@@ -217,6 +217,7 @@ static const cli_command commands[] = {
      "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
      "                                 [--holdout SOURCE] [--max-per-label N]\n"
      "                                 [--balance-ratio R] [--augment]\n"
+     "                                 [--augment-comparisons N]\n"
      "\n"
      "Builds the Adaptive-RAG-style query-complexity data set: A = no retrieval\n"
      "(CLINC150 small_talk, meta and clock/calculator utility intents), B = one step\n"
@@ -233,7 +234,12 @@ static const cli_command commands[] = {
      "  --balance-ratio R    at most R x the smallest label's count per label\n"
      "                       (default 2; 0 = off)\n"
      "  --augment            add self-contained MuSiQue sub-questions to train as B\n"
-     "                       (source musique-sub; skipped when musique is held out)\n",
+     "                       (source musique-sub; skipped when musique is held out)\n"
+     "  --augment-comparisons N  add N synthetic comparison questions to train as C\n"
+     "                       (source comparison: \"Who is older, X or Y?\", \"Are X and\n"
+     "                       Y both ...?\") and N one-entity ones as B (comparison-single:\n"
+     "                       \"When was X born?\"); entities from MuSiQue decompositions\n"
+     "                       and NQ answers, never HotpotQA or the holdout; default 0\n",
      cmd_dataset},
 };
 

@@ -20,11 +20,19 @@
 enum { LABEL_A = 0, LABEL_B = 1, LABEL_C = 2 };
 
 static const char *const source_names[DYNRAG_DATASET_N_SOURCES] = {
-    "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub",
+    "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison",
+    "comparison-single",
 };
 static const int source_label[DYNRAG_DATASET_N_SOURCES] = {
-    LABEL_A, LABEL_B, LABEL_B, LABEL_C, LABEL_C, LABEL_B,
+    LABEL_A, LABEL_B, LABEL_B, LABEL_C, LABEL_C, LABEL_B, LABEL_C, LABEL_B,
 };
+/* Augmented sources go to train only, after balancing. */
+static bool is_augmented(int source)
+{
+    return source == DYNRAG_DATASET_SRC_MUSIQUE_SUB || source == DYNRAG_DATASET_SRC_COMPARISON ||
+           source == DYNRAG_DATASET_SRC_COMPARISON_SINGLE;
+}
+
 static const char *const label_names[DYNRAG_DATASET_N_LABELS] = {"A", "B", "C"};
 static const char *const a_domains[] = {"small_talk", "meta"};
 static const char *const a_utility[] = {DYNRAG_DATASET_A_UTILITY};
@@ -60,11 +68,232 @@ typedef struct rec {
     bool dropped; /* a duplicate */
 } rec;
 
+/* ---- comparison augmentation (augment_comparisons) ------------------------- */
+
+/*
+ * HotpotQA's comparison questions ("Who is older, X or Y?", "Are X and Y
+ * both ...?") need one retrieval per entity, but MuSiQue (compositional
+ * only) never shows that shape. The builder synthesises such questions
+ * from entities it harvests from the other sources, never from HotpotQA
+ * and never from the holdout source:
+ *
+ *   MuSiQue decomposition steps "subject >> relation" (answer): the
+ *     relation types the subject and the answer (e.g. "place of birth":
+ *     subject a person, answer a place; "performer": subject a work,
+ *     answer a musician); natural steps "who ..."/"where ..." type their
+ *     answer as a person/place when it looks like a name.
+ *   NQ-open and EfficientQA: the first answer of a "who ..." question
+ *     (person) or a "where ..." question (place) that looks like a name.
+ *
+ * Questions are drawn from templates per entity kind (below) with a
+ * separately seeded generator, so the real records' split is the same
+ * with or without the augmentation.
+ */
+enum { ENT_PERSON, ENT_WORK, ENT_PLACE, ENT_ORG, ENT_MUSICIAN, N_ENT_KINDS };
+
+typedef struct ent_pool {
+    char **v; /* owned strings */
+    size_t n, alloc;
+} ent_pool;
+
+/* relation -> kind of subject / kind of answer (-1: not used). */
+static const struct {
+    const char *rel;
+    int subject, answer;
+} relation_kinds[] = {
+    {"place of birth", ENT_PERSON, ENT_PLACE},
+    {"place of death", ENT_PERSON, ENT_PLACE},
+    {"country of citizenship", ENT_PERSON, -1},
+    {"educated at", ENT_PERSON, ENT_ORG},
+    {"employer", ENT_PERSON, ENT_ORG},
+    {"member of sports team", ENT_PERSON, ENT_ORG},
+    {"spouse", ENT_PERSON, ENT_PERSON},
+    {"father", ENT_PERSON, ENT_PERSON},
+    {"mother", ENT_PERSON, ENT_PERSON},
+    {"child", ENT_PERSON, ENT_PERSON},
+    {"sibling", ENT_PERSON, ENT_PERSON},
+    {"work location", ENT_PERSON, ENT_PLACE},
+    {"performer", ENT_WORK, ENT_MUSICIAN},
+    {"cast member", ENT_WORK, ENT_PERSON},
+    {"director", ENT_WORK, ENT_PERSON},
+    {"author", ENT_WORK, ENT_PERSON},
+    {"composer", ENT_WORK, ENT_PERSON},
+    {"creator", ENT_WORK, ENT_PERSON},
+    {"producer", ENT_WORK, ENT_PERSON},
+    {"publication date", ENT_WORK, -1},
+    {"record label", ENT_WORK, ENT_ORG},
+    {"platform", ENT_WORK, -1},
+    {"headquarters location", ENT_ORG, ENT_PLACE},
+    {"owned by", ENT_ORG, ENT_ORG},
+    {"manufacturer", -1, ENT_ORG},
+    {"operator", -1, ENT_ORG},
+    {"founded by", ENT_ORG, ENT_PERSON},
+    {"location of formation", ENT_MUSICIAN, ENT_PLACE},
+    {"located in the administrative territorial entity", ENT_PLACE, ENT_PLACE},
+    {"country", ENT_PLACE, ENT_PLACE},
+    {"capital", ENT_PLACE, ENT_PLACE},
+    {"shares border with", ENT_PLACE, ENT_PLACE},
+    {"contains administrative territorial entity", ENT_PLACE, ENT_PLACE},
+};
+
+/* Templates: {X} and {Y} are two entities of the kind, {A} one of the
+ * kind's attributes. */
+static const char *const tpl_person[] = {
+    "Who is older, {X} or {Y}?",
+    "Who was born first, {X} or {Y}?",
+    "Who was born earlier, {X} or {Y}?",
+    "Who is younger, {X} or {Y}?",
+    "Who died first, {X} or {Y}?",
+    "Who lived longer, {X} or {Y}?",
+    "Which person was born later, {X} or {Y}?",
+    "Are {X} and {Y} of the same nationality?",
+    "Were {X} and {Y} born in the same country?",
+    "Are {X} and {Y} both {A}?",
+    "Were both {X} and {Y} {A}?",
+    "{X} and {Y} are both what kind of professionals?",
+    "What nationality do {X} and {Y} share?",
+    "Did {X} and {Y} have the same profession?",
+    "Between {X} and {Y}, who was born first?",
+    "{X} or {Y}, who is older?",
+    "Which of {X} and {Y} has won more awards?",
+    "Did {X} and {Y} attend the same university?",
+    "How many years apart were {X} and {Y} born?",
+    "What profession do {X} and {Y} have in common?",
+};
+static const char *const attr_person[] = {
+    "American", "British", "actors", "singers", "writers", "film directors", "politicians",
+    "musicians", "footballers", "from the same country", "still alive", "novelists",
+    "songwriters", "born in the same decade",
+};
+static const char *const tpl_work[] = {
+    "Which came out first, {X} or {Y}?",
+    "Which was released earlier, {X} or {Y}?",
+    "Which was released first, {X} or {Y}?",
+    "Which film came out first, {X} or {Y}?",
+    "Which is older, {X} or {Y}?",
+    "Were {X} and {Y} released in the same year?",
+    "Are {X} and {Y} both {A}?",
+    "Were {X} and {Y} directed by the same person?",
+    "Were {X} and {Y} written by the same author?",
+    "Which was published first, {X} or {Y}?",
+    "Between {X} and {Y}, which came out later?",
+    "{X} or {Y}, which was released first?",
+    "Do {X} and {Y} have the same director?",
+    "Which was made more recently, {X} or {Y}?",
+};
+static const char *const attr_work[] = {
+    "films", "American films", "novels", "albums", "songs", "documentaries",
+    "from the same country", "comedies", "released in the 1990s", "based on books",
+};
+static const char *const tpl_place[] = {
+    "Which is further north, {X} or {Y}?",
+    "Which has a larger population, {X} or {Y}?",
+    "Are {X} and {Y} in the same country?",
+    "Are {X} and {Y} both {A}?",
+    "Which is bigger, {X} or {Y}?",
+    "Is {X} or {Y} closer to the equator?",
+    "Which city is more populous, {X} or {Y}?",
+    "Are both {X} and {Y} located in the same state?",
+    "Which is further south, {X} or {Y}?",
+    "Between {X} and {Y}, which has more inhabitants?",
+    "Which was founded first, {X} or {Y}?",
+    "What country are {X} and {Y} both located in?",
+};
+static const char *const attr_place[] = {
+    "cities", "in the same country", "in Europe", "capital cities", "on the coast",
+    "in the United States", "county seats", "in the same region",
+};
+static const char *const tpl_org[] = {
+    "Which was founded first, {X} or {Y}?",
+    "Which was established earlier, {X} or {Y}?",
+    "Are {X} and {Y} both {A}?",
+    "Are {X} and {Y} headquartered in the same country?",
+    "Which has more employees, {X} or {Y}?",
+    "Which is older, {X} or {Y}?",
+    "Were {X} and {Y} founded in the same city?",
+    "Between {X} and {Y}, which was founded later?",
+    "What type of organization are both {X} and {Y}?",
+    "Which has more members, {X} or {Y}?",
+};
+static const char *const attr_org[] = {
+    "companies", "American companies", "based in the same country", "still active",
+    "universities", "publicly traded", "sports teams", "record labels",
+};
+static const char *const tpl_musician[] = {
+    "Which band formed first, {X} or {Y}?",
+    "Who released more albums, {X} or {Y}?",
+    "Are {X} and {Y} both {A}?",
+    "Are {X} and {Y} from the same country?",
+    "Which was active first, {X} or {Y}?",
+    "Did {X} and {Y} perform the same genre of music?",
+    "Who has more members, {X} or {Y}?",
+    "Between {X} and {Y}, who started their career first?",
+    "What genre of music do {X} and {Y} both play?",
+    "Were {X} and {Y} signed to the same record label?",
+};
+static const char *const attr_musician[] = {
+    "bands", "rock bands", "American", "from the same country", "solo artists",
+    "pop acts", "British", "still active",
+};
+
+
+/* Single-entity counterparts (label B): the same entities and vocabulary
+ * ("born", "founded", "released") with one lookup, so that the model has
+ * to learn the two-entity structure rather than the words. */
+static const char *const one_person[] = {
+    "When was {X} born?",          "Where was {X} born?",
+    "What nationality is {X}?",    "What is {X}'s profession?",
+    "When did {X} die?",           "Where did {X} go to university?",
+    "How old is {X}?",             "What is {X} known for?",
+    "Who is {X} married to?",      "What year was {X} born?",
+};
+static const char *const one_work[] = {
+    "When did {X} come out?",      "When was {X} released?",
+    "Who directed {X}?",           "Who wrote {X}?",
+    "What year was {X} published?", "Who starred in {X}?",
+    "Who performed {X}?",          "What genre is {X}?",
+};
+static const char *const one_place[] = {
+    "Where is {X} located?",       "What is the population of {X}?",
+    "What country is {X} in?",     "How big is {X}?",
+    "When was {X} founded?",       "What state is {X} in?",
+};
+static const char *const one_org[] = {
+    "When was {X} founded?",       "Where is {X} headquartered?",
+    "Who founded {X}?",            "How many employees does {X} have?",
+    "Who owns {X}?",               "What does {X} do?",
+};
+static const char *const one_musician[] = {
+    "When did {X} form?",          "Where is {X} from?",
+    "What genre does {X} play?",   "How many albums has {X} released?",
+    "Who are the members of {X}?", "What record label is {X} signed to?",
+};
+
+#define KIND_TEMPLATES(tpl, attr, one) \
+    {tpl, DR_ARRAY_LEN(tpl), attr, DR_ARRAY_LEN(attr), one, DR_ARRAY_LEN(one)}
+static const struct {
+    const char *const *tpl; /* comparisons of two entities (C) */
+    size_t ntpl;
+    const char *const *attr;
+    size_t nattr;
+    const char *const *one; /* one entity (B) */
+    size_t none;
+} kind_templates[N_ENT_KINDS] = {
+    [ENT_PERSON] = KIND_TEMPLATES(tpl_person, attr_person, one_person),
+    [ENT_WORK] = KIND_TEMPLATES(tpl_work, attr_work, one_work),
+    [ENT_PLACE] = KIND_TEMPLATES(tpl_place, attr_place, one_place),
+    [ENT_ORG] = KIND_TEMPLATES(tpl_org, attr_org, one_org),
+    [ENT_MUSICIAN] = KIND_TEMPLATES(tpl_musician, attr_musician, one_musician),
+};
+#undef KIND_TEMPLATES
+
 typedef struct builder {
     const dynrag_dataset_options *opt;
     dynrag_dataset_stats *st;
     rec *recs;
     size_t n, alloc;
+    bool harvest[DYNRAG_DATASET_N_SOURCES]; /* take entities from this source */
+    ent_pool ents[N_ENT_KINDS];
 } builder;
 
 static void builder_free(builder *b)
@@ -76,6 +305,12 @@ static void builder_free(builder *b)
     free(b->recs);
     b->recs = NULL;
     b->n = b->alloc = 0;
+    for (int k = 0; k < N_ENT_KINDS; k++) {
+        for (size_t i = 0; i < b->ents[k].n; i++)
+            free(b->ents[k].v[i]);
+        free(b->ents[k].v);
+        b->ents[k] = (ent_pool){0};
+    }
 }
 
 /* Trims s and collapses runs of white space to one space. Returns a
@@ -258,12 +493,19 @@ static int req_string(const cJSON *obj, const char *name, const char *where, con
     return DYNRAG_OK;
 }
 
+static int harvest_nq(builder *b, const cJSON *obj, const char *q, dynrag_error *err);
+static int harvest_step(builder *b, const char *q, const char *answer, dynrag_error *err);
+
 static int nq_line(builder *b, const cJSON *obj, const char *where, dynrag_error *err,
                    int source)
 {
     const char *q = NULL;
     int rc = req_string(obj, "question", where, &q, err);
-    return rc != DYNRAG_OK ? rc : add_record(b, q, source, where, err);
+    if (rc == DYNRAG_OK)
+        rc = add_record(b, q, source, where, err);
+    if (rc == DYNRAG_OK && b->harvest[source])
+        rc = harvest_nq(b, obj, q, err);
+    return rc;
 }
 
 static int nq_dev_line(builder *b, const cJSON *obj, const char *where, dynrag_error *err)
@@ -410,7 +652,8 @@ static int read_musique(builder *b, bool questions, bool subs, dynrag_error *err
             if (rc != DYNRAG_OK)
                 goto cleanup;
         }
-        if (!subs)
+        bool harvest = questions && b->harvest[DYNRAG_DATASET_SRC_MUSIQUE];
+        if (!subs && !harvest)
             continue;
         const cJSON *dec = cJSON_GetObjectItemCaseSensitive(it, "question_decomposition");
         if (!cJSON_IsArray(dec)) {
@@ -425,7 +668,13 @@ static int read_musique(builder *b, bool questions, bool subs, dynrag_error *err
             rc = req_string(step, "question", where, &sq, err);
             if (rc != DYNRAG_OK)
                 goto cleanup;
-            if (self_contained(sq)) {
+            if (harvest) {
+                const cJSON *ans = cJSON_GetObjectItemCaseSensitive(step, "answer");
+                rc = harvest_step(b, sq, cJSON_IsString(ans) ? ans->valuestring : NULL, err);
+                if (rc != DYNRAG_OK)
+                    goto cleanup;
+            }
+            if (subs && self_contained(sq)) {
                 rc = add_record(b, sq, DYNRAG_DATASET_SRC_MUSIQUE_SUB, where, err);
                 if (rc != DYNRAG_OK)
                     goto cleanup;
@@ -435,6 +684,215 @@ static int read_musique(builder *b, bool questions, bool subs, dynrag_error *err
 cleanup:
     cJSON_Delete(arr);
     free(path);
+    return rc;
+}
+
+/* True when s can stand in a template: 2..60 bytes, 1..6 words, starting
+ * with a capital, a digit or a non-ASCII letter, none of #<>?"(){}[];:|
+ * (no template braces, no MuSiQue "#1" references). With name, 2..4 words,
+ * each capitalised (a person's name). */
+static bool entity_ok(const char *s, bool name)
+{
+    size_t len = strlen(s);
+    if (len < 2 || len > 60)
+        return false;
+    unsigned char c0 = (unsigned char)s[0];
+    if (!(isupper(c0) || isdigit(c0) || c0 >= 0x80))
+        return false;
+    int words = 1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (strchr("#<>?\"(){}[];:|\\", c) != NULL || c < 0x20)
+            return false;
+        if (c == ' ') {
+            words++;
+            unsigned char d = (unsigned char)s[i + 1];
+            if (name && !(isupper(d) || d >= 0x80))
+                return false;
+        }
+    }
+    return name ? words >= 2 && words <= 4 : words <= 6;
+}
+
+/* Appends a cleaned copy of s to the kind's pool when it passes
+ * entity_ok (silently skipped otherwise). Fails only on out of memory. */
+static int add_entity(builder *b, int kind, const char *s, bool name, dynrag_error *err)
+{
+    if (kind < 0 || s == NULL)
+        return DYNRAG_OK;
+    char *c = clean_text(s);
+    if (c == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    if (!entity_ok(c, name) || !dr_utf8_valid(c, strlen(c), NULL)) {
+        free(c);
+        return DYNRAG_OK;
+    }
+    ent_pool *p = &b->ents[kind];
+    if (p->n == p->alloc) {
+        size_t na = p->alloc ? p->alloc * 2 : 256;
+        char **v = realloc(p->v, na * sizeof(*v));
+        if (v == NULL) {
+            free(c);
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        }
+        p->v = v;
+        p->alloc = na;
+    }
+    p->v[p->n++] = c;
+    return DYNRAG_OK;
+}
+
+/* True when q starts with word (case-insensitive) followed by a space. */
+static bool starts_with_word(const char *q, const char *word)
+{
+    size_t n = 0;
+    while (word[n] != '\0' && tolower((unsigned char)q[n]) == word[n])
+        n++;
+    return word[n] == '\0' && q[n] == ' ';
+}
+
+/* Harvests the entities of one MuSiQue decomposition step (see the section
+ * comment): "subject >> relation" by the relation table, natural "who" /
+ * "where" steps by their answer. */
+static int harvest_step(builder *b, const char *q, const char *answer, dynrag_error *err)
+{
+    const char *sep = strstr(q, ">>");
+    if (sep == NULL) {
+        if (answer == NULL || !self_contained(q))
+            return DYNRAG_OK;
+        if (starts_with_word(q, "who"))
+            return add_entity(b, ENT_PERSON, answer, true, err);
+        if (starts_with_word(q, "where"))
+            return add_entity(b, ENT_PLACE, answer, false, err);
+        return DYNRAG_OK;
+    }
+    const char *rel = sep + 2;
+    while (*rel == ' ')
+        rel++;
+    for (size_t i = 0; i < DR_ARRAY_LEN(relation_kinds); i++) {
+        if (strcmp(rel, relation_kinds[i].rel) != 0)
+            continue;
+        char subject[256];
+        size_t n = (size_t)(sep - q);
+        while (n > 0 && q[n - 1] == ' ')
+            n--;
+        if (n >= sizeof(subject))
+            return DYNRAG_OK;
+        memcpy(subject, q, n);
+        subject[n] = '\0';
+        int k = relation_kinds[i].subject;
+        int rc = add_entity(b, k, subject, k == ENT_PERSON, err);
+        k = relation_kinds[i].answer;
+        if (rc == DYNRAG_OK && answer != NULL)
+            rc = add_entity(b, k, answer, k == ENT_PERSON, err);
+        return rc;
+    }
+    return DYNRAG_OK;
+}
+
+/* Harvests the first answer of an NQ-style "who"/"where" question. */
+static int harvest_nq(builder *b, const cJSON *obj, const char *q, dynrag_error *err)
+{
+    const cJSON *ans = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(obj, "answer"), 0);
+    if (!cJSON_IsString(ans) || ans->valuestring == NULL)
+        return DYNRAG_OK;
+    if (starts_with_word(q, "who"))
+        return add_entity(b, ENT_PERSON, ans->valuestring, true, err);
+    if (starts_with_word(q, "where"))
+        return add_entity(b, ENT_PLACE, ans->valuestring, false, err);
+    return DYNRAG_OK;
+}
+
+/* Writes template tpl with {X}, {Y}, {A} replaced into out. */
+static int fill_template(dr_buf *out, const char *tpl, const char *x, const char *y,
+                         const char *a)
+{
+    dr_buf_reset(out);
+    int rc = DYNRAG_OK;
+    for (const char *p = tpl; *p && rc == DYNRAG_OK; p++) {
+        if (p[0] == '{' && p[1] != '\0' && p[2] == '}') {
+            const char *v = p[1] == 'X' ? x : p[1] == 'Y' ? y : a;
+            rc = dr_buf_puts(out, v);
+            p += 2;
+        } else {
+            rc = dr_buf_putc(out, *p);
+        }
+    }
+    return rc;
+}
+
+/* Picks a template uniformly among the `single` (one-entity) or comparison
+ * templates of the kinds with at least two entities; sets *kind. total is
+ * their count (> 0). */
+static const char *pick_template(const builder *b, dr_rng *rng, bool single, size_t total,
+                                 int *kind)
+{
+    size_t t = (size_t)dr_rng_below(rng, total);
+    for (int k = 0; k < N_ENT_KINDS; k++) {
+        if (b->ents[k].n < 2)
+            continue;
+        size_t n = single ? kind_templates[k].none : kind_templates[k].ntpl;
+        if (t < n) {
+            *kind = k;
+            return single ? kind_templates[k].one[t] : kind_templates[k].tpl[t];
+        }
+        t -= n;
+    }
+    return NULL; /* not reached: total counts the same templates */
+}
+
+/*
+ * Adds opt->augment_comparisons synthetic comparison questions (source
+ * "comparison", label C) and as many single-entity questions (source
+ * "comparison-single", label B) drawn from the harvested entity pools:
+ * each picks a template uniformly among the templates of kinds with at
+ * least two entities, then entities of that kind (two different ones for
+ * a comparison) and an attribute for {A}, all from a generator seeded by
+ * opt->seed alone. Adds nothing (with a warning) when no kind has two
+ * entities. Fails only on out of memory.
+ */
+static int generate_comparisons(builder *b, dynrag_error *err)
+{
+    size_t total[2] = {0, 0}; /* comparison, single */
+    for (int k = 0; k < N_ENT_KINDS; k++) {
+        if (b->ents[k].n >= 2) {
+            total[0] += kind_templates[k].ntpl;
+            total[1] += kind_templates[k].none;
+        }
+    }
+    if (total[0] == 0) {
+        dr_log(DYNRAG_LOG_WARN, "dataset", "comparison augmentation: no entities harvested");
+        return DYNRAG_OK;
+    }
+    dr_rng rng;
+    dr_rng_seed(&rng, b->opt->seed ^ UINT64_C(0x636f6d7061726973)); /* "comparis" */
+    dr_buf text = {0};
+    int rc = DYNRAG_OK;
+    for (size_t i = 0; i < b->opt->augment_comparisons && rc == DYNRAG_OK; i++) {
+        for (int single = 0; single < 2 && rc == DYNRAG_OK; single++) {
+            int k = 0;
+            const char *tpl = pick_template(b, &rng, single, total[single], &k);
+            const ent_pool *p = &b->ents[k];
+            const char *x = p->v[dr_rng_below(&rng, p->n)];
+            const char *y = x;
+            for (int tries = 0; !single && tries < 32 && strcmp(x, y) == 0; tries++)
+                y = p->v[dr_rng_below(&rng, p->n)];
+            const char *a =
+                kind_templates[k].attr[dr_rng_below(&rng, kind_templates[k].nattr)];
+            if (!single && strcmp(x, y) == 0)
+                continue; /* a pool of one distinct name */
+            char where[64];
+            snprintf(where, sizeof(where), "comparison augmentation %zu", i);
+            rc = fill_template(&text, tpl, x, y, a);
+            if (rc != DYNRAG_OK)
+                rc = dr_err_set(err, rc, "%s: cannot format", where);
+            else
+                rc = add_record(b, text.data, single ? DYNRAG_DATASET_SRC_COMPARISON_SINGLE
+                                                     : DYNRAG_DATASET_SRC_COMPARISON,
+                                where, err);
+        }
+    }
+    dr_buf_free(&text);
     return rc;
 }
 
@@ -578,6 +1036,12 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
 
     /* 1. Read every source (all files are checked before anything is written). */
     bool subs = opt->augment && holdout != DYNRAG_DATASET_SRC_MUSIQUE;
+    if (opt->augment_comparisons > 0) {
+        /* Entities for the comparison templates: never HotpotQA, never the holdout. */
+        b.harvest[DYNRAG_DATASET_SRC_NQ] = holdout != DYNRAG_DATASET_SRC_NQ;
+        b.harvest[DYNRAG_DATASET_SRC_EFFICIENTQA] = holdout != DYNRAG_DATASET_SRC_EFFICIENTQA;
+        b.harvest[DYNRAG_DATASET_SRC_MUSIQUE] = holdout != DYNRAG_DATASET_SRC_MUSIQUE;
+    }
     rc = read_clinc(&b, err);
     if (rc == DYNRAG_OK)
         rc = read_jsonl_rel(&b, "nq-open/NQ-open.dev.jsonl", nq_dev_line, err);
@@ -590,6 +1054,8 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
         rc = read_jsonl_rel(&b, "hotpotqa/dev300.jsonl", hotpot_line, err);
     if (rc == DYNRAG_OK && subs)
         rc = read_musique(&b, false, true, err);
+    if (rc == DYNRAG_OK && opt->augment_comparisons > 0)
+        rc = generate_comparisons(&b, err);
     if (rc == DYNRAG_OK)
         rc = dedup(&b, holdout, err);
     if (rc != DYNRAG_OK)
@@ -612,7 +1078,7 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
     }
     for (size_t i = 0; i < b.n; i++) {
         const rec *r = &b.recs[i];
-        if (r->dropped || r->source == DYNRAG_DATASET_SRC_MUSIQUE_SUB)
+        if (r->dropped || is_augmented(r->source))
             continue;
         if (r->source == holdout)
             held[nheld++] = i;
@@ -657,7 +1123,7 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
     }
     for (size_t i = 0; i < b.n; i++) {
         const rec *r = &b.recs[i];
-        if (!r->dropped && r->source == DYNRAG_DATASET_SRC_MUSIQUE_SUB) {
+        if (!r->dropped && is_augmented(r->source)) {
             train[ntrain++] = i;
             st->train[r->source]++;
             st->train_label[source_label[r->source]]++;
