@@ -45,6 +45,9 @@ print(f"corpus {len(seen)} docs; mix {len(mix)} questions", file=sys.stderr)
 PY
 rm -rf "$WORK/hotpot-index"
 "$DYNRAG" index --index "$WORK/hotpot-index" "$WORK/hotpot-corpus.jsonl" >/dev/null
+"$DYNRAG" eval --pipeline "$ROOT/pipelines/adaptive-rag.yaml" --index "$WORK/hotpot-index" \
+    --data "$WORK/adaptive-mix.jsonl" --format qa --quality context --cost steps \
+    --out "$WORK/adaptive-classifier" --seed 1 --stages retrieval_mode
 "$DYNRAG" eval --pipeline "$ROOT/pipelines/adaptive-rag-rules.yaml" --index "$WORK/hotpot-index" \
     --data "$WORK/adaptive-mix.jsonl" --format qa --quality context --cost steps \
     --out "$WORK/adaptive" --seed 1
