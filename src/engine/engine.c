@@ -810,6 +810,30 @@ static int next_escalation(qstate *s, dr_stage_id sid, int i, double in_tok, dou
 }
 
 /*
+ * One cascade decision for stage sid after option `cur` answered: judges the
+ * answer with the stage's cascade router, records the attempt, and returns
+ * the option to escalate to (reason appended), or -1 to stop (confident
+ * enough, forced by the caller, nothing left, or over budget).
+ */
+static int cascade_step(qstate *s, dr_stage_id sid, int cur, const gen_out *g, int in_tok)
+{
+    const dr_stage *st = &s->p->stages[sid];
+    stage_rec *rec = &s->st[sid];
+    char why[256];
+    double conf = judge(&st->router, s, g, why, sizeof(why));
+    double thr = dr_param_num(st->router.params, "threshold", 0.5);
+    int next = conf < thr && !rec->forced ? next_escalation(s, sid, cur, in_tok, 256) : -1;
+    record_attempt(s, dr_stage_name(sid), st->options[cur].name, conf, thr, why, next >= 0);
+    if (next >= 0) {
+        size_t len = strlen(rec->reason);
+        snprintf(rec->reason + len, sizeof(rec->reason) - len,
+                 "; cascade: escalated '%s' -> '%s' (%s)", st->options[cur].name,
+                 st->options[next].name, why);
+    }
+    return next;
+}
+
+/*
  * Generation with its cascades. The generator stage's router (or, for
  * Self-Route, the context stage's) may be a cascade: answer with the
  * cheaper option, judge the answer, and escalate to the next option while
@@ -861,23 +885,9 @@ static int generate(qstate *s, bool retrieved, dynrag_error *err)
             gi = s->st[DR_STAGE_GENERATOR].option; /* may have become the fallback */
             if (!is_cascade(s, DR_STAGE_GENERATOR))
                 break;
-            const dr_router_spec *spec = &s->p->stages[DR_STAGE_GENERATOR].router;
-            char why[256];
-            double conf = judge(spec, s, &g, why, sizeof(why));
-            double thr = dr_param_num(spec->params, "threshold", 0.5);
-            int next = conf < thr && !s->st[DR_STAGE_GENERATOR].forced
-                           ? next_escalation(s, DR_STAGE_GENERATOR, gi, in_tok, 256)
-                           : -1;
-            record_attempt(s, "generator", s->p->stages[DR_STAGE_GENERATOR].options[gi].name, conf,
-                           thr, why, next >= 0);
+            int next = cascade_step(s, DR_STAGE_GENERATOR, gi, &g, in_tok);
             if (next < 0)
                 break;
-            size_t len = strlen(s->st[DR_STAGE_GENERATOR].reason);
-            snprintf(s->st[DR_STAGE_GENERATOR].reason + len,
-                     sizeof(s->st[DR_STAGE_GENERATOR].reason) - len,
-                     "; cascade: escalated '%s' -> '%s' (%s)",
-                     s->p->stages[DR_STAGE_GENERATOR].options[gi].name,
-                     s->p->stages[DR_STAGE_GENERATOR].options[next].name, why);
             gi = next;
             s->st[DR_STAGE_GENERATOR].option = gi;
         }
@@ -886,22 +896,9 @@ static int generate(qstate *s, bool retrieved, dynrag_error *err)
         /* The context cascade (Self-Route). */
         if (ci < 0 || !is_cascade(s, DR_STAGE_CONTEXT))
             break;
-        const dr_router_spec *spec = &s->p->stages[DR_STAGE_CONTEXT].router;
-        char why[256];
-        double conf = judge(spec, s, &g, why, sizeof(why));
-        double thr = dr_param_num(spec->params, "threshold", 0.5);
-        int next = conf < thr && !s->st[DR_STAGE_CONTEXT].forced
-                       ? next_escalation(s, DR_STAGE_CONTEXT, ci, in_tok, 256)
-                       : -1;
-        record_attempt(s, "context", s->p->stages[DR_STAGE_CONTEXT].options[ci].name, conf, thr,
-                       why, next >= 0);
+        int next = cascade_step(s, DR_STAGE_CONTEXT, ci, &g, in_tok);
         if (next < 0)
             break;
-        size_t len = strlen(s->st[DR_STAGE_CONTEXT].reason);
-        snprintf(s->st[DR_STAGE_CONTEXT].reason + len,
-                 sizeof(s->st[DR_STAGE_CONTEXT].reason) - len, "; cascade: escalated '%s' -> '%s' (%s)",
-                 s->p->stages[DR_STAGE_CONTEXT].options[ci].name,
-                 s->p->stages[DR_STAGE_CONTEXT].options[next].name, why);
         ci = next;
         s->st[DR_STAGE_CONTEXT].option = ci;
         const dr_option *co = &s->p->stages[DR_STAGE_CONTEXT].options[ci];
