@@ -465,7 +465,7 @@ TEST(pipeline_errors_references)
     ASSERT_DIAG(HDR "stages:\n  context:\n    options: [{name: a, kind: topk, quality: 0.5}, "
                     "{name: b, kind: tokens}]\n    router: {type: cost}\n",
                 "t.yaml:5:52: stages.context.options[1]: option 'b' needs a 'quality' for the "
-                "cost router (or set the router's quality_from)");
+                "cost router (or set the router's quality_model)");
     ASSERT_DIAG(HDR "stages:\n  context:\n    options: [{name: a, kind: topk}]\n"
                     "    router: {type: knn, params: {default: a}}\n",
                 "t.yaml:6:13: stages.context.router.params: the knn router needs 'examples', "

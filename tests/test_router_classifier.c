@@ -73,3 +73,55 @@ TEST(router_classifier_shipped_model)
     dr_router_free(r);
     dynrag_pipeline_free(p);
 }
+
+/* The cost router with a quality model: the cheapest retrieval mode that
+ * suffices with probability >= the floor. */
+TEST(router_cost_quality_model)
+{
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nname: t\nstages:\n  retrieval_mode:\n    options:\n"
+             "      - {name: none, kind: none}\n      - {name: single, kind: single}\n"
+             "      - {name: multi, kind: multi}\n"
+             "    router:\n      type: cost\n      params:\n"
+             "        objective: min_cost\n        quality_floor: 0.9\n"
+             "        quality_model: %s/models/complexity.safetensors\n"
+             "        quality_labels: {A: none, B: single, C: multi}\n",
+             test_source_dir());
+    dynrag_pipeline *p = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_pipeline_load_string(yaml, strlen(yaml), "t.yaml", NULL, &p, NULL, &err),
+              &err);
+    dr_router *r = NULL;
+    ASSERT_OK(dr_router_create(p, &p->stages[DR_STAGE_RETRIEVAL_MODE], &r, &err), &err);
+    dr_route_decision d;
+    ASSERT_OK(route(r, p, "hello, how are you today?", &d), &err);
+    ASSERT_EQ(d.option, 0);
+    ASSERT_OK(route(r, p, "who wrote the novel war and peace", &d), &err);
+    ASSERT_EQ(d.option, 1);
+    ASSERT_CONTAINS(d.reason, "cheapest reaching the quality floor: single");
+    ASSERT_OK(route(r, p,
+                    "Which film came out first, the one directed by the man who made Jaws or "
+                    "Alien?",
+                    &d),
+              &err);
+    ASSERT_EQ(d.option, 2);
+    dr_router_free(r);
+    dynrag_pipeline_free(p);
+
+    /* quality_model without quality_labels is a load error */
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nname: t\nstages:\n  retrieval_mode:\n    options:\n"
+             "      - {name: none, kind: none}\n      - {name: single, kind: single}\n"
+             "    router:\n      type: cost\n      params:\n"
+             "        quality_model: %s/models/complexity.safetensors\n",
+             test_source_dir());
+    dynrag_diags *dg = NULL;
+    ASSERT_EQ(dynrag_pipeline_load_string(yaml, strlen(yaml), "t.yaml", NULL, &p, &dg, &err),
+              DYNRAG_ERR_PARSE);
+    char *text = dynrag_diags_format(dg);
+    ASSERT_CONTAINS(text, "quality_model and quality_labels go together");
+    free(text);
+    dynrag_diags_free(dg);
+}

@@ -78,7 +78,9 @@ const dr_param_row dr_param_rows[] = {
     {"knn.example",            "option",             DR_PT_OPTION,        0,     0,           NULL,           R, NULL},
     {"router.cost",            "objective",          DR_PT_ENUM,          0,     0,           "max_quality",  0, "max_quality|min_cost"},
     {"router.cost",            "quality_floor",      DR_PT_NUM,           0,     1,           "0",            0, NULL},
-    {"router.cost",            "quality_from",       DR_PT_STR,           0,     0,           NULL,           0, NULL},
+    {"router.cost",            "quality_model",      DR_PT_FILE,          0,     0,           NULL,           0, NULL},
+    {"router.cost",            "quality_head",       DR_PT_STR,           0,     0,           NULL,           0, NULL},
+    {"router.cost",            "quality_labels",     DR_PT_OPTION_MAP,    1,     0,           NULL,           0, NULL},
     {"router.bandit",          "algorithm",          DR_PT_ENUM,          0,     0,           "ucb1",         0, "epsilon_greedy|ucb1|linucb"},
     {"router.bandit",          "epsilon",            DR_PT_NUM,           0,     1,           "0.1",          0, NULL},
     {"router.bandit",          "alpha",              DR_PT_NUM,           0,     10,          "1",            0, NULL},
@@ -872,7 +874,17 @@ void dr_schema_check_stage(dr_vctx *v, const dr_stage *stage, const char *path,
                          "the knn router needs 'examples', 'examples_file' or both");
     }
     if (strcmp(r->type, "cost") == 0 &&
-        cJSON_GetObjectItemCaseSensitive(r->params, "quality_from") == NULL) {
+        (cJSON_GetObjectItemCaseSensitive(r->params, "quality_model") == NULL) !=
+            (cJSON_GetObjectItemCaseSensitive(r->params, "quality_labels") == NULL)) {
+        const dr_ynode *rn = dr_ymap_get(dr_ymap_get(stage_node, "router"), "params");
+        /* Silent when one was given but invalid (already reported). */
+        if ((dr_ymap_get(rn, "quality_model") == NULL) !=
+            (dr_ymap_get(rn, "quality_labels") == NULL))
+            dr_diags_add(v->diags, r->line, r->col, rpath,
+                         "the cost router's quality_model and quality_labels go together");
+    }
+    if (strcmp(r->type, "cost") == 0 &&
+        cJSON_GetObjectItemCaseSensitive(r->params, "quality_model") == NULL) {
         for (size_t i = 0; i < stage->n_options; i++) {
             const dr_option *o = &stage->options[i];
             if (isnan(o->quality) && o->name != NULL) {
@@ -880,7 +892,7 @@ void dr_schema_check_stage(dr_vctx *v, const dr_stage *stage, const char *path,
                 dr_pathf(opath, sizeof(opath), "%s.options[%zu]", path, i);
                 dr_diags_add(v->diags, o->line, o->col, opath,
                              "option '%s' needs a 'quality' for the cost router (or set the "
-                             "router's quality_from)", o->name);
+                             "router's quality_model)", o->name);
             }
         }
     }

@@ -15,6 +15,7 @@
  * broken by listed order. Options with no declared quality (NAN) rank below
  * any declared quality and never reach a floor.
  */
+#include "nn/classifier.h"
 #include "router/cost.h"
 #include "router/router_impl.h"
 
@@ -48,11 +49,40 @@ typedef struct cost_router {
     dr_router base;
     bool min_cost;
     double floor;
+    dr_classifier *model; /* quality_model, or NULL for declared qualities */
+    int head;
+    size_t n_labels;
+    int *label_option; /* [n_labels]: option index of each label, -1 unmapped */
 } cost_router;
 
-static double qual(const dr_option *o)
+static double qv(double q)
 {
-    return isnan(o->quality) ? -INFINITY : o->quality;
+    return isnan(q) ? -INFINITY : q;
+}
+
+/* The query's per-option quality: declared, or from the quality model. */
+static int option_qualities(const cost_router *cr, const dr_route_ctx *ctx, double *q,
+                            dynrag_error *err)
+{
+    const dr_stage *st = cr->base.stage;
+    for (size_t i = 0; i < st->n_options; i++)
+        q[i] = st->options[i].quality;
+    if (cr->model == NULL)
+        return DYNRAG_OK;
+    float probs[64];
+    if (cr->n_labels > 64)
+        return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED, "quality_model: more than 64 labels");
+    int rc = dr_classifier_predict(cr->model, cr->head, ctx->query ? ctx->query : "", probs, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    for (size_t i = 0; i < st->n_options; i++) {
+        double sum = 0;
+        for (size_t l = 0; l < cr->n_labels; l++)
+            if (cr->label_option[l] >= 0 && (size_t)cr->label_option[l] <= i)
+                sum += probs[l];
+        q[i] = sum > 1 ? 1 : sum;
+    }
+    return DYNRAG_OK;
 }
 
 static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *out,
@@ -84,24 +114,27 @@ static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *
                       (maxv[2] > 0 ? est[i].energy_wh / maxv[2] : 0);
         fits[i] = dr_cost_fits(&est[i], &ctx->remaining);
     }
+    double q[DR_MAX_OPTIONS];
+    int qrc = option_qualities(cr, ctx, q, err);
+    if (qrc != DYNRAG_OK)
+        return qrc;
     dr_route_decision_reset(out);
     int pick = -1;
     const char *why = "";
     if (!cr->min_cost) {
         for (size_t i = 0; i < n; i++) {
-            out->scores[i] = st->options[i].quality;
+            out->scores[i] = q[i];
             if (!st->options[i].available || !fits[i])
                 continue;
-            if (pick < 0 || qual(&st->options[i]) > qual(&st->options[pick]) ||
-                (qual(&st->options[i]) == qual(&st->options[pick]) &&
-                 combined[i] < combined[pick]))
+            if (pick < 0 || qv(q[i]) > qv(q[pick]) ||
+                (qv(q[i]) == qv(q[pick]) && combined[i] < combined[pick]))
                 pick = (int)i;
         }
         why = "highest quality within budget";
     } else {
         for (size_t i = 0; i < n; i++) {
             out->scores[i] = -combined[i];
-            if (!st->options[i].available || !fits[i] || !(st->options[i].quality >= cr->floor))
+            if (!st->options[i].available || !fits[i] || !(q[i] >= cr->floor))
                 continue;
             if (pick < 0 || combined[i] < combined[pick])
                 pick = (int)i;
@@ -111,7 +144,7 @@ static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *
             for (size_t i = 0; i < n; i++) {
                 if (!st->options[i].available || !fits[i])
                     continue;
-                if (pick < 0 || qual(&st->options[i]) > qual(&st->options[pick]))
+                if (pick < 0 || qv(q[i]) > qv(q[pick]))
                     pick = (int)i;
             }
             why = "none reaches the quality floor: highest quality within budget";
@@ -130,14 +163,62 @@ static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *
     snprintf(out->reason, sizeof out->reason,
              "cost %s: %s: %s (quality %.3g, est $%.6f, %.0f ms, %.3g Wh)",
              cr->min_cost ? "min_cost" : "max_quality", why, st->options[pick].name,
-             st->options[pick].quality, est[pick].usd, est[pick].latency_ms,
+             q[pick], est[pick].usd, est[pick].latency_ms,
              est[pick].energy_wh);
     return DYNRAG_OK;
 }
 
 static void cost_free(dr_router *r)
 {
-    free(r);
+    cost_router *cr = (cost_router *)r;
+    if (cr == NULL)
+        return;
+    dr_classifier_free(cr->model);
+    free(cr->label_option);
+    free(cr);
+}
+
+/* Loads quality_model and maps its labels to options (quality_labels). */
+static int load_quality_model(cost_router *cr, const dr_stage *stage, const cJSON *params,
+                              const char *model, dynrag_error *err)
+{
+    const char *sn = dr_router_stage_label(stage);
+    int rc = dr_classifier_load(model, &cr->model, err);
+    if (rc != DYNRAG_OK)
+        return dr_err_prefix(err, "stages.%s.router.quality_model", sn);
+    const char *head = dr_rparam_str(params, "quality_head", NULL);
+    cr->head = dr_classifier_head(cr->model, head);
+    if (cr->head < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.quality_head: %s has no head '%s'", sn, model,
+                          head ? head : "(first)");
+    cr->n_labels = dr_classifier_n_labels(cr->model, cr->head);
+    cr->label_option = malloc((cr->n_labels ? cr->n_labels : 1) * sizeof(*cr->label_option));
+    if (cr->label_option == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(params, "quality_labels");
+    size_t mapped = 0;
+    for (size_t l = 0; l < cr->n_labels; l++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+            labels, dr_classifier_label(cr->model, cr->head, l));
+        cr->label_option[l] = cJSON_IsString(v) ? dr_stage_find_option(stage, v->valuestring) : -1;
+        mapped += cr->label_option[l] >= 0;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, labels)
+    {
+        bool known = false;
+        for (size_t l = 0; l < cr->n_labels && !known; l++)
+            known = strcmp(it->string, dr_classifier_label(cr->model, cr->head, l)) == 0;
+        if (!known)
+            return dr_err_set(err, DYNRAG_ERR_INVALID,
+                              "stages.%s.router.quality_labels: %s has no label '%s'", sn, model,
+                              it->string);
+    }
+    if (mapped == 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.quality_labels: no label of %s is mapped", sn, model);
+    return DYNRAG_OK;
 }
 
 static const dr_router_vtable cost_vt = {cost_route, dr_router_feedback_none,
@@ -163,8 +244,17 @@ int dr_router_create_cost(const dynrag_pipeline *p, const dr_stage *stage, dr_ro
     if (cr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     cr->base.vt = &cost_vt;
+    cr->base.stage = stage;
     cr->min_cost = min_cost;
     cr->floor = floor_q;
+    const char *model = dr_rparam_str(params, "quality_model", NULL);
+    if (model != NULL) {
+        int rc = load_quality_model(cr, stage, params, model, err);
+        if (rc != DYNRAG_OK) {
+            cost_free(&cr->base);
+            return rc;
+        }
+    }
     *out = &cr->base;
     return DYNRAG_OK;
 }
