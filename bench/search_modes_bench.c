@@ -3,7 +3,7 @@
  * dense, hybrid) on one thread, through the public API, over a BEIR queries
  * file. Medians of --repeat passes; QPS as queries / pass time.
  *
- *   dynrag_bench_search_modes INDEX_DIR QUERIES.jsonl [-k K] [--repeat N]
+ *   dynrag_bench_search_modes INDEX_DIR QUERIES.jsonl [-k K] [--repeat N] [--nprobe P]
  */
 #include "dynrag/index.h"
 
@@ -29,17 +29,20 @@ static int cmp_d(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s INDEX_DIR QUERIES.jsonl [-k K] [--repeat N]\n", argv[0]);
+        fprintf(stderr, "usage: %s INDEX_DIR QUERIES.jsonl [-k K] [--repeat N] [--nprobe P]\n",
+                argv[0]);
         return 2;
     }
-    int k = 10, repeat = 3;
+    int k = 10, repeat = 3, nprobe = 0;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "-k") == 0)
             k = (int)strtol(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--repeat") == 0)
             repeat = (int)strtol(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--nprobe") == 0)
+            nprobe = (int)strtol(argv[i + 1], NULL, 10);
     }
-    if (k < 1 || k > 1000 || repeat < 1 || repeat > 100) {
+    if (k < 1 || k > 1000 || repeat < 1 || repeat > 100 || nprobe < 0 || nprobe > 65536) {
         fprintf(stderr, "bad -k or --repeat\n");
         return 2;
     }
@@ -72,13 +75,14 @@ int main(int argc, char **argv)
     }
     double *lat = malloc(n * sizeof(double));
     double *pass_qps = malloc((size_t)repeat * sizeof(double));
-    printf("%zu queries, k=%d, 1 thread, median of %d passes\n", n, k, repeat);
+    printf("%zu queries, k=%d, nprobe %d, 1 thread, median of %d passes\n", n, k, nprobe, repeat);
     printf("%-7s %10s %10s %10s\n", "mode", "QPS", "p50 ms", "p99 ms");
     for (int m = 0; m < 3; m++) {
         dynrag_search_options so;
         memset(&so, 0, sizeof(so));
         so.mode = (dynrag_search_mode)m;
         so.k = k;
+        so.nprobe = nprobe;
         double p50s[100], p99s[100];
         for (int r = 0; r < repeat; r++) {
             double t0 = now_us();
