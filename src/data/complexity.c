@@ -21,16 +21,17 @@ enum { LABEL_A = 0, LABEL_B = 1, LABEL_C = 2 };
 
 static const char *const source_names[DYNRAG_DATASET_N_SOURCES] = {
     "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison",
-    "comparison-single",
+    "comparison-single", "chain", "chain-single",
 };
 static const int source_label[DYNRAG_DATASET_N_SOURCES] = {
-    LABEL_A, LABEL_B, LABEL_B, LABEL_C, LABEL_C, LABEL_B, LABEL_C, LABEL_B,
+    LABEL_A, LABEL_B, LABEL_B, LABEL_C, LABEL_C, LABEL_B, LABEL_C, LABEL_B, LABEL_C, LABEL_B,
 };
 /* Augmented sources go to train only, after balancing. */
 static bool is_augmented(int source)
 {
     return source == DYNRAG_DATASET_SRC_MUSIQUE_SUB || source == DYNRAG_DATASET_SRC_COMPARISON ||
-           source == DYNRAG_DATASET_SRC_COMPARISON_SINGLE;
+           source == DYNRAG_DATASET_SRC_COMPARISON_SINGLE || source == DYNRAG_DATASET_SRC_CHAIN ||
+           source == DYNRAG_DATASET_SRC_CHAIN_SINGLE;
 }
 
 static const char *const label_names[DYNRAG_DATASET_N_LABELS] = {"A", "B", "C"};
@@ -896,6 +897,216 @@ static int generate_comparisons(builder *b, dynrag_error *err)
     return rc;
 }
 
+/* ---- compositional augmentation (augment_chains) ---------------------------- */
+
+/*
+ * MuSiQue's questions are compositional chains ("When was the spouse of the
+ * director of X born?"): each relation noun phrase is one lookup. The
+ * builder composes such chains from a hand-written table of relation noun
+ * phrases typed by the kind of their argument and of their result, and
+ * question heads typed by the kind they ask about, over the entities
+ * harvested for the comparison augmentation (never HotpotQA, never the
+ * holdout source). Depth = relations + (1 for a lookup head such as "When
+ * was {X} born?", 0 for an identity head such as "Who is {X}?"); depth 2..3
+ * is labelled C (source "chain"), depth 1 B (source "chain-single"), with
+ * the same tables, so the model sees depth rather than vocabulary. The
+ * phrases were written from the general shape of such questions, not
+ * mined from the MuSiQue or HotpotQA files.
+ */
+static const struct {
+    const char *np; /* {X}: the argument */
+    int arg, res;   /* entity kinds */
+} chain_rels[] = {
+    {"the spouse of {X}", ENT_PERSON, ENT_PERSON},
+    {"the wife of {X}", ENT_PERSON, ENT_PERSON},
+    {"the husband of {X}", ENT_PERSON, ENT_PERSON},
+    {"the father of {X}", ENT_PERSON, ENT_PERSON},
+    {"the mother of {X}", ENT_PERSON, ENT_PERSON},
+    {"the son of {X}", ENT_PERSON, ENT_PERSON},
+    {"the daughter of {X}", ENT_PERSON, ENT_PERSON},
+    {"the brother of {X}", ENT_PERSON, ENT_PERSON},
+    {"the sister of {X}", ENT_PERSON, ENT_PERSON},
+    {"the birthplace of {X}", ENT_PERSON, ENT_PLACE},
+    {"the city where {X} was born", ENT_PERSON, ENT_PLACE},
+    {"the place where {X} died", ENT_PERSON, ENT_PLACE},
+    {"the hometown of {X}", ENT_PERSON, ENT_PLACE},
+    {"the country of citizenship of {X}", ENT_PERSON, ENT_PLACE},
+    {"the country {X} is from", ENT_PERSON, ENT_PLACE},
+    {"the team of {X}", ENT_PERSON, ENT_ORG},
+    {"the university {X} attended", ENT_PERSON, ENT_ORG},
+    {"the employer of {X}", ENT_PERSON, ENT_ORG},
+    {"the party of {X}", ENT_PERSON, ENT_ORG},
+    {"the record label of {X}", ENT_PERSON, ENT_ORG},
+    {"the band {X} belonged to", ENT_PERSON, ENT_ORG},
+    {"the first album of {X}", ENT_PERSON, ENT_WORK},
+    {"the debut film of {X}", ENT_PERSON, ENT_WORK},
+    {"the best-known novel by {X}", ENT_PERSON, ENT_WORK},
+    {"the last film directed by {X}", ENT_PERSON, ENT_WORK},
+    {"the director of {X}", ENT_WORK, ENT_PERSON},
+    {"the author of {X}", ENT_WORK, ENT_PERSON},
+    {"the composer of {X}", ENT_WORK, ENT_PERSON},
+    {"the performer of {X}", ENT_WORK, ENT_PERSON},
+    {"the producer of {X}", ENT_WORK, ENT_PERSON},
+    {"the creator of {X}", ENT_WORK, ENT_PERSON},
+    {"the lead actor in {X}", ENT_WORK, ENT_PERSON},
+    {"the singer of {X}", ENT_WORK, ENT_PERSON},
+    {"the publisher of {X}", ENT_WORK, ENT_ORG},
+    {"the studio that made {X}", ENT_WORK, ENT_ORG},
+    {"the network that aired {X}", ENT_WORK, ENT_ORG},
+    {"the country where {X} was filmed", ENT_WORK, ENT_PLACE},
+    {"the capital of {X}", ENT_PLACE, ENT_PLACE},
+    {"the country of {X}", ENT_PLACE, ENT_PLACE},
+    {"the country where {X} is located", ENT_PLACE, ENT_PLACE},
+    {"the largest city of {X}", ENT_PLACE, ENT_PLACE},
+    {"the state containing {X}", ENT_PLACE, ENT_PLACE},
+    {"the county of {X}", ENT_PLACE, ENT_PLACE},
+    {"the mayor of {X}", ENT_PLACE, ENT_PERSON},
+    {"the president of {X}", ENT_PLACE, ENT_PERSON},
+    {"the governor of {X}", ENT_PLACE, ENT_PERSON},
+    {"the founder of {X}", ENT_ORG, ENT_PERSON},
+    {"the CEO of {X}", ENT_ORG, ENT_PERSON},
+    {"the owner of {X}", ENT_ORG, ENT_PERSON},
+    {"the head coach of {X}", ENT_ORG, ENT_PERSON},
+    {"the city where {X} is headquartered", ENT_ORG, ENT_PLACE},
+    {"the home city of {X}", ENT_ORG, ENT_PLACE},
+    {"the country where {X} was founded", ENT_ORG, ENT_PLACE},
+    {"the parent company of {X}", ENT_ORG, ENT_ORG},
+    {"the league of {X}", ENT_ORG, ENT_ORG},
+};
+
+/* Question heads: {X} is a noun phrase (or a name) of the kind; lookup 1
+ * when the head itself asks for one more fact, 0 when it only asks what
+ * the noun phrase denotes. */
+static const struct {
+    const char *q;
+    int kind, lookup;
+} chain_heads[] = {
+    {"When was {X} born?", ENT_PERSON, 1},
+    {"Who is {X} married to?", ENT_PERSON, 1},
+    {"Where was {X} born?", ENT_PERSON, 1},
+    {"When did {X} die?", ENT_PERSON, 1},
+    {"What is the nationality of {X}?", ENT_PERSON, 1},
+    {"Where did {X} go to college?", ENT_PERSON, 1},
+    {"How old was {X} when they died?", ENT_PERSON, 1},
+    {"Who is {X}?", ENT_PERSON, 0},
+    {"Who was {X}?", ENT_PERSON, 0},
+    {"Name {X}.", ENT_PERSON, 0},
+    {"When was {X} released?", ENT_WORK, 1},
+    {"Who directed {X}?", ENT_WORK, 1},
+    {"Who wrote {X}?", ENT_WORK, 1},
+    {"Who sang {X}?", ENT_WORK, 1},
+    {"What genre is {X}?", ENT_WORK, 1},
+    {"What is {X}?", ENT_WORK, 0},
+    {"What is the population of {X}?", ENT_PLACE, 1},
+    {"What is the capital of {X}?", ENT_PLACE, 1},
+    {"What continent is {X} in?", ENT_PLACE, 1},
+    {"What language is spoken in {X}?", ENT_PLACE, 1},
+    {"Who is the mayor of {X}?", ENT_PLACE, 1},
+    {"What is {X}?", ENT_PLACE, 0},
+    {"Which city is {X}?", ENT_PLACE, 0},
+    {"When was {X} founded?", ENT_ORG, 1},
+    {"Who founded {X}?", ENT_ORG, 1},
+    {"Where is {X} based?", ENT_ORG, 1},
+    {"How many employees does {X} have?", ENT_ORG, 1},
+    {"What is {X}?", ENT_ORG, 0},
+    {"Which company is {X}?", ENT_ORG, 0},
+};
+
+/* Writes into out a noun phrase of kind `kind` built from `rels` relations
+ * over one harvested entity (rels 0: the entity itself), choosing each
+ * relation uniformly among those with that result kind. Returns
+ * DYNRAG_OK, DYNRAG_ERR_NOTFOUND when the chain reached a kind with no
+ * entities or no relation (the caller draws again), or DYNRAG_ERR_NOMEM. */
+static int chain_np(const builder *b, dr_rng *rng, int kind, int rels, dr_buf *out)
+{
+    if (rels == 0) {
+        const ent_pool *p = &b->ents[kind];
+        if (p->n == 0)
+            return DYNRAG_ERR_NOTFOUND;
+        return dr_buf_puts(out, p->v[dr_rng_below(rng, p->n)]);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < DR_ARRAY_LEN(chain_rels); i++)
+        n += chain_rels[i].res == kind;
+    if (n == 0)
+        return DYNRAG_ERR_NOTFOUND;
+    size_t t = (size_t)dr_rng_below(rng, n);
+    size_t i = 0;
+    for (;; i++)
+        if (chain_rels[i].res == kind && t-- == 0)
+            break;
+    const char *np = chain_rels[i].np;
+    const char *x = strstr(np, "{X}");
+    int rc = dr_buf_append(out, np, (size_t)(x - np));
+    if (rc == DYNRAG_OK)
+        rc = chain_np(b, rng, chain_rels[i].arg, rels - 1, out);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(out, x + 3);
+    return rc;
+}
+
+/* Writes one question of the given depth (1..3) into out: a head drawn
+ * uniformly, then a noun phrase of depth - lookup relations (an identity
+ * head needs at least one relation: drawn again). Up to 64 draws; returns
+ * DYNRAG_ERR_NOTFOUND when none fits the harvested kinds. */
+static int chain_question(const builder *b, dr_rng *rng, int depth, dr_buf *out, dr_buf *np)
+{
+    for (int tries = 0; tries < 64; tries++) {
+        size_t h = (size_t)dr_rng_below(rng, DR_ARRAY_LEN(chain_heads));
+        int rels = depth - chain_heads[h].lookup;
+        if (rels < (chain_heads[h].lookup ? 0 : 1))
+            continue;
+        dr_buf_reset(np);
+        int rc = chain_np(b, rng, chain_heads[h].kind, rels, np);
+        if (rc == DYNRAG_ERR_NOTFOUND)
+            continue;
+        if (rc == DYNRAG_OK)
+            rc = fill_template(out, chain_heads[h].q, np->data, "", "");
+        return rc;
+    }
+    return DYNRAG_ERR_NOTFOUND;
+}
+
+/*
+ * Adds opt->augment_chains compositional questions of depth 2 (two in
+ * three) or 3 (source "chain", label C) and as many of depth 1 (source
+ * "chain-single", label B), from a generator seeded by opt->seed alone.
+ * Adds nothing (with a warning) when no person or place entity was
+ * harvested. Fails only on out of memory.
+ */
+static int generate_chains(builder *b, dynrag_error *err)
+{
+    if (b->ents[ENT_PERSON].n == 0 && b->ents[ENT_PLACE].n == 0) {
+        dr_log(DYNRAG_LOG_WARN, "dataset", "chain augmentation: no entities harvested");
+        return DYNRAG_OK;
+    }
+    dr_rng rng;
+    dr_rng_seed(&rng, b->opt->seed ^ UINT64_C(0x636861696e732121)); /* "chains!!" */
+    dr_buf text = {0}, np = {0};
+    int rc = DYNRAG_OK;
+    for (size_t i = 0; i < b->opt->augment_chains && rc == DYNRAG_OK; i++) {
+        for (int single = 0; single < 2 && rc == DYNRAG_OK; single++) {
+            int depth = single ? 1 : dr_rng_below(&rng, 3) == 0 ? 3 : 2;
+            char where[64];
+            snprintf(where, sizeof(where), "chain augmentation %zu", i);
+            rc = chain_question(b, &rng, depth, &text, &np);
+            if (rc == DYNRAG_ERR_NOTFOUND) {
+                rc = DYNRAG_OK;
+                continue;
+            }
+            if (rc != DYNRAG_OK)
+                rc = dr_err_set(err, rc, "%s: cannot format", where);
+            else
+                rc = add_record(b, text.data,
+                                single ? DYNRAG_DATASET_SRC_CHAIN_SINGLE : DYNRAG_DATASET_SRC_CHAIN,
+                                where, err);
+        }
+    }
+    dr_buf_free(&text);
+    dr_buf_free(&np);
+    return rc;
+}
+
 static int read_jsonl_rel(builder *b, const char *rel, jsonl_fn fn, dynrag_error *err)
 {
     char *path = data_path(b, rel);
@@ -1036,8 +1247,9 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
 
     /* 1. Read every source (all files are checked before anything is written). */
     bool subs = opt->augment && holdout != DYNRAG_DATASET_SRC_MUSIQUE;
-    if (opt->augment_comparisons > 0) {
-        /* Entities for the comparison templates: never HotpotQA, never the holdout. */
+    if (opt->augment_comparisons > 0 || opt->augment_chains > 0) {
+        /* Entities for the comparison and chain templates: never HotpotQA, never the
+         * holdout. */
         b.harvest[DYNRAG_DATASET_SRC_NQ] = holdout != DYNRAG_DATASET_SRC_NQ;
         b.harvest[DYNRAG_DATASET_SRC_EFFICIENTQA] = holdout != DYNRAG_DATASET_SRC_EFFICIENTQA;
         b.harvest[DYNRAG_DATASET_SRC_MUSIQUE] = holdout != DYNRAG_DATASET_SRC_MUSIQUE;
@@ -1056,6 +1268,8 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
         rc = read_musique(&b, false, true, err);
     if (rc == DYNRAG_OK && opt->augment_comparisons > 0)
         rc = generate_comparisons(&b, err);
+    if (rc == DYNRAG_OK && opt->augment_chains > 0)
+        rc = generate_chains(&b, err);
     if (rc == DYNRAG_OK)
         rc = dedup(&b, holdout, err);
     if (rc != DYNRAG_OK)
