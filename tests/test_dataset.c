@@ -490,11 +490,15 @@ TEST(dataset_builder_comparisons)
     ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_COMPARISON_SINGLE], 0);
 }
 
-/* Number of whole words "the" in text (case-insensitive). */
+/* Number of whole words "the" (case-insensitive) and of possessive "'s "
+ * in text: each relation noun phrase of the chain augmentation has exactly
+ * one of them. */
 static size_t count_the(const char *text)
 {
     size_t n = 0;
     for (const char *p = text; *p; p++) {
+        if (strncmp(p, "'s ", 3) == 0)
+            n++;
         bool start = p == text || p[-1] == ' ';
         if (start && strncasecmp(p, "the", 3) == 0 && (p[3] == ' ' || p[3] == '\0'))
             n++;
@@ -511,7 +515,8 @@ TEST(dataset_builder_chains)
                                        "Edsger Dijkstra", "Barbara Liskov", "Donald Knuth",
                                        "Niklaus Wirth", "Film Zeta A", "Film Zeta B",
                                        "Film Zeta C", "Film Zeta D", "Town K", "Town L",
-                                       "Town M", "Town N", "Lake Nqville"};
+                                       "Town M", "Town N", "Lake Nqville",
+                                       "Nq book" /* a title: "who wrote nq book 1" */};
     char out0[1100], out1[1100], out2[1100], out3[1100];
     snprintf(out0, sizeof(out0), "%s/c0", test_tmpdir());
     snprintf(out1, sizeof(out1), "%s/c1", test_tmpdir());
@@ -538,12 +543,12 @@ TEST(dataset_builder_chains)
     ASSERT_STR_EQ(dynrag_dataset_source_name(DYNRAG_DATASET_SRC_CHAIN), "chain");
     ASSERT_STR_EQ(dynrag_dataset_source_name(DYNRAG_DATASET_SRC_CHAIN_SINGLE), "chain-single");
 
-    /* Every relation noun phrase starts with "the", so a C question (two or
-     * three lookups) has at least one and a B question (one lookup) at most
-     * one; each question is built over exactly one harvested entity. */
+    /* Every relation noun phrase has one "the" or "'s" (count_the), so a C
+     * question (two or three lookups) has at least one and a B question (one
+     * lookup) at most one; each is built over exactly one harvested entity. */
     dr_labelled_set *tr = load_out(out1, "train.jsonl");
     ASSERT(tr != NULL);
-    size_t nc = 0, nb = 0, the_c = 0, the_b = 0;
+    size_t nc = 0, nb = 0, the_c = 0, the_b = 0, titles = 0;
     for (size_t i = 0; i < tr->n; i++) {
         const char *s = tr->text[i];
         bool c = strcmp(tr->source[i], "chain") == 0;
@@ -556,6 +561,7 @@ TEST(dataset_builder_chains)
         ASSERT_NOT_CONTAINS(s, "Not A Name");
         ASSERT(names_entities(s, ents, DR_ARRAY_LEN(ents), 1));
         ASSERT(!names_entities(s, ents, DR_ARRAY_LEN(ents), 2));
+        titles += strstr(s, "Nq book") != NULL;
         size_t k = count_the(s);
         if (c) {
             ASSERT_GE(k, 1);
@@ -570,6 +576,7 @@ TEST(dataset_builder_chains)
     ASSERT_EQ(nc, st.train[DYNRAG_DATASET_SRC_CHAIN]);
     ASSERT_EQ(nb, st.train[DYNRAG_DATASET_SRC_CHAIN_SINGLE]);
     ASSERT_GT(nb, 0);
+    ASSERT_GT(titles, 0);
     ASSERT_GT(the_c * nb, 2 * the_b * nc); /* C: more than twice the relations */
     dr_labelled_free(tr);
 

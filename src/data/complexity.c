@@ -91,6 +91,9 @@ typedef struct rec {
  * with or without the augmentation.
  */
 enum { ENT_PERSON, ENT_WORK, ENT_PLACE, ENT_ORG, ENT_MUSICIAN, N_ENT_KINDS };
+/* Work titles from NQ question text ("who sang X"): a pool of its own, used
+ * by the chain augmentation only (the comparisons use the five kinds). */
+enum { ENT_TITLE = N_ENT_KINDS };
 
 typedef struct ent_pool {
     char **v; /* owned strings */
@@ -294,7 +297,7 @@ typedef struct builder {
     rec *recs;
     size_t n, alloc;
     bool harvest[DYNRAG_DATASET_N_SOURCES]; /* take entities from this source */
-    ent_pool ents[N_ENT_KINDS];
+    ent_pool ents[N_ENT_KINDS + 1]; /* the kinds, then ENT_TITLE */
 } builder;
 
 static void builder_free(builder *b)
@@ -306,7 +309,7 @@ static void builder_free(builder *b)
     free(b->recs);
     b->recs = NULL;
     b->n = b->alloc = 0;
-    for (int k = 0; k < N_ENT_KINDS; k++) {
+    for (int k = 0; k <= ENT_TITLE; k++) {
         for (size_t i = 0; i < b->ents[k].n; i++)
             free(b->ents[k].v[i]);
         free(b->ents[k].v);
@@ -791,9 +794,58 @@ static int harvest_step(builder *b, const char *q, const char *answer, dynrag_er
     return DYNRAG_OK;
 }
 
-/* Harvests the first answer of an NQ-style "who"/"where" question. */
+/* Harvests a work title from the text of an NQ-style question: "who
+ * sang/sings/wrote/starred in T", "who plays/played R in/on T", "when did T
+ * come out", without a leading "the movie/song/film/tv show/..." and a
+ * trailing " lyrics"; the first letter upper-cased (NQ is lower case; the
+ * classifier folds case). Into the ENT_TITLE pool when it passes
+ * entity_ok. */
+static int harvest_title(builder *b, const char *q, dynrag_error *err)
+{
+    static const char *const heads[] = {"who sang ", "who sings ", "who wrote ",
+                                        "who starred in ", "when did "};
+    static const char *const kinds[] = {"the movie ", "the song ", "the film ", "the tv show ",
+                                        "the tv series ", "the show ", "the book ", "the novel ",
+                                        "the album "};
+    const char *t = NULL;
+    for (size_t i = 0; i < DR_ARRAY_LEN(heads) && t == NULL; i++)
+        if (strncmp(q, heads[i], strlen(heads[i])) == 0)
+            t = q + strlen(heads[i]);
+    if (t == NULL && (strncmp(q, "who plays ", 10) == 0 || strncmp(q, "who played ", 11) == 0)) {
+        const char *in = strstr(q + 10, " in "), *on = strstr(q + 10, " on ");
+        const char *m = in == NULL ? on : on == NULL ? in : in < on ? in : on;
+        t = m ? m + 4 : NULL;
+    }
+    if (t == NULL)
+        return DYNRAG_OK;
+    for (size_t i = 0; i < DR_ARRAY_LEN(kinds); i++)
+        if (strncmp(t, kinds[i], strlen(kinds[i])) == 0)
+            t += strlen(kinds[i]);
+    char title[128];
+    size_t n = strlen(t);
+    bool come_out = strncmp(q, "when did ", 9) == 0;
+    if (come_out) {
+        if (n < 9 || strcmp(t + n - 9, " come out") != 0)
+            return DYNRAG_OK;
+        n -= 9;
+    }
+    if (n >= 7 && strncmp(t + n - 7, " lyrics", 7) == 0)
+        n -= 7;
+    if (n < 2 || n >= sizeof(title))
+        return DYNRAG_OK;
+    memcpy(title, t, n);
+    title[n] = '\0';
+    title[0] = (char)toupper((unsigned char)title[0]);
+    return add_entity(b, ENT_TITLE, title, false, err);
+}
+
+/* Harvests the first answer of an NQ-style "who"/"where" question, and a
+ * work title from the question (harvest_title). */
 static int harvest_nq(builder *b, const cJSON *obj, const char *q, dynrag_error *err)
 {
+    int rc = harvest_title(b, q, err);
+    if (rc != DYNRAG_OK)
+        return rc;
     const cJSON *ans = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(obj, "answer"), 0);
     if (!cJSON_IsString(ans) || ans->valuestring == NULL)
         return DYNRAG_OK;
@@ -972,6 +1024,34 @@ static const struct {
     {"the country where {X} was founded", ENT_ORG, ENT_PLACE},
     {"the parent company of {X}", ENT_ORG, ENT_ORG},
     {"the league of {X}", ENT_ORG, ENT_ORG},
+    /* possessives */
+    {"{X}'s spouse", ENT_PERSON, ENT_PERSON},
+    {"{X}'s father", ENT_PERSON, ENT_PERSON},
+    {"{X}'s mother", ENT_PERSON, ENT_PERSON},
+    {"{X}'s birthplace", ENT_PERSON, ENT_PLACE},
+    {"{X}'s record label", ENT_PERSON, ENT_ORG},
+    {"{X}'s director", ENT_WORK, ENT_PERSON},
+    {"{X}'s producer", ENT_WORK, ENT_PERSON},
+    {"{X}'s performer", ENT_WORK, ENT_PERSON},
+    {"{X}'s author", ENT_WORK, ENT_PERSON},
+    {"{X}'s capital", ENT_PLACE, ENT_PLACE},
+    {"{X}'s founder", ENT_ORG, ENT_PERSON},
+    /* relative clauses */
+    {"the team {X} plays for", ENT_PERSON, ENT_ORG},
+    {"the record label {X} belongs to", ENT_PERSON, ENT_ORG},
+    {"the school where {X} studied", ENT_PERSON, ENT_ORG},
+    {"the actor who starred in {X}", ENT_WORK, ENT_PERSON},
+    {"the singer who performed {X}", ENT_WORK, ENT_PERSON},
+    {"the man who directed {X}", ENT_WORK, ENT_PERSON},
+    {"the person who wrote {X}", ENT_WORK, ENT_PERSON},
+    {"the company that published {X}", ENT_WORK, ENT_ORG},
+    {"the network that broadcast {X}", ENT_WORK, ENT_ORG},
+    {"the province that contains {X}", ENT_PLACE, ENT_PLACE},
+    {"the state where {X} is located", ENT_PLACE, ENT_PLACE},
+    {"the river that flows through {X}", ENT_PLACE, ENT_PLACE},
+    {"the person who founded {X}", ENT_ORG, ENT_PERSON},
+    {"the city where {X} has its headquarters", ENT_ORG, ENT_PLACE},
+    {"the league that {X} plays in", ENT_ORG, ENT_ORG},
 };
 
 /* Question heads: {X} is a noun phrase (or a name) of the kind; lookup 1
@@ -1010,6 +1090,18 @@ static const struct {
     {"How many employees does {X} have?", ENT_ORG, 1},
     {"What is {X}?", ENT_ORG, 0},
     {"Which company is {X}?", ENT_ORG, 0},
+    {"In which county was {X} born?", ENT_PERSON, 1},
+    {"What award did {X} win?", ENT_PERSON, 1},
+    {"Who did {X} play in the film?", ENT_PERSON, 1},
+    {"What record label does {X} belong to?", ENT_PERSON, 1},
+    {"Who plays the lead role in {X}?", ENT_WORK, 1},
+    {"What year did {X} come out?", ENT_WORK, 1},
+    {"Who was in charge of {X}?", ENT_PLACE, 1},
+    {"When was {X} established?", ENT_PLACE, 1},
+    {"Where is {X} located?", ENT_PLACE, 1},
+    {"Who owns {X}?", ENT_ORG, 1},
+    {"What year was {X} founded?", ENT_ORG, 1},
+    {"Who is the chairman of {X}?", ENT_ORG, 1},
 };
 
 /* Writes into out a noun phrase of kind `kind` built from `rels` relations
@@ -1020,10 +1112,14 @@ static const struct {
 static int chain_np(const builder *b, dr_rng *rng, int kind, int rels, dr_buf *out)
 {
     if (rels == 0) {
+        /* Works: the harvested works and the NQ titles together. */
         const ent_pool *p = &b->ents[kind];
-        if (p->n == 0)
+        const ent_pool *q = kind == ENT_WORK ? &b->ents[ENT_TITLE] : NULL;
+        size_t n = p->n + (q ? q->n : 0);
+        if (n == 0)
             return DYNRAG_ERR_NOTFOUND;
-        return dr_buf_puts(out, p->v[dr_rng_below(rng, p->n)]);
+        size_t i = (size_t)dr_rng_below(rng, n);
+        return dr_buf_puts(out, i < p->n ? p->v[i] : q->v[i - p->n]);
     }
     size_t n = 0;
     for (size_t i = 0; i < DR_ARRAY_LEN(chain_rels); i++)
