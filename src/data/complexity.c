@@ -957,8 +957,8 @@ static int generate_comparisons(builder *b, dynrag_error *err)
  * builder composes such chains from a hand-written table of relation noun
  * phrases typed by the kind of their argument and of their result, and
  * question heads typed by the kind they ask about, over the entities
- * harvested for the comparison augmentation (never HotpotQA, never the
- * holdout source). Depth = relations + (1 for a lookup head such as "When
+ * harvested for the comparison augmentation plus the NQ work titles
+ * (harvest_title), never from HotpotQA, never from the holdout source. Depth = relations + (1 for a lookup head such as "When
  * was {X} born?", 0 for an identity head such as "Who is {X}?"); depth 2..3
  * is labelled C (source "chain"), depth 1 B (source "chain-single"), with
  * the same tables, so the model sees depth rather than vocabulary. The
