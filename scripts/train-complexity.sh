@@ -1,7 +1,8 @@
 #!/bin/sh
 # Reproduces models/complexity.safetensors, the shipped query-complexity
 # classifier (docs/classifier.md): builds the labelled data set with
-# `dynrag dataset complexity --augment --augment-comparisons 600`, trains
+# `dynrag dataset complexity --augment --augment-comparisons 600
+# --augment-chains 1200`, trains
 # with 2 threads (a few minutes on 2 cores), and prints the validation report.
 #
 # usage: scripts/train-complexity.sh [DATA_DIR] [OUT]
@@ -17,7 +18,7 @@ cd "$root" # relative paths: they are recorded in the model's provenance
 B=${BUILD:-build}
 CONFIG="epochs=20,patience=5"
 SEED=1
-AUG="--augment --augment-comparisons 600"
+AUG="--augment --augment-comparisons 600 --augment-chains 1200"
 loso=0
 if [ "${1:-}" = "--loso" ]; then loso=1; shift; fi
 D=${1:-../shared/data}

@@ -7,6 +7,8 @@
 #include "data/logreg.h"
 #include "dynrag/dataset.h"
 
+#include <strings.h>
+
 /* Writes a small synthetic data folder under the test's tmpdir and returns
  * its path (static). Contents:
  *   clinc150: 12 A utterances (tell_joke, greeting, time, calculator, yes),
@@ -488,6 +490,137 @@ TEST(dataset_builder_comparisons)
     ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_COMPARISON_SINGLE], 0);
 }
 
+/* Number of whole words "the" (case-insensitive) and of possessive "'s "
+ * in text: each relation noun phrase of the chain augmentation has exactly
+ * one of them. */
+static size_t count_the(const char *text)
+{
+    size_t n = 0;
+    for (const char *p = text; *p; p++) {
+        if (strncmp(p, "'s ", 3) == 0)
+            n++;
+        bool start = p == text || p[-1] == ' ';
+        if (start && strncasecmp(p, "the", 3) == 0 && (p[3] == ' ' || p[3] == '\0'))
+            n++;
+    }
+    return n;
+}
+
+TEST(dataset_builder_chains)
+{
+    const char *data = write_fixture();
+    ASSERT(data != NULL);
+    write_entity_fixture();
+    static const char *const ents[] = {"Ada Lovelace", "Alan Turing", "Grace Hopper",
+                                       "Edsger Dijkstra", "Barbara Liskov", "Donald Knuth",
+                                       "Niklaus Wirth", "Film Zeta A", "Film Zeta B",
+                                       "Film Zeta C", "Film Zeta D", "Town K", "Town L",
+                                       "Town M", "Town N", "Lake Nqville",
+                                       "Nq book" /* a title: "who wrote nq book 1" */};
+    char out0[1100], out1[1100], out2[1100], out3[1100];
+    snprintf(out0, sizeof(out0), "%s/c0", test_tmpdir());
+    snprintf(out1, sizeof(out1), "%s/c1", test_tmpdir());
+    snprintf(out2, sizeof(out2), "%s/c2", test_tmpdir());
+    snprintf(out3, sizeof(out3), "%s/c3", test_tmpdir());
+    dynrag_dataset_options opt;
+    dynrag_dataset_options_init(&opt);
+    opt.data_dir = data;
+    opt.holdout = "hotpotqa";
+    opt.augment = true;
+    dynrag_dataset_stats st;
+    dynrag_error err;
+    opt.out_dir = out0;
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_CHAIN], 0);
+    opt.augment_chains = 60;
+    opt.out_dir = out1;
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_CHAIN], 60);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_CHAIN_SINGLE], 60);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_COMPARISON], 0);
+    ASSERT_EQ(st.valid[DYNRAG_DATASET_SRC_CHAIN], 0);
+    ASSERT_EQ(st.valid[DYNRAG_DATASET_SRC_CHAIN_SINGLE], 0);
+    ASSERT_STR_EQ(dynrag_dataset_source_name(DYNRAG_DATASET_SRC_CHAIN), "chain");
+    ASSERT_STR_EQ(dynrag_dataset_source_name(DYNRAG_DATASET_SRC_CHAIN_SINGLE), "chain-single");
+
+    /* Every relation noun phrase has one "the" or "'s" (count_the), so a C
+     * question (two or three lookups) has at least one and a B question (one
+     * lookup) at most one; each is built over exactly one harvested entity. */
+    dr_labelled_set *tr = load_out(out1, "train.jsonl");
+    ASSERT(tr != NULL);
+    size_t nc = 0, nb = 0, the_c = 0, the_b = 0, titles = 0;
+    for (size_t i = 0; i < tr->n; i++) {
+        const char *s = tr->text[i];
+        bool c = strcmp(tr->source[i], "chain") == 0;
+        bool b = strcmp(tr->source[i], "chain-single") == 0;
+        if (!c && !b)
+            continue;
+        ASSERT_STR_EQ(tr->label[i], c ? "C" : "B");
+        ASSERT_NOT_CONTAINS(s, "{");
+        ASSERT_NOT_CONTAINS(s, "#");
+        ASSERT_NOT_CONTAINS(s, "Not A Name");
+        ASSERT(names_entities(s, ents, DR_ARRAY_LEN(ents), 1));
+        ASSERT(!names_entities(s, ents, DR_ARRAY_LEN(ents), 2));
+        titles += strstr(s, "Nq book") != NULL;
+        size_t k = count_the(s);
+        if (c) {
+            ASSERT_GE(k, 1);
+            nc++;
+            the_c += k;
+        } else {
+            ASSERT_LE(k, 1);
+            nb++;
+            the_b += k;
+        }
+    }
+    ASSERT_EQ(nc, st.train[DYNRAG_DATASET_SRC_CHAIN]);
+    ASSERT_EQ(nb, st.train[DYNRAG_DATASET_SRC_CHAIN_SINGLE]);
+    ASSERT_GT(nb, 0);
+    ASSERT_GT(titles, 0);
+    ASSERT_GT(the_c * nb, 2 * the_b * nc); /* C: more than twice the relations */
+    dr_labelled_free(tr);
+
+    /* The real records' valid split is unchanged; same seed, same files. */
+    dr_labelled_set *va0 = load_out(out0, "valid.jsonl"), *va1 = load_out(out1, "valid.jsonl");
+    ASSERT(va0 && va1);
+    ASSERT_EQ(va0->n, va1->n);
+    for (size_t i = 0; i < va0->n; i++)
+        ASSERT(has_text(va1, va0->text[i]));
+    dr_labelled_free(va0);
+    dr_labelled_free(va1);
+    opt.out_dir = out2;
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    char *t1 = read_all(out1, "train.jsonl"), *t2 = read_all(out2, "train.jsonl");
+    bool same = t1 && t2 && strcmp(t1, t2) == 0;
+    free(t1);
+    free(t2);
+    ASSERT(same);
+
+    /* MuSiQue held out: no MuSiQue entity (the first four people, the films,
+     * the towns) appears. */
+    opt.holdout = "musique";
+    opt.out_dir = out3;
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    ASSERT_GT(st.train[DYNRAG_DATASET_SRC_CHAIN], 0);
+    tr = load_out(out3, "train.jsonl");
+    ASSERT(tr != NULL);
+    for (size_t i = 0; i < tr->n; i++) {
+        if (strncmp(tr->source[i], "chain", 5) != 0)
+            continue;
+        for (size_t k = 0; k < 4; k++)
+            ASSERT_NOT_CONTAINS(tr->text[i], ents[k]);
+        ASSERT_NOT_CONTAINS(tr->text[i], "Film Zeta");
+        ASSERT_NOT_CONTAINS(tr->text[i], "Town");
+    }
+    dr_labelled_free(tr);
+
+    /* No usable entities: nothing added, no error. */
+    write_fixture();
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_CHAIN], 0);
+    ASSERT_EQ(st.read[DYNRAG_DATASET_SRC_CHAIN_SINGLE], 0);
+}
+
 TEST(dataset_cli_complexity)
 {
     const char *data = write_fixture();
@@ -512,6 +645,12 @@ TEST(dataset_cli_complexity)
     rc = test_run(cmd, &out);
     ASSERT_EQ(rc, 2);
     ASSERT_CONTAINS(out, "--augment-comparisons");
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s dataset complexity --data %s --out %s/cli "
+             "--augment-chains x 2>&1", test_cli_path(), data, test_tmpdir());
+    rc = test_run(cmd, &out);
+    ASSERT_EQ(rc, 2);
+    ASSERT_CONTAINS(out, "--augment-chains");
     free(out);
     snprintf(cmd, sizeof(cmd), "%s dataset complexity --data %s/nowhere --out %s/cli 2>&1",
              test_cli_path(), data, test_tmpdir());

@@ -49,13 +49,15 @@ typedef enum dynrag_dataset_source {
     DYNRAG_DATASET_SRC_COMPARISON,  /* --augment-comparisons: synthetic, label C */
     DYNRAG_DATASET_SRC_COMPARISON_SINGLE, /* --augment-comparisons: their one-entity
                                              counterparts, label B */
+    DYNRAG_DATASET_SRC_CHAIN,        /* --augment-chains: synthetic 2-3 hop, label C */
+    DYNRAG_DATASET_SRC_CHAIN_SINGLE, /* --augment-chains: one-hop counterparts, label B */
     DYNRAG_DATASET_N_SOURCES
 } dynrag_dataset_source;
 
 #define DYNRAG_DATASET_N_LABELS 3 /* A, B, C */
 
 /* "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison",
- * "comparison-single";
+ * "comparison-single", "chain", "chain-single";
  * NULL when out of range. Static strings. */
 const char *dynrag_dataset_source_name(int source);
 /* "A", "B", "C"; NULL when out of range. */
@@ -76,6 +78,11 @@ typedef struct dynrag_dataset_options {
                                    one-entity questions ("When was X born?") as B
                                    to train.jsonl, from NQ/MuSiQue entities;
                                    0 = off (default) */
+    size_t augment_chains;  /* add this many synthetic compositional questions
+                               ("When was the spouse of the director of X
+                               born?", 2-3 lookups) as C and as many one-lookup
+                               ones ("Who is the director of X?") as B to
+                               train.jsonl, over the same entities; 0 = off */
 } dynrag_dataset_options;
 
 /* Counts of one build. Indices are dynrag_dataset_source / label values. */
@@ -109,7 +116,8 @@ void dynrag_dataset_options_init(dynrag_dataset_options *opt);
  * comparison questions (augment_comparisons) also go to train only, after
  * balancing, with as many one-entity counterparts (label B); their entities come from the MuSiQue decompositions and the
  * NQ-open/EfficientQA answers, never from HotpotQA or the holdout source,
- * and their generator is seeded by the seed alone (which real records go
+ * and their generator is seeded by the seed alone; the same holds for the
+ * compositional questions (augment_chains) (which real records go
  * to train and to valid does not change with it; their order does).
  * st (may be NULL) gets the counts. Fails with DYNRAG_ERR_INVALID for bad
  * options, DYNRAG_ERR_IO for a missing or unreadable file and

@@ -15,10 +15,10 @@ static void print_stats(const dynrag_dataset_options *opt, const dynrag_dataset_
     for (int s = 0; s < DYNRAG_DATASET_N_SOURCES; s++) {
         if (st->read[s] == 0)
             continue;
-        /* Label of each source: musique-sub and comparison-single are B,
-         * comparison C, the rest follow the header. */
+        /* Label of each source: musique-sub, comparison-single and chain-single
+         * are B, comparison and chain C, the rest follow the header. */
         static const char *const lab[DYNRAG_DATASET_N_SOURCES] = {"A", "B", "B", "C", "C", "B",
-                                                                     "C", "B"};
+                                                                     "C", "B", "C", "B"};
         printf("%-17s %5s %6zu %6zu %6zu %6zu %8zu\n", dynrag_dataset_source_name(s), lab[s],
                st->read[s], st->duplicates[s], st->train[s], st->valid[s], st->holdout[s]);
     }
@@ -68,6 +68,10 @@ static int dataset_complexity(int argc, char **argv)
             if (!cli_parse_int(cmd, a, v, 0, 1000000, &n))
                 return CLI_USAGE;
             opt.augment_comparisons = (size_t)n;
+        } else if (strcmp(a, "--augment-chains") == 0) {
+            if (!cli_parse_int(cmd, a, v, 0, 1000000, &n))
+                return CLI_USAGE;
+            opt.augment_chains = (size_t)n;
         } else if (strcmp(a, "--holdout") == 0) {
             opt.holdout = v;
         } else if (strcmp(a, "--max-per-label") == 0) {

@@ -217,7 +217,7 @@ static const cli_command commands[] = {
      "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
      "                                 [--holdout SOURCE] [--max-per-label N]\n"
      "                                 [--balance-ratio R] [--augment]\n"
-     "                                 [--augment-comparisons N]\n"
+     "                                 [--augment-comparisons N] [--augment-chains N]\n"
      "\n"
      "Builds the Adaptive-RAG-style query-complexity data set: A = no retrieval\n"
      "(CLINC150 small_talk, meta and clock/calculator utility intents), B = one step\n"
@@ -239,7 +239,12 @@ static const cli_command commands[] = {
      "                       (source comparison: \"Who is older, X or Y?\", \"Are X and\n"
      "                       Y both ...?\") and N one-entity ones as B (comparison-single:\n"
      "                       \"When was X born?\"); entities from MuSiQue decompositions\n"
-     "                       and NQ answers, never HotpotQA or the holdout; default 0\n",
+     "                       and NQ answers, never HotpotQA or the holdout; default 0\n"
+     "  --augment-chains N   add N synthetic compositional questions to train as C\n"
+     "                       (source chain: \"When was the spouse of the director of X\n"
+     "                       born?\", 2-3 lookups) and N one-lookup ones as B\n"
+     "                       (chain-single: \"Who is the director of X?\"); same\n"
+     "                       entities as --augment-comparisons; default 0\n",
      cmd_dataset},
 };
 

@@ -21,16 +21,17 @@ enum { LABEL_A = 0, LABEL_B = 1, LABEL_C = 2 };
 
 static const char *const source_names[DYNRAG_DATASET_N_SOURCES] = {
     "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison",
-    "comparison-single",
+    "comparison-single", "chain", "chain-single",
 };
 static const int source_label[DYNRAG_DATASET_N_SOURCES] = {
-    LABEL_A, LABEL_B, LABEL_B, LABEL_C, LABEL_C, LABEL_B, LABEL_C, LABEL_B,
+    LABEL_A, LABEL_B, LABEL_B, LABEL_C, LABEL_C, LABEL_B, LABEL_C, LABEL_B, LABEL_C, LABEL_B,
 };
 /* Augmented sources go to train only, after balancing. */
 static bool is_augmented(int source)
 {
     return source == DYNRAG_DATASET_SRC_MUSIQUE_SUB || source == DYNRAG_DATASET_SRC_COMPARISON ||
-           source == DYNRAG_DATASET_SRC_COMPARISON_SINGLE;
+           source == DYNRAG_DATASET_SRC_COMPARISON_SINGLE || source == DYNRAG_DATASET_SRC_CHAIN ||
+           source == DYNRAG_DATASET_SRC_CHAIN_SINGLE;
 }
 
 static const char *const label_names[DYNRAG_DATASET_N_LABELS] = {"A", "B", "C"};
@@ -90,6 +91,9 @@ typedef struct rec {
  * with or without the augmentation.
  */
 enum { ENT_PERSON, ENT_WORK, ENT_PLACE, ENT_ORG, ENT_MUSICIAN, N_ENT_KINDS };
+/* Work titles from NQ question text ("who sang X"): a pool of its own, used
+ * by the chain augmentation only (the comparisons use the five kinds). */
+enum { ENT_TITLE = N_ENT_KINDS };
 
 typedef struct ent_pool {
     char **v; /* owned strings */
@@ -293,7 +297,7 @@ typedef struct builder {
     rec *recs;
     size_t n, alloc;
     bool harvest[DYNRAG_DATASET_N_SOURCES]; /* take entities from this source */
-    ent_pool ents[N_ENT_KINDS];
+    ent_pool ents[N_ENT_KINDS + 1]; /* the kinds, then ENT_TITLE */
 } builder;
 
 static void builder_free(builder *b)
@@ -305,7 +309,7 @@ static void builder_free(builder *b)
     free(b->recs);
     b->recs = NULL;
     b->n = b->alloc = 0;
-    for (int k = 0; k < N_ENT_KINDS; k++) {
+    for (int k = 0; k <= ENT_TITLE; k++) {
         for (size_t i = 0; i < b->ents[k].n; i++)
             free(b->ents[k].v[i]);
         free(b->ents[k].v);
@@ -790,9 +794,58 @@ static int harvest_step(builder *b, const char *q, const char *answer, dynrag_er
     return DYNRAG_OK;
 }
 
-/* Harvests the first answer of an NQ-style "who"/"where" question. */
+/* Harvests a work title from the text of an NQ-style question: "who
+ * sang/sings/wrote/starred in T", "who plays/played R in/on T", "when did T
+ * come out", without a leading "the movie/song/film/tv show/..." and a
+ * trailing " lyrics"; the first letter upper-cased (NQ is lower case; the
+ * classifier folds case). Into the ENT_TITLE pool when it passes
+ * entity_ok. */
+static int harvest_title(builder *b, const char *q, dynrag_error *err)
+{
+    static const char *const heads[] = {"who sang ", "who sings ", "who wrote ",
+                                        "who starred in ", "when did "};
+    static const char *const kinds[] = {"the movie ", "the song ", "the film ", "the tv show ",
+                                        "the tv series ", "the show ", "the book ", "the novel ",
+                                        "the album "};
+    const char *t = NULL;
+    for (size_t i = 0; i < DR_ARRAY_LEN(heads) && t == NULL; i++)
+        if (strncmp(q, heads[i], strlen(heads[i])) == 0)
+            t = q + strlen(heads[i]);
+    if (t == NULL && (strncmp(q, "who plays ", 10) == 0 || strncmp(q, "who played ", 11) == 0)) {
+        const char *in = strstr(q + 10, " in "), *on = strstr(q + 10, " on ");
+        const char *m = in == NULL ? on : on == NULL ? in : in < on ? in : on;
+        t = m ? m + 4 : NULL;
+    }
+    if (t == NULL)
+        return DYNRAG_OK;
+    for (size_t i = 0; i < DR_ARRAY_LEN(kinds); i++)
+        if (strncmp(t, kinds[i], strlen(kinds[i])) == 0)
+            t += strlen(kinds[i]);
+    char title[128];
+    size_t n = strlen(t);
+    bool come_out = strncmp(q, "when did ", 9) == 0;
+    if (come_out) {
+        if (n < 9 || strcmp(t + n - 9, " come out") != 0)
+            return DYNRAG_OK;
+        n -= 9;
+    }
+    if (n >= 7 && strncmp(t + n - 7, " lyrics", 7) == 0)
+        n -= 7;
+    if (n < 2 || n >= sizeof(title))
+        return DYNRAG_OK;
+    memcpy(title, t, n);
+    title[n] = '\0';
+    title[0] = (char)toupper((unsigned char)title[0]);
+    return add_entity(b, ENT_TITLE, title, false, err);
+}
+
+/* Harvests the first answer of an NQ-style "who"/"where" question, and a
+ * work title from the question (harvest_title). */
 static int harvest_nq(builder *b, const cJSON *obj, const char *q, dynrag_error *err)
 {
+    int rc = harvest_title(b, q, err);
+    if (rc != DYNRAG_OK)
+        return rc;
     const cJSON *ans = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(obj, "answer"), 0);
     if (!cJSON_IsString(ans) || ans->valuestring == NULL)
         return DYNRAG_OK;
@@ -893,6 +946,260 @@ static int generate_comparisons(builder *b, dynrag_error *err)
         }
     }
     dr_buf_free(&text);
+    return rc;
+}
+
+/* ---- compositional augmentation (augment_chains) ---------------------------- */
+
+/*
+ * MuSiQue's questions are compositional chains ("When was the spouse of the
+ * director of X born?"): each relation noun phrase is one lookup. The
+ * builder composes such chains from a hand-written table of relation noun
+ * phrases typed by the kind of their argument and of their result, and
+ * question heads typed by the kind they ask about, over the entities
+ * harvested for the comparison augmentation plus the NQ work titles
+ * (harvest_title), never from HotpotQA, never from the holdout source. Depth = relations + (1 for a lookup head such as "When
+ * was {X} born?", 0 for an identity head such as "Who is {X}?"); depth 2..3
+ * is labelled C (source "chain"), depth 1 B (source "chain-single"), with
+ * the same tables, so the model sees depth rather than vocabulary. The
+ * phrases were written from the general shape of such questions, not
+ * mined from the MuSiQue or HotpotQA files.
+ */
+static const struct {
+    const char *np; /* {X}: the argument */
+    int arg, res;   /* entity kinds */
+} chain_rels[] = {
+    {"the spouse of {X}", ENT_PERSON, ENT_PERSON},
+    {"the wife of {X}", ENT_PERSON, ENT_PERSON},
+    {"the husband of {X}", ENT_PERSON, ENT_PERSON},
+    {"the father of {X}", ENT_PERSON, ENT_PERSON},
+    {"the mother of {X}", ENT_PERSON, ENT_PERSON},
+    {"the son of {X}", ENT_PERSON, ENT_PERSON},
+    {"the daughter of {X}", ENT_PERSON, ENT_PERSON},
+    {"the brother of {X}", ENT_PERSON, ENT_PERSON},
+    {"the sister of {X}", ENT_PERSON, ENT_PERSON},
+    {"the birthplace of {X}", ENT_PERSON, ENT_PLACE},
+    {"the city where {X} was born", ENT_PERSON, ENT_PLACE},
+    {"the place where {X} died", ENT_PERSON, ENT_PLACE},
+    {"the hometown of {X}", ENT_PERSON, ENT_PLACE},
+    {"the country of citizenship of {X}", ENT_PERSON, ENT_PLACE},
+    {"the country {X} is from", ENT_PERSON, ENT_PLACE},
+    {"the team of {X}", ENT_PERSON, ENT_ORG},
+    {"the university {X} attended", ENT_PERSON, ENT_ORG},
+    {"the employer of {X}", ENT_PERSON, ENT_ORG},
+    {"the party of {X}", ENT_PERSON, ENT_ORG},
+    {"the record label of {X}", ENT_PERSON, ENT_ORG},
+    {"the band {X} belonged to", ENT_PERSON, ENT_ORG},
+    {"the first album of {X}", ENT_PERSON, ENT_WORK},
+    {"the debut film of {X}", ENT_PERSON, ENT_WORK},
+    {"the best-known novel by {X}", ENT_PERSON, ENT_WORK},
+    {"the last film directed by {X}", ENT_PERSON, ENT_WORK},
+    {"the director of {X}", ENT_WORK, ENT_PERSON},
+    {"the author of {X}", ENT_WORK, ENT_PERSON},
+    {"the composer of {X}", ENT_WORK, ENT_PERSON},
+    {"the performer of {X}", ENT_WORK, ENT_PERSON},
+    {"the producer of {X}", ENT_WORK, ENT_PERSON},
+    {"the creator of {X}", ENT_WORK, ENT_PERSON},
+    {"the lead actor in {X}", ENT_WORK, ENT_PERSON},
+    {"the singer of {X}", ENT_WORK, ENT_PERSON},
+    {"the publisher of {X}", ENT_WORK, ENT_ORG},
+    {"the studio that made {X}", ENT_WORK, ENT_ORG},
+    {"the network that aired {X}", ENT_WORK, ENT_ORG},
+    {"the country where {X} was filmed", ENT_WORK, ENT_PLACE},
+    {"the capital of {X}", ENT_PLACE, ENT_PLACE},
+    {"the country of {X}", ENT_PLACE, ENT_PLACE},
+    {"the country where {X} is located", ENT_PLACE, ENT_PLACE},
+    {"the largest city of {X}", ENT_PLACE, ENT_PLACE},
+    {"the state containing {X}", ENT_PLACE, ENT_PLACE},
+    {"the county of {X}", ENT_PLACE, ENT_PLACE},
+    {"the mayor of {X}", ENT_PLACE, ENT_PERSON},
+    {"the president of {X}", ENT_PLACE, ENT_PERSON},
+    {"the governor of {X}", ENT_PLACE, ENT_PERSON},
+    {"the founder of {X}", ENT_ORG, ENT_PERSON},
+    {"the CEO of {X}", ENT_ORG, ENT_PERSON},
+    {"the owner of {X}", ENT_ORG, ENT_PERSON},
+    {"the head coach of {X}", ENT_ORG, ENT_PERSON},
+    {"the city where {X} is headquartered", ENT_ORG, ENT_PLACE},
+    {"the home city of {X}", ENT_ORG, ENT_PLACE},
+    {"the country where {X} was founded", ENT_ORG, ENT_PLACE},
+    {"the parent company of {X}", ENT_ORG, ENT_ORG},
+    {"the league of {X}", ENT_ORG, ENT_ORG},
+    /* possessives */
+    {"{X}'s spouse", ENT_PERSON, ENT_PERSON},
+    {"{X}'s father", ENT_PERSON, ENT_PERSON},
+    {"{X}'s mother", ENT_PERSON, ENT_PERSON},
+    {"{X}'s birthplace", ENT_PERSON, ENT_PLACE},
+    {"{X}'s record label", ENT_PERSON, ENT_ORG},
+    {"{X}'s director", ENT_WORK, ENT_PERSON},
+    {"{X}'s producer", ENT_WORK, ENT_PERSON},
+    {"{X}'s performer", ENT_WORK, ENT_PERSON},
+    {"{X}'s author", ENT_WORK, ENT_PERSON},
+    {"{X}'s capital", ENT_PLACE, ENT_PLACE},
+    {"{X}'s founder", ENT_ORG, ENT_PERSON},
+    /* relative clauses */
+    {"the team {X} plays for", ENT_PERSON, ENT_ORG},
+    {"the record label {X} belongs to", ENT_PERSON, ENT_ORG},
+    {"the school where {X} studied", ENT_PERSON, ENT_ORG},
+    {"the actor who starred in {X}", ENT_WORK, ENT_PERSON},
+    {"the singer who performed {X}", ENT_WORK, ENT_PERSON},
+    {"the man who directed {X}", ENT_WORK, ENT_PERSON},
+    {"the person who wrote {X}", ENT_WORK, ENT_PERSON},
+    {"the company that published {X}", ENT_WORK, ENT_ORG},
+    {"the network that broadcast {X}", ENT_WORK, ENT_ORG},
+    {"the province that contains {X}", ENT_PLACE, ENT_PLACE},
+    {"the state where {X} is located", ENT_PLACE, ENT_PLACE},
+    {"the river that flows through {X}", ENT_PLACE, ENT_PLACE},
+    {"the person who founded {X}", ENT_ORG, ENT_PERSON},
+    {"the city where {X} has its headquarters", ENT_ORG, ENT_PLACE},
+    {"the league that {X} plays in", ENT_ORG, ENT_ORG},
+};
+
+/* Question heads: {X} is a noun phrase (or a name) of the kind; lookup 1
+ * when the head itself asks for one more fact, 0 when it only asks what
+ * the noun phrase denotes. */
+static const struct {
+    const char *q;
+    int kind, lookup;
+} chain_heads[] = {
+    {"When was {X} born?", ENT_PERSON, 1},
+    {"Who is {X} married to?", ENT_PERSON, 1},
+    {"Where was {X} born?", ENT_PERSON, 1},
+    {"When did {X} die?", ENT_PERSON, 1},
+    {"What is the nationality of {X}?", ENT_PERSON, 1},
+    {"Where did {X} go to college?", ENT_PERSON, 1},
+    {"How old was {X} when they died?", ENT_PERSON, 1},
+    {"Who is {X}?", ENT_PERSON, 0},
+    {"Who was {X}?", ENT_PERSON, 0},
+    {"Name {X}.", ENT_PERSON, 0},
+    {"When was {X} released?", ENT_WORK, 1},
+    {"Who directed {X}?", ENT_WORK, 1},
+    {"Who wrote {X}?", ENT_WORK, 1},
+    {"Who sang {X}?", ENT_WORK, 1},
+    {"What genre is {X}?", ENT_WORK, 1},
+    {"What is {X}?", ENT_WORK, 0},
+    {"What is the population of {X}?", ENT_PLACE, 1},
+    {"What is the capital of {X}?", ENT_PLACE, 1},
+    {"What continent is {X} in?", ENT_PLACE, 1},
+    {"What language is spoken in {X}?", ENT_PLACE, 1},
+    {"Who is the mayor of {X}?", ENT_PLACE, 1},
+    {"What is {X}?", ENT_PLACE, 0},
+    {"Which city is {X}?", ENT_PLACE, 0},
+    {"When was {X} founded?", ENT_ORG, 1},
+    {"Who founded {X}?", ENT_ORG, 1},
+    {"Where is {X} based?", ENT_ORG, 1},
+    {"How many employees does {X} have?", ENT_ORG, 1},
+    {"What is {X}?", ENT_ORG, 0},
+    {"Which company is {X}?", ENT_ORG, 0},
+    {"In which county was {X} born?", ENT_PERSON, 1},
+    {"What award did {X} win?", ENT_PERSON, 1},
+    {"Who did {X} play in the film?", ENT_PERSON, 1},
+    {"What record label does {X} belong to?", ENT_PERSON, 1},
+    {"Who plays the lead role in {X}?", ENT_WORK, 1},
+    {"What year did {X} come out?", ENT_WORK, 1},
+    {"Who was in charge of {X}?", ENT_PLACE, 1},
+    {"When was {X} established?", ENT_PLACE, 1},
+    {"Where is {X} located?", ENT_PLACE, 1},
+    {"Who owns {X}?", ENT_ORG, 1},
+    {"What year was {X} founded?", ENT_ORG, 1},
+    {"Who is the chairman of {X}?", ENT_ORG, 1},
+};
+
+/* Writes into out a noun phrase of kind `kind` built from `rels` relations
+ * over one harvested entity (rels 0: the entity itself), choosing each
+ * relation uniformly among those with that result kind. Returns
+ * DYNRAG_OK, DYNRAG_ERR_NOTFOUND when the chain reached a kind with no
+ * entities or no relation (the caller draws again), or DYNRAG_ERR_NOMEM. */
+static int chain_np(const builder *b, dr_rng *rng, int kind, int rels, dr_buf *out)
+{
+    if (rels == 0) {
+        /* Works: the harvested works and the NQ titles together. */
+        const ent_pool *p = &b->ents[kind];
+        const ent_pool *q = kind == ENT_WORK ? &b->ents[ENT_TITLE] : NULL;
+        size_t n = p->n + (q ? q->n : 0);
+        if (n == 0)
+            return DYNRAG_ERR_NOTFOUND;
+        size_t i = (size_t)dr_rng_below(rng, n);
+        return dr_buf_puts(out, i < p->n ? p->v[i] : q->v[i - p->n]);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < DR_ARRAY_LEN(chain_rels); i++)
+        n += chain_rels[i].res == kind;
+    if (n == 0)
+        return DYNRAG_ERR_NOTFOUND;
+    size_t t = (size_t)dr_rng_below(rng, n);
+    size_t i = 0;
+    for (;; i++)
+        if (chain_rels[i].res == kind && t-- == 0)
+            break;
+    const char *np = chain_rels[i].np;
+    const char *x = strstr(np, "{X}");
+    int rc = dr_buf_append(out, np, (size_t)(x - np));
+    if (rc == DYNRAG_OK)
+        rc = chain_np(b, rng, chain_rels[i].arg, rels - 1, out);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(out, x + 3);
+    return rc;
+}
+
+/* Writes one question of the given depth (1..3) into out: a head drawn
+ * uniformly, then a noun phrase of depth - lookup relations (an identity
+ * head needs at least one relation: drawn again). Up to 64 draws; returns
+ * DYNRAG_ERR_NOTFOUND when none fits the harvested kinds. */
+static int chain_question(const builder *b, dr_rng *rng, int depth, dr_buf *out, dr_buf *np)
+{
+    for (int tries = 0; tries < 64; tries++) {
+        size_t h = (size_t)dr_rng_below(rng, DR_ARRAY_LEN(chain_heads));
+        int rels = depth - chain_heads[h].lookup;
+        if (rels < (chain_heads[h].lookup ? 0 : 1))
+            continue;
+        dr_buf_reset(np);
+        int rc = chain_np(b, rng, chain_heads[h].kind, rels, np);
+        if (rc == DYNRAG_ERR_NOTFOUND)
+            continue;
+        if (rc == DYNRAG_OK)
+            rc = fill_template(out, chain_heads[h].q, np->data, "", "");
+        return rc;
+    }
+    return DYNRAG_ERR_NOTFOUND;
+}
+
+/*
+ * Adds opt->augment_chains compositional questions of depth 2 (two in
+ * three) or 3 (source "chain", label C) and as many of depth 1 (source
+ * "chain-single", label B), from a generator seeded by opt->seed alone.
+ * Adds nothing (with a warning) when no person or place entity was
+ * harvested. Fails only on out of memory.
+ */
+static int generate_chains(builder *b, dynrag_error *err)
+{
+    if (b->ents[ENT_PERSON].n == 0 && b->ents[ENT_PLACE].n == 0) {
+        dr_log(DYNRAG_LOG_WARN, "dataset", "chain augmentation: no entities harvested");
+        return DYNRAG_OK;
+    }
+    dr_rng rng;
+    dr_rng_seed(&rng, b->opt->seed ^ UINT64_C(0x636861696e732121)); /* "chains!!" */
+    dr_buf text = {0}, np = {0};
+    int rc = DYNRAG_OK;
+    for (size_t i = 0; i < b->opt->augment_chains && rc == DYNRAG_OK; i++) {
+        for (int single = 0; single < 2 && rc == DYNRAG_OK; single++) {
+            int depth = single ? 1 : dr_rng_below(&rng, 3) == 0 ? 3 : 2;
+            char where[64];
+            snprintf(where, sizeof(where), "chain augmentation %zu", i);
+            rc = chain_question(b, &rng, depth, &text, &np);
+            if (rc == DYNRAG_ERR_NOTFOUND) {
+                rc = DYNRAG_OK;
+                continue;
+            }
+            if (rc != DYNRAG_OK)
+                rc = dr_err_set(err, rc, "%s: cannot format", where);
+            else
+                rc = add_record(b, text.data,
+                                single ? DYNRAG_DATASET_SRC_CHAIN_SINGLE : DYNRAG_DATASET_SRC_CHAIN,
+                                where, err);
+        }
+    }
+    dr_buf_free(&text);
+    dr_buf_free(&np);
     return rc;
 }
 
@@ -1036,8 +1343,9 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
 
     /* 1. Read every source (all files are checked before anything is written). */
     bool subs = opt->augment && holdout != DYNRAG_DATASET_SRC_MUSIQUE;
-    if (opt->augment_comparisons > 0) {
-        /* Entities for the comparison templates: never HotpotQA, never the holdout. */
+    if (opt->augment_comparisons > 0 || opt->augment_chains > 0) {
+        /* Entities for the comparison and chain templates: never HotpotQA, never the
+         * holdout. */
         b.harvest[DYNRAG_DATASET_SRC_NQ] = holdout != DYNRAG_DATASET_SRC_NQ;
         b.harvest[DYNRAG_DATASET_SRC_EFFICIENTQA] = holdout != DYNRAG_DATASET_SRC_EFFICIENTQA;
         b.harvest[DYNRAG_DATASET_SRC_MUSIQUE] = holdout != DYNRAG_DATASET_SRC_MUSIQUE;
@@ -1056,6 +1364,8 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
         rc = read_musique(&b, false, true, err);
     if (rc == DYNRAG_OK && opt->augment_comparisons > 0)
         rc = generate_comparisons(&b, err);
+    if (rc == DYNRAG_OK && opt->augment_chains > 0)
+        rc = generate_chains(&b, err);
     if (rc == DYNRAG_OK)
         rc = dedup(&b, holdout, err);
     if (rc != DYNRAG_OK)
