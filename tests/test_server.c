@@ -134,7 +134,8 @@ static cJSON *jget(const cJSON *o, const char *path)
     char buf[256];
     snprintf(buf, sizeof(buf), "%s", path);
     const cJSON *cur = o;
-    for (char *tok = strtok(buf, "."); tok && cur; tok = strtok(NULL, ".")) {
+    char *save = NULL; /* strtok_r: the concurrency test calls this from 8 threads */
+    for (char *tok = strtok_r(buf, ".", &save); tok && cur; tok = strtok_r(NULL, ".", &save)) {
         if (cJSON_IsArray(cur))
             cur = cJSON_GetArrayItem(cur, (int)strtol(tok, NULL, 10));
         else
@@ -491,17 +492,30 @@ static char *essence(const char *body, bool query)
     return s;
 }
 
-static char *ask(int port, size_t qi, bool query)
+/* The essence of the reply, or NULL; *status gets the HTTP status (-1 when
+ * the request itself failed) and, when non-NULL, *raw a copy of the body. */
+static char *ask_full(int port, size_t qi, bool query, long *status, char **raw)
 {
     char body[256];
     snprintf(body, sizeof(body), "{\"query\":\"%s\",\"k\":4}", cqueries[qi]);
     http_reply r;
     char *e = NULL;
-    if (http_post_json(port, query ? "/v1/query" : "/v1/retrieve", body, NULL, &r) == 0 &&
-        r.status == 200)
-        e = essence(r.body, query);
+    *status = -1;
+    if (http_post_json(port, query ? "/v1/query" : "/v1/retrieve", body, NULL, &r) == 0) {
+        *status = r.status;
+        if (r.status == 200)
+            e = essence(r.body, query);
+        if (raw)
+            *raw = r.body ? strdup(r.body) : NULL;
+    }
     http_reply_free(&r);
     return e;
+}
+
+static char *ask(int port, size_t qi, bool query)
+{
+    long status;
+    return ask_full(port, qi, query, &status, NULL);
 }
 
 typedef struct worker {
@@ -509,6 +523,7 @@ typedef struct worker {
     int rounds;
     char **expect; /* [N_CQ * 2] */
     int ok, bad;
+    char first_bad[2048]; /* what the first mismatch was, for the failure message */
 } worker;
 
 static void *worker_main(void *p)
@@ -517,12 +532,20 @@ static void *worker_main(void *p)
     for (int r = 0; r < w->rounds; r++) {
         for (size_t i = 0; i < N_CQ * 2; i++) {
             size_t qi = (i + (size_t)r) % (N_CQ * 2);
-            char *e = ask(w->port, qi / 2, qi % 2 == 1);
-            if (e && w->expect[qi] && strcmp(e, w->expect[qi]) == 0)
+            long status;
+            char *raw = NULL;
+            char *e = ask_full(w->port, qi / 2, qi % 2 == 1, &status, &raw);
+            if (e && w->expect[qi] && strcmp(e, w->expect[qi]) == 0) {
                 w->ok++;
-            else
-                w->bad++;
+            } else {
+                if (w->bad++ == 0)
+                    snprintf(w->first_bad, sizeof(w->first_bad),
+                             "query %zu (%s): status %ld\n  got:      %.700s\n  expected: %.700s",
+                             qi, qi % 2 ? "query" : "retrieve", status, e ? e : (raw ? raw : "-"),
+                             w->expect[qi] ? w->expect[qi] : "-");
+            }
             free(e);
+            free(raw);
         }
     }
     return NULL;
@@ -543,12 +566,14 @@ TEST(server_concurrent_clients_match_serial)
     pthread_t t[8];
     worker w[8];
     for (int i = 0; i < 8; i++) {
-        w[i] = (worker){port, 3, expect, 0, 0};
+        w[i] = (worker){port, 3, expect, 0, 0, ""};
         ASSERT_EQ(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
     }
     for (int i = 0; i < 8; i++)
         pthread_join(t[i], NULL);
     for (int i = 0; i < 8; i++) {
+        if (w[i].bad)
+            fprintf(stderr, "worker %d: %s\n", i, w[i].first_bad);
         ASSERT_EQ(w[i].bad, 0);
         ASSERT_EQ(w[i].ok, 3 * (int)N_CQ * 2);
     }
