@@ -10,6 +10,7 @@
 # then runs dynrag_bench_server over the same queries in process. Two
 # set-ups, RUNS times each (default 3, interleaved), medians reported:
 #
+# CONNS (default 4) sets wrk's keep-alive connections.
 #   pinned    the server (--threads 1) on CPU $SERVER_CPU (default 1), wrk on
 #             CPU $CLIENT_CPU (default 0); in process: 1 thread on
 #             $SERVER_CPU. Both sides get exactly one core: the fair ratio.
@@ -27,6 +28,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 SECS=${2:-10}
 RUNS=${3:-3}
+CONNS=${CONNS:-4}   # wrk keep-alive connections
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 DATA=${DYNRAG_DATA_DIR:-$ROOT/../shared/data}
@@ -102,9 +104,9 @@ serve_run() {
     [ -n "$URL" ] || { cat "$WORK/serve.err" >&2; exit 1; }
     curl -sf -X POST "$URL/v1/retrieve" -H 'Content-Type: application/json' \
          -d '{"query":"warm up","k":10,"mode":"bm25"}' >/dev/null
-    $CPIN wrk -t1 -c4 -d2s -s "$WORK/retrieve.lua" "$URL" >/dev/null   # warm-up
+    $CPIN wrk -t1 -c"$CONNS" -d2s -s "$WORK/retrieve.lua" "$URL" >/dev/null   # warm-up
     T0=$(cpu_ticks $PID)
-    $CPIN wrk -t1 -c4 -d"${SECS}s" --latency -s "$WORK/retrieve.lua" "$URL" > "$WORK/wrk.out"
+    $CPIN wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/retrieve.lua" "$URL" > "$WORK/wrk.out"
     T1=$(cpu_ticks $PID)
     kill -TERM $PID
     wait $PID || true
