@@ -604,6 +604,28 @@ static void eval_state_free(eval_state *s)
     dynrag_pipeline_free(s->p);
 }
 
+/* Folds the bytes of every file the pipeline's routers read (classifier
+ * and quality models, knn example files) into *h. */
+static int hash_referenced_files(const dynrag_pipeline *p, uint64_t *h, dynrag_error *err)
+{
+    static const char *const keys[] = {"model", "quality_model", "examples_file"};
+    for (int st = 0; st < DR_STAGE_COUNT; st++) {
+        for (size_t k = 0; k < DR_ARRAY_LEN(keys); k++) {
+            const char *path = dr_param_str(p->stages[st].router.params, keys[k], NULL);
+            if (path == NULL)
+                continue;
+            char *data = NULL;
+            size_t len = 0;
+            int rc = dr_read_file(path, (size_t)1 << 30, &data, &len, err);
+            if (rc != DYNRAG_OK)
+                return rc;
+            *h = dr_hash64(data, len, *h);
+            free(data);
+        }
+    }
+    return DYNRAG_OK;
+}
+
 /*
  * Runs everything and fills the tables; shared by dynrag_eval_run and
  * dynrag_eval_calibrate. Leaves s ready for comparison.
@@ -630,6 +652,10 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
         return rc;
     }
     dynrag_diags_free(dg);
+    /* Files the pipeline names (router models, example files) change the
+     * results without changing the YAML: they are part of the cache key. */
+    if ((rc = hash_referenced_files(s->p, &s->rc.pipe_hash, err)) != DYNRAG_OK)
+        return rc;
     s->rc.opt = opt;
     s->rc.p = s->p;
     s->rc.failures = cJSON_CreateArray();
