@@ -48,24 +48,38 @@ static int build_index(void)
     return rc;
 }
 
-/* Loads a pipeline from YAML text in which "@INDEX@" and "@LOG@" are
- * replaced with the test's paths. */
+/* Copies tmpl into out with "@INDEX@" and "@LOG@" replaced by the test's
+ * index folder and route-log path. */
+static void subst(const char *tmpl, char *out, size_t size)
+{
+    size_t o = 0;
+    for (const char *p = tmpl; *p && o + 4300 < size;) {
+        if (strncmp(p, "@INDEX@", 7) == 0) {
+            o += (size_t)snprintf(out + o, size - o, "%s", index_dir);
+            p += 7;
+        } else if (strncmp(p, "@LOG@", 5) == 0) {
+            o += (size_t)snprintf(out + o, size - o, "%s", log_path);
+            p += 5;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* Writes a substituted pipeline to the tmpdir; returns its path (static). */
+static const char *write_yaml(const char *name, const char *tmpl)
+{
+    static char yaml[16384];
+    subst(tmpl, yaml, sizeof(yaml));
+    return test_write_file(name, yaml);
+}
+
+/* Loads a pipeline from YAML text with "@INDEX@" and "@LOG@" substituted. */
 static dynrag_pipeline *load_yaml(const char *yaml_tmpl)
 {
     char yaml[16384];
-    size_t o = 0;
-    for (const char *p = yaml_tmpl; *p && o + 4300 < sizeof(yaml);) {
-        if (strncmp(p, "@INDEX@", 7) == 0) {
-            o += (size_t)snprintf(yaml + o, sizeof(yaml) - o, "%s", index_dir);
-            p += 7;
-        } else if (strncmp(p, "@LOG@", 5) == 0) {
-            o += (size_t)snprintf(yaml + o, sizeof(yaml) - o, "%s", log_path);
-            p += 5;
-        } else {
-            yaml[o++] = *p++;
-        }
-    }
-    yaml[o] = '\0';
+    subst(yaml_tmpl, yaml, sizeof(yaml));
     dynrag_pipeline *pl = NULL;
     dynrag_diags *d = NULL;
     dynrag_error err;
@@ -619,21 +633,7 @@ TEST(engine_bandit_feedback_persists)
     dynrag_pipeline_free(p);
     /* and feedback from the CLI, by query id, through the route log */
     char yaml_path[4300];
-    snprintf(yaml_path, sizeof(yaml_path), "%s/bandit.yaml", test_tmpdir());
-    FILE *f = fopen(yaml_path, "w");
-    ASSERT(f != NULL);
-    for (const char *c = bandit_yaml; *c; c++) {
-        if (strncmp(c, "@INDEX@", 7) == 0) {
-            fputs(index_dir, f);
-            c += 6;
-        } else if (strncmp(c, "@LOG@", 5) == 0) {
-            fputs(log_path, f);
-            c += 4;
-        } else {
-            fputc(*c, f);
-        }
-    }
-    fclose(f);
+    snprintf(yaml_path, sizeof(yaml_path), "%s", write_yaml("bandit.yaml", bandit_yaml));
     char *out = NULL;
     snprintf(cmd, sizeof(cmd), "%s feedback --pipeline '%s' --query-id '%s' --reward 0.5",
              test_cli_path(), yaml_path, ids[1]);
@@ -652,21 +652,7 @@ TEST(engine_cli_query_and_log_summary)
     if (build_index() != 0)
         ASSERT(0);
     char yaml_path[4300];
-    snprintf(yaml_path, sizeof(yaml_path), "%s/naive.yaml", test_tmpdir());
-    FILE *f = fopen(yaml_path, "w");
-    ASSERT(f != NULL);
-    for (const char *c = naive_yaml; *c; c++) {
-        if (strncmp(c, "@INDEX@", 7) == 0) {
-            fputs(index_dir, f);
-            c += 6;
-        } else if (strncmp(c, "@LOG@", 5) == 0) {
-            fputs(log_path, f);
-            c += 4;
-        } else {
-            fputc(*c, f);
-        }
-    }
-    fclose(f);
+    snprintf(yaml_path, sizeof(yaml_path), "%s", write_yaml("naive.yaml", naive_yaml));
     char cmd[9000];
     char *out = NULL;
     snprintf(cmd, sizeof(cmd), "%s query --pipeline '%s' 'What is the capital of France?'",
@@ -713,7 +699,8 @@ TEST(engine_cli_query_and_log_summary)
     ASSERT_CONTAINS(out, "bad.jsonl:2:");
     free(out);
     /* log summary over 4 good records and one malformed line */
-    f = fopen(log_path, "a");
+    FILE *f = fopen(log_path, "a");
+    ASSERT(f != NULL);
     fputs("garbage\n", f);
     fclose(f);
     snprintf(cmd, sizeof(cmd), "%s log summary '%s'", test_cli_path(), log_path);
