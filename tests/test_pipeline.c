@@ -3,6 +3,7 @@
 
 #include "core/util.h"
 #include "dynrag/pipeline.h"
+#include "generate/prompt.h"
 #include "pipeline/internal.h"
 #include "pipeline/spec.h"
 
@@ -543,7 +544,7 @@ TEST(pipeline_errors_prompt)
                     "{file: missing.txt}}]\n", want);
     /* A file template is fine; the default template passes its own check. */
     char msg[256];
-    ASSERT(dr_template_check(dr_default_prompt_template, msg, sizeof(msg)));
+    ASSERT(dr_template_check(dr_prompt_default_template, msg, sizeof(msg)));
     ASSERT(dr_template_check("{{x}} {steps}", msg, sizeof(msg)));
 }
 

@@ -721,22 +721,9 @@ static int run_generator(qstate *s, int gi, gen_out *g, dynrag_error *err)
 static int render_prompt(qstate *s, int pi, dynrag_error *err)
 {
     const dr_option *o = &s->p->stages[DR_STAGE_PROMPT].options[pi];
-    const char *tmpl = dr_param_str(o->params, "template", NULL);
-    char *file_text = NULL;
-    if (tmpl == NULL) {
-        const char *file = dr_param_str(o->params, "file", NULL);
-        if (file) {
-            char *path = dr_pipeline_resolve_path(s->p, file);
-            int rc = path ? dr_read_file(path, 1 << 20, &file_text, NULL, err)
-                          : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-            free(path);
-            if (rc != DYNRAG_OK)
-                return dr_err_prefix(err, "stages.prompt option '%s'", o->name);
-            tmpl = file_text;
-        }
-    }
-    if (tmpl == NULL)
-        tmpl = dr_prompt_default_template;
+    /* The loader always stores the template text here (read from `file`
+     * when the option names one, the built-in default for an absent stage). */
+    const char *tmpl = dr_param_str(o->params, "template", dr_prompt_default_template);
     dr_buf steps = {0};
     /* {steps} lists the retrieval queries of a multi-step run (empty for one step). */
     int n_steps = cJSON_GetArraySize(s->steps);
@@ -753,7 +740,6 @@ static int render_prompt(qstate *s, int pi, dynrag_error *err)
     int rc = dr_prompt_render(tmpl, s->q, s->context_text ? s->context_text : "",
                               steps.data ? steps.data : "", &s->prompt_text, err);
     dr_buf_free(&steps);
-    free(file_text);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "stages.prompt option '%s'", o->name);
     return DYNRAG_OK;

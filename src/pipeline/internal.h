@@ -134,9 +134,6 @@ extern const size_t dr_n_kind_rows;
 extern const dr_router_row dr_router_rows[];
 extern const size_t dr_n_router_rows;
 
-/* The built-in prompt template used when the prompt stage is absent. */
-extern const char dr_default_prompt_template[];
-
 const dr_kind_row *dr_schema_kind(dr_stage_id stage, const char *kind);
 const dr_router_row *dr_schema_router(const char *type);
 /* Suggestion among candidates[0..n) for a misspelt word, or NULL. */

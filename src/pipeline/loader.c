@@ -11,6 +11,7 @@
  * Any diagnostic makes the load fail with DYNRAG_ERR_PARSE.
  */
 #define _XOPEN_SOURCE 700 /* realpath */
+#include "generate/prompt.h"
 #include "pipeline/internal.h"
 
 #include <limits.h>
@@ -604,7 +605,7 @@ static int default_stage(dr_vctx *v, dr_stage *st)
                                                              kind) == NULL)
         return DYNRAG_ERR_NOMEM;
     if (st->id == DR_STAGE_PROMPT &&
-        cJSON_AddStringToObject(o->params, "template", dr_default_prompt_template) == NULL)
+        cJSON_AddStringToObject(o->params, "template", dr_prompt_default_template) == NULL)
         return DYNRAG_ERR_NOMEM;
     return DYNRAG_OK;
 }

@@ -137,16 +137,6 @@ const dr_router_row dr_router_rows[] = {
 const size_t dr_n_router_rows = DR_ARRAY_LEN(dr_router_rows);
 /* clang-format on */
 
-const char dr_default_prompt_template[] =
-    "Answer the question using only the context below. If the context does not contain "
-    "the answer, say that you do not know.\n"
-    "\n"
-    "Context:\n"
-    "{context}\n"
-    "\n"
-    "Question: {question}\n"
-    "Answer:";
-
 const dr_kind_row *dr_schema_kind(dr_stage_id stage, const char *kind)
 {
     for (size_t i = 0; i < dr_n_kind_rows; i++)
