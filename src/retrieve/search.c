@@ -33,11 +33,27 @@ struct dynrag_index {
     dynrag_index_info info;
     /* SQLite connections: one per concurrent search, reused. */
     pthread_mutex_t pool_lock;
-    sqlite3 **all;
+    struct dr_conn **all;
     size_t n_all, cap_all;
-    sqlite3 **idle;
+    struct dr_conn **idle;
     size_t n_idle;
 };
+
+/* A pooled read connection and the statement every search runs on it,
+ * prepared once per connection rather than once per search. */
+typedef struct dr_conn {
+    sqlite3 *db;
+    sqlite3_stmt *hit; /* a chunk with its document, by chunk id */
+} dr_conn;
+
+static void conn_free(dr_conn *c)
+{
+    if (c == NULL)
+        return;
+    sqlite3_finalize(c->hit);
+    sqlite3_close(c->db);
+    free(c);
+}
 
 int dynrag_search_mode_parse(const char *s)
 {
@@ -67,7 +83,7 @@ const char *dynrag_search_mode_name(dynrag_search_mode m)
 
 /* ---- the connection pool ------------------------------------------------------ */
 
-static int conn_acquire(dynrag_index *idx, sqlite3 **out, dynrag_error *err)
+static int conn_acquire(dynrag_index *idx, dr_conn **out, dynrag_error *err)
 {
     pthread_mutex_lock(&idx->pool_lock);
     if (idx->n_idle > 0) {
@@ -76,36 +92,50 @@ static int conn_acquire(dynrag_index *idx, sqlite3 **out, dynrag_error *err)
         return DYNRAG_OK;
     }
     pthread_mutex_unlock(&idx->pool_lock);
-    sqlite3 *db = NULL;
-    int rc = dr_store_open(idx->db_path, false, &db, err);
-    if (rc != DYNRAG_OK)
+    dr_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    int rc = dr_store_open(idx->db_path, false, &c->db, err);
+    if (rc != DYNRAG_OK) {
+        free(c);
         return rc;
+    }
+    if (sqlite3_prepare_v3(c->db,
+                           "SELECT d.doc_id, d.title, c.body, c.start, c.\"end\" FROM chunks c"
+                           " JOIN docs d ON d.id = c.doc WHERE c.id = ?1",
+                           -1, SQLITE_PREPARE_PERSISTENT, &c->hit, NULL) != SQLITE_OK) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(c->db));
+        conn_free(c);
+        return rc;
+    }
     pthread_mutex_lock(&idx->pool_lock);
     if (idx->n_all == idx->cap_all) {
         size_t cap = idx->cap_all ? idx->cap_all * 2 : 8;
-        sqlite3 **a = realloc(idx->all, cap * sizeof(*a));
-        sqlite3 **i = a ? realloc(idx->idle, cap * sizeof(*i)) : NULL;
+        dr_conn **a = realloc(idx->all, cap * sizeof(*a));
+        dr_conn **i = a ? realloc(idx->idle, cap * sizeof(*i)) : NULL;
         if (a)
             idx->all = a;
         if (i)
             idx->idle = i;
         if (a == NULL || i == NULL) {
             pthread_mutex_unlock(&idx->pool_lock);
-            sqlite3_close(db);
+            conn_free(c);
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         }
         idx->cap_all = cap;
     }
-    idx->all[idx->n_all++] = db;
+    idx->all[idx->n_all++] = c;
     pthread_mutex_unlock(&idx->pool_lock);
-    *out = db;
+    *out = c;
     return DYNRAG_OK;
 }
 
-static void conn_release(dynrag_index *idx, sqlite3 *db)
+static void conn_release(dynrag_index *idx, dr_conn *c)
 {
+    if (c == NULL)
+        return;
     pthread_mutex_lock(&idx->pool_lock);
-    idx->idle[idx->n_idle++] = db; /* idle has the capacity of all */
+    idx->idle[idx->n_idle++] = c; /* idle has the capacity of all */
     pthread_mutex_unlock(&idx->pool_lock);
 }
 
@@ -116,7 +146,7 @@ void dynrag_index_close(dynrag_index *idx)
     if (idx == NULL)
         return;
     for (size_t i = 0; i < idx->n_all; i++)
-        sqlite3_close(idx->all[i]);
+        conn_free(idx->all[i]);
     free(idx->all);
     free(idx->idle);
     pthread_mutex_destroy(&idx->pool_lock);
@@ -230,10 +260,11 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
         rc = dr_err_set(err, DYNRAG_ERR_NOTFOUND, "%s: no index here (no index.db)", dir);
         goto cleanup;
     }
-    sqlite3 *db = NULL;
-    rc = conn_acquire(idx, &db, err);
+    dr_conn *conn = NULL;
+    rc = conn_acquire(idx, &conn, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
+    sqlite3 *db = conn->db;
     /* A writer may commit between reading meta and loading dense.faiss:
      * then the hash does not match and we read the new snapshot again. */
     for (int attempt = 0;; attempt++) {
@@ -258,7 +289,7 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
             rc == DYNRAG_OK)
             rc = dr_err_set(err, DYNRAG_ERR_DB, "%s: %s", idx->db_path, sqlite3_errmsg(db));
     }
-    conn_release(idx, db);
+    conn_release(idx, conn);
     if (rc != DYNRAG_OK)
         goto cleanup;
     if (s.fmt != DR_INDEX_FORMAT_VERSION) {
@@ -480,15 +511,14 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
     dr_scored *lb = calloc(depth, sizeof(*lb));
     dr_scored *ld = calloc(depth, sizeof(*ld));
     dr_scored *fused = calloc(2 * depth, sizeof(*fused));
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    dr_conn *conn = NULL;
     size_t nb = 0, nd = 0, nf = 0;
     int rc = DYNRAG_OK;
     if (lb == NULL || ld == NULL || fused == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
-    rc = conn_acquire(idx, &db, err);
+    rc = conn_acquire(idx, &conn, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
     if (use_bm25) {
@@ -516,13 +546,8 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         nf = nd;
     }
     if (nf > 0) {
-        if (sqlite3_prepare_v2(db,
-                               "SELECT d.doc_id, d.title, c.body, c.start, c.\"end\" FROM chunks c"
-                               " JOIN docs d ON d.id = c.doc WHERE c.id = ?1",
-                               -1, &st, NULL) != SQLITE_OK) {
-            rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(db));
-            goto cleanup;
-        }
+        sqlite3 *db = conn->db;
+        sqlite3_stmt *st = conn->hit;
         out->hits = calloc(DR_MIN(nf, (size_t)k), sizeof(*out->hits));
         if (out->hits == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -546,9 +571,7 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
             goto cleanup;
     }
 cleanup:
-    sqlite3_finalize(st);
-    if (db)
-        conn_release(idx, db);
+    conn_release(idx, conn);
     free(lb);
     free(ld);
     free(fused);
@@ -569,11 +592,12 @@ int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title, c
         *text = NULL;
     if (idx == NULL || doc_id == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "document: missing index or id");
-    sqlite3 *db = NULL;
+    dr_conn *conn = NULL;
     sqlite3_stmt *st = NULL;
-    int rc = conn_acquire(idx, &db, err);
+    int rc = conn_acquire(idx, &conn, err);
     if (rc != DYNRAG_OK)
         return rc;
+    sqlite3 *db = conn->db;
     if (sqlite3_prepare_v2(db, "SELECT title, text FROM docs WHERE doc_id = ?1", -1, &st, NULL) !=
         SQLITE_OK) {
         rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(db));
@@ -606,7 +630,7 @@ int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title, c
     }
 cleanup:
     sqlite3_finalize(st);
-    conn_release(idx, db);
+    conn_release(idx, conn);
     return rc;
 }
 
