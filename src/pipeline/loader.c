@@ -347,16 +347,24 @@ static char *dup_or_nomem(dr_vctx *v, const char *s)
     return c;
 }
 
+/* True when n is a mapping; otherwise reports "expected a mapping, got
+ * ..." at n's position under path and returns false. */
+static bool want_map(dr_vctx *v, const dr_ynode *n, const char *path)
+{
+    if (n->type == DR_YN_MAP)
+        return true;
+    char got[96];
+    dr_diags_add(v->diags, n->line, n->col, path, "expected a mapping, got %s",
+                 dr_ynode_describe(n, got, sizeof(got)));
+    return false;
+}
+
 static void load_endpoints(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
 {
     if (n->bad || dr_ynode_is_null(n))
         return;
-    if (n->type != DR_YN_MAP) {
-        char got[96];
-        dr_diags_add(v->diags, n->line, n->col, "endpoints", "expected a mapping, got %s",
-                     dr_ynode_describe(n, got, sizeof(got)));
+    if (!want_map(v, n, "endpoints"))
         return;
-    }
     size_t cap = n->n / 2;
     if (cap > 64) {
         dr_diags_add(v->diags, n->line, n->col, "endpoints", "too many endpoints (limit 64)");
@@ -384,12 +392,8 @@ static void load_endpoints(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
             dup = dup || strcmp(p->endpoints[e].name, k->raw) == 0;
         if (dup)
             continue; /* reported by the key pass */
-        if (val->type != DR_YN_MAP && !val->bad) {
-            char got[96];
-            dr_diags_add(v->diags, val->line, val->col, path, "expected a mapping, got %s",
-                         dr_ynode_describe(val, got, sizeof(got)));
+        if (!val->bad && !want_map(v, val, path))
             continue;
-        }
         cJSON *j = dr_schema_validate(v, "endpoint", val, val->line, val->col, path);
         dr_endpoint *ep = &p->endpoints[p->n_endpoints++];
         ep->name = dup_or_nomem(v, k->raw);
@@ -432,12 +436,8 @@ static void load_option(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, size_t idx
     o->col = n->col;
     if (n->bad)
         return;
-    if (n->type != DR_YN_MAP) {
-        char got[96];
-        dr_diags_add(v->diags, n->line, n->col, path, "expected a mapping, got %s",
-                     dr_ynode_describe(n, got, sizeof(got)));
+    if (!want_map(v, n, path))
         return;
-    }
     check_keys(v, n, path, keys, DR_ARRAY_LEN(keys));
     char sub[512];
     const dr_ynode *f = dr_ymap_get(n, "name");
@@ -532,12 +532,8 @@ static void load_router(dr_vctx *v, dr_stage *st, const dr_ynode *n, const char 
     r->col = n->col;
     if (n->bad)
         return;
-    if (n->type != DR_YN_MAP) {
-        char got[96];
-        dr_diags_add(v->diags, n->line, n->col, path, "expected a mapping, got %s",
-                     dr_ynode_describe(n, got, sizeof(got)));
+    if (!want_map(v, n, path))
         return;
-    }
     check_keys(v, n, path, keys, DR_ARRAY_LEN(keys));
     char sub[512];
     const dr_ynode *t = dr_ymap_get(n, "type");
@@ -620,12 +616,8 @@ static void load_stage(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, const dr_yn
     st->col = n->col;
     if (n->bad)
         return;
-    if (n->type != DR_YN_MAP) {
-        char got[96];
-        dr_diags_add(v->diags, n->line, n->col, path, "expected a mapping, got %s",
-                     dr_ynode_describe(n, got, sizeof(got)));
+    if (!want_map(v, n, path))
         return;
-    }
     check_keys(v, n, path, keys, DR_ARRAY_LEN(keys));
     char sub[512];
     const dr_ynode *opts = dr_ymap_get(n, "options");
@@ -715,12 +707,8 @@ static void load_stages(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
 {
     if (n->bad || dr_ynode_is_null(n))
         return;
-    if (n->type != DR_YN_MAP) {
-        char got[96];
-        dr_diags_add(v->diags, n->line, n->col, "stages", "expected a mapping, got %s",
-                     dr_ynode_describe(n, got, sizeof(got)));
+    if (!want_map(v, n, "stages"))
         return;
-    }
     for (size_t i = 0; i + 1 < n->n; i += 2) {
         const dr_ynode *k = n->kids[i];
         if (k->type != DR_YN_SCALAR)
