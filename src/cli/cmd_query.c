@@ -250,6 +250,8 @@ static char *find_record(const char *log_path, const char *id)
     char *line = NULL, *found = NULL;
     size_t cap = 0;
     while (getline(&line, &cap, f) >= 0) {
+        if (strstr(line, id) == NULL)
+            continue; /* parse only the lines that can hold the id */
         cJSON *o = cJSON_Parse(line);
         cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "id");
         if (cJSON_IsString(v) && strcmp(v->valuestring, id) == 0) {
