@@ -249,8 +249,12 @@ static char *find_record(const char *log_path, const char *id)
         return NULL;
     char *line = NULL, *found = NULL;
     size_t cap = 0;
+    /* Ids JSON writes unescaped can be looked for in the raw line first. */
+    bool plain = strpbrk(id, "\"\\") == NULL;
+    for (const char *c = id; plain && *c; c++)
+        plain = (unsigned char)*c >= 0x20;
     while (getline(&line, &cap, f) >= 0) {
-        if (strstr(line, id) == NULL)
+        if (plain && strstr(line, id) == NULL)
             continue; /* parse only the lines that can hold the id */
         cJSON *o = cJSON_Parse(line);
         cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "id");
