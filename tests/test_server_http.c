@@ -94,6 +94,49 @@ TEST(server_http_jsonw_matches_cjson)
         free(want);
         dr_buf_free(&b);
     }
+    /* The integer fast path for numbers in [1e-3, 1e15) (scores): random
+     * mantissas at every exponent of the range and its edges, the halfway
+     * cases of 15 and 17 digits, and strings with escapes at every offset
+     * of the eight-byte scan. */
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double d;
+        switch (i % 4) {
+        case 0: d = ldexp((double)(x >> 11), -53 + (int)(x % 62) - 11); break;
+        case 1: d = (double)(x % 1000000000000000ull) / (double)(1ull << (x % 50)); break;
+        case 2: d = (double)(x % 100000000) / 1e6 + 0.5e-9; break;
+        default: d = nextafter(pow(10, (double)(int)(x % 19) - 3), (x & 1) ? 0 : 1e300); break;
+        }
+        if (x & 2)
+            d = -d;
+        dr_buf b = {0};
+        ASSERT_EQ(dr_jsonw_num(&b, d), 0);
+        char *want = cjson_print_of(cJSON_CreateNumber(d));
+        if (strcmp(b.data, want) != 0)
+            fprintf(stderr, "  %.17g: jsonw %s, cJSON %s\n", d, b.data, want);
+        ASSERT_STR_EQ(b.data, want);
+        free(want);
+        dr_buf_free(&b);
+    }
+    char text[40];
+    const char specials[] = {'"', '\\', '\n', '\x01', '\x1f'};
+    for (int len = 1; len < 39; len++) {
+        for (int at = 0; at < len; at++) {
+            memset(text, 'a', (size_t)len);
+            text[len] = '\0';
+            text[at] = specials[(len + at) % 5];
+            if (at + 1 < len)
+                text[at + 1] = (char)0xc3; /* a high byte right after */
+            dr_buf b = {0};
+            ASSERT_EQ(dr_jsonw_str(&b, text), 0);
+            char *want = cjson_print_of(cJSON_CreateString(text));
+            ASSERT_STR_EQ(b.data, want);
+            free(want);
+            dr_buf_free(&b);
+        }
+    }
     /* NULL is the empty string. */
     dr_buf b = {0};
     ASSERT_EQ(dr_jsonw_str(&b, NULL), 0);

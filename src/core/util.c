@@ -36,6 +36,11 @@ static int buf_reserve(dr_buf *b, size_t extra)
     return DYNRAG_OK;
 }
 
+int dr_buf_reserve(dr_buf *b, size_t n)
+{
+    return buf_reserve(b, n);
+}
+
 int dr_buf_append(dr_buf *b, const void *data, size_t n)
 {
     int rc = buf_reserve(b, n);

@@ -55,6 +55,9 @@ typedef struct dr_buf {
 } dr_buf;
 
 int dr_buf_append(dr_buf *b, const void *data, size_t n);
+/* Makes room for n more bytes (and the NUL), so that appends of up to n
+ * bytes in all do not reallocate. Errors as an append of n bytes. */
+int dr_buf_reserve(dr_buf *b, size_t n);
 int dr_buf_puts(dr_buf *b, const char *s);
 int dr_buf_putc(dr_buf *b, char c);
 int dr_buf_printf(dr_buf *b, const char *fmt, ...) DR_PRINTF(2, 3);

@@ -204,7 +204,16 @@ static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
                            const dynrag_hits *hits)
 {
     dr_buf b = {0};
-    int rc = dr_buf_puts(&b, "{\"query\":");
+    /* One allocation for the whole body in the usual case (no escapes). */
+    size_t need = 256 + strlen(req->query);
+    for (size_t i = 0; i < hits->n; i++) {
+        const dynrag_hit *h = &hits->hits[i];
+        need += 128 + (h->doc_id ? strlen(h->doc_id) : 0) + (h->title ? strlen(h->title) : 0) +
+                (h->text ? strlen(h->text) : 0);
+    }
+    int rc = dr_buf_reserve(&b, need);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(&b, "{\"query\":");
     if (rc == DYNRAG_OK)
         rc = dr_jsonw_str(&b, req->query);
     if (rc == DYNRAG_OK)
