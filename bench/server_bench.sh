@@ -7,7 +7,7 @@
 # Builds a BM25 index of SciFact (/work/shared/data/scifact/corpus.jsonl, or
 # $DYNRAG_DATA_DIR/scifact) and drives /v1/retrieve with wrk (1 thread,
 # 4 connections, a Lua script posting the 1109 SciFact queries in turn),
-# then runs dynrag_bench_server over the same queries in process. Two
+# then runs dynrag_bench_server over the same queries in process. Three
 # set-ups, RUNS times each (default 3, interleaved), medians reported:
 #
 # CONNS (default 4) sets wrk's keep-alive connections.
@@ -17,6 +17,15 @@
 #   unpinned  the server with --threads 2, wrk and the server sharing every
 #             core; in process: 2 threads with the machine to themselves
 #             (wrk's own CPU time is charged to the HTTP side).
+#   shared    the server (--threads 1) and wrk both on CPU $SERVER_CPU; in
+#             process: 1 thread on that CPU. The client's CPU time counts
+#             against the server, but no reply has to wake a client on
+#             another CPU: on a virtual machine whose idle vCPUs halt, that
+#             cross-CPU wake-up (an inter-processor interrupt, a VM exit)
+#             costs the sending side tens of microseconds per reply, more
+#             than all the server's own HTTP and JSON work. The server's
+#             CPU time per request in this set-up against the pinned one
+#             shows that cost.
 #
 # Besides QPS and latency it prints the CPU time per request: the server
 # process's user+system time (from /proc) over the requests wrk completed,
@@ -89,6 +98,8 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 serve_run() {
     if [ "$1" = pinned ]; then
         SPIN="taskset -c $SERVER_CPU"; CPIN="taskset -c $CLIENT_CPU"; THREADS=1
+    elif [ "$1" = shared ]; then
+        SPIN="taskset -c $SERVER_CPU"; CPIN="taskset -c $SERVER_CPU"; THREADS=1
     else
         SPIN=; CPIN=; THREADS=2
     fi
@@ -122,7 +133,7 @@ serve_run() {
 
 # 4. One in-process run: inproc_run MODE -> "qps p50_ms p99_ms cpu_us_per_q".
 inproc_run() {
-    if [ "$1" = pinned ]; then PIN="taskset -c $SERVER_CPU"; T=1; else PIN=; T=2; fi
+    if [ "$1" != unpinned ]; then PIN="taskset -c $SERVER_CPU"; T=1; else PIN=; T=2; fi
     $PIN "$TOOL" search --index "$WORK/index" --queries "$QUERIES" --threads $T \
         --seconds "$SECS" --k 10 |
         sed -n 's/.*qps=\([0-9.]*\) p50_ms=\([0-9.]*\) p99_ms=\([0-9.]*\).*cpu_us_per_q=\([0-9.]*\).*/\1 \2 \3 \4/p'
@@ -131,9 +142,9 @@ inproc_run() {
 # 5. RUNS rounds, the set-ups interleaved so that drifting load hits both.
 MODES=unpinned
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    MODES="unpinned pinned"
+    MODES="unpinned pinned shared"
 else
-    echo "server_bench: no taskset or one CPU: skipping the pinned set-up" >&2
+    echo "server_bench: no taskset or one CPU: skipping the pinned and shared set-ups" >&2
 fi
 : > "$WORK/runs.txt"
 r=1
@@ -154,9 +165,11 @@ med() { # med MODE KIND COLUMN
 echo "server_bench: SciFact /v1/retrieve bm25 k=10, ${SECS}s x $RUNS runs, medians (all runs: $WORK/runs.txt)"
 for m in $MODES; do
     if [ $m = pinned ]; then
-        DESC="server --threads 1 on cpu $SERVER_CPU, wrk -t1 -c4 on cpu $CLIENT_CPU; inproc 1 thread on cpu $SERVER_CPU"
+        DESC="server --threads 1 on cpu $SERVER_CPU, wrk -t1 -c$CONNS on cpu $CLIENT_CPU; inproc 1 thread on cpu $SERVER_CPU"
+    elif [ $m = shared ]; then
+        DESC="server --threads 1 and wrk -t1 -c$CONNS both on cpu $SERVER_CPU; inproc 1 thread on cpu $SERVER_CPU"
     else
-        DESC="server --threads 2, wrk -t1 -c4, no pinning; inproc 2 threads"
+        DESC="server --threads 2, wrk -t1 -c$CONNS, no pinning; inproc 2 threads"
     fi
     HQ=$(med $m http 1); IQ=$(med $m inproc 1)
     HC=$(med $m http 4); IC=$(med $m inproc 4)

@@ -13,12 +13,16 @@
 #include "server/request.h"
 #include "server_client.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 TEST(server_http_route_table)
@@ -423,7 +427,10 @@ TEST(server_http_openai_bodies)
 
 /* ---- a live dr_httpd with an echo handler ---------------------------------- */
 
-/* Echoes the parsed query; "sleep" sleeps 300 ms first; "stream" streams. */
+static atomic_int pair_arrived;
+
+/* Echoes the parsed query; "sleep" sleeps 300 ms first; "stream" streams;
+ * "pair" waits for a second "pair" request in another handler. */
 static void echo_handler(void *user, dr_http_exchange *x)
 {
     (void)user;
@@ -442,6 +449,24 @@ static void echo_handler(void *user, dr_http_exchange *x)
         struct timespec ts = {0, 300 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    if (strcmp(q.query, "pair") == 0) {
+        /* Waits (up to 2 s) for a second "pair" request to be in a handler
+         * at the same time: "paired" only when two threads serve them. */
+        int me = atomic_fetch_add(&pair_arrived, 1);
+        int target = me - me % 2 + 2;
+        bool paired = false;
+        for (int i = 0; i < 400 && !paired; i++) {
+            paired = atomic_load(&pair_arrived) >= target;
+            if (!paired) {
+                struct timespec ts = {0, 5 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        x->status = 200;
+        x->body_out = dr_strdup(paired ? "{\"echo\":\"paired\"}" : "{\"echo\":\"alone\"}");
+        dr_query_req_free(&q);
+        return;
+    }
     x->status = 200;
     if (strcmp(q.query, "stream") == 0) {
         x->stream = true;
@@ -453,12 +478,13 @@ static void echo_handler(void *user, dr_http_exchange *x)
     dr_query_req_free(&q);
 }
 
-static int start_echo(dr_httpd **h, dr_metrics **m, const char *key, size_t max_body)
+static int start_echo_n(dr_httpd **h, dr_metrics **m, const char *key, size_t max_body,
+                        int threads)
 {
     *m = dr_metrics_create();
     dr_httpd_config c;
     memset(&c, 0, sizeof(c));
-    c.threads = 4;
+    c.threads = threads;
     c.api_key = key;
     c.max_body = max_body;
     c.timeout_ms = 5000;
@@ -470,6 +496,71 @@ static int start_echo(dr_httpd **h, dr_metrics **m, const char *key, size_t max_
     if (rc != 0)
         fprintf(stderr, "dr_httpd_start: %s\n", dynrag_errmsg(&err));
     return rc;
+}
+
+static int start_echo(dr_httpd **h, dr_metrics **m, const char *key, size_t max_body)
+{
+    return start_echo_n(h, m, key, max_body, 4);
+}
+
+/* A raw TCP connection to 127.0.0.1:port, or -1. */
+static int connect_raw(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Reads what arrives on fd until the peer closes it (at most size-1 bytes). */
+static void read_all(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < size && (r = read(fd, buf + n, size - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = '\0';
+}
+
+TEST(server_http_live_connections_spread_over_threads)
+{
+    /* Two keep-alive connections opened while the server idles must land
+     * on different worker threads: each request waits for the other to be
+     * in a handler at the same time. (MHD's own pool let the first worker
+     * to wake accept both, and served them one after the other.) */
+    dr_httpd *h = NULL;
+    dr_metrics *m = NULL;
+    ASSERT_EQ(start_echo_n(&h, &m, NULL, 4096, 2), 0);
+    int port = dr_httpd_port(h);
+    for (int round = 0; round < 3; round++) {
+        int fd[2];
+        for (int i = 0; i < 2; i++) {
+            fd[i] = connect_raw(port);
+            ASSERT(fd[i] >= 0);
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000}; /* both accepted */
+        nanosleep(&ts, NULL);
+        const char *req = "POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                          "Content-Length: 16\r\nConnection: close\r\n\r\n{\"query\":\"pair\"}";
+        for (int i = 0; i < 2; i++)
+            ASSERT_EQ(write(fd[i], req, strlen(req)), (ssize_t)strlen(req));
+        for (int i = 0; i < 2; i++) {
+            char buf[2048];
+            read_all(fd[i], buf, sizeof(buf));
+            close(fd[i]);
+            ASSERT_CONTAINS(buf, "HTTP/1.1 200");
+            ASSERT_CONTAINS(buf, "\"paired\"");
+        }
+    }
+    dr_httpd_stop(h, 1000);
+    dr_metrics_free(m);
 }
 
 TEST(server_http_live_errors)

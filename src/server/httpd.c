@@ -8,6 +8,14 @@
  * reading the body). Later calls append the body (past max_body it is
  * drained and dropped: 413). The last call runs the handler and queues its
  * response. MHD's completion callback records metrics and frees the state.
+ *
+ * Threads: one MHD daemon per worker thread, each with its own polling
+ * thread and no listening socket, and an acceptor thread that owns the
+ * listening socket and hands every new connection to the worker with the
+ * fewest open connections (round robin among equals). MHD's own thread pool
+ * lets whichever worker wakes first accept every pending connection, so a
+ * client with a few keep-alive connections (a proxy, a benchmark) often had
+ * all of them served by one thread while the others idled.
  */
 #define _GNU_SOURCE
 #include "server/httpd.h"
@@ -15,8 +23,12 @@
 #include "core/util.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +39,24 @@
 
 #define MOD "server"
 
-struct dr_httpd {
+/* One worker: an MHD daemon with its polling thread. */
+typedef struct worker {
     struct MHD_Daemon *d;
+    atomic_int conns; /* open connections (MHD's started minus closed) */
+} worker;
+
+struct dr_httpd {
+    worker *w;
+    int n_w;
     dr_httpd_config cfg;
     char *api_key;
     atomic_int in_flight;
     int port;
-    MHD_socket listen_fd;
+    int listen_fd;
+    int wake[2]; /* the stop writes wake[1]; the acceptor polls wake[0] */
+    pthread_t acceptor;
+    bool acceptor_started;
+    unsigned next; /* round-robin start, the acceptor's own */
 };
 
 typedef struct req_state {
@@ -198,6 +221,10 @@ static enum MHD_Result check_headers(struct MHD_Connection *c, req_state *rs, co
         return respond_error(c, rs, 413, "invalid_request_error", "body_too_large",
                              "the request body is larger than the limit of %s bytes", msg);
     }
+    /* Room for the announced body in one allocation (a failure here only
+     * means the appends grow the buffer instead). */
+    if (n > 0)
+        (void)dr_buf_reserve(&rs->body, (size_t)n);
     return MHD_YES;
 }
 
@@ -279,6 +306,148 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     atomic_fetch_sub(&h->in_flight, 1);
 }
 
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)c;
+    (void)socket_context;
+    worker *w = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        atomic_fetch_add(&w->conns, 1);
+    else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+        atomic_fetch_sub(&w->conns, 1);
+}
+
+/* The worker for a new connection, or -1 when all are at the limit. */
+static int pick_worker(dr_httpd *h, int limit)
+{
+    int best = -1, best_n = 0, total = 0;
+    for (int k = 0; k < h->n_w; k++) {
+        int i = (int)((h->next + (unsigned)k) % (unsigned)h->n_w);
+        int n = atomic_load(&h->w[i].conns);
+        total += n;
+        if (best < 0 || n < best_n) {
+            best = i;
+            best_n = n;
+        }
+    }
+    if (total >= limit)
+        return -1;
+    h->next = (unsigned)best + 1;
+    return best;
+}
+
+/* Sleeps up to ms milliseconds unless a stop is signalled; true on stop. */
+static bool wait_wake(dr_httpd *h, int ms)
+{
+    struct pollfd p = {h->wake[0], POLLIN, 0};
+    return poll(&p, 1, ms) > 0;
+}
+
+#define CONNECTION_LIMIT 1000
+
+static void *acceptor_main(void *arg)
+{
+    dr_httpd *h = arg;
+    struct pollfd p[2] = {{h->listen_fd, POLLIN, 0}, {h->wake[0], POLLIN, 0}};
+    int64_t last_warn = 0;
+    for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            dr_log(DYNRAG_LOG_ERROR, MOD, "acceptor: poll: %s", strerror(errno));
+            break;
+        }
+        if (p[1].revents)
+            break;
+        /* Everything pending, then back to poll. */
+        for (;;) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof(ss);
+            int fd = accept4(h->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno == EINTR || errno == ECONNABORTED)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    break;
+                /* Out of descriptors or memory: the connection waits in the
+                 * backlog; warn at most once a second and back off. */
+                if (dr_now_us() - last_warn > 1000000) {
+                    dr_log(DYNRAG_LOG_WARN, MOD, "accept: %s", strerror(errno));
+                    last_warn = dr_now_us();
+                }
+                if (wait_wake(h, 10))
+                    return NULL;
+                break;
+            }
+            int i = pick_worker(h, CONNECTION_LIMIT);
+            if (i < 0) {
+                if (dr_now_us() - last_warn > 1000000) {
+                    dr_log(DYNRAG_LOG_WARN, MOD,
+                           "%d connections open: refusing new ones until some close",
+                           CONNECTION_LIMIT);
+                    last_warn = dr_now_us();
+                }
+                close(fd);
+                continue;
+            }
+            /* MHD owns fd from here, and closes it itself on failure. */
+            if (MHD_add_connection(h->w[i].d, fd, (struct sockaddr *)&ss, sl) != MHD_YES)
+                dr_log(DYNRAG_LOG_WARN, MOD, "cannot serve a new connection: %s",
+                       strerror(errno));
+        }
+    }
+    return NULL;
+}
+
+/* A non-blocking listening socket bound to addr; -1 with errno on failure. */
+static int listen_on(const struct sockaddr *addr, socklen_t len, bool v6)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, addr, len) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Stops the acceptor (if running) and closes the listening socket. */
+static void stop_accepting(dr_httpd *h)
+{
+    if (h->acceptor_started) {
+        ssize_t wr;
+        do
+            wr = write(h->wake[1], "x", 1);
+        while (wr < 0 && errno == EINTR);
+        pthread_join(h->acceptor, NULL);
+        h->acceptor_started = false;
+    }
+    if (h->listen_fd >= 0)
+        close(h->listen_fd);
+    h->listen_fd = -1;
+}
+
+static void free_httpd(dr_httpd *h)
+{
+    stop_accepting(h);
+    for (int i = 0; i < h->n_w; i++)
+        if (h->w[i].d)
+            MHD_stop_daemon(h->w[i].d);
+    for (int i = 0; i < 2; i++)
+        if (h->wake[i] >= 0)
+            close(h->wake[i]);
+    free(h->w);
+    free(h->api_key);
+    free(h);
+}
+
 int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err)
 {
     *out = NULL;
@@ -291,15 +460,18 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
     memset(&a4, 0, sizeof(a4));
     memset(&a6, 0, sizeof(a6));
     const struct sockaddr *addr;
+    socklen_t addr_len;
     bool v6 = false;
     if (inet_pton(AF_INET, host, &a4.sin_addr) == 1) {
         a4.sin_family = AF_INET;
         a4.sin_port = htons((uint16_t)cfg->port);
         addr = (const struct sockaddr *)&a4;
+        addr_len = sizeof(a4);
     } else if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1) {
         a6.sin6_family = AF_INET6;
         a6.sin6_port = htons((uint16_t)cfg->port);
         addr = (const struct sockaddr *)&a6;
+        addr_len = sizeof(a6);
         v6 = true;
     } else {
         return dr_err_set(err, DYNRAG_ERR_INVALID,
@@ -311,33 +483,53 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
     h->cfg = *cfg;
     h->cfg.host = NULL;
     h->cfg.api_key = NULL;
-    h->listen_fd = MHD_INVALID_SOCKET;
+    h->listen_fd = -1;
+    h->wake[0] = h->wake[1] = -1;
     atomic_init(&h->in_flight, 0);
-    if (cfg->api_key && *cfg->api_key) {
-        h->api_key = dr_strdup(cfg->api_key);
-        if (h->api_key == NULL) {
-            free(h);
-            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    h->w = calloc((size_t)cfg->threads, sizeof(*h->w));
+    if (h->w == NULL || (cfg->api_key && *cfg->api_key &&
+                         (h->api_key = dr_strdup(cfg->api_key)) == NULL)) {
+        free_httpd(h);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    h->listen_fd = listen_on(addr, addr_len, v6);
+    if (h->listen_fd < 0) {
+        int e = errno;
+        free_httpd(h);
+        return dr_err_set(err, DYNRAG_ERR_IO, "cannot listen on %s port %d: %s%s", host,
+                          cfg->port, strerror(e), e == EADDRINUSE ? " (another server?)" : "");
+    }
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof(bound);
+    if (getsockname(h->listen_fd, (struct sockaddr *)&bound, &bl) == 0)
+        h->port = ntohs(bound.ss_family == AF_INET6
+                            ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                            : ((struct sockaddr_in *)&bound)->sin_port);
+    else
+        h->port = cfg->port;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET | (v6 ? MHD_USE_IPv6 : 0);
+    unsigned timeout_s = (unsigned)((cfg->timeout_ms + 999) / 1000);
+    for (int i = 0; i < cfg->threads; i++) {
+        atomic_init(&h->w[i].conns, 0);
+        h->w[i].d = MHD_start_daemon(
+            flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+            MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+            h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &h->w[i],
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT, MHD_OPTION_END);
+        h->n_w = i + 1;
+        if (h->w[i].d == NULL) {
+            free_httpd(h);
+            return dr_err_set(err, DYNRAG_ERR_IO, "cannot start HTTP worker %d of %d", i + 1,
+                              cfg->threads);
         }
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
-    unsigned timeout_s = (unsigned)((cfg->timeout_ms + 999) / 1000);
-    unsigned pool = cfg->threads > 1 ? (unsigned)cfg->threads : 0;
-    h->d = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        NULL, MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        (unsigned)1, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
-        pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, pool, MHD_OPTION_END);
-    if (h->d == NULL) {
-        free(h->api_key);
-        free(h);
-        return dr_err_set(err, DYNRAG_ERR_IO, "cannot listen on %s port %d (in use?)", host,
-                          cfg->port);
+    if (pipe2(h->wake, O_CLOEXEC) != 0 ||
+        pthread_create(&h->acceptor, NULL, acceptor_main, h) != 0) {
+        free_httpd(h);
+        return dr_err_set(err, DYNRAG_ERR_IO, "cannot start the acceptor thread");
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = info ? (int)info->port : cfg->port;
+    h->acceptor_started = true;
     *out = h;
     return DYNRAG_OK;
 }
@@ -356,7 +548,7 @@ void dr_httpd_stop(dr_httpd *h, int drain_ms)
 {
     if (h == NULL)
         return;
-    h->listen_fd = MHD_quiesce_daemon(h->d);
+    stop_accepting(h);
     int64_t until = dr_now_us() + (int64_t)drain_ms * 1000;
     while (atomic_load(&h->in_flight) > 0 && dr_now_us() < until) {
         struct timespec ts = {0, 5 * 1000 * 1000};
@@ -365,9 +557,5 @@ void dr_httpd_stop(dr_httpd *h, int drain_ms)
     if (atomic_load(&h->in_flight) > 0)
         dr_log(DYNRAG_LOG_WARN, MOD, "stopping with %d request(s) still in flight",
                atomic_load(&h->in_flight));
-    MHD_stop_daemon(h->d);
-    if (h->listen_fd != MHD_INVALID_SOCKET)
-        close(h->listen_fd);
-    free(h->api_key);
-    free(h);
+    free_httpd(h);
 }

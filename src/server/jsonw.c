@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* 1 for the bytes cJSON escapes: below 0x20, '"' and '\\'. */
 static const unsigned char needs_escape[256] = {
@@ -40,6 +43,20 @@ static inline bool word_needs_escape(uint64_t w)
 static size_t plain_prefix(const unsigned char *s, size_t n)
 {
     size_t i = 0;
+#ifdef __SSE2__
+    /* Sixteen bytes at a time: x <= 0x1f (unsigned) is max(x, 0x1f) ==
+     * 0x1f; the two characters by equality. */
+    const __m128i c1f = _mm_set1_epi8(0x1f), cq = _mm_set1_epi8('"'),
+                  cb = _mm_set1_epi8('\\');
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(_mm_max_epu8(v, c1f), c1f),
+                                   _mm_or_si128(_mm_cmpeq_epi8(v, cq), _mm_cmpeq_epi8(v, cb)));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask != 0)
+            return i + (size_t)__builtin_ctz((unsigned)mask);
+    }
+#endif
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, s + i, 8);
