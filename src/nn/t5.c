@@ -271,7 +271,7 @@ DR_INLINE void axpy(float *y, float alpha, const float *x, int n)
 #endif
 #endif
 #if defined(__x86_64__) && defined(__has_attribute) && !defined(DR_NO_CLONES)
-#if __has_attribute(target_clones) && !defined(__SANITIZE_ADDRESS__)
+#if __has_attribute(target_clones) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define DR_MULTIVERSION __attribute__((target_clones("avx2", "default")))
 #endif
 #endif
