@@ -75,8 +75,12 @@ static size_t plain_prefix(const unsigned char *s, size_t n)
  */
 int dr_jsonw_str(dr_buf *b, const char *s)
 {
-    const unsigned char *p = (const unsigned char *)(s ? s : "");
-    size_t n = strlen((const char *)p);
+    return dr_jsonw_strn(b, s ? s : "", s ? strlen(s) : 0);
+}
+
+int dr_jsonw_strn(dr_buf *b, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
     int rc = dr_buf_reserve(b, n + 2);
     if (rc == DYNRAG_OK)
         rc = dr_buf_putc(b, '"');

@@ -21,6 +21,10 @@
  * DYNRAG_ERR_LIMIT from the buffer (which is then left partly written). */
 int dr_jsonw_str(dr_buf *b, const char *s);
 
+/* The same for the n bytes at s (n = strlen(s) when the caller knows it;
+ * a NUL among them is written as \u0000). */
+int dr_jsonw_strn(dr_buf *b, const char *s, size_t n);
+
 /* Appends d as cJSON 1.7.15 prints a number: null for NaN and infinities,
  * else "%1.15g", or "%1.17g" when the former does not read back as d.
  * Errors as above. */

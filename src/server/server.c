@@ -206,10 +206,13 @@ static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
     dr_buf b = {0};
     /* One allocation for the whole body in the usual case (no escapes). */
     size_t need = 256 + strlen(req->query);
+    size_t text_len[64]; /* of the first 64 hits, measured once */
     for (size_t i = 0; i < hits->n; i++) {
         const dynrag_hit *h = &hits->hits[i];
-        need += 128 + (h->doc_id ? strlen(h->doc_id) : 0) + (h->title ? strlen(h->title) : 0) +
-                (h->text ? strlen(h->text) : 0);
+        size_t tl = h->text ? strlen(h->text) : 0;
+        if (i < 64)
+            text_len[i] = tl;
+        need += 128 + (h->doc_id ? strlen(h->doc_id) : 0) + (h->title ? strlen(h->title) : 0) + tl;
     }
     int rc = dr_buf_reserve(&b, need);
     if (rc == DYNRAG_OK)
@@ -251,7 +254,8 @@ static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
         if (rc == DYNRAG_OK)
             rc = dr_buf_puts(&b, ",\"text\":");
         if (rc == DYNRAG_OK)
-            rc = dr_jsonw_str(&b, h->text);
+            rc = i < 64 && h->text ? dr_jsonw_strn(&b, h->text, text_len[i])
+                                   : dr_jsonw_str(&b, h->text);
         if (rc == DYNRAG_OK)
             rc = dr_buf_puts(&b, ",\"score\":");
         if (rc == DYNRAG_OK)
