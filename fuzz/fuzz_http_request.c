@@ -5,13 +5,17 @@
  *
  * Input layout: byte 0 picks the parser, the rest is the body. Every parse
  * must either succeed with valid UTF-8 fields within their limits, or fail
- * with a 4xx/5xx status and an error that renders as JSON.
+ * with a 4xx/5xx status and an error that renders as JSON. A first byte of
+ * 0xF0 or more instead checks the reply writer (src/server/jsonw.c): the
+ * body as a string and its bytes as doubles must come out exactly as cJSON
+ * prints them.
  *
  *   cmake -S . -B build-fuzz -DDYNRAG_FUZZ=ON -DCMAKE_C_COMPILER=clang ...
  *   cmake --build build-fuzz --target fuzz_http_request
  *   ./build-fuzz/fuzz_http_request -max_total_time=60 fuzz/corpus/http
  */
 #include "core/util.h"
+#include "server/jsonw.h"
 #include "server/request.h"
 
 #include <cjson/cJSON.h>
@@ -33,6 +37,34 @@ static void check_error(int st, const dr_http_error *e)
     free(j);
 }
 
+/* dr_jsonw_* against cJSON_PrintUnformatted() for the same value. */
+static void check_writer(const uint8_t *data, size_t size)
+{
+    char *s = dr_strndup((const char *)data, size); /* cJSON stops at a NUL */
+    if (s == NULL)
+        return;
+    dr_buf b = {0};
+    cJSON *v = cJSON_CreateString(s);
+    char *want = v ? cJSON_PrintUnformatted(v) : NULL;
+    if (want && (dr_jsonw_strn(&b, s, strlen(s)) != 0 || strcmp(b.data, want) != 0))
+        abort();
+    cJSON_Delete(v);
+    free(want);
+    free(s);
+    for (size_t i = 0; i + 8 <= size; i += 8) {
+        double d;
+        memcpy(&d, data + i, sizeof(d));
+        dr_buf_reset(&b);
+        v = cJSON_CreateNumber(d);
+        want = v ? cJSON_PrintUnformatted(v) : NULL;
+        if (want && (dr_jsonw_num(&b, d) != 0 || strcmp(b.data, want) != 0))
+            abort();
+        cJSON_Delete(v);
+        free(want);
+    }
+    dr_buf_free(&b);
+}
+
 static void check_text(const char *s, size_t max)
 {
     size_t n = strlen(s);
@@ -46,6 +78,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const char *body = (const char *)data + 1;
     size_t len = size - 1;
+    if (data[0] >= 0xF0) {
+        check_writer(data + 1, size - 1);
+        return 0;
+    }
     dr_http_error e;
     memset(&e, 0, sizeof(e));
     int st;
