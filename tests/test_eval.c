@@ -354,6 +354,14 @@ TEST(eval_small_run_report_cache_replay)
     ASSERT_EQ(test_run(cmd, &cli), 0);
     ASSERT_CONTAINS(cli, "20 runs (20 cache hits)");
     free(cli);
+    /* A write to the index (a new generation) invalidates the cached runs. */
+    static const char extra_doc[] =
+        "{\"_id\": \"extra\", \"title\": \"Extra\", \"text\": \"A later document.\"}\n";
+    const char *more[] = {test_write_file("more.jsonl", extra_doc)};
+    ASSERT_OK(dynrag_index_add(index_dir, more, 1, &bo, NULL, &err), &err);
+    ASSERT_EQ(test_run(cmd, &cli), 0);
+    ASSERT_CONTAINS(cli, "20 runs (0 cache hits)");
+    free(cli);
 }
 
 TEST(eval_patch_router_param)

@@ -181,6 +181,7 @@ TEST(server_api_every_endpoint)
     ASSERT_STR_EQ(jstr(o, "status"), "ok");
     ASSERT(cJSON_IsTrue(jget(o, "index_loaded")));
     ASSERT_EQ(jget(o, "docs")->valueint, 8);
+    ASSERT_GT(jget(o, "generation")->valueint, 0); /* the index was written once or more */
     cJSON_Delete(o);
     http_reply_free(&r);
 

@@ -144,6 +144,8 @@ typedef struct dynrag_index_info {
     char embedder[256];           /* identity string */
     char faiss_factory[128];
     double avg_chunk_tokens;
+    int64_t generation; /* the committed write the handle opened: every
+                           `dynrag index` run that changes the index adds 1 */
 } dynrag_index_info;
 
 int dynrag_index_get_info(const dynrag_index *idx, dynrag_index_info *info);

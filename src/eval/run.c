@@ -8,7 +8,8 @@
  *    "first": {stage: option}, "scores": {stage: {option: score}},
  *    "confidence": {stage: c}, "docs": [[doc_id, score], ...] (BEIR),
  *    "record": "<route-log record>" (router runs), "error": "..." (failures)}
- * The key hashes the pipeline file's bytes, the index folder, the data
+ * The key hashes the pipeline file's bytes, the files it names, the index
+ * folder and each opened index's generation, size and embedder, the data
  * format, the stage and option forced (or "@router"), the query id, text and
  * gold. Lines that do not parse are ignored (a half-written last line).
  */
@@ -700,6 +701,19 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     eo.no_log = true;
     if ((rc = dynrag_engine_create(s->p, &eo, &s->rc.e, err)) != DYNRAG_OK)
         return rc;
+    /* So do the indexes: a rebuilt or grown index (a new write generation)
+     * must not reuse outcomes cached from the old one. */
+    const dr_stage *emb = &s->p->stages[DR_STAGE_EMBEDDER];
+    for (size_t i = 0; i <= emb->n_options; i++) {
+        dynrag_index *idx =
+            dynrag_engine_index(s->rc.e, i < emb->n_options ? emb->options[i].name : NULL);
+        dynrag_index_info info;
+        if (idx == NULL || dynrag_index_get_info(idx, &info) != DYNRAG_OK)
+            continue;
+        uint64_t fp[4] = {(uint64_t)info.generation, info.docs, info.chunks, (uint64_t)info.dim};
+        s->rc.pipe_hash = dr_hash64(fp, sizeof(fp), s->rc.pipe_hash);
+        s->rc.pipe_hash = dr_hash64(info.embedder, strlen(info.embedder), s->rc.pipe_hash);
+    }
     if ((rc = dr_mkdirs(opt->out_dir, err)) != DYNRAG_OK)
         return rc;
     if ((cache_path = dr_asprintf("%s/cache.jsonl", opt->out_dir)) == NULL)

@@ -322,6 +322,7 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     idx->info.docs = (uint64_t)s.docs;
     idx->info.chunks = (uint64_t)s.chunks;
     idx->info.format_version = (int)s.fmt;
+    idx->info.generation = s.gen;
     idx->info.dim = idx->vec ? (int)s.dim : 0;
     dr_strlcpy(idx->info.embedder, s.embedder, sizeof(idx->info.embedder));
     dr_strlcpy(idx->info.faiss_factory, s.factory, sizeof(idx->info.faiss_factory));

@@ -161,6 +161,7 @@ static void do_healthz(dynrag_server *s, dr_http_exchange *x)
     if (idx && dynrag_index_get_info(idx, &info) == DYNRAG_OK) {
         cJSON_AddNumberToObject(o, "docs", (double)info.docs);
         cJSON_AddNumberToObject(o, "chunks", (double)info.chunks);
+        cJSON_AddNumberToObject(o, "generation", (double)info.generation);
         cJSON_AddBoolToObject(o, "dense", info.dim > 0);
     }
     cJSON_AddNumberToObject(o, "threads", s->threads);
