@@ -529,6 +529,70 @@ static void read_all(int fd, char *buf, size_t size)
     buf[n] = '\0';
 }
 
+TEST(server_http_live_connection_limit)
+{
+    /* With room for 3 connections, a 4th gets a 503 JSON error and is
+     * closed; once one of the 3 closes, new connections are served. */
+    dr_metrics *m = dr_metrics_create();
+    dr_httpd_config c;
+    memset(&c, 0, sizeof(c));
+    c.threads = 2;
+    c.max_body = 4096;
+    c.timeout_ms = 5000;
+    c.max_connections = 3;
+    c.handler = echo_handler;
+    c.metrics = m;
+    dr_httpd *h = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dr_httpd_start(&c, &h, &err), &err);
+    int port = dr_httpd_port(h);
+    int fd[3];
+    for (int i = 0; i < 3; i++) {
+        fd[i] = connect_raw(port);
+        ASSERT(fd[i] >= 0);
+    }
+    struct timespec ts = {0, 100 * 1000 * 1000}; /* all three accepted */
+    nanosleep(&ts, NULL);
+    int extra = connect_raw(port);
+    ASSERT(extra >= 0);
+    char buf[2048];
+    read_all(extra, buf, sizeof(buf));
+    close(extra);
+    ASSERT_CONTAINS(buf, "HTTP/1.1 503");
+    ASSERT_CONTAINS(buf, "Retry-After: 1");
+    const char *json = strstr(buf, "\r\n\r\n");
+    ASSERT(json != NULL);
+    cJSON *o = cJSON_Parse(json + 4);
+    ASSERT(o != NULL);
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "error"), "code")->valuestring,
+                  "overloaded");
+    cJSON_Delete(o);
+    /* The three are still served. */
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    ASSERT_EQ(write(fd[0], req, strlen(req)), (ssize_t)strlen(req));
+    read_all(fd[0], buf, sizeof(buf));
+    close(fd[0]);
+    ASSERT_CONTAINS(buf, "HTTP/1.1 200");
+    /* fd[0] is gone: a new connection fits again. */
+    int again = -1;
+    for (int i = 0; i < 100; i++) {
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+        again = connect_raw(port);
+        ASSERT(again >= 0);
+        ASSERT_EQ(write(again, req, strlen(req)), (ssize_t)strlen(req));
+        read_all(again, buf, sizeof(buf));
+        close(again);
+        if (strstr(buf, "HTTP/1.1 200"))
+            break;
+    }
+    ASSERT_CONTAINS(buf, "HTTP/1.1 200");
+    close(fd[1]);
+    close(fd[2]);
+    dr_httpd_stop(h, 1000);
+    dr_metrics_free(m);
+}
+
 TEST(server_http_live_connections_spread_over_threads)
 {
     /* Two keep-alive connections opened while the server idles must land

@@ -35,6 +35,7 @@ typedef struct dynrag_server_options {
     const char *api_key;   /* bearer token required on /v1/...; NULL or "" = none */
     size_t max_body;       /* request body limit in bytes; 0 = 1 MiB */
     int timeout_ms;        /* per-request time limit; 0 = 30000 */
+    int max_connections;   /* open connections before new ones get 503; 0 = 1000 */
     const char *index_dir; /* overrides the pipeline's `index:`; NULL = the pipeline's */
     const char *log_path;  /* route log; overrides the pipeline's `log:` */
     bool no_log;           /* write no route log */

@@ -40,6 +40,7 @@ int cmd_serve(int argc, char **argv)
         O_KEYENV,
         O_MAXBODY,
         O_TIMEOUT,
+        O_MAXCONN,
         O_LOG,
         O_NOLOG
     };
@@ -52,6 +53,7 @@ int cmd_serve(int argc, char **argv)
         {"api-key-env", required_argument, NULL, O_KEYENV},
         {"max-body", required_argument, NULL, O_MAXBODY},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT},
+        {"max-connections", required_argument, NULL, O_MAXCONN},
         {"log", required_argument, NULL, O_LOG},
         {"no-log", no_argument, NULL, O_NOLOG},
         {NULL, 0, NULL, 0},
@@ -64,6 +66,7 @@ int cmd_serve(int argc, char **argv)
     so.threads = 4;
     so.timeout_ms = 30000;
     so.max_body = (size_t)1 << 20;
+    so.max_connections = 1000;
     long long v;
     int c;
     optind = 1;
@@ -93,6 +96,11 @@ int cmd_serve(int argc, char **argv)
             if (!cli_parse_int("serve", "--timeout-ms", optarg, 1, 3600000, &v))
                 return CLI_USAGE;
             so.timeout_ms = (int)v;
+            break;
+        case O_MAXCONN:
+            if (!cli_parse_int("serve", "--max-connections", optarg, 1, 1000000, &v))
+                return CLI_USAGE;
+            so.max_connections = (int)v;
             break;
         case O_LOG: so.log_path = optarg; break;
         case O_NOLOG: so.no_log = true; break;

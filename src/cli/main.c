@@ -116,7 +116,7 @@ static const cli_command commands[] = {
     {"serve", "serve the pipeline over HTTP (retrieve, query, route, OpenAI chat)",
      "usage: dynrag serve --pipeline FILE [--index DIR] [--host ADDR] [--port N]\n"
      "                    [--threads N] [--api-key-env VAR] [--max-body BYTES]\n"
-     "                    [--timeout-ms MS] [--log FILE | --no-log]\n"
+     "                    [--timeout-ms MS] [--max-connections N] [--log FILE | --no-log]\n"
      "\n"
      "Serves the pipeline as a JSON API (docs/http-api.md): POST /v1/retrieve,\n"
      "/v1/query, /v1/route, /v1/feedback, /v1/chat/completions (OpenAI-compatible,\n"
@@ -133,6 +133,7 @@ static const cli_command commands[] = {
      "  --api-key-env VAR   require `Authorization: Bearer $VAR` on /v1/ endpoints\n"
      "  --max-body BYTES    request body limit (default 1048576; larger: 413)\n"
      "  --timeout-ms MS     per-request time limit (default 30000; past it: 504)\n"
+     "  --max-connections N open connections, 1..1000000 (default 1000; past it: 503)\n"
      "  --log FILE          route log (default: the pipeline's `log:`)\n"
      "  --no-log            write no route log\n"
      "\n"

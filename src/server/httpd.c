@@ -344,7 +344,25 @@ static bool wait_wake(dr_httpd *h, int ms)
     return poll(&p, 1, ms) > 0;
 }
 
-#define CONNECTION_LIMIT 1000
+#define DEFAULT_CONNECTION_LIMIT 1000
+
+/* Answers a connection past the limit with a 503 (best effort: one
+ * non-blocking send, the request unread) and closes it. */
+static void refuse_overloaded(int fd)
+{
+    static const char body[] = "{\"error\":{\"message\":\"too many open connections: retry "
+                               "later\",\"type\":\"server_error\",\"code\":\"overloaded\","
+                               "\"param\":null}}";
+    char reply[512];
+    int n = snprintf(reply, sizeof(reply),
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Retry-After: 1\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                     sizeof(body) - 1, body);
+    if (n > 0 && (size_t)n < sizeof(reply))
+        (void)!send(fd, reply, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
 
 static void *acceptor_main(void *arg)
 {
@@ -380,15 +398,15 @@ static void *acceptor_main(void *arg)
                     return NULL;
                 break;
             }
-            int i = pick_worker(h, CONNECTION_LIMIT);
+            int i = pick_worker(h, h->cfg.max_connections);
             if (i < 0) {
                 if (dr_now_us() - last_warn > 1000000) {
                     dr_log(DYNRAG_LOG_WARN, MOD,
-                           "%d connections open: refusing new ones until some close",
-                           CONNECTION_LIMIT);
+                           "%d connections open: refusing new ones (503) until some close",
+                           h->cfg.max_connections);
                     last_warn = dr_now_us();
                 }
-                close(fd);
+                refuse_overloaded(fd);
                 continue;
             }
             /* MHD owns fd from here, and closes it itself on failure. */
@@ -452,7 +470,8 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
 {
     *out = NULL;
     if (cfg->handler == NULL || cfg->metrics == NULL || cfg->threads < 1 || cfg->threads > 1024 ||
-        cfg->port < 0 || cfg->port > 65535 || cfg->max_body == 0 || cfg->timeout_ms < 1)
+        cfg->port < 0 || cfg->port > 65535 || cfg->max_body == 0 || cfg->timeout_ms < 1 ||
+        cfg->max_connections < 0 || cfg->max_connections > 1000000)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "invalid server configuration");
     const char *host = cfg->host ? cfg->host : "127.0.0.1";
     struct sockaddr_in a4;
@@ -483,6 +502,8 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
     h->cfg = *cfg;
     h->cfg.host = NULL;
     h->cfg.api_key = NULL;
+    if (h->cfg.max_connections == 0)
+        h->cfg.max_connections = DEFAULT_CONNECTION_LIMIT;
     h->listen_fd = -1;
     h->wake[0] = h->wake[1] = -1;
     atomic_init(&h->in_flight, 0);
@@ -516,7 +537,7 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
             flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
             MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
             h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &h->w[i],
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT, MHD_OPTION_END);
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->cfg.max_connections, MHD_OPTION_END);
         h->n_w = i + 1;
         if (h->w[i].d == NULL) {
             free_httpd(h);

@@ -53,6 +53,7 @@ typedef struct dr_httpd_config {
     const char *api_key; /* required bearer token on /v1/ endpoints; NULL = none */
     size_t max_body;     /* bytes; larger bodies get 413 */
     int timeout_ms;      /* per request: idle connection timeout and deadline */
+    int max_connections; /* open connections; past it new ones get a 503; 0 = 1000 */
     dr_httpd_handler handler;
     void *user;
     dr_metrics *metrics; /* required; not owned */

@@ -41,6 +41,7 @@ struct dynrag_server {
     int threads;
     size_t max_body;
     int timeout_ms;
+    int max_connections;
     int wake[2]; /* self-pipe: request_stop writes, wait reads */
     bool started, stopped;
     int64_t start_us;
@@ -556,6 +557,7 @@ int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *
     s->threads = o.threads ? o.threads : 4;
     s->max_body = o.max_body ? o.max_body : (size_t)1 << 20;
     s->timeout_ms = o.timeout_ms ? o.timeout_ms : 30000;
+    s->max_connections = o.max_connections ? o.max_connections : 1000;
     s->host = dr_strdup(o.host ? o.host : "127.0.0.1");
     s->api_key = o.api_key && *o.api_key ? dr_strdup(o.api_key) : NULL;
     s->m = dr_metrics_create();
@@ -594,6 +596,7 @@ int dynrag_server_start(dynrag_server *s, dynrag_error *err)
     c.api_key = s->api_key;
     c.max_body = s->max_body;
     c.timeout_ms = s->timeout_ms;
+    c.max_connections = s->max_connections;
     c.handler = handle;
     c.user = s;
     c.metrics = s->m;
