@@ -529,6 +529,60 @@ static void read_all(int fd, char *buf, size_t size)
     buf[n] = '\0';
 }
 
+TEST(server_http_live_bind_errors_and_ipv6)
+{
+    dr_metrics *m = dr_metrics_create();
+    dr_httpd_config c;
+    memset(&c, 0, sizeof(c));
+    c.threads = 1;
+    c.max_body = 4096;
+    c.timeout_ms = 5000;
+    c.handler = echo_handler;
+    c.metrics = m;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    dr_httpd *h = NULL, *h2 = NULL;
+    /* A name is not an address. */
+    c.host = "localhost";
+    ASSERT_EQ(dr_httpd_start(&c, &h, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "numeric IPv4 or IPv6");
+    /* A port in use: a clear error, and the first server keeps serving. */
+    c.host = NULL;
+    ASSERT_OK(dr_httpd_start(&c, &h, &err), &err);
+    c.port = dr_httpd_port(h);
+    ASSERT_EQ(dr_httpd_start(&c, &h2, &err), DYNRAG_ERR_IO);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "cannot listen on 127.0.0.1 port");
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "in use");
+    http_reply r;
+    ASSERT_EQ(http_get(c.port, "/healthz", &r), 0);
+    ASSERT_EQ(r.status, 200);
+    http_reply_free(&r);
+    dr_httpd_stop(h, 1000);
+    /* IPv6 loopback, when the machine has it. */
+    c.host = "::1";
+    c.port = 0;
+    if (dr_httpd_start(&c, &h, &err) != DYNRAG_OK) {
+        dr_metrics_free(m);
+        SKIP("no IPv6 loopback here");
+    }
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof(a));
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons((uint16_t)dr_httpd_port(h));
+    a.sin6_addr = in6addr_loopback;
+    ASSERT(fd >= 0);
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    ASSERT_EQ(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    char buf[2048];
+    read_all(fd, buf, sizeof(buf));
+    close(fd);
+    ASSERT_CONTAINS(buf, "HTTP/1.1 200");
+    dr_httpd_stop(h, 1000);
+    dr_metrics_free(m);
+}
+
 TEST(server_http_live_connection_limit)
 {
     /* With room for 3 connections, a 4th gets a 503 JSON error and is
