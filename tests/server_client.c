@@ -1,11 +1,15 @@
 /* server_client.c - a small libcurl client for the server tests. */
 #include "server_client.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef struct grow {
     char *p;
@@ -142,4 +146,47 @@ const char *http_header(const http_reply *r, const char *name, char *buf, size_t
         p = eol ? eol + 1 : NULL;
     }
     return NULL;
+}
+
+int raw_connect_to(const char *host, int port)
+{
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    memset(&a4, 0, sizeof(a4));
+    memset(&a6, 0, sizeof(a6));
+    const struct sockaddr *sa;
+    socklen_t len;
+    if (inet_pton(AF_INET, host, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)port);
+        sa = (const struct sockaddr *)&a4;
+        len = sizeof(a4);
+    } else if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)port);
+        sa = (const struct sockaddr *)&a6;
+        len = sizeof(a6);
+    } else {
+        return -1;
+    }
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, sa, len) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+int raw_connect(int port)
+{
+    return raw_connect_to("127.0.0.1", port);
+}
+
+void raw_read_all(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < size && (r = read(fd, buf + n, size - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = '\0';
 }

@@ -30,6 +30,15 @@ int http_get(int port, const char *path, http_reply *r);
 
 void http_reply_free(http_reply *r);
 
+/* A plain TCP connection to host (numeric IPv4 or IPv6) : port, or -1;
+ * raw_connect() is raw_connect_to("127.0.0.1", port). */
+int raw_connect_to(const char *host, int port);
+int raw_connect(int port);
+
+/* Reads from fd until the peer closes it or size-1 bytes arrived, and
+ * NUL-terminates. */
+void raw_read_all(int fd, char *buf, size_t size);
+
 /* The value of header `name` (case-insensitive) in r->headers copied into
  * buf, or NULL. */
 const char *http_header(const http_reply *r, const char *name, char *buf, size_t size);

@@ -478,18 +478,26 @@ static void echo_handler(void *user, dr_http_exchange *x)
     dr_query_req_free(&q);
 }
 
+/* The echo server's configuration: threads workers, 4 KiB bodies, 5 s. */
+static dr_httpd_config echo_config(dr_metrics *m, int threads)
+{
+    dr_httpd_config c;
+    memset(&c, 0, sizeof(c));
+    c.threads = threads;
+    c.max_body = 4096;
+    c.timeout_ms = 5000;
+    c.handler = echo_handler;
+    c.metrics = m;
+    return c;
+}
+
 static int start_echo_n(dr_httpd **h, dr_metrics **m, const char *key, size_t max_body,
                         int threads)
 {
     *m = dr_metrics_create();
-    dr_httpd_config c;
-    memset(&c, 0, sizeof(c));
-    c.threads = threads;
+    dr_httpd_config c = echo_config(*m, threads);
     c.api_key = key;
     c.max_body = max_body;
-    c.timeout_ms = 5000;
-    c.handler = echo_handler;
-    c.metrics = *m;
     dynrag_error err;
     dynrag_error_clear(&err);
     int rc = dr_httpd_start(&c, h, &err);
@@ -503,42 +511,10 @@ static int start_echo(dr_httpd **h, dr_metrics **m, const char *key, size_t max_
     return start_echo_n(h, m, key, max_body, 4);
 }
 
-/* A raw TCP connection to 127.0.0.1:port, or -1. */
-static int connect_raw(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-        close(fd);
-        fd = -1;
-    }
-    return fd;
-}
-
-/* Reads what arrives on fd until the peer closes it (at most size-1 bytes). */
-static void read_all(int fd, char *buf, size_t size)
-{
-    size_t n = 0;
-    ssize_t r;
-    while (n + 1 < size && (r = read(fd, buf + n, size - 1 - n)) > 0)
-        n += (size_t)r;
-    buf[n] = '\0';
-}
-
 TEST(server_http_live_bind_errors_and_ipv6)
 {
     dr_metrics *m = dr_metrics_create();
-    dr_httpd_config c;
-    memset(&c, 0, sizeof(c));
-    c.threads = 1;
-    c.max_body = 4096;
-    c.timeout_ms = 5000;
-    c.handler = echo_handler;
-    c.metrics = m;
+    dr_httpd_config c = echo_config(m, 1);
     dynrag_error err;
     dynrag_error_clear(&err);
     dr_httpd *h = NULL, *h2 = NULL;
@@ -565,18 +541,12 @@ TEST(server_http_live_bind_errors_and_ipv6)
         dr_metrics_free(m);
         SKIP("no IPv6 loopback here");
     }
-    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in6 a;
-    memset(&a, 0, sizeof(a));
-    a.sin6_family = AF_INET6;
-    a.sin6_port = htons((uint16_t)dr_httpd_port(h));
-    a.sin6_addr = in6addr_loopback;
+    int fd = raw_connect_to("::1", dr_httpd_port(h));
     ASSERT(fd >= 0);
-    ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     const char *req = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     ASSERT_EQ(write(fd, req, strlen(req)), (ssize_t)strlen(req));
     char buf[2048];
-    read_all(fd, buf, sizeof(buf));
+    raw_read_all(fd, buf, sizeof(buf));
     close(fd);
     ASSERT_CONTAINS(buf, "HTTP/1.1 200");
     dr_httpd_stop(h, 1000);
@@ -588,14 +558,8 @@ TEST(server_http_live_connection_limit)
     /* With room for 3 connections, a 4th gets a 503 JSON error and is
      * closed; once one of the 3 closes, new connections are served. */
     dr_metrics *m = dr_metrics_create();
-    dr_httpd_config c;
-    memset(&c, 0, sizeof(c));
-    c.threads = 2;
-    c.max_body = 4096;
-    c.timeout_ms = 5000;
+    dr_httpd_config c = echo_config(m, 2);
     c.max_connections = 3;
-    c.handler = echo_handler;
-    c.metrics = m;
     dr_httpd *h = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
@@ -603,15 +567,15 @@ TEST(server_http_live_connection_limit)
     int port = dr_httpd_port(h);
     int fd[3];
     for (int i = 0; i < 3; i++) {
-        fd[i] = connect_raw(port);
+        fd[i] = raw_connect(port);
         ASSERT(fd[i] >= 0);
     }
     struct timespec ts = {0, 100 * 1000 * 1000}; /* all three accepted */
     nanosleep(&ts, NULL);
-    int extra = connect_raw(port);
+    int extra = raw_connect(port);
     ASSERT(extra >= 0);
     char buf[2048];
-    read_all(extra, buf, sizeof(buf));
+    raw_read_all(extra, buf, sizeof(buf));
     close(extra);
     ASSERT_CONTAINS(buf, "HTTP/1.1 503");
     ASSERT_CONTAINS(buf, "Retry-After: 1");
@@ -625,17 +589,17 @@ TEST(server_http_live_connection_limit)
     /* The three are still served. */
     const char *req = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     ASSERT_EQ(write(fd[0], req, strlen(req)), (ssize_t)strlen(req));
-    read_all(fd[0], buf, sizeof(buf));
+    raw_read_all(fd[0], buf, sizeof(buf));
     close(fd[0]);
     ASSERT_CONTAINS(buf, "HTTP/1.1 200");
     /* fd[0] is gone: a new connection fits again. */
     int again = -1;
     for (int i = 0; i < 100; i++) {
         nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
-        again = connect_raw(port);
+        again = raw_connect(port);
         ASSERT(again >= 0);
         ASSERT_EQ(write(again, req, strlen(req)), (ssize_t)strlen(req));
-        read_all(again, buf, sizeof(buf));
+        raw_read_all(again, buf, sizeof(buf));
         close(again);
         if (strstr(buf, "HTTP/1.1 200"))
             break;
@@ -660,7 +624,7 @@ TEST(server_http_live_connections_spread_over_threads)
     for (int round = 0; round < 3; round++) {
         int fd[2];
         for (int i = 0; i < 2; i++) {
-            fd[i] = connect_raw(port);
+            fd[i] = raw_connect(port);
             ASSERT(fd[i] >= 0);
         }
         struct timespec ts = {0, 50 * 1000 * 1000}; /* both accepted */
@@ -671,7 +635,7 @@ TEST(server_http_live_connections_spread_over_threads)
             ASSERT_EQ(write(fd[i], req, strlen(req)), (ssize_t)strlen(req));
         for (int i = 0; i < 2; i++) {
             char buf[2048];
-            read_all(fd[i], buf, sizeof(buf));
+            raw_read_all(fd[i], buf, sizeof(buf));
             close(fd[i]);
             ASSERT_CONTAINS(buf, "HTTP/1.1 200");
             ASSERT_CONTAINS(buf, "\"paired\"");
