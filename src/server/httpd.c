@@ -39,10 +39,19 @@
 
 #define MOD "server"
 
-/* One worker: an MHD daemon with its polling thread. */
+/*
+ * One worker: an MHD daemon with its polling thread. MHD reports a new
+ * connection as started from the worker's own thread, some time after the
+ * acceptor handed it over; until then it counts as pending, so that a burst
+ * of connections is spread before any of them has started. A pending count
+ * older than a second is dropped (MHD closes a connection it could not set
+ * up without reporting it).
+ */
 typedef struct worker {
     struct MHD_Daemon *d;
-    atomic_int conns; /* open connections (MHD's started minus closed) */
+    atomic_int open;        /* started minus closed */
+    atomic_int pending;     /* handed over, not yet started (may dip below 0) */
+    int64_t last_handed_us; /* the acceptor's own */
 } worker;
 
 struct dr_httpd {
@@ -312,19 +321,32 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     (void)c;
     (void)socket_context;
     worker *w = cls;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED)
-        atomic_fetch_add(&w->conns, 1);
-    else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
-        atomic_fetch_sub(&w->conns, 1);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&w->open, 1);
+        atomic_fetch_sub(&w->pending, 1);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        atomic_fetch_sub(&w->open, 1);
+    }
+}
+
+/* A worker's connections: open plus pending (stale pending dropped). */
+static int worker_load(worker *w, int64_t now)
+{
+    int pending = atomic_load(&w->pending);
+    if (pending > 0 && now - w->last_handed_us > 1000000 &&
+        atomic_compare_exchange_strong(&w->pending, &pending, 0))
+        pending = 0;
+    return atomic_load(&w->open) + (pending > 0 ? pending : 0);
 }
 
 /* The worker for a new connection, or -1 when all are at the limit. */
 static int pick_worker(dr_httpd *h, int limit)
 {
     int best = -1, best_n = 0, total = 0;
+    int64_t now = dr_now_us();
     for (int k = 0; k < h->n_w; k++) {
         int i = (int)((h->next + (unsigned)k) % (unsigned)h->n_w);
-        int n = atomic_load(&h->w[i].conns);
+        int n = worker_load(&h->w[i], now);
         total += n;
         if (best < 0 || n < best_n) {
             best = i;
@@ -410,9 +432,14 @@ static void *acceptor_main(void *arg)
                 continue;
             }
             /* MHD owns fd from here, and closes it itself on failure. */
-            if (MHD_add_connection(h->w[i].d, fd, (struct sockaddr *)&ss, sl) != MHD_YES)
+            worker *w = &h->w[i];
+            atomic_fetch_add(&w->pending, 1);
+            w->last_handed_us = dr_now_us();
+            if (MHD_add_connection(w->d, fd, (struct sockaddr *)&ss, sl) != MHD_YES) {
+                atomic_fetch_sub(&w->pending, 1);
                 dr_log(DYNRAG_LOG_WARN, MOD, "cannot serve a new connection: %s",
                        strerror(errno));
+            }
         }
     }
     return NULL;
@@ -532,7 +559,8 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
                      MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET | (v6 ? MHD_USE_IPv6 : 0);
     unsigned timeout_s = (unsigned)((cfg->timeout_ms + 999) / 1000);
     for (int i = 0; i < cfg->threads; i++) {
-        atomic_init(&h->w[i].conns, 0);
+        atomic_init(&h->w[i].open, 0);
+        atomic_init(&h->w[i].pending, 0);
         h->w[i].d = MHD_start_daemon(
             flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
             MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
