@@ -75,7 +75,8 @@ typedef struct req_state {
     dr_buf body;
     bool too_big;
     bool answered;
-    int status; /* of the queued response */
+    bool counted; /* in the request metrics (when its response was queued) */
+    int status;   /* of the queued response */
 } req_state;
 
 /* An event stream being sent: the prepared body and how far it got. */
@@ -179,6 +180,13 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
     MHD_destroy_response(r);
     rs->answered = true;
     rs->status = status;
+    /* Counted now, before the client can read the response, so that a
+     * /metrics scrape that follows a response always includes it. */
+    if (ret == MHD_YES) {
+        dr_metrics_request(rs->h->cfg.metrics, rs->ep, status,
+                           (double)(dr_now_us() - rs->start_us) / 1e6);
+        rs->counted = true;
+    }
     return ret;
 }
 
@@ -306,7 +314,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !rs->answered)
         dr_log(DYNRAG_LOG_INFO, MOD, "%s: connection ended before a response (code %d)",
                dr_endpoint_path(rs->ep), (int)toe);
-    dr_metrics_request(h->cfg.metrics, rs->ep, status, secs);
+    if (!rs->counted)
+        dr_metrics_request(h->cfg.metrics, rs->ep, status, secs);
     dr_metrics_inflight(h->cfg.metrics, -1);
     dr_log(DYNRAG_LOG_DEBUG, MOD, "%s %d %.3f ms", dr_endpoint_path(rs->ep), status, secs * 1000);
     dr_buf_free(&rs->body);
