@@ -6,8 +6,9 @@
  * its req_state, routes it and checks the token and Content-Length; an
  * early error is answered at once (MHD then closes the connection without
  * reading the body). Later calls append the body (past max_body it is
- * drained and dropped: 413). The last call runs the handler and queues its
- * response. MHD's completion callback records metrics and frees the state.
+ * drained and dropped: 413). The last call runs the handler, queues its
+ * response and counts it in the metrics. MHD's completion callback counts
+ * requests that got no response (499) and frees the state.
  *
  * Threads: one MHD daemon per worker thread, each with its own polling
  * thread and no listening socket, and an acceptor thread that owns the
@@ -50,7 +51,7 @@
 typedef struct worker {
     struct MHD_Daemon *d;
     atomic_int open;        /* started minus closed */
-    atomic_int pending;     /* handed over, not yet started (may dip below 0) */
+    atomic_int pending;     /* handed over, not yet started */
     int64_t last_handed_us; /* the acceptor's own */
 } worker;
 
@@ -324,6 +325,15 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     atomic_fetch_sub(&h->in_flight, 1);
 }
 
+/* One fewer pending connection, never below 0 (a stale count may have been
+ * dropped already). */
+static void pending_done(worker *w)
+{
+    int p = atomic_load(&w->pending);
+    while (p > 0 && !atomic_compare_exchange_weak(&w->pending, &p, p - 1))
+        ;
+}
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -332,7 +342,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     worker *w = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add(&w->open, 1);
-        atomic_fetch_sub(&w->pending, 1);
+        pending_done(w);
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         atomic_fetch_sub(&w->open, 1);
     }
@@ -345,7 +355,7 @@ static int worker_load(worker *w, int64_t now)
     if (pending > 0 && now - w->last_handed_us > 1000000 &&
         atomic_compare_exchange_strong(&w->pending, &pending, 0))
         pending = 0;
-    return atomic_load(&w->open) + (pending > 0 ? pending : 0);
+    return atomic_load(&w->open) + pending;
 }
 
 /* The worker for a new connection, or -1 when all are at the limit. */
@@ -445,7 +455,7 @@ static void *acceptor_main(void *arg)
             atomic_fetch_add(&w->pending, 1);
             w->last_handed_us = dr_now_us();
             if (MHD_add_connection(w->d, fd, (struct sockaddr *)&ss, sl) != MHD_YES) {
-                atomic_fetch_sub(&w->pending, 1);
+                pending_done(w);
                 dr_log(DYNRAG_LOG_WARN, MOD, "cannot serve a new connection: %s",
                        strerror(errno));
             }
