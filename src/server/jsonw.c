@@ -70,7 +70,7 @@ static size_t plain_prefix(const unsigned char *s, size_t n)
 
 /*
  * Reserves room for the whole literal when nothing needs escaping, then
- * copies runs of plain bytes (found eight at a time) with one memcpy
+ * copies runs of plain bytes (found 16 or 8 bytes at a time) with one memcpy
  * each, so typical text costs a strlen, a scan and a copy.
  */
 int dr_jsonw_str(dr_buf *b, const char *s)
