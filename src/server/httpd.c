@@ -414,11 +414,20 @@ static void *acceptor_main(void *arg)
         if (poll(p, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            dr_log(DYNRAG_LOG_ERROR, MOD, "acceptor: poll: %s", strerror(errno));
-            break;
+            /* Never give up accepting: warn, back off, try again. */
+            if (dr_now_us() - last_warn > 1000000) {
+                dr_log(DYNRAG_LOG_WARN, MOD, "acceptor: poll: %s", strerror(errno));
+                last_warn = dr_now_us();
+            }
+            if (wait_wake(h, 10))
+                break;
+            continue;
         }
         if (p[1].revents)
             break;
+        /* An error state on the socket that accept() does not clear must
+         * not turn this loop into a spin. */
+        bool sock_error = (p[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
         /* Everything pending, then back to poll. */
         for (;;) {
             struct sockaddr_storage ss;
@@ -450,6 +459,7 @@ static void *acceptor_main(void *arg)
                 refuse_overloaded(fd);
                 continue;
             }
+            sock_error = false;
             /* MHD owns fd from here, and closes it itself on failure. */
             worker *w = &h->w[i];
             atomic_fetch_add(&w->pending, 1);
@@ -460,6 +470,8 @@ static void *acceptor_main(void *arg)
                        strerror(errno));
             }
         }
+        if (sock_error && wait_wake(h, 10))
+            break;
     }
     return NULL;
 }
