@@ -29,7 +29,8 @@
 #
 # Besides QPS and latency it prints the CPU time per request: the server
 # process's user+system time (from /proc) over the requests wrk completed,
-# and the in-process CPU time per search. This is less sensitive to other
+# wrk's own (the shell's `times` around it), and the in-process CPU time per
+# search. This is less sensitive to other
 # load on the machine than QPS. Installs wrk (Debian package `wrk`) when
 # missing; needs taskset (util-linux) for the pinned set-up.
 set -eu
