@@ -492,7 +492,15 @@ TEST(pipeline_errors_references)
                     "        rules:\n          - {when: {regex: '((a{100}){100}){100}'}, option: "
                     "a}\n",
                 "t.yaml:11:28: stages.context.router.params.rules[0].when.regex: regex too large "
-                "(at most 1024 characters, and counted repetitions {n} may expand to at most "
+                "(at most 1024 characters, and repetitions ({n}, +) may expand to at most "
+                "20000 atoms)");
+    /* "+" copies its operand (x+ is x x*): a run of them doubles each time. */
+    ASSERT_DIAG(HDR "stages:\n  context:\n    options: [{name: a, kind: topk}]\n"
+                    "    router:\n      type: rules\n      params:\n        default: a\n"
+                    "        rules:\n          - {when: {regex: '(a{9}.)++++++++++++++++++++++++++++'},"
+                    " option: a}\n",
+                "t.yaml:11:28: stages.context.router.params.rules[0].when.regex: regex too large "
+                "(at most 1024 characters, and repetitions ({n}, +) may expand to at most "
                 "20000 atoms)");
     ASSERT_DIAG(HDR "endpoints: {e: {api_key_env: sk-abc123}}\n",
                 "t.yaml:3:30: endpoints.e.api_key_env: must be the name of an environment "

@@ -236,9 +236,11 @@ static bool check_option_ref(dr_vctx *v, const dr_ynode *n, const char *path)
 
 /*
  * Estimates how big glibc's compiled form of a POSIX ERE gets, since
- * counted repetitions are expanded by copying: each atom counts 1, a group
- * the sum of its contents, and "{m,n}" multiplies the preceding atom or
- * group by max(m, n). Returns false when the estimate passes `limit`.
+ * repetitions are expanded by copying (regcomp.c, parse_dup_op): each atom
+ * counts 1, a group the sum of its contents, "{m,n}" makes max(m, n) copies
+ * of the preceding atom or group, "{m,}" m + 1, and "+" two (x+ is x x*),
+ * so that "x++++..." doubles with every "+". "*" and "?" copy nothing.
+ * Returns false when the estimate passes `limit`.
  */
 static bool regex_size_ok(const char *re, double limit)
 {
@@ -278,11 +280,13 @@ static bool regex_size_ok(const char *re, double limit)
             sums[depth] += last;
         } else if (*p == '{') {
             double m = 0, cur = 0;
+            bool comma = false;
             const char *q = p + 1;
             while (*q && *q != '}') {
                 if (*q >= '0' && *q <= '9')
                     cur = cur * 10 + (*q - '0');
                 else {
+                    comma = comma || *q == ',';
                     m = fmax(m, cur);
                     cur = 0;
                 }
@@ -290,13 +294,19 @@ static bool regex_size_ok(const char *re, double limit)
                     return false;
                 q++;
             }
-            m = fmax(m, cur);
             if (*q == '\0')
                 return true;
-            sums[depth] += last * (fmax(m, 1) - 1);
-            last *= fmax(m, 1);
+            /* {m}: m copies; {m,n}: max(m, n); {m,}: m + 1 (the last
+             * copy starred). */
+            double copies = comma && cur == 0 && q[-1] == ',' ? m + 1 : fmax(m, cur);
+            copies = fmax(copies, 1);
+            sums[depth] += last * (copies - 1);
+            last *= copies;
             p = q;
-        } else if (*p == '*' || *p == '+' || *p == '?' || *p == '|') {
+        } else if (*p == '+') {
+            sums[depth] += last;
+            last *= 2;
+        } else if (*p == '*' || *p == '?' || *p == '|') {
             /* no copies */
         } else {
             last = 1;
@@ -658,8 +668,8 @@ static cJSON *validate_value(dr_vctx *v, const dr_param_row *row, const dr_ynode
         }
         if (strlen(n->value) > 1024 || !regex_size_ok(n->value, 20000)) {
             dr_diags_add(v->diags, n->line, n->col, path,
-                         "regex too large (at most 1024 characters, and counted repetitions "
-                         "{n} may expand to at most 20000 atoms)");
+                         "regex too large (at most 1024 characters, and repetitions ({n}, "
+                         "+) may expand to at most 20000 atoms)");
             return NULL;
         }
         regex_t re;
