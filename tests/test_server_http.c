@@ -167,6 +167,19 @@ TEST(server_http_parse_retrieve)
     ASSERT_EQ(r.mode, 2);
     dr_retrieve_req_free(&r);
 
+    /* A raw NUL (which would cut the query short) or other control
+     * character is not JSON. */
+    static const char nul_body[] = "{\"query\":\"a\0b\",\"k\":3}";
+    ASSERT_EQ(dr_parse_retrieve(nul_body, sizeof(nul_body) - 1, &r, &e), 400);
+    ASSERT_STR_EQ(e.message, "the request body is not valid JSON: control character 0x00 at "
+                             "byte 11 (inside a string write it as \\u0000)");
+    ASSERT(r.query == NULL);
+    ASSERT_EQ(parse_r("{\"query\":\"tab\there\x01\"}", &r, &e), 400);
+    ASSERT_CONTAINS(e.message, "control character 0x01 at byte 18");
+    /* Raw tab, LF and CR are let through (harmless, common in hand-written bodies). */
+    ASSERT_EQ(parse_r("{\"query\":\"tab\there\"}\r\n", &r, &e), 0);
+    dr_retrieve_req_free(&r);
+
     ASSERT_EQ(parse_r("{\"query\":\"q\",\"k\":0}", &r, &e), 400);
     ASSERT_STR_EQ(e.message, "\"k\": expected an integer from 1 to 1000");
     ASSERT_STR_EQ(e.param, "k");

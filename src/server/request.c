@@ -143,6 +143,17 @@ static int parse_object(const char *body, size_t len, cJSON **out, dr_http_error
     if (body == NULL || len == 0)
         return dr_http_error_set(e, 400, "invalid_request_error", "invalid_json", NULL,
                                  "the request body is empty: expected a JSON object");
+    /* JSON allows no raw control characters but white space (inside a
+     * string they must be escaped); cJSON lets them through, and a NUL would
+     * silently cut the string it is in. */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)body[i];
+        if (ch < 0x20 && ch != '\t' && ch != '\n' && ch != '\r' && !(ch == 0 && i == len - 1))
+            return dr_http_error_set(e, 400, "invalid_request_error", "invalid_json", NULL,
+                                     "the request body is not valid JSON: control character "
+                                     "0x%02x at byte %zu (inside a string write it as \\u00%02x)",
+                                     ch, i, ch);
+    }
     const char *end = NULL;
     cJSON *o = cJSON_ParseWithLengthOpts(body, len, &end, false);
     if (o == NULL) {
