@@ -364,6 +364,101 @@ TEST(eval_small_run_report_cache_replay)
     free(cli);
 }
 
+TEST(eval_calibrate_knn_min_similarity_matches_live)
+{
+    /* A knn router on retrieval_mode: calibrate sweeps min_similarity by
+     * routing again; running the calibrated copy must give exactly the
+     * share and quality calibrate reported. */
+    char corpus[4200], index_dir[4200], yaml[4200], data[4200], out[4200], out2[4200],
+        copy[4200];
+    snprintf(corpus, sizeof corpus, "%s", test_write_file("corpus.jsonl", corpus_jsonl));
+    snprintf(index_dir, sizeof index_dir, "%s/index", test_tmpdir());
+    snprintf(out, sizeof out, "%s/out", test_tmpdir());
+    snprintf(out2, sizeof out2, "%s/out2", test_tmpdir());
+    snprintf(copy, sizeof copy, "%s/calibrated.yaml", test_tmpdir());
+    const char *inputs[] = {corpus};
+    dynrag_build_options bo;
+    memset(&bo, 0, sizeof bo);
+    bo.embedder.kind = "builtin";
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_index_add(index_dir, inputs, 1, &bo, NULL, &err), &err);
+    char text[10000];
+    snprintf(text, sizeof text,
+             "version: 1\nname: knncal\nindex: %s\n"
+             "stages:\n"
+             "  retrieval_mode:\n"
+             "    options:\n"
+             "      - {name: none, kind: none}\n"
+             "      - {name: single, kind: single, params: {k: 3}}\n"
+             "    router:\n"
+             "      type: knn\n"
+             "      params:\n"
+             "        k: 3\n"
+             "        default: none\n"
+             "        examples:\n"
+             "          - {query: hello there, option: none}\n"
+             "          - {query: 'hi, how are you', option: none}\n"
+             "          - {query: What is the capital of Germany?, option: single}\n"
+             "          - {query: Who was the first man in space?, option: single}\n"
+             "          - {query: Who created the C language and when?, option: single}\n"
+             "  generator:\n"
+             "    options:\n"
+             "      - {name: extractive, kind: extractive, params: {threshold: 0.1, max_sentences: 1}}\n",
+             index_dir);
+    snprintf(yaml, sizeof yaml, "%s", test_write_file("knn.yaml", text));
+    snprintf(data, sizeof data, "%s", test_write_file("q.jsonl", questions_jsonl));
+    dynrag_eval_options o;
+    memset(&o, 0, sizeof o);
+    o.pipeline_path = yaml;
+    o.data_path = data;
+    o.out_dir = out;
+    o.format = DYNRAG_EVAL_FORMAT_QA;
+    o.quality = DYNRAG_EVAL_CONTEXT;
+    o.quality_set = true;
+    o.cost = DYNRAG_EVAL_STEPS;
+    o.cost_set = true;
+    dynrag_eval_calibrate_options co;
+    memset(&co, 0, sizeof co);
+    co.stage = "retrieval_mode";
+    co.target_option = "single";
+    co.target_share = 0.5;
+    co.target_quality = NAN;
+    co.out_yaml = copy;
+    dynrag_eval_calibration cal;
+    ASSERT_OK(dynrag_eval_calibrate(&o, &co, &cal, &err), &err);
+    ASSERT_STR_EQ(cal.param, "min_similarity");
+    ASSERT(cal.met);
+    ASSERT(cal.share <= 0.5 + 1e-12);
+    ASSERT_GT(cal.share, 0); /* not the trivial all-"none" end of the sweep */
+    ASSERT(cal.value >= 0 && cal.value <= 1);
+    /* The copy, evaluated live, routes as calibrate predicted. */
+    o.pipeline_path = copy;
+    o.out_dir = out2;
+    ASSERT_OK(dynrag_eval_run(&o, NULL, NULL, &err), &err);
+    char log[4400], table[4400];
+    snprintf(log, sizeof log, "%s/routes.jsonl", out2);
+    snprintf(table, sizeof table, "%s/outcomes.jsonl", out2);
+    dynrag_eval_compare_options cmp;
+    memset(&cmp, 0, sizeof cmp);
+    cmp.quality = DYNRAG_EVAL_CONTEXT;
+    cmp.cost = DYNRAG_EVAL_STEPS;
+    dynrag_eval_comparison c;
+    dynrag_eval_table *t = NULL;
+    ASSERT_OK(dynrag_eval_replay(log, table, "retrieval_mode", &cmp, &t, &c, &err), &err);
+    const dynrag_eval_row *router = dynrag_eval_comparison_row(&c, "router");
+    ASSERT(router != NULL);
+    ASSERT_NEAR(router->share[1], cal.share, 1e-12);
+    ASSERT_NEAR(router->quality, cal.quality, 1e-12);
+    dynrag_eval_comparison_free(&c);
+    dynrag_eval_table_free(t);
+    /* Other routers are still refused, naming what can be calibrated. */
+    co.out_yaml = NULL;
+    o.pipeline_path = yaml;
+    co.stage = "generator";
+    ASSERT_EQ(dynrag_eval_calibrate(&o, &co, &cal, &err), DYNRAG_ERR_INVALID);
+}
+
 TEST(eval_patch_router_param)
 {
     const char *yaml =

@@ -244,7 +244,7 @@ int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
 /* ---- calibration ----------------------------------------------------------------------- */
 
 typedef struct dynrag_eval_calibration {
-    char param[32];       /* "threshold" */
+    char param[32];       /* "threshold", or "min_similarity" (knn) */
     double value;         /* the chosen value */
     double quality, cost; /* what the chosen value achieved on the data */
     double share;         /* share of the target option at that value */
@@ -260,10 +260,11 @@ typedef struct dynrag_eval_calibrate_options {
 } dynrag_eval_calibrate_options;
 
 /*
- * Sweeps the stage router's threshold (classifier `threshold`, cascade
- * `threshold`; other routers fail with DYNRAG_ERR_INVALID) over a grid of
- * 101 values using the cached per-query outcomes of a dynrag_eval_run with the
- * same opt, and picks: with a target share, the value of best quality whose
+ * Sweeps the stage router's threshold (classifier and cascade `threshold`
+ * over 101 values, from the logged scores; knn `min_similarity` over 21
+ * values in [0, 1], routing every query again at each; other routers fail
+ * with DYNRAG_ERR_INVALID) using the cached per-query outcomes of a
+ * dynrag_eval_run with the same opt, and picks: with a target share, the value of best quality whose
  * share of target_option is <= the target (the closest share when none is);
  * with a target quality, the cheapest value reaching it (the best quality when
  * none does). When out_yaml is set, writes a copy of the pipeline file with

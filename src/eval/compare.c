@@ -6,6 +6,7 @@
 #include "dynrag/eval.h"
 
 #include "core/util.h"
+#include "eval/eval_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -322,6 +323,26 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
         }
     }
     return DYNRAG_OK;
+}
+
+void dr_eval_row_of_choices(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
+                            const int *choice, const char *name, double param,
+                            dynrag_eval_row *r)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->param = param;
+    acc a = {0};
+    for (size_t q = 0; q < t->n_queries; q++) {
+        int c = choice[q];
+        if (c >= 0 && (size_t)c < t->n_options && c < 16) {
+            acc_add(&a, t, q, cell(t, q, (size_t)c), c);
+            r->calls[c]++;
+        } else {
+            acc_add(&a, t, q, &t->router_outcome[q], -1);
+        }
+    }
+    acc_finish(&a, opt, r);
 }
 
 void dynrag_eval_comparison_free(dynrag_eval_comparison *c)

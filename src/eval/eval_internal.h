@@ -39,4 +39,11 @@ int dr_eval_data_load(const char *path, dynrag_eval_format fmt, const char *qrel
                       size_t limit, dr_eval_data *out, dynrag_error *err);
 void dr_eval_data_free(dr_eval_data *d);
 
+/* The row of a policy given as one option per query (choice[q]; -1: the
+ * stage did not run, so the router's own outcome stands): outcomes from the
+ * table's forced-run cells. */
+void dr_eval_row_of_choices(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
+                            const int *choice, const char *name, double param,
+                            dynrag_eval_row *r);
+
 #endif

@@ -965,6 +965,92 @@ cleanup:
 
 /* ---- calibration -------------------------------------------------------------------- */
 
+#define KNN_GRID 21
+
+/*
+ * The knn router's `min_similarity` sweep. Its choice at a threshold
+ * cannot be derived from the logged scores (the set of voting neighbours
+ * changes), so every query is routed again (route_only) by an engine built
+ * from a fresh copy of the pipeline with the parameter set to each grid value
+ * in turn; the outcome of each choice comes from the table's forced runs. The
+ * router embeds its examples once per value. Fills rows[KNN_GRID].
+ */
+static int knn_sweep(eval_state *s, const dynrag_eval_options *opt, int sid,
+                     const dynrag_eval_table *t, const dynrag_eval_compare_options *co,
+                     dynrag_eval_row *rows, dynrag_error *err)
+{
+    dynrag_pipeline *p = NULL;
+    dynrag_diags *dg = NULL;
+    int rc = dynrag_pipeline_load(opt->pipeline_path, &p, &dg, err);
+    dynrag_diags_free(dg);
+    if (rc != DYNRAG_OK)
+        return rc;
+    size_t nq = t->n_queries;
+    int *choice = calloc(nq ? nq : 1, sizeof *choice);
+    if (choice == NULL) {
+        dynrag_pipeline_free(p);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    cJSON *params = p->stages[sid].router.params;
+    const char *stage = dr_stage_name((dr_stage_id)sid);
+    int64_t last = 0;
+    for (int g = 0; g < KNN_GRID && rc == DYNRAG_OK; g++) {
+        double v = (double)g / (KNN_GRID - 1);
+        cJSON *num = cJSON_CreateNumber(v);
+        if (num == NULL || (cJSON_HasObjectItem(params, "min_similarity")
+                                ? !cJSON_ReplaceItemInObjectCaseSensitive(params, "min_similarity", num)
+                                : !cJSON_AddItemToObject(params, "min_similarity", num))) {
+            cJSON_Delete(num);
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            break;
+        }
+        dynrag_engine_options eo;
+        memset(&eo, 0, sizeof(eo));
+        eo.index_dir = opt->index_dir;
+        eo.no_log = true;
+        dynrag_engine *e = NULL;
+        if ((rc = dynrag_engine_create(p, &eo, &e, err)) != DYNRAG_OK)
+            break;
+        for (size_t q = 0; q < nq && rc == DYNRAG_OK; q++) {
+            const dr_eval_item *it = &s->rc.data->items[q];
+            dynrag_force force = {"retrieval_mode", s->rc.beir_mode};
+            dynrag_query_options qo;
+            memset(&qo, 0, sizeof(qo));
+            qo.query_id = it->id;
+            qo.route_only = true;
+            qo.no_log = true;
+            if (s->rc.beir_mode && sid != DR_STAGE_RETRIEVAL_MODE) {
+                qo.force = &force;
+                qo.n_force = 1;
+            }
+            dynrag_result *r = NULL;
+            if ((rc = dynrag_engine_query(e, it->question, &qo, &r, err)) != DYNRAG_OK) {
+                dr_err_prefix(err, "calibrate: routing '%s' at min_similarity %g", it->id, v);
+                break;
+            }
+            choice[q] = -1;
+            for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
+                const dynrag_decision *d = dynrag_result_decision(r, i);
+                if (strcmp(d->stage, stage) == 0 && !d->skipped)
+                    choice[q] = dynrag_eval_table_option(t, d->choice);
+            }
+            dynrag_result_free(r);
+            int64_t now = dr_now_us();
+            if (opt->progress && (now - last > 200000 || (g == KNN_GRID - 1 && q + 1 == nq))) {
+                opt->progress(opt->progress_user, (size_t)g * nq + q + 1, KNN_GRID * nq,
+                              "routes");
+                last = now;
+            }
+        }
+        dynrag_engine_free(e);
+        if (rc == DYNRAG_OK)
+            dr_eval_row_of_choices(t, co, choice, "sweep", v, &rows[g]);
+    }
+    free(choice);
+    dynrag_pipeline_free(p);
+    return rc;
+}
+
 int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_calibrate_options *copt,
                           dynrag_eval_calibration *out, dynrag_error *err)
 {
@@ -989,10 +1075,11 @@ int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_cali
         goto cleanup;
     dynrag_eval_table *t = s.tables[0];
     dynrag_eval_compare_options co = s.co[0];
-    if (co.sweep == DYNRAG_EVAL_SWEEP_NONE) {
+    bool knn = strcmp(t->router_type, "knn") == 0;
+    if (co.sweep == DYNRAG_EVAL_SWEEP_NONE && !knn) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "calibrate: stage %s has a '%s' router; only classifier and cascade "
-                        "thresholds can be calibrated",
+                        "thresholds and the knn router's min_similarity can be calibrated",
                         copt->stage, t->router_type);
         goto cleanup;
     }
@@ -1002,18 +1089,30 @@ int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_cali
                         copt->stage, copt->target_option ? copt->target_option : "(null)");
         goto cleanup;
     }
-    double grid[101];
-    for (int i = 0; i <= 100; i++)
-        grid[i] = co.grid_lo + (co.grid_hi - co.grid_lo) * i / 100.0;
-    co.grid = grid;
-    co.n_grid = 101;
-    if ((rc = dynrag_eval_compare(t, &co, &s.cmp[0], err)) != DYNRAG_OK)
-        goto cleanup;
-    const dynrag_eval_comparison *c = &s.cmp[0];
+    const char *param = knn ? "min_similarity" : "threshold";
+    const dynrag_eval_row *sweep;
+    size_t n_sweep;
+    dynrag_eval_row knn_rows[KNN_GRID];
+    if (knn) {
+        if ((rc = knn_sweep(&s, &o, s.sids[0], t, &co, knn_rows, err)) != DYNRAG_OK)
+            goto cleanup;
+        sweep = knn_rows;
+        n_sweep = KNN_GRID;
+    } else {
+        double grid[101];
+        for (int i = 0; i <= 100; i++)
+            grid[i] = co.grid_lo + (co.grid_hi - co.grid_lo) * i / 100.0;
+        co.grid = grid;
+        co.n_grid = 101;
+        if ((rc = dynrag_eval_compare(t, &co, &s.cmp[0], err)) != DYNRAG_OK)
+            goto cleanup;
+        sweep = s.cmp[0].sweep;
+        n_sweep = s.cmp[0].n_sweep;
+    }
     int best = -1;
     bool met = false;
-    for (size_t g = 0; g < c->n_sweep; g++) {
-        const dynrag_eval_row *r = &c->sweep[g];
+    for (size_t g = 0; g < n_sweep; g++) {
+        const dynrag_eval_row *r = &sweep[g];
         bool ok = by_share ? r->share[target] <= copt->target_share + 1e-12
                            : r->quality >= copt->target_quality - 1e-12;
         if (ok && !met) {
@@ -1023,7 +1122,7 @@ int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_cali
         }
         if (ok != met)
             continue;
-        const dynrag_eval_row *b = &c->sweep[best < 0 ? 0 : best];
+        const dynrag_eval_row *b = &sweep[best < 0 ? 0 : best];
         bool better;
         if (met)
             better = by_share ? (r->quality > b->quality ||
@@ -1036,8 +1135,8 @@ int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_cali
         if (better)
             best = (int)g;
     }
-    const dynrag_eval_row *r = &c->sweep[best];
-    dr_strlcpy(out->param, "threshold", sizeof out->param);
+    const dynrag_eval_row *r = &sweep[best];
+    dr_strlcpy(out->param, param, sizeof out->param);
     out->value = r->param;
     out->quality = r->quality;
     out->cost = r->cost;
@@ -1045,7 +1144,7 @@ int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_cali
     out->met = met;
     if (copt->out_yaml)
         rc = dynrag_eval_patch_router_param(opt->pipeline_path, copt->out_yaml, copt->stage,
-                                            "threshold", out->value, err);
+                                            param, out->value, err);
 cleanup:
     eval_state_free(&s);
     return rc;
