@@ -647,6 +647,34 @@ TEST(engine_bandit_feedback_persists)
     free(out);
 }
 
+TEST(engine_example_ask_runs_offline)
+{
+    /* examples/ask.c, built against the public API, answers from the index
+     * and prints the route of every stage. */
+    if (build_index() != 0)
+        ASSERT(0);
+    char yaml_path[4300];
+    snprintf(yaml_path, sizeof(yaml_path), "%s", write_yaml("naive.yaml", naive_yaml));
+    char cmd[9000];
+    char *out = NULL;
+    snprintf(cmd, sizeof(cmd), "%s/dynrag_example_ask '%s' 'What is the capital of France?' 2>&1",
+             DYNRAG_BINARY_DIR, yaml_path);
+    ASSERT_EQ(test_run(cmd, &out), 0);
+    ASSERT_CONTAINS(out, "question: What is the capital of France?");
+    ASSERT_CONTAINS(out, "Paris");
+    ASSERT_CONTAINS(out, "source [1]");
+    ASSERT_CONTAINS(out, "route retrieval_mode");
+    ASSERT_CONTAINS(out, "route generator");
+    ASSERT_CONTAINS(out, "totals:");
+    free(out);
+    /* A broken pipeline: the diagnostics name the file; exit status 1. */
+    snprintf(cmd, sizeof(cmd), "%s/dynrag_example_ask '%s' 'q' 2>&1", DYNRAG_BINARY_DIR,
+             write_yaml("broken.yaml", "version: 1\nstages: [\n"));
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "broken.yaml:");
+    free(out);
+}
+
 TEST(engine_cli_query_and_log_summary)
 {
     if (build_index() != 0)

@@ -7,6 +7,7 @@
 #include "pipeline/internal.h"
 #include "pipeline/spec.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 /* Loads yaml from memory (base folder: the test's tmpdir). Returns the
@@ -720,3 +721,38 @@ TEST(pipeline_examples_file_checked)
     ASSERT(p != NULL);
     dynrag_pipeline_free(p);
 }
+
+TEST(pipeline_shipped_files_load)
+{
+    /* Every pipeline in pipelines/ loads without a diagnostic (models,
+     * example files and templates it names included). */
+    DIR *d = opendir(DYNRAG_SOURCE_DIR "/pipelines");
+    ASSERT(d != NULL);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (len < 6 || strcmp(de->d_name + len - 5, ".yaml") != 0)
+            continue;
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/pipelines/%s", DYNRAG_SOURCE_DIR, de->d_name);
+        dynrag_pipeline *p = NULL;
+        dynrag_diags *dg = NULL;
+        dynrag_error err;
+        dynrag_error_clear(&err);
+        int rc = dynrag_pipeline_load(path, &p, &dg, &err);
+        if (rc != DYNRAG_OK) {
+            char *t = dg ? dynrag_diags_format(dg) : NULL;
+            fprintf(stderr, "%s: %s\n", path, t ? t : dynrag_errmsg(&err));
+            free(t);
+        }
+        ASSERT_EQ(rc, DYNRAG_OK);
+        ASSERT_EQ(dg ? dynrag_diags_count(dg) : 0, 0);
+        dynrag_diags_free(dg);
+        dynrag_pipeline_free(p);
+        n++;
+    }
+    closedir(d);
+    ASSERT_GT(n, 7); /* naive-rag, adaptive-rag, ..., knn-router */
+}
+
