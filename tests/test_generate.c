@@ -3,6 +3,7 @@
 
 #include "core/util.h"
 #include <cjson/cJSON.h>
+#include <string.h>
 #include "generate/context.h"
 #include "generate/extractive.h"
 #include "generate/prompt.h"
@@ -21,6 +22,32 @@ static const dr_passage k_passages[] = {
     {"d3", "Paris",
      "Paris is the capital of France. It has about 2.1 million inhabitants.", 1.0, 13},
 };
+
+TEST(gen_extractive_prefers_prose_to_long_lists)
+{
+    /* A keyword index (one 200-word "sentence" naming everything) covers
+     * the question's words by sheer length; the short sentence that
+     * answers must win. It is also ranked first, so only the length
+     * discount can decide. */
+    char index[4096] = "WAL mode ";
+    for (int i = 0; i < 40; i++)
+        strcat(index, "write-ahead log WAL file format checkpoint pragma ");
+    const dr_passage ps[] = {
+        {"keywords", "Keyword Index", index, 5.0, 1},
+        {"wal", "Write-Ahead Logging",
+         "The WAL mode is a write-ahead log: changes are appended to a separate WAL file and "
+         "copied back to the database at a checkpoint.",
+         4.0, 2},
+    };
+    dynrag_error err;
+    dr_answer a;
+    dr_extractive_config cfg = {0.1, 1};
+    ASSERT_OK(dr_extractive_answer(&cfg, "What is the WAL mode write-ahead log?", ps, 2, &a, &err),
+              &err);
+    ASSERT_CONTAINS(a.text, "changes are appended");
+    ASSERT_EQ(a.citations[0], 1);
+    dr_answer_free(&a);
+}
 
 TEST(gen_extractive_answers_with_citation)
 {

@@ -29,6 +29,9 @@
 #define ASKS 0.5          /* support *= this when the sentence is itself a question */
 #define ACRONYMS_MAX 32
 #define CONTINUATION_BYTES 400 /* "...the following pragma:" + a block up to this */
+#define LONG_WORDS 60 /* longer "sentences" (lists, keyword indexes, tables) are
+                         discounted: support *= LONG_WORDS / words, since
+                         their length alone buys coverage */
 
 typedef enum qtype { QT_NONE, QT_PERSON, QT_TIME, QT_NUMBER, QT_PLACE, QT_HOWTO } qtype;
 
@@ -59,6 +62,7 @@ typedef struct sentence {
     uint64_t terms;      /* question terms present */
     uint64_t bigrams;    /* question bigrams present */
     size_t novel;        /* content words not in the question */
+    size_t n_words;      /* words in the sentence */
     bool cue;            /* answer-type cue present */
     bool instr;          /* an instruction verb in imperative position */
     bool code;           /* a code-like token (x=y, f(), .cmd, snake_case, SQL) */
@@ -511,6 +515,7 @@ static int sentence_cb(void *user, size_t start, size_t end)
     sc->prev_end = 0;
     sc->prev_w[0][0] = sc->prev_w[1][0] = '\0';
     dr_text_words(sc->text + start, end - start, word_cb, sc);
+    sc->cur.n_words = sc->n_words;
     sc->cur.out_end = end;
     sc->cur.lead = sc->n_sents == 0 || sc->sents[sc->n_sents - 1].p != p;
     sc->cur.asks = end > start && sc->text[end - 1] == '?';
@@ -623,6 +628,8 @@ static void score_sentences(const question *q, sentence *s, size_t n_s, const ui
             raw *= NO_NEW_WORD;
         if (x->asks)
             raw *= ASKS;
+        if (x->n_words > LONG_WORDS)
+            raw *= (double)LONG_WORDS / (double)x->n_words;
         x->support = raw < 0 ? 0 : raw > 1 ? 1 : raw;
     }
 }
