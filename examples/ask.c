@@ -34,8 +34,8 @@ static void print_result(const dynrag_result *r)
                d->skipped ? "(skipped)" : d->choice, d->reason);
     }
     const dynrag_totals *t = dynrag_result_totals(r);
-    printf("  totals: %.1f ms, $%.6f, %d retrieval step(s), %d generator call(s)\n",
-           t->latency_ms, t->usd, t->retrieval_steps, t->generator_calls);
+    printf("  totals: %.1f ms, $%.6f, %d retrieval step(s), %d generator call(s)\n", t->latency_ms,
+           t->usd, t->retrieval_steps, t->generator_calls);
 }
 
 int main(int argc, char **argv)

@@ -29,9 +29,11 @@ TEST(gen_extractive_prefers_prose_to_long_lists)
      * the question's words by sheer length; the short sentence that
      * answers must win. It is also ranked first, so only the length
      * discount can decide. */
-    char index[4096] = "WAL mode ";
-    for (int i = 0; i < 40; i++)
-        strcat(index, "write-ahead log WAL file format checkpoint pragma ");
+    char index[4096];
+    size_t len = (size_t)snprintf(index, sizeof(index), "WAL mode ");
+    for (int i = 0; i < 40 && len < sizeof(index); i++)
+        len += (size_t)snprintf(index + len, sizeof(index) - len,
+                                "write-ahead log WAL file format checkpoint pragma ");
     const dr_passage ps[] = {
         {"keywords", "Keyword Index", index, 5.0, 1},
         {"wal", "Write-Ahead Logging",

@@ -466,8 +466,7 @@ static void *acceptor_main(void *arg)
             w->last_handed_us = dr_now_us();
             if (MHD_add_connection(w->d, fd, (struct sockaddr *)&ss, sl) != MHD_YES) {
                 pending_done(w);
-                dr_log(DYNRAG_LOG_WARN, MOD, "cannot serve a new connection: %s",
-                       strerror(errno));
+                dr_log(DYNRAG_LOG_WARN, MOD, "cannot serve a new connection: %s", strerror(errno));
             }
         }
         if (sock_error && wait_wake(h, 10))
@@ -566,8 +565,8 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
     h->wake[0] = h->wake[1] = -1;
     atomic_init(&h->in_flight, 0);
     h->w = calloc((size_t)cfg->threads, sizeof(*h->w));
-    if (h->w == NULL || (cfg->api_key && *cfg->api_key &&
-                         (h->api_key = dr_strdup(cfg->api_key)) == NULL)) {
+    if (h->w == NULL ||
+        (cfg->api_key && *cfg->api_key && (h->api_key = dr_strdup(cfg->api_key)) == NULL)) {
         free_httpd(h);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
@@ -575,15 +574,14 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
     if (h->listen_fd < 0) {
         int e = errno;
         free_httpd(h);
-        return dr_err_set(err, DYNRAG_ERR_IO, "cannot listen on %s port %d: %s%s", host,
-                          cfg->port, strerror(e), e == EADDRINUSE ? " (another server?)" : "");
+        return dr_err_set(err, DYNRAG_ERR_IO, "cannot listen on %s port %d: %s%s", host, cfg->port,
+                          strerror(e), e == EADDRINUSE ? " (another server?)" : "");
     }
     struct sockaddr_storage bound;
     socklen_t bl = sizeof(bound);
     if (getsockname(h->listen_fd, (struct sockaddr *)&bound, &bl) == 0)
-        h->port = ntohs(bound.ss_family == AF_INET6
-                            ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                            : ((struct sockaddr_in *)&bound)->sin_port);
+        h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
     else
         h->port = cfg->port;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
@@ -594,9 +592,9 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
         atomic_init(&h->w[i].pending, 0);
         h->w[i].d = MHD_start_daemon(
             flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-            MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-            h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &h->w[i],
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->cfg.max_connections, MHD_OPTION_END);
+            MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+            MHD_OPTION_NOTIFY_CONNECTION, on_connection, &h->w[i], MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)h->cfg.max_connections, MHD_OPTION_END);
         h->n_w = i + 1;
         if (h->w[i].d == NULL) {
             free_httpd(h);

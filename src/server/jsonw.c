@@ -46,8 +46,7 @@ static size_t plain_prefix(const unsigned char *s, size_t n)
 #ifdef __SSE2__
     /* Sixteen bytes at a time: x <= 0x1f (unsigned) is max(x, 0x1f) ==
      * 0x1f; the two characters by equality. */
-    const __m128i c1f = _mm_set1_epi8(0x1f), cq = _mm_set1_epi8('"'),
-                  cb = _mm_set1_epi8('\\');
+    const __m128i c1f = _mm_set1_epi8(0x1f), cq = _mm_set1_epi8('"'), cb = _mm_set1_epi8('\\');
     for (; i + 16 <= n; i += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
         __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(_mm_max_epu8(v, c1f), c1f),
