@@ -219,6 +219,52 @@ static const char *const questions_jsonl =
     "first released?\",\"answers\":[\"Guido van Rossum\"]}\n"
     "{\"id\":\"d\",\"question\":\"hello there\",\"answers\":[]}\n";
 
+/* Builds the small corpus's index (built-in embedder) in index_dir. */
+static int build_small_index(const char *index_dir)
+{
+    const char *inputs[] = {test_write_file("corpus.jsonl", corpus_jsonl)};
+    dynrag_build_options bo;
+    memset(&bo, 0, sizeof bo);
+    bo.embedder.kind = "builtin";
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_index_add(index_dir, inputs, 1, &bo, NULL, &err);
+    if (rc != DYNRAG_OK)
+        fprintf(stderr, "index: %s\n", dynrag_errmsg(&err));
+    return rc;
+}
+
+/* QA evaluation options: answer-in-context quality, retrieval steps cost. */
+static dynrag_eval_options qa_options(const char *yaml, const char *data, const char *out)
+{
+    dynrag_eval_options o;
+    memset(&o, 0, sizeof o);
+    o.pipeline_path = yaml;
+    o.data_path = data;
+    o.out_dir = out;
+    o.format = DYNRAG_EVAL_FORMAT_QA;
+    o.quality = DYNRAG_EVAL_CONTEXT;
+    o.quality_set = true;
+    o.cost = DYNRAG_EVAL_STEPS;
+    o.cost_set = true;
+    return o;
+}
+
+/* Replays OUT/routes.jsonl against OUT/outcomes.jsonl for a stage, with the
+ * quality and cost of qa_options(). */
+static int replay_out(const char *out, const char *stage, dynrag_eval_table **t,
+                      dynrag_eval_comparison *c, dynrag_error *err)
+{
+    char log[4400], table[4400];
+    snprintf(log, sizeof log, "%s/routes.jsonl", out);
+    snprintf(table, sizeof table, "%s/outcomes.jsonl", out);
+    dynrag_eval_compare_options co;
+    memset(&co, 0, sizeof co);
+    co.quality = DYNRAG_EVAL_CONTEXT;
+    co.cost = DYNRAG_EVAL_STEPS;
+    return dynrag_eval_replay(log, table, stage, &co, t, c, err);
+}
+
 TEST(eval_small_run_report_cache_replay)
 {
     char corpus[4200], index_dir[4200], yaml[4200], data[4200], out[4200], cmd[20000];
@@ -258,16 +304,7 @@ TEST(eval_small_run_report_cache_replay)
              index_dir);
     snprintf(yaml, sizeof yaml, "%s", test_write_file("p.yaml", text));
     snprintf(data, sizeof data, "%s", test_write_file("q.jsonl", questions_jsonl));
-    dynrag_eval_options o;
-    memset(&o, 0, sizeof o);
-    o.pipeline_path = yaml;
-    o.data_path = data;
-    o.out_dir = out;
-    o.format = DYNRAG_EVAL_FORMAT_QA;
-    o.quality = DYNRAG_EVAL_CONTEXT;
-    o.quality_set = true;
-    o.cost = DYNRAG_EVAL_STEPS;
-    o.cost_set = true;
+    dynrag_eval_options o = qa_options(yaml, data, out);
     dynrag_eval_summary s1, s2;
     char *md = NULL;
     ASSERT_OK(dynrag_eval_run(&o, &s1, &md, &err), &err);
@@ -314,16 +351,9 @@ TEST(eval_small_run_report_cache_replay)
     ASSERT_EQ(s2.cache_hits, 20);
     free(md);
     /* Replay of the router log against the outcome table equals the live run. */
-    char log[4400], table[4400];
-    snprintf(log, sizeof log, "%s/routes.jsonl", out);
-    snprintf(table, sizeof table, "%s/outcomes.jsonl", out);
-    dynrag_eval_compare_options co;
-    memset(&co, 0, sizeof co);
-    co.quality = DYNRAG_EVAL_CONTEXT;
-    co.cost = DYNRAG_EVAL_STEPS;
     dynrag_eval_comparison c;
     dynrag_eval_table *t = NULL;
-    ASSERT_OK(dynrag_eval_replay(log, table, "retrieval_mode", &co, &t, &c, &err), &err);
+    ASSERT_OK(replay_out(out, "retrieval_mode", &t, &c, &err), &err);
     const dynrag_eval_row *router = dynrag_eval_comparison_row(&c, "router");
     ASSERT(router != NULL);
     /* Live (from report.json): router quality and steps. */
@@ -369,20 +399,14 @@ TEST(eval_calibrate_knn_min_similarity_matches_live)
     /* A knn router on retrieval_mode: calibrate sweeps min_similarity by
      * routing again; running the calibrated copy must give exactly the
      * share and quality calibrate reported. */
-    char corpus[4200], index_dir[4200], yaml[4200], data[4200], out[4200], out2[4200],
-        copy[4200];
-    snprintf(corpus, sizeof corpus, "%s", test_write_file("corpus.jsonl", corpus_jsonl));
+    char index_dir[4200], yaml[4200], data[4200], out[4200], out2[4200], copy[4200];
     snprintf(index_dir, sizeof index_dir, "%s/index", test_tmpdir());
     snprintf(out, sizeof out, "%s/out", test_tmpdir());
     snprintf(out2, sizeof out2, "%s/out2", test_tmpdir());
     snprintf(copy, sizeof copy, "%s/calibrated.yaml", test_tmpdir());
-    const char *inputs[] = {corpus};
-    dynrag_build_options bo;
-    memset(&bo, 0, sizeof bo);
-    bo.embedder.kind = "builtin";
+    ASSERT_EQ(build_small_index(index_dir), DYNRAG_OK);
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_index_add(index_dir, inputs, 1, &bo, NULL, &err), &err);
     char text[10000];
     snprintf(text, sizeof text,
              "version: 1\nname: knncal\nindex: %s\n"
@@ -408,16 +432,7 @@ TEST(eval_calibrate_knn_min_similarity_matches_live)
              index_dir);
     snprintf(yaml, sizeof yaml, "%s", test_write_file("knn.yaml", text));
     snprintf(data, sizeof data, "%s", test_write_file("q.jsonl", questions_jsonl));
-    dynrag_eval_options o;
-    memset(&o, 0, sizeof o);
-    o.pipeline_path = yaml;
-    o.data_path = data;
-    o.out_dir = out;
-    o.format = DYNRAG_EVAL_FORMAT_QA;
-    o.quality = DYNRAG_EVAL_CONTEXT;
-    o.quality_set = true;
-    o.cost = DYNRAG_EVAL_STEPS;
-    o.cost_set = true;
+    dynrag_eval_options o = qa_options(yaml, data, out);
     dynrag_eval_calibrate_options co;
     memset(&co, 0, sizeof co);
     co.stage = "retrieval_mode";
@@ -436,16 +451,9 @@ TEST(eval_calibrate_knn_min_similarity_matches_live)
     o.pipeline_path = copy;
     o.out_dir = out2;
     ASSERT_OK(dynrag_eval_run(&o, NULL, NULL, &err), &err);
-    char log[4400], table[4400];
-    snprintf(log, sizeof log, "%s/routes.jsonl", out2);
-    snprintf(table, sizeof table, "%s/outcomes.jsonl", out2);
-    dynrag_eval_compare_options cmp;
-    memset(&cmp, 0, sizeof cmp);
-    cmp.quality = DYNRAG_EVAL_CONTEXT;
-    cmp.cost = DYNRAG_EVAL_STEPS;
     dynrag_eval_comparison c;
     dynrag_eval_table *t = NULL;
-    ASSERT_OK(dynrag_eval_replay(log, table, "retrieval_mode", &cmp, &t, &c, &err), &err);
+    ASSERT_OK(replay_out(out2, "retrieval_mode", &t, &c, &err), &err);
     const dynrag_eval_row *router = dynrag_eval_comparison_row(&c, "router");
     ASSERT(router != NULL);
     ASSERT_NEAR(router->share[1], cal.share, 1e-12);
