@@ -31,6 +31,8 @@ void dr_qstate_free(qstate *s)
     free(s->answer);
     free(s->cited);
     free(s->ctx_pass);
+    free(s->ctx_step);
+    free(s->ctx_fused);
     free(s->context_text);
     free(s->prompt_text);
 }

@@ -35,6 +35,8 @@ typedef struct own_passage {
     char *text;
     double score;
     int64_t chunk_id;
+    int step;     /* the retrieval step that first found it (1-based) */
+    double fused; /* reciprocal-rank fusion over the steps that returned it */
 } own_passage;
 
 /* The state of one query while it runs; dr_qstate_free() releases it. */
@@ -58,6 +60,8 @@ typedef struct qstate {
     size_t *cited; /* indices into ctx_pass */
     size_t n_cited;
     dr_passage *ctx_pass; /* the packed context's passages (views) */
+    int *ctx_step;        /* [n_ctx]: the step each context passage came from */
+    double *ctx_fused;    /* [n_ctx]: its fused score */
     size_t n_ctx;
     own_passage *docs; /* whole documents for the "documents" context */
     size_t n_docs;

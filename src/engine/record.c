@@ -73,6 +73,17 @@ cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error)
     cJSON_AddItemToObject(r, "steps", cJSON_Duplicate(s->steps, 1));
     if (cJSON_GetArraySize(s->cascade) > 0)
         cJSON_AddItemToObject(r, "cascade", cJSON_Duplicate(s->cascade, 1));
+    if (s->n_ctx > 0) {
+        cJSON *ctx = cJSON_AddArrayToObject(r, "context");
+        for (size_t i = 0; i < s->n_ctx; i++) {
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddStringToObject(c, "doc_id", s->ctx_pass[i].doc_id);
+            cJSON_AddNumberToObject(c, "chunk_id", (double)s->ctx_pass[i].chunk_id);
+            cJSON_AddNumberToObject(c, "step", s->ctx_step[i]);
+            cJSON_AddNumberToObject(c, "fused", s->ctx_fused[i]);
+            cJSON_AddItemToArray(ctx, c);
+        }
+    }
     if (error) {
         cJSON_AddStringToObject(r, "error", error);
     } else {

@@ -13,15 +13,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Adds up to max_new hits not retrieved before (by chunk id). */
-static int add_hits(qstate *s, const dynrag_hits *h, size_t max_new, size_t *n_new)
+/* The constant of reciprocal-rank fusion across retrieval steps. */
+#define DR_STEP_RRF_K 60.0
+
+/*
+ * Takes in one step's hits (ranked): a chunk held before gains
+ * 1 / (DR_STEP_RRF_K + rank) on its fused score; the first max_new chunks not
+ * held before are copied into s->pass with that step and that fused score.
+ * *n_new gets how many were added. Returns DYNRAG_ERR_NOMEM on allocation
+ * failure (what was added so far stays).
+ */
+static int add_hits(qstate *s, int step, const dynrag_hits *h, size_t max_new, size_t *n_new)
 {
     *n_new = 0;
-    for (size_t i = 0; i < h->n && *n_new < max_new; i++) {
+    for (size_t i = 0; i < h->n; i++) {
+        double gain = 1.0 / (DR_STEP_RRF_K + (double)(i + 1));
         bool seen = false;
-        for (size_t j = 0; j < s->n_pass && !seen; j++)
-            seen = s->pass[j].chunk_id == h->hits[i].chunk_id;
-        if (seen)
+        for (size_t j = 0; j < s->n_pass && !seen; j++) {
+            if (s->pass[j].chunk_id == h->hits[i].chunk_id) {
+                seen = true;
+                s->pass[j].fused += gain;
+            }
+        }
+        if (seen || *n_new >= max_new)
             continue;
         if (s->n_pass == s->cap_pass) {
             size_t cap = s->cap_pass ? s->cap_pass * 2 : 16;
@@ -37,6 +51,8 @@ static int add_hits(qstate *s, const dynrag_hits *h, size_t max_new, size_t *n_n
         o->text = dr_strdup(h->hits[i].text ? h->hits[i].text : "");
         o->score = h->hits[i].score;
         o->chunk_id = h->hits[i].chunk_id;
+        o->step = step;
+        o->fused = gain;
         if (!o->doc_id || !o->title || !o->text) {
             free(o->doc_id);
             free(o->title);
@@ -62,7 +78,7 @@ int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_
     int rc = dynrag_index_search(s->idx, query, &so, &h, err);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "retrieval step %d", step);
-    rc = add_hits(s, &h, (size_t)k, n_new);
+    rc = add_hits(s, step, &h, (size_t)k, n_new);
     int64_t dt = dr_now_us() - t0;
     cJSON *js = cJSON_CreateObject();
     cJSON_AddNumberToObject(js, "step", step);
@@ -188,8 +204,9 @@ int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
     return rc;
 }
 
-/* Loads the whole document of every retrieved passage once (first passage
- * per document gives its score and chunk id) into s->docs. Fails when the
+/* Loads the whole document of every retrieved passage once (the first passage
+ * of a document gives its score, chunk id and step; its fused score is the
+ * best of its passages) into s->docs. Fails when the
  * index cannot read a document. */
 static int load_documents(qstate *s, dynrag_error *err)
 {
@@ -200,8 +217,13 @@ static int load_documents(qstate *s, dynrag_error *err)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < s->n_pass; i++) {
         bool seen = false;
-        for (size_t j = 0; j < s->n_docs && !seen; j++)
-            seen = strcmp(s->docs[j].doc_id, s->pass[i].doc_id) == 0;
+        for (size_t j = 0; j < s->n_docs && !seen; j++) {
+            if (strcmp(s->docs[j].doc_id, s->pass[i].doc_id) == 0) {
+                seen = true;
+                if (s->pass[i].fused > s->docs[j].fused)
+                    s->docs[j].fused = s->pass[i].fused;
+            }
+        }
         if (seen)
             continue;
         own_passage *d = &s->docs[s->n_docs];
@@ -211,6 +233,8 @@ static int load_documents(qstate *s, dynrag_error *err)
         d->doc_id = dr_strdup(s->pass[i].doc_id);
         d->score = s->pass[i].score;
         d->chunk_id = s->pass[i].chunk_id;
+        d->step = s->pass[i].step;
+        d->fused = s->pass[i].fused;
         s->n_docs++;
         if (d->doc_id == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -218,7 +242,62 @@ static int load_documents(qstate *s, dynrag_error *err)
     return DYNRAG_OK;
 }
 
-/* Packs the context for context option `ci` into s->ctx_pass/context_text. */
+typedef struct fused_item {
+    size_t i;
+    double fused;
+    bool reserved;
+} fused_item;
+
+static int fused_cmp(const void *a, const void *b)
+{
+    const fused_item *x = a, *y = b;
+    if (x->reserved != y->reserved)
+        return x->reserved ? -1 : 1;
+    if (x->fused != y->fused)
+        return x->fused > y->fused ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/*
+ * The order in which the context stage considers src[0..n) (passages or
+ * documents of every step): first each step's best new item (the first one
+ * that step found), then the rest, each group by fused score (reciprocal
+ * rank across steps) with discovery order breaking ties. With one step this
+ * is the retrieval order. Returns a malloc'd array of n indices into src
+ * (caller frees), or NULL on allocation failure.
+ */
+static size_t *fused_order(const own_passage *src, size_t n)
+{
+    fused_item *it = calloc(n ? n : 1, sizeof(*it));
+    size_t *order = calloc(n ? n : 1, sizeof(*order));
+    if (it == NULL || order == NULL) {
+        free(it);
+        free(order);
+        return NULL;
+    }
+    int max_step = 1;
+    for (size_t i = 0; i < n; i++)
+        max_step = DR_MAX(max_step, src[i].step);
+    for (size_t i = 0; i < n; i++) {
+        it[i].i = i;
+        it[i].fused = src[i].fused;
+        bool first_of_step = true;
+        for (size_t j = 0; j < i && first_of_step; j++)
+            first_of_step = src[j].step != src[i].step;
+        it[i].reserved = max_step > 1 && first_of_step;
+    }
+    qsort(it, n, sizeof(*it), fused_cmp);
+    for (size_t i = 0; i < n; i++)
+        order[i] = it[i].i;
+    free(it);
+    return order;
+}
+
+/*
+ * Packs the context of context option `ci` from the union of every step's
+ * passages (or documents), taken in fused_order(), into s->ctx_pass,
+ * s->ctx_step, s->ctx_fused and s->context_text.
+ */
 int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
 {
     const dr_option *o = &s->p->stages[DR_STAGE_CONTEXT].options[ci];
@@ -236,31 +315,46 @@ int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
         src = s->docs;
         n_src = s->n_docs;
     }
+    free(s->ctx_step);
+    free(s->ctx_fused);
+    s->ctx_step = NULL;
+    s->ctx_fused = NULL;
+    size_t *order = fused_order(src, n_src);
     dr_passage *views = calloc(n_src ? n_src : 1, sizeof(*views));
-    if (views == NULL)
+    if (views == NULL || order == NULL) {
+        free(order);
+        free(views);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n_src; i++)
-        views[i] =
-            (dr_passage){src[i].doc_id, src[i].title, src[i].text, src[i].score, src[i].chunk_id};
+    }
+    for (size_t i = 0; i < n_src; i++) {
+        const own_passage *sp = &src[order[i]];
+        views[i] = (dr_passage){sp->doc_id, sp->title, sp->text, sp->score, sp->chunk_id};
+    }
     dr_context_config cc = {o->kind, dr_param_int(o->params, "k", 5),
                             dr_param_int(o->params, "max_tokens", 1500)};
     size_t *kept = NULL, n_kept = 0;
     int tokens = 0;
     int rc = dr_context_pack(&cc, views, n_src, &kept, &n_kept, &s->context_text, &tokens, err);
     if (rc != DYNRAG_OK) {
-        free(views);
-        return dr_err_prefix(err, "stages.context option '%s'", o->name);
+        rc = dr_err_prefix(err, "stages.context option '%s'", o->name);
+        goto cleanup;
     }
     s->ctx_pass = calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_pass));
-    if (s->ctx_pass == NULL) {
-        free(kept);
-        free(views);
-        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    s->ctx_step = calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_step));
+    s->ctx_fused = calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_fused));
+    if (s->ctx_pass == NULL || s->ctx_step == NULL || s->ctx_fused == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
     }
-    for (size_t i = 0; i < n_kept; i++)
+    for (size_t i = 0; i < n_kept; i++) {
         s->ctx_pass[i] = views[kept[i]];
+        s->ctx_step[i] = src[order[kept[i]]].step;
+        s->ctx_fused[i] = src[order[kept[i]]].fused;
+    }
     s->n_ctx = n_kept;
+cleanup:
     free(kept);
     free(views);
-    return DYNRAG_OK;
+    free(order);
+    return rc;
 }
