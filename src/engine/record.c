@@ -63,6 +63,16 @@ cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error)
             cJSON_AddStringToObject(d, "choice", st->options[rec->option].name);
         cJSON_AddBoolToObject(d, "skipped", rec->skipped);
         cJSON_AddStringToObject(d, "reason", rec->reason);
+        if (rec->routed) {
+            cJSON *un = NULL;
+            for (size_t o = 0; o < st->n_options; o++) {
+                if (s->avail[i][o])
+                    continue;
+                if (un == NULL)
+                    un = cJSON_AddObjectToObject(d, "unavailable");
+                cJSON_AddStringToObject(un, st->options[o].name, s->unavail_why[i][o]);
+            }
+        }
         cJSON_AddNumberToObject(d, "latency_us", (double)rec->latency_us);
         cJSON *c = cJSON_AddObjectToObject(d, "cost");
         cJSON_AddNumberToObject(c, "usd", rec->usd);
@@ -73,6 +83,10 @@ cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error)
     cJSON_AddItemToObject(r, "steps", cJSON_Duplicate(s->steps, 1));
     if (cJSON_GetArraySize(s->cascade) > 0)
         cJSON_AddItemToObject(r, "cascade", cJSON_Duplicate(s->cascade, 1));
+    if (cJSON_GetArraySize(s->fallbacks) > 0)
+        cJSON_AddItemToObject(r, "fallbacks", cJSON_Duplicate(s->fallbacks, 1));
+    if (cJSON_GetArraySize(s->cuts) > 0)
+        cJSON_AddItemToObject(r, "cuts", cJSON_Duplicate(s->cuts, 1));
     if (s->n_ctx > 0) {
         cJSON *ctx = cJSON_AddArrayToObject(r, "context");
         for (size_t i = 0; i < s->n_ctx; i++) {
@@ -109,6 +123,12 @@ cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error)
     cJSON_AddNumberToObject(t, "generator_calls", s->tot.generator_calls);
     cJSON_AddNumberToObject(t, "retrieval_steps", s->tot.retrieval_steps);
     cJSON_AddBoolToObject(t, "over_budget", s->tot.over_budget);
+    if (s->tot.over_budget)
+        cJSON_AddStringToObject(t, "over_budget_reason", s->over_reason);
+    cJSON *b = cJSON_AddObjectToObject(r, "budget");
+    cJSON_AddItemToObject(b, "usd", num_or_null(s->budget.usd));
+    cJSON_AddItemToObject(b, "latency_ms", num_or_null(s->budget.latency_ms));
+    cJSON_AddItemToObject(b, "energy_wh", num_or_null(s->budget.energy_wh));
     return r;
 }
 

@@ -9,9 +9,12 @@
 #include "generate/context.h"
 #include "generate/reformulate.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define MOD "engine"
 
 /* The constant of reciprocal-rank fusion across retrieval steps. */
 #define DR_STEP_RRF_K 60.0
@@ -65,7 +68,40 @@ static int add_hits(qstate *s, int step, const dynrag_hits *h, size_t max_new, s
     return DYNRAG_OK;
 }
 
-int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_new,
+/* True when searches of the current index option embed the query. */
+static bool search_embeds(const qstate *s)
+{
+    return s->search.mode == DYNRAG_SEARCH_DENSE || s->search.mode == DYNRAG_SEARCH_HYBRID;
+}
+
+/* The embedder option the query routed to, or NULL. */
+static const dr_option *embedder_option(const qstate *s)
+{
+    int ei = s->st[DR_STAGE_EMBEDDER].option;
+    return ei >= 0 ? &s->p->stages[DR_STAGE_EMBEDDER].options[ei] : NULL;
+}
+
+/* See retrieve.h. */
+int dr_q_search_options(qstate *s, int ii)
+{
+    const dr_option *io = &s->p->stages[DR_STAGE_INDEX].options[ii];
+    memset(&s->search, 0, sizeof(s->search));
+    int mode = dynrag_search_mode_parse(io->kind);
+    if (mode < 0)
+        return DYNRAG_ERR_INVALID;
+    s->search.mode = (dynrag_search_mode)mode;
+    s->search.k1 = dr_param_num(io->params, "k1", 0.9);
+    s->search.b = dr_param_num(io->params, "b", 0.4);
+    s->search.rrf_k = dr_param_num(io->params, "rrf_k", 60);
+    s->search.w_bm25 = dr_param_num(io->params, "w_bm25", 1);
+    s->search.w_dense = dr_param_num(io->params, "w_dense", 1);
+    s->search.depth = dr_param_int(io->params, "depth", 100);
+    s->search.nprobe = dr_param_int(io->params, "nprobe", 0);
+    return DYNRAG_OK;
+}
+
+/* Runs one search and takes in its hits (no budget checks, no fallback). */
+static int search_once(qstate *s, int step, const char *query, int k, size_t *n_new,
                        dynrag_error *err)
 {
     /* Later steps look past what earlier steps found: ask for k more than
@@ -98,6 +134,40 @@ int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_
     return DYNRAG_OK;
 }
 
+int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_new,
+                       dynrag_error *err)
+{
+    *n_new = 0;
+    /* A search that embeds the query calls the embedder: price it first. */
+    const dr_option *eo = search_embeds(s) ? embedder_option(s) : NULL;
+    dr_budget price = {0, 0, 0};
+    if (eo != NULL) {
+        price = dr_budget_price_call(eo, dr_estimate_tokens(query), 0);
+        dr_budget left = dr_q_remaining(s);
+        if (step > 1 && !dr_budget_fits(&price, &left)) {
+            char b[160];
+            dr_budget_format(&left, b, sizeof(b));
+            dr_q_cut(s, DR_STAGE_INDEX, "later retrieval steps",
+                     "step %d's embedder call does not fit the remaining budget (%s left)", step,
+                     b);
+            return DYNRAG_ERR_LIMIT;
+        }
+    }
+    int rc = search_once(s, step, query, k, n_new, err);
+    if (eo != NULL && rc == DYNRAG_OK)
+        dr_q_charge(s, DR_STAGE_EMBEDDER, price.usd, 0, price.energy_wh);
+    if (rc == DYNRAG_OK || rc == DYNRAG_ERR_NOMEM)
+        return rc;
+    /* The index option failed: its fallback, when there is one, runs the step. */
+    int cur = s->st[DR_STAGE_INDEX].option;
+    int fb = cur >= 0 ? dr_q_fallback(s, DR_STAGE_INDEX, cur, err) : -1;
+    if (fb < 0 || dr_q_search_options(s, fb) != DYNRAG_OK)
+        return rc;
+    dynrag_error_clear(err);
+    rc = search_once(s, step, query, k, n_new, err);
+    return rc;
+}
+
 /* The first available openai generator option, used for IRCoT reasoning. */
 static const dr_option *reasoning_llm(const dynrag_pipeline *p)
 {
@@ -117,12 +187,117 @@ static int evidence_text(const qstate *s, dr_buf *b, size_t max_pass)
     return rc;
 }
 
+/* The cheapest available generator's price for in_tokens of prompt: what a
+ * reasoning call must leave in the budget for the answer. */
+static dr_budget generator_reserve(const qstate *s, double in_tokens)
+{
+    const dr_stage *g = &s->p->stages[DR_STAGE_GENERATOR];
+    dr_budget best = {INFINITY, INFINITY, INFINITY};
+    for (size_t i = 0; i < g->n_options; i++) {
+        if (!g->options[i].available)
+            continue;
+        dr_budget p = dr_budget_price(&g->options[i], in_tokens, DR_BUDGET_ANSWER_TOKENS);
+        if (p.usd < best.usd || (p.usd == best.usd && p.energy_wh < best.energy_wh))
+            best = p;
+    }
+    if (!isfinite(best.usd))
+        best = (dr_budget){0, 0, 0};
+    best.latency_ms = 0; /* the deadline guards latency */
+    return best;
+}
+
+/*
+ * One IRCoT reasoning call for the step after `step`: priced before it runs
+ * (with what the answer will need reserved) and cut when it does not fit,
+ * then asked for the next reasoning sentence. *next gets that sentence
+ * (caller frees) or NULL when it gives the answer. Returns DYNRAG_OK,
+ * DYNRAG_ERR_LIMIT when the budget cut the call (recorded), or the call's
+ * error (its latency charged).
+ */
+static int reasoning_step(qstate *s, const dr_option *llm, int step, dr_buf *steps_text,
+                          char **next, dynrag_error *err)
+{
+    *next = NULL;
+    dr_buf prompt = {0};
+    int rc = dr_buf_printf(&prompt,
+                           "Answer the question step by step using the evidence. Write only "
+                           "the NEXT reasoning sentence. If the evidence already gives the "
+                           "answer, write: So the answer is: <answer>.\n\nQuestion: %s\n\n"
+                           "Evidence:\n",
+                           s->q);
+    if (rc == DYNRAG_OK)
+        rc = evidence_text(s, &prompt, 12);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_printf(&prompt, "\nReasoning so far:\n%s\nNext sentence:",
+                           steps_text->data ? steps_text->data : "(none)");
+    if (rc != DYNRAG_OK) {
+        dr_buf_free(&prompt);
+        return dr_err_set(err, rc, "out of memory");
+    }
+    int in_tok = dr_estimate_tokens(prompt.data);
+    dr_budget price = dr_budget_price_call(llm, in_tok, DR_BUDGET_REASONING_TOKENS);
+    dr_budget need = dr_budget_add(price, generator_reserve(s, in_tok));
+    dr_budget left = dr_q_remaining(s);
+    if (!dr_budget_fits(&need, &left)) {
+        char b[160], c[160];
+        dr_budget_format(&left, b, sizeof(b));
+        dr_budget_format(&price, c, sizeof(c));
+        dr_q_cut(s, DR_STAGE_INDEX, "reasoning call",
+                 "step %d: the reasoning call (%s) and the answer do not fit the remaining budget "
+                 "(%s left); offline reformulation instead",
+                 step + 1, c, b);
+        dr_buf_free(&prompt);
+        return DYNRAG_ERR_LIMIT;
+    }
+    dr_llm_config cfg;
+    dr_q_llm_config(s, llm, &cfg);
+    cfg.n = 1;
+    cfg.max_tokens = DR_BUDGET_REASONING_TOKENS;
+    cfg.logprobs = false;
+    dr_llm_message msg = {"user", prompt.data};
+    dr_llm_result res;
+    memset(&res, 0, sizeof(res));
+    rc = dr_llm_chat(&cfg, &msg, 1, &res, err);
+    dr_buf_free(&prompt);
+    if (rc != DYNRAG_OK) {
+        dr_q_charge(s, DR_STAGE_INDEX, 0, res.latency_ms, 0);
+        dr_llm_result_free(&res);
+        return dr_err_prefix(err, "multi-step reasoning (option '%s')", llm->name);
+    }
+    dr_q_account_llm(s, DR_STAGE_INDEX, llm, &res);
+    dr_q_check_spent(s, "a multi-step reasoning call");
+    const char *t = res.text ? res.text : "";
+    rc = dr_buf_printf(steps_text, "%s\n", t);
+    bool done = strcasestr(t, "answer is") != NULL || t[0] == '\0';
+    if (rc == DYNRAG_OK && !done && (*next = dr_strdup(t)) == NULL)
+        rc = DYNRAG_ERR_NOMEM;
+    dr_llm_result_free(&res);
+    return rc == DYNRAG_OK ? DYNRAG_OK : dr_err_set(err, rc, "out of memory");
+}
+
+/* The offline next query: reformulated from the evidence (NULL: stop). */
+static int reformulate_step(qstate *s, dr_reform_state *rs, char **next, dynrag_error *err)
+{
+    *next = NULL;
+    dr_passage *views = calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
+    if (views == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < s->n_pass; i++)
+        views[i] = (dr_passage){s->pass[i].doc_id, s->pass[i].title, s->pass[i].text,
+                                s->pass[i].score, s->pass[i].chunk_id};
+    int rc = dr_reformulate(rs, s->q, views, s->n_pass, next, err);
+    free(views);
+    return rc;
+}
+
 /*
  * Multi-step retrieval. With an LLM (IRCoT-style): ask for the next
  * reasoning sentence given the evidence so far, retrieve with it, and stop
  * when the sentence gives the answer or max_steps is reached. Without an
- * LLM: reformulate the query from new titles/entities in the evidence and
- * stop when there is no new evidence.
+ * LLM, or once a reasoning call failed or did not fit the budget (the
+ * built-in safe path): reformulate the query from new titles/entities in the
+ * evidence and stop when there is no new evidence. A step is not started
+ * past the query's deadline (recorded as a cut).
  */
 int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
 {
@@ -133,67 +308,57 @@ int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
     const dr_option *llm = reasoning_llm(s->p);
     dr_reform_state *rs = NULL;
     dr_buf steps_text = {0};
-    if (llm == NULL && (rc = dr_reform_create(&rs)) != DYNRAG_OK)
+    if ((rc = dr_reform_create(&rs)) != DYNRAG_OK)
         return dr_err_set(err, rc, "out of memory");
     for (int step = 2; step <= max_steps; step++) {
+        if (dr_q_past_deadline(s)) {
+            dr_q_cut(s, DR_STAGE_INDEX, "later retrieval steps",
+                     "the latency budget (%.6g ms) is used up before step %d", s->budget.latency_ms,
+                     step);
+            break;
+        }
         char *next = NULL;
         if (llm) {
-            dr_buf prompt = {0};
-            rc = dr_buf_printf(&prompt,
-                               "Answer the question step by step using the evidence. Write only "
-                               "the NEXT reasoning sentence. If the evidence already gives the "
-                               "answer, write: So the answer is: <answer>.\n\nQuestion: %s\n\n"
-                               "Evidence:\n",
-                               s->q);
-            if (rc == DYNRAG_OK)
-                rc = evidence_text(s, &prompt, 12);
-            if (rc == DYNRAG_OK)
-                rc = dr_buf_printf(&prompt, "\nReasoning so far:\n%s\nNext sentence:",
-                                   steps_text.data ? steps_text.data : "(none)");
-            if (rc != DYNRAG_OK) {
-                dr_buf_free(&prompt);
-                rc = dr_err_set(err, rc, "out of memory");
+            dynrag_error lerr;
+            dynrag_error_clear(&lerr);
+            rc = reasoning_step(s, llm, step - 1, &steps_text, &next, &lerr);
+            if (rc == DYNRAG_ERR_NOMEM) {
+                *err = lerr;
                 break;
             }
-            dr_llm_config cfg;
-            dr_q_llm_config(llm, &cfg, NULL);
-            cfg.n = 1;
-            cfg.max_tokens = 96;
-            dr_llm_message msg = {"user", prompt.data};
-            dr_llm_result res;
-            memset(&res, 0, sizeof(res));
-            rc = dr_llm_chat(&cfg, &msg, 1, &res, err);
-            dr_buf_free(&prompt);
             if (rc != DYNRAG_OK) {
-                dr_llm_result_free(&res);
-                dr_err_prefix(err, "multi-step reasoning (option '%s')", llm->name);
-                break;
+                if (rc != DYNRAG_ERR_LIMIT) {
+                    /* The built-in safe path of multi-step reasoning. */
+                    cJSON *f = cJSON_CreateObject();
+                    cJSON_AddStringToObject(f, "stage", dr_stage_name(DR_STAGE_INDEX));
+                    cJSON_AddStringToObject(f, "failed", llm->name);
+                    cJSON_AddStringToObject(f, "error", dynrag_errmsg(&lerr));
+                    cJSON_AddStringToObject(f, "took", "offline reformulation");
+                    cJSON_AddItemToArray(s->fallbacks, f);
+                    dr_log(DYNRAG_LOG_WARN, MOD, "%s; using offline reformulation",
+                           dynrag_errmsg(&lerr));
+                    size_t len = strlen(s->st[DR_STAGE_INDEX].reason);
+                    snprintf(s->st[DR_STAGE_INDEX].reason + len,
+                             sizeof(s->st[DR_STAGE_INDEX].reason) - len,
+                             "; fallback to offline reformulation after error: %s",
+                             dynrag_errmsg(&lerr));
+                }
+                llm = NULL;
+                rc = reformulate_step(s, rs, &next, err);
             }
-            dr_q_account_llm(s, DR_STAGE_INDEX, llm, &res);
-            const char *t = res.text ? res.text : "";
-            dr_buf_printf(&steps_text, "%s\n", t);
-            bool done = strcasestr(t, "answer is") != NULL || t[0] == '\0';
-            if (!done)
-                next = dr_strdup(t);
-            dr_llm_result_free(&res);
         } else {
-            dr_passage *views = calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
-            if (views == NULL) {
-                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-                break;
-            }
-            for (size_t i = 0; i < s->n_pass; i++)
-                views[i] = (dr_passage){s->pass[i].doc_id, s->pass[i].title, s->pass[i].text,
-                                        s->pass[i].score, s->pass[i].chunk_id};
-            rc = dr_reformulate(rs, s->q, views, s->n_pass, &next, err);
-            free(views);
-            if (rc != DYNRAG_OK)
-                break;
+            rc = reformulate_step(s, rs, &next, err);
         }
+        if (rc != DYNRAG_OK)
+            break;
         if (next == NULL)
             break; /* stop: answer found or no new evidence */
         rc = dr_q_retrieve_step(s, step, next, k, &n_new, err);
         free(next);
+        if (rc == DYNRAG_ERR_LIMIT) {
+            rc = DYNRAG_OK; /* the budget cut the step (recorded) */
+            break;
+        }
         if (rc != DYNRAG_OK)
             break;
         if (n_new == 0)
