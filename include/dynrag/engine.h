@@ -141,6 +141,11 @@ const dynrag_citation *dynrag_result_retrieved(const dynrag_result *r, size_t i)
 /* The packed context text the generator saw ("" without retrieval). */
 const char *dynrag_result_context(const dynrag_result *r);
 
+/* The passages of the packed context, in context order: selected from every
+ * retrieval step's passages (docs/route-log.md, `context`). Owned by r. */
+size_t dynrag_result_n_context(const dynrag_result *r);
+const dynrag_citation *dynrag_result_context_passage(const dynrag_result *r, size_t i);
+
 size_t dynrag_result_n_decisions(const dynrag_result *r);
 const dynrag_decision *dynrag_result_decision(const dynrag_result *r, size_t i);
 

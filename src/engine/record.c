@@ -182,6 +182,18 @@ int dr_q_fill_result(dynrag_result *res, const qstate *s, cJSON *rec)
         if (!res->ret[i].doc_id || !res->ret[i].title)
             return DYNRAG_ERR_NOMEM;
     }
+    res->ctx = calloc(s->n_ctx ? s->n_ctx : 1, sizeof(*res->ctx));
+    if (res->ctx == NULL)
+        return DYNRAG_ERR_NOMEM;
+    for (size_t i = 0; i < s->n_ctx; i++) {
+        res->ctx[i].doc_id = dr_strdup(s->ctx_pass[i].doc_id ? s->ctx_pass[i].doc_id : "");
+        res->ctx[i].title = dr_strdup(s->ctx_pass[i].title ? s->ctx_pass[i].title : "");
+        res->ctx[i].chunk_id = s->ctx_pass[i].chunk_id;
+        res->ctx[i].score = s->ctx_pass[i].score;
+        res->n_ctx++;
+        if (!res->ctx[i].doc_id || !res->ctx[i].title)
+            return DYNRAG_ERR_NOMEM;
+    }
     res->cits = calloc(s->n_cited ? s->n_cited : 1, sizeof(*res->cits));
     if (res->cits == NULL)
         return DYNRAG_ERR_NOMEM;
@@ -252,6 +264,16 @@ const char *dynrag_result_context(const dynrag_result *r)
     return r->context ? r->context : "";
 }
 
+size_t dynrag_result_n_context(const dynrag_result *r)
+{
+    return r->n_ctx;
+}
+
+const dynrag_citation *dynrag_result_context_passage(const dynrag_result *r, size_t i)
+{
+    return i < r->n_ctx ? &r->ctx[i] : NULL;
+}
+
 size_t dynrag_result_n_decisions(const dynrag_result *r)
 {
     return r->n_dec;
@@ -290,6 +312,11 @@ void dynrag_result_free(dynrag_result *r)
     }
     free(r->ret);
     free(r->context);
+    for (size_t i = 0; i < r->n_ctx; i++) {
+        free((char *)r->ctx[i].doc_id);
+        free((char *)r->ctx[i].title);
+    }
+    free(r->ctx);
     for (size_t i = 0; i < r->n_dec; i++)
         free((char *)r->dec[i].reason);
     free(r->json);
