@@ -561,3 +561,85 @@ TEST(engine_budget_fallback_record_invariants_generated)
     ASSERT_GT(n_over, 0);
     ASSERT_LT(n_failed, n_cases);
 }
+
+/* ---- several embedders per index ---------------------------------------- */
+
+TEST(engine_embedder_routing_uses_each_embedders_index)
+{
+    char corpus[4200], idx[4200], yaml_path[4200], cmd[16000], yaml[8192];
+    snprintf(corpus, sizeof(corpus), "%s", test_write_file("corpus.jsonl", corpus_jsonl));
+    snprintf(idx, sizeof(idx), "%s/idx", test_tmpdir());
+    /* Two embedders with different identities; the rules route long queries
+     * to the second one. */
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nname: emb\nindex: %s\n"
+             "stages:\n"
+             "  embedder:\n"
+             "    options:\n"
+             "      - {name: small, kind: builtin, params: {dim: 64}}\n"
+             "      - {name: large, kind: builtin, params: {dim: 128}}\n"
+             "    router: {type: rules, params: {rules: [{when: {min_words: 6}, option: large}], "
+             "default: small}}\n"
+             "  index:\n"
+             "    options:\n"
+             "      - {name: dense, kind: dense}\n"
+             "  generator:\n"
+             "    options:\n"
+             "      - {name: ext, kind: extractive, params: {threshold: 0.1}}\n",
+             idx);
+    snprintf(yaml_path, sizeof(yaml_path), "%s", test_write_file("emb.yaml", yaml));
+    /* First only the main index (the first embedder): `large` has no index
+     * of its own, so it is unavailable and the record says why. */
+    snprintf(cmd, sizeof(cmd), "'%s' index --index '%s' --dim 64 '%s' 2>&1", test_cli_path(), idx,
+             corpus);
+    ASSERT_EQ(test_run(cmd, NULL), 0);
+    dynrag_pipeline *p = load_text(yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    dynrag_engine_options eo = {0};
+    eo.no_log = true;
+    ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
+    const char *long_q = "Who was the first person to walk on the Moon?";
+    dynrag_result *r = NULL;
+    ASSERT_OK(dynrag_engine_query(e, long_q, NULL, &r, &err), &err);
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    cJSON *es = stage_entry(rec, "embedder");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(es, "choice")->valuestring, "small");
+    ASSERT(cJSON_IsString(cJSON_GetObjectItem(cJSON_GetObjectItem(es, "unavailable"), "large")));
+    cJSON_Delete(rec);
+    dynrag_result_free(r);
+    dynrag_engine_free(e);
+    /* `dynrag index --pipeline` builds one dense index per embedder option:
+     * now the router's choice runs, with its own index (identity checked). */
+    snprintf(cmd, sizeof(cmd), "'%s' index --pipeline '%s' '%s' 2>&1", test_cli_path(), yaml_path,
+             corpus);
+    char *out = NULL;
+    int rc = test_run(cmd, &out);
+    if (rc != 0)
+        fprintf(stderr, "%s\n", out ? out : "");
+    ASSERT_EQ(rc, 0);
+    ASSERT_CONTAINS(out, "embedder option 'large'");
+    free(out);
+    ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
+    static const char *const qs[][2] = {
+        {"Who was the first person to walk on the Moon?", "large"},
+        {"capital of France", "small"},
+    };
+    for (size_t i = 0; i < DR_ARRAY_LEN(qs); i++) {
+        ASSERT_OK(dynrag_engine_query(e, qs[i][0], NULL, &r, &err), &err);
+        rec = cJSON_Parse(dynrag_result_json(r));
+        es = stage_entry(rec, "embedder");
+        ASSERT_STR_EQ(cJSON_GetObjectItem(es, "choice")->valuestring, qs[i][1]);
+        ASSERT(cJSON_GetObjectItem(es, "unavailable") == NULL);
+        ASSERT_GT(dynrag_result_n_retrieved(r), 0);
+        cJSON_Delete(rec);
+        dynrag_result_free(r);
+    }
+    /* Each option's index answers with its own identity. */
+    ASSERT_EQ(dynrag_index_dim(dynrag_engine_index(e, "small")), 64);
+    ASSERT_EQ(dynrag_index_dim(dynrag_engine_index(e, "large")), 128);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(p);
+}

@@ -70,6 +70,23 @@ const char *dynrag_pipeline_index_dir(const dynrag_pipeline *p);
 int dynrag_pipeline_embedder(const dynrag_pipeline *p, const char *option,
                              dynrag_embedder_config *out, dynrag_error *err);
 
+/* The embedder stage's options: how many, and the name of option i (NULL
+ * when out of range; owned by the pipeline). */
+size_t dynrag_pipeline_n_embedders(const dynrag_pipeline *p);
+const char *dynrag_pipeline_embedder_name(const dynrag_pipeline *p, size_t i);
+
+/*
+ * Where the dense index of embedder option `option` lives inside index
+ * folder `index_dir`: `index_dir` itself for the first available embedder
+ * option (the one dynrag_pipeline_embedder(p, NULL) gives), else
+ * `index_dir/embedders/<option>` (a complete index of the same documents
+ * with that embedder's vectors; `dynrag index --pipeline` builds one per
+ * embedder option). Caller frees; NULL on allocation failure or an unknown
+ * option.
+ */
+char *dynrag_pipeline_embedder_index_dir(const dynrag_pipeline *p, const char *index_dir,
+                                         const char *option);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,8 +8,77 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define CMD "index"
+
+/* True when two embedder configurations give the same vectors. */
+static bool same_embedder(const dynrag_embedder_config *a, const dynrag_embedder_config *b)
+{
+    const char *ka = a->kind ? a->kind : "builtin", *kb = b->kind ? b->kind : "builtin";
+    int da = a->dim ? a->dim : (strcmp(ka, "builtin") == 0 ? 256 : 0);
+    int db = b->dim ? b->dim : (strcmp(kb, "builtin") == 0 ? 256 : 0);
+    return strcmp(ka, kb) == 0 && da == db &&
+           strcmp(a->base_url ? a->base_url : "", b->base_url ? b->base_url : "") == 0 &&
+           strcmp(a->model ? a->model : "", b->model ? b->model : "") == 0;
+}
+
+/*
+ * Builds (or updates) one dense index per other embedder option of the
+ * pipeline, in dynrag_pipeline_embedder_index_dir(): the same inputs and
+ * deletions with that option's embedder. Options whose embedder equals the
+ * main one's share the main index; options whose endpoint is not configured
+ * are reported and skipped. Returns CLI_OK or CLI_FAIL.
+ */
+static int index_other_embedders(const dynrag_pipeline *p, const char *dir,
+                                 const dynrag_build_options *main_opt,
+                                 const char *const *inputs, size_t n_inputs,
+                                 const char *const *deletes, size_t n_deletes)
+{
+    int ret = CLI_OK;
+    for (size_t i = 0; i < dynrag_pipeline_n_embedders(p); i++) {
+        const char *name = dynrag_pipeline_embedder_name(p, i);
+        char *sub = dynrag_pipeline_embedder_index_dir(p, dir, name);
+        if (sub == NULL || strcmp(sub, dir) == 0) {
+            free(sub);
+            continue;
+        }
+        dynrag_build_options o = *main_opt;
+        dynrag_error err;
+        dynrag_error_clear(&err);
+        if (dynrag_pipeline_embedder(p, name, &o.embedder, &err) != DYNRAG_OK) {
+            fprintf(stderr, "dynrag index: embedder option '%s' not indexed: %s\n", name,
+                    dynrag_errmsg(&err));
+            free(sub);
+            continue;
+        }
+        if (same_embedder(&o.embedder, &main_opt->embedder)) {
+            free(sub);
+            continue; /* the main index serves it */
+        }
+        o.progress = NULL;
+        o.progress_user = NULL;
+        int rc = DYNRAG_OK;
+        struct stat sb;
+        bool exists = stat(sub, &sb) == 0;
+        if (n_deletes > 0 && exists) {
+            size_t missing = 0;
+            rc = dynrag_index_delete(sub, deletes, n_deletes, &missing, &err);
+        }
+        dynrag_build_stats st;
+        if (rc == DYNRAG_OK && n_inputs > 0)
+            rc = dynrag_index_add(sub, inputs, n_inputs, &o, &st, &err);
+        if (rc != DYNRAG_OK) {
+            cli_error(CMD, "embedder option '%s' (%s): %s", name, sub, dynrag_errmsg(&err));
+            ret = CLI_FAIL;
+        } else if (n_inputs > 0) {
+            printf("embedder option '%s': %llu chunks in %s\n", name,
+                   (unsigned long long)st.total_chunks, sub);
+        }
+        free(sub);
+    }
+    return ret;
+}
 
 int cmd_index(int argc, char **argv)
 {
@@ -149,6 +218,8 @@ int cmd_index(int argc, char **argv)
         printf("; index now has %llu docs, %llu chunks\n", (unsigned long long)st.total_docs,
                (unsigned long long)st.total_chunks);
     }
+    if (pipeline != NULL)
+        ret = index_other_embedders(pipeline, dir, &opt, inputs, n_inputs, deletes, n_deletes);
 done:
     dynrag_pipeline_free(pipeline);
     free(inputs);

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MOD "engine"
@@ -298,7 +299,21 @@ static int open_indexes(dynrag_engine *e, dynrag_error *err)
             return rc;
         dynrag_error ierr;
         dynrag_error_clear(&ierr);
-        rc = dynrag_index_open(e->index_dir, &ec, &e->index[i], &ierr);
+        /* Each embedder option has its own dense index (dynrag index
+         * --pipeline builds them); an option whose own folder is absent
+         * tries the main one, and the identity check decides. */
+        char *dir = dynrag_pipeline_embedder_index_dir(e->p, e->index_dir, o->name);
+        if (dir == NULL)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        struct stat sb;
+        if (strcmp(dir, e->index_dir) != 0 && stat(dir, &sb) != 0) {
+            free(dir);
+            dir = dr_strdup(e->index_dir);
+            if (dir == NULL)
+                return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        }
+        rc = dynrag_index_open(dir, &ec, &e->index[i], &ierr);
+        free(dir);
         if (rc != DYNRAG_OK) {
             e->index_error[i] = dr_strdup(dynrag_errmsg(&ierr));
             if (rc != DYNRAG_ERR_MISMATCH || st->n_options == 1) {

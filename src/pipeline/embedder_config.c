@@ -42,3 +42,30 @@ int dynrag_pipeline_embedder(const dynrag_pipeline *p, const char *option,
     }
     return DYNRAG_OK;
 }
+
+size_t dynrag_pipeline_n_embedders(const dynrag_pipeline *p)
+{
+    return p->stages[DR_STAGE_EMBEDDER].n_options;
+}
+
+const char *dynrag_pipeline_embedder_name(const dynrag_pipeline *p, size_t i)
+{
+    const dr_stage *st = &p->stages[DR_STAGE_EMBEDDER];
+    return i < st->n_options ? st->options[i].name : NULL;
+}
+
+char *dynrag_pipeline_embedder_index_dir(const dynrag_pipeline *p, const char *index_dir,
+                                         const char *option)
+{
+    const dr_stage *st = &p->stages[DR_STAGE_EMBEDDER];
+    int oi = dr_stage_find_option(st, option);
+    if (oi < 0 || index_dir == NULL)
+        return NULL;
+    int first = -1;
+    for (size_t i = 0; i < st->n_options && first < 0; i++)
+        if (st->options[i].available)
+            first = (int)i;
+    if (oi == first || first < 0)
+        return dr_strdup(index_dir);
+    return dr_asprintf("%s/embedders/%s", index_dir, option);
+}
