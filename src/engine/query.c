@@ -239,17 +239,17 @@ void dr_q_availability(qstate *s, dr_stage_id sid)
 }
 
 /*
- * Keeps the router's pick when the remaining budget can pay for it (price[]
- * from dr_budget_price); otherwise takes the best-scored available option
+ * Keeps the router's pick when the remaining budget `r` (the one the router
+ * saw) can pay for it (price[] from dr_budget_price); otherwise takes the best-scored available option
  * that fits, and when none fits the cheapest available one (marking the
  * query over budget with the why). Appends the why to rec->reason. Returns
  * the option index.
  */
-static int enforce_budget(qstate *s, dr_stage_id sid, int pick, const dr_budget *price)
+static int enforce_budget(qstate *s, dr_stage_id sid, int pick, const dr_budget *price,
+                          dr_budget r)
 {
     const dr_stage *st = &s->p->stages[sid];
     stage_rec *rec = &s->st[sid];
-    dr_budget r = dr_q_remaining(s);
     if (dr_budget_fits(&price[pick], &r))
         return pick;
     int best = -1;
@@ -325,7 +325,7 @@ int dr_q_route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_to
     ctx.query = s->q;
     ctx.features = &s->f;
     ctx.stage = st;
-    ctx.remaining = dr_q_remaining(s);
+    ctx.remaining = dr_q_remaining(s); /* the router and the check see the same */
     ctx.available = s->avail[sid];
     ctx.price = price;
     dynrag_index *ei = s->idx ? s->idx : dr_engine_first_index(s->e);
@@ -372,7 +372,7 @@ int dr_q_route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_to
     memcpy(rec->scores, d.scores, sizeof(rec->scores));
     dr_strlcpy(rec->reason, d.reason, sizeof(rec->reason));
     rec->routed = true;
-    rec->option = enforce_budget(s, sid, d.option, price);
+    rec->option = enforce_budget(s, sid, d.option, price, ctx.remaining);
     rec->latency_us += dr_now_us() - t0;
     return rec->option;
 }
