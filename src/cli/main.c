@@ -163,7 +163,8 @@ static const cli_command commands[] = {
      "  --cost M         cost axis: latency_ms, usd, steps, calls, tokens, energy_wh\n"
      "                   (default usd when any run costs money, else latency_ms)\n"
      "  --replay LOG     offline: score the router decisions in a route log against an\n"
-     "                   outcome table (--outcomes, e.g. DIR/outcomes.jsonl)\n"
+     "                   outcome table (--outcomes, e.g. DIR/outcomes.jsonl); quality\n"
+     "                   defaults to the table's format: ndcg@10 for beir, f1 for qa\n"
      "\n"
      "Method and files: docs/evaluation.md.\n",
      cmd_eval},
