@@ -128,7 +128,7 @@ static int bandit_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision
         n_avail += st->options[i].available;
     if (n_avail == 0)
         return dr_err_set(err, DYNRAG_ERR_STATE, "stages.%s: no option is available",
-                          dr_router_stage_label(st));
+                          dr_stage_name(st->id));
 
     pthread_mutex_lock(&br->lock);
     int pick = -1;
@@ -447,7 +447,7 @@ static int load_state(bandit_router *br, dynrag_error *err)
             what = "an arm's A is not positive definite";
             goto bad;
         }
-        int o = dr_router_find_option(st, name->valuestring);
+        int o = dr_stage_find_option(st, name->valuestring);
         if (o < 0) {
             dr_log(DYNRAG_LOG_INFO, "router", "bandit state %s: ignoring arm '%s' (no such option)",
                    path, name->valuestring);
@@ -485,8 +485,8 @@ int dr_router_create_bandit(const dynrag_pipeline *p, const dr_stage *stage, dr_
                             dynrag_error *err)
 {
     const cJSON *params = stage->router.params;
-    const char *sn = dr_router_stage_label(stage);
-    const char *algo = dr_rparam_str(params, "algorithm", "ucb1");
+    const char *sn = dr_stage_name(stage->id);
+    const char *algo = dr_param_str(params, "algorithm", "ucb1");
     int a = -1;
     for (size_t i = 0; i < DR_ARRAY_LEN(algo_names); i++)
         if (strcmp(algo, algo_names[i]) == 0)
@@ -496,9 +496,9 @@ int dr_router_create_bandit(const dynrag_pipeline *p, const dr_stage *stage, dr_
                           "stages.%s.router.algorithm: unknown algorithm '%s' (epsilon_greedy, "
                           "ucb1 or linucb)",
                           sn, algo);
-    double eps = dr_rparam_num(params, "epsilon", 0.1);
-    double alpha = dr_rparam_num(params, "alpha", 1.0);
-    double seed = dr_rparam_num(params, "seed", 42);
+    double eps = dr_param_num(params, "epsilon", 0.1);
+    double alpha = dr_param_num(params, "alpha", 1.0);
+    double seed = dr_param_num(params, "seed", 42);
     if (!(eps >= 0 && eps <= 1))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.epsilon: expected a number in [0, 1]", sn);
@@ -522,7 +522,7 @@ int dr_router_create_bandit(const dynrag_pipeline *p, const dr_stage *stage, dr_
     for (size_t i = 0; i < DR_MAX_OPTIONS; i++)
         arm_reset(&br->arms[i]);
     int rc = DYNRAG_OK;
-    const char *state = dr_rparam_str(params, "state", NULL);
+    const char *state = dr_param_str(params, "state", NULL);
     if (state != NULL) {
         br->state_path = dr_strdup(state);
         if (br->state_path == NULL) {

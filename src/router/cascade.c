@@ -119,7 +119,7 @@ cleanup:
 double dr_cascade_judge(const dr_router_spec *spec, const dr_answer_view *a, char *why,
                         size_t why_len)
 {
-    const char *judge = spec != NULL ? dr_rparam_str(spec->params, "judge", "self_route")
+    const char *judge = spec != NULL ? dr_param_str(spec->params, "judge", "self_route")
                                      : "self_route";
     if (strcmp(judge, "logprob_margin") == 0)
         return judge_margin(a, why, why_len);
@@ -140,7 +140,7 @@ static int cascade_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
         out->scores[i] = 1.0 / (double)(i + 1);
     out->option = 0;
     snprintf(out->reason, sizeof out->reason, "cascade: start with %s (judge %s)",
-             st->options[0].name, dr_rparam_str(st->router.params, "judge", "self_route"));
+             st->options[0].name, dr_param_str(st->router.params, "judge", "self_route"));
     return dr_route_ensure_available(st, out, err);
 }
 
@@ -156,18 +156,18 @@ int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr
                              dynrag_error *err)
 {
     const cJSON *params = stage->router.params;
-    const char *judge = dr_rparam_str(params, "judge", "self_route");
+    const char *judge = dr_param_str(params, "judge", "self_route");
     if (strcmp(judge, "self_route") != 0 && strcmp(judge, "logprob_margin") != 0 &&
         strcmp(judge, "agreement") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.judge: unknown judge '%s' (self_route, "
                           "logprob_margin or agreement)",
-                          dr_router_stage_label(stage), judge);
-    double th = dr_rparam_num(params, "threshold", 0.5);
+                          dr_stage_name(stage->id), judge);
+    double th = dr_param_num(params, "threshold", 0.5);
     if (!isfinite(th))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.threshold: expected a number",
-                          dr_router_stage_label(stage));
+                          dr_stage_name(stage->id));
     dr_router *r = calloc(1, sizeof *r);
     if (r == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");

@@ -88,7 +88,7 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
                                 dr_router **out, dynrag_error *err)
 {
     const cJSON *params = stage->router.params;
-    const char *sn = dr_router_stage_label(stage);
+    const char *sn = dr_stage_name(stage->id);
     char *path = NULL;
     int rc = DYNRAG_OK;
     classifier_router *cr = calloc(1, sizeof *cr);
@@ -96,7 +96,7 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     cr->base.vt = &classifier_vt;
     cr->base.stage = stage;
-    cr->threshold = dr_rparam_num(params, "threshold", 0.0);
+    cr->threshold = dr_param_num(params, "threshold", 0.0);
     if (!(cr->threshold >= 0 && cr->threshold <= 1)) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "stages.%s.router.threshold: expected a number in [0, 1]", sn);
@@ -105,7 +105,7 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
     rc = dr_router_option_param(stage, "escalate", (int)stage->n_options - 1, &cr->escalate, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
-    const char *model = dr_rparam_str(params, "model", NULL);
+    const char *model = dr_param_str(params, "model", NULL);
     if (model == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.model: required", sn);
         goto cleanup;
@@ -119,7 +119,7 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
         dr_err_prefix(err, "stages.%s.router.model", sn);
         goto cleanup;
     }
-    const char *head = dr_rparam_str(params, "head", NULL);
+    const char *head = dr_param_str(params, "head", NULL);
     cr->head = dr_classifier_head(cr->model, head);
     if (cr->head < 0) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.head: %s has no head '%s'",
@@ -141,7 +141,7 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
     size_t mapped = 0;
     for (size_t i = 0; i < cr->n_labels; i++) {
         const char *label = dr_classifier_label(cr->model, cr->head, i);
-        cr->label_option[i] = labels == NULL ? dr_router_find_option(stage, label) : -1;
+        cr->label_option[i] = labels == NULL ? dr_stage_find_option(stage, label) : -1;
         mapped += cr->label_option[i] >= 0;
     }
     const cJSON *m;
@@ -157,7 +157,7 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
                             m->string, m->string);
             goto cleanup;
         }
-        int o = cJSON_IsString(m) ? dr_router_find_option(stage, m->valuestring) : -1;
+        int o = cJSON_IsString(m) ? dr_stage_find_option(stage, m->valuestring) : -1;
         if (o < 0) {
             rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                             "stages.%s.router.labels.%s: expected the name of an option", sn,

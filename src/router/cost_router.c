@@ -158,7 +158,7 @@ static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *
     }
     if (pick < 0)
         return dr_err_set(err, DYNRAG_ERR_STATE, "stages.%s: no option is available",
-                          dr_router_stage_label(st));
+                          dr_stage_name(st->id));
     out->option = pick;
     snprintf(out->reason, sizeof out->reason,
              "cost %s: %s: %s (quality %.3g, est $%.6f, %.0f ms, %.3g Wh)",
@@ -182,11 +182,11 @@ static void cost_free(dr_router *r)
 static int load_quality_model(cost_router *cr, const dr_stage *stage, const cJSON *params,
                               const char *model, dynrag_error *err)
 {
-    const char *sn = dr_router_stage_label(stage);
+    const char *sn = dr_stage_name(stage->id);
     int rc = dr_classifier_load(model, &cr->model, err);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "stages.%s.router.quality_model", sn);
-    const char *head = dr_rparam_str(params, "quality_head", NULL);
+    const char *head = dr_param_str(params, "quality_head", NULL);
     cr->head = dr_classifier_head(cr->model, head);
     if (cr->head < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
@@ -228,18 +228,18 @@ int dr_router_create_cost(const dynrag_pipeline *p, const dr_stage *stage, dr_ro
                           dynrag_error *err)
 {
     const cJSON *params = stage->router.params;
-    const char *obj = dr_rparam_str(params, "objective", "max_quality");
+    const char *obj = dr_param_str(params, "objective", "max_quality");
     bool min_cost = strcmp(obj, "min_cost") == 0;
     if (!min_cost && strcmp(obj, "max_quality") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.objective: unknown objective '%s' (max_quality or "
                           "min_cost)",
-                          dr_router_stage_label(stage), obj);
-    double floor_q = dr_rparam_num(params, "quality_floor", 0.0);
+                          dr_stage_name(stage->id), obj);
+    double floor_q = dr_param_num(params, "quality_floor", 0.0);
     if (!(floor_q >= 0 && floor_q <= 1))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.quality_floor: expected a number in [0, 1]",
-                          dr_router_stage_label(stage));
+                          dr_stage_name(stage->id));
     cost_router *cr = calloc(1, sizeof *cr);
     if (cr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -247,7 +247,7 @@ int dr_router_create_cost(const dynrag_pipeline *p, const dr_stage *stage, dr_ro
     cr->base.stage = stage;
     cr->min_cost = min_cost;
     cr->floor = floor_q;
-    const char *model = dr_rparam_str(params, "quality_model", NULL);
+    const char *model = dr_param_str(params, "quality_model", NULL);
     if (model != NULL) {
         int rc = load_quality_model(cr, stage, params, model, err);
         if (rc != DYNRAG_OK) {

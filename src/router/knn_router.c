@@ -76,7 +76,7 @@ static int knn_prepare(knn_router *kr, const dr_route_ctx *ctx, dynrag_error *er
     if (ctx->embed == NULL || ctx->embed_dim <= 0)
         return dr_err_set(err, DYNRAG_ERR_STATE,
                           "stages.%s.router: the knn router needs the pipeline's embedder",
-                          dr_router_stage_label(kr->base.stage));
+                          dr_stage_name(kr->base.stage->id));
     int dim = ctx->embed_dim;
     float *emb = malloc(kr->n * (size_t)dim * sizeof *emb + 1);
     if (emb == NULL)
@@ -121,7 +121,7 @@ static int knn_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *o
     if (ctx->embed == NULL)
         return dr_err_set(err, DYNRAG_ERR_STATE,
                           "stages.%s.router: the knn router needs the pipeline's embedder",
-                          dr_router_stage_label(st));
+                          dr_stage_name(st->id));
     if (ctx->embed_dim != kr->dim)
         return dr_err_set(err, DYNRAG_ERR_MISMATCH,
                           "knn: embedder dimension %d differs from the examples' %d",
@@ -206,10 +206,10 @@ static int add_example(knn_router *kr, const cJSON *ex, const char *where, dynra
     if (!cJSON_IsObject(ex) || !cJSON_IsString(q) || !cJSON_IsString(o))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "%s: expected {\"query\": string, \"option\": string}", where);
-    int opt = dr_router_find_option(st, o->valuestring);
+    int opt = dr_stage_find_option(st, o->valuestring);
     if (opt < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "%s: no option named '%s' in stage %s",
-                          where, o->valuestring, dr_router_stage_label(st));
+                          where, o->valuestring, dr_stage_name(st->id));
     if (kr->n >= KNN_MAX_EXAMPLES)
         return dr_err_set(err, DYNRAG_ERR_LIMIT, "%s: more than %d examples", where,
                           KNN_MAX_EXAMPLES);
@@ -276,15 +276,15 @@ int dr_router_create_knn(const dynrag_pipeline *p, const dr_stage *stage, dr_rou
                          dynrag_error *err)
 {
     const cJSON *params = stage->router.params;
-    const char *sn = dr_router_stage_label(stage);
+    const char *sn = dr_stage_name(stage->id);
     knn_router *kr = calloc(1, sizeof *kr);
     if (kr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&kr->lock, NULL);
     kr->base.vt = &knn_vt;
     kr->base.stage = stage;
-    kr->k = dr_rparam_int(params, "k", 5);
-    kr->min_sim = dr_rparam_num(params, "min_similarity", 0.2);
+    kr->k = dr_param_int(params, "k", 5);
+    kr->min_sim = dr_param_num(params, "min_similarity", 0.2);
     int rc = DYNRAG_OK;
     if (kr->k < 1 || kr->k > 1000) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.k: expected 1 to 1000", sn);
@@ -312,7 +312,7 @@ int dr_router_create_knn(const dynrag_pipeline *p, const dr_stage *stage, dr_rou
         if ((rc = add_example(kr, ex, where, err)) != DYNRAG_OK)
             goto cleanup;
     }
-    const char *file = dr_rparam_str(params, "examples_file", NULL);
+    const char *file = dr_param_str(params, "examples_file", NULL);
     if (file != NULL) {
         if ((rc = load_examples_file(kr, file, err)) != DYNRAG_OK) {
             dr_err_prefix(err, "stages.%s.router", sn);

@@ -28,7 +28,7 @@ int dr_router_create(const dynrag_pipeline *p, const dr_stage *stage, dr_router 
     *out = NULL;
     if (stage == NULL || stage->n_options == 0 || stage->n_options > DR_MAX_OPTIONS)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s: needs 1 to %d options",
-                          dr_router_stage_label(stage), DR_MAX_OPTIONS);
+                          dr_stage_name(stage->id), DR_MAX_OPTIONS);
     const char *type = stage->router.type != NULL ? stage->router.type : "fixed";
     for (size_t i = 0; i < DR_ARRAY_LEN(router_types); i++) {
         if (strcmp(router_types[i].name, type) != 0)
@@ -41,7 +41,7 @@ int dr_router_create(const dynrag_pipeline *p, const dr_stage *stage, dr_router 
         return rc;
     }
     return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED, "stages.%s.router.type: unknown router '%s'",
-                      dr_router_stage_label(stage), type);
+                      dr_stage_name(stage->id), type);
 }
 
 void dr_router_free(dr_router *r)
@@ -90,7 +90,7 @@ int dr_route_ensure_available(const dr_stage *stage, dr_route_decision *d, dynra
     }
     if (best < 0)
         return dr_err_set(err, DYNRAG_ERR_STATE, "stages.%s: no option is available",
-                          dr_router_stage_label(stage));
+                          dr_stage_name(stage->id));
     if (want >= 0 && (size_t)want < stage->n_options)
         dr_route_reason_append(d, "; %s unavailable, using %s", stage->options[want].name,
                                stage->options[best].name);

@@ -3,10 +3,8 @@
  * src/router/).
  *
  * Each router type has one create function listed in the table of
- * router/router.c. The helpers here read validated params and resolve
- * option names; they are `static inline` so that they add no symbols (the
- * pipeline loader owns dr_param_* and dr_stage_find_option; once it is
- * merged these can forward to it).
+ * router/router.c. Params are read with the pipeline loader's dr_param_*
+ * and options resolved with dr_stage_find_option (pipeline/spec.h).
  */
 #ifndef DYNRAG_ROUTER_ROUTER_IMPL_H
 #define DYNRAG_ROUTER_ROUTER_IMPL_H
@@ -61,56 +59,7 @@ int dr_router_feedback_none(dr_router *r, const dr_query_features *features, int
                             double reward, dynrag_error *err);
 int dr_router_save_none(dr_router *r, dynrag_error *err);
 
-/* ---- params and names --------------------------------------------------- */
-
-/* The YAML name of a stage, for messages (the loader's dr_stage_name()
- * lives on another branch; this one is private to the routers). */
-static inline const char *dr_router_stage_label(const dr_stage *stage)
-{
-    static const char *const names[] = {"retrieval_mode", "embedder", "index",
-                                        "context",        "prompt",   "generator"};
-    if (stage == NULL || (int)stage->id < 0 || (int)stage->id >= (int)DR_ARRAY_LEN(names))
-        return "?";
-    return names[stage->id];
-}
-
-static inline double dr_rparam_num(const cJSON *params, const char *key, double dflt)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
-}
-
-static inline int dr_rparam_int(const cJSON *params, const char *key, int dflt)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, key);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= -2147483648.0) ||
-        !(v->valuedouble <= 2147483647.0))
-        return dflt;
-    return (int)v->valuedouble;
-}
-
-static inline bool dr_rparam_bool(const cJSON *params, const char *key, bool dflt)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, key);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
-}
-
-static inline const char *dr_rparam_str(const cJSON *params, const char *key, const char *dflt)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, key);
-    return cJSON_IsString(v) && v->valuestring != NULL ? v->valuestring : dflt;
-}
-
-/* Index of the option named `name` in a stage, or -1. */
-static inline int dr_router_find_option(const dr_stage *stage, const char *name)
-{
-    if (name == NULL)
-        return -1;
-    for (size_t i = 0; i < stage->n_options; i++)
-        if (stage->options[i].name != NULL && strcmp(stage->options[i].name, name) == 0)
-            return (int)i;
-    return -1;
-}
+/* ---- option params ------------------------------------------------------ */
 
 /*
  * Reads the option name at params[key] and resolves it. When the key is
@@ -124,17 +73,17 @@ static inline int dr_router_option_param(const dr_stage *stage, const char *key,
     if (v == NULL) {
         if (dflt < 0)
             return dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.%s: required",
-                              dr_router_stage_label(stage), key);
+                              dr_stage_name(stage->id), key);
         *out = dflt;
         return DYNRAG_OK;
     }
     if (!cJSON_IsString(v))
         return dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.%s: expected an option name",
-                          dr_router_stage_label(stage), key);
-    int i = dr_router_find_option(stage, v->valuestring);
+                          dr_stage_name(stage->id), key);
+    int i = dr_stage_find_option(stage, v->valuestring);
     if (i < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.%s: no option named '%s'",
-                          dr_router_stage_label(stage), key, v->valuestring);
+                          dr_stage_name(stage->id), key, v->valuestring);
     *out = i;
     return DYNRAG_OK;
 }

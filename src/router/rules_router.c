@@ -213,7 +213,7 @@ static int read_flag(const cJSON *when, const char *key, int *out, const char *s
 static int parse_rule(const dr_stage *stage, const cJSON *item, size_t i, rule *ru,
                       dynrag_error *err)
 {
-    const char *sn = dr_router_stage_label(stage);
+    const char *sn = dr_stage_name(stage->id);
     if (!cJSON_IsObject(item))
         return dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.rules[%zu]: expected a map",
                           sn, i);
@@ -221,7 +221,7 @@ static int parse_rule(const dr_stage *stage, const cJSON *item, size_t i, rule *
     if (!cJSON_IsString(opt))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.rules[%zu].option: expected an option name", sn, i);
-    ru->option = dr_router_find_option(stage, opt->valuestring);
+    ru->option = dr_stage_find_option(stage, opt->valuestring);
     if (ru->option < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.rules[%zu].option: no option named '%s'", sn, i,
@@ -290,7 +290,7 @@ int dr_router_create_rules(const dynrag_pipeline *p, const dr_stage *stage, dr_r
                            dynrag_error *err)
 {
     const cJSON *params = stage->router.params;
-    const char *sn = dr_router_stage_label(stage);
+    const char *sn = dr_stage_name(stage->id);
     rules_router *rr = calloc(1, sizeof *rr);
     if (rr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");

@@ -1,0 +1,120 @@
+/*
+ * engine/feedback.c - rewards for earlier queries, applied to the pipeline's
+ * bandit routers (by remembered query id or from a route-log record).
+ */
+#include "engine/feedback.h"
+
+#include "core/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "engine"
+
+void dr_engine_remember(dynrag_engine *e, const char *id, const qstate *s)
+{
+    pthread_mutex_lock(&e->memo_mu);
+    dr_memo *m = &e->memo[e->memo_next];
+    e->memo_next = (e->memo_next + 1) % DR_MEMO_CAP;
+    memset(m, 0, sizeof(*m));
+    dr_strlcpy(m->id, id, sizeof(m->id));
+    for (int i = 0; i < DR_STAGE_COUNT; i++)
+        m->choice[i] = (signed char)(s->st[i].skipped || !s->st[i].routed ? -1 : s->st[i].option);
+    m->features = s->f;
+    m->usd = s->tot.usd;
+    m->used = true;
+    pthread_mutex_unlock(&e->memo_mu);
+}
+
+/* Gives `reward` minus the stage's lambda times the query's $ cost to every
+ * bandit router whose stage chose an option. Rejects a non-finite reward or
+ * one outside [-1e6, 1e6]; fails with the router's error otherwise. */
+static int apply_feedback(dynrag_engine *e, const signed char *choice, const dr_query_features *f,
+                          double usd, double reward, dynrag_error *err)
+{
+    if (!isfinite(reward) || reward < -1e6 || reward > 1e6)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "reward must be a finite number in [-1e6, 1e6]");
+    int applied = 0;
+    for (int i = 0; i < DR_STAGE_COUNT; i++) {
+        dr_router *r = e->routers[i];
+        if (r == NULL || choice[i] < 0 || strcmp(e->p->stages[i].router.type, "bandit") != 0)
+            continue;
+        double lambda = dr_param_num(e->p->stages[i].router.params, "lambda", 0);
+        int rc = r->vt->feedback(r, f, choice[i], reward - lambda * usd, err);
+        if (rc != DYNRAG_OK)
+            return dr_err_prefix(err, "stages.%s.router", dr_stage_name((dr_stage_id)i));
+        applied++;
+    }
+    dr_log(DYNRAG_LOG_DEBUG, MOD, "feedback %.4g applied to %d bandit router(s)", reward, applied);
+    return DYNRAG_OK;
+}
+
+/* Rewards a query this engine answered (by id, from the memo ring). Fails
+ * with DYNRAG_ERR_NOTFOUND for an id it does not remember. */
+int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward, dynrag_error *err)
+{
+    if (query_id == NULL || *query_id == '\0')
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "query_id is empty");
+    dr_memo m;
+    bool found = false;
+    pthread_mutex_lock(&e->memo_mu);
+    for (size_t i = 0; i < DR_MEMO_CAP && !found; i++) {
+        if (e->memo[i].used && strcmp(e->memo[i].id, query_id) == 0) {
+            m = e->memo[i];
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&e->memo_mu);
+    if (!found)
+        return dr_err_set(err, DYNRAG_ERR_NOTFOUND, "unknown query_id '%s'", query_id);
+    return apply_feedback(e, m.choice, &m.features, m.usd, reward, err);
+}
+
+/* Rewards the query of a route-log record: choices by option name, features
+ * recomputed from the query text. Fails on invalid JSON, a record without
+ * query/stages, or a choice this pipeline lacks. */
+int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, double reward,
+                                  dynrag_error *err)
+{
+    cJSON *r = cJSON_Parse(record_json);
+    if (r == NULL)
+        return dr_err_set(err, DYNRAG_ERR_PARSE, "route-log record is not valid JSON");
+    int rc = DYNRAG_OK;
+    cJSON *q = cJSON_GetObjectItem(r, "query");
+    cJSON *stages = cJSON_GetObjectItem(r, "stages");
+    cJSON *tot = cJSON_GetObjectItem(r, "totals");
+    cJSON *usd = tot ? cJSON_GetObjectItem(tot, "usd") : NULL;
+    if (!cJSON_IsString(q) || !cJSON_IsArray(stages)) {
+        rc = dr_err_set(err, DYNRAG_ERR_PARSE, "route-log record lacks `query` or `stages`");
+        goto cleanup;
+    }
+    signed char choice[DR_STAGE_COUNT];
+    memset(choice, -1, sizeof(choice));
+    cJSON *st;
+    cJSON_ArrayForEach(st, stages)
+    {
+        cJSON *name = cJSON_GetObjectItem(st, "stage");
+        cJSON *ch = cJSON_GetObjectItem(st, "choice");
+        if (!cJSON_IsString(name) || !cJSON_IsString(ch))
+            continue;
+        int sid = dr_stage_from_name(name->valuestring);
+        if (sid < 0)
+            continue;
+        int oi = dr_stage_find_option(&e->p->stages[sid], ch->valuestring);
+        if (oi < 0) {
+            rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
+                            "route-log record: stage %s chose '%s', which this pipeline lacks",
+                            name->valuestring, ch->valuestring);
+            goto cleanup;
+        }
+        choice[sid] = (signed char)oi;
+    }
+    dr_query_features f;
+    dr_query_features_compute(q->valuestring, &f);
+    rc = apply_feedback(e, choice, &f, cJSON_IsNumber(usd) ? usd->valuedouble : 0, reward, err);
+cleanup:
+    cJSON_Delete(r);
+    return rc;
+}

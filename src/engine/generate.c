@@ -1,0 +1,344 @@
+/*
+ * engine/generate.c - prompt rendering, the extractive and openai generators,
+ * the generator fallback, judges and cascades (generator and Self-Route).
+ */
+#define _GNU_SOURCE
+#include "engine/generate.h"
+
+#include "core/text.h"
+#include "core/util.h"
+#include "engine/retrieve.h"
+#include "generate/context.h"
+#include "generate/extractive.h"
+#include "generate/prompt.h"
+#include "router/cascade.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "engine"
+
+static bool text_says_unanswerable(const char *t)
+{
+    static const char *const cues[] = {"unanswerable", "cannot be answered",
+                                       "not enough information", "cannot answer"};
+    for (size_t i = 0; i < DR_ARRAY_LEN(cues); i++)
+        if (strcasestr(t, cues[i]))
+            return true;
+    return false;
+}
+
+/* Citations of an LLM answer: the [n] markers it uses, else every passage. */
+static int cite_markers(qstate *s, const char *text)
+{
+    free(s->cited);
+    s->cited = calloc(s->n_ctx ? s->n_ctx : 1, sizeof(size_t));
+    s->n_cited = 0;
+    if (s->cited == NULL)
+        return DYNRAG_ERR_NOMEM;
+    for (const char *p = text; *p; p++) {
+        if (*p != '[' || !isdigit((unsigned char)p[1]))
+            continue;
+        long long v = 0;
+        const char *q = p + 1;
+        while (isdigit((unsigned char)*q) && v < 100000)
+            v = v * 10 + (*q++ - '0');
+        if (*q != ']' || v < 1 || (size_t)v > s->n_ctx)
+            continue;
+        bool dup = false;
+        for (size_t i = 0; i < s->n_cited && !dup; i++)
+            dup = s->cited[i] == (size_t)(v - 1);
+        if (!dup)
+            s->cited[s->n_cited++] = (size_t)(v - 1);
+    }
+    if (s->n_cited == 0 && !s->unanswerable)
+        for (size_t i = 0; i < s->n_ctx; i++)
+            s->cited[s->n_cited++] = i;
+    return DYNRAG_OK;
+}
+
+typedef struct gen_out {
+    double margin;
+    char **samples;
+    size_t n_samples;
+} gen_out;
+
+static void gen_out_free(gen_out *g)
+{
+    for (size_t i = 0; i < g->n_samples; i++)
+        free(g->samples[i]);
+    free(g->samples);
+    memset(g, 0, sizeof(*g));
+    g->margin = NAN;
+}
+
+/* Answers with the extractive generator over the packed context; the answer
+ * and its citations replace earlier ones; energy is the declared one. */
+static int run_extractive(qstate *s, const dr_option *o, dynrag_error *err)
+{
+    dr_extractive_config ec = {dr_param_num(o->params, "threshold", 0.25),
+                               dr_param_int(o->params, "max_sentences", 3)};
+    dr_answer a;
+    memset(&a, 0, sizeof(a));
+    int64_t t0 = dr_now_us();
+    int rc = dr_extractive_answer(&ec, s->q, s->ctx_pass, s->n_ctx, &a, err);
+    if (rc != DYNRAG_OK) {
+        dr_answer_free(&a);
+        return dr_err_prefix(err, "generator '%s'", o->name);
+    }
+    free(s->answer);
+    free(s->cited);
+    s->answer = a.text;
+    s->unanswerable = a.unanswerable;
+    s->cited = a.citations;
+    s->n_cited = a.n_citations;
+    a.text = NULL;
+    a.citations = NULL;
+    dr_answer_free(&a);
+    s->tot.generator_calls++;
+    dr_q_charge(s, DR_STAGE_GENERATOR, 0, (double)(dr_now_us() - t0) / 1000.0, o->cost.energy_wh);
+    return DYNRAG_OK;
+}
+
+/* Answers with an openai option over the rendered prompt, charging what the
+ * endpoint reported; keeps the margin and samples for judges in g. */
+static int run_openai(qstate *s, const dr_option *o, gen_out *g, dynrag_error *err)
+{
+    dr_llm_config cfg;
+    dr_q_llm_config(o, &cfg, NULL);
+    dr_llm_message msg = {"user", s->prompt_text ? s->prompt_text : s->q};
+    dr_llm_result res;
+    memset(&res, 0, sizeof(res));
+    int rc = dr_llm_chat(&cfg, &msg, 1, &res, err);
+    if (rc != DYNRAG_OK) {
+        dr_llm_result_free(&res);
+        return dr_err_prefix(err, "generator '%s'", o->name);
+    }
+    dr_q_account_llm(s, DR_STAGE_GENERATOR, o, &res);
+    free(s->answer);
+    s->answer = res.text ? res.text : dr_strdup("");
+    res.text = NULL;
+    s->unanswerable = text_says_unanswerable(s->answer);
+    g->margin = res.first_token_margin;
+    g->samples = res.samples;
+    g->n_samples = res.n_samples;
+    res.samples = NULL;
+    res.n_samples = 0;
+    dr_llm_result_free(&res);
+    if (s->answer == NULL || cite_markers(s, s->answer) != DYNRAG_OK)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    return DYNRAG_OK;
+}
+
+/* Runs generator option gi; on an endpoint failure falls back to the
+ * stage's fallback option when one is declared. */
+static int run_generator(qstate *s, int gi, gen_out *g, dynrag_error *err)
+{
+    const dr_stage *st = &s->p->stages[DR_STAGE_GENERATOR];
+    const dr_option *o = &st->options[gi];
+    gen_out_free(g);
+    int rc;
+    if (strcmp(o->kind, "openai") == 0)
+        rc = run_openai(s, o, g, err);
+    else
+        rc = run_extractive(s, o, err);
+    if (rc == DYNRAG_OK || st->fallback < 0 || st->fallback == gi)
+        return rc;
+    stage_rec *rec = &s->st[DR_STAGE_GENERATOR];
+    size_t len = strlen(rec->reason);
+    snprintf(rec->reason + len, sizeof(rec->reason) - len, "; fallback to '%s' after error: %s",
+             st->options[st->fallback].name, dynrag_errmsg(err));
+    dr_log(DYNRAG_LOG_WARN, MOD, "generator '%s' failed (%s); using fallback '%s'", o->name,
+           dynrag_errmsg(err), st->options[st->fallback].name);
+    rec->option = st->fallback;
+    gen_out_free(g);
+    const dr_option *fb = &st->options[st->fallback];
+    if (strcmp(fb->kind, "openai") == 0)
+        return run_openai(s, fb, g, err);
+    return run_extractive(s, fb, err);
+}
+
+/* Renders prompt option `pi` with the question, context and (multi-step)
+ * retrieval queries into s->prompt_text. */
+static int render_prompt(qstate *s, int pi, dynrag_error *err)
+{
+    const dr_option *o = &s->p->stages[DR_STAGE_PROMPT].options[pi];
+    /* The loader always stores the template text here (read from `file`
+     * when the option names one, the built-in default for an absent stage). */
+    const char *tmpl = dr_param_str(o->params, "template", dr_prompt_default_template);
+    dr_buf steps = {0};
+    /* {steps} lists the retrieval queries of a multi-step run (empty for one step). */
+    int n_steps = cJSON_GetArraySize(s->steps);
+    for (int i = 0; n_steps > 1 && i < n_steps; i++) {
+        cJSON *st = cJSON_GetArrayItem(s->steps, i);
+        cJSON *q = cJSON_GetObjectItem(st, "query");
+        if (cJSON_IsString(q))
+            dr_buf_printf(&steps, "%d. %s\n", i + 1, q->valuestring);
+    }
+    if (steps.len > 0)
+        dr_buf_putc(&steps, '\n'); /* the default template wants a blank line after */
+    free(s->prompt_text);
+    s->prompt_text = NULL;
+    int rc = dr_prompt_render(tmpl, s->q, s->context_text ? s->context_text : "",
+                              steps.data ? steps.data : "", &s->prompt_text, err);
+    dr_buf_free(&steps);
+    if (rc != DYNRAG_OK)
+        return dr_err_prefix(err, "stages.prompt option '%s'", o->name);
+    return DYNRAG_OK;
+}
+
+/* The confidence of the current answer under a cascade router's judge;
+ * `why` gets the judgement in words. */
+static double judge(const dr_router_spec *spec, const qstate *s, const gen_out *g, char *why,
+                    size_t why_len)
+{
+    dr_answer_view v;
+    v.text = s->answer ? s->answer : "";
+    v.unanswerable = s->unanswerable;
+    v.first_token_margin = g->margin;
+    v.samples = (const char *const *)g->samples;
+    v.n_samples = g->n_samples;
+    return dr_cascade_judge(spec, &v, why, why_len);
+}
+
+/* Appends one cascade attempt to the record's `cascade` array. */
+static void record_attempt(qstate *s, const char *stage, const char *option, double conf,
+                           double threshold, const char *why, bool escalated)
+{
+    cJSON *a = cJSON_CreateObject();
+    cJSON_AddStringToObject(a, "stage", stage);
+    cJSON_AddStringToObject(a, "option", option);
+    cJSON_AddNumberToObject(a, "confidence", conf);
+    cJSON_AddNumberToObject(a, "threshold", threshold);
+    cJSON_AddStringToObject(a, "judgement", why);
+    cJSON_AddBoolToObject(a, "escalated", escalated);
+    cJSON_AddItemToArray(s->cascade, a);
+}
+
+static bool is_cascade(const qstate *s, dr_stage_id sid)
+{
+    return strcmp(s->p->stages[sid].router.type, "cascade") == 0;
+}
+
+/* The next available option after `i` in listed order that the remaining
+ * budget can pay for, or -1. */
+static int next_escalation(qstate *s, dr_stage_id sid, int i, double in_tok, double out_tok)
+{
+    const dr_stage *st = &s->p->stages[sid];
+    dr_budget r = dr_q_remaining(s);
+    for (size_t j = (size_t)i + 1; j < st->n_options; j++) {
+        if (!st->options[j].available)
+            continue;
+        double usd, lat, wh;
+        dr_budget_price(&st->options[j], in_tok, out_tok, &usd, &lat, &wh);
+        if (dr_budget_fits(&r, usd, lat, wh))
+            return (int)j;
+        size_t len = strlen(s->st[sid].reason);
+        snprintf(s->st[sid].reason + len, sizeof(s->st[sid].reason) - len,
+                 "; escalation to '%s' skipped: over budget", st->options[j].name);
+    }
+    return -1;
+}
+
+/*
+ * One cascade decision for stage sid after option `cur` answered: judges the
+ * answer with the stage's cascade router, records the attempt, and returns
+ * the option to escalate to (reason appended), or -1 to stop (confident
+ * enough, forced by the caller, nothing left, or over budget).
+ */
+static int cascade_step(qstate *s, dr_stage_id sid, int cur, const gen_out *g, int in_tok)
+{
+    const dr_stage *st = &s->p->stages[sid];
+    stage_rec *rec = &s->st[sid];
+    char why[256];
+    double conf = judge(&st->router, s, g, why, sizeof(why));
+    double thr = dr_param_num(st->router.params, "threshold", 0.5);
+    int next = conf < thr && !rec->forced ? next_escalation(s, sid, cur, in_tok, 256) : -1;
+    record_attempt(s, dr_stage_name(sid), st->options[cur].name, conf, thr, why, next >= 0);
+    if (next >= 0) {
+        size_t len = strlen(rec->reason);
+        snprintf(rec->reason + len, sizeof(rec->reason) - len,
+                 "; cascade: escalated '%s' -> '%s' (%s)", st->options[cur].name,
+                 st->options[next].name, why);
+    }
+    return next;
+}
+
+/*
+ * Generation with its cascades. The generator stage's router (or, for
+ * Self-Route, the context stage's) may be a cascade: answer with the
+ * cheaper option, judge the answer, and escalate to the next option while
+ * the judgement is below the threshold and the budget allows.
+ */
+int dr_q_generate(qstate *s, bool retrieved, dynrag_error *err)
+{
+    int rc = DYNRAG_OK;
+    gen_out g;
+    memset(&g, 0, sizeof(g));
+    g.margin = NAN;
+    int ci = retrieved ? s->st[DR_STAGE_CONTEXT].option : -1;
+    for (;;) {
+        int64_t t0 = dr_now_us();
+        if (ci >= 0) {
+            rc = dr_q_build_context(s, ci, err);
+            s->st[DR_STAGE_CONTEXT].latency_us += dr_now_us() - t0;
+            if (rc != DYNRAG_OK)
+                break;
+        }
+        t0 = dr_now_us();
+        if (!s->st[DR_STAGE_PROMPT].routed) {
+            int in_tok = dr_estimate_tokens(s->q) +
+                         dr_estimate_tokens(s->context_text ? s->context_text : "");
+            rc = dr_q_route_stage(s, DR_STAGE_PROMPT, in_tok, 0, err);
+            if (rc < 0)
+                break;
+        }
+        rc = render_prompt(s, s->st[DR_STAGE_PROMPT].option, err);
+        s->st[DR_STAGE_PROMPT].latency_us += dr_now_us() - t0;
+        if (rc != DYNRAG_OK)
+            break;
+
+        int in_tok = dr_estimate_tokens(s->prompt_text);
+        if (!s->st[DR_STAGE_GENERATOR].routed) {
+            int gi = dr_q_route_stage(s, DR_STAGE_GENERATOR, in_tok, 256, err);
+            if (gi < 0) {
+                rc = gi;
+                break;
+            }
+        }
+        /* The generator cascade. */
+        int gi = s->st[DR_STAGE_GENERATOR].option;
+        for (;;) {
+            t0 = dr_now_us();
+            rc = run_generator(s, gi, &g, err);
+            s->st[DR_STAGE_GENERATOR].latency_us += dr_now_us() - t0;
+            if (rc != DYNRAG_OK)
+                break;
+            gi = s->st[DR_STAGE_GENERATOR].option; /* may have become the fallback */
+            if (!is_cascade(s, DR_STAGE_GENERATOR))
+                break;
+            int next = cascade_step(s, DR_STAGE_GENERATOR, gi, &g, in_tok);
+            if (next < 0)
+                break;
+            gi = next;
+            s->st[DR_STAGE_GENERATOR].option = gi;
+        }
+        if (rc != DYNRAG_OK)
+            break;
+        /* The context cascade (Self-Route). */
+        if (ci < 0 || !is_cascade(s, DR_STAGE_CONTEXT))
+            break;
+        int next = cascade_step(s, DR_STAGE_CONTEXT, ci, &g, in_tok);
+        if (next < 0)
+            break;
+        ci = next;
+        s->st[DR_STAGE_CONTEXT].option = ci;
+        const dr_option *co = &s->p->stages[DR_STAGE_CONTEXT].options[ci];
+        dr_q_charge(s, DR_STAGE_CONTEXT, 0, 0, co->cost.energy_wh);
+    }
+    gen_out_free(&g);
+    return rc;
+}

@@ -1,0 +1,37 @@
+/*
+ * engine/retrieve.h - single and multi-step retrieval and the context built
+ * from what was retrieved (internal to the engine).
+ */
+#ifndef DYNRAG_ENGINE_RETRIEVE_H
+#define DYNRAG_ENGINE_RETRIEVE_H
+
+#include "engine/query.h"
+
+/*
+ * One retrieval step: searches s->idx with `query` and s->search, keeps up
+ * to k chunks not held before (s->pass), records the step in s->steps and
+ * counts it. *n_new gets the number of new chunks. Fails with the search's
+ * status (prefixed "retrieval step N") or DYNRAG_ERR_NOMEM.
+ */
+int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_new,
+                       dynrag_error *err);
+
+/*
+ * Multi-step retrieval of up to max_steps steps of k new chunks each. With
+ * an available openai generator option (IRCoT-style), each later step
+ * retrieves with the LLM's next reasoning sentence and stops when it gives
+ * the answer; without one, with an offline reformulation of the query from
+ * the evidence, stopping when nothing new comes back. Fails when a search or
+ * a reasoning call fails.
+ */
+int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err);
+
+/*
+ * Packs the context of context option `ci` from the retrieved passages (or
+ * their whole documents for kind "documents") into s->ctx_pass (views into
+ * s->pass or s->docs) and s->context_text, replacing earlier ones. Fails on
+ * a document read or packing error (prefixed with the option) or NOMEM.
+ */
+int dr_q_build_context(qstate *s, int ci, dynrag_error *err);
+
+#endif
