@@ -670,7 +670,7 @@ TEST(router_cascade_route_and_judges)
     dr_router_free(r);
 
     char why[128];
-    dr_answer_view a = {"Paris", false, NAN, NULL, 0};
+    dr_answer_view a = {.text = "Paris", .first_token_margin = NAN, .confidence = NAN};
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
     a.unanswerable = true;
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
@@ -689,7 +689,11 @@ TEST(router_cascade_route_and_judges)
     set_params(&t, "{\"judge\": \"logprob_margin\"}");
     a.text = "Paris";
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
-    ASSERT_STR_EQ(why, "no logprobs");
+    ASSERT_STR_EQ(why, "logprob_margin: no logprobs");
+    a.confidence = 0.3; /* e.g. the extractive generator's support */
+    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.3, 0);
+    ASSERT_CONTAINS(why, "generator confidence 0.300");
+    a.confidence = NAN;
     a.first_token_margin = log(2.0);
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.5, 1e-12);
     a.first_token_margin = -1;
@@ -705,10 +709,90 @@ TEST(router_cascade_route_and_judges)
     a.n_samples = 1;
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
     ASSERT_CONTAINS(why, "fewer than 2 samples");
+    a.confidence = 0.2;
+    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.2, 0);
 
     set_params(&t, "{\"judge\": \"vibes\"}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "vibes");
+    tfix_free(&t);
+}
+
+/*
+ * Invariant: whatever the judge, margin, samples and reported confidence, an
+ * answer that says it cannot answer gets confidence 0 (so every threshold in
+ * (0, 1] escalates it), and every confidence is in [0, 1].
+ */
+TEST(router_cascade_refusal_escalates_under_every_judge)
+{
+    static const char *const judges[] = {"self_route", "logprob_margin", "agreement"};
+    static const char *const refusals[] = {"unanswerable", "UNANSWERABLE.",
+                                           "The question cannot be answered from the context.",
+                                           "There is Not Enough Information here.", "", " \t\n"};
+    static const char *const answers[] = {"Paris", "1997", "Use PRAGMA journal_mode=WAL;"};
+    tfix t;
+    ASSERT(tfix_init(&t, "small,large", "cascade", "{}"));
+    dr_rng rng;
+    dr_rng_seed(&rng, 11);
+    const char *pool[] = {"Paris", "paris", "unanswerable", "Lyon", "cannot be answered"};
+    for (int it = 0; it < 3000; it++) {
+        const char *judge = judges[dr_rng_below(&rng, DR_ARRAY_LEN(judges))];
+        char params[96];
+        snprintf(params, sizeof params, "{\"judge\": \"%s\"}", judge);
+        set_params(&t, params);
+        const char *samples[5];
+        size_t ns = (size_t)dr_rng_below(&rng, 6);
+        for (size_t i = 0; i < ns; i++)
+            samples[i] = pool[dr_rng_below(&rng, DR_ARRAY_LEN(pool))];
+        dr_answer_view a = {.samples = ns ? samples : NULL, .n_samples = ns};
+        a.first_token_margin = dr_rng_below(&rng, 3) == 0 ? NAN : dr_rng_uniform(&rng) * 20 - 2;
+        a.confidence = dr_rng_below(&rng, 3) == 0 ? NAN : dr_rng_uniform(&rng) * 3 - 1;
+        bool refuse = dr_rng_below(&rng, 2) == 0;
+        a.unanswerable = refuse && dr_rng_below(&rng, 3) == 0;
+        a.text = refuse && !a.unanswerable ? refusals[dr_rng_below(&rng, DR_ARRAY_LEN(refusals))]
+                                           : answers[dr_rng_below(&rng, DR_ARRAY_LEN(answers))];
+        char why[256];
+        double c = dr_cascade_judge(&t.st.router, &a, why, sizeof why);
+        if (!(c >= 0 && c <= 1))
+            test_fail_(__FILE__, __LINE__, "judge %s gave %g outside [0, 1]", judge, c);
+        if (refuse && c != 0)
+            test_fail_(__FILE__, __LINE__, "judge %s gave %g to refusal '%s' (%s)", judge, c,
+                       a.text, why);
+        if (refuse && strncmp(why, judge, strlen(judge)) != 0)
+            test_fail_(__FILE__, __LINE__, "reason '%s' does not name judge %s", why, judge);
+    }
+    tfix_free(&t);
+}
+
+/* Invariant: a cascade's threshold is accepted exactly when it is in the
+ * judges' confidence range [0, 1], for every judge. */
+TEST(router_cascade_threshold_range)
+{
+    static const char *const judges[] = {"self_route", "logprob_margin", "agreement"};
+    tfix t;
+    ASSERT(tfix_init(&t, "small,large", "cascade", "{}"));
+    dr_rng rng;
+    dr_rng_seed(&rng, 5);
+    for (int it = 0; it < 600; it++) {
+        const char *judge = judges[it % 3];
+        double th = it < 12 ? (double[]){0, 1, -1e-9, 1 + 1e-9, 1.5, -0.5, 0.5, 2, 5, 1e6, -1e6,
+                                         0.999}[it]
+                            : dr_rng_uniform(&rng) * 4 - 1.5;
+        char params[128];
+        snprintf(params, sizeof params, "{\"judge\": \"%s\", \"threshold\": %.17g}", judge,
+                 th);
+        set_params(&t, params);
+        dr_router *r = NULL;
+        dynrag_error err;
+        int rc = dr_router_create(&t.p, &t.st, &r, &err);
+        bool ok = th >= 0 && th <= 1;
+        if ((rc == DYNRAG_OK) != ok)
+            test_fail_(__FILE__, __LINE__, "judge %s threshold %.17g: rc %d", judge, th, rc);
+        if (rc != DYNRAG_OK && strstr(dynrag_errmsg(&err), "router.threshold") == NULL)
+            test_fail_(__FILE__, __LINE__, "error does not name the field: %s",
+                       dynrag_errmsg(&err));
+        dr_router_free(r);
+    }
     tfix_free(&t);
 }
 
