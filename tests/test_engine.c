@@ -683,9 +683,12 @@ TEST(engine_bandit_feedback_persists)
         snprintf(ids[i], sizeof(ids[i]), "%s", dynrag_result_id(r));
         dynrag_result_free(r);
     }
+    ASSERT_EQ(dynrag_engine_feedback(e, ids[0], NAN, &err), DYNRAG_ERR_INVALID);
     for (int i = 0; i < 4; i++)
         ASSERT_OK(dynrag_engine_feedback(e, ids[i], 1.0, &err), &err);
-    ASSERT_EQ(dynrag_engine_feedback(e, ids[0], NAN, &err), DYNRAG_ERR_INVALID);
+    /* a reward counts once per query id */
+    ASSERT_EQ(dynrag_engine_feedback(e, ids[0], 1.0, &err), DYNRAG_ERR_STATE);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "already rewarded");
     dynrag_engine_free(e); /* saves the state */
     char state[4300];
     snprintf(state, sizeof(state), "%s/bandit-state.json", test_tmpdir());
@@ -699,17 +702,28 @@ TEST(engine_bandit_feedback_persists)
     /* reload: the state is read back and routing continues */
     ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
     ASSERT_OK(dynrag_engine_query(e, "Who created Python?", NULL, &r, &err), &err);
+    char id5[128];
+    snprintf(id5, sizeof id5, "%s", dynrag_result_id(r));
     dynrag_result_free(r);
     dynrag_engine_free(e);
     dynrag_pipeline_free(p);
-    /* and feedback from the CLI, by query id, through the route log */
+    /* and feedback from the CLI, by query id, through the route log; the
+     * reward store refuses ids the engine already rewarded */
     char yaml_path[4300];
     snprintf(yaml_path, sizeof(yaml_path), "%s", write_yaml("bandit.yaml", bandit_yaml));
     char *out = NULL;
     snprintf(cmd, sizeof(cmd), "%s feedback --pipeline '%s' --query-id '%s' --reward 0.5",
-             test_cli_path(), yaml_path, ids[1]);
+             test_cli_path(), yaml_path, id5);
     ASSERT_EQ(test_run(cmd, &out), 0);
     ASSERT_CONTAINS(out, "recorded");
+    free(out);
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "already rewarded");
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s feedback --pipeline '%s' --query-id '%s' --reward 0.5",
+             test_cli_path(), yaml_path, ids[1]);
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "already rewarded");
     free(out);
     snprintf(cmd, sizeof(cmd), "%s feedback --pipeline '%s' --query-id nope --reward 0.5",
              test_cli_path(), yaml_path);

@@ -98,14 +98,21 @@ static const cli_command commands[] = {
      "  --questions FILE    batch: JSONL with \"question\" (or \"query\"/\"text\") and an\n"
      "                      optional \"id\"; writes one record per line to --out\n"
      "\n"
-     "Exit status: 0 answered, 1 failed (bad pipeline, index or endpoint), 2 usage.\n",
+     "Exit status: 0 answered, 1 failed (bad pipeline, index or endpoint, or router\n"
+     "state that cannot be saved), 2 usage.\n",
      cmd_query},
     {"feedback", "give a reward to a past query (bandit routers learn from it)",
      "usage: dynrag feedback --pipeline FILE --query-id ID --reward R [--log FILE]\n"
      "\n"
      "Finds the query's record in the route log and updates every bandit router of\n"
-     "the pipeline with reward R (minus the router's lambda times the query's $ cost),\n"
-     "then saves the bandit state files.\n",
+     "the pipeline with reward R (minus the router's lambda times the query's $ cost).\n"
+     "With a bandit `state` file the reward is committed to its reward store\n"
+     "(<state>.rewards.db) before \"recorded\" is printed; a running server sharing\n"
+     "the file counts it too. A query id is rewarded once: a second reward, from\n"
+     "here or the server, fails.\n"
+     "\n"
+     "Exit status: 0 recorded, 1 failed (unknown or already rewarded id, state that\n"
+     "cannot be written), 2 usage.\n",
      cmd_feedback},
     {"log", "summarise a route log",
      "usage: dynrag log summary [--json] FILE\n"

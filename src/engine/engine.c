@@ -165,7 +165,10 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     else {
         char now[40];
         dr_time_rfc3339(now, sizeof(now));
-        unsigned long long n = atomic_fetch_add(&e->counter, 1) + 1;
+        /* process-wide, so two engines of one process never share an id
+         * (a reward counts once per id) */
+        static atomic_ullong seq;
+        unsigned long long n = atomic_fetch_add(&seq, 1) + 1;
         snprintf(id, sizeof(id), "q-%.19s-%d-%llu", now, (int)getpid(), n);
         for (char *c = id; *c; c++)
             if (*c == ':')

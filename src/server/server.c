@@ -422,6 +422,11 @@ static void do_feedback(dynrag_server *s, dr_http_exchange *x)
         dr_http_error_set(&x->err, 404, "invalid_request_error", "unknown_query_id", "query_id",
                           "\"query_id\": %s", dynrag_errmsg(&err));
         x->status = 404;
+    } else if (rc == DYNRAG_ERR_STATE) {
+        /* a reward counts once per query id */
+        dr_http_error_set(&x->err, 409, "invalid_request_error", "already_rewarded", "query_id",
+                          "\"query_id\": %s", dynrag_errmsg(&err));
+        x->status = 409;
     } else if (rc != DYNRAG_OK) {
         engine_error(x, rc, &err);
     } else {
