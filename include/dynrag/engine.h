@@ -156,8 +156,10 @@ void dynrag_result_free(dynrag_result *r);
 
 /* ---- route logs --------------------------------------------------------- */
 
-/* Summarises a route-log file: route mix per stage and option, cost and
- * latency totals, errors. *report is a human-readable table (caller frees);
+/* Summarises a route-log file: route mix per stage and option, cascade
+ * escalations per stage (attempts, escalations, queries escalated, counts
+ * by "from -> to"), fallbacks per stage (counts by "failed -> taken"), cost
+ * and latency totals, errors. *report is a human-readable table (caller frees);
  * *json (may be NULL) the same as JSON. Malformed lines are counted and
  * reported with their line numbers, not fatal. */
 int dynrag_log_summary(const char *path, char **report, char **json, dynrag_error *err);

@@ -117,8 +117,10 @@ static const cli_command commands[] = {
     {"log", "summarise a route log",
      "usage: dynrag log summary [--json] FILE\n"
      "\n"
-     "Prints the route mix per stage and option, cost, latency and energy totals,\n"
-     "and counts failed queries and malformed lines (docs/route-log.md).\n",
+     "Prints the route mix per stage and option, cascade escalations per stage\n"
+     "(attempts, escalations, from -> to), fallbacks per stage (failed -> taken),\n"
+     "cost, latency and energy totals, and counts failed queries and malformed lines\n"
+     "(docs/route-log.md).\n",
      cmd_log},
     {"serve", "serve the pipeline over HTTP (retrieve, query, route, OpenAI chat)",
      "usage: dynrag serve --pipeline FILE [--index DIR] [--host ADDR] [--port N]\n"
