@@ -13,7 +13,8 @@ Usage: python3 openai_double.py [--idle-timeout SECONDS]
   its parent process goes away, so it can never linger.
 
 Endpoints
-  POST /v1/chat/completions  answer "Test double answer: <last user message>";
+  POST /v1/chat/completions  answer "Test double answer: <last user message>",
+                             cut to "max_tokens" words (finish_reason "length");
                              usage counts whitespace-separated words; "n" > 1
                              gives n choices "Sample <i>: ..."; with
                              "logprobs": true every token has logprob -0.2 and
@@ -242,9 +243,14 @@ class Handler(BaseHTTPRequestHandler):
         completion_words = 0
         for i in range(n):
             text = answer if n == 1 else "Sample %d: %s" % (i, answer)
+            finish = "stop"
+            cap = req.get("max_tokens")
+            if isinstance(cap, int) and cap > 0 and len(text.split()) > cap:
+                text = " ".join(text.split()[:cap])  # a real server stops at max_tokens
+                finish = "length"
             completion_words += len(text.split())
             choice = {"index": i, "message": {"role": "assistant", "content": text},
-                      "finish_reason": "stop"}
+                      "finish_reason": finish}
             if req.get("logprobs"):
                 k = int(req.get("top_logprobs") or 0)
                 toks = text.split()

@@ -230,12 +230,20 @@ TEST(engine_adaptive_none_single_multi)
     dynrag_error_clear(&err);
     ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
 
+    /* The rule wants `none`, but offline no generator can answer without
+     * passages: `none` is unavailable, removed before routing, and the
+     * record says why. */
     dynrag_result *r = NULL;
     ASSERT_OK(dynrag_engine_query(e, "hello, how are you?", NULL, &r, &err), &err);
     cJSON *rec = cJSON_Parse(dynrag_result_json(r));
-    ASSERT_STR_EQ(choice_of(rec, "retrieval_mode"), "none");
-    ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(stage_entry(rec, "index"), "skipped")));
-    ASSERT_EQ(dynrag_result_totals(r)->retrieval_steps, 0);
+    ASSERT_STR_EQ(choice_of(rec, "retrieval_mode"), "single");
+    cJSON *un = cJSON_GetObjectItem(stage_entry(rec, "retrieval_mode"), "unavailable");
+    ASSERT(cJSON_IsString(cJSON_GetObjectItem(un, "none")));
+    ASSERT_CONTAINS(cJSON_GetObjectItem(un, "none")->valuestring,
+                    "no available generator can answer without passages");
+    ASSERT_CONTAINS(cJSON_GetObjectItem(stage_entry(rec, "retrieval_mode"), "reason")->valuestring,
+                    "none unavailable");
+    ASSERT_EQ(dynrag_result_totals(r)->retrieval_steps, 1);
     cJSON_Delete(rec);
     dynrag_result_free(r);
 

@@ -3,6 +3,7 @@
  * data errors and the YAML patch of `calibrate`. The trec_eval metrics
  * themselves (ties included) are tested in test_metrics.c. */
 #include "test.h"
+#include "test_net_util.h"
 
 #include "core/util.h"
 #include "dynrag/eval.h"
@@ -347,6 +348,9 @@ static int replay_out(const char *out, const char *stage, dynrag_eval_table **t,
 
 TEST(eval_small_run_report_cache_replay)
 {
+    test_double dbl;
+    if (test_double_start(&dbl) != 0)
+        SKIP("python3 test double unavailable");
     char corpus[4200], index_dir[4200], yaml[4200], data[4200], out[4200], cmd[20000];
     snprintf(corpus, sizeof corpus, "%s", test_write_file("corpus.jsonl", corpus_jsonl));
     snprintf(index_dir, sizeof index_dir, "%s/index", test_tmpdir());
@@ -380,8 +384,13 @@ TEST(eval_small_run_report_cache_replay)
              "    router: {type: rules, params: {rules: [{when: {min_words: 12}, option: dense}], default: bm25}}\n"
              "  generator:\n"
              "    options:\n"
-             "      - {name: extractive, kind: extractive, params: {threshold: 0.1, max_sentences: 1}}\n",
-             index_dir);
+             "      - {name: extractive, kind: extractive, params: {threshold: 0.1, max_sentences: 1}}\n"
+             /* Offline, `none` is available only when a generator answers
+              * without passages: the test double plays that LLM. */
+             "      - {name: llm, kind: openai, endpoint: llm}\n"
+             "endpoints:\n"
+             "  llm: {base_url: '%s', model: m, max_retries: 0, timeout_s: 5}\n",
+             index_dir, dbl.base_url);
     snprintf(yaml, sizeof yaml, "%s", test_write_file("p.yaml", text));
     snprintf(data, sizeof data, "%s", test_write_file("q.jsonl", questions_jsonl));
     dynrag_eval_options o = qa_options(yaml, data, out);
@@ -472,10 +481,14 @@ TEST(eval_small_run_report_cache_replay)
     ASSERT_EQ(test_run(cmd, &cli), 0);
     ASSERT_CONTAINS(cli, "20 runs (0 cache hits)");
     free(cli);
+    test_double_stop(&dbl);
 }
 
 TEST(eval_calibrate_knn_min_similarity_matches_live)
 {
+    test_double dbl;
+    if (test_double_start(&dbl) != 0)
+        SKIP("python3 test double unavailable");
     /* A knn router on retrieval_mode: calibrate sweeps min_similarity by
      * routing again; running the calibrated copy must give exactly the
      * share and quality calibrate reported. */
@@ -508,8 +521,13 @@ TEST(eval_calibrate_knn_min_similarity_matches_live)
              "          - {query: Who created the C language and when?, option: single}\n"
              "  generator:\n"
              "    options:\n"
-             "      - {name: extractive, kind: extractive, params: {threshold: 0.1, max_sentences: 1}}\n",
-             index_dir);
+             "      - {name: extractive, kind: extractive, params: {threshold: 0.1, max_sentences: 1}}\n"
+             /* Offline, `none` is available only when a generator answers
+              * without passages: the test double plays that LLM. */
+             "      - {name: llm, kind: openai, endpoint: llm}\n"
+             "endpoints:\n"
+             "  llm: {base_url: '%s', model: m, max_retries: 0, timeout_s: 5}\n",
+             index_dir, dbl.base_url);
     snprintf(yaml, sizeof yaml, "%s", test_write_file("knn.yaml", text));
     snprintf(data, sizeof data, "%s", test_write_file("q.jsonl", questions_jsonl));
     dynrag_eval_options o = qa_options(yaml, data, out);
@@ -545,6 +563,7 @@ TEST(eval_calibrate_knn_min_similarity_matches_live)
     o.pipeline_path = yaml;
     co.stage = "generator";
     ASSERT_EQ(dynrag_eval_calibrate(&o, &co, &cal, &err), DYNRAG_ERR_INVALID);
+    test_double_stop(&dbl);
 }
 
 TEST(eval_patch_router_param)

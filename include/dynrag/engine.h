@@ -67,6 +67,14 @@ typedef struct dynrag_force {
     const char *option; /* an option name of that stage */
 } dynrag_force;
 
+/* A per-query budget. A field that is NAN is not set; INFINITY is
+ * unbounded; negative values are rejected (DYNRAG_ERR_INVALID). */
+typedef struct dynrag_budget {
+    double usd;
+    double latency_ms;
+    double energy_wh;
+} dynrag_budget;
+
 typedef struct dynrag_query_options {
     const char *query_id;  /* NULL = generated ("q-<time>-<pid>-<counter>") */
     bool route_only;       /* decide every stage from the query alone; run nothing */
@@ -75,6 +83,9 @@ typedef struct dynrag_query_options {
     bool no_log;           /* do not append this query to the route log */
     const dynrag_force *force;
     size_t n_force;
+    /* NULL = the pipeline's `budget:`. Each set field tightens the pipeline's
+     * (the smaller of the two applies): a caller cannot loosen a budget. */
+    const dynrag_budget *budget;
 } dynrag_query_options;
 
 typedef struct dynrag_result dynrag_result;
@@ -136,6 +147,11 @@ const dynrag_citation *dynrag_result_retrieved(const dynrag_result *r, size_t i)
 /* The packed context text the generator saw ("" without retrieval). */
 const char *dynrag_result_context(const dynrag_result *r);
 
+/* The passages of the packed context, in context order: selected from every
+ * retrieval step's passages (docs/route-log.md, `context`). Owned by r. */
+size_t dynrag_result_n_context(const dynrag_result *r);
+const dynrag_citation *dynrag_result_context_passage(const dynrag_result *r, size_t i);
+
 size_t dynrag_result_n_decisions(const dynrag_result *r);
 const dynrag_decision *dynrag_result_decision(const dynrag_result *r, size_t i);
 
@@ -143,7 +159,8 @@ typedef struct dynrag_totals {
     long long input_tokens, output_tokens;
     double usd, latency_ms, energy_wh;
     int generator_calls, retrieval_steps;
-    bool over_budget;    /* the cheapest option had to run past the budget */
+    bool over_budget;    /* something ran past the budget: the record's
+                            `totals.over_budget_reason` says what and why */
 } dynrag_totals;
 
 const dynrag_totals *dynrag_result_totals(const dynrag_result *r);

@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,7 +88,8 @@ static int parse_question(const char *line, char **q, char **id)
     return *q ? 0 : -1;
 }
 
-static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path)
+static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path,
+                     const dynrag_budget *budget)
 {
     FILE *in = fopen(in_path, "rb");
     if (in == NULL) {
@@ -132,6 +134,7 @@ static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path
         }
         dynrag_query_options qo = {0};
         qo.query_id = id;
+        qo.budget = budget;
         dynrag_result *r = NULL;
         dynrag_error err;
         dynrag_error_clear(&err);
@@ -175,14 +178,17 @@ int cmd_query(int argc, char **argv)
         {"log", required_argument, NULL, 'l'},      {"no-log", no_argument, NULL, 'n'},
         {"json", no_argument, NULL, 'j'},           {"route-only", no_argument, NULL, 'r'},
         {"questions", required_argument, NULL, 'q'}, {"out", required_argument, NULL, 'o'},
-        {NULL, 0, NULL, 0}};
+        {"budget-usd", required_argument, NULL, 'U'}, {"budget-ms", required_argument, NULL, 'M'},
+        {"budget-wh", required_argument, NULL, 'W'}, {NULL, 0, NULL, 0}};
     const char *pipeline = NULL, *questions = NULL, *out = NULL;
     dynrag_engine_options eo = {0};
     bool json = false, route_only = false;
+    dynrag_budget budget = {NAN, NAN, NAN};
+    bool has_budget = false;
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+p:i:l:njrq:o:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+p:i:l:njrq:o:U:M:W:", opts, NULL)) != -1) {
         switch (c) {
         case 'p': pipeline = optarg; break;
         case 'i': eo.index_dir = optarg; break;
@@ -192,6 +198,21 @@ int cmd_query(int argc, char **argv)
         case 'r': route_only = true; break;
         case 'q': questions = optarg; break;
         case 'o': out = optarg; break;
+        case 'U':
+            if (!cli_parse_double("query", "--budget-usd", optarg, 0, 1e9, &budget.usd))
+                return CLI_USAGE;
+            has_budget = true;
+            break;
+        case 'M':
+            if (!cli_parse_double("query", "--budget-ms", optarg, 0, 1e9, &budget.latency_ms))
+                return CLI_USAGE;
+            has_budget = true;
+            break;
+        case 'W':
+            if (!cli_parse_double("query", "--budget-wh", optarg, 0, 1e9, &budget.energy_wh))
+                return CLI_USAGE;
+            has_budget = true;
+            break;
         default:
             return cli_usage_error("query", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -219,11 +240,12 @@ int cmd_query(int argc, char **argv)
         goto cleanup;
     }
     if (questions) {
-        rc = run_batch(e, questions, out);
+        rc = run_batch(e, questions, out, has_budget ? &budget : NULL);
         goto cleanup;
     }
     dynrag_query_options qo = {0};
     qo.route_only = route_only;
+    qo.budget = has_budget ? &budget : NULL;
     dynrag_result *r = NULL;
     if (dynrag_engine_query(e, argv[optind], &qo, &r, &err) != DYNRAG_OK) {
         cli_error("query", "%s", dynrag_errmsg(&err));

@@ -82,7 +82,8 @@ static const cli_command commands[] = {
      cmd_retrieve},
     {"query", "answer questions through a routed pipeline",
      "usage: dynrag query --pipeline FILE [--index DIR] [--log FILE | --no-log] [--json]\n"
-     "                    [--route-only] \"question\"\n"
+     "                    [--route-only] [--budget-usd X] [--budget-ms N] [--budget-wh W]\n"
+     "                    \"question\"\n"
      "       dynrag query --pipeline FILE --questions FILE.jsonl --out FILE.jsonl\n"
      "\n"
      "Runs the question through the pipeline's stages; each stage's router picks an\n"
@@ -95,6 +96,9 @@ static const cli_command commands[] = {
      "  --no-log            write no route log\n"
      "  --json              print the route-log record instead of the human summary\n"
      "  --route-only        decide every stage from the query alone; run nothing\n"
+     "  --budget-usd X      this query's $ budget (tightens the pipeline's `budget:`)\n"
+     "  --budget-ms N       this query's latency budget in ms (a deadline for every step)\n"
+     "  --budget-wh W       this query's energy budget in Wh\n"
      "  --questions FILE    batch: JSONL with \"question\" (or \"query\"/\"text\") and an\n"
      "                      optional \"id\"; writes one record per line to --out\n"
      "\n"

@@ -69,6 +69,16 @@ static int run_stages(qstate *s, dynrag_error *err)
         if (ei < 0)
             return ei;
         s->idx = s->e->index[ei];
+        if (s->idx == NULL && !route_only) {
+            dynrag_error ierr;
+            dr_err_set(&ierr, DYNRAG_ERR_STATE, "%s",
+                       s->e->index_error[ei] ? s->e->index_error[ei] : "no index open");
+            int fb = dr_q_fallback(s, DR_STAGE_EMBEDDER, ei, &ierr);
+            if (fb >= 0 && s->e->index[fb] != NULL) {
+                ei = fb;
+                s->idx = s->e->index[ei];
+            }
+        }
         s->st[DR_STAGE_EMBEDDER].latency_us = dr_now_us() - t0;
         if (s->idx == NULL && !route_only)
             return dr_err_set(err, DYNRAG_ERR_STATE, "stages.embedder option '%s': %s",
@@ -79,16 +89,12 @@ static int run_stages(qstate *s, dynrag_error *err)
         int ii = dr_q_route_stage(s, DR_STAGE_INDEX, est_in, 0, err);
         if (ii < 0)
             return ii;
-        const dr_option *io = &p->stages[DR_STAGE_INDEX].options[ii];
-        memset(&s->search, 0, sizeof(s->search));
-        s->search.mode = (dynrag_search_mode)dynrag_search_mode_parse(io->kind);
-        s->search.k1 = dr_param_num(io->params, "k1", 0.9);
-        s->search.b = dr_param_num(io->params, "b", 0.4);
-        s->search.rrf_k = dr_param_num(io->params, "rrf_k", 60);
-        s->search.w_bm25 = dr_param_num(io->params, "w_bm25", 1);
-        s->search.w_dense = dr_param_num(io->params, "w_dense", 1);
-        s->search.depth = dr_param_int(io->params, "depth", 100);
-        s->search.nprobe = dr_param_int(io->params, "nprobe", 0);
+        if (dr_q_search_options(s, ii) != DYNRAG_OK)
+            return dr_err_set(err, DYNRAG_ERR_INVALID,
+                              "stages.index option '%s': kind '%s' is "
+                              "not a search mode",
+                              p->stages[DR_STAGE_INDEX].options[ii].name,
+                              p->stages[DR_STAGE_INDEX].options[ii].kind);
         if (!route_only) {
             int k = s->opt->k > 0 ? s->opt->k : dr_param_int(rmo->params, "k", 10);
             int rc;
@@ -101,8 +107,10 @@ static int run_stages(qstate *s, dynrag_error *err)
             if (rc != DYNRAG_OK)
                 return rc;
         }
-        dr_q_charge(s, DR_STAGE_INDEX, 0, 0, io->cost.energy_wh);
+        ii = s->st[DR_STAGE_INDEX].option; /* may have become the fallback */
+        dr_q_charge(s, DR_STAGE_INDEX, 0, 0, p->stages[DR_STAGE_INDEX].options[ii].cost.energy_wh);
         s->st[DR_STAGE_INDEX].latency_us = dr_now_us() - t0;
+        dr_q_check_spent(s, "retrieval");
 
         t0 = dr_now_us();
         int ci = dr_q_route_stage(s, DR_STAGE_CONTEXT, est_in, 0, err);
@@ -122,7 +130,7 @@ static int run_stages(qstate *s, dynrag_error *err)
     if (route_only) {
         int rc = dr_q_route_stage(s, DR_STAGE_PROMPT, est_in, 0, err);
         if (rc >= 0)
-            rc = dr_q_route_stage(s, DR_STAGE_GENERATOR, est_in, 256, err);
+            rc = dr_q_route_stage(s, DR_STAGE_GENERATOR, est_in, DR_BUDGET_ANSWER_TOKENS, err);
         return rc < 0 ? rc : DYNRAG_OK;
     }
     return dr_q_generate(s, retrieve, err);
@@ -157,6 +165,17 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     memset(&defaults, 0, sizeof(defaults));
     if (opt == NULL)
         opt = &defaults;
+    dr_budget caller = {NAN, NAN, NAN};
+    if (opt->budget != NULL) {
+        static const char *const names[] = {"usd", "latency_ms", "energy_wh"};
+        const double v[] = {opt->budget->usd, opt->budget->latency_ms, opt->budget->energy_wh};
+        for (size_t i = 0; i < 3; i++)
+            if (v[i] < 0)
+                return dr_err_set(err, DYNRAG_ERR_INVALID,
+                                  "budget.%s: %g is negative (expected a number >= 0)", names[i],
+                                  v[i]);
+        caller = (dr_budget){v[0], v[1], v[2]};
+    }
     bool route_only = opt->route_only;
     bool log_it = !route_only && !opt->no_log;
     char id[80];
@@ -182,10 +201,15 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     s.p = e->p;
     s.q = question;
     s.start_us = dr_now_us();
+    s.budget = dr_budget_effective(&e->p->budget, &caller);
+    s.deadline_us = dr_budget_deadline(s.start_us, s.budget.latency_ms);
     s.steps = cJSON_CreateArray();
     s.cascade = cJSON_CreateArray();
+    s.cuts = cJSON_CreateArray();
+    s.fallbacks = cJSON_CreateArray();
     dynrag_result *res = calloc(1, sizeof(*res));
-    if (s.steps == NULL || s.cascade == NULL || res == NULL) {
+    if (s.steps == NULL || s.cascade == NULL || s.cuts == NULL || s.fallbacks == NULL ||
+        res == NULL) {
         dr_qstate_free(&s);
         free(res);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -200,6 +224,8 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     dynrag_error qerr;
     dynrag_error_clear(&qerr);
     int rc = run_stages(&s, &qerr);
+    if (rc == DYNRAG_OK)
+        dr_q_check_spent(&s, "the query");
     s.tot.latency_ms = dr_q_elapsed_ms(&s);
     cJSON *rec = dr_q_build_record(&s, id, rc == DYNRAG_OK ? NULL : dynrag_errmsg(&qerr));
     res->id = dr_strdup(id);

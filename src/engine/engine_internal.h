@@ -49,6 +49,8 @@ struct dynrag_result {
     dynrag_citation *ret; /* retrieved passages */
     size_t n_ret;
     char *context;
+    dynrag_citation *ctx; /* the context's passages */
+    size_t n_ctx;
     dynrag_decision dec[DR_STAGE_COUNT];
     size_t n_dec;
     dynrag_totals totals;

@@ -104,6 +104,9 @@ static int run_extractive(qstate *s, const dr_option *o, gen_out *g, dynrag_erro
     dr_answer_free(&a);
     s->tot.generator_calls++;
     dr_q_charge(s, DR_STAGE_GENERATOR, 0, (double)(dr_now_us() - t0) / 1000.0, o->cost.energy_wh);
+    char after[160];
+    snprintf(after, sizeof(after), "generator '%s'", o->name);
+    dr_q_check_spent(s, after);
     return DYNRAG_OK;
 }
 
@@ -112,16 +115,20 @@ static int run_extractive(qstate *s, const dr_option *o, gen_out *g, dynrag_erro
 static int run_openai(qstate *s, const dr_option *o, gen_out *g, dynrag_error *err)
 {
     dr_llm_config cfg;
-    dr_q_llm_config(o, &cfg, NULL);
+    dr_q_llm_config(s, o, &cfg);
     dr_llm_message msg = {"user", s->prompt_text ? s->prompt_text : s->q};
     dr_llm_result res;
     memset(&res, 0, sizeof(res));
     int rc = dr_llm_chat(&cfg, &msg, 1, &res, err);
     if (rc != DYNRAG_OK) {
+        dr_q_charge(s, DR_STAGE_GENERATOR, 0, res.latency_ms, 0);
         dr_llm_result_free(&res);
         return dr_err_prefix(err, "generator '%s'", o->name);
     }
     dr_q_account_llm(s, DR_STAGE_GENERATOR, o, &res);
+    char after[160];
+    snprintf(after, sizeof(after), "generator '%s'", o->name);
+    dr_q_check_spent(s, after);
     free(s->answer);
     s->answer = res.text ? res.text : dr_strdup("");
     res.text = NULL;
@@ -137,32 +144,24 @@ static int run_openai(qstate *s, const dr_option *o, gen_out *g, dynrag_error *e
     return DYNRAG_OK;
 }
 
-/* Runs generator option gi; on an endpoint failure falls back to the
- * stage's fallback option when one is declared. */
+/* Runs generator option gi; when it fails, the stage's fallback option
+ * (dr_q_fallback) when one is declared and available. */
 static int run_generator(qstate *s, int gi, gen_out *g, dynrag_error *err)
 {
     const dr_stage *st = &s->p->stages[DR_STAGE_GENERATOR];
+    gen_out_free(g);
     const dr_option *o = &st->options[gi];
-    gen_out_free(g);
-    int rc;
-    if (strcmp(o->kind, "openai") == 0)
-        rc = run_openai(s, o, g, err);
-    else
-        rc = run_extractive(s, o, g, err);
-    if (rc == DYNRAG_OK || st->fallback < 0 || st->fallback == gi)
+    int rc =
+        strcmp(o->kind, "openai") == 0 ? run_openai(s, o, g, err) : run_extractive(s, o, g, err);
+    if (rc == DYNRAG_OK || rc == DYNRAG_ERR_NOMEM)
         return rc;
-    stage_rec *rec = &s->st[DR_STAGE_GENERATOR];
-    size_t len = strlen(rec->reason);
-    snprintf(rec->reason + len, sizeof(rec->reason) - len, "; fallback to '%s' after error: %s",
-             st->options[st->fallback].name, dynrag_errmsg(err));
-    dr_log(DYNRAG_LOG_WARN, MOD, "generator '%s' failed (%s); using fallback '%s'", o->name,
-           dynrag_errmsg(err), st->options[st->fallback].name);
-    rec->option = st->fallback;
+    int fb = dr_q_fallback(s, DR_STAGE_GENERATOR, gi, err);
+    if (fb < 0)
+        return rc;
+    dynrag_error_clear(err);
     gen_out_free(g);
-    const dr_option *fb = &st->options[st->fallback];
-    if (strcmp(fb->kind, "openai") == 0)
-        return run_openai(s, fb, g, err);
-    return run_extractive(s, fb, g, err);
+    o = &st->options[fb];
+    return strcmp(o->kind, "openai") == 0 ? run_openai(s, o, g, err) : run_extractive(s, o, g, err);
 }
 
 /* Renders prompt option `pi` with the question, context and (multi-step)
@@ -228,22 +227,38 @@ static bool is_cascade(const qstate *s, dr_stage_id sid)
     return strcmp(s->p->stages[sid].router.type, "cascade") == 0;
 }
 
-/* The next available option after `i` in listed order that the remaining
- * budget can pay for, or -1. */
-static int next_escalation(qstate *s, dr_stage_id sid, int i, double in_tok, double out_tok)
+/*
+ * The next option after `i` in listed order that is available for the query
+ * and whose price (plus, for a context escalation, the generator's answer
+ * again) fits the remaining budget, or -1. Escalations skipped for the
+ * budget or the deadline are recorded as cuts.
+ */
+static int next_escalation(qstate *s, dr_stage_id sid, int i, double in_tok)
 {
     const dr_stage *st = &s->p->stages[sid];
+    if (dr_q_past_deadline(s)) {
+        if ((size_t)i + 1 < st->n_options)
+            dr_q_cut(s, sid, "cascade escalation", "the latency budget (%.6g ms) is used up",
+                     s->budget.latency_ms);
+        return -1;
+    }
     dr_budget r = dr_q_remaining(s);
     for (size_t j = (size_t)i + 1; j < st->n_options; j++) {
-        if (!st->options[j].available)
+        if (!s->avail[sid][j])
             continue;
-        double usd, lat, wh;
-        dr_budget_price(&st->options[j], in_tok, out_tok, &usd, &lat, &wh);
-        if (dr_budget_fits(&r, usd, lat, wh))
+        dr_budget price = dr_budget_price(&st->options[j], in_tok, DR_BUDGET_ANSWER_TOKENS);
+        int gi = s->st[DR_STAGE_GENERATOR].option;
+        if (sid == DR_STAGE_CONTEXT && gi >= 0)
+            price =
+                dr_budget_add(price, dr_budget_price(&s->p->stages[DR_STAGE_GENERATOR].options[gi],
+                                                     in_tok, DR_BUDGET_ANSWER_TOKENS));
+        if (dr_budget_fits(&price, &r))
             return (int)j;
-        size_t len = strlen(s->st[sid].reason);
-        snprintf(s->st[sid].reason + len, sizeof(s->st[sid].reason) - len,
-                 "; escalation to '%s' skipped: over budget", st->options[j].name);
+        char left[160], cost[160], action[160];
+        dr_budget_format(&r, left, sizeof(left));
+        dr_budget_format(&price, cost, sizeof(cost));
+        snprintf(action, sizeof(action), "escalation to '%s'", st->options[j].name);
+        dr_q_cut(s, sid, action, "costs %s, %s left", cost, left);
     }
     return -1;
 }
@@ -261,7 +276,7 @@ static int cascade_step(qstate *s, dr_stage_id sid, int cur, const gen_out *g, i
     char why[256];
     double conf = judge(&st->router, s, g, why, sizeof(why));
     double thr = dr_param_num(st->router.params, "threshold", 0.5);
-    int next = conf < thr && !rec->forced ? next_escalation(s, sid, cur, in_tok, 256) : -1;
+    int next = conf < thr && !rec->forced ? next_escalation(s, sid, cur, in_tok) : -1;
     record_attempt(s, dr_stage_name(sid), st->options[cur].name, conf, thr, why, next >= 0);
     if (next >= 0) {
         size_t len = strlen(rec->reason);
@@ -290,6 +305,14 @@ int dr_q_generate(qstate *s, bool retrieved, dynrag_error *err)
         int64_t t0 = dr_now_us();
         if (ci >= 0) {
             rc = dr_q_build_context(s, ci, err);
+            if (rc != DYNRAG_OK && rc != DYNRAG_ERR_NOMEM) {
+                int fb = dr_q_fallback(s, DR_STAGE_CONTEXT, ci, err);
+                if (fb >= 0) {
+                    dynrag_error_clear(err);
+                    ci = fb;
+                    rc = dr_q_build_context(s, ci, err);
+                }
+            }
             s->st[DR_STAGE_CONTEXT].latency_us += dr_now_us() - t0;
             if (rc != DYNRAG_OK)
                 break;
@@ -303,13 +326,20 @@ int dr_q_generate(qstate *s, bool retrieved, dynrag_error *err)
                 break;
         }
         rc = render_prompt(s, s->st[DR_STAGE_PROMPT].option, err);
+        if (rc != DYNRAG_OK && rc != DYNRAG_ERR_NOMEM) {
+            int fb = dr_q_fallback(s, DR_STAGE_PROMPT, s->st[DR_STAGE_PROMPT].option, err);
+            if (fb >= 0) {
+                dynrag_error_clear(err);
+                rc = render_prompt(s, fb, err);
+            }
+        }
         s->st[DR_STAGE_PROMPT].latency_us += dr_now_us() - t0;
         if (rc != DYNRAG_OK)
             break;
 
         int in_tok = dr_estimate_tokens(s->prompt_text);
         if (!s->st[DR_STAGE_GENERATOR].routed) {
-            int gi = dr_q_route_stage(s, DR_STAGE_GENERATOR, in_tok, 256, err);
+            int gi = dr_q_route_stage(s, DR_STAGE_GENERATOR, in_tok, DR_BUDGET_ANSWER_TOKENS, err);
             if (gi < 0) {
                 rc = gi;
                 break;

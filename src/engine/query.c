@@ -7,9 +7,12 @@
 #include "core/util.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define MOD "engine"
 
 void dr_own_passages_free(own_passage *p, size_t n)
 {
@@ -28,9 +31,13 @@ void dr_qstate_free(qstate *s)
     dr_own_passages_free(s->docs, s->n_docs);
     cJSON_Delete(s->steps);
     cJSON_Delete(s->cascade);
+    cJSON_Delete(s->cuts);
+    cJSON_Delete(s->fallbacks);
     free(s->answer);
     free(s->cited);
     free(s->ctx_pass);
+    free(s->ctx_step);
+    free(s->ctx_fused);
     free(s->context_text);
     free(s->prompt_text);
 }
@@ -42,72 +49,249 @@ double dr_q_elapsed_ms(const qstate *s)
 
 dr_budget dr_q_remaining(const qstate *s)
 {
-    dr_budget b = s->p->budget;
     dr_budget r;
-    r.usd = b.usd - s->tot.usd;
-    r.latency_ms = b.latency_ms - dr_q_elapsed_ms(s);
-    r.energy_wh = b.energy_wh - s->tot.energy_wh;
+    r.usd = s->budget.usd - s->tot.usd;
+    r.latency_ms = s->budget.latency_ms - dr_q_elapsed_ms(s);
+    r.energy_wh = s->budget.energy_wh - s->tot.energy_wh;
     return r;
 }
 
-/*
- * Keeps the router's pick when the remaining budget can pay for it;
- * otherwise takes the best-scored option that fits, and when none fits the
- * cheapest available one (marking the query over budget). Appends the why
- * to rec->reason. Returns the option index.
- */
-static int enforce_budget(qstate *s, const dr_stage *st, stage_rec *rec, int pick, double in_tokens,
-                          double out_tokens)
+bool dr_q_past_deadline(const qstate *s)
 {
+    return s->deadline_us > 0 && dr_now_us() >= s->deadline_us;
+}
+
+static void reason_append(stage_rec *rec, const char *fmt, ...) DR_PRINTF(2, 3);
+
+static void reason_append(stage_rec *rec, const char *fmt, ...)
+{
+    size_t len = strlen(rec->reason);
+    if (len + 1 >= sizeof(rec->reason))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rec->reason + len, sizeof(rec->reason) - len, fmt, ap);
+    va_end(ap);
+}
+
+void dr_q_cut(qstate *s, dr_stage_id sid, const char *action, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "stage", dr_stage_name(sid));
+    cJSON_AddStringToObject(c, "action", action);
+    cJSON_AddStringToObject(c, "why", why);
+    cJSON_AddItemToArray(s->cuts, c);
+    reason_append(&s->st[sid], "; budget: cut %s (%s)", action, why);
+}
+
+void dr_q_over_budget(qstate *s, const char *fmt, ...)
+{
+    s->tot.over_budget = true;
+    size_t len = strlen(s->over_reason);
+    if (len > 0 && len + 3 < sizeof(s->over_reason)) {
+        memcpy(s->over_reason + len, "; ", 3);
+        len += 2;
+    }
+    if (len + 1 >= sizeof(s->over_reason))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->over_reason + len, sizeof(s->over_reason) - len, fmt, ap);
+    va_end(ap);
+}
+
+bool dr_q_check_spent(qstate *s, const char *after)
+{
+    const double eps = 1e-12;
+    double ms = dr_q_elapsed_ms(s);
+    bool over = false;
+    if (s->tot.usd > s->budget.usd + eps) {
+        if (!(s->over_fields & 1u))
+            dr_q_over_budget(s, "spent $%.6g of a $%.6g budget after %s", s->tot.usd, s->budget.usd,
+                             after);
+        s->over_fields |= 1u;
+        over = true;
+    }
+    if (s->tot.energy_wh > s->budget.energy_wh + eps) {
+        if (!(s->over_fields & 2u))
+            dr_q_over_budget(s, "spent %.6g Wh of a %.6g Wh budget after %s", s->tot.energy_wh,
+                             s->budget.energy_wh, after);
+        s->over_fields |= 2u;
+        over = true;
+    }
+    if (ms > s->budget.latency_ms + eps) {
+        if (!(s->over_fields & 4u))
+            dr_q_over_budget(s, "took %.1f ms of a %.6g ms budget after %s", ms,
+                             s->budget.latency_ms, after);
+        s->over_fields |= 4u;
+        over = true;
+    }
+    return over;
+}
+
+int dr_q_fallback(qstate *s, dr_stage_id sid, int failed, const dynrag_error *why)
+{
+    const dr_stage *st = &s->p->stages[sid];
+    stage_rec *rec = &s->st[sid];
+    const char *msg = dynrag_errmsg(why);
+    int fb = st->fallback;
+    if (fb < 0 || fb == failed || !s->avail[sid][fb]) {
+        reason_append(rec, "; '%s' failed: %s; %s", st->options[failed].name, msg,
+                      fb < 0         ? "no fallback declared"
+                      : fb == failed ? "it is the fallback"
+                                     : "the fallback is unavailable");
+        return -1;
+    }
+    reason_append(rec, "; fallback to '%s' after error: %s", st->options[fb].name, msg);
+    dr_log(DYNRAG_LOG_WARN, MOD, "stages.%s option '%s' failed (%s); using fallback '%s'",
+           dr_stage_name(sid), st->options[failed].name, msg, st->options[fb].name);
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "stage", dr_stage_name(sid));
+    cJSON_AddStringToObject(f, "failed", st->options[failed].name);
+    cJSON_AddStringToObject(f, "error", msg);
+    cJSON_AddStringToObject(f, "took", st->options[fb].name);
+    cJSON_AddItemToArray(s->fallbacks, f);
+    rec->option = fb;
+    return fb;
+}
+
+/* True when an available generator option can answer without passages. */
+static bool generator_without_passages(const qstate *s)
+{
+    const dr_stage *g = &s->p->stages[DR_STAGE_GENERATOR];
+    for (size_t i = 0; i < g->n_options; i++)
+        if (g->options[i].available && strcmp(g->options[i].kind, "openai") == 0)
+            return true;
+    return false;
+}
+
+/* Why option i of stage sid cannot serve this query, or NULL when it can. */
+static const char *unmet_need(const qstate *s, dr_stage_id sid, size_t i, char *buf, size_t size)
+{
+    const dr_option *o = &s->p->stages[sid].options[i];
+    switch (sid) {
+    case DR_STAGE_RETRIEVAL_MODE:
+        if (strcmp(o->kind, "none") == 0)
+            return generator_without_passages(s)
+                       ? NULL
+                       : "no available generator can answer without passages";
+        return dr_engine_first_index(s->e) == NULL ? "no index is open" : NULL;
+    case DR_STAGE_EMBEDDER:
+        if (i < DR_MAX_OPTIONS && s->e->index[i] == NULL) {
+            snprintf(buf, size, "no index for this embedder: %s",
+                     s->e->index_error[i] ? s->e->index_error[i] : "none opened");
+            return buf;
+        }
+        return NULL;
+    case DR_STAGE_INDEX:
+        if ((strcmp(o->kind, "dense") == 0 || strcmp(o->kind, "hybrid") == 0) && s->idx != NULL &&
+            dynrag_index_dim(s->idx) <= 0)
+            return "the embedder's index has no dense vectors";
+        return NULL;
+    case DR_STAGE_GENERATOR: {
+        int rm = s->st[DR_STAGE_RETRIEVAL_MODE].option;
+        bool no_passages =
+            rm >= 0 && strcmp(s->p->stages[DR_STAGE_RETRIEVAL_MODE].options[rm].kind, "none") == 0;
+        if (strcmp(o->kind, "extractive") == 0 && no_passages)
+            return "needs retrieved passages (retrieval_mode is none)";
+        return NULL;
+    }
+    default: return NULL;
+    }
+}
+
+void dr_q_availability(qstate *s, dr_stage_id sid)
+{
+    const dr_stage *st = &s->p->stages[sid];
+    bool *av = s->avail[sid];
+    size_t n_static = 0, n_met = 0;
+    for (size_t i = 0; i < st->n_options; i++) {
+        char *why = s->unavail_why[sid][i];
+        why[0] = '\0';
+        av[i] = st->options[i].available;
+        if (!av[i]) {
+            snprintf(why, sizeof(s->unavail_why[sid][i]), "endpoint '%s' is not configured",
+                     st->options[i].endpoint ? st->options[i].endpoint->name : "?");
+            continue;
+        }
+        n_static++;
+        char buf[sizeof(s->unavail_why[sid][i])];
+        const char *need = unmet_need(s, sid, i, buf, sizeof(buf));
+        if (need != NULL)
+            snprintf(why, sizeof(s->unavail_why[sid][i]), "%s", need);
+        else
+            n_met++;
+    }
+    if (n_met == 0 && n_static > 0) {
+        /* Nothing meets its needs: keep what can run at all. */
+        for (size_t i = 0; i < st->n_options; i++)
+            if (st->options[i].available)
+                s->unavail_why[sid][i][0] = '\0';
+        return;
+    }
+    for (size_t i = 0; i < st->n_options; i++)
+        av[i] = av[i] && s->unavail_why[sid][i][0] == '\0';
+}
+
+/*
+ * Keeps the router's pick when the remaining budget can pay for it (price[]
+ * from dr_budget_price); otherwise takes the best-scored available option
+ * that fits, and when none fits the cheapest available one (marking the
+ * query over budget with the why). Appends the why to rec->reason. Returns
+ * the option index.
+ */
+static int enforce_budget(qstate *s, dr_stage_id sid, int pick, const dr_budget *price)
+{
+    const dr_stage *st = &s->p->stages[sid];
+    stage_rec *rec = &s->st[sid];
     dr_budget r = dr_q_remaining(s);
-    double usd, lat, wh;
-    dr_budget_price(&st->options[pick], in_tokens, out_tokens, &usd, &lat, &wh);
-    if (dr_budget_fits(&r, usd, lat, wh))
+    if (dr_budget_fits(&price[pick], &r))
         return pick;
     int best = -1;
-    double best_score = -INFINITY, best_usd = INFINITY;
+    double best_score = -INFINITY;
     for (size_t i = 0; i < st->n_options; i++) {
-        const dr_option *o = &st->options[i];
-        if (!o->available)
-            continue;
-        dr_budget_price(o, in_tokens, out_tokens, &usd, &lat, &wh);
-        if (!dr_budget_fits(&r, usd, lat, wh))
+        if (!s->avail[sid][i] || !dr_budget_fits(&price[i], &r))
             continue;
         double sc = isnan(rec->scores[i]) ? -1e300 : rec->scores[i];
-        if (best < 0 || sc > best_score || (sc == best_score && usd < best_usd)) {
+        if (best < 0 || sc > best_score || (sc == best_score && price[i].usd < price[best].usd)) {
             best = (int)i;
             best_score = sc;
-            best_usd = usd;
         }
     }
-    size_t len = strlen(rec->reason);
     if (best >= 0) {
-        snprintf(rec->reason + len, sizeof(rec->reason) - len,
-                 "; budget: '%s' does not fit the remaining budget, took '%s'",
-                 st->options[pick].name, st->options[best].name);
+        reason_append(rec, "; budget: '%s' does not fit the remaining budget, took '%s'",
+                      st->options[pick].name, st->options[best].name);
         return best;
     }
-    int cheapest = -1;
-    double c_usd = INFINITY, c_lat = INFINITY, c_wh = INFINITY;
+    int c = -1;
     for (size_t i = 0; i < st->n_options; i++) {
-        if (!st->options[i].available)
+        if (!s->avail[sid][i])
             continue;
-        dr_budget_price(&st->options[i], in_tokens, out_tokens, &usd, &lat, &wh);
-        if (usd < c_usd || (usd == c_usd && (lat < c_lat || (lat == c_lat && wh < c_wh)))) {
-            cheapest = (int)i;
-            c_usd = usd;
-            c_lat = lat;
-            c_wh = wh;
-        }
+        const dr_budget *p = &price[i];
+        if (c < 0 || p->usd < price[c].usd ||
+            (p->usd == price[c].usd &&
+             (p->latency_ms < price[c].latency_ms ||
+              (p->latency_ms == price[c].latency_ms && p->energy_wh < price[c].energy_wh))))
+            c = (int)i;
     }
-    if (cheapest < 0)
-        cheapest = pick;
-    s->tot.over_budget = true;
-    snprintf(rec->reason + len, sizeof(rec->reason) - len,
-             "; budget: no option fits the remaining budget (usd %.6g, latency_ms %.6g, "
-             "energy_wh %.6g left), ran the cheapest '%s'",
-             r.usd, r.latency_ms, r.energy_wh, st->options[cheapest].name);
-    return cheapest;
+    if (c < 0)
+        c = pick;
+    char left[160], cost[160];
+    dr_budget_format(&r, left, sizeof(left));
+    dr_budget_format(&price[c], cost, sizeof(cost));
+    reason_append(rec,
+                  "; budget: no option fits the remaining budget (%s left), ran the cheapest '%s'",
+                  left, st->options[c].name);
+    dr_q_over_budget(s,
+                     "stage %s: no option fits the remaining budget (%s left); ran the "
+                     "cheapest '%s' (%s)",
+                     dr_stage_name(sid), left, st->options[c].name, cost);
+    return c;
 }
 
 static int embed_cb(void *user, const char *text, float *out, int dim, dynrag_error *err)
@@ -126,19 +310,24 @@ dynrag_index *dr_engine_first_index(const dynrag_engine *e)
     return NULL;
 }
 
-/* Routes one stage: fills rec (scores, reason, option) and returns the
- * chosen option index after budget enforcement, or a negative status. */
+/* See query.h. */
 int dr_q_route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_tokens,
                      dynrag_error *err)
 {
     const dr_stage *st = &s->p->stages[sid];
     stage_rec *rec = &s->st[sid];
     dr_router *r = s->e->routers[sid];
+    dr_q_availability(s, sid);
+    dr_budget price[DR_MAX_OPTIONS];
+    for (size_t i = 0; i < st->n_options; i++)
+        price[i] = dr_budget_price(&st->options[i], in_tokens, out_tokens);
     dr_route_ctx ctx = {0};
     ctx.query = s->q;
     ctx.features = &s->f;
     ctx.stage = st;
     ctx.remaining = dr_q_remaining(s);
+    ctx.available = s->avail[sid];
+    ctx.price = price;
     dynrag_index *ei = s->idx ? s->idx : dr_engine_first_index(s->e);
     if (ei && dynrag_index_dim(ei) > 0) {
         ctx.embed = embed_cb;
@@ -165,6 +354,8 @@ int dr_q_route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_to
         rec->routed = true;
         rec->forced = true;
         rec->option = oi;
+        s->avail[sid][oi] = true; /* the caller's choice overrides the needs */
+        s->unavail_why[sid][oi][0] = '\0';
         return oi;
     }
     dr_route_decision d;
@@ -181,7 +372,7 @@ int dr_q_route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_to
     memcpy(rec->scores, d.scores, sizeof(rec->scores));
     dr_strlcpy(rec->reason, d.reason, sizeof(rec->reason));
     rec->routed = true;
-    rec->option = enforce_budget(s, st, rec, d.option, in_tokens, out_tokens);
+    rec->option = enforce_budget(s, sid, d.option, price);
     rec->latency_us += dr_now_us() - t0;
     return rec->option;
 }
@@ -207,7 +398,7 @@ void dr_q_charge(qstate *s, dr_stage_id sid, double usd, double lat_ms, double w
 }
 
 /* See query.h. */
-void dr_q_llm_config(const dr_option *o, dr_llm_config *c, const char **key_out)
+void dr_q_llm_config(const qstate *s, const dr_option *o, dr_llm_config *c)
 {
     memset(c, 0, sizeof(*c));
     const dr_endpoint *ep = o->endpoint;
@@ -223,8 +414,7 @@ void dr_q_llm_config(const dr_option *o, dr_llm_config *c, const char **key_out)
     c->n = dr_param_int(o->params, "samples", 1);
     c->usd_per_1k_input = o->cost.usd_per_1k_input;
     c->usd_per_1k_output = o->cost.usd_per_1k_output;
-    if (key_out)
-        *key_out = c->api_key;
+    c->deadline_us = s->deadline_us;
 }
 
 void dr_q_account_llm(qstate *s, dr_stage_id sid, const dr_option *o, const dr_llm_result *r)

@@ -63,6 +63,16 @@ cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error)
             cJSON_AddStringToObject(d, "choice", st->options[rec->option].name);
         cJSON_AddBoolToObject(d, "skipped", rec->skipped);
         cJSON_AddStringToObject(d, "reason", rec->reason);
+        if (rec->routed) {
+            cJSON *un = NULL;
+            for (size_t o = 0; o < st->n_options; o++) {
+                if (s->avail[i][o])
+                    continue;
+                if (un == NULL)
+                    un = cJSON_AddObjectToObject(d, "unavailable");
+                cJSON_AddStringToObject(un, st->options[o].name, s->unavail_why[i][o]);
+            }
+        }
         cJSON_AddNumberToObject(d, "latency_us", (double)rec->latency_us);
         cJSON *c = cJSON_AddObjectToObject(d, "cost");
         cJSON_AddNumberToObject(c, "usd", rec->usd);
@@ -73,6 +83,21 @@ cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error)
     cJSON_AddItemToObject(r, "steps", cJSON_Duplicate(s->steps, 1));
     if (cJSON_GetArraySize(s->cascade) > 0)
         cJSON_AddItemToObject(r, "cascade", cJSON_Duplicate(s->cascade, 1));
+    if (cJSON_GetArraySize(s->fallbacks) > 0)
+        cJSON_AddItemToObject(r, "fallbacks", cJSON_Duplicate(s->fallbacks, 1));
+    if (cJSON_GetArraySize(s->cuts) > 0)
+        cJSON_AddItemToObject(r, "cuts", cJSON_Duplicate(s->cuts, 1));
+    if (s->n_ctx > 0) {
+        cJSON *ctx = cJSON_AddArrayToObject(r, "context");
+        for (size_t i = 0; i < s->n_ctx; i++) {
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddStringToObject(c, "doc_id", s->ctx_pass[i].doc_id);
+            cJSON_AddNumberToObject(c, "chunk_id", (double)s->ctx_pass[i].chunk_id);
+            cJSON_AddNumberToObject(c, "step", s->ctx_step[i]);
+            cJSON_AddNumberToObject(c, "fused", s->ctx_fused[i]);
+            cJSON_AddItemToArray(ctx, c);
+        }
+    }
     if (error) {
         cJSON_AddStringToObject(r, "error", error);
     } else {
@@ -98,6 +123,12 @@ cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error)
     cJSON_AddNumberToObject(t, "generator_calls", s->tot.generator_calls);
     cJSON_AddNumberToObject(t, "retrieval_steps", s->tot.retrieval_steps);
     cJSON_AddBoolToObject(t, "over_budget", s->tot.over_budget);
+    if (s->tot.over_budget)
+        cJSON_AddStringToObject(t, "over_budget_reason", s->over_reason);
+    cJSON *b = cJSON_AddObjectToObject(r, "budget");
+    cJSON_AddItemToObject(b, "usd", num_or_null(s->budget.usd));
+    cJSON_AddItemToObject(b, "latency_ms", num_or_null(s->budget.latency_ms));
+    cJSON_AddItemToObject(b, "energy_wh", num_or_null(s->budget.energy_wh));
     return r;
 }
 
@@ -149,6 +180,18 @@ int dr_q_fill_result(dynrag_result *res, const qstate *s, cJSON *rec)
         res->ret[i].score = s->pass[i].score;
         res->n_ret++;
         if (!res->ret[i].doc_id || !res->ret[i].title)
+            return DYNRAG_ERR_NOMEM;
+    }
+    res->ctx = calloc(s->n_ctx ? s->n_ctx : 1, sizeof(*res->ctx));
+    if (res->ctx == NULL)
+        return DYNRAG_ERR_NOMEM;
+    for (size_t i = 0; i < s->n_ctx; i++) {
+        res->ctx[i].doc_id = dr_strdup(s->ctx_pass[i].doc_id ? s->ctx_pass[i].doc_id : "");
+        res->ctx[i].title = dr_strdup(s->ctx_pass[i].title ? s->ctx_pass[i].title : "");
+        res->ctx[i].chunk_id = s->ctx_pass[i].chunk_id;
+        res->ctx[i].score = s->ctx_pass[i].score;
+        res->n_ctx++;
+        if (!res->ctx[i].doc_id || !res->ctx[i].title)
             return DYNRAG_ERR_NOMEM;
     }
     res->cits = calloc(s->n_cited ? s->n_cited : 1, sizeof(*res->cits));
@@ -221,6 +264,16 @@ const char *dynrag_result_context(const dynrag_result *r)
     return r->context ? r->context : "";
 }
 
+size_t dynrag_result_n_context(const dynrag_result *r)
+{
+    return r->n_ctx;
+}
+
+const dynrag_citation *dynrag_result_context_passage(const dynrag_result *r, size_t i)
+{
+    return i < r->n_ctx ? &r->ctx[i] : NULL;
+}
+
 size_t dynrag_result_n_decisions(const dynrag_result *r)
 {
     return r->n_dec;
@@ -259,6 +312,11 @@ void dynrag_result_free(dynrag_result *r)
     }
     free(r->ret);
     free(r->context);
+    for (size_t i = 0; i < r->n_ctx; i++) {
+        free((char *)r->ctx[i].doc_id);
+        free((char *)r->ctx[i].title);
+    }
+    free(r->ctx);
     for (size_t i = 0; i < r->n_dec; i++)
         free((char *)r->dec[i].reason);
     free(r->json);

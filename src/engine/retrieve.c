@@ -9,19 +9,36 @@
 #include "generate/context.h"
 #include "generate/reformulate.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Adds up to max_new hits not retrieved before (by chunk id). */
-static int add_hits(qstate *s, const dynrag_hits *h, size_t max_new, size_t *n_new)
+#define MOD "engine"
+
+/* The constant of reciprocal-rank fusion across retrieval steps. */
+#define DR_STEP_RRF_K 60.0
+
+/*
+ * Takes in one step's hits (ranked): a chunk held before gains
+ * 1 / (DR_STEP_RRF_K + rank) on its fused score; the first max_new chunks not
+ * held before are copied into s->pass with that step and that fused score.
+ * *n_new gets how many were added. Returns DYNRAG_ERR_NOMEM on allocation
+ * failure (what was added so far stays).
+ */
+static int add_hits(qstate *s, int step, const dynrag_hits *h, size_t max_new, size_t *n_new)
 {
     *n_new = 0;
-    for (size_t i = 0; i < h->n && *n_new < max_new; i++) {
+    for (size_t i = 0; i < h->n; i++) {
+        double gain = 1.0 / (DR_STEP_RRF_K + (double)(i + 1));
         bool seen = false;
-        for (size_t j = 0; j < s->n_pass && !seen; j++)
-            seen = s->pass[j].chunk_id == h->hits[i].chunk_id;
-        if (seen)
+        for (size_t j = 0; j < s->n_pass && !seen; j++) {
+            if (s->pass[j].chunk_id == h->hits[i].chunk_id) {
+                seen = true;
+                s->pass[j].fused += gain;
+            }
+        }
+        if (seen || *n_new >= max_new)
             continue;
         if (s->n_pass == s->cap_pass) {
             size_t cap = s->cap_pass ? s->cap_pass * 2 : 16;
@@ -37,6 +54,8 @@ static int add_hits(qstate *s, const dynrag_hits *h, size_t max_new, size_t *n_n
         o->text = dr_strdup(h->hits[i].text ? h->hits[i].text : "");
         o->score = h->hits[i].score;
         o->chunk_id = h->hits[i].chunk_id;
+        o->step = step;
+        o->fused = gain;
         if (!o->doc_id || !o->title || !o->text) {
             free(o->doc_id);
             free(o->title);
@@ -49,7 +68,40 @@ static int add_hits(qstate *s, const dynrag_hits *h, size_t max_new, size_t *n_n
     return DYNRAG_OK;
 }
 
-int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_new,
+/* True when searches of the current index option embed the query. */
+static bool search_embeds(const qstate *s)
+{
+    return s->search.mode == DYNRAG_SEARCH_DENSE || s->search.mode == DYNRAG_SEARCH_HYBRID;
+}
+
+/* The embedder option the query routed to, or NULL. */
+static const dr_option *embedder_option(const qstate *s)
+{
+    int ei = s->st[DR_STAGE_EMBEDDER].option;
+    return ei >= 0 ? &s->p->stages[DR_STAGE_EMBEDDER].options[ei] : NULL;
+}
+
+/* See retrieve.h. */
+int dr_q_search_options(qstate *s, int ii)
+{
+    const dr_option *io = &s->p->stages[DR_STAGE_INDEX].options[ii];
+    memset(&s->search, 0, sizeof(s->search));
+    int mode = dynrag_search_mode_parse(io->kind);
+    if (mode < 0)
+        return DYNRAG_ERR_INVALID;
+    s->search.mode = (dynrag_search_mode)mode;
+    s->search.k1 = dr_param_num(io->params, "k1", 0.9);
+    s->search.b = dr_param_num(io->params, "b", 0.4);
+    s->search.rrf_k = dr_param_num(io->params, "rrf_k", 60);
+    s->search.w_bm25 = dr_param_num(io->params, "w_bm25", 1);
+    s->search.w_dense = dr_param_num(io->params, "w_dense", 1);
+    s->search.depth = dr_param_int(io->params, "depth", 100);
+    s->search.nprobe = dr_param_int(io->params, "nprobe", 0);
+    return DYNRAG_OK;
+}
+
+/* Runs one search and takes in its hits (no budget checks, no fallback). */
+static int search_once(qstate *s, int step, const char *query, int k, size_t *n_new,
                        dynrag_error *err)
 {
     /* Later steps look past what earlier steps found: ask for k more than
@@ -62,7 +114,7 @@ int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_
     int rc = dynrag_index_search(s->idx, query, &so, &h, err);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "retrieval step %d", step);
-    rc = add_hits(s, &h, (size_t)k, n_new);
+    rc = add_hits(s, step, &h, (size_t)k, n_new);
     int64_t dt = dr_now_us() - t0;
     cJSON *js = cJSON_CreateObject();
     cJSON_AddNumberToObject(js, "step", step);
@@ -80,6 +132,40 @@ int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_
     if (rc != DYNRAG_OK)
         return dr_err_set(err, rc, "out of memory");
     return DYNRAG_OK;
+}
+
+int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_new,
+                       dynrag_error *err)
+{
+    *n_new = 0;
+    /* A search that embeds the query calls the embedder: price it first. */
+    const dr_option *eo = search_embeds(s) ? embedder_option(s) : NULL;
+    dr_budget price = {0, 0, 0};
+    if (eo != NULL) {
+        price = dr_budget_price_call(eo, dr_estimate_tokens(query), 0);
+        dr_budget left = dr_q_remaining(s);
+        if (step > 1 && !dr_budget_fits(&price, &left)) {
+            char b[160];
+            dr_budget_format(&left, b, sizeof(b));
+            dr_q_cut(s, DR_STAGE_INDEX, "later retrieval steps",
+                     "step %d's embedder call does not fit the remaining budget (%s left)", step,
+                     b);
+            return DYNRAG_ERR_LIMIT;
+        }
+    }
+    int rc = search_once(s, step, query, k, n_new, err);
+    if (eo != NULL && rc == DYNRAG_OK)
+        dr_q_charge(s, DR_STAGE_EMBEDDER, price.usd, 0, price.energy_wh);
+    if (rc == DYNRAG_OK || rc == DYNRAG_ERR_NOMEM)
+        return rc;
+    /* The index option failed: its fallback, when there is one, runs the step. */
+    int cur = s->st[DR_STAGE_INDEX].option;
+    int fb = cur >= 0 ? dr_q_fallback(s, DR_STAGE_INDEX, cur, err) : -1;
+    if (fb < 0 || dr_q_search_options(s, fb) != DYNRAG_OK)
+        return rc;
+    dynrag_error_clear(err);
+    rc = search_once(s, step, query, k, n_new, err);
+    return rc;
 }
 
 /* The first available openai generator option, used for IRCoT reasoning. */
@@ -101,12 +187,117 @@ static int evidence_text(const qstate *s, dr_buf *b, size_t max_pass)
     return rc;
 }
 
+/* The cheapest available generator's price for in_tokens of prompt: what a
+ * reasoning call must leave in the budget for the answer. */
+static dr_budget generator_reserve(const qstate *s, double in_tokens)
+{
+    const dr_stage *g = &s->p->stages[DR_STAGE_GENERATOR];
+    dr_budget best = {INFINITY, INFINITY, INFINITY};
+    for (size_t i = 0; i < g->n_options; i++) {
+        if (!g->options[i].available)
+            continue;
+        dr_budget p = dr_budget_price(&g->options[i], in_tokens, DR_BUDGET_ANSWER_TOKENS);
+        if (p.usd < best.usd || (p.usd == best.usd && p.energy_wh < best.energy_wh))
+            best = p;
+    }
+    if (!isfinite(best.usd))
+        best = (dr_budget){0, 0, 0};
+    best.latency_ms = 0; /* the deadline guards latency */
+    return best;
+}
+
+/*
+ * One IRCoT reasoning call for the step after `step`: priced before it runs
+ * (with what the answer will need reserved) and cut when it does not fit,
+ * then asked for the next reasoning sentence. *next gets that sentence
+ * (caller frees) or NULL when it gives the answer. Returns DYNRAG_OK,
+ * DYNRAG_ERR_LIMIT when the budget cut the call (recorded), or the call's
+ * error (its latency charged).
+ */
+static int reasoning_step(qstate *s, const dr_option *llm, int step, dr_buf *steps_text,
+                          char **next, dynrag_error *err)
+{
+    *next = NULL;
+    dr_buf prompt = {0};
+    int rc = dr_buf_printf(&prompt,
+                           "Answer the question step by step using the evidence. Write only "
+                           "the NEXT reasoning sentence. If the evidence already gives the "
+                           "answer, write: So the answer is: <answer>.\n\nQuestion: %s\n\n"
+                           "Evidence:\n",
+                           s->q);
+    if (rc == DYNRAG_OK)
+        rc = evidence_text(s, &prompt, 12);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_printf(&prompt, "\nReasoning so far:\n%s\nNext sentence:",
+                           steps_text->data ? steps_text->data : "(none)");
+    if (rc != DYNRAG_OK) {
+        dr_buf_free(&prompt);
+        return dr_err_set(err, rc, "out of memory");
+    }
+    int in_tok = dr_estimate_tokens(prompt.data);
+    dr_budget price = dr_budget_price_call(llm, in_tok, DR_BUDGET_REASONING_TOKENS);
+    dr_budget need = dr_budget_add(price, generator_reserve(s, in_tok));
+    dr_budget left = dr_q_remaining(s);
+    if (!dr_budget_fits(&need, &left)) {
+        char b[160], c[160];
+        dr_budget_format(&left, b, sizeof(b));
+        dr_budget_format(&price, c, sizeof(c));
+        dr_q_cut(s, DR_STAGE_INDEX, "reasoning call",
+                 "step %d: the reasoning call (%s) and the answer do not fit the remaining budget "
+                 "(%s left); offline reformulation instead",
+                 step + 1, c, b);
+        dr_buf_free(&prompt);
+        return DYNRAG_ERR_LIMIT;
+    }
+    dr_llm_config cfg;
+    dr_q_llm_config(s, llm, &cfg);
+    cfg.n = 1;
+    cfg.max_tokens = DR_BUDGET_REASONING_TOKENS;
+    cfg.logprobs = false;
+    dr_llm_message msg = {"user", prompt.data};
+    dr_llm_result res;
+    memset(&res, 0, sizeof(res));
+    rc = dr_llm_chat(&cfg, &msg, 1, &res, err);
+    dr_buf_free(&prompt);
+    if (rc != DYNRAG_OK) {
+        dr_q_charge(s, DR_STAGE_INDEX, 0, res.latency_ms, 0);
+        dr_llm_result_free(&res);
+        return dr_err_prefix(err, "multi-step reasoning (option '%s')", llm->name);
+    }
+    dr_q_account_llm(s, DR_STAGE_INDEX, llm, &res);
+    dr_q_check_spent(s, "a multi-step reasoning call");
+    const char *t = res.text ? res.text : "";
+    rc = dr_buf_printf(steps_text, "%s\n", t);
+    bool done = strcasestr(t, "answer is") != NULL || t[0] == '\0';
+    if (rc == DYNRAG_OK && !done && (*next = dr_strdup(t)) == NULL)
+        rc = DYNRAG_ERR_NOMEM;
+    dr_llm_result_free(&res);
+    return rc == DYNRAG_OK ? DYNRAG_OK : dr_err_set(err, rc, "out of memory");
+}
+
+/* The offline next query: reformulated from the evidence (NULL: stop). */
+static int reformulate_step(qstate *s, dr_reform_state *rs, char **next, dynrag_error *err)
+{
+    *next = NULL;
+    dr_passage *views = calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
+    if (views == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < s->n_pass; i++)
+        views[i] = (dr_passage){s->pass[i].doc_id, s->pass[i].title, s->pass[i].text,
+                                s->pass[i].score, s->pass[i].chunk_id};
+    int rc = dr_reformulate(rs, s->q, views, s->n_pass, next, err);
+    free(views);
+    return rc;
+}
+
 /*
  * Multi-step retrieval. With an LLM (IRCoT-style): ask for the next
  * reasoning sentence given the evidence so far, retrieve with it, and stop
  * when the sentence gives the answer or max_steps is reached. Without an
- * LLM: reformulate the query from new titles/entities in the evidence and
- * stop when there is no new evidence.
+ * LLM, or once a reasoning call failed or did not fit the budget (the
+ * built-in safe path): reformulate the query from new titles/entities in the
+ * evidence and stop when there is no new evidence. A step is not started
+ * past the query's deadline (recorded as a cut).
  */
 int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
 {
@@ -117,67 +308,57 @@ int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
     const dr_option *llm = reasoning_llm(s->p);
     dr_reform_state *rs = NULL;
     dr_buf steps_text = {0};
-    if (llm == NULL && (rc = dr_reform_create(&rs)) != DYNRAG_OK)
+    if ((rc = dr_reform_create(&rs)) != DYNRAG_OK)
         return dr_err_set(err, rc, "out of memory");
     for (int step = 2; step <= max_steps; step++) {
+        if (dr_q_past_deadline(s)) {
+            dr_q_cut(s, DR_STAGE_INDEX, "later retrieval steps",
+                     "the latency budget (%.6g ms) is used up before step %d", s->budget.latency_ms,
+                     step);
+            break;
+        }
         char *next = NULL;
         if (llm) {
-            dr_buf prompt = {0};
-            rc = dr_buf_printf(&prompt,
-                               "Answer the question step by step using the evidence. Write only "
-                               "the NEXT reasoning sentence. If the evidence already gives the "
-                               "answer, write: So the answer is: <answer>.\n\nQuestion: %s\n\n"
-                               "Evidence:\n",
-                               s->q);
-            if (rc == DYNRAG_OK)
-                rc = evidence_text(s, &prompt, 12);
-            if (rc == DYNRAG_OK)
-                rc = dr_buf_printf(&prompt, "\nReasoning so far:\n%s\nNext sentence:",
-                                   steps_text.data ? steps_text.data : "(none)");
-            if (rc != DYNRAG_OK) {
-                dr_buf_free(&prompt);
-                rc = dr_err_set(err, rc, "out of memory");
+            dynrag_error lerr;
+            dynrag_error_clear(&lerr);
+            rc = reasoning_step(s, llm, step - 1, &steps_text, &next, &lerr);
+            if (rc == DYNRAG_ERR_NOMEM) {
+                *err = lerr;
                 break;
             }
-            dr_llm_config cfg;
-            dr_q_llm_config(llm, &cfg, NULL);
-            cfg.n = 1;
-            cfg.max_tokens = 96;
-            dr_llm_message msg = {"user", prompt.data};
-            dr_llm_result res;
-            memset(&res, 0, sizeof(res));
-            rc = dr_llm_chat(&cfg, &msg, 1, &res, err);
-            dr_buf_free(&prompt);
             if (rc != DYNRAG_OK) {
-                dr_llm_result_free(&res);
-                dr_err_prefix(err, "multi-step reasoning (option '%s')", llm->name);
-                break;
+                if (rc != DYNRAG_ERR_LIMIT) {
+                    /* The built-in safe path of multi-step reasoning. */
+                    cJSON *f = cJSON_CreateObject();
+                    cJSON_AddStringToObject(f, "stage", dr_stage_name(DR_STAGE_INDEX));
+                    cJSON_AddStringToObject(f, "failed", llm->name);
+                    cJSON_AddStringToObject(f, "error", dynrag_errmsg(&lerr));
+                    cJSON_AddStringToObject(f, "took", "offline reformulation");
+                    cJSON_AddItemToArray(s->fallbacks, f);
+                    dr_log(DYNRAG_LOG_WARN, MOD, "%s; using offline reformulation",
+                           dynrag_errmsg(&lerr));
+                    size_t len = strlen(s->st[DR_STAGE_INDEX].reason);
+                    snprintf(s->st[DR_STAGE_INDEX].reason + len,
+                             sizeof(s->st[DR_STAGE_INDEX].reason) - len,
+                             "; fallback to offline reformulation after error: %s",
+                             dynrag_errmsg(&lerr));
+                }
+                llm = NULL;
+                rc = reformulate_step(s, rs, &next, err);
             }
-            dr_q_account_llm(s, DR_STAGE_INDEX, llm, &res);
-            const char *t = res.text ? res.text : "";
-            dr_buf_printf(&steps_text, "%s\n", t);
-            bool done = strcasestr(t, "answer is") != NULL || t[0] == '\0';
-            if (!done)
-                next = dr_strdup(t);
-            dr_llm_result_free(&res);
         } else {
-            dr_passage *views = calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
-            if (views == NULL) {
-                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-                break;
-            }
-            for (size_t i = 0; i < s->n_pass; i++)
-                views[i] = (dr_passage){s->pass[i].doc_id, s->pass[i].title, s->pass[i].text,
-                                        s->pass[i].score, s->pass[i].chunk_id};
-            rc = dr_reformulate(rs, s->q, views, s->n_pass, &next, err);
-            free(views);
-            if (rc != DYNRAG_OK)
-                break;
+            rc = reformulate_step(s, rs, &next, err);
         }
+        if (rc != DYNRAG_OK)
+            break;
         if (next == NULL)
             break; /* stop: answer found or no new evidence */
         rc = dr_q_retrieve_step(s, step, next, k, &n_new, err);
         free(next);
+        if (rc == DYNRAG_ERR_LIMIT) {
+            rc = DYNRAG_OK; /* the budget cut the step (recorded) */
+            break;
+        }
         if (rc != DYNRAG_OK)
             break;
         if (n_new == 0)
@@ -188,8 +369,9 @@ int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
     return rc;
 }
 
-/* Loads the whole document of every retrieved passage once (first passage
- * per document gives its score and chunk id) into s->docs. Fails when the
+/* Loads the whole document of every retrieved passage once (the first passage
+ * of a document gives its score, chunk id and step; its fused score is the
+ * best of its passages) into s->docs. Fails when the
  * index cannot read a document. */
 static int load_documents(qstate *s, dynrag_error *err)
 {
@@ -200,8 +382,13 @@ static int load_documents(qstate *s, dynrag_error *err)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < s->n_pass; i++) {
         bool seen = false;
-        for (size_t j = 0; j < s->n_docs && !seen; j++)
-            seen = strcmp(s->docs[j].doc_id, s->pass[i].doc_id) == 0;
+        for (size_t j = 0; j < s->n_docs && !seen; j++) {
+            if (strcmp(s->docs[j].doc_id, s->pass[i].doc_id) == 0) {
+                seen = true;
+                if (s->pass[i].fused > s->docs[j].fused)
+                    s->docs[j].fused = s->pass[i].fused;
+            }
+        }
         if (seen)
             continue;
         own_passage *d = &s->docs[s->n_docs];
@@ -211,6 +398,8 @@ static int load_documents(qstate *s, dynrag_error *err)
         d->doc_id = dr_strdup(s->pass[i].doc_id);
         d->score = s->pass[i].score;
         d->chunk_id = s->pass[i].chunk_id;
+        d->step = s->pass[i].step;
+        d->fused = s->pass[i].fused;
         s->n_docs++;
         if (d->doc_id == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -218,7 +407,62 @@ static int load_documents(qstate *s, dynrag_error *err)
     return DYNRAG_OK;
 }
 
-/* Packs the context for context option `ci` into s->ctx_pass/context_text. */
+typedef struct fused_item {
+    size_t i;
+    double fused;
+    bool reserved;
+} fused_item;
+
+static int fused_cmp(const void *a, const void *b)
+{
+    const fused_item *x = a, *y = b;
+    if (x->reserved != y->reserved)
+        return x->reserved ? -1 : 1;
+    if (x->fused != y->fused)
+        return x->fused > y->fused ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/*
+ * The order in which the context stage considers src[0..n) (passages or
+ * documents of every step): first each step's best new item (the first one
+ * that step found), then the rest, each group by fused score (reciprocal
+ * rank across steps) with discovery order breaking ties. With one step this
+ * is the retrieval order. Returns a malloc'd array of n indices into src
+ * (caller frees), or NULL on allocation failure.
+ */
+static size_t *fused_order(const own_passage *src, size_t n)
+{
+    fused_item *it = calloc(n ? n : 1, sizeof(*it));
+    size_t *order = calloc(n ? n : 1, sizeof(*order));
+    if (it == NULL || order == NULL) {
+        free(it);
+        free(order);
+        return NULL;
+    }
+    int max_step = 1;
+    for (size_t i = 0; i < n; i++)
+        max_step = DR_MAX(max_step, src[i].step);
+    for (size_t i = 0; i < n; i++) {
+        it[i].i = i;
+        it[i].fused = src[i].fused;
+        bool first_of_step = true;
+        for (size_t j = 0; j < i && first_of_step; j++)
+            first_of_step = src[j].step != src[i].step;
+        it[i].reserved = max_step > 1 && first_of_step;
+    }
+    qsort(it, n, sizeof(*it), fused_cmp);
+    for (size_t i = 0; i < n; i++)
+        order[i] = it[i].i;
+    free(it);
+    return order;
+}
+
+/*
+ * Packs the context of context option `ci` from the union of every step's
+ * passages (or documents), taken in fused_order(), into s->ctx_pass,
+ * s->ctx_step, s->ctx_fused and s->context_text.
+ */
 int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
 {
     const dr_option *o = &s->p->stages[DR_STAGE_CONTEXT].options[ci];
@@ -236,31 +480,46 @@ int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
         src = s->docs;
         n_src = s->n_docs;
     }
+    free(s->ctx_step);
+    free(s->ctx_fused);
+    s->ctx_step = NULL;
+    s->ctx_fused = NULL;
+    size_t *order = fused_order(src, n_src);
     dr_passage *views = calloc(n_src ? n_src : 1, sizeof(*views));
-    if (views == NULL)
+    if (views == NULL || order == NULL) {
+        free(order);
+        free(views);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n_src; i++)
-        views[i] =
-            (dr_passage){src[i].doc_id, src[i].title, src[i].text, src[i].score, src[i].chunk_id};
+    }
+    for (size_t i = 0; i < n_src; i++) {
+        const own_passage *sp = &src[order[i]];
+        views[i] = (dr_passage){sp->doc_id, sp->title, sp->text, sp->score, sp->chunk_id};
+    }
     dr_context_config cc = {o->kind, dr_param_int(o->params, "k", 5),
                             dr_param_int(o->params, "max_tokens", 1500)};
     size_t *kept = NULL, n_kept = 0;
     int tokens = 0;
     int rc = dr_context_pack(&cc, views, n_src, &kept, &n_kept, &s->context_text, &tokens, err);
     if (rc != DYNRAG_OK) {
-        free(views);
-        return dr_err_prefix(err, "stages.context option '%s'", o->name);
+        rc = dr_err_prefix(err, "stages.context option '%s'", o->name);
+        goto cleanup;
     }
     s->ctx_pass = calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_pass));
-    if (s->ctx_pass == NULL) {
-        free(kept);
-        free(views);
-        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    s->ctx_step = calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_step));
+    s->ctx_fused = calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_fused));
+    if (s->ctx_pass == NULL || s->ctx_step == NULL || s->ctx_fused == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
     }
-    for (size_t i = 0; i < n_kept; i++)
+    for (size_t i = 0; i < n_kept; i++) {
         s->ctx_pass[i] = views[kept[i]];
+        s->ctx_step[i] = src[order[kept[i]]].step;
+        s->ctx_fused[i] = src[order[kept[i]]].fused;
+    }
     s->n_ctx = n_kept;
+cleanup:
     free(kept);
     free(views);
-    return DYNRAG_OK;
+    free(order);
+    return rc;
 }

@@ -7,11 +7,20 @@
 
 #include "engine/query.h"
 
+/* Sets s->search from index option `ii`'s kind and params. Returns
+ * DYNRAG_ERR_INVALID for a kind that is not a search mode. */
+int dr_q_search_options(qstate *s, int ii);
+
 /*
  * One retrieval step: searches s->idx with `query` and s->search, keeps up
  * to k chunks not held before (s->pass), records the step in s->steps and
- * counts it. *n_new gets the number of new chunks. Fails with the search's
- * status (prefixed "retrieval step N") or DYNRAG_ERR_NOMEM.
+ * counts it. *n_new gets the number of new chunks. A search that embeds the
+ * query is priced first (the embedder option's price, charged to the
+ * embedder stage); a later step (step > 1) that does not fit the remaining
+ * budget is cut (recorded) and returns DYNRAG_ERR_LIMIT. When the search
+ * fails and the index stage declares a usable fallback, the step runs again
+ * with it. Fails with the search's status (prefixed "retrieval step N") or
+ * DYNRAG_ERR_NOMEM.
  */
 int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_new,
                        dynrag_error *err);
@@ -20,9 +29,10 @@ int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_
  * Multi-step retrieval of up to max_steps steps of k new chunks each. With
  * an available openai generator option (IRCoT-style), each later step
  * retrieves with the LLM's next reasoning sentence and stops when it gives
- * the answer; without one, with an offline reformulation of the query from
- * the evidence, stopping when nothing new comes back. Fails when a search or
- * a reasoning call fails.
+ * the answer; without one, or once a reasoning call failed (a fallback) or
+ * did not fit the budget (a cut), with an offline reformulation of the query
+ * from the evidence, stopping when nothing new comes back. No step starts
+ * past the deadline. Fails only when a search fails with no index fallback.
  */
 int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err);
 

@@ -335,8 +335,9 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
                 size_t found = 0;
                 for (size_t s = 0; s < it->n_support; s++) {
                     const char *sup[1] = {it->support[s]};
-                    for (size_t i = 0; i < dynrag_result_n_retrieved(r); i++) {
-                        const dynrag_citation *c = dynrag_result_retrieved(r, i);
+                    /* Recall in the final context: what the generator saw. */
+                    for (size_t i = 0; i < dynrag_result_n_context(r); i++) {
+                        const dynrag_citation *c = dynrag_result_context_passage(r, i);
                         if (c->title && dynrag_eval_em(c->title, sup, 1) == 1) {
                             found++;
                             break;

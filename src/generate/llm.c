@@ -390,6 +390,7 @@ int dr_llm_chat(const dr_llm_config *cfg, const dr_llm_message *msgs, size_t n_m
         .api_key = cfg->api_key,
         .timeout_s = cfg->timeout_s,
         .max_retries = cfg->max_retries,
+        .deadline_us = cfg->deadline_us,
         .log_module = "llm",
     };
     rc = dr_http_post_json(&req, &resp, err);

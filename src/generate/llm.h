@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct dr_llm_config {
     const char *base_url;   /* e.g. "http://127.0.0.1:8000/v1"; "/chat/completions" is appended */
@@ -28,6 +29,7 @@ typedef struct dr_llm_config {
     int top_logprobs;       /* 0..20 */
     int n;                  /* samples; 0 or 1 = one */
     double usd_per_1k_input, usd_per_1k_output;
+    int64_t deadline_us;    /* absolute dr_now_us() deadline passed to the HTTP client (0 = none) */
 } dr_llm_config;
 
 typedef struct dr_llm_message {

@@ -361,6 +361,19 @@ int dr_http_post_json(const dr_http_request *req, dr_http_response *resp, dynrag
 
     char errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;; attempt++) {
+        /* The caller's deadline bounds every attempt. */
+        double attempt_s = timeout_s;
+        if (req->deadline_us > 0) {
+            double left_s = (double)(req->deadline_us - dr_now_us()) / 1e6;
+            if (left_s < 0.001) {
+                rc = dr_err_set(err, DYNRAG_ERR_TIMEOUT,
+                                "POST %s: deadline reached before attempt %d", req->url, attempt);
+                goto cleanup;
+            }
+            if (left_s < attempt_s)
+                attempt_s = left_s;
+        }
+        double attempt_connect_s = connect_s < attempt_s ? connect_s : attempt_s;
         dr_buf_free(&st.body);
         st.body.cap_limit = cap;
         st.over_cap = false;
@@ -378,8 +391,8 @@ int dr_http_post_json(const dr_http_request *req, dr_http_response *resp, dynrag
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_s * 1000.0 + 0.5));
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_s * 1000.0 + 0.5));
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(attempt_s * 1000.0 + 0.5));
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(attempt_connect_s * 1000.0 + 0.5));
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cap);
         curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
         curl_easy_setopt(h, CURLOPT_USERAGENT, "dynrag/" DYNRAG_VERSION_STRING);
@@ -420,7 +433,7 @@ int dr_http_post_json(const dr_http_request *req, dr_http_response *resp, dynrag
                          "received): %s", status, st.body.len, errbuf[0] ? errbuf
                          : curl_easy_strerror(cc));
             else if (cc == CURLE_OPERATION_TIMEDOUT)
-                snprintf(what, sizeof(what), "timed out after %.3g s: %s", timeout_s,
+                snprintf(what, sizeof(what), "timed out after %.3g s: %s", attempt_s,
                          errbuf[0] ? errbuf : curl_easy_strerror(cc));
             else
                 snprintf(what, sizeof(what), "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
@@ -458,6 +471,14 @@ int dr_http_post_json(const dr_http_request *req, dr_http_response *resp, dynrag
         } else {
             delay = dr_http_backoff_delay(attempt, base, bmax, dr_rng_uniform(&rng));
             why = "backoff";
+        }
+        if (req->deadline_us > 0 && dr_now_us() + (int64_t)(delay * 1e6) >= req->deadline_us) {
+            rc = dr_err_set(err, fail_status == DYNRAG_ERR_TIMEOUT ? DYNRAG_ERR_TIMEOUT
+                                                                   : DYNRAG_ERR_HTTP,
+                            "POST %s: %s (attempt %d; a retry in %.2f s would pass the "
+                            "deadline)",
+                            req->url, what, attempt, delay);
+            goto cleanup;
         }
         dr_log(DYNRAG_LOG_WARN, module, "POST %s: %s; retry %d/%d in %.2f s (%s)", req->url,
                what, attempt, req->max_retries, delay, why);

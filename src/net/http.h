@@ -56,6 +56,9 @@ typedef struct dr_http_request {
     double backoff_max_s;     /* (0 = 8) */
     uint64_t seed;            /* jitter PRNG seed (0 = from the clock) */
     const char *log_module;   /* module name for dr_log() retry warnings (NULL = "http") */
+    int64_t deadline_us;      /* absolute deadline on the dr_now_us() clock (0 = none): each
+                                 attempt's timeout is cut to it, no attempt or retry wait
+                                 starts past it (DYNRAG_ERR_TIMEOUT) */
 } dr_http_request;
 
 /* What came back. Filled in by dr_http_post_json() on success and, as far as

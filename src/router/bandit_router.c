@@ -139,7 +139,7 @@ static int bandit_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision
     dr_route_decision_reset(out);
     int n_avail = 0;
     for (size_t i = 0; i < n_opt; i++)
-        n_avail += st->options[i].available;
+        n_avail += dr_route_ok(ctx, st, i);
     if (n_avail == 0)
         return dr_err_set(err, DYNRAG_ERR_STATE, "stages.%s: no option is available",
                           dr_stage_name(st->id));
@@ -152,7 +152,7 @@ static int bandit_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision
             out->scores[i] = arm_mean(&br->arms[i]);
         /* arms without feedback first, the least picked of them */
         for (size_t i = 0; i < n_opt; i++)
-            if (st->options[i].available && br->arms[i].n == 0 &&
+            if (dr_route_ok(ctx, st, i) && br->arms[i].n == 0 &&
                 (pick < 0 || br->arms[i].pulls < br->arms[pick].pulls))
                 pick = (int)i;
         if (pick >= 0) {
@@ -161,13 +161,13 @@ static int bandit_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision
         } else if (br->algo == ALGO_EPSILON && dr_rng_uniform(&br->rng) < br->epsilon) {
             uint64_t k = dr_rng_below(&br->rng, (uint64_t)n_avail);
             for (size_t i = 0; i < n_opt && pick < 0; i++)
-                if (st->options[i].available && k-- == 0)
+                if (dr_route_ok(ctx, st, i) && k-- == 0)
                     pick = (int)i;
             snprintf(out->reason, sizeof out->reason, "bandit %s: explore (p=%.3g): %s", algo,
                      br->epsilon, st->options[pick].name);
         } else if (br->algo == ALGO_EPSILON) {
             for (size_t i = 0; i < n_opt; i++)
-                if (st->options[i].available && (pick < 0 || out->scores[i] > out->scores[pick]))
+                if (dr_route_ok(ctx, st, i) && (pick < 0 || out->scores[i] > out->scores[pick]))
                     pick = (int)i;
             snprintf(out->reason, sizeof out->reason,
                      "bandit %s: exploit: %s (mean reward %.4f over %.0f)", algo,
@@ -175,13 +175,13 @@ static int bandit_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision
         } else {
             double total = 0;
             for (size_t i = 0; i < n_opt; i++)
-                if (st->options[i].available)
+                if (dr_route_ok(ctx, st, i))
                     total += br->arms[i].n;
             for (size_t i = 0; i < n_opt; i++) {
                 const arm *a = &br->arms[i];
                 if (a->n > 0)
                     out->scores[i] = arm_mean(a) + sqrt(2.0 * log(total) / a->n);
-                if (st->options[i].available &&
+                if (dr_route_ok(ctx, st, i) &&
                     (pick < 0 || out->scores[i] > out->scores[pick]))
                     pick = (int)i;
             }
@@ -206,7 +206,7 @@ static int bandit_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision
             }
             double bonus = br->alpha * sqrt(DR_MAX(var, 0.0));
             out->scores[i] = mean + bonus;
-            if (st->options[i].available && (pick < 0 || out->scores[i] > out->scores[pick])) {
+            if (dr_route_ok(ctx, st, i) && (pick < 0 || out->scores[i] > out->scores[pick])) {
                 pick = (int)i;
                 best_mean = mean;
                 best_bonus = bonus;

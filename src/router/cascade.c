@@ -167,7 +167,7 @@ static int cascade_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
     out->option = 0;
     snprintf(out->reason, sizeof out->reason, "cascade: start with %s (judge %s)",
              st->options[0].name, dr_param_str(st->router.params, "judge", "self_route"));
-    return dr_route_ensure_available(st, out, err);
+    return dr_route_ensure_available(ctx, st, out, err);
 }
 
 static void cascade_free(dr_router *r)

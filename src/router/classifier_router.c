@@ -68,7 +68,7 @@ static int classifier_route(dr_router *r, const dr_route_ctx *ctx, dr_route_deci
         snprintf(out->reason, sizeof out->reason, "classifier: %s p=%.3f",
                  st->options[best].name, out->scores[best]);
     }
-    return dr_route_ensure_available(st, out, err);
+    return dr_route_ensure_available(ctx, st, out, err);
 }
 
 static void classifier_free(dr_router *r)

@@ -1,7 +1,7 @@
 /*
- * router/cost.h - the expected cost of running an option for a query
- * (internal; used by the cost router and available to the engine's budget
- * check so both agree).
+ * router/cost.h - the expected cost of running an option for a query when
+ * the engine gives no prices (internal). Inside the engine the cost router
+ * uses the engine's own prices (dr_route_ctx.price, engine/budget.c).
  */
 #ifndef DYNRAG_ROUTER_COST_H
 #define DYNRAG_ROUTER_COST_H
@@ -22,8 +22,8 @@
  */
 dr_budget dr_cost_estimate(const dr_option *opt, int query_chars);
 
-/* True when every field of `cost` is <= the same field of `remaining`
- * (INFINITY fields always fit). */
+/* True when every field of `cost` is <= the same field of `remaining` plus
+ * 1e-12 (INFINITY fields always fit), as the engine's dr_budget_fits(). */
 bool dr_cost_fits(const dr_budget *cost, const dr_budget *remaining);
 
 #endif

@@ -9,6 +9,9 @@
  *     that fits.
  *   When no available option fits the budget, the cheapest available one is
  *   chosen and the reason says so (the engine then applies its own rule).
+ * Expected costs are the engine's prices for the query (dr_route_ctx.price,
+ * from engine/budget.c: the same numbers the engine's budget check uses);
+ * without them (a router used on its own) dr_cost_estimate() below.
  * "Cheapest" compares a combined cost: the sum over usd, latency_ms and
  * energy_wh of the option's value divided by the largest value of that field
  * among the stage's options (fields that are 0 everywhere are ignored), ties
@@ -41,8 +44,10 @@ dr_budget dr_cost_estimate(const dr_option *opt, int query_chars)
 
 bool dr_cost_fits(const dr_budget *cost, const dr_budget *remaining)
 {
-    return !(cost->usd > remaining->usd) && !(cost->latency_ms > remaining->latency_ms) &&
-           !(cost->energy_wh > remaining->energy_wh);
+    const double eps = 1e-12; /* the engine's tolerance (engine/budget.c) */
+    return !(cost->usd > remaining->usd + eps) &&
+           !(cost->latency_ms > remaining->latency_ms + eps) &&
+           !(cost->energy_wh > remaining->energy_wh + eps);
 }
 
 typedef struct cost_router {
@@ -101,7 +106,7 @@ static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *
     dr_budget est[DR_MAX_OPTIONS];
     double maxv[3] = {0, 0, 0};
     for (size_t i = 0; i < n; i++) {
-        est[i] = dr_cost_estimate(&st->options[i], chars);
+        est[i] = ctx->price != NULL ? ctx->price[i] : dr_cost_estimate(&st->options[i], chars);
         maxv[0] = DR_MAX(maxv[0], est[i].usd);
         maxv[1] = DR_MAX(maxv[1], est[i].latency_ms);
         maxv[2] = DR_MAX(maxv[2], est[i].energy_wh);
@@ -124,7 +129,7 @@ static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *
     if (!cr->min_cost) {
         for (size_t i = 0; i < n; i++) {
             out->scores[i] = q[i];
-            if (!st->options[i].available || !fits[i])
+            if (!dr_route_ok(ctx, st, i) || !fits[i])
                 continue;
             if (pick < 0 || qv(q[i]) > qv(q[pick]) ||
                 (qv(q[i]) == qv(q[pick]) && combined[i] < combined[pick]))
@@ -134,7 +139,7 @@ static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *
     } else {
         for (size_t i = 0; i < n; i++) {
             out->scores[i] = -combined[i];
-            if (!st->options[i].available || !fits[i] || !(q[i] >= cr->floor))
+            if (!dr_route_ok(ctx, st, i) || !fits[i] || !(q[i] >= cr->floor))
                 continue;
             if (pick < 0 || combined[i] < combined[pick])
                 pick = (int)i;
@@ -142,7 +147,7 @@ static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *
         why = "cheapest reaching the quality floor";
         if (pick < 0) {
             for (size_t i = 0; i < n; i++) {
-                if (!st->options[i].available || !fits[i])
+                if (!dr_route_ok(ctx, st, i) || !fits[i])
                     continue;
                 if (pick < 0 || qv(q[i]) > qv(q[pick]))
                     pick = (int)i;
@@ -152,7 +157,7 @@ static int cost_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *
     }
     if (pick < 0) {
         for (size_t i = 0; i < n; i++)
-            if (st->options[i].available && (pick < 0 || combined[i] < combined[pick]))
+            if (dr_route_ok(ctx, st, i) && (pick < 0 || combined[i] < combined[pick]))
                 pick = (int)i;
         why = "nothing fits the remaining budget: cheapest";
     }

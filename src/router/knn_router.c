@@ -111,7 +111,7 @@ static int knn_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *o
         out->option = kr->dflt;
         snprintf(out->reason, sizeof out->reason, "knn: no examples: default %s",
                  st->options[kr->dflt].name);
-        return dr_route_ensure_available(st, out, err);
+        return dr_route_ensure_available(ctx, st, out, err);
     }
     pthread_mutex_lock(&kr->lock);
     int rc = kr->ready ? DYNRAG_OK : knn_prepare(kr, ctx, err);
@@ -175,7 +175,7 @@ static int knn_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *o
         snprintf(out->reason, sizeof out->reason,
                  "knn: no example with similarity >= %.3g: default %s", kr->min_sim,
                  st->options[kr->dflt].name);
-        rc = dr_route_ensure_available(st, out, err);
+        rc = dr_route_ensure_available(ctx, st, out, err);
         goto cleanup;
     }
     int best = -1;
@@ -187,7 +187,7 @@ static int knn_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *o
              "knn: %zu neighbour%s (best similarity %.3f), %s has %.0f%% of the vote", n_top,
              n_top == 1 ? "" : "s", top[0].sim, st->options[best].name,
              100.0 * votes[best] / total);
-    rc = dr_route_ensure_available(st, out, err);
+    rc = dr_route_ensure_available(ctx, st, out, err);
 cleanup:
     free(q);
     free(top);

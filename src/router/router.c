@@ -71,14 +71,15 @@ void dr_route_reason_append(dr_route_decision *d, const char *fmt, ...)
     va_end(ap);
 }
 
-int dr_route_ensure_available(const dr_stage *stage, dr_route_decision *d, dynrag_error *err)
+int dr_route_ensure_available(const dr_route_ctx *ctx, const dr_stage *stage, dr_route_decision *d,
+                              dynrag_error *err)
 {
     int want = d->option;
-    if (want >= 0 && (size_t)want < stage->n_options && stage->options[want].available)
+    if (want >= 0 && (size_t)want < stage->n_options && dr_route_ok(ctx, stage, want))
         return DYNRAG_OK;
     int best = -1;
     for (size_t i = 0; i < stage->n_options; i++) {
-        if (!stage->options[i].available)
+        if (!dr_route_ok(ctx, stage, i))
             continue;
         if (best < 0) {
             best = (int)i;
@@ -127,7 +128,7 @@ static int fixed_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision 
     out->option = f->option;
     out->scores[f->option] = 1.0;
     snprintf(out->reason, sizeof out->reason, "fixed: %s", r->stage->options[f->option].name);
-    return dr_route_ensure_available(r->stage, out, err);
+    return dr_route_ensure_available(ctx, r->stage, out, err);
 }
 
 static void fixed_free(dr_router *r)

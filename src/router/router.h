@@ -52,7 +52,21 @@ typedef struct dr_route_ctx {
     int (*embed)(void *user, const char *text, float *out, int dim, dynrag_error *err);
     void *embed_user;
     int embed_dim;
+    /* Per-query availability of each option (the engine removes options whose
+     * needs are not met, docs/pipeline-yaml.md); NULL = each option's static
+     * `available` (endpoint configured). Routers pick only available options. */
+    const bool *available;
+    /* The engine's price of each option for this query (engine/budget.c, the
+     * same estimate its budget check uses); NULL = dr_cost_estimate(). */
+    const dr_budget *price;
 } dr_route_ctx;
+
+/* True when option i of `stage` is available for the query in ctx. */
+static inline bool dr_route_ok(const dr_route_ctx *ctx, const dr_stage *stage, size_t i)
+{
+    return ctx != NULL && ctx->available != NULL ? ctx->available[i]
+                                                 : stage->options[i].available;
+}
 
 typedef struct dr_route_decision {
     int option;                     /* index into stage->options */

@@ -43,13 +43,15 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
 void dr_route_decision_reset(dr_route_decision *d);
 
 /*
- * Makes sure the decision names an available option. When d->option is
+ * Makes sure the decision names an option available for the query in ctx
+ * (dr_route_ok). When d->option is
  * available nothing changes. Otherwise the available option with the highest
  * non-NAN score is taken (ties and unscored options in listed order) and
  * "; <wanted> unavailable, using <other>" is appended to the reason. Fails
  * with DYNRAG_ERR_STATE, naming the stage, when no option is available.
  */
-int dr_route_ensure_available(const dr_stage *stage, dr_route_decision *d, dynrag_error *err);
+int dr_route_ensure_available(const dr_route_ctx *ctx, const dr_stage *stage, dr_route_decision *d,
+                              dynrag_error *err);
 
 /* Appends printf-style text to a decision's reason (truncating). */
 void dr_route_reason_append(dr_route_decision *d, const char *fmt, ...) DR_PRINTF(2, 3);

@@ -151,7 +151,7 @@ static int rules_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision 
             out->scores[ru->option] = 0.0;
         if (!m || first >= 0)
             continue;
-        if (st->options[ru->option].available) {
+        if (dr_route_ok(ctx, st, ru->option)) {
             first = (int)i;
             dr_strlcpy(why, w, sizeof why);
         } else if (first_unavail < 0) {
@@ -172,7 +172,7 @@ static int rules_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision 
     dr_route_reason_append(out, "%s: default %s",
                            first_unavail < 0 ? "no rule matched" : "no available rule matched",
                            st->options[rr->dflt].name);
-    return dr_route_ensure_available(st, out, err);
+    return dr_route_ensure_available(ctx, st, out, err);
 }
 
 static const dr_router_vtable rules_vt = {rules_route, dr_router_feedback_none,

@@ -244,6 +244,43 @@ static int bool_field(const cJSON *o, const char *field, bool *out, dr_http_erro
     return 0;
 }
 
+/*
+ * The optional `budget` object: {usd, latency_ms, energy_wh}, each a number
+ * >= 0 (absent or null: not set); any other key is rejected. The error
+ * names the field, e.g. "budget.usd".
+ */
+static int budget_field(const cJSON *o, dr_budget_req *out, dr_http_error *e)
+{
+    out->set = false;
+    out->usd = out->latency_ms = out->energy_wh = NAN;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "budget");
+    if (b == NULL || cJSON_IsNull(b))
+        return 0;
+    if (!cJSON_IsObject(b))
+        return bad_field(e, "budget", "expected an object {usd, latency_ms, energy_wh}");
+    static const char *const keys[] = {"usd", "latency_ms", "energy_wh"};
+    double *dst[] = {&out->usd, &out->latency_ms, &out->energy_wh};
+    const cJSON *v;
+    cJSON_ArrayForEach(v, b)
+    {
+        int k = -1;
+        for (int i = 0; i < 3; i++)
+            if (v->string != NULL && strcmp(v->string, keys[i]) == 0)
+                k = i;
+        char f[80];
+        snprintf(f, sizeof(f), "budget.%.60s", v->string ? v->string : "");
+        if (k < 0)
+            return bad_field(e, f, "unknown field (expected usd, latency_ms or energy_wh)");
+        if (cJSON_IsNull(v))
+            continue;
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0)
+            return bad_field(e, f, "expected a number >= 0");
+        *dst[k] = v->valuedouble;
+    }
+    out->set = true;
+    return 0;
+}
+
 /* ---- endpoints ------------------------------------------------------------ */
 
 int dr_parse_retrieve(const char *body, size_t len, dr_retrieve_req *out, dr_http_error *e)
@@ -284,6 +321,8 @@ int dr_parse_query(const char *body, size_t len, dr_query_req *out, dr_http_erro
         rc = text_field(o, "query", true, true, DR_REQ_MAX_QUERY, &out->query, e);
     if (rc == 0)
         rc = text_field(o, "id", false, true, DR_REQ_MAX_ID, &out->id, e);
+    if (rc == 0)
+        rc = budget_field(o, &out->budget, e);
     if (rc == 0 && out->id) {
         for (const char *c = out->id; *c && rc == 0; c++)
             if ((unsigned char)*c < 0x20 || *c == 0x7f)
@@ -394,6 +433,8 @@ int dr_parse_chat(const char *body, size_t len, dr_chat_req *out, dr_http_error 
         rc = text_field(o, "model", false, false, 256, &out->model, e);
     if (rc == 0)
         rc = bool_field(o, "stream", &out->stream, e);
+    if (rc == 0)
+        rc = budget_field(o, &out->budget, e);
     if (rc == 0) {
         int n = 1;
         rc = int_field(o, "n", 1, 1, &n, e);

@@ -80,9 +80,17 @@ typedef struct dr_retrieve_req {
 
 /* POST /v1/query {query, id?} and POST /v1/route {query} (id ignored by
  * route). */
+/* An optional per-query `budget` object {usd?, latency_ms?, energy_wh?}:
+ * each field a number >= 0; a field that is absent is NAN. */
+typedef struct dr_budget_req {
+    bool set; /* the body had a budget object */
+    double usd, latency_ms, energy_wh;
+} dr_budget_req;
+
 typedef struct dr_query_req {
     char *query; /* owned */
     char *id;    /* owned, NULL when absent */
+    dr_budget_req budget; /* /v1/query only */
 } dr_query_req;
 
 /* POST /v1/feedback {query_id, reward}. */
@@ -97,6 +105,7 @@ typedef struct dr_chat_req {
     char *model; /* owned, NULL when absent */
     bool stream;
     bool include_usage; /* stream_options.include_usage */
+    dr_budget_req budget;
 } dr_chat_req;
 
 /* The parsers: return 0 and fill *out (release with the matching _free),

@@ -125,13 +125,18 @@ static void count_result(dynrag_server *s, const dynrag_result *r, bool ran)
 
 /* Runs the engine; on failure fills the error response and returns NULL. */
 static dynrag_result *run_query(dynrag_server *s, dr_http_exchange *x, const char *q,
-                                const char *id, bool route_only)
+                                const char *id, bool route_only, const dr_budget_req *b)
 {
     if (past_deadline(x))
         return NULL;
     dynrag_query_options qo = {0};
     qo.query_id = id;
     qo.route_only = route_only;
+    dynrag_budget budget;
+    if (b != NULL && b->set) {
+        budget = (dynrag_budget){b->usd, b->latency_ms, b->energy_wh};
+        qo.budget = &budget;
+    }
     dynrag_result *r = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
@@ -317,7 +322,7 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
         }
         idx = dynrag_engine_index(s->e, NULL);
     } else {
-        route = run_query(s, x, req.query, NULL, true);
+        route = run_query(s, x, req.query, NULL, true, NULL);
         if (route == NULL)
             goto cleanup;
         const char *emb = NULL, *ichoice = NULL;
@@ -401,7 +406,7 @@ static void do_query(dynrag_server *s, dr_http_exchange *x, bool route_only)
         x->status = st;
         return;
     }
-    dynrag_result *r = run_query(s, x, req.query, req.id, route_only);
+    dynrag_result *r = run_query(s, x, req.query, req.id, route_only, &req.budget);
     if (r)
         reply_json(x, record_of(r));
     dynrag_result_free(r);
@@ -478,7 +483,7 @@ static void do_chat(dynrag_server *s, dr_http_exchange *x)
         x->status = x->err.status;
         return;
     }
-    dynrag_result *r = run_query(s, x, req.query, NULL, false);
+    dynrag_result *r = run_query(s, x, req.query, NULL, false, &req.budget);
     if (r == NULL) {
         dr_chat_req_free(&req);
         return;
