@@ -71,7 +71,7 @@ static const cli_command commands[] = {
      "  --index DIR      the index folder (required)\n"
      "  --mode MODE      bm25 (default), dense or hybrid (reciprocal rank fusion)\n"
      "  -k K             hits (documents in a run file) per query, default 10\n"
-     "  --k1 X, --b Y    BM25 parameters (default 0.9 and 0.4)\n"
+     "  --k1 X, --b Y    BM25 parameters (default 0.9 and 0.4; 0 is a value)\n"
      "  --rrf-k X        hybrid fusion constant (default 60)\n"
      "  --depth N        hybrid: candidates from each side (default max(k, 100))\n"
      "  --nprobe N       IVF indexes: inverted lists probed per query\n"

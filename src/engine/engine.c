@@ -96,10 +96,10 @@ static int run_stages(qstate *s, dynrag_error *err)
                               p->stages[DR_STAGE_INDEX].options[ii].name,
                               p->stages[DR_STAGE_INDEX].options[ii].kind);
         if (!route_only) {
-            int k = s->opt->k > 0 ? s->opt->k : dr_param_int(rmo->params, "k", 10);
+            int k = s->opt->k > 0 ? s->opt->k : dr_opt_int(rmo, "k");
             int rc;
             if (strcmp(rmo->kind, "multi") == 0)
-                rc = dr_q_retrieve_multi(s, k, dr_param_int(rmo->params, "max_steps", 3), err);
+                rc = dr_q_retrieve_multi(s, k, dr_opt_int(rmo, "max_steps"), err);
             else {
                 size_t n_new;
                 rc = dr_q_retrieve_step(s, 1, s->q, k, &n_new, err);

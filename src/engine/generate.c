@@ -82,8 +82,8 @@ static void gen_out_free(gen_out *g)
  * support score goes to g as the confidence judges use. */
 static int run_extractive(qstate *s, const dr_option *o, gen_out *g, dynrag_error *err)
 {
-    dr_extractive_config ec = {dr_param_num(o->params, "threshold", 0.25),
-                               dr_param_int(o->params, "max_sentences", 3)};
+    dr_extractive_config ec = {dr_opt_num(o, "threshold"),
+                               dr_opt_int(o, "max_sentences")};
     dr_answer a;
     memset(&a, 0, sizeof(a));
     int64_t t0 = dr_now_us();
