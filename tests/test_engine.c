@@ -487,6 +487,77 @@ TEST(engine_cascades_escalate)
     dynrag_pipeline_free(p);
 }
 
+static const char *const support_cascade_yaml =
+    "version: 1\n"
+    "name: supportcascade\n"
+    "index: @INDEX@\n"
+    "stages:\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: cheap, kind: extractive, params: {threshold: 0.0, max_sentences: 1}}\n"
+    "      - {name: dear, kind: extractive, params: {threshold: 0.0}}\n"
+    "    router: {type: cascade, params: {judge: %s, threshold: %s}}\n";
+
+/*
+ * Invariant: with the logprob_margin and agreement judges, an extractive
+ * first attempt is judged by its support score (no longer always 1): over
+ * many questions and thresholds, the recorded confidence is in [0, 1], the
+ * attempt escalates exactly when it is below the threshold, and the
+ * confidences are not all 1.
+ */
+TEST(engine_extractive_support_drives_cascade)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    static const char *const judges[] = {"logprob_margin", "agreement"};
+    static const char *const thresholds[] = {"0.2", "0.5", "0.8", "1"};
+    static const char *const qs[] = {"What is the capital of France?", "Who created Python?",
+                                     "When was the Eiffel Tower completed?",
+                                     "How do I enable write-ahead logging?",
+                                     "Tell me about zebras", "Who walked on the Moon first?",
+                                     "population of France", "tower engineering company"};
+    int below_one = 0, escalations = 0, kept = 0;
+    for (size_t j = 0; j < sizeof judges / sizeof *judges; j++)
+        for (size_t t = 0; t < sizeof thresholds / sizeof *thresholds; t++) {
+            char yaml[4096];
+            snprintf(yaml, sizeof yaml, support_cascade_yaml, judges[j], thresholds[t]);
+            dynrag_pipeline *p = load_yaml(yaml);
+            ASSERT(p != NULL);
+            dynrag_engine *e = NULL;
+            dynrag_error err;
+            dynrag_error_clear(&err);
+            ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+            double thr = strtod(thresholds[t], NULL);
+            for (size_t q = 0; q < sizeof qs / sizeof *qs; q++) {
+                dynrag_result *r = NULL;
+                ASSERT_OK(dynrag_engine_query(e, qs[q], NULL, &r, &err), &err);
+                cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+                cJSON *a0 = cJSON_GetArrayItem(cJSON_GetObjectItem(rec, "cascade"), 0);
+                ASSERT(a0 != NULL);
+                ASSERT_STR_EQ(cJSON_GetObjectItem(a0, "option")->valuestring, "cheap");
+                double c = cJSON_GetObjectItem(a0, "confidence")->valuedouble;
+                bool esc = cJSON_IsTrue(cJSON_GetObjectItem(a0, "escalated"));
+                ASSERT(c >= 0 && c <= 1);
+                if (esc != (c < thr))
+                    test_fail_(__FILE__, __LINE__, "%s %s '%s': confidence %g escalated %d",
+                               judges[j], thresholds[t], qs[q], c, esc);
+                ASSERT_STR_EQ(choice_of(rec, "generator"), esc ? "dear" : "cheap");
+                if (dynrag_result_unanswerable(r))
+                    ASSERT(c == 0 || strcmp(choice_of(rec, "generator"), "dear") == 0);
+                below_one += c < 1;
+                escalations += esc;
+                kept += !esc;
+                cJSON_Delete(rec);
+                dynrag_result_free(r);
+            }
+            dynrag_engine_free(e);
+            dynrag_pipeline_free(p);
+        }
+    ASSERT_GT(below_one, 0);
+    ASSERT_GT(escalations, 0);
+    ASSERT_GT(kept, 0);
+}
+
 static const char *const selfroute_yaml =
     "version: 1\n"
     "name: selfroute\n"
@@ -620,9 +691,12 @@ TEST(engine_bandit_feedback_persists)
         snprintf(ids[i], sizeof(ids[i]), "%s", dynrag_result_id(r));
         dynrag_result_free(r);
     }
+    ASSERT_EQ(dynrag_engine_feedback(e, ids[0], NAN, &err), DYNRAG_ERR_INVALID);
     for (int i = 0; i < 4; i++)
         ASSERT_OK(dynrag_engine_feedback(e, ids[i], 1.0, &err), &err);
-    ASSERT_EQ(dynrag_engine_feedback(e, ids[0], NAN, &err), DYNRAG_ERR_INVALID);
+    /* a reward counts once per query id */
+    ASSERT_EQ(dynrag_engine_feedback(e, ids[0], 1.0, &err), DYNRAG_ERR_STATE);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "already rewarded");
     dynrag_engine_free(e); /* saves the state */
     char state[4300];
     snprintf(state, sizeof(state), "%s/bandit-state.json", test_tmpdir());
@@ -636,17 +710,28 @@ TEST(engine_bandit_feedback_persists)
     /* reload: the state is read back and routing continues */
     ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
     ASSERT_OK(dynrag_engine_query(e, "Who created Python?", NULL, &r, &err), &err);
+    char id5[128];
+    snprintf(id5, sizeof id5, "%s", dynrag_result_id(r));
     dynrag_result_free(r);
     dynrag_engine_free(e);
     dynrag_pipeline_free(p);
-    /* and feedback from the CLI, by query id, through the route log */
+    /* and feedback from the CLI, by query id, through the route log; the
+     * reward store refuses ids the engine already rewarded */
     char yaml_path[4300];
     snprintf(yaml_path, sizeof(yaml_path), "%s", write_yaml("bandit.yaml", bandit_yaml));
     char *out = NULL;
     snprintf(cmd, sizeof(cmd), "%s feedback --pipeline '%s' --query-id '%s' --reward 0.5",
-             test_cli_path(), yaml_path, ids[1]);
+             test_cli_path(), yaml_path, id5);
     ASSERT_EQ(test_run(cmd, &out), 0);
     ASSERT_CONTAINS(out, "recorded");
+    free(out);
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "already rewarded");
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s feedback --pipeline '%s' --query-id '%s' --reward 0.5",
+             test_cli_path(), yaml_path, ids[1]);
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "already rewarded");
     free(out);
     snprintf(cmd, sizeof(cmd), "%s feedback --pipeline '%s' --query-id nope --reward 0.5",
              test_cli_path(), yaml_path);

@@ -5,6 +5,7 @@
 #include "test.h"
 #include "test_net_util.h"
 
+#include "core/util.h"
 #include "dynrag/eval.h"
 #include "dynrag/index.h"
 #include "dynrag/pipeline.h"
@@ -175,6 +176,85 @@ TEST(eval_cascade_chain_costs)
     ASSERT_EQ(c.sweep[0].calls[2], 1);
     dynrag_eval_comparison_free(&c);
     dynrag_eval_table_free(t);
+}
+
+/*
+ * Invariant: replay with the quality metric left to the table follows the
+ * outcomes' format, over many generated tables: BEIR outcomes (ndcg@10, no
+ * f1; "format" named or not) are judged by ndcg@10, QA outcomes by f1, so
+ * the router's, every always-X's and the oracle's quality are the means of
+ * that metric (never nan); the oracle is at least every always-X.
+ */
+TEST(eval_replay_default_metric_follows_format)
+{
+    uint64_t st = 99;
+    for (int it = 0; it < 60; it++) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        bool beir = (st >> 33) & 1;
+        int named = (int)((st >> 40) % 3); /* 0: no "format", 1: named, 2: named, other fields */
+        size_t nq = 2 + (size_t)((st >> 20) % 9), no = 2 + (size_t)((st >> 12) % 3);
+        dr_buf tb = {0}, lb = {0};
+        double sum_router = 0, sum_always[4] = {0};
+        for (size_t q = 0; q < nq; q++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            size_t choice = (size_t)(st >> 50) % no;
+            for (size_t o = 0; o < no; o++) {
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                double v = (double)((st >> 40) % 1000) / 1000.0;
+                double other = (double)((st >> 20) % 1000) / 1000.0;
+                dr_buf_printf(&tb, "{\"stage\":\"index\",\"router\":\"rules\",\"query_id\":\"q%zu\","
+                                   "\"option\":\"o%zu\",%s\"metrics\":{",
+                              q, o,
+                              named ? (beir ? "\"format\":\"beir\"," : "\"format\":\"qa\",") : "");
+                if (beir)
+                    dr_buf_printf(&tb, "\"ndcg@10\":%.3f,\"recall@10\":%.3f%s", v, other,
+                                  named == 2 ? ",\"context\":1" : "");
+                else
+                    dr_buf_printf(&tb, "\"f1\":%.3f,\"em\":%.3f%s", v, other,
+                                  named == 2 ? ",\"ndcg@10\":0.5" : "");
+                dr_buf_printf(&tb, ",\"latency_ms\":%zu}}\n", o + 1);
+                sum_always[o] += v;
+                if (o == choice)
+                    sum_router += v;
+            }
+            dr_buf_printf(&lb, "{\"id\":\"q%zu\",\"query\":\"x\",\"stages\":[{\"stage\":\"index\","
+                               "\"router\":\"rules\",\"choice\":\"o%zu\"}]}\n",
+                          q, choice);
+        }
+        char *tp = dr_strdup(test_write_file("outcomes.jsonl", tb.data));
+        char *lp = dr_strdup(test_write_file("log.jsonl", lb.data));
+        dynrag_eval_compare_options co;
+        memset(&co, 0, sizeof co);
+        co.quality = DYNRAG_EVAL_QUALITY_AUTO;
+        co.cost = DYNRAG_EVAL_LATENCY;
+        co.escalate = -1;
+        dynrag_eval_table *t = NULL;
+        dynrag_eval_comparison c;
+        dynrag_error err;
+        ASSERT_OK(dynrag_eval_replay(lp, tp, NULL, it % 2 ? &co : NULL, &t, &c, &err), &err);
+        ASSERT_EQ(t->default_quality, beir ? DYNRAG_EVAL_NDCG10 : DYNRAG_EVAL_F1);
+        double best_always = -1;
+        for (size_t r = 0; r < c.n_rows; r++) {
+            const dynrag_eval_row *row = &c.rows[r];
+            ASSERT(isfinite(row->quality));
+            if (strcmp(row->name, "router") == 0)
+                ASSERT_NEAR(row->quality, sum_router / (double)nq, 1e-9);
+            if (strncmp(row->name, "always-o", 8) == 0) {
+                size_t o = (size_t)(row->name[8] - '0');
+                ASSERT_NEAR(row->quality, sum_always[o] / (double)nq, 1e-9);
+                best_always = row->quality > best_always ? row->quality : best_always;
+            }
+        }
+        const dynrag_eval_row *oracle = &c.rows[c.n_rows - 1];
+        ASSERT_STR_EQ(oracle->name, "oracle");
+        ASSERT(oracle->quality >= best_always - 1e-12);
+        dynrag_eval_comparison_free(&c);
+        dynrag_eval_table_free(t);
+        dr_buf_free(&tb);
+        dr_buf_free(&lb);
+        free(tp);
+        free(lp);
+    }
 }
 
 TEST(eval_data_errors_name_file_and_line)

@@ -425,6 +425,11 @@ TEST(pipeline_errors_values)
                     "params: {logprobs: yes}}]\nendpoints: {e: {}}\n",
                 "t.yaml:5:71: stages.generator.options[0].params.logprobs: expected true or "
                 "false, got string 'yes'");
+    ASSERT_DIAG(HDR "stages:\n  generator:\n    options: [{name: a, kind: extractive}, {name: b, "
+                    "kind: extractive}]\n    router: {type: cascade, params: {judge: "
+                    "logprob_margin, threshold: 1.5}}\n",
+                "t.yaml:6:72: stages.generator.router.params.threshold: must be from 0 to 1, got "
+                "1.5");
     ASSERT_DIAG(HDR "budget: {usd: -1}\n", "t.yaml:3:15: budget.usd: must be from 0 to 1e+12, "
                                            "got -1");
     ASSERT_DIAG(HDR "budget: {dollars: 1}\n",

@@ -450,7 +450,7 @@ static double bandit_run(dr_router *r, const tfix *t, int rounds, uint64_t seed)
         double reward = means[o] + 0.1 * dr_rng_normal(&rng);
         dr_query_features f;
         dr_query_features_compute("what is the tallest mountain", &f);
-        if (r->vt->feedback(r, &f, o, reward, NULL) != DYNRAG_OK)
+        if (r->vt->feedback(r, NULL, &f, o, reward, NULL) != DYNRAG_OK)
             return -1;
         if (i >= rounds * 3 / 4) {
             tail++;
@@ -473,10 +473,10 @@ TEST(router_bandit_epsilon_greedy_converges)
     for (int i = 0; i < 3; i++) {
         ASSERT_EQ(route_q(r, &t, "q", &d), i);
         ASSERT_CONTAINS(d.reason, "no feedback yet");
-        ASSERT_OK(r->vt->feedback(r, NULL, i, 0.5, &err), &err);
+        ASSERT_OK(r->vt->feedback(r, NULL, NULL, i, 0.5, &err), &err);
     }
-    ASSERT_EQ(r->vt->feedback(r, NULL, 3, 0.5, &err), DYNRAG_ERR_INVALID);
-    ASSERT_EQ(r->vt->feedback(r, NULL, 0, NAN, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(r->vt->feedback(r, NULL, NULL, 3, 0.5, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(r->vt->feedback(r, NULL, NULL, 0, NAN, &err), DYNRAG_ERR_INVALID);
     double share = bandit_run(r, &t, 2000, 1);
     ASSERT(share > 0.85);
     ASSERT(share < 0.999); /* epsilon keeps exploring */
@@ -528,7 +528,7 @@ TEST(router_bandit_linucb_learns_context)
         double reward = (o == kind ? 0.9 : 0.1) + 0.05 * dr_rng_normal(&rng);
         dr_query_features f;
         dr_query_features_compute(qs[kind], &f);
-        ASSERT_OK(r->vt->feedback(r, &f, o, reward, &err), &err);
+        ASSERT_OK(r->vt->feedback(r, NULL, &f, o, reward, &err), &err);
         if (i >= 900) {
             tail++;
             right += o == kind;
@@ -603,9 +603,9 @@ static void *bandit_worker(void *arg)
     for (int i = 0; i < bt->n; i++) {
         dr_route_decision d;
         int o = route_q(bt->r, bt->t, "who is the president of France", &d);
-        if (o < 0 || bt->r->vt->feedback(bt->r, NULL, o, o == 1 ? 1.0 : 0.0, NULL) != 0)
+        if (o < 0 || bt->r->vt->feedback(bt->r, NULL, NULL, o, o == 1 ? 1.0 : 0.0, NULL) != 0)
             bt->failures++;
-        if (i % 100 == 0 && bt->r->vt->save(bt->r, NULL) != 0)
+        if (i % 20 == 0 && bt->r->vt->save(bt->r, NULL) != 0)
             bt->failures++;
     }
     return NULL;
@@ -630,7 +630,7 @@ TEST(router_bandit_concurrent)
     pthread_t th[4];
     bandit_thread bt[4];
     for (int i = 0; i < 4; i++) {
-        bt[i] = (bandit_thread){r, &t, 500, 0};
+        bt[i] = (bandit_thread){r, &t, 100, 0}; /* each reward is a durable transaction */
         ASSERT_EQ(pthread_create(&th[i], NULL, bandit_worker, &bt[i]), 0);
     }
     for (int i = 0; i < 4; i++) {
@@ -642,9 +642,9 @@ TEST(router_bandit_concurrent)
     ASSERT(root != NULL);
     const cJSON *arms = cJSON_GetObjectItem(root, "arms");
     ASSERT_EQ(cJSON_GetArraySize(arms), 4);
-    ASSERT_NEAR(sum_field(arms, "pulls"), 2000, 0);
-    ASSERT_NEAR(sum_field(arms, "n"), 2000, 0);
-    ASSERT_GT(cJSON_GetArrayItem(arms, 1)->child->next->valuedouble, 1500); /* b's pulls */
+    ASSERT_NEAR(sum_field(arms, "pulls"), 400, 0);
+    ASSERT_NEAR(sum_field(arms, "n"), 400, 0);
+    ASSERT_GT(cJSON_GetArrayItem(arms, 1)->child->next->valuedouble, 300); /* b's pulls */
     cJSON_Delete(root);
     free(js);
     dr_router_free(r);
@@ -670,7 +670,7 @@ TEST(router_cascade_route_and_judges)
     dr_router_free(r);
 
     char why[128];
-    dr_answer_view a = {"Paris", false, NAN, NULL, 0};
+    dr_answer_view a = {.text = "Paris", .first_token_margin = NAN, .confidence = NAN};
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
     a.unanswerable = true;
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
@@ -689,7 +689,11 @@ TEST(router_cascade_route_and_judges)
     set_params(&t, "{\"judge\": \"logprob_margin\"}");
     a.text = "Paris";
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
-    ASSERT_STR_EQ(why, "no logprobs");
+    ASSERT_STR_EQ(why, "logprob_margin: no logprobs");
+    a.confidence = 0.3; /* e.g. the extractive generator's support */
+    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.3, 0);
+    ASSERT_CONTAINS(why, "generator confidence 0.300");
+    a.confidence = NAN;
     a.first_token_margin = log(2.0);
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.5, 1e-12);
     a.first_token_margin = -1;
@@ -705,10 +709,90 @@ TEST(router_cascade_route_and_judges)
     a.n_samples = 1;
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
     ASSERT_CONTAINS(why, "fewer than 2 samples");
+    a.confidence = 0.2;
+    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.2, 0);
 
     set_params(&t, "{\"judge\": \"vibes\"}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "vibes");
+    tfix_free(&t);
+}
+
+/*
+ * Invariant: whatever the judge, margin, samples and reported confidence, an
+ * answer that says it cannot answer gets confidence 0 (so every threshold in
+ * (0, 1] escalates it), and every confidence is in [0, 1].
+ */
+TEST(router_cascade_refusal_escalates_under_every_judge)
+{
+    static const char *const judges[] = {"self_route", "logprob_margin", "agreement"};
+    static const char *const refusals[] = {"unanswerable", "UNANSWERABLE.",
+                                           "The question cannot be answered from the context.",
+                                           "There is Not Enough Information here.", "", " \t\n"};
+    static const char *const answers[] = {"Paris", "1997", "Use PRAGMA journal_mode=WAL;"};
+    tfix t;
+    ASSERT(tfix_init(&t, "small,large", "cascade", "{}"));
+    dr_rng rng;
+    dr_rng_seed(&rng, 11);
+    const char *pool[] = {"Paris", "paris", "unanswerable", "Lyon", "cannot be answered"};
+    for (int it = 0; it < 3000; it++) {
+        const char *judge = judges[dr_rng_below(&rng, DR_ARRAY_LEN(judges))];
+        char params[96];
+        snprintf(params, sizeof params, "{\"judge\": \"%s\"}", judge);
+        set_params(&t, params);
+        const char *samples[5];
+        size_t ns = (size_t)dr_rng_below(&rng, 6);
+        for (size_t i = 0; i < ns; i++)
+            samples[i] = pool[dr_rng_below(&rng, DR_ARRAY_LEN(pool))];
+        dr_answer_view a = {.samples = ns ? samples : NULL, .n_samples = ns};
+        a.first_token_margin = dr_rng_below(&rng, 3) == 0 ? NAN : dr_rng_uniform(&rng) * 20 - 2;
+        a.confidence = dr_rng_below(&rng, 3) == 0 ? NAN : dr_rng_uniform(&rng) * 3 - 1;
+        bool refuse = dr_rng_below(&rng, 2) == 0;
+        a.unanswerable = refuse && dr_rng_below(&rng, 3) == 0;
+        a.text = refuse && !a.unanswerable ? refusals[dr_rng_below(&rng, DR_ARRAY_LEN(refusals))]
+                                           : answers[dr_rng_below(&rng, DR_ARRAY_LEN(answers))];
+        char why[256];
+        double c = dr_cascade_judge(&t.st.router, &a, why, sizeof why);
+        if (!(c >= 0 && c <= 1))
+            test_fail_(__FILE__, __LINE__, "judge %s gave %g outside [0, 1]", judge, c);
+        if (refuse && c != 0)
+            test_fail_(__FILE__, __LINE__, "judge %s gave %g to refusal '%s' (%s)", judge, c,
+                       a.text, why);
+        if (refuse && strncmp(why, judge, strlen(judge)) != 0)
+            test_fail_(__FILE__, __LINE__, "reason '%s' does not name judge %s", why, judge);
+    }
+    tfix_free(&t);
+}
+
+/* Invariant: a cascade's threshold is accepted exactly when it is in the
+ * judges' confidence range [0, 1], for every judge. */
+TEST(router_cascade_threshold_range)
+{
+    static const char *const judges[] = {"self_route", "logprob_margin", "agreement"};
+    tfix t;
+    ASSERT(tfix_init(&t, "small,large", "cascade", "{}"));
+    dr_rng rng;
+    dr_rng_seed(&rng, 5);
+    for (int it = 0; it < 600; it++) {
+        const char *judge = judges[it % 3];
+        double th = it < 12 ? (double[]){0, 1, -1e-9, 1 + 1e-9, 1.5, -0.5, 0.5, 2, 5, 1e6, -1e6,
+                                         0.999}[it]
+                            : dr_rng_uniform(&rng) * 4 - 1.5;
+        char params[128];
+        snprintf(params, sizeof params, "{\"judge\": \"%s\", \"threshold\": %.17g}", judge,
+                 th);
+        set_params(&t, params);
+        dr_router *r = NULL;
+        dynrag_error err;
+        int rc = dr_router_create(&t.p, &t.st, &r, &err);
+        bool ok = th >= 0 && th <= 1;
+        if ((rc == DYNRAG_OK) != ok)
+            test_fail_(__FILE__, __LINE__, "judge %s threshold %.17g: rc %d", judge, th, rc);
+        if (rc != DYNRAG_OK && strstr(dynrag_errmsg(&err), "router.threshold") == NULL)
+            test_fail_(__FILE__, __LINE__, "error does not name the field: %s",
+                       dynrag_errmsg(&err));
+        dr_router_free(r);
+    }
     tfix_free(&t);
 }
 

@@ -100,11 +100,17 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
 
 /* Reward feedback in [-1e6, 1e6] for a past query of this engine (bandit
  * routers learn from it). DYNRAG_ERR_NOTFOUND when the id is unknown (the
- * engine remembers the last 65,536 queries). */
+ * engine remembers the last 65,536 queries). A reward counts once per query
+ * id: a second one fails with DYNRAG_ERR_STATE (checked in this engine and,
+ * for a bandit router with a `state` file, in its reward store, which every
+ * process sharing the file sees). With a state file the reward is on disk
+ * before DYNRAG_OK is returned. */
 int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward,
                            dynrag_error *err);
 
-/* Feedback for a query known only from a route-log record (a JSON line). */
+/* Feedback for a query known only from a route-log record (a JSON line with
+ * its "id", "query" and "stages"); the same once-per-id rule and durability
+ * as dynrag_engine_feedback(). */
 int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, double reward,
                                   dynrag_error *err);
 
@@ -167,8 +173,10 @@ void dynrag_result_free(dynrag_result *r);
 
 /* ---- route logs --------------------------------------------------------- */
 
-/* Summarises a route-log file: route mix per stage and option, cost and
- * latency totals, errors. *report is a human-readable table (caller frees);
+/* Summarises a route-log file: route mix per stage and option, cascade
+ * escalations per stage (attempts, escalations, queries escalated, counts
+ * by "from -> to"), fallbacks per stage (counts by "failed -> taken"), cost
+ * and latency totals, errors. *report is a human-readable table (caller frees);
  * *json (may be NULL) the same as JSON. Malformed lines are counted and
  * reported with their line numbers, not fatal. */
 int dynrag_log_summary(const char *path, char **report, char **json, dynrag_error *err);

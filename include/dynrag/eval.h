@@ -89,6 +89,8 @@ typedef struct dynrag_eval_table {
     dynrag_eval_outcome *router_outcome; /* [n_queries]: the router's own run; !ok = use the cell */
     double *router_scores;     /* [n_queries][n_options]: the router's scores (NAN) */
     bool cascade;              /* the router escalates in listed order (costs add up) */
+    dynrag_eval_metric default_quality; /* what the outcomes' format calls for: ndcg@10 for
+                                           BEIR retrieval outcomes, f1 for QA (the default) */
 } dynrag_eval_table;
 
 /* Allocates a table with every cell initialised (dynrag_eval_outcome_init),
@@ -121,8 +123,12 @@ typedef enum dynrag_eval_sweep_kind {
     DYNRAG_EVAL_SWEEP_CASCADE     /* first option whose confidence >= threshold */
 } dynrag_eval_sweep_kind;
 
+/* A compare option's quality metric that follows the table's format
+ * (dynrag_eval_table.default_quality); accepted by the replay functions. */
+#define DYNRAG_EVAL_QUALITY_AUTO ((dynrag_eval_metric)-1)
+
 typedef struct dynrag_eval_compare_options {
-    dynrag_eval_metric quality; /* default DYNRAG_EVAL_F1 */
+    dynrag_eval_metric quality; /* default DYNRAG_EVAL_F1; replay: DYNRAG_EVAL_QUALITY_AUTO */
     dynrag_eval_metric cost;    /* default DYNRAG_EVAL_LATENCY */
     uint64_t seed;              /* random baselines */
     dynrag_eval_sweep_kind sweep;
@@ -222,7 +228,11 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
  *    "metrics":{"f1":0.5,"latency_ms":3.1,...},"confidence":0.7}
  * (the format of OUT/outcomes.jsonl), or with top-level "quality" and "cost"
  * numbers instead of "metrics". A classifier or cascade table (its lines'
- * "router" field) gets the threshold sweep when opt->sweep is NONE. log_path is a route log: each record's choice for
+ * "router" field) gets the threshold sweep when opt->sweep is NONE. Lines
+ * may carry "format": "beir"|"qa" (OUT/outcomes.jsonl does); without it a
+ * table whose metrics hold ndcg@10 and never f1 is BEIR. opt->quality
+ * DYNRAG_EVAL_QUALITY_AUTO takes the format's metric (ndcg@10 for BEIR, f1
+ * for QA). log_path is a route log: each record's choice for
  * the stage (matched by "id" = query_id, else by "query" text) is the
  * router's decision; its outcome is looked up in the table (for a cascade,
  * the costs of every attempted option add up). stage NULL = the table's
@@ -234,9 +244,11 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
                        const dynrag_eval_compare_options *opt, dynrag_eval_table **table,
                        dynrag_eval_comparison *out, dynrag_error *err);
 
-/* Reads an outcome table file (format above) for one stage (NULL = first).
- * Top-level "quality" and "cost" numbers fill opt's quality and cost metrics
- * (opt NULL: f1 and latency_ms). Errors name the file and line. */
+/* Reads an outcome table file (format above) for one stage (NULL = first)
+ * and sets the table's default_quality from its format. Top-level "quality"
+ * and "cost" numbers fill opt's quality and cost metrics (opt NULL or quality
+ * DYNRAG_EVAL_QUALITY_AUTO: the format's metric; cost default latency_ms).
+ * Errors name the file and line. */
 int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
                            const dynrag_eval_compare_options *opt, dynrag_eval_table **out,
                            dynrag_error *err);

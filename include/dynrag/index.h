@@ -97,12 +97,14 @@ const char *dynrag_search_mode_name(dynrag_search_mode m);
 typedef struct dynrag_search_options {
     dynrag_search_mode mode;
     int k;             /* hits wanted (0 = 10) */
-    double k1, b;      /* BM25 (0 = 0.9 and 0.4) */
+    double k1, b;      /* BM25 (0 = 0.9 and 0.4 unless k1_given / b_given) */
     double rrf_k;      /* hybrid: reciprocal rank fusion constant (0 = 60) */
     double w_bm25;     /* hybrid weights (both 0 = 1 and 1) */
     double w_dense;
     int depth;         /* hybrid: candidates taken from each side (0 = max(k, 100)) */
     int nprobe;        /* IVF indexes: lists probed (0 = FAISS default) */
+    bool k1_given, b_given; /* k1 / b are values even when 0 (k1 0: term frequency ignored;
+                               b 0: no length normalisation) */
 } dynrag_search_options;
 
 typedef struct dynrag_hit {

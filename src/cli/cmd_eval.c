@@ -94,7 +94,7 @@ static int run_replay(const char *log, const char *outcomes, const dynrag_eval_o
 {
     dynrag_eval_compare_options co;
     memset(&co, 0, sizeof(co));
-    co.quality = o->quality_set ? o->quality : DYNRAG_EVAL_F1;
+    co.quality = o->quality_set ? o->quality : DYNRAG_EVAL_QUALITY_AUTO;
     co.cost = o->cost_set ? o->cost : DYNRAG_EVAL_LATENCY;
     co.seed = o->seed;
     co.escalate = -1;
@@ -107,6 +107,8 @@ static int run_replay(const char *log, const char *outcomes, const dynrag_eval_o
         cli_error("eval", "%s", dynrag_errmsg(&err));
         return CLI_FAIL;
     }
+    if (co.quality == DYNRAG_EVAL_QUALITY_AUTO)
+        co.quality = t->default_quality;
     print_comparison(t, &c, dynrag_eval_metric_name(co.quality), dynrag_eval_metric_name(co.cost));
     dynrag_eval_comparison_free(&c);
     dynrag_eval_table_free(t);

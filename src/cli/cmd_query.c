@@ -258,6 +258,12 @@ int cmd_query(int argc, char **argv)
         print_human(r);
     dynrag_result_free(r);
 cleanup:
+    /* Router state (bandit route counts) that cannot be saved fails the
+     * command: dynrag_engine_free() would only log it. */
+    if (e != NULL && dynrag_engine_save(e, &err) != DYNRAG_OK) {
+        cli_error("query", "%s", dynrag_errmsg(&err));
+        rc = CLI_FAIL;
+    }
     dynrag_engine_free(e);
     dynrag_pipeline_free(p);
     return rc;

@@ -227,13 +227,15 @@ int cmd_retrieve(int argc, char **argv)
                 return CLI_USAGE;
             k = (int)v;
         } else if (strcmp(a, "--k1") == 0 && has_val) {
-            if (!cli_parse_double(CMD, a, argv[++i], 0.001, 100, &d))
+            if (!cli_parse_double(CMD, a, argv[++i], 0, 100, &d))
                 return CLI_USAGE;
             opt.k1 = d;
+            opt.k1_given = true;
         } else if (strcmp(a, "--b") == 0 && has_val) {
-            if (!cli_parse_double(CMD, a, argv[++i], 0.0001, 1, &d))
+            if (!cli_parse_double(CMD, a, argv[++i], 0, 1, &d))
                 return CLI_USAGE;
             opt.b = d;
+            opt.b_given = true;
         } else if (strcmp(a, "--rrf-k") == 0 && has_val) {
             if (!cli_parse_double(CMD, a, argv[++i], 0.001, 1e6, &d))
                 return CLI_USAGE;

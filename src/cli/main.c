@@ -73,7 +73,7 @@ static const cli_command commands[] = {
      "  --index DIR      the index folder (required)\n"
      "  --mode MODE      bm25 (default), dense or hybrid (reciprocal rank fusion)\n"
      "  -k K             hits (documents in a run file) per query, default 10\n"
-     "  --k1 X, --b Y    BM25 parameters (default 0.9 and 0.4)\n"
+     "  --k1 X, --b Y    BM25 parameters (default 0.9 and 0.4; 0 is a value)\n"
      "  --rrf-k X        hybrid fusion constant (default 60)\n"
      "  --depth N        hybrid: candidates from each side (default max(k, 100))\n"
      "  --nprobe N       IVF indexes: inverted lists probed per query\n"
@@ -104,20 +104,29 @@ static const cli_command commands[] = {
      "  --questions FILE    batch: JSONL with \"question\" (or \"query\"/\"text\") and an\n"
      "                      optional \"id\"; writes one record per line to --out\n"
      "\n"
-     "Exit status: 0 answered, 1 failed (bad pipeline, index or endpoint), 2 usage.\n",
+     "Exit status: 0 answered, 1 failed (bad pipeline, index or endpoint, or router\n"
+     "state that cannot be saved), 2 usage.\n",
      cmd_query},
     {"feedback", "give a reward to a past query (bandit routers learn from it)",
      "usage: dynrag feedback --pipeline FILE --query-id ID --reward R [--log FILE]\n"
      "\n"
      "Finds the query's record in the route log and updates every bandit router of\n"
-     "the pipeline with reward R (minus the router's lambda times the query's $ cost),\n"
-     "then saves the bandit state files.\n",
+     "the pipeline with reward R (minus the router's lambda times the query's $ cost).\n"
+     "With a bandit `state` file the reward is committed to its reward store\n"
+     "(<state>.rewards.db) before \"recorded\" is printed; a running server sharing\n"
+     "the file counts it too. A query id is rewarded once: a second reward, from\n"
+     "here or the server, fails.\n"
+     "\n"
+     "Exit status: 0 recorded, 1 failed (unknown or already rewarded id, state that\n"
+     "cannot be written), 2 usage.\n",
      cmd_feedback},
     {"log", "summarise a route log",
      "usage: dynrag log summary [--json] FILE\n"
      "\n"
-     "Prints the route mix per stage and option, cost, latency and energy totals,\n"
-     "and counts failed queries and malformed lines (docs/route-log.md).\n",
+     "Prints the route mix per stage and option, cascade escalations per stage\n"
+     "(attempts, escalations, from -> to), fallbacks per stage (failed -> taken),\n"
+     "cost, latency and energy totals, and counts failed queries and malformed lines\n"
+     "(docs/route-log.md).\n",
      cmd_log},
     {"serve", "serve the pipeline over HTTP (retrieve, query, route, OpenAI chat)",
      "usage: dynrag serve --pipeline FILE [--index DIR] [--host ADDR] [--port N]\n"
@@ -169,7 +178,8 @@ static const cli_command commands[] = {
      "  --cost M         cost axis: latency_ms, usd, steps, calls, tokens, energy_wh\n"
      "                   (default usd when any run costs money, else latency_ms)\n"
      "  --replay LOG     offline: score the router decisions in a route log against an\n"
-     "                   outcome table (--outcomes, e.g. DIR/outcomes.jsonl)\n"
+     "                   outcome table (--outcomes, e.g. DIR/outcomes.jsonl); quality\n"
+     "                   defaults to the table's format: ndcg@10 for beir, f1 for qa\n"
      "\n"
      "Method and files: docs/evaluation.md.\n",
      cmd_eval},

@@ -97,10 +97,10 @@ static int run_stages(qstate *s, dynrag_error *err)
                               p->stages[DR_STAGE_INDEX].options[ii].name,
                               p->stages[DR_STAGE_INDEX].options[ii].kind);
         if (!route_only) {
-            int k = s->opt->k > 0 ? s->opt->k : dr_param_int(rmo->params, "k", 10);
+            int k = s->opt->k > 0 ? s->opt->k : dr_opt_int(rmo, "k");
             int rc;
             if (strcmp(rmo->kind, "multi") == 0)
-                rc = dr_q_retrieve_multi(s, k, dr_param_int(rmo->params, "max_steps", 3), err);
+                rc = dr_q_retrieve_multi(s, k, dr_opt_int(rmo, "max_steps"), err);
             else {
                 size_t n_new;
                 rc = dr_q_retrieve_step(s, 1, s->q, k, &n_new, err);
@@ -185,7 +185,10 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     else {
         char now[40];
         dr_time_rfc3339(now, sizeof(now));
-        unsigned long long n = atomic_fetch_add(&e->counter, 1) + 1;
+        /* process-wide, so two engines of one process never share an id
+         * (a reward counts once per id) */
+        static atomic_ullong seq;
+        unsigned long long n = atomic_fetch_add(&seq, 1) + 1;
         snprintf(id, sizeof(id), "q-%.19s-%d-%llu", now, (int)getpid(), n);
         for (char *c = id; *c; c++)
             if (*c == ':')

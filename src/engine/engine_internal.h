@@ -21,6 +21,7 @@ typedef struct dr_memo {
     dr_query_features features;
     double usd;
     bool used;
+    bool rewarded; /* a reward was given (or is being applied) for this id */
 } dr_memo;
 
 struct dynrag_engine {

@@ -29,10 +29,12 @@ void dr_engine_remember(dynrag_engine *e, const char *id, const qstate *s)
 }
 
 /* Gives `reward` minus the stage's lambda times the query's $ cost to every
- * bandit router whose stage chose an option. Rejects a non-finite reward or
- * one outside [-1e6, 1e6]; fails with the router's error otherwise. */
-static int apply_feedback(dynrag_engine *e, const signed char *choice, const dr_query_features *f,
-                          double usd, double reward, dynrag_error *err)
+ * bandit router whose stage chose an option, under query id qid. Rejects a
+ * non-finite reward or one outside [-1e6, 1e6]; fails with the router's
+ * error otherwise (DYNRAG_ERR_STATE: qid was already rewarded). */
+static int apply_feedback(dynrag_engine *e, const char *qid, const signed char *choice,
+                          const dr_query_features *f, double usd, double reward,
+                          dynrag_error *err)
 {
     if (!isfinite(reward) || reward < -1e6 || reward > 1e6)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "reward must be a finite number in [-1e6, 1e6]");
@@ -42,7 +44,7 @@ static int apply_feedback(dynrag_engine *e, const signed char *choice, const dr_
         if (r == NULL || choice[i] < 0 || strcmp(e->p->stages[i].router.type, "bandit") != 0)
             continue;
         double lambda = dr_param_num(e->p->stages[i].router.params, "lambda", 0);
-        int rc = r->vt->feedback(r, f, choice[i], reward - lambda * usd, err);
+        int rc = r->vt->feedback(r, qid, f, choice[i], reward - lambda * usd, err);
         if (rc != DYNRAG_OK)
             return dr_err_prefix(err, "stages.%s.router", dr_stage_name((dr_stage_id)i));
         applied++;
@@ -57,19 +59,36 @@ int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward
 {
     if (query_id == NULL || *query_id == '\0')
         return dr_err_set(err, DYNRAG_ERR_INVALID, "query_id is empty");
+    if (!isfinite(reward) || reward < -1e6 || reward > 1e6)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "reward must be a finite number in [-1e6, 1e6]");
     dr_memo m;
-    bool found = false;
+    size_t at = 0;
+    bool found = false, dup = false;
+    /* Claim the id under the lock, so two concurrent rewards cannot both
+     * pass; the claim is released when applying fails for another reason. */
     pthread_mutex_lock(&e->memo_mu);
     for (size_t i = 0; i < DR_MEMO_CAP && !found; i++) {
         if (e->memo[i].used && strcmp(e->memo[i].id, query_id) == 0) {
+            dup = e->memo[i].rewarded;
+            e->memo[i].rewarded = true;
             m = e->memo[i];
+            at = i;
             found = true;
         }
     }
     pthread_mutex_unlock(&e->memo_mu);
     if (!found)
         return dr_err_set(err, DYNRAG_ERR_NOTFOUND, "unknown query_id '%s'", query_id);
-    return apply_feedback(e, m.choice, &m.features, m.usd, reward, err);
+    if (dup)
+        return dr_err_set(err, DYNRAG_ERR_STATE, "query id '%s' was already rewarded", query_id);
+    int rc = apply_feedback(e, query_id, m.choice, &m.features, m.usd, reward, err);
+    if (rc != DYNRAG_OK && rc != DYNRAG_ERR_STATE) {
+        pthread_mutex_lock(&e->memo_mu);
+        if (e->memo[at].used && strcmp(e->memo[at].id, query_id) == 0)
+            e->memo[at].rewarded = false;
+        pthread_mutex_unlock(&e->memo_mu);
+    }
+    return rc;
 }
 
 /* Rewards the query of a route-log record: choices by option name, features
@@ -83,11 +102,13 @@ int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, dou
         return dr_err_set(err, DYNRAG_ERR_PARSE, "route-log record is not valid JSON");
     int rc = DYNRAG_OK;
     cJSON *q = cJSON_GetObjectItem(r, "query");
+    cJSON *id = cJSON_GetObjectItem(r, "id");
     cJSON *stages = cJSON_GetObjectItem(r, "stages");
     cJSON *tot = cJSON_GetObjectItem(r, "totals");
     cJSON *usd = tot ? cJSON_GetObjectItem(tot, "usd") : NULL;
-    if (!cJSON_IsString(q) || !cJSON_IsArray(stages)) {
-        rc = dr_err_set(err, DYNRAG_ERR_PARSE, "route-log record lacks `query` or `stages`");
+    if (!cJSON_IsString(q) || !cJSON_IsArray(stages) || !cJSON_IsString(id) ||
+        id->valuestring[0] == '\0') {
+        rc = dr_err_set(err, DYNRAG_ERR_PARSE, "route-log record lacks `id`, `query` or `stages`");
         goto cleanup;
     }
     signed char choice[DR_STAGE_COUNT];
@@ -113,7 +134,8 @@ int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, dou
     }
     dr_query_features f;
     dr_query_features_compute(q->valuestring, &f);
-    rc = apply_feedback(e, choice, &f, cJSON_IsNumber(usd) ? usd->valuedouble : 0, reward, err);
+    rc = apply_feedback(e, id->valuestring, choice, &f, cJSON_IsNumber(usd) ? usd->valuedouble : 0,
+                        reward, err);
 cleanup:
     cJSON_Delete(r);
     return rc;

@@ -62,6 +62,7 @@ static int cite_markers(qstate *s, const char *text)
 
 typedef struct gen_out {
     double margin;
+    double confidence; /* the generator's own confidence (extractive: support); NAN: none */
     char **samples;
     size_t n_samples;
 } gen_out;
@@ -73,14 +74,16 @@ static void gen_out_free(gen_out *g)
     free(g->samples);
     memset(g, 0, sizeof(*g));
     g->margin = NAN;
+    g->confidence = NAN;
 }
 
 /* Answers with the extractive generator over the packed context; the answer
- * and its citations replace earlier ones; energy is the declared one. */
-static int run_extractive(qstate *s, const dr_option *o, dynrag_error *err)
+ * and its citations replace earlier ones; energy is the declared one. Its
+ * support score goes to g as the confidence judges use. */
+static int run_extractive(qstate *s, const dr_option *o, gen_out *g, dynrag_error *err)
 {
-    dr_extractive_config ec = {dr_param_num(o->params, "threshold", 0.25),
-                               dr_param_int(o->params, "max_sentences", 3)};
+    dr_extractive_config ec = {dr_opt_num(o, "threshold"),
+                               dr_opt_int(o, "max_sentences")};
     dr_answer a;
     memset(&a, 0, sizeof(a));
     int64_t t0 = dr_now_us();
@@ -95,6 +98,7 @@ static int run_extractive(qstate *s, const dr_option *o, dynrag_error *err)
     s->unanswerable = a.unanswerable;
     s->cited = a.citations;
     s->n_cited = a.n_citations;
+    g->confidence = a.support;
     a.text = NULL;
     a.citations = NULL;
     dr_answer_free(&a);
@@ -147,7 +151,8 @@ static int run_generator(qstate *s, int gi, gen_out *g, dynrag_error *err)
     const dr_stage *st = &s->p->stages[DR_STAGE_GENERATOR];
     gen_out_free(g);
     const dr_option *o = &st->options[gi];
-    int rc = strcmp(o->kind, "openai") == 0 ? run_openai(s, o, g, err) : run_extractive(s, o, err);
+    int rc =
+        strcmp(o->kind, "openai") == 0 ? run_openai(s, o, g, err) : run_extractive(s, o, g, err);
     if (rc == DYNRAG_OK || rc == DYNRAG_ERR_NOMEM)
         return rc;
     int fb = dr_q_fallback(s, DR_STAGE_GENERATOR, gi, err);
@@ -156,7 +161,7 @@ static int run_generator(qstate *s, int gi, gen_out *g, dynrag_error *err)
     dynrag_error_clear(err);
     gen_out_free(g);
     o = &st->options[fb];
-    return strcmp(o->kind, "openai") == 0 ? run_openai(s, o, g, err) : run_extractive(s, o, err);
+    return strcmp(o->kind, "openai") == 0 ? run_openai(s, o, g, err) : run_extractive(s, o, g, err);
 }
 
 /* Renders prompt option `pi` with the question, context and (multi-step)
@@ -197,6 +202,7 @@ static double judge(const dr_router_spec *spec, const qstate *s, const gen_out *
     v.text = s->answer ? s->answer : "";
     v.unanswerable = s->unanswerable;
     v.first_token_margin = g->margin;
+    v.confidence = g->confidence;
     v.samples = (const char *const *)g->samples;
     v.n_samples = g->n_samples;
     return dr_cascade_judge(spec, &v, why, why_len);
@@ -293,6 +299,7 @@ int dr_q_generate(qstate *s, bool retrieved, dynrag_error *err)
     gen_out g;
     memset(&g, 0, sizeof(g));
     g.margin = NAN;
+    g.confidence = NAN;
     int ci = retrieved ? s->st[DR_STAGE_CONTEXT].option : -1;
     for (;;) {
         int64_t t0 = dr_now_us();

@@ -1,4 +1,5 @@
-/* log_summary.c - `dynrag log summary`: route mix and cost totals of a route log. */
+/* log_summary.c - `dynrag log summary`: route mix, cascade escalations,
+ * fallbacks and cost totals of a route log. */
 #include "core/util.h"
 #include "dynrag/engine.h"
 
@@ -23,6 +24,15 @@ typedef struct stage_count {
     size_t n_c;
     long long skipped;
     double latency_us;
+    /* cascades: judged attempts, escalations, queries escalated at least
+     * once, and escalations counted by "from -> to" */
+    long long attempts, escalations, escalated_queries;
+    choice_count esc[MAX_CHOICES];
+    size_t n_esc;
+    /* fallbacks: failed options replaced, counted by "failed -> taken" */
+    long long fallbacks;
+    choice_count fb[MAX_CHOICES];
+    size_t n_fb;
 } stage_count;
 
 typedef struct summary {
@@ -46,18 +56,112 @@ static stage_count *stage_slot(summary *s, const char *name)
     return c;
 }
 
-static void count_choice(stage_count *sc, const char *choice)
+/* Counts one occurrence of `name` in c[0..*n) (a new slot while there is
+ * room; beyond MAX_CHOICES names the rest go uncounted by name). */
+static void count_name(choice_count *c, size_t *n, const char *name)
 {
-    for (size_t i = 0; i < sc->n_c; i++) {
-        if (strcmp(sc->c[i].name, choice) == 0) {
-            sc->c[i].n++;
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp(c[i].name, name) == 0) {
+            c[i].n++;
             return;
         }
     }
-    if (sc->n_c == MAX_CHOICES)
+    if (*n == MAX_CHOICES)
         return;
-    dr_strlcpy(sc->c[sc->n_c].name, choice, sizeof(sc->c[0].name));
-    sc->c[sc->n_c++].n = 1;
+    dr_strlcpy(c[*n].name, name, sizeof(c[0].name));
+    c[(*n)++].n = 1;
+}
+
+static void count_choice(stage_count *sc, const char *choice)
+{
+    count_name(sc->c, &sc->n_c, choice);
+}
+
+static const char *str_or(const cJSON *o, const char *k, const char *dflt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : dflt;
+}
+
+/*
+ * Counts a record's cascade attempts per stage: an attempt marked
+ * "escalated" escalates to the next attempt of the same stage (or, when the
+ * log has none, to the stage's final choice).
+ */
+static void add_cascade(summary *s, const cJSON *r)
+{
+    const cJSON *cas = cJSON_GetObjectItemCaseSensitive(r, "cascade");
+    bool escalated_here[MAX_STAGES] = {false};
+    for (const cJSON *a = cJSON_IsArray(cas) ? cas->child : NULL; a != NULL; a = a->next) {
+        const char *stage = str_or(a, "stage", NULL);
+        stage_count *sc = stage ? stage_slot(s, stage) : NULL;
+        if (sc == NULL)
+            continue;
+        sc->attempts++;
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "escalated")))
+            continue;
+        const char *to = NULL;
+        for (const cJSON *b = a->next; b != NULL && to == NULL; b = b->next)
+            if (strcmp(str_or(b, "stage", ""), stage) == 0)
+                to = str_or(b, "option", NULL);
+        if (to == NULL) {
+            const cJSON *d;
+            cJSON_ArrayForEach(d, cJSON_GetObjectItemCaseSensitive(r, "stages"))
+                if (strcmp(str_or(d, "stage", ""), stage) == 0)
+                    to = str_or(d, "choice", NULL);
+        }
+        char pair[64];
+        snprintf(pair, sizeof pair, "%.28s -> %.28s", str_or(a, "option", "?"), to ? to : "?");
+        sc->escalations++;
+        count_name(sc->esc, &sc->n_esc, pair);
+        size_t slot = (size_t)(sc - s->st);
+        if (!escalated_here[slot]) {
+            escalated_here[slot] = true;
+            sc->escalated_queries++;
+        }
+    }
+}
+
+/*
+ * Counts a record's fallbacks per stage: its "fallbacks" entries ({stage,
+ * failed, took}); a record without them (older logs) by the stage reasons
+ * that say "fallback to 'x'" (the failed option then unknown, "?").
+ */
+static void add_fallbacks(summary *s, const cJSON *r)
+{
+    const cJSON *fbs = cJSON_GetObjectItemCaseSensitive(r, "fallbacks");
+    char pair[64];
+    if (cJSON_IsArray(fbs)) {
+        const cJSON *f;
+        cJSON_ArrayForEach(f, fbs)
+        {
+            const char *stage = str_or(f, "stage", NULL);
+            stage_count *sc = stage ? stage_slot(s, stage) : NULL;
+            if (sc == NULL)
+                continue;
+            snprintf(pair, sizeof pair, "%.28s -> %.28s", str_or(f, "failed", "?"),
+                     str_or(f, "took", "?"));
+            sc->fallbacks++;
+            count_name(sc->fb, &sc->n_fb, pair);
+        }
+        return;
+    }
+    const cJSON *d;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItemCaseSensitive(r, "stages"))
+    {
+        const char *stage = str_or(d, "stage", NULL);
+        const char *why = str_or(d, "reason", "");
+        const char *at = strstr(why, "fallback to '");
+        stage_count *sc = stage && at ? stage_slot(s, stage) : NULL;
+        if (sc == NULL)
+            continue;
+        at += strlen("fallback to '");
+        const char *end = strchr(at, '\'');
+        int len = end ? (int)(end - at) : (int)strlen(at);
+        snprintf(pair, sizeof pair, "? -> %.*s", len > 28 ? 28 : len, at);
+        sc->fallbacks++;
+        count_name(sc->fb, &sc->n_fb, pair);
+    }
 }
 
 static double num(const cJSON *o, const char *k)
@@ -102,6 +206,18 @@ static void add_record(summary *s, const cJSON *r)
             sc->skipped++;
         sc->latency_us += num(d, "latency_us");
     }
+    add_cascade(s, r);
+    add_fallbacks(s, r);
+}
+
+/* Appends " a -> b n, c -> d m" for the counted pairs to b and each pair as
+ * a key of o. */
+static void render_pairs(dr_buf *b, cJSON *o, const choice_count *c, size_t n)
+{
+    for (size_t j = 0; j < n; j++) {
+        dr_buf_printf(b, "%s%s %lld", j ? ", " : "; ", c[j].name, c[j].n);
+        cJSON_AddNumberToObject(o, c[j].name, (double)c[j].n);
+    }
 }
 
 static int render(const summary *s, const char *path, char **report, char **json)
@@ -118,11 +234,13 @@ static int render(const summary *s, const char *path, char **report, char **json
     cJSON *jst = cJSON_AddObjectToObject(js, "stages");
     for (size_t i = 0; i < s->n_st; i++) {
         const stage_count *sc = &s->st[i];
-        dr_buf_printf(&b, "  %-15s", sc->name);
-        cJSON *o = cJSON_AddObjectToObject(jst, sc->name);
         long long tot = sc->skipped;
         for (size_t j = 0; j < sc->n_c; j++)
             tot += sc->c[j].n;
+        if (tot == 0)
+            continue; /* named only by cascade attempts or fallbacks */
+        dr_buf_printf(&b, "  %-15s", sc->name);
+        cJSON *o = cJSON_AddObjectToObject(jst, sc->name);
         for (size_t j = 0; j < sc->n_c; j++) {
             dr_buf_printf(&b, " %s %lld (%.1f%%)", sc->c[j].name, sc->c[j].n,
                           tot ? 100.0 * (double)sc->c[j].n / (double)tot : 0.0);
@@ -133,6 +251,42 @@ static int render(const summary *s, const char *path, char **report, char **json
             cJSON_AddNumberToObject(o, "(skipped)", (double)sc->skipped);
         }
         dr_buf_printf(&b, "   mean %.0f us\n", sc->latency_us / n);
+    }
+    cJSON *jcas = cJSON_AddObjectToObject(js, "cascades");
+    cJSON *jfb = cJSON_AddObjectToObject(js, "fallbacks");
+    bool any = false;
+    for (size_t i = 0; i < s->n_st; i++) {
+        const stage_count *sc = &s->st[i];
+        if (sc->attempts == 0)
+            continue;
+        if (!any)
+            dr_buf_puts(&b, "\ncascades (escalations per stage):\n");
+        any = true;
+        dr_buf_printf(&b, "  %-15s %lld attempts, %lld escalations (%.1f%% of attempts) in %lld "
+                          "queries",
+                      sc->name, sc->attempts, sc->escalations,
+                      100.0 * (double)sc->escalations / (double)sc->attempts,
+                      sc->escalated_queries);
+        cJSON *o = cJSON_AddObjectToObject(jcas, sc->name);
+        cJSON_AddNumberToObject(o, "attempts", (double)sc->attempts);
+        cJSON_AddNumberToObject(o, "escalations", (double)sc->escalations);
+        cJSON_AddNumberToObject(o, "queries_escalated", (double)sc->escalated_queries);
+        render_pairs(&b, cJSON_AddObjectToObject(o, "escalated"), sc->esc, sc->n_esc);
+        dr_buf_putc(&b, '\n');
+    }
+    any = false;
+    for (size_t i = 0; i < s->n_st; i++) {
+        const stage_count *sc = &s->st[i];
+        if (sc->fallbacks == 0)
+            continue;
+        if (!any)
+            dr_buf_puts(&b, "\nfallbacks per stage (failed -> taken):\n");
+        any = true;
+        dr_buf_printf(&b, "  %-15s %lld", sc->name, sc->fallbacks);
+        cJSON *o = cJSON_AddObjectToObject(jfb, sc->name);
+        cJSON_AddNumberToObject(o, "count", (double)sc->fallbacks);
+        render_pairs(&b, cJSON_AddObjectToObject(o, "taken"), sc->fb, sc->n_fb);
+        dr_buf_putc(&b, '\n');
     }
     dr_buf_printf(&b,
                   "\ntotals: $%.6f (mean $%.6f/query), latency %.1f ms (mean %.2f ms), energy %.4f "

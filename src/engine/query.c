@@ -407,11 +407,11 @@ void dr_q_llm_config(const qstate *s, const dr_option *o, dr_llm_config *c)
     c->api_key = (ep && ep->api_key_env) ? getenv(ep->api_key_env) : NULL;
     c->timeout_s = ep ? ep->timeout_s : 60;
     c->max_retries = ep ? ep->max_retries : 3;
-    c->temperature = dr_param_num(o->params, "temperature", 0);
-    c->max_tokens = dr_param_int(o->params, "max_tokens", 256);
-    c->logprobs = dr_param_bool(o->params, "logprobs", false);
-    c->top_logprobs = dr_param_int(o->params, "top_logprobs", 0);
-    c->n = dr_param_int(o->params, "samples", 1);
+    c->temperature = dr_opt_num(o, "temperature");
+    c->max_tokens = dr_opt_int(o, "max_tokens");
+    c->logprobs = dr_opt_bool(o, "logprobs");
+    c->top_logprobs = dr_opt_int(o, "top_logprobs");
+    c->n = dr_opt_int(o, "samples");
     c->usd_per_1k_input = o->cost.usd_per_1k_input;
     c->usd_per_1k_output = o->cost.usd_per_1k_output;
     c->deadline_us = s->deadline_us;

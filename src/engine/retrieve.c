@@ -90,13 +90,7 @@ int dr_q_search_options(qstate *s, int ii)
     if (mode < 0)
         return DYNRAG_ERR_INVALID;
     s->search.mode = (dynrag_search_mode)mode;
-    s->search.k1 = dr_param_num(io->params, "k1", 0.9);
-    s->search.b = dr_param_num(io->params, "b", 0.4);
-    s->search.rrf_k = dr_param_num(io->params, "rrf_k", 60);
-    s->search.w_bm25 = dr_param_num(io->params, "w_bm25", 1);
-    s->search.w_dense = dr_param_num(io->params, "w_dense", 1);
-    s->search.depth = dr_param_int(io->params, "depth", 100);
-    s->search.nprobe = dr_param_int(io->params, "nprobe", 0);
+    dr_option_search_options(io, &s->search); /* a configured 0 stays 0 */
     return DYNRAG_OK;
 }
 
@@ -495,8 +489,8 @@ int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
         const own_passage *sp = &src[order[i]];
         views[i] = (dr_passage){sp->doc_id, sp->title, sp->text, sp->score, sp->chunk_id};
     }
-    dr_context_config cc = {o->kind, dr_param_int(o->params, "k", 5),
-                            dr_param_int(o->params, "max_tokens", 1500)};
+    dr_context_config cc = {o->kind, dr_opt_int(o, "k"),
+                            dr_opt_int(o, "max_tokens")};
     size_t *kept = NULL, n_kept = 0;
     int tokens = 0;
     int rc = dr_context_pack(&cc, views, n_src, &kept, &n_kept, &s->context_text, &tokens, err);

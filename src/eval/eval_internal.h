@@ -11,6 +11,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ---- plot axes and labels (svg.c) ------------------------------------------ */
+
+/* A plot axis: ticks lo, lo + step, ..., hi (n of them), step = m x 10^k with
+ * m in {1, 2, 5}. */
+typedef struct dr_axis {
+    double lo, hi, step;
+    int n;        /* ticks, 2..DR_AXIS_MAX_TICKS */
+    int decimals; /* digits after the point that print every tick exactly */
+} dr_axis;
+
+#define DR_AXIS_MAX_TICKS 11
+
+/*
+ * A "nice" axis covering the data range [dlo, dhi] and zero: lo <= min(0,
+ * dlo), hi >= max(0, dhi), both multiples of a 1-2-5 step, with at most
+ * DR_AXIS_MAX_TICKS ticks and the smallest such step. Non-finite input is
+ * treated as [0, 1]; an empty range (all zero) gives [0, 1]. Never fails.
+ */
+void dr_axis_nice(double dlo, double dhi, dr_axis *out);
+
+/* Estimated width in pixels of a label of n bytes at the plots' 12 px font
+ * (used to keep labels apart; the tests check boxes of this size). */
+#define DR_SVG_CHAR_W 7.0
+#define DR_SVG_LABEL_H 13.0
+
 /* One evaluation question with its gold data. */
 typedef struct dr_eval_item {
     char *id;

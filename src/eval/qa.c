@@ -189,6 +189,7 @@ int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_q
     size_t nq = n_queries ? n_queries : 1;
     t->stage = dr_strdup(stage ? stage : "");
     t->router_type = dr_strdup(router_type ? router_type : "");
+    t->default_quality = DYNRAG_EVAL_F1;
     t->n_queries = n_queries;
     t->n_options = n_options;
     t->query_ids = calloc(nq, sizeof *t->query_ids);

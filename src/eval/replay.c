@@ -48,6 +48,31 @@ typedef struct line_ref {
     size_t lineno;
 } line_ref;
 
+/*
+ * The quality metric the lines' format calls for: ndcg@10 when a line says
+ * "format": "beir", or, with no line naming a format, when some line's
+ * metrics hold ndcg@10 and none holds f1 (a BEIR retrieval table); else f1.
+ */
+static dynrag_eval_metric table_format(const line_ref *lines, size_t n)
+{
+    bool named = false, beir = false, has_ndcg = false, has_f1 = false;
+    const char *ndcg = dynrag_eval_metric_name(DYNRAG_EVAL_NDCG10);
+    const char *f1 = dynrag_eval_metric_name(DYNRAG_EVAL_F1);
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(lines[i].json, "format");
+        if (cJSON_IsString(f)) {
+            named = true;
+            beir = beir || strcmp(f->valuestring, "beir") == 0;
+        }
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(lines[i].json, "metrics");
+        has_ndcg = has_ndcg || cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(m, ndcg));
+        has_f1 = has_f1 || cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(m, f1));
+    }
+    if (!named)
+        beir = has_ndcg && !has_f1;
+    return beir ? DYNRAG_EVAL_NDCG10 : DYNRAG_EVAL_F1;
+}
+
 int dynrag_eval_table_load(const char *path, const char *stage,
                            const dynrag_eval_compare_options *opt, dynrag_eval_table **out,
                            dynrag_error *err)
@@ -140,7 +165,15 @@ int dynrag_eval_table_load(const char *path, const char *stage,
         opts[i] = NULL;
     }
     t->cascade = router && strcmp(router, "cascade") == 0;
-    int qm = opt ? (int)opt->quality : DYNRAG_EVAL_F1, cm = opt ? (int)opt->cost : DYNRAG_EVAL_LATENCY;
+    t->default_quality = table_format(lines, nl);
+    int qm = opt && opt->quality != DYNRAG_EVAL_QUALITY_AUTO ? (int)opt->quality
+                                                             : (int)t->default_quality;
+    int cm = opt ? (int)opt->cost : DYNRAG_EVAL_LATENCY;
+    if (qm < 0 || qm >= DYNRAG_EVAL_N_METRICS || cm < 0 || cm >= DYNRAG_EVAL_N_METRICS) {
+        dynrag_eval_table_free(t);
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID, "%s: quality or cost metric out of range", path);
+        goto cleanup;
+    }
     for (size_t i = 0; i < nl; i++) {
         cJSON *o = lines[i].json;
         const cJSON *qid = cJSON_GetObjectItemCaseSensitive(o, "query_id");
@@ -271,7 +304,17 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
                         log_path, outcomes_path, t->stage);
         goto cleanup;
     }
-    dynrag_eval_compare_options opt = *opt_in;
+    dynrag_eval_compare_options opt;
+    if (opt_in != NULL) {
+        opt = *opt_in;
+    } else {
+        memset(&opt, 0, sizeof opt);
+        opt.quality = DYNRAG_EVAL_QUALITY_AUTO;
+        opt.cost = DYNRAG_EVAL_LATENCY;
+        opt.escalate = -1;
+    }
+    if (opt.quality == DYNRAG_EVAL_QUALITY_AUTO)
+        opt.quality = t->default_quality;
     if (opt.sweep == DYNRAG_EVAL_SWEEP_NONE) {
         if (strcmp(t->router_type, "classifier") == 0) {
             opt.sweep = DYNRAG_EVAL_SWEEP_CLASSIFIER;

@@ -541,6 +541,8 @@ static void outcomes_lines(dr_buf *b, const dynrag_eval_table *t, const dr_eval_
             cJSON *l = cJSON_CreateObject();
             cJSON_AddStringToObject(l, "stage", t->stage);
             cJSON_AddStringToObject(l, "router", t->router_type);
+            cJSON_AddStringToObject(l, "format",
+                                    t->default_quality == DYNRAG_EVAL_NDCG10 ? "beir" : "qa");
             cJSON_AddStringToObject(l, "query_id", t->query_ids[q]);
             cJSON_AddStringToObject(l, "query", d->items[q].question);
             cJSON_AddStringToObject(l, "option", t->options[o]);
@@ -573,10 +575,9 @@ static void sweep_options(const dynrag_pipeline *p, int sid, dynrag_eval_compare
         co->grid_hi = 1;
     } else if (strcmp(type, "cascade") == 0) {
         co->sweep = DYNRAG_EVAL_SWEEP_CASCADE;
-        double thr = dr_param_num(st->router.params, "threshold", 0.5);
-        const char *judge = dr_param_str(st->router.params, "judge", "self_route");
+        /* Every judge's confidence is in [0, 1], so is every threshold. */
         co->grid_lo = 0;
-        co->grid_hi = strcmp(judge, "logprob_margin") == 0 ? fmax(2 * thr, 5) : 1;
+        co->grid_hi = 1;
     }
 }
 
@@ -740,6 +741,8 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
             return rc;
         dynrag_eval_table *t = s->tables[i];
         t->cascade = strcmp(st->router.type, "cascade") == 0;
+        t->default_quality = s->rc.opt->format == DYNRAG_EVAL_FORMAT_BEIR ? DYNRAG_EVAL_NDCG10
+                                                                           : DYNRAG_EVAL_F1;
         for (size_t o = 0; o < st->n_options; o++)
             if ((t->options[o] = dr_strdup(st->options[o].name)) == NULL)
                 return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");

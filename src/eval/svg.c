@@ -1,13 +1,18 @@
 /*
  * svg.c - hand-written SVG plots of a comparison: cost against quality (with
- * the threshold sweep as a line) and the option mix as stacked bars.
+ * the threshold sweep as a line) and the option mix as stacked bars. Axes
+ * start at zero and tick at 1-2-5 steps (dr_axis_nice); point labels are
+ * placed so that no two overlap (coinciding points stack their labels, with
+ * a leader line).
  */
 #include "dynrag/eval.h"
+#include "eval/eval_internal.h"
 
 #include "core/util.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define W 720
@@ -47,21 +52,98 @@ static const char *row_color(const char *name)
     return "#1f77b4";
 }
 
-/* A "nice" axis range covering [lo, hi]. */
-static void axis_range(double *lo, double *hi)
+void dr_axis_nice(double dlo, double dhi, dr_axis *out)
 {
-    if (!isfinite(*lo) || !isfinite(*hi)) {
-        *lo = 0;
-        *hi = 1;
+    if (!isfinite(dlo) || !isfinite(dhi) || dlo > dhi) {
+        dlo = 0;
+        dhi = 1;
     }
-    if (*hi - *lo < 1e-12) {
-        double d = fabs(*hi) > 0 ? fabs(*hi) * 0.1 : 0.5;
-        *lo -= d;
-        *hi += d;
+    double lo = fmin(0, dlo), hi = fmax(0, dhi);
+    if (hi - lo <= 0 || hi - lo < 1e-300)
+        hi = lo + 1;
+    /* The smallest 1-2-5 step with at most MAX_TICKS - 1 intervals. */
+    double span = hi - lo;
+    double raw = span / (DR_AXIS_MAX_TICKS - 1);
+    int k = (int)floor(log10(raw));
+    static const double mant[] = {1, 2, 5, 10};
+    double step = 0;
+    int decimals = 0;
+    double alo = 0, ahi = 0;
+    for (int tries = 0; tries < 8 && step == 0; tries++, k++) {
+        for (size_t m = 0; m < DR_ARRAY_LEN(mant); m++) {
+            double st = mant[m] * pow(10, k);
+            double a = floor(lo / st + 1e-9) * st, b = ceil(hi / st - 1e-9) * st;
+            double n = floor((b - a) / st + 0.5) + 1;
+            if (n <= DR_AXIS_MAX_TICKS) {
+                step = st;
+                alo = a;
+                ahi = b;
+                /* 10 x 10^k is 1 x 10^(k+1) */
+                int e = m == 3 ? k + 1 : k;
+                decimals = e < 0 ? -e : 0;
+                break;
+            }
+        }
     }
-    double pad = (*hi - *lo) * 0.08;
-    *lo -= pad;
-    *hi += pad;
+    if (step == 0) { /* unreachable for finite spans; keep a usable axis */
+        step = span;
+        alo = lo;
+        ahi = hi;
+    }
+    if (alo == 0)
+        alo = 0; /* no "-0" label */
+    out->lo = alo;
+    out->hi = ahi;
+    out->step = step;
+    out->n = (int)floor((ahi - alo) / step + 0.5) + 1;
+    out->decimals = decimals > 15 ? 15 : decimals;
+}
+
+/* A placed label's box (pixels). */
+typedef struct box {
+    double x0, y0, x1, y1;
+} box;
+
+static bool overlaps(const box *a, const box *b)
+{
+    return a->x0 < b->x1 && b->x0 < a->x1 && a->y0 < b->y1 && b->y0 < a->y1;
+}
+
+/*
+ * Places a label of `len` bytes for the point (px, py): the first free spot
+ * right of the point, then left of it, at vertical offsets 0, +1, -1, +2,
+ * ... label heights, that overlaps no placed box nor any point marker, and
+ * (while the search is near) stays inside the plot area [ax0, ax1] x [ay0,
+ * ay1]. Returns the box; *anchor_left tells whether it sits left of the point.
+ */
+static box place_label(double px, double py, size_t len, const box *placed, size_t n_placed,
+                       const double *pts, size_t n_pts, double ax0, double ay0, double ax1,
+                       double ay1)
+{
+    double w = DR_SVG_CHAR_W * (double)len, h = DR_SVG_LABEL_H;
+    box b = {px + 7, py - h / 2, px + 7 + w, py + h / 2};
+    for (int relax = 0; relax < 2; relax++)
+        for (int step = 0; step < 80; step++) {
+            int off = (step + 1) / 2 * (step % 2 ? 1 : -1);
+            for (int side = 0; side < 2; side++) {
+                double x0 = side == 0 ? px + 7 : px - 7 - w;
+                double y0 = py - h / 2 + off * (h + 1);
+                box c = {x0, y0, x0 + w, y0 + h};
+                if (!relax && (c.x0 < ax0 || c.x1 > ax1 || c.y0 < ay0 || c.y1 > ay1))
+                    continue;
+                bool free_spot = true;
+                for (size_t i = 0; i < n_placed && free_spot; i++)
+                    free_spot = !overlaps(&c, &placed[i]);
+                for (size_t i = 0; i < n_pts && free_spot; i++) {
+                    box m = {pts[2 * i] - 4, pts[2 * i + 1] - 4, pts[2 * i] + 4,
+                             pts[2 * i + 1] + 4};
+                    free_spot = !overlaps(&c, &m);
+                }
+                if (free_spot)
+                    return c;
+            }
+        }
+    return b; /* not reached with the plots' few labels */
 }
 
 char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
@@ -72,7 +154,7 @@ char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comp
         const dynrag_eval_row *rows = pass ? c->sweep : c->rows;
         size_t n = pass ? c->n_sweep : c->n_rows;
         for (size_t i = 0; i < n; i++) {
-            if (isnan(rows[i].cost) || isnan(rows[i].quality))
+            if (!isfinite(rows[i].cost) || !isfinite(rows[i].quality))
                 continue;
             xlo = fmin(xlo, rows[i].cost);
             xhi = fmax(xhi, rows[i].cost);
@@ -80,11 +162,12 @@ char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comp
             yhi = fmax(yhi, rows[i].quality);
         }
     }
-    axis_range(&xlo, &xhi);
-    axis_range(&ylo, &yhi);
+    dr_axis ax, ay;
+    dr_axis_nice(xlo, xhi, &ax);
+    dr_axis_nice(ylo, yhi, &ay);
     double pw = W - ML - MR, ph = H - MT - MB;
-#define PX(v) (ML + ((v) - xlo) / (xhi - xlo) * pw)
-#define PY(v) (MT + ph - ((v) - ylo) / (yhi - ylo) * ph)
+#define PX(v) (ML + ((v) - ax.lo) / (ax.hi - ax.lo) * pw)
+#define PY(v) (MT + ph - ((v) - ay.lo) / (ay.hi - ay.lo) * ph)
     dr_buf b = {0};
     dr_buf_printf(&b,
                   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
@@ -97,21 +180,25 @@ char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comp
     put_xml(&b, t->router_type);
     dr_buf_printf(&b, " router): %s against %s, %zu queries</text>\n", quality_name, cost_name,
                   t->n_queries);
-    /* Axes, grid and ticks. */
+    /* Axes, grid and ticks: 1-2-5 steps, from zero. */
     dr_buf_printf(&b,
                   "<rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
                   "stroke=\"#333\"/>\n",
                   ML, MT, pw, ph);
-    for (int i = 0; i <= 5; i++) {
-        double xv = xlo + (xhi - xlo) * i / 5.0, yv = ylo + (yhi - ylo) * i / 5.0;
+    for (int i = 0; i < ax.n; i++) {
+        double xv = ax.lo + ax.step * i;
         dr_buf_printf(&b,
                       "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#eee\"/>"
-                      "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.3g</text>\n",
-                      PX(xv), MT, PX(xv), MT + ph, PX(xv), MT + ph + 16, xv);
+                      "<text class=\"xtick\" x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.*f"
+                      "</text>\n",
+                      PX(xv), MT, PX(xv), MT + ph, PX(xv), MT + ph + 16, ax.decimals, xv);
+    }
+    for (int i = 0; i < ay.n; i++) {
+        double yv = ay.lo + ay.step * i;
         dr_buf_printf(&b,
                       "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#eee\"/>"
-                      "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n",
-                      ML, PY(yv), ML + pw, PY(yv), ML - 6, PY(yv) + 4, yv);
+                      "<text class=\"ytick\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.*f</text>\n",
+                      ML, PY(yv), ML + pw, PY(yv), ML - 6, PY(yv) + 4, ay.decimals, yv);
     }
     dr_buf_printf(&b, "<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\">", ML + pw / 2, H - 18);
     put_xml(&b, cost_name);
@@ -124,31 +211,56 @@ char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comp
     if (c->n_sweep > 0) {
         dr_buf_puts(&b, "<polyline fill=\"none\" stroke=\"#9467bd\" stroke-width=\"1.5\" points=\"");
         for (size_t i = 0; i < c->n_sweep; i++)
-            if (!isnan(c->sweep[i].cost) && !isnan(c->sweep[i].quality))
+            if (isfinite(c->sweep[i].cost) && isfinite(c->sweep[i].quality))
                 dr_buf_printf(&b, "%.1f,%.1f ", PX(c->sweep[i].cost), PY(c->sweep[i].quality));
         dr_buf_puts(&b, "\"/>\n");
         for (size_t i = 0; i < c->n_sweep; i++)
-            if (!isnan(c->sweep[i].cost) && !isnan(c->sweep[i].quality))
+            if (isfinite(c->sweep[i].cost) && isfinite(c->sweep[i].quality))
                 dr_buf_printf(&b,
                               "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#9467bd\">"
                               "<title>threshold %.3g: quality %.4f, cost %.4g</title></circle>\n",
                               PX(c->sweep[i].cost), PY(c->sweep[i].quality), c->sweep[i].param,
                               c->sweep[i].quality, c->sweep[i].cost);
     }
-    /* The rows. */
-    for (size_t i = 0; i < c->n_rows; i++) {
+    /* The rows' points, then their labels, each placed clear of every
+     * other label and point (a leader line joins a label moved away). */
+    double *pts = calloc(2 * (c->n_rows + 1), sizeof *pts);
+    box *placed = calloc(c->n_rows + 1, sizeof *placed);
+    size_t n_pts = 0, n_placed = 0;
+    for (size_t i = 0; i < c->n_rows && pts != NULL; i++) {
         const dynrag_eval_row *r = &c->rows[i];
-        if (isnan(r->cost) || isnan(r->quality))
+        if (!isfinite(r->cost) || !isfinite(r->quality))
             continue;
         double x = PX(r->cost), y = PY(r->quality);
+        pts[2 * n_pts] = x;
+        pts[2 * n_pts + 1] = y;
+        n_pts++;
         dr_buf_printf(&b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%d\" fill=\"%s\"><title>", x, y,
                       strcmp(r->name, "router") == 0 ? 6 : 4, row_color(r->name));
         put_xml(&b, r->name);
-        dr_buf_printf(&b, ": quality %.4f, cost %.4g</title></circle>\n<text x=\"%.1f\" y=\"%.1f\">",
-                      r->quality, r->cost, x + 7, y - 5 + 12.0 * (double)(i % 2));
+        dr_buf_printf(&b, ": quality %.4f, cost %.4g</title></circle>\n", r->quality, r->cost);
+    }
+    for (size_t i = 0, k = 0; i < c->n_rows && pts != NULL && placed != NULL; i++) {
+        const dynrag_eval_row *r = &c->rows[i];
+        if (!isfinite(r->cost) || !isfinite(r->quality))
+            continue;
+        double x = pts[2 * k], y = pts[2 * k + 1];
+        k++;
+        box lb = place_label(x, y, strlen(r->name), placed, n_placed, pts, n_pts, ML, MT,
+                             ML + pw, MT + ph);
+        placed[n_placed++] = lb;
+        double ly = (lb.y0 + lb.y1) / 2;
+        if (fabs(ly - y) > 1)
+            dr_buf_printf(&b,
+                          "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#999\" "
+                          "stroke-width=\"0.7\"/>\n",
+                          x, y, lb.x0 > x ? lb.x0 : lb.x1, ly);
+        dr_buf_printf(&b, "<text class=\"label\" x=\"%.1f\" y=\"%.1f\">", lb.x0, lb.y1 - 3);
         put_xml(&b, r->name);
         dr_buf_puts(&b, "</text>\n");
     }
+    free(pts);
+    free(placed);
     /* Legend. */
     static const char *const legend[] = {"router", "always-X", "random", "random-mix", "oracle"};
     for (size_t i = 0; i < DR_ARRAY_LEN(legend); i++) {

@@ -31,14 +31,14 @@ int dynrag_pipeline_embedder(const dynrag_pipeline *p, const char *option,
                           "%s: stages.embedder option '%s': endpoint '%s' is not configured",
                           p->path, o->name, o->endpoint ? o->endpoint->name : "?");
     out->kind = o->kind;
-    out->dim = dr_param_int(o->params, "dim", 0);
+    out->dim = dr_opt_int(o, "dim");
     if (o->endpoint) {
         out->base_url = o->endpoint->base_url;
         out->model = o->endpoint->model;
         out->api_key = o->endpoint->api_key_env ? getenv(o->endpoint->api_key_env) : NULL;
         out->timeout_s = o->endpoint->timeout_s;
         out->max_retries = o->endpoint->max_retries;
-        out->batch_size = dr_param_int(o->params, "batch_size", 64);
+        out->batch_size = dr_opt_int(o, "batch_size");
     }
     return DYNRAG_OK;
 }

@@ -116,6 +116,14 @@ typedef struct dr_param_row {
     const char *extra; /* ENUM choices or nested owner */
 } dr_param_row;
 
+/*
+ * Resolves option o's params (already validated into o->params, defaults
+ * filled) into o->values: one typed value per schema row of owner
+ * "<stage>.<kind>", present when params_node (the YAML `params:` mapping,
+ * may be NULL) gives the key. DYNRAG_ERR_NOMEM on allocation failure.
+ */
+int dr_option_resolve(dr_option *o, dr_stage_id stage, const dr_ynode *params_node);
+
 typedef struct dr_kind_row {
     dr_stage_id stage;
     const char *kind;

@@ -99,6 +99,7 @@ static void stage_clear(dr_stage *s)
         free(s->options[i].name);
         free(s->options[i].kind);
         cJSON_Delete(s->options[i].params);
+        free(s->options[i].values);
     }
     free(s->options);
     free(s->router.type);
@@ -577,6 +578,31 @@ static void load_router(dr_vctx *v, dr_stage *st, const dr_ynode *n, const char 
     r->params = dr_schema_validate(v, owner, pn, n->line, n->col, sub);
 }
 
+/* Resolves every option's params into typed values (dr_option_resolve),
+ * with presence from the option's `params:` mapping in the YAML tree. */
+static int resolve_params(dynrag_pipeline *p, const dr_ynode *root)
+{
+    const dr_ynode *stages = dr_ymap_get(root, "stages");
+    for (int i = 0; i < DR_STAGE_COUNT; i++) {
+        dr_stage *st = &p->stages[i];
+        const dr_ynode *opts = st->declared
+                                   ? dr_ymap_get(dr_ymap_get(stages, stage_names[i]), "options")
+                                   : NULL;
+        for (size_t j = 0; j < st->n_options; j++) {
+            const dr_ynode *pn = NULL;
+            if (opts != NULL && opts->type == DR_YN_SEQ && j < opts->n &&
+                opts->kids[j]->type == DR_YN_MAP)
+                pn = dr_ymap_get(opts->kids[j], "params");
+            if (pn != NULL && pn->type != DR_YN_MAP)
+                pn = NULL;
+            if (st->options[j].params != NULL &&
+                dr_option_resolve(&st->options[j], st->id, pn) != DYNRAG_OK)
+                return DYNRAG_ERR_NOMEM;
+        }
+    }
+    return DYNRAG_OK;
+}
+
 /* Fills an absent stage (or an unusable one) with its default option. */
 static int default_stage(dr_vctx *v, dr_stage *st)
 {
@@ -859,6 +885,8 @@ static int load_text(const char *text, size_t len, const char *display, const ch
         for (int i = 0; i < DR_STAGE_COUNT && !v.nomem; i++)
             if (!p->stages[i].declared && default_stage(&v, &p->stages[i]) != DYNRAG_OK)
                 v.nomem = true;
+        if (!v.nomem && resolve_params(p, root) != DYNRAG_OK)
+            v.nomem = true;
         if (v.nomem) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "%s: out of memory", display);
             goto cleanup;

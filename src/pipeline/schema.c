@@ -88,7 +88,7 @@ const dr_param_row dr_param_rows[] = {
     {"router.bandit",          "state",              DR_PT_PATH,          0,     0,           NULL,           0, NULL},
     {"router.bandit",          "seed",               DR_PT_INT,           0,     2147483647,  "42",           0, NULL},
     {"router.cascade",         "judge",              DR_PT_ENUM,          0,     0,           "self_route",   0, "self_route|logprob_margin|agreement"},
-    {"router.cascade",         "threshold",          DR_PT_NUM,           -1e6,  1e6,         "0.5",          0, NULL},
+    {"router.cascade",         "threshold",          DR_PT_NUM,           0,     1,           "0.5",          0, NULL},
     {"router.cascade",         "samples",            DR_PT_INT,           2,     16,          "3",            0, NULL},
 
     {"endpoint",               "base_url",           DR_PT_STR,           0,     0,           "",             0, NULL},

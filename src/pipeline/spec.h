@@ -54,6 +54,31 @@ typedef struct dr_cost_spec {
     double energy_wh;         /* expected energy of one run */
 } dr_cost_spec;
 
+/* The type of a resolved option parameter. */
+typedef enum dr_pv_type {
+    DR_PV_NUM,  /* numbers and integers */
+    DR_PV_BOOL,
+    DR_PV_STR,  /* strings, enums, paths, templates */
+    DR_PV_OTHER /* lists and mappings: read params */
+} dr_pv_type;
+
+/*
+ * One parameter of an option, resolved once at load for every row of its
+ * kind in the schema table (pipeline/schema.c, the one table of defaults):
+ * `present` tells whether the pipeline file gave it, so 0 is a value like
+ * any other, never "use the default"; `set` whether it has a value at all
+ * (given, or the row's default).
+ */
+typedef struct dr_param_value {
+    const char *key; /* the schema row's key (static) */
+    dr_pv_type type;
+    bool present;    /* given in the pipeline file */
+    bool set;        /* given or defaulted: the value below is meaningful */
+    double num;      /* DR_PV_NUM */
+    bool flag;       /* DR_PV_BOOL */
+    const char *str; /* DR_PV_STR, borrowed from the option's params */
+} dr_param_value;
+
 typedef struct dr_option {
     char *name;                  /* unique within its stage */
     char *kind;                  /* the implementation, e.g. "bm25", "openai" */
@@ -62,6 +87,8 @@ typedef struct dr_option {
     dr_cost_spec cost;
     double quality;              /* expected quality in [0, 1]; NAN when not declared */
     bool available;              /* false when its endpoint is not configured */
+    dr_param_value *values;      /* every param of its kind, typed (dr_option_param) */
+    size_t n_values;
     int line, col;
 } dr_option;
 
@@ -107,6 +134,26 @@ int dr_stage_find_option(const dr_stage *stage, const char *name);
 /* Resolves a path relative to the pipeline file's folder (absolute paths
  * are returned as they are). Caller frees. NULL on allocation failure. */
 char *dr_pipeline_resolve_path(const dynrag_pipeline *p, const char *path);
+
+/*
+ * The resolved parameter `key` of an option (see dr_param_value), or NULL
+ * when its kind has no such parameter. The dr_opt_* reads return its value
+ * (given, else the schema default): dr_opt_num NAN, dr_opt_int 0,
+ * dr_opt_bool false and dr_opt_str NULL when it has none; dr_opt_given
+ * whether the pipeline file gave it.
+ */
+const dr_param_value *dr_option_param(const dr_option *o, const char *key);
+double dr_opt_num(const dr_option *o, const char *key);
+int dr_opt_int(const dr_option *o, const char *key);
+bool dr_opt_bool(const dr_option *o, const char *key);
+const char *dr_opt_str(const dr_option *o, const char *key);
+bool dr_opt_given(const dr_option *o, const char *key);
+
+struct dynrag_search_options;
+/* Fills the BM25, hybrid and IVF fields of *so from an index-stage option's
+ * resolved params (mode and k are left as they are); the BM25 k1 and b are
+ * marked given, so a configured 0 stays 0. */
+void dr_option_search_options(const dr_option *index_option, struct dynrag_search_options *so);
 
 /* Typed reads of validated params (the schema guarantees type and range;
  * the default is returned only when the key is absent). */

@@ -484,7 +484,8 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: missing index, query or options");
     int64_t t0 = dr_now_us();
     int k = opt->k ? opt->k : 10;
-    double k1 = opt->k1 ? opt->k1 : 0.9, b = opt->b ? opt->b : 0.4;
+    double k1 = opt->k1_given || opt->k1 != 0 ? opt->k1 : DR_BM25_DEFAULT_K1;
+    double b = opt->b_given || opt->b != 0 ? opt->b : DR_BM25_DEFAULT_B;
     double rrf_k = opt->rrf_k ? opt->rrf_k : 60;
     double wb = opt->w_bm25, wd = opt->w_dense;
     if (wb == 0 && wd == 0)

@@ -10,7 +10,10 @@
  * and "b" are LinUCB's per-arm statistics (A = I + sum x x^T, b = sum r x),
  * present for every algorithm so that switching algorithm keeps them.
  * Arms are matched to options by name on load: an option missing from the
- * file starts fresh, an arm naming no option is ignored.
+ * file starts fresh, an arm naming no option is ignored. Rewards do not wait
+ * for save(): each is committed to the reward store <state>.rewards.db
+ * (router/bandit_store.h) before feedback() returns, and the store's
+ * statistics of an arm ("n", "sum_reward", "A", "b") override the file's.
  */
 #ifndef DYNRAG_ROUTER_BANDIT_H
 #define DYNRAG_ROUTER_BANDIT_H

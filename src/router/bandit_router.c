@@ -16,17 +16,29 @@
  *     theta.x + alpha * sqrt(x^T A^-1 x). A is solved by Cholesky (d = 8).
  *
  * One mutex guards the statistics and the PRNG: route() and feedback() may
- * run on any number of threads. save() serialises under a second mutex so
- * two saves cannot interleave their temporary files. The file format is in
+ * run on any number of threads. save() and feedback() serialise under a
+ * second mutex (the reward store's handle and the state file's temporary
+ * file are used by one thread at a time). The file format is in
  * router/bandit.h.
+ *
+ * Durability: with a `state` file, every reward goes to the reward store
+ * (router/bandit_store.h) in its own durable transaction before feedback()
+ * returns, and refreshes every arm's statistics from it (so rewards other
+ * processes gave are counted too); a second reward for a query id is
+ * refused. Route counts and the PRNG are kept in the JSON state file, which
+ * save() writes after refreshing the statistics from the store.
  */
 #include "router/bandit.h"
+
+#include "router/bandit_store.h"
 
 #include "router/router_impl.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
+#include <unistd.h>
 
 #define D DR_FEATURE_DIM
 #define STATE_FILE_MAX (16u << 20)
@@ -49,8 +61,10 @@ typedef struct bandit_router {
     bandit_algo algo;
     double epsilon, alpha;
     char *state_path; /* NULL: no persistence */
+    dr_bandit_store *store;    /* the reward store; NULL until one exists */
+    uint64_t anon;             /* anonymous rewards given (their ids in the store) */
     pthread_mutex_t lock;      /* arms, rng */
-    pthread_mutex_t save_lock; /* save() */
+    pthread_mutex_t save_lock; /* save(), feedback(), store */
     dr_rng rng;
     arm arms[DR_MAX_OPTIONS];
 } bandit_router;
@@ -213,8 +227,52 @@ static int bandit_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision
     return DYNRAG_OK;
 }
 
-static int bandit_feedback(dr_router *r, const dr_query_features *features, int option,
-                           double reward, dynrag_error *err)
+/* Adds one reward to an arm in memory (features NULL: A and b unchanged). */
+static void arm_add(arm *a, const dr_query_features *features, double reward)
+{
+    if (a->n >= COUNT_MAX)
+        return;
+    a->n += 1;
+    a->sum_reward += reward;
+    if (features != NULL) {
+        const double *x = features->vec;
+        for (int i = 0; i < D; i++) {
+            for (int j = 0; j < D; j++)
+                a->A[i * D + j] += x[i] * x[j];
+            a->b[i] += reward * x[i];
+        }
+    }
+}
+
+/* dr_bandit_store_read() callback: copies a stored arm's statistics into
+ * the router's arm of that name (call with br->lock held). */
+static void take_stats(void *ctx, const char *option, const dr_bandit_stats *st)
+{
+    bandit_router *br = ctx;
+    int o = dr_stage_find_option(br->base.stage, option);
+    if (o < 0)
+        return;
+    arm *a = &br->arms[o];
+    a->n = st->n;
+    a->sum_reward = st->sum_reward;
+    memcpy(a->A, st->A, sizeof a->A);
+    memcpy(a->b, st->b, sizeof a->b);
+}
+
+/* Reads every arm's statistics from the store into memory; no store: OK.
+ * Call with br->save_lock held. */
+static int refresh_from_store(bandit_router *br, dynrag_error *err)
+{
+    if (br->store == NULL)
+        return DYNRAG_OK;
+    pthread_mutex_lock(&br->lock);
+    int rc = dr_bandit_store_read(br->store, take_stats, br, err);
+    pthread_mutex_unlock(&br->lock);
+    return rc;
+}
+
+static int bandit_feedback(dr_router *r, const char *query_id, const dr_query_features *features,
+                           int option, double reward, dynrag_error *err)
 {
     bandit_router *br = (bandit_router *)r;
     if (option < 0 || (size_t)option >= r->stage->n_options)
@@ -222,22 +280,40 @@ static int bandit_feedback(dr_router *r, const dr_query_features *features, int 
                           option);
     if (!isfinite(reward))
         return dr_err_set(err, DYNRAG_ERR_INVALID, "bandit feedback: reward is not finite");
-    pthread_mutex_lock(&br->lock);
-    arm *a = &br->arms[option];
-    if (a->n < COUNT_MAX) {
-        a->n += 1;
-        a->sum_reward += reward;
-        if (features != NULL) {
-            const double *x = features->vec;
-            for (int i = 0; i < D; i++) {
-                for (int j = 0; j < D; j++)
-                    a->A[i * D + j] += x[i] * x[j];
-                a->b[i] += reward * x[i];
-            }
-        }
+    if (br->state_path == NULL) {
+        pthread_mutex_lock(&br->lock);
+        arm_add(&br->arms[option], features, reward);
+        pthread_mutex_unlock(&br->lock);
+        return DYNRAG_OK;
     }
+    int rc = DYNRAG_OK;
+    char anon_id[64];
+    pthread_mutex_lock(&br->save_lock);
+    if (br->store == NULL &&
+        (rc = dr_bandit_store_open(br->state_path, dr_stage_name(r->stage->id), true, &br->store,
+                                   err)) != DYNRAG_OK)
+        goto cleanup;
+    if (query_id == NULL) {
+        /* unique across processes and runs: pid, wall time, count */
+        snprintf(anon_id, sizeof anon_id, "~anonymous.%ld.%lld.%llu", (long)getpid(),
+                 (long long)time(NULL), (unsigned long long)++br->anon);
+        query_id = anon_id;
+    }
+    dr_bandit_stats init, got;
+    pthread_mutex_lock(&br->lock);
+    const arm *a = &br->arms[option];
+    init.n = a->n;
+    init.sum_reward = a->sum_reward;
+    memcpy(init.A, a->A, sizeof init.A);
+    memcpy(init.b, a->b, sizeof init.b);
     pthread_mutex_unlock(&br->lock);
-    return DYNRAG_OK;
+    rc = dr_bandit_store_reward(br->store, query_id, r->stage->options[option].name, reward,
+                                features ? features->vec : NULL, &init, &got, err);
+    if (rc == DYNRAG_OK)
+        rc = refresh_from_store(br, err);
+cleanup:
+    pthread_mutex_unlock(&br->save_lock);
+    return rc;
 }
 
 static const dr_router_vtable bandit_vt;
@@ -308,10 +384,15 @@ static int bandit_save(dr_router *r, dynrag_error *err)
     if (br->state_path == NULL)
         return DYNRAG_OK;
     pthread_mutex_lock(&br->save_lock);
+    char *text = NULL;
+    int rc = refresh_from_store(br, err);
+    if (rc != DYNRAG_OK) {
+        dr_err_prefix(err, "saving bandit state");
+        goto done;
+    }
     pthread_mutex_lock(&br->lock);
-    char *text = state_to_json(br);
+    text = state_to_json(br);
     pthread_mutex_unlock(&br->lock);
-    int rc;
     if (text == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "bandit state %s: out of memory",
                         br->state_path);
@@ -320,6 +401,7 @@ static int bandit_save(dr_router *r, dynrag_error *err)
         if (rc != DYNRAG_OK)
             dr_err_prefix(err, "saving bandit state");
     }
+done:
     pthread_mutex_unlock(&br->save_lock);
     free(text);
     return rc;
@@ -472,6 +554,7 @@ static void bandit_free(dr_router *r)
     bandit_router *br = (bandit_router *)r;
     if (br == NULL)
         return;
+    dr_bandit_store_close(br->store);
     pthread_mutex_destroy(&br->lock);
     pthread_mutex_destroy(&br->save_lock);
     free(br->state_path);
@@ -529,7 +612,10 @@ int dr_router_create_bandit(const dynrag_pipeline *p, const dr_stage *stage, dr_
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
-        if ((rc = load_state(br, err)) != DYNRAG_OK) {
+        if ((rc = load_state(br, err)) != DYNRAG_OK ||
+            (rc = dr_bandit_store_open(state, dr_stage_name(stage->id), false, &br->store,
+                                       err)) != DYNRAG_OK ||
+            (rc = refresh_from_store(br, err)) != DYNRAG_OK) {
             dr_err_prefix(err, "stages.%s.router.state", sn);
             goto cleanup;
         }

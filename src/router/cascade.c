@@ -1,8 +1,8 @@
 /*
  * cascade.c - the cascade router (cheapest option first) and its judges.
  *
- * params: {judge: self_route|logprob_margin|agreement, threshold (0.5),
- * samples (3)}. route() picks the first available option in listed order;
+ * params: {judge: self_route|logprob_margin|agreement, threshold (0.5, in
+ * [0, 1]), samples (3)}. route() picks the first available option in listed order;
  * the engine calls dr_cascade_judge() after generation and escalates.
  */
 #include "router/cascade.h"
@@ -40,27 +40,55 @@ static bool contains_ci(const char *hay, const char *needle)
     return false;
 }
 
-static double judge_self_route(const dr_answer_view *a, char *why, size_t why_len)
+/*
+ * Whether the answer says it cannot answer: flagged unanswerable by its
+ * generator, blank, or saying "unanswerable" / "cannot be answered" / "not
+ * enough information" (case-insensitive). Every judge gives such an answer
+ * confidence 0, so a cascade escalates it whatever its judge; `why` gets the
+ * reason prefixed by the judge's name.
+ */
+static bool says_cannot_answer(const dr_answer_view *a, const char *judge, char *why,
+                               size_t why_len)
 {
     static const char *const refusals[] = {"unanswerable", "cannot be answered",
                                            "not enough information"};
     const char *t = a->text != NULL ? a->text : "";
     if (a->unanswerable) {
-        set_why(why, why_len, "self_route: flagged unanswerable");
-        return 0.0;
+        set_why(why, why_len, "%s: flagged unanswerable", judge);
+        return true;
     }
     bool blank = true;
     for (const char *c = t; *c && blank; c++)
         blank = isspace((unsigned char)*c) != 0;
     if (blank) {
-        set_why(why, why_len, "self_route: empty answer");
-        return 0.0;
+        set_why(why, why_len, "%s: empty answer", judge);
+        return true;
     }
     for (size_t i = 0; i < DR_ARRAY_LEN(refusals); i++)
         if (contains_ci(t, refusals[i])) {
-            set_why(why, why_len, "self_route: answer says \"%s\"", refusals[i]);
-            return 0.0;
+            set_why(why, why_len, "%s: answer says \"%s\"", judge, refusals[i]);
+            return true;
         }
+    return false;
+}
+
+/* The generator's own confidence when it reports one (the extractive
+ * generator's support), else `dflt`; `why` says which was used. */
+static double reported_or(const dr_answer_view *a, const char *judge, const char *missing,
+                          double dflt, char *why, size_t why_len)
+{
+    if (isfinite(a->confidence)) {
+        double c = DR_MIN(DR_MAX(a->confidence, 0.0), 1.0);
+        set_why(why, why_len, "%s: %s; generator confidence %.3f", judge, missing, c);
+        return c;
+    }
+    set_why(why, why_len, "%s: %s", judge, missing);
+    return dflt;
+}
+
+static double judge_self_route(const dr_answer_view *a, char *why, size_t why_len)
+{
+    (void)a;
     set_why(why, why_len, "self_route: answered");
     return 1.0;
 }
@@ -68,10 +96,8 @@ static double judge_self_route(const dr_answer_view *a, char *why, size_t why_le
 static double judge_margin(const dr_answer_view *a, char *why, size_t why_len)
 {
     double m = a->first_token_margin;
-    if (isnan(m)) {
-        set_why(why, why_len, "no logprobs");
-        return 1.0;
-    }
+    if (isnan(m))
+        return reported_or(a, "logprob_margin", "no logprobs", 1.0, why, why_len);
     double c = m <= 0 ? 0.0 : 1.0 - exp(-m);
     c = DR_MIN(DR_MAX(c, 0.0), 1.0);
     set_why(why, why_len, "logprob_margin: margin %.3f -> %.3f", m, c);
@@ -81,10 +107,8 @@ static double judge_margin(const dr_answer_view *a, char *why, size_t why_len)
 static double judge_agreement(const dr_answer_view *a, char *why, size_t why_len)
 {
     size_t n = a->n_samples;
-    if (n < 2 || a->samples == NULL) {
-        set_why(why, why_len, "agreement: fewer than 2 samples");
-        return 1.0;
-    }
+    if (n < 2 || a->samples == NULL)
+        return reported_or(a, "agreement", "fewer than 2 samples", 1.0, why, why_len);
     double conf = 1.0;
     char **norm = calloc(n, sizeof *norm);
     if (norm == NULL)
@@ -121,6 +145,8 @@ double dr_cascade_judge(const dr_router_spec *spec, const dr_answer_view *a, cha
 {
     const char *judge = spec != NULL ? dr_param_str(spec->params, "judge", "self_route")
                                      : "self_route";
+    if (says_cannot_answer(a, judge, why, why_len))
+        return 0.0;
     if (strcmp(judge, "logprob_margin") == 0)
         return judge_margin(a, why, why_len);
     if (strcmp(judge, "agreement") == 0)
@@ -164,10 +190,11 @@ int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr
                           "logprob_margin or agreement)",
                           dr_stage_name(stage->id), judge);
     double th = dr_param_num(params, "threshold", 0.5);
-    if (!isfinite(th))
+    if (!(th >= DR_CASCADE_THRESHOLD_MIN && th <= DR_CASCADE_THRESHOLD_MAX))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "stages.%s.router.threshold: expected a number",
-                          dr_stage_name(stage->id));
+                          "stages.%s.router.threshold: %g is outside [0, 1] (judge '%s' gives a "
+                          "confidence in [0, 1])",
+                          dr_stage_name(stage->id), th, judge);
     dr_router *r = calloc(1, sizeof *r);
     if (r == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");

@@ -18,22 +18,31 @@ typedef struct dr_answer_view {
     const char *text;             /* the answer (NULL counts as "") */
     bool unanswerable;            /* the generator flagged it unanswerable */
     double first_token_margin;    /* logprob(top1) - logprob(top2) of the first token; NAN: none */
+    double confidence;            /* the generator's own confidence in [0, 1] (the extractive
+                                     generator's support); NAN: none */
     const char *const *samples;   /* extra sampled answers for `agreement` */
     size_t n_samples;
 } dr_answer_view;
+
+/* Every judge's confidence is in [0, 1], so is every valid threshold (the
+ * pipeline schema and dr_router_create_cascade() reject others). */
+#define DR_CASCADE_THRESHOLD_MIN 0.0
+#define DR_CASCADE_THRESHOLD_MAX 1.0
 
 /*
  * Judges an answer with the spec's `judge` (self_route by default) and
  * returns a confidence in [0, 1]; `why` (may be NULL) gets a short reason.
  * The caller escalates to the next option when confidence < threshold.
- *   self_route: 0 when the answer is flagged unanswerable, is empty, or says
- *     "unanswerable" / "cannot be answered" / "not enough information"
- *     (case-insensitive); else 1.
- *   logprob_margin: 1 - exp(-margin), clamped to [0, 1]; a NAN margin gives
- *     1 with reason "no logprobs".
+ * Under every judge, an answer that says it cannot answer (flagged
+ * unanswerable, empty, or saying "unanswerable" / "cannot be answered" /
+ * "not enough information", case-insensitive) gets 0. Otherwise:
+ *   self_route: 1.
+ *   logprob_margin: 1 - exp(-margin), clamped to [0, 1]; without a margin,
+ *     the generator's reported confidence when finite, else 1 ("no logprobs").
  *   agreement: the share of samples whose SQuAD-normalised text equals the
- *     most common one (ties: the first seen); fewer than 2 samples give 1
- *     with reason "fewer than 2 samples".
+ *     most common one (ties: the first seen); with fewer than 2 samples, the
+ *     generator's reported confidence when finite, else 1 ("fewer than 2
+ *     samples").
  * Never fails (out of memory in `agreement` gives 1, "out of memory").
  */
 double dr_cascade_judge(const dr_router_spec *spec, const dr_answer_view *a, char *why,

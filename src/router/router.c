@@ -101,8 +101,9 @@ int dr_route_ensure_available(const dr_route_ctx *ctx, const dr_stage *stage, dr
     return DYNRAG_OK;
 }
 
-int dr_router_feedback_none(dr_router *r, const dr_query_features *features, int option,
-                            double reward, dynrag_error *err)
+int dr_router_feedback_none(dr_router *r, const char *query_id,
+                            const dr_query_features *features, int option, double reward,
+                            dynrag_error *err)
 {
     return DYNRAG_OK;
 }

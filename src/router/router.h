@@ -80,9 +80,12 @@ typedef struct dr_router_vtable {
     int (*route)(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *out,
                  dynrag_error *err);
     /* Reward feedback for a past decision (bandit); others return DYNRAG_OK
-     * and ignore it. features may be NULL when unknown. */
-    int (*feedback)(dr_router *r, const dr_query_features *features, int option, double reward,
-                    dynrag_error *err);
+     * and ignore it. features may be NULL when unknown. query_id names the
+     * query rewarded: a router with durable state records the reward before
+     * returning and refuses a second one for the same id with
+     * DYNRAG_ERR_STATE (NULL: an anonymous reward, never refused). */
+    int (*feedback)(dr_router *r, const char *query_id, const dr_query_features *features,
+                    int option, double reward, dynrag_error *err);
     /* Persists state (bandit), atomically; no-op for stateless routers. */
     int (*save)(dr_router *r, dynrag_error *err);
     void (*free)(dr_router *r);

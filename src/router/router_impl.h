@@ -57,8 +57,9 @@ int dr_route_ensure_available(const dr_route_ctx *ctx, const dr_stage *stage, dr
 void dr_route_reason_append(dr_route_decision *d, const char *fmt, ...) DR_PRINTF(2, 3);
 
 /* The no-op feedback and save of stateless routers. */
-int dr_router_feedback_none(dr_router *r, const dr_query_features *features, int option,
-                            double reward, dynrag_error *err);
+int dr_router_feedback_none(dr_router *r, const char *query_id,
+                            const dr_query_features *features, int option, double reward,
+                            dynrag_error *err);
 int dr_router_save_none(dr_router *r, dynrag_error *err);
 
 /* ---- option params ------------------------------------------------------ */

@@ -186,16 +186,11 @@ static void do_metrics(dynrag_server *s, dr_http_exchange *x)
     x->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
-/* Search options of an index-stage option (its params over the defaults). */
+/* Search options of an index-stage option (its resolved params; a
+ * configured 0 stays 0). */
 static void search_options_from(const dr_option *o, dynrag_search_options *so)
 {
-    so->k1 = dr_param_num(o->params, "k1", 0.9);
-    so->b = dr_param_num(o->params, "b", 0.4);
-    so->rrf_k = dr_param_num(o->params, "rrf_k", 60);
-    so->w_bm25 = dr_param_num(o->params, "w_bm25", 1);
-    so->w_dense = dr_param_num(o->params, "w_dense", 1);
-    so->depth = dr_param_int(o->params, "depth", 100);
-    so->nprobe = dr_param_int(o->params, "nprobe", 0);
+    dr_option_search_options(o, so);
 }
 
 /*
@@ -427,6 +422,11 @@ static void do_feedback(dynrag_server *s, dr_http_exchange *x)
         dr_http_error_set(&x->err, 404, "invalid_request_error", "unknown_query_id", "query_id",
                           "\"query_id\": %s", dynrag_errmsg(&err));
         x->status = 404;
+    } else if (rc == DYNRAG_ERR_STATE) {
+        /* a reward counts once per query id */
+        dr_http_error_set(&x->err, 409, "invalid_request_error", "already_rewarded", "query_id",
+                          "\"query_id\": %s", dynrag_errmsg(&err));
+        x->status = 409;
     } else if (rc != DYNRAG_OK) {
         engine_error(x, rc, &err);
     } else {
