@@ -31,6 +31,8 @@
 #include <stdint.h>
 
 #define DR_INDEX_FORMAT_VERSION 1
+/* Largest vector dimension an index may record (meta dim). */
+#define DR_INDEX_MAX_DIM 65536
 
 /* Opens DIR/index.db (path is the db file). writable: read-write and
  * create, WAL mode, synchronous=FULL; else read-only. Sets a busy timeout

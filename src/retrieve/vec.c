@@ -137,8 +137,9 @@ int dr_vec_load(const char *path, int dim, uint64_t expect_hash, dr_vec **out, d
         return rc;
     if (dr_vec_hash(data, len) != expect_hash) {
         rc = dr_err_set(err, DYNRAG_ERR_STATE,
-                        "%s does not match index.db (an interrupted write?); re-run "
-                        "`dynrag index` to rebuild it",
+                        "%s does not match index.db (damaged, or left by an interrupted "
+                        "write); rebuild the index: `dynrag index --index DIR INPUT...` with "
+                        "the inputs it was built from",
                         path);
         goto cleanup;
     }
