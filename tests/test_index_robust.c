@@ -95,13 +95,17 @@ static char *signature(dynrag_index *idx, bool dense)
 }
 
 /* Opens dir and returns its signature, or NULL (with *rc) when open fails. */
+static char last_open_error[1024];
+
 static char *open_sig(const char *dir, bool dense, int *rc)
 {
     dynrag_index *idx = NULL;
     dynrag_error err;
     *rc = dynrag_index_open(dir, NULL, &idx, &err);
-    if (*rc != DYNRAG_OK)
+    if (*rc != DYNRAG_OK) {
+        dr_strlcpy(last_open_error, dynrag_errmsg(&err), sizeof(last_open_error));
         return NULL;
+    }
     char *s = signature(idx, dense);
     dynrag_index_close(idx);
     return s;
@@ -222,8 +226,12 @@ TEST(index_corrupt_files_property)
                 if (f == 1)
                     test_fail_(__FILE__, __LINE__, "target %d seed %d: damaged bm25.idx "
                                "made open fail (%d)", target, i, rc);
-                if (f == 2)
+                if (f == 2) { /* the advice is a complete command */
                     ASSERT_EQ(rc, DYNRAG_ERR_STATE);
+                    char advice[2200];
+                    snprintf(advice, sizeof(advice), "`dynrag index --index %s INPUT...`", work);
+                    ASSERT_CONTAINS(last_open_error, advice);
+                }
             } else {
                 opened++;
                 if (f != 0 && strcmp(got, want[d]) != 0)

@@ -11,8 +11,15 @@
  *      hash of its bytes in meta dense_hash.
  *   4. COMMIT.
  *   5. rename dense.faiss.<G+1> -> dense.faiss; fsync the folder.
- * Readers take dense.faiss.<G> when present, else dense.faiss, and check
- * its hash against meta, so a reader never pairs files of two generations.
+ *   6. write bm25.idx for generation G+1 (it records meta index_id and the
+ *      generation) and switch index.db to journal_mode=DELETE, so readers
+ *      need to write nothing into the folder.
+ * When index.db does not exist yet, step 1 first removes every file of an
+ * earlier database in the folder (sidecars, -wal/-shm/-journal); a pending
+ * dense.faiss.<G> is adopted only when its bytes hash to meta dense_hash.
+ * Readers take dense.faiss.<G> when present and matching, else dense.faiss,
+ * and check its hash against meta, so a reader never pairs files of two
+ * generations or of two databases.
  */
 #define _GNU_SOURCE
 #include "dynrag/index.h"
