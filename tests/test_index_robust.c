@@ -520,6 +520,35 @@ TEST(index_symlink_loops_property)
     }
 }
 
+/* The issue's cases: `x -> .` (41 copies of every file before), two links
+ * to the folder itself plus one to the parent (an endless walk before),
+ * and a link to itself (ELOOP, skipped). */
+TEST(index_symlink_self_links)
+{
+    char root[1000], idx[2048], cmd[8800];
+    snprintf(root, sizeof(root), "%s/self", test_tmpdir());
+    snprintf(idx, sizeof(idx), "%s/self-idx", test_tmpdir());
+    snprintf(cmd, sizeof(cmd),
+             "mkdir -p '%s/sub' && echo '# A' > '%s/a.md' && echo 'b text' > '%s/sub/b.txt' && "
+             "ln -s . '%s/x' && ln -s . '%s/y' && ln -s .. '%s/sub/up' && ln -s me '%s/me'",
+             root, root, root, root, root, root, root);
+    ASSERT_EQ(system(cmd), 0);
+    dynrag_build_options o = {0};
+    o.no_dense = true;
+    dynrag_build_stats st;
+    dynrag_error err;
+    const char *in[] = {root};
+    ASSERT_OK(dynrag_index_add(idx, in, 1, &o, &st, &err), &err);
+    ASSERT_EQ(st.docs_added, 2);
+    dynrag_index *ix = NULL;
+    ASSERT_OK(dynrag_index_open(idx, NULL, &ix, &err), &err);
+    char *text = NULL;
+    ASSERT_OK(dynrag_index_document(ix, "sub/b.txt", NULL, &text, &err), &err);
+    free(text);
+    ASSERT_EQ(dynrag_index_document(ix, "x/a.md", NULL, NULL, &err), DYNRAG_ERR_NOTFOUND);
+    dynrag_index_close(ix);
+}
+
 /* ---- JSONL: escaped NUL, large integer ids -------------------------------------- */
 
 static int add_text(const char *dir, const char *name, const char *jsonl, bool skip_bad,
