@@ -170,15 +170,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t at = off % len;
         unsigned char v = data[i + 5];
         switch (data[i + 4] % 4) {
-        case 0:
-            buf[at] = v;
-            break;
-        case 1:
-            buf[at] ^= v;
-            break;
-        case 2:
-            len = at;
-            break;
+        case 0: buf[at] = v; break;
+        case 1: buf[at] ^= v; break;
+        case 2: len = at; break;
         default:
             for (size_t j = at; j < len && j < at + 8; j++)
                 buf[j] = v;

@@ -7,13 +7,13 @@
 #include "dynrag/pipeline.h"
 
 #include <errno.h>
-#include <sqlite3.h>
 #include <fcntl.h>
 #include <regex.h>
+#include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 static char fixture_buf[2][4300];
@@ -56,7 +56,7 @@ static void spit(const char *path, const char *data, size_t len)
 }
 
 static const char *const queries[] = {"photosynthesis sunlight", "volcano lava ash",
-                                       "black hole gravity light", "bees honey"};
+                                      "black hole gravity light", "bees honey"};
 
 /* A canonical string of the results of every query in every mode the index
  * supports, or "error <status>" at the first failure. Checks the hit
@@ -80,12 +80,10 @@ static char *signature(dynrag_index *idx, bool dense)
                 dr_buf_printf(&b, "TOO MANY HITS ");
             for (size_t i = 0; i < h.n; i++) {
                 const dynrag_hit *x = &h.hits[i];
-                if (x->doc_id == NULL || x->title == NULL || x->text == NULL ||
-                    !isfinite(x->score))
+                if (x->doc_id == NULL || x->title == NULL || x->text == NULL || !isfinite(x->score))
                     dr_buf_printf(&b, "BAD HIT ");
                 else
-                    dr_buf_printf(&b, "%s:%lld:%.5f ", x->doc_id, (long long)x->chunk_id,
-                                  x->score);
+                    dr_buf_printf(&b, "%s:%lld:%.5f ", x->doc_id, (long long)x->chunk_id, x->score);
             }
             dr_buf_printf(&b, "| ");
             dynrag_hits_free(&h);
@@ -141,8 +139,7 @@ static size_t damage(uint64_t *s, char *buf, size_t len)
         memset(buf + at, 0, DR_MIN((size_t)512, len - at));
         return len;
     }
-    default: /* truncation */
-        return rnd(s) % len;
+    default: /* truncation */ return rnd(s) % len;
     }
 }
 
@@ -224,8 +221,10 @@ TEST(index_corrupt_files_property)
                 ASSERT(rc < 0);
                 /* a damaged sidecar is rebuilt, never fatal */
                 if (f == 1)
-                    test_fail_(__FILE__, __LINE__, "target %d seed %d: damaged bm25.idx "
-                               "made open fail (%d)", target, i, rc);
+                    test_fail_(__FILE__, __LINE__,
+                               "target %d seed %d: damaged bm25.idx "
+                               "made open fail (%d)",
+                               target, i, rc);
                 if (f == 2) { /* the advice is a complete command */
                     ASSERT_EQ(rc, DYNRAG_ERR_STATE);
                     char advice[2200];
@@ -236,8 +235,8 @@ TEST(index_corrupt_files_property)
                 opened++;
                 if (f != 0 && strcmp(got, want[d]) != 0)
                     test_fail_(__FILE__, __LINE__,
-                               "target %d seed %d: damaged %s changed results:\n%s\nvs\n%s",
-                               target, i, files[f], got, want[d]);
+                               "target %d seed %d: damaged %s changed results:\n%s\nvs\n%s", target,
+                               i, files[f], got, want[d]);
                 free(got);
             }
             if (test_failed_)
@@ -289,10 +288,11 @@ TEST(index_stale_sidecars_rejected)
                            NULL, NULL};
     char a[4300], b[4300], c[4300];
     dr_strlcpy(a, docs[0], sizeof(a));
-    dr_strlcpy(b, test_write_file("b.jsonl", "{\"_id\":\"b1\",\"text\":\"black hole gravity "
-                                             "bends light\"}\n{\"_id\":\"b2\",\"text\":\"bees "
-                                             "pollinate flowers; honey\"}\n{\"_id\":\"b3\","
-                                             "\"text\":\"photosynthesis needs sunlight\"}\n"),
+    dr_strlcpy(b,
+               test_write_file("b.jsonl", "{\"_id\":\"b1\",\"text\":\"black hole gravity "
+                                          "bends light\"}\n{\"_id\":\"b2\",\"text\":\"bees "
+                                          "pollinate flowers; honey\"}\n{\"_id\":\"b3\","
+                                          "\"text\":\"photosynthesis needs sunlight\"}\n"),
                sizeof(b));
     dr_strlcpy(c, fixture("tiny.jsonl"), sizeof(c));
     const char *corp[3] = {a, b, c};
@@ -351,8 +351,10 @@ TEST(index_stale_sidecars_rejected)
 static char *folder_state(const char *dir)
 {
     char cmd[4400], *out = NULL;
-    snprintf(cmd, sizeof(cmd), "cd '%s' && ls -A | sort | while read f; do stat -c '%%n %%s %%Y "
-             "%%y' \"$f\"; done", dir);
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && ls -A | sort | while read f; do stat -c '%%n %%s %%Y "
+             "%%y' \"$f\"; done",
+             dir);
     if (test_run(cmd, &out) != 0) {
         free(out);
         return NULL;
@@ -370,8 +372,8 @@ static int run_as_nobody(const char *args, char **out)
     free(o);
     if (rc != 0 || getuid() != 0)
         return 77;
-    snprintf(cmd, sizeof(cmd),
-             "setpriv --reuid=65534 --regid=65534 --clear-groups '%s' %s", test_cli_path(), args);
+    snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups '%s' %s",
+             test_cli_path(), args);
     return test_run(cmd, out);
 }
 
@@ -503,8 +505,10 @@ TEST(index_symlink_loops_property)
             ASSERT_EQ(system(cmd), 0);
         }
         if (files > 0) { /* a link to a file indexes it once, not twice */
-            snprintf(cmd, sizeof(cmd), "f=$(find '%s' -name '*.md' -type f | head -1); "
-                     "ln -s \"$f\" '%s/alias.md'", root, root);
+            snprintf(cmd, sizeof(cmd),
+                     "f=$(find '%s' -name '*.md' -type f | head -1); "
+                     "ln -s \"$f\" '%s/alias.md'",
+                     root, root);
             ASSERT_EQ(system(cmd), 0);
         }
         dynrag_build_options o = {0};
@@ -665,8 +669,7 @@ static char *pipeline_diags(const char *yaml)
     dynrag_pipeline *p = NULL;
     dynrag_diags *d = NULL;
     dynrag_error err;
-    int rc = dynrag_pipeline_load_string(yaml, strlen(yaml), "t.yaml", test_tmpdir(), &p, &d,
-                                         &err);
+    int rc = dynrag_pipeline_load_string(yaml, strlen(yaml), "t.yaml", test_tmpdir(), &p, &d, &err);
     char *out = d ? dynrag_diags_format(d) : NULL;
     if (out == NULL)
         out = dr_strdup(rc == DYNRAG_OK ? "" : dynrag_errmsg(&err));
@@ -685,7 +688,8 @@ TEST(pipeline_integer_fields_refuse_non_integers)
         char yaml[512];
         snprintf(yaml, sizeof(yaml),
                  "version: 1\nname: t\nstages:\n  context:\n"
-                 "    options: [{name: a, kind: topk, params: {k: %s}}]\n", v);
+                 "    options: [{name: a, kind: topk, params: {k: %s}}]\n",
+                 v);
         char *d = pipeline_diags(yaml);
         if (ok) {
             ASSERT_STR_EQ(d, "");
@@ -771,8 +775,10 @@ TEST(pipeline_regex_backrefs_refused_property)
         if (has_backref(re.data)) {
             refused++;
             if (strstr(d, "t.yaml:11:") == NULL || strstr(d, "back-reference") == NULL)
-                test_fail_(__FILE__, __LINE__, "pattern %s: expected a back-reference error at "
-                           "t.yaml:11:COL, got: %s", re.data, d);
+                test_fail_(__FILE__, __LINE__,
+                           "pattern %s: expected a back-reference error at "
+                           "t.yaml:11:COL, got: %s",
+                           re.data, d);
         } else if (d[0] == '\0') {
             loaded++;
             regex_t r;
@@ -785,8 +791,8 @@ TEST(pipeline_regex_backrefs_refused_property)
                 clock_gettime(CLOCK_MONOTONIC, &t0);
                 (void)regexec(&r, text, 0, NULL, 0);
                 clock_gettime(CLOCK_MONOTONIC, &t1);
-                double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
-                            (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+                double ms =
+                    (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
                 if (ms > 500)
                     test_fail_(__FILE__, __LINE__, "pattern %s took %.0f ms", re.data, ms);
             }
@@ -834,8 +840,8 @@ TEST(index_lock_wait_and_timeout)
     ASSERT_CONTAINS(out, "gave up: lock timeout");
     free(out);
     /* without a timeout: waits, says so, and finishes once the lock is free */
-    snprintf(cmd, sizeof(cmd), "'%s' index --index '%s' --no-dense '%s' 2>&1", test_cli_path(),
-             dir, fixture("tiny.jsonl"));
+    snprintf(cmd, sizeof(cmd), "'%s' index --index '%s' --no-dense '%s' 2>&1", test_cli_path(), dir,
+             fixture("tiny.jsonl"));
     FILE *p = popen(cmd, "r");
     ASSERT(p != NULL);
     struct timespec ts = {0, 500 * 1000 * 1000};
@@ -867,8 +873,10 @@ TEST(index_skip_bad_unreadable_inputs)
              base, base, base, base, base, base, base, base, base, base);
     ASSERT_EQ(system(cmd), 0);
     char args[8800], *out = NULL;
-    snprintf(args, sizeof(args), "index --index '%s/out/i1' --no-dense --skip-bad '%s/corpus' "
-             "'%s/bad.jsonl'", base, base, base);
+    snprintf(args, sizeof(args),
+             "index --index '%s/out/i1' --no-dense --skip-bad '%s/corpus' "
+             "'%s/bad.jsonl'",
+             base, base, base);
     int rc = run_as_nobody(args, &out);
     if (rc == 77) {
         free(out);

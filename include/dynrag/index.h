@@ -80,8 +80,7 @@ int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
 /* dynrag_index_delete() with options: only opt->lock_timeout_s is used
  * (opt may be NULL). */
 int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t n,
-                            const dynrag_build_options *opt, size_t *n_missing,
-                            dynrag_error *err);
+                            const dynrag_build_options *opt, size_t *n_missing, dynrag_error *err);
 
 typedef struct dynrag_index dynrag_index;
 

@@ -275,8 +275,7 @@ int dr_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len
         }
         if (n < sizeof(chunk)) {
             if (ferror(f)) {
-                rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: read error: %s", path,
-                                strerror(errno));
+                rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: read error: %s", path, strerror(errno));
                 goto cleanup;
             }
             break;

@@ -382,8 +382,8 @@ static void read_index_id(sqlite3 *db, uint8_t id[16])
 {
     sqlite3_stmt *st = NULL;
     memset(id, 0, 16);
-    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'index_id'", -1, &st,
-                           NULL) == SQLITE_OK &&
+    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'index_id'", -1, &st, NULL) ==
+            SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW) {
         const char *hex = (const char *)sqlite3_column_text(st, 0);
         uint8_t tmp[16];
@@ -392,9 +392,7 @@ static void read_index_id(sqlite3 *db, uint8_t id[16])
             int v = 0;
             for (int j = 0; j < 2; j++) {
                 char c = hex[2 * i + j];
-                int d = c >= '0' && c <= '9'   ? c - '0'
-                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                               : -1;
+                int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
                 if (d < 0)
                     ok = false;
                 v = v * 16 + d;
@@ -447,7 +445,8 @@ static int load_ids(sqlite3 *db, builder *B, dynrag_error *err)
          * NULL: the id -> index map below relies on strictly ascending ids,
          * so anything else is refused here rather than trusted. */
         if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) {
-            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "bm25: table chunks has a non-integer id "
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                            "bm25: table chunks has a non-integer id "
                             "(the index is damaged)");
             goto cleanup;
         }

@@ -27,9 +27,9 @@
 #include "core/text.h"
 #include "core/util.h"
 #include "embed/builtin.h"
+#include "retrieve/bm25.h"
 #include "retrieve/chunk.h"
 #include "retrieve/embedders.h"
-#include "retrieve/bm25.h"
 #include "retrieve/ingest.h"
 #include "retrieve/store.h"
 #include "retrieve/vec.h"
@@ -88,7 +88,8 @@ static int lock_dir(const char *dir, double timeout_s, int *fd, dynrag_error *er
         if (timeout_s > 0 && waited >= timeout_s) {
             rc = dr_err_set(err, DYNRAG_ERR_TIMEOUT,
                             "%s: another writer still holds the index lock after %.1f s "
-                            "(gave up: lock timeout)", dir, waited);
+                            "(gave up: lock timeout)",
+                            dir, waited);
             break;
         }
         if (!told) {
@@ -99,7 +100,8 @@ static int lock_dir(const char *dir, double timeout_s, int *fd, dynrag_error *er
             else
                 dr_log(DYNRAG_LOG_WARN, "index",
                        "%s: another writer holds the index lock; waiting for it to finish "
-                       "(--lock-timeout SECONDS gives up)", dir);
+                       "(--lock-timeout SECONDS gives up)",
+                       dir);
             told = true;
         }
         struct timespec ts = {0, 50 * 1000 * 1000};
@@ -510,8 +512,10 @@ static void finish_sidecars(write_session *ws)
     dr_bm25_free(bm);
     sqlite3_busy_timeout(ws->db, 0);
     if (sqlite3_exec(ws->db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL) != SQLITE_OK)
-        dr_log(DYNRAG_LOG_INFO, "index", "%s: index.db stays in WAL mode while it is open "
-               "elsewhere: %s", ws->dir, sqlite3_errmsg(ws->db));
+        dr_log(DYNRAG_LOG_INFO, "index",
+               "%s: index.db stays in WAL mode while it is open "
+               "elsewhere: %s",
+               ws->dir, sqlite3_errmsg(ws->db));
 }
 
 /* Steps 2 (generation) to 5 of the protocol. dim 0: no dense part. */
@@ -724,8 +728,7 @@ int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
 }
 
 int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t n,
-                            const dynrag_build_options *opt, size_t *n_missing,
-                            dynrag_error *err)
+                            const dynrag_build_options *opt, size_t *n_missing, dynrag_error *err)
 {
     if (n_missing)
         *n_missing = 0;

@@ -89,7 +89,7 @@ static const cJSON *field(const cJSON *obj, const char *a, const char *b)
  * escaped NUL (cJSON would cut the string there) and the exact source text
  * of a numeric "_id"/"id" (cJSON keeps a double, exact only to 2^53). */
 typedef struct line_scan {
-    char nul_field[48];   /* top-level key whose string has a \u0000, or "" */
+    char nul_field[48];    /* top-level key whose string has a \u0000, or "" */
     const char *num_id[2]; /* raw number text of "_id" [0] and "id" [1] */
     size_t num_id_len[2];
 } line_scan;
@@ -113,10 +113,10 @@ static void scan_line(const char *s, size_t n, line_scan *sc)
 {
     memset(sc, 0, sizeof(*sc));
     int depth = 0;
-    bool expect_key = false;        /* at depth 1: the next string is a key */
-    const char *key = NULL;         /* the current top-level key */
+    bool expect_key = false; /* at depth 1: the next string is a key */
+    const char *key = NULL;  /* the current top-level key */
     size_t key_len = 0;
-    bool after_colon = false;       /* at depth 1, between ':' and the value */
+    bool after_colon = false; /* at depth 1, between ':' and the value */
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '"') {
@@ -418,7 +418,7 @@ typedef struct inode_set {
         dev_t dev;
         ino_t ino;
         bool used;
-    } *slots;
+    } * slots;
     size_t n, cap; /* cap: a power of two, or 0 */
 } inode_set;
 
@@ -522,16 +522,15 @@ static int walk(walk_ctx *w, const char *dir, int depth, dynrag_error *err)
         if (stat(path, &st) != 0) {
             dr_log(DYNRAG_LOG_WARN, "index", "%s: %s (skipped)", path, strerror(errno));
         } else {
-            dir_or_doc = S_ISDIR(st.st_mode) ||
-                         (S_ISREG(st.st_mode) && type_of(names[i]) != FT_NONE);
+            dir_or_doc =
+                S_ISDIR(st.st_mode) || (S_ISREG(st.st_mode) && type_of(names[i]) != FT_NONE);
         }
         int added = dir_or_doc ? inode_set_add(&w->seen, st.st_dev, st.st_ino) : 1;
         if (added < 0) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         } else if (added == 0) {
             dr_log(DYNRAG_LOG_INFO, "index",
-                   "%s: already visited through another path (a symbolic link): skipped",
-                   path);
+                   "%s: already visited through another path (a symbolic link): skipped", path);
         } else if (!dir_or_doc) {
             /* other entries are ignored */
         } else if (S_ISDIR(st.st_mode)) {

@@ -225,12 +225,12 @@ static int check_snapshot(const char *dir, const snapshot *s, dynrag_error *err)
     if (s->fmt != DR_INDEX_FORMAT_VERSION)
         return dr_err_set(err, DYNRAG_ERR_MISMATCH, "%s: index format %lld, this version reads %d",
                           dir, s->fmt, DR_INDEX_FORMAT_VERSION);
-    const char *bad = s->gen < 0                            ? "generation"
-                      : s->docs < 0                         ? "docs"
-                      : s->chunks < 0                       ? "chunks"
-                      : s->tokens < 0                       ? "chunk_tokens_total"
+    const char *bad = s->gen < 0      ? "generation"
+                      : s->docs < 0   ? "docs"
+                      : s->chunks < 0 ? "chunks"
+                      : s->tokens < 0 ? "chunk_tokens_total"
                       : s->embedder[0] && (s->dim < 1 || s->dim > DR_INDEX_MAX_DIM) ? "dim"
-                                                                                       : NULL;
+                                                                                    : NULL;
     if (bad != NULL)
         return dr_err_set(err, DYNRAG_ERR_FORMAT,
                           "%s/index.db: meta %s is out of range (the index is damaged; rebuild "
