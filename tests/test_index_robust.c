@@ -479,7 +479,8 @@ TEST(index_symlink_loops_property)
         mkpath(root);
         int want_dirs = 1 + (int)(rnd(&s) % 5);
         for (int i = 0; i < want_dirs; i++) {
-            const char *parent = dirs[rnd(&s) % (uint64_t)nd];
+            char parent[2200];
+            dr_strlcpy(parent, dirs[rnd(&s) % (uint64_t)nd], sizeof(parent));
             snprintf(dirs[nd], sizeof(dirs[nd]), "%.2100s/d%d", parent, i);
             mkpath(dirs[nd]);
             nd++;
