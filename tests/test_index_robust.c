@@ -600,6 +600,21 @@ TEST(index_jsonl_escaped_nul)
         ASSERT_EQ(st.bad_inputs, 1);
         ASSERT_EQ(st.docs_added + st.docs_replaced, 1);
     }
+    /* a raw NUL byte (not JSON) is refused too, never cut */
+    {
+        char doc[64] = "{\"_id\":\"r\",\"text\":\"wal?mode\"}\n";
+        char *q = strchr(doc, '?');
+        *q = '\0';
+        char path[4300];
+        snprintf(path, sizeof(path), "%s/raw.jsonl", test_tmpdir());
+        spit(path, doc, 29);
+        dynrag_build_options o = {0};
+        o.no_dense = true;
+        const char *in[] = {path};
+        dynrag_error err;
+        ASSERT_EQ(dynrag_index_add(dir, in, 1, &o, NULL, &err), DYNRAG_ERR_PARSE);
+        ASSERT_CONTAINS(dynrag_errmsg(&err), "raw.jsonl:1: raw NUL byte at column 23");
+    }
     /* not NULs: an unused field, and an escaped backslash + "u0000" */
     dynrag_error err;
     dynrag_build_stats st;

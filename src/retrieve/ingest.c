@@ -185,10 +185,21 @@ static bool integer_literal(const char *s, size_t n)
 static int jsonl_line(const char *path, long lineno, const char *line, size_t len, bool skip_bad,
                       dr_doc_fn fn, void *user, uint64_t *bad, dynrag_error *err)
 {
-    cJSON *obj = cJSON_ParseWithLength(line, len);
+    /* a raw NUL byte is not JSON (control characters must be escaped), and
+     * cJSON would cut the string holding it: refused, never truncated */
+    const char *raw_nul = memchr(line, '\0', len);
+    cJSON *obj = raw_nul ? NULL : cJSON_ParseWithLength(line, len);
     char *id = NULL, *title = NULL, *text = NULL;
     char numbuf[48];
     int rc = DYNRAG_OK;
+    if (raw_nul != NULL) {
+        char what[96];
+        snprintf(what, sizeof(what), "raw NUL byte at column %zu: %%s",
+                 (size_t)(raw_nul - line) + 1);
+        rc = bad_input(skip_bad, bad, err, path, lineno, what,
+                       "not valid JSON (control characters must be escaped)");
+        goto cleanup;
+    }
     if (obj == NULL) {
         rc = bad_input(skip_bad, bad, err, path, lineno, "%s", "not valid JSON");
         goto cleanup;
