@@ -45,6 +45,10 @@ typedef struct dynrag_build_options {
     bool no_dense;             /* BM25 only: no embedder, no FAISS index */
     dynrag_progress_fn progress;
     void *progress_user;
+    /* Seconds to wait for another writer's lock on the folder before
+     * failing with DYNRAG_ERR_TIMEOUT; 0 = wait as long as it takes. Either
+     * way a writer that has to wait logs so (warning) once. */
+    double lock_timeout_s;
 } dynrag_build_options;
 
 typedef struct dynrag_build_stats {
@@ -72,6 +76,11 @@ int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs
  * be NULL). Atomic. */
 int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
                         size_t *n_missing, dynrag_error *err);
+
+/* dynrag_index_delete() with options: only opt->lock_timeout_s is used
+ * (opt may be NULL). */
+int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t n,
+                            const dynrag_build_options *opt, size_t *n_missing, dynrag_error *err);
 
 typedef struct dynrag_index dynrag_index;
 

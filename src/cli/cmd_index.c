@@ -127,6 +127,11 @@ int cmd_index(int argc, char **argv)
             opt.skip_bad = true;
         } else if (strcmp(a, "--no-dense") == 0) {
             opt.no_dense = true;
+        } else if (strcmp(a, "--lock-timeout") == 0 && has_val) {
+            double t = 0;
+            if (!cli_parse_double(CMD, a, argv[++i], 0.001, 1e9, &t))
+                goto done;
+            opt.lock_timeout_s = t;
         } else if (strcmp(a, "--delete") == 0 && has_val) {
             deletes[n_deletes++] = argv[++i];
         } else if (a[0] == '-' && a[1] != '\0') {
@@ -186,7 +191,7 @@ int cmd_index(int argc, char **argv)
     ret = CLI_OK;
     if (n_deletes > 0) {
         size_t missing = 0;
-        int rc = dynrag_index_delete(dir, deletes, n_deletes, &missing, &err);
+        int rc = dynrag_index_delete_opt(dir, deletes, n_deletes, &opt, &missing, &err);
         if (rc != DYNRAG_OK) {
             cli_error(CMD, "%s", dynrag_errmsg(&err));
             ret = CLI_FAIL;

@@ -56,9 +56,12 @@ static const cli_command commands[] = {
      "  --faiss FACTORY      FAISS index_factory string (default Flat), e.g. IVF64,Flat\n"
      "  --chunk-tokens N     target words per chunk (default 200)\n"
      "  --chunk-overlap N    words of overlap between chunks (default 40)\n"
-     "  --skip-bad           skip and count malformed lines/files instead of failing\n"
+     "  --skip-bad           skip and count malformed lines/files and unreadable\n"
+     "                       files/folders instead of failing\n"
      "  --no-dense           BM25 only: no embeddings, no FAISS index\n"
-     "  --delete ID          delete a document (repeatable; runs before any INPUT)\n",
+     "  --delete ID          delete a document (repeatable; runs before any INPUT)\n"
+     "  --lock-timeout SECS  give up (exit 1) when another writer still holds the\n"
+     "                       index after SECS seconds (default: wait, saying so)\n",
      cmd_index},
     {"retrieve", "search an index (one query, or a batch to a TREC run)",
      "usage: dynrag retrieve --index DIR [--mode bm25|dense|hybrid] [-k K] [--json] QUERY\n"

@@ -250,6 +250,11 @@ int dr_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len
     if (f == NULL)
         return dr_err_set(err, errno == ENOENT ? DYNRAG_ERR_NOTFOUND : DYNRAG_ERR_IO,
                           "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "%s: is a directory, expected a file", path);
+    }
     dr_buf b = {0};
     b.cap_limit = max_bytes;
     char chunk[65536];
@@ -270,7 +275,7 @@ int dr_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len
         }
         if (n < sizeof(chunk)) {
             if (ferror(f)) {
-                rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: read error", path);
+                rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: read error: %s", path, strerror(errno));
                 goto cleanup;
             }
             break;
@@ -557,4 +562,38 @@ size_t dr_utf8_encode(uint32_t cp, char *out)
     o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
     o[3] = (unsigned char)(0x80 | (cp & 0x3F));
     return 4;
+}
+
+bool dr_regex_is_regular(const char *re, size_t *at)
+{
+    for (const char *p = re; *p; p++) {
+        if (*p == '\\') {
+            if (p[1] >= '1' && p[1] <= '9') {
+                *at = (size_t)(p - re);
+                return false;
+            }
+            if (p[1] != '\0')
+                p++;
+        } else if (*p == '[') {
+            /* a bracket expression: backslash is literal inside; "]" first
+             * (after an optional "^") is a member; [:class:], [.x.], [=x=] */
+            const char *q = p + 1;
+            if (*q == '^')
+                q++;
+            if (*q == ']')
+                q++;
+            while (*q && *q != ']') {
+                if (*q == '[' && (q[1] == ':' || q[1] == '.' || q[1] == '=')) {
+                    const char *e = strchr(q + 2, q[1]);
+                    q = (e && e[1] == ']') ? e + 2 : q + 1;
+                } else {
+                    q++;
+                }
+            }
+            if (*q == '\0')
+                return true; /* unterminated: regcomp reports it */
+            p = q;
+        }
+    }
+    return true;
 }

@@ -90,6 +90,16 @@ int dr_parse_ll(const char *s, long long min, long long max, long long *out);
 /* Parses a whole string as a finite double within [min, max]. */
 int dr_parse_double(const char *s, double min, double max, double *out);
 
+/* ---- regular expressions ------------------------------------------------- */
+
+/* Checks that a POSIX ERE uses only regular constructs, so that glibc
+ * matches it in time polynomial in pattern and text: back-references
+ * (\1 to \9 outside a bracket expression), which make matching
+ * exponential (`(a*)*\1\1\1b`), are refused. Returns true when the
+ * pattern is regular; else false with *at set to the 0-based byte offset of
+ * the offending construct. Does not otherwise validate (regcomp does). */
+bool dr_regex_is_regular(const char *re, size_t *at);
+
 /* ---- files ------------------------------------------------------------ */
 
 /* Reads a whole file into a NUL-terminated buffer the caller frees. Fails

@@ -460,12 +460,13 @@ static cJSON *number_value(dr_vctx *v, const dr_param_row *row, const dr_ynode *
     bool is_int = dr_ynode_int(n, &iv);
     bool is_num = dr_ynode_num(n, &x);
     if (row->type == DR_PT_INT) {
-        if (!is_int && !(is_num && x == floor(x))) {
+        /* integers are written as integers: 5.0 and 1e2 are refused, not
+         * silently converted (a typo like 0.5 -> 5 would pass otherwise) */
+        if (!is_int) {
             type_error(v, n, 0, 0, path, "an integer");
             return NULL;
         }
-        if (is_int)
-            x = (double)iv;
+        x = (double)iv;
     } else if (!is_num) {
         type_error(v, n, 0, 0, path, "a number");
         return NULL;
@@ -670,6 +671,15 @@ static cJSON *validate_value(dr_vctx *v, const dr_param_row *row, const dr_ynode
             dr_diags_add(v->diags, n->line, n->col, path,
                          "regex too large (at most 1024 characters, and repetitions ({n}, "
                          "+) may expand to at most 20000 atoms)");
+            return NULL;
+        }
+        size_t at = 0;
+        if (!dr_regex_is_regular(n->value, &at)) {
+            dr_diags_add(v->diags, n->line, n->col, path,
+                         "regex '%.64s': back-reference '%.2s' at character %zu is not "
+                         "supported (it makes matching take exponential time); use a regular "
+                         "expression without \\1-\\9",
+                         n->value, n->value + at, at + 1);
             return NULL;
         }
         regex_t re;

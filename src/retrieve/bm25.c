@@ -41,6 +41,7 @@ struct dr_bm25 {
     uint32_t n_docs, n_terms;
     uint64_t n_postings, n_frontier, term_bytes, total_len;
     int64_t generation;
+    uint8_t index_id[16]; /* meta index_id of the database it was built from */
     double avgdl;
     dr_bm25_info info;
 
@@ -373,12 +374,43 @@ static int64_t read_generation(sqlite3 *db)
     return g;
 }
 
+/* Reads meta index_id (32 hex digits, written when the database was
+ * created) into id; all zero when absent or malformed (an index from
+ * before index ids, or a damaged one: such a sidecar matches only a
+ * database without an id, and writers always give it one). */
+static void read_index_id(sqlite3 *db, uint8_t id[16])
+{
+    sqlite3_stmt *st = NULL;
+    memset(id, 0, 16);
+    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'index_id'", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        const char *hex = (const char *)sqlite3_column_text(st, 0);
+        uint8_t tmp[16];
+        bool ok = hex != NULL && strlen(hex) == 32;
+        for (int i = 0; ok && i < 16; i++) {
+            int v = 0;
+            for (int j = 0; j < 2; j++) {
+                char c = hex[2 * i + j];
+                int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+                if (d < 0)
+                    ok = false;
+                v = v * 16 + d;
+            }
+            tmp[i] = (uint8_t)v;
+        }
+        if (ok)
+            memcpy(id, tmp, 16);
+    }
+    sqlite3_finalize(st);
+}
+
 static uint32_t lookup_doc(const builder *B, int64_t id)
 {
     if (B->dense) {
-        if (id < B->min_id || (uint64_t)(id - B->min_id) >= B->dense_n)
+        if (id < B->min_id || (uint64_t)id - (uint64_t)B->min_id >= B->dense_n)
             return UINT32_MAX;
-        return B->dense[id - B->min_id];
+        return B->dense[(uint64_t)id - (uint64_t)B->min_id];
     }
     size_t lo = 0, hi = B->n_ids;
     while (lo < hi) {
@@ -409,7 +441,24 @@ static int load_ids(sqlite3 *db, builder *B, dynrag_error *err)
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "bm25: out of memory");
             goto cleanup;
         }
-        B->ids[B->n_ids++] = sqlite3_column_int64(st, 0);
+        /* A damaged database can return ids out of order, repeated or
+         * NULL: the id -> index map below relies on strictly ascending ids,
+         * so anything else is refused here rather than trusted. */
+        if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                            "bm25: table chunks has a non-integer id "
+                            "(the index is damaged)");
+            goto cleanup;
+        }
+        int64_t id = sqlite3_column_int64(st, 0);
+        if (B->n_ids > 0 && id <= B->ids[B->n_ids - 1]) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                            "bm25: table chunks returned id %lld after %lld (ids not strictly "
+                            "ascending: the index is damaged)",
+                            (long long)id, (long long)B->ids[B->n_ids - 1]);
+            goto cleanup;
+        }
+        B->ids[B->n_ids++] = id;
     }
     if (s != SQLITE_DONE) {
         rc = dr_err_set(err, DYNRAG_ERR_DB, "bm25: reading chunks: %s", sqlite3_errmsg(db));
@@ -422,14 +471,16 @@ static int load_ids(sqlite3 *db, builder *B, dynrag_error *err)
     }
     if (B->n_ids > 0) {
         B->min_id = B->ids[0];
+        /* ids ascend strictly, so range >= n_ids and every id - min_id is
+         * below range (computed unsigned: no overflow for any int64 pair) */
         uint64_t range = (uint64_t)B->ids[B->n_ids - 1] - (uint64_t)B->ids[0] + 1;
-        if (range <= 4 * (uint64_t)B->n_ids + 4096) {
+        if (range != 0 && range <= 4 * (uint64_t)B->n_ids + 4096) {
             B->dense = malloc(range * sizeof(uint32_t));
             if (B->dense != NULL) {
                 B->dense_n = range;
                 memset(B->dense, 0xff, range * sizeof(uint32_t));
                 for (size_t i = 0; i < B->n_ids; i++)
-                    B->dense[B->ids[i] - B->min_id] = (uint32_t)i;
+                    B->dense[(uint64_t)B->ids[i] - (uint64_t)B->min_id] = (uint32_t)i;
             }
         }
     }
@@ -589,7 +640,8 @@ cleanup:
 }
 
 /* Lays the builder's arrays out as a sidecar image in e->blob. */
-static int assemble(dr_bm25 *e, builder *B, int64_t generation, dynrag_error *err)
+static int assemble(dr_bm25 *e, builder *B, int64_t generation, const uint8_t index_id[16],
+                    dynrag_error *err)
 {
     layout L;
     if (layout_compute(B->n_ids, B->n_terms, B->n_post, B->n_front, B->terms.len, &L) !=
@@ -633,6 +685,8 @@ static int assemble(dr_bm25 *e, builder *B, int64_t generation, dynrag_error *er
     put_u64(b + 56, total_len);
     put_u64(b + 64, checksum64(b + HEADER_SIZE, L.total - HEADER_SIZE));
     put_u64(b + 72, L.total);
+    memcpy(b + 80, index_id, 16);
+    memcpy(e->index_id, index_id, 16);
     e->generation = generation;
     e->n_docs = (uint32_t)B->n_ids;
     e->n_terms = (uint32_t)B->n_terms;
@@ -692,6 +746,8 @@ static int build_from_fts(dr_bm25 *e, sqlite3 *db, dynrag_error *err)
         began = true;
     }
     int64_t generation = read_generation(db);
+    uint8_t index_id[16];
+    read_index_id(db, index_id);
     rc = load_ids(db, &B, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
@@ -701,7 +757,7 @@ static int build_from_fts(dr_bm25 *e, sqlite3 *db, dynrag_error *err)
     rc = build_frontiers(&B, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
-    rc = assemble(e, &B, generation, err);
+    rc = assemble(e, &B, generation, index_id, err);
 cleanup:
     sqlite3_free(msg);
     if (began)
@@ -813,8 +869,10 @@ static int validate(const dr_bm25 *e, const char *path, dynrag_error *err)
 }
 
 /* Loads and checks path. DYNRAG_ERR_NOTFOUND when absent, DYNRAG_ERR_FORMAT
- * when damaged, DYNRAG_ERR_MISMATCH when built from another generation. */
-static int load_sidecar(dr_bm25 *e, const char *path, int64_t generation, dynrag_error *err)
+ * when damaged, DYNRAG_ERR_MISMATCH when built from another database
+ * (index_id) or another generation of it. */
+static int load_sidecar(dr_bm25 *e, const char *path, int64_t generation,
+                        const uint8_t index_id[16], dynrag_error *err)
 {
     int rc = DYNRAG_OK;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -851,12 +909,13 @@ static int load_sidecar(dr_bm25 *e, const char *path, int64_t generation, dynrag
     }
     const uint8_t *b = e->blob;
     if (memcmp(b, MAGIC, 8) != 0 || get_u32(b + 8) != DR_BM25_VERSION ||
-        get_u32(b + 12) != HEADER_SIZE || get_u64(b + 80) != 0 || get_u64(b + 88) != 0) {
+        get_u32(b + 12) != HEADER_SIZE) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: not a version %d BM25 sidecar", path,
                         DR_BM25_VERSION);
         goto cleanup;
     }
     e->generation = (int64_t)get_u64(b + 16);
+    memcpy(e->index_id, b + 80, 16);
     e->n_docs = get_u32(b + 24);
     e->n_terms = get_u32(b + 28);
     e->n_postings = get_u64(b + 32);
@@ -879,7 +938,10 @@ static int load_sidecar(dr_bm25 *e, const char *path, int64_t generation, dynrag
     rc = validate(e, path, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
-    if (e->generation != generation)
+    if (memcmp(e->index_id, index_id, 16) != 0)
+        rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
+                        "%s: built from another index.db (index_id differs): stale", path);
+    else if (e->generation != generation)
         rc = dr_err_set(err, DYNRAG_ERR_MISMATCH, "%s: built from generation %lld, index is at %lld",
                         path, (long long)e->generation, (long long)generation);
 cleanup:
@@ -892,7 +954,10 @@ cleanup:
     return rc;
 }
 
-static int open_engine(sqlite3 *db, const char *dir, bool force, dr_bm25 **out, dynrag_error *err)
+/* force: ignore an existing sidecar; save: write the sidecar after a
+ * build (a failure is logged, not an error). */
+static int open_engine(sqlite3 *db, const char *dir, bool force, bool save, dr_bm25 **out,
+                       dynrag_error *err)
 {
     int64_t t0 = dr_now_us();
     int rc = DYNRAG_OK;
@@ -917,7 +982,9 @@ static int open_engine(sqlite3 *db, const char *dir, bool force, dr_bm25 **out, 
     if (path != NULL && !force) {
         dynrag_error lerr;
         dynrag_error_clear(&lerr);
-        int lrc = load_sidecar(e, path, read_generation(db), &lerr);
+        uint8_t index_id[16];
+        read_index_id(db, index_id);
+        int lrc = load_sidecar(e, path, read_generation(db), index_id, &lerr);
         if (lrc == DYNRAG_OK) {
             e->info.from_sidecar = true;
             goto done;
@@ -928,7 +995,7 @@ static int open_engine(sqlite3 *db, const char *dir, bool force, dr_bm25 **out, 
     rc = build_from_fts(e, db, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
-    if (path != NULL) {
+    if (path != NULL && save) {
         dynrag_error werr;
         dynrag_error_clear(&werr);
         if (write_sidecar(e, path, &werr) == DYNRAG_OK)
@@ -955,12 +1022,17 @@ cleanup:
 
 int dr_bm25_open(sqlite3 *db, const char *dir, dr_bm25 **out, dynrag_error *err)
 {
-    return open_engine(db, dir, false, out, err);
+    return open_engine(db, dir, false, true, out, err);
+}
+
+int dr_bm25_load(sqlite3 *db, const char *dir, dr_bm25 **out, dynrag_error *err)
+{
+    return open_engine(db, dir, false, false, out, err);
 }
 
 int dr_bm25_rebuild(sqlite3 *db, const char *dir, dr_bm25 **out, dynrag_error *err)
 {
-    return open_engine(db, dir, true, out, err);
+    return open_engine(db, dir, true, true, out, err);
 }
 
 void dr_bm25_free(dr_bm25 *e)

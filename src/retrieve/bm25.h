@@ -12,8 +12,11 @@
  * FTS5 indexed, stopwords included). The index is persisted as the sidecar
  * file DIR/bm25.idx (format below), written to a temporary file and renamed,
  * so a later open with the same generation only reads and checks a file.
- * A sidecar whose generation differs from meta.generation, or that is
- * truncated, corrupt or of another version, is rebuilt (never trusted).
+ * The sidecar records the identity of the database it was built from
+ * (meta.index_id, 128 random bits written when index.db is created) and
+ * its generation: a sidecar of another database (index.db deleted and
+ * rebuilt in the same folder), of another generation, or truncated,
+ * corrupt or of another version is never trusted.
  *
  * Tokens. Queries are tokenized with FTS5's own tokenizer, created through
  * the fts5_api (xFindTokenizer "porter" over "unicode61 remove_diacritics 2",
@@ -48,7 +51,7 @@
  * (each call uses its own scratch memory; FTS5 tokenizer instances, which
  * are not reentrant, come from a small mutex-guarded pool).
  *
- * Sidecar file format, version 1 (all integers little-endian, as written by
+ * Sidecar file format, version 2 (all integers little-endian, as written by
  * the host; a file from a host of the other byte order fails its magic):
  *   offset size  field
  *   0      8     magic "DRBM25IX"
@@ -63,7 +66,8 @@
  *   56     8     u64 total_len  (sum of chunk lengths)
  *   64     8     u64 checksum of bytes [96, file size)
  *   72     8     u64 file size
- *   80     16    reserved, zero (checked)
+ *   80     16    index_id: meta.index_id (32 hex digits) as 16 bytes, all
+ *                zero when the database has none
  *   then these arrays, each starting at a multiple of 8 bytes (zero padding):
  *     i64 chunk_id[n_docs]           ascending chunk ids (chunks.id)
  *     u32 doc_len[n_docs]            tokens per chunk
@@ -91,7 +95,7 @@
 typedef struct dr_bm25 dr_bm25;
 
 #define DR_BM25_SIDECAR "bm25.idx"
-#define DR_BM25_VERSION 1
+#define DR_BM25_VERSION 2
 #define DR_BM25_DEFAULT_K1 0.9
 #define DR_BM25_DEFAULT_B 0.4
 /* Largest k accepted by the search functions. */
@@ -127,7 +131,13 @@ typedef struct dr_bm25_info {
  */
 int dr_bm25_open(sqlite3 *db, const char *dir, dr_bm25 **out, dynrag_error *err);
 
-/* Like dr_bm25_open() but ignores any existing sidecar (always rebuilds). */
+/* Like dr_bm25_open() but never writes: loads a matching sidecar, else
+ * builds the engine in memory and leaves the folder untouched (readers of
+ * an index; `dynrag index` writes the sidecar). */
+int dr_bm25_load(sqlite3 *db, const char *dir, dr_bm25 **out, dynrag_error *err);
+
+/* Like dr_bm25_open() but ignores any existing sidecar: always rebuilds and
+ * (re)writes it (writers, after a committed change). */
 int dr_bm25_rebuild(sqlite3 *db, const char *dir, dr_bm25 **out, dynrag_error *err);
 
 /* Releases the engine. Accepts NULL. No search may be running. */

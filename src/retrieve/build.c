@@ -11,8 +11,15 @@
  *      hash of its bytes in meta dense_hash.
  *   4. COMMIT.
  *   5. rename dense.faiss.<G+1> -> dense.faiss; fsync the folder.
- * Readers take dense.faiss.<G> when present, else dense.faiss, and check
- * its hash against meta, so a reader never pairs files of two generations.
+ *   6. write bm25.idx for generation G+1 (it records meta index_id and the
+ *      generation) and switch index.db to journal_mode=DELETE, so readers
+ *      need to write nothing into the folder.
+ * When index.db does not exist yet, step 1 first removes every file of an
+ * earlier database in the folder (sidecars, -wal/-shm/-journal); a pending
+ * dense.faiss.<G> is adopted only when its bytes hash to meta dense_hash.
+ * Readers take dense.faiss.<G> when present and matching, else dense.faiss,
+ * and check its hash against meta, so a reader never pairs files of two
+ * generations or of two databases.
  */
 #define _GNU_SOURCE
 #include "dynrag/index.h"
@@ -20,6 +27,7 @@
 #include "core/text.h"
 #include "core/util.h"
 #include "embed/builtin.h"
+#include "retrieve/bm25.h"
 #include "retrieve/chunk.h"
 #include "retrieve/embedders.h"
 #include "retrieve/ingest.h"
@@ -35,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EMBED_BATCH 256
@@ -48,17 +57,60 @@ static void test_kill_point(const char *point)
         raise(SIGKILL);
 }
 
-static int lock_dir(const char *dir, int *fd, dynrag_error *err)
+/*
+ * Takes the writers' lock DIR/lock (flock, exclusive). When another writer
+ * holds it, logs once (warning) that this one waits, then polls every 50 ms
+ * until it gets the lock or `timeout_s` seconds have passed (timeout_s <= 0:
+ * wait as long as it takes), failing then with DYNRAG_ERR_TIMEOUT. *fd gets
+ * the lock's descriptor (closing it releases the lock).
+ */
+static int lock_dir(const char *dir, double timeout_s, int *fd, dynrag_error *err)
 {
     char *path = dr_asprintf("%s/lock", dir);
     if (path == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     int rc = DYNRAG_OK;
-    if (*fd < 0)
+    int64_t t0 = dr_now_us();
+    bool told = false;
+    if (*fd < 0) {
         rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", path, strerror(errno));
-    else if (flock(*fd, LOCK_EX) != 0)
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: cannot lock: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno != EWOULDBLOCK) {
+            rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: cannot lock: %s", path, strerror(errno));
+            break;
+        }
+        double waited = (double)(dr_now_us() - t0) / 1e6;
+        if (timeout_s > 0 && waited >= timeout_s) {
+            rc = dr_err_set(err, DYNRAG_ERR_TIMEOUT,
+                            "%s: another writer still holds the index lock after %.1f s "
+                            "(gave up: lock timeout)",
+                            dir, waited);
+            break;
+        }
+        if (!told) {
+            if (timeout_s > 0)
+                dr_log(DYNRAG_LOG_WARN, "index",
+                       "%s: another writer holds the index lock; waiting up to %.1f s", dir,
+                       timeout_s);
+            else
+                dr_log(DYNRAG_LOG_WARN, "index",
+                       "%s: another writer holds the index lock; waiting for it to finish "
+                       "(--lock-timeout SECONDS gives up)",
+                       dir);
+            told = true;
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc == DYNRAG_OK && told)
+        dr_log(DYNRAG_LOG_INFO, "index", "%s: got the index lock after %.1f s", dir,
+               (double)(dr_now_us() - t0) / 1e6);
+cleanup:
     if (rc != DYNRAG_OK && *fd >= 0) {
         close(*fd);
         *fd = -1;
@@ -66,6 +118,9 @@ static int lock_dir(const char *dir, int *fd, dynrag_error *err)
     free(path);
     return rc;
 }
+
+static int meta_str(sqlite3 *db, const char *key, char *buf, size_t size, bool *present,
+                    dynrag_error *err);
 
 static void fsync_dir(const char *dir)
 {
@@ -76,11 +131,32 @@ static void fsync_dir(const char *dir)
     }
 }
 
-/* Step 1's recovery, under the lock, before the transaction. */
+/* True when the file at path hashes to meta dense_hash (hex). */
+static bool dense_matches(const char *path, const char *hex)
+{
+    uint64_t want = 0;
+    char *data = NULL;
+    size_t len = 0;
+    dynrag_error ignored;
+    if (sscanf(hex, "%" SCNx64, &want) != 1 ||
+        dr_read_file(path, (size_t)1 << 40, &data, &len, &ignored) != DYNRAG_OK)
+        return false;
+    bool ok = dr_vec_hash(data, len) == want;
+    free(data);
+    return ok;
+}
+
+/* Step 1's recovery, under the lock, before the transaction. A pending
+ * dense.faiss.<G> of the committed generation G becomes dense.faiss only
+ * when its bytes hash to meta dense_hash (so a file left by an earlier
+ * database of the same folder, at the same generation, is not taken). */
 static int recover_dense(const char *dir, sqlite3 *db, dynrag_error *err)
 {
     long long gen = 0;
+    char hash[32];
     int rc = dr_meta_get_ll(db, "generation", 0, &gen, err);
+    if (rc == DYNRAG_OK)
+        rc = meta_str(db, "dense_hash", hash, sizeof(hash), NULL, err);
     if (rc != DYNRAG_OK)
         return rc;
     char keep[64];
@@ -96,7 +172,7 @@ static int recover_dense(const char *dir, sqlite3 *db, dynrag_error *err)
         char *final = dr_asprintf("%s/dense.faiss", dir);
         if (path == NULL || final == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-        } else if (strcmp(e->d_name, keep) == 0) {
+        } else if (strcmp(e->d_name, keep) == 0 && dense_matches(path, hash)) {
             if (rename(path, final) != 0)
                 rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", path, strerror(errno));
             else
@@ -337,7 +413,35 @@ typedef struct write_session {
     char *new_dense; /* DIR/dense.faiss.<gen+1> once written */
 } write_session;
 
-static int session_begin(write_session *ws, const char *dir, bool create, dynrag_error *err)
+/* Removes DIR/name when present; a failure other than absence is an error. */
+static int remove_file(const char *dir, const char *name, dynrag_error *err)
+{
+    char *path = dr_asprintf("%s/%s", dir, name);
+    if (path == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    int rc = DYNRAG_OK;
+    if (unlink(path) != 0 && errno != ENOENT)
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: cannot remove a stale file: %s", path,
+                        strerror(errno));
+    free(path);
+    return rc;
+}
+
+/* Under the lock, before index.db is created: every file of an earlier
+ * database in this folder (sidecars, SQLite's -wal/-shm/-journal) belongs
+ * to it, not to the new one, and is removed. */
+static int remove_stale_files(const char *dir, dynrag_error *err)
+{
+    static const char *const names[] = {DR_BM25_SIDECAR, "dense.faiss", "index.db-wal",
+                                        "index.db-shm", "index.db-journal"};
+    int rc = DYNRAG_OK;
+    for (size_t i = 0; rc == DYNRAG_OK && i < DR_ARRAY_LEN(names); i++)
+        rc = remove_file(dir, names[i], err);
+    return rc; /* dense.faiss.* go in recover_dense() */
+}
+
+static int session_begin(write_session *ws, const char *dir, bool create, double lock_timeout_s,
+                         dynrag_error *err)
 {
     memset(ws, 0, sizeof(*ws));
     ws->dir = dir;
@@ -353,7 +457,9 @@ static int session_begin(write_session *ws, const char *dir, bool create, dynrag
     if (create)
         rc = dr_mkdirs(dir, err);
     if (rc == DYNRAG_OK)
-        rc = lock_dir(dir, &ws->lock_fd, err);
+        rc = lock_dir(dir, lock_timeout_s, &ws->lock_fd, err);
+    if (rc == DYNRAG_OK && !dr_path_exists(dbpath))
+        rc = remove_stale_files(dir, err);
     if (rc == DYNRAG_OK)
         rc = dr_store_open(dbpath, true, &ws->db, err);
     if (rc == DYNRAG_OK)
@@ -375,6 +481,41 @@ static int session_begin(write_session *ws, const char *dir, bool create, dynrag
 cleanup:
     free(dbpath);
     return rc;
+}
+
+/*
+ * After a commit, still under the lock: writes the BM25 sidecar of the new
+ * generation (so readers never need to write into the folder), and turns
+ * the database back to a rollback journal (journal_mode=DELETE) so that a
+ * reader needs no -shm/-wal files, and so no write access to the folder.
+ * Neither is an error when it fails: the old sidecar no longer matches the
+ * generation and is removed (readers then build the BM25 index in memory);
+ * while other connections have the database open it stays in WAL mode
+ * (busy timeout 0: the writer does not wait for them).
+ */
+static void finish_sidecars(write_session *ws)
+{
+    dynrag_error e;
+    dynrag_error_clear(&e);
+    dr_bm25 *bm = NULL;
+    if (dr_bm25_rebuild(ws->db, ws->dir, &bm, &e) != DYNRAG_OK) {
+        dr_log(DYNRAG_LOG_WARN, "index", "%s: BM25 sidecar not written: %s", ws->dir,
+               dynrag_errmsg(&e));
+    } else {
+        dr_bm25_info info;
+        dr_bm25_get_info(bm, &info);
+        if (!info.sidecar_written) {
+            dynrag_error ignored;
+            (void)remove_file(ws->dir, DR_BM25_SIDECAR, &ignored);
+        }
+    }
+    dr_bm25_free(bm);
+    sqlite3_busy_timeout(ws->db, 0);
+    if (sqlite3_exec(ws->db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL) != SQLITE_OK)
+        dr_log(DYNRAG_LOG_INFO, "index",
+               "%s: index.db stays in WAL mode while it is open "
+               "elsewhere: %s",
+               ws->dir, sqlite3_errmsg(ws->db));
 }
 
 /* Steps 2 (generation) to 5 of the protocol. dim 0: no dense part. */
@@ -415,6 +556,7 @@ static int session_commit(write_session *ws, const char *factory, int dim, dynra
         free(ws->new_dense);
         ws->new_dense = NULL;
     }
+    finish_sidecars(ws);
     return DYNRAG_OK;
 }
 
@@ -464,7 +606,7 @@ int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs
     c.st = st;
     c.opt = opt;
     write_session ws;
-    int rc = session_begin(&ws, dir, true, err);
+    int rc = session_begin(&ws, dir, true, opt->lock_timeout_s, err);
     char rec_emb[256] = "", rec_factory[128] = "";
     bool have_emb = false;
     long long rec_dim = 0, rec_ct = 0, rec_ov = 0;
@@ -582,6 +724,12 @@ cleanup:
 int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
                         size_t *n_missing, dynrag_error *err)
 {
+    return dynrag_index_delete_opt(dir, doc_ids, n, NULL, n_missing, err);
+}
+
+int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t n,
+                            const dynrag_build_options *opt, size_t *n_missing, dynrag_error *err)
+{
     if (n_missing)
         *n_missing = 0;
     if (dir == NULL || (n > 0 && doc_ids == NULL))
@@ -591,7 +739,7 @@ int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
     memset(&w, 0, sizeof(w));
     char factory[128] = "";
     long long dim = 0;
-    int rc = session_begin(&ws, dir, false, err);
+    int rc = session_begin(&ws, dir, false, opt ? opt->lock_timeout_s : 0, err);
     if (rc == DYNRAG_OK)
         rc = meta_str(ws.db, "faiss_factory", factory, sizeof(factory), NULL, err);
     if (rc == DYNRAG_OK)

@@ -217,6 +217,28 @@ static int read_snapshot(sqlite3 *db, snapshot *s, dynrag_error *err)
     return rc;
 }
 
+/* Checks the snapshot's values before any of them is used as a size, an
+ * index or a count: a damaged index.db fails here with DYNRAG_ERR_FORMAT
+ * (or DYNRAG_ERR_MISMATCH for another format version) naming the value. */
+static int check_snapshot(const char *dir, const snapshot *s, dynrag_error *err)
+{
+    if (s->fmt != DR_INDEX_FORMAT_VERSION)
+        return dr_err_set(err, DYNRAG_ERR_MISMATCH, "%s: index format %lld, this version reads %d",
+                          dir, s->fmt, DR_INDEX_FORMAT_VERSION);
+    const char *bad = s->gen < 0      ? "generation"
+                      : s->docs < 0   ? "docs"
+                      : s->chunks < 0 ? "chunks"
+                      : s->tokens < 0 ? "chunk_tokens_total"
+                      : s->embedder[0] && (s->dim < 1 || s->dim > DR_INDEX_MAX_DIM) ? "dim"
+                                                                                    : NULL;
+    if (bad != NULL)
+        return dr_err_set(err, DYNRAG_ERR_FORMAT,
+                          "%s/index.db: meta %s is out of range (the index is damaged; rebuild "
+                          "it with `dynrag index --index DIR INPUT...`)",
+                          dir, bad);
+    return DYNRAG_OK;
+}
+
 /* Loads the dense.faiss that matches the snapshot's generation. */
 static int load_dense(const char *dir, const snapshot *s, dr_vec **out, dynrag_error *err)
 {
@@ -225,12 +247,13 @@ static int load_dense(const char *dir, const snapshot *s, dr_vec **out, dynrag_e
         return dr_err_set(err, DYNRAG_ERR_FORMAT, "index.db: meta dense_hash is missing");
     char *pending = dr_asprintf("%s/dense.faiss.%lld", dir, s->gen);
     char *final = dr_asprintf("%s/dense.faiss", dir);
-    int rc;
+    int rc = DYNRAG_ERR_STATE;
     if (pending == NULL || final == NULL)
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    else if (dr_path_exists(pending))
+    else if (dr_path_exists(pending)) /* committed, not yet renamed */
         rc = dr_vec_load(pending, (int)s->dim, hash, out, err);
-    else
+    /* a pending file that does not match is a leftover, not ours */
+    if (rc == DYNRAG_ERR_STATE)
         rc = dr_vec_load(final, (int)s->dim, hash, out, err);
     free(pending);
     free(final);
@@ -266,16 +289,25 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
         goto cleanup;
     sqlite3 *db = conn->db;
     /* A writer may commit between reading meta and loading dense.faiss:
-     * then the hash does not match and we read the new snapshot again. */
+     * then the hash does not match and the generation has moved, so we
+     * read the new snapshot again. A mismatch at an unchanged generation
+     * is a damaged or foreign file and fails at once. */
     for (int attempt = 0;; attempt++) {
+        long long prev_gen = s.gen;
         free(s.state);
         rc = read_snapshot(db, &s, err);
+        if (rc == DYNRAG_OK)
+            rc = check_snapshot(dir, &s, err);
         if (rc != DYNRAG_OK || s.dim == 0 || s.embedder[0] == '\0')
             break;
+        if (attempt > 0 && s.gen == prev_gen) {
+            rc = DYNRAG_ERR_STATE; /* err still says why */
+            break;
+        }
         rc = load_dense(dir, &s, &idx->vec, err);
         if (rc != DYNRAG_ERR_STATE || attempt >= 5)
             break;
-        struct timespec ts = {0, 50 * 1000 * 1000};
+        struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     /* The BM25 engine reads FTS5's postings once (or its sidecar bm25.idx,
@@ -283,7 +315,7 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     if (rc == DYNRAG_OK) {
         /* bm25 reads through a TEMP fts5vocab table: lift query_only for it */
         rc = sqlite3_exec(db, "PRAGMA query_only=0", NULL, NULL, NULL) == SQLITE_OK
-                 ? dr_bm25_open(db, dir, &idx->bm25, err)
+                 ? dr_bm25_load(db, dir, &idx->bm25, err)
                  : dr_err_set(err, DYNRAG_ERR_DB, "%s: %s", idx->db_path, sqlite3_errmsg(db));
         if (sqlite3_exec(db, "PRAGMA query_only=1", NULL, NULL, NULL) != SQLITE_OK &&
             rc == DYNRAG_OK)
@@ -292,11 +324,6 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     conn_release(idx, conn);
     if (rc != DYNRAG_OK)
         goto cleanup;
-    if (s.fmt != DR_INDEX_FORMAT_VERSION) {
-        rc = dr_err_set(err, DYNRAG_ERR_MISMATCH, "%s: index format %lld, this version reads %d",
-                        dir, s.fmt, DR_INDEX_FORMAT_VERSION);
-        goto cleanup;
-    }
     if (idx->vec) {
         if (embedder == NULL && strncmp(s.embedder, "builtin:", 8) != 0) {
             rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,

@@ -4,13 +4,49 @@
 #include "core/text.h"
 #include "core/util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 static int db_err(sqlite3 *db, dynrag_error *err, const char *what)
 {
     return dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s: %s", what, sqlite3_errmsg(db));
+}
+
+/* True when the folder holding path can be written (to create the -shm,
+ * -wal or -journal files SQLite may need next to it). */
+static bool folder_writable(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == NULL ? dr_strdup(".") : dr_strndup(path, (size_t)(slash - path) + 1);
+    bool w = dir == NULL || access(dir, W_OK) == 0;
+    free(dir);
+    return w;
+}
+
+/* "file:" URI of path with the immutable flag: the file is read with no
+ * locks and no -shm/-wal/-journal files (caller frees). */
+static char *immutable_uri(const char *path)
+{
+    dr_buf b = {0};
+    int rc = dr_buf_puts(&b, "file:");
+    for (const char *p = path; rc == DYNRAG_OK && *p; p++) {
+        if (*p == '%' || *p == '?' || *p == '#')
+            rc = dr_buf_printf(&b, "%%%02X", (unsigned char)*p);
+        else
+            rc = dr_buf_putc(&b, *p);
+    }
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(&b, "?mode=ro&immutable=1");
+    if (rc != DYNRAG_OK) {
+        dr_buf_free(&b);
+        return NULL;
+    }
+    return dr_buf_take(&b);
 }
 
 int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *err)
@@ -19,7 +55,20 @@ int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *
     *out = NULL;
     int flags = writable ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
     flags |= SQLITE_OPEN_NOMUTEX;
-    int rc = sqlite3_open_v2(path, &db, flags, NULL);
+    /* A reader of a folder it cannot write (another user's index, a
+     * read-only mount) opens the file immutable: SQLite would otherwise
+     * need to create -shm/-wal files there for a WAL-mode database. No
+     * writer can change an index in a folder this process cannot write
+     * (writers need DIR/lock), short of another, privileged user. */
+    char *uri = NULL;
+    if (!writable && !folder_writable(path)) {
+        uri = immutable_uri(path);
+        if (uri == NULL)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        flags |= SQLITE_OPEN_URI;
+    }
+    int rc = sqlite3_open_v2(uri ? uri : path, &db, flags, NULL);
+    free(uri);
     if (rc != SQLITE_OK) {
         int st = rc == SQLITE_CANTOPEN ? DYNRAG_ERR_NOTFOUND : DYNRAG_ERR_DB;
         dr_err_set(err, st, "%s: cannot open: %s", path,
@@ -73,7 +122,40 @@ int dr_store_create_schema(sqlite3 *db, dynrag_error *err)
         "CREATE TABLE IF NOT EXISTS vectors(chunk INTEGER PRIMARY KEY, v BLOB);"
         "INSERT OR IGNORE INTO meta(key, value) VALUES('format_version', '1');"
         "INSERT OR IGNORE INTO meta(key, value) VALUES('generation', '0');";
-    return dr_store_exec(db, sql, err);
+    int rc = dr_store_exec(db, sql, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    /* The database's identity, tying its sidecar files to it: 128 random
+     * bits, written once (an index from before ids gets one at its next
+     * write). */
+    uint8_t id[16];
+    size_t got = 0;
+    while (got < sizeof(id)) {
+        ssize_t r = getrandom(id + got, sizeof(id) - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    if (got < sizeof(id)) { /* no getrandom: time, address and pid, mixed */
+        uint64_t h = (uint64_t)dr_now_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)db;
+        for (size_t i = 0; i < sizeof(id); i++) {
+            h = (h ^ (h >> 31)) * 0x9e3779b97f4a7c15ULL + i;
+            id[i] = (uint8_t)(h >> 56);
+        }
+    }
+    char hex[33];
+    for (size_t i = 0; i < sizeof(id); i++)
+        snprintf(hex + 2 * i, 3, "%02x", id[i]);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO meta(key, value) VALUES('index_id', ?1)", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_err(db, err, "writing meta index_id");
+    sqlite3_bind_text(st, 1, hex, 32, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_DONE ? DYNRAG_OK : db_err(db, err, "writing meta index_id");
+    sqlite3_finalize(st);
+    return rc;
 }
 
 int dr_meta_get(sqlite3 *db, const char *key, char **value, dynrag_error *err)

@@ -5,7 +5,9 @@
  * chunk_fts and chunks):
  *
  *   meta(key TEXT PRIMARY KEY, value TEXT)
- *       format_version=1, generation (+1 per committed write), embedder
+ *       format_version=1, index_id (32 hex digits: 128 random bits written
+ *       when the database is created; sidecars record it), generation (+1
+ *       per committed write), embedder
  *       (identity, "" without a dense part), dim, faiss_factory,
  *       chunk_tokens, chunk_overlap, docs, chunks, chunk_tokens_total,
  *       next_chunk_id (chunk ids are never reused), dense_hash (hex hash of
@@ -31,14 +33,17 @@
 #include <stdint.h>
 
 #define DR_INDEX_FORMAT_VERSION 1
+/* Largest vector dimension an index may record (meta dim). */
+#define DR_INDEX_MAX_DIM 65536
 
 /* Opens DIR/index.db (path is the db file). writable: read-write and
- * create, WAL mode, synchronous=FULL; else read-only. Sets a busy timeout
- * and registers the BM25 fallback's FTS5 function. *out is closed with
- * sqlite3_close(). */
+ * create, WAL mode, synchronous=FULL; else read-only (query_only), and
+ * with SQLite's immutable=1 when the folder cannot be written, so that a
+ * reader never needs to create -shm/-wal files there. Sets a busy timeout.
+ * *out is closed with sqlite3_close(). */
 int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *err);
 
-/* Creates the tables when absent (idempotent). */
+/* Creates the tables when absent, and meta index_id (idempotent). */
 int dr_store_create_schema(sqlite3 *db, dynrag_error *err);
 
 /* Runs SQL without results; the error names the statement's purpose. */

@@ -136,10 +136,15 @@ int dr_vec_load(const char *path, int dim, uint64_t expect_hash, dr_vec **out, d
     if (rc != DYNRAG_OK)
         return rc;
     if (dr_vec_hash(data, len) != expect_hash) {
+        /* the advice names the index folder: the one holding path */
+        const char *slash = strrchr(path, '/');
+        int dir_len = slash ? (int)(slash - path) : 1;
         rc = dr_err_set(err, DYNRAG_ERR_STATE,
-                        "%s does not match index.db (an interrupted write?); re-run "
-                        "`dynrag index` to rebuild it",
-                        path);
+                        "%s does not match index.db (damaged, or left by an interrupted "
+                        "write); any write rebuilds it from the stored vectors: run "
+                        "`dynrag index --index %.*s INPUT...` (INPUT: a corpus file or folder "
+                        "to add, e.g. one it was built from)",
+                        path, dir_len, slash ? path : ".");
         goto cleanup;
     }
     FILE *f = fmemopen(data, len, "rb");

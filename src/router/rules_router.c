@@ -270,6 +270,12 @@ static int parse_rule(const dr_stage *stage, const cJSON *item, size_t i, rule *
         if (!cJSON_IsString(re))
             return dr_err_set(err, DYNRAG_ERR_INVALID,
                               "stages.%s.router.rules[%zu].when.regex: expected a string", sn, i);
+        size_t at = 0;
+        if (!dr_regex_is_regular(re->valuestring, &at))
+            return dr_err_set(err, DYNRAG_ERR_INVALID,
+                              "stages.%s.router.rules[%zu].when.regex: back-reference '%.2s' at "
+                              "character %zu is not supported (exponential matching time)",
+                              sn, i, re->valuestring + at, at + 1);
         int rrc = regcomp(&ru->regex, re->valuestring, REG_EXTENDED | REG_ICASE | REG_NOSUB);
         if (rrc != 0) {
             char msg[128];
