@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -630,6 +631,154 @@ TEST(server_request_deadline_and_idle_timeout)
     close(fd);
     ASSERT_LE(n, 0);
     ASSERT_LE(time(NULL) - t0, 5);
+    dynrag_server_free(s);
+    dynrag_pipeline_free(f.p);
+}
+
+/* ---- serving after a re-index -------------------------------------------------- */
+
+typedef struct reindex_client {
+    int port;
+    atomic_int *stop;
+    int ok, bad, stale; /* stale: a lower version after a higher one */
+    int last_version;
+    char first_bad[1024];
+} reindex_client;
+
+/* The version number in the "live" document's text of a /v1/retrieve
+ * reply ("... version N ..."), or -1. */
+static int live_version(const char *body)
+{
+    cJSON *o = cJSON_Parse(body);
+    const char *id = jstr(o, "hits.0.doc_id");
+    const char *text = jstr(o, "hits.0.text");
+    const char *v = text ? strstr(text, "version ") : NULL;
+    int n = -1;
+    if (id && strcmp(id, "live") == 0 && v)
+        n = (int)strtol(v + 8, NULL, 10);
+    cJSON_Delete(o);
+    return n;
+}
+
+static void *reindex_client_main(void *p)
+{
+    reindex_client *c = p;
+    while (!atomic_load(c->stop)) {
+        http_reply r;
+        bool other = (c->ok + c->bad) % 2 == 1;
+        int rc = http_post_json(c->port, "/v1/retrieve",
+                                other ? "{\"query\":\"Eiffel Tower Paris\",\"k\":2}"
+                                      : "{\"query\":\"zebra crossing\",\"k\":2,\"mode\":\"bm25\"}",
+                                NULL, &r);
+        int v = rc == 0 && r.status == 200 && !other ? live_version(r.body) : c->last_version;
+        bool good = rc == 0 && r.status == 200 && v >= 0 &&
+                    (!other || strstr(r.body, "\"doc_id\":\"d3\"") != NULL);
+        if (good) {
+            c->ok++;
+            if (v < c->last_version)
+                c->stale++;
+            if (v > c->last_version)
+                c->last_version = v;
+        } else if (c->bad++ == 0) {
+            snprintf(c->first_bad, sizeof(c->first_bad), "status %ld: %.900s", r.status,
+                     r.body ? r.body : "-");
+        }
+        http_reply_free(&r);
+    }
+    return NULL;
+}
+
+/* Replaces the "live" document with version v (a new generation). */
+static int write_live(fixture *f, int v)
+{
+    char name[64], line[256];
+    snprintf(name, sizeof(name), "live%d.jsonl", v);
+    snprintf(line, sizeof(line),
+             "{\"_id\":\"live\",\"title\":\"Zebra\",\"text\":\"A zebra crossing, version %d of "
+             "the live document.\"}\n",
+             v);
+    char path[1100];
+    snprintf(path, sizeof(path), "%s", test_write_file(name, line));
+    const char *inputs[] = {path};
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_index_add(f->index, inputs, 1, NULL, NULL, &err);
+    if (rc != DYNRAG_OK)
+        fprintf(stderr, "re-index: %s\n", dynrag_errmsg(&err));
+    return rc;
+}
+
+/* The generation a fresh handle opens, or -1. */
+static long long fresh_generation(const char *dir)
+{
+    dynrag_index *idx = NULL;
+    dynrag_error err;
+    dynrag_index_info info;
+    long long g = -1;
+    if (dynrag_index_open(dir, NULL, &idx, &err) == DYNRAG_OK &&
+        dynrag_index_get_info(idx, &info) == DYNRAG_OK)
+        g = info.generation;
+    dynrag_index_close(idx);
+    return g;
+}
+
+TEST(server_reindex_under_load)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    ASSERT_EQ(write_live(&f, 0), DYNRAG_OK);
+    dynrag_server *s = start_server(&f, NULL, 4, 30000);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    atomic_int stop;
+    atomic_init(&stop, 0);
+    reindex_client c[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        memset(&c[i], 0, sizeof(c[i]));
+        c[i].port = port;
+        c[i].stop = &stop;
+        ASSERT_EQ(pthread_create(&t[i], NULL, reindex_client_main, &c[i]), 0);
+    }
+    for (int v = 1; v <= 5; v++) {
+        sleep_ms(30);
+        ASSERT_EQ(write_live(&f, v), DYNRAG_OK);
+        long long gen = fresh_generation(f.index);
+        ASSERT_GT(gen, 0);
+        /* The first request after the write sees it: the new text, the
+         * old one gone, and the generation in /healthz. */
+        http_reply r;
+        ASSERT_EQ(http_post_json(port, "/v1/retrieve",
+                                 "{\"query\":\"zebra crossing\",\"k\":5,\"mode\":\"bm25\"}", NULL,
+                                 &r),
+                  0);
+        ASSERT_EQ(r.status, 200);
+        if (live_version(r.body) != v)
+            fprintf(stderr, "reply: %s\n", r.body);
+        ASSERT_EQ(live_version(r.body), v);
+        cJSON *o = cJSON_Parse(r.body);
+        ASSERT_EQ(cJSON_GetArraySize(jget(o, "hits")), 1); /* one "live" document */
+        cJSON_Delete(o);
+        http_reply_free(&r);
+        ASSERT_EQ(http_get(port, "/healthz", &r), 0);
+        o = cJSON_Parse(r.body);
+        ASSERT_EQ((long long)jget(o, "generation")->valuedouble, gen);
+        ASSERT_EQ(jget(o, "docs")->valueint, 9);
+        cJSON_Delete(o);
+        http_reply_free(&r);
+    }
+    sleep_ms(30);
+    atomic_store(&stop, 1);
+    int total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        if (c[i].bad)
+            fprintf(stderr, "client %d: %s\n", i, c[i].first_bad);
+        ASSERT_EQ(c[i].bad, 0);
+        ASSERT_EQ(c[i].stale, 0);
+        total += c[i].ok;
+    }
+    ASSERT_GT(total, 20);
     dynrag_server_free(s);
     dynrag_pipeline_free(f.p);
 }
