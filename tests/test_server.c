@@ -783,6 +783,108 @@ TEST(server_reindex_under_load)
     dynrag_pipeline_free(f.p);
 }
 
+/* ---- OpenAI models, duplicate query ids ------------------------------------------ */
+
+typedef struct dup_arg {
+    int port;
+    const char *body;
+    long status;
+} dup_arg;
+
+static void *dup_main(void *p)
+{
+    dup_arg *a = p;
+    http_reply r;
+    a->status = http_post_json(a->port, "/v1/query", a->body, "k", &r) == 0 ? r.status : 0;
+    http_reply_free(&r);
+    return NULL;
+}
+
+TEST(server_models_and_duplicate_query_ids)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_server *s = start_server(&f, "k", 4, 10000);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    http_reply r;
+    const char *auth[] = {"Authorization: Bearer k", NULL};
+    /* GET /v1/models: OpenAI's list with the served pipeline; behind the key. */
+    ASSERT_EQ(http_request(port, "GET", "/v1/models", auth, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    cJSON *o = cJSON_Parse(r.body);
+    ASSERT_STR_EQ(jstr(o, "object"), "list");
+    ASSERT_EQ(cJSON_GetArraySize(jget(o, "data")), 1);
+    ASSERT_STR_EQ(jstr(o, "data.0.id"), "server-test");
+    ASSERT_STR_EQ(jstr(o, "data.0.object"), "model");
+    ASSERT_STR_EQ(jstr(o, "data.0.owned_by"), "dynrag");
+    ASSERT_GT(jget(o, "data.0.created")->valuedouble, 1.6e9);
+    cJSON_Delete(o);
+    http_reply_free(&r);
+    ASSERT_EQ(http_get(port, "/v1/models", &r), 0);
+    ASSERT_EQ(r.status, 401);
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "GET", "/v1/models/server-test", auth, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    o = cJSON_Parse(r.body);
+    ASSERT_STR_EQ(jstr(o, "id"), "server-test");
+    ASSERT_STR_EQ(jstr(o, "object"), "model");
+    cJSON_Delete(o);
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "GET", "/v1/models/gpt-4o", auth, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 404);
+    ASSERT_CONTAINS(r.body, "\"code\":\"model_not_found\"");
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "POST", "/v1/models", auth, "{}", 2, 0, &r), 0);
+    ASSERT_EQ(r.status, 405);
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "GET", "/v1/models/a/b", auth, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 404);
+    http_reply_free(&r);
+
+    /* A query id is used once: the second /v1/query with it is a 409 and
+     * writes no record. */
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"Eiffel Tower\",\"id\":\"dup-1\"}",
+                             "k", &r),
+              0);
+    ASSERT_EQ(r.status, 200);
+    http_reply_free(&r);
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"Moon\",\"id\":\"dup-1\"}", "k", &r),
+              0);
+    ASSERT_EQ(r.status, 409);
+    ASSERT_CONTAINS(r.body, "\"code\":\"duplicate_query_id\"");
+    ASSERT_CONTAINS(r.body, "\"param\":\"id\"");
+    http_reply_free(&r);
+    /* /v1/route records nothing: its id is not taken. */
+    ASSERT_EQ(http_post_json(port, "/v1/route", "{\"query\":\"Moon\",\"id\":\"dup-1\"}", "k", &r),
+              0);
+    ASSERT_EQ(r.status, 200);
+    http_reply_free(&r);
+    /* Eight clients race for each of five fresh ids: exactly one wins. */
+    for (int round = 0; round < 5; round++) {
+        char body[96];
+        snprintf(body, sizeof(body), "{\"query\":\"Python language\",\"id\":\"race-%d\"}", round);
+        dup_arg a[8];
+        pthread_t t[8];
+        for (int i = 0; i < 8; i++) {
+            a[i] = (dup_arg){port, body, 0};
+            ASSERT_EQ(pthread_create(&t[i], NULL, dup_main, &a[i]), 0);
+        }
+        int ok = 0, conflict = 0;
+        for (int i = 0; i < 8; i++) {
+            pthread_join(t[i], NULL);
+            ok += a[i].status == 200;
+            conflict += a[i].status == 409;
+        }
+        ASSERT_EQ(ok, 1);
+        ASSERT_EQ(conflict, 7);
+    }
+    dynrag_server_free(s);
+    /* One record per accepted query: dup-1 and five races. */
+    ASSERT_EQ(count_lines(f.log), 6);
+    dynrag_pipeline_free(f.p);
+}
+
 /* ---- the CLI binary ------------------------------------------------------------ */
 
 TEST(server_cli_serve_and_sigterm)
