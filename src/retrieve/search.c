@@ -15,8 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_K 10000
 
@@ -744,15 +748,20 @@ int dynrag_index_get_info(const dynrag_index *idx, dynrag_index_info *info)
 /*
  * A writer (`dynrag index` in another process) commits a new generation
  * into index.db while a server keeps the index open. Every call on the
- * handle first stats index.db and index.db-wal (a commit changes one of
- * them: the WAL in WAL mode, the database file otherwise; a rebuilt
- * database has a new inode); only when the files changed is the generation
+ * handle first looks for a change of the folder: one non-blocking read of
+ * an inotify descriptor watching it (or, where inotify is unavailable, a
+ * stat of index.db and index.db-wal: a commit changes one of them, a
+ * rebuilt database has a new inode). Only after a change is the generation
  * read, and only when it changed is a new snapshot opened and swapped in.
- * Calls already running keep the snapshot they acquired (reference
- * counted); the old snapshot is freed by the last of them. The call that
- * notices the change opens the new snapshot under the lock, and calls
- * arriving meanwhile wait for it: once a write has committed, no call that
- * starts after the check sees the old generation.
+ * A change keeps the state unsettled for 50 ms, during which every call
+ * reads the generation: a commit's last write can be seen before its
+ * generation is (SQLite publishes it in shared memory just after), and
+ * file times are only as fine as the kernel's clock tick. Calls already
+ * running keep the snapshot they acquired (reference counted); the old
+ * snapshot is freed by the last of them. The call that notices the change
+ * opens the new snapshot under the lock, and calls arriving meanwhile wait
+ * for it: once a write has committed, no call that starts after the check
+ * sees the old generation.
  */
 
 typedef struct dr_file_sig {
@@ -769,7 +778,8 @@ typedef struct dr_live {
     char *dir;
     char *paths[2];     /* index.db, index.db-wal */
     dr_file_sig sig[2]; /* as they were when cur was opened or last checked */
-    bool unsettled;     /* sig is too recent to trust (sig_record) */
+    int64_t unsettled_until_us; /* read the generation on every call until then */
+    int ino_fd;         /* inotify on dir (non-blocking), -1 = use sig instead */
     int64_t retry_us;   /* after a failed reopen: no new attempt before this */
     bool has_emb;       /* emb holds a copy of the open's embedder config */
     dynrag_embedder_config emb;
@@ -821,21 +831,39 @@ static long long current_generation(const dr_live *lv)
     return gen;
 }
 
-/* Records the files' state as checked. A file changed in the last 50 ms
- * leaves the state unsettled: file times are only as fine as the kernel's
- * clock tick, so a second write in the same tick (of the same size) would
- * look like no change; until then every call checks the generation. */
+#define SETTLE_US 50000
+
+/* Records the files' state as checked. A file changed less than 50 ms ago
+ * keeps the state unsettled until 50 ms after that change. */
 static void sig_record(dr_live *lv, const dr_file_sig now[2])
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     memcpy(lv->sig, now, sizeof(lv->sig));
-    lv->unsettled = false;
     for (int i = 0; i < 2; i++) {
-        double age = (double)(ts.tv_sec - now[i].mtime.tv_sec) +
-                     (double)(ts.tv_nsec - now[i].mtime.tv_nsec) / 1e9;
-        if (now[i].exists && age < 0.05)
-            lv->unsettled = true;
+        int64_t age_us = (int64_t)(ts.tv_sec - now[i].mtime.tv_sec) * 1000000 +
+                         (ts.tv_nsec - now[i].mtime.tv_nsec) / 1000;
+        if (now[i].exists && age_us < SETTLE_US)
+            lv->unsettled_until_us =
+                DR_MAX(lv->unsettled_until_us, dr_now_us() + SETTLE_US - DR_MAX(age_us, 0));
+    }
+}
+
+/* Under lv->lock, with inotify: true when events arrived since the last
+ * call (all are read). A full queue or a read error counts as a change. */
+static bool events_pending(dr_live *lv)
+{
+    bool any = false;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(lv->ino_fd, buf, sizeof(buf));
+        if (n > 0) {
+            any = true;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return any || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
     }
 }
 
@@ -900,10 +928,21 @@ static void live_reload(dr_live *lv, const dr_file_sig now[2])
 static dynrag_index *live_acquire(dr_live *lv, bool force)
 {
     dr_file_sig now[2];
-    sig_take(lv, now);
+    bool changed = false;
+    if (lv->ino_fd < 0) {
+        sig_take(lv, now);
+        changed = !sig_equal(now, lv->sig);
+    }
     pthread_mutex_lock(&lv->lock);
-    if ((force || lv->unsettled || !sig_equal(now, lv->sig)) && dr_now_us() >= lv->retry_us)
+    if (lv->ino_fd >= 0 && events_pending(lv)) {
+        changed = true;
+        lv->unsettled_until_us = dr_now_us() + SETTLE_US;
+    }
+    if ((force || changed || dr_now_us() < lv->unsettled_until_us) && dr_now_us() >= lv->retry_us) {
+        if (lv->ino_fd >= 0)
+            sig_take(lv, now);
         live_reload(lv, now);
+    }
     dynrag_index *snap = lv->cur;
     atomic_fetch_add(&snap->refs, 1);
     pthread_mutex_unlock(&lv->lock);
@@ -915,6 +954,8 @@ static void live_free(dr_live *lv)
     if (lv == NULL)
         return;
     snap_release(lv->cur);
+    if (lv->ino_fd >= 0)
+        close(lv->ino_fd);
     pthread_mutex_destroy(&lv->lock);
     free(lv->dir);
     free(lv->paths[0]);
@@ -950,6 +991,7 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     }
     pthread_mutex_init(&idx->pool_lock, NULL);
     pthread_mutex_init(&lv->lock, NULL);
+    lv->ino_fd = -1;
     idx->live = lv;
     int rc = DYNRAG_OK;
     lv->dir = dr_strdup(dir);
@@ -970,6 +1012,18 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     }
     /* The files before the open: a write during it only causes one more
      * check at the next call. */
+    /* Watch before the open: a write during it only causes one more check
+     * at the next call. (Not IN_CLOSE_WRITE: the generation check's own
+     * connection closes the -shm file it opened for writing.) Without inotify (limits, exotic file systems) the
+     * files' state is compared instead. */
+    lv->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (lv->ino_fd >= 0 &&
+        inotify_add_watch(lv->ino_fd, dir,
+                          IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM |
+                              IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+        close(lv->ino_fd);
+        lv->ino_fd = -1;
+    }
     dr_file_sig before[2];
     sig_take(lv, before);
     sig_record(lv, before);
