@@ -1216,6 +1216,50 @@ TEST(server_http_live_drain_keepalive)
     dr_metrics_free(m);
 }
 
+TEST(server_http_live_library_errors_counted)
+{
+    /* Requests libmicrohttpd refuses itself, after the request line: each
+     * gets one error response and is counted in the metrics with its
+     * status (endpoint "other"). */
+    dr_httpd *h = NULL;
+    dr_metrics *m = NULL;
+    ASSERT_EQ(start_echo(&h, &m, NULL, 4096), 0);
+    int port = dr_httpd_port(h);
+    char *big = malloc(70000);
+    ASSERT(big != NULL);
+    snprintf(big, 70000, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: %0*d\r\n\r\n", 65536, 7);
+    const struct {
+        const char *req;
+        int status;
+    } cases[] = {
+        {"POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+         "Content-Length: -1\r\n\r\n{}",
+         400},
+        {"POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+         "Content-Length: 99999999999999999999\r\n\r\n{}",
+         413},
+        {"GET /healthz HTTP/1.1\r\nHost: t\r\nNoColonHere\r\n\r\n", 400},
+        {big, 431},
+    };
+    int n400 = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[8192], want[32];
+        raw_exchange(port, cases[i].req, buf, sizeof(buf));
+        snprintf(want, sizeof(want), "HTTP/1.1 %d ", cases[i].status);
+        ASSERT(strncmp(buf, want, strlen(want)) == 0);
+        n400 += cases[i].status == 400;
+    }
+    free(big);
+    /* In flight until MHD reports them complete. */
+    wait_in_flight(h, 0);
+    ASSERT_EQ(dr_httpd_in_flight(h), 0);
+    dr_httpd_stop(h, 1000);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_OTHER, 400), (uint64_t)n400);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_OTHER, 413), 1);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_OTHER, 431), 1);
+    dr_metrics_free(m);
+}
+
 typedef struct client_arg {
     int port;
     int n;

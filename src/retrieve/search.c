@@ -1016,7 +1016,9 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
      * at the next call. (Not IN_CLOSE_WRITE: the generation check's own
      * connection closes the -shm file it opened for writing.) Without inotify (limits, exotic file systems) the
      * files' state is compared instead. */
-    lv->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    /* DYNRAG_TEST_NO_INOTIFY: test hook for the fallback; never set it otherwise. */
+    const char *no_ino = getenv("DYNRAG_TEST_NO_INOTIFY");
+    lv->ino_fd = no_ino && *no_ino ? -1 : inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (lv->ino_fd >= 0 &&
         inotify_add_watch(lv->ino_fd, dir,
                           IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM |

@@ -78,6 +78,7 @@ typedef struct req_state {
     dr_buf body;
     bool too_big;
     bool answered;
+    bool started; /* the access handler ran once (headers checked) */
     bool counted; /* in the request metrics (when its response was queued) */
     int status;   /* of the queued response */
     char query_id[80]; /* of the queued response ("" for none) */
@@ -330,17 +331,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     dr_httpd *h = cls;
     req_state *rs = *con_cls;
-    if (rs == NULL) {
-        rs = calloc(1, sizeof(*rs));
-        if (rs == NULL)
-            return MHD_NO;
-        rs->h = h;
-        rs->ep = DR_EP_OTHER;
-        rs->start_us = dr_now_us();
-        rs->body.cap_limit = h->cfg.max_body;
-        *con_cls = rs;
-        atomic_fetch_add(&h->in_flight, 1);
-        dr_metrics_inflight(h->cfg.metrics, 1);
+    if (rs == NULL) /* out of memory in on_uri */
+        return MHD_NO;
+    if (!rs->started) {
+        rs->started = true;
         return check_headers(c, rs, url, method, version);
     }
     if (rs->answered) {
@@ -378,18 +372,52 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return ret;
 }
 
+/*
+ * MHD's URI logger: called once a request line is read, before the headers.
+ * The request's state starts here (and not at the first access-handler
+ * call), so that the completion callback also sees the requests libmicrohttpd
+ * refuses itself after the request line (malformed or oversized headers, a
+ * bad Content-Length, another HTTP version) and counts them in /metrics.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)uri;
+    (void)c;
+    dr_httpd *h = cls;
+    req_state *rs = calloc(1, sizeof(*rs));
+    if (rs == NULL)
+        return NULL;
+    rs->h = h;
+    rs->ep = DR_EP_OTHER;
+    rs->start_us = dr_now_us();
+    rs->body.cap_limit = h->cfg.max_body;
+    atomic_fetch_add(&h->in_flight, 1);
+    dr_metrics_inflight(h->cfg.metrics, 1);
+    return rs;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     dr_httpd *h = cls;
     req_state *rs = *con_cls;
     if (rs == NULL)
         return;
     double secs = (double)(dr_now_us() - rs->start_us) / 1e6;
-    /* A request that never got a response (client gone, timeout) counts
-     * as 499, nginx's "client closed request". */
+    /* A response libmicrohttpd queued itself (the request never reached
+     * the handler) counts with its status; a request that never got a
+     * response (client gone, timeout) as 499, nginx's "client closed
+     * request". */
     int status = rs->answered ? rs->status : 499;
+    if (!rs->answered) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+        if (ci && ci->http_status >= 100 && ci->http_status <= 599) {
+            status = (int)ci->http_status;
+            rs->answered = true;
+            dr_log(DYNRAG_LOG_INFO, MOD, "libmicrohttpd answered a request %d itself", status);
+        }
+    }
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !rs->answered)
         dr_log(DYNRAG_LOG_INFO, MOD, "%s: connection ended before a response (code %d)",
                dr_endpoint_path(rs->ep), (int)toe);
@@ -681,7 +709,8 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
         h->w[i].d = MHD_start_daemon(
             flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
             MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-            MHD_OPTION_NOTIFY_CONNECTION, on_connection, &h->w[i], MHD_OPTION_CONNECTION_LIMIT,
+            MHD_OPTION_NOTIFY_CONNECTION, on_connection, &h->w[i], MHD_OPTION_URI_LOG_CALLBACK,
+            on_uri, h, MHD_OPTION_CONNECTION_LIMIT,
             (unsigned)h->cfg.max_connections, MHD_OPTION_END);
         h->n_w = i + 1;
         if (h->w[i].d == NULL) {
