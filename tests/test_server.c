@@ -587,6 +587,96 @@ TEST(server_concurrent_clients_match_serial)
     dynrag_pipeline_free(f.p);
 }
 
+/* Removes the index files of dir (a rebuild from scratch follows). */
+static void remove_index_files(const char *dir)
+{
+    static const char *const names[] = {"index.db", "index.db-wal", "index.db-shm",
+                                        "dense.faiss", "bm25.idx"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char p[1200];
+        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+}
+
+/* The doc id of the best BM25 hit for q through handle idx ("" for none). */
+static void top_doc(dynrag_index *idx, const char *q, char *out, size_t size)
+{
+    dynrag_search_options so;
+    memset(&so, 0, sizeof(so));
+    so.mode = DYNRAG_SEARCH_BM25;
+    so.k = 1;
+    dynrag_hits h;
+    dynrag_error err;
+    out[0] = '\0';
+    if (dynrag_index_search(idx, q, &so, &h, &err) == DYNRAG_OK && h.n > 0)
+        snprintf(out, size, "%s", h.hits[0].doc_id);
+    dynrag_hits_free(&h);
+}
+
+TEST(index_handle_follows_rebuild_refuses_other_embedder)
+{
+    char dir[1100];
+    snprintf(dir, sizeof(dir), "%s/idx", test_tmpdir());
+    const char *first = test_write_file("first.jsonl", docs_jsonl);
+    char first_path[1100];
+    snprintf(first_path, sizeof(first_path), "%s", first);
+    const char *inputs[] = {first_path};
+    dynrag_error err;
+    ASSERT_OK(dynrag_index_add(dir, inputs, 1, NULL, NULL, &err), &err);
+    dynrag_index *idx = NULL;
+    ASSERT_OK(dynrag_index_open(dir, NULL, &idx, &err), &err);
+    char got[64];
+    top_doc(idx, "Eiffel Tower", got, sizeof(got));
+    ASSERT_STR_EQ(got, "d3");
+    dynrag_index_info before;
+    ASSERT_OK(dynrag_index_get_info(idx, &before), &err);
+    /* Deleted and rebuilt from scratch (same embedder): a new database,
+     * whatever its generation, is picked up. */
+    remove_index_files(dir);
+    char second[1100];
+    snprintf(second, sizeof(second), "%s",
+             test_write_file("second.jsonl",
+                             "{\"_id\":\"n1\",\"title\":\"Tower\",\"text\":\"The Eiffel Tower "
+                             "of the new index.\"}\n"
+                             "{\"_id\":\"n2\",\"title\":\"Other\",\"text\":\"Something "
+                             "else.\"}\n"));
+    const char *inputs2[] = {second};
+    ASSERT_OK(dynrag_index_add(dir, inputs2, 1, NULL, NULL, &err), &err);
+    top_doc(idx, "Eiffel Tower", got, sizeof(got));
+    ASSERT_STR_EQ(got, "n1");
+    dynrag_index_info info;
+    ASSERT_OK(dynrag_index_get_info(idx, &info), &err);
+    ASSERT_EQ(info.docs, 2);
+    /* Gone (mid-rebuild): the handle keeps serving what it had, and takes
+     * the rebuilt index at once when it appears. */
+    remove_index_files(dir);
+    for (int i = 0; i < 3; i++) {
+        top_doc(idx, "Eiffel Tower", got, sizeof(got));
+        ASSERT_STR_EQ(got, "n1");
+    }
+    ASSERT_OK(dynrag_index_add(dir, inputs, 1, NULL, NULL, &err), &err);
+    top_doc(idx, "Eiffel Tower", got, sizeof(got));
+    ASSERT_STR_EQ(got, "d3");
+    /* Rebuilt with another dimension: not swapped in (callers hold
+     * vectors of the old one); the handle keeps serving what it had. */
+    remove_index_files(dir);
+    const char *inputs3[] = {second};
+    dynrag_build_options bo;
+    memset(&bo, 0, sizeof(bo));
+    bo.embedder.dim = before.dim == 64 ? 128 : 64;
+    ASSERT_OK(dynrag_index_add(dir, inputs3, 1, &bo, NULL, &err), &err);
+    for (int i = 0; i < 3; i++) {
+        top_doc(idx, "Eiffel Tower", got, sizeof(got));
+        ASSERT_STR_EQ(got, "d3");
+    }
+    ASSERT_OK(dynrag_index_get_info(idx, &info), &err);
+    ASSERT_EQ(info.docs, 8);
+    ASSERT_EQ(info.dim, before.dim);
+    ASSERT_EQ(dynrag_index_dim(idx), before.dim);
+    dynrag_index_close(idx);
+}
+
 /* ---- deadlines and idle connections ------------------------------------------ */
 
 static void sleep_ms(int ms)

@@ -780,7 +780,8 @@ typedef struct dr_live {
     dr_file_sig sig[2]; /* as they were when cur was opened or last checked */
     int64_t unsettled_until_us; /* read the generation on every call until then */
     int ino_fd;         /* inotify on dir (non-blocking), -1 = use sig instead */
-    int64_t retry_us;   /* after a failed reopen: no new attempt before this */
+    int64_t retry_us;   /* after a failed reopen: no settle-window attempt before this */
+    long long refused_gen; /* a generation not swapped in (other embedder), or -1 */
     bool has_emb;       /* emb holds a copy of the open's embedder config */
     dynrag_embedder_config emb;
     char *emb_strs[4]; /* the copied strings of emb */
@@ -883,15 +884,17 @@ static int open_snapshot_retry(const char *dir, const dynrag_embedder_config *em
 }
 
 /* Under lv->lock: the files changed (now); reopens when the generation or
- * the database did. A failed reopen keeps the current snapshot, logs why
- * and is retried a second later. */
+ * the database did. A failed reopen keeps the current snapshot and logs
+ * why; the next change of the files tries again (the settle window's
+ * checks wait a second). */
 static void live_reload(dr_live *lv, const dr_file_sig now[2])
 {
     dynrag_index *cur = lv->cur;
     bool same_db = now[0].exists && lv->sig[0].exists && now[0].dev == lv->sig[0].dev &&
                    now[0].ino == lv->sig[0].ino;
-    if (same_db && current_generation(lv) == cur->info.generation) {
-        sig_record(lv, now); /* a checkpoint, not a write */
+    long long gen = same_db ? current_generation(lv) : -1;
+    if (same_db && (gen == cur->info.generation || (gen >= 0 && gen == lv->refused_gen))) {
+        sig_record(lv, now); /* a checkpoint, not a write; or a generation refused below */
         return;
     }
     dynrag_index *snap = NULL;
@@ -899,9 +902,10 @@ static void live_reload(dr_live *lv, const dr_file_sig now[2])
     dynrag_error_clear(&err);
     if (open_snapshot_retry(lv->dir, lv->has_emb ? &lv->emb : NULL, &snap, &err) != DYNRAG_OK) {
         dr_log(DYNRAG_LOG_WARN, "index",
-               "%s changed but cannot be reopened (still using generation %lld; retrying in "
-               "1 s): %s",
+               "%s changed but cannot be reopened (still using generation %lld; trying again "
+               "at its next change): %s",
                lv->dir, (long long)cur->info.generation, dynrag_errmsg(&err));
+        sig_record(lv, now);
         lv->retry_us = dr_now_us() + 1000000;
         return;
     }
@@ -912,6 +916,7 @@ static void live_reload(dr_live *lv, const dr_file_sig now[2])
                "still using generation %lld until restarted",
                lv->dir, snap->info.embedder, snap->info.dim, cur->info.embedder, cur->info.dim,
                (long long)cur->info.generation);
+        lv->refused_gen = snap->info.generation;
         dynrag_index_close(snap);
         return;
     }
@@ -938,7 +943,8 @@ static dynrag_index *live_acquire(dr_live *lv, bool force)
         changed = true;
         lv->unsettled_until_us = dr_now_us() + SETTLE_US;
     }
-    if ((force || changed || dr_now_us() < lv->unsettled_until_us) && dr_now_us() >= lv->retry_us) {
+    int64_t t = dr_now_us();
+    if (force || changed || (t < lv->unsettled_until_us && t >= lv->retry_us)) {
         if (lv->ino_fd >= 0)
             sig_take(lv, now);
         live_reload(lv, now);
@@ -992,6 +998,7 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     pthread_mutex_init(&idx->pool_lock, NULL);
     pthread_mutex_init(&lv->lock, NULL);
     lv->ino_fd = -1;
+    lv->refused_gen = -1;
     idx->live = lv;
     int rc = DYNRAG_OK;
     lv->dir = dr_strdup(dir);
