@@ -21,6 +21,7 @@
 #include <spawn.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -991,6 +992,115 @@ TEST(server_models_and_duplicate_query_ids)
 }
 
 /* ---- the CLI binary ------------------------------------------------------------ */
+
+/* One keep-alive connection sending /v1/query until the server refuses
+ * or closes it. */
+typedef struct ka_client {
+    int port;
+    int ok;      /* 200 replies read */
+    int refused; /* 503 shutting_down replies read */
+    int other;   /* anything else */
+} ka_client;
+
+static void *ka_client_main(void *p)
+{
+    ka_client *c = p;
+    int fd = raw_connect(c->port);
+    if (fd < 0) {
+        c->other++;
+        return NULL;
+    }
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    const char *body = "{\"query\":\"Who landed on the Moon?\"}";
+    char req[512];
+    snprintf(req, sizeof(req),
+             "POST /v1/query HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer cli-key\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    for (;;) {
+        if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+            break;
+        char buf[16384];
+        size_t n = 0;
+        buf[0] = '\0';
+        for (;;) { /* one reply: headers, then Content-Length bytes */
+            char *end = strstr(buf, "\r\n\r\n");
+            const char *cl = end ? strstr(buf, "Content-Length: ") : NULL;
+            if (end && n >= (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 16, NULL, 10) : 0))
+                break;
+            ssize_t r = n + 1 < sizeof(buf) ? read(fd, buf + n, sizeof(buf) - 1 - n) : -1;
+            if (r <= 0)
+                break;
+            n += (size_t)r;
+            buf[n] = '\0';
+        }
+        if (n == 0)
+            break; /* closed */
+        if (strncmp(buf, "HTTP/1.1 200", 12) == 0) {
+            c->ok++;
+            continue;
+        }
+        if (strncmp(buf, "HTTP/1.1 503", 12) == 0 && strstr(buf, "shutting_down") &&
+            strstr(buf, "Connection: close"))
+            c->refused++;
+        else
+            c->other++;
+        break;
+    }
+    close(fd);
+    return NULL;
+}
+
+TEST(server_cli_sigterm_drains_keepalive_clients)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_pipeline_free(f.p);
+    int out[2];
+    ASSERT_EQ(pipe(out), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    setenv("DYNRAG_TEST_SERVE_KEY", "cli-key", 1);
+    char *argv[] = {(char *)test_cli_path(), "serve", "--pipeline", f.yaml, "--port", "0",
+                    "--threads", "2", "--api-key-env", "DYNRAG_TEST_SERVE_KEY",
+                    "--drain-timeout", "5", NULL};
+    pid_t pid;
+    ASSERT_EQ(posix_spawn(&pid, test_cli_path(), &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+    FILE *so = fdopen(out[0], "r");
+    char line[256] = "";
+    ASSERT(fgets(line, sizeof(line), so) != NULL);
+    int port = 0;
+    ASSERT_EQ(sscanf(line, "listening on http://127.0.0.1:%d", &port), 1);
+    /* Four keep-alive clients send queries back to back through SIGTERM. */
+    ka_client c[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = (ka_client){port, 0, 0, 0};
+        ASSERT_EQ(pthread_create(&t[i], NULL, ka_client_main, &c[i]), 0);
+    }
+    sleep_ms(300);
+    ASSERT_EQ(kill(pid, SIGTERM), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    fclose(so);
+    int ok = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ASSERT_EQ(c[i].other, 0);
+        ASSERT_GT(c[i].ok, 0);
+        ok += c[i].ok;
+    }
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    /* Every logged query's reply reached its client, and nothing ran
+     * that was not answered. */
+    ASSERT_EQ(count_lines(f.log), (size_t)ok);
+}
 
 TEST(server_cli_serve_and_sigterm)
 {
