@@ -5,7 +5,10 @@
  *
  * Input layout: byte 0 picks the parser, the rest is the body. Every parse
  * must either succeed with valid UTF-8 fields within their limits, or fail
- * with a 4xx/5xx status and an error that renders as JSON. A first byte of
+ * with a 4xx/5xx status and an error that renders as JSON; no body with an
+ * escaped NUL (\u0000) in a string is ever accepted (an independent scan
+ * decides which bodies have one). The routing case also checks the
+ * Content-Type test. A first byte of
  * 0xF0 or more instead checks the reply writer (src/server/jsonw.c): the
  * body as a string and its bytes as doubles must come out exactly as cJSON
  * prints them.
@@ -22,6 +25,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -65,6 +69,31 @@ static void check_writer(const uint8_t *data, size_t size)
     dr_buf_free(&b);
 }
 
+/* True when a string of the body holds the escape \u0000 (a lexer of its
+ * own: quotes open and close strings, a backslash takes the next byte). */
+static bool has_escaped_nul(const char *b, size_t n)
+{
+    bool in = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!in) {
+            in = b[i] == '"';
+        } else if (b[i] == '"') {
+            in = false;
+        } else if (b[i] == '\\' && i + 1 < n) {
+            if (b[i + 1] == 'u' && i + 5 < n && memcmp(b + i + 2, "0000", 4) == 0)
+                return true;
+            i++;
+        }
+    }
+    return false;
+}
+
+static void check_accepted(const char *body, size_t len)
+{
+    if (has_escaped_nul(body, len))
+        abort();
+}
+
 static void check_text(const char *s, size_t max)
 {
     size_t n = strlen(s);
@@ -90,6 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         dr_retrieve_req r;
         st = dr_parse_retrieve(body, len, &r, &e);
         if (st == 0) {
+            check_accepted(body, len);
             check_text(r.query, DR_REQ_MAX_QUERY);
             if (r.k < 1 || r.k > DR_REQ_MAX_K || r.mode < -1 || r.mode > 2)
                 abort();
@@ -105,6 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         st = data[0] % 7 == 1 ? dr_parse_query(body, len, &q, &e)
                               : dr_parse_route(body, len, &q, &e);
         if (st == 0) {
+            check_accepted(body, len);
             check_text(q.query, DR_REQ_MAX_QUERY);
             if (q.id)
                 check_text(q.id, DR_REQ_MAX_ID);
@@ -118,6 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         dr_feedback_req f;
         st = dr_parse_feedback(body, len, &f, &e);
         if (st == 0) {
+            check_accepted(body, len);
             check_text(f.query_id, DR_REQ_MAX_ID);
             if (!(f.reward >= -1e6 && f.reward <= 1e6))
                 abort();
@@ -130,10 +162,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 4: {
         dr_chat_req c;
         st = dr_parse_chat(body, len, &c, &e);
-        if (st == 0)
+        if (st == 0) {
+            check_accepted(body, len);
             check_text(c.query, DR_REQ_MAX_QUERY);
-        else
+        } else {
             check_error(st, &e);
+        }
         dr_chat_req_free(&c);
         break;
     }
@@ -142,6 +176,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *s = dr_strndup(body, len);
         if (s == NULL)
             return 0;
+        /* The whole text as a Content-Type value: JSON only when it is
+         * "application/json" after blanks, then nothing or parameters. */
+        if (dr_http_content_type_json(s)) {
+            const char *v = s + strspn(s, " \t");
+            const char *rest = v + 16;
+            rest += strspn(rest, " \t");
+            if (strncasecmp(v, "application/json", 16) != 0 || (*rest != '\0' && *rest != ';'))
+                abort();
+        }
         char *sp = strchr(s, ' ');
         dr_endpoint_id ep;
         int r = sp ? (*sp = '\0', dr_http_route(s, sp + 1, &ep)) : dr_http_route(s, "", &ep);

@@ -19,7 +19,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -586,6 +588,96 @@ TEST(server_concurrent_clients_match_serial)
     dynrag_pipeline_free(f.p);
 }
 
+/* Removes the index files of dir (a rebuild from scratch follows). */
+static void remove_index_files(const char *dir)
+{
+    static const char *const names[] = {"index.db", "index.db-wal", "index.db-shm",
+                                        "dense.faiss", "bm25.idx"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char p[1200];
+        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+}
+
+/* The doc id of the best BM25 hit for q through handle idx ("" for none). */
+static void top_doc(dynrag_index *idx, const char *q, char *out, size_t size)
+{
+    dynrag_search_options so;
+    memset(&so, 0, sizeof(so));
+    so.mode = DYNRAG_SEARCH_BM25;
+    so.k = 1;
+    dynrag_hits h;
+    dynrag_error err;
+    out[0] = '\0';
+    if (dynrag_index_search(idx, q, &so, &h, &err) == DYNRAG_OK && h.n > 0)
+        snprintf(out, size, "%s", h.hits[0].doc_id);
+    dynrag_hits_free(&h);
+}
+
+TEST(index_handle_follows_rebuild_refuses_other_embedder)
+{
+    char dir[1100];
+    snprintf(dir, sizeof(dir), "%s/idx", test_tmpdir());
+    const char *first = test_write_file("first.jsonl", docs_jsonl);
+    char first_path[1100];
+    snprintf(first_path, sizeof(first_path), "%s", first);
+    const char *inputs[] = {first_path};
+    dynrag_error err;
+    ASSERT_OK(dynrag_index_add(dir, inputs, 1, NULL, NULL, &err), &err);
+    dynrag_index *idx = NULL;
+    ASSERT_OK(dynrag_index_open(dir, NULL, &idx, &err), &err);
+    char got[64];
+    top_doc(idx, "Eiffel Tower", got, sizeof(got));
+    ASSERT_STR_EQ(got, "d3");
+    dynrag_index_info before;
+    ASSERT_OK(dynrag_index_get_info(idx, &before), &err);
+    /* Deleted and rebuilt from scratch (same embedder): a new database,
+     * whatever its generation, is picked up. */
+    remove_index_files(dir);
+    char second[1100];
+    snprintf(second, sizeof(second), "%s",
+             test_write_file("second.jsonl",
+                             "{\"_id\":\"n1\",\"title\":\"Tower\",\"text\":\"The Eiffel Tower "
+                             "of the new index.\"}\n"
+                             "{\"_id\":\"n2\",\"title\":\"Other\",\"text\":\"Something "
+                             "else.\"}\n"));
+    const char *inputs2[] = {second};
+    ASSERT_OK(dynrag_index_add(dir, inputs2, 1, NULL, NULL, &err), &err);
+    top_doc(idx, "Eiffel Tower", got, sizeof(got));
+    ASSERT_STR_EQ(got, "n1");
+    dynrag_index_info info;
+    ASSERT_OK(dynrag_index_get_info(idx, &info), &err);
+    ASSERT_EQ(info.docs, 2);
+    /* Gone (mid-rebuild): the handle keeps serving what it had, and takes
+     * the rebuilt index at once when it appears. */
+    remove_index_files(dir);
+    for (int i = 0; i < 3; i++) {
+        top_doc(idx, "Eiffel Tower", got, sizeof(got));
+        ASSERT_STR_EQ(got, "n1");
+    }
+    ASSERT_OK(dynrag_index_add(dir, inputs, 1, NULL, NULL, &err), &err);
+    top_doc(idx, "Eiffel Tower", got, sizeof(got));
+    ASSERT_STR_EQ(got, "d3");
+    /* Rebuilt with another dimension: not swapped in (callers hold
+     * vectors of the old one); the handle keeps serving what it had. */
+    remove_index_files(dir);
+    const char *inputs3[] = {second};
+    dynrag_build_options bo;
+    memset(&bo, 0, sizeof(bo));
+    bo.embedder.dim = before.dim == 64 ? 128 : 64;
+    ASSERT_OK(dynrag_index_add(dir, inputs3, 1, &bo, NULL, &err), &err);
+    for (int i = 0; i < 3; i++) {
+        top_doc(idx, "Eiffel Tower", got, sizeof(got));
+        ASSERT_STR_EQ(got, "d3");
+    }
+    ASSERT_OK(dynrag_index_get_info(idx, &info), &err);
+    ASSERT_EQ(info.docs, 8);
+    ASSERT_EQ(info.dim, before.dim);
+    ASSERT_EQ(dynrag_index_dim(idx), before.dim);
+    dynrag_index_close(idx);
+}
+
 /* ---- deadlines and idle connections ------------------------------------------ */
 
 static void sleep_ms(int ms)
@@ -634,7 +726,381 @@ TEST(server_request_deadline_and_idle_timeout)
     dynrag_pipeline_free(f.p);
 }
 
+/* ---- serving after a re-index -------------------------------------------------- */
+
+typedef struct reindex_client {
+    int port;
+    atomic_int *stop;
+    int ok, bad, stale; /* stale: a lower version after a higher one */
+    int last_version;
+    char first_bad[1024];
+} reindex_client;
+
+/* The version number in the "live" document's text of a /v1/retrieve
+ * reply ("... version N ..."), or -1. */
+static int live_version(const char *body)
+{
+    cJSON *o = cJSON_Parse(body);
+    const char *id = jstr(o, "hits.0.doc_id");
+    const char *text = jstr(o, "hits.0.text");
+    const char *v = text ? strstr(text, "version ") : NULL;
+    int n = -1;
+    if (id && strcmp(id, "live") == 0 && v)
+        n = (int)strtol(v + 8, NULL, 10);
+    cJSON_Delete(o);
+    return n;
+}
+
+static void *reindex_client_main(void *p)
+{
+    reindex_client *c = p;
+    while (!atomic_load(c->stop)) {
+        http_reply r;
+        bool other = (c->ok + c->bad) % 2 == 1;
+        int rc = http_post_json(c->port, "/v1/retrieve",
+                                other ? "{\"query\":\"Eiffel Tower Paris\",\"k\":2}"
+                                      : "{\"query\":\"zebra crossing\",\"k\":2,\"mode\":\"bm25\"}",
+                                NULL, &r);
+        int v = rc == 0 && r.status == 200 && !other ? live_version(r.body) : c->last_version;
+        bool good = rc == 0 && r.status == 200 && v >= 0 &&
+                    (!other || strstr(r.body, "\"doc_id\":\"d3\"") != NULL);
+        if (good) {
+            c->ok++;
+            if (v < c->last_version)
+                c->stale++;
+            if (v > c->last_version)
+                c->last_version = v;
+        } else if (c->bad++ == 0) {
+            snprintf(c->first_bad, sizeof(c->first_bad), "status %ld: %.900s", r.status,
+                     r.body ? r.body : "-");
+        }
+        http_reply_free(&r);
+    }
+    return NULL;
+}
+
+/* Replaces the "live" document with version v (a new generation). */
+static int write_live(fixture *f, int v)
+{
+    char name[64], line[256];
+    snprintf(name, sizeof(name), "live%d.jsonl", v);
+    snprintf(line, sizeof(line),
+             "{\"_id\":\"live\",\"title\":\"Zebra\",\"text\":\"A zebra crossing, version %d of "
+             "the live document.\"}\n",
+             v);
+    char path[1100];
+    snprintf(path, sizeof(path), "%s", test_write_file(name, line));
+    const char *inputs[] = {path};
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_index_add(f->index, inputs, 1, NULL, NULL, &err);
+    if (rc != DYNRAG_OK)
+        fprintf(stderr, "re-index: %s\n", dynrag_errmsg(&err));
+    return rc;
+}
+
+/* The generation a fresh handle opens, or -1. */
+static long long fresh_generation(const char *dir)
+{
+    dynrag_index *idx = NULL;
+    dynrag_error err;
+    dynrag_index_info info;
+    long long g = -1;
+    if (dynrag_index_open(dir, NULL, &idx, &err) == DYNRAG_OK &&
+        dynrag_index_get_info(idx, &info) == DYNRAG_OK)
+        g = info.generation;
+    dynrag_index_close(idx);
+    return g;
+}
+
+/* Re-indexes 5 times under 4 clients' load; with_inotify false runs the
+ * stat fallback of the change check. */
+static void reindex_under_load(bool with_inotify)
+{
+    if (!with_inotify)
+        setenv("DYNRAG_TEST_NO_INOTIFY", "1", 1);
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    ASSERT_EQ(write_live(&f, 0), DYNRAG_OK);
+    dynrag_server *s = start_server(&f, NULL, 4, 30000);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    atomic_int stop;
+    atomic_init(&stop, 0);
+    reindex_client c[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        memset(&c[i], 0, sizeof(c[i]));
+        c[i].port = port;
+        c[i].stop = &stop;
+        ASSERT_EQ(pthread_create(&t[i], NULL, reindex_client_main, &c[i]), 0);
+    }
+    for (int v = 1; v <= 5; v++) {
+        sleep_ms(30);
+        ASSERT_EQ(write_live(&f, v), DYNRAG_OK);
+        long long gen = fresh_generation(f.index);
+        ASSERT_GT(gen, 0);
+        /* The first request after the write sees it: the new text, the
+         * old one gone, and the generation in /healthz. */
+        http_reply r;
+        ASSERT_EQ(http_post_json(port, "/v1/retrieve",
+                                 "{\"query\":\"zebra crossing\",\"k\":5,\"mode\":\"bm25\"}", NULL,
+                                 &r),
+                  0);
+        ASSERT_EQ(r.status, 200);
+        if (live_version(r.body) != v)
+            fprintf(stderr, "reply: %s\n", r.body);
+        ASSERT_EQ(live_version(r.body), v);
+        cJSON *o = cJSON_Parse(r.body);
+        ASSERT_EQ(cJSON_GetArraySize(jget(o, "hits")), 1); /* one "live" document */
+        cJSON_Delete(o);
+        http_reply_free(&r);
+        ASSERT_EQ(http_get(port, "/healthz", &r), 0);
+        o = cJSON_Parse(r.body);
+        ASSERT_EQ((long long)jget(o, "generation")->valuedouble, gen);
+        ASSERT_EQ(jget(o, "docs")->valueint, 9);
+        cJSON_Delete(o);
+        http_reply_free(&r);
+    }
+    sleep_ms(30);
+    atomic_store(&stop, 1);
+    int total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        if (c[i].bad)
+            fprintf(stderr, "client %d: %s\n", i, c[i].first_bad);
+        ASSERT_EQ(c[i].bad, 0);
+        ASSERT_EQ(c[i].stale, 0);
+        total += c[i].ok;
+    }
+    ASSERT_GT(total, 20);
+    dynrag_server_free(s);
+    dynrag_pipeline_free(f.p);
+    unsetenv("DYNRAG_TEST_NO_INOTIFY");
+}
+
+TEST(server_reindex_under_load)
+{
+    reindex_under_load(true);
+}
+
+TEST(server_reindex_under_load_stat_fallback)
+{
+    reindex_under_load(false);
+}
+
+/* ---- OpenAI models, duplicate query ids ------------------------------------------ */
+
+typedef struct dup_arg {
+    int port;
+    const char *body;
+    long status;
+} dup_arg;
+
+static void *dup_main(void *p)
+{
+    dup_arg *a = p;
+    http_reply r;
+    a->status = http_post_json(a->port, "/v1/query", a->body, "k", &r) == 0 ? r.status : 0;
+    http_reply_free(&r);
+    return NULL;
+}
+
+TEST(server_models_and_duplicate_query_ids)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_server *s = start_server(&f, "k", 4, 10000);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    http_reply r;
+    const char *auth[] = {"Authorization: Bearer k", NULL};
+    /* GET /v1/models: OpenAI's list with the served pipeline; behind the key. */
+    ASSERT_EQ(http_request(port, "GET", "/v1/models", auth, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    cJSON *o = cJSON_Parse(r.body);
+    ASSERT_STR_EQ(jstr(o, "object"), "list");
+    ASSERT_EQ(cJSON_GetArraySize(jget(o, "data")), 1);
+    ASSERT_STR_EQ(jstr(o, "data.0.id"), "server-test");
+    ASSERT_STR_EQ(jstr(o, "data.0.object"), "model");
+    ASSERT_STR_EQ(jstr(o, "data.0.owned_by"), "dynrag");
+    ASSERT_GT(jget(o, "data.0.created")->valuedouble, 1.6e9);
+    cJSON_Delete(o);
+    http_reply_free(&r);
+    ASSERT_EQ(http_get(port, "/v1/models", &r), 0);
+    ASSERT_EQ(r.status, 401);
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "GET", "/v1/models/server-test", auth, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    o = cJSON_Parse(r.body);
+    ASSERT_STR_EQ(jstr(o, "id"), "server-test");
+    ASSERT_STR_EQ(jstr(o, "object"), "model");
+    cJSON_Delete(o);
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "GET", "/v1/models/gpt-4o", auth, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 404);
+    ASSERT_CONTAINS(r.body, "\"code\":\"model_not_found\"");
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "POST", "/v1/models", auth, "{}", 2, 0, &r), 0);
+    ASSERT_EQ(r.status, 405);
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "GET", "/v1/models/a/b", auth, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 404);
+    http_reply_free(&r);
+
+    /* A query id is used once: the second /v1/query with it is a 409 and
+     * writes no record. */
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"Eiffel Tower\",\"id\":\"dup-1\"}",
+                             "k", &r),
+              0);
+    ASSERT_EQ(r.status, 200);
+    http_reply_free(&r);
+    ASSERT_EQ(http_post_json(port, "/v1/query", "{\"query\":\"Moon\",\"id\":\"dup-1\"}", "k", &r),
+              0);
+    ASSERT_EQ(r.status, 409);
+    ASSERT_CONTAINS(r.body, "\"code\":\"duplicate_query_id\"");
+    ASSERT_CONTAINS(r.body, "\"param\":\"id\"");
+    http_reply_free(&r);
+    /* /v1/route records nothing: its id is not taken. */
+    ASSERT_EQ(http_post_json(port, "/v1/route", "{\"query\":\"Moon\",\"id\":\"dup-1\"}", "k", &r),
+              0);
+    ASSERT_EQ(r.status, 200);
+    http_reply_free(&r);
+    /* Eight clients race for each of five fresh ids: exactly one wins. */
+    for (int round = 0; round < 5; round++) {
+        char body[96];
+        snprintf(body, sizeof(body), "{\"query\":\"Python language\",\"id\":\"race-%d\"}", round);
+        dup_arg a[8];
+        pthread_t t[8];
+        for (int i = 0; i < 8; i++) {
+            a[i] = (dup_arg){port, body, 0};
+            ASSERT_EQ(pthread_create(&t[i], NULL, dup_main, &a[i]), 0);
+        }
+        int ok = 0, conflict = 0;
+        for (int i = 0; i < 8; i++) {
+            pthread_join(t[i], NULL);
+            ok += a[i].status == 200;
+            conflict += a[i].status == 409;
+        }
+        ASSERT_EQ(ok, 1);
+        ASSERT_EQ(conflict, 7);
+    }
+    dynrag_server_free(s);
+    /* One record per accepted query: dup-1 and five races. */
+    ASSERT_EQ(count_lines(f.log), 6);
+    dynrag_pipeline_free(f.p);
+}
+
 /* ---- the CLI binary ------------------------------------------------------------ */
+
+/* One keep-alive connection sending /v1/query until the server refuses
+ * or closes it. */
+typedef struct ka_client {
+    int port;
+    int ok;      /* 200 replies read */
+    int refused; /* 503 shutting_down replies read */
+    int other;   /* anything else */
+} ka_client;
+
+static void *ka_client_main(void *p)
+{
+    ka_client *c = p;
+    int fd = raw_connect(c->port);
+    if (fd < 0) {
+        c->other++;
+        return NULL;
+    }
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    const char *body = "{\"query\":\"Who landed on the Moon?\"}";
+    char req[512];
+    snprintf(req, sizeof(req),
+             "POST /v1/query HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer cli-key\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    for (;;) {
+        if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+            break;
+        char buf[16384];
+        size_t n = 0;
+        buf[0] = '\0';
+        for (;;) { /* one reply: headers, then Content-Length bytes */
+            char *end = strstr(buf, "\r\n\r\n");
+            const char *cl = end ? strstr(buf, "Content-Length: ") : NULL;
+            if (end && n >= (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 16, NULL, 10) : 0))
+                break;
+            ssize_t r = n + 1 < sizeof(buf) ? read(fd, buf + n, sizeof(buf) - 1 - n) : -1;
+            if (r <= 0)
+                break;
+            n += (size_t)r;
+            buf[n] = '\0';
+        }
+        if (n == 0)
+            break; /* closed */
+        if (strncmp(buf, "HTTP/1.1 200", 12) == 0) {
+            c->ok++;
+            continue;
+        }
+        if (strncmp(buf, "HTTP/1.1 503", 12) == 0 && strstr(buf, "shutting_down") &&
+            strstr(buf, "Connection: close"))
+            c->refused++;
+        else
+            c->other++;
+        break;
+    }
+    close(fd);
+    return NULL;
+}
+
+TEST(server_cli_sigterm_drains_keepalive_clients)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_pipeline_free(f.p);
+    int out[2];
+    ASSERT_EQ(pipe(out), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    setenv("DYNRAG_TEST_SERVE_KEY", "cli-key", 1);
+    char *argv[] = {(char *)test_cli_path(), "serve", "--pipeline", f.yaml, "--port", "0",
+                    "--threads", "2", "--api-key-env", "DYNRAG_TEST_SERVE_KEY",
+                    "--drain-timeout", "5", NULL};
+    pid_t pid;
+    ASSERT_EQ(posix_spawn(&pid, test_cli_path(), &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+    FILE *so = fdopen(out[0], "r");
+    char line[256] = "";
+    ASSERT(fgets(line, sizeof(line), so) != NULL);
+    int port = 0;
+    ASSERT_EQ(sscanf(line, "listening on http://127.0.0.1:%d", &port), 1);
+    /* Four keep-alive clients send queries back to back through SIGTERM. */
+    ka_client c[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = (ka_client){port, 0, 0, 0};
+        ASSERT_EQ(pthread_create(&t[i], NULL, ka_client_main, &c[i]), 0);
+    }
+    sleep_ms(300);
+    ASSERT_EQ(kill(pid, SIGTERM), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    fclose(so);
+    int ok = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ASSERT_EQ(c[i].other, 0);
+        ASSERT_GT(c[i].ok, 0);
+        ok += c[i].ok;
+    }
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    /* Every logged query's reply reached its client, and nothing ran
+     * that was not answered. */
+    ASSERT_EQ(count_lines(f.log), (size_t)ok);
+}
 
 TEST(server_cli_serve_and_sigterm)
 {

@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <time.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 TEST(server_http_route_table)
@@ -323,6 +324,153 @@ TEST(server_http_parse_chat)
     ASSERT_STR_EQ(e.param, "model");
 }
 
+/* A random JSON string body for the escape property test: pieces of plain
+ * text, escapes and escaped NULs. Fills the JSON text (without quotes),
+ * what it decodes to, and whether it holds a \u0000. */
+static void random_json_text(uint64_t *x, char *json, size_t jsize, char *dec, size_t dsize,
+                             bool *nul)
+{
+    static const char *const pieces[][2] = {
+        {"abc", "abc"},       {" ", " "},         {"\\\\", "\\"},
+        {"\\n", "\n"},        {"\\u0041", "A"},   {"\\\"", "\""},
+        {"\\u00e9", "\xc3\xa9"}, {"\\\\u0000", "\\u0000"}, {"\\u0000", ""},
+        {"\\/", "/"},         {"xyz", "xyz"},     {"\\\\\\u0000", "\\"},
+    };
+    size_t jn = 0, dn = 0;
+    *nul = false;
+    json[0] = dec[0] = '\0';
+    int n = 1 + (int)(*x % 8);
+    for (int i = 0; i < n; i++) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        size_t k = (size_t)(*x % (sizeof(pieces) / sizeof(pieces[0])));
+        if (strstr(pieces[k][0], "\\u0000") && strncmp(pieces[k][0], "\\\\u", 3) != 0)
+            *nul = true;
+        jn += (size_t)snprintf(json + jn, jsize - jn, "%s", pieces[k][0]);
+        dn += (size_t)snprintf(dec + dn, dsize - dn, "%s", pieces[k][1]);
+    }
+    snprintf(json + jn, jsize - jn, "q"); /* never blank */
+    snprintf(dec + dn, dsize - dn, "q");
+}
+
+TEST(server_http_parse_escaped_nul_and_integer_literals)
+{
+    /* Property: a string field with an escaped NUL anywhere is refused
+     * naming the field; without one it is kept byte for byte (an escaped
+     * backslash before "u0000" is text, not a NUL). */
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    int refused = 0, kept = 0;
+    for (int i = 0; i < 3000; i++) {
+        char js[256], dec[256], body[512];
+        bool nul;
+        random_json_text(&x, js, sizeof(js), dec, sizeof(dec), &nul);
+        dr_http_error e;
+        memset(&e, 0, sizeof(e));
+        int rc;
+        const char *want_param;
+        char *got = NULL;
+        switch (i % 4) {
+        case 0: {
+            snprintf(body, sizeof(body), "{\"query\":\"%s\",\"k\":3}", js);
+            dr_retrieve_req r;
+            rc = dr_parse_retrieve(body, strlen(body), &r, &e);
+            want_param = "query";
+            if (rc == 0)
+                got = dr_strdup(r.query);
+            dr_retrieve_req_free(&r);
+            break;
+        }
+        case 1: {
+            snprintf(body, sizeof(body), "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+                                         "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+                                         "\"text\":\"%s\"}]}]}",
+                     js);
+            dr_chat_req c;
+            rc = dr_parse_chat(body, strlen(body), &c, &e);
+            want_param = "messages[1].content[0].text";
+            if (rc == 0)
+                got = dr_strdup(c.query);
+            dr_chat_req_free(&c);
+            break;
+        }
+        case 2: {
+            snprintf(body, sizeof(body), "{\"query_id\":\"%s\",\"reward\":1}", js);
+            dr_feedback_req f;
+            rc = dr_parse_feedback(body, strlen(body), &f, &e);
+            want_param = "query_id";
+            if (rc == 0)
+                got = dr_strdup(f.query_id);
+            dr_feedback_req_free(&f);
+            break;
+        }
+        default: { /* in a field the server ignores: refused all the same */
+            snprintf(body, sizeof(body), "{\"query\":\"q\",\"user\":{\"tags\":[\"a\",\"%s\"]}}",
+                     js);
+            dr_query_req q;
+            rc = dr_parse_query(body, strlen(body), &q, &e);
+            want_param = "user.tags[1]";
+            if (rc == 0)
+                got = dr_strdup(dec);
+            dr_query_req_free(&q);
+            break;
+        }
+        }
+        if (nul) {
+            ASSERT_EQ(rc, 400);
+            ASSERT_STR_EQ(e.param, want_param);
+            ASSERT_CONTAINS(e.message, "\\u0000");
+            refused++;
+        } else if (rc == 0) {
+            ASSERT(got != NULL);
+            ASSERT_STR_EQ(got, dec);
+            kept++;
+        } else {
+            /* only the id-like field may refuse other text (too long) */
+            ASSERT_EQ(i % 4, 2);
+        }
+        free(got);
+    }
+    ASSERT_GT(refused, 300);
+    ASSERT_GT(kept, 300);
+    /* In a name, too. */
+    dr_query_req q;
+    dr_http_error e;
+    const char *j = "{\"query\":\"q\",\"a\\u0000b\":1}";
+    ASSERT_EQ(dr_parse_query(j, strlen(j), &q, &e), 400);
+    ASSERT_CONTAINS(e.message, "name contains an escaped NUL");
+
+    /* Integers written as 5.0, 1e2, 50e-1 ... are not integers. */
+    const char *not_int[] = {"5.0", "1e2", "1E1", "50e-1", "5.00", "1.0e1", "0.5e1", "2e0"};
+    for (size_t i = 0; i < sizeof(not_int) / sizeof(not_int[0]); i++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"query\":\"q\",\"k\":%s}", not_int[i]);
+        dr_retrieve_req r;
+        ASSERT_EQ(dr_parse_retrieve(body, strlen(body), &r, &e), 400);
+        ASSERT_STR_EQ(e.param, "k");
+        ASSERT_CONTAINS(e.message, "without a fraction or exponent");
+        snprintf(body, sizeof(body),
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":%s}", not_int[i]);
+        dr_chat_req c;
+        ASSERT_EQ(dr_parse_chat(body, strlen(body), &c, &e), 400);
+        ASSERT_STR_EQ(e.param, "n");
+    }
+    for (int k = 1; k <= DR_REQ_MAX_K; k += 37) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"k\" : %d , \"query\":\"q\"}", k);
+        dr_retrieve_req r;
+        ASSERT_EQ(dr_parse_retrieve(body, strlen(body), &r, &e), 0);
+        ASSERT_EQ(r.k, k);
+        dr_retrieve_req_free(&r);
+    }
+    /* Non-integer fields keep their fractions and exponents. */
+    j = "{\"query_id\":\"q\",\"reward\":5e-1}";
+    dr_feedback_req f;
+    ASSERT_EQ(dr_parse_feedback(j, strlen(j), &f, &e), 0);
+    ASSERT_NEAR(f.reward, 0.5, 1e-12);
+    dr_feedback_req_free(&f);
+}
+
 TEST(server_http_bearer_and_errors)
 {
     ASSERT(dr_http_bearer_ok("Bearer s3cret", "s3cret"));
@@ -461,6 +609,7 @@ static void echo_handler(void *user, dr_http_exchange *x)
     if (strcmp(q.query, "sleep") == 0) {
         struct timespec ts = {0, 300 * 1000 * 1000};
         nanosleep(&ts, NULL);
+        snprintf(x->query_id, sizeof(x->query_id), "echo-sleep-%zu", x->body_len);
     }
     if (strcmp(q.query, "pair") == 0) {
         /* Waits (up to 2 s) for a second "pair" request to be in a handler
@@ -621,6 +770,11 @@ TEST(server_http_live_connection_limit)
     close(fd[1]);
     close(fd[2]);
     dr_httpd_stop(h, 1000);
+    /* Every refusal is in the metrics, as a 503 of no endpoint. */
+    ASSERT_GE(dr_metrics_request_count(m, DR_EP_OTHER, 503), 1);
+    char *text = dr_metrics_render(m);
+    ASSERT_CONTAINS(text, "dynrag_http_requests_total{endpoint=\"other\",status=\"503\"}");
+    free(text);
     dr_metrics_free(m);
 }
 
@@ -746,6 +900,363 @@ TEST(server_http_live_errors)
     ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 401), 2);
     ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 413), 2);
     ASSERT_EQ(dr_metrics_request_count(m, DR_EP_OTHER, 404), 1);
+    dr_metrics_free(m);
+}
+
+/* Sends req on a new connection and reads the reply until the server
+ * closes (at most 3 s). */
+static void raw_exchange(int port, const char *req, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    int fd = raw_connect(port);
+    if (fd < 0)
+        return;
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (write(fd, req, strlen(req)) == (ssize_t)strlen(req))
+        raw_read_all(fd, buf, size);
+    close(fd);
+}
+
+/* How many times "HTTP/1." starts a status line in a reply. */
+static int status_lines(const char *buf)
+{
+    int n = 0;
+    for (const char *p = buf; (p = strstr(p, "HTTP/1.")) != NULL; p++)
+        n += p == buf || p[-1] == '\n';
+    return n;
+}
+
+TEST(server_http_live_content_type_host_and_cors)
+{
+    dr_httpd *h = NULL;
+    dr_metrics *m = NULL;
+    ASSERT_EQ(start_echo(&h, &m, NULL, 4096), 0);
+    int port = dr_httpd_port(h);
+    http_reply r;
+    char hv[256];
+    const char *body = "{\"query\":\"hi\"}";
+    /* Content-Type: JSON, with parameters or in any case, is accepted;
+     * anything else (a browser's simple cross-site POST) is a 415. */
+    const char *json_types[] = {"application/json", "application/json; charset=utf-8",
+                                "Application/JSON", "application/json ;charset=UTF-8"};
+    for (size_t i = 0; i < sizeof(json_types) / sizeof(json_types[0]); i++) {
+        char ct[96];
+        snprintf(ct, sizeof(ct), "Content-Type: %s", json_types[i]);
+        const char *hdrs[] = {ct, NULL};
+        ASSERT_EQ(http_request(port, "POST", "/v1/query", hdrs, body, strlen(body), 0, &r), 0);
+        ASSERT_EQ(r.status, 200);
+        ASSERT(http_header(&r, "Access-Control-Allow-Origin", hv, sizeof(hv)) == NULL);
+        http_reply_free(&r);
+    }
+    const char *other_types[] = {"Content-Type: text/plain",
+                                 "Content-Type: application/x-www-form-urlencoded",
+                                 "Content-Type: multipart/form-data; boundary=x",
+                                 "Content-Type: application/jsonx", "Content-Type:", NULL};
+    int n415 = 0;
+    for (size_t i = 0; i < sizeof(other_types) / sizeof(other_types[0]); i++) {
+        const char *hdrs[] = {other_types[i], "Origin: http://evil.example", NULL};
+        ASSERT_EQ(http_request(port, "POST", "/v1/feedback", other_types[i] ? hdrs : NULL, body,
+                               strlen(body), 0, &r),
+                  0);
+        ASSERT_EQ(r.status, 415);
+        ASSERT_CONTAINS(r.body, "\"code\":\"unsupported_media_type\"");
+        ASSERT_STR_EQ(http_header(&r, "Content-Type", hv, sizeof(hv)), "application/json");
+        ASSERT(http_header(&r, "Access-Control-Allow-Origin", hv, sizeof(hv)) == NULL);
+        http_reply_free(&r);
+        n415++;
+    }
+    /* No CORS configured: a preflight is just an unknown method. */
+    const char *pf[] = {"Origin: http://app.example", "Access-Control-Request-Method: POST", NULL};
+    ASSERT_EQ(http_request(port, "OPTIONS", "/v1/query", pf, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 405);
+    ASSERT(http_header(&r, "Access-Control-Allow-Origin", hv, sizeof(hv)) == NULL);
+    http_reply_free(&r);
+    /* HTTP/1.1 needs Host (400, JSON); HTTP/1.0 does not. */
+    char buf[4096];
+    raw_exchange(port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", buf, sizeof(buf));
+    ASSERT_CONTAINS(buf, "HTTP/1.1 400");
+    ASSERT_CONTAINS(buf, "Content-Type: application/json");
+    ASSERT_CONTAINS(buf, "\"code\":\"missing_host\"");
+    ASSERT_EQ(status_lines(buf), 1);
+    raw_exchange(port, "GET /healthz HTTP/1.0\r\n\r\n", buf, sizeof(buf));
+    ASSERT_CONTAINS(buf, " 200 ");
+    dr_httpd_stop(h, 1000);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_FEEDBACK, 415), (uint64_t)n415);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_HEALTHZ, 400), 1);
+    dr_metrics_free(m);
+
+    /* With --cors-origin: that origin (only) gets the headers and its
+     * preflights answered; others get no CORS headers and a 403 preflight. */
+    m = dr_metrics_create();
+    dr_httpd_config c = echo_config(m, 2);
+    c.cors_origin = "http://app.example:3000";
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dr_httpd_start(&c, &h, &err), &err);
+    port = dr_httpd_port(h);
+    const char *pf_ok[] = {"Origin: http://app.example:3000",
+                           "Access-Control-Request-Method: POST",
+                           "Access-Control-Request-Headers: content-type, authorization", NULL};
+    ASSERT_EQ(http_request(port, "OPTIONS", "/v1/query", pf_ok, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 204);
+    ASSERT_STR_EQ(http_header(&r, "Access-Control-Allow-Origin", hv, sizeof(hv)),
+                  "http://app.example:3000");
+    ASSERT_STR_EQ(http_header(&r, "Access-Control-Allow-Methods", hv, sizeof(hv)),
+                  "POST, OPTIONS");
+    ASSERT_CONTAINS(http_header(&r, "Access-Control-Allow-Headers", hv, sizeof(hv)),
+                    "Content-Type");
+    ASSERT_STR_EQ(http_header(&r, "Vary", hv, sizeof(hv)), "Origin");
+    http_reply_free(&r);
+    ASSERT_EQ(http_request(port, "OPTIONS", "/healthz", pf_ok, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 204);
+    ASSERT_STR_EQ(http_header(&r, "Access-Control-Allow-Methods", hv, sizeof(hv)),
+                  "GET, OPTIONS");
+    http_reply_free(&r);
+    const char *origins[] = {"http://app.example", "http://app.example:3001",
+                             "https://app.example:3000", "null", "http://evil.example"};
+    for (size_t i = 0; i < sizeof(origins) / sizeof(origins[0]); i++) {
+        char o[96];
+        snprintf(o, sizeof(o), "Origin: %s", origins[i]);
+        const char *pf_bad[] = {o, "Access-Control-Request-Method: POST", NULL};
+        ASSERT_EQ(http_request(port, "OPTIONS", "/v1/query", pf_bad, NULL, 0, 0, &r), 0);
+        ASSERT_EQ(r.status, 403);
+        ASSERT_CONTAINS(r.body, "\"code\":\"origin_not_allowed\"");
+        ASSERT(http_header(&r, "Access-Control-Allow-Origin", hv, sizeof(hv)) == NULL);
+        http_reply_free(&r);
+        const char *post_bad[] = {o, "Content-Type: application/json", NULL};
+        ASSERT_EQ(http_request(port, "POST", "/v1/query", post_bad, body, strlen(body), 0, &r), 0);
+        ASSERT_EQ(r.status, 200);
+        ASSERT(http_header(&r, "Access-Control-Allow-Origin", hv, sizeof(hv)) == NULL);
+        http_reply_free(&r);
+    }
+    const char *post_ok[] = {"Origin: http://app.example:3000", "Content-Type: application/json",
+                             NULL};
+    ASSERT_EQ(http_request(port, "POST", "/v1/query", post_ok, body, strlen(body), 0, &r), 0);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STR_EQ(http_header(&r, "Access-Control-Allow-Origin", hv, sizeof(hv)),
+                  "http://app.example:3000");
+    http_reply_free(&r);
+    /* An unknown path stays a 404 even as a preflight. */
+    ASSERT_EQ(http_request(port, "OPTIONS", "/nope", pf_ok, NULL, 0, 0, &r), 0);
+    ASSERT_EQ(r.status, 404);
+    http_reply_free(&r);
+    dr_httpd_stop(h, 1000);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 204), 1);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 403), 5);
+    dr_metrics_free(m);
+}
+
+/* Reads one reply (headers, then Content-Length bytes) from a keep-alive
+ * connection; returns its length, 0 when the peer closed first. */
+static size_t read_reply(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (;;) {
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end) {
+            const char *cl = strstr(buf, "Content-Length: ");
+            size_t want = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 16, NULL, 10) : 0);
+            if (n >= want)
+                return n;
+        }
+        if (n + 1 >= size)
+            return n;
+        ssize_t r = read(fd, buf + n, size - 1 - n);
+        if (r <= 0)
+            return n;
+        n += (size_t)r;
+        buf[n] = '\0';
+    }
+}
+
+static int connect_timeout(int port)
+{
+    int fd = raw_connect(port);
+    struct timeval tv = {3, 0};
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+static const char *query_req(const char *q, char *buf, size_t size)
+{
+    char body[64];
+    snprintf(body, sizeof(body), "{\"query\":\"%s\"}", q);
+    snprintf(buf, size,
+             "POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    return buf;
+}
+
+typedef struct stop_arg {
+    dr_httpd *h;
+    int drain_ms;
+    int64_t took_us;
+} stop_arg;
+
+static void *stop_main(void *p)
+{
+    stop_arg *a = p;
+    int64_t t0 = dr_now_us();
+    dr_httpd_stop(a->h, a->drain_ms);
+    a->took_us = dr_now_us() - t0;
+    return NULL;
+}
+
+static char unsent_log[512];
+static void capture_unsent(void *user, dynrag_log_level level, const char *module,
+                           const char *msg)
+{
+    (void)user;
+    (void)level;
+    (void)module;
+    if (strstr(msg, "was not sent"))
+        snprintf(unsent_log, sizeof(unsent_log), "%s", msg);
+}
+
+static void wait_in_flight(dr_httpd *h, int want)
+{
+    for (int i = 0; i < 400 && dr_httpd_in_flight(h) != want; i++)
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+}
+
+TEST(server_http_live_drain_keepalive)
+{
+    dr_httpd *h = NULL;
+    dr_metrics *m = NULL;
+    ASSERT_EQ(start_echo_n(&h, &m, NULL, 4096, 2), 0);
+    int port = dr_httpd_port(h);
+    char req[256], buf[4096];
+    /* Four keep-alive connections, each served once. */
+    int ka[4];
+    for (int i = 0; i < 4; i++) {
+        ka[i] = connect_timeout(port);
+        ASSERT(ka[i] >= 0);
+        query_req("before", req, sizeof(req));
+        ASSERT_EQ(write(ka[i], req, strlen(req)), (ssize_t)strlen(req));
+        ASSERT_GT(read_reply(ka[i], buf, sizeof(buf)), 0);
+        ASSERT_CONTAINS(buf, "HTTP/1.1 200");
+        ASSERT(strstr(buf, "Connection: close") == NULL);
+    }
+    wait_in_flight(h, 0);
+    /* A slow request in flight when the stop begins. */
+    int slow = connect_timeout(port);
+    ASSERT(slow >= 0);
+    query_req("sleep", req, sizeof(req));
+    ASSERT_EQ(write(slow, req, strlen(req)), (ssize_t)strlen(req));
+    wait_in_flight(h, 1);
+    ASSERT_EQ(dr_httpd_in_flight(h), 1);
+    stop_arg sa = {h, 5000, 0};
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, stop_main, &sa), 0);
+    nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    /* The keep-alive connections keep sending: every new request is
+     * refused without running (503, JSON, Connection: close), then the
+     * connection is closed. */
+    for (int i = 0; i < 4; i++) {
+        query_req("after", req, sizeof(req));
+        ASSERT_EQ(write(ka[i], req, strlen(req)), (ssize_t)strlen(req));
+        ASSERT_GT(read_reply(ka[i], buf, sizeof(buf)), 0);
+        ASSERT_CONTAINS(buf, "HTTP/1.1 503");
+        ASSERT_CONTAINS(buf, "Connection: close");
+        ASSERT_CONTAINS(buf, "\"code\":\"shutting_down\"");
+        ASSERT(strstr(buf, "\"echo\"") == NULL);
+        (void)!write(ka[i], req, strlen(req)); /* may fail: the peer closed */
+        ASSERT_EQ(read_reply(ka[i], buf, sizeof(buf)), 0);
+        close(ka[i]);
+    }
+    /* The slow request is answered, with Connection: close, and the stop
+     * ends as soon as nothing is in flight (well before the 5 s drain). */
+    ASSERT_GT(read_reply(slow, buf, sizeof(buf)), 0);
+    ASSERT_CONTAINS(buf, "HTTP/1.1 200");
+    ASSERT_CONTAINS(buf, "Connection: close");
+    ASSERT_CONTAINS(buf, "\"echo\":\"sleep\"");
+    close(slow);
+    pthread_join(t, NULL);
+    ASSERT_LT(sa.took_us, 3000000);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 200), 5);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 503), 4);
+    dr_metrics_free(m);
+
+    /* A stalled upload is cut at the drain timeout; a reply whose client
+     * left is logged as not sent, with its query id. */
+    ASSERT_EQ(start_echo_n(&h, &m, NULL, 4096, 2), 0);
+    port = dr_httpd_port(h);
+    dynrag_log_set(capture_unsent, NULL, DYNRAG_LOG_WARN);
+    unsent_log[0] = '\0';
+    int gone = connect_timeout(port);
+    query_req("sleep", req, sizeof(req));
+    ASSERT_EQ(write(gone, req, strlen(req)), (ssize_t)strlen(req));
+    wait_in_flight(h, 1);
+    struct linger lg = {1, 0}; /* close with a reset: the reply cannot be sent */
+    setsockopt(gone, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(gone);
+    for (int i = 0; i < 200 && unsent_log[0] == '\0'; i++)
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+    ASSERT_CONTAINS(unsent_log, "query echo-sleep-17 was not sent");
+    wait_in_flight(h, 0);
+    int stalled = connect_timeout(port);
+    const char *head = "POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 100\r\n\r\n{\"query\":";
+    ASSERT_EQ(write(stalled, head, strlen(head)), (ssize_t)strlen(head));
+    wait_in_flight(h, 1);
+    ASSERT_EQ(dr_httpd_in_flight(h), 1);
+    sa = (stop_arg){h, 300, 0};
+    ASSERT_EQ(pthread_create(&t, NULL, stop_main, &sa), 0);
+    pthread_join(t, NULL);
+    dynrag_log_set(NULL, NULL, DYNRAG_LOG_INFO);
+    ASSERT_GE(sa.took_us, 290000);
+    ASSERT_LT(sa.took_us, 2000000);
+    ASSERT_EQ(read_reply(stalled, buf, sizeof(buf)), 0); /* cut, no reply */
+    close(stalled);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_QUERY, 499), 1);
+    dr_metrics_free(m);
+}
+
+TEST(server_http_live_library_errors_counted)
+{
+    /* Requests libmicrohttpd refuses itself, after the request line: each
+     * gets one error response and is counted in the metrics with its
+     * status (endpoint "other"). */
+    dr_httpd *h = NULL;
+    dr_metrics *m = NULL;
+    ASSERT_EQ(start_echo(&h, &m, NULL, 4096), 0);
+    int port = dr_httpd_port(h);
+    char *big = malloc(70000);
+    ASSERT(big != NULL);
+    snprintf(big, 70000, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: %0*d\r\n\r\n", 65536, 7);
+    const struct {
+        const char *req;
+        int status;
+    } cases[] = {
+        {"POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+         "Content-Length: -1\r\n\r\n{}",
+         400},
+        {"POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+         "Content-Length: 99999999999999999999\r\n\r\n{}",
+         413},
+        {"GET /healthz HTTP/1.1\r\nHost: t\r\nNoColonHere\r\n\r\n", 400},
+        {big, 431},
+    };
+    int n400 = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[8192], want[32];
+        raw_exchange(port, cases[i].req, buf, sizeof(buf));
+        snprintf(want, sizeof(want), "HTTP/1.1 %d ", cases[i].status);
+        ASSERT(strncmp(buf, want, strlen(want)) == 0);
+        n400 += cases[i].status == 400;
+    }
+    free(big);
+    /* In flight until MHD reports them complete. */
+    wait_in_flight(h, 0);
+    ASSERT_EQ(dr_httpd_in_flight(h), 0);
+    dr_httpd_stop(h, 1000);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_OTHER, 400), (uint64_t)n400);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_OTHER, 413), 1);
+    ASSERT_EQ(dr_metrics_request_count(m, DR_EP_OTHER, 431), 1);
     dr_metrics_free(m);
 }
 

@@ -88,7 +88,10 @@ typedef struct dynrag_index dynrag_index;
  * recorded embedder is used when it is "builtin"; an "openai" index needs
  * the endpoint given here, and a config whose identity differs from the
  * index's fails with DYNRAG_ERR_MISMATCH. *out is closed with
- * dynrag_index_close(). */
+ * dynrag_index_close(). The handle follows the folder: when a writer
+ * commits a new generation, the next call (search, document, embed, info)
+ * opens it and uses it, while calls already running finish on the
+ * generation they started with (docs/indexing.md). */
 int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
                       dynrag_index **out, dynrag_error *err);
 void dynrag_index_close(dynrag_index *idx);

@@ -4,7 +4,7 @@
  * A server binds a loaded pipeline's engine to an HTTP API (JSON in and
  * out; docs/http-api.md): /v1/retrieve, /v1/query, /v1/route,
  * /v1/feedback, an OpenAI-compatible /v1/chat/completions (streaming
- * included), /healthz and Prometheus /metrics. Requests run on a pool of
+ * included) and /v1/models, /healthz and Prometheus /metrics. Requests run on a pool of
  * threads sharing one engine.
  *
  * Life cycle: dynrag_server_create() (opens the engine) ->
@@ -39,6 +39,8 @@ typedef struct dynrag_server_options {
     const char *index_dir; /* overrides the pipeline's `index:`; NULL = the pipeline's */
     const char *log_path;  /* route log; overrides the pipeline's `log:` */
     bool no_log;           /* write no route log */
+    int drain_timeout_ms;  /* stop: longest wait for in-flight requests; 0 = 10000 */
+    const char *cors_origin; /* the one origin allowed cross-site (CORS); NULL = none */
 } dynrag_server_options;
 
 /* Creates a server for a pipeline (which must outlive it) and its engine.
@@ -66,8 +68,11 @@ void dynrag_server_request_stop(dynrag_server *s);
  * SIGPIPE. */
 int dynrag_server_stop_on_signals(dynrag_server *s, dynrag_error *err);
 
-/* Graceful stop: stops accepting, waits for in-flight requests (up to the
- * request time limit plus a second), then saves router state (bandits) and
+/* Graceful stop (drain): stops accepting; every response from then on
+ * carries "Connection: close" and new requests on open keep-alive
+ * connections get 503 without running; waits for in-flight requests (up to
+ * the drain timeout, then cuts what is left, logging every reply that was
+ * not sent with its query id), then saves router state (bandits) and
  * flushes the route log. Idempotent; the server cannot be restarted. */
 int dynrag_server_stop(dynrag_server *s, dynrag_error *err);
 

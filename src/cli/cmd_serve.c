@@ -5,7 +5,9 @@
 #include "dynrag/pipeline.h"
 #include "dynrag/server.h"
 
+#include <ctype.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,21 @@ static dynrag_pipeline *load_pipeline(const char *path)
     return p;
 }
 
+/* True for a Web origin: "http://" or "https://", a host of letters,
+ * digits, '.', '-', '[', ']', ':' (IPv6 and port), nothing else. */
+static bool origin_ok(const char *o)
+{
+    const char *host = strncmp(o, "http://", 7) == 0    ? o + 7
+                       : strncmp(o, "https://", 8) == 0 ? o + 8
+                                                        : NULL;
+    if (host == NULL || *host == '\0')
+        return false;
+    for (const char *c = host; *c; c++)
+        if (!isalnum((unsigned char)*c) && !strchr(".-[]:", *c))
+            return false;
+    return true;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     enum {
@@ -42,7 +59,9 @@ int cmd_serve(int argc, char **argv)
         O_TIMEOUT,
         O_MAXCONN,
         O_LOG,
-        O_NOLOG
+        O_NOLOG,
+        O_DRAIN,
+        O_CORS
     };
     static const struct option longopts[] = {
         {"pipeline", required_argument, NULL, O_PIPELINE},
@@ -56,6 +75,8 @@ int cmd_serve(int argc, char **argv)
         {"max-connections", required_argument, NULL, O_MAXCONN},
         {"log", required_argument, NULL, O_LOG},
         {"no-log", no_argument, NULL, O_NOLOG},
+        {"drain-timeout", required_argument, NULL, O_DRAIN},
+        {"cors-origin", required_argument, NULL, O_CORS},
         {NULL, 0, NULL, 0},
     };
     const char *pipeline = NULL, *key_env = NULL;
@@ -68,6 +89,7 @@ int cmd_serve(int argc, char **argv)
     so.max_body = (size_t)1 << 20;
     so.max_connections = 1000;
     long long v;
+    double dv;
     int c;
     optind = 1;
     opterr = 0;
@@ -104,6 +126,19 @@ int cmd_serve(int argc, char **argv)
             break;
         case O_LOG: so.log_path = optarg; break;
         case O_NOLOG: so.no_log = true; break;
+        case O_DRAIN:
+            if (!cli_parse_double("serve", "--drain-timeout", optarg, 0.001, 3600, &dv))
+                return CLI_USAGE;
+            so.drain_timeout_ms = (int)(dv * 1000 + 0.5);
+            break;
+        case O_CORS:
+            if (!origin_ok(optarg))
+                return cli_usage_error("serve",
+                                       "--cors-origin '%s': expected an origin such as "
+                                       "http://localhost:3000 (scheme://host[:port], no path)",
+                                       optarg);
+            so.cors_origin = optarg;
+            break;
         default:
             return cli_usage_error("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -142,7 +177,7 @@ int cmd_serve(int argc, char **argv)
         printf("listening on http://%s:%d\n", so.host, dynrag_server_port(s));
     fflush(stdout);
     dynrag_server_wait(s);
-    fprintf(stderr, "dynrag serve: stopping (finishing in-flight requests)\n");
+    fprintf(stderr, "dynrag serve: stopping (draining in-flight requests)\n");
     if (dynrag_server_stop(s, &err) != DYNRAG_OK) {
         cli_error("serve", "saving state: %s", dynrag_errmsg(&err));
         rc = CLI_FAIL;

@@ -11,10 +11,16 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_K 10000
 
@@ -37,13 +43,24 @@ struct dynrag_index {
     size_t n_all, cap_all;
     struct dr_conn **idle;
     size_t n_idle;
+    /* Live reload (the last section): the handle dynrag_index_open()
+     * returns has only `live` set and passes every call to live->cur, a
+     * snapshot (live NULL) that is freed when its last user releases it. */
+    struct dr_live *live;
+    atomic_int refs;    /* a snapshot's: live's pointer plus the calls using it */
+    atomic_bool moved;  /* a snapshot's: its database is at a later generation */
 };
+
+static dynrag_index *live_acquire(struct dr_live *lv, bool force);
+static void snap_release(dynrag_index *snap);
+static void live_free(struct dr_live *lv);
 
 /* A pooled read connection and the statement every search runs on it,
  * prepared once per connection rather than once per search. */
 typedef struct dr_conn {
     sqlite3 *db;
     sqlite3_stmt *hit; /* a chunk with its document, by chunk id */
+    sqlite3_stmt *gen; /* meta.generation (prepared on first use) */
 } dr_conn;
 
 static void conn_free(dr_conn *c)
@@ -51,6 +68,7 @@ static void conn_free(dr_conn *c)
     if (c == NULL)
         return;
     sqlite3_finalize(c->hit);
+    sqlite3_finalize(c->gen);
     sqlite3_close(c->db);
     free(c);
 }
@@ -130,6 +148,23 @@ static int conn_acquire(dynrag_index *idx, dr_conn **out, dynrag_error *err)
     return DYNRAG_OK;
 }
 
+/* Inside a read transaction on c: true (and idx->moved set) when the
+ * database is no longer at the generation idx was opened at, so that its
+ * rows do not belong with idx's BM25 and dense parts (live reload). */
+static bool conn_moved(dynrag_index *idx, dr_conn *c)
+{
+    if (c->gen == NULL &&
+        sqlite3_prepare_v3(c->db, "SELECT value FROM meta WHERE key = 'generation'", -1,
+                           SQLITE_PREPARE_PERSISTENT, &c->gen, NULL) != SQLITE_OK)
+        return false;
+    bool moved = sqlite3_step(c->gen) == SQLITE_ROW &&
+                 sqlite3_column_int64(c->gen, 0) != idx->info.generation;
+    sqlite3_reset(c->gen);
+    if (moved)
+        atomic_store(&idx->moved, true);
+    return moved;
+}
+
 static void conn_release(dynrag_index *idx, dr_conn *c)
 {
     if (c == NULL)
@@ -145,6 +180,7 @@ void dynrag_index_close(dynrag_index *idx)
 {
     if (idx == NULL)
         return;
+    live_free(idx->live);
     for (size_t i = 0; i < idx->n_all; i++)
         conn_free(idx->all[i]);
     free(idx->all);
@@ -260,8 +296,10 @@ static int load_dense(const char *dir, const snapshot *s, dr_vec **out, dynrag_e
     return rc;
 }
 
-int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
-                      dynrag_index **out, dynrag_error *err)
+/* Opens one snapshot of the index (what dynrag_index_open() did before
+ * live reload): everything the calls below read, at one generation. */
+static int open_snapshot(const char *dir, const dynrag_embedder_config *embedder,
+                         dynrag_index **out, dynrag_error *err)
 {
     *out = NULL;
     if (dir == NULL || dir[0] == '\0')
@@ -507,6 +545,20 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
                         dynrag_hits *out, dynrag_error *err)
 {
     memset(out, 0, sizeof(*out));
+    if (idx && idx->live) {
+        /* A write committed between the snapshot's check and its read of
+         * the rows: reload and search again. */
+        int rc = DYNRAG_OK;
+        for (int attempt = 0; attempt < 5; attempt++) {
+            dynrag_index *snap = live_acquire(idx->live, attempt > 0);
+            rc = dynrag_index_search(snap, query, opt, out, err);
+            bool moved = rc == DYNRAG_ERR_STATE && atomic_load(&snap->moved);
+            snap_release(snap);
+            if (!moved)
+                break;
+        }
+        return rc;
+    }
     if (idx == NULL || query == NULL || opt == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: missing index, query or options");
     int64_t t0 = dr_now_us();
@@ -585,7 +637,9 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         /* One read transaction for all the hits: one shared lock, not one
          * per row (each lock is several fcntl/pread calls). */
         bool in_txn = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
-        for (size_t i = 0; i < nf && out->n < (size_t)k; i++) {
+        if (in_txn && conn_moved(idx, conn))
+            rc = dr_err_set(err, DYNRAG_ERR_STATE, "%s: changed during the search", idx->dir);
+        for (size_t i = 0; rc == DYNRAG_OK && i < nf && out->n < (size_t)k; i++) {
             bool found = false;
             rc = fill_hit(db, st, ranked[i].id, ranked[i].score, &out->hits[out->n], &found, err);
             if (found)
@@ -619,6 +673,12 @@ int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title, c
         *title = NULL;
     if (text)
         *text = NULL;
+    if (idx && idx->live) {
+        dynrag_index *snap = live_acquire(idx->live, false);
+        int rc = dynrag_index_document(snap, doc_id, title, text, err);
+        snap_release(snap);
+        return rc;
+    }
     if (idx == NULL || doc_id == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "document: missing index or id");
     dr_conn *conn = NULL;
@@ -665,6 +725,12 @@ cleanup:
 
 int dynrag_index_embed(dynrag_index *idx, const char *text, float *out, dynrag_error *err)
 {
+    if (idx && idx->live) {
+        dynrag_index *snap = live_acquire(idx->live, false);
+        int rc = dynrag_index_embed(snap, text, out, err);
+        snap_release(snap);
+        return rc;
+    }
     if (idx == NULL || text == NULL || out == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "embed: missing argument");
     if (idx->emb == NULL)
@@ -675,6 +741,12 @@ int dynrag_index_embed(dynrag_index *idx, const char *text, float *out, dynrag_e
 
 int dynrag_index_dim(const dynrag_index *idx)
 {
+    if (idx && idx->live) {
+        dynrag_index *snap = live_acquire(idx->live, false);
+        int dim = dynrag_index_dim(snap);
+        snap_release(snap);
+        return dim;
+    }
     return idx && idx->emb ? idx->emb->dim : 0;
 }
 
@@ -682,6 +754,316 @@ int dynrag_index_get_info(const dynrag_index *idx, dynrag_index_info *info)
 {
     if (idx == NULL || info == NULL)
         return DYNRAG_ERR_INVALID;
+    if (idx->live) {
+        dynrag_index *snap = live_acquire(idx->live, false);
+        *info = snap->info;
+        snap_release(snap);
+        return DYNRAG_OK;
+    }
     *info = idx->info;
     return DYNRAG_OK;
+}
+
+/* ---- live reload -------------------------------------------------------------------- */
+
+/*
+ * A writer (`dynrag index` in another process) commits a new generation
+ * into index.db while a server keeps the index open. Every call on the
+ * handle first looks for a change of the folder: one non-blocking read of
+ * an inotify descriptor watching it (or, where inotify is unavailable, a
+ * stat of index.db and index.db-wal: a commit changes one of them, a
+ * rebuilt database has a new inode). Only after a change is the generation
+ * read, and only when it changed is a new snapshot opened and swapped in.
+ * A change keeps the state unsettled for 50 ms, during which every call
+ * reads the generation: a commit's last write can be seen before its
+ * generation is (SQLite publishes it in shared memory just after), and
+ * file times are only as fine as the kernel's clock tick. Calls already
+ * running keep the snapshot they acquired (reference counted); the old
+ * snapshot is freed by the last of them. The call that notices the change
+ * opens the new snapshot under the lock, and calls arriving meanwhile wait
+ * for it: once a write has committed, no call that starts after the check
+ * sees the old generation.
+ */
+
+typedef struct dr_file_sig {
+    bool exists;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+} dr_file_sig;
+
+typedef struct dr_live {
+    pthread_mutex_t lock;
+    dynrag_index *cur; /* the current snapshot; the live handle holds one reference */
+    char *dir;
+    char *paths[2];     /* index.db, index.db-wal */
+    dr_file_sig sig[2]; /* as they were when cur was opened or last checked */
+    int64_t unsettled_until_us; /* read the generation on every call until then */
+    int ino_fd;         /* inotify on dir (non-blocking), -1 = use sig instead */
+    int64_t retry_us;   /* after a failed reopen: no settle-window attempt before this */
+    long long refused_gen; /* a generation not swapped in (other embedder), or -1 */
+    bool has_emb;       /* emb holds a copy of the open's embedder config */
+    dynrag_embedder_config emb;
+    char *emb_strs[4]; /* the copied strings of emb */
+} dr_live;
+
+static void sig_take(const dr_live *lv, dr_file_sig sig[2])
+{
+    for (int i = 0; i < 2; i++) {
+        struct stat st;
+        memset(&sig[i], 0, sizeof(sig[i]));
+        if (stat(lv->paths[i], &st) != 0)
+            continue;
+        sig[i].exists = true;
+        sig[i].dev = st.st_dev;
+        sig[i].ino = st.st_ino;
+        sig[i].size = st.st_size;
+        sig[i].mtime = st.st_mtim;
+    }
+}
+
+static bool sig_equal(const dr_file_sig a[2], const dr_file_sig b[2])
+{
+    for (int i = 0; i < 2; i++) {
+        if (a[i].exists != b[i].exists || a[i].dev != b[i].dev || a[i].ino != b[i].ino ||
+            a[i].size != b[i].size || a[i].mtime.tv_sec != b[i].mtime.tv_sec ||
+            a[i].mtime.tv_nsec != b[i].mtime.tv_nsec)
+            return false;
+    }
+    return true;
+}
+
+static void snap_release(dynrag_index *snap)
+{
+    if (snap && atomic_fetch_sub(&snap->refs, 1) == 1)
+        dynrag_index_close(snap);
+}
+
+/* The committed generation as a new connection reads it now, or -1 (a
+ * pooled one may still be inside the read transaction of a statement). */
+static long long current_generation(const dr_live *lv)
+{
+    sqlite3 *db = NULL;
+    long long gen = -1;
+    if (dr_store_open(lv->paths[0], false, &db, NULL) != DYNRAG_OK ||
+        dr_meta_get_ll(db, "generation", -1, &gen, NULL) != DYNRAG_OK)
+        gen = -1;
+    sqlite3_close(db);
+    return gen;
+}
+
+#define SETTLE_US 50000
+
+/* Records the files' state as checked. A file changed less than 50 ms ago
+ * keeps the state unsettled until 50 ms after that change. */
+static void sig_record(dr_live *lv, const dr_file_sig now[2])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    memcpy(lv->sig, now, sizeof(lv->sig));
+    for (int i = 0; i < 2; i++) {
+        int64_t age_us = (int64_t)(ts.tv_sec - now[i].mtime.tv_sec) * 1000000 +
+                         (ts.tv_nsec - now[i].mtime.tv_nsec) / 1000;
+        if (now[i].exists && age_us < SETTLE_US)
+            lv->unsettled_until_us =
+                DR_MAX(lv->unsettled_until_us, dr_now_us() + SETTLE_US - DR_MAX(age_us, 0));
+    }
+}
+
+/* Under lv->lock, with inotify: true when events arrived since the last
+ * call (all are read). A full queue or a read error counts as a change. */
+static bool events_pending(dr_live *lv)
+{
+    bool any = false;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(lv->ino_fd, buf, sizeof(buf));
+        if (n > 0) {
+            any = true;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return any || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+    }
+}
+
+/* open_snapshot(), again while a writer commits during the open. */
+static int open_snapshot_retry(const char *dir, const dynrag_embedder_config *embedder,
+                               dynrag_index **out, dynrag_error *err)
+{
+    int rc = DYNRAG_ERR_STATE;
+    for (int attempt = 0; attempt < 10 && rc == DYNRAG_ERR_STATE; attempt++) {
+        if (attempt > 0) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        rc = open_snapshot(dir, embedder, out, err);
+    }
+    return rc;
+}
+
+/* Under lv->lock: the files changed (now); reopens when the generation or
+ * the database did. A failed reopen keeps the current snapshot and logs
+ * why; the next change of the files tries again (the settle window's
+ * checks wait a second). */
+static void live_reload(dr_live *lv, const dr_file_sig now[2])
+{
+    dynrag_index *cur = lv->cur;
+    bool same_db = now[0].exists && lv->sig[0].exists && now[0].dev == lv->sig[0].dev &&
+                   now[0].ino == lv->sig[0].ino;
+    long long gen = same_db ? current_generation(lv) : -1;
+    if (same_db && (gen == cur->info.generation || (gen >= 0 && gen == lv->refused_gen))) {
+        sig_record(lv, now); /* a checkpoint, not a write; or a generation refused below */
+        return;
+    }
+    dynrag_index *snap = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (open_snapshot_retry(lv->dir, lv->has_emb ? &lv->emb : NULL, &snap, &err) != DYNRAG_OK) {
+        dr_log(DYNRAG_LOG_WARN, "index",
+               "%s changed but cannot be reopened (still using generation %lld; trying again "
+               "at its next change): %s",
+               lv->dir, (long long)cur->info.generation, dynrag_errmsg(&err));
+        sig_record(lv, now);
+        lv->retry_us = dr_now_us() + 1000000;
+        return;
+    }
+    sig_record(lv, now);
+    if (snap->info.dim != cur->info.dim || strcmp(snap->info.embedder, cur->info.embedder) != 0) {
+        dr_log(DYNRAG_LOG_WARN, "index",
+               "%s was rebuilt with another embedder or dimension ('%s', %d; was '%s', %d): "
+               "still using generation %lld until restarted",
+               lv->dir, snap->info.embedder, snap->info.dim, cur->info.embedder, cur->info.dim,
+               (long long)cur->info.generation);
+        lv->refused_gen = snap->info.generation;
+        dynrag_index_close(snap);
+        return;
+    }
+    dr_log(DYNRAG_LOG_INFO, "index", "%s: now using generation %lld (was %lld)", lv->dir,
+           (long long)snap->info.generation, (long long)cur->info.generation);
+    atomic_init(&snap->refs, 1);
+    lv->cur = snap;
+    snap_release(cur);
+}
+
+/* The current snapshot with one reference for the caller (release with
+ * snap_release), reloaded first when the index changed (or, with force,
+ * when its generation did, whatever the files look like). */
+static dynrag_index *live_acquire(dr_live *lv, bool force)
+{
+    dr_file_sig now[2];
+    bool changed = false;
+    if (lv->ino_fd < 0) {
+        sig_take(lv, now);
+        changed = !sig_equal(now, lv->sig);
+    }
+    pthread_mutex_lock(&lv->lock);
+    if (lv->ino_fd >= 0 && events_pending(lv)) {
+        changed = true;
+        lv->unsettled_until_us = dr_now_us() + SETTLE_US;
+    }
+    int64_t t = dr_now_us();
+    if (force || changed || (t < lv->unsettled_until_us && t >= lv->retry_us)) {
+        if (lv->ino_fd >= 0)
+            sig_take(lv, now);
+        live_reload(lv, now);
+    }
+    dynrag_index *snap = lv->cur;
+    atomic_fetch_add(&snap->refs, 1);
+    pthread_mutex_unlock(&lv->lock);
+    return snap;
+}
+
+static void live_free(dr_live *lv)
+{
+    if (lv == NULL)
+        return;
+    snap_release(lv->cur);
+    if (lv->ino_fd >= 0)
+        close(lv->ino_fd);
+    pthread_mutex_destroy(&lv->lock);
+    free(lv->dir);
+    free(lv->paths[0]);
+    free(lv->paths[1]);
+    for (int i = 0; i < 4; i++)
+        free(lv->emb_strs[i]);
+    free(lv);
+}
+
+/* A copy of s into *slot (NULL stays NULL); false when out of memory. */
+static bool copy_str(const char *s, char **slot, const char **dst)
+{
+    *dst = NULL;
+    if (s == NULL)
+        return true;
+    *slot = dr_strdup(s);
+    *dst = *slot;
+    return *slot != NULL;
+}
+
+int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
+                      dynrag_index **out, dynrag_error *err)
+{
+    *out = NULL;
+    if (dir == NULL || dir[0] == '\0')
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "index: no folder given");
+    dynrag_index *idx = calloc(1, sizeof(*idx));
+    dr_live *lv = calloc(1, sizeof(*lv));
+    if (idx == NULL || lv == NULL) {
+        free(idx);
+        free(lv);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&idx->pool_lock, NULL);
+    pthread_mutex_init(&lv->lock, NULL);
+    lv->ino_fd = -1;
+    lv->refused_gen = -1;
+    idx->live = lv;
+    int rc = DYNRAG_OK;
+    lv->dir = dr_strdup(dir);
+    lv->paths[0] = dr_asprintf("%s/index.db", dir);
+    lv->paths[1] = dr_asprintf("%s/index.db-wal", dir);
+    bool ok = lv->dir && lv->paths[0] && lv->paths[1];
+    if (ok && embedder) {
+        lv->has_emb = true;
+        lv->emb = *embedder;
+        ok = copy_str(embedder->kind, &lv->emb_strs[0], &lv->emb.kind) &&
+             copy_str(embedder->base_url, &lv->emb_strs[1], &lv->emb.base_url) &&
+             copy_str(embedder->model, &lv->emb_strs[2], &lv->emb.model) &&
+             copy_str(embedder->api_key, &lv->emb_strs[3], &lv->emb.api_key);
+    }
+    if (!ok) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    /* The files before the open: a write during it only causes one more
+     * check at the next call. */
+    /* Watch before the open: a write during it only causes one more check
+     * at the next call. (Not IN_CLOSE_WRITE: the generation check's own
+     * connection closes the -shm file it opened for writing.) Without inotify (limits, exotic file systems) the
+     * files' state is compared instead. */
+    /* DYNRAG_TEST_NO_INOTIFY: test hook for the fallback; never set it otherwise. */
+    const char *no_ino = getenv("DYNRAG_TEST_NO_INOTIFY");
+    lv->ino_fd = no_ino && *no_ino ? -1 : inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (lv->ino_fd >= 0 &&
+        inotify_add_watch(lv->ino_fd, dir,
+                          IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM |
+                              IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+        close(lv->ino_fd);
+        lv->ino_fd = -1;
+    }
+    dr_file_sig before[2];
+    sig_take(lv, before);
+    sig_record(lv, before);
+    rc = open_snapshot_retry(dir, embedder, &lv->cur, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    atomic_init(&lv->cur->refs, 1);
+    *out = idx;
+    idx = NULL;
+cleanup:
+    dynrag_index_close(idx);
+    return rc;
 }

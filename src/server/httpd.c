@@ -60,7 +60,9 @@ struct dr_httpd {
     int n_w;
     dr_httpd_config cfg;
     char *api_key;
+    char *cors_origin;
     atomic_int in_flight;
+    atomic_bool draining; /* the stop began: close after every response */
     int port;
     int listen_fd;
     int wake[2]; /* the stop writes wake[1]; the acceptor polls wake[0] */
@@ -76,8 +78,10 @@ typedef struct req_state {
     dr_buf body;
     bool too_big;
     bool answered;
+    bool started; /* the access handler ran once (headers checked) */
     bool counted; /* in the request metrics (when its response was queued) */
     int status;   /* of the queued response */
+    char query_id[80]; /* of the queued response ("" for none) */
 } req_state;
 
 /* An event stream being sent: the prepared body and how far it got. */
@@ -120,6 +124,25 @@ static void stream_free(void *cls)
         return;
     free(s->data);
     free(s);
+}
+
+/* The request's Origin header when it is the configured CORS origin. */
+static const char *allowed_origin(struct MHD_Connection *c, const dr_httpd *h)
+{
+    if (h->cors_origin == NULL)
+        return NULL;
+    const char *o = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    return o && strcmp(o, h->cors_origin) == 0 ? h->cors_origin : NULL;
+}
+
+/* CORS headers for a request from the configured origin (none otherwise). */
+static void add_cors_headers(struct MHD_Connection *c, const dr_httpd *h, struct MHD_Response *r)
+{
+    const char *origin = allowed_origin(c, h);
+    if (origin == NULL)
+        return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(r, "Vary", "Origin");
 }
 
 /*
@@ -177,10 +200,16 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, dr_endpoint_method(x->ep));
     if (status == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (status == 503)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    add_cors_headers(c, rs->h, r);
+    if (atomic_load(&rs->h->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     rs->answered = true;
     rs->status = status;
+    dr_strlcpy(rs->query_id, x->query_id, sizeof(rs->query_id));
     /* Counted now, before the client can read the response, so that a
      * /metrics scrape that follows a response always includes it. */
     if (ret == MHD_YES) {
@@ -205,11 +234,53 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, req_state *rs, in
 
 /* The checks that need only the headers. Returns MHD_YES with the request
  * answered (rs->answered) or not (continue reading). */
+/* Answers a CORS preflight (OPTIONS) for a known endpoint: 204 with the
+ * endpoint's method for the configured origin, 403 for another origin. */
+static enum MHD_Result preflight(struct MHD_Connection *c, req_state *rs)
+{
+    const char *origin = allowed_origin(c, rs->h);
+    if (origin == NULL)
+        return respond_error(c, rs, 403, "invalid_request_error", "origin_not_allowed", "%s",
+                             "cross-origin requests are allowed only from the origin given "
+                             "with --cors-origin");
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    if (r == NULL)
+        return MHD_NO;
+    char methods[32];
+    snprintf(methods, sizeof(methods), "%s, OPTIONS", dr_endpoint_method(rs->ep));
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", methods);
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    add_cors_headers(c, rs->h, r);
+    if (atomic_load(&rs->h->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_NO_CONTENT, r);
+    MHD_destroy_response(r);
+    rs->answered = true;
+    rs->status = 204;
+    if (ret == MHD_YES) {
+        dr_metrics_request(rs->h->cfg.metrics, rs->ep, 204,
+                           (double)(dr_now_us() - rs->start_us) / 1e6);
+        rs->counted = true;
+    }
+    return ret;
+}
+
 static enum MHD_Result check_headers(struct MHD_Connection *c, req_state *rs, const char *url,
-                                     const char *method)
+                                     const char *method, const char *version)
 {
     dr_httpd *h = rs->h;
     int route = dr_http_route(method, url, &rs->ep);
+    if (atomic_load(&h->draining))
+        return respond_error(c, rs, 503, "server_error", "shutting_down", "%s",
+                             "the server is shutting down: retry on a new connection");
+    /* RFC 9112 3.2: an HTTP/1.1 request without Host is a 400. */
+    if (version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST) == NULL)
+        return respond_error(c, rs, 400, "invalid_request_error", "missing_host", "%s",
+                             "an HTTP/1.1 request needs a Host header");
+    if (route != 404 && strcmp(method, "OPTIONS") == 0 && h->cors_origin)
+        return preflight(c, rs);
     if (route == 404)
         return respond_error(c, rs, 404, "invalid_request_error", "not_found",
                              "no endpoint %s (see docs/http-api.md)", url);
@@ -229,6 +300,14 @@ static enum MHD_Result check_headers(struct MHD_Connection *c, req_state *rs, co
             return respond_error(c, rs, 401, "authentication_error", "invalid_api_key", "%s",
                                  "invalid bearer token");
     }
+    /* A JSON body must say so: a browser page can send a cross-site POST
+     * without a CORS preflight only as text/plain or a form. */
+    if (dr_endpoint_has_body(rs->ep) &&
+        !dr_http_content_type_json(
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
+        return respond_error(c, rs, 415, "invalid_request_error", "unsupported_media_type", "%s",
+                             "the request body must be sent with \"Content-Type: "
+                             "application/json\"");
     const char *cl =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     long long n = 0;
@@ -250,21 +329,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
-    (void)version;
     dr_httpd *h = cls;
     req_state *rs = *con_cls;
-    if (rs == NULL) {
-        rs = calloc(1, sizeof(*rs));
-        if (rs == NULL)
-            return MHD_NO;
-        rs->h = h;
-        rs->ep = DR_EP_OTHER;
-        rs->start_us = dr_now_us();
-        rs->body.cap_limit = h->cfg.max_body;
-        *con_cls = rs;
-        atomic_fetch_add(&h->in_flight, 1);
-        dr_metrics_inflight(h->cfg.metrics, 1);
-        return check_headers(c, rs, url, method);
+    if (rs == NULL) /* out of memory in on_uri */
+        return MHD_NO;
+    if (!rs->started) {
+        rs->started = true;
+        return check_headers(c, rs, url, method, version);
     }
     if (rs->answered) {
         /* Answered early: drop whatever body still arrives. */
@@ -289,6 +360,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     memset(&x, 0, sizeof(x));
     x.ep = rs->ep;
     x.method = method;
+    x.url = url;
     x.body = rs->body.data ? rs->body.data : "";
     x.body_len = rs->body.len;
     x.start_us = rs->start_us;
@@ -300,21 +372,59 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return ret;
 }
 
+/*
+ * MHD's URI logger: called once a request line is read, before the headers.
+ * The request's state starts here (and not at the first access-handler
+ * call), so that the completion callback also sees the requests libmicrohttpd
+ * refuses itself after the request line (malformed or oversized headers, a
+ * bad Content-Length, another HTTP version) and counts them in /metrics.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)uri;
+    (void)c;
+    dr_httpd *h = cls;
+    req_state *rs = calloc(1, sizeof(*rs));
+    if (rs == NULL)
+        return NULL;
+    rs->h = h;
+    rs->ep = DR_EP_OTHER;
+    rs->start_us = dr_now_us();
+    rs->body.cap_limit = h->cfg.max_body;
+    atomic_fetch_add(&h->in_flight, 1);
+    dr_metrics_inflight(h->cfg.metrics, 1);
+    return rs;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     dr_httpd *h = cls;
     req_state *rs = *con_cls;
     if (rs == NULL)
         return;
     double secs = (double)(dr_now_us() - rs->start_us) / 1e6;
-    /* A request that never got a response (client gone, timeout) counts
-     * as 499, nginx's "client closed request". */
+    /* A response libmicrohttpd queued itself (the request never reached
+     * the handler) counts with its status; a request that never got a
+     * response (client gone, timeout) as 499, nginx's "client closed
+     * request". */
     int status = rs->answered ? rs->status : 499;
+    if (!rs->answered) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+        if (ci && ci->http_status >= 100 && ci->http_status <= 599) {
+            status = (int)ci->http_status;
+            rs->answered = true;
+            dr_log(DYNRAG_LOG_INFO, MOD, "libmicrohttpd answered a request %d itself", status);
+        }
+    }
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !rs->answered)
         dr_log(DYNRAG_LOG_INFO, MOD, "%s: connection ended before a response (code %d)",
                dr_endpoint_path(rs->ep), (int)toe);
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && rs->answered && rs->query_id[0])
+        dr_log(DYNRAG_LOG_WARN, MOD,
+               "%s: the %d reply to query %s was not sent (the connection ended, code %d)",
+               dr_endpoint_path(rs->ep), rs->status, rs->query_id, (int)toe);
     if (!rs->counted)
         dr_metrics_request(h->cfg.metrics, rs->ep, status, secs);
     dr_metrics_inflight(h->cfg.metrics, -1);
@@ -389,8 +499,9 @@ static bool wait_wake(dr_httpd *h, int ms)
 
 /* Answers a connection past the limit with a 503 (best effort: one
  * non-blocking send, the request unread) and closes it. */
-static void refuse_overloaded(int fd)
+static void refuse_overloaded(dr_httpd *h, int fd)
 {
+    dr_metrics_request(h->cfg.metrics, DR_EP_OTHER, 503, 0);
     static const char body[] = "{\"error\":{\"message\":\"too many open connections: retry "
                                "later\",\"type\":\"server_error\",\"code\":\"overloaded\","
                                "\"param\":null}}";
@@ -456,7 +567,7 @@ static void *acceptor_main(void *arg)
                            h->cfg.max_connections);
                     last_warn = dr_now_us();
                 }
-                refuse_overloaded(fd);
+                refuse_overloaded(h, fd);
                 continue;
             }
             sock_error = false;
@@ -520,6 +631,7 @@ static void free_httpd(dr_httpd *h)
             close(h->wake[i]);
     free(h->w);
     free(h->api_key);
+    free(h->cors_origin);
     free(h);
 }
 
@@ -559,14 +671,18 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
     h->cfg = *cfg;
     h->cfg.host = NULL;
     h->cfg.api_key = NULL;
+    h->cfg.cors_origin = NULL;
     if (h->cfg.max_connections == 0)
         h->cfg.max_connections = DEFAULT_CONNECTION_LIMIT;
     h->listen_fd = -1;
     h->wake[0] = h->wake[1] = -1;
     atomic_init(&h->in_flight, 0);
+    atomic_init(&h->draining, false);
     h->w = calloc((size_t)cfg->threads, sizeof(*h->w));
     if (h->w == NULL ||
-        (cfg->api_key && *cfg->api_key && (h->api_key = dr_strdup(cfg->api_key)) == NULL)) {
+        (cfg->api_key && *cfg->api_key && (h->api_key = dr_strdup(cfg->api_key)) == NULL) ||
+        (cfg->cors_origin && *cfg->cors_origin &&
+         (h->cors_origin = dr_strdup(cfg->cors_origin)) == NULL)) {
         free_httpd(h);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
@@ -593,7 +709,8 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
         h->w[i].d = MHD_start_daemon(
             flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
             MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-            MHD_OPTION_NOTIFY_CONNECTION, on_connection, &h->w[i], MHD_OPTION_CONNECTION_LIMIT,
+            MHD_OPTION_NOTIFY_CONNECTION, on_connection, &h->w[i], MHD_OPTION_URI_LOG_CALLBACK,
+            on_uri, h, MHD_OPTION_CONNECTION_LIMIT,
             (unsigned)h->cfg.max_connections, MHD_OPTION_END);
         h->n_w = i + 1;
         if (h->w[i].d == NULL) {
@@ -627,13 +744,15 @@ void dr_httpd_stop(dr_httpd *h, int drain_ms)
     if (h == NULL)
         return;
     stop_accepting(h);
+    atomic_store(&h->draining, true);
     int64_t until = dr_now_us() + (int64_t)drain_ms * 1000;
     while (atomic_load(&h->in_flight) > 0 && dr_now_us() < until) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     if (atomic_load(&h->in_flight) > 0)
-        dr_log(DYNRAG_LOG_WARN, MOD, "stopping with %d request(s) still in flight",
+        dr_log(DYNRAG_LOG_WARN, MOD,
+               "drain timeout (%d ms): cutting %d request(s) still in flight", drain_ms,
                atomic_load(&h->in_flight));
     free_httpd(h);
 }

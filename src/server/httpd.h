@@ -25,6 +25,7 @@ typedef struct dr_http_exchange {
     /* The request (owned by the httpd). */
     dr_endpoint_id ep;
     const char *method;
+    const char *url; /* the request target, e.g. "/v1/models/x?y" */
     const char *body; /* NUL-terminated; "" when there was none */
     size_t body_len;
     int64_t start_us;    /* dr_now_us() when the request's headers arrived */
@@ -39,6 +40,8 @@ typedef struct dr_http_exchange {
     bool stream;              /* send body_out as a chunked event stream, one
                                  "\n\n"-terminated event per chunk */
     dr_http_error err;        /* the error when body_out is NULL */
+    char query_id[80];        /* the query id the reply carries ("" for none): a
+                                 reply that cannot be sent is logged with it */
 } dr_http_exchange;
 
 /* Called on a pool thread once the whole body has arrived (never for
@@ -54,6 +57,7 @@ typedef struct dr_httpd_config {
     size_t max_body;     /* bytes; larger bodies get 413 */
     int timeout_ms;      /* per request: idle connection timeout and deadline */
     int max_connections; /* open connections; past it new ones get a 503; 0 = 1000 */
+    const char *cors_origin; /* the one origin allowed cross-site (CORS); NULL = none */
     dr_httpd_handler handler;
     void *user;
     dr_metrics *metrics; /* required; not owned */
@@ -73,9 +77,13 @@ int dr_httpd_port(const dr_httpd *h);
 int dr_httpd_in_flight(const dr_httpd *h);
 
 /*
- * Graceful stop: stops accepting connections, waits up to drain_ms for the
- * in-flight requests to complete, then stops the daemon (closing idle
- * keep-alive connections) and frees h. Accepts NULL.
+ * Graceful stop (drain): stops accepting connections; from then on every
+ * response carries "Connection: close" and a new request on an open
+ * keep-alive connection is refused with 503 (code "shutting_down") without
+ * running it. Waits until no request is in flight or drain_ms passed, then
+ * stops the daemon (closing idle connections and cutting uploads still in
+ * progress) and frees h. A reply that could not be sent is logged (with
+ * its query id). Accepts NULL.
  */
 void dr_httpd_stop(dr_httpd *h, int drain_ms);
 

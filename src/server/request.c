@@ -27,6 +27,8 @@ static const struct {
     [DR_EP_ROUTE] = {"/v1/route", "POST", true},
     [DR_EP_FEEDBACK] = {"/v1/feedback", "POST", true},
     [DR_EP_CHAT] = {"/v1/chat/completions", "POST", true},
+    [DR_EP_MODELS] = {"/v1/models", "GET", true},
+    [DR_EP_MODEL] = {"/v1/models/{id}", "GET", true},
     [DR_EP_HEALTHZ] = {"/healthz", "GET", false},
     [DR_EP_METRICS] = {"/metrics", "GET", false},
     [DR_EP_OTHER] = {"other", "GET", false},
@@ -42,6 +44,11 @@ const char *dr_endpoint_method(dr_endpoint_id ep)
     return (unsigned)ep < DR_EP_COUNT ? endpoints[ep].method : "GET";
 }
 
+bool dr_endpoint_has_body(dr_endpoint_id ep)
+{
+    return strcmp(dr_endpoint_method(ep), "POST") == 0;
+}
+
 bool dr_endpoint_needs_auth(dr_endpoint_id ep)
 {
     return (unsigned)ep < DR_EP_COUNT && endpoints[ep].auth;
@@ -53,9 +60,13 @@ int dr_http_route(const char *method, const char *path, dr_endpoint_id *ep)
     if (method == NULL || path == NULL)
         return 404;
     size_t plen = strcspn(path, "?");
+    static const char model_prefix[] = "/v1/models/";
+    size_t mlen = sizeof(model_prefix) - 1;
+    bool model = plen > mlen && memcmp(path, model_prefix, mlen) == 0 &&
+                 memchr(path + mlen, '/', plen - mlen) == NULL;
     for (int i = 0; i < DR_EP_OTHER; i++) {
         const char *p = endpoints[i].path;
-        if (strlen(p) != plen || memcmp(p, path, plen) != 0)
+        if (i == DR_EP_MODEL ? !model : strlen(p) != plen || memcmp(p, path, plen) != 0)
             continue;
         *ep = (dr_endpoint_id)i;
         if (strcmp(method, endpoints[i].method) == 0)
@@ -133,6 +144,138 @@ static int no_memory(dr_http_error *e)
 }
 
 /*
+ * What cJSON's tree cannot tell, read from the body's text (after cJSON
+ * accepted it) in step with the tree: an escaped NUL (\u0000), which cJSON
+ * decodes into a NUL that silently cuts its string, is rejected naming the
+ * field ("messages[1].content"); a number written with a fraction or an
+ * exponent (5.0, 1e2) gets JSON_NOT_INT in its node's type, so that
+ * int_field() refuses it (cJSON's type tests mask the bit out).
+ */
+#define JSON_NOT_INT (1 << 12)
+
+typedef struct jscan {
+    const char *p, *end;
+    char path[128];
+    size_t plen;
+    dr_http_error *e;
+} jscan;
+
+static void js_ws(jscan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+/* Appends ".key" / "key" / "[i]" to the path (truncated when long); returns
+ * the old length to restore. */
+static size_t js_push(jscan *s, const char *key, size_t key_len, int index)
+{
+    size_t old = s->plen;
+    size_t room = sizeof(s->path) - s->plen;
+    int n = key ? snprintf(s->path + s->plen, room, "%s%.*s", s->plen ? "." : "",
+                           (int)DR_MIN(key_len, 60), key)
+                : snprintf(s->path + s->plen, room, "[%d]", index);
+    if (n > 0)
+        s->plen = DR_MIN(s->plen + (size_t)n, sizeof(s->path) - 1);
+    return old;
+}
+
+static void js_pop(jscan *s, size_t old)
+{
+    s->plen = old;
+    s->path[old] = '\0';
+}
+
+/* Skips a string at s->p; -1 when malformed, 1 when it holds \u0000, else
+ * 0. *raw and *raw_len give its text between the quotes. */
+static int js_string(jscan *s, const char **raw, size_t *raw_len)
+{
+    if (s->p >= s->end || *s->p != '"')
+        return -1;
+    const char *start = ++s->p;
+    bool nul = false;
+    while (s->p < s->end && *s->p != '"') {
+        if (*s->p == '\\') {
+            if (s->end - s->p >= 6 && s->p[1] == 'u' && memcmp(s->p + 2, "0000", 4) == 0)
+                nul = true;
+            s->p++;
+        }
+        s->p++;
+    }
+    if (s->p >= s->end)
+        return -1;
+    *raw = start;
+    *raw_len = (size_t)(s->p - start);
+    s->p++;
+    return nul ? 1 : 0;
+}
+
+/* Scans one value whose node is v. Returns 0 (also when the text does not
+ * follow the tree: cJSON's verdict stands), or 400 with s->e filled. */
+static int js_value(jscan *s, cJSON *v, int depth)
+{
+    js_ws(s);
+    if (v == NULL || s->p >= s->end || depth > 1000)
+        return 0;
+    const char *raw;
+    size_t raw_len;
+    if (*s->p == '"') {
+        int r = js_string(s, &raw, &raw_len);
+        if (r == 1)
+            return bad_field(s->e, s->plen ? s->path : "(body)",
+                             "contains an escaped NUL character (\\u0000), which is not allowed");
+        return 0;
+    }
+    if (*s->p == '{' || *s->p == '[') {
+        bool obj = *s->p == '{';
+        char close = obj ? '}' : ']';
+        s->p++;
+        cJSON *child = v->child;
+        for (int i = 0; child; i++, child = child->next) {
+            js_ws(s);
+            if (s->p < s->end && *s->p == close)
+                return 0;
+            size_t old;
+            if (obj) {
+                int r = js_string(s, &raw, &raw_len);
+                if (r < 0)
+                    return 0;
+                old = js_push(s, raw, raw_len, 0);
+                if (r == 1)
+                    return bad_field(s->e, s->path,
+                                     "the name contains an escaped NUL character (\\u0000)");
+                js_ws(s);
+                if (s->p >= s->end || *s->p != ':')
+                    return 0;
+                s->p++;
+            } else {
+                old = js_push(s, NULL, 0, i);
+            }
+            int rc = js_value(s, child, depth + 1);
+            if (rc != 0)
+                return rc;
+            js_pop(s, old);
+            js_ws(s);
+            if (s->p < s->end && *s->p == ',')
+                s->p++;
+        }
+        js_ws(s);
+        if (s->p < s->end && *s->p == close)
+            s->p++;
+        return 0;
+    }
+    /* A number or a literal: up to the next delimiter. */
+    const char *start = s->p;
+    while (s->p < s->end && !strchr(",]} \t\r\n", *s->p))
+        s->p++;
+    if (cJSON_IsNumber(v) && (memchr(start, '.', (size_t)(s->p - start)) ||
+                              memchr(start, 'e', (size_t)(s->p - start)) ||
+                              memchr(start, 'E', (size_t)(s->p - start))))
+        v->type |= JSON_NOT_INT;
+    return 0;
+}
+
+/*
  * Parses the body as one JSON object. Returns 0 with *out set (caller
  * deletes), or the error status. cJSON reads at most len bytes; anything
  * after the object other than white space is an error.
@@ -176,6 +319,12 @@ static int parse_object(const char *body, size_t len, cJSON **out, dr_http_error
         cJSON_Delete(o);
         return dr_http_error_set(e, 400, "invalid_request_error", "invalid_json", NULL,
                                  "the request body must be a JSON object");
+    }
+    jscan js = {body, end, "", 0, e};
+    int rc = js_value(&js, o, 0);
+    if (rc != 0) {
+        cJSON_Delete(o);
+        return rc;
     }
     *out = o;
     return 0;
@@ -229,6 +378,11 @@ static int int_field(const cJSON *o, const char *field, long long min, long long
     double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
     if (!isfinite(d) || d != floor(d) || d < (double)min || d > (double)max)
         return bad_field(e, field, "expected an integer from %lld to %lld", min, max);
+    if (v->type & JSON_NOT_INT)
+        return bad_field(e, field,
+                         "expected an integer from %lld to %lld, written without a fraction or "
+                         "exponent",
+                         min, max);
     *out = (int)d;
     return 0;
 }
@@ -555,7 +709,23 @@ void dr_chat_req_free(dr_chat_req *r)
     r->query = r->model = NULL;
 }
 
-/* ---- auth ------------------------------------------------------------------ */
+/* ---- headers ----------------------------------------------------------------- */
+
+bool dr_http_content_type_json(const char *header)
+{
+    if (header == NULL)
+        return false;
+    while (*header == ' ' || *header == '\t')
+        header++;
+    static const char want[] = "application/json";
+    size_t n = sizeof(want) - 1;
+    if (strncasecmp(header, want, n) != 0)
+        return false;
+    const char *rest = header + n;
+    while (*rest == ' ' || *rest == '\t')
+        rest++;
+    return *rest == '\0' || *rest == ';';
+}
 
 bool dr_http_bearer_ok(const char *header, const char *key)
 {

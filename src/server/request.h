@@ -21,17 +21,23 @@ typedef enum dr_endpoint_id {
     DR_EP_ROUTE,
     DR_EP_FEEDBACK,
     DR_EP_CHAT,
+    DR_EP_MODELS, /* GET /v1/models */
+    DR_EP_MODEL,  /* GET /v1/models/{id} */
     DR_EP_HEALTHZ,
     DR_EP_METRICS,
     DR_EP_OTHER,
     DR_EP_COUNT
 } dr_endpoint_id;
 
-/* The endpoint's path, e.g. "/v1/retrieve" ("other" for DR_EP_OTHER). */
+/* The endpoint's path, e.g. "/v1/retrieve" ("other" for DR_EP_OTHER,
+ * "/v1/models/{id}" for DR_EP_MODEL). */
 const char *dr_endpoint_path(dr_endpoint_id ep);
 
 /* The one method an endpoint accepts ("GET" or "POST"). */
 const char *dr_endpoint_method(dr_endpoint_id ep);
+
+/* True for the endpoints that take a JSON body (POST). */
+bool dr_endpoint_has_body(dr_endpoint_id ep);
 
 /* True for the endpoints behind the bearer token (/v1/...). */
 bool dr_endpoint_needs_auth(dr_endpoint_id ep);
@@ -41,7 +47,8 @@ bool dr_endpoint_needs_auth(dr_endpoint_id ep);
  * 404 when the path is unknown (*ep = DR_EP_OTHER); 405 when the path is
  * known but the method is not (*ep is the endpoint, whose
  * dr_endpoint_method() is the Allow header). HEAD is accepted for GET
- * endpoints. A query string ("?...") is ignored. Never fails otherwise.
+ * endpoints. A query string ("?...") is ignored. "/v1/models/<id>" routes
+ * to DR_EP_MODEL for any id without '/'. Never fails otherwise.
  */
 int dr_http_route(const char *method, const char *path, dr_endpoint_id *ep);
 
@@ -121,6 +128,13 @@ void dr_retrieve_req_free(dr_retrieve_req *r);
 void dr_query_req_free(dr_query_req *r);
 void dr_feedback_req_free(dr_feedback_req *r);
 void dr_chat_req_free(dr_chat_req *r);
+
+/*
+ * Checks a Content-Type header for a JSON body: true for
+ * "application/json" (case-insensitive) with or without parameters such as
+ * "; charset=utf-8". NULL gives false.
+ */
+bool dr_http_content_type_json(const char *header);
 
 /*
  * Checks an Authorization header against the expected key: true when the

@@ -22,6 +22,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,29 @@
 #include <unistd.h>
 
 #define MOD "server"
+
+/*
+ * The query ids clients chose on /v1/query, so that a second query with an
+ * id already used is refused (409) instead of writing a second record
+ * under it: the last ID_CAP ids of this server's life (older ones are
+ * forgotten, oldest first). An id is reserved before the query runs and
+ * released again when the query fails (nothing was logged).
+ */
+#define ID_CAP 65536
+#define ID_BUCKETS 65536
+
+typedef struct id_node {
+    struct id_node *next;
+    size_t slot; /* in ring */
+    char id[DR_REQ_MAX_ID + 1];
+} id_node;
+
+typedef struct id_set {
+    pthread_mutex_t mu;
+    id_node **bucket; /* [ID_BUCKETS] chains */
+    id_node **ring;   /* [ID_CAP] by age; NULL = free */
+    size_t next;      /* the ring slot the next id takes */
+} id_set;
 
 struct dynrag_server {
     const dynrag_pipeline *p;
@@ -42,10 +66,98 @@ struct dynrag_server {
     size_t max_body;
     int timeout_ms;
     int max_connections;
+    int drain_ms;
+    char *cors_origin;
+    id_set ids;
     int wake[2]; /* self-pipe: request_stop writes, wait reads */
     bool started, stopped;
     int64_t start_us;
+    int64_t start_unix; /* time(NULL) at start: the models' "created" */
 };
+
+/* ---- query ids ----------------------------------------------------------- */
+
+static size_t id_hash(const char *id)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ull;
+    return (size_t)(h % ID_BUCKETS);
+}
+
+/* Unlinks n from its chain (under mu). */
+static void id_unlink(id_set *set, id_node *n)
+{
+    id_node **pp = &set->bucket[id_hash(n->id)];
+    while (*pp && *pp != n)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = n->next;
+}
+
+/* Reserves id: 1 when it was free (now taken), 0 when already used, -1
+ * when out of memory. */
+static int id_reserve(id_set *set, const char *id)
+{
+    pthread_mutex_lock(&set->mu);
+    int rc = 1;
+    size_t b = id_hash(id);
+    for (id_node *n = set->bucket[b]; n && rc == 1; n = n->next)
+        if (strcmp(n->id, id) == 0)
+            rc = 0;
+    if (rc == 1) {
+        id_node *n = set->ring[set->next];
+        if (n)
+            id_unlink(set, n); /* the oldest id is forgotten */
+        else
+            n = malloc(sizeof(*n));
+        if (n == NULL) {
+            rc = -1;
+        } else {
+            dr_strlcpy(n->id, id, sizeof(n->id));
+            n->slot = set->next;
+            n->next = set->bucket[b];
+            set->bucket[b] = n;
+            set->ring[set->next] = n;
+            set->next = (set->next + 1) % ID_CAP;
+        }
+    }
+    pthread_mutex_unlock(&set->mu);
+    return rc;
+}
+
+/* Releases an id reserved by id_reserve() (its query failed). */
+static void id_release(id_set *set, const char *id)
+{
+    pthread_mutex_lock(&set->mu);
+    for (id_node *n = set->bucket[id_hash(id)]; n; n = n->next) {
+        if (strcmp(n->id, id) == 0) {
+            id_unlink(set, n);
+            set->ring[n->slot] = NULL;
+            free(n);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&set->mu);
+}
+
+static int id_set_init(id_set *set)
+{
+    pthread_mutex_init(&set->mu, NULL);
+    set->bucket = calloc(ID_BUCKETS, sizeof(*set->bucket));
+    set->ring = calloc(ID_CAP, sizeof(*set->ring));
+    return set->bucket && set->ring ? 0 : -1;
+}
+
+static void id_set_free(id_set *set)
+{
+    if (set->ring)
+        for (size_t i = 0; i < ID_CAP; i++)
+            free(set->ring[i]);
+    free(set->ring);
+    free(set->bucket);
+    pthread_mutex_destroy(&set->mu);
+}
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -401,10 +513,31 @@ static void do_query(dynrag_server *s, dr_http_exchange *x, bool route_only)
         x->status = st;
         return;
     }
+    bool reserved = false;
+    if (!route_only && req.id) {
+        int ir = id_reserve(&s->ids, req.id);
+        if (ir == 0) {
+            dr_http_error_set(&x->err, 409, "invalid_request_error", "duplicate_query_id", "id",
+                              "\"id\": query id '%s' was already used on this server", req.id);
+            x->status = 409;
+            goto cleanup;
+        }
+        if (ir < 0) {
+            no_memory(x);
+            goto cleanup;
+        }
+        reserved = true;
+    }
     dynrag_result *r = run_query(s, x, req.query, req.id, route_only, &req.budget);
-    if (r)
+    if (r) {
         reply_json(x, record_of(r));
+        if (!route_only)
+            dr_strlcpy(x->query_id, dynrag_result_id(r), sizeof(x->query_id));
+    } else if (reserved) {
+        id_release(&s->ids, req.id);
+    }
     dynrag_result_free(r);
+cleanup:
     dr_query_req_free(&req);
 }
 
@@ -504,6 +637,7 @@ static void do_chat(dynrag_server *s, dr_http_exchange *x)
     } else {
         x->body_out = dr_chat_completion_json(&rep);
     }
+    dr_strlcpy(x->query_id, dynrag_result_id(r), sizeof(x->query_id));
     if (x->body_out == NULL || extra == NULL || id == NULL) {
         free(x->body_out);
         x->body_out = NULL;
@@ -518,6 +652,43 @@ static void do_chat(dynrag_server *s, dr_http_exchange *x)
     dr_chat_req_free(&req);
 }
 
+/* One OpenAI model object: the served pipeline. */
+static cJSON *model_object(const dynrag_server *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", dynrag_pipeline_name(s->p));
+    cJSON_AddStringToObject(o, "object", "model");
+    cJSON_AddNumberToObject(o, "created", (double)s->start_unix);
+    cJSON_AddStringToObject(o, "owned_by", "dynrag");
+    return o;
+}
+
+/* GET /v1/models: OpenAI's list format, one model per served pipeline. */
+static void do_models(dynrag_server *s, dr_http_exchange *x)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    cJSON_AddItemToArray(data, model_object(s));
+    reply_json(x, o);
+}
+
+/* GET /v1/models/{id}: the model, or 404 for another id. */
+static void do_model(dynrag_server *s, dr_http_exchange *x)
+{
+    const char *id = x->url ? x->url + strlen("/v1/models/") : "";
+    size_t n = strcspn(id, "?");
+    const char *name = dynrag_pipeline_name(s->p);
+    if (strlen(name) != n || memcmp(name, id, n) != 0) {
+        dr_http_error_set(&x->err, 404, "invalid_request_error", "model_not_found", "model",
+                          "The model '%.*s' does not exist: this server serves '%s'",
+                          (int)DR_MIN(n, 200), id, name);
+        x->status = 404;
+        return;
+    }
+    reply_json(x, model_object(s));
+}
+
 static void handle(void *user, dr_http_exchange *x)
 {
     dynrag_server *s = user;
@@ -529,6 +700,8 @@ static void handle(void *user, dr_http_exchange *x)
     case DR_EP_ROUTE: do_query(s, x, true); break;
     case DR_EP_FEEDBACK: do_feedback(s, x); break;
     case DR_EP_CHAT: do_chat(s, x); break;
+    case DR_EP_MODELS: do_models(s, x); break;
+    case DR_EP_MODEL: do_model(s, x); break;
     default:
         dr_http_error_set(&x->err, 404, "invalid_request_error", "not_found", NULL,
                           "no such endpoint");
@@ -553,6 +726,9 @@ int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *
         return dr_err_set(err, DYNRAG_ERR_INVALID, "threads %d: expected 1 to 1024", o.threads);
     if (o.timeout_ms < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "timeout %d ms: must be positive", o.timeout_ms);
+    if (o.drain_timeout_ms < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "drain timeout %d ms: must be positive",
+                          o.drain_timeout_ms);
     dynrag_server *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -565,9 +741,13 @@ int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *
     s->max_connections = o.max_connections ? o.max_connections : 1000;
     s->host = dr_strdup(o.host ? o.host : "127.0.0.1");
     s->api_key = o.api_key && *o.api_key ? dr_strdup(o.api_key) : NULL;
+    s->drain_ms = o.drain_timeout_ms ? o.drain_timeout_ms : 10000;
+    s->cors_origin = o.cors_origin && *o.cors_origin ? dr_strdup(o.cors_origin) : NULL;
     s->m = dr_metrics_create();
+    int ids_rc = id_set_init(&s->ids);
     int rc = DYNRAG_OK;
-    if (s->host == NULL || s->m == NULL || (o.api_key && *o.api_key && s->api_key == NULL)) {
+    if (s->host == NULL || s->m == NULL || (o.api_key && *o.api_key && s->api_key == NULL) ||
+        (o.cors_origin && *o.cors_origin && s->cors_origin == NULL) || ids_rc != 0) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -602,10 +782,12 @@ int dynrag_server_start(dynrag_server *s, dynrag_error *err)
     c.max_body = s->max_body;
     c.timeout_ms = s->timeout_ms;
     c.max_connections = s->max_connections;
+    c.cors_origin = s->cors_origin;
     c.handler = handle;
     c.user = s;
     c.metrics = s->m;
     s->start_us = dr_now_us();
+    s->start_unix = (int64_t)time(NULL);
     int rc = dr_httpd_start(&c, &s->h, err);
     if (rc != DYNRAG_OK)
         return rc;
@@ -669,7 +851,7 @@ int dynrag_server_stop(dynrag_server *s, dynrag_error *err)
         return DYNRAG_OK;
     s->stopped = true;
     if (s->h) {
-        dr_httpd_stop(s->h, s->timeout_ms + 1000);
+        dr_httpd_stop(s->h, s->drain_ms);
         s->h = NULL;
         dr_log(DYNRAG_LOG_INFO, MOD, "stopped; saving router state");
     }
@@ -692,7 +874,9 @@ void dynrag_server_free(dynrag_server *s)
         close(s->wake[0]);
     if (s->wake[1] >= 0)
         close(s->wake[1]);
+    id_set_free(&s->ids);
     free(s->host);
     free(s->api_key);
+    free(s->cors_origin);
     free(s);
 }
