@@ -183,7 +183,7 @@ static int cmd_search(int argc, char **argv)
     }
     /* Warm-up: one pass over the queries (page cache, per-thread handles). */
     for (size_t i = 0; i < sh.n_queries && i < 200; i++) {
-        dynrag_search_options so = {DYNRAG_SEARCH_BM25, (int)k, 0, 0, 0, 0, 0, 0, 0};
+        dynrag_search_options so = {.mode = DYNRAG_SEARCH_BM25, .k = (int)k};
         dynrag_hits h;
         dynrag_index_search(sh.idx, sh.queries[i], &so, &h, NULL);
         dynrag_hits_free(&h);

@@ -103,6 +103,19 @@ typedef struct dynrag_search_options {
     double w_dense;
     int depth;         /* hybrid: candidates taken from each side (0 = max(k, 100)) */
     int nprobe;        /* IVF indexes: lists probed (0 = FAISS default) */
+    /* Document level: at most one hit per document, its best chunk (a
+     * document scores as its best chunk); k counts documents. The chunk
+     * ranking is searched deeper (3k chunks, doubled until k documents are
+     * found, the ranking runs out, or 10,000 chunks) as `dynrag retrieve
+     * --queries` always did. */
+    bool per_document;
+    /* Hits carry chunk_id, doc_id and score only: title and text are NULL,
+     * start and end 0, and no chunk or document text is read (what a run
+     * file needs). The documents come from a chunk -> document map kept in
+     * memory, read once from index.db at the generation the BM25 engine
+     * was loaded from; when index.db has moved on since, each hit's
+     * document is read from index.db as without ids_only. */
+    bool ids_only;
 } dynrag_search_options;
 
 typedef struct dynrag_hit {

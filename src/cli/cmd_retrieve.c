@@ -12,7 +12,7 @@
 #include <time.h>
 
 #define CMD "retrieve"
-#define MAX_CHUNKS 10000
+#define MAX_CHUNKS 10000 /* --depth bound (the library's) */
 
 static double now_ms(void)
 {
@@ -63,47 +63,23 @@ static void print_hits(const dynrag_hits *h, bool json)
         printf("no hits\n");
 }
 
-/* Document-level ranking: a document scores as its best chunk. Searches
- * deeper until k distinct documents are found or the index runs out. */
+/* Document-level ranking (a document scores as its best chunk) of one
+ * query, written as run-file lines: ids only, no chunk text is read. */
 static int doc_level(dynrag_index *idx, const char *q, dynrag_search_options opt, int k,
                      const char *qid, const char *tag, FILE *out, dynrag_error *err)
 {
-    int want = k * 3;
-    for (;;) {
-        if (want > MAX_CHUNKS)
-            want = MAX_CHUNKS;
-        opt.k = want;
-        if (opt.mode == DYNRAG_SEARCH_HYBRID && opt.depth < want)
-            opt.depth = want;
-        dynrag_hits h;
-        int rc = dynrag_index_search(idx, q, &opt, &h, err);
-        if (rc != DYNRAG_OK)
-            return rc;
-        int distinct = 0;
-        for (size_t i = 0; i < h.n && distinct < k; i++) {
-            bool seen = false;
-            for (size_t j = 0; j < i && !seen; j++)
-                seen = strcmp(h.hits[j].doc_id, h.hits[i].doc_id) == 0;
-            if (!seen)
-                distinct++;
-        }
-        if (distinct < k && h.n == (size_t)want && want < MAX_CHUNKS) {
-            dynrag_hits_free(&h);
-            want *= 2;
-            continue;
-        }
-        int rank = 0;
-        for (size_t i = 0; i < h.n && rank < k; i++) {
-            bool seen = false;
-            for (size_t j = 0; j < i && !seen; j++)
-                seen = strcmp(h.hits[j].doc_id, h.hits[i].doc_id) == 0;
-            if (!seen)
-                fprintf(out, "%s Q0 %s %d %.6f %s\n", qid, h.hits[i].doc_id, ++rank,
-                        h.hits[i].score, tag);
-        }
-        dynrag_hits_free(&h);
-        return DYNRAG_OK;
-    }
+    opt.k = k;
+    opt.per_document = true;
+    opt.ids_only = true;
+    dynrag_hits h;
+    int rc = dynrag_index_search(idx, q, &opt, &h, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    for (size_t i = 0; i < h.n; i++)
+        fprintf(out, "%s Q0 %s %zu %.6f %s\n", qid, h.hits[i].doc_id, i + 1, h.hits[i].score,
+                tag);
+    dynrag_hits_free(&h);
+    return DYNRAG_OK;
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -37,6 +37,11 @@ struct dynrag_index {
     size_t n_all, cap_all;
     struct dr_conn **idle;
     size_t n_idle;
+    /* The chunk -> document map (ids_only and per_document searches),
+     * built on first use; map_tried set once that was attempted. */
+    pthread_mutex_t map_lock;
+    struct dr_docmap *map;
+    bool map_tried;
 };
 
 /* A pooled read connection and the statement every search runs on it,
@@ -44,6 +49,7 @@ struct dynrag_index {
 typedef struct dr_conn {
     sqlite3 *db;
     sqlite3_stmt *hit; /* a chunk with its document, by chunk id */
+    sqlite3_stmt *doc; /* a chunk's document row and id (prepared on first use) */
 } dr_conn;
 
 static void conn_free(dr_conn *c)
@@ -51,6 +57,7 @@ static void conn_free(dr_conn *c)
     if (c == NULL)
         return;
     sqlite3_finalize(c->hit);
+    sqlite3_finalize(c->doc);
     sqlite3_close(c->db);
     free(c);
 }
@@ -139,6 +146,187 @@ static void conn_release(dynrag_index *idx, dr_conn *c)
     pthread_mutex_unlock(&idx->pool_lock);
 }
 
+/* ---- the chunk -> document map ----------------------------------------------------- */
+
+#define DOC_NONE UINT32_MAX
+
+/* Every chunk's document, read once from index.db at the generation the
+ * BM25 engine reflects, so that a hit's document id is known without a
+ * SQLite read (a run file needs nothing else). */
+typedef struct dr_docmap {
+    size_t n_chunks;
+    int64_t *chunk_id; /* ascending */
+    uint32_t *doc;     /* index into doc_off; DOC_NONE: the chunk's document is missing */
+    size_t n_docs;
+    size_t *doc_off;   /* document i's id is names + doc_off[i], NUL-terminated */
+    char *names;
+} dr_docmap;
+
+static void docmap_free(dr_docmap *m)
+{
+    if (m == NULL)
+        return;
+    free(m->chunk_id);
+    free(m->doc);
+    free(m->doc_off);
+    free(m->names);
+    free(m);
+}
+
+/* The document index of chunk id in m, DOC_NONE when the chunk is unknown. */
+static uint32_t docmap_find(const dr_docmap *m, int64_t id)
+{
+    size_t lo = 0, hi = m->n_chunks;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->chunk_id[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < m->n_chunks && m->chunk_id[lo] == id ? m->doc[lo] : DOC_NONE;
+}
+
+/* Grows *p (elements of size sz, capacity *cap) to hold n + 1. */
+static int grow(void **p, size_t *cap, size_t n, size_t sz)
+{
+    if (n < *cap)
+        return DYNRAG_OK;
+    size_t c = *cap ? *cap * 2 : 1024;
+    if (c > SIZE_MAX / sz)
+        return DYNRAG_ERR_NOMEM;
+    void *q = realloc(*p, c * sz);
+    if (q == NULL)
+        return DYNRAG_ERR_NOMEM;
+    *p = q;
+    *cap = c;
+    return DYNRAG_OK;
+}
+
+/* Reads the map from db (one read transaction) when index.db's generation
+ * is gen; *out stays NULL when it is not (the map would not describe the
+ * engine's chunks). Rows are checked: document rows ascending with an id,
+ * chunk rows ascending; a chunk whose document row is missing maps to
+ * DOC_NONE (its hits are dropped, as the joined read drops them). */
+static int docmap_build(sqlite3 *db, int64_t gen, dr_docmap **out, dynrag_error *err)
+{
+    *out = NULL;
+    dr_docmap *m = calloc(1, sizeof(*m));
+    int64_t *rowid = NULL;
+    size_t cap_rowid = 0, cap_off = 0, cap_names = 0, used_names = 0, cap_chunks = 0,
+           cap_doc = 0;
+    sqlite3_stmt *st = NULL;
+    long long now = 0;
+    int s = SQLITE_DONE;
+    if (m == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    int rc = dr_store_exec(db, "BEGIN", err);
+    if (rc != DYNRAG_OK) {
+        free(m);
+        return rc;
+    }
+    rc = dr_meta_get_ll(db, "generation", 0, &now, err);
+    if (rc != DYNRAG_OK || now != gen)
+        goto cleanup;
+    if (sqlite3_prepare_v2(db, "SELECT id, doc_id FROM docs ORDER BY id", -1, &st, NULL) !=
+        SQLITE_OK)
+        goto db_error;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
+        if (name == NULL || (m->n_docs > 0 && id <= rowid[m->n_docs - 1]) ||
+            m->n_docs >= DOC_NONE - 1) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "index.db: docs row %" PRId64
+                            " has no doc_id or is out of order", id);
+            goto cleanup;
+        }
+        if (grow((void **)&rowid, &cap_rowid, m->n_docs, sizeof(*rowid)) != DYNRAG_OK ||
+            grow((void **)&m->doc_off, &cap_off, m->n_docs, sizeof(*m->doc_off)) != DYNRAG_OK)
+            goto no_memory;
+        while (cap_names - used_names < len + 1) {
+            if (grow((void **)&m->names, &cap_names, cap_names, 1) != DYNRAG_OK)
+                goto no_memory;
+        }
+        memcpy(m->names + used_names, name, len);
+        m->names[used_names + len] = '\0';
+        rowid[m->n_docs] = id;
+        m->doc_off[m->n_docs++] = used_names;
+        used_names += len + 1;
+    }
+    if (s != SQLITE_DONE)
+        goto db_error;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT id, doc FROM chunks ORDER BY id", -1, &st, NULL) !=
+        SQLITE_OK)
+        goto db_error;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        int64_t doc = sqlite3_column_int64(st, 1);
+        if (m->n_chunks > 0 && id <= m->chunk_id[m->n_chunks - 1]) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                            "index.db: chunks row %" PRId64 " is out of order", id);
+            goto cleanup;
+        }
+        if (grow((void **)&m->chunk_id, &cap_chunks, m->n_chunks, sizeof(*m->chunk_id)) !=
+                DYNRAG_OK ||
+            grow((void **)&m->doc, &cap_doc, m->n_chunks, sizeof(*m->doc)) != DYNRAG_OK)
+            goto no_memory;
+        size_t lo = 0, hi = m->n_docs;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (rowid[mid] < doc)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        m->chunk_id[m->n_chunks] = id;
+        m->doc[m->n_chunks++] = lo < m->n_docs && rowid[lo] == doc ? (uint32_t)lo : DOC_NONE;
+    }
+    if (s != SQLITE_DONE)
+        goto db_error;
+    *out = m;
+    m = NULL;
+    goto cleanup;
+db_error:
+    rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading the chunk -> document map: %s",
+                    sqlite3_errmsg(db));
+    goto cleanup;
+no_memory:
+    rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+cleanup:
+    sqlite3_finalize(st);
+    (void)dr_store_exec(db, "COMMIT", NULL);
+    free(rowid);
+    docmap_free(m);
+    return rc;
+}
+
+/* The index's map, built on first call with db (a pooled connection);
+ * NULL when it cannot be used (index.db is at another generation than the
+ * BM25 engine, or reading it failed: logged, and the searches read each
+ * hit's document from index.db instead). */
+static const dr_docmap *docmap_get(dynrag_index *idx, sqlite3 *db)
+{
+    pthread_mutex_lock(&idx->map_lock);
+    if (!idx->map_tried) {
+        idx->map_tried = true;
+        dr_bm25_info bi;
+        dr_bm25_get_info(idx->bm25, &bi);
+        dynrag_error e;
+        dynrag_error_clear(&e);
+        if (docmap_build(db, bi.generation, &idx->map, &e) != DYNRAG_OK)
+            dr_log(DYNRAG_LOG_WARN, "index", "no chunk -> document map: %s", dynrag_errmsg(&e));
+        else if (idx->map == NULL)
+            dr_log(DYNRAG_LOG_INFO, "index",
+                   "index.db changed since it was opened: hits read their document from it");
+    }
+    const dr_docmap *m = idx->map;
+    pthread_mutex_unlock(&idx->map_lock);
+    return m;
+}
+
 /* ---- open and close ------------------------------------------------------------- */
 
 void dynrag_index_close(dynrag_index *idx)
@@ -150,6 +338,8 @@ void dynrag_index_close(dynrag_index *idx)
     free(idx->all);
     free(idx->idle);
     pthread_mutex_destroy(&idx->pool_lock);
+    docmap_free(idx->map);
+    pthread_mutex_destroy(&idx->map_lock);
     dr_vec_free(idx->vec);
     dr_bm25_free(idx->bm25);
     dr_embedder_free(idx->emb);
@@ -249,6 +439,7 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     if (idx == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&idx->pool_lock, NULL);
+    pthread_mutex_init(&idx->map_lock, NULL);
     int rc = DYNRAG_OK;
     idx->dir = dr_strdup(dir);
     idx->db_path = dr_asprintf("%s/index.db", dir);
@@ -476,6 +667,205 @@ void dynrag_hits_free(dynrag_hits *hits)
     memset(hits, 0, sizeof(*hits));
 }
 
+/* The BM25 and fusion parameters of one search, defaults applied. */
+typedef struct params {
+    double k1, b, rrf_k, wb, wd;
+} params;
+
+/* The chunk ranking of one search: *ranked points into one of the lists. */
+typedef struct ranking {
+    dr_scored *lb, *ld, *fused;
+    const dr_scored *ranked;
+    size_t n;
+} ranking;
+
+static void ranking_free(ranking *r)
+{
+    free(r->lb);
+    free(r->ld);
+    free(r->fused);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Ranks the chunks for query in opt->mode: the top k (hybrid: the fusion
+ * of each side's top `depth`, depth >= k). Adds the time spent in each part
+ * to out's timings. */
+static int rank_chunks(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
+                       const params *p, size_t k, size_t depth, ranking *r, dynrag_hits *out,
+                       dynrag_error *err)
+{
+    bool use_bm25 = opt->mode != DYNRAG_SEARCH_DENSE;
+    bool use_dense = opt->mode != DYNRAG_SEARCH_BM25;
+    if (opt->mode != DYNRAG_SEARCH_HYBRID)
+        depth = k;
+    size_t nb = 0, nd = 0;
+    memset(r, 0, sizeof(*r));
+    r->lb = calloc(depth, sizeof(*r->lb));
+    r->ld = calloc(depth, sizeof(*r->ld));
+    r->fused = calloc(2 * depth, sizeof(*r->fused));
+    if (r->lb == NULL || r->ld == NULL || r->fused == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    if (use_bm25) {
+        int64_t t = dr_now_us();
+        int rc = bm25_search(idx, query, p->k1, p->b, depth, r->lb, &nb, err);
+        out->bm25_us += (double)(dr_now_us() - t);
+        if (rc != DYNRAG_OK)
+            return rc;
+    }
+    if (use_dense) {
+        int64_t t = dr_now_us();
+        int rc = dense_search(idx, query, depth, opt->nprobe, r->ld, &nd, err);
+        out->dense_us += (double)(dr_now_us() - t);
+        if (rc != DYNRAG_OK)
+            return rc;
+    }
+    if (opt->mode == DYNRAG_SEARCH_HYBRID) {
+        r->n = rrf_fuse(r->lb, nb, p->wb, r->ld, nd, p->wd, p->rrf_k, r->fused);
+        r->ranked = r->fused;
+    } else if (use_bm25) {
+        r->ranked = r->lb;
+        r->n = nb;
+    } else {
+        r->ranked = r->ld;
+        r->n = nd;
+    }
+    return DYNRAG_OK;
+}
+
+/* Finds chunk id's document: *key (equal for the chunks of one document)
+ * and *doc_id (NULL when the chunk or its document is gone). From the map
+ * when there is one, else read with conn (inside the caller's transaction);
+ * a string read from index.db is copied to *owned (caller frees). */
+static int chunk_doc(dr_conn *conn, const dr_docmap *m, int64_t id, int64_t *key,
+                     const char **doc_id, char **owned, dynrag_error *err)
+{
+    *doc_id = NULL;
+    *owned = NULL;
+    if (m) {
+        uint32_t d = docmap_find(m, id);
+        if (d != DOC_NONE) {
+            *key = d;
+            *doc_id = m->names + m->doc_off[d];
+        }
+        return DYNRAG_OK;
+    }
+    if (conn->doc == NULL &&
+        sqlite3_prepare_v3(conn->db,
+                           "SELECT c.doc, d.doc_id FROM chunks c JOIN docs d ON d.id = c.doc"
+                           " WHERE c.id = ?1",
+                           -1, SQLITE_PREPARE_PERSISTENT, &conn->doc, NULL) != SQLITE_OK)
+        return dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(conn->db));
+    sqlite3_bind_int64(conn->doc, 1, id);
+    int s = sqlite3_step(conn->doc);
+    int rc = DYNRAG_OK;
+    if (s == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(conn->doc, 1);
+        *key = sqlite3_column_int64(conn->doc, 0);
+        *owned = dr_strdup(t ? t : "");
+        *doc_id = *owned;
+        if (*owned == NULL)
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    } else if (s != SQLITE_DONE) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading a chunk's document: %s",
+                        sqlite3_errmsg(conn->db));
+    }
+    sqlite3_reset(conn->doc);
+    return rc;
+}
+
+/* A set of document keys (open addressing; capacity a power of two at
+ * least twice the number of keys it will hold). */
+typedef struct keyset {
+    int64_t *keys;
+    unsigned char *used;
+    size_t mask;
+} keyset;
+
+static int keyset_init(keyset *s, size_t max_keys)
+{
+    size_t cap = 16;
+    while (cap < 2 * max_keys)
+        cap *= 2;
+    s->keys = malloc(cap * sizeof(*s->keys));
+    s->used = calloc(cap, 1);
+    s->mask = cap - 1;
+    return s->keys && s->used ? DYNRAG_OK : DYNRAG_ERR_NOMEM;
+}
+
+/* Adds key; false when it was already there. */
+static bool keyset_add(keyset *s, int64_t key)
+{
+    size_t i = (size_t)dr_hash64(&key, sizeof(key), 0) & s->mask;
+    while (s->used[i]) {
+        if (s->keys[i] == key)
+            return false;
+        i = (i + 1) & s->mask;
+    }
+    s->used[i] = 1;
+    s->keys[i] = key;
+    return true;
+}
+
+static void keyset_free(keyset *s)
+{
+    free(s->keys);
+    free(s->used);
+    memset(s, 0, sizeof(*s));
+}
+
+/* A chunk chosen for a document-level hit. */
+typedef struct chosen {
+    int64_t id;
+    double score;
+    const char *doc_id; /* borrowed from the map, or == owned */
+    char *owned;
+} chosen;
+
+/* Document level: the first chunk of each document in r, in rank order,
+ * at most k documents, looking at the first `want` chunks that still exist.
+ * *n_found counts those chunks. */
+static int collapse(dr_conn *conn, const dr_docmap *m, const ranking *r, size_t want, size_t k,
+                    chosen *sel, size_t *n_sel, size_t *n_found, dynrag_error *err)
+{
+    keyset seen;
+    memset(&seen, 0, sizeof(seen));
+    *n_sel = *n_found = 0;
+    if (keyset_init(&seen, k) != DYNRAG_OK) {
+        keyset_free(&seen);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    int rc = DYNRAG_OK;
+    for (size_t i = 0; i < r->n && *n_found < want && *n_sel < k; i++) {
+        int64_t key = 0;
+        const char *doc_id = NULL;
+        char *owned = NULL;
+        rc = chunk_doc(conn, m, r->ranked[i].id, &key, &doc_id, &owned, err);
+        if (rc != DYNRAG_OK)
+            break;
+        if (doc_id == NULL)
+            continue;
+        (*n_found)++;
+        if (!keyset_add(&seen, key)) {
+            free(owned);
+            continue;
+        }
+        sel[(*n_sel)++] = (chosen){r->ranked[i].id, r->ranked[i].score, doc_id, owned};
+    }
+    keyset_free(&seen);
+    return rc;
+}
+
+/* An ids_only hit. */
+static int ids_hit(int64_t id, double score, const char *doc_id, dynrag_hit *h,
+                   dynrag_error *err)
+{
+    memset(h, 0, sizeof(*h));
+    h->chunk_id = id;
+    h->score = score;
+    h->doc_id = dr_strdup(doc_id);
+    return h->doc_id ? DYNRAG_OK : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+}
+
 int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
                         dynrag_hits *out, dynrag_error *err)
 {
@@ -484,98 +874,103 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: missing index, query or options");
     int64_t t0 = dr_now_us();
     int k = opt->k ? opt->k : 10;
-    double k1 = opt->k1 ? opt->k1 : 0.9, b = opt->b ? opt->b : 0.4;
-    double rrf_k = opt->rrf_k ? opt->rrf_k : 60;
-    double wb = opt->w_bm25, wd = opt->w_dense;
-    if (wb == 0 && wd == 0)
-        wb = wd = 1;
+    params p = {opt->k1 ? opt->k1 : 0.9, opt->b ? opt->b : 0.4, opt->rrf_k ? opt->rrf_k : 60,
+                opt->w_bm25, opt->w_dense};
+    if (p.wb == 0 && p.wd == 0)
+        p.wb = p.wd = 1;
     if (k < 1 || k > MAX_K)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: k must be 1 to %d, got %d", MAX_K, k);
-    if (!(k1 >= 0 && k1 <= 100) || !(b >= 0 && b <= 1) || !(rrf_k > 0) || !(wb >= 0) ||
-        !(wd >= 0) || opt->depth < 0 || opt->depth > MAX_K || opt->nprobe < 0)
+    if (!(p.k1 >= 0 && p.k1 <= 100) || !(p.b >= 0 && p.b <= 1) || !(p.rrf_k > 0) ||
+        !(p.wb >= 0) || !(p.wd >= 0) || opt->depth < 0 || opt->depth > MAX_K || opt->nprobe < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "search: bad option (k1 %g, b %g, rrf_k %g, weights %g/%g, depth %d, "
-                          "nprobe %d)", k1, b, rrf_k, wb, wd, opt->depth, opt->nprobe);
+                          "nprobe %d)", p.k1, p.b, p.rrf_k, p.wb, p.wd, opt->depth, opt->nprobe);
     if (opt->mode != DYNRAG_SEARCH_BM25 && opt->mode != DYNRAG_SEARCH_DENSE &&
         opt->mode != DYNRAG_SEARCH_HYBRID)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: unknown mode %d", (int)opt->mode);
-    bool use_bm25 = opt->mode != DYNRAG_SEARCH_DENSE;
-    bool use_dense = opt->mode != DYNRAG_SEARCH_BM25;
-    if (use_dense && idx->vec == NULL)
+    if (opt->mode != DYNRAG_SEARCH_BM25 && idx->vec == NULL)
         return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED,
                           "search: mode %s needs a dense part; this index was built with "
                           "--no-dense",
                           dynrag_search_mode_name(opt->mode));
-    size_t depth = (size_t)k;
-    if (opt->mode == DYNRAG_SEARCH_HYBRID)
-        depth = (size_t)DR_MAX(DR_MAX(opt->depth ? opt->depth : 100, k), 1);
-    dr_scored *lb = calloc(depth, sizeof(*lb));
-    dr_scored *ld = calloc(depth, sizeof(*ld));
-    dr_scored *fused = calloc(2 * depth, sizeof(*fused));
+    bool per_doc = opt->per_document, ids_only = opt->ids_only;
+    ranking r;
+    memset(&r, 0, sizeof(r));
+    chosen *sel = NULL;
+    size_t n_sel = 0;
     dr_conn *conn = NULL;
-    size_t nb = 0, nd = 0, nf = 0;
-    int rc = DYNRAG_OK;
-    if (lb == NULL || ld == NULL || fused == NULL) {
+    bool in_txn = false;
+    int rc = conn_acquire(idx, &conn, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    const dr_docmap *map = per_doc || ids_only ? docmap_get(idx, conn->db) : NULL;
+    /* One read transaction for all the reads of hits: one shared lock, not
+     * one per row (each lock is several fcntl/pread calls). None at all
+     * when the map answers everything. */
+    if (!(map && ids_only))
+        in_txn = sqlite3_exec(conn->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    /* Document level searches 3k chunks, then twice as many while fewer
+     * than k documents came out of a full list. */
+    size_t want = per_doc ? DR_MIN((size_t)k * 3, (size_t)MAX_K) : (size_t)k;
+    if (per_doc && (sel = calloc((size_t)k, sizeof(*sel))) == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
-    rc = conn_acquire(idx, &conn, err);
+    for (;;) {
+        size_t depth = DR_MAX((size_t)(opt->depth ? opt->depth : 100), (size_t)k);
+        if (per_doc)
+            depth = DR_MAX((size_t)opt->depth, want);
+        ranking_free(&r);
+        rc = rank_chunks(idx, query, opt, &p, want, depth, &r, out, err);
+        if (rc != DYNRAG_OK || !per_doc)
+            break;
+        for (size_t i = 0; i < n_sel; i++)
+            free(sel[i].owned);
+        size_t found = 0;
+        rc = collapse(conn, map, &r, want, (size_t)k, sel, &n_sel, &found, err);
+        if (rc != DYNRAG_OK || n_sel >= (size_t)k || found < want || want >= MAX_K)
+            break;
+        want = DR_MIN(want * 2, (size_t)MAX_K);
+    }
     if (rc != DYNRAG_OK)
         goto cleanup;
-    if (use_bm25) {
-        int64_t t = dr_now_us();
-        rc = bm25_search(idx, query, k1, b, depth, lb, &nb, err);
-        out->bm25_us = (double)(dr_now_us() - t);
-        if (rc != DYNRAG_OK)
-            goto cleanup;
-    }
-    if (use_dense) {
-        int64_t t = dr_now_us();
-        rc = dense_search(idx, query, depth, opt->nprobe, ld, &nd, err);
-        out->dense_us = (double)(dr_now_us() - t);
-        if (rc != DYNRAG_OK)
-            goto cleanup;
-    }
-    const dr_scored *ranked = fused;
-    if (opt->mode == DYNRAG_SEARCH_HYBRID) {
-        nf = rrf_fuse(lb, nb, wb, ld, nd, wd, rrf_k, fused);
-    } else if (use_bm25) {
-        ranked = lb;
-        nf = nb;
-    } else {
-        ranked = ld;
-        nf = nd;
-    }
-    if (nf > 0) {
-        sqlite3 *db = conn->db;
-        sqlite3_stmt *st = conn->hit;
-        out->hits = calloc(DR_MIN(nf, (size_t)k), sizeof(*out->hits));
+    size_t cand = per_doc ? n_sel : r.n;
+    if (cand > 0) {
+        out->hits = calloc(DR_MIN(cand, (size_t)k), sizeof(*out->hits));
         if (out->hits == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
-        /* One read transaction for all the hits: one shared lock, not one
-         * per row (each lock is several fcntl/pread calls). */
-        bool in_txn = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
-        for (size_t i = 0; i < nf && out->n < (size_t)k; i++) {
-            bool found = false;
-            rc = fill_hit(db, st, ranked[i].id, ranked[i].score, &out->hits[out->n], &found, err);
+    }
+    for (size_t i = 0; i < cand && out->n < (size_t)k && rc == DYNRAG_OK; i++) {
+        int64_t id = per_doc ? sel[i].id : r.ranked[i].id;
+        double score = per_doc ? sel[i].score : r.ranked[i].score;
+        dynrag_hit *h = &out->hits[out->n];
+        bool found = false;
+        if (ids_only) {
+            const char *doc_id = per_doc ? sel[i].doc_id : NULL;
+            char *owned = NULL;
+            int64_t key = 0;
+            if (!per_doc)
+                rc = chunk_doc(conn, map, id, &key, &doc_id, &owned, err);
+            found = rc == DYNRAG_OK && doc_id != NULL;
             if (found)
-                out->n++;
-            if (rc != DYNRAG_OK)
-                break;
+                rc = ids_hit(id, score, doc_id, h, err);
+            free(owned);
+        } else {
+            rc = fill_hit(conn->db, conn->hit, id, score, h, &found, err);
         }
-        sqlite3_reset(st);
-        if (in_txn)
-            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-        if (rc != DYNRAG_OK)
-            goto cleanup;
+        if (found)
+            out->n++;
     }
 cleanup:
+    if (conn && in_txn)
+        sqlite3_exec(conn->db, "COMMIT", NULL, NULL, NULL);
     conn_release(idx, conn);
-    free(lb);
-    free(ld);
-    free(fused);
+    ranking_free(&r);
+    for (size_t i = 0; i < n_sel; i++)
+        free(sel[i].owned);
+    free(sel);
     if (rc != DYNRAG_OK)
         dynrag_hits_free(out);
     out->total_us = (double)(dr_now_us() - t0);
