@@ -203,18 +203,31 @@ static int grow(void **p, size_t *cap, size_t n, size_t sz)
     return DYNRAG_OK;
 }
 
+/* A (row id, value) pair: a document's row and name offset, or a chunk's
+ * id and document row. */
+typedef struct idpair {
+    int64_t id, v;
+} idpair;
+
+static int cmp_idpair(const void *a, const void *b)
+{
+    const idpair *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
 /* Reads the map from db (one read transaction) when index.db's generation
  * is gen; *out stays NULL when it is not (the map would not describe the
- * engine's chunks). Rows are checked: document rows ascending with an id,
- * chunk rows ascending; a chunk whose document row is missing maps to
- * DOC_NONE (its hits are dropped, as the joined read drops them). */
+ * engine's chunks). Both tables are read through their covering indexes
+ * (docs' doc_id UNIQUE, chunks_doc), not their rows with the texts, and
+ * sorted here. A repeated row id is DYNRAG_ERR_FORMAT; a chunk whose
+ * document row is missing maps to DOC_NONE (its hits are dropped, as the
+ * joined read drops them). */
 static int docmap_build(sqlite3 *db, int64_t gen, dr_docmap **out, dynrag_error *err)
 {
     *out = NULL;
     dr_docmap *m = calloc(1, sizeof(*m));
-    int64_t *rowid = NULL;
-    size_t cap_rowid = 0, cap_off = 0, cap_names = 0, used_names = 0, cap_chunks = 0,
-           cap_doc = 0;
+    idpair *docs = NULL, *chunks = NULL;
+    size_t n_docs = 0, n_chunks = 0, cap_docs = 0, cap_chunks = 0, cap_names = 0, used = 0;
     sqlite3_stmt *st = NULL;
     long long now = 0;
     int s = SQLITE_DONE;
@@ -228,64 +241,73 @@ static int docmap_build(sqlite3 *db, int64_t gen, dr_docmap **out, dynrag_error 
     rc = dr_meta_get_ll(db, "generation", 0, &now, err);
     if (rc != DYNRAG_OK || now != gen)
         goto cleanup;
-    if (sqlite3_prepare_v2(db, "SELECT id, doc_id FROM docs ORDER BY id", -1, &st, NULL) !=
-        SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "SELECT id, doc_id FROM docs", -1, &st, NULL) != SQLITE_OK)
         goto db_error;
     while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(st, 0);
         const char *name = (const char *)sqlite3_column_text(st, 1);
         size_t len = (size_t)sqlite3_column_bytes(st, 1);
-        if (name == NULL || (m->n_docs > 0 && id <= rowid[m->n_docs - 1]) ||
-            m->n_docs >= DOC_NONE - 1) {
-            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "index.db: docs row %" PRId64
-                            " has no doc_id or is out of order", id);
+        if (n_docs >= DOC_NONE - 1) {
+            rc = dr_err_set(err, DYNRAG_ERR_LIMIT, "index.db: too many documents for the map");
             goto cleanup;
         }
-        if (grow((void **)&rowid, &cap_rowid, m->n_docs, sizeof(*rowid)) != DYNRAG_OK ||
-            grow((void **)&m->doc_off, &cap_off, m->n_docs, sizeof(*m->doc_off)) != DYNRAG_OK)
+        if (grow((void **)&docs, &cap_docs, n_docs, sizeof(*docs)) != DYNRAG_OK)
             goto no_memory;
-        while (cap_names - used_names < len + 1) {
+        while (cap_names - used < len + 1) {
             if (grow((void **)&m->names, &cap_names, cap_names, 1) != DYNRAG_OK)
                 goto no_memory;
         }
-        memcpy(m->names + used_names, name, len);
-        m->names[used_names + len] = '\0';
-        rowid[m->n_docs] = id;
-        m->doc_off[m->n_docs++] = used_names;
-        used_names += len + 1;
+        if (len > 0)
+            memcpy(m->names + used, name, len);
+        m->names[used + len] = '\0';
+        docs[n_docs++] = (idpair){sqlite3_column_int64(st, 0), (int64_t)used};
+        used += len + 1;
     }
     if (s != SQLITE_DONE)
         goto db_error;
     sqlite3_finalize(st);
     st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT id, doc FROM chunks ORDER BY id", -1, &st, NULL) !=
-        SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "SELECT id, doc FROM chunks", -1, &st, NULL) != SQLITE_OK)
         goto db_error;
     while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(st, 0);
-        int64_t doc = sqlite3_column_int64(st, 1);
-        if (m->n_chunks > 0 && id <= m->chunk_id[m->n_chunks - 1]) {
-            rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
-                            "index.db: chunks row %" PRId64 " is out of order", id);
+        if (grow((void **)&chunks, &cap_chunks, n_chunks, sizeof(*chunks)) != DYNRAG_OK)
+            goto no_memory;
+        chunks[n_chunks++] =
+            (idpair){sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)};
+    }
+    if (s != SQLITE_DONE)
+        goto db_error;
+    if (n_docs > 0)
+        qsort(docs, n_docs, sizeof(*docs), cmp_idpair);
+    if (n_chunks > 0)
+        qsort(chunks, n_chunks, sizeof(*chunks), cmp_idpair);
+    for (size_t i = 1; i < n_docs || i < n_chunks; i++) {
+        if ((i < n_docs && docs[i].id == docs[i - 1].id) ||
+            (i < n_chunks && chunks[i].id == chunks[i - 1].id)) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "index.db: a repeated row id");
             goto cleanup;
         }
-        if (grow((void **)&m->chunk_id, &cap_chunks, m->n_chunks, sizeof(*m->chunk_id)) !=
-                DYNRAG_OK ||
-            grow((void **)&m->doc, &cap_doc, m->n_chunks, sizeof(*m->doc)) != DYNRAG_OK)
-            goto no_memory;
-        size_t lo = 0, hi = m->n_docs;
+    }
+    m->n_docs = n_docs;
+    m->n_chunks = n_chunks;
+    m->doc_off = malloc(DR_MAX(n_docs, 1) * sizeof(*m->doc_off));
+    m->chunk_id = malloc(DR_MAX(n_chunks, 1) * sizeof(*m->chunk_id));
+    m->doc = malloc(DR_MAX(n_chunks, 1) * sizeof(*m->doc));
+    if (m->doc_off == NULL || m->chunk_id == NULL || m->doc == NULL)
+        goto no_memory;
+    for (size_t i = 0; i < n_docs; i++)
+        m->doc_off[i] = (size_t)docs[i].v;
+    for (size_t i = 0; i < n_chunks; i++) {
+        size_t lo = 0, hi = n_docs;
         while (lo < hi) {
             size_t mid = lo + (hi - lo) / 2;
-            if (rowid[mid] < doc)
+            if (docs[mid].id < chunks[i].v)
                 lo = mid + 1;
             else
                 hi = mid;
         }
-        m->chunk_id[m->n_chunks] = id;
-        m->doc[m->n_chunks++] = lo < m->n_docs && rowid[lo] == doc ? (uint32_t)lo : DOC_NONE;
+        m->chunk_id[i] = chunks[i].id;
+        m->doc[i] = lo < n_docs && docs[lo].id == chunks[i].v ? (uint32_t)lo : DOC_NONE;
     }
-    if (s != SQLITE_DONE)
-        goto db_error;
     *out = m;
     m = NULL;
     goto cleanup;
@@ -298,7 +320,8 @@ no_memory:
 cleanup:
     sqlite3_finalize(st);
     (void)dr_store_exec(db, "COMMIT", NULL);
-    free(rowid);
+    free(docs);
+    free(chunks);
     docmap_free(m);
     return rc;
 }
