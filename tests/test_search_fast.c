@@ -145,6 +145,23 @@ static void check_equivalence(dynrag_index *idx, dr_rng *rng, int n_queries, boo
         bool ok = rc1 == DYNRAG_OK && rc2 == DYNRAG_OK && hits_sig(&h1, false, &full) &&
                   hits_sig(&h2, true, &got) &&
                   strcmp(full.data ? full.data : "", got.data ? got.data : "") == 0;
+        /* a full hit's title is its document's, its text the document's
+         * text[start, end) */
+        for (size_t i = 0; ok && i < h1.n; i++) {
+            const dynrag_hit *x = &h1.hits[i];
+            char *title = NULL, *text = NULL;
+            ok = dynrag_index_document(idx, x->doc_id, &title, &text, &err) == DYNRAG_OK &&
+                 strcmp(title, x->title) == 0 && x->start >= 0 && x->start <= x->end &&
+                 (size_t)x->end <= strlen(text) &&
+                 strlen(x->text) == (size_t)(x->end - x->start) &&
+                 memcmp(text + x->start, x->text, (size_t)(x->end - x->start)) == 0;
+            if (!ok)
+                test_fail_(__FILE__, __LINE__, "hit %s/%lld: title '%s' text '%s' [%lld,%lld)",
+                           x->doc_id, (long long)x->chunk_id, x->title, x->text,
+                           (long long)x->start, (long long)x->end);
+            free(title);
+            free(text);
+        }
         dynrag_hits_free(&h1);
         dynrag_hits_free(&h2);
         if (!ok) {

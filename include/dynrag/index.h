@@ -110,11 +110,12 @@ typedef struct dynrag_search_options {
      * --queries` always did. */
     bool per_document;
     /* Hits carry chunk_id, doc_id and score only: title and text are NULL,
-     * start and end 0, and no chunk or document text is read (what a run
-     * file needs). The documents come from a chunk -> document map kept in
-     * memory, read once from index.db at the generation the BM25 engine
-     * was loaded from; when index.db has moved on since, each hit's
-     * document is read from index.db as without ids_only. */
+     * start and end 0, and nothing is read from index.db (what a run file
+     * needs). Every search finds a chunk's document in a chunk -> document
+     * map kept in memory, read from index.db by the handle's first search
+     * at the generation the BM25 engine was loaded from (a full hit then
+     * reads one chunks row); when index.db has moved on by then, each
+     * hit's document is read from index.db instead. */
     bool ids_only;
 } dynrag_search_options;
 
