@@ -163,6 +163,9 @@ typedef struct dr_docmap {
     size_t n_chunks;
     int64_t *chunk_id; /* ascending */
     uint32_t *doc;     /* index into doc_off; DOC_NONE: the chunk's document is missing */
+    uint32_t *by_id;   /* when chunk ids are dense: by_id[id] = doc[i] of chunk id, for
+                        * ids 0..max_id (DOC_NONE for ids without a chunk); else NULL */
+    int64_t max_id;
     size_t n_docs;
     size_t *doc_off;   /* document i's id is names + doc_off[i], NUL-terminated */
     char *names;
@@ -174,6 +177,7 @@ static void docmap_free(dr_docmap *m)
         return;
     free(m->chunk_id);
     free(m->doc);
+    free(m->by_id);
     free(m->doc_off);
     free(m->names);
     free(m);
@@ -182,6 +186,8 @@ static void docmap_free(dr_docmap *m)
 /* The document index of chunk id in m, DOC_NONE when the chunk is unknown. */
 static uint32_t docmap_find(const dr_docmap *m, int64_t id)
 {
+    if (m->by_id)
+        return id >= 0 && id <= m->max_id ? m->by_id[id] : DOC_NONE;
     size_t lo = 0, hi = m->n_chunks;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -313,6 +319,19 @@ static int docmap_build(sqlite3 *db, int64_t gen, dr_docmap **out, dynrag_error 
         }
         m->chunk_id[i] = chunks[i].id;
         m->doc[i] = lo < n_docs && docs[lo].id == chunks[i].v ? (uint32_t)lo : DOC_NONE;
+    }
+    /* Chunk ids are handed out in order and never reused: unless many were
+     * deleted, a table indexed by id is small and one memory access. */
+    if (n_chunks > 0 && chunks[0].id >= 0 &&
+        chunks[n_chunks - 1].id < (int64_t)(4 * n_chunks + 1024)) {
+        m->max_id = chunks[n_chunks - 1].id;
+        m->by_id = malloc(((size_t)m->max_id + 1) * sizeof(*m->by_id));
+        if (m->by_id == NULL)
+            goto no_memory;
+        for (int64_t i = 0; i <= m->max_id; i++)
+            m->by_id[i] = DOC_NONE;
+        for (size_t i = 0; i < n_chunks; i++)
+            m->by_id[m->chunk_id[i]] = m->doc[i];
     }
     *out = m;
     m = NULL;
