@@ -37,8 +37,8 @@ struct dynrag_index {
     size_t n_all, cap_all;
     struct dr_conn **idle;
     size_t n_idle;
-    /* The chunk -> document map (ids_only and per_document searches),
-     * built on first use; map_tried set once that was attempted. */
+    /* The chunk -> document map every search uses when it could be built
+     * (by the first search); map_tried set once that was attempted. */
     pthread_mutex_t map_lock;
     struct dr_docmap *map;
     bool map_tried;
