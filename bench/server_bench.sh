@@ -1,8 +1,18 @@
 #!/bin/sh
-# server_bench.sh - HTTP throughput of `dynrag serve` /v1/retrieve (BM25, k=10)
-# next to the in-process throughput of the same searches, on equal cores.
+# server_bench.sh - HTTP throughput of `dynrag serve` /v1/retrieve (BM25, k=10
+# or $K) next to the in-process throughput of the same searches, on equal
+# cores, and (ROUTED=1) of the same requests routed by a rules router.
 #
 #   bench/server_bench.sh [BUILD_DIR] [SECONDS] [RUNS]
+#   K=100 ROUTED=1 SETUPS=pinned bench/server_bench.sh build 8 5
+#
+# K (default 10) is the k of every request and in-process search. ROUTED=1
+# adds, in each set-up and round, a run of the same server with the same
+# queries posted without "mode", so that the index stage's rules router
+# (a regex rule, a max_words rule, a default; every choice a bm25 option
+# with the same parameters: the same search) picks the option: its QPS
+# against the fixed-mode run is the cost of routing. SETUPS limits the
+# set-ups (default: all that the machine allows).
 #
 # Builds a BM25 index of SciFact (/work/shared/data/scifact/corpus.jsonl, or
 # $DYNRAG_DATA_DIR/scifact) and drives /v1/retrieve with wrk (1 thread,
@@ -39,6 +49,8 @@ BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 SECS=${2:-10}
 RUNS=${3:-3}
 CONNS=${CONNS:-4}   # wrk keep-alive connections
+K=${K:-10}
+ROUTED=${ROUTED:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 DATA=${DYNRAG_DATA_DIR:-$ROOT/../shared/data}
@@ -66,19 +78,35 @@ stages:
   index:
     options:
       - {name: bm25, kind: bm25}
+      - {name: bm25-short, kind: bm25}
+      - {name: bm25-code, kind: bm25}
+    router:
+      type: rules
+      params:
+        rules:
+          - when: {regex: "pragma|sqlite3_[a-z_]+|[a-z_]+\\\\(\\\\)"}
+            option: bm25-code
+          - when: {max_words: 4}
+            option: bm25-short
+        default: bm25
   generator:
     options:
       - {name: extractive, kind: extractive}
 YAML
 
 # 2. The wrk script: every SciFact query as a /v1/retrieve body, in turn.
-python3 - "$QUERIES" "$WORK/retrieve.lua" <<'PY'
+# gen_lua OUT fixed|routed: with "mode": "bm25", or without (routed).
+gen_lua() {
+python3 - "$QUERIES" "$1" "$K" "$2" <<'PY'
 import json, sys
 qs = [json.loads(l)["text"] for l in open(sys.argv[1]) if l.strip()]
 with open(sys.argv[2], "w") as f:
     f.write("local bodies = {\n")
     for q in qs:
-        body = json.dumps({"query": q, "k": 10, "mode": "bm25"})
+        body = {"query": q, "k": int(sys.argv[3])}
+        if sys.argv[4] == "fixed":
+            body["mode"] = "bm25"
+        body = json.dumps(body)
         f.write("  %s,\n" % json.dumps(body))
     # The requests are formatted once, in init(): request() only picks the
     # next one, which keeps wrk's own CPU time per request low (it shares
@@ -93,6 +121,9 @@ with open(sys.argv[2], "w") as f:
             'summary.errors.connect + summary.errors.read + summary.errors.write + '
             'summary.errors.timeout))\nend\n')
 PY
+}
+gen_lua "$WORK/retrieve.lua" fixed
+[ "$ROUTED" != 1 ] || gen_lua "$WORK/retrieve-routed.lua" routed
 
 # 3. One HTTP run: serve_run MODE -> "qps p50_ms p99_ms cpu_us_per_req errors
 #    client_cpu_us_per_req".
@@ -106,6 +137,7 @@ children_cpu_s() { # user+system seconds of the children in a `times` output fil
         sub(/^[0-9]+m/, "", v); sub(/s$/, "", v); t += m * 60 + v } printf "%.3f", t }' "$1"
 }
 serve_run() {
+    LUA=${2:-$WORK/retrieve.lua}
     if [ "$1" = pinned ]; then
         SPIN="taskset -c $SERVER_CPU"; CPIN="taskset -c $CLIENT_CPU"; THREADS=1
     elif [ "$1" = shared ]; then
@@ -125,10 +157,10 @@ serve_run() {
     [ -n "$URL" ] || { cat "$WORK/serve.err" >&2; exit 1; }
     curl -sf -X POST "$URL/v1/retrieve" -H 'Content-Type: application/json' \
          -d '{"query":"warm up","k":10,"mode":"bm25"}' >/dev/null
-    $CPIN wrk -t1 -c"$CONNS" -d2s -s "$WORK/retrieve.lua" "$URL" >/dev/null   # warm-up
+    $CPIN wrk -t1 -c"$CONNS" -d2s -s "$LUA" "$URL" >/dev/null   # warm-up
     T0=$(cpu_ticks $PID)
     times > "$WORK/times0" # (in this shell: a $(...) would time its own children)
-    $CPIN wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/retrieve.lua" "$URL" > "$WORK/wrk.out"
+    $CPIN wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$LUA" "$URL" > "$WORK/wrk.out"
     times > "$WORK/times1"
     C0=$(children_cpu_s "$WORK/times0")
     C1=$(children_cpu_s "$WORK/times1")
@@ -150,13 +182,15 @@ serve_run() {
 inproc_run() {
     if [ "$1" != unpinned ]; then PIN="taskset -c $SERVER_CPU"; T=1; else PIN=; T=2; fi
     $PIN "$TOOL" search --index "$WORK/index" --queries "$QUERIES" --threads $T \
-        --seconds "$SECS" --k 10 |
+        --seconds "$SECS" --k "$K" |
         sed -n 's/.*qps=\([0-9.]*\) p50_ms=\([0-9.]*\) p99_ms=\([0-9.]*\).*cpu_us_per_q=\([0-9.]*\).*/\1 \2 \3 \4/p'
 }
 
 # 5. RUNS rounds, the set-ups interleaved so that drifting load hits both.
 MODES=unpinned
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+if [ -n "${SETUPS:-}" ]; then
+    MODES=$SETUPS
+elif command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
     MODES="unpinned pinned shared"
 else
     echo "server_bench: no taskset or one CPU: skipping the pinned and shared set-ups" >&2
@@ -167,6 +201,7 @@ while [ $r -le "$RUNS" ]; do
     for m in $MODES; do
         echo "$m http $(serve_run $m)" >> "$WORK/runs.txt"
         echo "$m inproc $(inproc_run $m)" >> "$WORK/runs.txt"
+        [ "$ROUTED" != 1 ] || echo "$m routed $(serve_run $m "$WORK/retrieve-routed.lua")" >> "$WORK/runs.txt"
     done
     r=$((r + 1))
 done
@@ -177,7 +212,7 @@ med() { # med MODE KIND COLUMN
         sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
             else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-echo "server_bench: SciFact /v1/retrieve bm25 k=10, ${SECS}s x $RUNS runs, medians (all runs: $WORK/runs.txt)"
+echo "server_bench: SciFact /v1/retrieve bm25 k=$K, ${SECS}s x $RUNS runs, medians (all runs: $WORK/runs.txt)"
 for m in $MODES; do
     if [ $m = pinned ]; then
         DESC="server --threads 1 on cpu $SERVER_CPU, wrk -t1 -c$CONNS on cpu $CLIENT_CPU; inproc 1 thread on cpu $SERVER_CPU"
@@ -192,6 +227,12 @@ for m in $MODES; do
     echo "  http    qps=$HQ p50=$(med $m http 2)ms p99=$(med $m http 3)ms cpu/req=${HC}us errors=$(med $m http 5) (wrk cpu/req=$(med $m http 6)us)"
     echo "  inproc  qps=$IQ p50=$(med $m inproc 2)ms p99=$(med $m inproc 3)ms cpu/q=${IC}us"
     awk -v h="$HQ" -v i="$IQ" -v hc="$HC" -v ic="$IC" 'BEGIN {
-        printf "  ratio   http/inproc qps = %.2f (target >= 0.70); inproc/http cpu = %.2f\n",
-               h / i, ic / hc }'
+        printf "  ratio   http/inproc qps = %.2f; time per request http/inproc = %.2f (target <= 1.5); inproc/http cpu = %.2f\n",
+               h / i, i / h, ic / hc }'
+    if [ "$ROUTED" = 1 ]; then
+        RQ=$(med $m routed 1); RC=$(med $m routed 4)
+        echo "  routed  qps=$RQ p50=$(med $m routed 2)ms p99=$(med $m routed 3)ms cpu/req=${RC}us errors=$(med $m routed 5) (rules router on the index stage)"
+        awk -v r="$RQ" -v h="$HQ" -v rc="$RC" -v hc="$HC" 'BEGIN {
+            printf "  ratio   routed/fixed qps = %.3f (target >= 0.90); routed/fixed cpu per request = %.3f\n", r / h, rc / hc }'
+    fi
 done

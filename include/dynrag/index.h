@@ -117,6 +117,20 @@ typedef struct dynrag_search_options {
     int nprobe;        /* IVF indexes: lists probed (0 = FAISS default) */
     bool k1_given, b_given; /* k1 / b are values even when 0 (k1 0: term frequency ignored;
                                b 0: no length normalisation) */
+    /* Document level: at most one hit per document, its best chunk (a
+     * document scores as its best chunk); k counts documents. The chunk
+     * ranking is searched deeper (3k chunks, doubled until k documents are
+     * found, the ranking runs out, or 10,000 chunks) as `dynrag retrieve
+     * --queries` always did. */
+    bool per_document;
+    /* Hits carry chunk_id, doc_id and score only: title and text are NULL,
+     * start and end 0, and nothing is read from index.db (what a run file
+     * needs). Every search finds a chunk's document in a chunk -> document
+     * map kept in memory, read from index.db by the handle's first search
+     * at the generation the BM25 engine was loaded from (a full hit then
+     * reads one chunks row); when index.db has moved on by then, each
+     * hit's document is read from index.db instead. */
+    bool ids_only;
 } dynrag_search_options;
 
 typedef struct dynrag_hit {

@@ -6,13 +6,17 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CMD "retrieve"
-#define MAX_CHUNKS 10000
+#define MAX_CHUNKS 10000 /* --depth bound (the library's) */
 
 static double now_ms(void)
 {
@@ -21,15 +25,108 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static void print_json_str(FILE *f, const char *s)
+/* The process's CPU time (user + system) in ms. */
+static double cpu_ms(void)
 {
-    cJSON *j = cJSON_CreateString(s ? s : "");
-    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
-    fputs(t ? t : "\"\"", f);
-    free(t);
-    cJSON_Delete(j);
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* The length of the valid UTF-8 sequence at s[0..n), 0 when invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len = s[0] < 0x80                    ? 1
+                 : s[0] >= 0xC2 && s[0] <= 0xDF ? 2
+                 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
+                 : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4
+                                                : 0;
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] > 0x9F) ||
+        (s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] > 0x8F))
+        return 0; /* overlong, surrogate or beyond U+10FFFF */
+    return len;
+}
+
+/* True for a terminal control character: C0, DEL or C1 (U+0080-U+009F,
+ * which terminals may read as the start of an escape sequence). s[0..len)
+ * is one valid UTF-8 sequence. */
+static bool is_control(const unsigned char *s, size_t len)
+{
+    return (len == 1 && (s[0] < 0x20 || s[0] == 0x7F)) ||
+           (len == 2 && s[0] == 0xC2 && s[1] < 0xA0);
+}
+
+/* Prints s[0..n) for a terminal: tabs and line breaks as spaces, every
+ * other control character (ESC, BEL, C1 ...) and every invalid UTF-8 byte
+ * as '?', so that document text cannot drive the terminal. */
+static void print_safe(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        size_t len = utf8_len(u + i, n - i);
+        if (len == 0) {
+            fputc('?', f);
+            i++;
+        } else if (is_control(u + i, len)) {
+            fputc(u[i] == '\t' || u[i] == '\n' || u[i] == '\r' ? ' ' : '?', f);
+            i += len;
+        } else {
+            fwrite(u + i, 1, len, f);
+            i += len;
+        }
+    }
+}
+
+/* Prints s as a JSON string with every control character escaped (C0, DEL
+ * and C1 as \u00XX) and invalid UTF-8 bytes as \ufffd: valid JSON that
+ * carries no raw control byte to a terminal. NULL prints null. */
+static void print_json_str(FILE *f, const char *s)
+{
+    if (s == NULL) {
+        fputs("null", f);
+        return;
+    }
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s), i = 0;
+    fputc('"', f);
+    while (i < n) {
+        size_t len = utf8_len(u + i, n - i);
+        if (len == 0) {
+            fputs("\\ufffd", f);
+            i++;
+            continue;
+        }
+        unsigned c = len == 1 ? u[i] : len == 2 ? ((u[i] & 0x1Fu) << 6) | (u[i + 1] & 0x3Fu) : 0;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", (char)c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c == '\r')
+            fputs("\\r", f);
+        else if (is_control(u + i, len))
+            fprintf(f, "\\u%04x", c);
+        else
+            fwrite(u + i, 1, len, f);
+        i += len;
+    }
+    fputc('"', f);
+}
+
+static void print_safe_str(FILE *f, const char *s)
+{
+    print_safe(f, s ? s : "", s ? strlen(s) : 0);
+}
+
+/* Prints the hits of one query (plain or --json). Every string from the
+ * index goes through print_safe() or print_json_str(). */
 static void print_hits(const dynrag_hits *h, bool json)
 {
     if (json) {
@@ -52,58 +149,40 @@ static void print_hits(const dynrag_hits *h, bool json)
     }
     for (size_t i = 0; i < h->n; i++) {
         const dynrag_hit *x = &h->hits[i];
-        int len = (int)strlen(x->text);
-        int cut = len > 160 ? 160 : len;
-        while (cut < len && cut > 0 && ((unsigned char)x->text[cut] & 0xC0) == 0x80)
+        const char *text = x->text ? x->text : "";
+        size_t len = strlen(text);
+        size_t cut = len > 160 ? 160 : len;
+        while (cut < len && cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
             cut--; /* do not cut inside a UTF-8 sequence */
-        printf("%2zu. %-10.4f %s  %s\n    %.*s%s\n", i + 1, x->score, x->doc_id, x->title, cut,
-               x->text, cut < len ? "..." : "");
+        printf("%2zu. %-10.4f ", i + 1, x->score);
+        print_safe_str(stdout, x->doc_id);
+        fputs("  ", stdout);
+        print_safe_str(stdout, x->title);
+        fputs("\n    ", stdout);
+        print_safe(stdout, text, cut);
+        printf("%s\n", cut < len ? "..." : "");
     }
     if (h->n == 0)
         printf("no hits\n");
 }
 
-/* Document-level ranking: a document scores as its best chunk. Searches
- * deeper until k distinct documents are found or the index runs out. */
+/* Document-level ranking (a document scores as its best chunk) of one
+ * query, written as run-file lines: ids only, no chunk text is read. */
 static int doc_level(dynrag_index *idx, const char *q, dynrag_search_options opt, int k,
                      const char *qid, const char *tag, FILE *out, dynrag_error *err)
 {
-    int want = k * 3;
-    for (;;) {
-        if (want > MAX_CHUNKS)
-            want = MAX_CHUNKS;
-        opt.k = want;
-        if (opt.mode == DYNRAG_SEARCH_HYBRID && opt.depth < want)
-            opt.depth = want;
-        dynrag_hits h;
-        int rc = dynrag_index_search(idx, q, &opt, &h, err);
-        if (rc != DYNRAG_OK)
-            return rc;
-        int distinct = 0;
-        for (size_t i = 0; i < h.n && distinct < k; i++) {
-            bool seen = false;
-            for (size_t j = 0; j < i && !seen; j++)
-                seen = strcmp(h.hits[j].doc_id, h.hits[i].doc_id) == 0;
-            if (!seen)
-                distinct++;
-        }
-        if (distinct < k && h.n == (size_t)want && want < MAX_CHUNKS) {
-            dynrag_hits_free(&h);
-            want *= 2;
-            continue;
-        }
-        int rank = 0;
-        for (size_t i = 0; i < h.n && rank < k; i++) {
-            bool seen = false;
-            for (size_t j = 0; j < i && !seen; j++)
-                seen = strcmp(h.hits[j].doc_id, h.hits[i].doc_id) == 0;
-            if (!seen)
-                fprintf(out, "%s Q0 %s %d %.6f %s\n", qid, h.hits[i].doc_id, ++rank,
-                        h.hits[i].score, tag);
-        }
-        dynrag_hits_free(&h);
-        return DYNRAG_OK;
-    }
+    opt.k = k;
+    opt.per_document = true;
+    opt.ids_only = true;
+    dynrag_hits h;
+    int rc = dynrag_index_search(idx, q, &opt, &h, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    for (size_t i = 0; i < h.n; i++)
+        fprintf(out, "%s Q0 %s %zu %.6f %s\n", qid, h.hits[i].doc_id, i + 1, h.hits[i].score,
+                tag);
+    dynrag_hits_free(&h);
+    return DYNRAG_OK;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -112,27 +191,208 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* True when the JSON text line[0..n) has a string with an escaped NUL
+ * (\u0000), which cJSON would silently cut the string at. */
+static bool has_escaped_nul(const char *line, size_t n)
+{
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!in_str) {
+            in_str = line[i] == '"';
+        } else if (line[i] == '"') {
+            in_str = false;
+        } else if (line[i] == '\\' && i + 1 < n) {
+            if (line[i + 1] == 'u' && i + 5 < n && memcmp(line + i + 2, "0000", 4) == 0)
+                return true;
+            i++; /* the escaped character */
+        }
+    }
+    return false;
+}
+
+/* The query ids seen so far (to refuse a repeated id: its run lines would
+ * list documents twice). Open addressing over strdup'ed ids. */
+typedef struct idset {
+    char **ids;
+    long *lines;
+    size_t n, cap; /* cap a power of two, or 0 */
+} idset;
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* Adds id seen on line; *first_line gets the earlier line when it is
+ * already there (then returns 1). 0 when added, -1 when out of memory. */
+static int idset_add(idset *s, const char *id, long line, long *first_line)
+{
+    if (2 * (s->n + 1) > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        char **ids = calloc(cap, sizeof(*ids));
+        long *lines = calloc(cap, sizeof(*lines));
+        if (ids == NULL || lines == NULL) {
+            free(ids);
+            free(lines);
+            return -1;
+        }
+        for (size_t i = 0; i < s->cap; i++) {
+            if (s->ids[i] == NULL)
+                continue;
+            size_t j = (size_t)hash_str(s->ids[i]) & (cap - 1);
+            while (ids[j])
+                j = (j + 1) & (cap - 1);
+            ids[j] = s->ids[i];
+            lines[j] = s->lines[i];
+        }
+        free(s->ids);
+        free(s->lines);
+        s->ids = ids;
+        s->lines = lines;
+        s->cap = cap;
+    }
+    size_t j = (size_t)hash_str(id) & (s->cap - 1);
+    while (s->ids[j]) {
+        if (strcmp(s->ids[j], id) == 0) {
+            *first_line = s->lines[j];
+            return 1;
+        }
+        j = (j + 1) & (s->cap - 1);
+    }
+    if ((s->ids[j] = strdup(id)) == NULL)
+        return -1;
+    s->lines[j] = line;
+    s->n++;
+    return 0;
+}
+
+static void idset_free(idset *s)
+{
+    for (size_t i = 0; i < s->cap; i++)
+        free(s->ids[i]);
+    free(s->ids);
+    free(s->lines);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Checks one line of the queries file: *qid (into idbuf or the JSON tree)
+ * and *text, or a reason in why. j is the parsed line (may be NULL). */
+static bool query_fields(const cJSON *j, const char *line, size_t len, char *idbuf,
+                         size_t idsize, const char **qid, const char **text, char *why,
+                         size_t whysize)
+{
+    *qid = *text = NULL;
+    if (j == NULL || !cJSON_IsObject(j)) {
+        snprintf(why, whysize, "not a JSON object");
+        return false;
+    }
+    if (has_escaped_nul(line, len)) {
+        snprintf(why, whysize, "a string contains an escaped NUL (\\u0000)");
+        return false;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "_id");
+    if (!id)
+        id = cJSON_GetObjectItemCaseSensitive(j, "id");
+    if (!id)
+        id = cJSON_GetObjectItemCaseSensitive(j, "qid");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "text");
+    if (!t)
+        t = cJSON_GetObjectItemCaseSensitive(j, "query");
+    if (cJSON_IsString(id)) {
+        *qid = id->valuestring;
+    } else if (cJSON_IsNumber(id)) {
+        double v = id->valuedouble;
+        if (!(v == floor(v) && fabs(v) <= 9007199254740992.0)) {
+            snprintf(why, whysize, "a numeric query id must be an integer of at most 2^53");
+            return false;
+        }
+        snprintf(idbuf, idsize, "%lld", (long long)v);
+        *qid = idbuf;
+    }
+    if (*qid == NULL || !cJSON_IsString(t)) {
+        snprintf(why, whysize, "expected {\"_id\": ..., \"text\": ...} (or id/qid, query)");
+        return false;
+    }
+    if ((*qid)[0] == '\0') {
+        snprintf(why, whysize, "empty query id");
+        return false;
+    }
+    for (const unsigned char *c = (const unsigned char *)*qid; *c; c++) {
+        if (*c <= 0x20 || *c == 0x7F) {
+            snprintf(why, whysize, "the query id has a space or control character");
+            return false;
+        }
+    }
+    *text = t->valuestring;
+    return true;
+}
+
+/* Creates the temporary file next to path that becomes path on success:
+ * *tmp_out gets its name (caller frees). Mode as fopen("w") gives. */
+static FILE *open_temp(const char *path, char **tmp_out)
+{
+    *tmp_out = NULL;
+    size_t n = strlen(path) + sizeof(".tmp.XXXXXX");
+    char *tmp = malloc(n);
+    if (tmp == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        free(tmp);
+        return NULL;
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    FILE *f = fchmod(fd, 0666 & ~mask) == 0 ? fdopen(fd, "w") : NULL;
+    if (f == NULL) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        errno = e;
+        return NULL;
+    }
+    *tmp_out = tmp;
+    return f;
+}
+
+/* Batch mode: each line of qpath is a query; the run file trec is written
+ * to a temporary file renamed over trec only when every query ran (or, with
+ * skip_bad, every good one): a failure leaves no partial run. A bad line
+ * (not JSON, missing or bad id or text, repeated id) or a failed search
+ * fails the call naming the file and line, or with skip_bad is reported,
+ * skipped and counted. */
 static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
-                     const char *qpath, const char *trec, const char *tag)
+                     const char *qpath, const char *trec, const char *tag, bool skip_bad)
 {
     FILE *in = fopen(qpath, "rb");
     if (in == NULL) {
         cli_error(CMD, "%s: %s", qpath, strerror(errno));
         return CLI_FAIL;
     }
-    FILE *out = strcmp(trec, "-") == 0 ? stdout : fopen(trec, "w");
+    char *tmp = NULL;
+    bool to_stdout = strcmp(trec, "-") == 0;
+    FILE *out = to_stdout ? stdout : open_temp(trec, &tmp);
     if (out == NULL) {
-        cli_error(CMD, "%s: %s", trec, strerror(errno));
+        cli_error(CMD, "%s: cannot create the run file: %s", trec, strerror(errno));
         fclose(in);
         return CLI_FAIL;
     }
     char *line = NULL;
     size_t alloc = 0;
-    long lineno = 0;
+    long lineno = 0, skipped = 0;
     ssize_t got;
     int ret = CLI_OK;
     double *lat = NULL;
     size_t n_lat = 0, cap_lat = 0;
+    idset seen = {0};
+    double t_start = now_ms(), c_start = cpu_ms();
     while ((got = getline(&line, &alloc, in)) >= 0) {
         lineno++;
         size_t len = (size_t)got;
@@ -141,38 +401,40 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
         if (len == 0)
             continue;
         cJSON *j = cJSON_ParseWithLength(line, len);
-        const cJSON *id = j ? cJSON_GetObjectItemCaseSensitive(j, "_id") : NULL;
-        if (j && !id)
-            id = cJSON_GetObjectItemCaseSensitive(j, "id");
-        if (j && !id)
-            id = cJSON_GetObjectItemCaseSensitive(j, "qid");
-        const cJSON *text = j ? cJSON_GetObjectItemCaseSensitive(j, "text") : NULL;
-        if (j && !text)
-            text = cJSON_GetObjectItemCaseSensitive(j, "query");
-        char idbuf[64];
-        const char *qid = NULL;
-        if (cJSON_IsString(id))
-            qid = id->valuestring;
-        else if (cJSON_IsNumber(id)) {
-            snprintf(idbuf, sizeof(idbuf), "%lld", (long long)id->valuedouble);
-            qid = idbuf;
-        }
-        if (qid == NULL || qid[0] == '\0' || strpbrk(qid, " \t") || !cJSON_IsString(text)) {
-            cli_error(CMD, "%s:%ld: expected {\"_id\": ..., \"text\": ...} (or id/qid, query)",
-                      qpath, lineno);
-            cJSON_Delete(j);
-            ret = CLI_FAIL;
-            break;
+        char idbuf[64], why[160];
+        const char *qid = NULL, *text = NULL;
+        long first = 0;
+        bool ok = query_fields(j, line, len, idbuf, sizeof(idbuf), &qid, &text, why, sizeof(why));
+        if (ok) {
+            int added = idset_add(&seen, qid, lineno, &first);
+            if (added < 0) {
+                cli_error(CMD, "out of memory");
+                cJSON_Delete(j);
+                ret = CLI_FAIL;
+                break;
+            }
+            if (added > 0) {
+                snprintf(why, sizeof(why), "query id repeated (first on line %ld)", first);
+                ok = false;
+            }
         }
         dynrag_error err;
         double t = now_ms();
-        int rc = doc_level(idx, text->valuestring, *opt, k, qid, tag, out, &err);
+        if (ok && doc_level(idx, text, *opt, k, qid, tag, out, &err) != DYNRAG_OK) {
+            snprintf(why, sizeof(why), "%s", dynrag_errmsg(&err));
+            ok = false;
+        }
         t = now_ms() - t;
         cJSON_Delete(j);
-        if (rc != DYNRAG_OK) {
-            cli_error(CMD, "%s:%ld: %s", qpath, lineno, dynrag_errmsg(&err));
-            ret = CLI_FAIL;
-            break;
+        if (!ok) {
+            if (!skip_bad) {
+                cli_error(CMD, "%s:%ld: %s", qpath, lineno, why);
+                ret = CLI_FAIL;
+                break;
+            }
+            if (skipped++ < 10)
+                cli_error(CMD, "%s:%ld: %s (skipped)", qpath, lineno, why);
+            continue;
         }
         if (n_lat == cap_lat) {
             cap_lat = cap_lat ? cap_lat * 2 : 256;
@@ -186,19 +448,55 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
         }
         lat[n_lat++] = t;
     }
-    if (ret == CLI_OK && n_lat > 0) {
-        qsort(lat, n_lat, sizeof(*lat), cmp_double);
-        fprintf(stderr, "%zu queries (%s, k=%d): median %.3f ms, p95 %.3f ms per query\n", n_lat,
-                dynrag_search_mode_name(opt->mode), k, lat[n_lat / 2],
-                lat[(size_t)((double)(n_lat - 1) * 0.95)]);
+    double wall = now_ms() - t_start, cpu = cpu_ms() - c_start;
+    if (ret == CLI_OK && ferror(in)) {
+        cli_error(CMD, "%s: read error", qpath);
+        ret = CLI_FAIL;
     }
+    if (ret == CLI_OK && skipped > 0 && n_lat == 0) {
+        cli_error(CMD, "%s: no query could be run (%ld bad)", qpath, skipped);
+        ret = CLI_FAIL;
+    }
+    if (fflush(out) != 0 || ferror(out)) {
+        if (ret == CLI_OK)
+            cli_error(CMD, "%s: write failed: %s", trec, strerror(errno));
+        ret = CLI_FAIL;
+    }
+    if (!to_stdout) {
+        if (ret == CLI_OK && fsync(fileno(out)) != 0) {
+            cli_error(CMD, "%s: write failed: %s", trec, strerror(errno));
+            ret = CLI_FAIL;
+        }
+        if (fclose(out) != 0 && ret == CLI_OK) {
+            cli_error(CMD, "%s: write failed: %s", trec, strerror(errno));
+            ret = CLI_FAIL;
+        }
+        if (ret == CLI_OK && rename(tmp, trec) != 0) {
+            cli_error(CMD, "%s: %s", trec, strerror(errno));
+            ret = CLI_FAIL;
+        }
+        if (ret != CLI_OK)
+            unlink(tmp);
+    }
+    if (ret == CLI_OK) {
+        if (skipped > 0)
+            fprintf(stderr, "skipped %ld bad quer%s of %ld\n", skipped, skipped == 1 ? "y" : "ies",
+                    skipped + (long)n_lat);
+        if (n_lat > 0) {
+            qsort(lat, n_lat, sizeof(*lat), cmp_double);
+            fprintf(stderr,
+                    "%zu queries (%s, k=%d): %.0f QPS, median %.3f ms, p95 %.3f ms per query, "
+                    "cpu %.4f ms per query\n",
+                    n_lat, dynrag_search_mode_name(opt->mode), k,
+                    wall > 0 ? (double)n_lat * 1e3 / wall : 0, lat[n_lat / 2],
+                    lat[(size_t)((double)(n_lat - 1) * 0.95)], cpu / (double)n_lat);
+        }
+    }
+    idset_free(&seen);
+    free(tmp);
     free(lat);
     free(line);
     fclose(in);
-    if (out != stdout && fclose(out) != 0) {
-        cli_error(CMD, "%s: write failed", trec);
-        ret = CLI_FAIL;
-    }
     return ret;
 }
 
@@ -207,7 +505,7 @@ int cmd_retrieve(int argc, char **argv)
     dynrag_search_options opt;
     memset(&opt, 0, sizeof(opt));
     const char *dir = NULL, *query = NULL, *qfile = NULL, *trec = NULL, *tag = "dynrag";
-    bool json = false;
+    bool json = false, skip_bad = false;
     long long v = 0;
     double d = 0;
     int k = 10;
@@ -250,6 +548,8 @@ int cmd_retrieve(int argc, char **argv)
             opt.nprobe = (int)v;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
+        } else if (strcmp(a, "--skip-bad") == 0) {
+            skip_bad = true;
         } else if (strcmp(a, "--queries") == 0 && has_val) {
             qfile = argv[++i];
         } else if (strcmp(a, "--trec") == 0 && has_val) {
@@ -272,6 +572,8 @@ int cmd_retrieve(int argc, char **argv)
         return cli_usage_error(CMD, "--index DIR is required");
     if ((qfile == NULL) != (trec == NULL))
         return cli_usage_error(CMD, "--queries and --trec go together");
+    if (skip_bad && !qfile)
+        return cli_usage_error(CMD, "--skip-bad goes with --queries");
     if (qfile && query)
         return cli_usage_error(CMD, "give a query or --queries FILE, not both");
     if (!qfile && !query)
@@ -284,7 +586,7 @@ int cmd_retrieve(int argc, char **argv)
     }
     int ret = CLI_OK;
     if (qfile) {
-        ret = run_batch(idx, &opt, k, qfile, trec, tag);
+        ret = run_batch(idx, &opt, k, qfile, trec, tag, skip_bad);
     } else {
         opt.k = k;
         dynrag_hits h;

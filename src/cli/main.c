@@ -65,12 +65,18 @@ static const cli_command commands[] = {
      cmd_index},
     {"retrieve", "search an index (one query, or a batch to a TREC run)",
      "usage: dynrag retrieve --index DIR [--mode bm25|dense|hybrid] [-k K] [--json] QUERY\n"
-     "       dynrag retrieve --index DIR --queries FILE.jsonl --trec OUT [--tag NAME] ...\n"
+     "       dynrag retrieve --index DIR --queries FILE.jsonl --trec OUT [--tag NAME]\n"
+     "                       [--skip-bad] ...\n"
      "\n"
      "Searches the index with a plain-text query (never read as FTS5 syntax) and\n"
-     "prints the best chunks. With --queries (JSONL {\"_id\",\"text\"}), writes a TREC\n"
-     "run file `qid Q0 docid rank score tag` at document level (a document scores as\n"
-     "its best chunk) and prints latency statistics on stderr.\n"
+     "prints the best chunks (control characters in printed text are replaced).\n"
+     "With --queries (JSONL {\"_id\",\"text\"}), writes a TREC run file\n"
+     "`qid Q0 docid rank score tag` at document level (a document scores as its best\n"
+     "chunk; only ids are read, no text) and prints QPS and latency on stderr. The\n"
+     "run file is written to a temporary file renamed into place at the end: a\n"
+     "failure leaves no partial run. A bad query line (not JSON, no id or text, a\n"
+     "repeated id) or a failed search stops the batch naming the line, unless\n"
+     "--skip-bad.\n"
      "\n"
      "Options:\n"
      "  --index DIR      the index folder (required)\n"
@@ -83,7 +89,9 @@ static const cli_command commands[] = {
      "  --json           print hits as JSON\n"
      "  --queries FILE   batch mode: one JSON query per line\n"
      "  --trec OUT       batch mode: the run file to write (- for stdout)\n"
-     "  --tag NAME       run tag in the run file (default dynrag)\n",
+     "  --tag NAME       run tag in the run file (default dynrag)\n"
+     "  --skip-bad       batch mode: skip, report and count bad query lines and\n"
+     "                   failed searches instead of failing\n",
      cmd_retrieve},
     {"query", "answer questions through a routed pipeline",
      "usage: dynrag query --pipeline FILE [--index DIR] [--log FILE | --no-log] [--json]\n"

@@ -49,6 +49,11 @@ struct dynrag_index {
     struct dr_live *live;
     atomic_int refs;    /* a snapshot's: live's pointer plus the calls using it */
     atomic_bool moved;  /* a snapshot's: its database is at a later generation */
+    /* The chunk -> document map every search uses when it could be built
+     * (by the first search); map_tried set once that was attempted. */
+    pthread_mutex_t map_lock;
+    struct dr_docmap *map;
+    bool map_tried;
 };
 
 static dynrag_index *live_acquire(struct dr_live *lv, bool force);
@@ -61,6 +66,8 @@ typedef struct dr_conn {
     sqlite3 *db;
     sqlite3_stmt *hit; /* a chunk with its document, by chunk id */
     sqlite3_stmt *gen; /* meta.generation (prepared on first use) */
+    sqlite3_stmt *doc; /* a chunk's document row and id (prepared on first use) */
+    sqlite3_stmt *body; /* a chunk's body and span, by chunk id (prepared on first use) */
 } dr_conn;
 
 static void conn_free(dr_conn *c)
@@ -69,6 +76,8 @@ static void conn_free(dr_conn *c)
         return;
     sqlite3_finalize(c->hit);
     sqlite3_finalize(c->gen);
+    sqlite3_finalize(c->doc);
+    sqlite3_finalize(c->body);
     sqlite3_close(c->db);
     free(c);
 }
@@ -118,6 +127,10 @@ static int conn_acquire(dynrag_index *idx, dr_conn **out, dynrag_error *err)
         free(c);
         return rc;
     }
+    /* Hits read chunk pages: mapped, a page read is a memory access, not a
+     * pread() copying it from the page cache (a third of a k=100 search's
+     * CPU). Best effort: without it SQLite reads as before. */
+    (void)sqlite3_exec(c->db, "PRAGMA mmap_size=1073741824", NULL, NULL, NULL);
     if (sqlite3_prepare_v3(c->db,
                            "SELECT d.doc_id, d.title, c.body, c.start, c.\"end\" FROM chunks c"
                            " JOIN docs d ON d.id = c.doc WHERE c.id = ?1",
@@ -174,6 +187,229 @@ static void conn_release(dynrag_index *idx, dr_conn *c)
     pthread_mutex_unlock(&idx->pool_lock);
 }
 
+/* ---- the chunk -> document map ----------------------------------------------------- */
+
+#define DOC_NONE UINT32_MAX
+
+/* Every chunk's document, read once from index.db at the generation the
+ * BM25 engine reflects, so that a hit's document id is known without a
+ * SQLite read (a run file needs nothing else). */
+typedef struct dr_docmap {
+    size_t n_chunks;
+    int64_t *chunk_id; /* ascending */
+    uint32_t *doc;     /* index into doc_off; DOC_NONE: the chunk's document is missing */
+    uint32_t *by_id;   /* when chunk ids are dense: by_id[id] = doc[i] of chunk id, for
+                        * ids 0..max_id (DOC_NONE for ids without a chunk); else NULL */
+    int64_t max_id;
+    size_t n_docs;
+    size_t *doc_off;   /* document i's id is names + doc_off[i], NUL-terminated */
+    char *names;
+} dr_docmap;
+
+static void docmap_free(dr_docmap *m)
+{
+    if (m == NULL)
+        return;
+    free(m->chunk_id);
+    free(m->doc);
+    free(m->by_id);
+    free(m->doc_off);
+    free(m->names);
+    free(m);
+}
+
+/* The document index of chunk id in m, DOC_NONE when the chunk is unknown. */
+static uint32_t docmap_find(const dr_docmap *m, int64_t id)
+{
+    if (m->by_id)
+        return id >= 0 && id <= m->max_id ? m->by_id[id] : DOC_NONE;
+    size_t lo = 0, hi = m->n_chunks;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->chunk_id[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < m->n_chunks && m->chunk_id[lo] == id ? m->doc[lo] : DOC_NONE;
+}
+
+/* Grows *p (elements of size sz, capacity *cap) to hold n + 1. */
+static int grow(void **p, size_t *cap, size_t n, size_t sz)
+{
+    if (n < *cap)
+        return DYNRAG_OK;
+    size_t c = *cap ? *cap * 2 : 1024;
+    if (c > SIZE_MAX / sz)
+        return DYNRAG_ERR_NOMEM;
+    void *q = realloc(*p, c * sz);
+    if (q == NULL)
+        return DYNRAG_ERR_NOMEM;
+    *p = q;
+    *cap = c;
+    return DYNRAG_OK;
+}
+
+/* A (row id, value) pair: a document's row and name offset, or a chunk's
+ * id and document row. */
+typedef struct idpair {
+    int64_t id, v;
+} idpair;
+
+static int cmp_idpair(const void *a, const void *b)
+{
+    const idpair *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Reads the map from db (one read transaction) when index.db's generation
+ * is gen; *out stays NULL when it is not (the map would not describe the
+ * engine's chunks). Both tables are read through their covering indexes
+ * (docs' doc_id UNIQUE, chunks_doc), not their rows with the texts, and
+ * sorted here. A repeated row id is DYNRAG_ERR_FORMAT; a chunk whose
+ * document row is missing maps to DOC_NONE (its hits are dropped, as the
+ * joined read drops them). */
+static int docmap_build(sqlite3 *db, int64_t gen, dr_docmap **out, dynrag_error *err)
+{
+    *out = NULL;
+    dr_docmap *m = calloc(1, sizeof(*m));
+    idpair *docs = NULL, *chunks = NULL;
+    size_t n_docs = 0, n_chunks = 0, cap_docs = 0, cap_chunks = 0, cap_names = 0, used = 0;
+    sqlite3_stmt *st = NULL;
+    long long now = 0;
+    int s = SQLITE_DONE;
+    if (m == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    int rc = dr_store_exec(db, "BEGIN", err);
+    if (rc != DYNRAG_OK) {
+        free(m);
+        return rc;
+    }
+    rc = dr_meta_get_ll(db, "generation", 0, &now, err);
+    if (rc != DYNRAG_OK || now != gen)
+        goto cleanup;
+    if (sqlite3_prepare_v2(db, "SELECT id, doc_id FROM docs", -1, &st, NULL) != SQLITE_OK)
+        goto db_error;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
+        if (n_docs >= DOC_NONE - 1) {
+            rc = dr_err_set(err, DYNRAG_ERR_LIMIT, "index.db: too many documents for the map");
+            goto cleanup;
+        }
+        if (grow((void **)&docs, &cap_docs, n_docs, sizeof(*docs)) != DYNRAG_OK)
+            goto no_memory;
+        while (cap_names - used < len + 1) {
+            if (grow((void **)&m->names, &cap_names, cap_names, 1) != DYNRAG_OK)
+                goto no_memory;
+        }
+        if (len > 0)
+            memcpy(m->names + used, name, len);
+        m->names[used + len] = '\0';
+        docs[n_docs++] = (idpair){sqlite3_column_int64(st, 0), (int64_t)used};
+        used += len + 1;
+    }
+    if (s != SQLITE_DONE)
+        goto db_error;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT id, doc FROM chunks", -1, &st, NULL) != SQLITE_OK)
+        goto db_error;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        if (grow((void **)&chunks, &cap_chunks, n_chunks, sizeof(*chunks)) != DYNRAG_OK)
+            goto no_memory;
+        chunks[n_chunks++] =
+            (idpair){sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)};
+    }
+    if (s != SQLITE_DONE)
+        goto db_error;
+    if (n_docs > 0)
+        qsort(docs, n_docs, sizeof(*docs), cmp_idpair);
+    if (n_chunks > 0)
+        qsort(chunks, n_chunks, sizeof(*chunks), cmp_idpair);
+    for (size_t i = 1; i < n_docs || i < n_chunks; i++) {
+        if ((i < n_docs && docs[i].id == docs[i - 1].id) ||
+            (i < n_chunks && chunks[i].id == chunks[i - 1].id)) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "index.db: a repeated row id");
+            goto cleanup;
+        }
+    }
+    m->n_docs = n_docs;
+    m->n_chunks = n_chunks;
+    m->doc_off = malloc(DR_MAX(n_docs, 1) * sizeof(*m->doc_off));
+    m->chunk_id = malloc(DR_MAX(n_chunks, 1) * sizeof(*m->chunk_id));
+    m->doc = malloc(DR_MAX(n_chunks, 1) * sizeof(*m->doc));
+    if (m->doc_off == NULL || m->chunk_id == NULL || m->doc == NULL)
+        goto no_memory;
+    for (size_t i = 0; i < n_docs; i++)
+        m->doc_off[i] = (size_t)docs[i].v;
+    for (size_t i = 0; i < n_chunks; i++) {
+        size_t lo = 0, hi = n_docs;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (docs[mid].id < chunks[i].v)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        m->chunk_id[i] = chunks[i].id;
+        m->doc[i] = lo < n_docs && docs[lo].id == chunks[i].v ? (uint32_t)lo : DOC_NONE;
+    }
+    /* Chunk ids are handed out in order and never reused: unless many were
+     * deleted, a table indexed by id is small and one memory access. */
+    if (n_chunks > 0 && chunks[0].id >= 0 &&
+        chunks[n_chunks - 1].id < (int64_t)(4 * n_chunks + 1024)) {
+        m->max_id = chunks[n_chunks - 1].id;
+        m->by_id = malloc(((size_t)m->max_id + 1) * sizeof(*m->by_id));
+        if (m->by_id == NULL)
+            goto no_memory;
+        for (int64_t i = 0; i <= m->max_id; i++)
+            m->by_id[i] = DOC_NONE;
+        for (size_t i = 0; i < n_chunks; i++)
+            m->by_id[m->chunk_id[i]] = m->doc[i];
+    }
+    *out = m;
+    m = NULL;
+    goto cleanup;
+db_error:
+    rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading the chunk -> document map: %s",
+                    sqlite3_errmsg(db));
+    goto cleanup;
+no_memory:
+    rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+cleanup:
+    sqlite3_finalize(st);
+    (void)dr_store_exec(db, "COMMIT", NULL);
+    free(docs);
+    free(chunks);
+    docmap_free(m);
+    return rc;
+}
+
+/* The index's map, built on first call with db (a pooled connection);
+ * NULL when it cannot be used (index.db is at another generation than the
+ * BM25 engine, or reading it failed: logged, and the searches read each
+ * hit's document from index.db instead). */
+static const dr_docmap *docmap_get(dynrag_index *idx, sqlite3 *db)
+{
+    pthread_mutex_lock(&idx->map_lock);
+    if (!idx->map_tried) {
+        idx->map_tried = true;
+        dr_bm25_info bi;
+        dr_bm25_get_info(idx->bm25, &bi);
+        dynrag_error e;
+        dynrag_error_clear(&e);
+        if (docmap_build(db, bi.generation, &idx->map, &e) != DYNRAG_OK)
+            dr_log(DYNRAG_LOG_WARN, "index", "no chunk -> document map: %s", dynrag_errmsg(&e));
+        else if (idx->map == NULL)
+            dr_log(DYNRAG_LOG_INFO, "index",
+                   "index.db changed since it was opened: hits read their document from it");
+    }
+    const dr_docmap *m = idx->map;
+    pthread_mutex_unlock(&idx->map_lock);
+    return m;
+}
+
 /* ---- open and close ------------------------------------------------------------- */
 
 void dynrag_index_close(dynrag_index *idx)
@@ -186,6 +422,8 @@ void dynrag_index_close(dynrag_index *idx)
     free(idx->all);
     free(idx->idle);
     pthread_mutex_destroy(&idx->pool_lock);
+    docmap_free(idx->map);
+    pthread_mutex_destroy(&idx->map_lock);
     dr_vec_free(idx->vec);
     dr_bm25_free(idx->bm25);
     dr_embedder_free(idx->emb);
@@ -310,6 +548,7 @@ static int open_snapshot(const char *dir, const dynrag_embedder_config *embedder
     if (idx == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&idx->pool_lock, NULL);
+    pthread_mutex_init(&idx->map_lock, NULL);
     int rc = DYNRAG_OK;
     idx->dir = dr_strdup(dir);
     idx->db_path = dr_asprintf("%s/index.db", dir);
@@ -528,6 +767,45 @@ static int fill_hit(sqlite3 *db, sqlite3_stmt *st, int64_t id, double score, dyn
     return rc;
 }
 
+/* fill_hit() when the map knows the chunk's document doc_id: one read of
+ * the chunks table (body, span) instead of a join with docs. The title is
+ * the body's first line (body = title + "\n" + text, titles being one
+ * line), the text the rest. *found false when the chunk is gone. */
+static int fill_hit_mapped(dr_conn *conn, int64_t id, double score, const char *doc_id,
+                           dynrag_hit *h, bool *found, dynrag_error *err)
+{
+    *found = false;
+    if (conn->body == NULL &&
+        sqlite3_prepare_v3(conn->db, "SELECT body, start, \"end\" FROM chunks WHERE id = ?1", -1,
+                           SQLITE_PREPARE_PERSISTENT, &conn->body, NULL) != SQLITE_OK)
+        return dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(conn->db));
+    sqlite3_stmt *st = conn->body;
+    sqlite3_bind_int64(st, 1, id);
+    int s = sqlite3_step(st);
+    int rc = DYNRAG_OK;
+    if (s == SQLITE_ROW) {
+        const char *body = (const char *)sqlite3_column_text(st, 0);
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+        const char *nl = body ? memchr(body, '\n', len) : NULL;
+        *found = true;
+        h->chunk_id = id;
+        h->score = score;
+        h->doc_id = dr_strdup(doc_id);
+        h->title = nl ? dr_strndup(body, (size_t)(nl - body)) : dr_strdup("");
+        h->text = nl ? dr_strndup(nl + 1, len - (size_t)(nl + 1 - body))
+                     : dr_strndup(body ? body : "", body ? len : 0);
+        h->start = sqlite3_column_int64(st, 1);
+        h->end = sqlite3_column_int64(st, 2);
+        if (h->doc_id == NULL || h->title == NULL || h->text == NULL)
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    } else if (s != SQLITE_DONE) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading a chunk: %s",
+                        sqlite3_errmsg(conn->db));
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
 void dynrag_hits_free(dynrag_hits *hits)
 {
     if (hits == NULL)
@@ -539,6 +817,205 @@ void dynrag_hits_free(dynrag_hits *hits)
     }
     free(hits->hits);
     memset(hits, 0, sizeof(*hits));
+}
+
+/* The BM25 and fusion parameters of one search, defaults applied. */
+typedef struct params {
+    double k1, b, rrf_k, wb, wd;
+} params;
+
+/* The chunk ranking of one search: *ranked points into one of the lists. */
+typedef struct ranking {
+    dr_scored *lb, *ld, *fused;
+    const dr_scored *ranked;
+    size_t n;
+} ranking;
+
+static void ranking_free(ranking *r)
+{
+    free(r->lb);
+    free(r->ld);
+    free(r->fused);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Ranks the chunks for query in opt->mode: the top k (hybrid: the fusion
+ * of each side's top `depth`, depth >= k). Adds the time spent in each part
+ * to out's timings. */
+static int rank_chunks(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
+                       const params *p, size_t k, size_t depth, ranking *r, dynrag_hits *out,
+                       dynrag_error *err)
+{
+    bool use_bm25 = opt->mode != DYNRAG_SEARCH_DENSE;
+    bool use_dense = opt->mode != DYNRAG_SEARCH_BM25;
+    if (opt->mode != DYNRAG_SEARCH_HYBRID)
+        depth = k;
+    size_t nb = 0, nd = 0;
+    memset(r, 0, sizeof(*r));
+    r->lb = calloc(depth, sizeof(*r->lb));
+    r->ld = calloc(depth, sizeof(*r->ld));
+    r->fused = calloc(2 * depth, sizeof(*r->fused));
+    if (r->lb == NULL || r->ld == NULL || r->fused == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    if (use_bm25) {
+        int64_t t = dr_now_us();
+        int rc = bm25_search(idx, query, p->k1, p->b, depth, r->lb, &nb, err);
+        out->bm25_us += (double)(dr_now_us() - t);
+        if (rc != DYNRAG_OK)
+            return rc;
+    }
+    if (use_dense) {
+        int64_t t = dr_now_us();
+        int rc = dense_search(idx, query, depth, opt->nprobe, r->ld, &nd, err);
+        out->dense_us += (double)(dr_now_us() - t);
+        if (rc != DYNRAG_OK)
+            return rc;
+    }
+    if (opt->mode == DYNRAG_SEARCH_HYBRID) {
+        r->n = rrf_fuse(r->lb, nb, p->wb, r->ld, nd, p->wd, p->rrf_k, r->fused);
+        r->ranked = r->fused;
+    } else if (use_bm25) {
+        r->ranked = r->lb;
+        r->n = nb;
+    } else {
+        r->ranked = r->ld;
+        r->n = nd;
+    }
+    return DYNRAG_OK;
+}
+
+/* Finds chunk id's document: *key (equal for the chunks of one document)
+ * and *doc_id (NULL when the chunk or its document is gone). From the map
+ * when there is one, else read with conn (inside the caller's transaction);
+ * a string read from index.db is copied to *owned (caller frees). */
+static int chunk_doc(dr_conn *conn, const dr_docmap *m, int64_t id, int64_t *key,
+                     const char **doc_id, char **owned, dynrag_error *err)
+{
+    *doc_id = NULL;
+    *owned = NULL;
+    if (m) {
+        uint32_t d = docmap_find(m, id);
+        if (d != DOC_NONE) {
+            *key = d;
+            *doc_id = m->names + m->doc_off[d];
+        }
+        return DYNRAG_OK;
+    }
+    if (conn->doc == NULL &&
+        sqlite3_prepare_v3(conn->db,
+                           "SELECT c.doc, d.doc_id FROM chunks c JOIN docs d ON d.id = c.doc"
+                           " WHERE c.id = ?1",
+                           -1, SQLITE_PREPARE_PERSISTENT, &conn->doc, NULL) != SQLITE_OK)
+        return dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(conn->db));
+    sqlite3_bind_int64(conn->doc, 1, id);
+    int s = sqlite3_step(conn->doc);
+    int rc = DYNRAG_OK;
+    if (s == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(conn->doc, 1);
+        *key = sqlite3_column_int64(conn->doc, 0);
+        *owned = dr_strdup(t ? t : "");
+        *doc_id = *owned;
+        if (*owned == NULL)
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    } else if (s != SQLITE_DONE) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading a chunk's document: %s",
+                        sqlite3_errmsg(conn->db));
+    }
+    sqlite3_reset(conn->doc);
+    return rc;
+}
+
+/* A set of document keys (open addressing; capacity a power of two at
+ * least twice the number of keys it will hold). */
+typedef struct keyset {
+    int64_t *keys;
+    unsigned char *used;
+    size_t mask;
+} keyset;
+
+static int keyset_init(keyset *s, size_t max_keys)
+{
+    size_t cap = 16;
+    while (cap < 2 * max_keys)
+        cap *= 2;
+    s->keys = malloc(cap * sizeof(*s->keys));
+    s->used = calloc(cap, 1);
+    s->mask = cap - 1;
+    return s->keys && s->used ? DYNRAG_OK : DYNRAG_ERR_NOMEM;
+}
+
+/* Adds key; false when it was already there. */
+static bool keyset_add(keyset *s, int64_t key)
+{
+    size_t i = (size_t)dr_hash64(&key, sizeof(key), 0) & s->mask;
+    while (s->used[i]) {
+        if (s->keys[i] == key)
+            return false;
+        i = (i + 1) & s->mask;
+    }
+    s->used[i] = 1;
+    s->keys[i] = key;
+    return true;
+}
+
+static void keyset_free(keyset *s)
+{
+    free(s->keys);
+    free(s->used);
+    memset(s, 0, sizeof(*s));
+}
+
+/* A chunk chosen for a document-level hit. */
+typedef struct chosen {
+    int64_t id;
+    double score;
+    const char *doc_id; /* borrowed from the map, or == owned */
+    char *owned;
+} chosen;
+
+/* Document level: the first chunk of each document in r, in rank order,
+ * at most k documents, looking at the first `want` chunks that still exist.
+ * *n_found counts those chunks. */
+static int collapse(dr_conn *conn, const dr_docmap *m, const ranking *r, size_t want, size_t k,
+                    chosen *sel, size_t *n_sel, size_t *n_found, dynrag_error *err)
+{
+    keyset seen;
+    memset(&seen, 0, sizeof(seen));
+    *n_sel = *n_found = 0;
+    if (keyset_init(&seen, k) != DYNRAG_OK) {
+        keyset_free(&seen);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    int rc = DYNRAG_OK;
+    for (size_t i = 0; i < r->n && *n_found < want && *n_sel < k; i++) {
+        int64_t key = 0;
+        const char *doc_id = NULL;
+        char *owned = NULL;
+        rc = chunk_doc(conn, m, r->ranked[i].id, &key, &doc_id, &owned, err);
+        if (rc != DYNRAG_OK)
+            break;
+        if (doc_id == NULL)
+            continue;
+        (*n_found)++;
+        if (!keyset_add(&seen, key)) {
+            free(owned);
+            continue;
+        }
+        sel[(*n_sel)++] = (chosen){r->ranked[i].id, r->ranked[i].score, doc_id, owned};
+    }
+    keyset_free(&seen);
+    return rc;
+}
+
+/* An ids_only hit. */
+static int ids_hit(int64_t id, double score, const char *doc_id, dynrag_hit *h,
+                   dynrag_error *err)
+{
+    memset(h, 0, sizeof(*h));
+    h->chunk_id = id;
+    h->score = score;
+    h->doc_id = dr_strdup(doc_id);
+    return h->doc_id ? DYNRAG_OK : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
 }
 
 int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
@@ -563,101 +1040,116 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: missing index, query or options");
     int64_t t0 = dr_now_us();
     int k = opt->k ? opt->k : 10;
-    double k1 = opt->k1_given || opt->k1 != 0 ? opt->k1 : DR_BM25_DEFAULT_K1;
-    double b = opt->b_given || opt->b != 0 ? opt->b : DR_BM25_DEFAULT_B;
-    double rrf_k = opt->rrf_k ? opt->rrf_k : 60;
-    double wb = opt->w_bm25, wd = opt->w_dense;
-    if (wb == 0 && wd == 0)
-        wb = wd = 1;
+    params p = {opt->k1_given || opt->k1 != 0 ? opt->k1 : DR_BM25_DEFAULT_K1,
+                opt->b_given || opt->b != 0 ? opt->b : DR_BM25_DEFAULT_B,
+                opt->rrf_k ? opt->rrf_k : 60, opt->w_bm25, opt->w_dense};
+    if (p.wb == 0 && p.wd == 0)
+        p.wb = p.wd = 1;
     if (k < 1 || k > MAX_K)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: k must be 1 to %d, got %d", MAX_K, k);
-    if (!(k1 >= 0 && k1 <= 100) || !(b >= 0 && b <= 1) || !(rrf_k > 0) || !(wb >= 0) ||
-        !(wd >= 0) || opt->depth < 0 || opt->depth > MAX_K || opt->nprobe < 0)
+    if (!(p.k1 >= 0 && p.k1 <= 100) || !(p.b >= 0 && p.b <= 1) || !(p.rrf_k > 0) ||
+        !(p.wb >= 0) || !(p.wd >= 0) || opt->depth < 0 || opt->depth > MAX_K || opt->nprobe < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "search: bad option (k1 %g, b %g, rrf_k %g, weights %g/%g, depth %d, "
-                          "nprobe %d)", k1, b, rrf_k, wb, wd, opt->depth, opt->nprobe);
+                          "nprobe %d)", p.k1, p.b, p.rrf_k, p.wb, p.wd, opt->depth, opt->nprobe);
     if (opt->mode != DYNRAG_SEARCH_BM25 && opt->mode != DYNRAG_SEARCH_DENSE &&
         opt->mode != DYNRAG_SEARCH_HYBRID)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: unknown mode %d", (int)opt->mode);
-    bool use_bm25 = opt->mode != DYNRAG_SEARCH_DENSE;
-    bool use_dense = opt->mode != DYNRAG_SEARCH_BM25;
-    if (use_dense && idx->vec == NULL)
+    if (opt->mode != DYNRAG_SEARCH_BM25 && idx->vec == NULL)
         return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED,
                           "search: mode %s needs a dense part; this index was built with "
                           "--no-dense",
                           dynrag_search_mode_name(opt->mode));
-    size_t depth = (size_t)k;
-    if (opt->mode == DYNRAG_SEARCH_HYBRID)
-        depth = (size_t)DR_MAX(DR_MAX(opt->depth ? opt->depth : 100, k), 1);
-    dr_scored *lb = calloc(depth, sizeof(*lb));
-    dr_scored *ld = calloc(depth, sizeof(*ld));
-    dr_scored *fused = calloc(2 * depth, sizeof(*fused));
+    bool per_doc = opt->per_document, ids_only = opt->ids_only;
+    ranking r;
+    memset(&r, 0, sizeof(r));
+    chosen *sel = NULL;
+    size_t n_sel = 0;
     dr_conn *conn = NULL;
-    size_t nb = 0, nd = 0, nf = 0;
-    int rc = DYNRAG_OK;
-    if (lb == NULL || ld == NULL || fused == NULL) {
+    bool in_txn = false;
+    int rc = conn_acquire(idx, &conn, err);
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    const dr_docmap *map = docmap_get(idx, conn->db);
+    /* One read transaction for all the reads of hits: one shared lock, not
+     * one per row (each lock is several fcntl/pread calls). None at all
+     * when the map answers everything. */
+    if (!(map && ids_only))
+        in_txn = sqlite3_exec(conn->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    /* The rows read below must be of this snapshot's generation. */
+    if (in_txn && conn_moved(idx, conn)) {
+        rc = dr_err_set(err, DYNRAG_ERR_STATE, "%s: changed during the search", idx->dir);
+        goto cleanup;
+    }
+    /* Document level searches 3k chunks, then twice as many while fewer
+     * than k documents came out of a full list. */
+    size_t want = per_doc ? DR_MIN((size_t)k * 3, (size_t)MAX_K) : (size_t)k;
+    if (per_doc && (sel = calloc((size_t)k, sizeof(*sel))) == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
-    rc = conn_acquire(idx, &conn, err);
+    for (;;) {
+        size_t depth = DR_MAX((size_t)(opt->depth ? opt->depth : 100), (size_t)k);
+        if (per_doc)
+            depth = DR_MAX((size_t)opt->depth, want);
+        ranking_free(&r);
+        rc = rank_chunks(idx, query, opt, &p, want, depth, &r, out, err);
+        if (rc != DYNRAG_OK || !per_doc)
+            break;
+        for (size_t i = 0; i < n_sel; i++)
+            free(sel[i].owned);
+        size_t found = 0;
+        rc = collapse(conn, map, &r, want, (size_t)k, sel, &n_sel, &found, err);
+        if (rc != DYNRAG_OK || n_sel >= (size_t)k || found < want || want >= MAX_K)
+            break;
+        want = DR_MIN(want * 2, (size_t)MAX_K);
+    }
     if (rc != DYNRAG_OK)
         goto cleanup;
-    if (use_bm25) {
-        int64_t t = dr_now_us();
-        rc = bm25_search(idx, query, k1, b, depth, lb, &nb, err);
-        out->bm25_us = (double)(dr_now_us() - t);
-        if (rc != DYNRAG_OK)
-            goto cleanup;
-    }
-    if (use_dense) {
-        int64_t t = dr_now_us();
-        rc = dense_search(idx, query, depth, opt->nprobe, ld, &nd, err);
-        out->dense_us = (double)(dr_now_us() - t);
-        if (rc != DYNRAG_OK)
-            goto cleanup;
-    }
-    const dr_scored *ranked = fused;
-    if (opt->mode == DYNRAG_SEARCH_HYBRID) {
-        nf = rrf_fuse(lb, nb, wb, ld, nd, wd, rrf_k, fused);
-    } else if (use_bm25) {
-        ranked = lb;
-        nf = nb;
-    } else {
-        ranked = ld;
-        nf = nd;
-    }
-    if (nf > 0) {
-        sqlite3 *db = conn->db;
-        sqlite3_stmt *st = conn->hit;
-        out->hits = calloc(DR_MIN(nf, (size_t)k), sizeof(*out->hits));
+    size_t cand = per_doc ? n_sel : r.n;
+    if (cand > 0) {
+        out->hits = calloc(DR_MIN(cand, (size_t)k), sizeof(*out->hits));
         if (out->hits == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
-        /* One read transaction for all the hits: one shared lock, not one
-         * per row (each lock is several fcntl/pread calls). */
-        bool in_txn = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
-        if (in_txn && conn_moved(idx, conn))
-            rc = dr_err_set(err, DYNRAG_ERR_STATE, "%s: changed during the search", idx->dir);
-        for (size_t i = 0; rc == DYNRAG_OK && i < nf && out->n < (size_t)k; i++) {
-            bool found = false;
-            rc = fill_hit(db, st, ranked[i].id, ranked[i].score, &out->hits[out->n], &found, err);
+    }
+    for (size_t i = 0; i < cand && out->n < (size_t)k && rc == DYNRAG_OK; i++) {
+        int64_t id = per_doc ? sel[i].id : r.ranked[i].id;
+        double score = per_doc ? sel[i].score : r.ranked[i].score;
+        dynrag_hit *h = &out->hits[out->n];
+        bool found = false;
+        if (ids_only) {
+            const char *doc_id = per_doc ? sel[i].doc_id : NULL;
+            char *owned = NULL;
+            int64_t key = 0;
+            if (!per_doc)
+                rc = chunk_doc(conn, map, id, &key, &doc_id, &owned, err);
+            found = rc == DYNRAG_OK && doc_id != NULL;
             if (found)
-                out->n++;
-            if (rc != DYNRAG_OK)
-                break;
+                rc = ids_hit(id, score, doc_id, h, err);
+            free(owned);
+        } else if (map) {
+            const char *doc_id = per_doc ? sel[i].doc_id : NULL;
+            uint32_t d = per_doc ? 0 : docmap_find(map, id);
+            if (!per_doc && d != DOC_NONE)
+                doc_id = map->names + map->doc_off[d];
+            if (doc_id)
+                rc = fill_hit_mapped(conn, id, score, doc_id, h, &found, err);
+        } else {
+            rc = fill_hit(conn->db, conn->hit, id, score, h, &found, err);
         }
-        sqlite3_reset(st);
-        if (in_txn)
-            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-        if (rc != DYNRAG_OK)
-            goto cleanup;
+        if (found)
+            out->n++;
     }
 cleanup:
+    if (conn && in_txn)
+        sqlite3_exec(conn->db, "COMMIT", NULL, NULL, NULL);
     conn_release(idx, conn);
-    free(lb);
-    free(ld);
-    free(fused);
+    ranking_free(&r);
+    for (size_t i = 0; i < n_sel; i++)
+        free(sel[i].owned);
+    free(sel);
     if (rc != DYNRAG_OK)
         dynrag_hits_free(out);
     out->total_us = (double)(dr_now_us() - t0);
@@ -1017,6 +1509,7 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&idx->pool_lock, NULL);
+    pthread_mutex_init(&idx->map_lock, NULL);
     pthread_mutex_init(&lv->lock, NULL);
     lv->ino_fd = -1;
     lv->refused_gen = -1;
