@@ -234,8 +234,12 @@ void dr_q_availability(qstate *s, dr_stage_id sid)
                 s->unavail_why[sid][i][0] = '\0';
         return;
     }
-    for (size_t i = 0; i < st->n_options; i++)
+    for (size_t i = 0; i < st->n_options; i++) {
+        if (av[i] && s->unavail_why[sid][i][0] != '\0')
+            dr_log(DYNRAG_LOG_DEBUG, MOD, "stages.%s option '%s' unavailable: %s",
+                   dr_stage_name(sid), st->options[i].name, s->unavail_why[sid][i]);
         av[i] = av[i] && s->unavail_why[sid][i][0] == '\0';
+    }
 }
 
 /*
