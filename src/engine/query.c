@@ -5,6 +5,7 @@
 #include "engine/query.h"
 
 #include "core/util.h"
+#include "net/http.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -367,7 +368,9 @@ int dr_q_route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_to
     for (size_t i = 0; i < DR_MAX_OPTIONS; i++)
         d.scores[i] = NAN;
     int64_t t0 = dr_now_us();
+    int64_t prev = dr_http_thread_deadline(s->deadline_us); /* knn embeds the query */
     int rc = r->vt->route(r, &ctx, &d, err);
+    dr_http_thread_deadline(prev);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "stages.%s.router (%s)", dr_stage_name(sid), r->type);
     if (d.option < 0 || (size_t)d.option >= st->n_options)
