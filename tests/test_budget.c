@@ -166,3 +166,82 @@ TEST(budget_http_deadline_bounds_the_call)
     ASSERT_CONTAINS(dynrag_errmsg(&err), "deadline");
     ASSERT_EQ(before, after);
 }
+
+TEST(budget_deadline_bounds_remote_embedder_calls)
+{
+    test_double d;
+    if (test_double_start(&d) != 0)
+        SKIP("python3 test double unavailable");
+    char idx[4200], yaml[8192];
+    snprintf(idx, sizeof(idx), "%s/idx", test_tmpdir());
+    const char *in[] = {test_write_file("c.jsonl", corpus)};
+    dynrag_build_options bo;
+    memset(&bo, 0, sizeof(bo));
+    bo.embedder.kind = "openai";
+    bo.embedder.base_url = d.base_url;
+    bo.embedder.model = "emb";
+    bo.embedder.dim = 64;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_index_add(idx, in, 1, &bo, NULL, &err);
+    if (rc != DYNRAG_OK)
+        test_double_stop(&d);
+    ASSERT_OK(rc, &err);
+    /* A dense search embeds the query remotely; the embedder endpoint is slow
+     * (0.5 s) and the query's latency budget is 150 ms. With an index
+     * fallback the BM25 search answers in time; without, the query fails at
+     * the deadline, not after the endpoint's 5 s timeout. */
+    double ms[2];
+    int rcs[2];
+    char fb_line[2][64] = {"", "    fallback: bm25\n"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(yaml, sizeof(yaml),
+                 "version: 1\nname: remote\nindex: %s\nbudget: {latency_ms: 150}\n"
+                 "endpoints:\n  emb: {base_url: '%s', model: emb, timeout_s: 5, max_retries: 0}\n"
+                 "stages:\n"
+                 "  embedder:\n    options:\n"
+                 "      - {name: remote, kind: openai, endpoint: emb, params: {dim: 64}}\n"
+                 "  index:\n    options:\n"
+                 "      - {name: dense, kind: dense}\n"
+                 "      - {name: bm25, kind: bm25}\n"
+                 "%s",
+                 idx, d.base_url, fb_line[i]);
+        dynrag_pipeline *p = NULL;
+        dynrag_diags *diags = NULL;
+        rc = dynrag_pipeline_load_string(yaml, strlen(yaml), "r.yaml", test_tmpdir(), &p, &diags,
+                                         &err);
+        dynrag_diags_free(diags);
+        dynrag_engine *e = NULL;
+        dynrag_engine_options eo = {0};
+        eo.no_log = true;
+        if (rc == DYNRAG_OK)
+            rc = dynrag_engine_create(p, &eo, &e, &err);
+        if (rc != DYNRAG_OK) {
+            dynrag_pipeline_free(p);
+            test_double_stop(&d);
+        }
+        ASSERT_OK(rc, &err);
+        test_double_script(&d, "{\"script\": [\"sleep:0.5\"]}");
+        dynrag_result *r = NULL;
+        int64_t t0 = dr_now_us();
+        rcs[i] = dynrag_engine_query(e, "capital of France", NULL, &r, &err);
+        ms[i] = (double)(dr_now_us() - t0) / 1000.0;
+        if (rcs[i] == DYNRAG_OK) {
+            cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+            cJSON *f = cJSON_GetArrayItem(cJSON_GetObjectItem(rec, "fallbacks"), 0);
+            bool took_bm25 = f != NULL && cJSON_IsString(cJSON_GetObjectItem(f, "took")) &&
+                             strcmp(cJSON_GetObjectItem(f, "took")->valuestring, "bm25") == 0;
+            cJSON_Delete(rec);
+            if (!took_bm25)
+                rcs[i] = -1000;
+        }
+        dynrag_result_free(r);
+        dynrag_engine_free(e);
+        dynrag_pipeline_free(p);
+    }
+    test_double_stop(&d);
+    ASSERT(rcs[0] != DYNRAG_OK);
+    ASSERT_LT(ms[0], 450);
+    ASSERT_EQ(rcs[1], DYNRAG_OK);
+    ASSERT_LT(ms[1], 450);
+}

@@ -5,6 +5,7 @@
 #include "engine/query.h"
 
 #include "core/util.h"
+#include "net/http.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -234,8 +235,12 @@ void dr_q_availability(qstate *s, dr_stage_id sid)
                 s->unavail_why[sid][i][0] = '\0';
         return;
     }
-    for (size_t i = 0; i < st->n_options; i++)
+    for (size_t i = 0; i < st->n_options; i++) {
+        if (av[i] && s->unavail_why[sid][i][0] != '\0')
+            dr_log(DYNRAG_LOG_DEBUG, MOD, "stages.%s option '%s' unavailable: %s",
+                   dr_stage_name(sid), st->options[i].name, s->unavail_why[sid][i]);
         av[i] = av[i] && s->unavail_why[sid][i][0] == '\0';
+    }
 }
 
 /*
@@ -363,7 +368,9 @@ int dr_q_route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_to
     for (size_t i = 0; i < DR_MAX_OPTIONS; i++)
         d.scores[i] = NAN;
     int64_t t0 = dr_now_us();
+    int64_t prev = dr_http_thread_deadline(s->deadline_us); /* knn embeds the query */
     int rc = r->vt->route(r, &ctx, &d, err);
+    dr_http_thread_deadline(prev);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "stages.%s.router (%s)", dr_stage_name(sid), r->type);
     if (d.option < 0 || (size_t)d.option >= st->n_options)

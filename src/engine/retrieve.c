@@ -8,6 +8,7 @@
 #include "core/util.h"
 #include "generate/context.h"
 #include "generate/reformulate.h"
+#include "net/http.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -105,7 +106,10 @@ static int search_once(qstate *s, int step, const char *query, int k, size_t *n_
     dynrag_hits h;
     memset(&h, 0, sizeof(h));
     int64_t t0 = dr_now_us();
+    /* A remote embedder's calls end by the query's deadline. */
+    int64_t prev = dr_http_thread_deadline(s->deadline_us);
     int rc = dynrag_index_search(s->idx, query, &so, &h, err);
+    dr_http_thread_deadline(prev);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "retrieval step %d", step);
     rc = add_hits(s, step, &h, (size_t)k, n_new);

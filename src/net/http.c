@@ -284,6 +284,15 @@ static uint64_t seed_from_clock(void)
     return dr_hash64(parts, sizeof(parts), (uint64_t)getpid());
 }
 
+static _Thread_local int64_t thread_deadline_us;
+
+int64_t dr_http_thread_deadline(int64_t deadline_us)
+{
+    int64_t prev = thread_deadline_us;
+    thread_deadline_us = deadline_us > 0 ? deadline_us : 0;
+    return prev;
+}
+
 int dr_http_post_json(const dr_http_request *req, dr_http_response *resp, dynrag_error *err)
 {
     int rc = DYNRAG_OK;
@@ -328,6 +337,7 @@ int dr_http_post_json(const dr_http_request *req, dr_http_response *resp, dynrag
     dr_rng rng;
     dr_rng_seed(&rng, req->seed ? req->seed : seed_from_clock());
     int64_t t0 = dr_now_us();
+    int64_t deadline_us = req->deadline_us > 0 ? req->deadline_us : thread_deadline_us;
 
     h = curl_easy_init();
     if (h == NULL) {
@@ -363,8 +373,8 @@ int dr_http_post_json(const dr_http_request *req, dr_http_response *resp, dynrag
     for (int attempt = 1;; attempt++) {
         /* The caller's deadline bounds every attempt. */
         double attempt_s = timeout_s;
-        if (req->deadline_us > 0) {
-            double left_s = (double)(req->deadline_us - dr_now_us()) / 1e6;
+        if (deadline_us > 0) {
+            double left_s = (double)(deadline_us - dr_now_us()) / 1e6;
             if (left_s < 0.001) {
                 rc = dr_err_set(err, DYNRAG_ERR_TIMEOUT,
                                 "POST %s: deadline reached before attempt %d", req->url, attempt);
@@ -472,7 +482,7 @@ int dr_http_post_json(const dr_http_request *req, dr_http_response *resp, dynrag
             delay = dr_http_backoff_delay(attempt, base, bmax, dr_rng_uniform(&rng));
             why = "backoff";
         }
-        if (req->deadline_us > 0 && dr_now_us() + (int64_t)(delay * 1e6) >= req->deadline_us) {
+        if (deadline_us > 0 && dr_now_us() + (int64_t)(delay * 1e6) >= deadline_us) {
             rc = dr_err_set(err, fail_status == DYNRAG_ERR_TIMEOUT ? DYNRAG_ERR_TIMEOUT
                                                                    : DYNRAG_ERR_HTTP,
                             "POST %s: %s (attempt %d; a retry in %.2f s would pass the "

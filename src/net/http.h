@@ -61,6 +61,15 @@ typedef struct dr_http_request {
                                  starts past it (DYNRAG_ERR_TIMEOUT) */
 } dr_http_request;
 
+/*
+ * Sets the deadline (absolute, dr_now_us() clock; 0 = none) that every
+ * dr_http_post_json() call of the calling thread honours when its request
+ * sets no deadline_us of its own, and returns the previous one. The engine
+ * sets it around index searches, so that a remote embedder's calls (which
+ * go through shared, thread-safe embedders) end by the query's deadline.
+ */
+int64_t dr_http_thread_deadline(int64_t deadline_us);
+
 /* What came back. Filled in by dr_http_post_json() on success and, as far as
  * it got, on failure; release with dr_http_response_free(). */
 typedef struct dr_http_response {
