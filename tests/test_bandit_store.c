@@ -112,8 +112,8 @@ TEST(bandit_store_once_per_id_across_handles)
             x[i] = dr_rng_uniform(&rng);
         bool with_x = dr_rng_below(&rng, 4) != 0;
         dr_bandit_stats got;
-        int rc = dr_bandit_store_reward(s, qid, c.names[o], r, with_x ? x : NULL, &init, &got,
-                                        &err);
+        int rc =
+            dr_bandit_store_reward(s, qid, c.names[o], r, with_x ? x : NULL, &init, &got, &err);
         if (accepted[q]) {
             if (rc != DYNRAG_ERR_STATE)
                 test_fail_(__FILE__, __LINE__, "duplicate %s: rc %d", qid, rc);
@@ -202,8 +202,15 @@ static pid_t spawn_server(const char *yaml, int *port, FILE **so)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     posix_spawn_file_actions_addclose(&fa, out[0]);
-    char *argv[] = {(char *)test_cli_path(), "serve", "--pipeline", (char *)yaml, "--port", "0",
-                    "--threads", "4", NULL};
+    char *argv[] = {(char *)test_cli_path(),
+                    "serve",
+                    "--pipeline",
+                    (char *)yaml,
+                    "--port",
+                    "0",
+                    "--threads",
+                    "4",
+                    NULL};
     pid_t pid = 0;
     if (posix_spawn(&pid, test_cli_path(), &fa, NULL, argv, environ) != 0)
         pid = 0;
@@ -343,8 +350,8 @@ TEST(bandit_state_survives_kill9_with_cli_writers)
     ASSERT_NEAR(c.got[0].n + c.got[1].n, acked, 0);
     ASSERT_NEAR(c.got[0].sum_reward + c.got[1].sum_reward, sum, 1e-12);
     /* and the pipeline loads its state again: the next CLI query runs */
-    snprintf(cmd, sizeof cmd, "'%s' query --pipeline '%s' 'Who created Python?'",
-             test_cli_path(), yaml);
+    snprintf(cmd, sizeof cmd, "'%s' query --pipeline '%s' 'Who created Python?'", test_cli_path(),
+             yaml);
     ASSERT_EQ(test_run(cmd, &out), 0);
     free(out);
 }
@@ -356,8 +363,8 @@ TEST(bandit_state_unsavable_fails_the_command)
     char yaml[4200];
     ASSERT_EQ(make_pipeline("no-such-dir/bandit.json", yaml, sizeof yaml), 0);
     char cmd[9000], *out = NULL;
-    snprintf(cmd, sizeof cmd, "'%s' query --pipeline '%s' 'Who created Python?'",
-             test_cli_path(), yaml);
+    snprintf(cmd, sizeof cmd, "'%s' query --pipeline '%s' 'Who created Python?'", test_cli_path(),
+             yaml);
     int rc = test_run(cmd, &out);
     ASSERT_EQ(rc, 1);
     ASSERT_CONTAINS(out, "saving bandit state");

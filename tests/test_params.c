@@ -69,7 +69,8 @@ TEST(params_resolved_typed_with_presence_property)
             okind[o] = kinds[k].kind;
             char owner[64];
             snprintf(owner, sizeof owner, "%s.%s", stage, okind[o]);
-            dr_buf_printf(&y, "      - name: o%d\n        kind: %s\n        params: {", o, okind[o]);
+            dr_buf_printf(&y, "      - name: o%d\n        kind: %s\n        params: {", o,
+                          okind[o]);
             bool any = false;
             for (size_t r = 0; r < dr_n_param_rows; r++) {
                 const dr_param_row *row = &dr_param_rows[r];
@@ -116,19 +117,18 @@ TEST(params_resolved_typed_with_presence_property)
                 if (v->present != has[o][i] || dr_opt_given(opt, row->key) != has[o][i])
                     test_fail_(__FILE__, __LINE__, "%s.%s: present %d, given %d", okind[o],
                                row->key, v->present, has[o][i]);
-                double want = has[o][i] ? given[o][i]
+                double want = has[o][i]                 ? given[o][i]
                               : row->type == DR_PT_BOOL ? (strcmp(row->dflt, "true") == 0)
                                                         : strtod(row->dflt, NULL);
                 double got = row->type == DR_PT_BOOL ? (double)dr_opt_bool(opt, row->key)
                                                      : dr_opt_num(opt, row->key);
                 if (got != want)
-                    test_fail_(__FILE__, __LINE__, "%s.%s: %.17g, want %.17g (given %d)",
-                               okind[o], row->key, got, want, has[o][i]);
+                    test_fail_(__FILE__, __LINE__, "%s.%s: %.17g, want %.17g (given %d)", okind[o],
+                               row->key, got, want, has[o][i]);
                 if (row->type == DR_PT_INT && dr_opt_int(opt, row->key) != (int)want)
                     test_fail_(__FILE__, __LINE__, "%s.%s: int %d", okind[o], row->key,
                                dr_opt_int(opt, row->key));
-                if (row->type == DR_PT_NUM &&
-                    dr_param_num(opt->params, row->key, NAN) != want)
+                if (row->type == DR_PT_NUM && dr_param_num(opt->params, row->key, NAN) != want)
                     test_fail_(__FILE__, __LINE__, "%s.%s: params disagree", okind[o], row->key);
             }
             ASSERT(dr_option_param(opt, "no_such_key") == NULL);
@@ -162,8 +162,7 @@ static const char *const corpus =
     "{\"_id\":\"other\",\"title\":\"Cats\",\"text\":\"Cats also hunt mice in barns.\"}\n";
 
 /* Scores of a search (by doc id order of the hits) into out; returns n. */
-static size_t scores(dynrag_index *idx, const dynrag_search_options *o, double *out,
-                     char ids[][32])
+static size_t scores(dynrag_index *idx, const dynrag_search_options *o, double *out, char ids[][32])
 {
     dynrag_hits h;
     dynrag_error err;
@@ -200,8 +199,8 @@ TEST(params_zero_is_a_value_end_to_end)
                  "      - {name: lex, kind: bm25, params: %s}\n",
                  dir, cases[c]);
         dynrag_pipeline *p = NULL;
-        ASSERT_OK(dynrag_pipeline_load_string(yaml, strlen(yaml), "t.yaml", test_tmpdir(), &p,
-                                              NULL, &err),
+        ASSERT_OK(dynrag_pipeline_load_string(yaml, strlen(yaml), "t.yaml", test_tmpdir(), &p, NULL,
+                                              &err),
                   &err);
         const dr_option *o = &p->stages[DR_STAGE_INDEX].options[0];
         dynrag_search_options so = {.mode = DYNRAG_SEARCH_BM25, .k = 3};

@@ -132,7 +132,10 @@ TEST(svg_labels_never_overlap)
         for (size_t i = 0; i < c.n_rows; i++) {
             int d = (int)dr_rng_below(&rng, (uint64_t)distinct);
             snprintf(rows[i].name, sizeof rows[i].name,
-                     i == 0 ? "router" : i == 1 ? "oracle" : "always-option-%zu", i);
+                     i == 0   ? "router"
+                     : i == 1 ? "oracle"
+                              : "always-option-%zu",
+                     i);
             rows[i].cost = px[d];
             rows[i].quality = py[d];
         }
@@ -140,7 +143,8 @@ TEST(svg_labels_never_overlap)
         ASSERT(svg != NULL);
         lbox boxes[20];
         size_t nb = 0;
-        for (const char *p = strstr(svg, "class=\"label\""); p; p = strstr(p + 1, "class=\"label\"")) {
+        for (const char *p = strstr(svg, "class=\"label\""); p;
+             p = strstr(p + 1, "class=\"label\"")) {
             double x = 0, y = 0;
             ASSERT_EQ(sscanf(p, "class=\"label\" x=\"%lf\" y=\"%lf\">", &x, &y), 2);
             const char *s = strchr(p, '>') + 1, *e = strchr(s, '<');

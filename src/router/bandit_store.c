@@ -24,8 +24,8 @@ struct dr_bandit_store {
 
 static int db_fail(dr_bandit_store *s, int sqlite_rc, const char *what, dynrag_error *err)
 {
-    int st = sqlite_rc == SQLITE_BUSY || sqlite_rc == SQLITE_LOCKED ? DYNRAG_ERR_TIMEOUT
-                                                                      : DYNRAG_ERR_DB;
+    int st =
+        sqlite_rc == SQLITE_BUSY || sqlite_rc == SQLITE_LOCKED ? DYNRAG_ERR_TIMEOUT : DYNRAG_ERR_DB;
     return dr_err_set(err, st, "bandit reward store %s: %s: %s", s->path, what,
                       sqlite3_errmsg(s->db));
 }
@@ -90,9 +90,8 @@ int dr_bandit_store_open(const char *state_path, const char *stage, bool create,
         if (rc != DYNRAG_OK)
             goto fail;
     }
-    int src = sqlite3_open_v2(s->path, &s->db,
-                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                              NULL);
+    int src = sqlite3_open_v2(
+        s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (src != SQLITE_OK) {
         rc = dr_err_set(err, DYNRAG_ERR_DB, "bandit reward store %s: cannot open: %s", s->path,
                         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(src));
@@ -145,9 +144,8 @@ int dr_bandit_store_read(dr_bandit_store *s,
 {
     sqlite3_stmt *q = NULL;
     int rc = DYNRAG_OK;
-    int src = sqlite3_prepare_v2(s->db,
-                                 "SELECT option, n, sum_reward, A, b FROM arms WHERE stage = ?1",
-                                 -1, &q, NULL);
+    int src = sqlite3_prepare_v2(
+        s->db, "SELECT option, n, sum_reward, A, b FROM arms WHERE stage = ?1", -1, &q, NULL);
     if (src != SQLITE_OK)
         return db_fail(s, src, "reading arms", err);
     sqlite3_bind_text(q, 1, s->stage, -1, SQLITE_STATIC);
@@ -216,9 +214,9 @@ int dr_bandit_store_reward(dr_bandit_store *s, const char *query_id, const char 
         goto cleanup;
     }
     sqlite3_finalize(q);
-    src = sqlite3_prepare_v2(s->db,
-                             "SELECT n, sum_reward, A, b FROM arms WHERE stage = ?1 AND option = ?2",
-                             -1, &q, NULL);
+    src = sqlite3_prepare_v2(
+        s->db, "SELECT n, sum_reward, A, b FROM arms WHERE stage = ?1 AND option = ?2", -1, &q,
+        NULL);
     if (src != SQLITE_OK) {
         rc = db_fail(s, src, "reading the arm", err);
         goto cleanup;

@@ -31,7 +31,7 @@ typedef struct dr_bandit_store dr_bandit_store;
 
 /* An arm's reward statistics. */
 typedef struct dr_bandit_stats {
-    double n;          /* rewards counted */
+    double n; /* rewards counted */
     double sum_reward;
     double A[DR_FEATURE_DIM * DR_FEATURE_DIM]; /* row-major, I + sum x x^T */
     double b[DR_FEATURE_DIM];                  /* sum r x */
