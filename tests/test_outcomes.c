@@ -269,3 +269,267 @@ TEST(outcomes_truncated_files_never_crash)
     free(text);
     dr_outcomes_free(&t);
 }
+
+/* ---- converters ------------------------------------------------------------ */
+
+#include "dynrag/outcomes.h"
+
+/* Converts with routerdc/routerbench and loads the result. */
+static int convert_load(bool routerdc, const char *in, dr_outcome_table *t,
+                        dynrag_convert_stats *st, dynrag_error *err)
+{
+    char out[1024];
+    snprintf(out, sizeof(out), "%s/out.jsonl", test_tmpdir());
+    int rc = routerdc ? dynrag_convert_routerdc(in, out, st, err)
+                      : dynrag_convert_routerbench(in, out, st, err);
+    memset(t, 0, sizeof(*t));
+    return rc != DYNRAG_OK ? rc : dr_outcomes_load(out, t, err);
+}
+
+TEST(outcomes_convert_routerdc_scoring_by_file_name)
+{
+    /* The same records under names of each scoring type. */
+    const char *json =
+        "[{\"question\":\"What is 2+2?\",\"scores\":{\"m1\":0.7,\"m2\":0,\"m3\":1.0}},"
+        " {\"question\":\"Q \\\"two\\\"\",\"scores\":{\"m1\":0.0001,\"m2\":0.5,"
+        "\"m3\":0}, \"cluster_id\": 3}]";
+    static const struct {
+        const char *file, *task;
+        bool frac;
+    } names[] = {{"gsm8k-train.json", "gsm8k", true},
+                 {"humaneval_test.json", "humaneval", true},
+                 {"mbpp.json", "mbpp", true},
+                 {"javascript_test.json", "javascript", true},
+                 {"mmlu_train.json", "mmlu", false},
+                 {"cmmlu-test.json", "cmmlu", false},
+                 {"MATH_prealgebra.json", "MATH_prealgebra", false},
+                 {"ceval.json", "ceval", false}};
+    for (size_t i = 0; i < DR_ARRAY_LEN(names); i++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s", test_write_file(names[i].file, json));
+        dr_outcome_table t;
+        dynrag_convert_stats st;
+        dynrag_error err = {0};
+        ASSERT_OK(convert_load(true, path, &t, &st, &err), &err);
+        ASSERT_STR_EQ(st.task, names[i].task);
+        ASSERT_EQ(st.fractional, names[i].frac);
+        ASSERT_EQ(st.rows_written, 2);
+        ASSERT_EQ(t.n_rows, 2);
+        ASSERT_EQ(t.n_options, 3);
+        ASSERT_STR_EQ(t.rows[1].query, "Q \"two\"");
+        ASSERT_STR_EQ(t.rows[0].task, names[i].task);
+        char id[128];
+        snprintf(id, sizeof(id), "%s-1", names[i].task);
+        ASSERT_STR_EQ(t.rows[1].id, id);
+        static const double raw[2][3] = {{0.7, 0, 1.0}, {0.0001, 0.5, 0}};
+        for (int r = 0; r < 2; r++)
+            for (int k = 0; k < 3; k++) {
+                double want = names[i].frac ? raw[r][k] : (raw[r][k] > 0 ? 1.0 : 0.0);
+                ASSERT_EQ(t.rows[r].o[k].quality, want);
+                ASSERT(!t.rows[r].o[k].has_cost);
+            }
+        dr_outcomes_free(&t);
+    }
+    /* A fraction file with a score outside [0, 1], and malformed records. */
+    static const struct {
+        const char *file, *json, *msg;
+    } bad[] = {
+        {"gsm8k.json", "[{\"question\":\"q\",\"scores\":{\"m\":1.5}}]",
+         "[0].scores.m: 1.5 is not a fraction"},
+        {"mmlu.json", "[{\"question\":\"q\",\"scores\":{\"m\":1}},{\"scores\":{\"m\":1}}]",
+         "[1].question"},
+        {"mmlu.json", "[{\"question\":\"q\",\"scores\":{}}]", "[0].scores"},
+        {"mmlu.json", "[{\"question\":\"q\",\"scores\":{\"m\":\"x\"}}]",
+         "[0].scores.m: not a number"},
+        {"mmlu.json", "{\"question\":\"q\"}", "expected a JSON array"},
+        {"mmlu.json", "[", "malformed JSON"},
+        {"mmlu.json", "[]", "no records"},
+        {"_train.json", "[]", "task name"},
+    };
+    for (size_t i = 0; i < DR_ARRAY_LEN(bad); i++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s", test_write_file(bad[i].file, bad[i].json));
+        dr_outcome_table t;
+        dynrag_convert_stats st;
+        dynrag_error err = {0};
+        ASSERT(convert_load(true, path, &t, &st, &err) < 0);
+        ASSERT_CONTAINS(dynrag_errmsg(&err), bad[i].file);
+        ASSERT_CONTAINS(dynrag_errmsg(&err), bad[i].msg);
+    }
+}
+
+/* Appends s as one CSV field, quoted when it holds a comma, quote, CR or LF
+ * (or always when `force`). */
+static void csv_field(dr_buf *b, const char *s, bool force)
+{
+    if (!force && strpbrk(s, ",\"\r\n") == NULL) {
+        dr_buf_puts(b, s);
+        return;
+    }
+    dr_buf_putc(b, '"');
+    for (; *s; s++) {
+        if (*s == '"')
+            dr_buf_putc(b, '"');
+        dr_buf_putc(b, *s);
+    }
+    dr_buf_putc(b, '"');
+}
+
+TEST(outcomes_convert_routerbench_csv_roundtrip)
+{
+    /* Random RouterBench-like files: prompts and responses full of commas,
+     * quotes, newlines and CRs, random quoting, CRLF or LF line ends, rows
+     * with a missing score; the table must hold exactly the kept rows. */
+    static const char *pieces[] = {"a", ",", "\"", "\n", "\r\n", "['x', \"y\"]", "é", " ", "''"};
+    static const char *models[] = {"gpt-4-1106-preview", "mistralai/mistral-7b-chat", "claude-v2"};
+    dr_rng r;
+    dr_rng_seed(&r, 5);
+    for (int iter = 0; iter < 40; iter++) {
+        const char *eol = dr_rng_below(&r, 2) ? "\r\n" : "\n";
+        dr_buf b = {0};
+        dr_buf_puts(&b, ",sample_id,prompt,eval_name");
+        for (int m = 0; m < 3; m++)
+            dr_buf_printf(&b, ",%s", models[m]);
+        for (int m = 0; m < 3; m++)
+            dr_buf_printf(&b, ",%s|model_response", models[m]);
+        for (int m = 0; m < 3; m++)
+            dr_buf_printf(&b, ",%s|total_cost", models[m]);
+        dr_buf_printf(&b, ",oracle_model_to_route_to%s", eol);
+        size_t n = 1 + dr_rng_below(&r, 8), kept = 0;
+        char *prompt[8], *resp[8][3];
+        double q[8][3], cost[8][3];
+        bool keep[8];
+        for (size_t i = 0; i < n; i++) {
+            dr_buf p = {0};
+            size_t len = 1 + dr_rng_below(&r, 6);
+            for (size_t j = 0; j < len; j++)
+                dr_buf_puts(&p, pieces[dr_rng_below(&r, DR_ARRAY_LEN(pieces))]);
+            prompt[i] = dr_buf_take(&p);
+            keep[i] = i == 0 || dr_rng_below(&r, 4) != 0;
+            kept += keep[i];
+            dr_buf_printf(&b, "%zu,task.%zu,", i, i);
+            csv_field(&b, prompt[i], dr_rng_below(&r, 2));
+            dr_buf_puts(&b, ",mytask");
+            size_t miss = dr_rng_below(&r, 3);
+            for (int m = 0; m < 3; m++) {
+                q[i][m] = (double)dr_rng_below(&r, 2);
+                if (!keep[i] && (size_t)m == miss)
+                    dr_buf_puts(&b, ",");
+                else
+                    dr_buf_printf(&b, ",%.1f", q[i][m]);
+            }
+            for (int m = 0; m < 3; m++) {
+                dr_buf p2 = {0};
+                size_t l2 = dr_rng_below(&r, 4);
+                for (size_t j = 0; j < l2; j++)
+                    dr_buf_puts(&p2, pieces[dr_rng_below(&r, DR_ARRAY_LEN(pieces))]);
+                resp[i][m] = dr_buf_take(&p2);
+                dr_buf_putc(&b, ',');
+                csv_field(&b, resp[i][m], dr_rng_below(&r, 2));
+            }
+            for (int m = 0; m < 3; m++) {
+                cost[i][m] = (double)dr_rng_below(&r, 100000) * 1e-8;
+                dr_buf_printf(&b, ",%.17g", cost[i][m]);
+            }
+            dr_buf_printf(&b, ",%s%s", models[0], i + 1 < n || dr_rng_below(&r, 2) ? eol : "");
+        }
+        char path[1024];
+        snprintf(path, sizeof(path), "%s", test_write_file("rb.csv", b.data));
+        dr_outcome_table t;
+        dynrag_convert_stats st;
+        dynrag_error err = {0};
+        ASSERT_OK(convert_load(false, path, &t, &st, &err), &err);
+        ASSERT_EQ(st.rows_read, n);
+        ASSERT_EQ(st.rows_written, kept);
+        ASSERT_EQ(st.rows_dropped, n - kept);
+        ASSERT_EQ(t.n_rows, kept);
+        ASSERT_EQ(t.n_options, 3);
+        size_t row = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!keep[i])
+                continue;
+            const dr_outcome_row *o = &t.rows[row++];
+            ASSERT_STR_EQ(o->query, prompt[i]);
+            ASSERT_STR_EQ(o->task, "mytask");
+            for (int m = 0; m < 3; m++) {
+                int k = dr_outcomes_option(&t, models[m]);
+                ASSERT(k >= 0);
+                ASSERT_EQ(o->o[k].quality, q[i][m]);
+                ASSERT(o->o[k].has_cost);
+                ASSERT_EQ(o->o[k].cost_usd, cost[i][m]);
+                ASSERT_STR_EQ(o->o[k].response, resp[i][m]);
+            }
+        }
+        dr_outcomes_free(&t);
+        for (size_t i = 0; i < n; i++) {
+            free(prompt[i]);
+            for (int m = 0; m < 3; m++)
+                free(resp[i][m]);
+        }
+        dr_buf_free(&b);
+    }
+}
+
+TEST(outcomes_convert_routerbench_errors)
+{
+    static const struct {
+        const char *csv, *msg;
+    } bad[] = {
+        {"sample_id,prompt,m,m|total_cost\nx,\"unclosed,1,0.1\n",
+         "rb.csv:2: quoted field not closed"},
+        {"sample_id,prompt,m,m|total_cost\nx,a\"b,1,0.1\n",
+         "rb.csv:2: quote inside unquoted field 2"},
+        {"sample_id,prompt,m,m|total_cost\nx,\"ab\"c,1,0.1\n",
+         "rb.csv:2: text after the closing quote"},
+        {"sample_id,prompt,m,m|total_cost\nx,p,1\n", "rb.csv:2: 3 fields, the header has 4"},
+        {"sample_id,prompt,m,m|total_cost\nx,\"multi\nline\",1,0.1\ny,p,2,0.1\n",
+         "rb.csv:4: m: '2' is not a score"},
+        {"sample_id,prompt,m,m|total_cost\nx,p,1,-3\n", "m|total_cost: '-3' is not a cost"},
+        {"sample_id,prompt,m\nx,p,1\n", "no model columns"},
+        {"id,prompt,m,m|total_cost\nx,p,1,0\n", "needs columns sample_id and prompt"},
+        {"sample_id,prompt,m,m|total_cost\n,p,1,0\n", "rb.csv:2: sample_id: empty"},
+        {"sample_id,prompt,m,m|total_cost\nx,p,,0\n", "no complete rows"},
+        {"sample_id,prompt,m,m|total_cost\nx,p,1,0\nx,q,0,0\n", "id: \"x\" repeats line 1"},
+        {"", "empty file"},
+    };
+    for (size_t i = 0; i < DR_ARRAY_LEN(bad); i++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s", test_write_file("rb.csv", bad[i].csv));
+        dr_outcome_table t;
+        dynrag_convert_stats st;
+        dynrag_error err = {0};
+        ASSERT(convert_load(false, path, &t, &st, &err) < 0);
+        ASSERT_CONTAINS(dynrag_errmsg(&err), bad[i].msg);
+    }
+}
+
+TEST(outcomes_convert_shared_routing_data)
+{
+    /* The real training files: counts from ../shared/data/routing/README. */
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/routing/routerbench/arc_challenge_train.csv", test_data_dir());
+    if (!dr_path_exists(path))
+        SKIP("no ../shared/data/routing");
+    dr_outcome_table t;
+    dynrag_convert_stats st;
+    dynrag_error err = {0};
+    ASSERT_OK(convert_load(false, path, &t, &st, &err), &err);
+    ASSERT_EQ(st.rows_read, 1039);
+    ASSERT_EQ(st.rows_dropped, 20); /* the 14 split sample ids and 6 other incomplete rows */
+    ASSERT_EQ(t.n_options, 11);
+    ASSERT(dr_outcomes_option(&t, "gpt-4-1106-preview") >= 0);
+    for (size_t i = 0; i < t.n_rows; i++) {
+        ASSERT_EQ(strncmp(t.rows[i].query, "['", 2), 0); /* the whole Python-list prompt */
+        for (size_t k = 0; k < t.n_options; k++)
+            ASSERT(t.rows[i].o[k].present && t.rows[i].o[k].has_cost &&
+                   (t.rows[i].o[k].quality == 0 || t.rows[i].o[k].quality == 1));
+    }
+    dr_outcomes_free(&t);
+    snprintf(path, sizeof(path), "%s/routing/routerdc/gsm8k-train.json", test_data_dir());
+    ASSERT_OK(convert_load(true, path, &t, &st, &err), &err);
+    ASSERT(st.fractional);
+    ASSERT_EQ(t.n_rows, 1000);
+    ASSERT_EQ(t.n_options, 7);
+    ASSERT_EQ(t.rows[0].o[3].quality, 0.9); /* zephyr: 9 of 10 samples */
+    dr_outcomes_free(&t);
+}

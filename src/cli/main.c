@@ -215,12 +215,22 @@ static const cli_command commands[] = {
      "{\"text\",\"label\",\"source\",\"option\",\"quality\"}, ready for\n"
      "`dynrag router train`.\n",
      cmd_label},
-    {"dataset", "build labelled data sets (query complexity A/B/C)",
+    {"dataset", "build labelled data sets and outcome tables",
      "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
      "                                 [--holdout SOURCE] [--max-per-label N]\n"
      "                                 [--balance-ratio R] [--augment]\n"
      "                                 [--augment-comparisons N] [--augment-chains N]\n"
+     "       dynrag dataset routerdc --in FILE.json --out FILE.jsonl\n"
+     "       dynrag dataset routerbench --in FILE.csv --out FILE.jsonl\n"
      "\n"
+     "routerdc and routerbench convert the routing benchmarks' files to outcome tables\n"
+     "(docs/outcomes.md). routerdc: the task is the file name (without _train/_test);\n"
+     "gsm8k, humaneval, mbpp and javascript scores are fractions of 10 samples, kept as\n"
+     "quality; other scores count 1 when > 0. routerbench: quality 0/1 from the model\n"
+     "columns, cost_usd from <model>|total_cost, response from <model>|model_response,\n"
+     "the whole prompt field as the query; rows with a missing score are dropped.\n"
+     "\n"
+     "complexity:\n"
      "Builds the Adaptive-RAG-style query-complexity data set: A = no retrieval\n"
      "(CLINC150 small_talk, meta and clock/calculator utility intents), B = one step\n"
      "(NQ-open dev, EfficientQA dev), C = multi-step (MuSiQue dev, HotpotQA dev300).\n"

@@ -467,10 +467,20 @@ int dr_outcomes_load(const char *path, dr_outcome_table *t, dynrag_error *err)
     return rc;
 }
 
-/* Appends "key": number with 17 significant digits (round-trips a double). */
+int dr_outcomes_put_number(dr_buf *b, double v)
+{
+    char tmp[40];
+    snprintf(tmp, sizeof(tmp), "%.15g", v);
+    if (strtod(tmp, NULL) != v)
+        snprintf(tmp, sizeof(tmp), "%.17g", v);
+    return dr_buf_puts(b, tmp);
+}
+
+/* Appends ,"key":number (reading back equal). */
 static int put_number(dr_buf *b, const char *key, double v)
 {
-    return dr_buf_printf(b, ",\"%s\":%.17g", key, v);
+    int rc = dr_buf_printf(b, ",\"%s\":", key);
+    return rc ? rc : dr_outcomes_put_number(b, v);
 }
 
 int dr_outcomes_write_row(const dr_outcome_table *t, const dr_outcome_row *row, dr_buf *b)
@@ -501,7 +511,9 @@ int dr_outcomes_write_row(const dr_outcome_table *t, const dr_outcome_row *row, 
         if (rc == DYNRAG_OK)
             rc = dr_buf_json_str(b, t->options[k]);
         if (rc == DYNRAG_OK)
-            rc = dr_buf_printf(b, ":{\"quality\":%.17g", o->quality);
+            rc = dr_buf_puts(b, ":{\"quality\":");
+        if (rc == DYNRAG_OK)
+            rc = dr_outcomes_put_number(b, o->quality);
         if (rc == DYNRAG_OK && o->has_cost)
             rc = put_number(b, "cost_usd", o->cost_usd);
         if (rc == DYNRAG_OK && o->has_latency)

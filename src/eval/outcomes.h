@@ -74,4 +74,7 @@ int dr_outcomes_parse(const char *name, const char *data, size_t len, dr_outcome
  */
 int dr_outcomes_write_row(const dr_outcome_table *t, const dr_outcome_row *row, dr_buf *b);
 
+/* Appends a number in the shortest of %.15g/%.17g that reads back equal. */
+int dr_outcomes_put_number(dr_buf *b, double v);
+
 #endif
