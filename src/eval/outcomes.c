@@ -534,3 +534,106 @@ int dr_outcomes_write_row(const dr_outcome_table *t, const dr_outcome_row *row, 
     }
     return rc;
 }
+
+int dr_outcomes_merge(dr_outcome_table *dst, dr_outcome_table *src, const char *src_name,
+                      dynrag_error *err)
+{
+    int rc = DYNRAG_OK;
+    int *map = NULL;
+    id_ref *ids = NULL;
+    size_t n_new = 0;
+    for (size_t k = 0; k < src->n_options; k++)
+        n_new += dr_outcomes_option(dst, src->options[k]) < 0;
+    if (dst->n_options + n_new > DR_OUTCOMES_MAX_OPTIONS)
+        return dr_err_set(err, DYNRAG_ERR_LIMIT, "%s: more than %d options in all", src_name,
+                          DR_OUTCOMES_MAX_OPTIONS);
+    /* Ids must stay unique: sort dst's ids and look each of src's up. */
+    if (dst->n_rows > 0) {
+        ids = malloc(dst->n_rows * sizeof(*ids));
+        if (ids == NULL)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < dst->n_rows; i++)
+            ids[i] = (id_ref){dst->rows[i].id, i};
+        qsort(ids, dst->n_rows, sizeof(*ids), cmp_id_ref);
+        for (size_t i = 0; i < src->n_rows; i++) {
+            id_ref key = {src->rows[i].id, 0};
+            size_t lo = 0, hi = dst->n_rows;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (strcmp(ids[mid].id, key.id) < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo < dst->n_rows && strcmp(ids[lo].id, key.id) == 0) {
+                rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: id \"%.200s\" is already in the table",
+                                src_name, key.id);
+                goto cleanup;
+            }
+        }
+    }
+    size_t n_opt = dst->n_options + n_new;
+    char **opts = realloc(dst->options, (n_opt ? n_opt : 1) * sizeof(*opts));
+    dr_outcome_row *rows = realloc(dst->rows, (dst->n_rows + src->n_rows + 1) * sizeof(*rows));
+    if (opts != NULL)
+        dst->options = opts;
+    if (rows != NULL)
+        dst->rows = rows;
+    map = malloc((src->n_options + 1) * sizeof(*map));
+    if (opts == NULL || rows == NULL || map == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    /* Widen dst's rows before adding the names, so a failure keeps it valid. */
+    for (size_t r = 0; r < dst->n_rows && n_new > 0; r++) {
+        dr_outcome *o = realloc(dst->rows[r].o, n_opt * sizeof(*o));
+        if (o == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        memset(o + dst->n_options, 0, n_new * sizeof(*o));
+        dst->rows[r].o = o;
+    }
+    /* New rows' outcome arrays, allocated before anything moves. */
+    dr_outcome **fresh = calloc(src->n_rows + 1, sizeof(*fresh));
+    if (fresh == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    for (size_t r = 0; r < src->n_rows; r++)
+        if ((fresh[r] = calloc(n_opt ? n_opt : 1, sizeof(dr_outcome))) == NULL) {
+            for (size_t j = 0; j < r; j++)
+                free(fresh[j]);
+            free(fresh);
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+    /* From here nothing fails. */
+    for (size_t k = 0; k < src->n_options; k++) {
+        int d = dr_outcomes_option(dst, src->options[k]);
+        if (d < 0) {
+            dst->options[dst->n_options] = src->options[k];
+            src->options[k] = NULL;
+            d = (int)dst->n_options++;
+        }
+        map[k] = d;
+    }
+    for (size_t r = 0; r < src->n_rows; r++) {
+        dr_outcome_row *sr = &src->rows[r], *dr = &dst->rows[dst->n_rows++];
+        *dr = *sr;
+        dr->o = fresh[r];
+        for (size_t k = 0; k < src->n_options; k++)
+            dr->o[map[k]] = sr->o[k];
+        free(sr->o);
+    }
+    free(fresh);
+    for (size_t k = 0; k < src->n_options; k++)
+        free(src->options[k]);
+    free(src->options);
+    free(src->rows);
+    memset(src, 0, sizeof(*src));
+cleanup:
+    free(map);
+    free(ids);
+    return rc;
+}

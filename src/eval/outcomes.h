@@ -74,6 +74,16 @@ int dr_outcomes_parse(const char *name, const char *data, size_t len, dr_outcome
  */
 int dr_outcomes_write_row(const dr_outcome_table *t, const dr_outcome_row *row, dr_buf *b);
 
+/*
+ * Moves every row of src to the end of dst (src is left zeroed), widening
+ * dst's options by src's new ones (in src's order) and remapping the rows.
+ * `src_name` names src in the error for an id that dst already has
+ * (DYNRAG_ERR_FORMAT) or too many options (DYNRAG_ERR_LIMIT); on failure
+ * both tables stay valid and owned by the caller. dst may be zeroed.
+ */
+int dr_outcomes_merge(dr_outcome_table *dst, dr_outcome_table *src, const char *src_name,
+                      dynrag_error *err);
+
 /* Appends a number in the shortest of %.15g/%.17g that reads back equal. */
 int dr_outcomes_put_number(dr_buf *b, double v);
 
