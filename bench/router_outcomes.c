@@ -63,8 +63,8 @@ static int task_of(tasks *ts, const char *name)
 static int g_clusters = 0;
 static double g_cluster_lambda = 0;
 
-static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int dim,
-                 double lambda, dr_omodel **m)
+static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int dim, double lambda,
+                 dr_omodel **m)
 {
     size_t *fit = malloc(n_tr * sizeof(*fit)), *inner = malloc(n_tr * sizeof(*inner));
     size_t n_fit = 0, n_inner = 0;
@@ -74,19 +74,22 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
         else
             fit[n_fit++] = tr[i];
     }
-    dr_omodel_train_opts o = {.kind = "predict", .dim = dim, .lambda = lambda, .seed = 1,
-                              .clusters = g_clusters, .cluster_lambda = g_cluster_lambda};
+    dr_omodel_train_opts o = {.kind = "predict",
+                              .dim = dim,
+                              .lambda = lambda,
+                              .seed = 1,
+                              .clusters = g_clusters,
+                              .cluster_lambda = g_cluster_lambda};
     dr_omodel_train_report rep;
     dynrag_error err = {0};
     dr_omodel *probe = NULL;
-    int rc = dr_omodel_train(t, fit, n_fit, n_inner ? t : NULL, inner, n_inner, &o, &probe,
-                             &rep, &err);
+    int rc =
+        dr_omodel_train(t, fit, n_fit, n_inner ? t : NULL, inner, n_inner, &o, &probe, &rep, &err);
     if (rc == DYNRAG_OK) {
         /* Refit on every training row with the chosen penalty. */
         o.lambda = rep.lambda;
         rc = dr_omodel_train(t, tr, n_tr, NULL, NULL, 0, &o, m, NULL, &err);
-        fprintf(stderr, "  lambda %g (inner-valid quality %.4f)\n", rep.lambda,
-                rep.valid_quality);
+        fprintf(stderr, "  lambda %g (inner-valid quality %.4f)\n", rep.lambda, rep.valid_quality);
     }
     dr_omodel_free(probe);
     if (rc != DYNRAG_OK)
@@ -151,8 +154,8 @@ static void print_table(const dr_outcome_table *t, const tasks *ts, const score 
 {
     printf("%-16s %6s %8s %8s %8s", "task", "n", "router", "best1", "oracle");
     for (size_t o = 0; o < t->n_options; o++)
-        printf(" %7.7s", strrchr(t->options[o], '/') ? strrchr(t->options[o], '/') + 1
-                                                      : t->options[o]);
+        printf(" %7.7s",
+               strrchr(t->options[o], '/') ? strrchr(t->options[o], '/') + 1 : t->options[o]);
     printf("\n");
     double mr = 0, mo = 0, mopt[DR_OUTCOMES_MAX_OPTIONS] = {0};
     size_t nt = 0;
@@ -226,8 +229,10 @@ int main(int argc, char **argv)
         }
     }
     if (t.n_rows == 0) {
-        fprintf(stderr, "usage: %s --data FILE.jsonl [--data ...] [--valid-frac F] [--dim D] "
-                        "[--lambda L] [--loto] [--wtp W,...]\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s --data FILE.jsonl [--data ...] [--valid-frac F] [--dim D] "
+                "[--lambda L] [--loto] [--wtp W,...]\n",
+                argv[0]);
         return 2;
     }
     tasks ts = {0};
@@ -243,8 +248,8 @@ int main(int argc, char **argv)
         else
             tr[n_tr++] = i;
     }
-    printf("rows %zu: train %zu, valid %zu (hash64(id) mod 10000 < %.0f); dim %d\n", t.n_rows,
-           n_tr, n_te, frac * 10000, dim);
+    printf("rows %zu: train %zu, valid %zu (hash64(id) mod 10000 < %.0f); dim %d\n", t.n_rows, n_tr,
+           n_te, frac * 10000, dim);
     dr_omodel *m = NULL;
     int64_t t0 = dr_now_us();
     if (train(&t, tr, n_tr, dim, lambda, &m) != DYNRAG_OK)

@@ -51,6 +51,43 @@ int dynrag_convert_routerdc(const char *in_path, const char *out_path, dynrag_co
 int dynrag_convert_routerbench(const char *in_path, const char *out_path,
                                dynrag_convert_stats *stats, dynrag_error *err);
 
+/* ---- routers trained on outcome tables ---------------------------------- */
+
+typedef struct dynrag_outcome_router_options {
+    const char *kind;        /* "predict" */
+    const char *const *data; /* training tables (merged; ids must not repeat) */
+    size_t n_data;
+    const char *valid;     /* validation table, or NULL (see below) */
+    const char *out_path;  /* the model file (safetensors), written atomically */
+    int dim;               /* hashed n-gram dimension (0: 1024) */
+    int clusters;          /* k-means clusters (0: 64; -1: none) */
+    double lambda;         /* ridge penalty (<= 0: chosen on validation rows) */
+    double cluster_lambda; /* penalty of the cluster features (<= 0: 0.3) */
+    uint64_t seed;         /* k-means seeding */
+    /* Progress (may be NULL): phase ("embed", "k-means", "ridge") and done/total. */
+    void (*progress)(void *user, const char *phase, size_t done, size_t total);
+    void *progress_user;
+} dynrag_outcome_router_options;
+
+typedef struct dynrag_outcome_router_result {
+    size_t rows, valid_rows, n_options, n_params;
+    double lambda;        /* the ridge penalty used */
+    double valid_quality; /* mean quality of the routed option on the validation rows */
+    double train_quality; /* the same on the training rows */
+    double seconds;
+} dynrag_outcome_router_result;
+
+/*
+ * Trains a router of opts->kind on outcome tables and writes it to
+ * opts->out_path (docs/routers.md). The penalty is chosen on --valid when
+ * given (the model is fitted on the training tables only); otherwise on the
+ * training rows whose id hashes into a fixed 15% (hash64(id) mod 10000 <
+ * 1500), after which the model is refitted on every training row.
+ * Deterministic for a seed. Errors name the file and field.
+ */
+int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
+                                dynrag_outcome_router_result *result, dynrag_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -181,9 +181,12 @@ static const cli_command commands[] = {
      "(comments kept), checked by loading it. Exit status 1 when no value meets the\n"
      "target (the closest is printed).\n",
      cmd_calibrate},
-    {"router", "train, run and evaluate the query-complexity classifier",
+    {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
      "                           [--config k=v,...] [--seed N] [--threads N]\n"
+     "       dynrag router train --kind predict --data FILE.jsonl [--data FILE.jsonl ...]\n"
+     "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
+     "                           [--clusters C] [--lambda L]\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] QUERY\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] --input FILE.jsonl\n"
      "       dynrag router eval --model MODEL --data FILE.jsonl [--head NAME] [--json]\n"
@@ -198,7 +201,16 @@ static const cli_command commands[] = {
      "         for a given --seed (default 1) and --threads (default 1).\n"
      "predict  prints the label and the probability of every label (a JSON line each\n"
      "         with --json); --input reads {\"text\"} lines (\"-\" = stdin).\n"
-     "eval     accuracy, macro-F1, per-label recall/precision/F1, confusion matrix.\n",
+     "eval     accuracy, macro-F1, per-label recall/precision/F1, confusion matrix.\n"
+     "\n"
+     "train --kind predict learns a router from outcome tables (docs/outcomes.md; the\n"
+     "         --data files are merged): per option, ridge regression of the recorded\n"
+     "         quality on hashed word/character n-grams (--dim, default 1024) plus the\n"
+     "         query's k-means cluster (--clusters, default 64; 0 = none), and a cost\n"
+     "         line over query length. The penalty (--lambda) is chosen on --valid, or\n"
+     "         on a fixed 15% of the training rows (by id hash) before a refit on all.\n"
+     "         Use in a pipeline's generator stage as router: {type: predict, params:\n"
+     "         {model: MODEL, willingness_to_pay: W}} (docs/routers.md).\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"

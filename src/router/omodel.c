@@ -24,12 +24,12 @@ struct dr_omodel {
     float *centroids;  /* [C][dim], unit length */
     size_t n_feat;     /* dim + DR_OMODEL_EXTRA + C + 1 */
     dr_embedder *emb;
-    float *idf;        /* [IDF_BUCKETS], as saved */
+    float *idf; /* [IDF_BUCKETS], as saved */
     uint64_t idf_docs;
-    float *qw;         /* [n_options][n_feat] */
-    float *cw;         /* [n_options][2] */
+    float *qw; /* [n_options][n_feat] */
+    float *cw; /* [n_options][2] */
     double lambda;
-    char *provenance;  /* JSON text */
+    char *provenance; /* JSON text */
 };
 
 void dr_omodel_free(dr_omodel *m)
@@ -64,6 +64,16 @@ const char *dr_omodel_option(const dr_omodel *m, size_t i)
 const char *dr_omodel_kind(const dr_omodel *m)
 {
     return m->kind;
+}
+
+bool dr_omodel_has_cost(const dr_omodel *m, size_t i)
+{
+    return i < m->n_options && m->has_cost[i];
+}
+
+const char *dr_omodel_provenance(const dr_omodel *m)
+{
+    return m->provenance != NULL ? m->provenance : "{}";
 }
 
 /* ---- features ------------------------------------------------------------- */
@@ -224,8 +234,12 @@ static int make_embedder(dr_omodel *m, dynrag_error *err)
     if (blob == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     /* The blob layout of embed/builtin.h (little-endian). */
-    uint32_t hdr[6] = {0, 1u, (uint32_t)m->dim, (uint32_t)IDF_BUCKETS,
-                       (uint32_t)(m->idf_docs & 0xffffffffu), (uint32_t)(m->idf_docs >> 32)};
+    uint32_t hdr[6] = {0,
+                       1u,
+                       (uint32_t)m->dim,
+                       (uint32_t)IDF_BUCKETS,
+                       (uint32_t)(m->idf_docs & 0xffffffffu),
+                       (uint32_t)(m->idf_docs >> 32)};
     memcpy(blob, "DRBE", 4);
     for (int i = 1; i < 6; i++)
         for (int b = 0; b < 4; b++)
@@ -421,9 +435,10 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     m->dim = dim;
     m->n_clusters = opts->clusters < 0 ? 0 : opts->clusters == 0 ? 32 : (size_t)opts->clusters;
     if (m->n_clusters > DR_OMODEL_MAX_CLUSTERS || m->n_clusters > n) {
-        rc = dr_err_set(err, DYNRAG_ERR_INVALID, "clusters %zu: expected at most %d and at most "
-                        "the number of training rows (%zu)", m->n_clusters,
-                        DR_OMODEL_MAX_CLUSTERS, n);
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "clusters %zu: expected at most %d and at most "
+                        "the number of training rows (%zu)",
+                        m->n_clusters, DR_OMODEL_MAX_CLUSTERS, n);
         goto cleanup;
     }
     double cluster_lambda = opts->cluster_lambda > 0 ? opts->cluster_lambda : 0.1;
@@ -572,7 +587,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
             /* The bias (last feature) is barely penalised, the cluster
              * one-hots less than the n-grams. */
             for (size_t f = 0; f < F; f++)
-                a[f * F + f] += f + 1 == F                         ? 1e-6
+                a[f * F + f] += f + 1 == F                           ? 1e-6
                                 : f >= (size_t)dim + DR_OMODEL_EXTRA ? cluster_lambda
                                                                      : lams[li];
             if (cholesky(a, F) != DYNRAG_OK) {
@@ -743,8 +758,8 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
         goto cleanup;
     }
     if (ver == NULL || strcmp(ver, "1") != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: metadata format_version: expected \"1\"",
-                        path);
+        rc =
+            dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: metadata format_version: expected \"1\"", path);
         goto cleanup;
     }
     const char *cfg_text = dr_st_meta(f, "config");
@@ -757,8 +772,8 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     const cJSON *method = cJSON_GetObjectItemCaseSensitive(cfg, "method");
     if (!cJSON_IsString(kind) || strcmp(kind->valuestring, "predict") != 0 ||
         !cJSON_IsString(method) || strcmp(method->valuestring, "ridge") != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
-                        "%s: config.kind/method: expected predict/ridge", path);
+        rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.kind/method: expected predict/ridge",
+                        path);
         goto cleanup;
     }
     double dim = 0, extra = 0, lambda = 0, docs = 0, clusters = 0;
@@ -774,8 +789,8 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     if (!cJSON_IsArray(opts) || n_opt < 1 || n_opt > DR_OUTCOMES_MAX_OPTIONS ||
         !cJSON_IsArray(hc) || cJSON_GetArraySize(hc) != n_opt) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
-                        "%s: config.options/has_cost: expected two arrays of 1 to %d entries",
-                        path, DR_OUTCOMES_MAX_OPTIONS);
+                        "%s: config.options/has_cost: expected two arrays of 1 to %d entries", path,
+                        DR_OUTCOMES_MAX_OPTIONS);
         goto cleanup;
     }
     m->kind = dr_strdup(kind->valuestring);
@@ -803,8 +818,7 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
         const cJSON *s = cJSON_GetArrayItem(opts, (int)o);
         const cJSON *b = cJSON_GetArrayItem(hc, (int)o);
         if (!cJSON_IsString(s) || s->valuestring[0] == '\0' || !cJSON_IsBool(b)) {
-            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.options[%zu]: bad entry", path,
-                            o);
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.options[%zu]: bad entry", path, o);
             goto cleanup;
         }
         for (size_t p = 0; p < o; p++)

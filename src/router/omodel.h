@@ -80,6 +80,10 @@ void dr_omodel_free(dr_omodel *m);
 size_t dr_omodel_n_options(const dr_omodel *m);
 const char *dr_omodel_option(const dr_omodel *m, size_t i);
 const char *dr_omodel_kind(const dr_omodel *m);
+/* True when the training data had costs for model option i. */
+bool dr_omodel_has_cost(const dr_omodel *m, size_t i);
+/* The model's provenance JSON text (never NULL). */
+const char *dr_omodel_provenance(const dr_omodel *m);
 
 /*
  * Predicts the quality q[i] and cost c[i] (USD) of every model option i for
