@@ -312,4 +312,5 @@ TEST(router_outcomes_shipped_pipelines_route)
         "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n",
         "['Which skin surface will produce the most heat?\\nA) dry palms\\nB) wet palms']", ""};
     route_pipeline("pipelines/llm-router-routerdc.yaml", q, DR_ARRAY_LEN(q));
+    route_pipeline("pipelines/llm-router-routerbench.yaml", q, DR_ARRAY_LEN(q));
 }
