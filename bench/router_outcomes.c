@@ -62,6 +62,7 @@ static int task_of(tasks *ts, const char *name)
 
 /* Trains on rows tr (lambda picked on an inner split unless given). */
 static int g_clusters = 0;
+static const char *g_kind = "predict";
 static double g_cluster_lambda = 0;
 
 static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int dim, double lambda,
@@ -75,7 +76,7 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
         else
             fit[n_fit++] = tr[i];
     }
-    dr_omodel_train_opts o = {.kind = "predict",
+    dr_omodel_train_opts o = {.kind = g_kind,
                               .dim = dim,
                               .lambda = lambda,
                               .seed = 1,
@@ -280,6 +281,8 @@ int main(int argc, char **argv)
             dim = (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--lambda") == 0) {
             lambda = strtod(v, NULL);
+        } else if (strcmp(a, "--kind") == 0) {
+            g_kind = v;
         } else if (strcmp(a, "--clusters") == 0) {
             g_clusters = (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--cluster-lambda") == 0) {

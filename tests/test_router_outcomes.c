@@ -314,3 +314,72 @@ TEST(router_outcomes_shipped_pipelines_route)
     route_pipeline("pipelines/llm-router-routerdc.yaml", q, DR_ARRAY_LEN(q));
     route_pipeline("pipelines/llm-router-routerbench.yaml", q, DR_ARRAY_LEN(q));
 }
+
+TEST(router_outcomes_cluster_kind)
+{
+    /* Per-cluster mean qualities: on the topic data the clusters follow the
+     * topics, so the router beats every single option; the weights sit on
+     * the cluster one-hots only, and each is a mean quality in [0, 1]. */
+    char *tr_text = synth_table(21, 600, 0.0), *te_text = synth_table(22, 300, 0.0);
+    dr_outcome_table tr, te;
+    dynrag_error err = {0};
+    ASSERT_OK(load_text(tr_text, &tr, &err), &err);
+    ASSERT_OK(load_text(te_text, &te, &err), &err);
+    dr_omodel_train_opts o = {.kind = "cluster", .dim = 256, .clusters = 12, .seed = 2};
+    dr_omodel *m = NULL;
+    ASSERT_OK(dr_omodel_train(&tr, NULL, 0, NULL, NULL, 0, &o, &m, NULL, &err), &err);
+    ASSERT_STR_EQ(dr_omodel_kind(m), "cluster");
+    double best1 = 0;
+    for (size_t k = 0; k < 3; k++) {
+        double s = 0;
+        for (size_t i = 0; i < te.n_rows; i++)
+            s += te.rows[i].o[k].quality;
+        best1 = DR_MAX(best1, s / (double)te.n_rows);
+    }
+    ASSERT_GT(routed(m, &te, 0.0, NULL), best1 + 0.1);
+    double q[6];
+    for (size_t i = 0; i < te.n_rows; i++) {
+        dr_omodel_predict(m, te.rows[i].query, q, q + 3, NULL);
+        for (int k = 0; k < 3; k++)
+            ASSERT(q[k] >= 0 && q[k] <= 1);
+    }
+    /* A cluster model in a predict router is refused (and the reverse). */
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/c.safetensors", test_tmpdir());
+    ASSERT_OK(dr_omodel_save(m, path, &err), &err);
+    char yaml[4096];
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nname: t\nstages:\n  generator:\n    options:\n"
+             "      - {name: math, kind: extractive}\n      - {name: code, kind: extractive}\n"
+             "    router: {type: predict, params: {model: %s}}\n",
+             path);
+    const char *yp = test_write_file("p.yaml", yaml);
+    dynrag_pipeline *p = NULL;
+    dynrag_diags *dg = NULL;
+    ASSERT_OK(dynrag_pipeline_load(yp, &p, &dg, &err), &err);
+    dynrag_diags_free(dg);
+    dr_router *r = NULL;
+    int rc = dr_router_create(p, &p->stages[DR_STAGE_GENERATOR], &r, &err);
+    ASSERT_EQ(rc, DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "is a cluster model, the router type is predict");
+    dynrag_pipeline_free(p);
+    /* As a cluster router it routes the known options (general is unknown here). */
+    char *at = strstr(yaml, "type: predict");
+    memcpy(at, "type: cluster", 13);
+    yp = test_write_file("p2.yaml", yaml);
+    ASSERT_OK(dynrag_pipeline_load(yp, &p, &dg, &err), &err);
+    dynrag_diags_free(dg);
+    ASSERT_OK(dr_router_create(p, &p->stages[DR_STAGE_GENERATOR], &r, &err), &err);
+    dr_route_ctx ctx = {.stage = &p->stages[DR_STAGE_GENERATOR], .query = "python sort list"};
+    dr_route_decision d;
+    ASSERT_OK(r->vt->route(r, &ctx, &d, &err), &err);
+    ASSERT_EQ(d.option, 1);
+    ASSERT_CONTAINS(d.reason, "cluster: code");
+    dr_router_free(r);
+    dynrag_pipeline_free(p);
+    dr_omodel_free(m);
+    dr_outcomes_free(&tr);
+    dr_outcomes_free(&te);
+    free(tr_text);
+    free(te_text);
+}

@@ -13,15 +13,15 @@
 
 static void print_stats(const dynrag_dataset_options *opt, const dynrag_dataset_stats *st)
 {
-    printf("%-17s %5s %6s %6s %6s %6s %8s\n", "source", "label", "read", "dups", "train", "valid",
-           "holdout");
+    printf("%-17s %5s %6s %6s %6s %6s %8s\n", "source", "label", "read", "dups", "train",
+           "valid", "holdout");
     for (int s = 0; s < DYNRAG_DATASET_N_SOURCES; s++) {
         if (st->read[s] == 0)
             continue;
         /* Label of each source: musique-sub, comparison-single and chain-single
          * are B, comparison and chain C, the rest follow the header. */
-        static const char *const lab[DYNRAG_DATASET_N_SOURCES] = {"A", "B", "B", "C", "C",
-                                                                  "B", "C", "B", "C", "B"};
+        static const char *const lab[DYNRAG_DATASET_N_SOURCES] = {"A", "B", "B", "C", "C", "B",
+                                                                     "C", "B", "C", "B"};
         printf("%-17s %5s %6zu %6zu %6zu %6zu %8zu\n", dynrag_dataset_source_name(s), lab[s],
                st->read[s], st->duplicates[s], st->train[s], st->valid[s], st->holdout[s]);
     }

@@ -23,18 +23,16 @@ static void train_progress(void *user, const dynrag_train_progress *p)
         if (v->drawn)
             fputc('\n', stderr);
         v->drawn = false;
-        fprintf(stderr,
-                "epoch %d/%d: loss %.4f acc %.4f  %.0f ex/s  valid macro-F1 %.4f acc "
-                "%.4f\n",
-                p->epoch, p->epochs, p->loss, p->accuracy, p->examples_per_sec, p->valid_macro_f1,
-                p->valid_accuracy);
+        fprintf(stderr, "epoch %d/%d: loss %.4f acc %.4f  %.0f ex/s  valid macro-F1 %.4f acc "
+                "%.4f\n", p->epoch, p->epochs, p->loss, p->accuracy, p->examples_per_sec,
+                p->valid_macro_f1, p->valid_accuracy);
         return;
     }
     if (!v->tty)
         return;
     int width = 24, fill = p->total ? (int)((double)width * (double)p->done / (double)p->total) : 0;
-    fprintf(stderr, "\repoch %d/%d [%.*s%*s] %llu/%llu  loss %.4f  acc %.4f  %.0f ex/s  ", p->epoch,
-            p->epochs, fill, "########################", width - fill, "",
+    fprintf(stderr, "\repoch %d/%d [%.*s%*s] %llu/%llu  loss %.4f  acc %.4f  %.0f ex/s  ",
+            p->epoch, p->epochs, fill, "########################", width - fill, "",
             (unsigned long long)p->done, (unsigned long long)p->total, p->loss, p->accuracy,
             p->examples_per_sec);
     fflush(stderr);
@@ -98,8 +96,8 @@ static int router_train_outcomes(int argc, char **argv)
     }
     if (o.kind == NULL || o.n_data == 0 || o.out_path == NULL)
         return cli_usage_error(cmd, "--kind, --data and --out are required");
-    if (strcmp(o.kind, "predict") != 0)
-        return cli_usage_error(cmd, "--kind %s: unknown (expected predict)", o.kind);
+    if (strcmp(o.kind, "predict") != 0 && strcmp(o.kind, "cluster") != 0)
+        return cli_usage_error(cmd, "--kind %s: unknown (expected predict or cluster)", o.kind);
     const char *ci = getenv("CI");
     train_view view = {isatty(STDERR_FILENO) && !(ci && *ci), false};
     o.progress = outcome_progress;
@@ -201,8 +199,8 @@ static int open_model(const char *cmd, const char *path, const char *head_name,
 }
 
 /* Prints one prediction as text or a JSON line. */
-static int print_prediction(const char *cmd, const dynrag_classifier *c, int head, const char *text,
-                            bool json)
+static int print_prediction(const char *cmd, const dynrag_classifier *c, int head,
+                            const char *text, bool json)
 {
     float probs[64];
     size_t K = dynrag_classifier_n_labels(c, head);
@@ -332,8 +330,7 @@ static int router_predict(int argc, char **argv)
     int rc = open_model(cmd, model, head_name, &c, &head);
     if (rc != CLI_OK)
         return rc;
-    rc = input ? predict_file(cmd, c, head, input, json)
-               : print_prediction(cmd, c, head, query, json);
+    rc = input ? predict_file(cmd, c, head, input, json) : print_prediction(cmd, c, head, query, json);
     dynrag_classifier_close(c);
     return rc;
 }
@@ -383,8 +380,7 @@ static int router_eval(int argc, char **argv)
         printf("{\"n\":%zu,\"skipped\":%zu,\"accuracy\":%.4f,\"macro_f1\":%.4f,\"recall\":{", r->n,
                r->n_skipped, r->accuracy, r->macro_f1);
         for (size_t k = 0; k < K; k++)
-            printf("%s\"%s\":%.4f", k ? "," : "", dynrag_classifier_label(c, head, k),
-                   r->recall[k]);
+            printf("%s\"%s\":%.4f", k ? "," : "", dynrag_classifier_label(c, head, k), r->recall[k]);
         printf("},\"confusion\":[");
         for (size_t k = 0; k < K; k++) {
             printf("%s[", k ? "," : "");

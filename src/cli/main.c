@@ -184,7 +184,7 @@ static const cli_command commands[] = {
     {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
      "                           [--config k=v,...] [--seed N] [--threads N]\n"
-     "       dynrag router train --kind predict --data FILE.jsonl [--data FILE.jsonl ...]\n"
+     "       dynrag router train --kind predict|cluster --data FILE.jsonl [--data ...]\n"
      "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
      "                           [--clusters C] [--lambda L]\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] QUERY\n"
@@ -210,7 +210,9 @@ static const cli_command commands[] = {
      "         line over query length. The penalty (--lambda) is chosen on --valid, or\n"
      "         on a fixed 15% of the training rows (by id hash) before a refit on all.\n"
      "         Use in a pipeline's generator stage as router: {type: predict, params:\n"
-     "         {model: MODEL, willingness_to_pay: W}} (docs/routers.md).\n",
+     "         {model: MODEL, willingness_to_pay: W}} (docs/routers.md).\n"
+     "train --kind cluster: each k-means cluster's mean quality per option (Expert\n"
+     "         Router); router type cluster, same params.\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"

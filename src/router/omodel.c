@@ -407,9 +407,12 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     if (rows == NULL)
         n = t->n_rows;
     const char *kind = opts->kind ? opts->kind : "predict";
-    if (strcmp(kind, "predict") != 0)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "unknown router kind '%s' (expected predict)",
-                          kind);
+    bool is_cluster = strcmp(kind, "cluster") == 0;
+    if (strcmp(kind, "predict") != 0 && !is_cluster)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "unknown router kind '%s' (expected predict or cluster)", kind);
+    if (is_cluster && opts->clusters < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "the cluster kind needs clusters");
     int dim = opts->dim > 0 ? opts->dim : 1024;
     if (dim < 16 || dim > DR_OMODEL_MAX_DIM)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "dim %d: expected 16 to %d", dim,
@@ -428,7 +431,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     if (m == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     m->kind = dr_strdup(kind);
-    m->method = dr_strdup("ridge");
+    m->method = dr_strdup(is_cluster ? "cluster_mean" : "ridge");
     m->n_options = t->n_options;
     m->options = calloc(t->n_options, sizeof(char *));
     m->has_cost = calloc(t->n_options, sizeof(bool));
@@ -544,6 +547,46 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     }
     free(nz);
 
+    vmap = malloc(K * sizeof(int));
+    if (vmap == NULL)
+        goto nomem;
+    for (size_t o = 0; o < K; o++)
+        vmap[o] = v != NULL ? dr_outcomes_option(v, m->options[o]) : -1;
+    if (is_cluster) {
+        /* Expert Router: each cluster's mean quality per option, shrunk
+         * towards the option's overall mean by one pseudo-row. */
+        size_t C = m->n_clusters, off = (size_t)dim + DR_OMODEL_EXTRA;
+        double *sum = calloc(C * K + 2 * K, sizeof(double)), *cnt = calloc(C * K, sizeof(double));
+        if (sum == NULL || cnt == NULL) {
+            free(sum);
+            free(cnt);
+            goto nomem;
+        }
+        double *all = sum + C * K, *all_n = all + K;
+        for (size_t i = 0; i < n; i++) {
+            const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+            const float *xi = x + i * F;
+            size_t c = 0;
+            while (c + 1 < C && xi[off + c] == 0.0f)
+                c++;
+            for (size_t o = 0; o < K; o++)
+                if (row->o[o].present) {
+                    sum[c * K + o] += row->o[o].quality;
+                    cnt[c * K + o] += 1;
+                    all[o] += row->o[o].quality;
+                    all_n[o] += 1;
+                }
+        }
+        for (size_t o = 0; o < K; o++) {
+            double prior = all_n[o] > 0 ? all[o] / all_n[o] : 0.0;
+            for (size_t c = 0; c < C; c++)
+                m->qw[o * F + off + c] = (float)((sum[c * K + o] + prior) / (cnt[c * K + o] + 1.0));
+        }
+        free(sum);
+        free(cnt);
+        m->lambda = 0;
+        goto fitted;
+    }
     /* Candidate penalties: the given one, or a grid judged on valid. */
     static const double grid[] = {0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0};
     double one = opts->lambda > 0 ? opts->lambda : 1.0;
@@ -553,11 +596,6 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         lams = grid;
         n_lams = DR_ARRAY_LEN(grid);
     }
-    vmap = malloc(K * sizeof(int));
-    if (vmap == NULL)
-        goto nomem;
-    for (size_t o = 0; o < K; o++)
-        vmap[o] = v != NULL ? dr_outcomes_option(v, m->options[o]) : -1;
     double best_q = -INFINITY;
     m->lambda = lams[0];
     for (size_t li = 0; li < n_lams; li++) {
@@ -623,6 +661,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     }
     if (n_lams > 1)
         memcpy(m->qw, best_qw, K * F * sizeof(float));
+fitted:
     fit_cost(m, t, rows, n);
     if (report != NULL) {
         report->lambda = m->lambda;
@@ -770,9 +809,14 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     }
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(cfg, "kind");
     const cJSON *method = cJSON_GetObjectItemCaseSensitive(cfg, "method");
-    if (!cJSON_IsString(kind) || strcmp(kind->valuestring, "predict") != 0 ||
-        !cJSON_IsString(method) || strcmp(method->valuestring, "ridge") != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.kind/method: expected predict/ridge",
+    bool ok_kind =
+        cJSON_IsString(kind) && cJSON_IsString(method) &&
+        ((strcmp(kind->valuestring, "predict") == 0 && strcmp(method->valuestring, "ridge") == 0) ||
+         (strcmp(kind->valuestring, "cluster") == 0 &&
+          strcmp(method->valuestring, "cluster_mean") == 0));
+    if (!ok_kind) {
+        rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                        "%s: config.kind/method: expected predict/ridge or cluster/cluster_mean",
                         path);
         goto cleanup;
     }

@@ -1,7 +1,8 @@
 /*
  * predict_router.c - routes by the per-option quality and cost a model
  * trained on outcome tables predicts for the query (router/omodel.h,
- * `dynrag router train --kind predict`).
+ * `dynrag router train --kind predict|cluster`). Router types `predict` and
+ * `cluster`; the model's kind must be the router's type.
  *
  * params: {model: path (resolved by the pipeline loader),
  *          willingness_to_pay: USD^-1 (0)}.
@@ -58,10 +59,11 @@ static int predict_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
     out->option = best;
     if (best >= 0)
         snprintf(out->reason, sizeof out->reason,
-                 "predict: %s quality %.3f cost $%.6f score %.4f (wtp %g)", st->options[best].name,
-                 best_q, best_c, out->scores[best], pr->wtp);
+                 "%s: %s quality %.3f cost $%.6f score %.4f (wtp %g)", dr_omodel_kind(pr->model),
+                 st->options[best].name, best_q, best_c, out->scores[best], pr->wtp);
     else
-        snprintf(out->reason, sizeof out->reason, "predict: no available option is in the model");
+        snprintf(out->reason, sizeof out->reason, "%s: no available option is in the model",
+                 dr_omodel_kind(pr->model));
     return dr_route_ensure_available(st, out, err);
 }
 
@@ -101,6 +103,13 @@ int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr
     }
     if ((rc = dr_omodel_load(model, &pr->model, err)) != DYNRAG_OK) {
         dr_err_prefix(err, "stages.%s.router.model", sn);
+        goto cleanup;
+    }
+    const char *type = stage->router.type != NULL ? stage->router.type : "predict";
+    if (strcmp(dr_omodel_kind(pr->model), type) != 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "stages.%s.router.model: %s is a %s model, the router type is %s", sn,
+                        model, dr_omodel_kind(pr->model), type);
         goto cleanup;
     }
     size_t matched = 0;

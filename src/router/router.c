@@ -16,6 +16,7 @@ static const struct {
     {"bandit", dr_router_create_bandit}, {"cascade", dr_router_create_cascade},
     {"classifier", dr_router_create_classifier},
     {"predict", dr_router_create_predict},
+    {"cluster", dr_router_create_predict},
 };
 
 /*
