@@ -64,6 +64,7 @@ static int task_of(tasks *ts, const char *name)
 static int g_clusters = 0;
 static const char *g_kind = "predict";
 static double g_cluster_lambda = 0;
+static double g_temperature = 0;
 
 static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int dim, double lambda,
                  dr_omodel **m)
@@ -281,6 +282,8 @@ int main(int argc, char **argv)
             dim = (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--lambda") == 0) {
             lambda = strtod(v, NULL);
+        } else if (strcmp(a, "--temperature") == 0) {
+            g_temperature = strtod(v, NULL);
         } else if (strcmp(a, "--kind") == 0) {
             g_kind = v;
         } else if (strcmp(a, "--clusters") == 0) {

@@ -383,3 +383,86 @@ TEST(router_outcomes_cluster_kind)
     free(tr_text);
     free(te_text);
 }
+
+TEST(router_outcomes_distill_and_entropy_fallback)
+{
+    char *tr_text = synth_table(31, 500, 0.05), *te_text = synth_table(32, 200, 0.0);
+    dr_outcome_table tr, te;
+    dynrag_error err = {0};
+    ASSERT_OK(load_text(tr_text, &tr, &err), &err);
+    ASSERT_OK(load_text(te_text, &te, &err), &err);
+    dr_omodel_train_opts o = {.kind = "distill", .dim = 128, .clusters = 6, .seed = 1};
+    dr_omodel *m = NULL;
+    ASSERT_OK(dr_omodel_train(&tr, NULL, 0, NULL, NULL, 0, &o, &m, NULL, &err), &err);
+    double best1 = 0;
+    for (size_t k = 0; k < 3; k++) {
+        double s = 0;
+        for (size_t i = 0; i < te.n_rows; i++)
+            s += te.rows[i].o[k].quality;
+        best1 = DR_MAX(best1, s / (double)te.n_rows);
+    }
+    ASSERT_GT(routed(m, &te, 0.0, NULL), best1 + 0.1);
+    double q[6];
+    for (size_t i = 0; i < te.n_rows; i++) {
+        dr_omodel_predict(m, te.rows[i].query, q, q + 3, NULL);
+        ASSERT_NEAR(q[0] + q[1] + q[2], 1.0, 1e-9); /* a distribution */
+    }
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/d.safetensors", test_tmpdir());
+    ASSERT_OK(dr_omodel_save(m, path, &err), &err);
+    /* The share of queries sent to the fallback never grows with max_entropy:
+     * all at 0, none at 1. */
+    double prev = 2.0;
+    for (double me = 0.0; me <= 1.0001; me += 0.125) {
+        char yaml[4096];
+        snprintf(yaml, sizeof(yaml),
+                 "version: 1\nname: t\nstages:\n  generator:\n    options:\n"
+                 "      - {name: math, kind: extractive}\n      - {name: code, kind: extractive}\n"
+                 "      - {name: general, kind: extractive}\n"
+                 "    router: {type: distill, params: {model: %s, max_entropy: %g, fallback: "
+                 "general}}\n",
+                 path, me);
+        const char *yp = test_write_file("d.yaml", yaml);
+        dynrag_pipeline *p = NULL;
+        dynrag_diags *dg = NULL;
+        ASSERT_OK(dynrag_pipeline_load(yp, &p, &dg, &err), &err);
+        dynrag_diags_free(dg);
+        dr_router *r = NULL;
+        ASSERT_OK(dr_router_create(p, &p->stages[DR_STAGE_GENERATOR], &r, &err), &err);
+        size_t fb = 0;
+        for (size_t i = 0; i < te.n_rows; i++) {
+            dr_route_ctx ctx = {.stage = &p->stages[DR_STAGE_GENERATOR], .query = te.rows[i].query};
+            dr_route_decision d;
+            ASSERT_OK(r->vt->route(r, &ctx, &d, &err), &err);
+            if (strstr(d.reason, "fallback general") != NULL) {
+                ASSERT_EQ(d.option, 2);
+                fb++;
+            }
+        }
+        double share = (double)fb / (double)te.n_rows;
+        ASSERT_LE(share, prev);
+        if (me == 0.0)
+            ASSERT_EQ(share, 1.0);
+        if (me >= 1.0)
+            ASSERT_EQ(share, 0.0);
+        prev = share;
+        dr_router_free(r);
+        dynrag_pipeline_free(p);
+    }
+    /* The entropy criterion belongs to distill: the schema refuses it on predict. */
+    const char *bad = "version: 1\nname: t\nstages:\n  generator:\n    options:\n"
+                      "      - {name: math, kind: extractive}\n"
+                      "    router: {type: predict, params: {model: d.safetensors, fallback: math}}\n";
+    dynrag_pipeline *p = NULL;
+    dynrag_diags *dg = NULL;
+    ASSERT(dynrag_pipeline_load(test_write_file("b.yaml", bad), &p, &dg, &err) < 0);
+    char *diag = dg ? dynrag_diags_format(dg) : NULL;
+    ASSERT_CONTAINS(diag, "router.params.fallback: unknown key");
+    free(diag);
+    dynrag_diags_free(dg);
+    dr_omodel_free(m);
+    dr_outcomes_free(&tr);
+    dr_outcomes_free(&te);
+    free(tr_text);
+    free(te_text);
+}

@@ -184,7 +184,8 @@ static const cli_command commands[] = {
     {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
      "                           [--config k=v,...] [--seed N] [--threads N]\n"
-     "       dynrag router train --kind predict|cluster --data FILE.jsonl [--data ...]\n"
+     "       dynrag router train --kind predict|cluster|distill --data FILE.jsonl\n"
+     "                           [--data FILE.jsonl ...]\n"
      "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
      "                           [--clusters C] [--lambda L]\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] QUERY\n"
@@ -212,7 +213,10 @@ static const cli_command commands[] = {
      "         Use in a pipeline's generator stage as router: {type: predict, params:\n"
      "         {model: MODEL, willingness_to_pay: W}} (docs/routers.md).\n"
      "train --kind cluster: each k-means cluster's mean quality per option (Expert\n"
-     "         Router); router type cluster, same params.\n",
+     "         Router); router type cluster, same params.\n"
+     "train --kind distill: a softmax classifier over the options on the same\n"
+     "         features, trained on soft labels softmax(quality / 0.1) (Zooter);\n"
+     "         router type distill, with max_entropy and fallback (MoDEM).\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"

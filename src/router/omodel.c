@@ -29,6 +29,7 @@ struct dr_omodel {
     float *qw; /* [n_options][n_feat] */
     float *cw; /* [n_options][2] */
     double lambda;
+    bool is_distill;  /* quality_w are logits of a softmax over options */
     char *provenance; /* JSON text */
 };
 
@@ -74,6 +75,20 @@ bool dr_omodel_has_cost(const dr_omodel *m, size_t i)
 const char *dr_omodel_provenance(const dr_omodel *m)
 {
     return m->provenance != NULL ? m->provenance : "{}";
+}
+
+/* In-place softmax of v[0..n). */
+static void softmax(double *v, size_t n)
+{
+    double mx = -INFINITY, sum = 0;
+    for (size_t i = 0; i < n; i++)
+        mx = DR_MAX(mx, v[i]);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = exp(v[i] - mx);
+        sum += v[i];
+    }
+    for (size_t i = 0; i < n; i++)
+        v[i] /= sum;
 }
 
 /* ---- features ------------------------------------------------------------- */
@@ -272,6 +287,8 @@ int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *
         double cost = m->cw[2 * o] + m->cw[2 * o + 1] * (double)chars / 1000.0;
         c[o] = cost > 0 ? cost : 0.0;
     }
+    if (m->is_distill)
+        softmax(q, m->n_options);
     return DYNRAG_OK;
 }
 
@@ -368,6 +385,81 @@ static double routed_quality(const dr_omodel *m, const dr_outcome_table *t, cons
     return counted ? sum / (double)counted : NAN;
 }
 
+/*
+ * Zooter-style distillation: multinomial logistic regression of the soft
+ * labels softmax(quality / temperature) over the options on the features x
+ * (n rows of m->n_feat), by full-batch gradient descent with momentum on the
+ * sparse rows (300 steps, L2 penalty l2 except on the bias). Deterministic.
+ * Weights go to m->qw as logits.
+ */
+static int distill_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n,
+                       const float *x, double temperature, double l2,
+                       const dr_omodel_train_opts *opts)
+{
+    const size_t F = m->n_feat, K = m->n_options;
+    double *w = calloc(K * F, sizeof(double)), *g = calloc(K * F, sizeof(double));
+    double *vel = calloc(K * F, sizeof(double)), *y = malloc(n * K * sizeof(double));
+    double *p = malloc(K * sizeof(double));
+    size_t *nz = malloc(F * sizeof(size_t));
+    if (!w || !g || !vel || !y || !p || !nz) {
+        free(w);
+        free(g);
+        free(vel);
+        free(y);
+        free(p);
+        free(nz);
+        return DYNRAG_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        double *yi = y + i * K;
+        for (size_t o = 0; o < K; o++)
+            yi[o] = row->o[o].present ? row->o[o].quality / temperature : -INFINITY;
+        softmax(yi, K);
+    }
+    const int steps = 300;
+    const double lr = 0.5, mom = 0.9;
+    for (int step = 0; step < steps; step++) {
+        memset(g, 0, K * F * sizeof(double));
+        for (size_t i = 0; i < n; i++) {
+            const float *xi = x + i * F;
+            size_t nnz = 0;
+            for (size_t f = 0; f < F; f++)
+                if (xi[f] != 0.0f)
+                    nz[nnz++] = f;
+            for (size_t o = 0; o < K; o++) {
+                double s = 0;
+                for (size_t j = 0; j < nnz; j++)
+                    s += w[o * F + nz[j]] * xi[nz[j]];
+                p[o] = s;
+            }
+            softmax(p, K);
+            for (size_t o = 0; o < K; o++) {
+                double d = (p[o] - y[i * K + o]) / (double)n;
+                for (size_t j = 0; j < nnz; j++)
+                    g[o * F + nz[j]] += d * xi[nz[j]];
+            }
+        }
+        for (size_t o = 0; o < K; o++)
+            for (size_t f = 0; f < F; f++) {
+                double gr = g[o * F + f] + (f + 1 == F ? 0.0 : l2 * w[o * F + f]);
+                vel[o * F + f] = mom * vel[o * F + f] - lr * gr;
+                w[o * F + f] += vel[o * F + f];
+            }
+        if (opts->progress != NULL && (step % 20 == 0 || step + 1 == steps))
+            opts->progress(opts->progress_user, "distill", (size_t)step + 1, (size_t)steps);
+    }
+    for (size_t i = 0; i < K * F; i++)
+        m->qw[i] = (float)w[i];
+    free(w);
+    free(g);
+    free(vel);
+    free(y);
+    free(p);
+    free(nz);
+    return DYNRAG_OK;
+}
+
 /* Fits cost = a + b * chars/1000 per option by least squares over rows
  * with a recorded cost (the mean when the lengths do not vary). */
 static void fit_cost(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n)
@@ -407,10 +499,10 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     if (rows == NULL)
         n = t->n_rows;
     const char *kind = opts->kind ? opts->kind : "predict";
-    bool is_cluster = strcmp(kind, "cluster") == 0;
-    if (strcmp(kind, "predict") != 0 && !is_cluster)
+    bool is_cluster = strcmp(kind, "cluster") == 0, is_distill = strcmp(kind, "distill") == 0;
+    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "unknown router kind '%s' (expected predict or cluster)", kind);
+                          "unknown router kind '%s' (expected predict, cluster or distill)", kind);
     if (is_cluster && opts->clusters < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "the cluster kind needs clusters");
     int dim = opts->dim > 0 ? opts->dim : 1024;
@@ -431,7 +523,8 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     if (m == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     m->kind = dr_strdup(kind);
-    m->method = dr_strdup(is_cluster ? "cluster_mean" : "ridge");
+    m->method = dr_strdup(is_cluster ? "cluster_mean" : is_distill ? "softmax_regression" : "ridge");
+    m->is_distill = is_distill;
     m->n_options = t->n_options;
     m->options = calloc(t->n_options, sizeof(char *));
     m->has_cost = calloc(t->n_options, sizeof(bool));
@@ -585,6 +678,14 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         free(sum);
         free(cnt);
         m->lambda = 0;
+        goto fitted;
+    }
+    if (is_distill) {
+        double l2 = opts->lambda > 0 ? opts->lambda : 1e-4;
+        if (distill_fit(m, t, rows, n, x, opts->temperature > 0 ? opts->temperature : 0.1, l2,
+                        opts) != DYNRAG_OK)
+            goto nomem;
+        m->lambda = l2;
         goto fitted;
     }
     /* Candidate penalties: the given one, or a grid judged on valid. */
@@ -813,10 +914,13 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
         cJSON_IsString(kind) && cJSON_IsString(method) &&
         ((strcmp(kind->valuestring, "predict") == 0 && strcmp(method->valuestring, "ridge") == 0) ||
          (strcmp(kind->valuestring, "cluster") == 0 &&
-          strcmp(method->valuestring, "cluster_mean") == 0));
+          strcmp(method->valuestring, "cluster_mean") == 0) ||
+         (strcmp(kind->valuestring, "distill") == 0 &&
+          strcmp(method->valuestring, "softmax_regression") == 0));
     if (!ok_kind) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
-                        "%s: config.kind/method: expected predict/ridge or cluster/cluster_mean",
+                        "%s: config.kind/method: expected predict/ridge, cluster/cluster_mean or "
+                        "distill/softmax_regression",
                         path);
         goto cleanup;
     }
@@ -839,6 +943,7 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     }
     m->kind = dr_strdup(kind->valuestring);
     m->method = dr_strdup(method->valuestring);
+    m->is_distill = strcmp(kind->valuestring, "distill") == 0;
     m->dim = (int)dim;
     m->n_clusters = (size_t)clusters;
     m->n_feat = (size_t)m->dim + DR_OMODEL_EXTRA + m->n_clusters + 1;

@@ -45,6 +45,7 @@ typedef struct dr_omodel_train_opts {
     double lambda;         /* ridge penalty; <= 0: chosen on the validation rows */
     int clusters;          /* k-means clusters of the training queries (0: 32; -1: none) */
     double cluster_lambda; /* penalty of the cluster one-hot features (<= 0: 0.1) */
+    double temperature;    /* distill: soft labels softmax(quality / T) (<= 0: 0.1) */
     uint64_t seed;         /* recorded; the ridge fit itself is deterministic */
     const char *data_desc; /* provenance: the training files, as a JSON array text */
     /* Progress (may be NULL): a phase name and done/total. */

@@ -1,8 +1,12 @@
 /*
  * predict_router.c - routes by the per-option quality and cost a model
  * trained on outcome tables predicts for the query (router/omodel.h,
- * `dynrag router train --kind predict|cluster`). Router types `predict` and
- * `cluster`; the model's kind must be the router's type.
+ * `dynrag router train --kind predict|cluster|distill`). Router types
+ * `predict`, `cluster` and `distill`; the model's kind must be the router's
+ * type. distill models predict a probability per option (softmax); with
+ * params `fallback` (an option) and `max_entropy` (0..1, default 1 = off) a
+ * prediction whose entropy, divided by log(options), exceeds max_entropy
+ * routes to `fallback` instead (MoDEM).
  *
  * params: {model: path (resolved by the pipeline loader),
  *          willingness_to_pay: USD^-1 (0)}.
@@ -26,6 +30,8 @@ typedef struct predict_router {
     dr_omodel *model;
     int model_index[DR_MAX_OPTIONS]; /* stage option -> model option, -1 unknown */
     double wtp;
+    double max_entropy; /* distill: normalised entropy above which `fallback` is used */
+    int fallback;       /* option index, -1 none */
 } predict_router;
 
 static int predict_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *out,
@@ -57,6 +63,23 @@ static int predict_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
         }
     }
     out->option = best;
+    if (best >= 0 && pr->fallback >= 0 && k > 1) {
+        /* MoDEM's entropy criterion: an unsure classifier hands the query to
+         * the general option. */
+        double h = 0;
+        for (size_t o = 0; o < k; o++)
+            if (qc[o] > 0)
+                h -= qc[o] * log(qc[o]);
+        h /= log((double)k);
+        if (h > pr->max_entropy) {
+            out->option = pr->fallback;
+            snprintf(out->reason, sizeof out->reason,
+                     "%s: entropy %.3f > %.3g: fallback %s (top %s p=%.3f)",
+                     dr_omodel_kind(pr->model), h, pr->max_entropy,
+                     st->options[pr->fallback].name, st->options[best].name, best_q);
+            return dr_route_ensure_available(st, out, err);
+        }
+    }
     if (best >= 0)
         snprintf(out->reason, sizeof out->reason,
                  "%s: %s quality %.3f cost $%.6f score %.4f (wtp %g)", dr_omodel_kind(pr->model),
@@ -96,6 +119,16 @@ int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr
                         "stages.%s.router.willingness_to_pay: expected a number >= 0", sn);
         goto cleanup;
     }
+    pr->max_entropy = dr_rparam_num(params, "max_entropy", 1.0);
+    if (!(pr->max_entropy >= 0 && pr->max_entropy <= 1)) {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "stages.%s.router.max_entropy: expected a number in [0, 1]", sn);
+        goto cleanup;
+    }
+    pr->fallback = -1;
+    if (cJSON_GetObjectItemCaseSensitive(params, "fallback") != NULL &&
+        (rc = dr_router_option_param(stage, "fallback", -1, &pr->fallback, err)) != DYNRAG_OK)
+        goto cleanup;
     const char *model = dr_rparam_str(params, "model", NULL);
     if (model == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.model: required", sn);
@@ -110,6 +143,13 @@ int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "stages.%s.router.model: %s is a %s model, the router type is %s", sn,
                         model, dr_omodel_kind(pr->model), type);
+        goto cleanup;
+    }
+    if (pr->fallback >= 0 && strcmp(type, "distill") != 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "stages.%s.router.fallback: the entropy criterion needs a distill model "
+                        "(its predictions are probabilities)",
+                        sn);
         goto cleanup;
     }
     size_t matched = 0;

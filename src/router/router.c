@@ -17,6 +17,7 @@ static const struct {
     {"classifier", dr_router_create_classifier},
     {"predict", dr_router_create_predict},
     {"cluster", dr_router_create_predict},
+    {"distill", dr_router_create_predict},
 };
 
 /*
