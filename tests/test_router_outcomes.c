@@ -450,9 +450,10 @@ TEST(router_outcomes_distill_and_entropy_fallback)
         dynrag_pipeline_free(p);
     }
     /* The entropy criterion belongs to distill: the schema refuses it on predict. */
-    const char *bad = "version: 1\nname: t\nstages:\n  generator:\n    options:\n"
-                      "      - {name: math, kind: extractive}\n"
-                      "    router: {type: predict, params: {model: d.safetensors, fallback: math}}\n";
+    const char *bad =
+        "version: 1\nname: t\nstages:\n  generator:\n    options:\n"
+        "      - {name: math, kind: extractive}\n"
+        "    router: {type: predict, params: {model: d.safetensors, fallback: math}}\n";
     dynrag_pipeline *p = NULL;
     dynrag_diags *dg = NULL;
     ASSERT(dynrag_pipeline_load(test_write_file("b.yaml", bad), &p, &dg, &err) < 0);

@@ -523,7 +523,9 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     if (m == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     m->kind = dr_strdup(kind);
-    m->method = dr_strdup(is_cluster ? "cluster_mean" : is_distill ? "softmax_regression" : "ridge");
+    m->method = dr_strdup(is_cluster   ? "cluster_mean"
+                          : is_distill ? "softmax_regression"
+                                       : "ridge");
     m->is_distill = is_distill;
     m->n_options = t->n_options;
     m->options = calloc(t->n_options, sizeof(char *));

@@ -75,8 +75,8 @@ static int predict_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
             out->option = pr->fallback;
             snprintf(out->reason, sizeof out->reason,
                      "%s: entropy %.3f > %.3g: fallback %s (top %s p=%.3f)",
-                     dr_omodel_kind(pr->model), h, pr->max_entropy,
-                     st->options[pr->fallback].name, st->options[best].name, best_q);
+                     dr_omodel_kind(pr->model), h, pr->max_entropy, st->options[pr->fallback].name,
+                     st->options[best].name, best_q);
             return dr_route_ensure_available(st, out, err);
         }
     }
