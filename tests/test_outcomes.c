@@ -533,3 +533,55 @@ TEST(outcomes_convert_shared_routing_data)
     ASSERT_EQ(t.rows[0].o[3].quality, 0.9); /* zephyr: 9 of 10 samples */
     dr_outcomes_free(&t);
 }
+
+TEST(outcomes_merge_keeps_every_cell)
+{
+    /* Splitting a random table's text at any row and merging the halves
+     * gives back the same cells by option name; a repeated id is refused
+     * and leaves both tables usable. */
+    dr_rng r;
+    dr_rng_seed(&r, 33);
+    for (int iter = 0; iter < 60; iter++) {
+        dr_outcome_table t;
+        size_t n = 2 + dr_rng_below(&r, 10);
+        ASSERT_EQ(random_table(&r, n, &t), 0);
+        size_t cut = 1 + dr_rng_below(&r, n - 1);
+        dr_buf a = {0}, b = {0};
+        for (size_t i = 0; i < n; i++)
+            ASSERT_EQ(dr_outcomes_write_row(&t, &t.rows[i], i < cut ? &a : &b), DYNRAG_OK);
+        dr_outcome_table ta, tb, dst = {0};
+        dynrag_error err = {0};
+        ASSERT_OK(dr_outcomes_parse("a", a.data, a.len, &ta, &err), &err);
+        ASSERT_OK(dr_outcomes_parse("b", b.data, b.len, &tb, &err), &err);
+        ASSERT_OK(dr_outcomes_merge(&dst, &ta, "a", &err), &err);
+        ASSERT_OK(dr_outcomes_merge(&dst, &tb, "b", &err), &err);
+        ASSERT_EQ(ta.n_rows + tb.n_rows, 0); /* moved */
+        ASSERT_EQ(dst.n_rows, n);
+        for (size_t i = 0; i < n; i++) {
+            ASSERT_STR_EQ(dst.rows[i].id, t.rows[i].id);
+            for (size_t k = 0; k < t.n_options; k++) {
+                int d = dr_outcomes_option(&dst, t.options[k]);
+                const dr_outcome *x = &t.rows[i].o[k];
+                if (d < 0) { /* an option no row of either half had */
+                    ASSERT(!x->present);
+                    continue;
+                }
+                const dr_outcome *y = &dst.rows[i].o[d];
+                ASSERT_EQ(x->present, y->present);
+                ASSERT_EQ(x->quality, y->quality);
+                ASSERT_EQ(x->cost_usd, y->cost_usd);
+            }
+        }
+        /* Merging the first half again repeats its ids. */
+        ASSERT_OK(dr_outcomes_parse("a", a.data, a.len, &ta, &err), &err);
+        ASSERT_EQ(dr_outcomes_merge(&dst, &ta, "again", &err), DYNRAG_ERR_FORMAT);
+        ASSERT_CONTAINS(dynrag_errmsg(&err), "again: id");
+        ASSERT_EQ(dst.n_rows, n);
+        ASSERT_EQ(ta.n_rows, cut);
+        dr_outcomes_free(&ta);
+        dr_outcomes_free(&dst);
+        dr_outcomes_free(&t);
+        dr_buf_free(&a);
+        dr_buf_free(&b);
+    }
+}
