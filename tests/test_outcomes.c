@@ -585,3 +585,56 @@ TEST(outcomes_merge_keeps_every_cell)
         dr_buf_free(&b);
     }
 }
+
+TEST(outcomes_convert_mutated_inputs_never_crash)
+{
+    /* Random edits of a valid RouterBench CSV and RouterDC JSON (quotes,
+     * commas, newlines, NUL, truncation): each conversion succeeds with a
+     * loadable table or fails with an error naming the input. */
+    const char *csv = "x,sample_id,prompt,eval_name,m1,m2,m1|total_cost,m2|total_cost,"
+                      "m1|model_response,m2|model_response\n"
+                      "0,a.1,\"['q, \"\"one\"\"\n two']\",t,1.0,0.0,0.001,0.002,\"r1\",r2\n"
+                      "1,a.2,plain,t,0.0,1.0,0.001,0.002,,\"x\r\ny\"\n";
+    const char *json = "[{\"question\":\"q1\",\"scores\":{\"m1\":0.5,\"m2\":0}},"
+                       "{\"question\":\"q \\\"2\\\"\",\"scores\":{\"m1\":1,\"m2\":0.25}}]";
+    static const char edits[] = ",\"\n\r x0{}[]:\\";
+    dr_rng r;
+    dr_rng_seed(&r, 77);
+    size_t n_ok = 0, n_fail = 0;
+    for (int iter = 0; iter < 300; iter++) {
+        bool rb = iter % 2 == 0;
+        const char *src = rb ? csv : json;
+        size_t len = strlen(src);
+        char buf[1024];
+        memcpy(buf, src, len);
+        int n_edits = 1 + (int)dr_rng_below(&r, 3);
+        for (int e = 0; e < n_edits && len > 0; e++) {
+            size_t at = (size_t)dr_rng_below(&r, len);
+            switch (dr_rng_below(&r, 3)) {
+            case 0: buf[at] = edits[dr_rng_below(&r, sizeof(edits) - 1)]; break;
+            case 1: buf[at] = '\0' + (char)(dr_rng_below(&r, 2) ? 0 : 'z'); break;
+            default: len = at; /* truncate */
+            }
+        }
+        char path[1024], out[1024];
+        snprintf(path, sizeof(path), "%s/%s", test_tmpdir(), rb ? "m.csv" : "gsm8k_test.json");
+        snprintf(out, sizeof(out), "%s/m.jsonl", test_tmpdir());
+        dynrag_error err = {0};
+        ASSERT_OK(dr_write_file_atomic(path, buf, len, &err), &err);
+        dynrag_convert_stats st;
+        int rc = rb ? dynrag_convert_routerbench(path, out, &st, &err)
+                    : dynrag_convert_routerdc(path, out, &st, &err);
+        if (rc == DYNRAG_OK) {
+            dr_outcome_table t;
+            ASSERT_OK(dr_outcomes_load(out, &t, &err), &err);
+            ASSERT_EQ(t.n_rows, st.rows_written);
+            dr_outcomes_free(&t);
+            n_ok++;
+        } else {
+            ASSERT_CONTAINS(dynrag_errmsg(&err), rb ? "m.csv" : "gsm8k_test.json");
+            n_fail++;
+        }
+    }
+    ASSERT_GT(n_ok, 10); /* both outcomes were exercised */
+    ASSERT_GT(n_fail, 20);
+}
