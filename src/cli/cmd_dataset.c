@@ -1,8 +1,11 @@
 /* cmd_dataset.c - `dynrag dataset complexity`: build the labelled
- * query-complexity data set (include/dynrag/dataset.h). */
+ * query-complexity data set (include/dynrag/dataset.h); `dynrag dataset
+ * routerdc|routerbench`: convert routing benchmarks to outcome tables
+ * (include/dynrag/outcomes.h). */
 #include "cli.h"
 
 #include "dynrag/dataset.h"
+#include "dynrag/outcomes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,11 +104,54 @@ static int dataset_complexity(int argc, char **argv)
     return CLI_OK;
 }
 
+/* `dataset routerdc|routerbench --in FILE --out FILE.jsonl`. */
+static int dataset_convert(int argc, char **argv, bool routerdc)
+{
+    const char *cmd = routerdc ? "dataset routerdc" : "dataset routerbench";
+    const char *in = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (a[0] != '-' || a[1] != '-')
+            return cli_usage_error(cmd, "unexpected argument '%s'", a);
+        if (v == NULL)
+            return cli_usage_error(cmd, "%s needs a value", a);
+        i++;
+        if (strcmp(a, "--in") == 0)
+            in = v;
+        else if (strcmp(a, "--out") == 0)
+            out = v;
+        else
+            return cli_usage_error(cmd, "unknown option '%s'", a);
+    }
+    if (in == NULL || out == NULL)
+        return cli_usage_error(cmd, "--in and --out are required");
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    dynrag_convert_stats st;
+    int rc = routerdc ? dynrag_convert_routerdc(in, out, &st, &err)
+                      : dynrag_convert_routerbench(in, out, &st, &err);
+    if (rc != DYNRAG_OK) {
+        cli_error(cmd, "%s", dynrag_errmsg(&err));
+        return rc == DYNRAG_ERR_INVALID ? CLI_USAGE : CLI_FAIL;
+    }
+    if (routerdc)
+        printf("task %s (scores: %s): ", st.task,
+               st.fractional ? "fractions of samples" : "probability-style, > 0 counts 1");
+    printf("read %zu rows, wrote %zu, dropped %zu (missing scores); %zu options -> %s\n",
+           st.rows_read, st.rows_written, st.rows_dropped, st.n_options, out);
+    return CLI_OK;
+}
+
 int cmd_dataset(int argc, char **argv)
 {
     if (argc < 2)
-        return cli_usage_error("dataset", "expected a subcommand (complexity)");
+        return cli_usage_error("dataset",
+                               "expected a subcommand (complexity, routerdc, routerbench)");
     if (strcmp(argv[1], "complexity") == 0)
         return dataset_complexity(argc - 1, argv + 1);
-    return cli_usage_error("dataset", "unknown subcommand '%s' (expected complexity)", argv[1]);
+    if (strcmp(argv[1], "routerdc") == 0 || strcmp(argv[1], "routerbench") == 0)
+        return dataset_convert(argc - 1, argv + 1, strcmp(argv[1], "routerdc") == 0);
+    return cli_usage_error("dataset",
+                           "unknown subcommand '%s' (expected complexity, routerdc or routerbench)",
+                           argv[1]);
 }

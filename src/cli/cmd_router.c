@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "dynrag/classifier.h"
+#include "dynrag/outcomes.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -38,9 +39,94 @@ static void train_progress(void *user, const dynrag_train_progress *p)
     v->drawn = true;
 }
 
+static void outcome_progress(void *user, const char *phase, size_t done, size_t total)
+{
+    train_view *v = user;
+    if (!v->tty)
+        return;
+    fprintf(stderr, "\r%-8s %zu/%zu   ", phase, done, total);
+    fflush(stderr);
+    v->drawn = true;
+}
+
+/* `router train --kind KIND --data FILE [--data FILE...] [--valid FILE] --out M`. */
+static int router_train_outcomes(int argc, char **argv)
+{
+    const char *cmd = "router train";
+    dynrag_outcome_router_options o = {0};
+    const char *data[64];
+    o.data = data;
+    o.seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long n = 0;
+        if (a[0] != '-' || a[1] != '-')
+            return cli_usage_error(cmd, "unexpected argument '%s'", a);
+        if (v == NULL)
+            return cli_usage_error(cmd, "%s needs a value", a);
+        i++;
+        if (strcmp(a, "--kind") == 0) {
+            o.kind = v;
+        } else if (strcmp(a, "--data") == 0) {
+            if (o.n_data == sizeof(data) / sizeof(data[0]))
+                return cli_usage_error(cmd, "at most 64 --data files");
+            data[o.n_data++] = v;
+        } else if (strcmp(a, "--valid") == 0) {
+            o.valid = v;
+        } else if (strcmp(a, "--out") == 0) {
+            o.out_path = v;
+        } else if (strcmp(a, "--seed") == 0) {
+            if (!cli_parse_int(cmd, a, v, 0, INT64_MAX, &n))
+                return CLI_USAGE;
+            o.seed = (uint64_t)n;
+        } else if (strcmp(a, "--dim") == 0) {
+            if (!cli_parse_int(cmd, a, v, 16, 4096, &n))
+                return CLI_USAGE;
+            o.dim = (int)n;
+        } else if (strcmp(a, "--clusters") == 0) {
+            if (!cli_parse_int(cmd, a, v, 0, 256, &n))
+                return CLI_USAGE;
+            o.clusters = n == 0 ? -1 : (int)n;
+        } else if (strcmp(a, "--lambda") == 0) {
+            if (!cli_parse_double(cmd, a, v, 1e-9, 1e9, &o.lambda))
+                return CLI_USAGE;
+        } else {
+            return cli_usage_error(cmd, "unknown option '%s'", a);
+        }
+    }
+    if (o.kind == NULL || o.n_data == 0 || o.out_path == NULL)
+        return cli_usage_error(cmd, "--kind, --data and --out are required");
+    if (strcmp(o.kind, "predict") != 0 && strcmp(o.kind, "cluster") != 0 &&
+        strcmp(o.kind, "distill") != 0)
+        return cli_usage_error(cmd, "--kind %s: unknown (expected predict, cluster or distill)",
+                               o.kind);
+    const char *ci = getenv("CI");
+    train_view view = {isatty(STDERR_FILENO) && !(ci && *ci), false};
+    o.progress = outcome_progress;
+    o.progress_user = &view;
+    dynrag_outcome_router_result r;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_outcome_router_train(&o, &r, &err);
+    if (view.drawn)
+        fputc('\n', stderr);
+    if (rc != DYNRAG_OK) {
+        cli_error(cmd, "%s", dynrag_errmsg(&err));
+        return rc == DYNRAG_ERR_INVALID ? CLI_USAGE : CLI_FAIL;
+    }
+    printf("wrote %s: %s router, %zu options, %zu parameters, %zu training rows, lambda %g, "
+           "routed quality: train %.4f, validation %.4f (%zu rows), %.1f s\n",
+           o.out_path, o.kind, r.n_options, r.n_params, r.rows, r.lambda, r.train_quality,
+           r.valid_quality, r.valid_rows, r.seconds);
+    return CLI_OK;
+}
+
 static int router_train(int argc, char **argv)
 {
     const char *cmd = "router train";
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--kind") == 0)
+            return router_train_outcomes(argc, argv);
     dynrag_train_options o = {0};
     o.threads = 1;
     o.seed = 1;

@@ -216,9 +216,13 @@ static const cli_command commands[] = {
      "(comments kept), checked by loading it. Exit status 1 when no value meets the\n"
      "target (the closest is printed).\n",
      cmd_calibrate},
-    {"router", "train, run and evaluate the query-complexity classifier",
+    {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
      "                           [--config k=v,...] [--seed N] [--threads N]\n"
+     "       dynrag router train --kind predict|cluster|distill --data FILE.jsonl\n"
+     "                           [--data FILE.jsonl ...]\n"
+     "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
+     "                           [--clusters C] [--lambda L]\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] QUERY\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] --input FILE.jsonl\n"
      "       dynrag router eval --model MODEL --data FILE.jsonl [--head NAME] [--json]\n"
@@ -233,7 +237,21 @@ static const cli_command commands[] = {
      "         for a given --seed (default 1) and --threads (default 1).\n"
      "predict  prints the label and the probability of every label (a JSON line each\n"
      "         with --json); --input reads {\"text\"} lines (\"-\" = stdin).\n"
-     "eval     accuracy, macro-F1, per-label recall/precision/F1, confusion matrix.\n",
+     "eval     accuracy, macro-F1, per-label recall/precision/F1, confusion matrix.\n"
+     "\n"
+     "train --kind predict learns a router from outcome tables (docs/outcomes.md; the\n"
+     "         --data files are merged): per option, ridge regression of the recorded\n"
+     "         quality on hashed word/character n-grams (--dim, default 1024) plus the\n"
+     "         query's k-means cluster (--clusters, default 64; 0 = none), and a cost\n"
+     "         line over query length. The penalty (--lambda) is chosen on --valid, or\n"
+     "         on a fixed 15% of the training rows (by id hash) before a refit on all.\n"
+     "         Use in a pipeline's generator stage as router: {type: predict, params:\n"
+     "         {model: MODEL, willingness_to_pay: W}} (docs/routers.md).\n"
+     "train --kind cluster: each k-means cluster's mean quality per option (Expert\n"
+     "         Router); router type cluster, same params.\n"
+     "train --kind distill: a softmax classifier over the options on the same\n"
+     "         features, trained on soft labels softmax(quality / 0.1) (Zooter);\n"
+     "         router type distill, with max_entropy and fallback (MoDEM).\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"
@@ -250,12 +268,22 @@ static const cli_command commands[] = {
      "{\"text\",\"label\",\"source\",\"option\",\"quality\"}, ready for\n"
      "`dynrag router train`.\n",
      cmd_label},
-    {"dataset", "build labelled data sets (query complexity A/B/C)",
+    {"dataset", "build labelled data sets and outcome tables",
      "usage: dynrag dataset complexity --data DIR --out DIR [--seed N] [--valid-frac F]\n"
      "                                 [--holdout SOURCE] [--max-per-label N]\n"
      "                                 [--balance-ratio R] [--augment]\n"
      "                                 [--augment-comparisons N] [--augment-chains N]\n"
+     "       dynrag dataset routerdc --in FILE.json --out FILE.jsonl\n"
+     "       dynrag dataset routerbench --in FILE.csv --out FILE.jsonl\n"
      "\n"
+     "routerdc and routerbench convert the routing benchmarks' files to outcome tables\n"
+     "(docs/outcomes.md). routerdc: the task is the file name (without _train/_test);\n"
+     "gsm8k, humaneval, mbpp and javascript scores are fractions of 10 samples, kept as\n"
+     "quality; other scores count 1 when > 0. routerbench: quality 0/1 from the model\n"
+     "columns, cost_usd from <model>|total_cost, response from <model>|model_response,\n"
+     "the whole prompt field as the query; rows with a missing score are dropped.\n"
+     "\n"
+     "complexity:\n"
      "Builds the Adaptive-RAG-style query-complexity data set: A = no retrieval\n"
      "(CLINC150 small_talk, meta and clock/calculator utility intents), B = one step\n"
      "(NQ-open dev, EfficientQA dev), C = multi-step (MuSiQue dev, HotpotQA dev300).\n"

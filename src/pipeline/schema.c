@@ -87,6 +87,14 @@ const dr_param_row dr_param_rows[] = {
     {"router.bandit",          "lambda",             DR_PT_NUM,           0,     1e6,         "0",            0, NULL},
     {"router.bandit",          "state",              DR_PT_PATH,          0,     0,           NULL,           0, NULL},
     {"router.bandit",          "seed",               DR_PT_INT,           0,     2147483647,  "42",           0, NULL},
+    {"router.predict",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
+    {"router.predict",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
+    {"router.cluster",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
+    {"router.cluster",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
+    {"router.distill",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
+    {"router.distill",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
+    {"router.distill",         "max_entropy",        DR_PT_NUM,           0,     1,           "1",            0, NULL},
+    {"router.distill",         "fallback",           DR_PT_OPTION,        0,     0,           NULL,           0, NULL},
     {"router.cascade",         "judge",              DR_PT_ENUM,          0,     0,           "self_route",   0, "self_route|logprob_margin|agreement"},
     {"router.cascade",         "threshold",          DR_PT_NUM,           0,     1,           "0.5",          0, NULL},
     {"router.cascade",         "samples",            DR_PT_INT,           2,     16,          "3",            0, NULL},
@@ -133,6 +141,9 @@ const dr_router_row dr_router_rows[] = {
     {"cost",       ALL_STAGES},
     {"bandit",     ALL_STAGES},
     {"cascade",    (1u << DR_STAGE_CONTEXT) | (1u << DR_STAGE_GENERATOR)},
+    {"predict",    1u << DR_STAGE_GENERATOR},
+    {"cluster",    1u << DR_STAGE_GENERATOR},
+    {"distill",    1u << DR_STAGE_GENERATOR},
 };
 const size_t dr_n_router_rows = DR_ARRAY_LEN(dr_router_rows);
 /* clang-format on */

@@ -15,6 +15,9 @@ static const struct {
     {"knn", dr_router_create_knn},       {"cost", dr_router_create_cost},
     {"bandit", dr_router_create_bandit}, {"cascade", dr_router_create_cascade},
     {"classifier", dr_router_create_classifier},
+    {"predict", dr_router_create_predict},
+    {"cluster", dr_router_create_predict},
+    {"distill", dr_router_create_predict},
 };
 
 /*

@@ -37,6 +37,10 @@ int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr
 int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
                                 dr_router **out, dynrag_error *err);
 
+/* router/predict_router.c: a model trained on outcome tables (router/omodel.h). */
+int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr_router **out,
+                             dynrag_error *err);
+
 /* ---- decisions (router/router.c) -------------------------------------- */
 
 /* Resets a decision: option -1, every score NAN, empty reason. */

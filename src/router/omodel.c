@@ -1,0 +1,1029 @@
+/* omodel.c - routers trained on outcome tables (see omodel.h). */
+#include "router/omodel.h"
+
+#include "core/util.h"
+#include "embed/builtin.h"
+#include "nn/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IDF_BUCKETS ((size_t)1 << 18) /* embed/builtin.h: the blob's bucket count */
+#define IDF_BLOB_HEADER 24
+
+struct dr_omodel {
+    char *kind, *method;
+    size_t n_options;
+    char **options;
+    bool *has_cost;
+    int dim;
+    size_t n_clusters; /* C */
+    float *centroids;  /* [C][dim], unit length */
+    size_t n_feat;     /* dim + DR_OMODEL_EXTRA + C + 1 */
+    dr_embedder *emb;
+    float *idf; /* [IDF_BUCKETS], as saved */
+    uint64_t idf_docs;
+    float *qw; /* [n_options][n_feat] */
+    float *cw; /* [n_options][2] */
+    double lambda;
+    bool is_distill;  /* quality_w are logits of a softmax over options */
+    char *provenance; /* JSON text */
+};
+
+void dr_omodel_free(dr_omodel *m)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->n_options; i++)
+        free(m->options[i]);
+    free(m->options);
+    free(m->has_cost);
+    free(m->kind);
+    free(m->method);
+    dr_embedder_free(m->emb);
+    free(m->idf);
+    free(m->centroids);
+    free(m->qw);
+    free(m->cw);
+    free(m->provenance);
+    free(m);
+}
+
+size_t dr_omodel_n_options(const dr_omodel *m)
+{
+    return m->n_options;
+}
+
+const char *dr_omodel_option(const dr_omodel *m, size_t i)
+{
+    return i < m->n_options ? m->options[i] : NULL;
+}
+
+const char *dr_omodel_kind(const dr_omodel *m)
+{
+    return m->kind;
+}
+
+bool dr_omodel_has_cost(const dr_omodel *m, size_t i)
+{
+    return i < m->n_options && m->has_cost[i];
+}
+
+const char *dr_omodel_provenance(const dr_omodel *m)
+{
+    return m->provenance != NULL ? m->provenance : "{}";
+}
+
+/* In-place softmax of v[0..n). */
+static void softmax(double *v, size_t n)
+{
+    double mx = -INFINITY, sum = 0;
+    for (size_t i = 0; i < n; i++)
+        mx = DR_MAX(mx, v[i]);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = exp(v[i] - mx);
+        sum += v[i];
+    }
+    for (size_t i = 0; i < n; i++)
+        v[i] /= sum;
+}
+
+/* ---- features ------------------------------------------------------------- */
+
+/* The dense extras of a query: log length, digit, non-ASCII and newline shares. */
+static void extras(const char *q, float *x)
+{
+    size_t n = 0, digits = 0, high = 0, nl = 0;
+    for (const unsigned char *p = (const unsigned char *)q; *p; p++, n++) {
+        digits += *p >= '0' && *p <= '9';
+        high += *p >= 0x80;
+        nl += *p == '\n';
+    }
+    double d = n > 0 ? (double)n : 1.0;
+    x[0] = (float)(log1p((double)n) / 8.0);
+    x[1] = (float)((double)digits / d);
+    x[2] = (float)((double)high / d);
+    x[3] = (float)(10.0 * (double)nl / d);
+}
+
+/* The index of the centroid nearest to the unit vector e (highest dot). */
+static size_t nearest(const float *centroids, size_t n_clusters, int dim, const float *e)
+{
+    size_t best = 0;
+    double bs = -INFINITY;
+    for (size_t c = 0; c < n_clusters; c++) {
+        const float *cv = centroids + c * (size_t)dim;
+        double s = 0;
+        for (int d = 0; d < dim; d++)
+            s += (double)cv[d] * e[d];
+        if (s > bs) {
+            bs = s;
+            best = c;
+        }
+    }
+    return best;
+}
+
+/* Fills the features after the embedding x[0..dim): extras, the one-hot
+ * nearest cluster, the bias. */
+static void finish_features(const dr_omodel *m, const char *q, float *x)
+{
+    extras(q, x + m->dim);
+    float *oh = x + m->dim + DR_OMODEL_EXTRA;
+    memset(oh, 0, m->n_clusters * sizeof(float));
+    if (m->n_clusters > 0)
+        oh[nearest(m->centroids, m->n_clusters, m->dim, x)] = 1.0f;
+    x[m->n_feat - 1] = 1.0f;
+}
+
+/* Fills x[0..n_feat) with the features of query q. */
+static int features(const dr_omodel *m, const char *q, float *x, dynrag_error *err)
+{
+    const char *texts[1] = {q != NULL ? q : ""};
+    int rc = dr_embed(m->emb, texts, 1, x, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    finish_features(m, texts[0], x);
+    return DYNRAG_OK;
+}
+
+/*
+ * Spherical k-means of the n unit rows e[i * stride .. + dim) into C
+ * centroids (unit length): k-means++ seeding from `seed`, then `iters`
+ * rounds of assignment and renormalised means; an empty cluster takes the
+ * row farthest from its centroid. Deterministic for a seed.
+ */
+static int kmeans(const float *e, size_t stride, size_t n, int dim, size_t C, uint64_t seed,
+                  int iters, float *centroids)
+{
+    double *dist = malloc(n * sizeof(*dist));
+    double *sum = malloc(C * (size_t)dim * sizeof(*sum));
+    size_t *assign = malloc(n * sizeof(*assign)), *count = malloc(C * sizeof(*count));
+    if (!dist || !sum || !assign || !count) {
+        free(dist);
+        free(sum);
+        free(assign);
+        free(count);
+        return DYNRAG_ERR_NOMEM;
+    }
+    dr_rng r;
+    dr_rng_seed(&r, seed);
+    size_t first = (size_t)dr_rng_below(&r, n);
+    memcpy(centroids, e + first * stride, (size_t)dim * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        dist[i] = INFINITY;
+    for (size_t c = 1; c < C; c++) {
+        double total = 0;
+        const float *prev = centroids + (c - 1) * (size_t)dim;
+        for (size_t i = 0; i < n; i++) {
+            double dot = 0;
+            for (int d = 0; d < dim; d++)
+                dot += (double)prev[d] * e[i * stride + (size_t)d];
+            double dd = DR_MAX(0.0, 2.0 - 2.0 * dot);
+            dist[i] = DR_MIN(dist[i], dd);
+            total += dist[i];
+        }
+        double pick = dr_rng_uniform(&r) * total;
+        size_t chosen = n - 1;
+        for (size_t i = 0; i < n; i++) {
+            pick -= dist[i];
+            if (pick < 0) {
+                chosen = i;
+                break;
+            }
+        }
+        memcpy(centroids + c * (size_t)dim, e + chosen * stride, (size_t)dim * sizeof(float));
+    }
+    for (int it = 0; it < iters; it++) {
+        memset(sum, 0, C * (size_t)dim * sizeof(*sum));
+        memset(count, 0, C * sizeof(*count));
+        size_t far = 0;
+        double far_d = -1;
+        for (size_t i = 0; i < n; i++) {
+            const float *ei = e + i * stride;
+            size_t c = nearest(centroids, C, dim, ei);
+            assign[i] = c;
+            count[c]++;
+            double dot = 0;
+            for (int d = 0; d < dim; d++) {
+                sum[c * (size_t)dim + (size_t)d] += ei[d];
+                dot += (double)centroids[c * (size_t)dim + (size_t)d] * ei[d];
+            }
+            if (1.0 - dot > far_d) {
+                far_d = 1.0 - dot;
+                far = i;
+            }
+        }
+        for (size_t c = 0; c < C; c++) {
+            float *cv = centroids + c * (size_t)dim;
+            if (count[c] == 0) {
+                memcpy(cv, e + far * stride, (size_t)dim * sizeof(float));
+                continue;
+            }
+            double norm = 0;
+            for (int d = 0; d < dim; d++)
+                norm += sum[c * (size_t)dim + (size_t)d] * sum[c * (size_t)dim + (size_t)d];
+            norm = norm > 0 ? sqrt(norm) : 1.0;
+            for (int d = 0; d < dim; d++)
+                cv[d] = (float)(sum[c * (size_t)dim + (size_t)d] / norm);
+        }
+    }
+    free(dist);
+    free(sum);
+    free(assign);
+    free(count);
+    return DYNRAG_OK;
+}
+
+/* Builds the embedder of dimension m->dim with m->idf as its IDF. */
+static int make_embedder(dr_omodel *m, dynrag_error *err)
+{
+    int rc = dr_embedder_builtin_create(m->dim, &m->emb, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    size_t len = IDF_BLOB_HEADER + IDF_BUCKETS * 4;
+    unsigned char *blob = malloc(len);
+    if (blob == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    /* The blob layout of embed/builtin.h (little-endian). */
+    uint32_t hdr[6] = {0,
+                       1u,
+                       (uint32_t)m->dim,
+                       (uint32_t)IDF_BUCKETS,
+                       (uint32_t)(m->idf_docs & 0xffffffffu),
+                       (uint32_t)(m->idf_docs >> 32)};
+    memcpy(blob, "DRBE", 4);
+    for (int i = 1; i < 6; i++)
+        for (int b = 0; b < 4; b++)
+            blob[4 * i + b] = (unsigned char)(hdr[i] >> (8 * b));
+    for (size_t i = 0; i < IDF_BUCKETS; i++) {
+        uint32_t bits;
+        memcpy(&bits, &m->idf[i], 4);
+        for (int b = 0; b < 4; b++)
+            blob[IDF_BLOB_HEADER + 4 * i + b] = (unsigned char)(bits >> (8 * b));
+    }
+    rc = dr_builtin_state_load(m->emb, blob, len, err);
+    free(blob);
+    return rc;
+}
+
+int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *c,
+                      dynrag_error *err)
+{
+    float stackx[DR_OMODEL_MAX_DIM + DR_OMODEL_EXTRA + DR_OMODEL_MAX_CLUSTERS + 1];
+    int rc = features(m, query, stackx, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    size_t chars = query != NULL ? strlen(query) : 0;
+    for (size_t o = 0; o < m->n_options; o++) {
+        const float *w = m->qw + o * m->n_feat;
+        double s = 0;
+        for (size_t f = 0; f < m->n_feat; f++)
+            s += (double)w[f] * stackx[f];
+        q[o] = s;
+        double cost = m->cw[2 * o] + m->cw[2 * o + 1] * (double)chars / 1000.0;
+        c[o] = cost > 0 ? cost : 0.0;
+    }
+    if (m->is_distill)
+        softmax(q, m->n_options);
+    return DYNRAG_OK;
+}
+
+int dr_omodel_pick(const dr_omodel *m, const double *q, const double *c, double wtp,
+                   const bool *allowed)
+{
+    int best = -1;
+    double bs = -INFINITY;
+    for (size_t o = 0; o < m->n_options; o++) {
+        if (allowed != NULL && !allowed[o])
+            continue;
+        double s = q[o] - wtp * c[o];
+        if (best < 0 || s > bs) {
+            best = (int)o;
+            bs = s;
+        }
+    }
+    return best;
+}
+
+/* ---- training --------------------------------------------------------------- */
+
+/* In-place Cholesky factorisation of the symmetric positive definite n x n
+ * matrix a (row-major, lower triangle used). DYNRAG_ERR_INTERNAL when a is
+ * not positive definite. */
+static int cholesky(double *a, size_t n)
+{
+    for (size_t j = 0; j < n; j++) {
+        double *rj = a + j * n;
+        double d = rj[j];
+        for (size_t k = 0; k < j; k++)
+            d -= rj[k] * rj[k];
+        if (!(d > 0))
+            return DYNRAG_ERR_INTERNAL;
+        d = sqrt(d);
+        rj[j] = d;
+        for (size_t i = j + 1; i < n; i++) {
+            double *ri = a + i * n;
+            double s = ri[j];
+            for (size_t k = 0; k < j; k++)
+                s -= ri[k] * rj[k];
+            ri[j] = s / d;
+        }
+    }
+    return DYNRAG_OK;
+}
+
+/* Solves L L^T x = b in place (L from cholesky()). */
+static void chol_solve(const double *l, size_t n, double *b)
+{
+    for (size_t i = 0; i < n; i++) {
+        const double *ri = l + i * n;
+        double s = b[i];
+        for (size_t k = 0; k < i; k++)
+            s -= ri[k] * b[k];
+        b[i] = s / ri[i];
+    }
+    for (size_t i = n; i-- > 0;) {
+        double s = b[i];
+        for (size_t k = i + 1; k < n; k++)
+            s -= l[k * n + i] * b[k];
+        b[i] = s / l[i * n + i];
+    }
+}
+
+/* The mean quality of the options the model routes rows[0..n) of t to
+ * (wtp 0), with map[o] the table index of model option o. */
+static double routed_quality(const dr_omodel *m, const dr_outcome_table *t, const size_t *rows,
+                             size_t n, const int *map, dynrag_error *err)
+{
+    double *q = malloc(2 * m->n_options * sizeof(*q));
+    bool *allowed = malloc(m->n_options * sizeof(*allowed));
+    double sum = 0;
+    size_t counted = 0;
+    if (q == NULL || allowed == NULL) {
+        free(q);
+        free(allowed);
+        return NAN;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        if (dr_omodel_predict(m, row->query, q, q + m->n_options, err) != DYNRAG_OK)
+            continue;
+        for (size_t o = 0; o < m->n_options; o++)
+            allowed[o] = map[o] >= 0 && row->o[map[o]].present;
+        int pick = dr_omodel_pick(m, q, q + m->n_options, 0.0, allowed);
+        if (pick < 0)
+            continue;
+        sum += row->o[map[pick]].quality;
+        counted++;
+    }
+    free(q);
+    free(allowed);
+    return counted ? sum / (double)counted : NAN;
+}
+
+/*
+ * Zooter-style distillation: multinomial logistic regression of the soft
+ * labels softmax(quality / temperature) over the options on the features x
+ * (n rows of m->n_feat), by full-batch gradient descent with momentum on the
+ * sparse rows (300 steps, L2 penalty l2 except on the bias). Deterministic.
+ * Weights go to m->qw as logits.
+ */
+static int distill_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n,
+                       const float *x, double temperature, double l2,
+                       const dr_omodel_train_opts *opts)
+{
+    const size_t F = m->n_feat, K = m->n_options;
+    double *w = calloc(K * F, sizeof(double)), *g = calloc(K * F, sizeof(double));
+    double *vel = calloc(K * F, sizeof(double)), *y = malloc(n * K * sizeof(double));
+    double *p = malloc(K * sizeof(double));
+    size_t *nz = malloc(F * sizeof(size_t));
+    if (!w || !g || !vel || !y || !p || !nz) {
+        free(w);
+        free(g);
+        free(vel);
+        free(y);
+        free(p);
+        free(nz);
+        return DYNRAG_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        double *yi = y + i * K;
+        for (size_t o = 0; o < K; o++)
+            yi[o] = row->o[o].present ? row->o[o].quality / temperature : -INFINITY;
+        softmax(yi, K);
+    }
+    const int steps = 300;
+    const double lr = 0.5, mom = 0.9;
+    for (int step = 0; step < steps; step++) {
+        memset(g, 0, K * F * sizeof(double));
+        for (size_t i = 0; i < n; i++) {
+            const float *xi = x + i * F;
+            size_t nnz = 0;
+            for (size_t f = 0; f < F; f++)
+                if (xi[f] != 0.0f)
+                    nz[nnz++] = f;
+            for (size_t o = 0; o < K; o++) {
+                double s = 0;
+                for (size_t j = 0; j < nnz; j++)
+                    s += w[o * F + nz[j]] * xi[nz[j]];
+                p[o] = s;
+            }
+            softmax(p, K);
+            for (size_t o = 0; o < K; o++) {
+                double d = (p[o] - y[i * K + o]) / (double)n;
+                for (size_t j = 0; j < nnz; j++)
+                    g[o * F + nz[j]] += d * xi[nz[j]];
+            }
+        }
+        for (size_t o = 0; o < K; o++)
+            for (size_t f = 0; f < F; f++) {
+                double gr = g[o * F + f] + (f + 1 == F ? 0.0 : l2 * w[o * F + f]);
+                vel[o * F + f] = mom * vel[o * F + f] - lr * gr;
+                w[o * F + f] += vel[o * F + f];
+            }
+        if (opts->progress != NULL && (step % 20 == 0 || step + 1 == steps))
+            opts->progress(opts->progress_user, "distill", (size_t)step + 1, (size_t)steps);
+    }
+    for (size_t i = 0; i < K * F; i++)
+        m->qw[i] = (float)w[i];
+    free(w);
+    free(g);
+    free(vel);
+    free(y);
+    free(p);
+    free(nz);
+    return DYNRAG_OK;
+}
+
+/* Fits cost = a + b * chars/1000 per option by least squares over rows
+ * with a recorded cost (the mean when the lengths do not vary). */
+static void fit_cost(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n)
+{
+    for (size_t o = 0; o < m->n_options; o++) {
+        double s1 = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+        for (size_t i = 0; i < n; i++) {
+            const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+            const dr_outcome *oc = &row->o[o];
+            if (!oc->present || !oc->has_cost)
+                continue;
+            double x = (double)strlen(row->query) / 1000.0, y = oc->cost_usd;
+            s1 += 1;
+            sx += x;
+            sy += y;
+            sxx += x * x;
+            sxy += x * y;
+        }
+        m->has_cost[o] = s1 > 0;
+        double a = s1 > 0 ? sy / s1 : 0, b = 0;
+        double den = s1 * sxx - sx * sx;
+        if (s1 >= 2 && den > 1e-12 * s1 * s1) {
+            b = (s1 * sxy - sx * sy) / den;
+            a = (sy - b * sx) / s1;
+        }
+        m->cw[2 * o] = (float)a;
+        m->cw[2 * o + 1] = (float)b;
+    }
+}
+
+int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
+                    const dr_outcome_table *v, const size_t *valid, size_t n_valid,
+                    const dr_omodel_train_opts *opts, dr_omodel **out,
+                    dr_omodel_train_report *report, dynrag_error *err)
+{
+    *out = NULL;
+    if (rows == NULL)
+        n = t->n_rows;
+    const char *kind = opts->kind ? opts->kind : "predict";
+    bool is_cluster = strcmp(kind, "cluster") == 0, is_distill = strcmp(kind, "distill") == 0;
+    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "unknown router kind '%s' (expected predict, cluster or distill)", kind);
+    if (is_cluster && opts->clusters < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "the cluster kind needs clusters");
+    int dim = opts->dim > 0 ? opts->dim : 1024;
+    if (dim < 16 || dim > DR_OMODEL_MAX_DIM)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "dim %d: expected 16 to %d", dim,
+                          DR_OMODEL_MAX_DIM);
+    if (n < 2)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "need at least 2 training rows, got %zu", n);
+    if (t->n_options == 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "the table has no options");
+    int rc = DYNRAG_OK;
+    float *x = NULL;
+    double *gram = NULL, *a = NULL, *rhs = NULL, *best_w = NULL;
+    float *best_qw = NULL;
+    int *vmap = NULL;
+    cJSON *prov = NULL;
+    dr_omodel *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    m->kind = dr_strdup(kind);
+    m->method = dr_strdup(is_cluster   ? "cluster_mean"
+                          : is_distill ? "softmax_regression"
+                                       : "ridge");
+    m->is_distill = is_distill;
+    m->n_options = t->n_options;
+    m->options = calloc(t->n_options, sizeof(char *));
+    m->has_cost = calloc(t->n_options, sizeof(bool));
+    m->dim = dim;
+    m->n_clusters = opts->clusters < 0 ? 0 : opts->clusters == 0 ? 32 : (size_t)opts->clusters;
+    if (m->n_clusters > DR_OMODEL_MAX_CLUSTERS || m->n_clusters > n) {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "clusters %zu: expected at most %d and at most "
+                        "the number of training rows (%zu)",
+                        m->n_clusters, DR_OMODEL_MAX_CLUSTERS, n);
+        goto cleanup;
+    }
+    double cluster_lambda = opts->cluster_lambda > 0 ? opts->cluster_lambda : 0.1;
+    m->n_feat = (size_t)dim + DR_OMODEL_EXTRA + m->n_clusters + 1;
+    const size_t F = m->n_feat, K = m->n_options;
+    m->centroids = malloc((m->n_clusters ? m->n_clusters : 1) * (size_t)dim * sizeof(float));
+    if (m->centroids == NULL)
+        goto nomem;
+    m->qw = calloc(K * F, sizeof(float));
+    m->cw = calloc(K * 2, sizeof(float));
+    if (!m->kind || !m->method || !m->options || !m->has_cost || !m->qw || !m->cw)
+        goto nomem;
+    for (size_t o = 0; o < K; o++)
+        if ((m->options[o] = dr_strdup(t->options[o])) == NULL)
+            goto nomem;
+
+    /* IDF over the training queries. */
+    if ((rc = dr_embedder_builtin_create(dim, &m->emb, err)) != DYNRAG_OK)
+        goto cleanup;
+    for (size_t i = 0; i < n; i++) {
+        const char *qt = t->rows[rows ? rows[i] : i].query;
+        if ((rc = dr_builtin_observe(m->emb, qt, strlen(qt), err)) != DYNRAG_OK)
+            goto cleanup;
+    }
+    if ((rc = dr_builtin_finish_idf(m->emb, err)) != DYNRAG_OK)
+        goto cleanup;
+    {
+        void *blob = NULL;
+        size_t len = 0;
+        if ((rc = dr_builtin_state_save(m->emb, &blob, &len, err)) != DYNRAG_OK)
+            goto cleanup;
+        m->idf = malloc(IDF_BUCKETS * sizeof(float));
+        if (m->idf == NULL || len != IDF_BLOB_HEADER + IDF_BUCKETS * 4) {
+            free(blob);
+            goto nomem;
+        }
+        const unsigned char *p = blob;
+        m->idf_docs = 0;
+        for (int b = 0; b < 8; b++)
+            m->idf_docs |= (uint64_t)p[16 + b] << (8 * b);
+        for (size_t i = 0; i < IDF_BUCKETS; i++) {
+            uint32_t bits = 0;
+            for (int b = 0; b < 4; b++)
+                bits |= (uint32_t)p[IDF_BLOB_HEADER + 4 * i + b] << (8 * b);
+            memcpy(&m->idf[i], &bits, 4);
+        }
+        free(blob);
+    }
+
+    /* Features and the Gram matrix (sparse rows: the embedding is sparse). */
+    x = malloc(n * F * sizeof(float));
+    gram = calloc(F * F, sizeof(double));
+    a = malloc(F * F * sizeof(double));
+    rhs = calloc(K * F, sizeof(double));
+    best_w = malloc(K * F * sizeof(double));
+    best_qw = malloc(K * F * sizeof(float));
+    size_t *nz = malloc(F * sizeof(size_t));
+    if (!x || !gram || !a || !rhs || !best_w || !best_qw || !nz) {
+        free(nz);
+        goto nomem;
+    }
+    bool all_present = true;
+    for (size_t i = 0; i < n; i++) {
+        const char *texts[1] = {t->rows[rows ? rows[i] : i].query};
+        if ((rc = dr_embed(m->emb, texts, 1, x + i * F, err)) != DYNRAG_OK) {
+            free(nz);
+            goto cleanup;
+        }
+        if (opts->progress != NULL && (i % 256 == 0 || i + 1 == n))
+            opts->progress(opts->progress_user, "embed", i + 1, n);
+    }
+    if (m->n_clusters > 0) {
+        if (opts->progress != NULL)
+            opts->progress(opts->progress_user, "k-means", 0, 1);
+        if (kmeans(x, F, n, dim, m->n_clusters, opts->seed, 20, m->centroids) != DYNRAG_OK) {
+            free(nz);
+            goto nomem;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        float *xi = x + i * F;
+        finish_features(m, row->query, xi);
+        size_t nnz = 0;
+        for (size_t f = 0; f < F; f++)
+            if (xi[f] != 0.0f)
+                nz[nnz++] = f;
+        for (size_t p1 = 0; p1 < nnz; p1++) {
+            double xa = xi[nz[p1]];
+            double *g = gram + nz[p1] * F;
+            for (size_t p2 = 0; p2 <= p1; p2++)
+                g[nz[p2]] += xa * xi[nz[p2]];
+        }
+        for (size_t o = 0; o < K; o++) {
+            if (!row->o[o].present) {
+                all_present = false;
+                continue;
+            }
+            double y = row->o[o].quality;
+            for (size_t p1 = 0; p1 < nnz; p1++)
+                rhs[o * F + nz[p1]] += y * xi[nz[p1]];
+        }
+    }
+    free(nz);
+
+    vmap = malloc(K * sizeof(int));
+    if (vmap == NULL)
+        goto nomem;
+    for (size_t o = 0; o < K; o++)
+        vmap[o] = v != NULL ? dr_outcomes_option(v, m->options[o]) : -1;
+    if (is_cluster) {
+        /* Expert Router: each cluster's mean quality per option, shrunk
+         * towards the option's overall mean by one pseudo-row. */
+        size_t C = m->n_clusters, off = (size_t)dim + DR_OMODEL_EXTRA;
+        double *sum = calloc(C * K + 2 * K, sizeof(double)), *cnt = calloc(C * K, sizeof(double));
+        if (sum == NULL || cnt == NULL) {
+            free(sum);
+            free(cnt);
+            goto nomem;
+        }
+        double *all = sum + C * K, *all_n = all + K;
+        for (size_t i = 0; i < n; i++) {
+            const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+            const float *xi = x + i * F;
+            size_t c = 0;
+            while (c + 1 < C && xi[off + c] == 0.0f)
+                c++;
+            for (size_t o = 0; o < K; o++)
+                if (row->o[o].present) {
+                    sum[c * K + o] += row->o[o].quality;
+                    cnt[c * K + o] += 1;
+                    all[o] += row->o[o].quality;
+                    all_n[o] += 1;
+                }
+        }
+        for (size_t o = 0; o < K; o++) {
+            double prior = all_n[o] > 0 ? all[o] / all_n[o] : 0.0;
+            for (size_t c = 0; c < C; c++)
+                m->qw[o * F + off + c] = (float)((sum[c * K + o] + prior) / (cnt[c * K + o] + 1.0));
+        }
+        free(sum);
+        free(cnt);
+        m->lambda = 0;
+        goto fitted;
+    }
+    if (is_distill) {
+        double l2 = opts->lambda > 0 ? opts->lambda : 1e-4;
+        if (distill_fit(m, t, rows, n, x, opts->temperature > 0 ? opts->temperature : 0.1, l2,
+                        opts) != DYNRAG_OK)
+            goto nomem;
+        m->lambda = l2;
+        goto fitted;
+    }
+    /* Candidate penalties: the given one, or a grid judged on valid. */
+    static const double grid[] = {0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0};
+    double one = opts->lambda > 0 ? opts->lambda : 1.0;
+    const double *lams = &one;
+    size_t n_lams = 1;
+    if (opts->lambda <= 0 && v != NULL && n_valid > 0) {
+        lams = grid;
+        n_lams = DR_ARRAY_LEN(grid);
+    }
+    double best_q = -INFINITY;
+    m->lambda = lams[0];
+    for (size_t li = 0; li < n_lams; li++) {
+        for (size_t o = 0; o < K; o++) {
+            /* With missing cells an option gets its own Gram matrix. */
+            const double *g = gram;
+            double *own = NULL;
+            if (!all_present) {
+                own = calloc(F * F, sizeof(double));
+                if (own == NULL)
+                    goto nomem;
+                for (size_t i = 0; i < n; i++) {
+                    if (!t->rows[rows ? rows[i] : i].o[o].present)
+                        continue;
+                    const float *xi = x + i * F;
+                    for (size_t f1 = 0; f1 < F; f1++)
+                        if (xi[f1] != 0.0f)
+                            for (size_t f2 = 0; f2 <= f1; f2++)
+                                own[f1 * F + f2] += (double)xi[f1] * xi[f2];
+                }
+                g = own;
+            }
+            for (size_t f1 = 0; f1 < F; f1++)
+                for (size_t f2 = 0; f2 <= f1; f2++)
+                    a[f1 * F + f2] = g[f1 * F + f2];
+            free(own);
+            /* The bias (last feature) is barely penalised, the cluster
+             * one-hots less than the n-grams. */
+            for (size_t f = 0; f < F; f++)
+                a[f * F + f] += f + 1 == F                           ? 1e-6
+                                : f >= (size_t)dim + DR_OMODEL_EXTRA ? cluster_lambda
+                                                                     : lams[li];
+            if (cholesky(a, F) != DYNRAG_OK) {
+                rc = dr_err_set(err, DYNRAG_ERR_INTERNAL, "ridge: matrix not positive definite");
+                goto cleanup;
+            }
+            double *w = best_w; /* scratch for this option's solution */
+            memcpy(w, rhs + o * F, F * sizeof(double));
+            chol_solve(a, F, w);
+            for (size_t f = 0; f < F; f++)
+                m->qw[o * F + f] = (float)w[f];
+            if (!all_present)
+                continue;
+            /* Same Gram for every option: solve the others with this factor. */
+            for (size_t o2 = o + 1; o2 < K; o2++) {
+                memcpy(w, rhs + o2 * F, F * sizeof(double));
+                chol_solve(a, F, w);
+                for (size_t f = 0; f < F; f++)
+                    m->qw[o2 * F + f] = (float)w[f];
+            }
+            break;
+        }
+        if (opts->progress != NULL)
+            opts->progress(opts->progress_user, "ridge", li + 1, n_lams);
+        if (n_lams == 1)
+            break;
+        double qv = routed_quality(m, v, valid, n_valid, vmap, err);
+        if (li == 0 || qv > best_q) {
+            best_q = qv;
+            m->lambda = lams[li];
+            memcpy(best_qw, m->qw, K * F * sizeof(float));
+        }
+    }
+    if (n_lams > 1)
+        memcpy(m->qw, best_qw, K * F * sizeof(float));
+fitted:
+    fit_cost(m, t, rows, n);
+    if (report != NULL) {
+        report->lambda = m->lambda;
+        report->valid_quality =
+            v != NULL && n_valid > 0 ? routed_quality(m, v, valid, n_valid, vmap, err) : NAN;
+        int *tmap = vmap;
+        for (size_t o = 0; o < K; o++)
+            tmap[o] = (int)o;
+        report->train_quality = routed_quality(m, t, rows, n, tmap, err);
+        report->n_params = K * F + 2 * K;
+    }
+    /* Provenance. */
+    prov = cJSON_CreateObject();
+    if (prov == NULL)
+        goto nomem;
+    cJSON *data = opts->data_desc ? cJSON_Parse(opts->data_desc) : NULL;
+    if (data == NULL)
+        data = cJSON_CreateArray();
+    cJSON_AddItemToObject(prov, "data", data);
+    cJSON_AddNumberToObject(prov, "rows", (double)n);
+    cJSON_AddNumberToObject(prov, "valid_rows", (double)n_valid);
+    cJSON_AddNumberToObject(prov, "seed", (double)opts->seed);
+    if (report != NULL && !isnan(report->valid_quality))
+        cJSON_AddNumberToObject(prov, "valid_quality", report->valid_quality);
+    char ts[40];
+    dr_time_rfc3339(ts, sizeof(ts));
+    cJSON_AddStringToObject(prov, "created", ts);
+    cJSON_AddStringToObject(prov, "dynrag_version", dynrag_version());
+    m->provenance = cJSON_PrintUnformatted(prov);
+    if (m->provenance == NULL)
+        goto nomem;
+    goto cleanup;
+nomem:
+    rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+cleanup:
+    cJSON_Delete(prov);
+    free(x);
+    free(gram);
+    free(a);
+    free(rhs);
+    free(best_w);
+    free(best_qw);
+    free(vmap);
+    if (rc != DYNRAG_OK) {
+        dr_omodel_free(m);
+        return rc;
+    }
+    *out = m;
+    return DYNRAG_OK;
+}
+
+/* ---- files ------------------------------------------------------------------ */
+
+int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
+{
+    int rc = DYNRAG_OK;
+    char *cfg_text = NULL;
+    cJSON *cfg = cJSON_CreateObject();
+    dr_st_writer *w = dr_st_writer_new();
+    if (cfg == NULL || w == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    cJSON_AddStringToObject(cfg, "kind", m->kind);
+    cJSON_AddStringToObject(cfg, "method", m->method);
+    cJSON_AddNumberToObject(cfg, "dim", m->dim);
+    cJSON_AddNumberToObject(cfg, "extra", DR_OMODEL_EXTRA);
+    cJSON_AddNumberToObject(cfg, "clusters", (double)m->n_clusters);
+    cJSON_AddNumberToObject(cfg, "lambda", m->lambda);
+    cJSON_AddNumberToObject(cfg, "idf_docs", (double)m->idf_docs);
+    cJSON *opts = cJSON_AddArrayToObject(cfg, "options");
+    cJSON *hc = cJSON_AddArrayToObject(cfg, "has_cost");
+    for (size_t o = 0; opts != NULL && hc != NULL && o < m->n_options; o++) {
+        cJSON_AddItemToArray(opts, cJSON_CreateString(m->options[o]));
+        cJSON_AddItemToArray(hc, cJSON_CreateBool(m->has_cost[o]));
+    }
+    cfg_text = cJSON_PrintUnformatted(cfg);
+    if (cfg_text == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    uint64_t qshape[2] = {m->n_options, m->n_feat}, cshape[2] = {m->n_options, 2},
+             ishape[1] = {IDF_BUCKETS};
+    if ((rc = dr_st_writer_meta(w, "format", DR_OMODEL_FORMAT, err)) ||
+        (rc = dr_st_writer_meta(w, "format_version", "1", err)) ||
+        (rc = dr_st_writer_meta(w, "config", cfg_text, err)) ||
+        (rc = dr_st_writer_meta(w, "provenance", m->provenance ? m->provenance : "{}", err)) ||
+        (rc = dr_st_writer_add_f32(w, "quality_w", 2, qshape, m->qw, err)) ||
+        (rc = dr_st_writer_add_f32(w, "cost_w", 2, cshape, m->cw, err)) ||
+        (rc = dr_st_writer_add_f32(w, "idf", 1, ishape, m->idf, err)))
+        goto cleanup;
+    uint64_t kshape[2] = {m->n_clusters, (uint64_t)m->dim};
+    if (m->n_clusters > 0 &&
+        (rc = dr_st_writer_add_f32(w, "centroids", 2, kshape, m->centroids, err)))
+        goto cleanup;
+    rc = dr_st_writer_save(w, path, err);
+cleanup:
+    cJSON_Delete(cfg);
+    free(cfg_text);
+    dr_st_writer_free(w);
+    return rc;
+}
+
+/* Reads a number field of the config, checking its range. */
+static int cfg_num(const cJSON *cfg, const char *path, const char *key, double lo, double hi,
+                   double *out, dynrag_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi))
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.%s: missing or outside [%g, %g]",
+                          path, key, lo, hi);
+    *out = v->valuedouble;
+    return DYNRAG_OK;
+}
+
+int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
+{
+    *out = NULL;
+    dr_st_file *f = NULL;
+    cJSON *cfg = NULL;
+    int rc = dr_st_open(path, &f, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    dr_omodel *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        dr_st_close(f);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    const char *fmt = dr_st_meta(f, "format"), *ver = dr_st_meta(f, "format_version");
+    if (fmt == NULL || strcmp(fmt, DR_OMODEL_FORMAT) != 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: metadata format: expected \"%s\"", path,
+                        DR_OMODEL_FORMAT);
+        goto cleanup;
+    }
+    if (ver == NULL || strcmp(ver, "1") != 0) {
+        rc =
+            dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: metadata format_version: expected \"1\"", path);
+        goto cleanup;
+    }
+    const char *cfg_text = dr_st_meta(f, "config");
+    cfg = cfg_text ? cJSON_Parse(cfg_text) : NULL;
+    if (!cJSON_IsObject(cfg)) {
+        rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: metadata config: missing or not JSON", path);
+        goto cleanup;
+    }
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(cfg, "kind");
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(cfg, "method");
+    bool ok_kind =
+        cJSON_IsString(kind) && cJSON_IsString(method) &&
+        ((strcmp(kind->valuestring, "predict") == 0 && strcmp(method->valuestring, "ridge") == 0) ||
+         (strcmp(kind->valuestring, "cluster") == 0 &&
+          strcmp(method->valuestring, "cluster_mean") == 0) ||
+         (strcmp(kind->valuestring, "distill") == 0 &&
+          strcmp(method->valuestring, "softmax_regression") == 0));
+    if (!ok_kind) {
+        rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                        "%s: config.kind/method: expected predict/ridge, cluster/cluster_mean or "
+                        "distill/softmax_regression",
+                        path);
+        goto cleanup;
+    }
+    double dim = 0, extra = 0, lambda = 0, docs = 0, clusters = 0;
+    if ((rc = cfg_num(cfg, path, "dim", 16, DR_OMODEL_MAX_DIM, &dim, err)) ||
+        (rc = cfg_num(cfg, path, "clusters", 0, DR_OMODEL_MAX_CLUSTERS, &clusters, err)) ||
+        (rc = cfg_num(cfg, path, "extra", DR_OMODEL_EXTRA, DR_OMODEL_EXTRA, &extra, err)) ||
+        (rc = cfg_num(cfg, path, "lambda", 0, 1e12, &lambda, err)) ||
+        (rc = cfg_num(cfg, path, "idf_docs", 0, 1e15, &docs, err)))
+        goto cleanup;
+    const cJSON *opts = cJSON_GetObjectItemCaseSensitive(cfg, "options");
+    const cJSON *hc = cJSON_GetObjectItemCaseSensitive(cfg, "has_cost");
+    int n_opt = cJSON_GetArraySize(opts);
+    if (!cJSON_IsArray(opts) || n_opt < 1 || n_opt > DR_OUTCOMES_MAX_OPTIONS ||
+        !cJSON_IsArray(hc) || cJSON_GetArraySize(hc) != n_opt) {
+        rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                        "%s: config.options/has_cost: expected two arrays of 1 to %d entries", path,
+                        DR_OUTCOMES_MAX_OPTIONS);
+        goto cleanup;
+    }
+    m->kind = dr_strdup(kind->valuestring);
+    m->method = dr_strdup(method->valuestring);
+    m->is_distill = strcmp(kind->valuestring, "distill") == 0;
+    m->dim = (int)dim;
+    m->n_clusters = (size_t)clusters;
+    m->n_feat = (size_t)m->dim + DR_OMODEL_EXTRA + m->n_clusters + 1;
+    m->centroids = malloc((m->n_clusters ? m->n_clusters : 1) * (size_t)m->dim * sizeof(float));
+    m->lambda = lambda;
+    m->idf_docs = (uint64_t)docs;
+    m->n_options = (size_t)n_opt;
+    m->options = calloc(m->n_options, sizeof(char *));
+    m->has_cost = calloc(m->n_options, sizeof(bool));
+    m->qw = malloc(m->n_options * m->n_feat * sizeof(float));
+    m->cw = malloc(m->n_options * 2 * sizeof(float));
+    m->idf = malloc(IDF_BUCKETS * sizeof(float));
+    const char *prov = dr_st_meta(f, "provenance");
+    m->provenance = dr_strdup(prov ? prov : "{}");
+    if (!m->kind || !m->method || !m->options || !m->has_cost || !m->qw || !m->cw || !m->idf ||
+        !m->provenance || !m->centroids) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    for (size_t o = 0; o < m->n_options; o++) {
+        const cJSON *s = cJSON_GetArrayItem(opts, (int)o);
+        const cJSON *b = cJSON_GetArrayItem(hc, (int)o);
+        if (!cJSON_IsString(s) || s->valuestring[0] == '\0' || !cJSON_IsBool(b)) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.options[%zu]: bad entry", path, o);
+            goto cleanup;
+        }
+        for (size_t p = 0; p < o; p++)
+            if (strcmp(m->options[p], s->valuestring) == 0) {
+                rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.options[%zu]: '%s' repeats",
+                                path, o, s->valuestring);
+                goto cleanup;
+            }
+        if ((m->options[o] = dr_strdup(s->valuestring)) == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        m->has_cost[o] = cJSON_IsTrue(b);
+    }
+    uint64_t qshape[2] = {m->n_options, m->n_feat}, cshape[2] = {m->n_options, 2},
+             ishape[1] = {IDF_BUCKETS};
+    if ((rc = dr_st_read_f32(f, "quality_w", 2, qshape, m->qw, err)) ||
+        (rc = dr_st_read_f32(f, "cost_w", 2, cshape, m->cw, err)) ||
+        (rc = dr_st_read_f32(f, "idf", 1, ishape, m->idf, err))) {
+        dr_err_prefix(err, "%s", path);
+        goto cleanup;
+    }
+    uint64_t kshape[2] = {m->n_clusters, (uint64_t)m->dim};
+    if (m->n_clusters > 0 &&
+        (rc = dr_st_read_f32(f, "centroids", 2, kshape, m->centroids, err)) != DYNRAG_OK) {
+        dr_err_prefix(err, "%s", path);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < m->n_clusters * (size_t)m->dim; i++)
+        if (!isfinite(m->centroids[i])) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: centroids: a value is not finite", path);
+            goto cleanup;
+        }
+    for (size_t i = 0; i < m->n_options * m->n_feat; i++)
+        if (!isfinite(m->qw[i])) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: quality_w: a value is not finite", path);
+            goto cleanup;
+        }
+    for (size_t i = 0; i < m->n_options * 2; i++)
+        if (!isfinite(m->cw[i])) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: cost_w: a value is not finite", path);
+            goto cleanup;
+        }
+    if ((rc = make_embedder(m, err)) != DYNRAG_OK) { /* checks every IDF value */
+        dr_err_prefix(err, "%s", path);
+        goto cleanup;
+    }
+cleanup:
+    cJSON_Delete(cfg);
+    dr_st_close(f);
+    if (rc != DYNRAG_OK) {
+        dr_omodel_free(m);
+        return rc;
+    }
+    *out = m;
+    return DYNRAG_OK;
+}

@@ -1,0 +1,101 @@
+/*
+ * router/omodel.h - routers trained on outcome tables (internal).
+ *
+ * Kind `predict` (HybridLLM / RouterBench's predictors): per option, a ridge
+ * regression from the query's features to the option's recorded quality,
+ * and a least-squares line from the query's length to its recorded cost.
+ * The router scores option o as  q_o(query) - willingness_to_pay * c_o(query)
+ * and picks the highest score.
+ *
+ * Query features (F = dim + DR_OMODEL_EXTRA + 1): the built-in embedder's
+ * hashed word and character n-grams (embed/builtin.c) with IDF learned on
+ * the training queries, L2-normalised, then DR_OMODEL_EXTRA dense features
+ * (log length, share of digits, of non-ASCII bytes, of newlines), then 1.
+ *
+ * File (safetensors, docs/routers.md "Routers trained on outcomes"):
+ *   tensors  "quality_w" F32 [n_options, F]   ridge weights (bias last)
+ *            "cost_w"    F32 [n_options, 2]   cost_usd = a + b * chars / 1000
+ *            "idf"       F32 [262144]         the embedder's IDF
+ *   metadata "format" = "dynrag-outcome-router", "format_version" = "1",
+ *            "config" = {"kind", "method", "dim", "extra", "lambda",
+ *                        "options": [...], "has_cost": [...], "idf_docs"},
+ *            "provenance" = {"data": [...], "rows", "valid_rows", "seed",
+ *                            "valid_quality", "created", "dynrag_version"}
+ */
+#ifndef DYNRAG_ROUTER_OMODEL_H
+#define DYNRAG_ROUTER_OMODEL_H
+
+#include "dynrag/status.h"
+#include "eval/outcomes.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DR_OMODEL_FORMAT "dynrag-outcome-router"
+#define DR_OMODEL_EXTRA 4
+#define DR_OMODEL_MAX_DIM 4096
+#define DR_OMODEL_MAX_CLUSTERS 256
+
+typedef struct dr_omodel dr_omodel;
+
+typedef struct dr_omodel_train_opts {
+    const char *kind;      /* "predict" */
+    int dim;               /* embedder dimension (0: 1024) */
+    double lambda;         /* ridge penalty; <= 0: chosen on the validation rows */
+    int clusters;          /* k-means clusters of the training queries (0: 32; -1: none) */
+    double cluster_lambda; /* penalty of the cluster one-hot features (<= 0: 0.1) */
+    double temperature;    /* distill: soft labels softmax(quality / T) (<= 0: 0.1) */
+    uint64_t seed;         /* recorded; the ridge fit itself is deterministic */
+    const char *data_desc; /* provenance: the training files, as a JSON array text */
+    /* Progress (may be NULL): a phase name and done/total. */
+    void (*progress)(void *user, const char *phase, size_t done, size_t total);
+    void *progress_user;
+} dr_omodel_train_opts;
+
+typedef struct dr_omodel_train_report {
+    double lambda;        /* the penalty used */
+    double valid_quality; /* mean quality of the routed option on valid (NAN: none) */
+    double train_quality; /* the same on the training rows */
+    size_t n_params;
+} dr_omodel_train_report;
+
+/*
+ * Trains a model on the rows `rows[0..n)` of table t (every row when rows is
+ * NULL), choosing lambda on the rows `valid[0..n_valid)` of table v (which
+ * may be NULL: then lambda is opts->lambda, or 1 when that is <= 0). Options
+ * are t's. *out is freed with dr_omodel_free. Errors: DYNRAG_ERR_INVALID
+ * (unknown kind, bad dim, fewer than 2 rows), DYNRAG_ERR_NOMEM.
+ */
+int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
+                    const dr_outcome_table *v, const size_t *valid, size_t n_valid,
+                    const dr_omodel_train_opts *opts, dr_omodel **out,
+                    dr_omodel_train_report *report, dynrag_error *err);
+
+/* Writes the model (atomically). */
+int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err);
+/* Reads and validates a model file; errors name the path and field. */
+int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err);
+void dr_omodel_free(dr_omodel *m);
+
+size_t dr_omodel_n_options(const dr_omodel *m);
+const char *dr_omodel_option(const dr_omodel *m, size_t i);
+const char *dr_omodel_kind(const dr_omodel *m);
+/* True when the training data had costs for model option i. */
+bool dr_omodel_has_cost(const dr_omodel *m, size_t i);
+/* The model's provenance JSON text (never NULL). */
+const char *dr_omodel_provenance(const dr_omodel *m);
+
+/*
+ * Predicts the quality q[i] and cost c[i] (USD) of every model option i for
+ * a query. Thread-safe. Fails only on allocation failure.
+ */
+int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *c,
+                      dynrag_error *err);
+
+/* The option index with the highest q[i] - wtp * c[i] among those with
+ * allowed[i] (allowed may be NULL: every option); ties: the lower index. */
+int dr_omodel_pick(const dr_omodel *m, const double *q, const double *c, double wtp,
+                   const bool *allowed);
+
+#endif
