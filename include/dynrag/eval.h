@@ -53,6 +53,7 @@ typedef enum dynrag_eval_metric {
     DYNRAG_EVAL_USD,        /* "usd" */
     DYNRAG_EVAL_LATENCY,    /* "latency_ms" */
     DYNRAG_EVAL_ENERGY,     /* "energy_wh" */
+    DYNRAG_EVAL_QUALITY,    /* "quality": a recorded quality in [0, 1] (outcome tables) */
     DYNRAG_EVAL_N_METRICS
 } dynrag_eval_metric;
 
@@ -61,7 +62,7 @@ const char *dynrag_eval_metric_name(dynrag_eval_metric m);
 /* Parses a metric name; also "latency" and "energy". DYNRAG_ERR_INVALID when
  * unknown. */
 int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err);
-/* True for cost metrics (steps .. energy): they add up along a cascade. */
+/* True for cost metrics (steps .. energy_wh): they add up along a cascade. */
 bool dynrag_eval_metric_is_cost(dynrag_eval_metric m);
 
 /* The outcome of one query under one option. m[i] is NAN when the metric does
@@ -279,6 +280,48 @@ int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_cali
  * keeping every other byte; the copy is validated by loading it. */
 int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, const char *stage,
                                    const char *param, double value, dynrag_error *err);
+
+/* ---- routing-literature summaries ------------------------------------------------- */
+
+/* One operating point of a policy: mean cost and mean quality. */
+typedef struct dynrag_eval_point {
+    double cost, quality;
+} dynrag_eval_point;
+
+/*
+ * The non-decreasing upper convex hull of points (RouterBench): sorted by
+ * cost, starting at the best of the cheapest points, keeping only points
+ * that raise quality and lie on the upper concave chain. Points with a NAN
+ * or infinite coordinate are ignored. Writes at most n points to out (in
+ * increasing cost and quality) and returns how many.
+ */
+size_t dynrag_eval_hull(const dynrag_eval_point *pts, size_t n, dynrag_eval_point *out);
+
+/*
+ * AIQ (RouterBench): the area under the hull of pts over the cost range
+ * [c_lo, c_hi], divided by c_hi - c_lo. The curve is the hull interpolated
+ * linearly, flat at its best quality beyond its dearest point, and 0 below
+ * its cheapest point (a policy cannot spend less than that). With an empty
+ * range (c_hi <= c_lo) it is the curve's value at c_lo. NAN when no point is
+ * finite.
+ */
+double dynrag_eval_aiq(const dynrag_eval_point *pts, size_t n, double c_lo, double c_hi);
+
+/*
+ * RouteLLM's summaries of a strong/weak pair. Point i of a policy sweep
+ * calls the strong model on a share x[i] in [0, 1] of the queries and reaches
+ * quality q[i]; its PGR (performance gap recovered) is
+ * (q[i] - q_weak) / (q_strong - q_weak). PGR at a budget x is the best PGR of
+ * the points with x[i] <= x, and 0 (the weak model alone) when none fits;
+ * APGR is its integral over x in [0, 1]. NAN when q_strong <= q_weak or n is 0.
+ */
+double dynrag_eval_apgr(const double *x, const double *q, size_t n, double q_weak,
+                        double q_strong);
+/* CPT(target) (RouteLLM): the smallest share x[i] of strong calls among the
+ * points whose PGR reaches target (e.g. 0.5 for CPT(50%)); NAN when none does
+ * or the pair is degenerate as above. */
+double dynrag_eval_cpt(const double *x, const double *q, size_t n, double q_weak,
+                       double q_strong, double target);
 
 /* ---- silver labels (Adaptive-RAG) ---------------------------------------------------- */
 
