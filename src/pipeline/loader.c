@@ -289,16 +289,23 @@ static void check_keys(dr_vctx *v, const dr_ynode *n, const char *path,
     }
 }
 
-static bool name_ok(const char *s)
+/* [A-Za-z0-9_.-]{1,128}; with slash, '/' too (option names may be model
+ * ids such as "meta-llama/Meta-Llama-3-8B"). */
+static bool name_ok_ex(const char *s, bool slash)
 {
     size_t n = 0;
     for (; s[n]; n++) {
         char c = s[n];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-'))
+              c == '_' || c == '.' || c == '-' || (slash && c == '/')))
             return false;
     }
     return n > 0 && n <= 128;
+}
+
+static bool name_ok(const char *s)
+{
+    return name_ok_ex(s, false);
 }
 
 static bool env_name_ok(const char *s)
@@ -326,14 +333,16 @@ static const char *get_str(dr_vctx *v, const dr_ynode *n, const char *path)
     return n->value;
 }
 
-/* A name matching [A-Za-z0-9_.-]{1,128}; reports and returns NULL otherwise. */
+/* A name matching [A-Za-z0-9_.-]{1,128} ('/' too for option names); reports
+ * and returns NULL otherwise. */
 static const char *get_name(dr_vctx *v, const dr_ynode *n, const char *path, const char *what)
 {
     const char *s = get_str(v, n, path);
-    if (s != NULL && !name_ok(s)) {
+    bool slash = strcmp(what, "option name") == 0;
+    if (s != NULL && !name_ok_ex(s, slash)) {
         dr_diags_add(v->diags, n->line, n->col, path,
-                     "invalid %s '%.64s': use 1 to 128 letters, digits, '_', '.' or '-'", what,
-                     s);
+                     "invalid %s '%.64s': use 1 to 128 letters, digits, '_', '.'%s or '-'", what,
+                     s, slash ? ", '/'" : "");
         return NULL;
     }
     return s;
