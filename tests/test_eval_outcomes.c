@@ -154,3 +154,370 @@ TEST(eval_apgr_cpt_hand_values_and_properties)
             ASSERT(!isnan(c5) && c5 <= c8);
     }
 }
+
+/* ---- replay on generated outcome tables ------------------------------------------ */
+
+#include <cjson/cJSON.h>
+
+#define GEN_MAX_OPT 5
+#define GEN_MAX_ROWS 60
+
+/* One generated table, kept in memory to recompute what the report says. */
+typedef struct gen_table {
+    size_t n_opt, n_rows;
+    char opt[GEN_MAX_OPT][32];
+    bool alpha[GEN_MAX_ROWS];          /* query mentions "alpha" */
+    int task[GEN_MAX_ROWS];            /* 0..2 */
+    bool present[GEN_MAX_ROWS][GEN_MAX_OPT];
+    double q[GEN_MAX_ROWS][GEN_MAX_OPT], c[GEN_MAX_ROWS][GEN_MAX_OPT];
+    char resp[GEN_MAX_ROWS][GEN_MAX_OPT][24];
+} gen_table;
+
+static const char *const gen_answers[] = {"X", "Y", "unanswerable", "The x", "y."};
+
+/* Writes a random table to DIR/name and fills g. Options named with a '/'
+ * (model ids) every other one. */
+static const char *gen_write(dr_rng *rng, gen_table *g, const char *name)
+{
+    memset(g, 0, sizeof(*g));
+    g->n_opt = 2 + (size_t)dr_rng_below(rng, GEN_MAX_OPT - 1);
+    g->n_rows = 5 + (size_t)dr_rng_below(rng, GEN_MAX_ROWS - 5);
+    for (size_t o = 0; o < g->n_opt; o++)
+        snprintf(g->opt[o], sizeof g->opt[o], o % 2 ? "org/model-%zu" : "m%zu", o);
+    dr_buf b = {0};
+    for (size_t r = 0; r < g->n_rows; r++) {
+        g->alpha[r] = dr_rng_below(rng, 2);
+        g->task[r] = (int)dr_rng_below(rng, 3);
+        dr_buf_printf(&b, "{\"id\": \"q%zu\", \"query\": \"question %zu %s\", \"task\": \"t%d\", "
+                          "\"outcomes\": {",
+                      r, r, g->alpha[r] ? "alpha" : "beta", g->task[r]);
+        bool first = true;
+        for (size_t o = 0; o < g->n_opt; o++) {
+            /* About 1 in 12 outcomes missing, never all of a row's. */
+            g->present[r][o] = o == 0 || dr_rng_below(rng, 12) != 0;
+            if (!g->present[r][o])
+                continue;
+            g->q[r][o] = dr_rng_below(rng, 3) == 0 ? (double)dr_rng_below(rng, 11) / 10
+                                                   : (double)dr_rng_below(rng, 2);
+            g->c[r][o] = (double)(o + 1) * 0.001 * (1 + (double)dr_rng_below(rng, 3));
+            snprintf(g->resp[r][o], sizeof g->resp[r][o], "%s",
+                     gen_answers[dr_rng_below(rng, DR_ARRAY_LEN(gen_answers))]);
+            dr_buf_printf(&b, "%s\"%s\": {\"quality\": %.17g, \"cost_usd\": %.17g, "
+                              "\"response\": \"%s\"}",
+                          first ? "" : ", ", g->opt[o], g->q[r][o], g->c[r][o], g->resp[r][o]);
+            first = false;
+        }
+        dr_buf_puts(&b, "}}\n");
+    }
+    const char *path = test_write_file(name, b.data);
+    dr_buf_free(&b);
+    return path;
+}
+
+/* A pipeline whose generator has the table's options and the router given
+ * as YAML (indented 4 spaces under `router:`). */
+static const char *gen_pipeline(const gen_table *g, const char *router_yaml, const char *name)
+{
+    dr_buf b = {0};
+    dr_buf_puts(&b, "version: 1\nname: gen\nendpoints:\n  llm: {base_url: \"\", model: \"\"}\n"
+                    "stages:\n  generator:\n    options:\n");
+    for (size_t o = 0; o < g->n_opt; o++)
+        dr_buf_printf(&b, "      - {name: %s, kind: openai, endpoint: llm, quality: %.2f, "
+                          "cost: {usd_per_1k_input: %zu}}\n",
+                      g->opt[o], 0.2 + 0.15 * (double)o, o + 1);
+    dr_buf_printf(&b, "    router:\n%s", router_yaml);
+    const char *path = test_write_file(name, b.data);
+    dr_buf_free(&b);
+    return path;
+}
+
+/* The share of the most common SQuAD-normalised answer (the generated
+ * answers normalise to "x", "y" or "unanswerable"; a missing one to ""). */
+static double agreement_of(const gen_table *g, size_t r, int from, int to)
+{
+    int counts[4] = {0}, best = 0;
+    for (int o = from; o <= to; o++) {
+        const char *s = g->resp[r][o];
+        int k = !g->present[r][o]                                   ? 3 /* "" */
+                : (strcmp(s, "X") == 0 || strcmp(s, "The x") == 0) ? 0
+                : strcmp(s, "unanswerable") == 0                    ? 2
+                                                                    : 1;
+        counts[k]++;
+    }
+    for (int k = 0; k < 4; k++)
+        best = counts[k] > best ? counts[k] : best;
+    return (double)best / (double)(to - from + 1);
+}
+
+/* The chain the test expects: router kind 0 rules (alpha -> option 1, else
+ * 0), 1 cascade self_route at 0.5, 2 cascade agreement at thr. */
+static int expected_last(const gen_table *g, size_t r, int kind, double thr)
+{
+    int last = (int)g->n_opt - 1;
+    if (kind == 0)
+        return g->alpha[r] ? 1 : 0;
+    for (int o = 0; o < last; o++) {
+        if (kind == 1 && g->present[r][o] && strcmp(g->resp[r][o], "unanswerable") != 0)
+            return o;
+        if (kind == 2 && o >= 1 && agreement_of(g, r, 0, o) >= thr)
+            return o;
+    }
+    return last;
+}
+
+static const cJSON *policy(const cJSON *arr, const char *name)
+{
+    const cJSON *p;
+    cJSON_ArrayForEach(p, arr)
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(p, "name");
+        if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static cJSON *read_report(const char *dir)
+{
+    char *path = dr_asprintf("%s/report.json", dir);
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    free(path);
+    if (f == NULL)
+        return NULL;
+    dr_buf b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        dr_buf_append(&b, chunk, n);
+    fclose(f);
+    cJSON *j = b.data ? cJSON_Parse(b.data) : NULL;
+    dr_buf_free(&b);
+    return j;
+}
+
+TEST(eval_outcomes_replay_invariants)
+{
+    dr_rng rng;
+    dr_rng_seed(&rng, 2024);
+    static const char *const routers[] = {
+        "      type: rules\n      params:\n        rules:\n"
+        "          - {when: {regex: alpha}, option: org/model-1}\n        default: m0\n",
+        "      type: cascade\n      params: {judge: self_route, threshold: 0.5}\n",
+        "      type: cascade\n      params: {judge: agreement, threshold: 0.6}\n"};
+    for (int round = 0; round < 12; round++) {
+        int kind = round % 3;
+        gen_table g;
+        char tname[32], pname[32], out[1024];
+        snprintf(tname, sizeof tname, "t%d.jsonl", round);
+        snprintf(pname, sizeof pname, "p%d.yaml", round);
+        char tpath[1024];
+        snprintf(tpath, sizeof tpath, "%s", gen_write(&rng, &g, tname));
+        const char *ppath = gen_pipeline(&g, routers[kind], pname);
+        snprintf(out, sizeof out, "%s/out%d", test_tmpdir(), round);
+        dynrag_eval_outcomes_options o;
+        memset(&o, 0, sizeof o);
+        o.pipeline_path = ppath;
+        o.outcomes_path = tpath;
+        o.out_dir = out;
+        o.seed = (uint64_t)round;
+        dynrag_eval_outcomes_summary sum;
+        dynrag_error err;
+        ASSERT_OK(dynrag_eval_outcomes(&o, &sum, NULL, &err), &err);
+        ASSERT_EQ(sum.n_queries, g.n_rows);
+        cJSON *rep = read_report(out);
+        ASSERT(rep != NULL);
+        const cJSON *pol = cJSON_GetObjectItemCaseSensitive(rep, "policies");
+        const cJSON *pq = cJSON_GetObjectItemCaseSensitive(rep, "per_query");
+        ASSERT_EQ(cJSON_GetArraySize(pq), (int)g.n_rows);
+        /* Per query: the chain, its summed cost and the last option's quality. */
+        double sum_q = 0, sum_c = 0;
+        size_t calls[GEN_MAX_OPT] = {0}, n_missing = 0;
+        for (size_t r = 0; r < g.n_rows; r++) {
+            const cJSON *e = cJSON_GetArrayItem(pq, (int)r);
+            int last = expected_last(&g, r, kind, 0.6), first = kind == 0 ? last : 0;
+            double cost = 0;
+            const cJSON *ch = cJSON_GetObjectItemCaseSensitive(e, "calls");
+            ASSERT_EQ(cJSON_GetArraySize(ch), last - first + 1);
+            for (int k = first; k <= last; k++) {
+                ASSERT_STR_EQ(cJSON_GetArrayItem(ch, k - first)->valuestring, g.opt[k]);
+                cost += g.present[r][k] ? g.c[r][k] : 0;
+                calls[k]++;
+            }
+            double q = g.present[r][last] ? g.q[r][last] : 0;
+            ASSERT_NEAR(num(e, "cost_usd"), cost, 1e-12);
+            ASSERT_NEAR(num(e, "quality"), q, 1e-12);
+            sum_q += q;
+            sum_c += cost;
+            for (size_t k = 0; k < g.n_opt; k++)
+                n_missing += !g.present[r][k];
+        }
+        ASSERT_NEAR(num(rep, "missing_outcomes"), n_missing, 0);
+        /* The router policy: the means of the per-query values, every call counted. */
+        const cJSON *rt = policy(pol, "router");
+        ASSERT(rt != NULL);
+        ASSERT_NEAR(num(rt, "quality"), sum_q / (double)g.n_rows, 1e-9);
+        ASSERT_NEAR(num(rt, "cost_usd"), sum_c / (double)g.n_rows, 1e-12);
+        for (size_t k = 0; k < g.n_opt; k++)
+            ASSERT_NEAR(num(cJSON_GetObjectItemCaseSensitive(rt, "calls"), g.opt[k]), calls[k], 0);
+        /* always-X: the column means (missing = quality 0, cost 0); best-single the best. */
+        double best_q = -1, oracle_sum = 0;
+        for (size_t k = 0; k < g.n_opt; k++) {
+            char name[64];
+            snprintf(name, sizeof name, "always-%s", g.opt[k]);
+            const cJSON *a = policy(pol, name);
+            ASSERT(a != NULL);
+            double sq = 0, sc = 0;
+            for (size_t r = 0; r < g.n_rows; r++) {
+                sq += g.present[r][k] ? g.q[r][k] : 0;
+                sc += g.present[r][k] ? g.c[r][k] : 0;
+            }
+            ASSERT_NEAR(num(a, "quality"), sq / (double)g.n_rows, 1e-9);
+            ASSERT_NEAR(num(a, "cost_usd"), sc / (double)g.n_rows, 1e-12);
+            best_q = fmax(best_q, sq / (double)g.n_rows);
+        }
+        for (size_t r = 0; r < g.n_rows; r++) {
+            double m = 0;
+            for (size_t k = 0; k < g.n_opt; k++)
+                m = fmax(m, g.present[r][k] ? g.q[r][k] : 0);
+            oracle_sum += m;
+        }
+        ASSERT_NEAR(num(policy(pol, "best-single"), "quality"), best_q, 1e-9);
+        double oracle_q = num(policy(pol, "oracle"), "quality");
+        ASSERT_NEAR(oracle_q, oracle_sum / (double)g.n_rows, 1e-9);
+        /* The oracle is at least as good as every policy and sweep point. */
+        const cJSON *p;
+        cJSON_ArrayForEach(p, pol)
+        ASSERT(num(p, "quality") <= oracle_q + 1e-9);
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(rep, "sweep");
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(sw, "points"))
+        ASSERT(num(p, "quality") <= oracle_q + 1e-9);
+        /* Cascades sweep their threshold; threshold 0 stops at the first answer
+         * (agreement: the second). */
+        if (kind > 0) {
+            ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(sw, "param")->valuestring, "threshold");
+            const cJSON *p0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sw, "points"), 0);
+            ASSERT_NEAR(num(p0, "value"), 0, 0);
+            ASSERT_NEAR(num(cJSON_GetObjectItemCaseSensitive(p0, "calls"), g.opt[0]), g.n_rows, 0);
+            ASSERT_NEAR(num(cJSON_GetObjectItemCaseSensitive(p0, "calls"), g.opt[1]),
+                        kind == 2 ? g.n_rows : 0, 0);
+        }
+        /* Per task: the queries add up and the router's quality is the weighted mean. */
+        const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(rep, "tasks"), *t;
+        double tq = 0, tn = 0;
+        cJSON_ArrayForEach(t, tasks)
+        {
+            double n = num(t, "queries");
+            const cJSON *tp = cJSON_GetObjectItemCaseSensitive(t, "policies");
+            double toq = num(policy(tp, "oracle"), "quality");
+            const cJSON *x;
+            cJSON_ArrayForEach(x, tp)
+            ASSERT(num(x, "quality") <= toq + 1e-9);
+            tq += n * num(policy(tp, "router"), "quality");
+            tn += n;
+            ASSERT(cJSON_GetObjectItemCaseSensitive(t, "summary") != NULL);
+        }
+        if (cJSON_GetArraySize(tasks) > 0) {
+            ASSERT_NEAR(tn, g.n_rows, 0);
+            ASSERT_NEAR(tq / tn, sum_q / (double)g.n_rows, 1e-9);
+        }
+        /* The summary: AIQ of the singles' hull and the router, the pair. */
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(rep, "summary");
+        const cJSON *aiq = cJSON_GetObjectItemCaseSensitive(s, "aiq");
+        ASSERT(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(aiq, "router")));
+        ASSERT(num(aiq, "singles_hull") <= best_q + 1e-9);
+        ASSERT(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(s, "strong")));
+        ASSERT(cJSON_GetObjectItemCaseSensitive(s, "apgr") != NULL);
+        cJSON_Delete(rep);
+        /* The files. */
+        static const char *const files[] = {"report.md", "generator-cost-quality.svg",
+                                            "generator-calls.svg"};
+        for (size_t i = 0; i < DR_ARRAY_LEN(files); i++) {
+            char *f = dr_asprintf("%s/%s", out, files[i]);
+            FILE *fp = f ? fopen(f, "r") : NULL;
+            free(f);
+            ASSERT(fp != NULL);
+            fclose(fp);
+        }
+    }
+}
+
+TEST(eval_outcomes_errors_name_the_culprit)
+{
+    const char *table = test_write_file(
+        "t.jsonl", "{\"id\": \"q1\", \"query\": \"x\", \"outcomes\": {\"a\": {\"quality\": 1}, "
+                   "\"org/b\": {\"quality\": 0, \"cost_usd\": 0.5}}}\n");
+    char tpath[1024];
+    snprintf(tpath, sizeof tpath, "%s", table);
+    static const char *const head =
+        "version: 1\nname: e\nendpoints:\n  llm: {base_url: \"\", model: \"\"}\nstages:\n"
+        "  generator:\n    options:\n      - {name: a, kind: openai, endpoint: llm}\n";
+    char yaml[1024];
+    dynrag_eval_outcomes_options o;
+    memset(&o, 0, sizeof o);
+    o.outcomes_path = tpath;
+    dynrag_error err;
+    /* A pipeline option missing from the table. */
+    snprintf(yaml, sizeof yaml, "%s      - {name: c, kind: openai, endpoint: llm}\n"
+                                "    router: {type: fixed, params: {option: a}}\n", head);
+    o.pipeline_path = test_write_file("p1.yaml", yaml);
+    ASSERT_EQ(dynrag_eval_outcomes(&o, NULL, NULL, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "generator option 'c' is not an option of the outcome table");
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "it has: a, org/b");
+    /* A cascade whose judge reads responses the table does not have. */
+    snprintf(yaml, sizeof yaml, "%s      - {name: org/b, kind: openai, endpoint: llm}\n"
+                                "    router: {type: cascade, params: {judge: self_route}}\n", head);
+    o.pipeline_path = test_write_file("p2.yaml", yaml);
+    ASSERT_EQ(dynrag_eval_outcomes(&o, NULL, NULL, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "query 'q1': option 'a' has no recorded \"response\"");
+    /* The logprob judge reads no text: it never escalates (no logprobs recorded). */
+    snprintf(yaml, sizeof yaml, "%s      - {name: org/b, kind: openai, endpoint: llm}\n"
+                                "    router: {type: cascade, params: {judge: logprob_margin}}\n",
+             head);
+    o.pipeline_path = test_write_file("p3.yaml", yaml);
+    dynrag_eval_outcomes_summary sum;
+    ASSERT_OK(dynrag_eval_outcomes(&o, &sum, NULL, &err), &err);
+    ASSERT_NEAR(sum.router_quality, 1, 0);
+    ASSERT_NEAR(sum.router_cost, 0, 0);
+    /* Unknown strong option; a bad table line names file and line. */
+    o.strong = "nope";
+    ASSERT_EQ(dynrag_eval_outcomes(&o, NULL, NULL, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "--strong: the generator has no option 'nope'");
+    o.strong = NULL;
+    o.outcomes_path = test_write_file("bad.jsonl", "{\"id\": \"q1\", \"query\": \"x\", \"outcomes\": "
+                                                   "{\"a\": {\"quality\": 1}}}\n{\"id\": 3}\n");
+    ASSERT(dynrag_eval_outcomes(&o, NULL, NULL, &err) != DYNRAG_OK);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "bad.jsonl:2");
+    /* The CLI: usage errors exit 2, a failed evaluation 1, success 0 with the files. */
+    char cmd[4096], *text = NULL;
+    snprintf(cmd, sizeof cmd, "%s eval --pipeline %s --outcomes %s --data x.jsonl 2>&1",
+             test_cli_path(), o.pipeline_path, tpath);
+    ASSERT_EQ(test_run(cmd, &text), 2);
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s eval --outcomes %s --strong a 2>&1", test_cli_path(), tpath);
+    ASSERT_EQ(test_run(cmd, &text), 2);
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s eval --pipeline %s/p1.yaml --outcomes %s --out %s/o 2>&1",
+             test_cli_path(), test_tmpdir(), tpath, test_tmpdir());
+    ASSERT_EQ(test_run(cmd, &text), 1);
+    ASSERT_CONTAINS(text, "generator option 'c'");
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s eval --pipeline %s/p3.yaml --outcomes %s --out %s/o --grid 0,0.5,1 2>&1",
+             test_cli_path(), test_tmpdir(), tpath, test_tmpdir());
+    ASSERT_EQ(test_run(cmd, &text), 0);
+    ASSERT_CONTAINS(text, "| router | 1.0000 |");
+    free(text);
+    char *od = dr_asprintf("%s/o", test_tmpdir());
+    cJSON *rep = read_report(od);
+    free(od);
+    ASSERT(rep != NULL);
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(rep, "sweep");
+    int n_points = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(sw, "points"));
+    cJSON_Delete(rep);
+    ASSERT_EQ(n_points, 3);
+}
