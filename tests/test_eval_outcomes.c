@@ -439,10 +439,17 @@ TEST(eval_outcomes_replay_invariants)
                                             "generator-calls.svg"};
         for (size_t i = 0; i < DR_ARRAY_LEN(files); i++) {
             char *f = dr_asprintf("%s/%s", out, files[i]);
-            FILE *fp = f ? fopen(f, "r") : NULL;
+            char *text = NULL;
+            size_t len = 0;
+            int rc = dr_read_file(f, 1 << 24, &text, &len, &err);
             free(f);
-            ASSERT(fp != NULL);
-            fclose(fp);
+            ASSERT_OK(rc, &err);
+            /* The plots: the singles' hull; every option's call bars. */
+            bool ok = i != 1 || strstr(text, "hull of the single options") != NULL;
+            for (size_t k = 0; i == 2 && k < g.n_opt; k++)
+                ok = ok && strstr(text, g.opt[k]) != NULL;
+            free(text);
+            ASSERT(ok);
         }
     }
 }
@@ -520,4 +527,146 @@ TEST(eval_outcomes_errors_name_the_culprit)
     int n_points = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(sw, "points"));
     cJSON_Delete(rep);
     ASSERT_EQ(n_points, 3);
+}
+
+#include "pipeline/spec.h"
+
+TEST(eval_outcomes_sweep_and_calibrate)
+{
+    dr_rng rng;
+    dr_rng_seed(&rng, 99);
+    double grid[11];
+    for (int i = 0; i <= 10; i++)
+        grid[i] = i / 10.0;
+    for (int round = 0; round < 4; round++) {
+        gen_table g;
+        char tname[32], pname[32], tpath[1024], ppath[1024], out[1024];
+        snprintf(tname, sizeof tname, "t%d.jsonl", round);
+        snprintf(pname, sizeof pname, "p%d.yaml", round);
+        snprintf(tpath, sizeof tpath, "%s", gen_write(&rng, &g, tname));
+        /* Declared qualities 0.2 + 0.15 o, costs rising with o: min_cost picks
+         * the first option whose quality reaches the floor, else the best. */
+        snprintf(ppath, sizeof ppath, "%s",
+                 gen_pipeline(&g, "      type: cost\n      params: {objective: min_cost, "
+                                  "quality_floor: 0}\n",
+                              pname));
+        snprintf(out, sizeof out, "%s/out%d", test_tmpdir(), round);
+        dynrag_eval_outcomes_options o;
+        memset(&o, 0, sizeof o);
+        o.pipeline_path = ppath;
+        o.outcomes_path = tpath;
+        o.out_dir = out;
+        dynrag_eval_outcomes_summary sum;
+        dynrag_error err;
+        /* No known parameter: no sweep; the router is one point. */
+        ASSERT_OK(dynrag_eval_outcomes(&o, &sum, NULL, &err), &err);
+        ASSERT_EQ(sum.n_sweep, 0);
+        ASSERT_STR_EQ(sum.sweep_param, "");
+        o.sweep_param = "quality_floor";
+        o.grid = grid;
+        o.n_grid = 11;
+        ASSERT_OK(dynrag_eval_outcomes(&o, &sum, NULL, &err), &err);
+        ASSERT_EQ(sum.n_sweep, 11);
+        cJSON *rep = read_report(out);
+        ASSERT(rep != NULL);
+        const cJSON *pts = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(rep, "sweep"), "points");
+        double cost[11], quality[11], share_last[11];
+        for (int k = 0; k <= 10; k++) {
+            const cJSON *p = cJSON_GetArrayItem(pts, k);
+            int want = (int)g.n_opt - 1;
+            for (int x = 0; x < (int)g.n_opt; x++)
+                if (0.2 + 0.15 * x >= grid[k] - 1e-12) {
+                    want = x;
+                    break;
+                }
+            ASSERT_NEAR(num(cJSON_GetObjectItemCaseSensitive(p, "calls"), g.opt[want]), g.n_rows, 0);
+            cost[k] = num(p, "cost_usd");
+            quality[k] = num(p, "quality");
+            share_last[k] = num(cJSON_GetObjectItemCaseSensitive(p, "calls"), g.opt[g.n_opt - 1]) /
+                            (double)g.n_rows;
+        }
+        cJSON_Delete(rep);
+        /* The sweep did not leave its last value behind: the router point
+         * is still floor 0 (option 0 everywhere). */
+        double q0 = 0;
+        for (size_t r = 0; r < g.n_rows; r++)
+            q0 += g.q[r][0];
+        ASSERT_NEAR(sum.router_quality, q0 / (double)g.n_rows, 1e-9);
+        /* Calibration: each target against the sweep's own points. */
+        for (int target_kind = 0; target_kind < 3; target_kind++) {
+            double tv = target_kind == 0   ? cost[0] + (cost[10] - cost[0]) * dr_rng_uniform(&rng)
+                        : target_kind == 1 ? dr_rng_uniform(&rng)
+                                           : quality[0] + (quality[10] - quality[0]) * 0.5;
+            dynrag_eval_calibrate_options co;
+            memset(&co, 0, sizeof co);
+            co.target_cost = target_kind == 0 ? tv : NAN;
+            co.target_share = target_kind == 1 ? tv : NAN;
+            co.target_quality = target_kind == 2 ? tv : NAN;
+            co.target_option = g.opt[g.n_opt - 1];
+            char *yaml = dr_asprintf("%s/cal%d-%d.yaml", test_tmpdir(), round, target_kind);
+            co.out_yaml = yaml;
+            dynrag_eval_calibration cal;
+            int rc = dynrag_eval_calibrate_outcomes(&o, &co, &cal, &err);
+            if (rc != DYNRAG_OK)
+                free(yaml);
+            ASSERT_OK(rc, &err);
+            /* The expected pick. */
+            int best = -1;
+            for (int k = 0; k <= 10; k++) {
+                bool ok = target_kind == 0   ? cost[k] <= tv + 1e-12
+                          : target_kind == 1 ? share_last[k] <= tv + 1e-12
+                                             : quality[k] >= tv - 1e-12;
+                if (!ok)
+                    continue;
+                if (best < 0 ||
+                    (target_kind == 2 ? (cost[k] < cost[best] ||
+                                         (cost[k] == cost[best] && quality[k] > quality[best]))
+                                      : (quality[k] > quality[best] ||
+                                         (quality[k] == quality[best] && cost[k] < cost[best]))))
+                    best = k;
+            }
+            ASSERT_STR_EQ(cal.param, "quality_floor");
+            ASSERT(cal.met == (best >= 0));
+            if (best >= 0) {
+                ASSERT_NEAR(cal.quality, quality[best], 1e-12);
+                ASSERT_NEAR(cal.cost, cost[best], 1e-12);
+            }
+            /* The written copy carries the value and loads. */
+            dynrag_pipeline *p = NULL;
+            rc = dynrag_pipeline_load(yaml, &p, NULL, &err);
+            free(yaml);
+            ASSERT_OK(rc, &err);
+            double v = dr_param_num(p->stages[DR_STAGE_GENERATOR].router.params, "quality_floor", -1);
+            dynrag_pipeline_free(p);
+            ASSERT_NEAR(v, cal.value, 1e-9);
+        }
+    }
+    /* A target no value meets: the closest, not met. */
+    dynrag_eval_outcomes_options o;
+    memset(&o, 0, sizeof o);
+    gen_table g;
+    char tpath[1024];
+    snprintf(tpath, sizeof tpath, "%s", gen_write(&rng, &g, "tx.jsonl"));
+    o.outcomes_path = tpath;
+    o.pipeline_path = gen_pipeline(&g, "      type: cost\n      params: {objective: min_cost}\n",
+                                   "px.yaml");
+    o.sweep_param = "quality_floor";
+    dynrag_eval_calibrate_options co;
+    memset(&co, 0, sizeof co);
+    co.target_cost = 1e-9;
+    co.target_share = NAN;
+    co.target_quality = NAN;
+    dynrag_eval_calibration cal;
+    dynrag_error err;
+    ASSERT_OK(dynrag_eval_calibrate_outcomes(&o, &co, &cal, &err), &err);
+    ASSERT(!cal.met);
+    ASSERT_NEAR(cal.value, 0, 0); /* floor 0: option 0, the cheapest */
+    /* Two targets, or a router without a parameter, are refused. */
+    co.target_share = 0.5;
+    ASSERT_EQ(dynrag_eval_calibrate_outcomes(&o, &co, &cal, &err), DYNRAG_ERR_INVALID);
+    co.target_share = NAN;
+    o.sweep_param = NULL;
+    ASSERT_EQ(dynrag_eval_calibrate_outcomes(&o, &co, &cal, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "has no willingness_to_pay, wtp or threshold parameter");
 }
