@@ -807,7 +807,9 @@ int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt,
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
-    for (size_t k = 0; k < e.n_tasks && e.n_tasks > 1; k++) {
+    /* Every task, even a single one, unless no row names a task. */
+    bool any_task = e.n_tasks > 1 || (e.n_tasks == 1 && e.tasks[0][0] != '\0');
+    for (size_t k = 0; k < e.n_tasks && any_task; k++) {
         size_t n = 0;
         for (size_t q = 0; q < t->n_queries; q++)
             if (e.row_task[q] == k)
