@@ -649,8 +649,10 @@ TEST(eval_outcomes_sweep_and_calibrate)
     char tpath[1024];
     snprintf(tpath, sizeof tpath, "%s", gen_write(&rng, &g, "tx.jsonl"));
     o.outcomes_path = tpath;
-    o.pipeline_path = gen_pipeline(&g, "      type: cost\n      params: {objective: min_cost}\n",
-                                   "px.yaml");
+    char ppath[1024];
+    snprintf(ppath, sizeof ppath, "%s",
+             gen_pipeline(&g, "      type: cost\n      params: {objective: min_cost}\n", "px.yaml"));
+    o.pipeline_path = ppath;
     o.sweep_param = "quality_floor";
     dynrag_eval_calibrate_options co;
     memset(&co, 0, sizeof co);
@@ -662,6 +664,24 @@ TEST(eval_outcomes_sweep_and_calibrate)
     ASSERT_OK(dynrag_eval_calibrate_outcomes(&o, &co, &cal, &err), &err);
     ASSERT(!cal.met);
     ASSERT_NEAR(cal.value, 0, 0); /* floor 0: option 0, the cheapest */
+    /* A willingness to pay sweeps geometric values when costs are recorded,
+     * and not at all on a table without any. */
+    dynrag_eval_outcomes_options w = o;
+    w.sweep_param = "willingness_to_pay";
+    dynrag_eval_outcomes_summary sum;
+    ASSERT_OK(dynrag_eval_outcomes(&w, &sum, NULL, &err), &err);
+    ASSERT_EQ(sum.n_sweep, 21);
+    dr_buf nb = {0};
+    for (size_t r = 0; r < 4; r++) {
+        dr_buf_printf(&nb, "{\"id\": \"n%zu\", \"query\": \"q\", \"outcomes\": {", r);
+        for (size_t k = 0; k < g.n_opt; k++)
+            dr_buf_printf(&nb, "%s\"%s\": {\"quality\": %zu}", k ? ", " : "", g.opt[k], (r + k) % 2);
+        dr_buf_puts(&nb, "}}\n");
+    }
+    w.outcomes_path = test_write_file("nocost.jsonl", nb.data);
+    dr_buf_free(&nb);
+    ASSERT_OK(dynrag_eval_outcomes(&w, &sum, NULL, &err), &err);
+    ASSERT_EQ(sum.n_sweep, 0);
     /* Two targets, or a router without a parameter, are refused. */
     co.target_share = 0.5;
     ASSERT_EQ(dynrag_eval_calibrate_outcomes(&o, &co, &cal, &err), DYNRAG_ERR_INVALID);

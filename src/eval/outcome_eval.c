@@ -239,15 +239,27 @@ static void option_costs(const oeval *e, double *mean)
 
 /* The default grid of n values: [0, 1] for thresholds and floors; for a
  * willingness to pay (quality per dollar) 0 and geometric values from
- * 0.01 to 100 times 1 / (the spread of the options' mean costs). */
+ * 0.01 to 100 times 1 / (the spread of the options' mean costs). A table
+ * without any cost gets no willingness-to-pay sweep (every value routes
+ * alike): e->param is cleared. */
 static int default_grid(oeval *e, size_t n, dynrag_error *err)
 {
+    bool pay = strstr(e->param, "pay") != NULL || strcmp(e->param, "wtp") == 0 ||
+               strcmp(e->param, "lambda") == 0;
+    if (pay) {
+        bool any_cost = false;
+        for (size_t q = 0; q < e->ot.n_rows && !any_cost; q++)
+            for (size_t o = 0; o < e->st->n_options && !any_cost; o++)
+                any_cost = outcome_of(e, q, (int)o)->cost_usd > 0;
+        if (!any_cost) {
+            e->param[0] = '\0';
+            return DYNRAG_OK;
+        }
+    }
     e->grid = calloc(n, sizeof *e->grid);
     if (e->grid == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     e->n_grid = n;
-    bool pay = strstr(e->param, "pay") != NULL || strcmp(e->param, "wtp") == 0 ||
-               strcmp(e->param, "lambda") == 0;
     if (!pay) {
         for (size_t g = 0; g < n; g++)
             e->grid[g] = (double)g / (double)(n - 1);
@@ -414,7 +426,7 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         memcpy(e->grid, opt->grid, opt->n_grid * sizeof *e->grid);
         e->n_grid = opt->n_grid;
-    } else if ((rc = default_grid(e, n_default, err)) != DYNRAG_OK) {
+    } else if ((rc = default_grid(e, n_default, err)) != DYNRAG_OK || e->param[0] == '\0') {
         return rc;
     }
     return run_sweep(e, err);
