@@ -390,8 +390,25 @@ TEST(eval_outcomes_replay_invariants)
         ASSERT_NEAR(num(policy(pol, "best-single"), "quality"), best_q, 1e-9);
         double oracle_q = num(policy(pol, "oracle"), "quality");
         ASSERT_NEAR(oracle_q, oracle_sum / (double)g.n_rows, 1e-9);
-        /* The oracle is at least as good as every policy and sweep point. */
+        /* Schema: every policy has its name, quality, cost and
+         * calls of every option; the named policies are all there. */
+        static const char *const named[] = {"router", "best-single", "random", "random-mix",
+                                            "oracle"};
+        for (size_t i = 0; i < DR_ARRAY_LEN(named); i++)
+            ASSERT(policy(pol, named[i]) != NULL);
+        ASSERT_EQ(cJSON_GetArraySize(pol), (int)(g.n_opt + DR_ARRAY_LEN(named)));
         const cJSON *p;
+        cJSON_ArrayForEach(p, pol)
+        {
+            ASSERT(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(p, "name")));
+            ASSERT(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(p, "quality")));
+            ASSERT(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(p, "cost_usd")));
+            const cJSON *cl = cJSON_GetObjectItemCaseSensitive(p, "calls");
+            ASSERT_EQ(cJSON_GetArraySize(cl), (int)g.n_opt);
+            for (size_t k = 0; k < g.n_opt; k++)
+                ASSERT(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(cl, g.opt[k])));
+        }
+        /* The oracle is at least as good as every policy and sweep point. */
         cJSON_ArrayForEach(p, pol)
         ASSERT(num(p, "quality") <= oracle_q + 1e-9);
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(rep, "sweep");
