@@ -699,6 +699,27 @@ TEST(eval_outcomes_sweep_and_calibrate)
     dr_buf_free(&nb);
     ASSERT_OK(dynrag_eval_outcomes(&w, &sum, NULL, &err), &err);
     ASSERT_EQ(sum.n_sweep, 0);
+    /* The CLI: a met target exits 0 and writes the copy, an unmet one 1,
+     * --target-cost without --outcomes is a usage error. */
+    char cmd[4096], *text = NULL;
+    snprintf(cmd, sizeof cmd,
+             "%s calibrate --pipeline %s --outcomes %s --sweep quality_floor --grid 0,0.5,1 "
+             "--target-cost 1 --out %s/cli.yaml 2>&1",
+             test_cli_path(), ppath, tpath, test_tmpdir());
+    ASSERT_EQ(test_run(cmd, &text), 0);
+    ASSERT_CONTAINS(text, "stages.generator.router.params.quality_floor = ");
+    ASSERT_CONTAINS(text, "/cli.yaml (a copy of");
+    free(text);
+    snprintf(cmd, sizeof cmd,
+             "%s calibrate --pipeline %s --outcomes %s --sweep quality_floor --target-cost 1e-9 2>&1",
+             test_cli_path(), ppath, tpath);
+    ASSERT_EQ(test_run(cmd, &text), 1);
+    ASSERT_CONTAINS(text, "target NOT met");
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s calibrate --pipeline %s --target-cost 1 2>&1", test_cli_path(),
+             ppath);
+    ASSERT_EQ(test_run(cmd, &text), 2);
+    free(text);
     /* Two targets, or a router without a parameter, are refused. */
     co.target_share = 0.5;
     ASSERT_EQ(dynrag_eval_calibrate_outcomes(&o, &co, &cal, &err), DYNRAG_ERR_INVALID);
