@@ -166,8 +166,8 @@ TEST(eval_apgr_cpt_hand_values_and_properties)
 typedef struct gen_table {
     size_t n_opt, n_rows;
     char opt[GEN_MAX_OPT][32];
-    bool alpha[GEN_MAX_ROWS];          /* query mentions "alpha" */
-    int task[GEN_MAX_ROWS];            /* 0..2 */
+    bool alpha[GEN_MAX_ROWS]; /* query mentions "alpha" */
+    int task[GEN_MAX_ROWS];   /* 0..2 */
     bool present[GEN_MAX_ROWS][GEN_MAX_OPT];
     double q[GEN_MAX_ROWS][GEN_MAX_OPT], c[GEN_MAX_ROWS][GEN_MAX_OPT];
     char resp[GEN_MAX_ROWS][GEN_MAX_OPT][24];
@@ -188,8 +188,9 @@ static const char *gen_write(dr_rng *rng, gen_table *g, const char *name)
     for (size_t r = 0; r < g->n_rows; r++) {
         g->alpha[r] = dr_rng_below(rng, 2);
         g->task[r] = (int)dr_rng_below(rng, 3);
-        dr_buf_printf(&b, "{\"id\": \"q%zu\", \"query\": \"question %zu %s\", \"task\": \"t%d\", "
-                          "\"outcomes\": {",
+        dr_buf_printf(&b,
+                      "{\"id\": \"q%zu\", \"query\": \"question %zu %s\", \"task\": \"t%d\", "
+                      "\"outcomes\": {",
                       r, r, g->alpha[r] ? "alpha" : "beta", g->task[r]);
         bool first = true;
         for (size_t o = 0; o < g->n_opt; o++) {
@@ -202,8 +203,9 @@ static const char *gen_write(dr_rng *rng, gen_table *g, const char *name)
             g->c[r][o] = (double)(o + 1) * 0.001 * (1 + (double)dr_rng_below(rng, 3));
             snprintf(g->resp[r][o], sizeof g->resp[r][o], "%s",
                      gen_answers[dr_rng_below(rng, DR_ARRAY_LEN(gen_answers))]);
-            dr_buf_printf(&b, "%s\"%s\": {\"quality\": %.17g, \"cost_usd\": %.17g, "
-                              "\"response\": \"%s\"}",
+            dr_buf_printf(&b,
+                          "%s\"%s\": {\"quality\": %.17g, \"cost_usd\": %.17g, "
+                          "\"response\": \"%s\"}",
                           first ? "" : ", ", g->opt[o], g->q[r][o], g->c[r][o], g->resp[r][o]);
             first = false;
         }
@@ -222,8 +224,9 @@ static const char *gen_pipeline(const gen_table *g, const char *router_yaml, con
     dr_buf_puts(&b, "version: 1\nname: gen\nendpoints:\n  llm: {base_url: \"\", model: \"\"}\n"
                     "stages:\n  generator:\n    options:\n");
     for (size_t o = 0; o < g->n_opt; o++)
-        dr_buf_printf(&b, "      - {name: %s, kind: openai, endpoint: llm, quality: %.2f, "
-                          "cost: {usd_per_1k_input: %zu}}\n",
+        dr_buf_printf(&b,
+                      "      - {name: %s, kind: openai, endpoint: llm, quality: %.2f, "
+                      "cost: {usd_per_1k_input: %zu}}\n",
                       g->opt[o], 0.2 + 0.15 * (double)o, o + 1);
     dr_buf_printf(&b, "    router:\n%s", router_yaml);
     const char *path = test_write_file(name, b.data);
@@ -238,10 +241,10 @@ static double agreement_of(const gen_table *g, size_t r, int from, int to)
     int counts[4] = {0}, best = 0;
     for (int o = from; o <= to; o++) {
         const char *s = g->resp[r][o];
-        int k = !g->present[r][o]                                   ? 3 /* "" */
+        int k = !g->present[r][o]                                  ? 3 /* "" */
                 : (strcmp(s, "X") == 0 || strcmp(s, "The x") == 0) ? 0
-                : strcmp(s, "unanswerable") == 0                    ? 2
-                                                                    : 1;
+                : strcmp(s, "unanswerable") == 0                   ? 2
+                                                                   : 1;
         counts[k]++;
     }
     for (int k = 0; k < 4; k++)
@@ -409,11 +412,10 @@ TEST(eval_outcomes_replay_invariants)
                 ASSERT(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(cl, g.opt[k])));
         }
         /* The oracle is at least as good as every policy and sweep point. */
-        cJSON_ArrayForEach(p, pol)
-        ASSERT(num(p, "quality") <= oracle_q + 1e-9);
+        cJSON_ArrayForEach(p, pol) ASSERT(num(p, "quality") <= oracle_q + 1e-9);
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(rep, "sweep");
         cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(sw, "points"))
-        ASSERT(num(p, "quality") <= oracle_q + 1e-9);
+            ASSERT(num(p, "quality") <= oracle_q + 1e-9);
         /* Cascades sweep their threshold; threshold 0 stops at the first answer
          * (agreement: the second). */
         if (kind > 0) {
@@ -433,8 +435,7 @@ TEST(eval_outcomes_replay_invariants)
             const cJSON *tp = cJSON_GetObjectItemCaseSensitive(t, "policies");
             double toq = num(policy(tp, "oracle"), "quality");
             const cJSON *x;
-            cJSON_ArrayForEach(x, tp)
-            ASSERT(num(x, "quality") <= toq + 1e-9);
+            cJSON_ArrayForEach(x, tp) ASSERT(num(x, "quality") <= toq + 1e-9);
             tq += n * num(policy(tp, "router"), "quality");
             tn += n;
             ASSERT(cJSON_GetObjectItemCaseSensitive(t, "summary") != NULL);
@@ -487,21 +488,27 @@ TEST(eval_outcomes_errors_name_the_culprit)
     o.outcomes_path = tpath;
     dynrag_error err;
     /* A pipeline option missing from the table. */
-    snprintf(yaml, sizeof yaml, "%s      - {name: c, kind: openai, endpoint: llm}\n"
-                                "    router: {type: fixed, params: {option: a}}\n", head);
+    snprintf(yaml, sizeof yaml,
+             "%s      - {name: c, kind: openai, endpoint: llm}\n"
+             "    router: {type: fixed, params: {option: a}}\n",
+             head);
     o.pipeline_path = test_write_file("p1.yaml", yaml);
     ASSERT_EQ(dynrag_eval_outcomes(&o, NULL, NULL, &err), DYNRAG_ERR_INVALID);
-    ASSERT_CONTAINS(dynrag_errmsg(&err), "generator option 'c' is not an option of the outcome table");
+    ASSERT_CONTAINS(dynrag_errmsg(&err),
+                    "generator option 'c' is not an option of the outcome table");
     ASSERT_CONTAINS(dynrag_errmsg(&err), "it has: a, org/b");
     /* A cascade whose judge reads responses the table does not have. */
-    snprintf(yaml, sizeof yaml, "%s      - {name: org/b, kind: openai, endpoint: llm}\n"
-                                "    router: {type: cascade, params: {judge: self_route}}\n", head);
+    snprintf(yaml, sizeof yaml,
+             "%s      - {name: org/b, kind: openai, endpoint: llm}\n"
+             "    router: {type: cascade, params: {judge: self_route}}\n",
+             head);
     o.pipeline_path = test_write_file("p2.yaml", yaml);
     ASSERT_EQ(dynrag_eval_outcomes(&o, NULL, NULL, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "query 'q1': option 'a' has no recorded \"response\"");
     /* The logprob judge reads no text: it never escalates (no logprobs recorded). */
-    snprintf(yaml, sizeof yaml, "%s      - {name: org/b, kind: openai, endpoint: llm}\n"
-                                "    router: {type: cascade, params: {judge: logprob_margin}}\n",
+    snprintf(yaml, sizeof yaml,
+             "%s      - {name: org/b, kind: openai, endpoint: llm}\n"
+             "    router: {type: cascade, params: {judge: logprob_margin}}\n",
              head);
     o.pipeline_path = test_write_file("p3.yaml", yaml);
     dynrag_eval_outcomes_summary sum;
@@ -513,8 +520,9 @@ TEST(eval_outcomes_errors_name_the_culprit)
     ASSERT_EQ(dynrag_eval_outcomes(&o, NULL, NULL, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "--strong: the generator has no option 'nope'");
     o.strong = NULL;
-    o.outcomes_path = test_write_file("bad.jsonl", "{\"id\": \"q1\", \"query\": \"x\", \"outcomes\": "
-                                                   "{\"a\": {\"quality\": 1}}}\n{\"id\": 3}\n");
+    o.outcomes_path =
+        test_write_file("bad.jsonl", "{\"id\": \"q1\", \"query\": \"x\", \"outcomes\": "
+                                     "{\"a\": {\"quality\": 1}}}\n{\"id\": 3}\n");
     ASSERT(dynrag_eval_outcomes(&o, NULL, NULL, &err) != DYNRAG_OK);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "bad.jsonl:2");
     /* The CLI: usage errors exit 2, a failed evaluation 1, success 0 with the files. */
@@ -531,7 +539,8 @@ TEST(eval_outcomes_errors_name_the_culprit)
     ASSERT_EQ(test_run(cmd, &text), 1);
     ASSERT_CONTAINS(text, "generator option 'c'");
     free(text);
-    snprintf(cmd, sizeof cmd, "%s eval --pipeline %s/p3.yaml --outcomes %s --out %s/o --grid 0,0.5,1 2>&1",
+    snprintf(cmd, sizeof cmd,
+             "%s eval --pipeline %s/p3.yaml --outcomes %s --out %s/o --grid 0,0.5,1 2>&1",
              test_cli_path(), test_tmpdir(), tpath, test_tmpdir());
     ASSERT_EQ(test_run(cmd, &text), 0);
     ASSERT_CONTAINS(text, "| router | 1.0000 |");
@@ -564,8 +573,9 @@ TEST(eval_outcomes_sweep_and_calibrate)
         /* Declared qualities 0.2 + 0.15 o, costs rising with o: min_cost picks
          * the first option whose quality reaches the floor, else the best. */
         snprintf(ppath, sizeof ppath, "%s",
-                 gen_pipeline(&g, "      type: cost\n      params: {objective: min_cost, "
-                                  "quality_floor: 0}\n",
+                 gen_pipeline(&g,
+                              "      type: cost\n      params: {objective: min_cost, "
+                              "quality_floor: 0}\n",
                               pname));
         snprintf(out, sizeof out, "%s/out%d", test_tmpdir(), round);
         dynrag_eval_outcomes_options o;
@@ -597,7 +607,8 @@ TEST(eval_outcomes_sweep_and_calibrate)
                     want = x;
                     break;
                 }
-            ASSERT_NEAR(num(cJSON_GetObjectItemCaseSensitive(p, "calls"), g.opt[want]), g.n_rows, 0);
+            ASSERT_NEAR(num(cJSON_GetObjectItemCaseSensitive(p, "calls"), g.opt[want]), g.n_rows,
+                        0);
             cost[k] = num(p, "cost_usd");
             quality[k] = num(p, "quality");
             share_last[k] = num(cJSON_GetObjectItemCaseSensitive(p, "calls"), g.opt[g.n_opt - 1]) /
@@ -654,7 +665,8 @@ TEST(eval_outcomes_sweep_and_calibrate)
             rc = dynrag_pipeline_load(yaml, &p, NULL, &err);
             free(yaml);
             ASSERT_OK(rc, &err);
-            double v = dr_param_num(p->stages[DR_STAGE_GENERATOR].router.params, "quality_floor", -1);
+            double v =
+                dr_param_num(p->stages[DR_STAGE_GENERATOR].router.params, "quality_floor", -1);
             dynrag_pipeline_free(p);
             ASSERT_NEAR(v, cal.value, 1e-9);
         }
@@ -667,8 +679,9 @@ TEST(eval_outcomes_sweep_and_calibrate)
     snprintf(tpath, sizeof tpath, "%s", gen_write(&rng, &g, "tx.jsonl"));
     o.outcomes_path = tpath;
     char ppath[1024];
-    snprintf(ppath, sizeof ppath, "%s",
-             gen_pipeline(&g, "      type: cost\n      params: {objective: min_cost}\n", "px.yaml"));
+    snprintf(
+        ppath, sizeof ppath, "%s",
+        gen_pipeline(&g, "      type: cost\n      params: {objective: min_cost}\n", "px.yaml"));
     o.pipeline_path = ppath;
     o.sweep_param = "quality_floor";
     dynrag_eval_calibrate_options co;
@@ -692,7 +705,8 @@ TEST(eval_outcomes_sweep_and_calibrate)
     for (size_t r = 0; r < 4; r++) {
         dr_buf_printf(&nb, "{\"id\": \"n%zu\", \"query\": \"q\", \"outcomes\": {", r);
         for (size_t k = 0; k < g.n_opt; k++)
-            dr_buf_printf(&nb, "%s\"%s\": {\"quality\": %zu}", k ? ", " : "", g.opt[k], (r + k) % 2);
+            dr_buf_printf(&nb, "%s\"%s\": {\"quality\": %zu}", k ? ", " : "", g.opt[k],
+                          (r + k) % 2);
         dr_buf_puts(&nb, "}}\n");
     }
     w.outcomes_path = test_write_file("nocost.jsonl", nb.data);
@@ -710,9 +724,10 @@ TEST(eval_outcomes_sweep_and_calibrate)
     ASSERT_CONTAINS(text, "stages.generator.router.params.quality_floor = ");
     ASSERT_CONTAINS(text, "/cli.yaml (a copy of");
     free(text);
-    snprintf(cmd, sizeof cmd,
-             "%s calibrate --pipeline %s --outcomes %s --sweep quality_floor --target-cost 1e-9 2>&1",
-             test_cli_path(), ppath, tpath);
+    snprintf(
+        cmd, sizeof cmd,
+        "%s calibrate --pipeline %s --outcomes %s --sweep quality_floor --target-cost 1e-9 2>&1",
+        test_cli_path(), ppath, tpath);
     ASSERT_EQ(test_run(cmd, &text), 1);
     ASSERT_CONTAINS(text, "target NOT met");
     free(text);

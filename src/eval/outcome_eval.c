@@ -29,9 +29,9 @@ typedef struct oeval {
     dynrag_pipeline *p;
     const dr_stage *st;
     dr_outcome_table ot;
-    int map[DR_MAX_OPTIONS];      /* stage option -> table option */
-    dr_query_features *feat;      /* [n_rows] */
-    dynrag_eval_table *t;         /* the whole table, the router's choices filled */
+    int map[DR_MAX_OPTIONS]; /* stage option -> table option */
+    dr_query_features *feat; /* [n_rows] */
+    dynrag_eval_table *t;    /* the whole table, the router's choices filled */
     dynrag_eval_compare_options co;
     size_t n_missing;
     double route_us_p50, route_us_p90;
@@ -39,7 +39,7 @@ typedef struct oeval {
     char param[48];
     double *grid;
     size_t n_grid;
-    int *sw_first, *sw_last;      /* [n_grid][n_rows] */
+    int *sw_first, *sw_last; /* [n_grid][n_rows] */
     /* Tasks: names in first-seen order and each row's task index. */
     char **tasks;
     size_t n_tasks;
@@ -131,8 +131,7 @@ static int cmp_double(const void *a, const void *b)
  * ([n_rows][n_options]); us (may be NULL) the routing time per row. A stateful
  * router (bandit) gets the recorded quality of the final option as reward.
  */
-static int route_all(oeval *e, int *first, int *last, double *scores, double *us,
-                     dynrag_error *err)
+static int route_all(oeval *e, int *first, int *last, double *scores, double *us, dynrag_error *err)
 {
     dr_router *r = NULL;
     int rc = dr_router_create(e->p, e->st, &r, err);
@@ -162,8 +161,8 @@ static int route_all(oeval *e, int *first, int *last, double *scores, double *us
             goto done;
         }
         if (d.option < 0 || (size_t)d.option >= no) {
-            rc = dr_err_set(err, DYNRAG_ERR_INTERNAL, "stages.generator: router chose option %d of %zu",
-                            d.option, no);
+            rc = dr_err_set(err, DYNRAG_ERR_INTERNAL,
+                            "stages.generator: router chose option %d of %zu", d.option, no);
             goto done;
         }
         first[q] = d.option;
@@ -316,7 +315,8 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
 {
     memset(e, 0, sizeof(*e));
     if (opt->pipeline_path == NULL || opt->outcomes_path == NULL)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: a pipeline and an outcome table are required");
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "eval: a pipeline and an outcome table are required");
     dynrag_diags *dg = NULL;
     int rc = dynrag_pipeline_load(opt->pipeline_path, &e->p, &dg, err);
     if (rc != DYNRAG_OK) {
@@ -378,7 +378,8 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         e->row_task[q] = k;
     }
     /* The table of dynrag_eval_compare. */
-    if ((rc = dynrag_eval_table_new("generator", st->router.type, nq, no, &e->t, err)) != DYNRAG_OK) {
+    if ((rc = dynrag_eval_table_new("generator", st->router.type, nq, no, &e->t, err)) !=
+        DYNRAG_OK) {
         free(us);
         return rc;
     }
@@ -474,8 +475,8 @@ typedef struct summary {
 
 /* The always-X row of option o (rows: router when routed, then always-X in
  * option order; the row name may be truncated, the position is not). */
-static const dynrag_eval_row *always_row(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
-                                         size_t o)
+static const dynrag_eval_row *always_row(const dynrag_eval_table *t,
+                                         const dynrag_eval_comparison *c, size_t o)
 {
     (void)t;
     size_t base = c->n_rows > 0 && strcmp(c->rows[0].name, "router") == 0 ? 1 : 0;
@@ -526,7 +527,8 @@ static int summarise(const oeval *e, const dynrag_eval_outcomes_options *opt,
     s->aiq_singles = dynrag_eval_aiq(pts, no, s->c_lo, s->c_hi);
     const dynrag_eval_row *best = dynrag_eval_comparison_row(c, "best-single");
     for (size_t o = 0; o < no && s->strong < 0; o++)
-        if (always_row(t, c, o)->quality == best->quality && always_row(t, c, o)->cost == best->cost)
+        if (always_row(t, c, o)->quality == best->quality &&
+            always_row(t, c, o)->cost == best->cost)
             s->strong = (int)o;
     if (opt->strong)
         s->strong = dynrag_eval_table_option(t, opt->strong);
@@ -677,14 +679,15 @@ static void md_policies(dr_buf *b, const dynrag_eval_table *t, const dynrag_eval
                 dr_buf_printf(b, "%s%s %zu", shown++ ? ", " : " ", t->options[k], row->calls[k]);
         dr_buf_puts(b, " |\n");
     }
-    dr_buf_printf(b, "\nAIQ over cost [%.4g, %.4g]: router %.4f, single options' hull %.4f, "
-                     "oracle %.4f. Strong `%s`, weak `%s`:",
+    dr_buf_printf(b,
+                  "\nAIQ over cost [%.4g, %.4g]: router %.4f, single options' hull %.4f, "
+                  "oracle %.4f. Strong `%s`, weak `%s`:",
                   s->c_lo, s->c_hi, s->aiq_router, s->aiq_singles, s->aiq_oracle,
                   t->options[s->strong], t->options[s->weak]);
     if (isnan(s->apgr))
-        dr_buf_puts(b, " APGR and CPT undefined (the strong option is not better than the weak).\n");
-    else
-    {
+        dr_buf_puts(b,
+                    " APGR and CPT undefined (the strong option is not better than the weak).\n");
+    else {
         dr_buf_printf(b, " router PGR %.3f, APGR %.4f", s->pgr_router, s->apgr);
         const double cpt[2] = {s->cpt50, s->cpt80};
         for (int i = 0; i < 2; i++) {
@@ -748,8 +751,8 @@ static cJSON *per_query_json(const oeval *e)
     return a;
 }
 
-int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt,
-                         dynrag_eval_outcomes_summary *sum, char **report_md, dynrag_error *err)
+int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt, dynrag_eval_outcomes_summary *sum,
+                         char **report_md, dynrag_error *err)
 {
     if (report_md)
         *report_md = NULL;
@@ -793,17 +796,18 @@ int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt,
     cJSON *swp = cJSON_AddArrayToObject(sw, "points");
     for (size_t g = 0; g < c.n_sweep; g++)
         cJSON_AddItemToArray(swp, policy_json(t, &c.sweep[g]));
-    dr_buf_printf(&md, "# Outcome evaluation of `%s`\n\nPipeline `%s`, outcome table `%s`: %zu "
-                       "queries, %zu tasks, generator router `%s` over %zu options; "
-                       "%zu missing outcomes (quality 0, cost 0). Routing p50 %.1f us.\n\n"
-                       "## All queries\n\n",
-                  dynrag_pipeline_name(e.p), opt->pipeline_path, opt->outcomes_path,
-                  t->n_queries, e.n_tasks, t->router_type, t->n_options, e.n_missing,
-                  e.route_us_p50);
+    dr_buf_printf(&md,
+                  "# Outcome evaluation of `%s`\n\nPipeline `%s`, outcome table `%s`: %zu "
+                  "queries, %zu tasks, generator router `%s` over %zu options; "
+                  "%zu missing outcomes (quality 0, cost 0). Routing p50 %.1f us.\n\n"
+                  "## All queries\n\n",
+                  dynrag_pipeline_name(e.p), opt->pipeline_path, opt->outcomes_path, t->n_queries,
+                  e.n_tasks, t->router_type, t->n_options, e.n_missing, e.route_us_p50);
     md_policies(&md, t, &c, &s);
     if (c.n_sweep > 0) {
-        dr_buf_printf(&md, "\nSweep of `%s`:\n\n| %s | quality | cost_usd | share calling `%s` |\n"
-                           "|---:|---:|---:|---:|\n",
+        dr_buf_printf(&md,
+                      "\nSweep of `%s`:\n\n| %s | quality | cost_usd | share calling `%s` |\n"
+                      "|---:|---:|---:|---:|\n",
                       e.param, e.param, t->options[s.strong]);
         for (size_t g = 0; g < c.n_sweep; g++) {
             dr_buf_printf(&md, "| %.4g |", c.sweep[g].param);
@@ -843,12 +847,13 @@ int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt,
         sub = NULL;
     }
     cJSON_AddItemToObject(rep, "per_query", per_query_json(&e));
-    dr_buf_puts(&md, "\nQuality is the recorded quality of the final option; cost_usd adds up every "
-                     "call (cascades). AIQ: area under the non-decreasing convex hull over the "
-                     "single options' cost range, divided by that range. PGR/APGR/CPT: RouteLLM's, "
-                     "with the share of queries calling the strong option. Plots: "
-                     "`generator-cost-quality.svg`, `generator-calls.svg`. Method: "
-                     "docs/evaluation.md.\n");
+    dr_buf_puts(&md,
+                "\nQuality is the recorded quality of the final option; cost_usd adds up every "
+                "call (cascades). AIQ: area under the non-decreasing convex hull over the "
+                "single options' cost range, divided by that range. PGR/APGR/CPT: RouteLLM's, "
+                "with the share of queries calling the strong option. Plots: "
+                "`generator-cost-quality.svg`, `generator-calls.svg`. Method: "
+                "docs/evaluation.md.\n");
     if (md.data == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
@@ -907,8 +912,8 @@ int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
 {
     memset(out, 0, sizeof(*out));
     out->value = NAN;
-    int n_targets = !isnan(copt->target_cost) + !isnan(copt->target_share) +
-                    !isnan(copt->target_quality);
+    int n_targets =
+        !isnan(copt->target_cost) + !isnan(copt->target_share) + !isnan(copt->target_quality);
     if (n_targets != 1)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "calibrate: give exactly one of a target cost, share or quality");
@@ -931,7 +936,8 @@ int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
     }
     int target = (int)t->n_options - 1;
     if (!isnan(copt->target_share) &&
-        (target = dynrag_eval_table_option(t, copt->target_option ? copt->target_option : "")) < 0) {
+        (target = dynrag_eval_table_option(t, copt->target_option ? copt->target_option : "")) <
+            0) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID, "calibrate: the generator has no option '%s'",
                         copt->target_option ? copt->target_option : "(null)");
         goto cleanup;
@@ -942,8 +948,8 @@ int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
         goto cleanup;
     }
     for (size_t g = 0; g < e.n_grid; g++)
-        dr_eval_row_of_chains(t, &e.co, e.sw_first + g * nq, e.sw_last + g * nq, "sweep",
-                              e.grid[g], &rows[g]);
+        dr_eval_row_of_chains(t, &e.co, e.sw_first + g * nq, e.sw_last + g * nq, "sweep", e.grid[g],
+                              &rows[g]);
     /* Met values: best quality (then cheaper) for a cost or share target,
      * cheapest (then better) for a quality target; else the closest. */
     int best = -1;
@@ -969,10 +975,10 @@ int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
         const dynrag_eval_row *b = &rows[best];
         bool better;
         if (!met) {
-            double bmiss = !isnan(copt->target_cost)    ? b->cost - copt->target_cost
-                           : !isnan(copt->target_share) ? (double)b->calls[target] / (double)nq -
-                                                              copt->target_share
-                                                        : copt->target_quality - b->quality;
+            double bmiss = !isnan(copt->target_cost) ? b->cost - copt->target_cost
+                           : !isnan(copt->target_share)
+                               ? (double)b->calls[target] / (double)nq - copt->target_share
+                               : copt->target_quality - b->quality;
             better = miss < bmiss;
         } else if (!isnan(copt->target_quality)) {
             better = r->cost < b->cost || (r->cost == b->cost && r->quality > b->quality);

@@ -24,7 +24,8 @@ static int cmp_point(const void *a, const void *b)
 /* > 0 when b turns left of o->a (a lies below the segment o->b). */
 static double cross(dynrag_eval_point o, dynrag_eval_point a, dynrag_eval_point b)
 {
-    return (a.cost - o.cost) * (b.quality - o.quality) - (a.quality - o.quality) * (b.cost - o.cost);
+    return (a.cost - o.cost) * (b.quality - o.quality) -
+           (a.quality - o.quality) * (b.cost - o.cost);
 }
 
 size_t dynrag_eval_hull(const dynrag_eval_point *pts, size_t n, dynrag_eval_point *out)
@@ -108,8 +109,7 @@ static int cmp_xp(const void *a, const void *b)
     return u->x < v->x ? -1 : u->x > v->x ? 1 : 0;
 }
 
-double dynrag_eval_apgr(const double *x, const double *q, size_t n, double q_weak,
-                        double q_strong)
+double dynrag_eval_apgr(const double *x, const double *q, size_t n, double q_weak, double q_strong)
 {
     if (n == 0 || !(q_strong > q_weak))
         return NAN;
@@ -132,8 +132,8 @@ double dynrag_eval_apgr(const double *x, const double *q, size_t n, double q_wea
     return area;
 }
 
-double dynrag_eval_cpt(const double *x, const double *q, size_t n, double q_weak,
-                       double q_strong, double target)
+double dynrag_eval_cpt(const double *x, const double *q, size_t n, double q_weak, double q_strong,
+                       double target)
 {
     if (n == 0 || !(q_strong > q_weak))
         return NAN;
