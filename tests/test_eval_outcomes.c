@@ -545,6 +545,22 @@ TEST(eval_outcomes_errors_name_the_culprit)
     ASSERT_EQ(test_run(cmd, &text), 0);
     ASSERT_CONTAINS(text, "| router | 1.0000 |");
     free(text);
+    /* p3 has both options: none ignored. p4 leaves org/b out. */
+    snprintf(yaml, sizeof yaml, "%s    router: {type: fixed, params: {option: a}}\n", head);
+    const char *p4 = test_write_file("p4.yaml", yaml);
+    snprintf(cmd, sizeof cmd, "%s eval --pipeline %s --outcomes %s --out %s/o4 >/dev/null 2>&1",
+             test_cli_path(), p4, tpath, test_tmpdir());
+    ASSERT_EQ(test_run(cmd, &text), 0);
+    free(text);
+    char *od4 = dr_asprintf("%s/o4", test_tmpdir());
+    cJSON *rep4 = read_report(od4);
+    free(od4);
+    ASSERT(rep4 != NULL);
+    const cJSON *ign = cJSON_GetObjectItemCaseSensitive(rep4, "ignored_options");
+    bool ign_ok = cJSON_GetArraySize(ign) == 1 &&
+                  strcmp(cJSON_GetArrayItem(ign, 0)->valuestring, "org/b") == 0;
+    cJSON_Delete(rep4);
+    ASSERT(ign_ok);
     char *od = dr_asprintf("%s/o", test_tmpdir());
     cJSON *rep = read_report(od);
     free(od);

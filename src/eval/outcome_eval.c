@@ -786,6 +786,11 @@ int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt, dynrag_eval_ou
     cJSON *ops = cJSON_AddArrayToObject(rep, "options");
     for (size_t o = 0; o < t->n_options; o++)
         cJSON_AddItemToArray(ops, cJSON_CreateString(t->options[o]));
+    /* Table options the generator does not have. */
+    cJSON *ign = cJSON_AddArrayToObject(rep, "ignored_options");
+    for (size_t k = 0; k < e.ot.n_options; k++)
+        if (dr_stage_find_option(e.st, e.ot.options[k]) < 0)
+            cJSON_AddItemToArray(ign, cJSON_CreateString(e.ot.options[k]));
     cJSON *rt = cJSON_AddObjectToObject(rep, "routing_us");
     cJSON_AddNumberToObject(rt, "p50", e.route_us_p50);
     cJSON_AddNumberToObject(rt, "p90", e.route_us_p90);
