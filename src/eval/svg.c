@@ -234,7 +234,15 @@ char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparis
 char *dynrag_eval_svg_calls(const dynrag_eval_table *t, const dynrag_eval_comparison *c)
 {
     static const char *const which[] = {"router", "best-single", "random-mix", "oracle"};
-    int bar_h = 11, group_gap = 18, top = 50, left = 200, width = 420;
+    int bar_h = 11, group_gap = 18, top = 50, left = 120, width = 420;
+    /* Room for the longest option name (about 7 px a character at 12 px). */
+    for (size_t o = 0; o < t->n_options && o < 16; o++) {
+        size_t len = strlen(t->options[o]);
+        if (len > 200)
+            len = 200;
+        if (20 + 7 * (int)len > left)
+            left = 20 + 7 * (int)len;
+    }
     size_t max_calls = 1;
     for (size_t w = 0; w < DR_ARRAY_LEN(which); w++) {
         const dynrag_eval_row *r = dynrag_eval_comparison_row(c, which[w]);
