@@ -53,6 +53,7 @@ typedef enum dynrag_eval_metric {
     DYNRAG_EVAL_USD,        /* "usd" */
     DYNRAG_EVAL_LATENCY,    /* "latency_ms" */
     DYNRAG_EVAL_ENERGY,     /* "energy_wh" */
+    DYNRAG_EVAL_QUALITY,    /* "quality": a recorded quality in [0, 1] (outcome tables) */
     DYNRAG_EVAL_N_METRICS
 } dynrag_eval_metric;
 
@@ -61,7 +62,7 @@ const char *dynrag_eval_metric_name(dynrag_eval_metric m);
 /* Parses a metric name; also "latency" and "energy". DYNRAG_ERR_INVALID when
  * unknown. */
 int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err);
-/* True for cost metrics (steps .. energy): they add up along a cascade. */
+/* True for cost metrics (steps .. energy_wh): they add up along a cascade. */
 bool dynrag_eval_metric_is_cost(dynrag_eval_metric m);
 
 /* The outcome of one query under one option. m[i] is NAN when the metric does
@@ -139,13 +140,17 @@ typedef struct dynrag_eval_compare_options {
 } dynrag_eval_compare_options;
 
 /* The comparison of one stage. rows: router (when the table has choices),
- * always-X per option, random, random-mix (when the table has choices),
- * oracle; sweep: the threshold sweep points. */
+ * always-X per option, best-single (the always-X of best quality, cheapest
+ * among ties), random, random-mix (when the table has choices), oracle;
+ * sweep: the threshold sweep points; hull: when n_hull > 0, the cost-quality
+ * hull of the single options (dynrag_eval_hull), drawn by the scatter plot. */
 typedef struct dynrag_eval_comparison {
     size_t n_rows;
     dynrag_eval_row *rows;
     size_t n_sweep;
     dynrag_eval_row *sweep;
+    size_t n_hull;
+    struct dynrag_eval_point *hull;
 } dynrag_eval_comparison;
 
 /* Computes every baseline of a table. The oracle takes, per query, the
@@ -171,6 +176,9 @@ char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comp
                               const char *quality_name, const char *cost_name);
 /* Stacked bars of the option mix of router, random-mix and oracle. */
 char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
+/* Grouped bars of the calls per option of router, best-single, random-mix
+ * and oracle (cascades count every call). */
+char *dynrag_eval_svg_calls(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
 
 /* ---- live evaluation ----------------------------------------------------------------- */
 
@@ -256,7 +264,7 @@ int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
 /* ---- calibration ----------------------------------------------------------------------- */
 
 typedef struct dynrag_eval_calibration {
-    char param[32];       /* "threshold", or "min_similarity" (knn) */
+    char param[48];       /* "threshold", "min_similarity" (knn), or the swept parameter */
     double value;         /* the chosen value */
     double quality, cost; /* what the chosen value achieved on the data */
     double share;         /* share of the target option at that value */
@@ -268,6 +276,8 @@ typedef struct dynrag_eval_calibrate_options {
     const char *target_option;  /* with target_share: the expensive option */
     double target_share;        /* in [0, 1]; NAN when targeting quality */
     double target_quality;      /* NAN when targeting a share */
+    double target_cost;         /* outcome tables only: mean cost_usd; NAN when not targeted
+                                   (dynrag_eval_calibrate ignores it) */
     const char *out_yaml;       /* NULL: do not write; else a full pipeline copy */
 } dynrag_eval_calibrate_options;
 
@@ -291,6 +301,113 @@ int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_cali
  * keeping every other byte; the copy is validated by loading it. */
 int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, const char *stage,
                                    const char *param, double value, dynrag_error *err);
+
+/* ---- routing-literature summaries ------------------------------------------------- */
+
+/* One operating point of a policy: mean cost and mean quality. */
+typedef struct dynrag_eval_point {
+    double cost, quality;
+} dynrag_eval_point;
+
+/*
+ * The non-decreasing upper convex hull of points (RouterBench): sorted by
+ * cost, starting at the best of the cheapest points, keeping only points
+ * that raise quality and lie on the upper concave chain. Points with a NAN
+ * or infinite coordinate are ignored. Writes at most n points to out (in
+ * increasing cost and quality) and returns how many.
+ */
+size_t dynrag_eval_hull(const dynrag_eval_point *pts, size_t n, dynrag_eval_point *out);
+
+/*
+ * AIQ (RouterBench): the area under the hull of pts over the cost range
+ * [c_lo, c_hi], divided by c_hi - c_lo. The curve is the hull interpolated
+ * linearly, flat at its best quality beyond its dearest point, and 0 below
+ * its cheapest point (a policy cannot spend less than that). With an empty
+ * range (c_hi <= c_lo) it is the curve's value at c_lo. NAN when no point is
+ * finite.
+ */
+double dynrag_eval_aiq(const dynrag_eval_point *pts, size_t n, double c_lo, double c_hi);
+
+/*
+ * RouteLLM's summaries of a strong/weak pair. Point i of a policy sweep
+ * calls the strong model on a share x[i] in [0, 1] of the queries and reaches
+ * quality q[i]; its PGR (performance gap recovered) is
+ * (q[i] - q_weak) / (q_strong - q_weak). PGR at a budget x is the best PGR of
+ * the points with x[i] <= x, and 0 (the weak model alone) when none fits;
+ * APGR is its integral over x in [0, 1]. NAN when q_strong <= q_weak or n is 0.
+ */
+double dynrag_eval_apgr(const double *x, const double *q, size_t n, double q_weak,
+                        double q_strong);
+/* CPT(target) (RouteLLM): the smallest share x[i] of strong calls among the
+ * points whose PGR reaches target (e.g. 0.5 for CPT(50%)); NAN when none does
+ * or the pair is degenerate as above. */
+double dynrag_eval_cpt(const double *x, const double *q, size_t n, double q_weak,
+                       double q_strong, double target);
+
+/* ---- evaluation on outcome tables ---------------------------------------------------- */
+
+typedef struct dynrag_eval_outcomes_options {
+    const char *pipeline_path; /* required: its generator stage is replayed */
+    const char *outcomes_path; /* required: an outcome table (docs/outcomes.md) */
+    const char *out_dir;       /* report.json, report.md, generator-*.svg; NULL: write nothing */
+    uint64_t seed;             /* random baselines */
+    const char *strong;        /* APGR/CPT strong option; NULL = the best single */
+    const char *weak;          /* weak option; NULL = the cheapest single (worst among ties) */
+    const char *sweep_param;   /* router parameter swept for AIQ/APGR/CPT and calibration;
+                                  NULL = willingness_to_pay, wtp or threshold, the first the
+                                  router's params have; "none" = no sweep */
+    const double *grid;        /* sweep values; NULL = the parameter's default grid */
+    size_t n_grid;
+} dynrag_eval_outcomes_options;
+
+/* The headline figures of an outcome evaluation (all queries). */
+typedef struct dynrag_eval_outcomes_summary {
+    size_t n_queries, n_tasks;
+    size_t n_missing;      /* (query, option) pairs of the pipeline without an outcome */
+    double router_quality, router_cost;
+    double aiq_router;     /* AIQ of the router's point and sweep */
+    double aiq_singles;    /* AIQ of the single options' hull */
+    double apgr, cpt50, cpt80; /* NAN when the strong/weak pair is degenerate */
+    char sweep_param[48];  /* "" when no sweep */
+    size_t n_sweep;
+    double route_us_p50;   /* routing time per query (the router's decisions) */
+} dynrag_eval_outcomes_summary;
+
+/*
+ * Replays the generator stage of a pipeline over an outcome table, calling
+ * no model: the stage's router routes each query's text; the chosen option's
+ * recorded quality and cost stand for the run. A cascade calls options in
+ * listed order from the router's first choice and pays for every call; its
+ * judge reads the recorded responses (the agreement judge compares the
+ * answers of the options called so far, so it first judges after the second
+ * call). Every option of the stage must be an option of the table (else
+ * DYNRAG_ERR_INVALID naming it); table options the stage lacks are ignored.
+ * A missing outcome counts as quality 0 and cost 0. Computes the baselines of
+ * dynrag_eval_compare (quality "quality", cost "usd"), per task as well, the
+ * router's parameter sweep and the summaries (AIQ over the single options'
+ * cost range, APGR and CPT(50%/80%) of the strong/weak pair), and writes
+ * OUT/report.json, OUT/report.md, OUT/generator-cost-quality.svg and
+ * OUT/generator-calls.svg. summary and report_md (caller frees) may be NULL.
+ */
+int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt,
+                         dynrag_eval_outcomes_summary *summary, char **report_md,
+                         dynrag_error *err);
+
+/*
+ * Calibration on an outcome table: sweeps the router parameter (opt's
+ * sweep_param, over 101 values by default: [0, 1] for a threshold or floor,
+ * 0 and geometric values for a willingness to pay) and picks, with
+ * target_cost (not NAN): the best quality whose mean cost_usd is <= it; with
+ * target_option/target_share: the best quality whose share of queries
+ * calling that option is <= it; with target_quality: the cheapest value
+ * reaching it. When none meets the target the closest value is chosen and
+ * out->met is false. copt->stage, when set, must be "generator"; out_yaml as
+ * for dynrag_eval_calibrate. out->share is the target option's call share
+ * (the last option's without one).
+ */
+int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
+                                   const dynrag_eval_calibrate_options *copt,
+                                   dynrag_eval_calibration *out, dynrag_error *err);
 
 /* ---- silver labels (Adaptive-RAG) ---------------------------------------------------- */
 

@@ -74,6 +74,71 @@ static int common_flag(const char *cmd, int argc, char **argv, int *i, dynrag_ev
     return 1;
 }
 
+/* Outcome-table flags shared by eval and calibrate; returns 1 when argv[*i]
+ * was consumed, 0 when unknown, -1 on a bad value (already reported). grid
+ * has room for max values. */
+static int outcome_flag(const char *cmd, int argc, char **argv, int *i,
+                        dynrag_eval_outcomes_options *oo, double *grid, size_t max)
+{
+    const char *a = argv[*i];
+    if (*i + 1 >= argc)
+        return 0;
+    const char *v = argv[*i + 1];
+    if (strcmp(a, "--strong") == 0) {
+        oo->strong = v;
+    } else if (strcmp(a, "--weak") == 0) {
+        oo->weak = v;
+    } else if (strcmp(a, "--sweep") == 0) {
+        oo->sweep_param = v;
+    } else if (strcmp(a, "--grid") == 0) {
+        char buf[4096];
+        if (strlen(v) >= sizeof buf)
+            return cli_usage_error(cmd, "--grid: list too long"), -1;
+        snprintf(buf, sizeof buf, "%s", v);
+        size_t n = 0;
+        char *save = NULL;
+        for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            if (n == max)
+                return cli_usage_error(cmd, "--grid: at most %zu values", max), -1;
+            if (!cli_parse_double(cmd, "--grid", tok, -1e12, 1e12, &grid[n]))
+                return -1;
+            n++;
+        }
+        if (n == 0)
+            return cli_usage_error(cmd, "--grid: expected comma-separated numbers"), -1;
+        oo->grid = grid;
+        oo->n_grid = n;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}
+
+#define MAX_GRID 1001
+
+/* `dynrag eval --pipeline P --outcomes T`. */
+static int run_outcomes(dynrag_eval_outcomes_options *oo)
+{
+    if (!oo->out_dir)
+        oo->out_dir = "eval-out";
+    dynrag_eval_outcomes_summary sum;
+    char *md = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dynrag_eval_outcomes(oo, &sum, &md, &err) != DYNRAG_OK) {
+        cli_error("eval", "%s", dynrag_errmsg(&err));
+        return CLI_FAIL;
+    }
+    fputs(md, stdout);
+    free(md);
+    fprintf(stderr, "eval: %zu queries, %zu tasks, %zu missing outcomes; router quality %.4f, "
+                    "cost_usd %.4g; wrote %s/report.md, report.json\n",
+            sum.n_queries, sum.n_tasks, sum.n_missing, sum.router_quality, sum.router_cost,
+            oo->out_dir);
+    return CLI_OK;
+}
+
 static void print_comparison(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
                              const char *qname, const char *cname)
 {
@@ -123,7 +188,10 @@ int cmd_eval(int argc, char **argv)
     char stages_buf[256];
     const char *stages[6];
     const char *replay = NULL, *outcomes = NULL;
-    bool format_set = false;
+    bool format_set = false, outcome_flags = false;
+    dynrag_eval_outcomes_options oo;
+    memset(&oo, 0, sizeof(oo));
+    static double grid[MAX_GRID];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = common_flag("eval", argc, argv, &i, &o, stages_buf, sizeof stages_buf, stages);
@@ -131,6 +199,12 @@ int cmd_eval(int argc, char **argv)
             return CLI_USAGE;
         if (r > 0) {
             format_set = format_set || strcmp(a, "--format") == 0;
+            continue;
+        }
+        if ((r = outcome_flag("eval", argc, argv, &i, &oo, grid, MAX_GRID)) < 0)
+            return CLI_USAGE;
+        if (r > 0) {
+            outcome_flags = true;
             continue;
         }
         if (strcmp(a, "--out") == 0 && i + 1 < argc)
@@ -146,6 +220,20 @@ int cmd_eval(int argc, char **argv)
         else
             return cli_usage_error("eval", "unknown or incomplete option '%s'", a);
     }
+    if (outcomes && !replay && o.pipeline_path) {
+        if (o.data_path || format_set || o.qrels_path || o.index_dir || o.n_stages || o.limit ||
+            o.quality_set || o.cost_set || o.no_baselines || o.no_cache)
+            return cli_usage_error("eval", "--pipeline with --outcomes takes only --out, --seed, "
+                                           "--strong, --weak, --sweep and --grid");
+        oo.pipeline_path = o.pipeline_path;
+        oo.outcomes_path = outcomes;
+        oo.out_dir = o.out_dir;
+        oo.seed = o.seed;
+        return run_outcomes(&oo);
+    }
+    if (outcome_flags)
+        return cli_usage_error("eval", "--strong, --weak, --sweep and --grid need --pipeline "
+                                       "and --outcomes");
     if (replay || outcomes) {
         if (!replay || !outcomes)
             return cli_usage_error("eval", "--replay LOG needs --outcomes TABLE (and vice versa)");
@@ -189,8 +277,13 @@ int cmd_calibrate(int argc, char **argv)
     memset(&co, 0, sizeof(co));
     co.target_share = NAN;
     co.target_quality = NAN;
+    co.target_cost = NAN;
     char share_buf[256];
-    bool format_set = false;
+    bool format_set = false, outcome_flags = false;
+    const char *outcomes = NULL;
+    dynrag_eval_outcomes_options oo;
+    memset(&oo, 0, sizeof(oo));
+    static double grid[MAX_GRID];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = common_flag("calibrate", argc, argv, &i, &o, stages_buf, sizeof stages_buf, stages);
@@ -200,7 +293,20 @@ int cmd_calibrate(int argc, char **argv)
             format_set = format_set || strcmp(a, "--format") == 0;
             continue;
         }
-        if (strcmp(a, "--stage") == 0 && i + 1 < argc) {
+        if ((r = outcome_flag("calibrate", argc, argv, &i, &oo, grid, MAX_GRID)) < 0)
+            return CLI_USAGE;
+        if (r > 0) {
+            outcome_flags = outcome_flags || strcmp(a, "--sweep") == 0 || strcmp(a, "--grid") == 0;
+            if (strcmp(a, "--strong") == 0 || strcmp(a, "--weak") == 0)
+                return cli_usage_error("calibrate", "unknown or incomplete option '%s'", a);
+            continue;
+        }
+        if (strcmp(a, "--outcomes") == 0 && i + 1 < argc) {
+            outcomes = argv[++i];
+        } else if (strcmp(a, "--target-cost") == 0 && i + 1 < argc) {
+            if (!cli_parse_double("calibrate", "--target-cost", argv[++i], 0, 1e12, &co.target_cost))
+                return CLI_USAGE;
+        } else if (strcmp(a, "--stage") == 0 && i + 1 < argc) {
             co.stage = argv[++i];
         } else if (strcmp(a, "--out") == 0 && i + 1 < argc) {
             co.out_yaml = argv[++i];
@@ -223,6 +329,36 @@ int cmd_calibrate(int argc, char **argv)
             return cli_usage_error("calibrate", "unknown or incomplete option '%s'", a);
         }
     }
+    if (outcomes) {
+        if (!o.pipeline_path)
+            return cli_usage_error("calibrate", "--outcomes needs --pipeline");
+        if (o.data_path || format_set || o.qrels_path || o.index_dir || o.out_dir)
+            return cli_usage_error("calibrate", "--outcomes does not take --data, --format, "
+                                                "--qrels, --index or --work");
+        if (!isnan(co.target_cost) + !isnan(co.target_share) + !isnan(co.target_quality) != 1)
+            return cli_usage_error("calibrate", "give exactly one of --target-cost, "
+                                                "--target-share and --target-quality");
+        oo.pipeline_path = o.pipeline_path;
+        oo.outcomes_path = outcomes;
+        oo.seed = o.seed;
+        dynrag_eval_calibration cal;
+        dynrag_error err;
+        dynrag_error_clear(&err);
+        if (dynrag_eval_calibrate_outcomes(&oo, &co, &cal, &err) != DYNRAG_OK) {
+            cli_error("calibrate", "%s", dynrag_errmsg(&err));
+            return CLI_FAIL;
+        }
+        printf("stages.generator.router.params.%s = %g  (quality %.4f, cost_usd %.4g, share %.3f%s)\n",
+               cal.param, cal.value, cal.quality, cal.cost, cal.share,
+               cal.met ? "" : "; target NOT met: closest value");
+        if (co.out_yaml)
+            printf("wrote %s (a copy of %s with only that value changed); use it with --pipeline "
+                   "%s\n",
+                   co.out_yaml, o.pipeline_path, co.out_yaml);
+        return cal.met ? CLI_OK : CLI_FAIL;
+    }
+    if (outcome_flags || !isnan(co.target_cost))
+        return cli_usage_error("calibrate", "--sweep, --grid and --target-cost need --outcomes");
     if (!o.pipeline_path || !o.data_path || !format_set || !co.stage)
         return cli_usage_error("calibrate", "--pipeline, --data, --format and --stage are required");
     if (isnan(co.target_share) == isnan(co.target_quality))

@@ -179,6 +179,9 @@ static const cli_command commands[] = {
      "                   [--quality METRIC] [--cost METRIC] [--no-baselines] [--no-cache]\n"
      "       dynrag eval --replay LOG.jsonl --outcomes TABLE.jsonl [--stages S]\n"
      "                   [--quality METRIC] [--cost METRIC] [--seed N]\n"
+     "       dynrag eval --pipeline FILE --outcomes TABLE.jsonl [--out DIR] [--seed N]\n"
+     "                   [--strong OPTION] [--weak OPTION] [--sweep PARAM|none]\n"
+     "                   [--grid V1,V2,...]\n"
      "\n"
      "Runs every query through the pipeline's routers and, for each routed stage (more\n"
      "than one available option and a non-fixed router, or those named by --stages),\n"
@@ -200,12 +203,29 @@ static const cli_command commands[] = {
      "                   outcome table (--outcomes, e.g. DIR/outcomes.jsonl); quality\n"
      "                   defaults to the table's format: ndcg@10 for beir, f1 for qa\n"
      "\n"
+     "With --pipeline and --outcomes (an outcome table of recorded LLM outcomes,\n"
+     "docs/outcomes.md), replays the pipeline's generator stage over the table without\n"
+     "calling any model: the router sees each query's text, the chosen option's\n"
+     "recorded quality and cost_usd count (cascades pay every call; their judges read\n"
+     "the recorded responses). Compares router, always-X, best-single, random,\n"
+     "random-mix and oracle, overall and per task, with AIQ, APGR and CPT(50%/80%).\n"
+     "Writes DIR/report.json, report.md, generator-cost-quality.svg and\n"
+     "generator-calls.svg (default DIR: eval-out).\n"
+     "  --strong/--weak  the APGR/CPT pair (default: best single / cheapest single)\n"
+     "  --sweep PARAM    router parameter swept for AIQ, APGR and CPT (default:\n"
+     "                   willingness_to_pay, wtp or threshold if the router has one)\n"
+     "  --grid LIST      the sweep's values (default 21 values: [0, 1], or 0 and\n"
+     "                   geometric values for a willingness to pay)\n"
+     "\n"
      "Method and files: docs/evaluation.md.\n",
      cmd_eval},
-    {"calibrate", "tune a router threshold for a target route share or quality",
+    {"calibrate", "tune a router threshold for a target route share, cost or quality",
      "usage: dynrag calibrate --pipeline FILE --data FILE --format qa|beir [--qrels FILE]\n"
      "                        --stage S (--target-share OPTION=SHARE | --target-quality Q)\n"
      "                        [--out FILE.yaml] [--work DIR] [--quality M] [--cost M]\n"
+     "       dynrag calibrate --pipeline FILE --outcomes TABLE.jsonl [--out FILE.yaml]\n"
+     "                        (--target-cost USD | --target-share OPTION=SHARE |\n"
+     "                         --target-quality Q) [--sweep PARAM] [--grid V1,V2,...]\n"
      "\n"
      "Sweeps the stage router's threshold (classifier and cascade `threshold` over\n"
      "101 values; knn `min_similarity` over 21 values in [0, 1], routing every query\n"
@@ -214,7 +234,13 @@ static const cli_command commands[] = {
      "share of OPTION is at most SHARE, or the cheapest value reaching quality Q.\n"
      "--out writes a copy of the pipeline file with only that parameter changed\n"
      "(comments kept), checked by loading it. Exit status 1 when no value meets the\n"
-     "target (the closest is printed).\n",
+     "target (the closest is printed).\n"
+     "\n"
+     "With --outcomes, calibrates the generator router on an outcome table instead:\n"
+     "sweeps its willingness_to_pay, wtp or threshold parameter (or --sweep PARAM) over\n"
+     "101 values and picks the best-quality value whose mean cost_usd is at most USD,\n"
+     "or whose share of queries calling OPTION is at most SHARE, or the cheapest value\n"
+     "reaching quality Q.\n",
      cmd_calibrate},
     {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"

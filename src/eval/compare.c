@@ -165,6 +165,12 @@ static int cascade_pick(const dynrag_eval_table *t, size_t q, double thr)
     return (int)t->n_options - 1;
 }
 
+/* A row's mean cost with NAN as 0 (rows without cost compare equal). */
+static double cost0_mean(const dynrag_eval_row *r)
+{
+    return isnan(r->cost) ? 0.0 : r->cost;
+}
+
 static bool has_choices(const dynrag_eval_table *t)
 {
     for (size_t q = 0; q < t->n_queries; q++)
@@ -187,7 +193,7 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: bad quality or cost metric");
     size_t no = t->n_options, nq = t->n_queries;
     bool choices = has_choices(t);
-    size_t cap = no + 4;
+    size_t cap = no + 5;
     out->rows = calloc(cap, sizeof *out->rows);
     if (out->rows == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -229,6 +235,21 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
             r->calls[o]++;
         }
         acc_finish(&a, &opt, r);
+    }
+    /* The best single option: the always-X of best quality, cheapest among
+     * ties (listed order after that). */
+    {
+        const dynrag_eval_row *always = &out->rows[out->n_rows - no], *best = NULL;
+        for (size_t o = 0; o < no; o++) {
+            const dynrag_eval_row *r = &always[o];
+            double q = isnan(r->quality) ? -INFINITY : r->quality;
+            double bq = best == NULL || isnan(best->quality) ? -INFINITY : best->quality;
+            if (best == NULL || q > bq || (q == bq && cost0_mean(r) < cost0_mean(best)))
+                best = r;
+        }
+        dynrag_eval_row *r = &out->rows[out->n_rows++];
+        *r = *best;
+        snprintf(r->name, sizeof r->name, "best-single");
     }
     /* Uniform random. */
     {
@@ -345,12 +366,34 @@ void dr_eval_row_of_choices(const dynrag_eval_table *t, const dynrag_eval_compar
     acc_finish(&a, opt, r);
 }
 
+void dr_eval_row_of_chains(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
+                           const int *first, const int *last, const char *name, double param,
+                           dynrag_eval_row *r)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->param = param;
+    acc a = {0};
+    dynrag_eval_outcome tmp;
+    for (size_t q = 0; q < t->n_queries; q++) {
+        int l = last[q];
+        if (l >= 0 && (size_t)l < t->n_options && l < 16) {
+            chain_outcome(t, q, first[q], l, &tmp, r);
+            acc_add(&a, t, q, &tmp, l);
+        } else {
+            acc_add(&a, t, q, &t->router_outcome[q], -1);
+        }
+    }
+    acc_finish(&a, opt, r);
+}
+
 void dynrag_eval_comparison_free(dynrag_eval_comparison *c)
 {
     if (c == NULL)
         return;
     free(c->rows);
     free(c->sweep);
+    free(c->hull);
     memset(c, 0, sizeof(*c));
 }
 

@@ -71,4 +71,12 @@ void dr_eval_row_of_choices(const dynrag_eval_table *t, const dynrag_eval_compar
                             const int *choice, const char *name, double param,
                             dynrag_eval_row *r);
 
+/* The row of a policy given per query as a chain of calls first[q] ..
+ * last[q] in listed order (a cascade; first == last for a single call):
+ * quality of last[q], costs summed over the chain, every call counted.
+ * last[q] < 0: the router's own outcome stands. */
+void dr_eval_row_of_chains(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
+                           const int *first, const int *last, const char *name, double param,
+                           dynrag_eval_row *r);
+
 #endif

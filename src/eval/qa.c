@@ -128,7 +128,8 @@ double dynrag_eval_contains(const char *text, const char *const *golds, size_t n
 
 static const char *const metric_names[DYNRAG_EVAL_N_METRICS] = {
     "em",    "f1",    "context", "support", "ndcg@10",    "recall@10", "recall@100",
-    "mrr@10", "steps", "calls",   "tokens",  "usd",        "latency_ms", "energy_wh"};
+    "mrr@10", "steps", "calls",   "tokens",  "usd",        "latency_ms", "energy_wh",
+    "quality"};
 
 const char *dynrag_eval_metric_name(dynrag_eval_metric m)
 {
@@ -154,14 +155,14 @@ int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_erro
     }
     return dr_err_set(err, DYNRAG_ERR_INVALID,
                       "unknown metric '%s' (expected em, f1, context, support, ndcg@10, "
-                      "recall@10, recall@100, mrr@10, steps, calls, tokens, usd, latency_ms or "
-                      "energy_wh)",
+                      "recall@10, recall@100, mrr@10, steps, calls, tokens, usd, latency_ms, "
+                      "energy_wh or quality)",
                       s);
 }
 
 bool dynrag_eval_metric_is_cost(dynrag_eval_metric m)
 {
-    return m >= DYNRAG_EVAL_STEPS && m < DYNRAG_EVAL_N_METRICS;
+    return m >= DYNRAG_EVAL_STEPS && m <= DYNRAG_EVAL_ENERGY;
 }
 
 void dynrag_eval_outcome_init(dynrag_eval_outcome *o)

@@ -222,14 +222,23 @@ char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comp
                               PX(c->sweep[i].cost), PY(c->sweep[i].quality), c->sweep[i].param,
                               c->sweep[i].quality, c->sweep[i].cost);
     }
-    /* The rows' points, then their labels, each placed clear of every
-     * other label and point (a leader line joins a label moved away). */
+    /* The single options' hull (its points are always-X rows, inside the axes). */
+    if (c->n_hull > 0) {
+        dr_buf_puts(&b, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-dasharray=\"5,4\" "
+                        "points=\"");
+        for (size_t i = 0; i < c->n_hull; i++)
+            dr_buf_printf(&b, "%.1f,%.1f ", PX(c->hull[i].cost), PY(c->hull[i].quality));
+        dr_buf_puts(&b, "\"><title>hull of the single options</title></polyline>\n");
+    }
+    /* The rows' points (best-single repeats an always-X point), then their
+     * labels, each placed clear of every other label and point (a leader
+     * line joins a label moved away). */
     double *pts = calloc(2 * (c->n_rows + 1), sizeof *pts);
     box *placed = calloc(c->n_rows + 1, sizeof *placed);
     size_t n_pts = 0, n_placed = 0;
     for (size_t i = 0; i < c->n_rows && pts != NULL; i++) {
         const dynrag_eval_row *r = &c->rows[i];
-        if (!isfinite(r->cost) || !isfinite(r->quality))
+        if (!isfinite(r->cost) || !isfinite(r->quality) || strcmp(r->name, "best-single") == 0)
             continue;
         double x = PX(r->cost), y = PY(r->quality);
         pts[2 * n_pts] = x;
@@ -242,7 +251,7 @@ char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comp
     }
     for (size_t i = 0, k = 0; i < c->n_rows && pts != NULL && placed != NULL; i++) {
         const dynrag_eval_row *r = &c->rows[i];
-        if (!isfinite(r->cost) || !isfinite(r->quality))
+        if (!isfinite(r->cost) || !isfinite(r->quality) || strcmp(r->name, "best-single") == 0)
             continue;
         double x = pts[2 * k], y = pts[2 * k + 1];
         k++;
@@ -330,6 +339,66 @@ char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparis
                       y + 18 * (int)o + 10);
         put_xml(&b, t->options[o]);
         dr_buf_puts(&b, "</text>\n");
+    }
+    dr_buf_puts(&b, "</svg>\n");
+    return dr_buf_take(&b);
+}
+
+char *dynrag_eval_svg_calls(const dynrag_eval_table *t, const dynrag_eval_comparison *c)
+{
+    static const char *const which[] = {"router", "best-single", "random-mix", "oracle"};
+    int bar_h = 11, group_gap = 18, top = 50, left = 120, width = 420;
+    /* Room for the longest option name (about 7 px a character at 12 px). */
+    for (size_t o = 0; o < t->n_options && o < 16; o++) {
+        size_t len = strlen(t->options[o]);
+        if (len > 200)
+            len = 200;
+        if (20 + 7 * (int)len > left)
+            left = 20 + 7 * (int)len;
+    }
+    size_t max_calls = 1;
+    for (size_t w = 0; w < DR_ARRAY_LEN(which); w++) {
+        const dynrag_eval_row *r = dynrag_eval_comparison_row(c, which[w]);
+        for (size_t o = 0; r && o < t->n_options && o < 16; o++)
+            max_calls = r->calls[o] > max_calls ? r->calls[o] : max_calls;
+    }
+    size_t n = t->n_options < 16 ? t->n_options : 16;
+    int height = top + (int)n * ((int)DR_ARRAY_LEN(which) * bar_h + group_gap) + 40;
+    dr_buf b = {0};
+    dr_buf_printf(&b,
+                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                  "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
+                  "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+                  "<text x=\"10\" y=\"24\" font-size=\"15\">stage ",
+                  left + width + 80, height, left + width + 80, height);
+    put_xml(&b, t->stage);
+    dr_buf_printf(&b, ": calls per option (%zu queries; cascades count every call)</text>\n",
+                  t->n_queries);
+    for (size_t w = 0; w < DR_ARRAY_LEN(which); w++)
+        dr_buf_printf(&b,
+                      "<rect x=\"%d\" y=\"32\" width=\"10\" height=\"10\" fill=\"%s\"/>"
+                      "<text x=\"%d\" y=\"41\">%s</text>\n",
+                      left + (int)w * 105, palette[w], left + (int)w * 105 + 14, which[w]);
+    int y = top;
+    for (size_t o = 0; o < n; o++) {
+        dr_buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", left - 8,
+                      y + (int)DR_ARRAY_LEN(which) * bar_h / 2 + 4);
+        put_xml(&b, t->options[o]);
+        dr_buf_puts(&b, "</text>\n");
+        for (size_t w = 0; w < DR_ARRAY_LEN(which); w++) {
+            const dynrag_eval_row *r = dynrag_eval_comparison_row(c, which[w]);
+            if (r != NULL) {
+                double wd = (double)r->calls[o] / (double)max_calls * width;
+                dr_buf_printf(&b,
+                              "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" "
+                              "fill=\"%s\"><title>%s: %zu</title></rect>"
+                              "<text x=\"%.1f\" y=\"%d\" font-size=\"10\">%zu</text>\n",
+                              left, y, wd, bar_h - 1, palette[w], which[w], r->calls[o],
+                              left + wd + 4, y + bar_h - 2, r->calls[o]);
+            }
+            y += bar_h;
+        }
+        y += group_gap;
     }
     dr_buf_puts(&b, "</svg>\n");
     return dr_buf_take(&b);
