@@ -262,7 +262,9 @@ static int expected_last(const gen_table *g, size_t r, int kind, double thr)
     for (int o = 0; o < last; o++) {
         if (kind == 1 && g->present[r][o] && strcmp(g->resp[r][o], "unanswerable") != 0)
             return o;
-        if (kind == 2 && o >= 1 && agreement_of(g, r, 0, o) >= thr)
+        /* Under every judge a refusal (or a missing, empty answer) scores 0. */
+        if (kind == 2 && o >= 1 && g->present[r][o] && strcmp(g->resp[r][o], "unanswerable") != 0 &&
+            agreement_of(g, r, 0, o) >= thr)
             return o;
     }
     return last;

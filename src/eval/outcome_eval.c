@@ -12,6 +12,7 @@
 #include "eval/eval_internal.h"
 #include "eval/outcomes.h"
 #include "pipeline/spec.h"
+#include "router/bandit.h"
 #include "router/cascade.h"
 #include "router/router.h"
 
@@ -104,10 +105,15 @@ static int cascade_chain(const oeval *e, size_t q, int first, int *last, dynrag_
             cur++;
             continue;
         }
+        /* A judge that reads no text has nothing recorded to judge (no
+         * log-probabilities): the answer stands. */
+        if (!text && o->response == NULL)
+            break;
         dr_answer_view v;
         memset(&v, 0, sizeof(v));
         v.text = answers[na - 1];
         v.first_token_margin = NAN;
+        v.confidence = NAN;
         v.samples = answers;
         v.n_samples = na;
         if (dr_cascade_judge(spec, &v, NULL, 0) >= thr)
@@ -137,6 +143,8 @@ static int route_all(oeval *e, int *first, int *last, double *scores, double *us
     int rc = dr_router_create(e->p, e->st, &r, err);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "%s", e->p->path);
+    /* A replay learns in memory only: it must not reward the deployed state. */
+    dr_bandit_detach_state(r);
     bool cascade = strcmp(e->st->router.type, "cascade") == 0;
     size_t no = e->st->n_options;
     for (size_t q = 0; q < e->ot.n_rows; q++) {
@@ -173,7 +181,8 @@ static int route_all(oeval *e, int *first, int *last, double *scores, double *us
             for (size_t o = 0; o < no; o++)
                 scores[q * no + o] = d.scores[o];
         const dr_outcome *fin = outcome_of(e, q, last[q]);
-        rc = r->vt->feedback(r, &e->feat[q], last[q], fin->present ? fin->quality : 0, err);
+        rc = r->vt->feedback(r, e->ot.rows[q].id, &e->feat[q], last[q],
+                             fin->present ? fin->quality : 0, err);
         if (rc != DYNRAG_OK)
             goto done;
     }

@@ -24,4 +24,11 @@
  * frees. NULL when r is not a bandit router or out of memory. */
 char *dr_bandit_state_json(dr_router *r);
 
+/* Detaches r from its state file and reward store: from now on r learns in
+ * memory only (what it loaded stays), and neither feedback() nor save()
+ * writes anything. For evaluations that replay a pipeline's bandit over
+ * recorded outcomes, which must not reward the deployed state. No-op when r
+ * is not a bandit router. Not thread-safe against concurrent feedback. */
+void dr_bandit_detach_state(dr_router *r);
+
 #endif

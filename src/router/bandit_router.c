@@ -378,6 +378,17 @@ char *dr_bandit_state_json(dr_router *r)
     return s;
 }
 
+void dr_bandit_detach_state(dr_router *r)
+{
+    if (r == NULL || r->vt != &bandit_vt)
+        return;
+    bandit_router *br = (bandit_router *)r;
+    pthread_mutex_lock(&br->save_lock);
+    free(br->state_path);
+    br->state_path = NULL;
+    pthread_mutex_unlock(&br->save_lock);
+}
+
 static int bandit_save(dr_router *r, dynrag_error *err)
 {
     bandit_router *br = (bandit_router *)r;

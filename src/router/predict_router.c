@@ -54,9 +54,10 @@ static int predict_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
             continue;
         double q = qc[mi], c = qc[k + (size_t)mi];
         if (!dr_omodel_has_cost(pr->model, (size_t)mi))
-            c = dr_cost_estimate(&st->options[i], (int)strlen(query)).usd;
+            c = ctx->price != NULL ? ctx->price[i].usd
+                                  : dr_cost_estimate(&st->options[i], (int)strlen(query)).usd;
         out->scores[i] = q - pr->wtp * c;
-        if (st->options[i].available && (best < 0 || out->scores[i] > out->scores[best])) {
+        if (dr_route_ok(ctx, st, i) && (best < 0 || out->scores[i] > out->scores[best])) {
             best = (int)i;
             best_q = q;
             best_c = c;
@@ -77,7 +78,7 @@ static int predict_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
                      "%s: entropy %.3f > %.3g: fallback %s (top %s p=%.3f)",
                      dr_omodel_kind(pr->model), h, pr->max_entropy, st->options[pr->fallback].name,
                      st->options[best].name, best_q);
-            return dr_route_ensure_available(st, out, err);
+            return dr_route_ensure_available(ctx, st, out, err);
         }
     }
     if (best >= 0)
@@ -87,7 +88,7 @@ static int predict_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
     else
         snprintf(out->reason, sizeof out->reason, "%s: no available option is in the model",
                  dr_omodel_kind(pr->model));
-    return dr_route_ensure_available(st, out, err);
+    return dr_route_ensure_available(ctx, st, out, err);
 }
 
 static void predict_free(dr_router *r)
@@ -106,20 +107,20 @@ int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr
                              dynrag_error *err)
 {
     const cJSON *params = stage->router.params;
-    const char *sn = dr_router_stage_label(stage);
+    const char *sn = dr_stage_name(stage->id);
     int rc = DYNRAG_OK;
     predict_router *pr = calloc(1, sizeof *pr);
     if (pr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     pr->base.vt = &predict_vt;
     pr->base.stage = stage;
-    pr->wtp = dr_rparam_num(params, "willingness_to_pay", 0.0);
+    pr->wtp = dr_param_num(params, "willingness_to_pay", 0.0);
     if (!(pr->wtp >= 0 && isfinite(pr->wtp))) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "stages.%s.router.willingness_to_pay: expected a number >= 0", sn);
         goto cleanup;
     }
-    pr->max_entropy = dr_rparam_num(params, "max_entropy", 1.0);
+    pr->max_entropy = dr_param_num(params, "max_entropy", 1.0);
     if (!(pr->max_entropy >= 0 && pr->max_entropy <= 1)) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "stages.%s.router.max_entropy: expected a number in [0, 1]", sn);
@@ -129,7 +130,7 @@ int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr
     if (cJSON_GetObjectItemCaseSensitive(params, "fallback") != NULL &&
         (rc = dr_router_option_param(stage, "fallback", -1, &pr->fallback, err)) != DYNRAG_OK)
         goto cleanup;
-    const char *model = dr_rparam_str(params, "model", NULL);
+    const char *model = dr_param_str(params, "model", NULL);
     if (model == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.model: required", sn);
         goto cleanup;
