@@ -12,7 +12,7 @@
 #ifndef DYNRAG_CLASSIFIER_H
 #define DYNRAG_CLASSIFIER_H
 
-#include "dynrag/status.h"
+#include "dynrag/common.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,20 +26,20 @@ typedef struct dynrag_classifier dynrag_classifier;
 /* Opens (mmap, validates, copies the weights) a model file. Close with
  * dynrag_classifier_close(). Fails with DYNRAG_ERR_IO, _FORMAT, _MISMATCH,
  * _NOTFOUND or _UNSUPPORTED and a message naming the file and field. */
-int dynrag_classifier_open(const char *path, dynrag_classifier **out, dynrag_error *err);
-void dynrag_classifier_close(dynrag_classifier *c);
+DYNRAG_API int dynrag_classifier_open(const char *path, dynrag_classifier **out, dynrag_error *err);
+DYNRAG_API void dynrag_classifier_close(dynrag_classifier *c);
 
 /* Head index by name (NULL: the first head), or -1. */
-int dynrag_classifier_head(const dynrag_classifier *c, const char *name);
-int dynrag_classifier_n_heads(const dynrag_classifier *c);
-const char *dynrag_classifier_head_name(const dynrag_classifier *c, int head);
-size_t dynrag_classifier_n_labels(const dynrag_classifier *c, int head);
-const char *dynrag_classifier_label(const dynrag_classifier *c, int head, size_t i);
+DYNRAG_API int dynrag_classifier_head(const dynrag_classifier *c, const char *name);
+DYNRAG_API int dynrag_classifier_n_heads(const dynrag_classifier *c);
+DYNRAG_API const char *dynrag_classifier_head_name(const dynrag_classifier *c, int head);
+DYNRAG_API size_t dynrag_classifier_n_labels(const dynrag_classifier *c, int head);
+DYNRAG_API const char *dynrag_classifier_label(const dynrag_classifier *c, int head, size_t i);
 /* Training provenance JSON stored in the file, or NULL. Owned by c. */
-const char *dynrag_classifier_provenance(const dynrag_classifier *c);
+DYNRAG_API const char *dynrag_classifier_provenance(const dynrag_classifier *c);
 
 /* probs[n_labels(head)] gets the softmax probabilities for text. Thread-safe. */
-int dynrag_classifier_predict(const dynrag_classifier *c, int head, const char *text,
+DYNRAG_API int dynrag_classifier_predict(const dynrag_classifier *c, int head, const char *text,
                               float *probs, dynrag_error *err);
 
 /* ---- training --------------------------------------------------------- */
@@ -82,7 +82,7 @@ typedef struct dynrag_train_result {
 
 /* Trains a model and writes it to opts->out_path. Deterministic for a given
  * seed and thread count. */
-int dynrag_classifier_train(const dynrag_train_options *opts, dynrag_train_result *result,
+DYNRAG_API int dynrag_classifier_train(const dynrag_train_options *opts, dynrag_train_result *result,
                             dynrag_error *err);
 
 /* ---- evaluation -------------------------------------------------------- */
@@ -101,9 +101,9 @@ typedef struct dynrag_eval_report {
 /* Evaluates head on a JSONL file ({"text","label"}). Lines whose label the
  * head does not know are counted in n_skipped. Free the report
  * with dynrag_eval_report_free(). */
-int dynrag_classifier_eval(const dynrag_classifier *c, int head, const char *data_path,
+DYNRAG_API int dynrag_classifier_eval(const dynrag_classifier *c, int head, const char *data_path,
                            dynrag_eval_report **out, dynrag_error *err);
-void dynrag_eval_report_free(dynrag_eval_report *r);
+DYNRAG_API void dynrag_eval_report_free(dynrag_eval_report *r);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,7 @@
 #ifndef DYNRAG_EVAL_H
 #define DYNRAG_EVAL_H
 
-#include "dynrag/dynrag.h"
+#include "dynrag/common.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -28,13 +28,13 @@ extern "C" {
 
 /* Exact match: 1 when the normalised prediction equals a normalised gold
  * answer, else 0 (max over the n gold answers; 0 when n == 0). */
-double dynrag_eval_em(const char *prediction, const char *const *golds, size_t n);
+DYNRAG_API double dynrag_eval_em(const char *prediction, const char *const *golds, size_t n);
 /* SQuAD token F1 between normalised prediction and gold, max over golds. */
-double dynrag_eval_f1(const char *prediction, const char *const *golds, size_t n);
+DYNRAG_API double dynrag_eval_f1(const char *prediction, const char *const *golds, size_t n);
 /* 1 when some normalised gold answer occurs in the normalised text on word
  * boundaries ("1969" does not match "19690"), else 0. Empty golds never
  * match. */
-double dynrag_eval_contains(const char *text, const char *const *golds, size_t n);
+DYNRAG_API double dynrag_eval_contains(const char *text, const char *const *golds, size_t n);
 
 /* ---- per-query metrics --------------------------------------------------------- */
 
@@ -57,12 +57,12 @@ typedef enum dynrag_eval_metric {
 } dynrag_eval_metric;
 
 /* The metric's name as above (static string). */
-const char *dynrag_eval_metric_name(dynrag_eval_metric m);
+DYNRAG_API const char *dynrag_eval_metric_name(dynrag_eval_metric m);
 /* Parses a metric name; also "latency" and "energy". DYNRAG_ERR_INVALID when
  * unknown. */
-int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err);
+DYNRAG_API int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err);
 /* True for cost metrics (steps .. energy): they add up along a cascade. */
-bool dynrag_eval_metric_is_cost(dynrag_eval_metric m);
+DYNRAG_API bool dynrag_eval_metric_is_cost(dynrag_eval_metric m);
 
 /* The outcome of one query under one option. m[i] is NAN when the metric does
  * not apply (e.g. EM without gold answers, nDCG for QA). */
@@ -73,7 +73,7 @@ typedef struct dynrag_eval_outcome {
 } dynrag_eval_outcome;
 
 /* An outcome with every metric NAN, confidence NAN and ok false. */
-void dynrag_eval_outcome_init(dynrag_eval_outcome *o);
+DYNRAG_API void dynrag_eval_outcome_init(dynrag_eval_outcome *o);
 
 /* ---- outcome tables -------------------------------------------------------------- */
 
@@ -94,11 +94,11 @@ typedef struct dynrag_eval_table {
 /* Allocates a table with every cell initialised (dynrag_eval_outcome_init),
  * choices -1 and scores NAN; the caller fills ids, options and cells. Free
  * with dynrag_eval_table_free. */
-int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_queries,
+DYNRAG_API int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_queries,
                           size_t n_options, dynrag_eval_table **out, dynrag_error *err);
-void dynrag_eval_table_free(dynrag_eval_table *t);
+DYNRAG_API void dynrag_eval_table_free(dynrag_eval_table *t);
 /* The index of an option name in t, or -1. */
-int dynrag_eval_table_option(const dynrag_eval_table *t, const char *name);
+DYNRAG_API int dynrag_eval_table_option(const dynrag_eval_table *t, const char *name);
 
 /* ---- comparing a router with its baselines ------------------------------------------ */
 
@@ -149,11 +149,11 @@ typedef struct dynrag_eval_comparison {
  * random-mix with the router's observed shares. A failed cell counts as
  * quality 0. Fails with DYNRAG_ERR_INVALID for an empty table or more than
  * 16 options. Free with dynrag_eval_comparison_free. */
-int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
+DYNRAG_API int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
                         dynrag_eval_comparison *out, dynrag_error *err);
-void dynrag_eval_comparison_free(dynrag_eval_comparison *c);
+DYNRAG_API void dynrag_eval_comparison_free(dynrag_eval_comparison *c);
 /* The row named `name`, or NULL. */
-const dynrag_eval_row *dynrag_eval_comparison_row(const dynrag_eval_comparison *c,
+DYNRAG_API const dynrag_eval_row *dynrag_eval_comparison_row(const dynrag_eval_comparison *c,
                                                   const char *name);
 
 /* ---- SVG plots (no dependency) ---------------------------------------------------- */
@@ -161,10 +161,10 @@ const dynrag_eval_row *dynrag_eval_comparison_row(const dynrag_eval_comparison *
 /* Cost (x) against quality (y): one labelled point per row, the sweep as a
  * line. Returns a complete SVG document (caller frees) or NULL when out of
  * memory. */
-char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
+DYNRAG_API char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
                               const char *quality_name, const char *cost_name);
 /* Stacked bars of the option mix of router, random-mix and oracle. */
-char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
+DYNRAG_API char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
 
 /* ---- live evaluation ----------------------------------------------------------------- */
 
@@ -210,7 +210,7 @@ typedef struct dynrag_eval_summary {
  * router runs' route-log records). summary may be NULL. *report_md, when
  * non-NULL, receives the Markdown report (caller frees).
  */
-int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary,
+DYNRAG_API int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary,
                     char **report_md, dynrag_error *err);
 
 /* ---- replay ----------------------------------------------------------------------------- */
@@ -230,14 +230,14 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
  * dynrag_eval_comparison_free) and the table to *table (may be NULL; free
  * with dynrag_eval_table_free).
  */
-int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const char *stage,
+DYNRAG_API int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const char *stage,
                        const dynrag_eval_compare_options *opt, dynrag_eval_table **table,
                        dynrag_eval_comparison *out, dynrag_error *err);
 
 /* Reads an outcome table file (format above) for one stage (NULL = first).
  * Top-level "quality" and "cost" numbers fill opt's quality and cost metrics
  * (opt NULL: f1 and latency_ms). Errors name the file and line. */
-int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
+DYNRAG_API int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
                            const dynrag_eval_compare_options *opt, dynrag_eval_table **out,
                            dynrag_error *err);
 
@@ -271,13 +271,13 @@ typedef struct dynrag_eval_calibrate_options {
  * only that router parameter changed (comments kept) and checks that the copy
  * loads with the new value.
  */
-int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_calibrate_options *copt,
+DYNRAG_API int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_calibrate_options *copt,
                           dynrag_eval_calibration *out, dynrag_error *err);
 
 /* Writes a copy of the pipeline YAML at in_path to out_path with
  * stages.<stage>.router.params.<param> set to value (added when absent),
  * keeping every other byte; the copy is validated by loading it. */
-int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, const char *stage,
+DYNRAG_API int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, const char *stage,
                                    const char *param, double value, dynrag_error *err);
 
 /* ---- silver labels (Adaptive-RAG) ---------------------------------------------------- */
@@ -313,7 +313,7 @@ typedef struct dynrag_label_stats {
  * none) before B (single) before C (multi). The output file is written
  * atomically. stats may be NULL.
  */
-int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats,
+DYNRAG_API int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats,
                       dynrag_error *err);
 
 #ifdef __cplusplus
