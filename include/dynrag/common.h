@@ -18,6 +18,11 @@
 extern "C" {
 #endif
 
+/* The most options a pipeline stage may declare (the loader rejects more);
+ * public structs with one entry per option (dynrag_eval_row) size their
+ * arrays by it. */
+#define DYNRAG_MAX_OPTIONS 16
+
 /* Progress of a long-running call (indexing, training, evaluation): done
  * out of total units (total 0 when unknown), unit e.g. "docs". Called from
  * the calling thread, at most a few times a second. */

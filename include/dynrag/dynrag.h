@@ -9,6 +9,7 @@
  *   engine.h      running queries through a routed pipeline, route logs
  *   server.h      the HTTP server
  *   classifier.h  the query-complexity classifier
+ *   train.h       training the classifier
  *   dataset.h     labelled data sets
  *   metrics.h     IR and QA metrics
  *   eval.h        evaluating routers against baselines
@@ -30,5 +31,6 @@
 #include "dynrag/metrics.h"
 #include "dynrag/pipeline.h"
 #include "dynrag/server.h"
+#include "dynrag/train.h"
 
 #endif

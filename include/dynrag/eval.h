@@ -24,6 +24,22 @@
 extern "C" {
 #endif
 
+/* ---- classifier evaluation reports (dynrag_classifier_eval) ---------------- */
+
+typedef struct dynrag_eval_report {
+    size_t n;                 /* examples of this head evaluated */
+    size_t n_skipped;         /* other heads' examples, or unknown labels */
+    size_t n_labels;
+    double accuracy, macro_f1;
+    double *recall;           /* [n_labels] */
+    double *precision;        /* [n_labels] */
+    double *f1;               /* [n_labels] */
+    uint64_t *confusion;      /* [n_labels * n_labels], row = true, column = predicted */
+} dynrag_eval_report;
+
+/* Frees a report of dynrag_classifier_eval(). Accepts NULL. */
+DYNRAG_API void dynrag_eval_report_free(dynrag_eval_report *r);
+
 /* ---- QA answer metrics (SQuAD normalisation) -------------------------------- */
 
 /* Exact match: 1 when the normalised prediction equals a normalised gold
@@ -111,8 +127,8 @@ typedef struct dynrag_eval_row {
     double quality;  /* mean of the quality metric (unscored queries excluded) */
     double cost;     /* mean of the cost metric */
     size_t n_scored; /* queries with a quality value */
-    size_t calls[16]; /* per option: queries that ran it (cascades count every attempt) */
-    double share[16]; /* per option: share of queries that ended on it */
+    size_t calls[DYNRAG_MAX_OPTIONS]; /* per option: queries that ran it (cascades count every attempt) */
+    double share[DYNRAG_MAX_OPTIONS]; /* per option: share of queries that ended on it */
 } dynrag_eval_row;
 
 typedef enum dynrag_eval_sweep_kind {

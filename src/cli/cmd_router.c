@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "dynrag/classifier.h"
+#include "dynrag/train.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

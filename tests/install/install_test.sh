@@ -39,6 +39,21 @@ done
 for f in libdynrag.so libdynrag.a pkgconfig/dynrag.pc cmake/dynrag/dynrag-config.cmake; do
     [ -e "$libdir/$f" ] || fail "not installed: lib/$f"
 done
+# Every installed header compiles on its own, and dynrag.h includes them all
+# (as C11 and as C++).
+for h in "$root"/include/dynrag/*.h; do
+    name=$(basename "$h")
+    printf '#include <dynrag/%s>\n' "$name" |
+        cc -std=c11 -Wall -Wextra -Werror -fsyntax-only -I"$root/include" -x c - ||
+        fail "dynrag/$name does not compile on its own"
+    [ "$name" = dynrag.h ] || grep -q "^#include \"dynrag/$name\"" "$root/include/dynrag/dynrag.h" ||
+        fail "dynrag/dynrag.h does not include dynrag/$name"
+done
+if command -v c++ >/dev/null; then
+    printf '#include <dynrag/dynrag.h>\nint main() { return dynrag_version() == nullptr; }\n' |
+        c++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only -I"$root/include" -x c++ - ||
+        fail "dynrag/dynrag.h does not compile as C++"
+fi
 soname=$(readelf -d "$libdir/libdynrag.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ -n "$soname" ] && [ -e "$libdir/$soname" ] || fail "SONAME '$soname' missing or not installed"
 if command -v groff >/dev/null; then
