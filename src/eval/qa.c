@@ -5,7 +5,7 @@
 #include "dynrag/eval.h"
 
 #include "core/util.h"
-#include "router/normalize.h"
+#include "core/text.h"
 
 #include <math.h>
 #include <stdlib.h>
