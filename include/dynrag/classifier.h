@@ -41,7 +41,7 @@ DYNRAG_API const char *dynrag_classifier_provenance(const dynrag_classifier *c);
 
 /* probs[n_labels(head)] gets the softmax probabilities for text. Thread-safe. */
 DYNRAG_API int dynrag_classifier_predict(const dynrag_classifier *c, int head, const char *text,
-                              float *probs, dynrag_error *err);
+                                         float *probs, dynrag_error *err);
 
 /* ---- evaluation (the report type is in dynrag/eval.h) ------------------ */
 
@@ -49,7 +49,7 @@ DYNRAG_API int dynrag_classifier_predict(const dynrag_classifier *c, int head, c
  * head does not know are counted in n_skipped. Free the report
  * with dynrag_eval_report_free(). */
 DYNRAG_API int dynrag_classifier_eval(const dynrag_classifier *c, int head, const char *data_path,
-                           dynrag_eval_report **out, dynrag_error *err);
+                                      dynrag_eval_report **out, dynrag_error *err);
 
 #ifdef __cplusplus
 }

@@ -125,8 +125,8 @@ DYNRAG_API void dynrag_dataset_options_init(dynrag_dataset_options *opt);
  * file (and line); no output file is replaced on failure of the reading
  * phase. Files are written atomically.
  */
-DYNRAG_API int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_stats *st,
-                              dynrag_error *err);
+DYNRAG_API int dynrag_dataset_complexity(const dynrag_dataset_options *opt,
+                                         dynrag_dataset_stats *st, dynrag_error *err);
 
 #ifdef __cplusplus
 }

@@ -37,7 +37,7 @@ typedef struct dynrag_engine_options {
  * (when a stage needs one), creates every router and loads router state.
  * opt may be NULL. Fails with a message naming the stage or file. */
 DYNRAG_API int dynrag_engine_create(const dynrag_pipeline *p, const dynrag_engine_options *opt,
-                         dynrag_engine **out, dynrag_error *err);
+                                    dynrag_engine **out, dynrag_error *err);
 
 /* Saves router state (bandits), flushes the log and frees the engine.
  * Accepts NULL. */
@@ -84,18 +84,19 @@ typedef struct dynrag_result dynrag_result;
  * empty or whitespace-only question fails with DYNRAG_ERR_INVALID. A failing
  * endpoint with no fallback fails the query; the failed record is still
  * logged with its error. */
-DYNRAG_API int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_query_options *opt,
-                        dynrag_result **out, dynrag_error *err);
+DYNRAG_API int dynrag_engine_query(dynrag_engine *e, const char *question,
+                                   const dynrag_query_options *opt, dynrag_result **out,
+                                   dynrag_error *err);
 
 /* Reward feedback in [-1e6, 1e6] for a past query of this engine (bandit
  * routers learn from it). DYNRAG_ERR_NOTFOUND when the id is unknown (the
  * engine remembers the last 65,536 queries). */
 DYNRAG_API int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward,
-                           dynrag_error *err);
+                                      dynrag_error *err);
 
 /* Feedback for a query known only from a route-log record (a JSON line). */
-DYNRAG_API int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, double reward,
-                                  dynrag_error *err);
+DYNRAG_API int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json,
+                                             double reward, dynrag_error *err);
 
 /* ---- results ---------------------------------------------------------- */
 

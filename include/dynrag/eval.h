@@ -27,14 +27,14 @@ extern "C" {
 /* ---- classifier evaluation reports (dynrag_classifier_eval) ---------------- */
 
 typedef struct dynrag_eval_report {
-    size_t n;                 /* examples of this head evaluated */
-    size_t n_skipped;         /* other heads' examples, or unknown labels */
+    size_t n;         /* examples of this head evaluated */
+    size_t n_skipped; /* other heads' examples, or unknown labels */
     size_t n_labels;
     double accuracy, macro_f1;
-    double *recall;           /* [n_labels] */
-    double *precision;        /* [n_labels] */
-    double *f1;               /* [n_labels] */
-    uint64_t *confusion;      /* [n_labels * n_labels], row = true, column = predicted */
+    double *recall;      /* [n_labels] */
+    double *precision;   /* [n_labels] */
+    double *f1;          /* [n_labels] */
+    uint64_t *confusion; /* [n_labels * n_labels], row = true, column = predicted */
 } dynrag_eval_report;
 
 /* Frees a report of dynrag_classifier_eval(). Accepts NULL. */
@@ -111,7 +111,7 @@ typedef struct dynrag_eval_table {
  * choices -1 and scores NAN; the caller fills ids, options and cells. Free
  * with dynrag_eval_table_free. */
 DYNRAG_API int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_queries,
-                          size_t n_options, dynrag_eval_table **out, dynrag_error *err);
+                                     size_t n_options, dynrag_eval_table **out, dynrag_error *err);
 DYNRAG_API void dynrag_eval_table_free(dynrag_eval_table *t);
 /* The index of an option name in t, or -1. */
 DYNRAG_API int dynrag_eval_table_option(const dynrag_eval_table *t, const char *name);
@@ -127,7 +127,8 @@ typedef struct dynrag_eval_row {
     double quality;  /* mean of the quality metric (unscored queries excluded) */
     double cost;     /* mean of the cost metric */
     size_t n_scored; /* queries with a quality value */
-    size_t calls[DYNRAG_MAX_OPTIONS]; /* per option: queries that ran it (cascades count every attempt) */
+    size_t calls[DYNRAG_MAX_OPTIONS]; /* per option: queries that ran it (cascades count every
+                                         attempt) */
     double share[DYNRAG_MAX_OPTIONS]; /* per option: share of queries that ended on it */
 } dynrag_eval_row;
 
@@ -165,20 +166,22 @@ typedef struct dynrag_eval_comparison {
  * random-mix with the router's observed shares. A failed cell counts as
  * quality 0. Fails with DYNRAG_ERR_INVALID for an empty table or more than
  * 16 options. Free with dynrag_eval_comparison_free. */
-DYNRAG_API int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
-                        dynrag_eval_comparison *out, dynrag_error *err);
+DYNRAG_API int dynrag_eval_compare(const dynrag_eval_table *t,
+                                   const dynrag_eval_compare_options *opt,
+                                   dynrag_eval_comparison *out, dynrag_error *err);
 DYNRAG_API void dynrag_eval_comparison_free(dynrag_eval_comparison *c);
 /* The row named `name`, or NULL. */
 DYNRAG_API const dynrag_eval_row *dynrag_eval_comparison_row(const dynrag_eval_comparison *c,
-                                                  const char *name);
+                                                             const char *name);
 
 /* ---- SVG plots (no dependency) ---------------------------------------------------- */
 
 /* Cost (x) against quality (y): one labelled point per row, the sweep as a
  * line. Returns a complete SVG document (caller frees) or NULL when out of
  * memory. */
-DYNRAG_API char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
-                              const char *quality_name, const char *cost_name);
+DYNRAG_API char *dynrag_eval_svg_scatter(const dynrag_eval_table *t,
+                                         const dynrag_eval_comparison *c, const char *quality_name,
+                                         const char *cost_name);
 /* Stacked bars of the option mix of router, random-mix and oracle. */
 DYNRAG_API char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
 
@@ -227,7 +230,7 @@ typedef struct dynrag_eval_summary {
  * non-NULL, receives the Markdown report (caller frees).
  */
 DYNRAG_API int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary,
-                    char **report_md, dynrag_error *err);
+                               char **report_md, dynrag_error *err);
 
 /* ---- replay ----------------------------------------------------------------------------- */
 
@@ -246,16 +249,17 @@ DYNRAG_API int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summa
  * dynrag_eval_comparison_free) and the table to *table (may be NULL; free
  * with dynrag_eval_table_free).
  */
-DYNRAG_API int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const char *stage,
-                       const dynrag_eval_compare_options *opt, dynrag_eval_table **table,
-                       dynrag_eval_comparison *out, dynrag_error *err);
+DYNRAG_API int dynrag_eval_replay(const char *log_path, const char *outcomes_path,
+                                  const char *stage, const dynrag_eval_compare_options *opt,
+                                  dynrag_eval_table **table, dynrag_eval_comparison *out,
+                                  dynrag_error *err);
 
 /* Reads an outcome table file (format above) for one stage (NULL = first).
  * Top-level "quality" and "cost" numbers fill opt's quality and cost metrics
  * (opt NULL: f1 and latency_ms). Errors name the file and line. */
 DYNRAG_API int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
-                           const dynrag_eval_compare_options *opt, dynrag_eval_table **out,
-                           dynrag_error *err);
+                                      const dynrag_eval_compare_options *opt,
+                                      dynrag_eval_table **out, dynrag_error *err);
 
 /* ---- calibration ----------------------------------------------------------------------- */
 
@@ -287,14 +291,16 @@ typedef struct dynrag_eval_calibrate_options {
  * only that router parameter changed (comments kept) and checks that the copy
  * loads with the new value.
  */
-DYNRAG_API int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_calibrate_options *copt,
-                          dynrag_eval_calibration *out, dynrag_error *err);
+DYNRAG_API int dynrag_eval_calibrate(const dynrag_eval_options *opt,
+                                     const dynrag_eval_calibrate_options *copt,
+                                     dynrag_eval_calibration *out, dynrag_error *err);
 
 /* Writes a copy of the pipeline YAML at in_path to out_path with
  * stages.<stage>.router.params.<param> set to value (added when absent),
  * keeping every other byte; the copy is validated by loading it. */
-DYNRAG_API int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, const char *stage,
-                                   const char *param, double value, dynrag_error *err);
+DYNRAG_API int dynrag_eval_patch_router_param(const char *in_path, const char *out_path,
+                                              const char *stage, const char *param, double value,
+                                              dynrag_error *err);
 
 /* ---- silver labels (Adaptive-RAG) ---------------------------------------------------- */
 
@@ -330,7 +336,7 @@ typedef struct dynrag_label_stats {
  * atomically. stats may be NULL.
  */
 DYNRAG_API int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats,
-                      dynrag_error *err);
+                                 dynrag_error *err);
 
 #ifdef __cplusplus
 }

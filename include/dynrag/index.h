@@ -65,13 +65,13 @@ typedef struct dynrag_build_stats {
  * fails with the file and line in err and leaves the index unchanged (unless
  * opt->skip_bad). opt may be NULL for defaults; stats may be NULL. */
 DYNRAG_API int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs,
-                     const dynrag_build_options *opt, dynrag_build_stats *stats,
-                     dynrag_error *err);
+                                const dynrag_build_options *opt, dynrag_build_stats *stats,
+                                dynrag_error *err);
 
 /* Deletes documents by id (unknown ids are counted in *n_missing, which may
  * be NULL). Atomic. */
 DYNRAG_API int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
-                        size_t *n_missing, dynrag_error *err);
+                                   size_t *n_missing, dynrag_error *err);
 
 typedef struct dynrag_index dynrag_index;
 
@@ -81,7 +81,7 @@ typedef struct dynrag_index dynrag_index;
  * index's fails with DYNRAG_ERR_MISMATCH. *out is closed with
  * dynrag_index_close(). */
 DYNRAG_API int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
-                      dynrag_index **out, dynrag_error *err);
+                                 dynrag_index **out, dynrag_error *err);
 DYNRAG_API void dynrag_index_close(dynrag_index *idx);
 
 typedef enum dynrag_search_mode {
@@ -123,18 +123,20 @@ typedef struct dynrag_hits {
 /* Searches the index. The query is plain user text: it is never read as
  * FTS5 syntax; an empty or stopword-only query gives zero hits, not an
  * error. *out is filled (caller frees with dynrag_hits_free). */
-DYNRAG_API int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
-                        dynrag_hits *out, dynrag_error *err);
+DYNRAG_API int dynrag_index_search(dynrag_index *idx, const char *query,
+                                   const dynrag_search_options *opt, dynrag_hits *out,
+                                   dynrag_error *err);
 DYNRAG_API void dynrag_hits_free(dynrag_hits *hits);
 
 /* The full text of a document (for long-context escalation). Caller frees
  * *text and *title (either out-pointer may be NULL). */
-DYNRAG_API int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title, char **text,
-                          dynrag_error *err);
+DYNRAG_API int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title,
+                                     char **text, dynrag_error *err);
 
 /* Embeds a text with the index's embedder (for knn routers): out gets
  * dynrag_index_dim() floats. Fails when the index has no dense part. */
-DYNRAG_API int dynrag_index_embed(dynrag_index *idx, const char *text, float *out, dynrag_error *err);
+DYNRAG_API int dynrag_index_embed(dynrag_index *idx, const char *text, float *out,
+                                  dynrag_error *err);
 DYNRAG_API int dynrag_index_dim(const dynrag_index *idx);
 
 typedef struct dynrag_index_info {

@@ -50,8 +50,8 @@ typedef struct dynrag_qrels dynrag_qrels;
 DYNRAG_API int dynrag_qrels_new(dynrag_qrels **out, dynrag_error *err);
 /* Adds a judgement (ids are copied). A second judgement of the same
  * (query, document) fails with DYNRAG_ERR_INVALID. */
-DYNRAG_API int dynrag_qrels_add(dynrag_qrels *q, const char *query_id, const char *doc_id, int relevance,
-                     dynrag_error *err);
+DYNRAG_API int dynrag_qrels_add(dynrag_qrels *q, const char *query_id, const char *doc_id,
+                                int relevance, dynrag_error *err);
 /* Reads a qrels file (see above). Errors name the file and line:
  * DYNRAG_ERR_NOTFOUND/IO, DYNRAG_ERR_PARSE (wrong field count, bad
  * judgement), DYNRAG_ERR_INVALID (duplicate judgement). */
@@ -71,13 +71,14 @@ typedef struct dynrag_run dynrag_run;
 DYNRAG_API int dynrag_run_new(dynrag_run **out, dynrag_error *err);
 /* Adds a scored document for a query (ids are copied; score must be finite). */
 DYNRAG_API int dynrag_run_add(dynrag_run *r, const char *query_id, const char *doc_id, double score,
-                   dynrag_error *err);
+                              dynrag_error *err);
 /* Reads a TREC run file. Errors name the file and line. */
 DYNRAG_API int dynrag_run_load(const char *path, dynrag_run **out, dynrag_error *err);
 /* Writes the run as a TREC run file (queries in strcmp order, documents in
  * trec_eval's rank order, ranks from 1, scores with 17 significant digits),
  * atomically. tag NULL means "dynrag". */
-DYNRAG_API int dynrag_run_write(const dynrag_run *r, const char *path, const char *tag, dynrag_error *err);
+DYNRAG_API int dynrag_run_write(const dynrag_run *r, const char *path, const char *tag,
+                                dynrag_error *err);
 DYNRAG_API void dynrag_run_free(dynrag_run *r);
 
 /* ---- metrics ---------------------------------------------------------------- */
@@ -124,9 +125,9 @@ typedef struct dynrag_metrics_result {
  * (and complete is false).
  */
 DYNRAG_API int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
-                           const dynrag_metric_spec *metrics, size_t n_metrics,
-                           const dynrag_metrics_options *opt, dynrag_metrics_result *out,
-                           dynrag_error *err);
+                                      const dynrag_metric_spec *metrics, size_t n_metrics,
+                                      const dynrag_metrics_options *opt, dynrag_metrics_result *out,
+                                      dynrag_error *err);
 DYNRAG_API void dynrag_metrics_result_free(dynrag_metrics_result *r);
 
 #ifdef __cplusplus

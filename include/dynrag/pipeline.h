@@ -43,13 +43,13 @@ DYNRAG_API void dynrag_diags_free(dynrag_diags *d);
  * it may also be set on success, empty). Files above 1 MiB fail with
  * DYNRAG_ERR_LIMIT. */
 DYNRAG_API int dynrag_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_diags **diags,
-                         dynrag_error *err);
+                                    dynrag_error *err);
 
 /* The same from memory: `display_name` is used in diagnostics and
  * `base_dir` resolves relative paths (NULL = current folder). */
 DYNRAG_API int dynrag_pipeline_load_string(const char *text, size_t len, const char *display_name,
-                                const char *base_dir, dynrag_pipeline **out,
-                                dynrag_diags **diags, dynrag_error *err);
+                                           const char *base_dir, dynrag_pipeline **out,
+                                           dynrag_diags **diags, dynrag_error *err);
 
 DYNRAG_API void dynrag_pipeline_free(dynrag_pipeline *p);
 
@@ -68,7 +68,7 @@ DYNRAG_API const char *dynrag_pipeline_index_dir(const dynrag_pipeline *p);
  * they live as long as the pipeline. DYNRAG_ERR_NOTFOUND for an unknown
  * option, DYNRAG_ERR_STATE when the option's endpoint is not configured. */
 DYNRAG_API int dynrag_pipeline_embedder(const dynrag_pipeline *p, const char *option,
-                             dynrag_embedder_config *out, dynrag_error *err);
+                                        dynrag_embedder_config *out, dynrag_error *err);
 
 #ifdef __cplusplus
 }

@@ -45,7 +45,7 @@ typedef struct dynrag_server_options {
  * opt may be NULL for defaults. Nothing is bound yet. Fails with a message
  * naming the stage, file or option. */
 DYNRAG_API int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *opt,
-                         dynrag_server **out, dynrag_error *err);
+                                    dynrag_server **out, dynrag_error *err);
 
 /* Binds the address and starts the worker threads. DYNRAG_ERR_IO when the
  * address cannot be bound; DYNRAG_ERR_STATE when already started. */

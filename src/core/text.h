@@ -41,11 +41,12 @@ int dr_text_sentences(const char *text, size_t n, dr_sentence_fn fn, void *user)
 /*
  * SQuAD answer normalisation, shared by the cascade router's agreement judge
  * and the evaluation harness's QA metrics. Normalises an answer the way the
- * official SQuAD evaluation script does: lower-case (ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic capitals),
- * remove ASCII punctuation, remove the articles "a", "an", "the" as whole
- * words, and collapse runs of white space into one space with none at the
- * ends. NULL counts as "". Returns a new string the caller frees, or NULL
- * when out of memory. Invalid UTF-8 bytes are kept as they are.
+ * official SQuAD evaluation script does: lower-case (ASCII, Latin-1, Latin
+ * Extended-A, Greek and Cyrillic capitals), remove ASCII punctuation, remove
+ * the articles "a", "an", "the" as whole words, and collapse runs of white
+ * space into one space with none at the ends. NULL counts as "". Returns a
+ * new string the caller frees, or NULL when out of memory. Invalid UTF-8
+ * bytes are kept as they are.
  */
 char *dr_squad_normalize(const char *text);
 
