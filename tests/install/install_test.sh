@@ -15,16 +15,9 @@ set -euo pipefail
 build=$(cd "$1" && pwd)
 src=$(cd "$2" && pwd)
 start=$(date +%s.%N)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dynrag-install.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "install_test: $*" >&2; exit 1; }
-
-prefix=/opt/dynrag
-DESTDIR="$tmp/dest" cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" ||
-    { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
-root="$tmp/dest$prefix"
-libdir=$(dirname "$(find "$root" -name dynrag.pc -print -quit)")/..
-libdir=$(cd "$libdir" && pwd)
+# shellcheck source=tests/install/common.sh
+. "$src/tests/install/common.sh"
+install_build install_test "$build"
 
 # 1. The installed files.
 for f in include/dynrag/dynrag.h include/dynrag/version.h include/dynrag/export.h bin/dynrag \
@@ -93,8 +86,7 @@ cmake --build "$tmp/consumer" >>"$tmp/consumer.log" 2>&1 ||
 #    installed CLI.
 export LD_LIBRARY_PATH="$libdir"
 ldd "$tmp/ask_pc" | grep -q "libdynrag.so.* => $libdir/" || fail "ask_pc does not load $libdir"
-"$root/bin/dynrag" index --index "$tmp/index" "$src/tests/fixtures/corpus/tiny.jsonl" \
-    >"$tmp/index.log" 2>&1 || { cat "$tmp/index.log" >&2; fail "installed dynrag index failed"; }
+index_corpus "$src" "$tmp/index"
 cat >"$tmp/p.yaml" <<YAML
 version: 1
 name: installed

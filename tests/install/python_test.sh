@@ -8,19 +8,13 @@ set -euo pipefail
 build=$(cd "$1" && pwd)
 src=$(cd "$2" && pwd)
 python=${3:-python3}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dynrag-python.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "python_test: $*" >&2; exit 1; }
-
-prefix=/opt/dynrag
-DESTDIR="$tmp/dest" cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" ||
-    { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
-root="$tmp/dest$prefix"
+# shellcheck source=tests/install/common.sh
+. "$src/tests/install/common.sh"
+install_build python_test "$build"
 lib=$(find "$root" -name 'libdynrag.so.[0-9]*' -type l -print -quit)
 [ -n "$lib" ] || fail "no libdynrag.so.<major> installed"
 [ -f "$root/share/dynrag/python/dynrag/__init__.py" ] || fail "the Python package is not installed"
-"$root/bin/dynrag" index --index "$tmp/index" "$src/tests/fixtures/corpus/tiny.jsonl" \
-    >"$tmp/index.log" 2>&1 || { cat "$tmp/index.log" >&2; fail "dynrag index failed"; }
+index_corpus "$src" "$tmp/index"
 mkdir -p "$tmp/scratch"
 cd "$src/bindings/python/tests"
 DYNRAG_LIBRARY="$lib" PYTHONPATH="$root/share/dynrag/python" DYNRAG_TEST_INDEX="$tmp/index" \
