@@ -71,7 +71,8 @@ cc -std=c11 -Wall -Wextra -Werror "$src/examples/ask.c" -o "$tmp/ask_static" \
     $(pkg-config --cflags dynrag) "$libdir/libdynrag.a" \
     $(pkg-config --libs $(pkg-config --print-requires-private dynrag)) $libs_private ||
     fail "static link with dynrag.pc's Requires.private and Libs.private failed"
-if readelf -d "$tmp/ask_static" | grep -q 'libdynrag'; then
+dyn=$(readelf -d "$tmp/ask_static")
+if grep -q 'libdynrag' <<<"$dyn"; then
     fail "ask_static depends on libdynrag.so"
 fi
 
@@ -85,7 +86,10 @@ cmake --build "$tmp/consumer" >>"$tmp/consumer.log" 2>&1 ||
 # 4. Run them against the installed library, on an index built by the
 #    installed CLI.
 export LD_LIBRARY_PATH="$libdir"
-ldd "$tmp/ask_pc" | grep -q "libdynrag.so.* => $libdir/" || fail "ask_pc does not load $libdir"
+# (Outputs are captured before grep: with pipefail, `grep -q` closing the
+# pipe early would fail the pipeline through SIGPIPE.)
+deps=$(ldd "$tmp/ask_pc")
+grep -q "libdynrag.so.* => $libdir/" <<<"$deps" || fail "ask_pc does not load $libdir: $deps"
 index_corpus "$src" "$tmp/index"
 cat >"$tmp/p.yaml" <<YAML
 version: 1
