@@ -27,7 +27,9 @@ def declarations(path):
     text = strip_comments(open(path, encoding="utf-8").read())
     for stmt in re.split(r"[;{}]", text):
         stmt = " ".join(stmt.split())
-        if not stmt or stmt.startswith("typedef") or "(*" in stmt:
+        # Type definitions, function pointers and static inline helpers
+        # (compiled into the caller) are not library exports.
+        if not stmt or stmt.startswith(("typedef", "static")) or "(*" in stmt:
             continue
         m = re.search(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(", stmt)
         # Upper-case names are macro uses (DYNRAG_STATUS_MAP(X) in an enum).
