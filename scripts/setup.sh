@@ -19,7 +19,7 @@ deps="$root/.deps"
 packages=(
     build-essential cmake pkg-config dpkg-dev git
     libsqlite3-dev libcurl4-openssl-dev libcjson-dev libyaml-dev
-    libmicrohttpd-dev libfaiss-dev libopenblas-dev libomp-dev
+    libmicrohttpd-dev libfaiss-dev libopenblas-dev libomp-dev groff-base
     sqlite3-doc python3 python3-numpy clang libclang-rt-14-dev curl
 )
 

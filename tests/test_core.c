@@ -4,6 +4,10 @@
 #include "core/text.h"
 #include "core/util.h"
 
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
 TEST(core_status_strings)
 {
     ASSERT_STR_EQ(dynrag_strerror(DYNRAG_OK), "success");
@@ -169,6 +173,106 @@ TEST(core_atomic_write)
     ASSERT_EQ(dr_read_file(path, 2, &data, &len, &err), DYNRAG_ERR_LIMIT);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "larger than the limit");
     ASSERT_EQ(dr_read_file("/nonexistent/x", 2, &data, &len, &err), DYNRAG_ERR_NOTFOUND);
+}
+
+/* Concurrent writers of one file through dr_write_file_atomic. */
+enum { AW_THREADS = 4, AW_WRITES = 20 };
+
+typedef struct aw_ctx {
+    const char *path;
+    int thread;
+    atomic_int *bad;  /* whole-version violations and write errors */
+    atomic_int *done; /* writers finished */
+} aw_ctx;
+
+/* Version k of the file: (4096 + 101 k) copies of the byte 'A' + k % 26. */
+static size_t aw_len(int k)
+{
+    return 4096 + 101 * (size_t)k;
+}
+
+/* 1 when data is a whole version: one repeated byte of the right count. */
+static int aw_whole(const char *data, size_t len)
+{
+    if (len < 4096 || (len - 4096) % 101 != 0)
+        return 0;
+    int k = (int)((len - 4096) / 101);
+    for (size_t i = 0; i < len; i++)
+        if (data[i] != 'A' + k % 26)
+            return 0;
+    return 1;
+}
+
+static void *aw_writer(void *arg)
+{
+    aw_ctx *c = arg;
+    for (int i = 0; i < AW_WRITES; i++) {
+        int k = c->thread * AW_WRITES + i;
+        size_t len = aw_len(k);
+        char *buf = malloc(len);
+        if (buf == NULL) {
+            atomic_fetch_add(c->bad, 1);
+            break;
+        }
+        memset(buf, 'A' + k % 26, len);
+        dynrag_error err;
+        if (dr_write_file_atomic(c->path, buf, len, &err) != DYNRAG_OK)
+            atomic_fetch_add(c->bad, 1);
+        free(buf);
+    }
+    atomic_fetch_add(c->done, 1);
+    return NULL;
+}
+
+TEST(core_atomic_write_concurrent_writers)
+{
+    /* Threads replace one file at once while the test reads it: every read
+     * sees a whole version, every write succeeds, and no temporary file is
+     * left behind (a temporary name shared by the threads of a process
+     * would mix their bytes or fail their renames). */
+    char dir[4200], path[4300];
+    snprintf(dir, sizeof(dir), "%s/aw", test_tmpdir());
+    dynrag_error err;
+    ASSERT_OK(dr_mkdirs(dir, &err), &err);
+    snprintf(path, sizeof(path), "%s/f.bin", dir);
+    atomic_int bad = 0, done = 0;
+    aw_ctx ctx[AW_THREADS];
+    pthread_t th[AW_THREADS];
+    for (int t = 0; t < AW_THREADS; t++) {
+        ctx[t] = (aw_ctx){path, t, &bad, &done};
+        ASSERT_EQ(pthread_create(&th[t], NULL, aw_writer, &ctx[t]), 0);
+    }
+    int reads = 0, torn = 0;
+    while (atomic_load(&done) < AW_THREADS) {
+        char *data = NULL;
+        size_t len = 0;
+        int rc = dr_read_file(path, 1 << 20, &data, &len, &err);
+        if (rc == DYNRAG_OK) {
+            reads++;
+            torn += !aw_whole(data, len);
+        } else if (rc != DYNRAG_ERR_NOTFOUND) {
+            torn++;
+        }
+        free(data);
+    }
+    for (int t = 0; t < AW_THREADS; t++)
+        pthread_join(th[t], NULL);
+    ASSERT_EQ(atomic_load(&bad), 0);
+    ASSERT_EQ(torn, 0);
+    char *data = NULL;
+    size_t len = 0;
+    ASSERT_OK(dr_read_file(path, 1 << 20, &data, &len, &err), &err);
+    int whole = aw_whole(data, len);
+    free(data);
+    ASSERT(whole);
+    DIR *d = opendir(dir);
+    ASSERT(d != NULL);
+    int entries = 0;
+    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d))
+        entries += e->d_name[0] != '.';
+    closedir(d);
+    ASSERT_EQ(entries, 1); /* f.bin only: no f.bin.tmp.* left */
+    (void)reads;
 }
 
 TEST(cli_exit_codes)

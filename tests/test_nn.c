@@ -4,6 +4,7 @@
 
 #include "core/util.h"
 #include "dynrag/classifier.h"
+#include "dynrag/train.h"
 #include "nn/model.h"
 #include "nn/safetensors.h"
 #include "nn/train.h"

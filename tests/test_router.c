@@ -6,7 +6,6 @@
 #include "router/bandit.h"
 #include "router/cascade.h"
 #include "router/cost.h"
-#include "router/normalize.h"
 #include "router/router.h"
 
 #include <pthread.h>

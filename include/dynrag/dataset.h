@@ -19,7 +19,7 @@
 #ifndef DYNRAG_DATASET_H
 #define DYNRAG_DATASET_H
 
-#include "dynrag/status.h"
+#include "dynrag/common.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -59,9 +59,9 @@ typedef enum dynrag_dataset_source {
 /* "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison",
  * "comparison-single", "chain", "chain-single";
  * NULL when out of range. Static strings. */
-const char *dynrag_dataset_source_name(int source);
+DYNRAG_API const char *dynrag_dataset_source_name(int source);
 /* "A", "B", "C"; NULL when out of range. */
-const char *dynrag_dataset_label_name(int label);
+DYNRAG_API const char *dynrag_dataset_label_name(int label);
 
 typedef struct dynrag_dataset_options {
     const char *data_dir;   /* folder with clinc150/, nq-open/, musique/, hotpotqa/ */
@@ -99,7 +99,7 @@ typedef struct dynrag_dataset_stats {
 } dynrag_dataset_stats;
 
 /* Fills opt with the defaults above (data_dir and out_dir NULL). */
-void dynrag_dataset_options_init(dynrag_dataset_options *opt);
+DYNRAG_API void dynrag_dataset_options_init(dynrag_dataset_options *opt);
 
 /*
  * Builds the complexity data set described at the top of this header.
@@ -125,8 +125,8 @@ void dynrag_dataset_options_init(dynrag_dataset_options *opt);
  * file (and line); no output file is replaced on failure of the reading
  * phase. Files are written atomically.
  */
-int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_stats *st,
-                              dynrag_error *err);
+DYNRAG_API int dynrag_dataset_complexity(const dynrag_dataset_options *opt,
+                                         dynrag_dataset_stats *st, dynrag_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,25 +1,37 @@
 /*
- * dynrag/dynrag.h - the umbrella header of DynamicRAG's public API.
+ * dynrag/dynrag.h - the umbrella header of DynamicRAG's public API: includes
+ * every public header, so `#include <dynrag/dynrag.h>` gives the whole API.
+ *
+ *   common.h      DYNRAG_API, status codes and dynrag_error, the log
+ *                 callback, the version, the progress callback
+ *   pipeline.h    loading and validating pipeline YAML
+ *   index.h       building, opening and searching an index
+ *   engine.h      running queries through a routed pipeline, route logs
+ *   server.h      the HTTP server
+ *   classifier.h  the query-complexity classifier
+ *   train.h       training the classifier
+ *   dataset.h     labelled data sets
+ *   metrics.h     IR and QA metrics
+ *   eval.h        evaluating routers against baselines
  */
 #ifndef DYNRAG_DYNRAG_H
 #define DYNRAG_DYNRAG_H
 
+#include "dynrag/common.h"
+#include "dynrag/export.h"
 #include "dynrag/log.h"
 #include "dynrag/status.h"
 #include "dynrag/version.h"
 
-#include <stdint.h>
+#include "dynrag/classifier.h"
+#include "dynrag/dataset.h"
+#include "dynrag/engine.h"
+#include "dynrag/eval.h"
+#include "dynrag/index.h"
+#include "dynrag/metrics.h"
+#include "dynrag/outcomes.h"
+#include "dynrag/pipeline.h"
+#include "dynrag/server.h"
+#include "dynrag/train.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
-/* Progress of a long-running call (indexing, training, evaluation): done
- * out of total units (total 0 when unknown), unit e.g. "docs". Called from
- * the calling thread, at most a few times a second. */
-typedef void (*dynrag_progress_fn)(void *user, uint64_t done, uint64_t total, const char *unit);
-
-#ifdef __cplusplus
-}
-#endif
 #endif

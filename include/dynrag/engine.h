@@ -14,7 +14,7 @@
 #ifndef DYNRAG_ENGINE_H
 #define DYNRAG_ENGINE_H
 
-#include "dynrag/dynrag.h"
+#include "dynrag/common.h"
 #include "dynrag/index.h"
 #include "dynrag/pipeline.h"
 
@@ -36,26 +36,26 @@ typedef struct dynrag_engine_options {
 /* Creates an engine for a pipeline (which must outlive it): opens the index
  * (when a stage needs one), creates every router and loads router state.
  * opt may be NULL. Fails with a message naming the stage or file. */
-int dynrag_engine_create(const dynrag_pipeline *p, const dynrag_engine_options *opt,
-                         dynrag_engine **out, dynrag_error *err);
+DYNRAG_API int dynrag_engine_create(const dynrag_pipeline *p, const dynrag_engine_options *opt,
+                                    dynrag_engine **out, dynrag_error *err);
 
 /* Saves router state (bandits), flushes the log and frees the engine.
  * Accepts NULL. */
-void dynrag_engine_free(dynrag_engine *e);
+DYNRAG_API void dynrag_engine_free(dynrag_engine *e);
 
 /* The route-log path the engine appends to, or NULL when not logging.
  * Owned by the engine. */
-const char *dynrag_engine_log_path(const dynrag_engine *e);
+DYNRAG_API const char *dynrag_engine_log_path(const dynrag_engine *e);
 
 /* The index the engine opened for an embedder option, by option name (NULL
  * = the first one opened), for direct searches (the server's
  * /v1/retrieve). Owned by the engine; NULL when the name is unknown or the
  * option has no index (the pipeline does not retrieve, or the option's
  * embedder cannot serve the index). */
-dynrag_index *dynrag_engine_index(const dynrag_engine *e, const char *embedder_option);
+DYNRAG_API dynrag_index *dynrag_engine_index(const dynrag_engine *e, const char *embedder_option);
 
 /* Persists router state now (atomic writes). */
-int dynrag_engine_save(dynrag_engine *e, dynrag_error *err);
+DYNRAG_API int dynrag_engine_save(dynrag_engine *e, dynrag_error *err);
 
 /* Forces a stage's option for one query, bypassing its router and the
  * budget check (the decision's reason says "forced"). For evaluation
@@ -95,8 +95,9 @@ typedef struct dynrag_result dynrag_result;
  * empty or whitespace-only question fails with DYNRAG_ERR_INVALID. A failing
  * endpoint with no fallback fails the query; the failed record is still
  * logged with its error. */
-int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_query_options *opt,
-                        dynrag_result **out, dynrag_error *err);
+DYNRAG_API int dynrag_engine_query(dynrag_engine *e, const char *question,
+                                   const dynrag_query_options *opt, dynrag_result **out,
+                                   dynrag_error *err);
 
 /* Reward feedback in [-1e6, 1e6] for a past query of this engine (bandit
  * routers learn from it). DYNRAG_ERR_NOTFOUND when the id is unknown (the
@@ -105,20 +106,20 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
  * for a bandit router with a `state` file, in its reward store, which every
  * process sharing the file sees). With a state file the reward is on disk
  * before DYNRAG_OK is returned. */
-int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward,
+DYNRAG_API int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward,
                            dynrag_error *err);
 
 /* Feedback for a query known only from a route-log record (a JSON line with
  * its "id", "query" and "stages"); the same once-per-id rule and durability
  * as dynrag_engine_feedback(). */
-int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, double reward,
+DYNRAG_API int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, double reward,
                                   dynrag_error *err);
 
 /* ---- results ---------------------------------------------------------- */
 
-const char *dynrag_result_id(const dynrag_result *r);
-const char *dynrag_result_answer(const dynrag_result *r);
-bool dynrag_result_unanswerable(const dynrag_result *r);
+DYNRAG_API const char *dynrag_result_id(const dynrag_result *r);
+DYNRAG_API const char *dynrag_result_answer(const dynrag_result *r);
+DYNRAG_API bool dynrag_result_unanswerable(const dynrag_result *r);
 
 typedef struct dynrag_citation {
     const char *doc_id;
@@ -127,8 +128,8 @@ typedef struct dynrag_citation {
     double score;
 } dynrag_citation;
 
-size_t dynrag_result_n_citations(const dynrag_result *r);
-const dynrag_citation *dynrag_result_citation(const dynrag_result *r, size_t i);
+DYNRAG_API size_t dynrag_result_n_citations(const dynrag_result *r);
+DYNRAG_API const dynrag_citation *dynrag_result_citation(const dynrag_result *r, size_t i);
 
 typedef struct dynrag_decision {
     const char *stage;   /* e.g. "index" */
@@ -141,19 +142,19 @@ typedef struct dynrag_decision {
 
 /* Every passage retrieved (all steps, de-duplicated by chunk, in order of
  * retrieval); `title` may be "". Owned by r. */
-size_t dynrag_result_n_retrieved(const dynrag_result *r);
-const dynrag_citation *dynrag_result_retrieved(const dynrag_result *r, size_t i);
+DYNRAG_API size_t dynrag_result_n_retrieved(const dynrag_result *r);
+DYNRAG_API const dynrag_citation *dynrag_result_retrieved(const dynrag_result *r, size_t i);
 
 /* The packed context text the generator saw ("" without retrieval). */
-const char *dynrag_result_context(const dynrag_result *r);
+DYNRAG_API const char *dynrag_result_context(const dynrag_result *r);
 
 /* The passages of the packed context, in context order: selected from every
  * retrieval step's passages (docs/route-log.md, `context`). Owned by r. */
-size_t dynrag_result_n_context(const dynrag_result *r);
-const dynrag_citation *dynrag_result_context_passage(const dynrag_result *r, size_t i);
+DYNRAG_API size_t dynrag_result_n_context(const dynrag_result *r);
+DYNRAG_API const dynrag_citation *dynrag_result_context_passage(const dynrag_result *r, size_t i);
 
-size_t dynrag_result_n_decisions(const dynrag_result *r);
-const dynrag_decision *dynrag_result_decision(const dynrag_result *r, size_t i);
+DYNRAG_API size_t dynrag_result_n_decisions(const dynrag_result *r);
+DYNRAG_API const dynrag_decision *dynrag_result_decision(const dynrag_result *r, size_t i);
 
 typedef struct dynrag_totals {
     long long input_tokens, output_tokens;
@@ -163,13 +164,13 @@ typedef struct dynrag_totals {
                             `totals.over_budget_reason` says what and why */
 } dynrag_totals;
 
-const dynrag_totals *dynrag_result_totals(const dynrag_result *r);
+DYNRAG_API const dynrag_totals *dynrag_result_totals(const dynrag_result *r);
 
 /* The result's route-log record as one line of compact JSON (no newline).
  * Owned by r. */
-const char *dynrag_result_json(const dynrag_result *r);
+DYNRAG_API const char *dynrag_result_json(const dynrag_result *r);
 
-void dynrag_result_free(dynrag_result *r);
+DYNRAG_API void dynrag_result_free(dynrag_result *r);
 
 /* ---- route logs --------------------------------------------------------- */
 
@@ -179,7 +180,7 @@ void dynrag_result_free(dynrag_result *r);
  * and latency totals, errors. *report is a human-readable table (caller frees);
  * *json (may be NULL) the same as JSON. Malformed lines are counted and
  * reported with their line numbers, not fatal. */
-int dynrag_log_summary(const char *path, char **report, char **json, dynrag_error *err);
+DYNRAG_API int dynrag_log_summary(const char *path, char **report, char **json, dynrag_error *err);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,7 @@
 #ifndef DYNRAG_EVAL_H
 #define DYNRAG_EVAL_H
 
-#include "dynrag/dynrag.h"
+#include "dynrag/common.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -24,17 +24,33 @@
 extern "C" {
 #endif
 
+/* ---- classifier evaluation reports (dynrag_classifier_eval) ---------------- */
+
+typedef struct dynrag_eval_report {
+    size_t n;         /* examples of this head evaluated */
+    size_t n_skipped; /* other heads' examples, or unknown labels */
+    size_t n_labels;
+    double accuracy, macro_f1;
+    double *recall;      /* [n_labels] */
+    double *precision;   /* [n_labels] */
+    double *f1;          /* [n_labels] */
+    uint64_t *confusion; /* [n_labels * n_labels], row = true, column = predicted */
+} dynrag_eval_report;
+
+/* Frees a report of dynrag_classifier_eval(). Accepts NULL. */
+DYNRAG_API void dynrag_eval_report_free(dynrag_eval_report *r);
+
 /* ---- QA answer metrics (SQuAD normalisation) -------------------------------- */
 
 /* Exact match: 1 when the normalised prediction equals a normalised gold
  * answer, else 0 (max over the n gold answers; 0 when n == 0). */
-double dynrag_eval_em(const char *prediction, const char *const *golds, size_t n);
+DYNRAG_API double dynrag_eval_em(const char *prediction, const char *const *golds, size_t n);
 /* SQuAD token F1 between normalised prediction and gold, max over golds. */
-double dynrag_eval_f1(const char *prediction, const char *const *golds, size_t n);
+DYNRAG_API double dynrag_eval_f1(const char *prediction, const char *const *golds, size_t n);
 /* 1 when some normalised gold answer occurs in the normalised text on word
  * boundaries ("1969" does not match "19690"), else 0. Empty golds never
  * match. */
-double dynrag_eval_contains(const char *text, const char *const *golds, size_t n);
+DYNRAG_API double dynrag_eval_contains(const char *text, const char *const *golds, size_t n);
 
 /* ---- per-query metrics --------------------------------------------------------- */
 
@@ -58,12 +74,12 @@ typedef enum dynrag_eval_metric {
 } dynrag_eval_metric;
 
 /* The metric's name as above (static string). */
-const char *dynrag_eval_metric_name(dynrag_eval_metric m);
+DYNRAG_API const char *dynrag_eval_metric_name(dynrag_eval_metric m);
 /* Parses a metric name; also "latency" and "energy". DYNRAG_ERR_INVALID when
  * unknown. */
-int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err);
+DYNRAG_API int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err);
 /* True for cost metrics (steps .. energy_wh): they add up along a cascade. */
-bool dynrag_eval_metric_is_cost(dynrag_eval_metric m);
+DYNRAG_API bool dynrag_eval_metric_is_cost(dynrag_eval_metric m);
 
 /* The outcome of one query under one option. m[i] is NAN when the metric does
  * not apply (e.g. EM without gold answers, nDCG for QA). */
@@ -74,7 +90,7 @@ typedef struct dynrag_eval_outcome {
 } dynrag_eval_outcome;
 
 /* An outcome with every metric NAN, confidence NAN and ok false. */
-void dynrag_eval_outcome_init(dynrag_eval_outcome *o);
+DYNRAG_API void dynrag_eval_outcome_init(dynrag_eval_outcome *o);
 
 /* ---- outcome tables -------------------------------------------------------------- */
 
@@ -97,11 +113,11 @@ typedef struct dynrag_eval_table {
 /* Allocates a table with every cell initialised (dynrag_eval_outcome_init),
  * choices -1 and scores NAN; the caller fills ids, options and cells. Free
  * with dynrag_eval_table_free. */
-int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_queries,
-                          size_t n_options, dynrag_eval_table **out, dynrag_error *err);
-void dynrag_eval_table_free(dynrag_eval_table *t);
+DYNRAG_API int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_queries,
+                                     size_t n_options, dynrag_eval_table **out, dynrag_error *err);
+DYNRAG_API void dynrag_eval_table_free(dynrag_eval_table *t);
 /* The index of an option name in t, or -1. */
-int dynrag_eval_table_option(const dynrag_eval_table *t, const char *name);
+DYNRAG_API int dynrag_eval_table_option(const dynrag_eval_table *t, const char *name);
 
 /* ---- comparing a router with its baselines ------------------------------------------ */
 
@@ -114,8 +130,9 @@ typedef struct dynrag_eval_row {
     double quality;  /* mean of the quality metric (unscored queries excluded) */
     double cost;     /* mean of the cost metric */
     size_t n_scored; /* queries with a quality value */
-    size_t calls[16]; /* per option: queries that ran it (cascades count every attempt) */
-    double share[16]; /* per option: share of queries that ended on it */
+    size_t calls[DYNRAG_MAX_OPTIONS]; /* per option: queries that ran it (cascades count every
+                                         attempt) */
+    double share[DYNRAG_MAX_OPTIONS]; /* per option: share of queries that ended on it */
 } dynrag_eval_row;
 
 typedef enum dynrag_eval_sweep_kind {
@@ -160,25 +177,27 @@ typedef struct dynrag_eval_comparison {
  * random-mix with the router's observed shares. A failed cell counts as
  * quality 0. Fails with DYNRAG_ERR_INVALID for an empty table or more than
  * 16 options. Free with dynrag_eval_comparison_free. */
-int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
-                        dynrag_eval_comparison *out, dynrag_error *err);
-void dynrag_eval_comparison_free(dynrag_eval_comparison *c);
+DYNRAG_API int dynrag_eval_compare(const dynrag_eval_table *t,
+                                   const dynrag_eval_compare_options *opt,
+                                   dynrag_eval_comparison *out, dynrag_error *err);
+DYNRAG_API void dynrag_eval_comparison_free(dynrag_eval_comparison *c);
 /* The row named `name`, or NULL. */
-const dynrag_eval_row *dynrag_eval_comparison_row(const dynrag_eval_comparison *c,
-                                                  const char *name);
+DYNRAG_API const dynrag_eval_row *dynrag_eval_comparison_row(const dynrag_eval_comparison *c,
+                                                             const char *name);
 
 /* ---- SVG plots (no dependency) ---------------------------------------------------- */
 
 /* Cost (x) against quality (y): one labelled point per row, the sweep as a
  * line. Returns a complete SVG document (caller frees) or NULL when out of
  * memory. */
-char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comparison *c,
-                              const char *quality_name, const char *cost_name);
+DYNRAG_API char *dynrag_eval_svg_scatter(const dynrag_eval_table *t,
+                                         const dynrag_eval_comparison *c, const char *quality_name,
+                                         const char *cost_name);
 /* Stacked bars of the option mix of router, random-mix and oracle. */
-char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
+DYNRAG_API char *dynrag_eval_svg_mix(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
 /* Grouped bars of the calls per option of router, best-single, random-mix
  * and oracle (cascades count every call). */
-char *dynrag_eval_svg_calls(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
+DYNRAG_API char *dynrag_eval_svg_calls(const dynrag_eval_table *t, const dynrag_eval_comparison *c);
 
 /* ---- live evaluation ----------------------------------------------------------------- */
 
@@ -224,8 +243,8 @@ typedef struct dynrag_eval_summary {
  * router runs' route-log records). summary may be NULL. *report_md, when
  * non-NULL, receives the Markdown report (caller frees).
  */
-int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary,
-                    char **report_md, dynrag_error *err);
+DYNRAG_API int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary,
+                               char **report_md, dynrag_error *err);
 
 /* ---- replay ----------------------------------------------------------------------------- */
 
@@ -248,16 +267,17 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
  * dynrag_eval_comparison_free) and the table to *table (may be NULL; free
  * with dynrag_eval_table_free).
  */
-int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const char *stage,
-                       const dynrag_eval_compare_options *opt, dynrag_eval_table **table,
-                       dynrag_eval_comparison *out, dynrag_error *err);
+DYNRAG_API int dynrag_eval_replay(const char *log_path, const char *outcomes_path,
+                                  const char *stage, const dynrag_eval_compare_options *opt,
+                                  dynrag_eval_table **table, dynrag_eval_comparison *out,
+                                  dynrag_error *err);
 
 /* Reads an outcome table file (format above) for one stage (NULL = first)
  * and sets the table's default_quality from its format. Top-level "quality"
  * and "cost" numbers fill opt's quality and cost metrics (opt NULL or quality
  * DYNRAG_EVAL_QUALITY_AUTO: the format's metric; cost default latency_ms).
  * Errors name the file and line. */
-int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
+DYNRAG_API int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
                            const dynrag_eval_compare_options *opt, dynrag_eval_table **out,
                            dynrag_error *err);
 
@@ -293,14 +313,16 @@ typedef struct dynrag_eval_calibrate_options {
  * only that router parameter changed (comments kept) and checks that the copy
  * loads with the new value.
  */
-int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_calibrate_options *copt,
-                          dynrag_eval_calibration *out, dynrag_error *err);
+DYNRAG_API int dynrag_eval_calibrate(const dynrag_eval_options *opt,
+                                     const dynrag_eval_calibrate_options *copt,
+                                     dynrag_eval_calibration *out, dynrag_error *err);
 
 /* Writes a copy of the pipeline YAML at in_path to out_path with
  * stages.<stage>.router.params.<param> set to value (added when absent),
  * keeping every other byte; the copy is validated by loading it. */
-int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, const char *stage,
-                                   const char *param, double value, dynrag_error *err);
+DYNRAG_API int dynrag_eval_patch_router_param(const char *in_path, const char *out_path,
+                                              const char *stage, const char *param, double value,
+                                              dynrag_error *err);
 
 /* ---- routing-literature summaries ------------------------------------------------- */
 
@@ -316,7 +338,7 @@ typedef struct dynrag_eval_point {
  * or infinite coordinate are ignored. Writes at most n points to out (in
  * increasing cost and quality) and returns how many.
  */
-size_t dynrag_eval_hull(const dynrag_eval_point *pts, size_t n, dynrag_eval_point *out);
+DYNRAG_API size_t dynrag_eval_hull(const dynrag_eval_point *pts, size_t n, dynrag_eval_point *out);
 
 /*
  * AIQ (RouterBench): the area under the hull of pts over the cost range
@@ -326,7 +348,7 @@ size_t dynrag_eval_hull(const dynrag_eval_point *pts, size_t n, dynrag_eval_poin
  * range (c_hi <= c_lo) it is the curve's value at c_lo. NAN when no point is
  * finite.
  */
-double dynrag_eval_aiq(const dynrag_eval_point *pts, size_t n, double c_lo, double c_hi);
+DYNRAG_API double dynrag_eval_aiq(const dynrag_eval_point *pts, size_t n, double c_lo, double c_hi);
 
 /*
  * RouteLLM's summaries of a strong/weak pair. Point i of a policy sweep
@@ -336,12 +358,12 @@ double dynrag_eval_aiq(const dynrag_eval_point *pts, size_t n, double c_lo, doub
  * the points with x[i] <= x, and 0 (the weak model alone) when none fits;
  * APGR is its integral over x in [0, 1]. NAN when q_strong <= q_weak or n is 0.
  */
-double dynrag_eval_apgr(const double *x, const double *q, size_t n, double q_weak,
+DYNRAG_API double dynrag_eval_apgr(const double *x, const double *q, size_t n, double q_weak,
                         double q_strong);
 /* CPT(target) (RouteLLM): the smallest share x[i] of strong calls among the
  * points whose PGR reaches target (e.g. 0.5 for CPT(50%)); NAN when none does
  * or the pair is degenerate as above. */
-double dynrag_eval_cpt(const double *x, const double *q, size_t n, double q_weak,
+DYNRAG_API double dynrag_eval_cpt(const double *x, const double *q, size_t n, double q_weak,
                        double q_strong, double target);
 
 /* ---- evaluation on outcome tables ---------------------------------------------------- */
@@ -389,7 +411,7 @@ typedef struct dynrag_eval_outcomes_summary {
  * OUT/report.json, OUT/report.md, OUT/generator-cost-quality.svg and
  * OUT/generator-calls.svg. summary and report_md (caller frees) may be NULL.
  */
-int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt,
+DYNRAG_API int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt,
                          dynrag_eval_outcomes_summary *summary, char **report_md,
                          dynrag_error *err);
 
@@ -405,7 +427,7 @@ int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt,
  * for dynrag_eval_calibrate. out->share is the target option's call share
  * (the last option's without one).
  */
-int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
+DYNRAG_API int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
                                    const dynrag_eval_calibrate_options *copt,
                                    dynrag_eval_calibration *out, dynrag_error *err);
 
@@ -442,8 +464,8 @@ typedef struct dynrag_label_stats {
  * none) before B (single) before C (multi). The output file is written
  * atomically. stats may be NULL.
  */
-int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats,
-                      dynrag_error *err);
+DYNRAG_API int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats,
+                                 dynrag_error *err);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,7 @@
 #ifndef DYNRAG_INDEX_H
 #define DYNRAG_INDEX_H
 
-#include "dynrag/dynrag.h"
+#include "dynrag/common.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -68,18 +68,18 @@ typedef struct dynrag_build_stats {
  * folders walked recursively for .txt, .md and .html files. Malformed input
  * fails with the file and line in err and leaves the index unchanged (unless
  * opt->skip_bad). opt may be NULL for defaults; stats may be NULL. */
-int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs,
-                     const dynrag_build_options *opt, dynrag_build_stats *stats,
-                     dynrag_error *err);
+DYNRAG_API int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs,
+                                const dynrag_build_options *opt, dynrag_build_stats *stats,
+                                dynrag_error *err);
 
 /* Deletes documents by id (unknown ids are counted in *n_missing, which may
  * be NULL). Atomic. */
-int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
-                        size_t *n_missing, dynrag_error *err);
+DYNRAG_API int dynrag_index_delete(const char *dir, const char *const *doc_ids, size_t n,
+                                   size_t *n_missing, dynrag_error *err);
 
 /* dynrag_index_delete() with options: only opt->lock_timeout_s is used
  * (opt may be NULL). */
-int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t n,
+DYNRAG_API int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t n,
                             const dynrag_build_options *opt, size_t *n_missing, dynrag_error *err);
 
 typedef struct dynrag_index dynrag_index;
@@ -92,9 +92,9 @@ typedef struct dynrag_index dynrag_index;
  * commits a new generation, the next call (search, document, embed, info)
  * opens it and uses it, while calls already running finish on the
  * generation they started with (docs/indexing.md). */
-int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
+DYNRAG_API int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
                       dynrag_index **out, dynrag_error *err);
-void dynrag_index_close(dynrag_index *idx);
+DYNRAG_API void dynrag_index_close(dynrag_index *idx);
 
 typedef enum dynrag_search_mode {
     DYNRAG_SEARCH_BM25 = 0,
@@ -103,8 +103,8 @@ typedef enum dynrag_search_mode {
 } dynrag_search_mode;
 
 /* Parses "bm25" | "dense" | "hybrid"; -1 when unknown. */
-int dynrag_search_mode_parse(const char *s);
-const char *dynrag_search_mode_name(dynrag_search_mode m);
+DYNRAG_API int dynrag_search_mode_parse(const char *s);
+DYNRAG_API const char *dynrag_search_mode_name(dynrag_search_mode m);
 
 typedef struct dynrag_search_options {
     dynrag_search_mode mode;
@@ -151,19 +151,21 @@ typedef struct dynrag_hits {
 /* Searches the index. The query is plain user text: it is never read as
  * FTS5 syntax; an empty or stopword-only query gives zero hits, not an
  * error. *out is filled (caller frees with dynrag_hits_free). */
-int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
-                        dynrag_hits *out, dynrag_error *err);
-void dynrag_hits_free(dynrag_hits *hits);
+DYNRAG_API int dynrag_index_search(dynrag_index *idx, const char *query,
+                                   const dynrag_search_options *opt, dynrag_hits *out,
+                                   dynrag_error *err);
+DYNRAG_API void dynrag_hits_free(dynrag_hits *hits);
 
 /* The full text of a document (for long-context escalation). Caller frees
  * *text and *title (either out-pointer may be NULL). */
-int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title, char **text,
-                          dynrag_error *err);
+DYNRAG_API int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title,
+                                     char **text, dynrag_error *err);
 
 /* Embeds a text with the index's embedder (for knn routers): out gets
  * dynrag_index_dim() floats. Fails when the index has no dense part. */
-int dynrag_index_embed(dynrag_index *idx, const char *text, float *out, dynrag_error *err);
-int dynrag_index_dim(const dynrag_index *idx);
+DYNRAG_API int dynrag_index_embed(dynrag_index *idx, const char *text, float *out,
+                                  dynrag_error *err);
+DYNRAG_API int dynrag_index_dim(const dynrag_index *idx);
 
 typedef struct dynrag_index_info {
     uint64_t docs, chunks;
@@ -176,7 +178,7 @@ typedef struct dynrag_index_info {
                            `dynrag index` run that changes the index adds 1 */
 } dynrag_index_info;
 
-int dynrag_index_get_info(const dynrag_index *idx, dynrag_index_info *info);
+DYNRAG_API int dynrag_index_get_info(const dynrag_index *idx, dynrag_index_info *info);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,8 @@
 #ifndef DYNRAG_LOG_H
 #define DYNRAG_LOG_H
 
+#include "dynrag/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -27,10 +29,10 @@ typedef void (*dynrag_log_fn)(void *user, dynrag_log_level level,
 
 /* Installs the callback (NULL to silence) and the lowest level passed to it.
  * Not thread-safe with respect to concurrent logging: call at start-up. */
-void dynrag_log_set(dynrag_log_fn fn, void *user, dynrag_log_level min_level);
+DYNRAG_API void dynrag_log_set(dynrag_log_fn fn, void *user, dynrag_log_level min_level);
 
 /* The name of a level, e.g. "warn". Static. */
-const char *dynrag_log_level_name(dynrag_log_level level);
+DYNRAG_API const char *dynrag_log_level_name(dynrag_log_level level);
 
 #ifdef __cplusplus
 }

@@ -33,7 +33,7 @@
 #ifndef DYNRAG_METRICS_H
 #define DYNRAG_METRICS_H
 
-#include "dynrag/dynrag.h"
+#include "dynrag/common.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,38 +47,39 @@ extern "C" {
 typedef struct dynrag_qrels dynrag_qrels;
 
 /* An empty set of judgements; free with dynrag_qrels_free(). */
-int dynrag_qrels_new(dynrag_qrels **out, dynrag_error *err);
+DYNRAG_API int dynrag_qrels_new(dynrag_qrels **out, dynrag_error *err);
 /* Adds a judgement (ids are copied). A second judgement of the same
  * (query, document) fails with DYNRAG_ERR_INVALID. */
-int dynrag_qrels_add(dynrag_qrels *q, const char *query_id, const char *doc_id, int relevance,
-                     dynrag_error *err);
+DYNRAG_API int dynrag_qrels_add(dynrag_qrels *q, const char *query_id, const char *doc_id,
+                                int relevance, dynrag_error *err);
 /* Reads a qrels file (see above). Errors name the file and line:
  * DYNRAG_ERR_NOTFOUND/IO, DYNRAG_ERR_PARSE (wrong field count, bad
  * judgement), DYNRAG_ERR_INVALID (duplicate judgement). */
-int dynrag_qrels_load(const char *path, dynrag_qrels **out, dynrag_error *err);
-void dynrag_qrels_free(dynrag_qrels *q);
+DYNRAG_API int dynrag_qrels_load(const char *path, dynrag_qrels **out, dynrag_error *err);
+DYNRAG_API void dynrag_qrels_free(dynrag_qrels *q);
 /* Number of distinct judged queries, and the i-th in strcmp order (the
  * string is owned by q; valid until the next add or free). */
-size_t dynrag_qrels_query_count(dynrag_qrels *q);
-const char *dynrag_qrels_query_id(dynrag_qrels *q, size_t i);
+DYNRAG_API size_t dynrag_qrels_query_count(dynrag_qrels *q);
+DYNRAG_API const char *dynrag_qrels_query_id(dynrag_qrels *q, size_t i);
 /* The judgement of (query, document), or -1 when not judged. */
-int dynrag_qrels_get(dynrag_qrels *q, const char *query_id, const char *doc_id);
+DYNRAG_API int dynrag_qrels_get(dynrag_qrels *q, const char *query_id, const char *doc_id);
 
 /* ---- runs ------------------------------------------------------------------ */
 
 typedef struct dynrag_run dynrag_run;
 
-int dynrag_run_new(dynrag_run **out, dynrag_error *err);
+DYNRAG_API int dynrag_run_new(dynrag_run **out, dynrag_error *err);
 /* Adds a scored document for a query (ids are copied; score must be finite). */
-int dynrag_run_add(dynrag_run *r, const char *query_id, const char *doc_id, double score,
-                   dynrag_error *err);
+DYNRAG_API int dynrag_run_add(dynrag_run *r, const char *query_id, const char *doc_id, double score,
+                              dynrag_error *err);
 /* Reads a TREC run file. Errors name the file and line. */
-int dynrag_run_load(const char *path, dynrag_run **out, dynrag_error *err);
+DYNRAG_API int dynrag_run_load(const char *path, dynrag_run **out, dynrag_error *err);
 /* Writes the run as a TREC run file (queries in strcmp order, documents in
  * trec_eval's rank order, ranks from 1, scores with 17 significant digits),
  * atomically. tag NULL means "dynrag". */
-int dynrag_run_write(const dynrag_run *r, const char *path, const char *tag, dynrag_error *err);
-void dynrag_run_free(dynrag_run *r);
+DYNRAG_API int dynrag_run_write(const dynrag_run *r, const char *path, const char *tag,
+                                dynrag_error *err);
+DYNRAG_API void dynrag_run_free(dynrag_run *r);
 
 /* ---- metrics ---------------------------------------------------------------- */
 
@@ -98,9 +99,9 @@ typedef struct dynrag_metric_spec {
  * and "recall" alone mean no cutoff) and trec_eval names "ndcg_cut.10",
  * "ndcg_cut_10", "recall_100", "recip_rank", "P_5", "P.5".
  * DYNRAG_ERR_INVALID when unknown. */
-int dynrag_metric_parse(const char *s, dynrag_metric_spec *out, dynrag_error *err);
+DYNRAG_API int dynrag_metric_parse(const char *s, dynrag_metric_spec *out, dynrag_error *err);
 /* Writes the display name, e.g. "nDCG@10", "Recall@100", "MRR@10", "P@5". */
-void dynrag_metric_name(dynrag_metric_spec m, char *buf, size_t size);
+DYNRAG_API void dynrag_metric_name(dynrag_metric_spec m, char *buf, size_t size);
 
 typedef struct dynrag_metrics_options {
     int relevance_level; /* judgement needed to count as relevant (0 = 1) */
@@ -123,11 +124,11 @@ typedef struct dynrag_metrics_result {
  * or DYNRAG_ERR_NOTFOUND when no query has both judgements and results
  * (and complete is false).
  */
-int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
-                           const dynrag_metric_spec *metrics, size_t n_metrics,
-                           const dynrag_metrics_options *opt, dynrag_metrics_result *out,
-                           dynrag_error *err);
-void dynrag_metrics_result_free(dynrag_metrics_result *r);
+DYNRAG_API int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
+                                      const dynrag_metric_spec *metrics, size_t n_metrics,
+                                      const dynrag_metrics_options *opt, dynrag_metrics_result *out,
+                                      dynrag_error *err);
+DYNRAG_API void dynrag_metrics_result_free(dynrag_metrics_result *r);
 
 #ifdef __cplusplus
 }

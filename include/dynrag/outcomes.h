@@ -6,7 +6,7 @@
 #ifndef DYNRAG_OUTCOMES_H
 #define DYNRAG_OUTCOMES_H
 
-#include "dynrag/status.h"
+#include "dynrag/common.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -35,7 +35,7 @@ typedef struct dynrag_convert_stats {
  * scores, and quality is 1 when the score is > 0, else 0. Ids are
  * "<task>-<index>". Errors name the file and the array element.
  */
-int dynrag_convert_routerdc(const char *in_path, const char *out_path, dynrag_convert_stats *stats,
+DYNRAG_API int dynrag_convert_routerdc(const char *in_path, const char *out_path, dynrag_convert_stats *stats,
                             dynrag_error *err);
 
 /*
@@ -48,7 +48,7 @@ int dynrag_convert_routerdc(const char *in_path, const char *out_path, dynrag_co
  * dropped and counted. The CSV parser follows RFC 4180 (quoted fields
  * with "" escapes and embedded newlines). Errors name file:line and column.
  */
-int dynrag_convert_routerbench(const char *in_path, const char *out_path,
+DYNRAG_API int dynrag_convert_routerbench(const char *in_path, const char *out_path,
                                dynrag_convert_stats *stats, dynrag_error *err);
 
 /* ---- routers trained on outcome tables ---------------------------------- */
@@ -85,7 +85,7 @@ typedef struct dynrag_outcome_router_result {
  * 1500), after which the model is refitted on every training row.
  * Deterministic for a seed. Errors name the file and field.
  */
-int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
+DYNRAG_API int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
                                 dynrag_outcome_router_result *result, dynrag_error *err);
 
 #ifdef __cplusplus

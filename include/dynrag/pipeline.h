@@ -9,7 +9,7 @@
 #ifndef DYNRAG_PIPELINE_H
 #define DYNRAG_PIPELINE_H
 
-#include "dynrag/dynrag.h"
+#include "dynrag/common.h"
 #include "dynrag/index.h"
 
 #include <stddef.h>
@@ -30,50 +30,50 @@ typedef struct dynrag_diag {
 
 typedef struct dynrag_diags dynrag_diags;
 
-size_t dynrag_diags_count(const dynrag_diags *d);
+DYNRAG_API size_t dynrag_diags_count(const dynrag_diags *d);
 /* The i-th diagnostic; the strings are owned by d. */
-const dynrag_diag *dynrag_diags_get(const dynrag_diags *d, size_t i);
+DYNRAG_API const dynrag_diag *dynrag_diags_get(const dynrag_diags *d, size_t i);
 /* All diagnostics as "file:line:col: path: message\n" lines. Caller frees. */
-char *dynrag_diags_format(const dynrag_diags *d);
-void dynrag_diags_free(dynrag_diags *d);
+DYNRAG_API char *dynrag_diags_format(const dynrag_diags *d);
+DYNRAG_API void dynrag_diags_free(dynrag_diags *d);
 
 /* Loads and validates a pipeline file. On success *out is set (free with
  * dynrag_pipeline_free). On invalid input returns DYNRAG_ERR_PARSE and, when
  * diags is non-NULL, *diags lists every error (free with dynrag_diags_free;
  * it may also be set on success, empty). Files above 1 MiB fail with
  * DYNRAG_ERR_LIMIT. */
-int dynrag_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_diags **diags,
-                         dynrag_error *err);
+DYNRAG_API int dynrag_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_diags **diags,
+                                    dynrag_error *err);
 
 /* The same from memory: `display_name` is used in diagnostics and
  * `base_dir` resolves relative paths (NULL = current folder). */
-int dynrag_pipeline_load_string(const char *text, size_t len, const char *display_name,
-                                const char *base_dir, dynrag_pipeline **out,
-                                dynrag_diags **diags, dynrag_error *err);
+DYNRAG_API int dynrag_pipeline_load_string(const char *text, size_t len, const char *display_name,
+                                           const char *base_dir, dynrag_pipeline **out,
+                                           dynrag_diags **diags, dynrag_error *err);
 
-void dynrag_pipeline_free(dynrag_pipeline *p);
+DYNRAG_API void dynrag_pipeline_free(dynrag_pipeline *p);
 
 /* The resolved pipeline (defaults filled in, ${VAR} expanded, paths
  * resolved; API keys are never included, only their variable names) as
  * pretty-printed JSON. Caller frees. NULL on allocation failure. */
-char *dynrag_pipeline_to_json(const dynrag_pipeline *p);
+DYNRAG_API char *dynrag_pipeline_to_json(const dynrag_pipeline *p);
 
-const char *dynrag_pipeline_name(const dynrag_pipeline *p);
+DYNRAG_API const char *dynrag_pipeline_name(const dynrag_pipeline *p);
 /* The index folder the file names (resolved), or NULL. */
-const char *dynrag_pipeline_index_dir(const dynrag_pipeline *p);
+DYNRAG_API const char *dynrag_pipeline_index_dir(const dynrag_pipeline *p);
 
 /* The embedder configuration of an embedder-stage option (`option` NULL:
  * the first available one), for building or opening the pipeline's index.
  * Strings point into the pipeline (and the environment, for the API key);
  * they live as long as the pipeline. DYNRAG_ERR_NOTFOUND for an unknown
  * option, DYNRAG_ERR_STATE when the option's endpoint is not configured. */
-int dynrag_pipeline_embedder(const dynrag_pipeline *p, const char *option,
-                             dynrag_embedder_config *out, dynrag_error *err);
+DYNRAG_API int dynrag_pipeline_embedder(const dynrag_pipeline *p, const char *option,
+                                        dynrag_embedder_config *out, dynrag_error *err);
 
 /* The embedder stage's options: how many, and the name of option i (NULL
  * when out of range; owned by the pipeline). */
-size_t dynrag_pipeline_n_embedders(const dynrag_pipeline *p);
-const char *dynrag_pipeline_embedder_name(const dynrag_pipeline *p, size_t i);
+DYNRAG_API size_t dynrag_pipeline_n_embedders(const dynrag_pipeline *p);
+DYNRAG_API const char *dynrag_pipeline_embedder_name(const dynrag_pipeline *p, size_t i);
 
 /*
  * Where the dense index of embedder option `option` lives inside index
@@ -84,7 +84,7 @@ const char *dynrag_pipeline_embedder_name(const dynrag_pipeline *p, size_t i);
  * embedder option). Caller frees; NULL on allocation failure or an unknown
  * option.
  */
-char *dynrag_pipeline_embedder_index_dir(const dynrag_pipeline *p, const char *index_dir,
+DYNRAG_API char *dynrag_pipeline_embedder_index_dir(const dynrag_pipeline *p, const char *index_dir,
                                          const char *option);
 
 #ifdef __cplusplus

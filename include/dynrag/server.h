@@ -16,7 +16,7 @@
 #ifndef DYNRAG_SERVER_H
 #define DYNRAG_SERVER_H
 
-#include "dynrag/dynrag.h"
+#include "dynrag/common.h"
 #include "dynrag/pipeline.h"
 
 #include <stdbool.h>
@@ -46,27 +46,27 @@ typedef struct dynrag_server_options {
 /* Creates a server for a pipeline (which must outlive it) and its engine.
  * opt may be NULL for defaults. Nothing is bound yet. Fails with a message
  * naming the stage, file or option. */
-int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *opt,
-                         dynrag_server **out, dynrag_error *err);
+DYNRAG_API int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *opt,
+                                    dynrag_server **out, dynrag_error *err);
 
 /* Binds the address and starts the worker threads. DYNRAG_ERR_IO when the
  * address cannot be bound; DYNRAG_ERR_STATE when already started. */
-int dynrag_server_start(dynrag_server *s, dynrag_error *err);
+DYNRAG_API int dynrag_server_start(dynrag_server *s, dynrag_error *err);
 
 /* The bound port (after start), e.g. the one picked for port 0. */
-int dynrag_server_port(const dynrag_server *s);
+DYNRAG_API int dynrag_server_port(const dynrag_server *s);
 
 /* Blocks until dynrag_server_request_stop() is called. */
-void dynrag_server_wait(dynrag_server *s);
+DYNRAG_API void dynrag_server_wait(dynrag_server *s);
 
 /* Asks the server to stop: wakes dynrag_server_wait(). Async-signal-safe
  * (it writes one byte to a pipe). */
-void dynrag_server_request_stop(dynrag_server *s);
+DYNRAG_API void dynrag_server_request_stop(dynrag_server *s);
 
 /* Installs SIGTERM and SIGINT handlers that call
  * dynrag_server_request_stop(s) (one server per process), and ignores
  * SIGPIPE. */
-int dynrag_server_stop_on_signals(dynrag_server *s, dynrag_error *err);
+DYNRAG_API int dynrag_server_stop_on_signals(dynrag_server *s, dynrag_error *err);
 
 /* Graceful stop (drain): stops accepting; every response from then on
  * carries "Connection: close" and new requests on open keep-alive
@@ -74,10 +74,10 @@ int dynrag_server_stop_on_signals(dynrag_server *s, dynrag_error *err);
  * the drain timeout, then cuts what is left, logging every reply that was
  * not sent with its query id), then saves router state (bandits) and
  * flushes the route log. Idempotent; the server cannot be restarted. */
-int dynrag_server_stop(dynrag_server *s, dynrag_error *err);
+DYNRAG_API int dynrag_server_stop(dynrag_server *s, dynrag_error *err);
 
 /* Stops (if needed) and frees the server and its engine. Accepts NULL. */
-void dynrag_server_free(dynrag_server *s);
+DYNRAG_API void dynrag_server_free(dynrag_server *s);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,8 @@
 #ifndef DYNRAG_STATUS_H
 #define DYNRAG_STATUS_H
 
+#include "dynrag/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -41,10 +43,10 @@ typedef enum dynrag_status {
 
 /* A short English message for a status, e.g. "out of memory". Never NULL:
  * unknown values give "unknown status". The string is static. */
-const char *dynrag_strerror(int status);
+DYNRAG_API const char *dynrag_strerror(int status);
 
 /* The status's symbolic name without the prefix, e.g. "ERR_NOMEM". Static. */
-const char *dynrag_status_name(int status);
+DYNRAG_API const char *dynrag_status_name(int status);
 
 /*
  * Error detail. Handles in DynamicRAG are shared across threads (an index is
@@ -60,11 +62,11 @@ typedef struct dynrag_error {
 } dynrag_error;
 
 /* Resets an error to DYNRAG_OK with an empty message. Accepts NULL. */
-void dynrag_error_clear(dynrag_error *err);
+DYNRAG_API void dynrag_error_clear(dynrag_error *err);
 
 /* The detail message, or the status's dynrag_strerror() text when no detail
  * was recorded. Never NULL; the string is owned by err (or static). */
-const char *dynrag_errmsg(const dynrag_error *err);
+DYNRAG_API const char *dynrag_errmsg(const dynrag_error *err);
 
 #ifdef __cplusplus
 }

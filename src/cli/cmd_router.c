@@ -4,6 +4,7 @@
 
 #include "dynrag/classifier.h"
 #include "dynrag/outcomes.h"
+#include "dynrag/train.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

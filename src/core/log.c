@@ -51,3 +51,8 @@ const char *dynrag_version(void)
 {
     return DYNRAG_VERSION_STRING;
 }
+
+int dynrag_version_number(void)
+{
+    return DYNRAG_VERSION_NUMBER;
+}

@@ -1,6 +1,7 @@
 /*
  * core/text.h - the one word tokenizer and sentence splitter shared by the
- * embedder, the extractive answerer, the rules router and query features.
+ * embedder, the extractive answerer, the rules router and query features,
+ * and the SQuAD answer normalisation of the QA metrics.
  *
  * Words are maximal runs of letters and digits (any code point >= U+0080
  * that is not punctuation counts as a letter), case-folded: ASCII and the
@@ -36,5 +37,17 @@ typedef int (*dr_sentence_fn)(void *user, size_t start, size_t end);
  * an upper-case letter, digit or quote, or at blank lines; abbreviations
  * such as "e.g.", "Dr." and single initials do not end a sentence. */
 int dr_text_sentences(const char *text, size_t n, dr_sentence_fn fn, void *user);
+
+/*
+ * SQuAD answer normalisation, shared by the cascade router's agreement judge
+ * and the evaluation harness's QA metrics. Normalises an answer the way the
+ * official SQuAD evaluation script does: lower-case (ASCII, Latin-1, Latin
+ * Extended-A, Greek and Cyrillic capitals), remove ASCII punctuation, remove
+ * the articles "a", "an", "the" as whole words, and collapse runs of white
+ * space into one space with none at the ends. NULL counts as "". Returns a
+ * new string the caller frees, or NULL when out of memory. Invalid UTF-8
+ * bytes are kept as they are.
+ */
+char *dr_squad_normalize(const char *text);
 
 #endif

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,11 +295,17 @@ cleanup:
 
 int dr_write_file_atomic(const char *path, const void *data, size_t len, dynrag_error *err)
 {
-    char *tmp = dr_asprintf("%s.tmp.%ld", path, (long)getpid());
+    /* The temporary name is unique per process and per call, so threads
+     * replacing the same file at once never write into one another's
+     * temporary file: the last rename wins and every version is whole. */
+    static atomic_ulong counter;
+    unsigned long n = atomic_fetch_add(&counter, 1);
+    char *tmp = dr_asprintf("%s.tmp.%ld.%lu", path, (long)getpid(), n);
+    int rc = DYNRAG_OK;
+    int fd = -1;
     if (tmp == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    int rc = DYNRAG_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", tmp, strerror(errno));
         goto cleanup;
@@ -311,23 +318,28 @@ int dr_write_file_atomic(const char *path, const void *data, size_t len, dynrag_
             continue;
         if (w <= 0) {
             rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: write: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
             goto cleanup;
         }
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", tmp, strerror(errno));
-        unlink(tmp);
+    if (fsync(fd) != 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
         goto cleanup;
     }
-    if (rename(tmp, path) != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
-        unlink(tmp);
+    int c = close(fd);
+    fd = -1;
+    if (c != 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: close: %s", tmp, strerror(errno));
+        goto cleanup;
     }
+    if (rename(tmp, path) != 0)
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
 cleanup:
+    if (fd >= 0)
+        close(fd);
+    if (rc != DYNRAG_OK)
+        unlink(tmp);
     free(tmp);
     return rc;
 }

@@ -106,8 +106,11 @@ bool dr_regex_is_regular(const char *re, size_t *at);
  * with DYNRAG_ERR_LIMIT when the file is larger than max_bytes. */
 int dr_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len,
                  dynrag_error *err);
-/* Writes data to path atomically: a temporary file in the same folder,
- * fsync, rename. A failure leaves the old file as it was. */
+/* Writes data to path atomically: a temporary file in the same folder
+ * (named path.tmp.<pid>.<counter>, unique per call), fsync, rename. Readers
+ * see the old file or the whole new one; concurrent writers of one path
+ * (threads or processes) each leave a whole version, the last rename wins.
+ * A failure leaves the old file as it was and no temporary file. */
 int dr_write_file_atomic(const char *path, const void *data, size_t len, dynrag_error *err);
 /* mkdir -p. */
 int dr_mkdirs(const char *path, dynrag_error *err);

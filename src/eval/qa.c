@@ -4,8 +4,8 @@
  */
 #include "dynrag/eval.h"
 
+#include "core/text.h"
 #include "core/util.h"
-#include "router/normalize.h"
 
 #include <math.h>
 #include <stdlib.h>

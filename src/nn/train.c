@@ -4,7 +4,7 @@
 #include "nn/train.h"
 
 #include "data/labelled.h"
-#include "dynrag/classifier.h"
+#include "dynrag/train.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -12,6 +12,7 @@
 #define DYNRAG_NN_TRAIN_H
 
 #include "dynrag/classifier.h"
+#include "dynrag/train.h"
 #include "nn/model.h"
 
 #define DR_TRAIN_MAX_THREADS 64

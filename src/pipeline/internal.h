@@ -146,6 +146,11 @@ const dr_kind_row *dr_schema_kind(dr_stage_id stage, const char *kind);
 const dr_router_row *dr_schema_router(const char *type);
 /* Suggestion among candidates[0..n) for a misspelt word, or NULL. */
 const char *dr_suggest(const char *word, const char *const *candidates, size_t n);
+/* " (did you mean 'x'?)" into buf when dr_suggest() finds x, else "". Returns buf. */
+const char *dr_did_you_mean(char *buf, size_t size, const char *word, const char *const *cands,
+                            size_t n);
+/* The key path "base.key" ("key" when base is "") into out (truncated). */
+void dr_path_join(char *out, size_t size, const char *base, const char *key);
 
 /* What the validator needs besides the node. */
 typedef struct dr_vctx {

@@ -251,25 +251,6 @@ static void key_pass(dr_ynode *n, char *path, size_t size, size_t len, dynrag_di
 
 /* ---- pass 3: the walk ------------------------------------------------------------ */
 
-static void join(char *out, size_t size, const char *base, const char *key)
-{
-    if (base[0] == '\0')
-        dr_pathf(out, size, "%s", key);
-    else
-        dr_pathf(out, size, "%s.%s", base, key);
-}
-
-static const char *suggest_in(char *buf, size_t size, const char *word,
-                              const char *const *cands, size_t n)
-{
-    const char *s = dr_suggest(word, cands, n);
-    if (s)
-        snprintf(buf, size, " (did you mean '%s'?)", s);
-    else
-        buf[0] = '\0';
-    return buf;
-}
-
 /* Reports every key of map `n` that is not in allowed[]. */
 static void check_keys(dr_vctx *v, const dr_ynode *n, const char *path,
                        const char *const *allowed, size_t na)
@@ -283,9 +264,9 @@ static void check_keys(dr_vctx *v, const dr_ynode *n, const char *path,
             ok = strcmp(allowed[a], k->raw) == 0;
         if (!ok) {
             char sub[512], dym[128];
-            join(sub, sizeof(sub), path, k->raw);
+            dr_path_join(sub, sizeof(sub), path, k->raw);
             dr_diags_add(v->diags, k->line, k->col, sub, "unknown key '%.64s'%s", k->raw,
-                         suggest_in(dym, sizeof(dym), k->raw, allowed, na));
+                         dr_did_you_mean(dym, sizeof(dym), k->raw, allowed, na));
         }
     }
 }
@@ -390,7 +371,7 @@ static void load_endpoints(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
         if (k->type != DR_YN_SCALAR)
             continue;
         char path[512];
-        join(path, sizeof(path), "endpoints", k->raw);
+        dr_path_join(path, sizeof(path), "endpoints", k->raw);
         if (!name_ok(k->raw)) {
             dr_diags_add(v->diags, k->line, k->col, path,
                          "invalid endpoint name '%.64s': use letters, digits, '_', '.' or '-'",
@@ -419,7 +400,7 @@ static void load_endpoints(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
         const dr_ynode *ak = dr_ymap_get(val, "api_key_env");
         if (ep->api_key_env != NULL && !env_name_ok(ep->api_key_env)) {
             char sub[512];
-            join(sub, sizeof(sub), path, "api_key_env");
+            dr_path_join(sub, sizeof(sub), path, "api_key_env");
             dr_diags_add(v->diags, ak->line, ak->col, sub,
                          "must be the name of an environment variable holding the key (e.g. "
                          "DYNRAG_LLM_API_KEY), never the key itself");
@@ -451,7 +432,7 @@ static void load_option(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, size_t idx
     check_keys(v, n, path, keys, DR_ARRAY_LEN(keys));
     char sub[512];
     const dr_ynode *f = dr_ymap_get(n, "name");
-    join(sub, sizeof(sub), path, "name");
+    dr_path_join(sub, sizeof(sub), path, "name");
     if (f == NULL) {
         dr_diags_add(v->diags, n->line, n->col, path, "missing required key 'name'");
     } else {
@@ -467,7 +448,7 @@ static void load_option(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, size_t idx
         }
     }
     f = dr_ymap_get(n, "kind");
-    join(sub, sizeof(sub), path, "kind");
+    dr_path_join(sub, sizeof(sub), path, "kind");
     if (f == NULL) {
         dr_diags_add(v->diags, n->line, n->col, path, "missing required key 'kind'");
     } else {
@@ -486,13 +467,14 @@ static void load_option(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, size_t idx
             }
             dr_diags_add(v->diags, f->line, f->col, sub,
                          "unknown kind '%.64s' for stage '%s' (expected one of: %s)%s", kind,
-                         dr_stage_name(st->id), list, suggest_in(dym, sizeof(dym), kind, kinds, nk));
+                         dr_stage_name(st->id), list,
+                         dr_did_you_mean(dym, sizeof(dym), kind, kinds, nk));
         } else if (kind != NULL) {
             o->kind = dup_or_nomem(v, kind);
         }
     }
     f = dr_ymap_get(n, "endpoint");
-    join(sub, sizeof(sub), path, "endpoint");
+    dr_path_join(sub, sizeof(sub), path, "endpoint");
     const char *ep = f ? get_str(v, f, sub) : NULL;
     if (ep != NULL) {
         o->endpoint = find_endpoint(p, ep);
@@ -506,12 +488,12 @@ static void load_option(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, size_t idx
                              "undefined endpoint '%.64s' (no endpoints are declared)", ep);
             else
                 dr_diags_add(v->diags, f->line, f->col, sub, "undefined endpoint '%.64s'%s", ep,
-                             suggest_in(dym, sizeof(dym), ep, names, p->n_endpoints));
+                             dr_did_you_mean(dym, sizeof(dym), ep, names, p->n_endpoints));
         }
     }
     o->available = o->endpoint == NULL || o->endpoint->configured;
     f = dr_ymap_get(n, "cost");
-    join(sub, sizeof(sub), path, "cost");
+    dr_path_join(sub, sizeof(sub), path, "cost");
     cJSON *c = dr_schema_validate(v, "cost", f, n->line, n->col, sub);
     o->cost.usd_per_1k_input = dr_param_num(c, "usd_per_1k_input", 0);
     o->cost.usd_per_1k_output = dr_param_num(c, "usd_per_1k_output", 0);
@@ -519,7 +501,7 @@ static void load_option(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, size_t idx
     o->cost.energy_wh = dr_param_num(c, "energy_wh", 0);
     cJSON_Delete(c);
     f = dr_ymap_get(n, "quality");
-    join(sub, sizeof(sub), path, "quality");
+    dr_path_join(sub, sizeof(sub), path, "quality");
     if (f != NULL && !f->bad) {
         double q;
         char got[96];
@@ -547,7 +529,7 @@ static void load_router(dr_vctx *v, dr_stage *st, const dr_ynode *n, const char 
     check_keys(v, n, path, keys, DR_ARRAY_LEN(keys));
     char sub[512];
     const dr_ynode *t = dr_ymap_get(n, "type");
-    join(sub, sizeof(sub), path, "type");
+    dr_path_join(sub, sizeof(sub), path, "type");
     if (t == NULL) {
         dr_diags_add(v->diags, n->line, n->col, path, "missing required key 'type'");
         return;
@@ -562,8 +544,8 @@ static void load_router(dr_vctx *v, dr_stage *st, const dr_ynode *n, const char 
         size_t nt = 0;
         for (size_t i = 0; i < dr_n_router_rows && nt < 16; i++)
             types[nt++] = dr_router_rows[i].type;
-        dr_diags_add(v->diags, t->line, t->col, sub,
-                     "unknown router '%.64s'%s", type, suggest_in(dym, sizeof(dym), type, types, nt));
+        dr_diags_add(v->diags, t->line, t->col, sub, "unknown router '%.64s'%s", type,
+                     dr_did_you_mean(dym, sizeof(dym), type, types, nt));
         return;
     }
     if (!(row->stage_mask & (1u << st->id))) {
@@ -582,7 +564,7 @@ static void load_router(dr_vctx *v, dr_stage *st, const dr_ynode *n, const char 
     const dr_ynode *pn = dr_ymap_get(n, "params");
     char owner[64];
     dr_pathf(owner, sizeof(owner), "router.%s", type);
-    join(sub, sizeof(sub), path, "params");
+    dr_path_join(sub, sizeof(sub), path, "params");
     r->type = dup_or_nomem(v, type);
     r->params = dr_schema_validate(v, owner, pn, n->line, n->col, sub);
 }
@@ -656,7 +638,7 @@ static void load_stage(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, const dr_yn
     check_keys(v, n, path, keys, DR_ARRAY_LEN(keys));
     char sub[512];
     const dr_ynode *opts = dr_ymap_get(n, "options");
-    join(sub, sizeof(sub), path, "options");
+    dr_path_join(sub, sizeof(sub), path, "options");
     if (opts == NULL) {
         dr_diags_add(v->diags, n->line, n->col, path, "missing required key 'options'");
         return;
@@ -705,7 +687,7 @@ static void load_stage(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, const dr_yn
             v->nomem = true;
     }
     const dr_ynode *rn = dr_ymap_get(n, "router");
-    join(sub, sizeof(sub), path, "router");
+    dr_path_join(sub, sizeof(sub), path, "router");
     if (rn != NULL) {
         load_router(v, st, rn, sub);
     } else if (st->options[0].name != NULL) {
@@ -718,7 +700,7 @@ static void load_stage(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, const dr_yn
         st->router.col = n->col;
     }
     const dr_ynode *fb = dr_ymap_get(n, "fallback");
-    join(sub, sizeof(sub), path, "fallback");
+    dr_path_join(sub, sizeof(sub), path, "fallback");
     const char *fname = fb ? get_str(v, fb, sub) : NULL;
     if (fname != NULL) {
         st->fallback = dr_stage_find_option(st, fname);
@@ -729,9 +711,9 @@ static void load_stage(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, const dr_yn
             for (size_t i = 0; i < st->n_options; i++)
                 if (st->options[i].name)
                     names[k++] = st->options[i].name;
-            dr_diags_add(v->diags, fb->line, fb->col, sub,
-                         "unknown option '%.64s' in stage '%s'%s", fname, stage_names[st->id],
-                         suggest_in(dym, sizeof(dym), fname, names, k));
+            dr_diags_add(v->diags, fb->line, fb->col, sub, "unknown option '%.64s' in stage '%s'%s",
+                         fname, stage_names[st->id],
+                         dr_did_you_mean(dym, sizeof(dym), fname, names, k));
         }
     }
     dr_schema_check_stage(v, st, path, n);
@@ -749,10 +731,10 @@ static void load_stages(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
         if (k->type != DR_YN_SCALAR)
             continue;
         char path[512], dym[128];
-        join(path, sizeof(path), "stages", k->raw);
+        dr_path_join(path, sizeof(path), "stages", k->raw);
         int id = dr_stage_from_name(k->raw);
         if (id < 0) {
-            suggest_in(dym, sizeof(dym), k->raw, stage_names, DR_STAGE_COUNT);
+            dr_did_you_mean(dym, sizeof(dym), k->raw, stage_names, DR_STAGE_COUNT);
             dr_diags_add(v->diags, k->line, k->col, path, "unknown stage '%.64s'%s", k->raw,
                          dym[0] ? dym
                                 : " (stages: retrieval_mode, embedder, index, context, prompt, "

@@ -185,7 +185,7 @@ const char *dr_suggest(const char *word, const char *const *candidates, size_t n
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-static void path_join(char *out, size_t size, const char *base, const char *key)
+void dr_path_join(char *out, size_t size, const char *base, const char *key)
 {
     if (base[0] == '\0')
         dr_pathf(out, size, "%s", key);
@@ -193,9 +193,8 @@ static void path_join(char *out, size_t size, const char *base, const char *key)
         dr_pathf(out, size, "%s.%s", base, key);
 }
 
-/* " (did you mean 'x'?)" or "" into buf. */
-static const char *did_you_mean(char *buf, size_t size, const char *word,
-                                const char *const *cands, size_t n)
+const char *dr_did_you_mean(char *buf, size_t size, const char *word, const char *const *cands,
+                            size_t n)
 {
     const char *s = dr_suggest(word, cands, n);
     if (s)
@@ -241,7 +240,8 @@ static bool check_option_ref(dr_vctx *v, const dr_ynode *n, const char *path)
             names[k++] = st->options[i].name;
     char dym[128];
     dr_diags_add(v->diags, n->line, n->col, path, "unknown option '%.64s' in stage '%s'%s",
-                 n->value, dr_stage_name(st->id), did_you_mean(dym, sizeof(dym), n->value, names, k));
+                 n->value, dr_stage_name(st->id),
+                 dr_did_you_mean(dym, sizeof(dym), n->value, names, k));
     return false;
 }
 
@@ -528,7 +528,7 @@ static cJSON *enum_value(dr_vctx *v, const dr_param_row *row, const dr_ynode *n,
         snprintf(list + l, sizeof(list) - l, "%s%s", i ? ", " : "", choices[i]);
     }
     dr_diags_add(v->diags, n->line, n->col, path, "unknown value '%.64s' (expected one of: %s)%s",
-                 n->value, list, did_you_mean(dym, sizeof(dym), n->value, choices, k));
+                 n->value, list, dr_did_you_mean(dym, sizeof(dym), n->value, choices, k));
     return NULL;
 }
 
@@ -596,7 +596,7 @@ static cJSON *option_map_value(dr_vctx *v, const dr_param_row *row, const dr_yno
         if (k->type != DR_YN_SCALAR || val->bad)
             continue; /* reported by the key pass */
         char sub[512];
-        path_join(sub, sizeof(sub), path, k->raw);
+        dr_path_join(sub, sizeof(sub), path, k->raw);
         if (!is_str_scalar(val)) {
             type_error(v, val, 0, 0, sub, "an option name");
             ok = false;
@@ -763,7 +763,7 @@ cJSON *dr_schema_validate(dr_vctx *v, const char *owner, const dr_ynode *node, i
         if (k->type != DR_YN_SCALAR)
             continue; /* reported by the key pass */
         char sub[512];
-        path_join(sub, sizeof(sub), path, k->raw);
+        dr_path_join(sub, sizeof(sub), path, k->raw);
         const dr_param_row *row = NULL;
         for (size_t r = 0; r < nr && row == NULL; r++)
             if (strcmp(rows[r]->key, k->raw) == 0)
@@ -775,7 +775,7 @@ cJSON *dr_schema_validate(dr_vctx *v, const char *owner, const dr_ynode *node, i
                              "keys here)", k->raw);
             else
                 dr_diags_add(v->diags, k->line, k->col, sub, "unknown key '%.64s'%s", k->raw,
-                             did_you_mean(dym, sizeof(dym), k->raw, keys, nr));
+                             dr_did_you_mean(dym, sizeof(dym), k->raw, keys, nr));
             continue;
         }
         if (cJSON_GetObjectItemCaseSensitive(out, row->key) != NULL)

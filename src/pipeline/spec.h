@@ -32,7 +32,7 @@ const char *dr_stage_name(dr_stage_id id);
 /* The stage with that YAML name, or -1. */
 int dr_stage_from_name(const char *name);
 
-#define DR_MAX_OPTIONS 16
+#define DR_MAX_OPTIONS DYNRAG_MAX_OPTIONS /* dynrag/common.h */
 
 /* An OpenAI-compatible endpoint, declared once under `endpoints:`. */
 typedef struct dr_endpoint {

@@ -770,54 +770,12 @@ cleanup:
 
 /* ---- the sidecar file --------------------------------------------------------- */
 
-/* Writes e->blob to path through a uniquely named temporary file, fsync
- * and rename, so readers see the old file or the whole new one. */
+/* Writes e->blob to path atomically (dr_write_file_atomic: a uniquely named
+ * temporary file, fsync and rename), so readers see the old file or the
+ * whole new one. */
 static int write_sidecar(const dr_bm25 *e, const char *path, dynrag_error *err)
 {
-    static atomic_ulong counter;
-    unsigned long n = atomic_fetch_add(&counter, 1);
-    char *tmp = dr_asprintf("%s.tmp.%ld.%lu", path, (long)getpid(), n);
-    int rc = DYNRAG_OK;
-    int fd = -1;
-    if (tmp == NULL)
-        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
-    const uint8_t *p = e->blob;
-    size_t left = e->blob_size;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: write: %s", tmp, strerror(errno));
-            goto cleanup;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
-    int c = close(fd);
-    fd = -1;
-    if (c != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: close: %s", tmp, strerror(errno));
-        goto cleanup;
-    }
-    if (rename(tmp, path) != 0)
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
-cleanup:
-    if (fd >= 0)
-        close(fd);
-    if (rc != DYNRAG_OK)
-        unlink(tmp);
-    free(tmp);
-    return rc;
+    return dr_write_file_atomic(path, e->blob, e->blob_size, err);
 }
 
 /* Checks every array of a loaded image against its bounds and invariants. */

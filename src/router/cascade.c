@@ -7,7 +7,7 @@
  */
 #include "router/cascade.h"
 
-#include "router/normalize.h"
+#include "core/text.h"
 #include "router/router_impl.h"
 
 #include <ctype.h>
