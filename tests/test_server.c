@@ -712,6 +712,33 @@ TEST(server_request_deadline_and_idle_timeout)
     close(fd);
     ASSERT(strncmp(resp, "HTTP/1.1 504", 12) == 0);
     ASSERT_CONTAINS(resp, "\"code\":\"timeout\"");
+    /* The same with a query id: the query failed (nothing logged), so its
+     * id is free again, and it is taken by the next query that succeeds
+     * (never a 409; a slow host may time out a prompt try too: up to 5). */
+    const char *idbody = "{\"query\":\"Eiffel Tower\",\"id\":\"late-1\"}";
+    for (int round = 0; round < 6; round++) {
+        fd = raw_connect(port);
+        ASSERT(fd >= 0);
+        snprintf(head, sizeof(head),
+                 "POST /v1/query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\n\r\n",
+                 strlen(idbody));
+        ASSERT_EQ(write(fd, head, strlen(head)), (ssize_t)strlen(head));
+        if (round == 0)
+            sleep_ms(200);
+        ASSERT_EQ(write(fd, idbody, strlen(idbody)), (ssize_t)strlen(idbody));
+        n = read(fd, resp, sizeof(resp) - 1);
+        ASSERT_GT(n, 0);
+        resp[n] = '\0';
+        close(fd);
+        if (round == 0 || strncmp(resp, "HTTP/1.1 504", 12) == 0) {
+            ASSERT(strncmp(resp, "HTTP/1.1 504", 12) == 0);
+            ASSERT_LT(round, 5);
+            continue;
+        }
+        ASSERT(strncmp(resp, "HTTP/1.1 200", 12) == 0);
+        break;
+    }
     /* A connection that sends half a request is closed by the idle timeout
      * (the limit rounded up to 1 s). */
     fd = raw_connect(port);

@@ -589,6 +589,7 @@ TEST(server_http_openai_bodies)
 /* ---- a live dr_httpd with an echo handler ---------------------------------- */
 
 static atomic_int pair_arrived;
+static atomic_int hold_release; /* "hold" requests wait (up to 5 s) until it is set */
 
 /* Echoes the parsed query; "sleep" sleeps 300 ms first; "stream" streams;
  * "pair" waits for a second "pair" request in another handler. */
@@ -611,6 +612,8 @@ static void echo_handler(void *user, dr_http_exchange *x)
         nanosleep(&ts, NULL);
         snprintf(x->query_id, sizeof(x->query_id), "echo-sleep-%zu", x->body_len);
     }
+    for (int i = 0; strcmp(q.query, "hold") == 0 && i < 1000 && !atomic_load(&hold_release); i++)
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
     if (strcmp(q.query, "pair") == 0) {
         /* Waits (up to 2 s) for a second "pair" request to be in a handler
          * at the same time: "paired" only when two threads serve them. */
@@ -1127,7 +1130,10 @@ TEST(server_http_live_drain_keepalive)
 {
     dr_httpd *h = NULL;
     dr_metrics *m = NULL;
-    ASSERT_EQ(start_echo_n(&h, &m, NULL, 4096, 2), 0);
+    /* Five workers: the four keep-alive connections and the held request
+     * each get their own (a worker's thread runs its handlers, so a held
+     * request would keep the other connections of its worker unread). */
+    ASSERT_EQ(start_echo_n(&h, &m, NULL, 4096, 5), 0);
     int port = dr_httpd_port(h);
     char req[256], buf[4096];
     /* Four keep-alive connections, each served once. */
@@ -1142,10 +1148,11 @@ TEST(server_http_live_drain_keepalive)
         ASSERT(strstr(buf, "Connection: close") == NULL);
     }
     wait_in_flight(h, 0);
-    /* A slow request in flight when the stop begins. */
+    /* A request in flight when the stop begins (held until released). */
+    atomic_store(&hold_release, 0);
     int slow = connect_timeout(port);
     ASSERT(slow >= 0);
-    query_req("sleep", req, sizeof(req));
+    query_req("hold", req, sizeof(req));
     ASSERT_EQ(write(slow, req, strlen(req)), (ssize_t)strlen(req));
     wait_in_flight(h, 1);
     ASSERT_EQ(dr_httpd_in_flight(h), 1);
@@ -1168,12 +1175,13 @@ TEST(server_http_live_drain_keepalive)
         ASSERT_EQ(read_reply(ka[i], buf, sizeof(buf)), 0);
         close(ka[i]);
     }
-    /* The slow request is answered, with Connection: close, and the stop
+    /* The held request is answered, with Connection: close, and the stop
      * ends as soon as nothing is in flight (well before the 5 s drain). */
+    atomic_store(&hold_release, 1);
     ASSERT_GT(read_reply(slow, buf, sizeof(buf)), 0);
     ASSERT_CONTAINS(buf, "HTTP/1.1 200");
     ASSERT_CONTAINS(buf, "Connection: close");
-    ASSERT_CONTAINS(buf, "\"echo\":\"sleep\"");
+    ASSERT_CONTAINS(buf, "\"echo\":\"hold\"");
     close(slow);
     pthread_join(t, NULL);
     ASSERT_LT(sa.took_us, 3000000);

@@ -232,8 +232,6 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, req_state *rs, in
     return respond(c, rs, &x);
 }
 
-/* The checks that need only the headers. Returns MHD_YES with the request
- * answered (rs->answered) or not (continue reading). */
 /* Answers a CORS preflight (OPTIONS) for a known endpoint: 204 with the
  * endpoint's method for the configured origin, 403 for another origin. */
 static enum MHD_Result preflight(struct MHD_Connection *c, req_state *rs)
@@ -266,6 +264,10 @@ static enum MHD_Result preflight(struct MHD_Connection *c, req_state *rs)
     return ret;
 }
 
+/* The checks that need only the headers, in order: draining (503), Host
+ * (400), CORS preflight, route (404, 405), token (401), Content-Type
+ * (415), Content-Length (413). Returns MHD_YES with the request answered
+ * (rs->answered) or not (continue reading). */
 static enum MHD_Result check_headers(struct MHD_Connection *c, req_state *rs, const char *url,
                                      const char *method, const char *version)
 {
