@@ -856,19 +856,25 @@ TEST(index_lock_wait_and_timeout)
     ASSERT_CONTAINS(out, "gave up: lock timeout");
     free(out);
     /* without a timeout: waits, says so, and finishes once the lock is free */
-    snprintf(cmd, sizeof(cmd), "'%s' index --index '%s' --no-dense '%s' 2>&1", test_cli_path(), dir,
-             fixture("tiny.jsonl"));
+    snprintf(cmd, sizeof(cmd), "timeout 60 '%s' index --index '%s' --no-dense '%s' 2>&1",
+             test_cli_path(), dir, fixture("tiny.jsonl"));
     FILE *p = popen(cmd, "r");
     ASSERT(p != NULL);
-    struct timespec ts = {0, 500 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    close(fd); /* release: the CLI goes on */
+    /* release the lock only once the CLI has said that it waits */
     char buf[4096];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, p);
+    size_t n = 0;
+    bool waiting = false;
+    while (!waiting && n + 1 < sizeof(buf) && fgets(buf + n, (int)(sizeof(buf) - n), p) != NULL) {
+        waiting = strstr(buf + n, "another writer holds the index lock; waiting for it to "
+                                  "finish") != NULL;
+        n += strlen(buf + n);
+    }
+    close(fd); /* release: the CLI goes on */
+    n += fread(buf + n, 1, sizeof(buf) - 1 - n, p);
     buf[n] = '\0';
     int status = pclose(p);
+    ASSERT(waiting);
     ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    ASSERT_CONTAINS(buf, "another writer holds the index lock; waiting for it to finish");
     ASSERT_CONTAINS(buf, "indexed 6 docs");
 }
 
