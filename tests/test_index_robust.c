@@ -6,6 +6,7 @@
 #include "dynrag/index.h"
 #include "dynrag/pipeline.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <regex.h>
@@ -216,6 +217,19 @@ TEST(index_corrupt_files_property)
             free(buf);
             int rc;
             char *got = open_sig(work, d == 1, &rc);
+            /* a reader writes nothing: no new file (sidecar, -wal, -shm) */
+            DIR *dh = opendir(work);
+            ASSERT(dh != NULL);
+            struct dirent *de;
+            while ((de = readdir(dh)) != NULL) {
+                bool known = de->d_name[0] == '.';
+                for (int g = 0; g < (d ? 3 : 2); g++)
+                    known = known || strcmp(de->d_name, files[g]) == 0;
+                if (!known)
+                    test_fail_(__FILE__, __LINE__, "target %d seed %d: open wrote %s", target,
+                               i, de->d_name);
+            }
+            closedir(dh);
             if (got == NULL) {
                 refused++;
                 ASSERT(rc < 0);
