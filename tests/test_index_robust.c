@@ -226,8 +226,8 @@ TEST(index_corrupt_files_property)
                 for (int g = 0; g < (d ? 3 : 2); g++)
                     known = known || strcmp(de->d_name, files[g]) == 0;
                 if (!known)
-                    test_fail_(__FILE__, __LINE__, "target %d seed %d: open wrote %s", target,
-                               i, de->d_name);
+                    test_fail_(__FILE__, __LINE__, "target %d seed %d: open wrote %s", target, i,
+                               de->d_name);
             }
             closedir(dh);
             if (got == NULL) {
@@ -945,4 +945,32 @@ TEST(index_directory_where_file_expected)
     ASSERT_CONTAINS(out, "is a directory");
     ASSERT_NOT_CONTAINS(out, "read error");
     free(out);
+}
+
+/* A writer checks the meta totals it continues from: damaged values fail
+ * cleanly (DYNRAG_ERR_FORMAT) and leave the index as it was. */
+TEST(index_writer_refuses_damaged_totals)
+{
+    static const char *const cases[][2] = {
+        {"next_chunk_id", "-5"}, {"next_chunk_id", "0"},       {"docs", "-1"},
+        {"chunks", "-2"},        {"chunk_tokens_total", "-3"}, {"next_chunk_id", "x"}};
+    for (size_t i = 0; i < DR_ARRAY_LEN(cases); i++) {
+        char dir[2048], dbp[2100];
+        snprintf(dir, sizeof(dir), "%s/tot%zu", test_tmpdir(), i);
+        build(dir, false);
+        snprintf(dbp, sizeof(dbp), "%s/index.db", dir);
+        sqlite3 *db = NULL;
+        ASSERT_EQ(sqlite3_open(dbp, &db), SQLITE_OK);
+        char sql[256];
+        snprintf(sql, sizeof(sql), "UPDATE meta SET value = '%s' WHERE key = '%s'", cases[i][1],
+                 cases[i][0]);
+        ASSERT_EQ(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+        dynrag_build_options o = {0};
+        o.no_dense = true;
+        const char *in[] = {fixture("tiny.jsonl")};
+        dynrag_error err;
+        ASSERT_EQ(dynrag_index_add(dir, in, 1, &o, NULL, &err), DYNRAG_ERR_FORMAT);
+        ASSERT_CONTAINS(dynrag_errmsg(&err), cases[i][0]);
+    }
 }
