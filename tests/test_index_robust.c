@@ -380,7 +380,11 @@ static char *folder_state(const char *dir)
 static int run_as_nobody(const char *args, char **out)
 {
     char cmd[8800];
-    snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups true");
+    /* nobody must be able to run the CLI and reach the test folder */
+    snprintf(cmd, sizeof(cmd),
+             "setpriv --reuid=65534 --regid=65534 --clear-groups sh -c "
+             "'test -x \"$0\" && test -x \"$1\" && test -r \"$1\"' '%s' '%s'",
+             test_cli_path(), test_tmpdir());
     char *o = NULL;
     int rc = test_run(cmd, &o);
     free(o);
