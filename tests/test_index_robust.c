@@ -6,6 +6,7 @@
 #include "dynrag/index.h"
 #include "dynrag/pipeline.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <regex.h>
@@ -216,6 +217,19 @@ TEST(index_corrupt_files_property)
             free(buf);
             int rc;
             char *got = open_sig(work, d == 1, &rc);
+            /* a reader writes nothing: no new file (sidecar, -wal, -shm) */
+            DIR *dh = opendir(work);
+            ASSERT(dh != NULL);
+            struct dirent *de;
+            while ((de = readdir(dh)) != NULL) {
+                bool known = de->d_name[0] == '.';
+                for (int g = 0; g < (d ? 3 : 2); g++)
+                    known = known || strcmp(de->d_name, files[g]) == 0;
+                if (!known)
+                    test_fail_(__FILE__, __LINE__, "target %d seed %d: open wrote %s", target, i,
+                               de->d_name);
+            }
+            closedir(dh);
             if (got == NULL) {
                 refused++;
                 ASSERT(rc < 0);
@@ -366,7 +380,11 @@ static char *folder_state(const char *dir)
 static int run_as_nobody(const char *args, char **out)
 {
     char cmd[8800];
-    snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups true");
+    /* nobody must be able to run the CLI and reach the test folder */
+    snprintf(cmd, sizeof(cmd),
+             "setpriv --reuid=65534 --regid=65534 --clear-groups sh -c "
+             "'test -x \"$0\" && test -x \"$1\" && test -r \"$1\"' '%s' '%s'",
+             test_cli_path(), test_tmpdir());
     char *o = NULL;
     int rc = test_run(cmd, &o);
     free(o);
@@ -856,19 +874,25 @@ TEST(index_lock_wait_and_timeout)
     ASSERT_CONTAINS(out, "gave up: lock timeout");
     free(out);
     /* without a timeout: waits, says so, and finishes once the lock is free */
-    snprintf(cmd, sizeof(cmd), "'%s' index --index '%s' --no-dense '%s' 2>&1", test_cli_path(), dir,
-             fixture("tiny.jsonl"));
+    snprintf(cmd, sizeof(cmd), "timeout 60 '%s' index --index '%s' --no-dense '%s' 2>&1",
+             test_cli_path(), dir, fixture("tiny.jsonl"));
     FILE *p = popen(cmd, "r");
     ASSERT(p != NULL);
-    struct timespec ts = {0, 500 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    close(fd); /* release: the CLI goes on */
+    /* release the lock only once the CLI has said that it waits */
     char buf[4096];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, p);
+    size_t n = 0;
+    bool waiting = false;
+    while (!waiting && n + 1 < sizeof(buf) && fgets(buf + n, (int)(sizeof(buf) - n), p) != NULL) {
+        waiting = strstr(buf + n, "another writer holds the index lock; waiting for it to "
+                                  "finish") != NULL;
+        n += strlen(buf + n);
+    }
+    close(fd); /* release: the CLI goes on */
+    n += fread(buf + n, 1, sizeof(buf) - 1 - n, p);
     buf[n] = '\0';
     int status = pclose(p);
+    ASSERT(waiting);
     ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    ASSERT_CONTAINS(buf, "another writer holds the index lock; waiting for it to finish");
     ASSERT_CONTAINS(buf, "indexed 6 docs");
 }
 
@@ -925,4 +949,32 @@ TEST(index_directory_where_file_expected)
     ASSERT_CONTAINS(out, "is a directory");
     ASSERT_NOT_CONTAINS(out, "read error");
     free(out);
+}
+
+/* A writer checks the meta totals it continues from: damaged values fail
+ * cleanly (DYNRAG_ERR_FORMAT) and leave the index as it was. */
+TEST(index_writer_refuses_damaged_totals)
+{
+    static const char *const cases[][2] = {
+        {"next_chunk_id", "-5"}, {"next_chunk_id", "0"},       {"docs", "-1"},
+        {"chunks", "-2"},        {"chunk_tokens_total", "-3"}, {"next_chunk_id", "x"}};
+    for (size_t i = 0; i < DR_ARRAY_LEN(cases); i++) {
+        char dir[2048], dbp[2100];
+        snprintf(dir, sizeof(dir), "%s/tot%zu", test_tmpdir(), i);
+        build(dir, false);
+        snprintf(dbp, sizeof(dbp), "%s/index.db", dir);
+        sqlite3 *db = NULL;
+        ASSERT_EQ(sqlite3_open(dbp, &db), SQLITE_OK);
+        char sql[256];
+        snprintf(sql, sizeof(sql), "UPDATE meta SET value = '%s' WHERE key = '%s'", cases[i][1],
+                 cases[i][0]);
+        ASSERT_EQ(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+        dynrag_build_options o = {0};
+        o.no_dense = true;
+        const char *in[] = {fixture("tiny.jsonl")};
+        dynrag_error err;
+        ASSERT_EQ(dynrag_index_add(dir, in, 1, &o, NULL, &err), DYNRAG_ERR_FORMAT);
+        ASSERT_CONTAINS(dynrag_errmsg(&err), cases[i][0]);
+    }
 }

@@ -254,6 +254,12 @@ int dr_store_writer_init(dr_store_writer *w, sqlite3 *db, dynrag_error *err)
         rc = dr_meta_get_ll(db, "chunks", 0, &chunks, err);
     if (rc == DYNRAG_OK)
         rc = dr_meta_get_ll(db, "chunk_tokens_total", 0, &tokens, err);
+    if (rc == DYNRAG_OK &&
+        (next < 1 || next > INT64_MAX / 2 || docs < 0 || chunks < 0 || tokens < 0))
+        rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                        "index.db: meta totals out of range (next_chunk_id %lld, docs %lld, "
+                        "chunks %lld, chunk_tokens_total %lld): the index is damaged",
+                        next, docs, chunks, tokens);
     if (rc != DYNRAG_OK) {
         dr_store_writer_fini(w);
         return rc;
