@@ -106,10 +106,14 @@ class _Force(ctypes.Structure):
     _fields_ = [("stage", c_char_p), ("option", c_char_p)]
 
 
+class _Budget(ctypes.Structure):
+    _fields_ = [("usd", c_double), ("latency_ms", c_double), ("energy_wh", c_double)]
+
+
 class _QueryOptions(ctypes.Structure):
     _fields_ = [("query_id", c_char_p), ("route_only", c_bool), ("retrieve_only", c_bool),
                 ("k", c_int), ("no_log", c_bool), ("force", ctypes.POINTER(_Force)),
-                ("n_force", c_size_t)]
+                ("n_force", c_size_t), ("budget", ctypes.POINTER(_Budget))]
 
 
 class _Citation(ctypes.Structure):
@@ -136,7 +140,8 @@ class _Diag(ctypes.Structure):
 class _SearchOptions(ctypes.Structure):
     _fields_ = [("mode", c_int), ("k", c_int), ("k1", c_double), ("b", c_double),
                 ("rrf_k", c_double), ("w_bm25", c_double), ("w_dense", c_double),
-                ("depth", c_int), ("nprobe", c_int)]
+                ("depth", c_int), ("nprobe", c_int), ("k1_given", c_bool), ("b_given", c_bool),
+                ("per_document", c_bool), ("ids_only", c_bool)]
 
 
 class _Hit(ctypes.Structure):
@@ -155,7 +160,7 @@ STRUCTS = {
     "dynrag_error": _Error, "dynrag_engine_options": _EngineOptions, "dynrag_force": _Force,
     "dynrag_query_options": _QueryOptions, "dynrag_citation": _Citation,
     "dynrag_decision": _Decision, "dynrag_totals": _Totals, "dynrag_diag": _Diag,
-    "dynrag_search_options": _SearchOptions, "dynrag_hit": _Hit, "dynrag_hits": _Hits,
+    "dynrag_search_options": _SearchOptions, "dynrag_budget": _Budget, "dynrag_hit": _Hit, "dynrag_hits": _Hits,
 }
 
 _P = ctypes.POINTER
@@ -505,7 +510,8 @@ class Engine(_Handle):
         return _s(p) if p is not None else None
 
     def _run(self, question: str, route_only=False, retrieve_only=False, k=None,
-             query_id=None, force: Optional[Dict[str, str]] = None, no_log=False) -> Result:
+             query_id=None, force: Optional[Dict[str, str]] = None, no_log=False,
+             budget: Optional[Dict[str, float]] = None) -> Result:
         if not isinstance(question, str):
             raise TypeError("question must be a str")
         keep = []
@@ -521,9 +527,24 @@ class Engine(_Handle):
             n_force = len(items)
         if k is not None and (not isinstance(k, int) or k <= 0):
             raise DynragError(STATUS["ERR_INVALID"], f"k must be a positive int, not {k!r}")
+        bud = None
+        if budget is not None:
+            unknown = set(budget) - {"usd", "latency_ms", "energy_wh"}
+            if unknown:
+                raise DynragError(STATUS["ERR_INVALID"],
+                                  f"budget: unknown field(s) {sorted(unknown)}; "
+                                  "expected usd, latency_ms, energy_wh")
+            vals = {}
+            for f in ("usd", "latency_ms", "energy_wh"):
+                v = budget.get(f)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise DynragError(STATUS["ERR_INVALID"], f"budget.{f} must be a number")
+                vals[f] = float("nan") if v is None else float(v)
+            bud = _Budget(vals["usd"], vals["latency_ms"], vals["energy_wh"])
         opt = _QueryOptions(_b(query_id, "query_id"), bool(route_only), bool(retrieve_only),
                             k or 0, bool(no_log),
-                            ctypes.cast(forces, _P(_Force)) if forces else None, n_force)
+                            ctypes.cast(forces, _P(_Force)) if forces else None, n_force,
+                            ctypes.pointer(bud) if bud is not None else None)
         err = _Error()
         out = c_void_p()
         rc = _engine_query(self._handle(), _b(question, "question"), ctypes.byref(opt),
@@ -536,10 +557,14 @@ class Engine(_Handle):
             _result_free(out.value)
 
     def query(self, question: str, k: Optional[int] = None, query_id: Optional[str] = None,
-              force: Optional[Dict[str, str]] = None, no_log: bool = False) -> Result:
+              force: Optional[Dict[str, str]] = None, no_log: bool = False,
+              budget: Optional[Dict[str, float]] = None) -> Result:
         """Answers a question: every stage routed, run and logged. force pins
-        stages to options ({"index": "bm25"}); k overrides the retrieval depth."""
-        return self._run(question, k=k, query_id=query_id, force=force, no_log=no_log)
+        stages to options ({"index": "bm25"}); k overrides the retrieval depth;
+        budget ({"usd": ..., "latency_ms": ..., "energy_wh": ...}, each optional)
+        tightens the pipeline's per-query budget."""
+        return self._run(question, k=k, query_id=query_id, force=force, no_log=no_log,
+                         budget=budget)
 
     def retrieve(self, question: str, k: Optional[int] = None, query_id: Optional[str] = None,
                  force: Optional[Dict[str, str]] = None, no_log: bool = False) -> Result:

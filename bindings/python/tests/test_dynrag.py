@@ -155,6 +155,17 @@ class Queries(Base):
                 e.query(q, force={"index": "no-such-option"})
             self.assertLess(cm.exception.status, 0)
 
+    def test_budget(self):
+        with dynrag.Pipeline(write_pipeline("modes")) as p, dynrag.Engine(p, no_log=True) as e:
+            q = "Which volcanic material disrupts air travel?"
+            r = e.query(q, budget={"usd": 1.0, "latency_ms": 60000})
+            self.assertTrue(r.answer)
+            self.assertEqual(r.record["budget"]["usd"], 1.0)
+            for bad in ({"usd": -1}, {"dollars": 1}, {"usd": "1"}):
+                with self.assertRaises(dynrag.DynragError) as cm:
+                    e.query(q, budget=bad)
+                self.assertEqual(cm.exception.status, dynrag.STATUS["ERR_INVALID"])
+
     def test_log_and_feedback(self):
         path = write_pipeline(
             "bandit", router="{type: bandit, params: {algorithm: epsilon_greedy, epsilon: 0.5, seed: 7}}")
