@@ -8,7 +8,6 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
 DATA=${2:-$ROOT/../shared/data}
-[ -d "$DATA/hotpotqa" ] || DATA=/work/shared/data
 DYNRAG=$BUILD/dynrag
 WORK=$BUILD/eval-examples
 mkdir -p "$WORK"

@@ -14,7 +14,7 @@
 # against the fixed-mode run is the cost of routing. SETUPS limits the
 # set-ups (default: all that the machine allows).
 #
-# Builds a BM25 index of SciFact (/work/shared/data/scifact/corpus.jsonl, or
+# Builds a BM25 index of SciFact (../shared/data/scifact/corpus.jsonl, or
 # $DYNRAG_DATA_DIR/scifact) and drives /v1/retrieve with wrk (1 thread,
 # 4 connections, a Lua script posting the 1109 SciFact queries in turn),
 # then runs dynrag_bench_server over the same queries in process. Three
