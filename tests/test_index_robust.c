@@ -949,6 +949,21 @@ TEST(index_directory_where_file_expected)
     ASSERT_CONTAINS(out, "is a directory");
     ASSERT_NOT_CONTAINS(out, "read error");
     free(out);
+    out = NULL;
+    /* the batch query file of retrieve and the route log of log summary */
+    char idx[2048];
+    snprintf(idx, sizeof(idx), "%s/idx", test_tmpdir());
+    build(idx, false);
+    snprintf(cmd, sizeof(cmd), "'%s' retrieve --index '%s' --queries '%s' --trec '%s/run.trec'",
+             test_cli_path(), idx, test_tmpdir(), test_tmpdir());
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "is a directory, expected a JSONL file");
+    free(out);
+    out = NULL;
+    snprintf(cmd, sizeof(cmd), "'%s' log summary '%s'", test_cli_path(), test_tmpdir());
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "is a directory, expected a route-log file");
+    free(out);
 }
 
 /* A writer checks the meta totals it continues from: damaged values fail

@@ -448,9 +448,12 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
         }
         lat[n_lat++] = t;
     }
+    int read_errno = errno;
     double wall = now_ms() - t_start, cpu = cpu_ms() - c_start;
     if (ret == CLI_OK && ferror(in)) {
-        cli_error(CMD, "%s: read error", qpath);
+        cli_error(CMD, "%s: read error: %s", qpath,
+                  read_errno == EISDIR ? "is a directory, expected a JSONL file"
+                                       : strerror(read_errno));
         ret = CLI_FAIL;
     }
     if (ret == CLI_OK && skipped > 0 && n_lat == 0) {

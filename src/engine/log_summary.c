@@ -4,6 +4,7 @@
 #include "dynrag/engine.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,7 +353,9 @@ int dynrag_log_summary(const char *path, char **report, char **json, dynrag_erro
         cJSON_Delete(r);
     }
     if (ferror(f)) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: read error", path);
+        int e = errno;
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: read error: %s", path,
+                        e == EISDIR ? "is a directory, expected a route-log file" : strerror(e));
         goto cleanup;
     }
     rc = render(s, path, report, json);
