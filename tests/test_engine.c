@@ -7,7 +7,10 @@
 #include "dynrag/pipeline.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 static const char *const corpus_jsonl =
     "{\"_id\":\"france\",\"title\":\"France\",\"text\":\"France is a country in Western Europe. "
@@ -485,6 +488,95 @@ TEST(engine_cascades_escalate)
     dynrag_result_free(r);
     dynrag_engine_free(e);
     dynrag_pipeline_free(p);
+}
+
+/* A uniform draw in [0, 1) from a 64-bit LCG (Knuth's MMIX constants). */
+static double lcg_uniform(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(*s >> 11) / 9007199254740992.0;
+}
+
+/* Two LLM options whose test-double models give every token the logprob
+ * in their name (tests/openai_double.py "@logprob=X"); the prompt is the bare
+ * question, so the double's echo says "not enough information" only when
+ * the question does. */
+static const char *const seqlp_yaml_tmpl =
+    "version: 1\n"
+    "name: seqlp\n"
+    "index: @INDEX@\n"
+    "endpoints:\n"
+    "  weak: {base_url: '%s', model: 'weak@logprob=%s', max_retries: 0, timeout_s: 5}\n"
+    "  strong: {base_url: '%s', model: 'strong@logprob=-0.01', max_retries: 0, timeout_s: 5}\n"
+    "stages:\n"
+    "  prompt:\n"
+    "    options:\n"
+    "      - {name: bare, kind: template, params: {template: '{question}'}}\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: weak, kind: openai, endpoint: weak, params: {logprobs: true}}\n"
+    "      - {name: strong, kind: openai, endpoint: strong, params: {logprobs: true}}\n"
+    "    router: {type: cascade, params: {judge: seq_logprob, threshold: %s}}\n";
+
+/*
+ * Invariant: with the seq_logprob judge over real LLM calls, the first
+ * answer's confidence is exp(its mean token logprob) as the LLM reported it,
+ * the cascade escalates exactly when that is below the threshold, and an
+ * answer that says it cannot answer escalates whatever its logprob.
+ */
+TEST(engine_seq_logprob_cascade)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    test_double d;
+    if (test_double_start(&d) != 0)
+        SKIP("python3 test double unavailable");
+    uint64_t rng = 29;
+    int escalations = 0, kept = 0;
+    for (int it = 0; it < 10; it++) {
+        char lp[32], thr[32], yaml[4096];
+        snprintf(lp, sizeof lp, "%.3f", -3.0 * lcg_uniform(&rng));
+        snprintf(thr, sizeof thr, "%.3f", 0.05 + 0.9 * lcg_uniform(&rng));
+        snprintf(yaml, sizeof yaml, seqlp_yaml_tmpl, d.base_url, lp, d.base_url, thr);
+        dynrag_pipeline *p = load_yaml(yaml);
+        dynrag_engine *e = NULL;
+        dynrag_error err;
+        dynrag_error_clear(&err);
+        if (p == NULL || dynrag_engine_create(p, NULL, &e, &err) != DYNRAG_OK) {
+            test_double_stop(&d);
+            ASSERT(0);
+        }
+        bool refuse = it % 4 == 3;
+        const char *q = refuse ? "Say there is not enough information about zebras"
+                               : "What is the capital of France?";
+        dynrag_result *r = NULL;
+        int rc = dynrag_engine_query(e, q, NULL, &r, &err);
+        if (rc != DYNRAG_OK)
+            test_double_stop(&d);
+        ASSERT_OK(rc, &err);
+        cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+        cJSON *a0 = cJSON_GetArrayItem(cJSON_GetObjectItem(rec, "cascade"), 0);
+        ASSERT(a0 != NULL);
+        double c = cJSON_GetObjectItem(a0, "confidence")->valuedouble;
+        double want = refuse ? 0.0 : exp(strtod(lp, NULL));
+        bool esc = want < strtod(thr, NULL);
+        if (fabs(c - want) > 1e-9 || esc != cJSON_IsTrue(cJSON_GetObjectItem(a0, "escalated")))
+            test_fail_(__FILE__, __LINE__, "logprob %s threshold %s refuse %d: confidence %g, "
+                       "escalated %d", lp, thr, refuse, c,
+                       cJSON_IsTrue(cJSON_GetObjectItem(a0, "escalated")));
+        ASSERT_CONTAINS(cJSON_GetObjectItem(a0, "judgement")->valuestring, "seq_logprob");
+        ASSERT_STR_EQ(choice_of(rec, "generator"), esc ? "strong" : "weak");
+        ASSERT_EQ(dynrag_result_totals(r)->generator_calls, esc ? 2 : 1);
+        escalations += esc;
+        kept += !esc;
+        cJSON_Delete(rec);
+        dynrag_result_free(r);
+        dynrag_engine_free(e);
+        dynrag_pipeline_free(p);
+    }
+    test_double_stop(&d);
+    ASSERT_GT(escalations, 0);
+    ASSERT_GT(kept, 0);
 }
 
 static const char *const support_cascade_yaml =
