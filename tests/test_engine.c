@@ -754,6 +754,97 @@ TEST(engine_route_log_whole_lines_concurrent)
     ASSERT_EQ(ok, 100);
 }
 
+static const char *const sla_bandit_yaml =
+    "version: 1\n"
+    "name: slabandit\n"
+    "index: @INDEX@\n"
+    "stages:\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: quick, kind: extractive, params: {threshold: 0.0, max_sentences: 1}}\n"
+    "      - {name: full, kind: extractive, params: {threshold: 0.0}}\n"
+    "    router: {type: bandit, params: {algorithm: epsilon_greedy, sla_ms: 0.001, "
+    "sla_penalty: 0.5, state: sla-state.json}}\n";
+
+/* The reward the SLA bandit above must learn: R - 0.5 x overshoot ratio. */
+static double sla_expected(double reward, double latency_ms)
+{
+    return latency_ms > 0.001 ? reward - 0.5 * (latency_ms - 0.001) / 0.001 : reward;
+}
+
+/*
+ * Invariant: the reward a generator bandit with sla_ms learns is the given
+ * reward minus sla_penalty x the generator latency's overshoot ratio, both
+ * when rewarded by query id (the latency the engine remembered) and from a
+ * route-log record (its generator cost.latency_ms, here rewritten to
+ * generated values on both sides of the SLA). Checked per option against
+ * the saved state's reward sums.
+ */
+TEST(engine_bandit_sla_penalty)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(sla_bandit_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    uint64_t rng = 7;
+    double want[2] = {0, 0};
+    int n[2] = {0, 0}, over = 0, under = 0;
+    for (int i = 0; i < 12; i++) {
+        dynrag_result *r = NULL;
+        ASSERT_OK(dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err), &err);
+        cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+        ASSERT(rec != NULL);
+        cJSON *gen = stage_entry(rec, "generator");
+        int arm = strcmp(choice_of(rec, "generator"), "full") == 0;
+        cJSON *lat = cJSON_GetObjectItem(cJSON_GetObjectItem(gen, "cost"), "latency_ms");
+        ASSERT(cJSON_IsNumber(lat));
+        double reward = lcg_uniform(&rng);
+        if (i % 2 == 0) { /* by id: the latency the engine measured */
+            ASSERT_OK(dynrag_engine_feedback(e, dynrag_result_id(r), reward, &err), &err);
+        } else { /* from the record, its latency rewritten */
+            double l = 0.004 * lcg_uniform(&rng);
+            cJSON_SetNumberValue(lat, l);
+            char *json = cJSON_PrintUnformatted(rec);
+            ASSERT(json != NULL);
+            int rc = dynrag_engine_feedback_record(e, json, reward, &err);
+            free(json);
+            ASSERT_OK(rc, &err);
+        }
+        want[arm] += sla_expected(reward, lat->valuedouble);
+        over += lat->valuedouble > 0.001;
+        under += !(lat->valuedouble > 0.001);
+        n[arm]++;
+        cJSON_Delete(rec);
+        dynrag_result_free(r);
+    }
+    dynrag_engine_free(e); /* saves the state */
+    dynrag_pipeline_free(p);
+    char path[4300], cmd[4400], *text = NULL;
+    snprintf(path, sizeof path, "%s/sla-state.json", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "cat '%s'", path);
+    ASSERT_EQ(test_run(cmd, &text), 0);
+    cJSON *st = cJSON_Parse(text);
+    free(text);
+    ASSERT(st != NULL);
+    int seen = 0;
+    cJSON *a;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItem(st, "arms"))
+    {
+        int arm = strcmp(cJSON_GetObjectItem(a, "option")->valuestring, "full") == 0;
+        ASSERT_EQ((int)cJSON_GetObjectItem(a, "n")->valuedouble, n[arm]);
+        ASSERT_NEAR(cJSON_GetObjectItem(a, "sum_reward")->valuedouble, want[arm], 1e-9);
+        seen++;
+    }
+    cJSON_Delete(st);
+    ASSERT_EQ(seen, 2);
+    ASSERT_GT(over, 0);
+    ASSERT_GT(under, 0);
+}
+
 static const char *const bandit_yaml =
     "version: 1\n"
     "name: bandit\n"
