@@ -91,6 +91,8 @@ const dr_param_row dr_param_rows[] = {
     {"router.bandit",          "sla_penalty",        DR_PT_NUM,           0,     1e6,         "1",            0, NULL},
     {"router.predict",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.predict",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
+    {"router.mf",              "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
+    {"router.mf",              "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.cluster",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.cluster",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.distill",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
@@ -145,6 +147,7 @@ const dr_router_row dr_router_rows[] = {
     {"cascade",    (1u << DR_STAGE_CONTEXT) | (1u << DR_STAGE_GENERATOR)},
     {"predict",    1u << DR_STAGE_GENERATOR},
     {"cluster",    1u << DR_STAGE_GENERATOR},
+    {"mf",         1u << DR_STAGE_GENERATOR},
     {"distill",    1u << DR_STAGE_GENERATOR},
 };
 const size_t dr_n_router_rows = DR_ARRAY_LEN(dr_router_rows);
