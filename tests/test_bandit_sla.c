@@ -42,8 +42,9 @@ TEST(bandit_sla_shaped_reward_property)
             cJSON_AddNumberToObject(p, "sla_penalty", pen);
         double reward = dr_rng_uniform(&rng) * 2 - 0.5;
         double usd = dr_rng_uniform(&rng) * 0.01;
-        double lat = it < 4 ? 1e300 : dr_rng_below(&rng, 10) == 0 ? NAN
-                                                                   : dr_rng_uniform(&rng) * 5000;
+        double lat = it < 4                        ? 1e300
+                     : dr_rng_below(&rng, 10) == 0 ? NAN
+                                                   : dr_rng_uniform(&rng) * 5000;
         double got = dr_bandit_shaped_reward(p, reward, usd, lat);
         double want = reward - lambda * usd;
         double k = has_pen ? pen : 1;
@@ -56,8 +57,7 @@ TEST(bandit_sla_shaped_reward_property)
             test_fail_(__FILE__, __LINE__, "the SLA term raised the reward");
         double later = dr_bandit_shaped_reward(p, reward, usd, isnan(lat) ? 1 : lat * 1.5 + 1);
         if (!isnan(lat) && later > got + 1e-12)
-            test_fail_(__FILE__, __LINE__, "a slower answer got more reward (%g > %g)", later,
-                       got);
+            test_fail_(__FILE__, __LINE__, "a slower answer got more reward (%g > %g)", later, got);
         penalised += has_sla && lat > sla && k > 0;
         within += !has_sla || !(lat > sla);
         cJSON_Delete(p);
@@ -72,8 +72,7 @@ static char *load_diags(const char *yaml, int *rc)
     dynrag_pipeline *p = NULL;
     dynrag_diags *d = NULL;
     dynrag_error err;
-    *rc = dynrag_pipeline_load_string(yaml, strlen(yaml), "sla.yaml", test_tmpdir(), &p, &d,
-                                      &err);
+    *rc = dynrag_pipeline_load_string(yaml, strlen(yaml), "sla.yaml", test_tmpdir(), &p, &d, &err);
     char *s = dynrag_diags_format(d);
     dynrag_pipeline_free(p);
     dynrag_diags_free(d);

@@ -95,8 +95,8 @@ int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward
         return dr_err_set(err, DYNRAG_ERR_NOTFOUND, "unknown query_id '%s'", query_id);
     if (dup)
         return dr_err_set(err, DYNRAG_ERR_STATE, "query id '%s' was already rewarded", query_id);
-    int rc = apply_feedback(e, query_id, m.choice, &m.features, m.usd, m.gen_latency_ms, reward,
-                            err);
+    int rc =
+        apply_feedback(e, query_id, m.choice, &m.features, m.usd, m.gen_latency_ms, reward, err);
     if (rc != DYNRAG_OK && rc != DYNRAG_ERR_STATE) {
         pthread_mutex_lock(&e->memo_mu);
         if (e->memo[at].used && strcmp(e->memo[at].id, query_id) == 0)
