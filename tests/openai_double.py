@@ -19,7 +19,11 @@ Endpoints
                              gives n choices "Sample <i>: ..."; with
                              "logprobs": true every token has logprob -0.2 and
                              the first token's top_logprobs are -0.2, -1.7,
-                             -3.0, ... (top1 - top2 margin = 1.5).
+                             -3.0, ... (top1 - top2 margin = 1.5); a
+                             requested model containing "@logprob=X" (e.g.
+                             "weak@logprob=-1.5") gives every token, and the
+                             first token's top1, logprob X instead of -0.2
+                             (top2 stays 1.5 below it).
   POST /v1/embeddings        one vector per input (dimension 64, or the
                              request's "dimensions"), hashed lower-cased words
                              with signs, NOT normalised; "data" is returned in
@@ -253,17 +257,21 @@ class Handler(BaseHTTPRequestHandler):
                       "finish_reason": finish}
             if req.get("logprobs"):
                 k = int(req.get("top_logprobs") or 0)
+                lp = -0.2
+                m = re.search(r"@logprob=(-?[0-9]+(?:\.[0-9]+)?)", str(req.get("model")))
+                if m:
+                    lp = float(m.group(1))
                 toks = text.split()
                 content = []
                 for j, t in enumerate(toks):
                     top = []
                     if j == 0:
-                        top = [{"token": t, "logprob": -0.2}] + [
-                            {"token": "alt%d" % a, "logprob": -1.7 - 1.3 * a}
+                        top = [{"token": t, "logprob": lp}] + [
+                            {"token": "alt%d" % a, "logprob": lp - 1.5 - 1.3 * a}
                             for a in range(max(k - 1, 0))]
                     else:
-                        top = [{"token": t, "logprob": -0.2}][:k]
-                    content.append({"token": t, "logprob": -0.2, "top_logprobs": top[:k]})
+                        top = [{"token": t, "logprob": lp}][:k]
+                    content.append({"token": t, "logprob": lp, "top_logprobs": top[:k]})
                 choice["logprobs"] = {"content": content}
             choices.append(choice)
         if mode == "nocontent":

@@ -7,7 +7,10 @@
 #include "dynrag/pipeline.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 static const char *const corpus_jsonl =
     "{\"_id\":\"france\",\"title\":\"France\",\"text\":\"France is a country in Western Europe. "
@@ -487,6 +490,95 @@ TEST(engine_cascades_escalate)
     dynrag_pipeline_free(p);
 }
 
+/* A uniform draw in [0, 1) from a 64-bit LCG (Knuth's MMIX constants). */
+static double lcg_uniform(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(*s >> 11) / 9007199254740992.0;
+}
+
+/* Two LLM options whose test-double models give every token the logprob
+ * in their name (tests/openai_double.py "@logprob=X"); the prompt is the bare
+ * question, so the double's echo says "not enough information" only when
+ * the question does. */
+static const char *const seqlp_yaml_tmpl =
+    "version: 1\n"
+    "name: seqlp\n"
+    "index: @INDEX@\n"
+    "endpoints:\n"
+    "  weak: {base_url: '%s', model: 'weak@logprob=%s', max_retries: 0, timeout_s: 5}\n"
+    "  strong: {base_url: '%s', model: 'strong@logprob=-0.01', max_retries: 0, timeout_s: 5}\n"
+    "stages:\n"
+    "  prompt:\n"
+    "    options:\n"
+    "      - {name: bare, kind: template, params: {template: '{question}'}}\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: weak, kind: openai, endpoint: weak, params: {logprobs: true}}\n"
+    "      - {name: strong, kind: openai, endpoint: strong, params: {logprobs: true}}\n"
+    "    router: {type: cascade, params: {judge: seq_logprob, threshold: %s}}\n";
+
+/*
+ * Invariant: with the seq_logprob judge over real LLM calls, the first
+ * answer's confidence is exp(its mean token logprob) as the LLM reported it,
+ * the cascade escalates exactly when that is below the threshold, and an
+ * answer that says it cannot answer escalates whatever its logprob.
+ */
+TEST(engine_seq_logprob_cascade)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    test_double d;
+    if (test_double_start(&d) != 0)
+        SKIP("python3 test double unavailable");
+    uint64_t rng = 29;
+    int escalations = 0, kept = 0;
+    for (int it = 0; it < 10; it++) {
+        char lp[32], thr[32], yaml[4096];
+        snprintf(lp, sizeof lp, "%.3f", -3.0 * lcg_uniform(&rng));
+        snprintf(thr, sizeof thr, "%.3f", 0.05 + 0.9 * lcg_uniform(&rng));
+        snprintf(yaml, sizeof yaml, seqlp_yaml_tmpl, d.base_url, lp, d.base_url, thr);
+        dynrag_pipeline *p = load_yaml(yaml);
+        dynrag_engine *e = NULL;
+        dynrag_error err;
+        dynrag_error_clear(&err);
+        if (p == NULL || dynrag_engine_create(p, NULL, &e, &err) != DYNRAG_OK) {
+            test_double_stop(&d);
+            ASSERT(0);
+        }
+        bool refuse = it % 4 == 3;
+        const char *q = refuse ? "Say there is not enough information about zebras"
+                               : "What is the capital of France?";
+        dynrag_result *r = NULL;
+        int rc = dynrag_engine_query(e, q, NULL, &r, &err);
+        if (rc != DYNRAG_OK)
+            test_double_stop(&d);
+        ASSERT_OK(rc, &err);
+        cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+        cJSON *a0 = cJSON_GetArrayItem(cJSON_GetObjectItem(rec, "cascade"), 0);
+        ASSERT(a0 != NULL);
+        double c = cJSON_GetObjectItem(a0, "confidence")->valuedouble;
+        double want = refuse ? 0.0 : exp(strtod(lp, NULL));
+        bool esc = want < strtod(thr, NULL);
+        if (fabs(c - want) > 1e-9 || esc != cJSON_IsTrue(cJSON_GetObjectItem(a0, "escalated")))
+            test_fail_(__FILE__, __LINE__, "logprob %s threshold %s refuse %d: confidence %g, "
+                       "escalated %d", lp, thr, refuse, c,
+                       cJSON_IsTrue(cJSON_GetObjectItem(a0, "escalated")));
+        ASSERT_CONTAINS(cJSON_GetObjectItem(a0, "judgement")->valuestring, "seq_logprob");
+        ASSERT_STR_EQ(choice_of(rec, "generator"), esc ? "strong" : "weak");
+        ASSERT_EQ(dynrag_result_totals(r)->generator_calls, esc ? 2 : 1);
+        escalations += esc;
+        kept += !esc;
+        cJSON_Delete(rec);
+        dynrag_result_free(r);
+        dynrag_engine_free(e);
+        dynrag_pipeline_free(p);
+    }
+    test_double_stop(&d);
+    ASSERT_GT(escalations, 0);
+    ASSERT_GT(kept, 0);
+}
+
 static const char *const support_cascade_yaml =
     "version: 1\n"
     "name: supportcascade\n"
@@ -660,6 +752,97 @@ TEST(engine_route_log_whole_lines_concurrent)
     fclose(f);
     ASSERT_EQ(n, 100);
     ASSERT_EQ(ok, 100);
+}
+
+static const char *const sla_bandit_yaml =
+    "version: 1\n"
+    "name: slabandit\n"
+    "index: @INDEX@\n"
+    "stages:\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: quick, kind: extractive, params: {threshold: 0.0, max_sentences: 1}}\n"
+    "      - {name: full, kind: extractive, params: {threshold: 0.0}}\n"
+    "    router: {type: bandit, params: {algorithm: epsilon_greedy, sla_ms: 0.001, "
+    "sla_penalty: 0.5, state: sla-state.json}}\n";
+
+/* The reward the SLA bandit above must learn: R - 0.5 x overshoot ratio. */
+static double sla_expected(double reward, double latency_ms)
+{
+    return latency_ms > 0.001 ? reward - 0.5 * (latency_ms - 0.001) / 0.001 : reward;
+}
+
+/*
+ * Invariant: the reward a generator bandit with sla_ms learns is the given
+ * reward minus sla_penalty x the generator latency's overshoot ratio, both
+ * when rewarded by query id (the latency the engine remembered) and from a
+ * route-log record (its generator cost.latency_ms, here rewritten to
+ * generated values on both sides of the SLA). Checked per option against
+ * the saved state's reward sums.
+ */
+TEST(engine_bandit_sla_penalty)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(sla_bandit_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    uint64_t rng = 7;
+    double want[2] = {0, 0};
+    int n[2] = {0, 0}, over = 0, under = 0;
+    for (int i = 0; i < 12; i++) {
+        dynrag_result *r = NULL;
+        ASSERT_OK(dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err), &err);
+        cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+        ASSERT(rec != NULL);
+        cJSON *gen = stage_entry(rec, "generator");
+        int arm = strcmp(choice_of(rec, "generator"), "full") == 0;
+        cJSON *lat = cJSON_GetObjectItem(cJSON_GetObjectItem(gen, "cost"), "latency_ms");
+        ASSERT(cJSON_IsNumber(lat));
+        double reward = lcg_uniform(&rng);
+        if (i % 2 == 0) { /* by id: the latency the engine measured */
+            ASSERT_OK(dynrag_engine_feedback(e, dynrag_result_id(r), reward, &err), &err);
+        } else { /* from the record, its latency rewritten */
+            double l = 0.004 * lcg_uniform(&rng);
+            cJSON_SetNumberValue(lat, l);
+            char *json = cJSON_PrintUnformatted(rec);
+            ASSERT(json != NULL);
+            int rc = dynrag_engine_feedback_record(e, json, reward, &err);
+            free(json);
+            ASSERT_OK(rc, &err);
+        }
+        want[arm] += sla_expected(reward, lat->valuedouble);
+        over += lat->valuedouble > 0.001;
+        under += !(lat->valuedouble > 0.001);
+        n[arm]++;
+        cJSON_Delete(rec);
+        dynrag_result_free(r);
+    }
+    dynrag_engine_free(e); /* saves the state */
+    dynrag_pipeline_free(p);
+    char path[4300], cmd[4400], *text = NULL;
+    snprintf(path, sizeof path, "%s/sla-state.json", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "cat '%s'", path);
+    ASSERT_EQ(test_run(cmd, &text), 0);
+    cJSON *st = cJSON_Parse(text);
+    free(text);
+    ASSERT(st != NULL);
+    int seen = 0;
+    cJSON *a;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItem(st, "arms"))
+    {
+        int arm = strcmp(cJSON_GetObjectItem(a, "option")->valuestring, "full") == 0;
+        ASSERT_EQ((int)cJSON_GetObjectItem(a, "n")->valuedouble, n[arm]);
+        ASSERT_NEAR(cJSON_GetObjectItem(a, "sum_reward")->valuedouble, want[arm], 1e-9);
+        seen++;
+    }
+    cJSON_Delete(st);
+    ASSERT_EQ(seen, 2);
+    ASSERT_GT(over, 0);
+    ASSERT_GT(under, 0);
 }
 
 static const char *const bandit_yaml =

@@ -517,6 +517,17 @@ TEST(eval_outcomes_errors_name_the_culprit)
     ASSERT_OK(dynrag_eval_outcomes(&o, &sum, NULL, &err), &err);
     ASSERT_NEAR(sum.router_quality, 1, 0);
     ASSERT_NEAR(sum.router_cost, 0, 0);
+    /* So does the sequence-probability judge, whatever its threshold. */
+    for (int t = 0; t <= 4; t++) {
+        snprintf(yaml, sizeof yaml,
+                 "%s      - {name: org/b, kind: openai, endpoint: llm}\n"
+                 "    router: {type: cascade, params: {judge: seq_logprob, threshold: %g}}\n",
+                 head, t / 4.0);
+        o.pipeline_path = test_write_file("p4.yaml", yaml);
+        ASSERT_OK(dynrag_eval_outcomes(&o, &sum, NULL, &err), &err);
+        ASSERT_NEAR(sum.router_quality, 1, 0);
+        ASSERT_NEAR(sum.router_cost, 0, 0);
+    }
     /* Unknown strong option; a bad table line names file and line. */
     o.strong = "nope";
     ASSERT_EQ(dynrag_eval_outcomes(&o, NULL, NULL, &err), DYNRAG_ERR_INVALID);

@@ -698,6 +698,33 @@ TEST(router_cascade_route_and_judges)
     a.first_token_margin = -1;
     ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
 
+    set_params(&t, "{\"judge\": \"seq_logprob\"}");
+    a.text = "Paris";
+    a.first_token_margin = 5; /* not what this judge reads */
+    a.mean_logprob = NAN;
+    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
+    ASSERT_STR_EQ(why, "seq_logprob: no logprobs");
+    a.confidence = 0.4;
+    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.4, 0);
+    a.confidence = NAN;
+    for (int i = 0; i <= 40; i++) { /* exp of the mean logprob, monotone, in [0, 1] */
+        a.mean_logprob = -0.25 * i;
+        ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), exp(-0.25 * i),
+                    1e-12);
+        ASSERT_CONTAINS(why, "seq_logprob: mean token logprob");
+    }
+    a.mean_logprob = -INFINITY;
+    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
+    a.mean_logprob = 0.3; /* not a log-probability: clamped */
+    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
+    a.mean_logprob = -0.1;
+    a.text = "unanswerable";
+    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
+    ASSERT_STR_EQ(why, "seq_logprob: answer says \"unanswerable\"");
+    a.text = "Paris";
+    a.first_token_margin = NAN;
+    a.mean_logprob = NAN;
+
     set_params(&t, "{\"judge\": \"agreement\", \"samples\": 4}");
     const char *s4[] = {"The Eiffel Tower!", "eiffel tower", "Louvre", "an Eiffel  tower"};
     a.samples = s4;
@@ -724,7 +751,8 @@ TEST(router_cascade_route_and_judges)
  */
 TEST(router_cascade_refusal_escalates_under_every_judge)
 {
-    static const char *const judges[] = {"self_route", "logprob_margin", "agreement"};
+    static const char *const judges[] = {"self_route", "logprob_margin", "seq_logprob",
+                                         "agreement"};
     static const char *const refusals[] = {"unanswerable", "UNANSWERABLE.",
                                            "The question cannot be answered from the context.",
                                            "There is Not Enough Information here.", "", " \t\n"};
@@ -745,6 +773,7 @@ TEST(router_cascade_refusal_escalates_under_every_judge)
             samples[i] = pool[dr_rng_below(&rng, DR_ARRAY_LEN(pool))];
         dr_answer_view a = {.samples = ns ? samples : NULL, .n_samples = ns};
         a.first_token_margin = dr_rng_below(&rng, 3) == 0 ? NAN : dr_rng_uniform(&rng) * 20 - 2;
+        a.mean_logprob = dr_rng_below(&rng, 3) == 0 ? NAN : dr_rng_uniform(&rng) * -12 + 1;
         a.confidence = dr_rng_below(&rng, 3) == 0 ? NAN : dr_rng_uniform(&rng) * 3 - 1;
         bool refuse = dr_rng_below(&rng, 2) == 0;
         a.unanswerable = refuse && dr_rng_below(&rng, 3) == 0;
@@ -767,13 +796,14 @@ TEST(router_cascade_refusal_escalates_under_every_judge)
  * judges' confidence range [0, 1], for every judge. */
 TEST(router_cascade_threshold_range)
 {
-    static const char *const judges[] = {"self_route", "logprob_margin", "agreement"};
+    static const char *const judges[] = {"self_route", "logprob_margin", "seq_logprob",
+                                         "agreement"};
     tfix t;
     ASSERT(tfix_init(&t, "small,large", "cascade", "{}"));
     dr_rng rng;
     dr_rng_seed(&rng, 5);
     for (int it = 0; it < 600; it++) {
-        const char *judge = judges[it % 3];
+        const char *judge = judges[it % 4];
         double th = it < 12 ? (double[]){0, 1, -1e-9, 1 + 1e-9, 1.5, -0.5, 0.5, 2, 5, 1e6, -1e6,
                                          0.999}[it]
                             : dr_rng_uniform(&rng) * 4 - 1.5;

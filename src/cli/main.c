@@ -122,7 +122,9 @@ static const cli_command commands[] = {
      "usage: dynrag feedback --pipeline FILE --query-id ID --reward R [--log FILE]\n"
      "\n"
      "Finds the query's record in the route log and updates every bandit router of\n"
-     "the pipeline with reward R (minus the router's lambda times the query's $ cost).\n"
+     "the pipeline with reward R (minus the router's lambda times the query's $ cost,\n"
+     "and with the router's sla_ms, minus sla_penalty times the share by which the\n"
+     "record's generator latency exceeds sla_ms).\n"
      "With a bandit `state` file the reward is committed to its reward store\n"
      "(<state>.rewards.db) before \"recorded\" is printed; a running server sharing\n"
      "the file counts it too. A query id is rewarded once: a second reward, from\n"
@@ -245,7 +247,7 @@ static const cli_command commands[] = {
     {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
      "                           [--config k=v,...] [--seed N] [--threads N]\n"
-     "       dynrag router train --kind predict|cluster|distill --data FILE.jsonl\n"
+     "       dynrag router train --kind predict|cluster|distill|mf --data FILE.jsonl\n"
      "                           [--data FILE.jsonl ...]\n"
      "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
      "                           [--clusters C] [--lambda L]\n"
@@ -277,7 +279,12 @@ static const cli_command commands[] = {
      "         Router); router type cluster, same params.\n"
      "train --kind distill: a softmax classifier over the options on the same\n"
      "         features, trained on soft labels softmax(quality / 0.1) (Zooter);\n"
-     "         router type distill, with max_entropy and fallback (MoDEM).\n",
+     "         router type distill, with max_entropy and fallback (MoDEM).\n"
+     "train --kind mf: matrix factorisation (RouteLLM MF), quality = sigmoid(<P x, v_o>\n"
+     "         + b_o) with a rank-16 projection P of the same features and an\n"
+     "         embedding v_o per option, by SGD (30 epochs, seeded; --lambda is the\n"
+     "         L2 penalty, default 1e-5; with --valid, the best epoch on it is kept);\n"
+     "         router type mf, same params as predict.\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"

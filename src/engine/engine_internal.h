@@ -20,6 +20,7 @@ typedef struct dr_memo {
     signed char choice[DR_STAGE_COUNT]; /* option index, -1 when skipped */
     dr_query_features features;
     double usd;
+    double gen_latency_ms; /* the generator stage's latency (every call of a cascade) */
     bool used;
     bool rewarded; /* a reward was given (or is being applied) for this id */
 } dr_memo;

@@ -24,17 +24,30 @@ void dr_engine_remember(dynrag_engine *e, const char *id, const qstate *s)
         m->choice[i] = (signed char)(s->st[i].skipped || !s->st[i].routed ? -1 : s->st[i].option);
     m->features = s->f;
     m->usd = s->tot.usd;
+    m->gen_latency_ms = s->st[DR_STAGE_GENERATOR].latency_ms;
     m->used = true;
     pthread_mutex_unlock(&e->memo_mu);
 }
 
-/* Gives `reward` minus the stage's lambda times the query's $ cost to every
+/* See feedback.h. */
+double dr_bandit_shaped_reward(const cJSON *params, double reward, double usd, double latency_ms)
+{
+    double r = reward - dr_param_num(params, "lambda", 0) * usd;
+    double sla = dr_param_num(params, "sla_ms", NAN);
+    if (sla > 0 && latency_ms > sla) /* the overshoot ratio is capped: finite */
+        r -= dr_param_num(params, "sla_penalty", 1) *
+             DR_MIN((latency_ms - sla) / sla, DR_SLA_OVERSHOOT_MAX);
+    return r;
+}
+
+/* Gives `reward`, shaped by each stage's router params (lambda x $ cost, the
+ * SLA penalty on the generator latency: dr_bandit_shaped_reward), to every
  * bandit router whose stage chose an option, under query id qid. Rejects a
  * non-finite reward or one outside [-1e6, 1e6]; fails with the router's
  * error otherwise (DYNRAG_ERR_STATE: qid was already rewarded). */
 static int apply_feedback(dynrag_engine *e, const char *qid, const signed char *choice,
-                          const dr_query_features *f, double usd, double reward,
-                          dynrag_error *err)
+                          const dr_query_features *f, double usd, double gen_latency_ms,
+                          double reward, dynrag_error *err)
 {
     if (!isfinite(reward) || reward < -1e6 || reward > 1e6)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "reward must be a finite number in [-1e6, 1e6]");
@@ -43,8 +56,9 @@ static int apply_feedback(dynrag_engine *e, const char *qid, const signed char *
         dr_router *r = e->routers[i];
         if (r == NULL || choice[i] < 0 || strcmp(e->p->stages[i].router.type, "bandit") != 0)
             continue;
-        double lambda = dr_param_num(e->p->stages[i].router.params, "lambda", 0);
-        int rc = r->vt->feedback(r, qid, f, choice[i], reward - lambda * usd, err);
+        double shaped =
+            dr_bandit_shaped_reward(e->p->stages[i].router.params, reward, usd, gen_latency_ms);
+        int rc = r->vt->feedback(r, qid, f, choice[i], shaped, err);
         if (rc != DYNRAG_OK)
             return dr_err_prefix(err, "stages.%s.router", dr_stage_name((dr_stage_id)i));
         applied++;
@@ -81,7 +95,8 @@ int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward
         return dr_err_set(err, DYNRAG_ERR_NOTFOUND, "unknown query_id '%s'", query_id);
     if (dup)
         return dr_err_set(err, DYNRAG_ERR_STATE, "query id '%s' was already rewarded", query_id);
-    int rc = apply_feedback(e, query_id, m.choice, &m.features, m.usd, reward, err);
+    int rc =
+        apply_feedback(e, query_id, m.choice, &m.features, m.usd, m.gen_latency_ms, reward, err);
     if (rc != DYNRAG_OK && rc != DYNRAG_ERR_STATE) {
         pthread_mutex_lock(&e->memo_mu);
         if (e->memo[at].used && strcmp(e->memo[at].id, query_id) == 0)
@@ -92,7 +107,8 @@ int dynrag_engine_feedback(dynrag_engine *e, const char *query_id, double reward
 }
 
 /* Rewards the query of a route-log record: choices by option name, features
- * recomputed from the query text. Fails on invalid JSON, a record without
+ * recomputed from the query text, the generator latency from the generator
+ * stage's cost.latency_ms (none: within any SLA). Fails on invalid JSON, a record without
  * query/stages, or a choice this pipeline lacks. */
 int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, double reward,
                                   dynrag_error *err)
@@ -113,15 +129,21 @@ int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, dou
     }
     signed char choice[DR_STAGE_COUNT];
     memset(choice, -1, sizeof(choice));
+    double gen_latency_ms = NAN;
     cJSON *st;
     cJSON_ArrayForEach(st, stages)
     {
         cJSON *name = cJSON_GetObjectItem(st, "stage");
         cJSON *ch = cJSON_GetObjectItem(st, "choice");
-        if (!cJSON_IsString(name) || !cJSON_IsString(ch))
+        if (!cJSON_IsString(name))
             continue;
         int sid = dr_stage_from_name(name->valuestring);
-        if (sid < 0)
+        if (sid == DR_STAGE_GENERATOR) {
+            cJSON *lat = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "cost"), "latency_ms");
+            if (cJSON_IsNumber(lat))
+                gen_latency_ms = lat->valuedouble;
+        }
+        if (sid < 0 || !cJSON_IsString(ch))
             continue;
         int oi = dr_stage_find_option(&e->p->stages[sid], ch->valuestring);
         if (oi < 0) {
@@ -135,7 +157,7 @@ int dynrag_engine_feedback_record(dynrag_engine *e, const char *record_json, dou
     dr_query_features f;
     dr_query_features_compute(q->valuestring, &f);
     rc = apply_feedback(e, id->valuestring, choice, &f, cJSON_IsNumber(usd) ? usd->valuedouble : 0,
-                        reward, err);
+                        gen_latency_ms, reward, err);
 cleanup:
     cJSON_Delete(r);
     return rc;

@@ -62,6 +62,7 @@ static int cite_markers(qstate *s, const char *text)
 
 typedef struct gen_out {
     double margin;
+    double mean_logprob; /* mean token logprob of the LLM answer; NAN: none */
     double confidence; /* the generator's own confidence (extractive: support); NAN: none */
     char **samples;
     size_t n_samples;
@@ -74,6 +75,7 @@ static void gen_out_free(gen_out *g)
     free(g->samples);
     memset(g, 0, sizeof(*g));
     g->margin = NAN;
+    g->mean_logprob = NAN;
     g->confidence = NAN;
 }
 
@@ -111,7 +113,8 @@ static int run_extractive(qstate *s, const dr_option *o, gen_out *g, dynrag_erro
 }
 
 /* Answers with an openai option over the rendered prompt, charging what the
- * endpoint reported; keeps the margin and samples for judges in g. */
+ * endpoint reported; keeps the margin, mean token logprob and samples for
+ * judges in g. */
 static int run_openai(qstate *s, const dr_option *o, gen_out *g, dynrag_error *err)
 {
     dr_llm_config cfg;
@@ -134,6 +137,7 @@ static int run_openai(qstate *s, const dr_option *o, gen_out *g, dynrag_error *e
     res.text = NULL;
     s->unanswerable = text_says_unanswerable(s->answer);
     g->margin = res.first_token_margin;
+    g->mean_logprob = res.mean_logprob;
     g->samples = res.samples;
     g->n_samples = res.n_samples;
     res.samples = NULL;
@@ -202,6 +206,7 @@ static double judge(const dr_router_spec *spec, const qstate *s, const gen_out *
     v.text = s->answer ? s->answer : "";
     v.unanswerable = s->unanswerable;
     v.first_token_margin = g->margin;
+    v.mean_logprob = g->mean_logprob;
     v.confidence = g->confidence;
     v.samples = (const char *const *)g->samples;
     v.n_samples = g->n_samples;
@@ -299,6 +304,7 @@ int dr_q_generate(qstate *s, bool retrieved, dynrag_error *err)
     gen_out g;
     memset(&g, 0, sizeof(g));
     g.margin = NAN;
+    g.mean_logprob = NAN;
     g.confidence = NAN;
     int ci = retrieved ? s->st[DR_STAGE_CONTEXT].option : -1;
     for (;;) {

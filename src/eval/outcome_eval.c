@@ -113,6 +113,7 @@ static int cascade_chain(const oeval *e, size_t q, int first, int *last, dynrag_
         memset(&v, 0, sizeof(v));
         v.text = answers[na - 1];
         v.first_token_margin = NAN;
+        v.mean_logprob = NAN;
         v.confidence = NAN;
         v.samples = answers;
         v.n_samples = na;

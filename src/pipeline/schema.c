@@ -87,15 +87,19 @@ const dr_param_row dr_param_rows[] = {
     {"router.bandit",          "lambda",             DR_PT_NUM,           0,     1e6,         "0",            0, NULL},
     {"router.bandit",          "state",              DR_PT_PATH,          0,     0,           NULL,           0, NULL},
     {"router.bandit",          "seed",               DR_PT_INT,           0,     2147483647,  "42",           0, NULL},
+    {"router.bandit",          "sla_ms",             DR_PT_NUM,           0,     BIG,         NULL,           0, NULL},
+    {"router.bandit",          "sla_penalty",        DR_PT_NUM,           0,     1e6,         "1",            0, NULL},
     {"router.predict",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.predict",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
+    {"router.mf",              "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
+    {"router.mf",              "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.cluster",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.cluster",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.distill",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.distill",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.distill",         "max_entropy",        DR_PT_NUM,           0,     1,           "1",            0, NULL},
     {"router.distill",         "fallback",           DR_PT_OPTION,        0,     0,           NULL,           0, NULL},
-    {"router.cascade",         "judge",              DR_PT_ENUM,          0,     0,           "self_route",   0, "self_route|logprob_margin|agreement"},
+    {"router.cascade",         "judge",              DR_PT_ENUM,          0,     0,           "self_route",   0, "self_route|logprob_margin|seq_logprob|agreement"},
     {"router.cascade",         "threshold",          DR_PT_NUM,           0,     1,           "0.5",          0, NULL},
     {"router.cascade",         "samples",            DR_PT_INT,           2,     16,          "3",            0, NULL},
 
@@ -143,6 +147,7 @@ const dr_router_row dr_router_rows[] = {
     {"cascade",    (1u << DR_STAGE_CONTEXT) | (1u << DR_STAGE_GENERATOR)},
     {"predict",    1u << DR_STAGE_GENERATOR},
     {"cluster",    1u << DR_STAGE_GENERATOR},
+    {"mf",         1u << DR_STAGE_GENERATOR},
     {"distill",    1u << DR_STAGE_GENERATOR},
 };
 const size_t dr_n_router_rows = DR_ARRAY_LEN(dr_router_rows);
@@ -893,6 +898,24 @@ void dr_schema_check_stage(dr_vctx *v, const dr_stage *stage, const char *path,
         if (dr_ymap_get(rn, "examples") == NULL && dr_ymap_get(rn, "examples_file") == NULL)
             dr_diags_add(v->diags, r->line, r->col, rpath,
                          "the knn router needs 'examples', 'examples_file' or both");
+    }
+    if (strcmp(r->type, "bandit") == 0) {
+        const dr_ynode *rn = dr_ymap_get(dr_ymap_get(stage_node, "router"), "params");
+        const dr_ynode *sla = dr_ymap_get(rn, "sla_ms");
+        const dr_ynode *pen = dr_ymap_get(rn, "sla_penalty");
+        char kpath[600];
+        cJSON *sv = cJSON_GetObjectItemCaseSensitive(r->params, "sla_ms");
+        if (sla != NULL && cJSON_IsNumber(sv) && !(sv->valuedouble > 0)) {
+            dr_pathf(kpath, sizeof(kpath), "%s.sla_ms", rpath);
+            dr_diags_add(v->diags, sla->line, sla->col, kpath,
+                         "must be greater than 0 (the latency in ms the SLA allows), got %.40s",
+                         sla->value);
+        }
+        if (pen != NULL && sla == NULL) {
+            dr_pathf(kpath, sizeof(kpath), "%s.sla_penalty", rpath);
+            dr_diags_add(v->diags, pen->line, pen->col, kpath,
+                         "has no effect without 'sla_ms' (the SLA it penalises)");
+        }
     }
     if (strcmp(r->type, "cost") == 0 &&
         (cJSON_GetObjectItemCaseSensitive(r->params, "quality_model") == NULL) !=

@@ -3,8 +3,10 @@
  *
  * params: {algorithm: epsilon_greedy|ucb1|linucb (ucb1), epsilon (0.1),
  * alpha (1.0), lambda (0: read by the caller, which computes
- * reward = quality - lambda * cost), state (path, resolved by the loader;
- * no persistence when absent), seed (42)}.
+ * reward = quality - lambda * cost), sla_ms and sla_penalty (none, 1: read
+ * by the caller too, which subtracts the SLA penalty, engine/feedback.h),
+ * state (path, resolved by the loader; no persistence when absent), seed
+ * (42)}.
  *
  *   epsilon_greedy: arms with no feedback yet are tried first (fewest picks
  *     first); then with probability epsilon a uniformly random available
@@ -602,6 +604,15 @@ int dr_router_create_bandit(const dynrag_pipeline *p, const dr_stage *stage, dr_
     if (!(seed >= 0 && seed <= COUNT_MAX))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.seed: expected an integer >= 0", sn);
+    /* sla_ms / sla_penalty shape the reward the engine gives (engine/feedback.h). */
+    double sla = dr_param_num(params, "sla_ms", NAN);
+    double pen = dr_param_num(params, "sla_penalty", 1);
+    if (cJSON_HasObjectItem(params, "sla_ms") && !(sla > 0 && sla <= 1e12))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.sla_ms: expected a number of ms > 0", sn);
+    if (!(pen >= 0 && pen <= 1e6))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.sla_penalty: expected a number in [0, 1e6]", sn);
     bandit_router *br = calloc(1, sizeof *br);
     if (br == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");

@@ -1,7 +1,7 @@
 /*
  * cascade.c - the cascade router (cheapest option first) and its judges.
  *
- * params: {judge: self_route|logprob_margin|agreement, threshold (0.5, in
+ * params: {judge: self_route|logprob_margin|seq_logprob|agreement, threshold (0.5, in
  * [0, 1]), samples (3)}. route() picks the first available option in listed order;
  * the engine calls dr_cascade_judge() after generation and escalates.
  */
@@ -104,6 +104,17 @@ static double judge_margin(const dr_answer_view *a, char *why, size_t why_len)
     return c;
 }
 
+static double judge_seq_logprob(const dr_answer_view *a, char *why, size_t why_len)
+{
+    double m = a->mean_logprob;
+    if (isnan(m))
+        return reported_or(a, "seq_logprob", "no logprobs", 1.0, why, why_len);
+    double c = m >= 0 ? 1.0 : exp(m); /* -inf gives 0 */
+    c = DR_MIN(DR_MAX(c, 0.0), 1.0);
+    set_why(why, why_len, "seq_logprob: mean token logprob %.3f -> %.3f", m, c);
+    return c;
+}
+
 static double judge_agreement(const dr_answer_view *a, char *why, size_t why_len)
 {
     size_t n = a->n_samples;
@@ -149,6 +160,8 @@ double dr_cascade_judge(const dr_router_spec *spec, const dr_answer_view *a, cha
         return 0.0;
     if (strcmp(judge, "logprob_margin") == 0)
         return judge_margin(a, why, why_len);
+    if (strcmp(judge, "seq_logprob") == 0)
+        return judge_seq_logprob(a, why, why_len);
     if (strcmp(judge, "agreement") == 0)
         return judge_agreement(a, why, why_len);
     return judge_self_route(a, why, why_len);
@@ -184,10 +197,10 @@ int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr
     const cJSON *params = stage->router.params;
     const char *judge = dr_param_str(params, "judge", "self_route");
     if (strcmp(judge, "self_route") != 0 && strcmp(judge, "logprob_margin") != 0 &&
-        strcmp(judge, "agreement") != 0)
+        strcmp(judge, "seq_logprob") != 0 && strcmp(judge, "agreement") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.judge: unknown judge '%s' (self_route, "
-                          "logprob_margin or agreement)",
+                          "logprob_margin, seq_logprob or agreement)",
                           dr_stage_name(stage->id), judge);
     double th = dr_param_num(params, "threshold", 0.5);
     if (!(th >= DR_CASCADE_THRESHOLD_MIN && th <= DR_CASCADE_THRESHOLD_MAX))

@@ -18,6 +18,7 @@ typedef struct dr_answer_view {
     const char *text;             /* the answer (NULL counts as "") */
     bool unanswerable;            /* the generator flagged it unanswerable */
     double first_token_margin;    /* logprob(top1) - logprob(top2) of the first token; NAN: none */
+    double mean_logprob;          /* mean token log-probability of the answer; NAN: none */
     double confidence;            /* the generator's own confidence in [0, 1] (the extractive
                                      generator's support); NAN: none */
     const char *const *samples;   /* extra sampled answers for `agreement` */

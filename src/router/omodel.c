@@ -30,6 +30,8 @@ struct dr_omodel {
     float *cw; /* [n_options][2] */
     double lambda;
     bool is_distill;  /* quality_w are logits of a softmax over options */
+    bool is_mf;       /* quality_w are the collapsed factors: q = sigmoid(w . x) */
+    int rank;         /* mf: the factorisation's dimension (0 otherwise) */
     char *provenance; /* JSON text */
 };
 
@@ -289,6 +291,9 @@ int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *
     }
     if (m->is_distill)
         softmax(q, m->n_options);
+    if (m->is_mf)
+        for (size_t o = 0; o < m->n_options; o++)
+            q[o] = 1.0 / (1.0 + exp(-q[o]));
     return DYNRAG_OK;
 }
 
@@ -460,6 +465,128 @@ static int distill_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *ro
     return DYNRAG_OK;
 }
 
+/*
+ * RouteLLM-style matrix factorisation: quality(q, o) ~ sigmoid(<P x_q, v_o> +
+ * b_o), with P [rank x F] projecting the query features x and v_o [rank] an
+ * embedding per option, fitted by SGD on the logistic loss against the
+ * recorded qualities (missing cells skipped) with L2 penalty l2 on P and v
+ * (b_o starts at the logit of o's mean quality). Rows are visited in a
+ * seeded random order each epoch (DR_OMODEL_MF_EPOCHS epochs, learning rate
+ * decaying as lr0 / (1 + epoch / 10)); with validation rows, the epoch with
+ * the best routed validation quality is kept. Deterministic per seed. The
+ * factors are collapsed into m->qw: w_o = P^T v_o, plus b_o on the bias.
+ */
+static int mf_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n,
+                  const float *x, double l2, uint64_t seed, const dr_outcome_table *v,
+                  const size_t *valid, size_t n_valid, const int *vmap,
+                  const dr_omodel_train_opts *opts, dynrag_error *err)
+{
+    const size_t F = m->n_feat, K = m->n_options, R = (size_t)m->rank;
+    double *P = malloc(R * F * sizeof(double)), *V = malloc(K * R * sizeof(double));
+    double *b = calloc(K, sizeof(double)), *h = malloc(R * sizeof(double));
+    double *dh = malloc(R * sizeof(double));
+    size_t *nz = malloc(F * sizeof(size_t)), *order = malloc(n * sizeof(size_t));
+    float *best = malloc(K * F * sizeof(float));
+    int rc = DYNRAG_OK;
+    if (!P || !V || !b || !h || !dh || !nz || !order || !best) {
+        rc = DYNRAG_ERR_NOMEM;
+        goto cleanup;
+    }
+    dr_rng rng;
+    dr_rng_seed(&rng, seed ^ 0x6d66u);
+    for (size_t i = 0; i < R * F; i++)
+        P[i] = (dr_rng_uniform(&rng) - 0.5) * 0.2;
+    for (size_t i = 0; i < K * R; i++)
+        V[i] = (dr_rng_uniform(&rng) - 0.5) * 0.2;
+    for (size_t o = 0; o < K; o++) {
+        double sq = 0, cnt = 0;
+        for (size_t i = 0; i < n; i++) {
+            const dr_outcome *oc = &t->rows[rows ? rows[i] : i].o[o];
+            if (oc->present) {
+                sq += oc->quality;
+                cnt += 1;
+            }
+        }
+        double mean = cnt > 0 ? DR_MIN(DR_MAX(sq / cnt, 0.01), 0.99) : 0.5;
+        b[o] = log(mean / (1 - mean));
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    const double lr0 = 0.1;
+    double best_q = -INFINITY;
+    for (int ep = 0; ep < DR_OMODEL_MF_EPOCHS; ep++) {
+        double lr = lr0 / (1.0 + ep / 10.0);
+        for (size_t i = n; i > 1; i--) {
+            size_t j = (size_t)dr_rng_below(&rng, (uint64_t)i);
+            size_t tmp = order[i - 1];
+            order[i - 1] = order[j];
+            order[j] = tmp;
+        }
+        for (size_t ii = 0; ii < n; ii++) {
+            size_t i = order[ii];
+            const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+            const float *xi = x + i * F;
+            size_t nnz = 0;
+            for (size_t f = 0; f < F; f++)
+                if (xi[f] != 0.0f)
+                    nz[nnz++] = f;
+            for (size_t k = 0; k < R; k++) {
+                double s = 0;
+                for (size_t j = 0; j < nnz; j++)
+                    s += P[k * F + nz[j]] * xi[nz[j]];
+                h[k] = s;
+                dh[k] = 0;
+            }
+            for (size_t o = 0; o < K; o++) {
+                if (!row->o[o].present)
+                    continue;
+                double *vo = V + o * R, z = b[o];
+                for (size_t k = 0; k < R; k++)
+                    z += vo[k] * h[k];
+                double g = 1.0 / (1.0 + exp(-z)) - row->o[o].quality;
+                for (size_t k = 0; k < R; k++) {
+                    dh[k] += g * vo[k];
+                    vo[k] -= lr * (g * h[k] + l2 * vo[k]);
+                }
+                b[o] -= lr * g;
+            }
+            for (size_t k = 0; k < R; k++)
+                for (size_t j = 0; j < nnz; j++) {
+                    double *pk = &P[k * F + nz[j]];
+                    *pk -= lr * (dh[k] * xi[nz[j]] + l2 * *pk);
+                }
+        }
+        for (size_t o = 0; o < K; o++)
+            for (size_t f = 0; f < F; f++) {
+                double w = f + 1 == F ? b[o] : 0.0;
+                for (size_t k = 0; k < R; k++)
+                    w += V[o * R + k] * P[k * F + f];
+                m->qw[o * F + f] = (float)w;
+            }
+        if (v != NULL && n_valid > 0) {
+            double qv = routed_quality(m, v, valid, n_valid, vmap, err);
+            if (ep == 0 || qv > best_q) {
+                best_q = qv;
+                memcpy(best, m->qw, K * F * sizeof(float));
+            }
+        }
+        if (opts->progress != NULL)
+            opts->progress(opts->progress_user, "mf", (size_t)ep + 1, DR_OMODEL_MF_EPOCHS);
+    }
+    if (v != NULL && n_valid > 0)
+        memcpy(m->qw, best, K * F * sizeof(float));
+cleanup:
+    free(P);
+    free(V);
+    free(b);
+    free(h);
+    free(dh);
+    free(nz);
+    free(order);
+    free(best);
+    return rc;
+}
+
 /* Fits cost = a + b * chars/1000 per option by least squares over rows
  * with a recorded cost (the mean when the lengths do not vary). */
 static void fit_cost(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n)
@@ -500,9 +627,11 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         n = t->n_rows;
     const char *kind = opts->kind ? opts->kind : "predict";
     bool is_cluster = strcmp(kind, "cluster") == 0, is_distill = strcmp(kind, "distill") == 0;
-    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill)
+    bool is_mf = strcmp(kind, "mf") == 0;
+    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill && !is_mf)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "unknown router kind '%s' (expected predict, cluster or distill)", kind);
+                          "unknown router kind '%s' (expected predict, cluster, distill or mf)",
+                          kind);
     if (is_cluster && opts->clusters < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "the cluster kind needs clusters");
     int dim = opts->dim > 0 ? opts->dim : 1024;
@@ -525,8 +654,11 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     m->kind = dr_strdup(kind);
     m->method = dr_strdup(is_cluster   ? "cluster_mean"
                           : is_distill ? "softmax_regression"
+                          : is_mf      ? "sgd_mf"
                                        : "ridge");
     m->is_distill = is_distill;
+    m->is_mf = is_mf;
+    m->rank = is_mf ? DR_OMODEL_MF_RANK : 0;
     m->n_options = t->n_options;
     m->options = calloc(t->n_options, sizeof(char *));
     m->has_cost = calloc(t->n_options, sizeof(bool));
@@ -690,6 +822,14 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         m->lambda = l2;
         goto fitted;
     }
+    if (is_mf) {
+        double l2 = opts->lambda > 0 ? opts->lambda : 1e-5;
+        int mrc = mf_fit(m, t, rows, n, x, l2, opts->seed, v, valid, n_valid, vmap, opts, err);
+        if (mrc != DYNRAG_OK)
+            goto nomem;
+        m->lambda = l2;
+        goto fitted;
+    }
     /* Candidate penalties: the given one, or a grid judged on valid. */
     static const double grid[] = {0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0};
     double one = opts->lambda > 0 ? opts->lambda : 1.0;
@@ -774,7 +914,7 @@ fitted:
         for (size_t o = 0; o < K; o++)
             tmap[o] = (int)o;
         report->train_quality = routed_quality(m, t, rows, n, tmap, err);
-        report->n_params = K * F + 2 * K;
+        report->n_params = is_mf ? (size_t)m->rank * (F + K) + K + 2 * K : K * F + 2 * K;
     }
     /* Provenance. */
     prov = cJSON_CreateObject();
@@ -834,6 +974,8 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
     cJSON_AddNumberToObject(cfg, "extra", DR_OMODEL_EXTRA);
     cJSON_AddNumberToObject(cfg, "clusters", (double)m->n_clusters);
     cJSON_AddNumberToObject(cfg, "lambda", m->lambda);
+    if (m->is_mf)
+        cJSON_AddNumberToObject(cfg, "rank", m->rank);
     cJSON_AddNumberToObject(cfg, "idf_docs", (double)m->idf_docs);
     cJSON *opts = cJSON_AddArrayToObject(cfg, "options");
     cJSON *hc = cJSON_AddArrayToObject(cfg, "has_cost");
@@ -918,14 +1060,19 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
          (strcmp(kind->valuestring, "cluster") == 0 &&
           strcmp(method->valuestring, "cluster_mean") == 0) ||
          (strcmp(kind->valuestring, "distill") == 0 &&
-          strcmp(method->valuestring, "softmax_regression") == 0));
+          strcmp(method->valuestring, "softmax_regression") == 0) ||
+         (strcmp(kind->valuestring, "mf") == 0 && strcmp(method->valuestring, "sgd_mf") == 0));
     if (!ok_kind) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
-                        "%s: config.kind/method: expected predict/ridge, cluster/cluster_mean or "
-                        "distill/softmax_regression",
+                        "%s: config.kind/method: expected predict/ridge, cluster/cluster_mean, "
+                        "distill/softmax_regression or mf/sgd_mf",
                         path);
         goto cleanup;
     }
+    double rank = 0;
+    if (strcmp(kind->valuestring, "mf") == 0 &&
+        (rc = cfg_num(cfg, path, "rank", 1, DR_OMODEL_MAX_RANK, &rank, err)) != DYNRAG_OK)
+        goto cleanup;
     double dim = 0, extra = 0, lambda = 0, docs = 0, clusters = 0;
     if ((rc = cfg_num(cfg, path, "dim", 16, DR_OMODEL_MAX_DIM, &dim, err)) ||
         (rc = cfg_num(cfg, path, "clusters", 0, DR_OMODEL_MAX_CLUSTERS, &clusters, err)) ||
@@ -946,6 +1093,8 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     m->kind = dr_strdup(kind->valuestring);
     m->method = dr_strdup(method->valuestring);
     m->is_distill = strcmp(kind->valuestring, "distill") == 0;
+    m->is_mf = strcmp(kind->valuestring, "mf") == 0;
+    m->rank = (int)rank;
     m->dim = (int)dim;
     m->n_clusters = (size_t)clusters;
     m->n_feat = (size_t)m->dim + DR_OMODEL_EXTRA + m->n_clusters + 1;

@@ -12,12 +12,19 @@
  * the training queries, L2-normalised, then DR_OMODEL_EXTRA dense features
  * (log length, share of digits, of non-ASCII bytes, of newlines), then 1.
  *
+ * Kind `mf` (RouteLLM's matrix factorisation): quality(q, o) =
+ * sigmoid(<P x_q, v_o> + b_o) with a rank-DR_OMODEL_MF_RANK projection P of
+ * the same features and an embedding v_o per option, trained by SGD
+ * (deterministic per seed); stored collapsed as quality_w (w_o = P^T v_o,
+ * b_o on the bias), so routing costs what `predict` costs, plus a sigmoid.
+ * Routed like predict.
+ *
  * File (safetensors, docs/routers.md "Routers trained on outcomes"):
  *   tensors  "quality_w" F32 [n_options, F]   ridge weights (bias last)
  *            "cost_w"    F32 [n_options, 2]   cost_usd = a + b * chars / 1000
  *            "idf"       F32 [262144]         the embedder's IDF
  *   metadata "format" = "dynrag-outcome-router", "format_version" = "1",
- *            "config" = {"kind", "method", "dim", "extra", "lambda",
+ *            "config" = {"kind", "method", "dim", "extra", "lambda", "rank" (mf),
  *                        "options": [...], "has_cost": [...], "idf_docs"},
  *            "provenance" = {"data": [...], "rows", "valid_rows", "seed",
  *                            "valid_quality", "created", "dynrag_version"}
@@ -36,11 +43,14 @@
 #define DR_OMODEL_EXTRA 4
 #define DR_OMODEL_MAX_DIM 4096
 #define DR_OMODEL_MAX_CLUSTERS 256
+#define DR_OMODEL_MF_RANK 16   /* mf: the factorisation's dimension */
+#define DR_OMODEL_MAX_RANK 256 /* mf: the largest rank a model file may declare */
+#define DR_OMODEL_MF_EPOCHS 30
 
 typedef struct dr_omodel dr_omodel;
 
 typedef struct dr_omodel_train_opts {
-    const char *kind;      /* "predict" */
+    const char *kind;      /* "predict", "cluster", "distill" or "mf" */
     int dim;               /* embedder dimension (0: 1024) */
     double lambda;         /* ridge penalty; <= 0: chosen on the validation rows */
     int clusters;          /* k-means clusters of the training queries (0: 32; -1: none) */

@@ -28,9 +28,9 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
         return dr_err_set(err, DYNRAG_ERR_INVALID, "training data and an output path are required");
     const char *kind = opts->kind ? opts->kind : "predict";
     if (strcmp(kind, "predict") != 0 && strcmp(kind, "cluster") != 0 &&
-        strcmp(kind, "distill") != 0)
+        strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "--kind %s: unknown (expected predict, cluster or distill)", kind);
+                          "--kind %s: unknown (expected predict, cluster, distill or mf)", kind);
     cJSON *files = cJSON_CreateArray();
     if (files == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");

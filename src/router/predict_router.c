@@ -1,8 +1,8 @@
 /*
  * predict_router.c - routes by the per-option quality and cost a model
  * trained on outcome tables predicts for the query (router/omodel.h,
- * `dynrag router train --kind predict|cluster|distill`). Router types
- * `predict`, `cluster` and `distill`; the model's kind must be the router's
+ * `dynrag router train --kind predict|cluster|distill|mf`). Router types
+ * `predict`, `cluster`, `distill` and `mf`; the model's kind must be the router's
  * type. distill models predict a probability per option (softmax); with
  * params `fallback` (an option) and `max_entropy` (0..1, default 1 = off) a
  * prediction whose entropy, divided by log(options), exceeds max_entropy

@@ -18,6 +18,7 @@ static const struct {
     {"predict", dr_router_create_predict},
     {"cluster", dr_router_create_predict},
     {"distill", dr_router_create_predict},
+    {"mf", dr_router_create_predict},
 };
 
 /*
