@@ -88,7 +88,7 @@ const dr_param_row dr_param_rows[] = {
     {"router.bandit",          "state",              DR_PT_PATH,          0,     0,           NULL,           0, NULL},
     {"router.bandit",          "seed",               DR_PT_INT,           0,     2147483647,  "42",           0, NULL},
     {"router.bandit",          "sla_ms",             DR_PT_NUM,           0,     BIG,         NULL,           0, NULL},
-    {"router.bandit",          "sla_penalty",        DR_PT_NUM,           0,     1e6,         "1",            0, NULL},
+    {"router.bandit",          "sla_penalty",        DR_PT_NUM,           0,     1e6,         NULL,           0, NULL},
     {"router.predict",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.predict",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.mf",              "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
