@@ -60,6 +60,8 @@ typedef struct cli_progress {
     bool drawn;
 } cli_progress;
 
+/* True when progress should be drawn: stderr is a terminal and CI is unset. */
+bool cli_progress_wanted(void);
 void cli_progress_init(cli_progress *p, const char *label);
 void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *unit);
 void cli_progress_done(cli_progress *p);

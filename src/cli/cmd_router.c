@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 typedef struct train_view {
     bool tty;
@@ -101,8 +100,7 @@ static int router_train_outcomes(int argc, char **argv)
         strcmp(o.kind, "distill") != 0 && strcmp(o.kind, "mf") != 0)
         return cli_usage_error(cmd, "--kind %s: unknown (expected predict, cluster, distill or mf)",
                                o.kind);
-    const char *ci = getenv("CI");
-    train_view view = {isatty(STDERR_FILENO) && !(ci && *ci), false};
+    train_view view = {cli_progress_wanted(), false};
     o.progress = outcome_progress;
     o.progress_user = &view;
     dynrag_outcome_router_result r;
@@ -160,8 +158,7 @@ static int router_train(int argc, char **argv)
     }
     if (!o.train_path || !o.valid_path || !o.out_path)
         return cli_usage_error(cmd, "--train, --valid and --out are required");
-    const char *ci = getenv("CI");
-    train_view view = {isatty(STDERR_FILENO) && !(ci && *ci), false};
+    train_view view = {cli_progress_wanted(), false};
     o.progress = train_progress;
     o.progress_user = &view;
     dynrag_train_result r;

@@ -88,13 +88,18 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+bool cli_progress_wanted(void)
+{
+    const char *ci = getenv("CI");
+    return isatty(STDERR_FILENO) && !(ci && *ci);
+}
+
 void cli_progress_init(cli_progress *p, const char *label)
 {
     memset(p, 0, sizeof(*p));
     p->label = label;
     p->start_us = now_us();
-    const char *ci = getenv("CI");
-    p->enabled = isatty(STDERR_FILENO) && !(ci && *ci);
+    p->enabled = cli_progress_wanted();
 }
 
 void cli_progress_cb(void *user, uint64_t done, uint64_t total, const char *unit)

@@ -80,6 +80,26 @@ const char *dr_omodel_provenance(const dr_omodel *m)
 }
 
 /* In-place softmax of v[0..n). */
+/* The indices of x's non-zero features (x has F entries) into nz; returns
+ * how many. The hashed n-gram rows are sparse: the fits loop over these. */
+static size_t nonzeros(const float *x, size_t F, size_t *nz)
+{
+    size_t nnz = 0;
+    for (size_t f = 0; f < F; f++)
+        if (x[f] != 0.0f)
+            nz[nnz++] = f;
+    return nnz;
+}
+
+/* <w, x> over x's non-zero features nz[0..nnz). */
+static double sparse_dot(const double *w, const float *x, const size_t *nz, size_t nnz)
+{
+    double s = 0;
+    for (size_t j = 0; j < nnz; j++)
+        s += w[nz[j]] * x[nz[j]];
+    return s;
+}
+
 static void softmax(double *v, size_t n)
 {
     double mx = -INFINITY, sum = 0;
@@ -428,16 +448,9 @@ static int distill_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *ro
         memset(g, 0, K * F * sizeof(double));
         for (size_t i = 0; i < n; i++) {
             const float *xi = x + i * F;
-            size_t nnz = 0;
-            for (size_t f = 0; f < F; f++)
-                if (xi[f] != 0.0f)
-                    nz[nnz++] = f;
-            for (size_t o = 0; o < K; o++) {
-                double s = 0;
-                for (size_t j = 0; j < nnz; j++)
-                    s += w[o * F + nz[j]] * xi[nz[j]];
-                p[o] = s;
-            }
+            size_t nnz = nonzeros(xi, F, nz);
+            for (size_t o = 0; o < K; o++)
+                p[o] = sparse_dot(w + o * F, xi, nz, nnz);
             softmax(p, K);
             for (size_t o = 0; o < K; o++) {
                 double d = (p[o] - y[i * K + o]) / (double)n;
@@ -526,15 +539,9 @@ static int mf_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, s
             size_t i = order[ii];
             const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
             const float *xi = x + i * F;
-            size_t nnz = 0;
-            for (size_t f = 0; f < F; f++)
-                if (xi[f] != 0.0f)
-                    nz[nnz++] = f;
+            size_t nnz = nonzeros(xi, F, nz);
             for (size_t k = 0; k < R; k++) {
-                double s = 0;
-                for (size_t j = 0; j < nnz; j++)
-                    s += P[k * F + nz[j]] * xi[nz[j]];
-                h[k] = s;
+                h[k] = sparse_dot(P + k * F, xi, nz, nnz);
                 dh[k] = 0;
             }
             for (size_t o = 0; o < K; o++) {
@@ -752,10 +759,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
         float *xi = x + i * F;
         finish_features(m, row->query, xi);
-        size_t nnz = 0;
-        for (size_t f = 0; f < F; f++)
-            if (xi[f] != 0.0f)
-                nz[nnz++] = f;
+        size_t nnz = nonzeros(xi, F, nz);
         for (size_t p1 = 0; p1 < nnz; p1++) {
             double xa = xi[nz[p1]];
             double *g = gram + nz[p1] * F;
