@@ -20,6 +20,8 @@
  * behaviour. --wtp prints, per task, mean quality and mean cost of the
  * router at each willingness to pay (USD^-1), with each always-X.
  */
+#include "dynrag/eval.h"
+
 #include "core/util.h"
 #include "embed/builtin.h"
 #include "eval/outcomes.h"
@@ -150,68 +152,6 @@ static void run(const dr_outcome_table *t, const dr_omodel *m, const size_t *te,
         }
         s->oracle[k] += best;
     }
-}
-
-/* A cost-quality point. */
-typedef struct pt {
-    double c, q;
-} pt;
-
-static int cmp_pt(const void *a, const void *b)
-{
-    const pt *x = a, *y = b;
-    return x->c < y->c ? -1 : x->c > y->c ? 1 : (x->q < y->q ? -1 : x->q > y->q);
-}
-
-/* The value at cost c of the non-decreasing upper convex hull of the n
- * points (sorted by cost): 0 below the cheapest point, the best quality
- * beyond the dearest. */
-static double hull_at(const pt *h, size_t nh, double c)
-{
-    if (nh == 0 || c < h[0].c)
-        return 0.0;
-    for (size_t i = 0; i + 1 < nh; i++)
-        if (c <= h[i + 1].c) {
-            double span = h[i + 1].c - h[i].c;
-            return span > 0 ? h[i].q + (h[i + 1].q - h[i].q) * (c - h[i].c) / span : h[i + 1].q;
-        }
-    return h[nh - 1].q;
-}
-
-/* Builds the non-decreasing upper convex hull of p[0..n) into h; returns
- * its size. p is sorted in place. */
-static size_t hull(pt *p, size_t n, pt *h)
-{
-    qsort(p, n, sizeof(*p), cmp_pt);
-    size_t nh = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (nh > 0 && p[i].q <= h[nh - 1].q)
-            continue; /* dearer and not better: off the non-decreasing frontier */
-        while (nh >= 2) {
-            const pt *a = &h[nh - 2], *b = &h[nh - 1];
-            double cross = (b->c - a->c) * (p[i].q - a->q) - (b->q - a->q) * (p[i].c - a->c);
-            if (cross >= 0)
-                nh--; /* b lies on or below the segment a-p */
-            else
-                break;
-        }
-        h[nh++] = p[i];
-    }
-    return nh;
-}
-
-/* RouterBench's AIQ: the area under the hull over [lo, hi] divided by
- * (hi - lo), by the trapezoid rule on 4000 steps. */
-static double aiq(const pt *h, size_t nh, double lo, double hi)
-{
-    if (!(hi > lo))
-        return NAN;
-    double sum = 0, step = (hi - lo) / 4000.0;
-    for (int i = 0; i <= 4000; i++) {
-        double w = (i == 0 || i == 4000) ? 0.5 : 1.0;
-        sum += w * hull_at(h, nh, lo + step * i);
-    }
-    return sum * step / (hi - lo);
 }
 
 /* Prints the per-task table of s and the mean over tasks. */
@@ -366,14 +306,14 @@ int main(int argc, char **argv)
         /* AIQ per task over a willingness-to-pay sweep, against the single
          * models' hull, on the common cost range of the single models. */
         enum { NW = 41 };
-        pt *rp = calloc(ts.n * NW, sizeof(pt));
+        dynrag_eval_point *rp = calloc(ts.n * NW, sizeof(*rp));
         for (int wi = 0; wi < NW; wi++) {
             double wtp = wi == 0 ? 0.0 : pow(10.0, -1.0 + 5.0 * (wi - 1) / (NW - 2));
             run(&t, m, te, n_te, &ts, wtp, s);
             for (size_t k = 0; k < ts.n; k++)
                 if (s->n[k])
-                    rp[k * NW + (size_t)wi] =
-                        (pt){s->router_c[k] / (double)s->n[k], s->router_q[k] / (double)s->n[k]};
+                    rp[k * NW + (size_t)wi] = (dynrag_eval_point){
+                        s->router_c[k] / (double)s->n[k], s->router_q[k] / (double)s->n[k]};
         }
         run(&t, m, te, n_te, &ts, 0.0, s);
         printf("\nAIQ (willingness-to-pay sweep of %d values 0, 0.1 .. 1e4; cost range of the "
@@ -382,17 +322,17 @@ int main(int argc, char **argv)
         for (size_t k = 0; k < ts.n; k++) {
             if (!s->n[k])
                 continue;
-            pt sp[DR_OUTCOMES_MAX_OPTIONS], sh[DR_OUTCOMES_MAX_OPTIONS], rh[NW];
+            dynrag_eval_point sp[DR_OUTCOMES_MAX_OPTIONS];
             double lo = INFINITY, hi = 0;
             for (size_t o = 0; o < t.n_options; o++) {
-                sp[o] = (pt){s->opt_c[k][o] / (double)s->n[k], s->opt_q[k][o] / (double)s->n[k]};
-                lo = DR_MIN(lo, sp[o].c);
-                hi = DR_MAX(hi, sp[o].c);
+                sp[o] = (dynrag_eval_point){s->opt_c[k][o] / (double)s->n[k],
+                                            s->opt_q[k][o] / (double)s->n[k]};
+                lo = DR_MIN(lo, sp[o].cost);
+                hi = DR_MAX(hi, sp[o].cost);
             }
-            size_t nsh = hull(sp, t.n_options, sh);
-            size_t nrh = hull(rp + k * NW, NW, rh);
             printf("%-16s router AIQ %.4f  single models' hull AIQ %.4f\n", ts.name[k],
-                   aiq(rh, nrh, lo, hi), aiq(sh, nsh, lo, hi));
+                   dynrag_eval_aiq(rp + k * NW, NW, lo, hi),
+                   dynrag_eval_aiq(sp, t.n_options, lo, hi));
         }
         free(rp);
     }
