@@ -301,3 +301,17 @@ cleanup:
         dr_eval_data_free(out);
     return rc;
 }
+
+int dr_eval_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_error *err)
+{
+    dynrag_diags *dg = NULL;
+    int rc = dynrag_pipeline_load(path, out, &dg, err);
+    if (rc != DYNRAG_OK) {
+        char *t = dg ? dynrag_diags_format(dg) : NULL;
+        if (t && *t)
+            dr_err_set(err, rc, "%s", t);
+        free(t);
+    }
+    dynrag_diags_free(dg);
+    return rc;
+}

@@ -7,6 +7,7 @@
 
 #include "dynrag/eval.h"
 #include "dynrag/metrics.h"
+#include "dynrag/pipeline.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -63,6 +64,11 @@ typedef struct dr_eval_data {
 int dr_eval_data_load(const char *path, dynrag_eval_format fmt, const char *qrels_path,
                       size_t limit, dr_eval_data *out, dynrag_error *err);
 void dr_eval_data_free(dr_eval_data *d);
+
+/* Loads the pipeline at path into *out (caller frees with
+ * dynrag_pipeline_free). On failure err holds the loader's diagnostics, one
+ * per line (file:line:col: key.path: message), or its error when it gave none. */
+int dr_eval_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_error *err);
 
 /* The row of a policy given as one option per query (choice[q]; -1: the
  * stage did not run, so the router's own outcome stands): outcomes from the

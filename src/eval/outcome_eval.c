@@ -327,17 +327,9 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
     if (opt->pipeline_path == NULL || opt->outcomes_path == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "eval: a pipeline and an outcome table are required");
-    dynrag_diags *dg = NULL;
-    int rc = dynrag_pipeline_load(opt->pipeline_path, &e->p, &dg, err);
-    if (rc != DYNRAG_OK) {
-        char *t = dg ? dynrag_diags_format(dg) : NULL;
-        if (t && *t)
-            dr_err_set(err, rc, "%s", t);
-        free(t);
-        dynrag_diags_free(dg);
+    int rc = dr_eval_pipeline_load(opt->pipeline_path, &e->p, err);
+    if (rc != DYNRAG_OK)
         return rc;
-    }
-    dynrag_diags_free(dg);
     if ((rc = dr_outcomes_load(opt->outcomes_path, &e->ot, err)) != DYNRAG_OK)
         return rc;
     if (e->ot.n_rows == 0)

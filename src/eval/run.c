@@ -645,16 +645,8 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
         return rc;
     s->rc.pipe_hash = dr_hash64(ptext, plen, 3);
     free(ptext);
-    dynrag_diags *dg = NULL;
-    if ((rc = dynrag_pipeline_load(opt->pipeline_path, &s->p, &dg, err)) != DYNRAG_OK) {
-        char *t = dg ? dynrag_diags_format(dg) : NULL;
-        if (t && *t)
-            dr_err_set(err, rc, "%s", t);
-        free(t);
-        dynrag_diags_free(dg);
+    if ((rc = dr_eval_pipeline_load(opt->pipeline_path, &s->p, err)) != DYNRAG_OK)
         return rc;
-    }
-    dynrag_diags_free(dg);
     /* Files the pipeline names (router models, example files) change the
      * results without changing the YAML: they are part of the cache key. */
     if ((rc = hash_referenced_files(s->p, &s->rc.pipe_hash, err)) != DYNRAG_OK)
