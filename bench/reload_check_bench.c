@@ -87,7 +87,7 @@ int main(int argc, char **argv)
     }
     char *paths[2] = {dr_asprintf("%s/index.db", argv[1]), dr_asprintf("%s/index.db-wal", argv[1])};
     dynrag_search_options so;
-    memset(&so, 0, sizeof(so));
+    dynrag_search_options_init(&so);
     so.mode = DYNRAG_SEARCH_BM25;
     so.k = (int)k;
     double *search_us = calloc((size_t)repeat, sizeof(double));

@@ -420,7 +420,9 @@ static int run_scifact(const char *data, const char *work, int repeat, double k1
     dynrag_metric_parse("ndcg@10", &ms[0], NULL);
     dynrag_metric_parse("recall@100", &ms[1], NULL);
     dynrag_metric_parse("mrr@10", &ms[2], NULL);
-    dynrag_metrics_options opt = {1, true};
+    dynrag_metrics_options opt;
+    dynrag_metrics_options_init(&opt);
+    opt.complete = true;
     dynrag_metrics_result r1, r2;
     if (dynrag_metrics_compute(qrels, run_bm25, ms, 3, &opt, &r1, &err) != DYNRAG_OK ||
         dynrag_metrics_compute(qrels, run_fts, ms, 3, &opt, &r2, &err) != DYNRAG_OK)

@@ -79,7 +79,7 @@ int main(int argc, char **argv)
     printf("%-7s %10s %10s %10s\n", "mode", "QPS", "p50 ms", "p99 ms");
     for (int m = 0; m < 3; m++) {
         dynrag_search_options so;
-        memset(&so, 0, sizeof(so));
+        dynrag_search_options_init(&so);
         so.mode = (dynrag_search_mode)m;
         so.k = k;
         so.nprobe = nprobe;

@@ -41,7 +41,7 @@ static void *run(void *p)
 {
     worker *w = p;
     dynrag_search_options so;
-    memset(&so, 0, sizeof(so));
+    dynrag_search_options_init(&so);
     so.mode = DYNRAG_SEARCH_BM25;
     so.k = w->sh->k;
     size_t i = w->first;
@@ -139,7 +139,7 @@ static int cmd_build(int argc, char **argv)
         return 2;
     }
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof(bo));
+    dynrag_build_options_init(&bo);
     bo.no_dense = !flag(argc, argv, "--dense");
     dynrag_build_stats st;
     dynrag_error err;
@@ -183,7 +183,10 @@ static int cmd_search(int argc, char **argv)
     }
     /* Warm-up: one pass over the queries (page cache, per-thread handles). */
     for (size_t i = 0; i < sh.n_queries && i < 200; i++) {
-        dynrag_search_options so = {.mode = DYNRAG_SEARCH_BM25, .k = (int)k};
+        dynrag_search_options so;
+        dynrag_search_options_init(&so);
+        so.mode = DYNRAG_SEARCH_BM25;
+        so.k = (int)k;
         dynrag_hits h;
         dynrag_index_search(sh.idx, sh.queries[i], &so, &h, NULL);
         dynrag_hits_free(&h);

@@ -26,7 +26,9 @@ int main(int argc, char **argv)
     int rc = 1;
     dynrag_metric_spec ms[3] = {
         {DYNRAG_METRIC_NDCG, 10}, {DYNRAG_METRIC_RECALL, 100}, {DYNRAG_METRIC_MRR, 10}};
-    dynrag_metrics_options opt = {.complete = true};
+    dynrag_metrics_options opt;
+    dynrag_metrics_options_init(&opt);
+    opt.complete = true;
     if (dynrag_qrels_load(argv[1], &q, &err) != DYNRAG_OK ||
         dynrag_run_load(argv[2], &r, &err) != DYNRAG_OK ||
         dynrag_metrics_compute(q, r, ms, 3, &opt, &res, &err) != DYNRAG_OK) {

@@ -58,7 +58,9 @@ int main(int argc, char **argv)
     }
     dynrag_diags_free(diags);
 
-    dynrag_engine_options eo = {NULL, NULL, true}; /* the pipeline's index; no route log */
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
+    eo.no_log = true; /* the pipeline's index; no route log */
     dynrag_engine *e = NULL;
     if (dynrag_engine_create(p, &eo, &e, &err) != DYNRAG_OK) {
         fprintf(stderr, "%s\n", dynrag_errmsg(&err));

@@ -105,7 +105,7 @@ static void setup(void)
         template_index *T = &templates[t];
         snprintf(T->dir, sizeof(T->dir), "%s/%s", root, t ? "dense" : "plain");
         dynrag_build_options o;
-        memset(&o, 0, sizeof(o));
+        dynrag_build_options_init(&o);
         o.no_dense = t == 0;
         o.embedder.dim = 16;
         const char *inputs[1] = {in};
@@ -133,7 +133,7 @@ static void search_all(dynrag_index *idx, int modes)
     for (int m = 0; m < modes; m++)
         for (size_t q = 0; q < sizeof(queries) / sizeof(queries[0]); q++) {
             dynrag_search_options o;
-            memset(&o, 0, sizeof(o));
+            dynrag_search_options_init(&o);
             o.mode = (dynrag_search_mode)m;
             o.k = 5;
             dynrag_hits h;

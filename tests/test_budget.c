@@ -68,7 +68,7 @@ TEST(budget_per_query_api_and_cli)
     snprintf(idx, sizeof(idx), "%s/idx", test_tmpdir());
     const char *in[] = {test_write_file("c.jsonl", corpus)};
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof(bo));
+    dynrag_build_options_init(&bo);
     dynrag_error err;
     dynrag_error_clear(&err);
     ASSERT_OK(dynrag_index_add(idx, in, 1, &bo, NULL, &err), &err);
@@ -83,12 +83,14 @@ TEST(budget_per_query_api_and_cli)
     ASSERT_OK(dynrag_pipeline_load(path, &p, &d, &err), &err);
     dynrag_diags_free(d);
     dynrag_engine *e = NULL;
-    dynrag_engine_options eo = {0};
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
     eo.no_log = true;
     ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
     /* A caller's budget tightens the pipeline's, field by field. */
     dynrag_budget b = {0.5, 100, 0.001};
-    dynrag_query_options qo = {0};
+    dynrag_query_options qo;
+    dynrag_query_options_init(&qo);
     qo.budget = &b;
     dynrag_result *r = NULL;
     ASSERT_OK(dynrag_engine_query(e, "capital of France", &qo, &r, &err), &err);
@@ -176,7 +178,7 @@ TEST(budget_deadline_bounds_remote_embedder_calls)
     snprintf(idx, sizeof(idx), "%s/idx", test_tmpdir());
     const char *in[] = {test_write_file("c.jsonl", corpus)};
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof(bo));
+    dynrag_build_options_init(&bo);
     bo.embedder.kind = "openai";
     bo.embedder.base_url = d.base_url;
     bo.embedder.model = "emb";
@@ -212,7 +214,8 @@ TEST(budget_deadline_bounds_remote_embedder_calls)
                                          &err);
         dynrag_diags_free(diags);
         dynrag_engine *e = NULL;
-        dynrag_engine_options eo = {0};
+        dynrag_engine_options eo;
+        dynrag_engine_options_init(&eo);
         eo.no_log = true;
         if (rc == DYNRAG_OK)
             rc = dynrag_engine_create(p, &eo, &e, &err);

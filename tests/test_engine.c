@@ -39,7 +39,7 @@ static int build_index(void)
     snprintf(log_path, sizeof(log_path), "%s/route.jsonl", test_tmpdir());
     const char *inputs[] = {corpus};
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof(bo));
+    dynrag_build_options_init(&bo);
     bo.embedder.kind = "builtin";
     bo.chunk_tokens = 60;
     bo.chunk_overlap = 10;
@@ -181,7 +181,8 @@ TEST(engine_naive_answer_and_log)
     ASSERT_EQ(dynrag_engine_query(e, "   ", NULL, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_EQ(dynrag_engine_query(e, "bad \xff utf8", NULL, &r, &err), DYNRAG_ERR_INVALID);
     /* route-only runs nothing and logs nothing */
-    dynrag_query_options qo = {0};
+    dynrag_query_options qo;
+    dynrag_query_options_init(&qo);
     qo.route_only = true;
     ASSERT_OK(dynrag_engine_query(e, "capital of France", &qo, &r, &err), &err);
     ASSERT_EQ(dynrag_result_totals(r)->retrieval_steps, 0);
@@ -1027,7 +1028,7 @@ TEST(engine_force_retrieve_only_and_k)
     ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
     dynrag_force f = {"index", "dense"};
     dynrag_query_options qo;
-    memset(&qo, 0, sizeof(qo));
+    dynrag_query_options_init(&qo);
     qo.retrieve_only = true;
     qo.k = 4;
     qo.no_log = true;

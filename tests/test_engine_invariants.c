@@ -51,7 +51,7 @@ static int build_index(void)
     snprintf(index_dir, sizeof(index_dir), "%s/index", test_tmpdir());
     const char *inputs[] = {corpus};
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof(bo));
+    dynrag_build_options_init(&bo);
     bo.embedder.kind = "builtin";
     bo.chunk_tokens = 60;
     bo.chunk_overlap = 10;
@@ -125,7 +125,8 @@ TEST(engine_multi_step_context_has_later_step_passages)
     dynrag_engine *e = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    dynrag_engine_options eo = {0};
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
     eo.no_log = true;
     ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
     static const char *const qs[] = {
@@ -210,7 +211,8 @@ TEST(engine_quickstart_offline_answers_sqlite_howtos)
     ASSERT_OK(dynrag_pipeline_load(pipeline, &p, &d, &err), &err);
     dynrag_diags_free(d);
     dynrag_engine *e = NULL;
-    dynrag_engine_options eo = {0};
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
     eo.index_dir = idx;
     eo.no_log = true;
     ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
@@ -446,7 +448,8 @@ TEST(engine_budget_fallback_record_invariants_generated)
         dynrag_engine *e = NULL;
         dynrag_error err;
         dynrag_error_clear(&err);
-        dynrag_engine_options eo = {0};
+        dynrag_engine_options eo;
+        dynrag_engine_options_init(&eo);
         eo.log_path = log;
         int rc = dynrag_engine_create(p, &eo, &e, &err);
         if (rc != DYNRAG_OK)
@@ -457,7 +460,8 @@ TEST(engine_budget_fallback_record_invariants_generated)
             gen_script(&g, script, sizeof(script));
             test_double_script(&d, script);
             dynrag_budget qb = {pick_of(&g, q_usd, 4), pick_of(&g, q_ms, 4), pick_of(&g, q_wh, 3)};
-            dynrag_query_options qo = {0};
+            dynrag_query_options qo;
+            dynrag_query_options_init(&qo);
             qo.budget = pick(&g, 2) ? &qb : NULL;
             const char *q = questions[pick(&g, (int)DR_ARRAY_LEN(questions))];
             dynrag_result *r = NULL;
@@ -598,7 +602,8 @@ TEST(engine_embedder_routing_uses_each_embedders_index)
     dynrag_engine *e = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    dynrag_engine_options eo = {0};
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
     eo.no_log = true;
     ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
     const char *long_q = "Who was the first person to walk on the Moon?";

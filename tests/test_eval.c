@@ -86,7 +86,7 @@ TEST(eval_baselines_known_oracle)
     dynrag_eval_table *t = synthetic_table();
     ASSERT(t != NULL);
     dynrag_eval_compare_options co;
-    memset(&co, 0, sizeof co);
+    dynrag_eval_compare_options_init(&co);
     co.quality = DYNRAG_EVAL_F1;
     co.cost = DYNRAG_EVAL_USD;
     co.seed = 5;
@@ -158,7 +158,7 @@ TEST(eval_cascade_chain_costs)
         for (size_t o = 0; o < 2; o++)
             t->cells[i * 3 + o].confidence = conf[i][o];
     dynrag_eval_compare_options co;
-    memset(&co, 0, sizeof co);
+    dynrag_eval_compare_options_init(&co);
     co.quality = DYNRAG_EVAL_F1;
     co.cost = DYNRAG_EVAL_USD;
     co.sweep = DYNRAG_EVAL_SWEEP_CASCADE;
@@ -224,7 +224,7 @@ TEST(eval_replay_default_metric_follows_format)
         char *tp = dr_strdup(test_write_file("outcomes.jsonl", tb.data));
         char *lp = dr_strdup(test_write_file("log.jsonl", lb.data));
         dynrag_eval_compare_options co;
-        memset(&co, 0, sizeof co);
+        dynrag_eval_compare_options_init(&co);
         co.quality = DYNRAG_EVAL_QUALITY_AUTO;
         co.cost = DYNRAG_EVAL_LATENCY;
         co.escalate = -1;
@@ -267,7 +267,7 @@ TEST(eval_data_errors_name_file_and_line)
     char ppath[4200];
     snprintf(ppath, sizeof ppath, "%s", pl);
     dynrag_eval_options o;
-    memset(&o, 0, sizeof o);
+    dynrag_eval_options_init(&o);
     o.pipeline_path = ppath;
     o.data_path = path;
     o.out_dir = test_tmpdir();
@@ -305,7 +305,7 @@ static int build_small_index(const char *index_dir)
 {
     const char *inputs[] = {test_write_file("corpus.jsonl", corpus_jsonl)};
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof bo);
+    dynrag_build_options_init(&bo);
     bo.embedder.kind = "builtin";
     dynrag_error err;
     dynrag_error_clear(&err);
@@ -319,15 +319,13 @@ static int build_small_index(const char *index_dir)
 static dynrag_eval_options qa_options(const char *yaml, const char *data, const char *out)
 {
     dynrag_eval_options o;
-    memset(&o, 0, sizeof o);
+    dynrag_eval_options_init(&o);
     o.pipeline_path = yaml;
     o.data_path = data;
     o.out_dir = out;
     o.format = DYNRAG_EVAL_FORMAT_QA;
     o.quality = DYNRAG_EVAL_CONTEXT;
-    o.quality_set = true;
     o.cost = DYNRAG_EVAL_STEPS;
-    o.cost_set = true;
     return o;
 }
 
@@ -340,7 +338,7 @@ static int replay_out(const char *out, const char *stage, dynrag_eval_table **t,
     snprintf(log, sizeof log, "%s/routes.jsonl", out);
     snprintf(table, sizeof table, "%s/outcomes.jsonl", out);
     dynrag_eval_compare_options co;
-    memset(&co, 0, sizeof co);
+    dynrag_eval_compare_options_init(&co);
     co.quality = DYNRAG_EVAL_CONTEXT;
     co.cost = DYNRAG_EVAL_STEPS;
     return dynrag_eval_replay(log, table, stage, &co, t, c, err);
@@ -357,7 +355,7 @@ TEST(eval_small_run_report_cache_replay)
     snprintf(out, sizeof out, "%s/out", test_tmpdir());
     const char *inputs[] = {corpus};
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof bo);
+    dynrag_build_options_init(&bo);
     bo.embedder.kind = "builtin";
     dynrag_error err;
     dynrag_error_clear(&err);
@@ -532,7 +530,7 @@ TEST(eval_calibrate_knn_min_similarity_matches_live)
     snprintf(data, sizeof data, "%s", test_write_file("q.jsonl", questions_jsonl));
     dynrag_eval_options o = qa_options(yaml, data, out);
     dynrag_eval_calibrate_options co;
-    memset(&co, 0, sizeof co);
+    dynrag_eval_calibrate_options_init(&co);
     co.stage = "retrieval_mode";
     co.target_option = "single";
     co.target_share = 0.5;

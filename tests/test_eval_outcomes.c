@@ -326,7 +326,7 @@ TEST(eval_outcomes_replay_invariants)
         const char *ppath = gen_pipeline(&g, routers[kind], pname);
         snprintf(out, sizeof out, "%s/out%d", test_tmpdir(), round);
         dynrag_eval_outcomes_options o;
-        memset(&o, 0, sizeof o);
+        dynrag_eval_outcomes_options_init(&o);
         o.pipeline_path = ppath;
         o.outcomes_path = tpath;
         o.out_dir = out;
@@ -486,7 +486,7 @@ TEST(eval_outcomes_errors_name_the_culprit)
         "  generator:\n    options:\n      - {name: a, kind: openai, endpoint: llm}\n";
     char yaml[1024];
     dynrag_eval_outcomes_options o;
-    memset(&o, 0, sizeof o);
+    dynrag_eval_outcomes_options_init(&o);
     o.outcomes_path = tpath;
     dynrag_error err;
     /* A pipeline option missing from the table. */
@@ -608,7 +608,7 @@ TEST(eval_outcomes_sweep_and_calibrate)
                               pname));
         snprintf(out, sizeof out, "%s/out%d", test_tmpdir(), round);
         dynrag_eval_outcomes_options o;
-        memset(&o, 0, sizeof o);
+        dynrag_eval_outcomes_options_init(&o);
         o.pipeline_path = ppath;
         o.outcomes_path = tpath;
         o.out_dir = out;
@@ -656,7 +656,7 @@ TEST(eval_outcomes_sweep_and_calibrate)
                         : target_kind == 1 ? dr_rng_uniform(&rng)
                                            : quality[0] + (quality[10] - quality[0]) * 0.5;
             dynrag_eval_calibrate_options co;
-            memset(&co, 0, sizeof co);
+            dynrag_eval_calibrate_options_init(&co);
             co.target_cost = target_kind == 0 ? tv : NAN;
             co.target_share = target_kind == 1 ? tv : NAN;
             co.target_quality = target_kind == 2 ? tv : NAN;
@@ -702,7 +702,7 @@ TEST(eval_outcomes_sweep_and_calibrate)
     }
     /* A target no value meets: the closest, not met. */
     dynrag_eval_outcomes_options o;
-    memset(&o, 0, sizeof o);
+    dynrag_eval_outcomes_options_init(&o);
     gen_table g;
     char tpath[1024];
     snprintf(tpath, sizeof tpath, "%s", gen_write(&rng, &g, "tx.jsonl"));
@@ -714,7 +714,7 @@ TEST(eval_outcomes_sweep_and_calibrate)
     o.pipeline_path = ppath;
     o.sweep_param = "quality_floor";
     dynrag_eval_calibrate_options co;
-    memset(&co, 0, sizeof co);
+    dynrag_eval_calibrate_options_init(&co);
     co.target_cost = 1e-9;
     co.target_share = NAN;
     co.target_quality = NAN;

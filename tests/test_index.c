@@ -38,7 +38,8 @@ static int build_tiny(const char *dir, const dynrag_build_options *opt, dynrag_e
 static const char *top_doc(dynrag_index *idx, dynrag_search_mode mode, const char *q)
 {
     static char out[128];
-    dynrag_search_options o = {0};
+    dynrag_search_options o;
+    dynrag_search_options_init(&o);
     o.mode = mode;
     o.k = 3;
     dynrag_hits h;
@@ -55,7 +56,8 @@ static const char *top_doc(dynrag_index *idx, dynrag_search_mode mode, const cha
 /* A canonical string of a result list, for comparing states. */
 static char *results_sig(dynrag_index *idx, dynrag_search_mode mode, const char *q)
 {
-    dynrag_search_options o = {0};
+    dynrag_search_options o;
+    dynrag_search_options_init(&o);
     o.mode = mode;
     o.k = 5;
     dynrag_hits h;
@@ -249,7 +251,8 @@ TEST(index_malformed_jsonl)
         "bad.jsonl", "{\"_id\":\"n1\",\"text\":\"fine words\"}\nnot json\n{\"x\":1}\n"
                      "{\"_id\":\"n2\",\"text\":\"more words\"}\n");
     const char *in[] = {path};
-    dynrag_build_options opt = {0};
+    dynrag_build_options opt;
+    dynrag_build_options_init(&opt);
     opt.skip_bad = true;
     dynrag_build_stats st;
     ASSERT_OK(dynrag_index_add(dir, in, 1, &opt, &st, &err), &err);
@@ -335,7 +338,8 @@ TEST(index_known_ranking)
         ASSERT_STR_EQ(top_doc(idx, modes[m], "backpropagation gradient descent"), "d6");
     }
     /* BM25 scores: positive, descending; k1/b change scores */
-    dynrag_search_options o = {0};
+    dynrag_search_options o;
+    dynrag_search_options_init(&o);
     o.k = 6;
     dynrag_hits h, h2;
     ASSERT_OK(dynrag_index_search(idx, "honey bees flowers crops", &o, &h, &err), &err);
@@ -385,7 +389,8 @@ TEST(index_fts_syntax_queries)
                              "col:umn", "NEAR/2", "a NOT b", "* * *", "\\", "%", "_"};
     for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
         for (int m = 0; m < 3; m++) {
-            dynrag_search_options o = {0};
+            dynrag_search_options o;
+            dynrag_search_options_init(&o);
             o.mode = (dynrag_search_mode)m;
             dynrag_hits h;
             int rc = dynrag_index_search(idx, queries[i], &o, &h, &err);
@@ -426,7 +431,8 @@ TEST(index_replace_and_delete)
         /* the old chunks and vectors are gone from every mode */
         char *sig = results_sig(idx, (dynrag_search_mode)m, "lava magma volcanic ash");
         ASSERT_NOT_CONTAINS(sig, "error");
-        dynrag_search_options o = {0};
+        dynrag_search_options o;
+        dynrag_search_options_init(&o);
         o.mode = (dynrag_search_mode)m;
         o.k = 20;
         dynrag_hits h;
@@ -558,7 +564,8 @@ TEST(index_embedder_mismatch)
     cfg.dim = 256;
     ASSERT_OK(dynrag_index_open(dir, &cfg, &idx, &err), &err);
     dynrag_index_close(idx);
-    dynrag_build_options opt = {0};
+    dynrag_build_options opt;
+    dynrag_build_options_init(&opt);
     opt.embedder.dim = 64;
     const char *in[] = {fixture("pyserini.jsonl")};
     ASSERT_EQ(dynrag_index_add(dir, in, 1, &opt, NULL, &err), DYNRAG_ERR_MISMATCH);
@@ -571,7 +578,8 @@ TEST(index_embedder_mismatch)
     /* a BM25-only index refuses dense search with a clear error */
     char dir2[4300];
     index_dir(dir2, sizeof(dir2), "bm25only");
-    dynrag_build_options o2 = {0};
+    dynrag_build_options o2;
+    dynrag_build_options_init(&o2);
     o2.no_dense = true;
     ASSERT_OK(build_tiny(dir2, &o2, &err), &err);
     ASSERT_OK(dynrag_index_open(dir2, NULL, &idx, &err), &err);
@@ -733,7 +741,8 @@ TEST(index_ivf_nprobe)
     char dir[4300];
     index_dir(dir, sizeof(dir), "ix");
     dynrag_error err;
-    dynrag_build_options opt = {0};
+    dynrag_build_options opt;
+    dynrag_build_options_init(&opt);
     opt.faiss_factory = "IVF2,Flat";
     opt.chunk_tokens = 8;
     opt.chunk_overlap = 2;
@@ -744,7 +753,8 @@ TEST(index_ivf_nprobe)
     dynrag_index_get_info(idx, &info);
     ASSERT_STR_EQ(info.faiss_factory, "IVF2,Flat");
     ASSERT_GT(info.chunks, 6);
-    dynrag_search_options o = {0};
+    dynrag_search_options o;
+    dynrag_search_options_init(&o);
     o.mode = DYNRAG_SEARCH_DENSE;
     o.k = 50;
     o.nprobe = 2; /* every list: exhaustive */

@@ -18,7 +18,7 @@ TEST(index_openai_embedder_end_to_end)
     snprintf(cpath, sizeof(cpath), "%s", corpus);
     snprintf(dir, sizeof(dir), "%s/idx", test_tmpdir());
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof(bo));
+    dynrag_build_options_init(&bo);
     bo.embedder.kind = "openai";
     bo.embedder.base_url = d.base_url;
     bo.embedder.model = "emb";
@@ -42,7 +42,7 @@ TEST(index_openai_embedder_end_to_end)
     memset(&h, 0, sizeof(h));
     if (rc == DYNRAG_OK) {
         dynrag_search_options so;
-        memset(&so, 0, sizeof(so));
+        dynrag_search_options_init(&so);
         so.mode = DYNRAG_SEARCH_DENSE;
         so.k = 2;
         rc = dynrag_index_search(idx, "rockets fuel orbit", &so, &h, &err);

@@ -67,7 +67,8 @@ static char *signature(dynrag_index *idx, bool dense)
     dr_buf b = {0};
     for (int m = 0; m < (dense ? 3 : 1); m++) {
         for (size_t q = 0; q < DR_ARRAY_LEN(queries); q++) {
-            dynrag_search_options o = {0};
+            dynrag_search_options o;
+            dynrag_search_options_init(&o);
             o.mode = (dynrag_search_mode)m;
             o.k = 4;
             dynrag_hits h;
@@ -147,7 +148,8 @@ static size_t damage(uint64_t *s, char *buf, size_t len)
 /* Builds tiny.jsonl into dir; dense or not. */
 static void build(const char *dir, bool dense)
 {
-    dynrag_build_options o = {0};
+    dynrag_build_options o;
+    dynrag_build_options_init(&o);
     o.no_dense = !dense;
     o.embedder.dim = 16;
     const char *in[] = {fixture("tiny.jsonl")};
@@ -270,7 +272,8 @@ TEST(index_corrupt_files_property)
 /* Builds `inputs` into dir with two calls (generation 2). */
 static void build_twice(const char *dir, const char *a, const char *b)
 {
-    dynrag_build_options o = {0};
+    dynrag_build_options o;
+    dynrag_build_options_init(&o);
     o.embedder.dim = 16;
     dynrag_error err;
     const char *in1[] = {a}, *in2[] = {b};
@@ -530,7 +533,8 @@ TEST(index_symlink_loops_property)
                      root, root);
             ASSERT_EQ(system(cmd), 0);
         }
-        dynrag_build_options o = {0};
+        dynrag_build_options o;
+        dynrag_build_options_init(&o);
         o.no_dense = true;
         dynrag_build_stats st;
         dynrag_error err;
@@ -556,7 +560,8 @@ TEST(index_symlink_self_links)
              "ln -s . '%s/x' && ln -s . '%s/y' && ln -s .. '%s/sub/up' && ln -s me '%s/me'",
              root, root, root, root, root, root, root);
     ASSERT_EQ(system(cmd), 0);
-    dynrag_build_options o = {0};
+    dynrag_build_options o;
+    dynrag_build_options_init(&o);
     o.no_dense = true;
     dynrag_build_stats st;
     dynrag_error err;
@@ -579,7 +584,8 @@ static int add_text(const char *dir, const char *name, const char *jsonl, bool s
 {
     char path[4300];
     dr_strlcpy(path, test_write_file(name, jsonl), sizeof(path));
-    dynrag_build_options o = {0};
+    dynrag_build_options o;
+    dynrag_build_options_init(&o);
     o.no_dense = true;
     o.skip_bad = skip_bad;
     const char *in[] = {path};
@@ -626,7 +632,8 @@ TEST(index_jsonl_escaped_nul)
         char path[4300];
         snprintf(path, sizeof(path), "%s/raw.jsonl", test_tmpdir());
         spit(path, doc, 29);
-        dynrag_build_options o = {0};
+        dynrag_build_options o;
+        dynrag_build_options_init(&o);
         o.no_dense = true;
         const char *in[] = {path};
         dynrag_error err;
@@ -985,7 +992,8 @@ TEST(index_writer_refuses_damaged_totals)
                  cases[i][0]);
         ASSERT_EQ(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
         sqlite3_close(db);
-        dynrag_build_options o = {0};
+        dynrag_build_options o;
+        dynrag_build_options_init(&o);
         o.no_dense = true;
         const char *in[] = {fixture("tiny.jsonl")};
         dynrag_error err;

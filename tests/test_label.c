@@ -44,7 +44,7 @@ TEST(label_cheapest_successful_mode)
     snprintf(out, sizeof(out), "%s/labels.jsonl", test_tmpdir());
     snprintf(work, sizeof(work), "%s/work", test_tmpdir());
     dynrag_label_options o;
-    memset(&o, 0, sizeof(o));
+    dynrag_label_options_init(&o);
     o.pipeline_path = yaml;
     o.data_path = qa;
     o.out_path = out;

@@ -90,7 +90,9 @@ TEST(metrics_hand_computed_with_ties)
     dynrag_metrics_result_free(&res);
 
     /* trec_eval -c: q3 counts, as zeros. */
-    dynrag_metrics_options opt = {0, true};
+    dynrag_metrics_options opt;
+    dynrag_metrics_options_init(&opt);
+    opt.complete = true;
     ASSERT_OK(dynrag_metrics_compute(q, r, ms, 12, &opt, &res, &err), &err);
     ASSERT_EQ(res.n_queries, 3);
     ASSERT_NEAR(res.per_query[2 * 12 + 2], 0.0, 0);
@@ -98,7 +100,8 @@ TEST(metrics_hand_computed_with_ties)
     dynrag_metrics_result_free(&res);
 
     /* trec_eval -l 2: only d1 is relevant for q1 (nDCG gains unchanged). */
-    opt = (dynrag_metrics_options){2, false};
+    dynrag_metrics_options_init(&opt);
+    opt.relevance_level = 2;
     ASSERT_OK(dynrag_metrics_compute(q, r, ms, 12, &opt, &res, &err), &err);
     ASSERT_NEAR(res.per_query[3], 1.0, 1e-12);  /* recall@3 */
     ASSERT_NEAR(res.per_query[8], 1.0 / 3, 1e-12); /* mrr@10 */

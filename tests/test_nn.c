@@ -416,10 +416,15 @@ static int train_toy(const char *out, int threads, dynrag_train_result *r, dynra
     char tr[512], va[512];
     snprintf(tr, sizeof(tr), "%s/train.jsonl", test_tmpdir());
     snprintf(va, sizeof(va), "%s/valid.jsonl", test_tmpdir());
-    dynrag_train_options o = {tr, va, out,
-                              "vocab_size=300,d_model=16,n_layers=1,n_heads=2,d_ff=16,max_len=16,"
-                              "epochs=8,batch_size=8,lr=5e-3,patience=0",
-                              5, threads, NULL, NULL};
+    dynrag_train_options o;
+    dynrag_train_options_init(&o);
+    o.train_path = tr;
+    o.valid_path = va;
+    o.out_path = out;
+    o.config = "vocab_size=300,d_model=16,n_layers=1,n_heads=2,d_ff=16,max_len=16,"
+               "epochs=8,batch_size=8,lr=5e-3,patience=0";
+    o.seed = 5;
+    o.threads = threads;
     return dynrag_classifier_train(&o, r, err);
 }
 
@@ -460,7 +465,12 @@ TEST(nn_train_deterministic_and_learns)
     ASSERT_STR_EQ(dynrag_classifier_head_name(c, 0), "complexity");
     dynrag_classifier_close(c);
     /* bad config */
-    dynrag_train_options o = {"x", "y", m3, "d_model=abc", 1, 1, NULL, NULL};
+    dynrag_train_options o;
+    dynrag_train_options_init(&o);
+    o.train_path = "x";
+    o.valid_path = "y";
+    o.out_path = m3;
+    o.config = "d_model=abc";
     ASSERT_EQ(dynrag_classifier_train(&o, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "d_model");
 }

@@ -250,13 +250,15 @@ TEST(router_outcomes_train_api_and_cli)
     free(out);
     /* The API with a validation file. */
     const char *data[1] = {train};
-    dynrag_outcome_router_options o = {.kind = "predict",
-                                       .data = data,
-                                       .n_data = 1,
-                                       .valid = train,
-                                       .out_path = model,
-                                       .dim = 128,
-                                       .clusters = 4};
+    dynrag_outcome_router_options o;
+    dynrag_outcome_router_options_init(&o);
+    o.kind = "predict";
+    o.data = data;
+    o.n_data = 1;
+    o.valid = train;
+    o.out_path = model;
+    o.dim = 128;
+    o.clusters = 4;
     dynrag_outcome_router_result res;
     ASSERT_OK(dynrag_outcome_router_train(&o, &res, &err), &err);
     ASSERT_EQ(res.rows, 300);

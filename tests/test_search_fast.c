@@ -54,7 +54,8 @@ static int reference_docs(dynrag_index *idx, const char *q, dynrag_search_mode m
     for (;;) {
         if (want > 10000)
             want = 10000;
-        dynrag_search_options o = {0};
+        dynrag_search_options o;
+        dynrag_search_options_init(&o);
         o.mode = mode;
         o.k = want;
         if (mode == DYNRAG_SEARCH_HYBRID)
@@ -118,9 +119,12 @@ static void check_equivalence(dynrag_index *idx, dr_rng *rng, int n_queries, boo
             break;
         }
         for (int ids = 0; ids < 2; ids++) {
-            dynrag_search_options o = {0};
+            dynrag_search_options o;
+            dynrag_search_options_init(&o);
             o.mode = mode;
             o.k = k;
+            o.depth = 0; /* hybrid: each side as deep as the chunks searched, as the
+                            reference */
             o.per_document = true;
             o.ids_only = ids;
             dynrag_hits h;
@@ -136,7 +140,8 @@ static void check_equivalence(dynrag_index *idx, dr_rng *rng, int n_queries, boo
             }
         }
         /* chunk level: ids_only gives the full path's chunks */
-        dynrag_search_options o = {0};
+        dynrag_search_options o;
+        dynrag_search_options_init(&o);
         o.mode = mode;
         o.k = k;
         dynrag_hits h1, h2;
@@ -184,7 +189,8 @@ TEST(search_fast_paths_match_full_hits)
     char dir[4300];
     snprintf(dir, sizeof(dir), "%s/ix", test_tmpdir());
     const char *in[] = {write_corpus("c.jsonl", 80, &rng)};
-    dynrag_build_options bo = {0};
+    dynrag_build_options bo;
+    dynrag_build_options_init(&bo);
     bo.chunk_tokens = 6;
     bo.chunk_overlap = 2;
     bo.embedder.dim = 32;
@@ -205,7 +211,8 @@ TEST(search_fast_paths_after_a_write)
     char dir[4300];
     snprintf(dir, sizeof(dir), "%s/ix", test_tmpdir());
     const char *in[] = {write_corpus("a.jsonl", 40, &rng)};
-    dynrag_build_options bo = {0};
+    dynrag_build_options bo;
+    dynrag_build_options_init(&bo);
     bo.chunk_tokens = 6;
     bo.chunk_overlap = 2;
     bo.no_dense = true;
@@ -470,7 +477,8 @@ TEST(search_fast_paths_sparse_chunk_ids)
     snprintf(dir, sizeof(dir), "%s/ix", test_tmpdir());
     const char *in[] = {test_write_file("rep.jsonl", b.data)};
     dr_buf_free(&b);
-    dynrag_build_options bo = {0};
+    dynrag_build_options bo;
+    dynrag_build_options_init(&bo);
     bo.chunk_tokens = 6;
     bo.chunk_overlap = 2;
     bo.no_dense = true;
@@ -496,7 +504,8 @@ TEST(search_fast_paths_missing_document_rows)
     snprintf(dir, sizeof(dir), "%s/ix", test_tmpdir());
     snprintf(db_path, sizeof(db_path), "%s/index.db", dir);
     const char *in[] = {write_corpus("c.jsonl", 30, &rng)};
-    dynrag_build_options bo = {0};
+    dynrag_build_options bo;
+    dynrag_build_options_init(&bo);
     bo.chunk_tokens = 6;
     bo.chunk_overlap = 2;
     bo.no_dense = true;
@@ -512,7 +521,8 @@ TEST(search_fast_paths_missing_document_rows)
     ASSERT_OK(dynrag_index_open(dir, NULL, &idx, &err), &err);
     check_equivalence(idx, &rng, 60, false);
     for (int ids = 0; ids < 2; ids++) {
-        dynrag_search_options o = {0};
+        dynrag_search_options o;
+        dynrag_search_options_init(&o);
         o.k = 100;
         o.per_document = ids;
         o.ids_only = ids;

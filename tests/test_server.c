@@ -112,7 +112,7 @@ static int fixture_make(fixture *f)
 static dynrag_server *start_server(fixture *f, const char *key, int threads, int timeout_ms)
 {
     dynrag_server_options o;
-    memset(&o, 0, sizeof(o));
+    dynrag_server_options_init(&o);
     o.port = 0;
     o.threads = threads;
     o.api_key = key;
@@ -207,7 +207,7 @@ TEST(server_api_every_endpoint)
         dynrag_error err;
         ASSERT_OK(dynrag_index_open(f.index, NULL, &idx, &err), &err);
         dynrag_search_options so;
-        memset(&so, 0, sizeof(so));
+        dynrag_search_options_init(&so);
         so.mode = DYNRAG_SEARCH_BM25;
         so.k = 2;
         so.k1 = 0.9;
@@ -604,7 +604,7 @@ static void remove_index_files(const char *dir)
 static void top_doc(dynrag_index *idx, const char *q, char *out, size_t size)
 {
     dynrag_search_options so;
-    memset(&so, 0, sizeof(so));
+    dynrag_search_options_init(&so);
     so.mode = DYNRAG_SEARCH_BM25;
     so.k = 1;
     dynrag_hits h;
@@ -664,7 +664,7 @@ TEST(index_handle_follows_rebuild_refuses_other_embedder)
     remove_index_files(dir);
     const char *inputs3[] = {second};
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof(bo));
+    dynrag_build_options_init(&bo);
     bo.embedder.dim = before.dim == 64 ? 128 : 64;
     ASSERT_OK(dynrag_index_add(dir, inputs3, 1, &bo, NULL, &err), &err);
     for (int i = 0; i < 3; i++) {

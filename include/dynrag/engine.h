@@ -27,15 +27,21 @@ extern "C" {
 
 typedef struct dynrag_engine dynrag_engine;
 
+/* Options of dynrag_engine_create(). Call dynrag_engine_options_init()
+ * first, then set what differs: every field is taken literally. */
 typedef struct dynrag_engine_options {
-    const char *index_dir; /* overrides the pipeline's `index:`; NULL = the pipeline's */
-    const char *log_path;  /* overrides the pipeline's `log:`; NULL = the pipeline's */
-    bool no_log;           /* write no route log */
+    const char *index_dir; /* overrides the pipeline's `index:`; NULL (default) = the pipeline's */
+    const char *log_path;  /* overrides the pipeline's `log:`; NULL (default) = the pipeline's */
+    bool no_log;           /* write no route log (default false) */
 } dynrag_engine_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_engine_options_init(dynrag_engine_options *o);
 
 /* Creates an engine for a pipeline (which must outlive it): opens the index
  * (when a stage needs one), creates every router and loads router state.
- * opt may be NULL. Fails with a message naming the stage or file. */
+ * opt may be NULL (the defaults of dynrag_engine_options_init). Fails with
+ * a message naming the stage or file. */
 DYNRAG_API int dynrag_engine_create(const dynrag_pipeline *p, const dynrag_engine_options *opt,
                                     dynrag_engine **out, dynrag_error *err);
 
@@ -75,18 +81,26 @@ typedef struct dynrag_budget {
     double energy_wh;
 } dynrag_budget;
 
+/* Options of dynrag_engine_query(). Call dynrag_query_options_init()
+ * first, then set what differs: every field is taken literally. */
 typedef struct dynrag_query_options {
-    const char *query_id;  /* NULL = generated ("q-<time>-<pid>-<counter>") */
-    bool route_only;       /* decide every stage from the query alone; run nothing */
-    bool retrieve_only;    /* run retrieval_mode, embedder and index only */
-    int k;                 /* > 0: retrieval depth for this query (else the option's k) */
-    bool no_log;           /* do not append this query to the route log */
-    const dynrag_force *force;
-    size_t n_force;
-    /* NULL = the pipeline's `budget:`. Each set field tightens the pipeline's
-     * (the smaller of the two applies): a caller cannot loosen a budget. */
+    const char *query_id;  /* NULL (default) = generated ("q-<time>-<pid>-<counter>") */
+    bool route_only;       /* decide every stage from the query alone; run nothing (false) */
+    bool retrieve_only;    /* run retrieval_mode, embedder and index only (false) */
+    int k;                 /* retrieval depth for this query, 1 to 1000; 0 (default) = no
+                              override: the retrieval_mode option's `k`. Negative or
+                              above 1000: DYNRAG_ERR_INVALID naming "k" */
+    bool no_log;           /* do not append this query to the route log (false) */
+    const dynrag_force *force; /* NULL (default): no stage forced */
+    size_t n_force;            /* entries of force (0) */
+    /* NULL (default) = the pipeline's `budget:`. Each set field tightens the
+     * pipeline's (the smaller of the two applies): a caller cannot loosen a
+     * budget. */
     const dynrag_budget *budget;
 } dynrag_query_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_query_options_init(dynrag_query_options *o);
 
 typedef struct dynrag_result dynrag_result;
 

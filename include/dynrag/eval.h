@@ -145,16 +145,27 @@ typedef enum dynrag_eval_sweep_kind {
  * (dynrag_eval_table.default_quality); accepted by the replay functions. */
 #define DYNRAG_EVAL_QUALITY_AUTO ((dynrag_eval_metric)-1)
 
+/* Options of dynrag_eval_compare() and the replay functions. Call
+ * dynrag_eval_compare_options_init() first, then set what differs: every
+ * field is taken literally, and a value out of range fails with
+ * DYNRAG_ERR_INVALID naming the field. */
 typedef struct dynrag_eval_compare_options {
-    dynrag_eval_metric quality; /* default DYNRAG_EVAL_F1; replay: DYNRAG_EVAL_QUALITY_AUTO */
+    dynrag_eval_metric quality; /* default DYNRAG_EVAL_F1; the replay functions also take
+                                   DYNRAG_EVAL_QUALITY_AUTO */
     dynrag_eval_metric cost;    /* default DYNRAG_EVAL_LATENCY */
-    uint64_t seed;              /* random baselines */
-    dynrag_eval_sweep_kind sweep;
-    int escalate;               /* classifier sweep: the escalation option */
-    const double *grid;         /* sweep thresholds; NULL = 21 points over [lo, hi] */
-    size_t n_grid;
-    double grid_lo, grid_hi;    /* used when grid is NULL (default 0 and 1) */
+    uint64_t seed;              /* random baselines (default 0) */
+    dynrag_eval_sweep_kind sweep; /* default DYNRAG_EVAL_SWEEP_NONE */
+    int escalate;               /* classifier sweep: the escalation option's index; -1
+                                   (default) or out of range: the last option */
+    const double *grid;         /* sweep thresholds (n_grid of them, >= 1); NULL (default):
+                                   n_grid points evenly over [grid_lo, grid_hi] */
+    size_t n_grid;              /* default 21; >= 2 when grid is NULL */
+    double grid_lo, grid_hi;    /* used when grid is NULL, grid_lo < grid_hi (default 0
+                                   and 1) */
 } dynrag_eval_compare_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_eval_compare_options_init(dynrag_eval_compare_options *o);
 
 /* The comparison of one stage. rows: router (when the table has choices),
  * always-X per option, best-single (the always-X of best quality, cheapest
@@ -203,26 +214,36 @@ DYNRAG_API char *dynrag_eval_svg_calls(const dynrag_eval_table *t, const dynrag_
 
 typedef enum dynrag_eval_format { DYNRAG_EVAL_FORMAT_QA = 0, DYNRAG_EVAL_FORMAT_BEIR } dynrag_eval_format;
 
+/* A dynrag_eval_options cost that follows the runs: usd when any run costs
+ * money, else latency_ms. */
+#define DYNRAG_EVAL_COST_AUTO ((dynrag_eval_metric)-1)
+
+/* Options of dynrag_eval_run() and dynrag_eval_calibrate(). Call
+ * dynrag_eval_options_init() first, then set what differs: every field is
+ * taken literally, and a value out of range fails with DYNRAG_ERR_INVALID
+ * naming the field. */
 typedef struct dynrag_eval_options {
     const char *pipeline_path; /* required */
     const char *data_path;     /* required: QA JSONL/JSON, or BEIR queries.jsonl */
-    dynrag_eval_format format;
+    dynrag_eval_format format; /* default DYNRAG_EVAL_FORMAT_QA */
     const char *qrels_path;    /* BEIR: required */
     const char *out_dir;       /* required: report.json, report.md, *.svg, cache.jsonl */
-    const char *index_dir;     /* NULL = the pipeline's */
-    size_t limit;              /* 0 = every query */
+    const char *index_dir;     /* NULL (default) = the pipeline's */
+    size_t limit;              /* the first `limit` queries; 0 (default) = no limit */
     uint64_t seed;             /* default 0 */
-    const char *const *stages; /* stages to compare; NULL = every routed stage */
+    const char *const *stages; /* stages to compare; NULL (default) = every routed stage */
     size_t n_stages;
-    bool no_baselines;         /* only the router run (no forced runs) */
-    bool no_cache;             /* neither read nor write OUT/cache.jsonl */
-    dynrag_eval_metric quality; /* oracle's quality; default ndcg@10 (BEIR) / f1 (QA) */
-    bool quality_set;
-    dynrag_eval_metric cost;    /* default latency_ms, or usd when any run costs money */
-    bool cost_set;
-    dynrag_progress_fn progress;
+    bool no_baselines;         /* only the router run (no forced runs) (false) */
+    bool no_cache;             /* neither read nor write OUT/cache.jsonl (false) */
+    dynrag_eval_metric quality; /* oracle's quality; default DYNRAG_EVAL_QUALITY_AUTO:
+                                   ndcg@10 (BEIR) / f1 (QA) */
+    dynrag_eval_metric cost;    /* default DYNRAG_EVAL_COST_AUTO */
+    dynrag_progress_fn progress; /* NULL (default): no progress calls */
     void *progress_user;
 } dynrag_eval_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_eval_options_init(dynrag_eval_options *o);
 
 /* Counts of a finished run. */
 typedef struct dynrag_eval_summary {
@@ -291,15 +312,21 @@ typedef struct dynrag_eval_calibration {
     bool met;             /* false: no grid value met the target (closest chosen) */
 } dynrag_eval_calibration;
 
+/* Options of the calibrations. Call dynrag_eval_calibrate_options_init()
+ * first, then set the stage and one target: every field is taken
+ * literally. */
 typedef struct dynrag_eval_calibrate_options {
-    const char *stage;          /* required */
-    const char *target_option;  /* with target_share: the expensive option */
-    double target_share;        /* in [0, 1]; NAN when targeting quality */
-    double target_quality;      /* NAN when targeting a share */
-    double target_cost;         /* outcome tables only: mean cost_usd; NAN when not targeted
-                                   (dynrag_eval_calibrate ignores it) */
-    const char *out_yaml;       /* NULL: do not write; else a full pipeline copy */
+    const char *stage;          /* required (default NULL) */
+    const char *target_option;  /* with target_share: the expensive option (NULL) */
+    double target_share;        /* in [0, 1]; NAN (default) when not targeted */
+    double target_quality;      /* NAN (default) when not targeted */
+    double target_cost;         /* outcome tables only: mean cost_usd; NAN (default) when
+                                   not targeted (dynrag_eval_calibrate ignores it) */
+    const char *out_yaml;       /* NULL (default): do not write; else a full pipeline copy */
 } dynrag_eval_calibrate_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_eval_calibrate_options_init(dynrag_eval_calibrate_options *o);
 
 /*
  * Sweeps the stage router's threshold (classifier and cascade `threshold`
@@ -368,19 +395,28 @@ DYNRAG_API double dynrag_eval_cpt(const double *x, const double *q, size_t n, do
 
 /* ---- evaluation on outcome tables ---------------------------------------------------- */
 
+/* Options of dynrag_eval_outcomes() and dynrag_eval_calibrate_outcomes().
+ * Call dynrag_eval_outcomes_options_init() first, then set what differs:
+ * every field is taken literally. */
 typedef struct dynrag_eval_outcomes_options {
     const char *pipeline_path; /* required: its generator stage is replayed */
     const char *outcomes_path; /* required: an outcome table (docs/outcomes.md) */
-    const char *out_dir;       /* report.json, report.md, generator-*.svg; NULL: write nothing */
-    uint64_t seed;             /* random baselines */
-    const char *strong;        /* APGR/CPT strong option; NULL = the best single */
-    const char *weak;          /* weak option; NULL = the cheapest single (worst among ties) */
+    const char *out_dir;       /* report.json, report.md, generator-*.svg; NULL (default):
+                                  write nothing */
+    uint64_t seed;             /* random baselines (default 0) */
+    const char *strong;        /* APGR/CPT strong option; NULL (default) = the best single */
+    const char *weak;          /* weak option; NULL (default) = the cheapest single (worst
+                                  among ties) */
     const char *sweep_param;   /* router parameter swept for AIQ/APGR/CPT and calibration;
-                                  NULL = willingness_to_pay, wtp or threshold, the first the
-                                  router's params have; "none" = no sweep */
-    const double *grid;        /* sweep values; NULL = the parameter's default grid */
+                                  NULL (default) = willingness_to_pay, wtp or threshold, the
+                                  first the router's params have; "none" = no sweep */
+    const double *grid;        /* sweep values (n_grid >= 1 of them); NULL (default) = the
+                                  parameter's default grid */
     size_t n_grid;
 } dynrag_eval_outcomes_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_eval_outcomes_options_init(dynrag_eval_outcomes_options *o);
 
 /* The headline figures of an outcome evaluation (all queries). */
 typedef struct dynrag_eval_outcomes_summary {
@@ -433,21 +469,29 @@ DYNRAG_API int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options
 
 /* ---- silver labels (Adaptive-RAG) ---------------------------------------------------- */
 
+/* Options of dynrag_eval_label(). Call dynrag_label_options_init() first,
+ * then set what differs: every field is taken literally, and a value out
+ * of range fails with DYNRAG_ERR_INVALID naming the field. */
 typedef struct dynrag_label_options {
     const char *pipeline_path; /* required: its retrieval_mode stage has none/single/multi options */
     const char *data_path;     /* required: a QA file with gold answers (formats of dynrag_eval_run) */
     const char *out_path;      /* required: JSONL {"text","label","source","option","quality"} */
     const char *work_dir;      /* required: the evaluation's outputs and cache */
-    const char *index_dir;     /* NULL = the pipeline's */
-    size_t limit;              /* 0 = every question */
-    dynrag_eval_metric success; /* the success metric (default: context) */
-    bool success_set;
-    double min_quality;        /* success = metric >= min_quality (default 0.5) */
-    const char *fallback_label; /* label when no mode succeeds; NULL = leave the question out */
-    const char *source;        /* "source" of every line; NULL = "silver:<data file name>" */
-    dynrag_progress_fn progress;
+    const char *index_dir;     /* NULL (default) = the pipeline's */
+    size_t limit;              /* the first `limit` questions; 0 (default) = no limit */
+    dynrag_eval_metric success; /* the success metric (default DYNRAG_EVAL_CONTEXT) */
+    double min_quality;        /* success = metric >= min_quality, a finite number (default
+                                  0.5; 0: any run that has the metric succeeds) */
+    const char *fallback_label; /* label when no mode succeeds; NULL (default) = leave the
+                                   question out */
+    const char *source;        /* "source" of every line; NULL (default) =
+                                  "silver:<data file name>" */
+    dynrag_progress_fn progress; /* NULL (default): no progress calls */
     void *progress_user;
 } dynrag_label_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_label_options_init(dynrag_label_options *o);
 
 typedef struct dynrag_label_stats {
     size_t n_queries;   /* questions evaluated */

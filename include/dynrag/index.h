@@ -36,20 +36,36 @@ typedef struct dynrag_embedder_config {
     int batch_size;       /* openai: texts per request (0 = 64) */
 } dynrag_embedder_config;
 
+/* chunk_tokens / chunk_overlap value: the index's recorded setting (200
+ * and 40 words for a new index; the overlap is capped below chunk_tokens). */
+#define DYNRAG_CHUNK_RECORDED (-1)
+
+/* Options of dynrag_index_add() and dynrag_index_delete_opt(). Call
+ * dynrag_build_options_init() first, then set what differs: every field is
+ * taken literally, and a value out of range fails with DYNRAG_ERR_INVALID
+ * naming the field. */
 typedef struct dynrag_build_options {
-    dynrag_embedder_config embedder;
-    const char *faiss_factory; /* FAISS index_factory string; NULL = "Flat" */
-    int chunk_tokens;          /* target words per chunk (0 = 200) */
-    int chunk_overlap;         /* words of overlap (0 = 40; must be < chunk_tokens) */
-    bool skip_bad;             /* skip and count malformed input instead of failing */
-    bool no_dense;             /* BM25 only: no embedder, no FAISS index */
-    dynrag_progress_fn progress;
+    dynrag_embedder_config embedder; /* default: every field 0/NULL (the builtin
+                                        embedder, as documented above) */
+    const char *faiss_factory; /* FAISS index_factory string; NULL (default) = the
+                                  index's recorded one, "Flat" for a new index */
+    int chunk_tokens;          /* target words per chunk, 1 to 100000; default
+                                  DYNRAG_CHUNK_RECORDED */
+    int chunk_overlap;         /* words of overlap, 0 to chunk_tokens - 1; default
+                                  DYNRAG_CHUNK_RECORDED */
+    bool skip_bad;             /* skip and count malformed input instead of failing (false) */
+    bool no_dense;             /* BM25 only: no embedder, no FAISS index (false) */
+    dynrag_progress_fn progress; /* NULL (default): no progress calls */
     void *progress_user;
-    /* Seconds to wait for another writer's lock on the folder before
-     * failing with DYNRAG_ERR_TIMEOUT; 0 = wait as long as it takes. Either
-     * way a writer that has to wait logs so (warning) once. */
+    /* Seconds, >= 0, to wait for another writer's lock on the folder before
+     * failing with DYNRAG_ERR_TIMEOUT; default INFINITY (wait as long as it
+     * takes); 0 gives up at once. A writer that has to wait logs so
+     * (warning) once. */
     double lock_timeout_s;
 } dynrag_build_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_build_options_init(dynrag_build_options *o);
 
 typedef struct dynrag_build_stats {
     uint64_t docs_added;    /* new document ids */
@@ -67,7 +83,8 @@ typedef struct dynrag_build_stats {
  * {"_id","title","text"}, {"id","contents"}, {"id","title","text"}) or
  * folders walked recursively for .txt, .md and .html files. Malformed input
  * fails with the file and line in err and leaves the index unchanged (unless
- * opt->skip_bad). opt may be NULL for defaults; stats may be NULL. */
+ * opt->skip_bad). opt may be NULL (the defaults of dynrag_build_options_init);
+ * stats may be NULL. */
 DYNRAG_API int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs,
                                 const dynrag_build_options *opt, dynrag_build_stats *stats,
                                 dynrag_error *err);
@@ -78,7 +95,7 @@ DYNRAG_API int dynrag_index_delete(const char *dir, const char *const *doc_ids, 
                                    size_t *n_missing, dynrag_error *err);
 
 /* dynrag_index_delete() with options: only opt->lock_timeout_s is used
- * (opt may be NULL). */
+ * (opt may be NULL: the defaults of dynrag_build_options_init). */
 DYNRAG_API int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t n,
                             const dynrag_build_options *opt, size_t *n_missing, dynrag_error *err);
 
@@ -106,17 +123,22 @@ typedef enum dynrag_search_mode {
 DYNRAG_API int dynrag_search_mode_parse(const char *s);
 DYNRAG_API const char *dynrag_search_mode_name(dynrag_search_mode m);
 
+/* Options of dynrag_index_search(). Call dynrag_search_options_init()
+ * first, then set what differs: every field is taken literally and checked
+ * (DYNRAG_ERR_INVALID naming the field). */
 typedef struct dynrag_search_options {
-    dynrag_search_mode mode;
-    int k;             /* hits wanted (0 = 10) */
-    double k1, b;      /* BM25 (0 = 0.9 and 0.4 unless k1_given / b_given) */
-    double rrf_k;      /* hybrid: reciprocal rank fusion constant (0 = 60) */
-    double w_bm25;     /* hybrid weights (both 0 = 1 and 1) */
+    dynrag_search_mode mode; /* default DYNRAG_SEARCH_BM25 */
+    int k;             /* hits wanted, 1 to 10000 (default 10) */
+    double k1;         /* BM25 term-frequency saturation, [0, 100] (default 0.9;
+                          0: term frequency ignored) */
+    double b;          /* BM25 length normalisation, [0, 1] (default 0.4; 0: none) */
+    double rrf_k;      /* hybrid: reciprocal rank fusion constant, > 0 (default 60) */
+    double w_bm25;     /* hybrid weights, >= 0 and not both 0 (default 1 and 1) */
     double w_dense;
-    int depth;         /* hybrid: candidates taken from each side (0 = max(k, 100)) */
-    int nprobe;        /* IVF indexes: lists probed (0 = FAISS default) */
-    bool k1_given, b_given; /* k1 / b are values even when 0 (k1 0: term frequency ignored;
-                               b 0: no length normalisation) */
+    int depth;         /* hybrid: candidates taken from each side, 0 to 10000, at
+                          least k are taken (default 100) */
+    int nprobe;        /* IVF indexes: lists probed, >= 0; 0 (default) = the
+                          index's own setting */
     /* Document level: at most one hit per document, its best chunk (a
      * document scores as its best chunk); k counts documents. The chunk
      * ranking is searched deeper (3k chunks, doubled until k documents are
@@ -132,6 +154,9 @@ typedef struct dynrag_search_options {
      * hit's document is read from index.db instead. */
     bool ids_only;
 } dynrag_search_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_search_options_init(dynrag_search_options *o);
 
 typedef struct dynrag_hit {
     int64_t chunk_id;

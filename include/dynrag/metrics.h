@@ -103,10 +103,16 @@ DYNRAG_API int dynrag_metric_parse(const char *s, dynrag_metric_spec *out, dynra
 /* Writes the display name, e.g. "nDCG@10", "Recall@100", "MRR@10", "P@5". */
 DYNRAG_API void dynrag_metric_name(dynrag_metric_spec m, char *buf, size_t size);
 
+/* Options of dynrag_metrics_compute(). Call dynrag_metrics_options_init()
+ * first, then set what differs: every field is taken literally. */
 typedef struct dynrag_metrics_options {
-    int relevance_level; /* judgement needed to count as relevant (0 = 1) */
-    bool complete;       /* trec_eval -c: judged queries without results score 0 */
+    int relevance_level; /* judgement needed to count as relevant, >= 0 (default 1, as
+                            trec_eval -l; 0: every judged document is relevant) */
+    bool complete;       /* trec_eval -c: judged queries without results score 0 (false) */
 } dynrag_metrics_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_metrics_options_init(dynrag_metrics_options *o);
 
 typedef struct dynrag_metrics_result {
     size_t n_metrics;
@@ -118,7 +124,8 @@ typedef struct dynrag_metrics_result {
 } dynrag_metrics_result;
 
 /*
- * Evaluates run against qrels. opt may be NULL (defaults). On success *out
+ * Evaluates run against qrels. opt may be NULL (the defaults of
+ * dynrag_metrics_options_init). On success *out
  * is filled (free with dynrag_metrics_result_free()). Fails with
  * DYNRAG_ERR_INVALID (bad spec, duplicate document in a query of the run)
  * or DYNRAG_ERR_NOTFOUND when no query has both judgements and results

@@ -53,21 +53,29 @@ DYNRAG_API int dynrag_convert_routerbench(const char *in_path, const char *out_p
 
 /* ---- routers trained on outcome tables ---------------------------------- */
 
+/* Options of dynrag_outcome_router_train(). Call
+ * dynrag_outcome_router_options_init() first, then set what differs: every
+ * field is taken literally, and a value out of range fails with
+ * DYNRAG_ERR_INVALID naming the field. */
 typedef struct dynrag_outcome_router_options {
-    const char *kind;        /* "predict" */
-    const char *const *data; /* training tables (merged; ids must not repeat) */
+    const char *kind;        /* "predict" (default), "cluster", "distill" or "mf" */
+    const char *const *data; /* required: training tables (merged; ids must not repeat) */
     size_t n_data;
-    const char *valid;     /* validation table, or NULL (see below) */
-    const char *out_path;  /* the model file (safetensors), written atomically */
-    int dim;               /* hashed n-gram dimension (0: 1024) */
-    int clusters;          /* k-means clusters (0: 64; -1: none) */
-    double lambda;         /* ridge penalty (<= 0: chosen on validation rows) */
-    double cluster_lambda; /* penalty of the cluster features (<= 0: 0.3) */
-    uint64_t seed;         /* k-means seeding */
+    const char *valid;     /* validation table, or NULL (default; see below) */
+    const char *out_path;  /* required: the model file (safetensors), written atomically */
+    int dim;               /* hashed n-gram dimension, >= 1 (default 1024) */
+    int clusters;          /* k-means clusters, >= 0 (default 64; 0: none) */
+    double lambda;         /* ridge penalty, > 0; NAN (default): chosen on validation rows
+                              (predict, cluster) or the kind's own (distill, mf) */
+    double cluster_lambda; /* penalty of the cluster features, > 0 (default 0.3) */
+    uint64_t seed;         /* k-means seeding (default 0) */
     /* Progress (may be NULL): phase ("embed", "k-means", "ridge") and done/total. */
     void (*progress)(void *user, const char *phase, size_t done, size_t total);
     void *progress_user;
 } dynrag_outcome_router_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_outcome_router_options_init(dynrag_outcome_router_options *o);
 
 typedef struct dynrag_outcome_router_result {
     size_t rows, valid_rows, n_options, n_params;

@@ -28,24 +28,32 @@ extern "C" {
 
 typedef struct dynrag_server dynrag_server;
 
+/* Options of dynrag_server_create(). Call dynrag_server_options_init()
+ * first, then set what differs: every field is taken literally, and a value
+ * out of range fails with DYNRAG_ERR_INVALID naming the field. */
 typedef struct dynrag_server_options {
-    const char *host;      /* numeric address to bind; NULL = "127.0.0.1" */
-    int port;              /* 0 = any free port (see dynrag_server_port) */
-    int threads;           /* worker threads; 0 = 4 */
-    const char *api_key;   /* bearer token required on /v1/...; NULL or "" = none */
-    size_t max_body;       /* request body limit in bytes; 0 = 1 MiB */
-    int timeout_ms;        /* per-request time limit; 0 = 30000 */
-    int max_connections;   /* open connections before new ones get 503; 0 = 1000 */
-    const char *index_dir; /* overrides the pipeline's `index:`; NULL = the pipeline's */
-    const char *log_path;  /* route log; overrides the pipeline's `log:` */
-    bool no_log;           /* write no route log */
-    int drain_timeout_ms;  /* stop: longest wait for in-flight requests; 0 = 10000 */
-    const char *cors_origin; /* the one origin allowed cross-site (CORS); NULL = none */
+    const char *host;      /* numeric address to bind (default "127.0.0.1"; NULL or "" is
+                              an error) */
+    int port;              /* 0 to 65535; 0 (default) = any free port (dynrag_server_port) */
+    int threads;           /* worker threads, 1 to 1024 (default 4) */
+    const char *api_key;   /* bearer token required on /v1/...; NULL (default) or "" = none */
+    size_t max_body;       /* request body limit in bytes, >= 1 (default 1 MiB) */
+    int timeout_ms;        /* per-request time limit, >= 1 (default 30000) */
+    int max_connections;   /* open connections before new ones get 503, >= 1 (default 1000) */
+    const char *index_dir; /* overrides the pipeline's `index:`; NULL (default) = the pipeline's */
+    const char *log_path;  /* route log; overrides the pipeline's `log:`; NULL (default) */
+    bool no_log;           /* write no route log (default false) */
+    int drain_timeout_ms;  /* stop: longest wait for in-flight requests, >= 0 (default 10000;
+                              0: cut them at once) */
+    const char *cors_origin; /* the one origin allowed cross-site (CORS); NULL (default) = none */
 } dynrag_server_options;
 
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_server_options_init(dynrag_server_options *o);
+
 /* Creates a server for a pipeline (which must outlive it) and its engine.
- * opt may be NULL for defaults. Nothing is bound yet. Fails with a message
- * naming the stage, file or option. */
+ * opt may be NULL (the defaults of dynrag_server_options_init). Nothing is
+ * bound yet. Fails with a message naming the stage, file or option. */
 DYNRAG_API int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *opt,
                                     dynrag_server **out, dynrag_error *err);
 

@@ -28,21 +28,27 @@ typedef struct dynrag_train_progress {
 
 typedef void (*dynrag_train_progress_fn)(void *user, const dynrag_train_progress *p);
 
+/* Options of dynrag_classifier_train(). Call dynrag_train_options_init()
+ * first, then set what differs: every field is taken literally. */
 typedef struct dynrag_train_options {
-    const char *train_path; /* JSONL */
-    const char *valid_path; /* JSONL */
-    const char *out_path;   /* model file to write */
+    const char *train_path; /* required: JSONL */
+    const char *valid_path; /* required: JSONL */
+    const char *out_path;   /* required: model file to write */
     /* "k=v,k=v": model (vocab_size, d_model, n_layers, n_heads, d_ff,
      * max_len, num_buckets, max_distance, length_buckets) and training
      * (epochs, batch_size, lr, warmup, weight_decay, dropout, token_dropout,
      * clip, patience, schedule=cosine|linear, class_weights=balanced|none,
-     * head, strip) settings; see docs/classifier.md. */
+     * head, strip) settings; see docs/classifier.md. NULL (default): every
+     * setting at its default. */
     const char *config;
-    uint64_t seed;
-    int threads; /* >= 1 */
-    dynrag_train_progress_fn progress;
+    uint64_t seed;  /* default 1 */
+    int threads;    /* 1 to 64 (default 1); anything else is DYNRAG_ERR_INVALID */
+    dynrag_train_progress_fn progress; /* NULL (default): no progress calls */
     void *progress_user;
 } dynrag_train_options;
+
+/* Sets every field of o to its default (above). */
+DYNRAG_API void dynrag_train_options_init(dynrag_train_options *o);
 
 typedef struct dynrag_train_result {
     int epochs_run, best_epoch;

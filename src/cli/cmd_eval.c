@@ -62,11 +62,9 @@ static int common_flag(const char *cmd, int argc, char **argv, int *i, dynrag_ev
     } else if (strcmp(a, "--quality") == 0) {
         if (dynrag_eval_metric_parse(v, &o->quality, &err) != DYNRAG_OK)
             return cli_usage_error(cmd, "--quality: %s", dynrag_errmsg(&err)), -1;
-        o->quality_set = true;
     } else if (strcmp(a, "--cost") == 0) {
         if (dynrag_eval_metric_parse(v, &o->cost, &err) != DYNRAG_OK)
             return cli_usage_error(cmd, "--cost: %s", dynrag_errmsg(&err)), -1;
-        o->cost_set = true;
     } else {
         return 0;
     }
@@ -158,11 +156,10 @@ static void print_comparison(const dynrag_eval_table *t, const dynrag_eval_compa
 static int run_replay(const char *log, const char *outcomes, const dynrag_eval_options *o)
 {
     dynrag_eval_compare_options co;
-    memset(&co, 0, sizeof(co));
-    co.quality = o->quality_set ? o->quality : DYNRAG_EVAL_QUALITY_AUTO;
-    co.cost = o->cost_set ? o->cost : DYNRAG_EVAL_LATENCY;
+    dynrag_eval_compare_options_init(&co);
+    co.quality = o->quality; /* DYNRAG_EVAL_QUALITY_AUTO unless --quality */
+    co.cost = o->cost != DYNRAG_EVAL_COST_AUTO ? o->cost : DYNRAG_EVAL_LATENCY;
     co.seed = o->seed;
-    co.escalate = -1;
     dynrag_eval_table *t = NULL;
     dynrag_eval_comparison c;
     dynrag_error err;
@@ -183,14 +180,14 @@ static int run_replay(const char *log, const char *outcomes, const dynrag_eval_o
 int cmd_eval(int argc, char **argv)
 {
     dynrag_eval_options o;
-    memset(&o, 0, sizeof(o));
+    dynrag_eval_options_init(&o);
     o.format = (dynrag_eval_format)-1;
     char stages_buf[256];
     const char *stages[6];
     const char *replay = NULL, *outcomes = NULL;
     bool format_set = false, outcome_flags = false;
     dynrag_eval_outcomes_options oo;
-    memset(&oo, 0, sizeof(oo));
+    dynrag_eval_outcomes_options_init(&oo);
     static double grid[MAX_GRID];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -222,7 +219,8 @@ int cmd_eval(int argc, char **argv)
     }
     if (outcomes && !replay && o.pipeline_path) {
         if (o.data_path || format_set || o.qrels_path || o.index_dir || o.n_stages || o.limit ||
-            o.quality_set || o.cost_set || o.no_baselines || o.no_cache)
+            o.quality != DYNRAG_EVAL_QUALITY_AUTO || o.cost != DYNRAG_EVAL_COST_AUTO ||
+            o.no_baselines || o.no_cache)
             return cli_usage_error("eval", "--pipeline with --outcomes takes only --out, --seed, "
                                            "--strong, --weak, --sweep and --grid");
         oo.pipeline_path = o.pipeline_path;
@@ -270,19 +268,16 @@ int cmd_eval(int argc, char **argv)
 int cmd_calibrate(int argc, char **argv)
 {
     dynrag_eval_options o;
-    memset(&o, 0, sizeof(o));
+    dynrag_eval_options_init(&o);
     char stages_buf[256];
     const char *stages[6];
     dynrag_eval_calibrate_options co;
-    memset(&co, 0, sizeof(co));
-    co.target_share = NAN;
-    co.target_quality = NAN;
-    co.target_cost = NAN;
+    dynrag_eval_calibrate_options_init(&co);
     char share_buf[256];
     bool format_set = false, outcome_flags = false;
     const char *outcomes = NULL;
     dynrag_eval_outcomes_options oo;
-    memset(&oo, 0, sizeof(oo));
+    dynrag_eval_outcomes_options_init(&oo);
     static double grid[MAX_GRID];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -392,7 +387,7 @@ int cmd_calibrate(int argc, char **argv)
 int cmd_label(int argc, char **argv)
 {
     dynrag_label_options o;
-    memset(&o, 0, sizeof(o));
+    dynrag_label_options_init(&o);
     long long lim = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -415,7 +410,6 @@ int cmd_label(int argc, char **argv)
             dynrag_error e;
             if (dynrag_eval_metric_parse(argv[++i], &o.success, &e) != DYNRAG_OK)
                 return cli_usage_error("label", "--success: %s", dynrag_errmsg(&e));
-            o.success_set = true;
         } else if (strcmp(a, "--min-quality") == 0 && val) {
             if (!cli_parse_double("label", a, argv[++i], 0, 1e9, &o.min_quality))
                 return CLI_USAGE;

@@ -83,7 +83,7 @@ static int index_other_embedders(const dynrag_pipeline *p, const char *dir,
 int cmd_index(int argc, char **argv)
 {
     dynrag_build_options opt;
-    memset(&opt, 0, sizeof(opt));
+    dynrag_build_options_init(&opt);
     const char *dir = NULL, *pipeline_path = NULL;
     dynrag_pipeline *pipeline = NULL;
     bool dim_given = false;
@@ -182,7 +182,8 @@ int cmd_index(int argc, char **argv)
         ret = cli_usage_error(CMD, "give at least one INPUT or --delete ID");
         goto done;
     }
-    if (opt.chunk_overlap && opt.chunk_tokens && opt.chunk_overlap >= opt.chunk_tokens) {
+    if (opt.chunk_overlap != DYNRAG_CHUNK_RECORDED && opt.chunk_tokens != DYNRAG_CHUNK_RECORDED &&
+        opt.chunk_overlap >= opt.chunk_tokens) {
         ret = cli_usage_error(CMD, "--chunk-overlap must be smaller than --chunk-tokens");
         goto done;
     }

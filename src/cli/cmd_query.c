@@ -132,7 +132,8 @@ static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path
             rc = CLI_FAIL;
             break;
         }
-        dynrag_query_options qo = {0};
+        dynrag_query_options qo;
+        dynrag_query_options_init(&qo);
         qo.query_id = id;
         qo.budget = budget;
         dynrag_result *r = NULL;
@@ -181,7 +182,8 @@ int cmd_query(int argc, char **argv)
         {"budget-usd", required_argument, NULL, 'U'}, {"budget-ms", required_argument, NULL, 'M'},
         {"budget-wh", required_argument, NULL, 'W'}, {NULL, 0, NULL, 0}};
     const char *pipeline = NULL, *questions = NULL, *out = NULL;
-    dynrag_engine_options eo = {0};
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
     bool json = false, route_only = false;
     dynrag_budget budget = {NAN, NAN, NAN};
     bool has_budget = false;
@@ -243,7 +245,8 @@ int cmd_query(int argc, char **argv)
         rc = run_batch(e, questions, out, has_budget ? &budget : NULL);
         goto cleanup;
     }
-    dynrag_query_options qo = {0};
+    dynrag_query_options qo;
+    dynrag_query_options_init(&qo);
     qo.route_only = route_only;
     qo.budget = has_budget ? &budget : NULL;
     dynrag_result *r = NULL;
@@ -326,7 +329,8 @@ int cmd_feedback(int argc, char **argv)
     dynrag_pipeline *p = load_pipeline("feedback", pipeline);
     if (p == NULL)
         return CLI_FAIL;
-    dynrag_engine_options eo = {0};
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
     eo.log_path = log;
     dynrag_engine *e = NULL;
     dynrag_error err;

@@ -506,7 +506,8 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
 int cmd_retrieve(int argc, char **argv)
 {
     dynrag_search_options opt;
-    memset(&opt, 0, sizeof(opt));
+    dynrag_search_options_init(&opt);
+    bool depth_given = false;
     const char *dir = NULL, *query = NULL, *qfile = NULL, *trec = NULL, *tag = "dynrag";
     bool json = false, skip_bad = false;
     long long v = 0;
@@ -531,12 +532,10 @@ int cmd_retrieve(int argc, char **argv)
             if (!cli_parse_double(CMD, a, argv[++i], 0, 100, &d))
                 return CLI_USAGE;
             opt.k1 = d;
-            opt.k1_given = true;
         } else if (strcmp(a, "--b") == 0 && has_val) {
             if (!cli_parse_double(CMD, a, argv[++i], 0, 1, &d))
                 return CLI_USAGE;
             opt.b = d;
-            opt.b_given = true;
         } else if (strcmp(a, "--rrf-k") == 0 && has_val) {
             if (!cli_parse_double(CMD, a, argv[++i], 0.001, 1e6, &d))
                 return CLI_USAGE;
@@ -545,6 +544,7 @@ int cmd_retrieve(int argc, char **argv)
             if (!cli_parse_int(CMD, a, argv[++i], 1, MAX_CHUNKS, &v))
                 return CLI_USAGE;
             opt.depth = (int)v;
+            depth_given = true;
         } else if (strcmp(a, "--nprobe") == 0 && has_val) {
             if (!cli_parse_int(CMD, a, argv[++i], 1, 1 << 20, &v))
                 return CLI_USAGE;
@@ -589,6 +589,10 @@ int cmd_retrieve(int argc, char **argv)
     }
     int ret = CLI_OK;
     if (qfile) {
+        /* Document level without --depth: the search's own deepening (3k
+         * chunks, doubled as needed) sets the hybrid depth alone. */
+        if (!depth_given)
+            opt.depth = 0;
         ret = run_batch(idx, &opt, k, qfile, trec, tag, skip_bad);
     } else {
         opt.k = k;

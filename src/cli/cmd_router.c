@@ -53,8 +53,10 @@ static void outcome_progress(void *user, const char *phase, size_t done, size_t 
 static int router_train_outcomes(int argc, char **argv)
 {
     const char *cmd = "router train";
-    dynrag_outcome_router_options o = {0};
+    dynrag_outcome_router_options o;
+    dynrag_outcome_router_options_init(&o);
     const char *data[64];
+    o.kind = NULL; /* --kind is required */
     o.data = data;
     o.seed = 1;
     for (int i = 1; i < argc; i++) {
@@ -86,7 +88,7 @@ static int router_train_outcomes(int argc, char **argv)
         } else if (strcmp(a, "--clusters") == 0) {
             if (!cli_parse_int(cmd, a, v, 0, 256, &n))
                 return CLI_USAGE;
-            o.clusters = n == 0 ? -1 : (int)n;
+            o.clusters = (int)n;
         } else if (strcmp(a, "--lambda") == 0) {
             if (!cli_parse_double(cmd, a, v, 1e-9, 1e9, &o.lambda))
                 return CLI_USAGE;
@@ -126,9 +128,8 @@ static int router_train(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--kind") == 0)
             return router_train_outcomes(argc, argv);
-    dynrag_train_options o = {0};
-    o.threads = 1;
-    o.seed = 1;
+    dynrag_train_options o;
+    dynrag_train_options_init(&o);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long n = 0;

@@ -81,13 +81,8 @@ int cmd_serve(int argc, char **argv)
     };
     const char *pipeline = NULL, *key_env = NULL;
     dynrag_server_options so;
-    memset(&so, 0, sizeof(so));
-    so.host = "127.0.0.1";
+    dynrag_server_options_init(&so);
     so.port = 8080;
-    so.threads = 4;
-    so.timeout_ms = 30000;
-    so.max_body = (size_t)1 << 20;
-    so.max_connections = 1000;
     long long v;
     double dv;
     int c;

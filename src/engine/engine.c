@@ -145,6 +145,23 @@ static bool blank(const char *q)
     return true;
 }
 
+/* Public: see dynrag/engine.h. */
+void dynrag_query_options_init(dynrag_query_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->query_id = NULL;
+    o->force = NULL;
+    o->budget = NULL;
+}
+
+/* Public: see dynrag/engine.h. */
+void dynrag_engine_options_init(dynrag_engine_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->index_dir = NULL;
+    o->log_path = NULL;
+}
+
 /* Public: see dynrag/engine.h. Validates the question, runs the stages,
  * logs the record (failed queries too) and remembers the query for feedback. */
 int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_query_options *opt,
@@ -163,9 +180,15 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
         return dr_err_set(err, DYNRAG_ERR_INVALID, "the question is not valid UTF-8 (byte %zu)",
                           bad);
     dynrag_query_options defaults;
-    memset(&defaults, 0, sizeof(defaults));
+    dynrag_query_options_init(&defaults);
     if (opt == NULL)
         opt = &defaults;
+    if (opt->k < 0 || opt->k > 1000)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "k: %d is out of range (expected 1 to 1000, or 0 for the "
+                          "retrieval_mode option's k)", opt->k);
+    if (opt->n_force > 0 && opt->force == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "force: NULL with n_force %zu", opt->n_force);
     dr_budget caller = {NAN, NAN, NAN};
     if (opt->budget != NULL) {
         static const char *const names[] = {"usd", "latency_ms", "energy_wh"};

@@ -86,12 +86,12 @@ static const dr_option *embedder_option(const qstate *s)
 int dr_q_search_options(qstate *s, int ii)
 {
     const dr_option *io = &s->p->stages[DR_STAGE_INDEX].options[ii];
-    memset(&s->search, 0, sizeof(s->search));
+    dynrag_search_options_init(&s->search);
     int mode = dynrag_search_mode_parse(io->kind);
     if (mode < 0)
         return DYNRAG_ERR_INVALID;
     s->search.mode = (dynrag_search_mode)mode;
-    dr_option_search_options(io, &s->search); /* a configured 0 stays 0 */
+    dr_option_search_options(io, &s->search);
     return DYNRAG_OK;
 }
 

@@ -179,10 +179,49 @@ static bool has_choices(const dynrag_eval_table *t)
     return false;
 }
 
+/* Public: see dynrag/eval.h. */
+void dynrag_eval_compare_options_init(dynrag_eval_compare_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->quality = DYNRAG_EVAL_F1;
+    o->cost = DYNRAG_EVAL_LATENCY;
+    o->seed = 0;
+    o->sweep = DYNRAG_EVAL_SWEEP_NONE;
+    o->escalate = -1;
+    o->grid = NULL;
+    o->n_grid = 21;
+    o->grid_lo = 0;
+    o->grid_hi = 1;
+}
+
+/* The checks of dynrag_eval_compare_options's grid fields. */
+static int check_grid(const dynrag_eval_compare_options *o, dynrag_error *err)
+{
+    if (o->sweep != DYNRAG_EVAL_SWEEP_NONE && o->sweep != DYNRAG_EVAL_SWEEP_CLASSIFIER &&
+        o->sweep != DYNRAG_EVAL_SWEEP_CASCADE)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: sweep %d is unknown", (int)o->sweep);
+    if (o->sweep == DYNRAG_EVAL_SWEEP_NONE)
+        return DYNRAG_OK;
+    if (o->grid != NULL && o->n_grid < 1)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: n_grid is 0 with a grid");
+    if (o->grid == NULL && o->n_grid < 2)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "eval: n_grid %zu: expected at least 2 points over [grid_lo, grid_hi]",
+                          o->n_grid);
+    if (o->grid == NULL && !(o->grid_lo < o->grid_hi && isfinite(o->grid_lo) &&
+                             isfinite(o->grid_hi)))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "eval: grid_lo %g and grid_hi %g: expected finite numbers, lo < hi",
+                          o->grid_lo, o->grid_hi);
+    return DYNRAG_OK;
+}
+
 int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt_in,
                         dynrag_eval_comparison *out, dynrag_error *err)
 {
     memset(out, 0, sizeof(*out));
+    if (opt_in == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: no compare options");
     dynrag_eval_compare_options opt = *opt_in;
     if (t == NULL || t->n_queries == 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: no queries to compare");
@@ -191,6 +230,9 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
                           t->stage, t->n_options);
     if ((unsigned)opt.quality >= DYNRAG_EVAL_N_METRICS || (unsigned)opt.cost >= DYNRAG_EVAL_N_METRICS)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: bad quality or cost metric");
+    int grc = check_grid(&opt, err);
+    if (grc != DYNRAG_OK)
+        return grc;
     size_t no = t->n_options, nq = t->n_queries;
     bool choices = has_choices(t);
     size_t cap = no + 5;
@@ -312,11 +354,7 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
     /* The threshold sweep. */
     if (opt.sweep != DYNRAG_EVAL_SWEEP_NONE) {
         double lo = opt.grid_lo, hi = opt.grid_hi;
-        if (!(hi > lo)) {
-            lo = 0;
-            hi = 1;
-        }
-        size_t ng = opt.grid ? opt.n_grid : 21;
+        size_t ng = opt.n_grid;
         out->sweep = calloc(ng ? ng : 1, sizeof *out->sweep);
         if (out->sweep == NULL) {
             dynrag_eval_comparison_free(out);

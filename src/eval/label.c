@@ -117,6 +117,24 @@ fail:
     return rc;
 }
 
+/* Public: see dynrag/eval.h. */
+void dynrag_label_options_init(dynrag_label_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->pipeline_path = NULL;
+    o->data_path = NULL;
+    o->out_path = NULL;
+    o->work_dir = NULL;
+    o->index_dir = NULL;
+    o->limit = 0;
+    o->success = DYNRAG_EVAL_CONTEXT;
+    o->min_quality = 0.5;
+    o->fallback_label = NULL;
+    o->source = NULL;
+    o->progress = NULL;
+    o->progress_user = NULL;
+}
+
 int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats,
                       dynrag_error *err)
 {
@@ -129,6 +147,12 @@ int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats
         strcmp(opt->fallback_label, "B") != 0 && strcmp(opt->fallback_label, "C") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "label: fallback label must be A, B or C, got '%s'",
                           opt->fallback_label);
+    if ((unsigned)opt->success >= DYNRAG_EVAL_N_METRICS)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "label: success metric %d is unknown",
+                          (int)opt->success);
+    if (!isfinite(opt->min_quality))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "label: min_quality %g is not a finite number",
+                          opt->min_quality);
     dynrag_pipeline *p = NULL;
     qbest *q = NULL;
     size_t n = 0;
@@ -152,7 +176,7 @@ int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats
     }
     const char *stages[] = {"retrieval_mode"};
     dynrag_eval_options eo;
-    memset(&eo, 0, sizeof(eo));
+    dynrag_eval_options_init(&eo);
     eo.pipeline_path = opt->pipeline_path;
     eo.data_path = opt->data_path;
     eo.format = DYNRAG_EVAL_FORMAT_QA;
@@ -161,8 +185,7 @@ int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats
     eo.limit = opt->limit;
     eo.stages = stages;
     eo.n_stages = 1;
-    eo.quality = opt->success_set ? opt->success : DYNRAG_EVAL_CONTEXT;
-    eo.quality_set = true;
+    eo.quality = opt->success;
     eo.progress = opt->progress;
     eo.progress_user = opt->progress_user;
     rc = dynrag_eval_run(&eo, NULL, NULL, err);
@@ -173,7 +196,7 @@ int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
-    double min_q = opt->min_quality > 0 ? opt->min_quality : 0.5;
+    double min_q = opt->min_quality;
     rc = read_outcomes(outcomes, p, eo.quality, min_q, &q, &n, err);
     if (rc != DYNRAG_OK)
         goto cleanup;

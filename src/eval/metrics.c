@@ -624,6 +624,14 @@ void dynrag_metrics_result_free(dynrag_metrics_result *r)
     memset(r, 0, sizeof(*r));
 }
 
+/* Public: see dynrag/metrics.h. */
+void dynrag_metrics_options_init(dynrag_metrics_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->relevance_level = 1;
+    o->complete = false;
+}
+
 int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
                            const dynrag_metric_spec *metrics, size_t n_metrics,
                            const dynrag_metrics_options *opt, dynrag_metrics_result *out,
@@ -634,8 +642,15 @@ int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
     const char **docs = NULL;
     int rc = DYNRAG_OK;
     memset(out, 0, sizeof(*out));
-    int level = opt && opt->relevance_level > 0 ? opt->relevance_level : 1;
-    bool complete = opt && opt->complete;
+    dynrag_metrics_options defaults;
+    dynrag_metrics_options_init(&defaults);
+    if (opt == NULL)
+        opt = &defaults;
+    int level = opt->relevance_level;
+    bool complete = opt->complete;
+    if (level < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "metrics: relevance_level %d is negative (expected >= 0)", level);
     if (n_metrics == 0 || metrics == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "metrics: none requested");
     for (size_t m = 0; m < n_metrics; m++)

@@ -327,6 +327,8 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
     if (opt->pipeline_path == NULL || opt->outcomes_path == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "eval: a pipeline and an outcome table are required");
+    if (opt->grid != NULL && opt->n_grid == 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: n_grid is 0 with a grid");
     int rc = dr_eval_pipeline_load(opt->pipeline_path, &e->p, err);
     if (rc != DYNRAG_OK)
         return rc;
@@ -408,11 +410,10 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         free(us);
         return dr_err_set(err, rc, "out of memory");
     }
-    memset(&e->co, 0, sizeof(e->co));
+    dynrag_eval_compare_options_init(&e->co);
     e->co.quality = DYNRAG_EVAL_QUALITY;
     e->co.cost = DYNRAG_EVAL_USD;
     e->co.seed = opt->seed;
-    e->co.escalate = -1;
     rc = route_all(e, t->router_first, t->router_choice, t->router_scores, us, err);
     if (rc == DYNRAG_OK) {
         qsort(us, nq, sizeof *us, cmp_double);
@@ -424,7 +425,7 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         return rc;
     if ((rc = pick_param(e, opt, err)) != DYNRAG_OK || e->param[0] == '\0')
         return rc;
-    if (opt->grid && opt->n_grid > 0) {
+    if (opt->grid != NULL) {
         if ((e->grid = malloc(opt->n_grid * sizeof *e->grid)) == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         memcpy(e->grid, opt->grid, opt->n_grid * sizeof *e->grid);
@@ -751,6 +752,21 @@ static cJSON *per_query_json(const oeval *e)
         cJSON_AddNumberToObject(o, "cost_usd", cost);
     }
     return a;
+}
+
+/* Public: see dynrag/eval.h. */
+void dynrag_eval_outcomes_options_init(dynrag_eval_outcomes_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->pipeline_path = NULL;
+    o->outcomes_path = NULL;
+    o->out_dir = NULL;
+    o->seed = 0;
+    o->strong = NULL;
+    o->weak = NULL;
+    o->sweep_param = NULL;
+    o->grid = NULL;
+    o->n_grid = 0;
 }
 
 int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt, dynrag_eval_outcomes_summary *sum,

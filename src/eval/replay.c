@@ -308,10 +308,8 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
     if (opt_in != NULL) {
         opt = *opt_in;
     } else {
-        memset(&opt, 0, sizeof opt);
+        dynrag_eval_compare_options_init(&opt);
         opt.quality = DYNRAG_EVAL_QUALITY_AUTO;
-        opt.cost = DYNRAG_EVAL_LATENCY;
-        opt.escalate = -1;
     }
     if (opt.quality == DYNRAG_EVAL_QUALITY_AUTO)
         opt.quality = t->default_quality;

@@ -274,7 +274,7 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
     if (rc->beir_mode && !(stage && strcmp(stage, "retrieval_mode") == 0))
         force[nf++] = (dynrag_force){"retrieval_mode", rc->beir_mode};
     dynrag_query_options qo;
-    memset(&qo, 0, sizeof(qo));
+    dynrag_query_options_init(&qo);
     char qid[512];
     snprintf(qid, sizeof qid, "%s%s%s%s%s", it->id, stage ? "#" : "", stage ? stage : "",
              stage ? "=" : "", option ? option : "");
@@ -641,6 +641,17 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     size_t plen = 0;
     if (!opt->pipeline_path || !opt->data_path || !opt->out_dir)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: pipeline, data and out folder are required");
+    if (opt->format != DYNRAG_EVAL_FORMAT_QA && opt->format != DYNRAG_EVAL_FORMAT_BEIR)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: format %d is unknown", (int)opt->format);
+    if (opt->quality != DYNRAG_EVAL_QUALITY_AUTO && (unsigned)opt->quality >= DYNRAG_EVAL_N_METRICS)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: quality metric %d is unknown",
+                          (int)opt->quality);
+    if (opt->cost != DYNRAG_EVAL_COST_AUTO && (unsigned)opt->cost >= DYNRAG_EVAL_N_METRICS)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: cost metric %d is unknown",
+                          (int)opt->cost);
+    if (opt->n_stages > 0 && opt->stages == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: stages is NULL with n_stages %zu",
+                          opt->n_stages);
     if ((rc = dr_read_file(opt->pipeline_path, (size_t)1 << 20, &ptext, &plen, err)) != DYNRAG_OK)
         return rc;
     s->rc.pipe_hash = dr_hash64(ptext, plen, 3);
@@ -690,7 +701,7 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
             if (strcmp(rm->options[i].kind, "none") != 0 && rm->options[i].available)
                 s->rc.beir_mode = rm->options[i].name;
     dynrag_engine_options eo;
-    memset(&eo, 0, sizeof(eo));
+    dynrag_engine_options_init(&eo);
     eo.index_dir = opt->index_dir;
     eo.no_log = true;
     if ((rc = dynrag_engine_create(s->p, &eo, &s->rc.e, err)) != DYNRAG_OK)
@@ -790,9 +801,13 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     }
     for (size_t i = 0; i < s->n_sids; i++) {
         dynrag_eval_compare_options *co = &s->co[i];
-        memset(co, 0, sizeof(*co));
-        co->quality = opt->quality_set ? opt->quality : beir ? DYNRAG_EVAL_NDCG10 : DYNRAG_EVAL_F1;
-        co->cost = opt->cost_set ? opt->cost : money ? DYNRAG_EVAL_USD : DYNRAG_EVAL_LATENCY;
+        dynrag_eval_compare_options_init(co);
+        co->quality = opt->quality != DYNRAG_EVAL_QUALITY_AUTO ? opt->quality
+                      : beir                                   ? DYNRAG_EVAL_NDCG10
+                                                               : DYNRAG_EVAL_F1;
+        co->cost = opt->cost != DYNRAG_EVAL_COST_AUTO ? opt->cost
+                   : money                            ? DYNRAG_EVAL_USD
+                                                      : DYNRAG_EVAL_LATENCY;
         co->seed = opt->seed;
         co->escalate = -1;
         sweep_options(s->p, s->sids[i], co);
@@ -806,6 +821,38 @@ int dynrag_eval_table_option(const dynrag_eval_table *t, const char *name)
         if (t->options[i] && strcmp(t->options[i], name) == 0)
             return (int)i;
     return -1;
+}
+
+/* Public: see dynrag/eval.h. */
+void dynrag_eval_options_init(dynrag_eval_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->pipeline_path = NULL;
+    o->data_path = NULL;
+    o->format = DYNRAG_EVAL_FORMAT_QA;
+    o->qrels_path = NULL;
+    o->out_dir = NULL;
+    o->index_dir = NULL;
+    o->limit = 0;
+    o->seed = 0;
+    o->stages = NULL;
+    o->n_stages = 0;
+    o->quality = DYNRAG_EVAL_QUALITY_AUTO;
+    o->cost = DYNRAG_EVAL_COST_AUTO;
+    o->progress = NULL;
+    o->progress_user = NULL;
+}
+
+/* Public: see dynrag/eval.h. */
+void dynrag_eval_calibrate_options_init(dynrag_eval_calibrate_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->stage = NULL;
+    o->target_option = NULL;
+    o->target_share = NAN;
+    o->target_quality = NAN;
+    o->target_cost = NAN;
+    o->out_yaml = NULL;
 }
 
 int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary,
@@ -1001,7 +1048,7 @@ static int knn_sweep(eval_state *s, const dynrag_eval_options *opt, int sid,
             break;
         }
         dynrag_engine_options eo;
-        memset(&eo, 0, sizeof(eo));
+        dynrag_engine_options_init(&eo);
         eo.index_dir = opt->index_dir;
         eo.no_log = true;
         dynrag_engine *e = NULL;
@@ -1011,7 +1058,7 @@ static int knn_sweep(eval_state *s, const dynrag_eval_options *opt, int sid,
             const dr_eval_item *it = &s->rc.data->items[q];
             dynrag_force force = {"retrieval_mode", s->rc.beir_mode};
             dynrag_query_options qo;
-            memset(&qo, 0, sizeof(qo));
+            dynrag_query_options_init(&qo);
             qo.query_id = it->id;
             qo.route_only = true;
             qo.no_log = true;

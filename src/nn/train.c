@@ -458,7 +458,8 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
     memset(res, 0, sizeof(*res));
     int64_t t_start = dr_now_us();
     if (nt < 1 || nt > DR_TRAIN_MAX_THREADS)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "threads must be 1..%d", DR_TRAIN_MAX_THREADS);
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "threads %d: must be 1..%d", nt,
+                          DR_TRAIN_MAX_THREADS);
     if ((rc = dr_labelled_load(train_path, &tr, err)) != DYNRAG_OK ||
         (rc = dr_labelled_load(valid_path, &va, err)) != DYNRAG_OK)
         goto cleanup;
@@ -706,6 +707,20 @@ cleanup:
     return rc;
 }
 
+/* Public: see dynrag/train.h. */
+void dynrag_train_options_init(dynrag_train_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->train_path = NULL;
+    o->valid_path = NULL;
+    o->out_path = NULL;
+    o->config = NULL;
+    o->seed = 1;
+    o->threads = 1;
+    o->progress = NULL;
+    o->progress_user = NULL;
+}
+
 int dynrag_classifier_train(const dynrag_train_options *o, dynrag_train_result *result,
                             dynrag_error *err)
 {
@@ -718,6 +733,6 @@ int dynrag_classifier_train(const dynrag_train_options *o, dynrag_train_result *
     if (rc != DYNRAG_OK)
         return rc;
     return dr_train_run(&tc, o->train_path, o->valid_path, o->out_path, o->seed,
-                        o->threads > 0 ? o->threads : 1, o->progress, o->progress_user,
+                        o->threads, o->progress, o->progress_user,
                         result ? result : &local, err);
 }

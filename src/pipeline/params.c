@@ -113,16 +113,13 @@ bool dr_opt_given(const dr_option *o, const char *key)
 void dr_option_search_options(const dr_option *o, dynrag_search_options *so)
 {
     /* Only the keys the option's kind has: a bm25 option has no rrf_k, a
-     * dense one no k1; the others keep the search's own defaults (0). */
+     * dense one no k1; the others keep what so holds (the caller's
+     * dynrag_search_options_init() defaults). */
     const dr_param_value *v;
-    if ((v = dr_option_param(o, "k1")) != NULL && v->set) {
+    if ((v = dr_option_param(o, "k1")) != NULL && v->set)
         so->k1 = v->num;
-        so->k1_given = true;
-    }
-    if ((v = dr_option_param(o, "b")) != NULL && v->set) {
+    if ((v = dr_option_param(o, "b")) != NULL && v->set)
         so->b = v->num;
-        so->b_given = true;
-    }
     if ((v = dr_option_param(o, "rrf_k")) != NULL && v->set)
         so->rrf_k = v->num;
     if ((v = dr_option_param(o, "w_bm25")) != NULL && v->set)

@@ -37,6 +37,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -60,8 +61,9 @@ static void test_kill_point(const char *point)
 /*
  * Takes the writers' lock DIR/lock (flock, exclusive). When another writer
  * holds it, logs once (warning) that this one waits, then polls every 50 ms
- * until it gets the lock or `timeout_s` seconds have passed (timeout_s <= 0:
- * wait as long as it takes), failing then with DYNRAG_ERR_TIMEOUT. *fd gets
+ * until it gets the lock or `timeout_s` seconds have passed (INFINITY: wait
+ * as long as it takes; 0: give up at once), failing then with
+ * DYNRAG_ERR_TIMEOUT. *fd gets
  * the lock's descriptor (closing it releases the lock).
  */
 static int lock_dir(const char *dir, double timeout_s, int *fd, dynrag_error *err)
@@ -85,7 +87,7 @@ static int lock_dir(const char *dir, double timeout_s, int *fd, dynrag_error *er
             break;
         }
         double waited = (double)(dr_now_us() - t0) / 1e6;
-        if (timeout_s > 0 && waited >= timeout_s) {
+        if (waited >= timeout_s) {
             rc = dr_err_set(err, DYNRAG_ERR_TIMEOUT,
                             "%s: another writer still holds the index lock after %.1f s "
                             "(gave up: lock timeout)",
@@ -93,7 +95,7 @@ static int lock_dir(const char *dir, double timeout_s, int *fd, dynrag_error *er
             break;
         }
         if (!told) {
-            if (timeout_s > 0)
+            if (isfinite(timeout_s))
                 dr_log(DYNRAG_LOG_WARN, "index",
                        "%s: another writer holds the index lock; waiting up to %.1f s", dir,
                        timeout_s);
@@ -588,11 +590,37 @@ static int meta_str(sqlite3 *db, const char *key, char *buf, size_t size, bool *
     return rc;
 }
 
+/* Public: see dynrag/index.h. */
+void dynrag_build_options_init(dynrag_build_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->embedder.kind = NULL;
+    o->embedder.base_url = NULL;
+    o->embedder.model = NULL;
+    o->embedder.api_key = NULL;
+    o->faiss_factory = NULL;
+    o->chunk_tokens = DYNRAG_CHUNK_RECORDED;
+    o->chunk_overlap = DYNRAG_CHUNK_RECORDED;
+    o->progress = NULL;
+    o->progress_user = NULL;
+    o->lock_timeout_s = INFINITY;
+}
+
+/* DYNRAG_ERR_INVALID naming the lock_timeout_s field unless it is >= 0. */
+static int check_lock_timeout(double t, dynrag_error *err)
+{
+    if (!(t >= 0))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "lock_timeout_s %g: expected seconds >= 0 (INFINITY: no limit)", t);
+    return DYNRAG_OK;
+}
+
 int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs,
                      const dynrag_build_options *opt, dynrag_build_stats *stats,
                      dynrag_error *err)
 {
-    static const dynrag_build_options defaults = {0};
+    dynrag_build_options defaults;
+    dynrag_build_options_init(&defaults);
     dynrag_build_stats local_stats;
     dynrag_build_stats *st = stats ? stats : &local_stats;
     memset(st, 0, sizeof(*st));
@@ -600,6 +628,17 @@ int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs
         opt = &defaults;
     if (dir == NULL || dir[0] == '\0' || (n_inputs > 0 && inputs == NULL))
         return dr_err_set(err, DYNRAG_ERR_INVALID, "index: missing folder or inputs");
+    if (check_lock_timeout(opt->lock_timeout_s, err) != DYNRAG_OK)
+        return DYNRAG_ERR_INVALID;
+    if (opt->chunk_tokens != DYNRAG_CHUNK_RECORDED && opt->chunk_tokens < 1)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "chunk_tokens %d: expected 1 to 100000 (or DYNRAG_CHUNK_RECORDED)",
+                          opt->chunk_tokens);
+    if (opt->chunk_overlap != DYNRAG_CHUNK_RECORDED && opt->chunk_overlap < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "chunk_overlap %d: expected 0 to chunk_tokens - 1 (or "
+                          "DYNRAG_CHUNK_RECORDED)",
+                          opt->chunk_overlap);
     int64_t t0 = dr_now_us();
     build_ctx c;
     memset(&c, 0, sizeof(c));
@@ -622,8 +661,10 @@ int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs
         rc = dr_meta_get_ll(ws.db, "chunk_overlap", 40, &rec_ov, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
-    c.ct = opt->chunk_tokens ? opt->chunk_tokens : (int)rec_ct;
-    c.ov = opt->chunk_overlap ? opt->chunk_overlap : (int)DR_MIN(rec_ov, (long long)c.ct - 1);
+    c.ct = opt->chunk_tokens != DYNRAG_CHUNK_RECORDED ? opt->chunk_tokens : (int)rec_ct;
+    c.ov = opt->chunk_overlap != DYNRAG_CHUNK_RECORDED
+               ? opt->chunk_overlap
+               : (int)DR_MIN(rec_ov, (long long)c.ct - 1);
     if (c.ct < 1 || c.ct > 100000 || c.ov < 0 || c.ov >= c.ct) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "chunk tokens must be 1 to 100000 and overlap 0 to tokens - 1 "
@@ -739,7 +780,10 @@ int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t 
     memset(&w, 0, sizeof(w));
     char factory[128] = "";
     long long dim = 0;
-    int rc = session_begin(&ws, dir, false, opt ? opt->lock_timeout_s : 0, err);
+    double lock_timeout_s = opt ? opt->lock_timeout_s : INFINITY;
+    if (check_lock_timeout(lock_timeout_s, err) != DYNRAG_OK)
+        return DYNRAG_ERR_INVALID;
+    int rc = session_begin(&ws, dir, false, lock_timeout_s, err);
     if (rc == DYNRAG_OK)
         rc = meta_str(ws.db, "faiss_factory", factory, sizeof(factory), NULL, err);
     if (rc == DYNRAG_OK)

@@ -1018,6 +1018,21 @@ static int ids_hit(int64_t id, double score, const char *doc_id, dynrag_hit *h,
     return h->doc_id ? DYNRAG_OK : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
 }
 
+/* Public: see dynrag/index.h. */
+void dynrag_search_options_init(dynrag_search_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->mode = DYNRAG_SEARCH_BM25;
+    o->k = 10;
+    o->k1 = DR_BM25_DEFAULT_K1;
+    o->b = DR_BM25_DEFAULT_B;
+    o->rrf_k = 60;
+    o->w_bm25 = 1;
+    o->w_dense = 1;
+    o->depth = 100;
+    o->nprobe = 0;
+}
+
 int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
                         dynrag_hits *out, dynrag_error *err)
 {
@@ -1039,19 +1054,26 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
     if (idx == NULL || query == NULL || opt == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: missing index, query or options");
     int64_t t0 = dr_now_us();
-    int k = opt->k ? opt->k : 10;
-    params p = {opt->k1_given || opt->k1 != 0 ? opt->k1 : DR_BM25_DEFAULT_K1,
-                opt->b_given || opt->b != 0 ? opt->b : DR_BM25_DEFAULT_B,
-                opt->rrf_k ? opt->rrf_k : 60, opt->w_bm25, opt->w_dense};
-    if (p.wb == 0 && p.wd == 0)
-        p.wb = p.wd = 1;
+    int k = opt->k;
+    params p = {opt->k1, opt->b, opt->rrf_k, opt->w_bm25, opt->w_dense};
     if (k < 1 || k > MAX_K)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: k must be 1 to %d, got %d", MAX_K, k);
-    if (!(p.k1 >= 0 && p.k1 <= 100) || !(p.b >= 0 && p.b <= 1) || !(p.rrf_k > 0) ||
-        !(p.wb >= 0) || !(p.wd >= 0) || opt->depth < 0 || opt->depth > MAX_K || opt->nprobe < 0)
+    if (!(p.k1 >= 0 && p.k1 <= 100))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "search: k1 must be 0 to 100, got %g", p.k1);
+    if (!(p.b >= 0 && p.b <= 1))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "search: b must be 0 to 1, got %g", p.b);
+    if (!(p.rrf_k > 0))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "search: rrf_k must be > 0, got %g", p.rrf_k);
+    if (!(p.wb >= 0) || !(p.wd >= 0) || (p.wb == 0 && p.wd == 0))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "search: bad option (k1 %g, b %g, rrf_k %g, weights %g/%g, depth %d, "
-                          "nprobe %d)", p.k1, p.b, p.rrf_k, p.wb, p.wd, opt->depth, opt->nprobe);
+                          "search: w_bm25 and w_dense must be >= 0 and not both 0, got %g and %g",
+                          p.wb, p.wd);
+    if (opt->depth < 0 || opt->depth > MAX_K)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "search: depth must be 0 to %d, got %d", MAX_K,
+                          opt->depth);
+    if (opt->nprobe < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "search: nprobe must be >= 0, got %d",
+                          opt->nprobe);
     if (opt->mode != DYNRAG_SEARCH_BM25 && opt->mode != DYNRAG_SEARCH_DENSE &&
         opt->mode != DYNRAG_SEARCH_HYBRID)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "search: unknown mode %d", (int)opt->mode);
@@ -1089,7 +1111,7 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         goto cleanup;
     }
     for (;;) {
-        size_t depth = DR_MAX((size_t)(opt->depth ? opt->depth : 100), (size_t)k);
+        size_t depth = DR_MAX((size_t)opt->depth, (size_t)k);
         if (per_doc)
             depth = DR_MAX((size_t)opt->depth, want);
         ranking_free(&r);

@@ -14,6 +14,44 @@ static bool internal_valid(const char *id)
     return dr_hash64(id, strlen(id), 77) % 10000 < 1500;
 }
 
+/* Public: see dynrag/outcomes.h. */
+void dynrag_outcome_router_options_init(dynrag_outcome_router_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->kind = "predict";
+    o->data = NULL;
+    o->valid = NULL;
+    o->out_path = NULL;
+    o->dim = 1024;
+    o->clusters = 64;
+    o->lambda = NAN;
+    o->cluster_lambda = 0.3;
+    o->seed = 0;
+    o->progress = NULL;
+    o->progress_user = NULL;
+}
+
+/* Checks the fields of opts that have a range (dynrag/outcomes.h), err
+ * naming the first bad one. */
+static int check_options(const dynrag_outcome_router_options *opts, dynrag_error *err)
+{
+    if (opts->kind == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "kind: required (predict, cluster, distill "
+                                                   "or mf)");
+    if (opts->dim < 1 || opts->dim > 65536)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "dim %d: expected 1 to 65536", opts->dim);
+    if (opts->clusters < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "clusters %d: expected >= 0 (0: none)",
+                          opts->clusters);
+    if (!isnan(opts->lambda) && !(opts->lambda > 0 && isfinite(opts->lambda)))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "lambda %g: expected a number > 0, or NAN to choose it", opts->lambda);
+    if (!(opts->cluster_lambda > 0 && isfinite(opts->cluster_lambda)))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "cluster_lambda %g: expected a number > 0",
+                          opts->cluster_lambda);
+    return DYNRAG_OK;
+}
+
 int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
                                 dynrag_outcome_router_result *result, dynrag_error *err)
 {
@@ -26,7 +64,9 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     int64_t t0 = dr_now_us();
     if (opts->n_data == 0 || opts->out_path == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "training data and an output path are required");
-    const char *kind = opts->kind ? opts->kind : "predict";
+    if ((rc = check_options(opts, err)) != DYNRAG_OK)
+        return rc;
+    const char *kind = opts->kind;
     if (strcmp(kind, "predict") != 0 && strcmp(kind, "cluster") != 0 &&
         strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
@@ -53,9 +93,9 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     dr_omodel_train_opts o = {
         .kind = kind,
         .dim = opts->dim,
-        .lambda = opts->lambda,
-        .clusters = opts->clusters == 0 ? 64 : opts->clusters,
-        .cluster_lambda = opts->cluster_lambda > 0 ? opts->cluster_lambda : 0.3,
+        .lambda = isnan(opts->lambda) ? 0 : opts->lambda, /* internal: 0 = choose */
+        .clusters = opts->clusters == 0 ? -1 : opts->clusters, /* internal: -1 = none */
+        .cluster_lambda = opts->cluster_lambda,
         .seed = opts->seed,
         .data_desc = desc,
         .progress = opts->progress,
@@ -79,7 +119,7 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
         }
         size_t n_fit = 0, n_inner = 0;
         for (size_t i = 0; i < t.n_rows; i++) {
-            if (opts->lambda <= 0 && internal_valid(t.rows[i].id))
+            if (isnan(opts->lambda) && internal_valid(t.rows[i].id))
                 inner[n_inner++] = i;
             else
                 fit[n_fit++] = i;

@@ -241,7 +241,8 @@ static dynrag_result *run_query(dynrag_server *s, dr_http_exchange *x, const cha
 {
     if (past_deadline(x))
         return NULL;
-    dynrag_query_options qo = {0};
+    dynrag_query_options qo;
+    dynrag_query_options_init(&qo);
     qo.query_id = id;
     qo.route_only = route_only;
     dynrag_budget budget;
@@ -412,7 +413,7 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
     }
     const dr_stage *ist = &s->p->stages[DR_STAGE_INDEX];
     dynrag_search_options so;
-    memset(&so, 0, sizeof(so));
+    dynrag_search_options_init(&so);
     so.k = req.k;
     dynrag_index *idx = NULL;
     dynrag_result *route = NULL;
@@ -712,22 +713,47 @@ static void handle(void *user, dr_http_exchange *x)
 
 /* ---- life cycle ------------------------------------------------------------- */
 
+/* Public: see dynrag/server.h. */
+void dynrag_server_options_init(dynrag_server_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->host = "127.0.0.1";
+    o->port = 0;
+    o->threads = 4;
+    o->api_key = NULL;
+    o->max_body = (size_t)1 << 20;
+    o->timeout_ms = 30000;
+    o->max_connections = 1000;
+    o->index_dir = NULL;
+    o->log_path = NULL;
+    o->drain_timeout_ms = 10000;
+    o->cors_origin = NULL;
+}
+
 int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *opt,
                          dynrag_server **out, dynrag_error *err)
 {
     *out = NULL;
     dynrag_server_options o;
-    memset(&o, 0, sizeof(o));
+    dynrag_server_options_init(&o);
     if (opt)
         o = *opt;
+    if (o.host == NULL || o.host[0] == '\0')
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "host: a numeric address is required");
     if (o.port < 0 || o.port > 65535)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "port %d: expected 0 to 65535", o.port);
-    if (o.threads < 0 || o.threads > 1024)
+    if (o.threads < 1 || o.threads > 1024)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "threads %d: expected 1 to 1024", o.threads);
-    if (o.timeout_ms < 0)
+    if (o.max_body < 1)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "max_body %zu: expected at least 1 byte",
+                          o.max_body);
+    if (o.timeout_ms < 1)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "timeout %d ms: must be positive", o.timeout_ms);
+    if (o.max_connections < 1)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "max_connections %d: expected at least 1",
+                          o.max_connections);
     if (o.drain_timeout_ms < 0)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "drain timeout %d ms: must be positive",
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "drain timeout %d ms: must be >= 0",
                           o.drain_timeout_ms);
     dynrag_server *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -735,13 +761,13 @@ int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *
     s->p = p;
     s->wake[0] = s->wake[1] = -1;
     s->port = o.port;
-    s->threads = o.threads ? o.threads : 4;
-    s->max_body = o.max_body ? o.max_body : (size_t)1 << 20;
-    s->timeout_ms = o.timeout_ms ? o.timeout_ms : 30000;
-    s->max_connections = o.max_connections ? o.max_connections : 1000;
-    s->host = dr_strdup(o.host ? o.host : "127.0.0.1");
+    s->threads = o.threads;
+    s->max_body = o.max_body;
+    s->timeout_ms = o.timeout_ms;
+    s->max_connections = o.max_connections;
+    s->host = dr_strdup(o.host);
     s->api_key = o.api_key && *o.api_key ? dr_strdup(o.api_key) : NULL;
-    s->drain_ms = o.drain_timeout_ms ? o.drain_timeout_ms : 10000;
+    s->drain_ms = o.drain_timeout_ms;
     s->cors_origin = o.cors_origin && *o.cors_origin ? dr_strdup(o.cors_origin) : NULL;
     s->m = dr_metrics_create();
     int ids_rc = id_set_init(&s->ids);
@@ -758,7 +784,11 @@ int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *
     fcntl(s->wake[0], F_SETFD, FD_CLOEXEC);
     fcntl(s->wake[1], F_SETFD, FD_CLOEXEC);
     fcntl(s->wake[1], F_SETFL, O_NONBLOCK);
-    dynrag_engine_options eo = {o.index_dir, o.log_path, o.no_log};
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
+    eo.index_dir = o.index_dir;
+    eo.log_path = o.log_path;
+    eo.no_log = o.no_log;
     rc = dynrag_engine_create(p, &eo, &s->e, err);
     if (rc != DYNRAG_OK)
         goto fail;

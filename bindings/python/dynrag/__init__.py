@@ -140,8 +140,8 @@ class _Diag(ctypes.Structure):
 class _SearchOptions(ctypes.Structure):
     _fields_ = [("mode", c_int), ("k", c_int), ("k1", c_double), ("b", c_double),
                 ("rrf_k", c_double), ("w_bm25", c_double), ("w_dense", c_double),
-                ("depth", c_int), ("nprobe", c_int), ("k1_given", c_bool), ("b_given", c_bool),
-                ("per_document", c_bool), ("ids_only", c_bool)]
+                ("depth", c_int), ("nprobe", c_int), ("per_document", c_bool),
+                ("ids_only", c_bool)]
 
 
 class _Hit(ctypes.Structure):
@@ -189,6 +189,9 @@ _diags_free = _fn("dynrag_diags_free", None, c_void_p)
 _engine_create = _fn("dynrag_engine_create", c_int, c_void_p, _P(_EngineOptions), _P(c_void_p),
                      _ERR)
 _engine_free = _fn("dynrag_engine_free", None, c_void_p)
+_engine_options_init = _fn("dynrag_engine_options_init", None, _P(_EngineOptions))
+_query_options_init = _fn("dynrag_query_options_init", None, _P(_QueryOptions))
+_search_options_init = _fn("dynrag_search_options_init", None, _P(_SearchOptions))
 _engine_log_path = _fn("dynrag_engine_log_path", c_char_p, c_void_p)
 _engine_query = _fn("dynrag_engine_query", c_int, c_void_p, c_char_p, _P(_QueryOptions),
                     _P(c_void_p), _ERR)
@@ -490,8 +493,12 @@ class Engine(_Handle):
     def __init__(self, pipeline: Pipeline, index_dir=None, log_path=None, no_log=False):
         if not isinstance(pipeline, Pipeline):
             raise TypeError("pipeline must be a dynrag.Pipeline")
-        opt = _EngineOptions(_b(index_dir, "index_dir"), _b(log_path, "log_path"),
-                             bool(no_log))
+        # The library's defaults first (dynrag_engine_options_init), then ours.
+        opt = _EngineOptions()
+        _engine_options_init(ctypes.byref(opt))
+        opt.index_dir = _b(index_dir, "index_dir")
+        opt.log_path = _b(log_path, "log_path")
+        opt.no_log = bool(no_log)
         err = _Error()
         out = c_void_p()
         rc = _engine_create(pipeline._handle(), ctypes.byref(opt), ctypes.byref(out),
@@ -541,10 +548,19 @@ class Engine(_Handle):
                     raise DynragError(STATUS["ERR_INVALID"], f"budget.{f} must be a number")
                 vals[f] = float("nan") if v is None else float(v)
             bud = _Budget(vals["usd"], vals["latency_ms"], vals["energy_wh"])
-        opt = _QueryOptions(_b(query_id, "query_id"), bool(route_only), bool(retrieve_only),
-                            k or 0, bool(no_log),
-                            ctypes.cast(forces, _P(_Force)) if forces else None, n_force,
-                            ctypes.pointer(bud) if bud is not None else None)
+        opt = _QueryOptions()
+        _query_options_init(ctypes.byref(opt))
+        opt.query_id = _b(query_id, "query_id")
+        opt.route_only = bool(route_only)
+        opt.retrieve_only = bool(retrieve_only)
+        if k:
+            opt.k = k
+        opt.no_log = bool(no_log)
+        if forces:
+            opt.force = ctypes.cast(forces, _P(_Force))
+            opt.n_force = n_force
+        if bud is not None:
+            opt.budget = ctypes.pointer(bud)
         err = _Error()
         out = c_void_p()
         rc = _engine_query(self._handle(), _b(question, "question"), ctypes.byref(opt),
@@ -632,7 +648,10 @@ class Index(_Handle):
             raise DynragError(STATUS["ERR_INVALID"], f"unknown search mode '{mode}'")
         if not isinstance(k, int) or k <= 0:
             raise DynragError(STATUS["ERR_INVALID"], f"k must be a positive int, not {k!r}")
-        opt = _SearchOptions(mode=m, k=k)
+        opt = _SearchOptions()
+        _search_options_init(ctypes.byref(opt))
+        opt.mode = m
+        opt.k = k
         hits = _Hits()
         err = _Error()
         rc = _index_search(self._handle(), _b(query, "query"), ctypes.byref(opt),
