@@ -62,7 +62,7 @@ int main(int argc, char **argv)
     dynrag_engine_options_init(&eo);
     eo.no_log = true; /* the pipeline's index; no route log */
     dynrag_engine *e = NULL;
-    if (dynrag_engine_create(p, &eo, &e, &err) != DYNRAG_OK) {
+    if (dynrag_engine_open(p, &eo, &e, &err) != DYNRAG_OK) {
         fprintf(stderr, "%s\n", dynrag_errmsg(&err));
         dynrag_pipeline_free(p);
         return 1;
@@ -79,7 +79,7 @@ int main(int argc, char **argv)
         print_result(r);
         dynrag_result_free(r);
     }
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     return status;
 }

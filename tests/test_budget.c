@@ -86,7 +86,7 @@ TEST(budget_per_query_api_and_cli)
     dynrag_engine_options eo;
     dynrag_engine_options_init(&eo);
     eo.no_log = true;
-    ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, &eo, &e, &err), &err);
     /* A caller's budget tightens the pipeline's, field by field. */
     dynrag_budget b = {0.5, 100, 0.001};
     dynrag_query_options qo;
@@ -111,7 +111,7 @@ TEST(budget_per_query_api_and_cli)
     qo.budget = &neg;
     ASSERT_EQ(dynrag_engine_query(e, "capital of France", &qo, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "budget.latency_ms");
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     /* The CLI flags. */
     char *out = NULL;
@@ -218,7 +218,7 @@ TEST(budget_deadline_bounds_remote_embedder_calls)
         dynrag_engine_options_init(&eo);
         eo.no_log = true;
         if (rc == DYNRAG_OK)
-            rc = dynrag_engine_create(p, &eo, &e, &err);
+            rc = dynrag_engine_open(p, &eo, &e, &err);
         if (rc != DYNRAG_OK) {
             dynrag_pipeline_free(p);
             test_double_stop(&d);
@@ -239,7 +239,7 @@ TEST(budget_deadline_bounds_remote_embedder_calls)
                 rcs[i] = -1000;
         }
         dynrag_result_free(r);
-        dynrag_engine_free(e);
+        dynrag_engine_close(e);
         dynrag_pipeline_free(p);
     }
     test_double_stop(&d);

@@ -152,7 +152,7 @@ TEST(engine_naive_answer_and_log)
     dynrag_engine *e = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     dynrag_result *r = NULL;
     ASSERT_OK(dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err), &err);
     ASSERT_CONTAINS(dynrag_result_answer(r), "Paris");
@@ -191,7 +191,7 @@ TEST(engine_naive_answer_and_log)
     /* feedback on a non-bandit pipeline is accepted; unknown ids are not */
     ASSERT_OK(dynrag_engine_feedback(e, id, 1.0, &err), &err);
     ASSERT_EQ(dynrag_engine_feedback(e, "nope", 1.0, &err), DYNRAG_ERR_NOTFOUND);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     ASSERT_EQ(count_lines(log_path), 1);
     char *report = NULL, *json = NULL;
@@ -232,7 +232,7 @@ TEST(engine_adaptive_none_single_multi)
     dynrag_engine *e = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
 
     /* The rule wants `none`, but offline no generator can answer without
      * passages: `none` is unavailable, removed before routing, and the
@@ -283,7 +283,7 @@ TEST(engine_adaptive_none_single_multi)
     ASSERT(found_france);
     cJSON_Delete(rec);
     dynrag_result_free(r);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }
 
@@ -319,7 +319,7 @@ TEST(engine_budget_enforced)
     dynrag_engine *e = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     dynrag_result *r = NULL;
     ASSERT_OK(dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err), &err);
     cJSON *rec = cJSON_Parse(dynrag_result_json(r));
@@ -330,7 +330,7 @@ TEST(engine_budget_enforced)
     ASSERT_EQ(dynrag_result_totals(r)->usd, 0);
     cJSON_Delete(rec);
     dynrag_result_free(r);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 
     /* A budget of zero with a non-free retrieval option: nothing fits, the
@@ -343,7 +343,7 @@ TEST(engine_budget_enforced)
         "    router: {type: fixed, params: {option: dense}}\n";
     p = load_yaml(zero);
     ASSERT(p != NULL);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     ASSERT_OK(dynrag_engine_query(e, "capital of France", NULL, &r, &err), &err);
     rec = cJSON_Parse(dynrag_result_json(r));
     ASSERT_STR_EQ(choice_of(rec, "index"), "bm25");
@@ -352,7 +352,7 @@ TEST(engine_budget_enforced)
                     "ran the cheapest");
     cJSON_Delete(rec);
     dynrag_result_free(r);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }
 
@@ -388,7 +388,7 @@ TEST(engine_openai_generator_and_fallback)
     dynrag_result *r = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    if (p == NULL || dynrag_engine_create(p, NULL, &e, &err) != DYNRAG_OK) {
+    if (p == NULL || dynrag_engine_open(p, NULL, &e, &err) != DYNRAG_OK) {
         test_double_stop(&d);
         ASSERT(0);
     }
@@ -416,7 +416,7 @@ TEST(engine_openai_generator_and_fallback)
     ASSERT_CONTAINS(dynrag_result_answer(r), "Paris");
     cJSON_Delete(rec);
     dynrag_result_free(r);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     ASSERT_EQ(count_lines(log_path), 2);
 }
@@ -433,12 +433,12 @@ TEST(engine_unconfigured_endpoint_runs_offline)
     dynrag_result *r = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     ASSERT_OK(dynrag_engine_query(e, "Who walked on the Moon first?", NULL, &r, &err), &err);
     ASSERT_CONTAINS(dynrag_result_answer(r), "Armstrong");
     ASSERT_STR_EQ(dynrag_result_decision(r, 5)->choice, "extractive");
     dynrag_result_free(r);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }
 
@@ -468,7 +468,7 @@ TEST(engine_cascades_escalate)
     dynrag_result *r = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     ASSERT_OK(dynrag_engine_query(e, "When was the Eiffel Tower completed by the zebra committee?", NULL,
                                   &r, &err),
               &err);
@@ -487,7 +487,7 @@ TEST(engine_cascades_escalate)
     ASSERT_EQ(dynrag_result_totals(r)->generator_calls, 2);
     cJSON_Delete(rec);
     dynrag_result_free(r);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }
 
@@ -543,7 +543,7 @@ TEST(engine_seq_logprob_cascade)
         dynrag_engine *e = NULL;
         dynrag_error err;
         dynrag_error_clear(&err);
-        if (p == NULL || dynrag_engine_create(p, NULL, &e, &err) != DYNRAG_OK) {
+        if (p == NULL || dynrag_engine_open(p, NULL, &e, &err) != DYNRAG_OK) {
             test_double_stop(&d);
             ASSERT(0);
         }
@@ -572,7 +572,7 @@ TEST(engine_seq_logprob_cascade)
         kept += !esc;
         cJSON_Delete(rec);
         dynrag_result_free(r);
-        dynrag_engine_free(e);
+        dynrag_engine_close(e);
         dynrag_pipeline_free(p);
     }
     test_double_stop(&d);
@@ -619,7 +619,7 @@ TEST(engine_extractive_support_drives_cascade)
             dynrag_engine *e = NULL;
             dynrag_error err;
             dynrag_error_clear(&err);
-            ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+            ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
             double thr = strtod(thresholds[t], NULL);
             for (size_t q = 0; q < sizeof qs / sizeof *qs; q++) {
                 dynrag_result *r = NULL;
@@ -643,7 +643,7 @@ TEST(engine_extractive_support_drives_cascade)
                 cJSON_Delete(rec);
                 dynrag_result_free(r);
             }
-            dynrag_engine_free(e);
+            dynrag_engine_close(e);
             dynrag_pipeline_free(p);
         }
     ASSERT_GT(below_one, 0);
@@ -675,7 +675,7 @@ TEST(engine_self_route_context_escalation)
     dynrag_result *r = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     ASSERT_OK(dynrag_engine_query(e, "Tell me about zebras", NULL, &r, &err), &err);
     cJSON *rec = cJSON_Parse(dynrag_result_json(r));
     cJSON *cas = cJSON_GetObjectItem(rec, "cascade");
@@ -690,7 +690,7 @@ TEST(engine_self_route_context_escalation)
     ASSERT(dynrag_result_unanswerable(r));
     cJSON_Delete(rec);
     dynrag_result_free(r);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }
 
@@ -725,7 +725,7 @@ TEST(engine_route_log_whole_lines_concurrent)
     dynrag_engine *e = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     pthread_t th[4];
     worker w[4];
     for (int i = 0; i < 4; i++) {
@@ -736,7 +736,7 @@ TEST(engine_route_log_whole_lines_concurrent)
         pthread_join(th[i], NULL);
     for (int i = 0; i < 4; i++)
         ASSERT_EQ(w[i].failures, 0);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     FILE *f = fopen(log_path, "r");
     ASSERT(f != NULL);
@@ -790,7 +790,7 @@ TEST(engine_bandit_sla_penalty)
     dynrag_engine *e = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     uint64_t rng = 7;
     double want[2] = {0, 0};
     int n[2] = {0, 0}, over = 0, under = 0;
@@ -822,7 +822,7 @@ TEST(engine_bandit_sla_penalty)
         cJSON_Delete(rec);
         dynrag_result_free(r);
     }
-    dynrag_engine_free(e); /* saves the state */
+    dynrag_engine_close(e); /* saves the state */
     dynrag_pipeline_free(p);
     char path[4300], cmd[4400], *text = NULL;
     snprintf(path, sizeof path, "%s/sla-state.json", test_tmpdir());
@@ -868,7 +868,7 @@ TEST(engine_bandit_feedback_persists)
     dynrag_result *r = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     char ids[4][128];
     for (int i = 0; i < 4; i++) {
         ASSERT_OK(dynrag_engine_query(e, "What is the capital of France?", NULL, &r, &err), &err);
@@ -881,7 +881,7 @@ TEST(engine_bandit_feedback_persists)
     /* a reward counts once per query id */
     ASSERT_EQ(dynrag_engine_feedback(e, ids[0], 1.0, &err), DYNRAG_ERR_STATE);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "already rewarded");
-    dynrag_engine_free(e); /* saves the state */
+    dynrag_engine_close(e); /* saves the state */
     char state[4300];
     snprintf(state, sizeof(state), "%s/bandit-state.json", test_tmpdir());
     char *text = NULL;
@@ -892,12 +892,12 @@ TEST(engine_bandit_feedback_persists)
     ASSERT_CONTAINS(text, "dense");
     free(text);
     /* reload: the state is read back and routing continues */
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     ASSERT_OK(dynrag_engine_query(e, "Who created Python?", NULL, &r, &err), &err);
     char id5[128];
     snprintf(id5, sizeof id5, "%s", dynrag_result_id(r));
     dynrag_result_free(r);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     /* and feedback from the CLI, by query id, through the route log; the
      * reward store refuses ids the engine already rewarded */
@@ -1025,7 +1025,7 @@ TEST(engine_force_retrieve_only_and_k)
     dynrag_result *r = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     dynrag_force f = {"index", "dense"};
     dynrag_query_options qo;
     dynrag_query_options_init(&qo);
@@ -1049,7 +1049,7 @@ TEST(engine_force_retrieve_only_and_k)
     f.option = "nope";
     ASSERT_EQ(dynrag_engine_query(e, "capital of France", &qo, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "no option 'nope'");
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     ASSERT_EQ(count_lines(log_path), 0);
 }

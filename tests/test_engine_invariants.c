@@ -128,7 +128,7 @@ TEST(engine_multi_step_context_has_later_step_passages)
     dynrag_engine_options eo;
     dynrag_engine_options_init(&eo);
     eo.no_log = true;
-    ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, &eo, &e, &err), &err);
     static const char *const qs[] = {
         "What is the capital of the country where the Eiffel Tower is located?",
         "In which city was the creator of Python born?",
@@ -168,7 +168,7 @@ TEST(engine_multi_step_context_has_later_step_passages)
     /* The property is about later steps: most of these bridge questions take
      * more than one step. */
     ASSERT_GE(multi_step_queries, 3);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }
 
@@ -215,7 +215,7 @@ TEST(engine_quickstart_offline_answers_sqlite_howtos)
     dynrag_engine_options_init(&eo);
     eo.index_dir = idx;
     eo.no_log = true;
-    ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, &eo, &e, &err), &err);
     static const char *const qs[][2] = {
         {"How do I enable WAL mode?", "journal_mode=WAL"},
         {"What is the default page size?", "4096"},
@@ -236,7 +236,7 @@ TEST(engine_quickstart_offline_answers_sqlite_howtos)
         cJSON_Delete(rec);
         dynrag_result_free(r);
     }
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }
 
@@ -451,7 +451,7 @@ TEST(engine_budget_fallback_record_invariants_generated)
         dynrag_engine_options eo;
         dynrag_engine_options_init(&eo);
         eo.log_path = log;
-        int rc = dynrag_engine_create(p, &eo, &e, &err);
+        int rc = dynrag_engine_open(p, &eo, &e, &err);
         if (rc != DYNRAG_OK)
             test_double_stop(&d);
         ASSERT_OK(rc, &err);
@@ -553,7 +553,7 @@ TEST(engine_budget_fallback_record_invariants_generated)
             cJSON_Delete(rec);
             dynrag_result_free(r);
         }
-        dynrag_engine_free(e);
+        dynrag_engine_close(e);
         dynrag_pipeline_free(p);
     }
     test_double_stop(&d);
@@ -605,7 +605,7 @@ TEST(engine_embedder_routing_uses_each_embedders_index)
     dynrag_engine_options eo;
     dynrag_engine_options_init(&eo);
     eo.no_log = true;
-    ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, &eo, &e, &err), &err);
     const char *long_q = "Who was the first person to walk on the Moon?";
     dynrag_result *r = NULL;
     ASSERT_OK(dynrag_engine_query(e, long_q, NULL, &r, &err), &err);
@@ -615,7 +615,7 @@ TEST(engine_embedder_routing_uses_each_embedders_index)
     ASSERT(cJSON_IsString(cJSON_GetObjectItem(cJSON_GetObjectItem(es, "unavailable"), "large")));
     cJSON_Delete(rec);
     dynrag_result_free(r);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     /* `dynrag index --pipeline` builds one dense index per embedder option:
      * now the router's choice runs, with its own index (identity checked). */
     snprintf(cmd, sizeof(cmd), "'%s' index --pipeline '%s' '%s' 2>&1", test_cli_path(), yaml_path,
@@ -627,7 +627,7 @@ TEST(engine_embedder_routing_uses_each_embedders_index)
     ASSERT_EQ(rc, 0);
     ASSERT_CONTAINS(out, "embedder option 'large'");
     free(out);
-    ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, &eo, &e, &err), &err);
     static const char *const qs[][2] = {
         {"Who was the first person to walk on the Moon?", "large"},
         {"capital of France", "small"},
@@ -645,6 +645,6 @@ TEST(engine_embedder_routing_uses_each_embedders_index)
     /* Each option's index answers with its own identity. */
     ASSERT_EQ(dynrag_index_dim(dynrag_engine_index(e, "small")), 64);
     ASSERT_EQ(dynrag_index_dim(dynrag_engine_index(e, "large")), 128);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }

@@ -257,8 +257,8 @@ static int call_server(void *ctx, const void *opt, dynrag_error *err)
 {
     fixture *f = ctx;
     dynrag_server *s = NULL;
-    int rc = dynrag_server_create(f->p, opt, &s, err);
-    dynrag_server_free(s);
+    int rc = dynrag_server_open(f->p, opt, &s, err);
+    dynrag_server_close(s);
     return rc;
 }
 
@@ -266,8 +266,8 @@ static int call_engine(void *ctx, const void *opt, dynrag_error *err)
 {
     fixture *f = ctx;
     dynrag_engine *e = NULL;
-    int rc = dynrag_engine_create(f->p, opt, &e, err);
-    dynrag_engine_free(e);
+    int rc = dynrag_engine_open(f->p, opt, &e, err);
+    dynrag_engine_close(e);
     return rc;
 }
 
@@ -426,7 +426,7 @@ TEST(options_zero_is_value_or_named_error)
         VALUE(dynrag_engine_options, log_path),
     };
     CHECK_ZEROES(dynrag_engine_options, eo, engine_fields, call_engine, &f, false);
-    ASSERT_OK(dynrag_engine_create(f.p, &eo, &f.e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(f.p, &eo, &f.e, &err), &err);
     dynrag_query_options qo;
     dynrag_query_options_init(&qo);
     qo.no_log = true;
@@ -593,7 +593,7 @@ TEST(options_zero_is_value_or_named_error)
     dynrag_eval_comparison_free(&c);
 
     dynrag_eval_table_free(t);
-    dynrag_engine_free(f.e);
+    dynrag_engine_close(f.e);
     dynrag_pipeline_free(f.p);
     dynrag_index_close(f.index);
 }

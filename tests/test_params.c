@@ -230,7 +230,7 @@ TEST(params_zero_is_a_value_end_to_end)
         dynrag_engine *e = NULL;
         dynrag_engine_options eo;
         dynrag_engine_options_init(&eo);
-        ASSERT_OK(dynrag_engine_create(p, &eo, &e, &err), &err);
+        ASSERT_OK(dynrag_engine_open(p, &eo, &e, &err), &err);
         dynrag_query_options qo;
         dynrag_query_options_init(&qo);
         qo.no_log = true;
@@ -246,7 +246,7 @@ TEST(params_zero_is_a_value_end_to_end)
                            want[i]);
         }
         dynrag_result_free(r);
-        dynrag_engine_free(e);
+        dynrag_engine_close(e);
         dynrag_pipeline_free(p);
     }
     dynrag_index_close(idx);

@@ -121,10 +121,10 @@ static dynrag_server *start_server(fixture *f, const char *key, int threads, int
     dynrag_server *s = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    if (dynrag_server_create(f->p, &o, &s, &err) != DYNRAG_OK ||
+    if (dynrag_server_open(f->p, &o, &s, &err) != DYNRAG_OK ||
         dynrag_server_start(s, &err) != DYNRAG_OK) {
         fprintf(stderr, "server: %s\n", dynrag_errmsg(&err));
-        dynrag_server_free(s);
+        dynrag_server_close(s);
         return NULL;
     }
     return s;
@@ -359,7 +359,7 @@ TEST(server_api_every_endpoint)
     /* Graceful stop flushes the route log: one line for the one query. */
     dynrag_error err;
     ASSERT_OK(dynrag_server_stop(s, &err), &err);
-    dynrag_server_free(s);
+    dynrag_server_close(s);
     ASSERT_EQ(count_lines(f.log), 1);
     dynrag_pipeline_free(f.p);
 }
@@ -463,7 +463,7 @@ TEST(server_openai_chat_completions)
     ASSERT_EQ(r.status, 400);
     ASSERT_CONTAINS(r.body, "\"param\":\"messages\"");
     http_reply_free(&r);
-    dynrag_server_free(s);
+    dynrag_server_close(s);
     dynrag_pipeline_free(f.p);
 }
 
@@ -582,7 +582,7 @@ TEST(server_concurrent_clients_match_serial)
     }
     for (size_t i = 0; i < N_CQ * 2; i++)
         free(expect[i]);
-    dynrag_server_free(s);
+    dynrag_server_close(s);
     /* Every /v1/query was logged: N_CQ serial + 8 x 3 x N_CQ parallel. */
     ASSERT_EQ(count_lines(f.log), N_CQ + 8 * 3 * N_CQ);
     dynrag_pipeline_free(f.p);
@@ -749,7 +749,7 @@ TEST(server_request_deadline_and_idle_timeout)
     close(fd);
     ASSERT_LE(n, 0);
     ASSERT_LE(time(NULL) - t0, 5);
-    dynrag_server_free(s);
+    dynrag_server_close(s);
     dynrag_pipeline_free(f.p);
 }
 
@@ -901,7 +901,7 @@ static void reindex_under_load(bool with_inotify)
         total += c[i].ok;
     }
     ASSERT_GT(total, 20);
-    dynrag_server_free(s);
+    dynrag_server_close(s);
     dynrag_pipeline_free(f.p);
     unsetenv("DYNRAG_TEST_NO_INOTIFY");
 }
@@ -1012,7 +1012,7 @@ TEST(server_models_and_duplicate_query_ids)
         ASSERT_EQ(ok, 1);
         ASSERT_EQ(conflict, 7);
     }
-    dynrag_server_free(s);
+    dynrag_server_close(s);
     /* One record per accepted query: dup-1 and five races. */
     ASSERT_EQ(count_lines(f.log), 6);
     dynrag_pipeline_free(f.p);

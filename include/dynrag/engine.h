@@ -27,7 +27,7 @@ extern "C" {
 
 typedef struct dynrag_engine dynrag_engine;
 
-/* Options of dynrag_engine_create(). Call dynrag_engine_options_init()
+/* Options of dynrag_engine_open(). Call dynrag_engine_options_init()
  * first, then set what differs: every field is taken literally. */
 typedef struct dynrag_engine_options {
     const char *index_dir; /* overrides the pipeline's `index:`; NULL (default) = the pipeline's */
@@ -42,12 +42,12 @@ DYNRAG_API void dynrag_engine_options_init(dynrag_engine_options *o);
  * (when a stage needs one), creates every router and loads router state.
  * opt may be NULL (the defaults of dynrag_engine_options_init). Fails with
  * a message naming the stage or file. */
-DYNRAG_API int dynrag_engine_create(const dynrag_pipeline *p, const dynrag_engine_options *opt,
+DYNRAG_API int dynrag_engine_open(const dynrag_pipeline *p, const dynrag_engine_options *opt,
                                     dynrag_engine **out, dynrag_error *err);
 
 /* Saves router state (bandits), flushes the log and frees the engine.
  * Accepts NULL. */
-DYNRAG_API void dynrag_engine_free(dynrag_engine *e);
+DYNRAG_API void dynrag_engine_close(dynrag_engine *e);
 
 /* The route-log path the engine appends to, or NULL when not logging.
  * Owned by the engine. */

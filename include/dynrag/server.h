@@ -7,9 +7,9 @@
  * included) and /v1/models, /healthz and Prometheus /metrics. Requests run on a pool of
  * threads sharing one engine.
  *
- * Life cycle: dynrag_server_create() (opens the engine) ->
+ * Life cycle: dynrag_server_open() (opens the engine) ->
  * dynrag_server_start() (binds and serves) -> dynrag_server_wait() (until
- * dynrag_server_request_stop(), e.g. from a signal) -> dynrag_server_free()
+ * dynrag_server_request_stop(), e.g. from a signal) -> dynrag_server_close()
  * (stops accepting, lets in-flight requests finish, saves router state and
  * flushes the route log).
  */
@@ -28,7 +28,7 @@ extern "C" {
 
 typedef struct dynrag_server dynrag_server;
 
-/* Options of dynrag_server_create(). Call dynrag_server_options_init()
+/* Options of dynrag_server_open(). Call dynrag_server_options_init()
  * first, then set what differs: every field is taken literally, and a value
  * out of range fails with DYNRAG_ERR_INVALID naming the field. */
 typedef struct dynrag_server_options {
@@ -54,7 +54,7 @@ DYNRAG_API void dynrag_server_options_init(dynrag_server_options *o);
 /* Creates a server for a pipeline (which must outlive it) and its engine.
  * opt may be NULL (the defaults of dynrag_server_options_init). Nothing is
  * bound yet. Fails with a message naming the stage, file or option. */
-DYNRAG_API int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *opt,
+DYNRAG_API int dynrag_server_open(const dynrag_pipeline *p, const dynrag_server_options *opt,
                                     dynrag_server **out, dynrag_error *err);
 
 /* Binds the address and starts the worker threads. DYNRAG_ERR_IO when the
@@ -85,7 +85,7 @@ DYNRAG_API int dynrag_server_stop_on_signals(dynrag_server *s, dynrag_error *err
 DYNRAG_API int dynrag_server_stop(dynrag_server *s, dynrag_error *err);
 
 /* Stops (if needed) and frees the server and its engine. Accepts NULL. */
-DYNRAG_API void dynrag_server_free(dynrag_server *s);
+DYNRAG_API void dynrag_server_close(dynrag_server *s);
 
 #ifdef __cplusplus
 }

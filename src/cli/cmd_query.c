@@ -236,7 +236,7 @@ int cmd_query(int argc, char **argv)
     dynrag_error err;
     dynrag_error_clear(&err);
     int rc = CLI_OK;
-    if (dynrag_engine_create(p, &eo, &e, &err) != DYNRAG_OK) {
+    if (dynrag_engine_open(p, &eo, &e, &err) != DYNRAG_OK) {
         cli_error("query", "%s", dynrag_errmsg(&err));
         rc = CLI_FAIL;
         goto cleanup;
@@ -262,12 +262,12 @@ int cmd_query(int argc, char **argv)
     dynrag_result_free(r);
 cleanup:
     /* Router state (bandit route counts) that cannot be saved fails the
-     * command: dynrag_engine_free() would only log it. */
+     * command: dynrag_engine_close() would only log it. */
     if (e != NULL && dynrag_engine_save(e, &err) != DYNRAG_OK) {
         cli_error("query", "%s", dynrag_errmsg(&err));
         rc = CLI_FAIL;
     }
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     return rc;
 }
@@ -337,7 +337,7 @@ int cmd_feedback(int argc, char **argv)
     dynrag_error_clear(&err);
     int rc = CLI_FAIL;
     char *rec = NULL;
-    if (dynrag_engine_create(p, &eo, &e, &err) != DYNRAG_OK) {
+    if (dynrag_engine_open(p, &eo, &e, &err) != DYNRAG_OK) {
         cli_error("feedback", "%s", dynrag_errmsg(&err));
         goto cleanup;
     }
@@ -360,7 +360,7 @@ int cmd_feedback(int argc, char **argv)
     rc = CLI_OK;
 cleanup:
     free(rec);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     return rc;
 }

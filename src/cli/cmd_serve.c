@@ -159,7 +159,7 @@ int cmd_serve(int argc, char **argv)
     dynrag_error err;
     dynrag_error_clear(&err);
     int rc = CLI_OK;
-    if (dynrag_server_create(p, &so, &s, &err) != DYNRAG_OK ||
+    if (dynrag_server_open(p, &so, &s, &err) != DYNRAG_OK ||
         dynrag_server_stop_on_signals(s, &err) != DYNRAG_OK ||
         dynrag_server_start(s, &err) != DYNRAG_OK) {
         cli_error("serve", "%s", dynrag_errmsg(&err));
@@ -178,7 +178,7 @@ int cmd_serve(int argc, char **argv)
         rc = CLI_FAIL;
     }
 cleanup:
-    dynrag_server_free(s);
+    dynrag_server_close(s);
     dynrag_pipeline_free(p);
     return rc;
 }

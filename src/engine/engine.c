@@ -360,7 +360,7 @@ static int open_indexes(dynrag_engine *e, dynrag_error *err)
 }
 
 /* Public: see dynrag/engine.h. The engine borrows `p`, which must outlive it. */
-int dynrag_engine_create(const dynrag_pipeline *p, const dynrag_engine_options *opt,
+int dynrag_engine_open(const dynrag_pipeline *p, const dynrag_engine_options *opt,
                          dynrag_engine **out, dynrag_error *err)
 {
     *out = NULL;
@@ -409,7 +409,7 @@ int dynrag_engine_create(const dynrag_pipeline *p, const dynrag_engine_options *
     *out = e;
     return DYNRAG_OK;
 fail:
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     return rc;
 }
 
@@ -446,7 +446,7 @@ int dynrag_engine_save(dynrag_engine *e, dynrag_error *err)
 }
 
 /* Public: saves (logging a failure), then frees; NULL is fine. */
-void dynrag_engine_free(dynrag_engine *e)
+void dynrag_engine_close(dynrag_engine *e)
 {
     if (e == NULL)
         return;

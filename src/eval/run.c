@@ -601,7 +601,7 @@ static void eval_state_free(eval_state *s)
     free(s->router_ents);
     cache_free(&s->rc.cache);
     cJSON_Delete(s->rc.failures);
-    dynrag_engine_free(s->rc.e);
+    dynrag_engine_close(s->rc.e);
     dr_eval_data_free(s->rc.data);
     free(s->rc.data);
     dynrag_pipeline_free(s->p);
@@ -704,7 +704,7 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     dynrag_engine_options_init(&eo);
     eo.index_dir = opt->index_dir;
     eo.no_log = true;
-    if ((rc = dynrag_engine_create(s->p, &eo, &s->rc.e, err)) != DYNRAG_OK)
+    if ((rc = dynrag_engine_open(s->p, &eo, &s->rc.e, err)) != DYNRAG_OK)
         return rc;
     /* So do the indexes: a rebuilt or grown index (a new write generation)
      * must not reuse outcomes cached from the old one. */
@@ -1052,7 +1052,7 @@ static int knn_sweep(eval_state *s, const dynrag_eval_options *opt, int sid,
         eo.index_dir = opt->index_dir;
         eo.no_log = true;
         dynrag_engine *e = NULL;
-        if ((rc = dynrag_engine_create(p, &eo, &e, err)) != DYNRAG_OK)
+        if ((rc = dynrag_engine_open(p, &eo, &e, err)) != DYNRAG_OK)
             break;
         for (size_t q = 0; q < nq && rc == DYNRAG_OK; q++) {
             const dr_eval_item *it = &s->rc.data->items[q];
@@ -1085,7 +1085,7 @@ static int knn_sweep(eval_state *s, const dynrag_eval_options *opt, int sid,
                 last = now;
             }
         }
-        dynrag_engine_free(e);
+        dynrag_engine_close(e);
         if (rc == DYNRAG_OK)
             dr_eval_row_of_choices(t, co, choice, "sweep", v, &rows[g]);
     }

@@ -730,7 +730,7 @@ void dynrag_server_options_init(dynrag_server_options *o)
     o->cors_origin = NULL;
 }
 
-int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *opt,
+int dynrag_server_open(const dynrag_pipeline *p, const dynrag_server_options *opt,
                          dynrag_server **out, dynrag_error *err)
 {
     *out = NULL;
@@ -789,13 +789,13 @@ int dynrag_server_create(const dynrag_pipeline *p, const dynrag_server_options *
     eo.index_dir = o.index_dir;
     eo.log_path = o.log_path;
     eo.no_log = o.no_log;
-    rc = dynrag_engine_create(p, &eo, &s->e, err);
+    rc = dynrag_engine_open(p, &eo, &s->e, err);
     if (rc != DYNRAG_OK)
         goto fail;
     *out = s;
     return DYNRAG_OK;
 fail:
-    dynrag_server_free(s);
+    dynrag_server_close(s);
     return rc;
 }
 
@@ -888,7 +888,7 @@ int dynrag_server_stop(dynrag_server *s, dynrag_error *err)
     return s->e ? dynrag_engine_save(s->e, err) : DYNRAG_OK;
 }
 
-void dynrag_server_free(dynrag_server *s)
+void dynrag_server_close(dynrag_server *s)
 {
     if (s == NULL)
         return;
@@ -898,7 +898,7 @@ void dynrag_server_free(dynrag_server *s)
     dynrag_error_clear(&err);
     if (dynrag_server_stop(s, &err) != DYNRAG_OK)
         dr_log(DYNRAG_LOG_ERROR, MOD, "saving state: %s", dynrag_errmsg(&err));
-    dynrag_engine_free(s->e);
+    dynrag_engine_close(s->e);
     dr_metrics_free(s->m);
     if (s->wake[0] >= 0)
         close(s->wake[0]);

@@ -186,9 +186,9 @@ _pipeline_to_json = _fn("dynrag_pipeline_to_json", c_void_p, c_void_p)
 _diags_count = _fn("dynrag_diags_count", c_size_t, c_void_p)
 _diags_get = _fn("dynrag_diags_get", _P(_Diag), c_void_p, c_size_t)
 _diags_free = _fn("dynrag_diags_free", None, c_void_p)
-_engine_create = _fn("dynrag_engine_create", c_int, c_void_p, _P(_EngineOptions), _P(c_void_p),
+_engine_create = _fn("dynrag_engine_open", c_int, c_void_p, _P(_EngineOptions), _P(c_void_p),
                      _ERR)
-_engine_free = _fn("dynrag_engine_free", None, c_void_p)
+_engine_free = _fn("dynrag_engine_close", None, c_void_p)
 _engine_options_init = _fn("dynrag_engine_options_init", None, _P(_EngineOptions))
 _query_options_init = _fn("dynrag_query_options_init", None, _P(_QueryOptions))
 _search_options_init = _fn("dynrag_search_options_init", None, _P(_SearchOptions))
