@@ -1,6 +1,6 @@
 /*
  * router_baseline.c - trains the hashed-feature logistic-regression
- * query-complexity router (src/data/logreg.h) on a labelled JSONL train
+ * query-complexity router (tools/research/logreg.h) on a labelled JSONL train
  * set and reports, for the valid set and each extra evaluation set:
  * accuracy, macro-F1, per-class recall, the confusion matrix and the
  * per-query latency (feature extraction + scoring) p50/p99. Prints
@@ -12,7 +12,7 @@
  */
 #include "core/util.h"
 #include "data/labelled.h"
-#include "data/logreg.h"
+#include "research/logreg.h"
 
 #include <stdio.h>
 #include <stdlib.h>

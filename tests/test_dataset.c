@@ -4,8 +4,8 @@
 
 #include "core/util.h"
 #include "data/labelled.h"
-#include "data/logreg.h"
-#include "dynrag/dataset.h"
+#include "research/logreg.h"
+#include "research/dataset.h"
 
 #include <strings.h>
 

@@ -10,7 +10,6 @@
  *   server.h      the HTTP server
  *   classifier.h  the query-complexity classifier
  *   train.h       training the classifier
- *   dataset.h     labelled data sets
  *   metrics.h     IR and QA metrics
  *   eval.h        evaluating routers against baselines
  */
@@ -24,7 +23,6 @@
 #include "dynrag/version.h"
 
 #include "dynrag/classifier.h"
-#include "dynrag/dataset.h"
 #include "dynrag/engine.h"
 #include "dynrag/eval.h"
 #include "dynrag/index.h"

@@ -187,7 +187,7 @@ typedef struct dynrag_eval_comparison {
  * cheapest option. Random picks options uniformly with dynrag's seeded PRNG;
  * random-mix with the router's observed shares. A failed cell counts as
  * quality 0. Fails with DYNRAG_ERR_INVALID for an empty table or more than
- * 16 options. Free with dynrag_eval_comparison_free. */
+ * DYNRAG_MAX_OPTIONS options. Free with dynrag_eval_comparison_free. */
 DYNRAG_API int dynrag_eval_compare(const dynrag_eval_table *t,
                                    const dynrag_eval_compare_options *opt,
                                    dynrag_eval_comparison *out, dynrag_error *err);

@@ -1,10 +1,10 @@
 /* cmd_dataset.c - `dynrag dataset complexity`: build the labelled
- * query-complexity data set (include/dynrag/dataset.h); `dynrag dataset
+ * query-complexity data set (tools/research/dataset.h, the research tools module); `dynrag dataset
  * routerdc|routerbench`: convert routing benchmarks to outcome tables
  * (include/dynrag/outcomes.h). */
 #include "cli.h"
 
-#include "dynrag/dataset.h"
+#include "research/dataset.h"
 #include "dynrag/outcomes.h"
 
 #include <stdio.h>

@@ -17,7 +17,7 @@
 typedef struct acc {
     double sum[DYNRAG_EVAL_N_METRICS];
     size_t cnt[DYNRAG_EVAL_N_METRICS];
-    size_t final_count[16];
+    size_t final_count[DYNRAG_MAX_OPTIONS];
     size_t n;
 } acc;
 
@@ -54,7 +54,7 @@ static void acc_add(acc *a, const dynrag_eval_table *t, size_t q, const dynrag_e
             a->cnt[m]++;
         }
     }
-    if (final_opt >= 0 && final_opt < 16)
+    if (final_opt >= 0 && final_opt < DYNRAG_MAX_OPTIONS)
         a->final_count[final_opt]++;
     a->n++;
 }
@@ -66,7 +66,7 @@ static void acc_finish(const acc *a, const dynrag_eval_compare_options *opt, dyn
     r->quality = r->mean[opt->quality];
     r->cost = r->mean[opt->cost];
     r->n_scored = a->cnt[opt->quality];
-    for (int o = 0; o < 16; o++)
+    for (int o = 0; o < DYNRAG_MAX_OPTIONS; o++)
         r->share[o] = a->n ? (double)a->final_count[o] / (double)a->n : 0.0;
 }
 
@@ -225,9 +225,9 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
     dynrag_eval_compare_options opt = *opt_in;
     if (t == NULL || t->n_queries == 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: no queries to compare");
-    if (t->n_options == 0 || t->n_options > 16)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: stage %s has %zu options (1..16)",
-                          t->stage, t->n_options);
+    if (t->n_options == 0 || t->n_options > DYNRAG_MAX_OPTIONS)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: stage %s has %zu options (1..%d)",
+                          t->stage, t->n_options, DYNRAG_MAX_OPTIONS);
     if ((unsigned)opt.quality >= DYNRAG_EVAL_N_METRICS || (unsigned)opt.cost >= DYNRAG_EVAL_N_METRICS)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: bad quality or cost metric");
     int grc = check_grid(&opt, err);
@@ -309,7 +309,7 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
     }
     /* Random at the router's mix. */
     if (choices) {
-        double mix[16] = {0};
+        double mix[DYNRAG_MAX_OPTIONS] = {0};
         size_t n_chosen = 0;
         for (size_t q = 0; q < nq; q++)
             if (t->router_choice[q] >= 0) {
@@ -394,7 +394,7 @@ void dr_eval_row_of_choices(const dynrag_eval_table *t, const dynrag_eval_compar
     acc a = {0};
     for (size_t q = 0; q < t->n_queries; q++) {
         int c = choice[q];
-        if (c >= 0 && (size_t)c < t->n_options && c < 16) {
+        if (c >= 0 && (size_t)c < t->n_options && c < DYNRAG_MAX_OPTIONS) {
             acc_add(&a, t, q, cell(t, q, (size_t)c), c);
             r->calls[c]++;
         } else {
@@ -415,7 +415,7 @@ void dr_eval_row_of_chains(const dynrag_eval_table *t, const dynrag_eval_compare
     dynrag_eval_outcome tmp;
     for (size_t q = 0; q < t->n_queries; q++) {
         int l = last[q];
-        if (l >= 0 && (size_t)l < t->n_options && l < 16) {
+        if (l >= 0 && (size_t)l < t->n_options && l < DYNRAG_MAX_OPTIONS) {
             chain_outcome(t, q, first[q], l, &tmp, r);
             acc_add(&a, t, q, &tmp, l);
         } else {

@@ -1,10 +1,10 @@
 /*
  * complexity.c - the labelled query-complexity data set builder
- * (include/dynrag/dataset.h): reads CLINC150, NQ-open, EfficientQA,
+ * (research/dataset.h, the research tools module): reads CLINC150, NQ-open, EfficientQA,
  * MuSiQue and HotpotQA, labels A/B/C, deduplicates, balances, splits and
  * writes JSON Lines.
  */
-#include "dynrag/dataset.h"
+#include "research/dataset.h"
 
 #include "core/util.h"
 

@@ -1,6 +1,7 @@
 /*
- * data/logreg.h - multinomial logistic regression on signed hashed text
- * features (internal): the baseline query-complexity router.
+ * research/logreg.h - multinomial logistic regression on signed hashed text
+ * features (research tools module, not in libdynrag): the baseline
+ * query-complexity router (bench/router_baseline.c).
  *
  * Features of a text: its case-folded words (core/text.h) as unigrams and
  * bigrams, and byte 3..5-grams of " w1 w2 ... wn " (words joined by one
@@ -15,8 +16,8 @@
  * lr / (1 + lr * l2 * t), with the weight-scale trick so that each update
  * costs O(nonzeros x classes). Everything is deterministic for a seed.
  */
-#ifndef DYNRAG_DATA_LOGREG_H
-#define DYNRAG_DATA_LOGREG_H
+#ifndef DYNRAG_RESEARCH_LOGREG_H
+#define DYNRAG_RESEARCH_LOGREG_H
 
 #include "dynrag/status.h"
 

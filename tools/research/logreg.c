@@ -1,5 +1,5 @@
 /* logreg.c - hashed-feature multinomial logistic regression (logreg.h). */
-#include "data/logreg.h"
+#include "research/logreg.h"
 
 #include "core/text.h"
 #include "core/util.h"

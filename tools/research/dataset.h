@@ -1,5 +1,7 @@
 /*
- * dynrag/dataset.h - building the labelled query-complexity data set.
+ * research/dataset.h - building the labelled query-complexity data set (the
+ * research tools module, tools/research/: not part of libdynrag; the CLI,
+ * the tests and the benchmarks link it as the static library dynrag_tools).
  *
  * Labels follow Adaptive-RAG: A = answer without retrieval, B = one
  * retrieval step, C = several retrieval steps. The builder reads the public
@@ -16,8 +18,8 @@
  * a holdout source holdout-<source>.jsonl holding every record of that
  * source, which then appears in neither train nor valid.
  */
-#ifndef DYNRAG_DATASET_H
-#define DYNRAG_DATASET_H
+#ifndef DYNRAG_RESEARCH_DATASET_H
+#define DYNRAG_RESEARCH_DATASET_H
 
 #include "dynrag/common.h"
 
@@ -59,9 +61,9 @@ typedef enum dynrag_dataset_source {
 /* "clinc150", "nq", "efficientqa", "musique", "hotpotqa", "musique-sub", "comparison",
  * "comparison-single", "chain", "chain-single";
  * NULL when out of range. Static strings. */
-DYNRAG_API const char *dynrag_dataset_source_name(int source);
+const char *dynrag_dataset_source_name(int source);
 /* "A", "B", "C"; NULL when out of range. */
-DYNRAG_API const char *dynrag_dataset_label_name(int label);
+const char *dynrag_dataset_label_name(int label);
 
 typedef struct dynrag_dataset_options {
     const char *data_dir;   /* folder with clinc150/, nq-open/, musique/, hotpotqa/ */
@@ -99,7 +101,7 @@ typedef struct dynrag_dataset_stats {
 } dynrag_dataset_stats;
 
 /* Fills opt with the defaults above (data_dir and out_dir NULL). */
-DYNRAG_API void dynrag_dataset_options_init(dynrag_dataset_options *opt);
+void dynrag_dataset_options_init(dynrag_dataset_options *opt);
 
 /*
  * Builds the complexity data set described at the top of this header.
@@ -125,7 +127,7 @@ DYNRAG_API void dynrag_dataset_options_init(dynrag_dataset_options *opt);
  * file (and line); no output file is replaced on failure of the reading
  * phase. Files are written atomically.
  */
-DYNRAG_API int dynrag_dataset_complexity(const dynrag_dataset_options *opt,
+int dynrag_dataset_complexity(const dynrag_dataset_options *opt,
                                          dynrag_dataset_stats *st, dynrag_error *err);
 
 #ifdef __cplusplus
