@@ -2,9 +2,11 @@
  * included, and the qrels/run readers. */
 #include "test.h"
 
+#include "dynrag/eval.h"
 #include "dynrag/metrics.h"
 
 #include <math.h>
+#include <strings.h>
 
 /* q1: d1=2 d2=1 d3=0 d4=1; q2: d5=1; q3: d9=1 (no results). */
 static const char *qrels_beir = "query-id\tcorpus-id\tscore\r\n"
@@ -233,4 +235,57 @@ TEST(metrics_bad_inputs)
     char name[32];
     dynrag_metric_name(m, name, sizeof(name));
     ASSERT_STR_EQ(name, "Recall@100");
+}
+
+/* One parser for ranking-metric names: every spelling dynrag_metric_parse()
+ * accepts for a metric the evaluation records gives the same evaluation
+ * metric, every other cutoff is an error naming the input, and every
+ * evaluation metric's own name parses back to it. */
+TEST(metrics_eval_parser_is_the_ranking_parser)
+{
+    dynrag_error err;
+    dynrag_eval_metric e;
+    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++) {
+        ASSERT_OK(dynrag_eval_metric_parse(dynrag_eval_metric_name((dynrag_eval_metric)i), &e,
+                                           &err),
+                  &err);
+        ASSERT_EQ(e, i);
+    }
+    static const char *const forms[] = {"%s@%d", "%s.%d", "%s_%d"};
+    static const struct {
+        const char *const names[3];
+        int k;
+        dynrag_eval_metric e;
+    } recorded[] = {
+        {{"ndcg", "NDCG", "ndcg_cut"}, 10, DYNRAG_EVAL_NDCG10},
+        {{"recall", "Recall", "RECALL"}, 10, DYNRAG_EVAL_RECALL10},
+        {{"recall", "Recall", "RECALL"}, 100, DYNRAG_EVAL_RECALL100},
+        {{"mrr", "MRR", "recip_rank"}, 10, DYNRAG_EVAL_MRR10},
+    };
+    for (size_t r = 0; r < sizeof recorded / sizeof recorded[0]; r++)
+        for (int k = 1; k <= 120; k++)
+            for (size_t n = 0; n < 3; n++)
+                for (size_t f = 0; f < 3; f++) {
+                    char s[64];
+                    snprintf(s, sizeof s, forms[f], recorded[r].names[n], k);
+                    dynrag_metric_spec spec;
+                    ASSERT_OK(dynrag_metric_parse(s, &spec, &err), &err);
+                    ASSERT_EQ(spec.k, k);
+                    int rc = dynrag_eval_metric_parse(s, &e, &err);
+                    bool is_recorded = false;
+                    for (size_t o = 0; o < sizeof recorded / sizeof recorded[0]; o++)
+                        if (recorded[o].k == k && strcasecmp(recorded[o].names[0],
+                                                             recorded[r].names[0]) == 0) {
+                            is_recorded = true;
+                            ASSERT_EQ(rc, DYNRAG_OK);
+                            ASSERT_EQ(e, recorded[o].e);
+                        }
+                    if (!is_recorded) {
+                        ASSERT_EQ(rc, DYNRAG_ERR_INVALID);
+                        ASSERT_CONTAINS(dynrag_errmsg(&err), s);
+                    }
+                }
+    ASSERT_EQ(dynrag_eval_metric_parse("recip_rank", &e, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dynrag_eval_metric_parse("p@10", &e, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dynrag_eval_metric_parse("bleu", &e, &err), DYNRAG_ERR_INVALID);
 }

@@ -75,8 +75,11 @@ typedef enum dynrag_eval_metric {
 
 /* The metric's name as above (static string). */
 DYNRAG_API const char *dynrag_eval_metric_name(dynrag_eval_metric m);
-/* Parses a metric name; also "latency" and "energy". DYNRAG_ERR_INVALID when
- * unknown. */
+/* Parses a metric name (case-insensitive); also "latency" and "energy", and
+ * a ranking metric in any spelling dynrag_metric_parse() (metrics.h) accepts,
+ * e.g. "nDCG@10", "ndcg_cut.10", "recall_100". DYNRAG_ERR_INVALID when
+ * unknown, or for a ranking metric the evaluation does not record (e.g.
+ * "ndcg@5", or "recip_rank" without a cutoff). */
 DYNRAG_API int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err);
 /* True for cost metrics (steps .. energy_wh): they add up along a cascade. */
 DYNRAG_API bool dynrag_eval_metric_is_cost(dynrag_eval_metric m);

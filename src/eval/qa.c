@@ -3,6 +3,7 @@
  * outcome-table container of the evaluation harness.
  */
 #include "dynrag/eval.h"
+#include "dynrag/metrics.h"
 
 #include "core/text.h"
 #include "core/util.h"
@@ -152,6 +153,31 @@ int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_erro
     if (strcasecmp(s, "energy") == 0) {
         *out = DYNRAG_EVAL_ENERGY;
         return DYNRAG_OK;
+    }
+    /* Ranking metrics go through the one ranking-metric parser
+     * (dynrag_metric_parse: "NDCG@10", "ndcg_cut.10", "recip_rank"...); the
+     * evaluation records four of them. */
+    dynrag_metric_spec spec;
+    if (dynrag_metric_parse(s, &spec, NULL) == DYNRAG_OK) {
+        static const struct {
+            dynrag_metric m;
+            int k;
+            dynrag_eval_metric e;
+        } recorded[] = {
+            {DYNRAG_METRIC_NDCG, 10, DYNRAG_EVAL_NDCG10},
+            {DYNRAG_METRIC_RECALL, 10, DYNRAG_EVAL_RECALL10},
+            {DYNRAG_METRIC_RECALL, 100, DYNRAG_EVAL_RECALL100},
+            {DYNRAG_METRIC_MRR, 10, DYNRAG_EVAL_MRR10},
+        };
+        for (size_t i = 0; i < DR_ARRAY_LEN(recorded); i++)
+            if (spec.metric == recorded[i].m && spec.k == recorded[i].k) {
+                *out = recorded[i].e;
+                return DYNRAG_OK;
+            }
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "metric '%s': the evaluation records only ndcg@10, recall@10, "
+                          "recall@100 and mrr@10 of the ranking metrics",
+                          s);
     }
     return dr_err_set(err, DYNRAG_ERR_INVALID,
                       "unknown metric '%s' (expected em, f1, context, support, ndcg@10, "
