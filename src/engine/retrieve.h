@@ -30,8 +30,10 @@ int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_
  * an available openai generator option (IRCoT-style), each later step
  * retrieves with the LLM's next reasoning sentence and stops when it gives
  * the answer; without one, or once a reasoning call failed (a fallback) or
- * did not fit the budget (a cut), with an offline reformulation of the query
- * from the evidence, stopping when nothing new comes back. No step starts
+ * did not fit the budget (a cut), with one offline follow-up query per
+ * bridge entity of the evidence (dr_reformulate), stopping when no bridge is
+ * left or a step's best hit is new (the bridge was found). Every path stops
+ * when a step brings nothing new. No step starts
  * past the deadline. Fails only when a search fails with no index fallback.
  */
 int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err);

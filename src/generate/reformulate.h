@@ -4,15 +4,19 @@
  * Bridge questions (HotpotQA-style: "the woman who portrayed Corliss Archer
  * in Kiss and Tell held which position?") need a second retrieval for an
  * entity the first one revealed ("Shirley Temple"). dr_reformulate() builds
- * that next query: the question followed by new evidence terms taken from
- * the top passages retrieved so far:
- *   - their titles (without a trailing "(disambiguator)"), and
- *   - runs of capitalised words ("Shirley Temple", "Chief of Protocol") in
- *     sentences that share at least one content word with the question,
- *     ranked by that overlap, the run's length and the passage's rank,
- * skipping every candidate whose content words all occur in the question,
- * in an earlier step (the state) or in a term already chosen. When nothing
- * new is left the next query is NULL: the stop condition.
+ * one follow-up query per bridge candidate, best first:
+ *   - candidates are runs of capitalised words ("Shirley Temple", "Chief of
+ *     Protocol") in sentences of the top passages that share at least one
+ *     content word with the question, ranked by that overlap, the run's
+ *     length and the passage's rank;
+ *   - a candidate is skipped when its content words all occur in the
+ *     question or in an earlier step's bridge (the state), or when it names
+ *     a passage already in hand (every content word of the title of one of
+ *     the first DR_REFORM_HELD_PASSAGES passages is among its words);
+ *   - the query is the bridge followed by the question's content words that
+ *     its source passage does not contain ("Shirley Temple government
+ *     position held"), or by the whole question when the passage has them all.
+ * When no candidate is left the next query is NULL: the stop condition.
  */
 #ifndef DYNRAG_GENERATE_REFORMULATE_H
 #define DYNRAG_GENERATE_REFORMULATE_H
@@ -23,7 +27,7 @@
 #include <stddef.h>
 
 #define DR_REFORM_TOP_PASSAGES 3 /* passages looked at per step */
-#define DR_REFORM_MAX_TERMS 3    /* evidence terms added per step */
+#define DR_REFORM_HELD_PASSAGES 5 /* passages whose titles count as in hand */
 
 /* The words used by earlier steps. Opaque; one per multi-step query. */
 typedef struct dr_reform_state dr_reform_state;
@@ -37,8 +41,8 @@ void dr_reform_free(dr_reform_state *s);
 
 /*
  * Builds the next query from question and passages[0..n) (best first) into
- * *next (caller frees), or sets *next = NULL when there is no new evidence.
- * The terms added are recorded in s so later steps do not repeat them. The
+ * *next (caller frees), or sets *next = NULL when there is no new bridge.
+ * The bridge used is recorded in s so later steps do not repeat it. The
  * output is valid UTF-8 whatever the input. Fails with DYNRAG_ERR_INVALID
  * (s, question or next NULL, passages NULL with n > 0) or DYNRAG_ERR_NOMEM,
  * leaving *next NULL and s unchanged.
