@@ -294,7 +294,7 @@ static int reformulate_step(qstate *s, dr_reform_state *rs, char **next, dynrag_
 }
 
 /*
- * Multi-step retrieval. With an LLM (IRCoT-style): ask for the next
+ * Steps 2..max_steps of multi-step retrieval, after step 1 ran. With an LLM (IRCoT-style): ask for the next
  * reasoning sentence given the evidence so far, retrieve with it, and stop
  * when the sentence gives the answer or max_steps is reached. Without an
  * LLM, or once a reasoning call failed or did not fit the budget (the
@@ -304,12 +304,10 @@ static int reformulate_step(qstate *s, dr_reform_state *rs, char **next, dynrag_
  * path stops when a step brings nothing new. A step is not started past the
  * query's deadline (recorded as a cut).
  */
-int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
+static int later_steps(qstate *s, int k, int max_steps, dynrag_error *err)
 {
     size_t n_new = 0;
-    int rc = dr_q_retrieve_step(s, 1, s->q, k, &n_new, err);
-    if (rc != DYNRAG_OK)
-        return rc;
+    int rc = DYNRAG_OK;
     const dr_option *llm = reasoning_llm(s->p);
     dr_reform_state *rs = NULL;
     dr_buf steps_text = {0};
@@ -374,6 +372,89 @@ int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
     dr_buf_free(&steps_text);
     dr_reform_free(rs);
     return rc;
+}
+
+/* See retrieve.h. */
+int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
+{
+    size_t n_new = 0;
+    int rc = dr_q_retrieve_step(s, 1, s->q, k, &n_new, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    return later_steps(s, k, max_steps, err);
+}
+
+/*
+ * Decides whether step 1's passages suffice (see retrieve.h), records the
+ * features and the decision as "sufficiency" in step 1's log entry and in
+ * the retrieval_mode stage's reason. *sufficient gets the decision.
+ */
+static int judge_sufficiency(qstate *s, double min_coverage, bool follow_bridge,
+                             bool *sufficient, dynrag_error *err)
+{
+    *sufficient = true;
+    dr_passage *views = calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
+    if (views == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < s->n_pass; i++)
+        views[i] = (dr_passage){s->pass[i].doc_id, s->pass[i].title, s->pass[i].text,
+                                s->pass[i].score, s->pass[i].chunk_id};
+    dr_sufficiency f;
+    int rc = dr_reform_sufficiency(s->q, views, s->n_pass, &f, err);
+    free(views);
+    if (rc != DYNRAG_OK)
+        return rc;
+    const char *why;
+    if (s->n_pass == 0) {
+        why = "step 1 found nothing";
+    } else if (f.coverage < min_coverage) {
+        *sufficient = false;
+        why = "the top passages miss question words";
+    } else if (follow_bridge && f.has_bridge && !f.bridge_in_hand) {
+        *sufficient = false;
+        why = "the top passages point to a bridge not in hand";
+    } else {
+        why = !follow_bridge  ? "the top passages cover the question"
+              : f.has_bridge ? "the top passages cover the question, the bridge is in hand"
+                             : "the top passages cover the question, no bridge";
+    }
+    cJSON *js = cJSON_CreateObject();
+    cJSON_AddNumberToObject(js, "coverage", f.coverage);
+    cJSON_AddNumberToObject(js, "min_coverage", min_coverage);
+    cJSON_AddBoolToObject(js, "follow_bridge", follow_bridge);
+    if (f.has_bridge)
+        cJSON_AddStringToObject(js, "bridge", f.bridge);
+    else
+        cJSON_AddNullToObject(js, "bridge");
+    cJSON_AddBoolToObject(js, "bridge_in_hand", f.bridge_in_hand);
+    cJSON_AddBoolToObject(js, "sufficient", *sufficient);
+    cJSON_AddStringToObject(js, "why", why);
+    cJSON *first = cJSON_GetArrayItem(s->steps, 0);
+    if (first != NULL)
+        cJSON_AddItemToObject(first, "sufficiency", js);
+    else
+        cJSON_Delete(js);
+    stage_rec *rec = &s->st[DR_STAGE_RETRIEVAL_MODE];
+    size_t len = strlen(rec->reason);
+    snprintf(rec->reason + len, sizeof(rec->reason) - len,
+             "; adaptive: step 1 %s (%s; coverage %.2f)",
+             *sufficient ? "suffices" : "does not suffice, more steps", why, f.coverage);
+    return DYNRAG_OK;
+}
+
+/* See retrieve.h. */
+int dr_q_retrieve_adaptive(qstate *s, int k, int max_steps, double min_coverage,
+                           bool follow_bridge, dynrag_error *err)
+{
+    size_t n_new = 0;
+    int rc = dr_q_retrieve_step(s, 1, s->q, k, &n_new, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    bool sufficient = true;
+    rc = judge_sufficiency(s, min_coverage, follow_bridge, &sufficient, err);
+    if (rc != DYNRAG_OK || sufficient || max_steps < 2)
+        return rc;
+    return later_steps(s, k, max_steps, err);
 }
 
 /* Loads the whole document of every retrieved passage once (the first passage

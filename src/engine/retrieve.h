@@ -39,6 +39,20 @@ int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_
 int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err);
 
 /*
+ * Adaptive retrieval (kind "adaptive"): step 1 with the question, then the
+ * later steps of dr_q_retrieve_multi() (reusing step 1's hits: no step runs
+ * twice) only when step 1's passages do not suffice: when their coverage of
+ * the question's content words is below min_coverage, or (follow_bridge)
+ * when they name a bridge entity whose passage is not among them
+ * (dr_reform_sufficiency).
+ * The features and the decision are logged as step 1's "sufficiency" and in
+ * the retrieval_mode stage's reason. Never more steps than
+ * dr_q_retrieve_multi() with the same k and max_steps takes.
+ */
+int dr_q_retrieve_adaptive(qstate *s, int k, int max_steps, double min_coverage,
+                           bool follow_bridge, dynrag_error *err);
+
+/*
  * Packs the context of context option `ci` from the retrieved passages (or
  * their whole documents for kind "documents") into s->ctx_pass (views into
  * s->pass or s->docs) and s->context_text, replacing earlier ones. Fails on

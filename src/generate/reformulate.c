@@ -435,3 +435,106 @@ cleanup:
         return dr_err_set(err, rc, "reformulate: %s", dynrag_strerror(rc));
     return DYNRAG_OK;
 }
+
+/* dr_text_words() callback: counts the question's content words (by stem,
+ * once each) and how many of them the passages' word set holds. */
+typedef struct cover_ctx {
+    const hashvec *have;
+    uint64_t seen[QSET_MAX];
+    size_t n_seen, n_found;
+} cover_ctx;
+
+static int cover_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)s;
+    (void)e;
+    cover_ctx *c = user;
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    if (dr_text_is_stopword(w) || c->n_seen >= QSET_MAX)
+        return 0;
+    dr_gen_stem(w, &n);
+    uint64_t h = dr_hash64(w, n, 0);
+    if (has_hash(c->seen, c->n_seen, h))
+        return 0;
+    c->seen[c->n_seen++] = h;
+    c->n_found += has_hash(c->have->h, c->have->n, h);
+    return 0;
+}
+
+/* Copies the valid UTF-8 string src into dst[size], cut at a character
+ * boundary when it does not fit. */
+static void utf8_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= size) {
+        n = size - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+int dr_reform_sufficiency(const char *question, const dr_passage *passages, size_t n,
+                          dr_sufficiency *out, dynrag_error *err)
+{
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (question == NULL || out == NULL || (passages == NULL && n > 0))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "sufficiency: missing argument");
+    int rc = DYNRAG_OK;
+    size_t held = DR_MIN(n, (size_t)DR_REFORM_HELD_PASSAGES);
+    hashvec have = {0};
+    for (size_t p = 0; p < held; p++) {
+        const char *t = passages[p].title ? passages[p].title : "";
+        const char *x = passages[p].text ? passages[p].text : "";
+        dr_text_words(t, strlen(t), hashvec_cb, &have);
+        dr_text_words(x, strlen(x), hashvec_cb, &have);
+    }
+    cover_ctx cc;
+    memset(&cc, 0, sizeof(cc));
+    cc.have = &have;
+    if (have.status == DYNRAG_OK)
+        dr_text_words(question, strlen(question), cover_cb, &cc);
+    out->coverage = cc.n_seen > 0 ? (double)cc.n_found / (double)cc.n_seen : 1.0;
+
+    wordset q;
+    q.n = 0;
+    dr_text_words(question, strlen(question), qset_cb, &q);
+    ctx cx;
+    memset(&cx, 0, sizeof(cx));
+    cx.q = &q;
+    size_t top = DR_MIN(n, (size_t)DR_REFORM_TOP_PASSAGES);
+    for (size_t p = 0; p < top && cx.status == DYNRAG_OK; p++) {
+        sent_ctx sx = {&cx, passages[p].text ? passages[p].text : "", p};
+        dr_text_sentences(sx.text, strlen(sx.text), entity_sentence_cb, &sx);
+    }
+    rc = have.status != DYNRAG_OK ? have.status : cx.status;
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    if (cx.n > 0)
+        qsort(cx.c, cx.n, sizeof(cand), cmp_cand);
+    for (size_t i = 0; i < cx.n && !out->has_bridge; i++) {
+        const cand *c = &cx.c[i];
+        bool fresh = false;
+        for (size_t k = 0; k < c->n_words && !fresh; k++)
+            fresh = !has_hash(q.h, q.n, c->words[k]);
+        if (!fresh)
+            continue;
+        out->has_bridge = true;
+        out->bridge_in_hand = resolved(c, passages, held);
+        dr_buf b = {0};
+        if (dr_gen_put_flat(&b, c->s, c->len) == DYNRAG_OK && b.data != NULL)
+            utf8_copy(out->bridge, sizeof(out->bridge), b.data);
+        dr_buf_free(&b);
+    }
+cleanup:
+    free(cx.c);
+    free(have.h);
+    if (rc != DYNRAG_OK)
+        return dr_err_set(err, rc, "sufficiency: %s", dynrag_strerror(rc));
+    return DYNRAG_OK;
+}

@@ -24,6 +24,7 @@
 #include "dynrag/status.h"
 #include "generate/passage.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define DR_REFORM_TOP_PASSAGES 3 /* passages looked at per step */
@@ -49,5 +50,26 @@ void dr_reform_free(dr_reform_state *s);
  */
 int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *passages,
                    size_t n, char **next, dynrag_error *err);
+
+/* What the first retrieval step's passages say about a question's needs. */
+typedef struct dr_sufficiency {
+    double coverage;     /* share of the question's content words (by stem) that
+                          * occur in the first DR_REFORM_HELD_PASSAGES passages */
+    bool has_bridge;     /* the passages name an entity the question does not */
+    bool bridge_in_hand; /* that best bridge candidate names one of those passages */
+    char bridge[128];    /* the best bridge candidate ("" when none) */
+} dr_sufficiency;
+
+/*
+ * The sufficiency features of passages[0..n) (best first) for question, as
+ * an adaptive retrieval step decides on them: the coverage of the question's
+ * content words by the first DR_REFORM_HELD_PASSAGES passages, and the best
+ * bridge candidate dr_reformulate() would consider first (ignoring whether
+ * its passage is in hand) and whether its passage is. Fails with
+ * DYNRAG_ERR_INVALID (question or out NULL, passages NULL with n > 0) or
+ * DYNRAG_ERR_NOMEM; *out is zeroed first.
+ */
+int dr_reform_sufficiency(const char *question, const dr_passage *passages, size_t n,
+                          dr_sufficiency *out, dynrag_error *err);
 
 #endif
