@@ -473,6 +473,41 @@ TEST(gen_reformulate_bridge_and_stop)
     dr_reform_free(st);
 }
 
+TEST(gen_reform_sufficiency_features)
+{
+    dynrag_error err;
+    dr_sufficiency f;
+    const char *q = "Which position did the woman who portrayed Corliss Archer in Kiss and Tell "
+                    "hold?";
+    dr_passage kiss = {"k", "Kiss and Tell (1945 film)",
+                       "Kiss and Tell is a 1945 film starring Shirley Temple as Corliss Archer.",
+                       1, 1};
+    dr_passage shirley = {"s", "Shirley Temple",
+                          "Shirley Temple was a woman who held the position of ambassador.", 0.5,
+                          2};
+    /* The first hop alone: the bridge is named but not in hand; "position",
+     * "woman", "portrayed" and "hold" are missing. */
+    ASSERT_OK(dr_reform_sufficiency(q, &kiss, 1, &f, &err), &err);
+    ASSERT(f.has_bridge && !f.bridge_in_hand);
+    ASSERT_STR_EQ(f.bridge, "Shirley Temple");
+    ASSERT(f.coverage > 0 && f.coverage < 0.7);
+    /* Both hops: the bridge is in hand and the coverage grows. */
+    dr_passage both[] = {kiss, shirley};
+    double before = f.coverage;
+    ASSERT_OK(dr_reform_sufficiency(q, both, 2, &f, &err), &err);
+    ASSERT(f.has_bridge && f.bridge_in_hand);
+    ASSERT(f.coverage > before && f.coverage <= 1);
+    /* Nothing retrieved: no coverage, no bridge; a question of stopwords
+     * only is covered. Bad arguments. */
+    ASSERT_OK(dr_reform_sufficiency(q, NULL, 0, &f, &err), &err);
+    ASSERT(f.coverage == 0 && !f.has_bridge && f.bridge[0] == '\0');
+    ASSERT_OK(dr_reform_sufficiency("Who is it?", NULL, 0, &f, &err), &err);
+    ASSERT(f.coverage == 1);
+    ASSERT_EQ(dr_reform_sufficiency(NULL, &kiss, 1, &f, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_reform_sufficiency(q, NULL, 1, &f, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_reform_sufficiency(q, &kiss, 1, NULL, &err), DYNRAG_ERR_INVALID);
+}
+
 TEST(gen_extractive_hotpotqa_floor)
 {
     /* A regression floor on real data: the first 100 HotpotQA dev questions
