@@ -251,32 +251,36 @@ TEST(bandit_store_rewarded_ids_bounded)
     ASSERT_OK(dr_bandit_store_open(state, "generator", true, &g, &err), &err);
     dr_bandit_stats init, got;
     stats_identity(&init);
-    ASSERT_OK(dr_bandit_store_reward(g, "g-0", "a", 1, NULL, &init, &got, &err), &err);
     dr_rng rng;
     dr_rng_seed(&rng, 7);
-    for (int round = 0; round < 4; round++) {
-        int window = 1 + (int)dr_rng_below(&rng, 8), n = window + (int)dr_rng_below(&rng, 20);
+    for (int round = 0; round < 6; round++) {
+        /* n rewards spread over both stages, then check the window. */
+        int window = 1 + (int)dr_rng_below(&rng, 8), n = window + 1 + (int)dr_rng_below(&rng, 20);
         dr_bandit_store_set_retention(s, window);
+        dr_bandit_store_set_retention(g, window);
         char qid[48];
+        bool on_g[32];
         for (int i = 0; i < n; i++) {
+            on_g[i] = dr_rng_below(&rng, 3) == 0;
             snprintf(qid, sizeof qid, "r%d-%d", round, i);
-            ASSERT_OK(dr_bandit_store_reward(s, qid, "a", 0.5, NULL, &init, &got, &err), &err);
+            ASSERT_OK(dr_bandit_store_reward(on_g[i] ? g : s, qid, "a", 0.5, NULL, &init, &got,
+                                             &err),
+                      &err);
         }
-        /* Within the window a duplicate is refused; just before it the id is
-         * forgotten and can be rewarded again (documented retention). */
+        /* Within the window (the newest `window` rewards of the store) a
+         * duplicate is refused; just before it the id is forgotten and can
+         * be rewarded again (documented retention). */
         for (int i = n - window; i < n; i++) {
             snprintf(qid, sizeof qid, "r%d-%d", round, i);
-            ASSERT_EQ(dr_bandit_store_reward(s, qid, "a", 0.5, NULL, &init, &got, &err),
+            ASSERT_EQ(dr_bandit_store_reward(on_g[i] ? g : s, qid, "a", 0.5, NULL, &init, &got,
+                                             &err),
                       DYNRAG_ERR_STATE);
         }
-        if (n > window) {
-            snprintf(qid, sizeof qid, "r%d-%d", round, n - window - 1);
-            ASSERT_OK(dr_bandit_store_reward(s, qid, "a", 0.5, NULL, &init, &got, &err), &err);
-        }
+        snprintf(qid, sizeof qid, "r%d-%d", round, n - window - 1);
+        ASSERT_OK(dr_bandit_store_reward(on_g[n - window - 1] ? g : s, qid, "a", 0.5, NULL, &init,
+                                         &got, &err),
+                  &err);
     }
-    /* Pruning one stage never touches another stage's ids. */
-    ASSERT_EQ(dr_bandit_store_reward(g, "g-0", "a", 1, NULL, &init, &got, &err),
-              DYNRAG_ERR_STATE);
     dr_bandit_store_set_retention(NULL, 3);
     dr_bandit_store_close(s);
     dr_bandit_store_close(g);

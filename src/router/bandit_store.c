@@ -43,20 +43,19 @@ void dr_bandit_store_set_retention(dr_bandit_store *s, long long n)
         s->retention = n >= 1 ? n : 1;
 }
 
-/* Deletes the stage's rewarded ids older than the newest s->retention
- * (by insertion order, rowid), inside the caller's transaction. */
+/* Deletes the rewarded ids (of any stage) recorded before the newest
+ * s->retention rewards of the store, inside the caller's transaction: a
+ * rowid range delete, so each reward visits only the rows it removes. */
 static int prune_rewarded(dr_bandit_store *s, dynrag_error *err)
 {
     sqlite3_stmt *q = NULL;
     long long keep = s->retention > 0 ? s->retention : DR_BANDIT_REWARDED_RETENTION;
-    int src = sqlite3_prepare_v2(
-        s->db,
-        "DELETE FROM rewarded WHERE stage = ?1 AND rowid <= (SELECT rowid FROM rewarded "
-        "WHERE stage = ?1 ORDER BY rowid DESC LIMIT 1 OFFSET ?2)",
-        -1, &q, NULL);
+    long long last = (long long)sqlite3_last_insert_rowid(s->db);
+    if (last <= keep)
+        return DYNRAG_OK;
+    int src = sqlite3_prepare_v2(s->db, "DELETE FROM rewarded WHERE rowid <= ?1", -1, &q, NULL);
     if (src == SQLITE_OK) {
-        sqlite3_bind_text(q, 1, s->stage, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, keep);
+        sqlite3_bind_int64(q, 1, last - keep);
         src = sqlite3_step(q);
     }
     sqlite3_finalize(q);

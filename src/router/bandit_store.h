@@ -14,9 +14,9 @@
  *   rewarded(query_id TEXT, stage TEXT, reward REAL, option TEXT,
  *            PRIMARY KEY (query_id, stage))      -- one reward per query id
  * The rewarded table is bounded: each reward deletes, in its transaction,
- * the stage's ids older than the newest DR_BANDIT_REWARDED_RETENTION (by
- * insertion order). A duplicate is refused within that window; an id older
- * than the window can be rewarded again.
+ * the ids recorded before the store's newest DR_BANDIT_REWARDED_RETENTION
+ * rewards (any stage; insertion order, by rowid). A duplicate is refused
+ * within that window; an id older than the window can be rewarded again.
  *   arms(stage TEXT, option TEXT, n REAL, sum_reward REAL,
  *        A TEXT, b TEXT, PRIMARY KEY (stage, option))
  * A and b are JSON arrays of 64 and 8 numbers (LinUCB statistics, see
@@ -33,7 +33,7 @@
 
 typedef struct dr_bandit_store dr_bandit_store;
 
-/* Rewarded query ids kept per stage (the duplicate-refusal window). */
+/* Rewarded query ids kept per store (the duplicate-refusal window). */
 #define DR_BANDIT_REWARDED_RETENTION 1000000LL
 
 /* An arm's reward statistics. */
@@ -55,7 +55,7 @@ typedef struct dr_bandit_stats {
 int dr_bandit_store_open(const char *state_path, const char *stage, bool create,
                          dr_bandit_store **out, dynrag_error *err);
 
-/* Sets how many rewarded ids of the stage this handle keeps (the window;
+/* Sets how many of the newest rewarded ids this handle's rewards keep (the window;
  * values < 1 mean 1); the default is DR_BANDIT_REWARDED_RETENTION. For tests
  * and tools. Accepts NULL. */
 void dr_bandit_store_set_retention(dr_bandit_store *s, long long n);
@@ -81,7 +81,7 @@ int dr_bandit_store_read(dr_bandit_store *s,
  * reward to the arm's row (n + 1, sum_reward + reward and, when x is not
  * NULL, A + x x^T and b + reward x), starting from *init when the store has
  * no row for the arm yet. *out gets the arm's statistics as committed.
- * Then deletes the stage's rewarded ids beyond the retention window.
+ * Then deletes the rewarded ids beyond the retention window.
  * Fails with DYNRAG_ERR_STATE when the query id was already rewarded (in
  * this process or any other) within the window, DYNRAG_ERR_DB / DYNRAG_ERR_TIMEOUT (locked
  * for more than 10 s) otherwise; nothing is recorded on failure.
