@@ -241,6 +241,51 @@ static double reward_of(int i)
  * gave the first; then kill -9. The store then holds every acknowledged
  * reward exactly once, and the pipeline loads again.
  */
+TEST(bandit_store_rewarded_ids_bounded)
+{
+    char state[4200];
+    snprintf(state, sizeof state, "%s/state.json", test_tmpdir());
+    dynrag_error err;
+    dr_bandit_store *s = NULL, *g = NULL;
+    ASSERT_OK(dr_bandit_store_open(state, "index", true, &s, &err), &err);
+    ASSERT_OK(dr_bandit_store_open(state, "generator", true, &g, &err), &err);
+    dr_bandit_stats init, got;
+    stats_identity(&init);
+    dr_rng rng;
+    dr_rng_seed(&rng, 7);
+    for (int round = 0; round < 6; round++) {
+        /* n rewards spread over both stages, then check the window. */
+        int window = 1 + (int)dr_rng_below(&rng, 8), n = window + 1 + (int)dr_rng_below(&rng, 20);
+        dr_bandit_store_set_retention(s, window);
+        dr_bandit_store_set_retention(g, window);
+        char qid[48];
+        bool on_g[32];
+        for (int i = 0; i < n; i++) {
+            on_g[i] = dr_rng_below(&rng, 3) == 0;
+            snprintf(qid, sizeof qid, "r%d-%d", round, i);
+            ASSERT_OK(dr_bandit_store_reward(on_g[i] ? g : s, qid, "a", 0.5, NULL, &init, &got,
+                                             &err),
+                      &err);
+        }
+        /* Within the window (the newest `window` rewards of the store) a
+         * duplicate is refused; just before it the id is forgotten and can
+         * be rewarded again (documented retention). */
+        for (int i = n - window; i < n; i++) {
+            snprintf(qid, sizeof qid, "r%d-%d", round, i);
+            ASSERT_EQ(dr_bandit_store_reward(on_g[i] ? g : s, qid, "a", 0.5, NULL, &init, &got,
+                                             &err),
+                      DYNRAG_ERR_STATE);
+        }
+        snprintf(qid, sizeof qid, "r%d-%d", round, n - window - 1);
+        ASSERT_OK(dr_bandit_store_reward(on_g[n - window - 1] ? g : s, qid, "a", 0.5, NULL, &init,
+                                         &got, &err),
+                  &err);
+    }
+    dr_bandit_store_set_retention(NULL, 3);
+    dr_bandit_store_close(s);
+    dr_bandit_store_close(g);
+}
+
 TEST(bandit_state_survives_kill9_with_cli_writers)
 {
     char yaml[4200];

@@ -256,9 +256,9 @@ TEST(engine_adaptive_none_single_multi)
     ASSERT_CONTAINS(dynrag_result_answer(r), "Guido");
     dynrag_result_free(r);
 
-    /* Multi-step with the embedded answerer: reformulation follows the bridge
-     * entity (France) from the Eiffel Tower passage, then stops when no new
-     * evidence appears, within max_steps. */
+    /* Multi-step with the embedded answerer: reformulation follows a bridge
+     * entity of the Eiffel Tower passage (one per step: Champ de Mars,
+     * France), within max_steps. */
     ASSERT_OK(dynrag_engine_query(e, "What is the capital of the country where the Eiffel Tower "
                                      "is located?",
                                   NULL, &r, &err),
@@ -270,7 +270,8 @@ TEST(engine_adaptive_none_single_multi)
     ASSERT_LE(steps, 3);
     cJSON *st2 = cJSON_GetArrayItem(cJSON_GetObjectItem(rec, "steps"), 1);
     ASSERT(st2 != NULL);
-    ASSERT_CONTAINS(cJSON_GetObjectItem(st2, "query")->valuestring, "France");
+    const char *q2 = cJSON_GetObjectItem(st2, "query")->valuestring;
+    ASSERT(strncmp(q2, "France ", 7) == 0 || strncmp(q2, "Champ de Mars ", 14) == 0);
     /* the bridge document was retrieved by one of the steps */
     bool found_france = false;
     cJSON *step;

@@ -136,20 +136,20 @@ TEST(engine_multi_step_context_has_later_step_passages)
         "Which country is Haarlem in, and what is its capital?",
         "Who walked on the Moon first and where was he born?",
     };
-    int multi_step_queries = 0;
+    int multi_step_queries = 0, later_in_context = 0;
     for (size_t qi = 0; qi < DR_ARRAY_LEN(qs); qi++) {
         dynrag_result *r = NULL;
         ASSERT_OK(dynrag_engine_query(e, qs[qi], NULL, &r, &err), &err);
         cJSON *rec = cJSON_Parse(dynrag_result_json(r));
         ASSERT(rec != NULL);
-        /* Invariant: every step that found something new has its best new
+        /* Invariant: every step whose best hit was new (top_new) has a
          * passage in the context (k = 3 >= the number of steps). */
         const cJSON *step;
         int n_steps = 0;
         cJSON_ArrayForEach(step, cJSON_GetObjectItem(rec, "steps"))
         {
             n_steps++;
-            if (num(step, "new_hits") <= 0)
+            if (!cJSON_IsTrue(cJSON_GetObjectItem(step, "top_new")))
                 continue;
             int sn = (int)num(step, "step");
             bool found = false;
@@ -157,10 +157,15 @@ TEST(engine_multi_step_context_has_later_step_passages)
             cJSON_ArrayForEach(c, cJSON_GetObjectItem(rec, "context")) found =
                 found || (int)num(c, "step") == sn;
             if (!found)
-                fprintf(stderr, "query %zu: step %d has new hits but no context passage\n", qi, sn);
+                fprintf(stderr, "query %zu: step %d's best hit was new but is not in the context\n",
+                        qi, sn);
             ASSERT(found);
         }
         multi_step_queries += n_steps >= 2;
+        const cJSON *c;
+        bool later = false;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(rec, "context")) later = later || num(c, "step") > 1;
+        later_in_context += later;
         ASSERT_LE(cJSON_GetArraySize(cJSON_GetObjectItem(rec, "context")), 3);
         cJSON_Delete(rec);
         dynrag_result_free(r);
@@ -168,8 +173,169 @@ TEST(engine_multi_step_context_has_later_step_passages)
     /* The property is about later steps: most of these bridge questions take
      * more than one step. */
     ASSERT_GE(multi_step_queries, 3);
+    ASSERT_GE(later_in_context, 2);
     dynrag_engine_close(e);
     dynrag_pipeline_free(p);
+}
+
+/* ---- adaptive retrieval: steps only where step 1 does not suffice -------- */
+
+/* An engine over the test index whose retrieval_mode is the one option `opt`
+ * (a YAML flow mapping), with the pipeline budget `budget` ("" for none). */
+static dynrag_engine *one_mode_engine(const char *opt, const char *budget,
+                                      dynrag_pipeline **pl)
+{
+    char yaml[8192];
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nname: adaptive\nindex: %s\n%s"
+             "stages:\n"
+             "  retrieval_mode:\n    options:\n      - %s\n"
+             "  index:\n    options:\n      - {name: bm25, kind: bm25}\n"
+             "  context:\n    options:\n      - {name: top4, kind: topk, params: {k: 4}}\n"
+             "  generator:\n    options:\n      - {name: ex, kind: extractive}\n",
+             index_dir, budget, opt);
+    *pl = load_text(yaml);
+    if (*pl == NULL)
+        return NULL;
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    dynrag_engine_options eo = {0};
+    eo.no_log = true;
+    if (dynrag_engine_open(*pl, &eo, &e, &err) != DYNRAG_OK) {
+        fprintf(stderr, "engine: %s\n", dynrag_errmsg(&err));
+        dynrag_pipeline_free(*pl);
+        *pl = NULL;
+    }
+    return e;
+}
+
+/* The record of question q on engine e (caller deletes), NULL on failure. */
+static cJSON *record_of(dynrag_engine *e, const char *q)
+{
+    dynrag_result *r = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dynrag_engine_query(e, q, NULL, &r, &err) != DYNRAG_OK) {
+        fprintf(stderr, "query '%s': %s\n", q, dynrag_errmsg(&err));
+        return NULL;
+    }
+    cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+    dynrag_result_free(r);
+    return rec;
+}
+
+TEST(engine_adaptive_retrieval_invariants)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    /* Questions generated from the corpus's words: bridge-like, one-hop and
+     * off-corpus ones. */
+    static const char *const heads[] = {"What is the capital of", "Who was born in",
+                                        "Where is", "Which country has", "When was"};
+    static const char *const ents[] = {
+        "the country where the Eiffel Tower is located", "the creator of Python",
+        "the state where Neil Armstrong was born", "Haarlem", "the Moon", "SQLite",
+        "the Netherlands", "zorb land", "Ohio and France"};
+    dr_rng rng;
+    dr_rng_seed(&rng, 11);
+    int cases = 0, continued = 0, stopped = 0;
+    for (int round = 0; round < 12; round++) {
+        int k = 1 + (int)dr_rng_below(&rng, 4), max_steps = 1 + (int)dr_rng_below(&rng, 4);
+        double min_cov = (double)dr_rng_below(&rng, 11) / 10.0;
+        bool bridge = dr_rng_below(&rng, 2) == 1;
+        char mo[256], ao[256];
+        snprintf(mo, sizeof(mo), "{name: m, kind: multi, params: {k: %d, max_steps: %d}}", k,
+                 max_steps);
+        snprintf(ao, sizeof(ao),
+                 "{name: a, kind: adaptive, params: {k: %d, max_steps: %d, min_coverage: %g, "
+                 "follow_bridge: %s}}",
+                 k, max_steps, min_cov, bridge ? "true" : "false");
+        dynrag_pipeline *pm = NULL, *pa = NULL;
+        dynrag_engine *em = one_mode_engine(mo, "", &pm);
+        dynrag_engine *ea = one_mode_engine(ao, "", &pa);
+        ASSERT(em != NULL && ea != NULL);
+        for (int qi = 0; qi < 6; qi++) {
+            char q[256];
+            snprintf(q, sizeof(q), "%s %s?", heads[dr_rng_below(&rng, DR_ARRAY_LEN(heads))],
+                     ents[dr_rng_below(&rng, DR_ARRAY_LEN(ents))]);
+            cJSON *rm = record_of(em, q), *ra = record_of(ea, q);
+            ASSERT(rm != NULL && ra != NULL);
+            const cJSON *sm = cJSON_GetObjectItem(rm, "steps");
+            const cJSON *sa = cJSON_GetObjectItem(ra, "steps");
+            int nm = cJSON_GetArraySize(sm), na = cJSON_GetArraySize(sa);
+            /* Never more steps than multi-step on the same query; step 1 is
+             * the question and runs once; steps are numbered 1..n. */
+            ASSERT(na >= 1);
+            ASSERT_LE(na, nm);
+            ASSERT_LE(na, max_steps);
+            for (int i = 0; i < na; i++) {
+                const cJSON *st = cJSON_GetArrayItem(sa, i);
+                ASSERT_EQ((int)num(st, "step"), i + 1);
+                const char *sq = cJSON_GetObjectItem(st, "query")->valuestring;
+                ASSERT((i == 0) == (strcmp(sq, q) == 0));
+            }
+            /* The decision follows the logged features. */
+            const cJSON *suf = cJSON_GetObjectItem(cJSON_GetArrayItem(sa, 0), "sufficiency");
+            ASSERT(cJSON_IsObject(suf));
+            double cov = num(suf, "coverage");
+            ASSERT(cov >= 0 && cov <= 1);
+            bool sufficient = cJSON_IsTrue(cJSON_GetObjectItem(suf, "sufficient"));
+            bool pending = cJSON_IsTrue(cJSON_GetObjectItem(suf, "bridge_in_hand")) == false &&
+                           cJSON_IsString(cJSON_GetObjectItem(suf, "bridge"));
+            bool found = num(cJSON_GetArrayItem(sa, 0), "hits") > 0;
+            ASSERT_EQ(sufficient, !found || (cov >= min_cov && !(bridge && pending)));
+            if (sufficient) {
+                ASSERT_EQ(na, 1);
+                stopped++;
+            } else {
+                /* Not sufficient: exactly multi-step's steps (same queries),
+                 * step 1 not paid twice. */
+                ASSERT_EQ(na, nm);
+                for (int i = 0; i < na; i++)
+                    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(sa, i), "query")->valuestring,
+                                  cJSON_GetObjectItem(cJSON_GetArrayItem(sm, i), "query")->valuestring);
+                continued += na > 1;
+            }
+            ASSERT_EQ((int)num(cJSON_GetObjectItem(ra, "totals"), "retrieval_steps"), na);
+            cases++;
+            cJSON_Delete(rm);
+            cJSON_Delete(ra);
+        }
+        dynrag_engine_close(em);
+        dynrag_engine_close(ea);
+        dynrag_pipeline_free(pm);
+        dynrag_pipeline_free(pa);
+    }
+    ASSERT_EQ(cases, 72);
+    /* Both branches were exercised. */
+    ASSERT_GE(stopped, 5);
+    ASSERT_GE(continued, 5);
+
+    /* A used-up latency budget stops an insufficient query (no passage has
+     * "zorb": coverage < 1) after step 1 and records the cut. */
+    dynrag_pipeline *pb = NULL;
+    dynrag_engine *eb = one_mode_engine(
+        "{name: a, kind: adaptive, params: {k: 2, max_steps: 4, min_coverage: 1}}",
+        "budget: {latency_ms: 0.000001}\n", &pb);
+    ASSERT(eb != NULL);
+    cJSON *rb = record_of(eb, "Which zorb country is the Eiffel Tower located in?");
+    ASSERT(rb != NULL);
+    ASSERT_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(rb, "steps")), 1);
+    const cJSON *suf = cJSON_GetObjectItem(
+        cJSON_GetArrayItem(cJSON_GetObjectItem(rb, "steps"), 0), "sufficiency");
+    ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(suf, "sufficient")));
+    bool cut = false;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(rb, "cuts"))
+    {
+        const cJSON *a = cJSON_GetObjectItem(c, "action");
+        cut = cut || (cJSON_IsString(a) && strcmp(a->valuestring, "later retrieval steps") == 0);
+    }
+    ASSERT(cut);
+    cJSON_Delete(rb);
+    dynrag_engine_close(eb);
+    dynrag_pipeline_free(pb);
 }
 
 /* ---- the offline quick start always retrieves --------------------------- */
@@ -306,17 +472,20 @@ static void gen_pipeline(gen *g, const char *url, gen_info *gi)
         pick(g, 2));
     put(g, "stages:\n");
     /* retrieval_mode */
-    static const char *const rm_kinds[] = {"none", "single", "multi"};
-    int n_rm = 1 + pick(g, 3), first = pick(g, 3);
+    static const char *const rm_kinds[] = {"none", "single", "multi", "adaptive"};
+    int n_rm = 1 + pick(g, 4), first = pick(g, 4);
     put(g, "  retrieval_mode:\n    options:\n");
     for (int i = 0; i < n_rm; i++) {
-        const char *k = rm_kinds[(first + i) % 3];
+        const char *k = rm_kinds[(first + i) % 4];
         gi->has_none |= strcmp(k, "none") == 0;
         put(g,
             "      - {name: %s, kind: %s, params: {%s}, quality: %.2f, cost: {latency_ms: %g, "
             "energy_wh: %g}}\n",
             k, k,
-            strcmp(k, "none") == 0 ? "" : (strcmp(k, "multi") == 0 ? "k: 3, max_steps: 3" : "k: 4"),
+            strcmp(k, "none") == 0       ? ""
+            : strcmp(k, "multi") == 0    ? "k: 3, max_steps: 3"
+            : strcmp(k, "adaptive") == 0 ? "k: 3, max_steps: 3, min_coverage: 1"
+                                         : "k: 4",
             0.3 + 0.2 * i, pick_of(g, lat, 4), pick_of(g, wh, 4));
     }
     static const char *const routers[] = {"fixed", "cost_q", "cost_c", "rules"};
@@ -329,12 +498,12 @@ static void gen_pipeline(gen *g, const char *url, gen_info *gi)
         put(g,
             "    router: {type: rules, params: {rules: [{when: {min_words: 9}, option: %s}], "
             "default: %s}}\n",
-            rm_kinds[(first + n_rm - 1) % 3], rm_kinds[first]);
+            rm_kinds[(first + n_rm - 1) % 4], rm_kinds[first]);
     else
         put(g, "    router: {type: fixed, params: {option: %s}}\n",
-            rm_kinds[(first + pick(g, n_rm)) % 3]);
+            rm_kinds[(first + pick(g, n_rm)) % 4]);
     if (pick(g, 2))
-        put(g, "    fallback: %s\n", rm_kinds[(first + pick(g, n_rm)) % 3]);
+        put(g, "    fallback: %s\n", rm_kinds[(first + pick(g, n_rm)) % 4]);
     /* index */
     static const char *const ix_kinds[] = {"bm25", "dense", "hybrid"};
     int n_ix = 1 + pick(g, 3);

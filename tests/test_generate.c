@@ -421,24 +421,35 @@ TEST(gen_reformulate_bridge_and_stop)
     char *next = NULL;
     ASSERT_OK(dr_reformulate(st, q, hop1, 1, &next, &err), &err);
     ASSERT(next != NULL);
-    ASSERT(strncmp(next, q, strlen(q)) == 0);
-    ASSERT_CONTAINS(next + strlen(q), "Shirley Temple");
+    /* The bridge first, then what of the question its passage does not say. */
+    ASSERT(strncmp(next, "Shirley Temple ", 15) == 0);
+    ASSERT_CONTAINS(next, "diplomatic post");
+    ASSERT(strstr(next, "Corliss") == NULL && strstr(next, "Kiss") == NULL);
     free(next);
-    /* The same evidence again: nothing new, stop. */
-    ASSERT_OK(dr_reformulate(st, q, hop1, 1, &next, &err), &err);
-    ASSERT(next == NULL);
-    /* A new passage brings a new title. */
+    /* The same evidence again: one other bridge per call, never that one
+     * again, until none is left (the stop). */
+    int calls = 0;
+    do {
+        ASSERT_OK(dr_reformulate(st, q, hop1, 1, &next, &err), &err);
+        ASSERT(next == NULL || strstr(next, "Shirley") == NULL);
+        free(next);
+    } while (next != NULL && ++calls < 10);
+    ASSERT(calls < 10);
+    dr_reform_free(st);
+    /* A bridge whose passage is already in hand is skipped (an alias with a
+     * middle name counts); the next one is taken. */
+    ASSERT_OK(dr_reform_create(&st), &err);
     dr_passage hop2[] = {
-        {"s", "Shirley Temple",
-         "Shirley Temple Black was an American actress. She served as Chief of Protocol of the "
-         "United States.",
-         1, 2},
-        {"c", "Chief of Protocol of the United States",
-         "The Chief of Protocol advises the President on protocol.", 0.5, 3},
+        {"k", "Kiss and Tell (1945 film)",
+         "Kiss and Tell stars Shirley Jane Temple as Corliss Archer. The film was produced by "
+         "Sol C. Siegel for Columbia Pictures, based on the play Kiss and Tell.",
+         1, 1},
+        {"s", "Shirley Temple", "Shirley Temple was an American actress.", 0.5, 2},
     };
     ASSERT_OK(dr_reformulate(st, q, hop2, 2, &next, &err), &err);
     ASSERT(next != NULL);
-    ASSERT_CONTAINS(next, "Chief of Protocol");
+    ASSERT(strstr(next, "Shirley") == NULL);
+    ASSERT(strstr(next, "Siegel") != NULL || strstr(next, "Columbia") != NULL);
     free(next);
     /* No passages: no evidence. Bad arguments. */
     ASSERT_OK(dr_reformulate(st, q, NULL, 0, &next, &err), &err);
@@ -460,6 +471,41 @@ TEST(gen_reformulate_bridge_and_stop)
     ASSERT(dr_utf8_valid(next, strlen(next), NULL));
     free(next);
     dr_reform_free(st);
+}
+
+TEST(gen_reform_sufficiency_features)
+{
+    dynrag_error err;
+    dr_sufficiency f;
+    const char *q = "Which position did the woman who portrayed Corliss Archer in Kiss and Tell "
+                    "hold?";
+    dr_passage kiss = {"k", "Kiss and Tell (1945 film)",
+                       "Kiss and Tell is a 1945 film starring Shirley Temple as Corliss Archer.",
+                       1, 1};
+    dr_passage shirley = {"s", "Shirley Temple",
+                          "Shirley Temple was a woman who held the position of ambassador.", 0.5,
+                          2};
+    /* The first hop alone: the bridge is named but not in hand; "position",
+     * "woman", "portrayed" and "hold" are missing. */
+    ASSERT_OK(dr_reform_sufficiency(q, &kiss, 1, &f, &err), &err);
+    ASSERT(f.has_bridge && !f.bridge_in_hand);
+    ASSERT_STR_EQ(f.bridge, "Shirley Temple");
+    ASSERT(f.coverage > 0 && f.coverage < 0.7);
+    /* Both hops: the bridge is in hand and the coverage grows. */
+    dr_passage both[] = {kiss, shirley};
+    double before = f.coverage;
+    ASSERT_OK(dr_reform_sufficiency(q, both, 2, &f, &err), &err);
+    ASSERT(f.has_bridge && f.bridge_in_hand);
+    ASSERT(f.coverage > before && f.coverage <= 1);
+    /* Nothing retrieved: no coverage, no bridge; a question of stopwords
+     * only is covered. Bad arguments. */
+    ASSERT_OK(dr_reform_sufficiency(q, NULL, 0, &f, &err), &err);
+    ASSERT(f.coverage == 0 && !f.has_bridge && f.bridge[0] == '\0');
+    ASSERT_OK(dr_reform_sufficiency("Who is it?", NULL, 0, &f, &err), &err);
+    ASSERT(f.coverage == 1);
+    ASSERT_EQ(dr_reform_sufficiency(NULL, &kiss, 1, &f, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_reform_sufficiency(q, NULL, 1, &f, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_reform_sufficiency(q, &kiss, 1, NULL, &err), DYNRAG_ERR_INVALID);
 }
 
 TEST(gen_extractive_hotpotqa_floor)

@@ -101,6 +101,10 @@ static int run_stages(qstate *s, dynrag_error *err)
             int rc;
             if (strcmp(rmo->kind, "multi") == 0)
                 rc = dr_q_retrieve_multi(s, k, dr_opt_int(rmo, "max_steps"), err);
+            else if (strcmp(rmo->kind, "adaptive") == 0)
+                rc = dr_q_retrieve_adaptive(s, k, dr_opt_int(rmo, "max_steps"),
+                                            dr_opt_num(rmo, "min_coverage"),
+                                            dr_opt_bool(rmo, "follow_bridge"), err);
             else {
                 size_t n_new;
                 rc = dr_q_retrieve_step(s, 1, s->q, k, &n_new, err);

@@ -37,6 +37,7 @@ typedef struct own_passage {
     double score;
     int64_t chunk_id;
     int step;     /* the retrieval step that first found it (1-based) */
+    int rank;     /* its rank in that step's hits (1-based) */
     double fused; /* reciprocal-rank fusion over the steps that returned it */
 } own_passage;
 
@@ -54,6 +55,7 @@ typedef struct qstate {
     dynrag_search_options search;
     own_passage *pass;
     size_t n_pass, cap_pass;
+    bool top_new; /* the last search's best hit was not held before */
     cJSON *steps;   /* array of retrieval steps */
     cJSON *cascade; /* array of cascade attempts */
     char *answer;

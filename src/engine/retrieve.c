@@ -39,6 +39,8 @@ static int add_hits(qstate *s, int step, const dynrag_hits *h, size_t max_new, s
                 s->pass[j].fused += gain;
             }
         }
+        if (i == 0)
+            s->top_new = !seen;
         if (seen || *n_new >= max_new)
             continue;
         if (s->n_pass == s->cap_pass) {
@@ -56,6 +58,7 @@ static int add_hits(qstate *s, int step, const dynrag_hits *h, size_t max_new, s
         o->score = h->hits[i].score;
         o->chunk_id = h->hits[i].chunk_id;
         o->step = step;
+        o->rank = (int)i + 1;
         o->fused = gain;
         if (!o->doc_id || !o->title || !o->text) {
             free(o->doc_id);
@@ -112,6 +115,7 @@ static int search_once(qstate *s, int step, const char *query, int k, size_t *n_
     dr_http_thread_deadline(prev);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "retrieval step %d", step);
+    s->top_new = false;
     rc = add_hits(s, step, &h, (size_t)k, n_new);
     int64_t dt = dr_now_us() - t0;
     cJSON *js = cJSON_CreateObject();
@@ -120,6 +124,7 @@ static int search_once(qstate *s, int step, const char *query, int k, size_t *n_
     cJSON_AddStringToObject(js, "mode", dynrag_search_mode_name(so.mode));
     cJSON_AddNumberToObject(js, "hits", (double)h.n);
     cJSON_AddNumberToObject(js, "new_hits", (double)*n_new);
+    cJSON_AddBoolToObject(js, "top_new", s->top_new);
     cJSON *ids = cJSON_AddArrayToObject(js, "doc_ids");
     for (size_t i = 0; i < h.n && i < 10; i++)
         cJSON_AddItemToArray(ids, cJSON_CreateString(h.hits[i].doc_id ? h.hits[i].doc_id : ""));
@@ -289,20 +294,20 @@ static int reformulate_step(qstate *s, dr_reform_state *rs, char **next, dynrag_
 }
 
 /*
- * Multi-step retrieval. With an LLM (IRCoT-style): ask for the next
+ * Steps 2..max_steps of multi-step retrieval, after step 1 ran. With an LLM (IRCoT-style): ask for the next
  * reasoning sentence given the evidence so far, retrieve with it, and stop
  * when the sentence gives the answer or max_steps is reached. Without an
  * LLM, or once a reasoning call failed or did not fit the budget (the
- * built-in safe path): reformulate the query from new titles/entities in the
- * evidence and stop when there is no new evidence. A step is not started
- * past the query's deadline (recorded as a cut).
+ * built-in safe path): one follow-up query per bridge entity of the
+ * evidence (dr_reformulate), stopping when no bridge is left or when a
+ * step's best hit is a passage not held before (the bridge is found). Every
+ * path stops when a step brings nothing new. A step is not started past the
+ * query's deadline (recorded as a cut).
  */
-int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
+static int later_steps(qstate *s, int k, int max_steps, dynrag_error *err)
 {
     size_t n_new = 0;
-    int rc = dr_q_retrieve_step(s, 1, s->q, k, &n_new, err);
-    if (rc != DYNRAG_OK)
-        return rc;
+    int rc = DYNRAG_OK;
     const dr_option *llm = reasoning_llm(s->p);
     dr_reform_state *rs = NULL;
     dr_buf steps_text = {0};
@@ -361,10 +366,95 @@ int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
             break;
         if (n_new == 0)
             break; /* nothing new came back */
+        if (llm == NULL && s->top_new)
+            break; /* the bridge is found: its passage is the step's best hit */
     }
     dr_buf_free(&steps_text);
     dr_reform_free(rs);
     return rc;
+}
+
+/* See retrieve.h. */
+int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err)
+{
+    size_t n_new = 0;
+    int rc = dr_q_retrieve_step(s, 1, s->q, k, &n_new, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    return later_steps(s, k, max_steps, err);
+}
+
+/*
+ * Decides whether step 1's passages suffice (see retrieve.h), records the
+ * features and the decision as "sufficiency" in step 1's log entry and in
+ * the retrieval_mode stage's reason. *sufficient gets the decision.
+ */
+static int judge_sufficiency(qstate *s, double min_coverage, bool follow_bridge,
+                             bool *sufficient, dynrag_error *err)
+{
+    *sufficient = true;
+    dr_passage *views = calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
+    if (views == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < s->n_pass; i++)
+        views[i] = (dr_passage){s->pass[i].doc_id, s->pass[i].title, s->pass[i].text,
+                                s->pass[i].score, s->pass[i].chunk_id};
+    dr_sufficiency f;
+    int rc = dr_reform_sufficiency(s->q, views, s->n_pass, &f, err);
+    free(views);
+    if (rc != DYNRAG_OK)
+        return rc;
+    const char *why;
+    if (s->n_pass == 0) {
+        why = "step 1 found nothing";
+    } else if (f.coverage < min_coverage) {
+        *sufficient = false;
+        why = "the top passages miss question words";
+    } else if (follow_bridge && f.has_bridge && !f.bridge_in_hand) {
+        *sufficient = false;
+        why = "the top passages point to a bridge not in hand";
+    } else {
+        why = !follow_bridge  ? "the top passages cover the question"
+              : f.has_bridge ? "the top passages cover the question, the bridge is in hand"
+                             : "the top passages cover the question, no bridge";
+    }
+    cJSON *js = cJSON_CreateObject();
+    cJSON_AddNumberToObject(js, "coverage", f.coverage);
+    cJSON_AddNumberToObject(js, "min_coverage", min_coverage);
+    cJSON_AddBoolToObject(js, "follow_bridge", follow_bridge);
+    if (f.has_bridge)
+        cJSON_AddStringToObject(js, "bridge", f.bridge);
+    else
+        cJSON_AddNullToObject(js, "bridge");
+    cJSON_AddBoolToObject(js, "bridge_in_hand", f.bridge_in_hand);
+    cJSON_AddBoolToObject(js, "sufficient", *sufficient);
+    cJSON_AddStringToObject(js, "why", why);
+    cJSON *first = cJSON_GetArrayItem(s->steps, 0);
+    if (first != NULL)
+        cJSON_AddItemToObject(first, "sufficiency", js);
+    else
+        cJSON_Delete(js);
+    stage_rec *rec = &s->st[DR_STAGE_RETRIEVAL_MODE];
+    size_t len = strlen(rec->reason);
+    snprintf(rec->reason + len, sizeof(rec->reason) - len,
+             "; adaptive: step 1 %s (%s; coverage %.2f)",
+             *sufficient ? "suffices" : "does not suffice, more steps", why, f.coverage);
+    return DYNRAG_OK;
+}
+
+/* See retrieve.h. */
+int dr_q_retrieve_adaptive(qstate *s, int k, int max_steps, double min_coverage,
+                           bool follow_bridge, dynrag_error *err)
+{
+    size_t n_new = 0;
+    int rc = dr_q_retrieve_step(s, 1, s->q, k, &n_new, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    bool sufficient = true;
+    rc = judge_sufficiency(s, min_coverage, follow_bridge, &sufficient, err);
+    if (rc != DYNRAG_OK || sufficient || max_steps < 2)
+        return rc;
+    return later_steps(s, k, max_steps, err);
 }
 
 /* Loads the whole document of every retrieved passage once (the first passage
@@ -397,6 +487,7 @@ static int load_documents(qstate *s, dynrag_error *err)
         d->score = s->pass[i].score;
         d->chunk_id = s->pass[i].chunk_id;
         d->step = s->pass[i].step;
+        d->rank = s->pass[i].rank;
         d->fused = s->pass[i].fused;
         s->n_docs++;
         if (d->doc_id == NULL)
@@ -423,10 +514,12 @@ static int fused_cmp(const void *a, const void *b)
 
 /*
  * The order in which the context stage considers src[0..n) (passages or
- * documents of every step): first each step's best new item (the first one
- * that step found), then the rest, each group by fused score (reciprocal
- * rank across steps) with discovery order breaking ties. With one step this
- * is the retrieval order. Returns a malloc'd array of n indices into src
+ * documents of every step): first the question's best passage and each
+ * later step's best hit when it was new (rank 1 of that step's search: a
+ * follow-up query's lower new hits are not trusted over the question's own
+ * ranking), then the rest, each group by fused score (reciprocal rank
+ * across steps) with discovery order breaking ties. With one step this is
+ * the retrieval order. Returns a malloc'd array of n indices into src
  * (caller frees), or NULL on allocation failure.
  */
 static size_t *fused_order(const own_passage *src, size_t n)
@@ -447,7 +540,7 @@ static size_t *fused_order(const own_passage *src, size_t n)
         bool first_of_step = true;
         for (size_t j = 0; j < i && first_of_step; j++)
             first_of_step = src[j].step != src[i].step;
-        it[i].reserved = max_step > 1 && first_of_step;
+        it[i].reserved = max_step > 1 && first_of_step && src[i].rank == 1;
     }
     qsort(it, n, sizeof(*it), fused_cmp);
     for (size_t i = 0; i < n; i++)

@@ -30,11 +30,27 @@ int dr_q_retrieve_step(qstate *s, int step, const char *query, int k, size_t *n_
  * an available openai generator option (IRCoT-style), each later step
  * retrieves with the LLM's next reasoning sentence and stops when it gives
  * the answer; without one, or once a reasoning call failed (a fallback) or
- * did not fit the budget (a cut), with an offline reformulation of the query
- * from the evidence, stopping when nothing new comes back. No step starts
+ * did not fit the budget (a cut), with one offline follow-up query per
+ * bridge entity of the evidence (dr_reformulate), stopping when no bridge is
+ * left or a step's best hit is new (the bridge was found). Every path stops
+ * when a step brings nothing new. No step starts
  * past the deadline. Fails only when a search fails with no index fallback.
  */
 int dr_q_retrieve_multi(qstate *s, int k, int max_steps, dynrag_error *err);
+
+/*
+ * Adaptive retrieval (kind "adaptive"): step 1 with the question, then the
+ * later steps of dr_q_retrieve_multi() (reusing step 1's hits: no step runs
+ * twice) only when step 1's passages do not suffice: when their coverage of
+ * the question's content words is below min_coverage, or (follow_bridge)
+ * when they name a bridge entity whose passage is not among them
+ * (dr_reform_sufficiency).
+ * The features and the decision are logged as step 1's "sufficiency" and in
+ * the retrieval_mode stage's reason. Never more steps than
+ * dr_q_retrieve_multi() with the same k and max_steps takes.
+ */
+int dr_q_retrieve_adaptive(qstate *s, int k, int max_steps, double min_coverage,
+                           bool follow_bridge, dynrag_error *err);
 
 /*
  * Packs the context of context option `ci` from the retrieved passages (or

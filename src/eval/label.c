@@ -19,7 +19,7 @@ static int kind_rank(const char *kind)
         return 0;
     if (strcmp(kind, "single") == 0)
         return 1;
-    if (strcmp(kind, "multi") == 0)
+    if (strcmp(kind, "multi") == 0 || strcmp(kind, "adaptive") == 0)
         return 2;
     return -1;
 }

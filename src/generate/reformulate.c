@@ -30,6 +30,7 @@ typedef struct cand {
     size_t n_words;
     double score;
     size_t order;
+    size_t src; /* the passage it came from */
 } cand;
 
 typedef struct sword {
@@ -239,6 +240,108 @@ static int cmp_cand(const void *a, const void *b)
     return x->order < y->order ? -1 : x->order > y->order;
 }
 
+/* A growing set of stem hashes (status: DYNRAG_ERR_NOMEM once a push failed). */
+typedef struct hashvec {
+    uint64_t *h;
+    size_t n, cap;
+    int status;
+} hashvec;
+
+/* dr_text_words() callback: adds the stem of each non-stopword to the set. */
+static int hashvec_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)s;
+    (void)e;
+    hashvec *v = user;
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    if (dr_text_is_stopword(w))
+        return 0;
+    dr_gen_stem(w, &n);
+    uint64_t h = dr_hash64(w, n, 0);
+    if (has_hash(v->h, v->n, h))
+        return 0;
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        uint64_t *nh = realloc(v->h, cap * sizeof(*nh));
+        if (nh == NULL) {
+            v->status = DYNRAG_ERR_NOMEM;
+            return 1;
+        }
+        v->h = nh;
+        v->cap = cap;
+    }
+    v->h[v->n++] = h;
+    return 0;
+}
+
+/* The length of a title without its trailing " (disambiguator)". */
+static size_t title_len(const char *title)
+{
+    const char *paren = strstr(title, " (");
+    return paren != NULL ? (size_t)(paren - title) : strlen(title);
+}
+
+/* True when every content word of the title of one of passages[0..n) is
+ * among candidate c's words ("Ralph Franklin Hefferline" and the passage
+ * "Ralph Hefferline"): the bridge it names is already in hand. */
+static bool resolved(const cand *c, const dr_passage *passages, size_t n)
+{
+    for (size_t p = 0; p < n; p++) {
+        const char *title = passages[p].title ? passages[p].title : "";
+        collect tc;
+        tc.text = title;
+        tc.base = 0;
+        tc.n = 0;
+        dr_text_words(title, title_len(title), collect_cb, &tc);
+        size_t n_content = 0;
+        bool all_in_cand = true;
+        for (size_t i = 0; i < tc.n && all_in_cand; i++) {
+            if (!tc.w[i].content)
+                continue;
+            n_content++;
+            all_in_cand = has_hash(c->words, c->n_words, tc.w[i].hash);
+        }
+        if (all_in_cand && n_content > 0)
+            return true;
+    }
+    return false;
+}
+
+typedef struct qword_ctx {
+    const char *q;
+    const hashvec *seen; /* the bridge passage's words */
+    dr_buf *b;
+    size_t n_out;
+    int status;
+} qword_ctx;
+
+/* Appends each question content word the bridge passage does not contain. */
+static int leftover_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    qword_ctx *x = user;
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    if (dr_text_is_stopword(w))
+        return 0;
+    dr_gen_stem(w, &n);
+    if (has_hash(x->seen->h, x->seen->n, dr_hash64(w, n, 0)))
+        return 0;
+    int rc = dr_buf_putc(x->b, ' ');
+    if (rc == DYNRAG_OK)
+        rc = dr_gen_put_flat(x->b, x->q + s, e - s);
+    if (rc != DYNRAG_OK) {
+        x->status = rc;
+        return 1;
+    }
+    x->n_out++;
+    return 0;
+}
+
 int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *passages,
                    size_t n, char **next, dynrag_error *err)
 {
@@ -254,26 +357,16 @@ int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *p
     memset(&cx, 0, sizeof(cx));
     cx.q = &q;
     dr_buf b = {0};
-    uint64_t chosen[DR_REFORM_MAX_TERMS * CAND_WORDS_MAX];
-    size_t n_chosen = 0, n_terms = 0;
+    hashvec pw = {0};
+    const cand *pick = NULL;
 
     size_t top = DR_MIN(n, (size_t)DR_REFORM_TOP_PASSAGES);
     for (size_t p = 0; p < top && cx.status == DYNRAG_OK; p++) {
-        const char *title = passages[p].title ? passages[p].title : "";
-        size_t tlen = strlen(title);
-        const char *paren = strstr(title, " (");
-        if (paren != NULL)
-            tlen = (size_t)(paren - title);
-        collect tc;
-        tc.text = title;
-        tc.base = 0;
-        tc.n = 0;
-        dr_text_words(title, tlen, collect_cb, &tc);
-        rc = add_cand(&cx, title, tlen, tc.w, tc.n, 1.0 + 1.0 / (1.0 + (double)p));
-        if (rc != DYNRAG_OK)
-            goto cleanup;
+        size_t first = cx.n;
         sent_ctx sx = {&cx, passages[p].text ? passages[p].text : "", p};
         dr_text_sentences(sx.text, strlen(sx.text), entity_sentence_cb, &sx);
+        for (size_t i = first; i < cx.n; i++)
+            cx.c[i].src = p;
     }
     if (cx.status != DYNRAG_OK) {
         rc = cx.status;
@@ -281,30 +374,42 @@ int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *p
     }
     if (cx.n > 0)
         qsort(cx.c, cx.n, sizeof(cand), cmp_cand);
-    rc = dr_gen_put_flat(&b, question, strlen(question));
-    for (size_t i = 0; i < cx.n && n_terms < DR_REFORM_MAX_TERMS && rc == DYNRAG_OK; i++) {
+    size_t held = DR_MIN(n, (size_t)DR_REFORM_HELD_PASSAGES);
+    for (size_t i = 0; i < cx.n && pick == NULL; i++) {
         const cand *c = &cx.c[i];
         bool fresh = false;
         for (size_t k = 0; k < c->n_words && !fresh; k++)
-            fresh = !has_hash(q.h, q.n, c->words[k]) &&
-                    !has_hash(s->used, s->n_used, c->words[k]) &&
-                    !has_hash(chosen, n_chosen, c->words[k]);
-        if (!fresh)
-            continue;
-        for (size_t k = 0; k < c->n_words; k++)
-            if (!has_hash(chosen, n_chosen, c->words[k]))
-                chosen[n_chosen++] = c->words[k];
-        n_terms++;
-        dr_gen_rstrip(&b);
+            fresh = !has_hash(q.h, q.n, c->words[k]) && !has_hash(s->used, s->n_used, c->words[k]);
+        if (fresh && !resolved(c, passages, held))
+            pick = c;
+    }
+    if (pick == NULL)
+        goto cleanup;
+    /* The bridge, then what of the question its passage does not say (the
+     * whole question when it says all of it). */
+    const dr_passage *src = &passages[pick->src];
+    const char *pt = src->title ? src->title : "";
+    const char *px = src->text ? src->text : "";
+    dr_text_words(pt, strlen(pt), hashvec_cb, &pw);
+    dr_text_words(px, strlen(px), hashvec_cb, &pw);
+    rc = pw.status;
+    if (rc == DYNRAG_OK)
+        rc = dr_gen_put_flat(&b, pick->s, pick->len);
+    qword_ctx qx = {question, &pw, &b, 0, DYNRAG_OK};
+    if (rc == DYNRAG_OK) {
+        dr_text_words(question, strlen(question), leftover_cb, &qx);
+        rc = qx.status;
+    }
+    if (rc == DYNRAG_OK && qx.n_out == 0) {
         rc = dr_buf_putc(&b, ' ');
         if (rc == DYNRAG_OK)
-            rc = dr_gen_put_flat(&b, c->s, c->len);
+            rc = dr_gen_put_flat(&b, question, strlen(question));
     }
-    if (rc != DYNRAG_OK || n_terms == 0)
+    if (rc != DYNRAG_OK)
         goto cleanup;
     dr_gen_rstrip(&b);
-    if (s->n_used + n_chosen > s->cap_used) {
-        size_t cap = (s->n_used + n_chosen) * 2;
+    if (s->n_used + pick->n_words > s->cap_used) {
+        size_t cap = (s->n_used + pick->n_words) * 2;
         uint64_t *nu = realloc(s->used, cap * sizeof(*nu));
         if (nu == NULL) {
             rc = DYNRAG_ERR_NOMEM;
@@ -318,13 +423,118 @@ int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *p
         rc = DYNRAG_ERR_NOMEM;
         goto cleanup;
     }
-    memcpy(s->used + s->n_used, chosen, n_chosen * sizeof(uint64_t));
-    s->n_used += n_chosen;
+    for (size_t k = 0; k < pick->n_words; k++)
+        if (!has_hash(s->used, s->n_used, pick->words[k]))
+            s->used[s->n_used++] = pick->words[k];
 
 cleanup:
     free(cx.c);
+    free(pw.h);
     dr_buf_free(&b);
     if (rc != DYNRAG_OK)
         return dr_err_set(err, rc, "reformulate: %s", dynrag_strerror(rc));
+    return DYNRAG_OK;
+}
+
+/* dr_text_words() callback: counts the question's content words (by stem,
+ * once each) and how many of them the passages' word set holds. */
+typedef struct cover_ctx {
+    const hashvec *have;
+    uint64_t seen[QSET_MAX];
+    size_t n_seen, n_found;
+} cover_ctx;
+
+static int cover_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)s;
+    (void)e;
+    cover_ctx *c = user;
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    if (dr_text_is_stopword(w) || c->n_seen >= QSET_MAX)
+        return 0;
+    dr_gen_stem(w, &n);
+    uint64_t h = dr_hash64(w, n, 0);
+    if (has_hash(c->seen, c->n_seen, h))
+        return 0;
+    c->seen[c->n_seen++] = h;
+    c->n_found += has_hash(c->have->h, c->have->n, h);
+    return 0;
+}
+
+/* Copies the valid UTF-8 string src into dst[size], cut at a character
+ * boundary when it does not fit. */
+static void utf8_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= size) {
+        n = size - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+int dr_reform_sufficiency(const char *question, const dr_passage *passages, size_t n,
+                          dr_sufficiency *out, dynrag_error *err)
+{
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    if (question == NULL || out == NULL || (passages == NULL && n > 0))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "sufficiency: missing argument");
+    int rc = DYNRAG_OK;
+    size_t held = DR_MIN(n, (size_t)DR_REFORM_HELD_PASSAGES);
+    hashvec have = {0};
+    for (size_t p = 0; p < held; p++) {
+        const char *t = passages[p].title ? passages[p].title : "";
+        const char *x = passages[p].text ? passages[p].text : "";
+        dr_text_words(t, strlen(t), hashvec_cb, &have);
+        dr_text_words(x, strlen(x), hashvec_cb, &have);
+    }
+    cover_ctx cc;
+    memset(&cc, 0, sizeof(cc));
+    cc.have = &have;
+    if (have.status == DYNRAG_OK)
+        dr_text_words(question, strlen(question), cover_cb, &cc);
+    out->coverage = cc.n_seen > 0 ? (double)cc.n_found / (double)cc.n_seen : 1.0;
+
+    wordset q;
+    q.n = 0;
+    dr_text_words(question, strlen(question), qset_cb, &q);
+    ctx cx;
+    memset(&cx, 0, sizeof(cx));
+    cx.q = &q;
+    size_t top = DR_MIN(n, (size_t)DR_REFORM_TOP_PASSAGES);
+    for (size_t p = 0; p < top && cx.status == DYNRAG_OK; p++) {
+        sent_ctx sx = {&cx, passages[p].text ? passages[p].text : "", p};
+        dr_text_sentences(sx.text, strlen(sx.text), entity_sentence_cb, &sx);
+    }
+    rc = have.status != DYNRAG_OK ? have.status : cx.status;
+    if (rc != DYNRAG_OK)
+        goto cleanup;
+    if (cx.n > 0)
+        qsort(cx.c, cx.n, sizeof(cand), cmp_cand);
+    for (size_t i = 0; i < cx.n && !out->has_bridge; i++) {
+        const cand *c = &cx.c[i];
+        bool fresh = false;
+        for (size_t k = 0; k < c->n_words && !fresh; k++)
+            fresh = !has_hash(q.h, q.n, c->words[k]);
+        if (!fresh)
+            continue;
+        out->has_bridge = true;
+        out->bridge_in_hand = resolved(c, passages, held);
+        dr_buf b = {0};
+        if (dr_gen_put_flat(&b, c->s, c->len) == DYNRAG_OK && b.data != NULL)
+            utf8_copy(out->bridge, sizeof(out->bridge), b.data);
+        dr_buf_free(&b);
+    }
+cleanup:
+    free(cx.c);
+    free(have.h);
+    if (rc != DYNRAG_OK)
+        return dr_err_set(err, rc, "sufficiency: %s", dynrag_strerror(rc));
     return DYNRAG_OK;
 }

@@ -4,15 +4,19 @@
  * Bridge questions (HotpotQA-style: "the woman who portrayed Corliss Archer
  * in Kiss and Tell held which position?") need a second retrieval for an
  * entity the first one revealed ("Shirley Temple"). dr_reformulate() builds
- * that next query: the question followed by new evidence terms taken from
- * the top passages retrieved so far:
- *   - their titles (without a trailing "(disambiguator)"), and
- *   - runs of capitalised words ("Shirley Temple", "Chief of Protocol") in
- *     sentences that share at least one content word with the question,
- *     ranked by that overlap, the run's length and the passage's rank,
- * skipping every candidate whose content words all occur in the question,
- * in an earlier step (the state) or in a term already chosen. When nothing
- * new is left the next query is NULL: the stop condition.
+ * one follow-up query per bridge candidate, best first:
+ *   - candidates are runs of capitalised words ("Shirley Temple", "Chief of
+ *     Protocol") in sentences of the top passages that share at least one
+ *     content word with the question, ranked by that overlap, the run's
+ *     length and the passage's rank;
+ *   - a candidate is skipped when its content words all occur in the
+ *     question or in an earlier step's bridge (the state), or when it names
+ *     a passage already in hand (every content word of the title of one of
+ *     the first DR_REFORM_HELD_PASSAGES passages is among its words);
+ *   - the query is the bridge followed by the question's content words that
+ *     its source passage does not contain ("Shirley Temple government
+ *     position held"), or by the whole question when the passage has them all.
+ * When no candidate is left the next query is NULL: the stop condition.
  */
 #ifndef DYNRAG_GENERATE_REFORMULATE_H
 #define DYNRAG_GENERATE_REFORMULATE_H
@@ -20,10 +24,11 @@
 #include "dynrag/status.h"
 #include "generate/passage.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define DR_REFORM_TOP_PASSAGES 3 /* passages looked at per step */
-#define DR_REFORM_MAX_TERMS 3    /* evidence terms added per step */
+#define DR_REFORM_HELD_PASSAGES 5 /* passages whose titles count as in hand */
 
 /* The words used by earlier steps. Opaque; one per multi-step query. */
 typedef struct dr_reform_state dr_reform_state;
@@ -37,13 +42,34 @@ void dr_reform_free(dr_reform_state *s);
 
 /*
  * Builds the next query from question and passages[0..n) (best first) into
- * *next (caller frees), or sets *next = NULL when there is no new evidence.
- * The terms added are recorded in s so later steps do not repeat them. The
+ * *next (caller frees), or sets *next = NULL when there is no new bridge.
+ * The bridge used is recorded in s so later steps do not repeat it. The
  * output is valid UTF-8 whatever the input. Fails with DYNRAG_ERR_INVALID
  * (s, question or next NULL, passages NULL with n > 0) or DYNRAG_ERR_NOMEM,
  * leaving *next NULL and s unchanged.
  */
 int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *passages,
                    size_t n, char **next, dynrag_error *err);
+
+/* What the first retrieval step's passages say about a question's needs. */
+typedef struct dr_sufficiency {
+    double coverage;     /* share of the question's content words (by stem) that
+                          * occur in the first DR_REFORM_HELD_PASSAGES passages */
+    bool has_bridge;     /* the passages name an entity the question does not */
+    bool bridge_in_hand; /* that best bridge candidate names one of those passages */
+    char bridge[128];    /* the best bridge candidate ("" when none) */
+} dr_sufficiency;
+
+/*
+ * The sufficiency features of passages[0..n) (best first) for question, as
+ * an adaptive retrieval step decides on them: the coverage of the question's
+ * content words by the first DR_REFORM_HELD_PASSAGES passages, and the best
+ * bridge candidate dr_reformulate() would consider first (ignoring whether
+ * its passage is in hand) and whether its passage is. Fails with
+ * DYNRAG_ERR_INVALID (question or out NULL, passages NULL with n > 0) or
+ * DYNRAG_ERR_NOMEM; *out is zeroed first.
+ */
+int dr_reform_sufficiency(const char *question, const dr_passage *passages, size_t n,
+                          dr_sufficiency *out, dynrag_error *err);
 
 #endif

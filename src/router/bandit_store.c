@@ -20,6 +20,7 @@ struct dr_bandit_store {
     sqlite3 *db;
     char *path;  /* <state>.rewards.db */
     char *stage; /* the router's stage: rows of other stages are not ours */
+    long long retention; /* rewarded ids kept per stage */
 };
 
 static int db_fail(dr_bandit_store *s, int sqlite_rc, const char *what, dynrag_error *err)
@@ -34,6 +35,32 @@ static int exec(dr_bandit_store *s, const char *sql, dynrag_error *err)
 {
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
     return rc == SQLITE_OK ? DYNRAG_OK : db_fail(s, rc, sql, err);
+}
+
+void dr_bandit_store_set_retention(dr_bandit_store *s, long long n)
+{
+    if (s != NULL)
+        s->retention = n >= 1 ? n : 1;
+}
+
+/* Deletes the rewarded ids (of any stage) recorded before the newest
+ * s->retention rewards of the store, inside the caller's transaction: a
+ * rowid range delete, so each reward visits only the rows it removes. */
+static int prune_rewarded(dr_bandit_store *s, dynrag_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    long long keep = s->retention > 0 ? s->retention : DR_BANDIT_REWARDED_RETENTION;
+    long long last = (long long)sqlite3_last_insert_rowid(s->db);
+    if (last <= keep)
+        return DYNRAG_OK;
+    int src = sqlite3_prepare_v2(s->db, "DELETE FROM rewarded WHERE rowid <= ?1", -1, &q, NULL);
+    if (src == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, last - keep);
+        src = sqlite3_step(q);
+    }
+    sqlite3_finalize(q);
+    return src == SQLITE_DONE || src == SQLITE_OK ? DYNRAG_OK
+                                                  : db_fail(s, src, "pruning old query ids", err);
 }
 
 void dr_bandit_store_close(dr_bandit_store *s)
@@ -214,6 +241,9 @@ int dr_bandit_store_reward(dr_bandit_store *s, const char *query_id, const char 
         goto cleanup;
     }
     sqlite3_finalize(q);
+    q = NULL;
+    if ((rc = prune_rewarded(s, err)) != DYNRAG_OK)
+        goto cleanup;
     src = sqlite3_prepare_v2(
         s->db, "SELECT n, sum_reward, A, b FROM arms WHERE stage = ?1 AND option = ?2", -1, &q,
         NULL);

@@ -13,6 +13,10 @@
  *   meta(key TEXT PRIMARY KEY, value TEXT)       -- "format_version" = "1"
  *   rewarded(query_id TEXT, stage TEXT, reward REAL, option TEXT,
  *            PRIMARY KEY (query_id, stage))      -- one reward per query id
+ * The rewarded table is bounded: each reward deletes, in its transaction,
+ * the ids recorded before the store's newest DR_BANDIT_REWARDED_RETENTION
+ * rewards (any stage; insertion order, by rowid). A duplicate is refused
+ * within that window; an id older than the window can be rewarded again.
  *   arms(stage TEXT, option TEXT, n REAL, sum_reward REAL,
  *        A TEXT, b TEXT, PRIMARY KEY (stage, option))
  * A and b are JSON arrays of 64 and 8 numbers (LinUCB statistics, see
@@ -28,6 +32,9 @@
 #include <stdbool.h>
 
 typedef struct dr_bandit_store dr_bandit_store;
+
+/* Rewarded query ids kept per store (the duplicate-refusal window). */
+#define DR_BANDIT_REWARDED_RETENTION 1000000LL
 
 /* An arm's reward statistics. */
 typedef struct dr_bandit_stats {
@@ -47,6 +54,11 @@ typedef struct dr_bandit_stats {
  */
 int dr_bandit_store_open(const char *state_path, const char *stage, bool create,
                          dr_bandit_store **out, dynrag_error *err);
+
+/* Sets how many of the newest rewarded ids this handle's rewards keep (the window;
+ * values < 1 mean 1); the default is DR_BANDIT_REWARDED_RETENTION. For tests
+ * and tools. Accepts NULL. */
+void dr_bandit_store_set_retention(dr_bandit_store *s, long long n);
 
 /* Closes the store. Accepts NULL. */
 void dr_bandit_store_close(dr_bandit_store *s);
@@ -69,8 +81,9 @@ int dr_bandit_store_read(dr_bandit_store *s,
  * reward to the arm's row (n + 1, sum_reward + reward and, when x is not
  * NULL, A + x x^T and b + reward x), starting from *init when the store has
  * no row for the arm yet. *out gets the arm's statistics as committed.
+ * Then deletes the rewarded ids beyond the retention window.
  * Fails with DYNRAG_ERR_STATE when the query id was already rewarded (in
- * this process or any other), DYNRAG_ERR_DB / DYNRAG_ERR_TIMEOUT (locked
+ * this process or any other) within the window, DYNRAG_ERR_DB / DYNRAG_ERR_TIMEOUT (locked
  * for more than 10 s) otherwise; nothing is recorded on failure.
  */
 int dr_bandit_store_reward(dr_bandit_store *s, const char *query_id, const char *option,
