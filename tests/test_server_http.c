@@ -1401,7 +1401,13 @@ static void gen_good(hreq *r, unsigned *seed, int i, bool close)
     const char *conn = close ? "Connection: close\r\n" : "";
     char body[64];
     int bl = snprintf(body, sizeof(body), "{\"query\":\"q%d\"}", i);
-    switch (rand_r(seed) % 5) {
+    switch (rand_r(seed) % 6) {
+    case 5: /* bare LF line ends */
+        hreq_set(r, 200, NULL, DR_EP_QUERY, false,
+                 "POST /v1/query HTTP/1.1\nHost: t\nContent-Type: application/json\n"
+                 "Content-Length: %d\n%s\n%s",
+                 bl, close ? "Connection: close\n" : "", body);
+        break;
     case 0:
         hreq_set(r, 200, NULL, DR_EP_HEALTHZ, false, "GET /healthz HTTP/1.1\r\nHost: t\r\n%s\r\n",
                  conn);

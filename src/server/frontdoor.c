@@ -715,12 +715,13 @@ static bool send_some(int fd, const char *d, size_t n, size_t *sent)
     return true;
 }
 
-/* Reads what fd has into q (up to limit bytes queued). Returns 1 on data or
- * nothing, 0 on end of stream, -1 on error. */
-static int recv_some(int fd, qbuf *q, size_t limit)
+/* Reads what fd has into q (up to limit bytes queued), with room for at
+ * least `chunk` bytes per recv. Returns 1 on data or nothing, 0 on end of
+ * stream, -1 on error. */
+static int recv_some(int fd, qbuf *q, size_t limit, size_t chunk)
 {
     for (int rounds = 0; rounds < 4 && q->len - q->off < limit; rounds++) {
-        if (!q_room(q, 16384))
+        if (!q_room(q, chunk))
             return -1;
         ssize_t r = recv(fd, q->d + q->len, q->cap - q->len, MSG_DONTWAIT);
         if (r > 0) {
@@ -858,7 +859,7 @@ static void *pump_main(void *arg)
             break;
         if (pf[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             size_t before = p->out.len - p->out.off;
-            int rr = recv_some(p->m, &p->out, 262144);
+            int rr = recv_some(p->m, &p->out, 262144, 131072); /* a k=100 reply in one go */
             size_t got = p->out.len - p->out.off - before;
             if (got > 0 && p->tracking && !follow_replies(p, p->out.d + p->out.len - got, got))
                 p->tracking = false;
@@ -866,7 +867,7 @@ static void *pump_main(void *arg)
                 p->m_eof = true;
         }
         if (pf[0].revents & (POLLIN | POLLHUP | POLLERR) && (pf[0].events & POLLIN)) {
-            int rr = recv_some(p->c, &p->in, in_limit);
+            int rr = recv_some(p->c, &p->in, in_limit, 16384);
             if (rr < 0)
                 break; /* the client is gone: closing m tells libmicrohttpd */
             if (rr == 0)
