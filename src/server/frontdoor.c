@@ -480,7 +480,8 @@ struct dr_front {
     int stop[2]; /* writing stop[1] ends every pump */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int live;
+    int live;     /* pumps running */
+    int flushing; /* ... of which not yet in their closing linger */
 };
 
 /* A byte queue: the bytes d[off..len). */
@@ -883,6 +884,10 @@ static void *pump_main(void *arg)
         }
     }
     close(p->m);
+    pthread_mutex_lock(&f->mu);
+    f->flushing--; /* everything for the client was written */
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
     linger_close(p->c, p->c_eof, f->stop[0]);
     free(p->in.d);
     free(p->out.d);
@@ -949,12 +954,14 @@ int dr_front_serve(dr_front *f, int client)
     pthread_t t;
     pthread_mutex_lock(&f->mu);
     f->live++;
+    f->flushing++;
     pthread_mutex_unlock(&f->mu);
     int rc = pthread_create(&t, &at, pump_main, p);
     pthread_attr_destroy(&at);
     if (rc != 0) {
         pthread_mutex_lock(&f->mu);
         f->live--;
+        f->flushing--;
         pthread_mutex_unlock(&f->mu);
         close(client);
         close(sp[0]);
@@ -974,8 +981,8 @@ int dr_front_live(dr_front *f)
     return n;
 }
 
-/* Waits until no pump runs or ms passed; true when none runs. */
-static bool wait_pumps(dr_front *f, int ms)
+/* Waits until no pump is still writing to its client, or ms passed. */
+static void wait_flushed(dr_front *f, int ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -986,28 +993,26 @@ static bool wait_pumps(dr_front *f, int ms)
         until.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&f->mu);
-    while (f->live > 0)
+    while (f->flushing > 0)
         if (pthread_cond_timedwait(&f->cv, &f->mu, &until) != 0)
             break;
-    bool none = f->live == 0;
     pthread_mutex_unlock(&f->mu);
-    return none;
 }
 
 void dr_front_free(dr_front *f, int flush_ms)
 {
     if (f == NULL)
         return;
-    if (!wait_pumps(f, flush_ms)) {
-        ssize_t w;
-        do
-            w = write(f->stop[1], "x", 1);
-        while (w < 0 && errno == EINTR);
-        pthread_mutex_lock(&f->mu);
-        while (f->live > 0)
-            pthread_cond_wait(&f->cv, &f->mu);
-        pthread_mutex_unlock(&f->mu);
-    }
+    /* The replies first; then the lingering closes are cut. */
+    wait_flushed(f, flush_ms);
+    ssize_t w;
+    do
+        w = write(f->stop[1], "x", 1);
+    while (w < 0 && errno == EINTR);
+    pthread_mutex_lock(&f->mu);
+    while (f->live > 0)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
     close(f->stop[0]);
     close(f->stop[1]);
     pthread_mutex_destroy(&f->mu);

@@ -98,9 +98,10 @@ int dr_front_serve(dr_front *f, int client);
 int dr_front_live(dr_front *f);
 
 /*
- * Lets the pumps flush what libmicrohttpd already wrote (call after its
- * daemons stopped) for up to flush_ms, then cuts the rest, waits for every
- * pump to end and frees f. Accepts NULL.
+ * Lets the pumps deliver what libmicrohttpd already wrote (call after its
+ * daemons stopped) for up to flush_ms, then cuts the rest (and the
+ * lingering closes after delivered replies), waits for every pump to end
+ * and frees f. Accepts NULL.
  */
 void dr_front_free(dr_front *f, int flush_ms);
 

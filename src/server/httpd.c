@@ -78,6 +78,7 @@ struct dr_httpd {
     bool acceptor_started;
     unsigned next; /* round-robin start, the acceptor's own */
     dr_front *front; /* validates every request before libmicrohttpd reads it */
+    int flush_ms;    /* at the stop: how long the pumps may take to deliver replies */
 };
 
 typedef struct req_state {
@@ -651,7 +652,7 @@ static void free_httpd(dr_httpd *h)
         if (h->w[i].d)
             MHD_stop_daemon(h->w[i].d);
     /* The daemons closed their ends: the pumps deliver what they hold. */
-    dr_front_free(h->front, 1000);
+    dr_front_free(h->front, h->flush_ms > 1000 ? h->flush_ms : 1000);
     for (int i = 0; i < 2; i++)
         if (h->wake[i] >= 0)
             close(h->wake[i]);
@@ -787,5 +788,8 @@ void dr_httpd_stop(dr_httpd *h, int drain_ms)
         dr_log(DYNRAG_LOG_WARN, MOD,
                "drain timeout (%d ms): cutting %d request(s) still in flight", drain_ms,
                atomic_load(&h->in_flight));
+    /* Replies already written by MHD still reach their clients (a stalled
+     * client is cut at the request time limit by its pump). */
+    h->flush_ms = drain_ms;
     free_httpd(h);
 }
