@@ -108,7 +108,12 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    dr_log(DYNRAG_LOG_WARN, MOD, "libmicrohttpd: %s", msg);
+    /* MHD serves the front door's socketpairs, not TCP sockets: its TCP
+     * tuning (TCP_NODELAY, TCP_CORK, and the "push" that needs them) does
+     * not apply there, and its failing is no news. */
+    bool tcp_tuning = strncmp(msg, "Setting TCP_", 12) == 0 ||
+                      strncmp(msg, "Failed to push the data", 23) == 0;
+    dr_log(tcp_tuning ? DYNRAG_LOG_DEBUG : DYNRAG_LOG_WARN, MOD, "libmicrohttpd: %s", msg);
 }
 
 /* Serves one "\n\n"-terminated event (or what fits in max) per call, so
