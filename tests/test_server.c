@@ -1192,3 +1192,170 @@ TEST(server_cli_serve_and_sigterm)
     ASSERT_CONTAINS(o, "DYNRAG_TEST_UNSET_VAR");
     free(o);
 }
+
+/* ---- routing without a record ------------------------------------------- */
+
+/* A generated query: 1-8 words from a small vocabulary (some trigger the
+ * rules router's regex rule), with the odd punctuation, quote or escape. */
+static void gen_query(unsigned *seed, char *out, size_t size)
+{
+    static const char *const words[] = {
+        "vector", "embedding", "search", "Eiffel", "Tower", "Paris", "ranking", "BM25",
+        "what",   "is",        "the",    "how",    "does",  "\"x\"", "tab\\t", "Moon",
+        "Python", "1969",      "fusion", "é",      "why?",  "a,b",  "vectors"};
+    size_t n = 1 + (size_t)(rand_r(seed) % 8), len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        const char *w = words[(size_t)rand_r(seed) % (sizeof(words) / sizeof(words[0]))];
+        int k = snprintf(out + len, size - len, "%s%s", i ? " " : "", w);
+        if (k < 0 || (size_t)k >= size - len)
+            break;
+        len += (size_t)k;
+    }
+}
+
+/* no_record changes nothing but the record: over many generated queries, a
+ * route-only result with no_record has the same decisions as one with the
+ * record, and no JSON; a logged query with no_record still writes its line. */
+TEST(engine_no_record_same_result)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_create(f.p, NULL, &e, &err), &err);
+    unsigned seed = 12;
+    for (int it = 0; it < 200; it++) {
+        char q[256];
+        gen_query(&seed, q, sizeof(q));
+        dynrag_query_options a, b;
+        memset(&a, 0, sizeof(a));
+        a.route_only = true;
+        b = a;
+        b.no_record = true;
+        dynrag_result *ra = NULL, *rb = NULL;
+        ASSERT_OK(dynrag_engine_query(e, q, &a, &ra, &err), &err);
+        ASSERT_OK(dynrag_engine_query(e, q, &b, &rb, &err), &err);
+        ASSERT(dynrag_result_json(ra) != NULL);
+        ASSERT(dynrag_result_json(rb) == NULL);
+        ASSERT_EQ(dynrag_result_n_decisions(ra), dynrag_result_n_decisions(rb));
+        for (size_t i = 0; i < dynrag_result_n_decisions(ra); i++) {
+            const dynrag_decision *da = dynrag_result_decision(ra, i);
+            const dynrag_decision *db = dynrag_result_decision(rb, i);
+            ASSERT_STR_EQ(da->stage, db->stage);
+            ASSERT_STR_EQ(da->router, db->router);
+            ASSERT_STR_EQ(da->choice, db->choice);
+            ASSERT_STR_EQ(da->reason, db->reason);
+            ASSERT_EQ(da->skipped, db->skipped);
+        }
+        /* the record names the same choices */
+        cJSON *rec = cJSON_Parse(dynrag_result_json(ra));
+        ASSERT(rec != NULL);
+        cJSON *st = NULL;
+        size_t j = 0;
+        cJSON_ArrayForEach(st, cJSON_GetObjectItem(rec, "stages"))
+        {
+            const dynrag_decision *db = dynrag_result_decision(rb, j++);
+            ASSERT(db != NULL);
+            ASSERT_STR_EQ(jstr(st, "stage"), db->stage);
+            if (!db->skipped)
+                ASSERT_STR_EQ(jstr(st, "choice"), db->choice);
+        }
+        ASSERT_EQ(j, dynrag_result_n_decisions(rb));
+        cJSON_Delete(rec);
+        dynrag_result_free(ra);
+        dynrag_result_free(rb);
+    }
+    /* A logged query with no_record: the line is written all the same. */
+    size_t before = count_lines(f.log);
+    dynrag_query_options o;
+    memset(&o, 0, sizeof(o));
+    o.no_record = true;
+    o.query_id = "q-no-record";
+    dynrag_result *r = NULL;
+    ASSERT_OK(dynrag_engine_query(e, "When was the Eiffel Tower completed?", &o, &r, &err), &err);
+    ASSERT(dynrag_result_json(r) == NULL);
+    ASSERT_GT(dynrag_result_n_retrieved(r), 0);
+    dynrag_result_free(r);
+    ASSERT_EQ(count_lines(f.log), before + 1);
+    FILE *fp = fopen(f.log, "rb");
+    ASSERT(fp != NULL);
+    char line[65536], last[65536] = "";
+    while (fgets(line, sizeof(line), fp))
+        snprintf(last, sizeof(last), "%s", line);
+    fclose(fp);
+    cJSON *rec = cJSON_Parse(last);
+    ASSERT(rec != NULL);
+    ASSERT_STR_EQ(jstr(rec, "id"), "q-no-record");
+    ASSERT(jget(rec, "answer") != NULL && jget(rec, "totals") != NULL);
+    cJSON_Delete(rec);
+    dynrag_engine_free(e);
+    dynrag_pipeline_free(f.p);
+}
+
+/* A routed /v1/retrieve reports the decisions /v1/route makes for the same
+ * query, and its "route" member is the exact compact JSON of those values
+ * (as a cJSON tree prints them), over many generated queries. */
+TEST(server_routed_retrieve_matches_route)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_server *s = start_server(&f, NULL, 1, 10000);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    unsigned seed = 7;
+    for (int it = 0; it < 60; it++) {
+        char q[256];
+        gen_query(&seed, q, sizeof(q));
+        cJSON *req = cJSON_CreateObject();
+        cJSON_AddStringToObject(req, "query", q);
+        char *body = cJSON_PrintUnformatted(req);
+        cJSON_Delete(req);
+        http_reply rr, rt;
+        ASSERT_EQ(http_post_json(port, "/v1/retrieve", body, NULL, &rr), 0);
+        ASSERT_EQ(http_post_json(port, "/v1/route", body, NULL, &rt), 0);
+        free(body);
+        ASSERT_EQ(rr.status, 200);
+        ASSERT_EQ(rt.status, 200);
+        cJSON *o = cJSON_Parse(rr.body), *t = cJSON_Parse(rt.body);
+        ASSERT(o != NULL && t != NULL);
+        ASSERT(cJSON_IsTrue(jget(o, "routed")));
+        cJSON *route = jget(o, "route");
+        ASSERT(cJSON_IsObject(route));
+        char *printed = cJSON_PrintUnformatted(route);
+        char *want = NULL;
+        ASSERT(asprintf(&want, ",\"route\":%s,\"hits\":", printed) > 0);
+        ASSERT_CONTAINS(rr.body, want);
+        free(want);
+        free(printed);
+        cJSON *st = NULL;
+        int seen = 0;
+        cJSON_ArrayForEach(st, cJSON_GetObjectItem(t, "stages"))
+        {
+            const char *name = jstr(st, "stage");
+            if (strcmp(name, "index") != 0 && strcmp(name, "embedder") != 0)
+                continue;
+            cJSON *d = cJSON_GetObjectItem(route, name);
+            ASSERT(d != NULL);
+            seen++;
+            ASSERT_STR_EQ(jstr(d, "router"), jstr(st, "router"));
+            ASSERT_STR_EQ(jstr(d, "reason"), jstr(st, "reason"));
+            ASSERT_EQ(cJSON_IsTrue(jget(d, "skipped")), cJSON_IsTrue(jget(st, "skipped")));
+            if (!cJSON_IsTrue(jget(st, "skipped")))
+                ASSERT_STR_EQ(jstr(d, "choice"), jstr(st, "choice"));
+            if (strcmp(name, "index") == 0) {
+                ASSERT_STR_EQ(jstr(route, "option"), jstr(st, "choice"));
+                ASSERT_STR_EQ(jstr(o, "mode"),
+                              strcmp(jstr(st, "choice"), "fused") == 0 ? "hybrid" : "bm25");
+            }
+        }
+        ASSERT_EQ(seen, cJSON_GetArraySize(route) - 1);
+        cJSON_Delete(o);
+        cJSON_Delete(t);
+        http_reply_free(&rr);
+        http_reply_free(&rt);
+    }
+    dynrag_server_free(s);
+    dynrag_pipeline_free(f.p);
+}

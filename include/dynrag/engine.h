@@ -97,6 +97,11 @@ typedef struct dynrag_query_options {
      * pipeline's (the smaller of the two applies): a caller cannot loosen a
      * budget. */
     const dynrag_budget *budget;
+    /* The result carries no route-log record: dynrag_result_json() returns
+     * NULL, and a query that is not logged (route_only, no_log, or no route
+     * log) never builds one, which makes routing-only calls cheaper. The
+     * logged record is the same either way. */
+    bool no_record;
 } dynrag_query_options;
 
 /* Sets every field of o to its default (above). */
@@ -181,7 +186,7 @@ typedef struct dynrag_totals {
 DYNRAG_API const dynrag_totals *dynrag_result_totals(const dynrag_result *r);
 
 /* The result's route-log record as one line of compact JSON (no newline).
- * Owned by r. */
+ * Owned by r. NULL when the query ran with `no_record`. */
 DYNRAG_API const char *dynrag_result_json(const dynrag_result *r);
 
 DYNRAG_API void dynrag_result_free(dynrag_result *r);

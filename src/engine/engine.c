@@ -255,9 +255,16 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     if (rc == DYNRAG_OK)
         dr_q_check_spent(&s, "the query");
     s.tot.latency_ms = dr_q_elapsed_ms(&s);
-    cJSON *rec = dr_q_build_record(&s, id, rc == DYNRAG_OK ? NULL : dynrag_errmsg(&qerr));
+    /* The record only when it is written or the caller wants it (building
+     * it was most of the cost of a route-only query). */
+    bool want_record = (log_it && e->log_fd >= 0) || !opt->no_record;
+    cJSON *rec =
+        want_record ? dr_q_build_record(&s, id, rc == DYNRAG_OK ? NULL : dynrag_errmsg(&qerr))
+                    : NULL;
     res->id = dr_strdup(id);
-    int frc = rec && res->id ? dr_q_fill_result(res, &s, rec) : DYNRAG_ERR_NOMEM;
+    int frc = (want_record && rec == NULL) || res->id == NULL
+                  ? DYNRAG_ERR_NOMEM
+                  : dr_q_fill_result(res, &s, opt->no_record ? NULL : rec);
     if (log_it && rec) {
         /* Failed queries are logged too, with their error. */
         char *line = res->json ? NULL : cJSON_PrintUnformatted(rec);

@@ -163,11 +163,11 @@ int dr_engine_write_log(dynrag_engine *e, const char *line, dynrag_error *err)
 int dr_q_fill_result(dynrag_result *res, const qstate *s, cJSON *rec)
 {
     const dynrag_pipeline *p = s->p;
-    res->json = cJSON_PrintUnformatted(rec);
+    res->json = rec ? cJSON_PrintUnformatted(rec) : NULL;
     res->answer = dr_strdup(s->answer ? s->answer : "");
     res->unanswerable = s->unanswerable;
     res->totals = s->tot;
-    if (res->json == NULL || res->answer == NULL)
+    if ((rec && res->json == NULL) || res->answer == NULL)
         return DYNRAG_ERR_NOMEM;
     res->context = dr_strdup(s->context_text ? s->context_text : "");
     res->ret = calloc(s->n_pass ? s->n_pass : 1, sizeof(*res->ret));

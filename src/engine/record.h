@@ -15,8 +15,8 @@ cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error);
  * when not logging). Fails with DYNRAG_ERR_IO naming the log. */
 int dr_engine_write_log(dynrag_engine *e, const char *line, dynrag_error *err);
 
-/* Fills res (answer, citations, retrieved, context, decisions, totals and the
- * record's JSON) from the state; res owns copies. Returns DYNRAG_ERR_NOMEM
+/* Fills res (answer, citations, retrieved, context, decisions, totals and,
+ * when rec is not NULL, the record's JSON) from the state; res owns copies. Returns DYNRAG_ERR_NOMEM
  * on allocation failure, leaving res for dynrag_result_free. */
 int dr_q_fill_result(dynrag_result *res, const qstate *s, cJSON *rec);
 

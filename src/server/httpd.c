@@ -17,9 +17,16 @@
  * lets whichever worker wakes first accept every pending connection, so a
  * client with a few keep-alive connections (a proxy, a benchmark) often had
  * all of them served by one thread while the others idled.
+ *
+ * MHD never reads a client's socket itself: the acceptor hands each
+ * connection to the front door (frontdoor.c), whose pump thread validates
+ * every request head on it and gives MHD one end of a socketpair instead.
+ * So every request MHD parses is well formed, and the errors it would
+ * answer with its own HTML are the front door's JSON.
  */
 #define _GNU_SOURCE
 #include "server/httpd.h"
+#include "server/frontdoor.h"
 
 #include "core/util.h"
 
@@ -35,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +77,8 @@ struct dr_httpd {
     pthread_t acceptor;
     bool acceptor_started;
     unsigned next; /* round-robin start, the acceptor's own */
+    dr_front *front; /* validates every request before libmicrohttpd reads it */
+    int flush_ms;    /* at the stop: how long the pumps may take to deliver replies */
 };
 
 typedef struct req_state {
@@ -98,7 +108,12 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    dr_log(DYNRAG_LOG_WARN, MOD, "libmicrohttpd: %s", msg);
+    /* MHD serves the front door's socketpairs, not TCP sockets: its TCP
+     * tuning (TCP_NODELAY, TCP_CORK, and the "push" that needs them) does
+     * not apply there, and its failing is no news. */
+    bool tcp_tuning = strncmp(msg, "Setting TCP_", 12) == 0 ||
+                      strncmp(msg, "Failed to push the data", 23) == 0;
+    dr_log(tcp_tuning ? DYNRAG_LOG_DEBUG : DYNRAG_LOG_WARN, MOD, "libmicrohttpd: %s", msg);
 }
 
 /* Serves one "\n\n"-terminated event (or what fits in max) per call, so
@@ -498,6 +513,10 @@ static bool wait_wake(dr_httpd *h, int ms)
 }
 
 #define DEFAULT_CONNECTION_LIMIT 1000
+/* libmicrohttpd's memory per connection: room for the largest head the
+ * front door lets through (DR_FRONT_MAX_HEAD) several times over, so that
+ * libmicrohttpd never refuses one itself (431). */
+#define MHD_MEMORY_LIMIT (8 * DR_FRONT_MAX_HEAD)
 
 /* Answers a connection past the limit with a 503 (best effort: one
  * non-blocking send, the request unread) and closes it. */
@@ -573,11 +592,20 @@ static void *acceptor_main(void *arg)
                 continue;
             }
             sock_error = false;
-            /* MHD owns fd from here, and closes it itself on failure. */
+            /* The front door owns fd from here; MHD gets its end of the
+             * pump's socketpair (and closes it itself on failure). */
+            int mfd = dr_front_serve(h->front, fd);
+            if (mfd < 0) {
+                dr_log(DYNRAG_LOG_WARN, MOD, "cannot serve a new connection: %s", strerror(errno));
+                continue;
+            }
             worker *w = &h->w[i];
             atomic_fetch_add(&w->pending, 1);
             w->last_handed_us = dr_now_us();
-            if (MHD_add_connection(w->d, fd, (struct sockaddr *)&ss, sl) != MHD_YES) {
+            struct sockaddr_un ua;
+            memset(&ua, 0, sizeof(ua));
+            ua.sun_family = AF_UNIX;
+            if (MHD_add_connection(w->d, mfd, (struct sockaddr *)&ua, sizeof(ua)) != MHD_YES) {
                 pending_done(w);
                 dr_log(DYNRAG_LOG_WARN, MOD, "cannot serve a new connection: %s", strerror(errno));
             }
@@ -628,6 +656,8 @@ static void free_httpd(dr_httpd *h)
     for (int i = 0; i < h->n_w; i++)
         if (h->w[i].d)
             MHD_stop_daemon(h->w[i].d);
+    /* The daemons closed their ends: the pumps deliver what they hold. */
+    dr_front_free(h->front, h->flush_ms > 1000 ? h->flush_ms : 1000);
     for (int i = 0; i < 2; i++)
         if (h->wake[i] >= 0)
             close(h->wake[i]);
@@ -670,6 +700,7 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
     dr_httpd *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    int rc_front;
     h->cfg = *cfg;
     h->cfg.host = NULL;
     h->cfg.api_key = NULL;
@@ -687,6 +718,11 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
          (h->cors_origin = dr_strdup(cfg->cors_origin)) == NULL)) {
         free_httpd(h);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    rc_front = dr_front_create(h->cfg.max_body, cfg->timeout_ms, cfg->metrics, &h->front, err);
+    if (rc_front != DYNRAG_OK) {
+        free_httpd(h);
+        return rc_front;
     }
     h->listen_fd = listen_on(addr, addr_len, v6);
     if (h->listen_fd < 0) {
@@ -712,7 +748,8 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
             flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
             MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
             MHD_OPTION_NOTIFY_CONNECTION, on_connection, &h->w[i], MHD_OPTION_URI_LOG_CALLBACK,
-            on_uri, h, MHD_OPTION_CONNECTION_LIMIT,
+            on_uri, h, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_MEMORY_LIMIT,
+            MHD_OPTION_CONNECTION_LIMIT,
             (unsigned)h->cfg.max_connections, MHD_OPTION_END);
         h->n_w = i + 1;
         if (h->w[i].d == NULL) {
@@ -756,5 +793,8 @@ void dr_httpd_stop(dr_httpd *h, int drain_ms)
         dr_log(DYNRAG_LOG_WARN, MOD,
                "drain timeout (%d ms): cutting %d request(s) still in flight", drain_ms,
                atomic_load(&h->in_flight));
+    /* Replies already written by MHD still reach their clients (a stalled
+     * client is cut at the request time limit by its pump). */
+    h->flush_ms = drain_ms;
     free_httpd(h);
 }

@@ -8,7 +8,8 @@
  * body accumulation, metrics, in-flight accounting, JSON error rendering
  * and streaming (server-sent events) of a prepared body. Everything else is
  * the handler's: it receives a dr_http_exchange with the routed endpoint
- * and the whole body and fills in the response.
+ * and the whole body and fills in the response. Malformed requests never
+ * reach either: the front door (frontdoor.h) answers them.
  */
 #ifndef DYNRAG_SERVER_HTTPD_H
 #define DYNRAG_SERVER_HTTPD_H

@@ -235,9 +235,11 @@ static void count_result(dynrag_server *s, const dynrag_result *r, bool ran)
     }
 }
 
-/* Runs the engine; on failure fills the error response and returns NULL. */
+/* Runs the engine (no_record: the result needs no route-log record); on
+ * failure fills the error response and returns NULL. */
 static dynrag_result *run_query(dynrag_server *s, dr_http_exchange *x, const char *q,
-                                const char *id, bool route_only, const dr_budget_req *b)
+                                const char *id, bool route_only, bool no_record,
+                                const dr_budget_req *b)
 {
     if (past_deadline(x))
         return NULL;
@@ -245,6 +247,7 @@ static dynrag_result *run_query(dynrag_server *s, dr_http_exchange *x, const cha
     dynrag_query_options_init(&qo);
     qo.query_id = id;
     qo.route_only = route_only;
+    qo.no_record = no_record;
     dynrag_budget budget;
     if (b != NULL && b->set) {
         budget = (dynrag_budget){b->usd, b->latency_ms, b->energy_wh};
@@ -312,11 +315,57 @@ static void search_options_from(const dr_option *o, dynrag_search_options *so)
  * per-request cost). The bytes are those cJSON_PrintUnformatted() gave for
  * the tree this replaced: {"query","mode","k","routed","route"?,"hits":[
  * {"rank","doc_id","title","text","score","chunk_id"}...],"search_us"}.
- * route_json is borrowed. Fills the response or a 500.
+ * route (may be NULL) and route_option are borrowed. Fills the response or
+ * a 500.
  */
+/*
+ * Appends the "route" member of a routed /v1/retrieve body: the embedder
+ * and index decisions of `route` (in stage order), each as
+ * {"router","choice" (null when skipped),"skipped","reason"}, then
+ * "option", the index option searched. The bytes are those of the cJSON
+ * tree this replaced. Returns 0 or the buffer's error.
+ */
+static int put_route(dr_buf *b, const dynrag_result *route, const char *option)
+{
+    int rc = dr_buf_puts(b, ",\"route\":{");
+    bool first = true;
+    for (size_t i = 0; i < dynrag_result_n_decisions(route) && rc == DYNRAG_OK; i++) {
+        const dynrag_decision *d = dynrag_result_decision(route, i);
+        if (strcmp(d->stage, "index") != 0 && strcmp(d->stage, "embedder") != 0)
+            continue;
+        if (!first)
+            rc = dr_buf_putc(b, ',');
+        first = false;
+        if (rc == DYNRAG_OK)
+            rc = dr_jsonw_str(b, d->stage);
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_puts(b, ":{\"router\":");
+        if (rc == DYNRAG_OK)
+            rc = dr_jsonw_str(b, d->router);
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_puts(b, ",\"choice\":");
+        if (rc == DYNRAG_OK)
+            rc = d->skipped ? dr_buf_puts(b, "null") : dr_jsonw_str(b, d->choice);
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_puts(b, d->skipped ? ",\"skipped\":true,\"reason\":"
+                                           : ",\"skipped\":false,\"reason\":");
+        if (rc == DYNRAG_OK)
+            rc = dr_jsonw_str(b, d->reason);
+        if (rc == DYNRAG_OK)
+            rc = dr_buf_putc(b, '}');
+    }
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_puts(b, first ? "\"option\":" : ",\"option\":");
+    if (rc == DYNRAG_OK)
+        rc = dr_jsonw_str(b, option);
+    if (rc == DYNRAG_OK)
+        rc = dr_buf_putc(b, '}');
+    return rc;
+}
+
 static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
-                           const dynrag_search_options *so, const cJSON *route_json,
-                           const dynrag_hits *hits)
+                           const dynrag_search_options *so, const dynrag_result *route,
+                           const char *route_option, const dynrag_hits *hits)
 {
     dr_buf b = {0};
     /* One allocation for the whole body in the usual case (no escapes). */
@@ -344,13 +393,8 @@ static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
         rc = dr_jsonw_num(&b, req->k);
     if (rc == DYNRAG_OK)
         rc = dr_buf_puts(&b, req->mode < 0 ? ",\"routed\":true" : ",\"routed\":false");
-    if (rc == DYNRAG_OK && route_json) {
-        char *rj = cJSON_PrintUnformatted(route_json);
-        rc = rj ? dr_buf_puts(&b, ",\"route\":") : DYNRAG_ERR_NOMEM;
-        if (rc == DYNRAG_OK)
-            rc = dr_buf_puts(&b, rj);
-        free(rj);
-    }
+    if (rc == DYNRAG_OK && route)
+        rc = put_route(&b, route, route_option);
     if (rc == DYNRAG_OK)
         rc = dr_buf_puts(&b, ",\"hits\":[");
     for (size_t i = 0; i < hits->n && rc == DYNRAG_OK; i++) {
@@ -417,7 +461,7 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
     so.k = req.k;
     dynrag_index *idx = NULL;
     dynrag_result *route = NULL;
-    cJSON *route_json = NULL;
+    const char *route_option = NULL;
     dynrag_hits hits;
     memset(&hits, 0, sizeof(hits));
     if (req.mode >= 0) {
@@ -430,27 +474,16 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
         }
         idx = dynrag_engine_index(s->e, NULL);
     } else {
-        route = run_query(s, x, req.query, NULL, true, NULL);
+        route = run_query(s, x, req.query, NULL, true, true, NULL);
         if (route == NULL)
             goto cleanup;
         const char *emb = NULL, *ichoice = NULL;
-        route_json = cJSON_CreateObject();
         for (size_t i = 0; i < dynrag_result_n_decisions(route); i++) {
             const dynrag_decision *d = dynrag_result_decision(route, i);
             if (strcmp(d->stage, "embedder") == 0 && !d->skipped)
                 emb = d->choice;
             if (strcmp(d->stage, "index") == 0 && !d->skipped)
                 ichoice = d->choice;
-            if (strcmp(d->stage, "index") == 0 || strcmp(d->stage, "embedder") == 0) {
-                cJSON *dj = cJSON_AddObjectToObject(route_json, d->stage);
-                cJSON_AddStringToObject(dj, "router", d->router);
-                if (d->skipped)
-                    cJSON_AddNullToObject(dj, "choice");
-                else
-                    cJSON_AddStringToObject(dj, "choice", d->choice);
-                cJSON_AddBoolToObject(dj, "skipped", d->skipped);
-                cJSON_AddStringToObject(dj, "reason", d->reason);
-            }
         }
         /* retrieval_mode "none" skips the index stage; the client asked to
          * retrieve anyway, so the stage's first option is used. */
@@ -461,7 +494,7 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
         int mode = dynrag_search_mode_parse(io->kind);
         so.mode = mode >= 0 ? (dynrag_search_mode)mode : DYNRAG_SEARCH_BM25;
         search_options_from(io, &so);
-        cJSON_AddStringToObject(route_json, "option", io->name);
+        route_option = io->name;
         idx = dynrag_engine_index(s->e, emb);
         if (idx == NULL)
             idx = dynrag_engine_index(s->e, NULL);
@@ -488,9 +521,8 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
     }
     if (past_deadline(x))
         goto cleanup;
-    reply_retrieve(x, &req, &so, route_json, &hits);
+    reply_retrieve(x, &req, &so, route, route_option, &hits);
 cleanup:
-    cJSON_Delete(route_json);
     dynrag_hits_free(&hits);
     dynrag_result_free(route);
     dr_retrieve_req_free(&req);
@@ -529,7 +561,7 @@ static void do_query(dynrag_server *s, dr_http_exchange *x, bool route_only)
         }
         reserved = true;
     }
-    dynrag_result *r = run_query(s, x, req.query, req.id, route_only, &req.budget);
+    dynrag_result *r = run_query(s, x, req.query, req.id, route_only, false, &req.budget);
     if (r) {
         reply_json(x, record_of(r));
         if (!route_only)
@@ -612,7 +644,7 @@ static void do_chat(dynrag_server *s, dr_http_exchange *x)
         x->status = x->err.status;
         return;
     }
-    dynrag_result *r = run_query(s, x, req.query, NULL, false, &req.budget);
+    dynrag_result *r = run_query(s, x, req.query, NULL, false, false, &req.budget);
     if (r == NULL) {
         dr_chat_req_free(&req);
         return;

@@ -113,7 +113,8 @@ class _Budget(ctypes.Structure):
 class _QueryOptions(ctypes.Structure):
     _fields_ = [("query_id", c_char_p), ("route_only", c_bool), ("retrieve_only", c_bool),
                 ("k", c_int), ("no_log", c_bool), ("force", ctypes.POINTER(_Force)),
-                ("n_force", c_size_t), ("budget", ctypes.POINTER(_Budget))]
+                ("n_force", c_size_t), ("budget", ctypes.POINTER(_Budget)),
+                ("no_record", c_bool)]
 
 
 class _Citation(ctypes.Structure):

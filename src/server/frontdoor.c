@@ -1,0 +1,1021 @@
+/*
+ * frontdoor.c - request framing and validation before libmicrohttpd, and
+ * the per-connection pump (see frontdoor.h).
+ *
+ * The pump of one connection, a thread of its own: it polls the client's
+ * socket `c`, its end `m` of the socketpair libmicrohttpd serves, and the
+ * front door's stop pipe. Bytes from c accumulate in `in`; dr_frame_next()
+ * marks the valid ones as forwardable (`fwd` bytes at the front of `in`),
+ * which are written to m; replies read from m go through `out` to c. On the
+ * first invalid request the pump stops reading c, forwards what was valid
+ * before it, half-closes m (libmicrohttpd finishes the requests it got and
+ * closes), copies the last replies and only then writes its own JSON
+ * error, and closes. It ends when m has closed and everything read from it
+ * reached c, or when c fails.
+ */
+#define _GNU_SOURCE
+#include "server/frontdoor.h"
+
+#include "core/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MOD "server"
+
+/* ---- framing -------------------------------------------------------------- */
+
+enum { ST_HEAD = 0, ST_BODY, ST_CHUNKED };
+enum { CH_SIZE = 0, CH_DATA, CH_DATA_END, CH_TRAILER };
+
+#define MAX_CL_VALUE 1000000000000000000ULL /* 10^18: larger is refused as 413 */
+#define MAX_CHUNK_LINE 1024
+
+static int frame_err(dr_http_error *e, int status, const char *code, const char *msg)
+{
+    const char *type = status >= 500 && status != 505 && status != 501 ? "server_error"
+                                                                       : "invalid_request_error";
+    dr_http_error_set(e, status, type, code, NULL, "%s", msg);
+    return DR_FRAME_ERROR;
+}
+
+static bool is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* True for the bytes a field value may hold: HTAB, visible ASCII, SP and
+ * obs-text (0x80-0xFF). */
+static bool is_field_byte(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+/* Case-insensitive equality of s[0..n) with the NUL-terminated lit. */
+static bool ieq(const char *s, size_t n, const char *lit)
+{
+    size_t l = strlen(lit);
+    if (n != l)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char a = (unsigned char)s[i], b = (unsigned char)lit[i];
+        if (a >= 'A' && a <= 'Z')
+            a = (unsigned char)(a - 'A' + 'a');
+        if (a != b)
+            return false;
+    }
+    return true;
+}
+
+/* The end of the line starting at p (the '\n'), or NULL. *content is the
+ * line's length without its "\r\n" or "\n". A '\r' elsewhere than before
+ * the '\n' makes the line invalid (*bad). */
+static const char *line_end(const char *p, const char *end, size_t *content, bool *bad)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (nl == NULL)
+        return NULL;
+    size_t n = (size_t)(nl - p);
+    if (n > 0 && p[n - 1] == '\r')
+        n--;
+    *content = n;
+    *bad = memchr(p, '\r', n) != NULL;
+    return nl;
+}
+
+/* The request line "METHOD SP target SP HTTP/d.d" (n bytes at p). */
+static dr_frame_action check_request_line(dr_frame *f, const char *p, size_t n, dr_http_error *e)
+{
+    size_t i = 0;
+    while (i < n && is_tchar((unsigned char)p[i]))
+        i++;
+    if (i == 0 || i >= n || p[i] != ' ')
+        return frame_err(e, 400, "malformed_request",
+                         "malformed request line: expected \"METHOD /target HTTP/1.1\"");
+    size_t t0 = ++i;
+    while (i < n && (unsigned char)p[i] > 0x20 && (unsigned char)p[i] < 0x7f)
+        i++;
+    if (i - t0 > DR_FRONT_MAX_TARGET)
+        return frame_err(e, 414, "uri_too_long",
+                         "the request target is longer than 8192 bytes");
+    if (i == t0 || i >= n || p[i] != ' ')
+        return frame_err(e, 400, "malformed_request",
+                         "malformed request line: expected \"METHOD /target HTTP/1.1\"");
+    const char *v = p + i + 1;
+    size_t vn = n - i - 1;
+    if (vn != 8 || memcmp(v, "HTTP/", 5) != 0 || v[6] != '.' || v[5] < '0' || v[5] > '9' ||
+        v[7] < '0' || v[7] > '9')
+        return frame_err(e, 400, "malformed_request",
+                         "malformed request line: expected \"METHOD /target HTTP/1.1\"");
+    /* The endpoint the error is counted under: as the handler would route it. */
+    char method[24], path[512];
+    size_t pl = i - t0;
+    const char *q = memchr(p + t0, '?', pl);
+    if (q)
+        pl = (size_t)(q - (p + t0));
+    f->ep = DR_EP_OTHER;
+    if (t0 - 1 < sizeof(method) && pl < sizeof(path)) {
+        memcpy(method, p, t0 - 1);
+        method[t0 - 1] = '\0';
+        memcpy(path, p + t0, pl);
+        path[pl] = '\0';
+        dr_endpoint_id ep;
+        if (dr_http_route(method, path, &ep) != 404)
+            f->ep = (int)ep;
+    }
+    if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
+        return frame_err(e, 505, "http_version_not_supported",
+                         "only HTTP/1.0 and HTTP/1.1 are supported");
+    f->v11 = v[7] == '1';
+    f->is_head = t0 - 1 == 4 && memcmp(p, "HEAD", 4) == 0;
+    return DR_FRAME_FORWARD;
+}
+
+/* A header field line "name: value" (n bytes at p); the value, trimmed,
+ * in *val and *vn, the name length in *nn. */
+static bool check_field(const char *p, size_t n, size_t *nn, const char **val, size_t *vn)
+{
+    size_t i = 0;
+    while (i < n && is_tchar((unsigned char)p[i]))
+        i++;
+    if (i == 0 || i >= n || p[i] != ':')
+        return false;
+    *nn = i;
+    size_t a = i + 1, b = n;
+    for (size_t k = a; k < b; k++)
+        if (!is_field_byte((unsigned char)p[k]))
+            return false;
+    while (a < b && (p[a] == ' ' || p[a] == '\t'))
+        a++;
+    while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t'))
+        b--;
+    *val = p + a;
+    *vn = b - a;
+    return true;
+}
+
+/*
+ * Validates the complete head buf[0..end) and sets the body framing.
+ * Returns DR_FRAME_FORWARD or DR_FRAME_ERROR.
+ */
+static dr_frame_action check_head(dr_frame *f, const char *buf, size_t end, dr_http_error *e)
+{
+    if (end > DR_FRONT_MAX_HEAD)
+        return frame_err(e, 431, "headers_too_large",
+                         "the request head (request line and headers) is larger than 16384 bytes");
+    const char *p = buf, *lim = buf + end;
+    size_t n;
+    bool bad;
+    const char *nl = line_end(p, lim, &n, &bad);
+    if (bad)
+        return frame_err(e, 400, "malformed_request", "a bare CR in the request line");
+    dr_frame_action a = check_request_line(f, p, n, e);
+    if (a != DR_FRAME_FORWARD)
+        return a;
+    int n_cl = 0, n_te = 0, n_host = 0;
+    bool chunked = false;
+    uint64_t cl = 0;
+    for (p = nl + 1; p < lim;) {
+        nl = line_end(p, lim, &n, &bad);
+        if (nl == NULL || bad)
+            return frame_err(e, 400, "malformed_request", "a bare CR in a header line");
+        if (n == 0)
+            break; /* the empty line ending the head */
+        if (p[0] == ' ' || p[0] == '\t')
+            return frame_err(e, 400, "malformed_request",
+                             "a folded header line (obsolete line folding is not accepted)");
+        size_t nn, vn;
+        const char *v;
+        if (!check_field(p, n, &nn, &v, &vn))
+            return frame_err(e, 400, "malformed_request",
+                             "a malformed header line: expected \"Name: value\" (a token, a "
+                             "colon, no control characters)");
+        if (ieq(p, nn, "content-length")) {
+            if (++n_cl > 1)
+                return frame_err(e, 400, "invalid_content_length",
+                                 "more than one Content-Length header");
+            if (vn == 0)
+                return frame_err(e, 400, "invalid_content_length",
+                                 "Content-Length: expected a number of bytes (digits only)");
+            for (size_t k = 0; k < vn; k++) {
+                if (v[k] < '0' || v[k] > '9')
+                    return frame_err(e, 400, "invalid_content_length",
+                                     "Content-Length: expected a number of bytes (digits only)");
+                if (cl > MAX_CL_VALUE)
+                    continue; /* keep checking the digits */
+                cl = cl * 10 + (uint64_t)(v[k] - '0');
+            }
+        } else if (ieq(p, nn, "transfer-encoding")) {
+            if (++n_te > 1 || !ieq(v, vn, "chunked"))
+                return frame_err(e, 501, "unsupported_transfer_encoding",
+                                 "Transfer-Encoding: only a single \"chunked\" is supported");
+            chunked = true;
+        } else if (ieq(p, nn, "host")) {
+            if (++n_host > 1)
+                return frame_err(e, 400, "malformed_request", "more than one Host header");
+        }
+        p = nl + 1;
+    }
+    if (chunked && n_cl)
+        return frame_err(e, 400, "invalid_content_length",
+                         "both Content-Length and Transfer-Encoding: send only one");
+    if (chunked && !f->v11)
+        return frame_err(e, 400, "malformed_request",
+                         "Transfer-Encoding: chunked needs HTTP/1.1");
+    if (cl > MAX_CL_VALUE)
+        return frame_err(e, 413, "body_too_large",
+                         "Content-Length is larger than the body size limit");
+    if (chunked) {
+        f->state = ST_CHUNKED;
+        f->scan = end;
+        f->chunk_pos = end;
+        f->chunk_state = CH_SIZE;
+        f->chunk_total = 0;
+    } else if (cl > 0) {
+        f->state = ST_BODY;
+        f->body_left = cl;
+    }
+    return DR_FRAME_FORWARD;
+}
+
+/* Advances the chunked message buffered in buf[0..len) (head at the
+ * front). FORWARD with *n the whole message once it ended. */
+static dr_frame_action next_chunked(dr_frame *f, const char *buf, size_t len, size_t *n,
+                                    dr_http_error *e)
+{
+    size_t wire_cap = DR_FRONT_MAX_HEAD + 2 * f->max_body + 65536;
+    for (;;) {
+        if (f->chunk_pos > wire_cap)
+            return frame_err(e, 413, "body_too_large",
+                             "the chunked body is larger than the body size limit");
+        const char *p = buf + f->chunk_pos, *end = buf + len;
+        if (f->chunk_state == CH_DATA) {
+            uint64_t avail = (uint64_t)(end - p);
+            uint64_t take = avail < f->chunk_left ? avail : f->chunk_left;
+            f->chunk_pos += (size_t)take;
+            f->chunk_left -= take;
+            if (f->chunk_left > 0)
+                return DR_FRAME_NEED;
+            f->chunk_state = CH_DATA_END;
+            continue;
+        }
+        if (f->chunk_state == CH_DATA_END) {
+            if (p >= end)
+                return DR_FRAME_NEED;
+            if (*p == '\n') {
+                f->chunk_pos += 1;
+            } else if (*p == '\r') {
+                if (p + 1 >= end)
+                    return DR_FRAME_NEED;
+                if (p[1] != '\n')
+                    return frame_err(e, 400, "invalid_chunked_body",
+                                     "chunked body: a chunk's data is not followed by CRLF");
+                f->chunk_pos += 2;
+            } else {
+                return frame_err(e, 400, "invalid_chunked_body",
+                                 "chunked body: a chunk's data is not followed by CRLF");
+            }
+            f->chunk_state = CH_SIZE;
+            continue;
+        }
+        size_t ln;
+        bool bad;
+        const char *nl = line_end(p, end, &ln, &bad);
+        if (nl == NULL)
+            return (size_t)(end - p) > MAX_CHUNK_LINE
+                       ? frame_err(e, 400, "invalid_chunked_body",
+                                   "chunked body: a chunk-size or trailer line is too long")
+                       : DR_FRAME_NEED;
+        if (bad || ln > MAX_CHUNK_LINE)
+            return frame_err(e, 400, "invalid_chunked_body",
+                             "chunked body: a malformed chunk-size or trailer line");
+        if (f->chunk_state == CH_TRAILER) {
+            f->chunk_pos = (size_t)(nl + 1 - buf);
+            if (ln == 0) {
+                *n = f->chunk_pos;
+                f->starts = true;
+                f->state = ST_HEAD;
+                f->scan = 0;
+                return DR_FRAME_FORWARD;
+            }
+            size_t nn, vn;
+            const char *v;
+            if (!check_field(p, ln, &nn, &v, &vn))
+                return frame_err(e, 400, "invalid_chunked_body",
+                                 "chunked body: a malformed trailer line");
+            continue;
+        }
+        /* chunk-size [; extensions] */
+        size_t i = 0;
+        uint64_t size = 0;
+        while (i < ln) {
+            char c = p[i];
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0)
+                break;
+            if (i >= 15)
+                return frame_err(e, 413, "body_too_large",
+                                 "chunked body: a chunk is larger than the body size limit");
+            size = size * 16 + (uint64_t)d;
+            i++;
+        }
+        if (i == 0)
+            return frame_err(e, 400, "invalid_chunked_body",
+                             "chunked body: a chunk-size line without a hexadecimal size");
+        size_t k = i;
+        while (k < ln && (p[k] == ' ' || p[k] == '\t'))
+            k++;
+        if (k < ln && p[k] != ';')
+            return frame_err(e, 400, "invalid_chunked_body",
+                             "chunked body: a malformed chunk-size line");
+        for (; k < ln; k++)
+            if (!is_field_byte((unsigned char)p[k]))
+                return frame_err(e, 400, "invalid_chunked_body",
+                                 "chunked body: a control character in a chunk extension");
+        f->chunk_total += size;
+        if (f->chunk_total > f->max_body)
+            return frame_err(e, 413, "body_too_large",
+                             "the chunked body is larger than the body size limit");
+        f->chunk_pos = (size_t)(nl + 1 - buf);
+        if (size == 0) {
+            f->chunk_state = CH_TRAILER;
+        } else {
+            f->chunk_state = CH_DATA;
+            f->chunk_left = size;
+        }
+    }
+}
+
+dr_frame_action dr_frame_next(dr_frame *f, const char *buf, size_t len, size_t *n,
+                              dr_http_error *err)
+{
+    *n = 0;
+    f->starts = false;
+    if (f->state == ST_BODY) {
+        if (len == 0)
+            return DR_FRAME_NEED;
+        uint64_t take = len < f->body_left ? len : f->body_left;
+        f->body_left -= take;
+        if (f->body_left == 0)
+            f->state = ST_HEAD;
+        *n = (size_t)take;
+        return DR_FRAME_FORWARD;
+    }
+    if (f->state == ST_CHUNKED)
+        return next_chunked(f, buf, len, n, err);
+    /* At a head: empty lines before a request line are dropped. */
+    size_t drop = 0;
+    while (drop < len && (buf[drop] == '\n' || (buf[drop] == '\r' && drop + 1 < len &&
+                                                 buf[drop + 1] == '\n')))
+        drop += buf[drop] == '\r' ? 2 : 1;
+    f->ep = DR_EP_OTHER;
+    if (drop > 0) {
+        f->scan = 0;
+        *n = drop;
+        return DR_FRAME_DROP;
+    }
+    /* The end of the head: a line feed followed by an empty line. */
+    size_t i = f->scan, end = 0;
+    for (; i < len; i++) {
+        if (buf[i] != '\n')
+            continue;
+        if (i + 1 < len && buf[i + 1] == '\n') {
+            end = i + 2;
+            break;
+        }
+        if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n') {
+            end = i + 3;
+            break;
+        }
+        if (i + 2 >= len)
+            break; /* the rest may complete it: look here again next time */
+    }
+    if (end == 0) {
+        f->scan = i < len ? i : len;
+        /* A request line that cannot end within the limits. */
+        const char *nl = memchr(buf, '\n', len);
+        size_t first = nl ? (size_t)(nl - buf) : len;
+        if (first > DR_FRONT_MAX_TARGET + 32) {
+            const char *sp = memchr(buf, ' ', first);
+            if (sp && (size_t)(buf + first - sp) > DR_FRONT_MAX_TARGET + 1) {
+                const char *sp2 = memchr(sp + 1, ' ', (size_t)(buf + first - sp - 1));
+                if (sp2 == NULL || (size_t)(sp2 - sp - 1) > DR_FRONT_MAX_TARGET)
+                    return frame_err(err, 414, "uri_too_long",
+                                     "the request target is longer than 8192 bytes");
+            }
+            if (nl == NULL)
+                return frame_err(err, 400, "malformed_request",
+                                 "malformed request line: expected \"METHOD /target HTTP/1.1\"");
+        }
+        if (len > DR_FRONT_MAX_HEAD)
+            return frame_err(err, 431, "headers_too_large",
+                             "the request head (request line and headers) is larger than "
+                             "16384 bytes");
+        return DR_FRAME_NEED;
+    }
+    f->scan = 0;
+    dr_frame_action a = check_head(f, buf, end, err);
+    if (a != DR_FRAME_FORWARD)
+        return a;
+    if (f->state == ST_CHUNKED)
+        return next_chunked(f, buf, len, n, err);
+    *n = end;
+    f->starts = true;
+    return DR_FRAME_FORWARD;
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+char *dr_frame_error_response(const dr_http_error *err, size_t *len)
+{
+    char *body = dr_http_error_json(err);
+    if (body == NULL)
+        return NULL;
+    dr_buf b = {0};
+    int rc = dr_buf_printf(&b,
+                           "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                           "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                           err->status, reason_phrase(err->status), strlen(body), body);
+    free(body);
+    if (rc != 0) {
+        dr_buf_free(&b);
+        return NULL;
+    }
+    *len = b.len;
+    return dr_buf_take(&b);
+}
+
+/* ---- the pumps ------------------------------------------------------------ */
+
+struct dr_front {
+    size_t max_body;
+    int timeout_ms;
+    dr_metrics *m;
+    int stop[2]; /* writing stop[1] ends every pump */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int live;     /* pumps running */
+    int flushing; /* ... of which not yet in their closing linger */
+};
+
+/* A byte queue: the bytes d[off..len). */
+typedef struct qbuf {
+    char *d;
+    size_t off, len, cap;
+} qbuf;
+
+/* Room for at least `want` more bytes at the end (moving the data to the
+ * front first); false when out of memory. */
+static bool q_room(qbuf *q, size_t want)
+{
+    if (q->off == q->len)
+        q->off = q->len = 0;
+    if (q->cap - q->len >= want)
+        return true;
+    if (q->off > 0) {
+        memmove(q->d, q->d + q->off, q->len - q->off);
+        q->len -= q->off;
+        q->off = 0;
+        if (q->cap - q->len >= want)
+            return true;
+    }
+    size_t cap = q->cap ? q->cap : 16384;
+    while (cap - q->len < want)
+        cap *= 2;
+    char *d = realloc(q->d, cap);
+    if (d == NULL)
+        return false;
+    q->d = d;
+    q->cap = cap;
+    return true;
+}
+
+typedef struct pump {
+    dr_front *f;
+    int c, m;
+    dr_frame fr;
+    qbuf in;         /* from the client: fwd bytes forwardable, then unframed ones */
+    size_t fwd;
+    qbuf out;        /* from libmicrohttpd, for the client */
+    char *err_resp;  /* the front door's own reply, once the framing failed */
+    size_t err_len, err_off;
+    bool failed, c_eof, m_eof, m_shut;
+    bool m_dead;    /* a write to m failed: libmicrohttpd closed it */
+    bool tracking;  /* the replies are followed (follow_replies) */
+    bool decided;   /* after a bad request: whether to answer it is known */
+    dr_http_error err;
+    /* Requests forwarded and replies seen, to know when libmicrohttpd has
+     * answered everything before a bad request. */
+    uint64_t n_req, n_rep;
+    dr_buf heads; /* per forwarded, unanswered request: 1 for HEAD, else 0 */
+    size_t heads_off;
+    /* The reply being read from m (libmicrohttpd's output is well formed). */
+    int r_state;      /* RS_HEAD, RS_BODY, RS_CHUNK_SIZE, RS_CHUNK_DATA, RS_TRAILER */
+    dr_buf r_line;    /* the head (RS_HEAD) or the current chunk/trailer line */
+    uint64_t r_left;  /* body or chunk bytes (with its CRLF) still to come */
+    bool r_close;     /* the last complete reply said "Connection: close" */
+} pump;
+
+enum { RS_HEAD = 0, RS_BODY, RS_CHUNK_SIZE, RS_CHUNK_DATA, RS_TRAILER };
+
+/* True when the header block h (NUL-terminated) has a field `name` whose
+ * value contains the token `tok` (both lower case; h is lowered). */
+static bool head_has(const char *h, const char *name, const char *tok)
+{
+    size_t nl = strlen(name);
+    for (const char *l = strstr(h, "\r\n"); l; l = strstr(l + 2, "\r\n")) {
+        const char *f = l + 2;
+        if (strncmp(f, name, nl) == 0 && f[nl] == ':') {
+            const char *e = strstr(f, "\r\n");
+            size_t vl = e ? (size_t)(e - f) : strlen(f);
+            char v[256];
+            snprintf(v, sizeof(v), "%.*s", (int)(vl < 255 ? vl : 255), f);
+            if (strstr(v + nl + 1, tok))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* One reply has ended. */
+static void reply_done(pump *p, bool close)
+{
+    p->n_rep++;
+    p->r_close = close;
+    if (p->heads_off < p->heads.len)
+        p->heads_off++;
+    if (p->heads_off == p->heads.len) {
+        dr_buf_reset(&p->heads);
+        p->heads_off = 0;
+    }
+    p->r_state = RS_HEAD;
+    dr_buf_reset(&p->r_line);
+}
+
+/*
+ * Follows the replies in the n bytes just read from m: status line and
+ * headers, then a Content-Length body, a chunked one, or none (a reply to
+ * HEAD, 1xx, 204, 304). Counts complete final replies in n_rep. Returns
+ * false when the bytes are not what libmicrohttpd writes (then the pump
+ * stops tracking and never sends its own reply on this connection).
+ */
+static bool follow_replies(pump *p, const char *d, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (p->r_state == RS_BODY || p->r_state == RS_CHUNK_DATA) {
+            uint64_t take = n - i < p->r_left ? n - i : p->r_left;
+            i += (size_t)take;
+            p->r_left -= take;
+            if (p->r_left == 0) {
+                if (p->r_state == RS_BODY)
+                    reply_done(p, p->r_close);
+                else
+                    p->r_state = RS_CHUNK_SIZE;
+            }
+            continue;
+        }
+        /* a line-oriented state: collect up to the end of the line (head: of
+         * the empty line) */
+        const char *nl = memchr(d + i, '\n', n - i);
+        size_t take = nl ? (size_t)(nl - (d + i)) + 1 : n - i;
+        if (dr_buf_append(&p->r_line, d + i, take) != 0 || p->r_line.len > 65536)
+            return false;
+        i += take;
+        if (nl == NULL)
+            continue;
+        char *l = p->r_line.data;
+        size_t ll = p->r_line.len;
+        if (p->r_state == RS_HEAD) {
+            if (!(ll >= 4 && memcmp(l + ll - 4, "\r\n\r\n", 4) == 0))
+                continue;
+            if (ll < 13 || memcmp(l, "HTTP/1.", 7) != 0)
+                return false;
+            int status = (l[9] - '0') * 100 + (l[10] - '0') * 10 + (l[11] - '0');
+            for (size_t k = 0; k < ll; k++)
+                if (l[k] >= 'A' && l[k] <= 'Z')
+                    l[k] = (char)(l[k] - 'A' + 'a');
+            bool close = head_has(l, "connection", "close");
+            if (status >= 100 && status < 200) {
+                dr_buf_reset(&p->r_line); /* interim: the final reply follows */
+                continue;
+            }
+            bool is_head = p->heads_off < p->heads.len && p->heads.data[p->heads_off] == 1;
+            const char *cl = strstr(l, "\r\ncontent-length:");
+            if (is_head || status == 204 || status == 304) {
+                reply_done(p, close);
+            } else if (head_has(l, "transfer-encoding", "chunked")) {
+                p->r_close = close;
+                p->r_state = RS_CHUNK_SIZE;
+                dr_buf_reset(&p->r_line);
+            } else if (cl) {
+                uint64_t len = strtoull(cl + 17, NULL, 10);
+                p->r_close = close;
+                dr_buf_reset(&p->r_line);
+                if (len == 0) {
+                    reply_done(p, close);
+                } else {
+                    p->r_state = RS_BODY;
+                    p->r_left = len;
+                }
+            } else {
+                return false; /* a body up to the close: nothing follows it */
+            }
+        } else if (p->r_state == RS_CHUNK_SIZE) {
+            char *end;
+            uint64_t size = strtoull(l, &end, 16);
+            if (end == l)
+                return false;
+            dr_buf_reset(&p->r_line);
+            if (size == 0) {
+                p->r_state = RS_TRAILER;
+            } else {
+                p->r_state = RS_CHUNK_DATA;
+                p->r_left = size + 2;
+            }
+        } else { /* RS_TRAILER */
+            bool empty = ll <= 2;
+            dr_buf_reset(&p->r_line);
+            if (empty)
+                reply_done(p, p->r_close);
+        }
+    }
+    return true;
+}
+
+/* Frames the unframed bytes of p->in. */
+static void pump_frame(pump *p)
+{
+    while (!p->failed) {
+        size_t start = p->in.off + p->fwd, n = 0;
+        dr_http_error e;
+        dr_frame_action a = dr_frame_next(&p->fr, p->in.d + start, p->in.len - start, &n, &e);
+        if (a == DR_FRAME_NEED)
+            return;
+        if (a == DR_FRAME_FORWARD) {
+            p->fwd += n;
+            if (p->fr.starts) {
+                p->n_req++;
+                if (dr_buf_putc(&p->heads, p->fr.is_head ? 1 : 0) != 0)
+                    p->tracking = false;
+            }
+        } else if (a == DR_FRAME_DROP) {
+            /* drop n bytes at `start`: move the forwardable ones up */
+            memmove(p->in.d + p->in.off + n, p->in.d + p->in.off, p->fwd);
+            p->in.off += n;
+        } else {
+            p->failed = true;
+            p->err = e;
+            dr_log(DYNRAG_LOG_DEBUG, MOD, "front door: %d %s", e.status, e.message);
+            return;
+        }
+    }
+}
+
+/* Non-blocking send of q's bytes (or n bytes at d) to fd; false when fd
+ * failed. */
+static bool send_some(int fd, const char *d, size_t n, size_t *sent)
+{
+    *sent = 0;
+    while (*sent < n) {
+        ssize_t w = send(fd, d + *sent, n - *sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            *sent += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        return w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+    return true;
+}
+
+/* Reads what fd has into q (up to limit bytes queued), with room for at
+ * least `chunk` bytes per recv. Returns 1 on data or nothing, 0 on end of
+ * stream, -1 on error. */
+static int recv_some(int fd, qbuf *q, size_t limit, size_t chunk)
+{
+    for (int rounds = 0; rounds < 4 && q->len - q->off < limit; rounds++) {
+        if (!q_room(q, chunk))
+            return -1;
+        ssize_t r = recv(fd, q->d + q->len, q->cap - q->len, MSG_DONTWAIT);
+        if (r > 0) {
+            size_t got = (size_t)r;
+            q->len += got;
+            if (q->len < q->cap)
+                return 1; /* a short read: most likely all there was */
+            continue;
+        }
+        if (r == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+    }
+    return 1;
+}
+
+/* Writes what can go: forwardable bytes to m, replies (then the error
+ * reply) to c. False when c failed. */
+static bool pump_flush(pump *p)
+{
+    size_t s;
+    if (p->fwd > 0 && !p->m_dead) {
+        if (!send_some(p->m, p->in.d + p->in.off, p->fwd, &s))
+            p->m_dead = true; /* libmicrohttpd closed; its replies are still read */
+        p->in.off += s;
+        p->fwd -= s;
+    }
+    if (p->m_dead) {
+        p->in.off += p->fwd;
+        p->fwd = 0;
+    }
+    if (p->out.len > p->out.off) {
+        if (!send_some(p->c, p->out.d + p->out.off, p->out.len - p->out.off, &s))
+            return false;
+        p->out.off += s;
+    }
+    if (p->failed && !p->decided) {
+        bool settled = p->fwd == 0 && p->tracking && p->n_rep == p->n_req &&
+                       p->r_state == RS_HEAD && p->r_line.len == 0;
+        if (settled && !p->r_close && !p->m_eof) {
+            p->decided = true;
+            p->err_resp = dr_frame_error_response(&p->err, &p->err_len);
+            /* Counted before it is sent, so that a /metrics scrape after the
+             * reply sees it. */
+            if (p->err_resp)
+                dr_metrics_request(p->f->m, (dr_endpoint_id)p->fr.ep, p->err.status, 0);
+        } else if (settled || p->m_eof || !p->tracking) {
+            p->decided = true; /* the connection ended before the bad request */
+            dr_log(DYNRAG_LOG_DEBUG, MOD,
+                   "front door: a %d request after the connection's last reply: not answered",
+                   p->err.status);
+        }
+    }
+    /* The error reply goes last: after every reply libmicrohttpd sent. */
+    if (p->err_resp && p->out.off == p->out.len && p->err_off < p->err_len) {
+        if (!send_some(p->c, p->err_resp + p->err_off, p->err_len - p->err_off, &s))
+            return false;
+        p->err_off += s;
+    }
+    /* The client sent its last byte: let libmicrohttpd see the end. */
+    if (p->c_eof && !p->failed && p->fwd == 0 && !p->m_shut) {
+        shutdown(p->m, SHUT_WR);
+        p->m_shut = true;
+    }
+    return true;
+}
+
+/*
+ * Closes the client's socket without losing the last reply: closing a
+ * socket with unread input makes the kernel send a reset, which can
+ * discard a reply the client has not read yet. So the write side is shut
+ * first and the input read and dropped until the client closes too (at
+ * most a second, 1 MiB, or a stop).
+ */
+static void linger_close(int c, bool eof, int stop_fd)
+{
+    shutdown(c, SHUT_WR);
+    int64_t until = dr_now_us() + 1000000;
+    size_t dropped = 0;
+    char buf[16384];
+    while (!eof && dropped < (1u << 20)) {
+        int64_t left = until - dr_now_us();
+        if (left <= 0)
+            break;
+        struct pollfd pf[2] = {{c, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+        int r = poll(pf, 2, (int)(left / 1000) + 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || pf[1].revents)
+            break;
+        ssize_t n = recv(c, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+            continue;
+        if (n <= 0)
+            break;
+        dropped += (size_t)n;
+    }
+    close(c);
+}
+
+static void *pump_main(void *arg)
+{
+    pump *p = arg;
+    dr_front *f = p->f;
+    size_t in_limit = DR_FRONT_MAX_HEAD + 2 * f->max_body + 65536 + 16384;
+    for (;;) {
+        if (!pump_flush(p))
+            break;
+        bool err_pending = p->err_resp && p->err_off < p->err_len;
+        bool out_pending = p->out.len > p->out.off || err_pending;
+        if (!out_pending && (p->failed ? p->decided : p->m_eof))
+            break; /* everything there is to send was sent */
+        /* A closed side is left out (its POLLHUP would spin the loop). */
+        struct pollfd pf[3] = {
+            {p->c, 0, 0}, {p->m_eof ? -1 : p->m, 0, 0}, {f->stop[0], POLLIN, 0}};
+        if (!p->failed && !p->c_eof && p->in.len - p->in.off < in_limit)
+            pf[0].events |= POLLIN;
+        if (out_pending)
+            pf[0].events |= POLLOUT;
+        if (!p->m_eof && p->out.len - p->out.off < 262144)
+            pf[1].events |= POLLIN;
+        if (p->fwd > 0 && !p->m_dead)
+            pf[1].events |= POLLOUT;
+        int r = poll(pf, 3, out_pending ? f->timeout_ms : -1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (r == 0)
+            break; /* the client stopped reading its replies */
+        if (pf[2].revents)
+            break;
+        if (pf[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+            size_t before = p->out.len - p->out.off;
+            int rr = recv_some(p->m, &p->out, 262144, 131072); /* a k=100 reply in one go */
+            size_t got = p->out.len - p->out.off - before;
+            if (got > 0 && p->tracking && !follow_replies(p, p->out.d + p->out.len - got, got))
+                p->tracking = false;
+            if (rr <= 0)
+                p->m_eof = true;
+        }
+        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR) && (pf[0].events & POLLIN)) {
+            int rr = recv_some(p->c, &p->in, in_limit, 16384);
+            if (rr < 0)
+                break; /* the client is gone: closing m tells libmicrohttpd */
+            if (rr == 0)
+                p->c_eof = true;
+            pump_frame(p);
+            if (!p->failed && !p->c_eof && p->fwd == 0 &&
+                p->in.len - p->in.off >= in_limit) {
+                /* cannot happen within the framing's limits; never wait forever */
+                break;
+            }
+        } else if (pf[0].revents & (POLLERR | POLLNVAL | POLLHUP)) {
+            break; /* the client is gone (reset, or closed both ways) */
+        }
+    }
+    close(p->m);
+    pthread_mutex_lock(&f->mu);
+    f->flushing--; /* everything for the client was written */
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    linger_close(p->c, p->c_eof, f->stop[0]);
+    free(p->in.d);
+    free(p->out.d);
+    free(p->err_resp);
+    dr_buf_free(&p->heads);
+    dr_buf_free(&p->r_line);
+    free(p);
+    pthread_mutex_lock(&f->mu);
+    f->live--;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+int dr_front_create(size_t max_body, int timeout_ms, dr_metrics *metrics, dr_front **out,
+                    dynrag_error *err)
+{
+    *out = NULL;
+    dr_front *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    f->max_body = max_body;
+    f->timeout_ms = timeout_ms;
+    f->m = metrics;
+    if (pipe2(f->stop, O_CLOEXEC) != 0) {
+        free(f);
+        return dr_err_set(err, DYNRAG_ERR_IO, "front door: pipe: %s", strerror(errno));
+    }
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    *out = f;
+    return DYNRAG_OK;
+}
+
+int dr_front_serve(dr_front *f, int client)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
+        int e = errno;
+        close(client);
+        errno = e;
+        return -1;
+    }
+    pump *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        close(client);
+        close(sp[0]);
+        close(sp[1]);
+        errno = ENOMEM;
+        return -1;
+    }
+    p->f = f;
+    p->c = client;
+    p->m = sp[0];
+    p->fr.max_body = f->max_body;
+    p->tracking = true;
+    /* Replies leave as the pump gets them: no Nagle delay between pieces. */
+    int one = 1;
+    (void)setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 128 * 1024);
+    pthread_t t;
+    pthread_mutex_lock(&f->mu);
+    f->live++;
+    f->flushing++;
+    pthread_mutex_unlock(&f->mu);
+    int rc = pthread_create(&t, &at, pump_main, p);
+    pthread_attr_destroy(&at);
+    if (rc != 0) {
+        pthread_mutex_lock(&f->mu);
+        f->live--;
+        f->flushing--;
+        pthread_mutex_unlock(&f->mu);
+        close(client);
+        close(sp[0]);
+        close(sp[1]);
+        free(p);
+        errno = rc;
+        return -1;
+    }
+    return sp[1];
+}
+
+int dr_front_live(dr_front *f)
+{
+    pthread_mutex_lock(&f->mu);
+    int n = f->live;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+/* Waits until no pump is still writing to its client, or ms passed. */
+static void wait_flushed(dr_front *f, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&f->mu);
+    while (f->flushing > 0)
+        if (pthread_cond_timedwait(&f->cv, &f->mu, &until) != 0)
+            break;
+    pthread_mutex_unlock(&f->mu);
+}
+
+void dr_front_free(dr_front *f, int flush_ms)
+{
+    if (f == NULL)
+        return;
+    /* The replies first; then the lingering closes are cut. */
+    wait_flushed(f, flush_ms);
+    ssize_t w;
+    do
+        w = write(f->stop[1], "x", 1);
+    while (w < 0 && errno == EINTR);
+    pthread_mutex_lock(&f->mu);
+    while (f->live > 0)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
+    close(f->stop[0]);
+    close(f->stop[1]);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(f);
+}

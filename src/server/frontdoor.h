@@ -1,0 +1,108 @@
+/*
+ * server/frontdoor.h - the server's front door (internal): every byte a
+ * client sends is framed and validated here before libmicrohttpd reads it.
+ *
+ * libmicrohttpd 0.9.75 answers malformed requests itself, with HTML bodies
+ * (some sent twice: a negative or 20-digit Content-Length) that the server
+ * can neither replace nor always count. So each connection gets a pump
+ * thread between the client's socket and one end of a socketpair whose
+ * other end is handed to libmicrohttpd. The pump reads the client's bytes,
+ * finds each request's head and body framing (Content-Length or chunked)
+ * with dr_frame_next(), and forwards only whole, valid request heads and
+ * their bodies, unchanged; it copies libmicrohttpd's replies back to the
+ * client. The first invalid request on a connection is answered by the
+ * pump itself with the documented JSON error (docs/http-api.md, "Errors"),
+ * after the replies to the requests before it, with "Connection: close",
+ * counted in the metrics under the endpoint its request line names (as
+ * the handler routes it; "other" for an unknown path or no valid request
+ * line); nothing after it is read.
+ * libmicrohttpd therefore only ever parses requests it accepts.
+ */
+#ifndef DYNRAG_SERVER_FRONTDOOR_H
+#define DYNRAG_SERVER_FRONTDOOR_H
+
+#include "dynrag/status.h"
+#include "server/metrics.h"
+#include "server/request.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Limits of the framing (also what libmicrohttpd's buffers are sized for). */
+#define DR_FRONT_MAX_HEAD 16384 /* bytes of a request head, request line included: 431 */
+#define DR_FRONT_MAX_TARGET 8192 /* bytes of the request target: 414 */
+
+/* What dr_frame_next() asks the caller to do with the first n bytes. */
+typedef enum dr_frame_action {
+    DR_FRAME_NEED,    /* nothing yet: wait for more bytes (n = 0) */
+    DR_FRAME_FORWARD, /* the first n bytes are valid: forward them, unchanged */
+    DR_FRAME_DROP,    /* the first n bytes are empty lines before a request: drop */
+    DR_FRAME_ERROR    /* the request at the start is invalid: answer err, close */
+} dr_frame_action;
+
+/* A connection's framing state; zero-initialise, then set max_body. */
+typedef struct dr_frame {
+    size_t max_body; /* larger bodies (Content-Length or chunked): 413 */
+    int state;       /* internal: at a head, inside a Content-Length body, in a chunked message */
+    uint64_t body_left;
+    size_t scan;       /* bytes of the pending head or chunked message already scanned */
+    size_t chunk_pos;  /* chunked: where the next chunk element starts */
+    int chunk_state;   /* chunked: size line, data, data CRLF, trailer */
+    uint64_t chunk_left;
+    uint64_t chunk_total; /* chunked: data bytes so far */
+    bool v11;             /* the request at the start is HTTP/1.1 */
+    bool starts;          /* out: the bytes just forwarded begin a request */
+    bool is_head;         /* out: ... whose method is HEAD (its reply has no body) */
+    int ep;               /* its dr_endpoint_id (DR_EP_OTHER until its request line
+                             is known, or when the path is unknown) */
+} dr_frame;
+
+/*
+ * The next step for the unforwarded bytes buf[0..len) of a connection,
+ * which begin where the previous call's forwarded or dropped bytes ended.
+ * A request head is forwarded once it is complete and valid (request line
+ * "METHOD SP target SP HTTP/1.x", header lines "name: value", at most one
+ * Content-Length of digits only, Transfer-Encoding only "chunked" and
+ * never with Content-Length, at most one Host); a Content-Length body as it
+ * arrives; a chunked request only whole (head, every chunk and trailer),
+ * once its framing is valid. Sets *n; on DR_FRAME_ERROR fills *err (400
+ * malformed_request / invalid_content_length / invalid_chunked_body, 413
+ * body_too_large, 414 uri_too_long, 431 headers_too_large, 501
+ * unsupported_transfer_encoding, 505 http_version_not_supported). Pure: no
+ * I/O; the fuzzer drives it with arbitrary bytes.
+ */
+dr_frame_action dr_frame_next(dr_frame *f, const char *buf, size_t len, size_t *n,
+                              dr_http_error *err);
+
+/* The whole HTTP response for a front-door error: status line, JSON
+ * Content-Type, Content-Length, "Connection: close" and the error JSON.
+ * Caller frees; NULL when out of memory. */
+char *dr_frame_error_response(const dr_http_error *err, size_t *len);
+
+typedef struct dr_front dr_front;
+
+/* Creates the front door. metrics is borrowed; timeout_ms bounds a stalled
+ * write to a client. */
+int dr_front_create(size_t max_body, int timeout_ms, dr_metrics *metrics, dr_front **out,
+                    dynrag_error *err);
+
+/*
+ * Takes the client's connected socket `client` (owned from here on, also on
+ * failure) and starts its pump. Returns the socket libmicrohttpd is to
+ * serve (via MHD_add_connection), or -1 with errno set.
+ */
+int dr_front_serve(dr_front *f, int client);
+
+/* Pumps still running (each ends when both of its sockets have closed). */
+int dr_front_live(dr_front *f);
+
+/*
+ * Lets the pumps deliver what libmicrohttpd already wrote (call after its
+ * daemons stopped) for up to flush_ms, then cuts the rest (and the
+ * lingering closes after delivered replies), waits for every pump to end
+ * and frees f. Accepts NULL.
+ */
+void dr_front_free(dr_front *f, int flush_ms);
+
+#endif
