@@ -306,6 +306,7 @@ static const cli_command commands[] = {
      "                                 [--holdout SOURCE] [--max-per-label N]\n"
      "                                 [--balance-ratio R] [--augment]\n"
      "                                 [--augment-comparisons N] [--augment-chains N]\n"
+     "                                 [--eval-split]\n"
      "       dynrag dataset routerdc --in FILE.json --out FILE.jsonl\n"
      "       dynrag dataset routerbench --in FILE.csv --out FILE.jsonl\n"
      "\n"
@@ -342,7 +343,13 @@ static const cli_command commands[] = {
      "                       (source chain: \"When was the spouse of the director of X\n"
      "                       born?\", 2-3 lookups) and N one-lookup ones as B\n"
      "                       (chain-single: \"Who is the director of X?\"); same\n"
-     "                       entities as --augment-comparisons; default 0\n",
+     "                       entities as --augment-comparisons; default 0\n"
+     "  --eval-split         also hold out evaluation sets, in neither train nor valid:\n"
+     "                       DIR/eval-clinc150.jsonl (CLINC150 val small_talk and meta),\n"
+     "                       DIR/eval-efficientqa.jsonl (all of EfficientQA) and\n"
+     "                       DIR/eval-musique.jsonl (every fifth MuSiQue question, with\n"
+     "                       its sub-questions and entities); CLINC150 val utility\n"
+     "                       intents are dropped (bench/complexity_compare.sh)\n",
      cmd_dataset},
 };
 
