@@ -17,7 +17,7 @@
 set -eu
 B=${1:-build}
 D=${2:-../shared/data}
-CONFIG=${CONFIG:-epochs=20,patience=5,wide_bits=18,wide_lr=10}
+CONFIG=${CONFIG:-epochs=20,patience=5}
 SEED=${SEED:-1}
 cmake --build "$B" -j2 --target dynrag dynrag_bench_complexity_compare >/dev/null
 out="$B/complexity-evalsplit"

@@ -13,6 +13,8 @@
 #
 # With --loso as the first argument it instead reproduces the
 # leave-one-source-out figures (musique, hotpotqa held out; 2 threads each).
+# bench/complexity_compare.sh trains the same recipe on an evaluation split
+# and compares it with a TF-IDF baseline (docs/classifier.md).
 # bench/complexity_compare.sh trains the same recipe on the evaluation split
 # and compares it with the TF-IDF baseline (docs/classifier.md).
 set -eu

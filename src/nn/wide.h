@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DR_WIDE_MAX_BYTES 1024
+#define DR_WIDE_MAX_BYTES 512
 /* upper bound of the number of features of one text */
 #define DR_WIDE_MAX_FEATURES (2 * DR_WIDE_MAX_BYTES + 3 * (DR_WIDE_MAX_BYTES + 2))
 #define DR_WIDE_MIN_BITS 8
