@@ -7,8 +7,12 @@
  * For 16, 32 and 64 tokens (length token included) it builds a text that
  * encodes to that many tokens (or the model's max_len, if smaller) and times
  * dr_classifier_predict() (tokenize + allocate + forward + softmax): p50,
- * p99 and mean over N runs after 50 warm-up runs. Then it times forward +
- * backward of one example (the training inner loop) at the same lengths.
+ * p99 and mean over N runs after 50 warm-up runs; also for a 512-token
+ * prompt (the tokenizer's ids of the whole text, of which the encoder sees
+ * max_len). For a model with a wide branch each length is also timed with
+ * the branch switched off in the same process (the encoder alone: the
+ * baseline of the ratio column). Then it times forward + backward of one
+ * example (the training inner loop) at the same lengths.
  */
 #include "nn/model.h"
 
@@ -78,26 +82,50 @@ int main(int argc, char **argv)
     int64_t *t = malloc((size_t)runs * sizeof(*t));
     float probs[DR_T5_MAX_LABELS];
     int lens[] = {16, 32, 64};
-    printf("\ninference, one thread (tokenize + forward), %d runs:\n", runs);
-    printf("%8s %10s %10s %10s\n", "tokens", "p50 ms", "p99 ms", "mean ms");
-    char text[8192];
+    int wide = c->cfg.wide_bits;
+    printf("\ninference, one thread (tokenize + %sforward), %d runs:\n",
+           wide ? "n-gram features + " : "", runs);
+    printf("%8s %10s %10s %10s", "tokens", "p50 ms", "p99 ms", "mean ms");
+    if (wide)
+        printf(" %16s %12s", "encoder-only p50", "ratio p50");
+    printf("\n");
+    char text[16384];
     int32_t ids[4096];
-    for (size_t li = 0; li < 3; li++) {
-        int want = lens[li] < c->cfg.max_len ? lens[li] : c->cfg.max_len;
-        text_of_len(c, want, text, sizeof(text));
-        int got = dr_classifier_encode(c, text, ids);
-        for (int i = 0; i < 50; i++)
-            dr_classifier_predict(c, 0, text, probs, &err);
-        double sum = 0;
-        for (int i = 0; i < runs; i++) {
-            int64_t t0 = dr_now_us();
-            dr_classifier_predict(c, 0, text, probs, &err);
-            t[i] = dr_now_us() - t0;
-            sum += (double)t[i];
+    for (size_t li = 0; li < 4; li++) {
+        int got;
+        if (li < 3) {
+            int want = lens[li] < c->cfg.max_len ? lens[li] : c->cfg.max_len;
+            text_of_len(c, want, text, sizeof(text));
+            got = dr_classifier_encode(c, text, ids);
+        } else { /* a 512-token prompt: words until the tokenizer gives 512 ids */
+            text[0] = '\0';
+            for (int w = 0; (got = dr_tokenizer_encode(c->tok, text, ids, 4096)) < 512; w++) {
+                size_t len = strlen(text);
+                snprintf(text + len, sizeof(text) - len, "%sword%d", len ? " " : "", w % 97);
+            }
         }
-        qsort(t, (size_t)runs, sizeof(*t), cmp_i64);
-        printf("%8d %10.3f %10.3f %10.3f\n", got, (double)t[runs / 2] / 1e3,
-               (double)t[(size_t)runs * 99 / 100] / 1e3, sum / runs / 1e3);
+        double p50[2] = {0, 0};
+        for (int pass = 0; pass < (wide ? 2 : 1); pass++) {
+            c->cfg.wide_bits = pass ? 0 : wide; /* pass 1: the encoder alone */
+            for (int i = 0; i < 50; i++)
+                dr_classifier_predict(c, 0, text, probs, &err);
+            double sum = 0;
+            for (int i = 0; i < runs; i++) {
+                int64_t t0 = dr_now_us();
+                dr_classifier_predict(c, 0, text, probs, &err);
+                t[i] = dr_now_us() - t0;
+                sum += (double)t[i];
+            }
+            qsort(t, (size_t)runs, sizeof(*t), cmp_i64);
+            p50[pass] = (double)t[runs / 2] / 1e3;
+            if (pass == 0)
+                printf("%8d %10.3f %10.3f %10.3f", got, p50[0],
+                       (double)t[(size_t)runs * 99 / 100] / 1e3, sum / runs / 1e3);
+        }
+        c->cfg.wide_bits = wide;
+        if (wide)
+            printf(" %16.3f %12.2f", p50[1], p50[1] > 0 ? p50[0] / p50[1] : 0.0);
+        printf("%s\n", li == 3 ? "  (512-token prompt)" : "");
     }
     /* training inner loop: forward + backward of one example */
     dr_t5_acts a;
@@ -115,7 +143,7 @@ int main(int argc, char **argv)
     printf("\ntraining step per example, one thread (forward + backward, dropout 0.1), %d runs:\n",
            train_runs);
     printf("%8s %10s %12s\n", "tokens", "p50 ms", "examples/s");
-    for (size_t li = 0; li < 3; li++) {
+    for (size_t li = 0; li < 3; li++) { /* the encoder's part */
         int n = lens[li] < c->cfg.max_len ? lens[li] : c->cfg.max_len;
         text_of_len(c, n, text, sizeof(text));
         n = dr_classifier_encode(c, text, ids);

@@ -2,8 +2,9 @@
 # Reproduces models/complexity.safetensors, the shipped query-complexity
 # classifier (docs/classifier.md): builds the labelled data set with
 # `dynrag dataset complexity --augment --augment-comparisons 600
-# --augment-chains 1200`, trains
-# with 2 threads (a few minutes on 2 cores), and prints the validation report.
+# --augment-chains 1200`, trains the wide-and-deep model (the T5 encoder plus
+# a hashed n-gram linear branch, wide_bits=18, trained jointly) with 2
+# threads, printing progress, and prints the validation report.
 #
 # usage: scripts/train-complexity.sh [DATA_DIR] [OUT]
 #   DATA_DIR  default ../shared/data      OUT  default models/complexity.safetensors
@@ -12,11 +13,15 @@
 #
 # With --loso as the first argument it instead reproduces the
 # leave-one-source-out figures (musique, hotpotqa held out; 2 threads each).
+# bench/complexity_compare.sh trains the same recipe on an evaluation split
+# and compares it with a TF-IDF baseline (docs/classifier.md).
+# bench/complexity_compare.sh trains the same recipe on the evaluation split
+# and compares it with the TF-IDF baseline (docs/classifier.md).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" # relative paths: they are recorded in the model's provenance
 B=${BUILD:-build}
-CONFIG="epochs=20,patience=5"
+CONFIG="epochs=20,patience=5,wide_bits=18,wide_lr=10"
 SEED=1
 AUG="--augment --augment-comparisons 600 --augment-chains 1200"
 loso=0

@@ -822,3 +822,66 @@ TEST(dataset_logreg_invalid)
     ASSERT_EQ(dr_logreg_train(&opt, 2, text, label, 2, &m, &err), DYNRAG_ERR_INVALID);
     dr_logreg_free(NULL);
 }
+
+/* --eval-split: CLINC150 val small talk/meta, all EfficientQA and every
+ * fifth MuSiQue question (with its sub-questions) go to eval-*.jsonl and
+ * nowhere else; combined with a hotpotqa holdout. */
+TEST(dataset_builder_eval_split)
+{
+    const char *data = write_fixture();
+    ASSERT(data != NULL);
+    char out[1100];
+    snprintf(out, sizeof(out), "%s/out", test_tmpdir());
+    dynrag_dataset_options opt;
+    dynrag_dataset_options_init(&opt);
+    opt.data_dir = data;
+    opt.out_dir = out;
+    opt.eval_split = true;
+    opt.holdout = "hotpotqa";
+    opt.augment = true;
+    opt.balance_ratio = 0;
+    dynrag_dataset_stats st;
+    dynrag_error err;
+    ASSERT_OK(dynrag_dataset_complexity(&opt, &st, &err), &err);
+    dr_labelled_set *tr = load_out(out, "train.jsonl"), *va = load_out(out, "valid.jsonl");
+    dr_labelled_set *ec = load_out(out, "eval-clinc150.jsonl");
+    dr_labelled_set *ee = load_out(out, "eval-efficientqa.jsonl");
+    dr_labelled_set *em = load_out(out, "eval-musique.jsonl");
+    dr_labelled_set *ho = load_out(out, "holdout-hotpotqa.jsonl");
+    ASSERT(tr && va && ec && ee && em && ho);
+    /* val.json: "yeah" (meta) and "good morning" (small_talk); its utility
+     * utterances are neither evaluated nor trained on */
+    ASSERT_EQ(ec->n, 2);
+    ASSERT(has_text(ec, "yeah") && has_text(ec, "good morning"));
+    ASSERT_EQ(ee->n, 6);
+    ASSERT_EQ(em->n, 1); /* item 4 of 8 */
+    ASSERT_STR_EQ(em->text[0], "Who is the spouse of the founder of musique firm 4?");
+    ASSERT_EQ(ho->n, 6);
+    const dr_labelled_set *evals[] = {ec, ee, em, ho};
+    const dr_labelled_set *fit[] = {tr, va};
+    for (size_t e = 0; e < DR_ARRAY_LEN(evals); e++)
+        for (size_t i = 0; i < evals[e]->n; i++)
+            for (size_t f = 0; f < 2; f++)
+                if (has_text(fit[f], evals[e]->text[i])) {
+                    test_fail_(__FILE__, __LINE__, "'%s' is in an eval set and in %s",
+                               evals[e]->text[i], f ? "valid" : "train");
+                    goto cleanup;
+                }
+    for (size_t f = 0; f < 2; f++) {
+        ASSERT(!has_text(fit[f], "multiply 3 by 4") && !has_text(fit[f], "tell the time"));
+        ASSERT(!has_text(fit[f], "who founded musique firm 4")); /* its sub-question */
+        ASSERT_EQ(count_source(fit[f], "efficientqa"), 0);
+    }
+    ASSERT(has_text(tr, "who founded musique firm 3"));
+    ASSERT_EQ(st.holdout[DYNRAG_DATASET_SRC_CLINC150], 2);
+    ASSERT_EQ(st.holdout[DYNRAG_DATASET_SRC_EFFICIENTQA], 6);
+    ASSERT_EQ(st.holdout[DYNRAG_DATASET_SRC_MUSIQUE], 1);
+    ASSERT_EQ(st.train[DYNRAG_DATASET_SRC_MUSIQUE] + st.valid[DYNRAG_DATASET_SRC_MUSIQUE], 7);
+cleanup:
+    dr_labelled_free(tr);
+    dr_labelled_free(va);
+    dr_labelled_free(ec);
+    dr_labelled_free(ee);
+    dr_labelled_free(em);
+    dr_labelled_free(ho);
+}

@@ -35,6 +35,8 @@ static void print_stats(const dynrag_dataset_options *opt, const dynrag_dataset_
     printf("wrote %s/train.jsonl, %s/valid.jsonl", opt->out_dir, opt->out_dir);
     if (opt->holdout)
         printf(", %s/holdout-%s.jsonl", opt->out_dir, opt->holdout);
+    if (opt->eval_split)
+        printf(", %s/eval-{clinc150,efficientqa,musique}.jsonl", opt->out_dir);
     printf("\n");
 }
 
@@ -49,6 +51,10 @@ static int dataset_complexity(int argc, char **argv)
         long long n = 0;
         if (strcmp(a, "--augment") == 0) {
             opt.augment = true;
+            continue;
+        }
+        if (strcmp(a, "--eval-split") == 0) {
+            opt.eval_split = true;
             continue;
         }
         if (a[0] != '-' || a[1] != '-')

@@ -256,7 +256,9 @@ static const cli_command commands[] = {
      "       dynrag router eval --model MODEL --data FILE.jsonl [--head NAME] [--json]\n"
      "\n"
      "A T5-style encoder classifier in a safetensors file (docs/classifier.md).\n"
-     "Data files are JSON Lines {\"text\", \"label\"} (`dynrag dataset complexity`).\n"
+     "Data files are JSON Lines {\"text\", \"label\"} (`dynrag dataset complexity`);\n"
+     "train also takes soft labels {\"text\", \"targets\": {\"A\": 0.2, \"B\": 0.8}}\n"
+     "(docs/classifier.md).\n"
      "\n"
      "train    learns a BPE tokenizer and the model on --train, keeps the epoch with\n"
      "         the best macro-F1 on --valid, writes --out. --config sets model and\n"
@@ -306,6 +308,7 @@ static const cli_command commands[] = {
      "                                 [--holdout SOURCE] [--max-per-label N]\n"
      "                                 [--balance-ratio R] [--augment]\n"
      "                                 [--augment-comparisons N] [--augment-chains N]\n"
+     "                                 [--eval-split]\n"
      "       dynrag dataset routerdc --in FILE.json --out FILE.jsonl\n"
      "       dynrag dataset routerbench --in FILE.csv --out FILE.jsonl\n"
      "\n"
@@ -342,7 +345,13 @@ static const cli_command commands[] = {
      "                       (source chain: \"When was the spouse of the director of X\n"
      "                       born?\", 2-3 lookups) and N one-lookup ones as B\n"
      "                       (chain-single: \"Who is the director of X?\"); same\n"
-     "                       entities as --augment-comparisons; default 0\n",
+     "                       entities as --augment-comparisons; default 0\n"
+     "  --eval-split         also hold out evaluation sets, in neither train nor valid:\n"
+     "                       DIR/eval-clinc150.jsonl (CLINC150 val small_talk and meta),\n"
+     "                       DIR/eval-efficientqa.jsonl (all of EfficientQA) and\n"
+     "                       DIR/eval-musique.jsonl (every fifth MuSiQue question, with\n"
+     "                       its sub-questions and entities); CLINC150 val utility\n"
+     "                       intents are dropped (bench/complexity_compare.sh)\n",
      cmd_dataset},
 };
 

@@ -4,8 +4,27 @@
 #include "core/util.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The "targets" of one line while reading (names owned). */
+typedef struct soft_row {
+    size_t n;
+    char **name;
+    double *p;
+} soft_row;
+
+static void soft_rows_free(soft_row *r, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++) {
+        for (size_t k = 0; k < r[i].n; k++)
+            free(r[i].name[k]);
+        free(r[i].name);
+        free(r[i].p);
+    }
+    free(r);
+}
 
 void dr_labelled_free(dr_labelled_set *s)
 {
@@ -23,6 +42,7 @@ void dr_labelled_free(dr_labelled_set *s)
     free(s->source);
     free(s->label_id);
     free(s->label_names);
+    free(s->targets);
     free(s);
 }
 
@@ -93,12 +113,67 @@ static int get_field(const cJSON *obj, const char *name, int required, const cha
     return *out ? DYNRAG_OK : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
 }
 
+/* Reads the optional "targets" object of a line into *row (row->n = 0 when
+ * absent) and, when want_label, the most probable label into *label. */
+static int get_targets(const cJSON *obj, const char *path, size_t line, soft_row *row,
+                       char **label, dynrag_error *err)
+{
+    memset(row, 0, sizeof(*row));
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, "targets");
+    if (t == NULL || cJSON_IsNull(t))
+        return DYNRAG_OK;
+    int n = cJSON_IsObject(t) ? cJSON_GetArraySize(t) : 0;
+    if (n < 1 || n > DR_LABELLED_MAX_LABELS)
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: field \"targets\" must be an object "
+                          "of 1..%d label -> probability entries", path, line,
+                          DR_LABELLED_MAX_LABELS);
+    row->name = calloc((size_t)n, sizeof(char *));
+    row->p = calloc((size_t)n, sizeof(double));
+    if (!row->name || !row->p)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    double sum = 0;
+    size_t best = 0;
+    for (const cJSON *e = t->child; e; e = e->next) {
+        const char *k = e->string ? e->string : "";
+        if (k[0] == '\0' || !dr_utf8_valid(k, strlen(k), NULL))
+            return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: field \"targets\": a label is "
+                              "empty or not valid UTF-8", path, line);
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) || e->valuedouble < 0 ||
+            e->valuedouble > 1)
+            return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: field \"targets\": \"%s\" must "
+                              "be a probability in [0, 1]", path, line, k);
+        for (size_t j = 0; j < row->n; j++)
+            if (strcmp(row->name[j], k) == 0)
+                return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: field \"targets\": label "
+                                  "\"%s\" appears twice", path, line, k);
+        if (!(row->name[row->n] = dr_strdup(k)))
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        row->p[row->n] = e->valuedouble;
+        sum += e->valuedouble;
+        if (row->n > 0 && (row->p[row->n] > row->p[best] ||
+                           (row->p[row->n] == row->p[best] && strcmp(k, row->name[best]) < 0)))
+            best = row->n;
+        row->n++;
+    }
+    if (!(fabs(sum - 1.0) <= 1e-3))
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: field \"targets\": probabilities "
+                          "sum to %g, not 1", path, line, sum);
+    for (size_t j = 0; j < row->n; j++)
+        row->p[j] /= sum;
+    if (*label == NULL && !(*label = dr_strdup(row->name[best])))
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    return DYNRAG_OK;
+}
+
 int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
 {
     *out = NULL;
     char *data = NULL;
     size_t len = 0, alloc = 0;
     cJSON *obj = NULL;
+    soft_row *soft = NULL;
+    size_t soft_alloc = 0, soft_n = 0; /* soft[0..soft_n) are filled */
+    bool any_soft = false;
     dr_labelled_set *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -141,18 +216,40 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
+        if (s->n >= soft_alloc) {
+            size_t na = soft_alloc ? soft_alloc * 2 : 1024;
+            soft_row *ns = realloc(soft, na * sizeof(*ns));
+            if (ns == NULL) {
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+            soft = ns;
+            soft_alloc = na;
+        }
         char *t = NULL, *l = NULL, *src = NULL;
+        bool has_targets = cJSON_GetObjectItemCaseSensitive(obj, "targets") != NULL &&
+                           !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(obj, "targets"));
         rc = get_field(obj, "text", 1, path, line, &t, err);
-        if (rc == DYNRAG_OK)
+        if (rc == DYNRAG_OK && (!has_targets || cJSON_GetObjectItemCaseSensitive(obj, "label")))
             rc = get_field(obj, "label", 1, path, line, &l, err);
         if (rc == DYNRAG_OK)
             rc = get_field(obj, "source", 0, path, line, &src, err);
+        if (rc == DYNRAG_OK) /* the row joins soft[] even on failure, to be freed */
+            rc = get_targets(obj, path, line, &soft[s->n], &l, err);
+        else
+            memset(&soft[s->n], 0, sizeof(soft[s->n]));
         if (rc != DYNRAG_OK) {
+            for (size_t j = 0; j < soft[s->n].n; j++)
+                free(soft[s->n].name[j]);
+            free(soft[s->n].name);
+            free(soft[s->n].p);
             free(t);
             free(l);
             free(src);
             goto cleanup;
         }
+        any_soft = any_soft || soft[s->n].n > 0;
+        soft_n = s->n + 1;
         s->text[s->n] = t;
         s->label[s->n] = l;
         s->source[s->n] = src;
@@ -169,10 +266,25 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
-        memcpy(tmp, s->label, s->n * sizeof(*tmp));
-        qsort(tmp, s->n, sizeof(*tmp), cmp_str);
-        size_t nd = 0;
+        size_t nt = s->n;
         for (size_t i = 0; i < s->n; i++)
+            nt += soft[i].n;
+        if (nt > s->n) {
+            char **bigger = realloc(tmp, nt * sizeof(*tmp));
+            if (bigger == NULL) {
+                free(tmp);
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+            tmp = bigger;
+        }
+        memcpy(tmp, s->label, s->n * sizeof(*tmp));
+        for (size_t i = 0, k = s->n; i < s->n; i++)
+            for (size_t j = 0; j < soft[i].n; j++)
+                tmp[k++] = soft[i].name[j];
+        qsort(tmp, nt, sizeof(*tmp), cmp_str);
+        size_t nd = 0;
+        for (size_t i = 0; i < nt; i++)
             if (i == 0 || strcmp(tmp[i], tmp[i - 1]) != 0)
                 tmp[nd++] = tmp[i];
         if (nd > DR_LABELLED_MAX_LABELS) {
@@ -202,12 +314,27 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
                                  cmp_str);
             s->label_id[i] = (int)(hit - s->label_names);
         }
+        if (any_soft) {
+            s->targets = calloc(s->n * s->n_labels, sizeof(float));
+            if (s->targets == NULL) {
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+            for (size_t i = 0; i < s->n; i++) {
+                float *row = s->targets + i * s->n_labels;
+                if (soft[i].n == 0)
+                    row[s->label_id[i]] = 1.0f;
+                for (size_t j = 0; j < soft[i].n; j++)
+                    row[dr_labelled_find_label(s, soft[i].name[j])] = (float)soft[i].p[j];
+            }
+        }
     }
     *out = s;
     s = NULL;
 cleanup:
     cJSON_Delete(obj);
     free(data);
+    soft_rows_free(soft, soft_n);
     dr_labelled_free(s);
     return rc;
 }

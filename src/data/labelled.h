@@ -8,6 +8,16 @@
  * "source" is optional (read as ""); other fields are ignored; blank lines
  * are skipped. This is the format `dynrag dataset complexity` writes and
  * the router trainers (data/logreg, nn/) read.
+ *
+ * Soft labels: a line may carry "targets", an object of label -> probability
+ * (numbers in [0, 1] summing to 1 within 1e-3; at least one positive; keys
+ * are labels like "label" values and join the label set), e.g.
+ *
+ *   {"text": "...", "targets": {"A": 0.1, "B": 0.7, "C": 0.2}}
+ *
+ * "label" is then optional and defaults to the most probable target (ties:
+ * the label that sorts first). The classifier trainer (nn/) fits the targets
+ * with cross-entropy; lines without "targets" count as one-hot of "label".
  */
 #ifndef DYNRAG_DATA_LABELLED_H
 #define DYNRAG_DATA_LABELLED_H
@@ -29,6 +39,8 @@ typedef struct dr_labelled_set {
     int *label_id;       /* [n] index into label_names */
     size_t n_labels;
     char **label_names;  /* [n_labels] distinct labels, sorted by strcmp */
+    float *targets;      /* [n, n_labels] probability targets, rows summing to 1 (one-hot
+                            for lines without "targets"); NULL when no line has any */
 } dr_labelled_set;
 
 /*

@@ -4,6 +4,7 @@
 #include "data/labelled.h"
 #include "dynrag/classifier.h"
 #include "nn/safetensors.h"
+#include "nn/wide.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -117,10 +118,11 @@ static int load_from_st(const dr_st_file *f, dr_classifier **out, dynrag_error *
                         fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", DR_CLS_FORMAT);
         goto cleanup;
     }
-    if (!ver || strcmp(ver, DR_CLS_FORMAT_VERSION) != 0) {
+    bool v2 = ver && strcmp(ver, DR_CLS_FORMAT_VERSION_WIDE) == 0;
+    if (!ver || (!v2 && strcmp(ver, DR_CLS_FORMAT_VERSION) != 0)) {
         rc = dr_err_set(err, DYNRAG_ERR_UNSUPPORTED, "metadata 'format_version' %s is not "
-                        "supported (this build reads %s)", ver ? ver : "(missing)",
-                        DR_CLS_FORMAT_VERSION);
+                        "supported (this build reads %s and %s)", ver ? ver : "(missing)",
+                        DR_CLS_FORMAT_VERSION, DR_CLS_FORMAT_VERSION_WIDE);
         goto cleanup;
     }
     const char *cs = dr_st_meta(f, "config"), *hs = dr_st_meta(f, "heads");
@@ -148,6 +150,15 @@ static int load_from_st(const dr_st_file *f, dr_classifier **out, dynrag_error *
     if (cJSON_GetObjectItemCaseSensitive(cfgj, "length_buckets") &&
         (rc = cfg_int(cfgj, "length_buckets", 0, 256, &cfg.length_buckets, err)))
         goto cleanup;
+    /* version 2 <=> a wide branch */
+    if (v2 && (rc = cfg_int(cfgj, "wide_bits", DR_WIDE_MIN_BITS, DR_WIDE_MAX_BITS,
+                            &cfg.wide_bits, err)))
+        goto cleanup;
+    if (!v2 && cJSON_GetObjectItemCaseSensitive(cfgj, "wide_bits")) {
+        rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "metadata config: 'wide_bits' needs "
+                        "format_version %s", DR_CLS_FORMAT_VERSION_WIDE);
+        goto cleanup;
+    }
     headsj = cJSON_Parse(hs);
     int nh = cJSON_IsArray(headsj) ? cJSON_GetArraySize(headsj) : 0;
     if (nh < 1 || nh > DR_T5_MAX_HEADS) {
@@ -257,9 +268,11 @@ int dr_classifier_save(const dr_classifier *c, const char *path, const char *pro
     const dr_t5_config *k = &c->cfg;
     rc = dr_buf_printf(&cfg, "{\"vocab_size\":%d,\"d_model\":%d,\"n_layers\":%d,\"n_heads\":%d,"
                        "\"d_ff\":%d,\"max_len\":%d,\"num_buckets\":%d,\"max_distance\":%d,"
-                       "\"length_buckets\":%d}",
+                       "\"length_buckets\":%d",
                        k->vocab_size, k->d_model, k->n_layers, k->n_heads, k->d_ff, k->max_len,
                        k->num_buckets, k->max_distance, k->length_buckets);
+    rc = rc ? rc : k->wide_bits > 0 ? dr_buf_printf(&cfg, ",\"wide_bits\":%d}", k->wide_bits)
+                                    : dr_buf_putc(&cfg, '}');
     rc = rc ? rc : dr_buf_putc(&heads, '[');
     for (int h = 0; h < k->n_cls && rc == DYNRAG_OK; h++) {
         rc = dr_buf_puts(&heads, h ? ",{\"name\":" : "{\"name\":");
@@ -278,7 +291,9 @@ int dr_classifier_save(const dr_classifier *c, const char *path, const char *pro
         goto cleanup;
     }
     if ((rc = dr_st_writer_meta(w, "format", DR_CLS_FORMAT, err)) ||
-        (rc = dr_st_writer_meta(w, "format_version", DR_CLS_FORMAT_VERSION, err)) ||
+        (rc = dr_st_writer_meta(w, "format_version", k->wide_bits > 0 ? DR_CLS_FORMAT_VERSION_WIDE
+                                                                       : DR_CLS_FORMAT_VERSION,
+                                err)) ||
         (rc = dr_st_writer_meta(w, "config", cfg.data, err)) ||
         (rc = dr_st_writer_meta(w, "heads", heads.data, err)) ||
         (rc = dr_st_writer_meta(w, "tokenizer", tokj, err)))
@@ -336,12 +351,43 @@ int dr_classifier_encode(const dr_classifier *c, const char *text, int32_t *ids)
     return n;
 }
 
+void dr_classifier_add_wide(const dr_classifier *c, int head, const uint32_t *fidx,
+                            const float *fval, int nf, float *logits)
+{
+    if (c->cfg.wide_bits <= 0)
+        return;
+    size_t H = (size_t)1 << c->cfg.wide_bits;
+    const float *w = c->p.wide_w[head];
+    for (int k = 0; k < c->cfg.n_labels[head]; k++) {
+        const float *row = w + (size_t)k * H;
+        float s = 0.0f;
+        for (int i = 0; i < nf; i++)
+            s += fval[i] * row[fidx[i]];
+        logits[k] += s;
+    }
+}
+
+void dr_classifier_wide_backward(const dr_classifier *c, int head, const uint32_t *fidx,
+                                 const float *fval, int nf, const float *dlogits, float *gw)
+{
+    if (c->cfg.wide_bits <= 0)
+        return;
+    size_t H = (size_t)1 << c->cfg.wide_bits;
+    for (int k = 0; k < c->cfg.n_labels[head]; k++) {
+        float *gk = gw + (size_t)k * H;
+        for (int i = 0; i < nf; i++)
+            gk[fidx[i]] += dlogits[k] * fval[i];
+    }
+}
+
 void dr_classifier_probs_ids(const dr_classifier *c, int head, const int32_t *ids, int len,
+                             const uint32_t *fidx, const float *fval, int nf,
                              dr_t5_acts *acts, float *probs)
 {
     dr_t5_forward(&c->cfg, &c->p, c->rel_bucket, ids, &len, 1, len, false, 0.0f, NULL, acts);
     int K = c->cfg.n_labels[head];
-    const float *lg = acts->logits + dr_t5_logit_offset(&c->cfg, head);
+    float *lg = acts->logits + dr_t5_logit_offset(&c->cfg, head);
+    dr_classifier_add_wide(c, head, fidx, fval, nf, lg);
     float mx = lg[0], sum = 0.0f;
     for (int k = 1; k < K; k++)
         mx = lg[k] > mx ? lg[k] : mx;
@@ -366,12 +412,23 @@ int dr_classifier_predict(const dr_classifier *c, int head, const char *text, fl
     dr_t5_acts acts;
     if (!ids)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    uint32_t *fidx = NULL;
+    float *fval = NULL;
+    int nf = 0, rc = DYNRAG_OK;
+    if (c->cfg.wide_bits > 0) {
+        fidx = malloc(DR_WIDE_MAX_FEATURES * sizeof(*fidx));
+        fval = malloc(DR_WIDE_MAX_FEATURES * sizeof(*fval));
+        nf = fidx && fval ? dr_wide_features(c->tok, text, c->cfg.wide_bits, fidx, fval) : -1;
+        if (nf < 0)
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
     int len = dr_classifier_encode(c, text, ids);
-    int rc = dr_t5_acts_alloc(&c->cfg, 1, len, false, &acts, err);
-    if (rc == DYNRAG_OK) {
-        dr_classifier_probs_ids(c, head, ids, len, &acts, probs);
+    if (rc == DYNRAG_OK && (rc = dr_t5_acts_alloc(&c->cfg, 1, len, false, &acts, err)) == DYNRAG_OK) {
+        dr_classifier_probs_ids(c, head, ids, len, fidx, fval, nf, &acts, probs);
         dr_t5_acts_free(&acts);
     }
+    free(fidx);
+    free(fval);
     if (ids != ids_small)
         free(ids);
     return rc;

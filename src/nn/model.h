@@ -4,9 +4,12 @@
  *
  * Weight-file metadata keys (all values are strings; JSON where noted):
  *   format          "dynrag-t5-classifier"
- *   format_version  "1"
+ *   format_version  "1", or "2" for a model with a wide branch (wide_bits > 0:
+ *                   one more tensor per head, heads.N.wide.weight [K, 2^wide_bits],
+ *                   nn/wide.h); a version-1 file has no wide_bits
  *   config          JSON {"vocab_size","d_model","n_layers","n_heads","d_ff",
- *                         "max_len","num_buckets","max_distance"[,"length_buckets"]}
+ *                         "max_len","num_buckets","max_distance"[,"length_buckets"]
+ *                         [,"wide_bits"]}
  *
  * Input encoding: with length_buckets = LB > 0 the sequence starts with a
  * length token, id vocab_size - LB + min(words / 2, LB - 1), where words
@@ -27,7 +30,8 @@
 #include "nn/tokenizer.h"
 
 #define DR_CLS_FORMAT "dynrag-t5-classifier"
-#define DR_CLS_FORMAT_VERSION "1"
+#define DR_CLS_FORMAT_VERSION "1"      /* without a wide branch */
+#define DR_CLS_FORMAT_VERSION_WIDE "2" /* with one */
 #define DR_CLS_MAX_NAME 64
 
 struct dr_classifier {
@@ -63,10 +67,21 @@ int dr_classifier_save(const dr_classifier *c, const char *path, const char *pro
  * the single <pad> token, or just the length token). Returns the count. */
 int dr_classifier_encode(const dr_classifier *c, const char *text, int32_t *ids);
 
-/* Runs the model on n pre-encoded sequences one at a time, writing the
- * softmax probabilities of `head` into probs[n * K]. acts must hold B = 1,
- * T = max_len. */
+/* Runs the model on one pre-encoded sequence (and, with a wide branch, its
+ * nf features fidx/fval from dr_wide_features()), writing the softmax
+ * probabilities of `head` into probs[K]. acts must hold B = 1, T >= len. */
 void dr_classifier_probs_ids(const dr_classifier *c, int head, const int32_t *ids, int len,
+                             const uint32_t *fidx, const float *fval, int nf,
                              dr_t5_acts *acts, float *probs);
+
+/* Adds the wide branch of `head` over features fidx/fval[0..nf) to
+ * logits[K] (no-op without a wide branch). */
+void dr_classifier_add_wide(const dr_classifier *c, int head, const uint32_t *fidx,
+                            const float *fval, int nf, float *logits);
+/* Adds the gradient of the wide branch of `head` to gw ([K, 2^wide_bits],
+ * the head's wide tensor in a gradient block): gw[k][f] += dlogits[k] x_f.
+ * No-op without a wide branch. */
+void dr_classifier_wide_backward(const dr_classifier *c, int head, const uint32_t *fidx,
+                                 const float *fval, int nf, const float *dlogits, float *gw);
 
 #endif

@@ -1,6 +1,8 @@
 /* t5.c - forward and backward passes of the T5-style classifier encoder. */
 #include "nn/t5.h"
 
+#include "nn/wide.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,11 @@ int dr_t5_config_check(const dr_t5_config *c, dynrag_error *err)
     CHECK_RANGE(max_distance, 2, 1 << 20);
     CHECK_RANGE(n_cls, 1, DR_T5_MAX_HEADS);
     CHECK_RANGE(length_buckets, 0, 256);
+    CHECK_RANGE(wide_bits, 0, DR_WIDE_MAX_BITS);
 #undef CHECK_RANGE
+    if (c->wide_bits > 0 && c->wide_bits < DR_WIDE_MIN_BITS)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "model config: wide_bits = %d must be 0 or "
+                          "%d..%d", c->wide_bits, DR_WIDE_MIN_BITS, DR_WIDE_MAX_BITS);
     if (c->d_model % c->n_heads != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "model config: d_model %d is not a multiple of "
                           "n_heads %d", c->d_model, c->n_heads);
@@ -88,6 +94,11 @@ size_t dr_t5_tensors(const dr_t5_config *c, dr_t5_tensor *out, size_t *total)
         snprintf(name, sizeof(name), "heads.%d.bias", h);
         add_tensor(out, &n, &off, name, 1, (uint64_t)c->n_labels[h], 0, false);
     }
+    for (int h = 0; h < c->n_cls && c->wide_bits > 0; h++) {
+        snprintf(name, sizeof(name), "heads.%d.wide.weight", h);
+        add_tensor(out, &n, &off, name, 2, (uint64_t)c->n_labels[h],
+                   (uint64_t)1 << c->wide_bits, true);
+    }
     if (total)
         *total = off;
     return n;
@@ -117,6 +128,8 @@ void dr_t5_point(const dr_t5_config *c, float *base, dr_t5_params *p)
         p->cls_w[h] = base + t[k++].offset;
         p->cls_b[h] = base + t[k++].offset;
     }
+    for (int h = 0; h < c->n_cls && c->wide_bits > 0; h++)
+        p->wide_w[h] = base + t[k++].offset;
     (void)n;
 }
 

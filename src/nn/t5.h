@@ -36,7 +36,7 @@
 #define DR_T5_MAX_LAYERS 16
 #define DR_T5_MAX_HEADS 8    /* classification heads */
 #define DR_T5_MAX_LABELS 64  /* labels per head */
-#define DR_T5_MAX_TENSORS (3 + 9 * DR_T5_MAX_LAYERS + 2 * DR_T5_MAX_HEADS)
+#define DR_T5_MAX_TENSORS (3 + 9 * DR_T5_MAX_LAYERS + 3 * DR_T5_MAX_HEADS)
 
 typedef struct dr_t5_config {
     int vocab_size;   /* V */
@@ -48,6 +48,8 @@ typedef struct dr_t5_config {
     int num_buckets;  /* NB, even */
     int max_distance; /* relative distances >= this share the last bucket */
     int length_buckets; /* > 0: the input starts with a length token (see model.h) */
+    int wide_bits;    /* > 0: each head adds a linear function of 2^wide_bits hashed
+                         n-gram features (nn/wide.h); 0: none */
     int n_cls;        /* number of classification heads */
     int n_labels[DR_T5_MAX_HEADS];
 } dr_t5_config;
@@ -74,6 +76,7 @@ typedef struct dr_t5_params {
     float *lnf_w;    /* [C] */
     float *cls_w[DR_T5_MAX_HEADS]; /* [K, C] */
     float *cls_b[DR_T5_MAX_HEADS]; /* [K] */
+    float *wide_w[DR_T5_MAX_HEADS]; /* [K, 2^wide_bits] when wide_bits > 0, else NULL */
 } dr_t5_params;
 
 typedef struct dr_t5_tensor {
@@ -86,7 +89,9 @@ typedef struct dr_t5_tensor {
 } dr_t5_tensor;
 
 /* Fills out[] (DR_T5_MAX_TENSORS entries) with every parameter tensor in
- * memory order; returns the count. *total gets the number of floats. */
+ * memory order; returns the count. *total gets the number of floats. The
+ * wide tensors (wide_bits > 0) come last, one per head, so a model without
+ * them has the layout of format version 1. */
 size_t dr_t5_tensors(const dr_t5_config *c, dr_t5_tensor *out, size_t *total);
 /* Points p's fields into base (a block of dr_t5_tensors' total floats). */
 void dr_t5_point(const dr_t5_config *c, float *base, dr_t5_params *p);

@@ -267,6 +267,30 @@ static int count_piece(void *user, const char *p, size_t len, bool space)
     return 0;
 }
 
+typedef struct piece_relay {
+    dr_tok_piece_fn fn;
+    void *user;
+} piece_relay;
+
+static int relay_piece(void *user, const char *p, size_t len, bool space)
+{
+    piece_relay *r = user;
+    return r->fn(r->user, p, len, space ? 1 : 0);
+}
+
+int dr_tokenizer_pieces(const dr_tokenizer *t, const char *text, dr_tok_piece_fn fn,
+                        void *user)
+{
+    size_t n = 0;
+    char *norm = normalise(text ? text : "", t->strip, &n);
+    if (!norm)
+        return DYNRAG_ERR_NOMEM;
+    piece_relay r = {fn, user};
+    for_each_piece(norm, n, relay_piece, &r);
+    free(norm);
+    return DYNRAG_OK;
+}
+
 int dr_tokenizer_count_words(const dr_tokenizer *t, const char *text)
 {
     size_t n = 0;

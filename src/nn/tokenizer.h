@@ -54,6 +54,14 @@ int dr_tokenizer_vocab_size(const dr_tokenizer *t);
  * the number written (the text is truncated past max_ids). Thread-safe. */
 int dr_tokenizer_encode(const dr_tokenizer *t, const char *text, int32_t *ids, int max_ids);
 
+/* Calls fn on each piece of the normalised text (see the top of this
+ * file): its bytes p[0..len) (not NUL-terminated) and whether white space
+ * (or the start) precedes it; stops when fn returns non-zero. Returns
+ * DYNRAG_OK, or DYNRAG_ERR_NOMEM when out of memory. */
+typedef int (*dr_tok_piece_fn)(void *user, const char *p, size_t len, int space);
+int dr_tokenizer_pieces(const dr_tokenizer *t, const char *text, dr_tok_piece_fn fn,
+                        void *user);
+
 /* Number of word pieces (runs of letters or digits; punctuation excluded)
  * of the normalised text. */
 int dr_tokenizer_count_words(const dr_tokenizer *t, const char *text);

@@ -2,6 +2,7 @@
  * weights, early stopping on validation macro-F1, deterministic pthreads. */
 #include "nn/model.h"
 #include "nn/train.h"
+#include "nn/wide.h"
 
 #include "data/labelled.h"
 #include "dynrag/train.h"
@@ -98,6 +99,7 @@ void dr_train_config_defaults(dr_train_config *t)
     t->weight_decay = 0.01;
     t->dropout = 0.1;
     t->clip = 1.0;
+    t->wide_lr = 1.0;
     t->patience = 4;
     t->cosine = true;
     t->balanced = true;
@@ -136,6 +138,7 @@ int dr_train_config_parse(dr_train_config *t, const char *spec, dynrag_error *er
             {"num_buckets", offsetof(dr_train_config, model.num_buckets), 4, 1024},
             {"max_distance", offsetof(dr_train_config, model.max_distance), 2, 1 << 20},
             {"length_buckets", offsetof(dr_train_config, model.length_buckets), 0, 256},
+            {"wide_bits", offsetof(dr_train_config, model.wide_bits), 0, DR_WIDE_MAX_BITS},
             {"epochs", offsetof(dr_train_config, epochs), 1, 10000},
             {"batch_size", offsetof(dr_train_config, batch_size), 1, 65536},
             {"patience", offsetof(dr_train_config, patience), 0, 10000},
@@ -151,6 +154,7 @@ int dr_train_config_parse(dr_train_config *t, const char *spec, dynrag_error *er
             {"dropout", offsetof(dr_train_config, dropout), 0, 0.9},
             {"clip", offsetof(dr_train_config, clip), 0, 1e6},
             {"token_dropout", offsetof(dr_train_config, token_dropout), 0, 0.9},
+            {"wide_lr", offsetof(dr_train_config, wide_lr), 0, 1000},
         };
         bool done = false;
         for (size_t i = 0; i < DR_ARRAY_LEN(ints) && !done; i++)
@@ -180,6 +184,8 @@ int dr_train_config_parse(dr_train_config *t, const char *spec, dynrag_error *er
         else if (strcmp(k, "class_weights") == 0 &&
                  (strcmp(v, "balanced") == 0 || strcmp(v, "none") == 0))
             t->balanced = strcmp(v, "balanced") == 0;
+        else if (strcmp(k, "keep") == 0 && (strcmp(v, "best") == 0 || strcmp(v, "last") == 0))
+            t->keep_last = strcmp(v, "last") == 0;
         else if (strcmp(k, "head") == 0 && v[0] && strlen(v) < sizeof(t->head))
             dr_strlcpy(t->head, v, sizeof(t->head));
         else if (strcmp(k, "strip") == 0 && strlen(v) < sizeof(t->strip))
@@ -209,7 +215,7 @@ void dr_train_init_params(dr_classifier *c, uint64_t seed)
         float *w = c->params + t[i].offset;
         const char *nm = t[i].name;
         float std;
-        if (t[i].ndim == 1) { /* norms are ones, head biases zero */
+        if (t[i].ndim == 1 || strstr(nm, ".wide.")) { /* norms ones, biases and wide zero */
             float v = strstr(nm, "layer_norm") ? 1.0f : 0.0f;
             for (size_t j = 0; j < t[i].numel; j++)
                 w[j] = v;
@@ -238,6 +244,10 @@ typedef struct train_data {
     int32_t *ids;   /* [n, max_len] */
     int *len;       /* [n] */
     int *label;     /* [n] index in the head's labels, -1 = unknown */
+    float *target;  /* [n, K] probability targets (one-hot of label for hard labels) */
+    size_t *foff;   /* [n + 1] wide features of example i: foff[i]..foff[i+1] */
+    uint32_t *fidx;
+    float *fval;
 } train_data;
 
 static void train_data_free(train_data *d)
@@ -245,6 +255,53 @@ static void train_data_free(train_data *d)
     free(d->ids);
     free(d->len);
     free(d->label);
+    free(d->target);
+    free(d->foff);
+    free(d->fidx);
+    free(d->fval);
+}
+
+/* Computes the wide features of every text of s into d (CSR). */
+static int encode_wide(const dr_classifier *c, const dr_labelled_set *s, train_data *d,
+                       dynrag_error *err)
+{
+    uint32_t *idx = malloc(DR_WIDE_MAX_FEATURES * sizeof(*idx));
+    float *val = malloc(DR_WIDE_MAX_FEATURES * sizeof(*val));
+    size_t cap = 0, used = 0;
+    int rc = DYNRAG_OK;
+    d->foff = calloc(s->n + 1, sizeof(size_t));
+    if (!idx || !val || !d->foff)
+        goto nomem;
+    for (size_t i = 0; i < s->n; i++) {
+        int nf = dr_wide_features(c->tok, s->text[i], c->cfg.wide_bits, idx, val);
+        if (nf < 0)
+            goto nomem;
+        if (used + (size_t)nf > cap) {
+            size_t nc = cap ? cap * 2 : 65536;
+            while (nc < used + (size_t)nf)
+                nc *= 2;
+            uint32_t *ni = realloc(d->fidx, nc * sizeof(*ni));
+            if (ni)
+                d->fidx = ni;
+            float *nv = realloc(d->fval, nc * sizeof(*nv));
+            if (nv)
+                d->fval = nv;
+            if (!ni || !nv)
+                goto nomem;
+            cap = nc;
+        }
+        memcpy(d->fidx + used, idx, (size_t)nf * sizeof(*idx));
+        memcpy(d->fval + used, val, (size_t)nf * sizeof(*val));
+        used += (size_t)nf;
+        d->foff[i + 1] = used;
+    }
+    goto cleanup;
+nomem:
+    rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory computing n-gram features");
+cleanup:
+    free(idx);
+    free(val);
+    return rc;
 }
 
 static int encode_set(const dr_classifier *c, const dr_labelled_set *s, train_data *d,
@@ -256,7 +313,8 @@ static int encode_set(const dr_classifier *c, const dr_labelled_set *s, train_da
     d->ids = calloc(s->n ? s->n * (size_t)T : 1, sizeof(int32_t));
     d->len = calloc(s->n ? s->n : 1, sizeof(int));
     d->label = calloc(s->n ? s->n : 1, sizeof(int));
-    if (!d->ids || !d->len || !d->label)
+    d->target = calloc(s->n ? s->n * (size_t)K : 1, sizeof(float));
+    if (!d->ids || !d->len || !d->label || !d->target)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory encoding examples");
     *unknown = 0;
     for (size_t i = 0; i < s->n; i++) {
@@ -265,9 +323,22 @@ static int encode_set(const dr_classifier *c, const dr_labelled_set *s, train_da
         for (int k = 0; k < K; k++)
             if (strcmp(c->labels[0][k], s->label[i]) == 0)
                 d->label[i] = k;
-        if (d->label[i] < 0)
+        if (d->label[i] < 0) {
             (*unknown)++;
+            continue;
+        }
+        float *t = d->target + i * (size_t)K;
+        if (s->targets) { /* soft labels: the set's label order is the head's (sorted) */
+            for (int k = 0; k < K; k++) {
+                int j = dr_labelled_find_label(s, c->labels[0][k]);
+                t[k] = j >= 0 ? s->targets[i * s->n_labels + (size_t)j] : 0.0f;
+            }
+        } else {
+            t[d->label[i]] = 1.0f;
+        }
     }
+    if (c->cfg.wide_bits > 0)
+        return encode_wide(c, s, d, err);
     return DYNRAG_OK;
 }
 
@@ -306,8 +377,16 @@ static void *worker_run(void *arg)
         size_t e = w->idx[i];
         const int32_t *ids = w->d->ids + e * (size_t)T;
         int len = w->d->len[e], y = w->d->label[e];
+        const uint32_t *fidx = NULL;
+        const float *fval = NULL;
+        int nf = 0;
+        if (c->cfg.wide_bits > 0) {
+            fidx = w->d->fidx + w->d->foff[e];
+            fval = w->d->fval + w->d->foff[e];
+            nf = (int)(w->d->foff[e + 1] - w->d->foff[e]);
+        }
         if (w->eval) {
-            dr_classifier_probs_ids(c, 0, ids, len, &w->acts, probs);
+            dr_classifier_probs_ids(c, 0, ids, len, fidx, fval, nf, &w->acts, probs);
             int best = 0;
             for (int k = 1; k < K; k++)
                 if (probs[k] > probs[best])
@@ -325,7 +404,8 @@ static void *worker_run(void *arg)
         }
         dr_t5_forward(&c->cfg, &c->p, c->rel_bucket, ids, &len, 1, len, true, w->dropout, &rng,
                       &w->acts);
-        const float *lg = w->acts.logits;
+        float *lg = w->acts.logits;
+        dr_classifier_add_wide(c, 0, fidx, fval, nf, lg);
         float mx = lg[0], sum = 0;
         for (int k = 1; k < K; k++)
             mx = lg[k] > mx ? lg[k] : mx;
@@ -339,14 +419,25 @@ static void *worker_run(void *arg)
             if (probs[k] > probs[best])
                 best = k;
         }
-        float cw = w->class_w[y];
-        w->loss += (double)cw * -log((double)probs[y] + 1e-12);
+        /* cross-entropy against the example's targets (one-hot for a hard label;
+         * zero targets add exactly nothing, so one-hot soft labels train
+         * bit-for-bit like hard ones), weighted by the targets' class weight */
+        const float *tg = w->d->target + e * (size_t)K;
+        float cw = 0.0f;
+        double nll = 0;
+        for (int k = 0; k < K; k++)
+            if (tg[k] != 0.0f) {
+                cw += tg[k] * w->class_w[k];
+                nll += (double)tg[k] * -log((double)probs[k] + 1e-12);
+            }
+        w->loss += (double)cw * nll;
         w->correct += best == y;
         memset(dlogits, 0, (size_t)W * sizeof(float));
         for (int k = 0; k < K; k++)
-            dlogits[k] = cw * w->inv_wsum * (probs[k] - (k == y ? 1.0f : 0.0f));
+            dlogits[k] = cw * w->inv_wsum * (probs[k] - tg[k]);
         dr_t5_backward(&c->cfg, &c->p, c->rel_bucket, ids, &len, 1, len, dlogits, &w->acts,
                        &w->g);
+        dr_classifier_wide_backward(c, 0, fidx, fval, nf, dlogits, w->g.wide_w[0]);
     }
     return NULL;
 }
@@ -490,11 +581,14 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
                "set and are ignored", valid_path, unk_va);
     int K = cfg.n_labels[0];
     float class_w[DR_T5_MAX_LABELS];
-    size_t count[DR_T5_MAX_LABELS] = {0};
+    double count[DR_T5_MAX_LABELS] = {0}; /* target mass per label (the count for hard labels) */
     for (size_t i = 0; i < dtr.n; i++)
-        count[dtr.label[i]]++;
+        for (int k = 0; k < K; k++)
+            count[k] += dtr.target[i * (size_t)K + (size_t)k];
     for (int k = 0; k < K; k++)
-        class_w[k] = tc->balanced ? (float)((double)dtr.n / ((double)K * (double)count[k])) : 1.0f;
+        class_w[k] = tc->balanced && count[k] > 0
+                         ? (float)((double)dtr.n / ((double)K * count[k]))
+                         : 1.0f;
 
     size_t P = c->n_params;
     m = calloc(P, sizeof(float));
@@ -548,8 +642,14 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
         for (size_t s0 = 0; s0 < dtr.n; s0 += (size_t)B, step++) {
             size_t bn = DR_MIN((size_t)B, dtr.n - s0);
             float wsum = 0;
-            for (size_t i = 0; i < bn; i++)
-                wsum += class_w[dtr.label[perm[s0 + i]]];
+            for (size_t i = 0; i < bn; i++) {
+                const float *tg = dtr.target + perm[s0 + i] * (size_t)K;
+                float cw = 0.0f;
+                for (int k = 0; k < K; k++)
+                    if (tg[k] != 0.0f)
+                        cw += tg[k] * class_w[k];
+                wsum += cw;
+            }
             for (int t = 0; t < nt; t++) {
                 size_t lo = bn * (size_t)t / (size_t)nt, hi = bn * (size_t)(t + 1) / (size_t)nt;
                 ws[t].d = &dtr;
@@ -591,6 +691,7 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
             float bc1 = 1.0f - powf(b1, (float)(step + 1)), bc2 = 1.0f - powf(b2, (float)(step + 1));
             for (size_t ti = 0; ti < ntens; ti++) {
                 float wd = tens[ti].decay ? (float)tc->weight_decay : 0.0f;
+                double tlr = strstr(tens[ti].name, ".wide.") ? lr * tc->wide_lr : lr;
                 float *pw = c->params + tens[ti].offset, *pg = g + tens[ti].offset;
                 float *pm = m + tens[ti].offset, *pv = v + tens[ti].offset;
                 for (size_t i = 0; i < tens[ti].numel; i++) {
@@ -598,7 +699,7 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
                     pm[i] = b1 * pm[i] + (1 - b1) * gi;
                     pv[i] = b2 * pv[i] + (1 - b2) * gi * gi;
                     float mh = pm[i] / bc1, vh = pv[i] / bc2;
-                    pw[i] -= (float)lr * (mh / (sqrtf(vh) + eps) + wd * pw[i]);
+                    pw[i] -= (float)tlr * (mh / (sqrtf(vh) + eps) + wd * pw[i]);
                 }
             }
             int64_t now = dr_now_us();
@@ -625,14 +726,14 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
                                         acc};
             progress(user, &pr);
         }
-        if (f1 > best_f1) {
+        if (f1 > best_f1 || tc->keep_last) { /* keep=last: the "best" epoch is the last */
             best_f1 = f1;
             best_acc = acc;
             best_epoch = epoch;
             since_best = 0;
             memcpy(best, c->params, P * sizeof(float));
             memcpy(recall, rec, sizeof(recall));
-        } else if (++since_best > tc->patience && tc->patience > 0) {
+        } else if (++since_best > tc->patience && tc->patience > 0 && !tc->keep_last) {
             epoch++;
             break;
         }
@@ -662,13 +763,17 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
     rc = rc ? rc : dr_buf_printf(&prov, ",\"bytes\":%zu,\"sha256\":\"%s\",\"examples\":%zu},"
                                  "\"seed\":%llu,\"threads\":%d,\"settings\":{\"epochs\":%d,"
                                  "\"batch_size\":%d,\"lr\":%g,\"warmup\":%g,\"weight_decay\":%g,"
-                                 "\"dropout\":%g,\"token_dropout\":%g,\"clip\":%g,\"patience\":%d,\"schedule\":\"%s\","
+                                 "\"dropout\":%g,\"token_dropout\":%g,\"wide_lr\":%g,"
+                                 "\"clip\":%g,\"patience\":%d,\"schedule\":\"%s\","
+                                 "\"soft_labels\":%s,\"keep\":\"%s\","
                                  "\"class_weights\":\"%s\"},\"epochs_run\":%d,\"best_epoch\":%d,"
                                  "\"metrics\":{\"valid_macro_f1\":%.4f,\"valid_accuracy\":%.4f,"
                                  "\"valid_recall\":{",
                                  b_va, h_va, dva.n, (unsigned long long)seed, nt, tc->epochs,
                                  tc->batch_size, tc->lr, tc->warmup, tc->weight_decay, tc->dropout,
-                                 tc->token_dropout, tc->clip, tc->patience, tc->cosine ? "cosine" : "linear",
+                                 tc->token_dropout, tc->wide_lr, tc->clip, tc->patience,
+                                 tc->cosine ? "cosine" : "linear", tr->targets ? "true" : "false",
+                                 tc->keep_last ? "last" : "best",
                                  tc->balanced ? "balanced" : "none", res->epochs_run, best_epoch,
                                  best_f1, best_acc);
     for (int k = 0; k < K && rc == DYNRAG_OK; k++) {

@@ -22,8 +22,10 @@ typedef struct dr_train_config {
     int epochs, batch_size, patience;
     double lr, warmup, weight_decay, dropout, clip;
     double token_dropout; /* input tokens replaced by <pad> with this probability */
+    double wide_lr;       /* learning-rate multiplier of the wide branch (default 1) */
     bool cosine;        /* schedule after warm-up: cosine (else linear) to 0 */
     bool balanced;      /* class weights n / (K n_k) */
+    bool keep_last;     /* write the last epoch's weights, not the best epoch's */
     char head[64];      /* name of the trained head */
     char strip[33];     /* punctuation the tokenizer deletes (default "?") */
 } dr_train_config;

@@ -67,6 +67,7 @@ typedef struct rec {
     char *norm;   /* normalised text for deduplication, owned */
     int source;
     bool dropped; /* a duplicate */
+    bool eval;    /* eval_split: set aside into eval-<source>.jsonl */
 } rec;
 
 /* ---- comparison augmentation (augment_comparisons) ------------------------- */
@@ -297,6 +298,7 @@ typedef struct builder {
     rec *recs;
     size_t n, alloc;
     bool harvest[DYNRAG_DATASET_N_SOURCES]; /* take entities from this source */
+    bool eval_mark; /* records added now are eval-split records */
     ent_pool ents[N_ENT_KINDS + 1]; /* the kinds, then ENT_TITLE */
 } builder;
 
@@ -397,7 +399,8 @@ static int add_record(builder *b, const char *text, int source, const char *wher
         b->recs = r;
         b->alloc = na;
     }
-    b->recs[b->n++] = (rec){.text = c, .norm = nm, .source = source, .dropped = false};
+    b->recs[b->n++] =
+        (rec){.text = c, .norm = nm, .source = source, .dropped = false, .eval = b->eval_mark};
     if (b->st)
         b->st->read[source]++;
     return DYNRAG_OK;
@@ -519,7 +522,10 @@ static int nq_dev_line(builder *b, const cJSON *obj, const char *where, dynrag_e
 
 static int efficientqa_line(builder *b, const cJSON *obj, const char *where, dynrag_error *err)
 {
-    return nq_line(b, obj, where, err, DYNRAG_DATASET_SRC_EFFICIENTQA);
+    b->eval_mark = b->opt->eval_split;
+    int rc = nq_line(b, obj, where, err, DYNRAG_DATASET_SRC_EFFICIENTQA);
+    b->eval_mark = false;
+    return rc;
 }
 
 static int hotpot_line(builder *b, const cJSON *obj, const char *where, dynrag_error *err)
@@ -527,6 +533,20 @@ static int hotpot_line(builder *b, const cJSON *obj, const char *where, dynrag_e
     const char *q = NULL;
     int rc = req_string(obj, "question_text", where, &q, err);
     return rc != DYNRAG_OK ? rc : add_record(b, q, DYNRAG_DATASET_SRC_HOTPOTQA, where, err);
+}
+
+/* True when intent belongs to the domains small_talk or meta of domains. */
+static bool is_talk_intent(const cJSON *domains, const char *intent)
+{
+    for (size_t d = 0; d < DR_ARRAY_LEN(a_domains); d++) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(domains, a_domains[d]))
+        {
+            if (cJSON_IsString(it) && strcmp(it->valuestring, intent) == 0)
+                return true;
+        }
+    }
+    return false;
 }
 
 /* True when intent is one of the A intents (domains small_talk or meta of
@@ -599,8 +619,14 @@ static int read_clinc(builder *b, dynrag_error *err)
                                 where);
                 goto cleanup;
             }
-            if (is_a_intent(domains, in->valuestring)) {
+            /* eval_split: val.json is held out, its small-talk and meta utterances
+             * (not the utility intents) are the A evaluation set */
+            bool eval = b->opt->eval_split && f == 1;
+            if (eval ? is_talk_intent(domains, in->valuestring)
+                     : is_a_intent(domains, in->valuestring)) {
+                b->eval_mark = eval;
                 rc = add_record(b, t->valuestring, DYNRAG_DATASET_SRC_CLINC150, where, err);
+                b->eval_mark = false;
                 if (rc != DYNRAG_OK)
                     goto cleanup;
             }
@@ -651,11 +677,18 @@ static int read_musique(builder *b, bool questions, bool subs, dynrag_error *err
         rc = req_string(it, "question", where, &q, err);
         if (rc != DYNRAG_OK)
             goto cleanup;
+        /* eval_split: every fifth question (items 4, 9, ...) is held out, with its
+         * sub-questions and entities */
+        bool eval = b->opt->eval_split && item % 5 == 0;
         if (questions) {
+            b->eval_mark = eval;
             rc = add_record(b, q, DYNRAG_DATASET_SRC_MUSIQUE, where, err);
+            b->eval_mark = false;
             if (rc != DYNRAG_OK)
                 goto cleanup;
         }
+        if (eval)
+            continue;
         bool harvest = questions && b->harvest[DYNRAG_DATASET_SRC_MUSIQUE];
         if (!subs && !harvest)
             continue;
@@ -1216,7 +1249,8 @@ static int read_jsonl_rel(builder *b, const char *rel, jsonl_fn fn, dynrag_error
 /* ---- deduplication, balancing, splitting ----------------------------------- */
 
 /* Marks records whose normalised text was seen before as dropped, visiting
- * the holdout source first (holdout < 0: none) and then the read order. */
+ * the holdout source and the eval-split records first (holdout < 0: none)
+ * and then the read order. */
 static int dedup(builder *b, int holdout, dynrag_error *err)
 {
     size_t cap = 16;
@@ -1229,7 +1263,7 @@ static int dedup(builder *b, int holdout, dynrag_error *err)
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < b->n; i++) {
             rec *r = &b->recs[i];
-            if ((pass == 0) != (r->source == holdout))
+            if ((pass == 0) != (r->source == holdout || r->eval))
                 continue;
             size_t h = (size_t)dr_hash64(r->norm, strlen(r->norm), 0) & (cap - 1);
             for (;;) {
@@ -1340,6 +1374,8 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
     size_t npool[DYNRAG_DATASET_N_LABELS] = {0};
     size_t *train = NULL, *valid = NULL, *held = NULL;
     size_t ntrain = 0, nvalid = 0, nheld = 0;
+    size_t *evals[DYNRAG_DATASET_SRC_MUSIQUE_SUB] = {NULL};
+    size_t nevals[DYNRAG_DATASET_SRC_MUSIQUE_SUB] = {0};
 
     /* 1. Read every source (all files are checked before anything is written). */
     bool subs = opt->augment && holdout != DYNRAG_DATASET_SRC_MUSIQUE;
@@ -1347,7 +1383,8 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
         /* Entities for the comparison and chain templates: never HotpotQA, never the
          * holdout. */
         b.harvest[DYNRAG_DATASET_SRC_NQ] = holdout != DYNRAG_DATASET_SRC_NQ;
-        b.harvest[DYNRAG_DATASET_SRC_EFFICIENTQA] = holdout != DYNRAG_DATASET_SRC_EFFICIENTQA;
+        b.harvest[DYNRAG_DATASET_SRC_EFFICIENTQA] =
+            holdout != DYNRAG_DATASET_SRC_EFFICIENTQA && !opt->eval_split;
         b.harvest[DYNRAG_DATASET_SRC_MUSIQUE] = holdout != DYNRAG_DATASET_SRC_MUSIQUE;
     }
     rc = read_clinc(&b, err);
@@ -1382,7 +1419,10 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
     train = malloc((b.n + 1) * sizeof(size_t));
     valid = malloc((b.n + 1) * sizeof(size_t));
     held = malloc((b.n + 1) * sizeof(size_t));
-    if (train == NULL || valid == NULL || held == NULL) {
+    bool eval_ok = true;
+    for (int s = 0; s < DYNRAG_DATASET_SRC_MUSIQUE_SUB && opt->eval_split; s++)
+        eval_ok = eval_ok && (evals[s] = malloc((b.n + 1) * sizeof(size_t))) != NULL;
+    if (train == NULL || valid == NULL || held == NULL || !eval_ok) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -1390,7 +1430,11 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
         const rec *r = &b.recs[i];
         if (r->dropped || is_augmented(r->source))
             continue;
-        if (r->source == holdout)
+        if (r->eval && r->source != holdout) {
+            evals[r->source][nevals[r->source]++] = i;
+            st->holdout[r->source]++;
+            st->holdout_label[source_label[r->source]]++;
+        } else if (r->source == holdout)
             held[nheld++] = i;
         else
             pool[source_label[r->source]][npool[source_label[r->source]]++] = i;
@@ -1457,7 +1501,17 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
         snprintf(name, sizeof(name), "holdout-%s.jsonl", source_names[holdout]);
         rc = write_jsonl(&b, name, held, nheld, err);
     }
+    for (int s = 0; s < DYNRAG_DATASET_SRC_MUSIQUE_SUB && rc == DYNRAG_OK; s++)
+        if (opt->eval_split && (s == DYNRAG_DATASET_SRC_CLINC150 ||
+                                s == DYNRAG_DATASET_SRC_EFFICIENTQA ||
+                                s == DYNRAG_DATASET_SRC_MUSIQUE) && s != holdout) {
+            char name[64];
+            snprintf(name, sizeof(name), "eval-%s.jsonl", source_names[s]);
+            rc = write_jsonl(&b, name, evals[s], nevals[s], err);
+        }
 cleanup:
+    for (int s = 0; s < DYNRAG_DATASET_SRC_MUSIQUE_SUB; s++)
+        free(evals[s]);
     for (int l = 0; l < DYNRAG_DATASET_N_LABELS; l++)
         free(pool[l]);
     free(train);

@@ -85,6 +85,14 @@ typedef struct dynrag_dataset_options {
                                born?", 2-3 lookups) as C and as many one-lookup
                                ones ("Who is the director of X?") as B to
                                train.jsonl, over the same entities; 0 = off */
+    bool eval_split;        /* hold out evaluation sets, each in eval-<source>.jsonl and in
+                               neither train nor valid: CLINC150 val.json (its small_talk
+                               and meta utterances; its utility ones are dropped), all of
+                               EfficientQA (no entities harvested from it) and every fifth
+                               MuSiQue question (items 4, 9, 14, ... of dev_train.json,
+                               with their sub-questions and entities); counted as holdout
+                               in the stats. Combine with holdout "hotpotqa" for the
+                               leave-one-source-out share (docs/classifier.md) */
 } dynrag_dataset_options;
 
 /* Counts of one build. Indices are dynrag_dataset_source / label values. */
