@@ -19,6 +19,9 @@
  * left-out task, for each task: an estimate of out-of-distribution
  * behaviour. --wtp prints, per task, mean quality and mean cost of the
  * router at each willingness to pay (USD^-1), with each always-X.
+ * --write-split DIR writes the two splits as DIR/train.jsonl and
+ * DIR/valid.jsonl (outcome tables) and exits, so that `dynrag router train`
+ * and `dynrag eval --outcomes` can be run on the same split.
  */
 #include "dynrag/eval.h"
 
@@ -189,13 +192,47 @@ static void print_table(const dr_outcome_table *t, const tasks *ts, const score 
            "MEAN", "", mr / (double)nt, b1, mo / (double)nt, nt);
 }
 
+/* Writes rows tr[0..n_tr) to DIR/train.jsonl and te[0..n_te) to
+ * DIR/valid.jsonl; 0 or 1 (message on stderr). */
+static int write_split(const dr_outcome_table *t, const char *dir, const size_t *tr, size_t n_tr,
+                       const size_t *te, size_t n_te)
+{
+    dynrag_error err = {0};
+    if (dr_mkdirs(dir, &err) != DYNRAG_OK) {
+        fprintf(stderr, "%s\n", dynrag_errmsg(&err));
+        return 1;
+    }
+    for (int k = 0; k < 2; k++) {
+        const size_t *rows = k ? te : tr;
+        size_t n = k ? n_te : n_tr;
+        dr_buf b = {0};
+        int rc = DYNRAG_OK;
+        for (size_t i = 0; i < n && rc == DYNRAG_OK; i++)
+            rc = dr_outcomes_write_row(t, &t->rows[rows[i]], &b);
+        char *path = dr_asprintf("%s/%s", dir, k ? "valid.jsonl" : "train.jsonl");
+        if (rc == DYNRAG_OK && path != NULL)
+            rc = dr_write_file_atomic(path, b.data ? b.data : "", b.len, &err);
+        else if (rc == DYNRAG_OK)
+            rc = DYNRAG_ERR_NOMEM;
+        if (rc == DYNRAG_OK)
+            printf("wrote %s (%zu rows)\n", path, n);
+        else
+            fprintf(stderr, "%s: %s\n", path ? path : dir, dynrag_errmsg(&err));
+        free(path);
+        dr_buf_free(&b);
+        if (rc != DYNRAG_OK)
+            return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     dr_outcome_table t = {0};
     double frac = 0.2, lambda = 0;
     int dim = 1024;
     bool loto = false;
-    const char *wtps = NULL;
+    const char *wtps = NULL, *split_dir = NULL;
     dynrag_error err = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -232,6 +269,8 @@ int main(int argc, char **argv)
             g_cluster_lambda = strtod(v, NULL);
         } else if (strcmp(a, "--wtp") == 0) {
             wtps = v;
+        } else if (strcmp(a, "--write-split") == 0) {
+            split_dir = v;
         } else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
@@ -240,7 +279,7 @@ int main(int argc, char **argv)
     if (t.n_rows == 0) {
         fprintf(stderr,
                 "usage: %s --data FILE.jsonl [--data ...] [--valid-frac F] [--dim D] "
-                "[--lambda L] [--loto] [--wtp W,...]\n",
+                "[--lambda L] [--loto] [--wtp W,...] [--write-split DIR]\n",
                 argv[0]);
         return 2;
     }
@@ -259,6 +298,8 @@ int main(int argc, char **argv)
     }
     printf("rows %zu: train %zu, valid %zu (hash64(id) mod 10000 < %.0f); dim %d\n", t.n_rows, n_tr,
            n_te, frac * 10000, dim);
+    if (split_dir != NULL)
+        return write_split(&t, split_dir, tr, n_tr, te, n_te);
     dr_omodel *m = NULL;
     int64_t t0 = dr_now_us();
     if (train(&t, tr, n_tr, dim, lambda, &m) != DYNRAG_OK)

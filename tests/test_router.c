@@ -670,56 +670,56 @@ TEST(router_cascade_route_and_judges)
 
     char why[128];
     dr_answer_view a = {.text = "Paris", .first_token_margin = NAN, .confidence = NAN};
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 1.0, 0);
     a.unanswerable = true;
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.0, 0);
     a.unanswerable = false;
     a.text = "The context does NOT contain Enough Information.";
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 1.0, 0);
     a.text = "There is not enough information to say.";
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.0, 0);
     ASSERT_CONTAINS(why, "not enough information");
     a.text = "This question CANNOT BE ANSWERED.";
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.0, 0);
     a.text = "  ";
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, NULL, 0), 0.0, 0);
-    ASSERT_NEAR(dr_cascade_judge(NULL, &a, why, sizeof why), 0.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, NULL, 0), 0.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, NULL, &a, why, sizeof why), 0.0, 0);
 
     set_params(&t, "{\"judge\": \"logprob_margin\"}");
     a.text = "Paris";
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 1.0, 0);
     ASSERT_STR_EQ(why, "logprob_margin: no logprobs");
     a.confidence = 0.3; /* e.g. the extractive generator's support */
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.3, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.3, 0);
     ASSERT_CONTAINS(why, "generator confidence 0.300");
     a.confidence = NAN;
     a.first_token_margin = log(2.0);
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.5, 1e-12);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.5, 1e-12);
     a.first_token_margin = -1;
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.0, 0);
 
     set_params(&t, "{\"judge\": \"seq_logprob\"}");
     a.text = "Paris";
     a.first_token_margin = 5; /* not what this judge reads */
     a.mean_logprob = NAN;
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 1.0, 0);
     ASSERT_STR_EQ(why, "seq_logprob: no logprobs");
     a.confidence = 0.4;
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.4, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.4, 0);
     a.confidence = NAN;
     for (int i = 0; i <= 40; i++) { /* exp of the mean logprob, monotone, in [0, 1] */
         a.mean_logprob = -0.25 * i;
-        ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), exp(-0.25 * i),
+        ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), exp(-0.25 * i),
                     1e-12);
         ASSERT_CONTAINS(why, "seq_logprob: mean token logprob");
     }
     a.mean_logprob = -INFINITY;
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.0, 0);
     a.mean_logprob = 0.3; /* not a log-probability: clamped */
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 1.0, 0);
     a.mean_logprob = -0.1;
     a.text = "unanswerable";
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.0, 0);
     ASSERT_STR_EQ(why, "seq_logprob: answer says \"unanswerable\"");
     a.text = "Paris";
     a.first_token_margin = NAN;
@@ -729,14 +729,14 @@ TEST(router_cascade_route_and_judges)
     const char *s4[] = {"The Eiffel Tower!", "eiffel tower", "Louvre", "an Eiffel  tower"};
     a.samples = s4;
     a.n_samples = 4;
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.75, 1e-12);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.75, 1e-12);
     ASSERT_CONTAINS(why, "3/4");
     ASSERT_CONTAINS(why, "eiffel tower");
     a.n_samples = 1;
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 1.0, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 1.0, 0);
     ASSERT_CONTAINS(why, "fewer than 2 samples");
     a.confidence = 0.2;
-    ASSERT_NEAR(dr_cascade_judge(&t.st.router, &a, why, sizeof why), 0.2, 0);
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.2, 0);
 
     set_params(&t, "{\"judge\": \"vibes\"}");
     ASSERT_EQ(dr_router_create(&t.p, &t.st, &r, &err), DYNRAG_ERR_INVALID);
@@ -780,7 +780,7 @@ TEST(router_cascade_refusal_escalates_under_every_judge)
         a.text = refuse && !a.unanswerable ? refusals[dr_rng_below(&rng, DR_ARRAY_LEN(refusals))]
                                            : answers[dr_rng_below(&rng, DR_ARRAY_LEN(answers))];
         char why[256];
-        double c = dr_cascade_judge(&t.st.router, &a, why, sizeof why);
+        double c = dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why);
         if (!(c >= 0 && c <= 1))
             test_fail_(__FILE__, __LINE__, "judge %s gave %g outside [0, 1]", judge, c);
         if (refuse && c != 0)

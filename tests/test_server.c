@@ -1224,7 +1224,7 @@ TEST(engine_no_record_same_result)
     dynrag_engine *e = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_engine_create(f.p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(f.p, NULL, &e, &err), &err);
     unsigned seed = 12;
     for (int it = 0; it < 200; it++) {
         char q[256];
@@ -1290,7 +1290,7 @@ TEST(engine_no_record_same_result)
     ASSERT_STR_EQ(jstr(rec, "id"), "q-no-record");
     ASSERT(jget(rec, "answer") != NULL && jget(rec, "totals") != NULL);
     cJSON_Delete(rec);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(f.p);
 }
 
@@ -1356,6 +1356,6 @@ TEST(server_routed_retrieve_matches_route)
         http_reply_free(&rr);
         http_reply_free(&rt);
     }
-    dynrag_server_free(s);
+    dynrag_server_close(s);
     dynrag_pipeline_free(f.p);
 }

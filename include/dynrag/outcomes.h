@@ -58,7 +58,7 @@ DYNRAG_API int dynrag_convert_routerbench(const char *in_path, const char *out_p
  * field is taken literally, and a value out of range fails with
  * DYNRAG_ERR_INVALID naming the field. */
 typedef struct dynrag_outcome_router_options {
-    const char *kind;        /* "predict" (default), "cluster", "distill" or "mf" */
+    const char *kind;        /* "predict" (default), "cluster", "distill", "mf" or "scorer" */
     const char *const *data; /* required: training tables (merged; ids must not repeat) */
     size_t n_data;
     const char *valid;     /* validation table, or NULL (default; see below) */
@@ -80,7 +80,8 @@ DYNRAG_API void dynrag_outcome_router_options_init(dynrag_outcome_router_options
 typedef struct dynrag_outcome_router_result {
     size_t rows, valid_rows, n_options, n_params;
     double lambda;        /* the ridge penalty used */
-    double valid_quality; /* mean quality of the routed option on the validation rows */
+    double valid_quality; /* mean quality of the routed option on the validation rows
+                             (kind scorer: the judge's AUC there) */
     double train_quality; /* the same on the training rows */
     double seconds;
 } dynrag_outcome_router_result;
@@ -91,6 +92,9 @@ typedef struct dynrag_outcome_router_result {
  * given (the model is fitted on the training tables only); otherwise on the
  * training rows whose id hashes into a fixed 15% (hash64(id) mod 10000 <
  * 1500), after which the model is refitted on every training row.
+ * Kind "scorer" trains the cascades' answer-scorer judge instead (a
+ * classifier over query + recorded response predicting correctness;
+ * docs/routers.md); dim and clusters do not apply to it.
  * Deterministic for a seed. Errors name the file and field.
  */
 DYNRAG_API int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,

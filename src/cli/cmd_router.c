@@ -98,10 +98,11 @@ static int router_train_outcomes(int argc, char **argv)
     }
     if (o.kind == NULL || o.n_data == 0 || o.out_path == NULL)
         return cli_usage_error(cmd, "--kind, --data and --out are required");
+    bool scorer = strcmp(o.kind, "scorer") == 0;
     if (strcmp(o.kind, "predict") != 0 && strcmp(o.kind, "cluster") != 0 &&
-        strcmp(o.kind, "distill") != 0 && strcmp(o.kind, "mf") != 0)
-        return cli_usage_error(cmd, "--kind %s: unknown (expected predict, cluster, distill or mf)",
-                               o.kind);
+        strcmp(o.kind, "distill") != 0 && strcmp(o.kind, "mf") != 0 && !scorer)
+        return cli_usage_error(
+            cmd, "--kind %s: unknown (expected predict, cluster, distill, mf or scorer)", o.kind);
     train_view view = {cli_progress_wanted(), false};
     o.progress = outcome_progress;
     o.progress_user = &view;
@@ -114,6 +115,13 @@ static int router_train_outcomes(int argc, char **argv)
     if (rc != DYNRAG_OK) {
         cli_error(cmd, "%s", dynrag_errmsg(&err));
         return rc == DYNRAG_ERR_INVALID ? CLI_USAGE : CLI_FAIL;
+    }
+    if (scorer) {
+        printf("wrote %s: answer scorer, %zu options, %zu parameters, %zu training rows, lambda "
+               "%g, AUC: train %.4f, validation %.4f (%zu rows), %.1f s\n",
+               o.out_path, r.n_options, r.n_params, r.rows, r.lambda, r.train_quality,
+               r.valid_quality, r.valid_rows, r.seconds);
+        return CLI_OK;
     }
     printf("wrote %s: %s router, %zu options, %zu parameters, %zu training rows, lambda %g, "
            "routed quality: train %.4f, validation %.4f (%zu rows), %.1f s\n",

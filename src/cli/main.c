@@ -247,7 +247,7 @@ static const cli_command commands[] = {
     {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
      "                           [--config k=v,...] [--seed N] [--threads N]\n"
-     "       dynrag router train --kind predict|cluster|distill|mf --data FILE.jsonl\n"
+     "       dynrag router train --kind predict|cluster|distill|mf|scorer --data FILE.jsonl\n"
      "                           [--data FILE.jsonl ...]\n"
      "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
      "                           [--clusters C] [--lambda L]\n"
@@ -286,7 +286,12 @@ static const cli_command commands[] = {
      "         + b_o) with a rank-16 projection P of the same features and an\n"
      "         embedding v_o per option, by SGD (30 epochs, seeded; --lambda is the\n"
      "         L2 penalty, default 1e-5; with --valid, the best epoch on it is kept);\n"
-     "         router type mf, same params as predict.\n",
+     "         router type mf, same params as predict.\n"
+     "train --kind scorer: the cascades' answer-scorer judge (FrugalGPT): logistic\n"
+     "         regression over hashed words of the query, the recorded \"response\" and\n"
+     "         their interaction, predicting its quality; --lambda (L2) is chosen by\n"
+     "         AUC like the ridge penalty. Use as router: {type: cascade, params:\n"
+     "         {judge: scorer, model: MODEL, threshold: T}}.\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"

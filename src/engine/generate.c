@@ -197,12 +197,15 @@ static int render_prompt(qstate *s, int pi, dynrag_error *err)
     return DYNRAG_OK;
 }
 
-/* The confidence of the current answer under a cascade router's judge;
- * `why` gets the judgement in words. */
-static double judge(const dr_router_spec *spec, const qstate *s, const gen_out *g, char *why,
+/* The confidence of the current answer of stage sid's option `cur` under
+ * the stage's cascade router's judge; `why` gets the judgement in words. */
+static double judge(const qstate *s, dr_stage_id sid, int cur, const gen_out *g, char *why,
                     size_t why_len)
 {
     dr_answer_view v;
+    memset(&v, 0, sizeof(v));
+    v.query = s->q;
+    v.option = s->p->stages[sid].options[cur].name;
     v.text = s->answer ? s->answer : "";
     v.unanswerable = s->unanswerable;
     v.first_token_margin = g->margin;
@@ -210,7 +213,7 @@ static double judge(const dr_router_spec *spec, const qstate *s, const gen_out *
     v.confidence = g->confidence;
     v.samples = (const char *const *)g->samples;
     v.n_samples = g->n_samples;
-    return dr_cascade_judge(spec, &v, why, why_len);
+    return dr_cascade_judge(s->e->routers[sid], &s->p->stages[sid].router, &v, why, why_len);
 }
 
 /* Appends one cascade attempt to the record's `cascade` array. */
@@ -279,7 +282,7 @@ static int cascade_step(qstate *s, dr_stage_id sid, int cur, const gen_out *g, i
     const dr_stage *st = &s->p->stages[sid];
     stage_rec *rec = &s->st[sid];
     char why[256];
-    double conf = judge(&st->router, s, g, why, sizeof(why));
+    double conf = judge(s, sid, cur, g, why, sizeof(why));
     double thr = dr_param_num(st->router.params, "threshold", 0.5);
     int next = conf < thr && !rec->forced ? next_escalation(s, sid, cur, in_tok) : -1;
     record_attempt(s, dr_stage_name(sid), st->options[cur].name, conf, thr, why, next >= 0);

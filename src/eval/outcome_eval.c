@@ -9,6 +9,7 @@
 #include "dynrag/eval.h"
 
 #include "core/util.h"
+#include "engine/feedback.h"
 #include "eval/eval_internal.h"
 #include "eval/outcomes.h"
 #include "pipeline/spec.h"
@@ -72,16 +73,20 @@ static const dr_outcome *outcome_of(const oeval *e, size_t q, int o)
 static bool judge_reads_text(const dr_router_spec *spec)
 {
     const char *j = dr_param_str(spec->params, "judge", "self_route");
-    return strcmp(j, "self_route") == 0 || strcmp(j, "agreement") == 0;
+    return strcmp(j, "self_route") == 0 || strcmp(j, "agreement") == 0 ||
+           strcmp(j, "scorer") == 0;
 }
 
 /*
  * The cascade from option `first` for row q: judges each recorded answer
  * and escalates in listed order while the confidence is below the
  * threshold. The agreement judge compares the answers called so far, so a
- * single answer is never judged: the next option is called. Sets *last.
+ * single answer is never judged: the next option is called. The scorer
+ * judge (held by the cascade router r) reads the query, the option and its
+ * recorded answer. Sets *last.
  */
-static int cascade_chain(const oeval *e, size_t q, int first, int *last, dynrag_error *err)
+static int cascade_chain(const oeval *e, const dr_router *r, size_t q, int first, int *last,
+                         dynrag_error *err)
 {
     const dr_router_spec *spec = &e->st->router;
     double thr = dr_param_num(spec->params, "threshold", 0.5);
@@ -117,7 +122,9 @@ static int cascade_chain(const oeval *e, size_t q, int first, int *last, dynrag_
         v.confidence = NAN;
         v.samples = answers;
         v.n_samples = na;
-        if (dr_cascade_judge(spec, &v, NULL, 0) >= thr)
+        v.query = e->ot.rows[q].query;
+        v.option = e->st->options[cur].name;
+        if (dr_cascade_judge(r, spec, &v, NULL, 0) >= thr)
             break;
         cur++;
     }
@@ -136,7 +143,11 @@ static int cmp_double(const void *a, const void *b)
  * first[q] is the router's choice, last[q] where its cascade stopped (the
  * same without a cascade). scores (may be NULL) gets the router's scores
  * ([n_rows][n_options]); us (may be NULL) the routing time per row. A stateful
- * router (bandit) gets the recorded quality of the final option as reward.
+ * router (bandit) learns from the reward live feedback would give it: the
+ * recorded quality of the final option shaped by its params like the
+ * engine's feedback (dr_bandit_shaped_reward: minus lambda x the recorded
+ * cost of every call, minus the SLA penalty on the recorded latency of
+ * every call; latencies not recorded count as 0).
  */
 static int route_all(oeval *e, int *first, int *last, double *scores, double *us, dynrag_error *err)
 {
@@ -147,6 +158,7 @@ static int route_all(oeval *e, int *first, int *last, double *scores, double *us
     /* A replay learns in memory only: it must not reward the deployed state. */
     dr_bandit_detach_state(r);
     bool cascade = strcmp(e->st->router.type, "cascade") == 0;
+    bool bandit = strcmp(e->st->router.type, "bandit") == 0;
     size_t no = e->st->n_options;
     for (size_t q = 0; q < e->ot.n_rows; q++) {
         dr_route_ctx ctx;
@@ -176,14 +188,22 @@ static int route_all(oeval *e, int *first, int *last, double *scores, double *us
         }
         first[q] = d.option;
         last[q] = d.option;
-        if (cascade && (rc = cascade_chain(e, q, d.option, &last[q], err)) != DYNRAG_OK)
+        if (cascade && (rc = cascade_chain(e, r, q, d.option, &last[q], err)) != DYNRAG_OK)
             goto done;
         if (scores)
             for (size_t o = 0; o < no; o++)
                 scores[q * no + o] = d.scores[o];
         const dr_outcome *fin = outcome_of(e, q, last[q]);
-        rc = r->vt->feedback(r, e->ot.rows[q].id, &e->feat[q], last[q],
-                             fin->present ? fin->quality : 0, err);
+        double reward = fin->present ? fin->quality : 0;
+        if (bandit) {
+            double usd = 0, latency_ms = 0;
+            for (int k = first[q]; k <= last[q]; k++) {
+                usd += outcome_of(e, q, k)->cost_usd;
+                latency_ms += outcome_of(e, q, k)->latency_ms;
+            }
+            reward = dr_bandit_shaped_reward(e->st->router.params, reward, usd, latency_ms);
+        }
+        rc = r->vt->feedback(r, e->ot.rows[q].id, &e->feat[q], last[q], reward, err);
         if (rc != DYNRAG_OK)
             goto done;
     }

@@ -103,9 +103,10 @@ const dr_param_row dr_param_rows[] = {
     {"router.distill",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.distill",         "max_entropy",        DR_PT_NUM,           0,     1,           "1",            0, NULL},
     {"router.distill",         "fallback",           DR_PT_OPTION,        0,     0,           NULL,           0, NULL},
-    {"router.cascade",         "judge",              DR_PT_ENUM,          0,     0,           "self_route",   0, "self_route|logprob_margin|seq_logprob|agreement"},
+    {"router.cascade",         "judge",              DR_PT_ENUM,          0,     0,           "self_route",   0, "self_route|logprob_margin|seq_logprob|agreement|scorer"},
     {"router.cascade",         "threshold",          DR_PT_NUM,           0,     1,           "0.5",          0, NULL},
     {"router.cascade",         "samples",            DR_PT_INT,           2,     16,          "3",            0, NULL},
+    {"router.cascade",         "model",              DR_PT_FILE,          0,     0,           NULL,           0, NULL},
 
     {"endpoint",               "base_url",           DR_PT_STR,           0,     0,           "",             0, NULL},
     {"endpoint",               "model",              DR_PT_STR,           0,     0,           "",             0, NULL},

@@ -1,14 +1,16 @@
 /*
  * cascade.c - the cascade router (cheapest option first) and its judges.
  *
- * params: {judge: self_route|logprob_margin|seq_logprob|agreement, threshold (0.5, in
- * [0, 1]), samples (3)}. route() picks the first available option in listed order;
- * the engine calls dr_cascade_judge() after generation and escalates.
+ * params: {judge: self_route|logprob_margin|seq_logprob|agreement|scorer, threshold (0.5,
+ * in [0, 1]), samples (3), model (the scorer file; required by judge scorer)}. route()
+ * picks the first available option in listed order; the engine calls
+ * dr_cascade_judge() after generation and escalates.
  */
 #include "router/cascade.h"
 
 #include "core/text.h"
 #include "router/router_impl.h"
+#include "router/scorer.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -151,8 +153,28 @@ cleanup:
     return conf;
 }
 
-double dr_cascade_judge(const dr_router_spec *spec, const dr_answer_view *a, char *why,
-                        size_t why_len)
+/* The cascade router: its scorer when the judge is `scorer`. */
+typedef struct cascade_router {
+    dr_router base;
+    dr_scorer *scorer;
+} cascade_router;
+
+static const dr_router_vtable cascade_vt;
+
+static double judge_scorer(const dr_router *r, const dr_answer_view *a, char *why, size_t why_len)
+{
+    if (r == NULL || r->vt != &cascade_vt || ((const cascade_router *)r)->scorer == NULL)
+        return reported_or(a, "scorer", "no scorer model", 1.0, why, why_len);
+    const dr_scorer *s = ((const cascade_router *)r)->scorer;
+    double p = dr_scorer_score(s, a->query, a->option, a->text);
+    p = DR_MIN(DR_MAX(p, 0.0), 1.0);
+    set_why(why, why_len, "scorer: P(correct | query, %.60s answer) = %.3f",
+            a->option != NULL ? a->option : "the", p);
+    return p;
+}
+
+double dr_cascade_judge(const dr_router *r, const dr_router_spec *spec, const dr_answer_view *a,
+                        char *why, size_t why_len)
 {
     const char *judge = spec != NULL ? dr_param_str(spec->params, "judge", "self_route")
                                      : "self_route";
@@ -164,6 +186,8 @@ double dr_cascade_judge(const dr_router_spec *spec, const dr_answer_view *a, cha
         return judge_seq_logprob(a, why, why_len);
     if (strcmp(judge, "agreement") == 0)
         return judge_agreement(a, why, why_len);
+    if (strcmp(judge, "scorer") == 0)
+        return judge_scorer(r, a, why, why_len);
     return judge_self_route(a, why, why_len);
 }
 
@@ -185,6 +209,9 @@ static int cascade_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
 
 static void cascade_free(dr_router *r)
 {
+    if (r == NULL)
+        return;
+    dr_scorer_free(((cascade_router *)r)->scorer);
     free(r);
 }
 
@@ -194,24 +221,45 @@ static const dr_router_vtable cascade_vt = {cascade_route, dr_router_feedback_no
 int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr_router **out,
                              dynrag_error *err)
 {
+    (void)p;
     const cJSON *params = stage->router.params;
+    const char *sn = dr_stage_name(stage->id);
     const char *judge = dr_param_str(params, "judge", "self_route");
     if (strcmp(judge, "self_route") != 0 && strcmp(judge, "logprob_margin") != 0 &&
-        strcmp(judge, "seq_logprob") != 0 && strcmp(judge, "agreement") != 0)
+        strcmp(judge, "seq_logprob") != 0 && strcmp(judge, "agreement") != 0 &&
+        strcmp(judge, "scorer") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.judge: unknown judge '%s' (self_route, "
-                          "logprob_margin, seq_logprob or agreement)",
-                          dr_stage_name(stage->id), judge);
+                          "logprob_margin, seq_logprob, agreement or scorer)",
+                          sn, judge);
     double th = dr_param_num(params, "threshold", 0.5);
     if (!(th >= DR_CASCADE_THRESHOLD_MIN && th <= DR_CASCADE_THRESHOLD_MAX))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.threshold: %g is outside [0, 1] (judge '%s' gives a "
                           "confidence in [0, 1])",
-                          dr_stage_name(stage->id), th, judge);
-    dr_router *r = calloc(1, sizeof *r);
-    if (r == NULL)
+                          sn, th, judge);
+    const char *model = dr_param_str(params, "model", NULL);
+    bool scorer = strcmp(judge, "scorer") == 0;
+    if (scorer && model == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.model: judge 'scorer' needs a model (a file of "
+                          "`dynrag router train --kind scorer`)",
+                          sn);
+    if (!scorer && model != NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.model: only judge 'scorer' reads a model (judge is '%s')",
+                          sn, judge);
+    cascade_router *cr = calloc(1, sizeof *cr);
+    if (cr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    r->vt = &cascade_vt;
-    *out = r;
+    cr->base.vt = &cascade_vt;
+    if (scorer) {
+        int rc = dr_scorer_load(model, &cr->scorer, err);
+        if (rc != DYNRAG_OK) {
+            free(cr);
+            return dr_err_prefix(err, "stages.%s.router.model", sn);
+        }
+    }
+    *out = &cr->base;
     return DYNRAG_OK;
 }

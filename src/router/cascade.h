@@ -9,6 +9,7 @@
 #define DYNRAG_ROUTER_CASCADE_H
 
 #include "pipeline/spec.h"
+#include "router/router.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,6 +24,8 @@ typedef struct dr_answer_view {
                                      generator's support); NAN: none */
     const char *const *samples;   /* extra sampled answers for `agreement` */
     size_t n_samples;
+    const char *query;            /* the query the answer answers (scorer; NULL counts as "") */
+    const char *option;           /* the option that answered (scorer; may be NULL) */
 } dr_answer_view;
 
 /* Every judge's confidence is in [0, 1], so is every valid threshold (the
@@ -33,6 +36,8 @@ typedef struct dr_answer_view {
 /*
  * Judges an answer with the spec's `judge` (self_route by default) and
  * returns a confidence in [0, 1]; `why` (may be NULL) gets a short reason.
+ * r is the stage's cascade router (it holds the scorer model; may be NULL
+ * for the other judges).
  * The caller escalates to the next option when confidence < threshold.
  * Under every judge, an answer that says it cannot answer (flagged
  * unanswerable, empty, or saying "unanswerable" / "cannot be answered" /
@@ -40,13 +45,19 @@ typedef struct dr_answer_view {
  *   self_route: 1.
  *   logprob_margin: 1 - exp(-margin), clamped to [0, 1]; without a margin,
  *     the generator's reported confidence when finite, else 1 ("no logprobs").
+ *   seq_logprob: exp(mean token log-probability), clamped to [0, 1]; without
+ *     log-probabilities as logprob_margin.
  *   agreement: the share of samples whose SQuAD-normalised text equals the
  *     most common one (ties: the first seen); with fewer than 2 samples, the
  *     generator's reported confidence when finite, else 1 ("fewer than 2
  *     samples").
+ *   scorer: the trained answer scorer's probability that the answer is
+ *     correct given the query and the option (router/scorer.h); without a
+ *     cascade router holding a scorer (r NULL or not a cascade), 1
+ *     ("no scorer model").
  * Never fails (out of memory in `agreement` gives 1, "out of memory").
  */
-double dr_cascade_judge(const dr_router_spec *spec, const dr_answer_view *a, char *why,
-                        size_t why_len);
+double dr_cascade_judge(const dr_router *r, const dr_router_spec *spec, const dr_answer_view *a,
+                        char *why, size_t why_len);
 
 #endif

@@ -2,6 +2,7 @@
 #include "core/util.h"
 #include "dynrag/outcomes.h"
 #include "router/omodel.h"
+#include "router/scorer.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -36,8 +37,8 @@ void dynrag_outcome_router_options_init(dynrag_outcome_router_options *o)
 static int check_options(const dynrag_outcome_router_options *opts, dynrag_error *err)
 {
     if (opts->kind == NULL)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "kind: required (predict, cluster, distill "
-                                                   "or mf)");
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "kind: required (predict, cluster, distill, "
+                                                   "mf or scorer)");
     if (opts->dim < 1 || opts->dim > 65536)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "dim %d: expected 1 to 65536", opts->dim);
     if (opts->clusters < 0)
@@ -50,6 +51,75 @@ static int check_options(const dynrag_outcome_router_options *opts, dynrag_error
         return dr_err_set(err, DYNRAG_ERR_INVALID, "cluster_lambda %g: expected a number > 0",
                           opts->cluster_lambda);
     return DYNRAG_OK;
+/*
+ * The answer scorer (router/scorer.h) on table t: with opts->valid, fitted
+ * on t and its penalty chosen on the valid table; else the penalty is
+ * chosen on the fixed inner 15% of t (unless given), then refitted on every
+ * row. Fills res (train/valid_quality are AUCs) and writes the model.
+ */
+static int train_scorer(const dynrag_outcome_router_options *opts, const dr_outcome_table *t,
+                        const char *desc, dynrag_outcome_router_result *res, dynrag_error *err)
+{
+    dr_outcome_table v = {0};
+    dr_scorer *s = NULL;
+    size_t *fit = NULL, *inner = NULL;
+    dr_scorer_train_opts o = {.lambda = opts->lambda,
+                              .seed = opts->seed,
+                              .data_desc = desc,
+                              .progress = opts->progress,
+                              .progress_user = opts->progress_user};
+    dr_scorer_train_report rep;
+    int rc;
+    res->valid_quality = NAN;
+    if (opts->valid != NULL) {
+        if ((rc = dr_outcomes_load(opts->valid, &v, err)) != DYNRAG_OK)
+            goto cleanup;
+        if ((rc = dr_scorer_train(t, NULL, 0, &v, NULL, v.n_rows, &o, &s, &rep, err)) != DYNRAG_OK)
+            goto cleanup;
+        res->valid_rows = v.n_rows;
+        res->valid_quality = rep.valid_auc;
+    } else {
+        fit = malloc((t->n_rows ? t->n_rows : 1) * sizeof(*fit));
+        inner = malloc((t->n_rows ? t->n_rows : 1) * sizeof(*inner));
+        if (fit == NULL || inner == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        size_t n_fit = 0, n_inner = 0;
+        for (size_t i = 0; i < t->n_rows; i++) {
+            if (!(opts->lambda > 0) && internal_valid(t->rows[i].id))
+                inner[n_inner++] = i;
+            else
+                fit[n_fit++] = i;
+        }
+        if (n_inner > 0 && n_fit > 0) {
+            rc = dr_scorer_train(t, fit, n_fit, t, inner, n_inner, &o, &s, &rep, err);
+            if (rc != DYNRAG_OK)
+                goto cleanup;
+            res->valid_rows = n_inner;
+            res->valid_quality = rep.valid_auc;
+            o.lambda = rep.lambda;
+            o.prior_valid_auc = rep.valid_auc;
+            o.prior_valid_rows = n_inner;
+            dr_scorer_free(s);
+            s = NULL;
+        }
+        if ((rc = dr_scorer_train(t, NULL, 0, NULL, NULL, 0, &o, &s, &rep, err)) != DYNRAG_OK)
+            goto cleanup;
+    }
+    if ((rc = dr_scorer_save(s, opts->out_path, err)) != DYNRAG_OK)
+        goto cleanup;
+    res->rows = t->n_rows;
+    res->n_options = t->n_options;
+    res->n_params = DR_SCORER_BUCKETS;
+    res->lambda = rep.lambda;
+    res->train_quality = rep.train_auc;
+cleanup:
+    free(fit);
+    free(inner);
+    dr_scorer_free(s);
+    dr_outcomes_free(&v);
+    return rc;
 }
 
 int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
@@ -67,10 +137,12 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     if ((rc = check_options(opts, err)) != DYNRAG_OK)
         return rc;
     const char *kind = opts->kind;
+    bool scorer = strcmp(kind, "scorer") == 0;
     if (strcmp(kind, "predict") != 0 && strcmp(kind, "cluster") != 0 &&
-        strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0)
+        strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0 && !scorer)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "--kind %s: unknown (expected predict, cluster, distill or mf)", kind);
+                          "--kind %s: unknown (expected predict, cluster, distill, mf or scorer)",
+                          kind);
     cJSON *files = cJSON_CreateArray();
     if (files == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -89,6 +161,10 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     if (desc == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
+    }
+    if (scorer) {
+        rc = train_scorer(opts, &t, desc, &res, err);
+        goto done;
     }
     dr_omodel_train_opts o = {
         .kind = kind,
@@ -145,6 +221,9 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     res.n_params = rep.n_params;
     res.lambda = rep.lambda;
     res.train_quality = rep.train_quality;
+done:
+    if (rc != DYNRAG_OK)
+        goto cleanup;
     res.seconds = (double)(dr_now_us() - t0) / 1e6;
     if (result != NULL)
         *result = res;
