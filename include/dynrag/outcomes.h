@@ -54,7 +54,7 @@ DYNRAG_API int dynrag_convert_routerbench(const char *in_path, const char *out_p
 /* ---- routers trained on outcome tables ---------------------------------- */
 
 typedef struct dynrag_outcome_router_options {
-    const char *kind;        /* "predict" */
+    const char *kind;        /* "predict", "cluster", "distill", "mf" or "preference" */
     const char *const *data; /* training tables (merged; ids must not repeat) */
     size_t n_data;
     const char *valid;     /* validation table, or NULL (see below) */
@@ -67,6 +67,8 @@ typedef struct dynrag_outcome_router_options {
     /* Progress (may be NULL): phase ("embed", "k-means", "ridge") and done/total. */
     void (*progress)(void *user, const char *phase, size_t done, size_t total);
     void *progress_user;
+    const char *method; /* predict: "ridge" (NULL) or "knn"; NULL for the other kinds */
+    int k;              /* knn, preference: neighbours (0: chosen on the validation rows) */
 } dynrag_outcome_router_options;
 
 typedef struct dynrag_outcome_router_result {
@@ -75,6 +77,8 @@ typedef struct dynrag_outcome_router_result {
     double valid_quality; /* mean quality of the routed option on the validation rows */
     double train_quality; /* the same on the training rows */
     double seconds;
+    int k;               /* knn, preference: the neighbours used (0 otherwise) */
+    double local_weight; /* preference: the local ratings' weight (NAN otherwise) */
 } dynrag_outcome_router_result;
 
 /*

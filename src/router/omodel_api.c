@@ -28,9 +28,12 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
         return dr_err_set(err, DYNRAG_ERR_INVALID, "training data and an output path are required");
     const char *kind = opts->kind ? opts->kind : "predict";
     if (strcmp(kind, "predict") != 0 && strcmp(kind, "cluster") != 0 &&
-        strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0)
+        strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0 &&
+        strcmp(kind, "preference") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "--kind %s: unknown (expected predict, cluster, distill or mf)", kind);
+                          "--kind %s: unknown (expected predict, cluster, distill, mf or "
+                          "preference)",
+                          kind);
     cJSON *files = cJSON_CreateArray();
     if (files == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -52,6 +55,8 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     }
     dr_omodel_train_opts o = {
         .kind = kind,
+        .method = opts->method,
+        .k = opts->k,
         .dim = opts->dim,
         .lambda = opts->lambda,
         .clusters = opts->clusters == 0 ? 64 : opts->clusters,
@@ -91,6 +96,12 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
             res.valid_rows = n_inner;
             res.valid_quality = rep.valid_quality;
             o.lambda = rep.lambda;
+            if (rep.k > 0)
+                o.k = rep.k;
+            if (!isnan(rep.local_weight)) {
+                o.local_weight = rep.local_weight;
+                o.fix_local_weight = true;
+            }
         }
         rc = dr_omodel_train(&t, NULL, 0, NULL, NULL, 0, &o, &m, &rep, err);
         if (rc != DYNRAG_OK)
@@ -105,6 +116,8 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     res.n_params = rep.n_params;
     res.lambda = rep.lambda;
     res.train_quality = rep.train_quality;
+    res.k = rep.k;
+    res.local_weight = rep.local_weight;
     res.seconds = (double)(dr_now_us() - t0) / 1e6;
     if (result != NULL)
         *result = res;
