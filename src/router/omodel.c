@@ -897,7 +897,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         float *xi = x + i * F;
         finish_features(m, row->query, xi);
         size_t nnz = nonzeros(xi, F, nz);
-        for (size_t p1 = 0; p1 < nnz; p1++) {
+        for (size_t p1 = 0; p1 < nnz && !is_knn && !is_pref; p1++) {
             double xa = xi[nz[p1]];
             double *g = gram + nz[p1] * F;
             for (size_t p2 = 0; p2 <= p1; p2++)
