@@ -291,6 +291,30 @@ TEST(router_llm_validation_and_replay_refused)
     free(all);
     dynrag_diags_free(dg);
 
+    /* Descriptions appear in the resolved pipeline; a non-string one is
+     * an error naming the field. */
+    dynrag_pipeline *ok = llm_pipeline("http://127.0.0.1:9/v1", NULL, NULL);
+    ASSERT(ok != NULL);
+    char *json = dynrag_pipeline_to_json(ok);
+    cJSON *root = cJSON_Parse(json);
+    free(json);
+    const cJSON *gopts = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(root, "stages"), "generator"), "options");
+    ASSERT_STR_EQ(cJSON_GetObjectItem(cJSON_GetArrayItem(gopts, 2), "description")->valuestring,
+                  "a large model for math");
+    ASSERT(cJSON_GetObjectItem(cJSON_GetArrayItem(gopts, 1), "description") == NULL);
+    cJSON_Delete(root);
+    dynrag_pipeline_free(ok);
+    const char *yaml3 = "version: 1\nname: bad\nstages:\n  generator:\n    options:\n"
+                        "      - {name: x, kind: extractive, description: [a, b]}\n";
+    ASSERT(dynrag_pipeline_load_string(yaml3, strlen(yaml3), "bad3.yaml", NULL, &p, &dg, &err) !=
+           DYNRAG_OK);
+    all = dynrag_diags_format(dg);
+    ASSERT_CONTAINS(all, "bad3.yaml:6:");
+    ASSERT_CONTAINS(all, "stages.generator.options[0].description");
+    free(all);
+    dynrag_diags_free(dg);
+
     /* Outcome replay refuses it, naming the pipeline's router line. */
     const char *pipe = test_write_file(
         "llm-replay.yaml",
