@@ -70,6 +70,8 @@ static int g_clusters = 0;
 static const char *g_kind = "predict";
 static double g_cluster_lambda = 0;
 static double g_temperature = 0;
+static const char *g_method = NULL; /* predict: ridge (NULL) or knn */
+static int g_k = 0;                 /* knn, preference: neighbours (0: chosen on the inner split) */
 
 static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int dim, double lambda,
                  dr_omodel **m)
@@ -86,6 +88,8 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
                               .dim = dim,
                               .lambda = lambda,
                               .seed = 1,
+                              .method = g_method,
+                              .k = g_k,
                               .clusters = g_clusters,
                               .cluster_lambda = g_cluster_lambda};
     dr_omodel_train_report rep;
@@ -96,8 +100,12 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
     if (rc == DYNRAG_OK) {
         /* Refit on every training row with the chosen penalty. */
         o.lambda = rep.lambda;
+        o.k = rep.k;
+        o.local_weight = rep.local_weight;
+        o.fix_local_weight = !isnan(rep.local_weight);
         rc = dr_omodel_train(t, tr, n_tr, NULL, NULL, 0, &o, m, NULL, &err);
-        fprintf(stderr, "  lambda %g (inner-valid quality %.4f)\n", rep.lambda, rep.valid_quality);
+        fprintf(stderr, "  lambda %g k %d local weight %g (inner-valid quality %.4f)\n",
+                rep.lambda, rep.k, rep.local_weight, rep.valid_quality);
     }
     dr_omodel_free(probe);
     if (rc != DYNRAG_OK)
@@ -263,6 +271,10 @@ int main(int argc, char **argv)
             g_temperature = strtod(v, NULL);
         } else if (strcmp(a, "--kind") == 0) {
             g_kind = v;
+        } else if (strcmp(a, "--method") == 0) {
+            g_method = v;
+        } else if (strcmp(a, "--k") == 0) {
+            g_k = (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--clusters") == 0) {
             g_clusters = (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--cluster-lambda") == 0) {

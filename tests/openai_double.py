@@ -47,6 +47,7 @@ Modes (a request's `X-Test-Script` header overrides the script queue):
   nocontent     chat: choices[0].message without "content"
   wrongtype     chat: choices[0].message.content is a number
   redirect      307 to http://127.0.0.1:9/elsewhere (clients must not follow it)
+  reply:TEXT    chat: the answer is exactly TEXT (everything after "reply:")
 """
 
 import argparse
@@ -198,6 +199,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path == "/v1/embeddings":
                 self.embeddings(req, name)
+            elif name == "reply":
+                self.chat(req, name, arg)
             else:
                 self.chat(req, name)
         except (BrokenPipeError, ConnectionResetError):
@@ -224,7 +227,7 @@ class Handler(BaseHTTPRequestHandler):
                              "model": "test-double/" + str(req.get("model")),
                              "usage": {"prompt_tokens": ntok, "total_tokens": ntok}})
 
-    def chat(self, req, mode):
+    def chat(self, req, mode, reply=None):
         msgs = req.get("messages")
         if not isinstance(msgs, list) or not msgs:
             self.send_json(400, error_body("'messages' must be a non-empty list",
@@ -241,7 +244,7 @@ class Handler(BaseHTTPRequestHandler):
             prompt_words += len(content.split())
             if m.get("role") == "user":
                 last_user = content
-        answer = "Test double answer: " + last_user
+        answer = reply if reply is not None else "Test double answer: " + last_user
         n = req.get("n") or 1
         choices = []
         completion_words = 0

@@ -58,7 +58,8 @@ DYNRAG_API int dynrag_convert_routerbench(const char *in_path, const char *out_p
  * field is taken literally, and a value out of range fails with
  * DYNRAG_ERR_INVALID naming the field. */
 typedef struct dynrag_outcome_router_options {
-    const char *kind;        /* "predict" (default), "cluster", "distill", "mf" or "scorer" */
+    const char *kind;        /* "predict" (default), "cluster", "distill", "mf",
+                                "preference" or "scorer" */
     const char *const *data; /* required: training tables (merged; ids must not repeat) */
     size_t n_data;
     const char *valid;     /* validation table, or NULL (default; see below) */
@@ -72,6 +73,8 @@ typedef struct dynrag_outcome_router_options {
     /* Progress (may be NULL): phase ("embed", "k-means", "ridge") and done/total. */
     void (*progress)(void *user, const char *phase, size_t done, size_t total);
     void *progress_user;
+    const char *method; /* predict: "ridge" (NULL) or "knn"; NULL for the other kinds */
+    int k;              /* knn, preference: neighbours (0: chosen on the validation rows) */
 } dynrag_outcome_router_options;
 
 /* Sets every field of o to its default (above). */
@@ -84,6 +87,8 @@ typedef struct dynrag_outcome_router_result {
                              (kind scorer: the judge's AUC there) */
     double train_quality; /* the same on the training rows */
     double seconds;
+    int k;               /* knn, preference: the neighbours used (0 otherwise) */
+    double local_weight; /* preference: the local ratings' weight (NAN otherwise) */
 } dynrag_outcome_router_result;
 
 /*

@@ -7,6 +7,7 @@
 #include "dynrag/train.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,14 @@ static int router_train_outcomes(int argc, char **argv)
         } else if (strcmp(a, "--lambda") == 0) {
             if (!cli_parse_double(cmd, a, v, 1e-9, 1e9, &o.lambda))
                 return CLI_USAGE;
+        } else if (strcmp(a, "--method") == 0) {
+            if (strcmp(v, "ridge") != 0 && strcmp(v, "knn") != 0)
+                return cli_usage_error(cmd, "--method %s: unknown (expected ridge or knn)", v);
+            o.method = v;
+        } else if (strcmp(a, "--k") == 0) {
+            if (!cli_parse_int(cmd, a, v, 1, 1000, &n))
+                return CLI_USAGE;
+            o.k = (int)n;
         } else {
             return cli_usage_error(cmd, "unknown option '%s'", a);
         }
@@ -100,9 +109,11 @@ static int router_train_outcomes(int argc, char **argv)
         return cli_usage_error(cmd, "--kind, --data and --out are required");
     bool scorer = strcmp(o.kind, "scorer") == 0;
     if (strcmp(o.kind, "predict") != 0 && strcmp(o.kind, "cluster") != 0 &&
-        strcmp(o.kind, "distill") != 0 && strcmp(o.kind, "mf") != 0 && !scorer)
+        strcmp(o.kind, "distill") != 0 && strcmp(o.kind, "mf") != 0 &&
+        strcmp(o.kind, "preference") != 0 && !scorer)
         return cli_usage_error(
-            cmd, "--kind %s: unknown (expected predict, cluster, distill, mf or scorer)", o.kind);
+            cmd, "--kind %s: unknown (expected predict, cluster, distill, mf, preference or scorer)",
+            o.kind);
     train_view view = {cli_progress_wanted(), false};
     o.progress = outcome_progress;
     o.progress_user = &view;
@@ -123,9 +134,16 @@ static int router_train_outcomes(int argc, char **argv)
                r.valid_quality, r.valid_rows, r.seconds);
         return CLI_OK;
     }
-    printf("wrote %s: %s router, %zu options, %zu parameters, %zu training rows, lambda %g, "
+    char knobs[96];
+    if (r.k > 0 && !isnan(r.local_weight))
+        snprintf(knobs, sizeof(knobs), "k %d, local weight %g", r.k, r.local_weight);
+    else if (r.k > 0)
+        snprintf(knobs, sizeof(knobs), "k %d", r.k);
+    else
+        snprintf(knobs, sizeof(knobs), "lambda %g", r.lambda);
+    printf("wrote %s: %s router, %zu options, %zu parameters, %zu training rows, %s, "
            "routed quality: train %.4f, validation %.4f (%zu rows), %.1f s\n",
-           o.out_path, o.kind, r.n_options, r.n_params, r.rows, r.lambda, r.train_quality,
+           o.out_path, o.kind, r.n_options, r.n_params, r.rows, knobs, r.train_quality,
            r.valid_quality, r.valid_rows, r.seconds);
     return CLI_OK;
 }

@@ -247,10 +247,10 @@ static const cli_command commands[] = {
     {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
      "                           [--config k=v,...] [--seed N] [--threads N]\n"
-     "       dynrag router train --kind predict|cluster|distill|mf|scorer --data FILE.jsonl\n"
-     "                           [--data FILE.jsonl ...]\n"
+     "       dynrag router train --kind predict|cluster|distill|mf|preference|scorer\n"
+     "                           --data FILE.jsonl [--data FILE.jsonl ...]\n"
      "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
-     "                           [--clusters C] [--lambda L]\n"
+     "                           [--clusters C] [--lambda L] [--method ridge|knn] [--k K]\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] QUERY\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] --input FILE.jsonl\n"
      "       dynrag router eval --model MODEL --data FILE.jsonl [--head NAME] [--json]\n"
@@ -291,7 +291,17 @@ static const cli_command commands[] = {
      "         regression over hashed words of the query, the recorded \"response\" and\n"
      "         their interaction, predicting its quality; --lambda (L2) is chosen by\n"
      "         AUC like the ridge penalty. Use as router: {type: cascade, params:\n"
-     "         {judge: scorer, model: MODEL, threshold: T}}.\n",
+     "         {judge: scorer, model: MODEL, threshold: T}}.\n"
+     "train --kind predict --method knn: RouterBench's kNN predictor, an option's\n"
+     "         quality is its mean over the K training queries nearest to the query\n"
+     "         (cosine of the n-gram embeddings; --k, else chosen on the validation\n"
+     "         rows from 1..200); the model keeps the training queries; router type\n"
+     "         predict, param k overrides K.\n"
+     "train --kind preference: Bradley-Terry ratings from the pairwise outcomes\n"
+     "         (RouteLLM SW ranking, Eagle): global ratings plus local ones from the\n"
+     "         K nearest training queries weighted by similarity, mixed by a local\n"
+     "         weight chosen on the validation rows; router type preference, params\n"
+     "         model, willingness_to_pay, k, local_weight.\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"

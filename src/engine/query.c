@@ -379,7 +379,14 @@ int dr_q_route_stage(qstate *s, dr_stage_id sid, double in_tokens, double out_to
     memcpy(rec->scores, d.scores, sizeof(rec->scores));
     dr_strlcpy(rec->reason, d.reason, sizeof(rec->reason));
     rec->routed = true;
-    rec->option = enforce_budget(s, sid, d.option, price, ctx.remaining);
+    /* A router that spent (the llm router's call) pays before the check. */
+    dr_budget left = ctx.remaining;
+    if (d.spent.usd > 0 || d.spent.latency_ms > 0 || d.spent.energy_wh > 0) {
+        dr_q_charge(s, sid, d.spent.usd, d.spent.latency_ms, d.spent.energy_wh);
+        dr_q_check_spent(s, "the router's own call");
+        left = dr_q_remaining(s);
+    }
+    rec->option = enforce_budget(s, sid, d.option, price, left);
     rec->latency_us += dr_now_us() - t0;
     return rec->option;
 }

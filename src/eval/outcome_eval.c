@@ -358,6 +358,12 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         return dr_err_set(err, DYNRAG_ERR_INVALID, "%s: no queries", opt->outcomes_path);
     dr_stage *st = &e->p->stages[DR_STAGE_GENERATOR];
     e->st = st;
+    if (strcmp(st->router.type, "llm") == 0)
+        return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED,
+                          "%s:%d:%d: stages.generator.router: type llm asks an LLM which option "
+                          "to use, and an outcome table records no answers of that LLM, so it "
+                          "cannot be replayed (docs/routers.md#llm)",
+                          opt->pipeline_path, st->router.line, st->router.col);
     size_t no = st->n_options;
     for (size_t o = 0; o < no; o++) {
         e->map[o] = dr_outcomes_option(&e->ot, st->options[o].name);

@@ -45,6 +45,7 @@ static bool stage_json(cJSON *stages, const dr_stage *st)
         cJSON_AddItemToArray(opts, oj);
         cJSON *cost;
         if (!add_str_or_null(oj, "name", o->name) || !add_str_or_null(oj, "kind", o->kind) ||
+            (o->description != NULL && !add_str_or_null(oj, "description", o->description)) ||
             !add_dup(oj, "params", o->params) ||
             !add_str_or_null(oj, "endpoint", o->endpoint ? o->endpoint->name : NULL) ||
             cJSON_AddBoolToObject(oj, "available", o->available) == NULL ||

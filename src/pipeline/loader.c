@@ -98,6 +98,7 @@ static void stage_clear(dr_stage *s)
     for (size_t i = 0; i < s->n_options; i++) {
         free(s->options[i].name);
         free(s->options[i].kind);
+        free(s->options[i].description);
         cJSON_Delete(s->options[i].params);
         free(s->options[i].values);
     }
@@ -420,7 +421,8 @@ static const dr_endpoint *find_endpoint(const dynrag_pipeline *p, const char *na
 static void load_option(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, size_t idx,
                         const dr_ynode *n, const char *path)
 {
-    static const char *const keys[] = {"name", "kind", "params", "endpoint", "cost", "quality"};
+    static const char *const keys[] = {"name",     "kind", "params", "endpoint",
+                                       "cost",     "quality", "description"};
     dr_option *o = &st->options[idx];
     o->quality = NAN;
     o->line = n->line;
@@ -473,6 +475,11 @@ static void load_option(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, size_t idx
             o->kind = dup_or_nomem(v, kind);
         }
     }
+    f = dr_ymap_get(n, "description");
+    dr_path_join(sub, sizeof(sub), path, "description");
+    const char *desc = f ? get_str(v, f, sub) : NULL;
+    if (desc != NULL)
+        o->description = dup_or_nomem(v, desc);
     f = dr_ymap_get(n, "endpoint");
     dr_path_join(sub, sizeof(sub), path, "endpoint");
     const char *ep = f ? get_str(v, f, sub) : NULL;

@@ -95,6 +95,11 @@ const dr_param_row dr_param_rows[] = {
     {"router.bandit",          "sla_penalty",        DR_PT_NUM,           0,     1e6,         NULL,           0, NULL},
     {"router.predict",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.predict",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
+    {"router.predict",         "k",                  DR_PT_INT,           1,     1000,        NULL,           0, NULL},
+    {"router.preference",      "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
+    {"router.preference",      "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
+    {"router.preference",      "k",                  DR_PT_INT,           1,     1000,        NULL,           0, NULL},
+    {"router.preference",      "local_weight",       DR_PT_NUM,           0,     1,           NULL,           0, NULL},
     {"router.mf",              "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.mf",              "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.cluster",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
@@ -103,6 +108,12 @@ const dr_param_row dr_param_rows[] = {
     {"router.distill",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.distill",         "max_entropy",        DR_PT_NUM,           0,     1,           "1",            0, NULL},
     {"router.distill",         "fallback",           DR_PT_OPTION,        0,     0,           NULL,           0, NULL},
+    {"router.llm",             "endpoint",           DR_PT_STR,           0,     0,           NULL,           R, NULL},
+    {"router.llm",             "fallback",           DR_PT_OPTION,        0,     0,           NULL,           R, NULL},
+    {"router.llm",             "timeout_s",          DR_PT_NUM,           0.001, 86400,       NULL,           0, NULL},
+    {"router.llm",             "max_retries",        DR_PT_INT,           0,     20,          "0",            0, NULL},
+    {"router.llm",             "max_tokens",         DR_PT_INT,           1,     4096,        "32",           0, NULL},
+    {"router.llm",             "cost",               DR_PT_OBJECT,        0,     0,           NULL,           0, "cost"},
     {"router.cascade",         "judge",              DR_PT_ENUM,          0,     0,           "self_route",   0, "self_route|logprob_margin|seq_logprob|agreement|scorer"},
     {"router.cascade",         "threshold",          DR_PT_NUM,           0,     1,           "0.5",          0, NULL},
     {"router.cascade",         "samples",            DR_PT_INT,           2,     16,          "3",            0, NULL},
@@ -155,6 +166,8 @@ const dr_router_row dr_router_rows[] = {
     {"cluster",    1u << DR_STAGE_GENERATOR},
     {"mf",         1u << DR_STAGE_GENERATOR},
     {"distill",    1u << DR_STAGE_GENERATOR},
+    {"preference", 1u << DR_STAGE_GENERATOR},
+    {"llm",        ALL_STAGES},
 };
 const size_t dr_n_router_rows = DR_ARRAY_LEN(dr_router_rows);
 /* clang-format on */
@@ -904,6 +917,22 @@ void dr_schema_check_stage(dr_vctx *v, const dr_stage *stage, const char *path,
         if (dr_ymap_get(rn, "examples") == NULL && dr_ymap_get(rn, "examples_file") == NULL)
             dr_diags_add(v->diags, r->line, r->col, rpath,
                          "the knn router needs 'examples', 'examples_file' or both");
+    }
+    if (strcmp(r->type, "llm") == 0 && v->p != NULL) {
+        const char *ep = dr_param_str(r->params, "endpoint", NULL);
+        bool found = ep == NULL; /* missing: reported already */
+        for (size_t i = 0; ep != NULL && i < v->p->n_endpoints; i++)
+            found = found || strcmp(v->p->endpoints[i].name, ep) == 0;
+        if (!found) {
+            const dr_ynode *en = dr_ymap_get(dr_ymap_get(dr_ymap_get(stage_node, "router"),
+                                                         "params"),
+                                             "endpoint");
+            char kpath[600];
+            dr_pathf(kpath, sizeof(kpath), "%s.endpoint", rpath);
+            dr_diags_add(v->diags, en ? en->line : r->line, en ? en->col : r->col, kpath,
+                         "undefined endpoint '%.64s'%s", ep,
+                         v->p->n_endpoints == 0 ? " (no endpoints are declared)" : "");
+        }
     }
     if (strcmp(r->type, "bandit") == 0) {
         const dr_ynode *rn = dr_ymap_get(dr_ymap_get(stage_node, "router"), "params");

@@ -82,6 +82,7 @@ typedef struct dr_param_value {
 typedef struct dr_option {
     char *name;                  /* unique within its stage */
     char *kind;                  /* the implementation, e.g. "bm25", "openai" */
+    char *description;           /* free text (the llm router shows it to its LLM), or NULL */
     cJSON *params;               /* validated object with defaults filled in; never NULL */
     const dr_endpoint *endpoint; /* resolved `endpoint:` reference, or NULL */
     dr_cost_spec cost;

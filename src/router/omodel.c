@@ -2,6 +2,7 @@
 #include "router/omodel.h"
 
 #include "core/util.h"
+#include "router/onbr.h"
 #include "embed/builtin.h"
 #include "nn/safetensors.h"
 
@@ -33,6 +34,7 @@ struct dr_omodel {
     bool is_mf;       /* quality_w are the collapsed factors: q = sigmoid(w . x) */
     int rank;         /* mf: the factorisation's dimension (0 otherwise) */
     char *provenance; /* JSON text */
+    dr_onbr *nbr;     /* knn and preference: the training neighbours (else NULL) */
 };
 
 void dr_omodel_free(dr_omodel *m)
@@ -51,6 +53,7 @@ void dr_omodel_free(dr_omodel *m)
     free(m->qw);
     free(m->cw);
     free(m->provenance);
+    dr_onbr_free(m->nbr);
     free(m);
 }
 
@@ -77,6 +80,48 @@ bool dr_omodel_has_cost(const dr_omodel *m, size_t i)
 const char *dr_omodel_provenance(const dr_omodel *m)
 {
     return m->provenance != NULL ? m->provenance : "{}";
+}
+
+const char *dr_omodel_method(const dr_omodel *m)
+{
+    return m->method;
+}
+
+size_t dr_omodel_neighbour_rows(const dr_omodel *m)
+{
+    return m->nbr != NULL ? m->nbr->n : 0;
+}
+
+int dr_omodel_neighbours(const dr_omodel *m, double *local_weight)
+{
+    if (local_weight != NULL)
+        *local_weight = m->nbr != NULL && m->nbr->preference ? m->nbr->local_weight : NAN;
+    return m->nbr != NULL ? m->nbr->k : 0;
+}
+
+int dr_omodel_set_neighbours(dr_omodel *m, int k, double local_weight, dynrag_error *err)
+{
+    if (m->nbr == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "a %s/%s model keeps no training queries (k and local_weight are for "
+                          "predict/knn and preference models)",
+                          m->kind, m->method);
+    size_t most = DR_MIN(m->nbr->n, (size_t)DR_ONBR_MAX_K);
+    if (k < 1 || (size_t)k > most)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "k %d: expected 1 to %zu (the model keeps %zu training queries)", k,
+                          most, m->nbr->n);
+    if (!isnan(local_weight) && !(local_weight >= 0 && local_weight <= 1))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "local_weight %g: expected 0 to 1",
+                          local_weight);
+    if (!isnan(local_weight) && !m->nbr->preference)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "local_weight is for preference models, this one is %s/%s", m->kind,
+                          m->method);
+    m->nbr->k = k;
+    if (!isnan(local_weight))
+        m->nbr->local_weight = local_weight;
+    return DYNRAG_OK;
 }
 
 /* In-place softmax of v[0..n). */
@@ -300,12 +345,25 @@ int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *
     if (rc != DYNRAG_OK)
         return rc;
     size_t chars = query != NULL ? strlen(query) : 0;
+    if (m->nbr != NULL) {
+        /* kNN and preference: from the nearest training queries. */
+        size_t idx[DR_ONBR_MAX_K];
+        float sim[DR_ONBR_MAX_K];
+        float *scratch = malloc((m->nbr->n ? m->nbr->n : 1) * sizeof(float));
+        if (scratch == NULL)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        size_t kn = dr_onbr_nearest(m->nbr, stackx, (size_t)m->nbr->k, idx, sim, scratch);
+        free(scratch);
+        dr_onbr_predict(m->nbr, idx, sim, kn, m->nbr->k, m->nbr->local_weight, q);
+    }
     for (size_t o = 0; o < m->n_options; o++) {
         const float *w = m->qw + o * m->n_feat;
-        double s = 0;
-        for (size_t f = 0; f < m->n_feat; f++)
-            s += (double)w[f] * stackx[f];
-        q[o] = s;
+        if (m->nbr == NULL) {
+            double s = 0;
+            for (size_t f = 0; f < m->n_feat; f++)
+                s += (double)w[f] * stackx[f];
+            q[o] = s;
+        }
         double cost = m->cw[2 * o] + m->cw[2 * o + 1] * (double)chars / 1000.0;
         c[o] = cost > 0 ? cost : 0.0;
     }
@@ -624,6 +682,63 @@ static void fit_cost(dr_omodel *m, const dr_outcome_table *t, const size_t *rows
     }
 }
 
+/*
+ * kNN and preference (router/onbr.h): keeps the training rows' embeddings
+ * (the first dim entries of each row of x, n rows of m->n_feat) and
+ * qualities; with validation rows (v, valid, vmap: model option -> v's
+ * option) chooses k (unless opts->k) and, for preference, the local weight
+ * (unless opts->fix_local_weight) on them; without, k = opts->k (10 when
+ * 0) and the local weight opts->local_weight when fixed, else 0.5.
+ */
+static int nbr_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n,
+                   const float *x, const dr_outcome_table *v, const size_t *valid, size_t n_valid,
+                   const int *vmap, const dr_omodel_train_opts *opts, dynrag_error *err)
+{
+    const size_t K = m->n_options, F = m->n_feat;
+    bool pref = strcmp(m->kind, "preference") == 0;
+    float *q = malloc(n * K * sizeof(float)), *ev = NULL, *vq = NULL;
+    int rc = DYNRAG_OK;
+    if (q == NULL)
+        goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        for (size_t o = 0; o < K; o++)
+            q[i * K + o] = row->o[o].present ? (float)row->o[o].quality : -1.0f;
+    }
+    if ((m->nbr = dr_onbr_create(x, F, m->dim, n, q, K, pref)) == NULL)
+        goto nomem;
+    m->nbr->k = opts->k > 0 ? opts->k : (int)DR_MIN((size_t)10, n);
+    if (pref && opts->fix_local_weight)
+        m->nbr->local_weight = opts->local_weight;
+    if (v == NULL || n_valid == 0 || (opts->k > 0 && (!pref || opts->fix_local_weight)))
+        goto done;
+    ev = malloc(n_valid * F * sizeof(float));
+    vq = malloc(n_valid * K * sizeof(float));
+    if (ev == NULL || vq == NULL)
+        goto nomem;
+    for (size_t i = 0; i < n_valid; i++) {
+        const dr_outcome_row *row = &v->rows[valid ? valid[i] : i];
+        if ((rc = features(m, row->query, ev + i * F, err)) != DYNRAG_OK)
+            goto done;
+        for (size_t o = 0; o < K; o++)
+            vq[i * K + o] = vmap[o] >= 0 && row->o[vmap[o]].present
+                                ? (float)row->o[vmap[o]].quality
+                                : -1.0f;
+        if (opts->progress != NULL && (i % 256 == 0 || i + 1 == n_valid))
+            opts->progress(opts->progress_user, "valid", i + 1, n_valid);
+    }
+    if (dr_onbr_tune(m->nbr, ev, F, n_valid, vq, opts->k, opts->fix_local_weight) < -0.5)
+        goto nomem;
+    goto done;
+nomem:
+    rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+done:
+    free(q);
+    free(ev);
+    free(vq);
+    return rc;
+}
+
 int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
                     const dr_outcome_table *v, const size_t *valid, size_t n_valid,
                     const dr_omodel_train_opts *opts, dr_omodel **out,
@@ -634,11 +749,29 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         n = t->n_rows;
     const char *kind = opts->kind ? opts->kind : "predict";
     bool is_cluster = strcmp(kind, "cluster") == 0, is_distill = strcmp(kind, "distill") == 0;
-    bool is_mf = strcmp(kind, "mf") == 0;
-    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill && !is_mf)
+    bool is_mf = strcmp(kind, "mf") == 0, is_pref = strcmp(kind, "preference") == 0;
+    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill && !is_mf && !is_pref)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "unknown router kind '%s' (expected predict, cluster, distill or mf)",
+                          "unknown router kind '%s' (expected predict, cluster, distill, mf or "
+                          "preference)",
                           kind);
+    bool is_knn = false;
+    if (opts->method != NULL && strcmp(kind, "predict") == 0 && strcmp(opts->method, "knn") == 0)
+        is_knn = true;
+    else if (opts->method != NULL && !(strcmp(kind, "predict") == 0 &&
+                                       strcmp(opts->method, "ridge") == 0))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "method '%s': the %s kind has none (predict: ridge or knn)",
+                          opts->method, kind);
+    if (opts->k < 0 || opts->k > DR_ONBR_MAX_K || (opts->k > 0 && !is_knn && !is_pref) ||
+        (size_t)opts->k > n)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "k %d: expected 1 to %d and at most the training rows, for the knn "
+                          "method or the preference kind only",
+                          opts->k, DR_ONBR_MAX_K);
+    if (is_pref && t->n_options > DR_ONBR_MAX_OPTIONS)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "the preference kind takes at most %d options",
+                          DR_ONBR_MAX_OPTIONS);
     if (is_cluster && opts->clusters < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "the cluster kind needs clusters");
     int dim = opts->dim > 0 ? opts->dim : 1024;
@@ -662,6 +795,8 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     m->method = dr_strdup(is_cluster   ? "cluster_mean"
                           : is_distill ? "softmax_regression"
                           : is_mf      ? "sgd_mf"
+                          : is_pref    ? "bradley_terry"
+                          : is_knn     ? "knn"
                                        : "ridge");
     m->is_distill = is_distill;
     m->is_mf = is_mf;
@@ -670,7 +805,9 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     m->options = calloc(t->n_options, sizeof(char *));
     m->has_cost = calloc(t->n_options, sizeof(bool));
     m->dim = dim;
-    m->n_clusters = opts->clusters < 0 ? 0 : opts->clusters == 0 ? 32 : (size_t)opts->clusters;
+    m->n_clusters = opts->clusters < 0 || is_knn || is_pref ? 0
+                    : opts->clusters == 0                   ? 32
+                                                            : (size_t)opts->clusters;
     if (m->n_clusters > DR_OMODEL_MAX_CLUSTERS || m->n_clusters > n) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "clusters %zu: expected at most %d and at most "
@@ -760,7 +897,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         float *xi = x + i * F;
         finish_features(m, row->query, xi);
         size_t nnz = nonzeros(xi, F, nz);
-        for (size_t p1 = 0; p1 < nnz; p1++) {
+        for (size_t p1 = 0; p1 < nnz && !is_knn && !is_pref; p1++) {
             double xa = xi[nz[p1]];
             double *g = gram + nz[p1] * F;
             for (size_t p2 = 0; p2 <= p1; p2++)
@@ -824,6 +961,12 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
                         opts) != DYNRAG_OK)
             goto nomem;
         m->lambda = l2;
+        goto fitted;
+    }
+    if (is_knn || is_pref) {
+        if ((rc = nbr_fit(m, t, rows, n, x, v, valid, n_valid, vmap, opts, err)) != DYNRAG_OK)
+            goto cleanup;
+        m->lambda = 0;
         goto fitted;
     }
     if (is_mf) {
@@ -918,7 +1061,11 @@ fitted:
         for (size_t o = 0; o < K; o++)
             tmap[o] = (int)o;
         report->train_quality = routed_quality(m, t, rows, n, tmap, err);
-        report->n_params = is_mf ? (size_t)m->rank * (F + K) + K + 2 * K : K * F + 2 * K;
+        report->n_params = is_mf     ? (size_t)m->rank * (F + K) + K + 2 * K
+                           : m->nbr ? m->nbr->n * ((size_t)dim + K) + K + 2 * K
+                                    : K * F + 2 * K;
+        report->k = m->nbr ? m->nbr->k : 0;
+        report->local_weight = m->nbr && m->nbr->preference ? m->nbr->local_weight : NAN;
     }
     /* Provenance. */
     prov = cJSON_CreateObject();
@@ -980,6 +1127,12 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
     cJSON_AddNumberToObject(cfg, "lambda", m->lambda);
     if (m->is_mf)
         cJSON_AddNumberToObject(cfg, "rank", m->rank);
+    if (m->nbr != NULL) {
+        cJSON_AddNumberToObject(cfg, "rows", (double)m->nbr->n);
+        cJSON_AddNumberToObject(cfg, "k", m->nbr->k);
+        cJSON_AddNumberToObject(cfg, "local_weight", m->nbr->local_weight);
+        cJSON_AddNumberToObject(cfg, "prior", m->nbr->prior);
+    }
     cJSON_AddNumberToObject(cfg, "idf_docs", (double)m->idf_docs);
     cJSON *opts = cJSON_AddArrayToObject(cfg, "options");
     cJSON *hc = cJSON_AddArrayToObject(cfg, "has_cost");
@@ -1006,6 +1159,14 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
     if (m->n_clusters > 0 &&
         (rc = dr_st_writer_add_f32(w, "centroids", 2, kshape, m->centroids, err)))
         goto cleanup;
+    if (m->nbr != NULL) {
+        uint64_t xshape[2] = {m->nbr->n, (uint64_t)m->dim}, qs[2] = {m->nbr->n, m->n_options},
+                 rshape[1] = {m->n_options};
+        if ((rc = dr_st_writer_add_f32(w, "train_x", 2, xshape, m->nbr->x, err)) ||
+            (rc = dr_st_writer_add_f32(w, "train_q", 2, qs, m->nbr->q, err)) ||
+            (rc = dr_st_writer_add_f32(w, "ratings", 1, rshape, m->nbr->ratings, err)))
+            goto cleanup;
+    }
     rc = dr_st_writer_save(w, path, err);
 cleanup:
     cJSON_Delete(cfg);
@@ -1023,6 +1184,62 @@ static int cfg_num(const cJSON *cfg, const char *path, const char *key, double l
         return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.%s: missing or outside [%g, %g]",
                           path, key, lo, hi);
     *out = v->valuedouble;
+    return DYNRAG_OK;
+}
+
+/* Reads the training neighbours of a knn or preference model (config
+ * rows, k, local_weight, prior; tensors train_x, train_q, ratings),
+ * checking every value. */
+static int load_neighbours(dr_omodel *m, const dr_st_file *f, const cJSON *cfg, const char *path,
+                           bool pref, dynrag_error *err)
+{
+    double rows = 0, k = 0, lw = 0, prior = 0;
+    int rc;
+    if ((rc = cfg_num(cfg, path, "rows", 1, 1e8, &rows, err)) ||
+        (rc = cfg_num(cfg, path, "k", 1, DR_MIN(rows, (double)DR_ONBR_MAX_K), &k, err)) ||
+        (rc = cfg_num(cfg, path, "local_weight", 0, 1, &lw, err)) ||
+        (rc = cfg_num(cfg, path, "prior", 0, 1e6, &prior, err)))
+        return rc;
+    if (m->n_clusters != 0)
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.clusters: must be 0 for a %s model",
+                          path, m->kind);
+    if (pref && m->n_options > DR_ONBR_MAX_OPTIONS)
+        return dr_err_set(err, DYNRAG_ERR_FORMAT,
+                          "%s: config.options: a preference model has at most %d", path,
+                          DR_ONBR_MAX_OPTIONS);
+    /* The rows the config claims must be the rows the file holds before
+     * anything is allocated for them. */
+    const dr_st_tensor *tx = dr_st_find(f, "train_x");
+    if (tx == NULL || tx->ndim != 2 || tx->shape[0] != (uint64_t)rows ||
+        tx->shape[1] != (uint64_t)m->dim)
+        return dr_err_set(err, DYNRAG_ERR_FORMAT,
+                          "%s: train_x: missing or not [config.rows, config.dim] = [%.0f, %d]",
+                          path, rows, m->dim);
+    if ((m->nbr = dr_onbr_alloc((size_t)rows, m->dim, m->n_options, pref)) == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    m->nbr->k = (int)k;
+    m->nbr->local_weight = lw;
+    m->nbr->prior = prior;
+    const size_t n = m->nbr->n, K = m->n_options;
+    uint64_t xshape[2] = {n, (uint64_t)m->dim}, qs[2] = {n, K}, rshape[1] = {K};
+    if ((rc = dr_st_read_f32(f, "train_x", 2, xshape, m->nbr->x, err)) ||
+        (rc = dr_st_read_f32(f, "train_q", 2, qs, m->nbr->q, err)) ||
+        (rc = dr_st_read_f32(f, "ratings", 1, rshape, m->nbr->ratings, err)))
+        return dr_err_prefix(err, "%s", path);
+    for (size_t i = 0; i < n * (size_t)m->dim; i++)
+        if (!isfinite(m->nbr->x[i]) || fabsf(m->nbr->x[i]) > 1.0f + 1e-4f)
+            return dr_err_set(err, DYNRAG_ERR_FORMAT,
+                              "%s: train_x: a value is not finite or outside [-1, 1]", path);
+    for (size_t i = 0; i < n * K; i++)
+        if (!(m->nbr->q[i] == -1.0f || (m->nbr->q[i] >= 0 && m->nbr->q[i] <= 1)))
+            return dr_err_set(err, DYNRAG_ERR_FORMAT,
+                              "%s: train_q: a value is neither -1 (missing) nor in [0, 1]", path);
+    for (size_t o = 0; o < K; o++)
+        if (!isfinite(m->nbr->ratings[o]) || fabsf(m->nbr->ratings[o]) > 100)
+            return dr_err_set(err, DYNRAG_ERR_FORMAT,
+                              "%s: ratings: a value is not finite or outside [-100, 100]", path);
+    if (dr_onbr_finish(m->nbr) != 0)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     return DYNRAG_OK;
 }
 
@@ -1066,10 +1283,17 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
          (strcmp(kind->valuestring, "distill") == 0 &&
           strcmp(method->valuestring, "softmax_regression") == 0) ||
          (strcmp(kind->valuestring, "mf") == 0 && strcmp(method->valuestring, "sgd_mf") == 0));
-    if (!ok_kind) {
+    bool is_knn = cJSON_IsString(kind) && cJSON_IsString(method) &&
+                  strcmp(kind->valuestring, "predict") == 0 &&
+                  strcmp(method->valuestring, "knn") == 0;
+    bool is_pref = cJSON_IsString(kind) && cJSON_IsString(method) &&
+                   strcmp(kind->valuestring, "preference") == 0 &&
+                   strcmp(method->valuestring, "bradley_terry") == 0;
+    if (!ok_kind && !is_knn && !is_pref) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
-                        "%s: config.kind/method: expected predict/ridge, cluster/cluster_mean, "
-                        "distill/softmax_regression or mf/sgd_mf",
+                        "%s: config.kind/method: expected predict/ridge, predict/knn, "
+                        "cluster/cluster_mean, distill/softmax_regression, mf/sgd_mf or "
+                        "preference/bradley_terry",
                         path);
         goto cleanup;
     }
@@ -1166,6 +1390,8 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
             rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: cost_w: a value is not finite", path);
             goto cleanup;
         }
+    if ((is_knn || is_pref) && (rc = load_neighbours(m, f, cfg, path, is_pref, err)) != DYNRAG_OK)
+        goto cleanup;
     if ((rc = make_embedder(m, err)) != DYNRAG_OK) { /* checks every IDF value */
         dr_err_prefix(err, "%s", path);
         goto cleanup;

@@ -12,6 +12,14 @@
  * the training queries, L2-normalised, then DR_OMODEL_EXTRA dense features
  * (log length, share of digits, of non-ASCII bytes, of newlines), then 1.
  *
+ * Kind `predict` with method `knn` (RouterBench's kNN) and kind
+ * `preference` (Bradley-Terry ratings, RouteLLM SW ranking / Eagle) keep
+ * the training queries' embeddings and qualities instead (router/onbr.h):
+ * quality_w is all zero, no clusters; tensors "train_x" F32 [rows, dim],
+ * "train_q" F32 [rows, n_options] (-1 = missing), "ratings" F32
+ * [n_options] (preference: the global log-strengths; zeros for knn), and
+ * config "rows", "k", "local_weight" and "prior".
+ *
  * Kind `mf` (RouteLLM's matrix factorisation): quality(q, o) =
  * sigmoid(<P x_q, v_o> + b_o) with a rank-DR_OMODEL_MF_RANK projection P of
  * the same features and an embedding v_o per option, trained by SGD
@@ -50,7 +58,13 @@
 typedef struct dr_omodel dr_omodel;
 
 typedef struct dr_omodel_train_opts {
-    const char *kind;      /* "predict", "cluster", "distill" or "mf" */
+    const char *kind;      /* "predict", "cluster", "distill", "mf" or "preference" */
+    const char *method;    /* predict: "ridge" (NULL) or "knn"; NULL for the other kinds */
+    int k;                 /* knn, preference: neighbours (0: chosen on the validation rows,
+                              10 without them) */
+    double local_weight;   /* preference: weight of the local ratings, in [0, 1] ... */
+    bool fix_local_weight; /* ... used when set; else chosen on the validation rows (0.5
+                              without them) */
     int dim;               /* embedder dimension (0: 1024) */
     double lambda;         /* ridge penalty; <= 0: chosen on the validation rows */
     int clusters;          /* k-means clusters of the training queries (0: 32; -1: none) */
@@ -68,6 +82,8 @@ typedef struct dr_omodel_train_report {
     double valid_quality; /* mean quality of the routed option on valid (NAN: none) */
     double train_quality; /* the same on the training rows */
     size_t n_params;
+    int k;               /* knn, preference: the neighbours used (0 otherwise) */
+    double local_weight; /* preference: the local weight used (NAN otherwise) */
 } dr_omodel_train_report;
 
 /*
@@ -95,6 +111,20 @@ const char *dr_omodel_kind(const dr_omodel *m);
 bool dr_omodel_has_cost(const dr_omodel *m, size_t i);
 /* The model's provenance JSON text (never NULL). */
 const char *dr_omodel_provenance(const dr_omodel *m);
+/* The model's method ("ridge", "knn", "bradley_terry", ...). */
+const char *dr_omodel_method(const dr_omodel *m);
+
+/*
+ * knn and preference models (router/onbr.h): the number of training rows
+ * they keep (0 for the other models, which keep none), and the neighbours
+ * k and local weight they use. dr_omodel_set_neighbours changes them (k in
+ * 1..min(rows, 1000), local weight in [0, 1], NAN keeps it); not while
+ * another thread predicts. DYNRAG_ERR_INVALID for other models or values
+ * out of range.
+ */
+size_t dr_omodel_neighbour_rows(const dr_omodel *m);
+int dr_omodel_neighbours(const dr_omodel *m, double *local_weight);
+int dr_omodel_set_neighbours(dr_omodel *m, int k, double local_weight, dynrag_error *err);
 
 /*
  * Predicts the quality q[i] and cost c[i] (USD) of every model option i for

@@ -38,7 +38,7 @@ static int check_options(const dynrag_outcome_router_options *opts, dynrag_error
 {
     if (opts->kind == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "kind: required (predict, cluster, distill, "
-                                                   "mf or scorer)");
+                                                   "mf, preference or scorer)");
     if (opts->dim < 1 || opts->dim > 65536)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "dim %d: expected 1 to 65536", opts->dim);
     if (opts->clusters < 0)
@@ -139,9 +139,11 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     const char *kind = opts->kind;
     bool scorer = strcmp(kind, "scorer") == 0;
     if (strcmp(kind, "predict") != 0 && strcmp(kind, "cluster") != 0 &&
-        strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0 && !scorer)
+        strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0 &&
+        strcmp(kind, "preference") != 0 && !scorer)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "--kind %s: unknown (expected predict, cluster, distill, mf or scorer)",
+                          "--kind %s: unknown (expected predict, cluster, distill, mf, "
+                          "preference or scorer)",
                           kind);
     cJSON *files = cJSON_CreateArray();
     if (files == NULL)
@@ -168,6 +170,8 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     }
     dr_omodel_train_opts o = {
         .kind = kind,
+        .method = opts->method,
+        .k = opts->k,
         .dim = opts->dim,
         .lambda = isnan(opts->lambda) ? 0 : opts->lambda, /* internal: 0 = choose */
         .clusters = opts->clusters == 0 ? -1 : opts->clusters, /* internal: -1 = none */
@@ -207,6 +211,12 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
             res.valid_rows = n_inner;
             res.valid_quality = rep.valid_quality;
             o.lambda = rep.lambda;
+            if (rep.k > 0)
+                o.k = rep.k;
+            if (!isnan(rep.local_weight)) {
+                o.local_weight = rep.local_weight;
+                o.fix_local_weight = true;
+            }
         }
         rc = dr_omodel_train(&t, NULL, 0, NULL, NULL, 0, &o, &m, &rep, err);
         if (rc != DYNRAG_OK)
@@ -221,6 +231,8 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     res.n_params = rep.n_params;
     res.lambda = rep.lambda;
     res.train_quality = rep.train_quality;
+    res.k = rep.k;
+    res.local_weight = rep.local_weight;
 done:
     if (rc != DYNRAG_OK)
         goto cleanup;

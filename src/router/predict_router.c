@@ -1,9 +1,12 @@
 /*
  * predict_router.c - routes by the per-option quality and cost a model
  * trained on outcome tables predicts for the query (router/omodel.h,
- * `dynrag router train --kind predict|cluster|distill|mf`). Router types
- * `predict`, `cluster`, `distill` and `mf`; the model's kind must be the router's
- * type. distill models predict a probability per option (softmax); with
+ * `dynrag router train --kind predict|cluster|distill|mf|preference`). Router
+ * types `predict`, `cluster`, `distill`, `mf` and `preference`; the model's
+ * kind must be the router's type. A predict model of method knn and a
+ * preference model take param `k` (neighbours, 1..min(rows kept, 1000));
+ * a preference model also `local_weight` (0..1); both override the values
+ * the model was trained with (router/onbr.h). distill models predict a probability per option (softmax); with
  * params `fallback` (an option) and `max_entropy` (0..1, default 1 = off) a
  * prediction whose entropy, divided by log(options), exceeds max_entropy
  * routes to `fallback` instead (MoDEM).
@@ -82,9 +85,10 @@ static int predict_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
         }
     }
     if (best >= 0)
-        snprintf(out->reason, sizeof out->reason,
-                 "%s: %s quality %.3f cost $%.6f score %.4f (wtp %g)", dr_omodel_kind(pr->model),
-                 st->options[best].name, best_q, best_c, out->scores[best], pr->wtp);
+        snprintf(out->reason, sizeof out->reason, "%s: %s %s %.3f cost $%.6f score %.4f (wtp %g)",
+                 dr_omodel_kind(pr->model), st->options[best].name,
+                 strcmp(dr_omodel_kind(pr->model), "preference") == 0 ? "win rate" : "quality",
+                 best_q, best_c, out->scores[best], pr->wtp);
     else
         snprintf(out->reason, sizeof out->reason, "%s: no available option is in the model",
                  dr_omodel_kind(pr->model));
@@ -145,6 +149,17 @@ int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr
                         "stages.%s.router.model: %s is a %s model, the router type is %s", sn,
                         model, dr_omodel_kind(pr->model), type);
         goto cleanup;
+    }
+    const cJSON *kp = cJSON_GetObjectItemCaseSensitive(params, "k");
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(params, "local_weight");
+    if (kp != NULL || lp != NULL) {
+        int k = kp != NULL ? dr_param_int(params, "k", 0) : dr_omodel_neighbours(pr->model, NULL);
+        double lw = lp != NULL ? dr_param_num(params, "local_weight", NAN) : NAN;
+        if ((rc = dr_omodel_set_neighbours(pr->model, k, lw, err)) != DYNRAG_OK) {
+            dr_err_prefix(err, "stages.%s.router.%s: %s", sn, kp != NULL ? "k" : "local_weight",
+                          model);
+            goto cleanup;
+        }
     }
     if (pr->fallback >= 0 && strcmp(type, "distill") != 0) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,

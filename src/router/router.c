@@ -19,6 +19,8 @@ static const struct {
     {"cluster", dr_router_create_predict},
     {"distill", dr_router_create_predict},
     {"mf", dr_router_create_predict},
+    {"preference", dr_router_create_predict},
+    {"llm", dr_router_create_llm},
 };
 
 /*
@@ -62,6 +64,7 @@ void dr_route_decision_reset(dr_route_decision *d)
     for (size_t i = 0; i < DR_MAX_OPTIONS; i++)
         d->scores[i] = NAN;
     d->reason[0] = '\0';
+    d->spent.usd = d->spent.latency_ms = d->spent.energy_wh = 0;
 }
 
 void dr_route_reason_append(dr_route_decision *d, const char *fmt, ...)

@@ -72,6 +72,10 @@ typedef struct dr_route_decision {
     int option;                     /* index into stage->options */
     double scores[DR_MAX_OPTIONS];  /* router's score per option (NAN: not scored) */
     char reason[256];               /* e.g. "rule 2 matched: n_words>=12" */
+    /* What the router itself spent deciding (the llm router's call: usd,
+     * latency_ms, energy_wh); zero for the others. The engine charges it
+     * to the query before its budget check. */
+    dr_budget spent;
 } dr_route_decision;
 
 typedef struct dr_router dr_router;

@@ -41,6 +41,10 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
 int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr_router **out,
                              dynrag_error *err);
 
+/* router/llm_router.c: an LLM picks the option from their descriptions. */
+int dr_router_create_llm(const dynrag_pipeline *p, const dr_stage *stage, dr_router **out,
+                         dynrag_error *err);
+
 /* ---- decisions (router/router.c) -------------------------------------- */
 
 /* Resets a decision: option -1, every score NAN, empty reason. */
