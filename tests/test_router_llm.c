@@ -212,7 +212,7 @@ TEST(router_llm_engine_charges_and_logs)
     dynrag_engine *e = NULL;
     dynrag_result *res = NULL;
     dynrag_error err = {0};
-    if (p == NULL || dynrag_engine_create(p, NULL, &e, &err) != DYNRAG_OK)
+    if (p == NULL || dynrag_engine_open(p, NULL, &e, &err) != DYNRAG_OK)
         test_double_stop(&d);
     ASSERT(e != NULL);
     test_double_script(&d, "{\"script\": [\"reply:large\"]}");
@@ -234,14 +234,14 @@ TEST(router_llm_engine_charges_and_logs)
     ASSERT_NEAR(usd * 1000 - floor(usd * 1000 + 0.5), 0, 1e-6);
     cJSON_Delete(rec);
     dynrag_result_free(res);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 
     /* A budget smaller than the call's price: no call, the fallback, and
      * the log says why. */
     p = llm_pipeline(d.base_url, NULL, "budget: {usd: 0.00001}\n");
     ASSERT(p != NULL);
-    ASSERT_OK(dynrag_engine_create(p, NULL, &e, &err), &err);
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
     test_double_script(&d, "{\"reset\": true, \"script\": [\"reply:large\"]}");
     rc = dynrag_engine_query(e, "What is 12 times 7?", NULL, &res, &err);
     long calls = test_double_count(&d, "/v1/chat/completions");
@@ -257,7 +257,7 @@ TEST(router_llm_engine_charges_and_logs)
     ASSERT_EQ(dynrag_result_totals(res)->usd, 0);
     cJSON_Delete(rec);
     dynrag_result_free(res);
-    dynrag_engine_free(e);
+    dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }
 

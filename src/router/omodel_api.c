@@ -51,6 +51,8 @@ static int check_options(const dynrag_outcome_router_options *opts, dynrag_error
         return dr_err_set(err, DYNRAG_ERR_INVALID, "cluster_lambda %g: expected a number > 0",
                           opts->cluster_lambda);
     return DYNRAG_OK;
+}
+
 /*
  * The answer scorer (router/scorer.h) on table t: with opts->valid, fitted
  * on t and its penalty chosen on the valid table; else the penalty is
