@@ -142,21 +142,6 @@ void dr_buf_free(dr_buf *b)
 
 /* ---- strings ------------------------------------------------------------ */
 
-char *dr_strdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
-char *dr_strndup(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-    if (p == NULL)
-        return NULL;
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
 char *dr_asprintf(const char *fmt, ...)
 {
     va_list ap;

@@ -362,7 +362,7 @@ int dynrag_log_summary(const char *path, char **report, char **json, dynrag_erro
     if (rc != DYNRAG_OK)
         dr_err_set(err, rc, "out of memory");
 cleanup:
-    free(line);
+    dr_libc_free(line); /* getline()'s */
     free(s);
     fclose(f);
     return rc;

@@ -327,7 +327,7 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
 cleanup:
     if (f)
         fclose(f);
-    free(line);
+    dr_libc_free(line); /* getline()'s */
     if (rc == DYNRAG_OK && table)
         *table = t;
     else

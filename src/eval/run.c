@@ -121,12 +121,12 @@ static int cache_open(cache *c, const char *path, bool write, dynrag_error *err)
             dr_strlcpy(key, k->valuestring, sizeof key);
             if (cache_put(c, key, o) != DYNRAG_OK) {
                 cJSON_Delete(o);
-                free(line);
+                dr_libc_free(line); /* getline()'s */
                 fclose(f);
                 return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             }
         }
-        free(line);
+        dr_libc_free(line); /* getline()'s */
         fclose(f);
     }
     if (write && (c->append = fopen(path, "a")) == NULL)
@@ -161,7 +161,7 @@ static void make_key(const run_ctx *rc, const dr_eval_item *it, const char *stag
     uint64_t h1 = dr_hash64(b.data, b.len, 0x51ed), h2 = dr_hash64(b.data, b.len, 0xabcdef);
     snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
     dr_buf_free(&b);
-    free(real);
+    dr_libc_free(real); /* realpath()'s */
 }
 
 static cJSON *metrics_json(const dynrag_eval_outcome *o)

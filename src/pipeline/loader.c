@@ -948,8 +948,14 @@ int dynrag_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_diags *
      * changes its working directory later. */
     char *abs = realpath(dir, NULL);
     if (abs != NULL) {
+        char *copy = dr_strdup(abs);
+        dr_libc_free(abs); /* realpath()'s */
+        if (copy == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "%s: out of memory", path);
+            goto cleanup;
+        }
         free(dir);
-        dir = abs;
+        dir = copy;
     }
     rc = load_text(text, len, path, dir, out, diags, err);
 cleanup:

@@ -314,7 +314,7 @@ static int read_jsonl(const char *path, bool skip_bad, dr_doc_fn fn, void *user,
     if (rc == DYNRAG_OK && ferror(f))
         rc = dr_err_set(err, DYNRAG_ERR_IO, "%s:%ld: read error: %s", path, lineno + 1,
                         strerror(errno));
-    free(line);
+    dr_libc_free(line); /* getline()'s */
     fclose(f);
     return rc;
 }

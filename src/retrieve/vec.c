@@ -122,7 +122,7 @@ int dr_vec_save(const dr_vec *v, const char *path, uint64_t *hash, dynrag_error 
         *hash = dr_vec_hash(data, len);
         rc = dr_write_file_atomic(path, data, len, err);
     }
-    free(data);
+    dr_libc_free(data); /* open_memstream()'s */
     return rc;
 }
 

@@ -177,7 +177,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
                 stream_free(s);
         }
     } else if (body) {
-        r = MHD_create_response_from_buffer(body_len, body, MHD_RESPMEM_MUST_FREE);
+        /* MHD releases the body through dr_free, the allocator that made it. */
+        r = MHD_create_response_from_buffer_with_free_callback(body_len, body, dr_free);
         if (r != NULL)
             body = NULL;
     }
