@@ -12,18 +12,18 @@ void dr_labelled_free(dr_labelled_set *s)
     if (s == NULL)
         return;
     for (size_t i = 0; i < s->n; i++) {
-        free(s->text[i]);
-        free(s->label[i]);
-        free(s->source[i]);
+        dr_free(s->text[i]);
+        dr_free(s->label[i]);
+        dr_free(s->source[i]);
     }
     for (size_t i = 0; i < s->n_labels; i++)
-        free(s->label_names[i]);
-    free(s->text);
-    free(s->label);
-    free(s->source);
-    free(s->label_id);
-    free(s->label_names);
-    free(s);
+        dr_free(s->label_names[i]);
+    dr_free(s->text);
+    dr_free(s->label);
+    dr_free(s->source);
+    dr_free(s->label_id);
+    dr_free(s->label_names);
+    dr_free(s);
 }
 
 int dr_labelled_find_label(const dr_labelled_set *s, const char *name)
@@ -40,19 +40,19 @@ static int grow(dr_labelled_set *s, size_t *alloc, size_t want)
     if (want <= *alloc)
         return DYNRAG_OK;
     size_t na = *alloc ? *alloc * 2 : 1024;
-    char **t = realloc(s->text, na * sizeof(*t));
+    char **t = dr_realloc(s->text, na * sizeof(*t));
     if (t == NULL)
         return DYNRAG_ERR_NOMEM;
     s->text = t;
-    char **l = realloc(s->label, na * sizeof(*l));
+    char **l = dr_realloc(s->label, na * sizeof(*l));
     if (l == NULL)
         return DYNRAG_ERR_NOMEM;
     s->label = l;
-    char **src = realloc(s->source, na * sizeof(*src));
+    char **src = dr_realloc(s->source, na * sizeof(*src));
     if (src == NULL)
         return DYNRAG_ERR_NOMEM;
     s->source = src;
-    int *id = realloc(s->label_id, na * sizeof(*id));
+    int *id = dr_realloc(s->label_id, na * sizeof(*id));
     if (id == NULL)
         return DYNRAG_ERR_NOMEM;
     s->label_id = id;
@@ -99,7 +99,7 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
     char *data = NULL;
     size_t len = 0, alloc = 0;
     cJSON *obj = NULL;
-    dr_labelled_set *s = calloc(1, sizeof(*s));
+    dr_labelled_set *s = dr_calloc(1, sizeof(*s));
     if (s == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     int rc = dr_read_file(path, DR_LABELLED_MAX_FILE, &data, &len, err);
@@ -148,9 +148,9 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
         if (rc == DYNRAG_OK)
             rc = get_field(obj, "source", 0, path, line, &src, err);
         if (rc != DYNRAG_OK) {
-            free(t);
-            free(l);
-            free(src);
+            dr_free(t);
+            dr_free(l);
+            dr_free(src);
             goto cleanup;
         }
         s->text[s->n] = t;
@@ -164,7 +164,7 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
 
     /* Distinct labels, sorted, then ids. */
     if (s->n > 0) {
-        char **tmp = malloc(s->n * sizeof(*tmp));
+        char **tmp = dr_malloc(s->n * sizeof(*tmp));
         if (tmp == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -176,27 +176,27 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
             if (i == 0 || strcmp(tmp[i], tmp[i - 1]) != 0)
                 tmp[nd++] = tmp[i];
         if (nd > DR_LABELLED_MAX_LABELS) {
-            free(tmp);
+            dr_free(tmp);
             rc = dr_err_set(err, DYNRAG_ERR_LIMIT, "%s: more than %d distinct labels", path,
                             DR_LABELLED_MAX_LABELS);
             goto cleanup;
         }
-        s->label_names = calloc(nd, sizeof(char *));
+        s->label_names = dr_calloc(nd, sizeof(char *));
         if (s->label_names == NULL) {
-            free(tmp);
+            dr_free(tmp);
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
         for (size_t i = 0; i < nd; i++) {
             s->label_names[i] = dr_strdup(tmp[i]);
             if (s->label_names[i] == NULL) {
-                free(tmp);
+                dr_free(tmp);
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
             }
             s->n_labels++;
         }
-        free(tmp);
+        dr_free(tmp);
         for (size_t i = 0; i < s->n; i++) {
             char **hit = bsearch(&s->label[i], s->label_names, s->n_labels, sizeof(char *),
                                  cmp_str);
@@ -207,7 +207,7 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
     s = NULL;
 cleanup:
     cJSON_Delete(obj);
-    free(data);
+    dr_free(data);
     dr_labelled_free(s);
     return rc;
 }

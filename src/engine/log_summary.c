@@ -328,7 +328,7 @@ int dynrag_log_summary(const char *path, char **report, char **json, dynrag_erro
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOTFOUND, "%s: cannot open", path);
-    summary *s = calloc(1, sizeof(*s));
+    summary *s = dr_calloc(1, sizeof(*s));
     char *line = NULL;
     size_t cap = 0;
     long long lineno = 0;
@@ -363,7 +363,7 @@ int dynrag_log_summary(const char *path, char **report, char **json, dynrag_erro
         dr_err_set(err, rc, "out of memory");
 cleanup:
     dr_libc_free(line); /* getline()'s */
-    free(s);
+    dr_free(s);
     fclose(f);
     return rc;
 }

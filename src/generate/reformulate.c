@@ -56,7 +56,7 @@ int dr_reform_create(dr_reform_state **out)
 {
     if (out == NULL)
         return DYNRAG_ERR_INVALID;
-    *out = calloc(1, sizeof(**out));
+    *out = dr_calloc(1, sizeof(**out));
     return *out ? DYNRAG_OK : DYNRAG_ERR_NOMEM;
 }
 
@@ -64,8 +64,8 @@ void dr_reform_free(dr_reform_state *s)
 {
     if (s == NULL)
         return;
-    free(s->used);
-    free(s);
+    dr_free(s->used);
+    dr_free(s);
 }
 
 static bool has_hash(const uint64_t *h, size_t n, uint64_t v)
@@ -125,7 +125,7 @@ static int add_cand(ctx *cx, const char *s, size_t len, const sword *w, size_t n
         return 0;
     if (cx->n == cx->cap) {
         size_t cap = cx->cap ? cx->cap * 2 : 32;
-        cand *nc = realloc(cx->c, cap * sizeof(*nc));
+        cand *nc = dr_realloc(cx->c, cap * sizeof(*nc));
         if (nc == NULL)
             return DYNRAG_ERR_NOMEM;
         cx->c = nc;
@@ -305,7 +305,7 @@ int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *p
     dr_gen_rstrip(&b);
     if (s->n_used + n_chosen > s->cap_used) {
         size_t cap = (s->n_used + n_chosen) * 2;
-        uint64_t *nu = realloc(s->used, cap * sizeof(*nu));
+        uint64_t *nu = dr_realloc(s->used, cap * sizeof(*nu));
         if (nu == NULL) {
             rc = DYNRAG_ERR_NOMEM;
             goto cleanup;
@@ -322,7 +322,7 @@ int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *p
     s->n_used += n_chosen;
 
 cleanup:
-    free(cx.c);
+    dr_free(cx.c);
     dr_buf_free(&b);
     if (rc != DYNRAG_OK)
         return dr_err_set(err, rc, "reformulate: %s", dynrag_strerror(rc));

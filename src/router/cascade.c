@@ -6,6 +6,7 @@
  * the engine calls dr_cascade_judge() after generation and escalates.
  */
 #include "router/cascade.h"
+#include "core/alloc.h"
 
 #include "core/text.h"
 #include "router/router_impl.h"
@@ -121,7 +122,7 @@ static double judge_agreement(const dr_answer_view *a, char *why, size_t why_len
     if (n < 2 || a->samples == NULL)
         return reported_or(a, "agreement", "fewer than 2 samples", 1.0, why, why_len);
     double conf = 1.0;
-    char **norm = calloc(n, sizeof *norm);
+    char **norm = dr_calloc(n, sizeof *norm);
     if (norm == NULL)
         goto oom;
     for (size_t i = 0; i < n; i++)
@@ -146,8 +147,8 @@ oom:
     conf = 1.0;
 cleanup:
     for (size_t i = 0; norm != NULL && i < n; i++)
-        free(norm[i]);
-    free(norm);
+        dr_free(norm[i]);
+    dr_free(norm);
     return conf;
 }
 
@@ -185,7 +186,7 @@ static int cascade_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
 
 static void cascade_free(dr_router *r)
 {
-    free(r);
+    dr_free(r);
 }
 
 static const dr_router_vtable cascade_vt = {cascade_route, dr_router_feedback_none,
@@ -208,7 +209,7 @@ int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr
                           "stages.%s.router.threshold: %g is outside [0, 1] (judge '%s' gives a "
                           "confidence in [0, 1])",
                           dr_stage_name(stage->id), th, judge);
-    dr_router *r = calloc(1, sizeof *r);
+    dr_router *r = dr_calloc(1, sizeof *r);
     if (r == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     r->vt = &cascade_vt;

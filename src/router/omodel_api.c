@@ -71,8 +71,8 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
         res.valid_rows = v.n_rows;
         res.valid_quality = rep.valid_quality;
     } else {
-        fit = malloc(t.n_rows * sizeof(*fit));
-        inner = malloc(t.n_rows * sizeof(*inner));
+        fit = dr_malloc(t.n_rows * sizeof(*fit));
+        inner = dr_malloc(t.n_rows * sizeof(*inner));
         if (fit == NULL || inner == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -110,9 +110,9 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
         *result = res;
 cleanup:
     cJSON_Delete(files);
-    free(desc);
-    free(fit);
-    free(inner);
+    dr_free(desc);
+    dr_free(fit);
+    dr_free(inner);
     dr_omodel_free(m);
     dr_omodel_free(probe);
     dr_outcomes_free(&t);
