@@ -389,6 +389,11 @@ static void load_endpoints(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
         cJSON *j = dr_schema_validate(v, "endpoint", val, val->line, val->col, path);
         dr_endpoint *ep = &p->endpoints[p->n_endpoints++];
         ep->name = dup_or_nomem(v, k->raw);
+        if (ep->name == NULL) { /* v->nomem: the load fails; an entry needs its name */
+            p->n_endpoints--;
+            cJSON_Delete(j);
+            continue;
+        }
         ep->base_url = dup_or_nomem(v, dr_param_str(j, "base_url", ""));
         ep->model = dup_or_nomem(v, dr_param_str(j, "model", ""));
         ep->api_key_env = dup_or_nomem(v, dr_param_str(j, "api_key_env", NULL));
@@ -598,10 +603,10 @@ static int resolve_params(dynrag_pipeline *p, const dr_ynode *root)
 /* Fills an absent stage (or an unusable one) with its default option. */
 static int default_stage(dr_vctx *v, dr_stage *st)
 {
-    st->n_options = 1;
     st->options = dr_calloc(1, sizeof(*st->options));
     if (st->options == NULL)
         return DYNRAG_ERR_NOMEM;
+    st->n_options = 1; /* only once there is an option for stage_clear to free */
     dr_option *o = &st->options[0];
     const char *kind = default_kinds[st->id];
     char owner[64];

@@ -787,8 +787,10 @@ cJSON *dr_schema_validate(dr_vctx *v, const char *owner, const dr_ynode *node, i
         if (cJSON_GetObjectItemCaseSensitive(out, row->key) != NULL)
             continue; /* a duplicate key, reported by the key pass */
         cJSON *j = validate_value(v, row, val, sub);
-        if (j != NULL)
-            cJSON_AddItemToObject(out, row->key, j);
+        if (j != NULL && !cJSON_AddItemToObject(out, row->key, j)) {
+            cJSON_Delete(j); /* the key's copy failed */
+            v->nomem = true;
+        }
     }
     for (size_t r = 0; r < nr; r++) {
         if (cJSON_GetObjectItemCaseSensitive(out, rows[r]->key) != NULL ||
@@ -799,10 +801,10 @@ cJSON *dr_schema_validate(dr_vctx *v, const char *owner, const dr_ynode *node, i
                          "missing required key '%s'", rows[r]->key);
         } else if (rows[r]->dflt != NULL) {
             cJSON *j = default_value(rows[r]);
-            if (j == NULL)
+            if (j == NULL || !cJSON_AddItemToObject(out, rows[r]->key, j)) {
+                cJSON_Delete(j);
                 v->nomem = true;
-            else
-                cJSON_AddItemToObject(out, rows[r]->key, j);
+            }
         }
     }
     return out;

@@ -239,7 +239,10 @@ int dr_yaml_parse(const char *text, size_t len, dynrag_diags *d, dr_ynode **root
         yaml_event_delete(&ev);
         if (rc == DYNRAG_ERR_NOMEM)
             break;
-        bool is_node = et == YAML_SCALAR_EVENT || et == YAML_ALIAS_EVENT || container;
+        /* By event type, not `container`: a collection whose node could not
+         * be allocated is still a node (and fails below as NOMEM). */
+        bool is_node = et == YAML_SCALAR_EVENT || et == YAML_ALIAS_EVENT ||
+                       et == YAML_SEQUENCE_START_EVENT || et == YAML_MAPPING_START_EVENT;
         if (!is_node)
             continue;
         if (node == NULL || (node->type == DR_YN_SCALAR && node->raw == NULL)) {

@@ -22,10 +22,15 @@ static int db_err(sqlite3 *db, dynrag_error *err, const char *what)
 static bool folder_writable(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL ? dr_strdup(".") : dr_strndup(path, (size_t)(slash - path) + 1);
-    bool w = dir == NULL || access(dir, W_OK) == 0;
-    dr_free(dir);
-    return w;
+    if (slash == NULL)
+        return access(".", W_OK) == 0;
+    char dir[4096]; /* no allocation: this check has no way to report one failing */
+    size_t n = (size_t)(slash - path) + 1;
+    if (n >= sizeof(dir))
+        return true; /* longer than any path the kernel takes: let SQLite say */
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    return access(dir, W_OK) == 0;
 }
 
 /* "file:" URI of path with the immutable flag: the file is read with no
