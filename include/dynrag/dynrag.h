@@ -4,6 +4,7 @@
  *
  *   common.h      DYNRAG_API, status codes and dynrag_error, the log
  *                 callback, the version, the progress callback
+ *   alloc.h       the allocator hook (dynrag_set_allocator)
  *   pipeline.h    loading and validating pipeline YAML
  *   index.h       building, opening and searching an index
  *   engine.h      running queries through a routed pipeline, route logs
@@ -22,6 +23,7 @@
 #include "dynrag/status.h"
 #include "dynrag/version.h"
 
+#include "dynrag/alloc.h"
 #include "dynrag/classifier.h"
 #include "dynrag/engine.h"
 #include "dynrag/eval.h"

@@ -259,11 +259,11 @@ char *dr_squad_normalize(const char *text)
     size_t n = strlen(text);
     /* Pass 1: lower-case and drop punctuation. Lower-casing never grows a
      * code point's encoding in the ranges handled, so n + 1 bytes suffice. */
-    char *low = malloc(n + 1);
-    char *out = malloc(n + 1);
+    char *low = dr_malloc(n + 1);
+    char *out = dr_malloc(n + 1);
     if (low == NULL || out == NULL) {
-        free(low);
-        free(out);
+        dr_free(low);
+        dr_free(out);
         return NULL;
     }
     size_t m = 0;
@@ -307,6 +307,6 @@ char *dr_squad_normalize(const char *text)
         o += i - s;
     }
     out[o] = '\0';
-    free(low);
+    dr_free(low);
     return out;
 }

@@ -29,7 +29,7 @@ static int buf_reserve(dr_buf *b, size_t extra)
     size_t alloc = b->alloc ? b->alloc : 64;
     while (alloc < need)
         alloc = alloc > SIZE_MAX / 2 ? need : alloc * 2;
-    char *p = realloc(b->data, alloc);
+    char *p = dr_realloc(b->data, alloc);
     if (p == NULL)
         return DYNRAG_ERR_NOMEM;
     b->data = p;
@@ -125,7 +125,7 @@ char *dr_buf_take(dr_buf *b)
 {
     char *p = b->data;
     if (p == NULL)
-        p = calloc(1, 1);
+        p = dr_calloc(1, 1);
     b->data = NULL;
     b->len = b->alloc = 0;
     return p;
@@ -135,27 +135,12 @@ void dr_buf_free(dr_buf *b)
 {
     if (b == NULL)
         return;
-    free(b->data);
+    dr_free(b->data);
     b->data = NULL;
     b->len = b->alloc = 0;
 }
 
 /* ---- strings ------------------------------------------------------------ */
-
-char *dr_strdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
-char *dr_strndup(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-    if (p == NULL)
-        return NULL;
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
 
 char *dr_asprintf(const char *fmt, ...)
 {
@@ -165,7 +150,7 @@ char *dr_asprintf(const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return NULL;
-    char *p = malloc((size_t)n + 1);
+    char *p = dr_malloc((size_t)n + 1);
     if (p == NULL)
         return NULL;
     va_start(ap, fmt);
@@ -340,7 +325,7 @@ cleanup:
         close(fd);
     if (rc != DYNRAG_OK)
         unlink(tmp);
-    free(tmp);
+    dr_free(tmp);
     return rc;
 }
 
@@ -365,7 +350,7 @@ int dr_mkdirs(const char *path, dynrag_error *err)
     }
     if (rc == DYNRAG_OK && !dr_is_dir(path))
         rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: not a directory", path);
-    free(p);
+    dr_free(p);
     return rc;
 }
 

@@ -8,6 +8,7 @@
 #ifndef DYNRAG_CORE_UTIL_H
 #define DYNRAG_CORE_UTIL_H
 
+#include "core/alloc.h"
 #include "dynrag/log.h"
 #include "dynrag/status.h"
 #include "dynrag/version.h"
@@ -64,7 +65,7 @@ int dr_buf_printf(dr_buf *b, const char *fmt, ...) DR_PRINTF(2, 3);
 /* Appends s as a JSON string literal, quotes included. */
 int dr_buf_json_str(dr_buf *b, const char *s);
 void dr_buf_reset(dr_buf *b);
-/* Hands the data to the caller (free() it) and resets the buffer. Returns
+/* Hands the data to the caller (dr_free() it) and resets the buffer. Returns
  * an empty allocated string when the buffer was never written, NULL only on
  * allocation failure. */
 char *dr_buf_take(dr_buf *b);
@@ -72,9 +73,7 @@ void dr_buf_free(dr_buf *b);
 
 /* ---- strings ---------------------------------------------------------- */
 
-/* strdup that returns NULL for NULL. */
-char *dr_strdup(const char *s);
-char *dr_strndup(const char *s, size_t n);
+/* dr_strdup() and dr_strndup() are in core/alloc.h. */
 /* Formatted allocation; NULL on failure. Caller frees. */
 char *dr_asprintf(const char *fmt, ...) DR_PRINTF(1, 2);
 /* Copies at most size-1 bytes and always terminates; returns strlen(src). */

@@ -19,11 +19,11 @@ static void soft_rows_free(soft_row *r, size_t n)
 {
     for (size_t i = 0; r && i < n; i++) {
         for (size_t k = 0; k < r[i].n; k++)
-            free(r[i].name[k]);
-        free(r[i].name);
-        free(r[i].p);
+            dr_free(r[i].name[k]);
+        dr_free(r[i].name);
+        dr_free(r[i].p);
     }
-    free(r);
+    dr_free(r);
 }
 
 void dr_labelled_free(dr_labelled_set *s)
@@ -31,19 +31,19 @@ void dr_labelled_free(dr_labelled_set *s)
     if (s == NULL)
         return;
     for (size_t i = 0; i < s->n; i++) {
-        free(s->text[i]);
-        free(s->label[i]);
-        free(s->source[i]);
+        dr_free(s->text[i]);
+        dr_free(s->label[i]);
+        dr_free(s->source[i]);
     }
     for (size_t i = 0; i < s->n_labels; i++)
-        free(s->label_names[i]);
-    free(s->text);
-    free(s->label);
-    free(s->source);
-    free(s->label_id);
-    free(s->label_names);
-    free(s->targets);
-    free(s);
+        dr_free(s->label_names[i]);
+    dr_free(s->text);
+    dr_free(s->label);
+    dr_free(s->source);
+    dr_free(s->label_id);
+    dr_free(s->label_names);
+    dr_free(s->targets);
+    dr_free(s);
 }
 
 int dr_labelled_find_label(const dr_labelled_set *s, const char *name)
@@ -60,19 +60,19 @@ static int grow(dr_labelled_set *s, size_t *alloc, size_t want)
     if (want <= *alloc)
         return DYNRAG_OK;
     size_t na = *alloc ? *alloc * 2 : 1024;
-    char **t = realloc(s->text, na * sizeof(*t));
+    char **t = dr_realloc(s->text, na * sizeof(*t));
     if (t == NULL)
         return DYNRAG_ERR_NOMEM;
     s->text = t;
-    char **l = realloc(s->label, na * sizeof(*l));
+    char **l = dr_realloc(s->label, na * sizeof(*l));
     if (l == NULL)
         return DYNRAG_ERR_NOMEM;
     s->label = l;
-    char **src = realloc(s->source, na * sizeof(*src));
+    char **src = dr_realloc(s->source, na * sizeof(*src));
     if (src == NULL)
         return DYNRAG_ERR_NOMEM;
     s->source = src;
-    int *id = realloc(s->label_id, na * sizeof(*id));
+    int *id = dr_realloc(s->label_id, na * sizeof(*id));
     if (id == NULL)
         return DYNRAG_ERR_NOMEM;
     s->label_id = id;
@@ -127,8 +127,8 @@ static int get_targets(const cJSON *obj, const char *path, size_t line, soft_row
         return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s:%zu: field \"targets\" must be an object "
                           "of 1..%d label -> probability entries", path, line,
                           DR_LABELLED_MAX_LABELS);
-    row->name = calloc((size_t)n, sizeof(char *));
-    row->p = calloc((size_t)n, sizeof(double));
+    row->name = dr_calloc((size_t)n, sizeof(char *));
+    row->p = dr_calloc((size_t)n, sizeof(double));
     if (!row->name || !row->p)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     double sum = 0;
@@ -174,7 +174,7 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
     soft_row *soft = NULL;
     size_t soft_alloc = 0, soft_n = 0; /* soft[0..soft_n) are filled */
     bool any_soft = false;
-    dr_labelled_set *s = calloc(1, sizeof(*s));
+    dr_labelled_set *s = dr_calloc(1, sizeof(*s));
     if (s == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     int rc = dr_read_file(path, DR_LABELLED_MAX_FILE, &data, &len, err);
@@ -218,7 +218,7 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
         }
         if (s->n >= soft_alloc) {
             size_t na = soft_alloc ? soft_alloc * 2 : 1024;
-            soft_row *ns = realloc(soft, na * sizeof(*ns));
+            soft_row *ns = dr_realloc(soft, na * sizeof(*ns));
             if (ns == NULL) {
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
@@ -240,12 +240,12 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
             memset(&soft[s->n], 0, sizeof(soft[s->n]));
         if (rc != DYNRAG_OK) {
             for (size_t j = 0; j < soft[s->n].n; j++)
-                free(soft[s->n].name[j]);
-            free(soft[s->n].name);
-            free(soft[s->n].p);
-            free(t);
-            free(l);
-            free(src);
+                dr_free(soft[s->n].name[j]);
+            dr_free(soft[s->n].name);
+            dr_free(soft[s->n].p);
+            dr_free(t);
+            dr_free(l);
+            dr_free(src);
             goto cleanup;
         }
         any_soft = any_soft || soft[s->n].n > 0;
@@ -261,7 +261,7 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
 
     /* Distinct labels, sorted, then ids. */
     if (s->n > 0) {
-        char **tmp = malloc(s->n * sizeof(*tmp));
+        char **tmp = dr_malloc(s->n * sizeof(*tmp));
         if (tmp == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -270,9 +270,9 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
         for (size_t i = 0; i < s->n; i++)
             nt += soft[i].n;
         if (nt > s->n) {
-            char **bigger = realloc(tmp, nt * sizeof(*tmp));
+            char **bigger = dr_realloc(tmp, nt * sizeof(*tmp));
             if (bigger == NULL) {
-                free(tmp);
+                dr_free(tmp);
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
             }
@@ -288,34 +288,34 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
             if (i == 0 || strcmp(tmp[i], tmp[i - 1]) != 0)
                 tmp[nd++] = tmp[i];
         if (nd > DR_LABELLED_MAX_LABELS) {
-            free(tmp);
+            dr_free(tmp);
             rc = dr_err_set(err, DYNRAG_ERR_LIMIT, "%s: more than %d distinct labels", path,
                             DR_LABELLED_MAX_LABELS);
             goto cleanup;
         }
-        s->label_names = calloc(nd, sizeof(char *));
+        s->label_names = dr_calloc(nd, sizeof(char *));
         if (s->label_names == NULL) {
-            free(tmp);
+            dr_free(tmp);
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
         for (size_t i = 0; i < nd; i++) {
             s->label_names[i] = dr_strdup(tmp[i]);
             if (s->label_names[i] == NULL) {
-                free(tmp);
+                dr_free(tmp);
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
             }
             s->n_labels++;
         }
-        free(tmp);
+        dr_free(tmp);
         for (size_t i = 0; i < s->n; i++) {
             char **hit = bsearch(&s->label[i], s->label_names, s->n_labels, sizeof(char *),
                                  cmp_str);
             s->label_id[i] = (int)(hit - s->label_names);
         }
         if (any_soft) {
-            s->targets = calloc(s->n * s->n_labels, sizeof(float));
+            s->targets = dr_calloc(s->n * s->n_labels, sizeof(float));
             if (s->targets == NULL) {
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
@@ -333,7 +333,7 @@ int dr_labelled_load(const char *path, dr_labelled_set **out, dynrag_error *err)
     s = NULL;
 cleanup:
     cJSON_Delete(obj);
-    free(data);
+    dr_free(data);
     soft_rows_free(soft, soft_n);
     dr_labelled_free(s);
     return rc;

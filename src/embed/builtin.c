@@ -76,11 +76,11 @@ typedef struct feat_table {
 
 static int table_init(feat_table *t, size_t cap)
 {
-    t->slots = calloc(cap, sizeof(*t->slots));
-    t->used = malloc(cap / 2 * sizeof(*t->used));
+    t->slots = dr_calloc(cap, sizeof(*t->slots));
+    t->used = dr_malloc(cap / 2 * sizeof(*t->used));
     if (t->slots == NULL || t->used == NULL) {
-        free(t->slots);
-        free(t->used);
+        dr_free(t->slots);
+        dr_free(t->used);
         t->slots = NULL;
         t->used = NULL;
         return DYNRAG_ERR_NOMEM;
@@ -95,8 +95,8 @@ static int table_init(feat_table *t, size_t cap)
 
 static void table_free(feat_table *t)
 {
-    free(t->slots);
-    free(t->used);
+    dr_free(t->slots);
+    dr_free(t->used);
     t->slots = NULL;
     t->used = NULL;
 }
@@ -274,7 +274,7 @@ static void free_learn_table(builtin_embedder *e)
 {
     if (e->learn_table) {
         table_free(e->learn_table);
-        free(e->learn_table);
+        dr_free(e->learn_table);
         e->learn_table = NULL;
     }
 }
@@ -283,9 +283,9 @@ static void builtin_free(dr_embedder *base)
 {
     builtin_embedder *e = (builtin_embedder *)base;
     free_learn_table(e);
-    free(e->idf);
-    free(e->df);
-    free(e);
+    dr_free(e->idf);
+    dr_free(e->df);
+    dr_free(e);
 }
 
 static const dr_embedder_vtable builtin_vt = {builtin_embed, builtin_free};
@@ -299,7 +299,7 @@ int dr_embedder_builtin_create(int dim, dr_embedder **out, dynrag_error *err)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "builtin embedder: dim %d out of range (8 to %d)", dim,
                           DR_BUILTIN_MAX_DIM);
-    builtin_embedder *e = calloc(1, sizeof(*e));
+    builtin_embedder *e = dr_calloc(1, sizeof(*e));
     if (e == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "builtin embedder: out of memory");
     e->base.vt = &builtin_vt;
@@ -326,14 +326,14 @@ int dr_builtin_observe(dr_embedder *base, const char *text, size_t n, dynrag_err
     if (!dr_embedder_is_builtin(base) || e->idf != NULL)
         return dr_err_set(err, DYNRAG_ERR_STATE, "builtin embedder: IDF already finished");
     if (e->df == NULL) {
-        e->df = calloc(IDF_BUCKETS, sizeof(*e->df));
+        e->df = dr_calloc(IDF_BUCKETS, sizeof(*e->df));
         if (e->df == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "builtin embedder: out of memory");
     }
     if (e->learn_table == NULL) {
-        feat_table *t = calloc(1, sizeof(*t));
+        feat_table *t = dr_calloc(1, sizeof(*t));
         if (t == NULL || table_init(t, 4096) != DYNRAG_OK) {
-            free(t);
+            dr_free(t);
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "builtin embedder: out of memory");
         }
         e->learn_table = t;
@@ -353,7 +353,7 @@ int dr_builtin_finish_idf(dr_embedder *base, dynrag_error *err)
     builtin_embedder *e = (builtin_embedder *)base;
     if (!dr_embedder_is_builtin(base) || e->idf != NULL)
         return dr_err_set(err, DYNRAG_ERR_STATE, "builtin embedder: IDF already finished");
-    float *idf = malloc(IDF_BUCKETS * sizeof(*idf));
+    float *idf = dr_malloc(IDF_BUCKETS * sizeof(*idf));
     if (idf == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "builtin embedder: out of memory");
     double n1 = (double)e->n_docs + 1.0;
@@ -361,7 +361,7 @@ int dr_builtin_finish_idf(dr_embedder *base, dynrag_error *err)
         double df = e->df ? (double)e->df[b] : 0.0;
         idf[b] = e->n_docs ? (float)(log(n1 / (df + 1.0)) + 1.0) : 1.0f;
     }
-    free(e->df);
+    dr_free(e->df);
     e->df = NULL;
     free_learn_table(e);
     e->idf = idf;
@@ -392,7 +392,7 @@ int dr_builtin_state_save(const dr_embedder *base, void **blob, size_t *len, dyn
     if (!dr_builtin_has_idf(base))
         return dr_err_set(err, DYNRAG_ERR_STATE, "builtin embedder: no IDF to save");
     size_t n = STATE_HEADER + (size_t)IDF_BUCKETS * 4;
-    unsigned char *p = malloc(n);
+    unsigned char *p = dr_malloc(n);
     if (p == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "builtin embedder: out of memory");
     memcpy(p, "DRBE", 4);
@@ -428,19 +428,19 @@ int dr_builtin_state_load(dr_embedder *base, const void *blob, size_t len, dynra
                           base->dim);
     if (get_u32(p + 12) != IDF_BUCKETS || len != STATE_HEADER + (size_t)IDF_BUCKETS * 4)
         return dr_err_set(err, DYNRAG_ERR_FORMAT, "builtin embedder state: bad size");
-    float *idf = malloc(IDF_BUCKETS * sizeof(*idf));
+    float *idf = dr_malloc(IDF_BUCKETS * sizeof(*idf));
     if (idf == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "builtin embedder: out of memory");
     for (size_t b = 0; b < IDF_BUCKETS; b++) {
         uint32_t bits = get_u32(p + STATE_HEADER + 4 * b);
         memcpy(&idf[b], &bits, 4);
         if (!isfinite(idf[b]) || idf[b] < 0) {
-            free(idf);
+            dr_free(idf);
             return dr_err_set(err, DYNRAG_ERR_FORMAT, "builtin embedder state: bad IDF value");
         }
     }
-    free(e->idf);
-    free(e->df);
+    dr_free(e->idf);
+    dr_free(e->df);
     e->df = NULL;
     e->idf = idf;
     e->n_docs = (uint64_t)get_u32(p + 16) | ((uint64_t)get_u32(p + 20) << 32);

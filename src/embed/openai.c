@@ -30,13 +30,13 @@ static void openai_free(dr_embedder *e)
     openai_embedder *o = (openai_embedder *)e;
     if (o == NULL)
         return;
-    free(o->url);
-    free(o->model);
+    dr_free(o->url);
+    dr_free(o->model);
     if (o->api_key != NULL) {
         memset(o->api_key, 0, strlen(o->api_key));
-        free(o->api_key);
+        dr_free(o->api_key);
     }
-    free(o);
+    dr_free(o);
 }
 
 /* True when s has a non-whitespace byte (servers reject empty inputs). */
@@ -121,7 +121,7 @@ static int embed_request(const openai_embedder *o, const char *const *texts, siz
                         "embeddings", url, status, n, got);
         goto cleanup;
     }
-    seen = calloc(n, sizeof(bool));
+    seen = dr_calloc(n, sizeof(bool));
     if (seen == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "embed: out of memory");
         goto cleanup;
@@ -194,10 +194,10 @@ static int embed_request(const openai_embedder *o, const char *const *texts, siz
     }
 
 cleanup:
-    free(seen);
+    dr_free(seen);
     cJSON_Delete(root);
     dr_http_response_free(&resp);
-    free(body);
+    dr_free(body);
     return rc;
 }
 
@@ -220,9 +220,9 @@ static int openai_embed(dr_embedder *e, const char *const *texts, size_t n, floa
     if (texts == NULL || out == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "embed: NULL texts or output");
     size_t bs = (size_t)o->batch_size;
-    batch = malloc(bs * sizeof(*batch));
-    rows = malloc(bs * sizeof(*rows));
-    tmp = malloc(bs * dim * sizeof(float));
+    batch = dr_malloc(bs * sizeof(*batch));
+    rows = dr_malloc(bs * sizeof(*rows));
+    tmp = dr_malloc(bs * dim * sizeof(float));
     if (batch == NULL || rows == NULL || tmp == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "embed: out of memory for a batch");
         goto cleanup;
@@ -255,9 +255,9 @@ static int openai_embed(dr_embedder *e, const char *const *texts, size_t n, floa
     }
 
 cleanup:
-    free(batch);
-    free(rows);
-    free(tmp);
+    dr_free(batch);
+    dr_free(rows);
+    dr_free(tmp);
     return rc;
 }
 
@@ -303,7 +303,7 @@ int dr_embedder_openai_create(const dr_embedder_config *cfg, dr_embedder **out,
     if (strlen(cfg->model) > 160)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "embedder openai: model name too long");
 
-    o = calloc(1, sizeof(*o));
+    o = dr_calloc(1, sizeof(*o));
     if (o == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "embed: out of memory");
     o->base.vt = &openai_vtable;
@@ -323,7 +323,7 @@ int dr_embedder_openai_create(const dr_embedder_config *cfg, dr_embedder **out,
 
     int dim = cfg->dim;
     if (dim == 0) {
-        probe = malloc((size_t)OPENAI_MAX_DIM * sizeof(float));
+        probe = dr_malloc((size_t)OPENAI_MAX_DIM * sizeof(float));
         if (probe == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "embed: out of memory");
             goto cleanup;
@@ -341,7 +341,7 @@ int dr_embedder_openai_create(const dr_embedder_config *cfg, dr_embedder **out,
     o = NULL;
 
 cleanup:
-    free(probe);
+    dr_free(probe);
     openai_free(o ? &o->base : NULL);
     return rc;
 }

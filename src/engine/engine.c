@@ -235,11 +235,11 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     s.cascade = cJSON_CreateArray();
     s.cuts = cJSON_CreateArray();
     s.fallbacks = cJSON_CreateArray();
-    dynrag_result *res = calloc(1, sizeof(*res));
+    dynrag_result *res = dr_calloc(1, sizeof(*res));
     if (s.steps == NULL || s.cascade == NULL || s.cuts == NULL || s.fallbacks == NULL ||
         res == NULL) {
         dr_qstate_free(&s);
-        free(res);
+        dr_free(res);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < DR_STAGE_COUNT; i++) {
@@ -276,7 +276,7 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
             frc = lrc;
             qerr = lerr;
         }
-        free(line);
+        dr_free(line);
     }
     if (rc == DYNRAG_OK && !route_only)
         dr_engine_remember(e, id, &s);
@@ -344,13 +344,13 @@ static int open_indexes(dynrag_engine *e, dynrag_error *err)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         struct stat sb;
         if (strcmp(dir, e->index_dir) != 0 && stat(dir, &sb) != 0) {
-            free(dir);
+            dr_free(dir);
             dir = dr_strdup(e->index_dir);
             if (dir == NULL)
                 return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         }
         rc = dynrag_index_open(dir, &ec, &e->index[i], &ierr);
-        free(dir);
+        dr_free(dir);
         if (rc != DYNRAG_OK) {
             e->index_error[i] = dr_strdup(dynrag_errmsg(&ierr));
             if (rc != DYNRAG_ERR_MISMATCH || st->n_options == 1) {
@@ -375,7 +375,7 @@ int dynrag_engine_open(const dynrag_pipeline *p, const dynrag_engine_options *op
                          dynrag_engine **out, dynrag_error *err)
 {
     *out = NULL;
-    dynrag_engine *e = calloc(1, sizeof(*e));
+    dynrag_engine *e = dr_calloc(1, sizeof(*e));
     if (e == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     e->p = p;
@@ -384,7 +384,7 @@ int dynrag_engine_open(const dynrag_pipeline *p, const dynrag_engine_options *op
     pthread_mutex_init(&e->memo_mu, NULL);
     atomic_init(&e->counter, 0);
     int rc = DYNRAG_OK;
-    e->memo = calloc(DR_MEMO_CAP, sizeof(*e->memo));
+    e->memo = dr_calloc(DR_MEMO_CAP, sizeof(*e->memo));
     if (e->memo == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto fail;
@@ -408,7 +408,7 @@ int dynrag_engine_open(const dynrag_pipeline *p, const dynrag_engine_options *op
             *slash = '\0';
             rc = dr_mkdirs(dir, err);
         }
-        free(dir);
+        dr_free(dir);
         if (rc != DYNRAG_OK)
             goto fail;
         e->log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -469,14 +469,14 @@ void dynrag_engine_close(dynrag_engine *e)
         dr_router_free(e->routers[i]);
     for (size_t i = 0; i < DR_MAX_OPTIONS; i++) {
         dynrag_index_close(e->index[i]);
-        free(e->index_error[i]);
+        dr_free(e->index_error[i]);
     }
     if (e->log_fd >= 0)
         close(e->log_fd);
     pthread_mutex_destroy(&e->log_mu);
     pthread_mutex_destroy(&e->memo_mu);
-    free(e->memo);
-    free(e->log_path);
-    free(e->index_dir);
-    free(e);
+    dr_free(e->memo);
+    dr_free(e->log_path);
+    dr_free(e->index_dir);
+    dr_free(e);
 }

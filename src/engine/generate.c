@@ -34,8 +34,8 @@ static bool text_says_unanswerable(const char *t)
 /* Citations of an LLM answer: the [n] markers it uses, else every passage. */
 static int cite_markers(qstate *s, const char *text)
 {
-    free(s->cited);
-    s->cited = calloc(s->n_ctx ? s->n_ctx : 1, sizeof(size_t));
+    dr_free(s->cited);
+    s->cited = dr_calloc(s->n_ctx ? s->n_ctx : 1, sizeof(size_t));
     s->n_cited = 0;
     if (s->cited == NULL)
         return DYNRAG_ERR_NOMEM;
@@ -71,8 +71,8 @@ typedef struct gen_out {
 static void gen_out_free(gen_out *g)
 {
     for (size_t i = 0; i < g->n_samples; i++)
-        free(g->samples[i]);
-    free(g->samples);
+        dr_free(g->samples[i]);
+    dr_free(g->samples);
     memset(g, 0, sizeof(*g));
     g->margin = NAN;
     g->mean_logprob = NAN;
@@ -94,8 +94,8 @@ static int run_extractive(qstate *s, const dr_option *o, gen_out *g, dynrag_erro
         dr_answer_free(&a);
         return dr_err_prefix(err, "generator '%s'", o->name);
     }
-    free(s->answer);
-    free(s->cited);
+    dr_free(s->answer);
+    dr_free(s->cited);
     s->answer = a.text;
     s->unanswerable = a.unanswerable;
     s->cited = a.citations;
@@ -132,7 +132,7 @@ static int run_openai(qstate *s, const dr_option *o, gen_out *g, dynrag_error *e
     char after[160];
     snprintf(after, sizeof(after), "generator '%s'", o->name);
     dr_q_check_spent(s, after);
-    free(s->answer);
+    dr_free(s->answer);
     s->answer = res.text ? res.text : dr_strdup("");
     res.text = NULL;
     s->unanswerable = text_says_unanswerable(s->answer);
@@ -187,7 +187,7 @@ static int render_prompt(qstate *s, int pi, dynrag_error *err)
     }
     if (steps.len > 0)
         dr_buf_putc(&steps, '\n'); /* the default template wants a blank line after */
-    free(s->prompt_text);
+    dr_free(s->prompt_text);
     s->prompt_text = NULL;
     int rc = dr_prompt_render(tmpl, s->q, s->context_text ? s->context_text : "",
                               steps.data ? steps.data : "", &s->prompt_text, err);

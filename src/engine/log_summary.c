@@ -328,7 +328,7 @@ int dynrag_log_summary(const char *path, char **report, char **json, dynrag_erro
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOTFOUND, "%s: cannot open", path);
-    summary *s = calloc(1, sizeof(*s));
+    summary *s = dr_calloc(1, sizeof(*s));
     char *line = NULL;
     size_t cap = 0;
     long long lineno = 0;
@@ -362,8 +362,8 @@ int dynrag_log_summary(const char *path, char **report, char **json, dynrag_erro
     if (rc != DYNRAG_OK)
         dr_err_set(err, rc, "out of memory");
 cleanup:
-    free(line);
-    free(s);
+    dr_libc_free(line); /* getline()'s */
+    dr_free(s);
     fclose(f);
     return rc;
 }

@@ -18,11 +18,11 @@
 void dr_own_passages_free(own_passage *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        free(p[i].doc_id);
-        free(p[i].title);
-        free(p[i].text);
+        dr_free(p[i].doc_id);
+        dr_free(p[i].title);
+        dr_free(p[i].text);
     }
-    free(p);
+    dr_free(p);
 }
 
 /* See query.h. */
@@ -34,13 +34,13 @@ void dr_qstate_free(qstate *s)
     cJSON_Delete(s->cascade);
     cJSON_Delete(s->cuts);
     cJSON_Delete(s->fallbacks);
-    free(s->answer);
-    free(s->cited);
-    free(s->ctx_pass);
-    free(s->ctx_step);
-    free(s->ctx_fused);
-    free(s->context_text);
-    free(s->prompt_text);
+    dr_free(s->answer);
+    dr_free(s->cited);
+    dr_free(s->ctx_pass);
+    dr_free(s->ctx_step);
+    dr_free(s->ctx_fused);
+    dr_free(s->context_text);
+    dr_free(s->prompt_text);
 }
 
 double dr_q_elapsed_ms(const qstate *s)

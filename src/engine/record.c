@@ -137,7 +137,7 @@ int dr_engine_write_log(dynrag_engine *e, const char *line, dynrag_error *err)
     if (e->log_fd < 0)
         return DYNRAG_OK;
     size_t n = strlen(line);
-    char *buf = malloc(n + 1);
+    char *buf = dr_malloc(n + 1);
     if (buf == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     memcpy(buf, line, n);
@@ -156,7 +156,7 @@ int dr_engine_write_log(dynrag_engine *e, const char *line, dynrag_error *err)
         off += (size_t)w;
     }
     pthread_mutex_unlock(&e->log_mu);
-    free(buf);
+    dr_free(buf);
     return rc;
 }
 
@@ -170,7 +170,7 @@ int dr_q_fill_result(dynrag_result *res, const qstate *s, cJSON *rec)
     if ((rec && res->json == NULL) || res->answer == NULL)
         return DYNRAG_ERR_NOMEM;
     res->context = dr_strdup(s->context_text ? s->context_text : "");
-    res->ret = calloc(s->n_pass ? s->n_pass : 1, sizeof(*res->ret));
+    res->ret = dr_calloc(s->n_pass ? s->n_pass : 1, sizeof(*res->ret));
     if (res->context == NULL || res->ret == NULL)
         return DYNRAG_ERR_NOMEM;
     for (size_t i = 0; i < s->n_pass; i++) {
@@ -182,7 +182,7 @@ int dr_q_fill_result(dynrag_result *res, const qstate *s, cJSON *rec)
         if (!res->ret[i].doc_id || !res->ret[i].title)
             return DYNRAG_ERR_NOMEM;
     }
-    res->ctx = calloc(s->n_ctx ? s->n_ctx : 1, sizeof(*res->ctx));
+    res->ctx = dr_calloc(s->n_ctx ? s->n_ctx : 1, sizeof(*res->ctx));
     if (res->ctx == NULL)
         return DYNRAG_ERR_NOMEM;
     for (size_t i = 0; i < s->n_ctx; i++) {
@@ -194,7 +194,7 @@ int dr_q_fill_result(dynrag_result *res, const qstate *s, cJSON *rec)
         if (!res->ctx[i].doc_id || !res->ctx[i].title)
             return DYNRAG_ERR_NOMEM;
     }
-    res->cits = calloc(s->n_cited ? s->n_cited : 1, sizeof(*res->cits));
+    res->cits = dr_calloc(s->n_cited ? s->n_cited : 1, sizeof(*res->cits));
     if (res->cits == NULL)
         return DYNRAG_ERR_NOMEM;
     for (size_t i = 0; i < s->n_cited; i++) {
@@ -299,26 +299,26 @@ void dynrag_result_free(dynrag_result *r)
 {
     if (r == NULL)
         return;
-    free(r->id);
-    free(r->answer);
+    dr_free(r->id);
+    dr_free(r->answer);
     for (size_t i = 0; i < r->n_cits; i++) {
-        free((char *)r->cits[i].doc_id);
-        free((char *)r->cits[i].title);
+        dr_free((char *)r->cits[i].doc_id);
+        dr_free((char *)r->cits[i].title);
     }
-    free(r->cits);
+    dr_free(r->cits);
     for (size_t i = 0; i < r->n_ret; i++) {
-        free((char *)r->ret[i].doc_id);
-        free((char *)r->ret[i].title);
+        dr_free((char *)r->ret[i].doc_id);
+        dr_free((char *)r->ret[i].title);
     }
-    free(r->ret);
-    free(r->context);
+    dr_free(r->ret);
+    dr_free(r->context);
     for (size_t i = 0; i < r->n_ctx; i++) {
-        free((char *)r->ctx[i].doc_id);
-        free((char *)r->ctx[i].title);
+        dr_free((char *)r->ctx[i].doc_id);
+        dr_free((char *)r->ctx[i].title);
     }
-    free(r->ctx);
+    dr_free(r->ctx);
     for (size_t i = 0; i < r->n_dec; i++)
-        free((char *)r->dec[i].reason);
-    free(r->json);
-    free(r);
+        dr_free((char *)r->dec[i].reason);
+    dr_free(r->json);
+    dr_free(r);
 }

@@ -45,7 +45,7 @@ static int add_hits(qstate *s, int step, const dynrag_hits *h, size_t max_new, s
             continue;
         if (s->n_pass == s->cap_pass) {
             size_t cap = s->cap_pass ? s->cap_pass * 2 : 16;
-            own_passage *np = realloc(s->pass, cap * sizeof(*np));
+            own_passage *np = dr_realloc(s->pass, cap * sizeof(*np));
             if (np == NULL)
                 return DYNRAG_ERR_NOMEM;
             s->pass = np;
@@ -61,9 +61,9 @@ static int add_hits(qstate *s, int step, const dynrag_hits *h, size_t max_new, s
         o->rank = (int)i + 1;
         o->fused = gain;
         if (!o->doc_id || !o->title || !o->text) {
-            free(o->doc_id);
-            free(o->title);
-            free(o->text);
+            dr_free(o->doc_id);
+            dr_free(o->title);
+            dr_free(o->text);
             return DYNRAG_ERR_NOMEM;
         }
         s->n_pass++;
@@ -282,14 +282,14 @@ static int reasoning_step(qstate *s, const dr_option *llm, int step, dr_buf *ste
 static int reformulate_step(qstate *s, dr_reform_state *rs, char **next, dynrag_error *err)
 {
     *next = NULL;
-    dr_passage *views = calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
+    dr_passage *views = dr_calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
     if (views == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < s->n_pass; i++)
         views[i] = (dr_passage){s->pass[i].doc_id, s->pass[i].title, s->pass[i].text,
                                 s->pass[i].score, s->pass[i].chunk_id};
     int rc = dr_reformulate(rs, s->q, views, s->n_pass, next, err);
-    free(views);
+    dr_free(views);
     return rc;
 }
 
@@ -357,7 +357,7 @@ static int later_steps(qstate *s, int k, int max_steps, dynrag_error *err)
         if (next == NULL)
             break; /* stop: answer found or no new evidence */
         rc = dr_q_retrieve_step(s, step, next, k, &n_new, err);
-        free(next);
+        dr_free(next);
         if (rc == DYNRAG_ERR_LIMIT) {
             rc = DYNRAG_OK; /* the budget cut the step (recorded) */
             break;
@@ -393,7 +393,7 @@ static int judge_sufficiency(qstate *s, double min_coverage, bool follow_bridge,
                              bool *sufficient, dynrag_error *err)
 {
     *sufficient = true;
-    dr_passage *views = calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
+    dr_passage *views = dr_calloc(s->n_pass ? s->n_pass : 1, sizeof(*views));
     if (views == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < s->n_pass; i++)
@@ -401,7 +401,7 @@ static int judge_sufficiency(qstate *s, double min_coverage, bool follow_bridge,
                                 s->pass[i].score, s->pass[i].chunk_id};
     dr_sufficiency f;
     int rc = dr_reform_sufficiency(s->q, views, s->n_pass, &f, err);
-    free(views);
+    dr_free(views);
     if (rc != DYNRAG_OK)
         return rc;
     const char *why;
@@ -465,7 +465,7 @@ static int load_documents(qstate *s, dynrag_error *err)
 {
     if (s->docs)
         return DYNRAG_OK;
-    s->docs = calloc(s->n_pass ? s->n_pass : 1, sizeof(*s->docs));
+    s->docs = dr_calloc(s->n_pass ? s->n_pass : 1, sizeof(*s->docs));
     if (s->docs == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < s->n_pass; i++) {
@@ -524,11 +524,11 @@ static int fused_cmp(const void *a, const void *b)
  */
 static size_t *fused_order(const own_passage *src, size_t n)
 {
-    fused_item *it = calloc(n ? n : 1, sizeof(*it));
-    size_t *order = calloc(n ? n : 1, sizeof(*order));
+    fused_item *it = dr_calloc(n ? n : 1, sizeof(*it));
+    size_t *order = dr_calloc(n ? n : 1, sizeof(*order));
     if (it == NULL || order == NULL) {
-        free(it);
-        free(order);
+        dr_free(it);
+        dr_free(order);
         return NULL;
     }
     int max_step = 1;
@@ -545,7 +545,7 @@ static size_t *fused_order(const own_passage *src, size_t n)
     qsort(it, n, sizeof(*it), fused_cmp);
     for (size_t i = 0; i < n; i++)
         order[i] = it[i].i;
-    free(it);
+    dr_free(it);
     return order;
 }
 
@@ -557,8 +557,8 @@ static size_t *fused_order(const own_passage *src, size_t n)
 int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
 {
     const dr_option *o = &s->p->stages[DR_STAGE_CONTEXT].options[ci];
-    free(s->ctx_pass);
-    free(s->context_text);
+    dr_free(s->ctx_pass);
+    dr_free(s->context_text);
     s->ctx_pass = NULL;
     s->context_text = NULL;
     s->n_ctx = 0;
@@ -571,15 +571,15 @@ int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
         src = s->docs;
         n_src = s->n_docs;
     }
-    free(s->ctx_step);
-    free(s->ctx_fused);
+    dr_free(s->ctx_step);
+    dr_free(s->ctx_fused);
     s->ctx_step = NULL;
     s->ctx_fused = NULL;
     size_t *order = fused_order(src, n_src);
-    dr_passage *views = calloc(n_src ? n_src : 1, sizeof(*views));
+    dr_passage *views = dr_calloc(n_src ? n_src : 1, sizeof(*views));
     if (views == NULL || order == NULL) {
-        free(order);
-        free(views);
+        dr_free(order);
+        dr_free(views);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i < n_src; i++) {
@@ -595,9 +595,9 @@ int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
         rc = dr_err_prefix(err, "stages.context option '%s'", o->name);
         goto cleanup;
     }
-    s->ctx_pass = calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_pass));
-    s->ctx_step = calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_step));
-    s->ctx_fused = calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_fused));
+    s->ctx_pass = dr_calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_pass));
+    s->ctx_step = dr_calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_step));
+    s->ctx_fused = dr_calloc(n_kept ? n_kept : 1, sizeof(*s->ctx_fused));
     if (s->ctx_pass == NULL || s->ctx_step == NULL || s->ctx_fused == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
@@ -609,8 +609,8 @@ int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
     }
     s->n_ctx = n_kept;
 cleanup:
-    free(kept);
-    free(views);
-    free(order);
+    dr_free(kept);
+    dr_free(views);
+    dr_free(order);
     return rc;
 }

@@ -236,7 +236,7 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
     size_t no = t->n_options, nq = t->n_queries;
     bool choices = has_choices(t);
     size_t cap = no + 5;
-    out->rows = calloc(cap, sizeof *out->rows);
+    out->rows = dr_calloc(cap, sizeof *out->rows);
     if (out->rows == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     dynrag_eval_outcome tmp;
@@ -355,7 +355,7 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
     if (opt.sweep != DYNRAG_EVAL_SWEEP_NONE) {
         double lo = opt.grid_lo, hi = opt.grid_hi;
         size_t ng = opt.n_grid;
-        out->sweep = calloc(ng ? ng : 1, sizeof *out->sweep);
+        out->sweep = dr_calloc(ng ? ng : 1, sizeof *out->sweep);
         if (out->sweep == NULL) {
             dynrag_eval_comparison_free(out);
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -429,9 +429,9 @@ void dynrag_eval_comparison_free(dynrag_eval_comparison *c)
 {
     if (c == NULL)
         return;
-    free(c->rows);
-    free(c->sweep);
-    free(c->hull);
+    dr_free(c->rows);
+    dr_free(c->sweep);
+    dr_free(c->hull);
     memset(c, 0, sizeof(*c));
 }
 

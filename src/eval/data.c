@@ -15,15 +15,15 @@
 
 static void item_free(dr_eval_item *it)
 {
-    free(it->id);
-    free(it->question);
+    dr_free(it->id);
+    dr_free(it->question);
     for (size_t i = 0; i < it->n_answers; i++)
-        free(it->answers[i]);
-    free(it->answers);
+        dr_free(it->answers[i]);
+    dr_free(it->answers);
     for (size_t i = 0; i < it->n_support; i++)
-        free(it->support[i]);
-    free(it->support);
-    free(it->gold_key);
+        dr_free(it->support[i]);
+    dr_free(it->support);
+    dr_free(it->gold_key);
 }
 
 void dr_eval_data_free(dr_eval_data *d)
@@ -32,14 +32,14 @@ void dr_eval_data_free(dr_eval_data *d)
         return;
     for (size_t i = 0; i < d->n; i++)
         item_free(&d->items[i]);
-    free(d->items);
+    dr_free(d->items);
     dynrag_qrels_free(d->qrels);
     memset(d, 0, sizeof(*d));
 }
 
 static int push_str(char ***arr, size_t *n, const char *s)
 {
-    char **na = realloc(*arr, (*n + 1) * sizeof **arr);
+    char **na = dr_realloc(*arr, (*n + 1) * sizeof **arr);
     if (na == NULL)
         return DYNRAG_ERR_NOMEM;
     *arr = na;
@@ -153,7 +153,7 @@ static int grow(dr_eval_data *d, size_t *cap, dynrag_error *err)
     if (d->n < *cap)
         return DYNRAG_OK;
     size_t nc = *cap ? *cap * 2 : 256;
-    dr_eval_item *ni = realloc(d->items, nc * sizeof *ni);
+    dr_eval_item *ni = dr_realloc(d->items, nc * sizeof *ni);
     if (ni == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     d->items = ni;
@@ -295,8 +295,8 @@ int dr_eval_data_load(const char *path, dynrag_eval_format fmt, const char *qrel
         rc = dr_err_set(err, DYNRAG_ERR_INVALID, "%s: no %squeries", path,
                         fmt == DYNRAG_EVAL_FORMAT_BEIR ? "judged " : "");
 cleanup:
-    free(text);
-    free(qtext);
+    dr_free(text);
+    dr_free(qtext);
     if (rc != DYNRAG_OK)
         dr_eval_data_free(out);
     return rc;
@@ -310,7 +310,7 @@ int dr_eval_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_error 
         char *t = dg ? dynrag_diags_format(dg) : NULL;
         if (t && *t)
             dr_err_set(err, rc, "%s", t);
-        free(t);
+        dr_free(t);
     }
     dynrag_diags_free(dg);
     return rc;

@@ -72,7 +72,7 @@ static int read_outcomes(const char *path, const dynrag_pipeline *p, dynrag_eval
         if (i == n) {
             if (n == cap) {
                 size_t nc = cap ? cap * 2 : 256;
-                qbest *nq = realloc(q, nc * sizeof(*nq));
+                qbest *nq = dr_realloc(q, nc * sizeof(*nq));
                 if (nq == NULL) {
                     cJSON_Delete(o);
                     rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -103,17 +103,17 @@ static int read_outcomes(const char *path, const dynrag_pipeline *p, dynrag_eval
         }
         cJSON_Delete(o);
     }
-    free(data);
+    dr_free(data);
     *out = q;
     *n_out = n;
     return DYNRAG_OK;
 fail:
     for (size_t i = 0; i < n; i++) {
-        free(q[i].id);
-        free(q[i].text);
+        dr_free(q[i].id);
+        dr_free(q[i].text);
     }
-    free(q);
-    free(data);
+    dr_free(q);
+    dr_free(data);
     return rc;
 }
 
@@ -237,7 +237,7 @@ int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats
         rc = s ? dr_buf_puts(&out, s) : DYNRAG_ERR_NOMEM;
         if (rc == DYNRAG_OK)
             rc = dr_buf_putc(&out, '\n');
-        free(s);
+        dr_free(s);
         if (rc != DYNRAG_OK)
             dr_err_set(err, rc, "out of memory");
     }
@@ -245,11 +245,11 @@ int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats
         rc = dr_write_file_atomic(opt->out_path, out.data ? out.data : "", out.len, err);
 cleanup:
     for (size_t i = 0; i < n; i++) {
-        free(q[i].id);
-        free(q[i].text);
+        dr_free(q[i].id);
+        dr_free(q[i].text);
     }
-    free(q);
-    free(outcomes);
+    dr_free(q);
+    dr_free(outcomes);
     dr_buf_free(&out);
     dynrag_pipeline_free(p);
     if (stats)

@@ -41,7 +41,7 @@ static int slots_insert(dynrag_qrels *q, size_t idx, bool *dup)
     *dup = false;
     if ((q->n + 1) * 2 > q->n_slots) {
         size_t ns = q->n_slots ? q->n_slots * 2 : 1024;
-        size_t *s = calloc(ns, sizeof(size_t));
+        size_t *s = dr_calloc(ns, sizeof(size_t));
         if (s == NULL)
             return DYNRAG_ERR_NOMEM;
         for (size_t i = 0; i < q->n_slots; i++) {
@@ -53,7 +53,7 @@ static int slots_insert(dynrag_qrels *q, size_t idx, bool *dup)
                 h = (h + 1) & (ns - 1);
             s[h] = q->slots[i];
         }
-        free(q->slots);
+        dr_free(q->slots);
         q->slots = s;
         q->n_slots = ns;
     }
@@ -73,7 +73,7 @@ static int slots_insert(dynrag_qrels *q, size_t idx, bool *dup)
 
 int dynrag_qrels_new(dynrag_qrels **out, dynrag_error *err)
 {
-    *out = calloc(1, sizeof(dynrag_qrels));
+    *out = dr_calloc(1, sizeof(dynrag_qrels));
     if (*out == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     (*out)->sorted = true;
@@ -87,7 +87,7 @@ int dynrag_qrels_add(dynrag_qrels *q, const char *query_id, const char *doc_id, 
         return dr_err_set(err, DYNRAG_ERR_INVALID, "qrels: empty query or document id");
     if (q->n == q->cap) {
         size_t cap = q->cap ? q->cap * 2 : 256;
-        qrel *e = realloc(q->e, cap * sizeof(qrel));
+        qrel *e = dr_realloc(q->e, cap * sizeof(qrel));
         if (e == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         q->e = e;
@@ -100,8 +100,8 @@ int dynrag_qrels_add(dynrag_qrels *q, const char *query_id, const char *doc_id, 
     bool dup = false;
     int rc = (r->qid && r->doc) ? slots_insert(q, q->n, &dup) : DYNRAG_ERR_NOMEM;
     if (rc != DYNRAG_OK || dup) {
-        free(r->qid);
-        free(r->doc);
+        dr_free(r->qid);
+        dr_free(r->doc);
         if (rc != DYNRAG_OK)
             return dr_err_set(err, rc, "out of memory");
         return dr_err_set(err, DYNRAG_ERR_INVALID,
@@ -117,13 +117,13 @@ void dynrag_qrels_free(dynrag_qrels *q)
     if (q == NULL)
         return;
     for (size_t i = 0; i < q->n; i++) {
-        free(q->e[i].qid);
-        free(q->e[i].doc);
+        dr_free(q->e[i].qid);
+        dr_free(q->e[i].doc);
     }
-    free(q->e);
-    free(q->slots);
-    free(q->qids);
-    free(q);
+    dr_free(q->e);
+    dr_free(q->slots);
+    dr_free(q->qids);
+    dr_free(q);
 }
 
 static int cmp_qrel(const void *a, const void *b)
@@ -147,8 +147,8 @@ static int qrels_finish(dynrag_qrels *q)
         if (slots_insert(q, i, &dup) != DYNRAG_OK)
             return DYNRAG_ERR_NOMEM;
     }
-    free(q->qids);
-    q->qids = malloc((q->n ? q->n : 1) * sizeof(char *));
+    dr_free(q->qids);
+    q->qids = dr_malloc((q->n ? q->n : 1) * sizeof(char *));
     if (q->qids == NULL)
         return DYNRAG_ERR_NOMEM;
     q->n_qids = 0;
@@ -257,7 +257,7 @@ static int for_each_line(const char *path, line_fn fn, void *user, dynrag_error 
     if (rc != DYNRAG_OK)
         return rc;
     if (memchr(data, '\0', len) != NULL) {
-        free(data);
+        dr_free(data);
         return dr_err_set(err, DYNRAG_ERR_PARSE, "%s: contains a NUL byte", path);
     }
     char *p = data;
@@ -272,7 +272,7 @@ static int for_each_line(const char *path, line_fn fn, void *user, dynrag_error 
             break;
         p = nl + 1;
     }
-    free(data);
+    dr_free(data);
     return rc;
 }
 
@@ -352,7 +352,7 @@ struct dynrag_run {
 
 int dynrag_run_new(dynrag_run **out, dynrag_error *err)
 {
-    *out = calloc(1, sizeof(dynrag_run));
+    *out = dr_calloc(1, sizeof(dynrag_run));
     return *out ? DYNRAG_OK : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
 }
 
@@ -366,7 +366,7 @@ int dynrag_run_add(dynrag_run *r, const char *query_id, const char *doc_id, doub
                           doc_id, query_id);
     if (r->n == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 1024;
-        rentry *e = realloc(r->e, cap * sizeof(rentry));
+        rentry *e = dr_realloc(r->e, cap * sizeof(rentry));
         if (e == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         r->e = e;
@@ -377,8 +377,8 @@ int dynrag_run_add(dynrag_run *r, const char *query_id, const char *doc_id, doub
     x->doc = dr_strdup(doc_id);
     x->score = score;
     if (x->qid == NULL || x->doc == NULL) {
-        free(x->qid);
-        free(x->doc);
+        dr_free(x->qid);
+        dr_free(x->doc);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     r->n++;
@@ -390,11 +390,11 @@ void dynrag_run_free(dynrag_run *r)
     if (r == NULL)
         return;
     for (size_t i = 0; i < r->n; i++) {
-        free(r->e[i].qid);
-        free(r->e[i].doc);
+        dr_free(r->e[i].qid);
+        dr_free(r->e[i].doc);
     }
-    free(r->e);
-    free(r);
+    dr_free(r->e);
+    dr_free(r);
 }
 
 typedef struct run_ctx {
@@ -460,7 +460,7 @@ static int cmp_rank(const void *a, const void *b)
 /* Entry pointers in trec_eval rank order (caller frees). */
 static const rentry **ranked(const dynrag_run *r)
 {
-    const rentry **v = malloc((r->n ? r->n : 1) * sizeof(*v));
+    const rentry **v = dr_malloc((r->n ? r->n : 1) * sizeof(*v));
     if (v == NULL)
         return NULL;
     for (size_t i = 0; i < r->n; i++)
@@ -490,7 +490,7 @@ int dynrag_run_write(const dynrag_run *r, const char *path, const char *tag, dyn
     }
     rc = dr_write_file_atomic(path, b.data ? b.data : "", b.len, err);
 cleanup:
-    free(v);
+    dr_free(v);
     dr_buf_free(&b);
     return rc;
 }
@@ -616,11 +616,11 @@ void dynrag_metrics_result_free(dynrag_metrics_result *r)
     if (r == NULL)
         return;
     for (size_t i = 0; i < r->n_queries; i++)
-        free(r->query_ids[i]);
-    free(r->query_ids);
-    free(r->metrics);
-    free(r->per_query);
-    free(r->mean);
+        dr_free(r->query_ids[i]);
+    dr_free(r->query_ids);
+    dr_free(r->metrics);
+    dr_free(r->per_query);
+    dr_free(r->mean);
     memset(r, 0, sizeof(*r));
 }
 
@@ -662,13 +662,13 @@ int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
     if (qrels_finish(qrels) != DYNRAG_OK)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     v = ranked(run);
-    rels = malloc((run->n ? run->n : 1) * sizeof(int));
-    docs = malloc((run->n ? run->n : 1) * sizeof(char *));
-    ideal = malloc((qrels->n ? qrels->n : 1) * sizeof(int));
-    out->metrics = malloc(n_metrics * sizeof(dynrag_metric_spec));
-    out->mean = calloc(n_metrics, sizeof(double));
-    out->query_ids = calloc(qrels->n_qids ? qrels->n_qids : 1, sizeof(char *));
-    out->per_query = calloc((qrels->n_qids ? qrels->n_qids : 1) * n_metrics, sizeof(double));
+    rels = dr_malloc((run->n ? run->n : 1) * sizeof(int));
+    docs = dr_malloc((run->n ? run->n : 1) * sizeof(char *));
+    ideal = dr_malloc((qrels->n ? qrels->n : 1) * sizeof(int));
+    out->metrics = dr_malloc(n_metrics * sizeof(dynrag_metric_spec));
+    out->mean = dr_calloc(n_metrics, sizeof(double));
+    out->query_ids = dr_calloc(qrels->n_qids ? qrels->n_qids : 1, sizeof(char *));
+    out->per_query = dr_calloc((qrels->n_qids ? qrels->n_qids : 1) * n_metrics, sizeof(double));
     if (v == NULL || rels == NULL || docs == NULL || ideal == NULL || out->metrics == NULL || out->mean == NULL ||
         out->query_ids == NULL || out->per_query == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -723,10 +723,10 @@ int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
         out->mean[m] = s / (double)out->n_queries;
     }
 cleanup:
-    free(v);
-    free(rels);
-    free(docs);
-    free(ideal);
+    dr_free(v);
+    dr_free(rels);
+    dr_free(docs);
+    dr_free(ideal);
     if (rc != DYNRAG_OK)
         dynrag_metrics_result_free(out);
     return rc;

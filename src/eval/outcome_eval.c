@@ -50,13 +50,13 @@ typedef struct oeval {
 
 static void oeval_free(oeval *e)
 {
-    free(e->feat);
+    dr_free(e->feat);
     dynrag_eval_table_free(e->t);
-    free(e->grid);
-    free(e->sw_first);
-    free(e->sw_last);
-    free(e->tasks); /* names are borrowed from the outcome table */
-    free(e->row_task);
+    dr_free(e->grid);
+    dr_free(e->sw_first);
+    dr_free(e->sw_last);
+    dr_free(e->tasks); /* names are borrowed from the outcome table */
+    dr_free(e->row_task);
     dr_outcomes_free(&e->ot);
     dynrag_pipeline_free(e->p);
     memset(e, 0, sizeof(*e));
@@ -285,7 +285,7 @@ static int default_grid(oeval *e, size_t n, dynrag_error *err)
             return DYNRAG_OK;
         }
     }
-    e->grid = calloc(n, sizeof *e->grid);
+    e->grid = dr_calloc(n, sizeof *e->grid);
     if (e->grid == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     e->n_grid = n;
@@ -311,8 +311,8 @@ static int default_grid(oeval *e, size_t n, dynrag_error *err)
 static int run_sweep(oeval *e, dynrag_error *err)
 {
     size_t nq = e->ot.n_rows;
-    e->sw_first = calloc(e->n_grid * nq + 1, sizeof(int));
-    e->sw_last = calloc(e->n_grid * nq + 1, sizeof(int));
+    e->sw_first = dr_calloc(e->n_grid * nq + 1, sizeof(int));
+    e->sw_last = dr_calloc(e->n_grid * nq + 1, sizeof(int));
     if (e->sw_first == NULL || e->sw_last == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     cJSON *params = e->st->router.params;
@@ -389,12 +389,12 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         return dr_err_set(err, DYNRAG_ERR_INVALID, "--weak: the generator has no option '%s'",
                           opt->weak);
     size_t nq = e->ot.n_rows;
-    e->feat = calloc(nq, sizeof *e->feat);
-    e->row_task = calloc(nq, sizeof *e->row_task);
-    e->tasks = calloc(nq, sizeof *e->tasks);
-    double *us = calloc(nq, sizeof *us);
+    e->feat = dr_calloc(nq, sizeof *e->feat);
+    e->row_task = dr_calloc(nq, sizeof *e->row_task);
+    e->tasks = dr_calloc(nq, sizeof *e->tasks);
+    double *us = dr_calloc(nq, sizeof *us);
     if (e->feat == NULL || e->row_task == NULL || e->tasks == NULL || us == NULL) {
-        free(us);
+        dr_free(us);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     for (size_t q = 0; q < nq; q++) {
@@ -410,7 +410,7 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
     /* The table of dynrag_eval_compare. */
     if ((rc = dynrag_eval_table_new("generator", st->router.type, nq, no, &e->t, err)) !=
         DYNRAG_OK) {
-        free(us);
+        dr_free(us);
         return rc;
     }
     dynrag_eval_table *t = e->t;
@@ -433,7 +433,7 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         }
     }
     if (rc != DYNRAG_OK) {
-        free(us);
+        dr_free(us);
         return dr_err_set(err, rc, "out of memory");
     }
     dynrag_eval_compare_options_init(&e->co);
@@ -446,13 +446,13 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         e->route_us_p50 = us[nq / 2];
         e->route_us_p90 = us[(size_t)((double)(nq - 1) * 0.9)];
     }
-    free(us);
+    dr_free(us);
     if (rc != DYNRAG_OK)
         return rc;
     if ((rc = pick_param(e, opt, err)) != DYNRAG_OK || e->param[0] == '\0')
         return rc;
     if (opt->grid != NULL) {
-        if ((e->grid = malloc(opt->n_grid * sizeof *e->grid)) == NULL)
+        if ((e->grid = dr_malloc(opt->n_grid * sizeof *e->grid)) == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         memcpy(e->grid, opt->grid, opt->n_grid * sizeof *e->grid);
         e->n_grid = opt->n_grid;
@@ -521,11 +521,11 @@ static int summarise(const oeval *e, const dynrag_eval_outcomes_options *opt,
                      summary *s, dynrag_error *err)
 {
     size_t nq = t->n_queries, no = t->n_options;
-    int *f = calloc(nq + 1, sizeof *f), *l = calloc(nq + 1, sizeof *l);
-    dynrag_eval_point *pts = calloc(e->n_grid + no + 2, sizeof *pts);
-    double *x = calloc(e->n_grid + 2, sizeof *x), *qv = calloc(e->n_grid + 2, sizeof *qv);
-    c->sweep = calloc(e->n_grid + 1, sizeof *c->sweep);
-    c->hull = calloc(no, sizeof *c->hull);
+    int *f = dr_calloc(nq + 1, sizeof *f), *l = dr_calloc(nq + 1, sizeof *l);
+    dynrag_eval_point *pts = dr_calloc(e->n_grid + no + 2, sizeof *pts);
+    double *x = dr_calloc(e->n_grid + 2, sizeof *x), *qv = dr_calloc(e->n_grid + 2, sizeof *qv);
+    c->sweep = dr_calloc(e->n_grid + 1, sizeof *c->sweep);
+    c->hull = dr_calloc(no, sizeof *c->hull);
     int rc = DYNRAG_OK;
     if (!f || !l || !pts || !x || !qv || !c->sweep || !c->hull) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -588,11 +588,11 @@ static int summarise(const oeval *e, const dynrag_eval_outcomes_options *opt,
     s->cpt80 = pair ? dynrag_eval_cpt(x, qv, n, qw, qs, 0.8) : NAN;
     s->pgr_router = pair ? (router->quality - qw) / (qs - qw) : NAN;
 done:
-    free(f);
-    free(l);
-    free(pts);
-    free(x);
-    free(qv);
+    dr_free(f);
+    dr_free(l);
+    dr_free(pts);
+    dr_free(x);
+    dr_free(qv);
     return rc;
 }
 
@@ -654,7 +654,7 @@ static cJSON *policies_json(const dynrag_eval_table *t, const dynrag_eval_compar
                 char *full = dr_asprintf("always-%s", t->options[o]);
                 if (full)
                     cJSON_ReplaceItemInObjectCaseSensitive(p, "name", cJSON_CreateString(full));
-                free(full);
+                dr_free(full);
                 cJSON_AddStringToObject(p, "option", t->options[o]);
             }
         cJSON_AddItemToArray(a, p);
@@ -735,7 +735,7 @@ static int write_text(const char *dir, const char *name, const char *text, dynra
     if (path == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     int rc = dr_write_file_atomic(path, text, strlen(text), err);
-    free(path);
+    dr_free(path);
     return rc;
 }
 
@@ -745,13 +745,13 @@ static int write_svgs(const char *dir, const dynrag_eval_table *t, const dynrag_
     char *svg = dynrag_eval_svg_scatter(t, c, "quality", "cost_usd");
     int rc = svg ? write_text(dir, "generator-cost-quality.svg", svg, err)
                  : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    free(svg);
+    dr_free(svg);
     if (rc != DYNRAG_OK)
         return rc;
     svg = dynrag_eval_svg_calls(t, c);
     rc = svg ? write_text(dir, "generator-calls.svg", svg, err)
              : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    free(svg);
+    dr_free(svg);
     return rc;
 }
 
@@ -868,7 +868,7 @@ int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt, dynrag_eval_ou
     }
     /* Per task. */
     cJSON *tasks = cJSON_AddObjectToObject(rep, "tasks");
-    if ((idx = calloc(t->n_queries, sizeof *idx)) == NULL) {
+    if ((idx = dr_calloc(t->n_queries, sizeof *idx)) == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -915,7 +915,7 @@ int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt, dynrag_eval_ou
         }
         if ((rc = dr_mkdirs(opt->out_dir, err)) == DYNRAG_OK)
             rc = write_text(opt->out_dir, "report.json", json, err);
-        free(json);
+        dr_free(json);
         if (rc == DYNRAG_OK)
             rc = write_text(opt->out_dir, "report.md", md.data, err);
         if (rc == DYNRAG_OK)
@@ -945,7 +945,7 @@ int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt, dynrag_eval_ou
 cleanup:
     cJSON_Delete(rep);
     dr_buf_free(&md);
-    free(idx);
+    dr_free(idx);
     dynrag_eval_table_free(sub);
     dynrag_eval_comparison_free(&tc);
     dynrag_eval_comparison_free(&c);
@@ -992,7 +992,7 @@ int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
         goto cleanup;
     }
     size_t nq = t->n_queries;
-    if ((rows = calloc(e.n_grid, sizeof *rows)) == NULL) {
+    if ((rows = dr_calloc(e.n_grid, sizeof *rows)) == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -1048,7 +1048,7 @@ int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
         rc = dynrag_eval_patch_router_param(opt->pipeline_path, copt->out_yaml, "generator",
                                             e.param, out->value, err);
 cleanup:
-    free(rows);
+    dr_free(rows);
     oeval_free(&e);
     return rc;
 }

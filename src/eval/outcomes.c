@@ -1,5 +1,6 @@
 /* outcomes.c - the outcome-table JSONL reader and writer (see outcomes.h). */
 #include "eval/outcomes.h"
+#include "core/alloc.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -13,18 +14,18 @@ void dr_outcomes_free(dr_outcome_table *t)
         return;
     for (size_t r = 0; r < t->n_rows; r++) {
         dr_outcome_row *row = &t->rows[r];
-        free(row->id);
-        free(row->query);
-        free(row->task);
+        dr_free(row->id);
+        dr_free(row->query);
+        dr_free(row->task);
         if (row->o != NULL)
             for (size_t k = 0; k < t->n_options; k++)
-                free(row->o[k].response);
-        free(row->o);
+                dr_free(row->o[k].response);
+        dr_free(row->o);
     }
-    free(t->rows);
+    dr_free(t->rows);
     for (size_t k = 0; k < t->n_options; k++)
-        free(t->options[k]);
-    free(t->options);
+        dr_free(t->options[k]);
+    dr_free(t->options);
     memset(t, 0, sizeof(*t));
 }
 
@@ -60,7 +61,7 @@ static const char nul_marker[] = "\xEF\xBF\xBF";
 static char *copy_line(const char *p, size_t n, bool *had_nul)
 {
     *had_nul = false;
-    char *s = malloc(n + 1);
+    char *s = dr_malloc(n + 1);
     if (s == NULL)
         return NULL;
     memcpy(s, p, n);
@@ -161,7 +162,7 @@ static int option_index(parse_ctx *c, size_t line, const char *name)
     if (t->n_options >= DR_OUTCOMES_MAX_OPTIONS)
         return dr_err_set(c->err, DYNRAG_ERR_LIMIT, "%s:%zu: outcomes: more than %d options",
                           c->name, line, DR_OUTCOMES_MAX_OPTIONS);
-    char **opts = realloc(t->options, (t->n_options + 1) * sizeof(*opts));
+    char **opts = dr_realloc(t->options, (t->n_options + 1) * sizeof(*opts));
     if (opts == NULL)
         return dr_err_set(c->err, DYNRAG_ERR_NOMEM, "out of memory");
     t->options = opts;
@@ -170,9 +171,9 @@ static int option_index(parse_ctx *c, size_t line, const char *name)
         return dr_err_set(c->err, DYNRAG_ERR_NOMEM, "out of memory");
     /* Widen the rows first so that a failure leaves the table consistent. */
     for (size_t r = 0; r < t->n_rows; r++) {
-        dr_outcome *o = realloc(t->rows[r].o, (t->n_options + 1) * sizeof(*o));
+        dr_outcome *o = dr_realloc(t->rows[r].o, (t->n_options + 1) * sizeof(*o));
         if (o == NULL) {
-            free(copy);
+            dr_free(copy);
             return dr_err_set(c->err, DYNRAG_ERR_NOMEM, "out of memory");
         }
         memset(&o[t->n_options], 0, sizeof(*o));
@@ -271,13 +272,13 @@ static int parse_row(parse_ctx *c, size_t line, const char *text, bool had_nul)
     }
     if (t->n_rows >= c->rows_alloc) {
         size_t na = c->rows_alloc ? c->rows_alloc * 2 : 256;
-        dr_outcome_row *rows = realloc(t->rows, na * sizeof(*rows));
+        dr_outcome_row *rows = dr_realloc(t->rows, na * sizeof(*rows));
         if (rows == NULL) {
             rc = dr_err_set(c->err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
         t->rows = rows;
-        size_t *lines = realloc(c->row_line, na * sizeof(*lines));
+        size_t *lines = dr_realloc(c->row_line, na * sizeof(*lines));
         if (lines == NULL) {
             rc = dr_err_set(c->err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -292,7 +293,7 @@ static int parse_row(parse_ctx *c, size_t line, const char *text, bool had_nul)
     c->row_line[t->n_rows] = line;
     t->n_rows++;
     if (t->n_options > 0) {
-        row->o = calloc(t->n_options, sizeof(*row->o));
+        row->o = dr_calloc(t->n_options, sizeof(*row->o));
         if (row->o == NULL) {
             rc = dr_err_set(c->err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -334,7 +335,7 @@ static int parse_row(parse_ctx *c, size_t line, const char *text, bool had_nul)
             goto cleanup;
         }
         if (row->o == NULL) { /* the first option of the first row */
-            row->o = calloc(t->n_options, sizeof(*row->o));
+            row->o = dr_calloc(t->n_options, sizeof(*row->o));
             if (row->o == NULL) {
                 rc = dr_err_set(c->err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
@@ -379,7 +380,7 @@ static int check_unique_ids(parse_ctx *c)
     dr_outcome_table *t = c->t;
     if (t->n_rows < 2)
         return DYNRAG_OK;
-    id_ref *idx = malloc(t->n_rows * sizeof(*idx));
+    id_ref *idx = dr_malloc(t->n_rows * sizeof(*idx));
     if (idx == NULL)
         return dr_err_set(c->err, DYNRAG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < t->n_rows; i++)
@@ -400,7 +401,7 @@ static int check_unique_ids(parse_ctx *c)
     if (bad != SIZE_MAX)
         rc = dr_err_set(c->err, DYNRAG_ERR_FORMAT, "%s:%zu: id: \"%.200s\" repeats line %zu",
                         c->name, c->row_line[bad], t->rows[bad].id, c->row_line[first]);
-    free(idx);
+    dr_free(idx);
     return rc;
 }
 
@@ -438,7 +439,7 @@ int dr_outcomes_parse(const char *name, const char *data, size_t len, dr_outcome
             goto cleanup;
         }
         rc = parse_row(&c, line, text, had_nul);
-        free(text);
+        dr_free(text);
         if (rc != DYNRAG_OK)
             goto cleanup;
     }
@@ -448,7 +449,7 @@ int dr_outcomes_parse(const char *name, const char *data, size_t len, dr_outcome
     }
     rc = check_unique_ids(&c);
 cleanup:
-    free(c.row_line);
+    dr_free(c.row_line);
     if (rc != DYNRAG_OK)
         dr_outcomes_free(t);
     return rc;
@@ -463,7 +464,7 @@ int dr_outcomes_load(const char *path, dr_outcome_table *t, dynrag_error *err)
     if (rc != DYNRAG_OK)
         return rc;
     rc = dr_outcomes_parse(path, data, len, t, err);
-    free(data);
+    dr_free(data);
     return rc;
 }
 
@@ -549,7 +550,7 @@ int dr_outcomes_merge(dr_outcome_table *dst, dr_outcome_table *src, const char *
                           DR_OUTCOMES_MAX_OPTIONS);
     /* Ids must stay unique: sort dst's ids and look each of src's up. */
     if (dst->n_rows > 0) {
-        ids = malloc(dst->n_rows * sizeof(*ids));
+        ids = dr_malloc(dst->n_rows * sizeof(*ids));
         if (ids == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         for (size_t i = 0; i < dst->n_rows; i++)
@@ -573,20 +574,20 @@ int dr_outcomes_merge(dr_outcome_table *dst, dr_outcome_table *src, const char *
         }
     }
     size_t n_opt = dst->n_options + n_new;
-    char **opts = realloc(dst->options, (n_opt ? n_opt : 1) * sizeof(*opts));
-    dr_outcome_row *rows = realloc(dst->rows, (dst->n_rows + src->n_rows + 1) * sizeof(*rows));
+    char **opts = dr_realloc(dst->options, (n_opt ? n_opt : 1) * sizeof(*opts));
+    dr_outcome_row *rows = dr_realloc(dst->rows, (dst->n_rows + src->n_rows + 1) * sizeof(*rows));
     if (opts != NULL)
         dst->options = opts;
     if (rows != NULL)
         dst->rows = rows;
-    map = malloc((src->n_options + 1) * sizeof(*map));
+    map = dr_malloc((src->n_options + 1) * sizeof(*map));
     if (opts == NULL || rows == NULL || map == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
     /* Widen dst's rows before adding the names, so a failure keeps it valid. */
     for (size_t r = 0; r < dst->n_rows && n_new > 0; r++) {
-        dr_outcome *o = realloc(dst->rows[r].o, n_opt * sizeof(*o));
+        dr_outcome *o = dr_realloc(dst->rows[r].o, n_opt * sizeof(*o));
         if (o == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -595,16 +596,16 @@ int dr_outcomes_merge(dr_outcome_table *dst, dr_outcome_table *src, const char *
         dst->rows[r].o = o;
     }
     /* New rows' outcome arrays, allocated before anything moves. */
-    dr_outcome **fresh = calloc(src->n_rows + 1, sizeof(*fresh));
+    dr_outcome **fresh = dr_calloc(src->n_rows + 1, sizeof(*fresh));
     if (fresh == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
     for (size_t r = 0; r < src->n_rows; r++)
-        if ((fresh[r] = calloc(n_opt ? n_opt : 1, sizeof(dr_outcome))) == NULL) {
+        if ((fresh[r] = dr_calloc(n_opt ? n_opt : 1, sizeof(dr_outcome))) == NULL) {
             for (size_t j = 0; j < r; j++)
-                free(fresh[j]);
-            free(fresh);
+                dr_free(fresh[j]);
+            dr_free(fresh);
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
         }
@@ -624,16 +625,16 @@ int dr_outcomes_merge(dr_outcome_table *dst, dr_outcome_table *src, const char *
         dr->o = fresh[r];
         for (size_t k = 0; k < src->n_options; k++)
             dr->o[map[k]] = sr->o[k];
-        free(sr->o);
+        dr_free(sr->o);
     }
-    free(fresh);
+    dr_free(fresh);
     for (size_t k = 0; k < src->n_options; k++)
-        free(src->options[k]);
-    free(src->options);
-    free(src->rows);
+        dr_free(src->options[k]);
+    dr_free(src->options);
+    dr_free(src->rows);
     memset(src, 0, sizeof(*src));
 cleanup:
-    free(map);
-    free(ids);
+    dr_free(map);
+    dr_free(ids);
     return rc;
 }

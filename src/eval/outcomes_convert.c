@@ -155,7 +155,7 @@ int dynrag_convert_routerdc(const char *in_path, const char *out_path, dynrag_co
                 quality = v;
             }
             if (dr_outcomes_option(&opts, s->string) < 0) {
-                char **o = realloc(opts.options, (opts.n_options + 1) * sizeof(*o));
+                char **o = dr_realloc(opts.options, (opts.n_options + 1) * sizeof(*o));
                 if (o == NULL || (o[opts.n_options] = dr_strdup(s->string)) == NULL) {
                     if (o != NULL)
                         opts.options = o;
@@ -192,7 +192,7 @@ cleanup:
     dr_outcomes_free(&opts);
     cJSON_Delete(root);
     dr_buf_free(&b);
-    free(data);
+    dr_free(data);
     return rc;
 }
 
@@ -211,14 +211,14 @@ typedef struct csv_reader {
 static void csv_clear(csv_reader *r)
 {
     for (size_t i = 0; i < r->n_fields; i++)
-        free(r->fields[i]);
+        dr_free(r->fields[i]);
     r->n_fields = 0;
 }
 
 static void csv_free(csv_reader *r)
 {
     csv_clear(r);
-    free(r->fields);
+    dr_free(r->fields);
     dr_buf_free(&r->field);
 }
 
@@ -227,7 +227,7 @@ static int csv_push(csv_reader *r, dynrag_error *err)
 {
     if (r->n_fields == r->alloc) {
         size_t na = r->alloc ? r->alloc * 2 : 64;
-        char **f = realloc(r->fields, na * sizeof(*f));
+        char **f = dr_realloc(r->fields, na * sizeof(*f));
         if (f == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         r->fields = f;
@@ -371,7 +371,7 @@ int dynrag_convert_routerbench(const char *in_path, const char *out_path,
                         in_path);
         goto cleanup;
     }
-    models = calloc(n_header, sizeof(*models));
+    models = dr_calloc(n_header, sizeof(*models));
     if (models == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
@@ -478,11 +478,11 @@ cleanup:
     if (rc > 0)
         rc = DYNRAG_OK;
     for (size_t i = 0; i < n_header; i++)
-        free(header[i]);
-    free(header);
-    free(models);
+        dr_free(header[i]);
+    dr_free(header);
+    dr_free(models);
     csv_free(&r);
     dr_buf_free(&b);
-    free(data);
+    dr_free(data);
     return rc;
 }

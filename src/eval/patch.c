@@ -139,7 +139,7 @@ int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, co
     if (rc != DYNRAG_OK) {
         char *d = dg ? dynrag_diags_format(dg) : NULL;
         dr_err_set(err, rc, "the patched pipeline does not load: %s", d ? d : dynrag_errmsg(err));
-        free(d);
+        dr_free(d);
         dynrag_diags_free(dg);
         goto cleanup;
     }
@@ -159,8 +159,8 @@ cleanup:
         yaml_parser_delete(&parser);
     dynrag_pipeline_free(p);
     dr_buf_free(&outb);
-    free(text);
-    free(ins);
-    free(base);
+    dr_free(text);
+    dr_free(ins);
+    dr_free(base);
     return rc;
 }

@@ -41,9 +41,9 @@ double dynrag_eval_em(const char *prediction, const char *const *golds, size_t n
         char *g = dr_squad_normalize(golds[i]);
         if (g && strcmp(p, g) == 0)
             best = 1;
-        free(g);
+        dr_free(g);
     }
-    free(p);
+    dr_free(p);
     return best;
 }
 
@@ -52,9 +52,9 @@ double dynrag_eval_em(const char *prediction, const char *const *golds, size_t n
 static double f1_pair(const char *pn, const char *gn)
 {
     char *a = dr_strdup(pn), *b = dr_strdup(gn);
-    char **ta = malloc((strlen(pn) / 2 + 1) * sizeof *ta);
-    char **tb = malloc((strlen(gn) / 2 + 1) * sizeof *tb);
-    bool *used = calloc(strlen(gn) / 2 + 1, sizeof *used);
+    char **ta = dr_malloc((strlen(pn) / 2 + 1) * sizeof *ta);
+    char **tb = dr_malloc((strlen(gn) / 2 + 1) * sizeof *tb);
+    bool *used = dr_calloc(strlen(gn) / 2 + 1, sizeof *used);
     double f1 = 0;
     if (a == NULL || b == NULL || ta == NULL || tb == NULL || used == NULL)
         goto cleanup;
@@ -76,11 +76,11 @@ static double f1_pair(const char *pn, const char *gn)
         f1 = 2 * prec * rec / (prec + rec);
     }
 cleanup:
-    free(a);
-    free(b);
-    free(ta);
-    free(tb);
-    free(used);
+    dr_free(a);
+    dr_free(b);
+    dr_free(ta);
+    dr_free(tb);
+    dr_free(used);
     return f1;
 }
 
@@ -94,9 +94,9 @@ double dynrag_eval_f1(const char *prediction, const char *const *golds, size_t n
             double f = f1_pair(p, g);
             best = f > best ? f : best;
         }
-        free(g);
+        dr_free(g);
     }
-    free(p);
+    dr_free(p);
     return best;
 }
 
@@ -119,9 +119,9 @@ double dynrag_eval_contains(const char *text, const char *const *golds, size_t n
                 break;
             }
         }
-        free(g);
+        dr_free(g);
     }
-    free(t);
+    dr_free(t);
     return hit;
 }
 
@@ -210,7 +210,7 @@ int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_q
                           n_options);
     if (n_queries > ((size_t)1 << 26))
         return dr_err_set(err, DYNRAG_ERR_LIMIT, "eval table: too many queries (%zu)", n_queries);
-    dynrag_eval_table *t = calloc(1, sizeof *t);
+    dynrag_eval_table *t = dr_calloc(1, sizeof *t);
     if (t == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     size_t nq = n_queries ? n_queries : 1;
@@ -219,13 +219,13 @@ int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_q
     t->default_quality = DYNRAG_EVAL_F1;
     t->n_queries = n_queries;
     t->n_options = n_options;
-    t->query_ids = calloc(nq, sizeof *t->query_ids);
-    t->options = calloc(n_options, sizeof *t->options);
-    t->cells = malloc(nq * n_options * sizeof *t->cells);
-    t->router_choice = malloc(nq * sizeof *t->router_choice);
-    t->router_first = malloc(nq * sizeof *t->router_first);
-    t->router_outcome = malloc(nq * sizeof *t->router_outcome);
-    t->router_scores = malloc(nq * n_options * sizeof *t->router_scores);
+    t->query_ids = dr_calloc(nq, sizeof *t->query_ids);
+    t->options = dr_calloc(n_options, sizeof *t->options);
+    t->cells = dr_malloc(nq * n_options * sizeof *t->cells);
+    t->router_choice = dr_malloc(nq * sizeof *t->router_choice);
+    t->router_first = dr_malloc(nq * sizeof *t->router_first);
+    t->router_outcome = dr_malloc(nq * sizeof *t->router_outcome);
+    t->router_scores = dr_malloc(nq * n_options * sizeof *t->router_scores);
     if (!t->stage || !t->router_type || !t->query_ids || !t->options || !t->cells ||
         !t->router_choice || !t->router_first || !t->router_outcome || !t->router_scores) {
         dynrag_eval_table_free(t);
@@ -250,18 +250,18 @@ void dynrag_eval_table_free(dynrag_eval_table *t)
         return;
     if (t->query_ids)
         for (size_t i = 0; i < t->n_queries; i++)
-            free(t->query_ids[i]);
+            dr_free(t->query_ids[i]);
     if (t->options)
         for (size_t i = 0; i < t->n_options; i++)
-            free(t->options[i]);
-    free(t->query_ids);
-    free(t->options);
-    free(t->cells);
-    free(t->router_choice);
-    free(t->router_first);
-    free(t->router_outcome);
-    free(t->router_scores);
-    free(t->stage);
-    free(t->router_type);
-    free(t);
+            dr_free(t->options[i]);
+    dr_free(t->query_ids);
+    dr_free(t->options);
+    dr_free(t->cells);
+    dr_free(t->router_choice);
+    dr_free(t->router_first);
+    dr_free(t->router_outcome);
+    dr_free(t->router_scores);
+    dr_free(t->stage);
+    dr_free(t->router_type);
+    dr_free(t);
 }

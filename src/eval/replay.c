@@ -32,7 +32,7 @@ static int intern(char ***arr, size_t *n, size_t *cap, const char *s)
         return i;
     if (*n == *cap) {
         size_t nc = *cap ? *cap * 2 : 64;
-        char **na = realloc(*arr, nc * sizeof *na);
+        char **na = dr_realloc(*arr, nc * sizeof *na);
         if (na == NULL)
             return -1;
         *arr = na;
@@ -131,7 +131,7 @@ int dynrag_eval_table_load(const char *path, const char *stage,
         }
         if (nl == capl) {
             size_t nc = capl ? capl * 2 : 256;
-            line_ref *nlr = realloc(lines, nc * sizeof *nlr);
+            line_ref *nlr = dr_realloc(lines, nc * sizeof *nlr);
             if (nlr == NULL) {
                 cJSON_Delete(o);
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -211,16 +211,16 @@ int dynrag_eval_table_load(const char *path, const char *stage,
 cleanup:
     for (size_t i = 0; i < nl; i++)
         cJSON_Delete(lines[i].json);
-    free(lines);
+    dr_free(lines);
     for (size_t i = 0; i < nq; i++)
-        free(qids[i]);
-    free(qids);
+        dr_free(qids[i]);
+    dr_free(qids);
     for (size_t i = 0; i < no; i++)
-        free(opts[i]);
-    free(opts);
-    free(text);
-    free(want);
-    free(router);
+        dr_free(opts[i]);
+    dr_free(opts);
+    dr_free(text);
+    dr_free(want);
+    dr_free(router);
     return rc;
 }
 
@@ -271,7 +271,7 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
             const cJSON *ch = cJSON_GetObjectItemCaseSensitive(found, "choice");
             const cJSON *rt = cJSON_GetObjectItemCaseSensitive(found, "router");
             if (t->router_type[0] == '\0' && cJSON_IsString(rt)) {
-                free(t->router_type);
+                dr_free(t->router_type);
                 t->router_type = dr_strdup(rt->valuestring);
                 t->cascade = strcmp(rt->valuestring, "cascade") == 0;
             }
@@ -325,7 +325,7 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
 cleanup:
     if (f)
         fclose(f);
-    free(line);
+    dr_libc_free(line); /* getline()'s */
     if (rc == DYNRAG_OK && table)
         *table = t;
     else

@@ -5,6 +5,7 @@
  * 2024). docs/evaluation.md gives the definitions with worked values.
  */
 #include "dynrag/eval.h"
+#include "core/alloc.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -63,18 +64,18 @@ static double curve_at(const dynrag_eval_point *h, size_t m, double c)
 
 double dynrag_eval_aiq(const dynrag_eval_point *pts, size_t n, double c_lo, double c_hi)
 {
-    dynrag_eval_point *h = malloc((n ? n : 1) * sizeof *h);
+    dynrag_eval_point *h = dr_malloc((n ? n : 1) * sizeof *h);
     if (h == NULL)
         return NAN;
     size_t m = dynrag_eval_hull(pts, n, h);
     double r = NAN;
     if (m == 0) {
-        free(h);
+        dr_free(h);
         return NAN;
     }
     if (!(c_hi > c_lo)) {
         r = curve_at(h, m, c_lo);
-        free(h);
+        dr_free(h);
         return r;
     }
     /* The curve is linear between consecutive breakpoints (the hull's
@@ -89,7 +90,7 @@ double dynrag_eval_aiq(const dynrag_eval_point *pts, size_t n, double c_lo, doub
         area += (b - a) * curve_at(h, m, (a + b) / 2);
         a = b;
     }
-    free(h);
+    dr_free(h);
     return area / (c_hi - c_lo);
 }
 
@@ -113,7 +114,7 @@ double dynrag_eval_apgr(const double *x, const double *q, size_t n, double q_wea
 {
     if (n == 0 || !(q_strong > q_weak))
         return NAN;
-    xp *v = malloc(n * sizeof *v);
+    xp *v = dr_malloc(n * sizeof *v);
     if (v == NULL)
         return NAN;
     size_t m = 0;
@@ -128,7 +129,7 @@ double dynrag_eval_apgr(const double *x, const double *q, size_t n, double q_wea
         double next = i + 1 < m ? v[i + 1].x : 1;
         area += best * (next - v[i].x);
     }
-    free(v);
+    dr_free(v);
     return area;
 }
 

@@ -50,7 +50,7 @@ static int cache_put(cache *c, const char *key, cJSON *val)
 {
     if ((c->n + 1) * 2 > c->cap) {
         size_t ncap = c->cap ? c->cap * 2 : 1024;
-        cache_ent *ne = calloc(ncap, sizeof *ne);
+        cache_ent *ne = dr_calloc(ncap, sizeof *ne);
         if (ne == NULL)
             return DYNRAG_ERR_NOMEM;
         for (size_t i = 0; i < c->cap; i++) {
@@ -61,7 +61,7 @@ static int cache_put(cache *c, const char *key, cJSON *val)
                 s = (s + 1) & (ncap - 1);
             ne[s] = c->ents[i];
         }
-        free(c->ents);
+        dr_free(c->ents);
         c->ents = ne;
         c->cap = ncap;
     }
@@ -95,7 +95,7 @@ static void cache_free(cache *c)
 {
     for (size_t i = 0; i < c->cap; i++)
         cJSON_Delete(c->ents[i].val);
-    free(c->ents);
+    dr_free(c->ents);
     if (c->append)
         fclose(c->append);
     memset(c, 0, sizeof(*c));
@@ -121,12 +121,12 @@ static int cache_open(cache *c, const char *path, bool write, dynrag_error *err)
             dr_strlcpy(key, k->valuestring, sizeof key);
             if (cache_put(c, key, o) != DYNRAG_OK) {
                 cJSON_Delete(o);
-                free(line);
+                dr_libc_free(line); /* getline()'s */
                 fclose(f);
                 return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             }
         }
-        free(line);
+        dr_libc_free(line); /* getline()'s */
         fclose(f);
     }
     if (write && (c->append = fopen(path, "a")) == NULL)
@@ -161,7 +161,7 @@ static void make_key(const run_ctx *rc, const dr_eval_item *it, const char *stag
     uint64_t h1 = dr_hash64(b.data, b.len, 0x51ed), h2 = dr_hash64(b.data, b.len, 0xabcdef);
     snprintf(out, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
     dr_buf_free(&b);
-    free(real);
+    dr_libc_free(real); /* realpath()'s */
 }
 
 static cJSON *metrics_json(const dynrag_eval_outcome *o)
@@ -392,7 +392,7 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
             fputc('\n', rc->cache.append);
             fflush(rc->cache.append);
         }
-        free(line);
+        dr_free(line);
     }
     if (cache_put(&rc->cache, key, ent) != DYNRAG_OK) {
         cJSON_Delete(ent);
@@ -528,7 +528,7 @@ static int write_text(const char *dir, const char *name, const char *text, dynra
     if (path == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     int rc = dr_write_file_atomic(path, text, strlen(text), err);
-    free(path);
+    dr_free(path);
     return rc;
 }
 
@@ -555,7 +555,7 @@ static void outcomes_lines(dr_buf *b, const dynrag_eval_table *t, const dr_eval_
                 dr_buf_puts(b, s);
                 dr_buf_putc(b, '\n');
             }
-            free(s);
+            dr_free(s);
             cJSON_Delete(l);
         }
 }
@@ -598,12 +598,12 @@ static void eval_state_free(eval_state *s)
         dynrag_eval_table_free(s->tables[i]);
         dynrag_eval_comparison_free(&s->cmp[i]);
     }
-    free(s->router_ents);
+    dr_free(s->router_ents);
     cache_free(&s->rc.cache);
     cJSON_Delete(s->rc.failures);
     dynrag_engine_close(s->rc.e);
     dr_eval_data_free(s->rc.data);
-    free(s->rc.data);
+    dr_free(s->rc.data);
     dynrag_pipeline_free(s->p);
 }
 
@@ -623,7 +623,7 @@ static int hash_referenced_files(const dynrag_pipeline *p, uint64_t *h, dynrag_e
             if (rc != DYNRAG_OK)
                 return rc;
             *h = dr_hash64(data, len, *h);
-            free(data);
+            dr_free(data);
         }
     }
     return DYNRAG_OK;
@@ -655,7 +655,7 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     if ((rc = dr_read_file(opt->pipeline_path, (size_t)1 << 20, &ptext, &plen, err)) != DYNRAG_OK)
         return rc;
     s->rc.pipe_hash = dr_hash64(ptext, plen, 3);
-    free(ptext);
+    dr_free(ptext);
     if ((rc = dr_eval_pipeline_load(opt->pipeline_path, &s->p, err)) != DYNRAG_OK)
         return rc;
     /* Files the pipeline names (router models, example files) change the
@@ -665,7 +665,7 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     s->rc.opt = opt;
     s->rc.p = s->p;
     s->rc.failures = cJSON_CreateArray();
-    s->rc.data = calloc(1, sizeof *s->rc.data);
+    s->rc.data = dr_calloc(1, sizeof *s->rc.data);
     if (s->rc.data == NULL || s->rc.failures == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     if ((rc = dr_eval_data_load(opt->data_path, opt->format, opt->qrels_path, opt->limit,
@@ -724,7 +724,7 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     if ((cache_path = dr_asprintf("%s/cache.jsonl", opt->out_dir)) == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     rc = opt->no_cache ? DYNRAG_OK : cache_open(&s->rc.cache, cache_path, true, err);
-    free(cache_path);
+    dr_free(cache_path);
     if (rc != DYNRAG_OK)
         return rc;
 
@@ -734,7 +734,7 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     if (!opt->no_baselines)
         for (size_t i = 0; i < s->n_sids; i++)
             per_q += s->p->stages[s->sids[i]].n_options;
-    s->router_ents = calloc(nq, sizeof *s->router_ents);
+    s->router_ents = dr_calloc(nq, sizeof *s->router_ents);
     if (s->router_ents == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < s->n_sids; i++) {
@@ -952,13 +952,13 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
                                             dynrag_eval_metric_name(s.co[i].cost));
         snprintf(name, sizeof name, "%s-cost-quality.svg", t->stage);
         rc = svg ? write_text(opt->out_dir, name, svg, err) : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-        free(svg);
+        dr_free(svg);
         if (rc != DYNRAG_OK)
             goto cleanup;
         svg = dynrag_eval_svg_mix(t, c);
         snprintf(name, sizeof name, "%s-mix.svg", t->stage);
         rc = svg ? write_text(opt->out_dir, name, svg, err) : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-        free(svg);
+        dr_free(svg);
         if (rc != DYNRAG_OK)
             goto cleanup;
         outcomes_lines(&outl, t, s.rc.data);
@@ -974,12 +974,12 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
     dr_buf_printf(&md, "%llu. Method: docs/evaluation.md.\n", (unsigned long long)opt->seed);
     char *json = cJSON_Print(rep);
     if (json == NULL || md.data == NULL) {
-        free(json);
+        dr_free(json);
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
     rc = write_text(opt->out_dir, "report.json", json, err);
-    free(json);
+    dr_free(json);
     if (rc == DYNRAG_OK)
         rc = write_text(opt->out_dir, "report.md", md.data, err);
     if (rc == DYNRAG_OK)
@@ -1029,7 +1029,7 @@ static int knn_sweep(eval_state *s, const dynrag_eval_options *opt, int sid,
     if (rc != DYNRAG_OK)
         return rc;
     size_t nq = t->n_queries;
-    int *choice = calloc(nq ? nq : 1, sizeof *choice);
+    int *choice = dr_calloc(nq ? nq : 1, sizeof *choice);
     if (choice == NULL) {
         dynrag_pipeline_free(p);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -1089,7 +1089,7 @@ static int knn_sweep(eval_state *s, const dynrag_eval_options *opt, int sid,
         if (rc == DYNRAG_OK)
             dr_eval_row_of_choices(t, co, choice, "sweep", v, &rows[g]);
     }
-    free(choice);
+    dr_free(choice);
     dynrag_pipeline_free(p);
     return rc;
 }

@@ -233,8 +233,8 @@ char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comp
     /* The rows' points (best-single repeats an always-X point), then their
      * labels, each placed clear of every other label and point (a leader
      * line joins a label moved away). */
-    double *pts = calloc(2 * (c->n_rows + 1), sizeof *pts);
-    box *placed = calloc(c->n_rows + 1, sizeof *placed);
+    double *pts = dr_calloc(2 * (c->n_rows + 1), sizeof *pts);
+    box *placed = dr_calloc(c->n_rows + 1, sizeof *placed);
     size_t n_pts = 0, n_placed = 0;
     for (size_t i = 0; i < c->n_rows && pts != NULL; i++) {
         const dynrag_eval_row *r = &c->rows[i];
@@ -268,8 +268,8 @@ char *dynrag_eval_svg_scatter(const dynrag_eval_table *t, const dynrag_eval_comp
         put_xml(&b, r->name);
         dr_buf_puts(&b, "</text>\n");
     }
-    free(pts);
-    free(placed);
+    dr_free(pts);
+    dr_free(placed);
     /* Legend. */
     static const char *const legend[] = {"router", "always-X", "random", "random-mix", "oracle"};
     for (size_t i = 0; i < DR_ARRAY_LEN(legend); i++) {

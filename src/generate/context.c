@@ -30,7 +30,7 @@ static int shingle_push(shingle_ctx *c, uint64_t v)
 {
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 64;
-        uint64_t *nh = realloc(c->h, cap * sizeof(*nh));
+        uint64_t *nh = dr_realloc(c->h, cap * sizeof(*nh));
         if (nh == NULL) {
             c->status = DYNRAG_ERR_NOMEM;
             return 1;
@@ -73,7 +73,7 @@ static int make_shingles(const char *text, shingles *out)
         for (size_t i = 3 - c.seen; i < 3 && c.status == DYNRAG_OK; i++)
             shingle_push(&c, c.w[i]);
     if (c.status != DYNRAG_OK) {
-        free(c.h);
+        dr_free(c.h);
         return c.status;
     }
     if (c.n > 0)
@@ -189,8 +189,8 @@ int dr_context_pack(const dr_context_config *cfg, const dr_passage *in, size_t n
     shingles *sh = NULL;
     size_t n_idx = 0, words = 0;
     if (n > 0) {
-        idx = malloc(DR_MIN(n, limit_k) * sizeof(*idx));
-        sh = calloc(DR_MIN(n, limit_k), sizeof(*sh));
+        idx = dr_malloc(DR_MIN(n, limit_k) * sizeof(*idx));
+        sh = dr_calloc(DR_MIN(n, limit_k), sizeof(*sh));
         if (idx == NULL || sh == NULL) {
             rc = DYNRAG_ERR_NOMEM;
             goto cleanup;
@@ -212,7 +212,7 @@ int dr_context_pack(const dr_context_config *cfg, const dr_passage *in, size_t n
         for (size_t j = 0; j < n_idx && !dup; j++)
             dup = jaccard(&sh[j], &cur) >= DR_CONTEXT_DUP_JACCARD;
         if (dup) {
-            free(cur.h);
+            dr_free(cur.h);
             continue;
         }
         /* Words of the header "[n] Title" and of the text. */
@@ -234,7 +234,7 @@ int dr_context_pack(const dr_context_config *cfg, const dr_passage *in, size_t n
             if (max_total > words + head_w)
                 dr_text_sentences(ptext, text_len, fit_sentence_cb, &f);
             if (f.words == 0) {
-                free(cur.h);
+                dr_free(cur.h);
                 break; /* not even one sentence fits: drop it and stop */
             }
             cut = f.end;
@@ -257,7 +257,7 @@ int dr_context_pack(const dr_context_config *cfg, const dr_passage *in, size_t n
             rc = dr_gen_put_flat(&b, ptext, cut);
         dr_gen_rstrip(&b);
         if (rc != DYNRAG_OK) {
-            free(cur.h);
+            dr_free(cur.h);
             goto cleanup;
         }
         sh[n_idx] = cur;
@@ -282,12 +282,12 @@ int dr_context_pack(const dr_context_config *cfg, const dr_passage *in, size_t n
 cleanup:
     if (sh != NULL)
         for (size_t j = 0; j < n_idx; j++)
-            free(sh[j].h);
-    free(sh);
-    free(idx);
+            dr_free(sh[j].h);
+    dr_free(sh);
+    dr_free(idx);
     dr_buf_free(&b);
     if (rc != DYNRAG_OK) {
-        free(*text);
+        dr_free(*text);
         *text = NULL;
         return dr_err_set(err, rc, "context: %s", dynrag_strerror(rc));
     }

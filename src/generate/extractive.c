@@ -541,7 +541,7 @@ static int sentence_cb(void *user, size_t start, size_t end)
     }
     if (sc->n_sents == sc->cap_sents) {
         size_t cap = sc->cap_sents ? sc->cap_sents * 2 : 64;
-        sentence *ns = realloc(sc->sents, cap * sizeof(*ns));
+        sentence *ns = dr_realloc(sc->sents, cap * sizeof(*ns));
         if (ns == NULL) {
             sc->status = DYNRAG_ERR_NOMEM;
             return 1;
@@ -715,7 +715,7 @@ static size_t bridge_pick(const question *q, const sentence *s, size_t n_s,
     const char *text = passages[top->p].text ? passages[top->p].text : "";
     dr_text_words(text + top->start, top->out_end - top->start, hash_cb, &w);
     bool any = false;
-    bool *bridged = calloc(n_p, sizeof(bool));
+    bool *bridged = dr_calloc(n_p, sizeof(bool));
     if (bridged == NULL)
         return SIZE_MAX;
     for (size_t p = 0; p < n_p; p++) {
@@ -742,7 +742,7 @@ static size_t bridge_pick(const question *q, const sentence *s, size_t n_s,
             }
         }
     }
-    free(bridged);
+    dr_free(bridged);
     return best;
 }
 
@@ -807,8 +807,8 @@ int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_t
         max_sent = DR_EXTRACTIVE_MAX_SENTENCES;
 
     int rc = DYNRAG_OK;
-    question *q = malloc(sizeof(*q));
-    uint64_t *tmask = calloc(n ? n : 1, sizeof(*tmask));
+    question *q = dr_malloc(sizeof(*q));
+    uint64_t *tmask = dr_calloc(n ? n : 1, sizeof(*tmask));
     scan sc;
     memset(&sc, 0, sizeof(sc));
     dr_buf b = {0};
@@ -902,7 +902,7 @@ int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_t
             group[j - 1] = tg;
         }
     }
-    out->citations = malloc(n_pick * sizeof(size_t));
+    out->citations = dr_malloc(n_pick * sizeof(size_t));
     if (out->citations == NULL) {
         rc = DYNRAG_ERR_NOMEM;
         goto cleanup;
@@ -927,9 +927,9 @@ int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_t
     out->unanswerable = false;
 
 cleanup:
-    free(q);
-    free(tmask);
-    free(sc.sents);
+    dr_free(q);
+    dr_free(tmask);
+    dr_free(sc.sents);
     dr_buf_free(&b);
     if (rc != DYNRAG_OK) {
         dr_answer_free(out);
@@ -942,7 +942,7 @@ void dr_answer_free(dr_answer *a)
 {
     if (a == NULL)
         return;
-    free(a->text);
-    free(a->citations);
+    dr_free(a->text);
+    dr_free(a->citations);
     memset(a, 0, sizeof(*a));
 }

@@ -15,11 +15,11 @@ void dr_llm_result_free(dr_llm_result *r)
 {
     if (r == NULL)
         return;
-    free(r->text);
-    free(r->finish_reason);
+    dr_free(r->text);
+    dr_free(r->finish_reason);
     for (size_t i = 0; r->samples != NULL && i < r->n_samples; i++)
-        free(r->samples[i]);
-    free(r->samples);
+        dr_free(r->samples[i]);
+    dr_free(r->samples);
     memset(r, 0, sizeof(*r));
     r->first_token_margin = NAN;
     r->mean_logprob = NAN;
@@ -253,7 +253,7 @@ static int parse_response(const dr_llm_config *cfg, const dr_llm_message *msgs, 
 
     /* Order the choices by their "index" field (position when absent). */
     size_t nc = (size_t)cJSON_GetArraySize(choices);
-    order = calloc(nc, sizeof(*order));
+    order = dr_calloc(nc, sizeof(*order));
     if (order == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "llm: out of memory");
         goto cleanup;
@@ -301,7 +301,7 @@ static int parse_response(const dr_llm_config *cfg, const dr_llm_message *msgs, 
         }
     }
     if (cfg->n > 1) {
-        out->samples = calloc(nc, sizeof(char *));
+        out->samples = dr_calloc(nc, sizeof(char *));
         if (out->samples == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "llm: out of memory");
             goto cleanup;
@@ -358,7 +358,7 @@ static int parse_response(const dr_llm_config *cfg, const dr_llm_message *msgs, 
         parse_logprobs(order[0], &out->mean_logprob, &out->first_token_margin);
 
 cleanup:
-    free(order);
+    dr_free(order);
     cJSON_Delete(root);
     return rc;
 }
@@ -409,7 +409,7 @@ cleanup:
         out->latency_ms = latency;
     }
     dr_http_response_free(&resp);
-    free(url);
-    free(body);
+    dr_free(url);
+    dr_free(body);
     return rc;
 }

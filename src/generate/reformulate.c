@@ -57,7 +57,7 @@ int dr_reform_create(dr_reform_state **out)
 {
     if (out == NULL)
         return DYNRAG_ERR_INVALID;
-    *out = calloc(1, sizeof(**out));
+    *out = dr_calloc(1, sizeof(**out));
     return *out ? DYNRAG_OK : DYNRAG_ERR_NOMEM;
 }
 
@@ -65,8 +65,8 @@ void dr_reform_free(dr_reform_state *s)
 {
     if (s == NULL)
         return;
-    free(s->used);
-    free(s);
+    dr_free(s->used);
+    dr_free(s);
 }
 
 static bool has_hash(const uint64_t *h, size_t n, uint64_t v)
@@ -126,7 +126,7 @@ static int add_cand(ctx *cx, const char *s, size_t len, const sword *w, size_t n
         return 0;
     if (cx->n == cx->cap) {
         size_t cap = cx->cap ? cx->cap * 2 : 32;
-        cand *nc = realloc(cx->c, cap * sizeof(*nc));
+        cand *nc = dr_realloc(cx->c, cap * sizeof(*nc));
         if (nc == NULL)
             return DYNRAG_ERR_NOMEM;
         cx->c = nc;
@@ -265,7 +265,7 @@ static int hashvec_cb(void *user, const char *word, size_t len, size_t s, size_t
         return 0;
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 64;
-        uint64_t *nh = realloc(v->h, cap * sizeof(*nh));
+        uint64_t *nh = dr_realloc(v->h, cap * sizeof(*nh));
         if (nh == NULL) {
             v->status = DYNRAG_ERR_NOMEM;
             return 1;
@@ -410,7 +410,7 @@ int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *p
     dr_gen_rstrip(&b);
     if (s->n_used + pick->n_words > s->cap_used) {
         size_t cap = (s->n_used + pick->n_words) * 2;
-        uint64_t *nu = realloc(s->used, cap * sizeof(*nu));
+        uint64_t *nu = dr_realloc(s->used, cap * sizeof(*nu));
         if (nu == NULL) {
             rc = DYNRAG_ERR_NOMEM;
             goto cleanup;
@@ -428,8 +428,8 @@ int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *p
             s->used[s->n_used++] = pick->words[k];
 
 cleanup:
-    free(cx.c);
-    free(pw.h);
+    dr_free(cx.c);
+    dr_free(pw.h);
     dr_buf_free(&b);
     if (rc != DYNRAG_OK)
         return dr_err_set(err, rc, "reformulate: %s", dynrag_strerror(rc));
@@ -532,8 +532,8 @@ int dr_reform_sufficiency(const char *question, const dr_passage *passages, size
         dr_buf_free(&b);
     }
 cleanup:
-    free(cx.c);
-    free(have.h);
+    dr_free(cx.c);
+    dr_free(have.h);
     if (rc != DYNRAG_OK)
         return dr_err_set(err, rc, "sufficiency: %s", dynrag_strerror(rc));
     return DYNRAG_OK;

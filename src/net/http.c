@@ -265,7 +265,7 @@ void dr_http_response_free(dr_http_response *resp)
 {
     if (resp == NULL)
         return;
-    free(resp->body);
+    dr_free(resp->body);
     memset(resp, 0, sizeof(*resp));
 }
 
@@ -503,7 +503,7 @@ cleanup:
     }
     dr_buf_free(&st.body);
     curl_slist_free_all(hdrs);
-    free(auth);
+    dr_free(auth);
     if (h != NULL)
         curl_easy_cleanup(h);
     return rc;

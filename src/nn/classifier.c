@@ -1,5 +1,6 @@
 /* classifier.c - loading, saving and running the T5 classifier; public API. */
 #include "nn/model.h"
+#include "core/alloc.h"
 
 #include "data/labelled.h"
 #include "dynrag/classifier.h"
@@ -15,14 +16,14 @@ void dr_classifier_free(dr_classifier *c)
 {
     if (!c)
         return;
-    free(c->params);
-    free(c->rel_bucket);
+    dr_free(c->params);
+    dr_free(c->rel_bucket);
     dr_tokenizer_free(c->tok);
     for (int h = 0; h < DR_T5_MAX_HEADS; h++)
         for (int k = 0; k < DR_T5_MAX_LABELS; k++)
-            free(c->labels[h][k]);
-    free(c->provenance);
-    free(c);
+            dr_free(c->labels[h][k]);
+    dr_free(c->provenance);
+    dr_free(c);
 }
 
 int dr_classifier_create(const dr_t5_config *cfg, dr_tokenizer *tok,
@@ -40,7 +41,7 @@ int dr_classifier_create(const dr_t5_config *cfg, dr_tokenizer *tok,
                         cfg->length_buckets);
         goto cleanup;
     }
-    c = calloc(1, sizeof(*c));
+    c = dr_calloc(1, sizeof(*c));
     if (!c)
         goto nomem;
     c->cfg = *cfg;
@@ -48,7 +49,7 @@ int dr_classifier_create(const dr_t5_config *cfg, dr_tokenizer *tok,
     tok = NULL;
     dr_t5_tensor t[DR_T5_MAX_TENSORS];
     dr_t5_tensors(cfg, t, &c->n_params);
-    c->params = calloc(c->n_params, sizeof(float));
+    c->params = dr_calloc(c->n_params, sizeof(float));
     c->rel_bucket = dr_t5_bucket_table(cfg);
     if (!c->params || !c->rel_bucket)
         goto nomem;
@@ -310,7 +311,7 @@ int dr_classifier_save(const dr_classifier *c, const char *path, const char *pro
 cleanup:
     dr_buf_free(&cfg);
     dr_buf_free(&heads);
-    free(tokj);
+    dr_free(tokj);
     dr_st_writer_free(w);
     return rc;
 }
@@ -408,7 +409,7 @@ int dr_classifier_predict(const dr_classifier *c, int head, const char *text, fl
     if (text == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "text is NULL");
     int32_t ids_small[256];
-    int32_t *ids = c->cfg.max_len <= 256 ? ids_small : malloc((size_t)c->cfg.max_len * 4);
+    int32_t *ids = c->cfg.max_len <= 256 ? ids_small : dr_malloc((size_t)c->cfg.max_len * 4);
     dr_t5_acts acts;
     if (!ids)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -416,8 +417,8 @@ int dr_classifier_predict(const dr_classifier *c, int head, const char *text, fl
     float *fval = NULL;
     int nf = 0, rc = DYNRAG_OK;
     if (c->cfg.wide_bits > 0) {
-        fidx = malloc(DR_WIDE_MAX_FEATURES * sizeof(*fidx));
-        fval = malloc(DR_WIDE_MAX_FEATURES * sizeof(*fval));
+        fidx = dr_malloc(DR_WIDE_MAX_FEATURES * sizeof(*fidx));
+        fval = dr_malloc(DR_WIDE_MAX_FEATURES * sizeof(*fval));
         nf = fidx && fval ? dr_wide_features(c->tok, text, c->cfg.wide_bits, fidx, fval) : -1;
         if (nf < 0)
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -427,10 +428,10 @@ int dr_classifier_predict(const dr_classifier *c, int head, const char *text, fl
         dr_classifier_probs_ids(c, head, ids, len, fidx, fval, nf, &acts, probs);
         dr_t5_acts_free(&acts);
     }
-    free(fidx);
-    free(fval);
+    dr_free(fidx);
+    dr_free(fval);
     if (ids != ids_small)
-        free(ids);
+        dr_free(ids);
     return rc;
 }
 
@@ -484,11 +485,11 @@ void dynrag_eval_report_free(dynrag_eval_report *r)
 {
     if (!r)
         return;
-    free(r->recall);
-    free(r->precision);
-    free(r->f1);
-    free(r->confusion);
-    free(r);
+    dr_free(r->recall);
+    dr_free(r->precision);
+    dr_free(r->f1);
+    dr_free(r->confusion);
+    dr_free(r);
 }
 
 int dynrag_classifier_eval(const dynrag_classifier *pc, int head, const char *data_path,
@@ -505,13 +506,13 @@ int dynrag_classifier_eval(const dynrag_classifier *pc, int head, const char *da
     if ((rc = dr_labelled_load(data_path, &set, err)) != DYNRAG_OK)
         return rc;
     size_t K = (size_t)c->cfg.n_labels[head];
-    r = calloc(1, sizeof(*r));
+    r = dr_calloc(1, sizeof(*r));
     if (r) {
         r->n_labels = K;
-        r->recall = calloc(K, sizeof(double));
-        r->precision = calloc(K, sizeof(double));
-        r->f1 = calloc(K, sizeof(double));
-        r->confusion = calloc(K * K, sizeof(uint64_t));
+        r->recall = dr_calloc(K, sizeof(double));
+        r->precision = dr_calloc(K, sizeof(double));
+        r->f1 = dr_calloc(K, sizeof(double));
+        r->confusion = dr_calloc(K * K, sizeof(uint64_t));
     }
     if (!r || !r->recall || !r->precision || !r->f1 || !r->confusion) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");

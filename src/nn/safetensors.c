@@ -86,7 +86,7 @@ static int parse_meta(dr_st_file *f, const cJSON *m, dynrag_error *err)
     size_t n = 0;
     for (const cJSON *c = m->child; c; c = c->next)
         n++;
-    f->meta = calloc(n ? n : 1, sizeof(*f->meta));
+    f->meta = dr_calloc(n ? n : 1, sizeof(*f->meta));
     if (!f->meta)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     for (const cJSON *c = m->child; c; c = c->next) {
@@ -197,7 +197,7 @@ int dr_st_parse(const void *buf, size_t len, dr_st_file **out, dynrag_error *err
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "header is not a JSON object");
         goto cleanup;
     }
-    f = calloc(1, sizeof(*f));
+    f = dr_calloc(1, sizeof(*f));
     if (!f) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
@@ -207,8 +207,8 @@ int dr_st_parse(const void *buf, size_t len, dr_st_file **out, dynrag_error *err
     size_t n = 0;
     for (const cJSON *c = root->child; c; c = c->next)
         n++;
-    f->t = calloc(n ? n : 1, sizeof(*f->t));
-    order = calloc(n ? n : 1, sizeof(*order));
+    f->t = dr_calloc(n ? n : 1, sizeof(*f->t));
+    order = dr_calloc(n ? n : 1, sizeof(*order));
     if (!f->t || !order) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
@@ -275,7 +275,7 @@ int dr_st_parse(const void *buf, size_t len, dr_st_file **out, dynrag_error *err
     *out = f;
     f = NULL;
 cleanup:
-    free(order);
+    dr_free(order);
     cJSON_Delete(root);
     dr_st_close(f);
     return rc;
@@ -330,16 +330,16 @@ void dr_st_close(dr_st_file *f)
     if (!f)
         return;
     for (size_t i = 0; i < f->n; i++)
-        free(f->t[i].name);
-    free(f->t);
+        dr_free(f->t[i].name);
+    dr_free(f->t);
     for (size_t i = 0; i < f->n_meta; i++) {
-        free(f->meta[i].key);
-        free(f->meta[i].value);
+        dr_free(f->meta[i].key);
+        dr_free(f->meta[i].value);
     }
-    free(f->meta);
+    dr_free(f->meta);
     if (f->map)
         munmap(f->map, f->map_len);
-    free(f);
+    dr_free(f);
 }
 
 size_t dr_st_count(const dr_st_file *f) { return f->n; }
@@ -419,12 +419,12 @@ struct dr_st_writer {
 
 dr_st_writer *dr_st_writer_new(void)
 {
-    dr_st_writer *w = calloc(1, sizeof(*w));
+    dr_st_writer *w = dr_calloc(1, sizeof(*w));
     if (!w)
         return NULL;
     w->meta = cJSON_CreateObject();
     if (!w->meta) {
-        free(w);
+        dr_free(w);
         return NULL;
     }
     return w;
@@ -435,10 +435,10 @@ void dr_st_writer_free(dr_st_writer *w)
     if (!w)
         return;
     for (size_t i = 0; i < w->n; i++)
-        free(w->t[i].name);
-    free(w->t);
+        dr_free(w->t[i].name);
+    dr_free(w->t);
     cJSON_Delete(w->meta);
-    free(w);
+    dr_free(w);
 }
 
 int dr_st_writer_add_f32(dr_st_writer *w, const char *name, int ndim, const uint64_t *shape,
@@ -448,7 +448,7 @@ int dr_st_writer_add_f32(dr_st_writer *w, const char *name, int ndim, const uint
         return dr_err_set(err, DYNRAG_ERR_INVALID, "tensor '%s': bad name or rank", name);
     if (w->n == w->alloc) {
         size_t na = w->alloc ? w->alloc * 2 : 32;
-        st_wtensor *nt = realloc(w->t, na * sizeof(*nt));
+        st_wtensor *nt = dr_realloc(w->t, na * sizeof(*nt));
         if (!nt)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         w->t = nt;
@@ -527,7 +527,7 @@ int dr_st_writer_serialize(dr_st_writer *w, uint8_t **out, size_t *out_len, dynr
     size_t jl = strlen(json);
     size_t hlen = jl + ((8 - (8 + jl) % 8) % 8); /* pad with spaces: data 8-aligned */
     size_t total = 8 + hlen + (size_t)pos;
-    buf = malloc(total);
+    buf = dr_malloc(total);
     if (!buf)
         goto nomem;
     for (int i = 0; i < 8; i++)
@@ -553,8 +553,8 @@ int dr_st_writer_serialize(dr_st_writer *w, uint8_t **out, size_t *out_len, dynr
 nomem:
     rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory serialising safetensors");
 cleanup:
-    free(buf);
-    free(json);
+    dr_free(buf);
+    dr_free(json);
     cJSON_Delete(hdr);
     return rc;
 }
@@ -566,6 +566,6 @@ int dr_st_writer_save(dr_st_writer *w, const char *path, dynrag_error *err)
     int rc = dr_st_writer_serialize(w, &buf, &len, err);
     if (rc == DYNRAG_OK)
         rc = dr_write_file_atomic(path, buf, len, err);
-    free(buf);
+    dr_free(buf);
     return rc;
 }

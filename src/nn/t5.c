@@ -1,5 +1,6 @@
 /* t5.c - forward and backward passes of the T5-style classifier encoder. */
 #include "nn/t5.h"
+#include "core/alloc.h"
 
 #include "nn/wide.h"
 
@@ -154,7 +155,7 @@ int dr_t5_bucket(int rel, int num_buckets, int max_distance)
 int *dr_t5_bucket_table(const dr_t5_config *c)
 {
     int n = 2 * c->max_len - 1;
-    int *t = malloc((size_t)n * sizeof(*t));
+    int *t = dr_malloc((size_t)n * sizeof(*t));
     if (!t)
         return NULL;
     for (int i = 0; i < n; i++)
@@ -200,7 +201,7 @@ int dr_t5_acts_alloc(const dr_t5_config *c, int B, int T, bool with_backward, dr
     for (size_t i = 0; i < DR_ARRAY_LEN(parts); i++)
         if (i < first_bwd || with_backward)
             total += parts[i].n;
-    a->block = malloc((total ? total : 1) * sizeof(float));
+    a->block = dr_malloc((total ? total : 1) * sizeof(float));
     if (!a->block)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory for activations (%zu floats)",
                           total);
@@ -222,7 +223,7 @@ void dr_t5_acts_free(dr_t5_acts *a)
 {
     if (!a)
         return;
-    free(a->block);
+    dr_free(a->block);
     memset(a, 0, sizeof(*a));
 }
 

@@ -41,8 +41,8 @@ static int u64map_init(u64map *m, size_t cap)
     while (m->cap < cap * 2)
         m->cap *= 2;
     m->n = 0;
-    m->k = malloc(m->cap * sizeof(*m->k));
-    m->v = calloc(m->cap, sizeof(*m->v));
+    m->k = dr_malloc(m->cap * sizeof(*m->k));
+    m->v = dr_calloc(m->cap, sizeof(*m->v));
     if (!m->k || !m->v)
         return DYNRAG_ERR_NOMEM;
     memset(m->k, 0xff, m->cap * sizeof(*m->k));
@@ -51,8 +51,8 @@ static int u64map_init(u64map *m, size_t cap)
 
 static void u64map_free(u64map *m)
 {
-    free(m->k);
-    free(m->v);
+    dr_free(m->k);
+    dr_free(m->v);
 }
 
 /* Slot of key (existing or the empty slot where it would go). */
@@ -108,7 +108,7 @@ static const char *const latin1[64] = {
 static char *normalise(const char *text, const char *strip, size_t *out_len)
 {
     size_t n = strlen(text);
-    char *out = malloc(2 * n + 1); /* a 2-byte char maps to at most 2 bytes */
+    char *out = dr_malloc(2 * n + 1); /* a 2-byte char maps to at most 2 bytes */
     if (!out)
         return NULL;
     size_t o = 0;
@@ -249,12 +249,12 @@ int dr_tokenizer_encode(const dr_tokenizer *t, const char *text, int32_t *ids, i
     size_t n = 0;
     char *norm = normalise(text ? text : "", t->strip, &n);
     if (!norm || max_ids <= 0) {
-        free(norm);
+        dr_free(norm);
         return 0;
     }
     enc_state st = {t, ids, 0, max_ids};
     for_each_piece(norm, n, enc_piece, &st);
-    free(norm);
+    dr_free(norm);
     return st.n;
 }
 
@@ -287,7 +287,7 @@ int dr_tokenizer_pieces(const dr_tokenizer *t, const char *text, dr_tok_piece_fn
         return DYNRAG_ERR_NOMEM;
     piece_relay r = {fn, user};
     for_each_piece(norm, n, relay_piece, &r);
-    free(norm);
+    dr_free(norm);
     return DYNRAG_OK;
 }
 
@@ -299,7 +299,7 @@ int dr_tokenizer_count_words(const dr_tokenizer *t, const char *text)
     if (!norm)
         return 0;
     for_each_piece(norm, n, count_piece, &words);
-    free(norm);
+    dr_free(norm);
     return words;
 }
 
@@ -336,25 +336,25 @@ void dr_tokenizer_free(dr_tokenizer *t)
 {
     if (!t)
         return;
-    free(t->merges);
-    free(t->keys);
-    free(t->ranks);
-    free(t);
+    dr_free(t->merges);
+    dr_free(t->keys);
+    dr_free(t->ranks);
+    dr_free(t);
 }
 
 /* Allocates a tokenizer for n merges (merges left to fill) and its index. */
 static dr_tokenizer *tok_alloc(int n)
 {
-    dr_tokenizer *t = calloc(1, sizeof(*t));
+    dr_tokenizer *t = dr_calloc(1, sizeof(*t));
     if (!t)
         return NULL;
     t->n_merges = n;
-    t->merges = calloc((size_t)(n ? n : 1), sizeof(*t->merges));
+    t->merges = dr_calloc((size_t)(n ? n : 1), sizeof(*t->merges));
     t->cap = 16;
     while (t->cap < (size_t)n * 2 + 2)
         t->cap *= 2;
-    t->keys = malloc(t->cap * sizeof(*t->keys));
-    t->ranks = malloc(t->cap * sizeof(*t->ranks));
+    t->keys = dr_malloc(t->cap * sizeof(*t->keys));
+    t->ranks = dr_malloc(t->cap * sizeof(*t->ranks));
     if (!t->merges || !t->keys || !t->ranks) {
         dr_tokenizer_free(t);
         return NULL;
@@ -508,13 +508,13 @@ static int add_piece(void *user, const char *p, size_t len, bool space)
     }
     if (ws->n == ws->alloc) {
         size_t na = ws->alloc ? ws->alloc * 2 : 1024;
-        size_t *ns = realloc(ws->start, na * sizeof(*ns));
+        size_t *ns = dr_realloc(ws->start, na * sizeof(*ns));
         if (ns)
             ws->start = ns;
-        int *nl = realloc(ws->len, na * sizeof(*nl));
+        int *nl = dr_realloc(ws->len, na * sizeof(*nl));
         if (nl)
             ws->len = nl;
-        int64_t *nf = realloc(ws->freq, na * sizeof(*nf));
+        int64_t *nf = dr_realloc(ws->freq, na * sizeof(*nf));
         if (nf)
             ws->freq = nf;
         if (!ns || !nl || !nf)
@@ -525,7 +525,7 @@ static int add_piece(void *user, const char *p, size_t len, bool space)
         size_t na = ws->alloc_sym ? ws->alloc_sym * 2 : 8192;
         while (na < ws->n_sym + (size_t)m)
             na *= 2;
-        int32_t *ns = realloc(ws->sym, na * sizeof(*ns));
+        int32_t *ns = dr_realloc(ws->sym, na * sizeof(*ns));
         if (!ns)
             return ws->rc = DYNRAG_ERR_NOMEM;
         ws->sym = ns;
@@ -583,7 +583,7 @@ int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, const
         if (!norm)
             goto nomem;
         for_each_piece(norm, len, add_piece, &ws);
-        free(norm);
+        dr_free(norm);
         if (ws.rc != DYNRAG_OK)
             goto nomem;
     }
@@ -591,7 +591,7 @@ int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, const
         if (count_word(&ws, w, 1, &pairs) != DYNRAG_OK)
             goto nomem;
     int max_merges = vocab_size - DR_TOK_FIRST_MERGE;
-    merges = calloc((size_t)(max_merges ? max_merges : 1), sizeof(*merges));
+    merges = dr_calloc((size_t)(max_merges ? max_merges : 1), sizeof(*merges));
     if (!merges)
         goto nomem;
     while (n_merges < max_merges) {
@@ -644,13 +644,13 @@ int dr_tokenizer_train(const char *const *texts, size_t n, int vocab_size, const
 nomem:
     rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory training the tokenizer");
 cleanup:
-    free(merges);
+    dr_free(merges);
     dr_tokenizer_free(t);
     u64map_free(&pairs);
     u64map_free(&ws.index);
-    free(ws.sym);
-    free(ws.start);
-    free(ws.len);
-    free(ws.freq);
+    dr_free(ws.sym);
+    dr_free(ws.start);
+    dr_free(ws.len);
+    dr_free(ws.freq);
     return rc;
 }

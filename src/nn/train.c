@@ -1,6 +1,7 @@
 /* train.c - training the T5 classifier: AdamW, schedule, dropout, class
  * weights, early stopping on validation macro-F1, deterministic pthreads. */
 #include "nn/model.h"
+#include "core/alloc.h"
 #include "nn/train.h"
 #include "nn/wide.h"
 
@@ -197,7 +198,7 @@ int dr_train_config_parse(dr_train_config *t, const char *spec, dynrag_error *er
         }
     }
 cleanup:
-    free(copy);
+    dr_free(copy);
     return rc;
 }
 
@@ -252,24 +253,24 @@ typedef struct train_data {
 
 static void train_data_free(train_data *d)
 {
-    free(d->ids);
-    free(d->len);
-    free(d->label);
-    free(d->target);
-    free(d->foff);
-    free(d->fidx);
-    free(d->fval);
+    dr_free(d->ids);
+    dr_free(d->len);
+    dr_free(d->label);
+    dr_free(d->target);
+    dr_free(d->foff);
+    dr_free(d->fidx);
+    dr_free(d->fval);
 }
 
 /* Computes the wide features of every text of s into d (CSR). */
 static int encode_wide(const dr_classifier *c, const dr_labelled_set *s, train_data *d,
                        dynrag_error *err)
 {
-    uint32_t *idx = malloc(DR_WIDE_MAX_FEATURES * sizeof(*idx));
-    float *val = malloc(DR_WIDE_MAX_FEATURES * sizeof(*val));
+    uint32_t *idx = dr_malloc(DR_WIDE_MAX_FEATURES * sizeof(*idx));
+    float *val = dr_malloc(DR_WIDE_MAX_FEATURES * sizeof(*val));
     size_t cap = 0, used = 0;
     int rc = DYNRAG_OK;
-    d->foff = calloc(s->n + 1, sizeof(size_t));
+    d->foff = dr_calloc(s->n + 1, sizeof(size_t));
     if (!idx || !val || !d->foff)
         goto nomem;
     for (size_t i = 0; i < s->n; i++) {
@@ -280,10 +281,10 @@ static int encode_wide(const dr_classifier *c, const dr_labelled_set *s, train_d
             size_t nc = cap ? cap * 2 : 65536;
             while (nc < used + (size_t)nf)
                 nc *= 2;
-            uint32_t *ni = realloc(d->fidx, nc * sizeof(*ni));
+            uint32_t *ni = dr_realloc(d->fidx, nc * sizeof(*ni));
             if (ni)
                 d->fidx = ni;
-            float *nv = realloc(d->fval, nc * sizeof(*nv));
+            float *nv = dr_realloc(d->fval, nc * sizeof(*nv));
             if (nv)
                 d->fval = nv;
             if (!ni || !nv)
@@ -299,8 +300,8 @@ static int encode_wide(const dr_classifier *c, const dr_labelled_set *s, train_d
 nomem:
     rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory computing n-gram features");
 cleanup:
-    free(idx);
-    free(val);
+    dr_free(idx);
+    dr_free(val);
     return rc;
 }
 
@@ -310,10 +311,10 @@ static int encode_set(const dr_classifier *c, const dr_labelled_set *s, train_da
     int T = c->cfg.max_len, K = c->cfg.n_labels[0];
     memset(d, 0, sizeof(*d));
     d->n = s->n;
-    d->ids = calloc(s->n ? s->n * (size_t)T : 1, sizeof(int32_t));
-    d->len = calloc(s->n ? s->n : 1, sizeof(int));
-    d->label = calloc(s->n ? s->n : 1, sizeof(int));
-    d->target = calloc(s->n ? s->n * (size_t)K : 1, sizeof(float));
+    d->ids = dr_calloc(s->n ? s->n * (size_t)T : 1, sizeof(int32_t));
+    d->len = dr_calloc(s->n ? s->n : 1, sizeof(int));
+    d->label = dr_calloc(s->n ? s->n : 1, sizeof(int));
+    d->target = dr_calloc(s->n ? s->n * (size_t)K : 1, sizeof(float));
     if (!d->ids || !d->len || !d->label || !d->target)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory encoding examples");
     *unknown = 0;
@@ -526,7 +527,7 @@ static int file_sha256(const char *path, char hex[65], size_t *bytes, dynrag_err
         return rc;
     dr_sha256_hex(buf, len, hex);
     *bytes = len;
-    free(buf);
+    dr_free(buf);
     return DYNRAG_OK;
 }
 
@@ -591,13 +592,13 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
                          : 1.0f;
 
     size_t P = c->n_params;
-    m = calloc(P, sizeof(float));
-    v = calloc(P, sizeof(float));
-    best = malloc(P * sizeof(float));
-    perm = malloc(dtr.n * sizeof(size_t));
-    pos = malloc(dtr.n * sizeof(size_t));
-    eidx = malloc((dva.n ? dva.n : 1) * sizeof(size_t));
-    pred = malloc((dva.n ? dva.n : 1) * sizeof(int));
+    m = dr_calloc(P, sizeof(float));
+    v = dr_calloc(P, sizeof(float));
+    best = dr_malloc(P * sizeof(float));
+    perm = dr_malloc(dtr.n * sizeof(size_t));
+    pos = dr_malloc(dtr.n * sizeof(size_t));
+    eidx = dr_malloc((dva.n ? dva.n : 1) * sizeof(size_t));
+    pred = dr_malloc((dva.n ? dva.n : 1) * sizeof(int));
     if (!m || !v || !best || !perm || !pos || !eidx || !pred)
         goto nomem;
     for (int t = 0; t < nt; t++) {
@@ -605,7 +606,7 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
         ws[t].dropout = (float)tc->dropout;
         ws[t].token_dropout = (float)tc->token_dropout;
         ws[t].class_w = class_w;
-        ws[t].grad = calloc(P, sizeof(float));
+        ws[t].grad = dr_calloc(P, sizeof(float));
         if (!ws[t].grad)
             goto nomem;
         dr_t5_point(&cfg, ws[t].grad, &ws[t].g);
@@ -792,17 +793,17 @@ nomem:
     rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory for training state");
 cleanup:
     for (int t = 0; t < DR_TRAIN_MAX_THREADS; t++) {
-        free(ws[t].grad);
+        dr_free(ws[t].grad);
         dr_t5_acts_free(&ws[t].acts);
     }
     dr_buf_free(&prov);
-    free(m);
-    free(v);
-    free(best);
-    free(perm);
-    free(pos);
-    free(eidx);
-    free(pred);
+    dr_free(m);
+    dr_free(v);
+    dr_free(best);
+    dr_free(perm);
+    dr_free(pos);
+    dr_free(eidx);
+    dr_free(pred);
     train_data_free(&dtr);
     train_data_free(&dva);
     dr_classifier_free(c);

@@ -57,8 +57,8 @@ static int cmp_u64(const void *a, const void *b)
 int dr_wide_features(const dr_tokenizer *tok, const char *text, int bits, uint32_t *idx,
                      float *val)
 {
-    wide_state *st = malloc(sizeof(*st));
-    uint64_t *keys = malloc(DR_WIDE_MAX_FEATURES * sizeof(uint64_t));
+    wide_state *st = dr_malloc(sizeof(*st));
+    uint64_t *keys = dr_malloc(DR_WIDE_MAX_FEATURES * sizeof(uint64_t));
     int out = -1;
     if (!st || !keys)
         goto cleanup;
@@ -98,7 +98,7 @@ int dr_wide_features(const dr_tokenizer *tok, const char *text, int bits, uint32
         val[i] *= inv;
     out = m;
 cleanup:
-    free(st);
-    free(keys);
+    dr_free(st);
+    dr_free(keys);
     return out;
 }

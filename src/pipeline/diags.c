@@ -1,5 +1,6 @@
 /* diags.c - the list of diagnostics one pipeline load produces. */
 #include "pipeline/internal.h"
+#include "core/alloc.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,12 +16,12 @@ struct dynrag_diags {
 
 dynrag_diags *dr_diags_new(const char *file)
 {
-    dynrag_diags *d = calloc(1, sizeof(*d));
+    dynrag_diags *d = dr_calloc(1, sizeof(*d));
     if (d == NULL)
         return NULL;
     d->file = dr_strdup(file ? file : "<string>");
     if (d->file == NULL) {
-        free(d);
+        dr_free(d);
         return NULL;
     }
     return d;
@@ -51,7 +52,7 @@ static void diags_push(dynrag_diags *d, int line, int col, const char *path, con
 {
     if (d->n == d->cap) {
         size_t ncap = d->cap ? d->cap * 2 : 8;
-        dynrag_diag *ni = realloc(d->items, ncap * sizeof(*ni));
+        dynrag_diag *ni = dr_realloc(d->items, ncap * sizeof(*ni));
         if (ni == NULL)
             return;
         d->items = ni;
@@ -60,8 +61,8 @@ static void diags_push(dynrag_diags *d, int line, int col, const char *path, con
     char *p = utf8_clean(path ? path : "");
     char *m = utf8_clean(msg);
     if (p == NULL || m == NULL) {
-        free(p);
-        free(m);
+        dr_free(p);
+        dr_free(m);
         return;
     }
     dynrag_diag *g = &d->items[d->n++];
@@ -172,10 +173,10 @@ void dynrag_diags_free(dynrag_diags *d)
     if (d == NULL)
         return;
     for (size_t i = 0; i < d->n; i++) {
-        free((char *)d->items[i].path);
-        free((char *)d->items[i].message);
+        dr_free((char *)d->items[i].path);
+        dr_free((char *)d->items[i].message);
     }
-    free(d->items);
-    free(d->file);
-    free(d);
+    dr_free(d->items);
+    dr_free(d->file);
+    dr_free(d);
 }

@@ -25,7 +25,10 @@ static bool add_dup(cJSON *obj, const char *key, const cJSON *src)
     cJSON *d = src ? cJSON_Duplicate(src, true) : cJSON_CreateObject();
     if (d == NULL)
         return false;
-    cJSON_AddItemToObject(obj, key, d);
+    if (!cJSON_AddItemToObject(obj, key, d)) { /* the key's copy failed */
+        cJSON_Delete(d);
+        return false;
+    }
     return true;
 }
 

@@ -12,6 +12,7 @@
  */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "generate/prompt.h"
+#include "core/alloc.h"
 #include "pipeline/internal.h"
 
 #include <limits.h>
@@ -96,14 +97,14 @@ const char *dr_param_str(const cJSON *params, const char *key, const char *dflt)
 static void stage_clear(dr_stage *s)
 {
     for (size_t i = 0; i < s->n_options; i++) {
-        free(s->options[i].name);
-        free(s->options[i].kind);
-        free(s->options[i].description);
+        dr_free(s->options[i].name);
+        dr_free(s->options[i].kind);
+        dr_free(s->options[i].description);
         cJSON_Delete(s->options[i].params);
-        free(s->options[i].values);
+        dr_free(s->options[i].values);
     }
-    free(s->options);
-    free(s->router.type);
+    dr_free(s->options);
+    dr_free(s->router.type);
     cJSON_Delete(s->router.params);
     memset(s, 0, sizeof(*s));
 }
@@ -115,19 +116,19 @@ void dynrag_pipeline_free(dynrag_pipeline *p)
     for (int i = 0; i < DR_STAGE_COUNT; i++)
         stage_clear(&p->stages[i]);
     for (size_t i = 0; i < p->n_endpoints; i++) {
-        free(p->endpoints[i].name);
-        free(p->endpoints[i].base_url);
-        free(p->endpoints[i].model);
-        free(p->endpoints[i].api_key_env);
+        dr_free(p->endpoints[i].name);
+        dr_free(p->endpoints[i].base_url);
+        dr_free(p->endpoints[i].model);
+        dr_free(p->endpoints[i].api_key_env);
     }
-    free(p->endpoints);
-    free(p->path);
-    free(p->base_dir);
-    free(p->name);
-    free(p->description);
-    free(p->index_dir);
-    free(p->log_path);
-    free(p);
+    dr_free(p->endpoints);
+    dr_free(p->path);
+    dr_free(p->base_dir);
+    dr_free(p->name);
+    dr_free(p->description);
+    dr_free(p->index_dir);
+    dr_free(p->log_path);
+    dr_free(p);
 }
 
 const char *dynrag_pipeline_name(const dynrag_pipeline *p)
@@ -208,7 +209,7 @@ static void key_pass(dr_ynode *n, char *path, size_t size, size_t len, dynrag_di
         return;
     }
     size_t pairs = n->n / 2;
-    key_ref *refs = pairs ? malloc(pairs * sizeof(*refs)) : NULL;
+    key_ref *refs = pairs ? dr_malloc(pairs * sizeof(*refs)) : NULL;
     if (pairs && refs == NULL) {
         *nomem = true;
         return;
@@ -240,7 +241,7 @@ static void key_pass(dr_ynode *n, char *path, size_t size, size_t len, dynrag_di
             i++;
         }
     }
-    free(refs);
+    dr_free(refs);
     for (size_t i = 0; i + 1 < n->n; i += 2) {
         size_t l = len;
         if (n->kids[i]->type == DR_YN_SCALAR)
@@ -362,7 +363,7 @@ static void load_endpoints(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
         dr_diags_add(v->diags, n->line, n->col, "endpoints", "too many endpoints (limit 64)");
         return;
     }
-    p->endpoints = calloc(cap ? cap : 1, sizeof(*p->endpoints));
+    p->endpoints = dr_calloc(cap ? cap : 1, sizeof(*p->endpoints));
     if (p->endpoints == NULL) {
         v->nomem = true;
         return;
@@ -389,6 +390,11 @@ static void load_endpoints(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
         cJSON *j = dr_schema_validate(v, "endpoint", val, val->line, val->col, path);
         dr_endpoint *ep = &p->endpoints[p->n_endpoints++];
         ep->name = dup_or_nomem(v, k->raw);
+        if (ep->name == NULL) { /* v->nomem: the load fails; an entry needs its name */
+            p->n_endpoints--;
+            cJSON_Delete(j);
+            continue;
+        }
         ep->base_url = dup_or_nomem(v, dr_param_str(j, "base_url", ""));
         ep->model = dup_or_nomem(v, dr_param_str(j, "model", ""));
         ep->api_key_env = dup_or_nomem(v, dr_param_str(j, "api_key_env", NULL));
@@ -604,10 +610,10 @@ static int resolve_params(dynrag_pipeline *p, const dr_ynode *root)
 /* Fills an absent stage (or an unusable one) with its default option. */
 static int default_stage(dr_vctx *v, dr_stage *st)
 {
-    st->n_options = 1;
-    st->options = calloc(1, sizeof(*st->options));
+    st->options = dr_calloc(1, sizeof(*st->options));
     if (st->options == NULL)
         return DYNRAG_ERR_NOMEM;
+    st->n_options = 1; /* only once there is an option for stage_clear to free */
     dr_option *o = &st->options[0];
     const char *kind = default_kinds[st->id];
     char owner[64];
@@ -665,7 +671,7 @@ static void load_stage(dr_vctx *v, dynrag_pipeline *p, dr_stage *st, const dr_yn
                      "too many options: %zu (at most %d per stage)", opts->n, DR_MAX_OPTIONS);
         return;
     }
-    st->options = calloc(opts->n, sizeof(*st->options));
+    st->options = dr_calloc(opts->n, sizeof(*st->options));
     if (st->options == NULL) {
         v->nomem = true;
         return;
@@ -864,7 +870,7 @@ static int load_text(const char *text, size_t len, const char *display, const ch
         char path[512] = "";
         bool nomem = false;
         key_pass(root, path, sizeof(path), 0, d, &nomem);
-        p = calloc(1, sizeof(*p));
+        p = dr_calloc(1, sizeof(*p));
         if (p == NULL || nomem) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "%s: out of memory", display);
             goto cleanup;
@@ -955,12 +961,18 @@ int dynrag_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_diags *
      * changes its working directory later. */
     char *abs = realpath(dir, NULL);
     if (abs != NULL) {
-        free(dir);
-        dir = abs;
+        char *copy = dr_strdup(abs);
+        dr_libc_free(abs); /* realpath()'s */
+        if (copy == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "%s: out of memory", path);
+            goto cleanup;
+        }
+        dr_free(dir);
+        dir = copy;
     }
     rc = load_text(text, len, path, dir, out, diags, err);
 cleanup:
-    free(text);
-    free(dir);
+    dr_free(text);
+    dr_free(dir);
     return rc;
 }

@@ -5,6 +5,7 @@
  * the schema table (schema.c).
  */
 #include "pipeline/internal.h"
+#include "core/alloc.h"
 
 #include "dynrag/index.h"
 
@@ -20,12 +21,12 @@ int dr_option_resolve(dr_option *o, dr_stage_id stage, const dr_ynode *params_no
     size_t n = 0;
     for (size_t i = 0; i < dr_n_param_rows; i++)
         n += strcmp(dr_param_rows[i].owner, owner) == 0;
-    free(o->values);
+    dr_free(o->values);
     o->values = NULL;
     o->n_values = 0;
     if (n == 0)
         return DYNRAG_OK;
-    o->values = calloc(n, sizeof *o->values);
+    o->values = dr_calloc(n, sizeof *o->values);
     if (o->values == NULL)
         return DYNRAG_ERR_NOMEM;
     for (size_t i = 0; i < dr_n_param_rows; i++) {

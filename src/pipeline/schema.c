@@ -9,6 +9,7 @@
  * reference in docs/pipeline-yaml.md lists the same rows: keep them in step.
  */
 #include "pipeline/internal.h"
+#include "core/alloc.h"
 
 #include <errno.h>
 #include <math.h>
@@ -455,7 +456,7 @@ static void check_examples_file(dr_vctx *v, const dr_ynode *n, const char *path,
         dr_diags_add(v->diags, n->line, n->col, path, "examples file '%s' has no examples",
                      file);
 cleanup:
-    free(text);
+    dr_free(text);
 }
 
 static cJSON *validate_value(dr_vctx *v, const dr_param_row *row, const dr_ynode *n,
@@ -477,11 +478,11 @@ static cJSON *path_value(dr_vctx *v, const dr_ynode *n, const char *path, bool m
         dr_diags_add(v->diags, n->line, n->col, path,
                      "file '%s' does not exist or is not a readable file (relative paths are "
                      "resolved against the pipeline file's folder)", full);
-        free(full);
+        dr_free(full);
         return NULL;
     }
     cJSON *j = cJSON_CreateString(full);
-    free(full);
+    dr_free(full);
     if (j == NULL)
         v->nomem = true;
     return j;
@@ -805,8 +806,10 @@ cJSON *dr_schema_validate(dr_vctx *v, const char *owner, const dr_ynode *node, i
         if (cJSON_GetObjectItemCaseSensitive(out, row->key) != NULL)
             continue; /* a duplicate key, reported by the key pass */
         cJSON *j = validate_value(v, row, val, sub);
-        if (j != NULL)
-            cJSON_AddItemToObject(out, row->key, j);
+        if (j != NULL && !cJSON_AddItemToObject(out, row->key, j)) {
+            cJSON_Delete(j); /* the key's copy failed */
+            v->nomem = true;
+        }
     }
     for (size_t r = 0; r < nr; r++) {
         if (cJSON_GetObjectItemCaseSensitive(out, rows[r]->key) != NULL ||
@@ -817,10 +820,10 @@ cJSON *dr_schema_validate(dr_vctx *v, const char *owner, const dr_ynode *node, i
                          "missing required key '%s'", rows[r]->key);
         } else if (rows[r]->dflt != NULL) {
             cJSON *j = default_value(rows[r]);
-            if (j == NULL)
+            if (j == NULL || !cJSON_AddItemToObject(out, rows[r]->key, j)) {
+                cJSON_Delete(j);
                 v->nomem = true;
-            else
-                cJSON_AddItemToObject(out, rows[r]->key, j);
+            }
         }
     }
     return out;
@@ -870,7 +873,7 @@ static void check_prompt_template(dr_vctx *v, dr_option *o, const char *opath,
                      f->valuestring, msg);
     else if (cJSON_AddStringToObject(o->params, "template", text) == NULL)
         v->nomem = true;
-    free(text);
+    dr_free(text);
 }
 
 void dr_schema_check_stage(dr_vctx *v, const dr_stage *stage, const char *path,

@@ -10,6 +10,7 @@
  * DR_YAML_MAX_DEPTH and more than DR_YAML_MAX_NODES nodes.
  */
 #include "pipeline/internal.h"
+#include "core/alloc.h"
 
 #include <float.h>
 #include <stdio.h>
@@ -25,18 +26,18 @@ void dr_ynode_free(dr_ynode *n)
      * DR_YAML_MAX_DEPTH, so recursion is bounded. */
     for (size_t i = 0; i < n->n; i++)
         dr_ynode_free(n->kids[i]);
-    free(n->kids);
+    dr_free(n->kids);
     if (n->value != n->raw)
-        free(n->value);
-    free(n->raw);
-    free(n);
+        dr_free(n->value);
+    dr_free(n->raw);
+    dr_free(n);
 }
 
 static int ynode_push(dr_ynode *parent, dr_ynode *kid)
 {
     if (parent->n == parent->cap) {
         size_t ncap = parent->cap ? parent->cap * 2 : 4;
-        dr_ynode **nk = realloc(parent->kids, ncap * sizeof(*nk));
+        dr_ynode **nk = dr_realloc(parent->kids, ncap * sizeof(*nk));
         if (nk == NULL)
             return DYNRAG_ERR_NOMEM;
         parent->kids = nk;
@@ -190,14 +191,14 @@ int dr_yaml_parse(const char *text, size_t len, dynrag_diags *d, dr_ynode **root
                          (const char *)ev.data.alias.anchor);
             rc = DYNRAG_ERR_PARSE;
             /* A null stand-in keeps the mapping's key/value pairing. */
-            node = calloc(1, sizeof(*node));
+            node = dr_calloc(1, sizeof(*node));
             if (node != NULL) {
                 node->raw = dr_strdup("");
                 node->plain = true;
             }
             break;
         case YAML_SCALAR_EVENT: {
-            node = calloc(1, sizeof(*node));
+            node = dr_calloc(1, sizeof(*node));
             if (node == NULL)
                 break;
             node->type = DR_YN_SCALAR;
@@ -213,7 +214,7 @@ int dr_yaml_parse(const char *text, size_t len, dynrag_diags *d, dr_ynode **root
         }
         case YAML_SEQUENCE_START_EVENT:
         case YAML_MAPPING_START_EVENT:
-            node = calloc(1, sizeof(*node));
+            node = dr_calloc(1, sizeof(*node));
             if (node == NULL)
                 break;
             container = true;
@@ -238,7 +239,10 @@ int dr_yaml_parse(const char *text, size_t len, dynrag_diags *d, dr_ynode **root
         yaml_event_delete(&ev);
         if (rc == DYNRAG_ERR_NOMEM)
             break;
-        bool is_node = et == YAML_SCALAR_EVENT || et == YAML_ALIAS_EVENT || container;
+        /* By event type, not `container`: a collection whose node could not
+         * be allocated is still a node (and fails below as NOMEM). */
+        bool is_node = et == YAML_SCALAR_EVENT || et == YAML_ALIAS_EVENT ||
+                       et == YAML_SEQUENCE_START_EVENT || et == YAML_MAPPING_START_EVENT;
         if (!is_node)
             continue;
         if (node == NULL || (node->type == DR_YN_SCALAR && node->raw == NULL)) {

@@ -249,7 +249,7 @@ static void tokenizer_release(const dr_bm25 *ce, Fts5Tokenizer *t)
     pthread_mutex_lock(&e->mu);
     if (e->n_pool == e->cap_pool) {
         size_t cap = e->cap_pool ? e->cap_pool * 2 : 4;
-        Fts5Tokenizer **p = realloc(e->pool, cap * sizeof(*p));
+        Fts5Tokenizer **p = dr_realloc(e->pool, cap * sizeof(*p));
         if (p != NULL) {
             e->pool = p;
             e->cap_pool = cap;
@@ -319,7 +319,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
         c *= 2;
     if (c > SIZE_MAX / size)
         return DYNRAG_ERR_NOMEM;
-    void *q = realloc(*p, c * size);
+    void *q = dr_realloc(*p, c * size);
     if (q == NULL)
         return DYNRAG_ERR_NOMEM;
     *p = q;
@@ -349,17 +349,17 @@ typedef struct builder {
 
 static void builder_free(builder *B)
 {
-    free(B->ids);
-    free(B->dense);
-    free(B->doc_len);
+    dr_free(B->ids);
+    dr_free(B->dense);
+    dr_free(B->doc_len);
     dr_buf_free(&B->terms);
-    free(B->term_off);
-    free(B->post_off);
-    free(B->post_doc);
-    free(B->post_tf);
-    free(B->front_tf);
-    free(B->front_dl);
-    free(B->front_off);
+    dr_free(B->term_off);
+    dr_free(B->post_off);
+    dr_free(B->post_doc);
+    dr_free(B->post_tf);
+    dr_free(B->front_tf);
+    dr_free(B->front_dl);
+    dr_free(B->front_off);
 }
 
 static int64_t read_generation(sqlite3 *db)
@@ -464,7 +464,7 @@ static int load_ids(sqlite3 *db, builder *B, dynrag_error *err)
         rc = dr_err_set(err, DYNRAG_ERR_DB, "bm25: reading chunks: %s", sqlite3_errmsg(db));
         goto cleanup;
     }
-    B->doc_len = calloc(B->n_ids ? B->n_ids : 1, sizeof(uint32_t));
+    B->doc_len = dr_calloc(B->n_ids ? B->n_ids : 1, sizeof(uint32_t));
     if (B->doc_len == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "bm25: out of memory");
         goto cleanup;
@@ -475,7 +475,7 @@ static int load_ids(sqlite3 *db, builder *B, dynrag_error *err)
          * below range (computed unsigned: no overflow for any int64 pair) */
         uint64_t range = (uint64_t)B->ids[B->n_ids - 1] - (uint64_t)B->ids[0] + 1;
         if (range != 0 && range <= 4 * (uint64_t)B->n_ids + 4096) {
-            B->dense = malloc(range * sizeof(uint32_t));
+            B->dense = dr_malloc(range * sizeof(uint32_t));
             if (B->dense != NULL) {
                 B->dense_n = range;
                 memset(B->dense, 0xff, range * sizeof(uint32_t));
@@ -599,8 +599,8 @@ cleanup:
 static int build_frontiers(builder *B, dynrag_error *err)
 {
     int rc = DYNRAG_OK;
-    uint32_t *mindl = malloc(((size_t)UINT16_MAX + 1) * sizeof(uint32_t));
-    B->front_off = malloc((B->n_terms + 1) * sizeof(uint64_t));
+    uint32_t *mindl = dr_malloc(((size_t)UINT16_MAX + 1) * sizeof(uint32_t));
+    B->front_off = dr_malloc((B->n_terms + 1) * sizeof(uint64_t));
     if (mindl == NULL || B->front_off == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "bm25: out of memory");
         goto cleanup;
@@ -635,7 +635,7 @@ static int build_frontiers(builder *B, dynrag_error *err)
     }
     B->front_off[B->n_terms] = B->n_front;
 cleanup:
-    free(mindl);
+    dr_free(mindl);
     return rc;
 }
 
@@ -647,7 +647,7 @@ static int assemble(dr_bm25 *e, builder *B, int64_t generation, const uint8_t in
     if (layout_compute(B->n_ids, B->n_terms, B->n_post, B->n_front, B->terms.len, &L) !=
         DYNRAG_OK)
         return dr_err_set(err, DYNRAG_ERR_LIMIT, "bm25: index too large");
-    e->blob = calloc(1, L.total);
+    e->blob = dr_calloc(1, L.total);
     if (e->blob == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "bm25: out of memory (%llu bytes)",
                           (unsigned long long)L.total);
@@ -848,7 +848,7 @@ static int load_sidecar(dr_bm25 *e, const char *path, int64_t generation,
         goto cleanup;
     }
     size_t size = (size_t)sb.st_size;
-    e->blob = malloc(size);
+    e->blob = dr_malloc(size);
     if (e->blob == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "%s: out of memory", path);
         goto cleanup;
@@ -905,7 +905,7 @@ static int load_sidecar(dr_bm25 *e, const char *path, int64_t generation,
 cleanup:
     close(fd);
     if (rc != DYNRAG_OK) {
-        free(e->blob);
+        dr_free(e->blob);
         e->blob = NULL;
         e->blob_size = 0;
     }
@@ -923,7 +923,7 @@ static int open_engine(sqlite3 *db, const char *dir, bool force, bool save, dr_b
     *out = NULL;
     if (db == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "bm25: no database");
-    dr_bm25 *e = calloc(1, sizeof(*e));
+    dr_bm25 *e = dr_calloc(1, sizeof(*e));
     if (e == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&e->mu, NULL);
@@ -973,7 +973,7 @@ done:
     *out = e;
     e = NULL;
 cleanup:
-    free(path);
+    dr_free(path);
     dr_bm25_free(e);
     return rc;
 }
@@ -999,11 +999,11 @@ void dr_bm25_free(dr_bm25 *e)
         return;
     for (size_t i = 0; i < e->n_pool; i++)
         e->tokapi.xDelete(e->pool[i]);
-    free(e->pool);
+    dr_free(e->pool);
     sqlite3_close(e->tokdb);
     pthread_mutex_destroy(&e->mu);
-    free(e->blob);
-    free(e);
+    dr_free(e->blob);
+    dr_free(e);
 }
 
 void dr_bm25_get_info(const dr_bm25 *e, dr_bm25_info *info)
@@ -1046,11 +1046,11 @@ static int collect_tok(void *user, const char *tok, int len, int start, int end,
         return 0;
     if (L->n == L->cap) {
         size_t cap = L->cap ? L->cap * 2 : 32;
-        size_t *o = realloc(L->off, cap * sizeof(size_t));
+        size_t *o = dr_realloc(L->off, cap * sizeof(size_t));
         if (o == NULL)
             goto nomem;
         L->off = o;
-        int *l = realloc(L->len, cap * sizeof(int));
+        int *l = dr_realloc(L->len, cap * sizeof(int));
         if (l == NULL)
             goto nomem;
         L->len = l;
@@ -1133,8 +1133,8 @@ static int prepare_query(const dr_bm25 *e, const char *text, int k, double k1, d
         rc = dr_err_set(err, L.rc ? L.rc : DYNRAG_ERR_INTERNAL, "bm25: out of memory");
     if (rc != DYNRAG_OK || L.n == 0)
         goto cleanup;
-    ids = malloc(L.n * sizeof(uint32_t));
-    q->t = calloc(L.n, sizeof(qterm));
+    ids = dr_malloc(L.n * sizeof(uint32_t));
+    q->t = dr_calloc(L.n, sizeof(qterm));
     if (ids == NULL || q->t == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "bm25: out of memory");
         goto cleanup;
@@ -1176,11 +1176,11 @@ static int prepare_query(const dr_bm25 *e, const char *text, int k, double k1, d
     qsort(q->t, (size_t)q->n, sizeof(qterm), cmp_qterm_ub);
 cleanup:
     dr_buf_free(&L.bytes);
-    free(L.off);
-    free(L.len);
-    free(ids);
+    dr_free(L.off);
+    dr_free(L.len);
+    dr_free(ids);
     if (rc != DYNRAG_OK) {
-        free(q->t);
+        dr_free(q->t);
         q->t = NULL;
         q->n = 0;
     }
@@ -1294,9 +1294,9 @@ static int search_maxscore(const dr_bm25 *e, query q, int k, int64_t *chunk_ids,
     int rc = DYNRAG_OK;
     int n = q.n;
     int cap = k < (int)e->n_docs ? k : (int)e->n_docs;
-    heap = malloc((size_t)(cap > 0 ? cap : 1) * sizeof(hit));
-    bound = malloc((size_t)(n + 1) * sizeof(double));
-    contrib = calloc((size_t)n, sizeof(double));
+    heap = dr_malloc((size_t)(cap > 0 ? cap : 1) * sizeof(hit));
+    bound = dr_malloc((size_t)(n + 1) * sizeof(double));
+    contrib = dr_calloc((size_t)n, sizeof(double));
     if (heap == NULL || bound == NULL || contrib == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "bm25: out of memory");
         goto cleanup;
@@ -1362,9 +1362,9 @@ static int search_maxscore(const dr_bm25 *e, query q, int k, int64_t *chunk_ids,
     }
     emit(e, heap, nh, chunk_ids, scores, n_out);
 cleanup:
-    free(heap);
-    free(bound);
-    free(contrib);
+    dr_free(heap);
+    dr_free(bound);
+    dr_free(contrib);
     return rc;
 }
 
@@ -1379,9 +1379,9 @@ static int search_taat(const dr_bm25 *e, query q, int k, int64_t *chunk_ids, dou
         sum_df += q.t[i].n;
     size_t max_touched = (size_t)DR_MIN(sum_df, (uint64_t)e->n_docs);
     int cap = k < (int)e->n_docs ? k : (int)e->n_docs;
-    double *acc = calloc(e->n_docs, sizeof(double));
-    uint32_t *touched = malloc((max_touched ? max_touched : 1) * sizeof(uint32_t));
-    hit *heap = malloc((size_t)(cap > 0 ? cap : 1) * sizeof(hit));
+    double *acc = dr_calloc(e->n_docs, sizeof(double));
+    uint32_t *touched = dr_malloc((max_touched ? max_touched : 1) * sizeof(uint32_t));
+    hit *heap = dr_malloc((size_t)(cap > 0 ? cap : 1) * sizeof(hit));
     if (acc == NULL || touched == NULL || heap == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "bm25: out of memory");
         goto cleanup;
@@ -1402,9 +1402,9 @@ static int search_taat(const dr_bm25 *e, query q, int k, int64_t *chunk_ids, dou
         heap_offer(heap, &nh, cap, (hit){acc[touched[i]], touched[i]});
     emit(e, heap, nh, chunk_ids, scores, n_out);
 cleanup:
-    free(acc);
-    free(touched);
-    free(heap);
+    dr_free(acc);
+    dr_free(touched);
+    dr_free(heap);
     return rc;
 }
 
@@ -1432,7 +1432,7 @@ int dr_bm25_search_with(const dr_bm25 *e, const char *text, int k, double k1, do
     else
         rc = search_maxscore(e, q, k, chunk_ids, scores, n_out, err);
 cleanup:
-    free(q.t);
+    dr_free(q.t);
     return rc;
 }
 
@@ -1454,9 +1454,9 @@ int dr_bm25_search_exact(const dr_bm25 *e, const char *text, int k, double k1, d
     if (rc != DYNRAG_OK || q.n == 0)
         goto cleanup;
     int cap = k < (int)e->n_docs ? k : (int)e->n_docs;
-    heap = malloc((size_t)(cap > 0 ? cap : 1) * sizeof(hit));
-    acc = calloc(e->n_docs, sizeof(double));
-    seen = calloc(e->n_docs, 1);
+    heap = dr_malloc((size_t)(cap > 0 ? cap : 1) * sizeof(hit));
+    acc = dr_calloc(e->n_docs, sizeof(double));
+    seen = dr_calloc(e->n_docs, 1);
     if (heap == NULL || acc == NULL || seen == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "bm25: out of memory");
         goto cleanup;
@@ -1477,9 +1477,9 @@ int dr_bm25_search_exact(const dr_bm25 *e, const char *text, int k, double k1, d
             heap_offer(heap, &nh, cap, (hit){acc[d], d});
     emit(e, heap, nh, chunk_ids, scores, n_out);
 cleanup:
-    free(q.t);
-    free(heap);
-    free(acc);
-    free(seen);
+    dr_free(q.t);
+    dr_free(heap);
+    dr_free(acc);
+    dr_free(seen);
     return rc;
 }

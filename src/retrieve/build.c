@@ -117,7 +117,7 @@ cleanup:
         close(*fd);
         *fd = -1;
     }
-    free(path);
+    dr_free(path);
     return rc;
 }
 
@@ -144,7 +144,7 @@ static bool dense_matches(const char *path, const char *hex)
         dr_read_file(path, (size_t)1 << 40, &data, &len, &ignored) != DYNRAG_OK)
         return false;
     bool ok = dr_vec_hash(data, len) == want;
-    free(data);
+    dr_free(data);
     return ok;
 }
 
@@ -182,8 +182,8 @@ static int recover_dense(const char *dir, sqlite3 *db, dynrag_error *err)
         } else {
             (void)unlink(path);
         }
-        free(path);
-        free(final);
+        dr_free(path);
+        dr_free(final);
     }
     closedir(d);
     if (rc == DYNRAG_OK)
@@ -269,7 +269,7 @@ static int on_doc(void *user, const dr_doc *d, dynrag_error *err)
     for (size_t i = 0; rc == DYNRAG_OK && i < n; i++)
         rc = add_chunk(c, rowid, (int)i, d->title, tw, d->text, spans[i].start, spans[i].end,
                        spans[i].words, err);
-    free(spans);
+    dr_free(spans);
     if (rc != DYNRAG_OK) {
         if (d->line > 0)
             return dr_err_prefix(err, "%s:%ld", d->source, d->line);
@@ -293,7 +293,7 @@ static int embed_missing(build_ctx *c, dynrag_error *err)
     char *texts[EMBED_BATCH];
     int64_t ids[EMBED_BATCH];
     size_t n = 0;
-    float *vecs = malloc((size_t)EMBED_BATCH * (size_t)dim * sizeof(float));
+    float *vecs = dr_malloc((size_t)EMBED_BATCH * (size_t)dim * sizeof(float));
     int rc = DYNRAG_OK;
     if (vecs == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -330,14 +330,14 @@ static int embed_missing(build_ctx *c, dynrag_error *err)
         for (size_t i = 0; rc == DYNRAG_OK && i < n; i++)
             rc = dr_store_put_vector(&c->w, ids[i], vecs + i * (size_t)dim, dim, err);
         for (size_t i = 0; i < n; i++)
-            free(texts[i]);
+            dr_free(texts[i]);
         if (rc != DYNRAG_OK || n == 0)
             break;
         last = ids[n - 1];
     }
 cleanup:
     sqlite3_finalize(st);
-    free(vecs);
+    dr_free(vecs);
     return rc;
 }
 
@@ -366,13 +366,13 @@ static int rebuild_dense(sqlite3 *db, const char *factory, int dim, const char *
         }
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 1024;
-            float *nx = realloc(x, nc * (size_t)dim * sizeof(float));
+            float *nx = dr_realloc(x, nc * (size_t)dim * sizeof(float));
             if (nx == NULL) {
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
             }
             x = nx;
-            int64_t *ni = realloc(ids, nc * sizeof(*ids));
+            int64_t *ni = dr_realloc(ids, nc * sizeof(*ids));
             if (ni == NULL) {
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
@@ -399,8 +399,8 @@ static int rebuild_dense(sqlite3 *db, const char *factory, int dim, const char *
     rc = dr_vec_save(v, path, hash, err);
 cleanup:
     sqlite3_finalize(st);
-    free(x);
-    free(ids);
+    dr_free(x);
+    dr_free(ids);
     dr_vec_free(v);
     return rc;
 }
@@ -425,7 +425,7 @@ static int remove_file(const char *dir, const char *name, dynrag_error *err)
     if (unlink(path) != 0 && errno != ENOENT)
         rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: cannot remove a stale file: %s", path,
                         strerror(errno));
-    free(path);
+    dr_free(path);
     return rc;
 }
 
@@ -481,7 +481,7 @@ static int session_begin(write_session *ws, const char *dir, bool create, double
     if (rc == DYNRAG_OK)
         rc = dr_meta_get_ll(ws->db, "generation", 0, &ws->gen, err);
 cleanup:
-    free(dbpath);
+    dr_free(dbpath);
     return rc;
 }
 
@@ -554,8 +554,8 @@ static int session_commit(write_session *ws, const char *factory, int dim, dynra
                    strerror(errno));
         else
             fsync_dir(ws->dir);
-        free(final);
-        free(ws->new_dense);
+        dr_free(final);
+        dr_free(ws->new_dense);
         ws->new_dense = NULL;
     }
     finish_sidecars(ws);
@@ -568,7 +568,7 @@ static void session_end(write_session *ws)
         (void)dr_store_exec(ws->db, "ROLLBACK", NULL);
     if (ws->new_dense) {
         (void)unlink(ws->new_dense);
-        free(ws->new_dense);
+        dr_free(ws->new_dense);
     }
     sqlite3_close(ws->db);
     if (ws->lock_fd >= 0)
@@ -586,7 +586,7 @@ static int meta_str(sqlite3 *db, const char *key, char *buf, size_t size, bool *
     if (present)
         *present = v != NULL;
     dr_strlcpy(buf, v ? v : "", size);
-    free(v);
+    dr_free(v);
     return rc;
 }
 
@@ -731,7 +731,7 @@ int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs
                                 sqlite3_errmsg(ws.db));
             sqlite3_finalize(q);
         }
-        free(blob);
+        dr_free(blob);
     }
     if (rc == DYNRAG_OK && dense)
         rc = embed_missing(&c, err);

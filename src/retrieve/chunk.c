@@ -16,7 +16,7 @@ static int push(span_vec *s, size_t start, size_t end, size_t words)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 16;
-        dr_chunk_span *v = realloc(s->v, cap * sizeof(*v));
+        dr_chunk_span *v = dr_realloc(s->v, cap * sizeof(*v));
         if (v == NULL) {
             s->rc = DYNRAG_ERR_NOMEM;
             return 1;
@@ -61,7 +61,7 @@ static int window_sentence(const char *text, size_t base, size_t len, size_t ct,
         if (e == words.n)
             break;
     }
-    free(words.v);
+    dr_free(words.v);
     return rc;
 }
 
@@ -120,7 +120,7 @@ int dr_chunk_text(const char *text, size_t n, int chunk_tokens, int chunk_overla
 cleanup:
     if (rc != DYNRAG_OK)
         dr_err_set(err, rc, "chunking: %s", dynrag_strerror(rc));
-    free(chunks.v);
-    free(units.v);
+    dr_free(chunks.v);
+    dr_free(units.v);
     return rc;
 }

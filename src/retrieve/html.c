@@ -480,10 +480,10 @@ cleanup:
     if (rc != DYNRAG_OK) {
         dr_err_set(err, rc, "HTML conversion: %s", dynrag_strerror(rc));
         if (title) {
-            free(*title);
+            dr_free(*title);
             *title = NULL;
         }
-        free(*text);
+        dr_free(*text);
         *text = NULL;
     }
     dr_buf_free(&o.b);

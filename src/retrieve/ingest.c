@@ -264,9 +264,9 @@ static int jsonl_line(const char *path, long lineno, const char *line, size_t le
     rc = fn(user, &d, err);
 cleanup:
     cJSON_Delete(obj);
-    free(id);
-    free(title);
-    free(text);
+    dr_free(id);
+    dr_free(title);
+    dr_free(text);
     return rc;
 }
 
@@ -314,7 +314,7 @@ static int read_jsonl(const char *path, bool skip_bad, dr_doc_fn fn, void *user,
     if (rc == DYNRAG_OK && ferror(f))
         rc = dr_err_set(err, DYNRAG_ERR_IO, "%s:%ld: read error: %s", path, lineno + 1,
                         strerror(errno));
-    free(line);
+    dr_libc_free(line); /* getline()'s */
     fclose(f);
     return rc;
 }
@@ -396,7 +396,7 @@ static int read_one_file(const char *path, const char *doc_id, file_type ft, boo
             title = md_title(text);
     }
     if (title == NULL || title[0] == '\0') {
-        free(title);
+        dr_free(title);
         const char *base = strrchr(path, '/');
         title = dr_strdup(base ? base + 1 : path);
         if (title == NULL) {
@@ -408,10 +408,10 @@ static int read_one_file(const char *path, const char *doc_id, file_type ft, boo
     dr_doc d = {doc_id, title, text, path, 0};
     rc = fn(user, &d, err);
 cleanup:
-    free(raw);
-    free(clean);
-    free(text);
-    free(title);
+    dr_free(raw);
+    dr_free(clean);
+    dr_free(text);
+    dr_free(title);
     return rc;
 }
 
@@ -446,7 +446,7 @@ static int inode_set_add(inode_set *s, dev_t dev, ino_t ino)
 {
     if (2 * (s->n + 1) > s->cap) {
         size_t cap = s->cap ? 2 * s->cap : 256;
-        struct inode_key *slots = calloc(cap, sizeof(*slots));
+        struct inode_key *slots = dr_calloc(cap, sizeof(*slots));
         if (slots == NULL)
             return DYNRAG_ERR_NOMEM;
         for (size_t i = 0; i < s->cap; i++) {
@@ -457,7 +457,7 @@ static int inode_set_add(inode_set *s, dev_t dev, ino_t ino)
                 j = (j + 1) & (cap - 1);
             slots[j] = s->slots[i];
         }
-        free(s->slots);
+        dr_free(s->slots);
         s->slots = slots;
         s->cap = cap;
     }
@@ -506,7 +506,7 @@ static int walk(walk_ctx *w, const char *dir, int depth, dynrag_error *err)
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
-            char **nn = realloc(names, cap * sizeof(*names));
+            char **nn = dr_realloc(names, cap * sizeof(*names));
             if (nn == NULL) {
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
@@ -553,12 +553,12 @@ static int walk(walk_ctx *w, const char *dir, int depth, dynrag_error *err)
             rc = read_one_file(path, rel, type_of(names[i]), w->skip_bad, w->fn, w->user, w->bad,
                                err);
         }
-        free(path);
+        dr_free(path);
     }
 cleanup:
     for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+        dr_free(names[i]);
+    dr_free(names);
     closedir(d);
     return rc;
 }
@@ -578,7 +578,7 @@ int dr_ingest_input(const char *path, bool skip_bad, dr_doc_fn fn, void *user, u
         int rc = inode_set_add(&w.seen, st.st_dev, st.st_ino) < 0
                      ? dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory")
                      : walk(&w, path, 0, err);
-        free(w.seen.slots);
+        dr_free(w.seen.slots);
         return rc;
     }
     const char *dot = strrchr(path, '.');

@@ -79,7 +79,7 @@ static void conn_free(dr_conn *c)
     sqlite3_finalize(c->doc);
     sqlite3_finalize(c->body);
     sqlite3_close(c->db);
-    free(c);
+    dr_free(c);
 }
 
 int dynrag_search_mode_parse(const char *s)
@@ -119,12 +119,12 @@ static int conn_acquire(dynrag_index *idx, dr_conn **out, dynrag_error *err)
         return DYNRAG_OK;
     }
     pthread_mutex_unlock(&idx->pool_lock);
-    dr_conn *c = calloc(1, sizeof(*c));
+    dr_conn *c = dr_calloc(1, sizeof(*c));
     if (c == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     int rc = dr_store_open(idx->db_path, false, &c->db, err);
     if (rc != DYNRAG_OK) {
-        free(c);
+        dr_free(c);
         return rc;
     }
     /* Hits read chunk pages: mapped, a page read is a memory access, not a
@@ -142,8 +142,8 @@ static int conn_acquire(dynrag_index *idx, dr_conn **out, dynrag_error *err)
     pthread_mutex_lock(&idx->pool_lock);
     if (idx->n_all == idx->cap_all) {
         size_t cap = idx->cap_all ? idx->cap_all * 2 : 8;
-        dr_conn **a = realloc(idx->all, cap * sizeof(*a));
-        dr_conn **i = a ? realloc(idx->idle, cap * sizeof(*i)) : NULL;
+        dr_conn **a = dr_realloc(idx->all, cap * sizeof(*a));
+        dr_conn **i = a ? dr_realloc(idx->idle, cap * sizeof(*i)) : NULL;
         if (a)
             idx->all = a;
         if (i)
@@ -210,12 +210,12 @@ static void docmap_free(dr_docmap *m)
 {
     if (m == NULL)
         return;
-    free(m->chunk_id);
-    free(m->doc);
-    free(m->by_id);
-    free(m->doc_off);
-    free(m->names);
-    free(m);
+    dr_free(m->chunk_id);
+    dr_free(m->doc);
+    dr_free(m->by_id);
+    dr_free(m->doc_off);
+    dr_free(m->names);
+    dr_free(m);
 }
 
 /* The document index of chunk id in m, DOC_NONE when the chunk is unknown. */
@@ -242,7 +242,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t sz)
     size_t c = *cap ? *cap * 2 : 1024;
     if (c > SIZE_MAX / sz)
         return DYNRAG_ERR_NOMEM;
-    void *q = realloc(*p, c * sz);
+    void *q = dr_realloc(*p, c * sz);
     if (q == NULL)
         return DYNRAG_ERR_NOMEM;
     *p = q;
@@ -272,7 +272,7 @@ static int cmp_idpair(const void *a, const void *b)
 static int docmap_build(sqlite3 *db, int64_t gen, dr_docmap **out, dynrag_error *err)
 {
     *out = NULL;
-    dr_docmap *m = calloc(1, sizeof(*m));
+    dr_docmap *m = dr_calloc(1, sizeof(*m));
     idpair *docs = NULL, *chunks = NULL;
     size_t n_docs = 0, n_chunks = 0, cap_docs = 0, cap_chunks = 0, cap_names = 0, used = 0;
     sqlite3_stmt *st = NULL;
@@ -282,7 +282,7 @@ static int docmap_build(sqlite3 *db, int64_t gen, dr_docmap **out, dynrag_error 
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     int rc = dr_store_exec(db, "BEGIN", err);
     if (rc != DYNRAG_OK) {
-        free(m);
+        dr_free(m);
         return rc;
     }
     rc = dr_meta_get_ll(db, "generation", 0, &now, err);
@@ -336,9 +336,9 @@ static int docmap_build(sqlite3 *db, int64_t gen, dr_docmap **out, dynrag_error 
     }
     m->n_docs = n_docs;
     m->n_chunks = n_chunks;
-    m->doc_off = malloc(DR_MAX(n_docs, 1) * sizeof(*m->doc_off));
-    m->chunk_id = malloc(DR_MAX(n_chunks, 1) * sizeof(*m->chunk_id));
-    m->doc = malloc(DR_MAX(n_chunks, 1) * sizeof(*m->doc));
+    m->doc_off = dr_malloc(DR_MAX(n_docs, 1) * sizeof(*m->doc_off));
+    m->chunk_id = dr_malloc(DR_MAX(n_chunks, 1) * sizeof(*m->chunk_id));
+    m->doc = dr_malloc(DR_MAX(n_chunks, 1) * sizeof(*m->doc));
     if (m->doc_off == NULL || m->chunk_id == NULL || m->doc == NULL)
         goto no_memory;
     for (size_t i = 0; i < n_docs; i++)
@@ -360,7 +360,7 @@ static int docmap_build(sqlite3 *db, int64_t gen, dr_docmap **out, dynrag_error 
     if (n_chunks > 0 && chunks[0].id >= 0 &&
         chunks[n_chunks - 1].id < (int64_t)(4 * n_chunks + 1024)) {
         m->max_id = chunks[n_chunks - 1].id;
-        m->by_id = malloc(((size_t)m->max_id + 1) * sizeof(*m->by_id));
+        m->by_id = dr_malloc(((size_t)m->max_id + 1) * sizeof(*m->by_id));
         if (m->by_id == NULL)
             goto no_memory;
         for (int64_t i = 0; i <= m->max_id; i++)
@@ -380,8 +380,8 @@ no_memory:
 cleanup:
     sqlite3_finalize(st);
     (void)dr_store_exec(db, "COMMIT", NULL);
-    free(docs);
-    free(chunks);
+    dr_free(docs);
+    dr_free(chunks);
     docmap_free(m);
     return rc;
 }
@@ -419,17 +419,17 @@ void dynrag_index_close(dynrag_index *idx)
     live_free(idx->live);
     for (size_t i = 0; i < idx->n_all; i++)
         conn_free(idx->all[i]);
-    free(idx->all);
-    free(idx->idle);
+    dr_free(idx->all);
+    dr_free(idx->idle);
     pthread_mutex_destroy(&idx->pool_lock);
     docmap_free(idx->map);
     pthread_mutex_destroy(&idx->map_lock);
     dr_vec_free(idx->vec);
     dr_bm25_free(idx->bm25);
     dr_embedder_free(idx->emb);
-    free(idx->dir);
-    free(idx->db_path);
-    free(idx);
+    dr_free(idx->dir);
+    dr_free(idx->db_path);
+    dr_free(idx);
 }
 
 /* The metadata of one consistent snapshot, read in one transaction. */
@@ -445,7 +445,7 @@ static int read_str(sqlite3 *db, const char *key, char *buf, size_t size, dynrag
     char *v = NULL;
     int rc = dr_meta_get(db, key, &v, err);
     dr_strlcpy(buf, v ? v : "", size);
-    free(v);
+    dr_free(v);
     return rc;
 }
 
@@ -479,7 +479,7 @@ static int read_snapshot(sqlite3 *db, snapshot *s, dynrag_error *err)
             rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(db));
         } else if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_bytes(q, 0) > 0) {
             s->state_len = (size_t)sqlite3_column_bytes(q, 0);
-            s->state = malloc(s->state_len);
+            s->state = dr_malloc(s->state_len);
             if (s->state == NULL)
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             else
@@ -529,8 +529,8 @@ static int load_dense(const char *dir, const snapshot *s, dr_vec **out, dynrag_e
     /* a pending file that does not match is a leftover, not ours */
     if (rc == DYNRAG_ERR_STATE)
         rc = dr_vec_load(final, (int)s->dim, hash, out, err);
-    free(pending);
-    free(final);
+    dr_free(pending);
+    dr_free(final);
     return rc;
 }
 
@@ -542,7 +542,7 @@ static int open_snapshot(const char *dir, const dynrag_embedder_config *embedder
     *out = NULL;
     if (dir == NULL || dir[0] == '\0')
         return dr_err_set(err, DYNRAG_ERR_INVALID, "index: no folder given");
-    dynrag_index *idx = calloc(1, sizeof(*idx));
+    dynrag_index *idx = dr_calloc(1, sizeof(*idx));
     snapshot s;
     memset(&s, 0, sizeof(s));
     if (idx == NULL)
@@ -571,7 +571,7 @@ static int open_snapshot(const char *dir, const dynrag_embedder_config *embedder
      * is a damaged or foreign file and fails at once. */
     for (int attempt = 0;; attempt++) {
         long long prev_gen = s.gen;
-        free(s.state);
+        dr_free(s.state);
         rc = read_snapshot(db, &s, err);
         if (rc == DYNRAG_OK)
             rc = check_snapshot(dir, &s, err);
@@ -634,7 +634,7 @@ static int open_snapshot(const char *dir, const dynrag_embedder_config *embedder
     *out = idx;
     idx = NULL;
 cleanup:
-    free(s.state);
+    dr_free(s.state);
     dynrag_index_close(idx);
     return rc;
 }
@@ -653,8 +653,8 @@ static int cmp_scored(const void *a, const void *b)
 static int bm25_search(dynrag_index *idx, const char *query, double k1, double b, size_t depth,
                        dr_scored *out, size_t *n_out, dynrag_error *err)
 {
-    int64_t *ids = malloc(depth * sizeof(*ids));
-    double *scores = malloc(depth * sizeof(*scores));
+    int64_t *ids = dr_malloc(depth * sizeof(*ids));
+    double *scores = dr_malloc(depth * sizeof(*scores));
     int n = 0;
     int rc = DYNRAG_OK;
     if (ids == NULL || scores == NULL) {
@@ -668,8 +668,8 @@ static int bm25_search(dynrag_index *idx, const char *query, double k1, double b
         out[i] = (dr_scored){ids[i], scores[i]};
     *n_out = (size_t)n;
 cleanup:
-    free(ids);
-    free(scores);
+    dr_free(ids);
+    dr_free(scores);
     return rc;
 }
 
@@ -678,9 +678,9 @@ static int dense_search(dynrag_index *idx, const char *query, size_t k, int npro
 {
     int dim = idx->emb->dim;
     *n_out = 0;
-    float *q = malloc((size_t)dim * sizeof(float));
-    int64_t *labels = malloc(k * sizeof(*labels));
-    float *scores = malloc(k * sizeof(*scores));
+    float *q = dr_malloc((size_t)dim * sizeof(float));
+    int64_t *labels = dr_malloc(k * sizeof(*labels));
+    float *scores = dr_malloc(k * sizeof(*scores));
     int rc = DYNRAG_OK;
     if (q == NULL || labels == NULL || scores == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -704,9 +704,9 @@ static int dense_search(dynrag_index *idx, const char *query, size_t k, int npro
         (*n_out)++;
     }
 cleanup:
-    free(q);
-    free(labels);
-    free(scores);
+    dr_free(q);
+    dr_free(labels);
+    dr_free(scores);
     return rc;
 }
 
@@ -811,11 +811,11 @@ void dynrag_hits_free(dynrag_hits *hits)
     if (hits == NULL)
         return;
     for (size_t i = 0; i < hits->n; i++) {
-        free(hits->hits[i].doc_id);
-        free(hits->hits[i].title);
-        free(hits->hits[i].text);
+        dr_free(hits->hits[i].doc_id);
+        dr_free(hits->hits[i].title);
+        dr_free(hits->hits[i].text);
     }
-    free(hits->hits);
+    dr_free(hits->hits);
     memset(hits, 0, sizeof(*hits));
 }
 
@@ -833,9 +833,9 @@ typedef struct ranking {
 
 static void ranking_free(ranking *r)
 {
-    free(r->lb);
-    free(r->ld);
-    free(r->fused);
+    dr_free(r->lb);
+    dr_free(r->ld);
+    dr_free(r->fused);
     memset(r, 0, sizeof(*r));
 }
 
@@ -852,9 +852,9 @@ static int rank_chunks(dynrag_index *idx, const char *query, const dynrag_search
         depth = k;
     size_t nb = 0, nd = 0;
     memset(r, 0, sizeof(*r));
-    r->lb = calloc(depth, sizeof(*r->lb));
-    r->ld = calloc(depth, sizeof(*r->ld));
-    r->fused = calloc(2 * depth, sizeof(*r->fused));
+    r->lb = dr_calloc(depth, sizeof(*r->lb));
+    r->ld = dr_calloc(depth, sizeof(*r->ld));
+    r->fused = dr_calloc(2 * depth, sizeof(*r->fused));
     if (r->lb == NULL || r->ld == NULL || r->fused == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     if (use_bm25) {
@@ -938,8 +938,8 @@ static int keyset_init(keyset *s, size_t max_keys)
     size_t cap = 16;
     while (cap < 2 * max_keys)
         cap *= 2;
-    s->keys = malloc(cap * sizeof(*s->keys));
-    s->used = calloc(cap, 1);
+    s->keys = dr_malloc(cap * sizeof(*s->keys));
+    s->used = dr_calloc(cap, 1);
     s->mask = cap - 1;
     return s->keys && s->used ? DYNRAG_OK : DYNRAG_ERR_NOMEM;
 }
@@ -960,8 +960,8 @@ static bool keyset_add(keyset *s, int64_t key)
 
 static void keyset_free(keyset *s)
 {
-    free(s->keys);
-    free(s->used);
+    dr_free(s->keys);
+    dr_free(s->used);
     memset(s, 0, sizeof(*s));
 }
 
@@ -998,7 +998,7 @@ static int collapse(dr_conn *conn, const dr_docmap *m, const ranking *r, size_t 
             continue;
         (*n_found)++;
         if (!keyset_add(&seen, key)) {
-            free(owned);
+            dr_free(owned);
             continue;
         }
         sel[(*n_sel)++] = (chosen){r->ranked[i].id, r->ranked[i].score, doc_id, owned};
@@ -1106,7 +1106,7 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
     /* Document level searches 3k chunks, then twice as many while fewer
      * than k documents came out of a full list. */
     size_t want = per_doc ? DR_MIN((size_t)k * 3, (size_t)MAX_K) : (size_t)k;
-    if (per_doc && (sel = calloc((size_t)k, sizeof(*sel))) == NULL) {
+    if (per_doc && (sel = dr_calloc((size_t)k, sizeof(*sel))) == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -1119,7 +1119,7 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         if (rc != DYNRAG_OK || !per_doc)
             break;
         for (size_t i = 0; i < n_sel; i++)
-            free(sel[i].owned);
+            dr_free(sel[i].owned);
         size_t found = 0;
         rc = collapse(conn, map, &r, want, (size_t)k, sel, &n_sel, &found, err);
         if (rc != DYNRAG_OK || n_sel >= (size_t)k || found < want || want >= MAX_K)
@@ -1130,7 +1130,7 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         goto cleanup;
     size_t cand = per_doc ? n_sel : r.n;
     if (cand > 0) {
-        out->hits = calloc(DR_MIN(cand, (size_t)k), sizeof(*out->hits));
+        out->hits = dr_calloc(DR_MIN(cand, (size_t)k), sizeof(*out->hits));
         if (out->hits == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -1150,7 +1150,7 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
             found = rc == DYNRAG_OK && doc_id != NULL;
             if (found)
                 rc = ids_hit(id, score, doc_id, h, err);
-            free(owned);
+            dr_free(owned);
         } else if (map) {
             const char *doc_id = per_doc ? sel[i].doc_id : NULL;
             uint32_t d = per_doc ? 0 : docmap_find(map, id);
@@ -1170,8 +1170,8 @@ cleanup:
     conn_release(idx, conn);
     ranking_free(&r);
     for (size_t i = 0; i < n_sel; i++)
-        free(sel[i].owned);
-    free(sel);
+        dr_free(sel[i].owned);
+    dr_free(sel);
     if (rc != DYNRAG_OK)
         dynrag_hits_free(out);
     out->total_us = (double)(dr_now_us() - t0);
@@ -1222,11 +1222,11 @@ int dynrag_index_document(dynrag_index *idx, const char *doc_id, char **title, c
         if (rc != DYNRAG_OK) {
             dr_err_set(err, rc, "out of memory");
             if (title) {
-                free(*title);
+                dr_free(*title);
                 *title = NULL;
             }
             if (text) {
-                free(*text);
+                dr_free(*text);
                 *text = NULL;
             }
         }
@@ -1498,12 +1498,12 @@ static void live_free(dr_live *lv)
     if (lv->ino_fd >= 0)
         close(lv->ino_fd);
     pthread_mutex_destroy(&lv->lock);
-    free(lv->dir);
-    free(lv->paths[0]);
-    free(lv->paths[1]);
+    dr_free(lv->dir);
+    dr_free(lv->paths[0]);
+    dr_free(lv->paths[1]);
     for (int i = 0; i < 4; i++)
-        free(lv->emb_strs[i]);
-    free(lv);
+        dr_free(lv->emb_strs[i]);
+    dr_free(lv);
 }
 
 /* A copy of s into *slot (NULL stays NULL); false when out of memory. */
@@ -1523,11 +1523,11 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     *out = NULL;
     if (dir == NULL || dir[0] == '\0')
         return dr_err_set(err, DYNRAG_ERR_INVALID, "index: no folder given");
-    dynrag_index *idx = calloc(1, sizeof(*idx));
-    dr_live *lv = calloc(1, sizeof(*lv));
+    dynrag_index *idx = dr_calloc(1, sizeof(*idx));
+    dr_live *lv = dr_calloc(1, sizeof(*lv));
     if (idx == NULL || lv == NULL) {
-        free(idx);
-        free(lv);
+        dr_free(idx);
+        dr_free(lv);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&idx->pool_lock, NULL);

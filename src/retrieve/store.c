@@ -22,10 +22,15 @@ static int db_err(sqlite3 *db, dynrag_error *err, const char *what)
 static bool folder_writable(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL ? dr_strdup(".") : dr_strndup(path, (size_t)(slash - path) + 1);
-    bool w = dir == NULL || access(dir, W_OK) == 0;
-    free(dir);
-    return w;
+    if (slash == NULL)
+        return access(".", W_OK) == 0;
+    char dir[4096]; /* no allocation: this check has no way to report one failing */
+    size_t n = (size_t)(slash - path) + 1;
+    if (n >= sizeof(dir))
+        return true; /* longer than any path the kernel takes: let SQLite say */
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    return access(dir, W_OK) == 0;
 }
 
 /* "file:" URI of path with the immutable flag: the file is read with no
@@ -68,7 +73,7 @@ int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *
         flags |= SQLITE_OPEN_URI;
     }
     int rc = sqlite3_open_v2(uri ? uri : path, &db, flags, NULL);
-    free(uri);
+    dr_free(uri);
     if (rc != SQLITE_OK) {
         int st = rc == SQLITE_CANTOPEN ? DYNRAG_ERR_NOTFOUND : DYNRAG_ERR_DB;
         dr_err_set(err, st, "%s: cannot open: %s", path,
@@ -191,7 +196,7 @@ int dr_meta_get_ll(sqlite3 *db, const char *key, long long def, long long *out,
     if (v != NULL && dr_parse_ll(v, INT64_MIN, INT64_MAX, out) != DYNRAG_OK)
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "index.db: meta %s is not an integer: '%s'", key,
                         v);
-    free(v);
+    dr_free(v);
     return rc;
 }
 

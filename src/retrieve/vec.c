@@ -51,7 +51,7 @@ uint64_t dr_vec_hash(const void *data, size_t n)
 
 static int vec_wrap(FaissIndex *index, int dim, dr_vec **out, dynrag_error *err)
 {
-    dr_vec *v = calloc(1, sizeof(*v));
+    dr_vec *v = dr_calloc(1, sizeof(*v));
     if (v == NULL) {
         faiss_Index_free(index);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -122,7 +122,7 @@ int dr_vec_save(const dr_vec *v, const char *path, uint64_t *hash, dynrag_error 
         *hash = dr_vec_hash(data, len);
         rc = dr_write_file_atomic(path, data, len, err);
     }
-    free(data);
+    dr_libc_free(data); /* open_memstream()'s */
     return rc;
 }
 
@@ -166,7 +166,7 @@ int dr_vec_load(const char *path, int dim, uint64_t expect_hash, dr_vec **out, d
     }
     rc = vec_wrap(index, dim, out, err);
 cleanup:
-    free(data);
+    dr_free(data);
     return rc;
 }
 
@@ -225,5 +225,5 @@ void dr_vec_free(dr_vec *v)
         return;
     faiss_Index_free(v->index);
     pthread_rwlock_destroy(&v->lock);
-    free(v);
+    dr_free(v);
 }

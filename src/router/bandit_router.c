@@ -31,6 +31,7 @@
  * save() writes after refreshing the statistics from the store.
  */
 #include "router/bandit.h"
+#include "core/alloc.h"
 
 #include "router/bandit_store.h"
 
@@ -386,7 +387,7 @@ void dr_bandit_detach_state(dr_router *r)
         return;
     bandit_router *br = (bandit_router *)r;
     pthread_mutex_lock(&br->save_lock);
-    free(br->state_path);
+    dr_free(br->state_path);
     br->state_path = NULL;
     pthread_mutex_unlock(&br->save_lock);
 }
@@ -416,7 +417,7 @@ static int bandit_save(dr_router *r, dynrag_error *err)
     }
 done:
     pthread_mutex_unlock(&br->save_lock);
-    free(text);
+    dr_free(text);
     return rc;
 }
 
@@ -553,12 +554,12 @@ static int load_state(bandit_router *br, dynrag_error *err)
     memcpy(br->arms, loaded, st->n_options * sizeof *loaded);
     br->rng = r;
     cJSON_Delete(root);
-    free(data);
+    dr_free(data);
     return DYNRAG_OK;
 bad:
     rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "bandit state file %s is corrupt: %s", path, what);
     cJSON_Delete(root);
-    free(data);
+    dr_free(data);
     return rc;
 }
 
@@ -570,8 +571,8 @@ static void bandit_free(dr_router *r)
     dr_bandit_store_close(br->store);
     pthread_mutex_destroy(&br->lock);
     pthread_mutex_destroy(&br->save_lock);
-    free(br->state_path);
-    free(br);
+    dr_free(br->state_path);
+    dr_free(br);
 }
 
 static const dr_router_vtable bandit_vt = {bandit_route, bandit_feedback, bandit_save,
@@ -613,7 +614,7 @@ int dr_router_create_bandit(const dynrag_pipeline *p, const dr_stage *stage, dr_
     if (!(pen >= 0 && pen <= 1e6))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.sla_penalty: expected a number in [0, 1e6]", sn);
-    bandit_router *br = calloc(1, sizeof *br);
+    bandit_router *br = dr_calloc(1, sizeof *br);
     if (br == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&br->lock, NULL);

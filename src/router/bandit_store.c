@@ -68,9 +68,9 @@ void dr_bandit_store_close(dr_bandit_store *s)
     if (s == NULL)
         return;
     sqlite3_close(s->db);
-    free(s->path);
-    free(s->stage);
-    free(s);
+    dr_free(s->path);
+    dr_free(s->stage);
+    dr_free(s);
 }
 
 const char *dr_bandit_store_path(const dr_bandit_store *s)
@@ -102,7 +102,7 @@ int dr_bandit_store_open(const char *state_path, const char *stage, bool create,
         "INSERT OR IGNORE INTO meta(key, value) VALUES('format_version', '1');";
     *out = NULL;
     int rc = DYNRAG_OK;
-    dr_bandit_store *s = calloc(1, sizeof *s);
+    dr_bandit_store *s = dr_calloc(1, sizeof *s);
     if (s == NULL || (s->path = dr_asprintf("%s.rewards.db", state_path)) == NULL ||
         (s->stage = dr_strdup(stage)) == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -113,7 +113,7 @@ int dr_bandit_store_open(const char *state_path, const char *stage, bool create,
             goto fail; /* rc OK, *out NULL: no store yet */
         char *dir = parent_dir(s->path);
         rc = dir != NULL ? dr_mkdirs(dir, err) : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-        free(dir);
+        dr_free(dir);
         if (rc != DYNRAG_OK)
             goto fail;
     }
@@ -309,7 +309,7 @@ cleanup:
     sqlite3_finalize(q);
     if (in_tx)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    free(a_txt);
-    free(b_txt);
+    dr_free(a_txt);
+    dr_free(b_txt);
     return rc;
 }

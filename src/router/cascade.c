@@ -7,6 +7,7 @@
  * dr_cascade_judge() after generation and escalates.
  */
 #include "router/cascade.h"
+#include "core/alloc.h"
 
 #include "core/text.h"
 #include "router/router_impl.h"
@@ -123,7 +124,7 @@ static double judge_agreement(const dr_answer_view *a, char *why, size_t why_len
     if (n < 2 || a->samples == NULL)
         return reported_or(a, "agreement", "fewer than 2 samples", 1.0, why, why_len);
     double conf = 1.0;
-    char **norm = calloc(n, sizeof *norm);
+    char **norm = dr_calloc(n, sizeof *norm);
     if (norm == NULL)
         goto oom;
     for (size_t i = 0; i < n; i++)
@@ -148,8 +149,8 @@ oom:
     conf = 1.0;
 cleanup:
     for (size_t i = 0; norm != NULL && i < n; i++)
-        free(norm[i]);
-    free(norm);
+        dr_free(norm[i]);
+    dr_free(norm);
     return conf;
 }
 
@@ -212,7 +213,7 @@ static void cascade_free(dr_router *r)
     if (r == NULL)
         return;
     dr_scorer_free(((cascade_router *)r)->scorer);
-    free(r);
+    dr_free(r);
 }
 
 static const dr_router_vtable cascade_vt = {cascade_route, dr_router_feedback_none,
@@ -249,14 +250,14 @@ int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.model: only judge 'scorer' reads a model (judge is '%s')",
                           sn, judge);
-    cascade_router *cr = calloc(1, sizeof *cr);
+    cascade_router *cr = dr_calloc(1, sizeof *cr);
     if (cr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     cr->base.vt = &cascade_vt;
     if (scorer) {
         int rc = dr_scorer_load(model, &cr->scorer, err);
         if (rc != DYNRAG_OK) {
-            free(cr);
+            dr_free(cr);
             return dr_err_prefix(err, "stages.%s.router.model", sn);
         }
     }

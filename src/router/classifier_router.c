@@ -16,6 +16,7 @@
  * option wins; when its score is below threshold, `escalate` is chosen.
  */
 #include "nn/classifier.h"
+#include "core/alloc.h"
 #include "router/router_impl.h"
 
 #include <math.h>
@@ -37,13 +38,13 @@ static int classifier_route(dr_router *r, const dr_route_ctx *ctx, dr_route_deci
     const classifier_router *cr = (const classifier_router *)r;
     const dr_stage *st = r->stage;
     dr_route_decision_reset(out);
-    float *probs = malloc((cr->n_labels > 0 ? cr->n_labels : 1) * sizeof *probs);
+    float *probs = dr_malloc((cr->n_labels > 0 ? cr->n_labels : 1) * sizeof *probs);
     if (probs == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     int rc = dr_classifier_predict(cr->model, cr->head, ctx->query != NULL ? ctx->query : "",
                                    probs, err);
     if (rc != DYNRAG_OK) {
-        free(probs);
+        dr_free(probs);
         return dr_err_prefix(err, "classifier router");
     }
     for (size_t i = 0; i < cr->n_labels; i++) {
@@ -52,7 +53,7 @@ static int classifier_route(dr_router *r, const dr_route_ctx *ctx, dr_route_deci
             continue;
         out->scores[o] = (isnan(out->scores[o]) ? 0.0 : out->scores[o]) + (double)probs[i];
     }
-    free(probs);
+    dr_free(probs);
     int best = -1;
     for (size_t o = 0; o < st->n_options; o++)
         if (!isnan(out->scores[o]) && (best < 0 || out->scores[o] > out->scores[best]))
@@ -77,8 +78,8 @@ static void classifier_free(dr_router *r)
     if (cr == NULL)
         return;
     dr_classifier_free(cr->model);
-    free(cr->label_option);
-    free(cr);
+    dr_free(cr->label_option);
+    dr_free(cr);
 }
 
 static const dr_router_vtable classifier_vt = {classifier_route, dr_router_feedback_none,
@@ -91,7 +92,7 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
     const char *sn = dr_stage_name(stage->id);
     char *path = NULL;
     int rc = DYNRAG_OK;
-    classifier_router *cr = calloc(1, sizeof *cr);
+    classifier_router *cr = dr_calloc(1, sizeof *cr);
     if (cr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     cr->base.vt = &classifier_vt;
@@ -127,7 +128,7 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
         goto cleanup;
     }
     cr->n_labels = dr_classifier_n_labels(cr->model, cr->head);
-    cr->label_option = malloc((cr->n_labels > 0 ? cr->n_labels : 1) * sizeof *cr->label_option);
+    cr->label_option = dr_malloc((cr->n_labels > 0 ? cr->n_labels : 1) * sizeof *cr->label_option);
     if (cr->label_option == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
@@ -172,11 +173,11 @@ int dr_router_create_classifier(const dynrag_pipeline *p, const dr_stage *stage,
                         "stages.%s.router.labels: no label of the model maps to an option", sn);
         goto cleanup;
     }
-    free(path);
+    dr_free(path);
     *out = &cr->base;
     return DYNRAG_OK;
 cleanup:
-    free(path);
+    dr_free(path);
     classifier_free(&cr->base);
     return rc;
 }

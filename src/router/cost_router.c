@@ -19,6 +19,7 @@
  * any declared quality and never reach a floor.
  */
 #include "nn/classifier.h"
+#include "core/alloc.h"
 #include "router/cost.h"
 #include "router/router_impl.h"
 
@@ -179,8 +180,8 @@ static void cost_free(dr_router *r)
     if (cr == NULL)
         return;
     dr_classifier_free(cr->model);
-    free(cr->label_option);
-    free(cr);
+    dr_free(cr->label_option);
+    dr_free(cr);
 }
 
 /* Loads quality_model and maps its labels to options (quality_labels). */
@@ -198,7 +199,7 @@ static int load_quality_model(cost_router *cr, const dr_stage *stage, const cJSO
                           "stages.%s.router.quality_head: %s has no head '%s'", sn, model,
                           head ? head : "(first)");
     cr->n_labels = dr_classifier_n_labels(cr->model, cr->head);
-    cr->label_option = malloc((cr->n_labels ? cr->n_labels : 1) * sizeof(*cr->label_option));
+    cr->label_option = dr_malloc((cr->n_labels ? cr->n_labels : 1) * sizeof(*cr->label_option));
     if (cr->label_option == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     const cJSON *labels = cJSON_GetObjectItemCaseSensitive(params, "quality_labels");
@@ -245,7 +246,7 @@ int dr_router_create_cost(const dynrag_pipeline *p, const dr_stage *stage, dr_ro
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "stages.%s.router.quality_floor: expected a number in [0, 1]",
                           dr_stage_name(stage->id));
-    cost_router *cr = calloc(1, sizeof *cr);
+    cost_router *cr = dr_calloc(1, sizeof *cr);
     if (cr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     cr->base.vt = &cost_vt;

@@ -20,6 +20,7 @@
  * with examples but no vote, NAN for options with no example).
  */
 #include "router/router_impl.h"
+#include "core/alloc.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -50,12 +51,12 @@ static void knn_free(dr_router *r)
     if (kr == NULL)
         return;
     for (size_t i = 0; i < kr->n; i++)
-        free(kr->queries[i]);
-    free(kr->queries);
-    free(kr->labels);
-    free(kr->emb);
+        dr_free(kr->queries[i]);
+    dr_free(kr->queries);
+    dr_free(kr->labels);
+    dr_free(kr->emb);
     pthread_mutex_destroy(&kr->lock);
-    free(kr);
+    dr_free(kr);
 }
 
 static void l2_normalise(float *v, int dim)
@@ -78,14 +79,14 @@ static int knn_prepare(knn_router *kr, const dr_route_ctx *ctx, dynrag_error *er
                           "stages.%s.router: the knn router needs the pipeline's embedder",
                           dr_stage_name(kr->base.stage->id));
     int dim = ctx->embed_dim;
-    float *emb = malloc(kr->n * (size_t)dim * sizeof *emb + 1);
+    float *emb = dr_malloc(kr->n * (size_t)dim * sizeof *emb + 1);
     if (emb == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "knn: out of memory embedding %zu examples",
                           kr->n);
     for (size_t i = 0; i < kr->n; i++) {
         int rc = ctx->embed(ctx->embed_user, kr->queries[i], emb + i * (size_t)dim, dim, err);
         if (rc != DYNRAG_OK) {
-            free(emb);
+            dr_free(emb);
             return dr_err_prefix(err, "knn: embedding example %zu", i);
         }
         l2_normalise(emb + i * (size_t)dim, dim);
@@ -129,8 +130,8 @@ static int knn_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *o
 
     int dim = kr->dim;
     size_t k = (size_t)kr->k;
-    float *q = malloc((size_t)dim * sizeof *q);
-    neighbour *top = calloc(k, sizeof *top);
+    float *q = dr_malloc((size_t)dim * sizeof *q);
+    neighbour *top = dr_calloc(k, sizeof *top);
     if (q == NULL || top == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
@@ -189,8 +190,8 @@ static int knn_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *o
              100.0 * votes[best] / total);
     rc = dr_route_ensure_available(ctx, st, out, err);
 cleanup:
-    free(q);
-    free(top);
+    dr_free(q);
+    dr_free(top);
     return rc;
 }
 
@@ -215,11 +216,11 @@ static int add_example(knn_router *kr, const cJSON *ex, const char *where, dynra
                           KNN_MAX_EXAMPLES);
     if (kr->n == kr->cap) {
         size_t nc = kr->cap ? kr->cap * 2 : 16;
-        char **nq = realloc(kr->queries, nc * sizeof *nq);
+        char **nq = dr_realloc(kr->queries, nc * sizeof *nq);
         if (nq == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         kr->queries = nq;
-        int *nl = realloc(kr->labels, nc * sizeof *nl);
+        int *nl = dr_realloc(kr->labels, nc * sizeof *nl);
         if (nl == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         kr->labels = nl;
@@ -268,7 +269,7 @@ static int load_examples_file(knn_router *kr, const char *path, dynrag_error *er
         line = nl != NULL ? nl + 1 : NULL;
     }
 cleanup:
-    free(data);
+    dr_free(data);
     return rc;
 }
 
@@ -277,7 +278,7 @@ int dr_router_create_knn(const dynrag_pipeline *p, const dr_stage *stage, dr_rou
 {
     const cJSON *params = stage->router.params;
     const char *sn = dr_stage_name(stage->id);
-    knn_router *kr = calloc(1, sizeof *kr);
+    knn_router *kr = dr_calloc(1, sizeof *kr);
     if (kr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&kr->lock, NULL);

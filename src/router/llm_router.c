@@ -28,6 +28,7 @@
  * Thread-safe: the router holds no mutable state.
  */
 #include "engine/budget.h"
+#include "core/alloc.h"
 #include "generate/llm.h"
 #include "router/router_impl.h"
 
@@ -207,7 +208,7 @@ static int llm_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *o
 
 static void llm_free(dr_router *r)
 {
-    free(r);
+    dr_free(r);
 }
 
 static const dr_router_vtable llm_vt = {llm_route, dr_router_feedback_none, dr_router_save_none,
@@ -232,7 +233,7 @@ int dr_router_create_llm(const dynrag_pipeline *p, const dr_stage *stage, dr_rou
     int rc = dr_router_option_param(stage, "fallback", -1, &fallback, err);
     if (rc != DYNRAG_OK)
         return rc;
-    llm_router *lr = calloc(1, sizeof *lr);
+    llm_router *lr = dr_calloc(1, sizeof *lr);
     if (lr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     lr->base.vt = &llm_vt;

@@ -42,19 +42,19 @@ void dr_omodel_free(dr_omodel *m)
     if (m == NULL)
         return;
     for (size_t i = 0; i < m->n_options; i++)
-        free(m->options[i]);
-    free(m->options);
-    free(m->has_cost);
-    free(m->kind);
-    free(m->method);
+        dr_free(m->options[i]);
+    dr_free(m->options);
+    dr_free(m->has_cost);
+    dr_free(m->kind);
+    dr_free(m->method);
     dr_embedder_free(m->emb);
-    free(m->idf);
-    free(m->centroids);
-    free(m->qw);
-    free(m->cw);
-    free(m->provenance);
+    dr_free(m->idf);
+    dr_free(m->centroids);
+    dr_free(m->qw);
+    dr_free(m->cw);
+    dr_free(m->provenance);
     dr_onbr_free(m->nbr);
-    free(m);
+    dr_free(m);
 }
 
 size_t dr_omodel_n_options(const dr_omodel *m)
@@ -226,14 +226,14 @@ static int features(const dr_omodel *m, const char *q, float *x, dynrag_error *e
 static int kmeans(const float *e, size_t stride, size_t n, int dim, size_t C, uint64_t seed,
                   int iters, float *centroids)
 {
-    double *dist = malloc(n * sizeof(*dist));
-    double *sum = malloc(C * (size_t)dim * sizeof(*sum));
-    size_t *assign = malloc(n * sizeof(*assign)), *count = malloc(C * sizeof(*count));
+    double *dist = dr_malloc(n * sizeof(*dist));
+    double *sum = dr_malloc(C * (size_t)dim * sizeof(*sum));
+    size_t *assign = dr_malloc(n * sizeof(*assign)), *count = dr_malloc(C * sizeof(*count));
     if (!dist || !sum || !assign || !count) {
-        free(dist);
-        free(sum);
-        free(assign);
-        free(count);
+        dr_free(dist);
+        dr_free(sum);
+        dr_free(assign);
+        dr_free(count);
         return DYNRAG_ERR_NOMEM;
     }
     dr_rng r;
@@ -298,10 +298,10 @@ static int kmeans(const float *e, size_t stride, size_t n, int dim, size_t C, ui
                 cv[d] = (float)(sum[c * (size_t)dim + (size_t)d] / norm);
         }
     }
-    free(dist);
-    free(sum);
-    free(assign);
-    free(count);
+    dr_free(dist);
+    dr_free(sum);
+    dr_free(assign);
+    dr_free(count);
     return DYNRAG_OK;
 }
 
@@ -312,7 +312,7 @@ static int make_embedder(dr_omodel *m, dynrag_error *err)
     if (rc != DYNRAG_OK)
         return rc;
     size_t len = IDF_BLOB_HEADER + IDF_BUCKETS * 4;
-    unsigned char *blob = malloc(len);
+    unsigned char *blob = dr_malloc(len);
     if (blob == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     /* The blob layout of embed/builtin.h (little-endian). */
@@ -333,7 +333,7 @@ static int make_embedder(dr_omodel *m, dynrag_error *err)
             blob[IDF_BLOB_HEADER + 4 * i + b] = (unsigned char)(bits >> (8 * b));
     }
     rc = dr_builtin_state_load(m->emb, blob, len, err);
-    free(blob);
+    dr_free(blob);
     return rc;
 }
 
@@ -349,11 +349,11 @@ int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *
         /* kNN and preference: from the nearest training queries. */
         size_t idx[DR_ONBR_MAX_K];
         float sim[DR_ONBR_MAX_K];
-        float *scratch = malloc((m->nbr->n ? m->nbr->n : 1) * sizeof(float));
+        float *scratch = dr_malloc((m->nbr->n ? m->nbr->n : 1) * sizeof(float));
         if (scratch == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         size_t kn = dr_onbr_nearest(m->nbr, stackx, (size_t)m->nbr->k, idx, sim, scratch);
-        free(scratch);
+        dr_free(scratch);
         dr_onbr_predict(m->nbr, idx, sim, kn, m->nbr->k, m->nbr->local_weight, q);
     }
     for (size_t o = 0; o < m->n_options; o++) {
@@ -442,13 +442,13 @@ static void chol_solve(const double *l, size_t n, double *b)
 static double routed_quality(const dr_omodel *m, const dr_outcome_table *t, const size_t *rows,
                              size_t n, const int *map, dynrag_error *err)
 {
-    double *q = malloc(2 * m->n_options * sizeof(*q));
-    bool *allowed = malloc(m->n_options * sizeof(*allowed));
+    double *q = dr_malloc(2 * m->n_options * sizeof(*q));
+    bool *allowed = dr_malloc(m->n_options * sizeof(*allowed));
     double sum = 0;
     size_t counted = 0;
     if (q == NULL || allowed == NULL) {
-        free(q);
-        free(allowed);
+        dr_free(q);
+        dr_free(allowed);
         return NAN;
     }
     for (size_t i = 0; i < n; i++) {
@@ -463,8 +463,8 @@ static double routed_quality(const dr_omodel *m, const dr_outcome_table *t, cons
         sum += row->o[map[pick]].quality;
         counted++;
     }
-    free(q);
-    free(allowed);
+    dr_free(q);
+    dr_free(allowed);
     return counted ? sum / (double)counted : NAN;
 }
 
@@ -480,17 +480,17 @@ static int distill_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *ro
                        const dr_omodel_train_opts *opts)
 {
     const size_t F = m->n_feat, K = m->n_options;
-    double *w = calloc(K * F, sizeof(double)), *g = calloc(K * F, sizeof(double));
-    double *vel = calloc(K * F, sizeof(double)), *y = malloc(n * K * sizeof(double));
-    double *p = malloc(K * sizeof(double));
-    size_t *nz = malloc(F * sizeof(size_t));
+    double *w = dr_calloc(K * F, sizeof(double)), *g = dr_calloc(K * F, sizeof(double));
+    double *vel = dr_calloc(K * F, sizeof(double)), *y = dr_malloc(n * K * sizeof(double));
+    double *p = dr_malloc(K * sizeof(double));
+    size_t *nz = dr_malloc(F * sizeof(size_t));
     if (!w || !g || !vel || !y || !p || !nz) {
-        free(w);
-        free(g);
-        free(vel);
-        free(y);
-        free(p);
-        free(nz);
+        dr_free(w);
+        dr_free(g);
+        dr_free(vel);
+        dr_free(y);
+        dr_free(p);
+        dr_free(nz);
         return DYNRAG_ERR_NOMEM;
     }
     for (size_t i = 0; i < n; i++) {
@@ -527,12 +527,12 @@ static int distill_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *ro
     }
     for (size_t i = 0; i < K * F; i++)
         m->qw[i] = (float)w[i];
-    free(w);
-    free(g);
-    free(vel);
-    free(y);
-    free(p);
-    free(nz);
+    dr_free(w);
+    dr_free(g);
+    dr_free(vel);
+    dr_free(y);
+    dr_free(p);
+    dr_free(nz);
     return DYNRAG_OK;
 }
 
@@ -553,11 +553,11 @@ static int mf_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, s
                   const dr_omodel_train_opts *opts, dynrag_error *err)
 {
     const size_t F = m->n_feat, K = m->n_options, R = (size_t)m->rank;
-    double *P = malloc(R * F * sizeof(double)), *V = malloc(K * R * sizeof(double));
-    double *b = calloc(K, sizeof(double)), *h = malloc(R * sizeof(double));
-    double *dh = malloc(R * sizeof(double));
-    size_t *nz = malloc(F * sizeof(size_t)), *order = malloc(n * sizeof(size_t));
-    float *best = malloc(K * F * sizeof(float));
+    double *P = dr_malloc(R * F * sizeof(double)), *V = dr_malloc(K * R * sizeof(double));
+    double *b = dr_calloc(K, sizeof(double)), *h = dr_malloc(R * sizeof(double));
+    double *dh = dr_malloc(R * sizeof(double));
+    size_t *nz = dr_malloc(F * sizeof(size_t)), *order = dr_malloc(n * sizeof(size_t));
+    float *best = dr_malloc(K * F * sizeof(float));
     int rc = DYNRAG_OK;
     if (!P || !V || !b || !h || !dh || !nz || !order || !best) {
         rc = DYNRAG_ERR_NOMEM;
@@ -641,14 +641,14 @@ static int mf_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, s
     if (v != NULL && n_valid > 0)
         memcpy(m->qw, best, K * F * sizeof(float));
 cleanup:
-    free(P);
-    free(V);
-    free(b);
-    free(h);
-    free(dh);
-    free(nz);
-    free(order);
-    free(best);
+    dr_free(P);
+    dr_free(V);
+    dr_free(b);
+    dr_free(h);
+    dr_free(dh);
+    dr_free(nz);
+    dr_free(order);
+    dr_free(best);
     return rc;
 }
 
@@ -696,7 +696,7 @@ static int nbr_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, 
 {
     const size_t K = m->n_options, F = m->n_feat;
     bool pref = strcmp(m->kind, "preference") == 0;
-    float *q = malloc(n * K * sizeof(float)), *ev = NULL, *vq = NULL;
+    float *q = dr_malloc(n * K * sizeof(float)), *ev = NULL, *vq = NULL;
     int rc = DYNRAG_OK;
     if (q == NULL)
         goto nomem;
@@ -712,8 +712,8 @@ static int nbr_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, 
         m->nbr->local_weight = opts->local_weight;
     if (v == NULL || n_valid == 0 || (opts->k > 0 && (!pref || opts->fix_local_weight)))
         goto done;
-    ev = malloc(n_valid * F * sizeof(float));
-    vq = malloc(n_valid * K * sizeof(float));
+    ev = dr_malloc(n_valid * F * sizeof(float));
+    vq = dr_malloc(n_valid * K * sizeof(float));
     if (ev == NULL || vq == NULL)
         goto nomem;
     for (size_t i = 0; i < n_valid; i++) {
@@ -733,9 +733,9 @@ static int nbr_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, 
 nomem:
     rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
 done:
-    free(q);
-    free(ev);
-    free(vq);
+    dr_free(q);
+    dr_free(ev);
+    dr_free(vq);
     return rc;
 }
 
@@ -788,7 +788,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     float *best_qw = NULL;
     int *vmap = NULL;
     cJSON *prov = NULL;
-    dr_omodel *m = calloc(1, sizeof(*m));
+    dr_omodel *m = dr_calloc(1, sizeof(*m));
     if (m == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     m->kind = dr_strdup(kind);
@@ -802,8 +802,8 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     m->is_mf = is_mf;
     m->rank = is_mf ? DR_OMODEL_MF_RANK : 0;
     m->n_options = t->n_options;
-    m->options = calloc(t->n_options, sizeof(char *));
-    m->has_cost = calloc(t->n_options, sizeof(bool));
+    m->options = dr_calloc(t->n_options, sizeof(char *));
+    m->has_cost = dr_calloc(t->n_options, sizeof(bool));
     m->dim = dim;
     m->n_clusters = opts->clusters < 0 || is_knn || is_pref ? 0
                     : opts->clusters == 0                   ? 32
@@ -818,11 +818,11 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     double cluster_lambda = opts->cluster_lambda > 0 ? opts->cluster_lambda : 0.1;
     m->n_feat = (size_t)dim + DR_OMODEL_EXTRA + m->n_clusters + 1;
     const size_t F = m->n_feat, K = m->n_options;
-    m->centroids = malloc((m->n_clusters ? m->n_clusters : 1) * (size_t)dim * sizeof(float));
+    m->centroids = dr_malloc((m->n_clusters ? m->n_clusters : 1) * (size_t)dim * sizeof(float));
     if (m->centroids == NULL)
         goto nomem;
-    m->qw = calloc(K * F, sizeof(float));
-    m->cw = calloc(K * 2, sizeof(float));
+    m->qw = dr_calloc(K * F, sizeof(float));
+    m->cw = dr_calloc(K * 2, sizeof(float));
     if (!m->kind || !m->method || !m->options || !m->has_cost || !m->qw || !m->cw)
         goto nomem;
     for (size_t o = 0; o < K; o++)
@@ -844,9 +844,9 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         size_t len = 0;
         if ((rc = dr_builtin_state_save(m->emb, &blob, &len, err)) != DYNRAG_OK)
             goto cleanup;
-        m->idf = malloc(IDF_BUCKETS * sizeof(float));
+        m->idf = dr_malloc(IDF_BUCKETS * sizeof(float));
         if (m->idf == NULL || len != IDF_BLOB_HEADER + IDF_BUCKETS * 4) {
-            free(blob);
+            dr_free(blob);
             goto nomem;
         }
         const unsigned char *p = blob;
@@ -859,26 +859,26 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
                 bits |= (uint32_t)p[IDF_BLOB_HEADER + 4 * i + b] << (8 * b);
             memcpy(&m->idf[i], &bits, 4);
         }
-        free(blob);
+        dr_free(blob);
     }
 
     /* Features and the Gram matrix (sparse rows: the embedding is sparse). */
-    x = malloc(n * F * sizeof(float));
-    gram = calloc(F * F, sizeof(double));
-    a = malloc(F * F * sizeof(double));
-    rhs = calloc(K * F, sizeof(double));
-    best_w = malloc(K * F * sizeof(double));
-    best_qw = malloc(K * F * sizeof(float));
-    size_t *nz = malloc(F * sizeof(size_t));
+    x = dr_malloc(n * F * sizeof(float));
+    gram = dr_calloc(F * F, sizeof(double));
+    a = dr_malloc(F * F * sizeof(double));
+    rhs = dr_calloc(K * F, sizeof(double));
+    best_w = dr_malloc(K * F * sizeof(double));
+    best_qw = dr_malloc(K * F * sizeof(float));
+    size_t *nz = dr_malloc(F * sizeof(size_t));
     if (!x || !gram || !a || !rhs || !best_w || !best_qw || !nz) {
-        free(nz);
+        dr_free(nz);
         goto nomem;
     }
     bool all_present = true;
     for (size_t i = 0; i < n; i++) {
         const char *texts[1] = {t->rows[rows ? rows[i] : i].query};
         if ((rc = dr_embed(m->emb, texts, 1, x + i * F, err)) != DYNRAG_OK) {
-            free(nz);
+            dr_free(nz);
             goto cleanup;
         }
         if (opts->progress != NULL && (i % 256 == 0 || i + 1 == n))
@@ -888,7 +888,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         if (opts->progress != NULL)
             opts->progress(opts->progress_user, "k-means", 0, 1);
         if (kmeans(x, F, n, dim, m->n_clusters, opts->seed, 20, m->centroids) != DYNRAG_OK) {
-            free(nz);
+            dr_free(nz);
             goto nomem;
         }
     }
@@ -913,9 +913,9 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
                 rhs[o * F + nz[p1]] += y * xi[nz[p1]];
         }
     }
-    free(nz);
+    dr_free(nz);
 
-    vmap = malloc(K * sizeof(int));
+    vmap = dr_malloc(K * sizeof(int));
     if (vmap == NULL)
         goto nomem;
     for (size_t o = 0; o < K; o++)
@@ -924,10 +924,10 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         /* Expert Router: each cluster's mean quality per option, shrunk
          * towards the option's overall mean by one pseudo-row. */
         size_t C = m->n_clusters, off = (size_t)dim + DR_OMODEL_EXTRA;
-        double *sum = calloc(C * K + 2 * K, sizeof(double)), *cnt = calloc(C * K, sizeof(double));
+        double *sum = dr_calloc(C * K + 2 * K, sizeof(double)), *cnt = dr_calloc(C * K, sizeof(double));
         if (sum == NULL || cnt == NULL) {
-            free(sum);
-            free(cnt);
+            dr_free(sum);
+            dr_free(cnt);
             goto nomem;
         }
         double *all = sum + C * K, *all_n = all + K;
@@ -950,8 +950,8 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
             for (size_t c = 0; c < C; c++)
                 m->qw[o * F + off + c] = (float)((sum[c * K + o] + prior) / (cnt[c * K + o] + 1.0));
         }
-        free(sum);
-        free(cnt);
+        dr_free(sum);
+        dr_free(cnt);
         m->lambda = 0;
         goto fitted;
     }
@@ -994,7 +994,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
             const double *g = gram;
             double *own = NULL;
             if (!all_present) {
-                own = calloc(F * F, sizeof(double));
+                own = dr_calloc(F * F, sizeof(double));
                 if (own == NULL)
                     goto nomem;
                 for (size_t i = 0; i < n; i++) {
@@ -1011,7 +1011,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
             for (size_t f1 = 0; f1 < F; f1++)
                 for (size_t f2 = 0; f2 <= f1; f2++)
                     a[f1 * F + f2] = g[f1 * F + f2];
-            free(own);
+            dr_free(own);
             /* The bias (last feature) is barely penalised, the cluster
              * one-hots less than the n-grams. */
             for (size_t f = 0; f < F; f++)
@@ -1092,13 +1092,13 @@ nomem:
     rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
 cleanup:
     cJSON_Delete(prov);
-    free(x);
-    free(gram);
-    free(a);
-    free(rhs);
-    free(best_w);
-    free(best_qw);
-    free(vmap);
+    dr_free(x);
+    dr_free(gram);
+    dr_free(a);
+    dr_free(rhs);
+    dr_free(best_w);
+    dr_free(best_qw);
+    dr_free(vmap);
     if (rc != DYNRAG_OK) {
         dr_omodel_free(m);
         return rc;
@@ -1170,7 +1170,7 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
     rc = dr_st_writer_save(w, path, err);
 cleanup:
     cJSON_Delete(cfg);
-    free(cfg_text);
+    dr_free(cfg_text);
     dr_st_writer_free(w);
     return rc;
 }
@@ -1251,7 +1251,7 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     int rc = dr_st_open(path, &f, err);
     if (rc != DYNRAG_OK)
         return rc;
-    dr_omodel *m = calloc(1, sizeof(*m));
+    dr_omodel *m = dr_calloc(1, sizeof(*m));
     if (m == NULL) {
         dr_st_close(f);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -1326,15 +1326,15 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     m->dim = (int)dim;
     m->n_clusters = (size_t)clusters;
     m->n_feat = (size_t)m->dim + DR_OMODEL_EXTRA + m->n_clusters + 1;
-    m->centroids = malloc((m->n_clusters ? m->n_clusters : 1) * (size_t)m->dim * sizeof(float));
+    m->centroids = dr_malloc((m->n_clusters ? m->n_clusters : 1) * (size_t)m->dim * sizeof(float));
     m->lambda = lambda;
     m->idf_docs = (uint64_t)docs;
     m->n_options = (size_t)n_opt;
-    m->options = calloc(m->n_options, sizeof(char *));
-    m->has_cost = calloc(m->n_options, sizeof(bool));
-    m->qw = malloc(m->n_options * m->n_feat * sizeof(float));
-    m->cw = malloc(m->n_options * 2 * sizeof(float));
-    m->idf = malloc(IDF_BUCKETS * sizeof(float));
+    m->options = dr_calloc(m->n_options, sizeof(char *));
+    m->has_cost = dr_calloc(m->n_options, sizeof(bool));
+    m->qw = dr_malloc(m->n_options * m->n_feat * sizeof(float));
+    m->cw = dr_malloc(m->n_options * 2 * sizeof(float));
+    m->idf = dr_malloc(IDF_BUCKETS * sizeof(float));
     const char *prov = dr_st_meta(f, "provenance");
     m->provenance = dr_strdup(prov ? prov : "{}");
     if (!m->kind || !m->method || !m->options || !m->has_cost || !m->qw || !m->cw || !m->idf ||

@@ -81,8 +81,8 @@ static int train_scorer(const dynrag_outcome_router_options *opts, const dr_outc
         res->valid_rows = v.n_rows;
         res->valid_quality = rep.valid_auc;
     } else {
-        fit = malloc((t->n_rows ? t->n_rows : 1) * sizeof(*fit));
-        inner = malloc((t->n_rows ? t->n_rows : 1) * sizeof(*inner));
+        fit = dr_malloc((t->n_rows ? t->n_rows : 1) * sizeof(*fit));
+        inner = dr_malloc((t->n_rows ? t->n_rows : 1) * sizeof(*inner));
         if (fit == NULL || inner == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -117,8 +117,8 @@ static int train_scorer(const dynrag_outcome_router_options *opts, const dr_outc
     res->lambda = rep.lambda;
     res->train_quality = rep.train_auc;
 cleanup:
-    free(fit);
-    free(inner);
+    dr_free(fit);
+    dr_free(inner);
     dr_scorer_free(s);
     dr_outcomes_free(&v);
     return rc;
@@ -193,8 +193,8 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
         res.valid_rows = v.n_rows;
         res.valid_quality = rep.valid_quality;
     } else {
-        fit = malloc(t.n_rows * sizeof(*fit));
-        inner = malloc(t.n_rows * sizeof(*inner));
+        fit = dr_malloc(t.n_rows * sizeof(*fit));
+        inner = dr_malloc(t.n_rows * sizeof(*inner));
         if (fit == NULL || inner == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -243,9 +243,9 @@ done:
         *result = res;
 cleanup:
     cJSON_Delete(files);
-    free(desc);
-    free(fit);
-    free(inner);
+    dr_free(desc);
+    dr_free(fit);
+    dr_free(inner);
     dr_omodel_free(m);
     dr_omodel_free(probe);
     dr_outcomes_free(&t);

@@ -12,17 +12,17 @@ void dr_onbr_free(dr_onbr *nb)
 {
     if (nb == NULL)
         return;
-    free(nb->x);
-    free(nb->xt);
-    free(nb->q);
-    free(nb->mean);
-    free(nb->ratings);
-    free(nb);
+    dr_free(nb->x);
+    dr_free(nb->xt);
+    dr_free(nb->q);
+    dr_free(nb->mean);
+    dr_free(nb->ratings);
+    dr_free(nb);
 }
 
 dr_onbr *dr_onbr_alloc(size_t n, int dim, size_t K, bool preference)
 {
-    dr_onbr *nb = calloc(1, sizeof(*nb));
+    dr_onbr *nb = dr_calloc(1, sizeof(*nb));
     if (nb == NULL)
         return NULL;
     nb->n = n;
@@ -32,10 +32,10 @@ dr_onbr *dr_onbr_alloc(size_t n, int dim, size_t K, bool preference)
     nb->k = 10;
     nb->local_weight = 0.5;
     nb->prior = 1.0;
-    nb->x = malloc((n ? n : 1) * (size_t)dim * sizeof(float));
-    nb->q = malloc((n ? n : 1) * K * sizeof(float));
-    nb->mean = calloc(K, sizeof(double));
-    nb->ratings = calloc(K, sizeof(float));
+    nb->x = dr_malloc((n ? n : 1) * (size_t)dim * sizeof(float));
+    nb->q = dr_malloc((n ? n : 1) * K * sizeof(float));
+    nb->mean = dr_calloc(K, sizeof(double));
+    nb->ratings = dr_calloc(K, sizeof(float));
     if (!nb->x || !nb->q || !nb->mean || !nb->ratings) {
         dr_onbr_free(nb);
         return NULL;
@@ -108,8 +108,8 @@ void dr_bt_fit(size_t K, const double *wins, const double *toward, double prior,
 int dr_onbr_finish(dr_onbr *nb)
 {
     const size_t n = nb->n, K = nb->K, dim = (size_t)nb->dim;
-    free(nb->xt);
-    nb->xt = malloc((n ? n : 1) * dim * sizeof(float));
+    dr_free(nb->xt);
+    nb->xt = dr_malloc((n ? n : 1) * dim * sizeof(float));
     if (nb->xt == NULL)
         return -1;
     for (size_t i = 0; i < n; i++)
@@ -141,9 +141,9 @@ dr_onbr *dr_onbr_create(const float *x, size_t stride, int dim, size_t n, const 
         return NULL;
     }
     if (preference) {
-        double *wins = calloc(K * K, sizeof(double)), r[64];
+        double *wins = dr_calloc(K * K, sizeof(double)), r[64];
         if (wins == NULL || K > 64) {
-            free(wins);
+            dr_free(wins);
             dr_onbr_free(nb);
             return NULL;
         }
@@ -151,7 +151,7 @@ dr_onbr *dr_onbr_create(const float *x, size_t stride, int dim, size_t n, const 
         dr_bt_fit(K, wins, NULL, 1.0, r);
         for (size_t o = 0; o < K; o++)
             nb->ratings[o] = (float)r[o];
-        free(wins);
+        dr_free(wins);
     }
     return nb;
 }
@@ -271,11 +271,11 @@ double dr_onbr_tune(dr_onbr *nb, const float *ev, size_t stride, size_t nv, cons
     const size_t K = nb->K;
     size_t kmax = fixed_k > 0 ? (size_t)fixed_k : (size_t)ks[DR_ARRAY_LEN(ks) - 1];
     kmax = DR_MIN(kmax, nb->n);
-    size_t *idx = malloc(nv * (kmax ? kmax : 1) * sizeof(size_t));
-    float *sim = malloc(nv * (kmax ? kmax : 1) * sizeof(float));
-    size_t *got = malloc(nv * sizeof(size_t));
-    float *scratch = malloc((nb->n ? nb->n : 1) * sizeof(float));
-    double *pred = malloc(K * sizeof(double));
+    size_t *idx = dr_malloc(nv * (kmax ? kmax : 1) * sizeof(size_t));
+    float *sim = dr_malloc(nv * (kmax ? kmax : 1) * sizeof(float));
+    size_t *got = dr_malloc(nv * sizeof(size_t));
+    float *scratch = dr_malloc((nb->n ? nb->n : 1) * sizeof(float));
+    double *pred = dr_malloc(K * sizeof(double));
     double best = -1;
     if (!idx || !sim || !got || !scratch || !pred)
         goto done;
@@ -313,10 +313,10 @@ double dr_onbr_tune(dr_onbr *nb, const float *ev, size_t stride, size_t nv, cons
     nb->k = best_k;
     nb->local_weight = best_lw;
 done:
-    free(idx);
-    free(sim);
-    free(got);
-    free(scratch);
-    free(pred);
+    dr_free(idx);
+    dr_free(sim);
+    dr_free(got);
+    dr_free(scratch);
+    dr_free(pred);
     return best;
 }

@@ -22,6 +22,7 @@
  * know are scored NAN and only chosen when nothing else is available.
  */
 #include "router/cost.h"
+#include "core/alloc.h"
 #include "router/omodel.h"
 #include "router/router_impl.h"
 
@@ -101,7 +102,7 @@ static void predict_free(dr_router *r)
     if (pr == NULL)
         return;
     dr_omodel_free(pr->model);
-    free(pr);
+    dr_free(pr);
 }
 
 static const dr_router_vtable predict_vt = {predict_route, dr_router_feedback_none,
@@ -113,7 +114,7 @@ int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr
     const cJSON *params = stage->router.params;
     const char *sn = dr_stage_name(stage->id);
     int rc = DYNRAG_OK;
-    predict_router *pr = calloc(1, sizeof *pr);
+    predict_router *pr = dr_calloc(1, sizeof *pr);
     if (pr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     pr->base.vt = &predict_vt;

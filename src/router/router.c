@@ -1,5 +1,6 @@
 /* router.c - router creation by type, shared decision helpers, the fixed router. */
 #include "router/router_impl.h"
+#include "core/alloc.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -140,7 +141,7 @@ static int fixed_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision 
 
 static void fixed_free(dr_router *r)
 {
-    free(r);
+    dr_free(r);
 }
 
 static const dr_router_vtable fixed_vt = {fixed_route, dr_router_feedback_none,
@@ -154,7 +155,7 @@ int dr_router_create_fixed(const dynrag_pipeline *p, const dr_stage *stage, dr_r
     int rc = dr_router_option_param(stage, "option", 0, &opt, err);
     if (rc != DYNRAG_OK)
         return rc;
-    fixed_router *f = calloc(1, sizeof *f);
+    fixed_router *f = dr_calloc(1, sizeof *f);
     if (f == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     f->base.vt = &fixed_vt;

@@ -9,6 +9,7 @@
  * An empty `when` always matches.
  */
 #include "router/router_impl.h"
+#include "core/alloc.h"
 
 #include <math.h>
 #include <regex.h>
@@ -41,14 +42,14 @@ static void rules_free(dr_router *r)
     for (size_t i = 0; i < rr->n_rules; i++) {
         rule *ru = &rr->rules[i];
         for (size_t j = 0; j < ru->n_qwords; j++)
-            free(ru->qwords[j]);
-        free(ru->qwords);
+            dr_free(ru->qwords[j]);
+        dr_free(ru->qwords);
         if (ru->has_regex)
             regfree(&ru->regex);
-        free(ru->regex_src);
+        dr_free(ru->regex_src);
     }
-    free(rr->rules);
-    free(rr);
+    dr_free(rr->rules);
+    dr_free(rr);
 }
 
 /* Appends "name" (joined with ", ") to a condition list in buf. */
@@ -246,7 +247,7 @@ static int parse_rule(const dr_stage *stage, const cJSON *item, size_t i, rule *
                               "stages.%s.router.rules[%zu].when.question_words: expected a list",
                               sn, i);
         size_t n = (size_t)cJSON_GetArraySize(qw);
-        ru->qwords = calloc(n > 0 ? n : 1, sizeof *ru->qwords);
+        ru->qwords = dr_calloc(n > 0 ? n : 1, sizeof *ru->qwords);
         if (ru->qwords == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         const cJSON *w;
@@ -297,7 +298,7 @@ int dr_router_create_rules(const dynrag_pipeline *p, const dr_stage *stage, dr_r
 {
     const cJSON *params = stage->router.params;
     const char *sn = dr_stage_name(stage->id);
-    rules_router *rr = calloc(1, sizeof *rr);
+    rules_router *rr = dr_calloc(1, sizeof *rr);
     if (rr == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     rr->base.vt = &rules_vt;
@@ -311,7 +312,7 @@ int dr_router_create_rules(const dynrag_pipeline *p, const dr_stage *stage, dr_r
         goto cleanup;
     }
     size_t n = rules != NULL ? (size_t)cJSON_GetArraySize(rules) : 0;
-    rr->rules = calloc(n > 0 ? n : 1, sizeof *rr->rules);
+    rr->rules = dr_calloc(n > 0 ? n : 1, sizeof *rr->rules);
     if (rr->rules == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;

@@ -30,12 +30,12 @@ void dr_scorer_free(dr_scorer *s)
 {
     if (s == NULL)
         return;
-    free(s->w);
+    dr_free(s->w);
     for (size_t i = 0; i < s->n_options; i++)
-        free(s->options[i]);
-    free(s->options);
-    free(s->provenance);
-    free(s);
+        dr_free(s->options[i]);
+    dr_free(s->options);
+    dr_free(s->provenance);
+    dr_free(s);
 }
 
 /* ---- features ----------------------------------------------------------------- */
@@ -301,12 +301,12 @@ static double dot(const float *w, const feats *f)
 double dr_scorer_score(const dr_scorer *s, const char *query, const char *option,
                        const char *answer)
 {
-    feats *f = malloc(sizeof *f);
+    feats *f = dr_malloc(sizeof *f);
     if (f == NULL)
         return 0.5; /* out of memory: no opinion */
     features(s, query, option, answer, f);
     double p = sigmoid(dot(s->w, f));
-    free(f);
+    dr_free(f);
     return p;
 }
 
@@ -328,10 +328,10 @@ typedef struct exset {
 static void exset_free(exset *x)
 {
     for (size_t i = 0; x->e != NULL && i < x->n; i++) {
-        free(x->e[i].idx);
-        free(x->e[i].val);
+        dr_free(x->e[i].idx);
+        dr_free(x->e[i].val);
     }
-    free(x->e);
+    dr_free(x->e);
     memset(x, 0, sizeof(*x));
 }
 
@@ -349,10 +349,10 @@ static int build_examples(const dr_outcome_table *t, const size_t *rows, size_t 
         for (size_t o = 0; o < t->n_options; o++)
             cap += r->o[o].present && r->o[o].response != NULL;
     }
-    x->e = calloc(cap ? cap : 1, sizeof *x->e);
-    feats *f = malloc(sizeof *f);
+    x->e = dr_calloc(cap ? cap : 1, sizeof *x->e);
+    feats *f = dr_malloc(sizeof *f);
     if (x->e == NULL || f == NULL) {
-        free(f);
+        dr_free(f);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
@@ -363,12 +363,12 @@ static int build_examples(const dr_outcome_table *t, const size_t *rows, size_t 
                 continue;
             features(NULL, r->query, t->options[o], oc->response, f);
             example *e = &x->e[x->n];
-            e->idx = malloc(f->n * sizeof *e->idx);
-            e->val = malloc(f->n * sizeof *e->val);
+            e->idx = dr_malloc(f->n * sizeof *e->idx);
+            e->val = dr_malloc(f->n * sizeof *e->val);
             if (e->idx == NULL || e->val == NULL) {
-                free(e->idx);
-                free(e->val);
-                free(f);
+                dr_free(e->idx);
+                dr_free(e->val);
+                dr_free(f);
                 return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             }
             memcpy(e->idx, f->idx, f->n * sizeof *e->idx);
@@ -378,7 +378,7 @@ static int build_examples(const dr_outcome_table *t, const size_t *rows, size_t 
             x->n++;
         }
     }
-    free(f);
+    dr_free(f);
     return DYNRAG_OK;
 }
 
@@ -396,11 +396,11 @@ static int fit(const exset *x, double lambda, int epochs, uint64_t seed, float *
                const dr_scorer_train_opts *opts, dynrag_error *err)
 {
     const double lr = 0.5;
-    double *g2 = calloc(DR_SCORER_BUCKETS, sizeof *g2);
-    size_t *order = malloc((x->n ? x->n : 1) * sizeof *order);
+    double *g2 = dr_calloc(DR_SCORER_BUCKETS, sizeof *g2);
+    size_t *order = dr_malloc((x->n ? x->n : 1) * sizeof *order);
     if (g2 == NULL || order == NULL) {
-        free(g2);
-        free(order);
+        dr_free(g2);
+        dr_free(order);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     memset(w, 0, DR_SCORER_BUCKETS * sizeof *w);
@@ -428,8 +428,8 @@ static int fit(const exset *x, double lambda, int epochs, uint64_t seed, float *
         if (opts->progress != NULL)
             opts->progress(opts->progress_user, "scorer", (size_t)ep + 1, (size_t)epochs);
     }
-    free(g2);
-    free(order);
+    dr_free(g2);
+    dr_free(order);
     return DYNRAG_OK;
 }
 
@@ -441,7 +441,7 @@ static int cmp_pair(const void *a, const void *b)
 
 double dr_scorer_auc(const double *p, const double *y, size_t n)
 {
-    double *pr = malloc((n ? n : 1) * 2 * sizeof *pr);
+    double *pr = dr_malloc((n ? n : 1) * 2 * sizeof *pr);
     if (pr == NULL)
         return NAN;
     size_t pos = 0;
@@ -452,7 +452,7 @@ double dr_scorer_auc(const double *p, const double *y, size_t n)
     }
     size_t neg = n - pos;
     if (pos == 0 || neg == 0) {
-        free(pr);
+        dr_free(pr);
         return NAN;
     }
     qsort(pr, n, 2 * sizeof *pr, cmp_pair);
@@ -468,7 +468,7 @@ double dr_scorer_auc(const double *p, const double *y, size_t n)
                 rank_sum += mean_rank;
         i = j;
     }
-    free(pr);
+    dr_free(pr);
     return (rank_sum - (double)pos * ((double)pos + 1) / 2.0) / ((double)pos * (double)neg);
 }
 
@@ -479,10 +479,10 @@ static void evaluate(const float *w, const exset *x, double *auc, double *loglos
     *logloss = NAN;
     if (x->n == 0)
         return;
-    double *p = malloc(x->n * sizeof *p), *y = malloc(x->n * sizeof *y);
+    double *p = dr_malloc(x->n * sizeof *p), *y = dr_malloc(x->n * sizeof *y);
     if (p == NULL || y == NULL) {
-        free(p);
-        free(y);
+        dr_free(p);
+        dr_free(y);
         return;
     }
     double ll = 0;
@@ -494,8 +494,8 @@ static void evaluate(const float *w, const exset *x, double *auc, double *loglos
     }
     *auc = dr_scorer_auc(p, y, x->n);
     *logloss = ll / (double)x->n;
-    free(p);
-    free(y);
+    dr_free(p);
+    dr_free(y);
 }
 
 int dr_scorer_train(const dr_outcome_table *t, const size_t *rows, size_t n,
@@ -509,13 +509,13 @@ int dr_scorer_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     cJSON *prov = NULL;
     float *best = NULL;
     int rc;
-    dr_scorer *s = calloc(1, sizeof *s);
+    dr_scorer *s = dr_calloc(1, sizeof *s);
     if (s == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     s->epochs = DR_SCORER_EPOCHS;
-    s->w = calloc(DR_SCORER_BUCKETS, sizeof *s->w);
-    best = calloc(DR_SCORER_BUCKETS, sizeof *best);
-    s->options = calloc(t->n_options ? t->n_options : 1, sizeof *s->options);
+    s->w = dr_calloc(DR_SCORER_BUCKETS, sizeof *s->w);
+    best = dr_calloc(DR_SCORER_BUCKETS, sizeof *best);
+    s->options = dr_calloc(t->n_options ? t->n_options : 1, sizeof *s->options);
     if (s->w == NULL || best == NULL || s->options == NULL)
         goto nomem;
     for (size_t o = 0; o < t->n_options; o++) {
@@ -606,7 +606,7 @@ nomem:
     rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
 cleanup:
     cJSON_Delete(prov);
-    free(best);
+    dr_free(best);
     exset_free(&tx);
     exset_free(&vx);
     if (rc != DYNRAG_OK) {
@@ -650,7 +650,7 @@ nomem:
     rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
 cleanup:
     cJSON_Delete(cfg);
-    free(cfg_text);
+    dr_free(cfg_text);
     dr_st_writer_free(w);
     return rc;
 }
@@ -663,7 +663,7 @@ int dr_scorer_load(const char *path, dr_scorer **out, dynrag_error *err)
     int rc = dr_st_open(path, &f, err);
     if (rc != DYNRAG_OK)
         return rc;
-    dr_scorer *s = calloc(1, sizeof *s);
+    dr_scorer *s = dr_calloc(1, sizeof *s);
     if (s == NULL) {
         dr_st_close(f);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -719,8 +719,8 @@ int dr_scorer_load(const char *path, dr_scorer **out, dynrag_error *err)
     }
     s->lambda = lambda->valuedouble;
     s->epochs = (int)epochs->valuedouble;
-    s->w = malloc(DR_SCORER_BUCKETS * sizeof *s->w);
-    s->options = calloc(n_opt ? (size_t)n_opt : 1, sizeof *s->options);
+    s->w = dr_malloc(DR_SCORER_BUCKETS * sizeof *s->w);
+    s->options = dr_calloc(n_opt ? (size_t)n_opt : 1, sizeof *s->options);
     const char *prov = dr_st_meta(f, "provenance");
     s->provenance = dr_strdup(prov ? prov : "{}");
     if (s->w == NULL || s->options == NULL || s->provenance == NULL) {

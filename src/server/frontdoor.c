@@ -462,7 +462,7 @@ char *dr_frame_error_response(const dr_http_error *err, size_t *len)
                            "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                            "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
                            err->status, reason_phrase(err->status), strlen(body), body);
-    free(body);
+    dr_free(body);
     if (rc != 0) {
         dr_buf_free(&b);
         return NULL;
@@ -508,7 +508,7 @@ static bool q_room(qbuf *q, size_t want)
     size_t cap = q->cap ? q->cap : 16384;
     while (cap - q->len < want)
         cap *= 2;
-    char *d = realloc(q->d, cap);
+    char *d = dr_realloc(q->d, cap);
     if (d == NULL)
         return false;
     q->d = d;
@@ -889,12 +889,12 @@ static void *pump_main(void *arg)
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
     linger_close(p->c, p->c_eof, f->stop[0]);
-    free(p->in.d);
-    free(p->out.d);
-    free(p->err_resp);
+    dr_free(p->in.d);
+    dr_free(p->out.d);
+    dr_free(p->err_resp);
     dr_buf_free(&p->heads);
     dr_buf_free(&p->r_line);
-    free(p);
+    dr_free(p);
     pthread_mutex_lock(&f->mu);
     f->live--;
     pthread_cond_broadcast(&f->cv);
@@ -906,14 +906,14 @@ int dr_front_create(size_t max_body, int timeout_ms, dr_metrics *metrics, dr_fro
                     dynrag_error *err)
 {
     *out = NULL;
-    dr_front *f = calloc(1, sizeof(*f));
+    dr_front *f = dr_calloc(1, sizeof(*f));
     if (f == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     f->max_body = max_body;
     f->timeout_ms = timeout_ms;
     f->m = metrics;
     if (pipe2(f->stop, O_CLOEXEC) != 0) {
-        free(f);
+        dr_free(f);
         return dr_err_set(err, DYNRAG_ERR_IO, "front door: pipe: %s", strerror(errno));
     }
     pthread_mutex_init(&f->mu, NULL);
@@ -931,7 +931,7 @@ int dr_front_serve(dr_front *f, int client)
         errno = e;
         return -1;
     }
-    pump *p = calloc(1, sizeof(*p));
+    pump *p = dr_calloc(1, sizeof(*p));
     if (p == NULL) {
         close(client);
         close(sp[0]);
@@ -966,7 +966,7 @@ int dr_front_serve(dr_front *f, int client)
         close(client);
         close(sp[0]);
         close(sp[1]);
-        free(p);
+        dr_free(p);
         errno = rc;
         return -1;
     }
@@ -1017,5 +1017,5 @@ void dr_front_free(dr_front *f, int flush_ms)
     close(f->stop[1]);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
-    free(f);
+    dr_free(f);
 }

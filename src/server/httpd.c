@@ -137,8 +137,8 @@ static void stream_free(void *cls)
     stream_state *s = cls;
     if (s == NULL)
         return;
-    free(s->data);
-    free(s);
+    dr_free(s->data);
+    dr_free(s);
 }
 
 /* The request's Origin header when it is the configured CORS origin. */
@@ -181,7 +181,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
     }
     struct MHD_Response *r = NULL;
     if (body && x->stream && status < 400) {
-        stream_state *s = calloc(1, sizeof(*s));
+        stream_state *s = dr_calloc(1, sizeof(*s));
         if (s) {
             s->data = body;
             s->len = body_len;
@@ -192,11 +192,12 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
                 stream_free(s);
         }
     } else if (body) {
-        r = MHD_create_response_from_buffer(body_len, body, MHD_RESPMEM_MUST_FREE);
+        /* MHD releases the body through dr_free, the allocator that made it. */
+        r = MHD_create_response_from_buffer_with_free_callback(body_len, body, dr_free);
         if (r != NULL)
             body = NULL;
     }
-    free(body);
+    dr_free(body);
     if (r == NULL) {
         static char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
                             "\"code\":\"internal_error\",\"param\":null}}";
@@ -384,7 +385,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     x.deadline_us = rs->start_us + (int64_t)h->cfg.timeout_ms * 1000;
     h->cfg.handler(h->cfg.user, &x);
     enum MHD_Result ret = respond(c, rs, &x);
-    free(x.body_out);
+    dr_free(x.body_out);
     dr_buf_free(&rs->body);
     return ret;
 }
@@ -401,7 +402,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     (void)uri;
     (void)c;
     dr_httpd *h = cls;
-    req_state *rs = calloc(1, sizeof(*rs));
+    req_state *rs = dr_calloc(1, sizeof(*rs));
     if (rs == NULL)
         return NULL;
     rs->h = h;
@@ -447,7 +448,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     dr_metrics_inflight(h->cfg.metrics, -1);
     dr_log(DYNRAG_LOG_DEBUG, MOD, "%s %d %.3f ms", dr_endpoint_path(rs->ep), status, secs * 1000);
     dr_buf_free(&rs->body);
-    free(rs);
+    dr_free(rs);
     *con_cls = NULL;
     atomic_fetch_sub(&h->in_flight, 1);
 }
@@ -661,10 +662,10 @@ static void free_httpd(dr_httpd *h)
     for (int i = 0; i < 2; i++)
         if (h->wake[i] >= 0)
             close(h->wake[i]);
-    free(h->w);
-    free(h->api_key);
-    free(h->cors_origin);
-    free(h);
+    dr_free(h->w);
+    dr_free(h->api_key);
+    dr_free(h->cors_origin);
+    dr_free(h);
 }
 
 int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err)
@@ -697,7 +698,7 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "--host '%s': expected a numeric IPv4 or IPv6 address", host);
     }
-    dr_httpd *h = calloc(1, sizeof(*h));
+    dr_httpd *h = dr_calloc(1, sizeof(*h));
     if (h == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     int rc_front;
@@ -711,7 +712,7 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
     h->wake[0] = h->wake[1] = -1;
     atomic_init(&h->in_flight, 0);
     atomic_init(&h->draining, false);
-    h->w = calloc((size_t)cfg->threads, sizeof(*h->w));
+    h->w = dr_calloc((size_t)cfg->threads, sizeof(*h->w));
     if (h->w == NULL ||
         (cfg->api_key && *cfg->api_key && (h->api_key = dr_strdup(cfg->api_key)) == NULL) ||
         (cfg->cors_origin && *cfg->cors_origin &&

@@ -57,7 +57,7 @@ typedef struct snapshot {
 
 dr_metrics *dr_metrics_create(void)
 {
-    dr_metrics *m = calloc(1, sizeof(*m));
+    dr_metrics *m = dr_calloc(1, sizeof(*m));
     if (m == NULL)
         return NULL;
     pthread_mutex_init(&m->mu, NULL);
@@ -69,7 +69,7 @@ void dr_metrics_free(dr_metrics *m)
     if (m == NULL)
         return;
     pthread_mutex_destroy(&m->mu);
-    free(m);
+    dr_free(m);
 }
 
 void dr_metrics_request(dr_metrics *m, dr_endpoint_id ep, int status, double seconds)
@@ -174,7 +174,7 @@ static int label(dr_buf *b, const char *v)
 
 char *dr_metrics_render(dr_metrics *m)
 {
-    snapshot *c = malloc(sizeof(*c));
+    snapshot *c = dr_malloc(sizeof(*c));
     if (c == NULL)
         return NULL;
     /* Each counter is read atomically; the set is not one instant, as a
@@ -276,7 +276,7 @@ char *dr_metrics_render(dr_metrics *m)
             (unsigned long long)c->queries, c->usd, c->energy_wh, c->input_tokens, c->output_tokens,
             (unsigned long long)c->generator_calls, (unsigned long long)c->retrieval_steps,
             (unsigned long long)c->over_budget, c->inflight);
-    free(c);
+    dr_free(c);
     if (rc != DYNRAG_OK) {
         dr_buf_free(&b);
         return NULL;

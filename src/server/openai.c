@@ -81,7 +81,7 @@ static int add_chunk(dr_buf *b, const dr_chat_reply *r, const char *role, const 
         char *c = dr_strndup(content, content_len);
         if (c)
             cJSON_AddStringToObject(delta, "content", c);
-        free(c);
+        dr_free(c);
     }
     cJSON_AddNullToObject(ch, "logprobs");
     if (final)
@@ -93,7 +93,7 @@ static int add_chunk(dr_buf *b, const dr_chat_reply *r, const char *role, const 
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     int rc = s ? dr_buf_printf(b, "data: %s\n\n", s) : DYNRAG_ERR_NOMEM;
-    free(s);
+    dr_free(s);
     return rc;
 }
 
@@ -126,7 +126,7 @@ char *dr_chat_sse(const dr_chat_reply *r, bool include_usage)
             cJSON_Delete(o);
         }
         rc = s ? dr_buf_printf(&b, "data: %s\n\n", s) : DYNRAG_ERR_NOMEM;
-        free(s);
+        dr_free(s);
     }
     if (rc == DYNRAG_OK)
         rc = dr_buf_puts(&b, "data: [DONE]\n\n");

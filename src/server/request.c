@@ -668,7 +668,7 @@ int dr_parse_chat(const char *body, size_t len, dr_chat_req *out, dr_http_error 
         out->query = text;
         text = NULL;
     }
-    free(text);
+    dr_free(text);
     cJSON_Delete(o);
     if (rc != 0)
         dr_chat_req_free(out);
@@ -679,7 +679,7 @@ void dr_retrieve_req_free(dr_retrieve_req *r)
 {
     if (r == NULL)
         return;
-    free(r->query);
+    dr_free(r->query);
     r->query = NULL;
 }
 
@@ -687,8 +687,8 @@ void dr_query_req_free(dr_query_req *r)
 {
     if (r == NULL)
         return;
-    free(r->query);
-    free(r->id);
+    dr_free(r->query);
+    dr_free(r->id);
     r->query = r->id = NULL;
 }
 
@@ -696,7 +696,7 @@ void dr_feedback_req_free(dr_feedback_req *r)
 {
     if (r == NULL)
         return;
-    free(r->query_id);
+    dr_free(r->query_id);
     r->query_id = NULL;
 }
 
@@ -704,8 +704,8 @@ void dr_chat_req_free(dr_chat_req *r)
 {
     if (r == NULL)
         return;
-    free(r->query);
-    free(r->model);
+    dr_free(r->query);
+    dr_free(r->model);
     r->query = r->model = NULL;
 }
 

@@ -110,7 +110,7 @@ static int id_reserve(id_set *set, const char *id)
         if (n)
             id_unlink(set, n); /* the oldest id is forgotten */
         else
-            n = malloc(sizeof(*n));
+            n = dr_malloc(sizeof(*n));
         if (n == NULL) {
             rc = -1;
         } else {
@@ -134,7 +134,7 @@ static void id_release(id_set *set, const char *id)
         if (strcmp(n->id, id) == 0) {
             id_unlink(set, n);
             set->ring[n->slot] = NULL;
-            free(n);
+            dr_free(n);
             break;
         }
     }
@@ -144,8 +144,8 @@ static void id_release(id_set *set, const char *id)
 static int id_set_init(id_set *set)
 {
     pthread_mutex_init(&set->mu, NULL);
-    set->bucket = calloc(ID_BUCKETS, sizeof(*set->bucket));
-    set->ring = calloc(ID_CAP, sizeof(*set->ring));
+    set->bucket = dr_calloc(ID_BUCKETS, sizeof(*set->bucket));
+    set->ring = dr_calloc(ID_CAP, sizeof(*set->ring));
     return set->bucket && set->ring ? 0 : -1;
 }
 
@@ -153,9 +153,9 @@ static void id_set_free(id_set *set)
 {
     if (set->ring)
         for (size_t i = 0; i < ID_CAP; i++)
-            free(set->ring[i]);
-    free(set->ring);
-    free(set->bucket);
+            dr_free(set->ring[i]);
+    dr_free(set->ring);
+    dr_free(set->bucket);
     pthread_mutex_destroy(&set->mu);
 }
 
@@ -672,7 +672,7 @@ static void do_chat(dynrag_server *s, dr_http_exchange *x)
     }
     dr_strlcpy(x->query_id, dynrag_result_id(r), sizeof(x->query_id));
     if (x->body_out == NULL || extra == NULL || id == NULL) {
-        free(x->body_out);
+        dr_free(x->body_out);
         x->body_out = NULL;
         x->stream = false;
         no_memory(x);
@@ -680,7 +680,7 @@ static void do_chat(dynrag_server *s, dr_http_exchange *x)
         x->status = 200;
     }
     cJSON_Delete(extra);
-    free(id);
+    dr_free(id);
     dynrag_result_free(r);
     dr_chat_req_free(&req);
 }
@@ -787,7 +787,7 @@ int dynrag_server_open(const dynrag_pipeline *p, const dynrag_server_options *op
     if (o.drain_timeout_ms < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "drain timeout %d ms: must be >= 0",
                           o.drain_timeout_ms);
-    dynrag_server *s = calloc(1, sizeof(*s));
+    dynrag_server *s = dr_calloc(1, sizeof(*s));
     if (s == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     s->p = p;
@@ -937,8 +937,8 @@ void dynrag_server_close(dynrag_server *s)
     if (s->wake[1] >= 0)
         close(s->wake[1]);
     id_set_free(&s->ids);
-    free(s->host);
-    free(s->api_key);
-    free(s->cors_origin);
-    free(s);
+    dr_free(s->host);
+    dr_free(s->api_key);
+    dr_free(s->cors_origin);
+    dr_free(s);
 }

@@ -305,16 +305,16 @@ typedef struct builder {
 static void builder_free(builder *b)
 {
     for (size_t i = 0; i < b->n; i++) {
-        free(b->recs[i].text);
-        free(b->recs[i].norm);
+        dr_free(b->recs[i].text);
+        dr_free(b->recs[i].norm);
     }
-    free(b->recs);
+    dr_free(b->recs);
     b->recs = NULL;
     b->n = b->alloc = 0;
     for (int k = 0; k <= ENT_TITLE; k++) {
         for (size_t i = 0; i < b->ents[k].n; i++)
-            free(b->ents[k].v[i]);
-        free(b->ents[k].v);
+            dr_free(b->ents[k].v[i]);
+        dr_free(b->ents[k].v);
         b->ents[k] = (ent_pool){0};
     }
 }
@@ -324,7 +324,7 @@ static void builder_free(builder *b)
 static char *clean_text(const char *s)
 {
     size_t n = strlen(s);
-    char *out = malloc(n + 1);
+    char *out = dr_malloc(n + 1);
     if (out == NULL)
         return NULL;
     size_t k = 0;
@@ -374,26 +374,26 @@ static int add_record(builder *b, const char *text, int source, const char *wher
     if (c == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     if (c[0] == '\0') {
-        free(c);
+        dr_free(c);
         return DYNRAG_OK;
     }
     if (strlen(c) > MAX_TEXT) {
-        free(c);
+        dr_free(c);
         return dr_err_set(err, DYNRAG_ERR_LIMIT, "%s: text longer than %d bytes", where,
                           MAX_TEXT);
     }
     char *nm = normalise(c);
     if (nm == NULL || (b->n == b->alloc && b->alloc >= SIZE_MAX / 2)) {
-        free(c);
-        free(nm);
+        dr_free(c);
+        dr_free(nm);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     if (b->n == b->alloc) {
         size_t na = b->alloc ? b->alloc * 2 : 4096;
-        rec *r = realloc(b->recs, na * sizeof(*r));
+        rec *r = dr_realloc(b->recs, na * sizeof(*r));
         if (r == NULL) {
-            free(c);
-            free(nm);
+            dr_free(c);
+            dr_free(nm);
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         }
         b->recs = r;
@@ -434,7 +434,7 @@ static int read_json(const char *path, cJSON **out, dynrag_error *err)
                 line++;
         rc = dr_err_set(err, DYNRAG_ERR_PARSE, "%s:%zu: malformed JSON", path, line);
     }
-    free(data);
+    dr_free(data);
     return rc;
 }
 
@@ -482,7 +482,7 @@ static int read_jsonl(builder *b, const char *path, jsonl_fn fn, dynrag_error *e
     }
 cleanup:
     cJSON_Delete(obj);
-    free(data);
+    dr_free(data);
     return rc;
 }
 
@@ -591,7 +591,7 @@ static int read_clinc(builder *b, dynrag_error *err)
     }
     static const char *const files[] = {"clinc150/train.json", "clinc150/val.json"};
     for (size_t f = 0; f < DR_ARRAY_LEN(files); f++) {
-        free(path);
+        dr_free(path);
         path = data_path(b, files[f]);
         if (path == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -636,7 +636,7 @@ static int read_clinc(builder *b, dynrag_error *err)
 cleanup:
     cJSON_Delete(arr);
     cJSON_Delete(domains);
-    free(path);
+    dr_free(path);
     return rc;
 }
 
@@ -720,7 +720,7 @@ static int read_musique(builder *b, bool questions, bool subs, dynrag_error *err
     }
 cleanup:
     cJSON_Delete(arr);
-    free(path);
+    dr_free(path);
     return rc;
 }
 
@@ -761,15 +761,15 @@ static int add_entity(builder *b, int kind, const char *s, bool name, dynrag_err
     if (c == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     if (!entity_ok(c, name) || !dr_utf8_valid(c, strlen(c), NULL)) {
-        free(c);
+        dr_free(c);
         return DYNRAG_OK;
     }
     ent_pool *p = &b->ents[kind];
     if (p->n == p->alloc) {
         size_t na = p->alloc ? p->alloc * 2 : 256;
-        char **v = realloc(p->v, na * sizeof(*v));
+        char **v = dr_realloc(p->v, na * sizeof(*v));
         if (v == NULL) {
-            free(c);
+            dr_free(c);
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         }
         p->v = v;
@@ -1242,7 +1242,7 @@ static int read_jsonl_rel(builder *b, const char *rel, jsonl_fn fn, dynrag_error
     if (path == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     int rc = read_jsonl(b, path, fn, err);
-    free(path);
+    dr_free(path);
     return rc;
 }
 
@@ -1256,7 +1256,7 @@ static int dedup(builder *b, int holdout, dynrag_error *err)
     size_t cap = 16;
     while (cap < b->n * 2 + 16)
         cap *= 2;
-    size_t *table = malloc(cap * sizeof(*table)); /* record index + 1; 0 = empty */
+    size_t *table = dr_malloc(cap * sizeof(*table)); /* record index + 1; 0 = empty */
     if (table == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     memset(table, 0, cap * sizeof(*table));
@@ -1281,7 +1281,7 @@ static int dedup(builder *b, int holdout, dynrag_error *err)
             }
         }
     }
-    free(table);
+    dr_free(table);
     return DYNRAG_OK;
 }
 
@@ -1325,7 +1325,7 @@ static int write_jsonl(const builder *b, const char *name, const size_t *idx, si
     rc = dr_write_file_atomic(path, out.data ? out.data : "", out.len, err);
 cleanup:
     dr_buf_free(&out);
-    free(path);
+    dr_free(path);
     return rc;
 }
 
@@ -1410,7 +1410,7 @@ int dynrag_dataset_complexity(const dynrag_dataset_options *opt, dynrag_dataset_
 
     /* 2. Per-label pools of kept, non-holdout, non-augmented records. */
     for (int l = 0; l < DYNRAG_DATASET_N_LABELS; l++) {
-        pool[l] = malloc((b.n + 1) * sizeof(size_t));
+        pool[l] = dr_malloc((b.n + 1) * sizeof(size_t));
         if (pool[l] == NULL) {
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             goto cleanup;
@@ -1513,10 +1513,10 @@ cleanup:
     for (int s = 0; s < DYNRAG_DATASET_SRC_MUSIQUE_SUB; s++)
         free(evals[s]);
     for (int l = 0; l < DYNRAG_DATASET_N_LABELS; l++)
-        free(pool[l]);
-    free(train);
-    free(valid);
-    free(held);
+        dr_free(pool[l]);
+    dr_free(train);
+    dr_free(valid);
+    dr_free(held);
     builder_free(&b);
     return rc;
 }

@@ -48,10 +48,10 @@ void dr_logreg_free(dr_logreg *m)
 {
     if (m == NULL)
         return;
-    free(m->W);
-    free(m->b);
-    free(m->idf);
-    free(m);
+    dr_free(m->W);
+    dr_free(m->b);
+    dr_free(m->idf);
+    dr_free(m);
 }
 
 int dr_logreg_n_classes(const dr_logreg *m)
@@ -63,7 +63,7 @@ static int fvec_push(fvec *f, uint64_t h, uint32_t mask)
 {
     if (f->n == f->alloc) {
         size_t na = f->alloc ? f->alloc * 2 : 256;
-        feat *v = realloc(f->v, na * sizeof(*v));
+        feat *v = dr_realloc(f->v, na * sizeof(*v));
         if (v == NULL)
             return DYNRAG_ERR_NOMEM;
         f->v = v;
@@ -230,39 +230,39 @@ int dr_logreg_train(const dr_logreg_options *opt, size_t n, const char *const *t
     feat **X = NULL;    /* [n] weighted rows */
     size_t *nnz = NULL; /* [n] */
     size_t *order = NULL;
-    dr_logreg *m = calloc(1, sizeof(*m));
+    dr_logreg *m = dr_calloc(1, sizeof(*m));
     if (m == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     m->opt = *opt;
     m->K = n_classes;
     m->D = (size_t)1 << opt->bits;
     int K = n_classes;
-    m->W = calloc((size_t)K * m->D, sizeof(float));
-    m->b = calloc((size_t)K, sizeof(float));
-    X = calloc(n, sizeof(*X));
-    nnz = calloc(n, sizeof(*nnz));
-    order = malloc(n * sizeof(*order));
+    m->W = dr_calloc((size_t)K * m->D, sizeof(float));
+    m->b = dr_calloc((size_t)K, sizeof(float));
+    X = dr_calloc(n, sizeof(*X));
+    nnz = dr_calloc(n, sizeof(*nnz));
+    order = dr_malloc(n * sizeof(*order));
     if (m->W == NULL || m->b == NULL || X == NULL || nnz == NULL || order == NULL)
         goto oom;
 
     /* Features of every example; document frequencies for the idf. */
     double *df = NULL;
     if (opt->tfidf) {
-        df = calloc(m->D, sizeof(double));
-        m->idf = malloc(m->D * sizeof(float));
+        df = dr_calloc(m->D, sizeof(double));
+        m->idf = dr_malloc(m->D * sizeof(float));
         if (df == NULL || m->idf == NULL) {
-            free(df);
+            dr_free(df);
             goto oom;
         }
     }
     for (size_t i = 0; i < n; i++) {
         if (extract(opt, text[i], &f) != DYNRAG_OK) {
-            free(df);
+            dr_free(df);
             goto oom;
         }
-        X[i] = malloc((f.n ? f.n : 1) * sizeof(feat));
+        X[i] = dr_malloc((f.n ? f.n : 1) * sizeof(feat));
         if (X[i] == NULL) {
-            free(df);
+            dr_free(df);
             goto oom;
         }
         if (f.n > 0)
@@ -275,7 +275,7 @@ int dr_logreg_train(const dr_logreg_options *opt, size_t n, const char *const *t
     if (df) {
         for (size_t d = 0; d < m->D; d++)
             m->idf[d] = (float)(log((1.0 + (double)n) / (1.0 + df[d])) + 1.0);
-        free(df);
+        dr_free(df);
     }
     for (size_t i = 0; i < n; i++) {
         fvec row = {.v = X[i], .n = nnz[i], .alloc = nnz[i]};
@@ -344,11 +344,11 @@ oom:
 cleanup:
     if (X)
         for (size_t i = 0; i < n; i++)
-            free(X[i]);
-    free(X);
-    free(nnz);
-    free(order);
-    free(f.v);
+            dr_free(X[i]);
+    dr_free(X);
+    dr_free(nnz);
+    dr_free(order);
+    dr_free(f.v);
     dr_logreg_free(m);
     return rc;
 }
@@ -357,7 +357,7 @@ int dr_logreg_predict(const dr_logreg *m, const char *text, float *probs, dynrag
 {
     fvec f = {0};
     if (extract(&m->opt, text ? text : "", &f) != DYNRAG_OK) {
-        free(f.v);
+        dr_free(f.v);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "logreg: out of memory");
     }
     weigh(&m->opt, m->idf, &f);
@@ -369,7 +369,7 @@ int dr_logreg_predict(const dr_logreg *m, const char *text, float *probs, dynrag
             s += (double)w[f.v[j].idx] * f.v[j].val;
         z[k] = (float)s + m->b[k];
     }
-    free(f.v);
+    dr_free(f.v);
     softmax(z, m->K);
     memcpy(probs, z, (size_t)m->K * sizeof(float));
     return DYNRAG_OK;

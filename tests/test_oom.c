@@ -1,0 +1,487 @@
+/*
+ * test_oom.c - out-of-memory behaviour on the main paths, in the way SQLite
+ * and curl test it: a test allocator (installed with dynrag_set_allocator)
+ * counts allocation calls and fails the Nth; for N = 1, 2, ... each path is
+ * run until a run completes without reaching call N, so every allocation
+ * the path makes has failed once. Every failing run must return the path's
+ * error (DYNRAG_ERR_NOMEM unless the path documents another), must not
+ * crash, and must leave no block of the allocator live once its handles
+ * are closed. The allocator puts a header with a magic number in front of
+ * every block, so a block freed through the hook that it did not hand out
+ * (one from the C library, or one freed twice) is caught too.
+ *
+ * Paths: pipeline load (a shipped pipeline), index open, search (bm25,
+ * dense, hybrid). The query and serve paths are not covered yet
+ * (docs/library.md says what a first run of them found).
+ */
+#include "test.h"
+
+#include "dynrag/dynrag.h"
+
+#include <execinfo.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* ---- the failing allocator ----------------------------------------------- */
+
+#define OOM_MAGIC 0x6f6f6d2d626c6b21ull /* "oom-blk!" */
+#define OOM_FREED 0x6465616462656566ull /* "deadbeef" */
+
+typedef struct {
+    alignas(max_align_t) uint64_t magic;
+    uint64_t size;
+} oom_hdr;
+
+typedef struct {
+    atomic_long calls;    /* allocation calls (malloc, calloc, realloc) this run */
+    long fail_at;         /* the call that fails (1-based); 0 = none */
+    atomic_int hit;       /* call fail_at was reached (and failed) */
+    atomic_long live;     /* blocks handed out and not freed */
+    atomic_int bad_free;  /* frees or reallocs of blocks this allocator did not hand out */
+} oom_state;
+
+static oom_state oom;
+
+/* Where the failed call came from, printed when a run breaks a promise. */
+static void *oom_bt[32];
+static int oom_bt_n;
+
+/* Counts a call; true when this one must fail. */
+static bool oom_should_fail(void)
+{
+    long n = atomic_fetch_add(&oom.calls, 1) + 1;
+    if (oom.fail_at != 0 && n == oom.fail_at) {
+        atomic_store(&oom.hit, 1);
+        oom_bt_n = backtrace(oom_bt, 32);
+        return true;
+    }
+    return false;
+}
+
+static void *oom_block(oom_hdr *h, size_t size)
+{
+    h->magic = OOM_MAGIC;
+    h->size = size;
+    atomic_fetch_add(&oom.live, 1);
+    return h + 1;
+}
+
+/* The header of a block, or NULL (counted as a bad free) when p is not a
+ * live block of this allocator. */
+static oom_hdr *oom_header(void *p)
+{
+    oom_hdr *h = (oom_hdr *)p - 1;
+    if (h->magic != OOM_MAGIC) {
+        atomic_fetch_add(&oom.bad_free, 1);
+        return NULL;
+    }
+    return h;
+}
+
+static void *oom_malloc(void *user, size_t size)
+{
+    (void)user;
+    if (size == 0)
+        atomic_fetch_add(&oom.bad_free, 1); /* the hook promises size >= 1 */
+    if (oom_should_fail() || size > SIZE_MAX - sizeof(oom_hdr))
+        return NULL;
+    oom_hdr *h = malloc(sizeof(oom_hdr) + size);
+    return h ? oom_block(h, size) : NULL;
+}
+
+static void *oom_calloc(void *user, size_t count, size_t size)
+{
+    (void)user;
+    if (count == 0 || size == 0)
+        atomic_fetch_add(&oom.bad_free, 1);
+    if (oom_should_fail() || (size && count > (SIZE_MAX - sizeof(oom_hdr)) / size))
+        return NULL;
+    oom_hdr *h = calloc(1, sizeof(oom_hdr) + count * size);
+    return h ? oom_block(h, count * size) : NULL;
+}
+
+static void *oom_realloc(void *user, void *p, size_t size)
+{
+    (void)user;
+    if (p == NULL || size == 0)
+        atomic_fetch_add(&oom.bad_free, 1);
+    oom_hdr *h = p ? oom_header(p) : NULL;
+    if (h == NULL || oom_should_fail() || size > SIZE_MAX - sizeof(oom_hdr))
+        return NULL;
+    oom_hdr *n = realloc(h, sizeof(oom_hdr) + size);
+    if (n == NULL)
+        return NULL;
+    n->size = size;
+    return n + 1;
+}
+
+static void oom_free(void *user, void *p)
+{
+    (void)user;
+    if (p == NULL) {
+        atomic_fetch_add(&oom.bad_free, 1); /* the hook promises non-NULL */
+        return;
+    }
+    oom_hdr *h = oom_header(p);
+    if (h == NULL)
+        return;
+    h->magic = OOM_FREED;
+    atomic_fetch_sub(&oom.live, 1);
+    free(h);
+}
+
+static const dynrag_allocator oom_allocator = {
+    .malloc_fn = oom_malloc,
+    .calloc_fn = oom_calloc,
+    .realloc_fn = oom_realloc,
+    .free_fn = oom_free,
+    .user = NULL,
+};
+
+/* ---- fixtures ------------------------------------------------------------------ */
+
+static const char *const oom_corpus =
+    "{\"_id\":\"france\",\"title\":\"France\",\"text\":\"France is a country in Western Europe. "
+    "The capital of France is Paris, which is also its largest city.\"}\n"
+    "{\"_id\":\"eiffel\",\"title\":\"Eiffel Tower\",\"text\":\"The Eiffel Tower is a wrought-iron "
+    "lattice tower in Paris. It was completed in 1889.\"}\n"
+    "{\"_id\":\"sqlite\",\"title\":\"SQLite\",\"text\":\"SQLite is a C library that implements a "
+    "small, fast, self-contained SQL database engine.\"}\n"
+    "{\"_id\":\"moon\",\"title\":\"Moon\",\"text\":\"The Moon is the only natural satellite of the "
+    "Earth. Neil Armstrong walked on the Moon in 1969.\"}\n";
+
+typedef struct {
+    char index_dir[4200];
+    char pipeline[4200];
+    dynrag_search_mode mode;
+    uint64_t sig; /* what the run computed (hits, answer, JSON), hashed */
+} oom_ctx;
+
+/* FNV-1a over a string, folded into *h (NULL hashes as a marker). */
+static void oom_mix(uint64_t *h, const char *s)
+{
+    if (s == NULL)
+        s = "\x01(null)";
+    for (; *s; s++)
+        *h = (*h ^ (unsigned char)*s) * 0x100000001b3ull;
+    *h = (*h ^ 0xff) * 0x100000001b3ull;
+}
+
+/* ---- the driver ------------------------------------------------------------ */
+
+/* Prints the failed call's stack (addresses for addr2line). */
+static void oom_print_bt(void)
+{
+    fprintf(stderr, "the failed allocation was called from:\n");
+    backtrace_symbols_fd(oom_bt, oom_bt_n, 2);
+}
+
+/* One run of a path under the failing allocator: returns the path's status
+ * with every handle it opened closed again. */
+typedef int (*oom_path_fn)(void *ctx, dynrag_error *err);
+
+/* One run with no failure: its status, and ctx->sig as the reference. */
+static int oom_reference(oom_path_fn fn, oom_ctx *c, long *calls)
+{
+    atomic_store(&oom.calls, 0);
+    atomic_store(&oom.live, 0);
+    oom.fail_at = 0;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    c->sig = 0xcbf29ce484222325ull;
+    dynrag_set_allocator(&oom_allocator);
+    int rc = fn(c, &err);
+    dynrag_set_allocator(NULL);
+    if (calls)
+        *calls = atomic_load(&oom.calls);
+    return rc;
+}
+
+typedef struct {
+    long total;      /* allocation calls of a run that fails nothing */
+    long runs;       /* runs with a failure */
+    long nomem;      /* of which returned DYNRAG_ERR_NOMEM */
+    long other;      /* of which returned another allowed status */
+    long absorbed;   /* of which succeeded all the same (a cache or pool that
+                        does without), with the reference run's output */
+} oom_report;
+
+/*
+ * Runs fn with call N failing for N = first, first+1, ... until a run makes
+ * fewer than N calls (and must then succeed). Every run must leave no live
+ * block and no bad free; a run whose failure was reached must return
+ * DYNRAG_ERR_NOMEM or one of `allowed` (n_allowed entries), or succeed with
+ * exactly the output (c->sig) of a run that fails nothing: a best-effort
+ * cache may do without its memory, a result may not. Returns false
+ * (after reporting with test_fail_) on the first broken run. `max_runs`
+ * bounds the loop so a path that never completes fails instead of hanging.
+ */
+static bool oom_drive(const char *name, oom_path_fn fn, oom_ctx *ctx, long first, long max_runs,
+                      const int *allowed, size_t n_allowed, oom_report *rep)
+{
+    /* DYNRAG_TEST_OOM_ALL=1 reports every broken run instead of the first. */
+    const char *all = getenv("DYNRAG_TEST_OOM_ALL");
+    bool keep_going = all != NULL && *all != '\0';
+    memset(rep, 0, sizeof(*rep));
+    oom_bt_n = backtrace(oom_bt, 32); /* loads libgcc before the first run */
+    int ref_rc = oom_reference(fn, ctx, NULL);
+    uint64_t ref_sig = ctx->sig;
+    if (ref_rc != DYNRAG_OK) {
+        test_fail_(__FILE__, __LINE__, "%s: the reference run returned %s", name,
+                   dynrag_status_name(ref_rc));
+        return false;
+    }
+    for (long n = first; n < first + max_runs; n++) {
+        atomic_store(&oom.calls, 0);
+        atomic_store(&oom.hit, 0);
+        atomic_store(&oom.live, 0);
+        atomic_store(&oom.bad_free, 0);
+        oom.fail_at = n;
+        dynrag_error err;
+        dynrag_error_clear(&err);
+        ctx->sig = 0xcbf29ce484222325ull;
+        if (dynrag_set_allocator(&oom_allocator) != DYNRAG_OK) {
+            test_fail_(__FILE__, __LINE__, "%s: dynrag_set_allocator failed", name);
+            return false;
+        }
+        int rc = fn(ctx, &err);
+        dynrag_set_allocator(NULL);
+        long live = atomic_load(&oom.live), calls = atomic_load(&oom.calls);
+        int hit = atomic_load(&oom.hit), bad = atomic_load(&oom.bad_free);
+        if (live != 0 || bad != 0) {
+            test_fail_(__FILE__, __LINE__,
+                       "%s: failing allocation %ld of %ld: %ld blocks left live, %d bad "
+                       "frees (status %s: %s)",
+                       name, n, calls, live, bad, dynrag_status_name(rc), dynrag_errmsg(&err));
+            if (hit)
+                oom_print_bt();
+            if (!keep_going)
+                return false;
+            continue;
+        }
+        if (!hit) {
+            if (rc != DYNRAG_OK || ctx->sig != ref_sig) {
+                test_fail_(__FILE__, __LINE__, "%s: the run without a failure returned %s (%s): %s",
+                           name, dynrag_status_name(rc),
+                           ctx->sig != ref_sig ? "other output" : "same output",
+                           dynrag_errmsg(&err));
+                return false;
+            }
+            rep->total = calls;
+            fprintf(stderr, "%s: %ld allocation calls, failed each from %ld: %ld runs, %ld "
+                            "NOMEM, %ld other allowed status, %ld absorbed\n",
+                    name, calls, first, rep->runs, rep->nomem, rep->other, rep->absorbed);
+            return true;
+        }
+        rep->runs++;
+        bool ok = rc == DYNRAG_ERR_NOMEM;
+        if (ok)
+            rep->nomem++;
+        if (rc == DYNRAG_OK && ctx->sig == ref_sig) {
+            ok = true;
+            rep->absorbed++;
+        }
+        for (size_t i = 0; i < n_allowed && !ok; i++)
+            if (rc == allowed[i]) {
+                ok = true;
+                rep->other++;
+            }
+        if (!ok) {
+            test_fail_(__FILE__, __LINE__, "%s: failing allocation %ld of %ld returned %s: %s",
+                       name, n, calls, dynrag_status_name(rc), dynrag_errmsg(&err));
+            oom_print_bt();
+            if (!keep_going)
+                return false;
+        }
+    }
+    test_fail_(__FILE__, __LINE__, "%s: still failing after %ld runs", name, max_runs);
+    return false;
+}
+
+/* Builds the small index (default allocator) and fills the context. */
+static int oom_setup(oom_ctx *c)
+{
+    memset(c, 0, sizeof(*c));
+    char corpus[4200];
+    snprintf(corpus, sizeof(corpus), "%s", test_write_file("corpus.jsonl", oom_corpus));
+    snprintf(c->index_dir, sizeof(c->index_dir), "%s/index", test_tmpdir());
+    snprintf(c->pipeline, sizeof(c->pipeline), "%s/pipelines/adaptive-rag.yaml",
+             test_source_dir());
+    const char *inputs[] = {corpus};
+    dynrag_build_options bo;
+    memset(&bo, 0, sizeof(bo));
+    bo.embedder.kind = "builtin";
+    bo.chunk_tokens = 40;
+    bo.chunk_overlap = 5;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_index_add(c->index_dir, inputs, 1, &bo, NULL, &err);
+    if (rc != DYNRAG_OK)
+        fprintf(stderr, "index: %s\n", dynrag_errmsg(&err));
+    return rc;
+}
+
+/* ---- the paths ------------------------------------------------------------------- */
+
+static int path_pipeline_load(void *ctx, dynrag_error *err)
+{
+    oom_ctx *c = ctx;
+    dynrag_pipeline *p = NULL;
+    dynrag_diags *d = NULL;
+    int rc = dynrag_pipeline_load(c->pipeline, &p, &d, err);
+    if (rc == DYNRAG_OK) {
+        char *json = dynrag_pipeline_to_json(p);
+        if (json == NULL)
+            rc = DYNRAG_ERR_NOMEM;
+        oom_mix(&c->sig, json);
+        dynrag_free(json);
+    }
+    dynrag_diags_free(d);
+    dynrag_pipeline_free(p);
+    return rc;
+}
+
+static int path_index_open(void *ctx, dynrag_error *err)
+{
+    oom_ctx *c = ctx;
+    dynrag_index *idx = NULL;
+    int rc = dynrag_index_open(c->index_dir, NULL, &idx, err);
+    if (rc == DYNRAG_OK) {
+        dynrag_index_info info;
+        rc = dynrag_index_get_info(idx, &info);
+        char line[512];
+        snprintf(line, sizeof(line), "%llu %llu %d %s %s %.9g %lld",
+                 (unsigned long long)info.docs, (unsigned long long)info.chunks, info.dim,
+                 info.embedder, info.faiss_factory, info.avg_chunk_tokens,
+                 (long long)info.generation);
+        oom_mix(&c->sig, line);
+    }
+    dynrag_index_close(idx);
+    return rc;
+}
+
+static int path_search(void *ctx, dynrag_error *err)
+{
+    oom_ctx *c = ctx;
+    dynrag_index *idx = NULL;
+    dynrag_hits h;
+    memset(&h, 0, sizeof(h));
+    int rc = dynrag_index_open(c->index_dir, NULL, &idx, err);
+    if (rc == DYNRAG_OK) {
+        dynrag_search_options o;
+        memset(&o, 0, sizeof(o));
+        o.mode = c->mode;
+        o.k = 3;
+        rc = dynrag_index_search(idx, "capital of France Paris", &o, &h, err);
+    }
+    for (size_t i = 0; rc == DYNRAG_OK && i < h.n; i++) {
+        char line[128];
+        snprintf(line, sizeof(line), "%lld %.12g", (long long)h.hits[i].chunk_id, h.hits[i].score);
+        oom_mix(&c->sig, line);
+        oom_mix(&c->sig, h.hits[i].doc_id);
+        oom_mix(&c->sig, h.hits[i].title);
+        oom_mix(&c->sig, h.hits[i].text);
+    }
+    dynrag_hits_free(&h);
+    dynrag_index_close(idx);
+    return rc;
+}
+
+/* ---- the tests -------------------------------------------------------------------- */
+
+/* Bound on runs per path: far above any path's allocation count, so it
+ * only stops a path that never completes. */
+#define OOM_MAX_RUNS 200000
+
+TEST(oom_allocator_hook_contract)
+{
+    /* NULL functions are refused and change nothing. */
+    dynrag_allocator a = oom_allocator;
+    a.calloc_fn = NULL;
+    ASSERT_EQ(dynrag_set_allocator(&a), DYNRAG_ERR_INVALID);
+    /* The wrappers' guarantees: size 0 asks for 1 byte, free(NULL) and
+     * realloc(NULL) never reach the hook (bad_free counts violations). */
+    ASSERT_EQ(dynrag_set_allocator(&oom_allocator), DYNRAG_OK);
+    atomic_store(&oom.live, 0);
+    atomic_store(&oom.bad_free, 0);
+    oom.fail_at = 0;
+    dynrag_free(NULL);
+    dynrag_pipeline *p = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    const char *yaml = "version: 1\nname: x\nstages:\n  generator:\n    options:\n"
+                       "      - {name: e, kind: extractive}\n";
+    int rc = dynrag_pipeline_load_string(yaml, strlen(yaml), "x.yaml", NULL, &p, NULL, &err);
+    char *json = rc == DYNRAG_OK ? dynrag_pipeline_to_json(p) : NULL;
+    long live_with_json = atomic_load(&oom.live);
+    dynrag_free(json);
+    dynrag_pipeline_free(p);
+    ASSERT_EQ(dynrag_set_allocator(NULL), DYNRAG_OK);
+    ASSERT_OK(rc, &err);
+    ASSERT(json != NULL);
+    ASSERT_GT(live_with_json, 0);
+    ASSERT_EQ(atomic_load(&oom.live), 0);
+    ASSERT_EQ(atomic_load(&oom.bad_free), 0);
+    /* The default allocator is back: nothing more reaches the hook. */
+    long before = atomic_load(&oom.calls);
+    rc = dynrag_pipeline_load_string(yaml, strlen(yaml), "x.yaml", NULL, &p, NULL, &err);
+    dynrag_pipeline_free(p);
+    ASSERT_OK(rc, &err);
+    ASSERT_EQ(atomic_load(&oom.calls), before);
+}
+
+TEST(oom_pipeline_load)
+{
+    oom_ctx c;
+    ASSERT_OK(oom_setup(&c), NULL);
+    oom_report rep;
+    /* An out-of-memory diagnostic is a diagnostic: PARSE carries it. */
+    const int allowed[] = {DYNRAG_ERR_PARSE};
+    if (!oom_drive("pipeline load", path_pipeline_load, &c, 1, OOM_MAX_RUNS, allowed, 1, &rep))
+        return;
+    ASSERT_GT(rep.total, 10);
+}
+
+TEST(oom_index_open)
+{
+    oom_ctx c;
+    ASSERT_OK(oom_setup(&c), NULL);
+    oom_report rep;
+    if (!oom_drive("index open", path_index_open, &c, 1, OOM_MAX_RUNS, NULL, 0, &rep))
+        return;
+    ASSERT_GT(rep.total, 5);
+}
+
+/* Search: the open's calls failed in oom_index_open; here every call after
+ * them. */
+static void oom_search_mode(dynrag_search_mode mode, const char *name)
+{
+    oom_ctx c;
+    ASSERT_OK(oom_setup(&c), NULL);
+    c.mode = mode;
+    int rc;
+    long open_calls = 0;
+    rc = oom_reference(path_index_open, &c, &open_calls);
+    ASSERT_OK(rc, NULL);
+    oom_report rep;
+    if (!oom_drive(name, path_search, &c, open_calls + 1, OOM_MAX_RUNS, NULL, 0, &rep))
+        return;
+    ASSERT_GT(rep.runs, 3);
+}
+
+TEST(oom_search_bm25)
+{
+    oom_search_mode(DYNRAG_SEARCH_BM25, "search bm25");
+}
+
+TEST(oom_search_dense)
+{
+    oom_search_mode(DYNRAG_SEARCH_DENSE, "search dense");
+}
+
+TEST(oom_search_hybrid)
+{
+    oom_search_mode(DYNRAG_SEARCH_HYBRID, "search hybrid");
+}
