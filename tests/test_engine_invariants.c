@@ -200,7 +200,8 @@ static dynrag_engine *one_mode_engine(const char *opt, const char *budget,
     dynrag_engine *e = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
-    dynrag_engine_options eo = {0};
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
     eo.no_log = true;
     if (dynrag_engine_open(*pl, &eo, &e, &err) != DYNRAG_OK) {
         fprintf(stderr, "engine: %s\n", dynrag_errmsg(&err));

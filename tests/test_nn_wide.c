@@ -198,7 +198,14 @@ static int train_file(const char *train, const char *out, const char *config, ui
     snprintf(tr, sizeof(tr), "%s/%s", test_tmpdir(), train);
     snprintf(va, sizeof(va), "%s/valid.jsonl", test_tmpdir());
     snprintf(o, sizeof(o), "%s/%s", test_tmpdir(), out);
-    dynrag_train_options opt = {tr, va, o, config, seed, threads, NULL, NULL};
+    dynrag_train_options opt;
+    dynrag_train_options_init(&opt);
+    opt.train_path = tr;
+    opt.valid_path = va;
+    opt.out_path = o;
+    opt.config = config;
+    opt.seed = seed;
+    opt.threads = threads;
     return dynrag_classifier_train(&opt, r, err);
 }
 

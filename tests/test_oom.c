@@ -311,7 +311,7 @@ static int oom_setup(oom_ctx *c)
              test_source_dir());
     const char *inputs[] = {corpus};
     dynrag_build_options bo;
-    memset(&bo, 0, sizeof(bo));
+    dynrag_build_options_init(&bo);
     bo.embedder.kind = "builtin";
     bo.chunk_tokens = 40;
     bo.chunk_overlap = 5;
@@ -371,7 +371,7 @@ static int path_search(void *ctx, dynrag_error *err)
     int rc = dynrag_index_open(c->index_dir, NULL, &idx, err);
     if (rc == DYNRAG_OK) {
         dynrag_search_options o;
-        memset(&o, 0, sizeof(o));
+        dynrag_search_options_init(&o);
         o.mode = c->mode;
         o.k = 3;
         rc = dynrag_index_search(idx, "capital of France Paris", &o, &h, err);

@@ -180,7 +180,7 @@ TEST(scorer_train_api_and_errors)
     snprintf(model, sizeof model, "%s/api_scorer.safetensors", test_tmpdir());
     const char *files[] = {data};
     dynrag_outcome_router_options o;
-    memset(&o, 0, sizeof o);
+    dynrag_outcome_router_options_init(&o);
     o.kind = "scorer";
     o.data = files;
     o.n_data = 1;
@@ -358,7 +358,7 @@ TEST(eval_outcomes_scorer_cascade_invariants)
         snprintf(name, sizeof name, "sc%d.yaml", it);
         snprintf(out, sizeof out, "%s/sc_out%d", test_tmpdir(), it);
         dynrag_eval_outcomes_options o;
-        memset(&o, 0, sizeof o);
+        dynrag_eval_outcomes_options_init(&o);
         o.pipeline_path = scorer_pipeline(name, params);
         o.outcomes_path = te_path;
         o.out_dir = out;
@@ -452,7 +452,7 @@ TEST(cascade_scorer_params_are_validated)
         char name[32];
         snprintf(name, sizeof name, "val%zu.yaml", i);
         dynrag_eval_outcomes_options o;
-        memset(&o, 0, sizeof o);
+        dynrag_eval_outcomes_options_init(&o);
         o.pipeline_path = scorer_pipeline(name, b.data);
         o.outcomes_path = table;
         o.sweep_param = "none";
@@ -506,7 +506,7 @@ TEST(eval_outcomes_bandit_reward_is_shaped)
             char out[1024];
             snprintf(out, sizeof out, "%s/bandit_out", test_tmpdir());
             dynrag_eval_outcomes_options o;
-            memset(&o, 0, sizeof o);
+            dynrag_eval_outcomes_options_init(&o);
             o.pipeline_path = pp;
             o.outcomes_path = table;
             o.out_dir = out;

@@ -1270,7 +1270,7 @@ TEST(engine_no_record_same_result)
     /* A logged query with no_record: the line is written all the same. */
     size_t before = count_lines(f.log);
     dynrag_query_options o;
-    memset(&o, 0, sizeof(o));
+    dynrag_query_options_init(&o);
     o.no_record = true;
     o.query_id = "q-no-record";
     dynrag_result *r = NULL;
