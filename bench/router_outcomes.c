@@ -67,6 +67,7 @@ static int g_clusters = 0;
 static const char *g_kind = "predict";
 static double g_cluster_lambda = 0;
 static double g_temperature = 0;
+static dr_omodel_train_opts g_ctr; /* contrastive settings (0: defaults) */
 
 static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int dim, double lambda,
                  dr_omodel **m)
@@ -84,7 +85,15 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
                               .lambda = lambda,
                               .seed = 1,
                               .clusters = g_clusters,
-                              .cluster_lambda = g_cluster_lambda};
+                              .cluster_lambda = g_cluster_lambda,
+                              .temperature = g_temperature,
+                              .hidden = g_ctr.hidden,
+                              .embed_dim = g_ctr.embed_dim,
+                              .epochs = g_ctr.epochs,
+                              .top_k = g_ctr.top_k,
+                              .tau = g_ctr.tau,
+                              .ss_weight = g_ctr.ss_weight,
+                              .lr = g_ctr.lr};
     dr_omodel_train_report rep;
     dynrag_error err = {0};
     dr_omodel *probe = NULL;
@@ -93,8 +102,10 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
     if (rc == DYNRAG_OK) {
         /* Refit on every training row with the chosen penalty. */
         o.lambda = rep.lambda;
+        o.epochs = rep.epochs > 0 ? rep.epochs : o.epochs;
         rc = dr_omodel_train(t, tr, n_tr, NULL, NULL, 0, &o, m, NULL, &err);
-        fprintf(stderr, "  lambda %g (inner-valid quality %.4f)\n", rep.lambda, rep.valid_quality);
+        fprintf(stderr, "  lambda %g epochs %d (inner-valid quality %.4f)\n", rep.lambda,
+                rep.epochs, rep.valid_quality);
     }
     dr_omodel_free(probe);
     if (rc != DYNRAG_OK)
@@ -230,6 +241,20 @@ int main(int argc, char **argv)
             g_clusters = (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--cluster-lambda") == 0) {
             g_cluster_lambda = strtod(v, NULL);
+        } else if (strcmp(a, "--hidden") == 0) {
+            g_ctr.hidden = (int)strtol(v, NULL, 10);
+        } else if (strcmp(a, "--embed-dim") == 0) {
+            g_ctr.embed_dim = (int)strtol(v, NULL, 10);
+        } else if (strcmp(a, "--epochs") == 0) {
+            g_ctr.epochs = (int)strtol(v, NULL, 10);
+        } else if (strcmp(a, "--top-k") == 0) {
+            g_ctr.top_k = (int)strtol(v, NULL, 10);
+        } else if (strcmp(a, "--tau") == 0) {
+            g_ctr.tau = strtod(v, NULL);
+        } else if (strcmp(a, "--ss-weight") == 0) {
+            g_ctr.ss_weight = strtod(v, NULL);
+        } else if (strcmp(a, "--lr") == 0) {
+            g_ctr.lr = strtod(v, NULL);
         } else if (strcmp(a, "--wtp") == 0) {
             wtps = v;
         } else {

@@ -97,9 +97,11 @@ static int router_train_outcomes(int argc, char **argv)
     if (o.kind == NULL || o.n_data == 0 || o.out_path == NULL)
         return cli_usage_error(cmd, "--kind, --data and --out are required");
     if (strcmp(o.kind, "predict") != 0 && strcmp(o.kind, "cluster") != 0 &&
-        strcmp(o.kind, "distill") != 0 && strcmp(o.kind, "mf") != 0)
-        return cli_usage_error(cmd, "--kind %s: unknown (expected predict, cluster, distill or mf)",
-                               o.kind);
+        strcmp(o.kind, "distill") != 0 && strcmp(o.kind, "mf") != 0 &&
+        strcmp(o.kind, "contrastive") != 0)
+        return cli_usage_error(
+            cmd, "--kind %s: unknown (expected predict, cluster, distill, mf or contrastive)",
+            o.kind);
     train_view view = {cli_progress_wanted(), false};
     o.progress = outcome_progress;
     o.progress_user = &view;

@@ -247,7 +247,8 @@ static const cli_command commands[] = {
     {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
      "                           [--config k=v,...] [--seed N] [--threads N]\n"
-     "       dynrag router train --kind predict|cluster|distill|mf --data FILE.jsonl\n"
+     "       dynrag router train --kind predict|cluster|distill|mf|contrastive\n"
+     "                           --data FILE.jsonl\n"
      "                           [--data FILE.jsonl ...]\n"
      "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
      "                           [--clusters C] [--lambda L]\n"
@@ -284,7 +285,15 @@ static const cli_command commands[] = {
      "         + b_o) with a rank-16 projection P of the same features and an\n"
      "         embedding v_o per option, by SGD (30 epochs, seeded; --lambda is the\n"
      "         L2 penalty, default 1e-5; with --valid, the best epoch on it is kept);\n"
-     "         router type mf, same params as predict.\n",
+     "         router type mf, same params as predict.\n"
+     "train --kind contrastive: RouterDC's dual contrastive router, an MLP encoder of\n"
+     "         the same features and an embedding per option trained with the\n"
+     "         sample-option contrastive loss (top-3 options positive, bottom-3\n"
+     "         negative) plus the sample-sample loss on the k-means clusters (Adam,\n"
+     "         seeded; --lambda is the weight decay, default 1e-4; the best of 30\n"
+     "         epochs on --valid, or without --lambda on the inner split, is kept).\n"
+     "         Routes to the option whose embedding is nearest to the query's\n"
+     "         (cosine); router type contrastive, same params as predict.\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"

@@ -93,6 +93,8 @@ const dr_param_row dr_param_rows[] = {
     {"router.predict",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.mf",              "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.mf",              "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
+    {"router.contrastive",     "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
+    {"router.contrastive",     "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.cluster",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
     {"router.cluster",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
     {"router.distill",         "model",              DR_PT_FILE,          0,     0,           NULL,           R, NULL},
@@ -148,6 +150,7 @@ const dr_router_row dr_router_rows[] = {
     {"predict",    1u << DR_STAGE_GENERATOR},
     {"cluster",    1u << DR_STAGE_GENERATOR},
     {"mf",         1u << DR_STAGE_GENERATOR},
+    {"contrastive", 1u << DR_STAGE_GENERATOR},
     {"distill",    1u << DR_STAGE_GENERATOR},
 };
 const size_t dr_n_router_rows = DR_ARRAY_LEN(dr_router_rows);

@@ -1,6 +1,8 @@
 /* omodel.c - routers trained on outcome tables (see omodel.h). */
 #include "router/omodel.h"
 
+#include "router/contrastive.h"
+
 #include "core/util.h"
 #include "embed/builtin.h"
 #include "nn/safetensors.h"
@@ -32,6 +34,7 @@ struct dr_omodel {
     bool is_distill;  /* quality_w are logits of a softmax over options */
     bool is_mf;       /* quality_w are the collapsed factors: q = sigmoid(w . x) */
     int rank;         /* mf: the factorisation's dimension (0 otherwise) */
+    dr_contrastive *ctr; /* contrastive: the encoder and option embeddings */
     char *provenance; /* JSON text */
 };
 
@@ -51,6 +54,7 @@ void dr_omodel_free(dr_omodel *m)
     free(m->qw);
     free(m->cw);
     free(m->provenance);
+    dr_contrastive_free(m->ctr);
     free(m);
 }
 
@@ -300,12 +304,16 @@ int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *
     if (rc != DYNRAG_OK)
         return rc;
     size_t chars = query != NULL ? strlen(query) : 0;
+    if (m->ctr != NULL)
+        dr_contrastive_scores(m->ctr, stackx, q); /* cosines, not qualities */
     for (size_t o = 0; o < m->n_options; o++) {
-        const float *w = m->qw + o * m->n_feat;
-        double s = 0;
-        for (size_t f = 0; f < m->n_feat; f++)
-            s += (double)w[f] * stackx[f];
-        q[o] = s;
+        if (m->ctr == NULL) {
+            const float *w = m->qw + o * m->n_feat;
+            double s = 0;
+            for (size_t f = 0; f < m->n_feat; f++)
+                s += (double)w[f] * stackx[f];
+            q[o] = s;
+        }
         double cost = m->cw[2 * o] + m->cw[2 * o + 1] * (double)chars / 1000.0;
         c[o] = cost > 0 ? cost : 0.0;
     }
@@ -594,6 +602,89 @@ cleanup:
     return rc;
 }
 
+/* The validation hook of contrastive_fit: routed quality with the model
+ * under training. */
+typedef struct ctr_valid {
+    dr_omodel *m;
+    const dr_outcome_table *v;
+    const size_t *valid;
+    size_t n_valid;
+    const int *vmap;
+    dynrag_error *err;
+} ctr_valid;
+
+static double ctr_valid_score(void *user, dr_contrastive *c)
+{
+    ctr_valid *cv = user;
+    dr_contrastive *saved = cv->m->ctr;
+    cv->m->ctr = c;
+    double q = routed_quality(cv->m, cv->v, cv->valid, cv->n_valid, cv->vmap, cv->err);
+    cv->m->ctr = saved;
+    return q;
+}
+
+/*
+ * RouterDC: trains m->ctr (router/contrastive.h) on the feature rows x of
+ * rows[0..n) of t, the sample-sample loss on the rows' k-means clusters
+ * (the one-hot block of x; off without clusters or with ss_weight < 0).
+ * With validation rows the epoch with the best routed validation quality
+ * is kept and reported. m->lambda records the weight decay.
+ */
+static int contrastive_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n,
+                           const float *x, const dr_outcome_table *v, const size_t *valid,
+                           size_t n_valid, const int *vmap, const dr_omodel_train_opts *opts,
+                           dr_omodel_train_report *report, dynrag_error *err)
+{
+    const size_t F = m->n_feat, K = m->n_options, off = (size_t)m->dim + DR_OMODEL_EXTRA;
+    float *qual = malloc(n * K * sizeof(float));
+    int *cl = malloc(n * sizeof(int));
+    if (qual == NULL || cl == NULL) {
+        free(qual);
+        free(cl);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        for (size_t o = 0; o < K; o++)
+            qual[i * K + o] = row->o[o].present ? (float)row->o[o].quality : NAN;
+        cl[i] = 0;
+        for (size_t c = 0; c < m->n_clusters; c++)
+            if (x[i * F + off + c] != 0.0f)
+                cl[i] = (int)c;
+    }
+    ctr_valid cv = {m, v, valid, n_valid, vmap, err};
+    double l2 = opts->lambda > 0 ? opts->lambda : 1e-4;
+    dr_contrastive_opts co = {
+        .hidden = opts->hidden < 0 ? 0 : opts->hidden > 0 ? opts->hidden : DR_OMODEL_CTR_HIDDEN,
+        .dim = opts->embed_dim > 0 ? opts->embed_dim : DR_OMODEL_CTR_DIM,
+        .epochs = opts->epochs > 0 ? opts->epochs : DR_OMODEL_CTR_EPOCHS,
+        .batch = 64,
+        .top_k = opts->top_k > 0 ? opts->top_k : DR_OMODEL_CTR_TOP_K,
+        .bottom_k = opts->top_k > 0 ? opts->top_k : DR_OMODEL_CTR_TOP_K,
+        .tau = opts->tau > 0 ? opts->tau : DR_OMODEL_CTR_TAU,
+        .ss_weight = opts->ss_weight < 0   ? 0.0
+                     : opts->ss_weight > 0 ? opts->ss_weight
+                                           : DR_OMODEL_CTR_SS_WEIGHT,
+        .ss_tau = 0.2,
+        .lr = opts->lr > 0 ? opts->lr : DR_OMODEL_CTR_LR,
+        .l2 = l2,
+        .seed = opts->seed,
+        .valid = v != NULL && n_valid > 0 ? ctr_valid_score : NULL,
+        .valid_user = &cv,
+        .progress = opts->progress,
+        .progress_user = opts->progress_user,
+    };
+    int kept = 0;
+    int rc = dr_contrastive_fit(x, n, F, qual, K, m->n_clusters > 0 ? cl : NULL, &co, &m->ctr,
+                                &kept, err);
+    free(qual);
+    free(cl);
+    m->lambda = l2;
+    if (report != NULL)
+        report->epochs = kept;
+    return rc;
+}
+
 /* Fits cost = a + b * chars/1000 per option by least squares over rows
  * with a recorded cost (the mean when the lengths do not vary). */
 static void fit_cost(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n)
@@ -632,12 +723,15 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     *out = NULL;
     if (rows == NULL)
         n = t->n_rows;
+    if (report != NULL)
+        memset(report, 0, sizeof(*report));
     const char *kind = opts->kind ? opts->kind : "predict";
     bool is_cluster = strcmp(kind, "cluster") == 0, is_distill = strcmp(kind, "distill") == 0;
-    bool is_mf = strcmp(kind, "mf") == 0;
-    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill && !is_mf)
+    bool is_mf = strcmp(kind, "mf") == 0, is_ctr = strcmp(kind, "contrastive") == 0;
+    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill && !is_mf && !is_ctr)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "unknown router kind '%s' (expected predict, cluster, distill or mf)",
+                          "unknown router kind '%s' (expected predict, cluster, distill, mf or "
+                          "contrastive)",
                           kind);
     if (is_cluster && opts->clusters < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "the cluster kind needs clusters");
@@ -662,6 +756,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     m->method = dr_strdup(is_cluster   ? "cluster_mean"
                           : is_distill ? "softmax_regression"
                           : is_mf      ? "sgd_mf"
+                          : is_ctr     ? "dual_contrastive"
                                        : "ridge");
     m->is_distill = is_distill;
     m->is_mf = is_mf;
@@ -826,6 +921,14 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         m->lambda = l2;
         goto fitted;
     }
+    if (is_ctr) {
+        int crc = contrastive_fit(m, t, rows, n, x, v, valid, n_valid, vmap, opts, report, err);
+        if (crc != DYNRAG_OK) {
+            rc = crc;
+            goto cleanup;
+        }
+        goto fitted;
+    }
     if (is_mf) {
         double l2 = opts->lambda > 0 ? opts->lambda : 1e-5;
         int mrc = mf_fit(m, t, rows, n, x, l2, opts->seed, v, valid, n_valid, vmap, opts, err);
@@ -919,6 +1022,12 @@ fitted:
             tmap[o] = (int)o;
         report->train_quality = routed_quality(m, t, rows, n, tmap, err);
         report->n_params = is_mf ? (size_t)m->rank * (F + K) + K + 2 * K : K * F + 2 * K;
+        if (is_ctr) {
+            const dr_contrastive *c = m->ctr;
+            size_t h1 = c->hidden ? c->hidden : c->dim;
+            report->n_params = F * h1 + c->hidden * c->dim + (c->hidden ? c->dim : 0) +
+                               K * c->dim + 2 * K;
+        }
     }
     /* Provenance. */
     prov = cJSON_CreateObject();
@@ -980,6 +1089,11 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
     cJSON_AddNumberToObject(cfg, "lambda", m->lambda);
     if (m->is_mf)
         cJSON_AddNumberToObject(cfg, "rank", m->rank);
+    if (m->ctr != NULL) {
+        cJSON_AddNumberToObject(cfg, "hidden", (double)m->ctr->hidden);
+        cJSON_AddNumberToObject(cfg, "embed_dim", (double)m->ctr->dim);
+        cJSON_AddNumberToObject(cfg, "tau", m->ctr->tau);
+    }
     cJSON_AddNumberToObject(cfg, "idf_docs", (double)m->idf_docs);
     cJSON *opts = cJSON_AddArrayToObject(cfg, "options");
     cJSON *hc = cJSON_AddArrayToObject(cfg, "has_cost");
@@ -1006,6 +1120,17 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
     if (m->n_clusters > 0 &&
         (rc = dr_st_writer_add_f32(w, "centroids", 2, kshape, m->centroids, err)))
         goto cleanup;
+    if (m->ctr != NULL) {
+        const dr_contrastive *c = m->ctr;
+        uint64_t s1[2] = {c->n_feat, c->hidden ? c->hidden : c->dim}, s2[2] = {c->dim, c->hidden},
+                 sb[1] = {c->dim}, se[2] = {c->n_options, c->dim};
+        if ((rc = dr_st_writer_add_f32(w, "enc_w1", 2, s1, c->w1, err)) ||
+            (rc = dr_st_writer_add_f32(w, "option_emb", 2, se, c->emb, err)))
+            goto cleanup;
+        if (c->hidden > 0 && ((rc = dr_st_writer_add_f32(w, "enc_w2", 2, s2, c->w2, err)) ||
+                              (rc = dr_st_writer_add_f32(w, "enc_b2", 1, sb, c->b2, err))))
+            goto cleanup;
+    }
     rc = dr_st_writer_save(w, path, err);
 cleanup:
     cJSON_Delete(cfg);
@@ -1023,6 +1148,52 @@ static int cfg_num(const cJSON *cfg, const char *path, const char *key, double l
         return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.%s: missing or outside [%g, %g]",
                           path, key, lo, hi);
     *out = v->valuedouble;
+    return DYNRAG_OK;
+}
+
+/* Reads and checks the contrastive encoder of a model file (config
+ * hidden/embed_dim/tau, tensors enc_w1, enc_w2, enc_b2, option_emb) into
+ * m->ctr; m's features and options are already known. */
+static int load_contrastive(dr_st_file *f, const cJSON *cfg, const char *path, dr_omodel *m,
+                            dynrag_error *err)
+{
+    double hidden = 0, dim = 0, tau = 0;
+    int rc;
+    if ((rc = cfg_num(cfg, path, "hidden", 0, DR_CTR_MAX_HIDDEN, &hidden, err)) ||
+        (rc = cfg_num(cfg, path, "embed_dim", 2, DR_CTR_MAX_DIM, &dim, err)) ||
+        (rc = cfg_num(cfg, path, "tau", 1e-6, 1e6, &tau, err)))
+        return rc;
+    if (hidden != floor(hidden) || dim != floor(dim))
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.hidden/embed_dim: not integers",
+                          path);
+    dr_contrastive *c =
+        dr_contrastive_new(m->n_feat, (size_t)hidden, (size_t)dim, m->n_options, tau);
+    if (c == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    m->ctr = c;
+    size_t h1 = c->hidden ? c->hidden : c->dim;
+    uint64_t s1[2] = {c->n_feat, h1}, s2[2] = {c->dim, c->hidden}, sb[1] = {c->dim},
+             se[2] = {c->n_options, c->dim};
+    if ((rc = dr_st_read_f32(f, "enc_w1", 2, s1, c->w1, err)) ||
+        (rc = dr_st_read_f32(f, "option_emb", 2, se, c->emb, err)) ||
+        (c->hidden > 0 && ((rc = dr_st_read_f32(f, "enc_w2", 2, s2, c->w2, err)) ||
+                           (rc = dr_st_read_f32(f, "enc_b2", 1, sb, c->b2, err))))) {
+        dr_err_prefix(err, "%s", path);
+        return rc;
+    }
+    struct {
+        const char *name;
+        const float *v;
+        size_t n;
+    } parts[] = {{"enc_w1", c->w1, c->n_feat * h1},
+                 {"option_emb", c->emb, c->n_options * c->dim},
+                 {"enc_w2", c->w2, c->hidden * c->dim},
+                 {"enc_b2", c->b2, c->hidden ? c->dim : 0}};
+    for (size_t p = 0; p < DR_ARRAY_LEN(parts); p++)
+        for (size_t i = 0; i < parts[p].n; i++)
+            if (!isfinite(parts[p].v[i]))
+                return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: %s: a value is not finite", path,
+                                  parts[p].name);
     return DYNRAG_OK;
 }
 
@@ -1065,11 +1236,14 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
           strcmp(method->valuestring, "cluster_mean") == 0) ||
          (strcmp(kind->valuestring, "distill") == 0 &&
           strcmp(method->valuestring, "softmax_regression") == 0) ||
-         (strcmp(kind->valuestring, "mf") == 0 && strcmp(method->valuestring, "sgd_mf") == 0));
+         (strcmp(kind->valuestring, "mf") == 0 && strcmp(method->valuestring, "sgd_mf") == 0) ||
+         (strcmp(kind->valuestring, "contrastive") == 0 &&
+          strcmp(method->valuestring, "dual_contrastive") == 0));
     if (!ok_kind) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
                         "%s: config.kind/method: expected predict/ridge, cluster/cluster_mean, "
-                        "distill/softmax_regression or mf/sgd_mf",
+                        "distill/softmax_regression, mf/sgd_mf or "
+                        "contrastive/dual_contrastive",
                         path);
         goto cleanup;
     }
@@ -1166,6 +1340,9 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
             rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: cost_w: a value is not finite", path);
             goto cleanup;
         }
+    if (strcmp(kind->valuestring, "contrastive") == 0 &&
+        (rc = load_contrastive(f, cfg, path, m, err)) != DYNRAG_OK)
+        goto cleanup;
     if ((rc = make_embedder(m, err)) != DYNRAG_OK) { /* checks every IDF value */
         dr_err_prefix(err, "%s", path);
         goto cleanup;

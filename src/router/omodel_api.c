@@ -28,9 +28,12 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
         return dr_err_set(err, DYNRAG_ERR_INVALID, "training data and an output path are required");
     const char *kind = opts->kind ? opts->kind : "predict";
     if (strcmp(kind, "predict") != 0 && strcmp(kind, "cluster") != 0 &&
-        strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0)
+        strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0 &&
+        strcmp(kind, "contrastive") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "--kind %s: unknown (expected predict, cluster, distill or mf)", kind);
+                          "--kind %s: unknown (expected predict, cluster, distill, mf or "
+                          "contrastive)",
+                          kind);
     cJSON *files = cJSON_CreateArray();
     if (files == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -91,6 +94,7 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
             res.valid_rows = n_inner;
             res.valid_quality = rep.valid_quality;
             o.lambda = rep.lambda;
+            o.epochs = rep.epochs; /* contrastive: the epoch kept on the inner split */
         }
         rc = dr_omodel_train(&t, NULL, 0, NULL, NULL, 0, &o, &m, &rep, err);
         if (rc != DYNRAG_OK)

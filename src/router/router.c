@@ -19,6 +19,7 @@ static const struct {
     {"cluster", dr_router_create_predict},
     {"distill", dr_router_create_predict},
     {"mf", dr_router_create_predict},
+    {"contrastive", dr_router_create_predict},
 };
 
 /*
