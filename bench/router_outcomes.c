@@ -93,7 +93,8 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
                               .top_k = g_ctr.top_k,
                               .tau = g_ctr.tau,
                               .ss_weight = g_ctr.ss_weight,
-                              .lr = g_ctr.lr};
+                              .lr = g_ctr.lr,
+                              .prior_weight = g_ctr.prior_weight};
     dr_omodel_train_report rep;
     dynrag_error err = {0};
     dr_omodel *probe = NULL;
@@ -103,9 +104,11 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
         /* Refit on every training row with the chosen penalty. */
         o.lambda = rep.lambda;
         o.epochs = rep.epochs > 0 ? rep.epochs : o.epochs;
+        o.prior_weight = rep.prior_weight > 0 ? rep.prior_weight : -1;
+        o.prior_rows = rep.prior_rows;
         rc = dr_omodel_train(t, tr, n_tr, NULL, NULL, 0, &o, m, NULL, &err);
-        fprintf(stderr, "  lambda %g epochs %d (inner-valid quality %.4f)\n", rep.lambda,
-                rep.epochs, rep.valid_quality);
+        fprintf(stderr, "  lambda %g epochs %d prior %g x %g rows (inner-valid quality %.4f)\n",
+                rep.lambda, rep.epochs, rep.prior_weight, rep.prior_rows, rep.valid_quality);
     }
     dr_omodel_free(probe);
     if (rc != DYNRAG_OK)
@@ -253,6 +256,8 @@ int main(int argc, char **argv)
             g_ctr.tau = strtod(v, NULL);
         } else if (strcmp(a, "--ss-weight") == 0) {
             g_ctr.ss_weight = strtod(v, NULL);
+        } else if (strcmp(a, "--prior-weight") == 0) {
+            g_ctr.prior_weight = strtod(v, NULL);
         } else if (strcmp(a, "--lr") == 0) {
             g_ctr.lr = strtod(v, NULL);
         } else if (strcmp(a, "--wtp") == 0) {

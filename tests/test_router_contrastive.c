@@ -124,6 +124,9 @@ TEST(router_contrastive_learns_per_query_skill)
                       &err);
             ASSERT_STR_EQ(dr_omodel_kind(m), "contrastive");
             ASSERT(rep.epochs >= 1 && rep.epochs <= 15);
+            /* The cluster prior's weight and shrinkage come from their grids. */
+            ASSERT(rep.prior_weight >= 0 && rep.prior_weight <= 8);
+            ASSERT(rep.prior_rows == 1 || rep.prior_rows == 10 || rep.prior_rows == 30);
             double rq = routed(m, &te);
             ASSERT_NEAR(rq, rep.valid_quality, 1e-9);
             if (!(rq > 0.9 && rq > best1 + 0.3))
@@ -360,6 +363,7 @@ TEST(router_contrastive_rejects_damaged_files)
         {"hidden", 64, "enc_w1"},             {"hidden", 2.5, "config.hidden"},
         {"embed_dim", 1, "config.embed_dim"}, {"embed_dim", 16, "option_emb"},
         {"tau", 0, "config.tau"},             {"tau", NAN, "config.tau"},
+        {"prior_weight", -1, "config.prior_weight"}, {"prior_rows", NAN, "config.prior_rows"},
     };
     for (size_t i = 0; i < DR_ARRAY_LEN(cfg_cases); i++) {
         cJSON *cfg = cJSON_Parse(cfg_text);

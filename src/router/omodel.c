@@ -35,6 +35,8 @@ struct dr_omodel {
     bool is_mf;       /* quality_w are the collapsed factors: q = sigmoid(w . x) */
     int rank;         /* mf: the factorisation's dimension (0 otherwise) */
     dr_contrastive *ctr; /* contrastive: the encoder and option embeddings */
+    double prior_weight; /* contrastive: q = cosine + prior_weight * (quality_w . x) */
+    double prior_rows;   /* contrastive: the prior's shrinkage (provenance) */
     char *provenance; /* JSON text */
 };
 
@@ -307,13 +309,11 @@ int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *
     if (m->ctr != NULL)
         dr_contrastive_scores(m->ctr, stackx, q); /* cosines, not qualities */
     for (size_t o = 0; o < m->n_options; o++) {
-        if (m->ctr == NULL) {
-            const float *w = m->qw + o * m->n_feat;
-            double s = 0;
-            for (size_t f = 0; f < m->n_feat; f++)
-                s += (double)w[f] * stackx[f];
-            q[o] = s;
-        }
+        const float *w = m->qw + o * m->n_feat;
+        double s = 0;
+        for (size_t f = 0; f < m->n_feat; f++)
+            s += (double)w[f] * stackx[f];
+        q[o] = m->ctr != NULL ? q[o] + m->prior_weight * s : s;
         double cost = m->cw[2 * o] + m->cw[2 * o + 1] * (double)chars / 1000.0;
         c[o] = cost > 0 ? cost : 0.0;
     }
@@ -602,6 +602,49 @@ cleanup:
     return rc;
 }
 
+/*
+ * Expert Router: each cluster's mean quality per option, shrunk towards the
+ * option's overall mean by `kappa` pseudo-rows, into the cluster columns of
+ * m->qw (the rest stays as it is). x holds the rows' features (their
+ * cluster one-hot). DYNRAG_ERR_NOMEM on allocation failure.
+ */
+static int cluster_prior(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n,
+                         const float *x, double kappa)
+{
+    const size_t C = m->n_clusters, K = m->n_options, F = m->n_feat;
+    const size_t off = (size_t)m->dim + DR_OMODEL_EXTRA;
+    double *sum = calloc(C * K + 2 * K, sizeof(double)), *cnt = calloc(C * K, sizeof(double));
+    if (sum == NULL || cnt == NULL) {
+        free(sum);
+        free(cnt);
+        return DYNRAG_ERR_NOMEM;
+    }
+    double *all = sum + C * K, *all_n = all + K;
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        const float *xi = x + i * F;
+        size_t c = 0;
+        while (c + 1 < C && xi[off + c] == 0.0f)
+            c++;
+        for (size_t o = 0; o < K; o++)
+            if (row->o[o].present) {
+                sum[c * K + o] += row->o[o].quality;
+                cnt[c * K + o] += 1;
+                all[o] += row->o[o].quality;
+                all_n[o] += 1;
+            }
+    }
+    for (size_t o = 0; o < K; o++) {
+        double prior = all_n[o] > 0 ? all[o] / all_n[o] : 0.0;
+        for (size_t c = 0; c < C; c++)
+            m->qw[o * F + off + c] =
+                (float)((sum[c * K + o] + kappa * prior) / (cnt[c * K + o] + kappa));
+    }
+    free(sum);
+    free(cnt);
+    return DYNRAG_OK;
+}
+
 /* The validation hook of contrastive_fit: routed quality with the model
  * under training. */
 typedef struct ctr_valid {
@@ -675,14 +718,52 @@ static int contrastive_fit(dr_omodel *m, const dr_outcome_table *t, const size_t
         .progress_user = opts->progress_user,
     };
     int kept = 0;
+    m->prior_weight = 0;
     int rc = dr_contrastive_fit(x, n, F, qual, K, m->n_clusters > 0 ? cl : NULL, &co, &m->ctr,
                                 &kept, err);
     free(qual);
     free(cl);
     m->lambda = l2;
-    if (report != NULL)
+    if (rc != DYNRAG_OK)
+        return rc;
+    /* The cluster prior: fixed, or the (weight, pseudo-rows) pair with the
+     * best routed validation quality (ties: the earlier, smaller pair). */
+    static const double weights[] = {0, 0.25, 0.5, 1, 2, 4, 8};
+    static const double kappas[] = {1, 10, 30};
+    bool choose = opts->prior_weight == 0 && v != NULL && n_valid > 0 && m->n_clusters > 0;
+    double w_best = opts->prior_weight > 0 ? opts->prior_weight : 0;
+    double k_best = opts->prior_rows > 0 ? opts->prior_rows : 1;
+    if (m->n_clusters == 0)
+        w_best = 0;
+    if (choose) {
+        double best_q = -INFINITY;
+        for (size_t ki = 0; ki < DR_ARRAY_LEN(kappas); ki++) {
+            if (opts->prior_rows > 0 && ki > 0)
+                break;
+            double kappa = opts->prior_rows > 0 ? opts->prior_rows : kappas[ki];
+            if (cluster_prior(m, t, rows, n, x, kappa) != DYNRAG_OK)
+                return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            for (size_t wi = 0; wi < DR_ARRAY_LEN(weights); wi++) {
+                m->prior_weight = weights[wi];
+                double qv = routed_quality(m, v, valid, n_valid, vmap, err);
+                if (qv > best_q) {
+                    best_q = qv;
+                    w_best = weights[wi];
+                    k_best = kappa;
+                }
+            }
+        }
+    }
+    if (m->n_clusters > 0 && cluster_prior(m, t, rows, n, x, k_best) != DYNRAG_OK)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    m->prior_weight = w_best;
+    m->prior_rows = k_best;
+    if (report != NULL) {
         report->epochs = kept;
-    return rc;
+        report->prior_weight = w_best;
+        report->prior_rows = k_best;
+    }
+    return DYNRAG_OK;
 }
 
 /* Fits cost = a + b * chars/1000 per option by least squares over rows
@@ -879,37 +960,8 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     for (size_t o = 0; o < K; o++)
         vmap[o] = v != NULL ? dr_outcomes_option(v, m->options[o]) : -1;
     if (is_cluster) {
-        /* Expert Router: each cluster's mean quality per option, shrunk
-         * towards the option's overall mean by one pseudo-row. */
-        size_t C = m->n_clusters, off = (size_t)dim + DR_OMODEL_EXTRA;
-        double *sum = calloc(C * K + 2 * K, sizeof(double)), *cnt = calloc(C * K, sizeof(double));
-        if (sum == NULL || cnt == NULL) {
-            free(sum);
-            free(cnt);
+        if (cluster_prior(m, t, rows, n, x, 1.0) != DYNRAG_OK)
             goto nomem;
-        }
-        double *all = sum + C * K, *all_n = all + K;
-        for (size_t i = 0; i < n; i++) {
-            const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
-            const float *xi = x + i * F;
-            size_t c = 0;
-            while (c + 1 < C && xi[off + c] == 0.0f)
-                c++;
-            for (size_t o = 0; o < K; o++)
-                if (row->o[o].present) {
-                    sum[c * K + o] += row->o[o].quality;
-                    cnt[c * K + o] += 1;
-                    all[o] += row->o[o].quality;
-                    all_n[o] += 1;
-                }
-        }
-        for (size_t o = 0; o < K; o++) {
-            double prior = all_n[o] > 0 ? all[o] / all_n[o] : 0.0;
-            for (size_t c = 0; c < C; c++)
-                m->qw[o * F + off + c] = (float)((sum[c * K + o] + prior) / (cnt[c * K + o] + 1.0));
-        }
-        free(sum);
-        free(cnt);
         m->lambda = 0;
         goto fitted;
     }
@@ -1093,6 +1145,8 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
         cJSON_AddNumberToObject(cfg, "hidden", (double)m->ctr->hidden);
         cJSON_AddNumberToObject(cfg, "embed_dim", (double)m->ctr->dim);
         cJSON_AddNumberToObject(cfg, "tau", m->ctr->tau);
+        cJSON_AddNumberToObject(cfg, "prior_weight", m->prior_weight);
+        cJSON_AddNumberToObject(cfg, "prior_rows", m->prior_rows);
     }
     cJSON_AddNumberToObject(cfg, "idf_docs", (double)m->idf_docs);
     cJSON *opts = cJSON_AddArrayToObject(cfg, "options");
@@ -1161,7 +1215,9 @@ static int load_contrastive(dr_st_file *f, const cJSON *cfg, const char *path, d
     int rc;
     if ((rc = cfg_num(cfg, path, "hidden", 0, DR_CTR_MAX_HIDDEN, &hidden, err)) ||
         (rc = cfg_num(cfg, path, "embed_dim", 2, DR_CTR_MAX_DIM, &dim, err)) ||
-        (rc = cfg_num(cfg, path, "tau", 1e-6, 1e6, &tau, err)))
+        (rc = cfg_num(cfg, path, "tau", 1e-6, 1e6, &tau, err)) ||
+        (rc = cfg_num(cfg, path, "prior_weight", 0, 1e6, &m->prior_weight, err)) ||
+        (rc = cfg_num(cfg, path, "prior_rows", 0, 1e9, &m->prior_rows, err)))
         return rc;
     if (hidden != floor(hidden) || dim != floor(dim))
         return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.hidden/embed_dim: not integers",

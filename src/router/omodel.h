@@ -71,6 +71,11 @@ typedef struct dr_omodel_train_opts {
     double tau;        /* sample-option temperature */
     double ss_weight;  /* sample-sample loss weight (-1: off) */
     double lr;         /* Adam step */
+    /* The cluster prior added to the cosines: weight (0: chosen on the
+     * validation rows, 0 without them; < 0: off) and shrinkage pseudo-rows
+     * (0: chosen with the weight, 1 without validation rows). */
+    double prior_weight;
+    double prior_rows;
     uint64_t seed;         /* recorded; the ridge fit itself is deterministic */
     const char *data_desc; /* provenance: the training files, as a JSON array text */
     /* Progress (may be NULL): a phase name and done/total. */
@@ -83,6 +88,8 @@ typedef struct dr_omodel_train_report {
     double valid_quality; /* mean quality of the routed option on valid (NAN: none) */
     double train_quality; /* the same on the training rows */
     int epochs;           /* contrastive: the epoch kept (0 otherwise) */
+    double prior_weight;  /* contrastive: the cluster prior's weight used */
+    double prior_rows;    /* contrastive: its shrinkage pseudo-rows */
     size_t n_params;
 } dr_omodel_train_report;
 

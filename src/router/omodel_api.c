@@ -94,7 +94,9 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
             res.valid_rows = n_inner;
             res.valid_quality = rep.valid_quality;
             o.lambda = rep.lambda;
-            o.epochs = rep.epochs; /* contrastive: the epoch kept on the inner split */
+            o.epochs = rep.epochs; /* contrastive: the epoch and the prior chosen there */
+            o.prior_weight = rep.prior_weight > 0 ? rep.prior_weight : -1;
+            o.prior_rows = rep.prior_rows;
         }
         rc = dr_omodel_train(&t, NULL, 0, NULL, NULL, 0, &o, &m, &rep, err);
         if (rc != DYNRAG_OK)
