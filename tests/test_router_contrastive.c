@@ -432,6 +432,28 @@ TEST(router_contrastive_train_cli)
     ASSERT_OK(load_text(text, &t, &err), &err);
     ASSERT_GT(routed(m, &t), 0.85);
     dr_omodel_free(m);
+    /* --hidden 0: the linear projection (config.hidden 0), also routing well. */
+    snprintf(cmd, sizeof(cmd),
+             "%s router train --kind contrastive --data %s --out %s --dim 128 --clusters 4 "
+             "--hidden 0",
+             test_cli_path(), train, model);
+    ASSERT_EQ(test_run(cmd, &out), 0);
+    free(out);
+    dr_st_file *f = NULL;
+    ASSERT_OK(dr_st_open(model, &f, &err), &err);
+    ASSERT_CONTAINS(dr_st_meta(f, "config"), "\"hidden\":0,");
+    ASSERT(dr_st_find(f, "enc_w2") == NULL);
+    dr_st_close(f);
+    m = NULL;
+    ASSERT_OK(dr_omodel_load(model, &m, &err), &err);
+    ASSERT_GT(routed(m, &t), 0.85);
+    dr_omodel_free(m);
+    snprintf(cmd, sizeof(cmd),
+             "%s router train --kind contrastive --data %s --out %s --hidden 2000",
+             test_cli_path(), train, model);
+    ASSERT_EQ(test_run(cmd, &out), 2);
+    ASSERT_CONTAINS(out, "--hidden");
+    free(out);
     dr_outcomes_free(&t);
     free(text);
 }

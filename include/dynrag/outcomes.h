@@ -63,6 +63,7 @@ typedef struct dynrag_outcome_router_options {
     int clusters;          /* k-means clusters (0: 64; -1: none) */
     double lambda;         /* ridge penalty (<= 0: chosen on validation rows) */
     double cluster_lambda; /* penalty of the cluster features (<= 0: 0.3) */
+    int hidden;            /* contrastive: encoder hidden units (0: 128; -1: linear projection) */
     uint64_t seed;         /* k-means seeding */
     /* Progress (may be NULL): phase ("embed", "k-means", "ridge") and done/total. */
     void (*progress)(void *user, const char *phase, size_t done, size_t total);

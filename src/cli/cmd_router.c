@@ -87,6 +87,10 @@ static int router_train_outcomes(int argc, char **argv)
             if (!cli_parse_int(cmd, a, v, 0, 256, &n))
                 return CLI_USAGE;
             o.clusters = n == 0 ? -1 : (int)n;
+        } else if (strcmp(a, "--hidden") == 0) {
+            if (!cli_parse_int(cmd, a, v, 0, 1024, &n))
+                return CLI_USAGE;
+            o.hidden = n == 0 ? -1 : (int)n;
         } else if (strcmp(a, "--lambda") == 0) {
             if (!cli_parse_double(cmd, a, v, 1e-9, 1e9, &o.lambda))
                 return CLI_USAGE;

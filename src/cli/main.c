@@ -251,7 +251,7 @@ static const cli_command commands[] = {
      "                           --data FILE.jsonl\n"
      "                           [--data FILE.jsonl ...]\n"
      "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
-     "                           [--clusters C] [--lambda L]\n"
+     "                           [--clusters C] [--lambda L] [--hidden H]\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] QUERY\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] --input FILE.jsonl\n"
      "       dynrag router eval --model MODEL --data FILE.jsonl [--head NAME] [--json]\n"
@@ -292,8 +292,9 @@ static const cli_command commands[] = {
      "         negative) plus the sample-sample loss on the k-means clusters (Adam,\n"
      "         seeded; --lambda is the weight decay, default 1e-4; the best of 30\n"
      "         epochs on --valid, or without --lambda on the inner split, is kept).\n"
-     "         Routes to the option whose embedding is nearest to the query's\n"
-     "         (cosine); router type contrastive, same params as predict.\n",
+     "         --hidden H sets the encoder's hidden units (default 128; 0 = a linear\n"
+     "         projection). Routes to the option whose embedding is nearest to the\n"
+     "         query's (cosine); router type contrastive, same params as predict.\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"
