@@ -72,6 +72,7 @@ static double g_cluster_lambda = 0;
 static double g_temperature = 0;
 static const char *g_method = NULL; /* predict: ridge (NULL) or knn */
 static int g_k = 0;                 /* knn, preference: neighbours (0: chosen on the inner split) */
+static dr_omodel_train_opts g_ctr; /* contrastive settings (0: defaults) */
 
 static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int dim, double lambda,
                  dr_omodel **m)
@@ -91,7 +92,16 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
                               .method = g_method,
                               .k = g_k,
                               .clusters = g_clusters,
-                              .cluster_lambda = g_cluster_lambda};
+                              .cluster_lambda = g_cluster_lambda,
+                              .temperature = g_temperature,
+                              .hidden = g_ctr.hidden,
+                              .embed_dim = g_ctr.embed_dim,
+                              .epochs = g_ctr.epochs,
+                              .top_k = g_ctr.top_k,
+                              .tau = g_ctr.tau,
+                              .ss_weight = g_ctr.ss_weight,
+                              .lr = g_ctr.lr,
+                              .prior_weight = g_ctr.prior_weight};
     dr_omodel_train_report rep;
     dynrag_error err = {0};
     dr_omodel *probe = NULL;
@@ -103,9 +113,15 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
         o.k = rep.k;
         o.local_weight = rep.local_weight;
         o.fix_local_weight = !isnan(rep.local_weight);
+        o.epochs = rep.epochs > 0 ? rep.epochs : o.epochs;
+        o.prior_weight = rep.prior_weight > 0 ? rep.prior_weight : -1;
+        o.prior_rows = rep.prior_rows;
         rc = dr_omodel_train(t, tr, n_tr, NULL, NULL, 0, &o, m, NULL, &err);
-        fprintf(stderr, "  lambda %g k %d local weight %g (inner-valid quality %.4f)\n",
-                rep.lambda, rep.k, rep.local_weight, rep.valid_quality);
+        fprintf(stderr,
+                "  lambda %g k %d local weight %g epochs %d prior %g x %g rows (inner-valid "
+                "quality %.4f)\n",
+                rep.lambda, rep.k, rep.local_weight, rep.epochs, rep.prior_weight, rep.prior_rows,
+                rep.valid_quality);
     }
     dr_omodel_free(probe);
     if (rc != DYNRAG_OK)
@@ -279,6 +295,22 @@ int main(int argc, char **argv)
             g_clusters = (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--cluster-lambda") == 0) {
             g_cluster_lambda = strtod(v, NULL);
+        } else if (strcmp(a, "--hidden") == 0) {
+            g_ctr.hidden = (int)strtol(v, NULL, 10);
+        } else if (strcmp(a, "--embed-dim") == 0) {
+            g_ctr.embed_dim = (int)strtol(v, NULL, 10);
+        } else if (strcmp(a, "--epochs") == 0) {
+            g_ctr.epochs = (int)strtol(v, NULL, 10);
+        } else if (strcmp(a, "--top-k") == 0) {
+            g_ctr.top_k = (int)strtol(v, NULL, 10);
+        } else if (strcmp(a, "--tau") == 0) {
+            g_ctr.tau = strtod(v, NULL);
+        } else if (strcmp(a, "--ss-weight") == 0) {
+            g_ctr.ss_weight = strtod(v, NULL);
+        } else if (strcmp(a, "--prior-weight") == 0) {
+            g_ctr.prior_weight = strtod(v, NULL);
+        } else if (strcmp(a, "--lr") == 0) {
+            g_ctr.lr = strtod(v, NULL);
         } else if (strcmp(a, "--wtp") == 0) {
             wtps = v;
         } else if (strcmp(a, "--write-split") == 0) {

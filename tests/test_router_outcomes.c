@@ -270,7 +270,8 @@ TEST(router_outcomes_train_api_and_cli)
 /* Loads a pipeline file, marks its generator options available (their
  * endpoints are not configured offline) and routes queries with the
  * stage's router: every decision names a scored option. */
-static void route_pipeline(const char *file, const char *const *queries, size_t n)
+static void route_pipeline(const char *file, const char *type, const char *const *queries,
+                           size_t n)
 {
     char path[2048];
     snprintf(path, sizeof(path), "%s/%s", test_source_dir(), file);
@@ -280,7 +281,7 @@ static void route_pipeline(const char *file, const char *const *queries, size_t 
     ASSERT_OK(dynrag_pipeline_load(path, &p, &dg, &err), &err);
     dynrag_diags_free(dg);
     dr_stage *st = &p->stages[DR_STAGE_GENERATOR];
-    ASSERT_STR_EQ(st->router.type, "predict");
+    ASSERT_STR_EQ(st->router.type, type);
     dr_router *r = NULL;
     ASSERT_OK(dr_router_create(p, st, &r, &err), &err);
     dr_route_decision d;
@@ -300,7 +301,9 @@ static void route_pipeline(const char *file, const char *const *queries, size_t 
             ASSERT(isfinite(d.scores[i]));
             ASSERT_LE(d.scores[i], d.scores[d.option]);
         }
-        ASSERT_CONTAINS(d.reason, "predict: ");
+        char want[64];
+        snprintf(want, sizeof(want), "%s: ", type);
+        ASSERT_CONTAINS(d.reason, want);
     }
     dr_router_free(r);
     dynrag_pipeline_free(p);
@@ -313,8 +316,8 @@ TEST(router_outcomes_shipped_pipelines_route)
         "运行中变压器温度最高的部分是\nA. 绕组\nB. 变压器油\n答案：",
         "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n",
         "['Which skin surface will produce the most heat?\\nA) dry palms\\nB) wet palms']", ""};
-    route_pipeline("pipelines/llm-router-routerdc.yaml", q, DR_ARRAY_LEN(q));
-    route_pipeline("pipelines/llm-router-routerbench.yaml", q, DR_ARRAY_LEN(q));
+    route_pipeline("pipelines/llm-router-routerdc.yaml", "contrastive", q, DR_ARRAY_LEN(q));
+    route_pipeline("pipelines/llm-router-routerbench.yaml", "predict", q, DR_ARRAY_LEN(q));
 }
 
 TEST(router_outcomes_cluster_kind)

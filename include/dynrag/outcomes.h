@@ -59,7 +59,7 @@ DYNRAG_API int dynrag_convert_routerbench(const char *in_path, const char *out_p
  * DYNRAG_ERR_INVALID naming the field. */
 typedef struct dynrag_outcome_router_options {
     const char *kind;        /* "predict" (default), "cluster", "distill", "mf",
-                                "preference" or "scorer" */
+                                "preference", "contrastive" or "scorer" */
     const char *const *data; /* required: training tables (merged; ids must not repeat) */
     size_t n_data;
     const char *valid;     /* validation table, or NULL (default; see below) */
@@ -69,6 +69,8 @@ typedef struct dynrag_outcome_router_options {
     double lambda;         /* ridge penalty, > 0; NAN (default): chosen on validation rows
                               (predict, cluster) or the kind's own (distill, mf) */
     double cluster_lambda; /* penalty of the cluster features, > 0 (default 0.3) */
+    int hidden;            /* contrastive: encoder hidden units, >= 0 (default 128; 0: a
+                              linear projection) */
     uint64_t seed;         /* k-means seeding (default 0) */
     /* Progress (may be NULL): phase ("embed", "k-means", "ridge") and done/total. */
     void (*progress)(void *user, const char *phase, size_t done, size_t total);

@@ -90,6 +90,10 @@ static int router_train_outcomes(int argc, char **argv)
             if (!cli_parse_int(cmd, a, v, 0, 256, &n))
                 return CLI_USAGE;
             o.clusters = (int)n;
+        } else if (strcmp(a, "--hidden") == 0) {
+            if (!cli_parse_int(cmd, a, v, 0, 1024, &n))
+                return CLI_USAGE;
+            o.hidden = (int)n;
         } else if (strcmp(a, "--lambda") == 0) {
             if (!cli_parse_double(cmd, a, v, 1e-9, 1e9, &o.lambda))
                 return CLI_USAGE;
@@ -110,9 +114,10 @@ static int router_train_outcomes(int argc, char **argv)
     bool scorer = strcmp(o.kind, "scorer") == 0;
     if (strcmp(o.kind, "predict") != 0 && strcmp(o.kind, "cluster") != 0 &&
         strcmp(o.kind, "distill") != 0 && strcmp(o.kind, "mf") != 0 &&
-        strcmp(o.kind, "preference") != 0 && !scorer)
-        return cli_usage_error(
-            cmd, "--kind %s: unknown (expected predict, cluster, distill, mf, preference or scorer)",
+        strcmp(o.kind, "preference") != 0 && strcmp(o.kind, "contrastive") != 0 && !scorer)
+        return cli_usage_error(cmd,
+                               "--kind %s: unknown (expected predict, cluster, distill, mf, "
+                               "preference, contrastive or scorer)",
             o.kind);
     train_view view = {cli_progress_wanted(), false};
     o.progress = outcome_progress;

@@ -247,10 +247,12 @@ static const cli_command commands[] = {
     {"router", "train routers: the complexity classifier and outcome-trained routers",
      "usage: dynrag router train --train FILE --valid FILE --out MODEL\n"
      "                           [--config k=v,...] [--seed N] [--threads N]\n"
-     "       dynrag router train --kind predict|cluster|distill|mf|preference|scorer\n"
+     "       dynrag router train --kind predict|cluster|distill|mf|preference|\n"
+     "                                  contrastive|scorer\n"
      "                           --data FILE.jsonl [--data FILE.jsonl ...]\n"
      "                           [--valid FILE.jsonl] --out MODEL [--seed N] [--dim D]\n"
      "                           [--clusters C] [--lambda L] [--method ridge|knn] [--k K]\n"
+     "                           [--hidden H]\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] QUERY\n"
      "       dynrag router predict --model MODEL [--head NAME] [--json] --input FILE.jsonl\n"
      "       dynrag router eval --model MODEL --data FILE.jsonl [--head NAME] [--json]\n"
@@ -301,7 +303,16 @@ static const cli_command commands[] = {
      "         (RouteLLM SW ranking, Eagle): global ratings plus local ones from the\n"
      "         K nearest training queries weighted by similarity, mixed by a local\n"
      "         weight chosen on the validation rows; router type preference, params\n"
-     "         model, willingness_to_pay, k, local_weight.\n",
+     "         model, willingness_to_pay, k, local_weight.\n"
+     "train --kind contrastive: RouterDC's dual contrastive router, an MLP encoder of\n"
+     "         the same features and an embedding per option trained with the\n"
+     "         sample-option contrastive loss (top-3 options positive, bottom-3\n"
+     "         negative) plus the sample-sample loss on the k-means clusters (Adam,\n"
+     "         seeded; --lambda is the weight decay, default 1e-4; the best of 30\n"
+     "         epochs on --valid, or without --lambda on the inner split, is kept).\n"
+     "         --hidden H sets the encoder's hidden units (default 128; 0 = a linear\n"
+     "         projection). Routes to the option whose embedding is nearest to the\n"
+     "         query's (cosine); router type contrastive, same params as predict.\n",
      cmd_router},
     {"label", "silver complexity labels: the cheapest retrieval mode that answers",
      "usage: dynrag label --pipeline FILE --data FILE --out FILE.jsonl [--work DIR]\n"

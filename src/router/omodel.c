@@ -1,6 +1,8 @@
 /* omodel.c - routers trained on outcome tables (see omodel.h). */
 #include "router/omodel.h"
 
+#include "router/contrastive.h"
+
 #include "core/util.h"
 #include "router/onbr.h"
 #include "embed/builtin.h"
@@ -33,6 +35,9 @@ struct dr_omodel {
     bool is_distill;  /* quality_w are logits of a softmax over options */
     bool is_mf;       /* quality_w are the collapsed factors: q = sigmoid(w . x) */
     int rank;         /* mf: the factorisation's dimension (0 otherwise) */
+    dr_contrastive *ctr; /* contrastive: the encoder and option embeddings */
+    double prior_weight; /* contrastive: q = cosine + prior_weight * (quality_w . x) */
+    double prior_rows;   /* contrastive: the prior's shrinkage (provenance) */
     char *provenance; /* JSON text */
     dr_onbr *nbr;     /* knn and preference: the training neighbours (else NULL) */
 };
@@ -54,6 +59,7 @@ void dr_omodel_free(dr_omodel *m)
     dr_free(m->cw);
     dr_free(m->provenance);
     dr_onbr_free(m->nbr);
+    dr_contrastive_free(m->ctr);
     dr_free(m);
 }
 
@@ -356,13 +362,15 @@ int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *
         dr_free(scratch);
         dr_onbr_predict(m->nbr, idx, sim, kn, m->nbr->k, m->nbr->local_weight, q);
     }
+    if (m->ctr != NULL)
+        dr_contrastive_scores(m->ctr, stackx, q); /* cosines, not qualities */
     for (size_t o = 0; o < m->n_options; o++) {
         const float *w = m->qw + o * m->n_feat;
         if (m->nbr == NULL) {
             double s = 0;
             for (size_t f = 0; f < m->n_feat; f++)
                 s += (double)w[f] * stackx[f];
-            q[o] = s;
+            q[o] = m->ctr != NULL ? q[o] + m->prior_weight * s : s;
         }
         double cost = m->cw[2 * o] + m->cw[2 * o + 1] * (double)chars / 1000.0;
         c[o] = cost > 0 ? cost : 0.0;
@@ -652,6 +660,170 @@ cleanup:
     return rc;
 }
 
+/*
+ * Expert Router: each cluster's mean quality per option, shrunk towards the
+ * option's overall mean by `kappa` pseudo-rows, into the cluster columns of
+ * m->qw (the rest stays as it is). x holds the rows' features (their
+ * cluster one-hot). DYNRAG_ERR_NOMEM on allocation failure.
+ */
+static int cluster_prior(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n,
+                         const float *x, double kappa)
+{
+    const size_t C = m->n_clusters, K = m->n_options, F = m->n_feat;
+    const size_t off = (size_t)m->dim + DR_OMODEL_EXTRA;
+    double *sum = dr_calloc(C * K + 2 * K, sizeof(double)), *cnt = dr_calloc(C * K, sizeof(double));
+    if (sum == NULL || cnt == NULL) {
+        dr_free(sum);
+        dr_free(cnt);
+        return DYNRAG_ERR_NOMEM;
+    }
+    double *all = sum + C * K, *all_n = all + K;
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        const float *xi = x + i * F;
+        size_t c = 0;
+        while (c + 1 < C && xi[off + c] == 0.0f)
+            c++;
+        for (size_t o = 0; o < K; o++)
+            if (row->o[o].present) {
+                sum[c * K + o] += row->o[o].quality;
+                cnt[c * K + o] += 1;
+                all[o] += row->o[o].quality;
+                all_n[o] += 1;
+            }
+    }
+    for (size_t o = 0; o < K; o++) {
+        double prior = all_n[o] > 0 ? all[o] / all_n[o] : 0.0;
+        for (size_t c = 0; c < C; c++)
+            m->qw[o * F + off + c] =
+                (float)((sum[c * K + o] + kappa * prior) / (cnt[c * K + o] + kappa));
+    }
+    dr_free(sum);
+    dr_free(cnt);
+    return DYNRAG_OK;
+}
+
+/* The validation hook of contrastive_fit: routed quality with the model
+ * under training. */
+typedef struct ctr_valid {
+    dr_omodel *m;
+    const dr_outcome_table *v;
+    const size_t *valid;
+    size_t n_valid;
+    const int *vmap;
+    dynrag_error *err;
+} ctr_valid;
+
+static double ctr_valid_score(void *user, dr_contrastive *c)
+{
+    ctr_valid *cv = user;
+    dr_contrastive *saved = cv->m->ctr;
+    cv->m->ctr = c;
+    double q = routed_quality(cv->m, cv->v, cv->valid, cv->n_valid, cv->vmap, cv->err);
+    cv->m->ctr = saved;
+    return q;
+}
+
+/*
+ * RouterDC: trains m->ctr (router/contrastive.h) on the feature rows x of
+ * rows[0..n) of t, the sample-sample loss on the rows' k-means clusters
+ * (the one-hot block of x; off without clusters or with ss_weight < 0).
+ * With validation rows the epoch with the best routed validation quality
+ * is kept and reported. m->lambda records the weight decay.
+ */
+static int contrastive_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n,
+                           const float *x, const dr_outcome_table *v, const size_t *valid,
+                           size_t n_valid, const int *vmap, const dr_omodel_train_opts *opts,
+                           dr_omodel_train_report *report, dynrag_error *err)
+{
+    const size_t F = m->n_feat, K = m->n_options, off = (size_t)m->dim + DR_OMODEL_EXTRA;
+    float *qual = dr_malloc(n * K * sizeof(float));
+    int *cl = dr_malloc(n * sizeof(int));
+    if (qual == NULL || cl == NULL) {
+        dr_free(qual);
+        dr_free(cl);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        for (size_t o = 0; o < K; o++)
+            qual[i * K + o] = row->o[o].present ? (float)row->o[o].quality : NAN;
+        cl[i] = 0;
+        for (size_t c = 0; c < m->n_clusters; c++)
+            if (x[i * F + off + c] != 0.0f)
+                cl[i] = (int)c;
+    }
+    ctr_valid cv = {m, v, valid, n_valid, vmap, err};
+    double l2 = opts->lambda > 0 ? opts->lambda : 1e-4;
+    dr_contrastive_opts co = {
+        .hidden = opts->hidden < 0 ? 0 : opts->hidden > 0 ? opts->hidden : DR_OMODEL_CTR_HIDDEN,
+        .dim = opts->embed_dim > 0 ? opts->embed_dim : DR_OMODEL_CTR_DIM,
+        .epochs = opts->epochs > 0 ? opts->epochs : DR_OMODEL_CTR_EPOCHS,
+        .batch = 64,
+        .top_k = opts->top_k > 0 ? opts->top_k : DR_OMODEL_CTR_TOP_K,
+        .bottom_k = opts->top_k > 0 ? opts->top_k : DR_OMODEL_CTR_TOP_K,
+        .tau = opts->tau > 0 ? opts->tau : DR_OMODEL_CTR_TAU,
+        .ss_weight = opts->ss_weight < 0   ? 0.0
+                     : opts->ss_weight > 0 ? opts->ss_weight
+                                           : DR_OMODEL_CTR_SS_WEIGHT,
+        .ss_tau = 0.2,
+        .lr = opts->lr > 0 ? opts->lr : DR_OMODEL_CTR_LR,
+        .l2 = l2,
+        .seed = opts->seed,
+        .valid = v != NULL && n_valid > 0 ? ctr_valid_score : NULL,
+        .valid_user = &cv,
+        .progress = opts->progress,
+        .progress_user = opts->progress_user,
+    };
+    int kept = 0;
+    m->prior_weight = 0;
+    int rc = dr_contrastive_fit(x, n, F, qual, K, m->n_clusters > 0 ? cl : NULL, &co, &m->ctr,
+                                &kept, err);
+    dr_free(qual);
+    dr_free(cl);
+    m->lambda = l2;
+    if (rc != DYNRAG_OK)
+        return rc;
+    /* The cluster prior: fixed, or the (weight, pseudo-rows) pair with the
+     * best routed validation quality (ties: the earlier, smaller pair). */
+    static const double weights[] = {0, 0.25, 0.5, 1, 2, 4, 8};
+    static const double kappas[] = {1, 10, 30};
+    bool choose = opts->prior_weight == 0 && v != NULL && n_valid > 0 && m->n_clusters > 0;
+    double w_best = opts->prior_weight > 0 ? opts->prior_weight : 0;
+    double k_best = opts->prior_rows > 0 ? opts->prior_rows : 1;
+    if (m->n_clusters == 0)
+        w_best = 0;
+    if (choose) {
+        double best_q = -INFINITY;
+        for (size_t ki = 0; ki < DR_ARRAY_LEN(kappas); ki++) {
+            if (opts->prior_rows > 0 && ki > 0)
+                break;
+            double kappa = opts->prior_rows > 0 ? opts->prior_rows : kappas[ki];
+            if (cluster_prior(m, t, rows, n, x, kappa) != DYNRAG_OK)
+                return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            for (size_t wi = 0; wi < DR_ARRAY_LEN(weights); wi++) {
+                m->prior_weight = weights[wi];
+                double qv = routed_quality(m, v, valid, n_valid, vmap, err);
+                if (qv > best_q) {
+                    best_q = qv;
+                    w_best = weights[wi];
+                    k_best = kappa;
+                }
+            }
+        }
+    }
+    if (m->n_clusters > 0 && cluster_prior(m, t, rows, n, x, k_best) != DYNRAG_OK)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    m->prior_weight = w_best;
+    m->prior_rows = k_best;
+    if (report != NULL) {
+        report->epochs = kept;
+        report->prior_weight = w_best;
+        report->prior_rows = k_best;
+    }
+    return DYNRAG_OK;
+}
+
 /* Fits cost = a + b * chars/1000 per option by least squares over rows
  * with a recorded cost (the mean when the lengths do not vary). */
 static void fit_cost(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n)
@@ -747,13 +919,17 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     *out = NULL;
     if (rows == NULL)
         n = t->n_rows;
+    if (report != NULL)
+        memset(report, 0, sizeof(*report));
     const char *kind = opts->kind ? opts->kind : "predict";
     bool is_cluster = strcmp(kind, "cluster") == 0, is_distill = strcmp(kind, "distill") == 0;
     bool is_mf = strcmp(kind, "mf") == 0, is_pref = strcmp(kind, "preference") == 0;
-    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill && !is_mf && !is_pref)
+    bool is_ctr = strcmp(kind, "contrastive") == 0;
+    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill && !is_mf && !is_pref &&
+        !is_ctr)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "unknown router kind '%s' (expected predict, cluster, distill, mf or "
-                          "preference)",
+                          "unknown router kind '%s' (expected predict, cluster, distill, mf, "
+                          "preference or contrastive)",
                           kind);
     bool is_knn = false;
     if (opts->method != NULL && strcmp(kind, "predict") == 0 && strcmp(opts->method, "knn") == 0)
@@ -797,6 +973,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
                           : is_mf      ? "sgd_mf"
                           : is_pref    ? "bradley_terry"
                           : is_knn     ? "knn"
+                          : is_ctr     ? "dual_contrastive"
                                        : "ridge");
     m->is_distill = is_distill;
     m->is_mf = is_mf;
@@ -921,37 +1098,8 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     for (size_t o = 0; o < K; o++)
         vmap[o] = v != NULL ? dr_outcomes_option(v, m->options[o]) : -1;
     if (is_cluster) {
-        /* Expert Router: each cluster's mean quality per option, shrunk
-         * towards the option's overall mean by one pseudo-row. */
-        size_t C = m->n_clusters, off = (size_t)dim + DR_OMODEL_EXTRA;
-        double *sum = dr_calloc(C * K + 2 * K, sizeof(double)), *cnt = dr_calloc(C * K, sizeof(double));
-        if (sum == NULL || cnt == NULL) {
-            dr_free(sum);
-            dr_free(cnt);
+        if (cluster_prior(m, t, rows, n, x, 1.0) != DYNRAG_OK)
             goto nomem;
-        }
-        double *all = sum + C * K, *all_n = all + K;
-        for (size_t i = 0; i < n; i++) {
-            const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
-            const float *xi = x + i * F;
-            size_t c = 0;
-            while (c + 1 < C && xi[off + c] == 0.0f)
-                c++;
-            for (size_t o = 0; o < K; o++)
-                if (row->o[o].present) {
-                    sum[c * K + o] += row->o[o].quality;
-                    cnt[c * K + o] += 1;
-                    all[o] += row->o[o].quality;
-                    all_n[o] += 1;
-                }
-        }
-        for (size_t o = 0; o < K; o++) {
-            double prior = all_n[o] > 0 ? all[o] / all_n[o] : 0.0;
-            for (size_t c = 0; c < C; c++)
-                m->qw[o * F + off + c] = (float)((sum[c * K + o] + prior) / (cnt[c * K + o] + 1.0));
-        }
-        dr_free(sum);
-        dr_free(cnt);
         m->lambda = 0;
         goto fitted;
     }
@@ -967,6 +1115,14 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         if ((rc = nbr_fit(m, t, rows, n, x, v, valid, n_valid, vmap, opts, err)) != DYNRAG_OK)
             goto cleanup;
         m->lambda = 0;
+        goto fitted;
+    }
+    if (is_ctr) {
+        int crc = contrastive_fit(m, t, rows, n, x, v, valid, n_valid, vmap, opts, report, err);
+        if (crc != DYNRAG_OK) {
+            rc = crc;
+            goto cleanup;
+        }
         goto fitted;
     }
     if (is_mf) {
@@ -1066,6 +1222,12 @@ fitted:
                                     : K * F + 2 * K;
         report->k = m->nbr ? m->nbr->k : 0;
         report->local_weight = m->nbr && m->nbr->preference ? m->nbr->local_weight : NAN;
+        if (is_ctr) {
+            const dr_contrastive *c = m->ctr;
+            size_t h1 = c->hidden ? c->hidden : c->dim;
+            report->n_params = F * h1 + c->hidden * c->dim + (c->hidden ? c->dim : 0) +
+                               K * c->dim + 2 * K;
+        }
     }
     /* Provenance. */
     prov = cJSON_CreateObject();
@@ -1133,6 +1295,13 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
         cJSON_AddNumberToObject(cfg, "local_weight", m->nbr->local_weight);
         cJSON_AddNumberToObject(cfg, "prior", m->nbr->prior);
     }
+    if (m->ctr != NULL) {
+        cJSON_AddNumberToObject(cfg, "hidden", (double)m->ctr->hidden);
+        cJSON_AddNumberToObject(cfg, "embed_dim", (double)m->ctr->dim);
+        cJSON_AddNumberToObject(cfg, "tau", m->ctr->tau);
+        cJSON_AddNumberToObject(cfg, "prior_weight", m->prior_weight);
+        cJSON_AddNumberToObject(cfg, "prior_rows", m->prior_rows);
+    }
     cJSON_AddNumberToObject(cfg, "idf_docs", (double)m->idf_docs);
     cJSON *opts = cJSON_AddArrayToObject(cfg, "options");
     cJSON *hc = cJSON_AddArrayToObject(cfg, "has_cost");
@@ -1165,6 +1334,17 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
         if ((rc = dr_st_writer_add_f32(w, "train_x", 2, xshape, m->nbr->x, err)) ||
             (rc = dr_st_writer_add_f32(w, "train_q", 2, qs, m->nbr->q, err)) ||
             (rc = dr_st_writer_add_f32(w, "ratings", 1, rshape, m->nbr->ratings, err)))
+            goto cleanup;
+    }
+    if (m->ctr != NULL) {
+        const dr_contrastive *c = m->ctr;
+        uint64_t s1[2] = {c->n_feat, c->hidden ? c->hidden : c->dim}, s2[2] = {c->dim, c->hidden},
+                 sb[1] = {c->dim}, se[2] = {c->n_options, c->dim};
+        if ((rc = dr_st_writer_add_f32(w, "enc_w1", 2, s1, c->w1, err)) ||
+            (rc = dr_st_writer_add_f32(w, "option_emb", 2, se, c->emb, err)))
+            goto cleanup;
+        if (c->hidden > 0 && ((rc = dr_st_writer_add_f32(w, "enc_w2", 2, s2, c->w2, err)) ||
+                              (rc = dr_st_writer_add_f32(w, "enc_b2", 1, sb, c->b2, err))))
             goto cleanup;
     }
     rc = dr_st_writer_save(w, path, err);
@@ -1243,6 +1423,54 @@ static int load_neighbours(dr_omodel *m, const dr_st_file *f, const cJSON *cfg, 
     return DYNRAG_OK;
 }
 
+/* Reads and checks the contrastive encoder of a model file (config
+ * hidden/embed_dim/tau, tensors enc_w1, enc_w2, enc_b2, option_emb) into
+ * m->ctr; m's features and options are already known. */
+static int load_contrastive(dr_st_file *f, const cJSON *cfg, const char *path, dr_omodel *m,
+                            dynrag_error *err)
+{
+    double hidden = 0, dim = 0, tau = 0;
+    int rc;
+    if ((rc = cfg_num(cfg, path, "hidden", 0, DR_CTR_MAX_HIDDEN, &hidden, err)) ||
+        (rc = cfg_num(cfg, path, "embed_dim", 2, DR_CTR_MAX_DIM, &dim, err)) ||
+        (rc = cfg_num(cfg, path, "tau", 1e-6, 1e6, &tau, err)) ||
+        (rc = cfg_num(cfg, path, "prior_weight", 0, 1e6, &m->prior_weight, err)) ||
+        (rc = cfg_num(cfg, path, "prior_rows", 0, 1e9, &m->prior_rows, err)))
+        return rc;
+    if (hidden != floor(hidden) || dim != floor(dim))
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.hidden/embed_dim: not integers",
+                          path);
+    dr_contrastive *c =
+        dr_contrastive_new(m->n_feat, (size_t)hidden, (size_t)dim, m->n_options, tau);
+    if (c == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    m->ctr = c;
+    size_t h1 = c->hidden ? c->hidden : c->dim;
+    uint64_t s1[2] = {c->n_feat, h1}, s2[2] = {c->dim, c->hidden}, sb[1] = {c->dim},
+             se[2] = {c->n_options, c->dim};
+    if ((rc = dr_st_read_f32(f, "enc_w1", 2, s1, c->w1, err)) ||
+        (rc = dr_st_read_f32(f, "option_emb", 2, se, c->emb, err)) ||
+        (c->hidden > 0 && ((rc = dr_st_read_f32(f, "enc_w2", 2, s2, c->w2, err)) ||
+                           (rc = dr_st_read_f32(f, "enc_b2", 1, sb, c->b2, err))))) {
+        dr_err_prefix(err, "%s", path);
+        return rc;
+    }
+    struct {
+        const char *name;
+        const float *v;
+        size_t n;
+    } parts[] = {{"enc_w1", c->w1, c->n_feat * h1},
+                 {"option_emb", c->emb, c->n_options * c->dim},
+                 {"enc_w2", c->w2, c->hidden * c->dim},
+                 {"enc_b2", c->b2, c->hidden ? c->dim : 0}};
+    for (size_t p = 0; p < DR_ARRAY_LEN(parts); p++)
+        for (size_t i = 0; i < parts[p].n; i++)
+            if (!isfinite(parts[p].v[i]))
+                return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: %s: a value is not finite", path,
+                                  parts[p].name);
+    return DYNRAG_OK;
+}
+
 int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
 {
     *out = NULL;
@@ -1282,7 +1510,9 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
           strcmp(method->valuestring, "cluster_mean") == 0) ||
          (strcmp(kind->valuestring, "distill") == 0 &&
           strcmp(method->valuestring, "softmax_regression") == 0) ||
-         (strcmp(kind->valuestring, "mf") == 0 && strcmp(method->valuestring, "sgd_mf") == 0));
+         (strcmp(kind->valuestring, "mf") == 0 && strcmp(method->valuestring, "sgd_mf") == 0) ||
+         (strcmp(kind->valuestring, "contrastive") == 0 &&
+          strcmp(method->valuestring, "dual_contrastive") == 0));
     bool is_knn = cJSON_IsString(kind) && cJSON_IsString(method) &&
                   strcmp(kind->valuestring, "predict") == 0 &&
                   strcmp(method->valuestring, "knn") == 0;
@@ -1292,8 +1522,8 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     if (!ok_kind && !is_knn && !is_pref) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
                         "%s: config.kind/method: expected predict/ridge, predict/knn, "
-                        "cluster/cluster_mean, distill/softmax_regression, mf/sgd_mf or "
-                        "preference/bradley_terry",
+                        "cluster/cluster_mean, distill/softmax_regression, mf/sgd_mf, "
+                        "preference/bradley_terry or contrastive/dual_contrastive",
                         path);
         goto cleanup;
     }
@@ -1391,6 +1621,9 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
             goto cleanup;
         }
     if ((is_knn || is_pref) && (rc = load_neighbours(m, f, cfg, path, is_pref, err)) != DYNRAG_OK)
+        goto cleanup;
+    if (strcmp(kind->valuestring, "contrastive") == 0 &&
+        (rc = load_contrastive(f, cfg, path, m, err)) != DYNRAG_OK)
         goto cleanup;
     if ((rc = make_embedder(m, err)) != DYNRAG_OK) { /* checks every IDF value */
         dr_err_prefix(err, "%s", path);

@@ -54,6 +54,13 @@
 #define DR_OMODEL_MF_RANK 16   /* mf: the factorisation's dimension */
 #define DR_OMODEL_MAX_RANK 256 /* mf: the largest rank a model file may declare */
 #define DR_OMODEL_MF_EPOCHS 30
+#define DR_OMODEL_CTR_HIDDEN 128
+#define DR_OMODEL_CTR_DIM 64
+#define DR_OMODEL_CTR_EPOCHS 30
+#define DR_OMODEL_CTR_TOP_K 3
+#define DR_OMODEL_CTR_TAU 0.2
+#define DR_OMODEL_CTR_SS_WEIGHT 0.2
+#define DR_OMODEL_CTR_LR 0.002
 
 typedef struct dr_omodel dr_omodel;
 
@@ -70,6 +77,19 @@ typedef struct dr_omodel_train_opts {
     int clusters;          /* k-means clusters of the training queries (0: 32; -1: none) */
     double cluster_lambda; /* penalty of the cluster one-hot features (<= 0: 0.1) */
     double temperature;    /* distill: soft labels softmax(quality / T) (<= 0: 0.1) */
+    /* contrastive (router/contrastive.h; 0: the defaults DR_OMODEL_CTR_*) */
+    int hidden;        /* encoder hidden units (-1: a linear projection) */
+    int embed_dim;     /* encoder output and option embedding dimension */
+    int epochs;        /* with validation rows: the most; the best epoch is kept */
+    int top_k;         /* positives / negatives per query */
+    double tau;        /* sample-option temperature */
+    double ss_weight;  /* sample-sample loss weight (-1: off) */
+    double lr;         /* Adam step */
+    /* The cluster prior added to the cosines: weight (0: chosen on the
+     * validation rows, 0 without them; < 0: off) and shrinkage pseudo-rows
+     * (0: chosen with the weight, 1 without validation rows). */
+    double prior_weight;
+    double prior_rows;
     uint64_t seed;         /* recorded; the ridge fit itself is deterministic */
     const char *data_desc; /* provenance: the training files, as a JSON array text */
     /* Progress (may be NULL): a phase name and done/total. */
@@ -81,6 +101,9 @@ typedef struct dr_omodel_train_report {
     double lambda;        /* the penalty used */
     double valid_quality; /* mean quality of the routed option on valid (NAN: none) */
     double train_quality; /* the same on the training rows */
+    int epochs;           /* contrastive: the epoch kept (0 otherwise) */
+    double prior_weight;  /* contrastive: the cluster prior's weight used */
+    double prior_rows;    /* contrastive: its shrinkage pseudo-rows */
     size_t n_params;
     int k;               /* knn, preference: the neighbours used (0 otherwise) */
     double local_weight; /* preference: the local weight used (NAN otherwise) */

@@ -27,6 +27,7 @@ void dynrag_outcome_router_options_init(dynrag_outcome_router_options *o)
     o->clusters = 64;
     o->lambda = NAN;
     o->cluster_lambda = 0.3;
+    o->hidden = 128;
     o->seed = 0;
     o->progress = NULL;
     o->progress_user = NULL;
@@ -38,7 +39,7 @@ static int check_options(const dynrag_outcome_router_options *opts, dynrag_error
 {
     if (opts->kind == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "kind: required (predict, cluster, distill, "
-                                                   "mf, preference or scorer)");
+                                                   "mf, preference, contrastive or scorer)");
     if (opts->dim < 1 || opts->dim > 65536)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "dim %d: expected 1 to 65536", opts->dim);
     if (opts->clusters < 0)
@@ -47,6 +48,9 @@ static int check_options(const dynrag_outcome_router_options *opts, dynrag_error
     if (!isnan(opts->lambda) && !(opts->lambda > 0 && isfinite(opts->lambda)))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "lambda %g: expected a number > 0, or NAN to choose it", opts->lambda);
+    if (opts->hidden < 0 || opts->hidden > 4096)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "hidden %d: expected 0 (linear) to 4096",
+                          opts->hidden);
     if (!(opts->cluster_lambda > 0 && isfinite(opts->cluster_lambda)))
         return dr_err_set(err, DYNRAG_ERR_INVALID, "cluster_lambda %g: expected a number > 0",
                           opts->cluster_lambda);
@@ -142,10 +146,10 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
     bool scorer = strcmp(kind, "scorer") == 0;
     if (strcmp(kind, "predict") != 0 && strcmp(kind, "cluster") != 0 &&
         strcmp(kind, "distill") != 0 && strcmp(kind, "mf") != 0 &&
-        strcmp(kind, "preference") != 0 && !scorer)
+        strcmp(kind, "preference") != 0 && strcmp(kind, "contrastive") != 0 && !scorer)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "--kind %s: unknown (expected predict, cluster, distill, mf, "
-                          "preference or scorer)",
+                          "preference, contrastive or scorer)",
                           kind);
     cJSON *files = cJSON_CreateArray();
     if (files == NULL)
@@ -178,6 +182,7 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
         .lambda = isnan(opts->lambda) ? 0 : opts->lambda, /* internal: 0 = choose */
         .clusters = opts->clusters == 0 ? -1 : opts->clusters, /* internal: -1 = none */
         .cluster_lambda = opts->cluster_lambda,
+        .hidden = opts->hidden > 0 ? opts->hidden : -1, /* internal: -1 = linear */
         .seed = opts->seed,
         .data_desc = desc,
         .progress = opts->progress,
@@ -219,6 +224,9 @@ int dynrag_outcome_router_train(const dynrag_outcome_router_options *opts,
                 o.local_weight = rep.local_weight;
                 o.fix_local_weight = true;
             }
+            o.epochs = rep.epochs; /* contrastive: the epoch and the prior chosen there */
+            o.prior_weight = rep.prior_weight > 0 ? rep.prior_weight : -1;
+            o.prior_rows = rep.prior_rows;
         }
         rc = dr_omodel_train(&t, NULL, 0, NULL, NULL, 0, &o, &m, &rep, err);
         if (rc != DYNRAG_OK)

@@ -22,6 +22,7 @@ static const struct {
     {"mf", dr_router_create_predict},
     {"preference", dr_router_create_predict},
     {"llm", dr_router_create_llm},
+    {"contrastive", dr_router_create_predict},
 };
 
 /*
