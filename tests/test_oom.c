@@ -157,6 +157,14 @@ typedef struct {
     char pipeline[4200];
     dynrag_search_mode mode;
     uint64_t sig; /* what the run computed (hits, answer, JSON), hashed */
+    /* Paths over a long-lived handle (an engine, a server): the handle was
+     * opened through the test allocator (failing nothing), which stays
+     * installed across runs; each run must free what it allocates. */
+    bool hook_kept;
+    dynrag_pipeline *pipe;
+    dynrag_engine *engine;
+    const char *const *questions; /* NULL-terminated */
+    int max_steps;                /* most retrieval steps of one query (path_query) */
 } oom_ctx;
 
 /* FNV-1a over a string, folded into *h (NULL hashes as a marker). */
@@ -167,6 +175,38 @@ static void oom_mix(uint64_t *h, const char *s)
     for (; *s; s++)
         *h = (*h ^ (unsigned char)*s) * 0x100000001b3ull;
     *h = (*h ^ 0xff) * 0x100000001b3ull;
+}
+
+/* Folds JSON text into *h with every number and every digit of a string
+ * left out (times and timings vary between runs; keys, strings and
+ * structure must not). */
+static void oom_mix_json_shape(uint64_t *h, const char *json)
+{
+    if (json == NULL) {
+        oom_mix(h, NULL);
+        return;
+    }
+    bool in_str = false;
+    for (const char *p = json; *p; p++) {
+        char ch = *p;
+        if (in_str) {
+            if (ch == '\\' && p[1]) {
+                *h = (*h ^ (unsigned char)ch) * 0x100000001b3ull;
+                ch = *++p;
+            } else if (ch == '"') {
+                in_str = false;
+            }
+        } else if (ch == '"') {
+            in_str = true;
+        } else if ((ch >= '0' && ch <= '9') || ch == '-') {
+            while (p[1] && strchr("0123456789.eE+-", p[1]))
+                p++;
+            ch = '#';
+        }
+        if (in_str && ch >= '0' && ch <= '9')
+            continue; /* times and timings inside strings */
+        *h = (*h ^ (unsigned char)ch) * 0x100000001b3ull;
+    }
 }
 
 /* ---- the driver ------------------------------------------------------------ */
@@ -193,7 +233,8 @@ static int oom_reference(oom_path_fn fn, oom_ctx *c, long *calls)
     c->sig = 0xcbf29ce484222325ull;
     dynrag_set_allocator(&oom_allocator);
     int rc = fn(c, &err);
-    dynrag_set_allocator(NULL);
+    if (!c->hook_kept)
+        dynrag_set_allocator(NULL);
     if (calls)
         *calls = atomic_load(&oom.calls);
     return rc;
@@ -247,7 +288,8 @@ static bool oom_drive(const char *name, oom_path_fn fn, oom_ctx *ctx, long first
             return false;
         }
         int rc = fn(ctx, &err);
-        dynrag_set_allocator(NULL);
+        if (!ctx->hook_kept)
+            dynrag_set_allocator(NULL);
         long live = atomic_load(&oom.live), calls = atomic_load(&oom.calls);
         int hit = atomic_load(&oom.hit), bad = atomic_load(&oom.bad_free);
         if (live != 0 || bad != 0) {
@@ -389,6 +431,75 @@ static int path_search(void *ctx, dynrag_error *err)
     return rc;
 }
 
+/* The query path over an engine opened once (oom_engine_open): each run
+ * answers the questions, and hashes answers, citations and decisions (the
+ * the shape of the route-log record: its numbers vary with timings). */
+static int path_query(void *ctx, dynrag_error *err)
+{
+    oom_ctx *c = ctx;
+    int rc = DYNRAG_OK;
+    for (size_t q = 0; rc == DYNRAG_OK && c->questions[q] != NULL; q++) {
+        dynrag_query_options o;
+        dynrag_query_options_init(&o);
+        o.query_id = "oom";
+        dynrag_result *r = NULL;
+        rc = dynrag_engine_query(c->engine, c->questions[q], &o, &r, err);
+        if (rc != DYNRAG_OK)
+            break;
+        oom_mix(&c->sig, dynrag_result_answer(r));
+        oom_mix(&c->sig, dynrag_result_unanswerable(r) ? "u" : "a");
+        for (size_t i = 0; i < dynrag_result_n_citations(r); i++)
+            oom_mix(&c->sig, dynrag_result_citation(r, i)->doc_id);
+        for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
+            const dynrag_decision *d = dynrag_result_decision(r, i);
+            oom_mix(&c->sig, d->stage);
+            oom_mix(&c->sig, d->choice);
+        }
+        oom_mix_json_shape(&c->sig, dynrag_result_json(r));
+        int steps = dynrag_result_totals(r)->retrieval_steps;
+        c->max_steps = steps > c->max_steps ? steps : c->max_steps;
+        dynrag_result_free(r);
+    }
+    return rc;
+}
+
+/* Opens the pipeline and its engine through the test allocator, failing
+ * nothing, and leaves the allocator installed (oom_engine_close restores
+ * the default). */
+static int oom_engine_open(oom_ctx *c, const char *pipeline)
+{
+    snprintf(c->pipeline, sizeof(c->pipeline), "%s/pipelines/%s", test_source_dir(), pipeline);
+    oom.fail_at = 0;
+    atomic_store(&oom.live, 0);
+    dynrag_set_allocator(&oom_allocator);
+    c->hook_kept = true;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_pipeline_load(c->pipeline, &c->pipe, NULL, &err);
+    if (rc == DYNRAG_OK) {
+        dynrag_engine_options eo;
+        dynrag_engine_options_init(&eo);
+        eo.index_dir = c->index_dir;
+        eo.no_log = true;
+        rc = dynrag_engine_open(c->pipe, &eo, &c->engine, &err);
+    }
+    if (rc != DYNRAG_OK)
+        fprintf(stderr, "engine: %s\n", dynrag_errmsg(&err));
+    return rc;
+}
+
+/* Closes what oom_engine_open opened and restores the default allocator
+ * (leaks of the engine itself are LeakSanitizer's to find). */
+static void oom_engine_close(oom_ctx *c)
+{
+    dynrag_engine_close(c->engine);
+    dynrag_pipeline_free(c->pipe);
+    c->engine = NULL;
+    c->pipe = NULL;
+    dynrag_set_allocator(NULL);
+    c->hook_kept = false;
+}
+
 /* ---- the tests -------------------------------------------------------------------- */
 
 /* Bound on runs per path: far above any path's allocation count, so it
@@ -484,4 +595,32 @@ TEST(oom_search_dense)
 TEST(oom_search_hybrid)
 {
     oom_search_mode(DYNRAG_SEARCH_HYBRID, "search hybrid");
+}
+
+/* A query of the shipped quick-start pipeline, offline (builtin embedder,
+ * extractive answerer): routing, retrieval (single and multi-step), context,
+ * prompt, generation and the record. Failed allocations inside the engine
+ * must fail the query with NOMEM (or be absorbed) and free everything the
+ * query allocated. */
+TEST(oom_engine_query)
+{
+    oom_ctx c;
+    ASSERT_OK(oom_setup(&c), NULL);
+    static const char *const questions[] = {
+        "What is the capital of France?",
+        "When was the tower in the capital of France completed, and who walked on the Moon?",
+        NULL};
+    c.questions = questions;
+    int rc = oom_engine_open(&c, "adaptive-rag.yaml");
+    if (rc != DYNRAG_OK) {
+        oom_engine_close(&c);
+        ASSERT_OK(rc, NULL);
+    }
+    oom_report rep;
+    bool ok = oom_drive("engine query", path_query, &c, 1, OOM_MAX_RUNS, NULL, 0, &rep);
+    oom_engine_close(&c);
+    if (!ok)
+        return;
+    ASSERT_GT(rep.runs, 100);
+    ASSERT_GT(c.max_steps, 1); /* the second question took the multi-step path */
 }

@@ -179,17 +179,22 @@ static int render_prompt(qstate *s, int pi, dynrag_error *err)
     dr_buf steps = {0};
     /* {steps} lists the retrieval queries of a multi-step run (empty for one step). */
     int n_steps = cJSON_GetArraySize(s->steps);
-    for (int i = 0; n_steps > 1 && i < n_steps; i++) {
+    int rc = DYNRAG_OK;
+    for (int i = 0; n_steps > 1 && i < n_steps && rc == DYNRAG_OK; i++) {
         cJSON *st = cJSON_GetArrayItem(s->steps, i);
         cJSON *q = cJSON_GetObjectItem(st, "query");
         if (cJSON_IsString(q))
-            dr_buf_printf(&steps, "%d. %s\n", i + 1, q->valuestring);
+            rc = dr_buf_printf(&steps, "%d. %s\n", i + 1, q->valuestring);
     }
-    if (steps.len > 0)
-        dr_buf_putc(&steps, '\n'); /* the default template wants a blank line after */
+    if (steps.len > 0 && rc == DYNRAG_OK)
+        rc = dr_buf_putc(&steps, '\n'); /* the default template wants a blank line after */
     dr_free(s->prompt_text);
     s->prompt_text = NULL;
-    int rc = dr_prompt_render(tmpl, s->q, s->context_text ? s->context_text : "",
+    if (rc != DYNRAG_OK) {
+        dr_buf_free(&steps);
+        return dr_err_set(err, rc, "out of memory");
+    }
+    rc = dr_prompt_render(tmpl, s->q, s->context_text ? s->context_text : "",
                               steps.data ? steps.data : "", &s->prompt_text, err);
     dr_buf_free(&steps);
     if (rc != DYNRAG_OK)
@@ -220,14 +225,13 @@ static double judge(const qstate *s, dr_stage_id sid, int cur, const gen_out *g,
 static void record_attempt(qstate *s, const char *stage, const char *option, double conf,
                            double threshold, const char *why, bool escalated)
 {
-    cJSON *a = cJSON_CreateObject();
-    cJSON_AddStringToObject(a, "stage", stage);
-    cJSON_AddStringToObject(a, "option", option);
-    cJSON_AddNumberToObject(a, "confidence", conf);
-    cJSON_AddNumberToObject(a, "threshold", threshold);
-    cJSON_AddStringToObject(a, "judgement", why);
-    cJSON_AddBoolToObject(a, "escalated", escalated);
-    cJSON_AddItemToArray(s->cascade, a);
+    cJSON *a = dr_jb_obj(&s->jb, s->cascade, NULL);
+    dr_jb_str(&s->jb, a, "stage", stage);
+    dr_jb_str(&s->jb, a, "option", option);
+    dr_jb_num(&s->jb, a, "confidence", conf);
+    dr_jb_num(&s->jb, a, "threshold", threshold);
+    dr_jb_str(&s->jb, a, "judgement", why);
+    dr_jb_bool(&s->jb, a, "escalated", escalated);
 }
 
 static bool is_cascade(const qstate *s, dr_stage_id sid)

@@ -82,11 +82,10 @@ void dr_q_cut(qstate *s, dr_stage_id sid, const char *action, const char *fmt, .
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "stage", dr_stage_name(sid));
-    cJSON_AddStringToObject(c, "action", action);
-    cJSON_AddStringToObject(c, "why", why);
-    cJSON_AddItemToArray(s->cuts, c);
+    cJSON *c = dr_jb_obj(&s->jb, s->cuts, NULL);
+    dr_jb_str(&s->jb, c, "stage", dr_stage_name(sid));
+    dr_jb_str(&s->jb, c, "action", action);
+    dr_jb_str(&s->jb, c, "why", why);
     reason_append(&s->st[sid], "; budget: cut %s (%s)", action, why);
 }
 
@@ -151,12 +150,11 @@ int dr_q_fallback(qstate *s, dr_stage_id sid, int failed, const dynrag_error *wh
     reason_append(rec, "; fallback to '%s' after error: %s", st->options[fb].name, msg);
     dr_log(DYNRAG_LOG_WARN, MOD, "stages.%s option '%s' failed (%s); using fallback '%s'",
            dr_stage_name(sid), st->options[failed].name, msg, st->options[fb].name);
-    cJSON *f = cJSON_CreateObject();
-    cJSON_AddStringToObject(f, "stage", dr_stage_name(sid));
-    cJSON_AddStringToObject(f, "failed", st->options[failed].name);
-    cJSON_AddStringToObject(f, "error", msg);
-    cJSON_AddStringToObject(f, "took", st->options[fb].name);
-    cJSON_AddItemToArray(s->fallbacks, f);
+    cJSON *f = dr_jb_obj(&s->jb, s->fallbacks, NULL);
+    dr_jb_str(&s->jb, f, "stage", dr_stage_name(sid));
+    dr_jb_str(&s->jb, f, "failed", st->options[failed].name);
+    dr_jb_str(&s->jb, f, "error", msg);
+    dr_jb_str(&s->jb, f, "took", st->options[fb].name);
     rec->option = fb;
     return fb;
 }

@@ -9,6 +9,7 @@
 #ifndef DYNRAG_ENGINE_QUERY_H
 #define DYNRAG_ENGINE_QUERY_H
 
+#include "core/jsonb.h"
 #include "core/util.h"
 #include "engine/budget.h"
 #include "engine/engine_internal.h"
@@ -76,6 +77,7 @@ typedef struct qstate {
     bool avail[DR_STAGE_COUNT][DR_MAX_OPTIONS];
     char unavail_why[DR_STAGE_COUNT][DR_MAX_OPTIONS][112];
     cJSON *cuts;           /* array of {stage, action, why}: what the budget cut */
+    dr_jb jb;              /* building steps/cascade/cuts/fallbacks ran out of memory */
     cJSON *fallbacks;      /* array of {stage, failed, error, took} */
     char over_reason[512]; /* why the query went over budget ("" when it did not) */
     unsigned over_fields;  /* bits 1 usd, 2 energy, 4 latency: already reported */

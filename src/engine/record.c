@@ -13,122 +13,122 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The query features as a JSON object. */
-static cJSON *features_json(const dr_query_features *f)
+/* Adds the query features as an object under key. */
+static void features_json(dr_jb *jb, cJSON *parent, const char *key, const dr_query_features *f)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "n_words", f->n_words);
-    cJSON_AddNumberToObject(o, "n_chars", f->n_chars);
-    cJSON_AddNumberToObject(o, "n_entities", f->n_entities);
-    cJSON_AddNumberToObject(o, "n_question_words", f->n_question_words);
-    cJSON_AddStringToObject(o, "first_qword", f->first_qword);
-    cJSON_AddBoolToObject(o, "has_comparison", f->has_comparison);
-    cJSON_AddBoolToObject(o, "has_conjunction", f->has_conjunction);
-    cJSON_AddBoolToObject(o, "has_nested", f->has_nested);
-    return o;
+    cJSON *o = dr_jb_obj(jb, parent, key);
+    dr_jb_num(jb, o, "n_words", f->n_words);
+    dr_jb_num(jb, o, "n_chars", f->n_chars);
+    dr_jb_num(jb, o, "n_entities", f->n_entities);
+    dr_jb_num(jb, o, "n_question_words", f->n_question_words);
+    dr_jb_str(jb, o, "first_qword", f->first_qword);
+    dr_jb_bool(jb, o, "has_comparison", f->has_comparison);
+    dr_jb_bool(jb, o, "has_conjunction", f->has_conjunction);
+    dr_jb_bool(jb, o, "has_nested", f->has_nested);
 }
 
-static cJSON *num_or_null(double v)
-{
-    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
-}
-
+/* Returns NULL when memory ran out, here or while the query built its
+ * steps, cascade, cuts and fallbacks (s->jb): a record is whole or absent. */
 cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error)
 {
     const dynrag_pipeline *p = s->p;
+    dr_jb jbs = {s->jb.nomem}, *jb = &jbs;
     cJSON *r = cJSON_CreateObject();
+    if (r == NULL)
+        return NULL;
     char now[40];
     dr_time_rfc3339(now, sizeof(now));
-    cJSON_AddStringToObject(r, "id", id);
-    cJSON_AddStringToObject(r, "time", now);
-    cJSON_AddStringToObject(r, "pipeline", p->name);
-    cJSON_AddStringToObject(r, "query", s->q);
-    cJSON_AddItemToObject(r, "features", features_json(&s->f));
-    cJSON *stages = cJSON_AddArrayToObject(r, "stages");
-    for (int i = 0; i < DR_STAGE_COUNT; i++) {
+    dr_jb_str(jb, r, "id", id);
+    dr_jb_str(jb, r, "time", now);
+    dr_jb_str(jb, r, "pipeline", p->name);
+    dr_jb_str(jb, r, "query", s->q);
+    features_json(jb, r, "features", &s->f);
+    cJSON *stages = dr_jb_arr(jb, r, "stages");
+    for (int i = 0; i < DR_STAGE_COUNT && !jb->nomem; i++) {
         const stage_rec *rec = &s->st[i];
         const dr_stage *st = &p->stages[i];
         if (!rec->routed && !rec->skipped)
             continue;
-        cJSON *d = cJSON_CreateObject();
-        cJSON_AddStringToObject(d, "stage", dr_stage_name((dr_stage_id)i));
-        cJSON_AddStringToObject(d, "router", st->router.type);
-        cJSON_AddItemToObject(d, "features", features_json(&s->f));
-        cJSON *sc = cJSON_AddObjectToObject(d, "scores");
+        cJSON *d = dr_jb_obj(jb, stages, NULL);
+        dr_jb_str(jb, d, "stage", dr_stage_name((dr_stage_id)i));
+        dr_jb_str(jb, d, "router", st->router.type);
+        features_json(jb, d, "features", &s->f);
+        cJSON *sc = dr_jb_obj(jb, d, "scores");
         for (size_t o = 0; o < st->n_options; o++)
-            cJSON_AddItemToObject(sc, st->options[o].name, num_or_null(rec->scores[o]));
+            dr_jb_num(jb, sc, st->options[o].name, rec->scores[o]);
         if (rec->skipped)
-            cJSON_AddNullToObject(d, "choice");
+            dr_jb_null(jb, d, "choice");
         else
-            cJSON_AddStringToObject(d, "choice", st->options[rec->option].name);
-        cJSON_AddBoolToObject(d, "skipped", rec->skipped);
-        cJSON_AddStringToObject(d, "reason", rec->reason);
+            dr_jb_str(jb, d, "choice", st->options[rec->option].name);
+        dr_jb_bool(jb, d, "skipped", rec->skipped);
+        dr_jb_str(jb, d, "reason", rec->reason);
         if (rec->routed) {
             cJSON *un = NULL;
             for (size_t o = 0; o < st->n_options; o++) {
                 if (s->avail[i][o])
                     continue;
                 if (un == NULL)
-                    un = cJSON_AddObjectToObject(d, "unavailable");
-                cJSON_AddStringToObject(un, st->options[o].name, s->unavail_why[i][o]);
+                    un = dr_jb_obj(jb, d, "unavailable");
+                dr_jb_str(jb, un, st->options[o].name, s->unavail_why[i][o]);
             }
         }
-        cJSON_AddNumberToObject(d, "latency_us", (double)rec->latency_us);
-        cJSON *c = cJSON_AddObjectToObject(d, "cost");
-        cJSON_AddNumberToObject(c, "usd", rec->usd);
-        cJSON_AddNumberToObject(c, "latency_ms", rec->latency_ms);
-        cJSON_AddNumberToObject(c, "energy_wh", rec->energy_wh);
-        cJSON_AddItemToArray(stages, d);
+        dr_jb_num(jb, d, "latency_us", (double)rec->latency_us);
+        cJSON *c = dr_jb_obj(jb, d, "cost");
+        dr_jb_num(jb, c, "usd", rec->usd);
+        dr_jb_num(jb, c, "latency_ms", rec->latency_ms);
+        dr_jb_num(jb, c, "energy_wh", rec->energy_wh);
     }
-    cJSON_AddItemToObject(r, "steps", cJSON_Duplicate(s->steps, 1));
+    dr_jb_copy(jb, r, "steps", s->steps);
     if (cJSON_GetArraySize(s->cascade) > 0)
-        cJSON_AddItemToObject(r, "cascade", cJSON_Duplicate(s->cascade, 1));
+        dr_jb_copy(jb, r, "cascade", s->cascade);
     if (cJSON_GetArraySize(s->fallbacks) > 0)
-        cJSON_AddItemToObject(r, "fallbacks", cJSON_Duplicate(s->fallbacks, 1));
+        dr_jb_copy(jb, r, "fallbacks", s->fallbacks);
     if (cJSON_GetArraySize(s->cuts) > 0)
-        cJSON_AddItemToObject(r, "cuts", cJSON_Duplicate(s->cuts, 1));
+        dr_jb_copy(jb, r, "cuts", s->cuts);
     if (s->n_ctx > 0) {
-        cJSON *ctx = cJSON_AddArrayToObject(r, "context");
-        for (size_t i = 0; i < s->n_ctx; i++) {
-            cJSON *c = cJSON_CreateObject();
-            cJSON_AddStringToObject(c, "doc_id", s->ctx_pass[i].doc_id);
-            cJSON_AddNumberToObject(c, "chunk_id", (double)s->ctx_pass[i].chunk_id);
-            cJSON_AddNumberToObject(c, "step", s->ctx_step[i]);
-            cJSON_AddNumberToObject(c, "fused", s->ctx_fused[i]);
-            cJSON_AddItemToArray(ctx, c);
+        cJSON *ctx = dr_jb_arr(jb, r, "context");
+        for (size_t i = 0; i < s->n_ctx && !jb->nomem; i++) {
+            cJSON *c = dr_jb_obj(jb, ctx, NULL);
+            dr_jb_str(jb, c, "doc_id", s->ctx_pass[i].doc_id);
+            dr_jb_num(jb, c, "chunk_id", (double)s->ctx_pass[i].chunk_id);
+            dr_jb_num(jb, c, "step", s->ctx_step[i]);
+            dr_jb_num(jb, c, "fused", s->ctx_fused[i]);
         }
     }
     if (error) {
-        cJSON_AddStringToObject(r, "error", error);
+        dr_jb_str(jb, r, "error", error);
     } else {
-        cJSON_AddStringToObject(r, "answer", s->answer ? s->answer : "");
-        cJSON_AddBoolToObject(r, "unanswerable", s->unanswerable);
-        cJSON *cits = cJSON_AddArrayToObject(r, "citations");
-        for (size_t i = 0; i < s->n_cited; i++) {
+        dr_jb_str(jb, r, "answer", s->answer ? s->answer : "");
+        dr_jb_bool(jb, r, "unanswerable", s->unanswerable);
+        cJSON *cits = dr_jb_arr(jb, r, "citations");
+        for (size_t i = 0; i < s->n_cited && !jb->nomem; i++) {
             const dr_passage *ps = &s->ctx_pass[s->cited[i]];
-            cJSON *c = cJSON_CreateObject();
-            cJSON_AddStringToObject(c, "doc_id", ps->doc_id);
-            cJSON_AddStringToObject(c, "title", ps->title);
-            cJSON_AddNumberToObject(c, "chunk_id", (double)ps->chunk_id);
-            cJSON_AddNumberToObject(c, "score", ps->score);
-            cJSON_AddItemToArray(cits, c);
+            cJSON *c = dr_jb_obj(jb, cits, NULL);
+            dr_jb_str(jb, c, "doc_id", ps->doc_id);
+            dr_jb_str(jb, c, "title", ps->title);
+            dr_jb_num(jb, c, "chunk_id", (double)ps->chunk_id);
+            dr_jb_num(jb, c, "score", ps->score);
         }
     }
-    cJSON *t = cJSON_AddObjectToObject(r, "totals");
-    cJSON_AddNumberToObject(t, "input_tokens", (double)s->tot.input_tokens);
-    cJSON_AddNumberToObject(t, "output_tokens", (double)s->tot.output_tokens);
-    cJSON_AddNumberToObject(t, "usd", s->tot.usd);
-    cJSON_AddNumberToObject(t, "latency_ms", s->tot.latency_ms);
-    cJSON_AddNumberToObject(t, "energy_wh", s->tot.energy_wh);
-    cJSON_AddNumberToObject(t, "generator_calls", s->tot.generator_calls);
-    cJSON_AddNumberToObject(t, "retrieval_steps", s->tot.retrieval_steps);
-    cJSON_AddBoolToObject(t, "over_budget", s->tot.over_budget);
+    cJSON *t = dr_jb_obj(jb, r, "totals");
+    dr_jb_num(jb, t, "input_tokens", (double)s->tot.input_tokens);
+    dr_jb_num(jb, t, "output_tokens", (double)s->tot.output_tokens);
+    dr_jb_num(jb, t, "usd", s->tot.usd);
+    dr_jb_num(jb, t, "latency_ms", s->tot.latency_ms);
+    dr_jb_num(jb, t, "energy_wh", s->tot.energy_wh);
+    dr_jb_num(jb, t, "generator_calls", s->tot.generator_calls);
+    dr_jb_num(jb, t, "retrieval_steps", s->tot.retrieval_steps);
+    dr_jb_bool(jb, t, "over_budget", s->tot.over_budget);
     if (s->tot.over_budget)
-        cJSON_AddStringToObject(t, "over_budget_reason", s->over_reason);
-    cJSON *b = cJSON_AddObjectToObject(r, "budget");
-    cJSON_AddItemToObject(b, "usd", num_or_null(s->budget.usd));
-    cJSON_AddItemToObject(b, "latency_ms", num_or_null(s->budget.latency_ms));
-    cJSON_AddItemToObject(b, "energy_wh", num_or_null(s->budget.energy_wh));
+        dr_jb_str(jb, t, "over_budget_reason", s->over_reason);
+    cJSON *b = dr_jb_obj(jb, r, "budget");
+    dr_jb_num(jb, b, "usd", s->budget.usd);
+    dr_jb_num(jb, b, "latency_ms", s->budget.latency_ms);
+    dr_jb_num(jb, b, "energy_wh", s->budget.energy_wh);
+    if (jb->nomem) {
+        cJSON_Delete(r);
+        return NULL;
+    }
     return r;
 }
 

@@ -118,18 +118,18 @@ static int search_once(qstate *s, int step, const char *query, int k, size_t *n_
     s->top_new = false;
     rc = add_hits(s, step, &h, (size_t)k, n_new);
     int64_t dt = dr_now_us() - t0;
-    cJSON *js = cJSON_CreateObject();
-    cJSON_AddNumberToObject(js, "step", step);
-    cJSON_AddStringToObject(js, "query", query);
-    cJSON_AddStringToObject(js, "mode", dynrag_search_mode_name(so.mode));
-    cJSON_AddNumberToObject(js, "hits", (double)h.n);
-    cJSON_AddNumberToObject(js, "new_hits", (double)*n_new);
-    cJSON_AddBoolToObject(js, "top_new", s->top_new);
-    cJSON *ids = cJSON_AddArrayToObject(js, "doc_ids");
+    dr_jb *jb = &s->jb;
+    cJSON *js = dr_jb_obj(jb, s->steps, NULL);
+    dr_jb_num(jb, js, "step", step);
+    dr_jb_str(jb, js, "query", query);
+    dr_jb_str(jb, js, "mode", dynrag_search_mode_name(so.mode));
+    dr_jb_num(jb, js, "hits", (double)h.n);
+    dr_jb_num(jb, js, "new_hits", (double)*n_new);
+    dr_jb_bool(jb, js, "top_new", s->top_new);
+    cJSON *ids = dr_jb_arr(jb, js, "doc_ids");
     for (size_t i = 0; i < h.n && i < 10; i++)
-        cJSON_AddItemToArray(ids, cJSON_CreateString(h.hits[i].doc_id ? h.hits[i].doc_id : ""));
-    cJSON_AddNumberToObject(js, "latency_us", (double)dt);
-    cJSON_AddItemToArray(s->steps, js);
+        dr_jb_str(jb, ids, NULL, h.hits[i].doc_id ? h.hits[i].doc_id : "");
+    dr_jb_num(jb, js, "latency_us", (double)dt);
     dynrag_hits_free(&h);
     s->tot.retrieval_steps++;
     if (rc != DYNRAG_OK)
@@ -332,12 +332,11 @@ static int later_steps(qstate *s, int k, int max_steps, dynrag_error *err)
             if (rc != DYNRAG_OK) {
                 if (rc != DYNRAG_ERR_LIMIT) {
                     /* The built-in safe path of multi-step reasoning. */
-                    cJSON *f = cJSON_CreateObject();
-                    cJSON_AddStringToObject(f, "stage", dr_stage_name(DR_STAGE_INDEX));
-                    cJSON_AddStringToObject(f, "failed", llm->name);
-                    cJSON_AddStringToObject(f, "error", dynrag_errmsg(&lerr));
-                    cJSON_AddStringToObject(f, "took", "offline reformulation");
-                    cJSON_AddItemToArray(s->fallbacks, f);
+                    cJSON *f = dr_jb_obj(&s->jb, s->fallbacks, NULL);
+                    dr_jb_str(&s->jb, f, "stage", dr_stage_name(DR_STAGE_INDEX));
+                    dr_jb_str(&s->jb, f, "failed", llm->name);
+                    dr_jb_str(&s->jb, f, "error", dynrag_errmsg(&lerr));
+                    dr_jb_str(&s->jb, f, "took", "offline reformulation");
                     dr_log(DYNRAG_LOG_WARN, MOD, "%s; using offline reformulation",
                            dynrag_errmsg(&lerr));
                     size_t len = strlen(s->st[DR_STAGE_INDEX].reason);

@@ -701,10 +701,11 @@ static bool title_bridged(const question *q, const char *t, const hashset *w)
  * title the best sentence mentions and returns the index of their best
  * sentence by W_BRIDGE_REST * (share of the question's IDF weight the best
  * sentence did not cover that this one covers) + W_BRIDGE_CUE * answer-type
- * cue + W_BRIDGE_LEAD * (first sentence of its passage); SIZE_MAX when no
+ * cue + W_BRIDGE_LEAD * (first sentence of its passage); *nomem set when
+ * out of memory (SIZE_MAX returned); SIZE_MAX when no
  * passage is bridged. */
 static size_t bridge_pick(const question *q, const sentence *s, size_t n_s,
-                          const dr_passage *passages, size_t n_p, const double *idf)
+                          const dr_passage *passages, size_t n_p, const double *idf, bool *nomem)
 {
     if (n_s < 2 || n_p < 2)
         return SIZE_MAX;
@@ -716,8 +717,10 @@ static size_t bridge_pick(const question *q, const sentence *s, size_t n_s,
     dr_text_words(text + top->start, top->out_end - top->start, hash_cb, &w);
     bool any = false;
     bool *bridged = dr_calloc(n_p, sizeof(bool));
-    if (bridged == NULL)
+    if (bridged == NULL) {
+        *nomem = true;
         return SIZE_MAX;
+    }
     for (size_t p = 0; p < n_p; p++) {
         if (p == top->p || passages[p].title == NULL)
             continue;
@@ -846,7 +849,12 @@ int dr_extractive_answer(const dr_extractive_config *cfg, const char *question_t
     /* The best sentence of a passage the top sentence names (bridge_pick)
      * answers when it holds the expected answer type and one sentence is
      * wanted; otherwise it comes second. best stays the top support. */
-    size_t bridge = bridge_pick(q, sc.sents, sc.n_sents, passages, n, idf);
+    bool nomem = false;
+    size_t bridge = bridge_pick(q, sc.sents, sc.n_sents, passages, n, idf, &nomem);
+    if (nomem) {
+        rc = DYNRAG_ERR_NOMEM;
+        goto cleanup;
+    }
     if (bridge != SIZE_MAX) {
         size_t to = max_sent == 1 && q->type != QT_NONE && sc.sents[bridge].cue ? 0 : 1;
         sentence t = sc.sents[bridge];

@@ -340,10 +340,16 @@ int dr_classifier_encode(const dr_classifier *c, const char *text, int32_t *ids)
 {
     int LB = c->cfg.length_buckets, n = 0;
     if (LB > 0) {
-        int b = dr_tokenizer_count_words(c->tok, text) / 2;
+        int words = dr_tokenizer_count_words(c->tok, text);
+        if (words < 0)
+            return -1;
+        int b = words / 2;
         ids[n++] = c->cfg.vocab_size - LB + (b < LB - 1 ? b : LB - 1);
     }
-    n += dr_tokenizer_encode(c->tok, text, ids + n, c->cfg.max_len - n);
+    int m = dr_tokenizer_encode(c->tok, text, ids + n, c->cfg.max_len - n);
+    if (m < 0)
+        return -1;
+    n += m;
     for (int i = 0; i < n; i++)
         if (ids[i] >= c->cfg.vocab_size)
             ids[i] = DR_TOK_PAD; /* unreachable for a consistent file; keeps us in bounds */
@@ -423,7 +429,9 @@ int dr_classifier_predict(const dr_classifier *c, int head, const char *text, fl
         if (nf < 0)
             rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
-    int len = dr_classifier_encode(c, text, ids);
+    int len = rc == DYNRAG_OK ? dr_classifier_encode(c, text, ids) : 0;
+    if (len < 0)
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     if (rc == DYNRAG_OK && (rc = dr_t5_acts_alloc(&c->cfg, 1, len, false, &acts, err)) == DYNRAG_OK) {
         dr_classifier_probs_ids(c, head, ids, len, fidx, fval, nf, &acts, probs);
         dr_t5_acts_free(&acts);

@@ -64,7 +64,8 @@ int dr_classifier_save(const dr_classifier *c, const char *path, const char *pro
                        dynrag_error *err);
 
 /* Encodes text into ids (at most max_len, at least one: an empty text is
- * the single <pad> token, or just the length token). Returns the count. */
+ * the single <pad> token, or just the length token). Returns the count, or
+ * -1 when out of memory. */
 int dr_classifier_encode(const dr_classifier *c, const char *text, int32_t *ids);
 
 /* Runs the model on one pre-encoded sequence (and, with a wide branch, its

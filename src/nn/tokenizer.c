@@ -247,11 +247,11 @@ static int enc_piece(void *user, const char *p, size_t len, bool space)
 int dr_tokenizer_encode(const dr_tokenizer *t, const char *text, int32_t *ids, int max_ids)
 {
     size_t n = 0;
-    char *norm = normalise(text ? text : "", t->strip, &n);
-    if (!norm || max_ids <= 0) {
-        dr_free(norm);
+    if (max_ids <= 0)
         return 0;
-    }
+    char *norm = normalise(text ? text : "", t->strip, &n);
+    if (!norm)
+        return -1;
     enc_state st = {t, ids, 0, max_ids};
     for_each_piece(norm, n, enc_piece, &st);
     dr_free(norm);
@@ -297,7 +297,7 @@ int dr_tokenizer_count_words(const dr_tokenizer *t, const char *text)
     int words = 0;
     char *norm = normalise(text ? text : "", t->strip, &n);
     if (!norm)
-        return 0;
+        return -1;
     for_each_piece(norm, n, count_piece, &words);
     dr_free(norm);
     return words;

@@ -51,7 +51,8 @@ void dr_tokenizer_free(dr_tokenizer *t);
 int dr_tokenizer_vocab_size(const dr_tokenizer *t);
 
 /* Encodes text (any bytes, NUL-terminated) into at most max_ids ids; returns
- * the number written (the text is truncated past max_ids). Thread-safe. */
+ * the number written (the text is truncated past max_ids), or -1 when out
+ * of memory. Thread-safe. */
 int dr_tokenizer_encode(const dr_tokenizer *t, const char *text, int32_t *ids, int max_ids);
 
 /* Calls fn on each piece of the normalised text (see the top of this
@@ -63,7 +64,7 @@ int dr_tokenizer_pieces(const dr_tokenizer *t, const char *text, dr_tok_piece_fn
                         void *user);
 
 /* Number of word pieces (runs of letters or digits; punctuation excluded)
- * of the normalised text. */
+ * of the normalised text, or -1 when out of memory. */
 int dr_tokenizer_count_words(const dr_tokenizer *t, const char *text);
 
 /* Writes the bytes of token id into buf (NUL-terminated, truncated to

@@ -320,6 +320,8 @@ static int encode_set(const dr_classifier *c, const dr_labelled_set *s, train_da
     *unknown = 0;
     for (size_t i = 0; i < s->n; i++) {
         d->len[i] = dr_classifier_encode(c, s->text[i], d->ids + i * (size_t)T);
+        if (d->len[i] < 0)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory encoding examples");
         d->label[i] = -1;
         for (int k = 0; k < K; k++)
             if (strcmp(c->labels[0][k], s->label[i]) == 0)
