@@ -11,18 +11,22 @@
  * (one from the C library, or one freed twice) is caught too.
  *
  * Paths: pipeline load (a shipped pipeline), index open, search (bm25,
- * dense, hybrid). The query and serve paths are not covered yet
- * (docs/library.md says what a first run of them found).
+ * dense, hybrid), a query through an open engine (single and multi-step
+ * retrieval, the extractive answer, the route-log record), and requests to
+ * a running server (/v1/query, /v1/retrieve, /v1/chat/completions), where
+ * the promise is that the client is always answered.
  */
 #include "test.h"
 
 #include "dynrag/dynrag.h"
+#include "server_client.h"
 
 #include <execinfo.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* ---- the failing allocator ----------------------------------------------- */
 
@@ -165,6 +169,14 @@ typedef struct {
     dynrag_engine *engine;
     const char *const *questions; /* NULL-terminated */
     int max_steps;                /* most retrieval steps of one query (path_query) */
+    /* > 1: past the first and before the last OOM_DENSE calls, fail only
+     * every stride-th call (a path whose middle is one long homogeneous
+     * loop, e.g. parsing a 19,000-node JSON vocabulary);
+     * DYNRAG_TEST_OOM_FULL=1 fails every call all the same. */
+    long stride;
+    dynrag_server *server;
+    int port;
+    const char *const *requests; /* path_serve: NULL-terminated pairs of path and JSON body */
 } oom_ctx;
 
 /* FNV-1a over a string, folded into *h (NULL hashes as a marker). */
@@ -208,6 +220,9 @@ static void oom_mix_json_shape(uint64_t *h, const char *json)
         *h = (*h ^ (unsigned char)ch) * 0x100000001b3ull;
     }
 }
+
+/* Calls failed one by one at both ends of a strided path (oom_ctx.stride). */
+#define OOM_DENSE 1500
 
 /* ---- the driver ------------------------------------------------------------ */
 
@@ -267,7 +282,10 @@ static bool oom_drive(const char *name, oom_path_fn fn, oom_ctx *ctx, long first
     bool keep_going = all != NULL && *all != '\0';
     memset(rep, 0, sizeof(*rep));
     oom_bt_n = backtrace(oom_bt, 32); /* loads libgcc before the first run */
-    int ref_rc = oom_reference(fn, ctx, NULL);
+    long ref_calls = 0;
+    int ref_rc = oom_reference(fn, ctx, &ref_calls);
+    const char *full = getenv("DYNRAG_TEST_OOM_FULL");
+    long stride = full && *full ? 1 : ctx->stride;
     uint64_t ref_sig = ctx->sig;
     if (ref_rc != DYNRAG_OK) {
         test_fail_(__FILE__, __LINE__, "%s: the reference run returned %s", name,
@@ -275,6 +293,9 @@ static bool oom_drive(const char *name, oom_path_fn fn, oom_ctx *ctx, long first
         return false;
     }
     for (long n = first; n < first + max_runs; n++) {
+        if (stride > 1 && n > first + OOM_DENSE && n < ref_calls - OOM_DENSE &&
+            (n - first) % stride != 0)
+            continue;
         atomic_store(&oom.calls, 0);
         atomic_store(&oom.hit, 0);
         atomic_store(&oom.live, 0);
@@ -312,9 +333,10 @@ static bool oom_drive(const char *name, oom_path_fn fn, oom_ctx *ctx, long first
                 return false;
             }
             rep->total = calls;
-            fprintf(stderr, "%s: %ld allocation calls, failed each from %ld: %ld runs, %ld "
+            fprintf(stderr, "%s: %ld allocation calls, failed %s from %ld: %ld runs, %ld "
                             "NOMEM, %ld other allowed status, %ld absorbed\n",
-                    name, calls, first, rep->runs, rep->nomem, rep->other, rep->absorbed);
+                    name, calls, stride > 1 ? "strided" : "each", first, rep->runs, rep->nomem,
+                    rep->other, rep->absorbed);
             return true;
         }
         rep->runs++;
@@ -623,4 +645,161 @@ TEST(oom_engine_query)
         return;
     ASSERT_GT(rep.runs, 100);
     ASSERT_GT(c.max_steps, 1); /* the second question took the multi-step path */
+}
+
+/* ---- serve ----------------------------------------------------------------- */
+
+/* Waits (up to about 2 s) until the server has freed every block a request made:
+ * its threads may still be finishing after the client got the reply. */
+static void oom_wait_idle(void)
+{
+    for (int i = 0; i < 40000 && atomic_load(&oom.live) != 0; i++)
+        nanosleep(&(struct timespec){0, 50000}, NULL);
+}
+
+/*
+ * The serve path: each request of c->requests sent to a server started once
+ * (oom_server_open), on a new connection. A reply of 200 counts as success
+ * (its status and body shape hashed); a 500 or 503 whose JSON error says
+ * "out of memory" as DYNRAG_ERR_NOMEM; anything else (another status, a
+ * connection closed without a reply) as DYNRAG_ERR_INTERNAL, which fails
+ * the test: a client is always told.
+ */
+static int path_serve(void *ctx, dynrag_error *err)
+{
+    oom_ctx *c = ctx;
+    int rc = DYNRAG_OK;
+    for (size_t i = 0; rc == DYNRAG_OK && c->requests[i] != NULL; i += 2) {
+        http_reply r;
+        memset(&r, 0, sizeof(r));
+        int t = http_post_json(c->port, c->requests[i], c->requests[i + 1], NULL, &r);
+        char line[64];
+        snprintf(line, sizeof(line), "%ld", r.status);
+        if (t == 0 && r.status == 200) {
+            oom_mix(&c->sig, line);
+            oom_mix_json_shape(&c->sig, r.body);
+        } else if (t == 0 && (r.status == 500 || r.status == 503) && r.body &&
+                   strstr(r.body, "out of memory") != NULL) {
+            rc = DYNRAG_ERR_NOMEM;
+            snprintf(err->msg, sizeof(err->msg), "%s: %ld out of memory", c->requests[i],
+                     r.status);
+        } else {
+            rc = DYNRAG_ERR_INTERNAL;
+            snprintf(err->msg, sizeof(err->msg), "%s: %s %ld: %.200s", c->requests[i],
+                     t == 0 ? "status" : "transport failure, status", r.status,
+                     r.body ? r.body : "");
+        }
+        err->status = rc;
+        http_reply_free(&r);
+    }
+    oom_wait_idle(); /* the connections' teardown, before the run's blocks are counted */
+    return rc;
+}
+
+/* Opens and starts a server over the pipeline through the test allocator
+ * (failing nothing), which stays installed. */
+static int oom_server_open(oom_ctx *c, const char *pipeline)
+{
+    snprintf(c->pipeline, sizeof(c->pipeline), "%s/pipelines/%s", test_source_dir(), pipeline);
+    oom.fail_at = 0;
+    atomic_store(&oom.live, 0);
+    dynrag_set_allocator(&oom_allocator);
+    c->hook_kept = true;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_pipeline_load(c->pipeline, &c->pipe, NULL, &err);
+    if (rc == DYNRAG_OK) {
+        dynrag_server_options so;
+        dynrag_server_options_init(&so);
+        so.index_dir = c->index_dir;
+        so.no_log = true;
+        so.threads = 1;
+        rc = dynrag_server_open(c->pipe, &so, &c->server, &err);
+    }
+    if (rc == DYNRAG_OK)
+        rc = dynrag_server_start(c->server, &err);
+    if (rc == DYNRAG_OK)
+        c->port = dynrag_server_port(c->server);
+    if (rc != DYNRAG_OK)
+        fprintf(stderr, "server: %s\n", dynrag_errmsg(&err));
+    return rc;
+}
+
+static void oom_server_close(oom_ctx *c)
+{
+    dynrag_server_close(c->server);
+    dynrag_pipeline_free(c->pipe);
+    c->server = NULL;
+    c->pipe = NULL;
+    dynrag_set_allocator(NULL);
+    c->hook_kept = false;
+}
+
+/* Requests to a running server: parsing, validation, the engine, the JSON
+ * reply, for /v1/query, /v1/retrieve and the OpenAI-compatible
+ * /v1/chat/completions. Every failed allocation inside the server must
+ * still answer the client (500 or 503, "out of memory") and leave no block
+ * behind once the request is over. */
+TEST(oom_serve_request)
+{
+    oom_ctx c;
+    ASSERT_OK(oom_setup(&c), NULL);
+    static const char *const requests[] = {
+        "/v1/query", "{\"query\": \"What is the capital of France?\"}",
+        "/v1/retrieve", "{\"query\": \"Eiffel Tower Paris\", \"k\": 3}",
+        "/v1/chat/completions",
+        "{\"model\": \"dynrag\", \"messages\": [{\"role\": \"user\", "
+        "\"content\": \"Who walked on the Moon?\"}]}",
+        NULL};
+    c.requests = requests;
+    int rc = oom_server_open(&c, "adaptive-rag.yaml");
+    if (rc != DYNRAG_OK) {
+        oom_server_close(&c);
+        ASSERT_OK(rc, NULL);
+    }
+    oom_report rep;
+    bool ok = oom_drive("serve request", path_serve, &c, 1, OOM_MAX_RUNS, NULL, 0, &rep);
+    oom_server_close(&c);
+    if (!ok)
+        return;
+    ASSERT_GT(rep.runs, 100);
+}
+
+/* Engine open and close over a loaded pipeline: the index, every router
+ * (the shipped complexity classifier's model file included) and the
+ * generators. */
+static int path_engine_open(void *ctx, dynrag_error *err)
+{
+    oom_ctx *c = ctx;
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
+    eo.index_dir = c->index_dir;
+    eo.no_log = true;
+    dynrag_engine *e = NULL;
+    int rc = dynrag_engine_open(c->pipe, &eo, &e, err);
+    if (rc == DYNRAG_OK)
+        oom_mix(&c->sig, dynrag_engine_index(e, NULL) ? "index" : "no index");
+    dynrag_engine_close(e);
+    return rc;
+}
+
+TEST(oom_engine_open)
+{
+    oom_ctx c;
+    ASSERT_OK(oom_setup(&c), NULL);
+    int rc = oom_engine_open(&c, "adaptive-rag.yaml");
+    /* the pipeline stays loaded; each run opens and closes an engine */
+    dynrag_engine_close(c.engine);
+    c.engine = NULL;
+    if (rc != DYNRAG_OK) {
+        oom_engine_close(&c);
+        ASSERT_OK(rc, NULL);
+    }
+    c.stride = 37;
+    oom_report rep;
+    bool ok = oom_drive("engine open", path_engine_open, &c, 1, OOM_MAX_RUNS, NULL, 0, &rep);
+    oom_engine_close(&c);
+    if (!ok)
+        return;
+    ASSERT_GT(rep.runs, 100);
 }

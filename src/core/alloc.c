@@ -51,9 +51,24 @@ static dynrag_allocator cur = {
     .user = NULL,
 };
 
+static _Thread_local unsigned long failures;
+
+unsigned long dr_alloc_failures(void)
+{
+    return failures;
+}
+
+/* p, counting a failure when it is NULL. */
+static void *counted(void *p)
+{
+    if (p == NULL)
+        failures++;
+    return p;
+}
+
 void *dr_malloc(size_t size)
 {
-    return cur.malloc_fn(cur.user, size ? size : 1);
+    return counted(cur.malloc_fn(cur.user, size ? size : 1));
 }
 
 void *dr_calloc(size_t count, size_t size)
@@ -61,15 +76,15 @@ void *dr_calloc(size_t count, size_t size)
     if (count == 0 || size == 0)
         count = size = 1;
     else if (count > SIZE_MAX / size)
-        return NULL;
-    return cur.calloc_fn(cur.user, count, size);
+        return counted(NULL);
+    return counted(cur.calloc_fn(cur.user, count, size));
 }
 
 void *dr_realloc(void *ptr, size_t size)
 {
     if (ptr == NULL)
         return dr_malloc(size);
-    return cur.realloc_fn(cur.user, ptr, size ? size : 1);
+    return counted(cur.realloc_fn(cur.user, ptr, size ? size : 1));
 }
 
 void dr_free(void *ptr)

@@ -38,6 +38,12 @@ char *dr_strdup(const char *s);
  * bytes; embedded NULs are copied). NULL on allocation failure. */
 char *dr_strndup(const char *s, size_t n);
 
+/* How many allocations through these functions (and cJSON's, while a
+ * custom allocator is installed) have failed on the calling thread so far.
+ * A caller whose callee cannot tell "out of memory" from another failure
+ * (cJSON_Parse returns NULL for both) compares the count before and after. */
+unsigned long dr_alloc_failures(void);
+
 /* free() for blocks the C library allocated on its own (getline(),
  * realpath(), open_memstream()). */
 void dr_libc_free(void *ptr);

@@ -102,7 +102,13 @@ static int embed_request(const openai_embedder *o, const char *const *texts, siz
     const char *url = o->url;
     long status = resp.status;
     const char *end = NULL;
+    unsigned long failed = dr_alloc_failures();
     root = resp.body ? cJSON_ParseWithLengthOpts(resp.body, resp.body_len, &end, false) : NULL;
+    if (root == NULL && dr_alloc_failures() != failed) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "POST %s: out of memory reading the response",
+                        url);
+        goto cleanup;
+    }
     if (root == NULL) {
         size_t off = resp.body && end && end >= resp.body ? (size_t)(end - resp.body) : 0;
         rc = dr_err_set(err, DYNRAG_ERR_PARSE, "POST %s: HTTP %ld: malformed JSON in the "

@@ -389,7 +389,12 @@ int dynrag_engine_open(const dynrag_pipeline *p, const dynrag_engine_options *op
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    e->index_dir = dr_strdup(opt && opt->index_dir ? opt->index_dir : p->index_dir);
+    const char *index_dir = opt && opt->index_dir ? opt->index_dir : p->index_dir;
+    e->index_dir = dr_strdup(index_dir);
+    if (index_dir != NULL && e->index_dir == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     if (pipeline_retrieves(p) && (rc = open_indexes(e, err)) != DYNRAG_OK)
         goto fail;
     for (int i = 0; i < DR_STAGE_COUNT; i++) {

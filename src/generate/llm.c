@@ -221,7 +221,11 @@ static int parse_response(const dr_llm_config *cfg, const dr_llm_message *msgs, 
         return dr_err_set(err, DYNRAG_ERR_PARSE, "POST %s: HTTP %ld with an empty body", url,
                           status);
     const char *end = NULL;
+    unsigned long failed = dr_alloc_failures();
     cJSON *root = cJSON_ParseWithLengthOpts(resp->body, resp->body_len, &end, false);
+    if (root == NULL && dr_alloc_failures() != failed)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "POST %s: out of memory reading the response",
+                          url);
     if (root == NULL) {
         size_t off = end && end >= resp->body ? (size_t)(end - resp->body) : 0;
         if (off > resp->body_len)

@@ -133,7 +133,12 @@ static int load_from_st(const dr_st_file *f, dr_classifier **out, dynrag_error *
                         !cs ? "config" : !hs ? "heads" : "tokenizer");
         goto cleanup;
     }
+    unsigned long failed = dr_alloc_failures();
     cfgj = cJSON_Parse(cs);
+    if (!cfgj && dr_alloc_failures() != failed) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
     if (!cJSON_IsObject(cfgj)) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "metadata 'config' is not a JSON object");
         goto cleanup;
@@ -160,7 +165,12 @@ static int load_from_st(const dr_st_file *f, dr_classifier **out, dynrag_error *
                         "format_version %s", DR_CLS_FORMAT_VERSION_WIDE);
         goto cleanup;
     }
+    failed = dr_alloc_failures();
     headsj = cJSON_Parse(hs);
+    if (!headsj && dr_alloc_failures() != failed) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
     int nh = cJSON_IsArray(headsj) ? cJSON_GetArraySize(headsj) : 0;
     if (nh < 1 || nh > DR_T5_MAX_HEADS) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "metadata 'heads' must be an array of 1..%d "

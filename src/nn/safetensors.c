@@ -192,7 +192,12 @@ int dr_st_parse(const void *buf, size_t len, dr_st_file **out, dynrag_error *err
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "header is not valid UTF-8 at byte %zu", 8 + bad);
         goto cleanup;
     }
+    unsigned long failed = dr_alloc_failures();
     root = cJSON_ParseWithLength((const char *)p + 8, (size_t)hlen);
+    if (!root && dr_alloc_failures() != failed) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory reading the header");
+        goto cleanup;
+    }
     if (!root || !cJSON_IsObject(root)) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "header is not a JSON object");
         goto cleanup;

@@ -412,10 +412,15 @@ char *dr_tokenizer_to_json(const dr_tokenizer *t)
 
 int dr_tokenizer_from_json(const char *json, dr_tokenizer **out, dynrag_error *err)
 {
+    unsigned long failed = dr_alloc_failures();
     cJSON *root = cJSON_Parse(json);
     dr_tokenizer *t = NULL;
     int rc = DYNRAG_OK;
     *out = NULL;
+    if (!root && dr_alloc_failures() != failed) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "tokenizer: out of memory");
+        goto cleanup;
+    }
     if (!root || !cJSON_IsObject(root)) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "tokenizer: not a JSON object");
         goto cleanup;

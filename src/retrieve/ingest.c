@@ -188,6 +188,7 @@ static int jsonl_line(const char *path, long lineno, const char *line, size_t le
     /* a raw NUL byte is not JSON (control characters must be escaped), and
      * cJSON would cut the string holding it: refused, never truncated */
     const char *raw_nul = memchr(line, '\0', len);
+    unsigned long failed = dr_alloc_failures();
     cJSON *obj = raw_nul ? NULL : cJSON_ParseWithLength(line, len);
     char *id = NULL, *title = NULL, *text = NULL;
     char numbuf[48];
@@ -198,6 +199,11 @@ static int jsonl_line(const char *path, long lineno, const char *line, size_t le
                  (size_t)(raw_nul - line) + 1);
         rc = bad_input(skip_bad, bad, err, path, lineno, what,
                        "not valid JSON (control characters must be escaped)");
+        goto cleanup;
+    }
+    if (obj == NULL && dr_alloc_failures() != failed) {
+        /* never skipped as a bad line: the line is not at fault */
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "%s:%ld: out of memory", path, lineno);
         goto cleanup;
     }
     if (obj == NULL) {

@@ -516,6 +516,18 @@ static bool q_room(qbuf *q, size_t want)
     return true;
 }
 
+/* The whole reply to a request the front door cannot take in for want of
+ * memory: static, so that sending it needs none. */
+static const char nomem_reply[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                  "Content-Type: application/json\r\n"
+                                  "Connection: close\r\n"
+                                  "Content-Length: 95\r\n\r\n" DR_HTTP_NOMEM_BODY;
+_Static_assert(sizeof(DR_HTTP_NOMEM_BODY) - 1 == 95, "Content-Length of nomem_reply");
+
+/* Initial buffer sizes: what recv_some asks room for on each side. */
+#define IN_CHUNK 16384
+#define OUT_CHUNK 131072
+
 typedef struct pump {
     dr_front *f;
     int c, m;
@@ -525,6 +537,8 @@ typedef struct pump {
     qbuf out;        /* from libmicrohttpd, for the client */
     char *err_resp;  /* the front door's own reply, once the framing failed */
     size_t err_len, err_off;
+    bool err_static; /* err_resp is nomem_reply (not to be freed) */
+    bool out_full;   /* out could not grow: read m again once out is drained */
     bool failed, c_eof, m_eof, m_shut;
     bool m_dead;    /* a write to m failed: libmicrohttpd closed it */
     bool tracking;  /* the replies are followed (follow_replies) */
@@ -722,8 +736,9 @@ static bool send_some(int fd, const char *d, size_t n, size_t *sent)
 static int recv_some(int fd, qbuf *q, size_t limit, size_t chunk)
 {
     for (int rounds = 0; rounds < 4 && q->len - q->off < limit; rounds++) {
-        if (!q_room(q, chunk))
-            return -1;
+        /* Out of memory to grow: read into the room there is, if any. */
+        if (!q_room(q, chunk) && q->cap == q->len)
+            return rounds == 0 ? -2 : 1;
         ssize_t r = recv(fd, q->d + q->len, q->cap - q->len, MSG_DONTWAIT);
         if (r > 0) {
             size_t got = (size_t)r;
@@ -767,10 +782,15 @@ static bool pump_flush(pump *p)
         if (settled && !p->r_close && !p->m_eof) {
             p->decided = true;
             p->err_resp = dr_frame_error_response(&p->err, &p->err_len);
+            if (p->err_resp == NULL) {
+                p->err_resp = (char *)nomem_reply;
+                p->err_len = sizeof(nomem_reply) - 1;
+                p->err_static = true;
+                p->err.status = 503;
+            }
             /* Counted before it is sent, so that a /metrics scrape after the
              * reply sees it. */
-            if (p->err_resp)
-                dr_metrics_request(p->f->m, (dr_endpoint_id)p->fr.ep, p->err.status, 0);
+            dr_metrics_request(p->f->m, (dr_endpoint_id)p->fr.ep, p->err.status, 0);
         } else if (settled || p->m_eof || !p->tracking) {
             p->decided = true; /* the connection ended before the bad request */
             dr_log(DYNRAG_LOG_DEBUG, MOD,
@@ -844,7 +864,7 @@ static void *pump_main(void *arg)
             pf[0].events |= POLLIN;
         if (out_pending)
             pf[0].events |= POLLOUT;
-        if (!p->m_eof && p->out.len - p->out.off < 262144)
+        if (!p->m_eof && p->out.len - p->out.off < (p->out_full ? 1 : 262144))
             pf[1].events |= POLLIN;
         if (p->fwd > 0 && !p->m_dead)
             pf[1].events |= POLLOUT;
@@ -860,7 +880,10 @@ static void *pump_main(void *arg)
             break;
         if (pf[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             size_t before = p->out.len - p->out.off;
-            int rr = recv_some(p->m, &p->out, 262144, 131072); /* a k=100 reply in one go */
+            int rr = recv_some(p->m, &p->out, 262144, OUT_CHUNK); /* a k=100 reply in one go */
+            p->out_full = rr == -2; /* no memory to grow: wait for the client to drain out */
+            if (rr == -2)
+                rr = 1;
             size_t got = p->out.len - p->out.off - before;
             if (got > 0 && p->tracking && !follow_replies(p, p->out.d + p->out.len - got, got))
                 p->tracking = false;
@@ -868,7 +891,14 @@ static void *pump_main(void *arg)
                 p->m_eof = true;
         }
         if (pf[0].revents & (POLLIN | POLLHUP | POLLERR) && (pf[0].events & POLLIN)) {
-            int rr = recv_some(p->c, &p->in, in_limit, 16384);
+            int rr = recv_some(p->c, &p->in, in_limit, IN_CHUNK);
+            if (rr == -2 && !p->failed) {
+                /* No memory to take the request in: answered like a bad one. */
+                p->failed = true;
+                dr_http_error_set(&p->err, 503, "server_error", "out_of_memory", NULL, "%s",
+                                  "out of memory");
+                rr = 1;
+            }
             if (rr < 0)
                 break; /* the client is gone: closing m tells libmicrohttpd */
             if (rr == 0)
@@ -891,7 +921,8 @@ static void *pump_main(void *arg)
     linger_close(p->c, p->c_eof, f->stop[0]);
     dr_free(p->in.d);
     dr_free(p->out.d);
-    dr_free(p->err_resp);
+    if (!p->err_static)
+        dr_free(p->err_resp);
     dr_buf_free(&p->heads);
     dr_buf_free(&p->r_line);
     dr_free(p);
@@ -931,14 +962,26 @@ int dr_front_serve(dr_front *f, int client)
         errno = e;
         return -1;
     }
+    /* Both buffers at once, so that a connection is refused (503) when
+     * memory is short rather than dropped halfway. */
     pump *p = dr_calloc(1, sizeof(*p));
-    if (p == NULL) {
-        close(client);
+    char *in = dr_malloc(IN_CHUNK), *out = dr_malloc(OUT_CHUNK);
+    if (p == NULL || in == NULL || out == NULL) {
+        dr_free(p);
+        dr_free(in);
+        dr_free(out);
         close(sp[0]);
         close(sp[1]);
+        size_t sent = 0;
+        (void)send_some(client, nomem_reply, sizeof(nomem_reply) - 1, &sent);
+        linger_close(client, false, f->stop[0]);
         errno = ENOMEM;
         return -1;
     }
+    p->in.d = in;
+    p->in.cap = IN_CHUNK;
+    p->out.d = out;
+    p->out.cap = OUT_CHUNK;
     p->f = f;
     p->c = client;
     p->m = sp[0];

@@ -343,14 +343,39 @@ static enum MHD_Result check_headers(struct MHD_Connection *c, req_state *rs, co
     return MHD_YES;
 }
 
+/* Stands for a request whose state could not be allocated (on_uri): it is
+ * answered 503 from static memory and never counted. */
+static req_state nomem_request;
+
+/* 503 "out of memory" from static memory, connection closed after. */
+static enum MHD_Result respond_nomem(struct MHD_Connection *c)
+{
+    static const char body[] = DR_HTTP_NOMEM_BODY;
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(sizeof(body) - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(c, 503, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
     dr_httpd *h = cls;
     req_state *rs = *con_cls;
-    if (rs == NULL) /* out of memory in on_uri */
-        return MHD_NO;
+    if (rs == &nomem_request) { /* answered: drop the body */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (rs == NULL) { /* out of memory in on_uri */
+        *con_cls = &nomem_request;
+        return respond_nomem(c);
+    }
     if (!rs->started) {
         rs->started = true;
         return check_headers(c, rs, url, method, version);
@@ -419,7 +444,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     dr_httpd *h = cls;
     req_state *rs = *con_cls;
-    if (rs == NULL)
+    if (rs == NULL || rs == &nomem_request)
         return;
     double secs = (double)(dr_now_us() - rs->start_us) / 1e6;
     /* A response libmicrohttpd queued itself (the request never reached

@@ -3,6 +3,8 @@
  */
 #include "server/openai.h"
 
+#include "core/jsonb.h"
+
 #include "core/text.h"
 #include "core/util.h"
 
@@ -15,50 +17,50 @@ long long dr_chat_estimate_tokens(const char *text)
     return (long long)((w * 4 + 2) / 3);
 }
 
-static cJSON *usage_json(const dr_chat_reply *r)
+static cJSON *usage_json(dr_jb *jb, const dr_chat_reply *r)
 {
     cJSON *u = cJSON_CreateObject();
     if (u == NULL)
         return NULL;
-    cJSON_AddNumberToObject(u, "prompt_tokens", (double)r->prompt_tokens);
-    cJSON_AddNumberToObject(u, "completion_tokens", (double)r->completion_tokens);
-    cJSON_AddNumberToObject(u, "total_tokens", (double)(r->prompt_tokens + r->completion_tokens));
+    dr_jb_num(jb, u, "prompt_tokens", (double)r->prompt_tokens);
+    dr_jb_num(jb, u, "completion_tokens", (double)r->completion_tokens);
+    dr_jb_num(jb, u, "total_tokens", (double)(r->prompt_tokens + r->completion_tokens));
     return u;
 }
 
 /* The fields every object shares: id, object, created, model. */
-static cJSON *base(const dr_chat_reply *r, const char *object)
+static cJSON *base(dr_jb *jb, const dr_chat_reply *r, const char *object)
 {
     cJSON *o = cJSON_CreateObject();
     if (o == NULL)
         return NULL;
-    cJSON_AddStringToObject(o, "id", r->id);
-    cJSON_AddStringToObject(o, "object", object);
-    cJSON_AddNumberToObject(o, "created", (double)r->created);
-    cJSON_AddStringToObject(o, "model", r->model);
-    cJSON_AddNullToObject(o, "system_fingerprint");
+    dr_jb_str(jb, o, "id", r->id);
+    dr_jb_str(jb, o, "object", object);
+    dr_jb_num(jb, o, "created", (double)r->created);
+    dr_jb_str(jb, o, "model", r->model);
+    dr_jb_null(jb, o, "system_fingerprint");
     return o;
 }
 
 char *dr_chat_completion_json(const dr_chat_reply *r)
 {
-    cJSON *o = base(r, "chat.completion");
+    dr_jb jbs = {0}, *jb = &jbs;
+    cJSON *o = base(jb, r, "chat.completion");
     if (o == NULL)
         return NULL;
-    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, ch);
-    cJSON_AddNumberToObject(ch, "index", 0);
-    cJSON *msg = cJSON_AddObjectToObject(ch, "message");
-    cJSON_AddStringToObject(msg, "role", "assistant");
-    cJSON_AddStringToObject(msg, "content", r->content);
-    cJSON_AddNullToObject(msg, "refusal");
-    cJSON_AddNullToObject(ch, "logprobs");
-    cJSON_AddStringToObject(ch, "finish_reason", "stop");
-    cJSON_AddItemToObject(o, "usage", usage_json(r));
+    cJSON *choices = dr_jb_arr(jb, o, "choices");
+    cJSON *ch = dr_jb_obj(jb, choices, NULL);
+    dr_jb_num(jb, ch, "index", 0);
+    cJSON *msg = dr_jb_obj(jb, ch, "message");
+    dr_jb_str(jb, msg, "role", "assistant");
+    dr_jb_str(jb, msg, "content", r->content);
+    dr_jb_null(jb, msg, "refusal");
+    dr_jb_null(jb, ch, "logprobs");
+    dr_jb_str(jb, ch, "finish_reason", "stop");
+    dr_jb_add(jb, o, "usage", usage_json(jb, r));
     if (r->extra)
-        cJSON_AddItemToObject(o, "dynrag", cJSON_Duplicate(r->extra, 1));
-    char *s = cJSON_PrintUnformatted(o);
+        dr_jb_copy(jb, o, "dynrag", r->extra);
+    char *s = jb->nomem ? NULL : cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
 }
@@ -67,30 +69,32 @@ char *dr_chat_completion_json(const dr_chat_reply *r)
 static int add_chunk(dr_buf *b, const dr_chat_reply *r, const char *role, const char *content,
                      size_t content_len, bool final)
 {
-    cJSON *o = base(r, "chat.completion.chunk");
+    dr_jb jbs = {0}, *jb = &jbs;
+    cJSON *o = base(jb, r, "chat.completion.chunk");
     if (o == NULL)
         return DYNRAG_ERR_NOMEM;
-    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, ch);
-    cJSON_AddNumberToObject(ch, "index", 0);
-    cJSON *delta = cJSON_AddObjectToObject(ch, "delta");
+    cJSON *choices = dr_jb_arr(jb, o, "choices");
+    cJSON *ch = dr_jb_obj(jb, choices, NULL);
+    dr_jb_num(jb, ch, "index", 0);
+    cJSON *delta = dr_jb_obj(jb, ch, "delta");
     if (role)
-        cJSON_AddStringToObject(delta, "role", role);
+        dr_jb_str(jb, delta, "role", role);
     if (content) {
         char *c = dr_strndup(content, content_len);
         if (c)
-            cJSON_AddStringToObject(delta, "content", c);
+            dr_jb_str(jb, delta, "content", c);
+        else
+            jb->nomem = true;
         dr_free(c);
     }
-    cJSON_AddNullToObject(ch, "logprobs");
+    dr_jb_null(jb, ch, "logprobs");
     if (final)
-        cJSON_AddStringToObject(ch, "finish_reason", "stop");
+        dr_jb_str(jb, ch, "finish_reason", "stop");
     else
-        cJSON_AddNullToObject(ch, "finish_reason");
+        dr_jb_null(jb, ch, "finish_reason");
     if (final && r->extra)
-        cJSON_AddItemToObject(o, "dynrag", cJSON_Duplicate(r->extra, 1));
-    char *s = cJSON_PrintUnformatted(o);
+        dr_jb_copy(jb, o, "dynrag", r->extra);
+    char *s = jb->nomem ? NULL : cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     int rc = s ? dr_buf_printf(b, "data: %s\n\n", s) : DYNRAG_ERR_NOMEM;
     dr_free(s);
@@ -117,12 +121,13 @@ char *dr_chat_sse(const dr_chat_reply *r, bool include_usage)
     if (rc == DYNRAG_OK)
         rc = add_chunk(&b, r, NULL, NULL, 0, true);
     if (rc == DYNRAG_OK && include_usage) {
-        cJSON *o = base(r, "chat.completion.chunk");
+        dr_jb jbs = {0}, *jb = &jbs;
+        cJSON *o = base(jb, r, "chat.completion.chunk");
         char *s = NULL;
         if (o) {
-            cJSON_AddArrayToObject(o, "choices");
-            cJSON_AddItemToObject(o, "usage", usage_json(r));
-            s = cJSON_PrintUnformatted(o);
+            dr_jb_arr(jb, o, "choices");
+            dr_jb_add(jb, o, "usage", usage_json(jb, r));
+            s = jb->nomem ? NULL : cJSON_PrintUnformatted(o);
             cJSON_Delete(o);
         }
         rc = s ? dr_buf_printf(&b, "data: %s\n\n", s) : DYNRAG_ERR_NOMEM;

@@ -298,7 +298,11 @@ static int parse_object(const char *body, size_t len, cJSON **out, dr_http_error
                                      ch, i, ch);
     }
     const char *end = NULL;
+    unsigned long failed = dr_alloc_failures();
     cJSON *o = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (o == NULL && dr_alloc_failures() != failed)
+        return dr_http_error_set(e, 500, "server_error", "internal_error", NULL,
+                                 "out of memory");
     if (o == NULL) {
         size_t off = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
         return dr_http_error_set(e, 400, "invalid_request_error", "invalid_json", NULL,

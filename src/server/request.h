@@ -55,6 +55,12 @@ int dr_http_route(const char *method, const char *path, dr_endpoint_id *ep);
 /* An error response in the making: HTTP status plus the OpenAI-style error
  * object's fields. message is a fixed buffer so that parsers never
  * allocate for errors. */
+/* The body of the reply sent when the server cannot allocate what a
+ * request needs (503; no allocation needed to send it). */
+#define DR_HTTP_NOMEM_BODY                                                                       \
+    "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"code\":"           \
+    "\"out_of_memory\",\"param\":null}}"
+
 typedef struct dr_http_error {
     int status;       /* 400, 401, 404, 405, 413, 500, 502, 504 ... */
     const char *type; /* "invalid_request_error", "authentication_error", ... (static) */

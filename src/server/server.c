@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "dynrag/server.h"
 
+#include "core/jsonb.h"
 #include "core/util.h"
 #include "dynrag/engine.h"
 #include "dynrag/index.h"
@@ -207,10 +208,11 @@ static void no_memory(dr_http_exchange *x)
     x->status = 500;
 }
 
-/* Sets a JSON object as the response (consumed). */
-static void reply_json(dr_http_exchange *x, cJSON *o)
+/* Sets a JSON object built with jb as the response (consumed); 500 when
+ * building it ran out of memory. */
+static void reply_json(dr_http_exchange *x, cJSON *o, const dr_jb *jb)
 {
-    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    char *s = o && !jb->nomem ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     if (s == NULL) {
         no_memory(x);
@@ -273,22 +275,23 @@ static dynrag_result *run_query(dynrag_server *s, dr_http_exchange *x, const cha
 
 static void do_healthz(dynrag_server *s, dr_http_exchange *x)
 {
+    dr_jb jbs = {0}, *jb = &jbs;
     cJSON *o = cJSON_CreateObject();
     dynrag_index *idx = dynrag_engine_index(s->e, NULL);
-    cJSON_AddStringToObject(o, "status", "ok");
-    cJSON_AddStringToObject(o, "pipeline", dynrag_pipeline_name(s->p));
-    cJSON_AddStringToObject(o, "version", dynrag_version());
-    cJSON_AddBoolToObject(o, "index_loaded", idx != NULL);
+    dr_jb_str(jb, o, "status", "ok");
+    dr_jb_str(jb, o, "pipeline", dynrag_pipeline_name(s->p));
+    dr_jb_str(jb, o, "version", dynrag_version());
+    dr_jb_bool(jb, o, "index_loaded", idx != NULL);
     dynrag_index_info info;
     if (idx && dynrag_index_get_info(idx, &info) == DYNRAG_OK) {
-        cJSON_AddNumberToObject(o, "docs", (double)info.docs);
-        cJSON_AddNumberToObject(o, "chunks", (double)info.chunks);
-        cJSON_AddNumberToObject(o, "generation", (double)info.generation);
-        cJSON_AddBoolToObject(o, "dense", info.dim > 0);
+        dr_jb_num(jb, o, "docs", (double)info.docs);
+        dr_jb_num(jb, o, "chunks", (double)info.chunks);
+        dr_jb_num(jb, o, "generation", (double)info.generation);
+        dr_jb_bool(jb, o, "dense", info.dim > 0);
     }
-    cJSON_AddNumberToObject(o, "threads", s->threads);
-    cJSON_AddNumberToObject(o, "uptime_s", (double)(dr_now_us() - s->start_us) / 1e6);
-    reply_json(x, o);
+    dr_jb_num(jb, o, "threads", s->threads);
+    dr_jb_num(jb, o, "uptime_s", (double)(dr_now_us() - s->start_us) / 1e6);
+    reply_json(x, o, jb);
 }
 
 static void do_metrics(dynrag_server *s, dr_http_exchange *x)
@@ -529,11 +532,13 @@ cleanup:
 }
 
 /* The result's record (parsed) with "query_id" added. */
-static cJSON *record_of(const dynrag_result *r)
+static cJSON *record_of(dr_jb *jb, const dynrag_result *r)
 {
     cJSON *o = cJSON_Parse(dynrag_result_json(r));
-    if (o)
-        cJSON_AddStringToObject(o, "query_id", dynrag_result_id(r));
+    if (o == NULL)
+        jb->nomem = true; /* the engine's own record: only memory can fail it */
+    else
+        dr_jb_str(jb, o, "query_id", dynrag_result_id(r));
     return o;
 }
 
@@ -563,7 +568,9 @@ static void do_query(dynrag_server *s, dr_http_exchange *x, bool route_only)
     }
     dynrag_result *r = run_query(s, x, req.query, req.id, route_only, false, &req.budget);
     if (r) {
-        reply_json(x, record_of(r));
+        dr_jb jbs = {0}, *jb = &jbs;
+        cJSON *o = record_of(jb, r);
+        reply_json(x, o, jb);
         if (!route_only)
             dr_strlcpy(x->query_id, dynrag_result_id(r), sizeof(x->query_id));
     } else if (reserved) {
@@ -596,44 +603,50 @@ static void do_feedback(dynrag_server *s, dr_http_exchange *x)
     } else if (rc != DYNRAG_OK) {
         engine_error(x, rc, &err);
     } else {
+        dr_jb jbs = {0}, *jb = &jbs;
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "status", "ok");
-        cJSON_AddStringToObject(o, "query_id", req.query_id);
-        cJSON_AddNumberToObject(o, "reward", req.reward);
-        reply_json(x, o);
+        dr_jb_str(jb, o, "status", "ok");
+        dr_jb_str(jb, o, "query_id", req.query_id);
+        dr_jb_num(jb, o, "reward", req.reward);
+        reply_json(x, o, jb);
     }
     dr_feedback_req_free(&req);
 }
 
-/* The "dynrag" extras of a chat reply: query id, citations, route, totals. */
+/* The "dynrag" extras of a chat reply: query id, citations, route, totals
+ * (NULL when out of memory). */
 static cJSON *chat_extra(const dynrag_result *r)
 {
+    dr_jb jbs = {0}, *jb = &jbs;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "query_id", dynrag_result_id(r));
-    cJSON_AddBoolToObject(o, "unanswerable", dynrag_result_unanswerable(r));
-    cJSON *c = cJSON_AddArrayToObject(o, "citations");
+    dr_jb_str(jb, o, "query_id", dynrag_result_id(r));
+    dr_jb_bool(jb, o, "unanswerable", dynrag_result_unanswerable(r));
+    cJSON *c = dr_jb_arr(jb, o, "citations");
     for (size_t i = 0; i < dynrag_result_n_citations(r); i++) {
         const dynrag_citation *ci = dynrag_result_citation(r, i);
-        cJSON *cj = cJSON_CreateObject();
-        cJSON_AddStringToObject(cj, "doc_id", ci->doc_id);
-        cJSON_AddStringToObject(cj, "title", ci->title);
-        cJSON_AddNumberToObject(cj, "chunk_id", (double)ci->chunk_id);
-        cJSON_AddNumberToObject(cj, "score", ci->score);
-        cJSON_AddItemToArray(c, cj);
+        cJSON *cj = dr_jb_obj(jb, c, NULL);
+        dr_jb_str(jb, cj, "doc_id", ci->doc_id);
+        dr_jb_str(jb, cj, "title", ci->title);
+        dr_jb_num(jb, cj, "chunk_id", (double)ci->chunk_id);
+        dr_jb_num(jb, cj, "score", ci->score);
     }
-    cJSON *route = cJSON_AddObjectToObject(o, "route");
+    cJSON *route = dr_jb_obj(jb, o, "route");
     for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
         const dynrag_decision *d = dynrag_result_decision(r, i);
         if (d->skipped)
-            cJSON_AddNullToObject(route, d->stage);
+            dr_jb_null(jb, route, d->stage);
         else
-            cJSON_AddStringToObject(route, d->stage, d->choice);
+            dr_jb_str(jb, route, d->stage, d->choice);
     }
     const dynrag_totals *t = dynrag_result_totals(r);
-    cJSON *tj = cJSON_AddObjectToObject(o, "cost");
-    cJSON_AddNumberToObject(tj, "usd", t->usd);
-    cJSON_AddNumberToObject(tj, "latency_ms", t->latency_ms);
-    cJSON_AddNumberToObject(tj, "energy_wh", t->energy_wh);
+    cJSON *tj = dr_jb_obj(jb, o, "cost");
+    dr_jb_num(jb, tj, "usd", t->usd);
+    dr_jb_num(jb, tj, "latency_ms", t->latency_ms);
+    dr_jb_num(jb, tj, "energy_wh", t->energy_wh);
+    if (jb->nomem) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -686,24 +699,25 @@ static void do_chat(dynrag_server *s, dr_http_exchange *x)
 }
 
 /* One OpenAI model object: the served pipeline. */
-static cJSON *model_object(const dynrag_server *s)
+static cJSON *model_object(dr_jb *jb, const dynrag_server *s)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", dynrag_pipeline_name(s->p));
-    cJSON_AddStringToObject(o, "object", "model");
-    cJSON_AddNumberToObject(o, "created", (double)s->start_unix);
-    cJSON_AddStringToObject(o, "owned_by", "dynrag");
+    dr_jb_str(jb, o, "id", dynrag_pipeline_name(s->p));
+    dr_jb_str(jb, o, "object", "model");
+    dr_jb_num(jb, o, "created", (double)s->start_unix);
+    dr_jb_str(jb, o, "owned_by", "dynrag");
     return o;
 }
 
 /* GET /v1/models: OpenAI's list format, one model per served pipeline. */
 static void do_models(dynrag_server *s, dr_http_exchange *x)
 {
+    dr_jb jbs = {0}, *jb = &jbs;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(o, "data");
-    cJSON_AddItemToArray(data, model_object(s));
-    reply_json(x, o);
+    dr_jb_str(jb, o, "object", "list");
+    cJSON *data = dr_jb_arr(jb, o, "data");
+    dr_jb_add(jb, data, NULL, model_object(jb, s));
+    reply_json(x, o, jb);
 }
 
 /* GET /v1/models/{id}: the model, or 404 for another id. */
@@ -719,7 +733,9 @@ static void do_model(dynrag_server *s, dr_http_exchange *x)
         x->status = 404;
         return;
     }
-    reply_json(x, model_object(s));
+    dr_jb jbs = {0}, *jb = &jbs;
+    cJSON *o = model_object(jb, s);
+    reply_json(x, o, jb);
 }
 
 static void handle(void *user, dr_http_exchange *x)
