@@ -73,14 +73,6 @@ typedef struct dynrag_force {
     const char *option; /* an option name of that stage */
 } dynrag_force;
 
-/* A per-query budget. A field that is NAN is not set; INFINITY is
- * unbounded; negative values are rejected (DYNRAG_ERR_INVALID). */
-typedef struct dynrag_budget {
-    double usd;
-    double latency_ms;
-    double energy_wh;
-} dynrag_budget;
-
 /* Options of dynrag_engine_query(). Call dynrag_query_options_init()
  * first, then set what differs: every field is taken literally. */
 typedef struct dynrag_query_options {

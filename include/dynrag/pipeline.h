@@ -12,6 +12,7 @@
 #include "dynrag/common.h"
 #include "dynrag/index.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -86,6 +87,95 @@ DYNRAG_API const char *dynrag_pipeline_embedder_name(const dynrag_pipeline *p, s
  */
 DYNRAG_API char *dynrag_pipeline_embedder_index_dir(const dynrag_pipeline *p, const char *index_dir,
                                          const char *option);
+
+/* A per-query budget. A field that is NAN is not set; INFINITY is
+ * unbounded; negative values are rejected (DYNRAG_ERR_INVALID). */
+typedef struct dynrag_budget {
+    double usd;
+    double latency_ms;
+    double energy_wh;
+} dynrag_budget;
+
+/* ---- introspection ---------------------------------------------------------- */
+
+/*
+ * What a loaded pipeline holds, for programs that inspect or serve it: its
+ * stages in run order, each stage's router and options, its endpoints and
+ * budget. Every string is owned by the pipeline and lives as long as it;
+ * params come as JSON text (defaults filled in) that the caller frees with
+ * dynrag_free(). A stage is named as in the YAML ("retrieval_mode",
+ * "embedder", "index", "context", "prompt", "generator"); an unknown stage
+ * or an option index out of range fails with DYNRAG_ERR_NOTFOUND.
+ */
+
+/* Number of stages (6), and the name of stage i in run order (NULL past
+ * the last). */
+#define DYNRAG_N_STAGES 6
+DYNRAG_API const char *dynrag_stage_name(size_t i);
+
+typedef struct dynrag_stage_info {
+    const char *name;     /* the stage's name */
+    bool declared;        /* in the file; false: absent, holding the built-in default option */
+    size_t n_options;     /* >= 1 */
+    const char *router;   /* router type: "fixed", "rules", "classifier", "bandit", ... */
+    const char *fallback; /* the `fallback:` option's name, or NULL */
+    int line;             /* line where the stage's mapping starts (0 when not declared) */
+} dynrag_stage_info;
+
+DYNRAG_API int dynrag_pipeline_stage(const dynrag_pipeline *p, const char *stage,
+                                     dynrag_stage_info *out, dynrag_error *err);
+
+typedef struct dynrag_option_info {
+    const char *name;        /* unique within its stage */
+    const char *kind;        /* implementation: "bm25", "openai", "multi", ... */
+    const char *description; /* free text, or NULL */
+    const char *endpoint;    /* the `endpoint:` it uses, or NULL */
+    bool available;          /* false when that endpoint is not configured */
+    double usd_per_1k_input, usd_per_1k_output; /* declared `cost:` (0 when not declared) */
+    double latency_ms, energy_wh;
+    double quality;          /* declared expected quality in [0, 1]; NAN when not declared */
+    int line;                /* line of the option in the file (0 for a built-in default) */
+} dynrag_option_info;
+
+/* Option i (in the stage's listed order) of a stage. */
+DYNRAG_API int dynrag_pipeline_option(const dynrag_pipeline *p, const char *stage, size_t i,
+                                      dynrag_option_info *out, dynrag_error *err);
+/* The index of the stage's option called name, or -1. */
+DYNRAG_API int dynrag_pipeline_find_option(const dynrag_pipeline *p, const char *stage,
+                                           const char *name);
+/* The stage's router params / option i's params as compact JSON (defaults
+ * filled in). Caller frees with dynrag_free(); NULL for an unknown stage or
+ * option, or when out of memory. */
+DYNRAG_API char *dynrag_pipeline_router_params(const dynrag_pipeline *p, const char *stage);
+DYNRAG_API char *dynrag_pipeline_option_params(const dynrag_pipeline *p, const char *stage,
+                                               size_t i);
+
+/* The pipeline's `budget:` (INFINITY, unbounded, where it sets none). */
+DYNRAG_API void dynrag_pipeline_budget(const dynrag_pipeline *p, dynrag_budget *out);
+
+typedef struct dynrag_endpoint_info {
+    const char *name;
+    const char *base_url;    /* after ${VAR} expansion; "" when not configured */
+    const char *model;       /* "" when not configured */
+    const char *api_key_env; /* the environment variable holding the key, or NULL (never
+                                the key itself) */
+    double timeout_s;
+    int max_retries;
+    bool configured;         /* base_url and model both set */
+} dynrag_endpoint_info;
+
+DYNRAG_API size_t dynrag_pipeline_n_endpoints(const dynrag_pipeline *p);
+/* Endpoint i, in the file's order. */
+DYNRAG_API int dynrag_pipeline_endpoint(const dynrag_pipeline *p, size_t i,
+                                        dynrag_endpoint_info *out, dynrag_error *err);
+
+/* The search options an index-stage option stands for (the mode of its
+ * kind, and its resolved k1, b, rrf_k, w_bm25, w_dense, depth and nprobe
+ * where its kind has them; a configured 0 stays 0), starting from
+ * dynrag_search_options_init(): what the engine searches with when it
+ * routes to that option. option NULL: the stage's first option. */
+DYNRAG_API int dynrag_pipeline_search_options(const dynrag_pipeline *p, const char *option,
+                                              dynrag_search_options *out, dynrag_error *err);
 
 #ifdef __cplusplus
 }

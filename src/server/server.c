@@ -13,7 +13,6 @@
 #include "core/util.h"
 #include "dynrag/engine.h"
 #include "dynrag/index.h"
-#include "pipeline/spec.h"
 #include "server/httpd.h"
 #include "server/jsonw.h"
 #include "server/metrics.h"
@@ -305,13 +304,6 @@ static void do_metrics(dynrag_server *s, dr_http_exchange *x)
     x->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
-/* Search options of an index-stage option (its resolved params; a
- * configured 0 stays 0). */
-static void search_options_from(const dr_option *o, dynrag_search_options *so)
-{
-    dr_option_search_options(o, so);
-}
-
 /*
  * Writes the /v1/retrieve body straight into a buffer (no cJSON tree: ten
  * chunk texts made the tree's copies and printing the server's largest
@@ -458,23 +450,26 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
         x->status = x->err.status;
         return;
     }
-    const dr_stage *ist = &s->p->stages[DR_STAGE_INDEX];
     dynrag_search_options so;
     dynrag_search_options_init(&so);
-    so.k = req.k;
+    dynrag_stage_info ist;
+    dynrag_pipeline_stage(s->p, "index", &ist, NULL);
     dynrag_index *idx = NULL;
     dynrag_result *route = NULL;
     const char *route_option = NULL;
     dynrag_hits hits;
     memset(&hits, 0, sizeof(hits));
     if (req.mode >= 0) {
-        so.mode = (dynrag_search_mode)req.mode;
-        for (size_t i = 0; i < ist->n_options; i++) {
-            if (dynrag_search_mode_parse(ist->options[i].kind) == req.mode) {
-                search_options_from(&ist->options[i], &so);
+        /* The params of the first index option of that mode, if any. */
+        for (size_t i = 0; i < ist.n_options; i++) {
+            dynrag_option_info oi;
+            if (dynrag_pipeline_option(s->p, "index", i, &oi, NULL) == DYNRAG_OK &&
+                dynrag_search_mode_parse(oi.kind) == req.mode) {
+                dynrag_pipeline_search_options(s->p, oi.name, &so, NULL);
                 break;
             }
         }
+        so.mode = (dynrag_search_mode)req.mode;
         idx = dynrag_engine_index(s->e, NULL);
     } else {
         route = run_query(s, x, req.query, NULL, true, true, NULL);
@@ -490,18 +485,17 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
         }
         /* retrieval_mode "none" skips the index stage; the client asked to
          * retrieve anyway, so the stage's first option is used. */
-        int oi = ichoice ? dr_stage_find_option(ist, ichoice) : 0;
-        if (oi < 0)
-            oi = 0;
-        const dr_option *io = &ist->options[oi];
-        int mode = dynrag_search_mode_parse(io->kind);
-        so.mode = mode >= 0 ? (dynrag_search_mode)mode : DYNRAG_SEARCH_BM25;
-        search_options_from(io, &so);
-        route_option = io->name;
+        int oi = ichoice ? dynrag_pipeline_find_option(s->p, "index", ichoice) : 0;
+        dynrag_option_info io;
+        dynrag_pipeline_option(s->p, "index", oi < 0 ? 0 : (size_t)oi, &io, NULL);
+        if (dynrag_pipeline_search_options(s->p, io.name, &so, NULL) != DYNRAG_OK)
+            dynrag_search_options_init(&so); /* bm25 with the defaults */
+        route_option = io.name;
         idx = dynrag_engine_index(s->e, emb);
         if (idx == NULL)
             idx = dynrag_engine_index(s->e, NULL);
     }
+    so.k = req.k;
     if (idx == NULL) {
         dr_http_error_set(&x->err, 503, "server_error", "no_index", NULL,
                           "the pipeline has no index open (it never retrieves, or no embedder "
