@@ -12,6 +12,13 @@
 
 #include <cjson/cJSON.h>
 
+/* A metric spec: the metric and its cutoff (0 for all but ranking metrics). */
+static dynrag_metric_spec metric(dynrag_metric m, int k)
+{
+    dynrag_metric_spec s = {m, k};
+    return s;
+}
+
 TEST(eval_em_f1_normalisation)
 {
     const char *g1[] = {"Paris"};
@@ -38,11 +45,12 @@ TEST(eval_em_f1_normalisation)
     const char *g6[] = {"Neil Armstrong"};
     ASSERT_NEAR(dynrag_eval_contains("...said NEIL  armstrong, later", g6, 1), 1, 0);
     ASSERT_NEAR(dynrag_eval_contains("", g6, 1), 0, 0);
-    dynrag_eval_metric m;
+    dynrag_metric_spec m;
     dynrag_error err;
-    ASSERT_OK(dynrag_eval_metric_parse("NDCG@10", &m, &err), &err);
-    ASSERT_EQ(m, DYNRAG_EVAL_NDCG10);
-    ASSERT_EQ(dynrag_eval_metric_parse("bleu", &m, &err), DYNRAG_ERR_INVALID);
+    ASSERT_OK(dynrag_metric_parse("NDCG@10", &m, &err), &err);
+    ASSERT_EQ(m.metric, DYNRAG_METRIC_NDCG);
+    ASSERT_EQ(m.k, 10);
+    ASSERT_EQ(dynrag_metric_parse("bleu", &m, &err), DYNRAG_ERR_INVALID);
 }
 
 /* 4 queries x 3 options (cheap, mid, dear) with known qualities and costs. */
@@ -64,9 +72,12 @@ static dynrag_eval_table *synthetic_table(void)
         for (size_t o = 0; o < 3; o++) {
             dynrag_eval_outcome *x = &t->cells[i * 3 + o];
             x->ok = true;
-            x->m[DYNRAG_EVAL_F1] = q[i][o];
-            x->m[DYNRAG_EVAL_USD] = c[o];
-            x->m[DYNRAG_EVAL_STEPS] = 1;
+            if (dynrag_eval_outcome_set(x, metric(DYNRAG_METRIC_F1, 0), q[i][o], &err) ||
+                dynrag_eval_outcome_set(x, metric(DYNRAG_METRIC_USD, 0), c[o], &err) ||
+                dynrag_eval_outcome_set(x, metric(DYNRAG_METRIC_STEPS, 0), 1, &err)) {
+                dynrag_eval_table_free(t);
+                return NULL;
+            }
         }
     }
     /* The router: scores favour cheap on q0/q3, mid on q1, dear on q2. */
@@ -87,8 +98,8 @@ TEST(eval_baselines_known_oracle)
     ASSERT(t != NULL);
     dynrag_eval_compare_options co;
     dynrag_eval_compare_options_init(&co);
-    co.quality = DYNRAG_EVAL_F1;
-    co.cost = DYNRAG_EVAL_USD;
+    co.quality = metric(DYNRAG_METRIC_F1, 0);
+    co.cost = metric(DYNRAG_METRIC_USD, 0);
     co.seed = 5;
     co.sweep = DYNRAG_EVAL_SWEEP_CLASSIFIER;
     co.escalate = 2;
@@ -103,6 +114,13 @@ TEST(eval_baselines_known_oracle)
     ASSERT_EQ(r->calls[0], 2);
     ASSERT_EQ(r->calls[1], 1);
     ASSERT_EQ(r->calls[2], 1);
+    /* The row's means through the accessor: quality and cost are two of them. */
+    ASSERT_NEAR(dynrag_eval_row_get(r, metric(DYNRAG_METRIC_F1, 0)), r->quality, 0);
+    ASSERT_NEAR(dynrag_eval_row_get(r, metric(DYNRAG_METRIC_USD, 0)), r->cost, 0);
+    ASSERT_NEAR(dynrag_eval_row_get(r, metric(DYNRAG_METRIC_STEPS, 0)), 1, 0);
+    ASSERT(isnan(dynrag_eval_row_get(r, metric(DYNRAG_METRIC_NDCG, 10)))); /* no values */
+    ASSERT(isnan(dynrag_eval_row_get(r, metric(DYNRAG_METRIC_NDCG, 5))));  /* not recorded */
+    ASSERT(isnan(dynrag_eval_row_get(r, metric(DYNRAG_METRIC_DEFAULT, 0))));
     /* The router picked the oracle's options here. */
     r = dynrag_eval_comparison_row(&c, "router");
     ASSERT_NEAR(r->quality, 0.875, 1e-12);
@@ -159,8 +177,8 @@ TEST(eval_cascade_chain_costs)
             t->cells[i * 3 + o].confidence = conf[i][o];
     dynrag_eval_compare_options co;
     dynrag_eval_compare_options_init(&co);
-    co.quality = DYNRAG_EVAL_F1;
-    co.cost = DYNRAG_EVAL_USD;
+    co.quality = metric(DYNRAG_METRIC_F1, 0);
+    co.cost = metric(DYNRAG_METRIC_USD, 0);
     co.sweep = DYNRAG_EVAL_SWEEP_CASCADE;
     double grid[1] = {0.5};
     co.grid = grid;
@@ -225,14 +243,15 @@ TEST(eval_replay_default_metric_follows_format)
         char *lp = dr_strdup(test_write_file("log.jsonl", lb.data));
         dynrag_eval_compare_options co;
         dynrag_eval_compare_options_init(&co);
-        co.quality = DYNRAG_EVAL_QUALITY_AUTO;
-        co.cost = DYNRAG_EVAL_LATENCY;
+        co.quality = metric(DYNRAG_METRIC_DEFAULT, 0);
+        co.cost = metric(DYNRAG_METRIC_LATENCY, 0);
         co.escalate = -1;
         dynrag_eval_table *t = NULL;
         dynrag_eval_comparison c;
         dynrag_error err;
         ASSERT_OK(dynrag_eval_replay(lp, tp, NULL, it % 2 ? &co : NULL, &t, &c, &err), &err);
-        ASSERT_EQ(t->default_quality, beir ? DYNRAG_EVAL_NDCG10 : DYNRAG_EVAL_F1);
+        ASSERT_EQ(t->default_quality.metric, beir ? DYNRAG_METRIC_NDCG : DYNRAG_METRIC_F1);
+        ASSERT_EQ(t->default_quality.k, beir ? 10 : 0);
         double best_always = -1;
         for (size_t r = 0; r < c.n_rows; r++) {
             const dynrag_eval_row *row = &c.rows[r];
@@ -324,8 +343,8 @@ static dynrag_eval_options qa_options(const char *yaml, const char *data, const 
     o.data_path = data;
     o.out_dir = out;
     o.format = DYNRAG_EVAL_FORMAT_QA;
-    o.quality = DYNRAG_EVAL_CONTEXT;
-    o.cost = DYNRAG_EVAL_STEPS;
+    o.quality = metric(DYNRAG_METRIC_CONTEXT, 0);
+    o.cost = metric(DYNRAG_METRIC_STEPS, 0);
     return o;
 }
 
@@ -339,8 +358,8 @@ static int replay_out(const char *out, const char *stage, dynrag_eval_table **t,
     snprintf(table, sizeof table, "%s/outcomes.jsonl", out);
     dynrag_eval_compare_options co;
     dynrag_eval_compare_options_init(&co);
-    co.quality = DYNRAG_EVAL_CONTEXT;
-    co.cost = DYNRAG_EVAL_STEPS;
+    co.quality = metric(DYNRAG_METRIC_CONTEXT, 0);
+    co.cost = metric(DYNRAG_METRIC_STEPS, 0);
     return dynrag_eval_replay(log, table, stage, &co, t, c, err);
 }
 

@@ -113,8 +113,10 @@ TEST(options_init_documented_defaults)
     ASSERT_EQ(t.threads, 1);
 
     INIT_FROM(dynrag_eval_compare_options, dynrag_eval_compare_options_init, 0xA5, c);
-    ASSERT_EQ(c.quality, DYNRAG_EVAL_F1);
-    ASSERT_EQ(c.cost, DYNRAG_EVAL_LATENCY);
+    ASSERT_EQ(c.quality.metric, DYNRAG_METRIC_F1);
+    ASSERT_EQ(c.quality.k, 0);
+    ASSERT_EQ(c.cost.metric, DYNRAG_METRIC_LATENCY);
+    ASSERT_EQ(c.cost.k, 0);
     ASSERT_EQ(c.seed, 0);
     ASSERT_EQ(c.sweep, DYNRAG_EVAL_SWEEP_NONE);
     ASSERT_EQ(c.escalate, -1);
@@ -128,8 +130,10 @@ TEST(options_init_documented_defaults)
     ASSERT_EQ(ev.limit, 0);
     ASSERT_EQ(ev.seed, 0);
     ASSERT(ev.stages == NULL && ev.n_stages == 0 && ev.index_dir == NULL);
-    ASSERT_EQ(ev.quality, DYNRAG_EVAL_QUALITY_AUTO);
-    ASSERT_EQ(ev.cost, DYNRAG_EVAL_COST_AUTO);
+    ASSERT_EQ(ev.quality.metric, DYNRAG_METRIC_DEFAULT);
+    ASSERT_EQ(ev.quality.k, 0);
+    ASSERT_EQ(ev.cost.metric, DYNRAG_METRIC_DEFAULT);
+    ASSERT_EQ(ev.cost.k, 0);
 
     INIT_FROM(dynrag_eval_calibrate_options, dynrag_eval_calibrate_options_init, 0xA5, ca);
     ASSERT(ca.stage == NULL && ca.target_option == NULL && ca.out_yaml == NULL);
@@ -141,7 +145,8 @@ TEST(options_init_documented_defaults)
 
     INIT_FROM(dynrag_label_options, dynrag_label_options_init, 0xA5, l);
     ASSERT_EQ(l.limit, 0);
-    ASSERT_EQ(l.success, DYNRAG_EVAL_CONTEXT);
+    ASSERT_EQ(l.success.metric, DYNRAG_METRIC_CONTEXT);
+    ASSERT_EQ(l.success.k, 0);
     ASSERT_NEAR(l.min_quality, 0.5, 0);
     ASSERT(l.fallback_label == NULL && l.source == NULL && l.index_dir == NULL);
 }
@@ -517,8 +522,9 @@ TEST(options_zero_is_value_or_named_error)
         VALUE(dynrag_eval_options, limit),
         VALUE(dynrag_eval_options, seed),
         VALUE(dynrag_eval_options, no_baselines),
-        VALUE(dynrag_eval_options, quality),
-        VALUE(dynrag_eval_options, cost),
+        /* 0 is {DYNRAG_METRIC_NDCG, 0}: nDCG without a cutoff, not recorded */
+        ERROR(dynrag_eval_options, quality, "quality"),
+        ERROR(dynrag_eval_options, cost, "cost"),
     };
     CHECK_ZEROES(dynrag_eval_options, ev, eval_fields, call_eval, NULL, false);
 
@@ -543,15 +549,21 @@ TEST(options_zero_is_value_or_named_error)
     dynrag_label_options_init(&lo);
     lo.pipeline_path = lo.data_path = lo.out_path = lo.work_dir = f.missing;
     static const field label_fields[] = {
-        VALUE(dynrag_label_options, index_dir),
-        VALUE(dynrag_label_options, limit),
-        VALUE(dynrag_label_options, success),
-        VALUE(dynrag_label_options, min_quality),
+        VALUE(dynrag_label_options, index_dir),          VALUE(dynrag_label_options, limit),
+        ERROR(dynrag_label_options, success, "success"), VALUE(dynrag_label_options, min_quality),
         VALUE(dynrag_label_options, fallback_label),
     };
     CHECK_ZEROES(dynrag_label_options, lo, label_fields, call_label, NULL, false);
 
-    /* dynrag_eval_compare_options on a 3-query table with a classifier sweep */
+    /* dynrag_eval_compare_options on a 3-query table with a classifier sweep;
+     * every metric the evaluation records has a value */
+    static const dynrag_metric_spec recorded[] = {
+        {DYNRAG_METRIC_EM, 0},       {DYNRAG_METRIC_F1, 0},     {DYNRAG_METRIC_CONTEXT, 0},
+        {DYNRAG_METRIC_SUPPORT, 0},  {DYNRAG_METRIC_NDCG, 10},  {DYNRAG_METRIC_RECALL, 10},
+        {DYNRAG_METRIC_RECALL, 100}, {DYNRAG_METRIC_MRR, 10},   {DYNRAG_METRIC_STEPS, 0},
+        {DYNRAG_METRIC_CALLS, 0},    {DYNRAG_METRIC_TOKENS, 0}, {DYNRAG_METRIC_USD, 0},
+        {DYNRAG_METRIC_LATENCY, 0},  {DYNRAG_METRIC_ENERGY, 0}, {DYNRAG_METRIC_QUALITY, 0},
+    };
     dynrag_eval_table *t = NULL;
     ASSERT_OK(dynrag_eval_table_new("generator", "classifier", 3, 2, &t, &err), &err);
     for (size_t q = 0; q < 3; q++) {
@@ -560,8 +572,10 @@ TEST(options_zero_is_value_or_named_error)
         t->query_ids[q] = dr_strdup(id);
         for (size_t o = 0; o < 2; o++) {
             dynrag_eval_outcome *c = &t->cells[q * 2 + o];
-            for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++)
-                c->m[m] = (double)((q + o + (size_t)m) % 3) / 2;
+            for (size_t m = 0; m < DR_ARRAY_LEN(recorded); m++)
+                ASSERT_OK(
+                    dynrag_eval_outcome_set(c, recorded[m], (double)((q + o + m) % 3) / 2, &err),
+                    &err);
             c->ok = true;
             t->router_scores[q * 2 + o] = o == 0 ? 0.3 * (double)q : 1 - 0.3 * (double)q;
         }
@@ -573,8 +587,8 @@ TEST(options_zero_is_value_or_named_error)
     dynrag_eval_compare_options_init(&co);
     co.sweep = DYNRAG_EVAL_SWEEP_CLASSIFIER;
     static const field compare_fields[] = {
-        VALUE(dynrag_eval_compare_options, quality),
-        VALUE(dynrag_eval_compare_options, cost),
+        ERROR(dynrag_eval_compare_options, quality, "quality"),
+        ERROR(dynrag_eval_compare_options, cost, "cost"),
         VALUE(dynrag_eval_compare_options, seed),
         VALUE(dynrag_eval_compare_options, sweep),
         VALUE(dynrag_eval_compare_options, escalate),
@@ -591,6 +605,38 @@ TEST(options_zero_is_value_or_named_error)
     ASSERT_NEAR(c.sweep[0].param, 0, 0);
     ASSERT_NEAR(c.sweep[20].param, 1, 1e-12);
     dynrag_eval_comparison_free(&c);
+
+    /* Metric fields: a metric the evaluation does not record fails naming
+     * the field and the metric, before any file is read. */
+    co.quality = (dynrag_metric_spec){DYNRAG_METRIC_NDCG, 5};
+    ASSERT_EQ(call_compare(t, &co, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "quality: metric 'ndcg@5'");
+    co.quality = (dynrag_metric_spec){DYNRAG_METRIC_DEFAULT, 0}; /* the replay functions' */
+    ASSERT_EQ(call_compare(t, &co, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "quality: DYNRAG_METRIC_DEFAULT");
+    dynrag_eval_compare_options_init(&co);
+    co.cost = (dynrag_metric_spec){DYNRAG_METRIC_P, 5};
+    ASSERT_EQ(call_compare(t, &co, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "cost: metric 'p@5'");
+    co.cost = (dynrag_metric_spec){DYNRAG_METRIC_USD, 0};
+    co.quality = (dynrag_metric_spec){DYNRAG_METRIC_NDCG, 10};
+    ASSERT_OK(dynrag_eval_compare(t, &co, &c, &err), &err);
+    dynrag_eval_comparison_free(&c);
+    ev.quality = (dynrag_metric_spec){DYNRAG_METRIC_MRR, 0};
+    ASSERT_EQ(call_eval(NULL, &ev, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "quality: metric 'mrr'");
+    ev.quality.metric = DYNRAG_METRIC_DEFAULT;
+    ev.cost = (dynrag_metric_spec){DYNRAG_METRIC_LATENCY, 3};
+    ASSERT_EQ(call_eval(NULL, &ev, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "cost: metric 'latency_ms@3'");
+    ev.cost = (dynrag_metric_spec){DYNRAG_METRIC_STEPS, 0};
+    ASSERT_EQ(call_eval(NULL, &ev, &err), DYNRAG_ERR_NOTFOUND);
+    lo.success = (dynrag_metric_spec){DYNRAG_METRIC_P, 10};
+    ASSERT_EQ(call_label(NULL, &lo, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "success: metric 'p@10'");
+    lo.success = (dynrag_metric_spec){DYNRAG_METRIC_DEFAULT, 0};
+    ASSERT_EQ(call_label(NULL, &lo, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "success");
 
     dynrag_eval_table_free(t);
     dynrag_engine_close(f.e);

@@ -15,6 +15,7 @@
 #define DYNRAG_EVAL_H
 
 #include "dynrag/common.h"
+#include "dynrag/metrics.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -54,46 +55,38 @@ DYNRAG_API double dynrag_eval_contains(const char *text, const char *const *gold
 
 /* ---- per-query metrics --------------------------------------------------------- */
 
-typedef enum dynrag_eval_metric {
-    DYNRAG_EVAL_EM = 0,     /* "em" */
-    DYNRAG_EVAL_F1,         /* "f1" */
-    DYNRAG_EVAL_CONTEXT,    /* "context": a gold answer is in the retrieved context */
-    DYNRAG_EVAL_SUPPORT,    /* "support": share of supporting titles retrieved */
-    DYNRAG_EVAL_NDCG10,     /* "ndcg@10" */
-    DYNRAG_EVAL_RECALL10,   /* "recall@10" */
-    DYNRAG_EVAL_RECALL100,  /* "recall@100" */
-    DYNRAG_EVAL_MRR10,      /* "mrr@10" */
-    DYNRAG_EVAL_STEPS,      /* "steps": retrieval steps */
-    DYNRAG_EVAL_CALLS,      /* "calls": generator calls */
-    DYNRAG_EVAL_TOKENS,     /* "tokens": input + output tokens */
-    DYNRAG_EVAL_USD,        /* "usd" */
-    DYNRAG_EVAL_LATENCY,    /* "latency_ms" */
-    DYNRAG_EVAL_ENERGY,     /* "energy_wh" */
-    DYNRAG_EVAL_QUALITY,    /* "quality": a recorded quality in [0, 1] (outcome tables) */
-    DYNRAG_EVAL_N_METRICS
-} dynrag_eval_metric;
+/*
+ * The metrics an evaluation records per query and option (dynrag_metric,
+ * dynrag/metrics.h): em, f1, context, support, ndcg@10, recall@10,
+ * recall@100, mrr@10, steps, calls, tokens, usd, latency_ms, energy_wh and
+ * quality. Another metric, or another cutoff of a ranking metric (e.g.
+ * ndcg@5, or recip_rank without a cutoff), is not recorded: the accessors
+ * below read it as NAN and refuse to store it, and options naming it fail
+ * with DYNRAG_ERR_INVALID.
+ */
 
-/* The metric's name as above (static string). */
-DYNRAG_API const char *dynrag_eval_metric_name(dynrag_eval_metric m);
-/* Parses a metric name (case-insensitive); also "latency" and "energy", and
- * a ranking metric in any spelling dynrag_metric_parse() (metrics.h) accepts,
- * e.g. "nDCG@10", "ndcg_cut.10", "recall_100". DYNRAG_ERR_INVALID when
- * unknown, or for a ranking metric the evaluation does not record (e.g.
- * "ndcg@5", or "recip_rank" without a cutoff). */
-DYNRAG_API int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err);
-/* True for cost metrics (steps .. energy_wh): they add up along a cascade. */
-DYNRAG_API bool dynrag_eval_metric_is_cost(dynrag_eval_metric m);
+/* The storage size of the per-metric arrays of dynrag_eval_outcome and
+ * dynrag_eval_row: one value per recorded metric, in an internal order.
+ * Read and write them through the accessors, never by index. */
+#define DYNRAG_EVAL_SLOTS 15
 
-/* The outcome of one query under one option. m[i] is NAN when the metric does
+/* The outcome of one query under one option. A metric is NAN when it does
  * not apply (e.g. EM without gold answers, nDCG for QA). */
 typedef struct dynrag_eval_outcome {
-    double m[DYNRAG_EVAL_N_METRICS];
+    double slots[DYNRAG_EVAL_SLOTS]; /* private: use dynrag_eval_outcome_get/_set */
     double confidence; /* cascade judge confidence of this answer, NAN if none */
     bool ok;           /* false: the run failed (quality counts as 0) */
 } dynrag_eval_outcome;
 
 /* An outcome with every metric NAN, confidence NAN and ok false. */
 DYNRAG_API void dynrag_eval_outcome_init(dynrag_eval_outcome *o);
+/* The value of metric m in o: NAN when it has none or when the evaluation
+ * does not record m. */
+DYNRAG_API double dynrag_eval_outcome_get(const dynrag_eval_outcome *o, dynrag_metric_spec m);
+/* Sets metric m of o to v (NAN: no value). Fails with DYNRAG_ERR_INVALID,
+ * naming m, when the evaluation does not record m (o unchanged). */
+DYNRAG_API int dynrag_eval_outcome_set(dynrag_eval_outcome *o, dynrag_metric_spec m, double v,
+                                       dynrag_error *err);
 
 /* ---- outcome tables -------------------------------------------------------------- */
 
@@ -109,7 +102,7 @@ typedef struct dynrag_eval_table {
     dynrag_eval_outcome *router_outcome; /* [n_queries]: the router's own run; !ok = use the cell */
     double *router_scores;     /* [n_queries][n_options]: the router's scores (NAN) */
     bool cascade;              /* the router escalates in listed order (costs add up) */
-    dynrag_eval_metric default_quality; /* what the outcomes' format calls for: ndcg@10 for
+    dynrag_metric_spec default_quality; /* what the outcomes' format calls for: ndcg@10 for
                                            BEIR retrieval outcomes, f1 for QA (the default) */
 } dynrag_eval_table;
 
@@ -129,7 +122,8 @@ typedef struct dynrag_eval_row {
     char name[64];   /* "router", "always-<option>", "random", "random-mix", "oracle",
                         or "sweep" for threshold sweep points */
     double param;    /* the threshold of a sweep point; NAN otherwise */
-    double mean[DYNRAG_EVAL_N_METRICS]; /* over queries where the metric applies; NAN if none */
+    double means[DYNRAG_EVAL_SLOTS]; /* private: use dynrag_eval_row_get (the mean of each
+                                        metric over the queries where it applies) */
     double quality;  /* mean of the quality metric (unscored queries excluded) */
     double cost;     /* mean of the cost metric */
     size_t n_scored; /* queries with a quality value */
@@ -138,24 +132,25 @@ typedef struct dynrag_eval_row {
     double share[DYNRAG_MAX_OPTIONS]; /* per option: share of queries that ended on it */
 } dynrag_eval_row;
 
+/* The mean of metric m in row r over the queries where it applies: NAN when
+ * it applies to none or when the evaluation does not record m. */
+DYNRAG_API double dynrag_eval_row_get(const dynrag_eval_row *r, dynrag_metric_spec m);
+
 typedef enum dynrag_eval_sweep_kind {
     DYNRAG_EVAL_SWEEP_NONE = 0,
     DYNRAG_EVAL_SWEEP_CLASSIFIER, /* argmax of router_scores unless < threshold: escalate */
     DYNRAG_EVAL_SWEEP_CASCADE     /* first option whose confidence >= threshold */
 } dynrag_eval_sweep_kind;
 
-/* A compare option's quality metric that follows the table's format
- * (dynrag_eval_table.default_quality); accepted by the replay functions. */
-#define DYNRAG_EVAL_QUALITY_AUTO ((dynrag_eval_metric)-1)
-
 /* Options of dynrag_eval_compare() and the replay functions. Call
  * dynrag_eval_compare_options_init() first, then set what differs: every
  * field is taken literally, and a value out of range fails with
  * DYNRAG_ERR_INVALID naming the field. */
 typedef struct dynrag_eval_compare_options {
-    dynrag_eval_metric quality; /* default DYNRAG_EVAL_F1; the replay functions also take
-                                   DYNRAG_EVAL_QUALITY_AUTO */
-    dynrag_eval_metric cost;    /* default DYNRAG_EVAL_LATENCY */
+    dynrag_metric_spec quality; /* a recorded metric (default f1); the replay functions also
+                                   take metric DYNRAG_METRIC_DEFAULT: the table's
+                                   default_quality */
+    dynrag_metric_spec cost;    /* a recorded metric (default latency_ms) */
     uint64_t seed;              /* random baselines (default 0) */
     dynrag_eval_sweep_kind sweep; /* default DYNRAG_EVAL_SWEEP_NONE */
     int escalate;               /* classifier sweep: the escalation option's index; -1
@@ -189,8 +184,9 @@ typedef struct dynrag_eval_comparison {
  * steps, then listed order); a query without a quality value goes to its
  * cheapest option. Random picks options uniformly with dynrag's seeded PRNG;
  * random-mix with the router's observed shares. A failed cell counts as
- * quality 0. Fails with DYNRAG_ERR_INVALID for an empty table or more than
- * DYNRAG_MAX_OPTIONS options. Free with dynrag_eval_comparison_free. */
+ * quality 0. Fails with DYNRAG_ERR_INVALID for an empty table, more than
+ * DYNRAG_MAX_OPTIONS options, or a quality or cost metric the evaluation
+ * does not record (naming the field). Free with dynrag_eval_comparison_free. */
 DYNRAG_API int dynrag_eval_compare(const dynrag_eval_table *t,
                                    const dynrag_eval_compare_options *opt,
                                    dynrag_eval_comparison *out, dynrag_error *err);
@@ -217,10 +213,6 @@ DYNRAG_API char *dynrag_eval_svg_calls(const dynrag_eval_table *t, const dynrag_
 
 typedef enum dynrag_eval_format { DYNRAG_EVAL_FORMAT_QA = 0, DYNRAG_EVAL_FORMAT_BEIR } dynrag_eval_format;
 
-/* A dynrag_eval_options cost that follows the runs: usd when any run costs
- * money, else latency_ms. */
-#define DYNRAG_EVAL_COST_AUTO ((dynrag_eval_metric)-1)
-
 /* Options of dynrag_eval_run() and dynrag_eval_calibrate(). Call
  * dynrag_eval_options_init() first, then set what differs: every field is
  * taken literally, and a value out of range fails with DYNRAG_ERR_INVALID
@@ -238,9 +230,10 @@ typedef struct dynrag_eval_options {
     size_t n_stages;
     bool no_baselines;         /* only the router run (no forced runs) (false) */
     bool no_cache;             /* neither read nor write OUT/cache.jsonl (false) */
-    dynrag_eval_metric quality; /* oracle's quality; default DYNRAG_EVAL_QUALITY_AUTO:
-                                   ndcg@10 (BEIR) / f1 (QA) */
-    dynrag_eval_metric cost;    /* default DYNRAG_EVAL_COST_AUTO */
+    dynrag_metric_spec quality;  /* oracle's quality, a recorded metric; default metric
+                                    DYNRAG_METRIC_DEFAULT: ndcg@10 (BEIR) / f1 (QA) */
+    dynrag_metric_spec cost;     /* a recorded metric; default metric DYNRAG_METRIC_DEFAULT:
+                                    usd when any run costs money, else latency_ms */
     dynrag_progress_fn progress; /* NULL (default): no progress calls */
     void *progress_user;
 } dynrag_eval_options;
@@ -282,14 +275,14 @@ DYNRAG_API int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summa
  * "router" field) gets the threshold sweep when opt->sweep is NONE. Lines
  * may carry "format": "beir"|"qa" (OUT/outcomes.jsonl does); without it a
  * table whose metrics hold ndcg@10 and never f1 is BEIR. opt->quality
- * DYNRAG_EVAL_QUALITY_AUTO takes the format's metric (ndcg@10 for BEIR, f1
- * for QA). log_path is a route log: each record's choice for
- * the stage (matched by "id" = query_id, else by "query" text) is the
- * router's decision; its outcome is looked up in the table (for a cascade,
- * the costs of every attempted option add up). stage NULL = the table's
- * first stage. Writes the comparison to *out (free with
- * dynrag_eval_comparison_free) and the table to *table (may be NULL; free
- * with dynrag_eval_table_free).
+ * DYNRAG_METRIC_DEFAULT takes the format's metric (ndcg@10 for BEIR, f1
+ * for QA); opt NULL: that quality and the other compare defaults. log_path
+ * is a route log: each record's choice for the stage (matched by "id" =
+ * query_id, else by "query" text) is the router's decision; its outcome is
+ * looked up in the table (for a cascade, the costs of every attempted
+ * option add up). stage NULL = the table's first stage. Writes the
+ * comparison to *out (free with dynrag_eval_comparison_free) and the
+ * table to *table (may be NULL; free with dynrag_eval_table_free).
  */
 DYNRAG_API int dynrag_eval_replay(const char *log_path, const char *outcomes_path,
                                   const char *stage, const dynrag_eval_compare_options *opt,
@@ -299,8 +292,9 @@ DYNRAG_API int dynrag_eval_replay(const char *log_path, const char *outcomes_pat
 /* Reads an outcome table file (format above) for one stage (NULL = first)
  * and sets the table's default_quality from its format. Top-level "quality"
  * and "cost" numbers fill opt's quality and cost metrics (opt NULL or quality
- * DYNRAG_EVAL_QUALITY_AUTO: the format's metric; cost default latency_ms).
- * Errors name the file and line. */
+ * DYNRAG_METRIC_DEFAULT: the format's metric; cost default latency_ms); a
+ * metric the evaluation does not record fails with DYNRAG_ERR_INVALID naming
+ * the field. Errors name the file and line. */
 DYNRAG_API int dynrag_eval_table_load(const char *outcomes_path, const char *stage,
                            const dynrag_eval_compare_options *opt, dynrag_eval_table **out,
                            dynrag_error *err);
@@ -482,7 +476,7 @@ typedef struct dynrag_label_options {
     const char *work_dir;      /* required: the evaluation's outputs and cache */
     const char *index_dir;     /* NULL (default) = the pipeline's */
     size_t limit;              /* the first `limit` questions; 0 (default) = no limit */
-    dynrag_eval_metric success; /* the success metric (default DYNRAG_EVAL_CONTEXT) */
+    dynrag_metric_spec success; /* the success metric, a recorded one (default context) */
     double min_quality;        /* success = metric >= min_quality, a finite number (default
                                   0.5; 0: any run that has the metric succeeds) */
     const char *fallback_label; /* label when no mode succeeds; NULL (default) = leave the

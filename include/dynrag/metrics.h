@@ -1,5 +1,6 @@
 /*
- * dynrag/metrics.h - retrieval metrics that match trec_eval.
+ * dynrag/metrics.h - retrieval metrics that match trec_eval, and the one
+ * metric enum (names, parsing) of the whole API.
  *
  * nDCG@k, Recall@k, MRR@k and P@k per query and their mean over queries,
  * computed exactly as trec_eval 9.x computes ndcg_cut.k, recall.k,
@@ -83,25 +84,86 @@ DYNRAG_API void dynrag_run_free(dynrag_run *r);
 
 /* ---- metrics ---------------------------------------------------------------- */
 
+/*
+ * Every metric DynamicRAG computes or records, one enum for the whole API.
+ *
+ * Ranking metrics take a cutoff (dynrag_metric_spec.k) and are what
+ * dynrag_metrics_compute() computes, exactly as trec_eval does (above).
+ * The per-query answer metrics and the cost metrics are recorded by the
+ * evaluation harness (dynrag/eval.h), which also records four ranking
+ * metrics: ndcg@10, recall@10, recall@100 and mrr@10.
+ *
+ * DYNRAG_METRIC_DEFAULT is not a metric: an options field set to it takes
+ * the default its context documents (e.g. dynrag_eval_options.quality:
+ * ndcg@10 for BEIR, f1 for QA). Only fields documented to accept it do.
+ */
 typedef enum dynrag_metric {
-    DYNRAG_METRIC_NDCG = 0,   /* trec_eval ndcg_cut.k */
-    DYNRAG_METRIC_RECALL = 1, /* trec_eval recall.k */
-    DYNRAG_METRIC_MRR = 2,    /* trec_eval recip_rank, counting the first k only */
-    DYNRAG_METRIC_P = 3       /* trec_eval P.k */
+    DYNRAG_METRIC_DEFAULT = -1, /* options only: "the default for the context" */
+    /* ranking metrics, with a cutoff k */
+    DYNRAG_METRIC_NDCG = 0,   /* "ndcg@k": trec_eval ndcg_cut.k */
+    DYNRAG_METRIC_RECALL = 1, /* "recall@k": trec_eval recall.k */
+    DYNRAG_METRIC_MRR = 2,    /* "mrr@k": trec_eval recip_rank, counting the first k only */
+    DYNRAG_METRIC_P = 3,      /* "p@k": trec_eval P.k */
+    /* per-query answer and quality metrics (k 0) */
+    DYNRAG_METRIC_EM = 4,      /* "em": exact match (SQuAD normalisation) */
+    DYNRAG_METRIC_F1 = 5,      /* "f1": SQuAD token F1 */
+    DYNRAG_METRIC_CONTEXT = 6, /* "context": a gold answer is in the retrieved context */
+    DYNRAG_METRIC_SUPPORT = 7, /* "support": share of supporting titles retrieved */
+    DYNRAG_METRIC_QUALITY = 8, /* "quality": a recorded quality in [0, 1] (outcome tables) */
+    /* cost metrics (k 0): they add up along a cascade */
+    DYNRAG_METRIC_STEPS = 9,    /* "steps": retrieval steps */
+    DYNRAG_METRIC_CALLS = 10,   /* "calls": generator calls */
+    DYNRAG_METRIC_TOKENS = 11,  /* "tokens": input + output tokens */
+    DYNRAG_METRIC_USD = 12,     /* "usd": money spent */
+    DYNRAG_METRIC_LATENCY = 13, /* "latency_ms" */
+    DYNRAG_METRIC_ENERGY = 14   /* "energy_wh" */
 } dynrag_metric;
 
+/* A metric and its cutoff. k: for a ranking metric the cutoff >= 1, or 0 for
+ * the whole ranking (Recall and MRR only: nDCG and P need a cutoff); 0 for
+ * every other metric. */
 typedef struct dynrag_metric_spec {
     dynrag_metric metric;
-    int k; /* cutoff >= 1; 0 = the whole ranking (not for P) */
+    int k;
 } dynrag_metric_spec;
 
-/* Parses "ndcg@10", "recall@100", "mrr@10", "p@5" (case-insensitive; "mrr"
- * and "recall" alone mean no cutoff) and trec_eval names "ndcg_cut.10",
- * "ndcg_cut_10", "recall_100", "recip_rank", "P_5", "P.5".
- * DYNRAG_ERR_INVALID when unknown. */
+/*
+ * Parses a metric name, case-insensitively, into *out (untouched on
+ * failure). Ranking metrics: "ndcg@10", "recall@100", "mrr@10", "p@5"
+ * ("mrr" and "recall" alone mean no cutoff) and the trec_eval names
+ * "ndcg_cut.10", "ndcg_cut_10", "recall_100", "recip_rank", "P_5", "P.5";
+ * the others: "em", "f1", "context", "support", "quality", "steps",
+ * "calls", "tokens", "usd", "latency_ms" (or "latency") and "energy_wh" (or
+ * "energy"), with k 0. Fails with DYNRAG_ERR_INVALID naming s when it is
+ * unknown (s NULL included). Whether a consumer takes the metric is its own
+ * check: dynrag_metrics_compute() takes the ranking metrics, the
+ * evaluation the metrics it records.
+ */
 DYNRAG_API int dynrag_metric_parse(const char *s, dynrag_metric_spec *out, dynrag_error *err);
-/* Writes the display name, e.g. "nDCG@10", "Recall@100", "MRR@10", "P@5". */
-DYNRAG_API void dynrag_metric_name(dynrag_metric_spec m, char *buf, size_t size);
+
+/*
+ * Writes the display name of m to buf (at most size bytes, NUL-terminated,
+ * truncated when too small) and returns buf: "nDCG@10", "Recall@100",
+ * "MRR@10", "P@5" ("Recall", "MRR" without a cutoff), and for the other
+ * metrics their key ("f1", "latency_ms"). A value that is not a metric
+ * (DYNRAG_METRIC_DEFAULT included) writes "?". dynrag_metric_parse() reads
+ * every name back.
+ */
+DYNRAG_API const char *dynrag_metric_name(dynrag_metric_spec m, char *buf, size_t size);
+
+/*
+ * Writes the key of m, the lower-case name the evaluation's files use
+ * (report.json, report.md, outcomes.jsonl, cache.jsonl): "ndcg@10",
+ * "recall@100", "mrr@10", "p@5", "em", "f1", "context", "support",
+ * "quality", "steps", "calls", "tokens", "usd", "latency_ms", "energy_wh".
+ * Same buffer rules and "?" as dynrag_metric_name(); dynrag_metric_parse()
+ * reads every key back.
+ */
+DYNRAG_API const char *dynrag_metric_key(dynrag_metric_spec m, char *buf, size_t size);
+
+/* True for the cost metrics (steps .. energy_wh): they add up along a
+ * cascade. False for every other value. */
+DYNRAG_API bool dynrag_metric_is_cost(dynrag_metric m);
 
 /* Options of dynrag_metrics_compute(). Call dynrag_metrics_options_init()
  * first, then set what differs: every field is taken literally. */
@@ -125,11 +187,13 @@ typedef struct dynrag_metrics_result {
 
 /*
  * Evaluates run against qrels. opt may be NULL (the defaults of
- * dynrag_metrics_options_init). On success *out
- * is filled (free with dynrag_metrics_result_free()). Fails with
- * DYNRAG_ERR_INVALID (bad spec, duplicate document in a query of the run)
- * or DYNRAG_ERR_NOTFOUND when no query has both judgements and results
- * (and complete is false).
+ * dynrag_metrics_options_init). metrics must be ranking metrics (nDCG,
+ * Recall, MRR, P) with a valid cutoff. On success *out is filled (free
+ * with dynrag_metrics_result_free()). Fails with DYNRAG_ERR_INVALID (a
+ * metric that is not a ranking metric, e.g. f1, or a bad cutoff: the
+ * message names it; a duplicate document in a query of the run) or
+ * DYNRAG_ERR_NOTFOUND when no query has both judgements and results (and
+ * complete is false).
  */
 DYNRAG_API int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
                                       const dynrag_metric_spec *metrics, size_t n_metrics,

@@ -19,6 +19,28 @@ static size_t split_list(char *s, const char **items, size_t max)
     return n;
 }
 
+/* Parses the value of a metric flag (--quality, --cost, --success) into
+ * *out: a metric name dynrag_metric_parse() reads that the evaluation also
+ * records (the check a scratch outcome's setter makes, so ndcg@5 fails here
+ * rather than after loading the pipeline). Returns false after reporting a
+ * usage error. */
+static bool parse_eval_metric(const char *cmd, const char *flag, const char *v,
+                              dynrag_metric_spec *out)
+{
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    dynrag_metric_spec m;
+    dynrag_eval_outcome scratch;
+    dynrag_eval_outcome_init(&scratch);
+    if (dynrag_metric_parse(v, &m, &err) != DYNRAG_OK ||
+        dynrag_eval_outcome_set(&scratch, m, 0, &err) != DYNRAG_OK) {
+        cli_usage_error(cmd, "%s: %s", flag, dynrag_errmsg(&err));
+        return false;
+    }
+    *out = m;
+    return true;
+}
+
 /* Flags shared by eval and calibrate; returns 1 when argv[*i] was consumed,
  * 0 when unknown, -1 on a bad value (already reported). */
 static int common_flag(const char *cmd, int argc, char **argv, int *i, dynrag_eval_options *o,
@@ -28,8 +50,6 @@ static int common_flag(const char *cmd, int argc, char **argv, int *i, dynrag_ev
     bool has_val = *i + 1 < argc;
     const char *v = has_val ? argv[*i + 1] : NULL;
     long long n;
-    dynrag_error err;
-    dynrag_error_clear(&err);
     if (!has_val)
         return 0;
     if (strcmp(a, "--pipeline") == 0)
@@ -60,11 +80,11 @@ static int common_flag(const char *cmd, int argc, char **argv, int *i, dynrag_ev
         o->n_stages = split_list(stages_buf, stages, 6);
         o->stages = stages;
     } else if (strcmp(a, "--quality") == 0) {
-        if (dynrag_eval_metric_parse(v, &o->quality, &err) != DYNRAG_OK)
-            return cli_usage_error(cmd, "--quality: %s", dynrag_errmsg(&err)), -1;
+        if (!parse_eval_metric(cmd, "--quality", v, &o->quality))
+            return -1;
     } else if (strcmp(a, "--cost") == 0) {
-        if (dynrag_eval_metric_parse(v, &o->cost, &err) != DYNRAG_OK)
-            return cli_usage_error(cmd, "--cost: %s", dynrag_errmsg(&err)), -1;
+        if (!parse_eval_metric(cmd, "--cost", v, &o->cost))
+            return -1;
     } else {
         return 0;
     }
@@ -157,8 +177,9 @@ static int run_replay(const char *log, const char *outcomes, const dynrag_eval_o
 {
     dynrag_eval_compare_options co;
     dynrag_eval_compare_options_init(&co);
-    co.quality = o->quality; /* DYNRAG_EVAL_QUALITY_AUTO unless --quality */
-    co.cost = o->cost != DYNRAG_EVAL_COST_AUTO ? o->cost : DYNRAG_EVAL_LATENCY;
+    co.quality = o->quality; /* DYNRAG_METRIC_DEFAULT unless --quality: the table's */
+    if (o->cost.metric != DYNRAG_METRIC_DEFAULT)
+        co.cost = o->cost; /* else the compare default, latency_ms */
     co.seed = o->seed;
     dynrag_eval_table *t = NULL;
     dynrag_eval_comparison c;
@@ -169,9 +190,11 @@ static int run_replay(const char *log, const char *outcomes, const dynrag_eval_o
         cli_error("eval", "%s", dynrag_errmsg(&err));
         return CLI_FAIL;
     }
-    if (co.quality == DYNRAG_EVAL_QUALITY_AUTO)
+    if (co.quality.metric == DYNRAG_METRIC_DEFAULT)
         co.quality = t->default_quality;
-    print_comparison(t, &c, dynrag_eval_metric_name(co.quality), dynrag_eval_metric_name(co.cost));
+    char qname[48], cname[48];
+    print_comparison(t, &c, dynrag_metric_key(co.quality, qname, sizeof qname),
+                     dynrag_metric_key(co.cost, cname, sizeof cname));
     dynrag_eval_comparison_free(&c);
     dynrag_eval_table_free(t);
     return CLI_OK;
@@ -219,7 +242,7 @@ int cmd_eval(int argc, char **argv)
     }
     if (outcomes && !replay && o.pipeline_path) {
         if (o.data_path || format_set || o.qrels_path || o.index_dir || o.n_stages || o.limit ||
-            o.quality != DYNRAG_EVAL_QUALITY_AUTO || o.cost != DYNRAG_EVAL_COST_AUTO ||
+            o.quality.metric != DYNRAG_METRIC_DEFAULT || o.cost.metric != DYNRAG_METRIC_DEFAULT ||
             o.no_baselines || o.no_cache)
             return cli_usage_error("eval", "--pipeline with --outcomes takes only --out, --seed, "
                                            "--strong, --weak, --sweep and --grid");
@@ -407,9 +430,8 @@ int cmd_label(int argc, char **argv)
                 return CLI_USAGE;
             o.limit = (size_t)lim;
         } else if (strcmp(a, "--success") == 0 && val) {
-            dynrag_error e;
-            if (dynrag_eval_metric_parse(argv[++i], &o.success, &e) != DYNRAG_OK)
-                return cli_usage_error("label", "--success: %s", dynrag_errmsg(&e));
+            if (!parse_eval_metric("label", "--success", argv[++i], &o.success))
+                return CLI_USAGE;
         } else if (strcmp(a, "--min-quality") == 0 && val) {
             if (!cli_parse_double("label", a, argv[++i], 0, 1e9, &o.min_quality))
                 return CLI_USAGE;

@@ -15,8 +15,8 @@
 
 /* Running sums of one row. */
 typedef struct acc {
-    double sum[DYNRAG_EVAL_N_METRICS];
-    size_t cnt[DYNRAG_EVAL_N_METRICS];
+    double sum[DR_EVAL_N_SLOTS];
+    size_t cnt[DR_EVAL_N_SLOTS];
     size_t final_count[DYNRAG_MAX_OPTIONS];
     size_t n;
 } acc;
@@ -31,23 +31,23 @@ static const dynrag_eval_outcome *cell(const dynrag_eval_table *t, size_t q, siz
 static bool query_has_metric(const dynrag_eval_table *t, size_t q, int m)
 {
     for (size_t o = 0; o < t->n_options; o++)
-        if (!isnan(cell(t, q, o)->m[m]))
+        if (!isnan(cell(t, q, o)->slots[m]))
             return true;
-    return !isnan(t->router_outcome[q].m[m]);
+    return !isnan(t->router_outcome[q].slots[m]);
 }
 
 /* The value of metric m of outcome x for query q, with failures as 0. */
 static double value_of(const dynrag_eval_table *t, size_t q, const dynrag_eval_outcome *x, int m)
 {
-    if (!x->ok && !dynrag_eval_metric_is_cost((dynrag_eval_metric)m))
+    if (!x->ok && !dr_eval_slot_is_cost((dr_eval_slot)m))
         return query_has_metric(t, q, m) ? 0.0 : NAN;
-    return x->m[m];
+    return x->slots[m];
 }
 
 static void acc_add(acc *a, const dynrag_eval_table *t, size_t q, const dynrag_eval_outcome *x,
                     int final_opt)
 {
-    for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++) {
+    for (int m = 0; m < DR_EVAL_N_SLOTS; m++) {
         double v = value_of(t, q, x, m);
         if (!isnan(v)) {
             a->sum[m] += v;
@@ -59,13 +59,25 @@ static void acc_add(acc *a, const dynrag_eval_table *t, size_t q, const dynrag_e
     a->n++;
 }
 
+/* The slots of opt's quality and cost metrics. dynrag_eval_compare checks
+ * them; the internal callers pass recorded metrics (else f1, latency_ms). */
+static void metric_slots(const dynrag_eval_compare_options *opt, dr_eval_slot *qs, dr_eval_slot *cs)
+{
+    if (dr_eval_slot_of(opt->quality, NULL, qs, NULL) != DYNRAG_OK)
+        *qs = DR_SLOT_F1;
+    if (dr_eval_slot_of(opt->cost, NULL, cs, NULL) != DYNRAG_OK)
+        *cs = DR_SLOT_LATENCY;
+}
+
 static void acc_finish(const acc *a, const dynrag_eval_compare_options *opt, dynrag_eval_row *r)
 {
-    for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++)
-        r->mean[m] = a->cnt[m] ? a->sum[m] / (double)a->cnt[m] : NAN;
-    r->quality = r->mean[opt->quality];
-    r->cost = r->mean[opt->cost];
-    r->n_scored = a->cnt[opt->quality];
+    dr_eval_slot qs, cs;
+    metric_slots(opt, &qs, &cs);
+    for (int m = 0; m < DR_EVAL_N_SLOTS; m++)
+        r->means[m] = a->cnt[m] ? a->sum[m] / (double)a->cnt[m] : NAN;
+    r->quality = r->means[qs];
+    r->cost = r->means[cs];
+    r->n_scored = a->cnt[qs];
     for (int o = 0; o < DYNRAG_MAX_OPTIONS; o++)
         r->share[o] = a->n ? (double)a->final_count[o] / (double)a->n : 0.0;
 }
@@ -78,19 +90,19 @@ static void chain_outcome(const dynrag_eval_table *t, size_t q, int first, int l
     *out = *cell(t, q, (size_t)last);
     if (first < 0 || first > last)
         first = last;
-    for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++) {
-        if (!dynrag_eval_metric_is_cost((dynrag_eval_metric)m))
+    for (int m = 0; m < DR_EVAL_N_SLOTS; m++) {
+        if (!dr_eval_slot_is_cost((dr_eval_slot)m))
             continue;
         double s = 0;
         bool any = false;
         for (int o = first; o <= last; o++) {
-            double v = cell(t, q, (size_t)o)->m[m];
+            double v = cell(t, q, (size_t)o)->slots[m];
             if (!isnan(v)) {
                 s += v;
                 any = true;
             }
         }
-        out->m[m] = any ? s : NAN;
+        out->slots[m] = any ? s : NAN;
     }
     for (int o = first; o <= last; o++)
         row->calls[o]++;
@@ -104,16 +116,18 @@ static double qual(const dynrag_eval_table *t, size_t q, size_t o, int m)
 
 static double cost0(const dynrag_eval_outcome *x, int m)
 {
-    return isnan(x->m[m]) ? 0.0 : x->m[m];
+    return isnan(x->slots[m]) ? 0.0 : x->slots[m];
 }
 
 /* The oracle's option for query q. */
 static int oracle_pick(const dynrag_eval_table *t, size_t q, const dynrag_eval_compare_options *opt)
 {
+    dr_eval_slot qs, cs;
+    metric_slots(opt, &qs, &cs);
     double best_q = -INFINITY;
     bool scored = false;
     for (size_t o = 0; o < t->n_options; o++) {
-        double v = qual(t, q, o, opt->quality);
+        double v = qual(t, q, o, (int)qs);
         if (!isnan(v)) {
             scored = true;
             if (v > best_q)
@@ -123,7 +137,7 @@ static int oracle_pick(const dynrag_eval_table *t, size_t q, const dynrag_eval_c
     int pick = -1;
     for (size_t o = 0; o < t->n_options; o++) {
         if (scored) {
-            double v = qual(t, q, o, opt->quality);
+            double v = qual(t, q, o, (int)qs);
             if (isnan(v) || v < best_q - 1e-12)
                 continue;
         }
@@ -132,8 +146,8 @@ static int oracle_pick(const dynrag_eval_table *t, size_t q, const dynrag_eval_c
             continue;
         }
         const dynrag_eval_outcome *a = cell(t, q, o), *b = cell(t, q, (size_t)pick);
-        double ca = cost0(a, opt->cost), cb = cost0(b, opt->cost);
-        double sa = cost0(a, DYNRAG_EVAL_STEPS), sb = cost0(b, DYNRAG_EVAL_STEPS);
+        double ca = cost0(a, (int)cs), cb = cost0(b, (int)cs);
+        double sa = cost0(a, DR_SLOT_STEPS), sb = cost0(b, DR_SLOT_STEPS);
         if (ca < cb || (ca == cb && sa < sb))
             pick = (int)o;
     }
@@ -183,8 +197,8 @@ static bool has_choices(const dynrag_eval_table *t)
 void dynrag_eval_compare_options_init(dynrag_eval_compare_options *o)
 {
     memset(o, 0, sizeof(*o));
-    o->quality = DYNRAG_EVAL_F1;
-    o->cost = DYNRAG_EVAL_LATENCY;
+    o->quality = dr_eval_slot_metric(DR_SLOT_F1);
+    o->cost = dr_eval_slot_metric(DR_SLOT_LATENCY);
     o->seed = 0;
     o->sweep = DYNRAG_EVAL_SWEEP_NONE;
     o->escalate = -1;
@@ -228,8 +242,12 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
     if (t->n_options == 0 || t->n_options > DYNRAG_MAX_OPTIONS)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: stage %s has %zu options (1..%d)",
                           t->stage, t->n_options, DYNRAG_MAX_OPTIONS);
-    if ((unsigned)opt.quality >= DYNRAG_EVAL_N_METRICS || (unsigned)opt.cost >= DYNRAG_EVAL_N_METRICS)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: bad quality or cost metric");
+    dr_eval_slot qs, cs;
+    int mrc = dr_eval_slot_of(opt.quality, "eval: quality", &qs, err);
+    if (mrc == DYNRAG_OK)
+        mrc = dr_eval_slot_of(opt.cost, "eval: cost", &cs, err);
+    if (mrc != DYNRAG_OK)
+        return mrc;
     int grc = check_grid(&opt, err);
     if (grc != DYNRAG_OK)
         return grc;

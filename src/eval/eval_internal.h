@@ -9,8 +9,51 @@
 #include "dynrag/metrics.h"
 #include "dynrag/pipeline.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* ---- the metrics an outcome records (qa.c) ---------------------------------- */
+
+/* The slots of dynrag_eval_outcome.slots[] and dynrag_eval_row.means[]: one
+ * per metric the evaluation records. The order is the order of every
+ * "metrics" object the evaluation writes (report.json, outcomes.jsonl,
+ * cache.jsonl), so it must not change. */
+typedef enum dr_eval_slot {
+    DR_SLOT_EM = 0,    /* em */
+    DR_SLOT_F1,        /* f1 */
+    DR_SLOT_CONTEXT,   /* context */
+    DR_SLOT_SUPPORT,   /* support */
+    DR_SLOT_NDCG10,    /* ndcg@10 */
+    DR_SLOT_RECALL10,  /* recall@10 */
+    DR_SLOT_RECALL100, /* recall@100 */
+    DR_SLOT_MRR10,     /* mrr@10 */
+    DR_SLOT_STEPS,     /* steps */
+    DR_SLOT_CALLS,     /* calls */
+    DR_SLOT_TOKENS,    /* tokens */
+    DR_SLOT_USD,       /* usd */
+    DR_SLOT_LATENCY,   /* latency_ms */
+    DR_SLOT_ENERGY,    /* energy_wh */
+    DR_SLOT_QUALITY,   /* quality */
+    DR_EVAL_N_SLOTS
+} dr_eval_slot;
+
+_Static_assert(DR_EVAL_N_SLOTS == DYNRAG_EVAL_SLOTS, "DYNRAG_EVAL_SLOTS matches dr_eval_slot");
+
+/* The slot's key in the evaluation's files, e.g. "ndcg@10" (static string;
+ * "?" out of range). */
+const char *dr_eval_slot_key(dr_eval_slot s);
+/* The public metric of a slot, e.g. {DYNRAG_METRIC_NDCG, 10}. */
+dynrag_metric_spec dr_eval_slot_metric(dr_eval_slot s);
+/* True for the cost slots (steps .. energy_wh). */
+bool dr_eval_slot_is_cost(dr_eval_slot s);
+/*
+ * The slot recording metric m. Fails with DYNRAG_ERR_INVALID naming m (and,
+ * when field is not NULL, prefixed "field: ") when the evaluation does not
+ * record m: a ranking metric with another cutoff, P, a cutoff on a metric
+ * that takes none, DYNRAG_METRIC_DEFAULT or a value out of range.
+ */
+int dr_eval_slot_of(dynrag_metric_spec m, const char *field, dr_eval_slot *out, dynrag_error *err);
 
 /* ---- plot axes and labels (svg.c) ------------------------------------------ */
 

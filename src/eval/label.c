@@ -2,6 +2,7 @@
 #include "core/util.h"
 #include "dynrag/eval.h"
 #include "dynrag/pipeline.h"
+#include "eval/eval_internal.h"
 #include "pipeline/spec.h"
 
 #include <cjson/cJSON.h>
@@ -34,7 +35,7 @@ typedef struct qbest {
 
 /* Reads OUT/outcomes.jsonl and keeps, per query, the cheapest mode that
  * succeeded. Queries keep their order of first appearance. */
-static int read_outcomes(const char *path, const dynrag_pipeline *p, dynrag_eval_metric metric,
+static int read_outcomes(const char *path, const dynrag_pipeline *p, dr_eval_slot metric,
                          double min_q, qbest **out, size_t *n_out, dynrag_error *err)
 {
     char *data = NULL;
@@ -43,7 +44,7 @@ static int read_outcomes(const char *path, const dynrag_pipeline *p, dynrag_eval
     if (rc != DYNRAG_OK)
         return rc;
     const dr_stage *st = &p->stages[DR_STAGE_RETRIEVAL_MODE];
-    const char *mname = dynrag_eval_metric_name(metric);
+    const char *mname = dr_eval_slot_key(metric);
     qbest *q = NULL;
     size_t n = 0, cap = 0, lineno = 0;
     char *save = NULL;
@@ -127,7 +128,7 @@ void dynrag_label_options_init(dynrag_label_options *o)
     o->work_dir = NULL;
     o->index_dir = NULL;
     o->limit = 0;
-    o->success = DYNRAG_EVAL_CONTEXT;
+    o->success = dr_eval_slot_metric(DR_SLOT_CONTEXT);
     o->min_quality = 0.5;
     o->fallback_label = NULL;
     o->source = NULL;
@@ -147,9 +148,10 @@ int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats
         strcmp(opt->fallback_label, "B") != 0 && strcmp(opt->fallback_label, "C") != 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "label: fallback label must be A, B or C, got '%s'",
                           opt->fallback_label);
-    if ((unsigned)opt->success >= DYNRAG_EVAL_N_METRICS)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "label: success metric %d is unknown",
-                          (int)opt->success);
+    dr_eval_slot success;
+    int mrc = dr_eval_slot_of(opt->success, "label: success", &success, err);
+    if (mrc != DYNRAG_OK)
+        return mrc;
     if (!isfinite(opt->min_quality))
         return dr_err_set(err, DYNRAG_ERR_INVALID, "label: min_quality %g is not a finite number",
                           opt->min_quality);
@@ -197,7 +199,7 @@ int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats
         goto cleanup;
     }
     double min_q = opt->min_quality;
-    rc = read_outcomes(outcomes, p, eo.quality, min_q, &q, &n, err);
+    rc = read_outcomes(outcomes, p, success, min_q, &q, &n, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
     const char *base = strrchr(opt->data_path, '/');

@@ -495,28 +495,85 @@ cleanup:
     return rc;
 }
 
-/* ---- metric specs ----------------------------------------------------------------- */
+/* ---- metric names ------------------------------------------------------------------ */
 
+/* Every metric of dynrag_metric, indexed by its value: the key (the
+ * evaluation's files) and the display name (trec_eval-style reports). */
+static const struct {
+    const char *key, *display;
+} metric_info[] = {
+    [DYNRAG_METRIC_NDCG] = {"ndcg", "nDCG"},
+    [DYNRAG_METRIC_RECALL] = {"recall", "Recall"},
+    [DYNRAG_METRIC_MRR] = {"mrr", "MRR"},
+    [DYNRAG_METRIC_P] = {"p", "P"},
+    [DYNRAG_METRIC_EM] = {"em", "em"},
+    [DYNRAG_METRIC_F1] = {"f1", "f1"},
+    [DYNRAG_METRIC_CONTEXT] = {"context", "context"},
+    [DYNRAG_METRIC_SUPPORT] = {"support", "support"},
+    [DYNRAG_METRIC_QUALITY] = {"quality", "quality"},
+    [DYNRAG_METRIC_STEPS] = {"steps", "steps"},
+    [DYNRAG_METRIC_CALLS] = {"calls", "calls"},
+    [DYNRAG_METRIC_TOKENS] = {"tokens", "tokens"},
+    [DYNRAG_METRIC_USD] = {"usd", "usd"},
+    [DYNRAG_METRIC_LATENCY] = {"latency_ms", "latency_ms"},
+    [DYNRAG_METRIC_ENERGY] = {"energy_wh", "energy_wh"},
+};
+
+_Static_assert(DR_ARRAY_LEN(metric_info) == DYNRAG_METRIC_ENERGY + 1,
+               "metric_info lists every dynrag_metric");
+
+static bool is_metric(dynrag_metric m)
+{
+    return (unsigned)m < DR_ARRAY_LEN(metric_info);
+}
+
+static bool is_ranking(dynrag_metric m)
+{
+    return m == DYNRAG_METRIC_NDCG || m == DYNRAG_METRIC_RECALL || m == DYNRAG_METRIC_MRR ||
+           m == DYNRAG_METRIC_P;
+}
+
+/* Public: see dynrag/metrics.h. Exact names first (none starts like a
+ * ranking prefix followed by '@', '.' or '_'), then the ranking prefixes
+ * with an optional cutoff. */
 int dynrag_metric_parse(const char *s, dynrag_metric_spec *out, dynrag_error *err)
 {
     static const struct {
+        const char *name;
+        dynrag_metric m;
+    } exact[] = {
+        {"em", DYNRAG_METRIC_EM},           {"f1", DYNRAG_METRIC_F1},
+        {"context", DYNRAG_METRIC_CONTEXT}, {"support", DYNRAG_METRIC_SUPPORT},
+        {"quality", DYNRAG_METRIC_QUALITY}, {"steps", DYNRAG_METRIC_STEPS},
+        {"calls", DYNRAG_METRIC_CALLS},     {"tokens", DYNRAG_METRIC_TOKENS},
+        {"usd", DYNRAG_METRIC_USD},         {"latency_ms", DYNRAG_METRIC_LATENCY},
+        {"latency", DYNRAG_METRIC_LATENCY}, {"energy_wh", DYNRAG_METRIC_ENERGY},
+        {"energy", DYNRAG_METRIC_ENERGY},
+    };
+    static const struct {
         const char *prefix;
         dynrag_metric m;
-    } names[] = {
+    } ranking[] = {
         {"ndcg_cut", DYNRAG_METRIC_NDCG}, {"ndcg", DYNRAG_METRIC_NDCG},
         {"recall", DYNRAG_METRIC_RECALL}, {"recip_rank", DYNRAG_METRIC_MRR},
         {"mrr", DYNRAG_METRIC_MRR},       {"p", DYNRAG_METRIC_P},
     };
     if (s == NULL)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "metric: empty name");
-    for (size_t i = 0; i < DR_ARRAY_LEN(names); i++) {
-        size_t pl = strlen(names[i].prefix);
-        if (strncasecmp(s, names[i].prefix, pl) != 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "metric: missing name");
+    for (size_t i = 0; i < DR_ARRAY_LEN(exact); i++)
+        if (strcasecmp(s, exact[i].name) == 0) {
+            out->metric = exact[i].m;
+            out->k = 0;
+            return DYNRAG_OK;
+        }
+    for (size_t i = 0; i < DR_ARRAY_LEN(ranking); i++) {
+        size_t pl = strlen(ranking[i].prefix);
+        if (strncasecmp(s, ranking[i].prefix, pl) != 0)
             continue;
         const char *rest = s + pl;
         long long k = 0;
         if (*rest == '\0') {
-            if (names[i].m == DYNRAG_METRIC_P || names[i].m == DYNRAG_METRIC_NDCG)
+            if (ranking[i].m == DYNRAG_METRIC_P || ranking[i].m == DYNRAG_METRIC_NDCG)
                 break; /* P and nDCG need a cutoff */
         } else if (*rest == '@' || *rest == '.' || *rest == '_') {
             if (dr_parse_ll(rest + 1, 1, 1000000, &k) != DYNRAG_OK)
@@ -524,22 +581,48 @@ int dynrag_metric_parse(const char *s, dynrag_metric_spec *out, dynrag_error *er
         } else {
             continue; /* e.g. "ndcg_cut" tried as "ndcg" + "_cut" */
         }
-        out->metric = names[i].m;
+        out->metric = ranking[i].m;
         out->k = (int)k;
         return DYNRAG_OK;
     }
     return dr_err_set(err, DYNRAG_ERR_INVALID,
-                      "unknown metric '%s' (expected e.g. ndcg@10, recall@100, mrr@10, p@5)", s);
+                      "unknown metric '%s' (expected a ranking metric such as ndcg@10, "
+                      "recall@100, mrr@10, p@5, or em, f1, context, support, quality, steps, "
+                      "calls, tokens, usd, latency_ms or energy_wh)",
+                      s);
 }
 
-void dynrag_metric_name(dynrag_metric_spec m, char *buf, size_t size)
+/* The name of m in one of the two spellings. */
+static const char *metric_text(dynrag_metric_spec m, bool key, char *buf, size_t size)
 {
-    static const char *names[] = {"nDCG", "Recall", "MRR", "P"};
-    const char *n = (unsigned)m.metric < 4 ? names[m.metric] : "?";
-    if (m.k > 0)
+    if (!is_metric(m.metric)) {
+        snprintf(buf, size, "?");
+        return buf;
+    }
+    const char *n = key ? metric_info[m.metric].key : metric_info[m.metric].display;
+    if (m.k != 0)
         snprintf(buf, size, "%s@%d", n, m.k);
     else
         snprintf(buf, size, "%s", n);
+    return buf;
+}
+
+/* Public: see dynrag/metrics.h. */
+const char *dynrag_metric_name(dynrag_metric_spec m, char *buf, size_t size)
+{
+    return metric_text(m, false, buf, size);
+}
+
+/* Public: see dynrag/metrics.h. */
+const char *dynrag_metric_key(dynrag_metric_spec m, char *buf, size_t size)
+{
+    return metric_text(m, true, buf, size);
+}
+
+/* Public: see dynrag/metrics.h. */
+bool dynrag_metric_is_cost(dynrag_metric m)
+{
+    return m >= DYNRAG_METRIC_STEPS && m <= DYNRAG_METRIC_ENERGY;
 }
 
 /* ---- computing ---------------------------------------------------------------------- */
@@ -606,6 +689,10 @@ static void eval_query(const dynrag_qrels *q, size_t lo, size_t hi, const int *r
             v = (double)hit / (double)k;
             break;
         }
+        default:
+            /* not a ranking metric: dynrag_metrics_compute refused it */
+            v = NAN;
+            break;
         }
         row[m] = v;
     }
@@ -653,12 +740,24 @@ int dynrag_metrics_compute(dynrag_qrels *qrels, const dynrag_run *run,
                           "metrics: relevance_level %d is negative (expected >= 0)", level);
     if (n_metrics == 0 || metrics == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "metrics: none requested");
-    for (size_t m = 0; m < n_metrics; m++)
-        if ((unsigned)metrics[m].metric > DYNRAG_METRIC_P || metrics[m].k < 0 ||
-            (metrics[m].k == 0 &&
-             (metrics[m].metric == DYNRAG_METRIC_P || metrics[m].metric == DYNRAG_METRIC_NDCG)))
-            return dr_err_set(err, DYNRAG_ERR_INVALID, "metrics: bad metric %d@%d",
-                              (int)metrics[m].metric, metrics[m].k);
+    for (size_t m = 0; m < n_metrics; m++) {
+        dynrag_metric_spec ms = metrics[m];
+        char name[48];
+        if (!is_metric(ms.metric))
+            return dr_err_set(err, DYNRAG_ERR_INVALID, "metrics: unknown metric %d",
+                              (int)ms.metric);
+        if (!is_ranking(ms.metric))
+            return dr_err_set(err, DYNRAG_ERR_INVALID,
+                              "metrics: %s is not a ranking metric (expected nDCG, Recall, MRR "
+                              "or P with a cutoff)",
+                              dynrag_metric_key(ms, name, sizeof name));
+        if (ms.k < 0 ||
+            (ms.k == 0 && (ms.metric == DYNRAG_METRIC_P || ms.metric == DYNRAG_METRIC_NDCG)))
+            return dr_err_set(err, DYNRAG_ERR_INVALID,
+                              "metrics: %s: bad cutoff %d (expected >= 1; 0, the whole ranking, "
+                              "only for Recall and MRR)",
+                              metric_info[ms.metric].display, ms.k);
+    }
     if (qrels_finish(qrels) != DYNRAG_OK)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     v = ranked(run);

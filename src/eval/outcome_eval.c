@@ -425,10 +425,10 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
             const dr_outcome *x = outcome_of(e, q, (int)o);
             dynrag_eval_outcome *c = &t->cells[q * no + o];
             c->ok = x->present;
-            c->m[DYNRAG_EVAL_QUALITY] = x->present ? x->quality : NAN;
-            c->m[DYNRAG_EVAL_USD] = x->present ? x->cost_usd : 0;
-            c->m[DYNRAG_EVAL_LATENCY] = x->present && x->has_latency ? x->latency_ms : NAN;
-            c->m[DYNRAG_EVAL_CALLS] = 1;
+            c->slots[DR_SLOT_QUALITY] = x->present ? x->quality : NAN;
+            c->slots[DR_SLOT_USD] = x->present ? x->cost_usd : 0;
+            c->slots[DR_SLOT_LATENCY] = x->present && x->has_latency ? x->latency_ms : NAN;
+            c->slots[DR_SLOT_CALLS] = 1;
             e->n_missing += !x->present;
         }
     }
@@ -437,8 +437,8 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         return dr_err_set(err, rc, "out of memory");
     }
     dynrag_eval_compare_options_init(&e->co);
-    e->co.quality = DYNRAG_EVAL_QUALITY;
-    e->co.cost = DYNRAG_EVAL_USD;
+    e->co.quality = dr_eval_slot_metric(DR_SLOT_QUALITY);
+    e->co.cost = dr_eval_slot_metric(DR_SLOT_USD);
     e->co.seed = opt->seed;
     rc = route_all(e, t->router_first, t->router_choice, t->router_scores, us, err);
     if (rc == DYNRAG_OK) {
@@ -614,9 +614,9 @@ static cJSON *policy_json(const dynrag_eval_table *t, const dynrag_eval_row *r)
         cJSON_AddNumberToObject(o, "value", r->param);
     add_num(o, "quality", r->quality);
     add_num(o, "cost_usd", r->cost);
-    if (!isnan(r->mean[DYNRAG_EVAL_LATENCY]))
-        cJSON_AddNumberToObject(o, "latency_ms", r->mean[DYNRAG_EVAL_LATENCY]);
-    add_num(o, "calls_per_query", r->mean[DYNRAG_EVAL_CALLS]);
+    if (!isnan(r->means[DR_SLOT_LATENCY]))
+        cJSON_AddNumberToObject(o, "latency_ms", r->means[DR_SLOT_LATENCY]);
+    add_num(o, "calls_per_query", r->means[DR_SLOT_CALLS]);
     cJSON_AddNumberToObject(o, "n_scored", (double)r->n_scored);
     cJSON *calls = cJSON_AddObjectToObject(o, "calls");
     cJSON *share = cJSON_AddObjectToObject(o, "share");
@@ -701,7 +701,7 @@ static void md_policies(dr_buf *b, const dynrag_eval_table *t, const dynrag_eval
         dr_buf_printf(b, "| %s |", row->name);
         md_num(b, row->quality);
         md_num(b, row->cost);
-        md_num(b, row->mean[DYNRAG_EVAL_CALLS]);
+        md_num(b, row->means[DR_SLOT_CALLS]);
         size_t shown = 0;
         for (size_t k = 0; k < t->n_options; k++)
             if (row->calls[k] > 0)

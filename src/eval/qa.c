@@ -1,12 +1,14 @@
 /*
- * qa.c - answer metrics with SQuAD normalisation, metric names, and the
- * outcome-table container of the evaluation harness.
+ * qa.c - answer metrics with SQuAD normalisation, the metrics an outcome
+ * records (slots, accessors), and the outcome-table container of the
+ * evaluation harness.
  */
 #include "dynrag/eval.h"
 #include "dynrag/metrics.h"
 
 #include "core/text.h"
 #include "core/util.h"
+#include "eval/eval_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -125,78 +127,114 @@ double dynrag_eval_contains(const char *text, const char *const *golds, size_t n
     return hit;
 }
 
-/* ---- metric names ------------------------------------------------------------ */
+/* ---- recorded metrics ------------------------------------------------------------ */
 
-static const char *const metric_names[DYNRAG_EVAL_N_METRICS] = {
-    "em",    "f1",    "context", "support", "ndcg@10",    "recall@10", "recall@100",
-    "mrr@10", "steps", "calls",   "tokens",  "usd",        "latency_ms", "energy_wh",
-    "quality"};
+/* Each slot's metric and key, indexed by dr_eval_slot. */
+static const struct {
+    dynrag_metric_spec metric;
+    const char *key;
+} slot_info[DR_EVAL_N_SLOTS] = {
+    [DR_SLOT_EM] = {{DYNRAG_METRIC_EM, 0}, "em"},
+    [DR_SLOT_F1] = {{DYNRAG_METRIC_F1, 0}, "f1"},
+    [DR_SLOT_CONTEXT] = {{DYNRAG_METRIC_CONTEXT, 0}, "context"},
+    [DR_SLOT_SUPPORT] = {{DYNRAG_METRIC_SUPPORT, 0}, "support"},
+    [DR_SLOT_NDCG10] = {{DYNRAG_METRIC_NDCG, 10}, "ndcg@10"},
+    [DR_SLOT_RECALL10] = {{DYNRAG_METRIC_RECALL, 10}, "recall@10"},
+    [DR_SLOT_RECALL100] = {{DYNRAG_METRIC_RECALL, 100}, "recall@100"},
+    [DR_SLOT_MRR10] = {{DYNRAG_METRIC_MRR, 10}, "mrr@10"},
+    [DR_SLOT_STEPS] = {{DYNRAG_METRIC_STEPS, 0}, "steps"},
+    [DR_SLOT_CALLS] = {{DYNRAG_METRIC_CALLS, 0}, "calls"},
+    [DR_SLOT_TOKENS] = {{DYNRAG_METRIC_TOKENS, 0}, "tokens"},
+    [DR_SLOT_USD] = {{DYNRAG_METRIC_USD, 0}, "usd"},
+    [DR_SLOT_LATENCY] = {{DYNRAG_METRIC_LATENCY, 0}, "latency_ms"},
+    [DR_SLOT_ENERGY] = {{DYNRAG_METRIC_ENERGY, 0}, "energy_wh"},
+    [DR_SLOT_QUALITY] = {{DYNRAG_METRIC_QUALITY, 0}, "quality"},
+};
 
-const char *dynrag_eval_metric_name(dynrag_eval_metric m)
+const char *dr_eval_slot_key(dr_eval_slot s)
 {
-    return (unsigned)m < DYNRAG_EVAL_N_METRICS ? metric_names[m] : "?";
+    return (unsigned)s < DR_EVAL_N_SLOTS ? slot_info[s].key : "?";
 }
 
-int dynrag_eval_metric_parse(const char *s, dynrag_eval_metric *out, dynrag_error *err)
+dynrag_metric_spec dr_eval_slot_metric(dr_eval_slot s)
 {
-    if (s == NULL)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "metric: missing name");
-    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++)
-        if (strcasecmp(s, metric_names[i]) == 0) {
-            *out = (dynrag_eval_metric)i;
-            return DYNRAG_OK;
-        }
-    if (strcasecmp(s, "latency") == 0) {
-        *out = DYNRAG_EVAL_LATENCY;
+    dynrag_metric_spec none = {DYNRAG_METRIC_DEFAULT, 0};
+    return (unsigned)s < DR_EVAL_N_SLOTS ? slot_info[s].metric : none;
+}
+
+bool dr_eval_slot_is_cost(dr_eval_slot s)
+{
+    return (unsigned)s < DR_EVAL_N_SLOTS && dynrag_metric_is_cost(slot_info[s].metric.metric);
+}
+
+/* The slot of m, or -1. */
+static int find_slot(dynrag_metric_spec m)
+{
+    for (int i = 0; i < DR_EVAL_N_SLOTS; i++)
+        if (slot_info[i].metric.metric == m.metric && slot_info[i].metric.k == m.k)
+            return i;
+    return -1;
+}
+
+int dr_eval_slot_of(dynrag_metric_spec m, const char *field, dr_eval_slot *out, dynrag_error *err)
+{
+    int i = find_slot(m);
+    if (i >= 0) {
+        *out = (dr_eval_slot)i;
         return DYNRAG_OK;
     }
-    if (strcasecmp(s, "energy") == 0) {
-        *out = DYNRAG_EVAL_ENERGY;
-        return DYNRAG_OK;
-    }
-    /* Ranking metrics go through the one ranking-metric parser
-     * (dynrag_metric_parse: "NDCG@10", "ndcg_cut.10", "recip_rank"...); the
-     * evaluation records four of them. */
-    dynrag_metric_spec spec;
-    if (dynrag_metric_parse(s, &spec, NULL) == DYNRAG_OK) {
-        static const struct {
-            dynrag_metric m;
-            int k;
-            dynrag_eval_metric e;
-        } recorded[] = {
-            {DYNRAG_METRIC_NDCG, 10, DYNRAG_EVAL_NDCG10},
-            {DYNRAG_METRIC_RECALL, 10, DYNRAG_EVAL_RECALL10},
-            {DYNRAG_METRIC_RECALL, 100, DYNRAG_EVAL_RECALL100},
-            {DYNRAG_METRIC_MRR, 10, DYNRAG_EVAL_MRR10},
-        };
-        for (size_t i = 0; i < DR_ARRAY_LEN(recorded); i++)
-            if (spec.metric == recorded[i].m && spec.k == recorded[i].k) {
-                *out = recorded[i].e;
-                return DYNRAG_OK;
-            }
+    const char *f = field ? field : "", *sep = field ? ": " : "";
+    char name[48];
+    dynrag_metric_key(m, name, sizeof name);
+    if (m.metric == DYNRAG_METRIC_DEFAULT)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "metric '%s': the evaluation records only ndcg@10, recall@10, "
+                          "%s%sDYNRAG_METRIC_DEFAULT is not accepted here (expected a metric "
+                          "the evaluation records)",
+                          f, sep);
+    if (strcmp(name, "?") == 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "%s%sunknown metric %d", f, sep, (int)m.metric);
+    if (m.metric <= DYNRAG_METRIC_P)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "%s%smetric '%s': the evaluation records only ndcg@10, recall@10, "
                           "recall@100 and mrr@10 of the ranking metrics",
-                          s);
-    }
+                          f, sep, name);
     return dr_err_set(err, DYNRAG_ERR_INVALID,
-                      "unknown metric '%s' (expected em, f1, context, support, ndcg@10, "
-                      "recall@10, recall@100, mrr@10, steps, calls, tokens, usd, latency_ms, "
-                      "energy_wh or quality)",
-                      s);
+                      "%s%smetric '%s': only ranking metrics take a cutoff (k must be 0)", f, sep,
+                      name);
 }
 
-bool dynrag_eval_metric_is_cost(dynrag_eval_metric m)
-{
-    return m >= DYNRAG_EVAL_STEPS && m <= DYNRAG_EVAL_ENERGY;
-}
-
+/* Public: see dynrag/eval.h. */
 void dynrag_eval_outcome_init(dynrag_eval_outcome *o)
 {
-    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++)
-        o->m[i] = NAN;
+    for (int i = 0; i < DYNRAG_EVAL_SLOTS; i++)
+        o->slots[i] = NAN;
     o->confidence = NAN;
     o->ok = false;
+}
+
+/* Public: see dynrag/eval.h. */
+double dynrag_eval_outcome_get(const dynrag_eval_outcome *o, dynrag_metric_spec m)
+{
+    int i = find_slot(m);
+    return o && i >= 0 ? o->slots[i] : NAN;
+}
+
+/* Public: see dynrag/eval.h. */
+int dynrag_eval_outcome_set(dynrag_eval_outcome *o, dynrag_metric_spec m, double v,
+                            dynrag_error *err)
+{
+    dr_eval_slot s;
+    int rc = dr_eval_slot_of(m, NULL, &s, err);
+    if (rc == DYNRAG_OK)
+        o->slots[s] = v;
+    return rc;
+}
+
+/* Public: see dynrag/eval.h. */
+double dynrag_eval_row_get(const dynrag_eval_row *r, dynrag_metric_spec m)
+{
+    int i = find_slot(m);
+    return r && i >= 0 ? r->means[i] : NAN;
 }
 
 /* ---- tables ----------------------------------------------------------------------- */
@@ -216,7 +254,7 @@ int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_q
     size_t nq = n_queries ? n_queries : 1;
     t->stage = dr_strdup(stage ? stage : "");
     t->router_type = dr_strdup(router_type ? router_type : "");
-    t->default_quality = DYNRAG_EVAL_F1;
+    t->default_quality = dr_eval_slot_metric(DR_SLOT_F1);
     t->n_queries = n_queries;
     t->n_options = n_options;
     t->query_ids = dr_calloc(nq, sizeof *t->query_ids);

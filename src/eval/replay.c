@@ -6,6 +6,7 @@
 #include "dynrag/eval.h"
 
 #include "core/util.h"
+#include "eval/eval_internal.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -53,11 +54,11 @@ typedef struct line_ref {
  * "format": "beir", or, with no line naming a format, when some line's
  * metrics hold ndcg@10 and none holds f1 (a BEIR retrieval table); else f1.
  */
-static dynrag_eval_metric table_format(const line_ref *lines, size_t n)
+static dr_eval_slot table_format(const line_ref *lines, size_t n)
 {
     bool named = false, beir = false, has_ndcg = false, has_f1 = false;
-    const char *ndcg = dynrag_eval_metric_name(DYNRAG_EVAL_NDCG10);
-    const char *f1 = dynrag_eval_metric_name(DYNRAG_EVAL_F1);
+    const char *ndcg = dr_eval_slot_key(DR_SLOT_NDCG10);
+    const char *f1 = dr_eval_slot_key(DR_SLOT_F1);
     for (size_t i = 0; i < n; i++) {
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(lines[i].json, "format");
         if (cJSON_IsString(f)) {
@@ -70,7 +71,7 @@ static dynrag_eval_metric table_format(const line_ref *lines, size_t n)
     }
     if (!named)
         beir = has_ndcg && !has_f1;
-    return beir ? DYNRAG_EVAL_NDCG10 : DYNRAG_EVAL_F1;
+    return beir ? DR_SLOT_NDCG10 : DR_SLOT_F1;
 }
 
 int dynrag_eval_table_load(const char *path, const char *stage,
@@ -82,7 +83,18 @@ int dynrag_eval_table_load(const char *path, const char *stage,
     size_t len = 0, nl = 0, capl = 0, nq = 0, capq = 0, no = 0, capo = 0;
     char **qids = NULL, **opts = NULL;
     line_ref *lines = NULL;
-    int rc = dr_read_file(path, TABLE_MAX_BYTES, &text, &len, err);
+    /* The slots the top-level "quality" and "cost" numbers fill; quality
+     * DYNRAG_METRIC_DEFAULT waits for the table's format. */
+    bool q_default = opt == NULL || opt->quality.metric == DYNRAG_METRIC_DEFAULT;
+    dr_eval_slot qm = DR_SLOT_F1, cm = DR_SLOT_LATENCY;
+    int rc = DYNRAG_OK;
+    if (!q_default)
+        rc = dr_eval_slot_of(opt->quality, "eval: quality", &qm, err);
+    if (rc == DYNRAG_OK && opt != NULL)
+        rc = dr_eval_slot_of(opt->cost, "eval: cost", &cm, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    rc = dr_read_file(path, TABLE_MAX_BYTES, &text, &len, err);
     if (rc != DYNRAG_OK)
         return rc;
     want = dr_strdup(stage);
@@ -165,15 +177,10 @@ int dynrag_eval_table_load(const char *path, const char *stage,
         opts[i] = NULL;
     }
     t->cascade = router && strcmp(router, "cascade") == 0;
-    t->default_quality = table_format(lines, nl);
-    int qm = opt && opt->quality != DYNRAG_EVAL_QUALITY_AUTO ? (int)opt->quality
-                                                             : (int)t->default_quality;
-    int cm = opt ? (int)opt->cost : DYNRAG_EVAL_LATENCY;
-    if (qm < 0 || qm >= DYNRAG_EVAL_N_METRICS || cm < 0 || cm >= DYNRAG_EVAL_N_METRICS) {
-        dynrag_eval_table_free(t);
-        rc = dr_err_set(err, DYNRAG_ERR_INVALID, "%s: quality or cost metric out of range", path);
-        goto cleanup;
-    }
+    dr_eval_slot format_quality = table_format(lines, nl);
+    t->default_quality = dr_eval_slot_metric(format_quality);
+    if (q_default)
+        qm = format_quality;
     for (size_t i = 0; i < nl; i++) {
         cJSON *o = lines[i].json;
         const cJSON *qid = cJSON_GetObjectItemCaseSensitive(o, "query_id");
@@ -186,18 +193,18 @@ int dynrag_eval_table_load(const char *path, const char *stage,
         const cJSON *okj = cJSON_GetObjectItemCaseSensitive(o, "ok");
         x->ok = okj == NULL || cJSON_IsTrue(okj);
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "metrics");
-        for (int k = 0; k < DYNRAG_EVAL_N_METRICS; k++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, dynrag_eval_metric_name((dynrag_eval_metric)k));
+        for (int k = 0; k < DR_EVAL_N_SLOTS; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, dr_eval_slot_key((dr_eval_slot)k));
             if (cJSON_IsNumber(v))
-                x->m[k] = v->valuedouble;
+                x->slots[k] = v->valuedouble;
         }
         const cJSON *qv = cJSON_GetObjectItemCaseSensitive(o, "quality");
         const cJSON *cv = cJSON_GetObjectItemCaseSensitive(o, "cost");
         const cJSON *cf = cJSON_GetObjectItemCaseSensitive(o, "confidence");
         if (cJSON_IsNumber(qv))
-            x->m[qm] = qv->valuedouble;
+            x->slots[qm] = qv->valuedouble;
         if (cJSON_IsNumber(cv))
-            x->m[cm] = cv->valuedouble;
+            x->slots[cm] = cv->valuedouble;
         if (cJSON_IsNumber(cf))
             x->confidence = cf->valuedouble;
         if (m == NULL && !cJSON_IsNumber(qv)) {
@@ -309,9 +316,10 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
         opt = *opt_in;
     } else {
         dynrag_eval_compare_options_init(&opt);
-        opt.quality = DYNRAG_EVAL_QUALITY_AUTO;
+        opt.quality.metric = DYNRAG_METRIC_DEFAULT;
+        opt.quality.k = 0;
     }
-    if (opt.quality == DYNRAG_EVAL_QUALITY_AUTO)
+    if (opt.quality.metric == DYNRAG_METRIC_DEFAULT)
         opt.quality = t->default_quality;
     if (opt.sweep == DYNRAG_EVAL_SWEEP_NONE) {
         if (strcmp(t->router_type, "classifier") == 0) {

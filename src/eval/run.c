@@ -167,18 +167,18 @@ static void make_key(const run_ctx *rc, const dr_eval_item *it, const char *stag
 static cJSON *metrics_json(const dynrag_eval_outcome *o)
 {
     cJSON *m = cJSON_CreateObject();
-    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++)
-        if (!isnan(o->m[i]))
-            cJSON_AddNumberToObject(m, dynrag_eval_metric_name((dynrag_eval_metric)i), o->m[i]);
+    for (int i = 0; i < DR_EVAL_N_SLOTS; i++)
+        if (!isnan(o->slots[i]))
+            cJSON_AddNumberToObject(m, dr_eval_slot_key((dr_eval_slot)i), o->slots[i]);
     return m;
 }
 
 static void metrics_from_json(const cJSON *m, dynrag_eval_outcome *o)
 {
-    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, dynrag_eval_metric_name((dynrag_eval_metric)i));
+    for (int i = 0; i < DR_EVAL_N_SLOTS; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, dr_eval_slot_key((dr_eval_slot)i));
         if (cJSON_IsNumber(v))
-            o->m[i] = v->valuedouble;
+            o->slots[i] = v->valuedouble;
     }
 }
 
@@ -222,18 +222,18 @@ static int beir_metrics(run_ctx *rc, const dr_eval_item *it, const dynrag_result
                             cJSON_GetArrayItem(d, 1)->valuedouble, err);
         added++;
     }
-    static const dynrag_metric_spec specs[4] = {
-        {DYNRAG_METRIC_NDCG, 10}, {DYNRAG_METRIC_RECALL, 10}, {DYNRAG_METRIC_RECALL, 100},
-        {DYNRAG_METRIC_MRR, 10}};
-    static const int slots[4] = {DYNRAG_EVAL_NDCG10, DYNRAG_EVAL_RECALL10, DYNRAG_EVAL_RECALL100,
-                                 DYNRAG_EVAL_MRR10};
-    for (int i = 0; i < 4; i++)
-        o->m[slots[i]] = 0;
+    static const dr_eval_slot slots[4] = {DR_SLOT_NDCG10, DR_SLOT_RECALL10, DR_SLOT_RECALL100,
+                                          DR_SLOT_MRR10};
+    dynrag_metric_spec specs[4];
+    for (int i = 0; i < 4; i++) {
+        specs[i] = dr_eval_slot_metric(slots[i]);
+        o->slots[slots[i]] = 0;
+    }
     if (st == DYNRAG_OK && added > 0) {
         st = dynrag_metrics_compute(rc->data->qrels, run, specs, 4, NULL, &mr, err);
         if (st == DYNRAG_OK && mr.n_queries == 1)
             for (int i = 0; i < 4; i++)
-                o->m[slots[i]] = mr.per_query[i];
+                o->slots[slots[i]] = mr.per_query[i];
         else if (st == DYNRAG_ERR_NOTFOUND)
             st = DYNRAG_OK;
     }
@@ -307,12 +307,12 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
     } else {
         o.ok = true;
         const dynrag_totals *t = dynrag_result_totals(r);
-        o.m[DYNRAG_EVAL_STEPS] = t->retrieval_steps;
-        o.m[DYNRAG_EVAL_CALLS] = t->generator_calls;
-        o.m[DYNRAG_EVAL_TOKENS] = (double)(t->input_tokens + t->output_tokens);
-        o.m[DYNRAG_EVAL_USD] = t->usd;
-        o.m[DYNRAG_EVAL_LATENCY] = t->latency_ms;
-        o.m[DYNRAG_EVAL_ENERGY] = t->energy_wh;
+        o.slots[DR_SLOT_STEPS] = t->retrieval_steps;
+        o.slots[DR_SLOT_CALLS] = t->generator_calls;
+        o.slots[DR_SLOT_TOKENS] = (double)(t->input_tokens + t->output_tokens);
+        o.slots[DR_SLOT_USD] = t->usd;
+        o.slots[DR_SLOT_LATENCY] = t->latency_ms;
+        o.slots[DR_SLOT_ENERGY] = t->energy_wh;
         if (beir) {
             cJSON *docs = cJSON_CreateArray();
             if (beir_metrics(rc, it, r, &o, docs, err) != DYNRAG_OK) {
@@ -326,10 +326,10 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
             const char *const *g = (const char *const *)it->answers;
             if (it->n_answers > 0) {
                 const char *ans = dynrag_result_unanswerable(r) ? "" : dynrag_result_answer(r);
-                o.m[DYNRAG_EVAL_EM] = dynrag_eval_em(ans, g, it->n_answers);
-                o.m[DYNRAG_EVAL_F1] = dynrag_eval_f1(ans, g, it->n_answers);
-                o.m[DYNRAG_EVAL_CONTEXT] = dynrag_eval_contains(dynrag_result_context(r), g,
-                                                                it->n_answers);
+                o.slots[DR_SLOT_EM] = dynrag_eval_em(ans, g, it->n_answers);
+                o.slots[DR_SLOT_F1] = dynrag_eval_f1(ans, g, it->n_answers);
+                o.slots[DR_SLOT_CONTEXT] =
+                    dynrag_eval_contains(dynrag_result_context(r), g, it->n_answers);
             }
             if (it->n_support > 0) {
                 size_t found = 0;
@@ -344,7 +344,7 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
                         }
                     }
                 }
-                o.m[DYNRAG_EVAL_SUPPORT] = (double)found / (double)it->n_support;
+                o.slots[DR_SLOT_SUPPORT] = (double)found / (double)it->n_support;
             }
             cJSON_AddStringToObject(ent, "answer", dynrag_result_answer(r));
         }
@@ -448,9 +448,9 @@ static cJSON *row_json(const dynrag_eval_table *t, const dynrag_eval_row *r)
         cJSON_AddNumberToObject(o, "cost", r->cost);
     cJSON_AddNumberToObject(o, "n_scored", (double)r->n_scored);
     cJSON *m = cJSON_AddObjectToObject(o, "mean");
-    for (int i = 0; i < DYNRAG_EVAL_N_METRICS; i++)
-        if (!isnan(r->mean[i]))
-            cJSON_AddNumberToObject(m, dynrag_eval_metric_name((dynrag_eval_metric)i), r->mean[i]);
+    for (int i = 0; i < DR_EVAL_N_SLOTS; i++)
+        if (!isnan(r->means[i]))
+            cJSON_AddNumberToObject(m, dr_eval_slot_key((dr_eval_slot)i), r->means[i]);
     cJSON *calls = cJSON_AddObjectToObject(o, "calls");
     cJSON *share = cJSON_AddObjectToObject(o, "share");
     for (size_t k = 0; k < t->n_options; k++) {
@@ -475,18 +475,20 @@ static void md_stage(dr_buf *b, const dynrag_eval_table *t, const dynrag_eval_co
                      const dynrag_eval_options *opt, const dynrag_eval_compare_options *co)
 {
     bool beir = opt->format == DYNRAG_EVAL_FORMAT_BEIR;
-    static const int qa_cols[] = {DYNRAG_EVAL_EM, DYNRAG_EVAL_F1, DYNRAG_EVAL_CONTEXT,
-                                  DYNRAG_EVAL_SUPPORT, DYNRAG_EVAL_STEPS, DYNRAG_EVAL_CALLS,
-                                  DYNRAG_EVAL_TOKENS, DYNRAG_EVAL_USD, DYNRAG_EVAL_LATENCY};
-    static const int ir_cols[] = {DYNRAG_EVAL_NDCG10, DYNRAG_EVAL_RECALL10, DYNRAG_EVAL_RECALL100,
-                                  DYNRAG_EVAL_MRR10, DYNRAG_EVAL_STEPS, DYNRAG_EVAL_LATENCY};
-    const int *cols = beir ? ir_cols : qa_cols;
+    static const dr_eval_slot qa_cols[] = {DR_SLOT_EM,      DR_SLOT_F1,    DR_SLOT_CONTEXT,
+                                           DR_SLOT_SUPPORT, DR_SLOT_STEPS, DR_SLOT_CALLS,
+                                           DR_SLOT_TOKENS,  DR_SLOT_USD,   DR_SLOT_LATENCY};
+    static const dr_eval_slot ir_cols[] = {DR_SLOT_NDCG10, DR_SLOT_RECALL10, DR_SLOT_RECALL100,
+                                           DR_SLOT_MRR10,  DR_SLOT_STEPS,    DR_SLOT_LATENCY};
+    const dr_eval_slot *cols = beir ? ir_cols : qa_cols;
+    char qname[48], cname[48];
     size_t nc = beir ? DR_ARRAY_LEN(ir_cols) : DR_ARRAY_LEN(qa_cols);
-    dr_buf_printf(b, "\n## Stage `%s` (router `%s`, %zu queries)\n\n| policy | quality (%s) | cost (%s) |",
-                  t->stage, t->router_type, t->n_queries, dynrag_eval_metric_name(co->quality),
-                  dynrag_eval_metric_name(co->cost));
+    dr_buf_printf(
+        b, "\n## Stage `%s` (router `%s`, %zu queries)\n\n| policy | quality (%s) | cost (%s) |",
+        t->stage, t->router_type, t->n_queries, dynrag_metric_key(co->quality, qname, sizeof qname),
+        dynrag_metric_key(co->cost, cname, sizeof cname));
     for (size_t i = 0; i < nc; i++)
-        dr_buf_printf(b, " %s |", dynrag_eval_metric_name((dynrag_eval_metric)cols[i]));
+        dr_buf_printf(b, " %s |", dr_eval_slot_key(cols[i]));
     dr_buf_puts(b, " calls per option |\n|---|---:|---:|");
     for (size_t i = 0; i < nc; i++)
         dr_buf_puts(b, "---:|");
@@ -497,7 +499,7 @@ static void md_stage(dr_buf *b, const dynrag_eval_table *t, const dynrag_eval_co
         md_num(b, row->quality);
         md_num(b, row->cost);
         for (size_t i = 0; i < nc; i++)
-            md_num(b, row->mean[cols[i]]);
+            md_num(b, row->means[cols[i]]);
         for (size_t k = 0; k < t->n_options; k++)
             dr_buf_printf(b, "%s%s %zu", k ? ", " : " ", t->options[k], row->calls[k]);
         dr_buf_puts(b, " |\n");
@@ -541,8 +543,8 @@ static void outcomes_lines(dr_buf *b, const dynrag_eval_table *t, const dr_eval_
             cJSON *l = cJSON_CreateObject();
             cJSON_AddStringToObject(l, "stage", t->stage);
             cJSON_AddStringToObject(l, "router", t->router_type);
-            cJSON_AddStringToObject(l, "format",
-                                    t->default_quality == DYNRAG_EVAL_NDCG10 ? "beir" : "qa");
+            cJSON_AddStringToObject(
+                l, "format", t->default_quality.metric == DYNRAG_METRIC_NDCG ? "beir" : "qa");
             cJSON_AddStringToObject(l, "query_id", t->query_ids[q]);
             cJSON_AddStringToObject(l, "query", d->items[q].question);
             cJSON_AddStringToObject(l, "option", t->options[o]);
@@ -643,12 +645,13 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: pipeline, data and out folder are required");
     if (opt->format != DYNRAG_EVAL_FORMAT_QA && opt->format != DYNRAG_EVAL_FORMAT_BEIR)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: format %d is unknown", (int)opt->format);
-    if (opt->quality != DYNRAG_EVAL_QUALITY_AUTO && (unsigned)opt->quality >= DYNRAG_EVAL_N_METRICS)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: quality metric %d is unknown",
-                          (int)opt->quality);
-    if (opt->cost != DYNRAG_EVAL_COST_AUTO && (unsigned)opt->cost >= DYNRAG_EVAL_N_METRICS)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: cost metric %d is unknown",
-                          (int)opt->cost);
+    dr_eval_slot slot;
+    if (opt->quality.metric != DYNRAG_METRIC_DEFAULT &&
+        (rc = dr_eval_slot_of(opt->quality, "eval: quality", &slot, err)) != DYNRAG_OK)
+        return rc;
+    if (opt->cost.metric != DYNRAG_METRIC_DEFAULT &&
+        (rc = dr_eval_slot_of(opt->cost, "eval: cost", &slot, err)) != DYNRAG_OK)
+        return rc;
     if (opt->n_stages > 0 && opt->stages == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "eval: stages is NULL with n_stages %zu",
                           opt->n_stages);
@@ -744,8 +747,8 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
             return rc;
         dynrag_eval_table *t = s->tables[i];
         t->cascade = strcmp(st->router.type, "cascade") == 0;
-        t->default_quality = s->rc.opt->format == DYNRAG_EVAL_FORMAT_BEIR ? DYNRAG_EVAL_NDCG10
-                                                                           : DYNRAG_EVAL_F1;
+        t->default_quality = dr_eval_slot_metric(
+            s->rc.opt->format == DYNRAG_EVAL_FORMAT_BEIR ? DR_SLOT_NDCG10 : DR_SLOT_F1);
         for (size_t o = 0; o < st->n_options; o++)
             if ((t->options[o] = dr_strdup(st->options[o].name)) == NULL)
                 return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -794,20 +797,21 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     for (size_t q = 0; q < nq; q++) {
         dynrag_eval_outcome ro;
         outcome_of(s->router_ents[q], "", &ro);
-        money = money || (ro.m[DYNRAG_EVAL_USD] > 0);
+        money = money || (ro.slots[DR_SLOT_USD] > 0);
         for (size_t i = 0; i < s->n_sids; i++)
             for (size_t o = 0; o < s->tables[i]->n_options; o++)
-                money = money || s->tables[i]->cells[q * s->tables[i]->n_options + o].m[DYNRAG_EVAL_USD] > 0;
+                money = money ||
+                        s->tables[i]->cells[q * s->tables[i]->n_options + o].slots[DR_SLOT_USD] > 0;
     }
     for (size_t i = 0; i < s->n_sids; i++) {
         dynrag_eval_compare_options *co = &s->co[i];
         dynrag_eval_compare_options_init(co);
-        co->quality = opt->quality != DYNRAG_EVAL_QUALITY_AUTO ? opt->quality
-                      : beir                                   ? DYNRAG_EVAL_NDCG10
-                                                               : DYNRAG_EVAL_F1;
-        co->cost = opt->cost != DYNRAG_EVAL_COST_AUTO ? opt->cost
-                   : money                            ? DYNRAG_EVAL_USD
-                                                      : DYNRAG_EVAL_LATENCY;
+        co->quality = opt->quality.metric != DYNRAG_METRIC_DEFAULT
+                          ? opt->quality
+                          : dr_eval_slot_metric(beir ? DR_SLOT_NDCG10 : DR_SLOT_F1);
+        co->cost = opt->cost.metric != DYNRAG_METRIC_DEFAULT
+                       ? opt->cost
+                       : dr_eval_slot_metric(money ? DR_SLOT_USD : DR_SLOT_LATENCY);
         co->seed = opt->seed;
         co->escalate = -1;
         sweep_options(s->p, s->sids[i], co);
@@ -837,8 +841,10 @@ void dynrag_eval_options_init(dynrag_eval_options *o)
     o->seed = 0;
     o->stages = NULL;
     o->n_stages = 0;
-    o->quality = DYNRAG_EVAL_QUALITY_AUTO;
-    o->cost = DYNRAG_EVAL_COST_AUTO;
+    o->quality.metric = DYNRAG_METRIC_DEFAULT;
+    o->quality.k = 0;
+    o->cost.metric = DYNRAG_METRIC_DEFAULT;
+    o->cost.k = 0;
     o->progress = NULL;
     o->progress_user = NULL;
 }
@@ -870,13 +876,13 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
     bool beir = opt->format == DYNRAG_EVAL_FORMAT_BEIR;
     /* The router over every query, whatever the stages. */
     dynrag_eval_outcome tot;
-    double sum[DYNRAG_EVAL_N_METRICS] = {0};
-    size_t cnt[DYNRAG_EVAL_N_METRICS] = {0};
+    double sum[DR_EVAL_N_SLOTS] = {0};
+    size_t cnt[DR_EVAL_N_SLOTS] = {0};
     for (size_t q = 0; q < nq; q++) {
         outcome_of(s.router_ents[q], "", &tot);
-        for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++)
-            if (!isnan(tot.m[m]) || (!tot.ok && !dynrag_eval_metric_is_cost((dynrag_eval_metric)m))) {
-                sum[m] += isnan(tot.m[m]) ? 0 : tot.m[m];
+        for (int m = 0; m < DR_EVAL_N_SLOTS; m++)
+            if (!isnan(tot.slots[m]) || (!tot.ok && !dr_eval_slot_is_cost((dr_eval_slot)m))) {
+                sum[m] += isnan(tot.slots[m]) ? 0 : tot.slots[m];
                 cnt[m]++;
             }
         const cJSON *rec = cJSON_GetObjectItemCaseSensitive(s.router_ents[q], "record");
@@ -900,10 +906,10 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
                        "Router over all queries:",
                   dynrag_pipeline_name(s.p), opt->pipeline_path, opt->data_path,
                   beir ? "BEIR" : "QA", nq, s.rc.runs, s.rc.hits, s.rc.failed);
-    for (int m = 0; m < DYNRAG_EVAL_N_METRICS; m++)
+    for (int m = 0; m < DR_EVAL_N_SLOTS; m++)
         if (cnt[m]) {
-            cJSON_AddNumberToObject(rm, dynrag_eval_metric_name((dynrag_eval_metric)m), sum[m] / (double)cnt[m]);
-            dr_buf_printf(&md, " %s %.4g;", dynrag_eval_metric_name((dynrag_eval_metric)m),
+            cJSON_AddNumberToObject(rm, dr_eval_slot_key((dr_eval_slot)m), sum[m] / (double)cnt[m]);
+            dr_buf_printf(&md, " %s %.4g;", dr_eval_slot_key((dr_eval_slot)m),
                           sum[m] / (double)cnt[m]);
         }
     dr_buf_puts(&md, "\n");
@@ -922,8 +928,11 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
         cJSON_AddItemToArray(stages, sj);
         cJSON_AddStringToObject(sj, "stage", t->stage);
         cJSON_AddStringToObject(sj, "router", t->router_type);
-        cJSON_AddStringToObject(sj, "quality_metric", dynrag_eval_metric_name(s.co[i].quality));
-        cJSON_AddStringToObject(sj, "cost_metric", dynrag_eval_metric_name(s.co[i].cost));
+        char qname[48], cname[48];
+        dynrag_metric_key(s.co[i].quality, qname, sizeof qname);
+        dynrag_metric_key(s.co[i].cost, cname, sizeof cname);
+        cJSON_AddStringToObject(sj, "quality_metric", qname);
+        cJSON_AddStringToObject(sj, "cost_metric", cname);
         cJSON *ops = cJSON_AddArrayToObject(sj, "options");
         for (size_t o = 0; o < t->n_options; o++)
             cJSON_AddItemToArray(ops, cJSON_CreateString(t->options[o]));
@@ -948,8 +957,7 @@ int dynrag_eval_run(const dynrag_eval_options *opt, dynrag_eval_summary *summary
         }
         md_stage(&md, t, c, opt, &s.co[i]);
         char name[96];
-        char *svg = dynrag_eval_svg_scatter(t, c, dynrag_eval_metric_name(s.co[i].quality),
-                                            dynrag_eval_metric_name(s.co[i].cost));
+        char *svg = dynrag_eval_svg_scatter(t, c, qname, cname);
         snprintf(name, sizeof name, "%s-cost-quality.svg", t->stage);
         rc = svg ? write_text(opt->out_dir, name, svg, err) : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         dr_free(svg);
