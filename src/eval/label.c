@@ -3,7 +3,6 @@
 #include "dynrag/eval.h"
 #include "dynrag/pipeline.h"
 #include "eval/eval_internal.h"
-#include "pipeline/spec.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -43,7 +42,6 @@ static int read_outcomes(const char *path, const dynrag_pipeline *p, dr_eval_slo
     int rc = dr_read_file(path, MAX_OUTCOMES_BYTES, &data, &len, err);
     if (rc != DYNRAG_OK)
         return rc;
-    const dr_stage *st = &p->stages[DR_STAGE_RETRIEVAL_MODE];
     const char *mname = dr_eval_slot_key(metric);
     qbest *q = NULL;
     size_t n = 0, cap = 0, lineno = 0;
@@ -93,8 +91,12 @@ static int read_outcomes(const char *path, const dynrag_pipeline *p, dr_eval_slo
                 goto fail;
             }
         }
-        int oi = dr_stage_find_option(st, opt->valuestring);
-        int rank = oi >= 0 ? kind_rank(st->options[oi].kind) : -1;
+        int oi = dynrag_pipeline_find_option(p, "retrieval_mode", opt->valuestring);
+        dynrag_option_info info;
+        int rank = oi >= 0 && dynrag_pipeline_option(p, "retrieval_mode", (size_t)oi, &info,
+                                                     NULL) == DYNRAG_OK
+                       ? kind_rank(info.kind)
+                       : -1;
         bool ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ok"));
         if (rank >= 0 && ok && cJSON_IsNumber(m) && m->valuedouble >= min_q &&
             rank < q[i].rank) {
@@ -163,10 +165,14 @@ int dynrag_eval_label(const dynrag_label_options *opt, dynrag_label_stats *stats
     int rc = dynrag_pipeline_load(opt->pipeline_path, &p, NULL, err);
     if (rc != DYNRAG_OK)
         goto cleanup;
-    const dr_stage *rm = &p->stages[DR_STAGE_RETRIEVAL_MODE];
+    dynrag_stage_info rm;
+    dynrag_pipeline_stage(p, "retrieval_mode", &rm, NULL);
     bool have[3] = {false, false, false};
-    for (size_t i = 0; i < rm->n_options; i++) {
-        int r = kind_rank(rm->options[i].kind);
+    for (size_t i = 0; i < rm.n_options; i++) {
+        dynrag_option_info info;
+        int r = dynrag_pipeline_option(p, "retrieval_mode", i, &info, NULL) == DYNRAG_OK
+                    ? kind_rank(info.kind)
+                    : -1;
         if (r >= 0)
             have[r] = true;
     }

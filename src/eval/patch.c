@@ -6,8 +6,9 @@
 #include "dynrag/eval.h"
 
 #include "core/util.h"
-#include "pipeline/spec.h"
+#include "dynrag/pipeline.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,8 +145,12 @@ int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, co
         goto cleanup;
     }
     dynrag_diags_free(dg);
-    int sid = dr_stage_from_name(stage);
-    double got = sid >= 0 ? dr_param_num(p->stages[sid].router.params, param, NAN) : NAN;
+    char *rparams = dynrag_pipeline_router_params(p, stage);
+    cJSON *pj = rparams ? cJSON_Parse(rparams) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(pj, param);
+    double got = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    cJSON_Delete(pj);
+    dr_free(rparams);
     if (!(fabs(got - value) <= 1e-6 * fmax(1, fabs(value)))) {
         rc = dr_err_set(err, DYNRAG_ERR_INTERNAL, "the patched pipeline has %s %g, not %g", param,
                         got, value);
