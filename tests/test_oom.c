@@ -488,16 +488,34 @@ static int path_query(void *ctx, dynrag_error *err)
 /* Opens the pipeline and its engine through the test allocator, failing
  * nothing, and leaves the allocator installed (oom_engine_close restores
  * the default). */
-static int oom_engine_open(oom_ctx *c, const char *pipeline)
+/* Installs the test allocator for good (failing nothing) and loads a
+ * shipped pipeline through it: the start of oom_engine_open and
+ * oom_server_open. */
+static int oom_hook_and_load(oom_ctx *c, const char *pipeline, dynrag_error *err)
 {
     snprintf(c->pipeline, sizeof(c->pipeline), "%s/pipelines/%s", test_source_dir(), pipeline);
     oom.fail_at = 0;
     atomic_store(&oom.live, 0);
     dynrag_set_allocator(&oom_allocator);
     c->hook_kept = true;
+    dynrag_error_clear(err);
+    return dynrag_pipeline_load(c->pipeline, &c->pipe, NULL, err);
+}
+
+/* Frees the pipeline and restores the default allocator (after the
+ * engine or server over it was closed). */
+static void oom_unload_and_unhook(oom_ctx *c)
+{
+    dynrag_pipeline_free(c->pipe);
+    c->pipe = NULL;
+    dynrag_set_allocator(NULL);
+    c->hook_kept = false;
+}
+
+static int oom_engine_open(oom_ctx *c, const char *pipeline)
+{
     dynrag_error err;
-    dynrag_error_clear(&err);
-    int rc = dynrag_pipeline_load(c->pipeline, &c->pipe, NULL, &err);
+    int rc = oom_hook_and_load(c, pipeline, &err);
     if (rc == DYNRAG_OK) {
         dynrag_engine_options eo;
         dynrag_engine_options_init(&eo);
@@ -515,11 +533,8 @@ static int oom_engine_open(oom_ctx *c, const char *pipeline)
 static void oom_engine_close(oom_ctx *c)
 {
     dynrag_engine_close(c->engine);
-    dynrag_pipeline_free(c->pipe);
     c->engine = NULL;
-    c->pipe = NULL;
-    dynrag_set_allocator(NULL);
-    c->hook_kept = false;
+    oom_unload_and_unhook(c);
 }
 
 /* ---- the tests -------------------------------------------------------------------- */
@@ -700,14 +715,8 @@ static int path_serve(void *ctx, dynrag_error *err)
  * (failing nothing), which stays installed. */
 static int oom_server_open(oom_ctx *c, const char *pipeline)
 {
-    snprintf(c->pipeline, sizeof(c->pipeline), "%s/pipelines/%s", test_source_dir(), pipeline);
-    oom.fail_at = 0;
-    atomic_store(&oom.live, 0);
-    dynrag_set_allocator(&oom_allocator);
-    c->hook_kept = true;
     dynrag_error err;
-    dynrag_error_clear(&err);
-    int rc = dynrag_pipeline_load(c->pipeline, &c->pipe, NULL, &err);
+    int rc = oom_hook_and_load(c, pipeline, &err);
     if (rc == DYNRAG_OK) {
         dynrag_server_options so;
         dynrag_server_options_init(&so);
@@ -728,11 +737,8 @@ static int oom_server_open(oom_ctx *c, const char *pipeline)
 static void oom_server_close(oom_ctx *c)
 {
     dynrag_server_close(c->server);
-    dynrag_pipeline_free(c->pipe);
     c->server = NULL;
-    c->pipe = NULL;
-    dynrag_set_allocator(NULL);
-    c->hook_kept = false;
+    oom_unload_and_unhook(c);
 }
 
 /* Requests to a running server: parsing, validation, the engine, the JSON
