@@ -252,6 +252,10 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     dynrag_error qerr;
     dynrag_error_clear(&qerr);
     int rc = run_stages(&s, &qerr);
+    /* A step, cascade attempt, cut or fallback that could not be noted is
+     * lost to the record and to the prompt's step list: the query fails. */
+    if (rc == DYNRAG_OK && s.jb.nomem)
+        rc = dr_err_set(&qerr, DYNRAG_ERR_NOMEM, "out of memory");
     if (rc == DYNRAG_OK)
         dr_q_check_spent(&s, "the query");
     s.tot.latency_ms = dr_q_elapsed_ms(&s);

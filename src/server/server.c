@@ -452,8 +452,6 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
     }
     dynrag_search_options so;
     dynrag_search_options_init(&so);
-    dynrag_stage_info ist;
-    dynrag_pipeline_stage(s->p, "index", &ist, NULL);
     dynrag_index *idx = NULL;
     dynrag_result *route = NULL;
     const char *route_option = NULL;
@@ -461,6 +459,8 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
     memset(&hits, 0, sizeof(hits));
     if (req.mode >= 0) {
         /* The params of the first index option of that mode, if any. */
+        dynrag_stage_info ist;
+        dynrag_pipeline_stage(s->p, "index", &ist, NULL);
         for (size_t i = 0; i < ist.n_options; i++) {
             dynrag_option_info oi;
             if (dynrag_pipeline_option(s->p, "index", i, &oi, NULL) == DYNRAG_OK &&
