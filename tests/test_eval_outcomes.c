@@ -723,11 +723,21 @@ TEST(eval_outcomes_sweep_and_calibrate)
     ASSERT_OK(dynrag_eval_calibrate_outcomes(&o, &co, &cal, &err), &err);
     ASSERT(!cal.met);
     ASSERT_NEAR(cal.value, 0, 0); /* floor 0: option 0, the cheapest */
-    /* A willingness to pay sweeps geometric values when costs are recorded,
-     * and not at all on a table without any. */
+    /* A param the router does not have is refused, naming it (a sweep of
+     * it would route alike at every value). */
     dynrag_eval_outcomes_options w = o;
     w.sweep_param = "willingness_to_pay";
     dynrag_eval_outcomes_summary sum;
+    ASSERT_EQ(dynrag_eval_outcomes(&w, &sum, NULL, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(err.msg, "a cost router has no numeric param 'willingness_to_pay'");
+    /* A price of cost (a bandit's lambda, a willingness to pay) sweeps
+     * geometric values when costs are recorded, and not at all on a table
+     * without any. */
+    char bpath[1024];
+    snprintf(bpath, sizeof bpath, "%s",
+             gen_pipeline(&g, "      type: bandit\n      params: {algorithm: ucb1}\n", "pb.yaml"));
+    w.pipeline_path = bpath;
+    w.sweep_param = "lambda";
     ASSERT_OK(dynrag_eval_outcomes(&w, &sum, NULL, &err), &err);
     ASSERT_EQ(sum.n_sweep, 21);
     dr_buf nb = {0};

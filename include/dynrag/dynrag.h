@@ -8,6 +8,7 @@
  *   pipeline.h    loading and validating pipeline YAML
  *   index.h       building, opening and searching an index
  *   engine.h      running queries through a routed pipeline, route logs
+ *   router.h      one stage's router on its own (route, feedback, judge)
  *   server.h      the HTTP server
  *   classifier.h  the query-complexity classifier
  *   train.h       training the classifier
@@ -31,6 +32,7 @@
 #include "dynrag/metrics.h"
 #include "dynrag/outcomes.h"
 #include "dynrag/pipeline.h"
+#include "dynrag/router.h"
 #include "dynrag/server.h"
 #include "dynrag/train.h"
 

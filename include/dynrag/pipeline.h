@@ -120,6 +120,8 @@ typedef struct dynrag_stage_info {
     const char *router;   /* router type: "fixed", "rules", "classifier", "bandit", ... */
     const char *fallback; /* the `fallback:` option's name, or NULL */
     int line;             /* line where the stage's mapping starts (0 when not declared) */
+    int router_line;      /* line and column of the stage's `router:` (0 when it has none */
+    int router_col;       /* in the file) */
 } dynrag_stage_info;
 
 DYNRAG_API int dynrag_pipeline_stage(const dynrag_pipeline *p, const char *stage,

@@ -29,17 +29,6 @@ void dr_engine_remember(dynrag_engine *e, const char *id, const qstate *s)
     pthread_mutex_unlock(&e->memo_mu);
 }
 
-/* See feedback.h. */
-double dr_bandit_shaped_reward(const cJSON *params, double reward, double usd, double latency_ms)
-{
-    double r = reward - dr_param_num(params, "lambda", 0) * usd;
-    double sla = dr_param_num(params, "sla_ms", NAN);
-    if (sla > 0 && latency_ms > sla) /* the overshoot ratio is capped: finite */
-        r -= dr_param_num(params, "sla_penalty", 1) *
-             DR_MIN((latency_ms - sla) / sla, DR_SLA_OVERSHOOT_MAX);
-    return r;
-}
-
 /* Gives `reward`, shaped by each stage's router params (lambda x $ cost, the
  * SLA penalty on the generator latency: dr_bandit_shaped_reward), to every
  * bandit router whose stage chose an option, under query id qid. Rejects a

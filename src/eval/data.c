@@ -5,6 +5,7 @@
 #include "eval/eval_internal.h"
 
 #include "core/util.h"
+#include "dynrag/alloc.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -314,4 +315,15 @@ int dr_eval_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_error 
     }
     dynrag_diags_free(dg);
     return rc;
+}
+
+/* See eval_internal.h. */
+cJSON *dr_eval_router_params(const dynrag_pipeline *p, const char *stage, dynrag_error *err)
+{
+    char *txt = dynrag_pipeline_router_params(p, stage);
+    cJSON *j = txt ? cJSON_Parse(txt) : NULL;
+    dynrag_free(txt);
+    if (j == NULL)
+        dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    return j;
 }

@@ -113,6 +113,10 @@ void dr_eval_data_free(dr_eval_data *d);
  * per line (file:line:col: key.path: message), or its error when it gave none. */
 int dr_eval_pipeline_load(const char *path, dynrag_pipeline **out, dynrag_error *err);
 
+/* The router params of a stage of p as parsed JSON (dynrag_pipeline_router_params),
+ * or NULL when out of memory (err set); the caller deletes them. */
+struct cJSON *dr_eval_router_params(const dynrag_pipeline *p, const char *stage, dynrag_error *err);
+
 /* The row of a policy given as one option per query (choice[q]; -1: the
  * stage did not run, so the router's own outcome stands): outcomes from the
  * table's forced-run cells. */

@@ -9,13 +9,10 @@
 #include "dynrag/eval.h"
 
 #include "core/util.h"
-#include "engine/feedback.h"
+#include "dynrag/alloc.h"
+#include "dynrag/router.h"
 #include "eval/eval_internal.h"
 #include "eval/outcomes.h"
-#include "pipeline/spec.h"
-#include "router/bandit.h"
-#include "router/cascade.h"
-#include "router/router.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -29,10 +26,12 @@
 /* Everything one evaluation holds. */
 typedef struct oeval {
     dynrag_pipeline *p;
-    const dr_stage *st;
+    const char *path;        /* the pipeline file (borrowed from the options) */
+    const char *router_type; /* the generator's router (owned by p) */
+    size_t n_opt;            /* the generator's options */
+    const char *opt_name[DYNRAG_MAX_OPTIONS];
     dr_outcome_table ot;
-    int map[DR_MAX_OPTIONS]; /* stage option -> table option */
-    dr_query_features *feat; /* [n_rows] */
+    int map[DYNRAG_MAX_OPTIONS]; /* stage option -> table option */
     dynrag_eval_table *t;    /* the whole table, the router's choices filled */
     dynrag_eval_compare_options co;
     size_t n_missing;
@@ -50,7 +49,6 @@ typedef struct oeval {
 
 static void oeval_free(oeval *e)
 {
-    dr_free(e->feat);
     dynrag_eval_table_free(e->t);
     dr_free(e->grid);
     dr_free(e->sw_first);
@@ -69,12 +67,30 @@ static const dr_outcome *outcome_of(const oeval *e, size_t q, int o)
     return &e->ot.rows[q].o[e->map[o]];
 }
 
-/* True when the cascade's judge reads the answer text. */
-static bool judge_reads_text(const dr_router_spec *spec)
+/* The generator router's params as parsed JSON (the caller deletes them). */
+static cJSON *router_params(const oeval *e, dynrag_error *err)
 {
-    const char *j = dr_param_str(spec->params, "judge", "self_route");
-    return strcmp(j, "self_route") == 0 || strcmp(j, "agreement") == 0 ||
-           strcmp(j, "scorer") == 0;
+    return dr_eval_router_params(e->p, "generator", err);
+}
+
+/* What the cascade's chain reads of its router's params. */
+typedef struct cascade_params {
+    double threshold;
+    char judge[32];
+    bool agreement; /* the agreement judge compares the answers called so far */
+    bool text;      /* the judge reads the answer text */
+} cascade_params;
+
+static void cascade_params_get(const cJSON *params, cascade_params *cp)
+{
+    const cJSON *thr = cJSON_GetObjectItemCaseSensitive(params, "threshold");
+    const cJSON *judge = cJSON_GetObjectItemCaseSensitive(params, "judge");
+    cp->threshold = cJSON_IsNumber(thr) ? thr->valuedouble : 0.5;
+    dr_strlcpy(cp->judge, cJSON_IsString(judge) ? judge->valuestring : "self_route",
+               sizeof cp->judge);
+    cp->agreement = strcmp(cp->judge, "agreement") == 0;
+    cp->text = strcmp(cp->judge, "self_route") == 0 || cp->agreement ||
+               strcmp(cp->judge, "scorer") == 0;
 }
 
 /*
@@ -85,14 +101,11 @@ static bool judge_reads_text(const dr_router_spec *spec)
  * judge (held by the cascade router r) reads the query, the option and its
  * recorded answer. Sets *last.
  */
-static int cascade_chain(const oeval *e, const dr_router *r, size_t q, int first, int *last,
-                         dynrag_error *err)
+static int cascade_chain(const oeval *e, const dynrag_router *r, const cascade_params *cp,
+                         size_t q, int first, int *last, dynrag_error *err)
 {
-    const dr_router_spec *spec = &e->st->router;
-    double thr = dr_param_num(spec->params, "threshold", 0.5);
-    bool agreement = strcmp(dr_param_str(spec->params, "judge", "self_route"), "agreement") == 0;
-    bool text = judge_reads_text(spec);
-    const char *answers[DR_MAX_OPTIONS];
+    bool agreement = cp->agreement, text = cp->text;
+    const char *answers[DYNRAG_MAX_OPTIONS];
     size_t na = 0;
     int cur = first;
     for (;;) {
@@ -101,10 +114,9 @@ static int cascade_chain(const oeval *e, const dr_router *r, size_t q, int first
             return dr_err_set(err, DYNRAG_ERR_INVALID,
                               "outcomes: query '%s': option '%s' has no recorded \"response\" "
                               "(the cascade's %s judge reads it)",
-                              e->ot.rows[q].id, e->st->options[cur].name,
-                              dr_param_str(spec->params, "judge", "self_route"));
+                              e->ot.rows[q].id, e->opt_name[cur], cp->judge);
         answers[na++] = o->response ? o->response : "";
-        if ((size_t)cur + 1 >= e->st->n_options)
+        if ((size_t)cur + 1 >= e->n_opt)
             break;
         if (agreement && na < 2) {
             cur++;
@@ -114,17 +126,18 @@ static int cascade_chain(const oeval *e, const dr_router *r, size_t q, int first
          * log-probabilities): the answer stands. */
         if (!text && o->response == NULL)
             break;
-        dr_answer_view v;
-        memset(&v, 0, sizeof(v));
+        dynrag_answer v;
+        dynrag_answer_init(&v);
         v.text = answers[na - 1];
-        v.first_token_margin = NAN;
-        v.mean_logprob = NAN;
-        v.confidence = NAN;
         v.samples = answers;
         v.n_samples = na;
         v.query = e->ot.rows[q].query;
-        v.option = e->st->options[cur].name;
-        if (dr_cascade_judge(r, spec, &v, NULL, 0) >= thr)
+        v.option = e->opt_name[cur];
+        double conf = NAN;
+        int rc = dynrag_router_judge(r, &v, &conf, NULL, 0, err);
+        if (rc != DYNRAG_OK)
+            return rc;
+        if (conf >= cp->threshold)
             break;
         cur++;
     }
@@ -143,86 +156,60 @@ static int cmp_double(const void *a, const void *b)
  * first[q] is the router's choice, last[q] where its cascade stopped (the
  * same without a cascade). scores (may be NULL) gets the router's scores
  * ([n_rows][n_options]); us (may be NULL) the routing time per row. A stateful
- * router (bandit) learns from the reward live feedback would give it: the
- * recorded quality of the final option shaped by its params like the
- * engine's feedback (dr_bandit_shaped_reward: minus lambda x the recorded
- * cost of every call, minus the SLA penalty on the recorded latency of
- * every call; latencies not recorded count as 0).
+ * router (bandit) learns, in memory only, from the feedback live use would
+ * give it: the recorded quality of the final option, the recorded cost of
+ * every call and the recorded latency of every call (0 where not recorded),
+ * shaped by its params as the engine's feedback is.
  */
 static int route_all(oeval *e, int *first, int *last, double *scores, double *us, dynrag_error *err)
 {
-    dr_router *r = NULL;
-    int rc = dr_router_create(e->p, e->st, &r, err);
+    cJSON *params = router_params(e, err);
+    if (params == NULL)
+        return DYNRAG_ERR_NOMEM;
+    cascade_params cp;
+    cascade_params_get(params, &cp);
+    cJSON_Delete(params);
+    dynrag_router_options ro;
+    dynrag_router_options_init(&ro);
+    ro.all_available = true; /* no model is called: every option of the table can run */
+    ro.in_memory = true;     /* a replay must not reward the deployed state */
+    dynrag_router *r = NULL;
+    int rc = dynrag_router_open(e->p, "generator", &ro, &r, err);
     if (rc != DYNRAG_OK)
-        return dr_err_prefix(err, "%s", e->p->path);
-    /* A replay learns in memory only: it must not reward the deployed state. */
-    dr_bandit_detach_state(r);
-    bool cascade = strcmp(e->st->router.type, "cascade") == 0;
-    bool bandit = strcmp(e->st->router.type, "bandit") == 0;
-    size_t no = e->st->n_options;
+        return dr_err_prefix(err, "%s", e->path);
+    bool cascade = strcmp(e->router_type, "cascade") == 0;
+    size_t no = e->n_opt;
     for (size_t q = 0; q < e->ot.n_rows; q++) {
-        dr_route_ctx ctx;
-        memset(&ctx, 0, sizeof(ctx));
-        ctx.query = e->ot.rows[q].query;
-        ctx.features = &e->feat[q];
-        ctx.stage = e->st;
-        ctx.remaining = e->p->budget;
-        dr_route_decision d;
-        memset(&d, 0, sizeof(d));
-        d.option = -1;
-        for (size_t i = 0; i < DR_MAX_OPTIONS; i++)
-            d.scores[i] = NAN;
+        dynrag_route d;
         int64_t t0 = dr_now_us();
-        rc = r->vt->route(r, &ctx, &d, err);
+        rc = dynrag_router_route(r, e->ot.rows[q].query, &d, err);
         if (us)
             us[q] = (double)(dr_now_us() - t0);
         if (rc != DYNRAG_OK) {
-            dr_err_prefix(err, "query '%s': stages.generator.router (%s)", e->ot.rows[q].id,
-                          r->type);
-            goto done;
-        }
-        if (d.option < 0 || (size_t)d.option >= no) {
-            rc = dr_err_set(err, DYNRAG_ERR_INTERNAL,
-                            "stages.generator: router chose option %d of %zu", d.option, no);
+            dr_err_prefix(err, "query '%s'", e->ot.rows[q].id);
             goto done;
         }
         first[q] = d.option;
         last[q] = d.option;
-        if (cascade && (rc = cascade_chain(e, r, q, d.option, &last[q], err)) != DYNRAG_OK)
+        if (cascade && (rc = cascade_chain(e, r, &cp, q, d.option, &last[q], err)) != DYNRAG_OK)
             goto done;
         if (scores)
             for (size_t o = 0; o < no; o++)
                 scores[q * no + o] = d.scores[o];
         const dr_outcome *fin = outcome_of(e, q, last[q]);
-        double reward = fin->present ? fin->quality : 0;
-        if (bandit) {
-            double usd = 0, latency_ms = 0;
-            for (int k = first[q]; k <= last[q]; k++) {
-                usd += outcome_of(e, q, k)->cost_usd;
-                latency_ms += outcome_of(e, q, k)->latency_ms;
-            }
-            reward = dr_bandit_shaped_reward(e->st->router.params, reward, usd, latency_ms);
+        double usd = 0, latency_ms = 0;
+        for (int k = first[q]; k <= last[q]; k++) {
+            usd += outcome_of(e, q, k)->cost_usd;
+            latency_ms += outcome_of(e, q, k)->latency_ms;
         }
-        rc = r->vt->feedback(r, e->ot.rows[q].id, &e->feat[q], last[q], reward, err);
+        rc = dynrag_router_feedback(r, e->ot.rows[q].id, e->ot.rows[q].query, (size_t)last[q],
+                                    fin->present ? fin->quality : 0, usd, latency_ms, err);
         if (rc != DYNRAG_OK)
             goto done;
     }
 done:
-    dr_router_free(r);
+    dynrag_router_close(r);
     return rc;
-}
-
-/* Sets router.params.<name> = v (added when absent). */
-static int set_param(cJSON *params, const char *name, double v, dynrag_error *err)
-{
-    cJSON *num = cJSON_CreateNumber(v);
-    if (num == NULL || (cJSON_HasObjectItem(params, name)
-                            ? !cJSON_ReplaceItemInObjectCaseSensitive(params, name, num)
-                            : !cJSON_AddItemToObject(params, name, num))) {
-        cJSON_Delete(num);
-        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    }
-    return DYNRAG_OK;
 }
 
 /* The parameter to sweep: opt's, or the first of the known ones the
@@ -230,35 +217,33 @@ static int set_param(cJSON *params, const char *name, double v, dynrag_error *er
 static int pick_param(oeval *e, const dynrag_eval_outcomes_options *opt, dynrag_error *err)
 {
     static const char *const known[] = {"willingness_to_pay", "wtp", "threshold"};
-    const cJSON *params = e->st->router.params;
     e->param[0] = '\0';
     if (opt->sweep_param && strcmp(opt->sweep_param, "none") == 0)
         return DYNRAG_OK;
     if (opt->sweep_param) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, opt->sweep_param);
-        if (v != NULL && !cJSON_IsNumber(v))
-            return dr_err_set(err, DYNRAG_ERR_INVALID,
-                              "sweep: stages.generator.router.params.%s is not a number",
-                              opt->sweep_param);
         if (strlen(opt->sweep_param) >= sizeof e->param)
             return dr_err_set(err, DYNRAG_ERR_INVALID, "sweep: parameter name too long");
         dr_strlcpy(e->param, opt->sweep_param, sizeof e->param);
         return DYNRAG_OK;
     }
-    if (strcmp(e->st->router.type, "fixed") == 0)
+    if (strcmp(e->router_type, "fixed") == 0)
         return DYNRAG_OK;
+    cJSON *params = router_params(e, err);
+    if (params == NULL)
+        return DYNRAG_ERR_NOMEM;
     for (size_t i = 0; i < DR_ARRAY_LEN(known); i++)
         if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(params, known[i]))) {
             dr_strlcpy(e->param, known[i], sizeof e->param);
             break;
         }
+    cJSON_Delete(params);
     return DYNRAG_OK;
 }
 
 /* The mean recorded cost of each stage option over the table. */
 static void option_costs(const oeval *e, double *mean)
 {
-    for (size_t o = 0; o < e->st->n_options; o++) {
+    for (size_t o = 0; o < e->n_opt; o++) {
         double s = 0;
         for (size_t q = 0; q < e->ot.n_rows; q++)
             s += outcome_of(e, q, (int)o)->cost_usd;
@@ -278,7 +263,7 @@ static int default_grid(oeval *e, size_t n, dynrag_error *err)
     if (pay) {
         bool any_cost = false;
         for (size_t q = 0; q < e->ot.n_rows && !any_cost; q++)
-            for (size_t o = 0; o < e->st->n_options && !any_cost; o++)
+            for (size_t o = 0; o < e->n_opt && !any_cost; o++)
                 any_cost = outcome_of(e, q, (int)o)->cost_usd > 0;
         if (!any_cost) {
             e->param[0] = '\0';
@@ -294,9 +279,9 @@ static int default_grid(oeval *e, size_t n, dynrag_error *err)
             e->grid[g] = (double)g / (double)(n - 1);
         return DYNRAG_OK;
     }
-    double mean[DR_MAX_OPTIONS], lo = INFINITY, hi = -INFINITY;
+    double mean[DYNRAG_MAX_OPTIONS], lo = INFINITY, hi = -INFINITY;
     option_costs(e, mean);
-    for (size_t o = 0; o < e->st->n_options; o++) {
+    for (size_t o = 0; o < e->n_opt; o++) {
         lo = fmin(lo, mean[o]);
         hi = fmax(hi, mean[o]);
     }
@@ -307,7 +292,9 @@ static int default_grid(oeval *e, size_t n, dynrag_error *err)
     return DYNRAG_OK;
 }
 
-/* Runs the sweep over e->grid, restoring the parameter afterwards. */
+/* Runs the sweep over e->grid, each value set as the YAML would be
+ * checked (dynrag_pipeline_set_router_param), restoring a value the params
+ * held before. */
 static int run_sweep(oeval *e, dynrag_error *err)
 {
     size_t nq = e->ot.n_rows;
@@ -315,23 +302,23 @@ static int run_sweep(oeval *e, dynrag_error *err)
     e->sw_last = dr_calloc(e->n_grid * nq + 1, sizeof(int));
     if (e->sw_first == NULL || e->sw_last == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    cJSON *params = e->st->router.params;
-    cJSON *orig = cJSON_GetObjectItemCaseSensitive(params, e->param);
-    cJSON *saved = orig ? cJSON_Duplicate(orig, 1) : NULL;
-    if (orig && saved == NULL)
-        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    cJSON *params = router_params(e, err);
+    if (params == NULL)
+        return DYNRAG_ERR_NOMEM;
+    const cJSON *orig = cJSON_GetObjectItemCaseSensitive(params, e->param);
+    bool had = cJSON_IsNumber(orig);
+    double saved = had ? orig->valuedouble : 0;
+    cJSON_Delete(params);
     int rc = DYNRAG_OK;
     for (size_t g = 0; g < e->n_grid && rc == DYNRAG_OK; g++) {
-        if ((rc = set_param(params, e->param, e->grid[g], err)) != DYNRAG_OK)
-            break;
-        rc = route_all(e, e->sw_first + g * nq, e->sw_last + g * nq, NULL, NULL, err);
+        rc = dynrag_pipeline_set_router_param(e->p, "generator", e->param, e->grid[g], err);
+        if (rc == DYNRAG_OK)
+            rc = route_all(e, e->sw_first + g * nq, e->sw_last + g * nq, NULL, NULL, err);
         if (rc != DYNRAG_OK)
             dr_err_prefix(err, "sweep %s = %g", e->param, e->grid[g]);
     }
-    if (saved)
-        cJSON_ReplaceItemInObjectCaseSensitive(params, e->param, saved);
-    else
-        cJSON_DeleteItemFromObjectCaseSensitive(params, e->param);
+    if (had)
+        dynrag_pipeline_set_router_param(e->p, "generator", e->param, saved, NULL);
     return rc;
 }
 
@@ -356,17 +343,30 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         return rc;
     if (e->ot.n_rows == 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "%s: no queries", opt->outcomes_path);
-    dr_stage *st = &e->p->stages[DR_STAGE_GENERATOR];
-    e->st = st;
-    if (strcmp(st->router.type, "llm") == 0)
+    e->path = opt->pipeline_path;
+    dynrag_stage_info si;
+    if ((rc = dynrag_pipeline_stage(e->p, "generator", &si, err)) != DYNRAG_OK)
+        return rc;
+    e->router_type = si.router;
+    if (strcmp(si.router, "llm") == 0)
         return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED,
                           "%s:%d:%d: stages.generator.router: type llm asks an LLM which option "
                           "to use, and an outcome table records no answers of that LLM, so it "
                           "cannot be replayed (docs/routers.md#llm)",
-                          opt->pipeline_path, st->router.line, st->router.col);
-    size_t no = st->n_options;
+                          opt->pipeline_path, si.router_line, si.router_col);
+    size_t no = si.n_options;
+    if (no > DYNRAG_MAX_OPTIONS)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "%s: stages.generator has %zu options (at most %d)",
+                          opt->pipeline_path, no, DYNRAG_MAX_OPTIONS);
+    e->n_opt = no;
     for (size_t o = 0; o < no; o++) {
-        e->map[o] = dr_outcomes_option(&e->ot, st->options[o].name);
+        dynrag_option_info oi;
+        if ((rc = dynrag_pipeline_option(e->p, "generator", o, &oi, err)) != DYNRAG_OK)
+            return rc;
+        e->opt_name[o] = oi.name;
+    }
+    for (size_t o = 0; o < no; o++) {
+        e->map[o] = dr_outcomes_option(&e->ot, e->opt_name[o]);
         if (e->map[o] < 0) {
             dr_buf have = {0};
             for (size_t k = 0; k < e->ot.n_options && k < 20; k++)
@@ -374,31 +374,27 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
             rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                             "%s: generator option '%s' is not an option of the outcome table %s "
                             "(it has: %s%s)",
-                            opt->pipeline_path, st->options[o].name, opt->outcomes_path,
+                            opt->pipeline_path, e->opt_name[o], opt->outcomes_path,
                             have.data ? have.data : "", e->ot.n_options > 20 ? ", ..." : "");
             dr_buf_free(&have);
             return rc;
         }
-        /* No model is called: every option of the table can run. */
-        st->options[o].available = true;
     }
-    if (opt->strong && dr_stage_find_option(st, opt->strong) < 0)
+    if (opt->strong && dynrag_pipeline_find_option(e->p, "generator", opt->strong) < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "--strong: the generator has no option '%s'",
                           opt->strong);
-    if (opt->weak && dr_stage_find_option(st, opt->weak) < 0)
+    if (opt->weak && dynrag_pipeline_find_option(e->p, "generator", opt->weak) < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "--weak: the generator has no option '%s'",
                           opt->weak);
     size_t nq = e->ot.n_rows;
-    e->feat = dr_calloc(nq, sizeof *e->feat);
     e->row_task = dr_calloc(nq, sizeof *e->row_task);
     e->tasks = dr_calloc(nq, sizeof *e->tasks);
     double *us = dr_calloc(nq, sizeof *us);
-    if (e->feat == NULL || e->row_task == NULL || e->tasks == NULL || us == NULL) {
+    if (e->row_task == NULL || e->tasks == NULL || us == NULL) {
         dr_free(us);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     for (size_t q = 0; q < nq; q++) {
-        dr_query_features_compute(e->ot.rows[q].query, &e->feat[q]);
         const char *task = e->ot.rows[q].task ? e->ot.rows[q].task : "";
         size_t k = 0;
         while (k < e->n_tasks && strcmp(e->tasks[k], task) != 0)
@@ -408,15 +404,15 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
         e->row_task[q] = k;
     }
     /* The table of dynrag_eval_compare. */
-    if ((rc = dynrag_eval_table_new("generator", st->router.type, nq, no, &e->t, err)) !=
+    if ((rc = dynrag_eval_table_new("generator", si.router, nq, no, &e->t, err)) !=
         DYNRAG_OK) {
         dr_free(us);
         return rc;
     }
     dynrag_eval_table *t = e->t;
-    t->cascade = strcmp(st->router.type, "cascade") == 0;
+    t->cascade = strcmp(si.router, "cascade") == 0;
     for (size_t o = 0; o < no; o++)
-        if ((t->options[o] = dr_strdup(st->options[o].name)) == NULL)
+        if ((t->options[o] = dr_strdup(e->opt_name[o])) == NULL)
             rc = DYNRAG_ERR_NOMEM;
     for (size_t q = 0; q < nq && rc == DYNRAG_OK; q++) {
         if ((t->query_ids[q] = dr_strdup(e->ot.rows[q].id)) == NULL)
@@ -833,7 +829,7 @@ int dynrag_eval_outcomes(const dynrag_eval_outcomes_options *opt, dynrag_eval_ou
     /* Table options the generator does not have. */
     cJSON *ign = cJSON_AddArrayToObject(rep, "ignored_options");
     for (size_t k = 0; k < e.ot.n_options; k++)
-        if (dr_stage_find_option(e.st, e.ot.options[k]) < 0)
+        if (dynrag_pipeline_find_option(e.p, "generator", e.ot.options[k]) < 0)
             cJSON_AddItemToArray(ign, cJSON_CreateString(e.ot.options[k]));
     cJSON *rt = cJSON_AddObjectToObject(rep, "routing_us");
     cJSON_AddNumberToObject(rt, "p50", e.route_us_p50);

@@ -18,7 +18,8 @@
 
 #include "core/util.h"
 #include "dynrag/engine.h"
-#include "pipeline/spec.h"
+#include "dynrag/alloc.h"
+#include "dynrag/router.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -421,17 +422,60 @@ static const char *entry_str(const cJSON *ent, const char *obj, const char *stag
 
 /* ---- stages to compare ------------------------------------------------------------ */
 
-static bool stage_is_routed(const dr_stage *st)
+/* Stages are numbered in run order (dynrag_stage_name). */
+static int stage_id(const char *name)
 {
+    for (size_t i = 0; name != NULL && i < DYNRAG_N_STAGES; i++)
+        if (strcmp(dynrag_stage_name(i), name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static bool is_stage(int sid, const char *name)
+{
+    return strcmp(dynrag_stage_name((size_t)sid), name) == 0;
+}
+
+/* Option i of stage sid (a valid index: a zeroed view otherwise). */
+static dynrag_option_info option_of(const dynrag_pipeline *p, int sid, size_t i)
+{
+    dynrag_option_info oi;
+    dynrag_pipeline_option(p, dynrag_stage_name((size_t)sid), i, &oi, NULL);
+    return oi;
+}
+
+static dynrag_stage_info stage_info(const dynrag_pipeline *p, int sid)
+{
+    dynrag_stage_info si;
+    dynrag_pipeline_stage(p, dynrag_stage_name((size_t)sid), &si, NULL);
+    return si;
+}
+
+/* A stage whose router has more than one available option to choose from. */
+static bool stage_is_routed(const dynrag_pipeline *p, int sid)
+{
+    dynrag_stage_info si = stage_info(p, sid);
     size_t avail = 0;
-    for (size_t i = 0; i < st->n_options; i++)
-        avail += st->options[i].available;
-    return avail > 1 && strcmp(st->router.type, "fixed") != 0;
+    for (size_t i = 0; i < si.n_options; i++)
+        avail += option_of(p, sid, i).available;
+    return avail > 1 && strcmp(si.router, "fixed") != 0;
 }
 
 static bool stage_runs_in_beir(int sid)
 {
-    return sid == DR_STAGE_RETRIEVAL_MODE || sid == DR_STAGE_EMBEDDER || sid == DR_STAGE_INDEX;
+    return is_stage(sid, "retrieval_mode") || is_stage(sid, "embedder") || is_stage(sid, "index");
+}
+
+/* The stage's router params as parsed JSON (NULL when out of memory). */
+static cJSON *router_params(const dynrag_pipeline *p, int sid)
+{
+    return dr_eval_router_params(p, dynrag_stage_name((size_t)sid), NULL);
+}
+
+static const char *param_str(const cJSON *params, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 /* ---- reports ------------------------------------------------------------------------- */
@@ -565,14 +609,19 @@ static void outcomes_lines(dr_buf *b, const dynrag_eval_table *t, const dr_eval_
 /* ---- the driver -------------------------------------------------------------------- */
 
 /* The sweep the stage's router supports from the table alone. */
-static void sweep_options(const dynrag_pipeline *p, int sid, dynrag_eval_compare_options *co)
+static int sweep_options(const dynrag_pipeline *p, int sid, dynrag_eval_compare_options *co,
+                         dynrag_error *err)
 {
-    const dr_stage *st = &p->stages[sid];
-    const char *type = st->router.type;
+    dynrag_stage_info si = stage_info(p, sid);
+    const char *type = si.router;
     if (strcmp(type, "classifier") == 0) {
         co->sweep = DYNRAG_EVAL_SWEEP_CLASSIFIER;
-        const char *esc = dr_param_str(st->router.params, "escalate", NULL);
-        co->escalate = esc ? dr_stage_find_option(st, esc) : (int)st->n_options - 1;
+        cJSON *params = router_params(p, sid);
+        if (params == NULL)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        const char *esc = param_str(params, "escalate");
+        co->escalate = esc ? dynrag_pipeline_find_option(p, si.name, esc) : (int)si.n_options - 1;
+        cJSON_Delete(params);
         co->grid_lo = 0;
         co->grid_hi = 1;
     } else if (strcmp(type, "cascade") == 0) {
@@ -581,22 +630,23 @@ static void sweep_options(const dynrag_pipeline *p, int sid, dynrag_eval_compare
         co->grid_lo = 0;
         co->grid_hi = 1;
     }
+    return DYNRAG_OK;
 }
 
 typedef struct eval_state {
     run_ctx rc;
     dynrag_pipeline *p;
-    int sids[DR_STAGE_COUNT];
+    int sids[DYNRAG_N_STAGES];
     size_t n_sids;
-    dynrag_eval_table *tables[DR_STAGE_COUNT];
-    dynrag_eval_comparison cmp[DR_STAGE_COUNT];
-    dynrag_eval_compare_options co[DR_STAGE_COUNT];
+    dynrag_eval_table *tables[DYNRAG_N_STAGES];
+    dynrag_eval_comparison cmp[DYNRAG_N_STAGES];
+    dynrag_eval_compare_options co[DYNRAG_N_STAGES];
     const cJSON **router_ents; /* [n queries] */
 } eval_state;
 
 static void eval_state_free(eval_state *s)
 {
-    for (size_t i = 0; i < DR_STAGE_COUNT; i++) {
+    for (size_t i = 0; i < DYNRAG_N_STAGES; i++) {
         dynrag_eval_table_free(s->tables[i]);
         dynrag_eval_comparison_free(&s->cmp[i]);
     }
@@ -614,19 +664,25 @@ static void eval_state_free(eval_state *s)
 static int hash_referenced_files(const dynrag_pipeline *p, uint64_t *h, dynrag_error *err)
 {
     static const char *const keys[] = {"model", "quality_model", "examples_file"};
-    for (int st = 0; st < DR_STAGE_COUNT; st++) {
+    for (int st = 0; st < DYNRAG_N_STAGES; st++) {
+        cJSON *params = router_params(p, st);
+        if (params == NULL)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         for (size_t k = 0; k < DR_ARRAY_LEN(keys); k++) {
-            const char *path = dr_param_str(p->stages[st].router.params, keys[k], NULL);
+            const char *path = param_str(params, keys[k]);
             if (path == NULL)
                 continue;
             char *data = NULL;
             size_t len = 0;
             int rc = dr_read_file(path, (size_t)1 << 30, &data, &len, err);
-            if (rc != DYNRAG_OK)
+            if (rc != DYNRAG_OK) {
+                cJSON_Delete(params);
                 return rc;
+            }
             *h = dr_hash64(data, len, *h);
             dr_free(data);
         }
+        cJSON_Delete(params);
     }
     return DYNRAG_OK;
 }
@@ -677,32 +733,34 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     bool beir = opt->format == DYNRAG_EVAL_FORMAT_BEIR;
     /* Stages to compare. */
     for (size_t i = 0; i < opt->n_stages; i++) {
-        int sid = dr_stage_from_name(opt->stages[i]);
+        int sid = stage_id(opt->stages[i]);
         if (sid < 0)
             return dr_err_set(err, DYNRAG_ERR_INVALID,
                               "--stages: unknown stage '%s' (retrieval_mode, embedder, index, "
                               "context, prompt, generator)",
                               opt->stages[i]);
-        if (beir && !stage_is_routed(&s->p->stages[sid]) && !stage_runs_in_beir(sid))
+        if (beir && !stage_is_routed(s->p, sid) && !stage_runs_in_beir(sid))
             return dr_err_set(err, DYNRAG_ERR_INVALID,
                               "--stages: stage %s does not run in a retrieval-only (BEIR) "
                               "evaluation", opt->stages[i]);
         s->sids[s->n_sids++] = sid;
     }
     if (opt->n_stages == 0)
-        for (int sid = 0; sid < DR_STAGE_COUNT; sid++)
-            if (stage_is_routed(&s->p->stages[sid]) && (!beir || stage_runs_in_beir(sid)) &&
-                !(beir && sid == DR_STAGE_RETRIEVAL_MODE))
+        for (int sid = 0; sid < DYNRAG_N_STAGES; sid++)
+            if (stage_is_routed(s->p, sid) && (!beir || stage_runs_in_beir(sid)) &&
+                !(beir && is_stage(sid, "retrieval_mode")))
                 s->sids[s->n_sids++] = sid;
     /* BEIR: retrieval must run; pin retrieval_mode to its first retrieving option. */
-    const dr_stage *rm = &s->p->stages[DR_STAGE_RETRIEVAL_MODE];
+    int rm = stage_id("retrieval_mode");
     bool compare_rm = false;
     for (size_t i = 0; i < s->n_sids; i++)
-        compare_rm = compare_rm || s->sids[i] == DR_STAGE_RETRIEVAL_MODE;
+        compare_rm = compare_rm || s->sids[i] == rm;
     if (beir && !compare_rm)
-        for (size_t i = 0; i < rm->n_options && s->rc.beir_mode == NULL; i++)
-            if (strcmp(rm->options[i].kind, "none") != 0 && rm->options[i].available)
-                s->rc.beir_mode = rm->options[i].name;
+        for (size_t i = 0; i < stage_info(s->p, rm).n_options && s->rc.beir_mode == NULL; i++) {
+            dynrag_option_info oi = option_of(s->p, rm, i);
+            if (strcmp(oi.kind, "none") != 0 && oi.available)
+                s->rc.beir_mode = oi.name;
+        }
     dynrag_engine_options eo;
     dynrag_engine_options_init(&eo);
     eo.index_dir = opt->index_dir;
@@ -711,10 +769,11 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
         return rc;
     /* So do the indexes: a rebuilt or grown index (a new write generation)
      * must not reuse outcomes cached from the old one. */
-    const dr_stage *emb = &s->p->stages[DR_STAGE_EMBEDDER];
-    for (size_t i = 0; i <= emb->n_options; i++) {
+    int emb = stage_id("embedder");
+    size_t n_emb = stage_info(s->p, emb).n_options;
+    for (size_t i = 0; i <= n_emb; i++) {
         dynrag_index *idx =
-            dynrag_engine_index(s->rc.e, i < emb->n_options ? emb->options[i].name : NULL);
+            dynrag_engine_index(s->rc.e, i < n_emb ? option_of(s->p, emb, i).name : NULL);
         dynrag_index_info info;
         if (idx == NULL || dynrag_index_get_info(idx, &info) != DYNRAG_OK)
             continue;
@@ -736,21 +795,21 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
     size_t per_q = 1;
     if (!opt->no_baselines)
         for (size_t i = 0; i < s->n_sids; i++)
-            per_q += s->p->stages[s->sids[i]].n_options;
+            per_q += stage_info(s->p, s->sids[i]).n_options;
     s->router_ents = dr_calloc(nq, sizeof *s->router_ents);
     if (s->router_ents == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < s->n_sids; i++) {
-        const dr_stage *st = &s->p->stages[s->sids[i]];
-        if ((rc = dynrag_eval_table_new(dr_stage_name((dr_stage_id)s->sids[i]), st->router.type, nq,
-                                        st->n_options, &s->tables[i], err)) != DYNRAG_OK)
+        dynrag_stage_info si = stage_info(s->p, s->sids[i]);
+        if ((rc = dynrag_eval_table_new(si.name, si.router, nq, si.n_options, &s->tables[i], err)) !=
+            DYNRAG_OK)
             return rc;
         dynrag_eval_table *t = s->tables[i];
-        t->cascade = strcmp(st->router.type, "cascade") == 0;
+        t->cascade = strcmp(si.router, "cascade") == 0;
         t->default_quality = dr_eval_slot_metric(
             s->rc.opt->format == DYNRAG_EVAL_FORMAT_BEIR ? DR_SLOT_NDCG10 : DR_SLOT_F1);
-        for (size_t o = 0; o < st->n_options; o++)
-            if ((t->options[o] = dr_strdup(st->options[o].name)) == NULL)
+        for (size_t o = 0; o < si.n_options; o++)
+            if ((t->options[o] = dr_strdup(option_of(s->p, s->sids[i], o).name)) == NULL)
                 return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     int64_t last = 0;
@@ -762,7 +821,6 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
         s->router_ents[q] = re;
         for (size_t i = 0; i < s->n_sids; i++) {
             dynrag_eval_table *t = s->tables[i];
-            const dr_stage *st = &s->p->stages[s->sids[i]];
             if ((t->query_ids[q] = dr_strdup(it->id)) == NULL)
                 return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             outcome_of(re, t->stage, &t->router_outcome[q]);
@@ -777,8 +835,8 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
             }
             if (opt->no_baselines)
                 continue;
-            for (size_t o = 0; o < st->n_options; o++) {
-                if (!st->options[o].available)
+            for (size_t o = 0; o < t->n_options; o++) {
+                if (!option_of(s->p, s->sids[i], o).available)
                     continue;
                 const cJSON *fe = run_one(&s->rc, it, t->stage, t->options[o], err);
                 if (fe == NULL)
@@ -814,7 +872,8 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
                        : dr_eval_slot_metric(money ? DR_SLOT_USD : DR_SLOT_LATENCY);
         co->seed = opt->seed;
         co->escalate = -1;
-        sweep_options(s->p, s->sids[i], co);
+        if ((rc = sweep_options(s->p, s->sids[i], co, err)) != DYNRAG_OK)
+            return rc;
     }
     return DYNRAG_OK;
 }
@@ -1042,19 +1101,12 @@ static int knn_sweep(eval_state *s, const dynrag_eval_options *opt, int sid,
         dynrag_pipeline_free(p);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
-    cJSON *params = p->stages[sid].router.params;
-    const char *stage = dr_stage_name((dr_stage_id)sid);
+    const char *stage = dynrag_stage_name((size_t)sid);
     int64_t last = 0;
     for (int g = 0; g < KNN_GRID && rc == DYNRAG_OK; g++) {
         double v = (double)g / (KNN_GRID - 1);
-        cJSON *num = cJSON_CreateNumber(v);
-        if (num == NULL || (cJSON_HasObjectItem(params, "min_similarity")
-                                ? !cJSON_ReplaceItemInObjectCaseSensitive(params, "min_similarity", num)
-                                : !cJSON_AddItemToObject(params, "min_similarity", num))) {
-            cJSON_Delete(num);
-            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        if ((rc = dynrag_pipeline_set_router_param(p, stage, "min_similarity", v, err)) != DYNRAG_OK)
             break;
-        }
         dynrag_engine_options eo;
         dynrag_engine_options_init(&eo);
         eo.index_dir = opt->index_dir;
@@ -1070,7 +1122,7 @@ static int knn_sweep(eval_state *s, const dynrag_eval_options *opt, int sid,
             qo.query_id = it->id;
             qo.route_only = true;
             qo.no_log = true;
-            if (s->rc.beir_mode && sid != DR_STAGE_RETRIEVAL_MODE) {
+            if (s->rc.beir_mode && !is_stage(sid, "retrieval_mode")) {
                 qo.force = &force;
                 qo.n_force = 1;
             }
@@ -1107,7 +1159,7 @@ int dynrag_eval_calibrate(const dynrag_eval_options *opt, const dynrag_eval_cali
 {
     memset(out, 0, sizeof(*out));
     out->value = NAN;
-    int sid = dr_stage_from_name(copt->stage ? copt->stage : "");
+    int sid = stage_id(copt->stage);
     if (sid < 0)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "calibrate: unknown stage '%s'",
                           copt->stage ? copt->stage : "(null)");

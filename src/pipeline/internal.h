@@ -144,6 +144,12 @@ extern const size_t dr_n_router_rows;
 
 const dr_kind_row *dr_schema_kind(dr_stage_id stage, const char *kind);
 const dr_router_row *dr_schema_router(const char *type);
+
+/* The rule that a router's params break through `key` beyond its schema
+ * row's range (e.g. a bandit's sla_ms must be > 0, sla_penalty needs
+ * sla_ms), or NULL when none: shared by the YAML check and
+ * dynrag_pipeline_set_router_param. */
+const char *dr_router_param_conflict(const char *type, const cJSON *params, const char *key);
 /* Suggestion among candidates[0..n) for a misspelt word, or NULL. */
 const char *dr_suggest(const char *word, const char *const *candidates, size_t n);
 /* " (did you mean 'x'?)" into buf when dr_suggest() finds x, else "". Returns buf. */

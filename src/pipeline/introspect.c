@@ -4,8 +4,14 @@
  * search options of index options, without the internals of spec.h.
  */
 #include "core/util.h"
+#include "dynrag/router.h"
+#include "pipeline/internal.h"
 #include "pipeline/spec.h"
 
+#include <cjson/cJSON.h>
+#include <math.h>
+
+#include <stdio.h>
 #include <string.h>
 
 const char *dynrag_stage_name(size_t i)
@@ -42,6 +48,8 @@ int dynrag_pipeline_stage(const dynrag_pipeline *p, const char *stage, dynrag_st
     out->router = st->router.type;
     out->fallback = st->fallback >= 0 ? st->options[st->fallback].name : NULL;
     out->line = st->declared ? st->line : 0;
+    out->router_line = st->declared ? st->router.line : 0;
+    out->router_col = st->declared ? st->router.col : 0;
     return DYNRAG_OK;
 }
 
@@ -137,5 +145,58 @@ int dynrag_pipeline_search_options(const dynrag_pipeline *p, const char *option,
                           o->name, o->kind);
     out->mode = (dynrag_search_mode)mode;
     dr_option_search_options(o, out);
+    return DYNRAG_OK;
+}
+
+int dynrag_pipeline_set_router_param(dynrag_pipeline *p, const char *stage, const char *key,
+                                     double value, dynrag_error *err)
+{
+    const dr_stage *cst = stage_of(p, stage, err);
+    if (cst == NULL)
+        return err ? err->status : DYNRAG_ERR_NOTFOUND;
+    dr_stage *st = &p->stages[cst->id];
+    char owner[64];
+    snprintf(owner, sizeof owner, "router.%s", st->router.type);
+    const dr_param_row *row = NULL;
+    for (size_t i = 0; key != NULL && i < dr_n_param_rows && row == NULL; i++)
+        if (strcmp(dr_param_rows[i].owner, owner) == 0 && strcmp(dr_param_rows[i].key, key) == 0)
+            row = &dr_param_rows[i];
+    if (row == NULL || (row->type != DR_PT_NUM && row->type != DR_PT_INT))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.params.%s: a %s router has no numeric param '%s'",
+                          stage, key ? key : "(null)", st->router.type, key ? key : "(null)");
+    if (!isfinite(value) || value < row->min || value > row->max)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.params.%s: must be from %.10g to %.10g, got %.17g",
+                          stage, key, row->min, row->max, value);
+    if (row->type == DR_PT_INT && value != floor(value))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "stages.%s.router.params.%s: must be an integer, got %.17g", stage, key,
+                          value);
+    cJSON *params = st->router.params;
+    cJSON *cur = cJSON_GetObjectItemCaseSensitive(params, key);
+    if (cJSON_IsNumber(cur)) {
+        double was = cur->valuedouble;
+        cJSON_SetNumberValue(cur, value);
+        const char *why = dr_router_param_conflict(st->router.type, params, key);
+        if (why != NULL) {
+            cJSON_SetNumberValue(cur, was);
+            return dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.params.%s: %s, got %.17g",
+                              stage, key, why, value);
+        }
+        return DYNRAG_OK;
+    }
+    cJSON *num = cJSON_CreateNumber(value);
+    if (num == NULL || (cur != NULL ? !cJSON_ReplaceItemInObjectCaseSensitive(params, key, num)
+                                    : !cJSON_AddItemToObject(params, key, num))) {
+        cJSON_Delete(num);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    const char *why = dr_router_param_conflict(st->router.type, params, key);
+    if (why != NULL) {
+        cJSON_DeleteItemFromObjectCaseSensitive(params, key);
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "stages.%s.router.params.%s: %s, got %.17g",
+                          stage, key, why, value);
+    }
     return DYNRAG_OK;
 }

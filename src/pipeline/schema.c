@@ -879,6 +879,19 @@ static void check_prompt_template(dr_vctx *v, dr_option *o, const char *opath,
     dr_free(text);
 }
 
+/* See internal.h. */
+const char *dr_router_param_conflict(const char *type, const cJSON *params, const char *key)
+{
+    if (strcmp(type, "bandit") != 0)
+        return NULL;
+    const cJSON *sla = cJSON_GetObjectItemCaseSensitive(params, "sla_ms");
+    if (strcmp(key, "sla_ms") == 0 && cJSON_IsNumber(sla) && !(sla->valuedouble > 0))
+        return "must be greater than 0 (the latency in ms the SLA allows)";
+    if (strcmp(key, "sla_penalty") == 0 && sla == NULL)
+        return "has no effect without 'sla_ms' (the SLA it penalises)";
+    return NULL;
+}
+
 void dr_schema_check_stage(dr_vctx *v, const dr_stage *stage, const char *path,
                            const dr_ynode *stage_node)
 {
@@ -942,20 +955,18 @@ void dr_schema_check_stage(dr_vctx *v, const dr_stage *stage, const char *path,
     }
     if (strcmp(r->type, "bandit") == 0) {
         const dr_ynode *rn = dr_ymap_get(dr_ymap_get(stage_node, "router"), "params");
-        const dr_ynode *sla = dr_ymap_get(rn, "sla_ms");
-        const dr_ynode *pen = dr_ymap_get(rn, "sla_penalty");
-        char kpath[600];
-        cJSON *sv = cJSON_GetObjectItemCaseSensitive(r->params, "sla_ms");
-        if (sla != NULL && cJSON_IsNumber(sv) && !(sv->valuedouble > 0)) {
-            dr_pathf(kpath, sizeof(kpath), "%s.sla_ms", rpath);
-            dr_diags_add(v->diags, sla->line, sla->col, kpath,
-                         "must be greater than 0 (the latency in ms the SLA allows), got %.40s",
-                         sla->value);
-        }
-        if (pen != NULL && sla == NULL) {
-            dr_pathf(kpath, sizeof(kpath), "%s.sla_penalty", rpath);
-            dr_diags_add(v->diags, pen->line, pen->col, kpath,
-                         "has no effect without 'sla_ms' (the SLA it penalises)");
+        static const char *const keys[] = {"sla_ms", "sla_penalty"};
+        for (size_t k = 0; k < DR_ARRAY_LEN(keys); k++) {
+            const dr_ynode *n = dr_ymap_get(rn, keys[k]);
+            const char *why = n ? dr_router_param_conflict(r->type, r->params, keys[k]) : NULL;
+            if (why != NULL) {
+                char kpath[600];
+                dr_pathf(kpath, sizeof(kpath), "%s.%s", rpath, keys[k]);
+                if (strcmp(keys[k], "sla_ms") == 0)
+                    dr_diags_add(v->diags, n->line, n->col, kpath, "%s, got %.40s", why, n->value);
+                else
+                    dr_diags_add(v->diags, n->line, n->col, kpath, "%s", why);
+            }
         }
     }
     if (strcmp(r->type, "cost") == 0 &&

@@ -31,4 +31,15 @@ char *dr_bandit_state_json(dr_router *r);
  * is not a bandit router. Not thread-safe against concurrent feedback. */
 void dr_bandit_detach_state(dr_router *r);
 
+/*
+ * The reward a bandit router with router params `params` learns for a query
+ * given `reward`: reward - lambda * usd, and when params has `sla_ms` (> 0),
+ * minus sla_penalty (default 1) * max(0, latency_ms - sla_ms) / sla_ms
+ * (PickLLM's SLA penalty), the overshoot ratio capped at
+ * DR_SLA_OVERSHOOT_MAX so the result stays finite. latency_ms is the
+ * query's generator latency; a NaN one counts as within the SLA.
+ */
+#define DR_SLA_OVERSHOOT_MAX 1e6
+double dr_bandit_shaped_reward(const cJSON *params, double reward, double usd, double latency_ms);
+
 #endif

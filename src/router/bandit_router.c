@@ -649,3 +649,14 @@ cleanup:
     bandit_free(&br->base);
     return rc;
 }
+
+/* See bandit.h. */
+double dr_bandit_shaped_reward(const cJSON *params, double reward, double usd, double latency_ms)
+{
+    double r = reward - dr_param_num(params, "lambda", 0) * usd;
+    double sla = dr_param_num(params, "sla_ms", NAN);
+    if (sla > 0 && latency_ms > sla) /* the overshoot ratio is capped: finite */
+        r -= dr_param_num(params, "sla_penalty", 1) *
+             DR_MIN((latency_ms - sla) / sla, DR_SLA_OVERSHOOT_MAX);
+    return r;
+}
