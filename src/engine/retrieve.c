@@ -21,9 +21,12 @@
 #define DR_STEP_RRF_K 60.0
 
 /*
- * Takes in one step's hits (ranked): a chunk held before gains
- * 1 / (DR_STEP_RRF_K + rank) on its fused score; the first max_new chunks not
- * held before are copied into s->pass with that step and that fused score.
+ * Takes in one step's hits (ranked): a chunk's fused score is the best
+ * 1 / (DR_STEP_RRF_K + rank) over the steps that returned it (CombMAX of
+ * reciprocal ranks: a passage every follow-up query returns again is not
+ * promoted for that, since generic reformulations return the same off-topic
+ * passages step after step); the first max_new chunks not held before are
+ * copied into s->pass with that step and that fused score.
  * *n_new gets how many were added. Returns DYNRAG_ERR_NOMEM on allocation
  * failure (what was added so far stays).
  */
@@ -36,7 +39,7 @@ static int add_hits(qstate *s, int step, const dynrag_hits *h, size_t max_new, s
         for (size_t j = 0; j < s->n_pass && !seen; j++) {
             if (s->pass[j].chunk_id == h->hits[i].chunk_id) {
                 seen = true;
-                s->pass[j].fused += gain;
+                s->pass[j].fused = DR_MAX(s->pass[j].fused, gain);
             }
         }
         if (i == 0)
