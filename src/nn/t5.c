@@ -287,6 +287,7 @@ DR_INLINE void axpy(float *y, float alpha, const float *x, int n)
 #if defined(__x86_64__) && defined(__has_attribute) && !defined(DR_NO_CLONES)
 #if __has_attribute(target_clones) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define DR_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#define DR_MULTIVERSION_ON 1
 #endif
 #endif
 #ifndef DR_MULTIVERSION
@@ -298,12 +299,107 @@ DR_INLINE float hsum8(v8f v)
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
+#if defined(DR_MULTIVERSION_ON)
+/*
+ * matmul_forward's rows n0.. in blocks of 4 input rows x 4 weight rows (16
+ * accumulators: AVX-512VL's 32 vector registers hold them without spills,
+ * and each loaded vector feeds 4 products instead of 2 or 3). Every output
+ * is accumulated exactly as in matmul_forward's 2-row block (the same
+ * 8-wide partial sums in the same order, the same hsum8 and tail), so the
+ * results are bit-identical whichever kernel runs. Returns the first row it
+ * did not do (a multiple of 4); only when C % 8 == 0 and OC % 4 == 0.
+ */
+__attribute__((target("avx512f,avx512vl"))) static int
+matmul_forward_4x4(float *out, const float *inp, const float *weight, int N, int C, int OC)
+{
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+        const float *x0 = inp + (size_t)n * C, *x1 = x0 + C, *x2 = x1 + C, *x3 = x2 + C;
+        float *o0 = out + (size_t)n * OC;
+        for (int k = 0; k < OC; k += 4) {
+            const float *w0 = weight + (size_t)k * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+            v8f a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0},
+                a13 = {0}, a20 = {0}, a21 = {0}, a22 = {0}, a23 = {0}, a30 = {0}, a31 = {0},
+                a32 = {0}, a33 = {0};
+            for (int i = 0; i < C; i += 8) {
+                v8f u0 = load8(x0 + i), u1 = load8(x1 + i), u2 = load8(x2 + i),
+                    u3 = load8(x3 + i);
+                v8f w = load8(w0 + i);
+                a00 += u0 * w;
+                a10 += u1 * w;
+                a20 += u2 * w;
+                a30 += u3 * w;
+                w = load8(w1 + i);
+                a01 += u0 * w;
+                a11 += u1 * w;
+                a21 += u2 * w;
+                a31 += u3 * w;
+                w = load8(w2 + i);
+                a02 += u0 * w;
+                a12 += u1 * w;
+                a22 += u2 * w;
+                a32 += u3 * w;
+                w = load8(w3 + i);
+                a03 += u0 * w;
+                a13 += u1 * w;
+                a23 += u2 * w;
+                a33 += u3 * w;
+            }
+            float *o = o0 + k;
+            o[0] = hsum8(a00), o[1] = hsum8(a01), o[2] = hsum8(a02), o[3] = hsum8(a03);
+            o += OC;
+            o[0] = hsum8(a10), o[1] = hsum8(a11), o[2] = hsum8(a12), o[3] = hsum8(a13);
+            o += OC;
+            o[0] = hsum8(a20), o[1] = hsum8(a21), o[2] = hsum8(a22), o[3] = hsum8(a23);
+            o += OC;
+            o[0] = hsum8(a30), o[1] = hsum8(a31), o[2] = hsum8(a32), o[3] = hsum8(a33);
+        }
+    }
+    return n;
+}
+
+static int portable_only; /* dr_t5_set_portable() */
+
+/* True when the 4-row kernels run: the CPU has AVX-512VL (checked once)
+ * and dr_t5_set_portable() did not turn them off. */
+static bool has_avx512vl(void)
+{
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v != 0 && !__atomic_load_n(&portable_only, __ATOMIC_RELAXED);
+}
+
+bool dr_t5_set_portable(bool on)
+{
+    __atomic_store_n(&portable_only, 0, __ATOMIC_RELAXED);
+    bool fast = has_avx512vl();
+    __atomic_store_n(&portable_only, on ? 1 : 0, __ATOMIC_RELAXED);
+    return fast;
+}
+#else
+bool dr_t5_set_portable(bool on)
+{
+    (void)on;
+    return false;
+}
+#endif
+
 /* out[N, OC] = inp[N, C] · weight[OC, C]^T  (no bias)
- * Register-blocked: 2 input rows x 4 weight rows per inner loop. */
+ * Register-blocked: 2 input rows x 4 weight rows per inner loop (4 x 4 on
+ * CPUs with AVX-512VL, bit-identical). */
 DR_MULTIVERSION
 static void matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC)
 {
     int C8 = C - C % 8, n = 0;
+#if defined(DR_MULTIVERSION_ON)
+    if (C % 8 == 0 && OC % 4 == 0 && N >= 4 && has_avx512vl())
+        n = matmul_forward_4x4(out, inp, weight, N, C, OC);
+#endif
     for (; n + 2 <= N; n += 2) {
         const float *x0 = inp + (size_t)n * C, *x1 = x0 + C;
         float *o0 = out + (size_t)n * OC, *o1 = o0 + OC;
@@ -429,6 +525,83 @@ static void rmsnorm_backward(float *dinp, float *dweight, const float *dout, con
  * zero at masked keys j >= lens[b]); rel_bias [NB,NH];
  * rel_bucket[j - i + max_len - 1] gives the bucket.
  */
+#if defined(DR_MULTIVERSION_ON)
+/*
+ * attention_forward for query rows i0..i0+3 of head h of example b when the
+ * head size is 32: each key and value row is loaded once for the four query
+ * rows, and the four output rows stay in registers (AVX-512VL's 32 vector
+ * registers) across the value rows. Every score, softmax and output value
+ * is computed with exactly the operations of the one-row path, in the
+ * same order (dot()'s two 8-wide partial sums, axpy's y + alpha * x from a
+ * zeroed row), so the results are bit-identical.
+ */
+__attribute__((target("avx512f,avx512vl"))) static void
+attention_rows4_hs32(float *out, float *att, const float *qkv, const float *rel_bias,
+                     const int *rel_bucket, int max_len, int len, int b, int h, int i0, int T,
+                     int C, int NH, float scale)
+{
+    const int hs = 32, C3 = 3 * C;
+    const float *q[4];
+    float *row[4];
+    float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    for (int r = 0; r < 4; r++) {
+        q[r] = qkv + ((size_t)b * T + i0 + r) * C3 + h * hs;
+        row[r] = att + (((size_t)b * NH + h) * T + i0 + r) * T;
+    }
+    for (int j = 0; j < len; j++) {
+        const float *k = qkv + ((size_t)b * T + j) * C3 + C + h * hs;
+        v8f k0 = load8(k), k1 = load8(k + 8), k2 = load8(k + 16), k3 = load8(k + 24);
+        for (int r = 0; r < 4; r++) {
+            v8f acc0 = {0}, acc1 = {0};
+            acc0 += load8(q[r]) * k0;
+            acc1 += load8(q[r] + 8) * k1;
+            acc0 += load8(q[r] + 16) * k2;
+            acc1 += load8(q[r] + 24) * k3;
+            acc0 += acc1;
+            float d = ((acc0[0] + acc0[1]) + (acc0[2] + acc0[3])) +
+                      ((acc0[4] + acc0[5]) + (acc0[6] + acc0[7]));
+            float v = d * scale + rel_bias[rel_bucket[j - (i0 + r) + max_len - 1] * NH + h];
+            row[r][j] = v;
+            if (v > mx[r])
+                mx[r] = v;
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        float sum = 0.0f;
+        for (int j = 0; j < len; j++) {
+            row[r][j] = expf(row[r][j] - mx[r]);
+            sum += row[r][j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < len; j++)
+            row[r][j] *= inv;
+        for (int j = len; j < T; j++)
+            row[r][j] = 0.0f;
+    }
+    v8f o00 = {0}, o01 = {0}, o02 = {0}, o03 = {0}, o10 = {0}, o11 = {0}, o12 = {0}, o13 = {0},
+        o20 = {0}, o21 = {0}, o22 = {0}, o23 = {0}, o30 = {0}, o31 = {0}, o32 = {0}, o33 = {0};
+    for (int j = 0; j < len; j++) {
+        const float *v = qkv + ((size_t)b * T + j) * C3 + 2 * C + h * hs;
+        v8f v0 = load8(v), v1 = load8(v + 8), v2 = load8(v + 16), v3 = load8(v + 24);
+        float a0 = row[0][j], a1 = row[1][j], a2 = row[2][j], a3 = row[3][j];
+        v8f b0 = {a0, a0, a0, a0, a0, a0, a0, a0}, b1 = {a1, a1, a1, a1, a1, a1, a1, a1},
+            b2 = {a2, a2, a2, a2, a2, a2, a2, a2}, b3 = {a3, a3, a3, a3, a3, a3, a3, a3};
+        o00 = o00 + b0 * v0, o01 = o01 + b0 * v1, o02 = o02 + b0 * v2, o03 = o03 + b0 * v3;
+        o10 = o10 + b1 * v0, o11 = o11 + b1 * v1, o12 = o12 + b1 * v2, o13 = o13 + b1 * v3;
+        o20 = o20 + b2 * v0, o21 = o21 + b2 * v1, o22 = o22 + b2 * v2, o23 = o23 + b2 * v3;
+        o30 = o30 + b3 * v0, o31 = o31 + b3 * v1, o32 = o32 + b3 * v2, o33 = o33 + b3 * v3;
+    }
+    float *o = out + ((size_t)b * T + i0) * C + h * hs;
+    store8(o, o00), store8(o + 8, o01), store8(o + 16, o02), store8(o + 24, o03);
+    o += C;
+    store8(o, o10), store8(o + 8, o11), store8(o + 16, o12), store8(o + 24, o13);
+    o += C;
+    store8(o, o20), store8(o + 8, o21), store8(o + 16, o22), store8(o + 24, o23);
+    o += C;
+    store8(o, o30), store8(o + 8, o31), store8(o + 16, o32), store8(o + 24, o33);
+}
+#endif
+
 DR_MULTIVERSION
 static void attention_forward(float *out, float *att, const float *qkv, const float *rel_bias,
                               const int *rel_bucket, int max_len, const int *lens, int B, int T,
@@ -439,7 +612,14 @@ static void attention_forward(float *out, float *att, const float *qkv, const fl
     for (int b = 0; b < B; b++) {
         int len = lens[b];
         for (int h = 0; h < NH; h++) {
-            for (int i = 0; i < T; i++) {
+            int i = 0;
+#if defined(DR_MULTIVERSION_ON)
+            if (hs == 32 && has_avx512vl())
+                for (; i + 4 <= T; i += 4)
+                    attention_rows4_hs32(out, att, qkv, rel_bias, rel_bucket, max_len, len, b, h,
+                                         i, T, C, NH, scale);
+#endif
+            for (; i < T; i++) {
                 const float *q = qkv + ((size_t)b * T + i) * C3 + h * hs;
                 float *row = att + (((size_t)b * NH + h) * T + i) * T;
                 float mx = -INFINITY;
@@ -518,7 +698,13 @@ static inline float fast_tanh(float u)
     return 1.0f - 2.0f / (expf(2.0f * u) + 1.0f);
 }
 
-/* out[N,F] = gelu(h[N, 0:F]) * h[N, F:2F] */
+/* out[N,F] = gelu(h[N, 0:F]) * h[N, F:2F]
+ * In three passes per row so that everything but expf is vectorised: the
+ * argument of expf into out, expf in place, then the rest; each element
+ * goes through exactly the operations of
+ *   0.5f * x * (1.0f + fast_tanh(GELU_K * (x + 0.044715f * x * x * x))) * b
+ * in that order, so the result is the same bit for bit. */
+DR_MULTIVERSION
 static void gated_gelu_forward(float *out, const float *h, int N, int F)
 {
     for (int n = 0; n < N; n++) {
@@ -526,8 +712,14 @@ static void gated_gelu_forward(float *out, const float *h, int N, int F)
         float *o = out + (size_t)n * F;
         for (int i = 0; i < F; i++) {
             float x = a[i];
-            float gx = 0.5f * x * (1.0f + fast_tanh(GELU_K * (x + 0.044715f * x * x * x)));
-            o[i] = gx * b[i];
+            o[i] = 2.0f * (GELU_K * (x + 0.044715f * x * x * x));
+        }
+        for (int i = 0; i < F; i++)
+            o[i] = expf(o[i]);
+        for (int i = 0; i < F; i++) {
+            float x = a[i];
+            float th = 1.0f - 2.0f / (o[i] + 1.0f);
+            o[i] = 0.5f * x * (1.0f + th) * b[i];
         }
     }
 }

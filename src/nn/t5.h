@@ -165,4 +165,12 @@ void dr_t5_backward(const dr_t5_config *c, const dr_t5_params *p, const int *rel
  * table[rel + max_len - 1]. Caller frees. */
 int *dr_t5_bucket_table(const dr_t5_config *c);
 
+/*
+ * On: the forward pass uses only the portable kernels, never the 4-row
+ * AVX-512VL ones (which give bit-identical results, faster). For the test
+ * that checks that promise; not thread-safe against running passes.
+ * Returns whether this CPU has the 4-row kernels at all.
+ */
+bool dr_t5_set_portable(bool on);
+
 #endif
