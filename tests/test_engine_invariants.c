@@ -11,6 +11,7 @@
 #include "core/util.h"
 #include "dynrag/engine.h"
 #include "dynrag/index.h"
+#include "dynrag/log.h"
 #include "dynrag/pipeline.h"
 
 #include <cjson/cJSON.h>
@@ -819,6 +820,93 @@ TEST(engine_embedder_routing_uses_each_embedders_index)
     /* Each option's index answers with its own identity. */
     ASSERT_EQ(dynrag_index_dim(dynrag_engine_index(e, "small")), 64);
     ASSERT_EQ(dynrag_index_dim(dynrag_engine_index(e, "large")), 128);
+    dynrag_engine_close(e);
+    dynrag_pipeline_free(p);
+}
+
+/* ---- a re-index between the search and the context ---------------------- */
+
+typedef struct reindex_hook {
+    bool armed;
+    int deletions;
+    int rc;
+} reindex_hook;
+
+/* The log callback: right after a query's first retrieval step (the
+ * engine's debug line), once, a writer deletes every document of the
+ * corpus, as a live re-index would between the search and the context. */
+static void reindex_on_step(void *user, dynrag_log_level level, const char *module,
+                            const char *msg)
+{
+    (void)level;
+    (void)module;
+    reindex_hook *h = user;
+    if (!h->armed || strncmp(msg, "retrieval step 1:", 17) != 0)
+        return;
+    h->armed = false;
+    static const char *const ids[] = {"france", "eiffel", "sqlite", "python", "guido",
+                                      "netherlands", "haarlem", "moon", "armstrong", "ohio"};
+    size_t missing = 0;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    h->rc = dynrag_index_delete(index_dir, ids, DR_ARRAY_LEN(ids), &missing, &err);
+    h->deletions++;
+}
+
+/* The `documents` context kind reads whole documents after the search: when
+ * a writer removed them in between, the query still answers, from the
+ * passages it retrieved (each document's retrieved passage stands for it). */
+TEST(engine_documents_context_survives_reindex_mid_query)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    char yaml[8192];
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nname: docs\nindex: %s\n"
+             "stages:\n"
+             "  retrieval_mode:\n"
+             "    options:\n"
+             "      - {name: single, kind: single, params: {k: 4}}\n"
+             "  index:\n"
+             "    options:\n"
+             "      - {name: bm25, kind: bm25}\n"
+             "  context:\n"
+             "    options:\n"
+             "      - {name: docs, kind: documents, params: {max_tokens: 2000}}\n"
+             "  generator:\n"
+             "    options:\n"
+             "      - {name: extractive, kind: extractive, params: {threshold: 0.1}}\n",
+             index_dir);
+    dynrag_pipeline *p = load_text(yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
+    eo.no_log = true;
+    ASSERT_OK(dynrag_engine_open(p, &eo, &e, &err), &err);
+    /* Before: the context holds the whole document. */
+    dynrag_result *r = NULL;
+    ASSERT_OK(dynrag_engine_query(e, "Where was Guido van Rossum born?", NULL, &r, &err), &err);
+    ASSERT(dynrag_result_n_context(r) >= 1);
+    ASSERT_CONTAINS(dynrag_result_context(r), "Haarlem");
+    dynrag_result_free(r);
+    reindex_hook h = {true, 0, 0};
+    dynrag_log_set(reindex_on_step, &h, DYNRAG_LOG_DEBUG);
+    int rc = dynrag_engine_query(e, "Where was Guido van Rossum born?", NULL, &r, &err);
+    dynrag_log_set(NULL, NULL, DYNRAG_LOG_WARN);
+    ASSERT_EQ(h.deletions, 1);
+    ASSERT_EQ(h.rc, DYNRAG_OK);
+    ASSERT_OK(rc, &err);
+    /* The retrieved passages stand for the documents that left. */
+    ASSERT(dynrag_result_n_context(r) >= 1);
+    ASSERT_CONTAINS(dynrag_result_context(r), "Guido");
+    dynrag_result_free(r);
+    /* After: the index is empty; the query answers that it cannot. */
+    ASSERT_OK(dynrag_engine_query(e, "Where was Guido van Rossum born?", NULL, &r, &err), &err);
+    ASSERT_EQ(dynrag_result_n_context(r), 0);
+    dynrag_result_free(r);
     dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }

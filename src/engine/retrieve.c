@@ -137,6 +137,8 @@ static int search_once(qstate *s, int step, const char *query, int k, size_t *n_
     s->tot.retrieval_steps++;
     if (rc != DYNRAG_OK)
         return dr_err_set(err, rc, "out of memory");
+    dr_log(DYNRAG_LOG_DEBUG, MOD, "retrieval step %d: %zu new passages, %zu held", step, *n_new,
+           s->n_pass);
     return DYNRAG_OK;
 }
 
@@ -483,6 +485,25 @@ static int load_documents(qstate *s, dynrag_error *err)
             continue;
         own_passage *d = &s->docs[s->n_docs];
         int rc = dynrag_index_document(s->idx, s->pass[i].doc_id, &d->title, &d->text, err);
+        if (rc == DYNRAG_ERR_NOTFOUND) {
+            /* A writer re-indexed the folder between the search and now and
+             * the document is gone: the passage retrieved from it stands
+             * for it (the query does not fail for a live re-index). */
+            dr_log(DYNRAG_LOG_INFO, MOD,
+                   "context: document '%s' left the index after it was retrieved; its "
+                   "retrieved passage stands for it",
+                   s->pass[i].doc_id);
+            dynrag_error_clear(err);
+            d->title = dr_strdup(s->pass[i].title);
+            d->text = dr_strdup(s->pass[i].text);
+            rc = d->title && d->text ? DYNRAG_OK : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            if (rc != DYNRAG_OK) {
+                dr_free(d->title);
+                dr_free(d->text);
+                d->title = d->text = NULL;
+                return rc;
+            }
+        }
         if (rc != DYNRAG_OK)
             return dr_err_prefix(err, "context: document '%s'", s->pass[i].doc_id);
         d->doc_id = dr_strdup(s->pass[i].doc_id);
