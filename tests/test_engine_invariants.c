@@ -12,6 +12,7 @@
 #include "dynrag/engine.h"
 #include "dynrag/index.h"
 #include "dynrag/log.h"
+#include "dynrag/outcomes.h"
 #include "dynrag/pipeline.h"
 
 #include <cjson/cJSON.h>
@@ -907,6 +908,104 @@ TEST(engine_documents_context_survives_reindex_mid_query)
     ASSERT_OK(dynrag_engine_query(e, "Where was Guido van Rossum born?", NULL, &r, &err), &err);
     ASSERT_EQ(dynrag_result_n_context(r), 0);
     dynrag_result_free(r);
+    dynrag_engine_close(e);
+    dynrag_pipeline_free(p);
+}
+
+/* ---- cascade routing in the engine ---------------------------------------- */
+
+/* A generator cascade with a quality_model (cascade routing) over three
+ * extractive options that the model rates c 0.9, a 0.6, b 0.3: the engine
+ * starts with c and escalates only to an option predicted above the judged
+ * confidence, best first, never calling an option twice. */
+TEST(engine_routed_cascade_follows_predictions)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    char table[1024], model[1024];
+    snprintf(table, sizeof table, "%s/oc.jsonl", test_tmpdir());
+    snprintf(model, sizeof model, "%s/q.safetensors", test_tmpdir());
+    FILE *f = fopen(table, "w");
+    ASSERT(f != NULL);
+    for (int i = 0; i < 60; i++)
+        fprintf(f,
+                "{\"id\": \"q%d\", \"query\": \"question %d on topic %d\", \"outcomes\": "
+                "{\"a\": {\"quality\": 0.6}, \"b\": {\"quality\": 0.3}, \"c\": {\"quality\": 0.9}}}\n",
+                i, i, i % 5);
+    fclose(f);
+    dynrag_outcome_router_options o;
+    dynrag_outcome_router_options_init(&o);
+    const char *data[1] = {table};
+    o.data = data;
+    o.n_data = 1;
+    o.out_path = model;
+    o.dim = 32;
+    o.clusters = 0;
+    o.lambda = 1;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_outcome_router_train(&o, NULL, &err), &err);
+    char yaml[8192];
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nname: routed\nindex: %s\n"
+             "stages:\n"
+             "  retrieval_mode:\n"
+             "    options:\n"
+             "      - {name: single, kind: single, params: {k: 3}}\n"
+             "  index:\n"
+             "    options:\n"
+             "      - {name: bm25, kind: bm25}\n"
+             "  generator:\n"
+             "    options:\n"
+             "      - {name: a, kind: extractive, params: {threshold: 0.05}}\n"
+             "      - {name: b, kind: extractive, params: {threshold: 0.05}}\n"
+             "      - {name: c, kind: extractive, params: {threshold: 0.05}}\n"
+             "    router:\n"
+             "      type: cascade\n"
+             "      params: {judge: logprob_margin, threshold: 1, quality_model: %s}\n",
+             index_dir, model);
+    dynrag_pipeline *p = load_text(yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
+    eo.no_log = true;
+    ASSERT_OK(dynrag_engine_open(p, &eo, &e, &err), &err);
+    static const char *const qs[] = {
+        "Where was Guido van Rossum born?", "What is the capital of France?",
+        "Who walked on the Moon first?", "Which state is Ohio in?", "zzz qqq",
+        "What is SQLite?"};
+    int escalated = 0;
+    for (size_t qi = 0; qi < DR_ARRAY_LEN(qs); qi++) {
+        dynrag_result *r = NULL;
+        ASSERT_OK(dynrag_engine_query(e, qs[qi], NULL, &r, &err), &err);
+        cJSON *rec = cJSON_Parse(dynrag_result_json(r));
+        ASSERT(rec != NULL);
+        const cJSON *att = cJSON_GetObjectItem(rec, "cascade");
+        int n = cJSON_GetArraySize(att);
+        ASSERT(n >= 1 && n <= 3);
+        ASSERT_EQ((int)dynrag_result_totals(r)->generator_calls, n);
+        static const char *const order[] = {"c", "a", "b"};
+        static const double predicted[] = {0.9, 0.6, 0.3};
+        for (int i = 0; i < n; i++) {
+            const cJSON *a = cJSON_GetArrayItem(att, i);
+            ASSERT_STR_EQ(cJSON_GetObjectItem(a, "option")->valuestring, order[i]);
+            double conf = num(a, "confidence");
+            bool esc = cJSON_IsTrue(cJSON_GetObjectItem(a, "escalated"));
+            ASSERT_EQ(esc, i + 1 < n);
+            /* escalated only to an option predicted above the confidence;
+             * stopped when none was (the model's predictions are within
+             * 0.05 of the recorded constants) */
+            if (esc)
+                ASSERT(predicted[i + 1] + 0.05 > conf);
+            else if (i + 1 < 3 && conf < 1)
+                ASSERT(predicted[i + 1] - 0.05 < conf);
+        }
+        escalated += n > 1;
+        cJSON_Delete(rec);
+        dynrag_result_free(r);
+    }
+    ASSERT(escalated > 0);
     dynrag_engine_close(e);
     dynrag_pipeline_free(p);
 }

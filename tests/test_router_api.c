@@ -385,3 +385,146 @@ TEST(router_api_set_param_checked_as_the_yaml)
               DYNRAG_ERR_INVALID);
     dynrag_pipeline_free(p);
 }
+
+/* Writes an outcome table where option a scores 0.6, b 0.3 and c 0.9 on
+ * every query, at costs 0.001, 0.0001 and 0.01, and trains a `predict`
+ * model on it; returns the model's path (static storage). */
+static const char *constant_quality_model(void)
+{
+    static char model[1024];
+    char table[1024];
+    FILE *f;
+    snprintf(table, sizeof table, "%s/oc.jsonl", test_tmpdir());
+    f = fopen(table, "w");
+    if (f == NULL)
+        return NULL;
+    for (int i = 0; i < 80; i++)
+        fprintf(f,
+                "{\"id\": \"q%d\", \"query\": \"question number %d about topic %d\", "
+                "\"outcomes\": {\"a\": {\"quality\": 0.6, \"cost_usd\": 0.001}, "
+                "\"b\": {\"quality\": 0.3, \"cost_usd\": 0.0001}, "
+                "\"c\": {\"quality\": 0.9, \"cost_usd\": 0.01}}}\n",
+                i, i, i % 7);
+    fclose(f);
+    snprintf(model, sizeof model, "%s/q.safetensors", test_tmpdir());
+    dynrag_outcome_router_options o;
+    dynrag_outcome_router_options_init(&o);
+    const char *data[1] = {table};
+    o.data = data;
+    o.n_data = 1;
+    o.out_path = model;
+    o.dim = 64;
+    o.clusters = 0;
+    o.lambda = 1;
+    dynrag_error err;
+    if (dynrag_outcome_router_train(&o, NULL, &err) != DYNRAG_OK) {
+        test_fail_(__FILE__, __LINE__, "train: %s", err.msg);
+        return NULL;
+    }
+    return model;
+}
+
+/* Cascade routing (a cascade with a quality_model): it starts with the
+ * option of the best predicted quality - willingness_to_pay x cost and
+ * escalates to the best option not yet called whose predicted quality beats
+ * the judged confidence, stopping when none does; a listed cascade goes in
+ * listed order. */
+TEST(router_api_cascade_routing)
+{
+    const char *model = constant_quality_model();
+    ASSERT(model != NULL);
+    dynrag_error err;
+    static const double wtps[] = {0, 100};
+    for (int w = 0; w < 2; w++) {
+        char yaml[2048];
+        snprintf(yaml, sizeof yaml,
+                 "version: 1\nname: t\nstages:\n  generator:\n    options:\n"
+                 "      - {name: a, kind: extractive}\n      - {name: b, kind: extractive}\n"
+                 "      - {name: c, kind: extractive}\n"
+                 "    router:\n      type: cascade\n"
+                 "      params: {judge: self_route, quality_model: %s, willingness_to_pay: %g}\n",
+                 model, wtps[w]);
+        dynrag_pipeline *p = load(yaml);
+        ASSERT(p != NULL);
+        dynrag_router *r = NULL;
+        ASSERT_OK(dynrag_router_open(p, "generator", NULL, &r, &err), &err);
+        dynrag_route d;
+        ASSERT_OK(dynrag_router_route(r, "question number 3 about topic 3", &d, &err), &err);
+        /* predicted about 0.9 / 0.6 / 0.3 */
+        ASSERT(d.scores[2] > d.scores[0] - 1 && d.reason[0] != '\0');
+        bool called[3] = {false, false, false};
+        int next = -1;
+        if (w == 0) {
+            /* wtp 0: c (0.9) first; after a confidence of 0.4 the best
+             * remaining above it is a (0.6); then nothing (b 0.3 < 0.4);
+             * after a confidence of 0.2, b. */
+            ASSERT_EQ(d.option, 2);
+            called[2] = true;
+            ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 2, 0.4, &next, &err), &err);
+            ASSERT_EQ(next, 0);
+            called[0] = true;
+            ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 0, 0.4, &next, &err), &err);
+            ASSERT_EQ(next, -1);
+            ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 0, 0.2, &next, &err), &err);
+            ASSERT_EQ(next, 1);
+            /* nothing beats a confidence of 0.95 */
+            called[0] = false;
+            ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 2, 0.95, &next, &err), &err);
+            ASSERT_EQ(next, -1);
+        } else {
+            /* wtp 100: a (0.6 - 0.1) first; then c, the only one above 0.4,
+             * although it scores lowest (0.9 - 1). */
+            ASSERT_EQ(d.option, 0);
+            called[0] = true;
+            ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 0, 0.4, &next, &err), &err);
+            ASSERT_EQ(next, 2);
+            /* below 0.3 both qualify: b scores higher (0.3 - 0.01 > -0.1) */
+            ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 0, 0.1, &next, &err), &err);
+            ASSERT_EQ(next, 1);
+        }
+        ASSERT_EQ(dynrag_router_cascade_next(r, "q", called, 7, 0.1, &next, &err),
+                  DYNRAG_ERR_INVALID);
+        dynrag_router_close(r);
+        dynrag_pipeline_free(p);
+    }
+    /* Listed order without a quality model. */
+    dynrag_pipeline *p = load("version: 1\nname: t\nstages:\n  generator:\n    options:\n"
+                              "      - {name: a, kind: extractive}\n"
+                              "      - {name: b, kind: extractive}\n"
+                              "      - {name: c, kind: extractive}\n"
+                              "    router: {type: cascade}\n");
+    ASSERT(p != NULL);
+    dynrag_router *r = NULL;
+    ASSERT_OK(dynrag_router_open(p, "generator", NULL, &r, &err), &err);
+    bool called[3] = {true, false, false};
+    int next = -1;
+    ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 0, 0.99, &next, &err), &err);
+    ASSERT_EQ(next, 1);
+    called[1] = true;
+    ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 1, 0.0, &next, &err), &err);
+    ASSERT_EQ(next, 2);
+    called[2] = true;
+    ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 2, 0.0, &next, &err), &err);
+    ASSERT_EQ(next, -1);
+    dynrag_router_close(r);
+    dynrag_pipeline_free(p);
+    /* Not a cascade; a quality model that knows none of the options. */
+    p = load("version: 1\nname: t\nstages:\n  generator:\n    options:\n"
+             "      - {name: a, kind: extractive}\n    router: {type: fixed, params: {option: a}}\n");
+    ASSERT_OK(dynrag_router_open(p, "generator", NULL, &r, &err), &err);
+    ASSERT_EQ(dynrag_router_cascade_next(r, "q", called, 0, 0.0, &next, &err),
+              DYNRAG_ERR_UNSUPPORTED);
+    dynrag_router_close(r);
+    dynrag_pipeline_free(p);
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "version: 1\nname: t\nstages:\n  generator:\n    options:\n"
+             "      - {name: x, kind: extractive}\n      - {name: y, kind: extractive}\n"
+             "    router: {type: cascade, params: {quality_model: %s}}\n",
+             model);
+    p = load(yaml);
+    ASSERT(p != NULL);
+    ASSERT_EQ(dynrag_router_open(p, "generator", NULL, &r, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(err.msg, "knows none of the stage's options");
+    dynrag_pipeline_free(p);
+}

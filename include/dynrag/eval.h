@@ -99,9 +99,12 @@ typedef struct dynrag_eval_table {
     dynrag_eval_outcome *cells; /* [n_queries][n_options]: forced runs */
     int *router_choice;        /* [n_queries]: the router's final option, -1 unknown */
     int *router_first;         /* [n_queries]: a cascade's first option (else = choice) */
+    uint32_t *router_called;   /* [n_queries]: bit o set when the router's run called option o
+                                  (a routed cascade's calls need not be consecutive); 0: not
+                                  recorded, the options first..choice in listed order */
     dynrag_eval_outcome *router_outcome; /* [n_queries]: the router's own run; !ok = use the cell */
     double *router_scores;     /* [n_queries][n_options]: the router's scores (NAN) */
-    bool cascade;              /* the router escalates in listed order (costs add up) */
+    bool cascade;              /* the router escalates (costs add up over its calls) */
     dynrag_metric_spec default_quality; /* what the outcomes' format calls for: ndcg@10 for
                                            BEIR retrieval outcomes, f1 for QA (the default) */
 } dynrag_eval_table;

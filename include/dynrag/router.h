@@ -115,6 +115,21 @@ DYNRAG_API int dynrag_router_judge(const dynrag_router *r, const dynrag_answer *
                                    dynrag_error *err);
 
 /*
+ * A cascade's next option: the options marked in called[0..n_options) have
+ * answered, the last of them (cur) with judged `confidence`; *next gets the
+ * option to call, or -1 to stop. A listed cascade: the first option after
+ * cur not yet called. A cascade with a `quality_model` (cascade routing,
+ * docs/routers.md#cascade): among the options not called whose predicted
+ * quality for query is above confidence, the one of highest predicted
+ * quality - willingness_to_pay x predicted cost. Options that may run: all
+ * when the router was opened with all_available, else the available ones.
+ * DYNRAG_ERR_UNSUPPORTED for a router that is not a cascade.
+ */
+DYNRAG_API int dynrag_router_cascade_next(const dynrag_router *r, const char *query,
+                                          const bool *called, int cur, double confidence,
+                                          int *next, dynrag_error *err);
+
+/*
  * Sets the numeric router param `key` of `stage` in p (added when absent),
  * checked as the YAML would be: the router type must have that numeric
  * param and value must be in its range (an integer for an integer param).

@@ -275,20 +275,91 @@ static int next_escalation(qstate *s, dr_stage_id sid, int i, double in_tok)
     return -1;
 }
 
+/* The price of escalating stage sid to option j (for a context escalation,
+ * plus the generator's answer again). */
+static dr_budget escalation_price(const qstate *s, dr_stage_id sid, size_t j, double in_tok)
+{
+    const dr_stage *st = &s->p->stages[sid];
+    dr_budget price = dr_budget_price(&st->options[j], in_tok, DR_BUDGET_ANSWER_TOKENS);
+    int gi = s->st[DR_STAGE_GENERATOR].option;
+    if (sid == DR_STAGE_CONTEXT && gi >= 0)
+        price = dr_budget_add(price, dr_budget_price(&s->p->stages[DR_STAGE_GENERATOR].options[gi],
+                                                     in_tok, DR_BUDGET_ANSWER_TOKENS));
+    return price;
+}
+
 /*
- * One cascade decision for stage sid after option `cur` answered: judges the
- * answer with the stage's cascade router, records the attempt, and returns
- * the option to escalate to (reason appended), or -1 to stop (confident
- * enough, forced by the caller, nothing left, or over budget).
+ * Cascade routing (a cascade router with a quality_model): the option not
+ * yet called that the router picks for an answer judged `conf`
+ * (dr_cascade_next), among those available whose price fits the remaining
+ * budget, or -1. When the option it would pick ignoring the budget does not
+ * fit, that is recorded as a cut. A NOMEM from the quality model stops the
+ * cascade (the answer in hand stands).
  */
-static int cascade_step(qstate *s, dr_stage_id sid, int cur, const gen_out *g, int in_tok)
+static int routed_escalation(qstate *s, dr_stage_id sid, int cur, double conf, double in_tok,
+                             const bool *called, char *why, size_t why_len)
+{
+    const dr_stage *st = &s->p->stages[sid];
+    const dr_router *r = s->e->routers[sid];
+    if (dr_q_past_deadline(s)) {
+        dr_q_cut(s, sid, "cascade escalation", "the latency budget (%.6g ms) is used up",
+                 s->budget.latency_ms);
+        return -1;
+    }
+    dr_budget left = dr_q_remaining(s);
+    bool avail[DR_MAX_OPTIONS], ok[DR_MAX_OPTIONS];
+    for (size_t j = 0; j < st->n_options; j++) {
+        avail[j] = s->avail[sid][j];
+        dr_budget price = escalation_price(s, sid, j, in_tok);
+        ok[j] = avail[j] && dr_budget_fits(&price, &left);
+    }
+    int want = -1, next = -1;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    if (dr_cascade_next(r, s->q, called, avail, cur, conf, &want, NULL, 0, &err) != DYNRAG_OK ||
+        dr_cascade_next(r, s->q, called, ok, cur, conf, &next, why, why_len, &err) != DYNRAG_OK) {
+        dr_log(DYNRAG_LOG_WARN, MOD, "cascade routing: %s", dynrag_errmsg(&err));
+        return -1;
+    }
+    if (want >= 0 && want != next) {
+        dr_budget price = escalation_price(s, sid, (size_t)want, in_tok);
+        char l[160], cost[160], action[160];
+        dr_budget_format(&left, l, sizeof(l));
+        dr_budget_format(&price, cost, sizeof(cost));
+        snprintf(action, sizeof(action), "escalation to '%s'", st->options[want].name);
+        dr_q_cut(s, sid, action, "costs %s, %s left", cost, l);
+    }
+    return next;
+}
+
+/*
+ * One cascade decision for stage sid after option `cur` answered (called:
+ * every option that answered so far): judges the answer with the stage's
+ * cascade router, records the attempt, and returns the option to escalate
+ * to (reason appended), or -1 to stop (confident enough, forced by the
+ * caller, nothing left, or over budget).
+ */
+static int cascade_step(qstate *s, dr_stage_id sid, int cur, const gen_out *g, int in_tok,
+                        const bool *called)
 {
     const dr_stage *st = &s->p->stages[sid];
     stage_rec *rec = &s->st[sid];
     char why[256];
     double conf = judge(s, sid, cur, g, why, sizeof(why));
     double thr = dr_param_num(st->router.params, "threshold", 0.5);
-    int next = conf < thr && !rec->forced ? next_escalation(s, sid, cur, in_tok) : -1;
+    int next = -1;
+    if (conf < thr && !rec->forced) {
+        if (dr_cascade_routed(s->e->routers[sid])) {
+            char how[200];
+            how[0] = '\0';
+            next = routed_escalation(s, sid, cur, conf, in_tok, called, how, sizeof(how));
+            size_t len = strlen(why);
+            if (how[0] != '\0' && len + 3 < sizeof(why))
+                snprintf(why + len, sizeof(why) - len, "; %s", how);
+        } else {
+            next = next_escalation(s, sid, cur, in_tok);
+        }
+    }
     record_attempt(s, dr_stage_name(sid), st->options[cur].name, conf, thr, why, next >= 0);
     if (next >= 0) {
         size_t len = strlen(rec->reason);
@@ -314,6 +385,7 @@ int dr_q_generate(qstate *s, bool retrieved, dynrag_error *err)
     g.mean_logprob = NAN;
     g.confidence = NAN;
     int ci = retrieved ? s->st[DR_STAGE_CONTEXT].option : -1;
+    bool called_c[DR_MAX_OPTIONS] = {false};
     for (;;) {
         int64_t t0 = dr_now_us();
         if (ci >= 0) {
@@ -360,16 +432,19 @@ int dr_q_generate(qstate *s, bool retrieved, dynrag_error *err)
         }
         /* The generator cascade. */
         int gi = s->st[DR_STAGE_GENERATOR].option;
+        bool called_g[DR_MAX_OPTIONS] = {false};
         for (;;) {
             t0 = dr_now_us();
             rc = run_generator(s, gi, &g, err);
             s->st[DR_STAGE_GENERATOR].latency_us += dr_now_us() - t0;
             if (rc != DYNRAG_OK)
                 break;
+            called_g[gi] = true;
             gi = s->st[DR_STAGE_GENERATOR].option; /* may have become the fallback */
+            called_g[gi] = true;
             if (!is_cascade(s, DR_STAGE_GENERATOR))
                 break;
-            int next = cascade_step(s, DR_STAGE_GENERATOR, gi, &g, in_tok);
+            int next = cascade_step(s, DR_STAGE_GENERATOR, gi, &g, in_tok, called_g);
             if (next < 0)
                 break;
             gi = next;
@@ -380,7 +455,8 @@ int dr_q_generate(qstate *s, bool retrieved, dynrag_error *err)
         /* The context cascade (Self-Route). */
         if (ci < 0 || !is_cascade(s, DR_STAGE_CONTEXT))
             break;
-        int next = cascade_step(s, DR_STAGE_CONTEXT, ci, &g, in_tok);
+        called_c[ci] = true;
+        int next = cascade_step(s, DR_STAGE_CONTEXT, ci, &g, in_tok, called_c);
         if (next < 0)
             break;
         ci = next;

@@ -84,19 +84,18 @@ static void acc_finish(const acc *a, const dynrag_eval_compare_options *opt, dyn
 
 /* The outcome of a chain of attempts first..last (listed order): quality
  * from `last`, cost metrics summed over every attempt. Counts calls. */
-static void chain_outcome(const dynrag_eval_table *t, size_t q, int first, int last,
+static void chain_outcome(const dynrag_eval_table *t, size_t q, uint32_t called, int last,
                           dynrag_eval_outcome *out, dynrag_eval_row *row)
 {
     *out = *cell(t, q, (size_t)last);
-    if (first < 0 || first > last)
-        first = last;
+    called |= (uint32_t)1 << last;
     for (int m = 0; m < DR_EVAL_N_SLOTS; m++) {
         if (!dr_eval_slot_is_cost((dr_eval_slot)m))
             continue;
         double s = 0;
         bool any = false;
-        for (int o = first; o <= last; o++) {
-            double v = cell(t, q, (size_t)o)->slots[m];
+        for (size_t o = 0; o < t->n_options; o++) {
+            double v = called >> o & 1 ? cell(t, q, o)->slots[m] : NAN;
             if (!isnan(v)) {
                 s += v;
                 any = true;
@@ -104,8 +103,32 @@ static void chain_outcome(const dynrag_eval_table *t, size_t q, int first, int l
         }
         out->slots[m] = any ? s : NAN;
     }
+    for (size_t o = 0; o < t->n_options; o++)
+        row->calls[o] += called >> o & 1;
+}
+
+/* See eval_internal.h. */
+uint32_t dr_eval_span(int first, int last)
+{
+    if (last < 0 || last >= DYNRAG_MAX_OPTIONS)
+        return 0;
+    if (first < 0 || first > last)
+        first = last;
+    uint32_t m = 0;
     for (int o = first; o <= last; o++)
-        row->calls[o]++;
+        m |= (uint32_t)1 << o;
+    return m;
+}
+
+/* The options the router's run of query q called: recorded, else its
+ * first option to its final one in listed order (a cascade), else the
+ * final one. */
+static uint32_t router_calls(const dynrag_eval_table *t, size_t q)
+{
+    int c = t->router_choice[q];
+    if (t->router_called != NULL && t->router_called[q] != 0)
+        return t->router_called[q] | (c >= 0 ? (uint32_t)1 << c : 0);
+    return dr_eval_span(t->cascade ? t->router_first[q] : c, c);
 }
 
 /* Quality and cost used to rank options for the oracle. */
@@ -270,16 +293,13 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
             int c = t->router_choice[q];
             const dynrag_eval_outcome *ro = &t->router_outcome[q];
             if (ro->ok || c < 0) {
-                if (c >= 0) {
-                    int f = t->cascade && t->router_first[q] >= 0 ? t->router_first[q] : c;
-                    for (int o = f; o <= c; o++)
-                        r->calls[o]++;
-                }
+                uint32_t m = c >= 0 ? router_calls(t, q) : 0;
+                for (size_t o = 0; o < no; o++)
+                    r->calls[o] += m >> o & 1;
                 acc_add(&a, t, q, ro, c);
                 continue;
             }
-            int first = t->cascade ? t->router_first[q] : c;
-            chain_outcome(t, q, first, c, &tmp, r);
+            chain_outcome(t, q, router_calls(t, q), c, &tmp, r);
             acc_add(&a, t, q, &tmp, c);
         }
         acc_finish(&a, &opt, r);
@@ -392,7 +412,7 @@ int dynrag_eval_compare(const dynrag_eval_table *t, const dynrag_eval_compare_op
                     r->calls[o]++;
                 } else {
                     int o = cascade_pick(t, q, thr);
-                    chain_outcome(t, q, 0, o, &tmp, r);
+                    chain_outcome(t, q, dr_eval_span(0, o), o, &tmp, r);
                     acc_add(&a, t, q, &tmp, o);
                 }
             }
@@ -423,8 +443,8 @@ void dr_eval_row_of_choices(const dynrag_eval_table *t, const dynrag_eval_compar
 }
 
 void dr_eval_row_of_chains(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
-                           const int *first, const int *last, const char *name, double param,
-                           dynrag_eval_row *r)
+                           const uint32_t *called, const int *last, const char *name,
+                           double param, dynrag_eval_row *r)
 {
     memset(r, 0, sizeof(*r));
     snprintf(r->name, sizeof r->name, "%s", name);
@@ -434,7 +454,7 @@ void dr_eval_row_of_chains(const dynrag_eval_table *t, const dynrag_eval_compare
     for (size_t q = 0; q < t->n_queries; q++) {
         int l = last[q];
         if (l >= 0 && (size_t)l < t->n_options && l < DYNRAG_MAX_OPTIONS) {
-            chain_outcome(t, q, first[q], l, &tmp, r);
+            chain_outcome(t, q, called[q], l, &tmp, r);
             acc_add(&a, t, q, &tmp, l);
         } else {
             acc_add(&a, t, q, &t->router_outcome[q], -1);

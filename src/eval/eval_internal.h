@@ -124,12 +124,16 @@ void dr_eval_row_of_choices(const dynrag_eval_table *t, const dynrag_eval_compar
                             const int *choice, const char *name, double param,
                             dynrag_eval_row *r);
 
-/* The row of a policy given per query as a chain of calls first[q] ..
- * last[q] in listed order (a cascade; first == last for a single call):
- * quality of last[q], costs summed over the chain, every call counted.
- * last[q] < 0: the router's own outcome stands. */
+/* The row of a policy given per query as the options it called (called[q],
+ * a bit per option; a cascade, routed or listed) ending on last[q]: quality
+ * of last[q], costs summed over every call (last[q] included), every call
+ * counted. last[q] < 0: the router's own outcome stands. */
 void dr_eval_row_of_chains(const dynrag_eval_table *t, const dynrag_eval_compare_options *opt,
-                           const int *first, const int *last, const char *name, double param,
-                           dynrag_eval_row *r);
+                           const uint32_t *called, const int *last, const char *name,
+                           double param, dynrag_eval_row *r);
+
+/* The options first..last in listed order as a bit mask (first < 0 or
+ * after last: last alone; last out of range: 0). */
+uint32_t dr_eval_span(int first, int last);
 
 #endif

@@ -41,6 +41,7 @@ typedef struct oeval {
     double *grid;
     size_t n_grid;
     int *sw_first, *sw_last; /* [n_grid][n_rows] */
+    uint32_t *sw_called;     /* [n_grid][n_rows] */
     /* Tasks: names in first-seen order and each row's task index. */
     char **tasks;
     size_t n_tasks;
@@ -53,6 +54,7 @@ static void oeval_free(oeval *e)
     dr_free(e->grid);
     dr_free(e->sw_first);
     dr_free(e->sw_last);
+    dr_free(e->sw_called);
     dr_free(e->tasks); /* names are borrowed from the outcome table */
     dr_free(e->row_task);
     dr_outcomes_free(&e->ot);
@@ -95,20 +97,25 @@ static void cascade_params_get(const cJSON *params, cascade_params *cp)
 
 /*
  * The cascade from option `first` for row q: judges each recorded answer
- * and escalates in listed order while the confidence is below the
- * threshold. The agreement judge compares the answers called so far, so a
- * single answer is never judged: the next option is called. The scorer
- * judge (held by the cascade router r) reads the query, the option and its
- * recorded answer. Sets *last.
+ * and, while the confidence is below the threshold, escalates to the option
+ * the cascade router picks next (dynrag_router_cascade_next: the next in
+ * listed order, or with a quality_model the routed choice). The agreement
+ * judge compares the answers called so far, so a single answer is never
+ * judged: another option is called. The scorer judge (held by the cascade
+ * router r) reads the query, the option and its recorded answer. Sets *last
+ * and *called (a bit per option called).
  */
 static int cascade_chain(const oeval *e, const dynrag_router *r, const cascade_params *cp,
-                         size_t q, int first, int *last, dynrag_error *err)
+                         size_t q, int first, int *last, uint32_t *called_mask,
+                         dynrag_error *err)
 {
     bool agreement = cp->agreement, text = cp->text;
     const char *answers[DYNRAG_MAX_OPTIONS];
+    bool called[DYNRAG_MAX_OPTIONS] = {false};
     size_t na = 0;
     int cur = first;
     for (;;) {
+        called[cur] = true;
         const dr_outcome *o = outcome_of(e, q, cur);
         if (text && o->present && o->response == NULL)
             return dr_err_set(err, DYNRAG_ERR_INVALID,
@@ -116,32 +123,37 @@ static int cascade_chain(const oeval *e, const dynrag_router *r, const cascade_p
                               "(the cascade's %s judge reads it)",
                               e->ot.rows[q].id, e->opt_name[cur], cp->judge);
         answers[na++] = o->response ? o->response : "";
-        if ((size_t)cur + 1 >= e->n_opt)
-            break;
-        if (agreement && na < 2) {
-            cur++;
-            continue;
+        double conf = -INFINITY; /* agreement with one answer: call another */
+        if (!(agreement && na < 2)) {
+            /* A judge that reads no text has nothing recorded to judge (no
+             * log-probabilities): the answer stands. */
+            if (!text && o->response == NULL)
+                break;
+            dynrag_answer v;
+            dynrag_answer_init(&v);
+            v.text = answers[na - 1];
+            v.samples = answers;
+            v.n_samples = na;
+            v.query = e->ot.rows[q].query;
+            v.option = e->opt_name[cur];
+            int rc = dynrag_router_judge(r, &v, &conf, NULL, 0, err);
+            if (rc != DYNRAG_OK)
+                return rc;
+            if (conf >= cp->threshold)
+                break;
         }
-        /* A judge that reads no text has nothing recorded to judge (no
-         * log-probabilities): the answer stands. */
-        if (!text && o->response == NULL)
-            break;
-        dynrag_answer v;
-        dynrag_answer_init(&v);
-        v.text = answers[na - 1];
-        v.samples = answers;
-        v.n_samples = na;
-        v.query = e->ot.rows[q].query;
-        v.option = e->opt_name[cur];
-        double conf = NAN;
-        int rc = dynrag_router_judge(r, &v, &conf, NULL, 0, err);
+        int next = -1;
+        int rc = dynrag_router_cascade_next(r, e->ot.rows[q].query, called, cur, conf, &next, err);
         if (rc != DYNRAG_OK)
             return rc;
-        if (conf >= cp->threshold)
+        if (next < 0)
             break;
-        cur++;
+        cur = next;
     }
     *last = cur;
+    *called_mask = 0;
+    for (size_t i = 0; i < e->n_opt; i++)
+        *called_mask |= called[i] ? (uint32_t)1 << i : 0;
     return DYNRAG_OK;
 }
 
@@ -154,14 +166,15 @@ static int cmp_double(const void *a, const void *b)
 /*
  * Routes every row with a router built from the stage's current params:
  * first[q] is the router's choice, last[q] where its cascade stopped (the
- * same without a cascade). scores (may be NULL) gets the router's scores
+ * same without a cascade), called[q] a bit per option called. scores (may be NULL) gets the router's scores
  * ([n_rows][n_options]); us (may be NULL) the routing time per row. A stateful
  * router (bandit) learns, in memory only, from the feedback live use would
  * give it: the recorded quality of the final option, the recorded cost of
  * every call and the recorded latency of every call (0 where not recorded),
  * shaped by its params as the engine's feedback is.
  */
-static int route_all(oeval *e, int *first, int *last, double *scores, double *us, dynrag_error *err)
+static int route_all(oeval *e, int *first, int *last, uint32_t *called, double *scores, double *us,
+                     dynrag_error *err)
 {
     cJSON *params = router_params(e, err);
     if (params == NULL)
@@ -191,17 +204,20 @@ static int route_all(oeval *e, int *first, int *last, double *scores, double *us
         }
         first[q] = d.option;
         last[q] = d.option;
-        if (cascade && (rc = cascade_chain(e, r, &cp, q, d.option, &last[q], err)) != DYNRAG_OK)
+        called[q] = (uint32_t)1 << d.option;
+        if (cascade &&
+            (rc = cascade_chain(e, r, &cp, q, d.option, &last[q], &called[q], err)) != DYNRAG_OK)
             goto done;
         if (scores)
             for (size_t o = 0; o < no; o++)
                 scores[q * no + o] = d.scores[o];
         const dr_outcome *fin = outcome_of(e, q, last[q]);
         double usd = 0, latency_ms = 0;
-        for (int k = first[q]; k <= last[q]; k++) {
-            usd += outcome_of(e, q, k)->cost_usd;
-            latency_ms += outcome_of(e, q, k)->latency_ms;
-        }
+        for (size_t k = 0; k < no; k++)
+            if (called[q] >> k & 1) {
+                usd += outcome_of(e, q, (int)k)->cost_usd;
+                latency_ms += outcome_of(e, q, (int)k)->latency_ms;
+            }
         rc = dynrag_router_feedback(r, e->ot.rows[q].id, e->ot.rows[q].query, (size_t)last[q],
                                     fin->present ? fin->quality : 0, usd, latency_ms, err);
         if (rc != DYNRAG_OK)
@@ -231,6 +247,14 @@ static int pick_param(oeval *e, const dynrag_eval_outcomes_options *opt, dynrag_
     cJSON *params = router_params(e, err);
     if (params == NULL)
         return DYNRAG_ERR_NOMEM;
+    /* A cascade's knob is its threshold (its willingness to pay matters
+     * only with a quality_model): swept first. */
+    bool cascade = strcmp(e->router_type, "cascade") == 0;
+    if (cascade && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(params, "threshold"))) {
+        dr_strlcpy(e->param, "threshold", sizeof e->param);
+        cJSON_Delete(params);
+        return DYNRAG_OK;
+    }
     for (size_t i = 0; i < DR_ARRAY_LEN(known); i++)
         if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(params, known[i]))) {
             dr_strlcpy(e->param, known[i], sizeof e->param);
@@ -300,7 +324,8 @@ static int run_sweep(oeval *e, dynrag_error *err)
     size_t nq = e->ot.n_rows;
     e->sw_first = dr_calloc(e->n_grid * nq + 1, sizeof(int));
     e->sw_last = dr_calloc(e->n_grid * nq + 1, sizeof(int));
-    if (e->sw_first == NULL || e->sw_last == NULL)
+    e->sw_called = dr_calloc(e->n_grid * nq + 1, sizeof(uint32_t));
+    if (e->sw_first == NULL || e->sw_last == NULL || e->sw_called == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     cJSON *params = router_params(e, err);
     if (params == NULL)
@@ -313,7 +338,8 @@ static int run_sweep(oeval *e, dynrag_error *err)
     for (size_t g = 0; g < e->n_grid && rc == DYNRAG_OK; g++) {
         rc = dynrag_pipeline_set_router_param(e->p, "generator", e->param, e->grid[g], err);
         if (rc == DYNRAG_OK)
-            rc = route_all(e, e->sw_first + g * nq, e->sw_last + g * nq, NULL, NULL, err);
+            rc = route_all(e, e->sw_first + g * nq, e->sw_last + g * nq, e->sw_called + g * nq,
+                           NULL, NULL, err);
         if (rc != DYNRAG_OK)
             dr_err_prefix(err, "sweep %s = %g", e->param, e->grid[g]);
     }
@@ -436,7 +462,8 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
     e->co.quality = dr_eval_slot_metric(DR_SLOT_QUALITY);
     e->co.cost = dr_eval_slot_metric(DR_SLOT_USD);
     e->co.seed = opt->seed;
-    rc = route_all(e, t->router_first, t->router_choice, t->router_scores, us, err);
+    rc = route_all(e, t->router_first, t->router_choice, t->router_called, t->router_scores, us,
+                   err);
     if (rc == DYNRAG_OK) {
         qsort(us, nq, sizeof *us, cmp_double);
         e->route_us_p50 = us[nq / 2];
@@ -481,6 +508,7 @@ static int subtable(const dynrag_eval_table *t, const size_t *idx, size_t n,
         memcpy(&s->router_scores[i * no], &t->router_scores[q * no], no * sizeof(double));
         s->router_choice[i] = t->router_choice[q];
         s->router_first[i] = t->router_first[q];
+        s->router_called[i] = t->router_called[q];
         s->router_outcome[i] = t->router_outcome[q];
     }
     if (rc != DYNRAG_OK) {
@@ -517,7 +545,8 @@ static int summarise(const oeval *e, const dynrag_eval_outcomes_options *opt,
                      summary *s, dynrag_error *err)
 {
     size_t nq = t->n_queries, no = t->n_options;
-    int *f = dr_calloc(nq + 1, sizeof *f), *l = dr_calloc(nq + 1, sizeof *l);
+    uint32_t *f = dr_calloc(nq + 1, sizeof *f);
+    int *l = dr_calloc(nq + 1, sizeof *l);
     dynrag_eval_point *pts = dr_calloc(e->n_grid + no + 2, sizeof *pts);
     double *x = dr_calloc(e->n_grid + 2, sizeof *x), *qv = dr_calloc(e->n_grid + 2, sizeof *qv);
     c->sweep = dr_calloc(e->n_grid + 1, sizeof *c->sweep);
@@ -530,7 +559,7 @@ static int summarise(const oeval *e, const dynrag_eval_outcomes_options *opt,
     for (size_t g = 0; g < e->n_grid; g++) {
         for (size_t i = 0; i < nq; i++) {
             size_t q = idx ? idx[i] : i;
-            f[i] = e->sw_first[g * e->ot.n_rows + q];
+            f[i] = e->sw_called[g * e->ot.n_rows + q];
             l[i] = e->sw_last[g * e->ot.n_rows + q];
         }
         dr_eval_row_of_chains(t, &e->co, f, l, "sweep", e->grid[g], &c->sweep[c->n_sweep++]);
@@ -764,10 +793,11 @@ static cJSON *per_query_json(const oeval *e)
             cJSON_AddStringToObject(o, "task", e->ot.rows[q].task);
         cJSON *calls = cJSON_AddArrayToObject(o, "calls");
         double cost = 0;
-        for (int k = t->router_first[q]; k <= t->router_choice[q]; k++) {
-            cJSON_AddItemToArray(calls, cJSON_CreateString(t->options[k]));
-            cost += outcome_of(e, q, k)->cost_usd;
-        }
+        for (size_t k = 0; k < t->n_options; k++) /* in listed order */
+            if (t->router_called[q] >> k & 1) {
+                cJSON_AddItemToArray(calls, cJSON_CreateString(t->options[k]));
+                cost += outcome_of(e, q, (int)k)->cost_usd;
+            }
         const dr_outcome *fin = outcome_of(e, q, t->router_choice[q]);
         cJSON_AddStringToObject(o, "choice", t->options[t->router_choice[q]]);
         cJSON_AddNumberToObject(o, "quality", fin->present ? fin->quality : 0);
@@ -993,7 +1023,7 @@ int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
         goto cleanup;
     }
     for (size_t g = 0; g < e.n_grid; g++)
-        dr_eval_row_of_chains(t, &e.co, e.sw_first + g * nq, e.sw_last + g * nq, "sweep", e.grid[g],
+        dr_eval_row_of_chains(t, &e.co, e.sw_called + g * nq, e.sw_last + g * nq, "sweep", e.grid[g],
                               &rows[g]);
     /* Met values: best quality (then cheaper) for a cost or share target,
      * cheapest (then better) for a quality target; else the closest. */

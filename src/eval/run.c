@@ -355,6 +355,7 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
         cJSON *rec = cJSON_Parse(dynrag_result_json(r));
         cJSON *choices = cJSON_CreateObject(), *scores = cJSON_CreateObject();
         cJSON *first = cJSON_CreateObject(), *conf = cJSON_CreateObject();
+        cJSON *called = cJSON_CreateObject();
         for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
             const dynrag_decision *d = dynrag_result_decision(r, i);
             if (!d->skipped && d->choice && *d->choice)
@@ -376,11 +377,16 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
                 cJSON_AddStringToObject(first, s->valuestring, op->valuestring);
             if (cJSON_IsNumber(cf) && !cJSON_HasObjectItem(conf, s->valuestring))
                 cJSON_AddNumberToObject(conf, s->valuestring, cf->valuedouble);
+            cJSON *list = cJSON_GetObjectItemCaseSensitive(called, s->valuestring);
+            if (list == NULL)
+                list = cJSON_AddArrayToObject(called, s->valuestring);
+            cJSON_AddItemToArray(list, cJSON_CreateString(op->valuestring));
         }
         cJSON_AddItemToObject(ent, "choices", choices);
         cJSON_AddItemToObject(ent, "scores", scores);
         cJSON_AddItemToObject(ent, "first", first);
         cJSON_AddItemToObject(ent, "confidence", conf);
+        cJSON_AddItemToObject(ent, "called", called);
         if (stage == NULL)
             cJSON_AddStringToObject(ent, "record", dynrag_result_json(r));
         cJSON_Delete(rec);
@@ -625,10 +631,21 @@ static int sweep_options(const dynrag_pipeline *p, int sid, dynrag_eval_compare_
         co->grid_lo = 0;
         co->grid_hi = 1;
     } else if (strcmp(type, "cascade") == 0) {
-        co->sweep = DYNRAG_EVAL_SWEEP_CASCADE;
-        /* Every judge's confidence is in [0, 1], so is every threshold. */
-        co->grid_lo = 0;
-        co->grid_hi = 1;
+        /* The table's threshold sweep replays listed-order escalation from
+         * the forced runs' confidences; a routed cascade (quality_model)
+         * escalates by its predictions instead, so it gets no sweep here
+         * (`dynrag eval --outcomes` sweeps it by replaying the router). */
+        cJSON *params = router_params(p, sid);
+        if (params == NULL)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        bool routed = param_str(params, "quality_model") != NULL;
+        cJSON_Delete(params);
+        if (!routed) {
+            co->sweep = DYNRAG_EVAL_SWEEP_CASCADE;
+            /* Every judge's confidence is in [0, 1], so is every threshold. */
+            co->grid_lo = 0;
+            co->grid_hi = 1;
+        }
     }
     return DYNRAG_OK;
 }
@@ -828,6 +845,17 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
             const char *fi = entry_str(re, "first", t->stage);
             t->router_choice[q] = ch ? dynrag_eval_table_option(t, ch) : -1;
             t->router_first[q] = fi ? dynrag_eval_table_option(t, fi) : t->router_choice[q];
+            /* Every option a cascade called (a routed cascade's calls need
+             * not be consecutive in listed order). */
+            const cJSON *cl = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(re, "called"), t->stage);
+            const cJSON *op;
+            cJSON_ArrayForEach(op, cl)
+            {
+                int oi = cJSON_IsString(op) ? dynrag_eval_table_option(t, op->valuestring) : -1;
+                if (oi >= 0 && oi < DYNRAG_MAX_OPTIONS)
+                    t->router_called[q] |= (uint32_t)1 << oi;
+            }
             const cJSON *sc = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(re, "scores"), t->stage);
             for (size_t o = 0; o < t->n_options; o++) {
                 const cJSON *v = cJSON_GetObjectItemCaseSensitive(sc, t->options[o]);

@@ -121,6 +121,8 @@ const dr_param_row dr_param_rows[] = {
     {"router.cascade",         "threshold",          DR_PT_NUM,           0,     1,           "0.5",          0, NULL},
     {"router.cascade",         "samples",            DR_PT_INT,           2,     16,          "3",            0, NULL},
     {"router.cascade",         "model",              DR_PT_FILE,          0,     0,           NULL,           0, NULL},
+    {"router.cascade",         "quality_model",      DR_PT_FILE,          0,     0,           NULL,           0, NULL},
+    {"router.cascade",         "willingness_to_pay", DR_PT_NUM,           0,     BIG,         "0",            0, NULL},
 
     {"endpoint",               "base_url",           DR_PT_STR,           0,     0,           "",             0, NULL},
     {"endpoint",               "model",              DR_PT_STR,           0,     0,           "",             0, NULL},

@@ -2,14 +2,25 @@
  * cascade.c - the cascade router (cheapest option first) and its judges.
  *
  * params: {judge: self_route|logprob_margin|seq_logprob|agreement|scorer, threshold (0.5,
- * in [0, 1]), samples (3), model (the scorer file; required by judge scorer)}. route()
- * picks the first available option in listed order; the engine calls
- * dr_cascade_judge() after generation and escalates.
+ * in [0, 1]), samples (3), model (the scorer file; required by judge scorer),
+ * quality_model (an outcome-router file: cascade routing), willingness_to_pay (0)}.
+ * route() picks the first available option in listed order; the engine calls
+ * dr_cascade_judge() after generation and escalates to dr_cascade_next().
+ *
+ * With a quality_model (Dekoninck et al. 2024, cascade routing) the order is
+ * not the list's: the model predicts each option's quality q and cost c for
+ * the query; route() starts with the available option of the highest
+ * q - willingness_to_pay * c, and each escalation goes to the option not yet
+ * called with the highest such score among those whose predicted quality
+ * beats the judged confidence of the answer in hand (none: the cascade
+ * stops).
  */
 #include "router/cascade.h"
 #include "core/alloc.h"
 
 #include "core/text.h"
+#include "router/cost.h"
+#include "router/omodel.h"
 #include "router/router_impl.h"
 #include "router/scorer.h"
 
@@ -155,12 +166,81 @@ cleanup:
 }
 
 /* The cascade router: its scorer when the judge is `scorer`. */
+static const dr_router_vtable cascade_vt;
+
 typedef struct cascade_router {
     dr_router base;
     dr_scorer *scorer;
+    dr_omodel *qmodel;                /* quality_model, or NULL: listed order */
+    int model_index[DR_MAX_OPTIONS]; /* stage option -> model option, -1 unknown */
+    double wtp;
 } cascade_router;
 
-static const dr_router_vtable cascade_vt;
+/* The quality model's predicted quality q[i] and score q[i] - wtp * c[i] of
+ * each stage option for the query (NAN for options the model does not
+ * know). */
+static int cascade_predict(const cascade_router *cr, const dr_stage *st, const char *query,
+                           const dr_budget *price, double *q, double *score, dynrag_error *err)
+{
+    size_t k = dr_omodel_n_options(cr->qmodel);
+    double qc[2 * DR_OUTCOMES_MAX_OPTIONS];
+    int rc = dr_omodel_predict(cr->qmodel, query, qc, qc + k, err);
+    if (rc != DYNRAG_OK)
+        return dr_err_prefix(err, "cascade quality_model");
+    for (size_t i = 0; i < st->n_options; i++) {
+        int mi = cr->model_index[i];
+        q[i] = score[i] = NAN;
+        if (mi < 0)
+            continue;
+        double c = qc[k + (size_t)mi];
+        if (!dr_omodel_has_cost(cr->qmodel, (size_t)mi))
+            c = price != NULL ? price[i].usd : dr_cost_estimate(&st->options[i], (int)strlen(query)).usd;
+        q[i] = qc[mi];
+        score[i] = q[i] - cr->wtp * c;
+    }
+    return DYNRAG_OK;
+}
+
+/* See cascade.h. */
+bool dr_cascade_routed(const dr_router *r)
+{
+    return r != NULL && r->vt == &cascade_vt && ((const cascade_router *)r)->qmodel != NULL;
+}
+
+/* See cascade.h. */
+int dr_cascade_next(const dr_router *r, const char *query, const bool *called, const bool *ok,
+                    int cur, double confidence, int *next, char *why, size_t why_len,
+                    dynrag_error *err)
+{
+    *next = -1;
+    const dr_stage *st = r->stage;
+    if (!dr_cascade_routed(r)) {
+        for (size_t j = (size_t)cur + 1; j < st->n_options && *next < 0; j++)
+            if (!called[j] && ok[j])
+                *next = (int)j;
+        set_why(why, why_len, "%s", *next >= 0 ? "next in listed order" : "no option left");
+        return DYNRAG_OK;
+    }
+    const cascade_router *cr = (const cascade_router *)r;
+    double q[DR_MAX_OPTIONS], score[DR_MAX_OPTIONS];
+    int rc = cascade_predict(cr, st, query != NULL ? query : "", NULL, q, score, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    for (size_t j = 0; j < st->n_options; j++) {
+        if (called[j] || !ok[j] || isnan(score[j]) || !(q[j] > confidence))
+            continue;
+        if (*next < 0 || score[j] > score[*next])
+            *next = (int)j;
+    }
+    if (*next >= 0)
+        set_why(why, why_len, "routed: '%s' predicted quality %.3f > confidence %.3f, score %.4g",
+                st->options[*next].name, q[*next], confidence, score[*next]);
+    else
+        set_why(why, why_len, "routed: no option left predicted above confidence %.3f",
+                confidence);
+    return DYNRAG_OK;
+}
+
 
 static double judge_scorer(const dr_router *r, const dr_answer_view *a, char *why, size_t why_len)
 {
@@ -199,6 +279,25 @@ static int cascade_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decisio
 {
     const dr_stage *st = r->stage;
     dr_route_decision_reset(out);
+    const cascade_router *cr = (const cascade_router *)r;
+    if (cr->qmodel != NULL) {
+        double q[DR_MAX_OPTIONS];
+        const char *query = ctx->query != NULL ? ctx->query : "";
+        int rc = cascade_predict(cr, st, query, ctx->price, q, out->scores, err);
+        if (rc != DYNRAG_OK)
+            return rc;
+        for (size_t i = 0; i < st->n_options; i++)
+            if (dr_route_ok(ctx, st, i) && !isnan(out->scores[i]) &&
+                (out->option < 0 || out->scores[i] > out->scores[out->option]))
+                out->option = (int)i;
+        if (out->option < 0)
+            out->option = 0; /* nothing the model knows is available */
+        snprintf(out->reason, sizeof out->reason,
+                 "cascade (routed): start with %s (predicted quality %.3f, judge %s)",
+                 st->options[out->option].name, q[out->option],
+                 dr_param_str(st->router.params, "judge", "self_route"));
+        return dr_route_ensure_available(ctx, st, out, err);
+    }
     /* Score: earlier options rank higher (1, 1/2, 1/3, ...). */
     for (size_t i = 0; i < st->n_options; i++)
         out->scores[i] = 1.0 / (double)(i + 1);
@@ -213,6 +312,7 @@ static void cascade_free(dr_router *r)
     if (r == NULL)
         return;
     dr_scorer_free(((cascade_router *)r)->scorer);
+    dr_omodel_free(((cascade_router *)r)->qmodel);
     dr_free(r);
 }
 
@@ -259,6 +359,31 @@ int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr
         if (rc != DYNRAG_OK) {
             dr_free(cr);
             return dr_err_prefix(err, "stages.%s.router.model", sn);
+        }
+    }
+    cr->wtp = dr_param_num(params, "willingness_to_pay", 0);
+    const char *qm = dr_param_str(params, "quality_model", NULL);
+    if (qm != NULL) {
+        int rc = dr_omodel_load(qm, &cr->qmodel, err);
+        if (rc != DYNRAG_OK) {
+            cascade_free(&cr->base);
+            return dr_err_prefix(err, "stages.%s.router.quality_model", sn);
+        }
+        size_t matched = 0;
+        for (size_t i = 0; i < stage->n_options; i++) {
+            cr->model_index[i] = -1;
+            for (size_t m = 0; m < dr_omodel_n_options(cr->qmodel); m++)
+                if (strcmp(stage->options[i].name, dr_omodel_option(cr->qmodel, m)) == 0)
+                    cr->model_index[i] = (int)m;
+            matched += cr->model_index[i] >= 0;
+        }
+        if (matched == 0) {
+            dr_err_set(err, DYNRAG_ERR_INVALID,
+                       "stages.%s.router.quality_model: %s knows none of the stage's options "
+                       "(it was trained on options like '%s')",
+                       sn, qm, dr_omodel_option(cr->qmodel, 0));
+            cascade_free(&cr->base);
+            return DYNRAG_ERR_INVALID;
         }
     }
     *out = &cr->base;

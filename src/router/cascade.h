@@ -60,4 +60,22 @@ typedef struct dr_answer_view {
 double dr_cascade_judge(const dr_router *r, const dr_router_spec *spec, const dr_answer_view *a,
                         char *why, size_t why_len);
 
+/* True when r is a cascade router with a quality_model (cascade routing:
+ * the order of its options is chosen per query, not listed). */
+bool dr_cascade_routed(const dr_router *r);
+
+/*
+ * The option a cascade escalates to after option `cur` answered with judged
+ * `confidence`, into *next (-1: stop). called[i]: option i has answered
+ * already; ok[i]: option i may run (available, fits the budget). Listed
+ * order: the first option after cur that is ok and not called. Routed
+ * (quality_model): among the options ok and not called whose predicted
+ * quality for query is above confidence, the one of highest predicted
+ * quality - willingness_to_pay * predicted cost. why (may be NULL) gets the
+ * reason. Fails only when the quality model cannot predict (NOMEM).
+ */
+int dr_cascade_next(const dr_router *r, const char *query, const bool *called, const bool *ok,
+                    int cur, double confidence, int *next, char *why, size_t why_len,
+                    dynrag_error *err);
+
 #endif

@@ -174,3 +174,24 @@ int dynrag_router_judge(const dynrag_router *r, const dynrag_answer *a, double *
     *confidence = dr_cascade_judge(r->r, &r->st->router, &v, why, why_len);
     return DYNRAG_OK;
 }
+
+int dynrag_router_cascade_next(const dynrag_router *r, const char *query, const bool *called,
+                               int cur, double confidence, int *next, dynrag_error *err)
+{
+    *next = -1;
+    if (r == NULL || called == NULL)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "cascade_next: %s is NULL",
+                          r == NULL ? "the router" : "called");
+    if (strcmp(r->r->type, "cascade") != 0)
+        return dr_err_set(err, DYNRAG_ERR_UNSUPPORTED,
+                          "cascade_next: stages.%s.router is a %s router, not a cascade",
+                          dr_stage_name(r->st->id), r->r->type);
+    if (cur < 0 || (size_t)cur >= r->st->n_options)
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "cascade_next: stages.%s has no option %d",
+                          dr_stage_name(r->st->id), cur);
+    bool ok[DR_MAX_OPTIONS];
+    for (size_t i = 0; i < r->st->n_options; i++)
+        ok[i] = r->all_available || r->st->options[i].available;
+    return dr_cascade_next(r->r, query ? query : "", called, ok, cur, confidence, next, NULL, 0,
+                           err);
+}
