@@ -5,6 +5,7 @@
 
 #include "core/util.h"
 #include "dynrag/eval.h"
+#include "dynrag/alloc.h"
 #include "dynrag/outcomes.h"
 #include "dynrag/router.h"
 
@@ -902,4 +903,36 @@ TEST(eval_outcomes_routed_cascade_invariants)
     /* The property is about routed chains: some escalations skip or go back
      * in listed order. */
     ASSERT(non_listed > 0);
+}
+
+/* Calibration writes the value it picked into a copy of the pipeline and
+ * checks the copy: for values of every magnitude and many digits (a
+ * willingness-to-pay grid is geometric), the copy holds the value to ten
+ * significant digits and the check accepts it. (It refused 14.39817..., once
+ * written with six digits.) */
+TEST(eval_patch_router_param_any_value)
+{
+    dr_rng rng;
+    dr_rng_seed(&rng, 9);
+    const char *in = test_write_file(
+        "b.yaml", "version: 1\nname: b\nstages:\n  generator:\n    options:\n"
+                  "      - {name: a, kind: extractive}\n      - {name: b, kind: extractive}\n"
+                  "    router:\n      type: bandit\n      params: {algorithm: ucb1}\n");
+    char inp[1024], out[1024];
+    snprintf(inp, sizeof inp, "%s", in);
+    snprintf(out, sizeof out, "%s/out.yaml", test_tmpdir());
+    for (int i = 0; i < 60; i++) {
+        double v = dr_rng_uniform(&rng) * pow(10.0, (double)dr_rng_below(&rng, 13) - 6);
+        dynrag_error err;
+        ASSERT_OK(dynrag_eval_patch_router_param(inp, out, "generator", "lambda", v, &err), &err);
+        dynrag_pipeline *p = NULL;
+        ASSERT_OK(dynrag_pipeline_load(out, &p, NULL, &err), &err);
+        char *params = dynrag_pipeline_router_params(p, "generator");
+        cJSON *j = cJSON_Parse(params);
+        double got = cJSON_GetObjectItem(j, "lambda")->valuedouble;
+        ASSERT(fabs(got - v) <= 1e-9 * fmax(fabs(v), 1e-300));
+        cJSON_Delete(j);
+        dynrag_free(params);
+        dynrag_pipeline_free(p);
+    }
 }

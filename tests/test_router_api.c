@@ -472,15 +472,21 @@ TEST(router_api_cascade_routing)
             ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 2, 0.95, &next, &err), &err);
             ASSERT_EQ(next, -1);
         } else {
-            /* wtp 100: a (0.6 - 0.1) first; then c, the only one above 0.4,
-             * although it scores lowest (0.9 - 1). */
+            /* wtp 100: a (0.6 - 0.1) first; after a confidence of 0.4
+             * nothing gains more than it costs (b 0.3 - 0.01, c 0.9 - 1);
+             * after 0.1, b does. */
             ASSERT_EQ(d.option, 0);
             called[0] = true;
             ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 0, 0.4, &next, &err), &err);
-            ASSERT_EQ(next, 2);
-            /* below 0.3 both qualify: b scores higher (0.3 - 0.01 > -0.1) */
+            ASSERT_EQ(next, -1);
             ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 0, 0.1, &next, &err), &err);
             ASSERT_EQ(next, 1);
+            /* c's net score is negative: never worth it */
+            called[1] = true;
+            ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 1, -0.05, &next, &err), &err);
+            ASSERT_EQ(next, -1);
+            ASSERT_OK(dynrag_router_cascade_next(r, "q", called, 1, -0.5, &next, &err), &err);
+            ASSERT_EQ(next, 2);
         }
         ASSERT_EQ(dynrag_router_cascade_next(r, "q", called, 7, 0.1, &next, &err),
                   DYNRAG_ERR_INVALID);

@@ -119,9 +119,10 @@ DYNRAG_API int dynrag_router_judge(const dynrag_router *r, const dynrag_answer *
  * answered, the last of them (cur) with judged `confidence`; *next gets the
  * option to call, or -1 to stop. A listed cascade: the first option after
  * cur not yet called. A cascade with a `quality_model` (cascade routing,
- * docs/routers.md#cascade): among the options not called whose predicted
- * quality for query is above confidence, the one of highest predicted
- * quality - willingness_to_pay x predicted cost. Options that may run: all
+ * docs/routers.md#cascade): among the options not called, the one of
+ * highest predicted quality - willingness_to_pay x predicted cost for query,
+ * when that score beats confidence (calling it gains more than it costs),
+ * else none. Options that may run: all
  * when the router was opened with all_available, else the available ones.
  * DYNRAG_ERR_UNSUPPORTED for a router that is not a cascade.
  */

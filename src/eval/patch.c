@@ -70,8 +70,10 @@ int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, co
     bool have_parser = false, have_doc = false;
     dr_buf outb = {0};
     dynrag_pipeline *p = NULL;
+    /* Ten significant digits: readable, and what the check below reads back. */
     char num[64];
-    snprintf(num, sizeof num, "%.6g", value);
+    snprintf(num, sizeof num, "%.10g", value);
+    double written = strtod(num, NULL);
     int rc = dr_read_file(in_path, (size_t)1 << 20, &text, &len, err);
     if (rc != DYNRAG_OK)
         return rc;
@@ -151,9 +153,9 @@ int dynrag_eval_patch_router_param(const char *in_path, const char *out_path, co
     double got = cJSON_IsNumber(v) ? v->valuedouble : NAN;
     cJSON_Delete(pj);
     dr_free(rparams);
-    if (!(fabs(got - value) <= 1e-6 * fmax(1, fabs(value)))) {
-        rc = dr_err_set(err, DYNRAG_ERR_INTERNAL, "the patched pipeline has %s %g, not %g", param,
-                        got, value);
+    if (!(fabs(got - written) <= 1e-12 * fmax(1, fabs(written)))) {
+        rc = dr_err_set(err, DYNRAG_ERR_INTERNAL, "the patched pipeline has %s %.10g, not %s",
+                        param, got, num);
         goto cleanup;
     }
     rc = dr_write_file_atomic(out_path, outb.data, outb.len, err);

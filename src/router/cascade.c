@@ -11,9 +11,10 @@
  * not the list's: the model predicts each option's quality q and cost c for
  * the query; route() starts with the available option of the highest
  * q - willingness_to_pay * c, and each escalation goes to the option not yet
- * called with the highest such score among those whose predicted quality
- * beats the judged confidence of the answer in hand (none: the cascade
- * stops).
+ * called with the highest such score, provided that score beats the judged
+ * confidence of the answer in hand (the expected gain of calling it, net of
+ * its price, is positive; the answer in hand is paid for); none: the cascade
+ * stops.
  */
 #include "router/cascade.h"
 #include "core/alloc.h"
@@ -227,16 +228,19 @@ int dr_cascade_next(const dr_router *r, const char *query, const bool *called, c
     if (rc != DYNRAG_OK)
         return rc;
     for (size_t j = 0; j < st->n_options; j++) {
-        if (called[j] || !ok[j] || isnan(score[j]) || !(q[j] > confidence))
+        if (called[j] || !ok[j] || isnan(score[j]) || !(score[j] > confidence))
             continue;
         if (*next < 0 || score[j] > score[*next])
             *next = (int)j;
     }
     if (*next >= 0)
-        set_why(why, why_len, "routed: '%s' predicted quality %.3f > confidence %.3f, score %.4g",
-                st->options[*next].name, q[*next], confidence, score[*next]);
+        set_why(why, why_len,
+                "routed: '%s' predicted quality %.3f, net of its price %.3f > confidence %.3f",
+                st->options[*next].name, q[*next], score[*next], confidence);
     else
-        set_why(why, why_len, "routed: no option left predicted above confidence %.3f",
+        set_why(why, why_len,
+                "routed: no option left whose predicted quality net of its price beats "
+                "confidence %.3f",
                 confidence);
     return DYNRAG_OK;
 }

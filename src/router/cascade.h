@@ -69,9 +69,10 @@ bool dr_cascade_routed(const dr_router *r);
  * `confidence`, into *next (-1: stop). called[i]: option i has answered
  * already; ok[i]: option i may run (available, fits the budget). Listed
  * order: the first option after cur that is ok and not called. Routed
- * (quality_model): among the options ok and not called whose predicted
- * quality for query is above confidence, the one of highest predicted
- * quality - willingness_to_pay * predicted cost. why (may be NULL) gets the
+ * (quality_model): among the options ok and not called, the one of highest
+ * predicted quality - willingness_to_pay * predicted cost for query, when
+ * that score is above confidence (its expected gain net of its price is
+ * positive), else none. why (may be NULL) gets the
  * reason. Fails only when the quality model cannot predict (NOMEM).
  */
 int dr_cascade_next(const dr_router *r, const char *query, const bool *called, const bool *ok,
