@@ -38,6 +38,10 @@ const char *test_write_file(const char *name, const char *text);
 /* Runs a shell command, captures stdout+stderr into *out (malloc'ed, caller
  * frees) and returns the exit code (-1 on failure to run). */
 int test_run(const char *cmd, char **out);
+/* Trains a `predict` outcome router (hashed n-gram dimension dim, no
+ * clusters, ridge penalty lambda) on the outcome table at table_path into
+ * model_path; returns 0, or fails the test and returns -1. */
+int test_train_predict(const char *table_path, const char *model_path, int dim, double lambda);
 
 extern int test_failed_;
 

@@ -933,18 +933,9 @@ TEST(engine_routed_cascade_follows_predictions)
                 "{\"a\": {\"quality\": 0.6}, \"b\": {\"quality\": 0.3}, \"c\": {\"quality\": 0.9}}}\n",
                 i, i, i % 5);
     fclose(f);
-    dynrag_outcome_router_options o;
-    dynrag_outcome_router_options_init(&o);
-    const char *data[1] = {table};
-    o.data = data;
-    o.n_data = 1;
-    o.out_path = model;
-    o.dim = 32;
-    o.clusters = 0;
-    o.lambda = 1;
+    ASSERT_EQ(test_train_predict(table, model, 32, 1), 0);
     dynrag_error err;
     dynrag_error_clear(&err);
-    ASSERT_OK(dynrag_outcome_router_train(&o, NULL, &err), &err);
     char yaml[8192];
     snprintf(yaml, sizeof(yaml),
              "version: 1\nname: routed\nindex: %s\n"

@@ -804,17 +804,8 @@ TEST(eval_outcomes_routed_cascade_invariants)
         snprintf(pname, sizeof pname, "rp%d.yaml", round);
         snprintf(tpath, sizeof tpath, "%s", gen_write(&rng, &g, tname));
         snprintf(model, sizeof model, "%s/rq%d.safetensors", test_tmpdir(), round);
-        dynrag_outcome_router_options ro;
-        dynrag_outcome_router_options_init(&ro);
-        const char *data[1] = {tpath};
-        ro.data = data;
-        ro.n_data = 1;
-        ro.out_path = model;
-        ro.dim = 32;
-        ro.clusters = 0;
-        ro.lambda = 0.1;
+        ASSERT_EQ(test_train_predict(tpath, model, 32, 0.1), 0);
         dynrag_error err;
-        ASSERT_OK(dynrag_outcome_router_train(&ro, NULL, &err), &err);
         double wtp = round % 2 ? 0 : 50;
         snprintf(rtext, sizeof rtext,
                  "      type: cascade\n      params: {judge: self_route, threshold: 0.5, "

@@ -1,6 +1,8 @@
 /* test_main.c - the test runner: `dynrag_tests [--list] [NAME...]`. */
 #include "test.h"
 
+#include "dynrag/outcomes.h"
+
 #include <dirent.h>
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -197,4 +199,23 @@ int main(int argc, char **argv)
         return 77; /* ctest SKIP_RETURN_CODE */
     printf("%d passed, %d failed, %d skipped\n", ran - failed - skipped, failed, skipped);
     return failed ? 1 : 0;
+}
+
+int test_train_predict(const char *table_path, const char *model_path, int dim, double lambda)
+{
+    dynrag_outcome_router_options o;
+    dynrag_outcome_router_options_init(&o);
+    const char *data[1] = {table_path};
+    o.data = data;
+    o.n_data = 1;
+    o.out_path = model_path;
+    o.dim = dim;
+    o.clusters = 0;
+    o.lambda = lambda;
+    dynrag_error err;
+    if (dynrag_outcome_router_train(&o, NULL, &err) != DYNRAG_OK) {
+        test_fail_(__FILE__, __LINE__, "train %s: %s", table_path, err.msg);
+        return -1;
+    }
+    return 0;
 }

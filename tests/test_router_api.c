@@ -407,21 +407,7 @@ static const char *constant_quality_model(void)
                 i, i, i % 7);
     fclose(f);
     snprintf(model, sizeof model, "%s/q.safetensors", test_tmpdir());
-    dynrag_outcome_router_options o;
-    dynrag_outcome_router_options_init(&o);
-    const char *data[1] = {table};
-    o.data = data;
-    o.n_data = 1;
-    o.out_path = model;
-    o.dim = 64;
-    o.clusters = 0;
-    o.lambda = 1;
-    dynrag_error err;
-    if (dynrag_outcome_router_train(&o, NULL, &err) != DYNRAG_OK) {
-        test_fail_(__FILE__, __LINE__, "train: %s", err.msg);
-        return NULL;
-    }
-    return model;
+    return test_train_predict(table, model, 64, 1) == 0 ? model : NULL;
 }
 
 /* Cascade routing (a cascade with a quality_model): it starts with the
