@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import glob
 import json
+import math
 import os
 import threading
 import weakref
@@ -155,6 +156,22 @@ class _Hits(ctypes.Structure):
                 ("dense_us", c_double), ("total_us", c_double)]
 
 
+class _RouterOptions(ctypes.Structure):
+    _fields_ = [("all_available", c_bool), ("in_memory", c_bool)]
+
+
+class _Route(ctypes.Structure):
+    _fields_ = [("option", c_int), ("scores", c_double * 16), ("reason", ctypes.c_char * 256),
+                ("spent_usd", c_double), ("spent_latency_ms", c_double)]
+
+
+class _Answer(ctypes.Structure):
+    _fields_ = [("text", c_char_p), ("query", c_char_p), ("option", c_char_p),
+                ("unanswerable", c_bool), ("first_token_margin", c_double),
+                ("mean_logprob", c_double), ("confidence", c_double),
+                ("samples", ctypes.POINTER(c_char_p)), ("n_samples", c_size_t)]
+
+
 #: The C structs this binding mirrors, by C name (the tests compare their
 #: sizes and offsets with the installed headers').
 STRUCTS = {
@@ -162,6 +179,7 @@ STRUCTS = {
     "dynrag_query_options": _QueryOptions, "dynrag_citation": _Citation,
     "dynrag_decision": _Decision, "dynrag_totals": _Totals, "dynrag_diag": _Diag,
     "dynrag_search_options": _SearchOptions, "dynrag_budget": _Budget, "dynrag_hit": _Hit, "dynrag_hits": _Hits,
+    "dynrag_router_options": _RouterOptions, "dynrag_route": _Route, "dynrag_answer": _Answer,
 }
 
 _P = ctypes.POINTER
@@ -217,6 +235,22 @@ _index_search = _fn("dynrag_index_search", c_int, c_void_p, c_char_p, _P(_Search
                     _P(_Hits), _ERR)
 _hits_free = _fn("dynrag_hits_free", None, _P(_Hits))
 _search_mode_parse = _fn("dynrag_search_mode_parse", c_int, c_char_p)
+_pipeline_find_option = _fn("dynrag_pipeline_find_option", c_int, c_void_p, c_char_p, c_char_p)
+_pipeline_set_router_param = _fn("dynrag_pipeline_set_router_param", c_int, c_void_p, c_char_p,
+                                 c_char_p, c_double, _ERR)
+_router_options_init = _fn("dynrag_router_options_init", None, _P(_RouterOptions))
+_router_open = _fn("dynrag_router_open", c_int, c_void_p, c_char_p, _P(_RouterOptions),
+                   _P(c_void_p), _ERR)
+_router_close = _fn("dynrag_router_close", None, c_void_p)
+_router_type = _fn("dynrag_router_type", c_char_p, c_void_p)
+_router_route = _fn("dynrag_router_route", c_int, c_void_p, c_char_p, _P(_Route), _ERR)
+_router_feedback = _fn("dynrag_router_feedback", c_int, c_void_p, c_char_p, c_char_p, c_size_t,
+                       c_double, c_double, c_double, _ERR)
+_answer_init = _fn("dynrag_answer_init", None, _P(_Answer))
+_router_judge = _fn("dynrag_router_judge", c_int, c_void_p, _P(_Answer), _P(c_double),
+                    ctypes.c_char_p, c_size_t, _ERR)
+_router_cascade_next = _fn("dynrag_router_cascade_next", c_int, c_void_p, c_char_p,
+                           _P(c_bool), c_int, c_double, _P(c_int), _ERR)
 
 # The C library's free(), for strings the API returns with "caller frees".
 _libc = ctypes.CDLL(None)
@@ -275,7 +309,7 @@ def library_path() -> str:
 # ---- handle bookkeeping ------------------------------------------------------
 
 _live_lock = threading.Lock()
-_live: Dict[str, int] = {"pipeline": 0, "engine": 0, "index": 0}
+_live: Dict[str, int] = {"pipeline": 0, "engine": 0, "index": 0, "router": 0}
 
 
 def _live_add(kind: str, n: int):
@@ -388,6 +422,20 @@ class Pipeline(_Handle):
             return json.loads(ctypes.string_at(ptr).decode("utf-8"))
         finally:
             _c_free(ptr)
+
+    def set_router_param(self, stage: str, key: str, value: float):
+        """Sets the numeric router param `key` of `stage`, checked as the YAML
+        would be (DynragError ERR_INVALID naming the field otherwise). For
+        sweeps: engines and routers opened afterwards use it; not while one
+        made from this pipeline is open (ERR_STATE)."""
+        if self._engines > 0:
+            raise DynragError(STATUS["ERR_STATE"],
+                              f"pipeline has {self._engines} open engine(s) or router(s)")
+        err = _Error()
+        rc = _pipeline_set_router_param(self._handle(), _b(stage, "stage"), _b(key, "key"),
+                                        float(value), ctypes.byref(err))
+        if rc != 0:
+            _raise(rc, err)
 
     def close(self):
         """Frees the pipeline. DynragError (ERR_STATE) while an engine made
@@ -665,3 +713,130 @@ class Index(_Handle):
                     for h in (hits.hits[i] for i in range(hits.n))]
         finally:
             _hits_free(ctypes.byref(hits))
+
+
+# ---- one stage's router on its own (dynrag/router.h) ------------------------------
+
+@dataclass(frozen=True)
+class Route:
+    """A router's decision: the chosen option, each option's score (None when
+    not scored) and the reason, as in the route log."""
+    option: str
+    scores: Dict[str, Optional[float]]
+    reason: str
+
+
+def _release_router(ptr: int, pipeline: "Pipeline"):
+    _release("router", _router_close, ptr)
+    pipeline._engines -= 1
+
+
+class Router(_Handle):
+    """The router of one stage of a pipeline, outside the engine: route a
+    query, give it feedback, judge answers and pick a cascade's next option,
+    without calling any model (docs/library.md, "Routers").
+
+    all_available: every option counts as available (replaying recorded
+    outcomes); in_memory: a bandit never writes its state file."""
+    _kind = "router"
+
+    def __init__(self, pipeline: Pipeline, stage: str, all_available=False, in_memory=False):
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError("pipeline must be a dynrag.Pipeline")
+        opts = _RouterOptions()
+        _router_options_init(ctypes.byref(opts))
+        opts.all_available = bool(all_available)
+        opts.in_memory = bool(in_memory)
+        err = _Error()
+        out = c_void_p()
+        rc = _router_open(pipeline._handle(), _b(stage, "stage"), ctypes.byref(opts),
+                          ctypes.byref(out), ctypes.byref(err))
+        if rc != 0:
+            _raise(rc, err)
+        self._pipeline = pipeline
+        self._stage = stage
+        self._options = [o["name"] for o in pipeline.to_dict()["stages"][stage]["options"]]
+        self._ptr = out.value
+        pipeline._engines += 1
+        _live_add("router", 1)
+        self._finalizer = weakref.finalize(self, _release_router, out.value, pipeline)
+
+    @property
+    def type(self) -> str:
+        return _s(_router_type(self._handle()))
+
+    @property
+    def options(self) -> List[str]:
+        return list(self._options)
+
+    def _index(self, option) -> int:
+        if isinstance(option, int) and not isinstance(option, bool):
+            if not 0 <= option < len(self._options):
+                raise DynragError(STATUS["ERR_INVALID"], f"no option {option}")
+            return option
+        if option not in self._options:
+            raise DynragError(STATUS["ERR_INVALID"],
+                              f"stages.{self._stage} has no option {option!r}")
+        return self._options.index(option)
+
+    def route(self, query: str) -> Route:
+        d = _Route()
+        err = _Error()
+        rc = _router_route(self._handle(), _b(query, "query"), ctypes.byref(d), ctypes.byref(err))
+        if rc != 0:
+            _raise(rc, err)
+        scores = {name: (None if math.isnan(d.scores[i]) else d.scores[i])
+                  for i, name in enumerate(self._options)}
+        return Route(self._options[d.option], scores, _s(d.reason))
+
+    def feedback(self, query_id: Optional[str], query: str, option, quality: float,
+                 cost_usd: float = 0.0, latency_ms: Optional[float] = None):
+        """How `option` did on a query: a bandit learns the reward the engine's
+        feedback would give; other routers ignore it."""
+        err = _Error()
+        rc = _router_feedback(self._handle(), _b(query_id, "query_id"), _b(query, "query"),
+                              self._index(option), float(quality), float(cost_usd),
+                              float("nan") if latency_ms is None else float(latency_ms),
+                              ctypes.byref(err))
+        if rc != 0:
+            _raise(rc, err)
+
+    def judge(self, text: str, query: Optional[str] = None, option: Optional[str] = None,
+              samples: Optional[List[str]] = None, confidence: Optional[float] = None):
+        """A cascade's judge: (confidence in [0, 1], why)."""
+        a = _Answer()
+        _answer_init(ctypes.byref(a))
+        a.text = _b(text, "text")
+        a.query = _b(query, "query")
+        a.option = _b(option, "option")
+        if confidence is not None:
+            a.confidence = float(confidence)
+        arr = None
+        if samples:
+            arr = (c_char_p * len(samples))(*[_b(x, "sample") for x in samples])
+            a.samples = ctypes.cast(arr, ctypes.POINTER(c_char_p))
+            a.n_samples = len(samples)
+        conf = c_double()
+        why = ctypes.create_string_buffer(256)
+        err = _Error()
+        rc = _router_judge(self._handle(), ctypes.byref(a), ctypes.byref(conf), why, 256,
+                           ctypes.byref(err))
+        if rc != 0:
+            _raise(rc, err)
+        return conf.value, _s(why.value)
+
+    def cascade_next(self, query: str, called: List[str], current: str,
+                     confidence: float) -> Optional[str]:
+        """The option a cascade escalates to after the options in `called`
+        answered, the last (`current`) judged `confidence`; None: stop."""
+        flags = (c_bool * 16)()
+        for c in called:
+            flags[self._index(c)] = True
+        nxt = c_int(-1)
+        err = _Error()
+        rc = _router_cascade_next(self._handle(), _b(query, "query"), flags,
+                                  self._index(current), float(confidence), ctypes.byref(nxt),
+                                  ctypes.byref(err))
+        if rc != 0:
+            _raise(rc, err)
+        return self._options[nxt.value] if nxt.value >= 0 else None

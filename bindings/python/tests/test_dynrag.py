@@ -58,7 +58,7 @@ def corpus():
 class Base(unittest.TestCase):
     def tearDown(self):
         gc.collect()
-        self.assertEqual(dynrag.live_handles(), {"pipeline": 0, "engine": 0, "index": 0})
+        self.assertEqual(dynrag.live_handles(), {"pipeline": 0, "engine": 0, "index": 0, "router": 0})
 
 
 class Library(Base):
@@ -323,7 +323,83 @@ class Handles(Base):
                     o.close()
             del objs, p, o
             gc.collect()
-            self.assertEqual(dynrag.live_handles(), {"pipeline": 0, "engine": 0, "index": 0})
+            self.assertEqual(dynrag.live_handles(), {"pipeline": 0, "engine": 0, "index": 0, "router": 0})
+
+
+GEN = """version: 1
+name: {name}
+stages:
+  generator:
+    options:
+      - {{name: a, kind: extractive}}
+      - {{name: b, kind: extractive}}
+    router: {router}
+"""
+
+
+def write_gen(name, router):
+    path = os.path.join(TMP, name + ".yaml")
+    with open(path, "w") as f:
+        f.write(GEN.format(name=name, router=router))
+    return path
+
+
+class Routers(Base):
+    def test_route_judge_cascade_and_params(self):
+        rules = ("{type: rules, params: {rules: [{when: {regex: alpha}, option: b}], "
+                 "default: a}}")
+        with dynrag.Pipeline(write_gen("r1", rules)) as p:
+            with dynrag.Router(p, "generator") as r:
+                self.assertEqual(r.type, "rules")
+                self.assertEqual(r.options, ["a", "b"])
+                self.assertEqual(r.route("alpha beta").option, "b")
+                d = r.route("gamma")
+                self.assertEqual(d.option, "a")
+                self.assertIn("a", d.scores)
+                self.assertTrue(d.reason)
+                with self.assertRaises(dynrag.DynragError) as cm:
+                    r.judge("x")
+                self.assertEqual(cm.exception.status, dynrag.STATUS["ERR_UNSUPPORTED"])
+                # the pipeline stays open while a router made from it is
+                with self.assertRaises(dynrag.DynragError):
+                    p.close()
+        casc = "{type: cascade, params: {judge: agreement, threshold: 0.6}}"
+        with dynrag.Pipeline(write_gen("r2", casc)) as p:
+            with self.assertRaises(dynrag.DynragError) as cm:
+                p.set_router_param("generator", "threshold", 2.0)
+            self.assertEqual(cm.exception.status, dynrag.STATUS["ERR_INVALID"])
+            self.assertIn("threshold", str(cm.exception))
+            p.set_router_param("generator", "threshold", 0.7)
+            self.assertEqual(p.to_dict()["stages"]["generator"]["router"]["params"]["threshold"],
+                             0.7)
+            with dynrag.Router(p, "generator") as r:
+                self.assertEqual(r.route("q").option, "a")
+                self.assertEqual(r.judge("unanswerable")[0], 0.0)
+                conf, why = r.judge("Paris", samples=["Paris", "paris.", "Lyon"])
+                self.assertAlmostEqual(conf, 2 / 3)
+                self.assertEqual(r.cascade_next("q", ["a"], "a", conf), "b")
+                self.assertIsNone(r.cascade_next("q", ["a", "b"], "b", 0.0))
+                with self.assertRaises(dynrag.DynragError):
+                    p.set_router_param("generator", "threshold", 0.5)
+
+    def test_bandit_feedback_in_memory(self):
+        state = os.path.join(TMP, "bandit-state.json")
+        bandit = ("{type: bandit, params: {algorithm: epsilon_greedy, epsilon: 0.05, seed: 3, "
+                  "state: " + state + "}}")
+        with dynrag.Pipeline(write_gen("r3", bandit)) as p:
+            r = dynrag.Router(p, "generator", in_memory=True)
+            late_b = 0
+            for i in range(300):
+                d = r.route("what is it")
+                r.feedback(f"q{i}", "what is it", d.option, 0.9 if d.option == "b" else 0.1,
+                           cost_usd=0.001)
+                late_b += i >= 200 and d.option == "b"
+            self.assertGreaterEqual(late_b, 90)
+            with self.assertRaises(dynrag.DynragError):
+                r.feedback(None, "q", "c", 1.0)
+            del r  # collected: the handle is released
+            gc.collect()
+            self.assertFalse(os.path.exists(state))
 
 
 if __name__ == "__main__":
