@@ -296,6 +296,11 @@ TEST(router_api_judge)
     ASSERT_EQ(dynrag_router_open(NULL, "generator", NULL, &r, &err), DYNRAG_ERR_INVALID);
     dynrag_route d;
     ASSERT_EQ(dynrag_router_route(NULL, "q", &d, &err), DYNRAG_ERR_INVALID);
+    ASSERT_OK(dynrag_router_open(p, "generator", NULL, &r, &err), &err);
+    ASSERT_EQ(dynrag_router_route(r, "caf\xc3 x", &d, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(err.msg, "not valid UTF-8 (byte 3)");
+    ASSERT_EQ(dynrag_router_feedback(r, NULL, "\xff", 0, 1, 0, NAN, &err), DYNRAG_ERR_INVALID);
+    dynrag_router_close(r);
     dynrag_router_close(NULL);
     dynrag_pipeline_free(p);
 }

@@ -68,9 +68,10 @@ typedef struct dynrag_route {
 } dynrag_route;
 
 /*
- * Routes a query (UTF-8). Thread-safe: one router may route from many
- * threads. Fails like the router inside the engine would (e.g.
- * DYNRAG_ERR_STATE when no option is available).
+ * Routes a query (UTF-8; invalid UTF-8 is DYNRAG_ERR_INVALID naming the
+ * byte). Thread-safe: one router may route from many threads. Fails like
+ * the router inside the engine would (e.g. DYNRAG_ERR_STATE when no option
+ * is available).
  */
 DYNRAG_API int dynrag_router_route(dynrag_router *r, const char *query, dynrag_route *out,
                                    dynrag_error *err);

@@ -86,6 +86,10 @@ int dynrag_router_route(dynrag_router *r, const char *query, dynrag_route *out, 
     if (r == NULL || query == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "route: %s is NULL",
                           r == NULL ? "the router" : "the query");
+    size_t bad = 0;
+    if (!dr_utf8_valid(query, strlen(query), &bad))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "route: the query is not valid UTF-8 (byte %zu)",
+                          bad);
     dr_query_features f;
     dr_query_features_compute(query, &f);
     dr_route_ctx ctx;
@@ -130,6 +134,10 @@ int dynrag_router_feedback(dynrag_router *r, const char *query_id, const char *q
     if (!isnan(latency_ms) && (!isfinite(latency_ms) || latency_ms < 0))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "feedback: latency_ms must be NAN (unknown) or a finite number >= 0");
+    size_t bad = 0;
+    if (query != NULL && !dr_utf8_valid(query, strlen(query), &bad))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "feedback: the query is not valid UTF-8 (byte %zu)", bad);
     dr_query_features f;
     dr_query_features_compute(query ? query : "", &f);
     double reward = dr_bandit_shaped_reward(r->st->router.params, quality, cost_usd, latency_ms);
