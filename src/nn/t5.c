@@ -6,6 +6,9 @@
 
 #include <math.h>
 #include <stdio.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -309,6 +312,25 @@ DR_INLINE float hsum8(v8f v)
  * results are bit-identical whichever kernel runs. Returns the first row it
  * did not do (a multiple of 4); only when C % 8 == 0 and OC % 4 == 0.
  */
+/*
+ * The eight horizontal sums of a[0..8), as hsum8() gives each (the tree
+ * ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): additions commute
+ * exactly, so only the grouping matters), with two rounds of pairwise adds
+ * and one cross-half add instead of 8 separate shuffle chains.
+ */
+__attribute__((target("avx512f,avx512vl"))) static inline __m256 hsum8x8(const v8f *a)
+{
+    __m256 h0 = _mm256_hadd_ps((__m256)a[0], (__m256)a[1]); /* a0: 01 23, a1: 01 23 | 45 67 */
+    __m256 h1 = _mm256_hadd_ps((__m256)a[2], (__m256)a[3]);
+    __m256 h2 = _mm256_hadd_ps((__m256)a[4], (__m256)a[5]);
+    __m256 h3 = _mm256_hadd_ps((__m256)a[6], (__m256)a[7]);
+    __m256 g0 = _mm256_hadd_ps(h0, h1); /* a0..a3: (01 + 23) | (45 + 67) */
+    __m256 g1 = _mm256_hadd_ps(h2, h3); /* a4..a7 */
+    __m256 lo = _mm256_permute2f128_ps(g0, g1, 0x20);
+    __m256 hi = _mm256_permute2f128_ps(g0, g1, 0x31);
+    return _mm256_add_ps(lo, hi);
+}
+
 __attribute__((target("avx512f,avx512vl"))) static int
 matmul_forward_4x4(float *out, const float *inp, const float *weight, int N, int C, int OC)
 {
@@ -345,14 +367,14 @@ matmul_forward_4x4(float *out, const float *inp, const float *weight, int N, int
                 a23 += u2 * w;
                 a33 += u3 * w;
             }
+            const v8f top[8] = {a00, a01, a02, a03, a10, a11, a12, a13};
+            const v8f bot[8] = {a20, a21, a22, a23, a30, a31, a32, a33};
+            float s[16];
+            _mm256_storeu_ps(s, hsum8x8(top));
+            _mm256_storeu_ps(s + 8, hsum8x8(bot));
             float *o = o0 + k;
-            o[0] = hsum8(a00), o[1] = hsum8(a01), o[2] = hsum8(a02), o[3] = hsum8(a03);
-            o += OC;
-            o[0] = hsum8(a10), o[1] = hsum8(a11), o[2] = hsum8(a12), o[3] = hsum8(a13);
-            o += OC;
-            o[0] = hsum8(a20), o[1] = hsum8(a21), o[2] = hsum8(a22), o[3] = hsum8(a23);
-            o += OC;
-            o[0] = hsum8(a30), o[1] = hsum8(a31), o[2] = hsum8(a32), o[3] = hsum8(a33);
+            for (int r = 0; r < 4; r++, o += OC)
+                memcpy(o, s + 4 * r, 4 * sizeof(float));
         }
     }
     return n;
@@ -548,22 +570,39 @@ attention_rows4_hs32(float *out, float *att, const float *qkv, const float *rel_
         q[r] = qkv + ((size_t)b * T + i0 + r) * C3 + h * hs;
         row[r] = att + (((size_t)b * NH + h) * T + i0 + r) * T;
     }
-    for (int j = 0; j < len; j++) {
-        const float *k = qkv + ((size_t)b * T + j) * C3 + C + h * hs;
-        v8f k0 = load8(k), k1 = load8(k + 8), k2 = load8(k + 16), k3 = load8(k + 24);
+    /* Each score's 8-wide partial sums as dot() forms them; their
+     * horizontal sums are taken 8 keys at a time (hsum8x8), the rest one
+     * by one (hsum8), the same sums either way. */
+    v8f part[4][8];
+    for (int j0 = 0; j0 < len; j0 += 8) {
+        int nj = len - j0 < 8 ? len - j0 : 8;
+        for (int jj = 0; jj < nj; jj++) {
+            const float *k = qkv + ((size_t)b * T + j0 + jj) * C3 + C + h * hs;
+            v8f k0 = load8(k), k1 = load8(k + 8), k2 = load8(k + 16), k3 = load8(k + 24);
+            for (int r = 0; r < 4; r++) {
+                v8f acc0 = {0}, acc1 = {0};
+                acc0 += load8(q[r]) * k0;
+                acc1 += load8(q[r] + 8) * k1;
+                acc0 += load8(q[r] + 16) * k2;
+                acc1 += load8(q[r] + 24) * k3;
+                acc0 += acc1;
+                part[r][jj] = acc0;
+            }
+        }
         for (int r = 0; r < 4; r++) {
-            v8f acc0 = {0}, acc1 = {0};
-            acc0 += load8(q[r]) * k0;
-            acc1 += load8(q[r] + 8) * k1;
-            acc0 += load8(q[r] + 16) * k2;
-            acc1 += load8(q[r] + 24) * k3;
-            acc0 += acc1;
-            float d = ((acc0[0] + acc0[1]) + (acc0[2] + acc0[3])) +
-                      ((acc0[4] + acc0[5]) + (acc0[6] + acc0[7]));
-            float v = d * scale + rel_bias[rel_bucket[j - (i0 + r) + max_len - 1] * NH + h];
-            row[r][j] = v;
-            if (v > mx[r])
-                mx[r] = v;
+            float d[8];
+            if (nj == 8)
+                _mm256_storeu_ps(d, hsum8x8(part[r]));
+            else
+                for (int jj = 0; jj < nj; jj++)
+                    d[jj] = hsum8(part[r][jj]);
+            for (int jj = 0; jj < nj; jj++) {
+                int j = j0 + jj;
+                float v = d[jj] * scale + rel_bias[rel_bucket[j - (i0 + r) + max_len - 1] * NH + h];
+                row[r][j] = v;
+                if (v > mx[r])
+                    mx[r] = v;
+            }
         }
     }
     for (int r = 0; r < 4; r++) {
