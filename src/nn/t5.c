@@ -6,9 +6,6 @@
 
 #include <math.h>
 #include <stdio.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -302,6 +299,30 @@ DR_INLINE float hsum8(v8f v)
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
+#if defined(__clang__)
+#define DR_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef int v8i __attribute__((vector_size(32)));
+#define DR_SHUF(a, b, ...) __builtin_shuffle(a, b, (v8i){__VA_ARGS__})
+#endif
+
+/*
+ * The eight horizontal sums hsum8(a[0]) .. hsum8(a[7]) at once, each with
+ * exactly hsum8's tree ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))
+ * (additions commute exactly, so only the grouping matters): two rounds of
+ * pairwise adds (what x86's hadd does) and one add across the halves, in
+ * place of eight separate shuffle chains. Bit-identical to hsum8.
+ */
+DR_INLINE v8f hsum8x8(const v8f *a)
+{
+#define DR_PAIRS(x, y) (DR_SHUF(x, y, 0, 2, 8, 10, 4, 6, 12, 14) + DR_SHUF(x, y, 1, 3, 9, 11, 5, 7, 13, 15))
+    v8f h0 = DR_PAIRS(a[0], a[1]), h1 = DR_PAIRS(a[2], a[3]);
+    v8f h2 = DR_PAIRS(a[4], a[5]), h3 = DR_PAIRS(a[6], a[7]);
+    v8f g0 = DR_PAIRS(h0, h1), g1 = DR_PAIRS(h2, h3); /* lanes 0-3: a0..a3 low half, 4-7: high */
+#undef DR_PAIRS
+    return DR_SHUF(g0, g1, 0, 1, 2, 3, 8, 9, 10, 11) + DR_SHUF(g0, g1, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
 #if defined(DR_MULTIVERSION_ON)
 /*
  * matmul_forward's rows n0.. in blocks of 4 input rows x 4 weight rows (16
@@ -312,25 +333,6 @@ DR_INLINE float hsum8(v8f v)
  * results are bit-identical whichever kernel runs. Returns the first row it
  * did not do (a multiple of 4); only when C % 8 == 0 and OC % 4 == 0.
  */
-/*
- * The eight horizontal sums of a[0..8), as hsum8() gives each (the tree
- * ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): additions commute
- * exactly, so only the grouping matters), with two rounds of pairwise adds
- * and one cross-half add instead of 8 separate shuffle chains.
- */
-__attribute__((target("avx512f,avx512vl"))) static inline __m256 hsum8x8(const v8f *a)
-{
-    __m256 h0 = _mm256_hadd_ps((__m256)a[0], (__m256)a[1]); /* a0: 01 23, a1: 01 23 | 45 67 */
-    __m256 h1 = _mm256_hadd_ps((__m256)a[2], (__m256)a[3]);
-    __m256 h2 = _mm256_hadd_ps((__m256)a[4], (__m256)a[5]);
-    __m256 h3 = _mm256_hadd_ps((__m256)a[6], (__m256)a[7]);
-    __m256 g0 = _mm256_hadd_ps(h0, h1); /* a0..a3: (01 + 23) | (45 + 67) */
-    __m256 g1 = _mm256_hadd_ps(h2, h3); /* a4..a7 */
-    __m256 lo = _mm256_permute2f128_ps(g0, g1, 0x20);
-    __m256 hi = _mm256_permute2f128_ps(g0, g1, 0x31);
-    return _mm256_add_ps(lo, hi);
-}
-
 __attribute__((target("avx512f,avx512vl"))) static int
 matmul_forward_4x4(float *out, const float *inp, const float *weight, int N, int C, int OC)
 {
@@ -370,8 +372,8 @@ matmul_forward_4x4(float *out, const float *inp, const float *weight, int N, int
             const v8f top[8] = {a00, a01, a02, a03, a10, a11, a12, a13};
             const v8f bot[8] = {a20, a21, a22, a23, a30, a31, a32, a33};
             float s[16];
-            _mm256_storeu_ps(s, hsum8x8(top));
-            _mm256_storeu_ps(s + 8, hsum8x8(bot));
+            store8(s, hsum8x8(top));
+            store8(s + 8, hsum8x8(bot));
             float *o = o0 + k;
             for (int r = 0; r < 4; r++, o += OC)
                 memcpy(o, s + 4 * r, 4 * sizeof(float));
@@ -445,8 +447,9 @@ static void matmul_forward(float *out, const float *inp, const float *weight, in
                 a03 += u * w;
                 a13 += v * w;
             }
-            float r[8] = {hsum8(a00), hsum8(a01), hsum8(a02), hsum8(a03),
-                          hsum8(a10), hsum8(a11), hsum8(a12), hsum8(a13)};
+            const v8f acc[8] = {a00, a01, a02, a03, a10, a11, a12, a13};
+            float r[8];
+            store8(r, hsum8x8(acc));
             for (int i = C8; i < C; i++) {
                 r[0] += x0[i] * w0[i];
                 r[1] += x0[i] * w1[i];
@@ -592,7 +595,7 @@ attention_rows4_hs32(float *out, float *att, const float *qkv, const float *rel_
         for (int r = 0; r < 4; r++) {
             float d[8];
             if (nj == 8)
-                _mm256_storeu_ps(d, hsum8x8(part[r]));
+                store8(d, hsum8x8(part[r]));
             else
                 for (int jj = 0; jj < nj; jj++)
                     d[jj] = hsum8(part[r][jj]);

@@ -84,6 +84,8 @@ static bool ieq(const char *s, size_t n, const char *lit)
  * the '\n' makes the line invalid (*bad). */
 static const char *line_end(const char *p, const char *end, size_t *content, bool *bad)
 {
+    *content = 0;
+    *bad = false;
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     if (nl == NULL)
         return NULL;
