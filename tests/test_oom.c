@@ -537,6 +537,93 @@ static void oom_engine_close(oom_ctx *c)
     oom_unload_and_unhook(c);
 }
 
+/* A pipeline whose stages carry the routers a program drives on their own
+ * (dynrag/router.h): rules, cost, an in-memory bandit and a cascade. */
+static const char oom_router_yaml[] =
+    "version: 1\nname: routers\n"
+    "stages:\n"
+    "  index:\n"
+    "    options:\n"
+    "      - {name: lex, kind: bm25}\n"
+    "      - {name: lex2, kind: bm25, params: {k1: 1.2}}\n"
+    "    router:\n"
+    "      type: rules\n"
+    "      params:\n"
+    "        rules:\n"
+    "          - {when: {regex: \"sqlite|wal\"}, option: lex2}\n"
+    "        default: lex\n"
+    "  context:\n"
+    "    options:\n"
+    "      - {name: small, kind: topk, params: {k: 2}}\n"
+    "      - {name: big, kind: topk, params: {k: 6}}\n"
+    "    router: {type: cascade, params: {judge: agreement, threshold: 0.6}}\n"
+    "  generator:\n"
+    "    options:\n"
+    "      - {name: a, kind: extractive, quality: 0.4, cost: {usd_per_1k_input: 0.001}}\n"
+    "      - {name: b, kind: extractive, quality: 0.8, cost: {usd_per_1k_input: 0.01}}\n"
+    "    router: {type: cost, params: {objective: max_quality}}\n"
+    "  prompt:\n"
+    "    options:\n"
+    "      - {name: t, kind: template, params: {template: \"{{question}}\"}}\n"
+    "    router: {type: bandit, params: {algorithm: linucb}}\n";
+
+/* The router API: load, open every stage's router (a bandit in memory),
+ * route two queries, feed a reward back, judge and pick a cascade's next
+ * option, set a router param. */
+static int path_router(void *ctx, dynrag_error *err)
+{
+    oom_ctx *c = ctx;
+    (void)c;
+    dynrag_pipeline *p = NULL;
+    int rc = dynrag_pipeline_load_string(oom_router_yaml, strlen(oom_router_yaml), "r.yaml", NULL,
+                                         &p, NULL, err);
+    static const char *const stages[] = {"index", "context", "generator", "prompt"};
+    static const char *const queries[] = {"How do I enable WAL mode in sqlite?",
+                                          "Who wrote the Iliad and when?"};
+    for (size_t si = 0; si < 4 && rc == DYNRAG_OK; si++) {
+        dynrag_router_options ro;
+        dynrag_router_options_init(&ro);
+        ro.in_memory = true;
+        dynrag_router *r = NULL;
+        rc = dynrag_router_open(p, stages[si], &ro, &r, err);
+        for (size_t qi = 0; qi < 2 && rc == DYNRAG_OK; qi++) {
+            dynrag_route d;
+            rc = dynrag_router_route(r, queries[qi], &d, err);
+            if (rc != DYNRAG_OK)
+                break;
+            char line[400];
+            snprintf(line, sizeof line, "%s %d %s", stages[si], d.option, d.reason);
+            oom_mix(&c->sig, line);
+            char id[16];
+            snprintf(id, sizeof id, "q%zu", qi);
+            rc = dynrag_router_feedback(r, id, queries[qi], (size_t)d.option, 0.7, 0.001, 20, err);
+        }
+        if (rc == DYNRAG_OK && strcmp(stages[si], "context") == 0) {
+            const char *samples[] = {"Paris", "paris.", "Lyon"};
+            dynrag_answer a;
+            dynrag_answer_init(&a);
+            a.text = "Paris";
+            a.samples = samples;
+            a.n_samples = 3;
+            double conf = 0;
+            char why[128];
+            rc = dynrag_router_judge(r, &a, &conf, why, sizeof why, err);
+            bool called[2] = {true, false};
+            int next = -1;
+            if (rc == DYNRAG_OK)
+                rc = dynrag_router_cascade_next(r, queries[0], called, 0, conf, &next, err);
+            char line[200];
+            snprintf(line, sizeof line, "judge %.6f %s next %d", conf, why, next);
+            oom_mix(&c->sig, line);
+        }
+        dynrag_router_close(r);
+    }
+    if (rc == DYNRAG_OK)
+        rc = dynrag_pipeline_set_router_param(p, "context", "threshold", 0.75, err);
+    dynrag_pipeline_free(p);
+    return rc;
+}
+
 /* ---- the tests -------------------------------------------------------------------- */
 
 /* Bound on runs per path: far above any path's allocation count, so it
@@ -808,4 +895,15 @@ TEST(oom_engine_open)
     if (!ok)
         return;
     ASSERT_GT(rep.runs, 100);
+}
+
+TEST(oom_router_api)
+{
+    oom_ctx c;
+    memset(&c, 0, sizeof c);
+    oom_report rep;
+    const int allowed[] = {DYNRAG_ERR_PARSE};
+    if (!oom_drive("router api", path_router, &c, 1, OOM_MAX_RUNS, allowed, 1, &rep))
+        return;
+    ASSERT_GT(rep.total, 50);
 }

@@ -203,8 +203,10 @@ static int render_prompt(qstate *s, int pi, dynrag_error *err)
 }
 
 /* The confidence of the current answer of stage sid's option `cur` under
- * the stage's cascade router's judge; `why` gets the judgement in words. */
-static double judge(const qstate *s, dr_stage_id sid, int cur, const gen_out *g, char *why,
+ * the stage's cascade router's judge; `why` gets the judgement in words. A
+ * judge out of memory fails the query with DYNRAG_ERR_NOMEM (the sticky
+ * flag the query checks) and lets the answer stand meanwhile. */
+static double judge(qstate *s, dr_stage_id sid, int cur, const gen_out *g, char *why,
                     size_t why_len)
 {
     dr_answer_view v;
@@ -218,7 +220,12 @@ static double judge(const qstate *s, dr_stage_id sid, int cur, const gen_out *g,
     v.confidence = g->confidence;
     v.samples = (const char *const *)g->samples;
     v.n_samples = g->n_samples;
-    return dr_cascade_judge(s->e->routers[sid], &s->p->stages[sid].router, &v, why, why_len);
+    double c = dr_cascade_judge(s->e->routers[sid], &s->p->stages[sid].router, &v, why, why_len);
+    if (isnan(c)) {
+        s->jb.nomem = true;
+        return 1.0;
+    }
+    return c;
 }
 
 /* Appends one cascade attempt to the record's `cascade` array. */

@@ -158,7 +158,7 @@ static double judge_agreement(const dr_answer_view *a, char *why, size_t why_len
     goto cleanup;
 oom:
     set_why(why, why_len, "agreement: out of memory");
-    conf = 1.0;
+    conf = NAN; /* the caller fails with DYNRAG_ERR_NOMEM */
 cleanup:
     for (size_t i = 0; norm != NULL && i < n; i++)
         dr_free(norm[i]);

@@ -55,7 +55,8 @@ typedef struct dr_answer_view {
  *     correct given the query and the option (router/scorer.h); without a
  *     cascade router holding a scorer (r NULL or not a cascade), 1
  *     ("no scorer model").
- * Never fails (out of memory in `agreement` gives 1, "out of memory").
+ * Out of memory (`agreement` normalises the samples) gives NAN and the
+ * reason "out of memory": the caller fails with DYNRAG_ERR_NOMEM.
  */
 double dr_cascade_judge(const dr_router *r, const dr_router_spec *spec, const dr_answer_view *a,
                         char *why, size_t why_len);

@@ -180,6 +180,8 @@ int dynrag_router_judge(const dynrag_router *r, const dynrag_answer *a, double *
     v.query = a->query;
     v.option = a->option;
     *confidence = dr_cascade_judge(r->r, &r->st->router, &v, why, why_len);
+    if (isnan(*confidence))
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "judge: out of memory");
     return DYNRAG_OK;
 }
 
