@@ -5,8 +5,8 @@
  * program that replays recorded outcomes, calibrates a threshold or routes
  * inside its own stack opens the same router here: it routes a query to
  * one of the stage's options, learns from rewards (bandit) and judges
- * answers (cascade), exactly as inside the engine, but calls no model and
- * runs no retrieval.
+ * answers (cascade), exactly as inside the engine, but runs no retrieval
+ * and no generator (only the `llm` router calls a model: the LLM it asks).
  *
  * What the engine adds and a bare router does not: per-query option needs
  * (an option that needs retrieved passages when none were retrieved), the
