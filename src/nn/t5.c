@@ -294,7 +294,8 @@ DR_INLINE void axpy(float *y, float alpha, const float *x, int n)
 #define DR_MULTIVERSION
 #endif
 
-DR_INLINE float hsum8(v8f v)
+/* (Unused in builds without the 4-row kernels, e.g. clang + ASan.) */
+static inline __attribute__((always_inline, unused)) float hsum8(v8f v)
 {
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }

@@ -82,32 +82,6 @@ static void conn_free(dr_conn *c)
     dr_free(c);
 }
 
-int dynrag_search_mode_parse(const char *s)
-{
-    if (s == NULL)
-        return -1;
-    if (strcmp(s, "bm25") == 0)
-        return DYNRAG_SEARCH_BM25;
-    if (strcmp(s, "dense") == 0)
-        return DYNRAG_SEARCH_DENSE;
-    if (strcmp(s, "hybrid") == 0)
-        return DYNRAG_SEARCH_HYBRID;
-    return -1;
-}
-
-const char *dynrag_search_mode_name(dynrag_search_mode m)
-{
-    switch (m) {
-    case DYNRAG_SEARCH_BM25:
-        return "bm25";
-    case DYNRAG_SEARCH_DENSE:
-        return "dense";
-    case DYNRAG_SEARCH_HYBRID:
-        return "hybrid";
-    }
-    return "unknown";
-}
-
 /* ---- the connection pool ------------------------------------------------------ */
 
 static int conn_acquire(dynrag_index *idx, dr_conn **out, dynrag_error *err)
@@ -1019,20 +993,6 @@ static int ids_hit(int64_t id, double score, const char *doc_id, dynrag_hit *h,
 }
 
 /* Public: see dynrag/index.h. */
-void dynrag_search_options_init(dynrag_search_options *o)
-{
-    memset(o, 0, sizeof(*o));
-    o->mode = DYNRAG_SEARCH_BM25;
-    o->k = 10;
-    o->k1 = DR_BM25_DEFAULT_K1;
-    o->b = DR_BM25_DEFAULT_B;
-    o->rrf_k = 60;
-    o->w_bm25 = 1;
-    o->w_dense = 1;
-    o->depth = 100;
-    o->nprobe = 0;
-}
-
 int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_search_options *opt,
                         dynrag_hits *out, dynrag_error *err)
 {
