@@ -246,6 +246,31 @@ static bool is_cascade(const qstate *s, dr_stage_id sid)
     return strcmp(s->p->stages[sid].router.type, "cascade") == 0;
 }
 
+/* The price of escalating stage sid to option j (for a context escalation,
+ * plus the generator's answer again). */
+static dr_budget escalation_price(const qstate *s, dr_stage_id sid, size_t j, double in_tok)
+{
+    const dr_stage *st = &s->p->stages[sid];
+    dr_budget price = dr_budget_price(&st->options[j], in_tok, DR_BUDGET_ANSWER_TOKENS);
+    int gi = s->st[DR_STAGE_GENERATOR].option;
+    if (sid == DR_STAGE_CONTEXT && gi >= 0)
+        price = dr_budget_add(price, dr_budget_price(&s->p->stages[DR_STAGE_GENERATOR].options[gi],
+                                                     in_tok, DR_BUDGET_ANSWER_TOKENS));
+    return price;
+}
+
+/* Records that the escalation of stage sid to option j does not fit what
+ * is left of the budget (a cut with its price). */
+static void cut_escalation(qstate *s, dr_stage_id sid, size_t j, const dr_budget *price,
+                           const dr_budget *left)
+{
+    char l[160], cost[160], action[160];
+    dr_budget_format(left, l, sizeof(l));
+    dr_budget_format(price, cost, sizeof(cost));
+    snprintf(action, sizeof(action), "escalation to '%s'", s->p->stages[sid].options[j].name);
+    dr_q_cut(s, sid, action, "costs %s, %s left", cost, l);
+}
+
 /*
  * The next option after `i` in listed order that is available for the query
  * and whose price (plus, for a context escalation, the generator's answer
@@ -265,34 +290,12 @@ static int next_escalation(qstate *s, dr_stage_id sid, int i, double in_tok)
     for (size_t j = (size_t)i + 1; j < st->n_options; j++) {
         if (!s->avail[sid][j])
             continue;
-        dr_budget price = dr_budget_price(&st->options[j], in_tok, DR_BUDGET_ANSWER_TOKENS);
-        int gi = s->st[DR_STAGE_GENERATOR].option;
-        if (sid == DR_STAGE_CONTEXT && gi >= 0)
-            price =
-                dr_budget_add(price, dr_budget_price(&s->p->stages[DR_STAGE_GENERATOR].options[gi],
-                                                     in_tok, DR_BUDGET_ANSWER_TOKENS));
+        dr_budget price = escalation_price(s, sid, j, in_tok);
         if (dr_budget_fits(&price, &r))
             return (int)j;
-        char left[160], cost[160], action[160];
-        dr_budget_format(&r, left, sizeof(left));
-        dr_budget_format(&price, cost, sizeof(cost));
-        snprintf(action, sizeof(action), "escalation to '%s'", st->options[j].name);
-        dr_q_cut(s, sid, action, "costs %s, %s left", cost, left);
+        cut_escalation(s, sid, j, &price, &r);
     }
     return -1;
-}
-
-/* The price of escalating stage sid to option j (for a context escalation,
- * plus the generator's answer again). */
-static dr_budget escalation_price(const qstate *s, dr_stage_id sid, size_t j, double in_tok)
-{
-    const dr_stage *st = &s->p->stages[sid];
-    dr_budget price = dr_budget_price(&st->options[j], in_tok, DR_BUDGET_ANSWER_TOKENS);
-    int gi = s->st[DR_STAGE_GENERATOR].option;
-    if (sid == DR_STAGE_CONTEXT && gi >= 0)
-        price = dr_budget_add(price, dr_budget_price(&s->p->stages[DR_STAGE_GENERATOR].options[gi],
-                                                     in_tok, DR_BUDGET_ANSWER_TOKENS));
-    return price;
 }
 
 /*
@@ -314,27 +317,25 @@ static int routed_escalation(qstate *s, dr_stage_id sid, int cur, double conf, d
         return -1;
     }
     dr_budget left = dr_q_remaining(s);
-    bool avail[DR_MAX_OPTIONS], ok[DR_MAX_OPTIONS];
+    bool ok[DR_MAX_OPTIONS];
+    dr_budget price[DR_MAX_OPTIONS];
     for (size_t j = 0; j < st->n_options; j++) {
-        avail[j] = s->avail[sid][j];
-        dr_budget price = escalation_price(s, sid, j, in_tok);
-        ok[j] = avail[j] && dr_budget_fits(&price, &left);
+        price[j] = escalation_price(s, sid, j, in_tok);
+        ok[j] = s->avail[sid][j] && dr_budget_fits(&price[j], &left);
     }
-    int want = -1, next = -1;
+    /* The router's pick among the available options; when it does not fit
+     * the budget (a cut), its pick among those that fit. */
+    int next = -1;
     dynrag_error err;
     dynrag_error_clear(&err);
-    if (dr_cascade_next(r, s->q, called, avail, cur, conf, &want, NULL, 0, &err) != DYNRAG_OK ||
-        dr_cascade_next(r, s->q, called, ok, cur, conf, &next, why, why_len, &err) != DYNRAG_OK) {
+    int rc = dr_cascade_next(r, s->q, called, s->avail[sid], cur, conf, &next, why, why_len, &err);
+    if (rc == DYNRAG_OK && next >= 0 && !ok[next]) {
+        cut_escalation(s, sid, (size_t)next, &price[next], &left);
+        rc = dr_cascade_next(r, s->q, called, ok, cur, conf, &next, why, why_len, &err);
+    }
+    if (rc != DYNRAG_OK) {
         dr_log(DYNRAG_LOG_WARN, MOD, "cascade routing: %s", dynrag_errmsg(&err));
         return -1;
-    }
-    if (want >= 0 && want != next) {
-        dr_budget price = escalation_price(s, sid, (size_t)want, in_tok);
-        char l[160], cost[160], action[160];
-        dr_budget_format(&left, l, sizeof(l));
-        dr_budget_format(&price, cost, sizeof(cost));
-        snprintf(action, sizeof(action), "escalation to '%s'", st->options[want].name);
-        dr_q_cut(s, sid, action, "costs %s, %s left", cost, l);
     }
     return next;
 }

@@ -40,8 +40,8 @@ typedef struct oeval {
     char param[48];
     double *grid;
     size_t n_grid;
-    int *sw_first, *sw_last; /* [n_grid][n_rows] */
-    uint32_t *sw_called;     /* [n_grid][n_rows] */
+    int *sw_last;        /* [n_grid][n_rows] */
+    uint32_t *sw_called; /* [n_grid][n_rows] */
     /* Tasks: names in first-seen order and each row's task index. */
     char **tasks;
     size_t n_tasks;
@@ -52,7 +52,6 @@ static void oeval_free(oeval *e)
 {
     dynrag_eval_table_free(e->t);
     dr_free(e->grid);
-    dr_free(e->sw_first);
     dr_free(e->sw_last);
     dr_free(e->sw_called);
     dr_free(e->tasks); /* names are borrowed from the outcome table */
@@ -165,9 +164,9 @@ static int cmp_double(const void *a, const void *b)
 
 /*
  * Routes every row with a router built from the stage's current params:
- * first[q] is the router's choice, last[q] where its cascade stopped (the
- * same without a cascade), called[q] a bit per option called. scores (may be NULL) gets the router's scores
- * ([n_rows][n_options]); us (may be NULL) the routing time per row. A stateful
+ * first[q] (first may be NULL) is the router's choice, last[q] where its
+ * cascade stopped (the same without a cascade), called[q] a bit per option
+ * called. scores (may be NULL) gets the router's scores ([n_rows][n_options]); us (may be NULL) the routing time per row. A stateful
  * router (bandit) learns, in memory only, from the feedback live use would
  * give it: the recorded quality of the final option, the recorded cost of
  * every call and the recorded latency of every call (0 where not recorded),
@@ -202,7 +201,8 @@ static int route_all(oeval *e, int *first, int *last, uint32_t *called, double *
             dr_err_prefix(err, "query '%s'", e->ot.rows[q].id);
             goto done;
         }
-        first[q] = d.option;
+        if (first)
+            first[q] = d.option;
         last[q] = d.option;
         called[q] = (uint32_t)1 << d.option;
         if (cascade &&
@@ -322,10 +322,9 @@ static int default_grid(oeval *e, size_t n, dynrag_error *err)
 static int run_sweep(oeval *e, dynrag_error *err)
 {
     size_t nq = e->ot.n_rows;
-    e->sw_first = dr_calloc(e->n_grid * nq + 1, sizeof(int));
     e->sw_last = dr_calloc(e->n_grid * nq + 1, sizeof(int));
     e->sw_called = dr_calloc(e->n_grid * nq + 1, sizeof(uint32_t));
-    if (e->sw_first == NULL || e->sw_last == NULL || e->sw_called == NULL)
+    if (e->sw_last == NULL || e->sw_called == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     cJSON *params = router_params(e, err);
     if (params == NULL)
@@ -338,8 +337,7 @@ static int run_sweep(oeval *e, dynrag_error *err)
     for (size_t g = 0; g < e->n_grid && rc == DYNRAG_OK; g++) {
         rc = dynrag_pipeline_set_router_param(e->p, "generator", e->param, e->grid[g], err);
         if (rc == DYNRAG_OK)
-            rc = route_all(e, e->sw_first + g * nq, e->sw_last + g * nq, e->sw_called + g * nq,
-                           NULL, NULL, err);
+            rc = route_all(e, NULL, e->sw_last + g * nq, e->sw_called + g * nq, NULL, NULL, err);
         if (rc != DYNRAG_OK)
             dr_err_prefix(err, "sweep %s = %g", e->param, e->grid[g]);
     }
@@ -382,8 +380,9 @@ static int oeval_prepare(const dynrag_eval_outcomes_options *opt, size_t n_defau
                           opt->pipeline_path, si.router_line, si.router_col);
     size_t no = si.n_options;
     if (no > DYNRAG_MAX_OPTIONS)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "%s: stages.generator has %zu options (at most %d)",
-                          opt->pipeline_path, no, DYNRAG_MAX_OPTIONS);
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "%s: stages.generator has %zu options (at most %d)", opt->pipeline_path,
+                          no, DYNRAG_MAX_OPTIONS);
     e->n_opt = no;
     for (size_t o = 0; o < no; o++) {
         dynrag_option_info oi;
@@ -1023,8 +1022,8 @@ int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
         goto cleanup;
     }
     for (size_t g = 0; g < e.n_grid; g++)
-        dr_eval_row_of_chains(t, &e.co, e.sw_called + g * nq, e.sw_last + g * nq, "sweep", e.grid[g],
-                              &rows[g]);
+        dr_eval_row_of_chains(t, &e.co, e.sw_called + g * nq, e.sw_last + g * nq, "sweep",
+                              e.grid[g], &rows[g]);
     /* Met values: best quality (then cheaper) for a cost or share target,
      * cheapest (then better) for a quality target; else the closest. */
     int best = -1;

@@ -20,8 +20,8 @@
 #include "core/alloc.h"
 
 #include "core/text.h"
-#include "router/cost.h"
 #include "router/omodel.h"
+#include "router/predict.h"
 #include "router/router_impl.h"
 #include "router/scorer.h"
 
@@ -183,23 +183,10 @@ typedef struct cascade_router {
 static int cascade_predict(const cascade_router *cr, const dr_stage *st, const char *query,
                            const dr_budget *price, double *q, double *score, dynrag_error *err)
 {
-    size_t k = dr_omodel_n_options(cr->qmodel);
-    double qc[2 * DR_OUTCOMES_MAX_OPTIONS];
-    int rc = dr_omodel_predict(cr->qmodel, query, qc, qc + k, err);
-    if (rc != DYNRAG_OK)
-        return dr_err_prefix(err, "cascade quality_model");
-    for (size_t i = 0; i < st->n_options; i++) {
-        int mi = cr->model_index[i];
-        q[i] = score[i] = NAN;
-        if (mi < 0)
-            continue;
-        double c = qc[k + (size_t)mi];
-        if (!dr_omodel_has_cost(cr->qmodel, (size_t)mi))
-            c = price != NULL ? price[i].usd : dr_cost_estimate(&st->options[i], (int)strlen(query)).usd;
-        q[i] = qc[mi];
-        score[i] = q[i] - cr->wtp * c;
-    }
-    return DYNRAG_OK;
+    double qc[2 * DR_OUTCOMES_MAX_OPTIONS], c[DR_MAX_OPTIONS];
+    int rc = dr_predict_scores(cr->qmodel, cr->model_index, st, query, price, cr->wtp, qc, q, c,
+                               score, err);
+    return rc != DYNRAG_OK ? dr_err_prefix(err, "cascade quality_model") : DYNRAG_OK;
 }
 
 /* See cascade.h. */
@@ -373,15 +360,7 @@ int dr_router_create_cascade(const dynrag_pipeline *p, const dr_stage *stage, dr
             cascade_free(&cr->base);
             return dr_err_prefix(err, "stages.%s.router.quality_model", sn);
         }
-        size_t matched = 0;
-        for (size_t i = 0; i < stage->n_options; i++) {
-            cr->model_index[i] = -1;
-            for (size_t m = 0; m < dr_omodel_n_options(cr->qmodel); m++)
-                if (strcmp(stage->options[i].name, dr_omodel_option(cr->qmodel, m)) == 0)
-                    cr->model_index[i] = (int)m;
-            matched += cr->model_index[i] >= 0;
-        }
-        if (matched == 0) {
+        if (dr_predict_map_options(cr->qmodel, stage, cr->model_index) == 0) {
             dr_err_set(err, DYNRAG_ERR_INVALID,
                        "stages.%s.router.quality_model: %s knows none of the stage's options "
                        "(it was trained on options like '%s')",

@@ -24,6 +24,7 @@
 #include "router/cost.h"
 #include "core/alloc.h"
 #include "router/omodel.h"
+#include "router/predict.h"
 #include "router/router_impl.h"
 
 #include <math.h>
@@ -38,33 +39,67 @@ typedef struct predict_router {
     int fallback;       /* option index, -1 none */
 } predict_router;
 
+/* See predict.h. */
+size_t dr_predict_map_options(const dr_omodel *m, const dr_stage *st, int *model_index)
+{
+    size_t matched = 0;
+    for (size_t i = 0; i < st->n_options; i++) {
+        model_index[i] = -1;
+        for (size_t o = 0; o < dr_omodel_n_options(m); o++)
+            if (st->options[i].name != NULL &&
+                strcmp(st->options[i].name, dr_omodel_option(m, o)) == 0)
+                model_index[i] = (int)o;
+        matched += model_index[i] >= 0;
+    }
+    return matched;
+}
+
+/* See predict.h. */
+int dr_predict_scores(const dr_omodel *m, const int *model_index, const dr_stage *st,
+                      const char *query, const dr_budget *price, double wtp, double *qc,
+                      double *q, double *c, double *score, dynrag_error *err)
+{
+    size_t k = dr_omodel_n_options(m);
+    int rc = dr_omodel_predict(m, query, qc, qc + k, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    for (size_t i = 0; i < st->n_options; i++) {
+        int mi = model_index[i];
+        q[i] = c[i] = score[i] = NAN;
+        if (mi < 0)
+            continue;
+        c[i] = dr_omodel_has_cost(m, (size_t)mi)
+                   ? qc[k + (size_t)mi]
+                   : (price != NULL ? price[i].usd
+                                    : dr_cost_estimate(&st->options[i], (int)strlen(query)).usd);
+        q[i] = qc[mi];
+        score[i] = q[i] - wtp * c[i];
+    }
+    return DYNRAG_OK;
+}
+
 static int predict_route(dr_router *r, const dr_route_ctx *ctx, dr_route_decision *out,
                          dynrag_error *err)
 {
     const predict_router *pr = (const predict_router *)r;
     const dr_stage *st = r->stage;
     size_t k = dr_omodel_n_options(pr->model);
-    double qc[2 * DR_OUTCOMES_MAX_OPTIONS];
+    double qc[2 * DR_OUTCOMES_MAX_OPTIONS], q[DR_MAX_OPTIONS], c[DR_MAX_OPTIONS];
     dr_route_decision_reset(out);
     const char *query = ctx->query != NULL ? ctx->query : "";
-    int rc = dr_omodel_predict(pr->model, query, qc, qc + k, err);
+    int rc = dr_predict_scores(pr->model, pr->model_index, st, query, ctx->price, pr->wtp, qc, q,
+                               c, out->scores, err);
     if (rc != DYNRAG_OK)
         return dr_err_prefix(err, "predict router");
     int best = -1;
     double best_q = 0, best_c = 0;
     for (size_t i = 0; i < st->n_options; i++) {
-        int mi = pr->model_index[i];
-        if (mi < 0)
+        if (isnan(out->scores[i]))
             continue;
-        double q = qc[mi], c = qc[k + (size_t)mi];
-        if (!dr_omodel_has_cost(pr->model, (size_t)mi))
-            c = ctx->price != NULL ? ctx->price[i].usd
-                                  : dr_cost_estimate(&st->options[i], (int)strlen(query)).usd;
-        out->scores[i] = q - pr->wtp * c;
         if (dr_route_ok(ctx, st, i) && (best < 0 || out->scores[i] > out->scores[best])) {
             best = (int)i;
-            best_q = q;
-            best_c = c;
+            best_q = q[i];
+            best_c = c[i];
         }
     }
     out->option = best;
@@ -169,16 +204,7 @@ int dr_router_create_predict(const dynrag_pipeline *p, const dr_stage *stage, dr
                         sn);
         goto cleanup;
     }
-    size_t matched = 0;
-    for (size_t i = 0; i < stage->n_options; i++) {
-        pr->model_index[i] = -1;
-        for (size_t m = 0; m < dr_omodel_n_options(pr->model); m++)
-            if (stage->options[i].name != NULL &&
-                strcmp(stage->options[i].name, dr_omodel_option(pr->model, m)) == 0)
-                pr->model_index[i] = (int)m;
-        matched += pr->model_index[i] >= 0;
-    }
-    if (matched == 0) {
+    if (dr_predict_map_options(pr->model, stage, pr->model_index) == 0) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "stages.%s.router.model: no option of the stage is one of the model's "
                         "options (first: '%s')",

@@ -123,7 +123,8 @@ int dynrag_router_feedback(dynrag_router *r, const char *query_id, const char *q
     if (r == NULL)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "feedback: the router is NULL");
     if (option >= r->st->n_options)
-        return dr_err_set(err, DYNRAG_ERR_INVALID, "feedback: stages.%s has %zu options: no option %zu",
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "feedback: stages.%s has %zu options: no option %zu",
                           dr_stage_name(r->st->id), r->st->n_options, option);
     if (!isfinite(quality) || quality < -1e6 || quality > 1e6)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
