@@ -43,6 +43,9 @@ int test_run(const char *cmd, char **out);
  * model_path; returns 0, or fails the test and returns -1. */
 int test_train_predict(const char *table_path, const char *model_path, int dim, double lambda);
 
+/* splitmix64: the next value of a small deterministic generator. */
+uint64_t test_rand(uint64_t *state);
+
 extern int test_failed_;
 
 #define TEST(name)                                                     \

@@ -569,3 +569,119 @@ TEST(gen_extractive_hotpotqa_floor)
     ASSERT_GE(hits, 55);
     ASSERT_GE(cited, 80);
 }
+
+/* Words whose stems are themselves (no suffix dr_gen_stem strips), so the
+ * test can match them as plain strings. */
+static const char *const k_cover_vocab[] = {"zorb", "quix", "plon", "vark", "muno", "tepi",
+                                            "glaf", "rund", "whex", "jilt", "cobo", "dram"};
+#define COVER_VOCAB 12
+
+/* Whether passage text (space-separated vocabulary words and stopwords)
+ * holds word w. */
+static bool cover_has(const char *text, const char *w)
+{
+    size_t n = strlen(w);
+    for (const char *p = strstr(text, w); p; p = strstr(p + 1, w))
+        if ((p == text || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+/* The coverage order is a permutation that keeps the fixed prefix and then
+ * places, at every step, a passage adding the most uncovered question words
+ * (the lowest index among ties), and the rest in their order once nothing
+ * is left to cover: checked against a brute-force reference over random
+ * questions and passages. */
+TEST(gen_context_cover_order_greedy_property)
+{
+    dynrag_error err;
+    uint64_t seed = 0x5eed;
+    for (int trial = 0; trial < 400; trial++) {
+        size_t n = 1 + (size_t)(test_rand(&seed) % 12);
+        char q[256] = "what the";
+        bool in_q[COVER_VOCAB] = {false};
+        for (int i = 0; i < COVER_VOCAB; i++) {
+            if (test_rand(&seed) % 3 == 0) {
+                in_q[i] = true;
+                strcat(q, " ");
+                strcat(q, k_cover_vocab[i]);
+            }
+        }
+        char texts[12][256], titles[12][32];
+        dr_passage in[12];
+        for (size_t i = 0; i < n; i++) {
+            texts[i][0] = '\0';
+            for (int w = 0; w < 6; w++) {
+                strcat(texts[i], w ? " " : "");
+                strcat(texts[i], test_rand(&seed) % 4 == 0 ? "the"
+                                 : k_cover_vocab[test_rand(&seed) % COVER_VOCAB]);
+            }
+            snprintf(titles[i], sizeof(titles[i]), "%s",
+                     test_rand(&seed) % 5 == 0 ? k_cover_vocab[test_rand(&seed) % COVER_VOCAB]
+                                               : "of");
+            in[i] = (dr_passage){"d", titles[i], texts[i], 1.0, (int64_t)i};
+        }
+        size_t n_fixed = (size_t)(test_rand(&seed) % 3);
+        size_t order[12];
+        ASSERT_OK(dr_context_cover_order(q, in, n, n_fixed, order, &err), &err);
+        bool placed[12] = {false}, covered[COVER_VOCAB] = {false};
+        bool exhausted = false;
+        size_t last_rest = 0;
+        for (size_t p = 0; p < n; p++) {
+            ASSERT(order[p] < n);
+            ASSERT(!placed[order[p]]);
+            /* The reference gain of each passage not yet placed. */
+            int gain[12], best = 0;
+            for (size_t i = 0; i < n; i++) {
+                gain[i] = 0;
+                for (int w = 0; w < COVER_VOCAB && !placed[i]; w++)
+                    gain[i] += in_q[w] && !covered[w] &&
+                               (cover_has(texts[i], k_cover_vocab[w]) ||
+                                cover_has(titles[i], k_cover_vocab[w]));
+                if (!placed[i] && gain[i] > best)
+                    best = gain[i];
+            }
+            if (p < n_fixed) {
+                ASSERT_EQ(order[p], p);
+            } else if (!exhausted && best > 0) {
+                ASSERT_EQ(gain[order[p]], best);
+                for (size_t i = 0; i < order[p]; i++)
+                    ASSERT(placed[i] || gain[i] < best);
+            } else {
+                /* Nothing left to cover: the rest in their order. */
+                if (exhausted)
+                    ASSERT_GT(order[p], last_rest);
+                exhausted = true;
+                for (size_t i = 0; i < order[p]; i++)
+                    ASSERT(placed[i]);
+                last_rest = order[p];
+            }
+            placed[order[p]] = true;
+            for (int w = 0; w < COVER_VOCAB; w++)
+                covered[w] |= in_q[w] && (cover_has(texts[order[p]], k_cover_vocab[w]) ||
+                                          cover_has(titles[order[p]], k_cover_vocab[w]));
+        }
+    }
+    size_t one;
+    ASSERT_EQ(dr_context_cover_order(NULL, k_passages, 1, 0, &one, &err), DYNRAG_ERR_INVALID);
+    ASSERT_OK(dr_context_cover_order("", NULL, 0, 0, &one, &err), &err);
+}
+
+/* A two-part question: ranked order packs two passages on its first part;
+ * coverage order packs the passage on the second part instead. */
+TEST(gen_context_cover_order_multi_part_question)
+{
+    dynrag_error err;
+    dr_passage in[] = {
+        {"a", "Kiss and Tell", "Kiss and Tell is a 1945 film starring Shirley Temple.", 3, 1},
+        {"b", "A Kiss for Corliss", "A Kiss for Corliss is the sequel to Kiss and Tell.", 2, 2},
+        {"c", "Shirley Temple", "Shirley Temple later served as Chief of Protocol, a government "
+                                "position.", 1, 3},
+    };
+    size_t order[3];
+    ASSERT_OK(dr_context_cover_order("What government position was held by the star of Kiss "
+                                     "and Tell?", in, 3, 1, order, &err), &err);
+    ASSERT_EQ(order[0], 0);
+    ASSERT_EQ(order[1], 2);
+    ASSERT_EQ(order[2], 1);
+}

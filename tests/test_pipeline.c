@@ -481,6 +481,10 @@ TEST(pipeline_errors_references)
                     "    router: {type: bandit, params: {algorithm: ucb}}\n",
                 "t.yaml:6:48: stages.context.router.params.algorithm: unknown value 'ucb' "
                 "(expected one of: epsilon_greedy, ucb1, linucb) (did you mean 'ucb1'?)");
+    ASSERT_DIAG(HDR "stages:\n  context:\n    options: [{name: a, kind: topk, "
+                    "params: {order: coverge}}]\n",
+                "t.yaml:5:53: stages.context.options[0].params.order: unknown value 'coverge' "
+                "(expected one of: rank, coverage) (did you mean 'coverage'?)");
     char want[2048];
     snprintf(want, sizeof(want), "t.yaml:6:48: stages.context.router.params.model: file "
              "'%s/nope.bin' does not exist or is not a readable file (relative paths are "

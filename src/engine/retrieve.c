@@ -542,11 +542,12 @@ static int fused_cmp(const void *a, const void *b)
  * follow-up query's lower new hits are not trusted over the question's own
  * ranking), then the rest, each group by fused score (reciprocal rank
  * across steps) with discovery order breaking ties. With one step this is
- * the retrieval order. Returns a malloc'd array of n indices into src
+ * the retrieval order. *n_reserved gets the size of the first group. Returns a malloc'd array of n indices into src
  * (caller frees), or NULL on allocation failure.
  */
-static size_t *fused_order(const own_passage *src, size_t n)
+static size_t *fused_order(const own_passage *src, size_t n, size_t *n_reserved)
 {
+    *n_reserved = 0;
     fused_item *it = dr_calloc(n ? n : 1, sizeof(*it));
     size_t *order = dr_calloc(n ? n : 1, sizeof(*order));
     if (it == NULL || order == NULL) {
@@ -564,6 +565,7 @@ static size_t *fused_order(const own_passage *src, size_t n)
         for (size_t j = 0; j < i && first_of_step; j++)
             first_of_step = src[j].step != src[i].step;
         it[i].reserved = max_step > 1 && first_of_step && src[i].rank == 1;
+        *n_reserved += it[i].reserved;
     }
     qsort(it, n, sizeof(*it), fused_cmp);
     for (size_t i = 0; i < n; i++)
@@ -598,17 +600,40 @@ int dr_q_build_context(qstate *s, int ci, dynrag_error *err)
     dr_free(s->ctx_fused);
     s->ctx_step = NULL;
     s->ctx_fused = NULL;
-    size_t *order = fused_order(src, n_src);
+    size_t n_reserved = 0;
+    size_t *order = fused_order(src, n_src, &n_reserved);
     dr_passage *views = dr_calloc(n_src ? n_src : 1, sizeof(*views));
-    if (views == NULL || order == NULL) {
+    size_t *cover = dr_calloc(n_src ? n_src : 1, sizeof(*cover));
+    if (views == NULL || order == NULL || cover == NULL) {
         dr_free(order);
         dr_free(views);
+        dr_free(cover);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i < n_src; i++) {
         const own_passage *sp = &src[order[i]];
         views[i] = (dr_passage){sp->doc_id, sp->title, sp->text, sp->score, sp->chunk_id};
     }
+    const char *ord = dr_opt_str(o, "order");
+    if (ord != NULL && strcmp(ord, "coverage") == 0 && n_src > 1) {
+        /* The best passage (and each later step's reserved one) first, then
+         * by what each adds of the question's words. */
+        int rc = dr_context_cover_order(s->q, views, n_src, DR_MAX(n_reserved, 1), cover, err);
+        if (rc != DYNRAG_OK) {
+            dr_free(order);
+            dr_free(views);
+            dr_free(cover);
+            return rc;
+        }
+        for (size_t i = 0; i < n_src; i++) {
+            const own_passage *sp = &src[order[cover[i]]];
+            views[i] = (dr_passage){sp->doc_id, sp->title, sp->text, sp->score, sp->chunk_id};
+        }
+        for (size_t i = 0; i < n_src; i++)
+            cover[i] = order[cover[i]];
+        memcpy(order, cover, n_src * sizeof(*order));
+    }
+    dr_free(cover);
     dr_context_config cc = {o->kind, dr_opt_int(o, "k"),
                             dr_opt_int(o, "max_tokens")};
     size_t *kept = NULL, n_kept = 0;

@@ -293,3 +293,109 @@ cleanup:
     }
     return DYNRAG_OK;
 }
+
+/* ---- coverage order -------------------------------------------------------------- */
+
+/* The question's content-word keys (dr_gen_content_hash), distinct. */
+typedef struct cover_words {
+    uint64_t h[DR_CONTEXT_COVER_WORDS];
+    size_t n;
+} cover_words;
+
+static int question_word_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)s;
+    (void)e;
+    cover_words *q = user;
+    uint64_t h;
+    if (q->n >= DR_CONTEXT_COVER_WORDS || !dr_gen_content_hash(word, len, &h))
+        return 0;
+    for (size_t i = 0; i < q->n; i++)
+        if (q->h[i] == h)
+            return 0;
+    q->h[q->n++] = h;
+    return 0;
+}
+
+/* Sets bit i of *mask for each question word i that a passage word matches. */
+typedef struct mask_ctx {
+    const cover_words *q;
+    uint64_t mask;
+} mask_ctx;
+
+static int passage_word_cb(void *user, const char *word, size_t len, size_t s, size_t e)
+{
+    (void)s;
+    (void)e;
+    mask_ctx *m = user;
+    uint64_t h;
+    if (!dr_gen_content_hash(word, len, &h))
+        return 0;
+    for (size_t i = 0; i < m->q->n; i++)
+        if (m->q->h[i] == h)
+            m->mask |= UINT64_C(1) << i;
+    return 0;
+}
+
+static int popcount64(uint64_t v)
+{
+    int c = 0;
+    for (; v; v &= v - 1)
+        c++;
+    return c;
+}
+
+int dr_context_cover_order(const char *question, const dr_passage *in, size_t n, size_t n_fixed,
+                           size_t *order, dynrag_error *err)
+{
+    if (question == NULL || order == NULL || (in == NULL && n > 0))
+        return dr_err_set(err, DYNRAG_ERR_INVALID, "context: missing argument");
+    cover_words q = {.n = 0};
+    dr_text_words(question, strlen(question), question_word_cb, &q);
+    uint64_t *mask = dr_calloc(n ? n : 1, sizeof(*mask));
+    bool *placed = dr_calloc(n ? n : 1, sizeof(*placed));
+    if (mask == NULL || placed == NULL) {
+        dr_free(mask);
+        dr_free(placed);
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n && q.n > 0; i++) {
+        mask_ctx m = {&q, 0};
+        const char *title = in[i].title ? in[i].title : "";
+        const char *text = in[i].text ? in[i].text : "";
+        dr_text_words(title, strlen(title), passage_word_cb, &m);
+        dr_text_words(text, strlen(text), passage_word_cb, &m);
+        mask[i] = m.mask;
+    }
+    uint64_t covered = 0;
+    size_t next = 0;
+    for (; next < n && next < n_fixed; next++) {
+        order[next] = next;
+        placed[next] = true;
+        covered |= mask[next];
+    }
+    for (; next < n; next++) {
+        size_t best = n;
+        int best_gain = -1;
+        for (size_t i = 0; i < n; i++) {
+            if (placed[i])
+                continue;
+            int gain = popcount64(mask[i] & ~covered);
+            if (gain > best_gain) {
+                best_gain = gain;
+                best = i;
+            }
+        }
+        if (best_gain == 0)
+            break; /* nothing left to cover: the rest keep their order */
+        order[next] = best;
+        placed[best] = true;
+        covered |= mask[best];
+    }
+    for (size_t i = 0; i < n && next < n; i++)
+        if (!placed[i])
+            order[next++] = i;
+    dr_free(mask);
+    dr_free(placed);
+    return DYNRAG_OK;
+}

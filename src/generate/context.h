@@ -47,6 +47,23 @@ typedef struct dr_context_config {
 int dr_context_pack(const dr_context_config *cfg, const dr_passage *in, size_t n,
                     size_t **kept, size_t *n_kept, char **text, int *tokens, dynrag_error *err);
 
+#define DR_CONTEXT_COVER_WORDS 64 /* question words tracked by coverage order */
+
+/*
+ * The coverage order of in[0..n) (best first) for question: the first
+ * n_fixed passages keep their places; each next place goes to the passage,
+ * of those left, whose title and text hold the most of the question's
+ * content words (stems of non-stopwords, the first DR_CONTEXT_COVER_WORDS
+ * distinct ones) that no passage placed before it holds; ties, and every
+ * passage once nothing is left to cover, keep their order in `in`. So a
+ * multi-hop question's context gets the passage for each part of the
+ * question before a second passage for a part already covered. Writes n
+ * indices into order[0..n) (caller allocates). Fails with
+ * DYNRAG_ERR_INVALID (NULL arguments) or DYNRAG_ERR_NOMEM.
+ */
+int dr_context_cover_order(const char *question, const dr_passage *in, size_t n, size_t n_fixed,
+                           size_t *order, dynrag_error *err);
+
 /* Estimated tokens of text: ceil(words * 4 / 3), >= 0 (NULL gives 0;
  * saturates at INT_MAX). */
 int dr_estimate_tokens(const char *text);

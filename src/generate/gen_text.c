@@ -1,6 +1,8 @@
 /* gen_text.c - helpers shared by the generation modules. */
 #include "generate/gen_text.h"
 
+#include "core/text.h"
+
 #include <string.h>
 
 int dr_gen_put_flat(dr_buf *b, const char *s, size_t n)
@@ -65,6 +67,19 @@ void dr_gen_stem(char *w, size_t *len)
         n -= 1;
     }
     *len = n;
+}
+
+bool dr_gen_content_hash(const char *word, size_t len, uint64_t *hash)
+{
+    char w[72];
+    size_t n = len < 64 ? len : 64;
+    memcpy(w, word, n);
+    w[n] = '\0';
+    if (dr_text_is_stopword(w))
+        return false;
+    dr_gen_stem(w, &n);
+    *hash = dr_hash64(w, n, 0);
+    return true;
 }
 
 bool dr_gen_is_upper_at(const char *s, size_t n)

@@ -26,6 +26,12 @@ void dr_gen_rstrip(dr_buf *b);
  * stems need not be words. Rewrites w[0..*len) in place. */
 void dr_gen_stem(char *w, size_t *len);
 
+/* The content-word key of a case-folded word (as dr_text_words() gives it):
+ * false for a stopword, else true with *hash the hash of its stem (the
+ * first 64 bytes of the word, through dr_gen_stem()). Question words and
+ * passage words are matched by these keys. */
+bool dr_gen_content_hash(const char *word, size_t len, uint64_t *hash);
+
 /* True when the code point at s (n bytes) starts with an upper-case letter
  * (ASCII, Latin-1, Latin Extended-A, Greek or Cyrillic capitals). */
 bool dr_gen_is_upper_at(const char *s, size_t n);

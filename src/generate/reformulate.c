@@ -219,14 +219,9 @@ static int qset_cb(void *user, const char *word, size_t len, size_t s, size_t e)
     (void)s;
     (void)e;
     wordset *q = user;
-    char w[72];
-    size_t n = len < 64 ? len : 64;
-    memcpy(w, word, n);
-    w[n] = '\0';
-    if (dr_text_is_stopword(w) || q->n >= QSET_MAX)
+    uint64_t h;
+    if (q->n >= QSET_MAX || !dr_gen_content_hash(word, len, &h))
         return 0;
-    dr_gen_stem(w, &n);
-    uint64_t h = dr_hash64(w, n, 0);
     if (!has_hash(q->h, q->n, h))
         q->h[q->n++] = h;
     return 0;
@@ -253,14 +248,9 @@ static int hashvec_cb(void *user, const char *word, size_t len, size_t s, size_t
     (void)s;
     (void)e;
     hashvec *v = user;
-    char w[72];
-    size_t n = len < 64 ? len : 64;
-    memcpy(w, word, n);
-    w[n] = '\0';
-    if (dr_text_is_stopword(w))
+    uint64_t h;
+    if (!dr_gen_content_hash(word, len, &h))
         return 0;
-    dr_gen_stem(w, &n);
-    uint64_t h = dr_hash64(w, n, 0);
     if (has_hash(v->h, v->n, h))
         return 0;
     if (v->n == v->cap) {
@@ -322,14 +312,8 @@ typedef struct qword_ctx {
 static int leftover_cb(void *user, const char *word, size_t len, size_t s, size_t e)
 {
     qword_ctx *x = user;
-    char w[72];
-    size_t n = len < 64 ? len : 64;
-    memcpy(w, word, n);
-    w[n] = '\0';
-    if (dr_text_is_stopword(w))
-        return 0;
-    dr_gen_stem(w, &n);
-    if (has_hash(x->seen->h, x->seen->n, dr_hash64(w, n, 0)))
+    uint64_t h;
+    if (!dr_gen_content_hash(word, len, &h) || has_hash(x->seen->h, x->seen->n, h))
         return 0;
     int rc = dr_buf_putc(x->b, ' ');
     if (rc == DYNRAG_OK)
@@ -449,14 +433,9 @@ static int cover_cb(void *user, const char *word, size_t len, size_t s, size_t e
     (void)s;
     (void)e;
     cover_ctx *c = user;
-    char w[72];
-    size_t n = len < 64 ? len : 64;
-    memcpy(w, word, n);
-    w[n] = '\0';
-    if (dr_text_is_stopword(w) || c->n_seen >= QSET_MAX)
+    uint64_t h;
+    if (c->n_seen >= QSET_MAX || !dr_gen_content_hash(word, len, &h))
         return 0;
-    dr_gen_stem(w, &n);
-    uint64_t h = dr_hash64(w, n, 0);
     if (has_hash(c->seen, c->n_seen, h))
         return 0;
     c->seen[c->n_seen++] = h;
