@@ -11,6 +11,7 @@
 #include "dynrag/pipeline.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 
 /* A metric spec: the metric and its cutoff (0 for all but ranking metrics). */
 static dynrag_metric_spec metric(dynrag_metric m, int k)
@@ -623,4 +624,88 @@ TEST(eval_patch_router_param)
     ASSERT_EQ(dynrag_eval_patch_router_param(in, outp, "index", "threshold", 0.5, &err),
               DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "stages.index has no router");
+}
+
+/* A classifier router whose top label's option is unavailable for a query
+ * (offline, `none`: no generator answers without passages) takes another
+ * option; the threshold sweep replays that too, so at the router's own
+ * threshold the sweep row is the router row, live and in a log replay. */
+TEST(eval_classifier_sweep_follows_availability)
+{
+    char index_dir[4200], yaml[4200], data[4200], out[4200], model[4200];
+    snprintf(index_dir, sizeof index_dir, "%s/index", test_tmpdir());
+    snprintf(out, sizeof out, "%s/out", test_tmpdir());
+    snprintf(model, sizeof model, "%s/models/complexity.safetensors", test_source_dir());
+    ASSERT_EQ(build_small_index(index_dir), DYNRAG_OK);
+    char text[10000];
+    snprintf(text, sizeof text,
+             "version: 1\nname: sweeptest\nindex: %s\n"
+             "stages:\n"
+             "  retrieval_mode:\n"
+             "    options:\n"
+             "      - {name: none, kind: none}\n"
+             "      - {name: single, kind: single, params: {k: 3}}\n"
+             "      - {name: multi, kind: multi, params: {k: 2, max_steps: 2}}\n"
+             "    router:\n"
+             "      type: classifier\n"
+             "      params: {model: %s, labels: {A: none, B: single, C: multi}, "
+             "threshold: 0.5, escalate: multi}\n"
+             "  generator:\n"
+             "    options:\n"
+             "      - {name: extractive, kind: extractive, params: {threshold: 0.1}}\n",
+             index_dir, model);
+    snprintf(yaml, sizeof yaml, "%s", test_write_file("p.yaml", text));
+    snprintf(data, sizeof data, "%s", test_write_file("q.jsonl", questions_jsonl));
+    dynrag_eval_options o = qa_options(yaml, data, out);
+    const char *stages[] = {"retrieval_mode"};
+    o.stages = stages;
+    o.n_stages = 1;
+    dynrag_error err;
+    dynrag_eval_summary s;
+    ASSERT_OK(dynrag_eval_run(&o, &s, NULL, &err), &err);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/report.json", out);
+    FILE *f = fopen(path, "r");
+    ASSERT(f != NULL);
+    char *js = calloc(1, 1 << 20);
+    size_t n = fread(js, 1, (1 << 20) - 1, f);
+    fclose(f);
+    ASSERT_GT(n, 0);
+    cJSON *rep = cJSON_Parse(js);
+    free(js);
+    ASSERT(rep != NULL);
+    cJSON *st = cJSON_GetArrayItem(cJSON_GetObjectItem(rep, "stages"), 0);
+    const cJSON *router = NULL, *at = NULL, *row;
+    cJSON_ArrayForEach(row, cJSON_GetObjectItem(st, "rows"))
+        if (strcmp(cJSON_GetObjectItem(row, "name")->valuestring, "router") == 0)
+            router = row;
+    int n_sweep = 0;
+    cJSON_ArrayForEach(row, cJSON_GetObjectItem(st, "sweep"))
+    {
+        n_sweep++;
+        /* Never `none`, at any threshold: it was unavailable to every query. */
+        ASSERT_EQ(cJSON_GetObjectItem(cJSON_GetObjectItem(row, "calls"), "none")->valuedouble, 0);
+        if (fabs(cJSON_GetObjectItem(row, "threshold")->valuedouble - 0.5) < 1e-9)
+            at = row;
+    }
+    ASSERT_GT(n_sweep, 2);
+    ASSERT(router != NULL && at != NULL);
+    ASSERT_NEAR(cJSON_GetObjectItem(at, "quality")->valuedouble,
+                cJSON_GetObjectItem(router, "quality")->valuedouble, 1e-12);
+    ASSERT_NEAR(cJSON_GetObjectItem(at, "cost")->valuedouble,
+                cJSON_GetObjectItem(router, "cost")->valuedouble, 1e-12);
+    static const char *const names[] = {"none", "single", "multi"};
+    for (int k = 0; k < 3; k++)
+        ASSERT_EQ(cJSON_GetObjectItem(cJSON_GetObjectItem(at, "calls"), names[k])->valuedouble,
+                  cJSON_GetObjectItem(cJSON_GetObjectItem(router, "calls"), names[k])->valuedouble);
+    cJSON_Delete(rep);
+    /* The replay of the route log reads the same availability. */
+    dynrag_eval_comparison c;
+    dynrag_eval_table *t = NULL;
+    ASSERT_OK(replay_out(out, "retrieval_mode", &t, &c, &err), &err);
+    ASSERT(c.n_sweep > 0);
+    for (size_t i = 0; i < c.n_sweep; i++)
+        ASSERT_EQ(c.sweep[i].calls[0], 0);
+    dynrag_eval_comparison_free(&c);
+    dynrag_eval_table_free(t);
 }

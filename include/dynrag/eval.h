@@ -102,6 +102,9 @@ typedef struct dynrag_eval_table {
     uint32_t *router_called;   /* [n_queries]: bit o set when the router's run called option o
                                   (a routed cascade's calls need not be consecutive); 0: not
                                   recorded, the options first..choice in listed order */
+    uint32_t *router_unavailable; /* [n_queries]: bit o set when option o was unavailable to
+                                     the router for that query (the classifier sweep then
+                                     re-picks as the router does); 0: all available */
     dynrag_eval_outcome *router_outcome; /* [n_queries]: the router's own run; !ok = use the cell */
     double *router_scores;     /* [n_queries][n_options]: the router's scores (NAN) */
     bool cascade;              /* the router escalates (costs add up over its calls) */

@@ -185,9 +185,20 @@ static int classifier_pick(const dynrag_eval_table *t, size_t q, double thr, int
     for (size_t o = 0; o < t->n_options; o++)
         if (!isnan(s[o]) && (best < 0 || s[o] > s[best]))
             best = (int)o;
-    if (best < 0 || s[best] < thr)
-        return escalate;
-    return best;
+    int pick = best < 0 || s[best] < thr ? escalate : best;
+    uint32_t un = t->router_unavailable != NULL ? t->router_unavailable[q] : 0;
+    if (pick < 0 || pick >= DYNRAG_MAX_OPTIONS || !(un >> pick & 1))
+        return pick;
+    /* As the router does when its pick is unavailable: the available
+     * option with the highest score, else the first available one. */
+    int alt = -1;
+    for (size_t o = 0; o < t->n_options && o < DYNRAG_MAX_OPTIONS; o++) {
+        if (un >> o & 1)
+            continue;
+        if (alt < 0 || (!isnan(s[o]) && (isnan(s[alt]) || s[o] > s[alt])))
+            alt = (int)o;
+    }
+    return alt >= 0 ? alt : pick;
 }
 
 /* The cascade's final option at threshold thr: the first (listed order)

@@ -508,6 +508,7 @@ static int subtable(const dynrag_eval_table *t, const size_t *idx, size_t n,
         s->router_choice[i] = t->router_choice[q];
         s->router_first[i] = t->router_first[q];
         s->router_called[i] = t->router_called[q];
+        s->router_unavailable[i] = t->router_unavailable[q];
         s->router_outcome[i] = t->router_outcome[q];
     }
     if (rc != DYNRAG_OK) {

@@ -263,10 +263,12 @@ int dynrag_eval_table_new(const char *stage, const char *router_type, size_t n_q
     t->router_choice = dr_malloc(nq * sizeof *t->router_choice);
     t->router_first = dr_malloc(nq * sizeof *t->router_first);
     t->router_called = dr_calloc(nq, sizeof *t->router_called);
+    t->router_unavailable = dr_calloc(nq, sizeof *t->router_unavailable);
     t->router_outcome = dr_malloc(nq * sizeof *t->router_outcome);
     t->router_scores = dr_malloc(nq * n_options * sizeof *t->router_scores);
     if (!t->stage || !t->router_type || !t->query_ids || !t->options || !t->cells ||
-        !t->router_choice || !t->router_first || !t->router_called || !t->router_outcome ||
+        !t->router_choice || !t->router_first || !t->router_called || !t->router_unavailable ||
+        !t->router_outcome ||
         !t->router_scores) {
         dynrag_eval_table_free(t);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
@@ -300,6 +302,7 @@ void dynrag_eval_table_free(dynrag_eval_table *t)
     dr_free(t->router_choice);
     dr_free(t->router_first);
     dr_free(t->router_called);
+    dr_free(t->router_unavailable);
     dr_free(t->router_outcome);
     dr_free(t->router_scores);
     dr_free(t->stage);

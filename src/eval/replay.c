@@ -295,6 +295,13 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
                     break;
                 }
             }
+            const cJSON *un;
+            cJSON_ArrayForEach(un, cJSON_GetObjectItemCaseSensitive(found, "unavailable"))
+            {
+                int oi = un->string ? dynrag_eval_table_option(t, un->string) : -1;
+                if (oi >= 0 && oi < DYNRAG_MAX_OPTIONS)
+                    t->router_unavailable[qi] |= (uint32_t)1 << oi;
+            }
             const cJSON *sc = cJSON_GetObjectItemCaseSensitive(found, "scores");
             for (size_t o = 0; o < t->n_options; o++) {
                 const cJSON *v = cJSON_GetObjectItemCaseSensitive(sc, t->options[o]);

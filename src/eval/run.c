@@ -6,6 +6,7 @@
  * Cache: OUT/cache.jsonl, one JSON line per run:
  *   {"key": "<32 hex>", "ok": true, "metrics": {...}, "choices": {stage: option},
  *    "first": {stage: option}, "scores": {stage: {option: score}},
+ *    "unavailable": {stage: [option, ...]} (options the router could not pick),
  *    "confidence": {stage: c}, "docs": [[doc_id, score], ...] (BEIR),
  *    "record": "<route-log record>" (router runs), "error": "..." (failures)}
  * The key hashes the pipeline file's bytes, the files it names, the index
@@ -154,7 +155,7 @@ static void make_key(const run_ctx *rc, const dr_eval_item *it, const char *stag
 {
     dr_buf b = {0};
     char *real = rc->opt->index_dir ? realpath(rc->opt->index_dir, NULL) : NULL;
-    dr_buf_printf(&b, "v1\x1f%016llx\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
+    dr_buf_printf(&b, "v2\x1f%016llx\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
                   (unsigned long long)rc->pipe_hash,
                   real ? real : rc->opt->index_dir ? rc->opt->index_dir : "",
                   (int)rc->opt->format, stage, option, it->id, it->question, it->gold_key,
@@ -355,7 +356,7 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
         cJSON *rec = cJSON_Parse(dynrag_result_json(r));
         cJSON *choices = cJSON_CreateObject(), *scores = cJSON_CreateObject();
         cJSON *first = cJSON_CreateObject(), *conf = cJSON_CreateObject();
-        cJSON *called = cJSON_CreateObject();
+        cJSON *called = cJSON_CreateObject(), *unavail = cJSON_CreateObject();
         for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
             const dynrag_decision *d = dynrag_result_decision(r, i);
             if (!d->skipped && d->choice && *d->choice)
@@ -364,6 +365,12 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
             const cJSON *sc = cJSON_GetObjectItemCaseSensitive(rs, "scores");
             if (cJSON_IsObject(sc))
                 cJSON_AddItemToObject(scores, d->stage, cJSON_Duplicate(sc, 1));
+            const cJSON *un = cJSON_GetObjectItemCaseSensitive(rs, "unavailable"), *u;
+            if (cJSON_IsObject(un)) {
+                cJSON *names = cJSON_AddArrayToObject(unavail, d->stage);
+                cJSON_ArrayForEach(u, un)
+                    cJSON_AddItemToArray(names, cJSON_CreateString(u->string));
+            }
         }
         const cJSON *a;
         cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(rec, "cascade"))
@@ -387,6 +394,7 @@ static const cJSON *run_one(run_ctx *rc, const dr_eval_item *it, const char *sta
         cJSON_AddItemToObject(ent, "first", first);
         cJSON_AddItemToObject(ent, "confidence", conf);
         cJSON_AddItemToObject(ent, "called", called);
+        cJSON_AddItemToObject(ent, "unavailable", unavail);
         if (stage == NULL)
             cJSON_AddStringToObject(ent, "record", dynrag_result_json(r));
         cJSON_Delete(rec);
@@ -855,6 +863,14 @@ static int eval_prepare(const dynrag_eval_options *opt, eval_state *s, dynrag_er
                 int oi = cJSON_IsString(op) ? dynrag_eval_table_option(t, op->valuestring) : -1;
                 if (oi >= 0 && oi < DYNRAG_MAX_OPTIONS)
                     t->router_called[q] |= (uint32_t)1 << oi;
+            }
+            cJSON_ArrayForEach(op, cJSON_GetObjectItemCaseSensitive(
+                                       cJSON_GetObjectItemCaseSensitive(re, "unavailable"),
+                                       t->stage))
+            {
+                int oi = cJSON_IsString(op) ? dynrag_eval_table_option(t, op->valuestring) : -1;
+                if (oi >= 0 && oi < DYNRAG_MAX_OPTIONS)
+                    t->router_unavailable[q] |= (uint32_t)1 << oi;
             }
             const cJSON *sc = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(re, "scores"), t->stage);
             for (size_t o = 0; o < t->n_options; o++) {
