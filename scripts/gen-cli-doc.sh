@@ -14,6 +14,14 @@ out=${2:-$root/docs/cli.md}
     echo "(bad input file, failed query), 2 usage error. Diagnostics go to stderr; set"
     echo "\`DYNRAG_LOG=debug|info|warn|error\` to choose how much the library logs (default warn)."
     echo
+    echo "Outputs: a command never writes over one of its own inputs (same file, links followed)"
+    echo "or into an index folder it reads; a file it replaces as a whole (run files, outcome"
+    echo "tables, models, calibrated pipelines, labels) is written to a temporary file and renamed,"
+    echo "so a folder, FIFO, device or read-only file is refused and a symbolic link keeps pointing"
+    echo "at the new file; \`query --questions ... --out\` streams its results and stops with exit 1"
+    echo "at the first write error. JSON Lines inputs take exactly one JSON value per line (nothing"
+    echo "after it but white space) and refuse a key given twice, naming the file and line."
+    echo
     echo '```'
     "$bin" help
     echo '```'

@@ -169,6 +169,7 @@ typedef struct {
     dynrag_engine *engine;
     const char *const *questions; /* NULL-terminated */
     int max_steps;                /* most retrieval steps of one query (path_query) */
+    bool force_multi;             /* path_query also runs the last question with multi forced */
     /* > 1: past the first and before the last OOM_DENSE calls, fail only
      * every stride-th call (a path whose middle is one long homogeneous
      * loop, e.g. parsing a 19,000-node JSON vocabulary);
@@ -460,10 +461,25 @@ static int path_query(void *ctx, dynrag_error *err)
 {
     oom_ctx *c = ctx;
     int rc = DYNRAG_OK;
-    for (size_t q = 0; rc == DYNRAG_OK && c->questions[q] != NULL; q++) {
+    size_t n_q = 0;
+    while (c->questions[n_q] != NULL)
+        n_q++;
+    /* Every question as routed, then the last one again with multi-step
+     * retrieval forced (the router may find one step enough for it). */
+    static const dynrag_force multi = {"retrieval_mode", "multi"};
+    for (size_t run = 0; rc == DYNRAG_OK && run <= n_q; run++) {
+        size_t q = run < n_q ? run : n_q - 1;
+        if (n_q == 0)
+            break;
         dynrag_query_options o;
         dynrag_query_options_init(&o);
         o.query_id = "oom";
+        if (run == n_q && c->force_multi) {
+            o.force = &multi;
+            o.n_force = 1;
+        } else if (run == n_q) {
+            break;
+        }
         dynrag_result *r = NULL;
         rc = dynrag_engine_query(c->engine, c->questions[q], &o, &r, err);
         if (rc != DYNRAG_OK)
@@ -735,6 +751,7 @@ TEST(oom_engine_query)
         "When was the tower in the capital of France completed, and who walked on the Moon?",
         NULL};
     c.questions = questions;
+    c.force_multi = true;
     int rc = oom_engine_open(&c, "adaptive-rag.yaml");
     if (rc != DYNRAG_OK) {
         oom_engine_close(&c);

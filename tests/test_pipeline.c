@@ -715,8 +715,7 @@ TEST(pipeline_examples_file_checked)
     char want[2048];
     snprintf(want, sizeof(want),
              "t.yaml:6:49: stages.context.router.params.examples_file: examples file "
-             "'%s/ex.jsonl' line 2: expected a JSON object with string \"query\" and \"option\"",
-             test_tmpdir());
+             "'%s/ex.jsonl' line 2: not valid JSON", test_tmpdir());
     const char *yaml = HDR "stages:\n  context:\n    options: [{name: a, kind: topk}]\n"
                            "    router: {type: knn, params: {examples_file: ex.jsonl, default: "
                            "a}}\n";
@@ -724,6 +723,12 @@ TEST(pipeline_examples_file_checked)
     snprintf(want, sizeof(want),
              "t.yaml:6:49: stages.context.router.params.examples_file: examples file "
              "'%s/ex.jsonl' line 3: unknown option 'zz' in stage 'context'", test_tmpdir());
+    ASSERT_DIAG(yaml, want);
+    test_write_file("ex.jsonl", "{\"query\": \"q\", \"option\": \"a\"}\n[1]\n");
+    snprintf(want, sizeof(want),
+             "t.yaml:6:49: stages.context.router.params.examples_file: examples file "
+             "'%s/ex.jsonl' line 2: expected a JSON object with string \"query\" and \"option\"",
+             test_tmpdir());
     ASSERT_DIAG(yaml, want);
     test_write_file("ex.jsonl", "{\"query\": \"q\", \"option\": \"a\"}\n");
     dynrag_pipeline *p = load_ok(yaml);

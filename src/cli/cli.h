@@ -50,6 +50,21 @@ bool cli_parse_int(const char *cmd, const char *flag, const char *value, long lo
 bool cli_parse_double(const char *cmd, const char *flag, const char *value, double min,
                       double max, double *out);
 
+/* Checks an output path before any work is done: refuses (printing
+ * "dynrag <cmd>: <flag> <out>: ..." and returning false) an output that is
+ * the same file as one of inputs[0..n) (NULL entries skipped; links
+ * followed), and, when `replace` (the file is replaced as a whole, through
+ * a temporary file and a rename), one that exists and is not a regular
+ * file (a folder, FIFO or device: replacing it would destroy it and deliver
+ * nothing) or is read-only. "-" (standard output) always passes. */
+bool cli_check_output(const char *cmd, const char *flag, const char *out,
+                      const char *const *inputs, size_t n, bool replace);
+
+/* Parses one JSON Lines line, text[0..len): one JSON value and nothing
+ * after it but white space, no top-level key given twice. Returns it (the
+ * caller deletes it) or NULL with why[0..whysize) saying what is wrong. */
+struct cJSON *cli_parse_json_line(const char *text, size_t len, char *why, size_t whysize);
+
 /* A terminal progress bar (only drawn when stderr is a TTY and CI is unset).
  * Suitable as a dynrag_progress_fn: user is a cli_progress. */
 typedef struct cli_progress {

@@ -131,6 +131,9 @@ static int dataset_convert(int argc, char **argv, bool routerdc)
     }
     if (in == NULL || out == NULL)
         return cli_usage_error(cmd, "--in and --out are required");
+    const char *ins[] = {in};
+    if (!cli_check_output(cmd, "--out", out, ins, 1, true))
+        return CLI_FAIL;
     dynrag_error err;
     dynrag_error_clear(&err);
     dynrag_convert_stats st;

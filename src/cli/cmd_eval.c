@@ -340,13 +340,18 @@ int cmd_calibrate(int argc, char **argv)
             if (!cli_parse_double("calibrate", "--target-share", eq + 1, 0, 1, &co.target_share))
                 return CLI_USAGE;
         } else if (strcmp(a, "--target-quality") == 0 && i + 1 < argc) {
-            if (!cli_parse_double("calibrate", "--target-quality", argv[++i], -1e9, 1e9,
+            /* Every quality metric (answer metrics, ranking metrics, an
+             * outcome table's quality) lies in [0, 1]. */
+            if (!cli_parse_double("calibrate", "--target-quality", argv[++i], 0, 1,
                                   &co.target_quality))
                 return CLI_USAGE;
         } else {
             return cli_usage_error("calibrate", "unknown or incomplete option '%s'", a);
         }
     }
+    const char *ins[] = {o.pipeline_path, outcomes, o.data_path};
+    if (co.out_yaml && !cli_check_output("calibrate", "--out", co.out_yaml, ins, 3, true))
+        return CLI_FAIL;
     if (outcomes) {
         if (!o.pipeline_path)
             return cli_usage_error("calibrate", "--outcomes needs --pipeline");
@@ -448,6 +453,9 @@ int cmd_label(int argc, char **argv)
     }
     if (!o.pipeline_path || !o.data_path || !o.out_path)
         return cli_usage_error("label", "--pipeline, --data and --out are required");
+    const char *ins[] = {o.pipeline_path, o.data_path};
+    if (!cli_check_output("label", "--out", o.out_path, ins, 2, true))
+        return CLI_FAIL;
     if (!o.work_dir)
         o.work_dir = "label-work";
     cli_progress prog;

@@ -6,11 +6,13 @@
 #include "dynrag/pipeline.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Loads a pipeline, printing every diagnostic on failure. */
 static dynrag_pipeline *load_pipeline(const char *cmd, const char *path)
@@ -62,10 +64,14 @@ static void print_human(const dynrag_result *r)
 }
 
 /* Reads a question from one JSONL line: {"question"|"query"|"text", "id"|"_id"?}. */
-static int parse_question(const char *line, char **q, char **id)
+static int parse_question(const char *line, size_t len, char **q, char **id, char *why,
+                          size_t whysize)
 {
     *q = *id = NULL;
-    cJSON *o = cJSON_Parse(line);
+    cJSON *o = cli_parse_json_line(line, len, why, whysize);
+    if (o == NULL)
+        return -1;
+    snprintf(why, whysize, "expected a JSON object with \"question\" (or \"query\", \"text\")");
     if (!cJSON_IsObject(o)) {
         cJSON_Delete(o);
         return -1;
@@ -91,28 +97,37 @@ static int parse_question(const char *line, char **q, char **id)
 static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path,
                      const dynrag_budget *budget)
 {
+    const char *ins[] = {in_path};
+    if (!cli_check_output("query", "--out", out_path, ins, 1, false))
+        return CLI_FAIL;
     FILE *in = fopen(in_path, "rb");
     if (in == NULL) {
-        cli_error("query", "%s: cannot open", in_path);
+        cli_error("query", "%s: cannot open: %s", in_path, strerror(errno));
         return CLI_FAIL;
     }
+    /* Count lines first for the progress bar, when the input can be read
+     * twice (a pipe cannot: then the bar counts without a total). */
+    unsigned long long total = 0;
+    struct stat st;
+    if (fstat(fileno(in), &st) == 0 && S_ISREG(st.st_mode)) {
+        int ch, last = '\n';
+        while ((ch = fgetc(in)) != EOF) {
+            if (ch == '\n')
+                total++;
+            last = ch;
+        }
+        if (last != '\n')
+            total++;
+        rewind(in);
+    }
+    /* Results are streamed (a long batch can be followed, and what ran is
+     * kept if a later line is bad); a write error stops the batch. */
     FILE *out = strcmp(out_path, "-") == 0 ? stdout : fopen(out_path, "wb");
     if (out == NULL) {
-        cli_error("query", "%s: cannot create", out_path);
+        cli_error("query", "%s: cannot create: %s", out_path, strerror(errno));
         fclose(in);
         return CLI_FAIL;
     }
-    /* Count lines first for the progress bar. */
-    unsigned long long total = 0;
-    int ch, last = '\n';
-    while ((ch = fgetc(in)) != EOF) {
-        if (ch == '\n')
-            total++;
-        last = ch;
-    }
-    if (last != '\n')
-        total++;
-    rewind(in);
     cli_progress prog;
     cli_progress_init(&prog, "query");
     char *line = NULL;
@@ -124,11 +139,11 @@ static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path
         lineno++;
         if (len <= 1)
             continue;
-        char *q, *id;
-        if (parse_question(line, &q, &id) != 0) {
-            cli_error("query", "%s:%llu: expected a JSON object with \"question\" (or \"query\", "
-                               "\"text\")",
-                      in_path, lineno);
+        char *q, *id, why[160];
+        if (parse_question(line, (size_t)len, &q, &id, why, sizeof(why)) != 0) {
+            cli_error("query", "%s:%llu: %s", in_path, lineno, why);
+            free(q);
+            free(id);
             rc = CLI_FAIL;
             break;
         }
@@ -158,12 +173,23 @@ static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path
         free(q);
         free(id);
         cli_progress_cb(&prog, ++done, total, "queries");
+        if (ferror(out)) {
+            cli_error("query", "%s: write error after %llu results: %s; stopped", out_path, done,
+                      strerror(errno));
+            rc = CLI_FAIL;
+            break;
+        }
     }
     cli_progress_done(&prog);
     free(line);
     fclose(in);
-    if (out != stdout && fclose(out) != 0) {
-        cli_error("query", "%s: write error", out_path);
+    if (fflush(out) != 0 || ferror(out)) {
+        if (rc == CLI_OK)
+            cli_error("query", "%s: write error: %s", out_path, strerror(errno));
+        rc = CLI_FAIL;
+    }
+    if (out != stdout && fclose(out) != 0 && rc == CLI_OK) {
+        cli_error("query", "%s: write error: %s", out_path, strerror(errno));
         rc = CLI_FAIL;
     }
     fprintf(stderr, "dynrag query: %llu queries, %llu failed\n", done, failed);

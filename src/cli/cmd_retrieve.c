@@ -178,6 +178,24 @@ static int doc_level(dynrag_index *idx, const char *q, dynrag_search_options opt
     int rc = dynrag_index_search(idx, q, &opt, &h, err);
     if (rc != DYNRAG_OK)
         return rc;
+    for (size_t i = 0; i < h.n; i++) {
+        const char *d = h.hits[i].doc_id ? h.hits[i].doc_id : "";
+        bool bad = d[0] == '\0';
+        for (const unsigned char *c = (const unsigned char *)d; *c && !bad; c++)
+            bad = *c <= ' ' || *c == 0x7f;
+        if (bad) {
+            /* A run file's columns are split at white space: such an id
+             * would shift or split the line, and trec_eval would misread
+             * every later one. */
+            err->status = DYNRAG_ERR_FORMAT;
+            snprintf(err->msg, sizeof(err->msg),
+                     "document id \"%.200s\" is empty or has white space or a control "
+                     "character: a TREC run file cannot hold it (index with ids without them)",
+                     d);
+            dynrag_hits_free(&h);
+            return DYNRAG_ERR_FORMAT;
+        }
+    }
     for (size_t i = 0; i < h.n; i++)
         fprintf(out, "%s Q0 %s %zu %.6f %s\n", qid, h.hits[i].doc_id, i + 1, h.hits[i].score,
                 tag);
@@ -330,6 +348,35 @@ static bool query_fields(const cJSON *j, const char *line, size_t len, char *idb
     return true;
 }
 
+/* The index (0-based) of the nearest-rank q-quantile of n > 0 sorted values:
+ * the smallest value with at least q * n values at or below it. */
+static size_t nearest_rank(size_t n, double q)
+{
+    double r = ceil(q * (double)n);
+    return r < 1 ? 0 : (size_t)r - 1 < n ? (size_t)r - 1 : n - 1;
+}
+
+/* True when path would be written inside the folder dir (its parent folder,
+ * links resolved, is dir or below it). */
+static bool inside_folder(const char *path, const char *dir)
+{
+    char *real_dir = realpath(dir, NULL);
+    char *copy = strdup(path);
+    bool inside = false;
+    if (real_dir != NULL && copy != NULL) {
+        char *slash = strrchr(copy, '/');
+        const char *parent = slash == NULL ? "." : slash == copy ? "/" : (*slash = '\0', copy);
+        char *real_parent = realpath(parent, NULL);
+        size_t n = strlen(real_dir);
+        inside = real_parent != NULL && strncmp(real_parent, real_dir, n) == 0 &&
+                 (real_parent[n] == '\0' || real_parent[n] == '/');
+        free(real_parent);
+    }
+    free(real_dir);
+    free(copy);
+    return inside;
+}
+
 /* Creates the temporary file next to path that becomes path on success:
  * *tmp_out gets its name (caller frees). Mode as fopen("w") gives. */
 static FILE *open_temp(const char *path, char **tmp_out)
@@ -378,9 +425,16 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
     }
     char *tmp = NULL;
     bool to_stdout = strcmp(trec, "-") == 0;
-    FILE *out = to_stdout ? stdout : open_temp(trec, &tmp);
+    /* A symbolic link stays: the file it leads to is replaced. */
+    struct stat ls;
+    char *link_target = NULL;
+    if (!to_stdout && lstat(trec, &ls) == 0 && S_ISLNK(ls.st_mode))
+        link_target = realpath(trec, NULL);
+    const char *dest = link_target != NULL ? link_target : trec;
+    FILE *out = to_stdout ? stdout : open_temp(dest, &tmp);
     if (out == NULL) {
         cli_error(CMD, "%s: cannot create the run file: %s", trec, strerror(errno));
+        free(link_target);
         fclose(in);
         return CLI_FAIL;
     }
@@ -400,11 +454,12 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
             line[--len] = '\0';
         if (len == 0)
             continue;
-        cJSON *j = cJSON_ParseWithLength(line, len);
         char idbuf[64], why[160];
+        cJSON *j = cli_parse_json_line(line, len, why, sizeof(why));
         const char *qid = NULL, *text = NULL;
         long first = 0;
-        bool ok = query_fields(j, line, len, idbuf, sizeof(idbuf), &qid, &text, why, sizeof(why));
+        bool ok = j != NULL &&
+                  query_fields(j, line, len, idbuf, sizeof(idbuf), &qid, &text, why, sizeof(why));
         if (ok) {
             int added = idset_add(&seen, qid, lineno, &first);
             if (added < 0) {
@@ -474,7 +529,7 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
             cli_error(CMD, "%s: write failed: %s", trec, strerror(errno));
             ret = CLI_FAIL;
         }
-        if (ret == CLI_OK && rename(tmp, trec) != 0) {
+        if (ret == CLI_OK && rename(tmp, dest) != 0) {
             cli_error(CMD, "%s: %s", trec, strerror(errno));
             ret = CLI_FAIL;
         }
@@ -491,11 +546,13 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
                     "%zu queries (%s, k=%d): %.0f QPS, median %.3f ms, p95 %.3f ms per query, "
                     "cpu %.4f ms per query\n",
                     n_lat, dynrag_search_mode_name(opt->mode), k,
-                    wall > 0 ? (double)n_lat * 1e3 / wall : 0, lat[n_lat / 2],
-                    lat[(size_t)((double)(n_lat - 1) * 0.95)], cpu / (double)n_lat);
+                    wall > 0 ? (double)n_lat * 1e3 / wall : 0,
+                    n_lat % 2 ? lat[n_lat / 2] : (lat[n_lat / 2 - 1] + lat[n_lat / 2]) / 2,
+                    lat[nearest_rank(n_lat, 0.95)], cpu / (double)n_lat);
         }
     }
     idset_free(&seen);
+    free(link_target);
     free(tmp);
     free(lat);
     free(line);
@@ -581,6 +638,14 @@ int cmd_retrieve(int argc, char **argv)
         return cli_usage_error(CMD, "give a query or --queries FILE, not both");
     if (!qfile && !query)
         return cli_usage_error(CMD, "give a query or --queries FILE --trec OUT");
+    const char *ins[] = {qfile};
+    if (trec != NULL && !cli_check_output(CMD, "--trec", trec, ins, 1, true))
+        return CLI_FAIL;
+    if (trec != NULL && strcmp(trec, "-") != 0 && inside_folder(trec, dir)) {
+        cli_error(CMD, "--trec %s: is inside the index folder %s; write the run elsewhere", trec,
+                  dir);
+        return CLI_FAIL;
+    }
     dynrag_error err;
     dynrag_index *idx = NULL;
     if (dynrag_index_open(dir, NULL, &idx, &err) != DYNRAG_OK) {

@@ -56,7 +56,7 @@ static int router_train_outcomes(int argc, char **argv)
     const char *cmd = "router train";
     dynrag_outcome_router_options o;
     dynrag_outcome_router_options_init(&o);
-    const char *data[64];
+    const char *data[65]; /* one more for --valid in the output check */
     o.kind = NULL; /* --kind is required */
     o.data = data;
     o.seed = 1;
@@ -71,7 +71,7 @@ static int router_train_outcomes(int argc, char **argv)
         if (strcmp(a, "--kind") == 0) {
             o.kind = v;
         } else if (strcmp(a, "--data") == 0) {
-            if (o.n_data == sizeof(data) / sizeof(data[0]))
+            if (o.n_data == sizeof(data) / sizeof(data[0]) - 1)
                 return cli_usage_error(cmd, "at most 64 --data files");
             data[o.n_data++] = v;
         } else if (strcmp(a, "--valid") == 0) {
@@ -111,6 +111,9 @@ static int router_train_outcomes(int argc, char **argv)
     }
     if (o.kind == NULL || o.n_data == 0 || o.out_path == NULL)
         return cli_usage_error(cmd, "--kind, --data and --out are required");
+    data[o.n_data] = o.valid;
+    if (!cli_check_output(cmd, "--out", o.out_path, data, o.n_data + 1, true))
+        return CLI_FAIL;
     bool scorer = strcmp(o.kind, "scorer") == 0;
     if (strcmp(o.kind, "predict") != 0 && strcmp(o.kind, "cluster") != 0 &&
         strcmp(o.kind, "distill") != 0 && strcmp(o.kind, "mf") != 0 &&
@@ -190,6 +193,9 @@ static int router_train(int argc, char **argv)
     }
     if (!o.train_path || !o.valid_path || !o.out_path)
         return cli_usage_error(cmd, "--train, --valid and --out are required");
+    const char *ins[] = {o.train_path, o.valid_path, o.config};
+    if (!cli_check_output(cmd, "--out", o.out_path, ins, 2, true))
+        return CLI_FAIL;
     train_view view = {cli_progress_wanted(), false};
     o.progress = train_progress;
     o.progress_user = &view;

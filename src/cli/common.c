@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -9,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void cli_error(const char *cmd, const char *fmt, ...)
@@ -135,4 +138,85 @@ void cli_progress_done(cli_progress *p)
     if (p->enabled && p->drawn)
         fputc('\n', stderr);
     p->drawn = false;
+}
+
+bool cli_check_output(const char *cmd, const char *flag, const char *out,
+                      const char *const *inputs, size_t n, bool replace)
+{
+    if (out == NULL || strcmp(out, "-") == 0)
+        return true;
+    struct stat so;
+    bool exists = stat(out, &so) == 0;
+    for (size_t i = 0; exists && i < n; i++) {
+        struct stat si;
+        if (inputs[i] != NULL && stat(inputs[i], &si) == 0 && si.st_dev == so.st_dev &&
+            si.st_ino == so.st_ino) {
+            cli_error(cmd, "%s %s: is the same file as the input %s; refusing to overwrite it",
+                      flag, out, inputs[i]);
+            return false;
+        }
+    }
+    if (!replace || !exists)
+        return true;
+    if (!S_ISREG(so.st_mode)) {
+        cli_error(cmd, "%s %s: is %s, not a regular file; refusing to replace it", flag, out,
+                  S_ISDIR(so.st_mode)    ? "a folder"
+                  : S_ISFIFO(so.st_mode) ? "a FIFO"
+                  : S_ISCHR(so.st_mode)  ? "a character device"
+                  : S_ISBLK(so.st_mode)  ? "a block device"
+                                         : "a special file");
+        return false;
+    }
+    if ((so.st_mode & 0222) == 0) {
+        cli_error(cmd, "%s %s: the file is read-only; refusing to replace it", flag, out);
+        return false;
+    }
+    return true;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+cJSON *cli_parse_json_line(const char *text, size_t len, char *why, size_t whysize)
+{
+    const char *end = NULL;
+    cJSON *v = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    if (v == NULL) {
+        snprintf(why, whysize, "not valid JSON");
+        return NULL;
+    }
+    while (end != NULL && end < text + len &&
+           (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+        end++;
+    if (end != NULL && end < text + len) {
+        snprintf(why, whysize, "text after the JSON value at column %zu",
+                 (size_t)(end - text) + 1);
+        cJSON_Delete(v);
+        return NULL;
+    }
+    size_t n = 0;
+    for (const cJSON *f = cJSON_IsObject(v) ? v->child : NULL; f != NULL; f = f->next)
+        n++;
+    const char **keys = n > 1 ? malloc(n * sizeof(*keys)) : NULL;
+    if (n > 1 && keys == NULL) {
+        snprintf(why, whysize, "out of memory");
+        cJSON_Delete(v);
+        return NULL;
+    }
+    n = 0;
+    for (const cJSON *f = keys ? v->child : NULL; f != NULL; f = f->next)
+        keys[n++] = f->string ? f->string : "";
+    if (keys != NULL)
+        qsort(keys, n, sizeof(*keys), cmp_key);
+    for (size_t i = 1; keys != NULL && i < n; i++)
+        if (strcmp(keys[i - 1], keys[i]) == 0) {
+            snprintf(why, whysize, "key '%.64s' given twice", keys[i]);
+            free(keys);
+            cJSON_Delete(v);
+            return NULL;
+        }
+    free(keys);
+    return v;
 }

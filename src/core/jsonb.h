@@ -43,4 +43,15 @@ void dr_jb_null(dr_jb *b, cJSON *parent, const char *key);
 /* A deep copy of item added to parent (nothing added when item is NULL). */
 void dr_jb_copy(dr_jb *b, cJSON *parent, const char *key, const cJSON *item);
 
+/*
+ * Parses one line of a JSON Lines file, text[0..len): exactly one JSON value,
+ * white space around it allowed, nothing after it, and, when it is an
+ * object, no key given twice at its top level (cJSON would keep the first
+ * silently; a line "{...}{...}" would lose its second record). Returns the
+ * value (caller deletes), or NULL with why[0..whysize) saying what is wrong
+ * ("not valid JSON", "text after the JSON value at column N", "key 'k'
+ * given twice") — or with why "" when memory ran out.
+ */
+cJSON *dr_json_parse_line(const char *text, size_t len, char *why, size_t whysize);
+
 #endif

@@ -278,21 +278,119 @@ cleanup:
     return rc;
 }
 
+static const char *file_type_name(mode_t m)
+{
+    if (S_ISDIR(m))
+        return "a folder";
+    if (S_ISFIFO(m))
+        return "a FIFO";
+    if (S_ISCHR(m))
+        return "a character device";
+    if (S_ISBLK(m))
+        return "a block device";
+    if (S_ISSOCK(m))
+        return "a socket";
+    return "not a regular file";
+}
+
+int dr_output_target(const char *path, char **resolved, unsigned *mode, dynrag_error *err)
+{
+    *resolved = NULL;
+    *mode = 0;
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno != ENOENT)
+            return dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", path, strerror(errno));
+        *resolved = dr_strdup(path);
+        return *resolved ? DYNRAG_OK : dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    }
+    char *target = NULL;
+    if (S_ISLNK(st.st_mode)) {
+        if (stat(path, &st) != 0) {
+            /* A link to a file not made yet: the file is made where the
+             * link leads (one level; a chain of missing links is refused). */
+            char buf[4096];
+            ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+            if (n <= 0 || (size_t)n >= sizeof(buf) - 1)
+                return dr_err_set(err, DYNRAG_ERR_IO, "%s: cannot read the link", path);
+            buf[n] = '\0';
+            const char *slash = strrchr(path, '/');
+            char *dest = buf[0] == '/' || slash == NULL
+                             ? dr_strdup(buf)
+                             : dr_asprintf("%.*s/%s", (int)(slash - path), path, buf);
+            if (dest == NULL)
+                return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            if (lstat(dest, &st) == 0 || errno != ENOENT) {
+                dr_free(dest);
+                return dr_err_set(err, DYNRAG_ERR_INVALID,
+                                  "%s: a symbolic link to a missing file through another link; "
+                                  "refusing to write through it",
+                                  path);
+            }
+            *resolved = dest;
+            return DYNRAG_OK;
+        }
+        char *real = realpath(path, NULL);
+        if (real == NULL)
+            return dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", path, strerror(errno));
+        target = dr_strdup(real);
+        dr_libc_free(real);
+    } else {
+        target = dr_strdup(path);
+    }
+    if (target == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    if (!S_ISREG(st.st_mode)) {
+        dr_free(target);
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "%s: is %s, not a regular file; refusing to replace it", path,
+                          file_type_name(st.st_mode));
+    }
+    if ((st.st_mode & 0222) == 0) {
+        dr_free(target);
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "%s: the file is read-only; refusing to replace it", path);
+    }
+    *mode = (unsigned)(st.st_mode & 07777);
+    *resolved = target;
+    return DYNRAG_OK;
+}
+
+bool dr_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (a == NULL || b == NULL || stat(a, &sa) != 0 || stat(b, &sb) != 0)
+        return false;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 int dr_write_file_atomic(const char *path, const void *data, size_t len, dynrag_error *err)
 {
     /* The temporary name is unique per process and per call, so threads
      * replacing the same file at once never write into one another's
      * temporary file: the last rename wins and every version is whole. */
     static atomic_ulong counter;
+    char *target = NULL;
+    unsigned mode = 0;
+    int rc = dr_output_target(path, &target, &mode, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    path = target;
     unsigned long n = atomic_fetch_add(&counter, 1);
     char *tmp = dr_asprintf("%s.tmp.%ld.%lu", path, (long)getpid(), n);
-    int rc = DYNRAG_OK;
     int fd = -1;
-    if (tmp == NULL)
+    if (tmp == NULL) {
+        dr_free(target);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    }
+    /* A new file gets 0644 less the umask; a replaced one its old bits. */
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode ? 0600 : 0644);
     if (fd < 0) {
         rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", tmp, strerror(errno));
+        goto cleanup;
+    }
+    if (mode != 0 && fchmod(fd, (mode_t)mode) != 0) {
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: chmod: %s", tmp, strerror(errno));
         goto cleanup;
     }
     const char *p = data;
@@ -326,6 +424,7 @@ cleanup:
     if (rc != DYNRAG_OK)
         unlink(tmp);
     dr_free(tmp);
+    dr_free(target);
     return rc;
 }
 

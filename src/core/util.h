@@ -109,8 +109,24 @@ int dr_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len
  * (named path.tmp.<pid>.<counter>, unique per call), fsync, rename. Readers
  * see the old file or the whole new one; concurrent writers of one path
  * (threads or processes) each leave a whole version, the last rename wins.
- * A failure leaves the old file as it was and no temporary file. */
+ * The target is first checked with dr_output_target(): a symbolic link is
+ * followed (the link stays, its file is replaced), anything but a regular
+ * file or a missing one is refused, and a replaced file keeps its
+ * permission bits. A failure leaves the old file as it was and no
+ * temporary file. */
 int dr_write_file_atomic(const char *path, const void *data, size_t len, dynrag_error *err);
+/* Where an atomic replacement of path must write: *resolved (caller frees)
+ * gets path when it does not exist or is a regular file, the file a
+ * symbolic link leads to when that is a regular file or missing. Fails
+ * with DYNRAG_ERR_INVALID, naming path, when it is a folder, FIFO, device
+ * or socket (replacing one would destroy it and deliver nothing) or a
+ * regular file without any write permission bit (read-only data, even for
+ * root), and DYNRAG_ERR_IO / DYNRAG_ERR_NOMEM otherwise. *mode gets the
+ * existing file's permission bits, or 0 for a new file. */
+int dr_output_target(const char *path, char **resolved, unsigned *mode, dynrag_error *err);
+/* True when a and b name the same existing file (device and inode, links
+ * followed). */
+bool dr_same_file(const char *a, const char *b);
 /* mkdir -p. */
 int dr_mkdirs(const char *path, dynrag_error *err);
 bool dr_path_exists(const char *path);

@@ -422,22 +422,21 @@ static int judge_sufficiency(qstate *s, double min_coverage, bool follow_bridge,
               : f.has_bridge ? "the top passages cover the question, the bridge is in hand"
                              : "the top passages cover the question, no bridge";
     }
-    cJSON *js = cJSON_CreateObject();
-    cJSON_AddNumberToObject(js, "coverage", f.coverage);
-    cJSON_AddNumberToObject(js, "min_coverage", min_coverage);
-    cJSON_AddBoolToObject(js, "follow_bridge", follow_bridge);
-    if (f.has_bridge)
-        cJSON_AddStringToObject(js, "bridge", f.bridge);
-    else
-        cJSON_AddNullToObject(js, "bridge");
-    cJSON_AddBoolToObject(js, "bridge_in_hand", f.bridge_in_hand);
-    cJSON_AddBoolToObject(js, "sufficient", *sufficient);
-    cJSON_AddStringToObject(js, "why", why);
+    /* Into step 1's log entry (none when its search failed); a member
+     * lost to a failed allocation marks the record incomplete (s->jb). */
     cJSON *first = cJSON_GetArrayItem(s->steps, 0);
-    if (first != NULL)
-        cJSON_AddItemToObject(first, "sufficiency", js);
+    dr_jb *jb = &s->jb;
+    cJSON *js = first != NULL ? dr_jb_obj(jb, first, "sufficiency") : NULL;
+    dr_jb_num(jb, js, "coverage", f.coverage);
+    dr_jb_num(jb, js, "min_coverage", min_coverage);
+    dr_jb_bool(jb, js, "follow_bridge", follow_bridge);
+    if (f.has_bridge)
+        dr_jb_str(jb, js, "bridge", f.bridge);
     else
-        cJSON_Delete(js);
+        dr_jb_null(jb, js, "bridge");
+    dr_jb_bool(jb, js, "bridge_in_hand", f.bridge_in_hand);
+    dr_jb_bool(jb, js, "sufficient", *sufficient);
+    dr_jb_str(jb, js, "why", why);
     stage_rec *rec = &s->st[DR_STAGE_RETRIEVAL_MODE];
     size_t len = strlen(rec->reason);
     snprintf(rec->reason + len, sizeof(rec->reason) - len,

@@ -4,6 +4,7 @@
  */
 #include "eval/eval_internal.h"
 
+#include "core/jsonb.h"
 #include "core/util.h"
 #include "dynrag/alloc.h"
 
@@ -208,9 +209,11 @@ static int load_qa(const char *path, char *text, size_t len, size_t limit, dr_ev
         if (s == end)
             continue;
         snprintf(where, sizeof where, "%s:%zu", path, lineno);
-        cJSON *o = cJSON_ParseWithLength(s, (size_t)(end - s));
+        char why[128];
+        cJSON *o = dr_json_parse_line(s, (size_t)(end - s), why, sizeof(why));
         if (o == NULL)
-            return dr_err_set(err, DYNRAG_ERR_PARSE, "%s: invalid JSON", where);
+            return why[0] ? dr_err_set(err, DYNRAG_ERR_PARSE, "%s: invalid JSON: %s", where, why)
+                          : dr_err_set(err, DYNRAG_ERR_NOMEM, "%s: out of memory", where);
         int rc = grow(d, &cap, err);
         if (rc == DYNRAG_OK) {
             dr_eval_item *it = &d->items[d->n];
@@ -239,7 +242,13 @@ static int load_beir(const char *path, char *text, size_t len, size_t limit, dr_
             s++;
         if (s == end)
             continue;
-        cJSON *o = cJSON_ParseWithLength(s, (size_t)(end - s));
+        char why[128];
+        cJSON *o = dr_json_parse_line(s, (size_t)(end - s), why, sizeof(why));
+        if (o == NULL)
+            return why[0] ? dr_err_set(err, DYNRAG_ERR_PARSE, "%s:%zu: invalid JSON: %s", path,
+                                       lineno, why)
+                          : dr_err_set(err, DYNRAG_ERR_NOMEM, "%s:%zu: out of memory", path,
+                                       lineno);
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "_id");
         const cJSON *tx = cJSON_GetObjectItemCaseSensitive(o, "text");
         if (!cJSON_IsString(id) || !cJSON_IsString(tx)) {

@@ -506,7 +506,8 @@ int dr_reform_sufficiency(const char *question, const dr_passage *passages, size
         out->has_bridge = true;
         out->bridge_in_hand = resolved(c, passages, held);
         dr_buf b = {0};
-        if (dr_gen_put_flat(&b, c->s, c->len) == DYNRAG_OK && b.data != NULL)
+        rc = dr_gen_put_flat(&b, c->s, c->len);
+        if (rc == DYNRAG_OK && b.data != NULL)
             utf8_copy(out->bridge, sizeof(out->bridge), b.data);
         dr_buf_free(&b);
     }

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const stage_names[DR_STAGE_COUNT] = {
     "retrieval_mode", "embedder", "index", "context", "prompt", "generator",
@@ -352,6 +353,60 @@ static bool want_map(dr_vctx *v, const dr_ynode *n, const char *path)
     return false;
 }
 
+/* What is wrong with an endpoint's base_url, or NULL when it can work ("" is
+ * allowed: the endpoint is then not configured). It must be http:// or
+ * https://, name a host, and give a port, when it gives one, in 1..65535. */
+static const char *base_url_problem(const char *url)
+{
+    if (url[0] == '\0')
+        return NULL;
+    const char *host;
+    if (strncasecmp(url, "http://", 7) == 0)
+        host = url + 7;
+    else if (strncasecmp(url, "https://", 8) == 0)
+        host = url + 8;
+    else
+        return "expected an http:// or https:// URL (e.g. http://127.0.0.1:8000/v1)";
+    size_t hl = strcspn(host, "/?#");
+    const char *at = memchr(host, '@', hl);
+    if (at != NULL) {
+        hl -= (size_t)(at + 1 - host);
+        host = at + 1;
+    }
+    const char *colon = NULL;
+    if (host[0] == '[') { /* [IPv6]:port */
+        const char *rb = memchr(host, ']', hl);
+        if (rb == NULL || rb == host + 1)
+            return "bad IPv6 host (expected [address])";
+        colon = rb + 1 < host + hl && rb[1] == ':' ? rb + 1 : NULL;
+        if (rb + 1 < host + hl && rb[1] != ':')
+            return "text after the IPv6 host";
+    } else {
+        colon = memchr(host, ':', hl);
+        if ((colon ? (size_t)(colon - host) : hl) == 0)
+            return "no host name";
+    }
+    for (size_t i = 0; i < hl; i++)
+        if ((unsigned char)host[i] <= ' ')
+            return "white space or a control character in the host";
+    if (colon != NULL) {
+        const char *p = colon + 1, *end = host + hl;
+        long port = 0;
+        if (p == end)
+            return "':' without a port";
+        for (; p < end; p++) {
+            if (*p < '0' || *p > '9')
+                return "the port is not a number";
+            port = port * 10 + (*p - '0');
+            if (port > 65535)
+                return "the port is out of range (1..65535)";
+        }
+        if (port == 0)
+            return "the port is out of range (1..65535)";
+    }
+    return NULL;
+}
+
 static void load_endpoints(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
 {
     if (n->bad || dr_ynode_is_null(n))
@@ -404,6 +459,13 @@ static void load_endpoints(dr_vctx *v, dynrag_pipeline *p, const dr_ynode *n)
         ep->line = k->line;
         ep->col = k->col;
         cJSON_Delete(j);
+        const dr_ynode *bu = dr_ymap_get(val, "base_url");
+        const char *why = ep->base_url ? base_url_problem(ep->base_url) : NULL;
+        if (why != NULL && bu != NULL) {
+            char sub[512];
+            dr_path_join(sub, sizeof(sub), path, "base_url");
+            dr_diags_add(v->diags, bu->line, bu->col, sub, "'%.200s': %s", ep->base_url, why);
+        }
         const dr_ynode *ak = dr_ymap_get(val, "api_key_env");
         if (ep->api_key_env != NULL && !env_name_ok(ep->api_key_env)) {
             char sub[512];

@@ -10,6 +10,7 @@
  */
 #include "pipeline/internal.h"
 #include "core/alloc.h"
+#include "core/jsonb.h"
 
 #include <errno.h>
 #include <math.h>
@@ -439,10 +440,15 @@ static void check_examples_file(dr_vctx *v, const dr_ynode *n, const char *path,
         while (*s == ' ' || *s == '\t' || *s == '\r')
             s++;
         if (*s != '\0') {
-            cJSON *j = cJSON_Parse(s);
+            char why[128];
+            cJSON *j = dr_json_parse_line(s, strlen(s), why, sizeof(why));
             const cJSON *q = cJSON_GetObjectItemCaseSensitive(j, "query");
             const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "option");
-            if (!cJSON_IsObject(j) || !cJSON_IsString(q) || !cJSON_IsString(o)) {
+            if (j == NULL) {
+                dr_diags_add(v->diags, n->line, n->col, path, "examples file '%s' line %zu: %s",
+                             file, lineno, why[0] ? why : "out of memory");
+                reported++;
+            } else if (!cJSON_IsObject(j) || !cJSON_IsString(q) || !cJSON_IsString(o)) {
                 dr_diags_add(v->diags, n->line, n->col, path,
                              "examples file '%s' line %zu: expected a JSON object with "
                              "string \"query\" and \"option\"", file, lineno);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "retrieve/ingest.h"
 
+#include "core/jsonb.h"
 #include "core/util.h"
 #include "retrieve/html.h"
 
@@ -189,7 +190,8 @@ static int jsonl_line(const char *path, long lineno, const char *line, size_t le
      * cJSON would cut the string holding it: refused, never truncated */
     const char *raw_nul = memchr(line, '\0', len);
     unsigned long failed = dr_alloc_failures();
-    cJSON *obj = raw_nul ? NULL : cJSON_ParseWithLength(line, len);
+    char why[128] = "";
+    cJSON *obj = raw_nul ? NULL : dr_json_parse_line(line, len, why, sizeof(why));
     char *id = NULL, *title = NULL, *text = NULL;
     char numbuf[48];
     int rc = DYNRAG_OK;
@@ -201,13 +203,13 @@ static int jsonl_line(const char *path, long lineno, const char *line, size_t le
                        "not valid JSON (control characters must be escaped)");
         goto cleanup;
     }
-    if (obj == NULL && dr_alloc_failures() != failed) {
+    if (obj == NULL && (dr_alloc_failures() != failed || why[0] == '\0')) {
         /* never skipped as a bad line: the line is not at fault */
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "%s:%ld: out of memory", path, lineno);
         goto cleanup;
     }
     if (obj == NULL) {
-        rc = bad_input(skip_bad, bad, err, path, lineno, "%s", "not valid JSON");
+        rc = bad_input(skip_bad, bad, err, path, lineno, "%s", why);
         goto cleanup;
     }
     if (!cJSON_IsObject(obj)) {

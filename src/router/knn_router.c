@@ -20,6 +20,7 @@
  * with examples but no vote, NAN for options with no example).
  */
 #include "router/router_impl.h"
+#include "core/jsonb.h"
 #include "core/alloc.h"
 
 #include <math.h>
@@ -256,9 +257,11 @@ static int load_examples_file(knn_router *kr, const char *path, dynrag_error *er
         if (*c != '\0') {
             char where[600];
             snprintf(where, sizeof where, "%s:%d", path, lineno);
-            cJSON *ex = cJSON_Parse(line);
+            char why[128];
+            cJSON *ex = dr_json_parse_line(line, strlen(line), why, sizeof(why));
             if (ex == NULL) {
-                rc = dr_err_set(err, DYNRAG_ERR_PARSE, "%s: not valid JSON", where);
+                rc = why[0] ? dr_err_set(err, DYNRAG_ERR_PARSE, "%s: %s", where, why)
+                            : dr_err_set(err, DYNRAG_ERR_NOMEM, "%s: out of memory", where);
                 goto cleanup;
             }
             rc = add_example(kr, ex, where, err);
