@@ -916,6 +916,138 @@ TEST(server_reindex_under_load_stat_fallback)
     reindex_under_load(false);
 }
 
+/* The index folder removed (its inotify watch ends) and made again at the
+ * same path: requests meanwhile get the old snapshot or 503
+ * index_unavailable (never 404 or 500), and the rebuilt folder is served
+ * after its commit, with and without inotify. */
+static void folder_removed_and_rebuilt(bool with_inotify)
+{
+    if (!with_inotify)
+        setenv("DYNRAG_TEST_NO_INOTIFY", "1", 1);
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    ASSERT_EQ(write_live(&f, 0), DYNRAG_OK);
+    dynrag_server *s = start_server(&f, NULL, 2, 30000);
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    http_reply r;
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f.index);
+    ASSERT_EQ(test_run(cmd, NULL), 0);
+    for (int i = 0; i < 5; i++) {
+        ASSERT_EQ(http_post_json(port, "/v1/retrieve",
+                                 "{\"query\":\"zebra crossing\",\"k\":5,\"mode\":\"bm25\"}",
+                                 NULL, &r),
+                  0);
+        if (r.status != 200 && r.status != 503)
+            fprintf(stderr, "while removed: %ld %s\n", r.status, r.body);
+        ASSERT(r.status == 200 || r.status == 503);
+        if (r.status == 503)
+            ASSERT_CONTAINS(r.body, "index_unavailable");
+        http_reply_free(&r);
+        sleep_ms(20);
+    }
+    /* The folder again, with version 7 of the live document. */
+    char docs[1100];
+    snprintf(docs, sizeof(docs), "%s/docs.jsonl", f.dir);
+    const char *inputs[] = {docs};
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_index_add(f.index, inputs, 1, NULL, NULL, &err), &err);
+    ASSERT_EQ(write_live(&f, 7), DYNRAG_OK);
+    int seen = -1;
+    for (int i = 0; i < 100 && seen != 7; i++) {
+        ASSERT_EQ(http_post_json(port, "/v1/retrieve",
+                                 "{\"query\":\"zebra crossing\",\"k\":5,\"mode\":\"bm25\"}",
+                                 NULL, &r),
+                  0);
+        ASSERT(r.status == 200 || r.status == 503);
+        if (r.status == 200)
+            seen = live_version(r.body);
+        http_reply_free(&r);
+        if (seen != 7)
+            sleep_ms(20);
+    }
+    ASSERT_EQ(seen, 7);
+    ASSERT_EQ(http_get(port, "/healthz", &r), 0);
+    cJSON *o = cJSON_Parse(r.body);
+    ASSERT_EQ((long long)jget(o, "generation")->valuedouble, fresh_generation(f.index));
+    cJSON_Delete(o);
+    http_reply_free(&r);
+    dynrag_server_close(s);
+    dynrag_pipeline_free(f.p);
+    unsetenv("DYNRAG_TEST_NO_INOTIFY");
+}
+
+TEST(server_index_folder_removed_and_rebuilt)
+{
+    folder_removed_and_rebuilt(true);
+}
+
+TEST(server_index_folder_removed_and_rebuilt_stat_fallback)
+{
+    folder_removed_and_rebuilt(false);
+}
+
+/* A query that ran but missed its time limit (504) keeps its id: the route
+ * log may hold it, so the id cannot be used again. Ids the server makes
+ * cannot be guessed from one another. */
+TEST(server_query_id_kept_after_timeout)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dynrag_server *s = start_server(&f, NULL, 2, 1); /* a 1 ms limit: every query is late */
+    ASSERT(s != NULL);
+    int port = dynrag_server_port(s);
+    http_reply r;
+    int late = 0;
+    for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(http_post_json(port, "/v1/query",
+                                 "{\"query\":\"Where is the Eiffel Tower?\",\"id\":\"late-1\"}",
+                                 NULL, &r),
+                  0);
+        if (i == 0) {
+            ASSERT_EQ(r.status, 504);
+            late++;
+        } else {
+            ASSERT_EQ(r.status, 409);
+            ASSERT_CONTAINS(r.body, "duplicate_query_id");
+        }
+        http_reply_free(&r);
+    }
+    ASSERT_EQ(late, 1);
+    dynrag_server_close(s);
+    /* Generated ids: the last 16 hex digits differ in many bits between
+     * consecutive queries (a keyed mix, not a counter). */
+    dynrag_engine *e = NULL;
+    dynrag_engine_options eo;
+    dynrag_engine_options_init(&eo);
+    eo.no_log = true;
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    ASSERT_OK(dynrag_engine_open(f.p, &eo, &e, &err), &err);
+    unsigned long long prev = 0;
+    int min_bits = 64;
+    for (int i = 0; i < 50; i++) {
+        dynrag_result *res = NULL;
+        dynrag_query_options qo;
+        dynrag_query_options_init(&qo);
+        qo.route_only = true;
+        ASSERT_OK(dynrag_engine_query(e, "Eiffel Tower", &qo, &res, &err), &err);
+        const char *id = dynrag_result_id(res);
+        const char *dash = strrchr(id, '-');
+        ASSERT(dash != NULL && strlen(dash + 1) == 16);
+        unsigned long long v = strtoull(dash + 1, NULL, 16);
+        if (i > 0)
+            min_bits = __builtin_popcountll(v ^ prev) < min_bits ? __builtin_popcountll(v ^ prev) : min_bits;
+        prev = v;
+        dynrag_result_free(res);
+    }
+    ASSERT_GT(min_bits, 8);
+    dynrag_engine_close(e);
+    dynrag_pipeline_free(f.p);
+}
+
 /* ---- OpenAI models, duplicate query ids ------------------------------------------ */
 
 typedef struct dup_arg {

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -168,6 +169,27 @@ void dynrag_engine_options_init(dynrag_engine_options *o)
 
 /* Public: see dynrag/engine.h. Validates the question, runs the stages,
  * logs the record (failed queries too) and remembers the query for feedback. */
+/* A keyed mix of n: splitmix64 of n xor a random per-process key (from
+ * getrandom(), or the clock and the pid where it fails). */
+static uint64_t dr_id_mix(uint64_t n)
+{
+    static atomic_ullong key;
+    static atomic_bool have;
+    if (!atomic_load(&have)) {
+        uint64_t k = 0;
+        if (getrandom(&k, sizeof(k), 0) != (ssize_t)sizeof(k))
+            k = (uint64_t)dr_now_us() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+        unsigned long long expected = 0;
+        atomic_compare_exchange_strong(&key, &expected, k | 1);
+        atomic_store(&have, true);
+    }
+    uint64_t z = n ^ (uint64_t)atomic_load(&key);
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_query_options *opt,
                         dynrag_result **out, dynrag_error *err)
 {
@@ -216,7 +238,11 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
          * (a reward counts once per id) */
         static atomic_ullong seq;
         unsigned long long n = atomic_fetch_add(&seq, 1) + 1;
-        snprintf(id, sizeof(id), "q-%.19s-%d-%llu", now, (int)getpid(), n);
+        /* and with 64 bits no client can predict (a secret key per process
+         * mixed with the sequence number), so a client cannot take the id
+         * of the next query for itself */
+        snprintf(id, sizeof(id), "q-%.19s-%d-%llu-%016llx", now, (int)getpid(), n,
+                 (unsigned long long)dr_id_mix(n));
         for (char *c = id; *c; c++)
             if (*c == ':')
                 *c = '-';

@@ -1275,6 +1275,8 @@ typedef struct dr_live {
     dr_file_sig sig[2]; /* as they were when cur was opened or last checked */
     int64_t unsettled_until_us; /* read the generation on every call until then */
     int ino_fd;         /* inotify on dir (non-blocking), -1 = use sig instead */
+    dev_t dir_dev;      /* the watched folder's device and inode */
+    ino_t dir_ino;
     int64_t retry_us;   /* after a failed reopen: no settle-window attempt before this */
     long long refused_gen; /* a generation not swapped in (other embedder), or -1 */
     bool has_emb;       /* emb holds a copy of the open's embedder config */
@@ -1346,20 +1348,49 @@ static void sig_record(dr_live *lv, const dr_file_sig now[2])
 }
 
 /* Under lv->lock, with inotify: true when events arrived since the last
- * call (all are read). A full queue or a read error counts as a change. */
+ * call (all are read). A full queue or a read error counts as a change.
+ * When the watched folder itself was removed or moved away (the watch is
+ * gone: a folder made again at that path would never be seen), inotify is
+ * dropped for the stat signature of index.db and index.db-wal, which sees
+ * a new folder's files by their new inodes. */
 static bool events_pending(dr_live *lv)
 {
-    bool any = false;
+    bool any = false, lost = false;
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     for (;;) {
         ssize_t n = read(lv->ino_fd, buf, sizeof(buf));
         if (n > 0) {
             any = true;
+            for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= n;) {
+                const struct inotify_event *ev = (const struct inotify_event *)(buf + off);
+                if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW))
+                    lost = true;
+                /* The folder's own removal is reported only once nothing
+                 * holds its inode: index.db itself removed or moved (which
+                 * `dynrag index` never does; SQLite removes only the -wal)
+                 * or a folder gone from the path counts as well. */
+                if (!lost && (ev->mask & (IN_DELETE | IN_MOVED_FROM))) {
+                    struct stat st;
+                    lost = (ev->len > 0 && strcmp(ev->name, "index.db") == 0) ||
+                           stat(lv->dir, &st) != 0 || st.st_dev != lv->dir_dev ||
+                           st.st_ino != lv->dir_ino;
+                }
+                off += (ssize_t)sizeof(struct inotify_event) + (ssize_t)ev->len;
+            }
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
-        return any || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+        bool failed = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK;
+        if (lost || failed) {
+            dr_log(DYNRAG_LOG_INFO, "index",
+                   "%s: the folder was removed or moved (or its watch failed): watching its "
+                   "files by their status from now on",
+                   lv->dir);
+            close(lv->ino_fd);
+            lv->ino_fd = -1;
+        }
+        return any || failed;
     }
 }
 
@@ -1429,19 +1460,18 @@ static dynrag_index *live_acquire(dr_live *lv, bool force)
 {
     dr_file_sig now[2];
     bool changed = false;
-    if (lv->ino_fd < 0) {
-        sig_take(lv, now);
-        changed = !sig_equal(now, lv->sig);
-    }
+    /* ino_fd changes only under the lock (to -1, once): read it there. */
     pthread_mutex_lock(&lv->lock);
     if (lv->ino_fd >= 0 && events_pending(lv)) {
         changed = true;
         lv->unsettled_until_us = dr_now_us() + SETTLE_US;
+    } else if (lv->ino_fd < 0) {
+        sig_take(lv, now);
+        changed = !sig_equal(now, lv->sig);
     }
     int64_t t = dr_now_us();
     if (force || changed || (t < lv->unsettled_until_us && t >= lv->retry_us)) {
-        if (lv->ino_fd >= 0)
-            sig_take(lv, now);
+        sig_take(lv, now);
         live_reload(lv, now);
     }
     dynrag_index *snap = lv->cur;
@@ -1522,12 +1552,18 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     /* DYNRAG_TEST_NO_INOTIFY: test hook for the fallback; never set it otherwise. */
     const char *no_ino = getenv("DYNRAG_TEST_NO_INOTIFY");
     lv->ino_fd = no_ino && *no_ino ? -1 : inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    struct stat dst;
     if (lv->ino_fd >= 0 &&
-        inotify_add_watch(lv->ino_fd, dir,
-                          IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM |
-                              IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+        (stat(dir, &dst) != 0 ||
+         inotify_add_watch(lv->ino_fd, dir,
+                           IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM |
+                               IN_DELETE_SELF | IN_MOVE_SELF) < 0)) {
         close(lv->ino_fd);
         lv->ino_fd = -1;
+    }
+    if (lv->ino_fd >= 0) {
+        lv->dir_dev = dst.st_dev;
+        lv->dir_ino = dst.st_ino;
     }
     dr_file_sig before[2];
     sig_take(lv, before);

@@ -173,7 +173,13 @@ static void engine_error(dr_http_exchange *x, int rc, const dynrag_error *err)
                           msg);
         break;
     case DYNRAG_ERR_NOTFOUND:
-        dr_http_error_set(&x->err, 404, "invalid_request_error", "not_found", NULL, "%s", msg);
+    case DYNRAG_ERR_STATE:
+    case DYNRAG_ERR_DB:
+    case DYNRAG_ERR_IO:
+        /* No request names a file: a missing index, one changing under the
+         * search or a database error is the server's state, not the
+         * client's fault, and usually passes (an index being rebuilt). */
+        dr_http_error_set(&x->err, 503, "server_error", "index_unavailable", NULL, "%s", msg);
         break;
     case DYNRAG_ERR_TIMEOUT:
         dr_http_error_set(&x->err, 504, "server_error", "timeout", NULL, "%s", msg);
@@ -240,8 +246,10 @@ static void count_result(dynrag_server *s, const dynrag_result *r, bool ran)
  * failure fills the error response and returns NULL. */
 static dynrag_result *run_query(dynrag_server *s, dr_http_exchange *x, const char *q,
                                 const char *id, bool route_only, bool no_record,
-                                const dr_budget_req *b)
+                                const dr_budget_req *b, bool *ran)
 {
+    if (ran != NULL)
+        *ran = false;
     if (past_deadline(x))
         return NULL;
     dynrag_query_options qo;
@@ -257,6 +265,8 @@ static dynrag_result *run_query(dynrag_server *s, dr_http_exchange *x, const cha
     dynrag_result *r = NULL;
     dynrag_error err;
     dynrag_error_clear(&err);
+    if (ran != NULL)
+        *ran = true; /* the engine may log it (and learn from its id) from here on */
     int rc = dynrag_engine_query(s->e, q, &qo, &r, &err);
     if (rc != DYNRAG_OK) {
         engine_error(x, rc, &err);
@@ -472,7 +482,7 @@ static void do_retrieve(dynrag_server *s, dr_http_exchange *x)
         so.mode = (dynrag_search_mode)req.mode;
         idx = dynrag_engine_index(s->e, NULL);
     } else {
-        route = run_query(s, x, req.query, NULL, true, true, NULL);
+        route = run_query(s, x, req.query, NULL, true, true, NULL, NULL);
         if (route == NULL)
             goto cleanup;
         const char *emb = NULL, *ichoice = NULL;
@@ -560,14 +570,17 @@ static void do_query(dynrag_server *s, dr_http_exchange *x, bool route_only)
         }
         reserved = true;
     }
-    dynrag_result *r = run_query(s, x, req.query, req.id, route_only, false, &req.budget);
+    bool ran = false;
+    dynrag_result *r = run_query(s, x, req.query, req.id, route_only, false, &req.budget, &ran);
     if (r) {
         dr_jb jbs = {0}, *jb = &jbs;
         cJSON *o = record_of(jb, r);
         reply_json(x, o, jb);
         if (!route_only)
             dr_strlcpy(x->query_id, dynrag_result_id(r), sizeof(x->query_id));
-    } else if (reserved) {
+    } else if (reserved && !ran) {
+        /* Only a query the engine never saw gives its id back: one that ran
+         * (and timed out or failed after) may be in the route log. */
         id_release(&s->ids, req.id);
     }
     dynrag_result_free(r);
@@ -651,7 +664,7 @@ static void do_chat(dynrag_server *s, dr_http_exchange *x)
         x->status = x->err.status;
         return;
     }
-    dynrag_result *r = run_query(s, x, req.query, NULL, false, false, &req.budget);
+    dynrag_result *r = run_query(s, x, req.query, NULL, false, false, &req.budget, NULL);
     if (r == NULL) {
         dr_chat_req_free(&req);
         return;
