@@ -99,6 +99,47 @@ DYNRAG_API int dynrag_index_delete(const char *dir, const char *const *doc_ids, 
 DYNRAG_API int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t n,
                             const dynrag_build_options *opt, size_t *n_missing, dynrag_error *err);
 
+/* One index of dynrag_index_write_group(): a folder and its embedder. */
+typedef struct dynrag_index_target {
+    const char *dir;                 /* the index folder */
+    const char *name;                /* names it in errors and logs (e.g. "embedder
+                                        option 'e64'"); NULL: the folder alone */
+    dynrag_embedder_config embedder; /* replaces opt->embedder for this index */
+} dynrag_index_target;
+
+/* Most targets of one dynrag_index_write_group() call. */
+#define DYNRAG_INDEX_MAX_TARGETS 64
+
+/*
+ * Writes one document set to several indexes that must hold the same
+ * documents (a pipeline's main index and one per other embedder option):
+ * targets[0] is the main index, which reads the inputs (as
+ * dynrag_index_add(), after deleting doc_ids first); every other target
+ * gets the main index's resulting documents, chunked the same way and
+ * embedded with its own embedder. All or nothing for every failure short
+ * of a crash: every folder is locked (in target order) and checked
+ * (embedder identity, dense or not, folder creatable) before anything is
+ * written, every index's new state is built inside its own open
+ * transaction, and only then are they committed back to back, the main
+ * index last; a failure before that changes no index. A crash (or a
+ * failed COMMIT) between those commits leaves the other indexes ahead of
+ * the main one: each index records the write id of its last write (meta
+ * group_write), and the next group write compares every other index with
+ * the main one in full when the ids differ (also after a single-index
+ * write to either, or for an index that is new), re-indexing and deleting
+ * what differs, with a warning when it held documents. The main index is
+ * created when inputs are given, the others always. opt applies to all
+ * (its embedder field is ignored; progress reports the main index only).
+ * stats, when not NULL, is an array of n_targets (docs_deleted counts the
+ * deletions found). Errors of one target are prefixed with its name and
+ * folder and end with what changed ("no index changed").
+ */
+DYNRAG_API int dynrag_index_write_group(const dynrag_index_target *targets, size_t n_targets,
+                                        const char *const *doc_ids, size_t n_deletes,
+                                        const char *const *inputs, size_t n_inputs,
+                                        const dynrag_build_options *opt,
+                                        dynrag_build_stats *stats, dynrag_error *err);
+
 typedef struct dynrag_index dynrag_index;
 
 /* Opens an index for reading. embedder may be NULL: the index's own

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define CMD "index"
 
@@ -23,60 +22,158 @@ static bool same_embedder(const dynrag_embedder_config *a, const dynrag_embedder
            strcmp(a->model ? a->model : "", b->model ? b->model : "") == 0;
 }
 
-/*
- * Builds (or updates) one dense index per other embedder option of the
- * pipeline, in dynrag_pipeline_embedder_index_dir(): the same inputs and
- * deletions with that option's embedder. Options whose embedder equals the
- * main one's share the main index; options whose endpoint is not configured
- * are reported and skipped. Returns CLI_OK or CLI_FAIL.
- */
-static int index_other_embedders(const dynrag_pipeline *p, const char *dir,
-                                 const dynrag_build_options *main_opt,
-                                 const char *const *inputs, size_t n_inputs,
-                                 const char *const *deletes, size_t n_deletes)
+/* Prints the summary line of an add to one index. */
+static void print_add_summary(const dynrag_build_stats *st)
 {
-    int ret = CLI_OK;
-    for (size_t i = 0; i < dynrag_pipeline_n_embedders(p); i++) {
+    uint64_t docs = st->docs_added + st->docs_replaced;
+    printf("indexed %llu docs (%llu new, %llu replaced), %llu chunks in %.2f s "
+           "(%.0f docs/s)",
+           (unsigned long long)docs, (unsigned long long)st->docs_added,
+           (unsigned long long)st->docs_replaced, (unsigned long long)st->chunks, st->seconds,
+           st->seconds > 0 ? (double)docs / st->seconds : 0.0);
+    if (st->bad_inputs)
+        printf(", %llu bad inputs skipped", (unsigned long long)st->bad_inputs);
+    printf("; index now has %llu docs, %llu chunks\n", (unsigned long long)st->total_docs,
+           (unsigned long long)st->total_chunks);
+}
+
+/* "embedder option 'NAME'" in a malloc'ed string (NULL when out of memory). */
+static char *option_label(const char *name)
+{
+    size_t len = strlen(name) + sizeof("embedder option ''");
+    char *s = malloc(len);
+    if (s)
+        snprintf(s, len, "embedder option '%s'", name);
+    return s;
+}
+
+/*
+ * The indexes a pipeline's documents go to: targets[0] the main index
+ * (`dir`, the main embedder), then one per other embedder option in
+ * dynrag_pipeline_embedder_index_dir(). Options whose embedder equals the
+ * main one's share the main index; options whose endpoint is not
+ * configured are reported and skipped. *names gets the labels the targets
+ * point to. Both arrays are freed by the caller (free_targets()); returns
+ * false when out of memory.
+ */
+static bool pipeline_targets(const dynrag_pipeline *p, const char *dir,
+                             const dynrag_embedder_config *main_emb,
+                             dynrag_index_target **out, char ***names, size_t *n_out)
+{
+    size_t n_opt = dynrag_pipeline_n_embedders(p), n = 0;
+    dynrag_index_target *t = calloc(n_opt + 1, sizeof(*t));
+    char **nm = calloc(n_opt + 1, sizeof(*nm));
+    *out = t;
+    *names = nm;
+    *n_out = 0;
+    if (t == NULL || nm == NULL)
+        return false;
+    t[n].dir = dir;
+    t[n].embedder = *main_emb;
+    n++;
+    for (size_t i = 0; i < n_opt && n <= DYNRAG_INDEX_MAX_TARGETS; i++) {
         const char *name = dynrag_pipeline_embedder_name(p, i);
         char *sub = dynrag_pipeline_embedder_index_dir(p, dir, name);
-        if (sub == NULL || strcmp(sub, dir) == 0) {
+        bool is_main = sub != NULL && strcmp(sub, dir) == 0;
+        if (is_main && nm[0] == NULL && (nm[0] = option_label(name)) != NULL)
+            t[0].name = nm[0]; /* the main index's option, named in its errors */
+        if (sub == NULL || is_main) {
             free(sub);
             continue;
         }
-        dynrag_build_options o = *main_opt;
+        dynrag_embedder_config emb;
         dynrag_error err;
         dynrag_error_clear(&err);
-        if (dynrag_pipeline_embedder(p, name, &o.embedder, &err) != DYNRAG_OK) {
+        if (dynrag_pipeline_embedder(p, name, &emb, &err) != DYNRAG_OK) {
             fprintf(stderr, "dynrag index: embedder option '%s' not indexed: %s\n", name,
                     dynrag_errmsg(&err));
             free(sub);
             continue;
         }
-        if (same_embedder(&o.embedder, &main_opt->embedder)) {
+        if (same_embedder(&emb, main_emb)) {
             free(sub);
             continue; /* the main index serves it */
         }
-        o.progress = NULL;
-        o.progress_user = NULL;
-        int rc = DYNRAG_OK;
-        struct stat sb;
-        bool exists = stat(sub, &sb) == 0;
-        if (n_deletes > 0 && exists) {
-            size_t missing = 0;
-            rc = dynrag_index_delete(sub, deletes, n_deletes, &missing, &err);
+        nm[n] = option_label(name);
+        if (nm[n] == NULL) {
+            free(sub);
+            *n_out = n;
+            return false;
         }
-        dynrag_build_stats st;
-        if (rc == DYNRAG_OK && n_inputs > 0)
-            rc = dynrag_index_add(sub, inputs, n_inputs, &o, &st, &err);
-        if (rc != DYNRAG_OK) {
-            cli_error(CMD, "embedder option '%s' (%s): %s", name, sub, dynrag_errmsg(&err));
-            ret = CLI_FAIL;
-        } else if (n_inputs > 0) {
-            printf("embedder option '%s': %llu chunks in %s\n", name,
-                   (unsigned long long)st.total_chunks, sub);
-        }
-        free(sub);
+        t[n].name = nm[n];
+        t[n].dir = sub; /* freed through free_targets() */
+        t[n].embedder = emb;
+        n++;
     }
+    *n_out = n;
+    return true;
+}
+
+/* Frees what pipeline_targets() made (targets[0].dir is the caller's). */
+static void free_targets(dynrag_index_target *t, char **names, size_t n)
+{
+    for (size_t i = 1; t != NULL && i < n; i++)
+        free((char *)t[i].dir);
+    for (size_t i = 0; names != NULL && i < n; i++)
+        free(names[i]);
+    free(t);
+    free(names);
+}
+
+/*
+ * `dynrag index --pipeline`: the main index and every embedder option's
+ * index in one dynrag_index_write_group() call (all change, or none).
+ * Prints the summary lines of the main index, then one per other index.
+ * Returns CLI_OK or CLI_FAIL.
+ */
+static int index_pipeline(const dynrag_pipeline *p, const char *dir, dynrag_build_options *opt,
+                          const char *const *inputs, size_t n_inputs, const char *const *deletes,
+                          size_t n_deletes)
+{
+    dynrag_index_target *t = NULL;
+    char **names = NULL;
+    size_t n = 0;
+    dynrag_build_stats *st = NULL;
+    int ret = CLI_FAIL;
+    if (!pipeline_targets(p, dir, &opt->embedder, &t, &names, &n) ||
+        (st = calloc(n, sizeof(*st))) == NULL) {
+        cli_error(CMD, "out of memory");
+        goto done;
+    }
+    if (n > DYNRAG_INDEX_MAX_TARGETS) {
+        cli_error(CMD, "%s: more than %d embedder options to index", dir,
+                  DYNRAG_INDEX_MAX_TARGETS);
+        goto done;
+    }
+    cli_progress bar;
+    if (n_inputs > 0) {
+        cli_progress_init(&bar, "indexing");
+        opt->progress = cli_progress_cb;
+        opt->progress_user = &bar;
+    }
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    int rc = dynrag_index_write_group(t, n, deletes, n_deletes, inputs, n_inputs, opt, st, &err);
+    if (n_inputs > 0)
+        cli_progress_done(&bar);
+    if (rc != DYNRAG_OK) {
+        cli_error(CMD, "%s%s", dynrag_errmsg(&err), n > 1 ? "" : " (index unchanged)");
+        goto done;
+    }
+    if (n_deletes > 0)
+        printf("deleted %llu documents (%llu not found)\n",
+               (unsigned long long)st[0].docs_deleted,
+               (unsigned long long)(n_deletes - st[0].docs_deleted));
+    if (n_inputs > 0)
+        print_add_summary(&st[0]);
+    for (size_t i = 1; i < n; i++)
+        printf("%s: %llu docs, %llu chunks in %s\n", t[i].name,
+               (unsigned long long)st[i].total_docs, (unsigned long long)st[i].total_chunks,
+               t[i].dir);
+    ret = CLI_OK;
+done:
+    free(st);
+    free_targets(t, names, n);
     return ret;
 }
 
@@ -187,6 +284,10 @@ int cmd_index(int argc, char **argv)
         ret = cli_usage_error(CMD, "--chunk-overlap must be smaller than --chunk-tokens");
         goto done;
     }
+    if (pipeline != NULL) {
+        ret = index_pipeline(pipeline, dir, &opt, inputs, n_inputs, deletes, n_deletes);
+        goto done;
+    }
     dynrag_error err;
     dynrag_error_clear(&err);
     ret = CLI_OK;
@@ -213,19 +314,8 @@ int cmd_index(int argc, char **argv)
             ret = CLI_FAIL;
             goto done;
         }
-        uint64_t docs = st.docs_added + st.docs_replaced;
-        printf("indexed %llu docs (%llu new, %llu replaced), %llu chunks in %.2f s "
-               "(%.0f docs/s)",
-               (unsigned long long)docs, (unsigned long long)st.docs_added,
-               (unsigned long long)st.docs_replaced, (unsigned long long)st.chunks, st.seconds,
-               st.seconds > 0 ? (double)docs / st.seconds : 0.0);
-        if (st.bad_inputs)
-            printf(", %llu bad inputs skipped", (unsigned long long)st.bad_inputs);
-        printf("; index now has %llu docs, %llu chunks\n", (unsigned long long)st.total_docs,
-               (unsigned long long)st.total_chunks);
+        print_add_summary(&st);
     }
-    if (pipeline != NULL)
-        ret = index_other_embedders(pipeline, dir, &opt, inputs, n_inputs, deletes, n_deletes);
 done:
     dynrag_pipeline_free(pipeline);
     free(inputs);

@@ -1,4 +1,5 @@
-/* build.c - dynrag_index_add() and dynrag_index_delete(): atomic writes.
+/* build.c - dynrag_index_add(), dynrag_index_delete() and
+ * dynrag_index_write_group(): atomic writes.
  *
  * Write protocol (a kill at any point leaves the last good state usable):
  *   1. flock(DIR/lock, LOCK_EX); finish an earlier interrupted rename (if
@@ -19,7 +20,17 @@
  * dense.faiss.<G> is adopted only when its bytes hash to meta dense_hash.
  * Readers take dense.faiss.<G> when present and matching, else dense.faiss,
  * and check its hash against meta, so a reader never pairs files of two
- * generations or of two databases.
+ * generations or of two databases. Step 2 also records meta group_write,
+ * the write's id (128 random bits).
+ *
+ * A group write (several indexes of one document set: a pipeline's main
+ * index and one per other embedder option) runs steps 1 to 3 for every
+ * index before step 4 of any: every lock, check and transaction first, then
+ * the main index's documents, then every other index's copy of them, then
+ * the COMMITs back to back, the main index last, then steps 5 and 6 of each.
+ * All get one write id; a later group write whose other index's id differs
+ * from the main index's compares their documents in full and repairs
+ * (docs/indexing.md, "Several embedder options").
  */
 #define _GNU_SOURCE
 #include "dynrag/index.h"
@@ -44,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -203,6 +215,7 @@ typedef struct build_ctx {
     uint64_t docs_seen, chunks_seen;
     int64_t last_progress_us;
     dr_buf body;
+    struct id_list *touched; /* dynrag_index_write_group(): the main index's put ids */
 } build_ctx;
 
 static void progress(build_ctx *c, bool final)
@@ -520,11 +533,53 @@ static void finish_sidecars(write_session *ws)
                ws->dir, sqlite3_errmsg(ws->db));
 }
 
-/* Steps 2 (generation) to 5 of the protocol. dim 0: no dense part. */
-static int session_commit(write_session *ws, const char *factory, int dim, dynrag_error *err)
+/* Fills out[33] with 128 random bits as 32 hex digits (getrandom; time,
+ * pid and an address mixed when it is unavailable). */
+static void random_hex(char out[33])
+{
+    uint8_t b[16];
+    size_t got = 0;
+    while (got < sizeof(b)) {
+        ssize_t r = getrandom(b + got, sizeof(b) - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    if (got < sizeof(b)) {
+        static _Atomic uint64_t calls;
+        uint64_t seed[3] = {(uint64_t)dr_now_us(), (uint64_t)getpid(), ++calls};
+        uint64_t h1 = dr_hash64(seed, sizeof(seed), 0x243f6a8885a308d3ULL);
+        uint64_t h2 = dr_hash64(seed, sizeof(seed), (uint64_t)(uintptr_t)out);
+        memcpy(b, &h1, 8);
+        memcpy(b + 8, &h2, 8);
+    }
+    for (size_t i = 0; i < sizeof(b); i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/*
+ * Steps 2 (generation) and 3 of the protocol, inside the transaction:
+ * meta generation G+1, meta group_write (the write id: `group_write` when
+ * given, the id shared by every index of one dynrag_index_write_group()
+ * call, else a fresh random one), and, when dim > 0, the FAISS index of
+ * the new state written to DIR/dense.faiss.<G+1> with its hash in meta
+ * dense_hash. Nothing is committed; on failure session_end() rolls back and
+ * removes the new FAISS file.
+ */
+static int session_prepare(write_session *ws, const char *factory, int dim,
+                           const char *group_write, dynrag_error *err)
 {
     long long gen = ws->gen + 1;
+    char own[33];
+    if (group_write == NULL) {
+        random_hex(own);
+        group_write = own;
+    }
     int rc = dr_meta_set_ll(ws->db, "generation", gen, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set(ws->db, "group_write", group_write, err);
     if (rc == DYNRAG_OK && dim > 0) {
         ws->new_dense = dr_asprintf("%s/dense.faiss.%lld", ws->dir, gen);
         if (ws->new_dense == NULL)
@@ -537,14 +592,23 @@ static int session_commit(write_session *ws, const char *factory, int dim, dynra
             rc = dr_meta_set(ws->db, "dense_hash", hex, err);
         }
     }
-    if (rc != DYNRAG_OK)
-        return rc;
-    test_kill_point("before_commit");
-    rc = dr_store_exec(ws->db, "COMMIT", err);
-    if (rc != DYNRAG_OK)
-        return rc;
-    ws->in_tx = false;
-    test_kill_point("after_commit");
+    return rc;
+}
+
+/* Step 4: COMMIT of a prepared session. */
+static int session_commit_tx(write_session *ws, dynrag_error *err)
+{
+    int rc = dr_store_exec(ws->db, "COMMIT", err);
+    if (rc == DYNRAG_OK)
+        ws->in_tx = false;
+    return rc;
+}
+
+/* Steps 5 and 6 after a COMMIT: the new FAISS file takes its final name
+ * and the sidecars are written. Never fails: a failed rename is finished
+ * by the next writer (readers take dense.faiss.<G> meanwhile). */
+static void session_publish(write_session *ws)
+{
     if (ws->new_dense) {
         char *final = dr_asprintf("%s/dense.faiss", ws->dir);
         if (final == NULL || rename(ws->new_dense, final) != 0)
@@ -559,6 +623,20 @@ static int session_commit(write_session *ws, const char *factory, int dim, dynra
         ws->new_dense = NULL;
     }
     finish_sidecars(ws);
+}
+
+/* Steps 2 to 6 of the protocol for one index. dim 0: no dense part. */
+static int session_commit(write_session *ws, const char *factory, int dim, dynrag_error *err)
+{
+    int rc = session_prepare(ws, factory, dim, NULL, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    test_kill_point("before_commit");
+    rc = session_commit_tx(ws, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    test_kill_point("after_commit");
+    session_publish(ws);
     return DYNRAG_OK;
 }
 
@@ -615,6 +693,182 @@ static int check_lock_timeout(double t, dynrag_error *err)
     return DYNRAG_OK;
 }
 
+/* The checks of dynrag_build_options that need no index. */
+static int check_build_options(const dynrag_build_options *opt, dynrag_error *err)
+{
+    if (check_lock_timeout(opt->lock_timeout_s, err) != DYNRAG_OK)
+        return DYNRAG_ERR_INVALID;
+    if (opt->chunk_tokens != DYNRAG_CHUNK_RECORDED && opt->chunk_tokens < 1)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "chunk_tokens %d: expected 1 to 100000 (or DYNRAG_CHUNK_RECORDED)",
+                          opt->chunk_tokens);
+    if (opt->chunk_overlap != DYNRAG_CHUNK_RECORDED && opt->chunk_overlap < 0)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "chunk_overlap %d: expected 0 to chunk_tokens - 1 (or "
+                          "DYNRAG_CHUNK_RECORDED)",
+                          opt->chunk_overlap);
+    return DYNRAG_OK;
+}
+
+/* ---- one index's write, in phases ------------------------------------------ */
+
+/* An add to one index: its session (lock, connection, open transaction),
+ * its embedder and document writer. Phases: index_write_open(), then
+ * documents through ctx.w / on_doc(), index_write_prepare(), then
+ * session_commit_tx() and session_publish(); index_write_close() always. */
+typedef struct index_write {
+    write_session ws;
+    build_ctx c;
+    char factory[128]; /* the FAISS factory the commit uses */
+    bool dense;
+    bool began;        /* ws holds a session to end */
+    bool committed;
+} index_write;
+
+/*
+ * Opens the write of one index in `dir` (created when absent and `create`):
+ * takes its lock, begins the transaction, and checks, before anything is
+ * written, that opt agrees with what the index records (dense or not, the
+ * embedder identity, chunk parameters); loads the builtin embedder's IDF
+ * state. stats are where on_doc() counts; opt must outlive the write. On
+ * failure the index is unchanged and index_write_close() still runs.
+ */
+static int index_write_open(index_write *iw, const char *dir, bool create,
+                            const dynrag_build_options *opt, dynrag_build_stats *stats,
+                            dynrag_error *err)
+{
+    memset(iw, 0, sizeof(*iw));
+    build_ctx *c = &iw->c;
+    c->st = stats;
+    c->opt = opt;
+    iw->began = true;
+    write_session *ws = &iw->ws;
+    int rc = session_begin(ws, dir, create, opt->lock_timeout_s, err);
+    char rec_emb[256] = "", rec_factory[128] = "";
+    bool have_emb = false;
+    long long rec_dim = 0, rec_ct = 0, rec_ov = 0;
+    if (rc == DYNRAG_OK)
+        rc = meta_str(ws->db, "embedder", rec_emb, sizeof(rec_emb), &have_emb, err);
+    if (rc == DYNRAG_OK)
+        rc = meta_str(ws->db, "faiss_factory", rec_factory, sizeof(rec_factory), NULL, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(ws->db, "dim", 0, &rec_dim, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(ws->db, "chunk_tokens", 200, &rec_ct, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_get_ll(ws->db, "chunk_overlap", 40, &rec_ov, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    c->ct = opt->chunk_tokens != DYNRAG_CHUNK_RECORDED ? opt->chunk_tokens : (int)rec_ct;
+    c->ov = opt->chunk_overlap != DYNRAG_CHUNK_RECORDED
+                ? opt->chunk_overlap
+                : (int)DR_MIN(rec_ov, (long long)c->ct - 1);
+    if (c->ct < 1 || c->ct > 100000 || c->ov < 0 || c->ov >= c->ct)
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "chunk tokens must be 1 to 100000 and overlap 0 to tokens - 1 "
+                          "(got %d and %d)", c->ct, c->ov);
+    iw->dense = !opt->no_dense;
+    if (have_emb && (rec_emb[0] != '\0') != iw->dense)
+        return dr_err_set(err, DYNRAG_ERR_MISMATCH,
+                          iw->dense ? "%s was built without a dense part (--no-dense); add with "
+                                      "--no-dense or build a new index"
+                                    : "%s has a dense part; adding without embedding (--no-dense) "
+                                      "would leave chunks without vectors",
+                          dir);
+    dr_strlcpy(iw->factory,
+               opt->faiss_factory ? opt->faiss_factory : rec_factory[0] ? rec_factory : "Flat",
+               sizeof(iw->factory));
+    if (iw->dense) {
+        rc = dr_index_embedder_create(&opt->embedder, (int)rec_dim, &c->emb, err);
+        if (rc != DYNRAG_OK)
+            return rc;
+        if (have_emb && strcmp(rec_emb, c->emb->identity) != 0)
+            return dr_err_set(err, DYNRAG_ERR_MISMATCH,
+                              "%s was built with embedder '%s', not '%s'", dir, rec_emb,
+                              c->emb->identity);
+        if (dr_embedder_is_builtin(c->emb)) {
+            sqlite3_stmt *q = NULL;
+            if (sqlite3_prepare_v2(ws->db, "SELECT blob FROM embedder_state WHERE id = 1", -1, &q,
+                                   NULL) != SQLITE_OK)
+                return dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(ws->db));
+            if (sqlite3_step(q) == SQLITE_ROW)
+                rc = dr_builtin_state_load(c->emb, sqlite3_column_blob(q, 0),
+                                           (size_t)sqlite3_column_bytes(q, 0), err);
+            else
+                c->learn_idf = true;
+            sqlite3_finalize(q);
+            if (rc != DYNRAG_OK)
+                return rc;
+        }
+    }
+    return dr_store_writer_init(&c->w, ws->db, err);
+}
+
+/*
+ * After the documents: learns and saves the builtin IDF (first build),
+ * embeds every chunk without a vector, writes totals and the recorded
+ * settings to meta, and prepares the commit (session_prepare(): new
+ * generation, write id `group_write` (NULL: a fresh one), the new FAISS
+ * file). Nothing is committed yet.
+ */
+static int index_write_prepare(index_write *iw, const char *group_write, dynrag_error *err)
+{
+    build_ctx *c = &iw->c;
+    write_session *ws = &iw->ws;
+    int rc = DYNRAG_OK;
+    if (c->learn_idf) {
+        void *blob = NULL;
+        size_t len = 0;
+        rc = dr_builtin_finish_idf(c->emb, err);
+        if (rc == DYNRAG_OK)
+            rc = dr_builtin_state_save(c->emb, &blob, &len, err);
+        if (rc == DYNRAG_OK) {
+            sqlite3_stmt *q = NULL;
+            if (sqlite3_prepare_v2(ws->db, "INSERT OR REPLACE INTO embedder_state(id, blob)"
+                                           " VALUES(1, ?1)", -1, &q, NULL) != SQLITE_OK ||
+                sqlite3_bind_blob(q, 1, blob, (int)len, SQLITE_STATIC) != SQLITE_OK ||
+                sqlite3_step(q) != SQLITE_DONE)
+                rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: saving embedder state: %s",
+                                sqlite3_errmsg(ws->db));
+            sqlite3_finalize(q);
+        }
+        dr_free(blob);
+    }
+    if (rc == DYNRAG_OK && iw->dense)
+        rc = embed_missing(c, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_store_writer_save_totals(&c->w, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set(ws->db, "embedder", iw->dense ? c->emb->identity : "", err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set_ll(ws->db, "dim", iw->dense ? c->emb->dim : 0, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set(ws->db, "faiss_factory", iw->dense ? iw->factory : "", err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set_ll(ws->db, "chunk_tokens", c->ct, err);
+    if (rc == DYNRAG_OK)
+        rc = dr_meta_set_ll(ws->db, "chunk_overlap", c->ov, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    c->st->total_docs = (uint64_t)c->w.docs;
+    c->st->total_chunks = (uint64_t)c->w.chunks;
+    dr_store_writer_fini(&c->w); /* statements must be finished before COMMIT */
+    return session_prepare(ws, iw->factory, iw->dense ? c->emb->dim : 0, group_write, err);
+}
+
+/* Ends the write: rolls back what is not committed, releases the lock and
+ * frees everything. Accepts a write that was never opened. */
+static void index_write_close(index_write *iw)
+{
+    if (!iw->began)
+        return;
+    dr_store_writer_fini(&iw->c.w);
+    dr_buf_free(&iw->c.body);
+    dr_embedder_free(iw->c.emb);
+    session_end(&iw->ws);
+    iw->began = false;
+}
+
 int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs,
                      const dynrag_build_options *opt, dynrag_build_stats *stats,
                      dynrag_error *err)
@@ -628,136 +882,26 @@ int dynrag_index_add(const char *dir, const char *const *inputs, size_t n_inputs
         opt = &defaults;
     if (dir == NULL || dir[0] == '\0' || (n_inputs > 0 && inputs == NULL))
         return dr_err_set(err, DYNRAG_ERR_INVALID, "index: missing folder or inputs");
-    if (check_lock_timeout(opt->lock_timeout_s, err) != DYNRAG_OK)
-        return DYNRAG_ERR_INVALID;
-    if (opt->chunk_tokens != DYNRAG_CHUNK_RECORDED && opt->chunk_tokens < 1)
-        return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "chunk_tokens %d: expected 1 to 100000 (or DYNRAG_CHUNK_RECORDED)",
-                          opt->chunk_tokens);
-    if (opt->chunk_overlap != DYNRAG_CHUNK_RECORDED && opt->chunk_overlap < 0)
-        return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "chunk_overlap %d: expected 0 to chunk_tokens - 1 (or "
-                          "DYNRAG_CHUNK_RECORDED)",
-                          opt->chunk_overlap);
-    int64_t t0 = dr_now_us();
-    build_ctx c;
-    memset(&c, 0, sizeof(c));
-    c.st = st;
-    c.opt = opt;
-    write_session ws;
-    int rc = session_begin(&ws, dir, true, opt->lock_timeout_s, err);
-    char rec_emb[256] = "", rec_factory[128] = "";
-    bool have_emb = false;
-    long long rec_dim = 0, rec_ct = 0, rec_ov = 0;
-    if (rc == DYNRAG_OK)
-        rc = meta_str(ws.db, "embedder", rec_emb, sizeof(rec_emb), &have_emb, err);
-    if (rc == DYNRAG_OK)
-        rc = meta_str(ws.db, "faiss_factory", rec_factory, sizeof(rec_factory), NULL, err);
-    if (rc == DYNRAG_OK)
-        rc = dr_meta_get_ll(ws.db, "dim", 0, &rec_dim, err);
-    if (rc == DYNRAG_OK)
-        rc = dr_meta_get_ll(ws.db, "chunk_tokens", 200, &rec_ct, err);
-    if (rc == DYNRAG_OK)
-        rc = dr_meta_get_ll(ws.db, "chunk_overlap", 40, &rec_ov, err);
+    int rc = check_build_options(opt, err);
     if (rc != DYNRAG_OK)
-        goto cleanup;
-    c.ct = opt->chunk_tokens != DYNRAG_CHUNK_RECORDED ? opt->chunk_tokens : (int)rec_ct;
-    c.ov = opt->chunk_overlap != DYNRAG_CHUNK_RECORDED
-               ? opt->chunk_overlap
-               : (int)DR_MIN(rec_ov, (long long)c.ct - 1);
-    if (c.ct < 1 || c.ct > 100000 || c.ov < 0 || c.ov >= c.ct) {
-        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
-                        "chunk tokens must be 1 to 100000 and overlap 0 to tokens - 1 "
-                        "(got %d and %d)", c.ct, c.ov);
-        goto cleanup;
-    }
-    bool dense = !opt->no_dense;
-    if (have_emb && (rec_emb[0] != '\0') != dense) {
-        rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
-                        dense ? "%s was built without a dense part (--no-dense); add with "
-                                "--no-dense or build a new index"
-                              : "%s has a dense part; adding without embedding (--no-dense) "
-                                "would leave chunks without vectors",
-                        dir);
-        goto cleanup;
-    }
-    const char *factory = opt->faiss_factory ? opt->faiss_factory
-                          : rec_factory[0]   ? rec_factory
-                                             : "Flat";
-    if (dense) {
-        rc = dr_index_embedder_create(&opt->embedder, (int)rec_dim, &c.emb, err);
-        if (rc != DYNRAG_OK)
-            goto cleanup;
-        if (have_emb && strcmp(rec_emb, c.emb->identity) != 0) {
-            rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
-                            "%s was built with embedder '%s', not '%s'", dir, rec_emb,
-                            c.emb->identity);
-            goto cleanup;
-        }
-        if (dr_embedder_is_builtin(c.emb)) {
-            sqlite3_stmt *q = NULL;
-            if (sqlite3_prepare_v2(ws.db, "SELECT blob FROM embedder_state WHERE id = 1", -1, &q,
-                                   NULL) != SQLITE_OK) {
-                rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(ws.db));
-                goto cleanup;
-            }
-            if (sqlite3_step(q) == SQLITE_ROW)
-                rc = dr_builtin_state_load(c.emb, sqlite3_column_blob(q, 0),
-                                           (size_t)sqlite3_column_bytes(q, 0), err);
-            else
-                c.learn_idf = true;
-            sqlite3_finalize(q);
-            if (rc != DYNRAG_OK)
-                goto cleanup;
-        }
-    }
-    rc = dr_store_writer_init(&c.w, ws.db, err);
+        return rc;
+    int64_t t0 = dr_now_us();
+    index_write iw;
+    rc = index_write_open(&iw, dir, true, opt, st, err);
     for (size_t i = 0; rc == DYNRAG_OK && i < n_inputs; i++)
-        rc = dr_ingest_input(inputs[i], opt->skip_bad, on_doc, &c, &st->bad_inputs, err);
-    progress(&c, true);
-    if (rc == DYNRAG_OK && c.learn_idf) {
-        void *blob = NULL;
-        size_t len = 0;
-        rc = dr_builtin_finish_idf(c.emb, err);
-        if (rc == DYNRAG_OK)
-            rc = dr_builtin_state_save(c.emb, &blob, &len, err);
-        if (rc == DYNRAG_OK) {
-            sqlite3_stmt *q = NULL;
-            if (sqlite3_prepare_v2(ws.db, "INSERT OR REPLACE INTO embedder_state(id, blob)"
-                                          " VALUES(1, ?1)", -1, &q, NULL) != SQLITE_OK ||
-                sqlite3_bind_blob(q, 1, blob, (int)len, SQLITE_STATIC) != SQLITE_OK ||
-                sqlite3_step(q) != SQLITE_DONE)
-                rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: saving embedder state: %s",
-                                sqlite3_errmsg(ws.db));
-            sqlite3_finalize(q);
-        }
-        dr_free(blob);
-    }
-    if (rc == DYNRAG_OK && dense)
-        rc = embed_missing(&c, err);
+        rc = dr_ingest_input(inputs[i], opt->skip_bad, on_doc, &iw.c, &st->bad_inputs, err);
+    progress(&iw.c, true);
     if (rc == DYNRAG_OK)
-        rc = dr_store_writer_save_totals(&c.w, err);
-    if (rc == DYNRAG_OK)
-        rc = dr_meta_set(ws.db, "embedder", dense ? c.emb->identity : "", err);
-    if (rc == DYNRAG_OK)
-        rc = dr_meta_set_ll(ws.db, "dim", dense ? c.emb->dim : 0, err);
-    if (rc == DYNRAG_OK)
-        rc = dr_meta_set(ws.db, "faiss_factory", dense ? factory : "", err);
-    if (rc == DYNRAG_OK)
-        rc = dr_meta_set_ll(ws.db, "chunk_tokens", c.ct, err);
-    if (rc == DYNRAG_OK)
-        rc = dr_meta_set_ll(ws.db, "chunk_overlap", c.ov, err);
+        rc = index_write_prepare(&iw, NULL, err);
     if (rc == DYNRAG_OK) {
-        st->total_docs = (uint64_t)c.w.docs;
-        st->total_chunks = (uint64_t)c.w.chunks;
-        dr_store_writer_fini(&c.w); /* statements must be finished before COMMIT */
-        rc = session_commit(&ws, factory, dense ? c.emb->dim : 0, err);
+        test_kill_point("before_commit");
+        rc = session_commit_tx(&iw.ws, err);
     }
-cleanup:
-    dr_store_writer_fini(&c.w);
-    dr_buf_free(&c.body);
-    dr_embedder_free(c.emb);
-    session_end(&ws);
+    if (rc == DYNRAG_OK) {
+        test_kill_point("after_commit");
+        session_publish(&iw.ws);
+    }
+    index_write_close(&iw);
     st->seconds = (double)(dr_now_us() - t0) / 1e6;
     return rc;
 }
@@ -802,5 +946,364 @@ int dynrag_index_delete_opt(const char *dir, const char *const *doc_ids, size_t 
     if (rc == DYNRAG_OK)
         rc = session_commit(&ws, factory[0] ? factory : "Flat", (int)dim, err);
     session_end(&ws);
+    return rc;
+}
+
+/* ---- several indexes of one document set ------------------------------------ */
+
+/* A growable list of owned strings. */
+typedef struct id_list {
+    char **v;
+    size_t n, cap;
+} id_list;
+
+static int id_list_push(id_list *l, const char *s, dynrag_error *err)
+{
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 256;
+        char **nv = dr_realloc(l->v, nc * sizeof(*nv));
+        if (nv == NULL)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        l->v = nv;
+        l->cap = nc;
+    }
+    l->v[l->n] = dr_strdup(s);
+    if (l->v[l->n] == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    l->n++;
+    return DYNRAG_OK;
+}
+
+static void id_list_free(id_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        dr_free(l->v[i]);
+    dr_free(l->v);
+    memset(l, 0, sizeof(*l));
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorts the list and drops repeated strings. */
+static void id_list_sort_unique(id_list *l)
+{
+    if (l->n < 2)
+        return;
+    qsort(l->v, l->n, sizeof(*l->v), cmp_str);
+    size_t out = 1;
+    for (size_t i = 1; i < l->n; i++) {
+        if (strcmp(l->v[i], l->v[out - 1]) == 0)
+            dr_free(l->v[i]);
+        else
+            l->v[out++] = l->v[i];
+    }
+    l->n = out;
+}
+
+/* on_doc() records the id of every document the main index's write puts. */
+static int on_main_doc(void *user, const dr_doc *d, dynrag_error *err)
+{
+    index_write *iw = user;
+    int rc = on_doc(&iw->c, d, err);
+    if (rc == DYNRAG_OK)
+        rc = id_list_push(iw->c.touched, d->doc_id, err);
+    return rc;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const char *s = (const char *)sqlite3_column_text(st, i);
+    return s ? s : "";
+}
+
+/*
+ * Finds which documents of the index `sec` (connection of its open
+ * transaction) differ from those of `main_db` (the main index's open
+ * transaction, with this call's writes): ids in the main index whose
+ * title or text differ, or that `sec` lacks, go to *copy; ids only in
+ * `sec` go to *del. A merge of both `docs` tables in doc_id order
+ * (BINARY collation on both sides, the order strcmp() gives).
+ */
+static int diff_docs(sqlite3 *main_db, sqlite3 *sec, id_list *copy, id_list *del,
+                     dynrag_error *err)
+{
+    static const char *sql = "SELECT doc_id, title, text FROM docs ORDER BY doc_id";
+    sqlite3_stmt *a = NULL, *b = NULL;
+    int rc = DYNRAG_OK;
+    if (sqlite3_prepare_v2(main_db, sql, -1, &a, NULL) != SQLITE_OK) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "main index.db: reading documents: %s",
+                        sqlite3_errmsg(main_db));
+        goto cleanup;
+    }
+    if (sqlite3_prepare_v2(sec, sql, -1, &b, NULL) != SQLITE_OK) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading documents: %s",
+                        sqlite3_errmsg(sec));
+        goto cleanup;
+    }
+    int sa = sqlite3_step(a), sb = sqlite3_step(b);
+    while (rc == DYNRAG_OK && (sa == SQLITE_ROW || sb == SQLITE_ROW)) {
+        int c = sa != SQLITE_ROW   ? 1
+                : sb != SQLITE_ROW ? -1
+                                   : strcmp(col_text(a, 0), col_text(b, 0));
+        if (c < 0) {
+            rc = id_list_push(copy, col_text(a, 0), err);
+            sa = sqlite3_step(a);
+        } else if (c > 0) {
+            rc = id_list_push(del, col_text(b, 0), err);
+            sb = sqlite3_step(b);
+        } else {
+            if (strcmp(col_text(a, 1), col_text(b, 1)) != 0 ||
+                strcmp(col_text(a, 2), col_text(b, 2)) != 0)
+                rc = id_list_push(copy, col_text(a, 0), err);
+            sa = sqlite3_step(a);
+            sb = sqlite3_step(b);
+        }
+    }
+    if (rc == DYNRAG_OK && sa != SQLITE_DONE)
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "main index.db: reading documents: %s",
+                        sqlite3_errmsg(main_db));
+    if (rc == DYNRAG_OK && sb != SQLITE_DONE)
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: reading documents: %s",
+                        sqlite3_errmsg(sec));
+cleanup:
+    sqlite3_finalize(a);
+    sqlite3_finalize(b);
+    return rc;
+}
+
+/*
+ * Gives the index of `sec` the documents `ids` (sorted, unique) as the
+ * main index's open transaction `main_db` has them: each id the main index
+ * has is put (title, text and source copied, then chunked and embedded by
+ * sec's embedder), each it lacks is deleted from sec (counted in
+ * docs_deleted when it was there).
+ */
+static int copy_docs(sqlite3 *main_db, index_write *sec, char *const *ids, size_t n,
+                     dynrag_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = DYNRAG_OK;
+    if (sqlite3_prepare_v2(main_db, "SELECT title, text, source FROM docs WHERE doc_id = ?1", -1,
+                           &q, NULL) != SQLITE_OK)
+        return dr_err_set(err, DYNRAG_ERR_DB, "main index.db: reading documents: %s",
+                          sqlite3_errmsg(main_db));
+    for (size_t i = 0; rc == DYNRAG_OK && i < n; i++) {
+        sqlite3_bind_text(q, 1, ids[i], -1, SQLITE_STATIC);
+        int s = sqlite3_step(q);
+        if (s == SQLITE_ROW) {
+            dr_doc d = {ids[i], col_text(q, 0), col_text(q, 1), col_text(q, 2), 0};
+            rc = on_doc(&sec->c, &d, err);
+        } else if (s == SQLITE_DONE) {
+            bool found = false;
+            rc = dr_store_delete_doc(&sec->c.w, ids[i], &found, err);
+            if (rc == DYNRAG_OK && found)
+                sec->c.st->docs_deleted++;
+        } else {
+            rc = dr_err_set(err, DYNRAG_ERR_DB, "main index.db: reading document '%s': %s",
+                            ids[i], sqlite3_errmsg(main_db));
+        }
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/*
+ * Brings secondary index `sec` to the main index's documents (main_w is
+ * prepared: its totals are in its stats). When `sec`
+ * recorded the main index's last write id (`in_step`), only this call's
+ * `touched` ids are copied; otherwise (an interrupted or single-index
+ * write in between, a new or older index) every document is compared and
+ * the differences are copied or deleted, and when sec already held
+ * documents that is logged (warning), naming the counts.
+ */
+static int sync_secondary(index_write *main_w, index_write *sec, const id_list *touched,
+                          bool in_step, const char *label, dynrag_error *err)
+{
+    if (in_step)
+        return copy_docs(main_w->ws.db, sec, touched->v, touched->n, err);
+    id_list copy = {0}, del = {0};
+    long long had = sec->c.w.docs;
+    int rc = diff_docs(main_w->ws.db, sec->ws.db, &copy, &del, err);
+    if (rc == DYNRAG_OK && had > 0)
+        dr_log(DYNRAG_LOG_WARN, "index",
+               "%s (%s): was out of step with the main index %s (%lld docs here, %lld there): "
+               "re-indexing %zu documents from it and deleting %zu it does not have",
+               label ? label : "index", sec->ws.dir, main_w->ws.dir, had,
+               (long long)main_w->c.st->total_docs, copy.n, del.n);
+    if (rc == DYNRAG_OK)
+        rc = copy_docs(main_w->ws.db, sec, copy.v, copy.n, err);
+    if (rc == DYNRAG_OK)
+        rc = copy_docs(main_w->ws.db, sec, del.v, del.n, err);
+    id_list_free(&copy);
+    id_list_free(&del);
+    return rc;
+}
+
+/* Prefixes err with the target's name and folder when the write has
+ * several targets (one target's errors read as dynrag_index_add()'s). */
+static int target_error(const dynrag_index_target *t, size_t n_targets, dynrag_error *err)
+{
+    if (n_targets < 2)
+        return err ? err->status : DYNRAG_OK;
+    if (t->name)
+        return dr_err_prefix(err, "%s (%s)", t->name, t->dir);
+    return dr_err_prefix(err, "%s", t->dir);
+}
+
+/* Appends ` (what)` to err's message, keeping its status. */
+static int err_append(dynrag_error *err, int rc, const char *what)
+{
+    if (err == NULL)
+        return rc;
+    char msg[sizeof(err->msg)];
+    dr_strlcpy(msg, err->msg, sizeof(msg));
+    return dr_err_set(err, rc, "%s (%s)", msg, what);
+}
+
+int dynrag_index_write_group(const dynrag_index_target *targets, size_t n_targets,
+                             const char *const *deletes, size_t n_deletes,
+                             const char *const *inputs, size_t n_inputs,
+                             const dynrag_build_options *opt, dynrag_build_stats *stats,
+                             dynrag_error *err)
+{
+    dynrag_build_options defaults;
+    dynrag_build_options_init(&defaults);
+    if (opt == NULL)
+        opt = &defaults;
+    if (targets == NULL || n_targets == 0 || n_targets > DYNRAG_INDEX_MAX_TARGETS ||
+        (n_inputs > 0 && inputs == NULL) || (n_deletes > 0 && deletes == NULL))
+        return dr_err_set(err, DYNRAG_ERR_INVALID,
+                          "index group write: 1 to %d targets, and the inputs and ids given",
+                          DYNRAG_INDEX_MAX_TARGETS);
+    for (size_t i = 0; i < n_targets; i++) {
+        if (targets[i].dir == NULL || targets[i].dir[0] == '\0')
+            return dr_err_set(err, DYNRAG_ERR_INVALID, "index group write: target %zu has no "
+                              "folder", i);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(targets[i].dir, targets[j].dir) == 0 ||
+                dr_same_file(targets[i].dir, targets[j].dir))
+                return dr_err_set(err, DYNRAG_ERR_INVALID,
+                                  "index group write: targets %zu and %zu are one folder (%s)", j,
+                                  i, targets[i].dir);
+    }
+    int rc = check_build_options(opt, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    int64_t t0 = dr_now_us();
+    index_write *iw = dr_calloc(n_targets, sizeof(*iw));
+    dynrag_build_options *opts = dr_calloc(n_targets, sizeof(*opts));
+    dynrag_build_stats *st = stats ? stats : dr_calloc(n_targets, sizeof(*st));
+    id_list touched = {0};
+    size_t n_committed = 0;
+    if (iw == NULL || opts == NULL || st == NULL) {
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    memset(st, 0, n_targets * sizeof(*st));
+    /* 1. Every index: lock, transaction, compatibility checks. Nothing is
+     * written before all have passed them. The main index's chunking
+     * applies to all, so a document is cut the same way everywhere. */
+    char main_prev[64] = "";
+    bool main_has_prev = false;
+    for (size_t i = 0; i < n_targets; i++) {
+        opts[i] = *opt;
+        opts[i].embedder = targets[i].embedder;
+        if (i > 0) {
+            opts[i].progress = NULL;
+            opts[i].progress_user = NULL;
+            opts[i].chunk_tokens = iw[0].c.ct;
+            opts[i].chunk_overlap = iw[0].c.ov;
+        }
+        rc = index_write_open(&iw[i], targets[i].dir, i > 0 || n_inputs > 0, &opts[i], &st[i],
+                              err);
+        if (rc != DYNRAG_OK) {
+            target_error(&targets[i], n_targets, err);
+            goto cleanup;
+        }
+    }
+    rc = meta_str(iw[0].ws.db, "group_write", main_prev, sizeof(main_prev), &main_has_prev, err);
+    /* 2. The main index: deletions, then the inputs (read once). */
+    iw[0].c.touched = &touched;
+    for (size_t i = 0; rc == DYNRAG_OK && i < n_deletes; i++) {
+        bool found = false;
+        rc = dr_store_delete_doc(&iw[0].c.w, deletes[i], &found, err);
+        if (rc == DYNRAG_OK && found)
+            st[0].docs_deleted++;
+        if (rc == DYNRAG_OK)
+            rc = id_list_push(&touched, deletes[i], err);
+    }
+    for (size_t i = 0; rc == DYNRAG_OK && i < n_inputs; i++)
+        rc = dr_ingest_input(inputs[i], opt->skip_bad, on_main_doc, &iw[0], &st[0].bad_inputs,
+                             err);
+    progress(&iw[0].c, true);
+    char group_write[33];
+    random_hex(group_write);
+    if (rc == DYNRAG_OK)
+        rc = index_write_prepare(&iw[0], group_write, err);
+    if (rc != DYNRAG_OK) {
+        target_error(&targets[0], n_targets, err);
+        goto cleanup;
+    }
+    id_list_sort_unique(&touched);
+    /* 3. Every other index gets the main index's documents as they now are
+     * (uncommitted), and its new state is prepared. */
+    for (size_t i = 1; i < n_targets; i++) {
+        char prev[64] = "";
+        bool has_prev = false;
+        rc = meta_str(iw[i].ws.db, "group_write", prev, sizeof(prev), &has_prev, err);
+        bool in_step = rc == DYNRAG_OK && main_has_prev && has_prev && strcmp(prev, main_prev) == 0;
+        if (rc == DYNRAG_OK)
+            rc = sync_secondary(&iw[0], &iw[i], &touched, in_step, targets[i].name, err);
+        if (rc == DYNRAG_OK)
+            rc = index_write_prepare(&iw[i], group_write, err);
+        if (rc != DYNRAG_OK) {
+            target_error(&targets[i], n_targets, err);
+            goto cleanup;
+        }
+    }
+    /* 4. COMMIT the others, then the main index: back to back, nothing
+     * between them but the test hook. */
+    for (size_t k = 0; k < n_targets; k++) {
+        size_t i = (k + 1) % n_targets; /* 1, 2, ..., n-1, then 0 */
+        if (k == 0)
+            test_kill_point("before_commit");
+        else
+            test_kill_point("group_between_commits");
+        rc = session_commit_tx(&iw[i].ws, err);
+        if (rc != DYNRAG_OK) {
+            target_error(&targets[i], n_targets, err);
+            break;
+        }
+        iw[i].committed = true;
+        n_committed++;
+    }
+    if (rc == DYNRAG_OK)
+        test_kill_point("after_commit");
+    /* 5. Sidecars of every committed index. */
+    for (size_t i = 0; i < n_targets; i++)
+        if (iw[i].committed)
+            session_publish(&iw[i].ws);
+cleanup:
+    if (rc != DYNRAG_OK && n_targets > 1)
+        err_append(err, rc,
+                   n_committed == 0
+                       ? "no index changed"
+                       : "the main index is unchanged; the embedder indexes committed before the "
+                         "failure are ahead of it until the next write to the group, which "
+                         "brings them back in step");
+    for (size_t i = 0; iw != NULL && i < n_targets; i++)
+        index_write_close(&iw[i]);
+    for (size_t i = 0; st != NULL && i < n_targets; i++)
+        st[i].seconds = (double)(dr_now_us() - t0) / 1e6;
+    id_list_free(&touched);
+    dr_free(iw);
+    dr_free(opts);
+    if (st != stats)
+        dr_free(st);
     return rc;
 }

@@ -11,7 +11,9 @@
  *       (identity, "" without a dense part), dim, faiss_factory,
  *       chunk_tokens, chunk_overlap, docs, chunks, chunk_tokens_total,
  *       next_chunk_id (chunk ids are never reused), dense_hash (hex hash of
- *       the dense.faiss bytes that match this generation)
+ *       the dense.faiss bytes that match this generation), group_write
+ *       (32 hex digits: the id of the last committed write, shared by the
+ *       indexes of one dynrag_index_write_group() call)
  *   docs(id INTEGER PRIMARY KEY, doc_id TEXT UNIQUE NOT NULL, title TEXT,
  *        text TEXT, source TEXT)
  *   chunks(id INTEGER PRIMARY KEY, doc INTEGER NOT NULL, ord INTEGER,
