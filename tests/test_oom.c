@@ -216,8 +216,8 @@ static void oom_mix_json_shape(uint64_t *h, const char *json)
                 p++;
             ch = '#';
         }
-        if (in_str && ch >= '0' && ch <= '9')
-            continue; /* times and timings inside strings */
+        if (in_str && ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
+            continue; /* times, timings and query ids' random hex inside strings */
         *h = (*h ^ (unsigned char)ch) * 0x100000001b3ull;
     }
 }

@@ -1239,6 +1239,18 @@ TEST(server_http_live_library_errors_counted)
     char *big = malloc(70000);
     ASSERT(big != NULL);
     snprintf(big, 70000, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: %0*d\r\n\r\n", 65536, 7);
+    /* 150 short header lines (a 2 KB head, within the byte limit: the
+     * library's memory pool held 2,000 before it answered in HTML) */
+    char many[8192] = "GET /healthz HTTP/1.1\r\nHost: t\r\n";
+    for (int i = 0; i < 150; i++)
+        strcat(many, "X-a: b\r\n");
+    strcat(many, "\r\n");
+    /* a chunked body whose trailer has 40 lines */
+    char trailer[8192] = "POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n";
+    for (int i = 0; i < 40; i++)
+        strcat(trailer, "X-t: v\r\n");
+    strcat(trailer, "\r\n");
     const struct {
         const char *req;
         int status;
@@ -1256,6 +1268,12 @@ TEST(server_http_live_library_errors_counted)
         {big, 431, "headers_too_large", DR_EP_OTHER},
         {"GET /healthz HTTP/3.0\r\nHost: t\r\n\r\n", 505, "http_version_not_supported",
          DR_EP_HEALTHZ},
+        {many, 431, "headers_too_large", DR_EP_HEALTHZ},
+        {trailer, 431, "headers_too_large", DR_EP_QUERY},
+        /* white space after a chunk size (the library refused it in HTML) */
+        {"POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n2 ;x=y\r\n{}\r\n0\r\n\r\n",
+         400, "invalid_chunked_body", DR_EP_QUERY},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char buf[8192], want[32];
@@ -1278,8 +1296,41 @@ TEST(server_http_live_library_errors_counted)
     wait_in_flight(h, 0);
     ASSERT_EQ(dr_httpd_in_flight(h), 0);
     dr_httpd_stop(h, 1000);
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        ASSERT_EQ(dr_metrics_request_count(m, cases[i].ep, cases[i].status), 1);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int same = 0;
+        for (size_t j = 0; j < sizeof(cases) / sizeof(cases[0]); j++)
+            same += cases[j].ep == cases[i].ep && cases[j].status == cases[i].status;
+        ASSERT_EQ(dr_metrics_request_count(m, cases[i].ep, cases[i].status), same);
+    }
+    dr_metrics_free(m);
+}
+
+/* Chunked bodies the front door passes and the library must take: chunk
+ * extensions, sizes with leading zeros (16 digits and more), a short trailer. */
+TEST(server_http_live_chunked_forms_accepted)
+{
+    dr_httpd *h = NULL;
+    dr_metrics *m = NULL;
+    ASSERT_EQ(start_echo(&h, &m, NULL, 4096), 0);
+    int port = dr_httpd_port(h);
+    static const char *const bodies[] = {
+        "E;name=value\r\n{\"query\":\"ab\"}\r\n0\r\n\r\n",
+        "000000000000000000E\r\n{\"query\":\"ab\"}\r\n0\r\n\r\n",
+        "7\r\n{\"query\r\n7\r\n\":\"ab\"}\r\n00\r\nX-Trailer: ok\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char req[1024], buf[8192];
+        snprintf(req, sizeof(req),
+                 "POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                 "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n%s",
+                 bodies[i]);
+        raw_exchange(port, req, buf, sizeof(buf));
+        if (strncmp(buf, "HTTP/1.1 200 ", 13) != 0)
+            fprintf(stderr, "body %zu: %.300s\n", i, buf);
+        ASSERT(strncmp(buf, "HTTP/1.1 200 ", 13) == 0);
+        ASSERT_CONTAINS(buf, "\"echo\":\"ab\"");
+    }
+    dr_httpd_stop(h, 1000);
     dr_metrics_free(m);
 }
 

@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -41,6 +42,12 @@ enum { CH_SIZE = 0, CH_DATA, CH_DATA_END, CH_TRAILER };
 
 #define MAX_CL_VALUE 1000000000000000000ULL /* 10^18: larger is refused as 413 */
 #define MAX_CHUNK_LINE 1024
+/* Header and trailer lines: libmicrohttpd keeps each in its per-connection
+ * memory pool (MHD_MEMORY_LIMIT), and answers past it with its own HTML 431;
+ * the front door stops well before. */
+#define MAX_FIELDS 100
+#define MAX_TRAILER_FIELDS 32
+#define MAX_TRAILER_BYTES 8192
 
 static int frame_err(dr_http_error *e, int status, const char *code, const char *msg)
 {
@@ -186,7 +193,7 @@ static dr_frame_action check_head(dr_frame *f, const char *buf, size_t end, dr_h
     dr_frame_action a = check_request_line(f, p, n, e);
     if (a != DR_FRAME_FORWARD)
         return a;
-    int n_cl = 0, n_te = 0, n_host = 0;
+    int n_cl = 0, n_te = 0, n_host = 0, n_fields = 0;
     bool chunked = false;
     uint64_t cl = 0;
     for (p = nl + 1; p < lim;) {
@@ -198,6 +205,9 @@ static dr_frame_action check_head(dr_frame *f, const char *buf, size_t end, dr_h
         if (p[0] == ' ' || p[0] == '\t')
             return frame_err(e, 400, "malformed_request",
                              "a folded header line (obsolete line folding is not accepted)");
+        if (++n_fields > MAX_FIELDS)
+            return frame_err(e, 431, "headers_too_large",
+                             "more than 100 header lines in the request head");
         size_t nn, vn;
         const char *v;
         if (!check_field(p, n, &nn, &v, &vn))
@@ -245,6 +255,8 @@ static dr_frame_action check_head(dr_frame *f, const char *buf, size_t end, dr_h
         f->chunk_pos = end;
         f->chunk_state = CH_SIZE;
         f->chunk_total = 0;
+        f->trailer_lines = 0;
+        f->trailer_bytes = 0;
     } else if (cl > 0) {
         f->state = ST_BODY;
         f->body_left = cl;
@@ -317,11 +329,22 @@ static dr_frame_action next_chunked(dr_frame *f, const char *buf, size_t len, si
             if (!check_field(p, ln, &nn, &v, &vn))
                 return frame_err(e, 400, "invalid_chunked_body",
                                  "chunked body: a malformed trailer line");
+            f->trailer_bytes += ln;
+            if (++f->trailer_lines > MAX_TRAILER_FIELDS || f->trailer_bytes > MAX_TRAILER_BYTES)
+                return frame_err(e, 431, "headers_too_large",
+                                 "chunked body: the trailer has more than 32 lines or 8192 "
+                                 "bytes");
             continue;
         }
-        /* chunk-size [; extensions] */
-        size_t i = 0;
+        /* chunk-size [; extensions]; leading zeros do not count as digits */
+        size_t i = 0, zeros = 0;
         uint64_t size = 0;
+        while (zeros + 1 < ln && p[zeros] == '0' &&
+               ((p[zeros + 1] >= '0' && p[zeros + 1] <= '9') ||
+                (p[zeros + 1] >= 'a' && p[zeros + 1] <= 'f') ||
+                (p[zeros + 1] >= 'A' && p[zeros + 1] <= 'F')))
+            zeros++;
+        i = zeros;
         while (i < ln) {
             char c = p[i];
             int d = c >= '0' && c <= '9'   ? c - '0'
@@ -330,7 +353,7 @@ static dr_frame_action next_chunked(dr_frame *f, const char *buf, size_t len, si
                                            : -1;
             if (d < 0)
                 break;
-            if (i >= 15)
+            if (i - zeros >= 15)
                 return frame_err(e, 413, "body_too_large",
                                  "chunked body: a chunk is larger than the body size limit");
             size = size * 16 + (uint64_t)d;
@@ -340,8 +363,10 @@ static dr_frame_action next_chunked(dr_frame *f, const char *buf, size_t len, si
             return frame_err(e, 400, "invalid_chunked_body",
                              "chunked body: a chunk-size line without a hexadecimal size");
         size_t k = i;
-        while (k < ln && (p[k] == ' ' || p[k] == '\t'))
-            k++;
+        if (k < ln && (p[k] == ' ' || p[k] == '\t'))
+            return frame_err(e, 400, "invalid_chunked_body",
+                             "chunked body: white space after a chunk size is not accepted "
+                             "(write \"18;name=value\", not \"18 ;name=value\")");
         if (k < ln && p[k] != ';')
             return frame_err(e, 400, "invalid_chunked_body",
                              "chunked body: a malformed chunk-size line");
@@ -445,6 +470,7 @@ static const char *reason_phrase(int status)
 {
     switch (status) {
     case 400: return "Bad Request";
+    case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
@@ -484,16 +510,25 @@ struct dr_front {
     pthread_cond_t cv;
     int live;     /* pumps running */
     int flushing; /* ... of which not yet in their closing linger */
+    /* Bytes the pumps' request buffers hold beyond their first IN_CHUNK:
+     * what clients can make the server keep for requests still arriving
+     * (slow or huge uploads on many connections) is bounded by in_budget. */
+    atomic_size_t in_held;
+    size_t in_budget;
 };
 
-/* A byte queue: the bytes d[off..len). */
+/* A byte queue: the bytes d[off..len). budget, when set, is shared by
+ * queues that may only grow while their capacities together stay within
+ * budget_max bytes. */
 typedef struct qbuf {
     char *d;
     size_t off, len, cap;
+    atomic_size_t *budget;
+    size_t budget_max;
 } qbuf;
 
 /* Room for at least `want` more bytes at the end (moving the data to the
- * front first); false when out of memory. */
+ * front first); false when out of memory or over the shared budget. */
 static bool q_room(qbuf *q, size_t want)
 {
     if (q->off == q->len)
@@ -510,9 +545,20 @@ static bool q_room(qbuf *q, size_t want)
     size_t cap = q->cap ? q->cap : 16384;
     while (cap - q->len < want)
         cap *= 2;
+    if (q->budget != NULL) {
+        size_t grow = cap - q->cap;
+        size_t held = atomic_fetch_add(q->budget, grow);
+        if (held + grow > q->budget_max) {
+            atomic_fetch_sub(q->budget, grow);
+            return false;
+        }
+    }
     char *d = dr_realloc(q->d, cap);
-    if (d == NULL)
+    if (d == NULL) {
+        if (q->budget != NULL)
+            atomic_fetch_sub(q->budget, cap - q->cap);
         return false;
+    }
     q->d = d;
     q->cap = cap;
     return true;
@@ -556,6 +602,7 @@ typedef struct pump {
     dr_buf r_line;    /* the head (RS_HEAD) or the current chunk/trailer line */
     uint64_t r_left;  /* body or chunk bytes (with its CRLF) still to come */
     bool r_close;     /* the last complete reply said "Connection: close" */
+    int64_t req_start_us; /* when the request now arriving began (0: none is) */
 } pump;
 
 enum { RS_HEAD = 0, RS_BODY, RS_CHUNK_SIZE, RS_CHUNK_DATA, RS_TRAILER };
@@ -847,6 +894,41 @@ static void linger_close(int c, bool eof, int stop_fd)
     close(c);
 }
 
+/* True while a request is arriving: unframed bytes are held, or a body
+ * (Content-Length or chunked) has begun and not ended. */
+static bool request_arriving(const pump *p)
+{
+    return !p->failed && (p->in.len - p->in.off > p->fwd || p->fr.state != ST_HEAD);
+}
+
+/*
+ * A request took longer than the time limit to arrive (a client sending a
+ * byte now and then holds a connection and its buffers): answered 408 when
+ * every reply before it was delivered and libmicrohttpd has none of it
+ * pending, then the connection is closed either way (libmicrohttpd, whose
+ * end is closed, drops the part it has).
+ */
+static void request_timeout(pump *p)
+{
+    dr_front *f = p->f;
+    bool partial = p->fr.state == ST_BODY; /* its head was forwarded */
+    bool settled = p->tracking && p->n_rep + (partial ? 1 : 0) == p->n_req &&
+                   p->r_state == RS_HEAD && p->r_line.len == 0 && p->out.off == p->out.len;
+    dr_http_error e;
+    dr_http_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
+                      "the request did not arrive within the time limit of %d ms",
+                      f->timeout_ms);
+    dr_log(DYNRAG_LOG_DEBUG, MOD, "front door: %s", e.message);
+    dr_metrics_request(f->m, (dr_endpoint_id)p->fr.ep, 408, 0);
+    if (!settled)
+        return;
+    size_t len = 0, sent = 0;
+    char *resp = dr_frame_error_response(&e, &len);
+    if (resp != NULL)
+        (void)send_some(p->c, resp, len, &sent);
+    dr_free(resp);
+}
+
 static void *pump_main(void *arg)
 {
     pump *p = arg;
@@ -855,6 +937,20 @@ static void *pump_main(void *arg)
     for (;;) {
         if (!pump_flush(p))
             break;
+        /* The time limit of the request arriving, from its first byte. */
+        int64_t now = dr_now_us();
+        if (!request_arriving(p))
+            p->req_start_us = 0;
+        else if (p->req_start_us == 0)
+            p->req_start_us = now;
+        int64_t req_left_ms = -1;
+        if (p->req_start_us != 0 && f->timeout_ms > 0) {
+            req_left_ms = (p->req_start_us + (int64_t)f->timeout_ms * 1000 - now + 999) / 1000;
+            if (req_left_ms <= 0) {
+                request_timeout(p);
+                break;
+            }
+        }
         bool err_pending = p->err_resp && p->err_off < p->err_len;
         bool out_pending = p->out.len > p->out.off || err_pending;
         if (!out_pending && (p->failed ? p->decided : p->m_eof))
@@ -870,12 +966,17 @@ static void *pump_main(void *arg)
             pf[1].events |= POLLIN;
         if (p->fwd > 0 && !p->m_dead)
             pf[1].events |= POLLOUT;
-        int r = poll(pf, 3, out_pending ? f->timeout_ms : -1);
+        int wait_ms = out_pending ? f->timeout_ms : -1;
+        if (req_left_ms > 0 && (wait_ms < 0 || req_left_ms < wait_ms))
+            wait_ms = (int)req_left_ms;
+        int r = poll(pf, 3, wait_ms);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
+        if (r == 0 && req_left_ms > 0 && wait_ms == (int)req_left_ms)
+            continue; /* the request's time is up: answered at the top */
         if (r == 0)
             break; /* the client stopped reading its replies */
         if (pf[2].revents)
@@ -895,10 +996,11 @@ static void *pump_main(void *arg)
         if (pf[0].revents & (POLLIN | POLLHUP | POLLERR) && (pf[0].events & POLLIN)) {
             int rr = recv_some(p->c, &p->in, in_limit, IN_CHUNK);
             if (rr == -2 && !p->failed) {
-                /* No memory to take the request in: answered like a bad one. */
+                /* No memory (or no room in the budget of requests still
+                 * arriving) to take the request in: answered like a bad one. */
                 p->failed = true;
                 dr_http_error_set(&p->err, 503, "server_error", "out_of_memory", NULL, "%s",
-                                  "out of memory");
+                                  "out of memory for requests still arriving; retry later");
                 rr = 1;
             }
             if (rr < 0)
@@ -921,8 +1023,12 @@ static void *pump_main(void *arg)
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
     linger_close(p->c, p->c_eof, f->stop[0]);
+    atomic_fetch_sub(&f->in_held, p->in.cap - IN_CHUNK);
+    bool big = p->in.cap + p->out.cap > ((size_t)1 << 20);
     dr_free(p->in.d);
     dr_free(p->out.d);
+    if (big)
+        malloc_trim(0); /* give large buffers back to the system, not only to malloc */
     if (!p->err_static)
         dr_free(p->err_resp);
     dr_buf_free(&p->heads);
@@ -945,6 +1051,12 @@ int dr_front_create(size_t max_body, int timeout_ms, dr_metrics *metrics, dr_fro
     f->max_body = max_body;
     f->timeout_ms = timeout_ms;
     f->m = metrics;
+    /* Room for 16 requests of the largest size at once, and at least
+     * 256 MiB; past it, a request that needs more is answered 503. */
+    f->in_budget = 16 * (2 * max_body + DR_FRONT_MAX_HEAD + 65536);
+    if (f->in_budget < ((size_t)256 << 20))
+        f->in_budget = (size_t)256 << 20;
+    atomic_init(&f->in_held, 0);
     if (pipe2(f->stop, O_CLOEXEC) != 0) {
         dr_free(f);
         return dr_err_set(err, DYNRAG_ERR_IO, "front door: pipe: %s", strerror(errno));
@@ -982,6 +1094,8 @@ int dr_front_serve(dr_front *f, int client)
     }
     p->in.d = in;
     p->in.cap = IN_CHUNK;
+    p->in.budget = &f->in_held;
+    p->in.budget_max = f->in_budget;
     p->out.d = out;
     p->out.cap = OUT_CHUNK;
     p->f = f;

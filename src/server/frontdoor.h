@@ -51,6 +51,7 @@ typedef struct dr_frame {
     int chunk_state;   /* chunked: size line, data, data CRLF, trailer */
     uint64_t chunk_left;
     uint64_t chunk_total; /* chunked: data bytes so far */
+    size_t trailer_lines, trailer_bytes; /* chunked: of the trailer so far */
     bool v11;             /* the request at the start is HTTP/1.1 */
     bool starts;          /* out: the bytes just forwarded begin a request */
     bool is_head;         /* out: ... whose method is HEAD (its reply has no body) */
