@@ -473,6 +473,21 @@ TEST(nn_train_deterministic_and_learns)
     o.config = "d_model=abc";
     ASSERT_EQ(dynrag_classifier_train(&o, &r, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "d_model");
+    /* a key given twice (the last would win silently) */
+    o.config = "d_model=16,epochs=2,d_model=8";
+    ASSERT_EQ(dynrag_classifier_train(&o, &r, &err), DYNRAG_ERR_INVALID);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "'d_model' is given twice");
+    /* an empty validation set: no epoch can be chosen on it */
+    test_write_file("empty.jsonl", "");
+    char empty[512];
+    snprintf(empty, sizeof(empty), "%s/empty.jsonl", test_tmpdir());
+    snprintf(m1, sizeof(m1), "%s/train.jsonl", test_tmpdir());
+    o.train_path = m1;
+    o.valid_path = empty;
+    o.config = "vocab_size=300,d_model=16,n_layers=1,n_heads=2,d_ff=16,max_len=16,epochs=1";
+    int rc = dynrag_classifier_train(&o, &r, &err);
+    ASSERT(rc != DYNRAG_OK);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "empty.jsonl");
 }
 
 TEST(nn_router_cli)

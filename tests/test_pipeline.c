@@ -357,6 +357,10 @@ TEST(pipeline_schema_table_consistent)
 
 TEST(pipeline_errors_structure)
 {
+    /* A UTF-8 byte-order mark at the start is allowed (YAML allows it). */
+    dynrag_pipeline *bom = load_ok("\xEF\xBB\xBF" HDR);
+    ASSERT(bom != NULL);
+    dynrag_pipeline_free(bom);
     ASSERT_DIAG(HDR "nmae: x\n", "t.yaml:3:1: nmae: unknown key 'nmae' (did you mean 'name'?)");
     ASSERT_DIAG("name: t\n", "t.yaml:1:1: missing required key 'version'");
     ASSERT_DIAG("version: 1\n", "t.yaml:1:1: missing required key 'name'");

@@ -208,6 +208,21 @@ TEST(server_http_parse_retrieve)
     ASSERT_CONTAINS(e.message, "JSON object");
     ASSERT_EQ(parse_r("{\"query\":\"q\"} {}", &r, &e), 400);
     ASSERT_CONTAINS(e.message, "after the JSON value");
+    /* a key given twice, at the top or nested (cJSON would keep both and
+     * lookups take the first), also among many keys */
+    ASSERT_EQ(parse_r("{\"query\":\"q\",\"k\":2,\"query\":\"other\"}", &r, &e), 400);
+    ASSERT_STR_EQ(e.code, "invalid_json");
+    ASSERT_CONTAINS(e.message, "\"query\" twice");
+    ASSERT_EQ(parse_r("{\"query\":\"q\",\"budget\":{\"usd\":1,\"usd\":2}}", &r, &e), 400);
+    ASSERT_CONTAINS(e.message, "\"usd\" twice");
+    {
+        char many[40000] = "{\"query\":\"q\"";
+        for (int i = 0; i < 2000; i++)
+            snprintf(many + strlen(many), sizeof(many) - strlen(many), ",\"x%d\":1", i);
+        strcat(many, ",\"x1999\":2}");
+        ASSERT_EQ(parse_r(many, &r, &e), 400);
+        ASSERT_CONTAINS(e.message, "\"x1999\" twice");
+    }
     ASSERT_EQ(parse_r("", &r, &e), 400);
     ASSERT_CONTAINS(e.message, "empty");
     /* Not NUL-terminated: the parser must stop at len. */

@@ -123,6 +123,16 @@ int dr_train_config_parse(dr_train_config *t, const char *spec, dynrag_error *er
         }
         *eq = '\0';
         const char *k = kv, *v = eq + 1;
+        /* A key given twice would silently take its last value. */
+        size_t klen = strlen(k);
+        for (const char *prev = spec; prev != NULL && (prev = strstr(prev, k)) != NULL;
+             prev += klen) {
+            bool starts = prev == spec || prev[-1] == ',';
+            if (starts && prev[klen] == '=' && prev < spec + (k - copy)) {
+                rc = dr_err_set(err, DYNRAG_ERR_INVALID, "config: '%s' is given twice", k);
+                goto cleanup;
+            }
+        }
         long long iv = 0;
         double dv = 0;
         static const struct {
@@ -582,6 +592,13 @@ int dr_train_run(const dr_train_config *tc, const char *train_path, const char *
     if (unk_va)
         dr_log(DYNRAG_LOG_WARN, "nn", "%s: %zu examples have labels absent from the training "
                "set and are ignored", valid_path, unk_va);
+    if (dva.n == 0) {
+        /* the best epoch would be chosen on nothing */
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "%s: no validation example (with a label of the training set)",
+                        valid_path);
+        goto cleanup;
+    }
     int K = cfg.n_labels[0];
     float class_w[DR_T5_MAX_LABELS];
     double count[DR_T5_MAX_LABELS] = {0}; /* target mass per label (the count for hard labels) */

@@ -150,6 +150,12 @@ int dr_yaml_parse(const char *text, size_t len, dynrag_diags *d, dr_ynode **root
     yaml_parser_t ps;
     if (!yaml_parser_initialize(&ps))
         return DYNRAG_ERR_NOMEM;
+    /* A UTF-8 byte-order mark (editors on Windows write one) is allowed
+     * by YAML; with the encoding set, libyaml would read it as content. */
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
+        text += 3;
+        len -= 3;
+    }
     yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
     yaml_parser_set_encoding(&ps, YAML_UTF8_ENCODING);
 

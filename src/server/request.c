@@ -212,6 +212,36 @@ static int js_string(jscan *s, const char **raw, size_t *raw_len)
 
 /* Scans one value whose node is v. Returns 0 (also when the text does not
  * follow the tree: cJSON's verdict stands), or 400 with s->e filled. */
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The first key (in sorted order) that object o holds twice, "" when none,
+ * NULL when out of memory. (cJSON keeps every member; lookups would use the
+ * first silently.) */
+static const char *dup_key(const cJSON *o)
+{
+    size_t n = 0;
+    for (const cJSON *c = o->child; c; c = c->next)
+        n++;
+    if (n < 2)
+        return "";
+    const char **k = dr_malloc(n * sizeof(*k));
+    if (k == NULL)
+        return NULL;
+    n = 0;
+    for (const cJSON *c = o->child; c; c = c->next)
+        k[n++] = c->string ? c->string : "";
+    qsort(k, n, sizeof(*k), cmp_key);
+    const char *d = "";
+    for (size_t i = 1; i < n && d[0] == '\0'; i++)
+        if (strcmp(k[i - 1], k[i]) == 0)
+            d = k[i];
+    dr_free(k);
+    return d;
+}
+
 static int js_value(jscan *s, cJSON *v, int depth)
 {
     js_ws(s);
@@ -229,6 +259,16 @@ static int js_value(jscan *s, cJSON *v, int depth)
     if (*s->p == '{' || *s->p == '[') {
         bool obj = *s->p == '{';
         char close = obj ? '}' : ']';
+        if (obj) {
+            const char *d = dup_key(v);
+            if (d == NULL)
+                return dr_http_error_set(s->e, 500, "server_error", "internal_error", NULL,
+                                         "out of memory");
+            if (d[0] != '\0')
+                return dr_http_error_set(s->e, 400, "invalid_request_error", "invalid_json",
+                                         NULL, "the request body gives the key \"%.64s\" twice in %s",
+                                         d, s->plen ? s->path : "the top-level object");
+        }
         s->p++;
         cJSON *child = v->child;
         for (int i = 0; child; i++, child = child->next) {
