@@ -755,6 +755,17 @@ TEST(eval_outcomes_sweep_and_calibrate)
     dr_buf_free(&nb);
     ASSERT_OK(dynrag_eval_outcomes(&w, &sum, NULL, &err), &err);
     ASSERT_EQ(sum.n_sweep, 0);
+    {
+        /* Calibrating that sweep says why it cannot (no cost in the table). */
+        dynrag_eval_calibrate_options nc;
+        dynrag_eval_calibrate_options_init(&nc);
+        nc.target_cost = NAN;
+        nc.target_share = NAN;
+        nc.target_quality = 0.5;
+        ASSERT_EQ(dynrag_eval_calibrate_outcomes(&w, &nc, &cal, &err), DYNRAG_ERR_INVALID);
+        ASSERT_CONTAINS(dynrag_errmsg(&err), "has no cost_usd, so every value of the 'bandit' "
+                                             "router's lambda routes alike");
+    }
     /* The CLI: a met target exits 0 and writes the copy, an unmet one 1,
      * --target-cost without --outcomes is a usage error. */
     char cmd[4096], *text = NULL;

@@ -38,6 +38,7 @@ typedef struct oeval {
     double route_us_p50, route_us_p90;
     /* The sweep: values and each value's per-query chains. */
     char param[48];
+    char costless[48]; /* a willingness-to-pay param not swept: the table has no cost */
     double *grid;
     size_t n_grid;
     int *sw_last;        /* [n_grid][n_rows] */
@@ -290,6 +291,7 @@ static int default_grid(oeval *e, size_t n, dynrag_error *err)
             for (size_t o = 0; o < e->n_opt && !any_cost; o++)
                 any_cost = outcome_of(e, q, (int)o)->cost_usd > 0;
         if (!any_cost) {
+            dr_strlcpy(e->costless, e->param, sizeof e->costless);
             e->param[0] = '\0';
             return DYNRAG_OK;
         }
@@ -1002,6 +1004,14 @@ int dynrag_eval_calibrate_outcomes(const dynrag_eval_outcomes_options *opt,
     if (rc != DYNRAG_OK)
         goto cleanup;
     dynrag_eval_table *t = e.t;
+    if (e.param[0] == '\0' && e.costless[0] != '\0') {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "calibrate: the outcome table has no cost_usd, so every value of the "
+                        "'%s' router's %s routes alike; give the values to try with --grid, or "
+                        "calibrate another parameter with --sweep",
+                        t->router_type, e.costless);
+        goto cleanup;
+    }
     if (e.param[0] == '\0') {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "calibrate: the generator's '%s' router has no willingness_to_pay, wtp or "
