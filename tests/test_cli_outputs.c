@@ -390,3 +390,23 @@ TEST(cli_validate_endpoint_base_url)
         free(out);
     }
 }
+
+/* An index folder whose index.db is empty (a first build cut short) is
+ * named as an incomplete index, not as a missing table. */
+TEST(cli_empty_index_db_named)
+{
+    char dir[4200], cmd[9000];
+    snprintf(dir, sizeof dir, "%s/emptyidx", test_tmpdir());
+    ASSERT_EQ(mkdir(dir, 0755), 0);
+    char db[4300];
+    snprintf(db, sizeof db, "%s/index.db", dir);
+    FILE *f = fopen(db, "w");
+    ASSERT(f != NULL);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s retrieve --index %s -k 1 anything", test_cli_path(), dir);
+    char *out = NULL;
+    ASSERT_EQ(test_run(cmd, &out), 1);
+    ASSERT_CONTAINS(out, "not a complete index");
+    ASSERT_CONTAINS(out, "build it again with dynrag index");
+    free(out);
+}

@@ -109,7 +109,14 @@ static int conn_acquire(dynrag_index *idx, dr_conn **out, dynrag_error *err)
                            "SELECT d.doc_id, d.title, c.body, c.start, c.\"end\" FROM chunks c"
                            " JOIN docs d ON d.id = c.doc WHERE c.id = ?1",
                            -1, SQLITE_PREPARE_PERSISTENT, &c->hit, NULL) != SQLITE_OK) {
-        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(c->db));
+        const char *m = sqlite3_errmsg(c->db);
+        if (strncmp(m, "no such table", 13) == 0)
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                            "%s: not a complete index (index.db has %s: an empty file, or a "
+                            "first build that did not finish); build it again with dynrag index",
+                            idx->dir, m);
+        else
+            rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", m);
         conn_free(c);
         return rc;
     }
