@@ -113,6 +113,13 @@ TEST(metrics_hand_computed_with_ties)
     dynrag_metrics_result_free(&res);
     dynrag_qrels_free(q);
     dynrag_run_free(r);
+    /* A first line is taken as a header only when it has the shape of one
+     * (3 or 4 fields): another file given by mistake fails at its line 1. */
+    snprintf(qpath, sizeof(qpath), "%s",
+             test_write_file("notqrels.jsonl", "{\"_id\": \"d1\", \"text\": \"some words here\"}\n"
+                                               "{\"_id\": \"d2\", \"text\": \"more\"}\n"));
+    ASSERT_EQ(dynrag_qrels_load(qpath, &q, &err), DYNRAG_ERR_PARSE);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "notqrels.jsonl:1:");
 }
 
 TEST(metrics_tie_order_is_docno_decreasing)

@@ -302,7 +302,7 @@ static int qrels_line(void *user, char *line, long lineno, dynrag_error *err)
     c->seen_content = true;
     int rel;
     if ((n != 3 && n != 4) || !parse_int(f[n - 1], &rel)) {
-        if (first && n >= 2 && !parse_int(f[n - 1], &rel))
+        if (first && (n == 3 || n == 4) && !parse_int(f[n - 1], &rel))
             return DYNRAG_OK; /* header, e.g. "query-id corpus-id score" */
         if (n != 3 && n != 4)
             return dr_err_set(err, DYNRAG_ERR_PARSE,
