@@ -169,25 +169,22 @@ void dynrag_engine_options_init(dynrag_engine_options *o)
 
 /* Public: see dynrag/engine.h. Validates the question, runs the stages,
  * logs the record (failed queries too) and remembers the query for feedback. */
-/* A keyed mix of n: splitmix64 of n xor a random per-process key (from
- * getrandom(), or the clock and the pid where it fails). */
+/* A keyed hash of n (dr_hash64 seeded with a random per-process key from
+ * getrandom(), or the clock and the pid where it fails; never 0, so 0
+ * means "not drawn yet"). */
 static uint64_t dr_id_mix(uint64_t n)
 {
     static atomic_ullong key;
-    static atomic_bool have;
-    if (!atomic_load(&have)) {
-        uint64_t k = 0;
-        if (getrandom(&k, sizeof(k), 0) != (ssize_t)sizeof(k))
-            k = (uint64_t)dr_now_us() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+    unsigned long long k = atomic_load(&key);
+    if (k == 0) {
+        uint64_t r = 0;
+        if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+            r = (uint64_t)dr_now_us() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
         unsigned long long expected = 0;
-        atomic_compare_exchange_strong(&key, &expected, k | 1);
-        atomic_store(&have, true);
+        atomic_compare_exchange_strong(&key, &expected, r | 1);
+        k = atomic_load(&key);
     }
-    uint64_t z = n ^ (uint64_t)atomic_load(&key);
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return dr_hash64(&n, sizeof(n), (uint64_t)k);
 }
 
 int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_query_options *opt,

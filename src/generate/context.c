@@ -337,14 +337,6 @@ static int passage_word_cb(void *user, const char *word, size_t len, size_t s, s
     return 0;
 }
 
-static int popcount64(uint64_t v)
-{
-    int c = 0;
-    for (; v; v &= v - 1)
-        c++;
-    return c;
-}
-
 int dr_context_cover_order(const char *question, const dr_passage *in, size_t n, size_t n_fixed,
                            size_t *order, dynrag_error *err)
 {
@@ -380,7 +372,7 @@ int dr_context_cover_order(const char *question, const dr_passage *in, size_t n,
         for (size_t i = 0; i < n; i++) {
             if (placed[i])
                 continue;
-            int gain = popcount64(mask[i] & ~covered);
+            int gain = __builtin_popcountll(mask[i] & ~covered);
             if (gain > best_gain) {
                 best_gain = gain;
                 best = i;

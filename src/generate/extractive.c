@@ -575,16 +575,6 @@ static double mask_weight(uint64_t mask, const double *idf, size_t n)
     return s;
 }
 
-static int popcount64(uint64_t v)
-{
-    int c = 0;
-    while (v) {
-        v &= v - 1;
-        c++;
-    }
-    return c;
-}
-
 /* Sets every sentence's support; idf[] gets each question term's IDF. */
 static void score_sentences(const question *q, sentence *s, size_t n_s, const uint64_t *tmask,
                             double *idf)
@@ -616,7 +606,7 @@ static void score_sentences(const question *q, sentence *s, size_t n_s, const ui
         }
         double raw = W_COVERAGE * cov;
         if (q->n_bigrams)
-            raw += W_BIGRAM * (double)popcount64(x->bigrams) / (double)q->n_bigrams;
+            raw += W_BIGRAM * (double)__builtin_popcountll(x->bigrams) / (double)q->n_bigrams;
         if (q->type == QT_HOWTO)
             raw += W_HOWTO * (0.5 * x->instr + 0.5 * x->code);
         else if (q->type != QT_NONE && x->cue)
