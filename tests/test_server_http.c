@@ -331,7 +331,16 @@ TEST(server_http_parse_chat)
     ASSERT_STR_EQ(e.message, "\"stream\": expected true or false");
     j = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}";
     ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
-    ASSERT_STR_EQ(e.message, "\"n\": only 1 choice is supported");
+    ASSERT_STR_EQ(e.message, "\"n\": only 1 choice is supported, got 2");
+    /* 1.0 is refused as an integer written with a fraction, not as "not 1";
+     * n = 1 is accepted. */
+    j = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":1.0}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);
+    ASSERT_STR_EQ(e.message,
+                  "\"n\": expected an integer from 1 to 128, written without a fraction or exponent");
+    j = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":1}";
+    ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 0);
+    dr_chat_req_free(&c);
     j = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream_options\":"
         "{\"include_usage\":1}}";
     ASSERT_EQ(dr_parse_chat(j, strlen(j), &c, &e), 400);

@@ -634,10 +634,12 @@ int dr_parse_chat(const char *body, size_t len, dr_chat_req *out, dr_http_error 
     if (rc == 0)
         rc = budget_field(o, &out->budget, e);
     if (rc == 0) {
+        /* An integer first (1.0 is refused as every integer field refuses
+         * it), then the one value supported. */
         int n = 1;
-        rc = int_field(o, "n", 1, 1, &n, e);
-        if (rc != 0)
-            rc = bad_field(e, "n", "only 1 choice is supported");
+        rc = int_field(o, "n", 1, 128, &n, e);
+        if (rc == 0 && n != 1)
+            rc = bad_field(e, "n", "only 1 choice is supported, got %d", n);
     }
     if (rc == 0) {
         const cJSON *so = cJSON_GetObjectItemCaseSensitive(o, "stream_options");
