@@ -386,11 +386,11 @@ int dr_write_file_atomic(const char *path, const void *data, size_t len, dynrag_
     /* A new file gets 0644 less the umask; a replaced one its old bits. */
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode ? 0600 : 0644);
     if (fd < 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: %s", tmp, strerror(errno));
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: cannot write it: %s", path, strerror(errno));
         goto cleanup;
     }
     if (mode != 0 && fchmod(fd, (mode_t)mode) != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: chmod: %s", tmp, strerror(errno));
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: chmod: %s (the file is unchanged)", path, strerror(errno));
         goto cleanup;
     }
     const char *p = data;
@@ -400,24 +400,26 @@ int dr_write_file_atomic(const char *path, const void *data, size_t len, dynrag_
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: write: %s", tmp, strerror(errno));
+            rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: write: %s (the file is unchanged)", path,
+                            strerror(errno));
             goto cleanup;
         }
         p += w;
         left -= (size_t)w;
     }
     if (fsync(fd) != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: fsync: %s (the file is unchanged)", path, strerror(errno));
         goto cleanup;
     }
     int c = close(fd);
     fd = -1;
     if (c != 0) {
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: close: %s", tmp, strerror(errno));
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: close: %s (the file is unchanged)", path, strerror(errno));
         goto cleanup;
     }
     if (rename(tmp, path) != 0)
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
+        rc = dr_err_set(err, DYNRAG_ERR_IO, "%s: rename from %s: %s (the file is unchanged)", path, tmp,
+                       strerror(errno));
 cleanup:
     if (fd >= 0)
         close(fd);
