@@ -148,3 +148,138 @@ TEST(log_summary_cascades_and_fallbacks_property)
         free(json);
     }
 }
+
+/* True when s[0..n) is valid UTF-8 with no control character but '\n' (and
+ * '\t' with tabs: the JSON's indentation). */
+static bool printable_utf8(const char *s, size_t n, bool tabs)
+{
+    if (!dr_utf8_valid(s, n, NULL))
+        return false;
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t len = dr_utf8_decode(s + i, n - i, &cp);
+        if ((cp < 0x20 && cp != '\n' && !(tabs && cp == '\t')) || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+/* Random bytes of every kind a name in a hand-edited or damaged log can hold:
+ * ASCII, escape sequences, C1 controls, multi-byte characters, stray
+ * continuation and lead bytes. */
+static void hostile_name(uint64_t *st, char *out, size_t cap)
+{
+    static const char *const parts[] = {"gen", "\x1b[31m", "\x07", "\xc2\x9b", "\xc3\xa9",
+                                        "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\x80", "\xc3",
+                                        "\xed\xa0\x80", "\t", "\n", "aaaaaaaaaaaaaaaaaaaa"};
+    size_t n = 0, pieces = 1 + test_rand(st) % 8;
+    out[0] = '\0';
+    for (size_t i = 0; i < pieces; i++) {
+        const char *p = parts[test_rand(st) % (sizeof(parts) / sizeof(parts[0]))];
+        size_t l = strlen(p);
+        if (n + l + 1 > cap)
+            break;
+        memcpy(out + n, p, l + 1);
+        n += l;
+    }
+}
+
+/* dr_display_copy: printable UTF-8, never cut inside a character, never
+ * longer than its input or the buffer, and the same input gives the same
+ * copy (so counting by the copy is consistent). */
+TEST(display_copy_property)
+{
+    uint64_t st = 11;
+    for (int i = 0; i < 20000; i++) {
+        char name[200], a[64], b[64];
+        hostile_name(&st, name, sizeof(name));
+        size_t size = 1 + test_rand(&st) % sizeof(a);
+        dr_display_copy(a, size, name);
+        size_t n = strlen(a);
+        ASSERT(n < size);
+        ASSERT(n <= strlen(name));
+        ASSERT(printable_utf8(a, n, false) && strchr(a, '\n') == NULL);
+        dr_display_copy(b, size, name);
+        ASSERT_STR_EQ(a, b);
+        /* a longer buffer extends the copy, it never changes its start */
+        char c[200];
+        dr_display_copy(c, sizeof(c), name);
+        ASSERT(strncmp(a, c, n) == 0);
+    }
+    char one[1] = {'x'};
+    dr_display_copy(one, 1, "abc");
+    ASSERT_EQ(one[0], '\0');
+    char t[16];
+    ASSERT_STR_EQ(dr_display_copy(t, sizeof(t), "a\tb\x1b[0m\xff"), "a b?[0m?");
+    ASSERT_STR_EQ(dr_display_copy(t, 4, "\xc3\xa9\xc3\xa9"), "\xc3\xa9"); /* not half of the second */
+}
+
+/* A route log whose stage and option names hold escape sequences, C1
+ * controls, invalid UTF-8 and long multi-byte names: the report and the
+ * JSON are printable UTF-8 (no byte of the log can drive a terminal), the
+ * JSON parses, and every record is counted once per stage whatever the
+ * length of its option's name. */
+TEST(log_summary_hostile_names)
+{
+    uint64_t st = 5;
+    for (int round = 0; round < 40; round++) {
+        dr_buf log = {0};
+        int n_rec = 1 + (int)(test_rand(&st) % 30);
+        char stage[3][200], opt[4][200];
+        for (int i = 0; i < 3; i++)
+            hostile_name(&st, stage[i], sizeof(stage[i]));
+        for (int i = 0; i < 4; i++)
+            hostile_name(&st, opt[i], sizeof(opt[i]));
+        for (int q = 0; q < n_rec; q++) {
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "id", opt[q % 4]);
+            cJSON *sts = cJSON_AddArrayToObject(r, "stages");
+            cJSON *fbs = cJSON_AddArrayToObject(r, "fallbacks");
+            cJSON *d = cJSON_CreateObject();
+            cJSON_AddStringToObject(d, "stage", stage[0]);
+            cJSON_AddStringToObject(d, "choice", opt[test_rand(&st) % 4]);
+            cJSON_AddItemToArray(sts, d);
+            cJSON *f = cJSON_CreateObject();
+            cJSON_AddStringToObject(f, "stage", stage[1]);
+            cJSON_AddStringToObject(f, "failed", opt[0]);
+            cJSON_AddStringToObject(f, "took", opt[test_rand(&st) % 4]);
+            cJSON_AddItemToArray(fbs, f);
+            char *line = cJSON_PrintUnformatted(r);
+            /* cJSON escapes control characters; the raw bytes a damaged log
+             * may hold are written as they are */
+            dr_buf_puts(&log, line);
+            dr_buf_putc(&log, '\n');
+            free(line);
+            cJSON_Delete(r);
+            if (test_rand(&st) % 3 == 0) {
+                dr_buf_printf(&log, "{\"id\":\"r\",\"stages\":[{\"stage\":\"%s\",\"choice\":\"%s\"}]}\n",
+                              "raw\x1b]0;x\x07", opt[2]);
+            }
+        }
+        const char *path = test_write_file("hostile.jsonl", log.data);
+        dr_buf_free(&log);
+        char *report = NULL, *json = NULL;
+        dynrag_error err;
+        ASSERT_OK(dynrag_log_summary(path, &report, &json, &err), &err);
+        ASSERT(printable_utf8(report, strlen(report), false));
+        ASSERT(printable_utf8(json, strlen(json), true));
+        cJSON *j = cJSON_Parse(json);
+        ASSERT(j != NULL);
+        /* the first stage: every record counted once, in one slot per
+         * distinct (shown) option name */
+        char shown[32];
+        dr_display_copy(shown, sizeof(shown), stage[0]);
+        const cJSON *s0 = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(j, "stages"), shown);
+        ASSERT(cJSON_IsObject(s0));
+        double total = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, s0) total += c->valuedouble;
+        ASSERT_NEAR(total, n_rec, 0);
+        cJSON_Delete(j);
+        dr_free(report);
+        dr_free(json);
+    }
+}

@@ -454,6 +454,22 @@ TEST(retrieve_output_has_no_terminal_controls)
     }
     dynrag_index_close(idx);
     cJSON_Delete(j);
+    /* `dynrag query` prints an extractive answer (document text), its
+     * sources (titles, ids) and the route (reasons): none of it raw */
+    char yaml[6000];
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nname: nasty\nindex: %s\nstages:\n  index:\n    options:\n"
+             "      - {name: bm25, kind: bm25}\n  generator:\n    options:\n"
+             "      - {name: extractive, kind: extractive, params: {threshold: 0}}\n",
+             dir);
+    const char *pipe_path = test_write_file("nasty.yaml", yaml);
+    snprintf(cmd, sizeof(cmd), "%s query --pipeline %s 'zebra quokka end'", test_cli_path(),
+             pipe_path);
+    ASSERT_EQ(test_run(cmd, &out), 0);
+    ASSERT_CONTAINS(out, "zebra");
+    ASSERT_CONTAINS(out, "Sources:");
+    ASSERT(!has_terminal_control(out));
+    free(out);
 }
 
 /* Chunk ids far sparser than the chunks (documents replaced many times):

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "dynrag/dynrag.h"
 
@@ -64,6 +65,19 @@ bool cli_check_output(const char *cmd, const char *flag, const char *out,
  * after it but white space, no top-level key given twice. Returns it (the
  * caller deletes it) or NULL with why[0..whysize) saying what is wrong. */
 struct cJSON *cli_parse_json_line(const char *text, size_t len, char *why, size_t whysize);
+
+/* Prints s[0..n) for a terminal: tabs and line breaks as spaces (line
+ * breaks kept with keep_lines), every other control character (ESC, BEL,
+ * C1 ...) and every invalid UTF-8 byte as '?', so that text from documents,
+ * logs or a model cannot drive the terminal. */
+void cli_print_safe(FILE *f, const char *s, size_t n, bool keep_lines);
+/* cli_print_safe() of a NUL-terminated string (NULL prints nothing), no
+ * line breaks. */
+void cli_puts_safe(FILE *f, const char *s);
+/* Prints s as a JSON string with every control character escaped (C0, DEL
+ * and C1 as \u00XX) and invalid UTF-8 bytes as \ufffd: valid JSON that
+ * carries no raw control byte to a terminal. NULL prints null. */
+void cli_print_json_str(FILE *f, const char *s);
 
 /* A terminal progress bar (only drawn when stderr is a TTY and CI is unset).
  * Suitable as a dynrag_progress_fn: user is a cli_progress. */

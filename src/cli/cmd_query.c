@@ -34,33 +34,48 @@ static dynrag_pipeline *load_pipeline(const char *cmd, const char *path)
     return p;
 }
 
+/* The human-readable result. Every string that may come from a document,
+ * a model or an endpoint (answer, titles, ids, reasons) goes through
+ * cli_print_safe(): none of it can drive the terminal. */
 static void print_human(const dynrag_result *r)
 {
-    printf("%s\n", dynrag_result_answer(r));
+    const char *a = dynrag_result_answer(r);
+    cli_print_safe(stdout, a ? a : "", a ? strlen(a) : 0, true);
+    putchar('\n');
     size_t nc = dynrag_result_n_citations(r);
     if (nc > 0) {
         printf("\nSources:\n");
         for (size_t i = 0; i < nc; i++) {
             const dynrag_citation *c = dynrag_result_citation(r, i);
-            printf("  [%zu] %s  (%s)\n", i + 1, c->title && *c->title ? c->title : c->doc_id,
-                   c->doc_id);
+            printf("  [%zu] ", i + 1);
+            cli_puts_safe(stdout, c->title && *c->title ? c->title : c->doc_id);
+            fputs("  (", stdout);
+            cli_puts_safe(stdout, c->doc_id);
+            fputs(")\n", stdout);
         }
     }
     printf("\nRoute:\n");
     for (size_t i = 0; i < dynrag_result_n_decisions(r); i++) {
         const dynrag_decision *d = dynrag_result_decision(r, i);
-        if (d->skipped)
-            printf("  %-15s (skipped: %s)\n", d->stage, d->reason);
-        else
-            printf("  %-15s %-12s %-10s %8.0f us  %s\n", d->stage, d->choice, d->router,
-                   d->latency_us, d->reason);
+        if (d->skipped) {
+            printf("  %-15s (skipped: ", d->stage);
+            cli_puts_safe(stdout, d->reason);
+            fputs(")\n", stdout);
+        } else {
+            printf("  %-15s %-12s %-10s %8.0f us  ", d->stage, d->choice, d->router,
+                   d->latency_us);
+            cli_puts_safe(stdout, d->reason);
+            putchar('\n');
+        }
     }
     const dynrag_totals *t = dynrag_result_totals(r);
     printf("\nTotals: %.1f ms, $%.6f, %.4f Wh, tokens in %lld out %lld, %d retrieval step(s), "
            "%d generator call(s)%s\n",
            t->latency_ms, t->usd, t->energy_wh, t->input_tokens, t->output_tokens,
            t->retrieval_steps, t->generator_calls, t->over_budget ? ", OVER BUDGET" : "");
-    printf("Query id: %s\n", dynrag_result_id(r));
+    fputs("Query id: ", stdout);
+    cli_puts_safe(stdout, dynrag_result_id(r));
+    putchar('\n');
 }
 
 /* Reads a question from one JSONL line: {"question"|"query"|"text", "id"|"_id"?}. */

@@ -33,100 +33,8 @@ static double cpu_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* The length of the valid UTF-8 sequence at s[0..n), 0 when invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    size_t len = s[0] < 0x80                    ? 1
-                 : s[0] >= 0xC2 && s[0] <= 0xDF ? 2
-                 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
-                 : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4
-                                                : 0;
-    if (len == 0 || len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] > 0x9F) ||
-        (s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] > 0x8F))
-        return 0; /* overlong, surrogate or beyond U+10FFFF */
-    return len;
-}
-
-/* True for a terminal control character: C0, DEL or C1 (U+0080-U+009F,
- * which terminals may read as the start of an escape sequence). s[0..len)
- * is one valid UTF-8 sequence. */
-static bool is_control(const unsigned char *s, size_t len)
-{
-    return (len == 1 && (s[0] < 0x20 || s[0] == 0x7F)) ||
-           (len == 2 && s[0] == 0xC2 && s[1] < 0xA0);
-}
-
-/* Prints s[0..n) for a terminal: tabs and line breaks as spaces, every
- * other control character (ESC, BEL, C1 ...) and every invalid UTF-8 byte
- * as '?', so that document text cannot drive the terminal. */
-static void print_safe(FILE *f, const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        size_t len = utf8_len(u + i, n - i);
-        if (len == 0) {
-            fputc('?', f);
-            i++;
-        } else if (is_control(u + i, len)) {
-            fputc(u[i] == '\t' || u[i] == '\n' || u[i] == '\r' ? ' ' : '?', f);
-            i += len;
-        } else {
-            fwrite(u + i, 1, len, f);
-            i += len;
-        }
-    }
-}
-
-/* Prints s as a JSON string with every control character escaped (C0, DEL
- * and C1 as \u00XX) and invalid UTF-8 bytes as \ufffd: valid JSON that
- * carries no raw control byte to a terminal. NULL prints null. */
-static void print_json_str(FILE *f, const char *s)
-{
-    if (s == NULL) {
-        fputs("null", f);
-        return;
-    }
-    const unsigned char *u = (const unsigned char *)s;
-    size_t n = strlen(s), i = 0;
-    fputc('"', f);
-    while (i < n) {
-        size_t len = utf8_len(u + i, n - i);
-        if (len == 0) {
-            fputs("\\ufffd", f);
-            i++;
-            continue;
-        }
-        unsigned c = len == 1 ? u[i] : len == 2 ? ((u[i] & 0x1Fu) << 6) | (u[i + 1] & 0x3Fu) : 0;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", (char)c);
-        else if (c == '\n')
-            fputs("\\n", f);
-        else if (c == '\t')
-            fputs("\\t", f);
-        else if (c == '\r')
-            fputs("\\r", f);
-        else if (is_control(u + i, len))
-            fprintf(f, "\\u%04x", c);
-        else
-            fwrite(u + i, 1, len, f);
-        i += len;
-    }
-    fputc('"', f);
-}
-
-static void print_safe_str(FILE *f, const char *s)
-{
-    print_safe(f, s ? s : "", s ? strlen(s) : 0);
-}
-
 /* Prints the hits of one query (plain or --json). Every string from the
- * index goes through print_safe() or print_json_str(). */
+ * index goes through print_safe() or cli_print_json_str(). */
 static void print_hits(const dynrag_hits *h, bool json)
 {
     if (json) {
@@ -136,12 +44,12 @@ static void print_hits(const dynrag_hits *h, bool json)
             const dynrag_hit *x = &h->hits[i];
             printf("%s{\"rank\":%zu,\"chunk_id\":%lld,\"doc_id\":", i ? "," : "", i + 1,
                    (long long)x->chunk_id);
-            print_json_str(stdout, x->doc_id);
+            cli_print_json_str(stdout, x->doc_id);
             printf(",\"title\":");
-            print_json_str(stdout, x->title);
+            cli_print_json_str(stdout, x->title);
             printf(",\"score\":%.6g,\"start\":%lld,\"end\":%lld,\"text\":", x->score,
                    (long long)x->start, (long long)x->end);
-            print_json_str(stdout, x->text);
+            cli_print_json_str(stdout, x->text);
             printf("}");
         }
         printf("]}\n");
@@ -155,11 +63,11 @@ static void print_hits(const dynrag_hits *h, bool json)
         while (cut < len && cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
             cut--; /* do not cut inside a UTF-8 sequence */
         printf("%2zu. %-10.4f ", i + 1, x->score);
-        print_safe_str(stdout, x->doc_id);
+        cli_puts_safe(stdout, x->doc_id);
         fputs("  ", stdout);
-        print_safe_str(stdout, x->title);
+        cli_puts_safe(stdout, x->title);
         fputs("\n    ", stdout);
-        print_safe(stdout, text, cut);
+        cli_print_safe(stdout, text, cut, false);
         printf("%s\n", cut < len ? "..." : "");
     }
     if (h->n == 0)

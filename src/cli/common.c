@@ -220,3 +220,97 @@ cJSON *cli_parse_json_line(const char *text, size_t len, char *why, size_t whysi
     free(keys);
     return v;
 }
+
+/* ---- printing text from documents, logs and models ------------------------ */
+
+/* The length of the valid UTF-8 sequence at s[0..n), 0 when invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len = s[0] < 0x80                    ? 1
+                 : s[0] >= 0xC2 && s[0] <= 0xDF ? 2
+                 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
+                 : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4
+                                                : 0;
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] > 0x9F) ||
+        (s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] > 0x8F))
+        return 0; /* overlong, surrogate or beyond U+10FFFF */
+    return len;
+}
+
+/* True for a terminal control character: C0, DEL or C1 (U+0080-U+009F,
+ * which terminals may read as the start of an escape sequence). s[0..len)
+ * is one valid UTF-8 sequence. */
+static bool is_control(const unsigned char *s, size_t len)
+{
+    return (len == 1 && (s[0] < 0x20 || s[0] == 0x7F)) ||
+           (len == 2 && s[0] == 0xC2 && s[1] < 0xA0);
+}
+
+/* See cli.h. */
+void cli_print_safe(FILE *f, const char *s, size_t n, bool keep_lines)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        size_t len = utf8_len(u + i, n - i);
+        if (len == 0) {
+            fputc('?', f);
+            i++;
+        } else if (keep_lines && u[i] == '\n') {
+            fputc('\n', f);
+            i++;
+        } else if (is_control(u + i, len)) {
+            fputc(u[i] == '\t' || u[i] == '\n' || u[i] == '\r' ? ' ' : '?', f);
+            i += len;
+        } else {
+            fwrite(u + i, 1, len, f);
+            i += len;
+        }
+    }
+}
+
+/* See cli.h. */
+void cli_print_json_str(FILE *f, const char *s)
+{
+    if (s == NULL) {
+        fputs("null", f);
+        return;
+    }
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s), i = 0;
+    fputc('"', f);
+    while (i < n) {
+        size_t len = utf8_len(u + i, n - i);
+        if (len == 0) {
+            fputs("\\ufffd", f);
+            i++;
+            continue;
+        }
+        unsigned c = len == 1 ? u[i] : len == 2 ? ((u[i] & 0x1Fu) << 6) | (u[i + 1] & 0x3Fu) : 0;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", (char)c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c == '\r')
+            fputs("\\r", f);
+        else if (is_control(u + i, len))
+            fprintf(f, "\\u%04x", c);
+        else
+            fwrite(u + i, 1, len, f);
+        i += len;
+    }
+    fputc('"', f);
+}
+
+/* See cli.h. */
+void cli_puts_safe(FILE *f, const char *s)
+{
+    cli_print_safe(f, s ? s : "", s ? strlen(s) : 0, false);
+}

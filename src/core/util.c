@@ -662,6 +662,33 @@ size_t dr_utf8_encode(uint32_t cp, char *out)
     return 4;
 }
 
+char *dr_display_copy(char *dst, size_t size, const char *src)
+{
+    if (size == 0)
+        return dst;
+    size_t n = src ? strlen(src) : 0, i = 0, o = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t len = dr_utf8_decode(src + i, n - i, &cp);
+        bool invalid = len == 1 && cp == 0xFFFD;
+        bool control = cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F);
+        const char *put = src + i;
+        size_t put_len = len;
+        char sub = cp == '\t' || cp == '\n' || cp == '\r' ? ' ' : '?';
+        if (invalid || control) {
+            put = &sub;
+            put_len = 1;
+        }
+        if (o + put_len >= size)
+            break; /* no room for the whole character: cut before it */
+        memcpy(dst + o, put, put_len);
+        o += put_len;
+        i += len;
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
 bool dr_regex_is_regular(const char *re, size_t *at)
 {
     for (const char *p = re; *p; p++) {

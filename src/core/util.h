@@ -169,5 +169,12 @@ bool dr_utf8_valid(const char *s, size_t n, size_t *bad_offset);
 size_t dr_utf8_decode(const char *s, size_t n, uint32_t *cp);
 /* Encodes cp into out (at least 4 bytes); returns bytes written. */
 size_t dr_utf8_encode(uint32_t cp, char *out);
+/* Copies src (NULL: "") into dst[0..size) for display on a terminal or in
+ * JSON: valid UTF-8 with no control character. Tabs and line breaks become
+ * spaces; other control characters (C0, DEL, C1) and invalid bytes become
+ * '?'; the copy is cut before the first character that does not fit (never
+ * inside one) and NUL-terminated (size > 0). The result is never longer than
+ * src. Returns dst. */
+char *dr_display_copy(char *dst, size_t size, const char *src);
 
 #endif

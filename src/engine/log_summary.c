@@ -44,16 +44,21 @@ typedef struct summary {
     size_t n_st;
 } summary;
 
+/* Names from the log are counted and shown as dr_display_copy() makes them
+ * (printable UTF-8, cut to the slot): a log cannot drive the terminal or
+ * break the JSON, and a long name matches its own shortened copy. */
 static stage_count *stage_slot(summary *s, const char *name)
 {
+    char shown[sizeof(s->st[0].name)];
+    dr_display_copy(shown, sizeof(shown), name);
     for (size_t i = 0; i < s->n_st; i++)
-        if (strcmp(s->st[i].name, name) == 0)
+        if (strcmp(s->st[i].name, shown) == 0)
             return &s->st[i];
     if (s->n_st == MAX_STAGES)
         return NULL;
     stage_count *c = &s->st[s->n_st++];
     memset(c, 0, sizeof(*c));
-    dr_strlcpy(c->name, name, sizeof(c->name));
+    memcpy(c->name, shown, sizeof(shown));
     return c;
 }
 
@@ -61,16 +66,26 @@ static stage_count *stage_slot(summary *s, const char *name)
  * room; beyond MAX_CHOICES names the rest go uncounted by name). */
 static void count_name(choice_count *c, size_t *n, const char *name)
 {
+    char shown[sizeof(c[0].name)];
+    dr_display_copy(shown, sizeof(shown), name);
     for (size_t i = 0; i < *n; i++) {
-        if (strcmp(c[i].name, name) == 0) {
+        if (strcmp(c[i].name, shown) == 0) {
             c[i].n++;
             return;
         }
     }
     if (*n == MAX_CHOICES)
         return;
-    dr_strlcpy(c[*n].name, name, sizeof(c[0].name));
+    memcpy(c[*n].name, shown, sizeof(shown));
     c[(*n)++].n = 1;
+}
+
+/* "from -> to" with each side shown by dr_display_copy() (at most 28 bytes). */
+static void name_pair(char *out, size_t size, const char *from, const char *to)
+{
+    char a[29], b[29];
+    snprintf(out, size, "%s -> %s", dr_display_copy(a, sizeof(a), from),
+             dr_display_copy(b, sizeof(b), to));
 }
 
 static void count_choice(stage_count *sc, const char *choice)
@@ -112,7 +127,7 @@ static void add_cascade(summary *s, const cJSON *r)
                     to = str_or(d, "choice", NULL);
         }
         char pair[64];
-        snprintf(pair, sizeof pair, "%.28s -> %.28s", str_or(a, "option", "?"), to ? to : "?");
+        name_pair(pair, sizeof(pair), str_or(a, "option", "?"), to ? to : "?");
         sc->escalations++;
         count_name(sc->esc, &sc->n_esc, pair);
         size_t slot = (size_t)(sc - s->st);
@@ -140,8 +155,7 @@ static void add_fallbacks(summary *s, const cJSON *r)
             stage_count *sc = stage ? stage_slot(s, stage) : NULL;
             if (sc == NULL)
                 continue;
-            snprintf(pair, sizeof pair, "%.28s -> %.28s", str_or(f, "failed", "?"),
-                     str_or(f, "took", "?"));
+            name_pair(pair, sizeof(pair), str_or(f, "failed", "?"), str_or(f, "took", "?"));
             sc->fallbacks++;
             count_name(sc->fb, &sc->n_fb, pair);
         }
@@ -158,8 +172,10 @@ static void add_fallbacks(summary *s, const cJSON *r)
             continue;
         at += strlen("fallback to '");
         const char *end = strchr(at, '\'');
-        int len = end ? (int)(end - at) : (int)strlen(at);
-        snprintf(pair, sizeof pair, "? -> %.*s", len > 28 ? 28 : len, at);
+        char took[64];
+        size_t len = end ? (size_t)(end - at) : strlen(at);
+        snprintf(took, sizeof(took), "%.*s", (int)DR_MIN(len, sizeof(took) - 1), at);
+        name_pair(pair, sizeof(pair), "?", took);
         sc->fallbacks++;
         count_name(sc->fb, &sc->n_fb, pair);
     }
@@ -225,8 +241,13 @@ static int render(const summary *s, const char *path, char **report, char **json
 {
     dr_buf b = {0};
     double n = s->records ? (double)s->records : 1;
+    char *shown = dr_malloc(strlen(path) + 1); /* a display copy is never longer */
+    if (shown == NULL)
+        return DYNRAG_ERR_NOMEM;
     dr_buf_printf(&b, "route log %s: %lld queries, %lld failed, %lld unanswerable, %lld over budget",
-                  path, s->records, s->errors, s->unanswerable, s->over_budget);
+                  dr_display_copy(shown, strlen(path) + 1, path), s->records, s->errors,
+                  s->unanswerable, s->over_budget);
+    dr_free(shown);
     if (s->bad_lines)
         dr_buf_printf(&b, ", %lld malformed lines (first at line %lld)", s->bad_lines,
                       s->first_bad_line);
