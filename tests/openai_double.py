@@ -193,6 +193,16 @@ class Handler(BaseHTTPRequestHandler):
         if name == "malformed":
             self.send_raw(200, b'{"id": "x", "choices": [{"index": 0, "message": {"content": "oops"')
             return
+        if name == "nulcontent":  # an escaped NUL inside the answer
+            self.send_raw(200, b'{"id": "n", "choices": [{"index": 0, "message": {"role": '
+                               b'"assistant", "content": "Paris\\u0000 and more"}, '
+                               b'"finish_reason": "stop"}]}')
+            return
+        if name == "badutf8":  # raw invalid UTF-8 bytes and an escaped backslash-u0000
+            self.send_raw(200, b'{"id": "b", "choices": [{"index": 0, "message": {"role": '
+                               b'"assistant", "content": "Par\xffis \\\\u0000 \xc3("}, '
+                               b'"finish_reason": "stop"}]}')
+            return
         if name == "truncated":
             self.send_raw(200, b'{"id": "truncated", "choices": [', content_length=1000)
             return

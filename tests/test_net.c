@@ -343,6 +343,27 @@ TEST(net_llm_malformed_json)
     test_double_stop(&d);
 }
 
+/* An escaped NUL in the answer fails the call (cJSON would cut the answer
+ * there); invalid UTF-8 bytes become U+FFFD; an escaped backslash before
+ * "u0000" is plain text and kept. */
+TEST(net_llm_content_nul_and_invalid_utf8)
+{
+    START_DOUBLE(d);
+    ASSERT_EQ(test_double_script(&d, "{\"script\":[\"nulcontent\"]}"), 0);
+    dr_llm_config c = chat_config(&d);
+    dr_llm_result r;
+    dynrag_error err;
+    ASSERT_EQ(dr_llm_chat(&c, chat_msgs, 2, &r, &err), DYNRAG_ERR_PARSE);
+    ASSERT_CONTAINS(err.msg, "escaped NUL");
+    ASSERT_CONTAINS(err.msg, "HTTP 200");
+    ASSERT_EQ(test_double_script(&d, "{\"script\":[\"badutf8\"]}"), 0);
+    ASSERT_OK(dr_llm_chat(&c, chat_msgs, 2, &r, &err), &err);
+    ASSERT_STR_EQ(r.text, "Par\xef\xbf\xbdis \\u0000 \xef\xbf\xbd(");
+    ASSERT(dr_utf8_valid(r.text, strlen(r.text), NULL));
+    dr_llm_result_free(&r);
+    test_double_stop(&d);
+}
+
 TEST(net_llm_truncated_body)
 {
     START_DOUBLE(d);

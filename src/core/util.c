@@ -662,6 +662,33 @@ size_t dr_utf8_encode(uint32_t cp, char *out)
     return 4;
 }
 
+char *dr_utf8_sanitize(const char *s, size_t n)
+{
+    /* Valid input (the common case) is copied as is. */
+    size_t bad = 0;
+    if (dr_utf8_valid(s, n, &bad) && memchr(s, '\0', n) == NULL)
+        return dr_strndup(s, n);
+    dr_buf b = {0};
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = dr_utf8_decode(s + i, n - i, &cp);
+        int rc;
+        if (cp == 0)
+            rc = DYNRAG_OK;
+        else if (cp == 0xFFFD)
+            rc = dr_buf_append(&b, "\xef\xbf\xbd", 3);
+        else
+            rc = dr_buf_append(&b, s + i, k);
+        if (rc != DYNRAG_OK) {
+            dr_buf_free(&b);
+            return NULL;
+        }
+        i += k;
+    }
+    return dr_buf_take(&b);
+}
+
 char *dr_display_copy(char *dst, size_t size, const char *src)
 {
     if (size == 0)

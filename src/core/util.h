@@ -169,6 +169,9 @@ bool dr_utf8_valid(const char *s, size_t n, size_t *bad_offset);
 size_t dr_utf8_decode(const char *s, size_t n, uint32_t *cp);
 /* Encodes cp into out (at least 4 bytes); returns bytes written. */
 size_t dr_utf8_encode(uint32_t cp, char *out);
+/* A copy of s[0..n) with each invalid UTF-8 byte replaced by U+FFFD and NUL
+ * bytes dropped. Caller frees; NULL only when out of memory. */
+char *dr_utf8_sanitize(const char *s, size_t n);
 /* Copies src (NULL: "") into dst[0..size) for display on a terminal or in
  * JSON: valid UTF-8 with no control character. Tabs and line breaks become
  * spaces; other control characters (C0, DEL, C1) and invalid bytes become

@@ -209,6 +209,20 @@ static int choice_text(const cJSON *choice, size_t i, const char *url, long stat
     return DYNRAG_OK;
 }
 
+/* True when the JSON text s[0..n) holds an escaped NUL (\u0000) in a
+ * string: cJSON would end the string there and the answer would be cut. */
+static bool has_escaped_nul(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0)
+            return true;
+        i++; /* the escaped character, a backslash included */
+    }
+    return false;
+}
+
 /* Parses a 2xx response body into *out (see dr_llm_chat). */
 static int parse_response(const dr_llm_config *cfg, const dr_llm_message *msgs, size_t n_msgs,
                           const char *url, const dr_http_response *resp, dr_llm_result *out,
@@ -220,6 +234,10 @@ static int parse_response(const dr_llm_config *cfg, const dr_llm_message *msgs, 
     if (resp->body == NULL || resp->body_len == 0)
         return dr_err_set(err, DYNRAG_ERR_PARSE, "POST %s: HTTP %ld with an empty body", url,
                           status);
+    if (has_escaped_nul(resp->body, resp->body_len))
+        return dr_err_set(err, DYNRAG_ERR_PARSE, "POST %s: HTTP %ld: the response holds an "
+                          "escaped NUL character (\\u0000): refused rather than cutting the "
+                          "answer there", url, status);
     const char *end = NULL;
     unsigned long failed = dr_alloc_failures();
     cJSON *root = cJSON_ParseWithLengthOpts(resp->body, resp->body_len, &end, false);
@@ -291,7 +309,9 @@ static int parse_response(const dr_llm_config *cfg, const dr_llm_message *msgs, 
             first_text = t;
         completion_chars += strlen(t);
     }
-    out->text = dr_strdup(first_text);
+    /* Invalid UTF-8 from the server becomes U+FFFD: the answer goes into
+     * JSON logs and replies. */
+    out->text = dr_utf8_sanitize(first_text, strlen(first_text));
     if (out->text == NULL) {
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "llm: out of memory");
         goto cleanup;
@@ -313,7 +333,7 @@ static int parse_response(const dr_llm_config *cfg, const dr_llm_message *msgs, 
         for (size_t i = 0; i < nc; i++) {
             const char *t = NULL;
             choice_text(order[i], i, url, status, &t, NULL); /* checked above */
-            out->samples[i] = dr_strdup(t);
+            out->samples[i] = dr_utf8_sanitize(t, strlen(t));
             if (out->samples[i] == NULL) {
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "llm: out of memory");
                 goto cleanup;

@@ -44,8 +44,5 @@ typedef int (*dr_doc_fn)(void *user, const dr_doc *doc, dynrag_error *err);
 int dr_ingest_input(const char *path, bool skip_bad, dr_doc_fn fn, void *user, uint64_t *bad,
                     dynrag_error *err);
 
-/* A copy of s[0..n) with each invalid UTF-8 byte replaced by U+FFFD and NUL
- * bytes dropped. Caller frees; NULL only when out of memory. */
-char *dr_utf8_sanitize(const char *s, size_t n);
 
 #endif
