@@ -590,6 +590,86 @@ TEST(router_bandit_state_persists)
     tfix_free(&f2);
 }
 
+/* A bandit state file damaged in many ways (cut short, bytes changed,
+ * numbers replaced by huge, negative, fractional or non-numeric values,
+ * arms repeated or unknown): creating the router either fails with
+ * DYNRAG_ERR_FORMAT naming the file, or succeeds and routes with an option
+ * of the stage; never a crash (the suite also runs under ASan/UBSan). */
+TEST(router_bandit_state_damaged_property)
+{
+    tfix t;
+    ASSERT(tfix_init(&t, "a,b,c", "bandit",
+                     "{\"algorithm\": \"linucb\", \"state\": \"$TMP/bandit.json\"}"));
+    dynrag_error err;
+    dr_router *r = NULL;
+    ASSERT_OK(dr_router_create(&t.p, &t.st, &r, &err), &err);
+    ASSERT(bandit_run(r, &t, 200, 9) >= 0);
+    ASSERT_OK(r->vt->save(r, &err), &err);
+    char *good = dr_bandit_state_json(r);
+    ASSERT(good != NULL);
+    dr_router_free(r);
+    static const char *const swaps[] = {"1e400", "-1", "0.5", "\"x\"", "null", "[]", "{}",
+                                        "9007199254740993", "-0", "1e-320", "true", "\"a\""};
+    uint64_t st = 3;
+    size_t n = strlen(good);
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 1500; i++) {
+        dr_buf b = {0};
+        dr_buf_append(&b, good, n);
+        int edits = 1 + (int)(test_rand(&st) % 3);
+        for (int e = 0; e < edits && b.len > 0; e++) {
+            size_t at = test_rand(&st) % b.len;
+            switch (test_rand(&st) % 4) {
+            case 0: /* cut short */
+                b.len = at;
+                b.data[at] = '\0';
+                break;
+            case 1: /* one byte changed */
+                b.data[at] = (char)(test_rand(&st) % 256);
+                if (b.data[at] == '\0')
+                    b.data[at] = '#';
+                break;
+            default: { /* a number (or a word) replaced */
+                size_t s0 = at;
+                while (s0 < b.len && !(b.data[s0] == '-' || (b.data[s0] >= '0' && b.data[s0] <= '9')))
+                    s0++;
+                size_t s1 = s0;
+                while (s1 < b.len && strchr("-+.eE0123456789", b.data[s1]) != NULL)
+                    s1++;
+                if (s1 == s0)
+                    break;
+                const char *w = swaps[test_rand(&st) % DR_ARRAY_LEN(swaps)];
+                dr_buf nb = {0};
+                dr_buf_append(&nb, b.data, s0);
+                dr_buf_puts(&nb, w);
+                dr_buf_append(&nb, b.data + s1, b.len - s1);
+                dr_buf_free(&b);
+                b = nb;
+                break;
+            }
+            }
+        }
+        test_write_file("bandit.json", b.data ? b.data : "");
+        dr_buf_free(&b);
+        int rc = dr_router_create(&t.p, &t.st, &r, &err);
+        if (rc == DYNRAG_OK) {
+            ok++;
+            dr_route_decision d;
+            int opt = route_q(r, &t, "how many moons does mars have", &d);
+            ASSERT(opt >= 0 && opt < 3);
+            dr_router_free(r);
+        } else {
+            refused++;
+            ASSERT_EQ(rc, DYNRAG_ERR_FORMAT);
+            ASSERT_CONTAINS(dynrag_errmsg(&err), "bandit.json");
+            ASSERT(r == NULL);
+        }
+    }
+    ASSERT(ok > 0 && refused > 0); /* both outcomes were exercised */
+    free(good);
+    tfix_free(&t);
+}
+
 typedef struct bandit_thread {
     dr_router *r;
     const tfix *t;
