@@ -404,6 +404,73 @@ TEST(gen_prompt_render_and_errors)
     free(out);
 }
 
+/* A title set for the tests: has() of a fixed list of keys. */
+typedef struct test_titles {
+    uint64_t keys[8];
+    size_t n;
+} test_titles;
+
+static bool test_titles_has(void *user, uint64_t key)
+{
+    const test_titles *t = user;
+    for (size_t i = 0; i < t->n; i++)
+        if (t->keys[i] == key)
+            return true;
+    return false;
+}
+
+/* Title keys: the content words' stems in any order, once each, without a
+ * trailing parenthetical; no content word, no key. Linking: a candidate that
+ * names an indexed title is the bridge before a better-scored one that does
+ * not, in the next query and in the sufficiency features. */
+TEST(gen_reformulate_links_titles)
+{
+    uint64_t k = dr_title_key("Kiss and Tell", 13);
+    ASSERT(k != 0);
+    ASSERT_EQ(dr_title_key("Kiss and Tell (1945 film)", 25), k);
+    ASSERT_EQ(dr_title_key("tell, KISS", 10), k);
+    ASSERT_EQ(dr_title_key("New York New York", 17), dr_title_key("New York", 8));
+    ASSERT(dr_title_key("Kiss", 4) != k);
+    ASSERT_EQ(dr_title_key("the and of", 10), 0);
+    ASSERT_EQ(dr_title_key("", 0), 0);
+    ASSERT_EQ(dr_title_key(NULL, 5), 0);
+    ASSERT(dr_title_key("(1945 film)", 11) != 0); /* nothing before it: kept */
+
+    const char *q = "Which post did the actress who starred in the comedy Kiss and Tell hold?";
+    dr_passage p[] = {{"k", "Kiss and Tell (1945 film)",
+                       "Kiss and Tell is a comedy from Paramount Pictures starring Shirley Temple.",
+                       1, 1}};
+    dynrag_error err;
+    dr_reform_state *st = NULL;
+    char *next = NULL;
+    ASSERT_OK(dr_reform_create(&st), &err);
+    ASSERT_OK(dr_reformulate(st, q, p, 1, &next, &err), &err);
+    ASSERT(next != NULL && strncmp(next, "Paramount Pictures", 18) == 0); /* unlinked order */
+    free(next);
+    dr_reform_free(st);
+    dr_sufficiency f;
+    ASSERT_OK(dr_reform_sufficiency(q, p, 1, NULL, &f, &err), &err);
+    ASSERT_STR_EQ(f.bridge, "Paramount Pictures");
+    ASSERT(!f.bridge_linked);
+
+    test_titles t = {{dr_title_key("Shirley Temple", 14), dr_title_key("Kiss and Tell", 13)}, 2};
+    dr_titles titles = {test_titles_has, &t};
+    ASSERT_OK(dr_reform_create(&st), &err);
+    dr_reform_set_titles(st, &titles);
+    ASSERT_OK(dr_reformulate(st, q, p, 1, &next, &err), &err);
+    ASSERT(next != NULL && strncmp(next, "Shirley Temple ", 15) == 0);
+    free(next);
+    /* next: the unlinked one, then none */
+    ASSERT_OK(dr_reformulate(st, q, p, 1, &next, &err), &err);
+    ASSERT(next != NULL && strncmp(next, "Paramount Pictures", 18) == 0);
+    free(next);
+    dr_reform_set_titles(st, NULL); /* back to no linking: accepted */
+    dr_reform_free(st);
+    ASSERT_OK(dr_reform_sufficiency(q, p, 1, &titles, &f, &err), &err);
+    ASSERT_STR_EQ(f.bridge, "Shirley Temple");
+    ASSERT(f.bridge_linked && !f.bridge_in_hand);
+}
+
 TEST(gen_reformulate_bridge_and_stop)
 {
     dynrag_error err;
@@ -487,25 +554,25 @@ TEST(gen_reform_sufficiency_features)
                           2};
     /* The first hop alone: the bridge is named but not in hand; "position",
      * "woman", "portrayed" and "hold" are missing. */
-    ASSERT_OK(dr_reform_sufficiency(q, &kiss, 1, &f, &err), &err);
+    ASSERT_OK(dr_reform_sufficiency(q, &kiss, 1, NULL, &f, &err), &err);
     ASSERT(f.has_bridge && !f.bridge_in_hand);
     ASSERT_STR_EQ(f.bridge, "Shirley Temple");
     ASSERT(f.coverage > 0 && f.coverage < 0.7);
     /* Both hops: the bridge is in hand and the coverage grows. */
     dr_passage both[] = {kiss, shirley};
     double before = f.coverage;
-    ASSERT_OK(dr_reform_sufficiency(q, both, 2, &f, &err), &err);
+    ASSERT_OK(dr_reform_sufficiency(q, both, 2, NULL, &f, &err), &err);
     ASSERT(f.has_bridge && f.bridge_in_hand);
     ASSERT(f.coverage > before && f.coverage <= 1);
     /* Nothing retrieved: no coverage, no bridge; a question of stopwords
      * only is covered. Bad arguments. */
-    ASSERT_OK(dr_reform_sufficiency(q, NULL, 0, &f, &err), &err);
+    ASSERT_OK(dr_reform_sufficiency(q, NULL, 0, NULL, &f, &err), &err);
     ASSERT(f.coverage == 0 && !f.has_bridge && f.bridge[0] == '\0');
-    ASSERT_OK(dr_reform_sufficiency("Who is it?", NULL, 0, &f, &err), &err);
+    ASSERT_OK(dr_reform_sufficiency("Who is it?", NULL, 0, NULL, &f, &err), &err);
     ASSERT(f.coverage == 1);
-    ASSERT_EQ(dr_reform_sufficiency(NULL, &kiss, 1, &f, &err), DYNRAG_ERR_INVALID);
-    ASSERT_EQ(dr_reform_sufficiency(q, NULL, 1, &f, &err), DYNRAG_ERR_INVALID);
-    ASSERT_EQ(dr_reform_sufficiency(q, &kiss, 1, NULL, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_reform_sufficiency(NULL, &kiss, 1, NULL, &f, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_reform_sufficiency(q, NULL, 1, NULL, &f, &err), DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_reform_sufficiency(q, &kiss, 1, NULL, NULL, &err), DYNRAG_ERR_INVALID);
 }
 
 TEST(gen_extractive_hotpotqa_floor)

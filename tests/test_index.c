@@ -6,6 +6,8 @@
 #include "embed/builtin.h"
 #include "retrieve/chunk.h"
 #include "retrieve/html.h"
+#include "retrieve/titles.h"
+#include "generate/reformulate.h"
 
 #include <pthread.h>
 #include <sys/wait.h>
@@ -847,4 +849,67 @@ TEST(index_scifact_smoke)
     ASSERT_STR_EQ(top_doc(idx, DYNRAG_SEARCH_BM25, q), "13734012");
     ASSERT_STR_EQ(top_doc(idx, DYNRAG_SEARCH_HYBRID, q), "13734012");
     dynrag_index_close(idx);
+}
+
+/* The title keys multi-step retrieval links entities to: one per distinct
+ * title with a content word, sorted; a new generation (a document added
+ * while the handle is open) brings its title; pinned keys stay valid after
+ * the handle moved on. */
+static int add_one(const char *dir, const char *input, const dynrag_build_options *opt,
+                   dynrag_error *err)
+{
+    const char *in[] = {input};
+    return dynrag_index_add(dir, in, 1, opt, NULL, err);
+}
+
+TEST(index_title_keys_follow_generations)
+{
+    dynrag_error err;
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/ix", test_tmpdir());
+    const char *c1 = test_write_file(
+        "c1.jsonl", "{\"_id\":\"a\",\"title\":\"Kiss and Tell (1945 film)\",\"text\":\"x y\"}\n"
+                    "{\"_id\":\"b\",\"title\":\"Shirley Temple\",\"text\":\"x z\"}\n"
+                    "{\"_id\":\"c\",\"title\":\"Shirley Temple\",\"text\":\"dup title\"}\n"
+                    "{\"_id\":\"d\",\"title\":\"the\",\"text\":\"no content word\"}\n");
+    ASSERT_OK(add_one(dir, c1, NULL, &err), &err);
+    dynrag_index *idx = NULL;
+    ASSERT_OK(dynrag_index_open(dir, NULL, &idx, &err), &err);
+    size_t n = 0;
+    dynrag_index *pin = NULL;
+    const uint64_t *k = dr_index_title_keys(idx, dr_title_key, &n, &pin);
+    ASSERT_EQ(n, 2);
+    ASSERT(k[0] < k[1]);
+    uint64_t kiss = dr_title_key("Kiss and Tell", 13), temple = dr_title_key("Shirley Temple", 14);
+    ASSERT((k[0] == kiss && k[1] == temple) || (k[0] == temple && k[1] == kiss));
+    /* the same keys again (built once) */
+    size_t n2 = 0;
+    dynrag_index *pin2 = NULL;
+    ASSERT(dr_index_title_keys(idx, dr_title_key, &n2, &pin2) == k && n2 == 2);
+    dr_index_unpin(pin2);
+    /* a new generation while the handle is open */
+    const char *c2 = test_write_file("c2.jsonl",
+                                     "{\"_id\":\"e\",\"title\":\"Chief of Protocol\",\"text\":\"q\"}\n");
+    ASSERT_OK(add_one(dir, c2, NULL, &err), &err);
+    bool seen = false;
+    for (int i = 0; i < 200 && !seen; i++) { /* the handle notices within its check interval */
+        dynrag_index *p3 = NULL;
+        size_t n3 = 0;
+        const uint64_t *k3 = dr_index_title_keys(idx, dr_title_key, &n3, &p3);
+        uint64_t chief = dr_title_key("Chief of Protocol", 17);
+        for (size_t j = 0; j < n3; j++)
+            seen = seen || k3[j] == chief;
+        if (seen)
+            ASSERT_EQ(n3, 3);
+        dr_index_unpin(p3);
+        if (!seen)
+            usleep(10000);
+    }
+    ASSERT(seen);
+    /* the first keys are still readable: their snapshot is pinned */
+    ASSERT((k[0] == kiss || k[0] == temple) && (k[1] == kiss || k[1] == temple));
+    dr_index_unpin(pin);
+    dr_index_unpin(NULL);
+    dynrag_index_close(idx);
+    ASSERT(dr_index_title_keys(NULL, dr_title_key, &n, &pin) == NULL && n == 0 && pin == NULL);
 }

@@ -8,6 +8,7 @@
 #include "core/util.h"
 #include "generate/context.h"
 #include "generate/reformulate.h"
+#include "retrieve/titles.h"
 #include "net/http.h"
 
 #include <math.h>
@@ -283,6 +284,45 @@ static int reasoning_step(qstate *s, const dr_option *llm, int step, dr_buf *ste
     return rc == DYNRAG_OK ? DYNRAG_OK : dr_err_set(err, rc, "out of memory");
 }
 
+/* The titles of the query's index as reformulation links entities to them
+ * (generate/reformulate.h): a sorted key array and the snapshot it belongs
+ * to, released by titles_done(). */
+typedef struct title_set {
+    const uint64_t *keys;
+    size_t n;
+    dynrag_index *pin;
+} title_set;
+
+static bool title_has(void *user, uint64_t key)
+{
+    const title_set *t = user;
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->keys[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < t->n && t->keys[lo] == key;
+}
+
+/* Fills *t and *d with the titles of the query's index (none without one). */
+static void titles_get(qstate *s, title_set *t, dr_titles *d)
+{
+    memset(t, 0, sizeof(*t));
+    if (s->idx != NULL)
+        t->keys = dr_index_title_keys(s->idx, dr_title_key, &t->n, &t->pin);
+    d->has = t->n > 0 ? title_has : NULL;
+    d->user = t;
+}
+
+static void titles_done(title_set *t)
+{
+    dr_index_unpin(t->pin);
+    memset(t, 0, sizeof(*t));
+}
+
 /* The offline next query: reformulated from the evidence (NULL: stop). */
 static int reformulate_step(qstate *s, dr_reform_state *rs, char **next, dynrag_error *err)
 {
@@ -318,6 +358,10 @@ static int later_steps(qstate *s, int k, int max_steps, dynrag_error *err)
     dr_buf steps_text = {0};
     if ((rc = dr_reform_create(&rs)) != DYNRAG_OK)
         return dr_err_set(err, rc, "out of memory");
+    title_set ts;
+    dr_titles titles;
+    titles_get(s, &ts, &titles);
+    dr_reform_set_titles(rs, &titles);
     for (int step = 2; step <= max_steps; step++) {
         if (dr_q_past_deadline(s)) {
             dr_q_cut(s, DR_STAGE_INDEX, "later retrieval steps",
@@ -375,6 +419,7 @@ static int later_steps(qstate *s, int k, int max_steps, dynrag_error *err)
     }
     dr_buf_free(&steps_text);
     dr_reform_free(rs);
+    titles_done(&ts);
     return rc;
 }
 
@@ -404,7 +449,12 @@ static int judge_sufficiency(qstate *s, double min_coverage, bool follow_bridge,
         views[i] = (dr_passage){s->pass[i].doc_id, s->pass[i].title, s->pass[i].text,
                                 s->pass[i].score, s->pass[i].chunk_id};
     dr_sufficiency f;
-    int rc = dr_reform_sufficiency(s->q, views, s->n_pass, &f, err);
+    title_set ts;
+    dr_titles titles;
+    titles_get(s, &ts, &titles);
+    int rc = dr_reform_sufficiency(s->q, views, s->n_pass, &titles, &f, err);
+    bool linking = titles.has != NULL;
+    titles_done(&ts);
     dr_free(views);
     if (rc != DYNRAG_OK)
         return rc;
@@ -414,13 +464,19 @@ static int judge_sufficiency(qstate *s, double min_coverage, bool follow_bridge,
     } else if (f.coverage < min_coverage) {
         *sufficient = false;
         why = "the top passages miss question words";
-    } else if (follow_bridge && f.has_bridge && !f.bridge_in_hand) {
+    } else if (follow_bridge && f.has_bridge && !f.bridge_in_hand &&
+               (f.bridge_linked || !linking)) {
+        /* With the index's titles to link to, only a bridge that names an
+         * indexed document not in hand calls for another step. */
         *sufficient = false;
-        why = "the top passages point to a bridge not in hand";
+        why = linking ? "the top passages name an indexed document not in hand"
+                      : "the top passages point to a bridge not in hand";
     } else {
-        why = !follow_bridge  ? "the top passages cover the question"
-              : f.has_bridge ? "the top passages cover the question, the bridge is in hand"
-                             : "the top passages cover the question, no bridge";
+        why = !follow_bridge      ? "the top passages cover the question"
+              : !f.has_bridge     ? "the top passages cover the question, no bridge"
+              : f.bridge_in_hand  ? "the top passages cover the question, the bridge is in hand"
+                                  : "the top passages cover the question, the bridge names no "
+                                    "indexed document";
     }
     /* Into step 1's log entry (none when its search failed); a member
      * lost to a failed allocation marks the record incomplete (s->jb). */
@@ -435,6 +491,10 @@ static int judge_sufficiency(qstate *s, double min_coverage, bool follow_bridge,
     else
         dr_jb_null(jb, js, "bridge");
     dr_jb_bool(jb, js, "bridge_in_hand", f.bridge_in_hand);
+    if (linking)
+        dr_jb_bool(jb, js, "bridge_linked", f.bridge_linked);
+    else
+        dr_jb_null(jb, js, "bridge_linked");
     dr_jb_bool(jb, js, "sufficient", *sufficient);
     dr_jb_str(jb, js, "why", why);
     stage_rec *rec = &s->st[DR_STAGE_RETRIEVAL_MODE];

@@ -16,6 +16,7 @@
 struct dr_reform_state {
     uint64_t *used; /* stem hashes of content words added by earlier steps */
     size_t n_used, cap_used;
+    dr_titles titles; /* has NULL: no title linking */
 };
 
 typedef struct wordset {
@@ -29,6 +30,7 @@ typedef struct cand {
     uint64_t words[CAND_WORDS_MAX];
     size_t n_words;
     double score;
+    bool titled; /* a run of its words names an indexed document's title */
     size_t order;
     size_t src; /* the passage it came from */
 } cand;
@@ -227,9 +229,86 @@ static int qset_cb(void *user, const char *word, size_t len, size_t s, size_t e)
     return 0;
 }
 
+static int cmp_cand(const void *a, const void *b);
+
+/* One word's share of a title key (keys XOR these: order-free). */
+static uint64_t key_part(uint64_t stem_hash)
+{
+    return dr_hash64(&stem_hash, sizeof(stem_hash), 0x7469746c65ULL);
+}
+
+uint64_t dr_title_key(const char *s, size_t n)
+{
+    if (s == NULL)
+        return 0;
+    /* Without a trailing "(...)". */
+    size_t end = n;
+    while (end > 0 && (s[end - 1] == ' ' || s[end - 1] == '\t'))
+        end--;
+    if (end > 0 && s[end - 1] == ')') {
+        size_t open = end - 1;
+        while (open > 0 && s[open] != '(')
+            open--;
+        if (s[open] == '(' && open > 0)
+            end = open;
+    }
+    collect tc;
+    tc.text = s;
+    tc.base = 0;
+    tc.n = 0;
+    dr_text_words(s, end, collect_cb, &tc);
+    uint64_t seen[SENT_WORDS_MAX], key = 0;
+    size_t n_seen = 0;
+    for (size_t i = 0; i < tc.n; i++) {
+        if (!tc.w[i].content || has_hash(seen, n_seen, tc.w[i].hash))
+            continue;
+        seen[n_seen++] = tc.w[i].hash;
+        key ^= key_part(tc.w[i].hash);
+    }
+    return n_seen > 0 ? key : 0;
+}
+
+/* True when a run of c's words (consecutive among its distinct content
+ * words) has the key of an indexed title. */
+static bool names_title(const cand *c, const dr_titles *t)
+{
+    if (t == NULL || t->has == NULL)
+        return false;
+    for (size_t i = 0; i < c->n_words; i++) {
+        uint64_t key = 0;
+        for (size_t j = i; j < c->n_words; j++) {
+            key ^= key_part(c->words[j]);
+            if (t->has(t->user, key))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* Marks the candidates that name a title, then sorts them best first. */
+static void rank_cands(ctx *cx, const dr_titles *t)
+{
+    for (size_t i = 0; i < cx->n; i++)
+        cx->c[i].titled = names_title(&cx->c[i], t);
+    if (cx->n > 0)
+        qsort(cx->c, cx->n, sizeof(cand), cmp_cand);
+}
+
+void dr_reform_set_titles(dr_reform_state *s, const dr_titles *t)
+{
+    if (s == NULL)
+        return;
+    if (t == NULL)
+        memset(&s->titles, 0, sizeof(s->titles));
+    else
+        s->titles = *t;
+}
+
 static int cmp_cand(const void *a, const void *b)
 {
     const cand *x = a, *y = b;
+    if (x->titled != y->titled)
+        return x->titled ? -1 : 1;
     if (x->score != y->score)
         return x->score > y->score ? -1 : 1;
     return x->order < y->order ? -1 : x->order > y->order;
@@ -356,8 +435,7 @@ int dr_reformulate(dr_reform_state *s, const char *question, const dr_passage *p
         rc = cx.status;
         goto cleanup;
     }
-    if (cx.n > 0)
-        qsort(cx.c, cx.n, sizeof(cand), cmp_cand);
+    rank_cands(&cx, &s->titles);
     size_t held = DR_MIN(n, (size_t)DR_REFORM_HELD_PASSAGES);
     for (size_t i = 0; i < cx.n && pick == NULL; i++) {
         const cand *c = &cx.c[i];
@@ -458,7 +536,7 @@ static void utf8_copy(char *dst, size_t size, const char *src)
 }
 
 int dr_reform_sufficiency(const char *question, const dr_passage *passages, size_t n,
-                          dr_sufficiency *out, dynrag_error *err)
+                          const dr_titles *titles, dr_sufficiency *out, dynrag_error *err)
 {
     if (out != NULL)
         memset(out, 0, sizeof(*out));
@@ -494,8 +572,7 @@ int dr_reform_sufficiency(const char *question, const dr_passage *passages, size
     rc = have.status != DYNRAG_OK ? have.status : cx.status;
     if (rc != DYNRAG_OK)
         goto cleanup;
-    if (cx.n > 0)
-        qsort(cx.c, cx.n, sizeof(cand), cmp_cand);
+    rank_cands(&cx, titles);
     for (size_t i = 0; i < cx.n && !out->has_bridge; i++) {
         const cand *c = &cx.c[i];
         bool fresh = false;
@@ -505,6 +582,7 @@ int dr_reform_sufficiency(const char *question, const dr_passage *passages, size
             continue;
         out->has_bridge = true;
         out->bridge_in_hand = resolved(c, passages, held);
+        out->bridge_linked = c->titled;
         dr_buf b = {0};
         rc = dr_gen_put_flat(&b, c->s, c->len);
         if (rc == DYNRAG_OK && b.data != NULL)

@@ -5,6 +5,7 @@
 #include "core/util.h"
 #include "embed/builtin.h"
 #include "retrieve/embedders.h"
+#include "retrieve/titles.h"
 #include "retrieve/bm25.h"
 #include "retrieve/store.h"
 #include "retrieve/vec.h"
@@ -54,6 +55,11 @@ struct dynrag_index {
     pthread_mutex_t map_lock;
     struct dr_docmap *map;
     bool map_tried;
+    /* The documents' title keys (retrieve/titles.h), built under map_lock
+     * by the first dr_index_title_keys() call; read-only once titles_ready. */
+    uint64_t *title_keys;
+    size_t n_title_keys;
+    atomic_bool titles_ready;
 };
 
 static dynrag_index *live_acquire(struct dr_live *lv, bool force);
@@ -391,6 +397,103 @@ static const dr_docmap *docmap_get(dynrag_index *idx, sqlite3 *db)
     return m;
 }
 
+/* ---- document titles (retrieve/titles.h) ---------------------------------------- */
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Reads every title of idx's documents into idx->title_keys (sorted,
+ * distinct). Called once, under map_lock. */
+static int title_keys_build(dynrag_index *idx, dr_title_keyfn keyfn, dynrag_error *err)
+{
+    dr_conn *conn = NULL;
+    sqlite3_stmt *st = NULL;
+    uint64_t *keys = NULL;
+    size_t n = 0, cap = 0;
+    int rc = conn_acquire(idx, &conn, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    if (sqlite3_prepare_v2(conn->db, "SELECT title FROM docs", -1, &st, NULL) != SQLITE_OK) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(conn->db));
+        goto cleanup;
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        uint64_t k = t ? keyfn(t, (size_t)sqlite3_column_bytes(st, 0)) : 0;
+        if (k == 0)
+            continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 1024;
+            uint64_t *nk = dr_realloc(keys, nc * sizeof(*nk));
+            if (nk == NULL) {
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+            keys = nk;
+            cap = nc;
+        }
+        keys[n++] = k;
+    }
+    if (step != SQLITE_DONE) {
+        rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(conn->db));
+        goto cleanup;
+    }
+    qsort(keys, n, sizeof(*keys), u64_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (u == 0 || keys[u - 1] != keys[i])
+            keys[u++] = keys[i];
+    idx->title_keys = keys;
+    idx->n_title_keys = u;
+    keys = NULL;
+cleanup:
+    sqlite3_finalize(st);
+    conn_release(idx, conn);
+    dr_free(keys);
+    return rc;
+}
+
+const uint64_t *dr_index_title_keys(dynrag_index *idx, dr_title_keyfn keyfn, size_t *n,
+                                    dynrag_index **pin)
+{
+    *n = 0;
+    *pin = NULL;
+    if (idx == NULL || keyfn == NULL)
+        return NULL;
+    if (idx->live) {
+        dynrag_index *snap = live_acquire(idx->live, false);
+        const uint64_t *k = dr_index_title_keys(snap, keyfn, n, pin);
+        if (*pin == NULL)
+            *pin = snap; /* the keys belong to snap: keep it until unpinned */
+        else
+            snap_release(snap);
+        return k;
+    }
+    if (!atomic_load(&idx->titles_ready)) {
+        pthread_mutex_lock(&idx->map_lock);
+        if (!atomic_load(&idx->titles_ready)) {
+            dynrag_error e;
+            dynrag_error_clear(&e);
+            if (title_keys_build(idx, keyfn, &e) != DYNRAG_OK)
+                dr_log(DYNRAG_LOG_WARN, "index", "document titles not read (no entity links): %s",
+                       dynrag_errmsg(&e));
+            atomic_store(&idx->titles_ready, true);
+        }
+        pthread_mutex_unlock(&idx->map_lock);
+    }
+    *n = idx->n_title_keys;
+    return idx->title_keys;
+}
+
+void dr_index_unpin(dynrag_index *pin)
+{
+    snap_release(pin);
+}
+
 /* ---- open and close ------------------------------------------------------------- */
 
 void dynrag_index_close(dynrag_index *idx)
@@ -404,6 +507,7 @@ void dynrag_index_close(dynrag_index *idx)
     dr_free(idx->idle);
     pthread_mutex_destroy(&idx->pool_lock);
     docmap_free(idx->map);
+    dr_free(idx->title_keys);
     pthread_mutex_destroy(&idx->map_lock);
     dr_vec_free(idx->vec);
     dr_bm25_free(idx->bm25);
