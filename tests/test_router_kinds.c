@@ -4,14 +4,19 @@
 #include "test.h"
 
 #include "core/util.h"
+#include "dynrag/alloc.h"
 #include "dynrag/outcomes.h"
 #include "dynrag/pipeline.h"
+#include "embed/builtin.h"
 #include "eval/outcomes.h"
+#include "nn/safetensors.h"
 #include "pipeline/spec.h"
+#include "router/contrastive.h"
 #include "router/omodel.h"
 #include "router/onbr.h"
 #include "router/router.h"
 
+#include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
 
@@ -458,5 +463,292 @@ TEST(router_kinds_pipeline_params_and_cli)
     snprintf(router, sizeof(router), "{type: predict, params: {model: %s}}", pref);
     ASSERT_EQ(route_with(router, "q", &d, &err), DYNRAG_ERR_INVALID);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "is a preference model, the router type is predict");
+    free(text);
+}
+
+/* ---- damaged and oversized model files (fuzz/fuzz_router_model.c) ------------ */
+
+/*
+ * Copies the model file src to dst with config key `key` set to the number
+ * `value` (key NULL: config unchanged) and element `at` of tensor `tensor`
+ * set to v (tensor NULL: no tensor changed). Fails the test on error.
+ */
+static void rewrite_model(const char *src, const char *dst, const char *key, double value,
+                          const char *tensor, size_t at, float v)
+{
+    dynrag_error err = {0};
+    dr_st_file *f = NULL;
+    ASSERT_OK(dr_st_open(src, &f, &err), &err);
+    dr_st_writer *w = dr_st_writer_new();
+    cJSON *cfg = cJSON_Parse(dr_st_meta(f, "config"));
+    ASSERT(w != NULL && cfg != NULL);
+    if (key != NULL) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, key);
+        ASSERT(cJSON_AddNumberToObject(cfg, key, value) != NULL);
+    }
+    char *cfg_text = cJSON_PrintUnformatted(cfg);
+    static const char *const keys[] = {"format", "format_version", "config", "provenance"};
+    for (size_t i = 0; i < DR_ARRAY_LEN(keys); i++)
+        ASSERT_OK(dr_st_writer_meta(w, keys[i], i == 2 ? cfg_text : dr_st_meta(f, keys[i]), &err),
+                  &err);
+    size_t n = dr_st_count(f);
+    float **bufs = calloc(n, sizeof(float *));
+    ASSERT(bufs != NULL);
+    for (size_t i = 0; i < n; i++) {
+        const dr_st_tensor *t = dr_st_at(f, i);
+        bufs[i] = malloc(t->numel * sizeof(float) + 1);
+        ASSERT(bufs[i] != NULL);
+        ASSERT_OK(dr_st_read_f32(f, t->name, t->ndim, t->shape, bufs[i], &err), &err);
+        if (tensor != NULL && strcmp(t->name, tensor) == 0) {
+            ASSERT(at < t->numel);
+            bufs[i][at] = v;
+        }
+        ASSERT_OK(dr_st_writer_add_f32(w, t->name, t->ndim, t->shape, bufs[i], &err), &err);
+    }
+    ASSERT_OK(dr_st_writer_save(w, dst, &err), &err);
+    dr_st_writer_free(w);
+    for (size_t i = 0; i < n; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(cfg_text);
+    cJSON_Delete(cfg);
+    dr_st_close(f);
+}
+
+/* A test allocator that records the largest block asked for and refuses
+ * blocks above 64 MiB (a loader that trusts a declared size fails with
+ * DYNRAG_ERR_NOMEM instead of DYNRAG_ERR_FORMAT then). */
+#define CAP_LIMIT ((size_t)64 << 20)
+static size_t cap_largest;
+
+static void *cap_malloc(void *user, size_t size)
+{
+    (void)user;
+    cap_largest = DR_MAX(cap_largest, size);
+    return size > CAP_LIMIT ? NULL : malloc(size);
+}
+
+static void *cap_calloc(void *user, size_t count, size_t size)
+{
+    (void)user;
+    cap_largest = DR_MAX(cap_largest, count * size);
+    return count * size > CAP_LIMIT ? NULL : calloc(count, size);
+}
+
+static void *cap_realloc(void *user, void *ptr, size_t size)
+{
+    (void)user;
+    cap_largest = DR_MAX(cap_largest, size);
+    return size > CAP_LIMIT ? NULL : realloc(ptr, size);
+}
+
+static void cap_free(void *user, void *ptr)
+{
+    (void)user;
+    free(ptr);
+}
+
+/*
+ * Loads path and checks that the load fails with an error about the file
+ * (DYNRAG_ERR_FORMAT, or DYNRAG_ERR_MISMATCH / DYNRAG_ERR_NOTFOUND for a
+ * tensor of another shape or none; never DYNRAG_ERR_NOMEM), returns no
+ * model, and names the file and `field`, with no single allocation larger
+ * than `most` bytes on the way.
+ */
+static bool rejected(const char *path, const char *field, size_t most)
+{
+    static const dynrag_allocator cap = {cap_malloc, cap_calloc, cap_realloc, cap_free, NULL};
+    dynrag_error err = {0};
+    dr_omodel *m = NULL;
+    cap_largest = 0;
+    dynrag_set_allocator(&cap);
+    int rc = dr_omodel_load(path, &m, &err);
+    dynrag_set_allocator(NULL);
+    const char *msg = dynrag_errmsg(&err);
+    bool file_error =
+        rc == DYNRAG_ERR_FORMAT || rc == DYNRAG_ERR_MISMATCH || rc == DYNRAG_ERR_NOTFOUND;
+    if (!file_error || m != NULL || strstr(msg, "bad.safetensors") == NULL ||
+        strstr(msg, field) == NULL || cap_largest > most) {
+        test_fail_(__FILE__, __LINE__,
+                   "damaged %s: load returned %d (%s), largest block %zu (at most %zu): %s", field,
+                   rc, dynrag_strerror(rc), cap_largest, most, msg);
+        dr_omodel_free(m);
+        return false;
+    }
+    return true;
+}
+
+/* Predicts for a long query of repeated words, checks every quality and
+ * cost is a number and the pick is an option; frees m. */
+static bool predicts_numbers(dr_omodel *m)
+{
+    static char q[20000];
+    for (size_t i = 0; i + 1 < sizeof(q); i++)
+        q[i] = "solve the integral of x \xc3\xa9t\xc3\xa9 42\n"[i % 32];
+    q[sizeof(q) - 1] = '\0';
+    double qc[2 * 3];
+    dynrag_error err = {0};
+    bool ok = dr_omodel_n_options(m) == 3 && dr_omodel_predict(m, q, qc, qc + 3, &err) == 0;
+    for (int o = 0; ok && o < 6; o++)
+        ok = isfinite(qc[o]);
+    int pick = ok ? dr_omodel_pick(m, qc, qc + 3, 15.0, NULL) : -1;
+    dr_omodel_free(m);
+    return ok && pick >= 0 && pick < 3;
+}
+
+/*
+ * Regressions found by fuzz/fuzz_router_model.c and while writing it:
+ *  - an IDF value above 1 + ln(1 + idf_docs) loaded, and a huge one
+ *    (3e38) overflowed the embedder's float sums for a query with
+ *    repeated words: infinite features, NaN qualities;
+ *  - a huge contrastive weight (3e38 in the row of the log-length
+ *    feature) loaded and made the encoding infinite and the cosines NaN;
+ *  - count and size fields (dim, clusters, rows, k, rank, idf_docs) loaded
+ *    when not integers (16.5 read as 16);
+ *  - the contrastive encoder was allocated at the config's sizes before
+ *    the file's tensors were checked against them.
+ * Sizes declared huge fail as format errors without a large allocation.
+ */
+TEST(router_kinds_load_rejects_damaged_values)
+{
+    char *text = topic_table(5, 60, 0.1);
+    dr_outcome_table t;
+    dynrag_error err = {0};
+    ASSERT_OK(parse_table(text, &t, &err), &err);
+    static const dr_omodel_train_opts opts[] = {
+        {.kind = "predict", .dim = 16, .clusters = 2, .lambda = 1, .seed = 1},
+        {.kind = "predict", .method = "knn", .dim = 16, .k = 5, .seed = 1},
+        {.kind = "mf", .dim = 16, .clusters = -1, .lambda = 1, .seed = 1},
+        {.kind = "contrastive",
+         .dim = 16,
+         .clusters = 2,
+         .hidden = 8,
+         .embed_dim = 4,
+         .epochs = 2,
+         .lambda = 1,
+         .seed = 1},
+    };
+    static const char *const names[] = {"ridge", "knn", "mf", "contrastive"};
+    char good[4][1024], bad[1024];
+    for (size_t i = 0; i < DR_ARRAY_LEN(opts); i++) {
+        dr_omodel *m = NULL;
+        ASSERT_OK(dr_omodel_train(&t, NULL, 0, NULL, NULL, 0, &opts[i], &m, NULL, &err), &err);
+        snprintf(good[i], sizeof(good[i]), "%s/%s.safetensors", test_tmpdir(), names[i]);
+        ASSERT_OK(dr_omodel_save(m, good[i], &err), &err);
+        dr_omodel_free(m);
+    }
+    snprintf(bad, sizeof(bad), "%s/bad.safetensors", test_tmpdir());
+    const size_t small = (size_t)1 << 20; /* the IDF table: the largest block of a load */
+
+    /* IDF: at most 1 + ln(1 + config.idf_docs), what training can give. */
+    dr_st_file *f = NULL;
+    ASSERT_OK(dr_st_open(good[0], &f, &err), &err);
+    cJSON *cfg = cJSON_Parse(dr_st_meta(f, "config"));
+    dr_st_close(f);
+    ASSERT(cfg != NULL);
+    double docs = cJSON_GetObjectItemCaseSensitive(cfg, "idf_docs")->valuedouble;
+    cJSON_Delete(cfg);
+    ASSERT_GT(docs, 0);
+    float top = (float)(1.0 + log1p(docs));
+    dr_omodel *m = NULL;
+    rewrite_model(good[0], bad, NULL, 0, "idf", 123, top);
+    ASSERT_OK(dr_omodel_load(bad, &m, &err), &err);
+    ASSERT(predicts_numbers(m));
+    rewrite_model(good[0], bad, NULL, 0, "idf", 123, top + 0.01f);
+    ASSERT(rejected(bad, "idf", small));
+    rewrite_model(good[0], bad, NULL, 0, "idf", 123, 3.0e38f);
+    ASSERT(rejected(bad, "idf", small));
+    rewrite_model(good[0], bad, NULL, 0, "idf", 123, -0.5f);
+    ASSERT(rejected(bad, "idf", small));
+    /* idf_docs is what bounds the IDF: lowering it makes the file inconsistent. */
+    rewrite_model(good[0], bad, "idf_docs", 1, NULL, 0, 0);
+    ASSERT(rejected(bad, "idf", small));
+    /* The embedder's own state loader (also used by indexes) refuses an IDF
+     * above what any document count can give. */
+    dr_embedder *e = NULL;
+    ASSERT_OK(dr_embedder_builtin_create(16, &e, &err), &err);
+    ASSERT_OK(dr_builtin_observe(e, "bees make honey", 15, &err), &err);
+    ASSERT_OK(dr_builtin_finish_idf(e, &err), &err);
+    void *blob = NULL;
+    size_t len = 0;
+    ASSERT_OK(dr_builtin_state_save(e, &blob, &len, &err), &err);
+    float big = 1.0e30f;
+    memcpy((unsigned char *)blob + 24 + 4 * 77, &big, 4);
+    ASSERT_EQ(dr_builtin_state_load(e, blob, len, &err), DYNRAG_ERR_FORMAT);
+    ASSERT_CONTAINS(dynrag_errmsg(&err), "bad IDF value");
+    free(blob);
+    dr_embedder_free(e);
+
+    /* Contrastive weights: at most DR_CTR_MAX_WEIGHT in magnitude. Row 16 of
+     * enc_w1 is the log-length feature's (dim 16, hidden 8). */
+    static const struct {
+        const char *tensor;
+        size_t at;
+    } ctr[] = {{"enc_w1", 16 * 8}, {"enc_w1", 0}, {"option_emb", 5}, {"enc_w2", 3}, {"enc_b2", 1}};
+    for (size_t i = 0; i < DR_ARRAY_LEN(ctr); i++) {
+        rewrite_model(good[3], bad, NULL, 0, ctr[i].tensor, ctr[i].at, i % 2 ? -3.0e38f : 3.0e38f);
+        ASSERT(rejected(bad, ctr[i].tensor, small));
+        rewrite_model(good[3], bad, NULL, 0, ctr[i].tensor, ctr[i].at,
+                      (float)DR_CTR_MAX_WEIGHT * 1.5f);
+        ASSERT(rejected(bad, ctr[i].tensor, small));
+        rewrite_model(good[3], bad, NULL, 0, ctr[i].tensor, ctr[i].at, (float)DR_CTR_MAX_WEIGHT);
+        ASSERT_OK(dr_omodel_load(bad, &m, &err), &err);
+        ASSERT(predicts_numbers(m));
+    }
+
+    /* Counts and sizes are integers. */
+    static const struct {
+        int model;
+        const char *key;
+        double value;
+    } ints[] = {{0, "dim", 16.5},   {0, "clusters", 1.5},  {0, "idf_docs", 60.5},
+                {1, "rows", 59.5},  {1, "k", 4.5},         {2, "rank", 16.5},
+                {3, "hidden", 8.5}, {3, "embed_dim", 4.25}};
+    for (size_t i = 0; i < DR_ARRAY_LEN(ints); i++) {
+        char field[64];
+        snprintf(field, sizeof(field), "config.%s: %g is not an integer", ints[i].key,
+                 ints[i].value);
+        rewrite_model(good[ints[i].model], bad, ints[i].key, ints[i].value, NULL, 0, 0);
+        ASSERT(rejected(bad, field, small));
+    }
+
+    /* Sizes declared huge: the file must hold them before anything of that
+     * size is allocated. */
+    static const struct {
+        int model;
+        const char *key;
+        double value;
+        const char *field;
+    } huge[] = {{1, "rows", 1e8, "train_x"},         {0, "dim", 4096, "quality_w"},
+                {0, "clusters", 256, "quality_w"},   {3, "hidden", 1024, "enc_w1"},
+                {3, "embed_dim", 512, "option_emb"}, {2, "rank", 1e9, "config.rank"}};
+    for (size_t i = 0; i < DR_ARRAY_LEN(huge); i++) {
+        rewrite_model(good[huge[i].model], bad, huge[i].key, huge[i].value, NULL, 0, 0);
+        ASSERT(rejected(bad, huge[i].field, small));
+    }
+    /* A tensor whose header declares a huge shape. */
+    char *bytes = NULL;
+    ASSERT_OK(dr_read_file(good[0], 1 << 26, &bytes, &len, &err), &err);
+    uint64_t hlen = 0;
+    for (int b = 7; b >= 0; b--)
+        hlen = hlen << 8 | (unsigned char)bytes[b];
+    char *at = strstr(bytes + 8, "\"shape\":[3,23]");
+    ASSERT(at != NULL && (size_t)(at - bytes) < 8 + hlen);
+    static const char shape[] = "\"shape\":[3000000000,3000000000]";
+    size_t grow = strlen(shape) - strlen("\"shape\":[3,23]");
+    char *out = malloc(len + grow);
+    ASSERT(out != NULL);
+    size_t pre = (size_t)(at - bytes);
+    memcpy(out, bytes, pre);
+    memcpy(out + pre, shape, strlen(shape));
+    memcpy(out + pre + strlen(shape), at + strlen("\"shape\":[3,23]"),
+           len - pre - strlen("\"shape\":[3,23]"));
+    for (int b = 0; b < 8; b++)
+        out[b] = (char)((hlen + grow) >> (8 * b));
+    ASSERT_OK(dr_write_file_atomic(bad, out, len + grow, &err), &err);
+    ASSERT(rejected(bad, "quality_w", small));
+    free(out);
+    free(bytes);
+    dr_outcomes_free(&t);
     free(text);
 }

@@ -10,6 +10,7 @@
 #include "dynrag/outcomes.h"
 #include "dynrag/pipeline.h"
 #include "eval/outcomes.h"
+#include "nn/safetensors.h"
 #include "router/scorer.h"
 
 #include <cjson/cJSON.h>
@@ -288,6 +289,63 @@ TEST(scorer_load_rejects_bad_files)
     ASSERT_CONTAINS(dynrag_errmsg(&err), "not finite");
     free(bytes);
     dr_scorer_free(m);
+    dr_outcomes_free(&t);
+    free(text);
+}
+
+/* A count in the config must be an integer: "epochs": 6.5 used to load as
+ * 6 (found while writing fuzz/fuzz_router_model.c); 6 still loads. */
+TEST(scorer_load_rejects_fractional_epochs)
+{
+    dynrag_error err;
+    dynrag_error_clear(&err);
+    char *text = choice_table(9, 30, "q", 0);
+    dr_outcome_table t = {0};
+    parse_table(text, &t);
+    dr_scorer_train_opts o = {.lambda = 0.1, .seed = 1};
+    dr_scorer *m = NULL;
+    ASSERT_OK(dr_scorer_train(&t, NULL, 0, NULL, NULL, 0, &o, &m, NULL, &err), &err);
+    char good[1024], bad[1024];
+    snprintf(good, sizeof good, "%s/good.safetensors", test_tmpdir());
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", test_tmpdir());
+    ASSERT_OK(dr_scorer_save(m, good, &err), &err);
+    dr_scorer_free(m);
+    static const double epochs[] = {6.5, 6};
+    for (size_t i = 0; i < 2; i++) {
+        dr_st_file *f = NULL;
+        ASSERT_OK(dr_st_open(good, &f, &err), &err);
+        cJSON *cfg = cJSON_Parse(dr_st_meta(f, "config"));
+        ASSERT(cfg != NULL);
+        cJSON_ReplaceItemInObject(cfg, "epochs", cJSON_CreateNumber(epochs[i]));
+        char *cfg_text = cJSON_PrintUnformatted(cfg);
+        dr_st_writer *w = dr_st_writer_new();
+        float *wt = malloc(DR_SCORER_BUCKETS * sizeof(float));
+        uint64_t shape[1] = {DR_SCORER_BUCKETS};
+        ASSERT(w != NULL && wt != NULL && cfg_text != NULL);
+        ASSERT_OK(dr_st_read_f32(f, "w", 1, shape, wt, &err), &err);
+        ASSERT_OK(dr_st_writer_meta(w, "format", dr_st_meta(f, "format"), &err), &err);
+        ASSERT_OK(dr_st_writer_meta(w, "format_version", "1", &err), &err);
+        ASSERT_OK(dr_st_writer_meta(w, "config", cfg_text, &err), &err);
+        ASSERT_OK(dr_st_writer_add_f32(w, "w", 1, shape, wt, &err), &err);
+        ASSERT_OK(dr_st_writer_save(w, bad, &err), &err);
+        dr_st_writer_free(w);
+        free(wt);
+        free(cfg_text);
+        cJSON_Delete(cfg);
+        dr_st_close(f);
+        dr_scorer *x = NULL;
+        int rc = dr_scorer_load(bad, &x, &err);
+        if (i == 0) {
+            ASSERT_EQ(rc, DYNRAG_ERR_FORMAT);
+            ASSERT(x == NULL);
+            ASSERT_CONTAINS(dynrag_errmsg(&err), "bad.safetensors: config.lambda/epochs");
+        } else {
+            ASSERT_OK(rc, &err);
+            double p = dr_scorer_score(x, "Which one is hot?\nA) sun\nB) ice", "m1", "A");
+            ASSERT(p >= 0 && p <= 1);
+            dr_scorer_free(x);
+        }
+    }
     dr_outcomes_free(&t);
     free(text);
 }

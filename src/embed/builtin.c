@@ -13,6 +13,11 @@
 #define IDF_BUCKETS (1u << IDF_BITS)
 #define IDF_MASK (IDF_BUCKETS - 1u)
 #define STATE_VERSION 1u
+/* The largest IDF dr_builtin_finish_idf can give: 1 + ln(n_docs + 1) with
+ * n_docs < 2^64 is below 1 + 44.37. A loaded state with a larger value is
+ * damaged, and a value near FLT_MAX would overflow the float sums of
+ * builtin_embed (an infinite component, then NaN after normalising). */
+#define MAX_IDF 45.5f
 
 /* Feature groups and their weights, tuned on SciFact train queries at dim
  * 256 (dense nDCG@10 0.53; character n-grams carry most of the signal and
@@ -434,9 +439,13 @@ int dr_builtin_state_load(dr_embedder *base, const void *blob, size_t len, dynra
     for (size_t b = 0; b < IDF_BUCKETS; b++) {
         uint32_t bits = get_u32(p + STATE_HEADER + 4 * b);
         memcpy(&idf[b], &bits, 4);
-        if (!isfinite(idf[b]) || idf[b] < 0) {
+        if (!(idf[b] >= 0 && idf[b] <= MAX_IDF)) { /* also NaN */
+            double bad = (double)idf[b];
             dr_free(idf);
-            return dr_err_set(err, DYNRAG_ERR_FORMAT, "builtin embedder state: bad IDF value");
+            return dr_err_set(err, DYNRAG_ERR_FORMAT,
+                              "builtin embedder state: bad IDF value %g at bucket %zu (expected "
+                              "0 to %g)",
+                              bad, b, (double)MAX_IDF);
         }
     }
     dr_free(e->idf);

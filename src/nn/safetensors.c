@@ -377,8 +377,8 @@ static void shape_str(char *buf, size_t size, int ndim, const uint64_t *shape)
         snprintf(buf + k, size - k, "]");
 }
 
-int dr_st_read_f32(const dr_st_file *f, const char *name, int ndim, const uint64_t *shape,
-                   float *dst, dynrag_error *err)
+int dr_st_check_f32(const dr_st_file *f, const char *name, int ndim, const uint64_t *shape,
+                    dynrag_error *err)
 {
     const dr_st_tensor *t = dr_st_find(f, name);
     if (!t)
@@ -396,6 +396,16 @@ int dr_st_read_f32(const dr_st_file *f, const char *name, int ndim, const uint64
         return dr_err_set(err, DYNRAG_ERR_MISMATCH, "tensor '%s' has shape %s, expected %s", name,
                           got, want);
     }
+    return DYNRAG_OK;
+}
+
+int dr_st_read_f32(const dr_st_file *f, const char *name, int ndim, const uint64_t *shape,
+                   float *dst, dynrag_error *err)
+{
+    int rc = dr_st_check_f32(f, name, ndim, shape, err);
+    if (rc != DYNRAG_OK)
+        return rc;
+    const dr_st_tensor *t = dr_st_find(f, name);
     /* Bytes are little-endian and possibly unaligned: assemble each float. */
     const uint8_t *p = t->data;
     for (uint64_t i = 0; i < t->numel; i++, p += 4) {

@@ -74,6 +74,11 @@ const char *dr_st_meta(const dr_st_file *f, const char *key);
  * (missing), DYNRAG_ERR_MISMATCH (dtype or shape), each naming the tensor. */
 int dr_st_read_f32(const dr_st_file *f, const char *name, int ndim, const uint64_t *shape,
                    float *dst, dynrag_error *err);
+/* The checks of dr_st_read_f32 (same errors) without copying: lets a loader
+ * check that a file holds the sizes its config claims before it allocates
+ * anything of those sizes. */
+int dr_st_check_f32(const dr_st_file *f, const char *name, int ndim, const uint64_t *shape,
+                    dynrag_error *err);
 
 /* ---- writer ----------------------------------------------------------- */
 

@@ -46,6 +46,12 @@
 
 #define DR_CTR_MAX_HIDDEN 1024
 #define DR_CTR_MAX_DIM 512
+/* The largest weight magnitude a model file may hold. Trained weights are
+ * O(1) to O(100) (Adam moves each by at most about lr per step); with
+ * |w| <= 1e6 and feature rows of L1 norm below 100, every float sum of
+ * dr_contrastive_scores stays below 1e17, far from overflow (a larger,
+ * damaged weight could make the encoding infinite and the cosines NaN). */
+#define DR_CTR_MAX_WEIGHT 1e6
 
 typedef struct dr_contrastive {
     size_t n_feat;    /* F */

@@ -1367,6 +1367,18 @@ static int cfg_num(const cJSON *cfg, const char *path, const char *key, double l
     return DYNRAG_OK;
 }
 
+/* Reads a count or size field of the config: a number in [lo, hi] that
+ * must be an integer (a damaged 16.5 is an error, not dimension 16). */
+static int cfg_int(const cJSON *cfg, const char *path, const char *key, double lo, double hi,
+                   double *out, dynrag_error *err)
+{
+    int rc = cfg_num(cfg, path, key, lo, hi, out, err);
+    if (rc == DYNRAG_OK && *out != floor(*out))
+        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.%s: %g is not an integer", path, key,
+                          *out);
+    return rc;
+}
+
 /* Reads the training neighbours of a knn or preference model (config
  * rows, k, local_weight, prior; tensors train_x, train_q, ratings),
  * checking every value. */
@@ -1375,8 +1387,8 @@ static int load_neighbours(dr_omodel *m, const dr_st_file *f, const cJSON *cfg, 
 {
     double rows = 0, k = 0, lw = 0, prior = 0;
     int rc;
-    if ((rc = cfg_num(cfg, path, "rows", 1, 1e8, &rows, err)) ||
-        (rc = cfg_num(cfg, path, "k", 1, DR_MIN(rows, (double)DR_ONBR_MAX_K), &k, err)) ||
+    if ((rc = cfg_int(cfg, path, "rows", 1, 1e8, &rows, err)) ||
+        (rc = cfg_int(cfg, path, "k", 1, DR_MIN(rows, (double)DR_ONBR_MAX_K), &k, err)) ||
         (rc = cfg_num(cfg, path, "local_weight", 0, 1, &lw, err)) ||
         (rc = cfg_num(cfg, path, "prior", 0, 1e6, &prior, err)))
         return rc;
@@ -1431,23 +1443,29 @@ static int load_contrastive(dr_st_file *f, const cJSON *cfg, const char *path, d
 {
     double hidden = 0, dim = 0, tau = 0;
     int rc;
-    if ((rc = cfg_num(cfg, path, "hidden", 0, DR_CTR_MAX_HIDDEN, &hidden, err)) ||
-        (rc = cfg_num(cfg, path, "embed_dim", 2, DR_CTR_MAX_DIM, &dim, err)) ||
+    if ((rc = cfg_int(cfg, path, "hidden", 0, DR_CTR_MAX_HIDDEN, &hidden, err)) ||
+        (rc = cfg_int(cfg, path, "embed_dim", 2, DR_CTR_MAX_DIM, &dim, err)) ||
         (rc = cfg_num(cfg, path, "tau", 1e-6, 1e6, &tau, err)) ||
         (rc = cfg_num(cfg, path, "prior_weight", 0, 1e6, &m->prior_weight, err)) ||
         (rc = cfg_num(cfg, path, "prior_rows", 0, 1e9, &m->prior_rows, err)))
         return rc;
-    if (hidden != floor(hidden) || dim != floor(dim))
-        return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: config.hidden/embed_dim: not integers",
-                          path);
+    /* The sizes the config claims must be the sizes the file holds before
+     * anything is allocated for them. */
+    size_t h1 = hidden > 0 ? (size_t)hidden : (size_t)dim;
+    uint64_t s1[2] = {m->n_feat, h1}, s2[2] = {(uint64_t)dim, (uint64_t)hidden},
+             sb[1] = {(uint64_t)dim}, se[2] = {m->n_options, (uint64_t)dim};
+    if ((rc = dr_st_check_f32(f, "enc_w1", 2, s1, err)) ||
+        (rc = dr_st_check_f32(f, "option_emb", 2, se, err)) ||
+        (hidden > 0 && ((rc = dr_st_check_f32(f, "enc_w2", 2, s2, err)) ||
+                        (rc = dr_st_check_f32(f, "enc_b2", 1, sb, err))))) {
+        dr_err_prefix(err, "%s", path);
+        return rc;
+    }
     dr_contrastive *c =
         dr_contrastive_new(m->n_feat, (size_t)hidden, (size_t)dim, m->n_options, tau);
     if (c == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     m->ctr = c;
-    size_t h1 = c->hidden ? c->hidden : c->dim;
-    uint64_t s1[2] = {c->n_feat, h1}, s2[2] = {c->dim, c->hidden}, sb[1] = {c->dim},
-             se[2] = {c->n_options, c->dim};
     if ((rc = dr_st_read_f32(f, "enc_w1", 2, s1, c->w1, err)) ||
         (rc = dr_st_read_f32(f, "option_emb", 2, se, c->emb, err)) ||
         (c->hidden > 0 && ((rc = dr_st_read_f32(f, "enc_w2", 2, s2, c->w2, err)) ||
@@ -1464,10 +1482,15 @@ static int load_contrastive(dr_st_file *f, const cJSON *cfg, const char *path, d
                  {"enc_w2", c->w2, c->hidden * c->dim},
                  {"enc_b2", c->b2, c->hidden ? c->dim : 0}};
     for (size_t p = 0; p < DR_ARRAY_LEN(parts); p++)
-        for (size_t i = 0; i < parts[p].n; i++)
+        for (size_t i = 0; i < parts[p].n; i++) {
             if (!isfinite(parts[p].v[i]))
                 return dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: %s: a value is not finite", path,
                                   parts[p].name);
+            if (fabsf(parts[p].v[i]) > DR_CTR_MAX_WEIGHT) /* see contrastive.h */
+                return dr_err_set(
+                    err, DYNRAG_ERR_FORMAT, "%s: %s: value %g at [%zu] is outside [-%g, %g]", path,
+                    parts[p].name, (double)parts[p].v[i], i, DR_CTR_MAX_WEIGHT, DR_CTR_MAX_WEIGHT);
+        }
     return DYNRAG_OK;
 }
 
@@ -1529,14 +1552,14 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     }
     double rank = 0;
     if (strcmp(kind->valuestring, "mf") == 0 &&
-        (rc = cfg_num(cfg, path, "rank", 1, DR_OMODEL_MAX_RANK, &rank, err)) != DYNRAG_OK)
+        (rc = cfg_int(cfg, path, "rank", 1, DR_OMODEL_MAX_RANK, &rank, err)) != DYNRAG_OK)
         goto cleanup;
     double dim = 0, extra = 0, lambda = 0, docs = 0, clusters = 0;
-    if ((rc = cfg_num(cfg, path, "dim", 16, DR_OMODEL_MAX_DIM, &dim, err)) ||
-        (rc = cfg_num(cfg, path, "clusters", 0, DR_OMODEL_MAX_CLUSTERS, &clusters, err)) ||
+    if ((rc = cfg_int(cfg, path, "dim", 16, DR_OMODEL_MAX_DIM, &dim, err)) ||
+        (rc = cfg_int(cfg, path, "clusters", 0, DR_OMODEL_MAX_CLUSTERS, &clusters, err)) ||
         (rc = cfg_num(cfg, path, "extra", DR_OMODEL_EXTRA, DR_OMODEL_EXTRA, &extra, err)) ||
         (rc = cfg_num(cfg, path, "lambda", 0, 1e12, &lambda, err)) ||
-        (rc = cfg_num(cfg, path, "idf_docs", 0, 1e15, &docs, err)))
+        (rc = cfg_int(cfg, path, "idf_docs", 0, 1e15, &docs, err)))
         goto cleanup;
     const cJSON *opts = cJSON_GetObjectItemCaseSensitive(cfg, "options");
     const cJSON *hc = cJSON_GetObjectItemCaseSensitive(cfg, "has_cost");
@@ -1618,6 +1641,19 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     for (size_t i = 0; i < m->n_options * 2; i++)
         if (!isfinite(m->cw[i])) {
             rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: cost_w: a value is not finite", path);
+            goto cleanup;
+        }
+    /* Training gives idf = 1 + ln((docs + 1) / (df + 1)) <= 1 + ln(1 + docs).
+     * A larger (damaged) value can overflow the embedder's float sums of a
+     * query with repeated words: an infinite component, then NaN features
+     * and NaN qualities. */
+    double idf_max = 1.0 + log1p((double)m->idf_docs) + 1e-4;
+    for (size_t i = 0; i < IDF_BUCKETS; i++)
+        if (!(m->idf[i] >= 0 && m->idf[i] <= idf_max)) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                            "%s: idf: value %g at [%zu] is not finite or outside [0, %g] "
+                            "(1 + ln(1 + config.idf_docs))",
+                            path, (double)m->idf[i], i, idf_max);
             goto cleanup;
         }
     if ((is_knn || is_pref) && (rc = load_neighbours(m, f, cfg, path, is_pref, err)) != DYNRAG_OK)

@@ -705,9 +705,12 @@ int dr_scorer_load(const char *path, dr_scorer **out, dynrag_error *err)
         goto cleanup;
     }
     if (!cJSON_IsNumber(lambda) || !(lambda->valuedouble >= 0 && lambda->valuedouble <= 1e6) ||
-        !cJSON_IsNumber(epochs) || !(epochs->valuedouble >= 1 && epochs->valuedouble <= 1000)) {
+        !cJSON_IsNumber(epochs) || !(epochs->valuedouble >= 1 && epochs->valuedouble <= 1000) ||
+        epochs->valuedouble != floor(epochs->valuedouble)) {
         rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
-                        "%s: config.lambda/epochs: missing or out of range", path);
+                        "%s: config.lambda/epochs: missing or out of range (epochs: an "
+                        "integer)",
+                        path);
         goto cleanup;
     }
     int n_opt = cJSON_GetArraySize(opts);
