@@ -5,7 +5,7 @@
 # on the held-out 20% of each task, over 20 seeded random splits.
 #   python3 bench/task_identity.py rdc/mmlu_train.jsonl rdc/gsm8k-train.jsonl ...
 import json, random, statistics, sys
-files = sys.argv[1:]
+files = sorted(sys.argv[1:])  # the same splits whatever the order given
 tasks = {f: [json.loads(l) for l in open(f)] for f in files}
 models = list(next(iter(tasks.values()))[0]['outcomes'].keys())
 res = []
