@@ -55,8 +55,10 @@ struct dynrag_index {
     pthread_mutex_t map_lock;
     struct dr_docmap *map;
     bool map_tried;
-    /* The documents' title keys (retrieve/titles.h), built under map_lock
-     * by the first dr_index_title_keys() call; read-only once titles_ready. */
+    /* The documents' title keys (retrieve/titles.h), built under
+     * titles_lock (not map_lock: searches never wait for them) by the first
+     * dr_index_title_keys() call; read-only once titles_ready. */
+    pthread_mutex_t titles_lock;
     uint64_t *title_keys;
     size_t n_title_keys;
     atomic_bool titles_ready;
@@ -406,7 +408,7 @@ static int u64_cmp(const void *a, const void *b)
 }
 
 /* Reads every title of idx's documents into idx->title_keys (sorted,
- * distinct). Called once, under map_lock. */
+ * distinct). Called once, under titles_lock. */
 static int title_keys_build(dynrag_index *idx, dr_title_keyfn keyfn, dynrag_error *err)
 {
     dr_conn *conn = NULL;
@@ -474,7 +476,7 @@ const uint64_t *dr_index_title_keys(dynrag_index *idx, dr_title_keyfn keyfn, siz
         return k;
     }
     if (!atomic_load(&idx->titles_ready)) {
-        pthread_mutex_lock(&idx->map_lock);
+        pthread_mutex_lock(&idx->titles_lock);
         if (!atomic_load(&idx->titles_ready)) {
             dynrag_error e;
             dynrag_error_clear(&e);
@@ -483,7 +485,7 @@ const uint64_t *dr_index_title_keys(dynrag_index *idx, dr_title_keyfn keyfn, siz
                        dynrag_errmsg(&e));
             atomic_store(&idx->titles_ready, true);
         }
-        pthread_mutex_unlock(&idx->map_lock);
+        pthread_mutex_unlock(&idx->titles_lock);
     }
     *n = idx->n_title_keys;
     return idx->title_keys;
@@ -508,6 +510,7 @@ void dynrag_index_close(dynrag_index *idx)
     pthread_mutex_destroy(&idx->pool_lock);
     docmap_free(idx->map);
     dr_free(idx->title_keys);
+    pthread_mutex_destroy(&idx->titles_lock);
     pthread_mutex_destroy(&idx->map_lock);
     dr_vec_free(idx->vec);
     dr_bm25_free(idx->bm25);
@@ -634,6 +637,7 @@ static int open_snapshot(const char *dir, const dynrag_embedder_config *embedder
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&idx->pool_lock, NULL);
     pthread_mutex_init(&idx->map_lock, NULL);
+    pthread_mutex_init(&idx->titles_lock, NULL);
     int rc = DYNRAG_OK;
     idx->dir = dr_strdup(dir);
     idx->db_path = dr_asprintf("%s/index.db", dir);
@@ -1633,6 +1637,7 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
     }
     pthread_mutex_init(&idx->pool_lock, NULL);
     pthread_mutex_init(&idx->map_lock, NULL);
+    pthread_mutex_init(&idx->titles_lock, NULL);
     pthread_mutex_init(&lv->lock, NULL);
     lv->ino_fd = -1;
     lv->refused_gen = -1;
