@@ -4,8 +4,8 @@
 # from fuzz/corpus/<name>/ (which is never written to).
 #
 #   scripts/fuzz.sh [SECONDS] [NAME...]   (default: 60 s each; all of:
-#                                          pipeline http_request weights index
-#                                          router_model user_files)
+#                                          pipeline http_request http_framing
+#                                          weights index router_model user_files)
 #
 # Findings land in build-fuzz/crash-*, leak-*, timeout-*; reproduce one with
 # build-fuzz/fuzz_<name> build-fuzz/crash-...  Exits non-zero on a finding.
@@ -14,7 +14,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-60}
 shift || true
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(pipeline http_request weights index router_model user_files)
+[ ${#names[@]} -gt 0 ] || names=(pipeline http_request http_framing weights index router_model user_files)
 dir=$root/build-fuzz
 faiss=${DYNRAG_FAISS_SOURCE_DIR:-$root/.deps/faiss-src}
 CC=clang CXX=clang++ cmake -S "$root" -B "$dir" -DDYNRAG_FUZZ=ON -DDYNRAG_BUILD_TESTS=OFF \

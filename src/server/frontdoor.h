@@ -71,7 +71,8 @@ typedef struct dr_frame {
  * malformed_request / invalid_content_length / invalid_chunked_body, 413
  * body_too_large, 414 uri_too_long, 431 headers_too_large, 501
  * unsupported_transfer_encoding, 505 http_version_not_supported). Pure: no
- * I/O; the fuzzer drives it with arbitrary bytes.
+ * I/O; fuzz/fuzz_http_framing.c drives it with arbitrary bytes, whole and in
+ * pieces (the framing must not depend on how the bytes arrive).
  */
 dr_frame_action dr_frame_next(dr_frame *f, const char *buf, size_t len, size_t *n,
                               dr_http_error *err);
