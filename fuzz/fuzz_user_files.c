@@ -17,6 +17,10 @@
  *   7 TREC run          dynrag_run_load, then the metrics against fixed qrels
  *   8 labelled set      dr_labelled_load
  *   9 outcome table     dr_outcomes_load
+ *  10 RouterBench CSV   dynrag_convert_routerbench, then the table it wrote
+ *                       must load (dr_outcomes_load) with as many rows
+ *  11 RouterDC JSON     dynrag_convert_routerdc, the same (the file is named
+ *                       by byte 1: a fractional task such as gsm8k or not)
  *
  * Every reader must either fail with an error or succeed; crashes,
  * sanitizer reports, leaks and hangs are findings, and so is an invariant
@@ -30,6 +34,7 @@
 #include "dynrag/engine.h"
 #include "dynrag/log.h"
 #include "dynrag/metrics.h"
+#include "dynrag/outcomes.h"
 #include "core/alloc.h"
 #include "core/util.h"
 #include "data/labelled.h"
@@ -180,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setup();
     if (size < 1)
         return 0;
-    int kind = data[0] % 10;
+    int kind = data[0] % 12;
     const uint8_t *p = data + 1;
     size_t n = size - 1;
     char path[128];
@@ -249,6 +254,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         dr_labelled_set *s = NULL;
         if (dr_labelled_load(path, &s, &err) == DYNRAG_OK)
             dr_labelled_free(s);
+        break;
+    }
+    case 10:
+    case 11: {
+        char in[160], out[160];
+        const char *name = kind == 10 ? "rb.csv" : (n > 0 && p[0] % 2 ? "gsm8k-test.json" : "mmlu_train.json");
+        snprintf(in, sizeof(in), "%s/%s", dir, name);
+        snprintf(out, sizeof(out), "%s/converted.jsonl", dir);
+        const uint8_t *body = kind == 11 && n > 0 ? p + 1 : p; /* RouterDC: after the name byte */
+        size_t body_len = kind == 11 && n > 0 ? n - 1 : n;
+        if (write_all(in, body, body_len) != 0)
+            abort();
+        unlink(out);
+        dynrag_convert_stats st;
+        int rc = kind == 10 ? dynrag_convert_routerbench(in, out, &st, &err)
+                            : dynrag_convert_routerdc(in, out, &st, &err);
+        if (rc != DYNRAG_OK)
+            break;
+        /* what a converter writes is a valid outcome table, row for row */
+        dr_outcome_table t;
+        memset(&t, 0, sizeof(t));
+        if (st.rows_written == 0)
+            break;
+        if (dr_outcomes_load(out, &t, &err) != DYNRAG_OK) {
+            fprintf(stderr, "converted table does not load: %s\n", dynrag_errmsg(&err));
+            abort();
+        }
+        if (t.n_rows != st.rows_written)
+            abort();
+        dr_outcomes_free(&t);
         break;
     }
     default: {
