@@ -662,6 +662,25 @@ size_t dr_utf8_encode(uint32_t cp, char *out)
     return 4;
 }
 
+int dr_u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+bool dr_u64_sorted_has(const uint64_t *a, size_t n, uint64_t key)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && a[lo] == key;
+}
+
 char *dr_utf8_sanitize(const char *s, size_t n)
 {
     /* Valid input (the common case) is copied as is. */

@@ -159,6 +159,13 @@ double dr_rng_normal(dr_rng *r);
 /* 64-bit FNV-1a over bytes, then a murmur-style finaliser. */
 uint64_t dr_hash64(const void *data, size_t n, uint64_t seed);
 
+/* ---- sorted uint64_t arrays -------------------------------------------- */
+
+/* qsort()/bsearch() comparison of two uint64_t. */
+int dr_u64_cmp(const void *a, const void *b);
+/* True when key is in a[0..n), sorted ascending (binary search). */
+bool dr_u64_sorted_has(const uint64_t *a, size_t n, uint64_t key);
+
 /* ---- UTF-8 ------------------------------------------------------------ */
 
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates). On

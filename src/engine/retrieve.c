@@ -296,15 +296,7 @@ typedef struct title_set {
 static bool title_has(void *user, uint64_t key)
 {
     const title_set *t = user;
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (t->keys[mid] < key)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < t->n && t->keys[lo] == key;
+    return dr_u64_sorted_has(t->keys, t->n, key);
 }
 
 /* Fills *t and *d with the titles of the query's index (none without one). */

@@ -56,12 +56,6 @@ static int shingle_word_cb(void *user, const char *word, size_t len, size_t s, s
     return 0;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* The 3-word shingles of text (single words when it has fewer than three),
  * sorted and unique. */
 static int make_shingles(const char *text, shingles *out)
@@ -77,7 +71,7 @@ static int make_shingles(const char *text, shingles *out)
         return c.status;
     }
     if (c.n > 0)
-        qsort(c.h, c.n, sizeof(uint64_t), cmp_u64);
+        qsort(c.h, c.n, sizeof(uint64_t), dr_u64_cmp);
     size_t m = 0;
     for (size_t i = 0; i < c.n; i++)
         if (m == 0 || c.h[m - 1] != c.h[i])

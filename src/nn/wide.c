@@ -48,12 +48,6 @@ static int wide_piece(void *user, const char *p, size_t len, int space)
     return 0;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 int dr_wide_features(const dr_tokenizer *tok, const char *text, int bits, uint32_t *idx,
                      float *val)
 {
@@ -78,7 +72,7 @@ int dr_wide_features(const dr_tokenizer *tok, const char *text, int bits, uint32
     uint64_t mask = ((uint64_t)1 << bits) - 1;
     for (int i = 0; i < st->n; i++)
         keys[i] = (keys[i] & mask) << 1 | keys[i] >> 63;
-    qsort(keys, (size_t)st->n, sizeof(uint64_t), cmp_u64);
+    qsort(keys, (size_t)st->n, sizeof(uint64_t), dr_u64_cmp);
     int m = 0;
     double norm = 0;
     for (int i = 0; i < st->n;) {

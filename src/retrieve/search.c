@@ -401,12 +401,6 @@ static const dr_docmap *docmap_get(dynrag_index *idx, sqlite3 *db)
 
 /* ---- document titles (retrieve/titles.h) ---------------------------------------- */
 
-static int u64_cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Reads every title of idx's documents into idx->title_keys (sorted,
  * distinct). Called once, under titles_lock. */
 static int title_keys_build(dynrag_index *idx, dr_title_keyfn keyfn, dynrag_error *err)
@@ -444,7 +438,7 @@ static int title_keys_build(dynrag_index *idx, dr_title_keyfn keyfn, dynrag_erro
         rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", sqlite3_errmsg(conn->db));
         goto cleanup;
     }
-    qsort(keys, n, sizeof(*keys), u64_cmp);
+    qsort(keys, n, sizeof(*keys), dr_u64_cmp);
     size_t u = 0;
     for (size_t i = 0; i < n; i++)
         if (u == 0 || keys[u - 1] != keys[i])

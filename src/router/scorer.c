@@ -192,12 +192,6 @@ static bool choice_line(const char *q, size_t n, char x, size_t *at, size_t *len
     return found;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* The features of (query, option, answer); see scorer.h. */
 static void features(const dr_scorer *s, const char *query, const char *option, const char *answer,
                      feats *f)
@@ -269,9 +263,9 @@ static void features(const dr_scorer *s, const char *query, const char *option, 
     while (lenb < 20 && ((size_t)1 << lenb) <= an)
         lenb++;
     size_t in_query = 0;
-    qsort(qw, nq, sizeof qw[0], cmp_u64); /* the query's words are no longer needed in order */
+    qsort(qw, nq, sizeof qw[0], dr_u64_cmp); /* the query's words are no longer needed in order */
     for (size_t i = 0; i < na; i++)
-        in_query += bsearch(&aw[i], qw, nq, sizeof qw[0], cmp_u64) != NULL;
+        in_query += bsearch(&aw[i], qw, nq, sizeof qw[0], dr_u64_cmp) != NULL;
     uint64_t shape[4] = {
         100 + (uint64_t)lenb,
         na == 0 ? 200 : 201,
