@@ -30,6 +30,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fuzz_files.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define N_FILES 3
@@ -45,41 +47,6 @@ typedef struct template_index {
 static template_index templates[2];
 static char work[512];
 static int ready;
-
-static unsigned char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    unsigned char *buf = NULL;
-    size_t cap = 0, n = 0, got;
-    do {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 65536;
-            unsigned char *nb = realloc(buf, cap);
-            if (nb == NULL) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        got = fread(buf + n, 1, cap - n, f);
-        n += got;
-    } while (got > 0);
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
-static int write_all(const char *path, const unsigned char *p, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return -1;
-    size_t w = len ? fwrite(p, 1, len, f) : 0;
-    return fclose(f) == 0 && w == len ? 0 : -1;
-}
 
 /* Builds the two template indexes once; aborts when that fails (the
  * harness itself is broken then, not the code under test). */
@@ -98,7 +65,7 @@ static void setup(void)
         "cannot escape.\"}\n";
     char in[600];
     snprintf(in, sizeof(in), "%s/corpus.jsonl", root);
-    if (write_all(in, (const unsigned char *)corpus, sizeof(corpus) - 1) != 0)
+    if (fuzz_write_all(in, (const unsigned char *)corpus, sizeof(corpus) - 1) != 0)
         abort();
     snprintf(work, sizeof(work), "%s/work", root);
     for (int t = 0; t < 2; t++) {
@@ -118,7 +85,7 @@ static void setup(void)
         for (int f = 0; f < T->n_files; f++) {
             char path[700];
             snprintf(path, sizeof(path), "%s/%s", T->dir, file_names[f]);
-            T->files[f] = read_all(path, &T->lens[f]);
+            T->files[f] = fuzz_read_all(path, &T->lens[f]);
             if (T->files[f] == NULL)
                 abort();
         }
@@ -188,7 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             unlink(path);
             continue;
         }
-        if (write_all(path, f == victim ? buf : T->files[f], f == victim ? len : T->lens[f]) != 0)
+        if (fuzz_write_all(path, f == victim ? buf : T->files[f], f == victim ? len : T->lens[f]) != 0)
             abort();
     }
     free(buf);

@@ -62,6 +62,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_files.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct template_spec {
@@ -136,41 +138,6 @@ static void remove_root(void)
     unlink(path);
     unlink(model_path);
     rmdir(root_dir);
-}
-
-static unsigned char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    unsigned char *buf = NULL;
-    size_t cap = 0, n = 0, got;
-    do {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 65536;
-            unsigned char *nb = realloc(buf, cap);
-            if (nb == NULL) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        got = fread(buf + n, 1, cap - n, f);
-        n += got;
-    } while (got > 0);
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
-static int write_all(const char *path, const unsigned char *p, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return -1;
-    size_t w = len ? fwrite(p, 1, len, f) : 0;
-    return fclose(f) == 0 && w == len ? 0 : -1;
 }
 
 static uint64_t le64(const unsigned char *p)
@@ -257,7 +224,7 @@ static void setup(void)
             abort();
         }
         template_file *T = &templates[i];
-        T->bytes = read_all(path, &T->len);
+        T->bytes = fuzz_read_all(path, &T->len);
         if (T->bytes == NULL || T->len < 8)
             abort();
         uint64_t hlen = le64(T->bytes);
@@ -425,7 +392,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         }
     }
-    if (write_all(model_path, buf, len) != 0)
+    if (fuzz_write_all(model_path, buf, len) != 0)
         abort();
     free(buf);
     dynrag_error err;

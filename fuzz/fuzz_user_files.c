@@ -51,19 +51,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_files.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char dir[64];
 static char fixed_qrels[128], fixed_run[128];
-
-static int write_all(const char *path, const void *p, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return -1;
-    size_t w = len ? fwrite(p, 1, len, f) : 0;
-    return fclose(f) == 0 && w == len ? 0 : -1;
-}
 
 /* Aborts unless s[0..n) is valid UTF-8 without NUL bytes (overlongs,
  * surrogates and code points past U+10FFFF count as invalid). */
@@ -106,8 +99,8 @@ static void setup(void)
     static const char qrels[] = "q1 0 d1 1\nq1 0 d2 2\nq2 0 d3 1\nq3 0 d9 0\n";
     static const char run[] = "q1 Q0 d2 1 9.5 r\nq1 Q0 d7 2 3 r\nq2 Q0 d3 1 1 r\n"
                               "q3 Q0 d9 1 1 r\n";
-    if (write_all(fixed_qrels, qrels, sizeof(qrels) - 1) != 0 ||
-        write_all(fixed_run, run, sizeof(run) - 1) != 0)
+    if (fuzz_write_all(fixed_qrels, qrels, sizeof(qrels) - 1) != 0 ||
+        fuzz_write_all(fixed_run, run, sizeof(run) - 1) != 0)
         abort();
 }
 
@@ -147,7 +140,7 @@ static void ingest(const char *ext, const uint8_t *p, size_t n)
 {
     char path[128];
     snprintf(path, sizeof(path), "%s/input.%s", dir, ext);
-    if (write_all(path, p, n) != 0)
+    if (fuzz_write_all(path, p, n) != 0)
         abort();
     for (int skip = 0; skip < 2; skip++) {
         size_t docs = 0;
@@ -217,7 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ingest("txt", p, n);
         break;
     case 4: {
-        if (write_all(path, p, n) != 0)
+        if (fuzz_write_all(path, p, n) != 0)
             abort();
         char *report = NULL, *json = NULL;
         if (dynrag_log_summary(path, &report, &json, &err) == DYNRAG_OK) {
@@ -228,7 +221,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 5: {
-        if (write_all(path, p, n) != 0)
+        if (fuzz_write_all(path, p, n) != 0)
             abort();
         dr_eval_data d;
         if (dr_eval_data_load(path, DYNRAG_EVAL_FORMAT_QA, NULL, 0, &d, &err) == DYNRAG_OK)
@@ -237,7 +230,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     case 6:
     case 7: {
-        if (write_all(path, p, n) != 0)
+        if (fuzz_write_all(path, p, n) != 0)
             abort();
         dynrag_qrels *q = NULL;
         dynrag_run *r = NULL;
@@ -249,7 +242,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 8: {
-        if (write_all(path, p, n) != 0)
+        if (fuzz_write_all(path, p, n) != 0)
             abort();
         dr_labelled_set *s = NULL;
         if (dr_labelled_load(path, &s, &err) == DYNRAG_OK)
@@ -264,7 +257,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snprintf(out, sizeof(out), "%s/converted.jsonl", dir);
         const uint8_t *body = kind == 11 && n > 0 ? p + 1 : p; /* RouterDC: after the name byte */
         size_t body_len = kind == 11 && n > 0 ? n - 1 : n;
-        if (write_all(in, body, body_len) != 0)
+        if (fuzz_write_all(in, body, body_len) != 0)
             abort();
         unlink(out);
         dynrag_convert_stats st;
@@ -287,7 +280,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     default: {
-        if (write_all(path, p, n) != 0)
+        if (fuzz_write_all(path, p, n) != 0)
             abort();
         dr_outcome_table t;
         memset(&t, 0, sizeof(t));
