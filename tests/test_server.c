@@ -7,6 +7,7 @@
  */
 #include "test.h"
 
+#include "core/util.h"
 #include "dynrag/engine.h"
 #include "dynrag/index.h"
 #include "dynrag/pipeline.h"
@@ -1499,6 +1500,69 @@ TEST(server_routed_retrieve_matches_route)
         http_reply_free(&rr);
         http_reply_free(&rt);
     }
+    dynrag_server_close(s);
+    dynrag_pipeline_free(f.p);
+}
+
+/* /v1/retrieve with k beyond every fixed-size cache of the reply writer
+ * (the text lengths of the first 128 hits) returns exactly the in-process
+ * hits: same ids, same texts byte for byte (texts with quotes, backslashes,
+ * line breaks, control characters and multi-byte characters), same order. */
+TEST(server_retrieve_large_k_matches_in_process)
+{
+    fixture f;
+    ASSERT_EQ(fixture_make(&f), 0);
+    dr_buf b = {0};
+    static const char *const bits[] = {"plain words", "a \\\"quote\\\"", "back\\\\slash",
+                                       "line\\nbreak", "tab\\there", "\\u0007bell",
+                                       "\\u00e9t\\u00e9 \\u2603", "\\ud83d\\ude00 emoji"};
+    for (int i = 0; i < 300; i++)
+        ASSERT_EQ(dr_buf_printf(&b,
+                                "{\"_id\":\"z%03d\",\"title\":\"Zebra %d\",\"text\":\"zebra herd %d "
+                                "%s %s %.*s\"}\n",
+                                i, i, i, bits[i % 8], bits[(i / 8) % 8], i % 97,
+                                "stripes stripes stripes stripes stripes stripes stripes stripes "
+                                "stripes stripes stripes stripes stripes"),
+                  0);
+    const char *in[] = {test_write_file("zebras.jsonl", b.data)};
+    dr_buf_free(&b);
+    dynrag_error err;
+    ASSERT_OK(dynrag_index_add(f.index, in, 1, NULL, NULL, &err), &err);
+    dynrag_server *s = start_server(&f, NULL, 2, 10000);
+    ASSERT(s != NULL);
+    http_reply r;
+    ASSERT_EQ(http_post_json(dynrag_server_port(s), "/v1/retrieve",
+                             "{\"query\":\"zebra herd stripes\",\"k\":300,\"mode\":\"bm25\"}", NULL,
+                             &r),
+              0);
+    ASSERT_EQ(r.status, 200);
+    cJSON *o = cJSON_Parse(r.body);
+    ASSERT(o != NULL);
+    const cJSON *hits = jget(o, "hits");
+    dynrag_index *idx = NULL;
+    ASSERT_OK(dynrag_index_open(f.index, NULL, &idx, &err), &err);
+    dynrag_search_options so;
+    dynrag_search_options_init(&so);
+    so.mode = DYNRAG_SEARCH_BM25;
+    so.k = 300;
+    so.k1 = 0.9;
+    so.b = 0.4;
+    dynrag_hits h;
+    ASSERT_OK(dynrag_index_search(idx, "zebra herd stripes", &so, &h, &err), &err);
+    ASSERT_EQ((size_t)cJSON_GetArraySize(hits), h.n);
+    ASSERT_GT(h.n, 128);
+    for (size_t i = 0; i < h.n; i++) {
+        const cJSON *x = cJSON_GetArrayItem(hits, (int)i);
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(x, "text");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(x, "doc_id");
+        ASSERT(cJSON_IsString(text) && cJSON_IsString(id));
+        ASSERT_STR_EQ(id->valuestring, h.hits[i].doc_id);
+        ASSERT_STR_EQ(text->valuestring, h.hits[i].text);
+    }
+    dynrag_hits_free(&h);
+    dynrag_index_close(idx);
+    cJSON_Delete(o);
+    http_reply_free(&r);
     dynrag_server_close(s);
     dynrag_pipeline_free(f.p);
 }
