@@ -34,6 +34,10 @@ typedef struct dr_scored {
 struct dynrag_index {
     char *dir;
     char *db_path;
+    /* A snapshot's: the folder, open (or -1), so that every connection it
+     * opens reads the files of that folder even after the path is given to
+     * another one (store.h, dr_store_open_pinned). */
+    int dir_fd;
     dr_embedder *emb; /* NULL without a dense part */
     dr_vec *vec;      /* NULL without a dense part */
     dr_bm25 *bm25;    /* the BM25 engine: postings loaded from FTS5 at open */
@@ -50,6 +54,10 @@ struct dynrag_index {
     struct dr_live *live;
     atomic_int refs;    /* a snapshot's: live's pointer plus the calls using it */
     atomic_bool moved;  /* a snapshot's: its database is at a later generation */
+    /* A snapshot's: meta.index_id of the database it was opened from
+     * ("" when it has none), which every later connection must match. */
+    bool id_known;
+    char index_id[40];
     /* The chunk -> document map every search uses when it could be built
      * (by the first search); map_tried set once that was attempted. */
     pthread_mutex_t map_lock;
@@ -104,7 +112,7 @@ static int conn_acquire(dynrag_index *idx, dr_conn **out, dynrag_error *err)
     dr_conn *c = dr_calloc(1, sizeof(*c));
     if (c == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-    int rc = dr_store_open(idx->db_path, false, &c->db, err);
+    int rc = dr_store_open_pinned(idx->db_path, idx->dir_fd, &c->db, err);
     if (rc != DYNRAG_OK) {
         dr_free(c);
         return rc;
@@ -127,6 +135,28 @@ static int conn_acquire(dynrag_index *idx, dr_conn **out, dynrag_error *err)
             rc = dr_err_set(err, DYNRAG_ERR_DB, "index.db: %s", m);
         conn_free(c);
         return rc;
+    }
+    /* A connection opened after the snapshot reads whatever index.db is at
+     * the path now. When the folder was replaced (removed and built again,
+     * or another folder moved in), that is another database, whose rows
+     * must not be read as this snapshot's, even at the same generation:
+     * the search is then run again on a new snapshot (moved). */
+    if (idx->id_known) {
+        char *id = NULL;
+        dynrag_error e2;
+        int irc = dr_meta_get(c->db, "index_id", &id, &e2);
+        bool same = irc == DYNRAG_OK && strcmp(id ? id : "", idx->index_id) == 0;
+        dr_free(id);
+        if (!same) {
+            conn_free(c);
+            if (irc == DYNRAG_ERR_NOMEM)
+                return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            atomic_store(&idx->moved, true);
+            return dr_err_set(err, DYNRAG_ERR_STATE,
+                              "%s: the folder now holds another index (it was replaced while "
+                              "this search ran)",
+                              idx->dir);
+        }
     }
     pthread_mutex_lock(&idx->pool_lock);
     if (idx->n_all == idx->cap_all) {
@@ -509,6 +539,8 @@ void dynrag_index_close(dynrag_index *idx)
     dr_vec_free(idx->vec);
     dr_bm25_free(idx->bm25);
     dr_embedder_free(idx->emb);
+    if (idx->dir_fd >= 0)
+        close(idx->dir_fd);
     dr_free(idx->dir);
     dr_free(idx->db_path);
     dr_free(idx);
@@ -517,7 +549,7 @@ void dynrag_index_close(dynrag_index *idx)
 /* The metadata of one consistent snapshot, read in one transaction. */
 typedef struct snapshot {
     long long fmt, gen, dim, docs, chunks, tokens;
-    char embedder[256], factory[128], hash[32];
+    char embedder[256], factory[128], hash[32], id[40];
     void *state;
     size_t state_len;
 } snapshot;
@@ -554,6 +586,8 @@ static int read_snapshot(sqlite3 *db, snapshot *s, dynrag_error *err)
         rc = read_str(db, "faiss_factory", s->factory, sizeof(s->factory), err);
     if (rc == DYNRAG_OK)
         rc = read_str(db, "dense_hash", s->hash, sizeof(s->hash), err);
+    if (rc == DYNRAG_OK)
+        rc = read_str(db, "index_id", s->id, sizeof(s->id), err);
     if (rc == DYNRAG_OK) {
         sqlite3_stmt *q = NULL;
         if (sqlite3_prepare_v2(db, "SELECT blob FROM embedder_state WHERE id = 1", -1, &q,
@@ -629,6 +663,9 @@ static int open_snapshot(const char *dir, const dynrag_embedder_config *embedder
     memset(&s, 0, sizeof(s));
     if (idx == NULL)
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    /* Without the folder open (out of descriptors), connections open by
+     * path as before. */
+    idx->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     pthread_mutex_init(&idx->pool_lock, NULL);
     pthread_mutex_init(&idx->map_lock, NULL);
     pthread_mutex_init(&idx->titles_lock, NULL);
@@ -684,6 +721,8 @@ static int open_snapshot(const char *dir, const dynrag_embedder_config *embedder
     conn_release(idx, conn);
     if (rc != DYNRAG_OK)
         goto cleanup;
+    dr_strlcpy(idx->index_id, s.id, sizeof(idx->index_id));
+    idx->id_known = true;
     if (idx->vec) {
         if (embedder == NULL && strncmp(s.embedder, "builtin:", 8) != 0) {
             rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
@@ -1629,6 +1668,7 @@ int dynrag_index_open(const char *dir, const dynrag_embedder_config *embedder,
         dr_free(lv);
         return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
+    idx->dir_fd = -1; /* the live handle has no folder of its own: its snapshots do */
     pthread_mutex_init(&idx->pool_lock, NULL);
     pthread_mutex_init(&idx->map_lock, NULL);
     pthread_mutex_init(&idx->titles_lock, NULL);

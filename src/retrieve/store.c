@@ -5,10 +5,12 @@
 #include "core/util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,8 +56,63 @@ static char *immutable_uri(const char *path)
     return dr_buf_take(&b);
 }
 
-int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *err)
+/* ---- folder-pinned connections ---------------------------------------------- */
+
+/*
+ * The "dynrag-dirfd" VFS: the default one (a byte copy, so its methods and
+ * their state are the same) except that it keeps a name under
+ * /proc/self/fd/ as it is. The default xFullPathname resolves symbolic
+ * links, which would turn /proc/self/fd/N/index.db back into the folder's
+ * path at the time of the open; kept, every name SQLite derives from it
+ * (-wal, -shm, -journal) stays in the folder that descriptor N holds.
+ */
+static sqlite3_vfs fd_vfs;
+static sqlite3_vfs *fd_vfs_base;
+static bool fd_vfs_ok;
+static pthread_once_t fd_vfs_once = PTHREAD_ONCE_INIT;
+
+#define PROC_FD "/proc/self/fd/"
+
+static int fd_full_pathname(sqlite3_vfs *vfs, const char *name, int n_out, char *out)
 {
+    (void)vfs;
+    if (strncmp(name, PROC_FD, strlen(PROC_FD)) == 0) {
+        size_t len = strlen(name);
+        if (n_out < 1 || len >= (size_t)n_out)
+            return SQLITE_CANTOPEN;
+        memcpy(out, name, len + 1);
+        return SQLITE_OK;
+    }
+    return fd_vfs_base->xFullPathname(fd_vfs_base, name, n_out, out);
+}
+
+static void fd_vfs_init(void)
+{
+    struct stat st;
+    fd_vfs_base = sqlite3_vfs_find(NULL);
+    if (fd_vfs_base == NULL || stat(PROC_FD, &st) != 0)
+        return;
+    fd_vfs = *fd_vfs_base;
+    fd_vfs.pNext = NULL;
+    fd_vfs.zName = "dynrag-dirfd";
+    fd_vfs.xFullPathname = fd_full_pathname;
+    fd_vfs_ok = sqlite3_vfs_register(&fd_vfs, 0) == SQLITE_OK;
+}
+
+static int store_open(const char *path, bool writable, int dir_fd, sqlite3 **out,
+                      dynrag_error *err)
+{
+    char pinned[64];
+    const char *vfs = NULL;
+    if (dir_fd >= 0) {
+        pthread_once(&fd_vfs_once, fd_vfs_init);
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        int n = snprintf(pinned, sizeof(pinned), PROC_FD "%d/%s", dir_fd, base);
+        if (fd_vfs_ok && n > 0 && (size_t)n < sizeof(pinned))
+            vfs = "dynrag-dirfd";
+    }
+    const char *open_path = vfs ? pinned : path;
     sqlite3 *db = NULL;
     *out = NULL;
     int flags = writable ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
@@ -66,13 +123,13 @@ int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *
      * writer can change an index in a folder this process cannot write
      * (writers need DIR/lock), short of another, privileged user. */
     char *uri = NULL;
-    if (!writable && !folder_writable(path)) {
-        uri = immutable_uri(path);
+    if (!writable && !folder_writable(open_path)) {
+        uri = immutable_uri(open_path);
         if (uri == NULL)
             return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         flags |= SQLITE_OPEN_URI;
     }
-    int rc = sqlite3_open_v2(uri ? uri : path, &db, flags, NULL);
+    int rc = sqlite3_open_v2(uri ? uri : open_path, &db, flags, vfs);
     dr_free(uri);
     if (rc != SQLITE_OK) {
         int st = rc == SQLITE_CANTOPEN ? DYNRAG_ERR_NOTFOUND : DYNRAG_ERR_DB;
@@ -98,6 +155,16 @@ int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *
     }
     *out = db;
     return DYNRAG_OK;
+}
+
+int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *err)
+{
+    return store_open(path, writable, -1, out, err);
+}
+
+int dr_store_open_pinned(const char *path, int dir_fd, sqlite3 **out, dynrag_error *err)
+{
+    return store_open(path, false, dir_fd, out, err);
 }
 
 int dr_store_exec(sqlite3 *db, const char *sql, dynrag_error *err)

@@ -45,6 +45,20 @@
  * *out is closed with sqlite3_close(). */
 int dr_store_open(const char *path, bool writable, sqlite3 **out, dynrag_error *err);
 
+/*
+ * Opens path read-only like dr_store_open(), but through dir_fd, an open
+ * descriptor of the folder holding it (when dir_fd >= 0 and /proc/self/fd
+ * is there): SQLite then opens the database and, later, its -wal, -shm and
+ * -journal files in that folder, whatever is at the folder's path by then.
+ * A connection opened by path finds its -wal and -journal by path at each
+ * read transaction (and its -shm when it first needs it), so a folder
+ * removed and built again, or another folder moved in, under a running
+ * reader would hand it another database's WAL and shared memory: wrong rows,
+ * and a SIGBUS when that database's writer truncates the -shm it mapped.
+ * Messages name path.
+ */
+int dr_store_open_pinned(const char *path, int dir_fd, sqlite3 **out, dynrag_error *err);
+
 /* Creates the tables when absent, and meta index_id (idempotent). */
 int dr_store_create_schema(sqlite3 *db, dynrag_error *err);
 
