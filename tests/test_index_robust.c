@@ -1143,3 +1143,72 @@ TEST(index_replaced_folder_never_mixes_databases)
     dynrag_hits_free(&h);
     dynrag_index_close(live);
 }
+
+typedef struct warn_count {
+    int reopen_warnings;
+    bool told_more;
+} warn_count;
+
+static void count_reopen_warnings(void *user, dynrag_log_level level, const char *module,
+                                  const char *msg)
+{
+    (void)module;
+    warn_count *w = user;
+    if (level == DYNRAG_LOG_WARN && strstr(msg, "cannot be reopened")) {
+        w->reopen_warnings++;
+        if (strstr(msg, "more failed reopens since the last warning"))
+            w->told_more = true;
+    }
+}
+
+/* Swaps a file that is no database in as DIR/index.db. */
+static void break_index_db(const char *dir, int i)
+{
+    char tmp[2100], db[2100];
+    snprintf(tmp, sizeof(tmp), "%s/garbage.tmp", dir);
+    snprintf(db, sizeof(db), "%s/index.db", dir);
+    FILE *f = fopen(tmp, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "not a database, version %d\n", i);
+    fclose(f);
+    ASSERT_EQ(rename(tmp, db), 0);
+}
+
+/* A folder that changes on every request but cannot be reopened (a rebuild
+ * under load, a broken file) keeps the last good snapshot serving and is
+ * reported at most once a second, with the count of failures not told. */
+TEST(index_failed_reopens_are_not_logged_per_request)
+{
+    char dir[2048];
+    snprintf(dir, sizeof(dir), "%s/idx", test_tmpdir());
+    build(dir, false);
+    dynrag_error err;
+    dynrag_index *idx = NULL;
+    ASSERT_OK(dynrag_index_open(dir, NULL, &idx, &err), &err);
+    warn_count w = {0, false};
+    dynrag_log_set(count_reopen_warnings, &w, DYNRAG_LOG_WARN);
+    dynrag_search_options so;
+    dynrag_search_options_init(&so);
+    so.k = 2;
+    int64_t t0 = dr_now_us();
+    int rounds = 0;
+    for (; rounds < 100 && dr_now_us() - t0 < 800000; rounds++) {
+        break_index_db(dir, rounds);
+        dynrag_hits h;
+        ASSERT_OK(dynrag_index_search(idx, "honey", &so, &h, &err), &err);
+        dynrag_hits_free(&h);
+    }
+    int in_burst = w.reopen_warnings;
+    struct timespec ts = {1, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    break_index_db(dir, 1000);
+    dynrag_hits h;
+    ASSERT_OK(dynrag_index_search(idx, "honey", &so, &h, &err), &err);
+    dynrag_hits_free(&h);
+    dynrag_log_set(NULL, NULL, DYNRAG_LOG_WARN);
+    ASSERT(rounds >= 10);
+    ASSERT(in_burst >= 1 && in_burst <= 2);
+    ASSERT_EQ(w.reopen_warnings, in_burst + 1);
+    ASSERT(w.told_more);
+    dynrag_index_close(idx);
+}

@@ -1426,6 +1426,11 @@ typedef struct dr_live {
     dev_t dir_dev;      /* the watched folder's device and inode */
     ino_t dir_ino;
     int64_t retry_us;   /* after a failed reopen: no settle-window attempt before this */
+    /* Failed reopens are logged at most once a second (a folder rebuilt
+     * under load changes on nearly every request): when the last warning
+     * was, and how many failures it has not told of. */
+    int64_t warned_us;
+    unsigned long unwarned;
     long long refused_gen; /* a generation not swapped in (other embedder), or -1 */
     bool has_emb;       /* emb holds a copy of the open's embedder config */
     dynrag_embedder_config emb;
@@ -1575,10 +1580,21 @@ static void live_reload(dr_live *lv, const dr_file_sig now[2])
     dynrag_error err;
     dynrag_error_clear(&err);
     if (open_snapshot_retry(lv->dir, lv->has_emb ? &lv->emb : NULL, &snap, &err) != DYNRAG_OK) {
-        dr_log(DYNRAG_LOG_WARN, "index",
-               "%s changed but cannot be reopened (still using generation %lld; trying again "
-               "at its next change): %s",
-               lv->dir, (long long)cur->info.generation, dynrag_errmsg(&err));
+        int64_t t = dr_now_us();
+        if (lv->warned_us == 0 || t - lv->warned_us >= 1000000) {
+            char more[96] = "";
+            if (lv->unwarned > 0)
+                snprintf(more, sizeof(more), " (and %lu more failed reopens since the last warning)",
+                         lv->unwarned);
+            dr_log(DYNRAG_LOG_WARN, "index",
+                   "%s changed but cannot be reopened (still using generation %lld; trying again "
+                   "at its next change): %s%s",
+                   lv->dir, (long long)cur->info.generation, dynrag_errmsg(&err), more);
+            lv->warned_us = t;
+            lv->unwarned = 0;
+        } else {
+            lv->unwarned++;
+        }
         sig_record(lv, now);
         lv->retry_us = dr_now_us() + 1000000;
         return;
