@@ -410,3 +410,147 @@ TEST(cli_empty_index_db_named)
     ASSERT_CONTAINS(out, "build it again with dynrag index");
     free(out);
 }
+
+/* ---- hostile command lines ---------------------------------------------- */
+
+/* Appends s to b quoted for sh (single quotes; a quote as '\''). */
+static void sh_quote(dr_buf *b, const char *s)
+{
+    ASSERT_EQ(dr_buf_putc(b, '\''), 0);
+    for (const char *p = s; *p; p++)
+        ASSERT_EQ(*p == '\'' ? dr_buf_puts(b, "'\\''") : dr_buf_putc(b, *p), 0);
+    ASSERT_EQ(dr_buf_putc(b, '\''), 0);
+}
+
+/* The distinct "--flag" words of `dynrag ARGS --help` (at most cap). */
+static size_t help_flags(const char *args, char flags[][40], size_t cap)
+{
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd), "%s %s --help", test_cli_path(), args);
+    char *out = NULL;
+    (void)test_run(cmd, &out);
+    size_t n = 0;
+    for (const char *p = out ? out : ""; (p = strstr(p, "--")) != NULL && n < cap;) {
+        const char *s = p + 2;
+        size_t len = 0;
+        while ((s[len] >= 'a' && s[len] <= 'z') || (s[len] >= '0' && s[len] <= '9') ||
+               (s[len] == '-' && len > 0))
+            len++;
+        p = s + len;
+        if (len == 0 || len >= 36 || (p > s && p[-1] == '-'))
+            continue;
+        char f[40];
+        snprintf(f, sizeof(f), "--%.*s", (int)len, s);
+        bool seen = false;
+        for (size_t i = 0; i < n && !seen; i++)
+            seen = strcmp(flags[i], f) == 0;
+        if (!seen)
+            dr_strlcpy(flags[n++], f, sizeof(flags[0]));
+    }
+    free(out);
+    return n;
+}
+
+/*
+ * Property: whatever flags and values a user types, every command (but
+ * serve, which runs until stopped) ends within a time limit with exit code
+ * 0, 1 or 2; a failure says why on stderr; no signal, no sanitizer report.
+ * The flags come from each command's own --help, the values from a pool of
+ * hostile ones (negative, huge, fractional, NaN, empty, control bytes,
+ * missing and special files, a directory) and a few that work (an index, a
+ * pipeline, a corpus), so that some calls get past the checks.
+ */
+TEST(cli_hostile_argv_property)
+{
+    const char *idx = small_index();
+    ASSERT(idx != NULL);
+    char pipe_path[4300], corpus[4300], dir[4300], missing[4300];
+    snprintf(pipe_path, sizeof(pipe_path), "%s/p.yaml", test_tmpdir());
+    char yaml[5000];
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nname: hostile\nindex: %s\nstages:\n  generator:\n    options:\n"
+             "      - {name: ext, kind: extractive}\n",
+             idx);
+    FILE *f = fopen(pipe_path, "w");
+    ASSERT(f != NULL);
+    fputs(yaml, f);
+    fclose(f);
+    dr_strlcpy(corpus, test_write_file("hostile-corpus.jsonl", k_corpus), sizeof(corpus));
+    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
+    snprintf(missing, sizeof(missing), "%s/no/such/file", test_tmpdir());
+    const char *values[] = {"",        "-1",        "0",       "1",       "7",
+                            "2.5",     "1e309",     "nan",     "-0",      "99999999999999999999",
+                            "abc",     "x\x1b[31my", "--",      "-",       "/dev/null",
+                            "/dev/zero", dir,       missing,   corpus,    pipe_path,
+                            idx,       "bm25",      "0x10",    " 3",      "3 ",
+                            "\xff\xfe"};
+    const size_t n_values = sizeof(values) / sizeof(values[0]);
+    const char *cmds[] = {"validate",      "show",          "index",          "retrieve",
+                          "query",         "feedback",      "log summary",    "eval",
+                          "calibrate",     "router train",  "router predict", "router eval",
+                          "label",         "dataset complexity", "dataset routerdc",
+                          "dataset routerbench", "version", "help"};
+    uint64_t s = 0x5eed;
+    int cases = 0, ok_runs = 0;
+    size_t total_flags = 0;
+    for (size_t c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++) {
+        char flags[64][40];
+        size_t n_flags = help_flags(cmds[c], flags, 64);
+        total_flags += n_flags;
+        for (int k = 0; k < 16; k++) {
+            dr_buf b = {0};
+            ASSERT_EQ(dr_buf_printf(&b, "cd '%s' && timeout -s KILL 60 %s %s", test_tmpdir(),
+                                    test_cli_path(), cmds[c]), 0);
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            int n_args = 1 + (int)((s >> 33) % 5);
+            for (int a = 0; a < n_args; a++) {
+                s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+                uint64_t r = s >> 24;
+                ASSERT_EQ(dr_buf_putc(&b, ' '), 0);
+                if (n_flags > 0 && r % 5 != 0) {
+                    sh_quote(&b, flags[(r >> 3) % n_flags]);
+                    if (r % 7 == 0)
+                        continue; /* a flag without its value */
+                    ASSERT_EQ(dr_buf_putc(&b, ' '), 0);
+                }
+                sh_quote(&b, values[(r >> 11) % n_values]);
+            }
+            ASSERT_EQ(dr_buf_puts(&b, " < /dev/null > /dev/null"), 0);
+            char *out = NULL;
+            int rc = test_run(b.data, &out);
+            cases++;
+            if (rc == 0)
+                ok_runs++;
+            if (!(rc >= 0 && rc <= 2) || (rc != 0 && (out == NULL || out[0] == '\0')) ||
+                (out && (strstr(out, "Sanitizer") || strstr(out, "runtime error:"))))
+                fprintf(stderr, "command: %s\nexit %d, stderr:\n%s\n", b.data, rc,
+                        out ? out : "(none)");
+            ASSERT(rc >= 0 && rc <= 2);
+            ASSERT(rc == 0 || (out != NULL && out[0] != '\0'));
+            ASSERT(out == NULL || (strstr(out, "Sanitizer") == NULL &&
+                                   strstr(out, "runtime error:") == NULL));
+            free(out);
+            dr_buf_free(&b);
+        }
+    }
+    ASSERT(cases >= 250);
+    /* Found by this property: an endless line (here /dev/zero) made the
+     * line readers (route logs, query and question files) grow without
+     * bound; they stop at a line limit, naming file and line. */
+    const char *endless[][2] = {{"log summary", "/dev/zero"},
+                                {"retrieve --trec out.trec --index", "--queries /dev/zero"},
+                                {"query --out answers.jsonl --pipeline", "--questions /dev/zero"}};
+    for (size_t i = 0; i < sizeof(endless) / sizeof(endless[0]); i++) {
+        char cmd[9000];
+        snprintf(cmd, sizeof(cmd), "cd '%s' && timeout -s KILL 60 %s %s %s %s < /dev/null",
+                 test_tmpdir(), test_cli_path(), endless[i][0],
+                 i == 0 ? "" : i == 1 ? idx : pipe_path, endless[i][1]);
+        char *out = NULL;
+        ASSERT_EQ(test_run(cmd, &out), 1);
+        ASSERT_CONTAINS(out, "/dev/zero:1: ");
+        ASSERT_CONTAINS(out, "longer than");
+        free(out);
+    }
+    ASSERT(total_flags >= 60); /* the --help texts were read */
+    (void)ok_runs;
+}

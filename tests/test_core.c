@@ -311,3 +311,31 @@ TEST(cli_doc_is_current)
     free(out);
     ASSERT_EQ(rc, 0);
 }
+
+/* dr_getline: getline() with a bound on the bytes of one line. */
+TEST(core_getline_bounded)
+{
+    static const char data[] = "ab\n\ncd\0ef\n0123456789\nlast";
+    FILE *f = fmemopen((void *)data, sizeof(data) - 1, "r");
+    ASSERT(f != NULL);
+    char *line = NULL;
+    size_t cap = 0;
+    ASSERT_EQ(dr_getline(&line, &cap, f, 10), 3);
+    ASSERT_STR_EQ(line, "ab\n");
+    ASSERT_EQ(dr_getline(&line, &cap, f, 10), 1);
+    ASSERT_EQ(dr_getline(&line, &cap, f, 10), 6); /* the NUL byte is kept */
+    ASSERT(memcmp(line, "cd\0ef\n", 6) == 0);
+    ASSERT(cap <= 12);                          /* never more than max + 2 */
+    ASSERT_EQ(dr_getline(&line, &cap, f, 10), DR_LINE_TOO_LONG); /* 11 bytes with '\n' */
+    ASSERT(cap <= 12);
+    ASSERT_EQ(dr_getline(&line, &cap, f, 10), 4); /* its last byte was the newline */
+    ASSERT_EQ(dr_getline(&line, &cap, f, 10), DR_LINE_EOF);
+    fclose(f);
+    /* an endless line costs max bytes, not all of it */
+    f = fopen("/dev/zero", "r");
+    ASSERT(f != NULL);
+    ASSERT_EQ(dr_getline(&line, &cap, f, 1 << 16), DR_LINE_TOO_LONG);
+    ASSERT(cap <= (1 << 16) + 2);
+    fclose(f);
+    dr_free(line);
+}

@@ -66,6 +66,22 @@ bool cli_check_output(const char *cmd, const char *flag, const char *out,
  * caller deletes it) or NULL with why[0..whysize) saying what is wrong. */
 struct cJSON *cli_parse_json_line(const char *text, size_t len, char *why, size_t whysize);
 
+/* getline() that stores at most max bytes of a line (malloc'ed *line,
+ * free()): the line's length, CLI_LINE_EOF at the end (or a read error:
+ * see ferror), CLI_LINE_TOO_LONG past max bytes (f is left inside the
+ * line, which may never end: /dev/zero, a pipe), CLI_LINE_NOMEM. */
+#define CLI_LINE_EOF (-1)
+#define CLI_LINE_TOO_LONG (-2)
+#define CLI_LINE_NOMEM (-3)
+#define CLI_MAX_LINE ((size_t)64 << 20)
+long long cli_getline(char **line, size_t *cap, FILE *f, size_t max);
+
+/* Prints the error for a cli_getline() result below 0 other than the end
+ * ("FILE:LINE: line longer than N MiB" or out of memory); returns
+ * CLI_FAIL for those, CLI_OK for CLI_LINE_EOF. */
+int cli_line_error(const char *cmd, const char *path, unsigned long long lineno, long long got,
+                   size_t max);
+
 /* Prints s[0..n) for a terminal: tabs and line breaks as spaces (line
  * breaks kept with keep_lines), every other control character (ESC, BEL,
  * C1 ...) and every invalid UTF-8 byte as '?', so that text from documents,

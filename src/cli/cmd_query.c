@@ -147,10 +147,10 @@ static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path
     cli_progress_init(&prog, "query");
     char *line = NULL;
     size_t cap = 0;
-    ssize_t len;
+    long long len;
     unsigned long long lineno = 0, done = 0, failed = 0;
     int rc = CLI_OK;
-    while ((len = getline(&line, &cap, in)) >= 0) {
+    while ((len = cli_getline(&line, &cap, in, CLI_MAX_LINE)) >= 0) {
         lineno++;
         if (len <= 1)
             continue;
@@ -196,6 +196,8 @@ static int run_batch(dynrag_engine *e, const char *in_path, const char *out_path
         }
     }
     cli_progress_done(&prog);
+    if (rc == CLI_OK)
+        rc = cli_line_error("query", in_path, lineno + 1, len, CLI_MAX_LINE);
     free(line);
     fclose(in);
     if (fflush(out) != 0 || ferror(out)) {
@@ -325,7 +327,9 @@ static char *find_record(const char *log_path, const char *id)
     bool plain = strpbrk(id, "\"\\") == NULL;
     for (const char *c = id; plain && *c; c++)
         plain = (unsigned char)*c >= 0x20;
-    while (getline(&line, &cap, f) >= 0) {
+    /* A longer line (or an endless one) is no route-log record: the
+     * search stops there. */
+    while (cli_getline(&line, &cap, f, CLI_MAX_LINE) >= 0) {
         if (plain && strstr(line, id) == NULL)
             continue; /* parse only the lines that can hold the id */
         cJSON *o = cJSON_Parse(line);

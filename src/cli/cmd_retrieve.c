@@ -349,13 +349,13 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
     char *line = NULL;
     size_t alloc = 0;
     long lineno = 0, skipped = 0;
-    ssize_t got;
+    long long got;
     int ret = CLI_OK;
     double *lat = NULL;
     size_t n_lat = 0, cap_lat = 0;
     idset seen = {0};
     double t_start = now_ms(), c_start = cpu_ms();
-    while ((got = getline(&line, &alloc, in)) >= 0) {
+    while ((got = cli_getline(&line, &alloc, in, CLI_MAX_LINE)) >= 0) {
         lineno++;
         size_t len = (size_t)got;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
@@ -413,6 +413,8 @@ static int run_batch(dynrag_index *idx, const dynrag_search_options *opt, int k,
     }
     int read_errno = errno;
     double wall = now_ms() - t_start, cpu = cpu_ms() - c_start;
+    if (ret == CLI_OK)
+        ret = cli_line_error(CMD, qpath, (unsigned long long)lineno + 1, got, CLI_MAX_LINE);
     if (ret == CLI_OK && ferror(in)) {
         cli_error(CMD, "%s: read error: %s", qpath,
                   read_errno == EISDIR ? "is a directory, expected a JSONL file"

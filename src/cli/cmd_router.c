@@ -292,16 +292,11 @@ static int predict_file(const char *cmd, const dynrag_classifier *c, int head, c
     }
     char *line = NULL;
     size_t cap = 0;
-    ssize_t n;
+    long long n;
     long lineno = 0;
     int rc = CLI_OK;
-    while ((n = getline(&line, &cap, f)) >= 0) {
+    while ((n = cli_getline(&line, &cap, f, (size_t)1 << 20)) >= 0) {
         lineno++;
-        if (n > 1 << 20) {
-            cli_error(cmd, "%s:%ld: line longer than 1 MiB", path, lineno);
-            rc = CLI_FAIL;
-            break;
-        }
         size_t k = strspn(line, " \t\r\n");
         if (line[k] == '\0')
             continue;
@@ -318,6 +313,8 @@ static int predict_file(const char *cmd, const dynrag_classifier *c, int head, c
         if (rc != CLI_OK)
             break;
     }
+    if (rc == CLI_OK)
+        rc = cli_line_error(cmd, path, (unsigned long long)lineno + 1, n, (size_t)1 << 20);
     free(line);
     if (f != stdin)
         fclose(f);

@@ -314,3 +314,53 @@ void cli_puts_safe(FILE *f, const char *s)
 {
     cli_print_safe(f, s ? s : "", s ? strlen(s) : 0, false);
 }
+
+long long cli_getline(char **line, size_t *cap, FILE *f, size_t max)
+{
+    size_t len = 0;
+    int c;
+    long long rc = CLI_LINE_EOF;
+    flockfile(f);
+    while ((c = getc_unlocked(f)) != EOF) {
+        if (len >= max) {
+            rc = CLI_LINE_TOO_LONG;
+            goto done;
+        }
+        if (len + 2 > *cap) {
+            size_t want = *cap ? *cap * 2 : 256;
+            if (want > max + 2)
+                want = max + 2;
+            char *n = realloc(*line, want);
+            if (n == NULL) {
+                rc = CLI_LINE_NOMEM;
+                goto done;
+            }
+            *line = n;
+            *cap = want;
+        }
+        (*line)[len++] = (char)c;
+        if (c == '\n')
+            break;
+    }
+    if (len > 0) {
+        (*line)[len] = '\0';
+        rc = (long long)len;
+    }
+done:
+    funlockfile(f);
+    return rc;
+}
+
+int cli_line_error(const char *cmd, const char *path, unsigned long long lineno, long long got,
+                   size_t max)
+{
+    if (got == CLI_LINE_TOO_LONG) {
+        cli_error(cmd, "%s:%llu: line longer than %zu MiB", path, lineno, max >> 20);
+        return CLI_FAIL;
+    }
+    if (got == CLI_LINE_NOMEM) {
+        cli_error(cmd, "%s:%llu: out of memory", path, lineno);
+        return CLI_FAIL;
+    }
+    return CLI_OK;
+}

@@ -768,3 +768,39 @@ bool dr_regex_is_regular(const char *re, size_t *at)
     }
     return true;
 }
+
+long long dr_getline(char **line, size_t *cap, FILE *f, size_t max)
+{
+    size_t len = 0;
+    int c = EOF;
+    long long rc = DR_LINE_EOF;
+    flockfile(f);
+    while ((c = getc_unlocked(f)) != EOF) {
+        if (len >= max) {
+            rc = DR_LINE_TOO_LONG;
+            goto done;
+        }
+        if (len + 2 > *cap) {
+            size_t want = *cap ? *cap * 2 : 256;
+            if (want > max + 2)
+                want = max + 2;
+            char *n = dr_realloc(*line, want);
+            if (n == NULL) {
+                rc = DR_LINE_NOMEM;
+                goto done;
+            }
+            *line = n;
+            *cap = want;
+        }
+        (*line)[len++] = (char)c;
+        if (c == '\n')
+            break;
+    }
+    if (len > 0) {
+        (*line)[len] = '\0';
+        rc = (long long)len;
+    }
+done:
+    funlockfile(f);
+    return rc;
+}

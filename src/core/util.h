@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #if defined(__GNUC__)
 #define DR_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -100,6 +101,21 @@ int dr_parse_double(const char *s, double min, double max, double *out);
 bool dr_regex_is_regular(const char *re, size_t *at);
 
 /* ---- files ------------------------------------------------------------ */
+
+/*
+ * Reads the next line of f (through its '\n', kept) into *line, grown with
+ * dr_realloc (capacity *cap; free with dr_free) and NUL-terminated; a NUL
+ * byte inside the line is kept, as getline() keeps it. Unlike getline(), it
+ * stores at most max bytes of a line, so that an endless line (a pipe, a
+ * device, a file with no newline for gigabytes) costs bounded memory.
+ * Returns the line's length; DR_LINE_EOF at the end of f or on a read error
+ * (see ferror); DR_LINE_TOO_LONG when the line has more than max bytes
+ * (f is left inside it); DR_LINE_NOMEM when memory ran out.
+ */
+#define DR_LINE_EOF (-1)
+#define DR_LINE_TOO_LONG (-2)
+#define DR_LINE_NOMEM (-3)
+long long dr_getline(char **line, size_t *cap, FILE *f, size_t max);
 
 /* Reads a whole file into a NUL-terminated buffer the caller frees. Fails
  * with DYNRAG_ERR_LIMIT when the file is larger than max_bytes. */

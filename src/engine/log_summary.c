@@ -358,12 +358,12 @@ int dynrag_log_summary(const char *path, char **report, char **json, dynrag_erro
         rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
-    ssize_t len;
-    while ((len = getline(&line, &cap, f)) >= 0) {
+    long long len;
+    while ((len = dr_getline(&line, &cap, f, LINE_MAX_BYTES)) >= 0) {
         lineno++;
         if (len == 0 || line[0] == '\n')
             continue;
-        cJSON *r = (size_t)len < LINE_MAX_BYTES ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
+        cJSON *r = cJSON_ParseWithLength(line, (size_t)len);
         if (!cJSON_IsObject(r)) {
             if (s->bad_lines++ == 0)
                 s->first_bad_line = lineno;
@@ -372,6 +372,14 @@ int dynrag_log_summary(const char *path, char **report, char **json, dynrag_erro
             add_record(s, r);
         }
         cJSON_Delete(r);
+    }
+    if (len == DR_LINE_TOO_LONG || len == DR_LINE_NOMEM) {
+        rc = len == DR_LINE_NOMEM
+                 ? dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory")
+                 : dr_err_set(err, DYNRAG_ERR_LIMIT,
+                              "%s:%lld: a line longer than %u MiB: not a route log", path,
+                              lineno + 1, LINE_MAX_BYTES >> 20);
+        goto cleanup;
     }
     if (ferror(f)) {
         int e = errno;
@@ -383,7 +391,7 @@ int dynrag_log_summary(const char *path, char **report, char **json, dynrag_erro
     if (rc != DYNRAG_OK)
         dr_err_set(err, rc, "out of memory");
 cleanup:
-    dr_libc_free(line); /* getline()'s */
+    dr_free(line);
     dr_free(s);
     fclose(f);
     return rc;

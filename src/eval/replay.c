@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A route-log line longer than this is not one (records are kilobytes). */
+#define REPLAY_MAX_LINE (64 << 20)
+
 #define TABLE_MAX_BYTES ((size_t)1 << 30)
 
 /* Index of s in arr[0..n), or -1. */
@@ -249,8 +252,8 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
         rc = dr_err_set(err, DYNRAG_ERR_NOTFOUND, "%s: cannot open the route log", log_path);
         goto cleanup;
     }
-    ssize_t n;
-    while ((n = getline(&line, &cap, f)) > 0) {
+    long long n;
+    while ((n = dr_getline(&line, &cap, f, REPLAY_MAX_LINE)) > 0) {
         lineno++;
         cJSON *rec = cJSON_ParseWithLength(line, (size_t)n);
         if (rec == NULL) {
@@ -311,6 +314,13 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
         }
         cJSON_Delete(rec);
     }
+    if (n == DR_LINE_TOO_LONG || n == DR_LINE_NOMEM) {
+        rc = n == DR_LINE_NOMEM ? dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory")
+                                : dr_err_set(err, DYNRAG_ERR_LIMIT,
+                                             "%s:%zu: a line longer than %d MiB: not a route log",
+                                             log_path, lineno + 1, REPLAY_MAX_LINE >> 20);
+        goto cleanup;
+    }
     if (matched == 0) {
         rc = dr_err_set(err, DYNRAG_ERR_NOTFOUND,
                         "%s: no record matches a query of %s (by \"id\" or \"query\") with a "
@@ -340,7 +350,7 @@ int dynrag_eval_replay(const char *log_path, const char *outcomes_path, const ch
 cleanup:
     if (f)
         fclose(f);
-    dr_libc_free(line); /* getline()'s */
+    dr_free(line);
     if (rc == DYNRAG_OK && table)
         *table = t;
     else

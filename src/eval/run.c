@@ -111,8 +111,10 @@ static int cache_open(cache *c, const char *path, bool write, dynrag_error *err)
     if (f) {
         char *line = NULL;
         size_t cap = 0;
-        ssize_t n;
-        while ((n = getline(&line, &cap, f)) > 0) {
+        long long n;
+        /* A cache line is a result record; a longer one (or an endless
+         * one) is not ours and ends the reading. */
+        while ((n = dr_getline(&line, &cap, f, (size_t)64 << 20)) > 0) {
             cJSON *o = cJSON_ParseWithLength(line, (size_t)n);
             const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "key");
             if (!cJSON_IsString(k) || strlen(k->valuestring) != 32) {
@@ -123,13 +125,15 @@ static int cache_open(cache *c, const char *path, bool write, dynrag_error *err)
             dr_strlcpy(key, k->valuestring, sizeof key);
             if (cache_put(c, key, o) != DYNRAG_OK) {
                 cJSON_Delete(o);
-                dr_libc_free(line); /* getline()'s */
+                dr_free(line);
                 fclose(f);
                 return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
             }
         }
-        dr_libc_free(line); /* getline()'s */
+        dr_free(line);
         fclose(f);
+        if (n == DR_LINE_NOMEM)
+            return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
     }
     if (write && (c->append = fopen(path, "a")) == NULL)
         return dr_err_set(err, DYNRAG_ERR_IO, "%s: cannot open for appending", path);

@@ -267,9 +267,9 @@ static int read_jsonl(const char *path, bool skip_bad, dr_doc_fn fn, void *user,
     size_t alloc = 0;
     long lineno = 0;
     int rc = DYNRAG_OK;
-    ssize_t got;
+    long long got;
     errno = 0;
-    while ((got = getline(&line, &alloc, f)) >= 0) {
+    while ((got = dr_getline(&line, &alloc, f, DR_INGEST_MAX_LINE + 8)) >= 0) {
         lineno++;
         size_t len = (size_t)got;
         char *s = line;
@@ -292,10 +292,17 @@ static int read_jsonl(const char *path, bool skip_bad, dr_doc_fn fn, void *user,
         if (rc != DYNRAG_OK)
             break;
     }
+    if (rc == DYNRAG_OK && got == DR_LINE_NOMEM)
+        rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "%s:%ld: out of memory", path, lineno + 1);
+    else if (rc == DYNRAG_OK && got == DR_LINE_TOO_LONG)
+        /* The rest of the line may never end (a device, a pipe): the file
+         * stops here, as a bad line (skipped and counted with --skip-bad). */
+        rc = bad_input(skip_bad, bad, err, path, lineno + 1, "%s",
+                       "line longer than 64 MiB (the rest of the file is not read)");
     if (rc == DYNRAG_OK && ferror(f))
         rc = dr_err_set(err, DYNRAG_ERR_IO, "%s:%ld: read error: %s", path, lineno + 1,
                         strerror(errno));
-    dr_libc_free(line); /* getline()'s */
+    dr_free(line);
     fclose(f);
     return rc;
 }
