@@ -490,14 +490,20 @@ TEST(cli_hostile_argv_property)
                           "calibrate",     "router train",  "router predict", "router eval",
                           "label",         "dataset complexity", "dataset routerdc",
                           "dataset routerbench", "version", "help"};
-    uint64_t s = 0x5eed;
+    /* DYNRAG_TEST_SEED and DYNRAG_TEST_CASES (per command) explore further
+     * than the suite's fixed run. */
+    const char *env_seed = getenv("DYNRAG_TEST_SEED"), *env_cases = getenv("DYNRAG_TEST_CASES");
+    uint64_t s = env_seed ? strtoull(env_seed, NULL, 0) : 0x5eed;
+    int per_cmd = env_cases ? atoi(env_cases) : 16;
+    if (per_cmd < 16)
+        per_cmd = 16;
     int cases = 0, ok_runs = 0;
     size_t total_flags = 0;
     for (size_t c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++) {
         char flags[64][40];
         size_t n_flags = help_flags(cmds[c], flags, 64);
         total_flags += n_flags;
-        for (int k = 0; k < 16; k++) {
+        for (int k = 0; k < per_cmd; k++) {
             dr_buf b = {0};
             ASSERT_EQ(dr_buf_printf(&b, "cd '%s' && timeout -s KILL 60 %s %s", test_tmpdir(),
                                     test_cli_path(), cmds[c]), 0);

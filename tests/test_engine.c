@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static const char *const corpus_jsonl =
     "{\"_id\":\"france\",\"title\":\"France\",\"text\":\"France is a country in Western Europe. "
@@ -1053,4 +1054,41 @@ TEST(engine_force_retrieve_only_and_k)
     dynrag_engine_close(e);
     dynrag_pipeline_free(p);
     ASSERT_EQ(count_lines(log_path), 0);
+}
+
+/* The route log follows its path: moved away (logrotate's default) or
+ * removed, the next records go to a new file at the path; none is lost. */
+TEST(engine_route_log_follows_rotation)
+{
+    if (build_index() != 0)
+        ASSERT(0);
+    dynrag_pipeline *p = load_yaml(naive_yaml);
+    ASSERT(p != NULL);
+    dynrag_engine *e = NULL;
+    dynrag_error err;
+    ASSERT_OK(dynrag_engine_open(p, NULL, &e, &err), &err);
+    char rotated[4300];
+    snprintf(rotated, sizeof(rotated), "%s.1", log_path);
+    const char *q = "What is the capital of France?";
+    dynrag_result *r = NULL;
+    ASSERT_OK(dynrag_engine_query(e, q, NULL, &r, &err), &err);
+    dynrag_result_free(r);
+    ASSERT_EQ(count_lines(log_path), 1);
+    ASSERT_EQ(rename(log_path, rotated), 0);
+    struct timespec ts = {1, 100 * 1000 * 1000}; /* the path is checked once a second */
+    nanosleep(&ts, NULL);
+    for (int i = 0; i < 2; i++) {
+        ASSERT_OK(dynrag_engine_query(e, q, NULL, &r, &err), &err);
+        dynrag_result_free(r);
+    }
+    ASSERT_EQ(count_lines(rotated), 1);
+    ASSERT_EQ(count_lines(log_path), 2);
+    /* removed: made again */
+    ASSERT_EQ(unlink(log_path), 0);
+    nanosleep(&ts, NULL);
+    ASSERT_OK(dynrag_engine_query(e, q, NULL, &r, &err), &err);
+    dynrag_result_free(r);
+    ASSERT_EQ(count_lines(log_path), 1);
+    dynrag_engine_close(e);
+    dynrag_pipeline_free(p);
 }

@@ -284,7 +284,7 @@ int dynrag_engine_query(dynrag_engine *e, const char *question, const dynrag_que
     s.tot.latency_ms = dr_q_elapsed_ms(&s);
     /* The record only when it is written or the caller wants it (building
      * it was most of the cost of a route-only query). */
-    bool want_record = (log_it && e->log_fd >= 0) || !opt->no_record;
+    bool want_record = (log_it && e->log_on) || !opt->no_record;
     cJSON *rec =
         want_record ? dr_q_build_record(&s, id, rc == DYNRAG_OK ? NULL : dynrag_errmsg(&qerr))
                     : NULL;
@@ -448,6 +448,13 @@ int dynrag_engine_open(const dynrag_pipeline *p, const dynrag_engine_options *op
             rc = dr_err_set(err, DYNRAG_ERR_IO, "route log %s: %s", log_path, strerror(errno));
             goto fail;
         }
+        struct stat st;
+        if (fstat(e->log_fd, &st) == 0) {
+            e->log_dev = st.st_dev;
+            e->log_ino = st.st_ino;
+        }
+        e->log_checked_us = dr_now_us();
+        e->log_on = true;
     }
     *out = e;
     return DYNRAG_OK;
@@ -458,7 +465,7 @@ fail:
 
 const char *dynrag_engine_log_path(const dynrag_engine *e)
 {
-    return e->log_fd >= 0 ? e->log_path : NULL;
+    return e->log_on ? e->log_path : NULL;
 }
 
 dynrag_index *dynrag_engine_index(const dynrag_engine *e, const char *embedder_option)
@@ -483,8 +490,12 @@ int dynrag_engine_save(dynrag_engine *e, dynrag_error *err)
         if (r != DYNRAG_OK && rc == DYNRAG_OK)
             rc = r;
     }
-    if (e->log_fd >= 0 && fsync(e->log_fd) != 0 && errno != EINVAL && rc == DYNRAG_OK)
-        rc = dr_err_set(err, DYNRAG_ERR_IO, "route log %s: %s", e->log_path, strerror(errno));
+    if (e->log_on) {
+        pthread_mutex_lock(&e->log_mu); /* the file may be switched (rotation) */
+        if (fsync(e->log_fd) != 0 && errno != EINVAL && rc == DYNRAG_OK)
+            rc = dr_err_set(err, DYNRAG_ERR_IO, "route log %s: %s", e->log_path, strerror(errno));
+        pthread_mutex_unlock(&e->log_mu);
+    }
     return rc;
 }
 

@@ -11,6 +11,9 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #define DR_MEMO_CAP 65536
 
@@ -32,9 +35,17 @@ struct dynrag_engine {
     /* One index handle per embedder option (NULL when unavailable). */
     dynrag_index *index[DR_MAX_OPTIONS];
     char *index_error[DR_MAX_OPTIONS]; /* why an index could not be opened */
-    int log_fd;                        /* -1 when not logging */
+    int log_fd;                        /* -1 when not logging; changes under log_mu */
+    bool log_on;                       /* logging: set at open, never changed */
     char *log_path;
     pthread_mutex_t log_mu;
+    /* Under log_mu: the file log_fd writes (device, inode), and when the
+     * path was last compared with it: a log moved away (rotated) or
+     * removed is followed by a new file at the path (record.c). */
+    dev_t log_dev;
+    ino_t log_ino;
+    int64_t log_checked_us;
+    bool log_reopen_warned;
     pthread_mutex_t memo_mu;
     dr_memo *memo;
     size_t memo_next;

@@ -7,10 +7,12 @@
 #include "core/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Adds the query features as an object under key. */
@@ -132,9 +134,47 @@ cJSON *dr_q_build_record(const qstate *s, const char *id, const char *error)
     return r;
 }
 
+/*
+ * Under log_mu, at most once a second: when the route log's path no longer
+ * names the file being written (logrotate moved it away, or it was
+ * removed), opens the path again (created) and writes there from now on.
+ * A record or two written in between go to the moved file. When the new
+ * file cannot be opened, writing goes on to the old one (warned once).
+ */
+static void follow_log_path(dynrag_engine *e)
+{
+    int64_t now = dr_now_us();
+    if (now - e->log_checked_us < 1000000)
+        return;
+    e->log_checked_us = now;
+    struct stat st;
+    if (stat(e->log_path, &st) == 0 && st.st_dev == e->log_dev && st.st_ino == e->log_ino)
+        return;
+    int fd = open(e->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (!e->log_reopen_warned)
+            dr_log(DYNRAG_LOG_WARN, "log",
+                   "route log %s was moved or removed and cannot be opened again (%s): "
+                   "records still go to the moved file",
+                   e->log_path, strerror(errno));
+        e->log_reopen_warned = true;
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    dr_log(DYNRAG_LOG_INFO, "log", "route log %s was moved or removed: writing a new one",
+           e->log_path);
+    (void)fsync(e->log_fd); /* the moved file gets its last records whole */
+    close(e->log_fd);
+    e->log_fd = fd;
+    e->log_dev = st.st_dev;
+    e->log_ino = st.st_ino;
+    e->log_reopen_warned = false;
+}
+
 int dr_engine_write_log(dynrag_engine *e, const char *line, dynrag_error *err)
 {
-    if (e->log_fd < 0)
+    if (!e->log_on)
         return DYNRAG_OK;
     size_t n = strlen(line);
     char *buf = dr_malloc(n + 1);
@@ -144,6 +184,7 @@ int dr_engine_write_log(dynrag_engine *e, const char *line, dynrag_error *err)
     buf[n] = '\n';
     int rc = DYNRAG_OK;
     pthread_mutex_lock(&e->log_mu);
+    follow_log_path(e);
     size_t off = 0;
     while (off < n + 1) {
         ssize_t w = write(e->log_fd, buf + off, n + 1 - off);
