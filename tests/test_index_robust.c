@@ -1212,3 +1212,79 @@ TEST(index_failed_reopens_are_not_logged_per_request)
     ASSERT(w.told_more);
     dynrag_index_close(idx);
 }
+
+/* Copies the file src over dst in place (dst keeps its inode), as a copy
+ * still being written and then finished does. */
+static void copy_in_place(const char *src, const char *dst)
+{
+    char *data = NULL;
+    size_t len = 0;
+    dynrag_error err;
+    ASSERT_OK(dr_read_file(src, (size_t)1 << 30, &data, &len, &err), &err);
+    FILE *f = fopen(dst, "r+b");
+    ASSERT(f != NULL);
+    ASSERT_EQ(fwrite(data, 1, len, f), len);
+    fclose(f);
+    dr_free(data);
+}
+
+/*
+ * The folder moved away and a copy put at its path, the copy first seen
+ * half written (it cannot be opened: the snapshot stays), then finished at
+ * the same generation: when the moved folder is then written to, the open
+ * handle must switch to the copy at its path, not keep failing on the
+ * moved folder it no longer names (it took the finished copy, same inode
+ * as the half one, for the snapshot's own file).
+ */
+TEST(index_follows_a_copy_finished_in_place)
+{
+    char x[2048], old[2048], p[2200], q[2200];
+    snprintf(x, sizeof(x), "%s/X", test_tmpdir());
+    snprintf(old, sizeof(old), "%s/X.old", test_tmpdir());
+    build(x, false);
+    dynrag_error err;
+    dynrag_index *idx = NULL;
+    ASSERT_OK(dynrag_index_open(x, NULL, &idx, &err), &err);
+    dynrag_search_options so;
+    dynrag_search_options_init(&so);
+    so.k = 2;
+    dynrag_hits h;
+    ASSERT_OK(dynrag_index_search(idx, "volcanic ash", &so, &h, &err), &err);
+    ASSERT(h.n > 0);
+    dynrag_hits_free(&h);
+    ASSERT_EQ(rename(x, old), 0);
+    ASSERT_EQ(mkdir(x, 0755), 0);
+    snprintf(p, sizeof(p), "%s/index.db", x);
+    FILE *f = fopen(p, "wb"); /* half copied: nothing yet */
+    ASSERT(f != NULL);
+    fclose(f);
+    /* seen half copied: the handle keeps its snapshot */
+    ASSERT_OK(dynrag_index_search(idx, "volcanic ash", &so, &h, &err), &err);
+    dynrag_hits_free(&h);
+    /* the copy finished, in place */
+    snprintf(q, sizeof(q), "%s/index.db", old);
+    copy_in_place(q, p);
+    snprintf(q, sizeof(q), "%s/bm25.idx", old);
+    snprintf(p, sizeof(p), "%s/bm25.idx", x);
+    f = fopen(p, "wb");
+    ASSERT(f != NULL);
+    fclose(f);
+    copy_in_place(q, p);
+    ASSERT_OK(dynrag_index_search(idx, "volcanic ash", &so, &h, &err), &err);
+    dynrag_hits_free(&h);
+    /* the moved folder is written to: its generation moves on */
+    const char *in[] = {test_write_file("more.jsonl",
+                                        "{\"_id\":\"m1\",\"text\":\"volcanic ash clouds\"}\n")};
+    dynrag_build_options o;
+    dynrag_build_options_init(&o);
+    o.no_dense = true;
+    ASSERT_OK(dynrag_index_add(old, in, 1, &o, NULL, &err), &err);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(dynrag_index_search(idx, "volcanic ash", &so, &h, &err), &err);
+        ASSERT(h.n > 0);
+        for (size_t j = 0; j < h.n; j++)
+            ASSERT(strcmp(h.hits[j].doc_id, "m1") != 0); /* the copy has no m1 */
+        dynrag_hits_free(&h);
+    }
+    dynrag_index_close(idx);
+}

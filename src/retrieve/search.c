@@ -58,6 +58,11 @@ struct dynrag_index {
      * ("" when it has none), which every later connection must match. */
     bool id_known;
     char index_id[40];
+    /* A snapshot's: the device and inode of the index.db it reads (when
+     * db_known), to tell whether the path still names it. */
+    bool db_known;
+    dev_t db_dev;
+    ino_t db_ino;
     /* The chunk -> document map every search uses when it could be built
      * (by the first search); map_tried set once that was attempted. */
     pthread_mutex_t map_lock;
@@ -73,6 +78,7 @@ struct dynrag_index {
 };
 
 static dynrag_index *live_acquire(struct dr_live *lv, bool force);
+static const char *live_dir(const struct dr_live *lv);
 static void snap_release(dynrag_index *snap);
 static void live_free(struct dr_live *lv);
 
@@ -723,6 +729,13 @@ static int open_snapshot(const char *dir, const dynrag_embedder_config *embedder
         goto cleanup;
     dr_strlcpy(idx->index_id, s.id, sizeof(idx->index_id));
     idx->id_known = true;
+    struct stat dbst;
+    if (fstatat(idx->dir_fd >= 0 ? idx->dir_fd : AT_FDCWD,
+                idx->dir_fd >= 0 ? "index.db" : idx->db_path, &dbst, 0) == 0) {
+        idx->db_known = true;
+        idx->db_dev = dbst.st_dev;
+        idx->db_ino = dbst.st_ino;
+    }
     if (idx->vec) {
         if (embedder == NULL && strncmp(s.embedder, "builtin:", 8) != 0) {
             rc = dr_err_set(err, DYNRAG_ERR_MISMATCH,
@@ -1149,14 +1162,20 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         /* A write committed between the snapshot's check and its read of
          * the rows: reload and search again. */
         int rc = DYNRAG_OK;
+        bool moved = false;
         for (int attempt = 0; attempt < 5; attempt++) {
             dynrag_index *snap = live_acquire(idx->live, attempt > 0);
             rc = dynrag_index_search(snap, query, opt, out, err);
-            bool moved = rc == DYNRAG_ERR_STATE && atomic_load(&snap->moved);
+            moved = rc == DYNRAG_ERR_STATE && atomic_load(&snap->moved);
             snap_release(snap);
             if (!moved)
                 break;
         }
+        if (moved) /* say what goes on, not only what the last attempt saw */
+            dr_err_set(err, DYNRAG_ERR_STATE,
+                       "%s: the index changed under 5 searches in a row and its new state "
+                       "could not be opened (being rewritten or replaced?): retry later",
+                       live_dir(idx->live));
         return rc;
     }
     if (idx == NULL || query == NULL || opt == NULL)
@@ -1437,6 +1456,11 @@ typedef struct dr_live {
     char *emb_strs[4]; /* the copied strings of emb */
 } dr_live;
 
+static const char *live_dir(const dr_live *lv)
+{
+    return lv->dir;
+}
+
 static void sig_take(const dr_live *lv, dr_file_sig sig[2])
 {
     for (int i = 0; i < 2; i++) {
@@ -1569,10 +1593,17 @@ static int open_snapshot_retry(const char *dir, const dynrag_embedder_config *em
 static void live_reload(dr_live *lv, const dr_file_sig now[2])
 {
     dynrag_index *cur = lv->cur;
-    bool same_db = now[0].exists && lv->sig[0].exists && now[0].dev == lv->sig[0].dev &&
-                   now[0].ino == lv->sig[0].ino;
-    long long gen = same_db ? current_generation(lv) : -1;
-    if (same_db && (gen == cur->info.generation || (gen >= 0 && gen == lv->refused_gen))) {
+    /* The file at the path is the one last checked (same_file), and the one
+     * cur reads (cur_db: not so when the folder was replaced, even if the
+     * path's file was checked before, e.g. half copied). */
+    bool same_file = now[0].exists && lv->sig[0].exists && now[0].dev == lv->sig[0].dev &&
+                     now[0].ino == lv->sig[0].ino;
+    bool cur_db = cur->db_known ? now[0].exists && now[0].dev == cur->db_dev &&
+                                      now[0].ino == cur->db_ino
+                                : same_file;
+    long long gen = same_file || cur_db ? current_generation(lv) : -1;
+    if ((cur_db && gen == cur->info.generation) ||
+        (same_file && gen >= 0 && gen == lv->refused_gen)) {
         sig_record(lv, now); /* a checkpoint, not a write; or a generation refused below */
         return;
     }
