@@ -8,7 +8,8 @@
  * of cJSON (the library installs cJSON_InitHooks() trampolines while a
  * custom allocator is set). What does not: SQLite, libyaml, libcurl,
  * libmicrohttpd, FAISS and the C++ runtime, and the C library's own
- * allocations (getline(), realpath()), which keep their own allocators.
+ * allocations (realpath(), open_memstream()), which keep their own
+ * allocators (lines read from files are the library's own allocations).
  * SQLite is not routed through sqlite3_config(SQLITE_CONFIG_MALLOC): that
  * call is process-wide for every SQLite user in the process, is refused
  * once any of them has initialised SQLite, and needs the size of a live

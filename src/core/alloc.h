@@ -11,8 +11,8 @@
  * dr_free(NULL) does nothing. dr_realloc(p, 0) reallocates to 1 byte; it
  * does not free.
  *
- * Blocks from the C library itself (getline(), realpath(), open_memstream())
- * are not ours: release them with dr_libc_free(), never dr_free().
+ * Blocks from the C library itself (realpath(), open_memstream()) are not
+ * ours: release them with dr_libc_free(), never dr_free().
  */
 #ifndef DYNRAG_CORE_ALLOC_H
 #define DYNRAG_CORE_ALLOC_H
@@ -44,8 +44,8 @@ char *dr_strndup(const char *s, size_t n);
  * (cJSON_Parse returns NULL for both) compares the count before and after. */
 unsigned long dr_alloc_failures(void);
 
-/* free() for blocks the C library allocated on its own (getline(),
- * realpath(), open_memstream()). */
+/* free() for blocks the C library allocated on its own (realpath(),
+ * open_memstream()). */
 void dr_libc_free(void *ptr);
 
 #endif

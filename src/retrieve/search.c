@@ -78,7 +78,6 @@ struct dynrag_index {
 };
 
 static dynrag_index *live_acquire(struct dr_live *lv, bool force);
-static const char *live_dir(const struct dr_live *lv);
 static void snap_release(dynrag_index *snap);
 static void live_free(struct dr_live *lv);
 
@@ -1162,20 +1161,19 @@ int dynrag_index_search(dynrag_index *idx, const char *query, const dynrag_searc
         /* A write committed between the snapshot's check and its read of
          * the rows: reload and search again. */
         int rc = DYNRAG_OK;
-        bool moved = false;
         for (int attempt = 0; attempt < 5; attempt++) {
             dynrag_index *snap = live_acquire(idx->live, attempt > 0);
             rc = dynrag_index_search(snap, query, opt, out, err);
-            moved = rc == DYNRAG_ERR_STATE && atomic_load(&snap->moved);
+            bool moved = rc == DYNRAG_ERR_STATE && atomic_load(&snap->moved);
+            if (moved && attempt == 4) /* say what goes on, not only what the last one saw */
+                dr_err_set(err, DYNRAG_ERR_STATE,
+                           "%s: the index changed under 5 searches in a row and its new state "
+                           "could not be opened (being rewritten or replaced?): retry later",
+                           snap->dir);
             snap_release(snap);
             if (!moved)
                 break;
         }
-        if (moved) /* say what goes on, not only what the last attempt saw */
-            dr_err_set(err, DYNRAG_ERR_STATE,
-                       "%s: the index changed under 5 searches in a row and its new state "
-                       "could not be opened (being rewritten or replaced?): retry later",
-                       live_dir(idx->live));
         return rc;
     }
     if (idx == NULL || query == NULL || opt == NULL)
@@ -1455,11 +1453,6 @@ typedef struct dr_live {
     dynrag_embedder_config emb;
     char *emb_strs[4]; /* the copied strings of emb */
 } dr_live;
-
-static const char *live_dir(const dr_live *lv)
-{
-    return lv->dir;
-}
 
 static void sig_take(const dr_live *lv, dr_file_sig sig[2])
 {
