@@ -659,6 +659,21 @@ static void echo_handler(void *user, dr_http_exchange *x)
         return;
     }
     x->status = 200;
+    unsigned big = 0;
+    if (sscanf(q.query, "big%u", &big) == 1 && big <= 1000000) {
+        /* A large reply (handed off to the front door's pump): "pad" is
+         * `big` bytes of a pattern the client checks. */
+        char *pad = dr_malloc((size_t)big + 1);
+        if (pad != NULL) {
+            for (unsigned k = 0; k < big; k++)
+                pad[k] = (char)('a' + k % 26);
+            pad[big] = '\0';
+            x->body_out = dr_asprintf("{\"echo\":\"%s\",\"pad\":\"%s\"}", q.query, pad);
+            dr_free(pad);
+        }
+        dr_query_req_free(&q);
+        return;
+    }
     if (strcmp(q.query, "stream") == 0) {
         x->stream = true;
         x->content_type = "text/event-stream";
@@ -1450,6 +1465,7 @@ typedef struct hreq {
     const char *code;
     dr_endpoint_id ep;
     bool fatal;
+    int big; /* a "big" echo: the length of its "pad" */
 } hreq;
 
 static void hreq_set(hreq *r, int status, const char *code, dr_endpoint_id ep, bool fatal,
@@ -1466,6 +1482,7 @@ static void hreq_set(hreq *r, int status, const char *code, dr_endpoint_id ep, b
     r->code = code;
     r->ep = ep;
     r->fatal = fatal;
+    r->big = 0;
 }
 
 #define QH "POST /v1/query HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
@@ -1477,7 +1494,35 @@ static void gen_good(hreq *r, unsigned *seed, int i, bool close)
     const char *conn = close ? "Connection: close\r\n" : "";
     char body[64];
     int bl = snprintf(body, sizeof(body), "{\"query\":\"q%d\"}", i);
-    switch (rand_r(seed) % 6) {
+    switch (rand_r(seed) % 8) {
+    case 7: { /* a reply large enough to be handed off to the pump */
+        int big = DR_FRONT_HANDOFF_MIN - 64 + (int)(rand_r(seed) % 40000);
+        bl = snprintf(body, sizeof(body), "{\"query\":\"big%d\"}", big);
+        hreq_set(r, 200, NULL, DR_EP_QUERY, false, QH "Content-Length: %d\r\n%s\r\n%s", bl,
+                 conn, body);
+        r->big = big;
+        break;
+    }
+    case 6: { /* the largest head the front door lets through: 32 query
+               * arguments, 32 cookies, 100 header lines, 16384 bytes */
+        char head[DR_FRONT_MAX_HEAD + 1];
+        size_t o = (size_t)snprintf(head, sizeof(head), "GET /healthz?a0=%d", i);
+        for (int k = 1; k < 32; k++)
+            o += (size_t)snprintf(head + o, sizeof(head) - o, "&a%d=%d", k, k);
+        o += (size_t)snprintf(head + o, sizeof(head) - o, " HTTP/1.1\r\nHost: t\r\n%s", conn);
+        int lines = close ? 2 : 1;
+        for (; lines < 99; lines++)
+            o += (size_t)snprintf(head + o, sizeof(head) - o, "X-%d: %d\r\n", lines, lines);
+        /* the 100th line, the Cookie header, fills the head up to its limit
+         * (libmicrohttpd copies it to split the cookies) */
+        o += (size_t)snprintf(head + o, sizeof(head) - o, "Cookie: c0=0");
+        for (int k = 1; k < 31; k++)
+            o += (size_t)snprintf(head + o, sizeof(head) - o, "; c%d=%d", k, k);
+        size_t fill = DR_FRONT_MAX_HEAD - o - strlen("; c31=\r\n\r\n");
+        o += (size_t)snprintf(head + o, sizeof(head) - o, "; c31=%0*d\r\n\r\n", (int)fill, 7);
+        hreq_set(r, 200, NULL, DR_EP_HEALTHZ, false, "%s", head);
+        break;
+    }
     case 5: /* bare LF line ends */
         hreq_set(r, 200, NULL, DR_EP_QUERY, false,
                  "POST /v1/query HTTP/1.1\nHost: t\nContent-Type: application/json\n"
@@ -1521,7 +1566,9 @@ static void gen_bad(hreq *r, unsigned *seed)
     if (pad[0] == '\0')
         memset(pad, 'a', sizeof(pad) - 1);
     const char *body = "{\"query\":\"x\"}";
-    switch (rand_r(seed) % 24) {
+    switch (rand_r(seed) % 26) {
+    case 24: hreq_set(r, 414, "uri_too_long", DR_EP_HEALTHZ, true, "GET /healthz?%s HTTP/1.1\r\nHost: t\r\n\r\n", "a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a&a"); break;
+    case 25: hreq_set(r, 431, "headers_too_large", DR_EP_HEALTHZ, true, "GET /healthz HTTP/1.1\r\nHost: t\r\nCookie: %s\r\n\r\n", "a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1;a=1"); break;
     case 0: hreq_set(r, 400, "invalid_content_length", DR_EP_QUERY, true, QH "Content-Length: -1\r\n\r\n%s", body); break;
     case 1: hreq_set(r, 413, "body_too_large", DR_EP_QUERY, true, QH "Content-Length: 99999999999999999999\r\n\r\n%s", body); break;
     case 2: hreq_set(r, 400, "invalid_content_length", DR_EP_QUERY, true, QH "Content-Length: 12abc\r\n\r\n%s", body); break;
@@ -1619,7 +1666,7 @@ TEST(server_http_front_door_hostile_heads_property)
     memset(want, 0, sizeof(want));
     unsigned seed = 1234;
     size_t cap = 1 << 20;
-    char *reply = malloc(cap), *body = malloc(8192);
+    char *reply = malloc(cap), *body = malloc(65536);
     ASSERT(reply && body);
     for (int conn = 0; conn < 160; conn++) {
         /* 1-4 requests, good and bad mixed; after a fatal one, a good one
@@ -1678,7 +1725,7 @@ TEST(server_http_front_door_hostile_heads_property)
         for (int i = 0; i < answered; i++) {
             int status = 0;
             bool json_ct = false;
-            if (parse_response(&p, end, &status, &json_ct, body, 8192) != 0) {
+            if (parse_response(&p, end, &status, &json_ct, body, 65536) != 0) {
                 fprintf(stderr, "connection %d, request %d of %d: no whole response in:\n%s\n",
                         conn, i + 1, answered, reply);
                 ASSERT(0);
@@ -1689,6 +1736,13 @@ TEST(server_http_front_door_hostile_heads_property)
             ASSERT(json_ct);
             cJSON *o = cJSON_Parse(body);
             ASSERT(o != NULL);
+            if (reqs[i].big) { /* the handed-off body, whole and unchanged */
+                const char *pad = cJSON_GetStringValue(cJSON_GetObjectItem(o, "pad"));
+                ASSERT(pad != NULL);
+                ASSERT_EQ((int)strlen(pad), reqs[i].big);
+                for (int k = 0; k < reqs[i].big; k++)
+                    ASSERT(pad[k] == 'a' + k % 26);
+            }
             if (reqs[i].code) {
                 cJSON *e = cJSON_GetObjectItem(o, "error");
                 ASSERT(cJSON_IsObject(e));

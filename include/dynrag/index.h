@@ -206,6 +206,7 @@ typedef struct dynrag_hit {
     char *text;        /* the chunk's text */
     double score;      /* mode's score (hybrid: fused RRF score) */
     int64_t start, end;/* byte offsets of the chunk in the document text */
+    size_t text_len;   /* strlen(text) (0 without text) */
 } dynrag_hit;
 
 typedef struct dynrag_hits {

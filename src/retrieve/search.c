@@ -890,6 +890,7 @@ static int fill_hit(sqlite3 *db, sqlite3_stmt *st, int64_t id, double score, dyn
         h->doc_id = dr_strdup(doc ? doc : "");
         h->title = dr_strdup(title ? title : "");
         h->text = dr_strdup(nl ? nl + 1 : (body ? body : ""));
+        h->text_len = h->text ? strlen(h->text) : 0;
         h->start = sqlite3_column_int64(st, 3);
         h->end = sqlite3_column_int64(st, 4);
         if (h->doc_id == NULL || h->title == NULL || h->text == NULL)
@@ -926,8 +927,9 @@ static int fill_hit_mapped(dr_conn *conn, int64_t id, double score, const char *
         h->score = score;
         h->doc_id = dr_strdup(doc_id);
         h->title = nl ? dr_strndup(body, (size_t)(nl - body)) : dr_strdup("");
-        h->text = nl ? dr_strndup(nl + 1, len - (size_t)(nl + 1 - body))
-                     : dr_strndup(body ? body : "", body ? len : 0);
+        /* (body holds no NUL: ingest refuses texts with one) */
+        h->text_len = nl ? len - (size_t)(nl + 1 - body) : body ? len : 0;
+        h->text = dr_strndup(nl ? nl + 1 : body ? body : "", h->text_len);
         h->start = sqlite3_column_int64(st, 1);
         h->end = sqlite3_column_int64(st, 2);
         if (h->doc_id == NULL || h->title == NULL || h->text == NULL)

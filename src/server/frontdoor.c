@@ -6,7 +6,9 @@
  * socket `c`, its end `m` of the socketpair libmicrohttpd serves, and the
  * front door's stop pipe. Bytes from c accumulate in `in`; dr_frame_next()
  * marks the valid ones as forwardable (`fwd` bytes at the front of `in`),
- * which are written to m; replies read from m go through `out` to c. On the
+ * which are written to m; replies read from m go through `out` to c, each
+ * head held until it is whole so that a handoff placeholder can be
+ * rewritten and followed by its body (frontdoor.h, "Reply handoff"). On the
  * first invalid request the pump stops reading c, forwards what was valid
  * before it, half-closes m (libmicrohttpd finishes the requests it got and
  * closes), copies the last replies and only then writes its own JSON
@@ -30,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +49,11 @@ enum { CH_SIZE = 0, CH_DATA, CH_DATA_END, CH_TRAILER };
  * memory pool (MHD_MEMORY_LIMIT), and answers past it with its own HTML 431;
  * the front door stops well before. */
 #define MAX_FIELDS 100
+/* libmicrohttpd also keeps a record per query argument ('&'-separated) and
+ * per cookie (';'-separated, in a copy of the Cookie header) in that
+ * memory; past it, it drops the connection without a reply. */
+#define MAX_QUERY_ARGS 32
+#define MAX_COOKIES 32
 #define MAX_TRAILER_FIELDS 32
 #define MAX_TRAILER_BYTES 8192
 
@@ -144,6 +152,14 @@ static dr_frame_action check_request_line(dr_frame *f, const char *p, size_t n, 
         if (dr_http_route(method, path, &ep) != 404)
             f->ep = (int)ep;
     }
+    if (q != NULL) {
+        size_t args = 1;
+        for (const char *c = q + 1; c < p + i; c++)
+            args += *c == '&';
+        if (args > MAX_QUERY_ARGS)
+            return frame_err(e, 414, "uri_too_long",
+                             "the request target has more than 32 query arguments");
+    }
     if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
         return frame_err(e, 505, "http_version_not_supported",
                          "only HTTP/1.0 and HTTP/1.1 are supported");
@@ -237,6 +253,13 @@ static dr_frame_action check_head(dr_frame *f, const char *buf, size_t end, dr_h
         } else if (ieq(p, nn, "host")) {
             if (++n_host > 1)
                 return frame_err(e, 400, "malformed_request", "more than one Host header");
+        } else if (ieq(p, nn, "cookie")) {
+            size_t cookies = 1;
+            for (size_t k = 0; k < vn; k++)
+                cookies += v[k] == ';';
+            if (cookies > MAX_COOKIES)
+                return frame_err(e, 431, "headers_too_large",
+                                 "a Cookie header with more than 32 cookies");
         }
         p = nl + 1;
     }
@@ -515,7 +538,155 @@ struct dr_front {
      * (slow or huge uploads on many connections) is bounded by in_budget. */
     atomic_size_t in_held;
     size_t in_budget;
+    /* Handoff states of connections handed to libmicrohttpd and not yet
+     * claimed, by libmicrohttpd's descriptor (under mu). */
+    dr_front_conn **by_fd;
+    size_t by_fd_cap;
 };
+
+/* ---- reply handoff (see frontdoor.h) -------------------------------------- */
+
+typedef struct handoff_item {
+    uint64_t tok;
+    char *d;
+    size_t len;
+} handoff_item;
+
+/* Shared by a pump and libmicrohttpd's connection: freed when both let go. */
+struct dr_front_conn {
+    pthread_mutex_t mu;
+    atomic_int refs;
+    bool closed;       /* the pump takes no more bodies */
+    uint64_t next_tok; /* the last token given out */
+    handoff_item *q;   /* bodies given, in token order: q[q_off..q_n) */
+    size_t q_off, q_n, q_cap;
+};
+
+static dr_front_conn *conn_new(void)
+{
+    dr_front_conn *c = dr_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    pthread_mutex_init(&c->mu, NULL);
+    atomic_init(&c->refs, 1);
+    return c;
+}
+
+void dr_front_conn_release(dr_front_conn *c)
+{
+    if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    for (size_t i = c->q_off; i < c->q_n; i++)
+        dr_free(c->q[i].d);
+    dr_free(c->q);
+    pthread_mutex_destroy(&c->mu);
+    dr_free(c);
+}
+
+bool dr_front_handoff(dr_front_conn *c, char *body, size_t len, char tok[21])
+{
+    if (c == NULL)
+        return false;
+    bool ok = false;
+    pthread_mutex_lock(&c->mu);
+    if (!c->closed) {
+        if (c->q_off == c->q_n)
+            c->q_off = c->q_n = 0;
+        if (c->q_n == c->q_cap) {
+            size_t cap = c->q_cap ? c->q_cap * 2 : 4;
+            handoff_item *q = dr_realloc(c->q, cap * sizeof(*q));
+            if (q != NULL) {
+                c->q = q;
+                c->q_cap = cap;
+            }
+        }
+        if (c->q_n < c->q_cap) {
+            uint64_t t = ++c->next_tok;
+            c->q[c->q_n++] = (handoff_item){t, body, len};
+            snprintf(tok, 21, "%020llu", (unsigned long long)t);
+            ok = true;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
+/* The pump's side: the body given with token tok (bodies given before it,
+ * whose placeholders were never sent, are dropped), or NULL. */
+static char *conn_take(dr_front_conn *c, uint64_t tok, size_t *len)
+{
+    char *d = NULL;
+    pthread_mutex_lock(&c->mu);
+    while (c->q_off < c->q_n && c->q[c->q_off].tok <= tok) {
+        handoff_item it = c->q[c->q_off++];
+        if (it.tok == tok) {
+            d = it.d;
+            *len = it.len;
+            break;
+        }
+        dr_free(it.d);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return d;
+}
+
+/* The pump stops taking bodies; true when one was given and not taken (a
+ * placeholder the pump will not replace may still come). */
+static bool conn_close(dr_front_conn *c, uint64_t last_taken)
+{
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    bool owed = c->next_tok > last_taken;
+    pthread_mutex_unlock(&c->mu);
+    return owed;
+}
+
+/* Registers c (one reference) under mfd: false when out of memory. */
+static bool register_conn(dr_front *f, int mfd, dr_front_conn *c)
+{
+    bool ok = true;
+    pthread_mutex_lock(&f->mu);
+    if ((size_t)mfd >= f->by_fd_cap) {
+        size_t cap = f->by_fd_cap ? f->by_fd_cap : 64;
+        while (cap <= (size_t)mfd)
+            cap *= 2;
+        dr_front_conn **t = dr_realloc(f->by_fd, cap * sizeof(*t));
+        if (t == NULL) {
+            ok = false;
+        } else {
+            memset(t + f->by_fd_cap, 0, (cap - f->by_fd_cap) * sizeof(*t));
+            f->by_fd = t;
+            f->by_fd_cap = cap;
+        }
+    }
+    dr_front_conn *stale = NULL;
+    if (ok) {
+        /* A registration libmicrohttpd never claimed (it closed the
+         * connection without reporting it): the descriptor was reused. */
+        stale = f->by_fd[mfd];
+        f->by_fd[mfd] = c;
+    }
+    pthread_mutex_unlock(&f->mu);
+    dr_front_conn_release(stale);
+    return ok;
+}
+
+dr_front_conn *dr_front_claim(dr_front *f, int mfd)
+{
+    dr_front_conn *c = NULL;
+    pthread_mutex_lock(&f->mu);
+    if (mfd >= 0 && (size_t)mfd < f->by_fd_cap) {
+        c = f->by_fd[mfd];
+        f->by_fd[mfd] = NULL;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return c;
+}
+
+void dr_front_unclaim(dr_front *f, int mfd)
+{
+    dr_front_conn_release(dr_front_claim(f, mfd));
+}
 
 /* A byte queue: the bytes d[off..len). budget, when set, is shared by
  * queues that may only grow while their capacities together stay within
@@ -603,6 +774,15 @@ typedef struct pump {
     uint64_t r_left;  /* body or chunk bytes (with its CRLF) still to come */
     bool r_close;     /* the last complete reply said "Connection: close" */
     int64_t req_start_us; /* when the request now arriving began (0: none is) */
+    /* out's bytes from out.off: scan_n of them followed, of which ready_n
+     * may be sent (the rest is a reply head still arriving, which a
+     * handoff may rewrite), then body[body_off..body_len) when set. */
+    size_t scan_n, ready_n;
+    dr_front_conn *conn; /* the handoff state shared with libmicrohttpd (or NULL) */
+    uint64_t last_tok;   /* the last handoff token taken */
+    bool conn_closed;    /* conn takes no more bodies */
+    char *body;
+    size_t body_len, body_off;
 } pump;
 
 enum { RS_HEAD = 0, RS_BODY, RS_CHUNK_SIZE, RS_CHUNK_DATA, RS_TRAILER };
@@ -642,19 +822,104 @@ static void reply_done(pump *p, bool close)
 }
 
 /*
- * Follows the replies in the n bytes just read from m: status line and
- * headers, then a Content-Length body, a chunked one, or none (a reply to
- * HEAD, 1xx, 204, 304). Counts complete final replies in n_rep. Returns
- * false when the bytes are not what libmicrohttpd writes (then the pump
- * stops tracking and never sends its own reply on this connection).
+ * A completed placeholder head (frontdoor.h, "Reply handoff") at
+ * out.d[out.off + hs ..) of ll bytes, l its lower-cased copy: takes the
+ * handed-off body, and rewrites the head in place without the handoff
+ * header and with the body's Content-Length (never longer: the header
+ * line is longer than any length). False when it is not a placeholder of
+ * this connection.
  */
-static bool follow_replies(pump *p, const char *d, size_t n)
+static bool take_handoff(pump *p, size_t hs, const char *l, size_t ll, size_t *new_ll)
 {
-    size_t i = 0;
-    while (i < n) {
+    static const char hname[] = "\r\nx-dynrag-handoff:";
+    const char *h = strstr(l, hname);
+    const char *cl = strstr(l, "\r\ncontent-length:");
+    if (h == NULL || cl == NULL || p->conn == NULL)
+        return false;
+    size_t a = (size_t)(h - l) + 2, b;
+    const char *v = h + sizeof(hname) - 1, *e;
+    while (*v == ' ')
+        v++;
+    uint64_t tok = strtoull(v, (char **)&e, 10);
+    const char *eol = strstr(v, "\r\n");
+    if (e == v || eol == NULL)
+        return false;
+    b = (size_t)(eol - l) + 2; /* the header line is [a, b) */
+    size_t c0 = (size_t)(cl - l) + 17, c1;
+    while (l[c0] == ' ')
+        c0++;
+    const char *ce = strstr(l + c0, "\r\n");
+    if (ce == NULL)
+        return false;
+    c1 = (size_t)(ce - l); /* the length's value is [c0, c1) */
+    if (c1 != c0 + 1 || l[c0] != '0' || (c0 >= a && c0 < b))
+        return false;
+    char small[1024];
+    char *tmp = ll + 32 <= sizeof(small) ? small : dr_malloc(ll + 32);
+    if (tmp == NULL)
+        return false;
+    size_t len = 0;
+    char *body = conn_take(p->conn, tok, &len);
+    if (body == NULL) {
+        if (tmp != small)
+            dr_free(tmp);
+        return false;
+    }
+    p->last_tok = tok;
+    char num[24];
+    int nn = snprintf(num, sizeof(num), "%zu", len);
+    char *d = p->out.d + p->out.off + hs;
+    size_t o = 0;
+    /* [0, ll) without [a, b), with [c0, c1) replaced by num */
+    size_t cut[2][2] = {{a, b}, {c0, c1}};
+    if (c0 < a) {
+        cut[0][0] = c0, cut[0][1] = c1;
+        cut[1][0] = a, cut[1][1] = b;
+    }
+    size_t pos = 0;
+    for (int k = 0; k < 2; k++) {
+        memcpy(tmp + o, d + pos, cut[k][0] - pos);
+        o += cut[k][0] - pos;
+        if (cut[k][0] == c0) {
+            memcpy(tmp + o, num, (size_t)nn);
+            o += (size_t)nn;
+        }
+        pos = cut[k][1];
+    }
+    memcpy(tmp + o, d + pos, ll - pos);
+    o += ll - pos;
+    /* Shrink in place: the followed bytes after the head move up. */
+    size_t after = p->out.len - (p->out.off + hs + ll);
+    memcpy(d, tmp, o);
+    if (tmp != small)
+        dr_free(tmp);
+    memmove(d + o, d + ll, after);
+    p->out.len -= ll - o;
+    p->body = body;
+    p->body_len = len;
+    p->body_off = 0;
+    *new_ll = o;
+    return true;
+}
+
+/*
+ * Follows the replies in out's bytes not yet followed: status line and
+ * headers, then a Content-Length body, a chunked one, or none (a reply to
+ * HEAD, 1xx, 204, 304). Counts complete final replies in n_rep; marks the
+ * followed bytes ready to send, except a head still arriving. Stops after
+ * a handoff placeholder, whose body goes next. Returns false when the
+ * bytes are not what libmicrohttpd writes (then the pump stops tracking
+ * and never sends its own reply on this connection).
+ */
+static bool follow_replies(pump *p)
+{
+    while (p->body == NULL && p->out.off + p->scan_n < p->out.len) {
+        const char *d = p->out.d + p->out.off;
+        size_t i = p->scan_n, n = p->out.len - p->out.off;
         if (p->r_state == RS_BODY || p->r_state == RS_CHUNK_DATA) {
             uint64_t take = n - i < p->r_left ? n - i : p->r_left;
-            i += (size_t)take;
+            p->scan_n += (size_t)take;
+            p->ready_n = p->scan_n;
             p->r_left -= take;
             if (p->r_left == 0) {
                 if (p->r_state == RS_BODY)
@@ -670,7 +935,9 @@ static bool follow_replies(pump *p, const char *d, size_t n)
         size_t take = nl ? (size_t)(nl - (d + i)) + 1 : n - i;
         if (dr_buf_append(&p->r_line, d + i, take) != 0 || p->r_line.len > 65536)
             return false;
-        i += take;
+        p->scan_n += take;
+        if (p->r_state != RS_HEAD)
+            p->ready_n = p->scan_n;
         if (nl == NULL)
             continue;
         char *l = p->r_line.data;
@@ -680,6 +947,8 @@ static bool follow_replies(pump *p, const char *d, size_t n)
                 continue;
             if (ll < 13 || memcmp(l, "HTTP/1.", 7) != 0)
                 return false;
+            size_t hs = p->scan_n - ll; /* where the head starts in out */
+            p->ready_n = p->scan_n;
             int status = (l[9] - '0') * 100 + (l[10] - '0') * 10 + (l[11] - '0');
             for (size_t k = 0; k < ll; k++)
                 if (l[k] >= 'A' && l[k] <= 'Z')
@@ -691,7 +960,13 @@ static bool follow_replies(pump *p, const char *d, size_t n)
             }
             bool is_head = p->heads_off < p->heads.len && p->heads.data[p->heads_off] == 1;
             const char *cl = strstr(l, "\r\ncontent-length:");
-            if (is_head || status == 204 || status == 304) {
+            if (strstr(l, "\r\nx-dynrag-handoff:") != NULL) {
+                size_t new_ll = 0;
+                if (is_head || !take_handoff(p, hs, l, ll, &new_ll))
+                    return false; /* a placeholder that cannot be replaced */
+                p->scan_n = p->ready_n = hs + new_ll;
+                reply_done(p, close);
+            } else if (is_head || status == 204 || status == 304) {
                 reply_done(p, close);
             } else if (head_has(l, "transfer-encoding", "chunked")) {
                 p->r_close = close;
@@ -728,6 +1003,25 @@ static bool follow_replies(pump *p, const char *d, size_t n)
             if (empty)
                 reply_done(p, p->r_close);
         }
+    }
+    return true;
+}
+
+/* Follows what libmicrohttpd wrote (or, once the replies cannot be
+ * followed, lets every byte through). False when a handoff placeholder
+ * may be left unreplaced: the connection must end. */
+static bool follow(pump *p)
+{
+    if (p->tracking && !follow_replies(p))
+        p->tracking = false;
+    if (!p->tracking) {
+        if (p->conn && !p->conn_closed) {
+            p->conn_closed = true;
+            if (conn_close(p->conn, p->last_tok))
+                return false;
+        }
+        if (p->body == NULL)
+            p->scan_n = p->ready_n = p->out.len - p->out.off;
     }
     return true;
 }
@@ -805,6 +1099,46 @@ static int recv_some(int fd, qbuf *q, size_t limit, size_t chunk)
     return 1;
 }
 
+/* Sends out's ready bytes, then the handed-off body, as far as c takes
+ * them (one sendmsg for both); false when c failed, or when a handoff
+ * placeholder may be left unreplaced. */
+static bool flush_out(pump *p)
+{
+    for (;;) {
+        struct iovec iov[2];
+        int n = 0;
+        if (p->ready_n > 0)
+            iov[n++] = (struct iovec){p->out.d + p->out.off, p->ready_n};
+        if (p->body)
+            iov[n++] = (struct iovec){p->body + p->body_off, p->body_len - p->body_off};
+        if (n == 0)
+            return true;
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)n;
+        ssize_t w = sendmsg(p->c, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        size_t k = (size_t)w, take = k < p->ready_n ? k : p->ready_n;
+        p->out.off += take;
+        p->ready_n -= take;
+        p->scan_n -= take;
+        k -= take;
+        if (p->body) {
+            p->body_off += k;
+            if (p->body_off == p->body_len) {
+                dr_free(p->body);
+                p->body = NULL;
+                if (!follow(p)) /* the replies after it */
+                    return false;
+            }
+        }
+    }
+}
+
 /* Writes what can go: forwardable bytes to m, replies (then the error
  * reply) to c. False when c failed. */
 static bool pump_flush(pump *p)
@@ -820,11 +1154,8 @@ static bool pump_flush(pump *p)
         p->in.off += p->fwd;
         p->fwd = 0;
     }
-    if (p->out.len > p->out.off) {
-        if (!send_some(p->c, p->out.d + p->out.off, p->out.len - p->out.off, &s))
-            return false;
-        p->out.off += s;
-    }
+    if (!flush_out(p))
+        return false;
     if (p->failed && !p->decided) {
         bool settled = p->fwd == 0 && p->tracking && p->n_rep == p->n_req &&
                        p->r_state == RS_HEAD && p->r_line.len == 0;
@@ -848,7 +1179,7 @@ static bool pump_flush(pump *p)
         }
     }
     /* The error reply goes last: after every reply libmicrohttpd sent. */
-    if (p->err_resp && p->out.off == p->out.len && p->err_off < p->err_len) {
+    if (p->err_resp && p->out.off == p->out.len && p->body == NULL && p->err_off < p->err_len) {
         if (!send_some(p->c, p->err_resp + p->err_off, p->err_len - p->err_off, &s))
             return false;
         p->err_off += s;
@@ -913,7 +1244,8 @@ static void request_timeout(pump *p)
     dr_front *f = p->f;
     bool partial = p->fr.state == ST_BODY; /* its head was forwarded */
     bool settled = p->tracking && p->n_rep + (partial ? 1 : 0) == p->n_req &&
-                   p->r_state == RS_HEAD && p->r_line.len == 0 && p->out.off == p->out.len;
+                   p->r_state == RS_HEAD && p->r_line.len == 0 && p->out.off == p->out.len &&
+                   p->body == NULL;
     dr_http_error e;
     dr_http_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
                       "the request did not arrive within the time limit of %d ms",
@@ -952,7 +1284,7 @@ static void *pump_main(void *arg)
             }
         }
         bool err_pending = p->err_resp && p->err_off < p->err_len;
-        bool out_pending = p->out.len > p->out.off || err_pending;
+        bool out_pending = p->ready_n > 0 || p->body != NULL || err_pending;
         if (!out_pending && (p->failed ? p->decided : p->m_eof))
             break; /* everything there is to send was sent */
         /* A closed side is left out (its POLLHUP would spin the loop). */
@@ -982,14 +1314,12 @@ static void *pump_main(void *arg)
         if (pf[2].revents)
             break;
         if (pf[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-            size_t before = p->out.len - p->out.off;
-            int rr = recv_some(p->m, &p->out, 262144, OUT_CHUNK); /* a k=100 reply in one go */
+            int rr = recv_some(p->m, &p->out, 262144, OUT_CHUNK);
             p->out_full = rr == -2; /* no memory to grow: wait for the client to drain out */
             if (rr == -2)
                 rr = 1;
-            size_t got = p->out.len - p->out.off - before;
-            if (got > 0 && p->tracking && !follow_replies(p, p->out.d + p->out.len - got, got))
-                p->tracking = false;
+            if (!follow(p))
+                break;
             if (rr <= 0)
                 p->m_eof = true;
         }
@@ -1018,6 +1348,11 @@ static void *pump_main(void *arg)
         }
     }
     close(p->m);
+    if (p->conn) {
+        (void)conn_close(p->conn, p->last_tok);
+        dr_front_conn_release(p->conn);
+    }
+    dr_free(p->body);
     pthread_mutex_lock(&f->mu);
     f->flushing--; /* everything for the client was written */
     pthread_cond_broadcast(&f->cv);
@@ -1103,6 +1438,18 @@ int dr_front_serve(dr_front *f, int client)
     p->m = sp[0];
     p->fr.max_body = f->max_body;
     p->tracking = true;
+    /* The handoff state: one reference for the pump, one registered for
+     * libmicrohttpd's start notification. Without it (no memory), replies
+     * only go through the socketpair. */
+    p->conn = conn_new();
+    if (p->conn != NULL) {
+        atomic_fetch_add(&p->conn->refs, 1);
+        if (!register_conn(f, sp[1], p->conn)) {
+            dr_front_conn_release(p->conn);
+            dr_front_conn_release(p->conn);
+            p->conn = NULL;
+        }
+    }
     /* Replies leave as the pump gets them: no Nagle delay between pieces. */
     int one = 1;
     (void)setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1122,6 +1469,10 @@ int dr_front_serve(dr_front *f, int client)
         f->live--;
         f->flushing--;
         pthread_mutex_unlock(&f->mu);
+        if (p->conn) {
+            dr_front_unclaim(f, sp[1]);
+            dr_front_conn_release(p->conn);
+        }
         close(client);
         close(sp[0]);
         close(sp[1]);
@@ -1174,6 +1525,9 @@ void dr_front_free(dr_front *f, int flush_ms)
     pthread_mutex_unlock(&f->mu);
     close(f->stop[0]);
     close(f->stop[1]);
+    for (size_t i = 0; i < f->by_fd_cap; i++)
+        dr_front_conn_release(f->by_fd[i]);
+    dr_free(f->by_fd);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
     dr_free(f);

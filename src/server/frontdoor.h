@@ -96,6 +96,43 @@ int dr_front_create(size_t max_body, int timeout_ms, dr_metrics *metrics, dr_fro
  */
 int dr_front_serve(dr_front *f, int client);
 
+/*
+ * Reply handoff. A large reply body does not have to travel through the
+ * socketpair (libmicrohttpd writing it, the pump reading it back): the
+ * handler gives the body to the connection's pump with dr_front_handoff()
+ * and has libmicrohttpd send, in its place, an empty reply with the header
+ * DR_FRONT_HANDOFF_HEADER: <token>. The pump, which follows every reply on
+ * the socketpair, drops that header, puts the body's length in the reply's
+ * Content-Length and sends the body after the head, so the client gets
+ * the same bytes as without the handoff (minus the placeholder header).
+ *
+ * dr_front_serve() registers each connection's handoff state under the
+ * descriptor it returns; libmicrohttpd's start notification claims it
+ * (dr_front_claim) and its close notification releases it.
+ */
+#define DR_FRONT_HANDOFF_HEADER "X-Dynrag-Handoff"
+#define DR_FRONT_HANDOFF_MIN 16384 /* smaller bodies go through libmicrohttpd */
+
+typedef struct dr_front_conn dr_front_conn;
+
+/* The handoff state registered for libmicrohttpd's socket mfd (the caller
+ * owns the reference, released with dr_front_conn_release), or NULL. */
+dr_front_conn *dr_front_claim(dr_front *f, int mfd);
+
+/* Drops the registration of mfd (libmicrohttpd refused the connection). */
+void dr_front_unclaim(dr_front *f, int mfd);
+
+void dr_front_conn_release(dr_front_conn *c);
+
+/*
+ * Gives body[0..len) (allocated with dr_malloc) to the pump of c: returns
+ * the token to send as the placeholder reply's DR_FRONT_HANDOFF_HEADER
+ * value (written as 20 digits into tok, NUL-terminated), with the body
+ * owned by the pump; or false (the pump no longer follows replies, or no
+ * memory) with the body still the caller's.
+ */
+bool dr_front_handoff(dr_front_conn *c, char *body, size_t len, char tok[21]);
+
 /* Pumps still running (each ends when both of its sockets have closed). */
 int dr_front_live(dr_front *f);
 

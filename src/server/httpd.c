@@ -57,6 +57,7 @@
  * up without reporting it).
  */
 typedef struct worker {
+    struct dr_httpd *h;
     struct MHD_Daemon *d;
     atomic_int open;        /* started minus closed */
     atomic_int pending;     /* handed over, not yet started */
@@ -90,6 +91,7 @@ typedef struct req_state {
     bool answered;
     bool started; /* the access handler ran once (headers checked) */
     bool counted; /* in the request metrics (when its response was queued) */
+    bool is_post; /* its reply may be handed off (HEAD never is) */
     int status;   /* of the queued response */
     char query_id[80]; /* of the queued response ("" for none) */
 } req_state;
@@ -190,6 +192,26 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
                                                   stream_free);
             if (r == NULL)
                 stream_free(s);
+        }
+    } else if (body && status == 200 && body_len >= DR_FRONT_HANDOFF_MIN && rs->is_post &&
+               (r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT)) != NULL) {
+        /* A large reply goes to the client from the connection's pump, not
+         * through the socketpair: MHD sends a placeholder the pump replaces
+         * (frontdoor.h, "Reply handoff"). */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        char tok[21];
+        if (ci && dr_front_handoff(ci->socket_context, body, body_len, tok)) {
+            body = NULL; /* the pump's now */
+            if (MHD_add_response_header(r, DR_FRONT_HANDOFF_HEADER, tok) != MHD_YES) {
+                MHD_destroy_response(r); /* out of memory: the 500 below */
+                r = NULL;
+            }
+        } else {
+            MHD_destroy_response(r);
+            r = MHD_create_response_from_buffer_with_free_callback(body_len, body, dr_free);
+            if (r != NULL)
+                body = NULL;
         }
     } else if (body) {
         /* MHD releases the body through dr_free, the allocator that made it. */
@@ -378,6 +400,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (!rs->started) {
         rs->started = true;
+        rs->is_post = strcmp(method, "POST") == 0;
         return check_headers(c, rs, url, method, version);
     }
     if (rs->answered) {
@@ -487,16 +510,22 @@ static void pending_done(worker *w)
         ;
 }
 
+/* Counts the worker's open connections; a started connection claims its
+ * reply handoff state from the front door (frontdoor.h), kept as MHD's
+ * socket context until the connection closes. */
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
-    (void)c;
-    (void)socket_context;
     worker *w = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = ci ? dr_front_claim(w->h->front, ci->connect_fd) : NULL;
         atomic_fetch_add(&w->open, 1);
         pending_done(w);
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        dr_front_conn_release(*socket_context);
+        *socket_context = NULL;
         atomic_fetch_sub(&w->open, 1);
     }
 }
@@ -539,10 +568,19 @@ static bool wait_wake(dr_httpd *h, int ms)
 }
 
 #define DEFAULT_CONNECTION_LIMIT 1000
-/* libmicrohttpd's memory per connection: room for the largest head the
- * front door lets through (DR_FRONT_MAX_HEAD) several times over, so that
- * libmicrohttpd never refuses one itself (431). */
-#define MHD_MEMORY_LIMIT (8 * DR_FRONT_MAX_HEAD)
+/*
+ * libmicrohttpd's memory per connection, which it clears for every request
+ * (a keep-alive connection's pool is reset with memset): half is its read
+ * buffer (room for the largest head the front door lets through,
+ * DR_FRONT_MAX_HEAD, or the bytes pipelined after it), the other half holds
+ * a record per header line, query argument, cookie and trailer line (at
+ * most 100 + 32 + 32 + 32, 64 bytes each), the copy of the Cookie header
+ * (at most DR_FRONT_MAX_HEAD) and the reply's head. So libmicrohttpd never
+ * runs out of it (which it answers with its own 431, or a dropped
+ * connection); the largest heads are in test
+ * server_http_front_door_hostile_heads_property.
+ */
+#define MHD_MEMORY_LIMIT (4 * DR_FRONT_MAX_HEAD)
 
 /* Answers a connection past the limit with a 503 (best effort: one
  * non-blocking send, the request unread) and closes it. */
@@ -632,6 +670,7 @@ static void *acceptor_main(void *arg)
             memset(&ua, 0, sizeof(ua));
             ua.sun_family = AF_UNIX;
             if (MHD_add_connection(w->d, mfd, (struct sockaddr *)&ua, sizeof(ua)) != MHD_YES) {
+                dr_front_unclaim(h->front, mfd);
                 pending_done(w);
                 dr_log(DYNRAG_LOG_WARN, MOD, "cannot serve a new connection: %s", strerror(errno));
             }
@@ -768,6 +807,7 @@ int dr_httpd_start(const dr_httpd_config *cfg, dr_httpd **out, dynrag_error *err
                      MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET | (v6 ? MHD_USE_IPv6 : 0);
     unsigned timeout_s = (unsigned)((cfg->timeout_ms + 999) / 1000);
     for (int i = 0; i < cfg->threads; i++) {
+        h->w[i].h = h;
         atomic_init(&h->w[i].open, 0);
         atomic_init(&h->w[i].pending, 0);
         h->w[i].d = MHD_start_daemon(

@@ -375,13 +375,10 @@ static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
     dr_buf b = {0};
     /* One allocation for the whole body in the usual case (no escapes). */
     size_t need = 256 + strlen(req->query);
-    size_t text_len[128]; /* of the first 128 hits (k up to 128), measured once */
     for (size_t i = 0; i < hits->n; i++) {
         const dynrag_hit *h = &hits->hits[i];
-        size_t tl = h->text ? strlen(h->text) : 0;
-        if (i < DR_ARRAY_LEN(text_len))
-            text_len[i] = tl;
-        need += 128 + (h->doc_id ? strlen(h->doc_id) : 0) + (h->title ? strlen(h->title) : 0) + tl;
+        need += 128 + (h->doc_id ? strlen(h->doc_id) : 0) + (h->title ? strlen(h->title) : 0) +
+                (h->text ? h->text_len : 0);
     }
     int rc = dr_buf_reserve(&b, need);
     if (rc == DYNRAG_OK)
@@ -418,8 +415,7 @@ static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
         if (rc == DYNRAG_OK)
             rc = dr_buf_puts(&b, ",\"text\":");
         if (rc == DYNRAG_OK)
-            rc = i < DR_ARRAY_LEN(text_len) && h->text ? dr_jsonw_strn(&b, h->text, text_len[i])
-                                   : dr_jsonw_str(&b, h->text);
+            rc = h->text ? dr_jsonw_strn(&b, h->text, h->text_len) : dr_jsonw_str(&b, h->text);
         if (rc == DYNRAG_OK)
             rc = dr_buf_puts(&b, ",\"score\":");
         if (rc == DYNRAG_OK)

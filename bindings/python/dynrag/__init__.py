@@ -148,7 +148,8 @@ class _SearchOptions(ctypes.Structure):
 
 class _Hit(ctypes.Structure):
     _fields_ = [("chunk_id", c_int64), ("doc_id", c_char_p), ("title", c_char_p),
-                ("text", c_char_p), ("score", c_double), ("start", c_int64), ("end", c_int64)]
+                ("text", c_char_p), ("score", c_double), ("start", c_int64), ("end", c_int64),
+                ("text_len", c_size_t)]
 
 
 class _Hits(ctypes.Structure):
