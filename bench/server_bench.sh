@@ -186,6 +186,57 @@ inproc_run() {
         sed -n 's/.*qps=\([0-9.]*\) p50_ms=\([0-9.]*\) p99_ms=\([0-9.]*\).*cpu_us_per_q=\([0-9.]*\).*/\1 \2 \3 \4/p'
 }
 
+# 4b. PAIRED=1: one server per set-up and round, measured in SECS windows of
+#     one second each, every window followed by a one-second in-process
+#     window on the same CPUs: the machine's speed drifts between modes over
+#     seconds (on a shared virtual machine the in-process QPS alone moved
+#     between 3,400 and 4,400 from one second to the next), and a ratio of
+#     neighbouring windows sees the same mode on both sides.
+#     -> one line per window pair: "http_qps inproc_qps ratio".
+paired_run() {
+    if [ "$1" = pinned ]; then
+        SPIN="taskset -c $SERVER_CPU"; CPIN="taskset -c $CLIENT_CPU"; THREADS=1
+    elif [ "$1" = shared ]; then
+        SPIN="taskset -c $SERVER_CPU"; CPIN="taskset -c $SERVER_CPU"; THREADS=1
+    else
+        SPIN=; CPIN=; THREADS=2
+    fi
+    $SPIN "$CLI" serve --pipeline "$WORK/pipeline.yaml" --port 0 --threads $THREADS --no-log \
+        > "$WORK/serve.out" 2> "$WORK/serve.err" &
+    PID=$!
+    trap 'kill $PID 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do
+        grep -q "listening on" "$WORK/serve.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    URL=$(sed -n 's/^listening on //p' "$WORK/serve.out")
+    [ -n "$URL" ] || { cat "$WORK/serve.err" >&2; exit 1; }
+    $CPIN wrk -t1 -c"$CONNS" -d2s -s "$WORK/retrieve.lua" "$URL" >/dev/null   # warm-up
+    w=1
+    while [ $w -le "$SECS" ]; do
+        $CPIN wrk -t1 -c"$CONNS" -d1s -s "$WORK/retrieve.lua" "$URL" > "$WORK/wrk.out"
+        H=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.out")
+        I=$(inproc_window "$1")
+        echo "$H $I" | awk '$1 > 0 && $2 > 0 { printf "%s %s %.4f\n", $1, $2, $2 / $1 }'
+        w=$((w + 1))
+    done
+    kill -TERM $PID
+    wait $PID || true
+    trap - EXIT
+}
+inproc_window() {
+    if [ "$1" != unpinned ]; then PIN="taskset -c $SERVER_CPU"; T=1; else PIN=; T=2; fi
+    $PIN "$TOOL" search --index "$WORK/index" --queries "$QUERIES" --threads $T \
+        --seconds 1 --k "$K" | sed -n 's/.*qps=\([0-9.]*\) .*/\1/p'
+}
+
+# Medians per set-up and column.
+med() { # med MODE KIND COLUMN
+    awk -v m="$1" -v k="$2" -v c="$3" '$1 == m && $2 == k { print $(c + 2) }' "$WORK/runs.txt" |
+        sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
+            else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 # 5. RUNS rounds, the set-ups interleaved so that drifting load hits both.
 MODES=unpinned
 if [ -n "${SETUPS:-}" ]; then
@@ -197,6 +248,24 @@ else
 fi
 : > "$WORK/runs.txt"
 r=1
+while [ $r -le "$RUNS" ] && [ "${PAIRED:-0}" = 1 ]; do
+    for m in $MODES; do
+        paired_run $m | sed "s/^/$m pair /" >> "$WORK/runs.txt"
+    done
+    r=$((r + 1))
+done
+if [ "${PAIRED:-0}" = 1 ]; then
+    echo "server_bench: SciFact /v1/retrieve bm25 k=$K, $RUNS servers x $SECS one-second window pairs (HTTP, then in process), medians (all pairs: $WORK/runs.txt)"
+    for m in $MODES; do
+        echo "$m:"
+        echo "  http    qps=$(med $m pair 1)"
+        echo "  inproc  qps=$(med $m pair 2)"
+        Q=$(awk -v m=$m '$1 == m && $2 == "pair" { print $5 }' "$WORK/runs.txt" | sort -g |
+            awk '{ v[NR] = $1 } END { if (NR) printf "%.2f-%.2f", v[int((NR + 3) / 4)], v[int((3 * NR + 3) / 4)] }')
+        echo "  ratio   time per request http/inproc, median of $(awk -v m=$m '$1 == m && $2 == "pair"' "$WORK/runs.txt" | wc -l) window pairs = $(med $m pair 3) (quartiles $Q; target <= 1.5)"
+    done
+    exit 0
+fi
 while [ $r -le "$RUNS" ]; do
     for m in $MODES; do
         echo "$m http $(serve_run $m)" >> "$WORK/runs.txt"
@@ -207,11 +276,6 @@ while [ $r -le "$RUNS" ]; do
 done
 
 # 6. Medians per set-up and column, and the ratios.
-med() { # med MODE KIND COLUMN
-    awk -v m="$1" -v k="$2" -v c="$3" '$1 == m && $2 == k { print $(c + 2) }' "$WORK/runs.txt" |
-        sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
-            else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 echo "server_bench: SciFact /v1/retrieve bm25 k=$K, ${SECS}s x $RUNS runs, medians (all runs: $WORK/runs.txt)"
 for m in $MODES; do
     if [ $m = pinned ]; then

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +153,14 @@ int cmd_serve(int argc, char **argv)
         }
     }
 
+    /* Replies of a hundred hits are 100-200 KB: above glibc's initial mmap
+     * threshold, and freed in another thread (the connection's pump) than
+     * the one that made them. Left to its dynamic thresholds, malloc maps
+     * and unmaps (or trims and re-faults) such buffers per request; fixed
+     * thresholds keep them in the heap. Idle connections still hand large
+     * buffers back (malloc_trim when they close). */
+    (void)mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    (void)mallopt(M_TRIM_THRESHOLD, 64 << 20);
     dynrag_pipeline *p = load_pipeline(pipeline);
     if (p == NULL)
         return CLI_FAIL;

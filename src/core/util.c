@@ -16,7 +16,6 @@
 
 /* ---- buffers ------------------------------------------------------------ */
 
-#define DR_BUF_DEFAULT_CAP ((size_t)1 << 30)
 
 static int buf_reserve(dr_buf *b, size_t extra)
 {
@@ -42,7 +41,7 @@ int dr_buf_reserve(dr_buf *b, size_t n)
     return buf_reserve(b, n);
 }
 
-int dr_buf_append(dr_buf *b, const void *data, size_t n)
+int dr_buf_append_grow(dr_buf *b, const void *data, size_t n)
 {
     int rc = buf_reserve(b, n);
     if (rc != DYNRAG_OK)

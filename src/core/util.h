@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #if defined(__GNUC__)
 #define DR_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -56,11 +57,31 @@ typedef struct dr_buf {
     size_t cap_limit;
 } dr_buf;
 
-int dr_buf_append(dr_buf *b, const void *data, size_t n);
+/* The default cap of a dr_buf's length (cap_limit 0). */
+#define DR_BUF_DEFAULT_CAP ((size_t)1 << 30)
+
+int dr_buf_append_grow(dr_buf *b, const void *data, size_t n);
+/* Appends n bytes (the buffer stays NUL-terminated): inline while they fit
+ * in what is allocated and within the cap, else dr_buf_append_grow(). */
+static inline int dr_buf_append(dr_buf *b, const void *data, size_t n)
+{
+    size_t limit = b->cap_limit ? b->cap_limit : DR_BUF_DEFAULT_CAP;
+    /* (alloc - len is 0 when nothing is allocated) */
+    if (n < b->alloc - b->len && b->len <= limit && n <= limit - b->len) {
+        if (n > 0)
+            memcpy(b->data + b->len, data, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    return dr_buf_append_grow(b, data, n);
+}
 /* Makes room for n more bytes (and the NUL), so that appends of up to n
  * bytes in all do not reallocate. Errors as an append of n bytes. */
 int dr_buf_reserve(dr_buf *b, size_t n);
 int dr_buf_puts(dr_buf *b, const char *s);
+/* dr_buf_puts() of a string literal, its length known at compile time. */
+#define DR_BUF_PUTL(b, lit) dr_buf_append((b), "" lit, sizeof(lit) - 1)
 int dr_buf_putc(dr_buf *b, char c);
 int dr_buf_printf(dr_buf *b, const char *fmt, ...) DR_PRINTF(2, 3);
 /* Appends s as a JSON string literal, quotes included. */

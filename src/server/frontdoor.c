@@ -603,7 +603,9 @@ bool dr_front_handoff(dr_front_conn *c, char *body, size_t len, char tok[21])
         if (c->q_n < c->q_cap) {
             uint64_t t = ++c->next_tok;
             c->q[c->q_n++] = (handoff_item){t, body, len};
-            snprintf(tok, 21, "%020llu", (unsigned long long)t);
+            for (int k = 19; k >= 0; k--, t /= 10) /* 20 digits, zero-padded */
+                tok[k] = (char)('0' + t % 10);
+            tok[20] = '\0';
             ok = true;
         }
     }
@@ -867,7 +869,14 @@ static bool take_handoff(pump *p, size_t hs, const char *l, size_t ll, size_t *n
     }
     p->last_tok = tok;
     char num[24];
-    int nn = snprintf(num, sizeof(num), "%zu", len);
+    int nn = 0;
+    char rev[24];
+    size_t left = len;
+    do
+        rev[nn++] = (char)('0' + left % 10);
+    while ((left /= 10) > 0);
+    for (int k = 0; k < nn; k++)
+        num[k] = rev[nn - 1 - k];
     char *d = p->out.d + p->out.off + hs;
     size_t o = 0;
     /* [0, ll) without [a, b), with [c0, c1) replaced by num */

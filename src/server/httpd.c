@@ -105,17 +105,18 @@ typedef struct stream_state {
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
+    /* MHD serves the front door's socketpairs, not TCP sockets: its TCP
+     * tuning (TCP_NODELAY, TCP_CORK, and the "push" that needs them) fails
+     * there on every reply (it only gives up for other errors than Linux's
+     * EOPNOTSUPP), and its failing is no news: dropped before formatting. */
+    if (strncmp(fmt, "Setting ", 8) == 0 || strncmp(fmt, "Failed to push the data", 23) == 0)
+        return;
     char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    /* MHD serves the front door's socketpairs, not TCP sockets: its TCP
-     * tuning (TCP_NODELAY, TCP_CORK, and the "push" that needs them) does
-     * not apply there, and its failing is no news. */
-    bool tcp_tuning = strncmp(msg, "Setting TCP_", 12) == 0 ||
-                      strncmp(msg, "Failed to push the data", 23) == 0;
-    dr_log(tcp_tuning ? DYNRAG_LOG_DEBUG : DYNRAG_LOG_WARN, MOD, "libmicrohttpd: %s", msg);
+    dr_log(DYNRAG_LOG_WARN, MOD, "libmicrohttpd: %s", msg);
 }
 
 /* Serves one "\n\n"-terminated event (or what fits in max) per call, so

@@ -332,7 +332,7 @@ static void do_metrics(dynrag_server *s, dr_http_exchange *x)
  */
 static int put_route(dr_buf *b, const dynrag_result *route, const char *option)
 {
-    int rc = dr_buf_puts(b, ",\"route\":{");
+    int rc = DR_BUF_PUTL(b, ",\"route\":{");
     bool first = true;
     for (size_t i = 0; i < dynrag_result_n_decisions(route) && rc == DYNRAG_OK; i++) {
         const dynrag_decision *d = dynrag_result_decision(route, i);
@@ -344,13 +344,13 @@ static int put_route(dr_buf *b, const dynrag_result *route, const char *option)
         if (rc == DYNRAG_OK)
             rc = dr_jsonw_str(b, d->stage);
         if (rc == DYNRAG_OK)
-            rc = dr_buf_puts(b, ":{\"router\":");
+            rc = DR_BUF_PUTL(b, ":{\"router\":");
         if (rc == DYNRAG_OK)
             rc = dr_jsonw_str(b, d->router);
         if (rc == DYNRAG_OK)
-            rc = dr_buf_puts(b, ",\"choice\":");
+            rc = DR_BUF_PUTL(b, ",\"choice\":");
         if (rc == DYNRAG_OK)
-            rc = d->skipped ? dr_buf_puts(b, "null") : dr_jsonw_str(b, d->choice);
+            rc = d->skipped ? DR_BUF_PUTL(b, "null") : dr_jsonw_str(b, d->choice);
         if (rc == DYNRAG_OK)
             rc = dr_buf_puts(b, d->skipped ? ",\"skipped\":true,\"reason\":"
                                            : ",\"skipped\":false,\"reason\":");
@@ -360,7 +360,7 @@ static int put_route(dr_buf *b, const dynrag_result *route, const char *option)
             rc = dr_buf_putc(b, '}');
     }
     if (rc == DYNRAG_OK)
-        rc = dr_buf_puts(b, first ? "\"option\":" : ",\"option\":");
+        rc = (first ? DR_BUF_PUTL(b, "\"option\":") : DR_BUF_PUTL(b, ",\"option\":"));
     if (rc == DYNRAG_OK)
         rc = dr_jsonw_str(b, option);
     if (rc == DYNRAG_OK)
@@ -375,60 +375,68 @@ static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
     dr_buf b = {0};
     /* One allocation for the whole body in the usual case (no escapes). */
     size_t need = 256 + strlen(req->query);
+    size_t lens[2 * 128]; /* doc_id and title lengths of the first 128 hits, measured once */
     for (size_t i = 0; i < hits->n; i++) {
         const dynrag_hit *h = &hits->hits[i];
-        need += 128 + (h->doc_id ? strlen(h->doc_id) : 0) + (h->title ? strlen(h->title) : 0) +
-                (h->text ? h->text_len : 0);
+        size_t dl = h->doc_id ? strlen(h->doc_id) : 0, tl = h->title ? strlen(h->title) : 0;
+        if (i < DR_ARRAY_LEN(lens) / 2) {
+            lens[2 * i] = dl;
+            lens[2 * i + 1] = tl;
+        }
+        need += 128 + dl + tl + (h->text ? h->text_len : 0);
     }
     int rc = dr_buf_reserve(&b, need);
     if (rc == DYNRAG_OK)
-        rc = dr_buf_puts(&b, "{\"query\":");
+        rc = DR_BUF_PUTL(&b, "{\"query\":");
     if (rc == DYNRAG_OK)
         rc = dr_jsonw_str(&b, req->query);
     if (rc == DYNRAG_OK)
-        rc = dr_buf_puts(&b, ",\"mode\":");
+        rc = DR_BUF_PUTL(&b, ",\"mode\":");
     if (rc == DYNRAG_OK)
         rc = dr_jsonw_str(&b, dynrag_search_mode_name(so->mode));
     if (rc == DYNRAG_OK)
-        rc = dr_buf_puts(&b, ",\"k\":");
+        rc = DR_BUF_PUTL(&b, ",\"k\":");
     if (rc == DYNRAG_OK)
         rc = dr_jsonw_num(&b, req->k);
     if (rc == DYNRAG_OK)
-        rc = dr_buf_puts(&b, req->mode < 0 ? ",\"routed\":true" : ",\"routed\":false");
+        rc = (req->mode < 0 ? DR_BUF_PUTL(&b, ",\"routed\":true") : DR_BUF_PUTL(&b, ",\"routed\":false"));
     if (rc == DYNRAG_OK && route)
         rc = put_route(&b, route, route_option);
     if (rc == DYNRAG_OK)
-        rc = dr_buf_puts(&b, ",\"hits\":[");
+        rc = DR_BUF_PUTL(&b, ",\"hits\":[");
     for (size_t i = 0; i < hits->n && rc == DYNRAG_OK; i++) {
         const dynrag_hit *h = &hits->hits[i];
-        rc = dr_buf_puts(&b, i ? ",{\"rank\":" : "{\"rank\":");
+        rc = (i ? DR_BUF_PUTL(&b, ",{\"rank\":") : DR_BUF_PUTL(&b, "{\"rank\":"));
         if (rc == DYNRAG_OK)
             rc = dr_jsonw_num(&b, (double)(i + 1));
         if (rc == DYNRAG_OK)
-            rc = dr_buf_puts(&b, ",\"doc_id\":");
+            rc = DR_BUF_PUTL(&b, ",\"doc_id\":");
+        bool known = i < DR_ARRAY_LEN(lens) / 2;
         if (rc == DYNRAG_OK)
-            rc = dr_jsonw_str(&b, h->doc_id);
+            rc = known && h->doc_id ? dr_jsonw_strn(&b, h->doc_id, lens[2 * i])
+                                    : dr_jsonw_str(&b, h->doc_id);
         if (rc == DYNRAG_OK)
-            rc = dr_buf_puts(&b, ",\"title\":");
+            rc = DR_BUF_PUTL(&b, ",\"title\":");
         if (rc == DYNRAG_OK)
-            rc = dr_jsonw_str(&b, h->title);
+            rc = known && h->title ? dr_jsonw_strn(&b, h->title, lens[2 * i + 1])
+                                   : dr_jsonw_str(&b, h->title);
         if (rc == DYNRAG_OK)
-            rc = dr_buf_puts(&b, ",\"text\":");
+            rc = DR_BUF_PUTL(&b, ",\"text\":");
         if (rc == DYNRAG_OK)
             rc = h->text ? dr_jsonw_strn(&b, h->text, h->text_len) : dr_jsonw_str(&b, h->text);
         if (rc == DYNRAG_OK)
-            rc = dr_buf_puts(&b, ",\"score\":");
+            rc = DR_BUF_PUTL(&b, ",\"score\":");
         if (rc == DYNRAG_OK)
             rc = dr_jsonw_num(&b, h->score);
         if (rc == DYNRAG_OK)
-            rc = dr_buf_puts(&b, ",\"chunk_id\":");
+            rc = DR_BUF_PUTL(&b, ",\"chunk_id\":");
         if (rc == DYNRAG_OK)
             rc = dr_jsonw_num(&b, (double)h->chunk_id);
         if (rc == DYNRAG_OK)
             rc = dr_buf_putc(&b, '}');
     }
     if (rc == DYNRAG_OK)
-        rc = dr_buf_puts(&b, "],\"search_us\":");
+        rc = DR_BUF_PUTL(&b, "],\"search_us\":");
     if (rc == DYNRAG_OK)
         rc = dr_jsonw_num(&b, hits->total_us);
     if (rc == DYNRAG_OK)
