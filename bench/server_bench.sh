@@ -20,6 +20,14 @@
 # then runs dynrag_bench_server over the same queries in process. Three
 # set-ups, RUNS times each (default 3, interleaved), medians reported:
 #
+# PAIRED=1 measures differently (only the HTTP and in-process QPS): one
+# server per set-up and round, SECONDS one-second wrk windows, each followed
+# by a one-second in-process window on the same CPUs; it prints the medians
+# and the median (and quartiles) of the per-pair ratios. On a shared virtual
+# machine whose speed drifts between modes from second to second, this is
+# the ratio that repeats:
+#   PAIRED=1 K=100 SETUPS=pinned bench/server_bench.sh build 10 3
+#
 # CONNS (default 4) sets wrk's keep-alive connections.
 #   pinned    the server (--threads 1) on CPU $SERVER_CPU (default 1), wrk on
 #             CPU $CLIENT_CPU (default 0); in process: 1 thread on
@@ -67,6 +75,7 @@ if ! command -v wrk >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >/dev/null; else sudo apt-get install -y wrk >/dev/null; fi
 fi
 mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd) # (the pipeline names the index by this path)
 
 # 1. The index (BM25 only) and a pipeline that names it.
 [ -f "$WORK/index/index.db" ] || "$TOOL" build --corpus "$CORPUS" --index "$WORK/index"

@@ -538,6 +538,7 @@ struct dr_front {
      * (slow or huge uploads on many connections) is bounded by in_budget. */
     atomic_size_t in_held;
     size_t in_budget;
+    atomic_size_t handoff_peak; /* the most bytes one connection had queued */
     /* Handoff states of connections handed to libmicrohttpd and not yet
      * claimed, by libmicrohttpd's descriptor (under mu). */
     dr_front_conn **by_fd;
@@ -557,6 +558,8 @@ struct dr_front_conn {
     pthread_mutex_t mu;
     atomic_int refs;
     bool closed;       /* the pump takes no more bodies */
+    size_t q_bytes;    /* of the bodies given and not yet taken */
+    atomic_size_t *peak; /* the front door's largest q_bytes (for tests) */
     uint64_t next_tok; /* the last token given out */
     handoff_item *q;   /* bodies given, in token order: q[q_off..q_n) */
     size_t q_off, q_n, q_cap;
@@ -600,7 +603,18 @@ bool dr_front_handoff(dr_front_conn *c, char *body, size_t len, char tok[21])
                 c->q_cap = cap;
             }
         }
-        if (c->q_n < c->q_cap) {
+        /* Backpressure: past DR_FRONT_HANDOFF_QUEUE bytes not yet taken (a
+         * client pipelining requests without reading its replies), bodies
+         * go through the socketpair again, whose full buffer stops
+         * libmicrohttpd from answering more on this connection. */
+        bool room = c->q_off == c->q_n || c->q_bytes + len <= DR_FRONT_HANDOFF_QUEUE;
+        if (room && c->q_n < c->q_cap) {
+            c->q_bytes += len;
+            if (c->peak) {
+                size_t pk = atomic_load(c->peak);
+                while (pk < c->q_bytes && !atomic_compare_exchange_weak(c->peak, &pk, c->q_bytes))
+                    ;
+            }
             uint64_t t = ++c->next_tok;
             c->q[c->q_n++] = (handoff_item){t, body, len};
             for (int k = 19; k >= 0; k--, t /= 10) /* 20 digits, zero-padded */
@@ -621,6 +635,7 @@ static char *conn_take(dr_front_conn *c, uint64_t tok, size_t *len)
     pthread_mutex_lock(&c->mu);
     while (c->q_off < c->q_n && c->q[c->q_off].tok <= tok) {
         handoff_item it = c->q[c->q_off++];
+        c->q_bytes -= it.len;
         if (it.tok == tok) {
             d = it.d;
             *len = it.len;
@@ -1401,6 +1416,7 @@ int dr_front_create(size_t max_body, int timeout_ms, dr_metrics *metrics, dr_fro
     if (f->in_budget < ((size_t)256 << 20))
         f->in_budget = (size_t)256 << 20;
     atomic_init(&f->in_held, 0);
+    atomic_init(&f->handoff_peak, 0);
     if (pipe2(f->stop, O_CLOEXEC) != 0) {
         dr_free(f);
         return dr_err_set(err, DYNRAG_ERR_IO, "front door: pipe: %s", strerror(errno));
@@ -1452,6 +1468,7 @@ int dr_front_serve(dr_front *f, int client)
      * only go through the socketpair. */
     p->conn = conn_new();
     if (p->conn != NULL) {
+        p->conn->peak = &f->handoff_peak;
         atomic_fetch_add(&p->conn->refs, 1);
         if (!register_conn(f, sp[1], p->conn)) {
             dr_front_conn_release(p->conn);
@@ -1490,6 +1507,11 @@ int dr_front_serve(dr_front *f, int client)
         return -1;
     }
     return sp[1];
+}
+
+size_t dr_front_handoff_peak(dr_front *f)
+{
+    return atomic_load(&f->handoff_peak);
 }
 
 int dr_front_live(dr_front *f)

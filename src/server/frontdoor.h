@@ -112,6 +112,11 @@ int dr_front_serve(dr_front *f, int client);
  */
 #define DR_FRONT_HANDOFF_HEADER "X-Dynrag-Handoff"
 #define DR_FRONT_HANDOFF_MIN 16384 /* smaller bodies go through libmicrohttpd */
+/* Bytes of bodies a connection may have handed off and not yet sent (one
+ * body always): past it, bodies go through the socketpair, whose limited
+ * buffer holds libmicrohttpd back (a client that pipelines requests and
+ * does not read its replies cannot make the server queue more). */
+#define DR_FRONT_HANDOFF_QUEUE (1u << 20)
 
 typedef struct dr_front_conn dr_front_conn;
 
@@ -132,6 +137,9 @@ void dr_front_conn_release(dr_front_conn *c);
  * memory) with the body still the caller's.
  */
 bool dr_front_handoff(dr_front_conn *c, char *body, size_t len, char tok[21]);
+
+/* The most bytes of handed-off bodies one connection had waiting (tests). */
+size_t dr_front_handoff_peak(dr_front *f);
 
 /* Pumps still running (each ends when both of its sockets have closed). */
 int dr_front_live(dr_front *f);

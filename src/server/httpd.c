@@ -840,6 +840,11 @@ int dr_httpd_port(const dr_httpd *h)
     return h->port;
 }
 
+size_t dr_httpd_handoff_peak(const dr_httpd *h)
+{
+    return dr_front_handoff_peak(h->front);
+}
+
 int dr_httpd_in_flight(const dr_httpd *h)
 {
     return atomic_load(&((dr_httpd *)h)->in_flight);

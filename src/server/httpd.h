@@ -77,6 +77,10 @@ int dr_httpd_port(const dr_httpd *h);
 /* Requests accepted and not yet completed. */
 int dr_httpd_in_flight(const dr_httpd *h);
 
+/* The most bytes of reply bodies one connection had handed to its pump and
+ * not yet sent (frontdoor.h, "Reply handoff"; for tests). */
+size_t dr_httpd_handoff_peak(const dr_httpd *h);
+
 /*
  * Graceful stop (drain): stops accepting connections; from then on every
  * response carries "Connection: close" and a new request on an open
