@@ -210,6 +210,7 @@ static dr_frame_action check_head(dr_frame *f, const char *buf, size_t end, dr_h
     if (a != DR_FRAME_FORWARD)
         return a;
     int n_cl = 0, n_te = 0, n_host = 0, n_fields = 0;
+    size_t n_cookies = 0;
     bool chunked = false;
     uint64_t cl = 0;
     for (p = nl + 1; p < lim;) {
@@ -254,12 +255,13 @@ static dr_frame_action check_head(dr_frame *f, const char *buf, size_t end, dr_h
             if (++n_host > 1)
                 return frame_err(e, 400, "malformed_request", "more than one Host header");
         } else if (ieq(p, nn, "cookie")) {
-            size_t cookies = 1;
+            /* (libmicrohttpd splits only the first; counted over all) */
+            n_cookies++;
             for (size_t k = 0; k < vn; k++)
-                cookies += v[k] == ';';
-            if (cookies > MAX_COOKIES)
+                n_cookies += v[k] == ';';
+            if (n_cookies > MAX_COOKIES)
                 return frame_err(e, 431, "headers_too_large",
-                                 "a Cookie header with more than 32 cookies");
+                                 "more than 32 cookies in the Cookie headers");
         }
         p = nl + 1;
     }

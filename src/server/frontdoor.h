@@ -116,7 +116,7 @@ int dr_front_serve(dr_front *f, int client);
  * body always): past it, bodies go through the socketpair, whose limited
  * buffer holds libmicrohttpd back (a client that pipelines requests and
  * does not read its replies cannot make the server queue more). */
-#define DR_FRONT_HANDOFF_QUEUE (1u << 20)
+#define DR_FRONT_HANDOFF_QUEUE (256u << 10)
 
 typedef struct dr_front_conn dr_front_conn;
 
