@@ -1664,11 +1664,15 @@ TEST(server_http_front_door_hostile_heads_property)
     int port = dr_httpd_port(h);
     static uint64_t want[DR_EP_COUNT][600];
     memset(want, 0, sizeof(want));
-    unsigned seed = 1234;
+    /* DYNRAG_TEST_SEED and DYNRAG_TEST_CASES (connections) explore further
+     * than the fixed 160 connections of seed 1234. */
+    const char *env_seed = getenv("DYNRAG_TEST_SEED"), *env_cases = getenv("DYNRAG_TEST_CASES");
+    unsigned seed = env_seed ? (unsigned)strtoul(env_seed, NULL, 10) : 1234;
+    int n_conns = env_cases ? atoi(env_cases) : 160;
     size_t cap = 1 << 20;
     char *reply = malloc(cap), *body = malloc(65536);
     ASSERT(reply && body);
-    for (int conn = 0; conn < 160; conn++) {
+    for (int conn = 0; conn < n_conns; conn++) {
         /* 1-4 requests, good and bad mixed; after a fatal one, a good one
          * that must never be answered. */
         hreq reqs[6];
