@@ -145,8 +145,9 @@ children_cpu_s() { # user+system seconds of the children in a `times` output fil
     awk 'NR == 2 { t = 0; for (f = 1; f <= 2; f++) { v = $f; m = v; sub(/m.*/, "", m);
         sub(/^[0-9]+m/, "", v); sub(/s$/, "", v); t += m * 60 + v } printf "%.3f", t }' "$1"
 }
-serve_run() {
-    LUA=${2:-$WORK/retrieve.lua}
+# start_server MODE: the server of a set-up, pinned as it says; sets PID,
+# URL and CPIN (how to pin the client).
+start_server() {
     if [ "$1" = pinned ]; then
         SPIN="taskset -c $SERVER_CPU"; CPIN="taskset -c $CLIENT_CPU"; THREADS=1
     elif [ "$1" = shared ]; then
@@ -164,6 +165,10 @@ serve_run() {
     done
     URL=$(sed -n 's/^listening on //p' "$WORK/serve.out")
     [ -n "$URL" ] || { cat "$WORK/serve.err" >&2; exit 1; }
+}
+serve_run() {
+    LUA=${2:-$WORK/retrieve.lua}
+    start_server "$1"
     curl -sf -X POST "$URL/v1/retrieve" -H 'Content-Type: application/json' \
          -d '{"query":"warm up","k":10,"mode":"bm25"}' >/dev/null
     $CPIN wrk -t1 -c"$CONNS" -d2s -s "$LUA" "$URL" >/dev/null   # warm-up
@@ -203,23 +208,7 @@ inproc_run() {
 #     neighbouring windows sees the same mode on both sides.
 #     -> one line per window pair: "http_qps inproc_qps ratio".
 paired_run() {
-    if [ "$1" = pinned ]; then
-        SPIN="taskset -c $SERVER_CPU"; CPIN="taskset -c $CLIENT_CPU"; THREADS=1
-    elif [ "$1" = shared ]; then
-        SPIN="taskset -c $SERVER_CPU"; CPIN="taskset -c $SERVER_CPU"; THREADS=1
-    else
-        SPIN=; CPIN=; THREADS=2
-    fi
-    $SPIN "$CLI" serve --pipeline "$WORK/pipeline.yaml" --port 0 --threads $THREADS --no-log \
-        > "$WORK/serve.out" 2> "$WORK/serve.err" &
-    PID=$!
-    trap 'kill $PID 2>/dev/null || true' EXIT
-    for _ in $(seq 1 100); do
-        grep -q "listening on" "$WORK/serve.out" 2>/dev/null && break
-        sleep 0.1
-    done
-    URL=$(sed -n 's/^listening on //p' "$WORK/serve.out")
-    [ -n "$URL" ] || { cat "$WORK/serve.err" >&2; exit 1; }
+    start_server "$1"
     $CPIN wrk -t1 -c"$CONNS" -d2s -s "$WORK/retrieve.lua" "$URL" >/dev/null   # warm-up
     w=1
     while [ $w -le "$SECS" ]; do

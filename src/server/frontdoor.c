@@ -559,11 +559,11 @@ typedef struct handoff_item {
 struct dr_front_conn {
     pthread_mutex_t mu;
     atomic_int refs;
-    bool closed;       /* the pump takes no more bodies */
-    size_t q_bytes;    /* of the bodies given and not yet taken */
+    bool closed;         /* the pump takes no more bodies */
+    size_t q_bytes;      /* of the bodies given and not yet taken */
     atomic_size_t *peak; /* the front door's largest q_bytes (for tests) */
-    uint64_t next_tok; /* the last token given out */
-    handoff_item *q;   /* bodies given, in token order: q[q_off..q_n) */
+    uint64_t next_tok;   /* the last token given out */
+    handoff_item *q;     /* bodies given, in token order: q[q_off..q_n) */
     size_t q_off, q_n, q_cap;
 };
 

@@ -399,7 +399,8 @@ static void reply_retrieve(dr_http_exchange *x, const dr_retrieve_req *req,
     if (rc == DYNRAG_OK)
         rc = dr_jsonw_num(&b, req->k);
     if (rc == DYNRAG_OK)
-        rc = (req->mode < 0 ? DR_BUF_PUTL(&b, ",\"routed\":true") : DR_BUF_PUTL(&b, ",\"routed\":false"));
+        rc = (req->mode < 0 ? DR_BUF_PUTL(&b, ",\"routed\":true")
+                            : DR_BUF_PUTL(&b, ",\"routed\":false"));
     if (rc == DYNRAG_OK && route)
         rc = put_route(&b, route, route_option);
     if (rc == DYNRAG_OK)
