@@ -192,11 +192,11 @@ serve_run() {
          "$(awk -v a="$C0" -v b="$C1" -v n="$N" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')"
 }
 
-# 4. One in-process run: inproc_run MODE -> "qps p50_ms p99_ms cpu_us_per_q".
+# 4. One in-process run: inproc_run MODE [SECONDS] -> "qps p50_ms p99_ms cpu_us_per_q".
 inproc_run() {
     if [ "$1" != unpinned ]; then PIN="taskset -c $SERVER_CPU"; T=1; else PIN=; T=2; fi
     $PIN "$TOOL" search --index "$WORK/index" --queries "$QUERIES" --threads $T \
-        --seconds "$SECS" --k "$K" |
+        --seconds "${2:-$SECS}" --k "$K" |
         sed -n 's/.*qps=\([0-9.]*\) p50_ms=\([0-9.]*\) p99_ms=\([0-9.]*\).*cpu_us_per_q=\([0-9.]*\).*/\1 \2 \3 \4/p'
 }
 
@@ -214,18 +214,13 @@ paired_run() {
     while [ $w -le "$SECS" ]; do
         $CPIN wrk -t1 -c"$CONNS" -d1s -s "$WORK/retrieve.lua" "$URL" > "$WORK/wrk.out"
         H=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.out")
-        I=$(inproc_window "$1")
+        I=$(inproc_run "$1" 1 | cut -d' ' -f1)
         echo "$H $I" | awk '$1 > 0 && $2 > 0 { printf "%s %s %.4f\n", $1, $2, $2 / $1 }'
         w=$((w + 1))
     done
     kill -TERM $PID
     wait $PID || true
     trap - EXIT
-}
-inproc_window() {
-    if [ "$1" != unpinned ]; then PIN="taskset -c $SERVER_CPU"; T=1; else PIN=; T=2; fi
-    $PIN "$TOOL" search --index "$WORK/index" --queries "$QUERIES" --threads $T \
-        --seconds 1 --k "$K" | sed -n 's/.*qps=\([0-9.]*\) .*/\1/p'
 }
 
 # Medians per set-up and column.

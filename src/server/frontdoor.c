@@ -567,6 +567,22 @@ struct dr_front_conn {
     size_t q_off, q_n, q_cap;
 };
 
+/* Writes v in decimal at out, zero-padded to at least width digits (at
+ * most 20); returns the number of digits. */
+static size_t put_u64(char *out, uint64_t v, int width)
+{
+    char rev[20];
+    int n = 0;
+    do
+        rev[n++] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    while (n < width)
+        rev[n++] = '0';
+    for (int k = 0; k < n; k++)
+        out[k] = rev[n - 1 - k];
+    return (size_t)n;
+}
+
 static dr_front_conn *conn_new(void)
 {
     dr_front_conn *c = dr_calloc(1, sizeof(*c));
@@ -619,9 +635,7 @@ bool dr_front_handoff(dr_front_conn *c, char *body, size_t len, char tok[21])
             }
             uint64_t t = ++c->next_tok;
             c->q[c->q_n++] = (handoff_item){t, body, len};
-            for (int k = 19; k >= 0; k--, t /= 10) /* 20 digits, zero-padded */
-                tok[k] = (char)('0' + t % 10);
-            tok[20] = '\0';
+            tok[put_u64(tok, t, 20)] = '\0';
             ok = true;
         }
     }
@@ -840,23 +854,25 @@ static void reply_done(pump *p, bool close)
     dr_buf_reset(&p->r_line);
 }
 
+/* The handoff header's line start in a lower-cased reply head. */
+#define HANDOFF_LINE "\r\nx-dynrag-handoff:"
+
 /*
  * A completed placeholder head (frontdoor.h, "Reply handoff") at
- * out.d[out.off + hs ..) of ll bytes, l its lower-cased copy: takes the
- * handed-off body, and rewrites the head in place without the handoff
- * header and with the body's Content-Length (never longer: the header
- * line is longer than any length). False when it is not a placeholder of
- * this connection.
+ * out.d[out.off + hs ..) of ll bytes, l its lower-cased copy and h where
+ * HANDOFF_LINE is in it: takes the handed-off body, and rewrites the head
+ * in place without the handoff header and with the body's Content-Length
+ * (never longer: the header line is longer than any length). False when it
+ * is not a placeholder of this connection.
  */
-static bool take_handoff(pump *p, size_t hs, const char *l, size_t ll, size_t *new_ll)
+static bool take_handoff(pump *p, size_t hs, const char *l, size_t ll, const char *h,
+                         size_t *new_ll)
 {
-    static const char hname[] = "\r\nx-dynrag-handoff:";
-    const char *h = strstr(l, hname);
     const char *cl = strstr(l, "\r\ncontent-length:");
-    if (h == NULL || cl == NULL || p->conn == NULL)
+    if (cl == NULL || p->conn == NULL)
         return false;
     size_t a = (size_t)(h - l) + 2, b;
-    const char *v = h + sizeof(hname) - 1, *e;
+    const char *v = h + sizeof(HANDOFF_LINE) - 1, *e;
     while (*v == ' ')
         v++;
     uint64_t tok = strtoull(v, (char **)&e, 10);
@@ -885,15 +901,8 @@ static bool take_handoff(pump *p, size_t hs, const char *l, size_t ll, size_t *n
         return false;
     }
     p->last_tok = tok;
-    char num[24];
-    int nn = 0;
-    char rev[24];
-    size_t left = len;
-    do
-        rev[nn++] = (char)('0' + left % 10);
-    while ((left /= 10) > 0);
-    for (int k = 0; k < nn; k++)
-        num[k] = rev[nn - 1 - k];
+    char num[20];
+    size_t nn = put_u64(num, len, 1);
     char *d = p->out.d + p->out.off + hs;
     size_t o = 0;
     /* [0, ll) without [a, b), with [c0, c1) replaced by num */
@@ -907,8 +916,8 @@ static bool take_handoff(pump *p, size_t hs, const char *l, size_t ll, size_t *n
         memcpy(tmp + o, d + pos, cut[k][0] - pos);
         o += cut[k][0] - pos;
         if (cut[k][0] == c0) {
-            memcpy(tmp + o, num, (size_t)nn);
-            o += (size_t)nn;
+            memcpy(tmp + o, num, nn);
+            o += nn;
         }
         pos = cut[k][1];
     }
@@ -986,9 +995,10 @@ static bool follow_replies(pump *p)
             }
             bool is_head = p->heads_off < p->heads.len && p->heads.data[p->heads_off] == 1;
             const char *cl = strstr(l, "\r\ncontent-length:");
-            if (strstr(l, "\r\nx-dynrag-handoff:") != NULL) {
+            const char *handoff = strstr(l, HANDOFF_LINE);
+            if (handoff != NULL) {
                 size_t new_ll = 0;
-                if (is_head || !take_handoff(p, hs, l, ll, &new_ll))
+                if (is_head || !take_handoff(p, hs, l, ll, handoff, &new_ll))
                     return false; /* a placeholder that cannot be replaced */
                 p->scan_n = p->ready_n = hs + new_ll;
                 reply_done(p, close);

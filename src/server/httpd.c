@@ -164,6 +164,33 @@ static void add_cors_headers(struct MHD_Connection *c, const dr_httpd *h, struct
 }
 
 /*
+ * A large reply goes to the client from the connection's pump, not through
+ * the socketpair: MHD sends a placeholder the pump replaces (frontdoor.h,
+ * "Reply handoff"). Returns the placeholder with *body handed over (set to
+ * NULL); or NULL with *body still the caller's, or, out of memory after
+ * the handoff, NULL with *body NULL (then a 500).
+ */
+static struct MHD_Response *handoff_response(struct MHD_Connection *c, char **body,
+                                             size_t body_len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    char tok[21];
+    if (r == NULL || ci == NULL || !dr_front_handoff(ci->socket_context, *body, body_len, tok)) {
+        if (r != NULL)
+            MHD_destroy_response(r);
+        return NULL;
+    }
+    *body = NULL; /* the pump's now */
+    if (MHD_add_response_header(r, DR_FRONT_HANDOFF_HEADER, tok) != MHD_YES) {
+        MHD_destroy_response(r);
+        return NULL;
+    }
+    return r;
+}
+
+/*
  * Queues a response for the exchange (its body_out is consumed). Falls back
  * to a plain 500 when memory runs out. Returns MHD's result.
  */
@@ -194,29 +221,12 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_state *rs, dr_http_
             if (r == NULL)
                 stream_free(s);
         }
-    } else if (body && status == 200 && body_len >= DR_FRONT_HANDOFF_MIN && rs->is_post &&
-               (r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT)) != NULL) {
-        /* A large reply goes to the client from the connection's pump, not
-         * through the socketpair: MHD sends a placeholder the pump replaces
-         * (frontdoor.h, "Reply handoff"). */
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        char tok[21];
-        if (ci && dr_front_handoff(ci->socket_context, body, body_len, tok)) {
-            body = NULL; /* the pump's now */
-            if (MHD_add_response_header(r, DR_FRONT_HANDOFF_HEADER, tok) != MHD_YES) {
-                MHD_destroy_response(r); /* out of memory: the 500 below */
-                r = NULL;
-            }
-        } else {
-            MHD_destroy_response(r);
-            r = MHD_create_response_from_buffer_with_free_callback(body_len, body, dr_free);
-            if (r != NULL)
-                body = NULL;
-        }
     } else if (body) {
+        if (status == 200 && body_len >= DR_FRONT_HANDOFF_MIN && rs->is_post)
+            r = handoff_response(c, &body, body_len);
         /* MHD releases the body through dr_free, the allocator that made it. */
-        r = MHD_create_response_from_buffer_with_free_callback(body_len, body, dr_free);
+        if (body != NULL)
+            r = MHD_create_response_from_buffer_with_free_callback(body_len, body, dr_free);
         if (r != NULL)
             body = NULL;
     }
