@@ -67,6 +67,7 @@ static int task_of(tasks *ts, const char *name)
 
 /* Trains on rows tr (lambda picked on an inner split unless given). */
 static int g_clusters = 0;
+static bool g_task_clusters = false; /* --clusters task */
 static const char *g_kind = "predict";
 static double g_cluster_lambda = 0;
 static double g_temperature = 0;
@@ -92,6 +93,7 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
                               .method = g_method,
                               .k = g_k,
                               .clusters = g_clusters,
+                              .task_clusters = g_task_clusters,
                               .cluster_lambda = g_cluster_lambda,
                               .temperature = g_temperature,
                               .hidden = g_ctr.hidden,
@@ -101,7 +103,8 @@ static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int d
                               .tau = g_ctr.tau,
                               .ss_weight = g_ctr.ss_weight,
                               .lr = g_ctr.lr,
-                              .prior_weight = g_ctr.prior_weight};
+                              .prior_weight = g_ctr.prior_weight,
+                              .prior_rows = g_ctr.prior_rows};
     dr_omodel_train_report rep;
     dynrag_error err = {0};
     dr_omodel *probe = NULL;
@@ -292,7 +295,8 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--k") == 0) {
             g_k = (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--clusters") == 0) {
-            g_clusters = (int)strtol(v, NULL, 10);
+            g_task_clusters = strcmp(v, "task") == 0;
+            g_clusters = g_task_clusters ? 0 : (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--cluster-lambda") == 0) {
             g_cluster_lambda = strtod(v, NULL);
         } else if (strcmp(a, "--hidden") == 0) {
@@ -307,6 +311,8 @@ int main(int argc, char **argv)
             g_ctr.tau = strtod(v, NULL);
         } else if (strcmp(a, "--ss-weight") == 0) {
             g_ctr.ss_weight = strtod(v, NULL);
+        } else if (strcmp(a, "--prior-rows") == 0) {
+            g_ctr.prior_rows = strtod(v, NULL);
         } else if (strcmp(a, "--prior-weight") == 0) {
             g_ctr.prior_weight = strtod(v, NULL);
         } else if (strcmp(a, "--lr") == 0) {

@@ -24,7 +24,10 @@ struct dr_omodel {
     bool *has_cost;
     int dim;
     size_t n_clusters; /* C */
-    float *centroids;  /* [C][dim], unit length */
+    float *centroids;  /* [C][cdim]: k-means: unit length, cdim = dim; task clusters: a
+                          classifier's weights over the embedding, the extras and 1 */
+    size_t cdim;
+    char **cluster_labels; /* task clusters: [C] task names (else NULL) */
     size_t n_feat;     /* dim + DR_OMODEL_EXTRA + C + 1 */
     dr_embedder *emb;
     float *idf; /* [IDF_BUCKETS], as saved */
@@ -55,6 +58,10 @@ void dr_omodel_free(dr_omodel *m)
     dr_embedder_free(m->emb);
     dr_free(m->idf);
     dr_free(m->centroids);
+    if (m->cluster_labels != NULL)
+        for (size_t c = 0; c < m->n_clusters; c++)
+            dr_free(m->cluster_labels[c]);
+    dr_free(m->cluster_labels);
     dr_free(m->qw);
     dr_free(m->cw);
     dr_free(m->provenance);
@@ -200,14 +207,36 @@ static size_t nearest(const float *centroids, size_t n_clusters, int dim, const 
     return best;
 }
 
+/* Task clusters: the class with the highest score w_c . (x[0..cdim-1), 1)
+ * (ties: the lower class). */
+static size_t task_argmax(const float *w, size_t C, size_t cdim, const float *x)
+{
+    size_t best = 0;
+    double bs = -INFINITY;
+    for (size_t c = 0; c < C; c++) {
+        const float *wc = w + c * cdim;
+        double s = wc[cdim - 1];
+        for (size_t d = 0; d + 1 < cdim; d++)
+            if (x[d] != 0.0f)
+                s += (double)wc[d] * x[d];
+        if (s > bs) {
+            bs = s;
+            best = c;
+        }
+    }
+    return best;
+}
+
 /* Fills the features after the embedding x[0..dim): extras, the one-hot
- * nearest cluster, the bias. */
+ * nearest cluster (task clusters: the classifier's class), the bias. */
 static void finish_features(const dr_omodel *m, const char *q, float *x)
 {
     extras(q, x + m->dim);
     float *oh = x + m->dim + DR_OMODEL_EXTRA;
     memset(oh, 0, m->n_clusters * sizeof(float));
-    if (m->n_clusters > 0)
+    if (m->cluster_labels != NULL)
+        oh[task_argmax(m->centroids, m->n_clusters, m->cdim, x)] = 1.0f;
+    else if (m->n_clusters > 0)
         oh[nearest(m->centroids, m->n_clusters, m->dim, x)] = 1.0f;
     x[m->n_feat - 1] = 1.0f;
 }
@@ -660,6 +689,154 @@ cleanup:
     return rc;
 }
 
+/* Sorts task names for task_index (strcmp order). */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * Task clusters: the distinct tasks of rows[0..n) of t, sorted, into
+ * m->cluster_labels (m->n_clusters of them) and each row's task index into
+ * of[0..n). DYNRAG_ERR_INVALID when a row has no task or there are fewer
+ * than 2 tasks or more than DR_OMODEL_MAX_CLUSTERS.
+ */
+static int task_index(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, size_t n,
+                      size_t *of, dynrag_error *err)
+{
+    const char **names = dr_malloc(n * sizeof(*names));
+    if (names == NULL)
+        return dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const dr_outcome_row *row = &t->rows[rows ? rows[i] : i];
+        if (row->task == NULL || row->task[0] == '\0') {
+            dr_free(names);
+            return dr_err_set(err, DYNRAG_ERR_INVALID,
+                              "task clusters: training row '%s' has no \"task\" (every row "
+                              "needs one)",
+                              row->id);
+        }
+        names[i] = row->task;
+    }
+    qsort(names, n, sizeof(*names), cmp_str);
+    size_t C = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || strcmp(names[i], names[i - 1]) != 0)
+            names[C++] = names[i];
+    int rc = DYNRAG_OK;
+    if (C < 2 || C > DR_OMODEL_MAX_CLUSTERS) {
+        rc = dr_err_set(err, DYNRAG_ERR_INVALID,
+                        "task clusters: the training rows have %zu distinct tasks (expected 2 "
+                        "to %d)",
+                        C, DR_OMODEL_MAX_CLUSTERS);
+        goto done;
+    }
+    m->cluster_labels = dr_calloc(C, sizeof(char *));
+    if (m->cluster_labels == NULL)
+        goto nomem;
+    m->n_clusters = C;
+    for (size_t c = 0; c < C; c++)
+        if ((m->cluster_labels[c] = dr_strdup(names[c])) == NULL)
+            goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        const char *key = t->rows[rows ? rows[i] : i].task;
+        const char **hit = bsearch(&key, names, C, sizeof(*names), cmp_str);
+        of[i] = (size_t)(hit - names);
+    }
+    goto done;
+nomem:
+    rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+done:
+    dr_free(names);
+    return rc;
+}
+
+/*
+ * Task clusters' classifier: a multinomial logistic regression from the
+ * features x[i * stride .. + D) (the embedding, then the extras; a bias is
+ * added as weight D) to the rows' tasks of[i], into w [C][D + 1]. Full-batch
+ * Adam on the mean cross-entropy plus an L2 penalty on the embedding
+ * weights (the extras and the bias are not penalised: they carry the
+ * formats' strongest cues, such as line breaks), from zero;
+ * DR_OMODEL_TASK_STEPS steps. Deterministic. DYNRAG_ERR_NOMEM on
+ * allocation failure.
+ */
+static int task_classifier_fit(const float *x, size_t stride, size_t n, int dim,
+                               const size_t *of, size_t C, const dr_omodel_train_opts *opts,
+                               float *w_out)
+{
+    const size_t D = (size_t)dim + DR_OMODEL_EXTRA, W = D + 1;
+    double *w = dr_calloc(C * W, sizeof(double)), *g = dr_calloc(C * W, sizeof(double));
+    double *m1 = dr_calloc(C * W, sizeof(double)), *m2 = dr_calloc(C * W, sizeof(double));
+    double *p = dr_malloc(C * sizeof(double));
+    size_t *nz = dr_malloc(D * sizeof(size_t));
+    if (!w || !g || !m1 || !m2 || !p || !nz) {
+        dr_free(w);
+        dr_free(g);
+        dr_free(m1);
+        dr_free(m2);
+        dr_free(p);
+        dr_free(nz);
+        return DYNRAG_ERR_NOMEM;
+    }
+    /* Each task weighs the same in the loss, however few its rows. */
+    double *cw = dr_calloc(C, sizeof(double));
+    if (cw == NULL) {
+        dr_free(w);
+        dr_free(g);
+        dr_free(m1);
+        dr_free(m2);
+        dr_free(p);
+        dr_free(nz);
+        return DYNRAG_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        cw[of[i]] += 1;
+    for (size_t c = 0; c < C; c++)
+        cw[c] = cw[c] > 0 ? 1.0 / ((double)C * cw[c]) : 0.0;
+    const int steps = DR_OMODEL_TASK_STEPS;
+    const double lr = 0.2, b1 = 0.9, b2 = 0.999, l2 = 1e-4;
+    double b1t = 1, b2t = 1;
+    for (int step = 0; step < steps; step++) {
+        memset(g, 0, C * W * sizeof(double));
+        for (size_t i = 0; i < n; i++) {
+            const float *xi = x + i * stride;
+            size_t nnz = nonzeros(xi, D, nz);
+            for (size_t c = 0; c < C; c++)
+                p[c] = sparse_dot(w + c * W, xi, nz, nnz) + w[c * W + D];
+            softmax(p, C);
+            for (size_t c = 0; c < C; c++) {
+                double d = (p[c] - (of[i] == c ? 1.0 : 0.0)) * cw[of[i]];
+                double *gc = g + c * W;
+                for (size_t j = 0; j < nnz; j++)
+                    gc[nz[j]] += d * xi[nz[j]];
+                gc[D] += d;
+            }
+        }
+        b1t *= b1;
+        b2t *= b2;
+        for (size_t f = 0; f < C * W; f++) {
+            double gr = g[f] + (f % W < (size_t)dim ? l2 * w[f] : 0.0);
+            m1[f] = b1 * m1[f] + (1 - b1) * gr;
+            m2[f] = b2 * m2[f] + (1 - b2) * gr * gr;
+            w[f] -= lr * (m1[f] / (1 - b1t)) / (sqrt(m2[f] / (1 - b2t)) + 1e-8);
+        }
+        if (opts->progress != NULL && (step % 20 == 0 || step + 1 == steps))
+            opts->progress(opts->progress_user, "task classifier", (size_t)step + 1,
+                           (size_t)steps);
+    }
+    for (size_t f = 0; f < C * W; f++)
+        w_out[f] = (float)w[f];
+    dr_free(cw);
+    dr_free(w);
+    dr_free(g);
+    dr_free(m1);
+    dr_free(m2);
+    dr_free(p);
+    dr_free(nz);
+    return DYNRAG_OK;
+}
+
 /*
  * Expert Router: each cluster's mean quality per option, shrunk towards the
  * option's overall mean by `kappa` pseudo-rows, into the cluster columns of
@@ -948,7 +1125,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     if (is_pref && t->n_options > DR_ONBR_MAX_OPTIONS)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "the preference kind takes at most %d options",
                           DR_ONBR_MAX_OPTIONS);
-    if (is_cluster && opts->clusters < 0)
+    if (is_cluster && opts->clusters < 0 && !opts->task_clusters)
         return dr_err_set(err, DYNRAG_ERR_INVALID, "the cluster kind needs clusters");
     int dim = opts->dim > 0 ? opts->dim : 1024;
     if (dim < 16 || dim > DR_OMODEL_MAX_DIM)
@@ -963,6 +1140,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     double *gram = NULL, *a = NULL, *rhs = NULL, *best_w = NULL;
     float *best_qw = NULL;
     int *vmap = NULL;
+    size_t *task_of = NULL;
     cJSON *prov = NULL;
     dr_omodel *m = dr_calloc(1, sizeof(*m));
     if (m == NULL)
@@ -985,6 +1163,14 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     m->n_clusters = opts->clusters < 0 || is_knn || is_pref ? 0
                     : opts->clusters == 0                   ? 32
                                                             : (size_t)opts->clusters;
+    if (opts->task_clusters && !is_knn && !is_pref) {
+        m->n_clusters = 0;
+        task_of = dr_malloc(n * sizeof(*task_of));
+        if (task_of == NULL)
+            goto nomem;
+        if ((rc = task_index(m, t, rows, n, task_of, err)) != DYNRAG_OK)
+            goto cleanup;
+    }
     if (m->n_clusters > DR_OMODEL_MAX_CLUSTERS || m->n_clusters > n) {
         rc = dr_err_set(err, DYNRAG_ERR_INVALID,
                         "clusters %zu: expected at most %d and at most "
@@ -995,7 +1181,8 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     double cluster_lambda = opts->cluster_lambda > 0 ? opts->cluster_lambda : 0.1;
     m->n_feat = (size_t)dim + DR_OMODEL_EXTRA + m->n_clusters + 1;
     const size_t F = m->n_feat, K = m->n_options;
-    m->centroids = dr_malloc((m->n_clusters ? m->n_clusters : 1) * (size_t)dim * sizeof(float));
+    m->cdim = m->cluster_labels != NULL ? (size_t)dim + DR_OMODEL_EXTRA + 1 : (size_t)dim;
+    m->centroids = dr_malloc((m->n_clusters ? m->n_clusters : 1) * m->cdim * sizeof(float));
     if (m->centroids == NULL)
         goto nomem;
     m->qw = dr_calloc(K * F, sizeof(float));
@@ -1061,7 +1248,15 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
         if (opts->progress != NULL && (i % 256 == 0 || i + 1 == n))
             opts->progress(opts->progress_user, "embed", i + 1, n);
     }
-    if (m->n_clusters > 0) {
+    if (task_of != NULL) {
+        for (size_t i = 0; i < n; i++)
+            extras(t->rows[rows ? rows[i] : i].query, x + i * F + dim);
+        if (task_classifier_fit(x, F, n, dim, task_of, m->n_clusters, opts, m->centroids) !=
+            DYNRAG_OK) {
+            dr_free(nz);
+            goto nomem;
+        }
+    } else if (m->n_clusters > 0) {
         if (opts->progress != NULL)
             opts->progress(opts->progress_user, "k-means", 0, 1);
         if (kmeans(x, F, n, dim, m->n_clusters, opts->seed, 20, m->centroids) != DYNRAG_OK) {
@@ -1261,6 +1456,7 @@ cleanup:
     dr_free(best_w);
     dr_free(best_qw);
     dr_free(vmap);
+    dr_free(task_of);
     if (rc != DYNRAG_OK) {
         dr_omodel_free(m);
         return rc;
@@ -1286,6 +1482,12 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
     cJSON_AddNumberToObject(cfg, "dim", m->dim);
     cJSON_AddNumberToObject(cfg, "extra", DR_OMODEL_EXTRA);
     cJSON_AddNumberToObject(cfg, "clusters", (double)m->n_clusters);
+    if (m->cluster_labels != NULL) {
+        cJSON_AddStringToObject(cfg, "clusters_by", "task");
+        cJSON *labels = cJSON_AddArrayToObject(cfg, "cluster_labels");
+        for (size_t c = 0; labels != NULL && c < m->n_clusters; c++)
+            cJSON_AddItemToArray(labels, cJSON_CreateString(m->cluster_labels[c]));
+    }
     cJSON_AddNumberToObject(cfg, "lambda", m->lambda);
     if (m->is_mf)
         cJSON_AddNumberToObject(cfg, "rank", m->rank);
@@ -1324,7 +1526,7 @@ int dr_omodel_save(const dr_omodel *m, const char *path, dynrag_error *err)
         (rc = dr_st_writer_add_f32(w, "cost_w", 2, cshape, m->cw, err)) ||
         (rc = dr_st_writer_add_f32(w, "idf", 1, ishape, m->idf, err)))
         goto cleanup;
-    uint64_t kshape[2] = {m->n_clusters, (uint64_t)m->dim};
+    uint64_t kshape[2] = {m->n_clusters, (uint64_t)m->cdim};
     if (m->n_clusters > 0 &&
         (rc = dr_st_writer_add_f32(w, "centroids", 2, kshape, m->centroids, err)))
         goto cleanup;
@@ -1578,8 +1780,42 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
     m->rank = (int)rank;
     m->dim = (int)dim;
     m->n_clusters = (size_t)clusters;
+    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(cfg, "cluster_labels");
+    if (labels != NULL) {
+        if (!cJSON_IsArray(labels) || (size_t)cJSON_GetArraySize(labels) != m->n_clusters ||
+            m->n_clusters == 0) {
+            rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                            "%s: config.cluster_labels: expected an array of config.clusters "
+                            "(%zu) strings",
+                            path, m->n_clusters);
+            goto cleanup;
+        }
+        m->cluster_labels = dr_calloc(m->n_clusters, sizeof(char *));
+        if (m->cluster_labels == NULL)
+            {
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+        size_t c = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, labels)
+        {
+            if (!cJSON_IsString(it) || it->valuestring[0] == '\0') {
+                rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
+                                "%s: config.cluster_labels[%zu]: expected a non-empty string",
+                                path, c);
+                goto cleanup;
+            }
+            if ((m->cluster_labels[c++] = dr_strdup(it->valuestring)) == NULL)
+                {
+                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+        }
+    }
     m->n_feat = (size_t)m->dim + DR_OMODEL_EXTRA + m->n_clusters + 1;
-    m->centroids = dr_malloc((m->n_clusters ? m->n_clusters : 1) * (size_t)m->dim * sizeof(float));
+    m->cdim = m->cluster_labels != NULL ? (size_t)m->dim + DR_OMODEL_EXTRA + 1 : (size_t)m->dim;
+    m->centroids = dr_malloc((m->n_clusters ? m->n_clusters : 1) * m->cdim * sizeof(float));
     m->lambda = lambda;
     m->idf_docs = (uint64_t)docs;
     m->n_options = (size_t)n_opt;
@@ -1622,13 +1858,13 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
         dr_err_prefix(err, "%s", path);
         goto cleanup;
     }
-    uint64_t kshape[2] = {m->n_clusters, (uint64_t)m->dim};
+    uint64_t kshape[2] = {m->n_clusters, (uint64_t)m->cdim};
     if (m->n_clusters > 0 &&
         (rc = dr_st_read_f32(f, "centroids", 2, kshape, m->centroids, err)) != DYNRAG_OK) {
         dr_err_prefix(err, "%s", path);
         goto cleanup;
     }
-    for (size_t i = 0; i < m->n_clusters * (size_t)m->dim; i++)
+    for (size_t i = 0; i < m->n_clusters * m->cdim; i++)
         if (!isfinite(m->centroids[i])) {
             rc = dr_err_set(err, DYNRAG_ERR_FORMAT, "%s: centroids: a value is not finite", path);
             goto cleanup;

@@ -34,6 +34,7 @@
  *   metadata "format" = "dynrag-outcome-router", "format_version" = "1",
  *            "config" = {"kind", "method", "dim", "extra", "lambda", "rank" (mf),
  *                        "options": [...], "has_cost": [...], "idf_docs"},
+ *            (task clusters: also "clusters_by": "task", "cluster_labels": [...])
  *            "provenance" = {"data": [...], "rows", "valid_rows", "seed",
  *                            "valid_quality", "created", "dynrag_version"}
  */
@@ -61,6 +62,7 @@
 #define DR_OMODEL_CTR_TAU 0.2
 #define DR_OMODEL_CTR_SS_WEIGHT 0.2
 #define DR_OMODEL_CTR_LR 0.002
+#define DR_OMODEL_TASK_STEPS 200  /* task clusters: the classifier's Adam steps */
 
 typedef struct dr_omodel dr_omodel;
 
@@ -75,6 +77,11 @@ typedef struct dr_omodel_train_opts {
     int dim;               /* embedder dimension (0: 1024) */
     double lambda;         /* ridge penalty; <= 0: chosen on the validation rows */
     int clusters;          /* k-means clusters of the training queries (0: 32; -1: none) */
+    bool task_clusters;    /* instead of k-means: one cluster per task of the training rows
+                              (every row needs a task; clusters is ignored), a query's cluster
+                              the argmax of a logistic regression over the embedding and the
+                              extras trained on the rows' tasks (its weights stored as the
+                              centroids, [C][dim + DR_OMODEL_EXTRA + 1]) */
     double cluster_lambda; /* penalty of the cluster one-hot features (<= 0: 0.1) */
     double temperature;    /* distill: soft labels softmax(quality / T) (<= 0: 0.1) */
     /* contrastive (router/contrastive.h; 0: the defaults DR_OMODEL_CTR_*) */
