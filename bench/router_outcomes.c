@@ -73,7 +73,7 @@ static double g_cluster_lambda = 0;
 static double g_temperature = 0;
 static const char *g_method = NULL; /* predict: ridge (NULL) or knn */
 static int g_k = 0;                 /* knn, preference: neighbours (0: chosen on the inner split) */
-static dr_omodel_train_opts g_ctr; /* contrastive settings (0: defaults) */
+static dr_omodel_train_opts g_ctr;  /* contrastive settings (0: defaults) */
 
 static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int dim, double lambda,
                  dr_omodel **m)
@@ -403,8 +403,8 @@ int main(int argc, char **argv)
             run(&t, m, te, n_te, &ts, wtp, s);
             for (size_t k = 0; k < ts.n; k++)
                 if (s->n[k])
-                    rp[k * NW + (size_t)wi] = (dynrag_eval_point){
-                        s->router_c[k] / (double)s->n[k], s->router_q[k] / (double)s->n[k]};
+                    rp[k * NW + (size_t)wi] = (dynrag_eval_point){s->router_c[k] / (double)s->n[k],
+                                                                  s->router_q[k] / (double)s->n[k]};
         }
         run(&t, m, te, n_te, &ts, 0.0, s);
         printf("\nAIQ (willingness-to-pay sweep of %d values 0, 0.1 .. 1e4; cost range of the "

@@ -80,8 +80,8 @@ TEST(router_task_clusters_route_by_task_and_round_trip)
         ASSERT_OK(table(seed + 100, 200, 0.0, 0, &te, &err), &err);
         const char *kinds[] = {"cluster", "predict", "contrastive"};
         for (size_t k = 0; k < DR_ARRAY_LEN(kinds); k++) {
-            dr_omodel_train_opts o = {.kind = kinds[k], .dim = 256, .task_clusters = true,
-                                      .seed = seed, .epochs = 10};
+            dr_omodel_train_opts o = {
+                .kind = kinds[k], .dim = 256, .task_clusters = true, .seed = seed, .epochs = 10};
             dr_omodel *m = NULL;
             ASSERT_OK(dr_omodel_train(&tr, NULL, 0, NULL, NULL, 0, &o, &m, NULL, &err), &err);
             double q = routed(m, &te);
@@ -118,8 +118,7 @@ TEST(router_task_clusters_reject_bad_input)
     ASSERT_OK(table(7, 120, 0.0, 17, &t, &err), &err);
     dr_omodel_train_opts o = {.kind = "cluster", .dim = 64, .task_clusters = true};
     dr_omodel *m = NULL;
-    ASSERT_EQ(dr_omodel_train(&t, NULL, 0, NULL, NULL, 0, &o, &m, NULL, &err),
-              DYNRAG_ERR_INVALID);
+    ASSERT_EQ(dr_omodel_train(&t, NULL, 0, NULL, NULL, 0, &o, &m, NULL, &err), DYNRAG_ERR_INVALID);
     ASSERT(m == NULL);
     ASSERT_CONTAINS(dynrag_errmsg(&err), "t7-16");
     dr_outcomes_free(&t);

@@ -4,9 +4,9 @@
 #include "router/contrastive.h"
 
 #include "core/util.h"
-#include "router/onbr.h"
 #include "embed/builtin.h"
 #include "nn/safetensors.h"
+#include "router/onbr.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -28,21 +28,21 @@ struct dr_omodel {
                           classifier's weights over the embedding, the extras and 1 */
     size_t cdim;
     char **cluster_labels; /* task clusters: [C] task names (else NULL) */
-    size_t n_feat;     /* dim + DR_OMODEL_EXTRA + C + 1 */
+    size_t n_feat;         /* dim + DR_OMODEL_EXTRA + C + 1 */
     dr_embedder *emb;
     float *idf; /* [IDF_BUCKETS], as saved */
     uint64_t idf_docs;
     float *qw; /* [n_options][n_feat] */
     float *cw; /* [n_options][2] */
     double lambda;
-    bool is_distill;  /* quality_w are logits of a softmax over options */
-    bool is_mf;       /* quality_w are the collapsed factors: q = sigmoid(w . x) */
-    int rank;         /* mf: the factorisation's dimension (0 otherwise) */
+    bool is_distill;     /* quality_w are logits of a softmax over options */
+    bool is_mf;          /* quality_w are the collapsed factors: q = sigmoid(w . x) */
+    int rank;            /* mf: the factorisation's dimension (0 otherwise) */
     dr_contrastive *ctr; /* contrastive: the encoder and option embeddings */
     double prior_weight; /* contrastive: q = cosine + prior_weight * (quality_w . x) */
     double prior_rows;   /* contrastive: the prior's shrinkage (provenance) */
-    char *provenance; /* JSON text */
-    dr_onbr *nbr;     /* knn and preference: the training neighbours (else NULL) */
+    char *provenance;    /* JSON text */
+    dr_onbr *nbr;        /* knn and preference: the training neighbours (else NULL) */
 };
 
 void dr_omodel_free(dr_omodel *m)
@@ -122,8 +122,8 @@ int dr_omodel_set_neighbours(dr_omodel *m, int k, double local_weight, dynrag_er
     size_t most = DR_MIN(m->nbr->n, (size_t)DR_ONBR_MAX_K);
     if (k < 1 || (size_t)k > most)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "k %d: expected 1 to %zu (the model keeps %zu training queries)", k,
-                          most, m->nbr->n);
+                          "k %d: expected 1 to %zu (the model keeps %zu training queries)", k, most,
+                          m->nbr->n);
     if (!isnan(local_weight) && !(local_weight >= 0 && local_weight <= 1))
         return dr_err_set(err, DYNRAG_ERR_INVALID, "local_weight %g: expected 0 to 1",
                           local_weight);
@@ -761,9 +761,8 @@ done:
  * DR_OMODEL_TASK_STEPS steps. Deterministic. DYNRAG_ERR_NOMEM on
  * allocation failure.
  */
-static int task_classifier_fit(const float *x, size_t stride, size_t n, int dim,
-                               const size_t *of, size_t C, const dr_omodel_train_opts *opts,
-                               float *w_out)
+static int task_classifier_fit(const float *x, size_t stride, size_t n, int dim, const size_t *of,
+                               size_t C, const dr_omodel_train_opts *opts, float *w_out)
 {
     const size_t D = (size_t)dim + DR_OMODEL_EXTRA, W = D + 1;
     double *w = dr_calloc(C * W, sizeof(double)), *g = dr_calloc(C * W, sizeof(double));
@@ -822,8 +821,7 @@ static int task_classifier_fit(const float *x, size_t stride, size_t n, int dim,
             w[f] -= lr * (m1[f] / (1 - b1t)) / (sqrt(m2[f] / (1 - b2t)) + 1e-8);
         }
         if (opts->progress != NULL && (step % 20 == 0 || step + 1 == steps))
-            opts->progress(opts->progress_user, "task classifier", (size_t)step + 1,
-                           (size_t)steps);
+            opts->progress(opts->progress_user, "task classifier", (size_t)step + 1, (size_t)steps);
     }
     for (size_t f = 0; f < C * W; f++)
         w_out[f] = (float)w[f];
@@ -933,7 +931,9 @@ static int contrastive_fit(dr_omodel *m, const dr_outcome_table *t, const size_t
     ctr_valid cv = {m, v, valid, n_valid, vmap, err};
     double l2 = opts->lambda > 0 ? opts->lambda : 1e-4;
     dr_contrastive_opts co = {
-        .hidden = opts->hidden < 0 ? 0 : opts->hidden > 0 ? opts->hidden : DR_OMODEL_CTR_HIDDEN,
+        .hidden = opts->hidden < 0   ? 0
+                  : opts->hidden > 0 ? opts->hidden
+                                     : DR_OMODEL_CTR_HIDDEN,
         .dim = opts->embed_dim > 0 ? opts->embed_dim : DR_OMODEL_CTR_DIM,
         .epochs = opts->epochs > 0 ? opts->epochs : DR_OMODEL_CTR_EPOCHS,
         .batch = 64,
@@ -1070,9 +1070,8 @@ static int nbr_fit(dr_omodel *m, const dr_outcome_table *t, const size_t *rows, 
         if ((rc = features(m, row->query, ev + i * F, err)) != DYNRAG_OK)
             goto done;
         for (size_t o = 0; o < K; o++)
-            vq[i * K + o] = vmap[o] >= 0 && row->o[vmap[o]].present
-                                ? (float)row->o[vmap[o]].quality
-                                : -1.0f;
+            vq[i * K + o] =
+                vmap[o] >= 0 && row->o[vmap[o]].present ? (float)row->o[vmap[o]].quality : -1.0f;
         if (opts->progress != NULL && (i % 256 == 0 || i + 1 == n_valid))
             opts->progress(opts->progress_user, "valid", i + 1, n_valid);
     }
@@ -1102,8 +1101,7 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     bool is_cluster = strcmp(kind, "cluster") == 0, is_distill = strcmp(kind, "distill") == 0;
     bool is_mf = strcmp(kind, "mf") == 0, is_pref = strcmp(kind, "preference") == 0;
     bool is_ctr = strcmp(kind, "contrastive") == 0;
-    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill && !is_mf && !is_pref &&
-        !is_ctr)
+    if (strcmp(kind, "predict") != 0 && !is_cluster && !is_distill && !is_mf && !is_pref && !is_ctr)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
                           "unknown router kind '%s' (expected predict, cluster, distill, mf, "
                           "preference or contrastive)",
@@ -1111,11 +1109,11 @@ int dr_omodel_train(const dr_outcome_table *t, const size_t *rows, size_t n,
     bool is_knn = false;
     if (opts->method != NULL && strcmp(kind, "predict") == 0 && strcmp(opts->method, "knn") == 0)
         is_knn = true;
-    else if (opts->method != NULL && !(strcmp(kind, "predict") == 0 &&
-                                       strcmp(opts->method, "ridge") == 0))
+    else if (opts->method != NULL &&
+             !(strcmp(kind, "predict") == 0 && strcmp(opts->method, "ridge") == 0))
         return dr_err_set(err, DYNRAG_ERR_INVALID,
-                          "method '%s': the %s kind has none (predict: ridge or knn)",
-                          opts->method, kind);
+                          "method '%s': the %s kind has none (predict: ridge or knn)", opts->method,
+                          kind);
     if (opts->k < 0 || opts->k > DR_ONBR_MAX_K || (opts->k > 0 && !is_knn && !is_pref) ||
         (size_t)opts->k > n)
         return dr_err_set(err, DYNRAG_ERR_INVALID,
@@ -1412,7 +1410,7 @@ fitted:
         for (size_t o = 0; o < K; o++)
             tmap[o] = (int)o;
         report->train_quality = routed_quality(m, t, rows, n, tmap, err);
-        report->n_params = is_mf     ? (size_t)m->rank * (F + K) + K + 2 * K
+        report->n_params = is_mf    ? (size_t)m->rank * (F + K) + K + 2 * K
                            : m->nbr ? m->nbr->n * ((size_t)dim + K) + K + 2 * K
                                     : K * F + 2 * K;
         report->k = m->nbr ? m->nbr->k : 0;
@@ -1420,8 +1418,8 @@ fitted:
         if (is_ctr) {
             const dr_contrastive *c = m->ctr;
             size_t h1 = c->hidden ? c->hidden : c->dim;
-            report->n_params = F * h1 + c->hidden * c->dim + (c->hidden ? c->dim : 0) +
-                               K * c->dim + 2 * K;
+            report->n_params =
+                F * h1 + c->hidden * c->dim + (c->hidden ? c->dim : 0) + K * c->dim + 2 * K;
         }
     }
     /* Provenance. */
@@ -1791,23 +1789,21 @@ int dr_omodel_load(const char *path, dr_omodel **out, dynrag_error *err)
             goto cleanup;
         }
         m->cluster_labels = dr_calloc(m->n_clusters, sizeof(char *));
-        if (m->cluster_labels == NULL)
-            {
-                rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
-                goto cleanup;
-            }
+        if (m->cluster_labels == NULL) {
+            rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
         size_t c = 0;
         const cJSON *it;
         cJSON_ArrayForEach(it, labels)
         {
             if (!cJSON_IsString(it) || it->valuestring[0] == '\0') {
                 rc = dr_err_set(err, DYNRAG_ERR_FORMAT,
-                                "%s: config.cluster_labels[%zu]: expected a non-empty string",
-                                path, c);
+                                "%s: config.cluster_labels[%zu]: expected a non-empty string", path,
+                                c);
                 goto cleanup;
             }
-            if ((m->cluster_labels[c++] = dr_strdup(it->valuestring)) == NULL)
-                {
+            if ((m->cluster_labels[c++] = dr_strdup(it->valuestring)) == NULL) {
                 rc = dr_err_set(err, DYNRAG_ERR_NOMEM, "out of memory");
                 goto cleanup;
             }

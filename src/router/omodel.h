@@ -62,7 +62,7 @@
 #define DR_OMODEL_CTR_TAU 0.2
 #define DR_OMODEL_CTR_SS_WEIGHT 0.2
 #define DR_OMODEL_CTR_LR 0.002
-#define DR_OMODEL_TASK_STEPS 200  /* task clusters: the classifier's Adam steps */
+#define DR_OMODEL_TASK_STEPS 200 /* task clusters: the classifier's Adam steps */
 
 typedef struct dr_omodel dr_omodel;
 
@@ -85,13 +85,13 @@ typedef struct dr_omodel_train_opts {
     double cluster_lambda; /* penalty of the cluster one-hot features (<= 0: 0.1) */
     double temperature;    /* distill: soft labels softmax(quality / T) (<= 0: 0.1) */
     /* contrastive (router/contrastive.h; 0: the defaults DR_OMODEL_CTR_*) */
-    int hidden;        /* encoder hidden units (-1: a linear projection) */
-    int embed_dim;     /* encoder output and option embedding dimension */
-    int epochs;        /* with validation rows: the most; the best epoch is kept */
-    int top_k;         /* positives / negatives per query */
-    double tau;        /* sample-option temperature */
-    double ss_weight;  /* sample-sample loss weight (-1: off) */
-    double lr;         /* Adam step */
+    int hidden;       /* encoder hidden units (-1: a linear projection) */
+    int embed_dim;    /* encoder output and option embedding dimension */
+    int epochs;       /* with validation rows: the most; the best epoch is kept */
+    int top_k;        /* positives / negatives per query */
+    double tau;       /* sample-option temperature */
+    double ss_weight; /* sample-sample loss weight (-1: off) */
+    double lr;        /* Adam step */
     /* The cluster prior added to the cosines: weight (0: chosen on the
      * validation rows, 0 without them; < 0: off) and shrinkage pseudo-rows
      * (0: chosen with the weight, 1 without validation rows). */
