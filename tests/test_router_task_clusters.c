@@ -147,12 +147,8 @@ TEST(router_task_clusters_reject_bad_input)
         char *copy = dr_malloc(len);
         ASSERT(copy != NULL);
         memcpy(copy, bytes, len);
-        /* The file starts with a binary length: search past NUL bytes. */
-        char *at = NULL;
-        size_t fl = strlen(from[v]);
-        for (size_t p = 0; at == NULL && p + fl <= len; p++)
-            if (memcmp(copy + p, from[v], fl) == 0)
-                at = copy + p;
+        /* The file starts with a binary length: memmem, not strstr. */
+        char *at = memmem(copy, len, from[v], strlen(from[v]));
         ASSERT(at != NULL);
         memcpy(at, to[v], strlen(to[v]));
         ASSERT_OK(dr_write_file_atomic(bad, copy, len, &err), &err);

@@ -767,28 +767,12 @@ static int task_classifier_fit(const float *x, size_t stride, size_t n, int dim,
     const size_t D = (size_t)dim + DR_OMODEL_EXTRA, W = D + 1;
     double *w = dr_calloc(C * W, sizeof(double)), *g = dr_calloc(C * W, sizeof(double));
     double *m1 = dr_calloc(C * W, sizeof(double)), *m2 = dr_calloc(C * W, sizeof(double));
-    double *p = dr_malloc(C * sizeof(double));
+    double *p = dr_malloc(C * sizeof(double)), *cw = dr_calloc(C, sizeof(double));
     size_t *nz = dr_malloc(D * sizeof(size_t));
-    if (!w || !g || !m1 || !m2 || !p || !nz) {
-        dr_free(w);
-        dr_free(g);
-        dr_free(m1);
-        dr_free(m2);
-        dr_free(p);
-        dr_free(nz);
-        return DYNRAG_ERR_NOMEM;
-    }
+    int rc = DYNRAG_ERR_NOMEM;
+    if (!w || !g || !m1 || !m2 || !p || !cw || !nz)
+        goto done;
     /* Each task weighs the same in the loss, however few its rows. */
-    double *cw = dr_calloc(C, sizeof(double));
-    if (cw == NULL) {
-        dr_free(w);
-        dr_free(g);
-        dr_free(m1);
-        dr_free(m2);
-        dr_free(p);
-        dr_free(nz);
-        return DYNRAG_ERR_NOMEM;
-    }
     for (size_t i = 0; i < n; i++)
         cw[of[i]] += 1;
     for (size_t c = 0; c < C; c++)
@@ -825,6 +809,8 @@ static int task_classifier_fit(const float *x, size_t stride, size_t n, int dim,
     }
     for (size_t f = 0; f < C * W; f++)
         w_out[f] = (float)w[f];
+    rc = DYNRAG_OK;
+done:
     dr_free(cw);
     dr_free(w);
     dr_free(g);
@@ -832,7 +818,7 @@ static int task_classifier_fit(const float *x, size_t stride, size_t n, int dim,
     dr_free(m2);
     dr_free(p);
     dr_free(nz);
-    return DYNRAG_OK;
+    return rc;
 }
 
 /*
