@@ -176,7 +176,10 @@ typedef struct gen_table {
     char resp[GEN_MAX_ROWS][GEN_MAX_OPT][24];
 } gen_table;
 
-static const char *const gen_answers[] = {"X", "Y", "unanswerable", "The x", "y."};
+/* Text answers (two spellings each) and a multiple-choice letter Z in three
+ * forms ("Z" alone would be a choice, so the text answers are words). */
+static const char *const gen_answers[] = {"Xo", "Yo", "unanswerable", "The xo", "yo.",
+                                          "Z",  "(Z)", "Answer: Z"};
 
 /* Writes a random table to DIR/name and fills g. Options named with a '/'
  * (model ids) every other one. */
@@ -237,27 +240,30 @@ static const char *gen_pipeline(const gen_table *g, const char *router_yaml, con
     return path;
 }
 
-/* The share of the most common SQuAD-normalised answer (the generated
- * answers normalise to "x", "y" or "unanswerable"; a missing one to ""). */
+/* The share of the most common answer as the agreement judge compares them
+ * (the generated answers normalise to "xo", "yo", "unanswerable" or the
+ * choice Z; a missing one to ""). */
 static double agreement_of(const gen_table *g, size_t r, int from, int to)
 {
-    int counts[4] = {0}, best = 0;
+    int counts[5] = {0}, best = 0;
     for (int o = from; o <= to; o++) {
         const char *s = g->resp[r][o];
-        int k = !g->present[r][o]                                  ? 3 /* "" */
-                : (strcmp(s, "X") == 0 || strcmp(s, "The x") == 0) ? 0
-                : strcmp(s, "unanswerable") == 0                   ? 2
-                                                                   : 1;
+        int k = !g->present[r][o]                                    ? 3 /* "" */
+                : (strcmp(s, "Xo") == 0 || strcmp(s, "The xo") == 0) ? 0
+                : strcmp(s, "unanswerable") == 0                     ? 2
+                : strchr(s, 'Z') != NULL                             ? 4
+                                                                     : 1;
         counts[k]++;
     }
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 5; k++)
         best = counts[k] > best ? counts[k] : best;
     return (double)best / (double)(to - from + 1);
 }
 
 /* The chain the test expects: router kind 0 rules (alpha -> option 1, else
- * 0), 1 cascade self_route at 0.5, 2 cascade agreement at thr. */
-static int expected_last(const gen_table *g, size_t r, int kind, double thr)
+ * 0), 1 cascade self_route at 0.5, 2 cascade agreement at thr, judging
+ * once `samples` options have answered. */
+static int expected_last(const gen_table *g, size_t r, int kind, double thr, int samples)
 {
     int last = (int)g->n_opt - 1;
     if (kind == 0)
@@ -266,7 +272,7 @@ static int expected_last(const gen_table *g, size_t r, int kind, double thr)
         if (kind == 1 && g->present[r][o] && strcmp(g->resp[r][o], "unanswerable") != 0)
             return o;
         /* Under every judge a refusal (or a missing, empty answer) scores 0. */
-        if (kind == 2 && o >= 1 && g->present[r][o] && strcmp(g->resp[r][o], "unanswerable") != 0 &&
+        if (kind == 2 && o + 1 >= samples && g->present[r][o] && strcmp(g->resp[r][o], "unanswerable") != 0 &&
             agreement_of(g, r, 0, o) >= thr)
             return o;
     }
@@ -317,16 +323,18 @@ TEST(eval_outcomes_replay_invariants)
         "      type: rules\n      params:\n        rules:\n"
         "          - {when: {regex: alpha}, option: org/model-1}\n        default: m0\n",
         "      type: cascade\n      params: {judge: self_route, threshold: 0.5}\n",
+        "      type: cascade\n      params: {judge: agreement, threshold: 0.6, samples: 2}\n",
         "      type: cascade\n      params: {judge: agreement, threshold: 0.6}\n"};
-    for (int round = 0; round < 12; round++) {
-        int kind = round % 3;
+    for (int round = 0; round < 16; round++) {
+        int kind = round % 4 == 3 ? 2 : round % 4;
+        int samples = round % 4 == 2 ? 2 : 3; /* the agreement judge's default: 3 */
         gen_table g;
         char tname[32], pname[32], out[1024];
         snprintf(tname, sizeof tname, "t%d.jsonl", round);
         snprintf(pname, sizeof pname, "p%d.yaml", round);
         char tpath[1024];
         snprintf(tpath, sizeof tpath, "%s", gen_write(&rng, &g, tname));
-        const char *ppath = gen_pipeline(&g, routers[kind], pname);
+        const char *ppath = gen_pipeline(&g, routers[round % 4], pname);
         snprintf(out, sizeof out, "%s/out%d", test_tmpdir(), round);
         dynrag_eval_outcomes_options o;
         dynrag_eval_outcomes_options_init(&o);
@@ -348,7 +356,7 @@ TEST(eval_outcomes_replay_invariants)
         size_t calls[GEN_MAX_OPT] = {0}, n_missing = 0;
         for (size_t r = 0; r < g.n_rows; r++) {
             const cJSON *e = cJSON_GetArrayItem(pq, (int)r);
-            int last = expected_last(&g, r, kind, 0.6), first = kind == 0 ? last : 0;
+            int last = expected_last(&g, r, kind, 0.6, samples), first = kind == 0 ? last : 0;
             double cost = 0;
             const cJSON *ch = cJSON_GetObjectItemCaseSensitive(e, "calls");
             ASSERT_EQ(cJSON_GetArraySize(ch), last - first + 1);
@@ -422,14 +430,15 @@ TEST(eval_outcomes_replay_invariants)
         cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(sw, "points"))
             ASSERT(num(p, "quality") <= oracle_q + 1e-9);
         /* Cascades sweep their threshold; threshold 0 stops at the first answer
-         * (agreement: the second). */
+         * (agreement: the `samples`-th, or the last option). */
         if (kind > 0) {
             ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(sw, "param")->valuestring, "threshold");
             const cJSON *p0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sw, "points"), 0);
             ASSERT_NEAR(num(p0, "value"), 0, 0);
             ASSERT_NEAR(num(cJSON_GetObjectItemCaseSensitive(p0, "calls"), g.opt[0]), g.n_rows, 0);
-            ASSERT_NEAR(num(cJSON_GetObjectItemCaseSensitive(p0, "calls"), g.opt[1]),
-                        kind == 2 ? g.n_rows : 0, 0);
+            for (size_t k = 1; k < g.n_opt; k++)
+                ASSERT_NEAR(num(cJSON_GetObjectItemCaseSensitive(p0, "calls"), g.opt[k]),
+                            kind == 2 && (int)k < samples ? g.n_rows : 0, 0);
         }
         /* Per task: the queries add up and the router's quality is the weighted mean. */
         const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(rep, "tasks"), *t;

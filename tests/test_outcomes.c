@@ -381,6 +381,8 @@ TEST(outcomes_convert_routerbench_csv_roundtrip)
      * quotes, newlines and CRs, random quoting, CRLF or LF line ends, rows
      * with a missing score; the table must hold exactly the kept rows. */
     static const char *pieces[] = {"a", ",", "\"", "\n", "\r\n", "['x', \"y\"]", "é", " ", "''"};
+    /* Responses: no '[', so never a Python list literal (decoded: below). */
+    static const char *resp_pieces[] = {"a", ",", "\"", "\n", "\r\n", "é", " ", "''", "x]"};
     static const char *models[] = {"gpt-4-1106-preview", "mistralai/mistral-7b-chat", "claude-v2"};
     dr_rng r;
     dr_rng_seed(&r, 5);
@@ -422,7 +424,7 @@ TEST(outcomes_convert_routerbench_csv_roundtrip)
                 dr_buf p2 = {0};
                 size_t l2 = dr_rng_below(&r, 4);
                 for (size_t j = 0; j < l2; j++)
-                    dr_buf_puts(&p2, pieces[dr_rng_below(&r, DR_ARRAY_LEN(pieces))]);
+                    dr_buf_puts(&p2, resp_pieces[dr_rng_below(&r, DR_ARRAY_LEN(resp_pieces))]);
                 resp[i][m] = dr_buf_take(&p2);
                 dr_buf_putc(&b, ',');
                 csv_field(&b, resp[i][m], dr_rng_below(&r, 2));
@@ -468,6 +470,116 @@ TEST(outcomes_convert_routerbench_csv_roundtrip)
         }
         dr_buf_free(&b);
     }
+}
+
+/* Converts a one-row RouterBench file whose only model answered `resp` (a
+ * raw CSV field) and returns the stored response (caller frees), or NULL. */
+static char *rb_response(const char *resp)
+{
+    dr_buf b = {0};
+    dr_buf_puts(&b, "sample_id,prompt,m,m|model_response,m|total_cost\nq1,p,1,");
+    csv_field(&b, resp, true);
+    dr_buf_puts(&b, ",0.5\n");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s", test_write_file("rb1.csv", b.data));
+    dr_buf_free(&b);
+    dr_outcome_table t;
+    dynrag_convert_stats st;
+    dynrag_error err = {0};
+    if (convert_load(false, path, &t, &st, &err) != DYNRAG_OK || t.n_rows != 1)
+        return NULL;
+    char *out = t.rows[0].o[0].response ? strdup(t.rows[0].o[0].response) : NULL;
+    dr_outcomes_free(&t);
+    return out;
+}
+
+/*
+ * Invariant: a response stored as a Python list literal of strings (as
+ * RouterBench stores them) converts to its strings, escapes resolved, joined
+ * by line breaks, whatever the quoting and escaping; anything else that
+ * is not exactly such a literal is kept verbatim.
+ */
+TEST(outcomes_convert_routerbench_response_literals)
+{
+    static const char *const chars[] = {"a", "Z", ",", "\"", "'", "\n", "\\", "é", " ", "\t", "]",
+                                        "[", "\r", "\xe2\x82\xac"};
+    dr_rng r;
+    dr_rng_seed(&r, 11);
+    for (int iter = 0; iter < 150; iter++) {
+        size_t n_el = dr_rng_below(&r, 3); /* [] is the empty answer */
+        dr_buf lit = {0}, want = {0};
+        dr_buf_puts(&lit, dr_rng_below(&r, 2) ? "[" : " [ ");
+        for (size_t e = 0; e < n_el; e++) {
+            char q = dr_rng_below(&r, 2) ? '\'' : '"';
+            if (e > 0) {
+                dr_buf_puts(&lit, dr_rng_below(&r, 2) ? ", " : ",");
+                dr_buf_putc(&want, '\n');
+            }
+            dr_buf_putc(&lit, q);
+            size_t len = dr_rng_below(&r, 8);
+            for (size_t k = 0; k < len; k++) {
+                const char *c = chars[dr_rng_below(&r, DR_ARRAY_LEN(chars))];
+                dr_buf_puts(&want, c);
+                int how = (int)dr_rng_below(&r, 3);
+                if (*c == '\\' || *c == q)
+                    dr_buf_printf(&lit, "\\%c", *c);
+                else if (*c == '\n')
+                    dr_buf_puts(&lit, how == 0 ? "\\n" : how == 1 ? "\\x0a" : "\\012");
+                else if (*c == '\r')
+                    dr_buf_puts(&lit, "\\r");
+                else if (*c == '\t')
+                    dr_buf_puts(&lit, how == 0 ? "\\t" : "\\u0009");
+                else if (strcmp(c, "é") == 0)
+                    dr_buf_puts(&lit, how == 0 ? "é" : how == 1 ? "\\xe9" : "\\u00E9");
+                else if (strcmp(c, "\xe2\x82\xac") == 0)
+                    dr_buf_puts(&lit, how == 0 ? c : "\\U000020ac");
+                else if (*c == '\'' || *c == '"')
+                    dr_buf_puts(&lit, how == 0 ? c : *c == '\'' ? "\\'" : "\\\"");
+                else
+                    dr_buf_puts(&lit, c);
+            }
+            dr_buf_putc(&lit, q);
+        }
+        if (n_el > 0 && dr_rng_below(&r, 4) == 0)
+            dr_buf_putc(&lit, ',');
+        dr_buf_puts(&lit, dr_rng_below(&r, 2) ? "]" : "] ");
+        char *got = rb_response(lit.data);
+        if (got == NULL || strcmp(got, want.data ? want.data : "") != 0) {
+            test_fail_(__FILE__, __LINE__, "literal %s: got '%s', want '%s'", lit.data,
+                       got ? got : "(null)", want.data ? want.data : "");
+            free(got);
+            dr_buf_free(&lit);
+            dr_buf_free(&want);
+            return;
+        }
+        free(got);
+        dr_buf_free(&lit);
+        dr_buf_free(&want);
+    }
+    /* Not exactly a list of string literals: kept as it is. */
+    static const char *const raw[] = {
+        "[PYTHON]\ndef f(): pass", "['a'] tail", "['a' 'b']", "['a', b]", "[1]", "['\\x4']",
+        "['\\0']", "['a\\x00']", "['\\ud800']", "['unterminated]", "['a\nb']", "b'x'", "[b'x']",
+        "['\\U00110000']", "['\\u12']", "[", "['a',,]", "['\\"};
+    for (size_t i = 0; i < DR_ARRAY_LEN(raw); i++) {
+        char *got = rb_response(raw[i]);
+        ASSERT(got != NULL);
+        if (strcmp(got, raw[i]) != 0) {
+            test_fail_(__FILE__, __LINE__, "'%s' became '%s'", raw[i], got);
+            free(got);
+            return;
+        }
+        free(got);
+    }
+    /* Backslashes that are not escapes stay, as in Python. */
+    char *got = rb_response("['C\\\\n', 'a\\d']");
+    ASSERT(got != NULL);
+    ASSERT_STR_EQ(got, "C\\n\na\\d");
+    free(got);
+    got = rb_response("['B\\n']");
+    ASSERT(got != NULL);
+    ASSERT_STR_EQ(got, "B\n");
+    free(got);
 }
 
 TEST(outcomes_convert_routerbench_errors)

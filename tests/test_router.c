@@ -825,6 +825,53 @@ TEST(router_cascade_route_and_judges)
 }
 
 /*
+ * Invariant: the agreement judge compares multiple-choice answers by their
+ * letter, whatever the spelling (every pair of forms of one letter agrees,
+ * forms of two letters never do), and keeps free text that starts with a
+ * capital ("A dog", "I do") apart from the choice.
+ */
+TEST(router_cascade_agreement_choice_letters)
+{
+    tfix t;
+    ASSERT(tfix_init(&t, "small,large", "cascade", "{\"judge\": \"agreement\"}"));
+    static const char *const forms[] = {"%c",        "%c\n",        " (%c)",          "%c) text",
+                                        "%c.",       "%c:",         "Answer: %c",     "answer:%c",
+                                        "The answer is %c", "the answer is (%c)", "Answer is %c."};
+    char why[160], x[40], y[40];
+    dr_rng rng;
+    dr_rng_seed(&rng, 77);
+    for (int round = 0; round < 400; round++) {
+        char l1 = (char)('A' + dr_rng_below(&rng, 26)), l2 = (char)('A' + dr_rng_below(&rng, 26));
+        const char *f1 = forms[dr_rng_below(&rng, DR_ARRAY_LEN(forms))];
+        const char *f2 = forms[dr_rng_below(&rng, DR_ARRAY_LEN(forms))];
+        snprintf(x, sizeof x, f1, l1);
+        snprintf(y, sizeof y, f2, l2);
+        const char *s2[] = {x, y};
+        dr_answer_view a = {.text = x, .samples = s2, .n_samples = 2, .first_token_margin = NAN,
+                            .confidence = NAN};
+        double c = dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why);
+        if (c != (l1 == l2 ? 1.0 : 0.5)) {
+            test_fail_(__FILE__, __LINE__, "'%s' vs '%s': %g (%s)", x, y, c, why);
+            tfix_free(&t);
+            return;
+        }
+    }
+    const char *text[][2] = {{"A dog", "A"}, {"I do", "I"}, {"Bx", "B"}, {"(B", "B"},
+                             {"b", "B"}};
+    for (size_t i = 0; i < DR_ARRAY_LEN(text); i++) {
+        dr_answer_view a = {.text = text[i][0], .samples = text[i], .n_samples = 2,
+                            .first_token_margin = NAN, .confidence = NAN};
+        ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.5, 0);
+    }
+    /* Text still compares after SQuAD normalisation. */
+    const char *same[] = {"The Eiffel Tower", "eiffel tower."};
+    dr_answer_view a = {.text = same[0], .samples = same, .n_samples = 2,
+                        .first_token_margin = NAN, .confidence = NAN};
+    ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 1.0, 0);
+    tfix_free(&t);
+}
+
+/*
  * Invariant: whatever the judge, margin, samples and reported confidence, an
  * answer that says it cannot answer gets confidence 0 (so every threshold in
  * (0, 1] escalates it), and every confidence is in [0, 1].

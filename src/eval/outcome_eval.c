@@ -80,6 +80,7 @@ typedef struct cascade_params {
     double threshold;
     char judge[32];
     bool agreement; /* the agreement judge compares the answers called so far */
+    size_t samples; /* ... once this many have answered (the judge's `samples`) */
     bool text;      /* the judge reads the answer text */
 } cascade_params;
 
@@ -87,7 +88,11 @@ static void cascade_params_get(const cJSON *params, cascade_params *cp)
 {
     const cJSON *thr = cJSON_GetObjectItemCaseSensitive(params, "threshold");
     const cJSON *judge = cJSON_GetObjectItemCaseSensitive(params, "judge");
+    const cJSON *samples = cJSON_GetObjectItemCaseSensitive(params, "samples");
     cp->threshold = cJSON_IsNumber(thr) ? thr->valuedouble : 0.5;
+    /* The loader has checked 2..16; the schema's default is 3. */
+    cp->samples = cJSON_IsNumber(samples) && samples->valuedouble >= 2 ? (size_t)samples->valuedouble
+                                                                      : 3;
     dr_strlcpy(cp->judge, cJSON_IsString(judge) ? judge->valuestring : "self_route",
                sizeof cp->judge);
     cp->agreement = strcmp(cp->judge, "agreement") == 0;
@@ -100,8 +105,9 @@ static void cascade_params_get(const cJSON *params, cascade_params *cp)
  * and, while the confidence is below the threshold, escalates to the option
  * the cascade router picks next (dynrag_router_cascade_next: the next in
  * listed order, or with a quality_model the routed choice). The agreement
- * judge compares the answers called so far, so a single answer is never
- * judged: another option is called. The scorer judge (held by the cascade
+ * judge compares the answers called so far, as the engine compares the
+ * `samples` answers it draws from one option: until `samples` options have
+ * answered, the next one is called without judging. The scorer judge (held by the cascade
  * router r) reads the query, the option and its recorded answer. Sets *last
  * and *called (a bit per option called).
  */
@@ -123,8 +129,8 @@ static int cascade_chain(const oeval *e, const dynrag_router *r, const cascade_p
                               "(the cascade's %s judge reads it)",
                               e->ot.rows[q].id, e->opt_name[cur], cp->judge);
         answers[na++] = o->response ? o->response : "";
-        double conf = -INFINITY; /* agreement with one answer: call another */
-        if (!(agreement && na < 2)) {
+        double conf = -INFINITY; /* agreement with too few answers: call another */
+        if (!(agreement && na < cp->samples)) {
             /* A judge that reads no text has nothing recorded to judge (no
              * log-probabilities): the answer stands. */
             if (!text && o->response == NULL)

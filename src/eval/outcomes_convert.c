@@ -329,6 +329,161 @@ static bool blank(const char *s)
     return *s == '\0';
 }
 
+/* The value of hex digit c, or -1. */
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Reads one Python string literal ('...' or "...", no prefix) at *pp into
+ * out, resolving its backslash escapes (\\ \' \" \n \t \r \a \b \f \v, \ooo,
+ * \xHH, \uHHHH, \UHHHHHHHH, and a backslash before a line break; any other
+ * backslash stays, as in Python). Returns 1 and advances *pp past the
+ * closing quote; 0 when the text is not such a literal or decodes to NUL or
+ * a surrogate; DYNRAG_ERR_LIMIT or NOMEM from the buffer.
+ */
+static int pystr_read(const char **pp, dr_buf *out)
+{
+    const char *p = *pp;
+    char q = *p;
+    if (q != '\'' && q != '"')
+        return 0;
+    p++;
+    while (*p != q) {
+        if (*p == '\0' || *p == '\n')
+            return 0;
+        if (*p != '\\') {
+            const char *run = p;
+            while (*p != '\0' && *p != '\n' && *p != '\\' && *p != q)
+                p++;
+            int rc = dr_buf_append(out, run, (size_t)(p - run));
+            if (rc != DYNRAG_OK)
+                return rc;
+            continue;
+        }
+        p++; /* the escape */
+        uint32_t cp = 0;
+        int digits = 0;
+        switch (*p) {
+        case '\\': case '\'': case '"':
+            cp = (unsigned char)*p;
+            break;
+        case 'n': cp = '\n'; break;
+        case 't': cp = '\t'; break;
+        case 'r': cp = '\r'; break;
+        case 'a': cp = 7; break;
+        case 'b': cp = 8; break;
+        case 'f': cp = 12; break;
+        case 'v': cp = 11; break;
+        case '\n':
+            p++;
+            continue; /* a line continuation */
+        case 'x': digits = 2; break;
+        case 'u': digits = 4; break;
+        case 'U': digits = 8; break;
+        default:
+            if (*p >= '0' && *p <= '7') {
+                cp = 0;
+                for (int k = 0; k < 3 && *p >= '0' && *p <= '7'; k++)
+                    cp = cp * 8 + (uint32_t)(*p++ - '0');
+                p--;
+                break;
+            }
+            if (*p == '\0')
+                return 0;
+            { /* not an escape: the backslash stays */
+                int rc = dr_buf_putc(out, '\\');
+                if (rc != DYNRAG_OK)
+                    return rc;
+            }
+            continue;
+        }
+        if (digits > 0) {
+            cp = 0;
+            for (int k = 0; k < digits; k++) {
+                int h = hexval((unsigned char)p[1 + k]);
+                if (h < 0)
+                    return 0;
+                cp = cp * 16 + (uint32_t)h;
+            }
+            p += digits;
+        }
+        if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        char u8[4];
+        int rc = dr_buf_append(out, u8, dr_utf8_encode(cp, u8));
+        if (rc != DYNRAG_OK)
+            return rc;
+        p++;
+    }
+    *pp = p + 1;
+    return 1;
+}
+
+/*
+ * RouterBench stores each model's answer as a Python list literal of
+ * strings (`['C\n']`). When s is exactly such a literal (white space around
+ * the tokens allowed, a trailing comma too), out gets its strings, escapes
+ * resolved, joined by line breaks, and the result is 1; else 0 and out is
+ * left as it was (the caller keeps s verbatim). Negative: out of memory.
+ */
+static int pylist_strings(const char *s, dr_buf *out)
+{
+    size_t mark = out->len;
+    const char *p = s;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p++ != '[')
+        return 0;
+    int rc = 1;
+    bool first = true;
+    for (;;) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == ']')
+            break;
+        if (!first) {
+            rc = dr_buf_putc(out, '\n');
+            if (rc != DYNRAG_OK)
+                break;
+        }
+        rc = pystr_read(&p, out);
+        if (rc != 1)
+            break;
+        first = false;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == ',')
+            p++;
+        else if (*p != ']') {
+            rc = 0;
+            break;
+        }
+    }
+    if (rc == 1) {
+        p++; /* the ']' */
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p != '\0')
+            rc = 0;
+    }
+    if (rc == 1 && !dr_utf8_valid(out->data + mark, out->len - mark, NULL))
+        rc = 0;
+    if (rc != 1) {
+        out->len = mark;
+        if (out->data)
+            out->data[mark] = '\0';
+    }
+    return rc < 0 ? rc : rc == 1;
+}
+
 int dynrag_convert_routerbench(const char *in_path, const char *out_path,
                                dynrag_convert_stats *stats, dynrag_error *err)
 {
@@ -338,7 +493,7 @@ int dynrag_convert_routerbench(const char *in_path, const char *out_path,
     char **header = NULL;
     size_t n_header = 0;
     rb_model *models = NULL;
-    dr_buf b = {0};
+    dr_buf b = {0}, answer = {0};
     csv_reader r = {.path = in_path, .line = 1};
     int rc = dr_read_file(in_path, MAX_INPUT, &data, &len, err);
     if (rc != DYNRAG_OK)
@@ -454,7 +609,15 @@ int dynrag_convert_routerbench(const char *in_path, const char *out_path,
             }
             if (md->response != SIZE_MAX) {
                 rc = rc ? rc : dr_buf_puts(&b, ",\"response\":");
-                rc = rc ? rc : dr_buf_json_str(&b, r.fields[md->response]);
+                if (rc == DYNRAG_OK) {
+                    dr_buf_reset(&answer);
+                    int d = pylist_strings(r.fields[md->response], &answer);
+                    if (d < 0)
+                        rc = d;
+                    else
+                        rc = dr_buf_json_str(&b, d ? (answer.data ? answer.data : "")
+                                                   : r.fields[md->response]);
+                }
             }
             rc = rc ? rc : dr_buf_putc(&b, '}');
         }
@@ -483,6 +646,7 @@ cleanup:
     dr_free(models);
     csv_free(&r);
     dr_buf_free(&b);
+    dr_buf_free(&answer);
     dr_free(data);
     return rc;
 }

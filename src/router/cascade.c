@@ -27,6 +27,7 @@
 
 #include <ctype.h>
 #include <stdarg.h>
+#include <strings.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -130,6 +131,73 @@ static double judge_seq_logprob(const dr_answer_view *a, char *why, size_t why_l
     return c;
 }
 
+/* s advanced past prefix when it starts with it, ignoring ASCII case; else NULL. */
+static const char *skip_prefix_ci(const char *s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncasecmp(s, prefix, n) == 0 ? s + n : NULL;
+}
+
+/*
+ * The choice letter when an answer is a multiple-choice letter (an
+ * upper-case letter alone, or in parentheses or followed by ')', '.' or ':'
+ * and then the end or white space, after optional white space and
+ * "Answer:", "Answer is", "The answer is"): "B", "B\n", "(B)", "B) east",
+ * "Answer: B"; not "A dog". Else 0. SQuAD normalisation would drop "A" as an article and
+ * keep "B) east" apart from "B", so the agreement judge compares choices by
+ * their letter.
+ */
+static char choice_letter(const char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    static const char *const prefixes[] = {"the answer is", "answer is", "answer:"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        const char *t = skip_prefix_ci(s, prefixes[i]);
+        if (t != NULL) {
+            s = t;
+            while (isspace((unsigned char)*s) || *s == ':')
+                s++;
+            break;
+        }
+    }
+    bool paren = *s == '(';
+    s += paren;
+    char c = *s;
+    if (c < 'A' || c > 'Z')
+        return 0;
+    s++;
+    if (paren) {
+        if (*s != ')')
+            return 0;
+        s++;
+    } else if (*s == ')' || *s == '.' || *s == ':') {
+        s++;
+    } else { /* a bare letter: nothing may follow ("A dog" is text) */
+        while (isspace((unsigned char)*s))
+            s++;
+        return *s == '\0' ? c : 0;
+    }
+    return *s == '\0' || isspace((unsigned char)*s) ? c : 0;
+}
+
+/* The text the agreement judge compares: "(X)" for a choice letter X (no
+ * normalised text has parentheses), else the SQuAD-normalised answer. */
+static char *agreement_key(const char *answer)
+{
+    char c = choice_letter(answer ? answer : "");
+    if (c == 0)
+        return dr_squad_normalize(answer);
+    char *k = dr_malloc(4);
+    if (k != NULL) {
+        k[0] = '(';
+        k[1] = c;
+        k[2] = ')';
+        k[3] = '\0';
+    }
+    return k;
+}
+
 static double judge_agreement(const dr_answer_view *a, char *why, size_t why_len)
 {
     size_t n = a->n_samples;
@@ -140,7 +208,7 @@ static double judge_agreement(const dr_answer_view *a, char *why, size_t why_len
     if (norm == NULL)
         goto oom;
     for (size_t i = 0; i < n; i++)
-        if ((norm[i] = dr_squad_normalize(a->samples[i])) == NULL)
+        if ((norm[i] = agreement_key(a->samples[i])) == NULL)
             goto oom;
     size_t best = 0, best_count = 0;
     for (size_t i = 0; i < n; i++) {
