@@ -178,8 +178,8 @@ typedef struct gen_table {
 
 /* Text answers (two spellings each) and a multiple-choice letter Z in three
  * forms ("Z" alone would be a choice, so the text answers are words). */
-static const char *const gen_answers[] = {"Xo", "Yo", "unanswerable", "The xo", "yo.",
-                                          "Z",  "(Z)", "Answer: Z"};
+static const char *const gen_answers[] = {"Xo",  "Yo", "unanswerable", "The xo",
+                                          "yo.", "Z",  "(Z)",          "Answer: Z"};
 
 /* Writes a random table to DIR/name and fills g. Options named with a '/'
  * (model ids) every other one. */
@@ -272,8 +272,8 @@ static int expected_last(const gen_table *g, size_t r, int kind, double thr, int
         if (kind == 1 && g->present[r][o] && strcmp(g->resp[r][o], "unanswerable") != 0)
             return o;
         /* Under every judge a refusal (or a missing, empty answer) scores 0. */
-        if (kind == 2 && o + 1 >= samples && g->present[r][o] && strcmp(g->resp[r][o], "unanswerable") != 0 &&
-            agreement_of(g, r, 0, o) >= thr)
+        if (kind == 2 && o + 1 >= samples && g->present[r][o] &&
+            strcmp(g->resp[r][o], "unanswerable") != 0 && agreement_of(g, r, 0, o) >= thr)
             return o;
     }
     return last;

@@ -501,8 +501,8 @@ static char *rb_response(const char *resp)
  */
 TEST(outcomes_convert_routerbench_response_literals)
 {
-    static const char *const chars[] = {"a", "Z", ",", "\"", "'", "\n", "\\", "é", " ", "\t", "]",
-                                        "[", "\r", "\xe2\x82\xac"};
+    static const char *const chars[] = {"a", "Z", ",",  "\"", "'", "\n", "\\",
+                                        "é", " ", "\t", "]",  "[", "\r", "\xe2\x82\xac"};
     dr_rng r;
     dr_rng_seed(&r, 11);
     for (int iter = 0; iter < 150; iter++) {
@@ -557,10 +557,24 @@ TEST(outcomes_convert_routerbench_response_literals)
         dr_buf_free(&want);
     }
     /* Not exactly a list of string literals: kept as it is. */
-    static const char *const raw[] = {
-        "[PYTHON]\ndef f(): pass", "['a'] tail", "['a' 'b']", "['a', b]", "[1]", "['\\x4']",
-        "['\\0']", "['a\\x00']", "['\\ud800']", "['unterminated]", "['a\nb']", "b'x'", "[b'x']",
-        "['\\U00110000']", "['\\u12']", "[", "['a',,]", "['\\"};
+    static const char *const raw[] = {"[PYTHON]\ndef f(): pass",
+                                      "['a'] tail",
+                                      "['a' 'b']",
+                                      "['a', b]",
+                                      "[1]",
+                                      "['\\x4']",
+                                      "['\\0']",
+                                      "['a\\x00']",
+                                      "['\\ud800']",
+                                      "['unterminated]",
+                                      "['a\nb']",
+                                      "b'x'",
+                                      "[b'x']",
+                                      "['\\U00110000']",
+                                      "['\\u12']",
+                                      "[",
+                                      "['a',,]",
+                                      "['\\"};
     for (size_t i = 0; i < DR_ARRAY_LEN(raw); i++) {
         char *got = rb_response(raw[i]);
         ASSERT(got != NULL);

@@ -834,9 +834,10 @@ TEST(router_cascade_agreement_choice_letters)
 {
     tfix t;
     ASSERT(tfix_init(&t, "small,large", "cascade", "{\"judge\": \"agreement\"}"));
-    static const char *const forms[] = {"%c",        "%c\n",        " (%c)",          "%c) text",
-                                        "%c.",       "%c:",         "Answer: %c",     "answer:%c",
-                                        "The answer is %c", "the answer is (%c)", "Answer is %c."};
+    static const char *const forms[] = {
+        "%c",           "%c\n",       " (%c)",     "%c) text",         "%c.",
+        "%c:",          "Answer: %c", "answer:%c", "The answer is %c", "the answer is (%c)",
+        "Answer is %c."};
     char why[160], x[40], y[40];
     dr_rng rng;
     dr_rng_seed(&rng, 77);
@@ -847,8 +848,8 @@ TEST(router_cascade_agreement_choice_letters)
         snprintf(x, sizeof x, f1, l1);
         snprintf(y, sizeof y, f2, l2);
         const char *s2[] = {x, y};
-        dr_answer_view a = {.text = x, .samples = s2, .n_samples = 2, .first_token_margin = NAN,
-                            .confidence = NAN};
+        dr_answer_view a = {
+            .text = x, .samples = s2, .n_samples = 2, .first_token_margin = NAN, .confidence = NAN};
         double c = dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why);
         if (c != (l1 == l2 ? 1.0 : 0.5)) {
             test_fail_(__FILE__, __LINE__, "'%s' vs '%s': %g (%s)", x, y, c, why);
@@ -856,17 +857,22 @@ TEST(router_cascade_agreement_choice_letters)
             return;
         }
     }
-    const char *text[][2] = {{"A dog", "A"}, {"I do", "I"}, {"Bx", "B"}, {"(B", "B"},
-                             {"b", "B"}};
+    const char *text[][2] = {{"A dog", "A"}, {"I do", "I"}, {"Bx", "B"}, {"(B", "B"}, {"b", "B"}};
     for (size_t i = 0; i < DR_ARRAY_LEN(text); i++) {
-        dr_answer_view a = {.text = text[i][0], .samples = text[i], .n_samples = 2,
-                            .first_token_margin = NAN, .confidence = NAN};
+        dr_answer_view a = {.text = text[i][0],
+                            .samples = text[i],
+                            .n_samples = 2,
+                            .first_token_margin = NAN,
+                            .confidence = NAN};
         ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 0.5, 0);
     }
     /* Text still compares after SQuAD normalisation. */
     const char *same[] = {"The Eiffel Tower", "eiffel tower."};
-    dr_answer_view a = {.text = same[0], .samples = same, .n_samples = 2,
-                        .first_token_margin = NAN, .confidence = NAN};
+    dr_answer_view a = {.text = same[0],
+                        .samples = same,
+                        .n_samples = 2,
+                        .first_token_margin = NAN,
+                        .confidence = NAN};
     ASSERT_NEAR(dr_cascade_judge(NULL, &t.st.router, &a, why, sizeof why), 1.0, 0);
     tfix_free(&t);
 }

@@ -91,8 +91,8 @@ static void cascade_params_get(const cJSON *params, cascade_params *cp)
     const cJSON *samples = cJSON_GetObjectItemCaseSensitive(params, "samples");
     cp->threshold = cJSON_IsNumber(thr) ? thr->valuedouble : 0.5;
     /* The loader has checked 2..16; the schema's default is 3. */
-    cp->samples = cJSON_IsNumber(samples) && samples->valuedouble >= 2 ? (size_t)samples->valuedouble
-                                                                      : 3;
+    cp->samples =
+        cJSON_IsNumber(samples) && samples->valuedouble >= 2 ? (size_t)samples->valuedouble : 3;
     dr_strlcpy(cp->judge, cJSON_IsString(judge) ? judge->valuestring : "self_route",
                sizeof cp->judge);
     cp->agreement = strcmp(cp->judge, "agreement") == 0;

@@ -372,9 +372,9 @@ static int pystr_read(const char **pp, dr_buf *out)
         uint32_t cp = 0;
         int digits = 0;
         switch (*p) {
-        case '\\': case '\'': case '"':
-            cp = (unsigned char)*p;
-            break;
+        case '\\':
+        case '\'':
+        case '"': cp = (unsigned char)*p; break;
         case 'n': cp = '\n'; break;
         case 't': cp = '\t'; break;
         case 'r': cp = '\r'; break;
@@ -382,9 +382,7 @@ static int pystr_read(const char **pp, dr_buf *out)
         case 'b': cp = 8; break;
         case 'f': cp = 12; break;
         case 'v': cp = 11; break;
-        case '\n':
-            p++;
-            continue; /* a line continuation */
+        case '\n': p++; continue; /* a line continuation */
         case 'x': digits = 2; break;
         case 'u': digits = 4; break;
         case 'U': digits = 8; break;

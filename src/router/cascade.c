@@ -26,10 +26,10 @@
 #include "router/scorer.h"
 
 #include <ctype.h>
-#include <stdarg.h>
-#include <strings.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <strings.h>
 
 static void set_why(char *why, size_t why_len, const char *fmt, ...) DR_PRINTF(3, 4);
 static void set_why(char *why, size_t why_len, const char *fmt, ...)
