@@ -19,6 +19,9 @@
  * left-out task, for each task: an estimate of out-of-distribution
  * behaviour. --wtp prints, per task, mean quality and mean cost of the
  * router at each willingness to pay (USD^-1), with each always-X.
+ * --dump FILE writes a line per scored row: phase (valid or loto), id,
+ * task, the routed option's quality and, for task clusters, the task
+ * classifier's confidence (nan otherwise), to combine routers offline.
  * --write-split DIR writes the two splits as DIR/train.jsonl and
  * DIR/valid.jsonl (outcome tables) and exits, so that `dynrag router train`
  * and `dynrag eval --outcomes` can be run on the same split.
@@ -74,6 +77,8 @@ static double g_temperature = 0;
 static const char *g_method = NULL; /* predict: ridge (NULL) or knn */
 static int g_k = 0;                 /* knn, preference: neighbours (0: chosen on the inner split) */
 static dr_omodel_train_opts g_ctr;  /* contrastive settings (0: defaults) */
+static FILE *g_dump = NULL;         /* --dump: per scored row, the routed quality */
+static const char *g_phase = "valid";
 
 static int train(const dr_outcome_table *t, const size_t *tr, size_t n_tr, int dim, double lambda,
                  dr_omodel **m)
@@ -169,6 +174,9 @@ static void run(const dr_outcome_table *t, const dr_omodel *m, const size_t *te,
         s->us[i] = dr_now_us() - t0;
         if (k < 0 || pick < 0)
             continue;
+        if (g_dump != NULL)
+            fprintf(g_dump, "%s\t%s\t%s\t%.17g\t%.6f\n", g_phase, row->id, ts->name[k],
+                    row->o[map[pick]].quality, dr_omodel_task_confidence(m, row->query));
         s->n[k]++;
         s->router_q[k] += row->o[map[pick]].quality;
         s->router_c[k] += row->o[map[pick]].cost_usd;
@@ -263,6 +271,13 @@ int main(int argc, char **argv)
     dynrag_error err = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--dump") == 0 && v) {
+            g_dump = fopen(v, "w");
+            if (g_dump == NULL)
+                return 2;
+            i++;
+            continue;
+        }
         if (strcmp(a, "--loto") == 0) {
             loto = true;
             continue;
@@ -441,6 +456,7 @@ int main(int argc, char **argv)
                     tr[n_tr++] = i;
             }
             fprintf(stderr, "leave out %s\n", ts.name[k]);
+            g_phase = "loto";
             if (train(&t, tr, n_tr, dim, lambda, &m) != DYNRAG_OK)
                 return 1;
             run(&t, m, te, n_te, &ts, 0.0, s);

@@ -99,10 +99,25 @@ TEST(router_task_clusters_route_by_task_and_round_trip)
                 ASSERT_OK(dr_omodel_predict(l, te.rows[i].query, b, b + 3, &err), &err);
                 for (int j = 0; j < 3; j++)
                     ASSERT(a[j] == b[j]);
+                /* The classifier's confidence: a probability of at least 1/3
+                 * (the argmax of 3), above 1/2 on these separable tasks, the
+                 * same after a reload. */
+                double c = dr_omodel_task_confidence(m, te.rows[i].query);
+                ASSERT(c > 0.5 && c <= 1.0);
+                ASSERT(c == dr_omodel_task_confidence(l, te.rows[i].query));
             }
+            /* A query of no task is less certain than one of a task. */
+            ASSERT(dr_omodel_task_confidence(m, "hello please") <
+                   dr_omodel_task_confidence(m, "algebra value"));
             dr_omodel_free(l);
             dr_omodel_free(m);
         }
+        /* k-means clusters: no task classifier, no confidence. */
+        dr_omodel_train_opts o = {.kind = "cluster", .dim = 256, .clusters = 3, .seed = seed};
+        dr_omodel *m = NULL;
+        ASSERT_OK(dr_omodel_train(&tr, NULL, 0, NULL, NULL, 0, &o, &m, NULL, &err), &err);
+        ASSERT(isnan(dr_omodel_task_confidence(m, te.rows[0].query)));
+        dr_omodel_free(m);
         dr_outcomes_free(&tr);
         dr_outcomes_free(&te);
     }

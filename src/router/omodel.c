@@ -372,6 +372,27 @@ static int make_embedder(dr_omodel *m, dynrag_error *err)
     return rc;
 }
 
+double dr_omodel_task_confidence(const dr_omodel *m, const char *query)
+{
+    if (m->cluster_labels == NULL)
+        return NAN;
+    float x[DR_OMODEL_MAX_DIM + DR_OMODEL_EXTRA + DR_OMODEL_MAX_CLUSTERS + 1];
+    if (features(m, query, x, NULL) != DYNRAG_OK)
+        return NAN;
+    double s[DR_OMODEL_MAX_CLUSTERS], mx = -INFINITY, z = 0;
+    for (size_t c = 0; c < m->n_clusters; c++) {
+        const float *wc = m->centroids + c * m->cdim;
+        double v = wc[m->cdim - 1];
+        for (size_t d = 0; d + 1 < m->cdim; d++)
+            v += (double)wc[d] * x[d];
+        s[c] = v;
+        mx = DR_MAX(mx, v);
+    }
+    for (size_t c = 0; c < m->n_clusters; c++)
+        z += exp(s[c] - mx);
+    return 1.0 / z;
+}
+
 int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *c,
                       dynrag_error *err)
 {

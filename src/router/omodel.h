@@ -163,6 +163,10 @@ int dr_omodel_set_neighbours(dr_omodel *m, int k, double local_weight, dynrag_er
 int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *c,
                       dynrag_error *err);
 
+/* Task clusters: the task classifier's softmax probability of its chosen
+ * task for the query (in (0, 1]); NAN for other models or on failure. */
+double dr_omodel_task_confidence(const dr_omodel *m, const char *query);
+
 /* The option index with the highest q[i] - wtp * c[i] among those with
  * allowed[i] (allowed may be NULL: every option); ties: the lower index. */
 int dr_omodel_pick(const dr_omodel *m, const double *q, const double *c, double wtp,
