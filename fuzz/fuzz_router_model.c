@@ -1,7 +1,8 @@
 /*
  * fuzz_router_model.c - libFuzzer harness for loading damaged router model
  * files: the outcome routers of dr_omodel_load (router/omodel.h: predict
- * ridge and knn, preference, mf, cluster, distill, contrastive) and the
+ * ridge and knn, preference, mf, cluster (k-means or task clusters),
+ * distill, contrastive) and the
  * cascade's answer scorer of dr_scorer_load (router/scorer.h). Users hand
  * these files to `router: {params: {model: M.safetensors}}` and `judge:
  * scorer`, so every damage must end in a clean error.
@@ -109,6 +110,8 @@ static const template_spec specs[] = {
       .prior_weight = -1,
       .seed = 1}},
     {"scorer", {.kind = NULL}},
+    {"task_clusters",
+     {.kind = "cluster", .dim = 16, .task_clusters = true, .lambda = 1, .seed = 1}},
 };
 #define N_TEMPLATES (sizeof(specs) / sizeof(specs[0]))
 
@@ -292,6 +295,9 @@ static void check_omodel(dr_omodel *m)
             pick = dr_omodel_pick(m, q, c, 0.0, allowed);
             if (pick < 0 || (size_t)pick >= n || !allowed[pick])
                 abort();
+            double conf = dr_omodel_task_confidence(m, queries[k]);
+            if (!isnan(conf) && !(conf > 0 && conf <= 1))
+                abort(); /* a task classifier's confidence is a probability */
         }
         /* Neighbour models: set a few k (valid or not), then predict again. */
         if (round == 0) {
