@@ -207,18 +207,24 @@ static size_t nearest(const float *centroids, size_t n_clusters, int dim, const 
     return best;
 }
 
-/* Task clusters: the class with the highest score w_c . (x[0..cdim-1), 1)
- * (ties: the lower class). */
+/* Task clusters: class c's score w_c . (x[0..cdim-1), 1). */
+static double task_score(const float *w, size_t cdim, const float *x, size_t c)
+{
+    const float *wc = w + c * cdim;
+    double s = wc[cdim - 1];
+    for (size_t d = 0; d + 1 < cdim; d++)
+        if (x[d] != 0.0f)
+            s += (double)wc[d] * x[d];
+    return s;
+}
+
+/* Task clusters: the class with the highest score (ties: the lower class). */
 static size_t task_argmax(const float *w, size_t C, size_t cdim, const float *x)
 {
     size_t best = 0;
     double bs = -INFINITY;
     for (size_t c = 0; c < C; c++) {
-        const float *wc = w + c * cdim;
-        double s = wc[cdim - 1];
-        for (size_t d = 0; d + 1 < cdim; d++)
-            if (x[d] != 0.0f)
-                s += (double)wc[d] * x[d];
+        double s = task_score(w, cdim, x, c);
         if (s > bs) {
             bs = s;
             best = c;
@@ -379,18 +385,13 @@ double dr_omodel_task_confidence(const dr_omodel *m, const char *query)
     float x[DR_OMODEL_MAX_DIM + DR_OMODEL_EXTRA + DR_OMODEL_MAX_CLUSTERS + 1];
     if (features(m, query, x, NULL) != DYNRAG_OK)
         return NAN;
-    double s[DR_OMODEL_MAX_CLUSTERS], mx = -INFINITY, z = 0;
-    for (size_t c = 0; c < m->n_clusters; c++) {
-        const float *wc = m->centroids + c * m->cdim;
-        double v = wc[m->cdim - 1];
-        for (size_t d = 0; d + 1 < m->cdim; d++)
-            v += (double)wc[d] * x[d];
-        s[c] = v;
-        mx = DR_MAX(mx, v);
-    }
+    double p[DR_OMODEL_MAX_CLUSTERS], best = 0;
     for (size_t c = 0; c < m->n_clusters; c++)
-        z += exp(s[c] - mx);
-    return 1.0 / z;
+        p[c] = task_score(m->centroids, m->cdim, x, c);
+    softmax(p, m->n_clusters);
+    for (size_t c = 0; c < m->n_clusters; c++)
+        best = DR_MAX(best, p[c]);
+    return isfinite(best) && best > 0 ? best : NAN;
 }
 
 int dr_omodel_predict(const dr_omodel *m, const char *query, double *q, double *c,
