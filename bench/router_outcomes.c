@@ -486,6 +486,10 @@ int main(int argc, char **argv)
                "tasks %.4f\n",
                "MEAN", sum_r / (double)ts.n, sum_b / (double)ts.n, sum_tb / (double)ts.n);
     }
+    if (g_dump != NULL && fclose(g_dump) != 0) {
+        fprintf(stderr, "--dump: write failed\n");
+        return 1;
+    }
     free(tr);
     free(te);
     free(s->us);

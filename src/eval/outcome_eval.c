@@ -13,6 +13,7 @@
 #include "dynrag/router.h"
 #include "eval/eval_internal.h"
 #include "eval/outcomes.h"
+#include "pipeline/spec.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -86,15 +87,10 @@ typedef struct cascade_params {
 
 static void cascade_params_get(const cJSON *params, cascade_params *cp)
 {
-    const cJSON *thr = cJSON_GetObjectItemCaseSensitive(params, "threshold");
-    const cJSON *judge = cJSON_GetObjectItemCaseSensitive(params, "judge");
-    const cJSON *samples = cJSON_GetObjectItemCaseSensitive(params, "samples");
-    cp->threshold = cJSON_IsNumber(thr) ? thr->valuedouble : 0.5;
-    /* The loader has checked 2..16; the schema's default is 3. */
-    cp->samples =
-        cJSON_IsNumber(samples) && samples->valuedouble >= 2 ? (size_t)samples->valuedouble : 3;
-    dr_strlcpy(cp->judge, cJSON_IsString(judge) ? judge->valuestring : "self_route",
-               sizeof cp->judge);
+    /* Validated, defaults filled in by the loader (2 <= samples <= 16). */
+    cp->threshold = dr_param_num(params, "threshold", 0.5);
+    cp->samples = (size_t)dr_param_int(params, "samples", 3);
+    dr_strlcpy(cp->judge, dr_param_str(params, "judge", "self_route"), sizeof cp->judge);
     cp->agreement = strcmp(cp->judge, "agreement") == 0;
     cp->text = strcmp(cp->judge, "self_route") == 0 || cp->agreement ||
                strcmp(cp->judge, "scorer") == 0;

@@ -188,14 +188,8 @@ static char *agreement_key(const char *answer)
     char c = choice_letter(answer ? answer : "");
     if (c == 0)
         return dr_squad_normalize(answer);
-    char *k = dr_malloc(4);
-    if (k != NULL) {
-        k[0] = '(';
-        k[1] = c;
-        k[2] = ')';
-        k[3] = '\0';
-    }
-    return k;
+    const char key[] = {'(', c, ')', '\0'};
+    return dr_strdup(key);
 }
 
 static double judge_agreement(const dr_answer_view *a, char *why, size_t why_len)
